@@ -1,0 +1,252 @@
+//! The `tradehost` command line: argument definitions and what each
+//! subcommand does. `main.rs` only parses and calls [`run`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use rust_decimal::Decimal;
+
+use crate::backtest::{self, BacktestConfig, PositionMode};
+use crate::market::csv::{LoadOptions, load};
+use crate::market::session::Session;
+use crate::market::{MarketData, clock, synthetic};
+use crate::sandbox::{CpuBudget, Sandbox, SandboxLimits};
+
+/// Runs sandboxed WebAssembly trading strategies on NSE market data.
+#[derive(Debug, Parser)]
+#[command(name = "tradehost", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay a data file through a strategy plugin and write signals, trades, a summary and a report.
+    Backtest(BacktestArgs),
+    /// Write a deterministic synthetic market (candles and an option chain) as CSV files.
+    Generate(GenerateArgs),
+    /// Check a plugin file and print what it is.
+    Inspect {
+        /// The `.wasm` file.
+        plugin: PathBuf,
+    },
+}
+
+/// `tradehost backtest`.
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// The strategy plugin (`.wasm` component).
+    #[arg(long)]
+    pub plugin: PathBuf,
+    /// Candle CSV or option-chain CSV.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write signals.csv, trades.csv, summary.json and report.html.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Strategy parameter, `key=value`; repeat for more.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Which positions signals may open.
+    #[arg(long, value_enum, default_value = "long")]
+    pub mode: PositionMode,
+    /// Units per position.
+    #[arg(long, default_value = "1")]
+    pub qty: Decimal,
+    /// Starting capital in rupees.
+    #[arg(long, default_value = "1000000")]
+    pub capital: Decimal,
+    /// Close positions intraday at this IST time (`HH:MM`) and refuse entries after it.
+    #[arg(long, value_name = "HH:MM")]
+    pub square_off: Option<String>,
+    /// Instrument name, instead of the file's.
+    #[arg(long)]
+    pub instrument: Option<String>,
+    /// Candles of the underlying, for option-chain data (else spot comes from put-call parity).
+    #[arg(long)]
+    pub underlying: Option<PathBuf>,
+    /// Session filter `HH:MM-HH:MM` (IST), or `all` to keep every bar.
+    #[arg(long, default_value = "09:15-15:30")]
+    pub session: String,
+    /// Bars per strategy call (1 = one call per bar).
+    #[arg(long, default_value_t = 4096)]
+    pub batch: usize,
+    /// CPU budget per event, in instructions of fuel (deterministic).
+    #[arg(long, default_value_t = 20_000_000)]
+    pub fuel_per_event: u64,
+    /// Memory cap of the plugin instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub memory_mib: usize,
+}
+
+/// `tradehost generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Trading days of candles.
+    #[arg(long, default_value_t = 60)]
+    pub days: u32,
+    /// Trading days of option chains (one snapshot a minute).
+    #[arg(long, default_value_t = 3)]
+    pub chain_days: u32,
+    /// Seed: the same seed writes the same files.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Run a parsed command line.
+///
+/// # Errors
+/// Whatever the subcommand reports, with context naming the file at fault.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Backtest(args) => run_backtest(&args),
+        Command::Generate(args) => run_generate(&args),
+        Command::Inspect { plugin } => run_inspect(&plugin),
+    }
+}
+
+/// Split `key=value` parameters.
+///
+/// # Errors
+/// A parameter without `=` or with an empty key.
+pub fn parse_params(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => bail!("--param {p:?}: expected key=value"),
+        })
+        .collect()
+}
+
+fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let params = parse_params(&args.params)?;
+    let square_off_minute = args
+        .square_off
+        .as_deref()
+        .map(|t| clock::parse_hhmm(t).with_context(|| format!("--square-off {t:?}: expected HH:MM")))
+        .transpose()?;
+    let session = match args.session.as_str() {
+        "all" => None,
+        text => Some(Session::parse(text).map_err(|e| anyhow::anyhow!("--session: {e}"))?),
+    };
+    if args.qty <= Decimal::ZERO {
+        bail!("--qty {}: must be positive", args.qty);
+    }
+    let limits = SandboxLimits {
+        cpu: CpuBudget::Fuel { per_event: args.fuel_per_event },
+        memory_bytes: args.memory_mib.saturating_mul(1 << 20),
+        ..SandboxLimits::backtest()
+    };
+    let sandbox = Sandbox::new(limits)?;
+    let plugin = sandbox.load_file(&args.plugin)?;
+    let mut strategy = sandbox.instantiate(&plugin, &params)?;
+
+    let underlying = match &args.underlying {
+        None => None,
+        Some(path) => match load(path, &LoadOptions { session, ..LoadOptions::default() })?.data {
+            MarketData::Candles(series) => Some(series),
+            MarketData::Chains(_) => bail!("--underlying {}: expected candles, found an option chain", path.display()),
+        },
+    };
+    let options = LoadOptions { instrument: args.instrument.clone(), session, underlying };
+    let loaded = load(&args.data, &options)?;
+    let loaded_at = started.elapsed();
+
+    let config = BacktestConfig { mode: args.mode, qty: args.qty, capital: args.capital, square_off_minute, batch: args.batch };
+    let bar = progress_bar(loaded.data.len() as u64);
+    let result = backtest::run(&mut strategy, &loaded.data, &config, |done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+
+    let instrument = match &loaded.data {
+        MarketData::Candles(s) => s.instrument.clone(),
+        MarketData::Chains(c) => c.first().map(|c| format!("{} option chain", c.underlying)).unwrap_or_default(),
+    };
+    let run_info = serde_json::json!({
+        "plugin": args.plugin.display().to_string(),
+        "plugin_sha256": plugin.sha256(),
+        "contract": plugin.contract().to_string(),
+        "params": params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+        "data": args.data.display().to_string(),
+        "instrument": instrument,
+        "rows": loaded.rows,
+        "rows_outside_session": loaded.outside_session,
+        "session": session.map_or_else(|| "all".to_owned(), |s| s.to_string()),
+        "batch": args.batch,
+        "load_seconds": loaded_at.as_secs_f64(),
+        "total_seconds": elapsed.as_secs_f64(),
+    });
+    backtest::write_outputs(&args.out, &result, &run_info)?;
+    let s = &result.summary;
+    println!(
+        "{} {} on {instrument}: {} events, {} signals, {} trades, P&L {} ({:+.2}%), win rate {:.1}%, max drawdown {} ({:.2}%), Sharpe {:.2} -> {} ({:.2}s)",
+        s.strategy,
+        s.strategy_version,
+        s.events,
+        s.signals,
+        s.trades,
+        s.net_pnl,
+        s.return_pct,
+        s.win_rate * 100.0,
+        s.max_drawdown,
+        s.max_drawdown_pct,
+        s.sharpe,
+        args.out.display(),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} events {per_sec} eta {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let write = |name: &str, f: &dyn Fn(&Path) -> std::io::Result<()>| -> anyhow::Result<()> {
+        let path = args.out.join(name);
+        f(&path).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+        Ok(())
+    };
+    let nifty = synthetic::candles(&synthetic::CandleSpec { with_volume: true, ..synthetic::CandleSpec::nifty_like(args.seed, args.days) });
+    write("nifty_1m.csv", &|p| synthetic::write_candles_csv(p, &nifty))?;
+    let bank = synthetic::candles(&synthetic::CandleSpec {
+        instrument: "BANKNIFTY".into(),
+        seed: args.seed.wrapping_add(1),
+        start_price: 48_200.0,
+        annual_vol: 0.18,
+        with_volume: true,
+        ..synthetic::CandleSpec::nifty_like(args.seed, args.days)
+    });
+    write("banknifty_1m.csv", &|p| synthetic::write_candles_csv(p, &bank))?;
+    let chain_days = args.chain_days.min(args.days) as usize;
+    let underlying = crate::market::CandleSeries {
+        bars: nifty.bars[..chain_days * synthetic::BARS_PER_DAY as usize].to_vec(),
+        ..nifty.clone()
+    };
+    let chains = synthetic::option_chains(&underlying, args.seed, 1);
+    write("nifty_optionchain_1m.csv", &|p| synthetic::write_chains_csv(p, &chains))?;
+    Ok(())
+}
+
+fn run_inspect(path: &Path) -> anyhow::Result<()> {
+    let sandbox = Sandbox::new(SandboxLimits::backtest())?;
+    let plugin = sandbox.load_file(path)?;
+    let instance = sandbox.instantiate(&plugin, &[])?;
+    println!("{}: {} {} (contract {}@{}, sha256 {})", path.display(), instance.name(), instance.version(), crate::sandbox::CONTRACT_PACKAGE, plugin.contract(), plugin.sha256());
+    Ok(())
+}
