@@ -1,0 +1,18 @@
+# Sourced by the other scripts: installs what a fresh machine with only the
+# Rust toolchain lacks. Safe to run again; it only adds what is missing.
+
+need_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "error: '$*' needs root; run it yourself and try again" >&2; return 1; fi
+}
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    echo "setup: adding the wasm32-wasip2 target (strategies compile to it)" >&2
+    rustup target add wasm32-wasip2
+fi
+
+if [ "${TRADEHOST_NEEDS_REDIS:-0}" = 1 ] && ! command -v redis-server >/dev/null; then
+    echo "setup: installing redis-server from Debian's packages (the Redis tests start their own)" >&2
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq redis-server >/dev/null
+fi

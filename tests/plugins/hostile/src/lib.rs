@@ -1,0 +1,92 @@
+//! A strategy that misbehaves on purpose, to prove the sandbox holds.
+//!
+//! `behaviour` (param) picks the misdeed: `ok`, `loop-on-candle`,
+//! `loop-in-init`, `memory-bomb`, `recursion`, `panic`, `trap-after` (with
+//! `n` good events first), `flood`, `read-file`, `read-env`, `clock`, `socket`.
+//! Probes report what they saw as the reason of an `exit` signal on `PROBE`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use strategy_sdk::{Candle, ParamError, Params, Signals, Strategy};
+
+/// The misbehaving strategy.
+pub struct Hostile {
+    behaviour: String,
+    n: u64,
+    seen: u64,
+    hoard: Vec<Vec<u8>>,
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    // black_box keeps the optimiser from turning this into a loop.
+    black_box(depth) + recurse(black_box(depth + 1))
+}
+
+impl Strategy for Hostile {
+    fn new(params: &Params) -> Result<Self, ParamError> {
+        let behaviour = params.get("behaviour", String::from("ok"))?;
+        if behaviour == "loop-in-init" {
+            let mut x = 0u64;
+            loop {
+                x = black_box(x.wrapping_add(1));
+            }
+        }
+        Ok(Self { behaviour, n: params.get("n", 3)?, seen: 0, hoard: Vec::new() })
+    }
+
+    fn on_candle(&mut self, candle: &Candle<'_>, signals: &mut Signals) {
+        self.seen += 1;
+        match self.behaviour.as_str() {
+            "loop-on-candle" => {
+                let mut x = 0u64;
+                loop {
+                    x = black_box(x.wrapping_add(1));
+                }
+            }
+            "memory-bomb" => loop {
+                self.hoard.push(black_box(vec![1u8; 1 << 20]));
+            },
+            "recursion" => {
+                black_box(recurse(0));
+            }
+            "panic" => panic!("hostile plugin panicked on purpose"),
+            "trap-after" if self.seen > self.n => panic!("trap after {} good events", self.n),
+            "flood" => {
+                for _ in 0..10_000 {
+                    signals.buy(candle.instrument, "flood");
+                }
+            }
+            "read-file" => {
+                let seen = match std::fs::read_to_string("/etc/passwd") {
+                    Ok(text) => format!("read-file: READ {} bytes", text.len()),
+                    Err(e) => format!("read-file: denied ({e})"),
+                };
+                signals.exit("PROBE", seen);
+            }
+            "read-env" => {
+                let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                signals.exit("PROBE", format!("read-env: {} vars {:?}", vars.len(), vars));
+            }
+            "clock" => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
+                signals.exit("PROBE", format!("clock: {now}"));
+            }
+            "socket" => {
+                let seen = match std::net::TcpStream::connect("127.0.0.1:6379") {
+                    Ok(_) => "socket: CONNECTED".to_owned(),
+                    Err(e) => format!("socket: denied ({e})"),
+                };
+                signals.exit("PROBE", seen);
+            }
+            _ => {
+                if self.seen % 10 == 0 {
+                    signals.buy(candle.instrument, format!("healthy tick {}", self.seen));
+                }
+            }
+        }
+    }
+}
+
+strategy_sdk::register_strategy!(Hostile);

@@ -1,0 +1,193 @@
+//! The sandbox against real plugins: bundled strategies load, incompatible or
+//! broken files are refused with messages that say why, and hostile plugins
+//! are stopped within their budget without disturbing a healthy neighbour.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tradehost::engine::StrategyRunner;
+use tradehost::sandbox::{CpuBudget, PluginInstance, Sandbox, SandboxError, SandboxLimits};
+use tradehost_tests::plugin;
+
+fn bar(i: i64) -> strategy_sdk::Bar {
+    // 2024-01-01 09:15 IST onwards; a zig-zag so averages cross.
+    let close = 100.0 + ((i * 7) % 13) as f64 - ((i * 3) % 5) as f64;
+    strategy_sdk::Bar { ts: 1_704_080_700_000 + i * 60_000, open: close, high: close + 1.0, low: close - 1.0, close, volume: 10, oi: 0 }
+}
+
+fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn fuel_sandbox() -> Sandbox {
+    sandbox_with_fuel(5_000_000)
+}
+
+/// Enough fuel that the limit under test (memory, signal count) is reached first.
+fn sandbox_with_fuel(per_event: u64) -> Sandbox {
+    Sandbox::new(SandboxLimits { cpu: CpuBudget::Fuel { per_event }, memory_bytes: 32 << 20, ..SandboxLimits::backtest() }).unwrap()
+}
+
+fn time_sandbox() -> Sandbox {
+    Sandbox::new(SandboxLimits { cpu: CpuBudget::Time { per_event: Duration::from_millis(100) }, memory_bytes: 32 << 20, ..SandboxLimits::live() }).unwrap()
+}
+
+fn hostile(sandbox: &Sandbox, behaviour: &str) -> Result<PluginInstance, SandboxError> {
+    let p = sandbox.load_file(&plugin("hostile")).unwrap();
+    sandbox.instantiate(&p, &params(&[("behaviour", behaviour), ("n", "3")]))
+}
+
+#[test]
+fn bundled_plugins_load_and_describe_themselves() {
+    let sandbox = fuel_sandbox();
+    for (crate_name, init) in [("ma-crossover", vec![]), ("rsi", vec![]), ("oi-crossover", vec![]), ("orb", vec![])] {
+        let p = sandbox.load_file(&plugin(crate_name)).unwrap();
+        assert_eq!(p.contract().to_string(), "1.0.0");
+        assert_eq!(p.sha256().len(), 64);
+        let instance = sandbox.instantiate(&p, &init).unwrap();
+        assert_eq!((instance.name(), instance.version()), (crate_name, "0.1.0"));
+    }
+}
+
+#[test]
+fn bad_params_are_refused_at_init_naming_the_param() {
+    let sandbox = fuel_sandbox();
+    let p = sandbox.load_file(&plugin("ma-crossover")).unwrap();
+    let err = sandbox.instantiate(&p, &params(&[("fast", "50"), ("slow", "10")])).unwrap_err().to_string();
+    assert!(err.contains("ma_crossover.wasm") && err.contains("init failed") && err.contains("param `slow`"), "{err}");
+}
+
+#[test]
+fn incompatible_contract_is_refused_naming_both_versions() {
+    let err = fuel_sandbox().load_file(&plugin("future-contract")).unwrap_err();
+    assert!(matches!(err, SandboxError::Incompatible { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("future_contract.wasm") && msg.contains("tradehost:strategy@2.0.0") && msg.contains("tradehost:strategy@1.0.0"), "{msg}");
+}
+
+#[test]
+fn broken_files_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(plugin("rsi")).unwrap();
+    let mut random = vec![0u8; 4096];
+    let mut x = 0x1234_5678u32;
+    for b in &mut random {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated.wasm", good[..good.len() / 2].to_vec(), "corrupt or invalid component"),
+        ("random.wasm", random, "not a WebAssembly file"),
+        ("empty.wasm", Vec::new(), "not a WebAssembly file"),
+        ("core.wasm", b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module, not a component"),
+    ];
+    let sandbox = fuel_sandbox();
+    for (name, bytes, want) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = sandbox.load_file(&path).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+    }
+    let err = sandbox.load_file(Path::new("/nonexistent/x.wasm")).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/x.wasm"), "{err}");
+}
+
+/// Calls `on-candle` once and returns the error it must produce.
+fn first_error(instance: &mut PluginInstance) -> SandboxError {
+    match instance.on_candle("NIFTY", 60, &bar(0)) {
+        Ok(s) => panic!("expected a failure, got {} signals", s.len()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn infinite_loops_are_stopped_by_fuel_and_by_time() {
+    for sandbox in [fuel_sandbox(), time_sandbox()] {
+        let started = Instant::now();
+        let err = first_error(&mut hostile(&sandbox, "loop-on-candle").unwrap());
+        assert!(matches!(err, SandboxError::CpuBudget { call: "on-candle", .. }), "{err:?}");
+        assert!(err.to_string().contains("plugin hostile: on-candle exceeded its CPU budget"), "{err}");
+        // A liveness bound, not a benchmark: the loop must not hang the host.
+        assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+
+        let err = hostile(&sandbox, "loop-in-init").unwrap_err();
+        assert!(matches!(err, SandboxError::CpuBudget { call: "init", .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn memory_bombs_hit_the_cap() {
+    let sandbox = sandbox_with_fuel(2_000_000_000);
+    let err = first_error(&mut hostile(&sandbox, "memory-bomb").unwrap());
+    assert!(matches!(err, SandboxError::MemoryCap { cap_bytes, .. } if cap_bytes == 32 << 20), "{err:?}");
+}
+
+#[test]
+fn recursion_and_panics_trap_with_their_story() {
+    let sandbox = fuel_sandbox();
+    let err = first_error(&mut hostile(&sandbox, "recursion").unwrap());
+    assert!(matches!(err, SandboxError::Trapped { .. }) && err.to_string().contains("call stack exhausted"), "{err}");
+    let err = first_error(&mut hostile(&sandbox, "panic").unwrap());
+    assert!(err.to_string().contains("hostile plugin panicked on purpose"), "{err}");
+}
+
+#[test]
+fn a_trap_after_good_events_stops_the_instance_for_good() {
+    let sandbox = fuel_sandbox();
+    let mut instance = hostile(&sandbox, "trap-after").unwrap();
+    for i in 0..3 {
+        instance.on_candle("NIFTY", 60, &bar(i)).unwrap();
+    }
+    let err = instance.on_candle("NIFTY", 60, &bar(3)).unwrap_err();
+    assert!(err.to_string().contains("trap after 3 good events"), "{err}");
+    assert!(instance.is_stopped());
+    assert!(matches!(instance.on_candle("NIFTY", 60, &bar(4)), Err(SandboxError::Stopped { .. })));
+}
+
+#[test]
+fn signal_floods_are_refused() {
+    let sandbox = sandbox_with_fuel(500_000_000);
+    let err = first_error(&mut hostile(&sandbox, "flood").unwrap());
+    assert!(matches!(err, SandboxError::SignalFlood { count: 10_000, limit: 16, .. }), "{err:?}");
+}
+
+#[test]
+fn the_sandbox_grants_no_files_env_clock_or_network() {
+    let sandbox = fuel_sandbox();
+    let probe = |behaviour: &str| {
+        let mut instance = hostile(&sandbox, behaviour).unwrap();
+        let signals = instance.on_candle("NIFTY", 60, &bar(0)).unwrap();
+        assert_eq!(signals.len(), 1, "{behaviour}");
+        signals[0].reason.clone()
+    };
+    let file = probe("read-file");
+    assert!(file.starts_with("read-file: denied"), "{file}");
+    assert_eq!(probe("read-env"), "read-env: 0 vars []");
+    assert_eq!(probe("clock"), "clock: 0");
+    let socket = probe("socket");
+    assert!(socket.starts_with("socket: denied"), "{socket}");
+}
+
+#[test]
+fn a_healthy_neighbour_is_not_disturbed() {
+    let sandbox = fuel_sandbox();
+    let p = sandbox.load_file(&plugin("ma-crossover")).unwrap();
+    let fast = params(&[("fast", "3"), ("slow", "8")]);
+    let mut alone = sandbox.instantiate(&p, &fast).unwrap();
+    let mut beside = sandbox.instantiate(&p, &fast).unwrap();
+    let mut bad: Vec<PluginInstance> =
+        ["loop-on-candle", "memory-bomb", "panic", "flood", "recursion"].iter().map(|b| hostile(&sandbox, b).unwrap()).collect();
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    for i in 0..300 {
+        want.extend(alone.on_candle("NIFTY", 60, &bar(i)).unwrap());
+        for h in &mut bad {
+            let _ = h.on_candle("NIFTY", 60, &bar(i));
+        }
+        got.extend(beside.on_candle("NIFTY", 60, &bar(i)).unwrap());
+    }
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    assert!(bad.iter().all(PluginInstance::is_stopped));
+}
