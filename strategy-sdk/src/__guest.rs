@@ -64,7 +64,21 @@ pub fn on_candle<S: Strategy>(d: &mut Driver<S>, c: Candle) -> Vec<Signal> {
 }
 
 pub fn on_candles<S: Strategy>(d: &mut Driver<S>, batch: CandleBatch) -> Vec<BatchSignal> {
-    let bars: Vec<crate::Bar> = batch.bars.iter().map(bar).collect();
+    let n = batch.ts.len();
+    let columns = [batch.open.len(), batch.high.len(), batch.low.len(), batch.close.len(), batch.volume.len(), batch.oi.len()];
+    // Ragged columns are a host bug; trapping says so instead of trading on misaligned bars.
+    assert!(columns.iter().all(|len| *len == n), "candle batch columns differ in length: ts {n}, others {columns:?}");
+    let bars: Vec<crate::Bar> = (0..n)
+        .map(|i| crate::Bar {
+            ts: batch.ts[i],
+            open: batch.open[i],
+            high: batch.high[i],
+            low: batch.low[i],
+            close: batch.close[i],
+            volume: batch.volume[i],
+            oi: batch.oi[i],
+        })
+        .collect();
     d.on_candles(&batch.instrument, batch.timeframe_secs, &bars)
         .drain()
         .map(|(bar_index, s)| BatchSignal { bar_index, signal: signal(s) })

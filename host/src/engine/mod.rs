@@ -179,7 +179,13 @@ impl StrategyRunner for PluginInstance {
         let batch = wit::CandleBatch {
             instrument: instrument.to_owned(),
             timeframe_secs,
-            bars: bars.iter().map(crate::sandbox::plugin_bar).collect(),
+            ts: bars.iter().map(|b| b.ts).collect(),
+            open: bars.iter().map(|b| b.open).collect(),
+            high: bars.iter().map(|b| b.high).collect(),
+            low: bars.iter().map(|b| b.low).collect(),
+            close: bars.iter().map(|b| b.close).collect(),
+            volume: bars.iter().map(|b| b.volume).collect(),
+            oi: bars.iter().map(|b| b.oi).collect(),
         };
         let out = self.call("on-candles", bars.len(), |b, s| b.tradehost_strategy_strategy().call_on_candles(s, &batch))?;
         self.check_flood("on-candles", out.len(), bars.len())?;

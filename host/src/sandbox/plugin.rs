@@ -244,6 +244,14 @@ impl PluginInstance {
         let refused = |stage, reason| SandboxError::Refused { plugin: plugin.file_name().to_owned(), stage, reason };
         let bindings = match StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker) {
             Ok(b) => b,
+            // Not a trap: the component's imports or exports do not have the shapes this
+            // host's contract gives them (a plugin built from a modified or mismatched WIT).
+            Err(e) if e.downcast_ref::<Trap>().is_none() => {
+                return Err(refused(
+                    "instantiate",
+                    format!("its imports or exports do not match {CONTRACT_PACKAGE}@{CONTRACT_VERSION} as this host defines it: {e:#}"),
+                ));
+            }
             Err(e) => return Err(classify(plugin.file_name(), "instantiate", limits, limits.init_events, &this_store, &stderr, e)),
         };
         let mut instance = Self {
