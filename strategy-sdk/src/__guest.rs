@@ -68,8 +68,8 @@ pub fn on_candles<S: Strategy>(d: &mut Driver<S>, batch: CandleBatch) -> Vec<Bat
     let columns = [batch.open.len(), batch.high.len(), batch.low.len(), batch.close.len(), batch.volume.len(), batch.oi.len()];
     // Ragged columns are a host bug; trapping says so instead of trading on misaligned bars.
     assert!(columns.iter().all(|len| *len == n), "candle batch columns differ in length: ts {n}, others {columns:?}");
-    let bars: Vec<crate::Bar> = (0..n)
-        .map(|i| crate::Bar {
+    let mut bars = d.take_scratch();
+    bars.extend((0..n).map(|i| crate::Bar {
             ts: batch.ts[i],
             open: batch.open[i],
             high: batch.high[i],
@@ -77,12 +77,14 @@ pub fn on_candles<S: Strategy>(d: &mut Driver<S>, batch: CandleBatch) -> Vec<Bat
             close: batch.close[i],
             volume: batch.volume[i],
             oi: batch.oi[i],
-        })
-        .collect();
-    d.on_candles(&batch.instrument, batch.timeframe_secs, &bars)
+        }));
+    let out = d
+        .on_candles(&batch.instrument, batch.timeframe_secs, &bars)
         .drain()
         .map(|(bar_index, s)| BatchSignal { bar_index, signal: signal(s) })
-        .collect()
+        .collect();
+    d.return_scratch(bars);
+    out
 }
 
 pub fn on_tick<S: Strategy>(d: &mut Driver<S>, t: Tick) -> Vec<Signal> {

@@ -10,13 +10,14 @@ pub struct Driver<S> {
     version: &'static str,
     strategy: Option<S>,
     signals: Signals,
+    scratch: Vec<Bar>,
 }
 
 impl<S: Strategy> Driver<S> {
     /// A driver for plugin `name` at `version`, not yet initialised.
     #[must_use]
     pub fn new(name: &'static str, version: &'static str) -> Self {
-        Self { name, version, strategy: None, signals: Signals::new() }
+        Self { name, version, strategy: None, signals: Signals::new(), scratch: Vec::new() }
     }
 
     /// The plugin's name.
@@ -59,6 +60,19 @@ impl<S: Strategy> Driver<S> {
         let (s, out) = self.ready();
         s.on_candles(instrument, timeframe_secs, bars, out);
         out
+    }
+
+    /// An empty bar buffer that keeps its capacity between batches, so a
+    /// stream of batches does not allocate.
+    pub fn take_scratch(&mut self) -> Vec<Bar> {
+        let mut bars = std::mem::take(&mut self.scratch);
+        bars.clear();
+        bars
+    }
+
+    /// Give the buffer from [`Driver::take_scratch`] back.
+    pub fn return_scratch(&mut self, bars: Vec<Bar>) {
+        self.scratch = bars;
     }
 
     /// Handle one tick.

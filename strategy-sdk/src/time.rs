@@ -34,6 +34,35 @@ pub fn format_hhmm(minutes: u32) -> String {
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
+/// IST day and minute of successive timestamps, without a division per call
+/// when they arrive in order (as bars do): only a new day costs a division.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionClock {
+    day: i64,
+    day_start_ms: i64,
+}
+
+impl SessionClock {
+    /// A clock that has seen nothing.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { day: i64::MIN, day_start_ms: i64::MIN }
+    }
+
+    /// `(ist_day, minute_of_day)` of `ts_ms`, the same as [`ist_day`] and [`ist_minute_of_day`].
+    pub fn split(&mut self, ts_ms: i64) -> (i64, u32) {
+        let into_day = ts_ms.wrapping_sub(self.day_start_ms);
+        if !(0..DAY_MS).contains(&into_day) {
+            self.day = ist_day(ts_ms);
+            self.day_start_ms = self.day * DAY_MS - IST_OFFSET_MS;
+            return (self.day, ist_minute_of_day(ts_ms));
+        }
+        // Within a day the offset fits in u32 milliseconds, and u32 division by a
+        // constant compiles to a multiply everywhere.
+        (self.day, into_day as u32 / 60_000)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +76,18 @@ mod tests {
         // 23:59 IST is still the same IST day; 00:00 IST the next one.
         assert_eq!(ist_day(ts + (14 * 60 + 44) * 60_000), 19_723);
         assert_eq!(ist_day(ts + (14 * 60 + 45) * 60_000), 19_724);
+    }
+
+    #[test]
+    fn session_clock_matches_the_plain_functions() {
+        let mut clock = SessionClock::new();
+        let start = 1_704_080_700_000 - 10 * DAY_MS;
+        // In order, out of order, across midnights and years.
+        let mut ts: Vec<i64> = (0..5_000).map(|i| start + i * 7_919_000).collect();
+        ts.extend([start, start - 1, start + 86_399_999, 0, -1, 1_000]);
+        for t in ts {
+            assert_eq!(clock.split(t), (ist_day(t), ist_minute_of_day(t)), "{t}");
+        }
     }
 
     #[test]

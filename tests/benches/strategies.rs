@@ -107,6 +107,21 @@ fn main() {
         worst_batched = worst_batched.min(rate(bars.len(), db) / native_rate);
     }
 
+    // The sandbox's own cost: a strategy that does nothing, natively and as WASM.
+    let idle = fuel.load_file(&plugin("hostile")).unwrap();
+    let idle_params = vec![("behaviour".to_owned(), "idle".to_owned())];
+    let (dn, _) = best_of_3(|| batched(&mut Native::<hostile::Hostile>::new("hostile", "0.1.0", &idle_params).unwrap(), &bars));
+    let (de, _) = best_of_3(|| per_event(&mut fuel.instantiate(&idle, &idle_params).unwrap(), &bars));
+    let (db, _) = best_of_3(|| batched(&mut fuel.instantiate(&idle, &idle_params).unwrap(), &bars));
+    let ns = |d: Duration| d.as_nanos() as f64 / bars.len() as f64;
+    println!(
+        "{:<14} {:>11.1} ns {:>19.1} ns {:>19.1} ns   (empty strategy: the cost of the sandbox boundary per candle)",
+        "(empty)",
+        ns(dn),
+        ns(de),
+        ns(db)
+    );
+
     let chain_days = 20;
     let underlying = CandleSeries { bars: series.bars[..chain_days * synthetic::BARS_PER_DAY as usize].to_vec(), ..series.clone() };
     let chains: Vec<strategy_sdk::OptionChain> = synthetic::option_chains(&underlying, 42, 1).iter().map(sdk_chain).collect();

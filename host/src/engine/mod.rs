@@ -176,6 +176,8 @@ impl StrategyRunner for PluginInstance {
     }
 
     fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: &[strategy_sdk::Bar]) -> Result<Vec<(u32, strategy_sdk::Signal)>, SandboxError> {
+        // Seven tight passes beat one pass with seven pushes: `collect` on an
+        // exact-size iterator skips the capacity checks (measured by the bench).
         let batch = wit::CandleBatch {
             instrument: instrument.to_owned(),
             timeframe_secs,

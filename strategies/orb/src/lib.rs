@@ -13,7 +13,7 @@
 //! (0 = no target; else target = entry ± multiple × range height).
 
 use strategy_sdk::state::{StateReader, StateWriter};
-use strategy_sdk::time::{format_hhmm, ist_day, ist_minute_of_day, parse_hhmm};
+use strategy_sdk::time::{SessionClock, format_hhmm, parse_hhmm};
 use strategy_sdk::{Candle, ParamError, Params, PerInstrument, Side, Signals, Strategy};
 
 #[derive(Debug, Clone, Default)]
@@ -36,18 +36,17 @@ pub struct OpeningRangeBreakout {
     volume_multiplier: f64,
     target_multiple: f64,
     days: PerInstrument<Day>,
+    clock: SessionClock,
 }
 
 const STATE_VERSION: u8 = 1;
 
-impl OpeningRangeBreakout {
-    fn volume_confirms(&self, day: &Day, volume: u64) -> bool {
-        if self.volume_multiplier <= 0.0 {
-            return true;
-        }
-        let average = day.range_volume as f64 / day.range_bars as f64;
-        average > 0.0 && volume as f64 >= self.volume_multiplier * average
+fn volume_confirms(multiplier: f64, day: &Day, volume: u64) -> bool {
+    if multiplier <= 0.0 {
+        return true;
     }
+    let average = day.range_volume as f64 / day.range_bars as f64;
+    average > 0.0 && volume as f64 >= multiplier * average
 }
 
 impl Strategy for OpeningRangeBreakout {
@@ -68,48 +67,49 @@ impl Strategy for OpeningRangeBreakout {
         if !(target_multiple >= 0.0) {
             return Err(ParamError::new("target_multiple", "must be 0 (off) or positive"));
         }
-        Ok(Self { open_minute, range_minutes, max_breakouts, volume_multiplier, target_multiple, days: PerInstrument::new() })
+        Ok(Self { open_minute, range_minutes, max_breakouts, volume_multiplier, target_multiple, days: PerInstrument::new(), clock: SessionClock::new() })
     }
 
     fn on_candle(&mut self, candle: &Candle<'_>, signals: &mut Signals) {
-        let today = ist_day(candle.ts);
-        let minute = ist_minute_of_day(candle.ts);
-        let range_end = self.open_minute + self.range_minutes;
-        let mut day = std::mem::take(self.days.get_or_insert_with(candle.instrument, Day::default));
+        let (today, minute) = self.clock.split(candle.ts);
+        let (open_minute, range_end) = (self.open_minute, self.open_minute + self.range_minutes);
+        let (max_breakouts, volume_multiplier, target_multiple) = (self.max_breakouts, self.volume_multiplier, self.target_multiple);
+        let day = self.days.get_or_insert_with(candle.instrument, Day::default);
         if day.day != today {
-            day = Day { day: today, high: f64::NEG_INFINITY, low: f64::INFINITY, ..Day::default() };
+            *day = Day { day: today, high: f64::NEG_INFINITY, low: f64::INFINITY, ..Day::default() };
         }
-        if (self.open_minute..range_end).contains(&minute) {
+        if (open_minute..range_end).contains(&minute) {
             day.high = day.high.max(candle.high);
             day.low = day.low.min(candle.low);
             day.range_bars += 1;
             day.range_volume += candle.volume;
-        } else if minute >= range_end && day.range_bars > 0 && day.breakouts < self.max_breakouts {
-            let side = if candle.close > day.high {
-                Some(Side::Buy)
-            } else if candle.close < day.low {
-                Some(Side::Sell)
-            } else {
-                None
-            };
-            if let Some(side) = side.filter(|s| day.last_side != Some(*s)) {
-                if self.volume_confirms(&day, candle.volume) {
-                    let height = day.high - day.low;
-                    let range = format!("{}-{} range {:.2}-{:.2}", format_hhmm(self.open_minute), format_hhmm(range_end), day.low, day.high);
-                    let (built, stop, target) = match side {
-                        Side::Buy => (signals.buy(candle.instrument, format!("close {:.2} broke above the {range}", candle.close)), day.low, candle.close + self.target_multiple * height),
-                        _ => (signals.sell(candle.instrument, format!("close {:.2} broke below the {range}", candle.close)), day.high, candle.close - self.target_multiple * height),
-                    };
-                    let built = built.stop_loss(stop);
-                    if self.target_multiple > 0.0 {
-                        built.target(target);
-                    }
-                    day.breakouts += 1;
-                    day.last_side = Some(side);
-                }
-            }
+            return;
         }
-        self.days.insert(candle.instrument, day);
+        if minute < range_end || day.range_bars == 0 || day.breakouts >= max_breakouts {
+            return;
+        }
+        let side = if candle.close > day.high {
+            Side::Buy
+        } else if candle.close < day.low {
+            Side::Sell
+        } else {
+            return;
+        };
+        if day.last_side == Some(side) || !volume_confirms(volume_multiplier, day, candle.volume) {
+            return;
+        }
+        let height = day.high - day.low;
+        let range = format!("{}-{} range {:.2}-{:.2}", format_hhmm(open_minute), format_hhmm(range_end), day.low, day.high);
+        let (built, stop, target) = match side {
+            Side::Buy => (signals.buy(candle.instrument, format!("close {:.2} broke above the {range}", candle.close)), day.low, candle.close + target_multiple * height),
+            _ => (signals.sell(candle.instrument, format!("close {:.2} broke below the {range}", candle.close)), day.high, candle.close - target_multiple * height),
+        };
+        let built = built.stop_loss(stop);
+        if target_multiple > 0.0 {
+            built.target(target);
+        }
+        day.breakouts += 1;
+        day.last_side = Some(side);
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! A strategy that misbehaves on purpose, to prove the sandbox holds.
 //!
-//! `behaviour` (param) picks the misdeed: `ok`, `loop-on-candle`,
+//! `behaviour` (param) picks the misdeed: `ok`, `idle` (does nothing: the
+//! benchmark's measure of the sandbox's own cost), `loop-on-candle`,
 //! `loop-in-init`, `memory-bomb`, `recursion`, `panic`, `trap-after` (with
 //! `n` good events first), `flood`, `read-file`, `read-env`, `clock`, `socket`.
 //! Probes report what they saw as the reason of an `exit` signal on `PROBE`.
@@ -10,9 +11,25 @@
 use std::hint::black_box;
 use strategy_sdk::{Candle, ParamError, Params, Signals, Strategy};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Ok,
+    Idle,
+    LoopOnCandle,
+    MemoryBomb,
+    Recursion,
+    Panic,
+    TrapAfter,
+    Flood,
+    ReadFile,
+    ReadEnv,
+    Clock,
+    Socket,
+}
+
 /// The misbehaving strategy.
 pub struct Hostile {
-    behaviour: String,
+    behaviour: Behaviour,
     n: u64,
     seen: u64,
     hoard: Vec<Vec<u8>>,
@@ -33,47 +50,63 @@ impl Strategy for Hostile {
                 x = black_box(x.wrapping_add(1));
             }
         }
+        let behaviour = match behaviour.as_str() {
+            "ok" => Behaviour::Ok,
+            "idle" => Behaviour::Idle,
+            "loop-on-candle" => Behaviour::LoopOnCandle,
+            "memory-bomb" => Behaviour::MemoryBomb,
+            "recursion" => Behaviour::Recursion,
+            "panic" => Behaviour::Panic,
+            "trap-after" => Behaviour::TrapAfter,
+            "flood" => Behaviour::Flood,
+            "read-file" => Behaviour::ReadFile,
+            "read-env" => Behaviour::ReadEnv,
+            "clock" => Behaviour::Clock,
+            "socket" => Behaviour::Socket,
+            other => return Err(ParamError::new("behaviour", format!("unknown behaviour {other:?}"))),
+        };
         Ok(Self { behaviour, n: params.get("n", 3)?, seen: 0, hoard: Vec::new() })
     }
 
     fn on_candle(&mut self, candle: &Candle<'_>, signals: &mut Signals) {
         self.seen += 1;
-        match self.behaviour.as_str() {
-            "loop-on-candle" => {
+        match self.behaviour {
+            Behaviour::Idle => {}
+            Behaviour::LoopOnCandle => {
                 let mut x = 0u64;
                 loop {
                     x = black_box(x.wrapping_add(1));
                 }
             }
-            "memory-bomb" => loop {
+            Behaviour::MemoryBomb => loop {
                 self.hoard.push(black_box(vec![1u8; 1 << 20]));
             },
-            "recursion" => {
+            Behaviour::Recursion => {
                 black_box(recurse(0));
             }
-            "panic" => panic!("hostile plugin panicked on purpose"),
-            "trap-after" if self.seen > self.n => panic!("trap after {} good events", self.n),
-            "flood" => {
+            Behaviour::Panic => panic!("hostile plugin panicked on purpose"),
+            Behaviour::TrapAfter if self.seen > self.n => panic!("trap after {} good events", self.n),
+            Behaviour::Flood => {
                 for _ in 0..10_000 {
                     signals.buy(candle.instrument, "flood");
                 }
             }
-            "read-file" => {
+            Behaviour::ReadFile => {
                 let seen = match std::fs::read_to_string("/etc/passwd") {
                     Ok(text) => format!("read-file: READ {} bytes", text.len()),
                     Err(e) => format!("read-file: denied ({e})"),
                 };
                 signals.exit("PROBE", seen);
             }
-            "read-env" => {
+            Behaviour::ReadEnv => {
                 let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
                 signals.exit("PROBE", format!("read-env: {} vars {:?}", vars.len(), vars));
             }
-            "clock" => {
+            Behaviour::Clock => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
                 signals.exit("PROBE", format!("clock: {now}"));
             }
-            "socket" => {
+            Behaviour::Socket => {
                 let seen = match std::net::TcpStream::connect("127.0.0.1:6379") {
                     Ok(_) => "socket: CONNECTED".to_owned(),
                     Err(e) => format!("socket: denied ({e})"),
