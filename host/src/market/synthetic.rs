@@ -102,8 +102,10 @@ pub fn candles(spec: &CandleSpec) -> CandleSeries {
         let (y, m, d) = super::clock::civil_from_days(day);
         price *= 1.0 + sigma * 3.0 * rng.normal(); // overnight gap
         for minute in 0..BARS_PER_DAY {
-            if rng.unit() < 1.0 / 90.0 {
-                drift = sigma * 0.6 * rng.normal();
+            // Trends that last an hour or two and are small next to the noise, as on a
+            // real index: enough for trend and mean-reversion rules to find something.
+            if rng.unit() < 1.0 / 120.0 {
+                drift = sigma * 0.08 * rng.normal();
             }
             let open = price;
             let close = open * (1.0 + drift + sigma * rng.normal());
