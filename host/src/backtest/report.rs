@@ -82,7 +82,7 @@ fn esc(text: &str) -> String {
 fn svg_chart(title: &str, points: &[EquityPoint], value: impl Fn(&EquityPoint) -> Decimal, colour: &str, fill: bool) -> String {
     const W: f64 = 900.0;
     const H: f64 = 220.0;
-    const PAD: f64 = 50.0;
+    const PAD: f64 = 70.0;
     let ys: Vec<f64> = points.iter().map(|p| value(p).to_f64().unwrap_or(0.0)).collect();
     let (mut lo, mut hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(*y), hi.max(*y)));
     if !lo.is_finite() {
@@ -134,7 +134,7 @@ pub fn write_report_html(path: &Path, result: &BacktestResult) -> std::io::Resul
     let _ = write!(
         html,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Backtest: {name}</title>
-<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}}
+<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}td,th{{padding:2px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}}
 th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pos{{color:#0a7a2f}}.neg{{color:#b3261e}}figure{{margin:1em 0}}figcaption{{font-weight:600}}
 .kpi{{display:grid;grid-template-columns:repeat(4,max-content);gap:4px 24px}}</style></head><body>
 <h1>Backtest: {name} {version}</h1>
