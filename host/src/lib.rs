@@ -29,7 +29,9 @@
 //! ```
 
 pub mod backtest;
+pub mod bus;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod market;
 pub mod sandbox;

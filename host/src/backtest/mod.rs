@@ -29,7 +29,7 @@ use crate::sandbox::SandboxError;
 pub use report::{write_outputs, write_report_html};
 
 /// Which positions signals may open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PositionMode {
     /// Buy opens a long, sell closes it.

@@ -1,0 +1,188 @@
+//! The in-process bus: the same semantics as Redis, inside one process.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, broadcast};
+
+use super::{Channels, LogEntry, glob_match};
+
+#[derive(Debug)]
+struct Pending {
+    consumer: String,
+    delivered: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    next: usize,
+    pending: BTreeMap<usize, Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    entries: Vec<String>,
+    seen: HashSet<String>,
+    groups: HashMap<String, Group>,
+}
+
+/// The embedded bus.
+pub struct EmbeddedBus {
+    channels: Channels,
+    pubsub: broadcast::Sender<(Arc<str>, Arc<str>)>,
+    log: Mutex<Log>,
+    appended: Notify,
+}
+
+/// A subscription to the embedded bus.
+pub struct EmbeddedSubscription {
+    rx: broadcast::Receiver<(Arc<str>, Arc<str>)>,
+    patterns: Vec<String>,
+}
+
+impl EmbeddedSubscription {
+    pub(super) async fn recv(&mut self) -> Option<(String, String)> {
+        loop {
+            match self.rx.recv().await {
+                Ok((channel, payload)) => {
+                    if self.patterns.iter().any(|p| glob_match(p, &channel)) {
+                        return Some((channel.to_string(), payload.to_string()));
+                    }
+                }
+                // Like Redis pub/sub, a listener that falls behind loses messages; the
+                // order path does not depend on them.
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "embedded bus: a slow subscriber missed messages");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+fn entry_id(index: usize) -> String {
+    format!("{}-0", index + 1)
+}
+
+fn index_of(entry_id: &str) -> Option<usize> {
+    entry_id.strip_suffix("-0")?.parse::<usize>().ok()?.checked_sub(1)
+}
+
+impl EmbeddedBus {
+    pub(super) fn new(channels: Channels) -> Self {
+        let (pubsub, _) = broadcast::channel(65_536);
+        Self { channels, pubsub, log: Mutex::new(Log::default()), appended: Notify::new() }
+    }
+
+    pub(super) fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        // A panic while holding the lock leaves plain data behind, still consistent.
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn publish(&self, channel: &str, payload: &str) {
+        // No receivers is not an error for pub/sub.
+        let _ = self.pubsub.send((Arc::from(channel), Arc::from(payload)));
+    }
+
+    pub(super) fn subscribe(&self, patterns: &[String]) -> EmbeddedSubscription {
+        EmbeddedSubscription { rx: self.pubsub.subscribe(), patterns: patterns.to_vec() }
+    }
+
+    pub(super) fn append_signal(&self, id: &str, payload: &str) -> bool {
+        {
+            let mut log = self.log();
+            if !log.seen.insert(id.to_owned()) {
+                return false;
+            }
+            log.entries.push(payload.to_owned());
+        }
+        self.publish(&self.channels.signals(), payload);
+        self.appended.notify_waiters();
+        true
+    }
+
+    pub(super) fn ensure_group(&self, group: &str) {
+        self.log().groups.entry(group.to_owned()).or_default();
+    }
+
+    fn take_new(&self, group: &str, consumer: &str, max: usize) -> Vec<LogEntry> {
+        let mut log = self.log();
+        let Log { entries, groups, .. } = &mut *log;
+        let g = groups.entry(group.to_owned()).or_default();
+        let end = entries.len().min(g.next + max);
+        let out: Vec<LogEntry> = (g.next..end).map(|i| LogEntry { entry_id: entry_id(i), payload: entries[i].clone() }).collect();
+        for i in g.next..end {
+            g.pending.insert(i, Pending { consumer: consumer.to_owned(), delivered: Instant::now() });
+        }
+        g.next = end;
+        out
+    }
+
+    pub(super) async fn read_new(&self, group: &str, consumer: &str, max: usize, block: Duration) -> Vec<LogEntry> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let notified = self.appended.notified();
+            let out = self.take_new(group, consumer, max);
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return out;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.take_new(group, consumer, max);
+            }
+        }
+    }
+
+    pub(super) fn read_pending(&self, group: &str, consumer: &str, max: usize) -> Vec<LogEntry> {
+        let log = self.log();
+        let Some(g) = log.groups.get(group) else { return Vec::new() };
+        g.pending
+            .iter()
+            .filter(|(_, p)| p.consumer == consumer)
+            .take(max)
+            .map(|(i, _)| LogEntry { entry_id: entry_id(*i), payload: log.entries[*i].clone() })
+            .collect()
+    }
+
+    pub(super) fn claim_stale(&self, group: &str, consumer: &str, min_idle: Duration, max: usize) -> Vec<LogEntry> {
+        let mut log = self.log();
+        let Log { entries, groups, .. } = &mut *log;
+        let Some(g) = groups.get_mut(group) else { return Vec::new() };
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (i, p) in g.pending.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if now.duration_since(p.delivered) >= min_idle {
+                p.consumer = consumer.to_owned();
+                p.delivered = now;
+                out.push(LogEntry { entry_id: entry_id(*i), payload: entries[*i].clone() });
+            }
+        }
+        out
+    }
+
+    pub(super) fn ack(&self, group: &str, entry_id: &str) {
+        if let (Some(i), Some(g)) = (index_of(entry_id), self.log().groups.get_mut(group)) {
+            g.pending.remove(&i);
+        }
+    }
+
+    pub(super) fn log_len(&self) -> usize {
+        self.log().entries.len()
+    }
+
+    pub(super) fn pending_count(&self, group: &str) -> usize {
+        self.log().groups.get(group).map_or(0, |g| g.pending.len())
+    }
+
+    pub(super) fn undelivered_count(&self, group: &str) -> usize {
+        let log = self.log();
+        log.entries.len() - log.groups.get(group).map_or(0, |g| g.next)
+    }
+}

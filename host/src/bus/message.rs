@@ -1,0 +1,385 @@
+//! Messages on the bus. Every one is a JSON object with a schema version
+//! `v`, a `type`, a timestamp `ts` (ms since the Unix epoch) and a stable
+//! `id`; prices travel as decimal strings.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Milliseconds since the Unix epoch, now.
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A process-unique id for an event: `<role>-<pid>-<start ms>-<n>`.
+#[must_use]
+pub fn event_id(role: &str) -> String {
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(now_ms);
+    format!("{role}-{}-{start}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Wrap `body` (a JSON object) with `v`, `type`, `id` and `ts`.
+#[must_use]
+pub fn envelope(kind: &str, id: &str, ts_ms: i64, body: serde_json::Value) -> String {
+    let mut map = match body {
+        serde_json::Value::Object(map) => map,
+        other => {
+            let mut m = serde_json::Map::new();
+            m.insert("body".into(), other);
+            m
+        }
+    };
+    map.insert("v".into(), SCHEMA_VERSION.into());
+    map.insert("type".into(), kind.into());
+    map.insert("id".into(), id.into());
+    map.insert("ts".into(), ts_ms.into());
+    serde_json::Value::Object(map).to_string()
+}
+
+/// A decimal from a JSON string or number, exactly.
+///
+/// # Errors
+/// Anything that is not a decimal number.
+pub fn de_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Float(f64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(i) => Ok(Decimal::from(i)),
+        // Through the shortest decimal text, so 0.1 stays 0.1.
+        Raw::Float(f) => f.to_string().parse().map_err(serde::de::Error::custom),
+        Raw::Text(t) => t.trim().parse().map_err(|_| serde::de::Error::custom(format!("expected a decimal number, got {t:?}"))),
+    }
+}
+
+fn de_opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "de_decimal")] Decimal);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+}
+
+/// Check `v` and `type` of a parsed message.
+fn check_header(v: u32, kind: &str, want: &str) -> Result<(), String> {
+    if v != SCHEMA_VERSION {
+        return Err(format!("schema version {v} is not supported (this build reads {SCHEMA_VERSION})"));
+    }
+    if kind != want {
+        return Err(format!("expected a message of type {want:?}, got {kind:?}"));
+    }
+    Ok(())
+}
+
+/// A signal on `trading:signals` and in the signal log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalMessage {
+    /// Schema version.
+    pub v: u32,
+    /// `signal`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Deterministic: `<pipeline>/<plugin>@<version>/<event ts>/<sequence>`.
+    pub id: String,
+    /// Event time: the start of the bar that produced it.
+    pub ts: i64,
+    /// Pipeline id.
+    pub pipeline: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin version.
+    pub plugin_version: String,
+    /// Instrument.
+    pub instrument: String,
+    /// `buy`, `sell` or `exit`.
+    pub side: String,
+    /// The strategy's reason.
+    pub reason: String,
+    /// Close (or last price) of the instrument when produced.
+    #[serde(default, deserialize_with = "de_opt_decimal")]
+    pub price: Option<Decimal>,
+    /// Stop-loss.
+    #[serde(default, deserialize_with = "de_opt_decimal")]
+    pub stop_loss: Option<Decimal>,
+    /// Target.
+    #[serde(default, deserialize_with = "de_opt_decimal")]
+    pub target: Option<Decimal>,
+    /// Conviction.
+    #[serde(default)]
+    pub strength: Option<f64>,
+}
+
+impl SignalMessage {
+    /// The deterministic id of the `sequence`-th signal a pipeline's plugin emitted at `ts`.
+    #[must_use]
+    pub fn make_id(pipeline: &str, plugin: &str, version: &str, ts: i64, sequence: usize) -> String {
+        format!("{pipeline}/{plugin}@{version}/{ts}/{sequence}")
+    }
+
+    /// Parse and check a signal.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let m: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        check_header(m.v, &m.kind, "signal")?;
+        if !matches!(m.side.as_str(), "buy" | "sell" | "exit") {
+            return Err(format!("side {:?}: expected buy, sell or exit", m.side));
+        }
+        Ok(m)
+    }
+
+    /// As JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A price of one instrument at one time, for fills and marks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quote {
+    /// Instrument.
+    pub instrument: String,
+    /// Open of the bar (or the last price).
+    #[serde(deserialize_with = "de_decimal")]
+    pub open: Decimal,
+    /// High.
+    #[serde(deserialize_with = "de_decimal")]
+    pub high: Decimal,
+    /// Low.
+    #[serde(deserialize_with = "de_decimal")]
+    pub low: Decimal,
+    /// Close (or the last price).
+    #[serde(deserialize_with = "de_decimal")]
+    pub close: Decimal,
+}
+
+/// Prices the engine saw at one time (`trading:quotes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotesMessage {
+    /// Schema version.
+    pub v: u32,
+    /// `quotes`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `<pipeline>/<ts>`.
+    pub id: String,
+    /// Start of the bar.
+    pub ts: i64,
+    /// The prices.
+    pub quotes: Vec<Quote>,
+}
+
+impl QuotesMessage {
+    /// Parse and check.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let m: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        check_header(m.v, &m.kind, "quotes")?;
+        Ok(m)
+    }
+}
+
+/// Market data from an external feed on `trading:market:<symbol>`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MarketMessage {
+    /// A quote update.
+    Tick {
+        /// Schema version.
+        v: u32,
+        /// Stable id.
+        id: String,
+        /// Exchange time, ms.
+        ts: i64,
+        /// Instrument.
+        symbol: String,
+        /// Last traded price.
+        #[serde(deserialize_with = "de_decimal")]
+        last: Decimal,
+        /// Best bid.
+        #[serde(default, deserialize_with = "de_opt_decimal")]
+        bid: Option<Decimal>,
+        /// Best ask.
+        #[serde(default, deserialize_with = "de_opt_decimal")]
+        ask: Option<Decimal>,
+        /// Cumulative volume.
+        #[serde(default)]
+        volume: u64,
+        /// Open interest.
+        #[serde(default)]
+        oi: u64,
+    },
+    /// A finished bar.
+    Candle {
+        /// Schema version.
+        v: u32,
+        /// Stable id.
+        id: String,
+        /// Start of the bar, ms.
+        ts: i64,
+        /// Instrument.
+        symbol: String,
+        /// Bar length in seconds; the pipeline's when absent.
+        #[serde(default)]
+        timeframe_secs: Option<u32>,
+        /// Open.
+        #[serde(deserialize_with = "de_decimal")]
+        open: Decimal,
+        /// High.
+        #[serde(deserialize_with = "de_decimal")]
+        high: Decimal,
+        /// Low.
+        #[serde(deserialize_with = "de_decimal")]
+        low: Decimal,
+        /// Close.
+        #[serde(deserialize_with = "de_decimal")]
+        close: Decimal,
+        /// Volume.
+        #[serde(default)]
+        volume: u64,
+        /// Open interest.
+        #[serde(default)]
+        oi: u64,
+    },
+}
+
+impl MarketMessage {
+    /// Parse and check a market message.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let m: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let v = match &m {
+            Self::Tick { v, .. } | Self::Candle { v, .. } => *v,
+        };
+        if v != SCHEMA_VERSION {
+            return Err(format!("schema version {v} is not supported (this build reads {SCHEMA_VERSION})"));
+        }
+        if let Self::Candle { open, high, low, close, .. } = &m {
+            if high < open.max(close).max(low) || low > open.min(close) {
+                return Err("candle high/low do not contain open and close".into());
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// A control command on `trading:commands`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandMessage {
+    /// Schema version.
+    pub v: u32,
+    /// `command`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Stable id; echoed in the acknowledgement.
+    pub id: String,
+    /// When it was sent (optional for commands typed by hand).
+    #[serde(default)]
+    pub ts: Option<i64>,
+    /// `start`, `stop`, `pause`, `resume`, `flatten`, `kill`, `release`, `reload`, `token`.
+    pub cmd: String,
+    /// Target pipeline id, or `*` for all.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// Target user: the pipelines whose `user` is this.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Target account (for `flatten`).
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+impl CommandMessage {
+    /// Parse and check a command.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let m: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        check_header(m.v, &m.kind, "command")?;
+        if m.id.trim().is_empty() {
+            return Err("a command needs a non-empty id".into());
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_round_trip_and_refuse_bad_input() {
+        let m = SignalMessage {
+            v: 1,
+            kind: "signal".into(),
+            id: SignalMessage::make_id("p", "ma", "0.1.0", 5, 0),
+            ts: 5,
+            pipeline: "p".into(),
+            plugin: "ma".into(),
+            plugin_version: "0.1.0".into(),
+            instrument: "NIFTY".into(),
+            side: "buy".into(),
+            reason: "r".into(),
+            price: Some(Decimal::new(2_171_275, 2)),
+            stop_loss: None,
+            target: None,
+            strength: None,
+        };
+        let json = m.to_json();
+        assert!(json.contains("\"price\":\"21712.75\""), "prices travel as strings: {json}");
+        assert_eq!(SignalMessage::parse(&json), Ok(m));
+        for (bad, want) in [
+            ("{", "EOF"),
+            (r#"{"v":2,"type":"signal","id":"x","ts":1,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":""}"#, "schema version 2"),
+            (r#"{"v":1,"type":"signal","id":"x","ts":1,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"hold","reason":""}"#, "side \"hold\""),
+            (r#"{"v":1,"type":"signal","id":"x","ts":1,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":"","price":"abc"}"#, "expected a decimal"),
+        ] {
+            let err = SignalMessage::parse(bad).unwrap_err();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn market_messages() {
+        let tick = r#"{"v":1,"type":"tick","id":"t1","ts":1000,"symbol":"NIFTY","last":"21712.5","volume":10}"#;
+        assert!(matches!(MarketMessage::parse(tick), Ok(MarketMessage::Tick { last, .. }) if last == Decimal::new(217_125, 1)));
+        let candle = r#"{"v":1,"type":"candle","id":"c1","ts":1000,"symbol":"NIFTY","open":1,"high":2,"low":0.5,"close":1.5}"#;
+        assert!(matches!(MarketMessage::parse(candle), Ok(MarketMessage::Candle { .. })));
+        let bad = r#"{"v":1,"type":"candle","id":"c1","ts":1000,"symbol":"NIFTY","open":1,"high":0.9,"low":0.5,"close":1.5}"#;
+        assert!(MarketMessage::parse(bad).is_err());
+        assert!(MarketMessage::parse(r#"{"v":1,"type":"quote"}"#).is_err());
+    }
+
+    #[test]
+    fn commands() {
+        let c = CommandMessage::parse(r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipeline":"nifty-ma"}"#).unwrap();
+        assert_eq!((c.cmd.as_str(), c.pipeline.as_deref()), ("pause", Some("nifty-ma")));
+        assert!(CommandMessage::parse(r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipelin":"x"}"#).unwrap_err().contains("unknown field"));
+        assert!(CommandMessage::parse(r#"{"v":1,"type":"command","id":"","cmd":"pause"}"#).is_err());
+    }
+
+    #[test]
+    fn envelopes_carry_the_header() {
+        let json: serde_json::Value = serde_json::from_str(&envelope("event", "e1", 7, serde_json::json!({"event": "x"}))).unwrap();
+        assert_eq!((json["v"].as_u64(), json["type"].as_str(), json["id"].as_str(), json["ts"].as_i64()), (Some(1), Some("event"), Some("e1"), Some(7)));
+    }
+}

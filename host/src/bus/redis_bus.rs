@@ -1,0 +1,207 @@
+//! The bus on Redis: `PUBLISH` for channels, a stream with a consumer group
+//! for the signal log.
+//!
+//! Two traps handled here: async connections time out replies after 500 ms,
+//! so blocking `XREADGROUP` gets a connection of its own with no timeout; and
+//! "append only if this id is new" is one Lua script (Redis 7.0 has no
+//! idempotent `XADD`), so a replayed signal is never logged twice.
+
+use std::time::Duration;
+
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::sync::Mutex;
+
+use super::{BusError, Channels, LogEntry, SEEN_TTL};
+
+const APPEND_IF_NEW: &str = r"
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  local id = redis.call('XADD', KEYS[1], '*', 'signal', ARGV[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[1])
+  return id
+end
+return false
+";
+
+/// The Redis bus.
+pub struct RedisBus {
+    client: redis::Client,
+    channels: Channels,
+    commands: ConnectionManager,
+    blocking: Mutex<Option<MultiplexedConnection>>,
+    append: redis::Script,
+}
+
+fn entries(ids: Vec<StreamId>) -> Vec<LogEntry> {
+    ids.into_iter()
+        .map(|s| {
+            let payload = match s.map.get("signal") {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(redis::Value::SimpleString(t)) => t.clone(),
+                _ => String::new(),
+            };
+            LogEntry { entry_id: s.id, payload }
+        })
+        .collect()
+}
+
+impl RedisBus {
+    pub(super) async fn connect(url: &str, channels: Channels) -> Result<Self, BusError> {
+        let client = redis::Client::open(url)?;
+        let commands = client.get_connection_manager().await?;
+        Ok(Self { client, channels, commands, blocking: Mutex::new(None), append: redis::Script::new(APPEND_IF_NEW) })
+    }
+
+    pub(super) fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    pub(super) async fn publish(&self, channel: &str, payload: &str) -> Result<(), BusError> {
+        let mut c = self.commands.clone();
+        let _: i64 = c.publish(channel, payload).await?;
+        Ok(())
+    }
+
+    pub(super) async fn subscribe(&self, patterns: &[String]) -> Result<tokio::sync::mpsc::Receiver<(String, String)>, BusError> {
+        use futures_util::StreamExt as _;
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        for p in patterns {
+            pubsub.psubscribe(p).await?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+        tokio::spawn(async move {
+            let mut stream = pubsub.into_on_message();
+            while let Some(msg) = stream.next().await {
+                let channel = msg.get_channel_name().to_owned();
+                let payload: String = msg.get_payload().unwrap_or_default();
+                if tx.send((channel, payload)).await.is_err() {
+                    break;
+                }
+            }
+            // The stream ends silently when the connection drops: dropping `tx`
+            // tells the subscriber, which resynchronises from the log.
+        });
+        Ok(rx)
+    }
+
+    pub(super) async fn append_signal(&self, id: &str, payload: &str) -> Result<bool, BusError> {
+        let mut c = self.commands.clone();
+        let added: Option<String> = self
+            .append
+            .key(self.channels.signal_log())
+            .key(self.channels.signal_seen(id))
+            .arg(payload)
+            .arg(SEEN_TTL.as_secs())
+            .arg(self.channels.signals())
+            .invoke_async(&mut c)
+            .await?;
+        Ok(added.is_some())
+    }
+
+    pub(super) async fn ensure_group(&self, group: &str) -> Result<(), BusError> {
+        let mut c = self.commands.clone();
+        let created: Result<(), redis::RedisError> =
+            redis::cmd("XGROUP").arg("CREATE").arg(self.channels.signal_log()).arg(group).arg("0").arg("MKSTREAM").query_async(&mut c).await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    async fn blocking_connection(&self) -> Result<MultiplexedConnection, BusError> {
+        let mut slot = self.blocking.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let c = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn read_group(&self, group: &str, consumer: &str, max: usize, block: Option<Duration>, from: &str) -> Result<Vec<LogEntry>, BusError> {
+        let mut c = self.blocking_connection().await?;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(max.max(1));
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1));
+        }
+        cmd.arg("STREAMS").arg(self.channels.signal_log()).arg(from);
+        let reply: Result<Option<StreamReadReply>, redis::RedisError> = cmd.query_async(&mut c).await;
+        match reply {
+            Ok(reply) => Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| entries(k.ids)).collect()).unwrap_or_default()),
+            Err(e) => {
+                // Drop a broken connection so the next call opens a fresh one.
+                *self.blocking.lock().await = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(super) async fn read_new(&self, group: &str, consumer: &str, max: usize, block: Duration) -> Result<Vec<LogEntry>, BusError> {
+        self.read_group(group, consumer, max, Some(block), ">").await
+    }
+
+    pub(super) async fn read_pending(&self, group: &str, consumer: &str, max: usize) -> Result<Vec<LogEntry>, BusError> {
+        self.read_group(group, consumer, max, None, "0").await
+    }
+
+    pub(super) async fn claim_stale(&self, group: &str, consumer: &str, min_idle: Duration, max: usize) -> Result<Vec<LogEntry>, BusError> {
+        let mut c = self.commands.clone();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(self.channels.signal_log())
+            .arg(group)
+            .arg(consumer)
+            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max.max(1))
+            .query_async(&mut c)
+            .await?;
+        Ok(entries(reply.claimed))
+    }
+
+    pub(super) async fn ack(&self, group: &str, entry_id: &str) -> Result<(), BusError> {
+        let mut c = self.commands.clone();
+        let _: i64 = c.xack(self.channels.signal_log(), group, &[entry_id]).await?;
+        Ok(())
+    }
+
+    pub(super) async fn log_len(&self) -> Result<usize, BusError> {
+        let mut c = self.commands.clone();
+        Ok(c.xlen(self.channels.signal_log()).await?)
+    }
+
+    pub(super) async fn pending_count(&self, group: &str) -> Result<usize, BusError> {
+        let mut c = self.commands.clone();
+        let reply: redis::Value = redis::cmd("XPENDING").arg(self.channels.signal_log()).arg(group).query_async(&mut c).await?;
+        match reply {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => Ok(usize::try_from(*n).unwrap_or(0)),
+                _ => Err(BusError::Protocol("XPENDING: unexpected reply".into())),
+            },
+            _ => Err(BusError::Protocol("XPENDING: unexpected reply".into())),
+        }
+    }
+
+    pub(super) async fn undelivered_count(&self, group: &str) -> Result<usize, BusError> {
+        let mut c = self.commands.clone();
+        // XINFO GROUPS reports `lag` (entries not yet delivered) since Redis 7.0.
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(self.channels.signal_log()).query_async(&mut c).await?;
+        for g in groups {
+            let name = match g.get("name") {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => continue,
+            };
+            if name == group {
+                return match g.get("lag") {
+                    Some(redis::Value::Int(n)) => Ok(usize::try_from(*n).unwrap_or(0)),
+                    _ => Err(BusError::Protocol("XINFO GROUPS: no lag".into())),
+                };
+            }
+        }
+        Ok(0)
+    }
+}

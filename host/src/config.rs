@@ -1,0 +1,559 @@
+//! `pipelines.toml`: what runs, for whom, on what data.
+//!
+//! Every mistake is refused with the file, line, column and the field's
+//! path (`pipelines.toml:14:8: pipelines[1].accounts[0]: unknown account
+//! "paper-9"`), and nothing starts on a configuration that does not validate.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::backtest::PositionMode;
+
+/// A configuration that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {field}: {message}{}", path.display(), snippet.as_deref().map(|s| format!("\n{s}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted path of the field, e.g. `pipelines[1].params.fast`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// The offending line with a caret under the column.
+    pub snippet: Option<String>,
+}
+
+/// `[host]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSection {
+    /// Folder of `.wasm` plugins.
+    pub plugin_dir: PathBuf,
+    /// The orders journal (SQLite).
+    pub journal: PathBuf,
+    /// Seconds between heartbeats on the events channel.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        Self { plugin_dir: "plugins".into(), journal: "out/journal.sqlite".into(), heartbeat_secs: 5 }
+    }
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSection {
+    /// Redis URL; absent means the embedded in-process bus (`REDIS_URL` overrides).
+    pub url: Option<String>,
+    /// Prefix of every channel and key.
+    pub prefix: String,
+    /// A signal delivered to a consumer that has not acknowledged it for this
+    /// long is taken over by another (a crashed orders process).
+    pub claim_idle_ms: u64,
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        Self { url: None, prefix: "trading".into(), claim_idle_ms: 5_000 }
+    }
+}
+
+/// How many units an order for a signal has.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Sizing {
+    /// A fixed quantity.
+    Fixed {
+        /// Units per order.
+        qty: u64,
+    },
+    /// F&O lots.
+    Lots {
+        /// Lots per order.
+        lots: u64,
+        /// Units per lot (75 for NIFTY).
+        lot_size: u64,
+    },
+    /// A percentage of capital at the signal's price.
+    Percent {
+        /// Percent of capital per position.
+        #[serde(deserialize_with = "decimal")]
+        percent: Decimal,
+    },
+    /// Risk a percentage of capital between the price and the signal's stop-loss.
+    Risk {
+        /// Percent of capital at risk per position.
+        #[serde(deserialize_with = "decimal")]
+        percent: Decimal,
+    },
+}
+
+/// `[[accounts]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// Unique id.
+    pub id: Spanned<String>,
+    /// `paper` (live brokers come later).
+    #[serde(default = "paper")]
+    pub broker: Spanned<String>,
+    /// Starting capital, rupees.
+    #[serde(deserialize_with = "decimal")]
+    pub capital: Decimal,
+    /// Which positions signals may open.
+    #[serde(default = "long")]
+    pub mode: PositionMode,
+    /// Order size.
+    #[serde(default = "one_unit")]
+    pub sizing: Sizing,
+    /// Paper fills: slippage against the trader, in basis points.
+    #[serde(default, deserialize_with = "decimal")]
+    pub slippage_bps: Decimal,
+}
+
+/// Where a pipeline's market data comes from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Source {
+    /// Replay CSV files (candles or an option chain).
+    Replay {
+        /// Files, replayed in order.
+        files: Vec<PathBuf>,
+        /// Speed factor against real time; 0 = as fast as possible.
+        #[serde(default)]
+        speed: f64,
+        /// Candles of the underlying, for option-chain files.
+        #[serde(default)]
+        underlying: Option<PathBuf>,
+    },
+    /// The seeded synthetic market.
+    Synthetic {
+        /// Seed.
+        #[serde(default = "seed")]
+        seed: u64,
+        /// Trading days.
+        #[serde(default = "days")]
+        days: u32,
+        /// Speed factor against real time (60 = a one-minute bar a second); 0 = as fast as possible.
+        #[serde(default)]
+        speed: f64,
+        /// First price.
+        #[serde(default = "start_price")]
+        start_price: f64,
+        /// Also generate an option chain every bar, for option-chain strategies.
+        #[serde(default)]
+        option_chain: bool,
+    },
+    /// Ticks or candles published as JSON on `<prefix>:market:<symbol>` by an external feed.
+    Redis,
+}
+
+/// `[[pipelines]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Unique id; part of every signal id.
+    pub id: Spanned<String>,
+    /// Plugin file in the plugin folder.
+    pub plugin: Spanned<String>,
+    /// Instruments to feed the strategy.
+    pub symbols: Spanned<Vec<String>>,
+    /// Bar length, `1m`, `5m`, `1h`, `30s`.
+    #[serde(default = "one_minute")]
+    pub timeframe: Spanned<String>,
+    /// Market data.
+    pub source: Source,
+    /// Parameters for the plugin's `init`.
+    #[serde(default = "no_params")]
+    pub params: Spanned<toml::Table>,
+    /// Accounts that trade its signals.
+    pub accounts: Vec<Spanned<String>>,
+    /// Owner, for commands aimed at one user's pipelines.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default)]
+    host: HostSection,
+    #[serde(default)]
+    bus: BusSection,
+    #[serde(default)]
+    accounts: Vec<Account>,
+    #[serde(default)]
+    pipelines: Vec<Pipeline>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// `[host]`.
+    pub host: HostSection,
+    /// `[bus]`.
+    pub bus: BusSection,
+    /// `[[accounts]]`.
+    pub accounts: Vec<Account>,
+    /// `[[pipelines]]`.
+    pub pipelines: Vec<Pipeline>,
+}
+
+fn paper() -> Spanned<String> {
+    Spanned::new(0..0, "paper".into())
+}
+fn long() -> PositionMode {
+    PositionMode::Long
+}
+fn one_unit() -> Sizing {
+    Sizing::Fixed { qty: 1 }
+}
+fn one_minute() -> Spanned<String> {
+    Spanned::new(0..0, "1m".into())
+}
+fn no_params() -> Spanned<toml::Table> {
+    Spanned::new(0..0, toml::Table::new())
+}
+fn seed() -> u64 {
+    42
+}
+fn days() -> u32 {
+    20
+}
+fn start_price() -> f64 {
+    21_700.0
+}
+
+use crate::bus::message::de_decimal as decimal;
+
+impl Pipeline {
+    /// The plugin's parameters flattened to strings, as `init` takes them.
+    #[must_use]
+    pub fn param_pairs(&self) -> Vec<(String, String)> {
+        self.params
+            .get_ref()
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+
+    /// Bar length in seconds.
+    #[must_use]
+    pub fn timeframe_secs(&self) -> u32 {
+        parse_timeframe(self.timeframe.get_ref()).unwrap_or(60)
+    }
+}
+
+/// `30s`, `1m`, `15m`, `1h` → seconds.
+#[must_use]
+pub fn parse_timeframe(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let (n, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u32 = n.parse().ok().filter(|n| *n > 0)?;
+    n.checked_mul(match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return None,
+    })
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the place of the first problem.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            field: "(file)".into(),
+            message: format!("cannot read: {e}"),
+            snippet: None,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse and validate configuration text; `path` names it in errors.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let doc: Document = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_owned();
+            error_at(path, text, span.start, &field_at(text, span.start), message)
+        })?;
+        let config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines };
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let err = |offset: usize, field: String, message: String| Err(error_at(&self.path, text, offset, &field, message));
+        let mut account_ids = HashSet::new();
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.id.get_ref().trim().is_empty() {
+                return err(a.id.span().start, format!("accounts[{i}].id"), "must not be empty".into());
+            }
+            if !account_ids.insert(a.id.get_ref().as_str()) {
+                return err(a.id.span().start, format!("accounts[{i}].id"), format!("duplicate account id {:?}", a.id.get_ref()));
+            }
+            if a.broker.get_ref() != "paper" {
+                return err(a.broker.span().start, format!("accounts[{i}].broker"), format!("unknown broker {:?}; this build trades `paper` only", a.broker.get_ref()));
+            }
+            if a.capital <= Decimal::ZERO {
+                return err(a.id.span().start, format!("accounts[{i}].capital"), format!("must be positive, got {}", a.capital));
+            }
+            if a.slippage_bps.is_sign_negative() {
+                return err(a.id.span().start, format!("accounts[{i}].slippage_bps"), "must not be negative".into());
+            }
+            let bad_size = match &a.sizing {
+                Sizing::Fixed { qty } => (*qty == 0).then_some("qty must be at least 1"),
+                Sizing::Lots { lots, lot_size } => (*lots == 0 || *lot_size == 0).then_some("lots and lot_size must be at least 1"),
+                Sizing::Percent { percent } | Sizing::Risk { percent } => {
+                    (*percent <= Decimal::ZERO || *percent > Decimal::ONE_HUNDRED).then_some("percent must be within (0, 100]")
+                }
+            };
+            if let Some(message) = bad_size {
+                return err(a.id.span().start, format!("accounts[{i}].sizing"), message.into());
+            }
+        }
+        let mut pipeline_ids = HashSet::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let id = p.id.get_ref();
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return err(p.id.span().start, format!("pipelines[{i}].id"), format!("{id:?}: use letters, digits, '-', '_' or '.'"));
+            }
+            if !pipeline_ids.insert(id.as_str()) {
+                return err(p.id.span().start, format!("pipelines[{i}].id"), format!("duplicate pipeline id {id:?}"));
+            }
+            let plugin = p.plugin.get_ref();
+            if !plugin.ends_with(".wasm") || plugin.contains(['/', '\\']) {
+                return err(p.plugin.span().start, format!("pipelines[{i}].plugin"), format!("{plugin:?}: expected a file name in the plugin folder ending in .wasm"));
+            }
+            if p.symbols.get_ref().is_empty() || p.symbols.get_ref().iter().any(|s| s.trim().is_empty()) {
+                return err(p.symbols.span().start, format!("pipelines[{i}].symbols"), "list at least one non-empty symbol".into());
+            }
+            if parse_timeframe(p.timeframe.get_ref()).is_none() {
+                return err(p.timeframe.span().start, format!("pipelines[{i}].timeframe"), format!("{:?}: expected a length like 30s, 1m, 15m or 1h", p.timeframe.get_ref()));
+            }
+            if p.accounts.is_empty() {
+                return err(p.id.span().start, format!("pipelines[{i}].accounts"), "list at least one account".into());
+            }
+            for (j, a) in p.accounts.iter().enumerate() {
+                if !account_ids.contains(a.get_ref().as_str()) {
+                    let known: Vec<&str> = self.accounts.iter().map(|a| a.id.get_ref().as_str()).collect();
+                    return err(a.span().start, format!("pipelines[{i}].accounts[{j}]"), format!("unknown account {:?} (known: {})", a.get_ref(), known.join(", ")));
+                }
+            }
+            for (k, v) in p.params.get_ref() {
+                if matches!(v, toml::Value::Array(_) | toml::Value::Table(_)) {
+                    let at = key_offset(text, p.params.span().start, k).unwrap_or(p.params.span().start);
+                    return err(at, format!("pipelines[{i}].params.{k}"), "must be a string, number or boolean".into());
+                }
+            }
+            match &p.source {
+                Source::Replay { files, speed, .. } if files.is_empty() || !speed.is_finite() || *speed < 0.0 => {
+                    return err(p.id.span().start, format!("pipelines[{i}].source"), "replay needs at least one file and a speed of 0 or more".into());
+                }
+                Source::Synthetic { speed, days, .. } if !speed.is_finite() || *speed < 0.0 || *days == 0 => {
+                    return err(p.id.span().start, format!("pipelines[{i}].source"), "synthetic needs days of at least 1 and a speed of 0 or more".into());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The account with `id`.
+    #[must_use]
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id.get_ref() == id)
+    }
+
+    /// The pipeline with `id`.
+    #[must_use]
+    pub fn pipeline(&self, id: &str) -> Option<&Pipeline> {
+        self.pipelines.iter().find(|p| p.id.get_ref() == id)
+    }
+
+    /// The Redis URL: `REDIS_URL` when set, else `[bus] url`.
+    #[must_use]
+    pub fn redis_url(&self) -> Option<String> {
+        std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty()).or_else(|| self.bus.url.clone())
+    }
+
+    /// A path from the file, relative to the file's folder.
+    #[must_use]
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_owned() } else { self.path.parent().unwrap_or(Path::new(".")).join(path) }
+    }
+}
+
+/// Where `key = …` starts, searching from `from` (a table's span).
+fn key_offset(text: &str, from: usize, key: &str) -> Option<usize> {
+    let mut pos = from.min(text.len());
+    for line in text.get(pos..)?.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(pos + (line.len() - trimmed.len()));
+            }
+        }
+        pos += line.len();
+    }
+    None
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize, &str) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+    (line, before[line_start..].chars().count() + 1, &text[line_start..line_end])
+}
+
+fn error_at(path: &Path, text: &str, offset: usize, field: &str, message: String) -> ConfigError {
+    let (line, column, source_line) = line_col(text, offset);
+    let snippet = (!source_line.is_empty()).then(|| format!("  {line:>4} | {source_line}\n       | {}^", " ".repeat(column.saturating_sub(1))));
+    ConfigError { path: path.to_owned(), line, column, field: field.to_owned(), message, snippet }
+}
+
+/// The dotted path of the key on the line at `offset`, from the table headers above it:
+/// `pipelines[1].params.fast`.
+fn field_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut key = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        let start = pos;
+        pos += line.len();
+        if let Some(name) = trimmed.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let name = name.trim().to_owned();
+            let n = counts.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            table = format!("{name}[{n}]");
+        } else if let Some(name) = trimmed.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            let name = name.trim();
+            // `[pipelines.params]` belongs to the latest `[[pipelines]]`.
+            table = match name.split_once('.') {
+                Some((array, rest)) if counts.contains_key(array) => format!("{array}[{}].{rest}", counts[array]),
+                _ => name.to_owned(),
+            };
+        }
+        if start <= offset && offset < pos.max(start + 1) {
+            key = trimmed.split('=').next().filter(|_| trimmed.contains('=')).map(|k| k.trim().to_owned()).unwrap_or_default();
+            break;
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "(document)".into(),
+        (true, false) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[host]
+plugin_dir = "plugins"
+
+[[accounts]]
+id = "paper-1"
+capital = 1000000
+mode = "both"
+sizing = { kind = "lots", lots = 2, lot_size = 75 }
+slippage_bps = 1.5
+
+[[pipelines]]
+id = "nifty-ma"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY"]
+timeframe = "5m"
+accounts = ["paper-1"]
+source = { kind = "synthetic", seed = 7, days = 2 }
+[pipelines.params]
+fast = 10
+kind = "ema"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("pipelines.toml"), text)
+    }
+
+    #[test]
+    fn a_good_file() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.accounts[0].slippage_bps, Decimal::new(15, 1));
+        assert_eq!(c.accounts[0].sizing, Sizing::Lots { lots: 2, lot_size: 75 });
+        let p = &c.pipelines[0];
+        assert_eq!(p.timeframe_secs(), 300);
+        let mut params = p.param_pairs();
+        params.sort();
+        assert_eq!(params, vec![("fast".into(), "10".into()), ("kind".into(), "ema".into())]);
+        assert_eq!(c.bus.prefix, "trading");
+    }
+
+    #[test]
+    fn mistakes_name_line_column_and_field() {
+        let cases = [
+            (GOOD.replace("fast = 10", "fast = [1]"), "pipelines.toml:20:1: pipelines[0].params.fast: must be a string"),
+            (GOOD.replace("accounts = [\"paper-1\"]", "accounts = [\"paper-9\"]"), "pipelines.toml:17:13: pipelines[0].accounts[0]: unknown account \"paper-9\" (known: paper-1)"),
+            (GOOD.replace("timeframe = \"5m\"", "timeframe = \"5x\""), "pipelines.toml:16:13: pipelines[0].timeframe: \"5x\""),
+            (GOOD.replace("mode = \"both\"", "mode = \"sideways\""), "pipelines.toml:8:8: accounts[0].mode: unknown variant `sideways`"),
+            (GOOD.replace("plugin_dir", "plugin_folder"), "pipelines.toml:3:1: host.plugin_folder: unknown field `plugin_folder`"),
+            (GOOD.replace("capital = 1000000", "capital = \"lots\""), "pipelines.toml:7:11: accounts[0].capital: expected a decimal number"),
+            (GOOD.replace("ma_crossover.wasm", "ma_crossover.so"), "pipelines.toml:14:10: pipelines[0].plugin"),
+            (GOOD.replace("symbols = [\"NIFTY\"]", "symbols = []"), "pipelines.toml:15:11: pipelines[0].symbols"),
+            (GOOD.replace("lots = 2", "lots = 0"), "accounts[0].sizing: lots and lot_size must be at least 1"),
+            (GOOD.replace("id = \"nifty-ma\"", "id = \"nifty ma\""), "pipelines[0].id"),
+            (format!("{GOOD}\n[[pipelines]]\nid = \"nifty-ma\"\nplugin = \"x.wasm\"\nsymbols = [\"A\"]\naccounts = [\"paper-1\"]\nsource = {{ kind = \"redis\" }}\n"), "pipelines[1].id: duplicate pipeline id"),
+            (GOOD.replace("[[pipelines]]", "[[pipelines]"), "pipelines.toml:12:"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}\n  does not contain\n{want}");
+        }
+    }
+
+    #[test]
+    fn snippet_points_at_the_column() {
+        let err = parse(&GOOD.replace("mode = \"both\"", "mode = \"sideways\"")).unwrap_err();
+        let snippet = err.snippet.unwrap_or_default();
+        assert!(snippet.contains("mode = \"sideways\"") && snippet.contains("       |        ^"), "{snippet}");
+    }
+
+    #[test]
+    fn timeframes() {
+        for (t, want) in [("30s", Some(30)), ("1m", Some(60)), ("15m", Some(900)), ("1h", Some(3600)), ("0m", None), ("m", None), ("1d", None), ("", None)] {
+            assert_eq!(parse_timeframe(t), want, "{t}");
+        }
+    }
+}
