@@ -48,3 +48,65 @@ pub fn shared_data(file: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// A `redis-server` of our own on a free port, in a temporary folder,
+/// stopped when dropped. Tests never touch a Redis they did not start.
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Start one and wait until it answers `PING`.
+    ///
+    /// # Panics
+    /// When `redis-server` is missing (the README's test command installs it) or does not start.
+    #[must_use]
+    pub fn start() -> Self {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed; run the README's test command, which installs it");
+            let mut server = Self { child, port, _dir: dir };
+            for _ in 0..100 {
+                if server.ping() {
+                    return server;
+                }
+                if let Ok(Some(_)) = server.child.try_wait() {
+                    break; // the port was taken between our check and its bind: try another
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = server.child.kill();
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
