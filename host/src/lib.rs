@@ -29,9 +29,13 @@
 //! ```
 
 pub mod backtest;
+pub mod brokers;
 pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod market;
+pub mod monitor;
+pub mod orders;
 pub mod sandbox;
+pub mod subscriber;

@@ -9,6 +9,8 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use strategy_sdk::{Driver, Params, Strategy};
 
+pub mod pipeline;
+
 use crate::market;
 use crate::sandbox::{PluginInstance, SandboxError, wit};
 

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod csv;
 pub mod session;
+pub mod source;
 pub mod synthetic;
 
 use rust_decimal::Decimal;

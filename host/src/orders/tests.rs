@@ -1,0 +1,152 @@
+//! The order manager against a real SQLite journal in a temp folder.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rust_decimal_macros::dec;
+
+use super::*;
+use crate::bus::message::{Quote, SCHEMA_VERSION};
+
+const CONFIG: &str = r#"
+[[accounts]]
+id = "a1"
+capital = 100000
+mode = "both"
+sizing = { kind = "fixed", qty = 2 }
+slippage_bps = 0
+
+[[accounts]]
+id = "a2"
+capital = 100000
+mode = "long"
+sizing = { kind = "fixed", qty = 1 }
+
+[[pipelines]]
+id = "p"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["a1", "a2"]
+source = { kind = "redis" }
+"#;
+
+fn manager(dir: &Path) -> OrderManager {
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), CONFIG).unwrap());
+    OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap()
+}
+
+fn signal(ts: i64, side: &str) -> SignalMessage {
+    SignalMessage {
+        v: SCHEMA_VERSION,
+        kind: "signal".into(),
+        id: SignalMessage::make_id("p", "ma", "0.1.0", ts, 0),
+        ts,
+        pipeline: "p".into(),
+        plugin: "ma".into(),
+        plugin_version: "0.1.0".into(),
+        instrument: "NIFTY".into(),
+        side: side.into(),
+        reason: "test".into(),
+        price: Some(dec!(100)),
+        stop_loss: None,
+        target: None,
+        strength: None,
+    }
+}
+
+fn quotes(ts: i64, open: rust_decimal::Decimal) -> QuotesMessage {
+    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("p/{ts}"), ts, quotes: vec![Quote { instrument: "NIFTY".into(), open, high: open, low: open, close: open }] }
+}
+
+fn states(out: &[Outcome]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outcome::Order(json) => {
+                let v: Value = serde_json::from_str(json).ok()?;
+                Some(format!("{} {} {}", v["account"].as_str()?, v["state"].as_str()?, v["side"].as_str()?))
+            }
+            Outcome::Event(..) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_signal_becomes_one_order_per_account_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    let out = om.on_signal(&signal(1000, "buy")).unwrap();
+    assert_eq!(states(&out), vec!["a1 submitted buy", "a1 accepted buy", "a2 submitted buy", "a2 accepted buy"]);
+    assert!(om.on_signal(&signal(1000, "buy")).unwrap().is_empty(), "a redelivered signal changes nothing");
+    // A quote at the signal's own time must not fill (no look-ahead); the next one does.
+    assert!(states(&om.on_quotes(&quotes(1000, dec!(99))).unwrap()).is_empty());
+    assert_eq!(states(&om.on_quotes(&quotes(2000, dec!(101))).unwrap()), vec!["a1 filled buy", "a2 filled buy"]);
+    let summary = om.accounts_summary().unwrap();
+    assert_eq!(summary["a1"]["positions"]["NIFTY"], "2");
+    assert_eq!(summary["a2"]["positions"]["NIFTY"], "1");
+}
+
+#[test]
+fn modes_reverse_or_close_and_pnl_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(1000, "buy")).unwrap();
+    om.on_quotes(&quotes(2000, dec!(100))).unwrap();
+    om.on_signal(&signal(3000, "sell")).unwrap();
+    let out = om.on_quotes(&quotes(4000, dec!(110))).unwrap();
+    assert_eq!(states(&out), vec!["a1 filled sell", "a2 filled sell"]);
+    let summary = om.accounts_summary().unwrap();
+    // a1 (both): +2 at 100, sells 4 at 110 -> realised 20, short 2.
+    assert_eq!((summary["a1"]["realized"].as_str(), summary["a1"]["positions"]["NIFTY"].as_str()), (Some("20"), Some("-2")));
+    // a2 (long): +1 at 100, sold at 110 -> realised 10, flat.
+    assert_eq!(summary["a2"]["realized"], "10");
+    assert!(summary["a2"]["positions"].as_object().is_some_and(serde_json::Map::is_empty));
+    om.on_quotes(&quotes(5000, dec!(105))).unwrap();
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["unrealized"], "10", "short 2 from 110 marked at 105");
+}
+
+#[test]
+fn kill_switch_refuses_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let om = manager(dir.path());
+        om.set_kill_switch(true).unwrap();
+    }
+    let mut om = manager(dir.path());
+    assert!(om.kill_switch().unwrap());
+    let out = om.on_signal(&signal(1000, "buy")).unwrap();
+    assert!(states(&out).is_empty());
+    assert!(out.iter().any(|o| matches!(o, Outcome::Event("order_refused", v) if v["rule"] == "kill_switch")));
+    om.set_kill_switch(false).unwrap();
+    assert!(om.on_signal(&signal(1000, "buy")).unwrap().is_empty(), "the refusal was the decision for this signal");
+    assert_eq!(states(&om.on_signal(&signal(1500, "buy")).unwrap()).len(), 4);
+}
+
+#[test]
+fn recorded_but_unsent_orders_are_sent_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut om = manager(dir.path());
+        om.on_signal(&signal(1000, "buy")).unwrap();
+        // Simulate a crash between the decision and the broker: back to 'new'.
+        om.db.execute("UPDATE orders SET state = 'new'", []).unwrap();
+        om.db.execute("DELETE FROM paper_book WHERE account = 'a2'", []).unwrap();
+    }
+    let mut om = manager(dir.path());
+    let out = om.submit_new().unwrap();
+    assert_eq!(states(&out), vec!["a1 submitted buy", "a1 accepted buy", "a2 submitted buy", "a2 accepted buy"]);
+    let book: i64 = om.db.query_row("SELECT COUNT(*) FROM paper_book", [], |r| r.get(0)).unwrap();
+    assert_eq!(book, 2, "the paper book is keyed by client order id: no duplicate");
+}
+
+#[test]
+fn flatten_closes_every_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(1000, "buy")).unwrap();
+    om.on_quotes(&quotes(2000, dec!(100))).unwrap();
+    let out = om.flatten("a1", "cmd-1").unwrap();
+    assert_eq!(states(&out), vec!["a1 submitted sell", "a1 accepted sell"]);
+    om.on_quotes(&quotes(3000, dec!(104))).unwrap();
+    let s = om.accounts_summary().unwrap();
+    assert_eq!((s["a1"]["realized"].as_str(), s["a2"]["positions"]["NIFTY"].as_str()), (Some("8"), Some("1")));
+}

@@ -1,0 +1,203 @@
+//! The subscriber: turns one signal into an order intent per account, by the
+//! account's mode (long only, short only, both) and sizing, and names each
+//! order with a client id derived from (signal, account) so that the same
+//! signal can never become two orders for one account.
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use sha2::{Digest, Sha256};
+
+use crate::backtest::PositionMode;
+use crate::config::{Account, Sizing};
+
+/// Direction of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderSide {
+    /// Buy.
+    Buy,
+    /// Sell.
+    Sell,
+}
+
+impl OrderSide {
+    /// `buy` or `sell`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buy => "buy",
+            Self::Sell => "sell",
+        }
+    }
+
+    /// +1 for a buy, −1 for a sell.
+    #[must_use]
+    pub fn sign(self) -> Decimal {
+        match self {
+            Self::Buy => Decimal::ONE,
+            Self::Sell => Decimal::NEGATIVE_ONE,
+        }
+    }
+
+    /// Parse `buy` / `sell`.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "buy" => Some(Self::Buy),
+            "sell" => Some(Self::Sell),
+            _ => None,
+        }
+    }
+}
+
+/// What an account should do about a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intent {
+    /// Direction.
+    pub side: OrderSide,
+    /// Units, > 0.
+    pub qty: Decimal,
+}
+
+/// The client order id of `signal_id` for `account`: `th` and 18 hex digits
+/// of SHA-256, 20 characters, within every broker's tag limit (Kite: 20).
+#[must_use]
+pub fn client_order_id(signal_id: &str, account: &str) -> String {
+    let digest = Sha256::digest(format!("{signal_id}\u{1f}{account}").as_bytes());
+    let hex: String = digest.iter().take(9).map(|b| format!("{b:02x}")).collect();
+    format!("th{hex}")
+}
+
+/// Units for a new position of `account` at `price`, with the signal's `stop`.
+///
+/// # Errors
+/// When the sizing rule cannot be applied (no price, no stop for risk sizing,
+/// or a size that rounds to zero).
+pub fn position_size(account: &Account, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Decimal, String> {
+    let qty = match &account.sizing {
+        Sizing::Fixed { qty } => Decimal::from(*qty),
+        Sizing::Lots { lots, lot_size } => Decimal::from(lots.saturating_mul(*lot_size)),
+        Sizing::Percent { percent } => {
+            let price = price.filter(|p| *p > Decimal::ZERO).ok_or("percent sizing needs the signal's price")?;
+            (account.capital * percent / Decimal::ONE_HUNDRED / price).floor()
+        }
+        Sizing::Risk { percent } => {
+            let price = price.filter(|p| *p > Decimal::ZERO).ok_or("risk sizing needs the signal's price")?;
+            let stop = stop.ok_or("risk sizing needs a stop-loss on the signal")?;
+            let per_unit = (price - stop).abs();
+            if per_unit.is_zero() {
+                return Err("risk sizing: the stop-loss equals the price".into());
+            }
+            (account.capital * percent / Decimal::ONE_HUNDRED / per_unit).floor()
+        }
+    };
+    if qty <= Decimal::ZERO {
+        return Err(format!("sizing gives {qty} units; the capital is too small for this instrument"));
+    }
+    Ok(qty)
+}
+
+/// The order (if any) that moves `account` from its `effective` position
+/// (filled plus open orders, signed) as `signal_side` asks, under its mode.
+///
+/// # Errors
+/// A refusal from [`position_size`] when a new position must be opened.
+pub fn intent(account: &Account, signal_side: &str, effective: Decimal, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Option<Intent>, String> {
+    let zero = Decimal::ZERO;
+    let open = |side| position_size(account, price, stop).map(|qty| Some(Intent { side, qty }));
+    let close = |side| Ok(Some(Intent { side, qty: effective.abs() }));
+    match (signal_side, account.mode) {
+        ("exit", _) if effective > zero => close(OrderSide::Sell),
+        ("exit", _) if effective < zero => close(OrderSide::Buy),
+        ("buy", PositionMode::Long | PositionMode::Both) if effective == zero => open(OrderSide::Buy),
+        ("buy", PositionMode::Both) if effective < zero => {
+            // Reverse: cover the short and open the long in one order.
+            let qty = position_size(account, price, stop)?;
+            Ok(Some(Intent { side: OrderSide::Buy, qty: qty + effective.abs() }))
+        }
+        ("buy", PositionMode::Short) if effective < zero => close(OrderSide::Buy),
+        ("sell", PositionMode::Short | PositionMode::Both) if effective == zero => open(OrderSide::Sell),
+        ("sell", PositionMode::Both) if effective > zero => {
+            let qty = position_size(account, price, stop)?;
+            Ok(Some(Intent { side: OrderSide::Sell, qty: qty + effective }))
+        }
+        ("sell", PositionMode::Long) if effective > zero => close(OrderSide::Sell),
+        _ => Ok(None),
+    }
+}
+
+/// Notional value of `qty` at `price`, for reports.
+#[must_use]
+pub fn notional(qty: Decimal, price: Decimal) -> f64 {
+    (qty * price).to_f64().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+    use toml::Spanned;
+
+    fn account(mode: PositionMode, sizing: Sizing) -> Account {
+        Account {
+            id: Spanned::new(0..0, "a".into()),
+            broker: Spanned::new(0..0, "paper".into()),
+            capital: dec!(100000),
+            mode,
+            sizing,
+            slippage_bps: Decimal::ZERO,
+        }
+    }
+
+    #[test]
+    fn modes_table() {
+        use OrderSide::{Buy, Sell};
+        use PositionMode::{Both, Long, Short};
+        let fixed = Sizing::Fixed { qty: 2 };
+        let cases = [
+            (Long, "buy", dec!(0), Some((Buy, dec!(2)))),
+            (Long, "buy", dec!(2), None),
+            (Long, "sell", dec!(2), Some((Sell, dec!(2)))),
+            (Long, "sell", dec!(0), None),
+            (Short, "sell", dec!(0), Some((Sell, dec!(2)))),
+            (Short, "buy", dec!(-2), Some((Buy, dec!(2)))),
+            (Short, "buy", dec!(0), None),
+            (Both, "buy", dec!(-2), Some((Buy, dec!(4)))),
+            (Both, "sell", dec!(2), Some((Sell, dec!(4)))),
+            (Both, "sell", dec!(-2), None),
+            (Long, "exit", dec!(3), Some((Sell, dec!(3)))),
+            (Short, "exit", dec!(-3), Some((Buy, dec!(3)))),
+            (Both, "exit", dec!(0), None),
+        ];
+        for (mode, side, effective, want) in cases {
+            let got = intent(&account(mode, fixed.clone()), side, effective, Some(dec!(100)), None).unwrap();
+            assert_eq!(got.map(|i| (i.side, i.qty)), want, "{mode:?} {side} from {effective}");
+        }
+    }
+
+    #[test]
+    fn sizing_table() {
+        let cases = [
+            (Sizing::Fixed { qty: 3 }, Some(dec!(100)), None, Ok(dec!(3))),
+            (Sizing::Lots { lots: 2, lot_size: 75 }, None, None, Ok(dec!(150))),
+            // 10% of 100000 at 333 = 30.03 -> 30
+            (Sizing::Percent { percent: dec!(10) }, Some(dec!(333)), None, Ok(dec!(30))),
+            // risk 1% = 1000 over a 25-point stop = 40
+            (Sizing::Risk { percent: dec!(1) }, Some(dec!(500)), Some(dec!(475)), Ok(dec!(40))),
+            (Sizing::Risk { percent: dec!(1) }, Some(dec!(500)), None, Err("risk sizing needs a stop-loss on the signal".to_owned())),
+            (Sizing::Percent { percent: dec!(1) }, Some(dec!(5000)), None, Err("sizing gives 0 units; the capital is too small for this instrument".to_owned())),
+        ];
+        for (sizing, price, stop, want) in cases {
+            assert_eq!(position_size(&account(PositionMode::Long, sizing.clone()), price, stop), want, "{sizing:?}");
+        }
+    }
+
+    #[test]
+    fn client_ids_are_stable_short_and_distinct() {
+        let a = client_order_id("p/ma@0.1.0/1/0", "acct-1");
+        assert_eq!(a, client_order_id("p/ma@0.1.0/1/0", "acct-1"));
+        assert_eq!(a.len(), 20);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, client_order_id("p/ma@0.1.0/1/0", "acct-2"));
+        assert_ne!(a, client_order_id("p/ma@0.1.0/1/1", "acct-1"));
+    }
+}
