@@ -42,6 +42,10 @@ pub struct EmbeddedSubscription {
 }
 
 impl EmbeddedSubscription {
+    pub(super) fn backlog(&self) -> usize {
+        self.rx.len()
+    }
+
     pub(super) async fn recv(&mut self) -> Option<(String, String)> {
         loop {
             match self.rx.recv().await {

@@ -108,6 +108,16 @@ enum SubscriptionInner {
 }
 
 impl Subscription {
+    /// Messages received by the connection and not yet taken by [`Subscription::recv`]
+    /// (for the embedded bus: every channel's, before filtering).
+    #[must_use]
+    pub fn backlog(&self) -> usize {
+        match &self.inner {
+            SubscriptionInner::Embedded(s) => s.backlog(),
+            SubscriptionInner::Redis(rx) => rx.len(),
+        }
+    }
+
     /// The next message.
     pub async fn recv(&mut self) -> Option<(String, String)> {
         match &mut self.inner {

@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS fills (
     side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS positions (
     account TEXT NOT NULL, instrument TEXT NOT NULL, qty TEXT NOT NULL, avg_price TEXT NOT NULL,
-    realized TEXT NOT NULL, PRIMARY KEY (account, instrument));
+    realized TEXT NOT NULL, lots TEXT NOT NULL DEFAULT '', PRIMARY KEY (account, instrument));
 CREATE TABLE IF NOT EXISTS paper_book (
     client_order_id TEXT PRIMARY KEY, account TEXT NOT NULL, instrument TEXT NOT NULL,
     side TEXT NOT NULL, qty TEXT NOT NULL, not_before INTEGER NOT NULL, state TEXT NOT NULL,
@@ -80,7 +80,15 @@ pub struct OrderManager {
     config: std::sync::Arc<Config>,
     mode: &'static str,
     last: HashMap<String, (i64, Decimal)>,
+    /// Recent opens per instrument: an order recorded after the first price
+    /// following its signal has already gone by (prices and signals travel
+    /// separately) still fills at that price, so paper fills do not depend on
+    /// which message happened to be handled first.
+    recent: HashMap<String, std::collections::VecDeque<(i64, Decimal)>>,
 }
+
+/// Prices kept per instrument for late orders.
+const RECENT_PRICES: usize = 4096;
 
 impl std::fmt::Debug for OrderManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +113,7 @@ impl OrderManager {
         db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         db.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self { db, path: p, config, mode, last: HashMap::new() })
+        Ok(Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new() })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> OrderError + '_ {
@@ -262,6 +270,16 @@ impl OrderManager {
             tx.execute("UPDATE orders SET state = 'accepted', updated_at = ?2 WHERE client_order_id = ?1", params![coid, now_ms()]).map_err(jerr)?;
             tx.commit().map_err(jerr)?;
             out.push(Outcome::Order(self.order_message(&coid, "accepted", json!({}))?));
+            let first_after = self.first_price_after(&instrument, not_before);
+            if let (Some((ts, open)), Some(side)) = (first_after, OrderSide::parse(&side)) {
+                let slippage: String = self
+                    .db
+                    .query_row("SELECT slippage_bps FROM orders WHERE client_order_id = ?1", [&coid], |r| r.get(0))
+                    .map_err(self.err())?;
+                let price = fill_price(side, open, dec(&slippage));
+                self.record_fill(&coid, &account, &instrument, side, dec(&qty), price, ts)?;
+                out.push(Outcome::Order(self.order_message(&coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts }))?));
+            }
         }
         Ok(out)
     }
@@ -278,29 +296,46 @@ impl OrderManager {
             if q.ts >= entry.0 {
                 *entry = (q.ts, quote.close);
             }
-            let open: Vec<(String, String, String, String, String)> = {
+            let recent = self.recent.entry(quote.instrument.clone()).or_default();
+            if recent.back().is_none_or(|(ts, _)| q.ts > *ts) {
+                if recent.len() == RECENT_PRICES {
+                    recent.pop_front();
+                }
+                recent.push_back((q.ts, quote.open));
+            }
+            let open: Vec<(String, String, String, String, String, i64)> = {
                 let mut stmt = self
                     .db
                     .prepare_cached(
-                        "SELECT p.client_order_id, p.account, p.side, p.qty, o.slippage_bps FROM paper_book p JOIN orders o USING (client_order_id)
+                        "SELECT p.client_order_id, p.account, p.side, p.qty, o.slippage_bps, p.not_before FROM paper_book p JOIN orders o USING (client_order_id)
                          WHERE p.state = 'open' AND p.instrument = ?1 AND p.not_before < ?2 ORDER BY p.rowid",
                     )
                     .map_err(self.err())?;
                 let rows = stmt
-                    .query_map(params![quote.instrument, q.ts], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .query_map(params![quote.instrument, q.ts], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
                     .map_err(self.err())?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(self.err())?;
                 rows
             };
-            for (coid, account, side, qty, slippage) in open {
+            for (coid, account, side, qty, slippage, not_before) in open {
                 let Some(side) = OrderSide::parse(&side) else { continue };
-                let (qty, price) = (dec(&qty), fill_price(side, quote.open, dec(&slippage)));
-                self.record_fill(&coid, &account, &quote.instrument, side, qty, price, q.ts)?;
-                out.push(Outcome::Order(self.order_message(&coid, "filled", json!({ "price": price.to_string(), "fill_ts": q.ts }))?));
+                // The first price after the signal, which is not always this message: the
+                // same instrument's prices can come from pipelines running at different paces.
+                let (ts, open) = self.first_price_after(&quote.instrument, not_before).unwrap_or((q.ts, quote.open));
+                let (qty, price) = (dec(&qty), fill_price(side, open, dec(&slippage)));
+                self.record_fill(&coid, &account, &quote.instrument, side, qty, price, ts)?;
+                out.push(Outcome::Order(self.order_message(&coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts }))?));
             }
         }
         Ok(out)
+    }
+
+    /// The first known price of `instrument` later than `ts`.
+    fn first_price_after(&self, instrument: &str, ts: i64) -> Option<(i64, Decimal)> {
+        let prices = self.recent.get(instrument)?;
+        let i = prices.partition_point(|(t, _)| *t <= ts);
+        prices.get(i).copied()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -309,16 +344,16 @@ impl OrderManager {
         let tx = self.db.transaction().map_err(|source| OrderError::Journal { path: path.clone(), source })?;
         let r: rusqlite::Result<()> = (|| {
             let held: Option<(String, String, String)> = tx
-                .query_row("SELECT qty, avg_price, realized FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| {
+                .query_row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()?;
-            let before = held.map_or_else(Position::default, |(q, a, r)| Position { qty: dec(&q), avg_price: dec(&a), realized: dec(&r) });
+            let before = held.map_or_else(Position::default, |(q, r, lots)| Position { qty: dec(&q), lots: Position::parse_lots(&lots), realized: dec(&r) });
             let after = before.apply_fill(side, qty, price);
             tx.execute(
-                "INSERT INTO positions (account, instrument, qty, avg_price, realized) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(account, instrument) DO UPDATE SET qty = ?3, avg_price = ?4, realized = ?5",
-                params![account, instrument, after.qty.to_string(), after.avg_price.to_string(), after.realized.to_string()],
+                "INSERT INTO positions (account, instrument, qty, avg_price, realized, lots) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(account, instrument) DO UPDATE SET qty = ?3, avg_price = ?4, realized = ?5, lots = ?6",
+                params![account, instrument, after.qty.to_string(), after.avg_price().to_string(), after.realized.to_string(), after.lots_text()],
             )?;
             tx.execute(
                 "INSERT INTO fills (client_order_id, account, instrument, side, qty, price, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -380,14 +415,14 @@ impl OrderManager {
         for account in &self.config.accounts {
             out.insert(account.id.get_ref().clone(), json!({ "realized": "0", "unrealized": "0", "positions": {} }));
         }
-        let mut stmt = self.db.prepare("SELECT account, instrument, qty, avg_price, realized FROM positions ORDER BY account, instrument").map_err(self.err())?;
+        let mut stmt = self.db.prepare("SELECT account, instrument, qty, lots, realized FROM positions ORDER BY account, instrument").map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?)))
             .map_err(self.err())?;
         let mut totals: HashMap<String, (Decimal, Decimal, serde_json::Map<String, Value>)> = HashMap::new();
         for row in rows {
-            let (account, instrument, qty, avg, realized) = row.map_err(self.err())?;
-            let p = Position { qty: dec(&qty), avg_price: dec(&avg), realized: dec(&realized) };
+            let (account, instrument, qty, lots, realized) = row.map_err(self.err())?;
+            let p = Position { qty: dec(&qty), lots: Position::parse_lots(&lots), realized: dec(&realized) };
             let t = totals.entry(account).or_default();
             t.0 += p.realized;
             if let Some((_, last)) = self.last.get(&instrument) {

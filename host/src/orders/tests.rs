@@ -105,6 +105,19 @@ fn modes_reverse_or_close_and_pnl_adds_up() {
 }
 
 #[test]
+fn a_signal_handled_after_the_next_price_still_fills_at_that_price() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_quotes(&quotes(1000, dec!(99))).unwrap();
+    om.on_quotes(&quotes(2000, dec!(101))).unwrap();
+    om.on_quotes(&quotes(3000, dec!(105))).unwrap();
+    let out = om.on_signal(&signal(1000, "buy")).unwrap();
+    assert_eq!(states(&out), vec!["a1 submitted buy", "a1 accepted buy", "a1 filled buy", "a2 submitted buy", "a2 accepted buy", "a2 filled buy"]);
+    let filled: String = om.db.query_row("SELECT fill_price FROM orders WHERE account = 'a1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(filled, "101", "the first price after the signal, not the latest");
+}
+
+#[test]
 fn kill_switch_refuses_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {

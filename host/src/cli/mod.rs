@@ -1,6 +1,8 @@
 //! The `tradehost` command line: argument definitions and what each
 //! subcommand does. `main.rs` only parses and calls [`run`].
 
+pub mod run;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -30,6 +32,20 @@ pub enum Command {
     Backtest(BacktestArgs),
     /// Write a deterministic synthetic market (candles and an option chain) as CSV files.
     Generate(GenerateArgs),
+    /// Run the pipelines of pipelines.toml: market data, strategies, signals, orders.
+    Run(run::RunArgs),
+    /// Watch a running host over Redis: pipelines, signals, orders, positions and P&L.
+    Monitor {
+        /// Redis URL (else REDIS_URL, else `[bus] url` of --config).
+        #[arg(long)]
+        redis: Option<String>,
+        /// Configuration to read the bus settings from.
+        #[arg(long, default_value = "pipelines.toml")]
+        config: PathBuf,
+        /// Print every message as raw JSON.
+        #[arg(long)]
+        raw: bool,
+    },
     /// Check a plugin file and print what it is.
     Inspect {
         /// The `.wasm` file.
@@ -110,7 +126,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backtest(args) => run_backtest(&args),
         Command::Generate(args) => run_generate(&args),
         Command::Inspect { plugin } => run_inspect(&plugin),
+        Command::Run(args) => tokio_runtime()?.block_on(run::run(args)),
+        Command::Monitor { redis, config, raw } => tokio_runtime()?.block_on(run_monitor(redis, &config, raw)),
     }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn run_monitor(redis: Option<String>, config: &Path, raw: bool) -> anyhow::Result<()> {
+    let (url, prefix) = match crate::config::Config::load(config) {
+        Ok(c) => (redis.or_else(|| c.redis_url()), c.bus.prefix),
+        Err(_) => (redis.or_else(|| std::env::var("REDIS_URL").ok()), "trading".to_owned()),
+    };
+    let url = url.context("monitor needs a Redis URL (--redis, REDIS_URL or [bus] url): an embedded bus lives inside its own process")?;
+    let bus = crate::bus::Bus::redis(&url, &prefix).await.with_context(|| format!("connecting to Redis at {url}"))?;
+    let sub = bus.subscribe(&[bus.channels().all()]).await?;
+    println!("monitor: watching {} on {url}", bus.channels().all());
+    crate::monitor::follow(sub, raw).await;
+    Ok(())
 }
 
 /// Split `key=value` parameters.

@@ -1,0 +1,544 @@
+//! `tradehost run`: the pipelines of `pipelines.toml`, in one process or
+//! split into an engine role and an orders role sharing one Redis.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::bus::message::{CommandMessage, QuotesMessage, SignalMessage};
+use crate::bus::{Bus, Channels, LogEntry, Subscription};
+use crate::config::Config;
+use crate::engine::pipeline::{self, Control, PipelineEnd, PipelineSpec, PipelineStats};
+use crate::monitor::Events;
+use crate::orders::{OrderManager, Outcome};
+use crate::sandbox::{Sandbox, SandboxLimits};
+
+/// Which stages this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Everything.
+    All,
+    /// Market sources and strategies: signals into the bus.
+    Engine,
+    /// Subscriber and order manager: signals out of the bus into orders.
+    Orders,
+}
+
+/// `tradehost run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The configuration.
+    #[arg(long, default_value = "pipelines.toml")]
+    pub config: PathBuf,
+    /// Which stages to run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub role: Role,
+    /// Redis URL (overrides REDIS_URL and `[bus] url`).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Orders journal (overrides `[host] journal`).
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
+    /// Name of this orders process in the consumer group; keep it across restarts.
+    #[arg(long, default_value = "orders-1")]
+    pub consumer: String,
+    /// Print only the final summary, not every signal and order.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Orders role: exit after this many seconds with nothing to do.
+    #[arg(long, value_name = "SECS")]
+    pub until_idle: Option<f64>,
+}
+
+/// Paper or live, from `TRADING_MODE`.
+///
+/// # Errors
+/// An unknown value.
+pub fn trading_mode() -> anyhow::Result<&'static str> {
+    match std::env::var("TRADING_MODE").unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+        "" | "paper" => Ok("paper"),
+        "live" => Ok("live"),
+        other => bail!("TRADING_MODE={other:?}: expected paper or live"),
+    }
+}
+
+const GROUP: &str = "orders";
+
+/// Run the configured pipelines.
+///
+/// # Errors
+/// A configuration, bus or journal that cannot be used; live mode.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mode = trading_mode()?;
+    println!("tradehost: TRADING_MODE={mode}");
+    if mode == "live" {
+        bail!("TRADING_MODE=live: this build has no live broker yet, so it will not start rather than pretend; run with TRADING_MODE=paper (the default)");
+    }
+    let config = Arc::new(Config::load(&args.config)?);
+    let prefix = config.bus.prefix.clone();
+    let bus = match args.redis.clone().or_else(|| config.redis_url()) {
+        Some(url) => Bus::redis(&url, &prefix).await.with_context(|| format!("connecting to Redis at {url}"))?,
+        None => Bus::embedded(&prefix),
+    };
+    if args.role != Role::All && matches!(bus, Bus::Embedded(_)) {
+        bail!("--role {:?} runs half of the pipeline and needs a Redis bus the other half shares: set REDIS_URL or [bus] url", args.role);
+    }
+    println!(
+        "tradehost: {} bus, role {:?}, {} pipelines, {} accounts, channels {}",
+        bus.kind(),
+        args.role,
+        config.pipelines.len(),
+        config.accounts.len(),
+        bus.channels().all()
+    );
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+    // Everything that listens subscribes before the engine publishes its first
+    // price: at replay speed 0 the first hundreds of bars go by in milliseconds.
+    let printer = if args.quiet {
+        None
+    } else {
+        let c = bus.channels();
+        Some(spawn_printer(bus.subscribe(&[c.signals(), c.orders(), c.events()]).await?, c.clone()))
+    };
+    let orders_feeds = if matches!(args.role, Role::All | Role::Orders) {
+        Some((bus.subscribe(&[bus.channels().quotes()]).await?, bus.subscribe(&[bus.channels().commands()]).await?))
+    } else {
+        None
+    };
+
+    let engine = matches!(args.role, Role::All | Role::Engine).then(|| {
+        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
+        tokio::spawn(async move { engine_role(config, bus, shutdown).await })
+    });
+    let (engine_done_tx, engine_done) = watch::channel(engine.is_none());
+    let orders = orders_feeds.map(|feeds| {
+        let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
+        let settings = OrdersSettings { journal, consumer: args.consumer.clone(), mode, until_idle: args.until_idle.map(Duration::from_secs_f64) };
+        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
+        tokio::spawn(async move { orders_role(config, bus, settings, feeds, shutdown, engine_done).await })
+    });
+    if let Some(engine) = engine {
+        engine.await.context("engine task")??;
+        let _ = engine_done_tx.send(true);
+    }
+    if let Some(orders) = orders {
+        let summary = orders.await.context("orders task")??;
+        print_summary(&summary);
+    }
+    if let Some(p) = printer {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.abort();
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn spawn_printer(mut sub: Subscription, channels: Channels) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some((channel, payload)) = sub.recv().await {
+            let Ok(v) = serde_json::from_str::<Value>(&payload) else { continue };
+            let text = |k: &str| v[k].as_str().map(str::to_owned).unwrap_or_else(|| v[k].to_string());
+            let line = match v["type"].as_str() {
+                Some("signal") => format!("signal  {:<16} {:<10} {:<4} @ {:<10} {}", text("pipeline"), text("instrument"), text("side"), text("price"), text("reason")),
+                Some("order") if matches!(v["state"].as_str(), Some("filled")) => {
+                    format!("order   {:<16} {} {} {} {} @ {} [{}]", text("account"), text("state"), text("side"), text("qty"), text("instrument"), text("price"), text("mode"))
+                }
+                Some("event") if channel == channels.events() => format!("event   {} {}", text("event"), v["pipeline"].as_str().unwrap_or("")),
+                Some("error") => format!("error   {}: {}", text("source"), text("reason")),
+                Some("command_ack") => format!("ack     {} {} ok={} {}", text("command_id"), text("cmd"), text("ok"), text("detail")),
+                _ => continue,
+            };
+            println!("{line}");
+        }
+    })
+}
+
+struct Slot {
+    spec: PipelineSpec,
+    control: watch::Sender<Control>,
+    stats: Arc<PipelineStats>,
+    task: Option<JoinHandle<PipelineEnd>>,
+    state: String,
+}
+
+fn start_slot(spec: PipelineSpec, sandbox: &Arc<Sandbox>, bus: &Bus, events: &Events) -> Slot {
+    let (control, rx) = watch::channel(Control::Run);
+    let stats = Arc::new(PipelineStats::default());
+    let task = tokio::spawn(pipeline::run(spec.clone(), sandbox.clone(), bus.clone(), events.clone(), rx, stats.clone()));
+    Slot { spec, control, stats, task: Some(task), state: "running".into() }
+}
+
+async fn engine_role(config: Arc<Config>, bus: Bus, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let events = Events::new(bus.clone(), "engine");
+    let sandbox = Arc::new(Sandbox::new(SandboxLimits::live())?);
+    let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+    for p in &config.pipelines {
+        let spec = PipelineSpec::from_config(&config, p);
+        slots.insert(spec.id.clone(), start_slot(spec, &sandbox, &bus, &events));
+    }
+    let mut commands = bus.subscribe(&[bus.channels().commands()]).await?;
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
+    let mut reap = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            msg = commands.recv() => {
+                let Some((_, payload)) = msg else {
+                    commands = bus.subscribe(&[bus.channels().commands()]).await?;
+                    continue;
+                };
+                engine_command(&payload, &config, &mut slots, &sandbox, &bus, &events).await;
+            }
+            _ = heartbeat.tick() => {
+                let pipelines: serde_json::Map<String, Value> = slots.iter().map(|(id, s)| (id.clone(), json!({
+                    "state": s.state,
+                    "events_in": s.stats.events_in.load(Ordering::Relaxed),
+                    "signals_out": s.stats.signals_out.load(Ordering::Relaxed),
+                    "signals_suppressed": s.stats.signals_suppressed.load(Ordering::Relaxed),
+                }))).collect();
+                events.heartbeat(json!({ "pipelines": pipelines })).await;
+            }
+            _ = reap.tick() => {
+                for slot in slots.values_mut() {
+                    if slot.task.as_ref().is_some_and(JoinHandle::is_finished) {
+                        if let Some(task) = slot.task.take() {
+                            slot.state = match task.await {
+                                Ok(PipelineEnd::Finished) => "finished".into(),
+                                Ok(PipelineEnd::Stopped) => "stopped".into(),
+                                Ok(PipelineEnd::Failed(_)) | Err(_) => "failed".into(),
+                            };
+                        }
+                    }
+                }
+                if slots.values().all(|s| s.task.is_none() && s.state != "stopped") {
+                    break; // every source ran out (or failed): the engine's work is done
+                }
+            }
+        }
+    }
+    for slot in slots.values_mut() {
+        let _ = slot.control.send(Control::Stop);
+        if let Some(task) = slot.task.take() {
+            let _ = task.await;
+        }
+    }
+    Ok(())
+}
+
+fn targets<'a>(cmd: &CommandMessage, config: &Config, slots: &'a BTreeMap<String, Slot>) -> Result<Vec<&'a str>, String> {
+    match (&cmd.pipeline, &cmd.user) {
+        (Some(p), _) if p == "*" => Ok(slots.keys().map(String::as_str).collect()),
+        (Some(p), _) => slots.get_key_value(p.as_str()).map(|(k, _)| vec![k.as_str()]).ok_or_else(|| format!("unknown pipeline {p:?}")),
+        (None, Some(user)) => {
+            let ids: Vec<&str> = slots.iter().filter(|(_, s)| s.spec.user.as_deref() == Some(user.as_str())).map(|(k, _)| k.as_str()).collect();
+            if ids.is_empty() { Err(format!("no pipeline belongs to user {user:?}")) } else { Ok(ids) }
+        }
+        (None, None) => {
+            let _ = config;
+            Err(format!("`{}` needs \"pipeline\" (an id or \"*\") or \"user\"", cmd.cmd))
+        }
+    }
+}
+
+async fn engine_command(payload: &str, config: &Config, slots: &mut BTreeMap<String, Slot>, sandbox: &Arc<Sandbox>, bus: &Bus, events: &Events) {
+    let cmd = match CommandMessage::parse(payload) {
+        Ok(c) => c,
+        Err(e) => {
+            events.error("commands", &format!("malformed command ignored: {e}")).await;
+            return;
+        }
+    };
+    if !matches!(cmd.cmd.as_str(), "start" | "stop" | "pause" | "resume") {
+        return; // for the orders role (flatten, kill, release) or unknown there
+    }
+    let ids: Vec<String> = match targets(&cmd, config, slots) {
+        Ok(ids) => ids.into_iter().map(str::to_owned).collect(),
+        Err(e) => {
+            events.ack(&cmd.id, &cmd.cmd, false, &e).await;
+            return;
+        }
+    };
+    let mut done = Vec::new();
+    for id in &ids {
+        let Some(slot) = slots.get_mut(id) else { continue };
+        let running = slot.task.is_some();
+        match cmd.cmd.as_str() {
+            "pause" if running => {
+                let _ = slot.control.send(Control::Pause);
+                slot.state = "paused".into();
+                events.emit("pipeline_paused", json!({ "pipeline": id })).await;
+            }
+            "resume" if running => {
+                let _ = slot.control.send(Control::Run);
+                slot.state = "running".into();
+                events.emit("pipeline_resumed", json!({ "pipeline": id })).await;
+            }
+            "stop" if running => {
+                let _ = slot.control.send(Control::Stop);
+                if let Some(task) = slot.task.take() {
+                    let _ = task.await;
+                }
+                slot.state = "stopped".into();
+            }
+            "start" if !running => {
+                let spec = config.pipeline(id).map_or_else(|| slot.spec.clone(), |p| PipelineSpec::from_config(config, p));
+                *slot = start_slot(spec, sandbox, bus, events);
+            }
+            _ => continue,
+        }
+        done.push(id.clone());
+    }
+    let detail = if done.is_empty() { format!("nothing to {} in {ids:?}", cmd.cmd) } else { format!("{} {}", cmd.cmd, done.join(", ")) };
+    events.ack(&cmd.id, &cmd.cmd, true, &detail).await;
+}
+
+struct OrdersSettings {
+    journal: PathBuf,
+    consumer: String,
+    mode: &'static str,
+    until_idle: Option<Duration>,
+}
+
+/// Reads the signal log: first this consumer's own unacknowledged entries
+/// (a restart), then new ones, taking over entries a dead consumer left.
+fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::Sender<Vec<LogEntry>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match bus.read_pending(GROUP, &consumer, 1000).await {
+                Ok(entries) if entries.is_empty() => break,
+                Ok(entries) => {
+                    // Own pending entries are re-read from the start until acknowledged; only
+                    // hand over the first batch and wait for the loop to catch up.
+                    if tx.send(entries).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("reading pending signals: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let mut last_claim = tokio::time::Instant::now();
+        loop {
+            if last_claim.elapsed() >= claim_idle / 2 {
+                last_claim = tokio::time::Instant::now();
+                match bus.claim_stale(GROUP, &consumer, claim_idle, 100).await {
+                    Ok(entries) if !entries.is_empty() => {
+                        if tx.send(entries).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("claiming stale signals: {e}"),
+                }
+            }
+            match bus.read_new(GROUP, &consumer, 256, Duration::from_millis(500)).await {
+                Ok(entries) if !entries.is_empty() => {
+                    backoff = Duration::from_millis(100);
+                    if tx.send(entries).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("reading signals: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    })
+}
+
+async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
+    for o in outcomes {
+        match o {
+            Outcome::Order(json) => {
+                if let Err(e) = bus.publish(&bus.channels().orders(), &json).await {
+                    tracing::warn!("publishing an order event: {e}");
+                }
+            }
+            Outcome::Event(name, fields) => events.emit(name, fields).await,
+        }
+    }
+}
+
+async fn orders_role(
+    config: Arc<Config>,
+    bus: Bus,
+    settings: OrdersSettings,
+    (mut quotes, mut commands): (Subscription, Subscription),
+    mut shutdown: watch::Receiver<bool>,
+    mut engine_done: watch::Receiver<bool>,
+) -> anyhow::Result<Value> {
+    let events = Events::new(bus.clone(), "orders");
+    let journal = settings.journal.clone();
+    let mut om = tokio::task::block_in_place(|| OrderManager::open(&journal, config.clone(), settings.mode)).with_context(|| format!("opening the journal {}", journal.display()))?;
+    bus.ensure_group(GROUP).await?;
+    // Orders recorded before a crash but never sent: send them now.
+    publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
+    events.emit("orders_started", json!({ "consumer": settings.consumer, "journal": journal.display().to_string(), "mode": settings.mode, "kill_switch": om.kill_switch()? })).await;
+
+    let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
+    let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx);
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
+    let mut idle_check = tokio::time::interval(Duration::from_millis(200));
+    let mut last_work = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                last_work = tokio::time::Instant::now();
+                for entry in batch {
+                    handle_entry(&mut om, &bus, &events, &entry).await;
+                }
+            }
+            msg = quotes.recv() => {
+                let Some((_, payload)) = msg else {
+                    quotes = bus.subscribe(&[bus.channels().quotes()]).await?;
+                    continue;
+                };
+                match QuotesMessage::parse(&payload) {
+                    Ok(q) => match tokio::task::block_in_place(|| om.on_quotes(&q)) {
+                        Ok(out) => publish(&bus, &events, out).await,
+                        Err(e) => events.error("orders", &e.to_string()).await,
+                    },
+                    Err(e) => events.error("quotes", &format!("malformed prices ignored: {e}")).await,
+                }
+            }
+            msg = commands.recv() => {
+                let Some((_, payload)) = msg else {
+                    commands = bus.subscribe(&[bus.channels().commands()]).await?;
+                    continue;
+                };
+                orders_command(&payload, &config, &mut om, &bus, &events).await;
+            }
+            _ = heartbeat.tick() => {
+                let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()? });
+                events.heartbeat(body).await;
+            }
+            _ = idle_check.tick() => {
+                let quiet_for = last_work.elapsed();
+                let drained = rx.is_empty() && quotes.backlog() == 0 && bus.undelivered_count(GROUP).await? == 0 && bus.pending_count(GROUP).await? == 0;
+                let engine_over = *engine_done.borrow_and_update();
+                if drained && engine_over && settings.until_idle.is_none() && quiet_for > Duration::from_millis(500) {
+                    break; // one process: the engine is done and every signal is handled
+                }
+                if drained && settings.until_idle.is_some_and(|d| quiet_for >= d) {
+                    break;
+                }
+            }
+        }
+    }
+    reader.abort();
+    let summary = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? });
+    events.heartbeat(summary.clone()).await;
+    Ok(summary)
+}
+
+async fn handle_entry(om: &mut OrderManager, bus: &Bus, events: &Events, entry: &LogEntry) {
+    match SignalMessage::parse(&entry.payload) {
+        Ok(signal) => {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match tokio::task::block_in_place(|| om.on_signal(&signal)) {
+                    Ok(out) => {
+                        publish(bus, events, out).await;
+                        break;
+                    }
+                    // The journal is the one thing that must work: keep the entry
+                    // unacknowledged and try again rather than lose the signal.
+                    Err(e) => {
+                        events.error("orders", &format!("recording signal {}: {e}; retrying", signal.id)).await;
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
+        Err(e) => events.error("signal log", &format!("entry {} is malformed and was skipped: {e}", entry.entry_id)).await,
+    }
+    if let Err(e) = bus.ack(GROUP, &entry.entry_id).await {
+        // Not acknowledged: it comes back after a restart, and its recorded decisions make that harmless.
+        tracing::warn!("acknowledging {}: {e}", entry.entry_id);
+    }
+}
+
+async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, bus: &Bus, events: &Events) {
+    let cmd = match CommandMessage::parse(payload) {
+        Ok(c) => c,
+        Err(e) => {
+            events.error("commands", &format!("malformed command ignored: {e}")).await;
+            return;
+        }
+    };
+    let result: Result<String, String> = match cmd.cmd.as_str() {
+        "flatten" => match cmd.account.as_deref() {
+            Some(account) if config.account(account).is_some() => match tokio::task::block_in_place(|| om.flatten(account, &cmd.id)) {
+                Ok(out) => {
+                    let n = out.iter().filter(|o| matches!(o, Outcome::Order(j) if j.contains("\"accepted\""))).count();
+                    publish(bus, events, out).await;
+                    Ok(format!("flattening {account}: {n} closing orders"))
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Some(account) => Err(format!("unknown account {account:?}")),
+            None => Err("flatten needs \"account\"".into()),
+        },
+        "kill" | "release" => {
+            let on = cmd.cmd == "kill";
+            match om.set_kill_switch(on) {
+                Ok(()) => {
+                    events.emit("kill_switch", json!({ "on": on, "command_id": cmd.id })).await;
+                    Ok(if on { "kill switch on: no new orders until released".into() } else { "kill switch released".into() })
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        "start" | "stop" | "pause" | "resume" => return, // the engine's
+        other => Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill or release")),
+    };
+    match result {
+        Ok(detail) => events.ack(&cmd.id, &cmd.cmd, true, &detail).await,
+        Err(detail) => events.ack(&cmd.id, &cmd.cmd, false, &detail).await,
+    }
+}
+
+fn print_summary(summary: &Value) {
+    println!("\n{:<16} {:>14} {:>14}  positions", "account", "realised", "unrealised");
+    if let Some(accounts) = summary["accounts"].as_object() {
+        for (id, a) in accounts {
+            println!("{id:<16} {:>14} {:>14}  {}", a["realized"].as_str().unwrap_or("0"), a["unrealized"].as_str().unwrap_or("0"), a["positions"]);
+        }
+    }
+    println!("orders: {}  (mode {})", summary["counters"], summary["mode"].as_str().unwrap_or("?"));
+}
