@@ -110,3 +110,77 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A `pipelines.toml` in a temp folder whose plugin folder is the built test
+/// plugins and whose journal lives in the temp folder. `body` holds the
+/// accounts and pipelines.
+#[must_use]
+pub fn write_config(dir: &Path, body: &str, heartbeat_secs: u64) -> PathBuf {
+    let path = dir.join("pipelines.toml");
+    let text = format!(
+        "[host]\nplugin_dir = {:?}\njournal = {:?}\nheartbeat_secs = {heartbeat_secs}\n\n[bus]\nclaim_idle_ms = 1000\n\n{body}",
+        plugin_dir().display().to_string(),
+        dir.join("journal.sqlite").display().to_string()
+    );
+    std::fs::write(&path, text).expect("writing the config");
+    path
+}
+
+/// Every message on `trading:*` of a Redis server, collected by a thread.
+pub struct Collector {
+    messages: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Collector {
+    /// Start collecting from `url`; returns once subscribed.
+    ///
+    /// # Panics
+    /// When Redis cannot be reached.
+    #[must_use]
+    pub fn start(url: &str) -> Self {
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        let client = redis::Client::open(url).expect("redis url");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut con = client.get_connection().expect("redis connection");
+            let mut pubsub = con.as_pubsub();
+            pubsub.psubscribe("trading:*").expect("psubscribe");
+            let _ = ready_tx.send(());
+            while let Ok(msg) = pubsub.get_message() {
+                let payload: String = msg.get_payload().unwrap_or_default();
+                let value = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+                if let Ok(mut m) = sink.lock() {
+                    m.push((msg.get_channel_name().to_owned(), value));
+                }
+            }
+        });
+        ready_rx.recv().expect("collector thread");
+        Self { messages }
+    }
+
+    /// A copy of what has arrived so far.
+    #[must_use]
+    pub fn messages(&self) -> Vec<(String, serde_json::Value)> {
+        self.messages.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Messages on `channel` whose `type` is `kind`.
+    #[must_use]
+    pub fn of(&self, channel: &str, kind: &str) -> Vec<serde_json::Value> {
+        self.messages().into_iter().filter(|(c, v)| c == channel && v["type"] == kind).map(|(_, v)| v).collect()
+    }
+
+    /// Wait up to `timeout` for a message matching `pred`.
+    #[must_use]
+    pub fn wait_for(&self, timeout: std::time::Duration, pred: impl Fn(&str, &serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some((_, v)) = self.messages().into_iter().find(|(c, v)| pred(c, v)) {
+                return Some(v);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}

@@ -1,0 +1,341 @@
+//! `tradehost run` as users run it: the real binary, real plugins, a real
+//! SQLite journal, and a real `redis-server` for the Redis paths.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tradehost::engine::{Native, StrategyRunner, sdk_bar, sdk_chain};
+use tradehost::market::source::{MarketEvent, synthetic_events};
+use tradehost_tests::{Collector, RedisServer, tradehost_bin, write_config};
+
+const ACCOUNTS: &str = r#"
+[[accounts]]
+id = "long-1"
+capital = 1000000
+mode = "long"
+sizing = { kind = "fixed", qty = 10 }
+
+[[accounts]]
+id = "both-1"
+capital = 2000000
+mode = "both"
+sizing = { kind = "lots", lots = 1, lot_size = 75 }
+slippage_bps = 2
+"#;
+
+fn ma_pipeline(speed: u32, days: u32) -> String {
+    format!(
+        r#"
+[[pipelines]]
+id = "nifty-ma"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["long-1", "both-1"]
+user = "asha"
+source = {{ kind = "synthetic", seed = 2, days = {days}, speed = {speed} }}
+[pipelines.params]
+fast = 5
+slow = 20
+"#
+    )
+}
+
+const OI_PIPELINE: &str = r#"
+[[pipelines]]
+id = "nifty-oi"
+plugin = "oi_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["both-1"]
+source = { kind = "synthetic", seed = 2, days = 1, option_chain = true }
+"#;
+
+/// The signals the same strategies give natively on the same synthetic days.
+fn expected_signals(days: u32) -> usize {
+    let symbols = vec!["NIFTY".to_owned()];
+    let params = vec![("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())];
+    let mut ma = Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", &params).unwrap();
+    let mut n = 0;
+    for e in synthetic_events(&symbols, 2, days, 21_700.0, false, 60) {
+        if let MarketEvent::Candle { bar, .. } = e {
+            n += ma.on_candle("NIFTY", 60, &sdk_bar(&bar)).unwrap().len();
+        }
+    }
+    n
+}
+
+fn expected_oi_signals() -> usize {
+    let mut oi = Native::<oi_crossover::OiCrossover>::new("oi-crossover", "0.1.0", &[]).unwrap();
+    synthetic_events(&["NIFTY".to_owned()], 2, 1, 21_700.0, true, 60)
+        .iter()
+        .map(|e| match e {
+            MarketEvent::Chain(c) => oi.on_option_chain(&sdk_chain(c)).unwrap().len(),
+            MarketEvent::Candle { .. } => 0,
+        })
+        .sum()
+}
+
+fn run(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> Output {
+    let mut cmd = Command::new(tradehost_bin());
+    cmd.args(["run", "--config"]).arg(config).args(extra).env_remove("REDIS_URL").env_remove("TRADING_MODE").env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running tradehost")
+}
+
+fn spawn(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> Child {
+    let mut cmd = Command::new(tradehost_bin());
+    cmd.args(["run", "--config"]).arg(config).args(extra).env_remove("REDIS_URL").env_remove("TRADING_MODE").env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting tradehost")
+}
+
+fn journal(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("journal.sqlite")).unwrap()
+}
+
+fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
+    db.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Journal invariants: every position is the sum of its fills; the paper
+/// book and the order table agree; no client order id appears twice.
+fn check_journal(db: &rusqlite::Connection) {
+    let mut sums: HashMap<(String, String), rust_decimal::Decimal> = HashMap::new();
+    let mut stmt = db.prepare("SELECT account, instrument, side, qty FROM fills").unwrap();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))).unwrap() {
+        let (a, i, side, qty) = row.unwrap();
+        let q: rust_decimal::Decimal = qty.parse().unwrap();
+        *sums.entry((a, i)).or_default() += if side == "buy" { q } else { -q };
+    }
+    let mut stmt = db.prepare("SELECT account, instrument, qty FROM positions").unwrap();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).unwrap() {
+        let (a, i, qty) = row.unwrap();
+        assert_eq!(sums.get(&(a.clone(), i.clone())).copied().unwrap_or_default(), qty.parse::<rust_decimal::Decimal>().unwrap(), "{a} {i}");
+    }
+    assert_eq!(count(db, "SELECT COUNT(*) FROM paper_book"), count(db, "SELECT COUNT(*) FROM orders WHERE state != 'new'"));
+    assert_eq!(count(db, "SELECT COUNT(*) FROM paper_book WHERE state = 'filled'"), count(db, "SELECT COUNT(*) FROM orders WHERE state = 'filled'"));
+    assert_eq!(count(db, "SELECT COUNT(*) FROM fills"), count(db, "SELECT COUNT(*) FROM orders WHERE state = 'filled'"));
+}
+
+#[test]
+fn embedded_run_trades_every_signal_for_every_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}{OI_PIPELINE}", ma_pipeline(0, 3)), 5);
+    let out = run(&config, &[], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("TRADING_MODE=paper") && stdout.contains("embedded bus"), "{stdout}");
+    assert!(stdout.contains("signal  nifty-ma") && stdout.contains("order   long-1"), "signals and orders are printed:\n{stdout}");
+    assert!(stdout.contains("long-1") && stdout.contains("realised"), "the P&L summary is printed:\n{stdout}");
+    let (ma, oi) = (expected_signals(3) as i64, expected_oi_signals() as i64);
+    assert!(ma > 20 && oi > 4, "{ma} {oi}");
+    let db = journal(dir.path());
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM decisions"), ma * 2 + oi, "one decision per signal and account");
+    // long-1 is long-only: it opens on a buy and closes on a sell, so it trades at most every signal.
+    assert!(count(&db, "SELECT COUNT(*) FROM orders WHERE account = 'long-1'") <= ma);
+    assert!(count(&db, "SELECT COUNT(*) FROM orders WHERE account = 'both-1' AND instrument LIKE 'NIFTY%CE' OR instrument LIKE 'NIFTY%PE'") > 0, "option orders");
+    assert!(count(&db, "SELECT COUNT(*) FROM orders WHERE state = 'accepted'") <= 3, "all but the last signals' orders fill");
+    check_journal(&db);
+}
+
+#[test]
+fn redis_run_shows_everything_on_the_channels() {
+    let server = RedisServer::start();
+    let collector = Collector::start(&server.url());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 2)), 1);
+    let out = run(&config, &[("REDIS_URL", &server.url())], &["--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("redis bus"));
+    let expected = expected_signals(2);
+    let signals = collector.wait_for(Duration::from_secs(5), |_, _| collector.of("trading:signals", "signal").len() >= expected);
+    assert!(signals.is_some(), "expected {expected} signals on trading:signals, saw {}", collector.of("trading:signals", "signal").len());
+    let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let len: usize = redis::cmd("XLEN").arg("trading:signals:log").query(&mut con).unwrap();
+    assert_eq!(len, expected, "the durable log holds each signal once");
+    let orders = collector.of("trading:orders", "order");
+    assert!(orders.iter().any(|o| o["state"] == "filled" && o["mode"] == "paper" && o["price"].is_string()), "{orders:?}");
+    let signal = &collector.of("trading:signals", "signal")[0];
+    for field in ["v", "type", "id", "ts", "pipeline", "plugin", "plugin_version", "instrument", "side", "reason", "price"] {
+        assert!(!signal[field].is_null(), "signal without {field}: {signal}");
+    }
+    let events: Vec<String> = collector.of("trading:events", "event").iter().map(|e| e["event"].as_str().unwrap_or("").to_owned()).collect();
+    for want in ["orders_started", "plugin_loaded", "pipeline_started", "pipeline_finished"] {
+        assert!(events.iter().any(|e| e == want), "no {want} in {events:?}");
+    }
+    let heartbeats = collector.of("trading:events", "heartbeat");
+    assert!(heartbeats.iter().any(|h| h["role"] == "orders" && h["accounts"]["long-1"]["realized"].is_string()), "{heartbeats:?}");
+    assert!(heartbeats.iter().any(|h| h["role"] == "engine" && h["pipelines"]["nifty-ma"]["state"].is_string()), "{heartbeats:?}");
+}
+
+/// SIGKILL the orders process twice mid-run, restart it each time: no signal
+/// is lost and no order is placed twice.
+#[test]
+fn killing_the_orders_role_loses_nothing_and_doubles_nothing() {
+    let server = RedisServer::start();
+    let collector = Collector::start(&server.url());
+    let dir = tempfile::tempdir().unwrap();
+    // Two days at 12,000x real time: about four seconds of signals.
+    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(12_000, 2)), 1);
+    let url = server.url();
+    let env = [("REDIS_URL", url.as_str())];
+    let mut engine = spawn(&config, &env, &["--role", "engine", "--quiet"]);
+    let orders_args = ["--role", "orders", "--quiet", "--until-idle", "3"];
+    for kill_after in [Duration::from_millis(1200), Duration::from_millis(1000)] {
+        let mut orders = spawn(&config, &env, &orders_args);
+        std::thread::sleep(kill_after);
+        orders.kill().unwrap(); // SIGKILL: no cleanup, no goodbye
+        orders.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let engine_status = engine.wait().unwrap();
+    assert!(engine_status.success());
+    let last = spawn(&config, &env, &orders_args).wait_with_output().unwrap();
+    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+
+    let expected = expected_signals(2) as i64;
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let logged: i64 = redis::cmd("XLEN").arg("trading:signals:log").query(&mut con).unwrap();
+    assert_eq!(logged, expected);
+    let pending: redis::Value = redis::cmd("XPENDING").arg("trading:signals:log").arg("orders").query(&mut con).unwrap();
+    assert!(matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))), "entries left unacknowledged: {pending:?}");
+    let db = journal(dir.path());
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM decisions"), expected * 2, "a decision for every signal and account: none lost");
+    check_journal(&db);
+    // Independently of the journal: no client order id was accepted twice on the orders channel.
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    for o in collector.of("trading:orders", "order").iter().filter(|o| o["state"] == "accepted") {
+        *accepted.entry(o["client_order_id"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+    }
+    assert!(!accepted.is_empty());
+    assert!(accepted.values().all(|n| *n == 1), "orders accepted twice: {:?}", accepted.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    let started = collector.of("trading:events", "event").iter().filter(|e| e["event"] == "orders_started").count();
+    assert_eq!(started, 3, "the orders role really ran three times");
+}
+
+fn publish(url: &str, payload: &str) {
+    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: i64 = redis::cmd("PUBLISH").arg("trading:commands").arg(payload).query(&mut con).unwrap();
+}
+
+fn ack(collector: &Collector, id: &str, role: &str) -> serde_json::Value {
+    collector
+        .wait_for(Duration::from_secs(10), |_, v| v["type"] == "command_ack" && v["command_id"] == id && v["role"] == role)
+        .unwrap_or_else(|| panic!("no ack for {id} from {role}"))
+}
+
+#[test]
+fn commands_are_acknowledged_and_malformed_ones_change_nothing() {
+    let server = RedisServer::start();
+    let collector = Collector::start(&server.url());
+    let dir = tempfile::tempdir().unwrap();
+    // A bar every 20 ms: alive long enough to be steered.
+    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(3_000, 3)), 1);
+    let url = server.url();
+    let mut child = spawn(&config, &[("REDIS_URL", url.as_str())], &["--quiet"]);
+    assert!(collector.wait_for(Duration::from_secs(15), |_, v| v["event"] == "pipeline_started").is_some());
+
+    publish(&url, r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipeline":"nifty-ma"}"#);
+    assert_eq!(ack(&collector, "c1", "engine")["ok"], true);
+    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["event"] == "pipeline_paused").is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    let during_pause = collector.of("trading:signals", "signal").len();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(collector.of("trading:signals", "signal").len(), during_pause, "a paused pipeline emits no signals");
+
+    publish(&url, r#"{"v":1,"type":"command","id":"c2","cmd":"resume","user":"asha"}"#);
+    assert_eq!(ack(&collector, "c2", "engine")["ok"], true);
+    publish(&url, r#"{"v":1,"type":"command","id":"c3","cmd":"kill"}"#);
+    assert_eq!(ack(&collector, "c3", "orders")["ok"], true);
+    assert!(collector.wait_for(Duration::from_secs(10), |_, v| v["event"] == "order_refused" && v["rule"] == "kill_switch").is_some(), "no orders while the kill switch is on");
+    publish(&url, r#"{"v":1,"type":"command","id":"c4","cmd":"release"}"#);
+    assert_eq!(ack(&collector, "c4", "orders")["ok"], true);
+    publish(&url, r#"{"v":1,"type":"command","id":"c5","cmd":"flatten","account":"both-1"}"#);
+    assert_eq!(ack(&collector, "c5", "orders")["ok"], true);
+    publish(&url, r#"{"v":1,"type":"command","id":"c6","cmd":"flatten","account":"nobody"}"#);
+    assert_eq!(ack(&collector, "c6", "orders")["ok"], false);
+    publish(&url, r#"{"v":1,"type":"command","id":"c7","cmd":"pause","pipeline":"no-such"}"#);
+    assert_eq!(ack(&collector, "c7", "engine")["ok"], false);
+    publish(&url, r#"{"v":1,"type":"command","id":"c8","cmd":"dance"}"#);
+    assert_eq!(ack(&collector, "c8", "orders")["ok"], false);
+    publish(&url, r#"{"v":1,"type":"command","cmd":"pause""#);
+    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["type"] == "error" && v["source"] == "commands").is_some());
+    publish(&url, r#"{"v":1,"type":"command","id":"c9","cmd":"stop","pipeline":"*"}"#);
+    assert_eq!(ack(&collector, "c9", "engine")["ok"], true);
+    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["event"] == "pipeline_stopped").is_some());
+    publish(&url, r#"{"v":1,"type":"command","id":"c10","cmd":"start","pipeline":"nifty-ma"}"#);
+    assert_eq!(ack(&collector, "c10", "engine")["detail"], "start nifty-ma");
+
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "tradehost did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a SIGTERM is a clean shutdown");
+    check_journal(&journal(dir.path()));
+}
+
+#[test]
+fn an_external_feed_on_redis_drives_a_pipeline() {
+    let server = RedisServer::start();
+    let collector = Collector::start(&server.url());
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{ACCOUNTS}\n[[pipelines]]\nid = \"feed-ma\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"long-1\"]\nsource = {{ kind = \"redis\" }}\n[pipelines.params]\nfast = 2\nslow = 3\n"
+    );
+    let config = write_config(dir.path(), &body, 1);
+    let url = server.url();
+    let mut child = spawn(&config, &[("REDIS_URL", url.as_str())], &["--quiet"]);
+    assert!(collector.wait_for(Duration::from_secs(15), |_, v| v["event"] == "pipeline_started").is_some());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let t0 = 1_704_080_700_000i64;
+    // Ticks for six minutes, falling then rising: SMA(2) crosses above SMA(3).
+    let closes = [110, 108, 106, 104, 109, 115];
+    for (m, close) in closes.iter().enumerate() {
+        for s in 0..3 {
+            let ts = t0 + m as i64 * 60_000 + s * 20_000;
+            let tick = format!(r#"{{"v":1,"type":"tick","id":"t{m}-{s}","ts":{ts},"symbol":"NIFTY","last":"{close}","volume":{}}}"#, m * 100 + s as usize);
+            let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(tick).query(&mut con).unwrap();
+        }
+    }
+    let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg("{not json").query(&mut con).unwrap();
+    let closing = format!(r#"{{"v":1,"type":"tick","id":"t-last","ts":{},"symbol":"NIFTY","last":"116"}}"#, t0 + 6 * 60_000);
+    let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(closing).query(&mut con).unwrap();
+    let signal = collector.wait_for(Duration::from_secs(10), |c, v| c == "trading:signals" && v["side"] == "buy");
+    let signal = signal.expect("the feed's candles produced a buy");
+    assert_eq!(signal["ts"], t0 + 4 * 60_000, "the cross happens on the 09:19 bar");
+    assert_eq!(signal["price"], "109");
+    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["type"] == "error" && v["reason"].as_str().is_some_and(|r| r.contains("malformed message on trading:market:NIFTY"))).is_some());
+    let filled = collector.wait_for(Duration::from_secs(10), |c, v| c == "trading:orders" && v["state"] == "filled");
+    assert_eq!(filled.expect("filled on the next bar")["price"], "115");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn live_mode_and_bad_configs_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)), 5);
+    let out = run(&config, &[("TRADING_MODE", "live")], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TRADING_MODE=live"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("journal.sqlite").exists(), "nothing ran");
+
+    let bad_dir = tempfile::tempdir().unwrap();
+    let bad = write_config(bad_dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)).replace("accounts = [\"long-1\", \"both-1\"]", "accounts = [\"long-1\", \"nobody\"]"), 5);
+    let err = String::from_utf8_lossy(&run(&bad, &[], &[]).stderr).into_owned();
+    assert!(err.contains("pipelines.toml:") && err.contains("pipelines[0].accounts[1]: unknown account \"nobody\""), "{err}");
+
+    let out = run(&config, &[], &["--role", "orders"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a Redis bus"), "{}", String::from_utf8_lossy(&out.stderr));
+}
