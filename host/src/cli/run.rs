@@ -378,6 +378,31 @@ fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::
     })
 }
 
+/// What the order loop hands to its outbox: sent in order, off the loop, so
+/// the journal never waits on a network round trip.
+enum Out {
+    Outcomes(Vec<Outcome>),
+    Ack(String),
+}
+
+fn spawn_outbox(bus: Bus, events: Events) -> (mpsc::UnboundedSender<Out>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let task = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Out::Outcomes(o) => publish(&bus, &events, o).await,
+                Out::Ack(entry_id) => {
+                    if let Err(e) = bus.ack(GROUP, &entry_id).await {
+                        // Not acknowledged: it comes back after a restart, and its recorded decisions make that harmless.
+                        tracing::warn!("acknowledging {entry_id}: {e}");
+                    }
+                }
+            }
+        }
+    });
+    (tx, task)
+}
+
 async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
     for o in outcomes {
         match o {
@@ -407,6 +432,7 @@ async fn orders_role(
     publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
     events.emit("orders_started", json!({ "consumer": settings.consumer, "journal": journal.display().to_string(), "mode": settings.mode, "kill_switch": om.kill_switch()? })).await;
 
+    let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone());
     let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
     let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
@@ -419,7 +445,7 @@ async fn orders_role(
                 let Some(batch) = batch else { break };
                 last_work = tokio::time::Instant::now();
                 for entry in batch {
-                    handle_entry(&mut om, &bus, &events, &entry).await;
+                    handle_entry(&mut om, &outbox, &events, &entry).await;
                 }
             }
             msg = quotes.recv() => {
@@ -429,7 +455,9 @@ async fn orders_role(
                 };
                 match QuotesMessage::parse(&payload) {
                     Ok(q) => match tokio::task::block_in_place(|| om.on_quotes(&q)) {
-                        Ok(out) => publish(&bus, &events, out).await,
+                        Ok(out) => {
+                            let _ = outbox.send(Out::Outcomes(out));
+                        }
                         Err(e) => events.error("orders", &e.to_string()).await,
                     },
                     Err(e) => events.error("quotes", &format!("malformed prices ignored: {e}")).await,
@@ -460,19 +488,21 @@ async fn orders_role(
         }
     }
     reader.abort();
+    drop(outbox);
+    let _ = outbox_task.await; // everything decided is published and acknowledged before we go
     let summary = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? });
     events.heartbeat(summary.clone()).await;
     Ok(summary)
 }
 
-async fn handle_entry(om: &mut OrderManager, bus: &Bus, events: &Events, entry: &LogEntry) {
+async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, entry: &LogEntry) {
     match SignalMessage::parse(&entry.payload) {
         Ok(signal) => {
             let mut delay = Duration::from_millis(100);
             loop {
                 match tokio::task::block_in_place(|| om.on_signal(&signal)) {
                     Ok(out) => {
-                        publish(bus, events, out).await;
+                        let _ = outbox.send(Out::Outcomes(out));
                         break;
                     }
                     // The journal is the one thing that must work: keep the entry
@@ -487,10 +517,8 @@ async fn handle_entry(om: &mut OrderManager, bus: &Bus, events: &Events, entry: 
         }
         Err(e) => events.error("signal log", &format!("entry {} is malformed and was skipped: {e}", entry.entry_id)).await,
     }
-    if let Err(e) = bus.ack(GROUP, &entry.entry_id).await {
-        // Not acknowledged: it comes back after a restart, and its recorded decisions make that harmless.
-        tracing::warn!("acknowledging {}: {e}", entry.entry_id);
-    }
+    // After the decisions are committed, never before.
+    let _ = outbox.send(Out::Ack(entry.entry_id.clone()));
 }
 
 async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, bus: &Bus, events: &Events) {

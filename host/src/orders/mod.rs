@@ -84,8 +84,11 @@ pub struct OrderManager {
     /// following its signal has already gone by (prices and signals travel
     /// separately) still fills at that price, so paper fills do not depend on
     /// which message happened to be handled first.
-    recent: HashMap<String, std::collections::VecDeque<(i64, Decimal)>>,
+    recent: Recent,
 }
+
+/// Recent `(ts, open)` prices per instrument, oldest first.
+type Recent = HashMap<String, std::collections::VecDeque<(i64, Decimal)>>;
 
 /// Prices kept per instrument for late orders.
 const RECENT_PRICES: usize = 4096;
@@ -234,54 +237,58 @@ impl OrderManager {
             Ok(())
         })();
         result.map_err(jerr)?;
+        // Decisions and the broker hand-off in one commit: one fsync per signal.
+        let transitions = Self::submit_in(&tx, &self.recent).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
-        out.extend(self.submit_new()?);
+        for (coid, state, extra) in transitions {
+            out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
+        }
         Ok(out)
     }
 
-    /// Send every recorded-but-unsent order to the (paper) broker. Idempotent.
+    /// Send every recorded-but-unsent order to the (paper) broker, in one
+    /// transaction. Idempotent: the paper book is keyed by client order id.
     ///
     /// # Errors
-    /// A journal failure.
+    /// A journal failure: then nothing of this call is committed.
     pub fn submit_new(&mut self) -> Result<Vec<Outcome>, OrderError> {
-        let new: Vec<(String, String, String, String, String, i64)> = {
-            let mut stmt = self
-                .db
-                .prepare_cached("SELECT client_order_id, account, instrument, side, qty, not_before FROM orders WHERE state = 'new' ORDER BY rowid")
-                .map_err(self.err())?;
+        let path = self.path.clone();
+        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let tx = self.db.transaction().map_err(jerr)?;
+        let transitions = Self::submit_in(&tx, &self.recent).map_err(jerr)?;
+        tx.commit().map_err(jerr)?;
+        transitions.into_iter().map(|(coid, state, extra)| self.order_message(&coid, state, extra).map(Outcome::Order)).collect()
+    }
+
+    /// Inside `tx`: hand every `new` order to the paper book, accept it, and
+    /// fill it at once when the first price after its signal has already gone by.
+    fn submit_in(tx: &rusqlite::Transaction<'_>, recent: &Recent) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
+        let new: Vec<(String, String, String, String, String, i64, String)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps FROM orders WHERE state = 'new' ORDER BY rowid",
+            )?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-                .map_err(self.err())?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(self.err())?;
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             rows
         };
-        let mut out = Vec::new();
-        for (coid, account, instrument, side, qty, not_before) in new {
-            out.push(Outcome::Order(self.order_message(&coid, "submitted", json!({}))?));
-            let path = self.path.clone();
-            let jerr = |source| OrderError::Journal { path: path.clone(), source };
-            let tx = self.db.transaction().map_err(jerr)?;
+        let mut transitions = Vec::new();
+        let now = now_ms();
+        for (coid, account, instrument, side, qty, not_before, slippage) in new {
             tx.execute(
                 "INSERT OR IGNORE INTO paper_book (client_order_id, account, instrument, side, qty, not_before, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open')",
                 params![coid, account, instrument, side, qty, not_before],
-            )
-            .map_err(jerr)?;
-            tx.execute("UPDATE orders SET state = 'accepted', updated_at = ?2 WHERE client_order_id = ?1", params![coid, now_ms()]).map_err(jerr)?;
-            tx.commit().map_err(jerr)?;
-            out.push(Outcome::Order(self.order_message(&coid, "accepted", json!({}))?));
-            let first_after = self.first_price_after(&instrument, not_before);
-            if let (Some((ts, open)), Some(side)) = (first_after, OrderSide::parse(&side)) {
-                let slippage: String = self
-                    .db
-                    .query_row("SELECT slippage_bps FROM orders WHERE client_order_id = ?1", [&coid], |r| r.get(0))
-                    .map_err(self.err())?;
+            )?;
+            tx.execute("UPDATE orders SET state = 'accepted', updated_at = ?2 WHERE client_order_id = ?1", params![coid, now])?;
+            transitions.push((coid.clone(), "submitted", json!({})));
+            transitions.push((coid.clone(), "accepted", json!({})));
+            if let (Some((ts, open)), Some(side)) = (first_price_after(recent, &instrument, not_before), OrderSide::parse(&side)) {
                 let price = fill_price(side, open, dec(&slippage));
-                self.record_fill(&coid, &account, &instrument, side, dec(&qty), price, ts)?;
-                out.push(Outcome::Order(self.order_message(&coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts }))?));
+                record_fill(tx, &coid, &account, &instrument, side, dec(&qty), price, ts)?;
+                transitions.push((coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts })));
             }
         }
-        Ok(out)
+        Ok(transitions)
     }
 
     /// Take in prices: fill open paper orders whose signal came before them,
@@ -290,7 +297,6 @@ impl OrderManager {
     /// # Errors
     /// A journal failure.
     pub fn on_quotes(&mut self, q: &QuotesMessage) -> Result<Vec<Outcome>, OrderError> {
-        let mut out = Vec::new();
         for quote in &q.quotes {
             let entry = self.last.entry(quote.instrument.clone()).or_insert((q.ts, quote.close));
             if q.ts >= entry.0 {
@@ -303,71 +309,38 @@ impl OrderManager {
                 }
                 recent.push_back((q.ts, quote.open));
             }
+        }
+        let path = self.path.clone();
+        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let tx = self.db.transaction().map_err(jerr)?;
+        let mut filled = Vec::new();
+        for quote in &q.quotes {
             let open: Vec<(String, String, String, String, String, i64)> = {
-                let mut stmt = self
-                    .db
+                let mut stmt = tx
                     .prepare_cached(
                         "SELECT p.client_order_id, p.account, p.side, p.qty, o.slippage_bps, p.not_before FROM paper_book p JOIN orders o USING (client_order_id)
                          WHERE p.state = 'open' AND p.instrument = ?1 AND p.not_before < ?2 ORDER BY p.rowid",
                     )
-                    .map_err(self.err())?;
+                    .map_err(jerr)?;
                 let rows = stmt
                     .query_map(params![quote.instrument, q.ts], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-                    .map_err(self.err())?
+                    .map_err(jerr)?
                     .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(self.err())?;
+                    .map_err(jerr)?;
                 rows
             };
             for (coid, account, side, qty, slippage, not_before) in open {
                 let Some(side) = OrderSide::parse(&side) else { continue };
                 // The first price after the signal, which is not always this message: the
                 // same instrument's prices can come from pipelines running at different paces.
-                let (ts, open) = self.first_price_after(&quote.instrument, not_before).unwrap_or((q.ts, quote.open));
-                let (qty, price) = (dec(&qty), fill_price(side, open, dec(&slippage)));
-                self.record_fill(&coid, &account, &quote.instrument, side, qty, price, ts)?;
-                out.push(Outcome::Order(self.order_message(&coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts }))?));
+                let (ts, open) = first_price_after(&self.recent, &quote.instrument, not_before).unwrap_or((q.ts, quote.open));
+                let price = fill_price(side, open, dec(&slippage));
+                record_fill(&tx, &coid, &account, &quote.instrument, side, dec(&qty), price, ts).map_err(jerr)?;
+                filled.push((coid, json!({ "price": price.to_string(), "fill_ts": ts })));
             }
         }
-        Ok(out)
-    }
-
-    /// The first known price of `instrument` later than `ts`.
-    fn first_price_after(&self, instrument: &str, ts: i64) -> Option<(i64, Decimal)> {
-        let prices = self.recent.get(instrument)?;
-        let i = prices.partition_point(|(t, _)| *t <= ts);
-        prices.get(i).copied()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn record_fill(&mut self, coid: &str, account: &str, instrument: &str, side: OrderSide, qty: Decimal, price: Decimal, ts: i64) -> Result<(), OrderError> {
-        let path = self.path.clone();
-        let tx = self.db.transaction().map_err(|source| OrderError::Journal { path: path.clone(), source })?;
-        let r: rusqlite::Result<()> = (|| {
-            let held: Option<(String, String, String)> = tx
-                .query_row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?;
-            let before = held.map_or_else(Position::default, |(q, r, lots)| Position { qty: dec(&q), lots: Position::parse_lots(&lots), realized: dec(&r) });
-            let after = before.apply_fill(side, qty, price);
-            tx.execute(
-                "INSERT INTO positions (account, instrument, qty, avg_price, realized, lots) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(account, instrument) DO UPDATE SET qty = ?3, avg_price = ?4, realized = ?5, lots = ?6",
-                params![account, instrument, after.qty.to_string(), after.avg_price().to_string(), after.realized.to_string(), after.lots_text()],
-            )?;
-            tx.execute(
-                "INSERT INTO fills (client_order_id, account, instrument, side, qty, price, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![coid, account, instrument, side.as_str(), qty.to_string(), price.to_string(), ts],
-            )?;
-            tx.execute("UPDATE paper_book SET state = 'filled', fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
-            tx.execute(
-                "UPDATE orders SET state = 'filled', fill_price = ?2, fill_ts = ?3, updated_at = ?4 WHERE client_order_id = ?1",
-                params![coid, price.to_string(), ts, now_ms()],
-            )?;
-            Ok(())
-        })();
-        r.map_err(|source| OrderError::Journal { path: path.clone(), source })?;
-        tx.commit().map_err(|source| OrderError::Journal { path, source })
+        tx.commit().map_err(jerr)?;
+        filled.into_iter().map(|(coid, extra)| self.order_message(&coid, "filled", extra).map(Outcome::Order)).collect()
     }
 
     /// Close every position of `account` with market orders, named after the command.
@@ -452,6 +425,37 @@ impl OrderManager {
             "refusals": one("SELECT COUNT(*) FROM decisions WHERE outcome LIKE 'refused:%'")?,
         }))
     }
+}
+
+/// The first known price of `instrument` later than `ts`.
+fn first_price_after(recent: &Recent, instrument: &str, ts: i64) -> Option<(i64, Decimal)> {
+    let prices = recent.get(instrument)?;
+    prices.get(prices.partition_point(|(t, _)| *t <= ts)).copied()
+}
+
+/// Record a fill inside `tx`: the fill, the position it changes, the paper book and the order.
+#[allow(clippy::too_many_arguments)]
+fn record_fill(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instrument: &str, side: OrderSide, qty: Decimal, price: Decimal, ts: i64) -> rusqlite::Result<()> {
+    let held: Option<(String, String, String)> = tx
+        .query_row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let before = held.map_or_else(Position::default, |(q, r, lots)| Position { qty: dec(&q), lots: Position::parse_lots(&lots), realized: dec(&r) });
+    let after = before.apply_fill(side, qty, price);
+    tx.execute(
+        "INSERT INTO positions (account, instrument, qty, avg_price, realized, lots) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(account, instrument) DO UPDATE SET qty = ?3, avg_price = ?4, realized = ?5, lots = ?6",
+        params![account, instrument, after.qty.to_string(), after.avg_price().to_string(), after.realized.to_string(), after.lots_text()],
+    )?;
+    tx.execute(
+        "INSERT INTO fills (client_order_id, account, instrument, side, qty, price, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![coid, account, instrument, side.as_str(), qty.to_string(), price.to_string(), ts],
+    )?;
+    tx.execute("UPDATE paper_book SET state = 'filled', fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
+    tx.execute(
+        "UPDATE orders SET state = 'filled', fill_price = ?2, fill_ts = ?3, updated_at = ?4 WHERE client_order_id = ?1",
+        params![coid, price.to_string(), ts, now_ms()],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! A strategy that misbehaves on purpose, to prove the sandbox holds.
 //!
 //! `behaviour` (param) picks the misdeed: `ok`, `idle` (does nothing: the
-//! benchmark's measure of the sandbox's own cost), `loop-on-candle`,
+//! benchmark's measure of the sandbox's own cost), `every-bar` (alternating
+//! buys and sells, for latency benchmarks), `loop-on-candle`,
 //! `loop-in-init`, `memory-bomb`, `recursion`, `panic`, `trap-after` (with
 //! `n` good events first), `flood`, `read-file`, `read-env`, `clock`, `socket`.
 //! Probes report what they saw as the reason of an `exit` signal on `PROBE`.
@@ -15,6 +16,7 @@ use strategy_sdk::{Candle, ParamError, Params, Signals, Strategy};
 enum Behaviour {
     Ok,
     Idle,
+    EveryBar,
     LoopOnCandle,
     MemoryBomb,
     Recursion,
@@ -53,6 +55,7 @@ impl Strategy for Hostile {
         let behaviour = match behaviour.as_str() {
             "ok" => Behaviour::Ok,
             "idle" => Behaviour::Idle,
+            "every-bar" => Behaviour::EveryBar,
             "loop-on-candle" => Behaviour::LoopOnCandle,
             "memory-bomb" => Behaviour::MemoryBomb,
             "recursion" => Behaviour::Recursion,
@@ -72,6 +75,14 @@ impl Strategy for Hostile {
         self.seen += 1;
         match self.behaviour {
             Behaviour::Idle => {}
+            // Buy and sell on alternate bars: an order on every bar, for latency benchmarks.
+            Behaviour::EveryBar => {
+                if self.seen % 2 == 1 {
+                    signals.buy(candle.instrument, "every bar");
+                } else {
+                    signals.sell(candle.instrument, "every bar");
+                }
+            }
             Behaviour::LoopOnCandle => {
                 let mut x = 0u64;
                 loop {
