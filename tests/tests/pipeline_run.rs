@@ -339,3 +339,49 @@ fn live_mode_and_bad_configs_are_refused_before_anything_starts() {
     let out = run(&config, &[], &["--role", "orders"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a Redis bus"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn monitor_shows_what_happens_on_the_bus() {
+    use std::io::{BufRead as _, BufReader};
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut child = Command::new(tradehost_bin())
+        .args(["monitor", "--redis", &url, "--config", "/nonexistent.toml"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("monitor started");
+    assert!(first.contains("watching trading:*"), "{first}");
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let messages = [
+        ("trading:signals", r#"{"v":1,"type":"signal","id":"s1","ts":1704080700000,"pipeline":"nifty-ma","instrument":"NIFTY","side":"buy","price":"21700.5","reason":"cross"}"#),
+        ("trading:orders", r#"{"v":1,"type":"order","id":"o1","ts":1704080760000,"mode":"paper","client_order_id":"th1","account":"acct","state":"filled","instrument":"NIFTY","side":"buy","qty":"10","price":"21701"}"#),
+        ("trading:events", r#"{"v":1,"type":"error","id":"e1","ts":1704080760000,"source":"commands","reason":"bad"}"#),
+    ];
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Publish until the monitor has seen all three (its subscription may take a moment).
+    while lines.len() < 3 && Instant::now() < deadline {
+        if lines.is_empty() {
+            for (channel, payload) in messages {
+                let _: i64 = redis::cmd("PUBLISH").arg(channel).arg(payload).query(&mut con).unwrap();
+            }
+        }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(line);
+        }
+    }
+    let _ = child.kill();
+    let all = lines.join("\n");
+    for want in ["nifty-ma NIFTY buy @ 21700.5 — cross", "acct filled NIFTY buy 10 th1 @ 21701", "ERROR commands: bad"] {
+        assert!(all.contains(want), "{want:?} missing from:\n{all}");
+    }
+}
