@@ -181,6 +181,35 @@ pub struct Pipeline {
     /// Owner, for commands aimed at one user's pipelines.
     #[serde(default)]
     pub user: Option<String>,
+    /// Sandbox limits of this pipeline's plugin.
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// Recent candles kept to warm up a new version that cannot restore the old one's state.
+    #[serde(default = "warmup_candles")]
+    pub warmup_candles: usize,
+}
+
+/// `[pipelines.limits]`: what one plugin instance may use. The defaults are safe
+/// for one-minute bars; a heavy strategy may need more CPU.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// CPU per event, milliseconds of wall clock.
+    pub cpu_ms_per_event: u64,
+    /// Linear memory, MiB.
+    pub memory_mib: usize,
+    /// Signals one event may produce.
+    pub max_signals_per_event: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self { cpu_ms_per_event: 50, memory_mib: 64, max_signals_per_event: 16 }
+    }
+}
+
+fn warmup_candles() -> usize {
+    500
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,6 +400,10 @@ impl Config {
                     let at = key_offset(text, p.params.span().start, k).unwrap_or(p.params.span().start);
                     return err(at, format!("pipelines[{i}].params.{k}"), "must be a string, number or boolean".into());
                 }
+            }
+            let l = &p.limits;
+            if l.cpu_ms_per_event == 0 || l.cpu_ms_per_event > 10_000 || l.memory_mib == 0 || l.memory_mib > 4096 || l.max_signals_per_event == 0 {
+                return err(p.id.span().start, format!("pipelines[{i}].limits"), "cpu_ms_per_event must be 1..=10000, memory_mib 1..=4096, max_signals_per_event at least 1".into());
             }
             match &p.source {
                 Source::Replay { files, speed, .. } if files.is_empty() || !speed.is_finite() || *speed < 0.0 => {

@@ -1,10 +1,8 @@
 //! `tradehost run`: the pipelines of `pipelines.toml`, in one process or
 //! split into an engine role and an orders role sharing one Redis.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -15,7 +13,8 @@ use tokio::task::JoinHandle;
 use crate::bus::message::{CommandMessage, QuotesMessage, SignalMessage};
 use crate::bus::{Bus, Channels, LogEntry, Subscription};
 use crate::config::Config;
-use crate::engine::pipeline::{self, Control, PipelineEnd, PipelineSpec, PipelineStats};
+use crate::engine::supervisor::Supervisor;
+use crate::engine::watch::Change;
 use crate::monitor::Events;
 use crate::orders::{OrderManager, Outcome};
 use crate::sandbox::{Sandbox, SandboxLimits};
@@ -117,16 +116,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
 
-    let engine = matches!(args.role, Role::All | Role::Engine).then(|| {
-        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
-        tokio::spawn(async move { engine_role(config, bus, shutdown).await })
+    // One watcher per process: plugin folder changes go to the engine, configuration
+    // changes through `config_watch` to both roles.
+    let (plugin_tx, plugin_rx) = mpsc::channel(16);
+    let (config_change_tx, config_change_rx) = mpsc::channel(16);
+    let (change_tx, mut change_rx) = mpsc::channel(16);
+    let _watcher = crate::engine::watch::watch(&config.resolve(&config.host.plugin_dir), &args.config, change_tx)
+        .map_err(|e| tracing::warn!("file watching is off: {e}"))
+        .ok();
+    tokio::spawn(async move {
+        while let Some(change) = change_rx.recv().await {
+            let _ = match change {
+                Change::Plugins => plugin_tx.try_send(change),
+                Change::Config => config_change_tx.try_send(change),
+            };
+        }
+    });
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let (reload_tx, reload_rx) = mpsc::channel(16);
+    tokio::spawn(config_watch(args.config.clone(), Events::new(bus.clone(), "host"), config_tx, config_change_rx, reload_rx));
+    let engine_commands = if matches!(args.role, Role::All | Role::Engine) { Some(bus.subscribe(&[bus.channels().commands()]).await?) } else { None };
+    let engine = engine_commands.map(|commands| {
+        let (config, bus, shutdown, configs) = (config.clone(), bus.clone(), shutdown.clone(), config_rx.clone());
+        tokio::spawn(async move { engine_role(config, bus, shutdown, plugin_rx, configs, commands).await })
     });
     let (engine_done_tx, engine_done) = watch::channel(engine.is_none());
     let orders = orders_feeds.map(|feeds| {
         let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
         let settings = OrdersSettings { journal, consumer: args.consumer.clone(), mode, until_idle: args.until_idle.map(Duration::from_secs_f64) };
-        let (config, bus, shutdown) = (config.clone(), bus.clone(), shutdown.clone());
-        tokio::spawn(async move { orders_role(config, bus, settings, feeds, shutdown, engine_done).await })
+        let (config, bus, shutdown, configs, reload) = (config.clone(), bus.clone(), shutdown.clone(), config_rx.clone(), reload_tx.clone());
+        tokio::spawn(async move { orders_role(config, bus, settings, feeds, shutdown, engine_done, configs, reload).await })
     });
     if let Some(engine) = engine {
         engine.await.context("engine task")??;
@@ -177,143 +196,95 @@ fn spawn_printer(mut sub: Subscription, channels: Channels) -> JoinHandle<()> {
     })
 }
 
-struct Slot {
-    spec: PipelineSpec,
-    control: watch::Sender<Control>,
-    stats: Arc<PipelineStats>,
-    task: Option<JoinHandle<PipelineEnd>>,
-    state: String,
-}
-
-fn start_slot(spec: PipelineSpec, sandbox: &Arc<Sandbox>, bus: &Bus, events: &Events) -> Slot {
-    let (control, rx) = watch::channel(Control::Run);
-    let stats = Arc::new(PipelineStats::default());
-    let task = tokio::spawn(pipeline::run(spec.clone(), sandbox.clone(), bus.clone(), events.clone(), rx, stats.clone()));
-    Slot { spec, control, stats, task: Some(task), state: "running".into() }
-}
-
-async fn engine_role(config: Arc<Config>, bus: Bus, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn engine_role(
+    config: Arc<Config>,
+    bus: Bus,
+    mut shutdown: watch::Receiver<bool>,
+    mut changes: mpsc::Receiver<Change>,
+    mut configs: watch::Receiver<Arc<Config>>,
+    mut commands: Subscription,
+) -> anyhow::Result<()> {
     let events = Events::new(bus.clone(), "engine");
-    let sandbox = Arc::new(Sandbox::new(SandboxLimits::live())?);
-    let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
-    for p in &config.pipelines {
-        let spec = PipelineSpec::from_config(&config, p);
-        slots.insert(spec.id.clone(), start_slot(spec, &sandbox, &bus, &events));
-    }
-    let mut commands = bus.subscribe(&[bus.channels().commands()]).await?;
+    let cache = config.resolve(&config.host.journal).parent().map(|d| d.join("plugin-cache")).unwrap_or_else(|| PathBuf::from("plugin-cache"));
+    let sandbox = Arc::new(Sandbox::new(SandboxLimits::live())?.with_cache(cache));
+    let mut engine = Supervisor::new(config.clone(), sandbox, bus.clone(), events.clone());
+    engine.start().await;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut reap = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            change = changes.recv() => {
+                if change == Some(Change::Plugins) {
+                    engine.rescan_plugins().await;
+                }
+            }
+            changed = configs.changed() => {
+                if changed.is_ok() {
+                    let new = configs.borrow_and_update().clone();
+                    engine.apply_config(new).await;
+                }
+            }
             msg = commands.recv() => {
                 let Some((_, payload)) = msg else {
                     commands = bus.subscribe(&[bus.channels().commands()]).await?;
                     continue;
                 };
-                engine_command(&payload, &config, &mut slots, &sandbox, &bus, &events).await;
-            }
-            _ = heartbeat.tick() => {
-                let pipelines: serde_json::Map<String, Value> = slots.iter().map(|(id, s)| (id.clone(), json!({
-                    "state": s.state,
-                    "events_in": s.stats.events_in.load(Ordering::Relaxed),
-                    "signals_out": s.stats.signals_out.load(Ordering::Relaxed),
-                    "signals_suppressed": s.stats.signals_suppressed.load(Ordering::Relaxed),
-                }))).collect();
-                events.heartbeat(json!({ "pipelines": pipelines })).await;
-            }
-            _ = reap.tick() => {
-                for slot in slots.values_mut() {
-                    if slot.task.as_ref().is_some_and(JoinHandle::is_finished) {
-                        if let Some(task) = slot.task.take() {
-                            slot.state = match task.await {
-                                Ok(PipelineEnd::Finished) => "finished".into(),
-                                Ok(PipelineEnd::Stopped) => "stopped".into(),
-                                Ok(PipelineEnd::Failed(_)) | Err(_) => "failed".into(),
-                            };
-                        }
+                match CommandMessage::parse(&payload) {
+                    Ok(cmd) if cmd.cmd == "reload" => {
+                        engine.rescan_plugins().await;
+                        events.ack(&cmd.id, &cmd.cmd, true, "plugin folder rescanned").await;
                     }
+                    Ok(cmd) => engine.command(&cmd).await,
+                    Err(e) => events.error("commands", &format!("malformed command ignored: {e}")).await,
                 }
-                if slots.values().all(|s| s.task.is_none() && s.state != "stopped") {
+            }
+            _ = heartbeat.tick() => events.heartbeat(engine.heartbeat()).await,
+            _ = reap.tick() => {
+                if engine.reap().await {
                     break; // every source ran out (or failed): the engine's work is done
                 }
             }
         }
     }
-    for slot in slots.values_mut() {
-        let _ = slot.control.send(Control::Stop);
-        if let Some(task) = slot.task.take() {
-            let _ = task.await;
-        }
-    }
+    engine.shutdown().await;
+    events.heartbeat(engine.heartbeat()).await; // the final states
     Ok(())
 }
 
-fn targets<'a>(cmd: &CommandMessage, config: &Config, slots: &'a BTreeMap<String, Slot>) -> Result<Vec<&'a str>, String> {
-    match (&cmd.pipeline, &cmd.user) {
-        (Some(p), _) if p == "*" => Ok(slots.keys().map(String::as_str).collect()),
-        (Some(p), _) => slots.get_key_value(p.as_str()).map(|(k, _)| vec![k.as_str()]).ok_or_else(|| format!("unknown pipeline {p:?}")),
-        (None, Some(user)) => {
-            let ids: Vec<&str> = slots.iter().filter(|(_, s)| s.spec.user.as_deref() == Some(user.as_str())).map(|(k, _)| k.as_str()).collect();
-            if ids.is_empty() { Err(format!("no pipeline belongs to user {user:?}")) } else { Ok(ids) }
-        }
-        (None, None) => {
-            let _ = config;
-            Err(format!("`{}` needs \"pipeline\" (an id or \"*\") or \"user\"", cmd.cmd))
-        }
-    }
-}
-
-async fn engine_command(payload: &str, config: &Config, slots: &mut BTreeMap<String, Slot>, sandbox: &Arc<Sandbox>, bus: &Bus, events: &Events) {
-    let cmd = match CommandMessage::parse(payload) {
-        Ok(c) => c,
-        Err(e) => {
-            events.error("commands", &format!("malformed command ignored: {e}")).await;
-            return;
-        }
-    };
-    if !matches!(cmd.cmd.as_str(), "start" | "stop" | "pause" | "resume") {
-        return; // for the orders role (flatten, kill, release) or unknown there
-    }
-    let ids: Vec<String> = match targets(&cmd, config, slots) {
-        Ok(ids) => ids.into_iter().map(str::to_owned).collect(),
-        Err(e) => {
-            events.ack(&cmd.id, &cmd.cmd, false, &e).await;
-            return;
-        }
-    };
-    let mut done = Vec::new();
-    for id in &ids {
-        let Some(slot) = slots.get_mut(id) else { continue };
-        let running = slot.task.is_some();
-        match cmd.cmd.as_str() {
-            "pause" if running => {
-                let _ = slot.control.send(Control::Pause);
-                slot.state = "paused".into();
-                events.emit("pipeline_paused", json!({ "pipeline": id })).await;
-            }
-            "resume" if running => {
-                let _ = slot.control.send(Control::Run);
-                slot.state = "running".into();
-                events.emit("pipeline_resumed", json!({ "pipeline": id })).await;
-            }
-            "stop" if running => {
-                let _ = slot.control.send(Control::Stop);
-                if let Some(task) = slot.task.take() {
-                    let _ = task.await;
+/// Reloads the configuration when its file changes or a `reload` command asks:
+/// a valid one is handed to both roles, an invalid one refused with its place
+/// while the old one keeps running.
+async fn config_watch(path: PathBuf, events: Events, tx: watch::Sender<Arc<Config>>, mut changes: mpsc::Receiver<Change>, mut reloads: mpsc::Receiver<String>) {
+    loop {
+        let command_id = tokio::select! {
+            change = changes.recv() => match change {
+                Some(_) => None,
+                None => return,
+            },
+            id = reloads.recv() => match id {
+                Some(id) => Some(id),
+                None => return,
+            },
+        };
+        match Config::load(&path) {
+            Ok(new) => {
+                let changed = **tx.borrow() != new;
+                if changed {
+                    let _ = tx.send(Arc::new(new));
                 }
-                slot.state = "stopped".into();
+                if let Some(id) = command_id {
+                    events.ack(&id, "reload", true, if changed { "configuration reloaded" } else { "configuration unchanged" }).await;
+                }
             }
-            "start" if !running => {
-                let spec = config.pipeline(id).map_or_else(|| slot.spec.clone(), |p| PipelineSpec::from_config(config, p));
-                *slot = start_slot(spec, sandbox, bus, events);
+            Err(e) => {
+                events.emit("config_refused", json!({ "file": path.display().to_string(), "error": e.to_string(), "line": e.line, "column": e.column, "field": e.field })).await;
+                if let Some(id) = command_id {
+                    events.ack(&id, "reload", false, &e.to_string()).await;
+                }
             }
-            _ => continue,
         }
-        done.push(id.clone());
     }
-    let detail = if done.is_empty() { format!("nothing to {} in {ids:?}", cmd.cmd) } else { format!("{} {}", cmd.cmd, done.join(", ")) };
-    events.ack(&cmd.id, &cmd.cmd, true, &detail).await;
 }
 
 struct OrdersSettings {
@@ -423,6 +394,8 @@ async fn orders_role(
     (mut quotes, mut commands): (Subscription, Subscription),
     mut shutdown: watch::Receiver<bool>,
     mut engine_done: watch::Receiver<bool>,
+    mut configs: watch::Receiver<Arc<Config>>,
+    reload: mpsc::Sender<String>,
 ) -> anyhow::Result<Value> {
     let events = Events::new(bus.clone(), "orders");
     let journal = settings.journal.clone();
@@ -468,7 +441,19 @@ async fn orders_role(
                     commands = bus.subscribe(&[bus.channels().commands()]).await?;
                     continue;
                 };
-                orders_command(&payload, &config, &mut om, &bus, &events).await;
+                if let Ok(cmd) = CommandMessage::parse(&payload) {
+                    if cmd.cmd == "reload" {
+                        let _ = reload.try_send(cmd.id);
+                        continue;
+                    }
+                }
+                let current = configs.borrow().clone();
+                orders_command(&payload, &current, &mut om, &bus, &events).await;
+            }
+            changed = configs.changed() => {
+                if changed.is_ok() {
+                    om.set_config(configs.borrow_and_update().clone());
+                }
             }
             _ = heartbeat.tick() => {
                 let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()? });
@@ -552,7 +537,7 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
                 Err(e) => Err(e.to_string()),
             }
         }
-        "start" | "stop" | "pause" | "resume" => return, // the engine's
+        "start" | "stop" | "pause" | "resume" | "reload" => return, // the engine's and the host's
         other => Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill or release")),
     };
     match result {

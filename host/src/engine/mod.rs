@@ -10,6 +10,8 @@ use rust_decimal::prelude::ToPrimitive;
 use strategy_sdk::{Driver, Params, Strategy};
 
 pub mod pipeline;
+pub mod supervisor;
+pub mod watch;
 
 use crate::market;
 use crate::sandbox::{PluginInstance, SandboxError, wit};

@@ -1,7 +1,9 @@
 //! One pipeline: a market source feeding one sandboxed strategy instance,
 //! whose signals get deterministic ids and go to the signal log.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +17,7 @@ use crate::bus::message::{Quote, QuotesMessage, SCHEMA_VERSION, SignalMessage};
 use crate::config::{self, Config};
 use crate::market::source::{self, MarketEvent};
 use crate::monitor::Events;
-use crate::sandbox::{PluginInstance, Sandbox};
+use crate::sandbox::{CpuBudget, Plugin, PluginInstance, Sandbox, SandboxLimits};
 
 /// What a pipeline runs, resolved from the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +36,10 @@ pub struct PipelineSpec {
     pub source: config::Source,
     /// Owner.
     pub user: Option<String>,
+    /// Sandbox limits of its plugin instance.
+    pub limits: SandboxLimits,
+    /// Recent events kept to warm up a new instance.
+    pub warmup_candles: usize,
 }
 
 impl PipelineSpec {
@@ -56,8 +62,32 @@ impl PipelineSpec {
             timeframe_secs: pipeline.timeframe_secs(),
             source,
             user: pipeline.user.clone(),
+            limits: SandboxLimits {
+                cpu: CpuBudget::Time { per_event: std::time::Duration::from_millis(pipeline.limits.cpu_ms_per_event) },
+                memory_bytes: pipeline.limits.memory_mib.saturating_mul(1 << 20),
+                max_signals_per_event: pipeline.limits.max_signals_per_event,
+                ..SandboxLimits::live()
+            },
+            warmup_candles: pipeline.warmup_candles,
         }
     }
+
+    /// Whether `other` differs only in what a hot swap can change (params,
+    /// limits, warm-up window): then no restart of the feed is needed.
+    #[must_use]
+    pub fn same_feed(&self, other: &Self) -> bool {
+        self.plugin_path == other.plugin_path && self.symbols == other.symbols && self.timeframe_secs == other.timeframe_secs && self.source == other.source
+    }
+}
+
+/// A validated plugin instance, ready to replace the running one between two events.
+pub struct Swap {
+    /// The new instance, `init` already called with the pipeline's params.
+    pub instance: PluginInstance,
+    /// Content hash of its file.
+    pub sha256: String,
+    /// Why: `file changed`, `config changed`.
+    pub cause: String,
 }
 
 /// What the pipeline should be doing.
@@ -82,6 +112,12 @@ pub struct PipelineStats {
     pub signals_suppressed: AtomicU64,
     /// Signals refused (bad prices) or already logged (replays).
     pub signals_refused: AtomicU64,
+    /// Events that arrived while the plugin was quarantined.
+    pub events_skipped: AtomicU64,
+    /// Hot swaps done.
+    pub swaps: AtomicU64,
+    /// Restarts after a failure.
+    pub restarts: AtomicU64,
 }
 
 /// How a pipeline ended.
@@ -95,27 +131,78 @@ pub enum PipelineEnd {
     Failed(String),
 }
 
-/// Run a pipeline until its source ends, it is stopped, or it fails.
-pub async fn run(spec: PipelineSpec, sandbox: Arc<Sandbox>, bus: Bus, events: Events, mut control: watch::Receiver<Control>, stats: Arc<PipelineStats>) -> PipelineEnd {
+/// First back-off after a plugin fails; doubled on each failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest back-off.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A plugin healthy this long after a restart gets its back-off reset.
+pub const HEALTHY_RESET: Duration = Duration::from_secs(60);
+
+/// The running plugin of a pipeline, or why there is none.
+struct Running {
+    instance: Option<PluginInstance>,
+    sha256: String,
+    quarantined_until: Option<tokio::time::Instant>,
+    backoff: Duration,
+    healthy_since: tokio::time::Instant,
+    recent: VecDeque<MarketEvent>,
+}
+
+/// Feed recent events to a fresh instance so its indicators are not cold; its signals are dropped.
+fn warm_up(instance: &mut PluginInstance, recent: &VecDeque<MarketEvent>) -> Result<usize, String> {
+    tokio::task::block_in_place(|| {
+        for event in recent {
+            match event {
+                MarketEvent::Candle { instrument, timeframe_secs, bar } => {
+                    instance.on_candle(instrument, *timeframe_secs, &sdk_bar(bar)).map_err(|e| e.to_string())?;
+                }
+                MarketEvent::Chain(chain) => {
+                    instance.on_option_chain(&sdk_chain(chain)).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(recent.len())
+    })
+}
+
+/// Run a pipeline until its source ends, it is stopped, or it cannot start.
+/// A plugin that fails mid-run is quarantined and restarted with back-off
+/// (1 s doubling to 30 s, reset after a healthy minute); new versions arrive
+/// on `swaps` and replace it between two events.
+pub async fn run(
+    spec: PipelineSpec,
+    plugin: Plugin,
+    sandbox: Arc<Sandbox>,
+    bus: Bus,
+    events: Events,
+    mut control: watch::Receiver<Control>,
+    mut swaps: mpsc::Receiver<Swap>,
+    stats: Arc<PipelineStats>,
+) -> PipelineEnd {
     let id = spec.id.clone();
     let fail = |reason: String| async {
         events.emit("pipeline_failed", json!({ "pipeline": id, "error": reason })).await;
         PipelineEnd::Failed(reason)
     };
-    let plugin = match sandbox.load_file(&spec.plugin_path) {
-        Ok(p) => p,
-        Err(e) => return fail(e.to_string()).await,
-    };
-    let mut strategy = match tokio::task::block_in_place(|| sandbox.instantiate(&plugin, &spec.params)) {
+    let instance = match tokio::task::block_in_place(|| sandbox.instantiate_with(&plugin, &spec.params, &spec.limits)) {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()).await,
     };
     events
         .emit(
             "plugin_loaded",
-            json!({ "pipeline": id, "plugin": strategy.name(), "version": strategy.version(), "sha256": plugin.sha256(), "file": spec.plugin_path.display().to_string() }),
+            json!({ "pipeline": id, "plugin": instance.name(), "version": instance.version(), "sha256": plugin.sha256(), "file": spec.plugin_path.display().to_string(), "from_cache": plugin.from_cache() }),
         )
         .await;
+    let mut plugin = plugin;
+    let mut run = Running {
+        instance: Some(instance),
+        sha256: plugin.sha256().to_owned(),
+        quarantined_until: None,
+        backoff: FIRST_BACKOFF,
+        healthy_since: tokio::time::Instant::now(),
+        recent: VecDeque::with_capacity(spec.warmup_candles.min(100_000)),
+    };
 
     let (tx, mut rx) = mpsc::channel::<MarketEvent>(1024);
     let feed = {
@@ -132,11 +219,33 @@ pub async fn run(spec: PipelineSpec, sandbox: Arc<Sandbox>, bus: Bus, events: Ev
                     break PipelineEnd::Stopped;
                 }
             }
+            swap = swaps.recv() => {
+                let Some(swap) = swap else { continue };
+                apply_swap(&spec, &mut run, swap, &events, &stats).await;
+            }
             event = rx.recv() => {
                 let Some(event) = event else { break PipelineEnd::Finished };
+                if run.instance.is_none() {
+                    restart_if_due(&spec, &mut run, &mut plugin, &sandbox, &events, &stats).await;
+                }
                 let paused = *control.borrow() == Control::Pause;
-                if let Err(e) = handle(&spec, &mut strategy, &bus, &events, &stats, &event, paused).await {
-                    break fail(e).await;
+                match run.instance.as_mut() {
+                    Some(instance) => {
+                        if let Err(e) = handle(&spec, instance, &bus, &events, &stats, &event, paused).await {
+                            quarantine(&spec, &mut run, &events, e).await;
+                        } else if run.backoff > FIRST_BACKOFF && run.healthy_since.elapsed() >= HEALTHY_RESET {
+                            run.backoff = FIRST_BACKOFF;
+                        }
+                    }
+                    None => {
+                        stats.events_skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if spec.warmup_candles > 0 {
+                    if run.recent.len() == spec.warmup_candles {
+                        run.recent.pop_front();
+                    }
+                    run.recent.push_back(event);
                 }
             }
         }
@@ -145,10 +254,86 @@ pub async fn run(spec: PipelineSpec, sandbox: Arc<Sandbox>, bus: Bus, events: Ev
     let name = match &end {
         PipelineEnd::Finished => "pipeline_finished",
         PipelineEnd::Stopped => "pipeline_stopped",
-        PipelineEnd::Failed(_) => return end, // already reported by `fail`
+        PipelineEnd::Failed(_) => return end,
     };
-    events.emit(name, json!({ "pipeline": id, "events_in": stats.events_in.load(Ordering::Relaxed), "signals_out": stats.signals_out.load(Ordering::Relaxed) })).await;
+    events
+        .emit(
+            name,
+            json!({
+                "pipeline": id,
+                "events_in": stats.events_in.load(Ordering::Relaxed),
+                "signals_out": stats.signals_out.load(Ordering::Relaxed),
+                "events_skipped": stats.events_skipped.load(Ordering::Relaxed),
+                "swaps": stats.swaps.load(Ordering::Relaxed),
+                "restarts": stats.restarts.load(Ordering::Relaxed),
+            }),
+        )
+        .await;
     end
+}
+
+async fn quarantine(spec: &PipelineSpec, run: &mut Running, events: &Events, error: String) {
+    let until = tokio::time::Instant::now() + run.backoff;
+    events
+        .emit("plugin_failed", json!({ "pipeline": spec.id, "error": error, "quarantined_for_ms": u64::try_from(run.backoff.as_millis()).unwrap_or(u64::MAX) }))
+        .await;
+    run.instance = None;
+    run.quarantined_until = Some(until);
+    run.backoff = (run.backoff * 2).min(MAX_BACKOFF);
+}
+
+async fn restart_if_due(spec: &PipelineSpec, run: &mut Running, plugin: &mut Plugin, sandbox: &Sandbox, events: &Events, stats: &PipelineStats) {
+    if run.quarantined_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+        return;
+    }
+    let fresh = tokio::task::block_in_place(|| sandbox.instantiate_with(plugin, &spec.params, &spec.limits)).map_err(|e| e.to_string());
+    let warmed = fresh.and_then(|mut i| warm_up(&mut i, &run.recent).map(|n| (i, n)));
+    match warmed {
+        Ok((instance, n)) => {
+            stats.restarts.fetch_add(1, Ordering::Relaxed);
+            run.instance = Some(instance);
+            run.quarantined_until = None;
+            run.healthy_since = tokio::time::Instant::now();
+            events.emit("plugin_restarted", json!({ "pipeline": spec.id, "warmed_up_with": n })).await;
+        }
+        Err(e) => quarantine(spec, run, events, format!("restart failed: {e}")).await,
+    }
+}
+
+async fn apply_swap(spec: &PipelineSpec, run: &mut Running, mut swap: Swap, events: &Events, stats: &PipelineStats) {
+    let (old_version, old_sha) = (run.instance.as_ref().map(|i| i.version().to_owned()), run.sha256.clone());
+    // State first from the old instance's snapshot; when there is none, or the new
+    // version refuses it, from the recent events.
+    let snapshot = run.instance.as_mut().map(|i| tokio::task::block_in_place(|| i.snapshot()));
+    let carried = match snapshot {
+        Some(Ok(state)) => match tokio::task::block_in_place(|| swap.instance.restore(&state)) {
+            Ok(Ok(())) => Ok("snapshot".to_owned()),
+            Ok(Err(refused)) => warm_up(&mut swap.instance, &run.recent).map(|n| format!("warm-up from {n} events (snapshot refused: {refused})")),
+            Err(e) => Err(e.to_string()),
+        },
+        _ => warm_up(&mut swap.instance, &run.recent).map(|n| format!("warm-up from {n} events")),
+    };
+    match carried {
+        Ok(how) => {
+            events
+                .emit(
+                    "plugin_swapped",
+                    json!({
+                        "pipeline": spec.id, "cause": swap.cause, "old_version": old_version, "new_version": swap.instance.version(),
+                        "old_sha256": old_sha, "new_sha256": swap.sha256, "state": how,
+                    }),
+                )
+                .await;
+            run.sha256 = swap.sha256;
+            run.instance = Some(swap.instance);
+            run.quarantined_until = None;
+            run.healthy_since = tokio::time::Instant::now();
+            stats.swaps.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            events.emit("plugin_refused", json!({ "pipeline": spec.id, "sha256": swap.sha256, "reason": format!("taking over the state failed: {e}") })).await;
+        }
+    }
 }
 
 fn source_name(source: &config::Source) -> &'static str {

@@ -144,20 +144,24 @@ pub fn synthetic_events(symbols: &[String], seed: u64, days: u32, start_price: f
 }
 
 /// Send `events` at `speed` times real time (0 = no waiting). Gaps longer than
-/// two bars (nights, weekends) are not waited out. Returns early when the
+/// two bars (nights, weekends) are not waited out. The schedule is kept on
+/// average (a sleep only when more than a millisecond ahead), so high rates
+/// are reached despite the timer's granularity. Returns early when the
 /// receiver is gone.
 pub async fn pace(events: Vec<MarketEvent>, speed: f64, timeframe_secs: u32, tx: &mpsc::Sender<MarketEvent>) {
-    let mut prev: Option<i64> = None;
     let max_gap_ms = 2 * i64::from(timeframe_secs) * 1000;
+    let start = tokio::time::Instant::now();
+    let (mut prev, mut feed_ms) = (None::<i64>, 0i64);
     for event in events {
         if speed > 0.0 {
             if let Some(p) = prev {
-                let gap = (event.ts_ms() - p).clamp(0, max_gap_ms);
-                if gap > 0 {
-                    tokio::time::sleep(Duration::from_secs_f64(gap as f64 / 1000.0 / speed)).await;
-                }
+                feed_ms += (event.ts_ms() - p).clamp(0, max_gap_ms);
             }
             prev = Some(event.ts_ms());
+            let due = start + Duration::from_secs_f64(feed_ms as f64 / 1000.0 / speed);
+            if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+                tokio::time::sleep_until(due).await;
+            }
         }
         if tx.send(event).await.is_err() {
             return;

@@ -174,6 +174,7 @@ pub struct Sandbox {
     linker: Arc<Linker<plugin::HostState>>,
     limits: SandboxLimits,
     ticker_stop: Option<Arc<AtomicBool>>,
+    cache_dir: Option<PathBuf>,
 }
 
 impl Drop for Sandbox {
@@ -228,7 +229,15 @@ impl Sandbox {
                 .map(|_| stop)
         });
         let ticker_stop = ticker_stop.transpose()?;
-        Ok(Self { engine, linker: Arc::new(linker), limits, ticker_stop })
+        Ok(Self { engine, linker: Arc::new(linker), limits, ticker_stop, cache_dir: None })
+    }
+
+    /// Keep compiled plugins in `dir`, keyed by the file's content hash and this
+    /// engine's settings, so a restart or a reload of an unchanged file does not recompile.
+    #[must_use]
+    pub fn with_cache(mut self, dir: PathBuf) -> Self {
+        self.cache_dir = Some(dir);
+        self
     }
 
     /// The limits every instance gets.
@@ -252,7 +261,7 @@ impl Sandbox {
     /// # Errors
     /// As [`Sandbox::load_file`].
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, SandboxError> {
-        Plugin::compile(&self.engine, path, bytes)
+        Plugin::compile(&self.engine, path, bytes, self.cache_dir.as_deref())
     }
 
     /// Instantiate a compiled plugin and call its `init` with `params`.
@@ -262,5 +271,15 @@ impl Sandbox {
     /// error when `init` runs out of CPU or memory.
     pub fn instantiate(&self, plugin: &Plugin, params: &[(String, String)]) -> Result<PluginInstance, SandboxError> {
         PluginInstance::new(&self.engine, &self.linker, plugin, &self.limits, params)
+    }
+
+    /// Like [`Sandbox::instantiate`], with limits of the pipeline's own (the
+    /// budget's kind, fuel or time, and the stack stay the sandbox's).
+    ///
+    /// # Errors
+    /// As [`Sandbox::instantiate`].
+    pub fn instantiate_with(&self, plugin: &Plugin, params: &[(String, String)], limits: &SandboxLimits) -> Result<PluginInstance, SandboxError> {
+        let limits = SandboxLimits { stack_bytes: self.limits.stack_bytes, ..limits.clone() };
+        PluginInstance::new(&self.engine, &self.linker, plugin, &limits, params)
     }
 }

@@ -19,6 +19,7 @@ pub struct Plugin {
     contract: Version,
     sha256: String,
     component: Component,
+    from_cache: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -31,7 +32,7 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 
 impl Plugin {
-    pub(super) fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Self, SandboxError> {
+    pub(super) fn compile(engine: &Engine, path: &Path, bytes: &[u8], cache: Option<&Path>) -> Result<Self, SandboxError> {
         let invalid = |reason: String| SandboxError::Invalid { path: path.to_owned(), reason };
         match bytes.get(..8) {
             Some(head) if head.starts_with(WASM_MAGIC) => {
@@ -43,13 +44,28 @@ impl Plugin {
             }
             _ => return Err(invalid(format!("not a WebAssembly file ({} bytes, no \\0asm header); is it truncated or mis-named?", bytes.len()))),
         }
-        let component = Component::from_binary(engine, bytes).map_err(|e| invalid(format!("corrupt or invalid component: {e:#}")))?;
+        let sha256 = hex(&Sha256::digest(bytes));
+        let cached = cache.and_then(|dir| cache::load(engine, dir, &sha256));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(c) => c,
+            None => Component::from_binary(engine, bytes).map_err(|e| invalid(format!("corrupt or invalid component: {e:#}")))?,
+        };
         let contract = contract_version(engine, &component).map_err(invalid)?;
         if !contract.runs_on(CONTRACT_VERSION) {
             return Err(SandboxError::Incompatible { path: path.to_owned(), found: contract, supported: CONTRACT_VERSION });
         }
+        if let (Some(dir), false) = (cache, from_cache) {
+            cache::store(engine, dir, &sha256, &component);
+        }
         let file_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(Self { path: path.to_owned(), file_name, contract, sha256: hex(&Sha256::digest(bytes)), component })
+        Ok(Self { path: path.to_owned(), file_name, contract, sha256, component, from_cache })
+    }
+
+    /// Whether the compiled code came from the cache.
+    #[must_use]
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// Where it was loaded from.
@@ -74,6 +90,56 @@ impl Plugin {
     #[must_use]
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+}
+
+/// Compiled plugins on disk: `<sha256 of the .wasm>-<engine settings>.cwasm`
+/// with a `.sha256` of the compiled bytes beside it, checked before loading.
+mod cache {
+    use std::hash::{Hash as _, Hasher as _};
+    use std::path::{Path, PathBuf};
+
+    use sha2::{Digest as _, Sha256};
+    use wasmtime::Engine;
+    use wasmtime::component::Component;
+
+    fn file(engine: &Engine, dir: &Path, sha256: &str) -> PathBuf {
+        // Compiled code is only valid for the same wasmtime and the same engine settings.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
+    }
+
+    pub(super) fn load(engine: &Engine, dir: &Path, sha256: &str) -> Option<Component> {
+        let path = file(engine, dir, sha256);
+        let bytes = std::fs::read(&path).ok()?;
+        let want = std::fs::read_to_string(path.with_extension("sha256")).ok()?;
+        if super::hex(&Sha256::digest(&bytes)) != want.trim() {
+            tracing::warn!("compiled-code cache {} does not match its checksum; recompiling", path.display());
+            return None;
+        }
+        // SAFETY: wasmtime runs deserialized code without verifying it. These bytes were
+        // written by `store` below for this engine's settings, and their SHA-256 was just
+        // checked, so a truncated, corrupted or swapped file never reaches wasmtime.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, &bytes) };
+        component.map_err(|e| tracing::warn!("compiled-code cache {}: {e}; recompiling", path.display())).ok()
+    }
+
+    pub(super) fn store(engine: &Engine, dir: &Path, sha256: &str, component: &Component) {
+        let Ok(bytes) = component.serialize() else { return };
+        let path = file(engine, dir, sha256);
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            // Write then rename, so a reader never sees half a file.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::write(path.with_extension("sha256"), super::hex(&Sha256::digest(&bytes)))?;
+            std::fs::rename(tmp, &path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!("could not write the compiled-code cache {}: {e}", path.display());
+        }
     }
 }
 

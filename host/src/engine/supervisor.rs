@@ -1,0 +1,342 @@
+//! The engine's supervisor: one slot per configured pipeline, the registry of
+//! compiled plugins in the plugin folder, and everything that changes them
+//! while markets are open: a dropped, replaced or deleted `.wasm`, an edited
+//! `pipelines.toml`, and the start/stop/pause/resume commands.
+//!
+//! A new or changed file is compiled (the cache makes an unchanged one
+//! free) and validated against every pipeline that uses it — contract,
+//! instantiation, `init` with that pipeline's params — in the background;
+//! only then is it handed to the running pipeline, which swaps it in between
+//! two events. A file that fails leaves the running version untouched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::pipeline::{self, Control, PipelineEnd, PipelineSpec, PipelineStats, Swap};
+use crate::bus::Bus;
+use crate::bus::message::CommandMessage;
+use crate::config::Config;
+use crate::monitor::Events;
+use crate::sandbox::{Plugin, Sandbox};
+
+struct Slot {
+    spec: PipelineSpec,
+    control: watch::Sender<Control>,
+    swaps: mpsc::Sender<Swap>,
+    stats: Arc<PipelineStats>,
+    task: Option<JoinHandle<PipelineEnd>>,
+    state: String,
+}
+
+/// The engine role's state.
+pub struct Supervisor {
+    config: Arc<Config>,
+    sandbox: Arc<Sandbox>,
+    bus: Bus,
+    events: Events,
+    plugins: HashMap<String, Plugin>,
+    refused: HashMap<String, String>,
+    slots: BTreeMap<String, Slot>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn file_name(spec: &PipelineSpec) -> String {
+    spec.plugin_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+impl Supervisor {
+    /// A supervisor for `config`'s pipelines; nothing runs until [`Supervisor::start`].
+    #[must_use]
+    pub fn new(config: Arc<Config>, sandbox: Arc<Sandbox>, bus: Bus, events: Events) -> Self {
+        Self { config, sandbox, bus, events, plugins: HashMap::new(), refused: HashMap::new(), slots: BTreeMap::new() }
+    }
+
+    /// The plugin folder.
+    #[must_use]
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.config.resolve(&self.config.host.plugin_dir)
+    }
+
+    /// Compile the plugin folder and start every pipeline whose plugin is there.
+    pub async fn start(&mut self) {
+        self.rescan_plugins().await;
+        let specs: Vec<PipelineSpec> = self.config.pipelines.iter().map(|p| PipelineSpec::from_config(&self.config, p)).collect();
+        for spec in specs {
+            if !self.slots.contains_key(&spec.id) {
+                self.start_slot(spec).await;
+            }
+        }
+    }
+
+    async fn start_slot(&mut self, spec: PipelineSpec) {
+        let (control, control_rx) = watch::channel(Control::Run);
+        let (swaps, swaps_rx) = mpsc::channel(4);
+        let stats = Arc::new(PipelineStats::default());
+        let id = spec.id.clone();
+        let (task, state) = match self.plugins.get(&file_name(&spec)) {
+            Some(plugin) => {
+                let run = pipeline::run(spec.clone(), plugin.clone(), self.sandbox.clone(), self.bus.clone(), self.events.clone(), control_rx, swaps_rx, stats.clone());
+                (Some(tokio::spawn(run)), "running")
+            }
+            None => {
+                self.events.emit("pipeline_waiting", json!({ "pipeline": id, "plugin": file_name(&spec), "reason": "the plugin is not in the plugin folder (or was refused)" })).await;
+                (None, "waiting")
+            }
+        };
+        self.slots.insert(id, Slot { spec, control, swaps, stats, task, state: state.into() });
+    }
+
+    async fn stop_slot(&mut self, id: &str, state: &str) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            let _ = slot.control.send(Control::Stop);
+            if let Some(task) = slot.task.take() {
+                let _ = task.await;
+            }
+            slot.state = state.into();
+        }
+    }
+
+    /// Bring the registry in line with the plugin folder: compile new and
+    /// changed files, hand validated new versions to their pipelines, start
+    /// pipelines that were waiting, stop the ones whose file is gone.
+    pub async fn rescan_plugins(&mut self) {
+        let dir = self.plugin_dir();
+        let mut present: HashMap<String, PathBuf> = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".wasm") && !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_file()) {
+                    present.insert(name, entry.path());
+                }
+            }
+        }
+        let gone: Vec<String> = self.plugins.keys().filter(|k| !present.contains_key(*k)).cloned().collect();
+        for name in gone {
+            self.plugins.remove(&name);
+            self.events.emit("plugin_removed", json!({ "file": name })).await;
+            let users: Vec<String> = self.slots.iter().filter(|(_, s)| file_name(&s.spec) == name && s.task.is_some()).map(|(k, _)| k.clone()).collect();
+            for id in users {
+                self.stop_slot(&id, "waiting").await;
+            }
+        }
+        self.refused.retain(|k, _| present.contains_key(k));
+        let mut names: Vec<_> = present.into_iter().collect();
+        names.sort();
+        for (name, path) in names {
+            let Some(bytes) = read_settled(&path).await else { continue };
+            let sha = sha256_hex(&bytes);
+            if self.plugins.get(&name).is_some_and(|p| p.sha256() == sha) || self.refused.get(&name) == Some(&sha) {
+                continue;
+            }
+            let sandbox = self.sandbox.clone();
+            let loaded = tokio::task::block_in_place(|| sandbox.load_bytes(&path, &bytes));
+            match loaded {
+                Err(e) => {
+                    self.refused.insert(name.clone(), sha.clone());
+                    self.events.emit("plugin_refused", json!({ "file": name, "sha256": sha, "reason": e.to_string() })).await;
+                }
+                Ok(plugin) => {
+                    self.events
+                        .emit("plugin_registered", json!({ "file": name, "sha256": sha, "contract": plugin.contract().to_string(), "from_cache": plugin.from_cache() }))
+                        .await;
+                    self.refused.remove(&name);
+                    self.plugins.insert(name.clone(), plugin.clone());
+                    self.hand_over(&name, &plugin, "file changed").await;
+                }
+            }
+        }
+    }
+
+    /// Validate `plugin` for every pipeline using `file` and send it to the running ones;
+    /// start the waiting ones.
+    async fn hand_over(&mut self, file: &str, plugin: &Plugin, cause: &str) {
+        let ids: Vec<String> = self.slots.iter().filter(|(_, s)| file_name(&s.spec) == file).map(|(k, _)| k.clone()).collect();
+        for id in ids {
+            let Some(slot) = self.slots.get(&id) else { continue };
+            if slot.task.is_none() {
+                if slot.state == "waiting" {
+                    let spec = slot.spec.clone();
+                    self.start_slot(spec).await;
+                }
+                continue;
+            }
+            let spec = slot.spec.clone();
+            self.send_swap(&spec, plugin, cause).await;
+        }
+    }
+
+    async fn send_swap(&self, spec: &PipelineSpec, plugin: &Plugin, cause: &str) {
+        let sandbox = self.sandbox.clone();
+        match tokio::task::block_in_place(|| sandbox.instantiate_with(plugin, &spec.params, &spec.limits)) {
+            Ok(instance) => {
+                let Some(slot) = self.slots.get(&spec.id) else { return };
+                let swap = Swap { instance, sha256: plugin.sha256().to_owned(), cause: cause.to_owned() };
+                if slot.swaps.send(swap).await.is_err() {
+                    self.events.emit("plugin_refused", json!({ "pipeline": spec.id, "reason": "the pipeline ended before the new version arrived" })).await;
+                }
+            }
+            Err(e) => {
+                self.events
+                    .emit("plugin_refused", json!({ "pipeline": spec.id, "file": file_name(spec), "sha256": plugin.sha256(), "reason": e.to_string() }))
+                    .await;
+            }
+        }
+    }
+
+    /// Apply a new, already validated configuration: pipelines added, removed
+    /// or changed are started, stopped or updated; the others are not touched.
+    pub async fn apply_config(&mut self, new: Arc<Config>) {
+        let old_ids: Vec<String> = self.slots.keys().cloned().collect();
+        let new_specs: BTreeMap<String, PipelineSpec> =
+            new.pipelines.iter().map(|p| (p.id.get_ref().clone(), PipelineSpec::from_config(&new, p))).collect();
+        self.config = new;
+        let (mut added, mut removed, mut swapped, mut restarted) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for id in old_ids.iter().filter(|id| !new_specs.contains_key(*id)) {
+            self.stop_slot(id, "removed").await;
+            self.slots.remove(id);
+            removed.push(id.clone());
+        }
+        for (id, spec) in new_specs {
+            let Some(slot) = self.slots.get_mut(&id) else {
+                self.start_slot(spec).await;
+                added.push(id);
+                continue;
+            };
+            if slot.spec == spec {
+                continue;
+            }
+            if slot.spec.same_feed(&spec) && slot.task.is_some() {
+                slot.spec = spec.clone();
+                if let Some(plugin) = self.plugins.get(&file_name(&spec)).cloned() {
+                    self.send_swap(&spec, &plugin, "config changed").await;
+                }
+                swapped.push(id);
+            } else {
+                self.stop_slot(&id, "restarting").await;
+                self.start_slot(spec).await;
+                restarted.push(id);
+            }
+        }
+        self.events.emit("config_applied", json!({ "added": added, "removed": removed, "updated": swapped, "restarted": restarted })).await;
+    }
+
+    /// Handle a command meant for the engine; others are left to the orders role.
+    pub async fn command(&mut self, cmd: &CommandMessage) {
+        if !matches!(cmd.cmd.as_str(), "start" | "stop" | "pause" | "resume") {
+            return;
+        }
+        let ids = match self.targets(cmd) {
+            Ok(ids) => ids,
+            Err(e) => return self.events.ack(&cmd.id, &cmd.cmd, false, &e).await,
+        };
+        let mut done = Vec::new();
+        for id in &ids {
+            let Some(slot) = self.slots.get_mut(id) else { continue };
+            let running = slot.task.is_some();
+            match cmd.cmd.as_str() {
+                "pause" if running => {
+                    let _ = slot.control.send(Control::Pause);
+                    slot.state = "paused".into();
+                    self.events.emit("pipeline_paused", json!({ "pipeline": id })).await;
+                }
+                "resume" if running => {
+                    let _ = slot.control.send(Control::Run);
+                    slot.state = "running".into();
+                    self.events.emit("pipeline_resumed", json!({ "pipeline": id })).await;
+                }
+                "stop" if running => self.stop_slot(id, "stopped").await,
+                "start" if !running => {
+                    let spec = self.config.pipeline(id).map_or_else(|| slot.spec.clone(), |p| PipelineSpec::from_config(&self.config, p));
+                    self.start_slot(spec).await;
+                }
+                _ => continue,
+            }
+            done.push(id.clone());
+        }
+        let detail = if done.is_empty() { format!("nothing to {} in {ids:?}", cmd.cmd) } else { format!("{} {}", cmd.cmd, done.join(", ")) };
+        self.events.ack(&cmd.id, &cmd.cmd, true, &detail).await;
+    }
+
+    fn targets(&self, cmd: &CommandMessage) -> Result<Vec<String>, String> {
+        match (&cmd.pipeline, &cmd.user) {
+            (Some(p), _) if p == "*" => Ok(self.slots.keys().cloned().collect()),
+            (Some(p), _) => self.slots.contains_key(p).then(|| vec![p.clone()]).ok_or_else(|| format!("unknown pipeline {p:?}")),
+            (None, Some(user)) => {
+                let ids: Vec<String> = self.slots.iter().filter(|(_, s)| s.spec.user.as_deref() == Some(user.as_str())).map(|(k, _)| k.clone()).collect();
+                if ids.is_empty() { Err(format!("no pipeline belongs to user {user:?}")) } else { Ok(ids) }
+            }
+            (None, None) => Err(format!("`{}` needs \"pipeline\" (an id or \"*\") or \"user\"", cmd.cmd)),
+        }
+    }
+
+    /// Collect ended pipelines; true when every pipeline has finished or failed
+    /// (none is running, waiting for its plugin, or stopped by a command).
+    pub async fn reap(&mut self) -> bool {
+        for slot in self.slots.values_mut() {
+            if slot.task.as_ref().is_some_and(JoinHandle::is_finished) {
+                if let Some(task) = slot.task.take() {
+                    slot.state = match task.await {
+                        Ok(PipelineEnd::Finished) => "finished".into(),
+                        Ok(PipelineEnd::Stopped) => "stopped".into(),
+                        Ok(PipelineEnd::Failed(_)) | Err(_) => "failed".into(),
+                    };
+                }
+            }
+        }
+        !self.slots.is_empty() && self.slots.values().all(|s| matches!(s.state.as_str(), "finished" | "failed"))
+    }
+
+    /// Pipeline states and counters, for heartbeats.
+    #[must_use]
+    pub fn heartbeat(&self) -> Value {
+        let pipelines: serde_json::Map<String, Value> = self
+            .slots
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    json!({
+                        "state": s.state,
+                        "events_in": s.stats.events_in.load(Ordering::Relaxed),
+                        "signals_out": s.stats.signals_out.load(Ordering::Relaxed),
+                        "signals_suppressed": s.stats.signals_suppressed.load(Ordering::Relaxed),
+                        "events_skipped": s.stats.events_skipped.load(Ordering::Relaxed),
+                        "swaps": s.stats.swaps.load(Ordering::Relaxed),
+                        "restarts": s.stats.restarts.load(Ordering::Relaxed),
+                    }),
+                )
+            })
+            .collect();
+        json!({ "pipelines": pipelines, "plugins": self.plugins.iter().map(|(k, p)| (k.clone(), Value::String(p.sha256().to_owned()))).collect::<serde_json::Map<_, _>>() })
+    }
+
+    /// Stop everything.
+    pub async fn shutdown(&mut self) {
+        let ids: Vec<String> = self.slots.keys().cloned().collect();
+        for id in ids {
+            let state = self.slots.get(&id).map(|s| s.state.clone()).unwrap_or_default();
+            self.stop_slot(&id, &state).await;
+        }
+    }
+}
+
+/// The file's bytes once it has stopped changing: a copy in progress is
+/// read again on the next notification instead of being compiled half-written.
+async fn read_settled(path: &std::path::Path) -> Option<Vec<u8>> {
+    let before = std::fs::metadata(path).ok()?;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let bytes = std::fs::read(path).ok()?;
+    let after = std::fs::metadata(path).ok()?;
+    let same = before.len() == after.len() && before.modified().ok() == after.modified().ok() && bytes.len() as u64 == after.len();
+    same.then_some(bytes)
+}
