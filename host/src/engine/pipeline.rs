@@ -301,6 +301,7 @@ async fn restart_if_due(spec: &PipelineSpec, run: &mut Running, plugin: &mut Plu
 }
 
 async fn apply_swap(spec: &PipelineSpec, run: &mut Running, mut swap: Swap, events: &Events, stats: &PipelineStats) {
+    let paused_at = std::time::Instant::now();
     let (old_version, old_sha) = (run.instance.as_ref().map(|i| i.version().to_owned()), run.sha256.clone());
     // State first from the old instance's snapshot; when there is none, or the new
     // version refuses it, from the recent events.
@@ -313,6 +314,7 @@ async fn apply_swap(spec: &PipelineSpec, run: &mut Running, mut swap: Swap, even
         },
         _ => warm_up(&mut swap.instance, &run.recent).map(|n| format!("warm-up from {n} events")),
     };
+    let pause_us = u64::try_from(paused_at.elapsed().as_micros()).unwrap_or(u64::MAX);
     match carried {
         Ok(how) => {
             events
@@ -321,6 +323,8 @@ async fn apply_swap(spec: &PipelineSpec, run: &mut Running, mut swap: Swap, even
                     json!({
                         "pipeline": spec.id, "cause": swap.cause, "old_version": old_version, "new_version": swap.instance.version(),
                         "old_sha256": old_sha, "new_sha256": swap.sha256, "state": how,
+                        // How long the events behind this one waited for the swap.
+                        "pause_us": pause_us,
                     }),
                 )
                 .await;
