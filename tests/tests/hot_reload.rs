@@ -263,7 +263,7 @@ async fn hostile_plugins_are_quarantined_with_back_off_and_the_neighbour_is_unto
     let expected = native_signals(&synthetic_events(&["NIFTY".into()], 3, days, 21_700.0, false, 60), &healthy_params);
     let limits = SandboxLimits { cpu: CpuBudget::Time { per_event: Duration::from_millis(20) }, memory_bytes: 16 << 20, ..SandboxLimits::live() };
     let sandbox = Arc::new(Sandbox::new(SandboxLimits::live()).unwrap());
-    for behaviour in ["loop-on-candle", "memory-bomb", "recursion", "panic", "trap-after", "flood"] {
+    for behaviour in ["loop-on-candle", "loop-in-init", "memory-bomb", "recursion", "panic", "trap-after", "flood"] {
         let bus = Bus::embedded("trading");
         let mut seen = bus.subscribe(&["trading:events".to_owned()]).await.unwrap();
         let events = Events::new(bus.clone(), "engine");
@@ -304,7 +304,8 @@ async fn hostile_plugins_are_quarantined_with_back_off_and_the_neighbour_is_unto
         assert_eq!(&backoffs[..3.min(backoffs.len())], &[1000, 2000, 4000][..3.min(backoffs.len())], "{behaviour}: back-off doubles from 1 s");
         let first = &failures[0].1;
         let want = match behaviour {
-            "loop-on-candle" => "exceeded its CPU budget",
+            "loop-on-candle" => "on-candle exceeded its CPU budget",
+            "loop-in-init" => "init exceeded its CPU budget",
             "memory-bomb" => "hit the memory cap",
             "recursion" => "call stack exhausted",
             "panic" => "hostile plugin panicked on purpose",

@@ -180,29 +180,29 @@ pub async fn run(
     stats: Arc<PipelineStats>,
 ) -> PipelineEnd {
     let id = spec.id.clone();
-    let fail = |reason: String| async {
-        events.emit("pipeline_failed", json!({ "pipeline": id, "error": reason })).await;
-        PipelineEnd::Failed(reason)
-    };
-    let instance = match tokio::task::block_in_place(|| sandbox.instantiate_with(&plugin, &spec.params, &spec.limits)) {
-        Ok(s) => s,
-        Err(e) => return fail(e.to_string()).await,
-    };
-    events
-        .emit(
-            "plugin_loaded",
-            json!({ "pipeline": id, "plugin": instance.name(), "version": instance.version(), "sha256": plugin.sha256(), "file": spec.plugin_path.display().to_string(), "from_cache": plugin.from_cache() }),
-        )
-        .await;
     let mut plugin = plugin;
     let mut run = Running {
-        instance: Some(instance),
+        instance: None,
         sha256: plugin.sha256().to_owned(),
         quarantined_until: None,
         backoff: FIRST_BACKOFF,
         healthy_since: tokio::time::Instant::now(),
         recent: VecDeque::with_capacity(spec.warmup_candles.min(100_000)),
     };
+    match tokio::task::block_in_place(|| sandbox.instantiate_with(&plugin, &spec.params, &spec.limits)) {
+        Ok(instance) => {
+            events
+                .emit(
+                    "plugin_loaded",
+                    json!({ "pipeline": id, "plugin": instance.name(), "version": instance.version(), "sha256": plugin.sha256(), "file": spec.plugin_path.display().to_string(), "from_cache": plugin.from_cache() }),
+                )
+                .await;
+            run.instance = Some(instance);
+        }
+        // A plugin that fails to start (a loop or a trap in `init`) is treated like
+        // one that fails later: quarantined, and retried with back-off.
+        Err(e) => quarantine(&spec, &mut run, &events, e.to_string()).await,
+    }
 
     let (tx, mut rx) = mpsc::channel::<MarketEvent>(1024);
     let feed = {
