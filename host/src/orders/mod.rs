@@ -18,6 +18,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+pub mod state;
+
 use crate::brokers::paper::{Position, fill_price};
 use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
 use crate::config::Config;
@@ -65,6 +67,9 @@ CREATE TABLE IF NOT EXISTS paper_book (
     side TEXT NOT NULL, qty TEXT NOT NULL, not_before INTEGER NOT NULL, state TEXT NOT NULL,
     fill_price TEXT, fill_ts INTEGER);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transitions (
+    client_order_id TEXT NOT NULL, seq INTEGER NOT NULL, from_state TEXT NOT NULL, event TEXT NOT NULL,
+    to_state TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (client_order_id, seq));
 CREATE INDEX IF NOT EXISTS orders_open ON orders (state, instrument);
 CREATE INDEX IF NOT EXISTS paper_open ON paper_book (state, instrument);
 ";
@@ -273,19 +278,22 @@ impl OrderManager {
             rows
         };
         let mut transitions = Vec::new();
-        let now = now_ms();
         for (coid, account, instrument, side, qty, not_before, slippage) in new {
             tx.execute(
                 "INSERT OR IGNORE INTO paper_book (client_order_id, account, instrument, side, qty, not_before, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open')",
                 params![coid, account, instrument, side, qty, not_before],
             )?;
-            tx.execute("UPDATE orders SET state = 'accepted', updated_at = ?2 WHERE client_order_id = ?1", params![coid, now])?;
-            transitions.push((coid.clone(), "submitted", json!({})));
-            transitions.push((coid.clone(), "accepted", json!({})));
+            for event in [state::OrderEvent::Submit, state::OrderEvent::Accept] {
+                if let Ok(to) = advance(tx, &coid, event)? {
+                    transitions.push((coid.clone(), to.as_str(), json!({})));
+                }
+            }
             if let (Some((ts, open)), Some(side)) = (first_price_after(recent, &instrument, not_before), OrderSide::parse(&side)) {
                 let price = fill_price(side, open, dec(&slippage));
-                record_fill(tx, &coid, &account, &instrument, side, dec(&qty), price, ts)?;
-                transitions.push((coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts })));
+                match record_fill(tx, &coid, &account, &instrument, side, dec(&qty), price, ts)? {
+                    Ok(()) => transitions.push((coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts }))),
+                    Err(refused) => tracing::error!("order {coid}: fill refused: {refused}"),
+                }
             }
         }
         Ok(transitions)
@@ -314,6 +322,7 @@ impl OrderManager {
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let tx = self.db.transaction().map_err(jerr)?;
         let mut filled = Vec::new();
+        let mut refusals = Vec::new();
         for quote in &q.quotes {
             let open: Vec<(String, String, String, String, String, i64)> = {
                 let mut stmt = tx
@@ -335,12 +344,20 @@ impl OrderManager {
                 // same instrument's prices can come from pipelines running at different paces.
                 let (ts, open) = first_price_after(&self.recent, &quote.instrument, not_before).unwrap_or((q.ts, quote.open));
                 let price = fill_price(side, open, dec(&slippage));
-                record_fill(&tx, &coid, &account, &quote.instrument, side, dec(&qty), price, ts).map_err(jerr)?;
-                filled.push((coid, json!({ "price": price.to_string(), "fill_ts": ts })));
+                match record_fill(&tx, &coid, &account, &quote.instrument, side, dec(&qty), price, ts).map_err(jerr)? {
+                    Ok(()) => filled.push((coid, json!({ "price": price.to_string(), "fill_ts": ts }))),
+                    Err(refused) => {
+                        // Reported, never applied: the paper book keeps the order as it was.
+                        tracing::error!("order {coid}: fill refused: {refused}");
+                        refusals.push(Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": refused.to_string() })));
+                    }
+                }
             }
         }
         tx.commit().map_err(jerr)?;
-        filled.into_iter().map(|(coid, extra)| self.order_message(&coid, "filled", extra).map(Outcome::Order)).collect()
+        let mut out: Vec<Outcome> = filled.into_iter().map(|(coid, extra)| self.order_message(&coid, "filled", extra).map(Outcome::Order)).collect::<Result<_, _>>()?;
+        out.extend(refusals);
+        Ok(out)
     }
 
     /// Close every position of `account` with market orders, named after the command.
@@ -427,6 +444,26 @@ impl OrderManager {
     }
 }
 
+/// Move an order through the state machine inside `tx`, appending the
+/// transition to the journal. A transition the table refuses changes nothing
+/// and comes back as the inner error.
+fn advance(tx: &rusqlite::Transaction<'_>, coid: &str, event: state::OrderEvent) -> rusqlite::Result<Result<state::OrderState, state::InvalidTransition>> {
+    let current: String = tx.query_row("SELECT state FROM orders WHERE client_order_id = ?1", [coid], |r| r.get(0))?;
+    let from = state::OrderState::parse(&current).unwrap_or(state::OrderState::New);
+    let to = match state::transition(from, event) {
+        Ok(to) => to,
+        Err(e) => return Ok(Err(e)),
+    };
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO transitions (client_order_id, seq, from_state, event, to_state, at)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE client_order_id = ?1), ?2, ?3, ?4, ?5)",
+        params![coid, from.as_str(), format!("{event:?}"), to.as_str(), now],
+    )?;
+    tx.execute("UPDATE orders SET state = ?2, updated_at = ?3 WHERE client_order_id = ?1", params![coid, to.as_str(), now])?;
+    Ok(Ok(to))
+}
+
 /// The first known price of `instrument` later than `ts`.
 fn first_price_after(recent: &Recent, instrument: &str, ts: i64) -> Option<(i64, Decimal)> {
     let prices = recent.get(instrument)?;
@@ -435,7 +472,20 @@ fn first_price_after(recent: &Recent, instrument: &str, ts: i64) -> Option<(i64,
 
 /// Record a fill inside `tx`: the fill, the position it changes, the paper book and the order.
 #[allow(clippy::too_many_arguments)]
-fn record_fill(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instrument: &str, side: OrderSide, qty: Decimal, price: Decimal, ts: i64) -> rusqlite::Result<()> {
+fn record_fill(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    account: &str,
+    instrument: &str,
+    side: OrderSide,
+    qty: Decimal,
+    price: Decimal,
+    ts: i64,
+) -> rusqlite::Result<Result<(), state::InvalidTransition>> {
+    // The state machine first: a fill for an order that cannot take one changes nothing.
+    if let Err(refused) = advance(tx, coid, state::OrderEvent::Fill)? {
+        return Ok(Err(refused));
+    }
     let held: Option<(String, String, String)> = tx
         .query_row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
@@ -451,11 +501,8 @@ fn record_fill(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instru
         params![coid, account, instrument, side.as_str(), qty.to_string(), price.to_string(), ts],
     )?;
     tx.execute("UPDATE paper_book SET state = 'filled', fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
-    tx.execute(
-        "UPDATE orders SET state = 'filled', fill_price = ?2, fill_ts = ?3, updated_at = ?4 WHERE client_order_id = ?1",
-        params![coid, price.to_string(), ts, now_ms()],
-    )?;
-    Ok(())
+    tx.execute("UPDATE orders SET fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
+    Ok(Ok(()))
 }
 
 #[cfg(test)]

@@ -163,3 +163,28 @@ fn flatten_closes_every_position() {
     let s = om.accounts_summary().unwrap();
     assert_eq!((s["a1"]["realized"].as_str(), s["a2"]["positions"]["NIFTY"].as_str()), (Some("8"), Some("1")));
 }
+
+#[test]
+fn every_transition_is_journaled_and_impossible_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(1000, "buy")).unwrap();
+    om.on_quotes(&quotes(2000, dec!(101))).unwrap();
+    let coid: String = om.db.query_row("SELECT client_order_id FROM orders WHERE account = 'a1'", [], |r| r.get(0)).unwrap();
+    let path: Vec<(String, String, String)> = om
+        .db
+        .prepare("SELECT from_state, event, to_state FROM transitions WHERE client_order_id = ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([&coid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let want = [("new", "Submit", "submitted"), ("submitted", "Accept", "accepted"), ("accepted", "Fill", "filled")];
+    assert_eq!(path, want.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())).to_vec());
+    // A second fill for the same order (a broker's duplicate report): refused, nothing changes.
+    let tx = om.db.transaction().unwrap();
+    let refused = record_fill(&tx, &coid, "a1", "NIFTY", OrderSide::Buy, dec!(2), dec!(150), 3000).unwrap();
+    assert_eq!(refused.unwrap_err().to_string(), "Fill is not possible for an order that is filled");
+    tx.commit().unwrap();
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2", "the position did not change");
+}
