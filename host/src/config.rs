@@ -119,6 +119,52 @@ pub struct Account {
     /// Paper fills: slippage against the trader, in basis points.
     #[serde(default, deserialize_with = "decimal")]
     pub slippage_bps: Decimal,
+    /// `mis` (intraday: squared off at `square_off`) or `cnc` (delivery).
+    #[serde(default = "mis")]
+    pub product: Product,
+    /// Intraday square-off time (IST) for `mis` positions.
+    #[serde(default = "square_off")]
+    pub square_off: String,
+    /// Risk limits.
+    #[serde(default)]
+    pub risk: crate::orders::risk::RiskLimits,
+    /// Exits the host manages for every position.
+    #[serde(default)]
+    pub exits: ExitRules,
+}
+
+/// Intraday or delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    /// Intraday: squared off by the host; trailing stops follow the best bid.
+    Mis,
+    /// Delivery: carried overnight; trailing stops follow the last price.
+    Cnc,
+}
+
+fn mis() -> Product {
+    Product::Mis
+}
+
+fn square_off() -> String {
+    "15:15".into()
+}
+
+/// `[accounts.exits]`: stop-loss, target and trailing stop in percent of the
+/// entry price, for positions whose signal did not set them. 0 = none.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExitRules {
+    /// Stop-loss, percent below (long) or above (short) the entry.
+    #[serde(deserialize_with = "decimal")]
+    pub stop_loss_pct: Decimal,
+    /// Target, percent above (long) or below (short) the entry.
+    #[serde(deserialize_with = "decimal")]
+    pub target_pct: Decimal,
+    /// Trailing stop, percent behind the best price since entry.
+    #[serde(deserialize_with = "decimal")]
+    pub trailing_pct: Decimal,
 }
 
 /// Where a pipeline's market data comes from.
@@ -352,6 +398,16 @@ impl Config {
             }
             if a.capital <= Decimal::ZERO {
                 return err(a.id.span().start, format!("accounts[{i}].capital"), format!("must be positive, got {}", a.capital));
+            }
+            if a.risk.window().is_none() {
+                return err(a.id.span().start, format!("accounts[{i}].risk.entry_window"), format!("{:?}: expected HH:MM-HH:MM", a.risk.entry_window));
+            }
+            if crate::market::clock::parse_hhmm(&a.square_off).is_none() {
+                return err(a.id.span().start, format!("accounts[{i}].square_off"), format!("{:?}: expected HH:MM", a.square_off));
+            }
+            let e = &a.exits;
+            if [e.stop_loss_pct, e.target_pct, e.trailing_pct].iter().any(|p| p.is_sign_negative() || *p >= Decimal::ONE_HUNDRED) {
+                return err(a.id.span().start, format!("accounts[{i}].exits"), "percentages must be within 0..100".into());
             }
             if a.slippage_bps.is_sign_negative() {
                 return err(a.id.span().start, format!("accounts[{i}].slippage_bps"), "must not be negative".into());

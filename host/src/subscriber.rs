@@ -145,6 +145,10 @@ mod tests {
             mode,
             sizing,
             slippage_bps: Decimal::ZERO,
+            product: crate::config::Product::Mis,
+            square_off: "15:15".into(),
+            risk: crate::orders::risk::RiskLimits::default(),
+            exits: crate::config::ExitRules::default(),
         }
     }
 

@@ -64,7 +64,7 @@ pub fn de_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> 
     }
 }
 
-fn de_opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+pub(crate) fn de_opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
     #[derive(Deserialize)]
     struct Wrap(#[serde(deserialize_with = "de_decimal")] Decimal);
     Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
@@ -164,6 +164,9 @@ pub struct Quote {
     /// Close (or the last price).
     #[serde(deserialize_with = "de_decimal")]
     pub close: Decimal,
+    /// Best bid, when the source has one (ticks); intraday trailing stops follow it.
+    #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
+    pub bid: Option<Decimal>,
 }
 
 /// Prices the engine saw at one time (`trading:quotes`).

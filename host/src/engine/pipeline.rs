@@ -394,7 +394,7 @@ async fn handle(
         MarketEvent::Candle { instrument, timeframe_secs, bar } => {
             let b = sdk_bar(bar);
             let raw = tokio::task::block_in_place(|| strategy.on_candle(instrument, *timeframe_secs, &b)).map_err(|e| e.to_string())?;
-            (raw, vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close }])
+            (raw, vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close, bid: None }])
         }
         MarketEvent::Chain(chain) => {
             let c = sdk_chain(chain);
@@ -402,7 +402,7 @@ async fn handle(
             let quotes = chain
                 .legs()
                 .filter(|(_, l)| l.last > Decimal::ZERO)
-                .map(|(instrument, l)| Quote { instrument, open: l.last, high: l.last, low: l.last, close: l.last })
+                .map(|(instrument, l)| Quote { instrument, open: l.last, high: l.last, low: l.last, close: l.last, bid: None })
                 .collect();
             (raw, quotes)
         }

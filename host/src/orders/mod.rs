@@ -18,6 +18,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+pub mod exits;
+pub mod risk;
 pub mod state;
 
 use crate::brokers::paper::{Position, fill_price};
@@ -67,6 +69,13 @@ CREATE TABLE IF NOT EXISTS paper_book (
     side TEXT NOT NULL, qty TEXT NOT NULL, not_before INTEGER NOT NULL, state TEXT NOT NULL,
     fill_price TEXT, fill_ts INTEGER);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS exits (
+    account TEXT NOT NULL, instrument TEXT NOT NULL, long INTEGER NOT NULL, stop TEXT, target TEXT, trail_pct TEXT,
+    best TEXT NOT NULL, trailed INTEGER NOT NULL, triggered INTEGER NOT NULL, PRIMARY KEY (account, instrument));
+CREATE TABLE IF NOT EXISTS daily_pnl (
+    account TEXT NOT NULL, day INTEGER NOT NULL, realized TEXT NOT NULL, PRIMARY KEY (account, day));
+CREATE TABLE IF NOT EXISTS entries (
+    pipeline TEXT NOT NULL, instrument TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (pipeline, instrument));
 CREATE TABLE IF NOT EXISTS transitions (
     client_order_id TEXT NOT NULL, seq INTEGER NOT NULL, from_state TEXT NOT NULL, event TEXT NOT NULL,
     to_state TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (client_order_id, seq));
@@ -121,7 +130,13 @@ impl OrderManager {
         db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         db.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new() })
+        // Columns added after the first release of the journal; "duplicate column" means present.
+        for column in ["stop_loss TEXT", "target TEXT"] {
+            let _ = db.execute(&format!("ALTER TABLE orders ADD COLUMN {column}"), []);
+        }
+        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new() };
+        om.store_exit_rules()?;
+        Ok(om)
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> OrderError + '_ {
@@ -131,6 +146,9 @@ impl OrderManager {
     /// Replace the configuration (accounts, pipelines) used for new decisions.
     pub fn set_config(&mut self, config: std::sync::Arc<Config>) {
         self.config = config;
+        if let Err(e) = self.store_exit_rules() {
+            tracing::error!("storing the new exit rules: {e}");
+        }
     }
 
     /// Whether the kill switch is on (persisted: a restart does not release it).
@@ -211,25 +229,49 @@ impl OrderManager {
                     continue;
                 }
                 let Some(account) = config.account(account_id) else { continue };
+                let mut rule = if killed { "kill_switch" } else { "sizing" };
                 let decision = if killed {
                     Err("the kill switch is on".to_owned())
                 } else {
                     let effective = Self::effective_position(&tx, account_id, &s.instrument)?;
-                    intent(account, &s.side, effective, s.price, s.stop_loss)
+                    match intent(account, &s.side, effective, s.price, s.stop_loss) {
+                        Ok(Some(i)) => {
+                            let ctx = self_risk_context(&tx, &self.last, account, &s.pipeline, &s.instrument, s.ts, s.price, effective)?;
+                            match risk::check(&account.risk, &ctx, &i) {
+                                Ok(()) => Ok(Some(i)),
+                                Err(refusal) => {
+                                    rule = refusal.rule;
+                                    if refusal.rule == "max_daily_loss" && trip_breaker(&tx, account_id, s.ts)? {
+                                        out.push(Outcome::Event("risk_breaker", json!({ "account": account_id, "rule": "max_daily_loss", "daily_pnl": ctx.daily_pnl.to_string(), "detail": "only reducing orders until tomorrow" })));
+                                    }
+                                    Err(refusal.reason)
+                                }
+                            }
+                        }
+                        other => other,
+                    }
                 };
                 let (outcome, coid) = match decision {
                     Ok(Some(i)) => {
+                        if risk::is_entry(Self::effective_position(&tx, account_id, &s.instrument)?, &i) {
+                            tx.execute(
+                                "INSERT INTO entries (pipeline, instrument, ts) VALUES (?1, ?2, ?3) ON CONFLICT(pipeline, instrument) DO UPDATE SET ts = MAX(ts, ?3)",
+                                params![s.pipeline, s.instrument, s.ts],
+                            )?;
+                        }
                         let coid = client_order_id(&s.id, account_id);
                         tx.execute(
-                            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10)",
-                            params![coid, s.id, account_id, s.pipeline, s.instrument, i.side.as_str(), i.qty.to_string(), s.ts, account.slippage_bps.to_string(), now],
+                            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, stop_loss, target)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12)",
+                            params![
+                                coid, s.id, account_id, s.pipeline, s.instrument, i.side.as_str(), i.qty.to_string(), s.ts, account.slippage_bps.to_string(), now,
+                                s.stop_loss.map(|d| d.to_string()), s.target.map(|d| d.to_string())
+                            ],
                         )?;
                         (format!("order {} {} {}", i.side.as_str(), i.qty, s.instrument), Some(coid))
                     }
                     Ok(None) => ("nothing to do".to_owned(), None),
                     Err(reason) => {
-                        let rule = if killed { "kill_switch" } else { "sizing" };
                         out.push(Outcome::Event("order_refused", json!({ "signal_id": s.id, "account": account_id, "reason": reason, "rule": rule })));
                         (format!("refused: {reason}"), None)
                     }
@@ -320,6 +362,7 @@ impl OrderManager {
         }
         let path = self.path.clone();
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let config = self.config.clone();
         let tx = self.db.transaction().map_err(jerr)?;
         let mut filled = Vec::new();
         let mut refusals = Vec::new();
@@ -354,10 +397,88 @@ impl OrderManager {
                 }
             }
         }
+        let mut exit_events = Vec::new();
+        for quote in &q.quotes {
+            exit_events.extend(Self::manage_exits(&config, &tx, q.ts, quote).map_err(jerr)?);
+        }
+        let transitions = if exit_events.is_empty() { Vec::new() } else { Self::submit_in(&tx, &self.recent).map_err(jerr)? };
         tx.commit().map_err(jerr)?;
+        refusals.extend(exit_events);
+        for (coid, state, extra) in transitions {
+            refusals.push(Outcome::Order(self.order_message(&coid, state, extra)?));
+        }
         let mut out: Vec<Outcome> = filled.into_iter().map(|(coid, extra)| self.order_message(&coid, "filled", extra).map(Outcome::Order)).collect::<Result<_, _>>()?;
         out.extend(refusals);
         Ok(out)
+    }
+
+    /// Move the managed exits of `quote`'s instrument, square off intraday
+    /// positions at the account's square-off time, and record the closing
+    /// orders; returns the events to publish.
+    fn manage_exits(config: &Config, tx: &rusqlite::Transaction<'_>, ts: i64, quote: &crate::bus::message::Quote) -> rusqlite::Result<Vec<Outcome>> {
+        let mut out = Vec::new();
+        let rows: Vec<(String, bool, Option<String>, Option<String>, Option<String>, String, bool, bool, String)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT e.account, e.long, e.stop, e.target, e.trail_pct, e.best, e.trailed, e.triggered, p.qty FROM exits e
+                 JOIN positions p ON p.account = e.account AND p.instrument = e.instrument WHERE e.instrument = ?1",
+            )?;
+            let rows = stmt
+                .query_map([&quote.instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        };
+        let minute = crate::market::clock::ist_minute_of_day(ts);
+        for (account, long, stop, target, trail, best, trailed, triggered, qty) in rows {
+            let qty = dec(&qty);
+            if triggered || qty.is_zero() {
+                continue;
+            }
+            let cfg = config.account(&account);
+            let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
+            let mis = cfg.is_some_and(|a| a.product == crate::config::Product::Mis);
+            let mut exit = exits::ManagedExit {
+                long,
+                stop: stop.as_deref().map(dec),
+                target: target.as_deref().map(dec),
+                trail_pct: trail.as_deref().map(dec).filter(|p| *p > Decimal::ZERO),
+                best: dec(&best),
+                trailed,
+                triggered,
+            };
+            let square_off = cfg.filter(|_| mis).and_then(|a| crate::market::clock::parse_hhmm(&a.square_off)).filter(|sq| minute >= *sq);
+            // Intraday positions trail the best bid; delivery positions the last price.
+            let trail_price = if mis { quote.bid.unwrap_or(quote.close) } else { quote.close };
+            let reason = if square_off.is_some() {
+                exit.triggered = true;
+                Some("square-off")
+            } else {
+                exit.on_price(quote.high, quote.low, trail_price)
+            };
+            save_exit(tx, &account, &quote.instrument, &exit)?;
+            if let Some(reason) = reason {
+                let key = format!("{reason}/{account}/{}/{ts}", quote.instrument);
+                if queue_close(tx, &account, &quote.instrument, qty, &key, reason, ts, slippage)? {
+                    out.push(Outcome::Event(
+                        if reason == "square-off" { "square_off" } else { "exit_triggered" },
+                        json!({ "account": account, "instrument": quote.instrument, "reason": reason, "stop": exit.stop.map(|d| d.to_string()), "target": exit.target.map(|d| d.to_string()), "price": quote.close.to_string(), "qty": qty.abs().to_string() }),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn store_exit_rules(&self) -> Result<(), OrderError> {
+        for a in &self.config.accounts {
+            let e = &a.exits;
+            self.db
+                .execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                    [format!("exits/{}", a.id.get_ref()), format!("{},{},{}", e.stop_loss_pct, e.target_pct, e.trailing_pct)],
+                )
+                .map_err(self.err())?;
+        }
+        Ok(())
     }
 
     /// Close every position of `account` with market orders, named after the command.
@@ -444,6 +565,109 @@ impl OrderManager {
     }
 }
 
+/// Keep the managed exit in line with a fill: a new (or reversed) position
+/// gets one from its order's stop and target and the account's exit rules
+/// (stored on the order's account row by `set_exit_rules`); a closed one loses it.
+fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instrument: &str, before: &Decimal, after: &Position, price: Decimal) -> rusqlite::Result<()> {
+    if after.qty.is_zero() {
+        tx.execute("DELETE FROM exits WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
+        return Ok(());
+    }
+    let opened = before.is_zero() || before.is_sign_positive() != after.qty.is_sign_positive();
+    if !opened {
+        return Ok(());
+    }
+    let (stop, target): (Option<String>, Option<String>) =
+        tx.query_row("SELECT stop_loss, target FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rules: Option<String> = tx.query_row("SELECT value FROM settings WHERE key = ?1", [format!("exits/{account}")], |r| r.get(0)).optional()?;
+    let rules: Vec<Decimal> = rules.as_deref().unwrap_or("0,0,0").split(',').map(dec).collect();
+    let (sl_pct, tp_pct, trail_pct) = (rules.first().copied().unwrap_or_default(), rules.get(1).copied().unwrap_or_default(), rules.get(2).copied().unwrap_or_default());
+    let long = after.qty > Decimal::ZERO;
+    let away = |pct: Decimal, up: bool| (!pct.is_zero()).then(|| (price * (Decimal::ONE_HUNDRED + if up { pct } else { -pct }) / Decimal::ONE_HUNDRED).round_dp(2));
+    let stop = stop.as_deref().map(dec).or_else(|| away(sl_pct, !long));
+    let target = target.as_deref().map(dec).or_else(|| away(tp_pct, long));
+    let exit = exits::ManagedExit::new(long, price, stop, target, Some(trail_pct));
+    save_exit(tx, account, instrument, &exit)
+}
+
+fn save_exit(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, e: &exits::ManagedExit) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO exits (account, instrument, long, stop, target, trail_pct, best, trailed, triggered) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(account, instrument) DO UPDATE SET long = ?3, stop = ?4, target = ?5, trail_pct = ?6, best = ?7, trailed = ?8, triggered = ?9",
+        params![
+            account,
+            instrument,
+            e.long,
+            e.stop.map(|d| d.to_string()),
+            e.target.map(|d| d.to_string()),
+            e.trail_pct.map(|d| d.to_string()),
+            e.best.to_string(),
+            e.trailed,
+            e.triggered
+        ],
+    )?;
+    Ok(())
+}
+
+/// Record a market order that closes `account`'s position in `instrument`
+/// (an exit, a square-off, a flatten), keyed so that it is placed once.
+#[allow(clippy::too_many_arguments)]
+fn queue_close(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, qty: Decimal, key: &str, reason: &str, not_before: i64, slippage: Decimal) -> rusqlite::Result<bool> {
+    let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
+    let coid = client_order_id(key, account);
+    let now = now_ms();
+    Ok(tx.execute(
+        "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10)",
+        params![coid, key, account, reason, instrument, side.as_str(), qty.abs().to_string(), not_before, slippage.to_string(), now],
+    )? == 1)
+}
+
+/// What the risk checks need, read inside the deciding transaction.
+#[allow(clippy::too_many_arguments)]
+fn self_risk_context(
+    tx: &rusqlite::Transaction<'_>,
+    last: &HashMap<String, (i64, Decimal)>,
+    account: &crate::config::Account,
+    pipeline: &str,
+    instrument: &str,
+    now_ms: i64,
+    price: Option<Decimal>,
+    position: Decimal,
+) -> rusqlite::Result<risk::RiskContext> {
+    let id = account.id.get_ref();
+    let day = crate::market::clock::ist_day(now_ms);
+    let realized: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![id, day], |r| r.get(0)).optional()?;
+    let mut daily_pnl = realized.as_deref().map(dec).unwrap_or_default();
+    let mut other_open_positions = 0;
+    let mut stmt = tx.prepare_cached("SELECT instrument, qty, lots FROM positions WHERE account = ?1")?;
+    let rows = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    for row in rows {
+        let (instr, qty, lots) = row?;
+        let p = Position { qty: dec(&qty), lots: Position::parse_lots(&lots), realized: Decimal::ZERO };
+        if p.qty.is_zero() {
+            continue;
+        }
+        if instr != instrument {
+            other_open_positions += 1;
+        }
+        if let Some((_, mark)) = last.get(&instr) {
+            daily_pnl += p.unrealized(*mark);
+        }
+    }
+    let mut stmt = tx.prepare_cached("SELECT not_before FROM orders WHERE account = ?1 AND not_before > ?2 AND not_before <= ?3")?;
+    let recent_orders_ms = stmt.query_map(params![id, now_ms - 1000, now_ms], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
+    let last_entry_ms: Option<i64> =
+        tx.query_row("SELECT ts FROM entries WHERE pipeline = ?1 AND instrument = ?2", params![pipeline, instrument], |r| r.get(0)).optional()?;
+    Ok(risk::RiskContext { now_ms, price, position, other_open_positions, daily_pnl, capital: account.capital, recent_orders_ms, last_entry_ms })
+}
+
+/// Record that the daily-loss breaker tripped for `account` today; true the first time.
+fn trip_breaker(tx: &rusqlite::Transaction<'_>, account: &str, now_ms: i64) -> rusqlite::Result<bool> {
+    let key = format!("breaker/{account}/{}", crate::market::clock::ist_day(now_ms));
+    Ok(tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, 'tripped')", [key])? == 1)
+}
+
 /// Move an order through the state machine inside `tx`, appending the
 /// transition to the journal. A transition the table refuses changes nothing
 /// and comes back as the inner error.
@@ -490,12 +714,21 @@ fn record_fill(
         .query_row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let before = held.map_or_else(Position::default, |(q, r, lots)| Position { qty: dec(&q), lots: Position::parse_lots(&lots), realized: dec(&r) });
+    let (realized_before, before_qty) = (before.realized, before.qty);
     let after = before.apply_fill(side, qty, price);
+    let day = crate::market::clock::ist_day(ts);
+    let today: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![account, day], |r| r.get(0)).optional()?;
+    let today = today.as_deref().map(dec).unwrap_or_default() + (after.realized - realized_before);
+    tx.execute(
+        "INSERT INTO daily_pnl (account, day, realized) VALUES (?1, ?2, ?3) ON CONFLICT(account, day) DO UPDATE SET realized = ?3",
+        params![account, day, today.to_string()],
+    )?;
     tx.execute(
         "INSERT INTO positions (account, instrument, qty, avg_price, realized, lots) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(account, instrument) DO UPDATE SET qty = ?3, avg_price = ?4, realized = ?5, lots = ?6",
         params![account, instrument, after.qty.to_string(), after.avg_price().to_string(), after.realized.to_string(), after.lots_text()],
     )?;
+    arm_exit(tx, coid, account, instrument, &before_qty, &after, price)?;
     tx.execute(
         "INSERT INTO fills (client_order_id, account, instrument, side, qty, price, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![coid, account, instrument, side.as_str(), qty.to_string(), price.to_string(), ts],

@@ -15,12 +15,14 @@ capital = 100000
 mode = "both"
 sizing = { kind = "fixed", qty = 2 }
 slippage_bps = 0
+risk = { cooldown_secs = 0 }
 
 [[accounts]]
 id = "a2"
 capital = 100000
 mode = "long"
 sizing = { kind = "fixed", qty = 1 }
+risk = { cooldown_secs = 0 }
 
 [[pipelines]]
 id = "p"
@@ -35,7 +37,11 @@ fn manager(dir: &Path) -> OrderManager {
     OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap()
 }
 
+/// 2024-01-01 10:00 IST: inside the entry window. Test times are offsets from it.
+const BASE: i64 = 1_704_083_400_000;
+
 fn signal(ts: i64, side: &str) -> SignalMessage {
+    let ts = BASE + ts;
     SignalMessage {
         v: SCHEMA_VERSION,
         kind: "signal".into(),
@@ -55,7 +61,8 @@ fn signal(ts: i64, side: &str) -> SignalMessage {
 }
 
 fn quotes(ts: i64, open: rust_decimal::Decimal) -> QuotesMessage {
-    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("p/{ts}"), ts, quotes: vec![Quote { instrument: "NIFTY".into(), open, high: open, low: open, close: open }] }
+    let ts = BASE + ts;
+    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("p/{ts}"), ts, quotes: vec![Quote { instrument: "NIFTY".into(), open, high: open, low: open, close: open, bid: None }] }
 }
 
 fn states(out: &[Outcome]) -> Vec<String> {
@@ -183,8 +190,50 @@ fn every_transition_is_journaled_and_impossible_ones_are_refused() {
     assert_eq!(path, want.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())).to_vec());
     // A second fill for the same order (a broker's duplicate report): refused, nothing changes.
     let tx = om.db.transaction().unwrap();
-    let refused = record_fill(&tx, &coid, "a1", "NIFTY", OrderSide::Buy, dec!(2), dec!(150), 3000).unwrap();
+    let refused = record_fill(&tx, &coid, "a1", "NIFTY", OrderSide::Buy, dec!(2), dec!(150), BASE + 3000).unwrap();
     assert_eq!(refused.unwrap_err().to_string(), "Fill is not possible for an order that is filled");
     tx.commit().unwrap();
     assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2", "the position did not change");
+}
+
+fn events(out: &[Outcome]) -> Vec<(&'static str, Value)> {
+    out.iter().filter_map(|o| if let Outcome::Event(n, v) = o { Some((*n, v.clone())) } else { None }).collect()
+}
+
+#[test]
+fn a_stop_loss_from_the_signal_fires_once_and_closes_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    let mut s = signal(1000, "buy");
+    s.stop_loss = Some(dec!(95));
+    om.on_signal(&s).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap(); // filled at 100
+    assert!(events(&om.on_quotes(&quotes(120_000, dec!(97))).unwrap()).is_empty());
+    let out = om.on_quotes(&quotes(180_000, dec!(94))).unwrap();
+    let fired = events(&out);
+    assert_eq!(fired.iter().filter(|(n, _)| *n == "exit_triggered").count(), 2, "one per account");
+    assert!(fired.iter().all(|(_, v)| v["reason"] == "stop-loss" && v["stop"] == "95"), "{fired:?}");
+    assert!(events(&om.on_quotes(&quotes(240_000, dec!(90))).unwrap()).is_empty(), "fires once");
+    // The exit order filled at the next price: flat, and the loss realised.
+    let summary = om.accounts_summary().unwrap();
+    assert_eq!((summary["a1"]["realized"].as_str(), summary["a2"]["realized"].as_str()), (Some("-20"), Some("-10")));
+    assert!(summary["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty));
+}
+
+#[test]
+fn intraday_positions_are_squared_off_at_15_15() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(0, "buy")).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    // 10:00 + 5h14m = 15:14: nothing; 15:15: square-off.
+    assert!(events(&om.on_quotes(&quotes(314 * 60_000, dec!(101))).unwrap()).is_empty());
+    let out = om.on_quotes(&quotes(315 * 60_000, dec!(102))).unwrap();
+    assert_eq!(events(&out).iter().filter(|(n, _)| *n == "square_off").count(), 2);
+    om.on_quotes(&quotes(316 * 60_000, dec!(103))).unwrap();
+    let summary = om.accounts_summary().unwrap();
+    assert_eq!(summary["a1"]["realized"], "6", "bought at 100, squared off at the 15:16 open of 103");
+    // After the window no new entries.
+    let out = om.on_signal(&signal(317 * 60_000, "buy")).unwrap();
+    assert!(events(&out).iter().all(|(n, v)| *n == "order_refused" && v["rule"] == "entry_window"), "{:?}", events(&out));
 }

@@ -1,0 +1,134 @@
+//! Exits the host manages for every position: a stop-loss, a target, and a
+//! trailing stop that follows the best price since entry, only ever
+//! tightens, and fires once (after which the exit is `triggered` and blocks
+//! a second one).
+
+use rust_decimal::Decimal;
+
+/// The managed exit of one position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedExit {
+    /// Long (true) or short.
+    pub long: bool,
+    /// Current stop price: the signal's, tightened by the trail.
+    pub stop: Option<Decimal>,
+    /// Target price.
+    pub target: Option<Decimal>,
+    /// Trailing distance in percent; `None` for no trail.
+    pub trail_pct: Option<Decimal>,
+    /// Best price since entry (highest for a long, lowest for a short).
+    pub best: Decimal,
+    /// Whether the stop was moved by the trail (for the exit's reason).
+    pub trailed: bool,
+    /// Fired already.
+    pub triggered: bool,
+}
+
+impl ManagedExit {
+    /// The exit of a position entered at `entry`.
+    #[must_use]
+    pub fn new(long: bool, entry: Decimal, stop: Option<Decimal>, target: Option<Decimal>, trail_pct: Option<Decimal>) -> Self {
+        let mut exit = Self { long, stop, target, trail_pct: trail_pct.filter(|p| *p > Decimal::ZERO), best: entry, trailed: false, triggered: false };
+        exit.trail(entry);
+        exit.trailed = false;
+        exit
+    }
+
+    fn trail(&mut self, price: Decimal) {
+        let Some(pct) = self.trail_pct else { return };
+        let better = if self.long { price > self.best } else { price < self.best };
+        if better {
+            self.best = price;
+        }
+        let distance = self.best * pct / Decimal::ONE_HUNDRED;
+        let candidate = if self.long { self.best - distance } else { self.best + distance };
+        // Only ever tighten: up for a long, down for a short.
+        let tighter = match self.stop {
+            None => true,
+            Some(s) => (self.long && candidate > s) || (!self.long && candidate < s),
+        };
+        if tighter {
+            self.stop = Some(candidate.round_dp(2));
+            self.trailed = true;
+        }
+    }
+
+    /// A new bar (or tick: high = low = last). The stop and target in force
+    /// before the bar are checked first (the stop before the target, the
+    /// conservative order when both are touched), then the trail follows
+    /// `trail_price` (the best bid intraday, the last price for delivery).
+    /// Returns the exit's reason the one time it fires.
+    pub fn on_price(&mut self, high: Decimal, low: Decimal, trail_price: Decimal) -> Option<&'static str> {
+        if self.triggered {
+            return None;
+        }
+        let stop_hit = self.stop.is_some_and(|s| if self.long { low <= s } else { high >= s });
+        let target_hit = self.target.is_some_and(|t| if self.long { high >= t } else { low <= t });
+        if stop_hit || target_hit {
+            self.triggered = true;
+            return Some(match (stop_hit, self.trailed) {
+                (true, true) => "trailing-stop",
+                (true, false) => "stop-loss",
+                _ => "target",
+            });
+        }
+        self.trail(trail_price);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn stop_target_and_trail() {
+        let mut e = ManagedExit::new(true, dec!(100), Some(dec!(95)), Some(dec!(110)), None);
+        assert_eq!(e.on_price(dec!(104), dec!(96), dec!(103)), None);
+        assert_eq!(e.on_price(dec!(103), dec!(94), dec!(95)), Some("stop-loss"));
+        assert_eq!(e.on_price(dec!(90), dec!(80), dec!(85)), None, "fires once");
+
+        let mut t = ManagedExit::new(true, dec!(100), None, None, Some(dec!(2)));
+        assert_eq!(t.stop, Some(dec!(98)));
+        assert_eq!(t.on_price(dec!(110), dec!(105), dec!(110)), None);
+        assert_eq!(t.stop, Some(dec!(107.80)));
+        assert_eq!(t.on_price(dec!(109), dec!(107.9), dec!(108)), None, "the stop never loosens");
+        assert_eq!(t.stop, Some(dec!(107.80)));
+        assert_eq!(t.on_price(dec!(108), dec!(107), dec!(107)), Some("trailing-stop"));
+
+        let mut s = ManagedExit::new(false, dec!(100), Some(dec!(104)), Some(dec!(90)), Some(dec!(1)));
+        assert_eq!(s.stop, Some(dec!(101)), "a 1% trail is tighter than the 104 stop");
+        assert_eq!(s.on_price(dec!(100.5), dec!(89), dec!(95)), Some("target"));
+    }
+
+    proptest! {
+        /// For any price path, a long's trailing stop never moves down, and
+        /// exactly one exit is sent once the path crosses it.
+        #[test]
+        fn a_long_trailing_stop_only_rises_and_fires_once(
+            path in proptest::collection::vec(9_000u32..11_000, 1..200),
+            trail in 1u32..50,
+        ) {
+            let entry = Decimal::new(10_000, 1);
+            let mut exit = ManagedExit::new(true, entry, None, None, Some(Decimal::new(i64::from(trail), 1)));
+            let mut last_stop = exit.stop;
+            let mut fired = 0;
+            let mut crossed = false;
+            for p in path {
+                let price = Decimal::new(i64::from(p), 1);
+                let stop_before = exit.stop;
+                if stop_before.is_some_and(|s| price <= s) {
+                    crossed = true;
+                }
+                if exit.on_price(price, price, price).is_some() {
+                    fired += 1;
+                }
+                prop_assert!(exit.stop >= last_stop, "the stop moved down: {:?} -> {:?}", last_stop, exit.stop);
+                last_stop = exit.stop;
+            }
+            prop_assert_eq!(fired, usize::from(crossed));
+        }
+    }
+}

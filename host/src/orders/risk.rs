@@ -1,0 +1,256 @@
+//! The risk engine: checks in front of every order, per account, with safe
+//! defaults. Each refusal names its rule. Rules that limit exposure apply to
+//! orders that open or add to a position; an order that only reduces one is
+//! always let through (refusing a stop-loss exit would add risk, not remove it).
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use crate::bus::message::de_decimal;
+use crate::market::clock::{ist_minute_of_day, parse_hhmm};
+use crate::subscriber::Intent;
+
+/// `[accounts.risk]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskLimits {
+    /// Most units in one order.
+    pub max_order_qty: u64,
+    /// Most rupees in one order (qty × price); 0 = the account's capital.
+    #[serde(deserialize_with = "de_decimal")]
+    pub max_order_notional: Decimal,
+    /// Most units held in one instrument, long or short.
+    pub max_position_qty: u64,
+    /// Most instruments with an open position at once.
+    pub max_open_positions: usize,
+    /// Daily loss (realised + unrealised) at which the account may only reduce
+    /// positions; 0 = 2% of capital.
+    #[serde(deserialize_with = "de_decimal")]
+    pub max_daily_loss: Decimal,
+    /// Orders per second of exchange time; 10 is the exchange's threshold for retail algos.
+    pub max_orders_per_sec: usize,
+    /// When new positions may be opened (IST, `HH:MM-HH:MM`).
+    pub entry_window: String,
+    /// After a signal opened a position, no new entry in the same instrument
+    /// from the same pipeline for this long.
+    pub cooldown_secs: u64,
+}
+
+impl Default for RiskLimits {
+    fn default() -> Self {
+        Self {
+            max_order_qty: 10_000,
+            max_order_notional: Decimal::ZERO,
+            max_position_qty: 20_000,
+            max_open_positions: 10,
+            max_daily_loss: Decimal::ZERO,
+            max_orders_per_sec: 10,
+            entry_window: "09:15-15:15".into(),
+            cooldown_secs: 300,
+        }
+    }
+}
+
+impl RiskLimits {
+    /// `(open, close)` of the entry window in IST minutes; `None` when malformed.
+    #[must_use]
+    pub fn window(&self) -> Option<(u32, u32)> {
+        let (a, b) = self.entry_window.split_once('-')?;
+        let (a, b) = (parse_hhmm(a)?, parse_hhmm(b)?);
+        (a < b).then_some((a, b))
+    }
+}
+
+/// Why an order was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The rule's name, as in the configuration.
+    pub rule: &'static str,
+    /// What exactly was wrong.
+    pub reason: String,
+}
+
+/// What the checks need to know about the account at the moment of the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskContext {
+    /// Exchange time of the signal, ms.
+    pub now_ms: i64,
+    /// The signal's price.
+    pub price: Option<Decimal>,
+    /// Signed position in the instrument, including open orders.
+    pub position: Decimal,
+    /// Instruments with a position (or open orders) other than this one.
+    pub other_open_positions: usize,
+    /// Realised plus unrealised P&L of the account today.
+    pub daily_pnl: Decimal,
+    /// The account's capital.
+    pub capital: Decimal,
+    /// Exchange times of the account's recent orders, ms.
+    pub recent_orders_ms: Vec<i64>,
+    /// Exchange time of the last entry by this pipeline in this instrument.
+    pub last_entry_ms: Option<i64>,
+}
+
+/// Whether `intent` opens or adds to a position (rather than only reducing one).
+#[must_use]
+pub fn is_entry(position: Decimal, intent: &Intent) -> bool {
+    let after = position + intent.qty * intent.side.sign();
+    after.abs() > position.abs() || (after.is_sign_negative() != position.is_sign_negative() && !after.is_zero() && !position.is_zero())
+}
+
+/// Check an order against the limits.
+///
+/// # Errors
+/// The first rule it breaks.
+pub fn check(limits: &RiskLimits, ctx: &RiskContext, intent: &Intent) -> Result<(), Refusal> {
+    let refuse = |rule, reason: String| Err(Refusal { rule, reason });
+    if !is_entry(ctx.position, intent) {
+        return Ok(());
+    }
+    let max_loss = if limits.max_daily_loss.is_zero() { ctx.capital * Decimal::new(2, 2) } else { limits.max_daily_loss };
+    if ctx.daily_pnl <= -max_loss {
+        return refuse("max_daily_loss", format!("today's P&L {} has reached the daily loss limit of {max_loss}; only reducing orders until tomorrow", ctx.daily_pnl));
+    }
+    let minute = ist_minute_of_day(ctx.now_ms);
+    match limits.window() {
+        Some((open, close)) if (open..close).contains(&minute) => {}
+        Some(_) => return refuse("entry_window", format!("{} is outside the entry window {}", crate::market::clock::format_hhmm(minute), limits.entry_window)),
+        None => return refuse("entry_window", format!("entry_window {:?} is not HH:MM-HH:MM", limits.entry_window)),
+    }
+    if let Some(last) = ctx.last_entry_ms {
+        let since = ctx.now_ms - last;
+        if since >= 0 && since < i64::try_from(limits.cooldown_secs).unwrap_or(i64::MAX).saturating_mul(1000) {
+            return refuse("cooldown", format!("the last entry in this instrument from this pipeline was {}s ago; the cooldown is {}s", since / 1000, limits.cooldown_secs));
+        }
+    }
+    if intent.qty > Decimal::from(limits.max_order_qty) {
+        return refuse("max_order_qty", format!("{} units is more than the {} allowed in one order", intent.qty, limits.max_order_qty));
+    }
+    let max_notional = if limits.max_order_notional.is_zero() { ctx.capital } else { limits.max_order_notional };
+    if let Some(price) = ctx.price {
+        let notional = intent.qty * price;
+        if notional > max_notional {
+            return refuse("max_order_notional", format!("{} × {price} = {notional} is more than the {max_notional} allowed in one order", intent.qty));
+        }
+    }
+    let after = (ctx.position + intent.qty * intent.side.sign()).abs();
+    if after > Decimal::from(limits.max_position_qty) {
+        return refuse("max_position_qty", format!("the position would be {after} units, more than the {} allowed in one instrument", limits.max_position_qty));
+    }
+    if ctx.position.is_zero() && ctx.other_open_positions >= limits.max_open_positions {
+        return refuse("max_open_positions", format!("{} positions are open, the most allowed", ctx.other_open_positions));
+    }
+    let window_start = ctx.now_ms - 1000;
+    let in_last_second = ctx.recent_orders_ms.iter().filter(|t| **t > window_start && **t <= ctx.now_ms).count();
+    if in_last_second >= limits.max_orders_per_sec {
+        return refuse("order_rate", format!("{in_last_second} orders in the last second; the limit is {} a second", limits.max_orders_per_sec));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscriber::OrderSide;
+    use rust_decimal_macros::dec;
+
+    /// 2024-01-01 10:00 IST.
+    const T: i64 = 1_704_083_400_000;
+
+    fn ctx() -> RiskContext {
+        RiskContext {
+            now_ms: T,
+            price: Some(dec!(100)),
+            position: dec!(0),
+            other_open_positions: 0,
+            daily_pnl: dec!(0),
+            capital: dec!(100000),
+            recent_orders_ms: vec![],
+            last_entry_ms: None,
+        }
+    }
+
+    fn buy(qty: i64) -> Intent {
+        Intent { side: OrderSide::Buy, qty: Decimal::from(qty) }
+    }
+
+    fn rule(limits: &RiskLimits, ctx: &RiskContext, intent: &Intent) -> Option<&'static str> {
+        check(limits, ctx, intent).err().map(|r| r.rule)
+    }
+
+    #[test]
+    fn a_normal_order_passes() {
+        assert_eq!(rule(&RiskLimits::default(), &ctx(), &buy(10)), None);
+    }
+
+    #[test]
+    fn max_order_qty() {
+        let l = RiskLimits { max_order_qty: 5, ..RiskLimits::default() };
+        assert_eq!(rule(&l, &ctx(), &buy(6)), Some("max_order_qty"));
+        assert_eq!(rule(&l, &ctx(), &buy(5)), None);
+    }
+
+    #[test]
+    fn max_order_notional_defaults_to_capital() {
+        assert_eq!(rule(&RiskLimits::default(), &ctx(), &buy(1001)), Some("max_order_notional"), "1001 × 100 > 100000");
+        let l = RiskLimits { max_order_notional: dec!(500), ..RiskLimits::default() };
+        assert_eq!(rule(&l, &ctx(), &buy(6)), Some("max_order_notional"));
+    }
+
+    #[test]
+    fn max_position_qty_counts_what_is_held() {
+        let l = RiskLimits { max_position_qty: 10, ..RiskLimits::default() };
+        assert_eq!(rule(&l, &RiskContext { position: dec!(8), ..ctx() }, &buy(3)), Some("max_position_qty"));
+        assert_eq!(rule(&l, &RiskContext { position: dec!(8), ..ctx() }, &buy(2)), None);
+    }
+
+    #[test]
+    fn max_open_positions_applies_to_new_instruments_only() {
+        let l = RiskLimits { max_open_positions: 2, ..RiskLimits::default() };
+        assert_eq!(rule(&l, &RiskContext { other_open_positions: 2, ..ctx() }, &buy(1)), Some("max_open_positions"));
+        assert_eq!(rule(&l, &RiskContext { other_open_positions: 2, position: dec!(1), ..ctx() }, &buy(1)), None, "adding to an open one");
+    }
+
+    #[test]
+    fn max_daily_loss_leaves_only_reducing_orders() {
+        let lost = RiskContext { daily_pnl: dec!(-2000), position: dec!(5), ..ctx() };
+        assert_eq!(rule(&RiskLimits::default(), &lost, &buy(1)), Some("max_daily_loss"), "2% of 100000");
+        let sell_down = Intent { side: OrderSide::Sell, qty: dec!(5) };
+        assert_eq!(rule(&RiskLimits::default(), &lost, &sell_down), None, "closing is always allowed");
+        assert_eq!(rule(&RiskLimits::default(), &RiskContext { daily_pnl: dec!(-1999.99), ..ctx() }, &buy(1)), None);
+    }
+
+    #[test]
+    fn order_rate() {
+        let busy = RiskContext { recent_orders_ms: (0..10).map(|i| T - 900 + i).collect(), ..ctx() };
+        assert_eq!(rule(&RiskLimits::default(), &busy, &buy(1)), Some("order_rate"));
+        let earlier = RiskContext { recent_orders_ms: (0..10).map(|i| T - 2000 + i).collect(), ..ctx() };
+        assert_eq!(rule(&RiskLimits::default(), &earlier, &buy(1)), None);
+    }
+
+    #[test]
+    fn entry_window() {
+        let at = |minutes_after_0915: i64| RiskContext { now_ms: T - 45 * 60_000 + minutes_after_0915 * 60_000, ..ctx() };
+        assert_eq!(rule(&RiskLimits::default(), &at(-1), &buy(1)), Some("entry_window"), "09:14");
+        assert_eq!(rule(&RiskLimits::default(), &at(0), &buy(1)), None, "09:15");
+        assert_eq!(rule(&RiskLimits::default(), &at(359), &buy(1)), None, "15:14");
+        assert_eq!(rule(&RiskLimits::default(), &at(360), &buy(1)), Some("entry_window"), "15:15");
+        let exit = Intent { side: OrderSide::Sell, qty: dec!(1) };
+        assert_eq!(rule(&RiskLimits::default(), &RiskContext { position: dec!(1), ..at(370) }, &exit), None, "exits any time");
+    }
+
+    #[test]
+    fn cooldown() {
+        let recent = RiskContext { last_entry_ms: Some(T - 299_000), ..ctx() };
+        assert_eq!(rule(&RiskLimits::default(), &recent, &buy(1)), Some("cooldown"));
+        assert_eq!(rule(&RiskLimits::default(), &RiskContext { last_entry_ms: Some(T - 300_000), ..ctx() }, &buy(1)), None);
+    }
+
+    #[test]
+    fn reversals_are_entries() {
+        let rev = Intent { side: OrderSide::Sell, qty: dec!(4) };
+        assert!(is_entry(dec!(2), &rev));
+        assert!(!is_entry(dec!(2), &Intent { side: OrderSide::Sell, qty: dec!(2) }));
+        assert!(is_entry(dec!(0), &rev));
+    }
+}
