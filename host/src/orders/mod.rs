@@ -347,6 +347,10 @@ impl OrderManager {
     /// # Errors
     /// A journal failure.
     pub fn on_quotes(&mut self, q: &QuotesMessage) -> Result<Vec<Outcome>, OrderError> {
+        // Only a price newer than any seen for its instrument may move exits: the same
+        // instrument's prices can arrive from pipelines running at different paces,
+        // and a stale one must never trigger a stop on today's position.
+        let fresh: Vec<bool> = q.quotes.iter().map(|quote| self.last.get(&quote.instrument).is_none_or(|(ts, _)| q.ts > *ts)).collect();
         for quote in &q.quotes {
             let entry = self.last.entry(quote.instrument.clone()).or_insert((q.ts, quote.close));
             if q.ts >= entry.0 {
@@ -398,7 +402,7 @@ impl OrderManager {
             }
         }
         let mut exit_events = Vec::new();
-        for quote in &q.quotes {
+        for (quote, _) in q.quotes.iter().zip(&fresh).filter(|(_, fresh)| **fresh) {
             exit_events.extend(Self::manage_exits(&config, &tx, q.ts, quote).map_err(jerr)?);
         }
         let transitions = if exit_events.is_empty() { Vec::new() } else { Self::submit_in(&tx, &self.recent).map_err(jerr)? };

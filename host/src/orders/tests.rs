@@ -237,3 +237,17 @@ fn intraday_positions_are_squared_off_at_15_15() {
     let out = om.on_signal(&signal(317 * 60_000, "buy")).unwrap();
     assert!(events(&out).iter().all(|(n, v)| *n == "order_refused" && v["rule"] == "entry_window"), "{:?}", events(&out));
 }
+
+#[test]
+fn a_stale_price_from_a_slower_pipeline_never_moves_an_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    let mut s = signal(10 * 60_000, "buy");
+    s.stop_loss = Some(dec!(95));
+    om.on_signal(&s).unwrap();
+    om.on_quotes(&quotes(11 * 60_000, dec!(100))).unwrap();
+    // A lagging pipeline's price from before the position existed, far below the stop.
+    assert!(events(&om.on_quotes(&quotes(60_000, dec!(80))).unwrap()).is_empty());
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2");
+    assert_eq!(events(&om.on_quotes(&quotes(12 * 60_000, dec!(94))).unwrap()).len(), 2, "a current one does");
+}
