@@ -184,3 +184,35 @@ impl Collector {
         None
     }
 }
+
+/// Journal invariants: every position is the sum of its fills; the paper
+/// broker's book and the journal's orders agree; every filled order has
+/// exactly one fill.
+///
+/// # Panics
+/// When an invariant does not hold (this is a test helper).
+pub fn check_journal(db: &rusqlite::Connection) {
+    use std::collections::HashMap;
+    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
+    let mut sums: HashMap<(String, String), rust_decimal::Decimal> = HashMap::new();
+    let mut stmt = db.prepare("SELECT account, instrument, side, qty FROM fills").expect("fills");
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))
+        .expect("fills");
+    for row in rows {
+        let (a, i, side, qty) = row.expect("row");
+        let q: rust_decimal::Decimal = qty.parse().expect("qty");
+        *sums.entry((a, i)).or_default() += if side == "buy" { q } else { -q };
+    }
+    let mut stmt = db.prepare("SELECT account, instrument, qty FROM positions").expect("positions");
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).expect("positions");
+    for row in rows {
+        let (a, i, qty) = row.expect("row");
+        let held: rust_decimal::Decimal = qty.parse().expect("qty");
+        assert_eq!(sums.get(&(a.clone(), i.clone())).copied().unwrap_or_default(), held, "position {a} {i} is not the sum of its fills");
+    }
+    assert_eq!(count("SELECT COUNT(*) FROM paper_book"), count("SELECT COUNT(*) FROM orders WHERE state != 'new'"), "paper book vs journal");
+    assert_eq!(count("SELECT COUNT(*) FROM paper_book WHERE state = 'filled'"), count("SELECT COUNT(*) FROM orders WHERE state = 'filled'"), "fills: paper book vs journal");
+    assert_eq!(count("SELECT COUNT(*) FROM fills"), count("SELECT COUNT(*) FROM orders WHERE state = 'filled'"), "one fill per filled order");
+    assert_eq!(count("SELECT COUNT(*) FROM (SELECT client_order_id FROM orders GROUP BY client_order_id HAVING COUNT(*) > 1)"), 0);
+}

@@ -1,14 +1,13 @@
 //! `tradehost run` as users run it: the real binary, real plugins, a real
 //! SQLite journal, and a real `redis-server` for the Redis paths.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tradehost::engine::{Native, StrategyRunner, sdk_bar, sdk_chain};
 use tradehost::market::source::{MarketEvent, synthetic_events};
-use tradehost_tests::{Collector, RedisServer, tradehost_bin, write_config};
+use tradehost_tests::{Collector, RedisServer, check_journal, tradehost_bin, write_config};
 
 const ACCOUNTS: &str = r#"
 [[accounts]]
@@ -102,26 +101,6 @@ fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
     db.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
-/// Journal invariants: every position is the sum of its fills; the paper
-/// book and the order table agree; no client order id appears twice.
-fn check_journal(db: &rusqlite::Connection) {
-    let mut sums: HashMap<(String, String), rust_decimal::Decimal> = HashMap::new();
-    let mut stmt = db.prepare("SELECT account, instrument, side, qty FROM fills").unwrap();
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))).unwrap() {
-        let (a, i, side, qty) = row.unwrap();
-        let q: rust_decimal::Decimal = qty.parse().unwrap();
-        *sums.entry((a, i)).or_default() += if side == "buy" { q } else { -q };
-    }
-    let mut stmt = db.prepare("SELECT account, instrument, qty FROM positions").unwrap();
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).unwrap() {
-        let (a, i, qty) = row.unwrap();
-        assert_eq!(sums.get(&(a.clone(), i.clone())).copied().unwrap_or_default(), qty.parse::<rust_decimal::Decimal>().unwrap(), "{a} {i}");
-    }
-    assert_eq!(count(db, "SELECT COUNT(*) FROM paper_book"), count(db, "SELECT COUNT(*) FROM orders WHERE state != 'new'"));
-    assert_eq!(count(db, "SELECT COUNT(*) FROM paper_book WHERE state = 'filled'"), count(db, "SELECT COUNT(*) FROM orders WHERE state = 'filled'"));
-    assert_eq!(count(db, "SELECT COUNT(*) FROM fills"), count(db, "SELECT COUNT(*) FROM orders WHERE state = 'filled'"));
-}
-
 #[test]
 fn embedded_run_trades_every_signal_for_every_account() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,51 +150,6 @@ fn redis_run_shows_everything_on_the_channels() {
     let heartbeats = collector.of("trading:events", "heartbeat");
     assert!(heartbeats.iter().any(|h| h["role"] == "orders" && h["accounts"]["long-1"]["realized"].is_string()), "{heartbeats:?}");
     assert!(heartbeats.iter().any(|h| h["role"] == "engine" && h["pipelines"]["nifty-ma"]["state"].is_string()), "{heartbeats:?}");
-}
-
-/// SIGKILL the orders process twice mid-run, restart it each time: no signal
-/// is lost and no order is placed twice.
-#[test]
-fn killing_the_orders_role_loses_nothing_and_doubles_nothing() {
-    let server = RedisServer::start();
-    let collector = Collector::start(&server.url());
-    let dir = tempfile::tempdir().unwrap();
-    // Two days at 12,000x real time: about four seconds of signals.
-    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(12_000, 2)), 1);
-    let url = server.url();
-    let env = [("REDIS_URL", url.as_str())];
-    let mut engine = spawn(&config, &env, &["--role", "engine", "--quiet"]);
-    let orders_args = ["--role", "orders", "--quiet", "--until-idle", "3"];
-    for kill_after in [Duration::from_millis(1200), Duration::from_millis(1000)] {
-        let mut orders = spawn(&config, &env, &orders_args);
-        std::thread::sleep(kill_after);
-        orders.kill().unwrap(); // SIGKILL: no cleanup, no goodbye
-        orders.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let engine_status = engine.wait().unwrap();
-    assert!(engine_status.success());
-    let last = spawn(&config, &env, &orders_args).wait_with_output().unwrap();
-    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
-
-    let expected = expected_signals(2) as i64;
-    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
-    let logged: i64 = redis::cmd("XLEN").arg("trading:signals:log").query(&mut con).unwrap();
-    assert_eq!(logged, expected);
-    let pending: redis::Value = redis::cmd("XPENDING").arg("trading:signals:log").arg("orders").query(&mut con).unwrap();
-    assert!(matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))), "entries left unacknowledged: {pending:?}");
-    let db = journal(dir.path());
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM decisions"), expected * 2, "a decision for every signal and account: none lost");
-    check_journal(&db);
-    // Independently of the journal: no client order id was accepted twice on the orders channel.
-    let mut accepted: HashMap<String, usize> = HashMap::new();
-    for o in collector.of("trading:orders", "order").iter().filter(|o| o["state"] == "accepted") {
-        *accepted.entry(o["client_order_id"].as_str().unwrap_or("").to_owned()).or_default() += 1;
-    }
-    assert!(!accepted.is_empty());
-    assert!(accepted.values().all(|n| *n == 1), "orders accepted twice: {:?}", accepted.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
-    let started = collector.of("trading:events", "event").iter().filter(|e| e["event"] == "orders_started").count();
-    assert_eq!(started, 3, "the orders role really ran three times");
 }
 
 fn publish(url: &str, payload: &str) {

@@ -3,6 +3,7 @@
 
 pub mod run;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -45,6 +46,18 @@ pub enum Command {
         /// Print every message as raw JSON.
         #[arg(long)]
         raw: bool,
+    },
+    /// Per-account, per-day FIFO P&L from the orders journal; round trips as CSV.
+    Report {
+        /// The journal (default: `[host] journal` of pipelines.toml).
+        #[arg(long, default_value = "out/journal.sqlite")]
+        journal: PathBuf,
+        /// Write the round-trip trades here as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Charges per filled order, rupees (brokerage, taxes).
+        #[arg(long, default_value = "0")]
+        charges_per_order: Decimal,
     },
     /// Check a plugin file and print what it is.
     Inspect {
@@ -127,6 +140,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => run_generate(&args),
         Command::Inspect { plugin } => run_inspect(&plugin),
         Command::Run(args) => tokio_runtime()?.block_on(run::run(args)),
+        Command::Report { journal, csv, charges_per_order } => {
+            let report = crate::orders::report::build(&crate::orders::report::read_fills(&journal)?, charges_per_order);
+            if let Some(csv) = &csv {
+                std::fs::write(csv, report.trips_csv()).with_context(|| format!("writing {}", csv.display()))?;
+            }
+            // A closed pipe (`| head`) ends the output, not the program with a panic.
+            let mut out = std::io::stdout().lock();
+            let _ = std::io::Write::write_all(&mut out, report.render().as_bytes());
+            if let Some(csv) = csv {
+                let _ = writeln!(out, "wrote {} round trips to {}", report.trips.len(), csv.display());
+            }
+            Ok(())
+        }
         Command::Monitor { redis, config, raw } => tokio_runtime()?.block_on(run_monitor(redis, &config, raw)),
     }
 }

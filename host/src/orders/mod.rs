@@ -19,6 +19,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 pub mod exits;
+pub mod report;
 pub mod risk;
 pub mod state;
 

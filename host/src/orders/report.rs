@@ -1,0 +1,232 @@
+//! `tradehost report`: per account and IST day, FIFO P&L rebuilt from the
+//! journal's fills (realised, unrealised at the last fill price, charges),
+//! and the round-trip trades as CSV.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+
+use rusqlite::Connection;
+use rust_decimal::Decimal;
+
+use crate::market::clock::{format_iso_ist, ist_day};
+
+/// One fill from the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillRow {
+    /// Account.
+    pub account: String,
+    /// Instrument.
+    pub instrument: String,
+    /// +1 buy, −1 sell.
+    pub sign: i8,
+    /// Units.
+    pub qty: Decimal,
+    /// Price.
+    pub price: Decimal,
+    /// Exchange time, ms.
+    pub ts: i64,
+    /// What placed the order: a pipeline, or `stop-loss`, `square-off`, `flatten`…
+    pub source: String,
+}
+
+/// A matched entry and exit (FIFO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundTrip {
+    /// Account.
+    pub account: String,
+    /// Instrument.
+    pub instrument: String,
+    /// `long` or `short`.
+    pub side: &'static str,
+    /// Units.
+    pub qty: Decimal,
+    /// Entry time.
+    pub entry_ts: i64,
+    /// Entry price.
+    pub entry_price: Decimal,
+    /// Exit time.
+    pub exit_ts: i64,
+    /// Exit price.
+    pub exit_price: Decimal,
+    /// Realised P&L.
+    pub pnl: Decimal,
+    /// What closed it.
+    pub exit_by: String,
+}
+
+/// A day of one account.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Day {
+    /// Realised P&L of trips closed that day.
+    pub realized: Decimal,
+    /// Fills that day.
+    pub fills: usize,
+    /// Charges that day.
+    pub charges: Decimal,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Account → IST day (days since epoch) → figures.
+    pub days: BTreeMap<String, BTreeMap<i64, Day>>,
+    /// Account → unrealised P&L of open lots at each instrument's last fill price.
+    pub unrealized: BTreeMap<String, Decimal>,
+    /// Every round trip, in order of exit.
+    pub trips: Vec<RoundTrip>,
+}
+
+/// Read the fills of a journal in the order they happened.
+///
+/// # Errors
+/// SQLite failures, named with the journal's path.
+pub fn read_fills(journal: &Path) -> anyhow::Result<Vec<FillRow>> {
+    use anyhow::Context as _;
+    let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(|| format!("opening {}", journal.display()))?;
+    let mut stmt = db
+        .prepare("SELECT f.account, f.instrument, f.side, f.qty, f.price, f.ts, o.pipeline FROM fills f JOIN orders o USING (client_order_id) ORDER BY f.ts, f.rowid")
+        .with_context(|| format!("{} is not a tradehost journal", journal.display()))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, i64>(5)?, r.get::<_, String>(6)?))
+    })?;
+    let mut fills = Vec::new();
+    for row in rows {
+        let (account, instrument, side, qty, price, ts, source) = row?;
+        fills.push(FillRow {
+            account,
+            instrument,
+            sign: if side == "buy" { 1 } else { -1 },
+            qty: qty.parse().with_context(|| format!("fill quantity {qty:?}"))?,
+            price: price.parse().with_context(|| format!("fill price {price:?}"))?,
+            ts,
+            source,
+        });
+    }
+    Ok(fills)
+}
+
+/// FIFO-match the fills into round trips and daily figures.
+#[must_use]
+pub fn build(fills: &[FillRow], charges_per_order: Decimal) -> Report {
+    let mut report = Report::default();
+    let mut lots: HashMap<(String, String), VecDeque<(i8, Decimal, Decimal, i64)>> = HashMap::new();
+    let mut last_price: HashMap<(String, String), Decimal> = HashMap::new();
+    for f in fills {
+        let key = (f.account.clone(), f.instrument.clone());
+        last_price.insert(key.clone(), f.price);
+        let day = report.days.entry(f.account.clone()).or_default().entry(ist_day(f.ts)).or_default();
+        day.fills += 1;
+        day.charges += charges_per_order;
+        let open = lots.entry(key).or_default();
+        let mut remaining = f.qty;
+        while remaining > Decimal::ZERO {
+            let Some(front) = open.front_mut().filter(|l| l.0 != f.sign) else { break };
+            let closing = remaining.min(front.1);
+            let direction = Decimal::from(front.0);
+            let pnl = (f.price - front.2) * closing * direction;
+            day.realized += pnl;
+            report.trips.push(RoundTrip {
+                account: f.account.clone(),
+                instrument: f.instrument.clone(),
+                side: if front.0 > 0 { "long" } else { "short" },
+                qty: closing,
+                entry_ts: front.3,
+                entry_price: front.2,
+                exit_ts: f.ts,
+                exit_price: f.price,
+                pnl,
+                exit_by: f.source.clone(),
+            });
+            front.1 -= closing;
+            remaining -= closing;
+            if front.1.is_zero() {
+                open.pop_front();
+            }
+        }
+        if remaining > Decimal::ZERO {
+            open.push_back((f.sign, remaining, f.price, f.ts));
+        }
+    }
+    for ((account, instrument), open) in lots {
+        let mark = last_price.get(&(account.clone(), instrument)).copied().unwrap_or_default();
+        let u: Decimal = open.iter().map(|(sign, qty, price, _)| (mark - price) * qty * Decimal::from(*sign)).sum();
+        *report.unrealized.entry(account).or_default() += u;
+    }
+    report
+}
+
+impl Report {
+    /// The table a trader reads.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = format!("{:<16} {:<10} {:>6} {:>14} {:>10} {:>14}\n", "account", "day", "fills", "realised", "charges", "net");
+        for (account, days) in &self.days {
+            let (mut r, mut c) = (Decimal::ZERO, Decimal::ZERO);
+            for (day, d) in days {
+                let date = &format_iso_ist(day * 86_400_000 - crate::market::clock::IST_OFFSET_MS)[..10];
+                out += &format!("{account:<16} {date:<10} {:>6} {:>14} {:>10} {:>14}\n", d.fills, d.realized, d.charges, d.realized - d.charges);
+                r += d.realized;
+                c += d.charges;
+            }
+            let u = self.unrealized.get(account).copied().unwrap_or_default();
+            out += &format!("{account:<16} {:<10} {:>6} {:>14} {:>10} {:>14}   unrealised {u} at the last fill prices\n", "total", "", r, c, r - c);
+        }
+        out
+    }
+
+    /// Round trips as CSV.
+    #[must_use]
+    pub fn trips_csv(&self) -> String {
+        let mut out = String::from("account,instrument,side,qty,entry_ts,entry_price,exit_ts,exit_price,pnl,exit_by\n");
+        for t in &self.trips {
+            out += &format!(
+                "{},{},{},{},{},{},{},{},{},{}\n",
+                t.account,
+                t.instrument,
+                t.side,
+                t.qty,
+                format_iso_ist(t.entry_ts),
+                t.entry_price,
+                format_iso_ist(t.exit_ts),
+                t.exit_price,
+                t.pnl,
+                t.exit_by
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    const D1: i64 = 1_704_083_400_000; // 2024-01-01 10:00 IST
+    const DAY: i64 = 86_400_000;
+
+    fn fill(sign: i8, qty: Decimal, price: Decimal, ts: i64, source: &str) -> FillRow {
+        FillRow { account: "a".into(), instrument: "NIFTY".into(), sign, qty, price, ts, source: source.into() }
+    }
+
+    #[test]
+    fn fifo_by_day_with_charges() {
+        let fills = [
+            fill(1, dec!(2), dec!(100), D1, "p"),
+            fill(1, dec!(1), dec!(110), D1 + 60_000, "p"),
+            fill(-1, dec!(2), dec!(120), D1 + DAY, "p"),           // closes the first lot: +40 on day 2
+            fill(-1, dec!(2), dec!(105), D1 + DAY + 60_000, "stop-loss"), // closes 1 @110 (-5), opens short 1 @105
+            fill(1, dec!(1), dec!(100), D1 + 2 * DAY, "square-off"), // covers: +5 on day 3
+        ];
+        let r = build(&fills, dec!(20));
+        let days: Vec<(i64, Decimal, usize, Decimal)> = r.days["a"].iter().map(|(d, v)| (*d - ist_day(D1), v.realized, v.fills, v.charges)).collect();
+        assert_eq!(days, vec![(0, dec!(0), 2, dec!(40)), (1, dec!(35), 2, dec!(40)), (2, dec!(5), 1, dec!(20))]);
+        assert_eq!(r.trips.len(), 3);
+        assert_eq!((r.trips[1].side, r.trips[1].pnl, r.trips[1].exit_by.as_str()), ("long", dec!(-5), "stop-loss"));
+        assert_eq!(r.trips[2].side, "short");
+        assert_eq!(r.unrealized["a"], dec!(0));
+        assert!(r.render().contains("2024-01-02") && r.trips_csv().lines().count() == 4);
+        let open = build(&fills[..2], dec!(0));
+        assert_eq!(open.unrealized["a"], dec!(20), "2 @100 marked at the last fill 110");
+    }
+}

@@ -1,0 +1,119 @@
+//! The crash test: the orders process is killed with SIGKILL at random
+//! moments, at least 20 times, while the engine keeps producing signals, and
+//! restarted each time. Afterwards: no signal lost, no order placed twice,
+//! every position the sum of its fills, the journal and the paper broker in
+//! agreement. `CRASH_KILLS` sets the number of kills; `scripts/crash-test`
+//! runs it with output.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tradehost::engine::{Native, StrategyRunner, sdk_bar};
+use tradehost::market::source::{MarketEvent, synthetic_events};
+use tradehost_tests::{Collector, RedisServer, check_journal, tradehost_bin, write_config};
+
+fn spawn(config: &std::path::Path, url: &str, args: &[&str]) -> Child {
+    Command::new(tradehost_bin())
+        .args(["run", "--quiet", "--config"])
+        .arg(config)
+        .args(args)
+        .env("REDIS_URL", url)
+        .env("RUST_LOG", "error")
+        .env_remove("TRADING_MODE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting tradehost")
+}
+
+#[test]
+fn orders_survive_sigkill_at_random_points() {
+    let kills: usize = std::env::var("CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20).max(20);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64);
+    eprintln!("crash test: {kills} kills, seed {seed} (kill points are drawn from it)");
+    let mut rng = tradehost::market::synthetic::Rng::new(seed);
+
+    let days = 4;
+    let bars = days * 375;
+    // Long enough for every kill cycle (about 0.75 s each) with room to spare.
+    let duration_s = kills as f64 * 0.75 + 3.0;
+    let speed = 60.0 * f64::from(bars) / duration_s;
+    let body = format!(
+        r#"
+[[accounts]]
+id = "long-1"
+capital = 10000000
+mode = "long"
+sizing = {{ kind = "fixed", qty = 10 }}
+risk = {{ cooldown_secs = 0 }}
+
+[[accounts]]
+id = "both-1"
+capital = 20000000
+mode = "both"
+sizing = {{ kind = "lots", lots = 1, lot_size = 75 }}
+risk = {{ cooldown_secs = 0 }}
+exits = {{ trailing_pct = 0.3 }}
+
+[[pipelines]]
+id = "nifty-ma"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["long-1", "both-1"]
+source = {{ kind = "synthetic", seed = 2, days = {days}, speed = {speed} }}
+[pipelines.params]
+fast = 5
+slow = 20
+"#
+    );
+    let server = RedisServer::start();
+    let collector = Collector::start(&server.url());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &body, 1);
+    let url = server.url();
+    let mut engine = spawn(&config, &url, &["--role", "engine"]);
+    let orders_args = ["--role", "orders", "--until-idle", "3"];
+    for k in 0..kills {
+        let mut orders = spawn(&config, &url, &orders_args);
+        let alive = Duration::from_millis(150 + rng.next_u64() % 700);
+        std::thread::sleep(alive);
+        orders.kill().unwrap(); // SIGKILL: mid-transaction, mid-publish, wherever it is
+        orders.wait().unwrap();
+        if k % 5 == 4 {
+            eprintln!("  {} kills done", k + 1);
+        }
+    }
+    assert!(engine.wait().unwrap().success(), "the engine finished its run");
+    let last = spawn(&config, &url, &orders_args).wait().unwrap();
+    assert!(last.success(), "the last orders process drained the log and exited");
+
+    let params = vec![("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())];
+    let mut ma = Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", &params).unwrap();
+    let expected: i64 = synthetic_events(&["NIFTY".to_owned()], 2, days, 21_700.0, false, 60)
+        .iter()
+        .map(|e| match e {
+            MarketEvent::Candle { bar, .. } => ma.on_candle("NIFTY", 60, &sdk_bar(bar)).unwrap().len() as i64,
+            MarketEvent::Chain(_) => 0,
+        })
+        .sum();
+    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let logged: i64 = redis::cmd("XLEN").arg("trading:signals:log").query(&mut con).unwrap();
+    assert_eq!(logged, expected, "every signal reached the log once");
+    let pending: redis::Value = redis::cmd("XPENDING").arg("trading:signals:log").arg("orders").query(&mut con).unwrap();
+    assert!(matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))), "unacknowledged entries: {pending:?}");
+
+    let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+    let decisions: i64 = db.query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0)).unwrap();
+    assert_eq!(decisions, expected * 2, "a decision for every signal and account: no signal lost");
+    check_journal(&db);
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    for o in collector.of("trading:orders", "order").iter().filter(|o| o["state"] == "accepted") {
+        *accepted.entry(o["client_order_id"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+    }
+    assert!(accepted.values().all(|n| *n == 1), "orders accepted twice: {:?}", accepted.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    let starts = collector.of("trading:events", "event").iter().filter(|e| e["event"] == "orders_started").count();
+    assert!(starts >= kills, "the orders role really restarted ({starts} starts for {kills} kills)");
+    let orders: i64 = db.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0)).unwrap();
+    eprintln!("crash test: {expected} signals, {decisions} decisions, {orders} orders, {starts} orders processes, all consistent");
+}
