@@ -199,6 +199,11 @@ fn commands_are_acknowledged_and_malformed_ones_change_nothing() {
     assert_eq!(ack(&collector, "c8", "orders")["ok"], false);
     publish(&url, r#"{"v":1,"type":"command","cmd":"pause""#);
     assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["type"] == "error" && v["source"] == "commands").is_some());
+    publish(&url, r#"{"v":1,"type":"command","id":"c11","cmd":"basket","account":"both-1","legs":[{"instrument":"NIFTY","side":"sell","qty":75},{"instrument":"NIFTY","side":"buy","qty":75}],"unwind":true}"#);
+    assert_eq!(ack(&collector, "c11", "orders")["detail"], "basket c11 placed: buy legs first");
+    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["event"] == "basket_placed" && v["basket"] == "c11").is_some());
+    publish(&url, r#"{"v":1,"type":"command","id":"c12","cmd":"basket","account":"both-1","legs":[]}"#);
+    assert_eq!(ack(&collector, "c12", "orders")["ok"], false);
     publish(&url, r#"{"v":1,"type":"command","id":"c9","cmd":"stop","pipeline":"*"}"#);
     assert_eq!(ack(&collector, "c9", "engine")["ok"], true);
     assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["event"] == "pipeline_stopped").is_some());

@@ -305,9 +305,28 @@ pub struct CommandMessage {
     /// Target user: the pipelines whose `user` is this.
     #[serde(default)]
     pub user: Option<String>,
-    /// Target account (for `flatten`).
+    /// Target account (for `flatten` and `basket`).
     #[serde(default)]
     pub account: Option<String>,
+    /// The legs of a `basket`.
+    #[serde(default)]
+    pub legs: Option<Vec<LegMessage>>,
+    /// For a `basket`: close the filled legs if a leg fails.
+    #[serde(default)]
+    pub unwind: Option<bool>,
+}
+
+/// One leg of a `basket` command.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegMessage {
+    /// Instrument.
+    pub instrument: String,
+    /// `buy` or `sell`.
+    pub side: String,
+    /// Units.
+    #[serde(deserialize_with = "de_decimal")]
+    pub qty: Decimal,
 }
 
 impl CommandMessage {

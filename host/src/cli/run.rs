@@ -527,6 +527,32 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
             Some(account) => Err(format!("unknown account {account:?}")),
             None => Err("flatten needs \"account\"".into()),
         },
+        "basket" => match (cmd.account.as_deref(), cmd.legs.as_ref()) {
+            (Some(account), Some(legs)) if !legs.is_empty() => {
+                let parsed: Result<Vec<crate::orders::BasketLeg>, String> = legs
+                    .iter()
+                    .map(|l| match crate::subscriber::OrderSide::parse(&l.side) {
+                        Some(side) if l.qty > rust_decimal::Decimal::ZERO => Ok(crate::orders::BasketLeg { instrument: l.instrument.clone(), side, qty: l.qty }),
+                        _ => Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument)),
+                    })
+                    .collect();
+                match parsed {
+                    Ok(legs) => {
+                        let basket = crate::orders::Basket { id: cmd.id.clone(), account: account.to_owned(), legs, unwind_on_failure: cmd.unwind.unwrap_or(false) };
+                        match tokio::task::block_in_place(|| om.place_basket(&basket)) {
+                            Ok(out) => {
+                                let failed = out.iter().any(|o| matches!(o, Outcome::Event("basket_failed", _)));
+                                publish(bus, events, out).await;
+                                if failed { Err(format!("basket {} failed; see basket_failed", cmd.id)) } else { Ok(format!("basket {} placed: buy legs first", cmd.id)) }
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Err("basket needs \"account\" and a non-empty \"legs\" list".into()),
+        },
         "kill" | "release" => {
             let on = cmd.cmd == "kill";
             match om.set_kill_switch(on) {
@@ -538,7 +564,7 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
             }
         }
         "start" | "stop" | "pause" | "resume" | "reload" => return, // the engine's and the host's
-        other => Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill or release")),
+        other => Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket or reload")),
     };
     match result {
         Ok(detail) => events.ack(&cmd.id, &cmd.cmd, true, &detail).await,

@@ -251,3 +251,67 @@ fn a_stale_price_from_a_slower_pipeline_never_moves_an_exit() {
     assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2");
     assert_eq!(events(&om.on_quotes(&quotes(12 * 60_000, dec!(94))).unwrap()).len(), 2, "a current one does");
 }
+
+fn quotes_for(ts: i64, prices: &[(&str, rust_decimal::Decimal)]) -> QuotesMessage {
+    let ts = BASE + ts;
+    let quotes = prices.iter().map(|(i, p)| Quote { instrument: (*i).into(), open: *p, high: *p, low: *p, close: *p, bid: None }).collect();
+    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("q/{ts}"), ts, quotes }
+}
+
+const CONDOR: [(&str, rust_decimal::Decimal); 4] = [("N100PE", dec!(5)), ("N120CE", dec!(6)), ("N105PE", dec!(20)), ("N115CE", dec!(22))];
+
+fn condor(id: &str, sell_qty: rust_decimal::Decimal) -> Basket {
+    let leg = |instrument: &str, side, qty| BasketLeg { instrument: instrument.into(), side, qty };
+    Basket {
+        id: id.into(),
+        account: "a1".into(),
+        // Given sells first on purpose: buys must still go first.
+        legs: vec![leg("N105PE", OrderSide::Sell, sell_qty), leg("N115CE", OrderSide::Sell, sell_qty), leg("N100PE", OrderSide::Buy, dec!(50)), leg("N120CE", OrderSide::Buy, dec!(50))],
+        unwind_on_failure: true,
+    }
+}
+
+fn instruments_ordered(om: &OrderManager) -> Vec<(String, String, String)> {
+    om.db
+        .prepare("SELECT instrument, side, state FROM orders ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn an_iron_condor_buys_its_wings_first_then_sells() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_quotes(&quotes_for(0, &CONDOR)).unwrap();
+    let out = om.place_basket(&condor("ic-1", dec!(50))).unwrap();
+    assert!(events(&out).iter().any(|(n, _)| *n == "basket_placed"));
+    let sent: Vec<_> = instruments_ordered(&om).into_iter().map(|(i, s, _)| (i, s)).collect();
+    assert_eq!(sent, vec![("N100PE".into(), "buy".into()), ("N120CE".into(), "buy".into())], "only the buy legs are out");
+    om.on_quotes(&quotes_for(60_000, &CONDOR)).unwrap(); // buys fill; sells go out
+    assert_eq!(instruments_ordered(&om).len(), 4);
+    let out = om.on_quotes(&quotes_for(120_000, &CONDOR)).unwrap(); // sells fill
+    assert!(events(&out).iter().any(|(n, v)| *n == "basket_complete" && v["basket"] == "ic-1"), "{:?}", events(&out));
+    assert!(instruments_ordered(&om).iter().all(|(_, _, st)| st == "filled"));
+    assert!(om.place_basket(&condor("ic-1", dec!(50))).unwrap().iter().all(|o| !matches!(o, Outcome::Order(_))), "placing it again changes nothing");
+}
+
+#[test]
+fn a_failed_leg_stops_the_basket_alerts_and_unwinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_quotes(&quotes_for(0, &CONDOR)).unwrap();
+    om.place_basket(&condor("ic-2", dec!(20000))).unwrap(); // sells above max_order_qty (10,000)
+    let out = om.on_quotes(&quotes_for(60_000, &CONDOR)).unwrap();
+    let failed: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "basket_failed").collect();
+    assert_eq!(failed.len(), 1, "{:?}", events(&out));
+    assert!(failed[0].1["reason"].as_str().unwrap().contains("max_order_qty"), "{}", failed[0].1);
+    assert_eq!(failed[0].1["unwinding"], serde_json::json!(["N100PE", "N120CE"]));
+    om.on_quotes(&quotes_for(120_000, &CONDOR)).unwrap(); // the unwinding orders fill
+    let orders = instruments_ordered(&om);
+    assert!(!orders.iter().any(|(i, s, _)| s == "sell" && (i == "N105PE" || i == "N115CE")), "no sell leg was sent: {orders:?}");
+    let positions = om.accounts_summary().unwrap();
+    assert!(positions["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty), "unwound: {positions}");
+}
