@@ -141,7 +141,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect { plugin } => run_inspect(&plugin),
         Command::Run(args) => tokio_runtime()?.block_on(run::run(args)),
         Command::Report { journal, csv, charges_per_order } => {
-            let report = crate::orders::report::build(&crate::orders::report::read_fills(&journal)?, charges_per_order);
+            let mut report = crate::orders::report::build(&crate::orders::report::read_fills(&journal)?, charges_per_order);
+            report.refusals = crate::orders::report::read_refusals(&journal)?;
             if let Some(csv) = &csv {
                 std::fs::write(csv, report.trips_csv()).with_context(|| format!("writing {}", csv.display()))?;
             }

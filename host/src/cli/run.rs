@@ -411,15 +411,17 @@ async fn orders_role(
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
     let mut last_work = tokio::time::Instant::now();
+    // Signals waiting for their instrument's prices to catch up (see `release_signals`).
+    let mut held: std::collections::VecDeque<(LogEntry, tokio::time::Instant)> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 last_work = tokio::time::Instant::now();
-                for entry in batch {
-                    handle_entry(&mut om, &outbox, &events, &entry).await;
-                }
+                let now = tokio::time::Instant::now();
+                held.extend(batch.into_iter().map(|e| (e, now)));
+                release_signals(&mut held, &mut om, &outbox, &events).await;
             }
             msg = quotes.recv() => {
                 let Some((_, payload)) = msg else {
@@ -435,6 +437,7 @@ async fn orders_role(
                     },
                     Err(e) => events.error("quotes", &format!("malformed prices ignored: {e}")).await,
                 }
+                release_signals(&mut held, &mut om, &outbox, &events).await;
             }
             msg = commands.recv() => {
                 let Some((_, payload)) = msg else {
@@ -460,8 +463,9 @@ async fn orders_role(
                 events.heartbeat(body).await;
             }
             _ = idle_check.tick() => {
+                release_signals(&mut held, &mut om, &outbox, &events).await;
                 let quiet_for = last_work.elapsed();
-                let drained = rx.is_empty() && quotes.backlog() == 0 && bus.undelivered_count(GROUP).await? == 0 && bus.pending_count(GROUP).await? == 0;
+                let drained = held.is_empty() && rx.is_empty() && quotes.backlog() == 0 && bus.undelivered_count(GROUP).await? == 0 && bus.pending_count(GROUP).await? == 0;
                 let engine_over = *engine_done.borrow_and_update();
                 if drained && engine_over && settings.until_idle.is_none() && quiet_for > Duration::from_millis(500) {
                     break; // one process: the engine is done and every signal is handled
@@ -478,6 +482,30 @@ async fn orders_role(
     let summary = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? });
     events.heartbeat(summary.clone()).await;
     Ok(summary)
+}
+
+/// How long a signal waits for its instrument's prices before it is decided anyway.
+const PRICE_WAIT: Duration = Duration::from_secs(2);
+
+/// Decide held signals in log order, each once the order manager has seen its
+/// instrument's price for the signal's time. Prices and signals travel on
+/// different channels; without this, a fast replay could decide a signal on
+/// positions that the prices before it would already have closed (a stop, a
+/// square-off). An instrument with no prices at all is decided after
+/// [`PRICE_WAIT`].
+async fn release_signals(held: &mut std::collections::VecDeque<(LogEntry, tokio::time::Instant)>, om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events) {
+    while let Some((entry, since)) = held.front() {
+        let ready = match SignalMessage::parse(&entry.payload) {
+            Ok(s) => om.price_clock(&s.instrument).is_some_and(|t| t >= s.ts) || since.elapsed() >= PRICE_WAIT,
+            Err(_) => true, // reported and skipped by handle_entry
+        };
+        if !ready {
+            break;
+        }
+        if let Some((entry, _)) = held.pop_front() {
+            handle_entry(om, outbox, events, &entry).await;
+        }
+    }
 }
 
 async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, entry: &LogEntry) {

@@ -149,6 +149,12 @@ impl OrderManager {
         |source| OrderError::Journal { path: self.path.clone(), source }
     }
 
+    /// Time of the latest price seen for `instrument`.
+    #[must_use]
+    pub fn price_clock(&self, instrument: &str) -> Option<i64> {
+        self.last.get(instrument).map(|(ts, _)| *ts)
+    }
+
     /// Replace the configuration (accounts, pipelines) used for new decisions.
     pub fn set_config(&mut self, config: std::sync::Arc<Config>) {
         self.config = config;
@@ -279,7 +285,7 @@ impl OrderManager {
                     Ok(None) => ("nothing to do".to_owned(), None),
                     Err(reason) => {
                         out.push(Outcome::Event("order_refused", json!({ "signal_id": s.id, "account": account_id, "reason": reason, "rule": rule })));
-                        (format!("refused: {reason}"), None)
+                        (format!("refused [{rule}]: {reason}"), None)
                     }
                 };
                 tx.execute(
@@ -610,7 +616,7 @@ impl OrderManager {
             "orders": one("SELECT COUNT(*) FROM orders")?,
             "open_orders": one("SELECT COUNT(*) FROM orders WHERE state IN ('new', 'accepted')")?,
             "fills": one("SELECT COUNT(*) FROM fills")?,
-            "refusals": one("SELECT COUNT(*) FROM decisions WHERE outcome LIKE 'refused:%'")?,
+            "refusals": one("SELECT COUNT(*) FROM decisions WHERE outcome LIKE 'refused%'")?,
         }))
     }
 }

@@ -74,6 +74,24 @@ pub struct Report {
     pub unrealized: BTreeMap<String, Decimal>,
     /// Every round trip, in order of exit.
     pub trips: Vec<RoundTrip>,
+    /// Account → risk rule → orders it refused.
+    pub refusals: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+/// Read the refused decisions of a journal: account → rule → count.
+///
+/// # Errors
+/// SQLite failures.
+pub fn read_refusals(journal: &Path) -> anyhow::Result<BTreeMap<String, BTreeMap<String, usize>>> {
+    let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = db.prepare("SELECT account, outcome FROM decisions WHERE outcome LIKE 'refused%'")?;
+    let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (account, outcome) = row?;
+        let rule = outcome.split_once('[').and_then(|(_, r)| r.split_once(']')).map_or("other", |(r, _)| r).to_owned();
+        *out.entry(account).or_default().entry(rule).or_default() += 1;
+    }
+    Ok(out)
 }
 
 /// Read the fills of a journal in the order they happened.
@@ -170,6 +188,19 @@ impl Report {
             }
             let u = self.unrealized.get(account).copied().unwrap_or_default();
             out += &format!("{account:<16} {:<10} {:>6} {:>14} {:>10} {:>14}   unrealised {u} at the last fill prices\n", "total", "", r, c, r - c);
+        }
+        out += "\nround trips by what closed them, and orders refused by risk rule:\n";
+        let accounts: std::collections::BTreeSet<&String> = self.days.keys().chain(self.refusals.keys()).collect();
+        for account in accounts {
+            let mut by: BTreeMap<&str, (usize, Decimal)> = BTreeMap::new();
+            for t in self.trips.iter().filter(|t| &t.account == account) {
+                let e = by.entry(t.exit_by.as_str()).or_default();
+                e.0 += 1;
+                e.1 += t.pnl;
+            }
+            let exits: Vec<String> = by.iter().map(|(k, (n, pnl))| format!("{k} {n} ({pnl})")).collect();
+            let refused: Vec<String> = self.refusals.get(account).map(|m| m.iter().map(|(k, n)| format!("{k} {n}")).collect()).unwrap_or_default();
+            out += &format!("{account:<16} closed by: {}\n{:<16} refused:   {}\n", exits.join(", "), "", if refused.is_empty() { "none".to_owned() } else { refused.join(", ") });
         }
         out
     }
