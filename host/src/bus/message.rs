@@ -183,6 +183,11 @@ pub struct QuotesMessage {
     pub ts: i64,
     /// The prices.
     pub quotes: Vec<Quote>,
+    /// The last signal its pipeline logged before these prices: the order side
+    /// decides that signal before it lets these prices move anything, so a
+    /// decision sees exactly the prices the strategy had seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_signal: Option<String>,
 }
 
 impl QuotesMessage {

@@ -413,6 +413,8 @@ async fn orders_role(
     let mut last_work = tokio::time::Instant::now();
     // Signals waiting for their instrument's prices to catch up (see `release_signals`).
     let mut held: std::collections::VecDeque<(LogEntry, tokio::time::Instant)> = std::collections::VecDeque::new();
+    // Prices waiting for the signal logged before them to be decided.
+    let mut held_quotes: std::collections::VecDeque<(QuotesMessage, tokio::time::Instant)> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -421,7 +423,7 @@ async fn orders_role(
                 last_work = tokio::time::Instant::now();
                 let now = tokio::time::Instant::now();
                 held.extend(batch.into_iter().map(|e| (e, now)));
-                release_signals(&mut held, &mut om, &outbox, &events).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events).await;
             }
             msg = quotes.recv() => {
                 let Some((_, payload)) = msg else {
@@ -429,15 +431,10 @@ async fn orders_role(
                     continue;
                 };
                 match QuotesMessage::parse(&payload) {
-                    Ok(q) => match tokio::task::block_in_place(|| om.on_quotes(&q)) {
-                        Ok(out) => {
-                            let _ = outbox.send(Out::Outcomes(out));
-                        }
-                        Err(e) => events.error("orders", &e.to_string()).await,
-                    },
+                    Ok(q) => held_quotes.push_back((q, tokio::time::Instant::now())),
                     Err(e) => events.error("quotes", &format!("malformed prices ignored: {e}")).await,
                 }
-                release_signals(&mut held, &mut om, &outbox, &events).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events).await;
             }
             msg = commands.recv() => {
                 let Some((_, payload)) = msg else {
@@ -463,9 +460,9 @@ async fn orders_role(
                 events.heartbeat(body).await;
             }
             _ = idle_check.tick() => {
-                release_signals(&mut held, &mut om, &outbox, &events).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events).await;
                 let quiet_for = last_work.elapsed();
-                let drained = held.is_empty() && rx.is_empty() && quotes.backlog() == 0 && bus.undelivered_count(GROUP).await? == 0 && bus.pending_count(GROUP).await? == 0;
+                let drained = held.is_empty() && held_quotes.is_empty() && rx.is_empty() && quotes.backlog() == 0 && bus.undelivered_count(GROUP).await? == 0 && bus.pending_count(GROUP).await? == 0;
                 let engine_over = *engine_done.borrow_and_update();
                 if drained && engine_over && settings.until_idle.is_none() && quiet_for > Duration::from_millis(500) {
                     break; // one process: the engine is done and every signal is handled
@@ -487,23 +484,55 @@ async fn orders_role(
 /// How long a signal waits for its instrument's prices before it is decided anyway.
 const PRICE_WAIT: Duration = Duration::from_secs(2);
 
-/// Decide held signals in log order, each once the order manager has seen its
-/// instrument's price for the signal's time. Prices and signals travel on
-/// different channels; without this, a fast replay could decide a signal on
-/// positions that the prices before it would already have closed (a stop, a
-/// square-off). An instrument with no prices at all is decided after
-/// [`PRICE_WAIT`].
-async fn release_signals(held: &mut std::collections::VecDeque<(LogEntry, tokio::time::Instant)>, om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events) {
-    while let Some((entry, since)) = held.front() {
-        let ready = match SignalMessage::parse(&entry.payload) {
-            Ok(s) => om.price_clock(&s.instrument).is_some_and(|t| t >= s.ts) || since.elapsed() >= PRICE_WAIT,
-            Err(_) => true, // reported and skipped by handle_entry
-        };
-        if !ready {
-            break;
+/// Let held signals and prices through in the order the engine produced them.
+///
+/// Prices and signals travel on different channels and may arrive in any
+/// order. A signal waits until its instrument's prices have reached the
+/// signal's time (the prices the strategy saw); a price message waits until
+/// the signal its pipeline logged just before it is decided. So a decision
+/// never sees a stop or square-off caused by later prices, nor misses one
+/// caused by earlier ones, however fast a replay runs. Anything held longer
+/// than [`PRICE_WAIT`] goes through anyway (an instrument without prices, a
+/// signal that will never come).
+async fn release(
+    held: &mut std::collections::VecDeque<(LogEntry, tokio::time::Instant)>,
+    held_quotes: &mut std::collections::VecDeque<(QuotesMessage, tokio::time::Instant)>,
+    om: &mut OrderManager,
+    outbox: &mpsc::UnboundedSender<Out>,
+    events: &Events,
+) {
+    loop {
+        let mut progress = false;
+        while let Some((q, since)) = held_quotes.front() {
+            let ready = q.after_signal.as_deref().is_none_or(|id| om.is_decided(id)) || since.elapsed() >= PRICE_WAIT;
+            if !ready {
+                break;
+            }
+            if let Some((q, _)) = held_quotes.pop_front() {
+                match tokio::task::block_in_place(|| om.on_quotes(&q)) {
+                    Ok(out) => {
+                        let _ = outbox.send(Out::Outcomes(out));
+                    }
+                    Err(e) => events.error("orders", &e.to_string()).await,
+                }
+                progress = true;
+            }
         }
-        if let Some((entry, _)) = held.pop_front() {
-            handle_entry(om, outbox, events, &entry).await;
+        while let Some((entry, since)) = held.front() {
+            let ready = match SignalMessage::parse(&entry.payload) {
+                Ok(s) => om.price_clock(&s.instrument).is_some_and(|t| t >= s.ts) || since.elapsed() >= PRICE_WAIT,
+                Err(_) => true, // reported and skipped by handle_entry
+            };
+            if !ready {
+                break;
+            }
+            if let Some((entry, _)) = held.pop_front() {
+                handle_entry(om, outbox, events, &entry).await;
+                progress = true;
+            }
+        }
+        if !progress {
+            return;
         }
     }
 }
@@ -529,6 +558,9 @@ async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>
             }
         }
         Err(e) => events.error("signal log", &format!("entry {} is malformed and was skipped: {e}", entry.entry_id)).await,
+    }
+    if let Ok(id) = serde_json::from_str::<Value>(&entry.payload).map(|v| v["id"].as_str().unwrap_or_default().to_owned()) {
+        om.mark_decided(&id);
     }
     // After the decisions are committed, never before.
     let _ = outbox.send(Out::Ack(entry.entry_id.clone()));

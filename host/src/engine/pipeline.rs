@@ -118,6 +118,8 @@ pub struct PipelineStats {
     pub swaps: AtomicU64,
     /// Restarts after a failure.
     pub restarts: AtomicU64,
+    /// Id of the last signal logged, carried by the next prices (see `QuotesMessage::after_signal`).
+    pub last_signal: std::sync::Mutex<Option<String>>,
 }
 
 /// How a pipeline ended.
@@ -409,7 +411,8 @@ async fn handle(
     };
     stats.events_in.fetch_add(1, Ordering::Relaxed);
     // Prices first: the order side fills an order only on a price later than its signal.
-    let quotes_msg = QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{}/{ts}", spec.id), ts, quotes };
+    let after_signal = stats.last_signal.lock().ok().and_then(|g| g.clone());
+    let quotes_msg = QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{}/{ts}", spec.id), ts, quotes, after_signal };
     let price_of = |instrument: &str| quotes_msg.quotes.iter().find(|q| q.instrument == instrument).map(|q| q.close);
     if let Ok(json) = serde_json::to_string(&quotes_msg) {
         if let Err(e) = bus.publish(&bus.channels().quotes(), &json).await {
@@ -452,6 +455,9 @@ async fn handle(
             match bus.append_signal(&msg.id, &msg.to_json()).await {
                 Ok(true) => {
                     stats.signals_out.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut last) = stats.last_signal.lock() {
+                        *last = Some(msg.id.clone());
+                    }
                     break;
                 }
                 Ok(false) => {

@@ -105,6 +105,8 @@ pub struct OrderManager {
     /// separately) still fills at that price, so paper fills do not depend on
     /// which message happened to be handled first.
     recent: Recent,
+    /// Signals decided (or skipped) by this process, for `is_decided`.
+    decided: std::collections::HashSet<String>,
 }
 
 /// Recent `(ts, open)` prices per instrument, oldest first.
@@ -140,13 +142,25 @@ impl OrderManager {
         for column in ["stop_loss TEXT", "target TEXT"] {
             let _ = db.execute(&format!("ALTER TABLE orders ADD COLUMN {column}"), []);
         }
-        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new() };
+        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new() };
         om.store_exit_rules()?;
         Ok(om)
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> OrderError + '_ {
         |source| OrderError::Journal { path: self.path.clone(), source }
+    }
+
+    /// Whether a signal has been decided, by this process or (per the journal) an earlier one.
+    #[must_use]
+    pub fn is_decided(&self, signal_id: &str) -> bool {
+        self.decided.contains(signal_id)
+            || self.db.query_row("SELECT 1 FROM decisions WHERE signal_id = ?1 LIMIT 1", [signal_id], |_| Ok(())).optional().ok().flatten().is_some()
+    }
+
+    /// Remember that a signal needs no decision (malformed, unknown pipeline).
+    pub fn mark_decided(&mut self, signal_id: &str) {
+        self.decided.insert(signal_id.to_owned());
     }
 
     /// Time of the latest price seen for `instrument`.
@@ -223,6 +237,7 @@ impl OrderManager {
     /// A journal failure: nothing of this call is then committed.
     pub fn on_signal(&mut self, s: &SignalMessage) -> Result<Vec<Outcome>, OrderError> {
         let mut out = Vec::new();
+        self.decided.insert(s.id.clone());
         let Some(pipeline) = self.config.pipeline(&s.pipeline).cloned() else {
             out.push(Outcome::Event("signal_refused", json!({ "signal_id": s.id, "reason": format!("unknown pipeline {:?}", s.pipeline), "rule": "config" })));
             return Ok(out);
