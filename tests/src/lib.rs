@@ -216,3 +216,23 @@ pub fn check_journal(db: &rusqlite::Connection) {
     assert_eq!(count("SELECT COUNT(*) FROM fills"), count("SELECT COUNT(*) FROM orders WHERE state = 'filled'"), "one fill per filled order");
     assert_eq!(count("SELECT COUNT(*) FROM (SELECT client_order_id FROM orders GROUP BY client_order_id HAVING COUNT(*) > 1)"), 0);
 }
+
+/// How many signals `ma-crossover` with `params` gives natively on the synthetic
+/// NIFTY days `(seed, days)`: what a run of the same data through the sandbox,
+/// the bus and any number of crashes or swaps must also give.
+///
+/// # Panics
+/// When the params are refused (a test's own mistake).
+#[must_use]
+pub fn native_ma_signals(seed: u64, days: u32, params: &[(String, String)]) -> usize {
+    use tradehost::engine::{Native, StrategyRunner, sdk_bar};
+    use tradehost::market::source::{MarketEvent, synthetic_events};
+    let mut ma = Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", params).expect("params");
+    synthetic_events(&["NIFTY".to_owned()], seed, days, 21_700.0, false, 60)
+        .iter()
+        .map(|e| match e {
+            MarketEvent::Candle { bar, .. } => ma.on_candle("NIFTY", 60, &sdk_bar(bar)).map_or(0, |s| s.len()),
+            MarketEvent::Chain(_) => 0,
+        })
+        .sum()
+}

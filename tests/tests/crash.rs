@@ -9,8 +9,6 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tradehost::engine::{Native, StrategyRunner, sdk_bar};
-use tradehost::market::source::{MarketEvent, synthetic_events};
 use tradehost_tests::{Collector, RedisServer, check_journal, tradehost_bin, write_config};
 
 fn spawn(config: &std::path::Path, url: &str, args: &[&str]) -> Child {
@@ -89,14 +87,7 @@ slow = 20
     assert!(last.success(), "the last orders process drained the log and exited");
 
     let params = vec![("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())];
-    let mut ma = Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", &params).unwrap();
-    let expected: i64 = synthetic_events(&["NIFTY".to_owned()], 2, days, 21_700.0, false, 60)
-        .iter()
-        .map(|e| match e {
-            MarketEvent::Candle { bar, .. } => ma.on_candle("NIFTY", 60, &sdk_bar(bar)).unwrap().len() as i64,
-            MarketEvent::Chain(_) => 0,
-        })
-        .sum();
+    let expected = tradehost_tests::native_ma_signals(2, days, &params) as i64;
     let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
     let logged: i64 = redis::cmd("XLEN").arg("trading:signals:log").query(&mut con).unwrap();
     assert_eq!(logged, expected, "every signal reached the log once");

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tradehost::bus::Bus;
 use tradehost::engine::pipeline::{self, Control, PipelineEnd, PipelineSpec, PipelineStats, Swap};
-use tradehost::engine::{Native, StrategyRunner, sdk_bar};
-use tradehost::market::source::{MarketEvent, synthetic_events};
 use tradehost::monitor::Events;
 use tradehost::sandbox::{CpuBudget, Sandbox, SandboxLimits};
 use tradehost_tests::{Collector, RedisServer, plugin, tradehost_bin};
@@ -176,18 +174,6 @@ fn config_edits_apply_live_or_are_refused() {
     stop(child);
 }
 
-/// What the same strategy gives natively on the same data.
-fn native_signals(events: &[MarketEvent], params: &[(String, String)]) -> usize {
-    let mut ma = Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", params).unwrap();
-    events
-        .iter()
-        .map(|e| match e {
-            MarketEvent::Candle { bar, .. } => ma.on_candle("NIFTY", 60, &sdk_bar(bar)).unwrap().len(),
-            MarketEvent::Chain(_) => 0,
-        })
-        .sum()
-}
-
 fn spec(id: &str, crate_name: &str, params: &[(String, String)], days: u32, speed: f64, limits: SandboxLimits) -> PipelineSpec {
     PipelineSpec {
         id: id.into(),
@@ -207,7 +193,7 @@ async fn no_beat_lost_while_swapping_under_load() {
     let params = vec![("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())];
     let days = 120;
     let events_total = days as usize * 375;
-    let expected = native_signals(&synthetic_events(&["NIFTY".into()], 3, days, 21_700.0, false, 60), &params);
+    let expected = tradehost_tests::native_ma_signals(3, days, &params);
     let sandbox = Arc::new(Sandbox::new(SandboxLimits::live()).unwrap());
     let bus = Bus::embedded("trading");
     let events = Events::new(bus.clone(), "engine");
@@ -260,7 +246,7 @@ async fn no_beat_lost_while_swapping_under_load() {
 async fn hostile_plugins_are_quarantined_with_back_off_and_the_neighbour_is_untouched() {
     let healthy_params = vec![("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())];
     let days = 4; // 1500 bars
-    let expected = native_signals(&synthetic_events(&["NIFTY".into()], 3, days, 21_700.0, false, 60), &healthy_params);
+    let expected = tradehost_tests::native_ma_signals(3, days, &healthy_params);
     let limits = SandboxLimits { cpu: CpuBudget::Time { per_event: Duration::from_millis(20) }, memory_bytes: 16 << 20, ..SandboxLimits::live() };
     let sandbox = Arc::new(Sandbox::new(SandboxLimits::live()).unwrap());
     for behaviour in ["loop-on-candle", "loop-in-init", "memory-bomb", "recursion", "panic", "trap-after", "flood"] {

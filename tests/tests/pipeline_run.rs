@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tradehost::engine::{Native, StrategyRunner, sdk_bar, sdk_chain};
+use tradehost::engine::{Native, StrategyRunner, sdk_chain};
 use tradehost::market::source::{MarketEvent, synthetic_events};
 use tradehost_tests::{Collector, RedisServer, check_journal, tradehost_bin, write_config};
 
@@ -50,18 +50,8 @@ accounts = ["both-1"]
 source = { kind = "synthetic", seed = 2, days = 1, option_chain = true }
 "#;
 
-/// The signals the same strategies give natively on the same synthetic days.
 fn expected_signals(days: u32) -> usize {
-    let symbols = vec!["NIFTY".to_owned()];
-    let params = vec![("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())];
-    let mut ma = Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", &params).unwrap();
-    let mut n = 0;
-    for e in synthetic_events(&symbols, 2, days, 21_700.0, false, 60) {
-        if let MarketEvent::Candle { bar, .. } = e {
-            n += ma.on_candle("NIFTY", 60, &sdk_bar(&bar)).unwrap().len();
-        }
-    }
-    n
+    tradehost_tests::native_ma_signals(2, days, &[("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())])
 }
 
 fn expected_oi_signals() -> usize {
