@@ -99,6 +99,30 @@ async fn many_signals_in_order(bus: Bus) {
     assert_eq!(bus.pending_count(GROUP).await.unwrap(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_trims_only_acknowledged_signals() {
+    let server = RedisServer::start();
+    let bus = Bus::redis(&server.url(), "trading").await.unwrap();
+    bus.ensure_group(GROUP).await.unwrap();
+    assert_eq!(bus.trim_log(GROUP).await.unwrap(), 0, "nothing delivered yet");
+    for i in 0..5 {
+        bus.append_signal(&format!("t{i}"), &format!("s{i}")).await.unwrap();
+    }
+    let got = bus.read_new(GROUP, "a", 10, Duration::from_millis(100)).await.unwrap();
+    for e in &got[..3] {
+        bus.ack(GROUP, &e.entry_id).await.unwrap();
+    }
+    assert_eq!(bus.trim_log(GROUP).await.unwrap(), 3, "the three acknowledged ones go");
+    assert_eq!(bus.log_len().await.unwrap(), 2);
+    let pending: Vec<_> = bus.read_pending(GROUP, "a", 10).await.unwrap().into_iter().map(|e| e.payload).collect();
+    assert_eq!(pending, vec!["s3", "s4"], "the unacknowledged ones stay, still pending");
+    for e in &got[3..] {
+        bus.ack(GROUP, &e.entry_id).await.unwrap();
+    }
+    assert_eq!(bus.trim_log(GROUP).await.unwrap(), 1, "all acknowledged: everything before the last delivered goes");
+    assert!(!bus.append_signal("t1", "s1 again").await.unwrap(), "trimming does not forget which ids were seen");
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod embedded {

@@ -281,6 +281,21 @@ impl Bus {
         }
     }
 
+    /// Drop log entries the group has delivered and had acknowledged: everything
+    /// before the oldest pending entry (or, with none pending, before the last
+    /// delivered one). An unacknowledged signal is never dropped: trimming by
+    /// length (`MAXLEN`) could. Returns how many went. The embedded log lives
+    /// only as long as its process and is not trimmed.
+    ///
+    /// # Errors
+    /// A Redis failure.
+    pub async fn trim_log(&self, group: &str) -> Result<usize, BusError> {
+        match self {
+            Self::Embedded(_) => Ok(0),
+            Self::Redis(b) => b.trim_log(group).await,
+        }
+    }
+
     /// Entries in the log.
     ///
     /// # Errors

@@ -185,6 +185,35 @@ impl RedisBus {
         }
     }
 
+    pub(super) async fn trim_log(&self, group: &str) -> Result<usize, BusError> {
+        let mut c = self.commands.clone();
+        let key = self.channels.signal_log();
+        let pending: redis::Value = redis::cmd("XPENDING").arg(&key).arg(group).query_async(&mut c).await?;
+        let oldest_pending = match &pending {
+            redis::Value::Array(items) => match items.get(1) {
+                Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let floor = match oldest_pending {
+            Some(id) => id,
+            None => {
+                let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(&mut c).await?;
+                let last = groups.iter().find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n.as_slice() == group.as_bytes())).and_then(|g| match g.get("last-delivered-id") {
+                    Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                });
+                match last {
+                    Some(id) if id != "0-0" => id,
+                    _ => return Ok(0),
+                }
+            }
+        };
+        let removed: usize = redis::cmd("XTRIM").arg(&key).arg("MINID").arg(floor).query_async(&mut c).await?;
+        Ok(removed)
+    }
+
     pub(super) async fn undelivered_count(&self, group: &str) -> Result<usize, BusError> {
         let mut c = self.commands.clone();
         // XINFO GROUPS reports `lag` (entries not yet delivered) since Redis 7.0.

@@ -410,6 +410,7 @@ async fn orders_role(
     let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
+    let mut trim = tokio::time::interval(Duration::from_secs(60));
     let mut last_work = tokio::time::Instant::now();
     // Signals waiting for their instrument's prices to catch up (see `release_signals`).
     let mut held: std::collections::VecDeque<(LogEntry, tokio::time::Instant)> = std::collections::VecDeque::new();
@@ -453,6 +454,13 @@ async fn orders_role(
             changed = configs.changed() => {
                 if changed.is_ok() {
                     om.set_config(configs.borrow_and_update().clone());
+                }
+            }
+            _ = trim.tick() => {
+                match bus.trim_log(GROUP).await {
+                    Ok(n) if n > 0 => tracing::debug!("trimmed {n} acknowledged signals from the log"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("trimming the signal log: {e}"),
                 }
             }
             _ = heartbeat.tick() => {
