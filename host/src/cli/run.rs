@@ -410,7 +410,7 @@ async fn orders_role(
     let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
-    let mut trim = tokio::time::interval(Duration::from_secs(60));
+    let mut trim = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(60));
     let mut last_work = tokio::time::Instant::now();
     // Signals waiting for their instrument's prices to catch up (see `release_signals`).
     let mut held: std::collections::VecDeque<(LogEntry, tokio::time::Instant)> = std::collections::VecDeque::new();
