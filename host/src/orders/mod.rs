@@ -258,10 +258,10 @@ impl OrderManager {
                 }
                 let Some(account) = config.account(account_id) else { continue };
                 let mut rule = if killed { "kill_switch" } else { "sizing" };
+                let effective = Self::effective_position(&tx, account_id, &s.instrument)?;
                 let decision = if killed {
                     Err("the kill switch is on".to_owned())
                 } else {
-                    let effective = Self::effective_position(&tx, account_id, &s.instrument)?;
                     match intent(account, &s.side, effective, s.price, s.stop_loss) {
                         Ok(Some(i)) => {
                             let ctx = self_risk_context(&tx, &self.last, account, &s.pipeline, &s.instrument, s.ts, s.price, effective)?;
@@ -281,7 +281,7 @@ impl OrderManager {
                 };
                 let (outcome, coid) = match decision {
                     Ok(Some(i)) => {
-                        if risk::is_entry(Self::effective_position(&tx, account_id, &s.instrument)?, &i) {
+                        if risk::is_entry(effective, &i) {
                             tx.execute(
                                 "INSERT INTO entries (pipeline, instrument, ts) VALUES (?1, ?2, ?3) ON CONFLICT(pipeline, instrument) DO UPDATE SET ts = MAX(ts, ?3)",
                                 params![s.pipeline, s.instrument, s.ts],
