@@ -489,14 +489,18 @@ async fn orders_role(
     Ok(summary)
 }
 
-/// How long a signal waits for its instrument's prices before it is decided anyway.
-const PRICE_WAIT: Duration = Duration::from_secs(2);
+/// How long a signal (or a price message) waits for its counterpart before it
+/// goes through anyway. In normal flow nothing waits more than milliseconds
+/// (every price message advances its pipeline's clock); this only matters
+/// when a pipeline stops publishing, and must be long enough that a loaded
+/// machine never reaches it, or fast replays stop being exact.
+const PRICE_WAIT: Duration = Duration::from_secs(10);
 
 /// Let held signals and prices through in the order the engine produced them.
 ///
 /// Prices and signals travel on different channels and may arrive in any
-/// order. A signal waits until its instrument's prices have reached the
-/// signal's time (the prices the strategy saw); a price message waits until
+/// order. A signal waits until its pipeline's prices (or its instrument's)
+/// have reached the signal's time (the prices the strategy saw); a price message waits until
 /// the signal its pipeline logged just before it is decided. So a decision
 /// never sees a stop or square-off caused by later prices, nor misses one
 /// caused by earlier ones, however fast a replay runs. Anything held longer
@@ -526,15 +530,24 @@ async fn release(
                 progress = true;
             }
         }
-        while let Some((entry, since)) = held.front() {
-            let ready = match SignalMessage::parse(&entry.payload) {
-                Ok(s) => om.price_clock(&s.instrument).is_some_and(|t| t >= s.ts) || since.elapsed() >= PRICE_WAIT,
-                Err(_) => true, // reported and skipped by handle_entry
+        // Signals of one pipeline stay in order; a pipeline waiting for its prices does not hold up the others.
+        let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut i = 0;
+        while i < held.len() {
+            let (entry, since) = &held[i];
+            let (pipeline, ready) = match SignalMessage::parse(&entry.payload) {
+                Ok(s) => {
+                    let priced = om.pipeline_clock(&s.pipeline).is_some_and(|t| t >= s.ts) || om.price_clock(&s.instrument).is_some_and(|t| t >= s.ts);
+                    (s.pipeline, priced || since.elapsed() >= PRICE_WAIT)
+                }
+                Err(_) => (String::new(), true), // reported and skipped by handle_entry
             };
-            if !ready {
-                break;
+            if !ready || blocked.contains(&pipeline) {
+                blocked.insert(pipeline);
+                i += 1;
+                continue;
             }
-            if let Some((entry, _)) = held.pop_front() {
+            if let Some((entry, _)) = held.remove(i) {
                 handle_entry(om, outbox, events, &entry).await;
                 progress = true;
             }

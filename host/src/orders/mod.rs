@@ -108,6 +108,8 @@ pub struct OrderManager {
     recent: Recent,
     /// Signals decided (or skipped) by this process, for `is_decided`.
     decided: std::collections::HashSet<String>,
+    /// Time of the latest price message from each pipeline.
+    pipeline_clock: HashMap<String, i64>,
 }
 
 /// Recent `(ts, open)` prices per instrument, oldest first.
@@ -143,7 +145,7 @@ impl OrderManager {
         for column in ["stop_loss TEXT", "target TEXT"] {
             let _ = db.execute(&format!("ALTER TABLE orders ADD COLUMN {column}"), []);
         }
-        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new() };
+        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new() };
         om.store_exit_rules()?;
         Ok(om)
     }
@@ -162,6 +164,12 @@ impl OrderManager {
     /// Remember that a signal needs no decision (malformed, unknown pipeline).
     pub fn mark_decided(&mut self, signal_id: &str) {
         self.decided.insert(signal_id.to_owned());
+    }
+
+    /// Time of the latest price message from `pipeline` (whose id is `<pipeline>/<ts>`).
+    #[must_use]
+    pub fn pipeline_clock(&self, pipeline: &str) -> Option<i64> {
+        self.pipeline_clock.get(pipeline).copied()
     }
 
     /// Time of the latest price seen for `instrument`.
@@ -378,6 +386,10 @@ impl OrderManager {
         // Only a price newer than any seen for its instrument may move exits: the same
         // instrument's prices can arrive from pipelines running at different paces,
         // and a stale one must never trigger a stop on today's position.
+        if let Some((pipeline, _)) = q.id.rsplit_once('/') {
+            let clock = self.pipeline_clock.entry(pipeline.to_owned()).or_insert(q.ts);
+            *clock = (*clock).max(q.ts);
+        }
         let fresh: Vec<bool> = q.quotes.iter().map(|quote| self.last.get(&quote.instrument).is_none_or(|(ts, _)| q.ts > *ts)).collect();
         for quote in &q.quotes {
             let entry = self.last.entry(quote.instrument.clone()).or_insert((q.ts, quote.close));
