@@ -579,25 +579,19 @@ impl OrderManager {
                 .map_err(self.err())?;
             rows
         };
-        let now = now_ms();
+        let slippage = self.config.account(account).map(|a| a.slippage_bps).unwrap_or_default();
+        let path = self.path.clone();
+        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let tx = self.db.transaction().map_err(jerr)?;
         for (instrument, qty) in positions {
             let qty = dec(&qty);
             if qty.is_zero() {
                 continue;
             }
-            let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
-            let signal_id = format!("flatten/{command_id}/{instrument}");
-            let coid = client_order_id(&signal_id, account);
             let not_before = self.last.get(&instrument).map_or(0, |(ts, _)| *ts);
-            let slippage = self.config.account(account).map(|a| a.slippage_bps).unwrap_or_default();
-            self.db
-                .execute(
-                    "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, 'flatten', ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?9)",
-                    params![coid, signal_id, account, instrument, side.as_str(), qty.abs().to_string(), not_before, slippage.to_string(), now],
-                )
-                .map_err(self.err())?;
+            queue_close(&tx, account, &instrument, qty, &format!("flatten/{command_id}/{instrument}"), "flatten", not_before, slippage).map_err(jerr)?;
         }
+        tx.commit().map_err(jerr)?;
         self.submit_new()
     }
 
