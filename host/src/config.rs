@@ -104,9 +104,24 @@ pub enum Sizing {
 pub struct Account {
     /// Unique id.
     pub id: Spanned<String>,
-    /// `paper` (live brokers come later).
+    /// `paper`, `openalgo`, `kite` or `upstox`. Live brokers are used only with
+    /// `TRADING_MODE=live`; in paper mode every account trades on paper.
     #[serde(default = "paper")]
     pub broker: Spanned<String>,
+    /// The broker's API address (defaults: Kite `https://api.kite.trade`, Upstox
+    /// `https://api.upstox.com`, OpenAlgo `http://127.0.0.1:5000`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Name of the credentials (environment `TRADEHOST_<NAME>_API_KEY`, …, or
+    /// `[accounts.<name>]` in the secrets file); default: the account id.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// Market protection of live market orders, percent; -1 = the broker's automatic protection.
+    #[serde(default = "protection", deserialize_with = "decimal")]
+    pub market_protection_pct: Decimal,
+    /// Telegram alerts for this account.
+    #[serde(default)]
+    pub notify: Option<AccountNotify>,
     /// Starting capital, rupees.
     #[serde(deserialize_with = "decimal")]
     pub capital: Decimal,
@@ -131,6 +146,78 @@ pub struct Account {
     /// Exits the host manages for every position.
     #[serde(default)]
     pub exits: ExitRules,
+}
+
+/// `[accounts.notify]`: where this account's alerts go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountNotify {
+    /// Telegram chat id.
+    pub telegram_chat: String,
+    /// Which alerts: `fill`, `stop`, `breaker`, `plugin_failed`, `token_expired`, `rejected` (default: all).
+    #[serde(default = "all_alerts")]
+    pub events: Vec<String>,
+}
+
+/// The brokers an account may name.
+pub const BROKERS: [&str; 4] = ["paper", "openalgo", "kite", "upstox"];
+
+/// Every alert kind.
+pub const ALERTS: [&str; 6] = ["fill", "stop", "breaker", "plugin_failed", "token_expired", "rejected"];
+
+fn all_alerts() -> Vec<String> {
+    ALERTS.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn protection() -> Decimal {
+    Decimal::from(2)
+}
+
+/// `[live]`: how live brokers are reached.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSection {
+    /// Time limit of one broker call, milliseconds.
+    pub timeout_ms: u64,
+    /// How often working orders are polled, milliseconds.
+    pub poll_ms: u64,
+    /// First back-off after a timeout, 429 or 5xx, milliseconds (doubles each time).
+    pub backoff_ms: u64,
+    /// Placements of one order before it is given up.
+    pub max_attempts: u32,
+    /// Instrument master per broker: a path (relative to this file) or an `https://` URL.
+    pub instruments: std::collections::BTreeMap<String, String>,
+    /// When (IST) the instrument masters are reloaded each day.
+    pub refresh_at: String,
+}
+
+impl Default for LiveSection {
+    fn default() -> Self {
+        Self { timeout_ms: 5_000, poll_ms: 1_000, backoff_ms: 250, max_attempts: 6, instruments: std::collections::BTreeMap::new(), refresh_at: "08:15".into() }
+    }
+}
+
+/// `[telegram]`: the Telegram Bot API notifier. The bot token is a secret
+/// (`TRADEHOST_TELEGRAM_BOT_TOKEN` or `[telegram] bot_token` in the secrets file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramSection {
+    /// The Bot API address.
+    pub base_url: String,
+    /// Chat for alerts of every account (accounts may add their own).
+    pub chat_id: Option<String>,
+    /// Which alerts go to `chat_id`.
+    pub events: Vec<String>,
+    /// Least time between two messages to one chat, milliseconds (Telegram allows about one a second).
+    pub min_interval_ms: u64,
+    /// Alerts kept waiting per chat; beyond it the oldest are dropped and counted.
+    pub queue: usize,
+}
+
+impl Default for TelegramSection {
+    fn default() -> Self {
+        Self { base_url: "https://api.telegram.org".into(), chat_id: None, events: all_alerts(), min_interval_ms: 1_000, queue: 100 }
+    }
 }
 
 /// Intraday or delivery.
@@ -269,6 +356,10 @@ struct Document {
     accounts: Vec<Account>,
     #[serde(default)]
     pipelines: Vec<Pipeline>,
+    #[serde(default)]
+    live: LiveSection,
+    #[serde(default)]
+    telegram: Option<TelegramSection>,
 }
 
 /// A validated configuration.
@@ -284,6 +375,10 @@ pub struct Config {
     pub accounts: Vec<Account>,
     /// `[[pipelines]]`.
     pub pipelines: Vec<Pipeline>,
+    /// `[live]`.
+    pub live: LiveSection,
+    /// `[telegram]`, if alerts are wanted.
+    pub telegram: Option<TelegramSection>,
 }
 
 fn paper() -> Spanned<String> {
@@ -378,7 +473,7 @@ impl Config {
             let message = e.message().trim().to_owned();
             error_at(path, text, span.start, &field_at(text, span.start), message)
         })?;
-        let config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines };
+        let config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, telegram: doc.telegram };
         config.validate(text)?;
         Ok(config)
     }
@@ -393,8 +488,20 @@ impl Config {
             if !account_ids.insert(a.id.get_ref().as_str()) {
                 return err(a.id.span().start, format!("accounts[{i}].id"), format!("duplicate account id {:?}", a.id.get_ref()));
             }
-            if a.broker.get_ref() != "paper" {
-                return err(a.broker.span().start, format!("accounts[{i}].broker"), format!("unknown broker {:?}; this build trades `paper` only", a.broker.get_ref()));
+            if !BROKERS.contains(&a.broker.get_ref().as_str()) {
+                return err(a.broker.span().start, format!("accounts[{i}].broker"), format!("unknown broker {:?}; expected one of {}", a.broker.get_ref(), BROKERS.join(", ")));
+            }
+            let p = a.market_protection_pct;
+            if !(p == Decimal::NEGATIVE_ONE || (p > Decimal::ZERO && p <= Decimal::ONE_HUNDRED)) {
+                return err(a.id.span().start, format!("accounts[{i}].market_protection_pct"), format!("{p}: expected -1 (automatic) or a percentage in (0, 100]"));
+            }
+            if let Some(url) = a.base_url.as_deref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+                return err(a.id.span().start, format!("accounts[{i}].base_url"), format!("{url:?}: expected an http:// or https:// address"));
+            }
+            if let Some(n) = &a.notify {
+                if let Some(bad) = n.events.iter().find(|e| !ALERTS.contains(&e.as_str())) {
+                    return err(a.id.span().start, format!("accounts[{i}].notify.events"), format!("unknown alert {bad:?}; expected some of {}", ALERTS.join(", ")));
+                }
             }
             if a.capital <= Decimal::ZERO {
                 return err(a.id.span().start, format!("accounts[{i}].capital"), format!("must be positive, got {}", a.capital));
@@ -469,6 +576,23 @@ impl Config {
                     return err(p.id.span().start, format!("pipelines[{i}].source"), "synthetic needs days of at least 1 and a speed of 0 or more".into());
                 }
                 _ => {}
+            }
+        }
+        let at = |key: &str| text.find(key).unwrap_or(0);
+        for broker in self.live.instruments.keys() {
+            if !matches!(broker.as_str(), "kite" | "upstox") {
+                return err(at("[live"), format!("live.instruments.{broker}"), "instrument masters are read for kite and upstox".into());
+            }
+        }
+        if crate::market::clock::parse_hhmm(&self.live.refresh_at).is_none() {
+            return err(at("refresh_at"), "live.refresh_at".into(), format!("{:?}: expected HH:MM", self.live.refresh_at));
+        }
+        if self.live.timeout_ms == 0 || self.live.poll_ms == 0 || self.live.max_attempts == 0 {
+            return err(at("[live"), "live".into(), "timeout_ms, poll_ms and max_attempts must be at least 1".into());
+        }
+        if let Some(t) = &self.telegram {
+            if let Some(bad) = t.events.iter().find(|e| !ALERTS.contains(&e.as_str())) {
+                return err(at("[telegram"), "telegram.events".into(), format!("unknown alert {bad:?}; expected some of {}", ALERTS.join(", ")));
             }
         }
         Ok(())

@@ -36,6 +36,7 @@ pub mod config;
 pub mod engine;
 pub mod market;
 pub mod monitor;
+pub mod notify;
 pub mod orders;
 pub mod sandbox;
 pub mod subscriber;

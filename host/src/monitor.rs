@@ -6,6 +6,7 @@ use std::io::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::brokers::secrets::scrub;
 use crate::bus::message::{envelope, event_id, now_ms};
 use crate::bus::{Bus, Subscription};
 
@@ -35,6 +36,7 @@ impl Events {
         if let (Some(b), Value::Object(f)) = (body.as_object_mut(), fields) {
             b.extend(f);
         }
+        let body = scrub_value(body);
         tracing::info!(target: "events", event = name, "{body}");
         let msg = envelope("event", &event_id(self.role), now_ms(), body);
         if let Err(e) = self.bus.publish(&self.bus.channels().events(), &msg).await {
@@ -44,6 +46,7 @@ impl Events {
 
     /// Publish an `error` message: malformed input, a failure that changed nothing.
     pub async fn error(&self, source: &str, reason: &str) {
+        let reason = &scrub(reason);
         tracing::warn!(target: "events", source, "{reason}");
         let msg = envelope("error", &event_id(self.role), now_ms(), json!({ "source": source, "reason": reason, "role": self.role }));
         let _ = self.bus.publish(&self.bus.channels().events(), &msg).await;
@@ -51,6 +54,7 @@ impl Events {
 
     /// Acknowledge a command.
     pub async fn ack(&self, command_id: &str, cmd: &str, ok: bool, detail: &str) {
+        let detail = &scrub(detail);
         let msg = envelope(
             "command_ack",
             &format!("ack/{command_id}/{}", self.role),
@@ -69,6 +73,16 @@ impl Events {
         }
         let msg = envelope("heartbeat", &event_id(self.role), now_ms(), b);
         let _ = self.bus.publish(&self.bus.channels().events(), &msg).await;
+    }
+}
+
+/// `v` with every string scrubbed of known secrets.
+fn scrub_value(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(scrub(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(scrub_value).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, scrub_value(v))).collect()),
+        other => other,
     }
 }
 

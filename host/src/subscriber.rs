@@ -141,6 +141,10 @@ mod tests {
         Account {
             id: Spanned::new(0..0, "a".into()),
             broker: Spanned::new(0..0, "paper".into()),
+            base_url: None,
+            credentials: None,
+            market_protection_pct: dec!(2),
+            notify: None,
             capital: dec!(100000),
             mode,
             sizing,

@@ -1,4 +1,257 @@
-//! Brokers: where orders go. The paper broker fills from market data; live
-//! brokers (OpenAlgo, Kite Connect, Upstox) come behind the same rules.
+//! Brokers: where orders go. One trait, [`Broker`], for every venue: the
+//! paper broker, and the live adapters for OpenAlgo (a gateway to some 30
+//! Indian brokers), Zerodha Kite Connect v3 and Upstox v3.
+//!
+//! The adapters only speak their API. What to do when a call fails is decided
+//! once, in [`live`], for all of them: a definite rejection ends the order, a
+//! token error pauses the account, and anything ambiguous (a timeout, a 429, a
+//! 5xx) is followed by a look in the broker's order book for our client order
+//! id before any retry. Never a blind retry.
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::config::Product;
+use crate::subscriber::OrderSide;
+
+pub mod http;
+pub mod instruments;
+pub mod kite;
+pub mod live;
+pub mod openalgo;
 pub mod paper;
+pub mod secrets;
+pub mod upstox;
+
+pub use secrets::Secret;
+
+/// A boxed future, so that [`Broker`] can be used as `dyn Broker`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which exchange segment an instrument trades on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// Cash equity (NSE).
+    Equity,
+    /// Futures and options (NFO).
+    Derivative,
+}
+
+impl Segment {
+    /// `NIFTY28MAR2420800CE`, `BANKNIFTY24MARFUT` → derivatives; anything else → equity.
+    #[must_use]
+    pub fn of(symbol: &str) -> Self {
+        let s = symbol.trim().to_ascii_uppercase();
+        let option = (s.ends_with("CE") || s.ends_with("PE")) && s.chars().any(|c| c.is_ascii_digit());
+        if option || s.ends_with("FUT") { Self::Derivative } else { Self::Equity }
+    }
+
+    /// The key prefix in the instrument master.
+    #[must_use]
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Equity => "EQ",
+            Self::Derivative => "FO",
+        }
+    }
+}
+
+/// An order for a live broker: always a market order, with market protection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRequest {
+    /// Our id; carried in the broker's `tag` where it has one.
+    pub client_order_id: String,
+    /// The exchange trading symbol.
+    pub symbol: String,
+    /// Equity or F&O.
+    pub segment: Segment,
+    /// The instrument token from the instrument master (Upstox needs it).
+    pub token: Option<String>,
+    /// Buy or sell.
+    pub side: OrderSide,
+    /// Units.
+    pub qty: Decimal,
+    /// Intraday or delivery (carry, for F&O).
+    pub product: Product,
+    /// The last price seen, for the protection collar of brokers that take a limit price.
+    pub reference_price: Option<Decimal>,
+    /// Market protection, percent; -1 = the broker's automatic protection (Kite).
+    pub protection_pct: Decimal,
+}
+
+impl OrderRequest {
+    /// The protective limit price of a market order: `pct` through the
+    /// reference price, rounded away from the market to the 0.05 tick.
+    #[must_use]
+    pub fn protection_limit(&self) -> Option<Decimal> {
+        let reference = self.reference_price?;
+        let pct = if self.protection_pct > Decimal::ZERO { self.protection_pct } else { Decimal::from(2) };
+        let factor = match self.side {
+            OrderSide::Buy => Decimal::ONE_HUNDRED + pct,
+            OrderSide::Sell => Decimal::ONE_HUNDRED - pct,
+        } / Decimal::ONE_HUNDRED;
+        let ticks = reference * factor * Decimal::from(20);
+        let ticks = match self.side {
+            OrderSide::Buy => ticks.floor(),
+            OrderSide::Sell => ticks.ceil(),
+        };
+        Some((ticks / Decimal::from(20)).round_dp(2))
+    }
+}
+
+/// Where a broker order is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerStatus {
+    /// Working (including the broker's transient states).
+    Open,
+    /// Completely filled.
+    Complete,
+    /// Refused by the broker or the exchange.
+    Rejected,
+    /// Cancelled (any partial fill stands).
+    Cancelled,
+}
+
+/// An order as the broker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerOrder {
+    /// The broker's order id.
+    pub order_id: String,
+    /// Our client order id, where the broker keeps a tag.
+    pub tag: Option<String>,
+    /// Status.
+    pub status: BrokerStatus,
+    /// Units filled so far.
+    pub filled_qty: Decimal,
+    /// Average fill price.
+    pub average_price: Option<Decimal>,
+    /// The broker's status message (a rejection's reason).
+    pub message: String,
+    /// Trading symbol.
+    pub symbol: String,
+    /// Buy or sell.
+    pub side: Option<OrderSide>,
+    /// Units ordered.
+    pub qty: Decimal,
+}
+
+/// A broker call that did not succeed. Messages are scrubbed of secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The session is gone (expired or revoked token): pause the account.
+    #[error("session refused: {0}")]
+    Token(String),
+    /// A definite refusal (HTTP 400 and the like): the order does not exist.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// HTTP 429.
+    #[error("rate limited{}", .0.map(|d| format!(" (retry after {} ms)", d.as_millis())).unwrap_or_default())]
+    RateLimited(Option<Duration>),
+    /// No answer in time: the call may or may not have happened.
+    #[error("timed out")]
+    Timeout,
+    /// A 5xx, a dropped connection: the call may or may not have happened.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// An answer we could not read.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+impl BrokerError {
+    /// After this, a placement may have happened: look before retrying.
+    #[must_use]
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, Self::RateLimited(_) | Self::Timeout | Self::Unavailable(_) | Self::Protocol(_))
+    }
+}
+
+/// A venue that takes orders.
+pub trait Broker: Send + Sync {
+    /// `openalgo`, `kite`, `upstox`, `paper`.
+    fn name(&self) -> &'static str;
+
+    /// Check that the session is usable; returns who is logged in.
+    fn check_session(&self) -> BoxFuture<'_, Result<String, BrokerError>>;
+
+    /// Place a market order; returns the broker's order id.
+    fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>>;
+
+    /// Look for `order` in today's order book (by its tag where the broker
+    /// keeps one), skipping broker ids already `claimed` by other orders.
+    fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>>;
+
+    /// The current state of a placed order.
+    fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>>;
+
+    /// Cancel a working order.
+    fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Replace the access token (a new day's login), without a restart.
+    fn set_token(&self, token: Secret);
+}
+
+/// A number the broker may send as a JSON number or a string (`"75"`, `"1186.0"`).
+#[must_use]
+pub fn number(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::Number(n) => Decimal::from_str(&n.to_string()).ok().or_else(|| n.as_f64().and_then(|f| Decimal::try_from(f).ok())),
+        Value::String(s) => Decimal::from_str(s.trim()).ok(),
+        _ => None,
+    }
+}
+
+/// A string field that may arrive as a number (`"orderid": 2504…`).
+#[must_use]
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(side: OrderSide, price: &str, pct: &str) -> OrderRequest {
+        OrderRequest {
+            client_order_id: "th0".into(),
+            symbol: "RELIANCE".into(),
+            segment: Segment::Equity,
+            token: None,
+            side,
+            qty: Decimal::ONE,
+            product: Product::Mis,
+            reference_price: Some(Decimal::from_str(price).unwrap()),
+            protection_pct: Decimal::from_str(pct).unwrap(),
+        }
+    }
+
+    #[test]
+    fn protection_limits_sit_on_the_tick_away_from_the_market() {
+        assert_eq!(req(OrderSide::Buy, "1186.00", "2").protection_limit(), Some(Decimal::from_str("1209.70").unwrap()));
+        assert_eq!(req(OrderSide::Sell, "1186.00", "2").protection_limit(), Some(Decimal::from_str("1162.30").unwrap()));
+        // 101.37 * 1.03 = 104.4111 → down to the tick below: a buy never pays more than the collar.
+        assert_eq!(req(OrderSide::Buy, "101.37", "3").protection_limit(), Some(Decimal::from_str("104.40").unwrap()));
+        assert_eq!(req(OrderSide::Sell, "101.37", "3").protection_limit(), Some(Decimal::from_str("98.35").unwrap()));
+    }
+
+    #[test]
+    fn segments_and_loose_numbers() {
+        assert_eq!(Segment::of("NIFTY28MAR2420800CE"), Segment::Derivative);
+        assert_eq!(Segment::of("BANKNIFTY24MARFUT"), Segment::Derivative);
+        assert_eq!(Segment::of("RELIANCE"), Segment::Equity);
+        assert_eq!(Segment::of("NIFTY"), Segment::Equity);
+        assert_eq!(number(&serde_json::json!("75")), Some(Decimal::from(75)));
+        assert_eq!(number(&serde_json::json!(1186.5)), Some(Decimal::from_str("1186.5").unwrap()));
+        assert_eq!(text(&serde_json::json!(250408000989443_u64)).as_deref(), Some("250408000989443"));
+    }
+}

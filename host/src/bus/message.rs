@@ -319,6 +319,10 @@ pub struct CommandMessage {
     /// For a `basket`: close the filled legs if a leg fails.
     #[serde(default)]
     pub unwind: Option<bool>,
+    /// For `token`: the account's new access token (OpenAlgo: its API key).
+    /// Never printed: `Debug` shows `Secret(***)`.
+    #[serde(default)]
+    pub access_token: Option<crate::brokers::Secret>,
 }
 
 /// One leg of a `basket` command.

@@ -89,6 +89,12 @@ impl Channels {
     pub fn quotes(&self) -> String {
         format!("{}:quotes", self.prefix)
     }
+    /// The prefix of every channel and key.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Every channel: `<prefix>:*`.
     #[must_use]
     pub fn all(&self) -> String {
@@ -192,6 +198,28 @@ impl Bus {
                 Ok(())
             }
             Self::Redis(b) => b.publish(channel, payload).await,
+        }
+    }
+
+    /// Redis bus only: replace the hash `key` with `entries`, atomically.
+    ///
+    /// # Errors
+    /// Redis errors; `Ok(false)` on the embedded bus, which has no hashes.
+    pub async fn replace_hash(&self, key: &str, entries: &[(String, String)]) -> Result<bool, BusError> {
+        match self {
+            Self::Embedded(_) => Ok(false),
+            Self::Redis(b) => b.replace_hash(key, entries).await.map(|()| true),
+        }
+    }
+
+    /// Redis bus only: one field of the hash `key`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn hash_get(&self, key: &str, field: &str) -> Result<Option<String>, BusError> {
+        match self {
+            Self::Embedded(_) => Ok(None),
+            Self::Redis(b) => b.hash_get(key, field).await,
         }
     }
 

@@ -63,6 +63,27 @@ impl RedisBus {
         Ok(())
     }
 
+    pub(super) async fn replace_hash(&self, key: &str, entries: &[(String, String)]) -> Result<(), BusError> {
+        // Built under a temporary key and renamed over the old one: readers never see half a map.
+        let tmp = format!("{key}:loading");
+        let mut c = self.commands.clone();
+        let _: () = redis::cmd("DEL").arg(&tmp).query_async(&mut c).await?;
+        for chunk in entries.chunks(5_000) {
+            let _: () = redis::cmd("HSET").arg(&tmp).arg(chunk).query_async(&mut c).await?;
+        }
+        if entries.is_empty() {
+            let _: () = redis::cmd("DEL").arg(key).query_async(&mut c).await?;
+        } else {
+            let _: () = redis::cmd("RENAME").arg(&tmp).arg(key).query_async(&mut c).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn hash_get(&self, key: &str, field: &str) -> Result<Option<String>, BusError> {
+        let mut c = self.commands.clone();
+        Ok(redis::cmd("HGET").arg(key).arg(field).query_async(&mut c).await?)
+    }
+
     pub(super) async fn subscribe(&self, patterns: &[String]) -> Result<tokio::sync::mpsc::Receiver<(String, String)>, BusError> {
         use futures_util::StreamExt as _;
         let mut pubsub = self.client.get_async_pubsub().await?;

@@ -1,6 +1,7 @@
 //! The `tradehost` command line: argument definitions and what each
 //! subcommand does. `main.rs` only parses and calls [`run`].
 
+pub mod live;
 pub mod run;
 
 use std::io::Write as _;

@@ -77,10 +77,11 @@ const GROUP: &str = "orders";
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mode = trading_mode()?;
     println!("tradehost: TRADING_MODE={mode}");
-    if mode == "live" {
-        bail!("TRADING_MODE=live: this build has no live broker yet, so it will not start rather than pretend; run with TRADING_MODE=paper (the default)");
-    }
     let config = Arc::new(Config::load(&args.config)?);
+    let on_live_brokers: Vec<String> = config.accounts.iter().filter(|a| a.broker.get_ref() != "paper").map(|a| format!("{} ({})", a.id.get_ref(), a.broker.get_ref())).collect();
+    if mode == "paper" && !on_live_brokers.is_empty() {
+        println!("tradehost: paper mode: accounts configured for live brokers trade on paper: {}", on_live_brokers.join(", "));
+    }
     let prefix = config.bus.prefix.clone();
     let bus = match args.redis.clone().or_else(|| config.redis_url()) {
         Some(url) => Bus::redis(&url, &prefix).await.with_context(|| format!("connecting to Redis at {url}"))?,
@@ -115,6 +116,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Live brokers belong to the orders role; nothing trades until every live account is ready.
+    let live = if mode == "live" && orders_feeds.is_some() { Some(super::live::connect(&config, &bus, &Events::new(bus.clone(), "orders")).await?) } else { None };
 
     // One watcher per process: plugin folder changes go to the engine, configuration
     // changes through `config_watch` to both roles.
@@ -133,6 +136,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     let (config_tx, config_rx) = watch::channel(config.clone());
+    if orders_feeds.is_some() {
+        super::live::start_notifier(&config, &bus, config_rx.clone()).await?;
+    }
     let (reload_tx, reload_rx) = mpsc::channel(16);
     tokio::spawn(config_watch(args.config.clone(), Events::new(bus.clone(), "host"), config_tx, config_change_rx, reload_rx));
     let engine_commands = if matches!(args.role, Role::All | Role::Engine) { Some(bus.subscribe(&[bus.channels().commands()]).await?) } else { None };
@@ -145,7 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
         let settings = OrdersSettings { journal, consumer: args.consumer.clone(), mode, until_idle: args.until_idle.map(Duration::from_secs_f64) };
         let (config, bus, shutdown, configs, reload) = (config.clone(), bus.clone(), shutdown.clone(), config_rx.clone(), reload_tx.clone());
-        tokio::spawn(async move { orders_role(config, bus, settings, feeds, shutdown, engine_done, configs, reload).await })
+        tokio::spawn(async move { orders_role(config, bus, settings, feeds, shutdown, engine_done, configs, reload, live).await })
     });
     if let Some(engine) = engine {
         engine.await.context("engine task")??;
@@ -396,10 +402,22 @@ async fn orders_role(
     mut engine_done: watch::Receiver<bool>,
     mut configs: watch::Receiver<Arc<Config>>,
     reload: mpsc::Sender<String>,
+    live: Option<super::live::Live>,
 ) -> anyhow::Result<Value> {
     let events = Events::new(bus.clone(), "orders");
     let journal = settings.journal.clone();
     let mut om = tokio::task::block_in_place(|| OrderManager::open(&journal, config.clone(), settings.mode)).with_context(|| format!("opening the journal {}", journal.display()))?;
+    let (router, mut reports) = match live {
+        Some(l) => (Some(l.router), Some(l.reports)),
+        None => (None, None),
+    };
+    if let Some(r) = &router {
+        om.set_live_accounts(r.accounts());
+        // Live orders a previous run left unfinished: found, polled, or looked for before placing.
+        for order in om.recover_live_orders()? {
+            r.send(order);
+        }
+    }
     bus.ensure_group(GROUP).await?;
     // Orders recorded before a crash but never sent: send them now.
     publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
@@ -417,8 +435,37 @@ async fn orders_role(
     // Prices waiting for the signal logged before them to be decided.
     let mut held_quotes: std::collections::VecDeque<(QuotesMessage, tokio::time::Instant)> = std::collections::VecDeque::new();
     loop {
+        if let Some(r) = &router {
+            for order in om.take_live_orders() {
+                r.send(order);
+            }
+        }
         tokio::select! {
             _ = shutdown.changed() => break,
+            report = async { match reports.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                let Some(report) = report else { continue };
+                last_work = tokio::time::Instant::now();
+                match report {
+                    crate::brokers::live::RouterOutput::Update(update) => {
+                        let mut delay = Duration::from_millis(100);
+                        loop {
+                            match tokio::task::block_in_place(|| om.on_live_update(&update)) {
+                                Ok(out) => {
+                                    let _ = outbox.send(Out::Outcomes(out));
+                                    break;
+                                }
+                                // What the broker did must be recorded: retry rather than lose it.
+                                Err(e) => {
+                                    events.error("orders", &format!("recording a broker report: {e}; retrying")).await;
+                                    tokio::time::sleep(delay).await;
+                                    delay = (delay * 2).min(Duration::from_secs(10));
+                                }
+                            }
+                        }
+                    }
+                    crate::brokers::live::RouterOutput::Notice(notice) => live_notice(&events, notice).await,
+                }
+            }
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 last_work = tokio::time::Instant::now();
@@ -449,7 +496,7 @@ async fn orders_role(
                     }
                 }
                 let current = configs.borrow().clone();
-                orders_command(&payload, &current, &mut om, &bus, &events).await;
+                orders_command(&payload, &current, &mut om, &bus, &events, router.as_ref()).await;
             }
             changed = configs.changed() => {
                 if changed.is_ok() {
@@ -470,7 +517,8 @@ async fn orders_role(
             _ = idle_check.tick() => {
                 release(&mut held, &mut held_quotes, &mut om, &outbox, &events).await;
                 let quiet_for = last_work.elapsed();
-                let drained = held.is_empty() && held_quotes.is_empty() && rx.is_empty() && quotes.backlog() == 0 && bus.undelivered_count(GROUP).await? == 0 && bus.pending_count(GROUP).await? == 0;
+                let live_busy = router.as_ref().is_some_and(|r| r.open_orders() > 0) || reports.as_ref().is_some_and(|r| !r.is_empty());
+                let drained = !live_busy && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && quotes.backlog() == 0 && bus.undelivered_count(GROUP).await? == 0 && bus.pending_count(GROUP).await? == 0;
                 let engine_over = *engine_done.borrow_and_update();
                 if drained && engine_over && settings.until_idle.is_none() && quiet_for > Duration::from_millis(500) {
                     break; // one process: the engine is done and every signal is handled
@@ -587,7 +635,22 @@ async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>
     let _ = outbox.send(Out::Ack(entry.entry_id.clone()));
 }
 
-async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, bus: &Bus, events: &Events) {
+/// Publish what the live router reports to the operator.
+async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice) {
+    use crate::brokers::live::LiveNotice as N;
+    match notice {
+        N::TokenExpired { account, broker, reason } => {
+            events.emit("token_expired", json!({ "account": account, "broker": broker, "reason": reason, "alert": true, "detail": "orders for this account are held until a token command brings a new token" })).await;
+        }
+        N::Resumed { account, broker } => events.emit("token_renewed", json!({ "account": account, "broker": broker })).await,
+        N::TokenRefused { account, broker, reason } => events.emit("token_refused", json!({ "account": account, "broker": broker, "reason": reason, "alert": true })).await,
+        N::Retrying { account, client_order_id, reason, wait_ms } => {
+            events.emit("broker_retry", json!({ "account": account, "client_order_id": client_order_id, "reason": reason, "wait_ms": wait_ms })).await;
+        }
+    }
+}
+
+async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, bus: &Bus, events: &Events, router: Option<&crate::brokers::live::LiveRouter>) {
     let cmd = match CommandMessage::parse(payload) {
         Ok(c) => c,
         Err(e) => {
@@ -644,8 +707,16 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
                 Err(e) => Err(e.to_string()),
             }
         }
+        "token" => match (cmd.account.as_deref(), cmd.access_token.clone()) {
+            (Some(account), Some(token)) => match router {
+                Some(r) if r.token(account, token) => Ok(format!("new token for {account}: checking the session")),
+                Some(_) => Err(format!("{account} is not a live account")),
+                None => Err("not in live mode: tokens are for live accounts".into()),
+            },
+            _ => Err("token needs \"account\" and \"access_token\"".into()),
+        },
         "start" | "stop" | "pause" | "resume" | "reload" => return, // the engine's and the host's
-        other => Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket or reload")),
+        other => Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, token or reload")),
     };
     match result {
         Ok(detail) => events.ack(&cmd.id, &cmd.cmd, true, &detail).await,

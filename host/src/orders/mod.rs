@@ -26,6 +26,7 @@ pub mod state;
 use crate::brokers::paper::{Position, fill_price};
 use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
 use crate::config::Config;
+use crate::brokers::live::{LiveOrder, LiveUpdate};
 use crate::subscriber::{Intent, OrderSide, client_order_id, intent};
 
 /// A journal failure.
@@ -110,6 +111,10 @@ pub struct OrderManager {
     decided: std::collections::HashSet<String>,
     /// Time of the latest price message from each pipeline.
     pipeline_clock: HashMap<String, i64>,
+    /// Accounts whose orders go to a live broker (see [`crate::brokers::live`]).
+    live: std::collections::HashSet<String>,
+    /// Live orders recorded as submitted, waiting to be handed to the router.
+    handoff: Vec<LiveOrder>,
 }
 
 /// Recent `(ts, open)` prices per instrument, oldest first.
@@ -142,10 +147,10 @@ impl OrderManager {
         db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         db.execute_batch(SCHEMA).map_err(err)?;
         // Columns added after the first release of the journal; "duplicate column" means present.
-        for column in ["stop_loss TEXT", "target TEXT"] {
+        for column in ["stop_loss TEXT", "target TEXT", "broker_order_id TEXT"] {
             let _ = db.execute(&format!("ALTER TABLE orders ADD COLUMN {column}"), []);
         }
-        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new() };
+        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new() };
         om.store_exit_rules()?;
         Ok(om)
     }
@@ -229,7 +234,7 @@ impl OrderManager {
         let held: Option<String> =
             tx.query_row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| r.get(0)).optional()?;
         let mut qty = held.as_deref().map(dec).unwrap_or_default();
-        let mut stmt = tx.prepare_cached("SELECT side, qty FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'accepted')")?;
+        let mut stmt = tx.prepare_cached("SELECT side, qty FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'pending_cancel')")?;
         let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for o in open {
             let (side, q) = o?;
@@ -265,10 +270,15 @@ impl OrderManager {
                     continue;
                 }
                 let Some(account) = config.account(account_id) else { continue };
-                let mut rule = if killed { "kill_switch" } else { "sizing" };
+                // In live mode an account configured for a broker that is not connected
+                // (added by a reload) must not quietly trade on paper.
+                let unrouted = self.mode == "live" && account.broker.get_ref() != "paper" && !self.live.contains(account_id);
+                let mut rule = if killed { "kill_switch" } else if unrouted { "broker" } else { "sizing" };
                 let effective = Self::effective_position(&tx, account_id, &s.instrument)?;
                 let decision = if killed {
                     Err("the kill switch is on".to_owned())
+                } else if unrouted {
+                    Err(format!("broker {} is not connected for this account; restart to connect it", account.broker.get_ref()))
                 } else {
                     match intent(account, &s.side, effective, s.price, s.stop_loss) {
                         Ok(Some(i)) => {
@@ -321,7 +331,7 @@ impl OrderManager {
         })();
         result.map_err(jerr)?;
         // Decisions and the broker hand-off in one commit: one fsync per signal.
-        let transitions = Self::submit_in(&tx, &self.recent).map_err(jerr)?;
+        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
@@ -338,14 +348,126 @@ impl OrderManager {
         let path = self.path.clone();
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let tx = self.db.transaction().map_err(jerr)?;
-        let transitions = Self::submit_in(&tx, &self.recent).map_err(jerr)?;
+        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
         transitions.into_iter().map(|(coid, state, extra)| self.order_message(&coid, state, extra).map(Outcome::Order)).collect()
     }
 
+    /// Route `accounts` to live brokers: their orders are recorded as submitted
+    /// and handed out by [`OrderManager::take_live_orders`] instead of filling on paper.
+    pub fn set_live_accounts(&mut self, accounts: std::collections::HashSet<String>) {
+        self.live = accounts;
+    }
+
+    /// Live orders recorded as submitted since the last call, for the router.
+    pub fn take_live_orders(&mut self) -> Vec<LiveOrder> {
+        std::mem::take(&mut self.handoff)
+    }
+
+    /// After a restart: every live order the journal holds as sent but not
+    /// finished. Those without a broker id may or may not have reached the
+    /// broker, so the router looks for them before placing them.
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn recover_live_orders(&self) -> Result<Vec<LiveOrder>, OrderError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT client_order_id, account, instrument, side, qty, broker_order_id FROM orders WHERE state IN ('submitted', 'accepted', 'pending_cancel') ORDER BY rowid")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, Option<String>>(5)?)))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| self.live.contains(&r.1))
+            .filter_map(|(coid, account, instrument, side, qty, broker_order_id)| {
+                let reference_price = self.last.get(&instrument).map(|(_, p)| *p);
+                Some(LiveOrder { client_order_id: coid, account, instrument, side: OrderSide::parse(&side)?, qty: dec(&qty), reference_price, fresh: false, broker_order_id })
+            })
+            .collect())
+    }
+
+    /// Record what a live broker reported about an order.
+    ///
+    /// # Errors
+    /// A journal failure: nothing of it is then recorded, and the router's
+    /// next poll reports it again.
+    pub fn on_live_update(&mut self, update: &LiveUpdate) -> Result<Vec<Outcome>, OrderError> {
+        let path = self.path.clone();
+        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let tx = self.db.transaction().map_err(jerr)?;
+        let mut transitions: Vec<(String, &'static str, Value)> = Vec::new();
+        let mut out = Vec::new();
+        let refused = |coid: &str, e: state::InvalidTransition| Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": e.to_string() }));
+        match update {
+            LiveUpdate::Accepted { client_order_id: coid, broker_order_id } => {
+                tx.execute("UPDATE orders SET broker_order_id = ?2 WHERE client_order_id = ?1", params![coid, broker_order_id]).map_err(jerr)?;
+                match advance(&tx, coid, state::OrderEvent::Accept).map_err(jerr)? {
+                    Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "broker_order_id": broker_order_id }))),
+                    Err(e) => out.push(refused(coid, e)),
+                }
+            }
+            LiveUpdate::Rejected { client_order_id: coid, reason } => match advance(&tx, coid, state::OrderEvent::Reject).map_err(jerr)? {
+                Ok(to) => {
+                    transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
+                    out.push(Outcome::Event("order_rejected", json!({ "client_order_id": coid, "reason": reason, "alert": true })));
+                }
+                Err(e) => out.push(refused(coid, e)),
+            },
+            LiveUpdate::Filled { client_order_id: coid, qty, price } | LiveUpdate::Cancelled { client_order_id: coid, filled_qty: qty, price: Some(price), .. }
+                if !qty.is_zero() =>
+            {
+                let row: Option<(String, String, String, i64)> = tx
+                    .query_row("SELECT account, instrument, side, not_before FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
+                    .map_err(jerr)?;
+                if let Some((account, instrument, side, not_before)) = row {
+                    // Market time, like paper fills: the day's P&L and exits follow the prices' clock.
+                    let ts = self.last.get(&instrument).map_or(not_before, |(t, _)| (*t).max(not_before));
+                    let side = OrderSide::parse(&side).unwrap_or(OrderSide::Buy);
+                    let cancelled = matches!(update, LiveUpdate::Cancelled { .. });
+                    let event = if cancelled { state::OrderEvent::PartialFill } else { state::OrderEvent::Fill };
+                    match record_fill_as(&tx, coid, &account, &instrument, side, *qty, *price, ts, event).map_err(jerr)? {
+                        Ok(()) => transitions.push((coid.clone(), if cancelled { "partially_filled" } else { "filled" }, json!({ "price": price.to_string(), "fill_ts": ts, "filled_qty": qty.to_string() }))),
+                        Err(e) => out.push(refused(coid, e)),
+                    }
+                    if let LiveUpdate::Cancelled { reason, .. } = update {
+                        match advance(&tx, coid, state::OrderEvent::Cancel).map_err(jerr)? {
+                            Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason }))),
+                            Err(e) => out.push(refused(coid, e)),
+                        }
+                    }
+                }
+            }
+            LiveUpdate::Cancelled { client_order_id: coid, reason, .. } => match advance(&tx, coid, state::OrderEvent::Cancel).map_err(jerr)? {
+                Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason }))),
+                Err(e) => out.push(refused(coid, e)),
+            },
+            LiveUpdate::Filled { .. } => {}
+        }
+        out.extend(advance_baskets(&tx, &self.config, &self.last, self.last.values().map(|(t, _)| *t).max().unwrap_or_else(now_ms)).map_err(jerr)?);
+        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?);
+        tx.commit().map_err(jerr)?;
+        let mut msgs = Vec::new();
+        for (coid, state, extra) in transitions {
+            msgs.push(Outcome::Order(self.order_message(&coid, state, extra)?));
+        }
+        msgs.extend(out);
+        Ok(msgs)
+    }
+
     /// Inside `tx`: hand every `new` order to the paper book, accept it, and
     /// fill it at once when the first price after its signal has already gone by.
-    fn submit_in(tx: &rusqlite::Transaction<'_>, recent: &Recent) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
+    fn submit_in(
+        tx: &rusqlite::Transaction<'_>,
+        recent: &Recent,
+        live: &std::collections::HashSet<String>,
+        last: &HashMap<String, (i64, Decimal)>,
+        handoff: &mut Vec<LiveOrder>,
+    ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
         let new: Vec<(String, String, String, String, String, i64, String)> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps FROM orders WHERE state = 'new' ORDER BY rowid",
@@ -357,6 +479,16 @@ impl OrderManager {
         };
         let mut transitions = Vec::new();
         for (coid, account, instrument, side, qty, not_before, slippage) in new {
+            if live.contains(&account) {
+                // A live account's order: recorded as submitted before the broker call
+                // (a restart then looks for it in the broker's book before placing it again).
+                if let (Ok(to), Some(side)) = (advance(tx, &coid, state::OrderEvent::Submit)?, OrderSide::parse(&side)) {
+                    transitions.push((coid.clone(), to.as_str(), json!({})));
+                    let reference_price = last.get(&instrument).map(|(_, p)| *p);
+                    handoff.push(LiveOrder { client_order_id: coid, account, instrument, side, qty: dec(&qty), reference_price, fresh: true, broker_order_id: None });
+                }
+                continue;
+            }
             tx.execute(
                 "INSERT OR IGNORE INTO paper_book (client_order_id, account, instrument, side, qty, not_before, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open')",
                 params![coid, account, instrument, side, qty, not_before],
@@ -446,7 +578,7 @@ impl OrderManager {
             exit_events.extend(Self::manage_exits(&config, &tx, q.ts, quote).map_err(jerr)?);
         }
         exit_events.extend(advance_baskets(&tx, &config, &self.last, q.ts).map_err(jerr)?);
-        let transitions = Self::submit_in(&tx, &self.recent).map_err(jerr)?;
+        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
         refusals.extend(exit_events);
         for (coid, state, extra) in transitions {
@@ -557,7 +689,7 @@ impl OrderManager {
             out.push(Outcome::Event("basket_placed", json!({ "basket": basket.id, "account": basket.account, "legs": basket.legs.len() })));
             out.extend(send_legs(&tx, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
         }
-        let transitions = Self::submit_in(&tx, &self.recent).map_err(jerr)?;
+        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
@@ -636,7 +768,7 @@ impl OrderManager {
         Ok(json!({
             "decisions": one("SELECT COUNT(*) FROM decisions")?,
             "orders": one("SELECT COUNT(*) FROM orders")?,
-            "open_orders": one("SELECT COUNT(*) FROM orders WHERE state IN ('new', 'accepted')")?,
+            "open_orders": one("SELECT COUNT(*) FROM orders WHERE state IN ('new', 'submitted', 'accepted', 'pending_cancel')")?,
             "fills": one("SELECT COUNT(*) FROM fills")?,
             "refusals": one("SELECT COUNT(*) FROM decisions WHERE outcome LIKE 'refused%'")?,
         }))
@@ -901,8 +1033,24 @@ fn record_fill(
     price: Decimal,
     ts: i64,
 ) -> rusqlite::Result<Result<(), state::InvalidTransition>> {
+    record_fill_as(tx, coid, account, instrument, side, qty, price, ts, state::OrderEvent::Fill)
+}
+
+/// [`record_fill`] of a whole (`Fill`) or partial (`PartialFill`) fill.
+#[allow(clippy::too_many_arguments)]
+fn record_fill_as(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    account: &str,
+    instrument: &str,
+    side: OrderSide,
+    qty: Decimal,
+    price: Decimal,
+    ts: i64,
+    event: state::OrderEvent,
+) -> rusqlite::Result<Result<(), state::InvalidTransition>> {
     // The state machine first: a fill for an order that cannot take one changes nothing.
-    if let Err(refused) = advance(tx, coid, state::OrderEvent::Fill)? {
+    if let Err(refused) = advance(tx, coid, event)? {
         return Ok(Err(refused));
     }
     let held: Option<(String, String, String)> = tx

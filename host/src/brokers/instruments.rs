@@ -1,0 +1,220 @@
+//! The instrument master: the brokers' instrument CSVs loaded into a
+//! symbol → token map, so that every order resolves in O(1) and an unknown
+//! symbol is refused before anything is sent.
+//!
+//! Kite's CSV (`GET /instruments`): `instrument_token, exchange_token,
+//! tradingsymbol, name, last_price, expiry, strike, tick_size, lot_size,
+//! instrument_type, segment, exchange`. Upstox's: `instrument_key,
+//! exchange_token, tradingsymbol, name, last_price, expiry, strike, tick_size,
+//! lot_size, instrument_type, option_type, exchange`. Columns are found by
+//! name, so either order works. Keys are `EQ:<symbol>` and `FO:<symbol>`;
+//! values `<token>|<lot size>`. With a Redis bus the map is the hash
+//! `<prefix>:instruments:<broker>`, replaced atomically on each load; with the
+//! embedded bus it is in memory.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rust_decimal::Decimal;
+
+use super::Segment;
+use crate::bus::Bus;
+
+/// One instrument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instrument {
+    /// The broker's token (Kite: `instrument_token`; Upstox: `instrument_key`).
+    pub token: String,
+    /// Units per lot (1 for equity).
+    pub lot_size: u64,
+}
+
+/// A broker's instrument file that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}:{line}: {field}: {message}")]
+pub struct MasterError {
+    /// The file or URL.
+    pub source_name: String,
+    /// 1-based line.
+    pub line: usize,
+    /// The column.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Parse a Kite or Upstox instrument CSV (`broker` says which) into `(key, value)` pairs.
+///
+/// # Errors
+/// A missing column or a row without a token, with its line.
+pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String, String)>, MasterError> {
+    let err = |line: usize, field: &str, message: String| MasterError { source_name: source_name.to_owned(), line, field: field.to_owned(), message };
+    let mut lines = text.lines().enumerate();
+    let header = lines.next().map(|(_, h)| split_csv(h.trim_start_matches('\u{feff}'))).unwrap_or_default();
+    let col = |name: &str| header.iter().position(|h| h.trim() == name).ok_or_else(|| err(1, name, format!("no {name} column in the header")));
+    let token_col = col(if broker == "upstox" { "instrument_key" } else { "instrument_token" })?;
+    let (symbol_col, exchange_col, lot_col) = (col("tradingsymbol")?, col("exchange")?, col("lot_size")?);
+    let segment_col = header.iter().position(|h| h.trim() == "segment");
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row = split_csv(line);
+        let get = |c: usize| row.get(c).map(|s| s.trim()).unwrap_or_default();
+        let exchange = get(exchange_col);
+        // Kite: NSE / NFO (indices: segment INDICES); Upstox: NSE_EQ / NSE_FO / NSE_INDEX.
+        let segment = match exchange {
+            "NSE" | "NSE_EQ" if segment_col.is_none_or(|c| get(c) != "INDICES") => Segment::Equity,
+            "NFO" | "NSE_FO" => Segment::Derivative,
+            _ => continue, // other exchanges, indices: not tradable here
+        };
+        let token = get(token_col);
+        if token.is_empty() {
+            return Err(err(i + 1, &header[token_col], "empty".into()));
+        }
+        let symbol = get(symbol_col);
+        let lot = get(lot_col).parse::<f64>().ok().filter(|l| *l >= 1.0).map_or(1, |l| l as u64);
+        out.push((format!("{}:{symbol}", segment.key()), format!("{token}|{lot}")));
+    }
+    Ok(out)
+}
+
+fn decode(value: &str) -> Instrument {
+    let (token, lot) = value.rsplit_once('|').unwrap_or((value, "1"));
+    Instrument { token: token.to_owned(), lot_size: lot.parse().unwrap_or(1) }
+}
+
+/// The maps of every broker in use: in Redis with a Redis bus, in memory otherwise.
+#[derive(Debug, Clone)]
+pub struct InstrumentMaster {
+    bus: Bus,
+    memory: Arc<RwLock<HashMap<String, Arc<HashMap<String, String>>>>>,
+}
+
+impl InstrumentMaster {
+    /// A master keeping its maps on `bus` (Redis) or in memory (embedded).
+    #[must_use]
+    pub fn new(bus: Bus) -> Self {
+        Self { bus, memory: Arc::default() }
+    }
+
+    fn key(&self, broker: &str) -> String {
+        format!("{}:instruments:{broker}", self.bus.channels().prefix())
+    }
+
+    /// Read `source` (a path, or an `http(s)://` URL) for `broker` and replace its map.
+    /// Returns how many instruments it holds.
+    ///
+    /// # Errors
+    /// A source that cannot be read or parsed; the old map stays.
+    pub async fn load(&self, broker: &str, source: &str) -> anyhow::Result<usize> {
+        let text = if source.starts_with("http://") || source.starts_with("https://") {
+            let client = super::http::client(std::time::Duration::from_secs(60))?;
+            let answer = client.get(source).send().await.map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?;
+            if !answer.status().is_success() {
+                anyhow::bail!("{source}: HTTP {}", answer.status());
+            }
+            answer.text().await.map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?
+        } else {
+            std::fs::read_to_string(Path::new(source)).map_err(|e| anyhow::anyhow!("{source}: {e}"))?
+        };
+        let entries = parse(broker, source, &text)?;
+        let n = entries.len();
+        if !self.bus.replace_hash(&self.key(broker), &entries).await? {
+            let map: HashMap<String, String> = entries.into_iter().collect();
+            if let Ok(mut m) = self.memory.write() {
+                m.insert(broker.to_owned(), Arc::new(map));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Resolve `symbol` in `segment` for `broker`.
+    ///
+    /// # Errors
+    /// A Redis failure (the caller retries; it is not an unknown symbol).
+    pub async fn resolve(&self, broker: &str, segment: Segment, symbol: &str) -> anyhow::Result<Option<Instrument>> {
+        let field = format!("{}:{symbol}", segment.key());
+        if matches!(self.bus, Bus::Redis(_)) {
+            return Ok(self.bus.hash_get(&self.key(broker), &field).await?.as_deref().map(decode));
+        }
+        let map = self.memory.read().ok().and_then(|m| m.get(broker).cloned());
+        Ok(map.and_then(|m| m.get(&field).map(|v| decode(v))))
+    }
+}
+
+/// Whether `qty` is a whole number of lots.
+#[must_use]
+pub fn whole_lots(qty: Decimal, lot_size: u64) -> bool {
+    lot_size <= 1 || (qty % Decimal::from(lot_size)).is_zero()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KITE: &str = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange
+738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE
+256265,1001,NIFTY 50,\"NIFTY 50\",0,,0,0,0,EQ,INDICES,NSE
+12345678,48225,NIFTY28MAR2420800CE,\"NIFTY\",0,2024-03-28,20800,0.05,50,CE,NFO-OPT,NFO
+";
+    const UPSTOX: &str = "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange
+NSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ
+NSE_INDEX|Nifty 50,,NIFTY,Nifty 50,0,,,0,,INDEX,,NSE_INDEX
+NSE_FO|48225,48225,NIFTY28MAR2420800CE,NIFTY,0,2024-03-28,20800,0.05,50,OPTIDX,CE,NSE_FO
+";
+
+    #[tokio::test]
+    async fn both_formats_resolve_and_indices_and_strangers_do_not() {
+        let m = InstrumentMaster::new(Bus::embedded("t"));
+        assert_eq!(m.load_text("kite", KITE), 2);
+        assert_eq!(m.load_text("upstox", UPSTOX), 2);
+        let r = m.resolve("kite", Segment::Equity, "RELIANCE").await.unwrap().unwrap();
+        assert_eq!(r, Instrument { token: "738561".into(), lot_size: 1 });
+        let o = m.resolve("upstox", Segment::Derivative, "NIFTY28MAR2420800CE").await.unwrap().unwrap();
+        assert_eq!(o, Instrument { token: "NSE_FO|48225".into(), lot_size: 50 });
+        assert_eq!(m.resolve("upstox", Segment::Equity, "RELIANCE").await.unwrap().unwrap().token, "NSE_EQ|INE002A01018");
+        assert!(m.resolve("kite", Segment::Equity, "NIFTY 50").await.unwrap().is_none(), "an index is not tradable");
+        assert!(m.resolve("kite", Segment::Equity, "NOSUCH").await.unwrap().is_none());
+        assert!(whole_lots(Decimal::from(100), 50) && !whole_lots(Decimal::from(70), 50));
+    }
+
+    #[test]
+    fn a_missing_column_is_named() {
+        let e = parse("kite", "instruments.csv", "instrument_token,tradingsymbol,exchange\n1,A,NSE\n").unwrap_err();
+        assert_eq!(e.to_string(), "instruments.csv:1: lot_size: no lot_size column in the header");
+        let e = parse("upstox", "u.csv", "instrument_key,tradingsymbol,exchange,lot_size\n,A,NSE_EQ,1\n").unwrap_err();
+        assert_eq!(e.to_string(), "u.csv:2: instrument_key: empty");
+    }
+
+    impl InstrumentMaster {
+        fn load_text(&self, broker: &str, text: &str) -> usize {
+            let entries = parse(broker, "test", text).unwrap();
+            let n = entries.len();
+            self.memory.write().unwrap().insert(broker.to_owned(), Arc::new(entries.into_iter().collect()));
+            n
+        }
+    }
+}

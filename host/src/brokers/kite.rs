@@ -1,0 +1,169 @@
+//! Zerodha Kite Connect v3.
+//!
+//! Every request carries `X-Kite-Version: 3` and `Authorization: token
+//! api_key:access_token`. Orders are form-encoded to `POST /orders/regular`,
+//! with our client order id in `tag` (at most 20 characters, which ours are)
+//! and `market_protection` on market orders (Kite refuses market orders
+//! without it). Errors are `{"status":"error","message","error_type"}`:
+//! `TokenException` (403) ends the session, `InputException` and
+//! `OrderException` are refusals, `NetworkException` (503), `DataException`
+//! (502) and `GeneralException` (500) leave the outcome unknown.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use reqwest::Client;
+use serde_json::Value;
+
+use super::http::{self, Answer};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, Segment, number, text};
+use crate::config::Product;
+use crate::subscriber::OrderSide;
+
+/// The Kite Connect adapter.
+pub struct Kite {
+    client: Client,
+    base: String,
+    api_key: Secret,
+    access_token: RwLock<Secret>,
+}
+
+impl std::fmt::Debug for Kite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kite").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// Kite's production API.
+pub const DEFAULT_URL: &str = "https://api.kite.trade";
+
+impl Kite {
+    /// An adapter for `base` (e.g. [`DEFAULT_URL`]).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot start.
+    pub fn new(base: &str, api_key: Secret, access_token: Secret, timeout: Duration) -> Result<Self, BrokerError> {
+        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key, access_token: RwLock::new(access_token) })
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let token = self.access_token.read().map(|t| t.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        r.header("X-Kite-Version", "3").header("Authorization", format!("token {}:{}", self.api_key.expose(), token.expose()))
+    }
+
+    /// Read an answer: `data` on success, the right error otherwise.
+    fn read(answer: Answer) -> Result<Value, BrokerError> {
+        if answer.status.is_success() && answer.body["status"] == "success" {
+            return Ok(answer.body["data"].clone());
+        }
+        let message = http::message(&answer);
+        match (answer.body["error_type"].as_str(), answer.status.as_u16()) {
+            (Some("TokenException"), _) | (None, 403) => Err(BrokerError::Token(message)),
+            (Some("InputException" | "OrderException" | "MarginException" | "HoldingException" | "PermissionException"), _) => Err(BrokerError::Rejected(message)),
+            (Some("NetworkException" | "DataException" | "GeneralException"), _) => Err(BrokerError::Unavailable(message)),
+            (_, 400..=499) => Err(BrokerError::Rejected(message)),
+            (_, 500..=599) => Err(http::server_error(&answer)),
+            _ => Err(BrokerError::Protocol(message)),
+        }
+    }
+
+    fn order(v: &Value) -> Option<BrokerOrder> {
+        let status = match v["status"].as_str()? {
+            "COMPLETE" => BrokerStatus::Complete,
+            "REJECTED" => BrokerStatus::Rejected,
+            "CANCELLED" => BrokerStatus::Cancelled,
+            _ => BrokerStatus::Open, // OPEN, TRIGGER PENDING, PUT ORDER REQ RECEIVED, VALIDATION PENDING, …
+        };
+        Some(BrokerOrder {
+            order_id: text(&v["order_id"])?,
+            tag: v["tag"].as_str().map(str::to_owned),
+            status,
+            filled_qty: number(&v["filled_quantity"]).unwrap_or_default(),
+            average_price: number(&v["average_price"]).filter(|p| !p.is_zero()),
+            message: v["status_message"].as_str().unwrap_or_default().to_owned(),
+            symbol: v["tradingsymbol"].as_str().unwrap_or_default().to_owned(),
+            side: v["transaction_type"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
+            qty: number(&v["quantity"]).unwrap_or_default(),
+        })
+    }
+
+    /// Kite's exchange for a segment.
+    #[must_use]
+    pub fn exchange(segment: Segment) -> &'static str {
+        match segment {
+            Segment::Equity => "NSE",
+            Segment::Derivative => "NFO",
+        }
+    }
+
+    fn product(order: &OrderRequest) -> &'static str {
+        match (order.product, order.segment) {
+            (Product::Mis, _) => "MIS",
+            (Product::Cnc, Segment::Equity) => "CNC",
+            (Product::Cnc, Segment::Derivative) => "NRML",
+        }
+    }
+}
+
+impl Broker for Kite {
+    fn name(&self) -> &'static str {
+        "kite"
+    }
+
+    fn check_session(&self) -> BoxFuture<'_, Result<String, BrokerError>> {
+        Box::pin(async move {
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/user/profile", self.base)))).await?)?;
+            Ok(data["user_id"].as_str().unwrap_or("?").to_owned())
+        })
+    }
+
+    fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
+        Box::pin(async move {
+            let side = if order.side == OrderSide::Buy { "BUY" } else { "SELL" };
+            let form = [
+                ("tradingsymbol", order.symbol.clone()),
+                ("exchange", Self::exchange(order.segment).to_owned()),
+                ("transaction_type", side.to_owned()),
+                ("order_type", "MARKET".to_owned()),
+                ("quantity", order.qty.normalize().to_string()),
+                ("product", Self::product(order).to_owned()),
+                ("validity", "DAY".to_owned()),
+                // -1: Kite's automatic protection; 1..100: that percentage. 0 is refused by Kite.
+                ("market_protection", if order.protection_pct > rust_decimal::Decimal::ZERO { order.protection_pct.normalize().to_string() } else { "-1".to_owned() }),
+                ("tag", order.client_order_id.clone()),
+            ];
+            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/orders/regular", self.base))).form(&form)).await?)?;
+            text(&data["order_id"]).ok_or_else(|| BrokerError::Protocol("no order_id in the answer".into()))
+        })
+    }
+
+    fn find<'a>(&'a self, order: &'a OrderRequest, _claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
+        Box::pin(async move {
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/orders", self.base)))).await?)?;
+            let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
+            Ok(orders.iter().filter_map(Self::order).find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())))
+        })
+    }
+
+    fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+        Box::pin(async move {
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/orders/{order_id}", self.base)))).await?)?;
+            // The order's history, oldest first: its state is the last entry.
+            data.as_array().and_then(|h| h.last()).and_then(Self::order).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: empty history")))
+        })
+    }
+
+    fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            Self::read(http::send(self.auth(self.client.delete(format!("{}/orders/regular/{order_id}", self.base)))).await?)?;
+            Ok(())
+        })
+    }
+
+    fn set_token(&self, token: Secret) {
+        if let Ok(mut t) = self.access_token.write() {
+            *t = token;
+        }
+    }
+}

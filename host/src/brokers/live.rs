@@ -1,0 +1,593 @@
+//! Live order routing: one worker per live account, between the order
+//! manager (which journals) and the account's [`Broker`].
+//!
+//! The order manager records a live order as `submitted` before it is handed
+//! here, so a crash at any point leaves an order that is looked for in the
+//! broker's book before it is placed again. Each worker:
+//! - resolves the symbol in the instrument master first: an unknown symbol or
+//!   a quantity that is not a whole number of lots is refused before anything is sent;
+//! - places one order at a time, in order;
+//! - on a definite rejection, reports it;
+//! - on a timeout, a 429 or a 5xx, waits (the broker's `Retry-After`, else an
+//!   exponential back-off), then looks for the client order id in the order
+//!   book, and places the order again only if it is not there. A lookup that
+//!   cannot be made is retried; the order is never placed blind;
+//! - on a token error, pauses this account only (others go on), raises an
+//!   alert, keeps its orders, and resumes when a new token arrives;
+//! - polls its working orders until they are filled, rejected or cancelled.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+
+use super::instruments::{InstrumentMaster, whole_lots};
+use super::{Broker, BrokerError, BrokerStatus, OrderRequest, Secret, Segment};
+use crate::config::Product;
+use crate::subscriber::OrderSide;
+
+/// An order for a live account, as the journal holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveOrder {
+    /// Our id.
+    pub client_order_id: String,
+    /// Account.
+    pub account: String,
+    /// Instrument (our symbol, the exchange's trading symbol).
+    pub instrument: String,
+    /// Buy or sell.
+    pub side: OrderSide,
+    /// Units.
+    pub qty: Decimal,
+    /// The last price seen when it was decided (for the protection collar).
+    pub reference_price: Option<Decimal>,
+    /// Handed over by this process right after it was recorded: certainly not
+    /// yet sent. After a restart it is not, and is looked for first.
+    pub fresh: bool,
+    /// The broker's id, once it accepted the order.
+    pub broker_order_id: Option<String>,
+}
+
+/// What a broker said, for the order manager to journal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveUpdate {
+    /// The broker has the order.
+    Accepted {
+        /// Our id.
+        client_order_id: String,
+        /// The broker's id.
+        broker_order_id: String,
+    },
+    /// Refused (by us before sending, by the broker or the exchange).
+    Rejected {
+        /// Our id.
+        client_order_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Completely filled.
+    Filled {
+        /// Our id.
+        client_order_id: String,
+        /// Units filled.
+        qty: Decimal,
+        /// Average price.
+        price: Decimal,
+    },
+    /// Cancelled, perhaps after a partial fill.
+    Cancelled {
+        /// Our id.
+        client_order_id: String,
+        /// Units filled before the cancel.
+        filled_qty: Decimal,
+        /// Their average price.
+        price: Option<Decimal>,
+        /// The broker's message.
+        reason: String,
+    },
+}
+
+/// Something to tell the operator (an event on `<prefix>:events`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveNotice {
+    /// The account's session is gone: paused until a new token arrives.
+    TokenExpired {
+        /// Account.
+        account: String,
+        /// Broker.
+        broker: &'static str,
+        /// What the broker said (scrubbed).
+        reason: String,
+    },
+    /// A new token was checked and the account trades again.
+    Resumed {
+        /// Account.
+        account: String,
+        /// Broker.
+        broker: &'static str,
+    },
+    /// A new token did not pass the session check: still paused.
+    TokenRefused {
+        /// Account.
+        account: String,
+        /// Broker.
+        broker: &'static str,
+        /// What the broker said.
+        reason: String,
+    },
+    /// A call failed ambiguously and is being checked and retried.
+    Retrying {
+        /// Account.
+        account: String,
+        /// The order.
+        client_order_id: String,
+        /// What happened.
+        reason: String,
+        /// Milliseconds until the next try.
+        wait_ms: u64,
+    },
+}
+
+/// What the router sends back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouterOutput {
+    /// To journal.
+    Update(LiveUpdate),
+    /// To publish.
+    Notice(LiveNotice),
+}
+
+/// A live account: its broker and how it trades.
+#[derive(Clone)]
+pub struct AccountLink {
+    /// Account id.
+    pub account: String,
+    /// Its broker.
+    pub broker: Arc<dyn Broker>,
+    /// Intraday or delivery.
+    pub product: Product,
+    /// Market protection, percent (-1: the broker's automatic protection).
+    pub protection_pct: Decimal,
+}
+
+impl std::fmt::Debug for AccountLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountLink").field("account", &self.account).field("broker", &self.broker.name()).finish_non_exhaustive()
+    }
+}
+
+/// Timings of the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// How often working orders are polled.
+    pub poll: Duration,
+    /// First back-off after an ambiguous failure; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest back-off.
+    pub max_backoff: Duration,
+    /// Placements of one order before it is given up (each after a look in the book).
+    pub max_attempts: u32,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self { poll: Duration::from_millis(1000), backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(8), max_attempts: 6 }
+    }
+}
+
+enum Msg {
+    Order(LiveOrder),
+    Token(Secret),
+}
+
+/// The workers of every live account.
+#[derive(Debug, Clone)]
+pub struct LiveRouter {
+    senders: HashMap<String, mpsc::UnboundedSender<Msg>>,
+    open: Arc<AtomicUsize>,
+}
+
+impl LiveRouter {
+    /// Start one worker per account; their reports go to `out`.
+    #[must_use]
+    pub fn start(links: Vec<AccountLink>, master: InstrumentMaster, settings: RouterSettings, out: mpsc::UnboundedSender<RouterOutput>) -> Self {
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut senders = HashMap::new();
+        for link in links {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.insert(link.account.clone(), tx);
+            let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None };
+            tokio::spawn(worker.run(rx));
+        }
+        Self { senders, open }
+    }
+
+    /// The accounts it routes.
+    #[must_use]
+    pub fn accounts(&self) -> HashSet<String> {
+        self.senders.keys().cloned().collect()
+    }
+
+    /// Hand over an order (recorded as submitted). False for an account it does not route.
+    pub fn send(&self, order: LiveOrder) -> bool {
+        let Some(tx) = self.senders.get(&order.account) else { return false };
+        self.open.fetch_add(1, Ordering::SeqCst);
+        if tx.send(Msg::Order(order)).is_err() {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// A new token for `account` (from a `token` command). False for an account it does not route.
+    pub fn token(&self, account: &str, token: Secret) -> bool {
+        self.senders.get(account).is_some_and(|tx| tx.send(Msg::Token(token)).is_ok())
+    }
+
+    /// Orders handed over and not yet finished (filled, rejected, cancelled).
+    #[must_use]
+    pub fn open_orders(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+struct Worker {
+    link: AccountLink,
+    master: InstrumentMaster,
+    settings: RouterSettings,
+    out: mpsc::UnboundedSender<RouterOutput>,
+    open: Arc<AtomicUsize>,
+    /// Broker ids already matched to one of our orders.
+    claimed: HashSet<String>,
+    /// Why the account is paused, if it is.
+    paused: Option<String>,
+}
+
+/// How a placement ended.
+enum Placed {
+    Accepted(String),
+    Refused(String),
+    TokenLost(String),
+}
+
+impl Worker {
+    fn update(&self, u: LiveUpdate) {
+        let done = !matches!(u, LiveUpdate::Accepted { .. });
+        let _ = self.out.send(RouterOutput::Update(u));
+        if done {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn notice(&self, n: LiveNotice) {
+        let _ = self.out.send(RouterOutput::Notice(n));
+    }
+
+    fn pause(&mut self, reason: String) {
+        if self.paused.is_none() {
+            self.notice(LiveNotice::TokenExpired { account: self.link.account.clone(), broker: self.link.broker.name(), reason: reason.clone() });
+        }
+        self.paused = Some(reason);
+    }
+
+    fn backoff(&self, e: &BrokerError, attempt: u32) -> Duration {
+        let exp = self.settings.backoff.saturating_mul(2u32.saturating_pow(attempt.min(16)));
+        match e {
+            BrokerError::RateLimited(Some(after)) => (*after).max(self.settings.backoff),
+            _ => exp.min(self.settings.max_backoff),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut queue: VecDeque<LiveOrder> = VecDeque::new();
+        let mut working: Vec<(LiveOrder, String)> = Vec::new();
+        let mut poll = tokio::time::interval(self.settings.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let can_place = !queue.is_empty() && self.paused.is_none();
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    None => return,
+                    Some(Msg::Order(o)) => match o.broker_order_id.clone() {
+                        Some(id) => {
+                            self.claimed.insert(id.clone());
+                            working.push((o, id));
+                        }
+                        None => queue.push_back(o),
+                    },
+                    Some(Msg::Token(token)) => {
+                        self.link.broker.set_token(token);
+                        match self.link.broker.check_session().await {
+                            Ok(_) => {
+                                if self.paused.take().is_some() {
+                                    self.notice(LiveNotice::Resumed { account: self.link.account.clone(), broker: self.link.broker.name() });
+                                }
+                            }
+                            Err(e) => {
+                                self.notice(LiveNotice::TokenRefused { account: self.link.account.clone(), broker: self.link.broker.name(), reason: e.to_string() });
+                                self.paused = Some(e.to_string());
+                            }
+                        }
+                    }
+                },
+                () = std::future::ready(()), if can_place => {
+                    if let Some(order) = queue.front().cloned() {
+                        match self.place(&order).await {
+                            Placed::Accepted(id) => {
+                                queue.pop_front();
+                                self.claimed.insert(id.clone());
+                                self.update(LiveUpdate::Accepted { client_order_id: order.client_order_id.clone(), broker_order_id: id.clone() });
+                                working.push((order, id));
+                            }
+                            Placed::Refused(reason) => {
+                                queue.pop_front();
+                                self.update(LiveUpdate::Rejected { client_order_id: order.client_order_id.clone(), reason });
+                            }
+                            Placed::TokenLost(reason) => self.pause(reason),
+                        }
+                    }
+                }
+                _ = poll.tick(), if !working.is_empty() && self.paused.is_none() => {
+                    self.poll(&mut working).await;
+                }
+            }
+        }
+    }
+
+    /// Build the broker's request, refusing what must not be sent.
+    async fn request(&self, o: &LiveOrder) -> Result<OrderRequest, Result<String, BrokerError>> {
+        let segment = Segment::of(&o.instrument);
+        let broker = self.link.broker.name();
+        let mut token = None;
+        if matches!(broker, "kite" | "upstox") {
+            match self.master.resolve(broker, segment, &o.instrument).await {
+                Ok(Some(i)) => {
+                    if !whole_lots(o.qty, i.lot_size) {
+                        return Err(Ok(format!("{} {}: quantity {} is not a whole number of lots of {}", broker, o.instrument, o.qty, i.lot_size)));
+                    }
+                    token = Some(i.token);
+                }
+                Ok(None) => return Err(Ok(format!("unknown symbol {} ({}) in the {broker} instrument master; nothing was sent", o.instrument, segment.key()))),
+                Err(e) => return Err(Err(BrokerError::Unavailable(format!("instrument master: {e}")))),
+            }
+        }
+        Ok(OrderRequest {
+            client_order_id: o.client_order_id.clone(),
+            symbol: o.instrument.clone(),
+            segment,
+            token,
+            side: o.side,
+            qty: o.qty,
+            product: self.link.product,
+            reference_price: o.reference_price,
+            protection_pct: self.link.protection_pct,
+        })
+    }
+
+    fn retrying(&self, o: &LiveOrder, e: &BrokerError, wait: Duration) {
+        self.notice(LiveNotice::Retrying {
+            account: self.link.account.clone(),
+            client_order_id: o.client_order_id.clone(),
+            reason: e.to_string(),
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// Place `o`, never twice: after anything ambiguous, look before placing again.
+    async fn place(&mut self, o: &LiveOrder) -> Placed {
+        let req = loop {
+            match self.request(o).await {
+                Ok(r) => break r,
+                Err(Ok(reason)) => return Placed::Refused(reason),
+                Err(Err(e)) => {
+                    let wait = self.backoff(&e, 1);
+                    self.retrying(o, &e, wait);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        let broker = self.link.broker.clone();
+        let mut look_first = !o.fresh;
+        let mut attempt = 0u32;
+        let mut last_error = String::new();
+        loop {
+            if look_first {
+                match self.look(o, &req).await {
+                    Ok(Some(id)) => return Placed::Accepted(id),
+                    Ok(None) => {}
+                    Err(reason) => return Placed::TokenLost(reason),
+                }
+            }
+            if attempt >= self.settings.max_attempts {
+                return Placed::Refused(format!("not placed after {attempt} attempts (last: {last_error}); not in the broker's order book"));
+            }
+            attempt += 1;
+            match broker.place(&req).await {
+                Ok(id) => return Placed::Accepted(id),
+                Err(BrokerError::Rejected(reason)) => return Placed::Refused(reason),
+                Err(BrokerError::Token(reason)) => return Placed::TokenLost(reason),
+                Err(e) => {
+                    let wait = self.backoff(&e, attempt);
+                    self.retrying(o, &e, wait);
+                    last_error = e.to_string();
+                    tokio::time::sleep(wait).await;
+                    look_first = true;
+                }
+            }
+        }
+    }
+
+    /// Look for `o` in the book until the book answers: `Ok(Some(id))` found,
+    /// `Ok(None)` certainly not there, `Err` the session is gone.
+    async fn look(&mut self, o: &LiveOrder, req: &OrderRequest) -> Result<Option<String>, String> {
+        let mut attempt = 0u32;
+        loop {
+            match self.link.broker.find(req, &self.claimed).await {
+                Ok(found) => return Ok(found.map(|f| f.order_id)),
+                Err(BrokerError::Token(reason)) => return Err(reason),
+                Err(e) => {
+                    attempt += 1;
+                    let wait = self.backoff(&e, attempt);
+                    self.retrying(o, &e, wait);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn poll(&mut self, working: &mut Vec<(LiveOrder, String)>) {
+        let mut i = 0;
+        while i < working.len() {
+            let (order, id) = (&working[i].0, working[i].1.clone());
+            match self.link.broker.status(&id).await {
+                Ok(b) => {
+                    let coid = order.client_order_id.clone();
+                    let price = b.average_price.or(order.reference_price);
+                    let update = match b.status {
+                        BrokerStatus::Open => None,
+                        BrokerStatus::Complete => Some(match price {
+                            Some(price) => LiveUpdate::Filled { client_order_id: coid, qty: if b.filled_qty.is_zero() { order.qty } else { b.filled_qty }, price },
+                            None => LiveUpdate::Rejected { client_order_id: coid, reason: "complete without an average price".into() },
+                        }),
+                        BrokerStatus::Rejected => Some(LiveUpdate::Rejected { client_order_id: coid, reason: if b.message.is_empty() { "rejected".into() } else { b.message } }),
+                        BrokerStatus::Cancelled => Some(LiveUpdate::Cancelled { client_order_id: coid, filled_qty: b.filled_qty, price: b.average_price, reason: b.message }),
+                    };
+                    match update {
+                        Some(u) => {
+                            self.update(u);
+                            working.remove(i);
+                        }
+                        None => i += 1,
+                    }
+                }
+                Err(BrokerError::Token(reason)) => {
+                    self.pause(reason);
+                    return;
+                }
+                Err(e) => {
+                    let wait = self.backoff(&e, 1);
+                    tracing::warn!(account = %self.link.account, "order {id}: status: {e}");
+                    if matches!(e, BrokerError::RateLimited(_)) {
+                        tokio::time::sleep(wait).await;
+                    }
+                    return; // the next tick tries again
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::brokers::paper::PaperBroker;
+    use crate::bus::Bus;
+
+    fn order(coid: &str, instrument: &str, fresh: bool) -> LiveOrder {
+        LiveOrder {
+            client_order_id: coid.into(),
+            account: "a".into(),
+            instrument: instrument.into(),
+            side: OrderSide::Buy,
+            qty: Decimal::from(2),
+            reference_price: Some(Decimal::from(100)),
+            fresh,
+            broker_order_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restarted_order_already_at_the_broker_is_not_placed_again() {
+        let paper = Arc::new(PaperBroker::new(Decimal::ZERO));
+        // Placed before the "crash": the broker has it.
+        let req = OrderRequest {
+            client_order_id: "th1".into(),
+            symbol: "RELIANCE".into(),
+            segment: Segment::Equity,
+            token: None,
+            side: OrderSide::Buy,
+            qty: Decimal::from(2),
+            product: Product::Mis,
+            reference_price: None,
+            protection_pct: Decimal::ZERO,
+        };
+        let first = paper.place(&req).await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let link = AccountLink { account: "a".into(), broker: paper.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
+        let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
+        let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
+        assert!(router.send(order("th1", "RELIANCE", false)));
+        assert!(router.send(order("th2", "RELIANCE", true)));
+        let mut accepted = Vec::new();
+        while accepted.len() < 2 {
+            if let Some(RouterOutput::Update(LiveUpdate::Accepted { client_order_id, broker_order_id })) = rx.recv().await {
+                accepted.push((client_order_id, broker_order_id));
+            }
+        }
+        assert_eq!(accepted[0], ("th1".to_owned(), first), "found, not placed again");
+        assert_eq!(accepted[1].0, "th2");
+        paper.on_price("RELIANCE", Decimal::from(101));
+        let mut filled = 0;
+        while filled < 2 {
+            if let Some(RouterOutput::Update(LiveUpdate::Filled { qty, price, .. })) = rx.recv().await {
+                assert_eq!((qty, price), (Decimal::from(2), Decimal::from(101)));
+                filled += 1;
+            }
+        }
+        assert_eq!(router.open_orders(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_symbol_is_refused_before_anything_is_sent() {
+        struct Kiteish(PaperBroker);
+        impl Broker for Kiteish {
+            fn name(&self) -> &'static str {
+                "kite"
+            }
+            fn check_session(&self) -> crate::brokers::BoxFuture<'_, Result<String, BrokerError>> {
+                self.0.check_session()
+            }
+            fn place<'a>(&'a self, o: &'a OrderRequest) -> crate::brokers::BoxFuture<'a, Result<String, BrokerError>> {
+                self.0.place(o)
+            }
+            fn find<'a>(&'a self, o: &'a OrderRequest, c: &'a HashSet<String>) -> crate::brokers::BoxFuture<'a, Result<Option<crate::brokers::BrokerOrder>, BrokerError>> {
+                self.0.find(o, c)
+            }
+            fn status<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<crate::brokers::BrokerOrder, BrokerError>> {
+                self.0.status(id)
+            }
+            fn cancel<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<(), BrokerError>> {
+                self.0.cancel(id)
+            }
+            fn set_token(&self, _: Secret) {}
+        }
+        let venue = Arc::new(Kiteish(PaperBroker::new(Decimal::ZERO)));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
+        let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), RouterSettings::default(), tx);
+        router.send(order("th9", "NOSUCH", true));
+        match rx.recv().await {
+            Some(RouterOutput::Update(LiveUpdate::Rejected { client_order_id, reason })) => {
+                assert_eq!(client_order_id, "th9");
+                assert!(reason.contains("unknown symbol NOSUCH"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let req = OrderRequest {
+            client_order_id: "th9".into(),
+            symbol: "NOSUCH".into(),
+            segment: Segment::Equity,
+            token: None,
+            side: OrderSide::Buy,
+            qty: Decimal::ONE,
+            product: Product::Mis,
+            reference_price: None,
+            protection_pct: Decimal::ZERO,
+        };
+        assert_eq!(venue.0.find(&req, &HashSet::new()).await.unwrap(), None, "nothing reached the broker");
+    }
+}

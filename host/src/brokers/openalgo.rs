@@ -1,0 +1,208 @@
+//! OpenAlgo: one REST API in front of some 30 Indian brokers.
+//!
+//! Every call is a `POST /api/v1/<name>` with a JSON body carrying `apikey`
+//! (and `strategy`, which names us in OpenAlgo's logs). Success is
+//! `{"status":"success",…}`; errors are `{"status":"error","message":…}` with
+//! HTTP 400 (bad input), 403 (bad key or no broker session) or 500. Numbers
+//! arrive as numbers or strings.
+//!
+//! OpenAlgo's order book keeps no client tag, so after an ambiguous placement
+//! the order is recognised by symbol, side and quantity among the orders not
+//! already claimed by another of ours: sound because one account's orders are
+//! placed one at a time, never two of the same shape in flight.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use reqwest::Client;
+use serde_json::{Value, json};
+
+use super::http::{self, Answer};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, Segment, number, text};
+use crate::config::Product;
+use crate::subscriber::OrderSide;
+
+/// The OpenAlgo adapter.
+pub struct OpenAlgo {
+    client: Client,
+    base: String,
+    api_key: RwLock<Secret>,
+    strategy: String,
+}
+
+impl std::fmt::Debug for OpenAlgo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAlgo").field("base", &self.base).field("strategy", &self.strategy).finish_non_exhaustive()
+    }
+}
+
+/// OpenAlgo's default local address.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:5000";
+
+impl OpenAlgo {
+    /// An adapter for the OpenAlgo server at `base`; `strategy` names our orders there.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot start.
+    pub fn new(base: &str, api_key: Secret, strategy: &str, timeout: Duration) -> Result<Self, BrokerError> {
+        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key: RwLock::new(api_key), strategy: strategy.to_owned() })
+    }
+
+    async fn call(&self, name: &str, mut body: Value) -> Result<Value, BrokerError> {
+        let key = self.api_key.read().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        if let Some(b) = body.as_object_mut() {
+            b.insert("apikey".into(), Value::String(key.expose().to_owned()));
+        }
+        Self::read(http::send(self.client.post(format!("{}/api/v1/{name}", self.base)).json(&body)).await?)
+    }
+
+    fn read(answer: Answer) -> Result<Value, BrokerError> {
+        if answer.status.is_success() && answer.body["status"] == "success" {
+            return Ok(answer.body.clone());
+        }
+        let message = http::message(&answer);
+        match answer.status.as_u16() {
+            401 | 403 => Err(BrokerError::Token(message)),
+            400..=499 => Err(BrokerError::Rejected(message)),
+            500..=599 => Err(http::server_error(&answer)),
+            // 200 with "status": "error": the broker behind OpenAlgo said no.
+            _ if answer.body["status"] == "error" => Err(BrokerError::Rejected(message)),
+            _ => Err(BrokerError::Protocol(message)),
+        }
+    }
+
+    fn order(v: &Value) -> Option<BrokerOrder> {
+        let status = match v["order_status"].as_str()?.to_ascii_lowercase().as_str() {
+            "complete" => BrokerStatus::Complete,
+            "rejected" => BrokerStatus::Rejected,
+            "cancelled" | "canceled" => BrokerStatus::Cancelled,
+            _ => BrokerStatus::Open, // open, pending, trigger pending
+        };
+        let qty = number(&v["quantity"]).unwrap_or_default();
+        Some(BrokerOrder {
+            order_id: text(&v["orderid"])?,
+            tag: None,
+            status,
+            // OpenAlgo reports no filled quantity: a complete order filled all of it.
+            filled_qty: if status == BrokerStatus::Complete { qty } else { number(&v["filled_quantity"]).unwrap_or_default() },
+            average_price: number(&v["average_price"]).or_else(|| number(&v["price"])).filter(|p| !p.is_zero()),
+            message: v["rejection_reason"].as_str().or_else(|| v["message"].as_str()).unwrap_or_default().to_owned(),
+            symbol: v["symbol"].as_str().unwrap_or_default().to_owned(),
+            side: v["action"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
+            qty,
+        })
+    }
+
+    /// OpenAlgo's exchange for a segment.
+    #[must_use]
+    pub fn exchange(segment: Segment) -> &'static str {
+        match segment {
+            Segment::Equity => "NSE",
+            Segment::Derivative => "NFO",
+        }
+    }
+
+    fn fields(&self, order: &OrderRequest) -> Value {
+        let product = match (order.product, order.segment) {
+            (Product::Mis, _) => "MIS",
+            (Product::Cnc, Segment::Equity) => "CNC",
+            (Product::Cnc, Segment::Derivative) => "NRML",
+        };
+        // Market protection: a limit order at the protection price when we know the market.
+        let (pricetype, price) = match order.protection_limit() {
+            Some(limit) => ("LIMIT", limit.to_string()),
+            None => ("MARKET", "0".to_owned()),
+        };
+        json!({
+            "strategy": self.strategy,
+            "symbol": order.symbol,
+            "action": if order.side == OrderSide::Buy { "BUY" } else { "SELL" },
+            "exchange": Self::exchange(order.segment),
+            "pricetype": pricetype,
+            "product": product,
+            "quantity": order.qty.normalize().to_string(),
+            "price": price,
+            "trigger_price": "0",
+            "disclosed_quantity": "0",
+        })
+    }
+
+    /// `placesmartorder`: an order sized so that the position becomes
+    /// `position_size` (0 closes it), OpenAlgo working out the quantity.
+    ///
+    /// # Errors
+    /// As [`Broker::place`].
+    pub async fn place_smart(&self, order: &OrderRequest, position_size: rust_decimal::Decimal) -> Result<String, BrokerError> {
+        let mut body = self.fields(order);
+        body["position_size"] = Value::String(position_size.normalize().to_string());
+        let answer = self.call("placesmartorder", body).await?;
+        text(&answer["orderid"]).ok_or_else(|| BrokerError::Protocol("no orderid in the answer".into()))
+    }
+}
+
+impl OpenAlgo {
+    /// `positionbook`: the net quantity of each symbol (as the broker holds it), for reconciliation.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn positions(&self) -> Result<Vec<(String, rust_decimal::Decimal)>, BrokerError> {
+        let answer = self.call("positionbook", json!({})).await?;
+        let rows = answer["data"].as_array().ok_or_else(|| BrokerError::Protocol("the position book is not a list".into()))?;
+        Ok(rows.iter().filter_map(|p| Some((p["symbol"].as_str()?.to_owned(), number(&p["quantity"])?))).collect())
+    }
+}
+
+impl Broker for OpenAlgo {
+    fn name(&self) -> &'static str {
+        "openalgo"
+    }
+
+    fn check_session(&self) -> BoxFuture<'_, Result<String, BrokerError>> {
+        Box::pin(async move {
+            let answer = self.call("ping", json!({})).await?;
+            Ok(answer["data"]["broker"].as_str().unwrap_or("openalgo").to_owned())
+        })
+    }
+
+    fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
+        Box::pin(async move {
+            let answer = self.call("placeorder", self.fields(order)).await?;
+            text(&answer["orderid"]).ok_or_else(|| BrokerError::Protocol("no orderid in the answer".into()))
+        })
+    }
+
+    fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
+        Box::pin(async move {
+            let answer = self.call("orderbook", json!({})).await?;
+            let orders = answer["data"]["orders"].as_array().ok_or_else(|| BrokerError::Protocol("the order book has no orders list".into()))?;
+            // Newest last in OpenAlgo's book: take the latest unclaimed order of this shape.
+            Ok(orders
+                .iter()
+                .filter_map(Self::order)
+                .filter(|o| !claimed.contains(&o.order_id))
+                .filter(|o| o.symbol == order.symbol && o.side == Some(order.side) && o.qty == order.qty)
+                .last())
+        })
+    }
+
+    fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+        Box::pin(async move {
+            let answer = self.call("orderstatus", json!({ "strategy": self.strategy, "orderid": order_id })).await?;
+            Self::order(&answer["data"]).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: unreadable status")))
+        })
+    }
+
+    fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            self.call("cancelorder", json!({ "strategy": self.strategy, "orderid": order_id })).await?;
+            Ok(())
+        })
+    }
+
+    fn set_token(&self, token: Secret) {
+        if let Ok(mut k) = self.api_key.write() {
+            *k = token;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Credentials: read from the environment or a secrets file, held in a type
+//! that never prints itself, and scrubbed from every text the process emits.
+//!
+//! Where a credential comes from, for account `kite-main` (its `credentials`
+//! name, by default the id upper-cased with `-` as `_`: `KITE_MAIN`):
+//! - the environment: `TRADEHOST_KITE_MAIN_API_KEY`, `TRADEHOST_KITE_MAIN_ACCESS_TOKEN`;
+//! - else the secrets file (`TRADEHOST_SECRETS`, default `secrets.toml` beside
+//!   the configuration): `[accounts.kite-main] api_key = "…", access_token = "…"`.
+//!
+//! The Telegram bot token: `TRADEHOST_TELEGRAM_BOT_TOKEN`, or `[telegram] bot_token`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// A credential. `Debug` shows `Secret(***)`; there is no `Display` and no
+/// `Serialize`: the value leaves only through [`Secret::expose`], at the
+/// point where a request is built.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wrap a value and register it for [`scrub`].
+    #[must_use]
+    pub fn new(value: &str) -> Self {
+        register(value);
+        Self(Arc::from(value))
+    }
+
+    /// The value, for a request header or body. Never format it into a message.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Self::new(&s))
+    }
+}
+
+fn registry() -> &'static RwLock<BTreeSet<String>> {
+    static KNOWN: std::sync::OnceLock<RwLock<BTreeSet<String>>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| RwLock::new(BTreeSet::new()))
+}
+
+fn register(value: &str) {
+    // Very short values would scrub ordinary words; no real key is this short.
+    if value.len() >= 6 {
+        if let Ok(mut known) = registry().write() {
+            known.insert(value.to_owned());
+        }
+    }
+}
+
+/// `text` with every known secret replaced by `***`: applied to everything
+/// the process logs or publishes, in case a broker echoes a token back in an
+/// error message.
+#[must_use]
+pub fn scrub(text: &str) -> String {
+    let Ok(known) = registry().read() else { return text.to_owned() };
+    let mut out = text.to_owned();
+    // Longest first, so a secret containing another is replaced whole.
+    let mut values: Vec<&String> = known.iter().filter(|v| out.contains(v.as_str())).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in values {
+        out = out.replace(v.as_str(), "***");
+    }
+    out
+}
+
+/// One account's credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// API key (Kite: the app's key; OpenAlgo: the key that is the whole login).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Access token (Kite, Upstox): valid for a day.
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsFile {
+    #[serde(default)]
+    accounts: std::collections::HashMap<String, Credentials>,
+    #[serde(default)]
+    telegram: Option<TelegramSecrets>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelegramSecrets {
+    bot_token: Secret,
+}
+
+/// Credentials of every account, and the Telegram bot token.
+#[derive(Debug, Default)]
+pub struct SecretStore {
+    file: SecretsFile,
+    /// Where the file was read from, if there was one.
+    pub path: Option<PathBuf>,
+}
+
+/// The environment-variable stem of an account's credentials name: `kite-main` → `KITE_MAIN`.
+#[must_use]
+pub fn env_stem(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+fn env_secret(var: &str) -> Option<Secret> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty()).map(|v| Secret::new(v.trim()))
+}
+
+impl SecretStore {
+    /// Read the secrets file (`TRADEHOST_SECRETS`, else `secrets.toml` beside
+    /// `config_dir`) if there is one. The error names the file and line, never a value.
+    ///
+    /// # Errors
+    /// A file that exists but does not parse.
+    pub fn load(config_dir: &Path) -> anyhow::Result<Self> {
+        let path = std::env::var_os("TRADEHOST_SECRETS").map(PathBuf::from).unwrap_or_else(|| config_dir.join("secrets.toml"));
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let file: SecretsFile = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            // The parser's message may quote the offending value: say where, not what.
+            anyhow::anyhow!("{}:{line}: the secrets file does not parse (expected [accounts.<id>] api_key/access_token and [telegram] bot_token)", path.display())
+        })?;
+        Ok(Self { file, path: Some(path) })
+    }
+
+    /// The credentials of account `id` whose credentials name is `name`:
+    /// each field from the environment if set there, else from the file.
+    #[must_use]
+    pub fn credentials(&self, id: &str, name: &str) -> Credentials {
+        let stem = env_stem(name);
+        let file = self.file.accounts.get(id).or_else(|| self.file.accounts.get(name)).cloned().unwrap_or_default();
+        Credentials {
+            api_key: env_secret(&format!("TRADEHOST_{stem}_API_KEY")).or(file.api_key),
+            access_token: env_secret(&format!("TRADEHOST_{stem}_ACCESS_TOKEN")).or(file.access_token),
+        }
+    }
+
+    /// The Telegram bot token.
+    #[must_use]
+    pub fn telegram_token(&self) -> Option<Secret> {
+        env_secret("TRADEHOST_TELEGRAM_BOT_TOKEN").or_else(|| self.file.telegram.as_ref().map(|t| t.bot_token.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_prints_and_is_scrubbed_from_text() {
+        let s = Secret::new("tok-live-9f8e7d6c");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(format!("{:?}", Credentials { api_key: None, access_token: Some(s.clone()) }), "Credentials { api_key: None, access_token: Some(Secret(***)) }");
+        assert_eq!(scrub("Incorrect `api_key` or `access_token` tok-live-9f8e7d6c."), "Incorrect `api_key` or `access_token` ***.");
+        assert_eq!(s.expose(), "tok-live-9f8e7d6c");
+    }
+
+    #[test]
+    fn a_bad_secrets_file_names_the_line_not_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secrets.toml"), "[accounts.a]\napi_key = \"abcdef123456\"\naccess_tokn = \"zzzsecretzzz\"\n").unwrap();
+        let err = SecretStore::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("secrets.toml:3"), "{err}");
+        assert!(!err.contains("zzzsecretzzz") && !err.contains("abcdef123456"), "{err}");
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secrets.toml"), "[accounts.env-test-acct]\napi_key = \"file-key-1234\"\naccess_token = \"file-token-1234\"\n").unwrap();
+        let store = SecretStore::load(dir.path()).unwrap();
+        // SAFETY of the test: the variable is unique to this test.
+        unsafe_env_set("TRADEHOST_ENV_TEST_ACCT_ACCESS_TOKEN", "env-token-5678");
+        let c = store.credentials("env-test-acct", "env-test-acct");
+        assert_eq!(c.api_key.unwrap().expose(), "file-key-1234");
+        assert_eq!(c.access_token.unwrap().expose(), "env-token-5678");
+    }
+
+    #[allow(unsafe_code)]
+    fn unsafe_env_set(k: &str, v: &str) {
+        // Edition 2024 makes set_var unsafe: no other thread reads this variable.
+        unsafe { std::env::set_var(k, v) }
+    }
+}

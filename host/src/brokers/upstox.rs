@@ -1,0 +1,157 @@
+//! Upstox v3.
+//!
+//! `POST /v3/order/place` (JSON, `Authorization: Bearer <token>`) answers
+//! `{"status":"success","data":{"order_ids":[…]}}`; `DELETE
+//! /v3/order/cancel?order_id=`; `GET /v2/order/details?order_id=` and `GET
+//! /v2/order/retrieve-all` read orders; `GET /v2/user/profile` checks the
+//! session. Instruments are named by `instrument_token` (`NSE_EQ|INE…`) from
+//! the instrument master; our client order id travels in `tag`. Errors are
+//! `{"status":"error","errors":[{"errorCode","message",…}]}`; 401 is an
+//! invalid or expired token. A market order is sent as a limit order at the
+//! protection price (a collar), which is what market protection is.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use reqwest::Client;
+use serde_json::{Value, json};
+
+use super::http::{self, Answer};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, number, text};
+use crate::config::Product;
+use crate::subscriber::OrderSide;
+
+/// The Upstox adapter.
+pub struct Upstox {
+    client: Client,
+    base: String,
+    access_token: RwLock<Secret>,
+}
+
+impl std::fmt::Debug for Upstox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstox").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// Upstox's production API.
+pub const DEFAULT_URL: &str = "https://api.upstox.com";
+
+impl Upstox {
+    /// An adapter for `base` (e.g. [`DEFAULT_URL`]).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot start.
+    pub fn new(base: &str, access_token: Secret, timeout: Duration) -> Result<Self, BrokerError> {
+        Ok(Self { client: http::client(timeout)?, base: http::base(base), access_token: RwLock::new(access_token) })
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let token = self.access_token.read().map(|t| t.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        r.bearer_auth(token.expose()).header("Accept", "application/json")
+    }
+
+    fn read(answer: Answer) -> Result<Value, BrokerError> {
+        if answer.status.is_success() && answer.body["status"] == "success" {
+            return Ok(answer.body["data"].clone());
+        }
+        let message = http::message(&answer);
+        let code = answer.body["errors"][0]["error_code"].as_str().or_else(|| answer.body["errors"][0]["errorCode"].as_str()).unwrap_or_default();
+        match answer.status.as_u16() {
+            401 => Err(BrokerError::Token(message)),
+            // UDAPI100050: "Invalid token used to access API", whatever the status.
+            _ if code == "UDAPI100050" => Err(BrokerError::Token(message)),
+            400..=499 => Err(BrokerError::Rejected(message)),
+            500..=599 => Err(http::server_error(&answer)),
+            _ => Err(BrokerError::Protocol(message)),
+        }
+    }
+
+    fn order(v: &Value) -> Option<BrokerOrder> {
+        let status = match v["status"].as_str()?.to_ascii_lowercase().as_str() {
+            "complete" => BrokerStatus::Complete,
+            "rejected" => BrokerStatus::Rejected,
+            "cancelled" => BrokerStatus::Cancelled,
+            _ => BrokerStatus::Open,
+        };
+        Some(BrokerOrder {
+            order_id: text(&v["order_id"])?,
+            tag: v["tag"].as_str().map(str::to_owned),
+            status,
+            filled_qty: number(&v["filled_quantity"]).unwrap_or_default(),
+            average_price: number(&v["average_price"]).filter(|p| !p.is_zero()),
+            message: v["status_message"].as_str().unwrap_or_default().to_owned(),
+            symbol: v["trading_symbol"].as_str().or_else(|| v["tradingsymbol"].as_str()).unwrap_or_default().to_owned(),
+            side: v["transaction_type"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
+            qty: number(&v["quantity"]).unwrap_or_default(),
+        })
+    }
+}
+
+impl Broker for Upstox {
+    fn name(&self) -> &'static str {
+        "upstox"
+    }
+
+    fn check_session(&self) -> BoxFuture<'_, Result<String, BrokerError>> {
+        Box::pin(async move {
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/user/profile", self.base)))).await?)?;
+            Ok(data["user_id"].as_str().unwrap_or("?").to_owned())
+        })
+    }
+
+    fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
+        Box::pin(async move {
+            let token = order.token.as_deref().ok_or_else(|| BrokerError::Rejected(format!("{}: no instrument_token (not in the Upstox instrument master)", order.symbol)))?;
+            let (order_type, price) = match order.protection_limit() {
+                Some(limit) => ("LIMIT", limit),
+                None => ("MARKET", rust_decimal::Decimal::ZERO),
+            };
+            let body = json!({
+                "quantity": order.qty.normalize().to_string().parse::<u64>().unwrap_or(0),
+                "product": if order.product == Product::Mis { "I" } else { "D" },
+                "validity": "DAY",
+                "price": price.to_string().parse::<f64>().unwrap_or(0.0),
+                "tag": order.client_order_id,
+                "instrument_token": token,
+                "order_type": order_type,
+                "transaction_type": if order.side == OrderSide::Buy { "BUY" } else { "SELL" },
+                "disclosed_quantity": 0,
+                "trigger_price": 0,
+                "is_amo": false,
+                "slice": false,
+            });
+            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/v3/order/place", self.base))).json(&body)).await?)?;
+            data["order_ids"].get(0).and_then(text).ok_or_else(|| BrokerError::Protocol("no order_ids in the answer".into()))
+        })
+    }
+
+    fn find<'a>(&'a self, order: &'a OrderRequest, _claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
+        Box::pin(async move {
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/order/retrieve-all", self.base)))).await?)?;
+            let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
+            Ok(orders.iter().filter_map(Self::order).find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())))
+        })
+    }
+
+    fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+        Box::pin(async move {
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/order/details", self.base)).query(&[("order_id", order_id)]))).await?)?;
+            Self::order(&data).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: unreadable details")))
+        })
+    }
+
+    fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            Self::read(http::send(self.auth(self.client.delete(format!("{}/v3/order/cancel", self.base)).query(&[("order_id", order_id)]))).await?)?;
+            Ok(())
+        })
+    }
+
+    fn set_token(&self, token: Secret) {
+        if let Ok(mut t) = self.access_token.write() {
+            *t = token;
+        }
+    }
+}

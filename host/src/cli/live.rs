@@ -1,0 +1,185 @@
+//! Starting live trading: credentials, session checks, instrument masters,
+//! the router, and the Telegram notifier. Fails safe: any live account that
+//! cannot trade stops the start, with every problem listed at once.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::brokers::instruments::InstrumentMaster;
+use crate::brokers::live::{AccountLink, LiveRouter, RouterOutput, RouterSettings};
+use crate::brokers::secrets::{SecretStore, env_stem};
+use crate::brokers::{Broker, kite, openalgo, upstox};
+use crate::bus::Bus;
+use crate::config::{Account, Config};
+use crate::monitor::Events;
+
+/// A started router and what it reports.
+pub struct Live {
+    /// The router.
+    pub router: LiveRouter,
+    /// Its reports.
+    pub reports: mpsc::UnboundedReceiver<RouterOutput>,
+}
+
+fn adapter(account: &Account, store: &SecretStore, timeout: Duration) -> Result<Arc<dyn Broker>, String> {
+    let id = account.id.get_ref();
+    let name = account.credentials.clone().unwrap_or_else(|| id.clone());
+    let c = store.credentials(id, &name);
+    let stem = env_stem(&name);
+    let missing = |what: &str| format!("account {id} ({}): no {what}: set TRADEHOST_{stem}_{} or [accounts.{name}] {what} in the secrets file", account.broker.get_ref(), what.to_uppercase());
+    let base = account.base_url.clone();
+    let broker: Arc<dyn Broker> = match account.broker.get_ref().as_str() {
+        "kite" => {
+            let key = c.api_key.ok_or_else(|| missing("api_key"))?;
+            let token = c.access_token.ok_or_else(|| missing("access_token"))?;
+            Arc::new(kite::Kite::new(base.as_deref().unwrap_or(kite::DEFAULT_URL), key, token, timeout).map_err(|e| e.to_string())?)
+        }
+        "upstox" => {
+            let token = c.access_token.ok_or_else(|| missing("access_token"))?;
+            Arc::new(upstox::Upstox::new(base.as_deref().unwrap_or(upstox::DEFAULT_URL), token, timeout).map_err(|e| e.to_string())?)
+        }
+        "openalgo" => {
+            let key = c.api_key.ok_or_else(|| missing("api_key"))?;
+            Arc::new(openalgo::OpenAlgo::new(base.as_deref().unwrap_or(openalgo::DEFAULT_URL), key, "tradehost", timeout).map_err(|e| e.to_string())?)
+        }
+        other => return Err(format!("account {id}: {other} is not a live broker")),
+    };
+    Ok(broker)
+}
+
+/// Connect every live account: refuse to start if any lacks credentials, does
+/// not pass its session check, or needs an instrument master that does not load.
+///
+/// # Errors
+/// Every problem found, one per line.
+pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Result<Live> {
+    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new(".")))?;
+    let timeout = Duration::from_millis(config.live.timeout_ms);
+    let mut problems = Vec::new();
+    let mut links = Vec::new();
+    for account in config.accounts.iter().filter(|a| a.broker.get_ref() != "paper") {
+        let id = account.id.get_ref();
+        let broker = match adapter(account, &store, timeout) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        match tokio::time::timeout(timeout + Duration::from_secs(1), broker.check_session()).await {
+            Ok(Ok(user)) => {
+                println!("tradehost: LIVE account {id}: {} session ok (user {user})", broker.name());
+                links.push(AccountLink { account: id.clone(), broker, product: account.product, protection_pct: account.market_protection_pct });
+            }
+            Ok(Err(e)) => problems.push(format!("account {id} ({}): session check failed: {e}", broker.name())),
+            Err(_) => problems.push(format!("account {id} ({}): session check timed out", broker.name())),
+        }
+    }
+    let master = InstrumentMaster::new(bus.clone());
+    let needed: BTreeSet<&str> = links.iter().map(|l| l.broker.name()).filter(|b| matches!(*b, "kite" | "upstox")).collect();
+    for broker in &needed {
+        match config.live.instruments.get(*broker) {
+            None => problems.push(format!("{broker} accounts need an instrument master: set [live] instruments.{broker} to the instrument CSV (a path or URL)")),
+            Some(source) => {
+                let source = resolve_source(config, source);
+                match master.load(broker, &source).await {
+                    Ok(n) => println!("tradehost: {broker} instrument master: {n} instruments from {source} ({})", if matches!(bus, Bus::Redis(_)) { "Redis hash" } else { "memory" }),
+                    Err(e) => problems.push(format!("{broker} instrument master: {e}")),
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("TRADING_MODE=live refused to start:\n  {}", problems.join("\n  "));
+    }
+    if links.is_empty() {
+        println!("tradehost: TRADING_MODE=live but no account names a live broker: every account trades on paper");
+    }
+    let paper: Vec<&str> = config.accounts.iter().filter(|a| a.broker.get_ref() == "paper").map(|a| a.id.get_ref().as_str()).collect();
+    if !paper.is_empty() {
+        println!("tradehost: paper accounts (broker = \"paper\"): {}", paper.join(", "));
+    }
+    let live = config.live.clone();
+    tokio::spawn(refresh_daily(config.clone(), master.clone(), needed.iter().map(|b| (*b).to_owned()).collect(), events.clone()));
+    let settings = RouterSettings {
+        poll: Duration::from_millis(live.poll_ms),
+        backoff: Duration::from_millis(live.backoff_ms),
+        max_backoff: Duration::from_millis(live.backoff_ms.saturating_mul(32).max(1_000)),
+        max_attempts: live.max_attempts,
+    };
+    let (tx, reports) = mpsc::unbounded_channel();
+    Ok(Live { router: LiveRouter::start(links, master, settings, tx), reports })
+}
+
+fn resolve_source(config: &Config, source: &str) -> String {
+    if source.starts_with("http://") || source.starts_with("https://") { source.to_owned() } else { config.resolve(std::path::Path::new(source)).display().to_string() }
+}
+
+/// Milliseconds from `now_ms` to the next `hhmm` (minute of the IST day).
+#[must_use]
+pub fn until_next(now_ms: i64, minute: i64) -> i64 {
+    const DAY: i64 = 86_400_000;
+    let ist = (now_ms + crate::market::clock::IST_OFFSET_MS).rem_euclid(DAY);
+    let wait = (minute * 60_000 - ist).rem_euclid(DAY);
+    if wait == 0 { DAY } else { wait }
+}
+
+/// Reload the instrument masters every day at `[live] refresh_at` (IST).
+async fn refresh_daily(config: Config, master: InstrumentMaster, brokers: Vec<String>, events: Events) {
+    let minute = crate::market::clock::parse_hhmm(&config.live.refresh_at).map_or(8 * 60 + 15, i64::from);
+    loop {
+        let wait = until_next(crate::bus::message::now_ms(), minute);
+        tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+        for broker in &brokers {
+            let Some(source) = config.live.instruments.get(broker) else { continue };
+            let source = resolve_source(&config, source);
+            match master.load(broker, &source).await {
+                Ok(n) => events.emit("instruments_refreshed", json!({ "broker": broker, "instruments": n })).await,
+                // The old map stays in use; the alert says the day's new listings are missing.
+                Err(e) => events.emit("instruments_refresh_failed", json!({ "broker": broker, "error": e.to_string(), "alert": true })).await,
+            }
+        }
+    }
+}
+
+/// Start the Telegram notifier if `[telegram]` or any `[accounts.notify]` asks for it.
+///
+/// # Errors
+/// A secrets file that does not parse.
+pub async fn start_notifier(config: &Config, bus: &Bus, configs: tokio::sync::watch::Receiver<Arc<Config>>) -> anyhow::Result<()> {
+    let wanted = config.telegram.as_ref().is_some_and(|t| t.chat_id.is_some()) || config.accounts.iter().any(|a| a.notify.is_some());
+    if !wanted {
+        return Ok(());
+    }
+    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new(".")))?;
+    let Some(token) = store.telegram_token() else {
+        eprintln!("tradehost: Telegram alerts are configured but there is no bot token (TRADEHOST_TELEGRAM_BOT_TOKEN or [telegram] bot_token in the secrets file): alerts are off");
+        return Ok(());
+    };
+    let settings = config.telegram.clone().unwrap_or_default();
+    let telegram = crate::notify::Telegram::new(&settings.base_url, token)?;
+    let c = bus.channels();
+    let sub = bus.subscribe(&[c.orders(), c.events()]).await?;
+    println!("tradehost: Telegram alerts on");
+    tokio::spawn(crate::notify::run(telegram, settings, configs, sub));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_next;
+
+    #[test]
+    fn the_next_refresh_is_within_a_day() {
+        // 2024-03-28 08:00 IST = 02:30 UTC.
+        let at_8 = 1_711_593_000_000;
+        assert_eq!(until_next(at_8, 8 * 60 + 15), 15 * 60_000);
+        assert_eq!(until_next(at_8, 8 * 60), 86_400_000);
+        assert_eq!(until_next(at_8, 7 * 60), 23 * 3_600_000);
+    }
+}

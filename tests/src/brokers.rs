@@ -1,0 +1,536 @@
+//! Local HTTP servers that answer as the brokers' documented APIs do (Kite
+//! Connect v3, Upstox v3, OpenAlgo v1) and as Telegram's Bot API does, with
+//! faults on demand: 429s, a placement that times out although the order was
+//! taken, an expired token, a rejection, a 5xx.
+//!
+//! Each server runs on its own thread and runtime on a free port; its state
+//! is shared so a test can script faults and read what was asked of it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Which API a mock speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// OpenAlgo v1.
+    OpenAlgo,
+    /// Kite Connect v3.
+    Kite,
+    /// Upstox v3.
+    Upstox,
+    /// Telegram Bot API.
+    Telegram,
+}
+
+/// A fault for the next order placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer 429 without taking the order.
+    RateLimit,
+    /// Take the order, then answer after the client has given up.
+    SlowAccept(Duration),
+    /// Answer 500 without taking the order.
+    ServerError,
+    /// Answer 400 (refused).
+    Reject(String),
+}
+
+/// An order the mock holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockOrder {
+    /// Broker id.
+    pub id: String,
+    /// The request's fields, as sent.
+    pub fields: HashMap<String, String>,
+    /// Tag (Kite, Upstox).
+    pub tag: Option<String>,
+    /// Symbol.
+    pub symbol: String,
+    /// BUY / SELL.
+    pub side: String,
+    /// Units.
+    pub qty: Decimal,
+    /// Status in the broker's words.
+    pub status: String,
+    /// Average price once complete.
+    pub average_price: Option<Decimal>,
+    /// Status polls so far.
+    pub polls: u32,
+}
+
+/// One request as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// GET, POST, DELETE.
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// Headers, lower-case names.
+    pub headers: HashMap<String, String>,
+    /// Body.
+    pub body: String,
+}
+
+/// What a mock knows and does.
+#[derive(Debug)]
+pub struct State {
+    /// The API.
+    pub flavor: Flavor,
+    /// Kite's api_key (the only valid one).
+    pub api_key: String,
+    /// The valid access token (OpenAlgo: API key; Telegram: bot token).
+    pub token: String,
+    /// Orders taken.
+    pub orders: Vec<MockOrder>,
+    /// Every request.
+    pub requests: Vec<Request>,
+    /// Faults for the next placements, in order.
+    pub faults: VecDeque<Fault>,
+    /// The next this-many requests of any kind get 429.
+    pub rate_limit_next: usize,
+    /// After this many more orders are taken, the token expires.
+    pub expire_after: Option<usize>,
+    /// Last traded prices, for market fills.
+    pub ltp: HashMap<String, Decimal>,
+    /// Telegram: messages received (chat, text).
+    pub messages: Vec<(String, String)>,
+    /// Telegram: at most this many messages a second before 429.
+    pub per_second: usize,
+    sent_at: VecDeque<std::time::Instant>,
+}
+
+/// A running mock.
+#[derive(Debug, Clone)]
+pub struct MockServer {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its state.
+    pub state: Arc<Mutex<State>>,
+}
+
+impl MockServer {
+    /// Start a mock of `flavor` accepting `token` (and, for Kite, `api_key`).
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    #[must_use]
+    pub fn start(flavor: Flavor, api_key: &str, token: &str) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            flavor,
+            api_key: api_key.to_owned(),
+            token: token.to_owned(),
+            orders: Vec::new(),
+            requests: Vec::new(),
+            faults: VecDeque::new(),
+            rate_limit_next: 0,
+            expire_after: None,
+            ltp: HashMap::new(),
+            messages: Vec::new(),
+            per_second: 1000,
+            sent_at: VecDeque::new(),
+        }));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    tokio::spawn(serve(stream, shared.clone()));
+                }
+            });
+        });
+        Self { url, state }
+    }
+
+    /// Lock the state.
+    ///
+    /// # Panics
+    /// A poisoned lock.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("mock state")
+    }
+}
+
+async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // Headers.
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or_default().split(' ');
+        let (method, path) = (first.next().unwrap_or_default().to_owned(), first.next().unwrap_or_default().to_owned());
+        let headers: HashMap<String, String> =
+            lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        while buf.len() < end + 4 + len {
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+        buf.drain(..end + 4 + len);
+        let request = Request { method, path, headers, body };
+        let (status, answer, delay) = {
+            let mut s = state.lock().expect("mock state");
+            s.requests.push(request.clone());
+            handle(&mut s, &request)
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let text = answer.to_string();
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            429 => "Too Many Requests",
+            _ => "Internal Server Error",
+        };
+        let response = format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn form(body: &str) -> HashMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.replace('+', " ").into_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(path: &str, key: &str) -> Option<String> {
+    path.split_once('?').and_then(|(_, q)| form(q).remove(key))
+}
+
+type Reply = (u16, Value, Option<Duration>);
+
+fn token_error(flavor: Flavor) -> Reply {
+    match flavor {
+        Flavor::Kite => (403, json!({ "status": "error", "message": "Incorrect `api_key` or `access_token`.", "data": null, "error_type": "TokenException" }), None),
+        Flavor::Upstox => (
+            401,
+            json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100050", "message": "Invalid token used to access API", "propertyPath": null, "invalidValue": null, "error_code": "UDAPI100050", "property_path": null, "invalid_value": null }] }),
+            None,
+        ),
+        Flavor::OpenAlgo => (403, json!({ "status": "error", "message": "Invalid openalgo apikey" }), None),
+        Flavor::Telegram => (401, json!({ "ok": false, "error_code": 401, "description": "Unauthorized" }), None),
+    }
+}
+
+fn refusal(flavor: Flavor, message: &str) -> Reply {
+    match flavor {
+        Flavor::Kite => (400, json!({ "status": "error", "message": message, "data": null, "error_type": "InputException" }), None),
+        Flavor::Upstox => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1026", "message": message, "error_code": "UDAPI1026", "property_path": null, "invalid_value": null }] }), None),
+        _ => (400, json!({ "status": "error", "message": message }), None),
+    }
+}
+
+fn too_many(flavor: Flavor) -> Reply {
+    match flavor {
+        Flavor::Kite => (429, json!({ "status": "error", "message": "Too many requests", "data": null, "error_type": "NetworkException" }), None),
+        Flavor::Upstox => (429, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI10005", "message": "Too Many Request Sent", "error_code": "UDAPI10005" }] }), None),
+        _ => (429, json!({ "status": "error", "message": "Rate limit exceeded" }), None),
+    }
+}
+
+fn handle(s: &mut State, r: &Request) -> Reply {
+    if s.flavor == Flavor::Telegram {
+        return telegram(s, r);
+    }
+    if s.rate_limit_next > 0 {
+        s.rate_limit_next -= 1;
+        return too_many(s.flavor);
+    }
+    // Authentication, as each API does it.
+    let body_json: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    let authorised = match s.flavor {
+        Flavor::Kite => {
+            r.headers.get("x-kite-version").map(String::as_str) == Some("3")
+                && r.headers.get("authorization") == Some(&format!("token {}:{}", s.api_key, s.token))
+        }
+        Flavor::Upstox => r.headers.get("authorization") == Some(&format!("Bearer {}", s.token)),
+        Flavor::OpenAlgo => body_json["apikey"].as_str() == Some(s.token.as_str()),
+        Flavor::Telegram => true,
+    };
+    if !authorised {
+        return token_error(s.flavor);
+    }
+    let route = r.path.split('?').next().unwrap_or_default().to_owned();
+    match (s.flavor, r.method.as_str(), route.as_str()) {
+        (Flavor::Kite, "GET", "/user/profile") => ok_kite(json!({ "user_id": "AB1234", "user_name": "Test Trader", "broker": "ZERODHA" })),
+        (Flavor::Kite, "POST", "/orders/regular") => {
+            let f = form(&r.body);
+            for k in ["tradingsymbol", "exchange", "transaction_type", "order_type", "quantity", "product", "validity"] {
+                if !f.contains_key(k) {
+                    return refusal(Flavor::Kite, &format!("Missing {k}"));
+                }
+            }
+            if f.get("tag").is_some_and(|t| t.len() > 20) {
+                return refusal(Flavor::Kite, "Tag length should be less than 20 characters.");
+            }
+            if f["order_type"] == "MARKET" && f.get("market_protection").is_none_or(|m| m == "0") {
+                return refusal(Flavor::Kite, "Market orders without market protection are not allowed via API. Please set market protection or use a Limit order.");
+            }
+            place(s, f.clone(), f.get("tag").cloned(), &f["tradingsymbol"], &f["transaction_type"], &f["quantity"], |id| json!({ "status": "success", "data": { "order_id": id } }))
+        }
+        (Flavor::Kite, "GET", "/orders") => {
+            let data: Vec<Value> = s.orders.iter().map(|o| kite_order(o, &o.status)).collect();
+            ok_kite(Value::Array(data))
+        }
+        (Flavor::Kite, "GET", p) if p.starts_with("/orders/") => {
+            let id = &p["/orders/".len()..];
+            match poll(s, id) {
+                Some(o) => ok_kite(json!([kite_order(&o, "PUT ORDER REQ RECEIVED"), kite_order(&o, "VALIDATION PENDING"), kite_order(&o, &o.status)])),
+                None => refusal(Flavor::Kite, "Couldn't find that `order_id`."),
+            }
+        }
+        (Flavor::Kite, "DELETE", p) if p.starts_with("/orders/regular/") => cancel(s, &p["/orders/regular/".len()..], |id| json!({ "status": "success", "data": { "order_id": id } })),
+        (Flavor::Upstox, "GET", "/v2/user/profile") => ok_kite(json!({ "user_id": "UP1234", "user_name": "Test Trader", "broker": "UPSTOX", "is_active": true })),
+        (Flavor::Upstox, "POST", "/v3/order/place") => {
+            let b = body_json;
+            for k in ["quantity", "product", "validity", "price", "instrument_token", "order_type", "transaction_type", "disclosed_quantity", "trigger_price", "is_amo"] {
+                if b.get(k).is_none() {
+                    return refusal(Flavor::Upstox, &format!("{k} is required"));
+                }
+            }
+            let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
+            let symbol = fields["instrument_token"].clone();
+            let qty = fields["quantity"].clone();
+            let side = fields["transaction_type"].clone();
+            place(s, fields, b["tag"].as_str().map(str::to_owned), &symbol, &side, &qty, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 12 } }))
+        }
+        (Flavor::Upstox, "GET", "/v2/order/details") => match query(&r.path, "order_id").and_then(|id| poll(s, &id)) {
+            Some(o) => ok_kite(upstox_order(&o)),
+            None => refusal(Flavor::Upstox, "Order not found"),
+        },
+        (Flavor::Upstox, "GET", "/v2/order/retrieve-all") => ok_kite(Value::Array(s.orders.iter().map(upstox_order).collect())),
+        (Flavor::Upstox, "DELETE", "/v3/order/cancel") => {
+            let id = query(&r.path, "order_id").unwrap_or_default();
+            cancel(s, &id, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 9 } }))
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/ping") => (200, json!({ "status": "success", "data": { "message": "pong", "broker": "zerodha" } }), None),
+        (Flavor::OpenAlgo, "POST", "/api/v1/placeorder" | "/api/v1/placesmartorder") => {
+            let b = body_json;
+            for k in ["strategy", "symbol", "action", "exchange", "pricetype", "product", "quantity"] {
+                if b.get(k).is_none() {
+                    return refusal(Flavor::OpenAlgo, &format!("Missing mandatory field(s): {k}"));
+                }
+            }
+            let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
+            let (symbol, side, qty) = (fields["symbol"].clone(), fields["action"].clone(), fields["quantity"].clone());
+            place(s, fields, None, &symbol, &side, &qty, |id| json!({ "status": "success", "orderid": id }))
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/orderstatus") => match body_json["orderid"].as_str().and_then(|id| poll(s, id)) {
+            Some(o) => (200, json!({ "status": "success", "data": openalgo_order(&o) }), None),
+            None => refusal(Flavor::OpenAlgo, "Order not found"),
+        },
+        (Flavor::OpenAlgo, "POST", "/api/v1/orderbook") => {
+            let orders: Vec<Value> = s.orders.iter().map(openalgo_order).collect();
+            let count = |st: &str| s.orders.iter().filter(|o| o.status.eq_ignore_ascii_case(st)).count() as f64;
+            let stats = json!({ "total_buy_orders": s.orders.iter().filter(|o| o.side == "BUY").count() as f64, "total_sell_orders": s.orders.iter().filter(|o| o.side == "SELL").count() as f64, "total_completed_orders": count("COMPLETE"), "total_open_orders": count("OPEN"), "total_rejected_orders": count("REJECTED") });
+            (200, json!({ "status": "success", "data": { "orders": orders, "statistics": stats } }), None)
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/cancelorder") => {
+            let id = body_json["orderid"].as_str().unwrap_or_default().to_owned();
+            cancel(s, &id, |id| json!({ "status": "success", "orderid": id }))
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/positionbook") => {
+            let mut net: HashMap<String, Decimal> = HashMap::new();
+            for o in s.orders.iter().filter(|o| o.status == "COMPLETE") {
+                *net.entry(o.symbol.clone()).or_default() += if o.side == "BUY" { o.qty } else { -o.qty };
+            }
+            let data: Vec<Value> = net.into_iter().map(|(sym, q)| json!({ "symbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string(), "average_price": "0.00", "ltp": "0.00", "pnl": "0.00" })).collect();
+            (200, json!({ "status": "success", "data": data }), None)
+        }
+        _ => (404, json!({ "status": "error", "message": format!("no route {} {}", r.method, r.path) }), None),
+    }
+}
+
+fn ok_kite(data: Value) -> Reply {
+    (200, json!({ "status": "success", "data": data }), None)
+}
+
+fn next_id(s: &State) -> String {
+    format!("2504080{:08}", s.orders.len() + 1)
+}
+
+fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, symbol: &str, side: &str, qty: &str, answer: impl Fn(&str) -> Value) -> Reply {
+    let fault = s.faults.pop_front();
+    match &fault {
+        Some(Fault::RateLimit) => return too_many(s.flavor),
+        Some(Fault::ServerError) => {
+            return match s.flavor {
+                Flavor::Kite => (500, json!({ "status": "error", "message": "Something went wrong", "error_type": "GeneralException" }), None),
+                _ => (500, json!({ "status": "error", "message": "Internal server error" }), None),
+            };
+        }
+        Some(Fault::Reject(m)) => return refusal(s.flavor, m),
+        _ => {}
+    }
+    let Ok(qty) = qty.trim_matches('"').parse::<Decimal>() else { return refusal(s.flavor, "Invalid quantity") };
+    let id = next_id(s);
+    s.orders.push(MockOrder {
+        id: id.clone(),
+        fields,
+        tag,
+        symbol: symbol.to_owned(),
+        side: side.to_ascii_uppercase(),
+        qty,
+        status: "OPEN".into(),
+        average_price: None,
+        polls: 0,
+    });
+    if let Some(n) = s.expire_after.as_mut() {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            // The session ends (a new login elsewhere, the day's expiry): the next call fails.
+            s.token = format!("{}-expired", s.token);
+            s.expire_after = None;
+        }
+    }
+    let delay = match fault {
+        Some(Fault::SlowAccept(d)) => Some(d),
+        _ => None,
+    };
+    (200, answer(&id), delay)
+}
+
+/// The first status read of an open order completes it (the exchange filled it).
+fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
+    let ltp = s.ltp.clone();
+    let o = s.orders.iter_mut().find(|o| o.id == id)?;
+    o.polls += 1;
+    if o.status == "OPEN" {
+        let limit = o.fields.get("price").and_then(|p| p.parse::<Decimal>().ok()).filter(|p| !p.is_zero());
+        let price = ltp.get(&o.symbol).copied().or(limit).unwrap_or(Decimal::from(100));
+        // A limit (protected) order fills at the market, never beyond its limit.
+        let price = match (limit, o.side.as_str()) {
+            (Some(l), "BUY") => price.min(l),
+            (Some(l), _) => price.max(l),
+            (None, _) => price,
+        };
+        o.status = "COMPLETE".into();
+        o.average_price = Some(price);
+    }
+    Some(o.clone())
+}
+
+fn cancel(s: &mut State, id: &str, answer: impl Fn(&str) -> Value) -> Reply {
+    let flavor = s.flavor;
+    match s.orders.iter_mut().find(|o| o.id == id) {
+        Some(o) if o.status == "OPEN" => {
+            o.status = "CANCELLED".into();
+            (200, answer(id), None)
+        }
+        Some(_) => refusal(flavor, "Order cannot be cancelled as it is being processed. Try later."),
+        None => refusal(flavor, "Order not found"),
+    }
+}
+
+fn kite_order(o: &MockOrder, status: &str) -> Value {
+    let done = status == "COMPLETE";
+    json!({
+        "order_id": o.id, "exchange_order_id": if done { Value::String(format!("1100000{}", o.id)) } else { Value::Null },
+        "status": status, "status_message": null, "tag": o.tag, "tradingsymbol": o.symbol,
+        "exchange": o.fields.get("exchange"), "transaction_type": o.side, "order_type": o.fields.get("order_type"),
+        "product": o.fields.get("product"), "quantity": o.qty.to_string().parse::<u64>().unwrap_or(0),
+        "filled_quantity": if done { o.qty.to_string().parse::<u64>().unwrap_or(0) } else { 0 },
+        "pending_quantity": if done { 0 } else { o.qty.to_string().parse::<u64>().unwrap_or(0) },
+        "average_price": if done { o.average_price.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0)) } else { 0.0 },
+        "price": 0, "validity": "DAY", "variety": "regular",
+        "market_protection": o.fields.get("market_protection").and_then(|m| m.parse::<i64>().ok()),
+    })
+}
+
+fn upstox_order(o: &MockOrder) -> Value {
+    let done = o.status == "COMPLETE";
+    json!({
+        "order_id": o.id, "status": o.status.to_ascii_lowercase(), "tag": o.tag, "instrument_token": o.symbol,
+        "trading_symbol": o.symbol, "transaction_type": o.side, "order_type": o.fields.get("order_type"),
+        "quantity": o.qty.to_string().parse::<u64>().unwrap_or(0),
+        "filled_quantity": if done { o.qty.to_string().parse::<u64>().unwrap_or(0) } else { 0 },
+        "average_price": o.average_price.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0)),
+        "status_message": null, "validity": "DAY", "product": o.fields.get("product"),
+    })
+}
+
+fn openalgo_order(o: &MockOrder) -> Value {
+    // OpenAlgo sends quantity as a string and prices as numbers.
+    json!({
+        "action": o.side, "symbol": o.symbol, "exchange": o.fields.get("exchange"), "orderid": o.id,
+        "product": o.fields.get("product"), "quantity": o.qty.to_string(),
+        "price": o.fields.get("price").and_then(|p| p.parse::<f64>().ok()).unwrap_or(0.0),
+        "pricetype": o.fields.get("pricetype"), "order_status": o.status.to_ascii_lowercase(), "trigger_price": 0.0,
+        "average_price": o.average_price.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0)),
+        "timestamp": "08-Apr-2025 13:58:03",
+    })
+}
+
+fn telegram(s: &mut State, r: &Request) -> Reply {
+    let Some(rest) = r.path.strip_prefix("/bot") else { return (404, json!({ "ok": false, "error_code": 404, "description": "Not Found" }), None) };
+    let Some((token, method)) = rest.split_once('/') else { return (404, json!({ "ok": false, "error_code": 404, "description": "Not Found" }), None) };
+    if token != s.token {
+        return token_error(Flavor::Telegram);
+    }
+    if method != "sendMessage" {
+        return (404, json!({ "ok": false, "error_code": 404, "description": "Not Found: method not found" }), None);
+    }
+    let now = std::time::Instant::now();
+    while s.sent_at.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
+        s.sent_at.pop_front();
+    }
+    if s.sent_at.len() >= s.per_second {
+        return (429, json!({ "ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": { "retry_after": 1 } }), None);
+    }
+    let b: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    let (Some(chat), Some(text)) = (b["chat_id"].as_str().map(str::to_owned).or_else(|| b["chat_id"].as_i64().map(|i| i.to_string())), b["text"].as_str()) else {
+        return (400, json!({ "ok": false, "error_code": 400, "description": "Bad Request: message text is empty" }), None);
+    };
+    s.sent_at.push_back(now);
+    s.messages.push((chat.clone(), text.to_owned()));
+    let id = s.messages.len();
+    (200, json!({ "ok": true, "result": { "message_id": id, "chat": { "id": chat }, "date": 1_700_000_000, "text": text } }), None)
+}

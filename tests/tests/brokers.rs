@@ -1,0 +1,265 @@
+//! Each live adapter against a local server answering as the broker's
+//! documented API does: success, rejection, 429, timeout, expired token, and
+//! a placement that timed out although the broker took the order. Then the
+//! router over the real adapters: never a blind retry, a token error pauses
+//! one account until a new token arrives.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use tradehost::brokers::instruments::InstrumentMaster;
+use tradehost::brokers::kite::Kite;
+use tradehost::brokers::live::{AccountLink, LiveNotice, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
+use tradehost::brokers::openalgo::OpenAlgo;
+use tradehost::brokers::upstox::Upstox;
+use tradehost::brokers::{Broker, BrokerError, BrokerStatus, OrderRequest, Secret, Segment};
+use tradehost::bus::Bus;
+use tradehost::config::Product;
+use tradehost::subscriber::OrderSide;
+use tradehost_tests::brokers::{Fault, Flavor, MockServer};
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn request(coid: &str, symbol: &str, token: Option<&str>) -> OrderRequest {
+    OrderRequest {
+        client_order_id: coid.into(),
+        symbol: symbol.into(),
+        segment: Segment::of(symbol),
+        token: token.map(str::to_owned),
+        side: OrderSide::Buy,
+        qty: Decimal::from(5),
+        product: Product::Mis,
+        reference_price: Some(d("1186.00")),
+        protection_pct: Decimal::from(2),
+    }
+}
+
+/// The documented-API suite every adapter must pass.
+async fn suite(broker: &dyn Broker, mock: &MockServer, req: &OrderRequest) {
+    // Session.
+    assert!(broker.check_session().await.is_ok());
+
+    // Success: placed, found by our id, filled on the exchange.
+    mock.state().ltp.insert(req.token.clone().unwrap_or_else(|| req.symbol.clone()), d("1187.5"));
+    let id = broker.place(req).await.expect("placed");
+    let found = broker.find(req, &HashSet::new()).await.unwrap().expect("in the order book");
+    assert_eq!(found.order_id, id);
+    let filled = broker.status(&id).await.unwrap();
+    assert_eq!(filled.status, BrokerStatus::Complete);
+    assert_eq!(filled.filled_qty, Decimal::from(5));
+    assert_eq!(filled.average_price, Some(d("1187.5")));
+
+    // Rejection: a definite refusal, with the broker's message.
+    mock.state().faults.push_back(Fault::Reject("Insufficient funds. Required margin is 95417.84".into()));
+    match broker.place(req).await {
+        Err(BrokerError::Rejected(m)) => assert!(m.contains("Insufficient funds") && m.contains("HTTP 400"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    // 429: rate limited, nothing taken.
+    let before = mock.state().orders.len();
+    mock.state().faults.push_back(Fault::RateLimit);
+    assert!(matches!(broker.place(req).await, Err(BrokerError::RateLimited(_))));
+    assert_eq!(mock.state().orders.len(), before);
+
+    // 5xx: ambiguous.
+    mock.state().faults.push_back(Fault::ServerError);
+    let e = broker.place(req).await.unwrap_err();
+    assert!(matches!(e, BrokerError::Unavailable(_)) && e.is_ambiguous(), "{e:?}");
+
+    // Timeout: the broker took the order but the answer never came in time.
+    let slow = OrderRequest { client_order_id: format!("{}s", req.client_order_id), ..req.clone() };
+    mock.state().faults.push_back(Fault::SlowAccept(TIMEOUT * 3));
+    assert_eq!(broker.place(&slow).await, Err(BrokerError::Timeout));
+    let claimed: HashSet<String> = HashSet::from([id.clone()]);
+    let exists = broker.find(&slow, &claimed).await.unwrap().expect("the timed-out order exists");
+    assert_ne!(exists.order_id, id);
+
+    // Cancel: a filled order cannot be cancelled.
+    assert!(matches!(broker.cancel(&id).await, Err(BrokerError::Rejected(_))));
+
+    // Expired token: every call says so; a new token brings the session back.
+    mock.state().token = "rotated-elsewhere".into();
+    assert!(matches!(broker.place(req).await, Err(BrokerError::Token(_))));
+    assert!(matches!(broker.check_session().await, Err(BrokerError::Token(_))));
+    mock.state().token = "fresh-token-0042".into();
+    broker.set_token(Secret::new("fresh-token-0042"));
+    assert!(broker.check_session().await.is_ok(), "resumed with the new token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_connect_v3() {
+    let mock = MockServer::start(Flavor::Kite, "kite-api-key-1", "kite-token-1111");
+    let kite = Kite::new(&mock.url, Secret::new("kite-api-key-1"), Secret::new("kite-token-1111"), TIMEOUT).unwrap();
+    let req = request("th00000000000000k1", "RELIANCE", None);
+    suite(&kite, &mock, &req).await;
+    let s = mock.state();
+    let placed = s.requests.iter().find(|r| r.path == "/orders/regular").unwrap();
+    assert_eq!(placed.headers["x-kite-version"], "3");
+    assert_eq!(placed.headers["content-type"], "application/x-www-form-urlencoded");
+    let first = &s.orders[0].fields;
+    assert_eq!(first["tag"], "th00000000000000k1");
+    assert_eq!(first["order_type"], "MARKET");
+    assert_eq!(first["market_protection"], "2", "market orders carry market protection");
+    assert_eq!((first["exchange"].as_str(), first["product"].as_str(), first["transaction_type"].as_str()), ("NSE", "MIS", "BUY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstox_v3() {
+    let mock = MockServer::start(Flavor::Upstox, "", "upstox-token-2222");
+    let upstox = Upstox::new(&mock.url, Secret::new("upstox-token-2222"), TIMEOUT).unwrap();
+    let req = request("th00000000000000u1", "RELIANCE", Some("NSE_EQ|INE002A01018"));
+    suite(&upstox, &mock, &req).await;
+    let s = mock.state();
+    let first = &s.orders[0].fields;
+    assert_eq!(first["instrument_token"], "NSE_EQ|INE002A01018");
+    assert_eq!(first["tag"], "th00000000000000u1");
+    // Market protection as a collar: a limit 2% through the last price, on the tick.
+    assert_eq!((first["order_type"].as_str(), first["price"].as_str()), ("LIMIT", "1209.7"));
+    assert_eq!(first["product"], "I");
+    drop(s);
+    // No instrument token: refused before anything is sent.
+    let before = mock.state().requests.len();
+    assert!(matches!(upstox.place(&request("th00000000000000u9", "NOSUCH", None)).await, Err(BrokerError::Rejected(_))));
+    assert_eq!(mock.state().requests.len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openalgo_v1() {
+    let mock = MockServer::start(Flavor::OpenAlgo, "", "openalgo-key-3333");
+    let oa = OpenAlgo::new(&mock.url, Secret::new("openalgo-key-3333"), "tradehost", TIMEOUT).unwrap();
+    let req = request("th00000000000000o1", "RELIANCE", None);
+    suite(&oa, &mock, &req).await;
+    let s = mock.state();
+    let placed: serde_json::Value = serde_json::from_str(&s.requests.iter().find(|r| r.path == "/api/v1/placeorder").unwrap().body).unwrap();
+    assert_eq!(placed["strategy"], "tradehost");
+    assert_eq!(placed["quantity"], "5", "OpenAlgo takes numbers as strings");
+    assert_eq!((placed["pricetype"].as_str(), placed["price"].as_str()), (Some("LIMIT"), Some("1209.70")));
+    drop(s);
+    // placesmartorder: sized by OpenAlgo to reach the position.
+    let id = oa.place_smart(&req, Decimal::ZERO).await.unwrap();
+    assert!(mock.state().requests.iter().any(|r| r.path == "/api/v1/placesmartorder" && r.body.contains("\"position_size\":\"0\"")));
+    assert!(!id.is_empty());
+    // positionbook: quantities arrive as strings.
+    let positions = oa.positions().await.unwrap();
+    assert_eq!(positions.iter().find(|p| p.0 == "RELIANCE").map(|p| p.1), Some(Decimal::from(5)));
+}
+
+fn master_with(broker: &str, csv: &str) -> (InstrumentMaster, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{broker}.csv"));
+    std::fs::write(&path, csv).unwrap();
+    let master = InstrumentMaster::new(Bus::embedded("t"));
+    let rt = tokio::runtime::Handle::current();
+    let n = tokio::task::block_in_place(|| rt.block_on(master.load(broker, path.to_str().unwrap()))).unwrap();
+    assert!(n > 0);
+    (master, dir)
+}
+
+const KITE_CSV: &str = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange
+738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE
+12345678,48225,NIFTY28MAR2420800CE,\"NIFTY\",0,2024-03-28,20800,0.05,50,CE,NFO-OPT,NFO
+";
+
+fn live_order(coid: &str, instrument: &str, qty: u32) -> LiveOrder {
+    LiveOrder {
+        client_order_id: coid.into(),
+        account: "kite-main".into(),
+        instrument: instrument.into(),
+        side: OrderSide::Buy,
+        qty: Decimal::from(qty),
+        reference_price: Some(d("1186")),
+        fresh: true,
+        broker_order_id: None,
+    }
+}
+
+async fn next_update(rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>, notices: &mut Vec<LiveNotice>) -> LiveUpdate {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("the router answers").expect("open") {
+            RouterOutput::Update(u) => return u,
+            RouterOutput::Notice(n) => notices.push(n),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_never_places_blind_and_a_token_error_pauses_one_account() {
+    let mock = MockServer::start(Flavor::Kite, "kite-api-key-9", "kite-token-9999");
+    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-api-key-9"), Secret::new("kite-token-9999"), TIMEOUT).unwrap());
+    let (master, _dir) = master_with("kite", KITE_CSV);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6 };
+    let link = AccountLink { account: "kite-main".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2) };
+    let router = LiveRouter::start(vec![link], master, settings, tx);
+    let mut notices = Vec::new();
+
+    // 1. The placement times out, but the broker took it: found by tag, not placed again.
+    mock.state().faults.push_back(Fault::SlowAccept(TIMEOUT * 3));
+    router.send(live_order("th0000000000000001", "RELIANCE", 5));
+    let LiveUpdate::Accepted { broker_order_id, .. } = next_update(&mut rx, &mut notices).await else { panic!("accepted") };
+    assert_eq!(mock.state().orders.len(), 1, "one order at the broker");
+    assert_eq!(mock.state().orders[0].id, broker_order_id);
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Filled { .. }));
+    assert!(notices.iter().any(|n| matches!(n, LiveNotice::Retrying { reason, .. } if reason == "timed out")));
+
+    // 2. A burst of 429s (placements and look-ups alike): one order in the end.
+    mock.state().rate_limit_next = 4;
+    router.send(live_order("th0000000000000002", "RELIANCE", 5));
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Accepted { .. }));
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Filled { .. }));
+    assert_eq!(mock.state().orders.iter().filter(|o| o.tag.as_deref() == Some("th0000000000000002")).count(), 1);
+    assert!(notices.iter().any(|n| matches!(n, LiveNotice::Retrying { reason, .. } if reason.starts_with("rate limited"))));
+
+    // 3. A 500 on placement that did not take the order: looked for, not found, placed again once.
+    mock.state().faults.push_back(Fault::ServerError);
+    router.send(live_order("th0000000000000003", "RELIANCE", 5));
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Accepted { .. }));
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Filled { .. }));
+    assert_eq!(mock.state().orders.iter().filter(|o| o.tag.as_deref() == Some("th0000000000000003")).count(), 1);
+
+    // 4. Unknown symbol, and a quantity that is not whole lots: refused, nothing sent.
+    let sent = mock.state().requests.len();
+    router.send(live_order("th0000000000000004", "NOSUCH", 5));
+    let LiveUpdate::Rejected { reason, .. } = next_update(&mut rx, &mut notices).await else { panic!("rejected") };
+    assert!(reason.contains("unknown symbol NOSUCH"), "{reason}");
+    router.send(live_order("th0000000000000005", "NIFTY28MAR2420800CE", 70));
+    let LiveUpdate::Rejected { reason, .. } = next_update(&mut rx, &mut notices).await else { panic!("rejected") };
+    assert!(reason.contains("not a whole number of lots of 50"), "{reason}");
+    assert_eq!(mock.state().requests.len(), sent, "nothing reached the broker");
+
+    // 5. The token expires: the account pauses, holds its order, and resumes on a new token.
+    mock.state().token = "kite-token-rotated".into();
+    router.send(live_order("th0000000000000006", "RELIANCE", 5));
+    let paused = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap() {
+            RouterOutput::Notice(n @ LiveNotice::TokenExpired { .. }) => break n,
+            RouterOutput::Notice(_) => {}
+            RouterOutput::Update(u) => panic!("nothing may happen while the token is bad: {u:?}"),
+        }
+    };
+    assert!(matches!(paused, LiveNotice::TokenExpired { ref account, broker: "kite", .. } if account == "kite-main"));
+    assert_eq!(router.open_orders(), 1, "the order is held, not lost");
+    mock.state().token = "kite-token-new-day".into();
+    assert!(router.token("kite-main", Secret::new("kite-token-new-day")));
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Accepted { .. }));
+    assert!(notices.iter().any(|n| matches!(n, LiveNotice::Resumed { .. })));
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Filled { .. }));
+    assert_eq!(router.open_orders(), 0);
+    assert!(!router.token("nobody", Secret::new("whatever-token")), "unknown accounts are refused");
+
+    // Every order placed exactly once.
+    let s = mock.state();
+    let mut tags: Vec<&str> = s.orders.iter().filter_map(|o| o.tag.as_deref()).collect();
+    tags.sort_unstable();
+    let unique: HashSet<&str> = tags.iter().copied().collect();
+    assert_eq!(tags.len(), unique.len(), "{tags:?}");
+    assert_eq!(unique.len(), 4);
+}

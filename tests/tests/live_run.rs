@@ -1,0 +1,246 @@
+//! `TRADING_MODE=live` end to end: the bundled pipelines, their accounts moved
+//! to Kite, Upstox and OpenAlgo served by local brokers answering as the
+//! documented APIs do, a real Redis, real plugins, a real journal, and a
+//! Telegram server. The run survives an expired token (renewed over
+//! `trading:commands`), a burst of 429s and a timed-out placement that the
+//! broker had taken, without a restart; every order is placed once; and no
+//! credential appears in anything the process printed or published.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use tradehost_tests::brokers::{Fault, Flavor, MockServer};
+use tradehost_tests::{Collector, RedisServer, tradehost_bin};
+
+const KITE_KEY: &str = "kite-api-key-e2e-7731";
+const KITE_TOKEN: &str = "kite-access-token-day1-5521";
+const KITE_TOKEN_2: &str = "kite-access-token-day2-9034";
+const UPSTOX_TOKEN: &str = "upstox-access-token-e2e-4410";
+const OPENALGO_KEY: &str = "openalgo-apikey-e2e-6620";
+const BOT_TOKEN: &str = "123456:telegram-bot-token-e2e";
+
+/// The repository's `pipelines.toml`, with its accounts on live brokers and shorter days.
+fn bundled_config_live(dir: &Path, kite: &str, upstox: &str, openalgo: &str, telegram: &str) -> std::path::PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(repo.join("pipelines.toml")).expect("the bundled pipelines.toml");
+    let mut text = text
+        .replace("plugin_dir = \"plugins\"", &format!("plugin_dir = {:?}", tradehost_tests::plugin_dir().display().to_string()))
+        .replace("journal = \"out/journal.sqlite\"", &format!("journal = {:?}", dir.join("journal.sqlite").display().to_string()))
+        .replace("days = 10", "days = 3")
+        .replace("days = 2", "days = 1");
+    let brokers = [
+        ("paper-long", format!("broker = \"kite\"\nbase_url = \"{kite}\"\ncredentials = \"kite-main\"\nnotify = {{ telegram_chat = \"1001\", events = [\"fill\", \"token_expired\"] }}")),
+        ("paper-bank", format!("broker = \"upstox\"\nbase_url = \"{upstox}\"")),
+        ("paper-intraday", format!("broker = \"openalgo\"\nbase_url = \"{openalgo}\"")),
+        ("paper-fno", format!("broker = \"openalgo\"\nbase_url = \"{openalgo}\"")),
+    ];
+    for (id, broker) in brokers {
+        let from = format!("id = \"{id}\"\nbroker = \"paper\"");
+        assert!(text.contains(&from), "pipelines.toml changed shape: {id}");
+        text = text.replace(&from, &format!("id = \"{id}\"\n{broker}"));
+    }
+    text.push_str(&format!(
+        "\n[live]\ntimeout_ms = 400\npoll_ms = 30\nbackoff_ms = 40\ninstruments = {{ kite = \"kite.csv\", upstox = \"upstox.csv\" }}\n\n[telegram]\nbase_url = \"{telegram}\"\nchat_id = \"2002\"\nevents = [\"token_expired\", \"breaker\", \"plugin_failed\"]\nmin_interval_ms = 20\n"
+    ));
+    std::fs::write(
+        dir.join("kite.csv"),
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n256265,1001,NIFTY,\"NIFTY\",0,,0,0.05,1,EQ,NSE,NSE\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("upstox.csv"),
+        "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange\nNSE_EQ|BANKNIFTY,2002,BANKNIFTY,BANKNIFTY,0,,,0.05,1,EQUITY,,NSE_EQ\n",
+    )
+    .unwrap();
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
+    db.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
+    let redis = RedisServer::start();
+    let collector = Collector::start(&redis.url());
+    let kite = MockServer::start(Flavor::Kite, KITE_KEY, KITE_TOKEN);
+    let upstox = MockServer::start(Flavor::Upstox, "", UPSTOX_TOKEN);
+    let openalgo = MockServer::start(Flavor::OpenAlgo, "", OPENALGO_KEY);
+    let telegram = MockServer::start(Flavor::Telegram, "", BOT_TOKEN);
+    telegram.state().per_second = 5; // Telegram's limits, tighter: the notifier must obey 429s
+    // Kite's session ends after its third order; OpenAlgo's first placement times out although taken.
+    kite.state().expire_after = Some(3);
+    openalgo.state().faults.push_back(Fault::SlowAccept(Duration::from_millis(1200)));
+    upstox.state().faults.extend([Fault::RateLimit, Fault::RateLimit, Fault::RateLimit]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = bundled_config_live(dir.path(), &kite.url, &upstox.url, &openalgo.url, &telegram.url);
+    std::fs::write(dir.path().join("secrets.toml"), format!("[accounts.kite-main]\napi_key = \"{KITE_KEY}\"\naccess_token = \"{KITE_TOKEN}\"\n\n[telegram]\nbot_token = \"{BOT_TOKEN}\"\n")).unwrap();
+    let mut child = Command::new(tradehost_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("TRADEHOST_SECRETS")
+        .env("TRADING_MODE", "live")
+        .env("REDIS_URL", redis.url())
+        .env("RUST_LOG", "info")
+        .env("TRADEHOST_PAPER_BANK_ACCESS_TOKEN", UPSTOX_TOKEN)
+        .env("TRADEHOST_PAPER_INTRADAY_API_KEY", OPENALGO_KEY)
+        .env("TRADEHOST_PAPER_FNO_API_KEY", OPENALGO_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out_reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err_reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+
+    // The market, as the exchange sees it: each broker fills at the last price on the quotes channel.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (collector_msgs, kite, upstox, openalgo, done) = (collector_handle(&collector), kite.clone(), upstox.clone(), openalgo.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let msgs = collector_msgs();
+                for (channel, v) in msgs.iter().skip(seen) {
+                    if channel != "trading:quotes" {
+                        continue;
+                    }
+                    for q in v["quotes"].as_array().into_iter().flatten() {
+                        let (Some(sym), Some(close)) = (q["instrument"].as_str(), q["close"].as_str().and_then(|c| c.parse::<Decimal>().ok())) else { continue };
+                        kite.state().ltp.insert(sym.to_owned(), close);
+                        openalgo.state().ltp.insert(sym.to_owned(), close);
+                        upstox.state().ltp.insert(format!("NSE_EQ|{sym}"), close);
+                    }
+                }
+                seen = msgs.len();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+
+    // The token expires mid-run: the account pauses with an alert; a new token on the commands channel resumes it.
+    let expired = collector.wait_for(Duration::from_secs(120), |c, v| c == "trading:events" && v["event"] == "token_expired").expect("the token expiry is announced");
+    assert_eq!((expired["account"].as_str(), expired["broker"].as_str(), expired["alert"].as_bool()), (Some("paper-long"), Some("kite"), Some(true)));
+    std::thread::sleep(Duration::from_millis(300)); // orders keep coming while it is paused; none is lost
+    kite.state().token = KITE_TOKEN_2.into();
+    let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let command = format!(r#"{{"v":1,"type":"command","id":"tok-1","cmd":"token","account":"paper-long","access_token":"{KITE_TOKEN_2}"}}"#);
+    let _: i64 = redis::cmd("PUBLISH").arg("trading:commands").arg(&command).query(&mut con).unwrap();
+    assert!(collector.wait_for(Duration::from_secs(30), |c, v| c == "trading:events" && v["event"] == "token_renewed").is_some(), "resumed without a restart");
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the live run did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    feeder.join().unwrap();
+    let (stdout, stderr) = (out_reader.join().unwrap(), err_reader.join().unwrap());
+    assert!(status.success(), "{stdout}\n{stderr}");
+    for line in ["TRADING_MODE=live", "LIVE account paper-long: kite session ok (user AB1234)", "LIVE account paper-bank: upstox session ok", "LIVE account paper-intraday: openalgo session ok", "kite instrument master: 1 instruments", "Telegram alerts on"] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+
+    // Every decided order reached its broker once and filled; nothing is left in flight.
+    let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+    let per_account = |a: &str| count(&db, &format!("SELECT COUNT(*) FROM orders WHERE account = '{a}'"));
+    assert!(per_account("paper-long") > 3 && per_account("paper-bank") > 0 && per_account("paper-intraday") + per_account("paper-fno") > 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM orders WHERE state NOT IN ('filled', 'rejected')"), 0, "nothing in flight");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM orders WHERE state = 'rejected'"), 0, "nothing refused: every symbol is in the masters");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM fills"), count(&db, "SELECT COUNT(*) FROM orders"));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM orders WHERE broker_order_id IS NULL"), 0);
+    let at = |m: &MockServer| m.state().orders.len() as i64;
+    assert_eq!(at(&kite), per_account("paper-long"), "kite: one broker order per journal order");
+    assert_eq!(at(&upstox), per_account("paper-bank"), "upstox: one broker order per journal order");
+    assert_eq!(at(&openalgo), per_account("paper-intraday") + per_account("paper-fno"), "openalgo: one broker order per journal order");
+    for m in [&kite, &upstox] {
+        let s = m.state();
+        let tags: std::collections::HashSet<_> = s.orders.iter().map(|o| o.tag.clone()).collect();
+        assert_eq!(tags.len(), s.orders.len(), "tags are unique");
+    }
+    // Fills are the broker's prices, and positions follow them.
+    let filled_at_broker: i64 = count(&db, "SELECT COUNT(*) FROM fills f JOIN orders o USING (client_order_id) WHERE o.account = 'paper-long' AND CAST(f.price AS REAL) > 1000");
+    assert_eq!(filled_at_broker, per_account("paper-long"), "kite fills at the market the mock saw");
+    tradehost_tests::check_positions(&db);
+
+    // What the operator saw: the pause, the retries, the resume.
+    let events: Vec<serde_json::Value> = collector.of("trading:events", "event");
+    let named = |n: &str| events.iter().filter(|e| e["event"] == n).cloned().collect::<Vec<_>>();
+    assert!(named("broker_retry").iter().any(|e| e["account"] == "paper-bank" && e["reason"].as_str().unwrap_or_default().starts_with("rate limited")));
+    assert!(named("broker_retry").iter().any(|e| e["reason"] == "timed out"), "the slow OpenAlgo placement was retried by looking first");
+    assert_eq!(named("token_expired").len(), 1);
+    let orders: Vec<serde_json::Value> = collector.of("trading:orders", "order");
+    assert!(orders.iter().all(|o| o["mode"] == "live"));
+
+    // Telegram: fills and the token alert in the account's chat, the token alert in the desk's chat.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let fills_wanted = usize::try_from(per_account("paper-long")).unwrap();
+    while telegram.state().messages.iter().filter(|(c, t)| c == "1001" && t.starts_with("Filled")).count() < fills_wanted && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let messages = telegram.state().messages.clone();
+    assert!(messages.iter().any(|(c, t)| c == "1001" && t.starts_with("Filled [live] paper-long")), "{messages:?}");
+    assert!(messages.iter().any(|(c, t)| c == "1001" && t.starts_with("Token expired paper-long")), "{messages:?}");
+    assert!(messages.iter().any(|(c, t)| c == "2002" && t.starts_with("Token expired paper-long")), "{messages:?}");
+    assert!(!messages.iter().any(|(c, t)| c == "2002" && t.starts_with("Filled")), "the desk chat did not ask for fills");
+
+    // Nothing secret in anything printed, published or sent.
+    let published: String = collector.messages().iter().filter(|(c, _)| c != "trading:commands").map(|(c, v)| format!("{c} {v}\n")).collect();
+    let telegram_text: String = messages.iter().map(|(_, t)| format!("{t}\n")).collect();
+    for secret in [KITE_KEY, KITE_TOKEN, KITE_TOKEN_2, UPSTOX_TOKEN, OPENALGO_KEY, BOT_TOKEN] {
+        for (what, text) in [("stdout", &stdout), ("stderr", &stderr), ("the bus", &published), ("telegram", &telegram_text)] {
+            assert!(!text.contains(secret), "a secret leaked into {what}");
+        }
+    }
+}
+
+fn collector_handle(collector: &Collector) -> impl Fn() -> Vec<(String, serde_json::Value)> + Send + 'static {
+    let shared = collector.shared();
+    move || shared.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+#[test]
+fn live_mode_refuses_to_start_without_credentials_or_a_session() {
+    let kite = MockServer::start(Flavor::Kite, KITE_KEY, KITE_TOKEN);
+    let dir = tempfile::tempdir().unwrap();
+    let config = bundled_config_live(dir.path(), &kite.url, "http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9");
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(tradehost_bin());
+        cmd.args(["run", "--config"]).arg(&config).env("TRADING_MODE", "live").env_remove("REDIS_URL").env_remove("TRADEHOST_SECRETS");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // No credentials at all: every live account is named, with where its secret goes.
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("TRADING_MODE=live refused to start"), "{err}");
+    assert!(err.contains("account paper-long (kite): no api_key: set TRADEHOST_KITE_MAIN_API_KEY"), "{err}");
+    assert!(err.contains("account paper-bank (upstox): no access_token: set TRADEHOST_PAPER_BANK_ACCESS_TOKEN"), "{err}");
+    // Credentials, but a wrong token, and brokers that do not answer: refused, the token not shown.
+    let out = run(&[
+        ("TRADEHOST_KITE_MAIN_API_KEY", KITE_KEY),
+        ("TRADEHOST_KITE_MAIN_ACCESS_TOKEN", "kite-stale-token-0000"),
+        ("TRADEHOST_PAPER_BANK_ACCESS_TOKEN", UPSTOX_TOKEN),
+        ("TRADEHOST_PAPER_INTRADAY_API_KEY", OPENALGO_KEY),
+        ("TRADEHOST_PAPER_FNO_API_KEY", OPENALGO_KEY),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("account paper-long (kite): session check failed: session refused: HTTP 403: Incorrect `api_key` or `access_token`."), "{err}");
+    assert!(err.contains("account paper-bank (upstox): session check failed: unavailable"), "{err}");
+    for secret in [KITE_KEY, "kite-stale-token-0000", UPSTOX_TOKEN, OPENALGO_KEY] {
+        assert!(!err.contains(secret) && !String::from_utf8_lossy(&out.stdout).contains(secret));
+    }
+    assert!(!dir.path().join("journal.sqlite").exists(), "nothing ran");
+}
