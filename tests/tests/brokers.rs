@@ -263,3 +263,50 @@ async fn the_router_never_places_blind_and_a_token_error_pauses_one_account() {
     assert_eq!(tags.len(), unique.len(), "{tags:?}");
     assert_eq!(unique.len(), 4);
 }
+
+fn fill_message(n: usize) -> String {
+    serde_json::json!({ "v": 1, "type": "order", "id": format!("th{n}/filled"), "ts": 1, "mode": "live", "account": "acct-1", "side": "buy", "qty": "5", "instrument": "RELIANCE", "state": "filled", "price": "1187.5" }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_alerts_are_routed_rate_limited_and_never_lost_silently() {
+    let telegram = MockServer::start(Flavor::Telegram, "", "4242:bot-token-telegram-test");
+    telegram.state().per_second = 1; // Telegram answers 429 with retry_after = 1 beyond this
+    let text = format!(
+        "[telegram]\nbase_url = \"{}\"\nchat_id = \"desk\"\nevents = [\"token_expired\"]\nmin_interval_ms = 0\nqueue = 3\n\n[[accounts]]\nid = \"acct-1\"\ncapital = 100000\nnotify = {{ telegram_chat = \"acct-chat\", events = [\"fill\", \"token_expired\"] }}\n",
+        telegram.url
+    );
+    let config = Arc::new(tradehost::config::Config::parse(std::path::Path::new("pipelines.toml"), &text).unwrap());
+    let bus = Bus::embedded("trading");
+    let sub = bus.subscribe(&[bus.channels().orders(), bus.channels().events()]).await.unwrap();
+    let client = tradehost::notify::Telegram::new(&telegram.url, Secret::new("4242:bot-token-telegram-test")).unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(config.clone());
+    tokio::spawn(tradehost::notify::run(client, config.telegram.clone().unwrap(), rx, sub));
+
+    let expired = serde_json::json!({ "v": 1, "type": "event", "id": "e1", "ts": 1, "event": "token_expired", "account": "acct-1", "broker": "kite", "reason": "HTTP 403" }).to_string();
+    bus.publish(&bus.channels().events(), &expired).await.unwrap();
+    for n in 0..10 {
+        bus.publish(&bus.channels().orders(), &fill_message(n)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let s = telegram.state();
+        if s.messages.iter().any(|(_, t)| t.contains("earlier alerts dropped")) && s.messages.iter().any(|(c, _)| c == "desk") {
+            break;
+        }
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = telegram.state();
+    let to = |chat: &str| s.messages.iter().filter(|(c, _)| c == chat).map(|(_, t)| t.clone()).collect::<Vec<_>>();
+    assert_eq!(to("desk").len(), 1, "the desk asked for token alerts only: {:?}", to("desk"));
+    assert!(to("desk")[0].starts_with("Token expired acct-1 (kite)"));
+    let account = to("acct-chat");
+    assert!(account.iter().any(|t| t.starts_with("Filled [live] acct-1: BUY 5 RELIANCE @ 1187.5")), "{account:?}");
+    // At most a queue's worth waits; what was dropped is counted, never silently lost.
+    assert!(account.len() < 11, "{account:?}");
+    assert!(account.iter().any(|t| t.contains("earlier alerts dropped by the rate limit")), "{account:?}");
+    // Telegram's 429s were met and obeyed: no two sends to the mock within its window succeeded past its limit.
+    assert!(s.requests.len() > s.messages.len(), "some sends were refused with 429 and retried");
+    assert!(s.requests.iter().all(|r| r.path == "/bot4242:bot-token-telegram-test/sendMessage"));
+}

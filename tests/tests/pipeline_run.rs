@@ -256,13 +256,15 @@ fn live_mode_and_bad_configs_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)), 5);
     // A live account without credentials: live mode does not start (tests/tests/live_run.rs covers the rest).
-    let live = write_config(dir.path(), &format!("{ACCOUNTS}[[accounts]]\nid = \"kite-x\"\nbroker = \"kite\"\ncapital = 100000\n{}", ma_pipeline(0, 1)), 5);
+    let live_dir = tempfile::tempdir().unwrap();
+    let live = write_config(live_dir.path(), &format!("{ACCOUNTS}[[accounts]]\nid = \"kite-x\"\nbroker = \"kite\"\ncapital = 100000\n{}", ma_pipeline(0, 1)), 5);
     let out = run(&live, &[("TRADING_MODE", "live")], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TRADING_MODE=live refused to start") && err.contains("account kite-x (kite): no api_key"), "{err}");
-    assert!(!dir.path().join("journal.sqlite").exists(), "nothing ran");
-    let bad_broker = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)).replacen("id = \"long-1\"", "id = \"long-1\"\nbroker = \"zerodha\"", 1), 5);
+    assert!(!live_dir.path().join("journal.sqlite").exists(), "nothing ran");
+    let broker_dir = tempfile::tempdir().unwrap();
+    let bad_broker = write_config(broker_dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)).replacen("id = \"long-1\"", "id = \"long-1\"\nbroker = \"zerodha\"", 1), 5);
     let err = String::from_utf8_lossy(&run(&bad_broker, &[], &[]).stderr).into_owned();
     assert!(err.contains("accounts[0].broker: unknown broker \"zerodha\"; expected one of paper, openalgo, kite, upstox"), "{err}");
 

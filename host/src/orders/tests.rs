@@ -315,3 +315,73 @@ fn a_failed_leg_stops_the_basket_alerts_and_unwinds() {
     let positions = om.accounts_summary().unwrap();
     assert!(positions["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty), "unwound: {positions}");
 }
+
+fn live_manager(dir: &Path) -> OrderManager {
+    let text = CONFIG.replacen("id = \"a1\"\n", "id = \"a1\"\nbroker = \"kite\"\n", 1);
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
+    OrderManager::open(&dir.join("journal.sqlite"), config, "live").unwrap()
+}
+
+fn state_of(om: &OrderManager, coid: &str) -> (String, Option<String>) {
+    om.db.query_row("SELECT state, broker_order_id FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?))).unwrap()
+}
+
+#[test]
+fn live_orders_are_journaled_as_submitted_before_the_broker_and_recovered_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    om.set_live_accounts(std::collections::HashSet::from(["a1".to_owned()]));
+    om.on_quotes(&quotes(0, dec!(100))).unwrap();
+    let out = om.on_signal(&signal(60_000, "buy")).unwrap();
+    assert_eq!(states(&out), vec!["a1 submitted buy", "a2 submitted buy", "a2 accepted buy"], "a1 goes to its broker, a2 to paper");
+    let handed = om.take_live_orders();
+    assert_eq!(handed.len(), 1);
+    let coid = handed[0].client_order_id.clone();
+    assert!(handed[0].fresh && handed[0].account == "a1" && handed[0].qty == dec!(2) && handed[0].reference_price == Some(dec!(100)));
+    assert!(om.take_live_orders().is_empty(), "handed over once");
+    // A paper price does not fill a live order.
+    om.on_quotes(&quotes(120_000, dec!(101))).unwrap();
+    assert_eq!(state_of(&om, &coid).0, "submitted");
+    drop(om);
+
+    // The process dies before the broker answered: the restart hands it over again, to be looked for first.
+    let mut om = live_manager(dir.path());
+    om.set_live_accounts(std::collections::HashSet::from(["a1".to_owned()]));
+    let recovered = om.recover_live_orders().unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert!(!recovered[0].fresh && recovered[0].broker_order_id.is_none() && recovered[0].client_order_id == coid);
+    om.on_live_update(&LiveUpdate::Accepted { client_order_id: coid.clone(), broker_order_id: "250408000000001".into() }).unwrap();
+    assert_eq!(state_of(&om, &coid), ("accepted".into(), Some("250408000000001".into())));
+    // Accepted orders come back with their broker id (to be polled, never placed).
+    assert_eq!(om.recover_live_orders().unwrap()[0].broker_order_id.as_deref(), Some("250408000000001"));
+    let out = om.on_live_update(&LiveUpdate::Filled { client_order_id: coid.clone(), qty: dec!(2), price: dec!(100.5) }).unwrap();
+    assert_eq!(states(&out), vec!["a1 filled buy"]);
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2");
+    assert!(om.recover_live_orders().unwrap().is_empty());
+    // A late report the state machine refuses changes nothing and is reported.
+    let out = om.on_live_update(&LiveUpdate::Rejected { client_order_id: coid.clone(), reason: "late".into() }).unwrap();
+    assert!(events(&out).iter().any(|(n, _)| *n == "order_transition_refused"));
+    assert_eq!(state_of(&om, &coid).0, "filled");
+
+    // A sell cancelled after a partial fill: the filled part stands.
+    om.on_signal(&signal(180_000, "sell")).unwrap();
+    let sell = om.take_live_orders().pop().unwrap();
+    om.on_live_update(&LiveUpdate::Accepted { client_order_id: sell.client_order_id.clone(), broker_order_id: "250408000000002".into() }).unwrap();
+    let out = om
+        .on_live_update(&LiveUpdate::Cancelled { client_order_id: sell.client_order_id.clone(), filled_qty: dec!(1), price: Some(dec!(102)), reason: "IOC remainder".into() })
+        .unwrap();
+    assert_eq!(states(&out), vec!["a1 partially_filled sell", "a1 cancelled sell"]);
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "1");
+}
+
+#[test]
+fn a_live_account_without_a_connected_broker_is_refused_not_papered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path()); // live mode, a1 on kite, but no router connected it
+    om.on_quotes(&quotes(0, dec!(100))).unwrap();
+    let out = om.on_signal(&signal(60_000, "buy")).unwrap();
+    let refused: Vec<_> = events(&out).into_iter().filter(|(n, v)| *n == "order_refused" && v["account"] == "a1").collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].1["rule"], "broker");
+    assert_eq!(states(&out), vec!["a2 submitted buy", "a2 accepted buy"]);
+}
