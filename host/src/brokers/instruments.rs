@@ -106,11 +106,14 @@ fn decode(value: &str) -> Instrument {
     Instrument { token: token.to_owned(), lot_size: lot.parse().unwrap_or(1) }
 }
 
+/// One broker's map: `EQ:<symbol>` → `<token>|<lot size>`.
+type Map = HashMap<String, String>;
+
 /// The maps of every broker in use: in Redis with a Redis bus, in memory otherwise.
 #[derive(Debug, Clone)]
 pub struct InstrumentMaster {
     bus: Bus,
-    memory: Arc<RwLock<HashMap<String, Arc<HashMap<String, String>>>>>,
+    memory: Arc<RwLock<HashMap<String, Arc<Map>>>>,
 }
 
 impl InstrumentMaster {

@@ -10,14 +10,13 @@
 //! (502) and `GeneralException` (500) leave the outcome unknown.
 
 use std::collections::HashSet;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use reqwest::Client;
 use serde_json::Value;
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, Segment, number, text};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, Segment, number, text};
 use crate::config::Product;
 use crate::subscriber::OrderSide;
 
@@ -26,7 +25,7 @@ pub struct Kite {
     client: Client,
     base: String,
     api_key: Secret,
-    access_token: RwLock<Secret>,
+    access_token: TokenCell,
 }
 
 impl std::fmt::Debug for Kite {
@@ -44,11 +43,11 @@ impl Kite {
     /// # Errors
     /// When the HTTP client cannot start.
     pub fn new(base: &str, api_key: Secret, access_token: Secret, timeout: Duration) -> Result<Self, BrokerError> {
-        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key, access_token: RwLock::new(access_token) })
+        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key, access_token: TokenCell::new(access_token) })
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let token = self.access_token.read().map(|t| t.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let token = self.access_token.get();
         r.header("X-Kite-Version", "3").header("Authorization", format!("token {}:{}", self.api_key.expose(), token.expose()))
     }
 
@@ -162,8 +161,6 @@ impl Broker for Kite {
     }
 
     fn set_token(&self, token: Secret) {
-        if let Ok(mut t) = self.access_token.write() {
-            *t = token;
-        }
+        self.access_token.set(token);
     }
 }

@@ -197,6 +197,32 @@ pub trait Broker: Send + Sync {
     fn set_token(&self, token: Secret);
 }
 
+/// A credential that a new day's login replaces while requests read it.
+#[derive(Debug)]
+pub struct TokenCell(std::sync::RwLock<Secret>);
+
+impl TokenCell {
+    /// Holding `token`.
+    #[must_use]
+    pub fn new(token: Secret) -> Self {
+        Self(std::sync::RwLock::new(token))
+    }
+
+    /// The current token.
+    #[must_use]
+    pub fn get(&self) -> Secret {
+        self.0.read().map(|t| t.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replace it.
+    pub fn set(&self, token: Secret) {
+        match self.0.write() {
+            Ok(mut t) => *t = token,
+            Err(p) => *p.into_inner() = token,
+        }
+    }
+}
+
 /// A number the broker may send as a JSON number or a string (`"75"`, `"1186.0"`).
 #[must_use]
 pub fn number(v: &Value) -> Option<Decimal> {

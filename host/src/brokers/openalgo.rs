@@ -12,14 +12,13 @@
 //! placed one at a time, never two of the same shape in flight.
 
 use std::collections::HashSet;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use reqwest::Client;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, Segment, number, text};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, Segment, number, text};
 use crate::config::Product;
 use crate::subscriber::OrderSide;
 
@@ -27,7 +26,7 @@ use crate::subscriber::OrderSide;
 pub struct OpenAlgo {
     client: Client,
     base: String,
-    api_key: RwLock<Secret>,
+    api_key: TokenCell,
     strategy: String,
 }
 
@@ -46,11 +45,11 @@ impl OpenAlgo {
     /// # Errors
     /// When the HTTP client cannot start.
     pub fn new(base: &str, api_key: Secret, strategy: &str, timeout: Duration) -> Result<Self, BrokerError> {
-        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key: RwLock::new(api_key), strategy: strategy.to_owned() })
+        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key: TokenCell::new(api_key), strategy: strategy.to_owned() })
     }
 
     async fn call(&self, name: &str, mut body: Value) -> Result<Value, BrokerError> {
-        let key = self.api_key.read().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let key = self.api_key.get();
         if let Some(b) = body.as_object_mut() {
             b.insert("apikey".into(), Value::String(key.expose().to_owned()));
         }
@@ -179,10 +178,9 @@ impl Broker for OpenAlgo {
             // Newest last in OpenAlgo's book: take the latest unclaimed order of this shape.
             Ok(orders
                 .iter()
+                .rev()
                 .filter_map(Self::order)
-                .filter(|o| !claimed.contains(&o.order_id))
-                .filter(|o| o.symbol == order.symbol && o.side == Some(order.side) && o.qty == order.qty)
-                .last())
+                .find(|o| !claimed.contains(&o.order_id) && o.symbol == order.symbol && o.side == Some(order.side) && o.qty == order.qty))
         })
     }
 
@@ -201,8 +199,6 @@ impl Broker for OpenAlgo {
     }
 
     fn set_token(&self, token: Secret) {
-        if let Ok(mut k) = self.api_key.write() {
-            *k = token;
-        }
+        self.api_key.set(token);
     }
 }

@@ -55,10 +55,10 @@ fn registry() -> &'static RwLock<BTreeSet<String>> {
 
 fn register(value: &str) {
     // Very short values would scrub ordinary words; no real key is this short.
-    if value.len() >= 6 {
-        if let Ok(mut known) = registry().write() {
-            known.insert(value.to_owned());
-        }
+    if value.len() >= 6
+        && let Ok(mut known) = registry().write()
+    {
+        known.insert(value.to_owned());
     }
 }
 

@@ -11,14 +11,13 @@
 //! protection price (a collar), which is what market protection is.
 
 use std::collections::HashSet;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use reqwest::Client;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, number, text};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, number, text};
 use crate::config::Product;
 use crate::subscriber::OrderSide;
 
@@ -26,7 +25,7 @@ use crate::subscriber::OrderSide;
 pub struct Upstox {
     client: Client,
     base: String,
-    access_token: RwLock<Secret>,
+    access_token: TokenCell,
 }
 
 impl std::fmt::Debug for Upstox {
@@ -44,11 +43,11 @@ impl Upstox {
     /// # Errors
     /// When the HTTP client cannot start.
     pub fn new(base: &str, access_token: Secret, timeout: Duration) -> Result<Self, BrokerError> {
-        Ok(Self { client: http::client(timeout)?, base: http::base(base), access_token: RwLock::new(access_token) })
+        Ok(Self { client: http::client(timeout)?, base: http::base(base), access_token: TokenCell::new(access_token) })
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let token = self.access_token.read().map(|t| t.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let token = self.access_token.get();
         r.bearer_auth(token.expose()).header("Accept", "application/json")
     }
 
@@ -150,8 +149,6 @@ impl Broker for Upstox {
     }
 
     fn set_token(&self, token: Secret) {
-        if let Ok(mut t) = self.access_token.write() {
-            *t = token;
-        }
+        self.access_token.set(token);
     }
 }

@@ -393,6 +393,7 @@ async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn orders_role(
     config: Arc<Config>,
     bus: Bus,
@@ -447,21 +448,9 @@ async fn orders_role(
                 last_work = tokio::time::Instant::now();
                 match report {
                     crate::brokers::live::RouterOutput::Update(update) => {
-                        let mut delay = Duration::from_millis(100);
-                        loop {
-                            match tokio::task::block_in_place(|| om.on_live_update(&update)) {
-                                Ok(out) => {
-                                    let _ = outbox.send(Out::Outcomes(out));
-                                    break;
-                                }
-                                // What the broker did must be recorded: retry rather than lose it.
-                                Err(e) => {
-                                    events.error("orders", &format!("recording a broker report: {e}; retrying")).await;
-                                    tokio::time::sleep(delay).await;
-                                    delay = (delay * 2).min(Duration::from_secs(10));
-                                }
-                            }
-                        }
+                        // What the broker did must be recorded: retried rather than lost.
+                        let out = until_recorded(&events, "a broker report", || om.on_live_update(&update)).await;
+                        let _ = outbox.send(Out::Outcomes(out));
                     }
                     crate::brokers::live::RouterOutput::Notice(notice) => live_notice(&events, notice).await,
                 }
@@ -606,25 +595,29 @@ async fn release(
     }
 }
 
+/// Run a journal write until it succeeds, reporting each failure: what it
+/// records (a decision, a broker's report) must never be dropped.
+async fn until_recorded(events: &Events, what: &str, mut write: impl FnMut() -> Result<Vec<Outcome>, crate::orders::OrderError>) -> Vec<Outcome> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match tokio::task::block_in_place(&mut write) {
+            Ok(out) => return out,
+            Err(e) => {
+                events.error("orders", &format!("recording {what}: {e}; retrying")).await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, entry: &LogEntry) {
     match SignalMessage::parse(&entry.payload) {
         Ok(signal) => {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match tokio::task::block_in_place(|| om.on_signal(&signal)) {
-                    Ok(out) => {
-                        let _ = outbox.send(Out::Outcomes(out));
-                        break;
-                    }
-                    // The journal is the one thing that must work: keep the entry
-                    // unacknowledged and try again rather than lose the signal.
-                    Err(e) => {
-                        events.error("orders", &format!("recording signal {}: {e}; retrying", signal.id)).await;
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
+            // The journal is the one thing that must work: keep the entry
+            // unacknowledged and try again rather than lose the signal.
+            let out = until_recorded(events, &format!("signal {}", signal.id), || om.on_signal(&signal)).await;
+            let _ = outbox.send(Out::Outcomes(out));
         }
         Err(e) => events.error("signal log", &format!("entry {} is malformed and was skipped: {e}", entry.entry_id)).await,
     }

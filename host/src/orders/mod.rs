@@ -430,7 +430,7 @@ impl OrderManager {
                     let side = OrderSide::parse(&side).unwrap_or(OrderSide::Buy);
                     let cancelled = matches!(update, LiveUpdate::Cancelled { .. });
                     let event = if cancelled { state::OrderEvent::PartialFill } else { state::OrderEvent::Fill };
-                    match record_fill_as(&tx, coid, &account, &instrument, side, *qty, *price, ts, event).map_err(jerr)? {
+                    match record_fill(&tx, coid, &account, &instrument, side, *qty, *price, ts, event).map_err(jerr)? {
                         Ok(()) => transitions.push((coid.clone(), if cancelled { "partially_filled" } else { "filled" }, json!({ "price": price.to_string(), "fill_ts": ts, "filled_qty": qty.to_string() }))),
                         Err(e) => out.push(refused(coid, e)),
                     }
@@ -500,7 +500,7 @@ impl OrderManager {
             }
             if let (Some((ts, open)), Some(side)) = (first_price_after(recent, &instrument, not_before), OrderSide::parse(&side)) {
                 let price = fill_price(side, open, dec(&slippage));
-                match record_fill(tx, &coid, &account, &instrument, side, dec(&qty), price, ts)? {
+                match record_fill(tx, &coid, &account, &instrument, side, dec(&qty), price, ts, state::OrderEvent::Fill)? {
                     Ok(()) => transitions.push((coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts }))),
                     Err(refused) => tracing::error!("order {coid}: fill refused: {refused}"),
                 }
@@ -563,7 +563,7 @@ impl OrderManager {
                 // same instrument's prices can come from pipelines running at different paces.
                 let (ts, open) = first_price_after(&self.recent, &quote.instrument, not_before).unwrap_or((q.ts, quote.open));
                 let price = fill_price(side, open, dec(&slippage));
-                match record_fill(&tx, &coid, &account, &quote.instrument, side, dec(&qty), price, ts).map_err(jerr)? {
+                match record_fill(&tx, &coid, &account, &quote.instrument, side, dec(&qty), price, ts, state::OrderEvent::Fill).map_err(jerr)? {
                     Ok(()) => filled.push((coid, json!({ "price": price.to_string(), "fill_ts": ts }))),
                     Err(refused) => {
                         // Reported, never applied: the paper book keeps the order as it was.
@@ -1021,24 +1021,10 @@ fn first_price_after(recent: &Recent, instrument: &str, ts: i64) -> Option<(i64,
     prices.get(prices.partition_point(|(t, _)| *t <= ts)).copied()
 }
 
-/// Record a fill inside `tx`: the fill, the position it changes, the paper book and the order.
+/// Record a fill inside `tx`, whole (`Fill`) or partial (`PartialFill`): the
+/// fill, the position it changes, the paper book and the order.
 #[allow(clippy::too_many_arguments)]
 fn record_fill(
-    tx: &rusqlite::Transaction<'_>,
-    coid: &str,
-    account: &str,
-    instrument: &str,
-    side: OrderSide,
-    qty: Decimal,
-    price: Decimal,
-    ts: i64,
-) -> rusqlite::Result<Result<(), state::InvalidTransition>> {
-    record_fill_as(tx, coid, account, instrument, side, qty, price, ts, state::OrderEvent::Fill)
-}
-
-/// [`record_fill`] of a whole (`Fill`) or partial (`PartialFill`) fill.
-#[allow(clippy::too_many_arguments)]
-fn record_fill_as(
     tx: &rusqlite::Transaction<'_>,
     coid: &str,
     account: &str,

@@ -190,7 +190,7 @@ fn every_transition_is_journaled_and_impossible_ones_are_refused() {
     assert_eq!(path, want.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())).to_vec());
     // A second fill for the same order (a broker's duplicate report): refused, nothing changes.
     let tx = om.db.transaction().unwrap();
-    let refused = record_fill(&tx, &coid, "a1", "NIFTY", OrderSide::Buy, dec!(2), dec!(150), BASE + 3000).unwrap();
+    let refused = record_fill(&tx, &coid, "a1", "NIFTY", OrderSide::Buy, dec!(2), dec!(150), BASE + 3000, state::OrderEvent::Fill).unwrap();
     assert_eq!(refused.unwrap_err().to_string(), "Fill is not possible for an order that is filled");
     tx.commit().unwrap();
     assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2", "the position did not change");
