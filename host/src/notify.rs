@@ -157,22 +157,33 @@ impl Telegram {
     }
 }
 
+/// Alerts taken in and not yet sent (or dropped): a process about to exit waits for them.
+pub type Pending = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
 /// Read alerts off `sub` (orders and events) and send them, rate-limited per chat.
-pub async fn run(telegram: Telegram, settings: TelegramSection, mut config: tokio::sync::watch::Receiver<std::sync::Arc<Config>>, mut sub: Subscription) {
+pub async fn run(telegram: Telegram, settings: TelegramSection, config: tokio::sync::watch::Receiver<std::sync::Arc<Config>>, sub: Subscription) {
+    run_counted(telegram, settings, config, sub, Pending::default()).await;
+}
+
+/// [`run`], counting what is still to be sent in `pending`.
+pub async fn run_counted(telegram: Telegram, settings: TelegramSection, mut config: tokio::sync::watch::Receiver<std::sync::Arc<Config>>, mut sub: Subscription, pending: Pending) {
     let mut senders: HashMap<String, mpsc::Sender<String>> = HashMap::new();
     let telegram = std::sync::Arc::new(telegram);
     while let Some((_, payload)) = sub.recv().await {
         let Some(alert) = alert_of(&payload) else { continue };
         let current = config.borrow_and_update().clone();
         for chat in Routes::of(&current).chats(&alert, &current) {
-            let tx = senders.entry(chat.clone()).or_insert_with(|| spawn_chat(telegram.clone(), chat.clone(), &settings));
-            let _ = tx.send(alert.text.clone()).await;
+            let tx = senders.entry(chat.clone()).or_insert_with(|| spawn_chat(telegram.clone(), chat.clone(), &settings, pending.clone()));
+            pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if tx.send(alert.text.clone()).await.is_err() {
+                pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     }
 }
 
 /// One chat's sender: a queue, the minimum interval, 429s obeyed.
-fn spawn_chat(telegram: std::sync::Arc<Telegram>, chat: String, settings: &TelegramSection) -> mpsc::Sender<String> {
+fn spawn_chat(telegram: std::sync::Arc<Telegram>, chat: String, settings: &TelegramSection, pending: Pending) -> mpsc::Sender<String> {
     let (tx, mut rx) = mpsc::channel::<String>(1024);
     let (interval, cap) = (Duration::from_millis(settings.min_interval_ms), settings.queue.max(1));
     tokio::spawn(async move {
@@ -193,6 +204,7 @@ fn spawn_chat(telegram: std::sync::Arc<Telegram>, chat: String, settings: &Teleg
             while queue.len() > cap {
                 queue.pop_front();
                 dropped += 1;
+                pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
             tokio::time::sleep_until(next).await;
             let Some(text) = queue.front().cloned() else { continue };
@@ -200,6 +212,7 @@ fn spawn_chat(telegram: std::sync::Arc<Telegram>, chat: String, settings: &Teleg
             match telegram.send(&chat, &text).await {
                 Ok(()) => {
                     queue.pop_front();
+                    pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     dropped = 0;
                     next = tokio::time::Instant::now() + interval;
                 }
@@ -207,6 +220,7 @@ fn spawn_chat(telegram: std::sync::Arc<Telegram>, chat: String, settings: &Teleg
                 Err(SendError::Failed(e)) => {
                     tracing::warn!("telegram: {e}");
                     queue.pop_front();
+                    pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     next = tokio::time::Instant::now() + interval;
                 }
             }

@@ -147,27 +147,29 @@ async fn refresh_daily(config: Config, master: InstrumentMaster, brokers: Vec<St
     }
 }
 
-/// Start the Telegram notifier if `[telegram]` or any `[accounts.notify]` asks for it.
+/// Start the Telegram notifier if `[telegram]` or any `[accounts.notify]` asks for it;
+/// returns its count of alerts still to send.
 ///
 /// # Errors
 /// A secrets file that does not parse.
-pub async fn start_notifier(config: &Config, bus: &Bus, configs: tokio::sync::watch::Receiver<Arc<Config>>) -> anyhow::Result<()> {
+pub async fn start_notifier(config: &Config, bus: &Bus, configs: tokio::sync::watch::Receiver<Arc<Config>>) -> anyhow::Result<Option<crate::notify::Pending>> {
     let wanted = config.telegram.as_ref().is_some_and(|t| t.chat_id.is_some()) || config.accounts.iter().any(|a| a.notify.is_some());
     if !wanted {
-        return Ok(());
+        return Ok(None);
     }
     let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new(".")))?;
     let Some(token) = store.telegram_token() else {
         eprintln!("tradehost: Telegram alerts are configured but there is no bot token (TRADEHOST_TELEGRAM_BOT_TOKEN or [telegram] bot_token in the secrets file): alerts are off");
-        return Ok(());
+        return Ok(None);
     };
     let settings = config.telegram.clone().unwrap_or_default();
     let telegram = crate::notify::Telegram::new(&settings.base_url, token)?;
     let c = bus.channels();
     let sub = bus.subscribe(&[c.orders(), c.events()]).await?;
     println!("tradehost: Telegram alerts on");
-    tokio::spawn(crate::notify::run(telegram, settings, configs, sub));
-    Ok(())
+    let pending = crate::notify::Pending::default();
+    tokio::spawn(crate::notify::run_counted(telegram, settings, configs, sub, pending.clone()));
+    Ok(Some(pending))
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ pub fn trading_mode() -> anyhow::Result<&'static str> {
 
 const GROUP: &str = "orders";
 
+/// How long an exiting process waits for queued alerts.
+const ALERT_FLUSH: Duration = Duration::from_secs(60);
+
 /// Run the configured pipelines.
 ///
 /// # Errors
@@ -136,9 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     let (config_tx, config_rx) = watch::channel(config.clone());
-    if orders_feeds.is_some() {
-        super::live::start_notifier(&config, &bus, config_rx.clone()).await?;
-    }
+    let alerts = if orders_feeds.is_some() { super::live::start_notifier(&config, &bus, config_rx.clone()).await? } else { None };
     let (reload_tx, reload_rx) = mpsc::channel(16);
     tokio::spawn(config_watch(args.config.clone(), Events::new(bus.clone(), "host"), config_tx, config_change_rx, reload_rx));
     let engine_commands = if matches!(args.role, Role::All | Role::Engine) { Some(bus.subscribe(&[bus.channels().commands()]).await?) } else { None };
@@ -164,6 +165,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(p) = printer {
         tokio::time::sleep(Duration::from_millis(100)).await;
         p.abort();
+    }
+    if let Some(pending) = alerts {
+        // Alerts still queued (Telegram allows about one a second per chat) go out before we do.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let deadline = tokio::time::Instant::now() + ALERT_FLUSH;
+        let mut told = false;
+        while pending.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            if !told {
+                println!("tradehost: sending {} queued alerts before exiting", pending.load(std::sync::atomic::Ordering::SeqCst));
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = pending.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            eprintln!("tradehost: {left} alerts were not sent in {} s", ALERT_FLUSH.as_secs());
+        }
     }
     Ok(())
 }
