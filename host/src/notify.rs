@@ -105,16 +105,12 @@ impl Routes {
 }
 
 /// The Bot API client.
+/// `Debug` is derived: its credentials print as `Secret(***)`.
+#[derive(Debug)]
 pub struct Telegram {
     client: reqwest::Client,
     base: String,
     token: Secret,
-}
-
-impl std::fmt::Debug for Telegram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Telegram").field("base", &self.base).finish_non_exhaustive()
-    }
 }
 
 /// A send that did not go through.

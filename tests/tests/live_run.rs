@@ -42,7 +42,7 @@ fn bundled_config_live(dir: &Path, kite: &str, upstox: &str, openalgo: &str, tel
         text = text.replace(&from, &format!("id = \"{id}\"\n{broker}"));
     }
     text.push_str(&format!(
-        "\n[live]\ntimeout_ms = 400\npoll_ms = 30\nbackoff_ms = 40\ninstruments = {{ kite = \"kite.csv\", upstox = \"upstox.csv\" }}\n\n[telegram]\nbase_url = \"{telegram}\"\nchat_id = \"2002\"\nevents = [\"token_expired\", \"breaker\", \"plugin_failed\"]\nmin_interval_ms = 20\n"
+        "\n[live]\ntimeout_ms = 1000\npoll_ms = 30\nbackoff_ms = 40\ninstruments = {{ kite = \"kite.csv\", upstox = \"upstox.csv\" }}\n\n[telegram]\nbase_url = \"{telegram}\"\nchat_id = \"2002\"\nevents = [\"token_expired\", \"breaker\", \"plugin_failed\"]\nmin_interval_ms = 20\n"
     ));
     std::fs::write(
         dir.join("kite.csv"),
@@ -74,7 +74,7 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     telegram.state().per_second = 5; // Telegram's limits, tighter: the notifier must obey 429s
     // Kite's session ends after its third order; OpenAlgo's first placement times out although taken.
     kite.state().expire_after = Some(3);
-    openalgo.state().faults.push_back(Fault::SlowAccept(Duration::from_millis(1200)));
+    openalgo.state().faults.push_back(Fault::SlowAccept(Duration::from_millis(3000)));
     upstox.state().faults.extend([Fault::RateLimit, Fault::RateLimit, Fault::RateLimit]);
 
     let dir = tempfile::tempdir().unwrap();

@@ -16,22 +16,18 @@ use reqwest::Client;
 use serde_json::Value;
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, Segment, number, text};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, OrderRequest, Secret, Segment, TokenCell, text};
 use crate::config::Product;
 use crate::subscriber::OrderSide;
 
 /// The Kite Connect adapter.
+/// `Debug` is derived: its credentials print as `Secret(***)`.
+#[derive(Debug)]
 pub struct Kite {
     client: Client,
     base: String,
     api_key: Secret,
     access_token: TokenCell,
-}
-
-impl std::fmt::Debug for Kite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kite").field("base", &self.base).finish_non_exhaustive()
-    }
 }
 
 /// Kite's production API.
@@ -68,23 +64,7 @@ impl Kite {
     }
 
     fn order(v: &Value) -> Option<BrokerOrder> {
-        let status = match v["status"].as_str()? {
-            "COMPLETE" => BrokerStatus::Complete,
-            "REJECTED" => BrokerStatus::Rejected,
-            "CANCELLED" => BrokerStatus::Cancelled,
-            _ => BrokerStatus::Open, // OPEN, TRIGGER PENDING, PUT ORDER REQ RECEIVED, VALIDATION PENDING, …
-        };
-        Some(BrokerOrder {
-            order_id: text(&v["order_id"])?,
-            tag: v["tag"].as_str().map(str::to_owned),
-            status,
-            filled_qty: number(&v["filled_quantity"]).unwrap_or_default(),
-            average_price: number(&v["average_price"]).filter(|p| !p.is_zero()),
-            message: v["status_message"].as_str().unwrap_or_default().to_owned(),
-            symbol: v["tradingsymbol"].as_str().unwrap_or_default().to_owned(),
-            side: v["transaction_type"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
-            qty: number(&v["quantity"]).unwrap_or_default(),
-        })
+        BrokerOrder::from_tagged(v, "tradingsymbol")
     }
 
     /// Kite's exchange for a segment.

@@ -257,6 +257,9 @@ impl Worker {
     fn update(&self, u: LiveUpdate) {
         let done = !matches!(u, LiveUpdate::Accepted { .. });
         let _ = self.out.send(RouterOutput::Update(u));
+        // Counted down only after it is sent: at every moment an unfinished order is either
+        // counted or its report is waiting in the channel, so the orders loop never sees
+        // "nothing open" while a fill is still on its way.
         if done {
             self.open.fetch_sub(1, Ordering::SeqCst);
         }
@@ -538,7 +541,18 @@ mod tests {
                 filled += 1;
             }
         }
-        assert_eq!(router.open_orders(), 0);
+        settled(&router).await;
+    }
+
+    /// The count drops just after the last report is sent.
+    async fn settled(router: &LiveRouter) {
+        for _ in 0..200 {
+            if router.open_orders() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{} orders still open", router.open_orders());
     }
 
     #[tokio::test]

@@ -197,6 +197,40 @@ pub trait Broker: Send + Sync {
     fn set_token(&self, token: Secret);
 }
 
+impl BrokerStatus {
+    /// A broker's status word: `complete`, `rejected`, `cancelled` (any case); anything
+    /// else (OPEN, TRIGGER PENDING, PUT ORDER REQ RECEIVED, VALIDATION PENDING, …) is working.
+    #[must_use]
+    pub fn from_word(word: &str) -> Self {
+        match word.to_ascii_lowercase().as_str() {
+            "complete" => Self::Complete,
+            "rejected" => Self::Rejected,
+            "cancelled" | "canceled" => Self::Cancelled,
+            _ => Self::Open,
+        }
+    }
+}
+
+impl BrokerOrder {
+    /// An order in the shape Kite and Upstox share (`order_id`, `status`, `tag`,
+    /// `filled_quantity`, `average_price`, `status_message`, `transaction_type`,
+    /// `quantity`), its symbol under `symbol_key`.
+    #[must_use]
+    pub fn from_tagged(v: &Value, symbol_key: &str) -> Option<Self> {
+        Some(Self {
+            order_id: text(&v["order_id"])?,
+            tag: v["tag"].as_str().map(str::to_owned),
+            status: BrokerStatus::from_word(v["status"].as_str()?),
+            filled_qty: number(&v["filled_quantity"]).unwrap_or_default(),
+            average_price: number(&v["average_price"]).filter(|p| !p.is_zero()),
+            message: v["status_message"].as_str().unwrap_or_default().to_owned(),
+            symbol: v[symbol_key].as_str().unwrap_or_default().to_owned(),
+            side: v["transaction_type"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
+            qty: number(&v["quantity"]).unwrap_or_default(),
+        })
+    }
+}
+
 /// A credential that a new day's login replaces while requests read it.
 #[derive(Debug)]
 pub struct TokenCell(std::sync::RwLock<Secret>);
@@ -279,5 +313,8 @@ mod tests {
         assert_eq!(number(&serde_json::json!("75")), Some(Decimal::from(75)));
         assert_eq!(number(&serde_json::json!(1186.5)), Some(Decimal::from_str("1186.5").unwrap()));
         assert_eq!(text(&serde_json::json!(250408000989443_u64)).as_deref(), Some("250408000989443"));
+        for (word, status) in [("COMPLETE", BrokerStatus::Complete), ("complete", BrokerStatus::Complete), ("REJECTED", BrokerStatus::Rejected), ("canceled", BrokerStatus::Cancelled), ("TRIGGER PENDING", BrokerStatus::Open), ("open", BrokerStatus::Open)] {
+            assert_eq!(BrokerStatus::from_word(word), status, "{word}");
+        }
     }
 }

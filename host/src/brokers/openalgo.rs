@@ -18,22 +18,18 @@ use reqwest::Client;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, Segment, number, text};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, Segment, TokenCell, number, text};
 use crate::config::Product;
 use crate::subscriber::OrderSide;
 
 /// The OpenAlgo adapter.
+/// `Debug` is derived: its credentials print as `Secret(***)`.
+#[derive(Debug)]
 pub struct OpenAlgo {
     client: Client,
     base: String,
     api_key: TokenCell,
     strategy: String,
-}
-
-impl std::fmt::Debug for OpenAlgo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAlgo").field("base", &self.base).field("strategy", &self.strategy).finish_non_exhaustive()
-    }
 }
 
 /// OpenAlgo's default local address.
@@ -72,12 +68,7 @@ impl OpenAlgo {
     }
 
     fn order(v: &Value) -> Option<BrokerOrder> {
-        let status = match v["order_status"].as_str()?.to_ascii_lowercase().as_str() {
-            "complete" => BrokerStatus::Complete,
-            "rejected" => BrokerStatus::Rejected,
-            "cancelled" | "canceled" => BrokerStatus::Cancelled,
-            _ => BrokerStatus::Open, // open, pending, trigger pending
-        };
+        let status = BrokerStatus::from_word(v["order_status"].as_str()?);
         let qty = number(&v["quantity"]).unwrap_or_default();
         Some(BrokerOrder {
             order_id: text(&v["orderid"])?,

@@ -17,21 +17,17 @@ use reqwest::Client;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, number, text};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, OrderRequest, Secret, TokenCell, text};
 use crate::config::Product;
 use crate::subscriber::OrderSide;
 
 /// The Upstox adapter.
+/// `Debug` is derived: its credentials print as `Secret(***)`.
+#[derive(Debug)]
 pub struct Upstox {
     client: Client,
     base: String,
     access_token: TokenCell,
-}
-
-impl std::fmt::Debug for Upstox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstox").field("base", &self.base).finish_non_exhaustive()
-    }
 }
 
 /// Upstox's production API.
@@ -68,23 +64,8 @@ impl Upstox {
     }
 
     fn order(v: &Value) -> Option<BrokerOrder> {
-        let status = match v["status"].as_str()?.to_ascii_lowercase().as_str() {
-            "complete" => BrokerStatus::Complete,
-            "rejected" => BrokerStatus::Rejected,
-            "cancelled" => BrokerStatus::Cancelled,
-            _ => BrokerStatus::Open,
-        };
-        Some(BrokerOrder {
-            order_id: text(&v["order_id"])?,
-            tag: v["tag"].as_str().map(str::to_owned),
-            status,
-            filled_qty: number(&v["filled_quantity"]).unwrap_or_default(),
-            average_price: number(&v["average_price"]).filter(|p| !p.is_zero()),
-            message: v["status_message"].as_str().unwrap_or_default().to_owned(),
-            symbol: v["trading_symbol"].as_str().or_else(|| v["tradingsymbol"].as_str()).unwrap_or_default().to_owned(),
-            side: v["transaction_type"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
-            qty: number(&v["quantity"]).unwrap_or_default(),
-        })
+        // The order book says `trading_symbol`; older answers `tradingsymbol`.
+        BrokerOrder::from_tagged(v, if v.get("trading_symbol").is_some() { "trading_symbol" } else { "tradingsymbol" })
     }
 }
 
