@@ -78,6 +78,21 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
+/// Say so when the secrets file can be read by other users (like ssh does with keys).
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            eprintln!("tradehost: warning: {} is readable by other users (mode {:o}); `chmod 600` it", path.display(), meta.permissions().mode() & 0o777);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// One account's credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +149,7 @@ impl SecretStore {
         if !path.exists() {
             return Ok(Self::default());
         }
+        warn_if_shared(&path);
         let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
         let file: SecretsFile = toml::from_str(&text).map_err(|e| {
             let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
