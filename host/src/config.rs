@@ -154,7 +154,7 @@ pub struct Account {
 pub struct AccountNotify {
     /// Telegram chat id.
     pub telegram_chat: String,
-    /// Which alerts: `fill`, `stop`, `breaker`, `plugin_failed`, `token_expired`, `rejected` (default: all).
+    /// Which alerts: `fill`, `stop`, `breaker`, `plugin_failed`, `token_expired`, `rejected`, `position_mismatch` (default: all).
     #[serde(default = "all_alerts")]
     pub events: Vec<String>,
 }
@@ -163,7 +163,7 @@ pub struct AccountNotify {
 pub const BROKERS: [&str; 4] = ["paper", "openalgo", "kite", "upstox"];
 
 /// Every alert kind.
-pub const ALERTS: [&str; 6] = ["fill", "stop", "breaker", "plugin_failed", "token_expired", "rejected"];
+pub const ALERTS: [&str; 7] = ["fill", "stop", "breaker", "plugin_failed", "token_expired", "rejected", "position_mismatch"];
 
 fn all_alerts() -> Vec<String> {
     ALERTS.iter().map(|s| (*s).to_owned()).collect()

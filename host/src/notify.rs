@@ -1,5 +1,5 @@
 //! Telegram alerts: fills, stops hit, risk breakers tripped, plugins failed,
-//! tokens expired and orders rejected, read off the bus and sent through the
+//! tokens expired, orders rejected and positions that disagree with the broker, read off the bus and sent through the
 //! Bot API (`POST <base>/bot<token>/sendMessage`).
 //!
 //! Alerts are routed to the `[telegram] chat_id` and to each account's
@@ -23,7 +23,7 @@ use crate::config::{Config, TelegramSection};
 /// One alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
-    /// `fill`, `stop`, `breaker`, `plugin_failed`, `token_expired`, `rejected`.
+    /// `fill`, `stop`, `breaker`, `plugin_failed`, `token_expired`, `rejected`, `position_mismatch`.
     pub kind: &'static str,
     /// The account it concerns, if one.
     pub account: Option<String>,
@@ -60,6 +60,10 @@ pub fn alert_of(payload: &str) -> Option<Alert> {
             ("token_expired", format!("Token expired {} ({}): orders paused until a new token arrives on the commands channel. {}", s(&v, "account"), s(&v, "broker"), s(&v, "reason")))
         }
         ("event", "order_rejected") => ("rejected", format!("Order rejected {}: {}", s(&v, "client_order_id"), s(&v, "reason"))),
+        ("event", "position_mismatch") => (
+            "position_mismatch",
+            format!("Position mismatch {} in {}: journal {}, {} {}", s(&v, "account"), s(&v, "instrument"), s(&v, "journal"), s(&v, "broker"), s(&v, "broker_qty")),
+        ),
         _ => return None,
     };
     Some(Alert { kind, account, pipeline, text: scrub(&text) })

@@ -101,6 +101,8 @@ pub struct State {
     pub messages: Vec<(String, String)>,
     /// Telegram: at most this many messages a second before 429.
     pub per_second: usize,
+    /// Upstox: trading symbol of each instrument token (positions name both).
+    pub symbols: HashMap<String, String>,
     sent_at: VecDeque<std::time::Instant>,
 }
 
@@ -132,6 +134,7 @@ impl MockServer {
             ltp: HashMap::new(),
             messages: Vec::new(),
             per_second: 1000,
+            symbols: HashMap::new(),
             sent_at: VecDeque::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -328,6 +331,20 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             }
         }
         (Flavor::Kite, "DELETE", p) if p.starts_with("/orders/regular/") => cancel(s, &p["/orders/regular/".len()..], |id| json!({ "status": "success", "data": { "order_id": id } })),
+        (Flavor::Kite, "GET", "/portfolio/positions") => {
+            let net: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| json!({ "tradingsymbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string().parse::<i64>().unwrap_or(0), "average_price": 0.0, "pnl": 0.0 })).collect();
+            ok_kite(json!({ "net": net, "day": [] }))
+        }
+        (Flavor::Upstox, "GET", "/v2/portfolio/short-term-positions") => {
+            let rows: Vec<Value> = net_positions(s)
+                .into_iter()
+                .map(|(token, q)| {
+                    let symbol = s.symbols.get(&token).cloned().unwrap_or_else(|| token.clone());
+                    json!({ "trading_symbol": symbol, "instrument_token": token, "exchange": "NSE", "product": "I", "quantity": q.to_string().parse::<i64>().unwrap_or(0), "average_price": 0.0, "pnl": 0.0 })
+                })
+                .collect();
+            ok_kite(Value::Array(rows))
+        }
         (Flavor::Upstox, "GET", "/v2/user/profile") => ok_kite(json!({ "user_id": "UP1234", "user_name": "Test Trader", "broker": "UPSTOX", "is_active": true })),
         (Flavor::Upstox, "POST", "/v3/order/place") => {
             let b = body_json;
@@ -378,15 +395,25 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             cancel(s, &id, |id| json!({ "status": "success", "orderid": id }))
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/positionbook") => {
-            let mut net: HashMap<String, Decimal> = HashMap::new();
-            for o in s.orders.iter().filter(|o| o.status == "COMPLETE") {
-                *net.entry(o.symbol.clone()).or_default() += if o.side == "BUY" { o.qty } else { -o.qty };
-            }
-            let data: Vec<Value> = net.into_iter().map(|(sym, q)| json!({ "symbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string(), "average_price": "0.00", "ltp": "0.00", "pnl": "0.00" })).collect();
+            let data: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| json!({ "symbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string(), "average_price": "0.00", "ltp": "0.00", "pnl": "0.00" })).collect();
             (200, json!({ "status": "success", "data": data }), None)
         }
         _ => (404, json!({ "status": "error", "message": format!("no route {} {}", r.method, r.path) }), None),
     }
+}
+
+/// Net filled units per symbol (Upstox: per instrument token), zeros left out.
+fn net_positions(s: &State) -> Vec<(String, Decimal)> {
+    let mut net: Vec<(String, Decimal)> = Vec::new();
+    for o in s.orders.iter().filter(|o| o.status == "COMPLETE") {
+        let q = if o.side == "BUY" { o.qty } else { -o.qty };
+        match net.iter_mut().find(|(sym, _)| *sym == o.symbol) {
+            Some((_, n)) => *n += q,
+            None => net.push((o.symbol.clone(), q)),
+        }
+    }
+    net.retain(|(_, q)| !q.is_zero());
+    net
 }
 
 fn ok_kite(data: Value) -> Reply {

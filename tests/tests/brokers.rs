@@ -56,6 +56,10 @@ async fn suite(broker: &dyn Broker, mock: &MockServer, req: &OrderRequest) {
     assert_eq!(filled.filled_qty, Decimal::from(5));
     assert_eq!(filled.average_price, Some(d("1187.5")));
 
+    // The position book shows the fill, under the trading symbol.
+    let held = broker.positions().await.unwrap();
+    assert_eq!(held, vec![(req.symbol.clone(), Decimal::from(5))]);
+
     // Rejection: a definite refusal, with the broker's message.
     mock.state().faults.push_back(Fault::Reject("Insufficient funds. Required margin is 95417.84".into()));
     match broker.place(req).await {
@@ -114,6 +118,7 @@ async fn kite_connect_v3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstox_v3() {
     let mock = MockServer::start(Flavor::Upstox, "", "upstox-token-2222");
+    mock.state().symbols.insert("NSE_EQ|INE002A01018".into(), "RELIANCE".into());
     let upstox = Upstox::new(&mock.url, Secret::new("upstox-token-2222"), TIMEOUT).unwrap();
     let req = request("th00000000000000u1", "RELIANCE", Some("NSE_EQ|INE002A01018"));
     suite(&upstox, &mock, &req).await;
@@ -147,9 +152,18 @@ async fn openalgo_v1() {
     let id = oa.place_smart(&req, Decimal::ZERO).await.unwrap();
     assert!(mock.state().requests.iter().any(|r| r.path == "/api/v1/placesmartorder" && r.body.contains("\"position_size\":\"0\"")));
     assert!(!id.is_empty());
-    // positionbook: quantities arrive as strings.
-    let positions = oa.positions().await.unwrap();
-    assert_eq!(positions.iter().find(|p| p.0 == "RELIANCE").map(|p| p.1), Some(Decimal::from(5)));
+    // Reconciliation: the journal thinks 3 RELIANCE and 2 TCS; the broker holds 5 RELIANCE.
+    let journal = std::collections::HashMap::from([("RELIANCE".to_owned(), Decimal::from(3)), ("TCS".to_owned(), Decimal::from(2))]);
+    let mismatches = tradehost::brokers::live::reconcile(&oa, &journal).await.unwrap();
+    assert_eq!(
+        mismatches,
+        vec![
+            tradehost::brokers::live::Mismatch { instrument: "RELIANCE".into(), journal: Decimal::from(3), broker: Decimal::from(5) },
+            tradehost::brokers::live::Mismatch { instrument: "TCS".into(), journal: Decimal::from(2), broker: Decimal::ZERO },
+        ]
+    );
+    let agreed = std::collections::HashMap::from([("RELIANCE".to_owned(), Decimal::from(5))]);
+    assert!(tradehost::brokers::live::reconcile(&oa, &agreed).await.unwrap().is_empty());
 }
 
 fn master_with(broker: &str, csv: &str) -> (InstrumentMaster, tempfile::TempDir) {

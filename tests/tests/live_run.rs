@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use tradehost_tests::brokers::{Fault, Flavor, MockServer};
+use tradehost_tests::brokers::{Fault, Flavor, MockOrder, MockServer};
 use tradehost_tests::{Collector, RedisServer, tradehost_bin};
 
 const KITE_KEY: &str = "kite-api-key-e2e-7731";
@@ -42,7 +42,7 @@ fn bundled_config_live(dir: &Path, kite: &str, upstox: &str, openalgo: &str, tel
         text = text.replace(&from, &format!("id = \"{id}\"\n{broker}"));
     }
     text.push_str(&format!(
-        "\n[live]\ntimeout_ms = 1000\npoll_ms = 30\nbackoff_ms = 40\ninstruments = {{ kite = \"kite.csv\", upstox = \"upstox.csv\" }}\n\n[telegram]\nbase_url = \"{telegram}\"\nchat_id = \"2002\"\nevents = [\"token_expired\", \"breaker\", \"plugin_failed\"]\nmin_interval_ms = 20\n"
+        "\n[live]\ntimeout_ms = 1000\npoll_ms = 30\nbackoff_ms = 40\ninstruments = {{ kite = \"kite.csv\", upstox = \"upstox.csv\" }}\n\n[telegram]\nbase_url = \"{telegram}\"\nchat_id = \"2002\"\nevents = [\"token_expired\", \"breaker\", \"plugin_failed\", \"position_mismatch\"]\nmin_interval_ms = 20\n"
     ));
     std::fs::write(
         dir.join("kite.csv"),
@@ -76,6 +76,22 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     kite.state().expire_after = Some(3);
     openalgo.state().faults.push_back(Fault::SlowAccept(Duration::from_millis(3000)));
     upstox.state().faults.extend([Fault::RateLimit, Fault::RateLimit, Fault::RateLimit]);
+    // A position bought by hand at the broker before the start: reconciliation must flag it.
+    {
+        let mut u = upstox.state();
+        u.symbols.insert("NSE_EQ|INE062A01020".into(), "SBIN".into());
+        u.orders.push(MockOrder {
+            id: "manual-1".into(),
+            fields: std::collections::HashMap::new(),
+            tag: None,
+            symbol: "NSE_EQ|INE062A01020".into(),
+            side: "BUY".into(),
+            qty: Decimal::from(10),
+            status: "COMPLETE".into(),
+            average_price: Some(Decimal::from(600)),
+            polls: 1,
+        });
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let config = bundled_config_live(dir.path(), &kite.url, &upstox.url, &openalgo.url, &telegram.url);
@@ -157,14 +173,15 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders WHERE state = 'rejected'"), 0, "nothing refused: every symbol is in the masters");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM fills"), count(&db, "SELECT COUNT(*) FROM orders"));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders WHERE broker_order_id IS NULL"), 0);
-    let at = |m: &MockServer| m.state().orders.len() as i64;
+    let at = |m: &MockServer| m.state().orders.iter().filter(|o| o.id != "manual-1").count() as i64;
     assert_eq!(at(&kite), per_account("paper-long"), "kite: one broker order per journal order");
     assert_eq!(at(&upstox), per_account("paper-bank"), "upstox: one broker order per journal order");
     assert_eq!(at(&openalgo), per_account("paper-intraday") + per_account("paper-fno"), "openalgo: one broker order per journal order");
     for m in [&kite, &upstox] {
         let s = m.state();
-        let tags: std::collections::HashSet<_> = s.orders.iter().map(|o| o.tag.clone()).collect();
-        assert_eq!(tags.len(), s.orders.len(), "tags are unique");
+        let ours: Vec<_> = s.orders.iter().filter(|o| o.id != "manual-1").map(|o| o.tag.clone()).collect();
+        let tags: std::collections::HashSet<_> = ours.iter().cloned().collect();
+        assert_eq!(tags.len(), ours.len(), "tags are unique");
     }
     // Fills are the broker's prices, and positions follow them.
     let filled_at_broker: i64 = count(&db, "SELECT COUNT(*) FROM fills f JOIN orders o USING (client_order_id) WHERE o.account = 'paper-long' AND CAST(f.price AS REAL) > 1000");
@@ -183,6 +200,11 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     assert!(named("broker_retry").iter().any(|e| e["account"] == "paper-bank" && e["reason"].as_str().unwrap_or_default().starts_with("rate limited")));
     assert!(named("broker_retry").iter().any(|e| e["reason"] == "timed out"), "the slow OpenAlgo placement was retried by looking first");
     assert_eq!(named("token_expired").len(), 1);
+    // Reconciliation at the start: the hand-bought SBIN at Upstox is flagged; the others agree.
+    let mismatches = named("position_mismatch");
+    assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+    assert_eq!((mismatches[0]["account"].as_str(), mismatches[0]["instrument"].as_str(), mismatches[0]["journal"].as_str(), mismatches[0]["broker_qty"].as_str()), (Some("paper-bank"), Some("SBIN"), Some("0"), Some("10")));
+    assert!(stdout.contains("paper-long: positions agree with kite (0 open)"), "{stdout}");
     let orders: Vec<serde_json::Value> = collector.of("trading:orders", "order");
     assert!(orders.iter().all(|o| o["mode"] == "live"));
 
@@ -195,6 +217,7 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     assert!(messages.iter().any(|(c, t)| c == "1001" && t.starts_with("Token expired paper-long")), "{messages:?}");
     assert!(messages.iter().any(|(c, t)| c == "2002" && t.starts_with("Token expired paper-long")), "{messages:?}");
     assert!(!messages.iter().any(|(c, t)| c == "2002" && t.starts_with("Filled")), "the desk chat did not ask for fills");
+    assert!(messages.iter().any(|(c, t)| c == "2002" && t == "Position mismatch paper-bank in SBIN: journal 0, upstox 10"), "{messages:?}");
 
     // Nothing secret in anything printed, published or sent.
     let published: String = collector.messages().iter().filter(|(c, _)| c != "trading:commands").map(|(c, v)| format!("{c} {v}\n")).collect();

@@ -143,4 +143,13 @@ impl Broker for Kite {
     fn set_token(&self, token: Secret) {
         self.access_token.set(token);
     }
+
+    /// `GET /portfolio/positions`: the `net` positions.
+    fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
+        Box::pin(async move {
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/portfolio/positions", self.base)))).await?)?;
+            let rows = data["net"].as_array().ok_or_else(|| BrokerError::Protocol("positions without a net list".into()))?;
+            Ok(rows.iter().filter_map(|p| Some((p["tradingsymbol"].as_str()?.to_owned(), super::number(&p["quantity"])?))).collect())
+        })
+    }
 }

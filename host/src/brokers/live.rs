@@ -159,6 +159,40 @@ impl std::fmt::Debug for AccountLink {
     }
 }
 
+/// A position on which the journal and the broker disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Trading symbol.
+    pub instrument: String,
+    /// Net units per the journal.
+    pub journal: Decimal,
+    /// Net units per the broker.
+    pub broker: Decimal,
+}
+
+/// Compare the journal's positions of an account with its broker's: every
+/// symbol either side holds, where the quantities differ (a manual trade, an
+/// order placed while the host was down, a fill the journal missed).
+///
+/// # Errors
+/// The broker's position book could not be read.
+pub async fn reconcile(broker: &dyn Broker, journal: &HashMap<String, Decimal>) -> Result<Vec<Mismatch>, BrokerError> {
+    let mut held: HashMap<String, Decimal> = HashMap::new();
+    for (symbol, qty) in broker.positions().await? {
+        *held.entry(symbol).or_default() += qty;
+    }
+    let mut symbols: Vec<&String> = journal.keys().chain(held.keys()).collect();
+    symbols.sort();
+    symbols.dedup();
+    Ok(symbols
+        .into_iter()
+        .filter_map(|s| {
+            let (j, b) = (journal.get(s).copied().unwrap_or_default(), held.get(s).copied().unwrap_or_default());
+            (j != b).then(|| Mismatch { instrument: s.clone(), journal: j, broker: b })
+        })
+        .collect())
+}
+
 /// Timings of the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouterSettings {
@@ -184,9 +218,10 @@ enum Msg {
 }
 
 /// The workers of every live account.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LiveRouter {
     senders: HashMap<String, mpsc::UnboundedSender<Msg>>,
+    brokers: Vec<(String, Arc<dyn Broker>)>,
     open: Arc<AtomicUsize>,
 }
 
@@ -196,13 +231,20 @@ impl LiveRouter {
     pub fn start(links: Vec<AccountLink>, master: InstrumentMaster, settings: RouterSettings, out: mpsc::UnboundedSender<RouterOutput>) -> Self {
         let open = Arc::new(AtomicUsize::new(0));
         let mut senders = HashMap::new();
+        let brokers = links.iter().map(|l| (l.account.clone(), l.broker.clone())).collect();
         for link in links {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(link.account.clone(), tx);
             let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None };
             tokio::spawn(worker.run(rx));
         }
-        Self { senders, open }
+        Self { senders, brokers, open }
+    }
+
+    /// Each live account's broker.
+    #[must_use]
+    pub fn brokers(&self) -> &[(String, Arc<dyn Broker>)] {
+        &self.brokers
     }
 
     /// The accounts it routes.
@@ -231,6 +273,12 @@ impl LiveRouter {
     #[must_use]
     pub fn open_orders(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for LiveRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveRouter").field("accounts", &self.senders.keys().collect::<Vec<_>>()).field("open", &self.open).finish()
     }
 }
 
@@ -578,6 +626,9 @@ mod tests {
                 self.0.cancel(id)
             }
             fn set_token(&self, _: Secret) {}
+            fn positions(&self) -> crate::brokers::BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>> {
+                self.0.positions()
+            }
         }
         let venue = Arc::new(Kiteish(PaperBroker::new(Decimal::ZERO)));
         let (tx, mut rx) = mpsc::unbounded_channel();

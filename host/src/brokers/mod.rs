@@ -195,6 +195,9 @@ pub trait Broker: Send + Sync {
 
     /// Replace the access token (a new day's login), without a restart.
     fn set_token(&self, token: Secret);
+
+    /// Net quantity per trading symbol as the broker holds it today, for reconciliation.
+    fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>>;
 }
 
 impl BrokerStatus {

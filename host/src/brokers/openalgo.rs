@@ -131,18 +131,6 @@ impl OpenAlgo {
     }
 }
 
-impl OpenAlgo {
-    /// `positionbook`: the net quantity of each symbol (as the broker holds it), for reconciliation.
-    ///
-    /// # Errors
-    /// As any call.
-    pub async fn positions(&self) -> Result<Vec<(String, rust_decimal::Decimal)>, BrokerError> {
-        let answer = self.call("positionbook", json!({})).await?;
-        let rows = answer["data"].as_array().ok_or_else(|| BrokerError::Protocol("the position book is not a list".into()))?;
-        Ok(rows.iter().filter_map(|p| Some((p["symbol"].as_str()?.to_owned(), number(&p["quantity"])?))).collect())
-    }
-}
-
 impl Broker for OpenAlgo {
     fn name(&self) -> &'static str {
         "openalgo"
@@ -191,5 +179,14 @@ impl Broker for OpenAlgo {
 
     fn set_token(&self, token: Secret) {
         self.api_key.set(token);
+    }
+
+    /// `positionbook`; quantities may arrive as strings.
+    fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
+        Box::pin(async move {
+            let answer = self.call("positionbook", json!({})).await?;
+            let rows = answer["data"].as_array().ok_or_else(|| BrokerError::Protocol("the position book is not a list".into()))?;
+            Ok(rows.iter().filter_map(|p| Some((p["symbol"].as_str()?.to_owned(), number(&p["quantity"])?))).collect())
+        })
     }
 }

@@ -265,4 +265,20 @@ impl super::Broker for PaperBroker {
     }
 
     fn set_token(&self, _token: super::Secret) {}
+
+    fn positions(&self) -> super::BoxFuture<'_, Result<Vec<(String, Decimal)>, super::BrokerError>> {
+        Box::pin(async move {
+            self.with_book(|book| {
+                let mut net: Vec<(String, Decimal)> = Vec::new();
+                for o in book.iter().filter(|o| !o.filled_qty.is_zero()) {
+                    let q = o.filled_qty * o.side.map_or(Decimal::ZERO, OrderSide::sign);
+                    match net.iter_mut().find(|(s, _)| *s == o.symbol) {
+                        Some((_, n)) => *n += q,
+                        None => net.push((o.symbol.clone(), q)),
+                    }
+                }
+                net
+            })
+        })
+    }
 }

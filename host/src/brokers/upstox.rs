@@ -132,4 +132,16 @@ impl Broker for Upstox {
     fn set_token(&self, token: Secret) {
         self.access_token.set(token);
     }
+
+    /// `GET /v2/portfolio/short-term-positions`.
+    fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
+        Box::pin(async move {
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/portfolio/short-term-positions", self.base)))).await?)?;
+            let rows = data.as_array().ok_or_else(|| BrokerError::Protocol("positions are not a list".into()))?;
+            Ok(rows
+                .iter()
+                .filter_map(|p| Some((p["trading_symbol"].as_str().or_else(|| p["tradingsymbol"].as_str())?.to_owned(), super::number(&p["quantity"])?)))
+                .collect())
+        })
+    }
 }

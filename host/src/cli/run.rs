@@ -1,6 +1,7 @@
 //! `tradehost run`: the pipelines of `pipelines.toml`, in one process or
 //! split into an engine role and an orders role sharing one Redis.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -432,6 +433,8 @@ async fn orders_role(
     };
     if let Some(r) = &router {
         om.set_live_accounts(r.accounts());
+        let journals = r.brokers().iter().map(|(account, _)| om.positions_of(account).map(|p| (account.clone(), p))).collect::<Result<HashMap<_, _>, _>>()?;
+        reconcile_positions(r, &journals, &events).await;
         // Live orders a previous run left unfinished: found, polled, or looked for before placing.
         for order in om.recover_live_orders()? {
             r.send(order);
@@ -644,6 +647,29 @@ async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>
     }
     // After the decisions are committed, never before.
     let _ = outbox.send(Out::Ack(entry.entry_id.clone()));
+}
+
+/// Compare each live account's journal positions with its broker's, and raise
+/// an alert for every difference (a manual trade, an order placed while the
+/// host was down). Trading goes on: the trader decides (a `flatten`, a fix at the broker).
+async fn reconcile_positions(router: &crate::brokers::live::LiveRouter, journals: &HashMap<String, HashMap<String, rust_decimal::Decimal>>, events: &Events) {
+    for (account, broker) in router.brokers() {
+        let journal = journals.get(account).cloned().unwrap_or_default();
+        match crate::brokers::live::reconcile(broker.as_ref(), &journal).await {
+            Ok(mismatches) if mismatches.is_empty() => {
+                println!("tradehost: {account}: positions agree with {} ({} open)", broker.name(), journal.len());
+            }
+            Ok(mismatches) => {
+                for m in mismatches {
+                    println!("tradehost: {account}: position mismatch in {}: journal {}, {} {}", m.instrument, m.journal, broker.name(), m.broker);
+                    events
+                        .emit("position_mismatch", json!({ "account": account, "broker": broker.name(), "instrument": m.instrument, "journal": m.journal.to_string(), "broker_qty": m.broker.to_string(), "alert": true }))
+                        .await;
+                }
+            }
+            Err(e) => events.emit("reconcile_failed", json!({ "account": account, "broker": broker.name(), "error": e.to_string(), "alert": true })).await,
+        }
+    }
 }
 
 /// Publish what the live router reports to the operator.

@@ -727,6 +727,24 @@ impl OrderManager {
         self.submit_new()
     }
 
+    /// `account`'s open positions per the journal: instrument → net units.
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn positions_of(&self, account: &str) -> Result<HashMap<String, Decimal>, OrderError> {
+        let mut stmt = self.db.prepare("SELECT instrument, qty FROM positions WHERE account = ?1").map_err(self.err())?;
+        let rows = stmt.query_map([account], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(self.err())?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (instrument, qty) = row.map_err(self.err())?;
+            let qty = dec(&qty);
+            if !qty.is_zero() {
+                out.insert(instrument, qty);
+            }
+        }
+        Ok(out)
+    }
+
     /// Per account: realised and unrealised P&L and positions, for heartbeats and reports.
     ///
     /// # Errors
