@@ -274,13 +274,31 @@ async fn the_router_never_places_blind_and_a_token_error_pauses_one_account() {
     assert_eq!(router.open_orders(), 0);
     assert!(!router.token("nobody", Secret::new("whatever-token")), "unknown accounts are refused");
 
+    // 6. The placement times out although taken, and the session dies before the look-up:
+    //    after the new token, the order is looked for (and found), not placed a second time.
+    mock.state().faults.push_back(Fault::SlowAccept(TIMEOUT * 3));
+    mock.state().expire_after = Some(1);
+    router.send(live_order("th0000000000000007", "RELIANCE", 5));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap() {
+            RouterOutput::Notice(LiveNotice::TokenExpired { .. }) => break,
+            RouterOutput::Notice(_) => {}
+            RouterOutput::Update(u) => panic!("nothing may happen while the token is bad: {u:?}"),
+        }
+    }
+    mock.state().token = "kite-token-third-day".into();
+    assert!(router.token("kite-main", Secret::new("kite-token-third-day")));
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Accepted { .. }));
+    assert!(matches!(next_update(&mut rx, &mut notices).await, LiveUpdate::Filled { .. }));
+    assert_eq!(mock.state().orders.iter().filter(|o| o.tag.as_deref() == Some("th0000000000000007")).count(), 1, "placed once");
+
     // Every order placed exactly once.
     let s = mock.state();
     let mut tags: Vec<&str> = s.orders.iter().filter_map(|o| o.tag.as_deref()).collect();
     tags.sort_unstable();
     let unique: HashSet<&str> = tags.iter().copied().collect();
     assert_eq!(tags.len(), unique.len(), "{tags:?}");
-    assert_eq!(unique.len(), 4);
+    assert_eq!(unique.len(), 5);
 }
 
 fn fill_message(n: usize) -> String {

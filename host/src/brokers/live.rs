@@ -378,7 +378,14 @@ impl Worker {
                                 queue.pop_front();
                                 self.update(LiveUpdate::Rejected { client_order_id: order.client_order_id.clone(), reason });
                             }
-                            Placed::TokenLost(reason) => self.pause(reason),
+                            Placed::TokenLost(reason) => {
+                                // An earlier attempt may have timed out after all: after the pause,
+                                // look in the book before placing it.
+                                if let Some(front) = queue.front_mut() {
+                                    front.fresh = false;
+                                }
+                                self.pause(reason);
+                            }
                         }
                     }
                 }
