@@ -170,18 +170,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(pending) = alerts {
         // Alerts still queued (Telegram allows about one a second per chat) go out before we do.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        let waiting = || pending.load(std::sync::atomic::Ordering::SeqCst);
+        if waiting() > 0 {
+            println!("tradehost: sending {} queued alerts before exiting", waiting());
+        }
         let deadline = tokio::time::Instant::now() + ALERT_FLUSH;
-        let mut told = false;
-        while pending.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            if !told {
-                println!("tradehost: sending {} queued alerts before exiting", pending.load(std::sync::atomic::Ordering::SeqCst));
-                told = true;
-            }
+        while waiting() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let left = pending.load(std::sync::atomic::Ordering::SeqCst);
-        if left > 0 {
-            eprintln!("tradehost: {left} alerts were not sent in {} s", ALERT_FLUSH.as_secs());
+        if waiting() > 0 {
+            eprintln!("tradehost: {} alerts were not sent in {} s", waiting(), ALERT_FLUSH.as_secs());
         }
     }
     Ok(())
