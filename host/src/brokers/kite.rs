@@ -16,9 +16,7 @@ use reqwest::Client;
 use serde_json::Value;
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, OrderRequest, Secret, Segment, TokenCell, text};
-use crate::config::Product;
-use crate::subscriber::OrderSide;
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, OrderRequest, Secret, TokenCell, text};
 
 /// The Kite Connect adapter.
 /// `Debug` is derived: its credentials print as `Secret(***)`.
@@ -66,23 +64,6 @@ impl Kite {
     fn order(v: &Value) -> Option<BrokerOrder> {
         BrokerOrder::from_tagged(v, "tradingsymbol")
     }
-
-    /// Kite's exchange for a segment.
-    #[must_use]
-    pub fn exchange(segment: Segment) -> &'static str {
-        match segment {
-            Segment::Equity => "NSE",
-            Segment::Derivative => "NFO",
-        }
-    }
-
-    fn product(order: &OrderRequest) -> &'static str {
-        match (order.product, order.segment) {
-            (Product::Mis, _) => "MIS",
-            (Product::Cnc, Segment::Equity) => "CNC",
-            (Product::Cnc, Segment::Derivative) => "NRML",
-        }
-    }
 }
 
 impl Broker for Kite {
@@ -99,14 +80,13 @@ impl Broker for Kite {
 
     fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
         Box::pin(async move {
-            let side = if order.side == OrderSide::Buy { "BUY" } else { "SELL" };
             let form = [
                 ("tradingsymbol", order.symbol.clone()),
-                ("exchange", Self::exchange(order.segment).to_owned()),
-                ("transaction_type", side.to_owned()),
+                ("exchange", order.exchange().to_owned()),
+                ("transaction_type", order.action().to_owned()),
                 ("order_type", "MARKET".to_owned()),
                 ("quantity", order.qty.normalize().to_string()),
-                ("product", Self::product(order).to_owned()),
+                ("product", order.product_code().to_owned()),
                 ("validity", "DAY".to_owned()),
                 // -1: Kite's automatic protection; 1..100: that percentage. 0 is refused by Kite.
                 ("market_protection", if order.protection_pct > rust_decimal::Decimal::ZERO { order.protection_pct.normalize().to_string() } else { "-1".to_owned() }),

@@ -86,6 +86,35 @@ pub struct OrderRequest {
 }
 
 impl OrderRequest {
+    /// `BUY` or `SELL`, as every adapter spells it.
+    #[must_use]
+    pub fn action(&self) -> &'static str {
+        match self.side {
+            OrderSide::Buy => "BUY",
+            OrderSide::Sell => "SELL",
+        }
+    }
+
+    /// The exchange in Kite's codes, which OpenAlgo uses too: `NSE` or `NFO`.
+    #[must_use]
+    pub fn exchange(&self) -> &'static str {
+        match self.segment {
+            Segment::Equity => "NSE",
+            Segment::Derivative => "NFO",
+        }
+    }
+
+    /// The product in Kite's codes, which OpenAlgo uses too: `MIS` intraday, `CNC`
+    /// equity delivery, `NRML` F&O carried overnight.
+    #[must_use]
+    pub fn product_code(&self) -> &'static str {
+        match (self.product, self.segment) {
+            (Product::Mis, _) => "MIS",
+            (Product::Cnc, Segment::Equity) => "CNC",
+            (Product::Cnc, Segment::Derivative) => "NRML",
+        }
+    }
+
     /// The protective limit price of a market order: `pct` through the
     /// reference price, rounded away from the market to the 0.05 tick.
     #[must_use]

@@ -18,8 +18,7 @@ use reqwest::Client;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, Segment, TokenCell, number, text};
-use crate::config::Product;
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, number, text};
 use crate::subscriber::OrderSide;
 
 /// The OpenAlgo adapter.
@@ -84,21 +83,7 @@ impl OpenAlgo {
         })
     }
 
-    /// OpenAlgo's exchange for a segment.
-    #[must_use]
-    pub fn exchange(segment: Segment) -> &'static str {
-        match segment {
-            Segment::Equity => "NSE",
-            Segment::Derivative => "NFO",
-        }
-    }
-
     fn fields(&self, order: &OrderRequest) -> Value {
-        let product = match (order.product, order.segment) {
-            (Product::Mis, _) => "MIS",
-            (Product::Cnc, Segment::Equity) => "CNC",
-            (Product::Cnc, Segment::Derivative) => "NRML",
-        };
         // Market protection: a limit order at the protection price when we know the market.
         let (pricetype, price) = match order.protection_limit() {
             Some(limit) => ("LIMIT", limit.to_string()),
@@ -107,10 +92,10 @@ impl OpenAlgo {
         json!({
             "strategy": self.strategy,
             "symbol": order.symbol,
-            "action": if order.side == OrderSide::Buy { "BUY" } else { "SELL" },
-            "exchange": Self::exchange(order.segment),
+            "action": order.action(),
+            "exchange": order.exchange(),
             "pricetype": pricetype,
-            "product": product,
+            "product": order.product_code(),
             "quantity": order.qty.normalize().to_string(),
             "price": price,
             "trigger_price": "0",

@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 use super::http::{self, Answer};
 use super::{BoxFuture, Broker, BrokerError, BrokerOrder, OrderRequest, Secret, TokenCell, text};
 use crate::config::Product;
-use crate::subscriber::OrderSide;
 
 /// The Upstox adapter.
 /// `Debug` is derived: its credentials print as `Secret(***)`.
@@ -96,7 +95,7 @@ impl Broker for Upstox {
                 "tag": order.client_order_id,
                 "instrument_token": token,
                 "order_type": order_type,
-                "transaction_type": if order.side == OrderSide::Buy { "BUY" } else { "SELL" },
+                "transaction_type": order.action(),
                 "disclosed_quantity": 0,
                 "trigger_price": 0,
                 "is_amo": false,
