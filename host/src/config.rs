@@ -60,11 +60,14 @@ pub struct BusSection {
     /// A signal delivered to a consumer that has not acknowledged it for this
     /// long is taken over by another (a crashed orders process).
     pub claim_idle_ms: u64,
+    /// About how many price messages the durable price stream keeps (an orders
+    /// process down for longer misses the oldest, and is told so).
+    pub prices_kept: usize,
 }
 
 impl Default for BusSection {
     fn default() -> Self {
-        Self { url: None, prefix: "trading".into(), claim_idle_ms: 5_000 }
+        Self { url: None, prefix: "trading".into(), claim_idle_ms: 5_000, prices_kept: 500_000 }
     }
 }
 
@@ -171,6 +174,28 @@ fn all_alerts() -> Vec<String> {
 
 fn protection() -> Decimal {
     Decimal::from(2)
+}
+
+/// `[market]`: what a price must satisfy before it is believed (see
+/// [`crate::market::guard`]). Each feed adds its own `max_skew_secs`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketSection {
+    /// Prices must be multiples of this tick (NSE: 0.05); 0 turns the check off.
+    #[serde(deserialize_with = "decimal")]
+    pub tick: Decimal,
+    /// Largest move from an instrument's last price, percent (options exempt); 0 turns it off.
+    #[serde(deserialize_with = "decimal")]
+    pub band_pct: Decimal,
+    /// No price above this is believed.
+    #[serde(deserialize_with = "decimal")]
+    pub max_price: Decimal,
+}
+
+impl Default for MarketSection {
+    fn default() -> Self {
+        Self { tick: Decimal::new(5, 2), band_pct: Decimal::from(20), max_price: Decimal::from(10_000_000) }
+    }
 }
 
 /// `[live]`: how live brokers are reached.
@@ -288,7 +313,16 @@ pub enum Source {
         option_chain: bool,
     },
     /// Ticks or candles published as JSON on `<prefix>:market:<symbol>` by an external feed.
-    Redis,
+    Redis {
+        /// Largest distance of a message's time from the host's clock, seconds;
+        /// 0 turns the check off (replaying a recorded session).
+        #[serde(default = "max_skew_secs")]
+        max_skew_secs: u64,
+    },
+}
+
+fn max_skew_secs() -> u64 {
+    5
 }
 
 /// `[[pipelines]]`.
@@ -359,6 +393,8 @@ struct Document {
     #[serde(default)]
     live: LiveSection,
     #[serde(default)]
+    market: MarketSection,
+    #[serde(default)]
     telegram: Option<TelegramSection>,
 }
 
@@ -377,6 +413,8 @@ pub struct Config {
     pub pipelines: Vec<Pipeline>,
     /// `[live]`.
     pub live: LiveSection,
+    /// `[market]`.
+    pub market: MarketSection,
     /// `[telegram]`, if alerts are wanted.
     pub telegram: Option<TelegramSection>,
 }
@@ -473,7 +511,7 @@ impl Config {
             let message = e.message().trim().to_owned();
             error_at(path, text, span.start, &field_at(text, span.start), message)
         })?;
-        let config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, telegram: doc.telegram };
+        let config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, market: doc.market, telegram: doc.telegram };
         config.validate(text)?;
         Ok(config)
     }

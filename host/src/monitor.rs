@@ -7,7 +7,7 @@ use std::io::Write as _;
 use serde_json::{Value, json};
 
 use crate::brokers::secrets::scrub;
-use crate::bus::message::{envelope, event_id, now_ms};
+use crate::bus::message::{MAX_ID_CHARS, envelope, event_id, now_ms, printable};
 use crate::bus::{Bus, Subscription};
 
 /// Publishes events for one role of the process.
@@ -46,7 +46,8 @@ impl Events {
 
     /// Publish an `error` message: malformed input, a failure that changed nothing.
     pub async fn error(&self, source: &str, reason: &str) {
-        let reason = &scrub(reason);
+        let reason = &printable(&scrub(reason), EVENT_TEXT_CHARS);
+        let source = &printable(source, EVENT_TEXT_CHARS);
         tracing::warn!(target: "events", source, "{reason}");
         let msg = envelope("error", &event_id(self.role), now_ms(), json!({ "source": source, "reason": reason, "role": self.role }));
         let _ = self.bus.publish(&self.bus.channels().events(), &msg).await;
@@ -54,7 +55,8 @@ impl Events {
 
     /// Acknowledge a command.
     pub async fn ack(&self, command_id: &str, cmd: &str, ok: bool, detail: &str) {
-        let detail = &scrub(detail);
+        let detail = &printable(&scrub(detail), EVENT_TEXT_CHARS);
+        let (command_id, cmd) = (&printable(&scrub(command_id), MAX_ID_CHARS), &printable(cmd, MAX_ID_CHARS));
         let msg = envelope(
             "command_ack",
             &format!("ack/{command_id}/{}", self.role),
@@ -76,10 +78,15 @@ impl Events {
     }
 }
 
-/// `v` with every string scrubbed of known secrets.
+/// Longest string an event carries: an event echoes input (a command id, a
+/// broker's error text), and a 10 MB id must not become a 20 MB event.
+const EVENT_TEXT_CHARS: usize = 2_000;
+
+/// `v` with every string scrubbed of known secrets (first: a cut could split
+/// a secret so that the scrubber no longer sees it), then made printable and capped.
 fn scrub_value(v: Value) -> Value {
     match v {
-        Value::String(s) => Value::String(scrub(&s)),
+        Value::String(s) => Value::String(printable(&scrub(&s), EVENT_TEXT_CHARS)),
         Value::Array(a) => Value::Array(a.into_iter().map(scrub_value).collect()),
         Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, scrub_value(v))).collect()),
         other => other,
@@ -106,11 +113,15 @@ fn push(list: &mut VecDeque<String>, line: String) {
     list.push_back(line);
 }
 
+/// Longest field shown in a line: ids and free text come from the bus and can be anything.
+const FIELD_CHARS: usize = 200;
+
+/// A field of a message, safe for the terminal (control characters escaped, length capped).
 fn s(v: &Value, key: &str) -> String {
     match &v[key] {
-        Value::String(t) => t.clone(),
+        Value::String(t) => printable(t, FIELD_CHARS),
         Value::Null => String::new(),
-        other => other.to_string(),
+        other => printable(&other.to_string(), FIELD_CHARS),
     }
 }
 
@@ -118,7 +129,7 @@ impl MonitorView {
     /// Take in one message; returns a one-line rendering of it.
     pub fn apply(&mut self, channel: &str, payload: &str) -> String {
         let Ok(v) = serde_json::from_str::<Value>(payload) else {
-            let line = format!("{channel}: (not JSON) {payload}");
+            let line = format!("{}: (not JSON) {}", printable(channel, FIELD_CHARS), printable(payload, FIELD_CHARS));
             push(&mut self.notices, line.clone());
             return line;
         };
@@ -167,10 +178,10 @@ impl MonitorView {
             }
             kind => {
                 let detail = match kind {
-                    "event" => format!("{} {}", s(&v, "event"), v.get("pipeline").map(|p| p.to_string()).unwrap_or_default()),
+                    "event" => format!("{} {}", s(&v, "event"), s(&v, "pipeline")),
                     "command_ack" => format!("ack {} {} ok={} {}", s(&v, "command_id"), s(&v, "cmd"), s(&v, "ok"), s(&v, "detail")),
                     "error" => format!("ERROR {}: {}", s(&v, "source"), s(&v, "reason")),
-                    _ => payload.to_owned(),
+                    _ => printable(payload, FIELD_CHARS),
                 };
                 let line = format!("{} {kind}: {detail}", &time[..19.min(time.len())]);
                 if let (Some(p), "event") = (v["pipeline"].as_str(), kind) {
@@ -188,6 +199,7 @@ impl MonitorView {
     pub fn render(&self) -> String {
         let mut out = format!("tradehost monitor — mode {}\n\nPIPELINES\n", self.mode.as_deref().unwrap_or("?"));
         for (id, p) in &self.pipelines {
+            let id = printable(id, 40);
             out += &format!(
                 "  {id:<20} {:<10} events {:>8} signals {:>6} {}\n",
                 s(p, "state"),
@@ -198,7 +210,8 @@ impl MonitorView {
         }
         out += "\nACCOUNTS (P&L)\n";
         for (id, a) in &self.accounts {
-            out += &format!("  {id:<20} realised {:>12} unrealised {:>12} positions {}\n", s(a, "realized"), s(a, "unrealized"), a["positions"]);
+            let id = printable(id, 40);
+            out += &format!("  {id:<20} realised {:>12} unrealised {:>12} positions {}\n", s(a, "realized"), s(a, "unrealized"), s(a, "positions"));
         }
         for (title, list) in [("LATEST SIGNALS", &self.signals), ("LATEST ORDERS", &self.orders), ("EVENTS", &self.notices)] {
             out += &format!("\n{title}\n");
@@ -226,7 +239,7 @@ pub async fn follow(mut sub: Subscription, raw: bool) {
                 };
                 let line = view.apply(&channel, &payload);
                 if raw {
-                    println!("{channel} {payload}");
+                    println!("{} {}", printable(&channel, FIELD_CHARS), printable(&payload, usize::MAX));
                 } else if !tty {
                     println!("{line}");
                 }

@@ -7,14 +7,14 @@ const DAY_MS: i64 = 86_400_000;
 /// Days since 1970-01-01 in IST: changes at IST midnight.
 #[must_use]
 pub fn ist_day(ts_ms: i64) -> i64 {
-    (ts_ms + IST_OFFSET_MS).div_euclid(DAY_MS)
+    ts_ms.saturating_add(IST_OFFSET_MS).div_euclid(DAY_MS)
 }
 
 /// Minutes since IST midnight (09:15 is 555).
 #[must_use]
 pub fn ist_minute_of_day(ts_ms: i64) -> u32 {
     // rem_euclid of a positive modulus is in [0, DAY_MS), so the cast cannot truncate.
-    ((ts_ms + IST_OFFSET_MS).rem_euclid(DAY_MS) / 60_000) as u32
+    (ts_ms.saturating_add(IST_OFFSET_MS).rem_euclid(DAY_MS) / 60_000) as u32
 }
 
 /// `"HH:MM"` as minutes since midnight; `None` unless a valid 24-hour time.
@@ -54,7 +54,7 @@ impl SessionClock {
         let into_day = ts_ms.wrapping_sub(self.day_start_ms);
         if !(0..DAY_MS).contains(&into_day) {
             self.day = ist_day(ts_ms);
-            self.day_start_ms = self.day * DAY_MS - IST_OFFSET_MS;
+            self.day_start_ms = self.day.saturating_mul(DAY_MS).saturating_sub(IST_OFFSET_MS);
             return (self.day, ist_minute_of_day(ts_ms));
         }
         // Within a day the offset fits in u32 milliseconds, and u32 division by a

@@ -114,7 +114,7 @@ id = "latency"
 plugin = "hostile.wasm"
 symbols = ["NIFTY"]
 accounts = ["bench"]
-source = { kind = "redis" }
+source = { kind = "redis", max_skew_secs = 0 }
 [pipelines.params]
 behaviour = "every-bar"
 "#,

@@ -61,6 +61,8 @@ fn spec(days: u32, speed: f64) -> PipelineSpec {
         user: None,
         limits: SandboxLimits::live(),
         warmup_candles: 500,
+        guard: tradehost::market::guard::GuardRules::default(),
+        prices_kept: 100_000,
     }
 }
 

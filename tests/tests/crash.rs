@@ -70,7 +70,7 @@ slow = 20
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &body, 1);
     let url = server.url();
-    let mut engine = spawn(&config, &url, &["--role", "engine"]);
+    let mut engine = spawn(&config, &url, &["--role", "engine", "--until-idle", "1"]);
     let orders_args = ["--role", "orders", "--until-idle", "3"];
     for k in 0..kills {
         let mut orders = spawn(&config, &url, &orders_args);

@@ -44,7 +44,7 @@ fn pipeline(id: &str, plugin: &str, fast: u32, speed: u32) -> String {
 
 fn start(dir: &Path, url: &str) -> Child {
     Command::new(tradehost_bin())
-        .args(["run", "--quiet", "--config"])
+        .args(["run", "--quiet", "--wait-for-plugins", "--config"])
         .arg(dir.join("pipelines.toml"))
         .env("REDIS_URL", url)
         .env("RUST_LOG", "warn")
@@ -187,6 +187,8 @@ fn spec(id: &str, crate_name: &str, params: &[(String, String)], days: u32, spee
         user: None,
         limits,
         warmup_candles: 200,
+        guard: tradehost::market::guard::GuardRules::default(),
+        prices_kept: 100_000,
     }
 }
 

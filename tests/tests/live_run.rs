@@ -97,7 +97,7 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     let config = bundled_config_live(dir.path(), &kite.url, &upstox.url, &openalgo.url, &telegram.url);
     std::fs::write(dir.path().join("secrets.toml"), format!("[accounts.kite-main]\napi_key = \"{KITE_KEY}\"\naccess_token = \"{KITE_TOKEN}\"\n\n[telegram]\nbot_token = \"{BOT_TOKEN}\"\n")).unwrap();
     let mut child = Command::new(tradehost_bin())
-        .args(["run", "--config"])
+        .args(["run", "--until-idle", "1", "--config"])
         .arg(&config)
         .env_remove("TRADEHOST_SECRETS")
         .env("TRADING_MODE", "live")

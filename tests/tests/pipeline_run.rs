@@ -65,9 +65,10 @@ fn expected_oi_signals() -> usize {
         .sum()
 }
 
+/// A batch run: it ends once every source has run out and every signal is decided.
 fn run(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> Output {
     let mut cmd = Command::new(tradehost_bin());
-    cmd.args(["run", "--config"]).arg(config).args(extra).env_remove("REDIS_URL").env_remove("TRADING_MODE").env("RUST_LOG", "warn");
+    cmd.args(["run", "--until-idle", "0.5", "--config"]).arg(config).args(extra).env_remove("REDIS_URL").env_remove("TRADING_MODE").env("RUST_LOG", "warn");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -219,7 +220,7 @@ fn an_external_feed_on_redis_drives_a_pipeline() {
     let collector = Collector::start(&server.url());
     let dir = tempfile::tempdir().unwrap();
     let body = format!(
-        "{ACCOUNTS}\n[[pipelines]]\nid = \"feed-ma\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"long-1\"]\nsource = {{ kind = \"redis\" }}\n[pipelines.params]\nfast = 2\nslow = 3\n"
+        "{ACCOUNTS}\n[[pipelines]]\nid = \"feed-ma\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"long-1\"]\nsource = {{ kind = \"redis\", max_skew_secs = 0 }}\n[pipelines.params]\nfast = 2\nslow = 3\n"
     );
     let config = write_config(dir.path(), &body, 1);
     let url = server.url();
@@ -238,6 +239,23 @@ fn an_external_feed_on_redis_drives_a_pipeline() {
         }
     }
     let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg("{not json").query(&mut con).unwrap();
+    // Absurd ticks inside the 09:20 bar: each refused with an error naming the
+    // instrument and the field, none reaching the candle (its close stays 115).
+    let t = t0 + 5 * 60_000 + 50_000;
+    let bad = [
+        (format!(r#""ts":{t},"symbol":"NIFTY","last":"0""#), "last 0 is not a positive price"),
+        (format!(r#""ts":{t},"symbol":"NIFTY","last":"-5""#), "last -5 is not a positive price"),
+        (format!(r#""ts":{t},"symbol":"NIFTY","last":"1000000000000000""#), "above the ceiling"),
+        (format!(r#""ts":{t},"symbol":"NIFTY","last":"115","bid":"0""#), "bid 0 is not a positive price"),
+        (format!(r#""ts":{t},"symbol":"NIFTY","last":"200""#), "away from the last price"),
+        (r#""ts":9223372036854775807,"symbol":"NIFTY","last":"115""#.to_owned(), "not a plausible exchange time"),
+        (r#""ts":4102444800000,"symbol":"NIFTY","last":"115""#.to_owned(), "not a plausible exchange time"),
+        (format!(r#""ts":{},"symbol":"NIFTY","last":"115""#, t0), "older than the last accepted"),
+    ];
+    for (body, _) in &bad {
+        let tick = format!(r#"{{"v":1,"type":"tick","id":"bad",{body}}}"#);
+        let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(tick).query(&mut con).unwrap();
+    }
     let closing = format!(r#"{{"v":1,"type":"tick","id":"t-last","ts":{},"symbol":"NIFTY","last":"116"}}"#, t0 + 6 * 60_000);
     let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(closing).query(&mut con).unwrap();
     let signal = collector.wait_for(Duration::from_secs(10), |c, v| c == "trading:signals" && v["side"] == "buy");
@@ -247,6 +265,14 @@ fn an_external_feed_on_redis_drives_a_pipeline() {
     assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["type"] == "error" && v["reason"].as_str().is_some_and(|r| r.contains("malformed message on trading:market:NIFTY"))).is_some());
     let filled = collector.wait_for(Duration::from_secs(10), |c, v| c == "trading:orders" && v["state"] == "filled");
     assert_eq!(filled.expect("filled on the next bar")["price"], "115");
+    for (_, why) in &bad {
+        let refused = collector.wait_for(Duration::from_secs(5), |_, v| v["type"] == "error" && v["reason"].as_str().is_some_and(|r| r.contains("NIFTY") && r.contains(why)));
+        assert!(refused.is_some(), "no error event saying {why:?}");
+    }
+    // The 09:20 bar the strategy saw (and the order side priced) is made of the good ticks only.
+    let bar = collector.wait_for(Duration::from_secs(5), |c, v| c == "trading:quotes" && v["ts"] == t0 + 5 * 60_000).expect("the 09:20 bar's prices");
+    let q = &bar["quotes"][0];
+    assert_eq!((q["open"].as_str(), q["high"].as_str(), q["low"].as_str(), q["close"].as_str()), (Some("115"), Some("115"), Some("115"), Some("115")), "{bar}");
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());
 }

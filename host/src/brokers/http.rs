@@ -57,7 +57,8 @@ pub async fn send(request: RequestBuilder) -> Result<Answer, BrokerError> {
         return Err(BrokerError::RateLimited(retry_after.filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(60.0)))));
     }
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Ok(Answer { status, body, text: scrub(&text.chars().take(300).collect::<String>()) })
+    // Scrubbed whole, then cut: cut first, a secret straddling the cut would leave its first characters behind.
+    Ok(Answer { status, body, text: scrub(&text).chars().take(300).collect::<String>() })
 }
 
 /// The first error message in an answer, in any of the shapes brokers use:

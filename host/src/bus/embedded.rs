@@ -27,12 +27,21 @@ struct Log {
     groups: HashMap<String, Group>,
 }
 
+/// The retained part of the price stream: entry `first + i` is `entries[i]`.
+#[derive(Debug, Default)]
+struct PriceLog {
+    first: u64,
+    entries: std::collections::VecDeque<String>,
+}
+
 /// The embedded bus.
 pub struct EmbeddedBus {
     channels: Channels,
     pubsub: broadcast::Sender<(Arc<str>, Arc<str>)>,
     log: Mutex<Log>,
     appended: Notify,
+    prices: Mutex<PriceLog>,
+    priced: Notify,
 }
 
 /// A subscription to the embedded bus.
@@ -76,7 +85,7 @@ fn index_of(entry_id: &str) -> Option<usize> {
 impl EmbeddedBus {
     pub(super) fn new(channels: Channels) -> Self {
         let (pubsub, _) = broadcast::channel(65_536);
-        Self { channels, pubsub, log: Mutex::new(Log::default()), appended: Notify::new() }
+        Self { channels, pubsub, log: Mutex::new(Log::default()), appended: Notify::new(), prices: Mutex::new(PriceLog::default()), priced: Notify::new() }
     }
 
     pub(super) fn channels(&self) -> &Channels {
@@ -108,6 +117,45 @@ impl EmbeddedBus {
         self.publish(&self.channels.signals(), payload);
         self.appended.notify_waiters();
         true
+    }
+
+    fn prices(&self) -> MutexGuard<'_, PriceLog> {
+        self.prices.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn append_quotes(&self, payload: &str, retain: usize) {
+        {
+            let mut p = self.prices();
+            p.entries.push_back(payload.to_owned());
+            while p.entries.len() > retain.max(1) {
+                p.entries.pop_front();
+                p.first += 1;
+            }
+        }
+        self.publish(&self.channels.quotes(), payload);
+        self.priced.notify_waiters();
+    }
+
+    fn prices_after(&self, after: &str, max: usize) -> Vec<LogEntry> {
+        // Ids are `<n>-0` from 1, like a Redis stream's; "0" and "0-0" mean before the first.
+        let after = after.split('-').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let p = self.prices();
+        let start = after.saturating_sub(p.first).min(p.entries.len() as u64) as usize;
+        p.entries.iter().enumerate().skip(start).take(max).map(|(i, payload)| LogEntry { entry_id: format!("{}-0", p.first + i as u64 + 1), payload: payload.clone() }).collect()
+    }
+
+    pub(super) async fn read_quotes(&self, after: &str, max: usize, block: Duration) -> Vec<LogEntry> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let notified = self.priced.notified();
+            let out = self.prices_after(after, max);
+            if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                return out;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.prices_after(after, max);
+            }
+        }
     }
 
     pub(super) fn ensure_group(&self, group: &str) {

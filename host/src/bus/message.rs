@@ -16,6 +16,53 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The earliest exchange time a message may carry: 2000-01-01 UTC.
+pub const EARLIEST_TS_MS: i64 = 946_684_800_000;
+/// The first exchange time no message may carry: 2100-01-01 UTC.
+pub const LATEST_TS_MS: i64 = 4_102_444_800_000;
+
+/// Check that `ts` (ms since the Unix epoch) is a time an exchange could have
+/// stamped: between 2000 and 2100. Everything after parsing may then do plain
+/// arithmetic on it; `i64::MAX` from the wire never reaches an addition.
+///
+/// # Errors
+/// A time outside that range, named.
+pub fn check_ts(field: &str, ts: i64) -> Result<(), String> {
+    if (EARLIEST_TS_MS..LATEST_TS_MS).contains(&ts) {
+        Ok(())
+    } else {
+        Err(format!("{field} {ts} is not a plausible exchange time (expected ms since 1970, between 2000 and 2100)"))
+    }
+}
+
+/// `text` made safe to print or echo: control characters (ANSI escapes, new
+/// lines) escaped, and at most `max_chars` characters kept, with a note of
+/// how many were cut. Ids and free text from the bus pass through this before
+/// they reach a terminal or another message.
+#[must_use]
+pub fn printable(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars.saturating_add(16)));
+    let mut kept = 0usize;
+    let mut chars = text.chars();
+    for c in chars.by_ref() {
+        if kept == max_chars {
+            let rest = 1 + chars.count();
+            out.push_str(&format!("…({rest} more characters)"));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        kept += 1;
+    }
+    out
+}
+
+/// The longest id a command may carry.
+pub const MAX_ID_CHARS: usize = 128;
+
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// A process-unique id for an event: `<role>-<pid>-<start ms>-<n>`.
@@ -134,6 +181,7 @@ impl SignalMessage {
     pub fn parse(text: &str) -> Result<Self, String> {
         let m: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
         check_header(m.v, &m.kind, "signal")?;
+        check_ts("ts", m.ts)?;
         if !matches!(m.side.as_str(), "buy" | "sell" | "exit") {
             return Err(format!("side {:?}: expected buy, sell or exit", m.side));
         }
@@ -198,6 +246,7 @@ impl QuotesMessage {
     pub fn parse(text: &str) -> Result<Self, String> {
         let m: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
         check_header(m.v, &m.kind, "quotes")?;
+        check_ts("ts", m.ts)?;
         Ok(m)
     }
 }
@@ -279,6 +328,8 @@ impl MarketMessage {
         if v != SCHEMA_VERSION {
             return Err(format!("schema version {v} is not supported (this build reads {SCHEMA_VERSION})"));
         }
+        let (Self::Tick { ts, .. } | Self::Candle { ts, .. }) = &m;
+        check_ts("ts", *ts)?;
         if let Self::Candle { open, high, low, close, .. } = &m {
             if high < open.max(close).max(low) || low > open.min(close) {
                 return Err("candle high/low do not contain open and close".into());
@@ -349,6 +400,12 @@ impl CommandMessage {
         if m.id.trim().is_empty() {
             return Err("a command needs a non-empty id".into());
         }
+        if m.id.chars().count() > MAX_ID_CHARS || m.id.chars().any(char::is_control) {
+            return Err(format!("command id {:?}: at most {MAX_ID_CHARS} characters and no control characters", printable(&m.id, 40)));
+        }
+        if let Some(ts) = m.ts {
+            check_ts("ts", ts)?;
+        }
         Ok(m)
     }
 }
@@ -357,13 +414,15 @@ impl CommandMessage {
 mod tests {
     use super::*;
 
+    const T: i64 = 1_704_080_700_000; // 2024-01-01 09:15 IST
+
     #[test]
     fn signals_round_trip_and_refuse_bad_input() {
         let m = SignalMessage {
             v: 1,
             kind: "signal".into(),
-            id: SignalMessage::make_id("p", "ma", "0.1.0", 5, 0),
-            ts: 5,
+            id: SignalMessage::make_id("p", "ma", "0.1.0", T, 0),
+            ts: T,
             pipeline: "p".into(),
             plugin: "ma".into(),
             plugin_version: "0.1.0".into(),
@@ -381,8 +440,9 @@ mod tests {
         for (bad, want) in [
             ("{", "EOF"),
             (r#"{"v":2,"type":"signal","id":"x","ts":1,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":""}"#, "schema version 2"),
-            (r#"{"v":1,"type":"signal","id":"x","ts":1,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"hold","reason":""}"#, "side \"hold\""),
-            (r#"{"v":1,"type":"signal","id":"x","ts":1,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":"","price":"abc"}"#, "expected a decimal"),
+            (r#"{"v":1,"type":"signal","id":"x","ts":1704080700000,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"hold","reason":""}"#, "side \"hold\""),
+            (r#"{"v":1,"type":"signal","id":"x","ts":1704080700000,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":"","price":"abc"}"#, "expected a decimal"),
+            (r#"{"v":1,"type":"signal","id":"x","ts":9223372036854775807,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":""}"#, "not a plausible exchange time"),
         ] {
             let err = SignalMessage::parse(bad).unwrap_err();
             assert!(err.contains(want), "{err}");
@@ -391,12 +451,16 @@ mod tests {
 
     #[test]
     fn market_messages() {
-        let tick = r#"{"v":1,"type":"tick","id":"t1","ts":1000,"symbol":"NIFTY","last":"21712.5","volume":10}"#;
+        let tick = r#"{"v":1,"type":"tick","id":"t1","ts":1704080700000,"symbol":"NIFTY","last":"21712.5","volume":10}"#;
         assert!(matches!(MarketMessage::parse(tick), Ok(MarketMessage::Tick { last, .. }) if last == Decimal::new(217_125, 1)));
-        let candle = r#"{"v":1,"type":"candle","id":"c1","ts":1000,"symbol":"NIFTY","open":1,"high":2,"low":0.5,"close":1.5}"#;
+        let candle = r#"{"v":1,"type":"candle","id":"c1","ts":1704080700000,"symbol":"NIFTY","open":1,"high":2,"low":0.5,"close":1.5}"#;
         assert!(matches!(MarketMessage::parse(candle), Ok(MarketMessage::Candle { .. })));
-        let bad = r#"{"v":1,"type":"candle","id":"c1","ts":1000,"symbol":"NIFTY","open":1,"high":0.9,"low":0.5,"close":1.5}"#;
+        let bad = r#"{"v":1,"type":"candle","id":"c1","ts":1704080700000,"symbol":"NIFTY","open":1,"high":0.9,"low":0.5,"close":1.5}"#;
         assert!(MarketMessage::parse(bad).is_err());
+        for ts in ["1000", "9223372036854775807", "-9223372036854775808", "4102444800000"] {
+            let tick = format!(r#"{{"v":1,"type":"tick","id":"t1","ts":{ts},"symbol":"NIFTY","last":"21712.5"}}"#);
+            assert!(MarketMessage::parse(&tick).unwrap_err().contains("plausible"), "ts {ts}");
+        }
         assert!(MarketMessage::parse(r#"{"v":1,"type":"quote"}"#).is_err());
     }
 
@@ -406,6 +470,24 @@ mod tests {
         assert_eq!((c.cmd.as_str(), c.pipeline.as_deref()), ("pause", Some("nifty-ma")));
         assert!(CommandMessage::parse(r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipelin":"x"}"#).unwrap_err().contains("unknown field"));
         assert!(CommandMessage::parse(r#"{"v":1,"type":"command","id":"","cmd":"pause"}"#).is_err());
+        let long = format!(r#"{{"v":1,"type":"command","id":"{}","cmd":"pause"}}"#, "x".repeat(10_000));
+        let err = CommandMessage::parse(&long).unwrap_err();
+        assert!(err.len() < 300, "the refusal does not echo the whole id: {} chars", err.len());
+        let ansi = CommandMessage::parse(r#"{"v":1,"type":"command","id":"a\u001b[31mred","cmd":"pause"}"#).unwrap_err();
+        assert!(!ansi.contains('\u{1b}') && ansi.contains("\\u{1b}"), "{ansi}");
+    }
+
+    #[test]
+    fn printable_escapes_and_caps() {
+        for (text, max, want) in [
+            ("plain", 10, "plain"),
+            ("a\u{1b}[2Jb", 20, "a\\u{1b}[2Jb"),
+            ("line\nbreak", 20, "line\\nbreak"),
+            ("abcdef", 3, "abc…(3 more characters)"),
+            ("", 3, ""),
+        ] {
+            assert_eq!(printable(text, max), want, "{text:?}");
+        }
     }
 
     #[test]

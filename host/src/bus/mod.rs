@@ -89,6 +89,12 @@ impl Channels {
     pub fn quotes(&self) -> String {
         format!("{}:quotes", self.prefix)
     }
+    /// The durable stream of the same prices, which the order side reads from
+    /// its journaled position, so a restarted orders process sees every price it missed.
+    #[must_use]
+    pub fn price_log(&self) -> String {
+        format!("{}:quotes:log", self.prefix)
+    }
     /// The prefix of every channel and key.
     #[must_use]
     pub fn prefix(&self) -> &str {
@@ -102,8 +108,7 @@ impl Channels {
     }
 }
 
-/// A subscription: messages as `(channel, payload)`; `None` once the
-/// connection is gone (for Redis: resynchronise from the log).
+/// A subscription: messages as `(channel, payload)`; `None` only once the bus is gone.
 pub struct Subscription {
     inner: SubscriptionInner,
 }
@@ -223,7 +228,47 @@ impl Bus {
         }
     }
 
-    /// Subscribe to channels or glob patterns (`trading:*`).
+    /// Append prices to the durable price stream (keeping about `retain`
+    /// entries) and publish them on the quotes channel.
+    ///
+    /// # Errors
+    /// A Redis failure; the caller retries (a duplicate is harmless: prices
+    /// only move what is newer than what was seen).
+    pub async fn append_quotes(&self, payload: &str, retain: usize) -> Result<(), BusError> {
+        match self {
+            Self::Embedded(b) => {
+                b.append_quotes(payload, retain);
+                Ok(())
+            }
+            Self::Redis(b) => b.append_quotes(payload, retain).await,
+        }
+    }
+
+    /// Entries of the price stream after `after` (an entry id, or `0` for the
+    /// oldest retained), up to `max`, waiting up to `block` for one.
+    ///
+    /// # Errors
+    /// A Redis failure.
+    pub async fn read_quotes(&self, after: &str, max: usize, block: Duration) -> Result<Vec<LogEntry>, BusError> {
+        match self {
+            Self::Embedded(b) => Ok(b.read_quotes(after, max, block).await),
+            Self::Redis(b) => b.read_quotes(after, max, block).await,
+        }
+    }
+
+    /// Whether the server answers (`true`), as the last operation found it;
+    /// `None` for the embedded bus, which cannot be away.
+    #[must_use]
+    pub fn health(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        match self {
+            Self::Embedded(_) => None,
+            Self::Redis(b) => Some(b.health()),
+        }
+    }
+
+    /// Subscribe to channels or glob patterns (`trading:*`). A Redis
+    /// subscription reconnects and subscribes again by itself after the
+    /// connection drops; what was published meanwhile is lost, as pub/sub loses it.
     ///
     /// # Errors
     /// A Redis failure.

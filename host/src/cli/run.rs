@@ -11,11 +11,12 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::bus::message::{CommandMessage, QuotesMessage, SignalMessage};
+use crate::bus::message::{CommandMessage, Quote, QuotesMessage, SignalMessage, printable};
 use crate::bus::{Bus, Channels, LogEntry, Subscription};
 use crate::config::Config;
 use crate::engine::supervisor::Supervisor;
 use crate::engine::watch::Change;
+use crate::market::guard::{GuardRules, PriceGuard};
 use crate::monitor::Events;
 use crate::orders::{OrderManager, Outcome};
 use crate::sandbox::{Sandbox, SandboxLimits};
@@ -52,9 +53,16 @@ pub struct RunArgs {
     /// Print only the final summary, not every signal and order.
     #[arg(long)]
     pub quiet: bool,
-    /// Orders role: exit after this many seconds with nothing to do.
+    /// Batch replays and tests: exit once every source has ended and every
+    /// signal is decided, after this many seconds with nothing to do. Without
+    /// it `run` is a service: it runs until SIGTERM, SIGINT or a `shutdown` command.
     #[arg(long, value_name = "SECS")]
     pub until_idle: Option<f64>,
+    /// Keep running when no pipeline can trade yet (its plugin missing or
+    /// refused), waiting for a plugin to be dropped in; without it `run` exits
+    /// non-zero, naming what stops each pipeline.
+    #[arg(long)]
+    pub wait_for_plugins: bool,
 }
 
 /// Paper or live, from `TRADING_MODE`.
@@ -71,13 +79,18 @@ pub fn trading_mode() -> anyhow::Result<&'static str> {
 
 const GROUP: &str = "orders";
 
-/// How long an exiting process waits for queued alerts.
+/// How long a process that has finished its work waits for queued alerts.
 const ALERT_FLUSH: Duration = Duration::from_secs(60);
+/// The same on SIGTERM: the whole stop must fit in 5 s.
+const STOP_ALERT_FLUSH: Duration = Duration::from_secs(2);
 
-/// Run the configured pipelines.
+/// Run the configured pipelines until SIGTERM, SIGINT or a `shutdown`
+/// command (or, with `--until-idle`, until every source has ended and every
+/// signal is decided).
 ///
 /// # Errors
-/// A configuration, bus or journal that cannot be used; live mode.
+/// A configuration, bus or journal that cannot be used; live mode that
+/// cannot start; no pipeline that can trade (unless `--wait-for-plugins`).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mode = trading_mode()?;
     println!("tradehost: TRADING_MODE={mode}");
@@ -86,9 +99,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if mode == "paper" && !on_live_brokers.is_empty() {
         println!("tradehost: paper mode: accounts configured for live brokers trade on paper: {}", on_live_brokers.join(", "));
     }
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    {
+        let tx = shutdown_tx.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = tx.send(true);
+        });
+    }
     let prefix = config.bus.prefix.clone();
     let bus = match args.redis.clone().or_else(|| config.redis_url()) {
-        Some(url) => Bus::redis(&url, &prefix).await.with_context(|| format!("connecting to Redis at {url}"))?,
+        Some(url) => match connect_redis(&url, &prefix, shutdown.clone()).await? {
+            Some(bus) => bus,
+            None => return Ok(()), // told to stop while waiting for Redis
+        },
         None => Bus::embedded(&prefix),
     };
     if args.role != Role::All && matches!(bus, Bus::Embedded(_)) {
@@ -102,11 +127,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         config.accounts.len(),
         bus.channels().all()
     );
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = shutdown_tx.send(true);
-    });
+    if let Some(health) = bus.health() {
+        tokio::spawn(watch_redis(health, Events::new(bus.clone(), "host")));
+    }
     // Everything that listens subscribes before the engine publishes its first
     // price: at replay speed 0 the first hundreds of bars go by in milliseconds.
     let printer = if args.quiet {
@@ -115,13 +138,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let c = bus.channels();
         Some(spawn_printer(bus.subscribe(&[c.signals(), c.orders(), c.events()]).await?, c.clone()))
     };
-    let orders_feeds = if matches!(args.role, Role::All | Role::Orders) {
-        Some((bus.subscribe(&[bus.channels().quotes()]).await?, bus.subscribe(&[bus.channels().commands()]).await?))
-    } else {
-        None
-    };
+    let orders_commands = if matches!(args.role, Role::All | Role::Orders) { Some(bus.subscribe(&[bus.channels().commands()]).await?) } else { None };
     // Live brokers belong to the orders role; nothing trades until every live account is ready.
-    let live = if mode == "live" && orders_feeds.is_some() { Some(super::live::connect(&config, &bus, &Events::new(bus.clone(), "orders")).await?) } else { None };
+    let live = if mode == "live" && orders_commands.is_some() { Some(super::live::connect(&config, &bus, &Events::new(bus.clone(), "orders")).await?) } else { None };
 
     // One watcher per process: plugin folder changes go to the engine, configuration
     // changes through `config_watch` to both roles.
@@ -140,23 +159,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     let (config_tx, config_rx) = watch::channel(config.clone());
-    let alerts = if orders_feeds.is_some() { super::live::start_notifier(&config, &bus, config_rx.clone()).await? } else { None };
+    let alerts = if orders_commands.is_some() { super::live::start_notifier(&config, &bus, config_rx.clone()).await? } else { None };
     let (reload_tx, reload_rx) = mpsc::channel(16);
     tokio::spawn(config_watch(args.config.clone(), Events::new(bus.clone(), "host"), config_tx, config_change_rx, reload_rx));
     let engine_commands = if matches!(args.role, Role::All | Role::Engine) { Some(bus.subscribe(&[bus.channels().commands()]).await?) } else { None };
     let engine = engine_commands.map(|commands| {
-        let (config, bus, shutdown, configs) = (config.clone(), bus.clone(), shutdown.clone(), config_rx.clone());
-        tokio::spawn(async move { engine_role(config, bus, shutdown, plugin_rx, configs, commands).await })
+        let (config, bus, configs) = (config.clone(), bus.clone(), config_rx.clone());
+        let lifecycle = Lifecycle { shutdown: shutdown.clone(), stop: shutdown_tx.clone(), until_idle: args.until_idle.is_some(), wait_for_plugins: args.wait_for_plugins };
+        tokio::spawn(async move { engine_role(config, bus, lifecycle, plugin_rx, configs, commands).await })
     });
     let (engine_done_tx, engine_done) = watch::channel(engine.is_none());
-    let orders = orders_feeds.map(|feeds| {
+    let orders = orders_commands.map(|commands| {
         let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
         let settings = OrdersSettings { journal, consumer: args.consumer.clone(), mode, until_idle: args.until_idle.map(Duration::from_secs_f64) };
-        let (config, bus, shutdown, configs, reload) = (config.clone(), bus.clone(), shutdown.clone(), config_rx.clone(), reload_tx.clone());
-        tokio::spawn(async move { orders_role(config, bus, settings, feeds, shutdown, engine_done, configs, reload, live).await })
+        let (config, bus, configs, reload) = (config.clone(), bus.clone(), config_rx.clone(), reload_tx.clone());
+        let lifecycle = Lifecycle { shutdown: shutdown.clone(), stop: shutdown_tx.clone(), until_idle: args.until_idle.is_some(), wait_for_plugins: args.wait_for_plugins };
+        tokio::spawn(async move { orders_role(config, bus, settings, commands, lifecycle, engine_done, configs, reload, live).await })
     });
+    let mut failure = None;
     if let Some(engine) = engine {
-        engine.await.context("engine task")??;
+        if let Err(e) = engine.await.context("engine task")? {
+            // The orders side finishes what it holds, then the process reports the failure.
+            let _ = shutdown_tx.send(true);
+            failure = Some(e);
+        }
         let _ = engine_done_tx.send(true);
     }
     if let Some(orders) = orders {
@@ -168,21 +194,91 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         p.abort();
     }
     if let Some(pending) = alerts {
-        // Alerts still queued (Telegram allows about one a second per chat) go out before we do.
+        // Alerts still queued (Telegram allows about one a second per chat) go
+        // out before we do; on SIGTERM only as long as a clean stop allows.
+        let budget = if *shutdown.borrow() { STOP_ALERT_FLUSH } else { ALERT_FLUSH };
         tokio::time::sleep(Duration::from_millis(200)).await;
         let waiting = || pending.load(std::sync::atomic::Ordering::SeqCst);
         if waiting() > 0 {
             println!("tradehost: sending {} queued alerts before exiting", waiting());
         }
-        let deadline = tokio::time::Instant::now() + ALERT_FLUSH;
+        let deadline = tokio::time::Instant::now() + budget;
         while waiting() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if waiting() > 0 {
-            eprintln!("tradehost: {} alerts were not sent in {} s", waiting(), ALERT_FLUSH.as_secs());
+            eprintln!("tradehost: {} alerts were not sent in {} s", waiting(), budget.as_secs());
         }
     }
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// How a role knows when to stop.
+struct Lifecycle {
+    /// Set on SIGTERM, SIGINT or a `shutdown` command.
+    shutdown: watch::Receiver<bool>,
+    /// Sets it (a `shutdown` command).
+    stop: Arc<watch::Sender<bool>>,
+    /// Batch replay: end once every source has ended and everything is decided.
+    until_idle: bool,
+    /// Keep running although no pipeline can trade yet.
+    wait_for_plugins: bool,
+}
+
+/// Connect to Redis, waiting with back-off while it is not there (a service
+/// started before its Redis must not die of it); `None` when told to stop meanwhile.
+async fn connect_redis(url: &str, prefix: &str, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Option<Bus>> {
+    let mut delay = Duration::from_millis(200);
+    let mut told = false;
+    loop {
+        match Bus::redis(url, prefix).await {
+            Ok(bus) => {
+                if told {
+                    println!("tradehost: Redis at {url} is up");
+                }
+                return Ok(Some(bus));
+            }
+            // A URL that cannot work is the user's to fix, not a reason to wait.
+            Err(crate::bus::BusError::Redis(e)) if e.kind() == redis::ErrorKind::InvalidClientConfig => {
+                return Err(anyhow::anyhow!("REDIS_URL / [bus] url {url:?}: {e}"));
+            }
+            Err(e) => {
+                if !told {
+                    eprintln!("tradehost: waiting for Redis at {url}: {e} (retrying; Ctrl-C to stop)");
+                    told = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return Ok(None),
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Say when Redis goes away and when it is back; the return is an alert.
+async fn watch_redis(mut health: watch::Receiver<bool>, events: Events) {
+    let mut down_since: Option<tokio::time::Instant> = None;
+    while health.changed().await.is_ok() {
+        let up = *health.borrow_and_update();
+        match (up, down_since) {
+            (false, None) => {
+                down_since = Some(tokio::time::Instant::now());
+                eprintln!("tradehost: Redis connection lost: holding decisions and buffering prices and signals while reconnecting");
+            }
+            (true, Some(since)) => {
+                down_since = None;
+                let down_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+                eprintln!("tradehost: Redis is back after {:.1} s; resuming from the streams", down_ms as f64 / 1000.0);
+                events.emit("redis_outage", json!({ "down_ms": down_ms, "alert": true, "detail": "Redis was unreachable; the streams were resumed with nothing lost" })).await;
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -203,13 +299,14 @@ fn spawn_printer(mut sub: Subscription, channels: Channels) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some((channel, payload)) = sub.recv().await {
             let Ok(v) = serde_json::from_str::<Value>(&payload) else { continue };
-            let text = |k: &str| v[k].as_str().map(str::to_owned).unwrap_or_else(|| v[k].to_string());
+            // Fields come from the bus: control characters escaped and length capped before they reach a terminal.
+            let text = |k: &str| printable(&v[k].as_str().map(str::to_owned).unwrap_or_else(|| v[k].to_string()), 200);
             let line = match v["type"].as_str() {
                 Some("signal") => format!("signal  {:<16} {:<10} {:<4} @ {:<10} {}", text("pipeline"), text("instrument"), text("side"), text("price"), text("reason")),
                 Some("order") if matches!(v["state"].as_str(), Some("filled")) => {
                     format!("order   {:<16} {} {} {} {} @ {} [{}]", text("account"), text("state"), text("side"), text("qty"), text("instrument"), text("price"), text("mode"))
                 }
-                Some("event") if channel == channels.events() => format!("event   {} {}", text("event"), v["pipeline"].as_str().unwrap_or("")),
+                Some("event") if channel == channels.events() => format!("event   {} {}", text("event"), printable(v["pipeline"].as_str().unwrap_or(""), 80)),
                 Some("error") => format!("error   {}: {}", text("source"), text("reason")),
                 Some("command_ack") => format!("ack     {} {} ok={} {}", text("command_id"), text("cmd"), text("ok"), text("detail")),
                 _ => continue,
@@ -222,7 +319,7 @@ fn spawn_printer(mut sub: Subscription, channels: Channels) -> JoinHandle<()> {
 async fn engine_role(
     config: Arc<Config>,
     bus: Bus,
-    mut shutdown: watch::Receiver<bool>,
+    mut life: Lifecycle,
     mut changes: mpsc::Receiver<Change>,
     mut configs: watch::Receiver<Arc<Config>>,
     mut commands: Subscription,
@@ -234,9 +331,11 @@ async fn engine_role(
     engine.start().await;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut reap = tokio::time::interval(Duration::from_millis(100));
+    let mut said_waiting = false;
+    let mut outcome = Ok(());
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = life.shutdown.changed() => break,
             change = changes.recv() => {
                 if change == Some(Change::Plugins) {
                     engine.rescan_plugins().await;
@@ -249,14 +348,16 @@ async fn engine_role(
                 }
             }
             msg = commands.recv() => {
-                let Some((_, payload)) = msg else {
-                    commands = bus.subscribe(&[bus.channels().commands()]).await?;
-                    continue;
-                };
+                // A Redis subscription reconnects by itself; `None` only when the bus is gone.
+                let Some((_, payload)) = msg else { break };
                 match CommandMessage::parse(&payload) {
                     Ok(cmd) if cmd.cmd == "reload" => {
                         engine.rescan_plugins().await;
                         events.ack(&cmd.id, &cmd.cmd, true, "plugin folder rescanned").await;
+                    }
+                    Ok(cmd) if cmd.cmd == "shutdown" => {
+                        events.ack(&cmd.id, &cmd.cmd, true, "engine stopping").await;
+                        let _ = life.stop.send(true);
                     }
                     Ok(cmd) => engine.command(&cmd).await,
                     Err(e) => events.error("commands", &format!("malformed command ignored: {e}")).await,
@@ -264,15 +365,29 @@ async fn engine_role(
             }
             _ = heartbeat.tick() => events.heartbeat(engine.heartbeat()).await,
             _ = reap.tick() => {
-                if engine.reap().await {
-                    break; // every source ran out (or failed): the engine's work is done
+                let all_ended = engine.reap().await;
+                if let Some(reasons) = engine.nothing_trades() {
+                    if !life.wait_for_plugins {
+                        outcome = Err(anyhow::anyhow!("no pipeline can trade:\n  {}\n(--wait-for-plugins keeps running until a plugin is dropped in)", reasons.join("\n  ")));
+                        break;
+                    }
+                    if !said_waiting {
+                        eprintln!("tradehost: waiting: no pipeline can trade yet:\n  {}", reasons.join("\n  "));
+                        said_waiting = true;
+                    }
+                } else {
+                    said_waiting = false;
+                }
+                if all_ended && life.until_idle {
+                    break; // a batch replay: every source ran out
                 }
             }
         }
     }
     engine.shutdown().await;
-    events.heartbeat(engine.heartbeat()).await; // the final states
-    Ok(())
+    // The final states; not waited for beyond a moment when the bus is away.
+    let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(engine.heartbeat())).await;
+    outcome
 }
 
 /// Reloads the configuration when its file changes or a `reload` command asks:
@@ -364,12 +479,23 @@ fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!("reading signals: {e}");
+                    // A Redis that came back without its data has no group: make it again.
+                    if e.to_string().contains("NOGROUP") {
+                        let _ = bus.ensure_group(GROUP).await;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     })
+}
+
+/// The prices of a quote, as the guard checks them (close first: it is remembered).
+fn quote_prices(q: &Quote) -> Vec<(&'static str, rust_decimal::Decimal)> {
+    let mut prices = vec![("close", q.close), ("open", q.open), ("high", q.high), ("low", q.low)];
+    prices.extend(q.bid.map(|b| ("bid", b)));
+    prices
 }
 
 /// What the order loop hands to its outbox: sent in order, off the loop, so
@@ -410,13 +536,106 @@ async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
     }
 }
 
+/// Reads the durable price stream from `after` on, in order, handing each
+/// batch to the order loop; reconnects with back-off.
+fn spawn_price_reader(bus: Bus, mut after: String, tx: mpsc::Sender<Vec<LogEntry>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match bus.read_quotes(&after, 512, Duration::from_millis(500)).await {
+                Ok(entries) => {
+                    backoff = Duration::from_millis(100);
+                    if let Some(last) = entries.last() {
+                        after = last.entry_id.clone();
+                        if tx.send(entries).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("reading prices: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    })
+}
+
+/// Replay the retained prices up to `cursor` into `om`'s memory (what an
+/// earlier run applied: last prices, recent opens, pipeline clocks), so a
+/// restarted process decides on exactly what the undisturbed one knew.
+async fn warm_prices(bus: &Bus, om: &mut OrderManager, cursor: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let target = stream_id(cursor);
+    let mut after = "0".to_owned();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        match bus.read_quotes(&after, 2048, Duration::from_millis(1)).await {
+            Ok(entries) => {
+                for e in &entries {
+                    if stream_id(&e.entry_id) > target {
+                        return true;
+                    }
+                    if let Ok(q) = QuotesMessage::parse(&e.payload) {
+                        om.observe_quotes(&q);
+                    }
+                }
+                match entries.last() {
+                    Some(last) => after = last.entry_id.clone(),
+                    None => return true, // nothing beyond: the cursor is the stream's end
+                }
+            }
+            Err(e) => {
+                tracing::warn!("reading prices to warm up: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// A stream entry id (`<ms>-<seq>`) as a comparable pair.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// Create the consumer group, retrying with back-off while Redis is away;
+/// false when told to stop meanwhile.
+async fn ensure_group(bus: &Bus, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match bus.ensure_group(GROUP).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!("creating the consumer group: {e}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Prices read from the stream, waiting for the signal logged before them.
+struct HeldPrices {
+    quotes: QuotesMessage,
+    entry_id: Option<String>,
+    since: tokio::time::Instant,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn orders_role(
     config: Arc<Config>,
     bus: Bus,
     settings: OrdersSettings,
-    (mut quotes, mut commands): (Subscription, Subscription),
-    mut shutdown: watch::Receiver<bool>,
+    mut commands: Subscription,
+    mut life: Lifecycle,
     mut engine_done: watch::Receiver<bool>,
     mut configs: watch::Receiver<Arc<Config>>,
     reload: mpsc::Sender<String>,
@@ -438,22 +657,38 @@ async fn orders_role(
             r.send(order);
         }
     }
-    bus.ensure_group(GROUP).await?;
+    let summary = |om: &OrderManager| -> anyhow::Result<Value> { Ok(json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? })) };
+    if !ensure_group(&bus, &mut life.shutdown).await {
+        return summary(&om);
+    }
+    // The prices an earlier run applied, back into memory; then the stream from there on.
+    let cursor = om.price_cursor()?;
+    if let Some(c) = &cursor {
+        if !warm_prices(&bus, &mut om, c, &mut life.shutdown).await {
+            return summary(&om);
+        }
+    }
     // Orders recorded before a crash but never sent: send them now.
     publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
-    events.emit("orders_started", json!({ "consumer": settings.consumer, "journal": journal.display().to_string(), "mode": settings.mode, "kill_switch": om.kill_switch()? })).await;
+    events.emit("orders_started", json!({ "consumer": settings.consumer, "journal": journal.display().to_string(), "mode": settings.mode, "kill_switch": om.kill_switch()?, "price_cursor": cursor })).await;
 
     let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone());
     let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
     let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx);
+    let (prices_tx, mut prices) = mpsc::channel::<Vec<LogEntry>>(64);
+    let price_reader = spawn_price_reader(bus.clone(), cursor.unwrap_or_else(|| "0".into()), prices_tx);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
     let mut trim = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(60));
     let mut last_work = tokio::time::Instant::now();
-    // Signals waiting for their instrument's prices to catch up (see `release_signals`).
+    // Prices of several pipelines interleave and replays carry old times: only
+    // the price rules apply here, not the clock or the order of arrival.
+    let mut price_guard = PriceGuard::new(GuardRules { max_skew_ms: 0, in_order: false, ..GuardRules::from_config(&config.market, 0) });
+    // Signals waiting for their instrument's prices to catch up (see `release`).
     let mut held: std::collections::VecDeque<(LogEntry, tokio::time::Instant)> = std::collections::VecDeque::new();
     // Prices waiting for the signal logged before them to be decided.
-    let mut held_quotes: std::collections::VecDeque<(QuotesMessage, tokio::time::Instant)> = std::collections::VecDeque::new();
+    let mut held_quotes: std::collections::VecDeque<HeldPrices> = std::collections::VecDeque::new();
+    let mut stop = life.shutdown.clone();
     loop {
         if let Some(r) = &router {
             for order in om.take_live_orders() {
@@ -461,15 +696,16 @@ async fn orders_role(
             }
         }
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = life.shutdown.changed() => break,
             report = async { match reports.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 let Some(report) = report else { continue };
                 last_work = tokio::time::Instant::now();
                 match report {
                     crate::brokers::live::RouterOutput::Update(update) => {
                         // What the broker did must be recorded: retried rather than lost.
-                        let out = until_recorded(&events, "a broker report", || om.on_live_update(&update)).await;
-                        let _ = outbox.send(Out::Outcomes(out));
+                        if let Some(out) = until_recorded(&events, "a broker report", &mut stop, || om.on_live_update(&update)).await {
+                            let _ = outbox.send(Out::Outcomes(out));
+                        }
                     }
                     crate::brokers::live::RouterOutput::Notice(notice) => live_notice(&events, notice).await,
                 }
@@ -479,27 +715,45 @@ async fn orders_role(
                 last_work = tokio::time::Instant::now();
                 let now = tokio::time::Instant::now();
                 held.extend(batch.into_iter().map(|e| (e, now)));
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
             }
-            msg = quotes.recv() => {
-                let Some((_, payload)) = msg else {
-                    quotes = bus.subscribe(&[bus.channels().quotes()]).await?;
-                    continue;
-                };
-                match QuotesMessage::parse(&payload) {
-                    Ok(q) => held_quotes.push_back((q, tokio::time::Instant::now())),
-                    Err(e) => events.error("quotes", &format!("malformed prices ignored: {e}")).await,
+            batch = prices.recv() => {
+                let Some(batch) = batch else { break };
+                last_work = tokio::time::Instant::now();
+                for entry in batch {
+                    match QuotesMessage::parse(&entry.payload) {
+                        Ok(mut q) => {
+                            // A price the guard refuses never moves a fill, a stop or a mark.
+                            let mut refused = Vec::new();
+                            q.quotes.retain(|quote| match price_guard.check(&quote.instrument, q.ts, &quote_prices(quote), 0) {
+                                Ok(()) => true,
+                                Err(r) => {
+                                    refused.push(r);
+                                    false
+                                }
+                            });
+                            for r in refused {
+                                events.emit("price_refused", json!({ "source": "quotes", "message": printable(&q.id, 80), "instrument": printable(r.instrument(), 40), "field": r.field(), "reason": r.to_string() })).await;
+                                events.error("quotes", &format!("price refused in {}: {r}", printable(&q.id, 80))).await;
+                            }
+                            held_quotes.push_back(HeldPrices { quotes: q, entry_id: Some(entry.entry_id), since: tokio::time::Instant::now() });
+                        }
+                        Err(e) => events.error("quotes", &format!("malformed prices in {} ignored: {e}", entry.entry_id)).await,
+                    }
                 }
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
             }
             msg = commands.recv() => {
-                let Some((_, payload)) = msg else {
-                    commands = bus.subscribe(&[bus.channels().commands()]).await?;
-                    continue;
-                };
+                // A Redis subscription reconnects by itself; `None` only when the bus is gone.
+                let Some((_, payload)) = msg else { break };
                 if let Ok(cmd) = CommandMessage::parse(&payload) {
                     if cmd.cmd == "reload" {
                         let _ = reload.try_send(cmd.id);
+                        continue;
+                    }
+                    if cmd.cmd == "shutdown" {
+                        events.ack(&cmd.id, &cmd.cmd, true, "orders stopping after the decision in flight").await;
+                        let _ = life.stop.send(true);
                         continue;
                     }
                 }
@@ -519,29 +773,35 @@ async fn orders_role(
                 }
             }
             _ = heartbeat.tick() => {
-                let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()? });
+                let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()?, "held_signals": held.len(), "held_prices": held_quotes.len() });
                 events.heartbeat(body).await;
             }
             _ = idle_check.tick() => {
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
+                let Some(until_idle) = settings.until_idle else { continue };
                 let quiet_for = last_work.elapsed();
                 let live_busy = router.as_ref().is_some_and(|r| r.open_orders() > 0) || reports.as_ref().is_some_and(|r| !r.is_empty());
-                let drained = !live_busy && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && quotes.backlog() == 0 && bus.undelivered_count(GROUP).await? == 0 && bus.pending_count(GROUP).await? == 0;
+                let local_drained = !live_busy && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && prices.is_empty();
+                // A count the bus cannot give (an outage) is not "drained".
+                let drained = local_drained && matches!(bus.undelivered_count(GROUP).await, Ok(0)) && matches!(bus.pending_count(GROUP).await, Ok(0));
                 let engine_over = *engine_done.borrow_and_update();
-                if drained && engine_over && settings.until_idle.is_none() && quiet_for > Duration::from_millis(500) {
-                    break; // one process: the engine is done and every signal is handled
-                }
-                if drained && settings.until_idle.is_some_and(|d| quiet_for >= d) {
-                    break;
+                if drained && engine_over && quiet_for >= until_idle {
+                    break; // a batch replay: the engine is done and every signal is handled
                 }
             }
         }
     }
     reader.abort();
+    price_reader.abort();
     drop(outbox);
-    let _ = outbox_task.await; // everything decided is published and acknowledged before we go
-    let summary = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? });
-    events.heartbeat(summary.clone()).await;
+    // Everything decided is published and acknowledged before we go, unless
+    // the bus is away: then what was not acknowledged comes back on restart,
+    // and its recorded decisions make that harmless.
+    if tokio::time::timeout(Duration::from_secs(2), outbox_task).await.is_err() {
+        eprintln!("tradehost: the bus did not take the last order events in 2 s; unacknowledged signals are decided again (from the journal) on restart");
+    }
+    let summary = summary(&om)?;
+    let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(summary.clone())).await;
     Ok(summary)
 }
 
@@ -564,25 +824,25 @@ const PRICE_WAIT: Duration = Duration::from_secs(10);
 /// signal that will never come).
 async fn release(
     held: &mut std::collections::VecDeque<(LogEntry, tokio::time::Instant)>,
-    held_quotes: &mut std::collections::VecDeque<(QuotesMessage, tokio::time::Instant)>,
+    held_quotes: &mut std::collections::VecDeque<HeldPrices>,
     om: &mut OrderManager,
     outbox: &mpsc::UnboundedSender<Out>,
     events: &Events,
+    stop: &mut watch::Receiver<bool>,
 ) {
     loop {
         let mut progress = false;
-        while let Some((q, since)) = held_quotes.front() {
-            let ready = q.after_signal.as_deref().is_none_or(|id| om.is_decided(id)) || since.elapsed() >= PRICE_WAIT;
+        while let Some(h) = held_quotes.front() {
+            let ready = h.quotes.after_signal.as_deref().is_none_or(|id| om.is_decided(id)) || h.since.elapsed() >= PRICE_WAIT;
             if !ready {
                 break;
             }
-            if let Some((q, _)) = held_quotes.pop_front() {
-                match tokio::task::block_in_place(|| om.on_quotes(&q)) {
-                    Ok(out) => {
-                        let _ = outbox.send(Out::Outcomes(out));
-                    }
-                    Err(e) => events.error("orders", &e.to_string()).await,
-                }
+            if let Some(h) = held_quotes.front() {
+                // Recorded with the price cursor, or retried: a price skipped here would be a stop never fired.
+                let applied = until_recorded(events, &format!("prices {}", printable(&h.quotes.id, 80)), stop, || om.on_quotes_at(&h.quotes, h.entry_id.as_deref())).await;
+                let Some(out) = applied else { return }; // stopping: the price is applied again after the restart
+                let _ = outbox.send(Out::Outcomes(out));
+                held_quotes.pop_front();
                 progress = true;
             }
         }
@@ -604,7 +864,9 @@ async fn release(
                 continue;
             }
             if let Some((entry, _)) = held.remove(i) {
-                handle_entry(om, outbox, events, &entry).await;
+                if !handle_entry(om, outbox, events, &entry, stop).await {
+                    return; // stopping: the entry stays unacknowledged and comes back after the restart
+                }
                 progress = true;
             }
         }
@@ -614,29 +876,55 @@ async fn release(
     }
 }
 
-/// Run a journal write until it succeeds, reporting each failure: what it
-/// records (a decision, a broker's report) must never be dropped.
-async fn until_recorded(events: &Events, what: &str, mut write: impl FnMut() -> Result<Vec<Outcome>, crate::orders::OrderError>) -> Vec<Outcome> {
+/// Run a journal write until it succeeds: what it records (a decision, a
+/// broker's report, prices) must never be dropped. A transient failure (the
+/// journal busy or locked, an I/O error) is retried with back-off; a permanent
+/// one (a constraint, a value that does not fit) is reported once and the item
+/// parked: `Some(empty)`, so it is not retried forever. `None` when the process
+/// is told to stop meanwhile (the item is redone after the restart).
+async fn until_recorded(events: &Events, what: &str, stop: &mut watch::Receiver<bool>, mut write: impl FnMut() -> Result<Vec<Outcome>, crate::orders::OrderError>) -> Option<Vec<Outcome>> {
     let mut delay = Duration::from_millis(100);
+    let mut reported = false;
     loop {
         match tokio::task::block_in_place(&mut write) {
-            Ok(out) => return out,
+            Ok(out) => return Some(out),
+            Err(e) if e.is_transient() => {
+                if *stop.borrow() {
+                    return None;
+                }
+                if !reported {
+                    events.error("orders", &format!("recording {what}: {e}; retrying")).await;
+                    reported = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return None,
+                }
+                if *stop.borrow() {
+                    return None;
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
             Err(e) => {
-                events.error("orders", &format!("recording {what}: {e}; retrying")).await;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                events.emit("parked", json!({ "item": what, "error": e.to_string(), "alert": true, "detail": "a permanent journal error: the item is set aside, not retried" })).await;
+                return Some(Vec::new());
             }
         }
     }
 }
 
-async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, entry: &LogEntry) {
+/// Decide one log entry; false when stopping before it was recorded.
+async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, entry: &LogEntry, stop: &mut watch::Receiver<bool>) -> bool {
     match SignalMessage::parse(&entry.payload) {
         Ok(signal) => {
             // The journal is the one thing that must work: keep the entry
             // unacknowledged and try again rather than lose the signal.
-            let out = until_recorded(events, &format!("signal {}", signal.id), || om.on_signal(&signal)).await;
-            let _ = outbox.send(Out::Outcomes(out));
+            match until_recorded(events, &format!("signal {}", printable(&signal.id, 200)), stop, || om.on_signal(&signal)).await {
+                Some(out) => {
+                    let _ = outbox.send(Out::Outcomes(out));
+                }
+                None => return false,
+            }
         }
         Err(e) => events.error("signal log", &format!("entry {} is malformed and was skipped: {e}", entry.entry_id)).await,
     }
@@ -645,6 +933,7 @@ async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>
     }
     // After the decisions are committed, never before.
     let _ = outbox.send(Out::Ack(entry.entry_id.clone()));
+    true
 }
 
 /// Compare each live account's journal positions with its broker's, and raise

@@ -40,6 +40,10 @@ pub struct PipelineSpec {
     pub limits: SandboxLimits,
     /// Recent events kept to warm up a new instance.
     pub warmup_candles: usize,
+    /// What a price from a live feed must satisfy.
+    pub guard: crate::market::guard::GuardRules,
+    /// About how many messages the bus's price stream keeps.
+    pub prices_kept: usize,
 }
 
 impl PipelineSpec {
@@ -69,6 +73,11 @@ impl PipelineSpec {
                 ..SandboxLimits::live()
             },
             warmup_candles: pipeline.warmup_candles,
+            guard: crate::market::guard::GuardRules::from_config(&config.market, match &pipeline.source {
+                config::Source::Redis { max_skew_secs } => *max_skew_secs,
+                _ => 0,
+            }),
+            prices_kept: config.bus.prices_kept,
         }
     }
 
@@ -76,7 +85,7 @@ impl PipelineSpec {
     /// limits, warm-up window): then no restart of the feed is needed.
     #[must_use]
     pub fn same_feed(&self, other: &Self) -> bool {
-        self.plugin_path == other.plugin_path && self.symbols == other.symbols && self.timeframe_secs == other.timeframe_secs && self.source == other.source
+        self.plugin_path == other.plugin_path && self.symbols == other.symbols && self.timeframe_secs == other.timeframe_secs && self.source == other.source && self.guard == other.guard
     }
 }
 
@@ -120,6 +129,65 @@ pub struct PipelineStats {
     pub restarts: AtomicU64,
     /// Id of the last signal logged, carried by the next prices (see `QuotesMessage::after_signal`).
     pub last_signal: std::sync::Mutex<Option<String>>,
+    /// Prices and signals waiting for the bus (during an outage).
+    pub buffered: AtomicU64,
+    /// Publications retried because the bus did not take them.
+    pub retries: AtomicU64,
+}
+
+/// What a pipeline hands to the bus, in the order it happened.
+enum Outgoing {
+    Quotes(String),
+    Signal { id: String, json: String },
+}
+
+/// Most prices and signals a pipeline buffers while the bus is away; beyond
+/// that the pipeline waits (its feed is then held up, never dropped).
+pub const OUTBOX_CAPACITY: usize = 100_000;
+
+/// Publishes a pipeline's prices and signals in order, each retried with
+/// back-off until the bus takes it: an outage holds them back, loses none,
+/// and never stops the pipeline seeing its market.
+fn spawn_outbox(bus: Bus, events: Events, pipeline: String, stats: Arc<PipelineStats>, prices_kept: usize) -> (mpsc::Sender<Outgoing>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
+    let task = tokio::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            let mut delay = Duration::from_millis(50);
+            let mut failures = 0u64;
+            loop {
+                let result = match &item {
+                    Outgoing::Quotes(json) => bus.append_quotes(json, prices_kept).await.map(|()| None),
+                    Outgoing::Signal { id, json } => bus.append_signal(id, json).await.map(Some),
+                };
+                match result {
+                    Ok(logged) => {
+                        match logged {
+                            Some(true) => stats.signals_out.fetch_add(1, Ordering::Relaxed),
+                            Some(false) => stats.signals_refused.fetch_add(1, Ordering::Relaxed),
+                            None => 0,
+                        };
+                        if failures > 0 {
+                            events.emit("bus_recovered", json!({ "pipeline": pipeline, "retries": failures, "still_buffered": rx.len() })).await;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        if failures == 0 {
+                            // Once per outage: the bus it would go to is the one that is away.
+                            tracing::warn!(pipeline, "publishing to the bus: {e}; buffering and retrying");
+                            events.error(&format!("pipeline {pipeline}"), &format!("publishing to the bus: {e}; buffering and retrying")).await;
+                        }
+                        failures += 1;
+                        stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+            stats.buffered.store(rx.len() as u64, Ordering::Relaxed);
+        }
+    });
+    (tx, task)
 }
 
 /// How a pipeline ended.
@@ -206,8 +274,9 @@ pub async fn run(
         Err(e) => quarantine(&spec, &mut run, &events, e.to_string()).await,
     }
 
+    let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone(), id.clone(), stats.clone(), spec.prices_kept);
     let (tx, mut rx) = mpsc::channel::<MarketEvent>(1024);
-    let feed = {
+    let mut feed = {
         let (spec, bus, events) = (spec.clone(), bus.clone(), events.clone());
         tokio::spawn(async move { feed_source(&spec, &bus, &events, &tx).await })
     };
@@ -226,14 +295,19 @@ pub async fn run(
                 apply_swap(&spec, &mut run, swap, &events, &stats).await;
             }
             event = rx.recv() => {
-                let Some(event) = event else { break PipelineEnd::Finished };
+                let Some(event) = event else {
+                    break match (&mut feed).await {
+                        Ok(Err(reason)) => PipelineEnd::Failed(reason),
+                        _ => PipelineEnd::Finished,
+                    };
+                };
                 if run.instance.is_none() {
                     restart_if_due(&spec, &mut run, &mut plugin, &sandbox, &events, &stats).await;
                 }
                 let paused = *control.borrow() == Control::Pause;
                 match run.instance.as_mut() {
                     Some(instance) => {
-                        if let Err(e) = handle(&spec, instance, &bus, &events, &stats, &event, paused).await {
+                        if let Err(e) = handle(&spec, instance, &outbox, &events, &stats, &event, paused).await {
                             quarantine(&spec, &mut run, &events, e).await;
                         } else if run.backoff > FIRST_BACKOFF && run.healthy_since.elapsed() >= HEALTHY_RESET {
                             run.backoff = FIRST_BACKOFF;
@@ -253,10 +327,24 @@ pub async fn run(
         }
     };
     feed.abort();
+    // What was handed to the bus goes out before the pipeline is over; when it
+    // is stopped (a shutdown), not longer than a moment: a bus that is away
+    // must not hold up the stop. What is still buffered then is reported.
+    drop(outbox);
+    let drained = match end {
+        PipelineEnd::Stopped => tokio::time::timeout(Duration::from_secs(2), outbox_task).await.is_ok(),
+        _ => outbox_task.await.is_ok(),
+    };
+    if !drained {
+        events.error(&format!("pipeline {id}"), &format!("stopped with {} prices and signals not yet on the bus", stats.buffered.load(Ordering::Relaxed))).await;
+    }
     let name = match &end {
         PipelineEnd::Finished => "pipeline_finished",
         PipelineEnd::Stopped => "pipeline_stopped",
-        PipelineEnd::Failed(_) => return end,
+        PipelineEnd::Failed(reason) => {
+            events.emit("pipeline_failed", json!({ "pipeline": id, "reason": reason, "alert": true })).await;
+            return end;
+        }
     };
     events
         .emit(
@@ -346,11 +434,13 @@ fn source_name(source: &config::Source) -> &'static str {
     match source {
         config::Source::Replay { .. } => "replay",
         config::Source::Synthetic { .. } => "synthetic",
-        config::Source::Redis => "redis",
+        config::Source::Redis { .. } => "redis",
     }
 }
 
-async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, tx: &mpsc::Sender<MarketEvent>) {
+/// Run the pipeline's source until it ends; `Err` when it cannot start (a
+/// missing or bad replay file, a feed that cannot subscribe).
+async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, tx: &mpsc::Sender<MarketEvent>) -> Result<(), String> {
     let tf = spec.timeframe_secs;
     match &spec.source {
         config::Source::Replay { files, speed, underlying } => {
@@ -358,34 +448,44 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, tx: &mpsc:
                 let (files, underlying) = (files.clone(), underlying.clone());
                 tokio::task::spawn_blocking(move || source::load_replay(&files, underlying.as_ref(), tf)).await
             };
-            match loaded {
-                Ok(Ok(list)) => source::pace(list, *speed, tf, tx).await,
-                Ok(Err(e)) => events.error(&format!("pipeline {}", spec.id), &e.to_string()).await,
-                Err(e) => events.error(&format!("pipeline {}", spec.id), &e.to_string()).await,
+            let list = match loaded {
+                Ok(Ok(list)) => list,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string()),
+            };
+            if list.is_empty() {
+                return Err(format!("the replay files hold no bars inside the session: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")));
             }
+            source::pace(list, *speed, tf, tx).await;
         }
         config::Source::Synthetic { seed, days, speed, start_price, option_chain } => {
             let list = source::synthetic_events(&spec.symbols, *seed, *days, *start_price, *option_chain, tf);
             source::pace(list, *speed, tf, tx).await;
         }
-        config::Source::Redis => {
+        config::Source::Redis { .. } => {
             let (events2, id) = (events.clone(), spec.id.clone());
             let on_error = move |reason: String| {
                 let (events, id) = (events2.clone(), id.clone());
                 tokio::spawn(async move { events.error(&format!("market feed of {id}"), &reason).await });
             };
-            if let Err(e) = source::redis_feed(bus, &spec.symbols, tf, tx, on_error).await {
-                events.error(&format!("pipeline {}", spec.id), &e.to_string()).await;
-            }
+            source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error).await.map_err(|e| e.to_string())?;
         }
     }
+    Ok(())
+}
+
+/// Hand an item to the outbox: waits when it is full (the bus has been away
+/// for [`OUTBOX_CAPACITY`] items), so nothing is dropped.
+async fn send(outbox: &mpsc::Sender<Outgoing>, stats: &PipelineStats, item: Outgoing) {
+    let _ = outbox.send(item).await;
+    stats.buffered.store((OUTBOX_CAPACITY - outbox.capacity()) as u64, Ordering::Relaxed);
 }
 
 /// Feed one event to the strategy, publish the prices it saw and log its signals.
 async fn handle(
     spec: &PipelineSpec,
     strategy: &mut PluginInstance,
-    bus: &Bus,
+    outbox: &mpsc::Sender<Outgoing>,
     events: &Events,
     stats: &PipelineStats,
     event: &MarketEvent,
@@ -415,9 +515,7 @@ async fn handle(
     let quotes_msg = QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{}/{ts}", spec.id), ts, quotes, after_signal };
     let price_of = |instrument: &str| quotes_msg.quotes.iter().find(|q| q.instrument == instrument).map(|q| q.close);
     if let Ok(json) = serde_json::to_string(&quotes_msg) {
-        if let Err(e) = bus.publish(&bus.channels().quotes(), &json).await {
-            events.error(&format!("pipeline {}", spec.id), &format!("publishing prices: {e}")).await;
-        }
+        send(outbox, stats, Outgoing::Quotes(json)).await;
     }
     for (seq, s) in raw.into_iter().enumerate() {
         let signal = match Signal::from_strategy(ts, s) {
@@ -448,29 +546,12 @@ async fn handle(
             target: signal.target,
             strength: signal.strength,
         };
-        // A failed append is retried: the id makes a retry harmless, and a
-        // signal must not be lost to a passing network error.
-        let mut delay = std::time::Duration::from_millis(50);
-        loop {
-            match bus.append_signal(&msg.id, &msg.to_json()).await {
-                Ok(true) => {
-                    stats.signals_out.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut last) = stats.last_signal.lock() {
-                        *last = Some(msg.id.clone());
-                    }
-                    break;
-                }
-                Ok(false) => {
-                    stats.signals_refused.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => {
-                    events.error(&format!("pipeline {}", spec.id), &format!("logging signal {}: {e}; retrying", msg.id)).await;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                }
-            }
+        // The outbox retries a failed append: the id makes a retry harmless,
+        // and a signal must not be lost to a passing network error.
+        if let Ok(mut last) = stats.last_signal.lock() {
+            *last = Some(msg.id.clone());
         }
+        send(outbox, stats, Outgoing::Signal { json: msg.to_json(), id: msg.id }).await;
     }
     Ok(())
 }

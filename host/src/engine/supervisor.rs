@@ -33,6 +33,8 @@ struct Slot {
     stats: Arc<PipelineStats>,
     task: Option<JoinHandle<PipelineEnd>>,
     state: String,
+    /// Why it is waiting or failed.
+    reason: Option<String>,
 }
 
 /// The engine role's state.
@@ -43,6 +45,8 @@ pub struct Supervisor {
     events: Events,
     plugins: HashMap<String, Plugin>,
     refused: HashMap<String, String>,
+    /// Why each refused file was refused.
+    refusals: HashMap<String, String>,
     slots: BTreeMap<String, Slot>,
 }
 
@@ -58,7 +62,7 @@ impl Supervisor {
     /// A supervisor for `config`'s pipelines; nothing runs until [`Supervisor::start`].
     #[must_use]
     pub fn new(config: Arc<Config>, sandbox: Arc<Sandbox>, bus: Bus, events: Events) -> Self {
-        Self { config, sandbox, bus, events, plugins: HashMap::new(), refused: HashMap::new(), slots: BTreeMap::new() }
+        Self { config, sandbox, bus, events, plugins: HashMap::new(), refused: HashMap::new(), refusals: HashMap::new(), slots: BTreeMap::new() }
     }
 
     /// The plugin folder.
@@ -83,17 +87,22 @@ impl Supervisor {
         let (swaps, swaps_rx) = mpsc::channel(4);
         let stats = Arc::new(PipelineStats::default());
         let id = spec.id.clone();
-        let (task, state) = match self.plugins.get(&file_name(&spec)) {
+        let (task, state, reason) = match self.plugins.get(&file_name(&spec)) {
             Some(plugin) => {
                 let run = pipeline::run(spec.clone(), plugin.clone(), self.sandbox.clone(), self.bus.clone(), self.events.clone(), control_rx, swaps_rx, stats.clone());
-                (Some(tokio::spawn(run)), "running")
+                (Some(tokio::spawn(run)), "running", None)
             }
             None => {
-                self.events.emit("pipeline_waiting", json!({ "pipeline": id, "plugin": file_name(&spec), "reason": "the plugin is not in the plugin folder (or was refused)" })).await;
-                (None, "waiting")
+                let file = file_name(&spec);
+                let reason = match self.refusals.get(&file) {
+                    Some(why) => format!("plugin {file} was refused: {why}"),
+                    None => format!("plugin {file} is not in the plugin folder {}", self.plugin_dir().display()),
+                };
+                self.events.emit("pipeline_waiting", json!({ "pipeline": id, "plugin": file, "reason": reason })).await;
+                (None, "waiting", Some(reason))
             }
         };
-        self.slots.insert(id, Slot { spec, control, swaps, stats, task, state: state.into() });
+        self.slots.insert(id, Slot { spec, control, swaps, stats, task, state: state.into(), reason });
     }
 
     async fn stop_slot(&mut self, id: &str, state: &str) {
@@ -130,6 +139,7 @@ impl Supervisor {
             }
         }
         self.refused.retain(|k, _| present.contains_key(k));
+        self.refusals.retain(|k, _| present.contains_key(k));
         let mut names: Vec<_> = present.into_iter().collect();
         names.sort();
         for (name, path) in names {
@@ -143,6 +153,7 @@ impl Supervisor {
             match loaded {
                 Err(e) => {
                     self.refused.insert(name.clone(), sha.clone());
+                    self.refusals.insert(name.clone(), e.to_string());
                     self.events.emit("plugin_refused", json!({ "file": name, "sha256": sha, "reason": e.to_string() })).await;
                 }
                 Ok(plugin) => {
@@ -150,6 +161,7 @@ impl Supervisor {
                         .emit("plugin_registered", json!({ "file": name, "sha256": sha, "contract": plugin.contract().to_string(), "from_cache": plugin.from_cache() }))
                         .await;
                     self.refused.remove(&name);
+                    self.refusals.remove(&name);
                     self.plugins.insert(name.clone(), plugin.clone());
                     self.hand_over(&name, &plugin, "file changed").await;
                 }
@@ -288,12 +300,28 @@ impl Supervisor {
                     slot.state = match task.await {
                         Ok(PipelineEnd::Finished) => "finished".into(),
                         Ok(PipelineEnd::Stopped) => "stopped".into(),
-                        Ok(PipelineEnd::Failed(_)) | Err(_) => "failed".into(),
+                        Ok(PipelineEnd::Failed(reason)) => {
+                            slot.reason = Some(reason);
+                            "failed".into()
+                        }
+                        Err(e) => {
+                            slot.reason = Some(e.to_string());
+                            "failed".into()
+                        }
                     };
                 }
             }
         }
         !self.slots.is_empty() && self.slots.values().all(|s| matches!(s.state.as_str(), "finished" | "failed"))
+    }
+
+    /// When no pipeline runs or can run (each failed to start or waits for a
+    /// plugin that is missing or refused): what stops each one. `None` while
+    /// anything runs, finished, or was stopped or paused by a command.
+    #[must_use]
+    pub fn nothing_trades(&self) -> Option<Vec<String>> {
+        let stuck = !self.slots.is_empty() && self.slots.values().all(|s| matches!(s.state.as_str(), "failed" | "waiting"));
+        stuck.then(|| self.slots.iter().map(|(id, s)| format!("pipeline {id}: {}", s.reason.as_deref().unwrap_or(&s.state))).collect())
     }
 
     /// Pipeline states and counters, for heartbeats.
@@ -313,6 +341,9 @@ impl Supervisor {
                         "events_skipped": s.stats.events_skipped.load(Ordering::Relaxed),
                         "swaps": s.stats.swaps.load(Ordering::Relaxed),
                         "restarts": s.stats.restarts.load(Ordering::Relaxed),
+                        "buffered": s.stats.buffered.load(Ordering::Relaxed),
+                        "bus_retries": s.stats.retries.load(Ordering::Relaxed),
+                        "reason": s.reason,
                     }),
                 )
             })
@@ -322,10 +353,15 @@ impl Supervisor {
 
     /// Stop everything.
     pub async fn shutdown(&mut self) {
-        let ids: Vec<String> = self.slots.keys().cloned().collect();
-        for id in ids {
-            let state = self.slots.get(&id).map(|s| s.state.clone()).unwrap_or_default();
-            self.stop_slot(&id, &state).await;
+        // All told first, then all awaited: each may take a moment to hand its
+        // last prices to the bus, and a stop must not add those moments up.
+        for slot in self.slots.values() {
+            let _ = slot.control.send(Control::Stop);
+        }
+        for slot in self.slots.values_mut() {
+            if let Some(task) = slot.task.take() {
+                let _ = task.await;
+            }
         }
     }
 }

@@ -107,7 +107,7 @@ pub fn parse_iso(text: &str) -> Option<i64> {
 /// `2024-01-01T09:15:00+05:30`.
 #[must_use]
 pub fn format_iso_ist(ts_ms: i64) -> String {
-    let local = ts_ms + IST_OFFSET_MS;
+    let local = ts_ms.saturating_add(IST_OFFSET_MS);
     let (y, m, d) = civil_from_days(local.div_euclid(DAY_MS));
     let ms_of_day = local.rem_euclid(DAY_MS);
     let (h, min, s) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60);

@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod csv;
+pub mod guard;
 pub mod session;
 pub mod source;
 pub mod synthetic;

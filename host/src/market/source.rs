@@ -19,7 +19,8 @@ use super::csv::{LoadOptions, MarketDataError, load};
 use super::session::Session;
 use super::synthetic::{self, CandleSpec};
 use super::{Bar, CandleSeries, MarketData, OptionChain};
-use crate::bus::message::MarketMessage;
+use super::guard::{GuardRules, PriceGuard};
+use crate::bus::message::{MarketMessage, now_ms, printable};
 use crate::bus::{Bus, BusError};
 
 /// One thing a strategy is told about.
@@ -94,9 +95,11 @@ fn candle_events(series: &CandleSeries, timeframe_secs: u32) -> Vec<MarketEvent>
 /// Start of the `timeframe_secs` bucket holding `ts_ms`, aligned to the IST clock.
 #[must_use]
 pub fn bucket_start(ts_ms: i64, timeframe_secs: u32) -> i64 {
+    // Saturating: a timestamp from input (i64::MAX) must not overflow; the
+    // market guard refuses such a time before it gets here in a live feed.
     let tf = i64::from(timeframe_secs.max(1)) * 1000;
-    let local = ts_ms + super::clock::IST_OFFSET_MS;
-    ts_ms - local.rem_euclid(tf)
+    let local = ts_ms.saturating_add(super::clock::IST_OFFSET_MS);
+    ts_ms.saturating_sub(local.rem_euclid(tf))
 }
 
 /// Merge bars into longer ones.
@@ -235,7 +238,7 @@ impl CandleBuilder {
     /// End of the bar in progress, ms.
     #[must_use]
     pub fn bucket_end(&self) -> Option<i64> {
-        self.current.map(|b| b.ts_ms + i64::from(self.timeframe_secs) * 1000)
+        self.current.map(|b| b.ts_ms.saturating_add(i64::from(self.timeframe_secs) * 1000))
     }
 }
 
@@ -251,9 +254,11 @@ pub async fn redis_feed(
     bus: &Bus,
     symbols: &[String],
     timeframe_secs: u32,
+    rules: GuardRules,
     tx: &mpsc::Sender<MarketEvent>,
     on_error: impl Fn(String),
 ) -> Result<(), SourceError> {
+    let mut guard = PriceGuard::new(rules);
     let channels: Vec<String> = symbols.iter().map(|s| bus.channels().market(s)).collect();
     let mut sub = bus.subscribe(&channels).await?;
     let mut builders: Vec<CandleBuilder> = symbols.iter().map(|s| CandleBuilder::new(s, timeframe_secs)).collect();
@@ -274,9 +279,19 @@ pub async fn redis_feed(
                     MarketMessage::Tick { symbol, ts, .. } | MarketMessage::Candle { symbol, ts, .. } => (symbol.clone(), *ts),
                 };
                 let Some(builder) = builders.iter_mut().find(|b| b.instrument == symbol) else {
-                    on_error(format!("message on {channel} is for {symbol:?}, not a symbol of this pipeline"));
+                    on_error(format!("message on {channel} is for {:?}, not a symbol of this pipeline", printable(&symbol, 40)));
                     continue;
                 };
+                let prices: Vec<(&'static str, Decimal)> = match &parsed {
+                    MarketMessage::Tick { last, bid, ask, .. } => {
+                        [("last", Some(*last)), ("bid", *bid), ("ask", *ask)].into_iter().filter_map(|(f, p)| Some((f, p?))).collect()
+                    }
+                    MarketMessage::Candle { open, high, low, close, .. } => vec![("close", *close), ("open", *open), ("high", *high), ("low", *low)],
+                };
+                if let Err(refused) = guard.check(&symbol, ts, &prices, now_ms()) {
+                    on_error(format!("refused on {channel}: {refused}"));
+                    continue;
+                }
                 last_seen = Some((ts, tokio::time::Instant::now()));
                 let closed = match parsed {
                     MarketMessage::Tick { last, volume, oi, .. } => builder.tick(ts, last, volume, oi),
@@ -298,9 +313,9 @@ pub async fn redis_feed(
             _ = flush.tick() => {
                 // Feed time now ≈ the last message's time plus the wall time since it.
                 let Some((ts, at)) = last_seen else { continue };
-                let feed_now = ts + i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
+                let feed_now = ts.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX));
                 for b in &mut builders {
-                    if b.bucket_end().is_some_and(|end| feed_now >= end + 2_000) {
+                    if b.bucket_end().is_some_and(|end| feed_now >= end.saturating_add(2_000)) {
                         if let Some(event) = b.finish() {
                             if tx.send(event).await.is_err() {
                                 return Ok(());

@@ -42,6 +42,22 @@ pub enum OrderError {
     },
 }
 
+impl OrderError {
+    /// Whether trying again may succeed: the journal busy or locked by another
+    /// connection, or an I/O failure (a full or failing disk). A constraint or a
+    /// value that does not fit fails the same way every time.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            Self::Journal { source: rusqlite::Error::SqliteFailure(e, _), .. } => {
+                matches!(e.code, C::DatabaseBusy | C::DatabaseLocked | C::SystemIoFailure | C::DiskFull | C::CannotOpen | C::OutOfMemory)
+            }
+            Self::Journal { .. } => false,
+        }
+    }
+}
+
 /// Something to publish after a journal write: `(channel kind, JSON)`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -515,6 +531,27 @@ impl OrderManager {
     /// # Errors
     /// A journal failure.
     pub fn on_quotes(&mut self, q: &QuotesMessage) -> Result<Vec<Outcome>, OrderError> {
+        self.on_quotes_at(q, None)
+    }
+
+    /// Where the price stream was last applied up to (an entry id), per the journal.
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn price_cursor(&self) -> Result<Option<String>, OrderError> {
+        self.db.query_row("SELECT value FROM settings WHERE key = 'price_cursor'", [], |r| r.get(0)).optional().map_err(self.err())
+    }
+
+    /// Take in prices an earlier run already applied (up to its journaled
+    /// price cursor): they rebuild the last prices, the recent opens and the
+    /// pipeline clocks, and move nothing in the journal.
+    pub fn observe_quotes(&mut self, q: &QuotesMessage) {
+        let _ = self.observe(q);
+    }
+
+    /// Remember the prices of `q` (last price, recent opens, its pipeline's
+    /// clock); returns, per quote, whether it is newer than any seen for its instrument.
+    fn observe(&mut self, q: &QuotesMessage) -> Vec<bool> {
         // Only a price newer than any seen for its instrument may move exits: the same
         // instrument's prices can arrive from pipelines running at different paces,
         // and a stale one must never trigger a stop on today's position.
@@ -536,10 +573,24 @@ impl OrderManager {
                 recent.push_back((q.ts, quote.open));
             }
         }
+        fresh
+    }
+
+    /// [`OrderManager::on_quotes`] for the entry `cursor` of the price stream:
+    /// the cursor is committed with what the prices did, so after a crash the
+    /// stream is resumed exactly after the last price applied.
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn on_quotes_at(&mut self, q: &QuotesMessage, cursor: Option<&str>) -> Result<Vec<Outcome>, OrderError> {
+        let fresh = self.observe(q);
         let path = self.path.clone();
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let config = self.config.clone();
         let tx = self.db.transaction().map_err(jerr)?;
+        if let Some(cursor) = cursor {
+            tx.execute("INSERT INTO settings (key, value) VALUES ('price_cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1", [cursor]).map_err(jerr)?;
+        }
         let mut filled = Vec::new();
         let mut refusals = Vec::new();
         for quote in &q.quotes {
