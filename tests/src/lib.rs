@@ -56,39 +56,83 @@ pub fn shared_data(file: &str) -> Option<PathBuf> {
 pub struct RedisServer {
     child: std::process::Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    durable: bool,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    /// Start one and wait until it answers `PING`.
+    /// Start one (nothing kept on disk) and wait until it answers `PING`.
     ///
     /// # Panics
     /// When `redis-server` is missing (the README's test command installs it) or does not start.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Start one that keeps its data in an append-only file synced on every
+    /// write, so a [`RedisServer::crash`] and [`RedisServer::restart`] lose nothing it acknowledged.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    #[must_use]
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn spawn(port: u16, dir: &Path, durable: bool) -> std::process::Child {
+        let persistence: &[&str] = if durable { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(persistence)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed; run the README's test command, which installs it")
+    }
+
+    fn start_with(durable: bool) -> Self {
         for _ in 0..20 {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
-                .arg(dir.path())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server is not installed; run the README's test command, which installs it");
-            let mut server = Self { child, port, _dir: dir };
-            for _ in 0..100 {
-                if server.ping() {
-                    return server;
-                }
-                if let Ok(Some(_)) = server.child.try_wait() {
-                    break; // the port was taken between our check and its bind: try another
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
+            let child = Self::spawn(port, dir.path(), durable);
+            let mut server = Self { child, port, durable, dir };
+            if server.wait_up() {
+                return server;
             }
             let _ = server.child.kill();
         }
         panic!("redis-server did not start");
+    }
+
+    fn wait_up(&mut self) -> bool {
+        for _ in 0..250 {
+            if self.ping() {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false; // the port was taken between our check and its bind
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Kill it with SIGKILL, as a crash would.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port and folder (its data back if durable).
+    ///
+    /// # Panics
+    /// When it does not come back.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, self.dir.path(), self.durable);
+        assert!(self.wait_up(), "redis-server did not restart on port {}", self.port);
     }
 
     fn ping(&self) -> bool {
