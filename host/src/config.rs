@@ -41,11 +41,14 @@ pub struct HostSection {
     pub journal: PathBuf,
     /// Seconds between heartbeats on the events channel.
     pub heartbeat_secs: u64,
+    /// Where broker sources record what they receive, one folder a day
+    /// (`<record_dir>/<YYYY-MM-DD>/<pipeline>.ticks.csv.gz`); absent: not recorded.
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Default for HostSection {
     fn default() -> Self {
-        Self { plugin_dir: "plugins".into(), journal: "out/journal.sqlite".into(), heartbeat_secs: 5 }
+        Self { plugin_dir: "plugins".into(), journal: "out/journal.sqlite".into(), heartbeat_secs: 5, record_dir: None }
     }
 }
 
@@ -115,6 +118,11 @@ pub struct Account {
     /// `https://api.upstox.com`, OpenAlgo `http://127.0.0.1:5000`).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// The broker's market-data WebSocket (defaults: Kite `wss://ws.kite.trade`,
+    /// OpenAlgo `ws://127.0.0.1:8765`; Upstox hands out a one-time address from
+    /// its authorize call on `base_url`, so this overrides that address).
+    #[serde(default)]
+    pub ws_url: Option<String>,
     /// Name of the credentials (environment `TRADEHOST_<NAME>_API_KEY`, …, or
     /// `[accounts.<name>]` in the secrets file); default: the account id.
     #[serde(default)]
@@ -164,6 +172,9 @@ pub struct AccountNotify {
 
 /// The brokers an account may name.
 pub const BROKERS: [&str; 4] = ["paper", "openalgo", "kite", "upstox"];
+
+/// The brokers whose market-data WebSocket a `broker` source can read.
+pub const FEED_BROKERS: [&str; 3] = ["kite", "upstox", "openalgo"];
 
 /// Every alert kind.
 pub const ALERTS: [&str; 7] = ["fill", "stop", "breaker", "plugin_failed", "token_expired", "rejected", "position_mismatch"];
@@ -319,6 +330,23 @@ pub enum Source {
         #[serde(default = "max_skew_secs")]
         max_skew_secs: u64,
     },
+    /// Ticks straight from an account's broker over its WebSocket, made into
+    /// candles of the pipeline's timeframe by exchange time.
+    Broker {
+        /// The account whose broker, credentials and `ws_url` are used.
+        account: String,
+        /// Largest distance of a tick's exchange time from the host's clock, seconds; 0 = unchecked.
+        #[serde(default = "max_skew_secs")]
+        max_skew_secs: u64,
+        /// A feed silent this long in market hours raises `feed_stale` and holds
+        /// new entries on its instruments until ticks come again; 0 = never.
+        #[serde(default = "stale_secs")]
+        stale_secs: u64,
+    },
+}
+
+fn stale_secs() -> u64 {
+    10
 }
 
 fn max_skew_secs() -> u64 {
@@ -613,6 +641,13 @@ impl Config {
                 Source::Synthetic { speed, days, .. } if !speed.is_finite() || *speed < 0.0 || *days == 0 => {
                     return err(p.id.span().start, format!("pipelines[{i}].source"), "synthetic needs days of at least 1 and a speed of 0 or more".into());
                 }
+                Source::Broker { account, .. } => match self.account(account) {
+                    None => return err(p.id.span().start, format!("pipelines[{i}].source.account"), format!("unknown account {account:?}")),
+                    Some(a) if !FEED_BROKERS.contains(&a.broker.get_ref().as_str()) => {
+                        return err(a.broker.span().start, format!("pipelines[{i}].source.account"), format!("account {account:?} uses broker {:?}, which has no market feed (kite, upstox or openalgo)", a.broker.get_ref()));
+                    }
+                    Some(_) => {}
+                },
                 _ => {}
             }
         }

@@ -142,6 +142,7 @@ mod tests {
             id: Spanned::new(0..0, "a".into()),
             broker: Spanned::new(0..0, "paper".into()),
             base_url: None,
+            ws_url: None,
             credentials: None,
             market_protection_pct: dec!(2),
             notify: None,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod brokers;
+pub mod kite_ticker;
 
 /// The folder holding every test plugin, built by this crate's `build.rs`.
 #[must_use]

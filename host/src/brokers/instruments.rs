@@ -85,21 +85,34 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
         let get = |c: usize| row.get(c).map(|s| s.trim()).unwrap_or_default();
         let exchange = get(exchange_col);
         // Kite: NSE / NFO (indices: segment INDICES); Upstox: NSE_EQ / NSE_FO / NSE_INDEX.
+        let index = (exchange == "NSE" && segment_col.is_some_and(|c| get(c) == "INDICES")) || exchange == "NSE_INDEX";
         let segment = match exchange {
-            "NSE" | "NSE_EQ" if segment_col.is_none_or(|c| get(c) != "INDICES") => Segment::Equity,
-            "NFO" | "NSE_FO" => Segment::Derivative,
-            _ => continue, // other exchanges, indices: not tradable here
+            _ if index => None,
+            "NSE" | "NSE_EQ" => Some(Segment::Equity),
+            "NFO" | "NSE_FO" => Some(Segment::Derivative),
+            _ => continue, // other exchanges: not traded here
         };
         let token = get(token_col);
         if token.is_empty() {
             return Err(err(i + 1, &header[token_col], "empty".into()));
         }
         let symbol = get(symbol_col);
+        // Indices are not tradable, but their ticks feed strategies: `IX:` keys, for feeds only.
+        let Some(segment) = segment else {
+            out.push((format!("{INDEX_KEY}:{symbol}"), format!("{token}|1")));
+            continue;
+        };
         let lot = get(lot_col).parse::<f64>().ok().filter(|l| *l >= 1.0).map_or(1, |l| l as u64);
         out.push((format!("{}:{symbol}", segment.key()), format!("{token}|{lot}")));
     }
     Ok(out)
 }
+
+/// Key prefix of indices (quoted on feeds, never ordered).
+pub const INDEX_KEY: &str = "IX";
+
+/// The brokers' names of the NSE indices our symbols mean.
+const INDEX_NAMES: [(&str, &str); 5] = [("NIFTY", "NIFTY 50"), ("BANKNIFTY", "NIFTY BANK"), ("FINNIFTY", "NIFTY FIN SERVICE"), ("MIDCPNIFTY", "NIFTY MID SELECT"), ("INDIAVIX", "INDIA VIX")];
 
 fn decode(value: &str) -> Instrument {
     let (token, lot) = value.rsplit_once('|').unwrap_or((value, "1"));
@@ -159,12 +172,35 @@ impl InstrumentMaster {
     /// # Errors
     /// A Redis failure (the caller retries; it is not an unknown symbol).
     pub async fn resolve(&self, broker: &str, segment: Segment, symbol: &str) -> anyhow::Result<Option<Instrument>> {
-        let field = format!("{}:{symbol}", segment.key());
+        Ok(self.get(broker, &format!("{}:{symbol}", segment.key())).await?.as_deref().map(decode))
+    }
+}
+
+impl InstrumentMaster {
+    /// The token a market feed subscribes for `symbol`: a stock or contract,
+    /// else an index under its own or the broker's name (`NIFTY` is Kite's `NIFTY 50`).
+    ///
+    /// # Errors
+    /// A Redis failure.
+    pub async fn feed_token(&self, broker: &str, symbol: &str) -> anyhow::Result<Option<String>> {
+        if let Some(i) = self.resolve(broker, Segment::of(symbol), symbol).await? {
+            return Ok(Some(i.token));
+        }
+        let alias = INDEX_NAMES.iter().find(|(ours, _)| *ours == symbol).map(|(_, theirs)| *theirs);
+        for name in std::iter::once(symbol).chain(alias) {
+            if let Some(v) = self.get(broker, &format!("{INDEX_KEY}:{name}")).await? {
+                return Ok(Some(decode(&v).token));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn get(&self, broker: &str, field: &str) -> anyhow::Result<Option<String>> {
         if matches!(self.bus, Bus::Redis(_)) {
-            return Ok(self.bus.hash_get(&self.key(broker), &field).await?.as_deref().map(decode));
+            return Ok(self.bus.hash_get(&self.key(broker), field).await?);
         }
         let map = self.memory.read().ok().and_then(|m| m.get(broker).cloned());
-        Ok(map.and_then(|m| m.get(&field).map(|v| decode(v))))
+        Ok(map.and_then(|m| m.get(field).cloned()))
     }
 }
 
@@ -192,8 +228,8 @@ NSE_FO|48225,48225,NIFTY28MAR2420800CE,NIFTY,0,2024-03-28,20800,0.05,50,OPTIDX,C
     #[tokio::test]
     async fn both_formats_resolve_and_indices_and_strangers_do_not() {
         let m = InstrumentMaster::new(Bus::embedded("t"));
-        assert_eq!(m.load_text("kite", KITE), 2);
-        assert_eq!(m.load_text("upstox", UPSTOX), 2);
+        assert_eq!(m.load_text("kite", KITE), 3);
+        assert_eq!(m.load_text("upstox", UPSTOX), 3);
         let r = m.resolve("kite", Segment::Equity, "RELIANCE").await.unwrap().unwrap();
         assert_eq!(r, Instrument { token: "738561".into(), lot_size: 1 });
         let o = m.resolve("upstox", Segment::Derivative, "NIFTY28MAR2420800CE").await.unwrap().unwrap();
@@ -201,6 +237,12 @@ NSE_FO|48225,48225,NIFTY28MAR2420800CE,NIFTY,0,2024-03-28,20800,0.05,50,OPTIDX,C
         assert_eq!(m.resolve("upstox", Segment::Equity, "RELIANCE").await.unwrap().unwrap().token, "NSE_EQ|INE002A01018");
         assert!(m.resolve("kite", Segment::Equity, "NIFTY 50").await.unwrap().is_none(), "an index is not tradable");
         assert!(m.resolve("kite", Segment::Equity, "NOSUCH").await.unwrap().is_none());
+        // …but its ticks can be followed, under our name or the broker's.
+        assert_eq!(m.feed_token("kite", "NIFTY").await.unwrap().as_deref(), Some("256265"));
+        assert_eq!(m.feed_token("kite", "NIFTY 50").await.unwrap().as_deref(), Some("256265"));
+        assert_eq!(m.feed_token("upstox", "NIFTY").await.unwrap().as_deref(), Some("NSE_INDEX|Nifty 50"));
+        assert_eq!(m.feed_token("kite", "RELIANCE").await.unwrap().as_deref(), Some("738561"));
+        assert_eq!(m.feed_token("kite", "NOSUCH").await.unwrap(), None);
         assert!(whole_lots(Decimal::from(100), 50) && !whole_lots(Decimal::from(70), 50));
     }
 

@@ -30,6 +30,8 @@ pub struct Kite {
 
 /// Kite's production API.
 pub const DEFAULT_URL: &str = "https://api.kite.trade";
+/// Kite's ticker address (`api_key` and `access_token` are added as query parameters).
+pub const DEFAULT_WS_URL: &str = "wss://ws.kite.trade";
 
 impl Kite {
     /// An adapter for `base` (e.g. [`DEFAULT_URL`]).

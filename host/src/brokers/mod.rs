@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::config::Product;
 use crate::subscriber::OrderSide;
 
+pub mod feeds;
 pub mod http;
 pub mod instruments;
 pub mod kite;

@@ -327,7 +327,9 @@ async fn engine_role(
     let events = Events::new(bus.clone(), "engine");
     let cache = config.resolve(&config.host.journal).parent().map(|d| d.join("plugin-cache")).unwrap_or_else(|| PathBuf::from("plugin-cache"));
     let sandbox = Arc::new(Sandbox::new(SandboxLimits::live())?.with_cache(cache));
-    let mut engine = Supervisor::new(config.clone(), sandbox, bus.clone(), events.clone());
+    let feed_tokens = crate::brokers::feeds::TokenOverrides::default();
+    let feeds = crate::brokers::feeds::resolver(configs.clone(), bus.clone(), feed_tokens.clone());
+    let mut engine = Supervisor::new(config.clone(), sandbox, bus.clone(), events.clone()).with_feeds(feeds);
     engine.start().await;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut reap = tokio::time::interval(Duration::from_millis(100));
@@ -358,6 +360,12 @@ async fn engine_role(
                     Ok(cmd) if cmd.cmd == "shutdown" => {
                         events.ack(&cmd.id, &cmd.cmd, true, "engine stopping").await;
                         let _ = life.stop.send(true);
+                    }
+                    Ok(cmd) if cmd.cmd == "token" => {
+                        // The orders side checks the session and acknowledges; the feeds use the token on their next connection.
+                        if let (Some(account), Some(token), Ok(mut t)) = (cmd.account.clone(), cmd.access_token.clone(), feed_tokens.write()) {
+                            t.insert(account, token);
+                        }
                     }
                     Ok(cmd) => engine.command(&cmd).await,
                     Err(e) => events.error("commands", &format!("malformed command ignored: {e}")).await,

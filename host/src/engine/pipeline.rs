@@ -15,7 +15,10 @@ use super::{Signal, StrategyRunner, sdk_bar, sdk_chain};
 use crate::bus::Bus;
 use crate::bus::message::{Quote, QuotesMessage, SCHEMA_VERSION, SignalMessage};
 use crate::config::{self, Config};
-use crate::market::source::{self, MarketEvent};
+use crate::market::feed::FeedResolver;
+use crate::market::feed::socket::SocketSettings;
+use crate::market::recorder::TickRecorder;
+use crate::market::source::{self, BrokerFeedOptions, MarketEvent, StaleSet};
 use crate::monitor::Events;
 use crate::sandbox::{CpuBudget, Plugin, PluginInstance, Sandbox, SandboxLimits};
 
@@ -44,6 +47,8 @@ pub struct PipelineSpec {
     pub guard: crate::market::guard::GuardRules,
     /// About how many messages the bus's price stream keeps.
     pub prices_kept: usize,
+    /// Where a broker source records what it receives.
+    pub record_dir: Option<PathBuf>,
 }
 
 impl PipelineSpec {
@@ -74,10 +79,11 @@ impl PipelineSpec {
             },
             warmup_candles: pipeline.warmup_candles,
             guard: crate::market::guard::GuardRules::from_config(&config.market, match &pipeline.source {
-                config::Source::Redis { max_skew_secs } => *max_skew_secs,
+                config::Source::Redis { max_skew_secs } | config::Source::Broker { max_skew_secs, .. } => *max_skew_secs,
                 _ => 0,
             }),
             prices_kept: config.bus.prices_kept,
+            record_dir: config.host.record_dir.as_ref().map(|d| config.resolve(d)),
         }
     }
 
@@ -133,6 +139,10 @@ pub struct PipelineStats {
     pub buffered: AtomicU64,
     /// Publications retried because the bus did not take them.
     pub retries: AtomicU64,
+    /// Instruments whose broker feed is stale: entries on them are held.
+    pub stale: crate::market::source::StaleSet,
+    /// Entry signals held because their instrument's feed was stale.
+    pub entries_held: AtomicU64,
 }
 
 /// What a pipeline hands to the bus, in the order it happened.
@@ -223,7 +233,7 @@ fn warm_up(instance: &mut PluginInstance, recent: &VecDeque<MarketEvent>) -> Res
     tokio::task::block_in_place(|| {
         for event in recent {
             match event {
-                MarketEvent::Candle { instrument, timeframe_secs, bar } => {
+                MarketEvent::Candle { instrument, timeframe_secs, bar, .. } => {
                     instance.on_candle(instrument, *timeframe_secs, &sdk_bar(bar)).map_err(|e| e.to_string())?;
                 }
                 MarketEvent::Chain(chain) => {
@@ -239,6 +249,7 @@ fn warm_up(instance: &mut PluginInstance, recent: &VecDeque<MarketEvent>) -> Res
 /// A plugin that fails mid-run is quarantined and restarted with back-off
 /// (1 s doubling to 30 s, reset after a healthy minute); new versions arrive
 /// on `swaps` and replace it between two events.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     spec: PipelineSpec,
     plugin: Plugin,
@@ -248,6 +259,7 @@ pub async fn run(
     mut control: watch::Receiver<Control>,
     mut swaps: mpsc::Receiver<Swap>,
     stats: Arc<PipelineStats>,
+    feeds: Option<FeedResolver>,
 ) -> PipelineEnd {
     let id = spec.id.clone();
     let mut plugin = plugin;
@@ -277,8 +289,8 @@ pub async fn run(
     let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone(), id.clone(), stats.clone(), spec.prices_kept);
     let (tx, mut rx) = mpsc::channel::<MarketEvent>(1024);
     let mut feed = {
-        let (spec, bus, events) = (spec.clone(), bus.clone(), events.clone());
-        tokio::spawn(async move { feed_source(&spec, &bus, &events, &tx).await })
+        let (spec, bus, events, stale) = (spec.clone(), bus.clone(), events.clone(), stats.stale.clone());
+        tokio::spawn(async move { feed_source(&spec, &bus, &events, feeds, stale, &tx).await })
     };
     events.emit("pipeline_started", json!({ "pipeline": id, "symbols": spec.symbols, "source": source_name(&spec.source) })).await;
 
@@ -435,12 +447,13 @@ fn source_name(source: &config::Source) -> &'static str {
         config::Source::Replay { .. } => "replay",
         config::Source::Synthetic { .. } => "synthetic",
         config::Source::Redis { .. } => "redis",
+        config::Source::Broker { .. } => "broker",
     }
 }
 
 /// Run the pipeline's source until it ends; `Err` when it cannot start (a
 /// missing or bad replay file, a feed that cannot subscribe).
-async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, tx: &mpsc::Sender<MarketEvent>) -> Result<(), String> {
+async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Option<FeedResolver>, stale: StaleSet, tx: &mpsc::Sender<MarketEvent>) -> Result<(), String> {
     let tf = spec.timeframe_secs;
     match &spec.source {
         config::Source::Replay { files, speed, underlying } => {
@@ -470,6 +483,26 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, tx: &mpsc:
             };
             source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error).await.map_err(|e| e.to_string())?;
         }
+        config::Source::Broker { account, stale_secs, .. } => {
+            let resolve = feeds.ok_or_else(|| format!("source account {account}: broker feeds are not available in this process"))?;
+            let plan = resolve(account.clone(), spec.symbols.clone()).await?;
+            let options = BrokerFeedOptions {
+                timeframe_secs: tf,
+                rules: spec.guard.clone(),
+                stale_secs: *stale_secs,
+                recorder: spec.record_dir.as_ref().map(|d| TickRecorder::new(d, &spec.id)),
+                socket: SocketSettings::default(),
+            };
+            let (events2, id) = (events.clone(), spec.id.clone());
+            let on_event = move |kind: &'static str, mut body: serde_json::Value| {
+                if let Some(o) = body.as_object_mut() {
+                    o.insert("pipeline".into(), json!(id));
+                }
+                let events = events2.clone();
+                tokio::spawn(async move { events.emit(kind, body).await });
+            };
+            source::broker_feed(plan, options, stale, tx, on_event).await.map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }
@@ -493,10 +526,10 @@ async fn handle(
 ) -> Result<(), String> {
     let ts = event.ts_ms();
     let (raw, quotes) = match event {
-        MarketEvent::Candle { instrument, timeframe_secs, bar } => {
+        MarketEvent::Candle { instrument, timeframe_secs, bar, bid } => {
             let b = sdk_bar(bar);
             let raw = tokio::task::block_in_place(|| strategy.on_candle(instrument, *timeframe_secs, &b)).map_err(|e| e.to_string())?;
-            (raw, vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close, bid: None }])
+            (raw, vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close, bid: *bid }])
         }
         MarketEvent::Chain(chain) => {
             let c = sdk_chain(chain);
@@ -528,6 +561,13 @@ async fn handle(
         };
         if paused {
             stats.signals_suppressed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        // A stale feed holds new entries on its instruments; exits always pass.
+        let entry = signal.side.as_str() != "exit";
+        if entry && stats.stale.lock().is_ok_and(|s| s.contains(&signal.instrument)) {
+            stats.entries_held.fetch_add(1, Ordering::Relaxed);
+            events.emit("entry_held", json!({ "pipeline": spec.id, "instrument": signal.instrument, "side": signal.side.as_str(), "reason": "its market feed is stale" })).await;
             continue;
         }
         let msg = SignalMessage {

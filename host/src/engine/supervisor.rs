@@ -23,6 +23,7 @@ use super::pipeline::{self, Control, PipelineEnd, PipelineSpec, PipelineStats, S
 use crate::bus::Bus;
 use crate::bus::message::CommandMessage;
 use crate::config::Config;
+use crate::market::feed::FeedResolver;
 use crate::monitor::Events;
 use crate::sandbox::{Plugin, Sandbox};
 
@@ -48,6 +49,8 @@ pub struct Supervisor {
     /// Why each refused file was refused.
     refusals: HashMap<String, String>,
     slots: BTreeMap<String, Slot>,
+    /// Resolves broker sources (set by the caller that knows the brokers).
+    feeds: Option<FeedResolver>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -62,7 +65,14 @@ impl Supervisor {
     /// A supervisor for `config`'s pipelines; nothing runs until [`Supervisor::start`].
     #[must_use]
     pub fn new(config: Arc<Config>, sandbox: Arc<Sandbox>, bus: Bus, events: Events) -> Self {
-        Self { config, sandbox, bus, events, plugins: HashMap::new(), refused: HashMap::new(), refusals: HashMap::new(), slots: BTreeMap::new() }
+        Self { config, sandbox, bus, events, plugins: HashMap::new(), refused: HashMap::new(), refusals: HashMap::new(), slots: BTreeMap::new(), feeds: None }
+    }
+
+    /// Let pipelines with a `broker` source resolve their feeds through `feeds`.
+    #[must_use]
+    pub fn with_feeds(mut self, feeds: FeedResolver) -> Self {
+        self.feeds = Some(feeds);
+        self
     }
 
     /// The plugin folder.
@@ -89,7 +99,7 @@ impl Supervisor {
         let id = spec.id.clone();
         let (task, state, reason) = match self.plugins.get(&file_name(&spec)) {
             Some(plugin) => {
-                let run = pipeline::run(spec.clone(), plugin.clone(), self.sandbox.clone(), self.bus.clone(), self.events.clone(), control_rx, swaps_rx, stats.clone());
+                let run = pipeline::run(spec.clone(), plugin.clone(), self.sandbox.clone(), self.bus.clone(), self.events.clone(), control_rx, swaps_rx, stats.clone(), self.feeds.clone());
                 (Some(tokio::spawn(run)), "running", None)
             }
             None => {
@@ -343,6 +353,8 @@ impl Supervisor {
                         "restarts": s.stats.restarts.load(Ordering::Relaxed),
                         "buffered": s.stats.buffered.load(Ordering::Relaxed),
                         "bus_retries": s.stats.retries.load(Ordering::Relaxed),
+                        "entries_held": s.stats.entries_held.load(Ordering::Relaxed),
+                        "stale": s.stats.stale.lock().map(|st| st.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
                         "reason": s.reason,
                     }),
                 )

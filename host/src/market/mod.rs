@@ -1,12 +1,16 @@
 //! Market data: the first box of the pipeline. Candles and option-chain
-//! snapshots, read from CSV files or generated, filtered to the NSE session.
+//! snapshots, read from CSV files or generated, or built from ticks that a
+//! broker pushes over its WebSocket ([`feed`]), filtered to the NSE session;
+//! what a broker sent is recorded ([`recorder`]) so it can be replayed.
 //!
 //! Prices are exact decimals here; they become `f64` only when handed to a
 //! strategy for its indicators.
 
 pub mod clock;
 pub mod csv;
+pub mod feed;
 pub mod guard;
+pub mod recorder;
 pub mod session;
 pub mod source;
 pub mod synthetic;

@@ -19,7 +19,11 @@ use super::csv::{LoadOptions, MarketDataError, load};
 use super::session::Session;
 use super::synthetic::{self, CandleSpec};
 use super::{Bar, CandleSeries, MarketData, OptionChain};
+use super::feed::socket::{self, SocketEvent, SocketSettings};
+use super::feed::{FeedItem, FeedPlan};
 use super::guard::{GuardRules, PriceGuard};
+use super::recorder::TickRecorder;
+use std::collections::HashMap;
 use crate::bus::message::{MarketMessage, now_ms, printable};
 use crate::bus::{Bus, BusError};
 
@@ -34,6 +38,8 @@ pub enum MarketEvent {
         timeframe_secs: u32,
         /// The bar.
         bar: Bar,
+        /// The best bid when the bar closed, where the feed has depth (intraday trailing stops follow it).
+        bid: Option<Decimal>,
     },
     /// An option-chain snapshot.
     Chain(OptionChain),
@@ -59,6 +65,12 @@ pub enum SourceError {
     /// The bus failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A broker feed cannot run.
+    #[error("{0}")]
+    Feed(String),
+    /// A recorded tick file is unusable.
+    #[error(transparent)]
+    Ticks(#[from] super::recorder::TickFileError),
 }
 
 /// Load replay files into one time-ordered list of events.
@@ -75,21 +87,62 @@ pub fn load_replay(files: &[PathBuf], underlying: Option<&PathBuf>, timeframe_se
         None => None,
     };
     let mut events = Vec::new();
-    for file in files {
+    let mut ticks = Vec::new();
+    for file in &expand(files)? {
+        if super::recorder::is_tick_file(file) {
+            ticks.extend(super::recorder::read_ticks(file)?);
+            continue;
+        }
         let options = LoadOptions { session, underlying: underlying.clone(), ..LoadOptions::default() };
         match load(file, &options)?.data {
             MarketData::Candles(series) => events.extend(candle_events(&series, timeframe_secs)),
             MarketData::Chains(chains) => events.extend(chains.into_iter().map(MarketEvent::Chain)),
         }
     }
+    events.extend(tick_events(ticks, timeframe_secs));
     // Stable: events at the same time keep the order of the files.
     events.sort_by_key(MarketEvent::ts_ms);
     Ok(events)
 }
 
+/// The files to replay: a folder stands for the recorded tick files in it.
+fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
+    let mut out = Vec::new();
+    for file in files {
+        if file.is_dir() {
+            let listing = std::fs::read_dir(file).map_err(|e| MarketDataError::Io { path: file.clone(), source: e })?;
+            let mut found: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| super::recorder::is_tick_file(p)).collect();
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(file.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Candles from recorded ticks, built as the live source built them: by
+/// exchange time, per instrument, inside the session, with the bid at the close.
+fn tick_events(mut ticks: Vec<super::recorder::RecordedTick>, timeframe_secs: u32) -> Vec<MarketEvent> {
+    // Several files (one per process start) merge by exchange time.
+    ticks.sort_by_key(|t| t.ts_ms);
+    let mut builders: std::collections::BTreeMap<String, CandleBuilder> = std::collections::BTreeMap::new();
+    let mut events = Vec::new();
+    for t in ticks {
+        let b = builders.entry(t.instrument.clone()).or_insert_with(|| CandleBuilder::new(&t.instrument, timeframe_secs));
+        if !Session::NSE.contains(bucket_start(t.ts_ms, timeframe_secs)) {
+            continue;
+        }
+        events.extend(b.tick(t.ts_ms, t.last, t.day_volume, t.oi));
+        b.set_bid(t.bid);
+    }
+    events.extend(builders.values_mut().filter_map(CandleBuilder::finish));
+    events
+}
+
 fn candle_events(series: &CandleSeries, timeframe_secs: u32) -> Vec<MarketEvent> {
     let bars = if timeframe_secs > series.timeframe_secs { resample(&series.bars, timeframe_secs) } else { series.bars.clone() };
-    bars.into_iter().map(|bar| MarketEvent::Candle { instrument: series.instrument.clone(), timeframe_secs, bar }).collect()
+    bars.into_iter().map(|bar| MarketEvent::Candle { instrument: series.instrument.clone(), timeframe_secs, bar, bid: None }).collect()
 }
 
 /// Start of the `timeframe_secs` bucket holding `ts_ms`, aligned to the IST clock.
@@ -178,6 +231,7 @@ pub struct CandleBuilder {
     instrument: String,
     timeframe_secs: u32,
     current: Option<Bar>,
+    bid: Option<Decimal>,
     day_volume_at_start: Option<u64>,
     last_day_volume: u64,
 }
@@ -186,7 +240,7 @@ impl CandleBuilder {
     /// A builder for `instrument` bars of `timeframe_secs`.
     #[must_use]
     pub fn new(instrument: &str, timeframe_secs: u32) -> Self {
-        Self { instrument: instrument.to_owned(), timeframe_secs, current: None, day_volume_at_start: None, last_day_volume: 0 }
+        Self { instrument: instrument.to_owned(), timeframe_secs, current: None, bid: None, day_volume_at_start: None, last_day_volume: 0 }
     }
 
     /// Add a tick (cumulative day volume); returns the bar it closed, if any.
@@ -232,7 +286,20 @@ impl CandleBuilder {
     /// Close the bar in progress (the bucket's time is over).
     pub fn finish(&mut self) -> Option<MarketEvent> {
         self.day_volume_at_start = None;
-        self.current.take().map(|bar| MarketEvent::Candle { instrument: self.instrument.clone(), timeframe_secs: self.timeframe_secs, bar })
+        self.current.take().map(|bar| MarketEvent::Candle { instrument: self.instrument.clone(), timeframe_secs: self.timeframe_secs, bar, bid: self.bid })
+    }
+
+    /// The best bid now (carried by the bar when it closes).
+    pub fn set_bid(&mut self, bid: Option<Decimal>) {
+        if bid.is_some() {
+            self.bid = bid;
+        }
+    }
+
+    /// Start of the bar in progress.
+    #[must_use]
+    pub fn bar_start(&self) -> Option<i64> {
+        self.current.map(|b| b.ts_ms)
     }
 
     /// End of the bar in progress, ms.
@@ -298,7 +365,7 @@ pub async fn redis_feed(
                     MarketMessage::Candle { timeframe_secs: tf, open, high, low, close, volume, oi, .. } => {
                         let bar = Bar { ts_ms: ts, open, high, low, close, volume, oi };
                         if tf.unwrap_or(timeframe_secs) == timeframe_secs {
-                            Some(MarketEvent::Candle { instrument: symbol, timeframe_secs, bar })
+                            Some(MarketEvent::Candle { instrument: symbol, timeframe_secs, bar, bid: None })
                         } else {
                             builder.bar(bar)
                         }
@@ -325,6 +392,217 @@ pub async fn redis_feed(
                 }
             }
         }
+    }
+}
+
+/// How a broker source runs (from its `source = { kind = "broker", … }`).
+#[derive(Debug)]
+pub struct BrokerFeedOptions {
+    /// Bar length.
+    pub timeframe_secs: u32,
+    /// What a tick must satisfy.
+    pub rules: GuardRules,
+    /// Silence (in market hours) after which the feed is stale; 0 = never.
+    pub stale_secs: u64,
+    /// Where received ticks are recorded, if anywhere.
+    pub recorder: Option<TickRecorder>,
+    /// Connection timing.
+    pub socket: SocketSettings,
+}
+
+/// Instruments whose feed is stale: their new entries are held until it is fresh.
+pub type StaleSet = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
+/// Aborts a task when dropped (the feed's sockets end with the source).
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), String>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// At most one report of each kind per this long, with the count since.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Follow a broker's WebSocket: ticks are checked by the guard, recorded,
+/// and built into candles of the pipeline's timeframe by exchange time
+/// (labelled by their start in IST; ticks outside the session make no bar).
+/// A bar is closed by the first tick of the next one or, when the feed goes
+/// quiet, two seconds of feed time after its end. Connections that drop are
+/// made again and subscribed again; a bar in progress across such a gap is
+/// reported (`feed_gap`, with the bar and whether whole bars were missed).
+/// A feed silent for `stale_secs` while the market is open is reported
+/// (`feed_stale`) and its instruments put in `stale` until a tick comes
+/// (`feed_fresh`). Malformed frames and refused ticks are counted and
+/// reported; the feed goes on. `on_event(type, body)` publishes a report.
+///
+/// # Errors
+/// More instruments than the broker allows one account.
+pub async fn broker_feed(
+    plan: FeedPlan,
+    mut options: BrokerFeedOptions,
+    stale: StaleSet,
+    tx: &mpsc::Sender<MarketEvent>,
+    on_event: impl Fn(&'static str, serde_json::Value),
+) -> Result<(), SourceError> {
+    let tokens: Vec<String> = plan.instruments.iter().map(|(_, t)| t.clone()).collect();
+    let connections = socket::shards(plan.wire, &tokens).map_err(SourceError::Feed)?.len();
+    let index: HashMap<String, usize> = plan.instruments.iter().enumerate().map(|(i, (_, t))| (t.clone(), i)).collect();
+    let tf = options.timeframe_secs;
+    let mut builders: Vec<CandleBuilder> = plan.instruments.iter().map(|(s, _)| CandleBuilder::new(s, tf)).collect();
+    // After a reconnect, each instrument's first tick says whether its bar straddled the gap.
+    let mut after_gap = vec![false; builders.len()];
+    let mut guard = PriceGuard::new(options.rules.clone());
+    let (stx, mut srx) = mpsc::channel(65_536);
+    let _sockets = AbortOnDrop(tokio::spawn(socket::run(plan.clone(), options.socket, stx)));
+    let account = plan.account.clone();
+    let mut last_seen: Option<(i64, tokio::time::Instant)> = None;
+    let started = tokio::time::Instant::now();
+    let mut is_stale = false;
+    let mut flush = tokio::time::interval(Duration::from_millis(250));
+    let (mut malformed, mut refused, mut untimed) = (Counted::default(), Counted::default(), Counted::default());
+    loop {
+        tokio::select! {
+            event = srx.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                let tick = match event {
+                    SocketEvent::Item(FeedItem::Tick(t)) => t,
+                    SocketEvent::Item(FeedItem::Order(update)) => {
+                        on_event("broker_order_update", serde_json::json!({ "account": account, "update": update }));
+                        continue;
+                    }
+                    SocketEvent::Item(FeedItem::BrokerError(e)) => {
+                        on_event("error", serde_json::json!({ "source": format!("{} feed of {account}", plan.wire.name()), "error": printable(&e, 300) }));
+                        continue;
+                    }
+                    SocketEvent::Up { connection, reconnect } => {
+                        on_event(if reconnect { "feed_reconnected" } else { "feed_connected" }, serde_json::json!({ "account": account, "broker": plan.wire.name(), "connection": connection, "connections": connections, "instruments": tokens.len() }));
+                        if reconnect {
+                            after_gap.iter_mut().for_each(|g| *g = true);
+                        }
+                        continue;
+                    }
+                    SocketEvent::Down { connection, reason } => {
+                        on_event("feed_down", serde_json::json!({ "account": account, "broker": plan.wire.name(), "connection": connection, "reason": printable(&reason, 300) }));
+                        continue;
+                    }
+                    SocketEvent::Malformed { connection, reason } => {
+                        if let Some(n) = malformed.due() {
+                            on_event("error", serde_json::json!({ "source": format!("{} feed of {account}", plan.wire.name()), "error": format!("malformed frame on connection {connection}: {}", printable(&reason, 200)), "malformed_frames": n }));
+                        }
+                        continue;
+                    }
+                };
+                let Some(&i) = index.get(&tick.token) else {
+                    if let Some(n) = malformed.due() {
+                        on_event("error", serde_json::json!({ "source": format!("{} feed of {account}", plan.wire.name()), "error": format!("a tick for token {} that was not subscribed", printable(&tick.token, 40)), "malformed_frames": n }));
+                    }
+                    continue;
+                };
+                let symbol = plan.instruments[i].0.as_str();
+                let Some(ts) = tick.ts_ms else {
+                    // LTP and quote packets carry no exchange time: no candle is built on the host's clock.
+                    if let Some(n) = untimed.due() {
+                        tracing::debug!(account, symbol, n, "ticks without exchange time skipped");
+                    }
+                    continue;
+                };
+                let prices: Vec<(&'static str, Decimal)> = [("last", Some(tick.last)), ("bid", tick.bid), ("ask", tick.ask)].into_iter().filter_map(|(f, p)| Some((f, p?))).collect();
+                let verdict = guard.check(symbol, ts, &prices, now_ms());
+                if let Some(rec) = options.recorder.as_mut() {
+                    let why = verdict.as_ref().err().map(ToString::to_string);
+                    if let Err(e) = rec.record(now_ms(), symbol, &tick, why.as_deref()) {
+                        on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording ticks: {e}; recording stops") }));
+                        options.recorder = None;
+                    }
+                }
+                if let Err(why) = verdict {
+                    if let Some(n) = refused.due() {
+                        on_event("error", serde_json::json!({ "source": format!("{} feed of {account}", plan.wire.name()), "error": format!("refused: {why}"), "refused_ticks": n }));
+                    }
+                    continue;
+                }
+                last_seen = Some((ts, tokio::time::Instant::now()));
+                if is_stale {
+                    is_stale = false;
+                    if let Ok(mut s) = stale.lock() {
+                        s.clear();
+                    }
+                    on_event("feed_fresh", serde_json::json!({ "account": account, "broker": plan.wire.name() }));
+                }
+                let builder = &mut builders[i];
+                if std::mem::take(&mut after_gap[i]) {
+                    let start = bucket_start(ts, tf);
+                    if let Some(open) = builder.bar_start() {
+                        let missed = (start.saturating_sub(open) / (i64::from(tf) * 1000)).saturating_sub(1).max(0);
+                        on_event("feed_gap", serde_json::json!({ "account": account, "instrument": symbol, "bar_ts": open, "straddles": start == open, "bars_missed": missed }));
+                    }
+                }
+                if !Session::NSE.contains(bucket_start(ts, tf)) {
+                    continue;
+                }
+                let closed = builder.tick(ts, tick.last, tick.day_volume.unwrap_or(0), tick.oi.unwrap_or(0));
+                builder.set_bid(tick.bid);
+                if let Some(event) = closed {
+                    if tx.send(event).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            _ = flush.tick() => {
+                if let Some(rec) = options.recorder.as_mut() {
+                    let _ = rec.flush();
+                }
+                // Feed time now ≈ the last tick's exchange time plus the wall time since it;
+                // before any tick, the host's clock.
+                let feed_now = match last_seen {
+                    Some((ts, at)) => ts.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX)),
+                    None => now_ms(),
+                };
+                for b in &mut builders {
+                    if b.bucket_end().is_some_and(|end| feed_now >= end.saturating_add(2_000)) {
+                        if let Some(event) = b.finish() {
+                            if tx.send(event).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                let silent = last_seen.map_or(started.elapsed(), |(_, at)| at.elapsed());
+                if options.stale_secs > 0 && !is_stale && silent >= Duration::from_secs(options.stale_secs) && Session::NSE.contains(feed_now) && is_weekday(feed_now) {
+                    is_stale = true;
+                    if let Ok(mut s) = stale.lock() {
+                        s.extend(plan.instruments.iter().map(|(sym, _)| sym.clone()));
+                    }
+                    on_event("feed_stale", serde_json::json!({ "account": account, "broker": plan.wire.name(), "silent_secs": silent.as_secs(), "instruments": tokens.len(), "alert": true }));
+                }
+            }
+        }
+    }
+}
+
+fn is_weekday(ts_ms: i64) -> bool {
+    let day = ts_ms.saturating_add(super::clock::IST_OFFSET_MS).div_euclid(86_400_000);
+    super::clock::weekday(day) < 5
+}
+
+/// A count of things reported at most once per [`REPORT_EVERY`].
+#[derive(Debug, Default)]
+struct Counted {
+    total: u64,
+    last: Option<std::time::Instant>,
+}
+
+impl Counted {
+    /// Count one; `Some(total)` when a report is due.
+    fn due(&mut self) -> Option<u64> {
+        self.total = self.total.saturating_add(1);
+        let due = self.last.is_none_or(|at| at.elapsed() >= REPORT_EVERY);
+        if due {
+            self.last = Some(std::time::Instant::now());
+        }
+        due.then_some(self.total)
     }
 }
 

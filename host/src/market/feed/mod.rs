@@ -1,0 +1,158 @@
+//! Broker market feeds: ticks (and order postbacks) over each broker's
+//! WebSocket, decoded from its documented wire format.
+//!
+//! This module knows wire formats and sockets, not credentials or instrument
+//! masters: those belong to the brokers stage, which hands a [`FeedPlan`]
+//! down (the instruments as broker tokens, and a [`Connector`] that yields
+//! the address to open, credentials included, each time a connection is
+//! made). [`socket::run`] keeps the connections up: one per
+//! [`Wire::max_per_connection`] instruments, reconnecting with back-off and
+//! subscribing again after every reconnect.
+
+pub mod kite;
+pub mod socket;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+/// One price update as a broker sent it, keyed by the broker's token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedTick {
+    /// The broker's instrument token.
+    pub token: String,
+    /// Exchange time, ms since the epoch; `None` for packets that carry none
+    /// (Kite's LTP and quote modes): those never make a candle.
+    pub ts_ms: Option<i64>,
+    /// Last traded price.
+    pub last: Decimal,
+    /// Best bid.
+    pub bid: Option<Decimal>,
+    /// Best ask.
+    pub ask: Option<Decimal>,
+    /// Volume traded today (cumulative).
+    pub day_volume: Option<u64>,
+    /// Open interest.
+    pub oi: Option<u64>,
+}
+
+/// What one frame held.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedItem {
+    /// A price.
+    Tick(FeedTick),
+    /// An order update pushed by the broker (its own JSON).
+    Order(serde_json::Value),
+    /// The broker reported an error on the socket.
+    BrokerError(String),
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// Which broker's wire format a feed speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Kite Connect's binary ticker.
+    Kite,
+}
+
+impl Wire {
+    /// The wire of `broker` (a name from `[[accounts]] broker`), if it has a feed here.
+    #[must_use]
+    pub fn of(broker: &str) -> Option<Self> {
+        match broker {
+            "kite" => Some(Self::Kite),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kite => "kite",
+        }
+    }
+
+    /// Most instruments one connection may carry.
+    #[must_use]
+    pub fn max_per_connection(self) -> usize {
+        match self {
+            Self::Kite => kite::MAX_PER_CONNECTION,
+        }
+    }
+
+    /// Most connections one account may hold.
+    #[must_use]
+    pub fn max_connections(self) -> usize {
+        match self {
+            Self::Kite => kite::MAX_CONNECTIONS,
+        }
+    }
+
+    /// The text requests that subscribe `tokens`.
+    #[must_use]
+    pub fn subscribe(self, tokens: &[String]) -> Vec<String> {
+        match self {
+            Self::Kite => kite::subscribe(tokens),
+        }
+    }
+
+    /// Decode a binary frame into `out`.
+    ///
+    /// # Errors
+    /// A frame that does not follow the format; `out` keeps what came before the fault.
+    pub fn decode_binary(self, frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), DecodeError> {
+        match self {
+            Self::Kite => kite::decode_binary(frame, out),
+        }
+    }
+
+    /// Decode a text frame.
+    ///
+    /// # Errors
+    /// A frame that does not follow the format.
+    pub fn decode_text(self, frame: &str) -> Result<Option<FeedItem>, DecodeError> {
+        match self {
+            Self::Kite => kite::decode_text(frame),
+        }
+    }
+}
+
+/// A boxed future, as the connector returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Yields the address of a new connection (credentials included: the broker
+/// stage builds it, and for Upstox asks the authorize endpoint each time).
+pub type Connector = Arc<dyn Fn() -> BoxFuture<Result<String, String>> + Send + Sync>;
+
+/// Everything a feed needs to run.
+#[derive(Clone)]
+pub struct FeedPlan {
+    /// The account whose broker it is (for messages).
+    pub account: String,
+    /// The wire format.
+    pub wire: Wire,
+    /// `(our symbol, broker token)` of every instrument.
+    pub instruments: Vec<(String, String)>,
+    /// How to open a connection.
+    pub connect: Connector,
+}
+
+impl fmt::Debug for FeedPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The connector holds credentials: never printed.
+        f.debug_struct("FeedPlan").field("account", &self.account).field("wire", &self.wire).field("instruments", &self.instruments.len()).finish_non_exhaustive()
+    }
+}
+
+/// Resolves a `broker` source (account, symbols) into a plan: the brokers
+/// stage implements it (credentials, instrument master) and the engine calls
+/// it when a pipeline with such a source starts.
+pub type FeedResolver = Arc<dyn Fn(String, Vec<String>) -> BoxFuture<Result<FeedPlan, String>> + Send + Sync>;

@@ -1,0 +1,230 @@
+//! The recorder: what a broker source received, written to daily files so a
+//! live session can be replayed exactly.
+//!
+//! One gzip-compressed CSV per pipeline, IST day and process start,
+//! `<record_dir>/<YYYY-MM-DD>/<pipeline>.<HHMMSSmmm>.ticks.csv.gz`, with the columns
+//! `ts_ms,instrument,last,bid,ask,day_volume,oi,refused` (`refused` is empty
+//! for a tick that was believed, else why the guard refused it). CSV.gz was
+//! chosen over Parquet: a tick is appended as it arrives, a file written by
+//! a process that is killed stays readable up to its last flush (gzip members
+//! are flushed every second), and `flate2` is small next to `arrow`. Each
+//! start writes a file of its own (appending to one a killed process left
+//! unfinished would make the rest unreadable); a replay of the day's folder
+//! reads them all and merges the ticks by exchange time.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use rust_decimal::Decimal;
+
+use super::clock::format_ist_date;
+use super::feed::FeedTick;
+
+/// The header of a tick file.
+pub const TICK_HEADER: &str = "ts_ms,instrument,last,bid,ask,day_volume,oi,refused";
+
+/// Appends one pipeline's ticks to its file of the day.
+#[derive(Debug)]
+pub struct TickRecorder {
+    dir: PathBuf,
+    name: String,
+    day: String,
+    started: String,
+    out: Option<GzEncoder<File>>,
+    dirty: bool,
+}
+
+impl TickRecorder {
+    /// A recorder writing `<dir>/<day>/<name>.ticks.csv.gz`; nothing is opened until the first tick.
+    #[must_use]
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let now = crate::bus::message::now_ms();
+        let hms = super::clock::format_iso_ist(now).get(11..19).unwrap_or("000000").replace(':', "");
+        let started = format!("{hms}{:03}", now.rem_euclid(1000));
+        Self { dir: dir.to_owned(), name: name.to_owned(), day: String::new(), started, out: None, dirty: false }
+    }
+
+    /// The file of the IST day of `now_ms`.
+    #[must_use]
+    pub fn path(&self, now_ms: i64) -> PathBuf {
+        self.dir.join(format_ist_date(now_ms)).join(format!("{}.{}.ticks.csv.gz", self.name, self.started))
+    }
+
+    fn open(&mut self, now_ms: i64) -> std::io::Result<&mut GzEncoder<File>> {
+        let day = format_ist_date(now_ms);
+        if self.out.is_none() || day != self.day {
+            self.close()?;
+            let path = self.path(now_ms);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let fresh = !path.exists();
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let mut enc = GzEncoder::new(file, Compression::fast());
+            if fresh {
+                writeln!(enc, "{TICK_HEADER}")?;
+            }
+            self.day = day;
+            self.out = Some(enc);
+        }
+        self.out.as_mut().ok_or_else(|| std::io::Error::other("recorder not open"))
+    }
+
+    /// Record `tick` of `instrument`, received at `now_ms` (host clock, picks the day's file).
+    ///
+    /// # Errors
+    /// The file cannot be created or written.
+    pub fn record(&mut self, now_ms: i64, instrument: &str, tick: &FeedTick, refused: Option<&str>) -> std::io::Result<()> {
+        let opt = |d: Option<Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
+        let num = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+        // The refusal is free text: commas and quotes would break the row.
+        let refused = refused.map(|r| r.replace([',', '"', '\n', '\r'], " ")).unwrap_or_default();
+        let line = format!("{},{instrument},{},{},{},{},{},{refused}", tick.ts_ms.unwrap_or(0), tick.last, opt(tick.bid), opt(tick.ask), num(tick.day_volume), num(tick.oi));
+        let out = self.open(now_ms)?;
+        writeln!(out, "{line}")?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Make what was recorded readable even if the process dies now.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.dirty {
+            if let Some(out) = self.out.as_mut() {
+                out.flush()?;
+            }
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> std::io::Result<()> {
+        if let Some(out) = self.out.take() {
+            out.finish()?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+impl Drop for TickRecorder {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// One recorded tick that was believed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedTick {
+    /// Our symbol.
+    pub instrument: String,
+    /// Exchange time.
+    pub ts_ms: i64,
+    /// Last price.
+    pub last: Decimal,
+    /// Best bid.
+    pub bid: Option<Decimal>,
+    /// Best ask.
+    pub ask: Option<Decimal>,
+    /// Cumulative day volume.
+    pub day_volume: u64,
+    /// Open interest.
+    pub oi: u64,
+}
+
+/// A tick file that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {field}: {message}", path.display())]
+pub struct TickFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line (0: the file itself).
+    pub line: usize,
+    /// The column.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Whether `path` names a recorded tick file.
+#[must_use]
+pub fn is_tick_file(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(".ticks.csv.gz")
+}
+
+/// Read the believed ticks of a recorded file, in the order they came.
+/// A file cut short by a killed process is read up to its last whole row.
+///
+/// # Errors
+/// A file that cannot be opened, a wrong header, or a row that does not parse, named by line and column.
+pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
+    let err = |line: usize, field: &str, message: String| TickFileError { path: path.to_owned(), line, field: field.to_owned(), message };
+    let file = File::open(path).map_err(|e| err(0, "file", e.to_string()))?;
+    let reader = BufReader::new(MultiGzDecoder::new(file));
+    let mut out = Vec::new();
+    let mut lines = reader.lines().enumerate();
+    match lines.next() {
+        Some((_, Ok(h))) if h == TICK_HEADER => {}
+        Some((_, Ok(h))) => return Err(err(1, "header", format!("expected {TICK_HEADER:?}, found {:?}", crate::bus::message::printable(&h, 120)))),
+        Some((_, Err(e))) => return Err(err(1, "header", e.to_string())),
+        None => return Ok(out),
+    }
+    for (i, line) in lines {
+        // A member cut off mid-write (the process was killed): what came before stands.
+        let Ok(line) = line else { break };
+        let n = i + 1;
+        let cols: Vec<&str> = line.split(',').collect();
+        let [ts, instrument, last, bid, ask, volume, oi, refused] = cols.as_slice() else {
+            return Err(err(n, "row", format!("{} columns, expected 8", cols.len())));
+        };
+        if !refused.is_empty() {
+            continue;
+        }
+        let dec = |field: &str, v: &str| v.parse::<Decimal>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
+        let opt = |field: &str, v: &str| if v.is_empty() { Ok(None) } else { dec(field, v).map(Some) };
+        let int = |field: &str, v: &str| if v.is_empty() { Ok(0) } else { v.parse::<u64>().map_err(|e| err(n, field, format!("{v:?}: {e}"))) };
+        out.push(RecordedTick {
+            instrument: (*instrument).to_owned(),
+            ts_ms: ts.parse().map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?,
+            last: dec("last", last)?,
+            bid: opt("bid", bid)?,
+            ask: opt("ask", ask)?,
+            day_volume: int("day_volume", volume)?,
+            oi: int("oi", oi)?,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_read_back_and_refusals_are_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_704_080_700_000;
+        let tick = |ts: i64, last: i64| FeedTick { token: "1".into(), ts_ms: Some(ts), last: Decimal::from(last), bid: Some(Decimal::from(last - 1)), day_volume: Some(10), ..FeedTick::default() };
+        let mut r = TickRecorder::new(dir.path(), "p");
+        r.record(t0, "NIFTY", &tick(t0, 100), None).unwrap();
+        r.record(t0, "NIFTY", &tick(t0 + 1, 0), Some("NIFTY: last 0 is not a positive price, really")).unwrap();
+        r.flush().unwrap();
+        let path = r.path(t0);
+        // Flushed but not finished, as a killed process leaves it: readable.
+        let copy = dir.path().join("killed.ticks.csv.gz");
+        std::fs::copy(&path, &copy).unwrap();
+        assert_eq!(read_ticks(&copy).unwrap().len(), 1);
+        r.record(t0, "NIFTY", &tick(t0 + 2, 101), None).unwrap();
+        drop(r);
+        let ticks = read_ticks(&path).unwrap();
+        assert_eq!(ticks.iter().map(|t| (t.ts_ms - t0, t.last)).collect::<Vec<_>>(), vec![(0, Decimal::from(100)), (2, Decimal::from(101))]);
+        assert_eq!(ticks[0].bid, Some(Decimal::from(99)));
+        assert!(path.to_string_lossy().contains("2024-01-01"));
+    }
+}

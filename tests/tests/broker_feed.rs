@@ -1,0 +1,240 @@
+//! Broker market feeds against a local Kite ticker that speaks the documented
+//! wire format: subscription and mode requests, candles from full-mode ticks
+//! by exchange time, a half frame and a malformed packet, a reconnect
+//! mid-stream with resubscription and no duplicate bar, a stale feed, refused
+//! prices, 5,000 instruments over two connections, and the recorder read back
+//! by the replay source.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+use tradehost::market::feed::{Connector, FeedPlan, Wire};
+use tradehost::market::feed::socket::SocketSettings;
+use tradehost::market::guard::GuardRules;
+use tradehost::market::recorder::TickRecorder;
+use tradehost::market::source::{BrokerFeedOptions, MarketEvent, StaleSet, broker_feed, load_replay};
+use tradehost_tests::kite_ticker::{Full, KiteTicker, Push, index_packet, ltp_packet, message};
+
+/// 2024-01-01 09:15:00 IST (a Monday), Unix seconds.
+const T0: u32 = 1_704_080_700;
+const NIFTY_FUT: u32 = 12_345_602; // segment byte 2: NFO
+const NIFTY_INDEX: u32 = 256_265;
+
+type Reports = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+struct Feed {
+    candles: mpsc::Receiver<MarketEvent>,
+    reports: Reports,
+    stale: StaleSet,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn plan(url: &str, instruments: Vec<(String, String)>) -> FeedPlan {
+    let url = format!("{url}/?api_key=key1&access_token=tok1");
+    let connect: Connector = Arc::new(move || {
+        let url = url.clone();
+        Box::pin(async move { Ok(url) })
+    });
+    FeedPlan { account: "kite-1".into(), wire: Wire::Kite, instruments, connect }
+}
+
+fn start(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecorder>) -> Feed {
+    let (tx, candles) = mpsc::channel(100_000);
+    let reports: Reports = Arc::default();
+    let stale = StaleSet::default();
+    let options = BrokerFeedOptions {
+        timeframe_secs: 60,
+        // A historical day replayed through the socket: no clock-skew check.
+        rules: GuardRules { max_skew_ms: 0, ..GuardRules::default() },
+        stale_secs,
+        recorder,
+        socket: SocketSettings { idle: Duration::from_secs(5), first_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(200) },
+    };
+    let (r, s) = (reports.clone(), stale.clone());
+    let task = tokio::spawn(async move {
+        broker_feed(plan, options, s, &tx, move |kind, body| r.lock().unwrap().push((kind.to_owned(), body))).await.map_err(|e| e.to_string())
+    });
+    Feed { candles, reports, stale, task }
+}
+
+impl Feed {
+    async fn wait_report(&self, kind: &str, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..400 {
+            let found: Vec<serde_json::Value> = self.reports.lock().unwrap().iter().filter(|(k, _)| k == kind).map(|(_, v)| v.clone()).collect();
+            if found.len() >= n {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no {n} {kind} reports in 10 s; got {:?}", self.reports.lock().unwrap());
+    }
+
+    async fn candle(&mut self) -> (String, tradehost::market::Bar, Option<Decimal>) {
+        match tokio::time::timeout(Duration::from_secs(10), self.candles.recv()).await {
+            Ok(Some(MarketEvent::Candle { instrument, bar, bid, .. })) => (instrument, bar, bid),
+            other => panic!("expected a candle, got {other:?}"),
+        }
+    }
+}
+
+async fn wait_until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn full(token: u32, rupees: u32, volume: u32, secs: u32) -> Vec<u8> {
+    Full { token, last_paise: rupees * 100, volume, oi: 7_500, exchange_secs: secs, bid_paise: rupees * 100 - 5, ask_paise: rupees * 100 + 5 }.packet()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_ticks_become_candles_through_faults() {
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let instruments = vec![("NIFTY24JANFUT".to_owned(), NIFTY_FUT.to_string()), ("NIFTY".to_owned(), NIFTY_INDEX.to_string())];
+    let mut feed = start(plan(&ticker.url(), instruments), 0, Some(TickRecorder::new(dir.path(), "kite-test")));
+    feed.wait_report("feed_connected", 1).await;
+
+    // The documented requests: subscribe, then full mode, tokens as numbers.
+    wait_until("the subscription", || ticker.seen(|s| s.requests.get(&0).is_some_and(|r| r.len() >= 2))).await;
+    let requests = ticker.seen(|s| s.requests.get(&0).cloned().unwrap_or_default());
+    assert_eq!(requests[0], serde_json::json!({ "a": "subscribe", "v": [NIFTY_FUT, NIFTY_INDEX] }));
+    assert_eq!(requests[1], serde_json::json!({ "a": "mode", "v": ["full", [NIFTY_FUT, NIFTY_INDEX]] }));
+
+    // Minute 09:15: three ticks in one message, a heartbeat, an index tick, an LTP packet (no time: no candle).
+    ticker.push(Push::Binary(message(&[full(NIFTY_FUT, 21_700, 1_000, T0 + 1), full(NIFTY_FUT, 21_750, 1_600, T0 + 20), full(NIFTY_FUT, 21_690, 1_900, T0 + 59)])));
+    ticker.push(Push::Binary(vec![0]));
+    ticker.push(Push::Binary(message(&[index_packet(NIFTY_INDEX, 2_170_000, T0 + 2), ltp_packet(NIFTY_FUT, 9_999_900)])));
+    // A malformed packet (13 bytes) and a half frame (two packets announced, one there): the good one before the fault stands.
+    let mut odd = full(NIFTY_FUT, 21_700, 1_900, T0 + 59);
+    odd.truncate(13);
+    ticker.push(Push::Binary(message(&[odd])));
+    let mut half = message(&[full(NIFTY_FUT, 21_720, 2_000, T0 + 59)]);
+    half[1] = 2;
+    ticker.push(Push::Binary(half));
+    // A price of zero is refused, never a bar's low.
+    ticker.push(Push::Binary(message(&[Full { token: NIFTY_FUT, last_paise: 0, volume: 2_000, oi: 0, exchange_secs: T0 + 59, bid_paise: 0, ask_paise: 0 }.packet()])));
+    // 09:16 closes 09:15.
+    ticker.push(Push::Binary(message(&[full(NIFTY_FUT, 21_730, 2_300, T0 + 61)])));
+
+    let (instrument, bar, bid) = feed.candle().await;
+    assert_eq!(instrument, "NIFTY24JANFUT");
+    assert_eq!(bar.ts_ms, i64::from(T0) * 1000);
+    assert_eq!((bar.open, bar.high, bar.low, bar.close), (Decimal::from(21_700), Decimal::from(21_750), Decimal::from(21_690), Decimal::from(21_720)));
+    assert_eq!(bar.volume, 1_000, "volume is the day volume's rise within the bar (1,000 → 2,000)");
+    assert_eq!(bar.oi, 7_500);
+    assert_eq!(bid, Some(Decimal::new(2_171_995, 2)), "the best bid of the bar's last tick");
+    let errors = feed.wait_report("error", 2).await;
+    let text = serde_json::to_string(&errors).unwrap();
+    assert!(text.contains("13 bytes"), "the malformed packet is reported: {text}");
+    assert!(text.contains("NIFTY24JANFUT: last 0.00 is not a positive price"), "the zero price is refused by instrument and field: {text}");
+
+    // Drop the connection mid-minute: the client reconnects and subscribes again; the
+    // broker's snapshot repeats the last tick, which makes no second bar.
+    ticker.push(Push::Drop);
+    feed.wait_report("feed_down", 1).await;
+    feed.wait_report("feed_reconnected", 1).await;
+    wait_until("the resubscription", || ticker.seen(|s| s.requests.get(&1).is_some_and(|r| r.len() >= 2))).await;
+    assert_eq!(ticker.seen(|s| s.requests[&1][0].clone()), serde_json::json!({ "a": "subscribe", "v": [NIFTY_FUT, NIFTY_INDEX] }));
+    ticker.push(Push::Binary(message(&[full(NIFTY_FUT, 21_730, 2_300, T0 + 61), full(NIFTY_FUT, 21_740, 2_400, T0 + 90)])));
+    ticker.push(Push::Binary(message(&[full(NIFTY_FUT, 21_745, 2_500, T0 + 121)])));
+    let gap = feed.wait_report("feed_gap", 1).await;
+    assert_eq!(gap[0]["bar_ts"], i64::from(T0 + 60) * 1000);
+    assert_eq!(gap[0]["straddles"], true);
+    // The index's 09:15 bar closes when the feed's time passes 09:16 + 2 s.
+    let mut bars = Vec::new();
+    while bars.len() < 2 {
+        let (i, b, _) = feed.candle().await;
+        bars.push((i, b.ts_ms, b.open, b.close));
+    }
+    bars.sort();
+    assert_eq!(bars[0], ("NIFTY".into(), i64::from(T0) * 1000, Decimal::from(21_700), Decimal::from(21_700)));
+    assert_eq!(bars[1], ("NIFTY24JANFUT".into(), i64::from(T0 + 60) * 1000, Decimal::from(21_730), Decimal::from(21_740)), "one 09:16 bar across the reconnect");
+    assert!(feed.candles.try_recv().is_err(), "no duplicate bar");
+
+    // The recording replays to the same bars.
+    drop(feed);
+    // One folder: the host's IST day of the recording.
+    let day = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let replayed = load_replay(&[day], None, 60).unwrap();
+    let replayed: Vec<(String, i64, Decimal, Decimal)> = replayed
+        .iter()
+        .filter_map(|e| match e {
+            MarketEvent::Candle { instrument, bar, .. } => Some((instrument.clone(), bar.ts_ms, bar.open, bar.close)),
+            MarketEvent::Chain(_) => None,
+        })
+        .collect();
+    assert!(replayed.contains(&bars[0]) && replayed.contains(&bars[1]), "{replayed:?}");
+    assert!(replayed.iter().any(|b| b.0 == "NIFTY24JANFUT" && b.1 == i64::from(T0) * 1000 && b.3 == Decimal::from(21_720)), "the first bar, refused tick left out: {replayed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_feed_is_stale_until_ticks_come_again() {
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let feed = start(plan(&ticker.url(), vec![("NIFTY".into(), NIFTY_INDEX.to_string())]), 1, None);
+    feed.wait_report("feed_connected", 1).await;
+    ticker.push(Push::Binary(message(&[index_packet(NIFTY_INDEX, 2_170_000, T0 + 600)])));
+    // Heartbeats keep the socket up, but no price comes: stale in market hours (by the feed's time).
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ticker.push(Push::Binary(vec![0]));
+    }
+    let stale = feed.wait_report("feed_stale", 1).await;
+    assert_eq!(stale[0]["alert"], true);
+    assert!(feed.stale.lock().unwrap().contains("NIFTY"), "entries on NIFTY are held");
+    assert_eq!(ticker.open(), 1, "heartbeats kept the connection");
+    ticker.push(Push::Binary(message(&[index_packet(NIFTY_INDEX, 2_170_500, T0 + 602)])));
+    feed.wait_report("feed_fresh", 1).await;
+    assert!(feed.stale.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_instruments_over_two_connections() {
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let instruments: Vec<(String, String)> = (0..5_000u32).map(|i| (format!("S{i}"), ((i + 1) << 8 | 1).to_string())).collect();
+    let mut feed = start(plan(&ticker.url(), instruments), 0, None);
+    feed.wait_report("feed_connected", 2).await;
+    wait_until("both subscriptions", || ticker.seen(|s| s.requests.len() == 2 && s.requests.values().all(|r| r.len() >= 2))).await;
+    let mut sizes: Vec<usize> = ticker.seen(|s| s.requests.values().map(|r| r[0]["v"].as_array().map_or(0, Vec::len)).collect());
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![2_000, 3_000], "Kite allows 3,000 instruments a connection");
+    // One tick per instrument in 09:15, then one in 09:16: 5,000 bars. Both connections
+    // get every push, so each bar's ticks arrive twice (same time): still one bar each.
+    for minute in 0..2u32 {
+        for chunk in (0..5_000u32).collect::<Vec<_>>().chunks(500) {
+            let packets: Vec<Vec<u8>> = chunk.iter().map(|i| full((i + 1) << 8 | 1, 100 + minute, 10 * (minute + 1), T0 + 60 * minute + 1)).collect();
+            ticker.push(Push::Binary(message(&packets)));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 5_000 {
+        let (i, b, _) = feed.candle().await;
+        assert_eq!(b.ts_ms, i64::from(T0) * 1000);
+        assert!(seen.insert(i), "one bar per instrument");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_and_retried_without_leaking_it() {
+    let ticker = KiteTicker::start("key1", "other-token").await;
+    let feed = start(plan(&ticker.url(), vec![("NIFTY".into(), NIFTY_INDEX.to_string())]), 0, None);
+    let down = feed.wait_report("feed_down", 2).await;
+    let text = serde_json::to_string(&down).unwrap();
+    assert!(text.contains("403"), "{text}");
+    assert!(!text.contains("tok1") && !text.contains("key1"), "credentials never reach a report: {text}");
+    ticker.set_token("tok1");
+    feed.wait_report("feed_connected", 1).await;
+    assert!(ticker.seen(|s| s.refused) >= 2);
+}
