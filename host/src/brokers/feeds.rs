@@ -65,7 +65,11 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
         Wire::Kite => Arc::new(move || {
             let c = store.credentials(&id, &name);
             let token = tokens.read().ok().and_then(|t| t.get(&id).cloned()).or(c.access_token);
-            let url = ws_url.clone().unwrap_or_else(|| kite::DEFAULT_WS_URL.to_owned());
+            let mut url = ws_url.clone().unwrap_or_else(|| kite::DEFAULT_WS_URL.to_owned());
+            // `wss://ws.kite.trade?…` has no path; a WebSocket request needs one.
+            if !url.split_once("://").is_some_and(|(_, rest)| rest.contains('/')) {
+                url.push('/');
+            }
             let result = match (c.api_key, token) {
                 (Some(key), Some(token)) => Ok(format!("{url}{}api_key={}&access_token={}", if url.contains('?') { '&' } else { '?' }, key.expose(), token.expose())),
                 _ => Err(format!("account {id}: the kite feed needs an api_key and an access_token")),
