@@ -189,6 +189,7 @@ fn spec(id: &str, crate_name: &str, params: &[(String, String)], days: u32, spee
         warmup_candles: 200,
         guard: tradehost::market::guard::GuardRules::default(),
         prices_kept: 100_000,
+        record_dir: None,
     }
 }
 
@@ -209,7 +210,7 @@ async fn no_beat_lost_while_swapping_under_load() {
     // 15,000 one-minute bars a second: a steady load above the 10,000 the test needs.
     let s = spec("load", "ma-crossover", &params, days, 15_000.0 * 60.0, SandboxLimits::live());
     let started = Instant::now();
-    let task = tokio::spawn(pipeline::run(s, loaded, sandbox.clone(), bus.clone(), events, control, swaps, stats.clone()));
+    let task = tokio::spawn(pipeline::run(s, loaded, sandbox.clone(), bus.clone(), events, control, swaps, stats.clone(), None));
     let mut swaps_sent = 0;
     for n in 0..8u8 {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -270,7 +271,7 @@ async fn hostile_plugins_are_quarantined_with_back_off_and_the_neighbour_is_unto
             let st = stats.clone();
             let task = tokio::spawn(async move {
                 let _keep = (_control_tx, _swap_tx);
-                pipeline::run(s, plugin, sandbox, bus, events, control, swaps, st).await
+                pipeline::run(s, plugin, sandbox, bus, events, control, swaps, st, None).await
             });
             (task, stats)
         };
