@@ -103,6 +103,8 @@ pub struct State {
     pub per_second: usize,
     /// Upstox: trading symbol of each instrument token (positions name both).
     pub symbols: HashMap<String, String>,
+    /// Upstox: the one-time market-feed address `GET /v3/feed/market-data-feed/authorize` hands out.
+    pub feed_url: Option<String>,
     sent_at: VecDeque<std::time::Instant>,
 }
 
@@ -135,6 +137,7 @@ impl MockServer {
             messages: Vec::new(),
             per_second: 1000,
             symbols: HashMap::new(),
+            feed_url: None,
             sent_at: VecDeque::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -345,6 +348,11 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                 .collect();
             ok_kite(Value::Array(rows))
         }
+        // Upstox's documented answer carries the address under both spellings.
+        (Flavor::Upstox, "GET", "/v3/feed/market-data-feed/authorize") => match &s.feed_url {
+            Some(url) => ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url })),
+            None => (500, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "feed unavailable" }] }), None),
+        },
         (Flavor::Upstox, "GET", "/v2/user/profile") => ok_kite(json!({ "user_id": "UP1234", "user_name": "Test Trader", "broker": "UPSTOX", "is_active": true })),
         (Flavor::Upstox, "POST", "/v3/order/place") => {
             let b = body_json;

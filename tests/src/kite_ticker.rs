@@ -1,6 +1,9 @@
-//! A local Kite Connect ticker: a WebSocket server that speaks the wire
-//! format of Kite's WebSocket streaming documentation, so the host's feed is
-//! tested against frames built from the documentation, not by its own code.
+//! A local broker market-data WebSocket server: Kite Connect's ticker as its
+//! WebSocket streaming documentation lays it out, and (with [`KiteTicker::start_with`]
+//! and frames from [`crate::upstox_feed`]) Upstox's Market Data Feed V3, so the
+//! host's feeds are tested against frames built from the documentation and the
+//! published schema, not by their own code. Requests are recorded whether
+//! they come as text (Kite) or as binary JSON (Upstox).
 //!
 //! From the documentation: the client connects to `?api_key=…&access_token=…`
 //! (a wrong pair is refused at the handshake with 403); requests are JSON
@@ -130,8 +133,10 @@ pub struct Seen {
     pub connections: usize,
     /// Handshakes refused (bad key or token).
     pub refused: usize,
-    /// Text requests per connection (0-based, in accept order).
+    /// Requests per connection (0-based, in accept order), text or binary JSON.
     pub requests: HashMap<usize, Vec<serde_json::Value>>,
+    /// How many of them came as binary frames.
+    pub binary_requests: usize,
 }
 
 /// A running ticker.
@@ -139,7 +144,7 @@ pub struct KiteTicker {
     addr: SocketAddr,
     push: broadcast::Sender<Push>,
     seen: Arc<Mutex<Seen>>,
-    token: Arc<Mutex<String>>,
+    query: Arc<Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -149,19 +154,27 @@ impl KiteTicker {
     /// # Panics
     /// No port to bind.
     pub async fn start(api_key: &str, access_token: &str) -> Self {
+        Self::start_with(&[("api_key", api_key), ("access_token", access_token)]).await
+    }
+
+    /// Start on a free port, accepting a connection whose query has every `(name, value)` of `query`.
+    ///
+    /// # Panics
+    /// No port to bind.
+    pub async fn start_with(query: &[(&str, &str)]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (push, _) = broadcast::channel(100_000);
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let token = Arc::new(Mutex::new(access_token.to_owned()));
-        let (push2, seen2, token2, key) = (push.clone(), seen.clone(), token.clone(), api_key.to_owned());
+        let query = Arc::new(Mutex::new(query.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>()));
+        let (push2, seen2, query2) = (push.clone(), seen.clone(), query.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (push, seen, token, key) = (push2.clone(), seen2.clone(), token2.clone(), key.clone());
-                tokio::spawn(async move { serve(stream, push, seen, token, key).await });
+                let (push, seen, query) = (push2.clone(), seen2.clone(), query2.clone());
+                tokio::spawn(async move { serve(stream, push, seen, query).await });
             }
         });
-        Self { addr, push, seen, token, task }
+        Self { addr, push, seen, query, task }
     }
 
     /// `ws://127.0.0.1:<port>`.
@@ -177,8 +190,12 @@ impl KiteTicker {
 
     /// Accept only `token` from now on (an expired session).
     pub fn set_token(&self, token: &str) {
-        if let Ok(mut t) = self.token.lock() {
-            token.clone_into(&mut t);
+        if let Ok(mut q) = self.query.lock() {
+            for (k, v) in q.iter_mut() {
+                if k == "access_token" {
+                    token.clone_into(v);
+                }
+            }
         }
     }
 
@@ -205,11 +222,11 @@ fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
-async fn serve(stream: tokio::net::TcpStream, push: broadcast::Sender<Push>, seen: Arc<Mutex<Seen>>, token: Arc<Mutex<String>>, key: String) {
-    let expected = token.lock().map(|t| t.clone()).unwrap_or_default();
+async fn serve(stream: tokio::net::TcpStream, push: broadcast::Sender<Push>, seen: Arc<Mutex<Seen>>, query: Arc<Mutex<Vec<(String, String)>>>) {
+    let expected = query.lock().map(|q| q.clone()).unwrap_or_default();
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let q = req.uri().query().unwrap_or("");
-        if query_value(q, "api_key") == Some(key.as_str()) && query_value(q, "access_token") == Some(expected.as_str()) {
+        if expected.iter().all(|(k, v)| query_value(q, k) == Some(v.as_str())) {
             Ok(resp)
         } else {
             let mut e = ErrorResponse::new(Some("Invalid `api_key` or `access_token`.".into()));
@@ -236,6 +253,12 @@ async fn serve(stream: tokio::net::TcpStream, push: broadcast::Sender<Push>, see
                 Some(Ok(Message::Text(t))) => {
                     let v: serde_json::Value = serde_json::from_str(&t).unwrap_or(serde_json::Value::Null);
                     seen.lock().expect("lock").requests.entry(id).or_default().push(v);
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null);
+                    let mut s = seen.lock().expect("lock");
+                    s.binary_requests += 1;
+                    s.requests.entry(id).or_default().push(v);
                 }
                 Some(Ok(_)) => {}
                 _ => return,

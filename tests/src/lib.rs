@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 pub mod brokers;
 pub mod kite_ticker;
+pub mod upstox_feed;
 
 /// The folder holding every test plugin, built by this crate's `build.rs`.
 #[must_use]

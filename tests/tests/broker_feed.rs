@@ -238,3 +238,63 @@ async fn a_wrong_token_is_refused_and_retried_without_leaking_it() {
     feed.wait_report("feed_connected", 1).await;
     assert!(ticker.seen(|s| s.refused) >= 2);
 }
+
+/// Upstox's instrument master: an index and a future, keys as Upstox names them.
+const UPSTOX_INSTRUMENTS: &str = "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange
+NSE_INDEX|Nifty 50,,NIFTY,Nifty 50,0,,,0,,INDEX,,NSE_INDEX
+NSE_FO|48225,48225,NIFTY24JANFUT,NIFTY,0,2024-01-25,,0.05,50,FUTIDX,,NSE_FO
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstox_v3_protobuf_ticks_through_a_one_time_address() {
+    use tradehost_tests::brokers::{Flavor, MockServer};
+    use tradehost_tests::upstox_feed::{index_frame, market_frame};
+    let ws = KiteTicker::start_with(&[("requestId", "r1"), ("code", "one-time-1")]).await;
+    let rest = MockServer::start(Flavor::Upstox, "", "up-tok");
+    rest.state().feed_url = Some(format!("{}/market-data-feeder/v3/upstox-developer-api/feeds?requestId=r1&code=one-time-1", ws.url()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("upstox.csv"), UPSTOX_INSTRUMENTS).unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "[accounts.up-1]\naccess_token = \"up-tok\"\n").unwrap();
+    std::fs::set_permissions(&secrets, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
+    let cfg_path = dir.path().join("pipelines.toml");
+    let text = format!(
+        "[live]\ninstruments = {{ upstox = \"upstox.csv\" }}\n\n[[accounts]]\nid = \"up-1\"\nbroker = \"upstox\"\nbase_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY24JANFUT\", \"NIFTY\"]\naccounts = [\"up-1\"]\nsource = {{ kind = \"broker\", account = \"up-1\" }}\n",
+        rest.url
+    );
+    std::fs::write(&cfg_path, text).unwrap();
+    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap());
+    let (_keep, configs) = tokio::sync::watch::channel(config);
+    let resolve = tradehost::brokers::feeds::resolver(configs, tradehost::bus::Bus::embedded("t"), Default::default());
+    let plan = resolve("up-1".into(), vec!["NIFTY24JANFUT".into(), "NIFTY".into()]).await.unwrap();
+    assert_eq!(plan.instruments, vec![("NIFTY24JANFUT".to_owned(), "NSE_FO|48225".to_owned()), ("NIFTY".to_owned(), "NSE_INDEX|Nifty 50".to_owned())]);
+    let mut feed = start(plan, 0, None);
+    feed.wait_report("feed_connected", 1).await;
+    wait_until("the subscription", || ws.seen(|s| s.requests.get(&0).is_some_and(|r| !r.is_empty()))).await;
+    let sub = ws.seen(|s| s.requests[&0][0].clone());
+    assert_eq!((sub["method"].as_str(), sub["data"]["mode"].as_str()), (Some("sub"), Some("full")));
+    assert_eq!(sub["data"]["instrumentKeys"], serde_json::json!(["NSE_FO|48225", "NSE_INDEX|Nifty 50"]));
+    assert_eq!(ws.seen(|s| s.binary_requests), 1, "Upstox takes requests as binary frames");
+    let authorize = |r: &tradehost_tests::brokers::Request| r.path.starts_with("/v3/feed/market-data-feed/authorize") && r.headers.get("authorization").map(String::as_str) == Some("Bearer up-tok");
+    assert_eq!(rest.state().requests.iter().filter(|r| authorize(r)).count(), 1);
+
+    let t0 = i64::from(T0) * 1000;
+    ws.push(Push::Binary(market_frame(&[("NSE_FO|48225", 21_760.0, t0 + 1_000, 1_000, 21_759.95, 21_760.05)])));
+    ws.push(Push::Binary(market_frame(&[("NSE_FO|48225", 21_790.5, t0 + 30_000, 1_400, 21_790.0, 21_791.0)])));
+    ws.push(Push::Binary(index_frame("NSE_INDEX|Nifty 50", 21_700.05, t0 + 2_000)));
+    ws.push(Push::Binary(vec![0x0a, 0xff, 0x01]));
+    ws.push(Push::Binary(market_frame(&[("NSE_FO|48225", 21_770.0, t0 + 59_000, 1_900, 21_769.95, 21_770.05)])));
+    ws.push(Push::Binary(market_frame(&[("NSE_FO|48225", 21_780.0, t0 + 61_000, 2_000, 21_779.95, 21_780.05)])));
+    let (instrument, bar, bid) = feed.candle().await;
+    assert_eq!(instrument, "NIFTY24JANFUT");
+    assert_eq!((bar.ts_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.oi), (t0, Decimal::from(21_760), Decimal::new(217_905, 1), Decimal::from(21_760), Decimal::from(21_770), 900, 12_000));
+    assert_eq!(bid, Some(Decimal::new(2_176_995, 2)));
+    let errors = feed.wait_report("error", 1).await;
+    assert!(serde_json::to_string(&errors).unwrap().contains("not a FeedResponse"), "{errors:?}");
+
+    // A drop: the next connection asks for a new one-time address first.
+    ws.push(Push::Drop);
+    feed.wait_report("feed_reconnected", 1).await;
+    assert_eq!(rest.state().requests.iter().filter(|r| authorize(r)).count(), 2);
+    wait_until("the resubscription", || ws.seen(|s| s.requests.get(&1).is_some_and(|r| !r.is_empty()))).await;
+}

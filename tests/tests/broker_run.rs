@@ -55,6 +55,18 @@ slow = 20
     path
 }
 
+/// Kills the process if the test fails before it is stopped.
+struct Reaper(Option<std::process::Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn rows(db: &Path, sql: &str) -> Vec<String> {
     let db = rusqlite::Connection::open(db).unwrap();
     let mut stmt = db.prepare(sql).unwrap();
@@ -71,7 +83,7 @@ async fn a_live_kite_feed_trades_on_paper_and_replays_the_same() {
     let live_dir = tempfile::tempdir().unwrap();
     let source = r#"{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs = 0 }"#;
     let cfg = config(live_dir.path(), source, &ticker.url());
-    let child = Command::new(tradehost_bin())
+    let mut child = Reaper(Some(Command::new(tradehost_bin())
         .args(["run", "--quiet", "--config"])
         .arg(&cfg)
         .env_remove("REDIS_URL")
@@ -82,7 +94,8 @@ async fn a_live_kite_feed_trades_on_paper_and_replays_the_same() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()));
+    let pid = child.0.as_ref().map(std::process::Child::id).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     while ticker.seen(|s| s.requests.get(&0).map_or(0, Vec::len)) < 2 {
         assert!(Instant::now() < deadline, "the run never subscribed");
@@ -118,8 +131,8 @@ async fn a_live_kite_feed_trades_on_paper_and_replays_the_same() {
         assert!(Instant::now() < deadline, "orders left unfilled");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let out = child.wait_with_output().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let live_signals = rows(&journal, "SELECT signal_id FROM decisions ORDER BY signal_id");
     let live_fills = rows(&journal, "SELECT ts || ' ' || side || ' ' || qty || ' ' || price FROM fills ORDER BY ts");

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{Mutex, watch};
 
 use super::instruments::InstrumentMaster;
-use super::kite;
+use super::{kite, upstox};
 use super::secrets::{Secret, SecretStore};
 use crate::bus::Bus;
 use crate::config::Config;
@@ -35,7 +35,7 @@ pub fn resolver(configs: watch::Receiver<Arc<Config>>, bus: Bus, tokens: TokenOv
 async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet<String>>, tokens: TokenOverrides, account: &str, symbols: &[String]) -> Result<FeedPlan, String> {
     let a = config.account(account).ok_or_else(|| format!("source account {account:?} is not configured"))?;
     let broker = a.broker.get_ref().clone();
-    let wire = Wire::of(&broker).ok_or_else(|| format!("account {account}: broker {broker} has no market feed in this version (kite has)"))?;
+    let wire = Wire::of(&broker).ok_or_else(|| format!("account {account}: broker {broker} has no market feed in this version (kite and upstox have)"))?;
     {
         // The master is read once per process and broker (the daily refresh of the orders side keeps a Redis hash fresh).
         let mut done = loaded.lock().await;
@@ -76,6 +76,25 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
             };
             Box::pin(async move { result })
         }),
+        Wire::Upstox => {
+            let c = store.credentials(&id, &name);
+            let token = tokens.read().ok().and_then(|t| t.get(&id).cloned()).or(c.access_token).ok_or_else(|| format!("account {id}: the upstox feed needs an access_token"))?;
+            let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
+            let adapter = Arc::new(upstox::Upstox::new(&base, token, std::time::Duration::from_millis(config.live.timeout_ms)).map_err(|e| e.to_string())?);
+            Arc::new(move || {
+                let (adapter, tokens, id, fixed) = (adapter.clone(), tokens.clone(), id.clone(), ws_url.clone());
+                Box::pin(async move {
+                    if let Some(url) = fixed {
+                        return Ok(url);
+                    }
+                    // A token handed over by a command since the last connection.
+                    if let Some(t) = tokens.read().ok().and_then(|t| t.get(&id).cloned()) {
+                        crate::brokers::Broker::set_token(adapter.as_ref(), t);
+                    }
+                    adapter.authorize_feed().await.map_err(|e| format!("authorizing the upstox feed: {e}"))
+                })
+            })
+        }
     };
     Ok(FeedPlan { account: account.to_owned(), wire, instruments, connect })
 }

@@ -4,7 +4,8 @@
 //! `{"status":"success","data":{"order_ids":[…]}}`; `DELETE
 //! /v3/order/cancel?order_id=`; `GET /v2/order/details?order_id=` and `GET
 //! /v2/order/retrieve-all` read orders; `GET /v2/user/profile` checks the
-//! session. Instruments are named by `instrument_token` (`NSE_EQ|INE…`) from
+//! session; `GET /v3/feed/market-data-feed/authorize` hands out a one-time
+//! market-feed address. Instruments are named by `instrument_token` (`NSE_EQ|INE…`) from
 //! the instrument master; our client order id travels in `tag`. Errors are
 //! `{"status":"error","errors":[{"errorCode","message",…}]}`; 401 is an
 //! invalid or expired token. A market order is sent as a limit order at the
@@ -39,6 +40,21 @@ impl Upstox {
     /// When the HTTP client cannot start.
     pub fn new(base: &str, access_token: Secret, timeout: Duration) -> Result<Self, BrokerError> {
         Ok(Self { client: http::client(timeout)?, base: http::base(base), access_token: TokenCell::new(access_token) })
+    }
+
+    /// A one-time address of the Market Data Feed V3
+    /// (`GET /v3/feed/market-data-feed/authorize`), asked for each connection.
+    ///
+    /// # Errors
+    /// The broker's refusal (an expired token is [`BrokerError::Token`]) or an answer without the address.
+    pub async fn authorize_feed(&self) -> Result<String, BrokerError> {
+        let answer = http::send(self.auth(self.client.get(format!("{}/v3/feed/market-data-feed/authorize", self.base)))).await?;
+        let data = Self::read(answer)?;
+        data["authorized_redirect_uri"]
+            .as_str()
+            .or_else(|| data["authorizedRedirectUri"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| BrokerError::Protocol("the feed authorize answer has no authorized_redirect_uri".into()))
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

@@ -11,6 +11,7 @@
 
 pub mod kite;
 pub mod socket;
+pub mod upstox;
 
 use std::fmt;
 use std::future::Future;
@@ -55,11 +56,22 @@ pub enum FeedItem {
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
+/// A request to send on a feed's socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+}
+
 /// Which broker's wire format a feed speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     /// Kite Connect's binary ticker.
     Kite,
+    /// Upstox's Market Data Feed V3 (protobuf).
+    Upstox,
 }
 
 impl Wire {
@@ -68,6 +80,7 @@ impl Wire {
     pub fn of(broker: &str) -> Option<Self> {
         match broker {
             "kite" => Some(Self::Kite),
+            "upstox" => Some(Self::Upstox),
             _ => None,
         }
     }
@@ -77,6 +90,7 @@ impl Wire {
     pub fn name(self) -> &'static str {
         match self {
             Self::Kite => "kite",
+            Self::Upstox => "upstox",
         }
     }
 
@@ -85,6 +99,7 @@ impl Wire {
     pub fn max_per_connection(self) -> usize {
         match self {
             Self::Kite => kite::MAX_PER_CONNECTION,
+            Self::Upstox => upstox::MAX_PER_CONNECTION,
         }
     }
 
@@ -93,14 +108,16 @@ impl Wire {
     pub fn max_connections(self) -> usize {
         match self {
             Self::Kite => kite::MAX_CONNECTIONS,
+            Self::Upstox => upstox::MAX_CONNECTIONS,
         }
     }
 
-    /// The text requests that subscribe `tokens`.
+    /// The requests that subscribe `tokens`.
     #[must_use]
-    pub fn subscribe(self, tokens: &[String]) -> Vec<String> {
+    pub fn subscribe(self, tokens: &[String]) -> Vec<Outbound> {
         match self {
-            Self::Kite => kite::subscribe(tokens),
+            Self::Kite => kite::subscribe(tokens).into_iter().map(Outbound::Text).collect(),
+            Self::Upstox => vec![Outbound::Binary(upstox::subscribe(tokens))],
         }
     }
 
@@ -111,6 +128,7 @@ impl Wire {
     pub fn decode_binary(self, frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), DecodeError> {
         match self {
             Self::Kite => kite::decode_binary(frame, out),
+            Self::Upstox => upstox::decode_binary(frame, out),
         }
     }
 
@@ -121,6 +139,8 @@ impl Wire {
     pub fn decode_text(self, frame: &str) -> Result<Option<FeedItem>, DecodeError> {
         match self {
             Self::Kite => kite::decode_text(frame),
+            // Upstox sends market data only as protobuf; text is nothing we act on.
+            Self::Upstox => Ok(None),
         }
     }
 }

@@ -15,7 +15,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{FeedItem, FeedPlan, Wire};
+use super::{FeedItem, FeedPlan, Outbound, Wire};
 
 /// What happens on a feed's connections.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,8 +142,13 @@ async fn session(
         Ok(Ok((ws, _))) => ws,
     };
     let (mut write, mut read) = ws.split();
-    for request in plan.wire.subscribe(tokens) {
-        if let Err(e) = write.send(Message::Text(request.into())).await {
+    let requests = if tokens.is_empty() { Vec::new() } else { plan.wire.subscribe(tokens) };
+    for request in requests {
+        let frame = match request {
+            Outbound::Text(t) => Message::Text(t.into()),
+            Outbound::Binary(b) => Message::Binary(b.into()),
+        };
+        if let Err(e) = write.send(frame).await {
             return Ok(format!("subscribing: {e}"));
         }
     }
