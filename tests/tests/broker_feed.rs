@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
-use tradehost::market::feed::{Connector, FeedPlan, Wire};
+use tradehost::market::feed::{Connector, FeedAddress, FeedPlan, Wire};
 use tradehost::market::feed::socket::SocketSettings;
 use tradehost::market::guard::GuardRules;
 use tradehost::market::recorder::TickRecorder;
@@ -41,7 +41,7 @@ fn plan(url: &str, instruments: Vec<(String, String)>) -> FeedPlan {
     let url = format!("{url}/?api_key=key1&access_token=tok1");
     let connect: Connector = Arc::new(move || {
         let url = url.clone();
-        Box::pin(async move { Ok(url) })
+        Box::pin(async move { Ok(FeedAddress::url(url)) })
     });
     FeedPlan { account: "kite-1".into(), wire: Wire::Kite, instruments, connect }
 }
@@ -297,4 +297,58 @@ async fn upstox_v3_protobuf_ticks_through_a_one_time_address() {
     feed.wait_report("feed_reconnected", 1).await;
     assert_eq!(rest.state().requests.iter().filter(|r| authorize(r)).count(), 2);
     wait_until("the resubscription", || ws.seen(|s| s.requests.get(&1).is_some_and(|r| !r.is_empty()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openalgo_depth_updates_after_authentication() {
+    // OpenAlgo's proxy: no credentials in the address; the API key is the first message.
+    let ws = KiteTicker::start_with(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "[accounts.oa-1]\napi_key = \"oa-key-123\"\n").unwrap();
+    std::fs::set_permissions(&secrets, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
+    let cfg_path = dir.path().join("pipelines.toml");
+    let text = format!(
+        "[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nws_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"RELIANCE\", \"NIFTY\"]\naccounts = [\"oa-1\"]\nsource = {{ kind = \"broker\", account = \"oa-1\", max_skew_secs = 0 }}\n",
+        ws.url()
+    );
+    std::fs::write(&cfg_path, text).unwrap();
+    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap());
+    let (_keep, configs) = tokio::sync::watch::channel(config);
+    let resolve = tradehost::brokers::feeds::resolver(configs, tradehost::bus::Bus::embedded("t"), Default::default());
+    let plan = resolve("oa-1".into(), vec!["RELIANCE".into(), "NIFTY".into()]).await.unwrap();
+    let mut feed = start(plan, 0, None);
+    feed.wait_report("feed_connected", 1).await;
+    wait_until("authentication and subscription", || ws.seen(|s| s.requests.get(&0).is_some_and(|r| r.len() >= 2))).await;
+    let requests = ws.seen(|s| s.requests[&0].clone());
+    assert_eq!(requests[0], serde_json::json!({ "action": "authenticate", "api_key": "oa-key-123" }));
+    assert_eq!(requests[1]["action"], "subscribe");
+    assert_eq!(requests[1]["mode"], 3);
+    assert_eq!(requests[1]["symbols"], serde_json::json!([{ "exchange": "NSE", "symbol": "RELIANCE" }, { "exchange": "NSE_INDEX", "symbol": "NIFTY" }]));
+
+    let t0 = i64::from(T0) * 1000;
+    // As OpenAlgo's depth documentation shows a market_data message.
+    let tick = |ltp: f64, volume: u64, ts: i64| {
+        serde_json::json!({ "type": "market_data", "symbol": "RELIANCE", "exchange": "NSE", "mode": 3, "broker": "zerodha",
+            "data": { "ltp": ltp, "ltq": 100, "open": 1172.0, "high": 1196.6, "low": 1163.3, "close": 1165.7, "volume": volume,
+                "totalbuyqty": 591_351, "totalsellqty": 835_701,
+                "depth": { "buy": [{ "price": ltp - 0.05, "quantity": 886, "orders": 4 }], "sell": [{ "price": ltp + 0.05, "quantity": 767, "orders": 3 }] },
+                "timestamp": ts } })
+        .to_string()
+    };
+    ws.push(Push::Text(serde_json::json!({ "type": "auth", "status": "success", "message": "Authentication successful" }).to_string()));
+    ws.push(Push::Text(tick(1187.75, 14_414_545, t0 + 1_000)));
+    ws.push(Push::Text(tick(1190.0, 14_415_000, t0 + 40_000)));
+    ws.push(Push::Text("{not json".into()));
+    ws.push(Push::Text(tick(1188.5, 14_415_500, t0 + 61_000)));
+    let (instrument, bar, bid) = feed.candle().await;
+    assert_eq!(instrument, "RELIANCE");
+    assert_eq!((bar.ts_ms, bar.open, bar.high, bar.close, bar.volume), (t0, Decimal::new(118_775, 2), Decimal::from(1190), Decimal::from(1190), 455));
+    assert_eq!(bid, Some(Decimal::new(118_995, 2)));
+    let errors = feed.wait_report("error", 1).await;
+    assert!(serde_json::to_string(&errors).unwrap().contains("not JSON"), "{errors:?}");
+    // A refusal from the proxy is reported as the broker's error.
+    ws.push(Push::Text(serde_json::json!({ "type": "error", "message": "Invalid API key" }).to_string()));
+    let errors = feed.wait_report("error", 2).await;
+    assert!(serde_json::to_string(&errors).unwrap().contains("Invalid API key"), "{errors:?}");
 }

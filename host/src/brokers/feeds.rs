@@ -16,7 +16,8 @@ use super::{kite, upstox};
 use super::secrets::{Secret, SecretStore};
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::market::feed::{Connector, FeedPlan, FeedResolver, Wire};
+use crate::market::feed::openalgo as openalgo_feed;
+use crate::market::feed::{Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
 
 /// Tokens handed over by `token` commands, newest first over the secrets.
 pub type TokenOverrides = Arc<RwLock<HashMap<String, Secret>>>;
@@ -35,32 +36,15 @@ pub fn resolver(configs: watch::Receiver<Arc<Config>>, bus: Bus, tokens: TokenOv
 async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet<String>>, tokens: TokenOverrides, account: &str, symbols: &[String]) -> Result<FeedPlan, String> {
     let a = config.account(account).ok_or_else(|| format!("source account {account:?} is not configured"))?;
     let broker = a.broker.get_ref().clone();
-    let wire = Wire::of(&broker).ok_or_else(|| format!("account {account}: broker {broker} has no market feed in this version (kite and upstox have)"))?;
-    {
-        // The master is read once per process and broker (the daily refresh of the orders side keeps a Redis hash fresh).
-        let mut done = loaded.lock().await;
-        if !done.contains(&broker) {
-            let source = config.live.instruments.get(&broker).ok_or_else(|| format!("account {account}: a {broker} feed needs the instrument master: set [live] instruments.{broker}"))?;
-            let source = if source.starts_with("http://") || source.starts_with("https://") { source.clone() } else { config.resolve(std::path::Path::new(source)).display().to_string() };
-            master.load(&broker, &source).await.map_err(|e| format!("{broker} instrument master: {e}"))?;
-            done.insert(broker.clone());
-        }
-    }
-    let mut instruments = Vec::with_capacity(symbols.len());
-    let mut unknown = Vec::new();
-    for symbol in symbols {
-        match master.feed_token(&broker, symbol).await.map_err(|e| e.to_string())? {
-            Some(token) => instruments.push((symbol.clone(), token)),
-            None => unknown.push(symbol.as_str()),
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(format!("account {account}: not in the {broker} instrument master: {}", unknown.join(", ")));
-    }
+    let wire = Wire::of(&broker).ok_or_else(|| format!("account {account}: broker {broker} has no market feed"))?;
+    let instruments = match wire {
+        // OpenAlgo names instruments by its own symbols, which ours are: no master to read.
+        Wire::OpenAlgo => symbols.iter().map(|s| (s.clone(), openalgo_feed::instrument(s))).collect(),
+        Wire::Kite | Wire::Upstox => tokens_from_master(config, master, loaded, &broker, account, symbols).await?,
+    };
     let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new("."))).map_err(|e| e.to_string())?;
-    let name = a.credentials.clone().unwrap_or_else(|| account.to_owned());
+    let (id, name) = (account.to_owned(), a.credentials.clone().unwrap_or_else(|| account.to_owned()));
     let ws_url = a.ws_url.clone();
-    let (id, name) = (account.to_owned(), name);
     let connect: Connector = match wire {
         Wire::Kite => Arc::new(move || {
             let c = store.credentials(&id, &name);
@@ -71,7 +55,7 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
                 url.push('/');
             }
             let result = match (c.api_key, token) {
-                (Some(key), Some(token)) => Ok(format!("{url}{}api_key={}&access_token={}", if url.contains('?') { '&' } else { '?' }, key.expose(), token.expose())),
+                (Some(key), Some(token)) => Ok(FeedAddress::url(format!("{url}{}api_key={}&access_token={}", if url.contains('?') { '&' } else { '?' }, key.expose(), token.expose()))),
                 _ => Err(format!("account {id}: the kite feed needs an api_key and an access_token")),
             };
             Box::pin(async move { result })
@@ -85,16 +69,54 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
                 let (adapter, tokens, id, fixed) = (adapter.clone(), tokens.clone(), id.clone(), ws_url.clone());
                 Box::pin(async move {
                     if let Some(url) = fixed {
-                        return Ok(url);
+                        return Ok(FeedAddress::url(url));
                     }
                     // A token handed over by a command since the last connection.
                     if let Some(t) = tokens.read().ok().and_then(|t| t.get(&id).cloned()) {
                         crate::brokers::Broker::set_token(adapter.as_ref(), t);
                     }
-                    adapter.authorize_feed().await.map_err(|e| format!("authorizing the upstox feed: {e}"))
+                    adapter.authorize_feed().await.map(FeedAddress::url).map_err(|e| format!("authorizing the upstox feed: {e}"))
                 })
+            })
+        }
+        Wire::OpenAlgo => {
+            let url = ws_url.unwrap_or_else(|| openalgo_feed::DEFAULT_WS_URL.to_owned());
+            Arc::new(move || {
+                let c = store.credentials(&id, &name);
+                // OpenAlgo's API key is its whole login; a `token` command may replace it.
+                let key = tokens.read().ok().and_then(|t| t.get(&id).cloned()).or(c.api_key);
+                let result = key
+                    .map(|k| FeedAddress { url: url.clone(), login: Some(openalgo_feed::authenticate(k.expose())) })
+                    .ok_or_else(|| format!("account {id}: the openalgo feed needs an api_key"));
+                Box::pin(async move { result })
             })
         }
     };
     Ok(FeedPlan { account: account.to_owned(), wire, instruments, connect })
+}
+
+/// `(symbol, token)` of each symbol from `broker`'s instrument master, read once per process.
+async fn tokens_from_master(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet<String>>, broker: &str, account: &str, symbols: &[String]) -> Result<Vec<(String, String)>, String> {
+    {
+        // The daily refresh of the orders side keeps a Redis hash fresh; here it is read at the first feed's start.
+        let mut done = loaded.lock().await;
+        if !done.contains(broker) {
+            let source = config.live.instruments.get(broker).ok_or_else(|| format!("account {account}: a {broker} feed needs the instrument master: set [live] instruments.{broker}"))?;
+            let source = if source.starts_with("http://") || source.starts_with("https://") { source.clone() } else { config.resolve(std::path::Path::new(source)).display().to_string() };
+            master.load(broker, &source).await.map_err(|e| format!("{broker} instrument master: {e}"))?;
+            done.insert(broker.to_owned());
+        }
+    }
+    let mut instruments = Vec::with_capacity(symbols.len());
+    let mut unknown = Vec::new();
+    for symbol in symbols {
+        match master.feed_token(broker, symbol).await.map_err(|e| e.to_string())? {
+            Some(token) => instruments.push((symbol.clone(), token)),
+            None => unknown.push(symbol.as_str()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(format!("account {account}: not in the {broker} instrument master: {}", unknown.join(", ")));
+    }
+    Ok(instruments)
 }

@@ -10,6 +10,7 @@
 //! subscribing again after every reconnect.
 
 pub mod kite;
+pub mod openalgo;
 pub mod socket;
 pub mod upstox;
 
@@ -72,6 +73,8 @@ pub enum Wire {
     Kite,
     /// Upstox's Market Data Feed V3 (protobuf).
     Upstox,
+    /// OpenAlgo's WebSocket proxy (JSON).
+    OpenAlgo,
 }
 
 impl Wire {
@@ -81,6 +84,7 @@ impl Wire {
         match broker {
             "kite" => Some(Self::Kite),
             "upstox" => Some(Self::Upstox),
+            "openalgo" => Some(Self::OpenAlgo),
             _ => None,
         }
     }
@@ -91,6 +95,7 @@ impl Wire {
         match self {
             Self::Kite => "kite",
             Self::Upstox => "upstox",
+            Self::OpenAlgo => "openalgo",
         }
     }
 
@@ -100,6 +105,7 @@ impl Wire {
         match self {
             Self::Kite => kite::MAX_PER_CONNECTION,
             Self::Upstox => upstox::MAX_PER_CONNECTION,
+            Self::OpenAlgo => openalgo::MAX_PER_CONNECTION,
         }
     }
 
@@ -109,6 +115,7 @@ impl Wire {
         match self {
             Self::Kite => kite::MAX_CONNECTIONS,
             Self::Upstox => upstox::MAX_CONNECTIONS,
+            Self::OpenAlgo => openalgo::MAX_CONNECTIONS,
         }
     }
 
@@ -118,6 +125,7 @@ impl Wire {
         match self {
             Self::Kite => kite::subscribe(tokens).into_iter().map(Outbound::Text).collect(),
             Self::Upstox => vec![Outbound::Binary(upstox::subscribe(tokens))],
+            Self::OpenAlgo => vec![Outbound::Text(openalgo::subscribe(tokens))],
         }
     }
 
@@ -129,6 +137,7 @@ impl Wire {
         match self {
             Self::Kite => kite::decode_binary(frame, out),
             Self::Upstox => upstox::decode_binary(frame, out),
+            Self::OpenAlgo => Err(DecodeError(format!("a binary frame of {} bytes; OpenAlgo sends JSON text", frame.len()))),
         }
     }
 
@@ -141,6 +150,7 @@ impl Wire {
             Self::Kite => kite::decode_text(frame),
             // Upstox sends market data only as protobuf; text is nothing we act on.
             Self::Upstox => Ok(None),
+            Self::OpenAlgo => openalgo::decode_text(frame),
         }
     }
 }
@@ -148,9 +158,32 @@ impl Wire {
 /// A boxed future, as the connector returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Where and how to open one connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FeedAddress {
+    /// The WebSocket address (Kite's carries the credentials in its query).
+    pub url: String,
+    /// A first message to send before subscribing (OpenAlgo's authentication).
+    pub login: Option<String>,
+}
+
+impl FeedAddress {
+    /// An address with no login message.
+    #[must_use]
+    pub fn url(url: String) -> Self {
+        Self { url, login: None }
+    }
+}
+
+impl fmt::Debug for FeedAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FeedAddress(***)") // both parts may hold credentials
+    }
+}
+
 /// Yields the address of a new connection (credentials included: the broker
 /// stage builds it, and for Upstox asks the authorize endpoint each time).
-pub type Connector = Arc<dyn Fn() -> BoxFuture<Result<String, String>> + Send + Sync>;
+pub type Connector = Arc<dyn Fn() -> BoxFuture<Result<FeedAddress, String>> + Send + Sync>;
 
 /// Everything a feed needs to run.
 #[derive(Clone)]

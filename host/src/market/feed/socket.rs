@@ -15,7 +15,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{FeedItem, FeedPlan, Outbound, Wire};
+use super::{FeedAddress, FeedItem, FeedPlan, Outbound, Wire};
 
 /// What happens on a feed's connections.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,8 +108,8 @@ async fn connection_loop(plan: FeedPlan, connection: usize, tokens: Vec<String>,
     loop {
         let reason = match (plan.connect)().await {
             Err(e) => format!("no address to connect to: {e}"),
-            Ok(url) => match session(&plan, connection, &tokens, &url, settings, &mut was_up, &mut backoff, &tx).await {
-                Ok(reason) => scrub(&reason, &url),
+            Ok(address) => match session(&plan, connection, &tokens, &address, settings, &mut was_up, &mut backoff, &tx).await {
+                Ok(reason) => scrub(&reason, &address.url),
                 Err(Gone) => return,
             },
         };
@@ -130,19 +130,22 @@ async fn session(
     plan: &FeedPlan,
     connection: usize,
     tokens: &[String],
-    url: &str,
+    address: &FeedAddress,
     settings: SocketSettings,
     was_up: &mut bool,
     backoff: &mut std::time::Duration,
     tx: &mpsc::Sender<SocketEvent>,
 ) -> Result<String, Gone> {
-    let ws = match tokio::time::timeout(settings.idle, tokio_tungstenite::connect_async(url)).await {
+    let ws = match tokio::time::timeout(settings.idle, tokio_tungstenite::connect_async(address.url.as_str())).await {
         Err(_) => return Ok(format!("connecting took longer than {} s", settings.idle.as_secs())),
         Ok(Err(e)) => return Ok(format!("connecting: {e}")),
         Ok(Ok((ws, _))) => ws,
     };
     let (mut write, mut read) = ws.split();
-    let requests = if tokens.is_empty() { Vec::new() } else { plan.wire.subscribe(tokens) };
+    let mut requests: Vec<Outbound> = address.login.iter().cloned().map(Outbound::Text).collect();
+    if !tokens.is_empty() {
+        requests.extend(plan.wire.subscribe(tokens));
+    }
     for request in requests {
         let frame = match request {
             Outbound::Text(t) => Message::Text(t.into()),

@@ -1,0 +1,132 @@
+//! OpenAlgo's WebSocket (`ws://<host>:8765`), one protocol in front of many
+//! Indian brokers.
+//!
+//! From OpenAlgo's WebSocket documentation: a session begins with
+//! `{"action":"authenticate","api_key":"…"}` (the connector supplies it, as
+//! it holds the key); a subscription is
+//! `{"action":"subscribe","mode":3,"depth":5,"symbols":[{"exchange":"NSE","symbol":"RELIANCE"}]}`
+//! (mode 1 LTP, 2 quote, 3 depth: depth carries the volume, the book and the
+//! time); updates are JSON text
+//! `{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":3,"data":{"ltp":…,"volume":…,"depth":{"buy":[{"price":…}],"sell":[…]},"timestamp":<epoch ms>}}`.
+//! Instruments are named `EXCHANGE:SYMBOL` (OpenAlgo's own symbols, which
+//! ours are): `NSE`, `NFO` for futures and options, `NSE_INDEX` for indices.
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::FromPrimitive as _;
+use serde_json::Value;
+
+use super::{DecodeError, FeedItem, FeedTick};
+
+/// Most symbols OpenAlgo's proxy takes on one connection (its default `MAX_SYMBOLS_PER_WEBSOCKET`).
+pub const MAX_PER_CONNECTION: usize = 1_000;
+/// Most connections (its default `MAX_WEBSOCKET_CONNECTIONS`).
+pub const MAX_CONNECTIONS: usize = 3;
+/// The proxy's default address.
+pub const DEFAULT_WS_URL: &str = "ws://127.0.0.1:8765";
+
+/// The indices our symbols name.
+const INDICES: [&str; 5] = ["NIFTY", "BANKNIFTY", "FINNIFTY", "MIDCPNIFTY", "INDIAVIX"];
+
+/// `EXCHANGE:SYMBOL` of one of our symbols: an index, a contract (`…FUT`, `…CE`, `…PE`), else an NSE stock.
+#[must_use]
+pub fn instrument(symbol: &str) -> String {
+    let s = symbol.trim().to_ascii_uppercase();
+    let derivative = s.ends_with("FUT") || ((s.ends_with("CE") || s.ends_with("PE")) && s.chars().any(|c| c.is_ascii_digit()));
+    let exchange = if INDICES.contains(&s.as_str()) {
+        "NSE_INDEX"
+    } else if derivative {
+        "NFO"
+    } else {
+        "NSE"
+    };
+    format!("{exchange}:{}", symbol.trim())
+}
+
+/// The first message of a session.
+#[must_use]
+pub fn authenticate(api_key: &str) -> String {
+    serde_json::json!({ "action": "authenticate", "api_key": api_key }).to_string()
+}
+
+/// The request that subscribes `instruments` (`EXCHANGE:SYMBOL`) in depth mode.
+#[must_use]
+pub fn subscribe(instruments: &[String]) -> String {
+    let symbols: Vec<Value> = instruments
+        .iter()
+        .map(|i| {
+            let (exchange, symbol) = i.split_once(':').unwrap_or(("NSE", i.as_str()));
+            serde_json::json!({ "exchange": exchange, "symbol": symbol })
+        })
+        .collect();
+    serde_json::json!({ "action": "subscribe", "mode": 3, "depth": 5, "symbols": symbols }).to_string()
+}
+
+/// A number sent as a JSON number or a string.
+fn number(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+fn price(what: &str, field: &str, v: &Value) -> Result<Option<Decimal>, DecodeError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let n = number(v).ok_or_else(|| DecodeError(format!("{what}: {field} {v} is not a number")))?;
+    Decimal::from_f64(n).map(|d| Some(d.round_dp(4).normalize())).ok_or_else(|| DecodeError(format!("{what}: {field} {n} is not a number")))
+}
+
+/// Decode a text message: market data, an error, or an acknowledgement (nothing).
+///
+/// # Errors
+/// Text that is not JSON, or market data without a symbol or a last price.
+pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| DecodeError(format!("text message is not JSON: {e}")))?;
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
+    if kind == "error" || v.get("status").and_then(Value::as_str) == Some("error") {
+        let message = v.get("message").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_owned);
+        return Ok(Some(FeedItem::BrokerError(message)));
+    }
+    if kind != "market_data" {
+        return Ok(None); // auth and subscription acknowledgements
+    }
+    let (Some(symbol), Some(exchange)) = (v.get("symbol").and_then(Value::as_str), v.get("exchange").and_then(Value::as_str)) else {
+        return Err(DecodeError("market_data without symbol and exchange".into()));
+    };
+    let what = format!("{exchange}:{symbol}");
+    let data = v.get("data").unwrap_or(&Value::Null);
+    let last = price(&what, "ltp", data.get("ltp").unwrap_or(&Value::Null))?.ok_or_else(|| DecodeError(format!("{what}: market_data without ltp")))?;
+    let best = |side: &str| data.get("depth").and_then(|d| d.get(side)).and_then(|l| l.get(0)).and_then(|q| q.get("price")).cloned().unwrap_or(Value::Null);
+    let whole = |field: &str| data.get(field).and_then(number).filter(|n| n.is_finite() && *n >= 0.0).map(|n| n as u64);
+    Ok(Some(FeedItem::Tick(FeedTick {
+        token: what.clone(),
+        ts_ms: data.get("timestamp").and_then(number).filter(|t| t.is_finite() && *t > 0.0 && *t < 9.0e15).map(|t| t as i64),
+        last,
+        bid: price(&what, "depth.buy[0].price", &best("buy"))?.filter(|p| !p.is_zero()),
+        ask: price(&what, "depth.sell[0].price", &best("sell"))?.filter(|p| !p.is_zero()),
+        day_volume: whole("volume"),
+        oi: whole("oi"),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchanges_follow_the_symbol() {
+        assert_eq!(instrument("NIFTY"), "NSE_INDEX:NIFTY");
+        assert_eq!(instrument("NIFTY28MAR2420800CE"), "NFO:NIFTY28MAR2420800CE");
+        assert_eq!(instrument("BANKNIFTY24MARFUT"), "NFO:BANKNIFTY24MARFUT");
+        assert_eq!(instrument("RELIANCE"), "NSE:RELIANCE");
+    }
+
+    #[test]
+    fn depth_updates_decode_and_acknowledgements_do_not() {
+        let m = r#"{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":3,"data":{"ltp":1187.75,"volume":14414545,"depth":{"buy":[{"price":1187.70,"quantity":886}],"sell":[{"price":"1187.80","quantity":767}]},"timestamp":1712572800000}}"#;
+        let Some(FeedItem::Tick(t)) = decode_text(m).unwrap() else { panic!("a tick") };
+        assert_eq!((t.token.as_str(), t.last, t.bid, t.ask, t.day_volume, t.ts_ms), ("NSE:RELIANCE", Decimal::new(118_775, 2), Some(Decimal::new(11_877, 1)), Some(Decimal::new(11_878, 1)), Some(14_414_545), Some(1_712_572_800_000)));
+        assert_eq!(decode_text(r#"{"type":"auth","status":"success"}"#).unwrap(), None);
+        assert!(matches!(decode_text(r#"{"type":"error","message":"Invalid API key"}"#).unwrap(), Some(FeedItem::BrokerError(m)) if m == "Invalid API key"));
+        assert!(decode_text(r#"{"type":"market_data","symbol":"X","exchange":"NSE","data":{"ltp":"abc"}}"#).is_err());
+        assert!(decode_text("not json").is_err());
+    }
+}
