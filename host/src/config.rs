@@ -123,6 +123,10 @@ pub struct Account {
     /// its authorize call on `base_url`, so this overrides that address).
     #[serde(default)]
     pub ws_url: Option<String>,
+    /// How live order updates are learned: `push` (the broker's order stream —
+    /// Kite's postbacks on its ticker socket — with polling as the fallback) or `poll` only.
+    #[serde(default)]
+    pub order_updates: OrderUpdates,
     /// Name of the credentials (environment `TRADEHOST_<NAME>_API_KEY`, …, or
     /// `[accounts.<name>]` in the secrets file); default: the account id.
     #[serde(default)]
@@ -172,6 +176,17 @@ pub struct AccountNotify {
 
 /// The brokers an account may name.
 pub const BROKERS: [&str; 4] = ["paper", "openalgo", "kite", "upstox"];
+
+/// How an account's live order updates are learned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderUpdates {
+    /// Pushed by the broker where it can (polling stays as the fallback).
+    #[default]
+    Push,
+    /// Polled every `[live] poll_ms` only.
+    Poll,
+}
 
 /// The brokers whose market-data WebSocket a `broker` source can read.
 pub const FEED_BROKERS: [&str; 3] = ["kite", "upstox", "openalgo"];

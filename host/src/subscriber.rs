@@ -143,6 +143,7 @@ mod tests {
             broker: Spanned::new(0..0, "paper".into()),
             base_url: None,
             ws_url: None,
+            order_updates: crate::config::OrderUpdates::Push,
             credentials: None,
             market_protection_pct: dec!(2),
             notify: None,

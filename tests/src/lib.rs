@@ -289,10 +289,19 @@ pub fn check_positions(db: &rusqlite::Connection) {
 /// When the params are refused (a test's own mistake).
 #[must_use]
 pub fn native_ma_signals(seed: u64, days: u32, params: &[(String, String)]) -> usize {
+    native_ma_signals_for(seed, days, 21_700.0, params)
+}
+
+/// Signals of native ma-crossover on the seeded synthetic series starting at `start_price`.
+///
+/// # Panics
+/// Params the strategy refuses.
+#[must_use]
+pub fn native_ma_signals_for(seed: u64, days: u32, start_price: f64, params: &[(String, String)]) -> usize {
     use tradehost::engine::{Native, StrategyRunner, sdk_bar};
     use tradehost::market::source::{MarketEvent, synthetic_events};
     let mut ma = Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", params).expect("params");
-    synthetic_events(&["NIFTY".to_owned()], seed, days, 21_700.0, false, 60)
+    synthetic_events(&["NIFTY".to_owned()], seed, days, start_price, false, 60)
         .iter()
         .map(|e| match e {
             MarketEvent::Candle { bar, .. } => ma.on_candle("NIFTY", 60, &sdk_bar(bar)).map_or(0, |s| s.len()),

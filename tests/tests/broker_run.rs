@@ -153,3 +153,129 @@ async fn a_live_kite_feed_trades_on_paper_and_replays_the_same() {
     assert_eq!(replay_fills[..live_fills.len().min(replay_fills.len())], live_fills[..live_fills.len().min(replay_fills.len())]);
     assert!(replay_fills.len().abs_diff(live_fills.len()) <= 1, "the same fills (the last order may wait for a price the live run stopped before)");
 }
+
+/// Live mode with nothing but the broker: ticks from a local Kite ticker, orders to a local
+/// Kite Connect server, and fills learned from the order postbacks the ticker pushes. Polling
+/// is set to ten minutes, so every fill after the first can only come from a push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mode_on_broker_sockets_learns_fills_from_postbacks() {
+    use tradehost_tests::brokers::{Flavor, MockServer};
+    use tradehost_tests::kite_ticker::Full;
+    const RELIANCE: u32 = 738_561;
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kite-instruments.csv"), KITE_INSTRUMENTS).unwrap();
+    let text = format!(
+        r#"[host]
+plugin_dir = {plugins:?}
+journal = {journal:?}
+heartbeat_secs = 1
+
+[live]
+timeout_ms = 2000
+poll_ms = 600000
+instruments = {{ kite = "kite-instruments.csv" }}
+
+[[accounts]]
+id = "kite-1"
+broker = "kite"
+base_url = "{rest}"
+ws_url = "{ws}"
+capital = 10000000
+sizing = {{ kind = "fixed", qty = 10 }}
+product = "cnc"
+
+[[pipelines]]
+id = "reliance-live"
+plugin = "ma_crossover.wasm"
+symbols = ["RELIANCE"]
+accounts = ["kite-1"]
+source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs = 0 }}
+[pipelines.params]
+fast = 5
+slow = 20
+"#,
+        plugins = plugin_dir().display().to_string(),
+        journal = dir.path().join("journal.sqlite").display().to_string(),
+        rest = rest.url,
+        ws = ticker.url(),
+    );
+    let cfg = dir.path().join("pipelines.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Reaper(Some(
+        Command::new(tradehost_bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env_remove("REDIS_URL")
+            .env_remove("TRADEHOST_SECRETS")
+            .env("TRADING_MODE", "live")
+            .env("RUST_LOG", "warn")
+            .env("TRADEHOST_KITE_1_API_KEY", "key1")
+            .env("TRADEHOST_KITE_1_ACCESS_TOKEN", "tok1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let pid = child.0.as_ref().map(std::process::Child::id).unwrap_or_default();
+    // Two connections: the pipeline's feed (subscribing RELIANCE) and the order stream (subscribing nothing).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ticker.seen(|s| s.connections) < 2 || !ticker.seen(|s| s.requests.values().any(|r| r.len() >= 2)) {
+        assert!(Instant::now() < deadline, "the run did not open its feed and its order stream");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let subscribed: Vec<serde_json::Value> = ticker.seen(|s| s.requests.values().flatten().cloned().collect());
+    assert!(subscribed.contains(&serde_json::json!({ "a": "subscribe", "v": [RELIANCE] })), "{subscribed:?}");
+
+    let events = synthetic_events(&["RELIANCE".to_owned()], 4, 1, 1_300.0, false, 60);
+    let mut pushed = std::collections::HashSet::new();
+    let journal = dir.path().join("journal.sqlite");
+    let postbacks = |pushed: &mut std::collections::HashSet<String>| {
+        // Kite's postback for every order the broker has completed-or-open that we have not told of yet.
+        let orders: Vec<(String, Option<String>)> = rest.state().orders.iter().map(|o| (o.id.clone(), o.tag.clone())).collect();
+        for (id, tag) in orders {
+            if pushed.insert(id.clone()) {
+                let data = serde_json::json!({ "order_id": id, "status": "COMPLETE", "tag": tag, "tradingsymbol": "RELIANCE", "exchange": "NSE", "filled_quantity": 10, "pending_quantity": 0 });
+                ticker.push(Push::Text(serde_json::json!({ "type": "order", "data": data }).to_string()));
+            }
+        }
+    };
+    for e in &events {
+        let MarketEvent::Candle { bar, .. } = e else { continue };
+        let secs = u32::try_from(bar.ts_ms / 1000).unwrap();
+        let paise = |d: rust_decimal::Decimal| u32::try_from((d * rust_decimal::Decimal::from(100)).trunc().mantissa()).unwrap();
+        rest.state().ltp.insert("RELIANCE".into(), bar.close);
+        let packets: Vec<Vec<u8>> = [(bar.open, 0), (bar.high, 15), (bar.low, 30), (bar.close, 59)]
+            .iter()
+            .map(|(p, s)| Full { token: RELIANCE, last_paise: paise(*p), volume: 1_000 + secs % 1_000, oi: 0, exchange_secs: secs + s, bid_paise: paise(*p) - 5, ask_paise: paise(*p) + 5 }.packet())
+            .collect();
+        ticker.push(Push::Binary(message(&packets)));
+        // A paced market: a minute every 20 ms, postbacks as orders appear.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        postbacks(&mut pushed);
+    }
+    let native = tradehost_tests::native_ma_signals_for(4, 1, 1_300.0, &[("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())]);
+    assert!(native > 4, "the day has signals: {native}");
+    // Every order the run placed fills, although no poll came in ten minutes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        postbacks(&mut pushed);
+        let placed = rest.state().orders.len() as i64;
+        let filled = count(&journal, "SELECT COUNT(*) FROM fills");
+        if placed > 2 && filled == placed && count(&journal, "SELECT COUNT(*) FROM decisions") == native as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{filled} of {placed} orders filled; {} of {native} signals decided", count(&journal, "SELECT COUNT(*) FROM decisions"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each order was placed once and read at most a few times: pushes, not polls.
+    let polls: u32 = rest.state().orders.iter().map(|o| o.polls).max().unwrap_or(0);
+    assert!(polls <= 3, "an order was read {polls} times");
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("order_update") && stdout.contains("order_stream_connected"), "{stdout}");
+    assert!(!stdout.contains("tok1") && !String::from_utf8_lossy(&out.stderr).contains("tok1"), "the token never printed");
+}

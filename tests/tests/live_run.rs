@@ -22,7 +22,7 @@ const OPENALGO_KEY: &str = "openalgo-apikey-e2e-6620";
 const BOT_TOKEN: &str = "123456:telegram-bot-token-e2e";
 
 /// The repository's `pipelines.toml`, with its accounts on live brokers and shorter days.
-fn bundled_config_live(dir: &Path, kite: &str, upstox: &str, openalgo: &str, telegram: &str) -> std::path::PathBuf {
+fn bundled_config_live(dir: &Path, kite: &str, kite_ws: &str, upstox: &str, openalgo: &str, telegram: &str) -> std::path::PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let text = std::fs::read_to_string(repo.join("pipelines.toml")).expect("the bundled pipelines.toml");
     let mut text = text
@@ -31,7 +31,7 @@ fn bundled_config_live(dir: &Path, kite: &str, upstox: &str, openalgo: &str, tel
         .replace("days = 10", "days = 3")
         .replace("days = 2", "days = 1");
     let brokers = [
-        ("paper-long", format!("broker = \"kite\"\nbase_url = \"{kite}\"\ncredentials = \"kite-main\"\nnotify = {{ telegram_chat = \"1001\", events = [\"fill\", \"token_expired\"] }}")),
+        ("paper-long", format!("broker = \"kite\"\nbase_url = \"{kite}\"\nws_url = \"{kite_ws}\"\ncredentials = \"kite-main\"\nnotify = {{ telegram_chat = \"1001\", events = [\"fill\", \"token_expired\"] }}")),
         ("paper-bank", format!("broker = \"upstox\"\nbase_url = \"{upstox}\"")),
         ("paper-intraday", format!("broker = \"openalgo\"\nbase_url = \"{openalgo}\"")),
         ("paper-fno", format!("broker = \"openalgo\"\nbase_url = \"{openalgo}\"")),
@@ -94,7 +94,10 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let config = bundled_config_live(dir.path(), &kite.url, &upstox.url, &openalgo.url, &telegram.url);
+    // Kite's ticker too: the order stream (postbacks) runs beside the polling this test relies on.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ticker = rt.block_on(tradehost_tests::kite_ticker::KiteTicker::start(KITE_KEY, KITE_TOKEN));
+    let config = bundled_config_live(dir.path(), &kite.url, &ticker.url(), &upstox.url, &openalgo.url, &telegram.url);
     std::fs::write(dir.path().join("secrets.toml"), format!("[accounts.kite-main]\napi_key = \"{KITE_KEY}\"\naccess_token = \"{KITE_TOKEN}\"\n\n[telegram]\nbot_token = \"{BOT_TOKEN}\"\n")).unwrap();
     let mut child = Command::new(tradehost_bin())
         .args(["run", "--until-idle", "1", "--config"])
@@ -200,6 +203,8 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     assert!(named("broker_retry").iter().any(|e| e["account"] == "paper-bank" && e["reason"].as_str().unwrap_or_default().starts_with("rate limited")));
     assert!(named("broker_retry").iter().any(|e| e["reason"] == "timed out"), "the slow OpenAlgo placement was retried by looking first");
     assert_eq!(named("token_expired").len(), 1);
+    assert!(named("order_stream_connected").iter().any(|e| e["account"] == "paper-long"), "Kite's order postbacks are followed beside the polling");
+    assert_eq!(ticker.seen(|s| s.refused), 0, "the order stream connected with the account's credentials");
     // Reconciliation at the start: the hand-bought SBIN at Upstox is flagged; the others agree.
     let mismatches = named("position_mismatch");
     assert_eq!(mismatches.len(), 1, "{mismatches:?}");
@@ -238,7 +243,7 @@ fn collector_handle(collector: &Collector) -> impl Fn() -> Vec<(String, serde_js
 fn live_mode_refuses_to_start_without_credentials_or_a_session() {
     let kite = MockServer::start(Flavor::Kite, KITE_KEY, KITE_TOKEN);
     let dir = tempfile::tempdir().unwrap();
-    let config = bundled_config_live(dir.path(), &kite.url, "http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9");
+    let config = bundled_config_live(dir.path(), &kite.url, "ws://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9");
     let run = |envs: &[(&str, &str)]| {
         let mut cmd = Command::new(tradehost_bin());
         cmd.args(["run", "--config"]).arg(&config).env("TRADING_MODE", "live").env_remove("REDIS_URL").env_remove("TRADEHOST_SECRETS");

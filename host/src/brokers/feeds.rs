@@ -2,6 +2,8 @@
 //! credentials, its feed address, and each symbol's token from the
 //! instrument master, made into a [`FeedPlan`] for the market stage.
 //!
+//! It also follows the order updates brokers push ([`order_streams`]).
+//!
 //! Credentials are read again for every connection (a token renewed in the
 //! environment, the secrets file or by a `token` command is used on the next
 //! reconnect) and go only into the address handed to the socket.
@@ -12,10 +14,13 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{Mutex, watch};
 
 use super::instruments::InstrumentMaster;
+use super::live::LiveRouter;
 use super::{kite, upstox};
 use super::secrets::{Secret, SecretStore};
 use crate::bus::Bus;
-use crate::config::Config;
+use crate::config::{Config, OrderUpdates};
+use crate::market::feed::FeedItem;
+use crate::market::feed::socket::{self, SocketEvent, SocketSettings};
 use crate::market::feed::openalgo as openalgo_feed;
 use crate::market::feed::{Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
 
@@ -40,6 +45,8 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
     let instruments = match wire {
         // OpenAlgo names instruments by its own symbols, which ours are: no master to read.
         Wire::OpenAlgo => symbols.iter().map(|s| (s.clone(), openalgo_feed::instrument(s))).collect(),
+        // An order stream subscribes nothing: no master needed.
+        Wire::Kite | Wire::Upstox if symbols.is_empty() => Vec::new(),
         Wire::Kite | Wire::Upstox => tokens_from_master(config, master, loaded, &broker, account, symbols).await?,
     };
     let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new("."))).map_err(|e| e.to_string())?;
@@ -119,4 +126,56 @@ async fn tokens_from_master(config: &Config, master: &InstrumentMaster, loaded: 
         return Err(format!("account {account}: not in the {broker} instrument master: {}", unknown.join(", ")));
     }
     Ok(instruments)
+}
+
+/// What an order stream reports, for the events channel.
+pub type StreamEvents = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Sync>;
+
+/// Follow the order updates each live account's broker pushes (Kite: order
+/// postbacks on a ticker connection of its own, subscribed to nothing), for
+/// accounts with `order_updates = "push"`. A pushed update makes the router
+/// read that account's working orders at once (the broker's status call stays
+/// the one the journal trusts), and so does every (re)connect, so orders that
+/// changed while the stream was down are synced. Polling goes on as the fallback.
+#[must_use]
+pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus: Bus, router: &LiveRouter, tokens: TokenOverrides, on_event: StreamEvents) -> Vec<tokio::task::JoinHandle<()>> {
+    let resolve = resolver(configs, bus, tokens);
+    let mut tasks = Vec::new();
+    for (account, broker) in router.brokers() {
+        let push = config.account(account).is_some_and(|a| a.order_updates == OrderUpdates::Push);
+        // Kite pushes order updates on its ticker; the others are polled here.
+        if !push || broker.name() != "kite" {
+            continue;
+        }
+        let (resolve, router, on_event, account) = (resolve.clone(), router.clone(), on_event.clone(), account.clone());
+        tasks.push(tokio::spawn(async move {
+            let plan = match resolve(account.clone(), Vec::new()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    on_event("error", serde_json::json!({ "source": format!("order stream of {account}"), "error": e }));
+                    return;
+                }
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let sockets = tokio::spawn(socket::run(plan, SocketSettings::default(), tx));
+            while let Some(event) = rx.recv().await {
+                match event {
+                    SocketEvent::Item(FeedItem::Order(update)) => {
+                        router.poke(&account);
+                        let field = |k: &str| update.get(k).cloned().unwrap_or(serde_json::Value::Null);
+                        on_event("order_update", serde_json::json!({ "account": account, "order_id": field("order_id"), "status": field("status"), "tag": field("tag") }));
+                    }
+                    SocketEvent::Up { reconnect, .. } => {
+                        router.poke(&account);
+                        on_event("order_stream_connected", serde_json::json!({ "account": account, "reconnect": reconnect }));
+                    }
+                    SocketEvent::Down { reason, .. } => on_event("order_stream_down", serde_json::json!({ "account": account, "reason": reason })),
+                    SocketEvent::Item(FeedItem::BrokerError(e)) => on_event("error", serde_json::json!({ "source": format!("order stream of {account}"), "error": crate::bus::message::printable(&e, 300) })),
+                    SocketEvent::Item(FeedItem::Tick(_)) | SocketEvent::Malformed { .. } => {}
+                }
+            }
+            sockets.abort();
+        }));
+    }
+    tasks
 }

@@ -14,7 +14,8 @@
 //!   cannot be made is retried; the order is never placed blind;
 //! - on a token error, pauses this account only (others go on), raises an
 //!   alert, keeps its orders, and resumes when a new token arrives;
-//! - polls its working orders until they are filled, rejected or cancelled.
+//! - polls its working orders until they are filled, rejected or cancelled,
+//!   and reads them at once when the broker pushes an order update ([`LiveRouter::poke`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -215,6 +216,8 @@ impl Default for RouterSettings {
 enum Msg {
     Order(LiveOrder),
     Token(Secret),
+    /// The broker pushed an order update (or a stream reconnected): read the working orders now.
+    Poke,
 }
 
 /// The workers of every live account.
@@ -267,6 +270,12 @@ impl LiveRouter {
     /// A new token for `account` (from a `token` command). False for an account it does not route.
     pub fn token(&self, account: &str, token: Secret) -> bool {
         self.senders.get(account).is_some_and(|tx| tx.send(Msg::Token(token)).is_ok())
+    }
+
+    /// The broker pushed an order update for `account`, or its stream (re)connected:
+    /// its working orders are read now instead of at the next poll. False for an account it does not route.
+    pub fn poke(&self, account: &str) -> bool {
+        self.senders.get(account).is_some_and(|tx| tx.send(Msg::Poke).is_ok())
     }
 
     /// Orders handed over and not yet finished (filled, rejected, cancelled).
@@ -350,6 +359,13 @@ impl Worker {
                         }
                         None => queue.push_back(o),
                     },
+                    Some(Msg::Poke) => {
+                        // What the push said is read back from the broker's order book: the
+                        // status call is the one the journal trusts, polled or pushed.
+                        if !working.is_empty() && self.paused.is_none() {
+                            self.poll(&mut working).await;
+                        }
+                    }
                     Some(Msg::Token(token)) => {
                         self.link.broker.set_token(token);
                         match self.link.broker.check_session().await {

@@ -637,6 +637,17 @@ struct HeldPrices {
     since: tokio::time::Instant,
 }
 
+/// Ends its tasks when dropped (the order streams end with the orders role).
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn orders_role(
     config: Arc<Config>,
@@ -665,6 +676,19 @@ async fn orders_role(
             r.send(order);
         }
     }
+    // Order updates the brokers push; each (re)connection also syncs the open orders.
+    let stream_tokens = crate::brokers::feeds::TokenOverrides::default();
+    let _streams = AbortOnDrop(match &router {
+        Some(r) => {
+            let ev = events.clone();
+            let on_event: crate::brokers::feeds::StreamEvents = Arc::new(move |kind, body| {
+                let ev = ev.clone();
+                tokio::spawn(async move { ev.emit(kind, body).await });
+            });
+            crate::brokers::feeds::order_streams(&config, configs.clone(), bus.clone(), r, stream_tokens.clone(), on_event)
+        }
+        None => Vec::new(),
+    });
     let summary = |om: &OrderManager| -> anyhow::Result<Value> { Ok(json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? })) };
     if !ensure_group(&bus, &mut life.shutdown).await {
         return summary(&om);
@@ -755,6 +779,10 @@ async fn orders_role(
                 // A Redis subscription reconnects by itself; `None` only when the bus is gone.
                 let Some((_, payload)) = msg else { break };
                 if let Ok(cmd) = CommandMessage::parse(&payload) {
+                    if let (true, Some(account), Some(token), Ok(mut t)) = (cmd.cmd == "token", cmd.account.clone(), cmd.access_token.clone(), stream_tokens.write()) {
+                        // The order streams use it on their next connection; the router below checks it.
+                        t.insert(account, token);
+                    }
                     if cmd.cmd == "reload" {
                         let _ = reload.try_send(cmd.id);
                         continue;

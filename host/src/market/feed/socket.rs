@@ -67,6 +67,10 @@ impl Default for SocketSettings {
 /// # Errors
 /// More instruments than the broker allows one account.
 pub fn shards(wire: Wire, tokens: &[String]) -> Result<Vec<Vec<String>>, String> {
+    if tokens.is_empty() {
+        // A connection for what the broker pushes unasked (Kite's order postbacks).
+        return Ok(vec![Vec::new()]);
+    }
     let per = wire.max_per_connection().max(1);
     let shards: Vec<Vec<String>> = tokens.chunks(per).map(<[String]>::to_vec).collect();
     if shards.len() > wire.max_connections() {
