@@ -357,6 +357,13 @@ pub enum Source {
         /// new entries on its instruments until ticks come again; 0 = never.
         #[serde(default = "stale_secs")]
         stale_secs: u64,
+        /// Take an option-chain snapshot of the first symbol (the underlying) this often,
+        /// seconds; 0 = none. The broker must offer option chains (Upstox does).
+        #[serde(default)]
+        chain_secs: u64,
+        /// The expiry of the chain, `YYYY-MM-DD`; absent: the nearest.
+        #[serde(default)]
+        expiry: Option<String>,
     },
 }
 
@@ -655,6 +662,12 @@ impl Config {
                 }
                 Source::Synthetic { speed, days, .. } if !speed.is_finite() || *speed < 0.0 || *days == 0 => {
                     return err(p.id.span().start, format!("pipelines[{i}].source"), "synthetic needs days of at least 1 and a speed of 0 or more".into());
+                }
+                Source::Broker { expiry: Some(e), .. } if crate::market::clock::parse_date(e).is_none() => {
+                    return err(p.id.span().start, format!("pipelines[{i}].source.expiry"), format!("{e:?}: expected YYYY-MM-DD"));
+                }
+                Source::Broker { account, chain_secs, .. } if *chain_secs > 0 && self.account(account).is_some_and(|a| a.broker.get_ref() != "upstox") => {
+                    return err(p.id.span().start, format!("pipelines[{i}].source.chain_secs"), format!("option chains from the broker are read from upstox accounts; {account:?} is not one"));
                 }
                 Source::Broker { account, .. } => match self.account(account) {
                     None => return err(p.id.span().start, format!("pipelines[{i}].source.account"), format!("unknown account {account:?}")),

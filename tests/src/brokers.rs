@@ -105,6 +105,10 @@ pub struct State {
     pub symbols: HashMap<String, String>,
     /// Upstox: the one-time market-feed address `GET /v3/feed/market-data-feed/authorize` hands out.
     pub feed_url: Option<String>,
+    /// Upstox: the option contracts `GET /v2/option/contract` lists (their `expiry`, …).
+    pub option_contracts: Vec<Value>,
+    /// Upstox: the rows `GET /v2/option/chain` answers, per expiry.
+    pub option_chain: HashMap<String, Vec<Value>>,
     sent_at: VecDeque<std::time::Instant>,
 }
 
@@ -138,6 +142,8 @@ impl MockServer {
             per_second: 1000,
             symbols: HashMap::new(),
             feed_url: None,
+            option_contracts: Vec::new(),
+            option_chain: HashMap::new(),
             sent_at: VecDeque::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -352,6 +358,11 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         (Flavor::Upstox, "GET", "/v3/feed/market-data-feed/authorize") => match &s.feed_url {
             Some(url) => ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url })),
             None => (500, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "feed unavailable" }] }), None),
+        },
+        (Flavor::Upstox, "GET", "/v2/option/contract") => ok_kite(Value::Array(s.option_contracts.clone())),
+        (Flavor::Upstox, "GET", "/v2/option/chain") => match query(&r.path, "expiry_date") {
+            Some(e) => ok_kite(Value::Array(s.option_chain.get(&e).cloned().unwrap_or_default())),
+            None => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1088", "message": "expiry_date is required" }] }), None),
         },
         (Flavor::Upstox, "GET", "/v2/user/profile") => ok_kite(json!({ "user_id": "UP1234", "user_name": "Test Trader", "broker": "UPSTOX", "is_active": true })),
         (Flavor::Upstox, "POST", "/v3/order/place") => {
@@ -568,4 +579,21 @@ fn telegram(s: &mut State, r: &Request) -> Reply {
     s.messages.push((chat.clone(), text.to_owned()));
     let id = s.messages.len();
     (200, json!({ "ok": true, "result": { "message_id": id, "chat": { "id": chat }, "date": 1_700_000_000, "text": text } }), None)
+}
+
+/// One row of Upstox's option chain (`GET /v2/option/chain`) as its documentation shows it.
+#[must_use]
+pub fn upstox_chain_row(expiry: &str, strike: f64, spot: f64, ce: (f64, f64), pe: (f64, f64)) -> Value {
+    let side = |key: &str, (ltp, oi): (f64, f64)| {
+        json!({
+            "instrument_key": key,
+            "market_data": { "ltp": ltp, "volume": 1200, "oi": oi, "close_price": ltp, "bid_price": ltp - 0.05, "bid_qty": 75, "ask_price": ltp + 0.05, "ask_qty": 75, "prev_oi": oi },
+            "option_greeks": { "vega": 10.2, "theta": -5.1, "gamma": 0.001, "delta": 0.5, "iv": 14.3, "pop": 50.0 }
+        })
+    };
+    json!({
+        "expiry": expiry, "pcr": 1.1, "strike_price": strike, "underlying_key": "NSE_INDEX|Nifty 50", "underlying_spot_price": spot,
+        "call_options": side(&format!("NSE_FO|{}", strike as u64 * 10 + 1), ce),
+        "put_options": side(&format!("NSE_FO|{}", strike as u64 * 10 + 2), pe),
+    })
 }

@@ -47,6 +47,10 @@ fn plan(url: &str, instruments: Vec<(String, String)>) -> FeedPlan {
 }
 
 fn start(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecorder>) -> Feed {
+    start_with_chain(plan, stale_secs, recorder, None)
+}
+
+fn start_with_chain(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecorder>, chain: Option<(tradehost::market::feed::ChainSource, Duration)>) -> Feed {
     let (tx, candles) = mpsc::channel(100_000);
     let reports: Reports = Arc::default();
     let stale = StaleSet::default();
@@ -57,6 +61,7 @@ fn start(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecorder>) -> Fee
         stale_secs,
         recorder,
         socket: SocketSettings { idle: Duration::from_secs(5), first_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(200) },
+        chain,
     };
     let (r, s) = (reports.clone(), stale.clone());
     let task = tokio::spawn(async move {
@@ -351,4 +356,61 @@ async fn openalgo_depth_updates_after_authentication() {
     ws.push(Push::Text(serde_json::json!({ "type": "error", "message": "Invalid API key" }).to_string()));
     let errors = feed.wait_report("error", 2).await;
     assert!(serde_json::to_string(&errors).unwrap().contains("Invalid API key"), "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstox_option_chains_come_with_the_ticks() {
+    use tradehost_tests::brokers::{Flavor, MockServer, upstox_chain_row};
+    let ws = KiteTicker::start_with(&[("code", "c1")]).await;
+    let rest = MockServer::start(Flavor::Upstox, "", "up-tok");
+    let today = tradehost::market::clock::format_ist_date(tradehost::bus::message::now_ms());
+    {
+        let mut s = rest.state();
+        s.feed_url = Some(format!("{}/feeds?code=c1", ws.url()));
+        // An expired contract, the nearest live one, and a later one: the nearest on or after today is taken.
+        s.option_contracts = vec![serde_json::json!({ "expiry": "2024-01-04", "instrument_key": "NSE_FO|1" }), serde_json::json!({ "expiry": "2099-12-31", "instrument_key": "NSE_FO|3" }), serde_json::json!({ "expiry": today, "instrument_key": "NSE_FO|2" })];
+        s.option_chain.insert(today.clone(), vec![upstox_chain_row(&today, 21_800.0, 21_712.5, (55.0, 90_000.0), (140.35, 40_000.0)), upstox_chain_row(&today, 21_700.0, 21_712.5, (110.2, 60_000.0), (96.0, 70_000.0))]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("upstox.csv"), UPSTOX_INSTRUMENTS).unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "[accounts.up-1]\naccess_token = \"up-tok\"\n").unwrap();
+    std::fs::set_permissions(&secrets, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
+    let cfg_path = dir.path().join("pipelines.toml");
+    let text = format!(
+        "[live]\ninstruments = {{ upstox = \"upstox.csv\" }}\n\n[[accounts]]\nid = \"up-1\"\nbroker = \"upstox\"\nbase_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"oi_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"up-1\"]\nsource = {{ kind = \"broker\", account = \"up-1\", chain_secs = 1 }}\n",
+        rest.url
+    );
+    std::fs::write(&cfg_path, text).unwrap();
+    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap());
+    let (_keep, configs) = tokio::sync::watch::channel(config);
+    let bus = tradehost::bus::Bus::embedded("t");
+    let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())("up-1".into(), vec!["NIFTY".into()]).await.unwrap();
+    let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())("up-1".into(), "NIFTY".into(), None).await.unwrap();
+    let mut feed = start_with_chain(plan, 0, None, Some((chain, Duration::from_millis(200))));
+    let mut snapshots = Vec::new();
+    while snapshots.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+            Ok(Some(MarketEvent::Chain(c))) => snapshots.push(c),
+            other => panic!("expected option chains, got {other:?}"),
+        }
+    }
+    let c = &snapshots[0];
+    assert_eq!((c.underlying.as_str(), c.spot, c.expiries.len()), ("NIFTY", Decimal::new(217_125, 1), 1));
+    assert_eq!(c.expiries[0].expiry, today, "the nearest expiry on or after today");
+    let strikes: Vec<_> = c.expiries[0].strikes.iter().map(|r| (r.strike, r.ce.map(|l| (l.last, l.oi)), r.pe.map(|l| (l.last, l.oi)))).collect();
+    assert_eq!(
+        strikes,
+        vec![
+            (Decimal::from(21_700), Some((Decimal::new(1102, 1), 60_000)), Some((Decimal::from(96), 70_000))),
+            (Decimal::from(21_800), Some((Decimal::from(55), 90_000)), Some((Decimal::new(14_035, 2), 40_000))),
+        ],
+        "strikes ascending, each side's last price and OI"
+    );
+    let asked: Vec<String> = rest.state().requests.iter().filter(|r| r.path.starts_with("/v2/option/chain")).map(|r| r.path.clone()).collect();
+    assert!(asked.len() >= 2 && asked.iter().all(|p| p.contains("instrument_key=NSE_INDEX%7CNifty+50") || p.contains("instrument_key=NSE_INDEX%7CNifty%2050")), "{asked:?}");
+    // A chain the broker cannot give is reported; the feed goes on.
+    rest.state().option_chain.clear();
+    let errors = feed.wait_report("error", 1).await;
+    assert!(serde_json::to_string(&errors).unwrap().contains("no strikes"), "{errors:?}");
 }

@@ -22,7 +22,8 @@ use crate::config::{Config, OrderUpdates};
 use crate::market::feed::FeedItem;
 use crate::market::feed::socket::{self, SocketEvent, SocketSettings};
 use crate::market::feed::openalgo as openalgo_feed;
-use crate::market::feed::{Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
+use crate::market::feed::{ChainResolver, ChainSource, Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
+use crate::market::{ExpiryChain, OptionChain};
 
 /// Tokens handed over by `token` commands, newest first over the secrets.
 pub type TokenOverrides = Arc<RwLock<HashMap<String, Secret>>>;
@@ -178,4 +179,56 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
         }));
     }
     tasks
+}
+
+/// A chain resolver reading accounts from the newest configuration in `configs`:
+/// Upstox's `/v2/option/chain` for the underlying's instrument key, at the
+/// given expiry or the nearest one (moved to the next after it passes).
+#[must_use]
+pub fn chain_resolver(configs: watch::Receiver<Arc<Config>>, bus: Bus, tokens: TokenOverrides) -> ChainResolver {
+    let master = InstrumentMaster::new(bus);
+    let loaded: Arc<Mutex<HashSet<String>>> = Arc::default();
+    Arc::new(move |account: String, underlying: String, expiry: Option<String>| {
+        let (config, master, loaded, tokens) = (configs.borrow().clone(), master.clone(), loaded.clone(), tokens.clone());
+        Box::pin(async move { chain_source(&config, &master, &loaded, &tokens, &account, underlying, expiry).await })
+    })
+}
+
+async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet<String>>, tokens: &TokenOverrides, account: &str, underlying: String, expiry: Option<String>) -> Result<ChainSource, String> {
+    let a = config.account(account).ok_or_else(|| format!("source account {account:?} is not configured"))?;
+    if a.broker.get_ref() != "upstox" {
+        return Err(format!("account {account}: option chains are read from upstox accounts"));
+    }
+    let key = tokens_from_master(config, master, loaded, "upstox", account, std::slice::from_ref(&underlying)).await?.remove(0).1;
+    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new("."))).map_err(|e| e.to_string())?;
+    let name = a.credentials.clone().unwrap_or_else(|| account.to_owned());
+    let token = tokens.read().ok().and_then(|t| t.get(account).cloned()).or(store.credentials(account, &name).access_token).ok_or_else(|| format!("account {account}: option chains need an access_token"))?;
+    let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
+    let adapter = Arc::new(upstox::Upstox::new(&base, token, std::time::Duration::from_millis(config.live.timeout_ms)).map_err(|e| e.to_string())?);
+    let fixed = expiry.is_some();
+    let chosen = Arc::new(Mutex::new(expiry));
+    let (tokens, id) = (tokens.clone(), account.to_owned());
+    Ok(Arc::new(move || {
+        let (adapter, chosen, key, underlying, tokens, id) = (adapter.clone(), chosen.clone(), key.clone(), underlying.clone(), tokens.clone(), id.clone());
+        Box::pin(async move {
+            if let Some(t) = tokens.read().ok().and_then(|t| t.get(&id).cloned()) {
+                crate::brokers::Broker::set_token(adapter.as_ref(), t);
+            }
+            let now = crate::bus::message::now_ms();
+            let today = crate::market::clock::format_ist_date(now);
+            let expiry = {
+                let mut e = chosen.lock().await;
+                // "Nearest": chosen again once the day passes it.
+                if e.as_ref().is_none_or(|x| !fixed && x.as_str() < today.as_str()) {
+                    *e = adapter.nearest_expiry(&key, &today).await.map_err(|e| format!("expiries of {underlying}: {e}"))?;
+                }
+                e.clone().ok_or_else(|| format!("{underlying} has no option expiry on or after {today}"))?
+            };
+            let (spot, strikes) = adapter.option_chain(&key, &expiry).await.map_err(|e| format!("option chain of {underlying} {expiry}: {e}"))?;
+            if strikes.is_empty() {
+                return Err(format!("option chain of {underlying} {expiry}: no strikes"));
+            }
+            Ok(OptionChain { underlying, ts_ms: now, spot, expiries: vec![ExpiryChain { expiry, strikes }] })
+        })
+    }))
 }

@@ -5,7 +5,8 @@
 //! /v3/order/cancel?order_id=`; `GET /v2/order/details?order_id=` and `GET
 //! /v2/order/retrieve-all` read orders; `GET /v2/user/profile` checks the
 //! session; `GET /v3/feed/market-data-feed/authorize` hands out a one-time
-//! market-feed address. Instruments are named by `instrument_token` (`NSE_EQ|INE…`) from
+//! market-feed address; `GET /v2/option/contract` and `/v2/option/chain`
+//! give an underlying's expiries and its option chain. Instruments are named by `instrument_token` (`NSE_EQ|INE…`) from
 //! the instrument master; our client order id travels in `tag`. Errors are
 //! `{"status":"error","errors":[{"errorCode","message",…}]}`; 401 is an
 //! invalid or expired token. A market order is sent as a limit order at the
@@ -55,6 +56,48 @@ impl Upstox {
             .or_else(|| data["authorizedRedirectUri"].as_str())
             .map(str::to_owned)
             .ok_or_else(|| BrokerError::Protocol("the feed authorize answer has no authorized_redirect_uri".into()))
+    }
+
+    /// The nearest expiry on or after `today` (`YYYY-MM-DD`) of the options on
+    /// `underlying` (an instrument key), from `GET /v2/option/contract`.
+    ///
+    /// # Errors
+    /// The broker's refusal.
+    pub async fn nearest_expiry(&self, underlying: &str, today: &str) -> Result<Option<String>, BrokerError> {
+        let answer = http::send(self.auth(self.client.get(format!("{}/v2/option/contract", self.base)).query(&[("instrument_key", underlying)]))).await?;
+        let data = Self::read(answer)?;
+        let mut expiries: Vec<&str> = data.as_array().map(|a| a.iter().filter_map(|c| c["expiry"].as_str()).filter(|e| *e >= today).collect()).unwrap_or_default();
+        expiries.sort_unstable();
+        Ok(expiries.first().map(|e| (*e).to_owned()))
+    }
+
+    /// The option chain of `underlying` (an instrument key) for `expiry`, from
+    /// `GET /v2/option/chain`: the spot and, per strike, each side's last price, OI and volume.
+    ///
+    /// # Errors
+    /// The broker's refusal, or a strike without a number.
+    pub async fn option_chain(&self, underlying: &str, expiry: &str) -> Result<(rust_decimal::Decimal, Vec<crate::market::StrikeRow>), BrokerError> {
+        use crate::market::{OptionLeg, StrikeRow};
+        use rust_decimal::prelude::FromPrimitive as _;
+        let answer = http::send(self.auth(self.client.get(format!("{}/v2/option/chain", self.base)).query(&[("instrument_key", underlying), ("expiry_date", expiry)]))).await?;
+        let data = Self::read(answer)?;
+        let dec = |v: &Value, what: &str| v.as_f64().and_then(rust_decimal::Decimal::from_f64).map(|d| d.round_dp(4).normalize()).ok_or_else(|| BrokerError::Protocol(format!("option chain of {underlying}: {what} {v} is not a number")));
+        let leg = |side: &Value| -> Result<Option<OptionLeg>, BrokerError> {
+            let m = &side["market_data"];
+            if m.is_null() {
+                return Ok(None);
+            }
+            let whole = |v: &Value| v.as_f64().filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
+            Ok(Some(OptionLeg { last: dec(&m["ltp"], "ltp")?, oi: whole(&m["oi"]), volume: whole(&m["volume"]) }))
+        };
+        let mut spot = rust_decimal::Decimal::ZERO;
+        let mut rows = Vec::new();
+        for row in data.as_array().map(Vec::as_slice).unwrap_or_default() {
+            spot = dec(&row["underlying_spot_price"], "underlying_spot_price")?;
+            rows.push(StrikeRow { strike: dec(&row["strike_price"], "strike_price")?, ce: leg(&row["call_options"])?, pe: leg(&row["put_options"])? });
+        }
+        rows.sort_by(|a, b| a.strike.cmp(&b.strike));
+        Ok((spot, rows))
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

@@ -328,7 +328,10 @@ async fn engine_role(
     let cache = config.resolve(&config.host.journal).parent().map(|d| d.join("plugin-cache")).unwrap_or_else(|| PathBuf::from("plugin-cache"));
     let sandbox = Arc::new(Sandbox::new(SandboxLimits::live())?.with_cache(cache));
     let feed_tokens = crate::brokers::feeds::TokenOverrides::default();
-    let feeds = crate::brokers::feeds::resolver(configs.clone(), bus.clone(), feed_tokens.clone());
+    let feeds = crate::market::feed::BrokerLinks {
+        feed: crate::brokers::feeds::resolver(configs.clone(), bus.clone(), feed_tokens.clone()),
+        chain: crate::brokers::feeds::chain_resolver(configs.clone(), bus.clone(), feed_tokens.clone()),
+    };
     let mut engine = Supervisor::new(config.clone(), sandbox, bus.clone(), events.clone()).with_feeds(feeds);
     engine.start().await;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));

@@ -15,7 +15,7 @@ use super::{Signal, StrategyRunner, sdk_bar, sdk_chain};
 use crate::bus::Bus;
 use crate::bus::message::{Quote, QuotesMessage, SCHEMA_VERSION, SignalMessage};
 use crate::config::{self, Config};
-use crate::market::feed::FeedResolver;
+use crate::market::feed::BrokerLinks;
 use crate::market::feed::socket::SocketSettings;
 use crate::market::recorder::TickRecorder;
 use crate::market::source::{self, BrokerFeedOptions, MarketEvent, StaleSet};
@@ -259,7 +259,7 @@ pub async fn run(
     mut control: watch::Receiver<Control>,
     mut swaps: mpsc::Receiver<Swap>,
     stats: Arc<PipelineStats>,
-    feeds: Option<FeedResolver>,
+    feeds: Option<BrokerLinks>,
 ) -> PipelineEnd {
     let id = spec.id.clone();
     let mut plugin = plugin;
@@ -453,7 +453,7 @@ fn source_name(source: &config::Source) -> &'static str {
 
 /// Run the pipeline's source until it ends; `Err` when it cannot start (a
 /// missing or bad replay file, a feed that cannot subscribe).
-async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Option<FeedResolver>, stale: StaleSet, tx: &mpsc::Sender<MarketEvent>) -> Result<(), String> {
+async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Option<BrokerLinks>, stale: StaleSet, tx: &mpsc::Sender<MarketEvent>) -> Result<(), String> {
     let tf = spec.timeframe_secs;
     match &spec.source {
         config::Source::Replay { files, speed, underlying } => {
@@ -483,15 +483,20 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
             };
             source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error).await.map_err(|e| e.to_string())?;
         }
-        config::Source::Broker { account, stale_secs, .. } => {
-            let resolve = feeds.ok_or_else(|| format!("source account {account}: broker feeds are not available in this process"))?;
-            let plan = resolve(account.clone(), spec.symbols.clone()).await?;
+        config::Source::Broker { account, stale_secs, chain_secs, expiry, .. } => {
+            let links = feeds.ok_or_else(|| format!("source account {account}: broker feeds are not available in this process"))?;
+            let plan = (links.feed)(account.clone(), spec.symbols.clone()).await?;
+            let chain = match (*chain_secs, spec.symbols.first()) {
+                (secs, Some(underlying)) if secs > 0 => Some(((links.chain)(account.clone(), underlying.clone(), expiry.clone()).await?, Duration::from_secs(secs))),
+                _ => None,
+            };
             let options = BrokerFeedOptions {
                 timeframe_secs: tf,
                 rules: spec.guard.clone(),
                 stale_secs: *stale_secs,
                 recorder: spec.record_dir.as_ref().map(|d| TickRecorder::new(d, &spec.id)),
                 socket: SocketSettings::default(),
+                chain,
             };
             let (events2, id) = (events.clone(), spec.id.clone());
             let on_event = move |kind: &'static str, mut body: serde_json::Value| {

@@ -23,7 +23,7 @@ use super::pipeline::{self, Control, PipelineEnd, PipelineSpec, PipelineStats, S
 use crate::bus::Bus;
 use crate::bus::message::CommandMessage;
 use crate::config::Config;
-use crate::market::feed::FeedResolver;
+use crate::market::feed::BrokerLinks;
 use crate::monitor::Events;
 use crate::sandbox::{Plugin, Sandbox};
 
@@ -50,7 +50,7 @@ pub struct Supervisor {
     refusals: HashMap<String, String>,
     slots: BTreeMap<String, Slot>,
     /// Resolves broker sources (set by the caller that knows the brokers).
-    feeds: Option<FeedResolver>,
+    feeds: Option<BrokerLinks>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -70,7 +70,7 @@ impl Supervisor {
 
     /// Let pipelines with a `broker` source resolve their feeds through `feeds`.
     #[must_use]
-    pub fn with_feeds(mut self, feeds: FeedResolver) -> Self {
+    pub fn with_feeds(mut self, feeds: BrokerLinks) -> Self {
         self.feeds = Some(feeds);
         self
     }

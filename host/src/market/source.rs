@@ -20,7 +20,7 @@ use super::session::Session;
 use super::synthetic::{self, CandleSpec};
 use super::{Bar, CandleSeries, MarketData, OptionChain};
 use super::feed::socket::{self, SocketEvent, SocketSettings};
-use super::feed::{FeedItem, FeedPlan};
+use super::feed::{ChainSource, FeedItem, FeedPlan};
 use super::guard::{GuardRules, PriceGuard};
 use super::recorder::TickRecorder;
 use std::collections::HashMap;
@@ -396,7 +396,6 @@ pub async fn redis_feed(
 }
 
 /// How a broker source runs (from its `source = { kind = "broker", … }`).
-#[derive(Debug)]
 pub struct BrokerFeedOptions {
     /// Bar length.
     pub timeframe_secs: u32,
@@ -408,6 +407,14 @@ pub struct BrokerFeedOptions {
     pub recorder: Option<TickRecorder>,
     /// Connection timing.
     pub socket: SocketSettings,
+    /// Option-chain snapshots to take, and how often.
+    pub chain: Option<(ChainSource, Duration)>,
+}
+
+impl std::fmt::Debug for BrokerFeedOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerFeedOptions").field("timeframe_secs", &self.timeframe_secs).field("stale_secs", &self.stale_secs).field("chain_every", &self.chain.as_ref().map(|c| c.1)).finish_non_exhaustive()
+    }
 }
 
 /// Instruments whose feed is stale: their new entries are held until it is fresh.
@@ -462,8 +469,37 @@ pub async fn broker_feed(
     let mut is_stale = false;
     let mut flush = tokio::time::interval(Duration::from_millis(250));
     let (mut malformed, mut refused, mut untimed) = (Counted::default(), Counted::default(), Counted::default());
+    // Option chains are fetched beside the ticks, one request at a time, and handed over as they come.
+    let (chain_tx, mut chains) = mpsc::channel::<Result<OptionChain, String>>(4);
+    let _chain_task = options.chain.take().map(|(fetch, every)| {
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if chain_tx.send(fetch().await).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }))
+    });
+    let mut chain_failures = Counted::default();
+    let mut chains_open = _chain_task.is_some();
     loop {
         tokio::select! {
+            chain = chains.recv(), if chains_open => match chain {
+                Some(Ok(chain)) => {
+                    if tx.send(MarketEvent::Chain(chain)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => {
+                    if let Some(n) = chain_failures.due() {
+                        on_event("error", serde_json::json!({ "source": format!("option chain of {account}"), "error": printable(&e, 300), "failures": n }));
+                    }
+                }
+                None => chains_open = false,
+            },
             event = srx.recv() => {
                 let Some(event) = event else { return Ok(()) };
                 let tick = match event {

@@ -209,3 +209,25 @@ impl fmt::Debug for FeedPlan {
 /// stage implements it (credentials, instrument master) and the engine calls
 /// it when a pipeline with such a source starts.
 pub type FeedResolver = Arc<dyn Fn(String, Vec<String>) -> BoxFuture<Result<FeedPlan, String>> + Send + Sync>;
+
+/// Takes one option-chain snapshot from the broker (the brokers stage builds it).
+pub type ChainSource = Arc<dyn Fn() -> BoxFuture<Result<super::OptionChain, String>> + Send + Sync>;
+
+/// Resolves an option chain for a `broker` source with `chain_secs`: (account,
+/// underlying symbol, expiry or `None` for the nearest) into a [`ChainSource`].
+pub type ChainResolver = Arc<dyn Fn(String, String, Option<String>) -> BoxFuture<Result<ChainSource, String>> + Send + Sync>;
+
+/// What the engine needs from the brokers stage to run `broker` sources.
+#[derive(Clone)]
+pub struct BrokerLinks {
+    /// Ticks.
+    pub feed: FeedResolver,
+    /// Option chains.
+    pub chain: ChainResolver,
+}
+
+impl fmt::Debug for BrokerLinks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BrokerLinks")
+    }
+}
