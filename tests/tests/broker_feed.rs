@@ -387,7 +387,8 @@ async fn upstox_option_chains_come_with_the_ticks() {
     let bus = tradehost::bus::Bus::embedded("t");
     let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())("up-1".into(), vec!["NIFTY".into()]).await.unwrap();
     let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())("up-1".into(), "NIFTY".into(), None).await.unwrap();
-    let mut feed = start_with_chain(plan, 0, None, Some((chain, Duration::from_millis(200))));
+    let rec_dir = tempfile::tempdir().unwrap();
+    let mut feed = start_with_chain(plan, 0, Some(TickRecorder::new(rec_dir.path(), "p")), Some((chain, Duration::from_millis(200))));
     let mut snapshots = Vec::new();
     while snapshots.len() < 2 {
         match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
@@ -413,4 +414,9 @@ async fn upstox_option_chains_come_with_the_ticks() {
     rest.state().option_chain.clear();
     let errors = feed.wait_report("error", 1).await;
     assert!(serde_json::to_string(&errors).unwrap().contains("no strikes"), "{errors:?}");
+    // The recording replays the same snapshots.
+    drop(feed);
+    let day = std::fs::read_dir(rec_dir.path()).unwrap().next().unwrap().unwrap().path();
+    let replayed: Vec<_> = load_replay(&[day], None, 60).unwrap().into_iter().filter_map(|e| if let MarketEvent::Chain(c) = e { Some(c) } else { None }).collect();
+    assert_eq!(replayed[..2], snapshots[..], "recorded chains replay as they came");
 }

@@ -1,10 +1,12 @@
-//! The recorder: what a broker source received, written to daily files so a
-//! live session can be replayed exactly.
+//! The recorder: what a broker source received (ticks and option-chain
+//! snapshots), written to daily files so a live session can be replayed exactly.
 //!
 //! One gzip-compressed CSV per pipeline, IST day and process start,
 //! `<record_dir>/<YYYY-MM-DD>/<pipeline>.<HHMMSSmmm>.ticks.csv.gz`, with the columns
 //! `ts_ms,instrument,last,bid,ask,day_volume,oi,refused` (`refused` is empty
-//! for a tick that was believed, else why the guard refused it). CSV.gz was
+//! for a tick that was believed, else why the guard refused it), and beside it
+//! `….chains.csv.gz` with `ts_ms,underlying,spot,expiry,strike,option_type,last,oi,volume`,
+//! a row per strike and side of each snapshot. CSV.gz was
 //! chosen over Parquet: a tick is appended as it arrives, a file written by
 //! a process that is killed stays readable up to its last flush (gzip members
 //! are flushed every second), and `flate2` is small next to `arrow`. Each
@@ -23,38 +25,32 @@ use rust_decimal::Decimal;
 
 use super::clock::format_ist_date;
 use super::feed::FeedTick;
+use super::{ExpiryChain, OptionChain, OptionLeg, StrikeRow};
 
 /// The header of a tick file.
 pub const TICK_HEADER: &str = "ts_ms,instrument,last,bid,ask,day_volume,oi,refused";
 
-/// Appends one pipeline's ticks to its file of the day.
+/// The header of an option-chain file: one row per strike and side of each snapshot.
+pub const CHAIN_HEADER: &str = "ts_ms,underlying,spot,expiry,strike,option_type,last,oi,volume";
+
+/// One gzip CSV per IST day, opened on the first line, flushed on demand.
 #[derive(Debug)]
-pub struct TickRecorder {
+struct DailyFile {
     dir: PathBuf,
-    name: String,
+    /// `<pipeline>.<start>.<kind>.csv.gz`.
+    stem: String,
+    header: &'static str,
     day: String,
-    started: String,
     out: Option<GzEncoder<File>>,
     dirty: bool,
 }
 
-impl TickRecorder {
-    /// A recorder writing `<dir>/<day>/<name>.ticks.csv.gz`; nothing is opened until the first tick.
-    #[must_use]
-    pub fn new(dir: &Path, name: &str) -> Self {
-        let now = crate::bus::message::now_ms();
-        let hms = super::clock::format_iso_ist(now).get(11..19).unwrap_or("000000").replace(':', "");
-        let started = format!("{hms}{:03}", now.rem_euclid(1000));
-        Self { dir: dir.to_owned(), name: name.to_owned(), day: String::new(), started, out: None, dirty: false }
+impl DailyFile {
+    fn path(&self, now_ms: i64) -> PathBuf {
+        self.dir.join(format_ist_date(now_ms)).join(&self.stem)
     }
 
-    /// The file of the IST day of `now_ms`.
-    #[must_use]
-    pub fn path(&self, now_ms: i64) -> PathBuf {
-        self.dir.join(format_ist_date(now_ms)).join(format!("{}.{}.ticks.csv.gz", self.name, self.started))
-    }
-
-    fn open(&mut self, now_ms: i64) -> std::io::Result<&mut GzEncoder<File>> {
+    fn write_line(&mut self, now_ms: i64, line: &str) -> std::io::Result<()> {
         let day = format_ist_date(now_ms);
         if self.out.is_none() || day != self.day {
             self.close()?;
@@ -66,35 +62,18 @@ impl TickRecorder {
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             let mut enc = GzEncoder::new(file, Compression::fast());
             if fresh {
-                writeln!(enc, "{TICK_HEADER}")?;
+                writeln!(enc, "{}", self.header)?;
             }
             self.day = day;
             self.out = Some(enc);
         }
-        self.out.as_mut().ok_or_else(|| std::io::Error::other("recorder not open"))
-    }
-
-    /// Record `tick` of `instrument`, received at `now_ms` (host clock, picks the day's file).
-    ///
-    /// # Errors
-    /// The file cannot be created or written.
-    pub fn record(&mut self, now_ms: i64, instrument: &str, tick: &FeedTick, refused: Option<&str>) -> std::io::Result<()> {
-        let opt = |d: Option<Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
-        let num = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
-        // The refusal is free text: commas and quotes would break the row.
-        let refused = refused.map(|r| r.replace([',', '"', '\n', '\r'], " ")).unwrap_or_default();
-        let line = format!("{},{instrument},{},{},{},{},{},{refused}", tick.ts_ms.unwrap_or(0), tick.last, opt(tick.bid), opt(tick.ask), num(tick.day_volume), num(tick.oi));
-        let out = self.open(now_ms)?;
+        let out = self.out.as_mut().ok_or_else(|| std::io::Error::other("recorder not open"))?;
         writeln!(out, "{line}")?;
         self.dirty = true;
         Ok(())
     }
 
-    /// Make what was recorded readable even if the process dies now.
-    ///
-    /// # Errors
-    /// The file cannot be written.
-    pub fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> std::io::Result<()> {
         if self.dirty {
             if let Some(out) = self.out.as_mut() {
                 out.flush()?;
@@ -113,9 +92,73 @@ impl TickRecorder {
     }
 }
 
-impl Drop for TickRecorder {
+impl Drop for DailyFile {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+/// Appends one pipeline's ticks and option chains to its files of the day.
+#[derive(Debug)]
+pub struct TickRecorder {
+    ticks: DailyFile,
+    chains: DailyFile,
+}
+
+impl TickRecorder {
+    /// A recorder writing `<dir>/<day>/<name>.<start>.ticks.csv.gz` (and `.chains.csv.gz`); nothing is opened until the first line.
+    #[must_use]
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let now = crate::bus::message::now_ms();
+        let hms = super::clock::format_iso_ist(now).get(11..19).unwrap_or("000000").replace(':', "");
+        let started = format!("{hms}{:03}", now.rem_euclid(1000));
+        let file = |kind: &str, header| DailyFile { dir: dir.to_owned(), stem: format!("{name}.{started}.{kind}.csv.gz"), header, day: String::new(), out: None, dirty: false };
+        Self { ticks: file("ticks", TICK_HEADER), chains: file("chains", CHAIN_HEADER) }
+    }
+
+    /// The tick file of the IST day of `now_ms`.
+    #[must_use]
+    pub fn path(&self, now_ms: i64) -> PathBuf {
+        self.ticks.path(now_ms)
+    }
+
+    /// Record `tick` of `instrument`, received at `now_ms` (host clock, picks the day's file).
+    ///
+    /// # Errors
+    /// The file cannot be created or written.
+    pub fn record(&mut self, now_ms: i64, instrument: &str, tick: &FeedTick, refused: Option<&str>) -> std::io::Result<()> {
+        let opt = |d: Option<Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
+        let num = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+        // The refusal is free text: commas and quotes would break the row.
+        let refused = refused.map(|r| r.replace([',', '"', '\n', '\r'], " ")).unwrap_or_default();
+        let line = format!("{},{instrument},{},{},{},{},{},{refused}", tick.ts_ms.unwrap_or(0), tick.last, opt(tick.bid), opt(tick.ask), num(tick.day_volume), num(tick.oi));
+        self.ticks.write_line(now_ms, &line)
+    }
+
+    /// Record an option-chain snapshot, taken at `now_ms`.
+    ///
+    /// # Errors
+    /// The file cannot be created or written.
+    pub fn record_chain(&mut self, now_ms: i64, chain: &OptionChain) -> std::io::Result<()> {
+        for e in &chain.expiries {
+            for row in &e.strikes {
+                for (kind, leg) in [("CE", row.ce), ("PE", row.pe)] {
+                    let Some(leg) = leg else { continue };
+                    let line = format!("{},{},{},{},{},{kind},{},{},{}", chain.ts_ms, chain.underlying, chain.spot, e.expiry, row.strike, leg.last, leg.oi, leg.volume);
+                    self.chains.write_line(now_ms, &line)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make what was recorded readable even if the process dies now.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.ticks.flush()?;
+        self.chains.flush()
     }
 }
 
@@ -172,7 +215,8 @@ pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
     match lines.next() {
         Some((_, Ok(h))) if h == TICK_HEADER => {}
         Some((_, Ok(h))) => return Err(err(1, "header", format!("expected {TICK_HEADER:?}, found {:?}", crate::bus::message::printable(&h, 120)))),
-        Some((_, Err(e))) => return Err(err(1, "header", e.to_string())),
+        // Killed before its first flush: nothing whole was recorded.
+        Some((_, Err(_))) => return Ok(Vec::new()),
         None => return Ok(out),
     }
     for (i, line) in lines {
@@ -202,6 +246,62 @@ pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
     Ok(out)
 }
 
+/// Whether `path` names a recorded option-chain file.
+#[must_use]
+pub fn is_chain_file(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(".chains.csv.gz")
+}
+
+/// Read the snapshots of a recorded option-chain file, in the order they were taken.
+/// A file cut short by a killed process is read up to its last whole row.
+///
+/// # Errors
+/// A file that cannot be opened, a wrong header, or a row that does not parse, named by line and column.
+pub fn read_chains(path: &Path) -> Result<Vec<OptionChain>, TickFileError> {
+    let err = |line: usize, field: &str, message: String| TickFileError { path: path.to_owned(), line, field: field.to_owned(), message };
+    let file = File::open(path).map_err(|e| err(0, "file", e.to_string()))?;
+    let mut lines = BufReader::new(MultiGzDecoder::new(file)).lines().enumerate();
+    match lines.next() {
+        Some((_, Ok(h))) if h == CHAIN_HEADER => {}
+        Some((_, Ok(h))) => return Err(err(1, "header", format!("expected {CHAIN_HEADER:?}, found {:?}", crate::bus::message::printable(&h, 120)))),
+        // Killed before its first flush: nothing whole was recorded.
+        Some((_, Err(_))) => return Ok(Vec::new()),
+        None => return Ok(Vec::new()),
+    }
+    let mut out: Vec<OptionChain> = Vec::new();
+    for (i, line) in lines {
+        let Ok(line) = line else { break };
+        let n = i + 1;
+        let cols: Vec<&str> = line.split(',').collect();
+        let [ts, underlying, spot, expiry, strike, kind, last, oi, volume] = cols.as_slice() else {
+            return Err(err(n, "row", format!("{} columns, expected 9", cols.len())));
+        };
+        let dec = |field: &str, v: &str| v.parse::<Decimal>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
+        let int = |field: &str, v: &str| v.parse::<u64>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
+        let ts: i64 = ts.parse().map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?;
+        let (strike, leg) = (dec("strike", strike)?, OptionLeg { last: dec("last", last)?, oi: int("oi", oi)?, volume: int("volume", volume)? });
+        let same = out.last().is_some_and(|c| c.ts_ms == ts && c.underlying == *underlying);
+        if !same {
+            out.push(OptionChain { underlying: (*underlying).to_owned(), ts_ms: ts, spot: dec("spot", spot)?, expiries: Vec::new() });
+        }
+        let Some(chain) = out.last_mut() else { continue };
+        if chain.expiries.last().is_none_or(|e| e.expiry != *expiry) {
+            chain.expiries.push(ExpiryChain { expiry: (*expiry).to_owned(), strikes: Vec::new() });
+        }
+        let Some(exp) = chain.expiries.last_mut() else { continue };
+        if exp.strikes.last().is_none_or(|r| r.strike != strike) {
+            exp.strikes.push(StrikeRow { strike, ce: None, pe: None });
+        }
+        let Some(row) = exp.strikes.last_mut() else { continue };
+        match *kind {
+            "CE" => row.ce = Some(leg),
+            "PE" => row.pe = Some(leg),
+            other => return Err(err(n, "option_type", format!("{other:?}: expected CE or PE"))),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +326,30 @@ mod tests {
         assert_eq!(ticks.iter().map(|t| (t.ts_ms - t0, t.last)).collect::<Vec<_>>(), vec![(0, Decimal::from(100)), (2, Decimal::from(101))]);
         assert_eq!(ticks[0].bid, Some(Decimal::from(99)));
         assert!(path.to_string_lossy().contains("2024-01-01"));
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn chains_are_read_back_as_they_were_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let leg = |last: i64, oi: u64| Some(OptionLeg { last: Decimal::from(last), oi, volume: 5 });
+        let chain = |ts: i64, spot: i64| OptionChain {
+            underlying: "NIFTY".into(),
+            ts_ms: ts,
+            spot: Decimal::from(spot),
+            expiries: vec![ExpiryChain { expiry: "2024-01-04".into(), strikes: vec![StrikeRow { strike: Decimal::from(21_700), ce: leg(110, 60_000), pe: leg(96, 70_000) }, StrikeRow { strike: Decimal::from(21_800), ce: leg(55, 90_000), pe: None }] }],
+        };
+        let t0 = 1_704_080_700_000;
+        let mut r = TickRecorder::new(dir.path(), "p");
+        let (a, b) = (chain(t0, 21_712), chain(t0 + 60_000, 21_750));
+        r.record_chain(t0, &a).unwrap();
+        r.record_chain(t0, &b).unwrap();
+        drop(r);
+        let file = std::fs::read_dir(dir.path().join(format_ist_date(t0))).unwrap().map(|e| e.unwrap().path()).find(|p| is_chain_file(p)).unwrap();
+        assert_eq!(read_chains(&file).unwrap(), vec![a, b]);
     }
 }

@@ -93,6 +93,10 @@ pub fn load_replay(files: &[PathBuf], underlying: Option<&PathBuf>, timeframe_se
             ticks.extend(super::recorder::read_ticks(file)?);
             continue;
         }
+        if super::recorder::is_chain_file(file) {
+            events.extend(super::recorder::read_chains(file)?.into_iter().map(MarketEvent::Chain));
+            continue;
+        }
         let options = LoadOptions { session, underlying: underlying.clone(), ..LoadOptions::default() };
         match load(file, &options)?.data {
             MarketData::Candles(series) => events.extend(candle_events(&series, timeframe_secs)),
@@ -105,13 +109,13 @@ pub fn load_replay(files: &[PathBuf], underlying: Option<&PathBuf>, timeframe_se
     Ok(events)
 }
 
-/// The files to replay: a folder stands for the recorded tick files in it.
+/// The files to replay: a folder stands for the recorded tick and chain files in it.
 fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
     let mut out = Vec::new();
     for file in files {
         if file.is_dir() {
             let listing = std::fs::read_dir(file).map_err(|e| MarketDataError::Io { path: file.clone(), source: e })?;
-            let mut found: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| super::recorder::is_tick_file(p)).collect();
+            let mut found: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| super::recorder::is_tick_file(p) || super::recorder::is_chain_file(p)).collect();
             found.sort();
             out.extend(found);
         } else {
@@ -489,6 +493,12 @@ pub async fn broker_feed(
         tokio::select! {
             chain = chains.recv(), if chains_open => match chain {
                 Some(Ok(chain)) => {
+                    if let Some(rec) = options.recorder.as_mut() {
+                        if let Err(e) = rec.record_chain(now_ms(), &chain) {
+                            on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording option chains: {e}; recording stops") }));
+                            options.recorder = None;
+                        }
+                    }
                     if tx.send(MarketEvent::Chain(chain)).await.is_err() {
                         return Ok(());
                     }
