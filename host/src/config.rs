@@ -364,6 +364,10 @@ pub enum Source {
         /// The expiry of the chain, `YYYY-MM-DD`; absent: the nearest.
         #[serde(default)]
         expiry: Option<String>,
+        /// With `chain_secs`: also follow the ticks of the options of the strike
+        /// nearest the spot and this many either side, re-centred with each snapshot; 0 = none.
+        #[serde(default)]
+        strikes: usize,
     },
 }
 
@@ -665,6 +669,9 @@ impl Config {
                 }
                 Source::Broker { expiry: Some(e), .. } if crate::market::clock::parse_date(e).is_none() => {
                     return err(p.id.span().start, format!("pipelines[{i}].source.expiry"), format!("{e:?}: expected YYYY-MM-DD"));
+                }
+                Source::Broker { chain_secs: 0, strikes, .. } if *strikes > 0 => {
+                    return err(p.id.span().start, format!("pipelines[{i}].source.strikes"), "strikes around the money are chosen from the option chain: set chain_secs too".into());
                 }
                 Source::Broker { account, chain_secs, .. } if *chain_secs > 0 && self.account(account).is_some_and(|a| a.broker.get_ref() != "upstox") => {
                     return err(p.id.span().start, format!("pipelines[{i}].source.chain_secs"), format!("option chains from the broker are read from upstox accounts; {account:?} is not one"));

@@ -47,10 +47,10 @@ fn plan(url: &str, instruments: Vec<(String, String)>) -> FeedPlan {
 }
 
 fn start(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecorder>) -> Feed {
-    start_with_chain(plan, stale_secs, recorder, None)
+    start_with_chain(plan, stale_secs, recorder, None, 0)
 }
 
-fn start_with_chain(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecorder>, chain: Option<(tradehost::market::feed::ChainSource, Duration)>) -> Feed {
+fn start_with_chain(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecorder>, chain: Option<(tradehost::market::feed::ChainSource, Duration)>, strikes: usize) -> Feed {
     let (tx, candles) = mpsc::channel(100_000);
     let reports: Reports = Arc::default();
     let stale = StaleSet::default();
@@ -62,6 +62,7 @@ fn start_with_chain(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecord
         recorder,
         socket: SocketSettings { idle: Duration::from_secs(5), first_backoff: Duration::from_millis(50), max_backoff: Duration::from_millis(200) },
         chain,
+        strikes,
     };
     let (r, s) = (reports.clone(), stale.clone());
     let task = tokio::spawn(async move {
@@ -361,6 +362,7 @@ async fn openalgo_depth_updates_after_authentication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstox_option_chains_come_with_the_ticks() {
     use tradehost_tests::brokers::{Flavor, MockServer, upstox_chain_row};
+    use tradehost_tests::upstox_feed::market_frame;
     let ws = KiteTicker::start_with(&[("code", "c1")]).await;
     let rest = MockServer::start(Flavor::Upstox, "", "up-tok");
     let today = tradehost::market::clock::format_ist_date(tradehost::bus::message::now_ms());
@@ -388,7 +390,8 @@ async fn upstox_option_chains_come_with_the_ticks() {
     let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())("up-1".into(), vec!["NIFTY".into()]).await.unwrap();
     let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())("up-1".into(), "NIFTY".into(), None).await.unwrap();
     let rec_dir = tempfile::tempdir().unwrap();
-    let mut feed = start_with_chain(plan, 0, Some(TickRecorder::new(rec_dir.path(), "p")), Some((chain, Duration::from_millis(200))));
+    // ATM ± 1 strike: the options around the money are subscribed on the feed too.
+    let mut feed = start_with_chain(plan, 0, Some(TickRecorder::new(rec_dir.path(), "p")), Some((chain, Duration::from_millis(200))), 1);
     let mut snapshots = Vec::new();
     while snapshots.len() < 2 {
         match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
@@ -396,6 +399,35 @@ async fn upstox_option_chains_come_with_the_ticks() {
             other => panic!("expected option chains, got {other:?}"),
         }
     }
+    let requests = || ws.seen(|s| s.requests.get(&0).cloned().unwrap_or_default());
+    wait_until("the strikes around the money", || requests().len() >= 2).await;
+    assert_eq!(requests()[1]["method"], "sub");
+    assert_eq!(requests()[1]["data"]["instrumentKeys"], serde_json::json!(["NSE_FO|217001", "NSE_FO|217002", "NSE_FO|218001", "NSE_FO|218002"]), "ATM 21,700 (spot 21,712.5) and one strike either side there is");
+    // An option tick makes a candle under the option's own symbol.
+    let t0 = i64::from(T0) * 1000;
+    ws.push(Push::Binary(market_frame(&[("NSE_FO|217001", 110.0, t0 + 1_000, 500, 109.95, 110.05)])));
+    ws.push(Push::Binary(market_frame(&[("NSE_FO|217001", 112.5, t0 + 61_000, 800, 112.45, 112.55)])));
+    let option_bar = loop {
+        match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+            Ok(Some(MarketEvent::Candle { instrument, bar, .. })) => break (instrument, bar),
+            Ok(Some(MarketEvent::Chain(_))) => {}
+            other => panic!("expected the option's candle, got {other:?}"),
+        }
+    };
+    assert!(option_bar.0.starts_with("NIFTY") && option_bar.0.ends_with("21700CE"), "{}", option_bar.0);
+    assert_eq!((option_bar.1.open, option_bar.1.volume), (Decimal::from(110), 0));
+    // The spot moves up: the strikes move with it (the old ones unsubscribed first).
+    {
+        let mut s = rest.state();
+        let rows = [21_700.0, 21_800.0, 21_900.0, 22_000.0].map(|k| upstox_chain_row(&today, k, 21_990.0, (50.0, 1_000.0), (50.0, 1_000.0)));
+        s.option_chain.insert(today.clone(), rows.to_vec());
+    }
+    wait_until("the strikes to move", || requests().len() >= 4).await;
+    assert_eq!(requests()[2], serde_json::json!({ "guid": "tradehost-unsub", "method": "unsub", "data": { "instrumentKeys": ["NSE_FO|217001", "NSE_FO|217002", "NSE_FO|218001", "NSE_FO|218002"] } }));
+    assert_eq!(requests()[3]["data"]["instrumentKeys"], serde_json::json!(["NSE_FO|219001", "NSE_FO|219002", "NSE_FO|220001", "NSE_FO|220002"]));
+    let moved = feed.wait_report("strikes_moved", 2).await;
+    assert_eq!(moved[1]["spot"], "21990");
+    snapshots.truncate(2);
     let c = &snapshots[0];
     assert_eq!((c.underlying.as_str(), c.spot, c.expiries.len()), ("NIFTY", Decimal::new(217_125, 1), 1));
     assert_eq!(c.expiries[0].expiry, today, "the nearest expiry on or after today");

@@ -22,7 +22,7 @@ use crate::config::{Config, OrderUpdates};
 use crate::market::feed::FeedItem;
 use crate::market::feed::socket::{self, SocketEvent, SocketSettings};
 use crate::market::feed::openalgo as openalgo_feed;
-use crate::market::feed::{ChainResolver, ChainSource, Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
+use crate::market::feed::{ChainResolver, ChainSnapshot, ChainSource, Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
 use crate::market::{ExpiryChain, OptionChain};
 
 /// Tokens handed over by `token` commands, newest first over the secrets.
@@ -224,11 +224,11 @@ async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex
                 }
                 e.clone().ok_or_else(|| format!("{underlying} has no option expiry on or after {today}"))?
             };
-            let (spot, strikes) = adapter.option_chain(&key, &expiry).await.map_err(|e| format!("option chain of {underlying} {expiry}: {e}"))?;
+            let (spot, strikes, tokens) = adapter.option_chain(&key, &expiry).await.map_err(|e| format!("option chain of {underlying} {expiry}: {e}"))?;
             if strikes.is_empty() {
                 return Err(format!("option chain of {underlying} {expiry}: no strikes"));
             }
-            Ok(OptionChain { underlying, ts_ms: now, spot, expiries: vec![ExpiryChain { expiry, strikes }] })
+            Ok(ChainSnapshot { chain: OptionChain { underlying, ts_ms: now, spot, expiries: vec![ExpiryChain { expiry, strikes }] }, tokens })
         })
     }))
 }

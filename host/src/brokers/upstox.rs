@@ -72,11 +72,12 @@ impl Upstox {
     }
 
     /// The option chain of `underlying` (an instrument key) for `expiry`, from
-    /// `GET /v2/option/chain`: the spot and, per strike, each side's last price, OI and volume.
+    /// `GET /v2/option/chain`: the spot and, per strike, each side's last price, OI and volume;
+    /// and each side's instrument key as `(strike, is_call, key)`.
     ///
     /// # Errors
     /// The broker's refusal, or a strike without a number.
-    pub async fn option_chain(&self, underlying: &str, expiry: &str) -> Result<(rust_decimal::Decimal, Vec<crate::market::StrikeRow>), BrokerError> {
+    pub async fn option_chain(&self, underlying: &str, expiry: &str) -> Result<(rust_decimal::Decimal, Vec<crate::market::StrikeRow>, Vec<(rust_decimal::Decimal, bool, String)>), BrokerError> {
         use crate::market::{OptionLeg, StrikeRow};
         use rust_decimal::prelude::FromPrimitive as _;
         let answer = http::send(self.auth(self.client.get(format!("{}/v2/option/chain", self.base)).query(&[("instrument_key", underlying), ("expiry_date", expiry)]))).await?;
@@ -92,12 +93,19 @@ impl Upstox {
         };
         let mut spot = rust_decimal::Decimal::ZERO;
         let mut rows = Vec::new();
+        let mut keys = Vec::new();
         for row in data.as_array().map(Vec::as_slice).unwrap_or_default() {
             spot = dec(&row["underlying_spot_price"], "underlying_spot_price")?;
-            rows.push(StrikeRow { strike: dec(&row["strike_price"], "strike_price")?, ce: leg(&row["call_options"])?, pe: leg(&row["put_options"])? });
+            let strike = dec(&row["strike_price"], "strike_price")?;
+            for (side, call) in [("call_options", true), ("put_options", false)] {
+                if let Some(key) = row[side]["instrument_key"].as_str() {
+                    keys.push((strike, call, key.to_owned()));
+                }
+            }
+            rows.push(StrikeRow { strike, ce: leg(&row["call_options"])?, pe: leg(&row["put_options"])? });
         }
         rows.sort_by(|a, b| a.strike.cmp(&b.strike));
-        Ok((spot, rows))
+        Ok((spot, rows, keys))
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

@@ -483,7 +483,7 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
             };
             source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error).await.map_err(|e| e.to_string())?;
         }
-        config::Source::Broker { account, stale_secs, chain_secs, expiry, .. } => {
+        config::Source::Broker { account, stale_secs, chain_secs, expiry, strikes, .. } => {
             let links = feeds.ok_or_else(|| format!("source account {account}: broker feeds are not available in this process"))?;
             let plan = (links.feed)(account.clone(), spec.symbols.clone()).await?;
             let chain = match (*chain_secs, spec.symbols.first()) {
@@ -497,6 +497,7 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
                 recorder: spec.record_dir.as_ref().map(|d| TickRecorder::new(d, &spec.id)),
                 socket: SocketSettings::default(),
                 chain,
+                strikes: *strikes,
             };
             let (events2, id) = (events.clone(), spec.id.clone());
             let on_event = move |kind: &'static str, mut body: serde_json::Value| {

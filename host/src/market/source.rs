@@ -20,7 +20,7 @@ use super::session::Session;
 use super::synthetic::{self, CandleSpec};
 use super::{Bar, CandleSeries, MarketData, OptionChain};
 use super::feed::socket::{self, SocketEvent, SocketSettings};
-use super::feed::{ChainSource, FeedItem, FeedPlan};
+use super::feed::{ChainSnapshot, ChainSource, FeedItem, FeedPlan};
 use super::guard::{GuardRules, PriceGuard};
 use super::recorder::TickRecorder;
 use std::collections::HashMap;
@@ -413,6 +413,9 @@ pub struct BrokerFeedOptions {
     pub socket: SocketSettings,
     /// Option-chain snapshots to take, and how often.
     pub chain: Option<(ChainSource, Duration)>,
+    /// With chains: also follow the ticks of the options of this many strikes
+    /// either side of the money (and the money's), moved as the spot moves; 0 = none.
+    pub strikes: usize,
 }
 
 impl std::fmt::Debug for BrokerFeedOptions {
@@ -459,14 +462,17 @@ pub async fn broker_feed(
 ) -> Result<(), SourceError> {
     let tokens: Vec<String> = plan.instruments.iter().map(|(_, t)| t.clone()).collect();
     let connections = socket::shards(plan.wire, &tokens).map_err(SourceError::Feed)?.len();
-    let index: HashMap<String, usize> = plan.instruments.iter().enumerate().map(|(i, (_, t))| (t.clone(), i)).collect();
+    // Instruments by token; the strikes around the money join as the chain moves.
+    let mut index: HashMap<String, usize> = plan.instruments.iter().enumerate().map(|(i, (_, t))| (t.clone(), i)).collect();
+    let mut symbols: Vec<String> = plan.instruments.iter().map(|(s, _)| s.clone()).collect();
     let tf = options.timeframe_secs;
-    let mut builders: Vec<CandleBuilder> = plan.instruments.iter().map(|(s, _)| CandleBuilder::new(s, tf)).collect();
+    let mut builders: Vec<CandleBuilder> = symbols.iter().map(|s| CandleBuilder::new(s, tf)).collect();
     // After a reconnect, each instrument's first tick says whether its bar straddled the gap.
     let mut after_gap = vec![false; builders.len()];
     let mut guard = PriceGuard::new(options.rules.clone());
     let (stx, mut srx) = mpsc::channel(65_536);
-    let _sockets = AbortOnDrop(tokio::spawn(socket::run(plan.clone(), options.socket, stx)));
+    let (strikes_tx, strikes_rx) = tokio::sync::watch::channel(Vec::<String>::new());
+    let _sockets = AbortOnDrop(tokio::spawn(socket::run_with(plan.clone(), options.socket, stx, strikes_rx)));
     let account = plan.account.clone();
     let mut last_seen: Option<(i64, tokio::time::Instant)> = None;
     let started = tokio::time::Instant::now();
@@ -474,7 +480,7 @@ pub async fn broker_feed(
     let mut flush = tokio::time::interval(Duration::from_millis(250));
     let (mut malformed, mut refused, mut untimed) = (Counted::default(), Counted::default(), Counted::default());
     // Option chains are fetched beside the ticks, one request at a time, and handed over as they come.
-    let (chain_tx, mut chains) = mpsc::channel::<Result<OptionChain, String>>(4);
+    let (chain_tx, mut chains) = mpsc::channel::<Result<ChainSnapshot, String>>(4);
     let _chain_task = options.chain.take().map(|(fetch, every)| {
         AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
@@ -492,7 +498,23 @@ pub async fn broker_feed(
     loop {
         tokio::select! {
             chain = chains.recv(), if chains_open => match chain {
-                Some(Ok(chain)) => {
+                Some(Ok(ChainSnapshot { chain, tokens: option_tokens })) => {
+                    if options.strikes > 0 {
+                        let wanted = around_the_money(&chain, &option_tokens, options.strikes);
+                        for (symbol, token) in &wanted {
+                            if !index.contains_key(token) {
+                                index.insert(token.clone(), builders.len());
+                                builders.push(CandleBuilder::new(symbol, tf));
+                                symbols.push(symbol.clone());
+                                after_gap.push(false);
+                            }
+                        }
+                        let wanted_tokens: Vec<String> = wanted.iter().map(|(_, t)| t.clone()).collect();
+                        if *strikes_tx.borrow() != wanted_tokens {
+                            on_event("strikes_moved", serde_json::json!({ "account": account, "underlying": chain.underlying, "spot": chain.spot.to_string(), "options": wanted.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>() }));
+                            let _ = strikes_tx.send(wanted_tokens);
+                        }
+                    }
                     if let Some(rec) = options.recorder.as_mut() {
                         if let Err(e) = rec.record_chain(now_ms(), &chain) {
                             on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording option chains: {e}; recording stops") }));
@@ -546,7 +568,7 @@ pub async fn broker_feed(
                     }
                     continue;
                 };
-                let symbol = plan.instruments[i].0.as_str();
+                let symbol = symbols[i].as_str();
                 let Some(ts) = tick.ts_ms else {
                     // LTP and quote packets carry no exchange time: no candle is built on the host's clock.
                     if let Some(n) = untimed.due() {
@@ -626,6 +648,26 @@ pub async fn broker_feed(
             }
         }
     }
+}
+
+/// `(symbol, token)` of the calls and puts of the strike nearest the spot and
+/// `n` strikes either side, in the chain's first expiry (symbols as the chain's legs name them).
+#[must_use]
+pub fn around_the_money(chain: &OptionChain, tokens: &[(Decimal, bool, String)], n: usize) -> Vec<(String, String)> {
+    let Some(expiry) = chain.expiries.first() else { return Vec::new() };
+    let Some(atm) = expiry.strikes.iter().enumerate().min_by_key(|(_, r)| (r.strike - chain.spot).abs()).map(|(i, _)| i) else { return Vec::new() };
+    let (from, to) = (atm.saturating_sub(n), atm.saturating_add(n).min(expiry.strikes.len().saturating_sub(1)));
+    let mut out = Vec::new();
+    for row in expiry.strikes.get(from..=to).unwrap_or_default() {
+        for (call, kind) in [(true, strategy_sdk::OptionKind::Ce), (false, strategy_sdk::OptionKind::Pe)] {
+            let Some((_, _, token)) = tokens.iter().find(|(k, c, _)| *k == row.strike && *c == call) else { continue };
+            let strike = f64::try_from(row.strike).unwrap_or(f64::NAN);
+            if let Some(symbol) = strategy_sdk::option_symbol(&chain.underlying, &expiry.expiry, strike, kind) {
+                out.push((symbol, token.clone()));
+            }
+        }
+    }
+    out
 }
 
 fn is_weekday(ts_ms: i64) -> bool {

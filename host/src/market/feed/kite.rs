@@ -120,11 +120,22 @@ pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
     })
 }
 
+/// Tokens as Kite takes them: numbers.
+fn numbers(tokens: &[String]) -> Vec<serde_json::Value> {
+    tokens.iter().map(|t| t.parse::<u64>().map_or_else(|_| serde_json::Value::from(t.as_str()), serde_json::Value::from)).collect()
+}
+
 /// The requests that subscribe `tokens` in full mode (exchange time, volume, OI and depth).
 #[must_use]
 pub fn subscribe(tokens: &[String]) -> Vec<String> {
-    let numbers: Vec<serde_json::Value> = tokens.iter().map(|t| t.parse::<u64>().map_or_else(|_| serde_json::Value::from(t.as_str()), serde_json::Value::from)).collect();
+    let numbers = numbers(tokens);
     vec![serde_json::json!({ "a": "subscribe", "v": numbers }).to_string(), serde_json::json!({ "a": "mode", "v": ["full", numbers] }).to_string()]
+}
+
+/// The request that unsubscribes `tokens`.
+#[must_use]
+pub fn unsubscribe(tokens: &[String]) -> String {
+    serde_json::json!({ "a": "unsubscribe", "v": numbers(tokens) }).to_string()
 }
 
 #[cfg(test)]

@@ -129,6 +129,16 @@ impl Wire {
         }
     }
 
+    /// The requests that unsubscribe `tokens`.
+    #[must_use]
+    pub fn unsubscribe(self, tokens: &[String]) -> Vec<Outbound> {
+        match self {
+            Self::Kite => vec![Outbound::Text(kite::unsubscribe(tokens))],
+            Self::Upstox => vec![Outbound::Binary(upstox::unsubscribe(tokens))],
+            Self::OpenAlgo => vec![Outbound::Text(openalgo::unsubscribe(tokens))],
+        }
+    }
+
     /// Decode a binary frame into `out`.
     ///
     /// # Errors
@@ -210,8 +220,17 @@ impl fmt::Debug for FeedPlan {
 /// it when a pipeline with such a source starts.
 pub type FeedResolver = Arc<dyn Fn(String, Vec<String>) -> BoxFuture<Result<FeedPlan, String>> + Send + Sync>;
 
+/// One option-chain snapshot and the broker's token of each of its options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainSnapshot {
+    /// The chain.
+    pub chain: super::OptionChain,
+    /// `(strike, is_call, token)` of each option, for subscribing the strikes around the money.
+    pub tokens: Vec<(Decimal, bool, String)>,
+}
+
 /// Takes one option-chain snapshot from the broker (the brokers stage builds it).
-pub type ChainSource = Arc<dyn Fn() -> BoxFuture<Result<super::OptionChain, String>> + Send + Sync>;
+pub type ChainSource = Arc<dyn Fn() -> BoxFuture<Result<ChainSnapshot, String>> + Send + Sync>;
 
 /// Resolves an option chain for a `broker` source with `chain_secs`: (account,
 /// underlying symbol, expiry or `None` for the nearest) into a [`ChainSource`].

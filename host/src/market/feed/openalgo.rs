@@ -48,17 +48,26 @@ pub fn authenticate(api_key: &str) -> String {
     serde_json::json!({ "action": "authenticate", "api_key": api_key }).to_string()
 }
 
-/// The request that subscribes `instruments` (`EXCHANGE:SYMBOL`) in depth mode.
-#[must_use]
-pub fn subscribe(instruments: &[String]) -> String {
-    let symbols: Vec<Value> = instruments
+fn symbols(instruments: &[String]) -> Vec<Value> {
+    instruments
         .iter()
         .map(|i| {
             let (exchange, symbol) = i.split_once(':').unwrap_or(("NSE", i.as_str()));
             serde_json::json!({ "exchange": exchange, "symbol": symbol })
         })
-        .collect();
-    serde_json::json!({ "action": "subscribe", "mode": 3, "depth": 5, "symbols": symbols }).to_string()
+        .collect()
+}
+
+/// The request that subscribes `instruments` (`EXCHANGE:SYMBOL`) in depth mode.
+#[must_use]
+pub fn subscribe(instruments: &[String]) -> String {
+    serde_json::json!({ "action": "subscribe", "mode": 3, "depth": 5, "symbols": symbols(instruments) }).to_string()
+}
+
+/// The request that unsubscribes `instruments`.
+#[must_use]
+pub fn unsubscribe(instruments: &[String]) -> String {
+    serde_json::json!({ "action": "unsubscribe", "mode": 3, "symbols": symbols(instruments) }).to_string()
 }
 
 /// A number sent as a JSON number or a string.

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{FeedAddress, FeedItem, FeedPlan, Outbound, Wire};
@@ -84,11 +84,23 @@ pub fn shards(wire: Wire, tokens: &[String]) -> Result<Vec<Vec<String>>, String>
 /// # Errors
 /// More instruments than the broker allows (nothing is connected then).
 pub async fn run(plan: FeedPlan, settings: SocketSettings, tx: mpsc::Sender<SocketEvent>) -> Result<(), String> {
+    let (_fixed, extra) = watch::channel(Vec::new());
+    run_with(plan, settings, tx, extra).await
+}
+
+/// [`run`], with instruments that come and go (`extra`: the tokens wanted now,
+/// e.g. the strikes around the money): the first connection subscribes what is
+/// added and unsubscribes what is dropped, and subscribes them all again after a reconnect.
+///
+/// # Errors
+/// More instruments than the broker allows (nothing is connected then).
+pub async fn run_with(plan: FeedPlan, settings: SocketSettings, tx: mpsc::Sender<SocketEvent>, extra: watch::Receiver<Vec<String>>) -> Result<(), String> {
     let tokens: Vec<String> = plan.instruments.iter().map(|(_, t)| t.clone()).collect();
     let shards = shards(plan.wire, &tokens)?;
     let mut tasks = tokio::task::JoinSet::new();
+    let mut extra = Some(extra);
     for (connection, tokens) in shards.into_iter().enumerate() {
-        tasks.spawn(connection_loop(plan.clone(), connection, tokens, settings, tx.clone()));
+        tasks.spawn(connection_loop(plan.clone(), connection, tokens, extra.take(), settings, tx.clone()));
     }
     drop(tx);
     while tasks.join_next().await.is_some() {}
@@ -106,13 +118,13 @@ fn scrub(reason: &str, url: &str) -> String {
     out
 }
 
-async fn connection_loop(plan: FeedPlan, connection: usize, tokens: Vec<String>, settings: SocketSettings, tx: mpsc::Sender<SocketEvent>) {
+async fn connection_loop(plan: FeedPlan, connection: usize, tokens: Vec<String>, mut extra: Option<watch::Receiver<Vec<String>>>, settings: SocketSettings, tx: mpsc::Sender<SocketEvent>) {
     let mut backoff = settings.first_backoff;
     let mut was_up = false;
     loop {
         let reason = match (plan.connect)().await {
             Err(e) => format!("no address to connect to: {e}"),
-            Ok(address) => match session(&plan, connection, &tokens, &address, settings, &mut was_up, &mut backoff, &tx).await {
+            Ok(address) => match session(&plan, connection, &tokens, extra.as_mut(), &address, settings, &mut was_up, &mut backoff, &tx).await {
                 Ok(reason) => scrub(&reason, &address.url),
                 Err(Gone) => return,
             },
@@ -125,6 +137,13 @@ async fn connection_loop(plan: FeedPlan, connection: usize, tokens: Vec<String>,
     }
 }
 
+fn frame(request: Outbound) -> Message {
+    match request {
+        Outbound::Text(t) => Message::Text(t.into()),
+        Outbound::Binary(b) => Message::Binary(b.into()),
+    }
+}
+
 /// The receiver is gone: stop.
 struct Gone;
 
@@ -134,6 +153,7 @@ async fn session(
     plan: &FeedPlan,
     connection: usize,
     tokens: &[String],
+    mut extra: Option<&mut watch::Receiver<Vec<String>>>,
     address: &FeedAddress,
     settings: SocketSettings,
     was_up: &mut bool,
@@ -150,12 +170,13 @@ async fn session(
     if !tokens.is_empty() {
         requests.extend(plan.wire.subscribe(tokens));
     }
+    // The instruments that come and go: all of them again on a new connection.
+    let mut extra_now: Vec<String> = extra.as_mut().map(|e| e.borrow_and_update().clone()).unwrap_or_default();
+    if !extra_now.is_empty() {
+        requests.extend(plan.wire.subscribe(&extra_now));
+    }
     for request in requests {
-        let frame = match request {
-            Outbound::Text(t) => Message::Text(t.into()),
-            Outbound::Binary(b) => Message::Binary(b.into()),
-        };
-        if let Err(e) = write.send(frame).await {
+        if let Err(e) = write.send(frame(request)).await {
             return Ok(format!("subscribing: {e}"));
         }
     }
@@ -163,7 +184,37 @@ async fn session(
     *was_up = true;
     let mut items = Vec::new();
     loop {
-        let msg = match tokio::time::timeout(settings.idle, read.next()).await {
+        let extra_changed = async {
+            if let Some(e) = extra.as_mut() {
+                if e.changed().await.is_ok() {
+                    return e.borrow_and_update().clone();
+                }
+            }
+            // No moving instruments on this connection, or no one to move them any more.
+            std::future::pending().await
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(settings.idle, read.next()) => r,
+            wanted = extra_changed => {
+                let added: Vec<String> = wanted.iter().filter(|t| !extra_now.contains(t)).cloned().collect();
+                let dropped: Vec<String> = extra_now.iter().filter(|t| !wanted.contains(t)).cloned().collect();
+                let mut requests = Vec::new();
+                if !dropped.is_empty() {
+                    requests.extend(plan.wire.unsubscribe(&dropped));
+                }
+                if !added.is_empty() {
+                    requests.extend(plan.wire.subscribe(&added));
+                }
+                for request in requests {
+                    if let Err(e) = write.send(frame(request)).await {
+                        return Ok(format!("changing subscriptions: {e}"));
+                    }
+                }
+                extra_now = wanted;
+                continue;
+            }
+        };
+        let msg = match read {
             Err(_) => return Ok(format!("no frame for {} s", settings.idle.as_secs())),
             Ok(None) => return Ok("the broker closed the connection".into()),
             Ok(Some(Err(e))) => return Ok(format!("reading: {e}")),

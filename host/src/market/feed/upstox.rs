@@ -215,6 +215,12 @@ pub fn subscribe(keys: &[String]) -> Vec<u8> {
     serde_json::json!({ "guid": "tradehost-sub", "method": "sub", "data": { "mode": "full", "instrumentKeys": keys } }).to_string().into_bytes()
 }
 
+/// The request that unsubscribes `keys` (sent as a binary frame).
+#[must_use]
+pub fn unsubscribe(keys: &[String]) -> Vec<u8> {
+    serde_json::json!({ "guid": "tradehost-unsub", "method": "unsub", "data": { "instrumentKeys": keys } }).to_string().into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
