@@ -279,3 +279,13 @@ slow = 20
     assert!(stdout.contains("order_update") && stdout.contains("order_stream_connected"), "{stdout}");
     assert!(!stdout.contains("tok1") && !String::from_utf8_lossy(&out.stderr).contains("tok1"), "the token never printed");
 }
+
+#[test]
+fn the_live_example_config_is_valid_as_written() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/live.toml");
+    let config = tradehost::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let sources: Vec<_> = config.pipelines.iter().map(|p| p.source.clone()).collect();
+    assert!(sources.iter().all(|s| matches!(s, tradehost::config::Source::Broker { .. })), "{sources:?}");
+    assert!(matches!(&sources[1], tradehost::config::Source::Broker { chain_secs: 60, strikes: 5, .. }));
+    assert_eq!(config.accounts.iter().map(|a| a.broker.get_ref().as_str()).collect::<Vec<_>>(), ["kite", "upstox"]);
+}

@@ -104,7 +104,7 @@ impl Upstox {
             }
             rows.push(StrikeRow { strike, ce: leg(&row["call_options"])?, pe: leg(&row["put_options"])? });
         }
-        rows.sort_by(|a, b| a.strike.cmp(&b.strike));
+        rows.sort_by_key(|r| r.strike);
         Ok((spot, rows, keys))
     }
 

@@ -185,10 +185,10 @@ async fn session(
     let mut items = Vec::new();
     loop {
         let extra_changed = async {
-            if let Some(e) = extra.as_mut() {
-                if e.changed().await.is_ok() {
-                    return e.borrow_and_update().clone();
-                }
+            if let Some(e) = extra.as_mut()
+                && e.changed().await.is_ok()
+            {
+                return e.borrow_and_update().clone();
             }
             // No moving instruments on this connection, or no one to move them any more.
             std::future::pending().await
