@@ -105,6 +105,8 @@ pub struct State {
     pub symbols: HashMap<String, String>,
     /// Upstox: the one-time market-feed address `GET /v3/feed/market-data-feed/authorize` hands out.
     pub feed_url: Option<String>,
+    /// Upstox: the one-time order-stream address `GET /v2/feed/portfolio-stream-feed/authorize` hands out.
+    pub portfolio_url: Option<String>,
     /// Upstox: the option contracts `GET /v2/option/contract` lists (their `expiry`, …).
     pub option_contracts: Vec<Value>,
     /// Upstox: the rows `GET /v2/option/chain` answers, per expiry.
@@ -142,6 +144,7 @@ impl MockServer {
             per_second: 1000,
             symbols: HashMap::new(),
             feed_url: None,
+            portfolio_url: None,
             option_contracts: Vec::new(),
             option_chain: HashMap::new(),
             sent_at: VecDeque::new(),
@@ -358,6 +361,11 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         (Flavor::Upstox, "GET", "/v3/feed/market-data-feed/authorize") => match &s.feed_url {
             Some(url) => ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url })),
             None => (500, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "feed unavailable" }] }), None),
+        },
+        (Flavor::Upstox, "GET", "/v2/feed/portfolio-stream-feed/authorize") => match (&s.portfolio_url, query(&r.path, "update_types")) {
+            (Some(url), Some(_)) => ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url })),
+            (_, None) => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1154", "message": "update_types is required" }] }), None),
+            (None, _) => (500, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "stream unavailable" }] }), None),
         },
         (Flavor::Upstox, "GET", "/v2/option/contract") => ok_kite(Value::Array(s.option_contracts.clone())),
         (Flavor::Upstox, "GET", "/v2/option/chain") => match query(&r.path, "expiry_date") {

@@ -452,3 +452,71 @@ async fn upstox_option_chains_come_with_the_ticks() {
     let replayed: Vec<_> = load_replay(&[day], None, 60).unwrap().into_iter().filter_map(|e| if let MarketEvent::Chain(c) = e { Some(c) } else { None }).collect();
     assert_eq!(replayed[..2], snapshots[..], "recorded chains replay as they came");
 }
+
+/// Upstox's order updates on its portfolio stream, through the real router: with polling set
+/// to ten minutes, an order is read (and its fill journaled) only because the update was pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstox_order_updates_come_on_the_portfolio_stream() {
+    use tradehost::brokers::Secret;
+    use tradehost::brokers::live::{AccountLink, LiveOrder, LiveRouter, LiveUpdate, RouterSettings};
+    use tradehost_tests::brokers::{Flavor, MockServer};
+    let ws = KiteTicker::start_with(&[("code", "p1")]).await;
+    let rest = MockServer::start(Flavor::Upstox, "", "up-tok");
+    rest.state().portfolio_url = Some(format!("{}/portfolio-stream-feeder/v2/upstox-developer-api/feeds?requestId=r9&code=p1", ws.url()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("upstox.csv"), "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange\nNSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ\n").unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "[accounts.up-1]\naccess_token = \"up-tok\"\n").unwrap();
+    std::fs::set_permissions(&secrets, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
+    let cfg_path = dir.path().join("pipelines.toml");
+    std::fs::write(&cfg_path, format!("[live]\ninstruments = {{ upstox = \"upstox.csv\" }}\n\n[[accounts]]\nid = \"up-1\"\nbroker = \"upstox\"\nbase_url = \"{}\"\ncapital = 100000\n", rest.url)).unwrap();
+    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap());
+    let bus = tradehost::bus::Bus::embedded("t");
+    let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
+    master.load("upstox", dir.path().join("upstox.csv").to_str().unwrap()).await.unwrap();
+    let adapter = std::sync::Arc::new(tradehost::brokers::upstox::Upstox::new(&rest.url, Secret::new("up-tok"), Duration::from_secs(2)).unwrap());
+    let link = AccountLink { account: "up-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
+    let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
+    let reports: Reports = Arc::default();
+    let r2 = reports.clone();
+    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |kind, body| r2.lock().unwrap().push((kind.to_owned(), body)));
+    let (_keep, configs) = tokio::sync::watch::channel(config.clone());
+    let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
+    assert_eq!(streams.len(), 1, "one order stream for the Upstox account");
+    wait_until("the order stream", || reports.lock().unwrap().iter().any(|(k, _)| k == "order_stream_connected")).await;
+    assert!(rest.state().requests.iter().any(|r| r.path.starts_with("/v2/feed/portfolio-stream-feed/authorize?update_types=order")));
+
+    let order = |coid: &str| LiveOrder { client_order_id: coid.into(), account: "up-1".into(), instrument: "RELIANCE".into(), side: tradehost::subscriber::OrderSide::Buy, qty: Decimal::from(10), reference_price: Some(Decimal::from(1300)), fresh: true, broker_order_id: None };
+    // The first order is read on the router's first poll; the second only if a push says so.
+    assert!(router.send(order("c1")));
+    assert!(matches!(next_update(&mut out).await.unwrap(), LiveUpdate::Accepted { .. }));
+    assert!(matches!(next_update(&mut out).await.unwrap(), LiveUpdate::Filled { .. }));
+    assert!(router.send(order("c2")));
+    let LiveUpdate::Accepted { broker_order_id, .. } = next_update(&mut out).await.unwrap() else { panic!("accepted") };
+    // As Upstox's order update on the portfolio stream reads.
+    let update = serde_json::json!({ "update_type": "order", "user_id": "UP1234", "exchange": "NSE", "instrument_key": "NSE_EQ|INE002A01018", "trading_symbol": "RELIANCE",
+        "product": "I", "order_type": "LIMIT", "average_price": 1300.0, "price": 1326.0, "quantity": 10, "filled_quantity": 10, "pending_quantity": 0,
+        "transaction_type": "BUY", "status": "complete", "order_id": broker_order_id, "tag": "c2", "order_timestamp": "2024-01-01 09:16:02" });
+    ws.push(Push::Text(update.to_string()));
+    let filled = next_update(&mut out).await.expect("the push makes the router read the order now");
+    assert!(matches!(filled, LiveUpdate::Filled { ref client_order_id, .. } if client_order_id == "c2"), "{filled:?}");
+    assert!(reports.lock().unwrap().iter().any(|(k, v)| k == "order_update" && v["status"] == "complete" && v["tag"] == "c2"));
+    for t in streams {
+        t.abort();
+    }
+}
+
+async fn next_update(out: &mut tokio::sync::mpsc::UnboundedReceiver<tradehost::brokers::live::RouterOutput>) -> Result<tradehost::brokers::live::LiveUpdate, tokio::time::error::Elapsed> {
+    use tradehost::brokers::live::RouterOutput;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match out.recv().await {
+                Some(RouterOutput::Update(u)) => return u,
+                Some(RouterOutput::Notice(_)) => {}
+                None => panic!("router closed"),
+            }
+        }
+    })
+    .await
+}

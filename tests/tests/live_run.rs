@@ -32,7 +32,8 @@ fn bundled_config_live(dir: &Path, kite: &str, kite_ws: &str, upstox: &str, open
         .replace("days = 2", "days = 1");
     let brokers = [
         ("paper-long", format!("broker = \"kite\"\nbase_url = \"{kite}\"\nws_url = \"{kite_ws}\"\ncredentials = \"kite-main\"\nnotify = {{ telegram_chat = \"1001\", events = [\"fill\", \"token_expired\"] }}")),
-        ("paper-bank", format!("broker = \"upstox\"\nbase_url = \"{upstox}\"")),
+        // Upstox is polled here (its 429 burst is the point); its pushed updates are tested in broker_feed.rs.
+        ("paper-bank", format!("broker = \"upstox\"\nbase_url = \"{upstox}\"\norder_updates = \"poll\"")),
         ("paper-intraday", format!("broker = \"openalgo\"\nbase_url = \"{openalgo}\"")),
         ("paper-fno", format!("broker = \"openalgo\"\nbase_url = \"{openalgo}\"")),
     ];

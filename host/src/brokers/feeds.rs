@@ -133,29 +133,41 @@ async fn tokens_from_master(config: &Config, master: &InstrumentMaster, loaded: 
 pub type StreamEvents = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Sync>;
 
 /// Follow the order updates each live account's broker pushes (Kite: order
-/// postbacks on a ticker connection of its own, subscribed to nothing), for
+/// postbacks on a ticker connection of its own, subscribed to nothing; Upstox:
+/// its portfolio stream with `update_types=order`), for
 /// accounts with `order_updates = "push"`. A pushed update makes the router
 /// read that account's working orders at once (the broker's status call stays
 /// the one the journal trusts), and so does every (re)connect, so orders that
 /// changed while the stream was down are synced. Polling goes on as the fallback.
 #[must_use]
 pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus: Bus, router: &LiveRouter, tokens: TokenOverrides, on_event: StreamEvents) -> Vec<tokio::task::JoinHandle<()>> {
-    let resolve = resolver(configs, bus, tokens);
+    let resolve = resolver(configs, bus, tokens.clone());
     let mut tasks = Vec::new();
     for (account, broker) in router.brokers() {
-        let push = config.account(account).is_some_and(|a| a.order_updates == OrderUpdates::Push);
-        // Kite pushes order updates on its ticker; the others are polled here.
-        if !push || broker.name() != "kite" {
-            continue;
-        }
-        let (resolve, router, on_event, account) = (resolve.clone(), router.clone(), on_event.clone(), account.clone());
-        tasks.push(tokio::spawn(async move {
-            let plan = match resolve(account.clone(), Vec::new()).await {
-                Ok(p) => p,
+        let Some(a) = config.account(account).filter(|a| a.order_updates == OrderUpdates::Push) else { continue };
+        // Kite pushes order updates on its ticker, Upstox on its portfolio stream; OpenAlgo is polled.
+        let upstox_stream = match broker.name() {
+            "kite" => None,
+            "upstox" => match upstox_stream(config, a, tokens.clone()) {
+                Ok(c) => Some(c),
                 Err(e) => {
                     on_event("error", serde_json::json!({ "source": format!("order stream of {account}"), "error": e }));
-                    return;
+                    continue;
                 }
+            },
+            _ => continue,
+        };
+        let (resolve, router, on_event, account) = (resolve.clone(), router.clone(), on_event.clone(), account.clone());
+        tasks.push(tokio::spawn(async move {
+            let plan = match upstox_stream {
+                Some(connect) => FeedPlan { account: account.clone(), wire: Wire::Upstox, instruments: Vec::new(), connect },
+                None => match resolve(account.clone(), Vec::new()).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        on_event("error", serde_json::json!({ "source": format!("order stream of {account}"), "error": e }));
+                        return;
+                    }
+                },
             };
             let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
             let sockets = tokio::spawn(socket::run(plan, SocketSettings::default(), tx));
@@ -230,5 +242,24 @@ async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex
             }
             Ok(ChainSnapshot { chain: OptionChain { underlying, ts_ms: now, spot, expiries: vec![ExpiryChain { expiry, strikes }] }, tokens })
         })
+    }))
+}
+
+/// The connector of an Upstox account's order-update stream: a one-time address each time.
+fn upstox_stream(config: &Config, a: &crate::config::Account, tokens: TokenOverrides) -> Result<Connector, String> {
+    let account = a.id.get_ref();
+    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new("."))).map_err(|e| e.to_string())?;
+    let name = a.credentials.clone().unwrap_or_else(|| account.clone());
+    let token = store.credentials(account, &name).access_token.ok_or_else(|| format!("account {account}: the upstox order stream needs an access_token"))?;
+    let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
+    let adapter = Arc::new(upstox::Upstox::new(&base, token, std::time::Duration::from_millis(config.live.timeout_ms)).map_err(|e| e.to_string())?);
+    let id = account.clone();
+    Ok(Arc::new(move || {
+        // A token handed over by a command since the last connection.
+        if let Some(t) = tokens.read().ok().and_then(|t| t.get(&id).cloned()) {
+            crate::brokers::Broker::set_token(adapter.as_ref(), t);
+        }
+        let adapter = adapter.clone();
+        Box::pin(async move { adapter.authorize_order_stream().await.map(FeedAddress::url).map_err(|e| format!("authorizing the upstox order stream: {e}")) })
     }))
 }

@@ -5,7 +5,8 @@
 //! /v3/order/cancel?order_id=`; `GET /v2/order/details?order_id=` and `GET
 //! /v2/order/retrieve-all` read orders; `GET /v2/user/profile` checks the
 //! session; `GET /v3/feed/market-data-feed/authorize` hands out a one-time
-//! market-feed address; `GET /v2/option/contract` and `/v2/option/chain`
+//! market-feed address (`/v2/feed/portfolio-stream-feed/authorize` one of
+//! the order-update stream); `GET /v2/option/contract` and `/v2/option/chain`
 //! give an underlying's expiries and its option chain. Instruments are named by `instrument_token` (`NSE_EQ|INE…`) from
 //! the instrument master; our client order id travels in `tag`. Errors are
 //! `{"status":"error","errors":[{"errorCode","message",…}]}`; 401 is an
@@ -56,6 +57,21 @@ impl Upstox {
             .or_else(|| data["authorizedRedirectUri"].as_str())
             .map(str::to_owned)
             .ok_or_else(|| BrokerError::Protocol("the feed authorize answer has no authorized_redirect_uri".into()))
+    }
+
+    /// A one-time address of the portfolio stream with order updates
+    /// (`GET /v2/feed/portfolio-stream-feed/authorize?update_types=order`), asked for each connection.
+    ///
+    /// # Errors
+    /// The broker's refusal or an answer without the address.
+    pub async fn authorize_order_stream(&self) -> Result<String, BrokerError> {
+        let request = self.client.get(format!("{}/v2/feed/portfolio-stream-feed/authorize", self.base)).query(&[("update_types", "order")]);
+        let data = Self::read(http::send(self.auth(request)).await?)?;
+        data["authorized_redirect_uri"]
+            .as_str()
+            .or_else(|| data["authorizedRedirectUri"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| BrokerError::Protocol("the portfolio stream authorize answer has no authorized_redirect_uri".into()))
     }
 
     /// The nearest expiry on or after `today` (`YYYY-MM-DD`) of the options on

@@ -158,8 +158,8 @@ impl Wire {
     pub fn decode_text(self, frame: &str) -> Result<Option<FeedItem>, DecodeError> {
         match self {
             Self::Kite => kite::decode_text(frame),
-            // Upstox sends market data only as protobuf; text is nothing we act on.
-            Self::Upstox => Ok(None),
+            // Market data only as protobuf; text carries the portfolio stream's order updates.
+            Self::Upstox => upstox::decode_text(frame),
             Self::OpenAlgo => openalgo::decode_text(frame),
         }
     }

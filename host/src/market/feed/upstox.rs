@@ -209,6 +209,16 @@ pub fn decode_binary(frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), Decode
     Ok(())
 }
 
+/// Decode a text message: the portfolio stream's order updates
+/// (`{"update_type":"order","order_id":…,"status":…,"tag":…,…}`); the market feed sends none.
+///
+/// # Errors
+/// Text that is not JSON.
+pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError(format!("text message is not JSON: {e}")))?;
+    Ok((v.get("update_type").and_then(serde_json::Value::as_str) == Some("order")).then_some(FeedItem::Order(v)))
+}
+
 /// The request that subscribes `keys` in full mode (sent as a binary frame).
 #[must_use]
 pub fn subscribe(keys: &[String]) -> Vec<u8> {
