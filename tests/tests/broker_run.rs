@@ -171,6 +171,7 @@ async fn live_mode_on_broker_sockets_learns_fills_from_postbacks() {
 plugin_dir = {plugins:?}
 journal = {journal:?}
 heartbeat_secs = 1
+record_dir = "rec"
 
 [live]
 timeout_ms = 2000
@@ -278,6 +279,13 @@ slow = 20
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("order_update") && stdout.contains("order_stream_connected"), "{stdout}");
     assert!(!stdout.contains("tok1") && !String::from_utf8_lossy(&out.stderr).contains("tok1"), "the token never printed");
+    // The postbacks were recorded as received, beside the ticks.
+    let day = std::fs::read_dir(dir.path().join("rec")).unwrap().next().unwrap().unwrap().path();
+    let orders_file = std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("orders-kite-1."))).expect("an order-update recording");
+    let text = std::io::read_to_string(flate2::read::MultiGzDecoder::new(std::fs::File::open(&orders_file).unwrap())).unwrap();
+    let recorded: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recorded.len(), pushed.len(), "one line per postback");
+    assert!(recorded.iter().all(|r| r["update"]["status"] == "COMPLETE" && r["received_ms"].as_i64().is_some()));
 }
 
 #[test]

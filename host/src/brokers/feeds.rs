@@ -23,6 +23,7 @@ use crate::market::feed::FeedItem;
 use crate::market::feed::socket::{self, SocketEvent, SocketSettings};
 use crate::market::feed::openalgo as openalgo_feed;
 use crate::market::feed::{ChainResolver, ChainSnapshot, ChainSource, Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
+use crate::market::recorder::OrderUpdateRecorder;
 use crate::market::{ExpiryChain, OptionChain};
 
 /// Tokens handed over by `token` commands, newest first over the secrets.
@@ -158,6 +159,7 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
             _ => continue,
         };
         let (resolve, router, on_event, account) = (resolve.clone(), router.clone(), on_event.clone(), account.clone());
+        let mut recorder = config.host.record_dir.as_ref().map(|d| OrderUpdateRecorder::new(&config.resolve(d), &account));
         tasks.push(tokio::spawn(async move {
             let plan = match upstox_stream {
                 Some(connect) => FeedPlan { account: account.clone(), wire: Wire::Upstox, instruments: Vec::new(), connect },
@@ -174,6 +176,11 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
             while let Some(event) = rx.recv().await {
                 match event {
                     SocketEvent::Item(FeedItem::Order(update)) => {
+                        // Recorded before it is acted on: a fill it causes is never missing from the recording.
+                        if let Some(Err(e)) = recorder.as_mut().map(|r| r.record(crate::bus::message::now_ms(), &update)) {
+                            on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording order updates of {account}: {e}; recording stops") }));
+                            recorder = None;
+                        }
                         router.poke(&account);
                         let field = |k: &str| update.get(k).cloned().unwrap_or(serde_json::Value::Null);
                         on_event("order_update", serde_json::json!({ "account": account, "order_id": field("order_id"), "status": field("status"), "tag": field("tag") }));

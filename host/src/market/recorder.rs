@@ -39,7 +39,8 @@ struct DailyFile {
     dir: PathBuf,
     /// `<pipeline>.<start>.<kind>.csv.gz`.
     stem: String,
-    header: &'static str,
+    /// The first line of a new file (none for JSON lines).
+    header: Option<&'static str>,
     day: String,
     out: Option<GzEncoder<File>>,
     dirty: bool,
@@ -61,8 +62,8 @@ impl DailyFile {
             let fresh = !path.exists();
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             let mut enc = GzEncoder::new(file, Compression::fast());
-            if fresh {
-                writeln!(enc, "{}", self.header)?;
+            if let (true, Some(header)) = (fresh, self.header) {
+                writeln!(enc, "{header}")?;
             }
             self.day = day;
             self.out = Some(enc);
@@ -98,6 +99,36 @@ impl Drop for DailyFile {
     }
 }
 
+/// `HHMMSSmmm` (IST) now: each process start writes files of its own.
+fn started_stamp() -> String {
+    let now = crate::bus::message::now_ms();
+    let hms = super::clock::format_iso_ist(now).get(11..19).unwrap_or("000000").replace(':', "");
+    format!("{hms}{:03}", now.rem_euclid(1000))
+}
+
+/// Appends the order updates an account's broker pushed, as JSON lines, to
+/// `<dir>/<day>/orders-<account>.<start>.jsonl.gz`.
+#[derive(Debug)]
+pub struct OrderUpdateRecorder(DailyFile);
+
+impl OrderUpdateRecorder {
+    /// A recorder for `account`; nothing is opened until the first update.
+    #[must_use]
+    pub fn new(dir: &Path, account: &str) -> Self {
+        Self(DailyFile { dir: dir.to_owned(), stem: format!("orders-{account}.{}.jsonl.gz", started_stamp()), header: None, day: String::new(), out: None, dirty: false })
+    }
+
+    /// Record one update as received at `now_ms`, and make it readable at once (updates are few).
+    ///
+    /// # Errors
+    /// The file cannot be created or written.
+    pub fn record(&mut self, now_ms: i64, update: &serde_json::Value) -> std::io::Result<()> {
+        let line = serde_json::json!({ "received_ms": now_ms, "update": update }).to_string();
+        self.0.write_line(now_ms, &line)?;
+        self.0.flush()
+    }
+}
+
 /// Appends one pipeline's ticks and option chains to its files of the day.
 #[derive(Debug)]
 pub struct TickRecorder {
@@ -109,10 +140,7 @@ impl TickRecorder {
     /// A recorder writing `<dir>/<day>/<name>.<start>.ticks.csv.gz` (and `.chains.csv.gz`); nothing is opened until the first line.
     #[must_use]
     pub fn new(dir: &Path, name: &str) -> Self {
-        let now = crate::bus::message::now_ms();
-        let hms = super::clock::format_iso_ist(now).get(11..19).unwrap_or("000000").replace(':', "");
-        let started = format!("{hms}{:03}", now.rem_euclid(1000));
-        let file = |kind: &str, header| DailyFile { dir: dir.to_owned(), stem: format!("{name}.{started}.{kind}.csv.gz"), header, day: String::new(), out: None, dirty: false };
+        let file = |kind: &str, header| DailyFile { dir: dir.to_owned(), stem: format!("{name}.{}.{kind}.csv.gz", started_stamp()), header: Some(header), day: String::new(), out: None, dirty: false };
         Self { ticks: file("ticks", TICK_HEADER), chains: file("chains", CHAIN_HEADER) }
     }
 
