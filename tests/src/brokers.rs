@@ -74,6 +74,8 @@ pub struct Request {
     pub headers: HashMap<String, String>,
     /// Body.
     pub body: String,
+    /// When it arrived (benchmarks time the path to the broker with it).
+    pub at: std::time::Instant,
 }
 
 /// What a mock knows and does.
@@ -205,7 +207,7 @@ async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         }
         let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
         buf.drain(..end + 4 + len);
-        let request = Request { method, path, headers, body };
+        let request = Request { method, path, headers, body, at: std::time::Instant::now() };
         let (status, answer, delay) = {
             let mut s = state.lock().expect("mock state");
             s.requests.push(request.clone());
