@@ -24,6 +24,20 @@ const NIFTY_INDEX: u32 = 256_265;
 
 type Reports = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
+/// A configuration in `dir` whose accounts' secrets are `secrets` (a secrets file readable by
+/// its owner only), loaded; with the watch the resolvers read it from (keep the sender).
+fn configured(dir: &std::path::Path, secrets: &str, text: &str) -> (std::sync::Arc<tradehost::config::Config>, tokio::sync::watch::Sender<std::sync::Arc<tradehost::config::Config>>, tokio::sync::watch::Receiver<std::sync::Arc<tradehost::config::Config>>) {
+    let path = dir.join("secrets.toml");
+    std::fs::write(&path, secrets).unwrap();
+    std::fs::set_permissions(&path, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
+    let cfg_path = dir.join("pipelines.toml");
+    std::fs::write(&cfg_path, text).unwrap();
+    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap_or_else(|e| panic!("{e}")));
+    let (keep, configs) = tokio::sync::watch::channel(config.clone());
+    (config, keep, configs)
+}
+
+
 struct Feed {
     candles: mpsc::Receiver<MarketEvent>,
     reports: Reports,
@@ -260,17 +274,11 @@ async fn upstox_v3_protobuf_ticks_through_a_one_time_address() {
     rest.state().feed_url = Some(format!("{}/market-data-feeder/v3/upstox-developer-api/feeds?requestId=r1&code=one-time-1", ws.url()));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("upstox.csv"), UPSTOX_INSTRUMENTS).unwrap();
-    let secrets = dir.path().join("secrets.toml");
-    std::fs::write(&secrets, "[accounts.up-1]\naccess_token = \"up-tok\"\n").unwrap();
-    std::fs::set_permissions(&secrets, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
-    let cfg_path = dir.path().join("pipelines.toml");
     let text = format!(
         "[live]\ninstruments = {{ upstox = \"upstox.csv\" }}\n\n[[accounts]]\nid = \"up-1\"\nbroker = \"upstox\"\nbase_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY24JANFUT\", \"NIFTY\"]\naccounts = [\"up-1\"]\nsource = {{ kind = \"broker\", account = \"up-1\" }}\n",
         rest.url
     );
-    std::fs::write(&cfg_path, text).unwrap();
-    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap());
-    let (_keep, configs) = tokio::sync::watch::channel(config);
+    let (_config, _keep, configs) = configured(dir.path(), "[accounts.up-1]\naccess_token = \"up-tok\"\n", &text);
     let resolve = tradehost::brokers::feeds::resolver(configs, tradehost::bus::Bus::embedded("t"), Default::default());
     let plan = resolve("up-1".into(), vec!["NIFTY24JANFUT".into(), "NIFTY".into()]).await.unwrap();
     assert_eq!(plan.instruments, vec![("NIFTY24JANFUT".to_owned(), "NSE_FO|48225".to_owned()), ("NIFTY".to_owned(), "NSE_INDEX|Nifty 50".to_owned())]);
@@ -310,17 +318,11 @@ async fn openalgo_depth_updates_after_authentication() {
     // OpenAlgo's proxy: no credentials in the address; the API key is the first message.
     let ws = KiteTicker::start_with(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets.toml");
-    std::fs::write(&secrets, "[accounts.oa-1]\napi_key = \"oa-key-123\"\n").unwrap();
-    std::fs::set_permissions(&secrets, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
-    let cfg_path = dir.path().join("pipelines.toml");
     let text = format!(
         "[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nws_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"RELIANCE\", \"NIFTY\"]\naccounts = [\"oa-1\"]\nsource = {{ kind = \"broker\", account = \"oa-1\", max_skew_secs = 0 }}\n",
         ws.url()
     );
-    std::fs::write(&cfg_path, text).unwrap();
-    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap());
-    let (_keep, configs) = tokio::sync::watch::channel(config);
+    let (_config, _keep, configs) = configured(dir.path(), "[accounts.oa-1]\napi_key = \"oa-key-123\"\n", &text);
     let resolve = tradehost::brokers::feeds::resolver(configs, tradehost::bus::Bus::embedded("t"), Default::default());
     let plan = resolve("oa-1".into(), vec!["RELIANCE".into(), "NIFTY".into()]).await.unwrap();
     let mut feed = start(plan, 0, None);
@@ -375,17 +377,11 @@ async fn upstox_option_chains_come_with_the_ticks() {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("upstox.csv"), UPSTOX_INSTRUMENTS).unwrap();
-    let secrets = dir.path().join("secrets.toml");
-    std::fs::write(&secrets, "[accounts.up-1]\naccess_token = \"up-tok\"\n").unwrap();
-    std::fs::set_permissions(&secrets, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
-    let cfg_path = dir.path().join("pipelines.toml");
     let text = format!(
         "[live]\ninstruments = {{ upstox = \"upstox.csv\" }}\n\n[[accounts]]\nid = \"up-1\"\nbroker = \"upstox\"\nbase_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"oi_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"up-1\"]\nsource = {{ kind = \"broker\", account = \"up-1\", chain_secs = 1 }}\n",
         rest.url
     );
-    std::fs::write(&cfg_path, text).unwrap();
-    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap());
-    let (_keep, configs) = tokio::sync::watch::channel(config);
+    let (_config, _keep, configs) = configured(dir.path(), "[accounts.up-1]\naccess_token = \"up-tok\"\n", &text);
     let bus = tradehost::bus::Bus::embedded("t");
     let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())("up-1".into(), vec!["NIFTY".into()]).await.unwrap();
     let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())("up-1".into(), "NIFTY".into(), None).await.unwrap();
@@ -465,12 +461,8 @@ async fn upstox_order_updates_come_on_the_portfolio_stream() {
     rest.state().portfolio_url = Some(format!("{}/portfolio-stream-feeder/v2/upstox-developer-api/feeds?requestId=r9&code=p1", ws.url()));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("upstox.csv"), "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange\nNSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ\n").unwrap();
-    let secrets = dir.path().join("secrets.toml");
-    std::fs::write(&secrets, "[accounts.up-1]\naccess_token = \"up-tok\"\n").unwrap();
-    std::fs::set_permissions(&secrets, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600)).unwrap();
-    let cfg_path = dir.path().join("pipelines.toml");
-    std::fs::write(&cfg_path, format!("[live]\ninstruments = {{ upstox = \"upstox.csv\" }}\n\n[[accounts]]\nid = \"up-1\"\nbroker = \"upstox\"\nbase_url = \"{}\"\ncapital = 100000\n", rest.url)).unwrap();
-    let config = std::sync::Arc::new(tradehost::config::Config::load(&cfg_path).unwrap());
+    let text = format!("[live]\ninstruments = {{ upstox = \"upstox.csv\" }}\n\n[[accounts]]\nid = \"up-1\"\nbroker = \"upstox\"\nbase_url = \"{}\"\ncapital = 100000\n", rest.url);
+    let (config, _keep, configs) = configured(dir.path(), "[accounts.up-1]\naccess_token = \"up-tok\"\n", &text);
     let bus = tradehost::bus::Bus::embedded("t");
     let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
     master.load("upstox", dir.path().join("upstox.csv").to_str().unwrap()).await.unwrap();
@@ -481,7 +473,6 @@ async fn upstox_order_updates_come_on_the_portfolio_stream() {
     let reports: Reports = Arc::default();
     let r2 = reports.clone();
     let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |kind, body| r2.lock().unwrap().push((kind.to_owned(), body)));
-    let (_keep, configs) = tokio::sync::watch::channel(config.clone());
     let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
     assert_eq!(streams.len(), 1, "one order stream for the Upstox account");
     wait_until("the order stream", || reports.lock().unwrap().iter().any(|(k, _)| k == "order_stream_connected")).await;

@@ -236,21 +236,8 @@ pub fn is_tick_file(path: &Path) -> bool {
 /// A file that cannot be opened, a wrong header, or a row that does not parse, named by line and column.
 pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
     let err = |line: usize, field: &str, message: String| TickFileError { path: path.to_owned(), line, field: field.to_owned(), message };
-    let file = File::open(path).map_err(|e| err(0, "file", e.to_string()))?;
-    let reader = BufReader::new(MultiGzDecoder::new(file));
     let mut out = Vec::new();
-    let mut lines = reader.lines().enumerate();
-    match lines.next() {
-        Some((_, Ok(h))) if h == TICK_HEADER => {}
-        Some((_, Ok(h))) => return Err(err(1, "header", format!("expected {TICK_HEADER:?}, found {:?}", crate::bus::message::printable(&h, 120)))),
-        // Killed before its first flush: nothing whole was recorded.
-        Some((_, Err(_))) => return Ok(Vec::new()),
-        None => return Ok(out),
-    }
-    for (i, line) in lines {
-        // A member cut off mid-write (the process was killed): what came before stands.
-        let Ok(line) = line else { break };
-        let n = i + 1;
+    for (n, line) in rows(path, TICK_HEADER)? {
         let cols: Vec<&str> = line.split(',').collect();
         let [ts, instrument, last, bid, ask, volume, oi, refused] = cols.as_slice() else {
             return Err(err(n, "row", format!("{} columns, expected 8", cols.len())));
@@ -274,6 +261,24 @@ pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
     Ok(out)
 }
 
+/// The rows of a recorded file after its `header`, numbered from line 2, up to the last whole
+/// one (a file cut off by a killed process: what came before stands; killed before its first
+/// flush: no rows).
+///
+/// # Errors
+/// A file that cannot be opened, or a header other than `header`.
+fn rows(path: &Path, header: &str) -> Result<impl Iterator<Item = (usize, String)>, TickFileError> {
+    let err = |field: &str, message: String| TickFileError { path: path.to_owned(), line: if field == "file" { 0 } else { 1 }, field: field.to_owned(), message };
+    let file = File::open(path).map_err(|e| err("file", e.to_string()))?;
+    let mut lines = BufReader::new(MultiGzDecoder::new(file)).lines();
+    let complete = match lines.next() {
+        Some(Ok(h)) if h == header => true,
+        Some(Ok(h)) => return Err(err("header", format!("expected {header:?}, found {:?}", crate::bus::message::printable(&h, 120)))),
+        Some(Err(_)) | None => false,
+    };
+    Ok(lines.take_while(move |_| complete).map_while(Result::ok).enumerate().map(|(i, l)| (i + 2, l)))
+}
+
 /// Whether `path` names a recorded option-chain file.
 #[must_use]
 pub fn is_chain_file(path: &Path) -> bool {
@@ -287,19 +292,8 @@ pub fn is_chain_file(path: &Path) -> bool {
 /// A file that cannot be opened, a wrong header, or a row that does not parse, named by line and column.
 pub fn read_chains(path: &Path) -> Result<Vec<OptionChain>, TickFileError> {
     let err = |line: usize, field: &str, message: String| TickFileError { path: path.to_owned(), line, field: field.to_owned(), message };
-    let file = File::open(path).map_err(|e| err(0, "file", e.to_string()))?;
-    let mut lines = BufReader::new(MultiGzDecoder::new(file)).lines().enumerate();
-    match lines.next() {
-        Some((_, Ok(h))) if h == CHAIN_HEADER => {}
-        Some((_, Ok(h))) => return Err(err(1, "header", format!("expected {CHAIN_HEADER:?}, found {:?}", crate::bus::message::printable(&h, 120)))),
-        // Killed before its first flush: nothing whole was recorded.
-        Some((_, Err(_))) => return Ok(Vec::new()),
-        None => return Ok(Vec::new()),
-    }
     let mut out: Vec<OptionChain> = Vec::new();
-    for (i, line) in lines {
-        let Ok(line) = line else { break };
-        let n = i + 1;
+    for (n, line) in rows(path, CHAIN_HEADER)? {
         let cols: Vec<&str> = line.split(',').collect();
         let [ts, underlying, spot, expiry, strike, kind, last, oi, volume] = cols.as_slice() else {
             return Err(err(n, "row", format!("{} columns, expected 9", cols.len())));
@@ -360,6 +354,23 @@ mod tests {
 #[cfg(test)]
 mod chain_tests {
     use super::*;
+
+    #[test]
+    fn a_bad_row_is_named_by_line_and_column_and_a_stranger_by_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            let mut enc = GzEncoder::new(File::create(&path).unwrap(), Compression::fast());
+            enc.write_all(text.as_bytes()).unwrap();
+            enc.finish().unwrap();
+            path
+        };
+        let ticks = write("a.ticks.csv.gz", &format!("{TICK_HEADER}\n1704080700000,NIFTY,21700,,,,,\n1704080701000,NIFTY,abc,,,,,\n"));
+        let e = read_ticks(&ticks).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "last"), "{e}");
+        let chains = write("b.chains.csv.gz", "ts,what\n1,2\n");
+        assert_eq!(read_chains(&chains).unwrap_err().field, "header");
+    }
 
     #[test]
     fn chains_are_read_back_as_they_were_taken() {
