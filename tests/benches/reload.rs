@@ -63,6 +63,7 @@ fn spec(days: u32, speed: f64) -> PipelineSpec {
         warmup_candles: 500,
         guard: tradehost::market::guard::GuardRules::default(),
         prices_kept: 100_000,
+        record_dir: None,
     }
 }
 
@@ -78,7 +79,7 @@ async fn swap_delay() {
         let (control_tx, control) = tokio::sync::watch::channel(Control::Run);
         let (swap_tx, swaps) = tokio::sync::mpsc::channel(4);
         let stats = Arc::new(PipelineStats::default());
-        let task = tokio::spawn(pipeline::run(spec(days, speed), loaded.clone(), sandbox.clone(), bus.clone(), events, control, swaps, stats.clone()));
+        let task = tokio::spawn(pipeline::run(spec(days, speed), loaded.clone(), sandbox.clone(), bus.clone(), events, control, swaps, stats.clone(), None));
         (bus, control_tx, swap_tx, stats, task)
     };
     let (_bus, _c, _s, _stats, task) = run(0.0);
