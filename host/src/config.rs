@@ -358,7 +358,7 @@ pub enum Source {
         #[serde(default = "stale_secs")]
         stale_secs: u64,
         /// Take an option-chain snapshot of the first symbol (the underlying) this often,
-        /// seconds; 0 = none. The broker must offer option chains (Upstox does).
+        /// seconds; 0 = none. The broker must offer option chains (Upstox and OpenAlgo do).
         #[serde(default)]
         chain_secs: u64,
         /// The expiry of the chain, `YYYY-MM-DD`; absent: the nearest.
@@ -673,8 +673,8 @@ impl Config {
                 Source::Broker { chain_secs: 0, strikes, .. } if *strikes > 0 => {
                     return err(p.id.span().start, format!("pipelines[{i}].source.strikes"), "strikes around the money are chosen from the option chain: set chain_secs too".into());
                 }
-                Source::Broker { account, chain_secs, .. } if *chain_secs > 0 && self.account(account).is_some_and(|a| a.broker.get_ref() != "upstox") => {
-                    return err(p.id.span().start, format!("pipelines[{i}].source.chain_secs"), format!("option chains from the broker are read from upstox accounts; {account:?} is not one"));
+                Source::Broker { account, chain_secs, .. } if *chain_secs > 0 && self.account(account).is_some_and(|a| !matches!(a.broker.get_ref().as_str(), "upstox" | "openalgo")) => {
+                    return err(p.id.span().start, format!("pipelines[{i}].source.chain_secs"), format!("option chains from the broker are read from upstox and openalgo accounts; {account:?} is neither"));
                 }
                 Source::Broker { account, .. } => match self.account(account) {
                     None => return err(p.id.span().start, format!("pipelines[{i}].source.account"), format!("unknown account {account:?}")),

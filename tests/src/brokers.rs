@@ -111,8 +111,13 @@ pub struct State {
     pub portfolio_url: Option<String>,
     /// Upstox: the option contracts `GET /v2/option/contract` lists (their `expiry`, …).
     pub option_contracts: Vec<Value>,
-    /// Upstox: the rows `GET /v2/option/chain` answers, per expiry.
+    /// Upstox: the rows `GET /v2/option/chain` answers, per expiry (`YYYY-MM-DD`);
+    /// OpenAlgo: the `chain` array `/api/v1/optionchain` answers, per `expiry_date` (`DDMMMYY`).
     pub option_chain: HashMap<String, Vec<Value>>,
+    /// OpenAlgo: the expiries `/api/v1/expiry` lists (`DD-MMM-YY`), and the spot its option chain gives.
+    pub expiries: Vec<String>,
+    /// OpenAlgo: the underlying's last price in its option-chain answer.
+    pub underlying_ltp: f64,
     sent_at: VecDeque<std::time::Instant>,
 }
 
@@ -149,6 +154,8 @@ impl MockServer {
             portfolio_url: None,
             option_contracts: Vec::new(),
             option_chain: HashMap::new(),
+            expiries: Vec::new(),
+            underlying_ltp: 0.0,
             sent_at: VecDeque::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -368,6 +375,17 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             (Some(url), Some(_)) => ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url })),
             (_, None) => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1154", "message": "update_types is required" }] }), None),
             (None, _) => (500, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "stream unavailable" }] }), None),
+        },
+        (Flavor::OpenAlgo, "POST", "/api/v1/expiry") => match (body_json["symbol"].as_str(), body_json["exchange"].as_str(), body_json["instrumenttype"].as_str()) {
+            (Some(symbol), Some("NFO" | "BFO"), Some("options" | "futures")) => (200, json!({ "status": "success", "message": format!("Found {} expiry dates for {symbol} options in NFO", s.expiries.len()), "data": s.expiries }), None),
+            _ => (400, json!({ "status": "error", "message": "symbol, exchange (NFO/BFO) and instrumenttype (options/futures) are required" }), None),
+        },
+        (Flavor::OpenAlgo, "POST", "/api/v1/optionchain") => match (body_json["underlying"].as_str(), body_json["exchange"].as_str(), body_json["expiry_date"].as_str()) {
+            (Some(underlying), Some("NSE_INDEX" | "NSE" | "BSE_INDEX" | "BSE"), Some(expiry)) => match s.option_chain.get(expiry) {
+                Some(chain) => (200, json!({ "status": "success", "underlying": underlying, "underlying_ltp": s.underlying_ltp, "expiry_date": expiry, "chain": chain }), None),
+                None => (400, json!({ "status": "error", "message": format!("No option contracts for {underlying} expiring {expiry}") }), None),
+            },
+            _ => (400, json!({ "status": "error", "message": "underlying, exchange and expiry_date (DDMMMYY) are required" }), None),
         },
         (Flavor::Upstox, "GET", "/v2/option/contract") => ok_kite(Value::Array(s.option_contracts.clone())),
         (Flavor::Upstox, "GET", "/v2/option/chain") => match query(&r.path, "expiry_date") {
@@ -606,4 +624,14 @@ pub fn upstox_chain_row(expiry: &str, strike: f64, spot: f64, ce: (f64, f64), pe
         "call_options": side(&format!("NSE_FO|{}", strike as u64 * 10 + 1), ce),
         "put_options": side(&format!("NSE_FO|{}", strike as u64 * 10 + 2), pe),
     })
+}
+
+/// One strike of OpenAlgo's option chain (`/api/v1/optionchain`) as its documentation shows it.
+#[must_use]
+pub fn openalgo_chain_row(symbol_prefix: &str, strike: f64, ce: (f64, f64), pe: (f64, f64)) -> Value {
+    let side = |kind: &str, (ltp, oi): (f64, f64)| {
+        json!({ "symbol": format!("{symbol_prefix}{}{kind}", strike as u64), "label": "ATM", "ltp": ltp, "bid": ltp - 0.05, "ask": ltp + 0.05,
+            "open": ltp, "high": ltp, "low": ltp, "prev_close": ltp, "volume": 1_195_800, "oi": oi, "lotsize": 65, "tick_size": 0.05 })
+    };
+    json!({ "strike": strike, "ce": side("CE", ce), "pe": side("PE", pe) })
 }

@@ -511,3 +511,43 @@ async fn next_update(out: &mut tokio::sync::mpsc::UnboundedReceiver<tradehost::b
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openalgo_option_chains_and_the_strikes_around_the_money() {
+    use tradehost_tests::brokers::{Flavor, MockServer, openalgo_chain_row};
+    let ws = KiteTicker::start_with(&[]).await;
+    let rest = MockServer::start(Flavor::OpenAlgo, "", "oa-key-123");
+    {
+        let mut s = rest.state();
+        // Nearest first, as OpenAlgo lists them; one already past.
+        s.expiries = vec!["04-JAN-24".into(), "30-DEC-99".into()];
+        s.underlying_ltp = 26_215.55;
+        s.option_chain.insert("30DEC99".into(), [26_100.0, 26_200.0, 26_300.0, 26_400.0].iter().map(|k| openalgo_chain_row("NIFTY30DEC99", *k, (400.0, 1_000.0), (200.0, 2_000.0))).collect());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"oi_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"oa-1\"]\nsource = {{ kind = \"broker\", account = \"oa-1\", chain_secs = 1, strikes = 1 }}\n",
+        rest.url,
+        ws.url()
+    );
+    let (_config, _keep, configs) = configured(dir.path(), "[accounts.oa-1]\napi_key = \"oa-key-123\"\n", &text);
+    let bus = tradehost::bus::Bus::embedded("t");
+    let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())("oa-1".into(), vec!["NIFTY".into()]).await.unwrap();
+    let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())("oa-1".into(), "NIFTY".into(), None).await.unwrap();
+    let mut feed = start_with_chain(plan, 0, None, Some((chain, Duration::from_millis(200))), 1);
+    let c = match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+        Ok(Some(MarketEvent::Chain(c))) => c,
+        other => panic!("expected an option chain, got {other:?}"),
+    };
+    assert_eq!((c.spot, c.expiries[0].expiry.as_str(), c.expiries[0].strikes.len()), (Decimal::new(2_621_555, 2), "2099-12-30", 4), "the nearest expiry not yet past");
+    assert_eq!(c.expiries[0].strikes[0].ce.map(|l| (l.last, l.oi)), Some((Decimal::from(400), 1_000)));
+    // ATM 26,200 (spot 26,215.55) and one strike either side, on the feed as OpenAlgo names them.
+    let requests = || ws.seen(|s| s.requests.get(&0).cloned().unwrap_or_default());
+    wait_until("the strikes around the money", || requests().iter().filter(|r| r["action"] == "subscribe").count() >= 2).await;
+    let sub = requests().into_iter().filter(|r| r["action"] == "subscribe").nth(1).unwrap();
+    let symbols: Vec<String> = sub["symbols"].as_array().unwrap().iter().map(|s| format!("{}:{}", s["exchange"].as_str().unwrap(), s["symbol"].as_str().unwrap())).collect();
+    assert_eq!(symbols, ["NFO:NIFTY30DEC9926100CE", "NFO:NIFTY30DEC9926100PE", "NFO:NIFTY30DEC9926200CE", "NFO:NIFTY30DEC9926200PE", "NFO:NIFTY30DEC9926300CE", "NFO:NIFTY30DEC9926300PE"]);
+    let asked = rest.state().requests.iter().filter(|r| r.path == "/api/v1/optionchain").map(|r| r.body.clone()).next().unwrap();
+    let asked: serde_json::Value = serde_json::from_str(&asked).unwrap();
+    assert_eq!((asked["underlying"].as_str(), asked["exchange"].as_str(), asked["expiry_date"].as_str(), asked["apikey"].as_str()), (Some("NIFTY"), Some("NSE_INDEX"), Some("30DEC99"), Some("oa-key-123")));
+}

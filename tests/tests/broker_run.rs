@@ -156,14 +156,22 @@ async fn a_live_kite_feed_trades_on_paper_and_replays_the_same() {
 
 /// Live mode with nothing but the broker: ticks from a local Kite ticker, orders to a local
 /// Kite Connect server, and fills learned from the order postbacks the ticker pushes. Polling
-/// is set to ten minutes, so every fill after the first can only come from a push.
+/// is set to ten minutes, so every fill after the first can only come from a push. On the way
+/// the broker drops every connection (the feed and the order stream come back and subscribe
+/// again), and the session expires (orders are held, and resume once a new token arrives over
+/// `trading:commands`; the next drop reconnects with it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_mode_on_broker_sockets_learns_fills_from_postbacks() {
     use tradehost_tests::brokers::{Flavor, MockServer};
     use tradehost_tests::kite_ticker::Full;
+    use tradehost_tests::{Collector, RedisServer};
     const RELIANCE: u32 = 738_561;
+    let redis = RedisServer::start();
+    let collector = Collector::start(&redis.url());
     let ticker = KiteTicker::start("key1", "tok1").await;
     let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    // The session ends after the fourth order (a login elsewhere): the next call fails.
+    rest.state().expire_after = Some(4);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kite-instruments.csv"), KITE_INSTRUMENTS).unwrap();
     let text = format!(
@@ -208,7 +216,7 @@ slow = 20
         Command::new(tradehost_bin())
             .args(["run", "--config"])
             .arg(&cfg)
-            .env_remove("REDIS_URL")
+            .env("REDIS_URL", redis.url())
             .env_remove("TRADEHOST_SECRETS")
             .env("TRADING_MODE", "live")
             .env("RUST_LOG", "warn")
@@ -233,7 +241,7 @@ slow = 20
     let mut pushed = std::collections::HashSet::new();
     let journal = dir.path().join("journal.sqlite");
     let postbacks = |pushed: &mut std::collections::HashSet<String>| {
-        // Kite's postback for every order the broker has completed-or-open that we have not told of yet.
+        // Kite's postback for every order the broker holds that we have not told of yet.
         let orders: Vec<(String, Option<String>)> = rest.state().orders.iter().map(|o| (o.id.clone(), o.tag.clone())).collect();
         for (id, tag) in orders {
             if pushed.insert(id.clone()) {
@@ -242,7 +250,9 @@ slow = 20
             }
         }
     };
-    for e in &events {
+    let event = |name: &str| collector.of("trading:events", "event").into_iter().filter(|e| e["event"] == name).count();
+    let mut renewed = false;
+    for (n, e) in events.iter().enumerate() {
         let MarketEvent::Candle { bar, .. } = e else { continue };
         let secs = u32::try_from(bar.ts_ms / 1000).unwrap();
         let paise = |d: rust_decimal::Decimal| u32::try_from((d * rust_decimal::Decimal::from(100)).trunc().mantissa()).unwrap();
@@ -255,6 +265,29 @@ slow = 20
         // A paced market: a minute every 20 ms, postbacks as orders appear.
         tokio::time::sleep(Duration::from_millis(20)).await;
         postbacks(&mut pushed);
+        if n == 120 {
+            // The broker drops every connection: both come back by themselves.
+            ticker.push(Push::Drop);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while event("feed_reconnected") < 1 || !collector.of("trading:events", "event").iter().any(|e| e["event"] == "order_stream_connected" && e["reconnect"] == true) {
+                assert!(Instant::now() < deadline, "the feed and the order stream did not come back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if !renewed && event("token_expired") > 0 {
+            // A new day's token, everywhere at once: the broker, its ticker, and the host over the commands channel.
+            rest.state().token = "tok2".into();
+            ticker.set_token("tok2");
+            let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+            let command = r#"{"v":1,"type":"command","id":"tok-1","cmd":"token","account":"kite-1","access_token":"tok2"}"#;
+            let _: i64 = redis::cmd("PUBLISH").arg("trading:commands").arg(command).query(&mut con).unwrap();
+            renewed = true;
+        }
+        if n == 300 {
+            // A second drop, after the renewal: the reconnections must use the new token.
+            assert!(renewed, "the session expired before the second drop");
+            ticker.push(Push::Drop);
+        }
     }
     let native = tradehost_tests::native_ma_signals_for(4, 1, 1_300.0, &[("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())]);
     assert!(native > 4, "the day has signals: {native}");
@@ -264,21 +297,29 @@ slow = 20
         postbacks(&mut pushed);
         let placed = rest.state().orders.len() as i64;
         let filled = count(&journal, "SELECT COUNT(*) FROM fills");
-        if placed > 2 && filled == placed && count(&journal, "SELECT COUNT(*) FROM decisions") == native as i64 {
+        if placed > 2 && filled == placed && count(&journal, "SELECT COUNT(*) FROM decisions") == native as i64 && event("feed_reconnected") >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "{filled} of {placed} orders filled; {} of {native} signals decided", count(&journal, "SELECT COUNT(*) FROM decisions"));
+        assert!(Instant::now() < deadline, "{filled} of {placed} orders filled; {} of {native} signals decided; {} feed reconnections", count(&journal, "SELECT COUNT(*) FROM decisions"), event("feed_reconnected"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(count(&journal, "SELECT COUNT(*) FROM orders"), rest.state().orders.len() as i64, "every journal order reached the broker once");
+    assert_eq!(event("token_expired"), 1);
+    assert!(event("token_renewed") >= 1, "resumed without a restart");
+    // The second drop came after the renewal: its reconnections were refused by nobody.
+    assert_eq!(ticker.seen(|s| s.refused), 0, "every reconnection used a token the broker took");
     // Each order was placed once and read at most a few times: pushes, not polls.
     let polls: u32 = rest.state().orders.iter().map(|o| o.polls).max().unwrap_or(0);
     assert!(polls <= 3, "an order was read {polls} times");
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let out = child.0.take().unwrap().wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("order_update") && stdout.contains("order_stream_connected"), "{stdout}");
-    assert!(!stdout.contains("tok1") && !String::from_utf8_lossy(&out.stderr).contains("tok1"), "the token never printed");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(event("order_update") > 0 && event("order_stream_connected") >= 2, "the order stream was followed, and came back after the drop");
+    let published: String = collector.messages().iter().filter(|(c, _)| c != "trading:commands").map(|(c, v)| format!("{c} {v}\n")).collect();
+    for secret in ["tok1", "tok2", "key1"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret) && !published.contains(secret), "a credential leaked");
+    }
     // The postbacks were recorded as received, beside the ticks.
     let day = std::fs::read_dir(dir.path().join("rec")).unwrap().next().unwrap().unwrap().path();
     let orders_file = std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("orders-kite-1."))).expect("an order-update recording");

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, watch};
 
 use super::instruments::InstrumentMaster;
 use super::live::LiveRouter;
-use super::{kite, upstox};
+use super::{kite, openalgo, upstox};
 use super::secrets::{Secret, SecretStore};
 use crate::bus::Bus;
 use crate::config::{Config, OrderUpdates};
@@ -201,8 +201,8 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
 }
 
 /// A chain resolver reading accounts from the newest configuration in `configs`:
-/// Upstox's `/v2/option/chain` for the underlying's instrument key, at the
-/// given expiry or the nearest one (moved to the next after it passes).
+/// Upstox's `/v2/option/chain` for the underlying's instrument key, or OpenAlgo's
+/// `/api/v1/optionchain`, at the given expiry or the nearest one (moved to the next after it passes).
 #[must_use]
 pub fn chain_resolver(configs: watch::Receiver<Arc<Config>>, bus: Bus, tokens: TokenOverrides) -> ChainResolver {
     let master = InstrumentMaster::new(bus);
@@ -213,25 +213,67 @@ pub fn chain_resolver(configs: watch::Receiver<Arc<Config>>, bus: Bus, tokens: T
     })
 }
 
+/// Where an account's option chains come from.
+enum ChainBroker {
+    /// Upstox, by the underlying's instrument key.
+    Upstox(Arc<upstox::Upstox>, String),
+    /// OpenAlgo, by the underlying's own symbol.
+    OpenAlgo(Arc<openalgo::OpenAlgo>),
+}
+
+impl ChainBroker {
+    fn set_token(&self, token: Secret) {
+        match self {
+            Self::Upstox(a, _) => crate::brokers::Broker::set_token(a.as_ref(), token),
+            Self::OpenAlgo(a) => crate::brokers::Broker::set_token(a.as_ref(), token),
+        }
+    }
+
+    async fn nearest_expiry(&self, underlying: &str, today: &str) -> Result<Option<String>, String> {
+        match self {
+            Self::Upstox(a, key) => a.nearest_expiry(key, today).await.map_err(|e| e.to_string()),
+            Self::OpenAlgo(a) => Ok(a.option_expiries(underlying).await.map_err(|e| e.to_string())?.into_iter().find(|e| e.as_str() >= today)),
+        }
+    }
+
+    async fn chain(&self, underlying: &str, expiry: &str) -> Result<(rust_decimal::Decimal, Vec<crate::market::StrikeRow>, Vec<(rust_decimal::Decimal, bool, String)>), String> {
+        match self {
+            Self::Upstox(a, key) => a.option_chain(key, expiry).await.map_err(|e| e.to_string()),
+            Self::OpenAlgo(a) => a.option_chain(underlying, expiry).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
 async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet<String>>, tokens: &TokenOverrides, account: &str, underlying: String, expiry: Option<String>) -> Result<ChainSource, String> {
     let a = config.account(account).ok_or_else(|| format!("source account {account:?} is not configured"))?;
-    if a.broker.get_ref() != "upstox" {
-        return Err(format!("account {account}: option chains are read from upstox accounts"));
-    }
-    let key = tokens_from_master(config, master, loaded, "upstox", account, std::slice::from_ref(&underlying)).await?.remove(0).1;
     let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new("."))).map_err(|e| e.to_string())?;
     let name = a.credentials.clone().unwrap_or_else(|| account.to_owned());
-    let token = tokens.read().ok().and_then(|t| t.get(account).cloned()).or(store.credentials(account, &name).access_token).ok_or_else(|| format!("account {account}: option chains need an access_token"))?;
-    let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
-    let adapter = Arc::new(upstox::Upstox::new(&base, token, std::time::Duration::from_millis(config.live.timeout_ms)).map_err(|e| e.to_string())?);
+    let c = store.credentials(account, &name);
+    let timeout = std::time::Duration::from_millis(config.live.timeout_ms);
+    let overridden = tokens.read().ok().and_then(|t| t.get(account).cloned());
+    let broker = match a.broker.get_ref().as_str() {
+        "upstox" => {
+            let key = tokens_from_master(config, master, loaded, "upstox", account, std::slice::from_ref(&underlying)).await?.remove(0).1;
+            let token = overridden.or(c.access_token).ok_or_else(|| format!("account {account}: option chains need an access_token"))?;
+            let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
+            ChainBroker::Upstox(Arc::new(upstox::Upstox::new(&base, token, timeout).map_err(|e| e.to_string())?), key)
+        }
+        "openalgo" => {
+            let key = overridden.or(c.api_key).ok_or_else(|| format!("account {account}: option chains need an api_key"))?;
+            let base = a.base_url.clone().unwrap_or_else(|| openalgo::DEFAULT_URL.to_owned());
+            ChainBroker::OpenAlgo(Arc::new(openalgo::OpenAlgo::new(&base, key, "tradehost", timeout).map_err(|e| e.to_string())?))
+        }
+        other => return Err(format!("account {account}: option chains are read from upstox and openalgo accounts, not {other}")),
+    };
+    let broker = Arc::new(broker);
     let fixed = expiry.is_some();
     let chosen = Arc::new(Mutex::new(expiry));
     let (tokens, id) = (tokens.clone(), account.to_owned());
     Ok(Arc::new(move || {
-        let (adapter, chosen, key, underlying, tokens, id) = (adapter.clone(), chosen.clone(), key.clone(), underlying.clone(), tokens.clone(), id.clone());
+        let (broker, chosen, underlying, tokens, id) = (broker.clone(), chosen.clone(), underlying.clone(), tokens.clone(), id.clone());
         Box::pin(async move {
             if let Some(t) = tokens.read().ok().and_then(|t| t.get(&id).cloned()) {
-                crate::brokers::Broker::set_token(adapter.as_ref(), t);
+                broker.set_token(t);
             }
             let now = crate::bus::message::now_ms();
             let today = crate::market::clock::format_ist_date(now);
@@ -239,11 +281,11 @@ async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex
                 let mut e = chosen.lock().await;
                 // "Nearest": chosen again once the day passes it.
                 if e.as_ref().is_none_or(|x| !fixed && x.as_str() < today.as_str()) {
-                    *e = adapter.nearest_expiry(&key, &today).await.map_err(|e| format!("expiries of {underlying}: {e}"))?;
+                    *e = broker.nearest_expiry(&underlying, &today).await.map_err(|e| format!("expiries of {underlying}: {e}"))?;
                 }
                 e.clone().ok_or_else(|| format!("{underlying} has no option expiry on or after {today}"))?
             };
-            let (spot, strikes, tokens) = adapter.option_chain(&key, &expiry).await.map_err(|e| format!("option chain of {underlying} {expiry}: {e}"))?;
+            let (spot, strikes, tokens) = broker.chain(&underlying, &expiry).await.map_err(|e| format!("option chain of {underlying} {expiry}: {e}"))?;
             if strikes.is_empty() {
                 return Err(format!("option chain of {underlying} {expiry}: no strikes"));
             }

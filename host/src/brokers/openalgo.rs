@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use reqwest::Client;
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer};
@@ -49,6 +50,56 @@ impl OpenAlgo {
             b.insert("apikey".into(), Value::String(key.expose().to_owned()));
         }
         Self::read(http::send(self.client.post(format!("{}/api/v1/{name}", self.base)).json(&body)).await?)
+    }
+
+    /// The option expiries of `underlying` (`POST /api/v1/expiry`, `DD-MMM-YY`), as `YYYY-MM-DD`, nearest first.
+    ///
+    /// # Errors
+    /// The broker's refusal, or a date that does not read.
+    pub async fn option_expiries(&self, underlying: &str) -> Result<Vec<String>, BrokerError> {
+        let v = self.call("expiry", json!({ "symbol": underlying, "exchange": "NFO", "instrumenttype": "options" })).await?;
+        let mut out = Vec::new();
+        for d in v["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let text = d.as_str().unwrap_or_default();
+            out.push(iso_date(text).ok_or_else(|| BrokerError::Protocol(format!("expiry {text:?} is not DD-MMM-YY")))?);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The option chain of `underlying` at `expiry` (`YYYY-MM-DD`), `POST /api/v1/optionchain`:
+    /// the spot, per strike each side's last price, OI and volume, and each side's feed
+    /// instrument (`NFO:<symbol>`) as `(strike, is_call, instrument)`.
+    ///
+    /// # Errors
+    /// The broker's refusal, or a strike without a number.
+    pub async fn option_chain(&self, underlying: &str, expiry: &str) -> Result<(Decimal, Vec<crate::market::StrikeRow>, Vec<(Decimal, bool, String)>), BrokerError> {
+        use crate::market::{OptionLeg, StrikeRow};
+        use rust_decimal::prelude::FromPrimitive as _;
+        let exchange = if crate::market::feed::openalgo::instrument(underlying).starts_with("NSE_INDEX:") { "NSE_INDEX" } else { "NSE" };
+        let compact = compact_date(expiry).ok_or_else(|| BrokerError::Protocol(format!("expiry {expiry:?} is not YYYY-MM-DD")))?;
+        let v = self.call("optionchain", json!({ "underlying": underlying, "exchange": exchange, "expiry_date": compact })).await?;
+        let dec = |v: &Value, what: &str| v.as_f64().and_then(Decimal::from_f64).map(|d| d.round_dp(4).normalize()).ok_or_else(|| BrokerError::Protocol(format!("option chain of {underlying}: {what} {v} is not a number")));
+        let whole = |v: &Value| v.as_f64().filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
+        let spot = dec(&v["underlying_ltp"], "underlying_ltp")?;
+        let (mut rows, mut tokens) = (Vec::new(), Vec::new());
+        for row in v["chain"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let strike = dec(&row["strike"], "strike")?;
+            let mut legs = [None, None];
+            for (i, (side, call)) in [("ce", true), ("pe", false)].into_iter().enumerate() {
+                let leg = &row[side];
+                if leg.is_null() {
+                    continue;
+                }
+                legs[i] = Some(OptionLeg { last: dec(&leg["ltp"], "ltp")?, oi: whole(&leg["oi"]), volume: whole(&leg["volume"]) });
+                if let Some(symbol) = leg["symbol"].as_str() {
+                    tokens.push((strike, call, format!("NFO:{symbol}")));
+                }
+            }
+            rows.push(StrikeRow { strike, ce: legs[0], pe: legs[1] });
+        }
+        rows.sort_by_key(|r| r.strike);
+        Ok((spot, rows, tokens))
     }
 
     fn read(answer: Answer) -> Result<Value, BrokerError> {
@@ -173,5 +224,36 @@ impl Broker for OpenAlgo {
             let rows = answer["data"].as_array().ok_or_else(|| BrokerError::Protocol("the position book is not a list".into()))?;
             Ok(rows.iter().filter_map(|p| Some((p["symbol"].as_str()?.to_owned(), number(&p["quantity"])?))).collect())
         })
+    }
+}
+
+const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+
+/// `10-JUL-25` → `2025-07-10`.
+fn iso_date(text: &str) -> Option<String> {
+    let mut parts = text.trim().split('-');
+    let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
+    let m = MONTHS.iter().position(|x| x.eq_ignore_ascii_case(month))? + 1;
+    let (d, y): (u32, u32) = (day.parse().ok()?, year.parse().ok()?);
+    (parts.next().is_none() && (1..=31).contains(&d) && y < 100).then(|| format!("20{y:02}-{m:02}-{d:02}"))
+}
+
+/// `2025-12-30` → `30DEC25`.
+fn compact_date(iso: &str) -> Option<String> {
+    let mut parts = iso.split('-');
+    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
+    let m: usize = month.parse().ok()?;
+    Some(format!("{day}{}{}", MONTHS.get(m.checked_sub(1)?)?, year.get(2..)?))
+}
+
+#[cfg(test)]
+mod date_tests {
+    #[test]
+    fn openalgo_dates_read_both_ways() {
+        assert_eq!(super::iso_date("10-JUL-25").as_deref(), Some("2025-07-10"));
+        assert_eq!(super::iso_date("31-dec-26").as_deref(), Some("2026-12-31"));
+        assert_eq!(super::iso_date("2025-07-10"), None);
+        assert_eq!(super::compact_date("2025-12-30").as_deref(), Some("30DEC25"));
+        assert_eq!(super::compact_date("2025-13-30"), None);
     }
 }
