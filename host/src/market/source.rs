@@ -382,21 +382,33 @@ pub async fn redis_feed(
                 }
             }
             _ = flush.tick() => {
-                // Feed time now ≈ the last message's time plus the wall time since it.
-                let Some((ts, at)) = last_seen else { continue };
-                let feed_now = ts.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX));
-                for b in &mut builders {
-                    if b.bucket_end().is_some_and(|end| feed_now >= end.saturating_add(2_000)) {
-                        if let Some(event) = b.finish() {
-                            if tx.send(event).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                    }
+                let Some(seen) = last_seen else { continue };
+                if !close_quiet_bars(&mut builders, feed_time(seen), tx).await {
+                    return Ok(());
                 }
             }
         }
     }
+}
+
+/// Feed time now: the last message's time plus the wall time since it arrived.
+fn feed_time((ts, at): (i64, tokio::time::Instant)) -> i64 {
+    ts.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Close every bar whose end is two seconds of feed time behind `feed_now` (the feed went
+/// quiet: no next tick will close it); false when the receiver is gone.
+async fn close_quiet_bars(builders: &mut [CandleBuilder], feed_now: i64, tx: &mpsc::Sender<MarketEvent>) -> bool {
+    for b in builders {
+        if b.bucket_end().is_some_and(|end| feed_now >= end.saturating_add(2_000)) {
+            if let Some(event) = b.finish() {
+                if tx.send(event).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// How a broker source runs (from its `source = { kind = "broker", … }`).
@@ -622,20 +634,10 @@ pub async fn broker_feed(
                 if let Some(rec) = options.recorder.as_mut() {
                     let _ = rec.flush();
                 }
-                // Feed time now ≈ the last tick's exchange time plus the wall time since it;
-                // before any tick, the host's clock.
-                let feed_now = match last_seen {
-                    Some((ts, at)) => ts.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX)),
-                    None => now_ms(),
-                };
-                for b in &mut builders {
-                    if b.bucket_end().is_some_and(|end| feed_now >= end.saturating_add(2_000)) {
-                        if let Some(event) = b.finish() {
-                            if tx.send(event).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                    }
+                // Before any tick, the host's clock stands for the feed's.
+                let feed_now = last_seen.map_or_else(now_ms, feed_time);
+                if !close_quiet_bars(&mut builders, feed_now, tx).await {
+                    return Ok(());
                 }
                 let silent = last_seen.map_or(started.elapsed(), |(_, at)| at.elapsed());
                 if options.stale_secs > 0 && !is_stale && silent >= Duration::from_secs(options.stale_secs) && Session::NSE.contains(feed_now) && is_weekday(feed_now) {
