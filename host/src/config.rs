@@ -724,6 +724,13 @@ impl Config {
         std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty()).or_else(|| self.bus.url.clone())
     }
 
+    /// Where to read a file named in the configuration (an instrument master):
+    /// an `http(s)://` URL as it is, a path relative to the file's folder.
+    #[must_use]
+    pub fn resolve_source(&self, source: &str) -> String {
+        if source.starts_with("http://") || source.starts_with("https://") { source.to_owned() } else { self.resolve(Path::new(source)).display().to_string() }
+    }
+
     /// A path from the file, relative to the file's folder.
     #[must_use]
     pub fn resolve(&self, path: &Path) -> PathBuf {

@@ -29,6 +29,17 @@ use crate::market::{ExpiryChain, OptionChain};
 /// Tokens handed over by `token` commands, newest first over the secrets.
 pub type TokenOverrides = Arc<RwLock<HashMap<String, Secret>>>;
 
+/// The token a `token` command handed over for `account`, if any (it wins over the secrets).
+fn overridden(tokens: &TokenOverrides, account: &str) -> Option<Secret> {
+    tokens.read().ok().and_then(|t| t.get(account).cloned())
+}
+
+/// An Upstox adapter for account `a` (its `base_url`, `[live] timeout_ms`) with `token`.
+fn upstox_adapter(config: &Config, a: &crate::config::Account, token: Secret) -> Result<Arc<upstox::Upstox>, String> {
+    let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
+    upstox::Upstox::new(&base, token, std::time::Duration::from_millis(config.live.timeout_ms)).map(Arc::new).map_err(|e| e.to_string())
+}
+
 /// A resolver reading accounts from the newest configuration in `configs`.
 #[must_use]
 pub fn resolver(configs: watch::Receiver<Arc<Config>>, bus: Bus, tokens: TokenOverrides) -> FeedResolver {
@@ -51,13 +62,13 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
         Wire::Kite | Wire::Upstox if symbols.is_empty() => Vec::new(),
         Wire::Kite | Wire::Upstox => tokens_from_master(config, master, loaded, &broker, account, symbols).await?,
     };
-    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new("."))).map_err(|e| e.to_string())?;
+    let store = SecretStore::beside(config).map_err(|e| e.to_string())?;
     let (id, name) = (account.to_owned(), a.credentials.clone().unwrap_or_else(|| account.to_owned()));
     let ws_url = a.ws_url.clone();
     let connect: Connector = match wire {
         Wire::Kite => Arc::new(move || {
             let c = store.credentials(&id, &name);
-            let token = tokens.read().ok().and_then(|t| t.get(&id).cloned()).or(c.access_token);
+            let token = overridden(&tokens, &id).or(c.access_token);
             let mut url = ws_url.clone().unwrap_or_else(|| kite::DEFAULT_WS_URL.to_owned());
             // `wss://ws.kite.trade?…` has no path; a WebSocket request needs one.
             if !url.split_once("://").is_some_and(|(_, rest)| rest.contains('/')) {
@@ -71,9 +82,8 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
         }),
         Wire::Upstox => {
             let c = store.credentials(&id, &name);
-            let token = tokens.read().ok().and_then(|t| t.get(&id).cloned()).or(c.access_token).ok_or_else(|| format!("account {id}: the upstox feed needs an access_token"))?;
-            let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
-            let adapter = Arc::new(upstox::Upstox::new(&base, token, std::time::Duration::from_millis(config.live.timeout_ms)).map_err(|e| e.to_string())?);
+            let token = overridden(&tokens, &id).or(c.access_token).ok_or_else(|| format!("account {id}: the upstox feed needs an access_token"))?;
+            let adapter = upstox_adapter(config, a, token)?;
             Arc::new(move || {
                 let (adapter, tokens, id, fixed) = (adapter.clone(), tokens.clone(), id.clone(), ws_url.clone());
                 Box::pin(async move {
@@ -81,7 +91,7 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
                         return Ok(FeedAddress::url(url));
                     }
                     // A token handed over by a command since the last connection.
-                    if let Some(t) = tokens.read().ok().and_then(|t| t.get(&id).cloned()) {
+                    if let Some(t) = overridden(&tokens, &id) {
                         crate::brokers::Broker::set_token(adapter.as_ref(), t);
                     }
                     adapter.authorize_feed().await.map(FeedAddress::url).map_err(|e| format!("authorizing the upstox feed: {e}"))
@@ -93,7 +103,7 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
             Arc::new(move || {
                 let c = store.credentials(&id, &name);
                 // OpenAlgo's API key is its whole login; a `token` command may replace it.
-                let key = tokens.read().ok().and_then(|t| t.get(&id).cloned()).or(c.api_key);
+                let key = overridden(&tokens, &id).or(c.api_key);
                 let result = key
                     .map(|k| FeedAddress { url: url.clone(), login: Some(openalgo_feed::authenticate(k.expose())) })
                     .ok_or_else(|| format!("account {id}: the openalgo feed needs an api_key"));
@@ -111,7 +121,7 @@ async fn tokens_from_master(config: &Config, master: &InstrumentMaster, loaded: 
         let mut done = loaded.lock().await;
         if !done.contains(broker) {
             let source = config.live.instruments.get(broker).ok_or_else(|| format!("account {account}: a {broker} feed needs the instrument master: set [live] instruments.{broker}"))?;
-            let source = if source.starts_with("http://") || source.starts_with("https://") { source.clone() } else { config.resolve(std::path::Path::new(source)).display().to_string() };
+            let source = config.resolve_source(source);
             master.load(broker, &source).await.map_err(|e| format!("{broker} instrument master: {e}"))?;
             done.insert(broker.to_owned());
         }
@@ -246,20 +256,19 @@ impl ChainBroker {
 
 async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet<String>>, tokens: &TokenOverrides, account: &str, underlying: String, expiry: Option<String>) -> Result<ChainSource, String> {
     let a = config.account(account).ok_or_else(|| format!("source account {account:?} is not configured"))?;
-    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new("."))).map_err(|e| e.to_string())?;
+    let store = SecretStore::beside(config).map_err(|e| e.to_string())?;
     let name = a.credentials.clone().unwrap_or_else(|| account.to_owned());
     let c = store.credentials(account, &name);
     let timeout = std::time::Duration::from_millis(config.live.timeout_ms);
-    let overridden = tokens.read().ok().and_then(|t| t.get(account).cloned());
+    let handed_over = overridden(tokens, account);
     let broker = match a.broker.get_ref().as_str() {
         "upstox" => {
             let key = tokens_from_master(config, master, loaded, "upstox", account, std::slice::from_ref(&underlying)).await?.remove(0).1;
-            let token = overridden.or(c.access_token).ok_or_else(|| format!("account {account}: option chains need an access_token"))?;
-            let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
-            ChainBroker::Upstox(Arc::new(upstox::Upstox::new(&base, token, timeout).map_err(|e| e.to_string())?), key)
+            let token = handed_over.or(c.access_token).ok_or_else(|| format!("account {account}: option chains need an access_token"))?;
+            ChainBroker::Upstox(upstox_adapter(config, a, token)?, key)
         }
         "openalgo" => {
-            let key = overridden.or(c.api_key).ok_or_else(|| format!("account {account}: option chains need an api_key"))?;
+            let key = handed_over.or(c.api_key).ok_or_else(|| format!("account {account}: option chains need an api_key"))?;
             let base = a.base_url.clone().unwrap_or_else(|| openalgo::DEFAULT_URL.to_owned());
             ChainBroker::OpenAlgo(Arc::new(openalgo::OpenAlgo::new(&base, key, "tradehost", timeout).map_err(|e| e.to_string())?))
         }
@@ -272,7 +281,7 @@ async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex
     Ok(Arc::new(move || {
         let (broker, chosen, underlying, tokens, id) = (broker.clone(), chosen.clone(), underlying.clone(), tokens.clone(), id.clone());
         Box::pin(async move {
-            if let Some(t) = tokens.read().ok().and_then(|t| t.get(&id).cloned()) {
+            if let Some(t) = overridden(&tokens, &id) {
                 broker.set_token(t);
             }
             let now = crate::bus::message::now_ms();
@@ -297,15 +306,14 @@ async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex
 /// The connector of an Upstox account's order-update stream: a one-time address each time.
 fn upstox_stream(config: &Config, a: &crate::config::Account, tokens: TokenOverrides) -> Result<Connector, String> {
     let account = a.id.get_ref();
-    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new("."))).map_err(|e| e.to_string())?;
+    let store = SecretStore::beside(config).map_err(|e| e.to_string())?;
     let name = a.credentials.clone().unwrap_or_else(|| account.clone());
     let token = store.credentials(account, &name).access_token.ok_or_else(|| format!("account {account}: the upstox order stream needs an access_token"))?;
-    let base = a.base_url.clone().unwrap_or_else(|| upstox::DEFAULT_URL.to_owned());
-    let adapter = Arc::new(upstox::Upstox::new(&base, token, std::time::Duration::from_millis(config.live.timeout_ms)).map_err(|e| e.to_string())?);
+    let adapter = upstox_adapter(config, a, token)?;
     let id = account.clone();
     Ok(Arc::new(move || {
         // A token handed over by a command since the last connection.
-        if let Some(t) = tokens.read().ok().and_then(|t| t.get(&id).cloned()) {
+        if let Some(t) = overridden(&tokens, &id) {
             crate::brokers::Broker::set_token(adapter.as_ref(), t);
         }
         let adapter = adapter.clone();

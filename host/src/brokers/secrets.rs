@@ -139,7 +139,15 @@ fn env_secret(var: &str) -> Option<Secret> {
 }
 
 impl SecretStore {
-    /// Read the secrets file (`TRADEHOST_SECRETS`, else `secrets.toml` beside
+    /// The secrets of `config`: `TRADEHOST_SECRETS`, else `secrets.toml` beside it.
+    ///
+    /// # Errors
+    /// A file that exists but does not parse.
+    pub fn beside(config: &crate::config::Config) -> anyhow::Result<Self> {
+        Self::load(config.path.parent().unwrap_or_else(|| Path::new(".")))
+    }
+
+    /// Read the secrets file (`TRADEHOST_SECRETS`, else `secrets.toml` in
     /// `config_dir`) if there is one. The error names the file and line, never a value.
     ///
     /// # Errors

@@ -35,6 +35,15 @@ pub struct Upstox {
 /// Upstox's production API.
 pub const DEFAULT_URL: &str = "https://api.upstox.com";
 
+/// The one-time address in an authorize answer (Upstox sends it under both spellings).
+fn redirect_uri(data: &Value, what: &str) -> Result<String, BrokerError> {
+    data["authorized_redirect_uri"]
+        .as_str()
+        .or_else(|| data["authorizedRedirectUri"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| BrokerError::Protocol(format!("the {what} authorize answer has no authorized_redirect_uri")))
+}
+
 impl Upstox {
     /// An adapter for `base` (e.g. [`DEFAULT_URL`]).
     ///
@@ -51,12 +60,7 @@ impl Upstox {
     /// The broker's refusal (an expired token is [`BrokerError::Token`]) or an answer without the address.
     pub async fn authorize_feed(&self) -> Result<String, BrokerError> {
         let answer = http::send(self.auth(self.client.get(format!("{}/v3/feed/market-data-feed/authorize", self.base)))).await?;
-        let data = Self::read(answer)?;
-        data["authorized_redirect_uri"]
-            .as_str()
-            .or_else(|| data["authorizedRedirectUri"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| BrokerError::Protocol("the feed authorize answer has no authorized_redirect_uri".into()))
+        redirect_uri(&Self::read(answer)?, "feed")
     }
 
     /// A one-time address of the portfolio stream with order updates
@@ -66,12 +70,7 @@ impl Upstox {
     /// The broker's refusal or an answer without the address.
     pub async fn authorize_order_stream(&self) -> Result<String, BrokerError> {
         let request = self.client.get(format!("{}/v2/feed/portfolio-stream-feed/authorize", self.base)).query(&[("update_types", "order")]);
-        let data = Self::read(http::send(self.auth(request)).await?)?;
-        data["authorized_redirect_uri"]
-            .as_str()
-            .or_else(|| data["authorizedRedirectUri"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| BrokerError::Protocol("the portfolio stream authorize answer has no authorized_redirect_uri".into()))
+        redirect_uri(&Self::read(http::send(self.auth(request)).await?)?, "portfolio stream")
     }
 
     /// The nearest expiry on or after `today` (`YYYY-MM-DD`) of the options on

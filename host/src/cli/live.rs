@@ -58,7 +58,7 @@ fn adapter(account: &Account, store: &SecretStore, timeout: Duration) -> Result<
 /// # Errors
 /// Every problem found, one per line.
 pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Result<Live> {
-    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new(".")))?;
+    let store = SecretStore::beside(config)?;
     let timeout = Duration::from_millis(config.live.timeout_ms);
     let mut problems = Vec::new();
     let mut links = Vec::new();
@@ -86,7 +86,7 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
         match config.live.instruments.get(*broker) {
             None => problems.push(format!("{broker} accounts need an instrument master: set [live] instruments.{broker} to the instrument CSV (a path or URL)")),
             Some(source) => {
-                let source = resolve_source(config, source);
+                let source = config.resolve_source(source);
                 match master.load(broker, &source).await {
                     Ok(n) => println!("tradehost: {broker} instrument master: {n} instruments from {source} ({})", if matches!(bus, Bus::Redis(_)) { "Redis hash" } else { "memory" }),
                     Err(e) => problems.push(format!("{broker} instrument master: {e}")),
@@ -116,10 +116,6 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
     Ok(Live { router: LiveRouter::start(links, master, settings, tx), reports })
 }
 
-fn resolve_source(config: &Config, source: &str) -> String {
-    if source.starts_with("http://") || source.starts_with("https://") { source.to_owned() } else { config.resolve(std::path::Path::new(source)).display().to_string() }
-}
-
 /// Milliseconds from `now_ms` to the next `hhmm` (minute of the IST day).
 #[must_use]
 pub fn until_next(now_ms: i64, minute: i64) -> i64 {
@@ -137,7 +133,7 @@ async fn refresh_daily(config: Config, master: InstrumentMaster, brokers: Vec<St
         tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
         for broker in &brokers {
             let Some(source) = config.live.instruments.get(broker) else { continue };
-            let source = resolve_source(&config, source);
+            let source = config.resolve_source(source);
             match master.load(broker, &source).await {
                 Ok(n) => events.emit("instruments_refreshed", json!({ "broker": broker, "instruments": n })).await,
                 // The old map stays in use; the alert says the day's new listings are missing.
@@ -157,7 +153,7 @@ pub async fn start_notifier(config: &Config, bus: &Bus, configs: tokio::sync::wa
     if !wanted {
         return Ok(None);
     }
-    let store = SecretStore::load(config.path.parent().unwrap_or_else(|| std::path::Path::new(".")))?;
+    let store = SecretStore::beside(config)?;
     let Some(token) = store.telegram_token() else {
         eprintln!("tradehost: Telegram alerts are configured but there is no bot token (TRADEHOST_TELEGRAM_BOT_TOKEN or [telegram] bot_token in the secrets file): alerts are off");
         return Ok(None);
