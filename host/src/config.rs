@@ -240,11 +240,14 @@ pub struct LiveSection {
     pub instruments: std::collections::BTreeMap<String, String>,
     /// When (IST) the instrument masters are reloaded each day.
     pub refresh_at: String,
+    /// An entry order still unfilled this many seconds after it was sent is cancelled
+    /// (its protection limit was not reached); 0: never. Exits and square-offs keep working.
+    pub cancel_after_secs: u64,
 }
 
 impl Default for LiveSection {
     fn default() -> Self {
-        Self { timeout_ms: 5_000, poll_ms: 1_000, backoff_ms: 250, max_attempts: 6, instruments: std::collections::BTreeMap::new(), refresh_at: "08:15".into() }
+        Self { timeout_ms: 5_000, poll_ms: 1_000, backoff_ms: 250, max_attempts: 6, instruments: std::collections::BTreeMap::new(), refresh_at: "08:15".into(), cancel_after_secs: 60 }
     }
 }
 

@@ -8,7 +8,15 @@
 //! exchange_token, tradingsymbol, name, last_price, expiry, strike, tick_size,
 //! lot_size, instrument_type, option_type, exchange`. Columns are found by
 //! name, so either order works. Keys are `EQ:<symbol>` and `FO:<symbol>`;
-//! values `<token>|<lot size>`. With a Redis bus the map is the hash
+//! values `<token>|<lot size>` and, after a tab, the broker's trading symbol.
+//!
+//! Each broker names F&O contracts its own way: Kite monthly `NIFTY24MAR20800CE`
+//! and weekly `NIFTY2432120800CE`, Upstox `NIFTY 20800 CE 28 MAR 24`. Ours is
+//! OpenAlgo's, `NIFTY28MAR2420800CE` (underlying, expiry `DDMMMYY`, strike,
+//! CE/PE; `NIFTY28MAR24FUT`). A contract is therefore never recognised by its
+//! name: from each row's underlying, expiry, strike and type our symbol is made,
+//! and keyed to the broker's own trading symbol, which is what its orders carry.
+//! (The broker's name is keyed too, so either can be asked for.) With a Redis bus the map is the hash
 //! `<prefix>:instruments:<broker>`, replaced atomically on each load; with the
 //! embedded bus it is in memory.
 
@@ -28,6 +36,8 @@ pub struct Instrument {
     pub token: String,
     /// Units per lot (1 for equity).
     pub lot_size: u64,
+    /// The broker's own trading symbol (Kite's `NIFTY24MAR20800CE` for our `NIFTY28MAR2420800CE`).
+    pub symbol: String,
 }
 
 /// A broker's instrument file that could not be read.
@@ -76,6 +86,8 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
     let token_col = col(if broker == "upstox" { "instrument_key" } else { "instrument_token" })?;
     let (symbol_col, exchange_col, lot_col) = (col("tradingsymbol")?, col("exchange")?, col("lot_size")?);
     let segment_col = header.iter().position(|h| h.trim() == "segment");
+    let optional = |name: &str| header.iter().position(|h| h.trim() == name);
+    let (name_col, expiry_col, strike_col, type_col, option_col) = (optional("name"), optional("expiry"), optional("strike"), optional("instrument_type"), optional("option_type"));
     let mut out = Vec::new();
     for (i, line) in lines {
         if line.trim().is_empty() {
@@ -103,7 +115,23 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
             continue;
         };
         let lot = get(lot_col).parse::<f64>().ok().filter(|l| *l >= 1.0).map_or(1, |l| l as u64);
-        out.push((format!("{}:{symbol}", segment.key()), format!("{token}|{lot}")));
+        let value = format!("{token}|{lot}\t{symbol}");
+        if segment == Segment::Derivative {
+            let field = |c: Option<usize>| c.map(get).unwrap_or_default();
+            // Kite: instrument_type CE / PE / FUT; Upstox: OPTIDX + option_type CE / PE, FUTIDX / FUTSTK.
+            let kind = match (field(option_col), field(type_col)) {
+                (o @ ("CE" | "PE"), _) => o,
+                (_, t @ ("CE" | "PE")) => t,
+                (_, t) if t.starts_with("FUT") => "FUT",
+                _ => "",
+            };
+            if let Some(ours) = contract_symbol(field(name_col), field(expiry_col), field(strike_col), kind) {
+                if ours != symbol {
+                    out.push((format!("{}:{ours}", segment.key()), value.clone()));
+                }
+            }
+        }
+        out.push((format!("{}:{symbol}", segment.key()), value));
     }
     Ok(out)
 }
@@ -114,9 +142,35 @@ pub const INDEX_KEY: &str = "IX";
 /// The brokers' names of the NSE indices our symbols mean.
 const INDEX_NAMES: [(&str, &str); 5] = [("NIFTY", "NIFTY 50"), ("BANKNIFTY", "NIFTY BANK"), ("FINNIFTY", "NIFTY FIN SERVICE"), ("MIDCPNIFTY", "NIFTY MID SELECT"), ("INDIAVIX", "INDIA VIX")];
 
+/// Our name of a contract (OpenAlgo's): `NIFTY28MAR2420800CE`, `NIFTY28MAR24FUT`, from a
+/// master row's underlying, expiry (`YYYY-MM-DD`, or Upstox's `DD-MM-YYYY`), strike and kind.
+#[must_use]
+pub fn contract_symbol(underlying: &str, expiry: &str, strike: &str, kind: &str) -> Option<String> {
+    const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+    let underlying = underlying.trim().trim_matches('"');
+    if underlying.is_empty() || underlying.contains(' ') || kind.is_empty() {
+        return None;
+    }
+    let parts: Vec<&str> = expiry.trim().split('-').collect();
+    let (y, m, d) = match parts.as_slice() {
+        [y, m, d] if y.len() == 4 => (*y, *m, *d),
+        [d, m, y] if y.len() == 4 => (*y, *m, *d),
+        _ => return None,
+    };
+    let (m, d): (usize, u32) = (m.parse().ok()?, d.parse().ok()?);
+    let date = format!("{d:02}{}{}", MONTHS.get(m.checked_sub(1)?)?, y.get(2..)?);
+    if kind == "FUT" {
+        return Some(format!("{underlying}{date}FUT"));
+    }
+    let strike = Decimal::from_str_exact(strike.trim()).ok().filter(|s| *s > Decimal::ZERO)?.normalize();
+    Some(format!("{underlying}{date}{strike}{kind}"))
+}
+
 fn decode(value: &str) -> Instrument {
+    // Upstox tokens hold a `|` themselves (`NSE_EQ|INE002A01018`): the lot is after the last one.
+    let (value, symbol) = value.split_once('\t').unwrap_or((value, ""));
     let (token, lot) = value.rsplit_once('|').unwrap_or((value, "1"));
-    Instrument { token: token.to_owned(), lot_size: lot.parse().unwrap_or(1) }
+    Instrument { token: token.to_owned(), lot_size: lot.parse().unwrap_or(1), symbol: symbol.to_owned() }
 }
 
 /// One broker's map: `EQ:<symbol>` → `<token>|<lot size>`.
@@ -217,23 +271,39 @@ mod tests {
     const KITE: &str = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange
 738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE
 256265,1001,NIFTY 50,\"NIFTY 50\",0,,0,0,0,EQ,INDICES,NSE
-12345678,48225,NIFTY28MAR2420800CE,\"NIFTY\",0,2024-03-28,20800,0.05,50,CE,NFO-OPT,NFO
+12345678,48225,NIFTY24MAR20800CE,\"NIFTY\",0,2024-03-28,20800,0.05,50,CE,NFO-OPT,NFO
+12345679,48226,NIFTY2432120800PE,\"NIFTY\",0,2024-03-21,20800,0.05,50,PE,NFO-OPT,NFO
+12345680,48227,NIFTY24MARFUT,\"NIFTY\",0,2024-03-28,0,0.05,50,FUT,NFO-FUT,NFO
+12345681,48228,VEDL24APR292.5CE,\"VEDL\",0,2024-04-25,292.5,0.05,2000,CE,NFO-OPT,NFO
 ";
     const UPSTOX: &str = "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange
 NSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ
 NSE_INDEX|Nifty 50,,NIFTY,Nifty 50,0,,,0,,INDEX,,NSE_INDEX
-NSE_FO|48225,48225,NIFTY28MAR2420800CE,NIFTY,0,2024-03-28,20800,0.05,50,OPTIDX,CE,NSE_FO
+NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPTIDX,CE,NSE_FO
 ";
 
     #[tokio::test]
     async fn both_formats_resolve_and_indices_and_strangers_do_not() {
         let m = InstrumentMaster::new(Bus::embedded("t"));
-        assert_eq!(m.load_text("kite", KITE), 3);
-        assert_eq!(m.load_text("upstox", UPSTOX), 3);
+        // Each contract under its own name and under ours.
+        assert_eq!(m.load_text("kite", KITE), 2 + 2 * 4);
+        assert_eq!(m.load_text("upstox", UPSTOX), 3 + 1);
         let r = m.resolve("kite", Segment::Equity, "RELIANCE").await.unwrap().unwrap();
-        assert_eq!(r, Instrument { token: "738561".into(), lot_size: 1 });
+        assert_eq!(r, Instrument { token: "738561".into(), lot_size: 1, symbol: "RELIANCE".into() });
         let o = m.resolve("upstox", Segment::Derivative, "NIFTY28MAR2420800CE").await.unwrap().unwrap();
-        assert_eq!(o, Instrument { token: "NSE_FO|48225".into(), lot_size: 50 });
+        assert_eq!(o, Instrument { token: "NSE_FO|48225".into(), lot_size: 50, symbol: "NIFTY 20800 CE 28 MAR 24".into() });
+        // Kite's monthly, weekly, futures and fractional-strike names, reached from ours.
+        for (ours, theirs, token) in [
+            ("NIFTY28MAR2420800CE", "NIFTY24MAR20800CE", "12345678"),
+            ("NIFTY21MAR2420800PE", "NIFTY2432120800PE", "12345679"),
+            ("NIFTY28MAR24FUT", "NIFTY24MARFUT", "12345680"),
+            ("VEDL25APR24292.5CE", "VEDL24APR292.5CE", "12345681"),
+        ] {
+            let k = m.resolve("kite", Segment::Derivative, ours).await.unwrap().unwrap_or_else(|| panic!("{ours}"));
+            assert_eq!((k.token.as_str(), k.symbol.as_str()), (token, theirs), "{ours}");
+            assert_eq!(m.resolve("kite", Segment::Derivative, theirs).await.unwrap().map(|i| i.token).as_deref(), Some(token));
+        }
+        assert!(m.resolve("kite", Segment::Derivative, "NIFTY28MAR2420900CE").await.unwrap().is_none(), "no such strike");
         assert_eq!(m.resolve("upstox", Segment::Equity, "RELIANCE").await.unwrap().unwrap().token, "NSE_EQ|INE002A01018");
         assert!(m.resolve("kite", Segment::Equity, "NIFTY 50").await.unwrap().is_none(), "an index is not tradable");
         assert!(m.resolve("kite", Segment::Equity, "NOSUCH").await.unwrap().is_none());
@@ -244,6 +314,9 @@ NSE_FO|48225,48225,NIFTY28MAR2420800CE,NIFTY,0,2024-03-28,20800,0.05,50,OPTIDX,C
         assert_eq!(m.feed_token("kite", "RELIANCE").await.unwrap().as_deref(), Some("738561"));
         assert_eq!(m.feed_token("kite", "NOSUCH").await.unwrap(), None);
         assert!(whole_lots(Decimal::from(100), 50) && !whole_lots(Decimal::from(70), 50));
+        assert_eq!(contract_symbol("NIFTY", "28-03-2024", "20800.0", "CE").as_deref(), Some("NIFTY28MAR2420800CE"), "Upstox's day-first dates");
+        assert_eq!(contract_symbol("NIFTY 50", "2024-03-28", "20800", "CE"), None);
+        assert_eq!(contract_symbol("NIFTY", "2024-13-28", "20800", "CE"), None);
     }
 
     #[test]

@@ -50,6 +50,16 @@ pub struct LiveOrder {
     pub fresh: bool,
     /// The broker's id, once it accepted the order.
     pub broker_order_id: Option<String>,
+    /// When it was handed to the broker (ms since the epoch, wall clock): the
+    /// broker's book holds it no earlier than this, and an unfilled entry is cancelled by it.
+    pub submitted_at: i64,
+    /// Units the journal already holds as filled (the broker's cumulative count).
+    pub filled_qty: Decimal,
+    /// The journal holds a cancel request for it.
+    pub cancel_requested: bool,
+    /// It opens or adds to a position (a signal's order), as opposed to a close the
+    /// host made (an exit, a square-off): only entries are cancelled when they do not fill.
+    pub entry: bool,
 }
 
 /// What a broker said, for the order manager to journal.
@@ -69,20 +79,37 @@ pub enum LiveUpdate {
         /// Why.
         reason: String,
     },
+    /// Part of it filled; the rest works on. Counts are cumulative, so a report
+    /// read twice (or again after a restart) records nothing twice.
+    PartFilled {
+        /// Our id.
+        client_order_id: String,
+        /// Units filled so far.
+        filled_qty: Decimal,
+        /// Their average price.
+        price: Decimal,
+    },
     /// Completely filled.
     Filled {
         /// Our id.
         client_order_id: String,
-        /// Units filled.
+        /// Units filled in all.
         qty: Decimal,
         /// Average price.
         price: Decimal,
     },
-    /// Cancelled, perhaps after a partial fill.
+    /// We asked the broker to cancel it (an entry that did not fill in time); fills may still come.
+    CancelRequested {
+        /// Our id.
+        client_order_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Cancelled, perhaps after a partial fill (or rejected after one).
     Cancelled {
         /// Our id.
         client_order_id: String,
-        /// Units filled before the cancel.
+        /// Units filled before the cancel, in all.
         filled_qty: Decimal,
         /// Their average price.
         price: Option<Decimal>,
@@ -178,8 +205,18 @@ pub struct Mismatch {
 /// # Errors
 /// The broker's position book could not be read.
 pub async fn reconcile(broker: &dyn Broker, journal: &HashMap<String, Decimal>) -> Result<Vec<Mismatch>, BrokerError> {
+    reconcile_named(broker, journal, &HashMap::new()).await
+}
+
+/// [`reconcile`] where the broker names some instruments its own way
+/// (`theirs` → ours: Kite's `NIFTY24MAR20800CE` is our `NIFTY28MAR2420800CE`).
+///
+/// # Errors
+/// The broker's position book could not be read.
+pub async fn reconcile_named(broker: &dyn Broker, journal: &HashMap<String, Decimal>, ours: &HashMap<String, String>) -> Result<Vec<Mismatch>, BrokerError> {
     let mut held: HashMap<String, Decimal> = HashMap::new();
     for (symbol, qty) in broker.positions().await? {
+        let symbol = ours.get(&symbol).cloned().unwrap_or(symbol);
         *held.entry(symbol).or_default() += qty;
     }
     let mut symbols: Vec<&String> = journal.keys().chain(held.keys()).collect();
@@ -205,15 +242,23 @@ pub struct RouterSettings {
     pub max_backoff: Duration,
     /// Placements of one order before it is given up (each after a look in the book).
     pub max_attempts: u32,
+    /// An entry still working this long after it was sent is cancelled (its protection
+    /// limit was never reached: the market moved away). `None`: never.
+    pub cancel_after: Option<Duration>,
 }
 
 impl Default for RouterSettings {
     fn default() -> Self {
-        Self { poll: Duration::from_millis(1000), backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(8), max_attempts: 6 }
+        Self { poll: Duration::from_millis(1000), backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(8), max_attempts: 6, cancel_after: Some(Duration::from_secs(60)) }
     }
 }
 
+/// Cancels refused by the broker before the order is left to finish by itself.
+const CANCEL_TRIES: u32 = 3;
+
 enum Msg {
+    /// Broker ids the journal already matched to our orders (sent first after a restart).
+    Claimed(Vec<String>),
     Order(LiveOrder),
     Token(Secret),
     /// The broker pushed an order update (or a stream reconnected): read the working orders now.
@@ -226,6 +271,7 @@ pub struct LiveRouter {
     senders: HashMap<String, mpsc::UnboundedSender<Msg>>,
     brokers: Vec<(String, Arc<dyn Broker>)>,
     open: Arc<AtomicUsize>,
+    master: InstrumentMaster,
 }
 
 impl LiveRouter {
@@ -235,13 +281,34 @@ impl LiveRouter {
         let open = Arc::new(AtomicUsize::new(0));
         let mut senders = HashMap::new();
         let brokers = links.iter().map(|l| (l.account.clone(), l.broker.clone())).collect();
+        let instruments = master.clone();
         for link in links {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(link.account.clone(), tx);
             let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None };
             tokio::spawn(worker.run(rx));
         }
-        Self { senders, brokers, open }
+        Self { senders, brokers, open, master: instruments }
+    }
+
+    /// Compare `account`'s journal positions (`journal`, by our symbols) with its
+    /// broker's, each contract under the broker's own name where its master has one.
+    ///
+    /// # Errors
+    /// The broker's position book could not be read.
+    pub async fn reconcile(&self, account: &str, journal: &HashMap<String, Decimal>) -> Result<Vec<Mismatch>, BrokerError> {
+        let Some((_, broker)) = self.brokers.iter().find(|(a, _)| a == account) else { return Ok(Vec::new()) };
+        let mut ours = HashMap::new();
+        if matches!(broker.name(), "kite" | "upstox") {
+            for symbol in journal.keys() {
+                if let Ok(Some(i)) = self.master.resolve(broker.name(), Segment::of(symbol), symbol).await {
+                    if !i.symbol.is_empty() && i.symbol != *symbol {
+                        ours.insert(i.symbol, symbol.clone());
+                    }
+                }
+            }
+        }
+        reconcile_named(broker.as_ref(), journal, &ours).await
     }
 
     /// Each live account's broker.
@@ -254,6 +321,12 @@ impl LiveRouter {
     #[must_use]
     pub fn accounts(&self) -> HashSet<String> {
         self.senders.keys().cloned().collect()
+    }
+
+    /// Tell `account`'s worker the broker ids the journal already matched (after a restart,
+    /// before the recovered orders): a lookup never takes one of them for another order.
+    pub fn claimed(&self, account: &str, ids: Vec<String>) -> bool {
+        self.senders.get(account).is_some_and(|tx| tx.send(Msg::Claimed(ids)).is_ok())
     }
 
     /// Hand over an order (recorded as submitted). False for an account it does not route.
@@ -312,7 +385,7 @@ enum Placed {
 
 impl Worker {
     fn update(&self, u: LiveUpdate) {
-        let done = !matches!(u, LiveUpdate::Accepted { .. });
+        let done = !matches!(u, LiveUpdate::Accepted { .. } | LiveUpdate::PartFilled { .. } | LiveUpdate::CancelRequested { .. });
         let _ = self.out.send(RouterOutput::Update(u));
         // Counted down only after it is sent: at every moment an unfinished order is either
         // counted or its report is waiting in the channel, so the orders loop never sees
@@ -343,7 +416,7 @@ impl Worker {
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut queue: VecDeque<LiveOrder> = VecDeque::new();
-        let mut working: Vec<(LiveOrder, String)> = Vec::new();
+        let mut working: Vec<Working> = Vec::new();
         let mut poll = tokio::time::interval(self.settings.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -352,10 +425,11 @@ impl Worker {
                 biased;
                 msg = rx.recv() => match msg {
                     None => return,
+                    Some(Msg::Claimed(ids)) => self.claimed.extend(ids),
                     Some(Msg::Order(o)) => match o.broker_order_id.clone() {
                         Some(id) => {
                             self.claimed.insert(id.clone());
-                            working.push((o, id));
+                            working.push(Working::new(o, id));
                         }
                         None => queue.push_back(o),
                     },
@@ -388,7 +462,7 @@ impl Worker {
                                 queue.pop_front();
                                 self.claimed.insert(id.clone());
                                 self.update(LiveUpdate::Accepted { client_order_id: order.client_order_id.clone(), broker_order_id: id.clone() });
-                                working.push((order, id));
+                                working.push(Working::new(order, id));
                             }
                             Placed::Refused(reason) => {
                                 queue.pop_front();
@@ -416,7 +490,7 @@ impl Worker {
     async fn request(&self, o: &LiveOrder) -> Result<OrderRequest, Result<String, BrokerError>> {
         let segment = Segment::of(&o.instrument);
         let broker = self.link.broker.name();
-        let mut token = None;
+        let (mut token, mut broker_symbol) = (None, None);
         if matches!(broker, "kite" | "upstox") {
             match self.master.resolve(broker, segment, &o.instrument).await {
                 Ok(Some(i)) => {
@@ -424,14 +498,18 @@ impl Worker {
                         return Err(Ok(format!("{} {}: quantity {} is not a whole number of lots of {}", broker, o.instrument, o.qty, i.lot_size)));
                     }
                     token = Some(i.token);
+                    broker_symbol = Some(i.symbol);
                 }
                 Ok(None) => return Err(Ok(format!("unknown symbol {} ({}) in the {broker} instrument master; nothing was sent", o.instrument, segment.key()))),
                 Err(e) => return Err(Err(BrokerError::Unavailable(format!("instrument master: {e}")))),
             }
         }
+        // Kite names contracts its own way: its order carries the master's trading symbol.
+        let symbol = broker_symbol.filter(|s| !s.is_empty()).unwrap_or_else(|| o.instrument.clone());
         Ok(OrderRequest {
             client_order_id: o.client_order_id.clone(),
-            symbol: o.instrument.clone(),
+            submitted_at: Some(o.submitted_at).filter(|t| *t > 0),
+            symbol,
             segment,
             token,
             side: o.side,
@@ -513,20 +591,36 @@ impl Worker {
         }
     }
 
-    async fn poll(&mut self, working: &mut Vec<(LiveOrder, String)>) {
+    async fn poll(&mut self, working: &mut Vec<Working>) {
         let mut i = 0;
         while i < working.len() {
-            let (order, id) = (&working[i].0, working[i].1.clone());
+            let w = &mut working[i];
+            let id = w.id.clone();
             match self.link.broker.status(&id).await {
                 Ok(b) => {
-                    let coid = order.client_order_id.clone();
-                    let price = b.average_price.or(order.reference_price);
+                    let coid = w.order.client_order_id.clone();
+                    let price = b.average_price.or(w.order.reference_price);
                     let update = match b.status {
-                        BrokerStatus::Open => None,
+                        BrokerStatus::Open => {
+                            if b.filled_qty > w.filled {
+                                match b.average_price {
+                                    Some(price) => {
+                                        w.filled = b.filled_qty;
+                                        self.update(LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: b.filled_qty, price });
+                                    }
+                                    None => tracing::warn!(account = %self.link.account, "order {id}: {} filled without an average price; read again next time", b.filled_qty),
+                                }
+                            }
+                            None
+                        }
                         BrokerStatus::Complete => Some(match price {
-                            Some(price) => LiveUpdate::Filled { client_order_id: coid, qty: if b.filled_qty.is_zero() { order.qty } else { b.filled_qty }, price },
+                            Some(price) => LiveUpdate::Filled { client_order_id: coid, qty: if b.filled_qty.is_zero() { w.order.qty } else { b.filled_qty }, price },
                             None => LiveUpdate::Rejected { client_order_id: coid, reason: "complete without an average price".into() },
                         }),
+                        // Refused after a part filled (the rest, by the exchange): the part stands.
+                        BrokerStatus::Rejected if !b.filled_qty.is_zero() => {
+                            Some(LiveUpdate::Cancelled { client_order_id: coid, filled_qty: b.filled_qty, price: b.average_price, reason: format!("rejected: {}", b.message) })
+                        }
                         BrokerStatus::Rejected => Some(LiveUpdate::Rejected { client_order_id: coid, reason: if b.message.is_empty() { "rejected".into() } else { b.message } }),
                         BrokerStatus::Cancelled => Some(LiveUpdate::Cancelled { client_order_id: coid, filled_qty: b.filled_qty, price: b.average_price, reason: b.message }),
                     };
@@ -535,7 +629,13 @@ impl Worker {
                             self.update(u);
                             working.remove(i);
                         }
-                        None => i += 1,
+                        None => {
+                            if let Err(reason) = self.cancel_if_stale(&mut working[i]).await {
+                                self.pause(reason);
+                                return;
+                            }
+                            i += 1;
+                        }
                     }
                 }
                 Err(BrokerError::Token(reason)) => {
@@ -552,6 +652,53 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// An entry still working `cancel_after` after it was sent: ask the broker to
+    /// cancel it. The journal learns of the request first; what the broker then
+    /// reports (cancelled, or filled after all: the race) is read by the next poll.
+    /// `Err` when the session is gone.
+    async fn cancel_if_stale(&self, w: &mut Working) -> Result<(), String> {
+        let Some(after) = self.settings.cancel_after else { return Ok(()) };
+        let age = crate::bus::message::now_ms().saturating_sub(w.order.submitted_at);
+        if !w.order.entry || w.cancel_done || w.order.submitted_at <= 0 || age < i64::try_from(after.as_millis()).unwrap_or(i64::MAX) {
+            return Ok(());
+        }
+        if !w.order.cancel_requested {
+            w.order.cancel_requested = true;
+            self.update(LiveUpdate::CancelRequested { client_order_id: w.order.client_order_id.clone(), reason: format!("not filled {} s after it was sent", after.as_secs()) });
+        }
+        match self.link.broker.cancel(&w.id).await {
+            Ok(()) => w.cancel_done = true,
+            Err(BrokerError::Token(reason)) => return Err(reason),
+            // Refused: usually filled meanwhile (the next read says so); tried again a few times.
+            Err(BrokerError::Rejected(reason)) => {
+                w.cancel_refusals += 1;
+                w.cancel_done = w.cancel_refusals >= CANCEL_TRIES;
+                tracing::info!(account = %self.link.account, "order {}: cancel refused: {reason}", w.id);
+            }
+            Err(e) => tracing::warn!(account = %self.link.account, "order {}: cancel: {e}; tried again at the next poll", w.id),
+        }
+        Ok(())
+    }
+}
+
+/// An order the broker has, until it is finished.
+struct Working {
+    order: LiveOrder,
+    /// The broker's id.
+    id: String,
+    /// Units reported filled so far.
+    filled: Decimal,
+    /// The broker took our cancel (or refused it too often): not asked again.
+    cancel_done: bool,
+    cancel_refusals: u32,
+}
+
+impl Working {
+    fn new(order: LiveOrder, id: String) -> Self {
+        let filled = order.filled_qty;
+        Self { order, id, filled, cancel_done: false, cancel_refusals: 0 }
     }
 }
 
@@ -571,6 +718,10 @@ mod tests {
             reference_price: Some(Decimal::from(100)),
             fresh,
             broker_order_id: None,
+            submitted_at: crate::bus::message::now_ms(),
+            filled_qty: Decimal::ZERO,
+            cancel_requested: false,
+            entry: true,
         }
     }
 
@@ -580,6 +731,7 @@ mod tests {
         // Placed before the "crash": the broker has it.
         let req = OrderRequest {
             client_order_id: "th1".into(),
+            submitted_at: None,
             symbol: "RELIANCE".into(),
             segment: Segment::Equity,
             token: None,
@@ -667,6 +819,7 @@ mod tests {
         }
         let req = OrderRequest {
             client_order_id: "th9".into(),
+            submitted_at: None,
             symbol: "NOSUCH".into(),
             segment: Segment::Equity,
             token: None,

@@ -68,6 +68,9 @@ impl Segment {
 pub struct OrderRequest {
     /// Our id; carried in the broker's `tag` where it has one.
     pub client_order_id: String,
+    /// When we handed it to the broker (ms since the epoch): a broker without tags
+    /// (OpenAlgo) never takes an older order in its book for this one.
+    pub submitted_at: Option<i64>,
     /// The exchange trading symbol.
     pub symbol: String,
     /// Equity or F&O.
@@ -169,6 +172,8 @@ pub struct BrokerOrder {
     pub side: Option<OrderSide>,
     /// Units ordered.
     pub qty: Decimal,
+    /// When the broker took it (ms since the epoch), where its book says.
+    pub placed_at: Option<i64>,
 }
 
 /// A broker call that did not succeed. Messages are scrubbed of secrets.
@@ -260,8 +265,24 @@ impl BrokerOrder {
             symbol: v[symbol_key].as_str().unwrap_or_default().to_owned(),
             side: v["transaction_type"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
             qty: number(&v["quantity"]).unwrap_or_default(),
+            placed_at: v["order_timestamp"].as_str().and_then(ist_timestamp),
         })
     }
+}
+
+/// A broker's order time in IST, `2024-03-28 10:15:00` (Kite, Upstox) or
+/// `08-Apr-2025 13:58:03` (OpenAlgo), as ms since the epoch.
+#[must_use]
+pub fn ist_timestamp(text: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    let (date, time) = text.trim().split_once(' ')?;
+    let d: Vec<&str> = date.split('-').collect();
+    let (y, m, day): (u32, usize, u32) = match d.as_slice() {
+        [y, m, day] if y.len() == 4 => (y.parse().ok()?, m.parse().ok()?, day.parse().ok()?),
+        [day, m, y] if y.len() == 4 => (y.parse().ok()?, MONTHS.iter().position(|x| x.eq_ignore_ascii_case(m))? + 1, day.parse().ok()?),
+        _ => return None,
+    };
+    crate::market::clock::parse_compact_date_time(&format!("{y:04}{m:02}{day:02}"), time.trim())
 }
 
 /// A credential that a new day's login replaces while requests read it.
@@ -317,6 +338,7 @@ mod tests {
     fn req(side: OrderSide, price: &str, pct: &str) -> OrderRequest {
         OrderRequest {
             client_order_id: "th0".into(),
+            submitted_at: None,
             symbol: "RELIANCE".into(),
             segment: Segment::Equity,
             token: None,
@@ -344,6 +366,10 @@ mod tests {
         assert_eq!(Segment::of("RELIANCE"), Segment::Equity);
         assert_eq!(Segment::of("NIFTY"), Segment::Equity);
         assert_eq!(number(&serde_json::json!("75")), Some(Decimal::from(75)));
+        // 13:58:03 IST is 08:28:03 UTC.
+        assert_eq!(ist_timestamp("08-Apr-2025 13:58:03"), Some(1_744_100_883_000));
+        assert_eq!(ist_timestamp("2025-04-08 13:58:03"), Some(1_744_100_883_000));
+        assert_eq!(ist_timestamp("2025-04-31 13:58:03"), None);
         assert_eq!(number(&serde_json::json!(1186.5)), Some(Decimal::from_str("1186.5").unwrap()));
         assert_eq!(text(&serde_json::json!(250408000989443_u64)).as_deref(), Some("250408000989443"));
         for (word, status) in [("COMPLETE", BrokerStatus::Complete), ("complete", BrokerStatus::Complete), ("REJECTED", BrokerStatus::Rejected), ("canceled", BrokerStatus::Cancelled), ("TRIGGER PENDING", BrokerStatus::Open), ("open", BrokerStatus::Open)] {

@@ -8,8 +8,9 @@
 //!
 //! OpenAlgo's order book keeps no client tag, so after an ambiguous placement
 //! the order is recognised by symbol, side and quantity among the orders not
-//! already claimed by another of ours: sound because one account's orders are
-//! placed one at a time, never two of the same shape in flight.
+//! already claimed by another of ours (the journal's broker ids, also after a
+//! restart) and not older than our submission: sound because one account's
+//! orders are placed one at a time, never two of the same shape in flight.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -31,6 +32,10 @@ pub struct OpenAlgo {
     api_key: TokenCell,
     strategy: String,
 }
+
+/// OpenAlgo stamps orders to the second, on its own clock: an order stamped up to
+/// this much before our submission may still be ours.
+const CLOCK_SLACK_MS: i64 = 2_000;
 
 /// OpenAlgo's default local address.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5000";
@@ -131,6 +136,7 @@ impl OpenAlgo {
             symbol: v["symbol"].as_str().unwrap_or_default().to_owned(),
             side: v["action"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
             qty,
+            placed_at: v["timestamp"].as_str().and_then(super::ist_timestamp),
         })
     }
 
@@ -190,12 +196,18 @@ impl Broker for OpenAlgo {
         Box::pin(async move {
             let answer = self.call("orderbook", json!({})).await?;
             let orders = answer["data"]["orders"].as_array().ok_or_else(|| BrokerError::Protocol("the order book has no orders list".into()))?;
-            // Newest last in OpenAlgo's book: take the latest unclaimed order of this shape.
-            Ok(orders
-                .iter()
-                .rev()
-                .filter_map(Self::order)
-                .find(|o| !claimed.contains(&o.order_id) && o.symbol == order.symbol && o.side == Some(order.side) && o.qty == order.qty))
+            // Newest last in OpenAlgo's book: take the latest unclaimed order of this shape,
+            // and never one the broker took before we sent ours (a manual order, an earlier
+            // one of the same shape): its time must not be older than our submission.
+            let not_before = order.submitted_at.map(|t| t - CLOCK_SLACK_MS);
+            Ok(orders.iter().rev().filter_map(Self::order).find(|o| {
+                let recent = match (not_before, o.placed_at) {
+                    (Some(limit), Some(at)) => at >= limit,
+                    (Some(_), None) => false, // undated: cannot be told from an older order
+                    (None, _) => true,
+                };
+                recent && !claimed.contains(&o.order_id) && o.symbol == order.symbol && o.side == Some(order.side) && o.qty == order.qty
+            }))
         })
     }
 

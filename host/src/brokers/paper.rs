@@ -230,6 +230,7 @@ impl super::Broker for PaperBroker {
                     symbol: order.symbol.clone(),
                     side: Some(order.side),
                     qty: order.qty,
+                    placed_at: Some(crate::bus::message::now_ms()),
                 });
                 id
             })

@@ -111,6 +111,7 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
         backoff: Duration::from_millis(live.backoff_ms),
         max_backoff: Duration::from_millis(live.backoff_ms.saturating_mul(32).max(1_000)),
         max_attempts: live.max_attempts,
+        cancel_after: (live.cancel_after_secs > 0).then(|| Duration::from_secs(live.cancel_after_secs)),
     };
     let (tx, reports) = mpsc::unbounded_channel();
     Ok(Live { router: LiveRouter::start(links, master, settings, tx), reports })

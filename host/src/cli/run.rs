@@ -674,7 +674,11 @@ async fn orders_role(
         om.set_live_accounts(r.accounts());
         let journals = r.brokers().iter().map(|(account, _)| om.positions_of(account).map(|p| (account.clone(), p))).collect::<Result<HashMap<_, _>, _>>()?;
         reconcile_positions(r, &journals, &events).await;
-        // Live orders a previous run left unfinished: found, polled, or looked for before placing.
+        // The broker ids already matched stay matched; then the live orders a previous run
+        // left unfinished: found, polled, or looked for before placing.
+        for account in r.accounts() {
+            r.claimed(&account, om.broker_order_ids(&account)?);
+        }
         for order in om.recover_live_orders()? {
             r.send(order);
         }
@@ -714,6 +718,8 @@ async fn orders_role(
     let price_reader = spawn_price_reader(bus.clone(), cursor.unwrap_or_else(|| "0".into()), prices_tx);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
+    let mut clock = tokio::time::interval(Duration::from_secs(1));
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut trim = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(60));
     let mut last_work = tokio::time::Instant::now();
     // Prices of several pipelines interleave and replays carry old times: only
@@ -815,6 +821,22 @@ async fn orders_role(
                 let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()?, "held_signals": held.len(), "held_prices": held_quotes.len() });
                 events.heartbeat(body).await;
             }
+            _ = clock.tick() => {
+                // Square-off by the clock when the prices stop (a feed gap at 15:14, a position
+                // left open overnight). Only with nothing held and the prices quiet: what it
+                // records is what the next price would record, so a replay decides the same.
+                let quiet = om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET);
+                if quiet && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && prices.is_empty() {
+                    if let Some(now) = om.market_clock() {
+                        if let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await {
+                            if !out.is_empty() {
+                                last_work = tokio::time::Instant::now();
+                            }
+                            let _ = outbox.send(Out::Outcomes(out));
+                        }
+                    }
+                }
+            }
             _ = idle_check.tick() => {
                 release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
                 let Some(until_idle) = settings.until_idle else { continue };
@@ -850,6 +872,9 @@ async fn orders_role(
 /// when a pipeline stops publishing, and must be long enough that a loaded
 /// machine never reaches it, or fast replays stop being exact.
 const PRICE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the prices must have been quiet before the clock squares off on its own.
+const CLOCK_QUIET: Duration = Duration::from_secs(2);
 
 /// Let held signals and prices through in the order the engine produced them.
 ///
@@ -981,7 +1006,7 @@ async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>
 async fn reconcile_positions(router: &crate::brokers::live::LiveRouter, journals: &HashMap<String, HashMap<String, rust_decimal::Decimal>>, events: &Events) {
     for (account, broker) in router.brokers() {
         let journal = journals.get(account).cloned().unwrap_or_default();
-        match crate::brokers::live::reconcile(broker.as_ref(), &journal).await {
+        match router.reconcile(account, &journal).await {
             Ok(mismatches) if mismatches.is_empty() => {
                 println!("tradehost: {account}: positions agree with {} ({} open)", broker.name(), journal.len());
             }

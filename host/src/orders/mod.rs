@@ -77,8 +77,8 @@ CREATE TABLE IF NOT EXISTS orders (
     state TEXT NOT NULL, not_before INTEGER NOT NULL, slippage_bps TEXT NOT NULL,
     fill_price TEXT, fill_ts INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS fills (
-    client_order_id TEXT PRIMARY KEY, account TEXT NOT NULL, instrument TEXT NOT NULL,
-    side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, ts INTEGER NOT NULL);
+    client_order_id TEXT NOT NULL, seq INTEGER NOT NULL, account TEXT NOT NULL, instrument TEXT NOT NULL,
+    side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (client_order_id, seq));
 CREATE TABLE IF NOT EXISTS positions (
     account TEXT NOT NULL, instrument TEXT NOT NULL, qty TEXT NOT NULL, avg_price TEXT NOT NULL,
     realized TEXT NOT NULL, lots TEXT NOT NULL DEFAULT '', PRIMARY KEY (account, instrument));
@@ -131,6 +131,8 @@ pub struct OrderManager {
     live: std::collections::HashSet<String>,
     /// Live orders recorded as submitted, waiting to be handed to the router.
     handoff: Vec<LiveOrder>,
+    /// The latest price time seen, and when it came (for [`OrderManager::market_clock`]).
+    seen: Option<(i64, std::time::Instant)>,
 }
 
 /// Recent `(ts, open)` prices per instrument, oldest first.
@@ -161,14 +163,37 @@ impl OrderManager {
         db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        Self::migrate_fills(&db).map_err(err)?;
         db.execute_batch(SCHEMA).map_err(err)?;
         // Columns added after the first release of the journal; "duplicate column" means present.
-        for column in ["stop_loss TEXT", "target TEXT", "broker_order_id TEXT"] {
+        // `filled_qty` is the broker's cumulative count (partial fills), `reference_price` the
+        // price the order was decided at (its protection collar, also after a restart),
+        // `submitted_at` when it was handed to the broker (an order book entry older than that is not ours).
+        for column in ["stop_loss TEXT", "target TEXT", "broker_order_id TEXT", "filled_qty TEXT", "reference_price TEXT", "submitted_at INTEGER"] {
             let _ = db.execute(&format!("ALTER TABLE orders ADD COLUMN {column}"), []);
         }
-        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new() };
+        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), seen: None };
         om.store_exit_rules()?;
         Ok(om)
+    }
+
+    /// Journals from before partial fills kept one fill per order (`client_order_id` the key):
+    /// their fills move, in order, to the table that keeps each part.
+    fn migrate_fills(db: &Connection) -> rusqlite::Result<()> {
+        let sql: Option<String> = db.query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'fills'", [], |r| r.get(0)).optional()?;
+        if sql.is_none_or(|s| s.contains("seq")) {
+            return Ok(());
+        }
+        db.execute_batch(
+            "BEGIN;
+             ALTER TABLE fills RENAME TO fills_v1;
+             CREATE TABLE fills (
+                client_order_id TEXT NOT NULL, seq INTEGER NOT NULL, account TEXT NOT NULL, instrument TEXT NOT NULL,
+                side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (client_order_id, seq));
+             INSERT INTO fills SELECT client_order_id, 1, account, instrument, side, qty, price, ts FROM fills_v1 ORDER BY rowid;
+             DROP TABLE fills_v1;
+             COMMIT;",
+        )
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> OrderError + '_ {
@@ -250,11 +275,15 @@ impl OrderManager {
         let held: Option<String> =
             tx.query_row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| r.get(0)).optional()?;
         let mut qty = held.as_deref().map(dec).unwrap_or_default();
-        let mut stmt = tx.prepare_cached("SELECT side, qty FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'pending_cancel')")?;
-        let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        // Working orders count with what is left of them: their filled part is in the position.
+        let mut stmt = tx.prepare_cached(
+            "SELECT side, qty, filled_qty FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
+        )?;
+        let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
         for o in open {
-            let (side, q) = o?;
-            qty += dec(&q) * OrderSide::parse(&side).map_or(Decimal::ZERO, OrderSide::sign);
+            let (side, q, filled) = o?;
+            let left = (dec(&q) - filled.as_deref().map(dec).unwrap_or_default()).max(Decimal::ZERO);
+            qty += left * OrderSide::parse(&side).map_or(Decimal::ZERO, OrderSide::sign);
         }
         Ok(qty)
     }
@@ -389,21 +418,52 @@ impl OrderManager {
     pub fn recover_live_orders(&self) -> Result<Vec<LiveOrder>, OrderError> {
         let mut stmt = self
             .db
-            .prepare("SELECT client_order_id, account, instrument, side, qty, broker_order_id FROM orders WHERE state IN ('submitted', 'accepted', 'pending_cancel') ORDER BY rowid")
+            .prepare(
+                "SELECT client_order_id, account, instrument, side, qty, broker_order_id, reference_price, submitted_at, filled_qty, state, pipeline FROM orders
+                 WHERE state IN ('submitted', 'accepted', 'partially_filled', 'pending_cancel') ORDER BY rowid",
+            )
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, Option<String>>(5)?)))
+            .query_map([], |r| {
+                let text = |i: usize| r.get::<_, Option<String>>(i);
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, text(5)?, text(6)?, r.get::<_, Option<i64>>(7)?, text(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?))
+            })
             .map_err(self.err())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.err())?;
         Ok(rows
             .into_iter()
             .filter(|r| self.live.contains(&r.1))
-            .filter_map(|(coid, account, instrument, side, qty, broker_order_id)| {
-                let reference_price = self.last.get(&instrument).map(|(_, p)| *p);
-                Some(LiveOrder { client_order_id: coid, account, instrument, side: OrderSide::parse(&side)?, qty: dec(&qty), reference_price, fresh: false, broker_order_id })
+            .filter_map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline)| {
+                // The price it was decided at, as journaled: its protection stands after a restart.
+                let reference_price = reference.as_deref().map(dec).or_else(|| self.last.get(&instrument).map(|(_, p)| *p));
+                Some(LiveOrder {
+                    client_order_id: coid,
+                    account,
+                    instrument,
+                    side: OrderSide::parse(&side)?,
+                    qty: dec(&qty),
+                    reference_price,
+                    fresh: false,
+                    broker_order_id,
+                    submitted_at: submitted_at.unwrap_or(0),
+                    filled_qty: filled.as_deref().map(dec).unwrap_or_default(),
+                    cancel_requested: state == "pending_cancel",
+                    entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
+                })
             })
             .collect())
+    }
+
+    /// Every broker order id the journal has matched to one of `account`'s orders:
+    /// after a restart none of them may be taken for another order.
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn broker_order_ids(&self, account: &str) -> Result<Vec<String>, OrderError> {
+        let mut stmt = self.db.prepare("SELECT broker_order_id FROM orders WHERE account = ?1 AND broker_order_id IS NOT NULL").map_err(self.err())?;
+        let ids = stmt.query_map([account], |r| r.get(0)).map_err(self.err())?.collect::<rusqlite::Result<Vec<String>>>().map_err(self.err())?;
+        Ok(ids)
     }
 
     /// Record what a live broker reported about an order.
@@ -433,36 +493,23 @@ impl OrderManager {
                 }
                 Err(e) => out.push(refused(coid, e)),
             },
-            LiveUpdate::Filled { client_order_id: coid, qty, price } | LiveUpdate::Cancelled { client_order_id: coid, filled_qty: qty, price: Some(price), .. }
-                if !qty.is_zero() =>
-            {
-                let row: Option<(String, String, String, i64)> = tx
-                    .query_row("SELECT account, instrument, side, not_before FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()
-                    .map_err(jerr)?;
-                if let Some((account, instrument, side, not_before)) = row {
-                    // Market time, like paper fills: the day's P&L and exits follow the prices' clock.
-                    let ts = self.last.get(&instrument).map_or(not_before, |(t, _)| (*t).max(not_before));
-                    let side = OrderSide::parse(&side).unwrap_or(OrderSide::Buy);
-                    let cancelled = matches!(update, LiveUpdate::Cancelled { .. });
-                    let event = if cancelled { state::OrderEvent::PartialFill } else { state::OrderEvent::Fill };
-                    match record_fill(&tx, coid, &account, &instrument, side, *qty, *price, ts, event).map_err(jerr)? {
-                        Ok(()) => transitions.push((coid.clone(), if cancelled { "partially_filled" } else { "filled" }, json!({ "price": price.to_string(), "fill_ts": ts, "filled_qty": qty.to_string() }))),
-                        Err(e) => out.push(refused(coid, e)),
-                    }
-                    if let LiveUpdate::Cancelled { reason, .. } = update {
-                        match advance(&tx, coid, state::OrderEvent::Cancel).map_err(jerr)? {
-                            Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason }))),
-                            Err(e) => out.push(refused(coid, e)),
-                        }
-                    }
-                }
-            }
-            LiveUpdate::Cancelled { client_order_id: coid, reason, .. } => match advance(&tx, coid, state::OrderEvent::Cancel).map_err(jerr)? {
+            LiveUpdate::CancelRequested { client_order_id: coid, reason } => match advance(&tx, coid, state::OrderEvent::CancelRequest).map_err(jerr)? {
                 Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason }))),
                 Err(e) => out.push(refused(coid, e)),
             },
-            LiveUpdate::Filled { .. } => {}
+            LiveUpdate::PartFilled { client_order_id: coid, filled_qty, price } => {
+                Self::fill_to(&tx, &self.last, coid, *filled_qty, Some(*price), None, &mut transitions, &mut out).map_err(jerr)?;
+            }
+            LiveUpdate::Filled { client_order_id: coid, qty, price } => {
+                Self::fill_to(&tx, &self.last, coid, *qty, Some(*price), Some(state::OrderEvent::Fill), &mut transitions, &mut out).map_err(jerr)?;
+            }
+            LiveUpdate::Cancelled { client_order_id: coid, filled_qty, price, reason } => {
+                Self::fill_to(&tx, &self.last, coid, *filled_qty, *price, None, &mut transitions, &mut out).map_err(jerr)?;
+                match advance(&tx, coid, state::OrderEvent::Cancel).map_err(jerr)? {
+                    Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason, "filled_qty": filled_qty.to_string() }))),
+                    Err(e) => out.push(refused(coid, e)),
+                }
+            }
         }
         out.extend(advance_baskets(&tx, &self.config, &self.last, self.last.values().map(|(t, _)| *t).max().unwrap_or_else(now_ms)).map_err(jerr)?);
         transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?);
@@ -475,6 +522,65 @@ impl OrderManager {
         Ok(msgs)
     }
 
+    /// Bring a live order's fills up to the broker's cumulative `filled` at average
+    /// `average`: the part not yet journaled is recorded as one fill, at the price
+    /// that makes the journal's average the broker's. A report that says no more than
+    /// the journal has (a repeat, a stale read, after a restart) adds nothing. With
+    /// `last` (the broker says complete) the order ends filled.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_to(
+        tx: &rusqlite::Transaction<'_>,
+        last_prices: &HashMap<String, (i64, Decimal)>,
+        coid: &str,
+        filled: Decimal,
+        average: Option<Decimal>,
+        last: Option<state::OrderEvent>,
+        transitions: &mut Vec<(String, &'static str, Value)>,
+        out: &mut Vec<Outcome>,
+    ) -> rusqlite::Result<()> {
+        let refused = |e: state::InvalidTransition| Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": e.to_string() }));
+        let row: Option<(String, String, String, i64, String, Option<String>, Option<String>)> = tx
+            .query_row("SELECT account, instrument, side, not_before, qty, filled_qty, fill_price FROM orders WHERE client_order_id = ?1", [coid], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .optional()?;
+        let Some((account, instrument, side, not_before, qty, before, before_avg)) = row else { return Ok(()) };
+        let before = before.as_deref().map(dec).unwrap_or_default();
+        let part = filled - before;
+        let complete = last.is_some();
+        if part > Decimal::ZERO {
+            let Some(average) = average.filter(|p| *p > Decimal::ZERO) else {
+                out.push(Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": format!("{filled} filled without an average price") })));
+                return Ok(());
+            };
+            // average × filled = before_avg × before + price × part
+            let before_avg = before_avg.as_deref().map(dec).unwrap_or(average);
+            let price = if before.is_zero() { average } else { ((average * filled - before_avg * before) / part).round_dp(4).normalize() };
+            // Market time, like paper fills: the day's P&L and exits follow the prices' clock.
+            let ts = last_prices.get(&instrument).map_or(not_before, |(t, _)| (*t).max(not_before));
+            let side = OrderSide::parse(&side).unwrap_or(OrderSide::Buy);
+            let whole = complete || filled >= dec(&qty);
+            let event = if whole { state::OrderEvent::Fill } else { state::OrderEvent::PartialFill };
+            match record_fill(tx, coid, &account, &instrument, side, part, price, ts, event)? {
+                Ok(()) => {
+                    tx.execute("UPDATE orders SET filled_qty = ?2, fill_price = ?3 WHERE client_order_id = ?1", params![coid, filled.to_string(), average.to_string()])?;
+                    let state = tx.query_row("SELECT state FROM orders WHERE client_order_id = ?1", [coid], |r| r.get::<_, String>(0))?;
+                    let state = state::OrderState::parse(&state).map_or("partially_filled", state::OrderState::as_str);
+                    transitions.push((coid.to_owned(), state, json!({ "price": price.to_string(), "fill_ts": ts, "fill_qty": part.to_string(), "filled_qty": filled.to_string(), "average_price": average.to_string() })));
+                }
+                Err(e) => out.push(refused(e)),
+            }
+        } else if complete {
+            // Complete with nothing new (its last part was reported as a partial fill).
+            match advance(tx, coid, state::OrderEvent::Fill)? {
+                Ok(to) => transitions.push((coid.to_owned(), to.as_str(), json!({ "filled_qty": filled.to_string() }))),
+                Err(e) if e.from == state::OrderState::Filled => {}
+                Err(e) => out.push(refused(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Inside `tx`: hand every `new` order to the paper book, accept it, and
     /// fill it at once when the first price after its signal has already gone by.
     fn submit_in(
@@ -484,24 +590,43 @@ impl OrderManager {
         last: &HashMap<String, (i64, Decimal)>,
         handoff: &mut Vec<LiveOrder>,
     ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-        let new: Vec<(String, String, String, String, String, i64, String)> = {
+        let new: Vec<(String, String, String, String, String, i64, String, String)> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps FROM orders WHERE state = 'new' ORDER BY rowid",
+                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline FROM orders WHERE state = 'new' ORDER BY rowid",
             )?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows
         };
         let mut transitions = Vec::new();
-        for (coid, account, instrument, side, qty, not_before, slippage) in new {
+        for (coid, account, instrument, side, qty, not_before, slippage, pipeline) in new {
             if live.contains(&account) {
                 // A live account's order: recorded as submitted before the broker call
-                // (a restart then looks for it in the broker's book before placing it again).
+                // (a restart then looks for it in the broker's book before placing it again),
+                // with the price it was decided at and when it went out.
                 if let (Ok(to), Some(side)) = (advance(tx, &coid, state::OrderEvent::Submit)?, OrderSide::parse(&side)) {
                     transitions.push((coid.clone(), to.as_str(), json!({})));
                     let reference_price = last.get(&instrument).map(|(_, p)| *p);
-                    handoff.push(LiveOrder { client_order_id: coid, account, instrument, side, qty: dec(&qty), reference_price, fresh: true, broker_order_id: None });
+                    let submitted_at = now_ms();
+                    tx.execute(
+                        "UPDATE orders SET reference_price = ?2, submitted_at = ?3 WHERE client_order_id = ?1",
+                        params![coid, reference_price.map(|p| p.to_string()), submitted_at],
+                    )?;
+                    handoff.push(LiveOrder {
+                        client_order_id: coid,
+                        account,
+                        instrument,
+                        side,
+                        qty: dec(&qty),
+                        reference_price,
+                        fresh: true,
+                        broker_order_id: None,
+                        submitted_at,
+                        filled_qty: Decimal::ZERO,
+                        cancel_requested: false,
+                        entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
+                    });
                 }
                 continue;
             }
@@ -558,6 +683,9 @@ impl OrderManager {
         if let Some((pipeline, _)) = q.id.rsplit_once('/') {
             let clock = self.pipeline_clock.entry(pipeline.to_owned()).or_insert(q.ts);
             *clock = (*clock).max(q.ts);
+        }
+        if self.seen.is_none_or(|(ts, _)| q.ts > ts) {
+            self.seen = Some((q.ts, std::time::Instant::now()));
         }
         let fresh: Vec<bool> = q.quotes.iter().map(|quote| self.last.get(&quote.instrument).is_none_or(|(ts, _)| q.ts > *ts)).collect();
         for quote in &q.quotes {
@@ -655,15 +783,21 @@ impl OrderManager {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows
         };
-        let minute = crate::market::clock::ist_minute_of_day(ts);
         for (account, long, stop, target, trail, best, trailed, triggered, qty) in rows {
             let qty = dec(&qty);
-            if triggered || qty.is_zero() {
+            if qty.is_zero() {
                 continue;
             }
             let cfg = config.account(&account);
             let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
             let mis = cfg.is_some_and(|a| a.product == crate::config::Product::Mis);
+            if let Some(due) = cfg.map(|a| square_off_due(tx, a, &account, &quote.instrument, triggered, ts)).transpose()?.flatten() {
+                out.extend(due.queue(tx, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
+                continue;
+            }
+            if triggered {
+                continue;
+            }
             let mut exit = exits::ManagedExit {
                 long,
                 stop: stop.as_deref().map(dec),
@@ -673,27 +807,73 @@ impl OrderManager {
                 trailed,
                 triggered,
             };
-            let square_off = cfg.filter(|_| mis).and_then(|a| crate::market::clock::parse_hhmm(&a.square_off)).filter(|sq| minute >= *sq);
             // Intraday positions trail the best bid; delivery positions the last price.
             let trail_price = if mis { quote.bid.unwrap_or(quote.close) } else { quote.close };
-            let reason = if square_off.is_some() {
-                exit.triggered = true;
-                Some("square-off")
-            } else {
-                exit.on_price(quote.high, quote.low, trail_price)
-            };
+            let reason = exit.on_price(quote.high, quote.low, trail_price);
             save_exit(tx, &account, &quote.instrument, &exit)?;
             if let Some(reason) = reason {
                 let key = format!("{reason}/{account}/{}/{ts}", quote.instrument);
                 if queue_close(tx, &account, &quote.instrument, qty, &key, reason, ts, slippage)? {
                     out.push(Outcome::Event(
-                        if reason == "square-off" { "square_off" } else { "exit_triggered" },
+                        "exit_triggered",
                         json!({ "account": account, "instrument": quote.instrument, "reason": reason, "stop": exit.stop.map(|d| d.to_string()), "target": exit.target.map(|d| d.to_string()), "price": quote.close.to_string(), "qty": qty.abs().to_string() }),
                     ));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Square off by the clock, not only on the next price: every intraday
+    /// position still open at its account's square-off time on `now`'s day, and
+    /// every one left open from an earlier day (flagged, closed at the open). The
+    /// orders are the ones a price at that moment would make (same key, same
+    /// time), so a timer and a price never close a position twice, and a replay
+    /// fills them the same whichever came first.
+    ///
+    /// # Errors
+    /// A journal failure: nothing is then recorded.
+    pub fn on_clock(&mut self, now: i64) -> Result<Vec<Outcome>, OrderError> {
+        let path = self.path.clone();
+        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let config = self.config.clone();
+        let tx = self.db.transaction().map_err(jerr)?;
+        let rows: Vec<(String, String, String, bool)> = {
+            let mut stmt = tx
+                .prepare_cached("SELECT p.account, p.instrument, p.qty, e.triggered FROM positions p JOIN exits e ON e.account = p.account AND e.instrument = p.instrument ORDER BY p.account, p.instrument")
+                .map_err(jerr)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).map_err(jerr)?.collect::<rusqlite::Result<Vec<_>>>().map_err(jerr)?;
+            rows
+        };
+        let mut out = Vec::new();
+        for (account, instrument, qty, triggered) in rows {
+            let qty = dec(&qty);
+            let Some(cfg) = config.account(&account).filter(|_| !qty.is_zero()) else { continue };
+            if let Some(due) = square_off_due(&tx, cfg, &account, &instrument, triggered, now).map_err(jerr)? {
+                let price = self.last.get(&instrument).map(|(_, p)| *p);
+                out.extend(due.queue(&tx, &account, &instrument, qty, cfg.slippage_bps, price).map_err(jerr)?);
+            }
+        }
+        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
+        tx.commit().map_err(jerr)?;
+        for (coid, state, extra) in transitions {
+            out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
+        }
+        Ok(out)
+    }
+
+    /// The market's time as the prices tell it: a bar labelled `t` has closed, so it
+    /// is at least a minute later, plus the wall time since it came. `None` before any price.
+    #[must_use]
+    pub fn market_clock(&self) -> Option<i64> {
+        let (ts, at) = self.seen?;
+        Some(ts.saturating_add(60_000).saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX)))
+    }
+
+    /// Wall time since the last new price.
+    #[must_use]
+    pub fn prices_quiet_for(&self) -> Option<std::time::Duration> {
+        self.seen.map(|(_, at)| at.elapsed())
     }
 
     fn store_exit_rules(&self) -> Result<(), OrderError> {
@@ -887,6 +1067,73 @@ fn save_exit(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, e:
     )?;
     Ok(())
 }
+
+/// The minute (IST) the NSE session opens: 09:15.
+pub const SESSION_OPEN_MINUTE: u32 = 9 * 60 + 15;
+
+/// An intraday close the clock calls for.
+struct SquareOff {
+    /// `square-off` (the day's time has come) or `carried` (left open from an earlier day).
+    reason: &'static str,
+    key: String,
+    /// The moment it is due: the paper fill is the first price after it.
+    not_before: i64,
+}
+
+impl SquareOff {
+    /// Record the closing order (once per key) and mark the exit as done; the events to publish.
+    fn queue(&self, tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, qty: Decimal, slippage: Decimal, price: Option<Decimal>) -> rusqlite::Result<Vec<Outcome>> {
+        tx.execute("UPDATE exits SET triggered = 1 WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
+        if !queue_close(tx, account, instrument, qty, &self.key, self.reason, self.not_before, slippage)? {
+            return Ok(Vec::new());
+        }
+        let body = json!({ "account": account, "instrument": instrument, "reason": self.reason, "price": price.map(|p| p.to_string()), "qty": qty.abs().to_string(), "due": self.not_before });
+        let mut out = vec![Outcome::Event("square_off", body.clone())];
+        if self.reason == "carried" {
+            let mut alert = body;
+            alert["alert"] = json!(true);
+            alert["detail"] = json!("an intraday position was left open past its session; squared off at the open");
+            out.push(Outcome::Event("position_carried", alert));
+        }
+        Ok(out)
+    }
+}
+
+/// Whether `account`'s intraday position in `instrument` must be closed at `now`:
+/// at or after the account's square-off time (once: not when its exit already
+/// `triggered`), or, from the session's open, when it was opened on an earlier day
+/// and no order is working on it.
+fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::config::Account, account_id: &str, instrument: &str, triggered: bool, now: i64) -> rusqlite::Result<Option<SquareOff>> {
+    use crate::market::clock::{IST_OFFSET_MS, ist_day, ist_minute_of_day, parse_hhmm};
+    if account.product != crate::config::Product::Mis {
+        return Ok(None);
+    }
+    let Some(square_off) = parse_hhmm(&account.square_off) else { return Ok(None) };
+    let (day, minute) = (ist_day(now), ist_minute_of_day(now));
+    let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
+    if minute >= SESSION_OPEN_MINUTE {
+        let opened: Option<i64> = tx.query_row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
+        let working: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
+            [account_id, instrument],
+            |r| r.get(0),
+        )?;
+        if opened.is_some_and(|t| ist_day(t) < day) && working == 0 {
+            // Due at the open: its first price fills it.
+            let not_before = midnight + i64::from(SESSION_OPEN_MINUTE) * 60_000 - 1;
+            return Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before }));
+        }
+    }
+    if triggered || minute < square_off {
+        return Ok(None);
+    }
+    let not_before = midnight + i64::from(square_off) * 60_000;
+    Ok(Some(SquareOff { reason: "square-off", key: format!("square-off/{account_id}/{instrument}/{day}"), not_before }))
+}
+
+/// The `pipeline` of the orders the host makes itself to close a position
+/// (never cancelled for want of a fill: a close that does not fill keeps working).
+pub const CLOSE_REASONS: [&str; 7] = ["stop-loss", "target", "trailing-stop", "square-off", "carried", "flatten", "basket-unwind"];
 
 /// Record a market order that closes `account`'s position in `instrument`
 /// (an exit, a square-off, a flatten), keyed so that it is placed once.
@@ -1128,7 +1375,8 @@ fn record_fill(
     )?;
     arm_exit(tx, coid, account, instrument, &before_qty, &after, price)?;
     tx.execute(
-        "INSERT INTO fills (client_order_id, account, instrument, side, qty, price, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO fills (client_order_id, seq, account, instrument, side, qty, price, ts)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM fills WHERE client_order_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
         params![coid, account, instrument, side.as_str(), qty.to_string(), price.to_string(), ts],
     )?;
     tx.execute("UPDATE paper_book SET state = 'filled', fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;

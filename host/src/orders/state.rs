@@ -140,6 +140,8 @@ pub fn transition(from: OrderState, event: OrderEvent) -> Result<OrderState, Inv
         (S::New, E::Reject) => S::Rejected, // refused before sending (risk)
         (S::Submitted, E::Accept) => S::Accepted,
         (S::Submitted, E::Reject) => S::Rejected,
+        // Taken by the broker, then refused by its risk system or the exchange (margin, a price band).
+        (S::Accepted | S::Triggered, E::Reject) => S::Rejected,
         // Brokers may report a fill before (or instead of) the acknowledgement.
         (S::Submitted | S::Accepted | S::Triggered, E::PartialFill) => S::PartiallyFilled,
         (S::Submitted | S::Accepted | S::Triggered, E::Fill) => S::Filled,
@@ -177,6 +179,8 @@ mod tests {
             (S::Submitted, E::PartialFill, S::PartiallyFilled),
             (S::Submitted, E::CancelRequest, S::PendingCancel),
             (S::Accepted, E::Fill, S::Filled),
+            (S::Accepted, E::Reject, S::Rejected),
+            (S::Triggered, E::Reject, S::Rejected),
             (S::Accepted, E::PartialFill, S::PartiallyFilled),
             (S::Accepted, E::Trigger, S::Triggered),
             (S::Accepted, E::CancelRequest, S::PendingCancel),

@@ -385,3 +385,147 @@ fn a_live_account_without_a_connected_broker_is_refused_not_papered() {
     assert_eq!(refused[0].1["rule"], "broker");
     assert_eq!(states(&out), vec!["a2 submitted buy", "a2 accepted buy"]);
 }
+
+fn fills_of(om: &OrderManager, coid: &str) -> Vec<(i64, String, String)> {
+    let mut stmt = om.db.prepare("SELECT seq, qty, price FROM fills WHERE client_order_id = ?1 ORDER BY seq").unwrap();
+    stmt.query_map([coid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<rusqlite::Result<Vec<_>>>().unwrap()
+}
+
+/// a1 live, one buy of 2 sent and accepted; its client order id.
+fn live_buy(om: &mut OrderManager, at: i64) -> String {
+    om.set_live_accounts(std::collections::HashSet::from(["a1".to_owned()]));
+    om.on_quotes(&quotes(at - 60_000, dec!(100))).unwrap();
+    om.on_signal(&signal(at, "buy")).unwrap();
+    let coid = om.take_live_orders().pop().unwrap().client_order_id;
+    om.on_live_update(&LiveUpdate::Accepted { client_order_id: coid.clone(), broker_order_id: format!("b{at}") }).unwrap();
+    coid
+}
+
+#[test]
+fn partial_fills_are_journaled_as_they_come_and_a_repeated_report_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    let coid = live_buy(&mut om, 60_000);
+    let out = om.on_live_update(&LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: dec!(1), price: dec!(100) }).unwrap();
+    assert_eq!(states(&out), vec!["a1 partially_filled buy"]);
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "1", "the position follows the filled part");
+    assert!(states(&om.on_live_update(&LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: dec!(1), price: dec!(100) }).unwrap()).is_empty());
+    // After a restart the order comes back with what is already filled and its decided price.
+    let recovered = om.recover_live_orders().unwrap();
+    assert_eq!((recovered[0].filled_qty, recovered[0].reference_price, recovered[0].entry), (dec!(1), Some(dec!(100)), true));
+    // Complete at an average of 100.50: the second unit cost 101.
+    let out = om.on_live_update(&LiveUpdate::Filled { client_order_id: coid.clone(), qty: dec!(2), price: dec!(100.5) }).unwrap();
+    assert_eq!(states(&out), vec!["a1 filled buy"]);
+    assert_eq!(fills_of(&om, &coid), vec![(1, "1".into(), "100".into()), (2, "1".into(), "101".into())]);
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2");
+    // A buy signal now finds the position full: nothing more is ordered.
+    let out = om.on_signal(&signal(180_000, "buy")).unwrap();
+    assert!(!states(&out).iter().any(|s| s.starts_with("a1")), "{:?}", states(&out));
+}
+
+#[test]
+fn a_partly_filled_order_counts_only_its_rest_as_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    let coid = live_buy(&mut om, 60_000);
+    om.on_live_update(&LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: dec!(1), price: dec!(100) }).unwrap();
+    // Position 1 filled + 1 working = the intended 2: a sell signal reverses from 2, not from 3.
+    om.on_signal(&signal(120_000, "sell")).unwrap();
+    let sell = om.take_live_orders().pop().unwrap();
+    assert_eq!(sell.qty, dec!(4), "from +2 (1 held, 1 working) to -2");
+}
+
+#[test]
+fn a_cancel_that_races_a_fill_keeps_every_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    let coid = live_buy(&mut om, 60_000);
+    let out = om.on_live_update(&LiveUpdate::CancelRequested { client_order_id: coid.clone(), reason: "not filled 60 s after it was sent".into() }).unwrap();
+    assert_eq!(states(&out), vec!["a1 pending_cancel buy"]);
+    assert!(om.recover_live_orders().unwrap()[0].cancel_requested, "a restart does not ask again");
+    om.on_live_update(&LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: dec!(1), price: dec!(100) }).unwrap();
+    assert_eq!(state_of(&om, &coid).0, "pending_cancel");
+    // The fill won the race.
+    om.on_live_update(&LiveUpdate::Filled { client_order_id: coid.clone(), qty: dec!(2), price: dec!(100) }).unwrap();
+    assert_eq!(state_of(&om, &coid).0, "filled");
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2");
+    // And one cancelled after its partial fill keeps the part.
+    om.on_signal(&signal(180_000, "sell")).unwrap();
+    let sell = om.take_live_orders().pop().unwrap().client_order_id;
+    om.on_live_update(&LiveUpdate::Accepted { client_order_id: sell.clone(), broker_order_id: "b2".into() }).unwrap();
+    om.on_live_update(&LiveUpdate::CancelRequested { client_order_id: sell.clone(), reason: "stale".into() }).unwrap();
+    let out = om.on_live_update(&LiveUpdate::Cancelled { client_order_id: sell.clone(), filled_qty: dec!(1), price: Some(dec!(99)), reason: "cancelled by us".into() }).unwrap();
+    assert_eq!(states(&out), vec!["a1 pending_cancel sell", "a1 cancelled sell"]);
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "1");
+}
+
+#[test]
+fn a_rejection_after_acceptance_unwinds_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    let coid = live_buy(&mut om, 60_000);
+    let out = om.on_live_update(&LiveUpdate::Rejected { client_order_id: coid.clone(), reason: "RMS: margin exceeds".into() }).unwrap();
+    assert_eq!(states(&out), vec!["a1 rejected buy"]);
+    assert!(events(&out).iter().any(|(n, v)| *n == "order_rejected" && v["alert"] == true));
+    assert!(om.accounts_summary().unwrap()["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty));
+    // Nothing of it is counted any more: the next buy signal orders the full 2 again.
+    om.on_signal(&signal(120_000, "buy")).unwrap();
+    assert_eq!(om.take_live_orders().pop().map(|o| o.qty), Some(dec!(2)));
+}
+
+#[test]
+fn the_clock_squares_off_when_the_last_price_of_the_day_is_15_14() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(0, "buy")).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    // The day's last price: 15:14 (BASE is 10:00).
+    assert!(events(&om.on_quotes(&quotes(314 * 60_000, dec!(101))).unwrap()).is_empty());
+    assert!(om.on_clock(BASE + 314 * 60_000 + 59_000).unwrap().is_empty(), "15:14:59: not yet");
+    let out = om.on_clock(BASE + 315 * 60_000 + 3_000).unwrap();
+    let squared: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "square_off").collect();
+    assert_eq!(squared.len(), 2, "one per account");
+    assert!(squared.iter().all(|(_, v)| v["due"] == BASE + 315 * 60_000), "{squared:?}");
+    assert!(om.on_clock(BASE + 316 * 60_000).unwrap().is_empty(), "once");
+    // A late 15:15 price makes the same orders, not new ones.
+    assert!(events(&om.on_quotes(&quotes(315 * 60_000, dec!(102))).unwrap()).iter().all(|(n, _)| *n != "square_off"));
+    om.on_quotes(&quotes(316 * 60_000, dec!(103))).unwrap();
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["realized"], "6", "filled at the first price after 15:15, as a price at 15:15 would have");
+}
+
+#[test]
+fn a_position_left_open_overnight_is_flagged_and_squared_off_at_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(0, "buy")).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    // Nothing after 11:00 that day, and no clock ran (the process was down).
+    const NEXT_OPEN: i64 = 86_400_000 - 45 * 60_000; // 09:15 the next day
+    let out = om.on_quotes(&quotes(NEXT_OPEN, dec!(97))).unwrap();
+    let carried: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "position_carried").collect();
+    assert_eq!(carried.len(), 2);
+    assert!(carried.iter().all(|(_, v)| v["alert"] == true));
+    // Closed at the session's first price, the 09:15 open.
+    let summary = om.accounts_summary().unwrap();
+    assert_eq!(summary["a1"]["realized"], "-6");
+    assert!(summary["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty));
+}
+
+#[test]
+fn a_journal_with_one_fill_per_order_is_carried_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite");
+    {
+        let db = Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE fills (client_order_id TEXT PRIMARY KEY, account TEXT NOT NULL, instrument TEXT NOT NULL, side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, ts INTEGER NOT NULL);
+             INSERT INTO fills VALUES ('x1', 'a1', 'NIFTY', 'buy', '2', '100', 5), ('x0', 'a1', 'NIFTY', 'sell', '2', '101', 9);",
+        )
+        .unwrap();
+    }
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), CONFIG).unwrap());
+    let om = OrderManager::open(&path, config, "paper").unwrap();
+    let rows: Vec<(String, i64, String)> =
+        om.db.prepare("SELECT client_order_id, seq, price FROM fills ORDER BY rowid").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    assert_eq!(rows, vec![("x1".into(), 1, "100".into()), ("x0".into(), 1, "101".into())]);
+}
