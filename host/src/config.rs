@@ -243,11 +243,14 @@ pub struct LiveSection {
     /// An entry order still unfilled this many seconds after it was sent is cancelled
     /// (its protection limit was not reached); 0: never. Exits and square-offs keep working.
     pub cancel_after_secs: u64,
+    /// After an unanswered placement, the order book is read this many times (a
+    /// back-off apart) before the order is taken as not placed: books lag.
+    pub absent_reads: u32,
 }
 
 impl Default for LiveSection {
     fn default() -> Self {
-        Self { timeout_ms: 5_000, poll_ms: 1_000, backoff_ms: 250, max_attempts: 6, instruments: std::collections::BTreeMap::new(), refresh_at: "08:15".into(), cancel_after_secs: 60 }
+        Self { timeout_ms: 5_000, poll_ms: 1_000, backoff_ms: 250, max_attempts: 6, instruments: std::collections::BTreeMap::new(), refresh_at: "08:15".into(), cancel_after_secs: 60, absent_reads: 3 }
     }
 }
 

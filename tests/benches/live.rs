@@ -41,16 +41,7 @@ async fn run(broker: Arc<dyn Broker>, master: InstrumentMaster, fill: impl Fn())
     let started = Instant::now();
     for i in 0..ORDERS {
         let t = Instant::now();
-        router.send(LiveOrder {
-            client_order_id: format!("th{i:018x}"),
-            account: "bench".into(),
-            instrument: "RELIANCE".into(),
-            side: if i % 2 == 0 { OrderSide::Buy } else { OrderSide::Sell },
-            qty: Decimal::from(5),
-            reference_price: Some(Decimal::from(1186)),
-            fresh: true,
-            broker_order_id: None,
-        });
+        router.send(LiveOrder::new(&format!("th{i:018x}"), "bench", "RELIANCE", if i % 2 == 0 { OrderSide::Buy } else { OrderSide::Sell }, Decimal::from(5), Some(Decimal::from(1186))));
         loop {
             match rx.recv().await.expect("router") {
                 RouterOutput::Update(LiveUpdate::Accepted { .. }) => {

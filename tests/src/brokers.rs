@@ -40,8 +40,32 @@ pub enum Fault {
     Reject(String),
 }
 
-/// An order the mock holds.
+/// What an order does at a status read (or a push), per its script.
 #[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Still working, nothing new.
+    Open,
+    /// This many more units fill at this price.
+    Fill(Decimal, Decimal),
+    /// Refused after it was taken (the broker's risk system, the exchange), with this message.
+    Reject(String),
+    /// Cancelled by the exchange (the rest of an IOC, a price band), with this message.
+    Cancel(String),
+}
+
+/// How an order placed on the mock lives, taken in placement order from [`State::scripts`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Script {
+    /// One step per status read; when they run out the order stays where it is.
+    pub steps: Vec<Step>,
+    /// A cancel request finds it filled in full at this price meanwhile (the race), and is refused.
+    pub fill_on_cancel: Option<Decimal>,
+    /// The order book (the lookup by tag) shows it only after this many reads.
+    pub book_lag: u32,
+}
+
+/// An order the mock holds.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MockOrder {
     /// Broker id.
     pub id: String,
@@ -61,6 +85,29 @@ pub struct MockOrder {
     pub average_price: Option<Decimal>,
     /// Status polls so far.
     pub polls: u32,
+    /// Units filled so far.
+    pub filled: Decimal,
+    /// The broker's status message (a rejection's reason).
+    pub message: String,
+    /// When the broker took it, `YYYY-MM-DD HH:MM:SS` IST.
+    pub placed_at: String,
+    /// Its script, if the test gave one (else it fills in full at the first read).
+    pub script: Option<Script>,
+    /// Book reads that still do not show it.
+    pub hidden: u32,
+}
+
+impl MockOrder {
+    fn fill(&mut self, qty: Decimal, price: Decimal) {
+        let qty = qty.min(self.qty - self.filled);
+        if qty <= Decimal::ZERO {
+            return;
+        }
+        let before = self.average_price.unwrap_or_default() * self.filled;
+        self.filled += qty;
+        self.average_price = Some(((before + price * qty) / self.filled).round_dp(2));
+        self.status = if self.filled == self.qty { "COMPLETE".into() } else { "OPEN".into() };
+    }
 }
 
 /// One request as received.
@@ -118,6 +165,15 @@ pub struct State {
     pub expiries: Vec<String>,
     /// OpenAlgo: the underlying's last price in its option-chain answer.
     pub underlying_ltp: f64,
+    /// Scripts for the next orders placed, in order.
+    pub scripts: VecDeque<Script>,
+    /// Kite, Upstox: the trading symbols (Upstox: instrument tokens) the exchange knows;
+    /// an order for any other is refused as the real API refuses it. Empty: any.
+    pub tradable: Vec<String>,
+    /// Until then every connection is dropped unanswered (the server restarting).
+    pub down_until: Option<std::time::Instant>,
+    /// The time the next order is stamped with, `YYYY-MM-DD HH:MM:SS` IST (else the wall clock).
+    pub clock: Option<String>,
     sent_at: VecDeque<std::time::Instant>,
 }
 
@@ -156,6 +212,10 @@ impl MockServer {
             option_chain: HashMap::new(),
             expiries: Vec::new(),
             underlying_ltp: 0.0,
+            scripts: VecDeque::new(),
+            tradable: Vec::new(),
+            down_until: None,
+            clock: None,
             sent_at: VecDeque::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -168,11 +228,22 @@ impl MockServer {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 loop {
                     let Ok((stream, _)) = listener.accept().await else { continue };
+                    let down = shared.lock().map(|s| s.down_until.is_some_and(|t| std::time::Instant::now() < t)).unwrap_or(false);
+                    if down {
+                        drop(stream); // restarting: the connection is closed unanswered
+                        continue;
+                    }
                     tokio::spawn(serve(stream, shared.clone()));
                 }
             });
         });
         Self { url, state }
+    }
+
+    /// Drop every connection for `d`, new and open ones, as a server restarting does;
+    /// what it held (orders, sessions) is still there when it is back.
+    pub fn restart_for(&self, d: Duration) {
+        self.state().down_until = Some(std::time::Instant::now() + d);
     }
 
     /// Lock the state.
@@ -214,6 +285,9 @@ async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         }
         let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
         buf.drain(..end + 4 + len);
+        if state.lock().map(|s| s.down_until.is_some_and(|t| std::time::Instant::now() < t)).unwrap_or(false) {
+            return; // restarting: kept-alive connections die too
+        }
         let request = Request { method, path, headers, body, at: std::time::Instant::now() };
         let (status, answer, delay) = {
             let mut s = state.lock().expect("mock state");
@@ -335,15 +409,33 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             if f.get("tag").is_some_and(|t| t.len() > 20) {
                 return refusal(Flavor::Kite, "Tag length should be less than 20 characters.");
             }
+            // Kite Connect's documented values; anything else is an InputException.
+            for (k, allowed) in [
+                ("exchange", &["NSE", "BSE", "NFO", "CDS", "BCD", "MCX", "BFO"][..]),
+                ("transaction_type", &["BUY", "SELL"][..]),
+                ("order_type", &["MARKET", "LIMIT", "SL", "SL-M"][..]),
+                ("product", &["CNC", "NRML", "MIS", "MTF"][..]),
+                ("validity", &["DAY", "IOC", "TTL"][..]),
+            ] {
+                if !allowed.contains(&f[k].as_str()) {
+                    return refusal(Flavor::Kite, &format!("Invalid `{k}`."));
+                }
+            }
+            if f["quantity"].parse::<u64>().is_ok_and(|q| q == 0) || f["quantity"].parse::<u64>().is_err() {
+                return refusal(Flavor::Kite, "Invalid `quantity`.");
+            }
+            if f.get("market_protection").is_some_and(|m| m.parse::<i64>().map_or(true, |m| !(m == -1 || (0..=100).contains(&m)))) {
+                return refusal(Flavor::Kite, "Invalid `market_protection`.");
+            }
+            if !s.tradable.is_empty() && !s.tradable.contains(&f["tradingsymbol"]) {
+                return refusal(Flavor::Kite, "Invalid `tradingsymbol`.");
+            }
             if f["order_type"] == "MARKET" && f.get("market_protection").is_none_or(|m| m == "0") {
                 return refusal(Flavor::Kite, "Market orders without market protection are not allowed via API. Please set market protection or use a Limit order.");
             }
             place(s, f.clone(), f.get("tag").cloned(), &f["tradingsymbol"], &f["transaction_type"], &f["quantity"], |id| json!({ "status": "success", "data": { "order_id": id } }))
         }
-        (Flavor::Kite, "GET", "/orders") => {
-            let data: Vec<Value> = s.orders.iter().map(|o| kite_order(o, &o.status)).collect();
-            ok_kite(Value::Array(data))
-        }
+        (Flavor::Kite, "GET", "/orders") => ok_kite(Value::Array(book(s).iter().map(|o| kite_order(o, &o.status)).collect())),
         (Flavor::Kite, "GET", p) if p.starts_with("/orders/") => {
             let id = &p["/orders/".len()..];
             match poll(s, id) {
@@ -400,6 +492,29 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                     return refusal(Flavor::Upstox, &format!("{k} is required"));
                 }
             }
+            // Upstox's documented types: numbers as JSON numbers, booleans as booleans, enums exact.
+            let typed = b["quantity"].as_u64().is_some_and(|q| q > 0)
+                && b["price"].is_number()
+                && b["disclosed_quantity"].is_number()
+                && b["trigger_price"].is_number()
+                && b["is_amo"].is_boolean()
+                && b.get("slice").is_none_or(Value::is_boolean)
+                && b.get("tag").is_none_or(Value::is_string)
+                && b["instrument_token"].is_string();
+            if !typed {
+                return refusal(Flavor::Upstox, "Invalid input: a field has the wrong type");
+            }
+            for (k, allowed) in [("product", &["I", "D", "MTF"][..]), ("validity", &["DAY", "IOC"][..]), ("order_type", &["MARKET", "LIMIT", "SL", "SL-M"][..]), ("transaction_type", &["BUY", "SELL"][..])] {
+                if !b[k].as_str().is_some_and(|v| allowed.contains(&v)) {
+                    return refusal(Flavor::Upstox, &format!("Invalid {k}"));
+                }
+            }
+            if b["order_type"] == "LIMIT" && b["price"].as_f64().is_none_or(|p| p <= 0.0) {
+                return refusal(Flavor::Upstox, "Price is required for a limit order");
+            }
+            if !s.tradable.is_empty() && !b["instrument_token"].as_str().is_some_and(|t| s.tradable.iter().any(|x| x == t)) {
+                return refusal(Flavor::Upstox, "Invalid instrument key");
+            }
             let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
             let symbol = fields["instrument_token"].clone();
             let qty = fields["quantity"].clone();
@@ -410,7 +525,7 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             Some(o) => ok_kite(upstox_order(&o)),
             None => refusal(Flavor::Upstox, "Order not found"),
         },
-        (Flavor::Upstox, "GET", "/v2/order/retrieve-all") => ok_kite(Value::Array(s.orders.iter().map(upstox_order).collect())),
+        (Flavor::Upstox, "GET", "/v2/order/retrieve-all") => ok_kite(Value::Array(book(s).iter().map(upstox_order).collect())),
         (Flavor::Upstox, "DELETE", "/v3/order/cancel") => {
             let id = query(&r.path, "order_id").unwrap_or_default();
             cancel(s, &id, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 9 } }))
@@ -423,6 +538,25 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                     return refusal(Flavor::OpenAlgo, &format!("Missing mandatory field(s): {k}"));
                 }
             }
+            // OpenAlgo's schema: enums exact; numbers as numbers or numeric strings.
+            for (k, allowed) in [
+                ("action", &["BUY", "SELL"][..]),
+                ("exchange", &["NSE", "NFO", "BSE", "BFO", "CDS", "BCD", "MCX"][..]),
+                ("pricetype", &["MARKET", "LIMIT", "SL", "SL-M"][..]),
+                ("product", &["MIS", "CNC", "NRML"][..]),
+            ] {
+                if !b[k].as_str().is_some_and(|v| allowed.contains(&v)) {
+                    return refusal(Flavor::OpenAlgo, &format!("Validation error: {{'{k}': ['Must be one of: {}.']}}", allowed.join(", ")));
+                }
+            }
+            let numeric = |v: &Value| v.is_null() || v.as_f64().is_some() || v.as_str().is_some_and(|t| t.trim().parse::<f64>().is_ok());
+            let quantity = b["quantity"].as_u64().or_else(|| b["quantity"].as_str().and_then(|q| q.trim().parse::<u64>().ok()));
+            if quantity.is_none_or(|q| q == 0) || !numeric(&b["price"]) || !numeric(&b["trigger_price"]) {
+                return refusal(Flavor::OpenAlgo, "Validation error: {'quantity': ['Not a valid integer.']}");
+            }
+            if b["pricetype"] == "LIMIT" && b["price"].as_str().and_then(|p| p.parse::<f64>().ok()).or(b["price"].as_f64()).is_none_or(|p| p <= 0.0) {
+                return refusal(Flavor::OpenAlgo, "Price is required for LIMIT orders");
+            }
             let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
             let (symbol, side, qty) = (fields["symbol"].clone(), fields["action"].clone(), fields["quantity"].clone());
             place(s, fields, None, &symbol, &side, &qty, |id| json!({ "status": "success", "orderid": id }))
@@ -432,7 +566,7 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             None => refusal(Flavor::OpenAlgo, "Order not found"),
         },
         (Flavor::OpenAlgo, "POST", "/api/v1/orderbook") => {
-            let orders: Vec<Value> = s.orders.iter().map(openalgo_order).collect();
+            let orders: Vec<Value> = book(s).iter().map(openalgo_order).collect();
             let count = |st: &str| s.orders.iter().filter(|o| o.status.eq_ignore_ascii_case(st)).count() as f64;
             let stats = json!({ "total_buy_orders": s.orders.iter().filter(|o| o.side == "BUY").count() as f64, "total_sell_orders": s.orders.iter().filter(|o| o.side == "SELL").count() as f64, "total_completed_orders": count("COMPLETE"), "total_open_orders": count("OPEN"), "total_rejected_orders": count("REJECTED") });
             (200, json!({ "status": "success", "data": { "orders": orders, "statistics": stats } }), None)
@@ -440,6 +574,21 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         (Flavor::OpenAlgo, "POST", "/api/v1/cancelorder") => {
             let id = body_json["orderid"].as_str().unwrap_or_default().to_owned();
             cancel(s, &id, |id| json!({ "status": "success", "orderid": id }))
+        }
+        // One row per order with fills (OpenAlgo's tradebook); its order status carries no filled quantity.
+        (Flavor::OpenAlgo, "POST", "/api/v1/tradebook") => {
+            let data: Vec<Value> = s
+                .orders
+                .iter()
+                .filter(|o| o.filled > Decimal::ZERO)
+                .map(|o| {
+                    let avg = o.average_price.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0));
+                    let qty = o.filled.to_string().parse::<f64>().unwrap_or(0.0);
+                    json!({ "action": o.side, "average_price": avg, "exchange": o.fields.get("exchange"), "orderid": o.id, "product": o.fields.get("product"),
+                        "quantity": qty, "symbol": o.symbol, "timestamp": o.placed_at.split(' ').nth(1).unwrap_or_default(), "trade_value": avg * qty })
+                })
+                .collect();
+            (200, json!({ "status": "success", "data": data }), None)
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/positionbook") => {
             let data: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| json!({ "symbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string(), "average_price": "0.00", "ltp": "0.00", "pnl": "0.00" })).collect();
@@ -452,8 +601,8 @@ fn handle(s: &mut State, r: &Request) -> Reply {
 /// Net filled units per symbol (Upstox: per instrument token), zeros left out.
 fn net_positions(s: &State) -> Vec<(String, Decimal)> {
     let mut net: Vec<(String, Decimal)> = Vec::new();
-    for o in s.orders.iter().filter(|o| o.status == "COMPLETE") {
-        let q = if o.side == "BUY" { o.qty } else { -o.qty };
+    for o in s.orders.iter().filter(|o| o.filled > Decimal::ZERO) {
+        let q = if o.side == "BUY" { o.filled } else { -o.filled };
         match net.iter_mut().find(|(sym, _)| *sym == o.symbol) {
             Some((_, n)) => *n += q,
             None => net.push((o.symbol.clone(), q)),
@@ -486,6 +635,8 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
     }
     let Ok(qty) = qty.trim_matches('"').parse::<Decimal>() else { return refusal(s.flavor, "Invalid quantity") };
     let id = next_id(s);
+    let script = s.scripts.pop_front();
+    let placed_at = s.clock.clone().unwrap_or_else(ist_now);
     s.orders.push(MockOrder {
         id: id.clone(),
         fields,
@@ -496,6 +647,11 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
         status: "OPEN".into(),
         average_price: None,
         polls: 0,
+        filled: Decimal::ZERO,
+        message: String::new(),
+        placed_at,
+        hidden: script.as_ref().map_or(0, |sc| sc.book_lag),
+        script,
     });
     if let Some(n) = s.expire_after.as_mut() {
         *n = n.saturating_sub(1);
@@ -512,11 +668,59 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
     (200, answer(&id), delay)
 }
 
-/// The first status read of an open order completes it (the exchange filled it).
+/// The wall clock in IST, as brokers stamp orders.
+fn ist_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) + 19_800;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 };
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// The orders a book read shows: an order with a lag shows up only after that many reads.
+fn book(s: &mut State) -> Vec<MockOrder> {
+    let mut shown = Vec::new();
+    for o in &mut s.orders {
+        if o.hidden > 0 {
+            o.hidden -= 1;
+        } else {
+            shown.push(o.clone());
+        }
+    }
+    shown
+}
+
+/// A status read: a scripted order takes its next step; any other open order
+/// completes at the first read (the exchange filled it at the market).
 fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
     let ltp = s.ltp.clone();
     let o = s.orders.iter_mut().find(|o| o.id == id)?;
     o.polls += 1;
+    if let Some(script) = o.script.as_mut() {
+        if o.status == "OPEN" && !script.steps.is_empty() {
+            match script.steps.remove(0) {
+                Step::Open => {}
+                Step::Fill(qty, price) => o.fill(qty, price),
+                Step::Reject(m) => {
+                    o.status = "REJECTED".into();
+                    o.message = m;
+                }
+                Step::Cancel(m) => {
+                    o.status = "CANCELLED".into();
+                    o.message = m;
+                }
+            }
+        }
+        return Some(o.clone());
+    }
     if o.status == "OPEN" {
         let limit = o.fields.get("price").and_then(|p| p.parse::<Decimal>().ok()).filter(|p| !p.is_zero());
         let price = ltp.get(&o.symbol).copied().or(limit).unwrap_or(Decimal::from(100));
@@ -526,8 +730,7 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
             (Some(l), _) => price.max(l),
             (None, _) => price,
         };
-        o.status = "COMPLETE".into();
-        o.average_price = Some(price);
+        o.fill(o.qty, price);
     }
     Some(o.clone())
 }
@@ -535,8 +738,15 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
 fn cancel(s: &mut State, id: &str, answer: impl Fn(&str) -> Value) -> Reply {
     let flavor = s.flavor;
     match s.orders.iter_mut().find(|o| o.id == id) {
+        Some(o) if o.status == "OPEN" && o.script.as_ref().is_some_and(|sc| sc.fill_on_cancel.is_some()) => {
+            // The fill was on its way: the cancel comes too late.
+            let price = o.script.as_ref().and_then(|sc| sc.fill_on_cancel).unwrap_or_default();
+            o.fill(o.qty, price);
+            refusal(flavor, "Order cannot be cancelled as it is being processed. Try later.")
+        }
         Some(o) if o.status == "OPEN" => {
             o.status = "CANCELLED".into();
+            o.message = "Cancelled by user".into();
             (200, answer(id), None)
         }
         Some(_) => refusal(flavor, "Order cannot be cancelled as it is being processed. Try later."),
@@ -544,42 +754,58 @@ fn cancel(s: &mut State, id: &str, answer: impl Fn(&str) -> Value) -> Reply {
     }
 }
 
+fn whole(d: Decimal) -> u64 {
+    d.to_string().parse::<u64>().unwrap_or(0)
+}
+
+fn float(d: Option<Decimal>) -> f64 {
+    d.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0))
+}
+
+/// Kite's order (`GET /orders`, the last entry of `GET /orders/:id`): numbers are numbers.
 fn kite_order(o: &MockOrder, status: &str) -> Value {
-    let done = status == "COMPLETE";
+    let shown = status == o.status;
+    let filled = if shown { o.filled } else { Decimal::ZERO };
     json!({
-        "order_id": o.id, "exchange_order_id": if done { Value::String(format!("1100000{}", o.id)) } else { Value::Null },
-        "status": status, "status_message": null, "tag": o.tag, "tradingsymbol": o.symbol,
+        "order_id": o.id, "exchange_order_id": if shown && o.status != "REJECTED" { Value::String(format!("1100000{}", o.id)) } else { Value::Null },
+        "status": status, "status_message": if shown && !o.message.is_empty() { Value::String(o.message.clone()) } else { Value::Null },
+        "tag": o.tag, "tradingsymbol": o.symbol,
         "exchange": o.fields.get("exchange"), "transaction_type": o.side, "order_type": o.fields.get("order_type"),
-        "product": o.fields.get("product"), "quantity": o.qty.to_string().parse::<u64>().unwrap_or(0),
-        "filled_quantity": if done { o.qty.to_string().parse::<u64>().unwrap_or(0) } else { 0 },
-        "pending_quantity": if done { 0 } else { o.qty.to_string().parse::<u64>().unwrap_or(0) },
-        "average_price": if done { o.average_price.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0)) } else { 0.0 },
-        "price": 0, "validity": "DAY", "variety": "regular",
+        "product": o.fields.get("product"), "quantity": whole(o.qty),
+        "filled_quantity": whole(filled), "pending_quantity": if shown && o.status == "OPEN" { whole(o.qty - filled) } else { 0 },
+        "cancelled_quantity": if shown && o.status == "CANCELLED" { whole(o.qty - filled) } else { 0 },
+        "average_price": if shown { float(o.average_price) } else { 0.0 },
+        "price": 0, "trigger_price": 0, "validity": "DAY", "variety": "regular", "order_timestamp": o.placed_at,
         "market_protection": o.fields.get("market_protection").and_then(|m| m.parse::<i64>().ok()),
     })
 }
 
+/// Upstox's order (`GET /v2/order/details`, `/v2/order/retrieve-all`).
 fn upstox_order(o: &MockOrder) -> Value {
-    let done = o.status == "COMPLETE";
     json!({
         "order_id": o.id, "status": o.status.to_ascii_lowercase(), "tag": o.tag, "instrument_token": o.symbol,
         "trading_symbol": o.symbol, "transaction_type": o.side, "order_type": o.fields.get("order_type"),
-        "quantity": o.qty.to_string().parse::<u64>().unwrap_or(0),
-        "filled_quantity": if done { o.qty.to_string().parse::<u64>().unwrap_or(0) } else { 0 },
-        "average_price": o.average_price.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0)),
-        "status_message": null, "validity": "DAY", "product": o.fields.get("product"),
+        "quantity": whole(o.qty), "filled_quantity": whole(o.filled), "pending_quantity": if o.status == "OPEN" { whole(o.qty - o.filled) } else { 0 },
+        "average_price": float(o.average_price), "price": o.fields.get("price").and_then(|p| p.parse::<f64>().ok()).unwrap_or(0.0),
+        "status_message": if o.message.is_empty() { Value::Null } else { Value::String(o.message.clone()) },
+        "validity": "DAY", "product": o.fields.get("product"), "order_timestamp": o.placed_at, "is_amo": false,
     })
 }
 
+/// OpenAlgo's order (`orderstatus`, `orderbook` rows): quantity a string, prices numbers,
+/// the time as `08-Apr-2025 13:58:03`, and no filled quantity (that is in the tradebook).
 fn openalgo_order(o: &MockOrder) -> Value {
-    // OpenAlgo sends quantity as a string and prices as numbers.
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (date, time) = o.placed_at.split_once(' ').unwrap_or(("1970-01-01", "00:00:00"));
+    let parts: Vec<&str> = date.split('-').collect();
+    let month = parts.get(1).and_then(|m| m.parse::<usize>().ok()).and_then(|m| MONTHS.get(m.wrapping_sub(1))).copied().unwrap_or("Jan");
+    let stamp = format!("{}-{month}-{} {time}", parts.get(2).copied().unwrap_or("01"), parts.first().copied().unwrap_or("1970"));
     json!({
         "action": o.side, "symbol": o.symbol, "exchange": o.fields.get("exchange"), "orderid": o.id,
         "product": o.fields.get("product"), "quantity": o.qty.to_string(),
         "price": o.fields.get("price").and_then(|p| p.parse::<f64>().ok()).unwrap_or(0.0),
         "pricetype": o.fields.get("pricetype"), "order_status": o.status.to_ascii_lowercase(), "trigger_price": 0.0,
-        "average_price": o.average_price.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0)),
-        "timestamp": "08-Apr-2025 13:58:03",
+        "average_price": float(o.average_price), "timestamp": stamp,
     })
 }
 

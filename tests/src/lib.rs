@@ -240,8 +240,8 @@ impl Collector {
 }
 
 /// Journal invariants: every position is the sum of its fills; the paper
-/// broker's book and the journal's orders agree; every filled order has
-/// exactly one fill.
+/// broker's book and the journal's orders agree; every order's fills add up
+/// to what it filled.
 ///
 /// # Panics
 /// When an invariant does not hold (this is a test helper).
@@ -253,7 +253,7 @@ pub fn check_journal(db: &rusqlite::Connection) {
 }
 
 /// Journal invariants whatever the broker: every position is the sum of its
-/// fills, every filled order has exactly one fill, no order twice.
+/// fills, every order's fills add up to what it filled, no decision made twice.
 ///
 /// # Panics
 /// When an invariant does not hold.
@@ -277,8 +277,33 @@ pub fn check_positions(db: &rusqlite::Connection) {
         let held: rust_decimal::Decimal = qty.parse().expect("qty");
         assert_eq!(sums.get(&(a.clone(), i.clone())).copied().unwrap_or_default(), held, "position {a} {i} is not the sum of its fills");
     }
-    assert_eq!(count("SELECT COUNT(*) FROM fills"), count("SELECT COUNT(*) FROM orders WHERE state = 'filled'"), "one fill per filled order");
-    assert_eq!(count("SELECT COUNT(*) FROM (SELECT client_order_id FROM orders GROUP BY client_order_id HAVING COUNT(*) > 1)"), 0);
+    // Each order's fills add up to what it filled: all of it when filled, the part the broker
+    // reported (`filled_qty`) when partly filled or cancelled after a part, nothing otherwise.
+    let mut stmt = db.prepare("SELECT client_order_id, state, qty, filled_qty FROM orders").expect("orders");
+    let orders = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?)))
+        .expect("orders")
+        .map(|r| r.expect("row"))
+        .collect::<Vec<_>>();
+    let mut filled: HashMap<String, rust_decimal::Decimal> = HashMap::new();
+    let mut stmt = db.prepare("SELECT client_order_id, qty FROM fills").expect("fills");
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).expect("fills") {
+        let (coid, qty) = row.expect("row");
+        *filled.entry(coid).or_default() += qty.parse::<rust_decimal::Decimal>().expect("qty");
+    }
+    for (coid, state, qty, reported) in &orders {
+        let got = filled.get(coid).copied().unwrap_or_default();
+        let reported = reported.as_deref().map(|q| q.parse::<rust_decimal::Decimal>().expect("filled_qty"));
+        let want = match state.as_str() {
+            "filled" => reported.unwrap_or_else(|| qty.parse().expect("qty")),
+            "partially_filled" | "pending_cancel" | "cancelled" => reported.unwrap_or_default(),
+            _ => rust_decimal::Decimal::ZERO,
+        };
+        assert_eq!(got, want, "order {coid} ({state}, {qty}): its fills add up to {got}, not {want}");
+    }
+    assert_eq!(count("SELECT COUNT(*) FROM fills WHERE client_order_id NOT IN (SELECT client_order_id FROM orders)"), 0, "fills of orders the journal does not hold");
+    // One order per decision: a signal decided twice for an account would show here.
+    assert_eq!(count("SELECT COUNT(*) FROM (SELECT signal_id, account FROM orders GROUP BY signal_id, account HAVING COUNT(*) > 1)"), 0, "an order twice");
 }
 
 /// How many signals `ma-crossover` with `params` gives natively on the synthetic

@@ -478,7 +478,7 @@ async fn upstox_order_updates_come_on_the_portfolio_stream() {
     wait_until("the order stream", || reports.lock().unwrap().iter().any(|(k, _)| k == "order_stream_connected")).await;
     assert!(rest.state().requests.iter().any(|r| r.path.starts_with("/v2/feed/portfolio-stream-feed/authorize?update_types=order")));
 
-    let order = |coid: &str| LiveOrder { client_order_id: coid.into(), account: "up-1".into(), instrument: "RELIANCE".into(), side: tradehost::subscriber::OrderSide::Buy, qty: Decimal::from(10), reference_price: Some(Decimal::from(1300)), fresh: true, broker_order_id: None };
+    let order = |coid: &str| LiveOrder::new(coid, "up-1", "RELIANCE", tradehost::subscriber::OrderSide::Buy, Decimal::from(10), Some(Decimal::from(1300)));
     // The first order is read on the router's first poll; the second only if a push says so.
     assert!(router.send(order("c1")));
     assert!(matches!(next_update(&mut out).await.unwrap(), LiveUpdate::Accepted { .. }));

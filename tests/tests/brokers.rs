@@ -30,6 +30,7 @@ fn d(s: &str) -> Decimal {
 fn request(coid: &str, symbol: &str, token: Option<&str>) -> OrderRequest {
     OrderRequest {
         client_order_id: coid.into(),
+        submitted_at: None,
         symbol: symbol.into(),
         segment: Segment::of(symbol),
         token: token.map(str::to_owned),
@@ -183,16 +184,7 @@ const KITE_CSV: &str = "instrument_token,exchange_token,tradingsymbol,name,last_
 ";
 
 fn live_order(coid: &str, instrument: &str, qty: u32) -> LiveOrder {
-    LiveOrder {
-        client_order_id: coid.into(),
-        account: "kite-main".into(),
-        instrument: instrument.into(),
-        side: OrderSide::Buy,
-        qty: Decimal::from(qty),
-        reference_price: Some(d("1186")),
-        fresh: true,
-        broker_order_id: None,
-    }
+    LiveOrder::new(coid, "kite-main", instrument, OrderSide::Buy, Decimal::from(qty), Some(d("1186")))
 }
 
 async fn next_update(rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>, notices: &mut Vec<LiveNotice>) -> LiveUpdate {
@@ -210,7 +202,7 @@ async fn the_router_never_places_blind_and_a_token_error_pauses_one_account() {
     let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-api-key-9"), Secret::new("kite-token-9999"), TIMEOUT).unwrap());
     let (master, _dir) = master_with("kite", KITE_CSV);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6 };
+    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
     let link = AccountLink { account: "kite-main".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2) };
     let router = LiveRouter::start(vec![link], master, settings, tx);
     let mut notices = Vec::new();

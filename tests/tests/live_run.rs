@@ -91,6 +91,8 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
             status: "COMPLETE".into(),
             average_price: Some(Decimal::from(600)),
             polls: 1,
+            filled: Decimal::from(10),
+            ..MockOrder::default()
         });
     }
 
@@ -194,9 +196,9 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
 
     // The instrument master lives in Redis when Redis is the bus.
     let token: Option<String> = redis::cmd("HGET").arg("trading:instruments:kite").arg("EQ:NIFTY").query(&mut con).unwrap();
-    assert_eq!(token.as_deref(), Some("256265|1"));
+    assert_eq!(token.as_deref(), Some("256265|1\tNIFTY"), "token|lot, then Kite's own trading symbol");
     let token: Option<String> = redis::cmd("HGET").arg("trading:instruments:upstox").arg("EQ:BANKNIFTY").query(&mut con).unwrap();
-    assert_eq!(token.as_deref(), Some("NSE_EQ|BANKNIFTY|1"));
+    assert_eq!(token.as_deref(), Some("NSE_EQ|BANKNIFTY|1\tBANKNIFTY"));
 
     // What the operator saw: the pause, the retries, the resume.
     let events: Vec<serde_json::Value> = collector.of("trading:events", "event");

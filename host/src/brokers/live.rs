@@ -62,6 +62,27 @@ pub struct LiveOrder {
     pub entry: bool,
 }
 
+impl LiveOrder {
+    /// A new entry, handed over now (certainly not yet sent), nothing filled.
+    #[must_use]
+    pub fn new(client_order_id: &str, account: &str, instrument: &str, side: OrderSide, qty: Decimal, reference_price: Option<Decimal>) -> Self {
+        Self {
+            client_order_id: client_order_id.to_owned(),
+            account: account.to_owned(),
+            instrument: instrument.to_owned(),
+            side,
+            qty,
+            reference_price,
+            fresh: true,
+            broker_order_id: None,
+            submitted_at: crate::bus::message::now_ms(),
+            filled_qty: Decimal::ZERO,
+            cancel_requested: false,
+            entry: true,
+        }
+    }
+}
+
 /// What a broker said, for the order manager to journal.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveUpdate {
@@ -245,11 +266,14 @@ pub struct RouterSettings {
     /// An entry still working this long after it was sent is cancelled (its protection
     /// limit was never reached: the market moved away). `None`: never.
     pub cancel_after: Option<Duration>,
+    /// Reads of the order book, a back-off apart, that must all miss an order before
+    /// it is taken as not placed (brokers' books lag behind their acknowledgements).
+    pub absent_reads: u32,
 }
 
 impl Default for RouterSettings {
     fn default() -> Self {
-        Self { poll: Duration::from_millis(1000), backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(8), max_attempts: 6, cancel_after: Some(Duration::from_secs(60)) }
+        Self { poll: Duration::from_millis(1000), backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(8), max_attempts: 6, cancel_after: Some(Duration::from_secs(60)), absent_reads: 3 }
     }
 }
 
@@ -574,12 +598,22 @@ impl Worker {
     }
 
     /// Look for `o` in the book until the book answers: `Ok(Some(id))` found,
-    /// `Ok(None)` certainly not there, `Err` the session is gone.
+    /// `Ok(None)` not there in `absent_reads` reads a back-off apart (a broker's
+    /// book can show a new order late, and one read too early would place it
+    /// twice), `Err` the session is gone.
     async fn look(&mut self, o: &LiveOrder, req: &OrderRequest) -> Result<Option<String>, String> {
         let mut attempt = 0u32;
+        let mut absent = 0u32;
         loop {
             match self.link.broker.find(req, &self.claimed).await {
-                Ok(found) => return Ok(found.map(|f| f.order_id)),
+                Ok(Some(found)) => return Ok(Some(found.order_id)),
+                Ok(None) => {
+                    absent += 1;
+                    if absent >= self.settings.absent_reads.max(1) {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(self.backoff(&BrokerError::Timeout, absent)).await;
+                }
                 Err(BrokerError::Token(reason)) => return Err(reason),
                 Err(e) => {
                     attempt += 1;

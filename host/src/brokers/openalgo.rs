@@ -160,6 +160,22 @@ impl OpenAlgo {
         })
     }
 
+    /// The units filled of `order_id` and their average price, from the tradebook
+    /// (one row per trade, or one per order: both add up).
+    async fn fills(&self, order_id: &str) -> Result<Option<(Decimal, Decimal)>, BrokerError> {
+        let answer = self.call("tradebook", json!({})).await?;
+        let (mut qty, mut value) = (Decimal::ZERO, Decimal::ZERO);
+        for t in answer["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if text(&t["orderid"]).as_deref() != Some(order_id) {
+                continue;
+            }
+            let (Some(q), Some(p)) = (number(&t["quantity"]), number(&t["average_price"])) else { continue };
+            qty += q;
+            value += q * p;
+        }
+        Ok((qty > Decimal::ZERO).then(|| (qty, (value / qty).round_dp(4).normalize())))
+    }
+
     /// `placesmartorder`: an order sized so that the position becomes
     /// `position_size` (0 closes it), OpenAlgo working out the quantity.
     ///
@@ -214,7 +230,22 @@ impl Broker for OpenAlgo {
     fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         Box::pin(async move {
             let answer = self.call("orderstatus", json!({ "strategy": self.strategy, "orderid": order_id })).await?;
-            Self::order(&answer["data"]).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: unreadable status")))
+            let mut order = Self::order(&answer["data"]).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: unreadable status")))?;
+            if order.status != BrokerStatus::Complete {
+                // OpenAlgo's order status carries no filled quantity: the tradebook has the fills.
+                // For a working order a failed read only delays the news; for a finished one
+                // the part filled must be known, so the read is retried.
+                match self.fills(order_id).await {
+                    Ok(Some((qty, average))) => {
+                        order.filled_qty = qty;
+                        order.average_price = Some(average);
+                    }
+                    Ok(None) => {}
+                    Err(e) if order.status != BrokerStatus::Open => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            Ok(order)
         })
     }
 

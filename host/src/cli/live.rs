@@ -112,6 +112,7 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
         max_backoff: Duration::from_millis(live.backoff_ms.saturating_mul(32).max(1_000)),
         max_attempts: live.max_attempts,
         cancel_after: (live.cancel_after_secs > 0).then(|| Duration::from_secs(live.cancel_after_secs)),
+        absent_reads: live.absent_reads.max(1),
     };
     let (tx, reports) = mpsc::unbounded_channel();
     Ok(Live { router: LiveRouter::start(links, master, settings, tx), reports })
