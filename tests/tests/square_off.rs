@@ -1,0 +1,136 @@
+//! The 15:15 square-off by the clock, through the real binary on a live
+//! broker: the day's last price is 15:14 (a feed gap, data that stops), yet
+//! the intraday position is squared off at 15:15 without waiting for a price
+//! that never comes, and the run ends flat at the broker as in its journal.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use tradehost_tests::brokers::{Flavor, MockServer};
+use tradehost_tests::{Collector, RedisServer, plugin_dir, tradehost_bin};
+
+const KEY: &str = "kite-key-sq";
+const TOKEN: &str = "kite-token-sq";
+
+/// 2024-01-02, 09:15 to 15:14 IST: flat, a dip, then a rise late in the day
+/// that makes a fast/slow crossover buy and leaves the position open at the last bar.
+fn day_csv() -> String {
+    let mut text = String::from("timestamp,open,high,low,close,volume\n");
+    for i in 0..360u32 {
+        let minute = 9 * 60 + 15 + i;
+        let price = match i {
+            0..300 => 1000.0,
+            300..320 => 1000.0 - f64::from(i - 299),
+            _ => 980.0 + f64::from(i - 319),
+        };
+        text += &format!("2024-01-02T{:02}:{:02}:00+05:30,{price:.2},{:.2},{:.2},{price:.2},1000\n", minute / 60, minute % 60, price + 0.5, price - 0.5);
+    }
+    text
+}
+
+#[test]
+fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
+    let redis = RedisServer::start();
+    let collector = Collector::start(&redis.url());
+    let kite = MockServer::start(Flavor::Kite, KEY, TOKEN);
+    kite.state().ltp.insert("RELIANCE".into(), Decimal::from(1019));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("RELIANCE.csv"), day_csv()).unwrap();
+    std::fs::write(
+        dir.path().join("kite.csv"),
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n",
+    )
+    .unwrap();
+    let config = dir.path().join("pipelines.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[host]
+plugin_dir = {plugins:?}
+journal = "journal.sqlite"
+heartbeat_secs = 1
+
+[live]
+timeout_ms = 1000
+poll_ms = 30
+instruments = {{ kite = "kite.csv" }}
+
+[[accounts]]
+id = "kite-mis"
+broker = "kite"
+base_url = "{kite}"
+order_updates = "poll"
+capital = 10000000
+mode = "long"
+product = "mis"
+square_off = "15:15"
+sizing = {{ kind = "fixed", qty = 10 }}
+risk = {{ cooldown_secs = 0 }}
+
+[[pipelines]]
+id = "reliance"
+plugin = "ma_crossover.wasm"
+symbols = ["RELIANCE"]
+accounts = ["kite-mis"]
+source = {{ kind = "replay", files = ["RELIANCE.csv"] }}
+[pipelines.params]
+fast = 3
+slow = 8
+"#,
+            plugins = plugin_dir().display().to_string(),
+            kite = kite.url,
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new(tradehost_bin())
+        .args(["run", "--until-idle", "4", "--config"])
+        .arg(&config)
+        .env("REDIS_URL", redis.url())
+        .env("TRADING_MODE", "live")
+        .env_remove("TRADEHOST_SECRETS")
+        .env("TRADEHOST_KITE_MIS_API_KEY", KEY)
+        .env("TRADEHOST_KITE_MIS_ACCESS_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(120), "the run ended");
+
+    let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+    let orders: Vec<(String, String, String, i64)> =
+        db.prepare("SELECT pipeline, side, state, not_before FROM orders ORDER BY rowid").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
+    // 2024-01-02 15:15 IST.
+    const DUE: i64 = 1_704_188_700_000;
+    let entries: Vec<_> = orders.iter().filter(|o| o.0 == "reliance").collect();
+    let rejected: Vec<String> = collector.of("trading:events", "event").iter().filter(|e| e["event"] == "order_rejected").map(|e| e.to_string()).collect();
+    assert!(!entries.is_empty() && entries.iter().all(|o| o.1 == "buy" && o.2 == "filled"), "the late rise buys: {orders:?} {rejected:?}");
+    let closes: Vec<_> = orders.iter().filter(|o| o.0 == "square-off").collect();
+    assert_eq!(closes.len(), 1, "{orders:?}");
+    assert_eq!((closes[0].1.as_str(), closes[0].2.as_str(), closes[0].3), ("sell", "filled", DUE), "squared off at 15:15 although no price came after 15:14");
+    let events = collector.of("trading:events", "event");
+    let squared: Vec<_> = events.iter().filter(|e| e["event"] == "square_off").collect();
+    assert_eq!(squared.len(), 1, "{squared:?}");
+    assert_eq!((squared[0]["account"].as_str(), squared[0]["reason"].as_str(), squared[0]["due"].as_i64()), (Some("kite-mis"), Some("square-off"), Some(DUE)));
+
+    // The end state, exactly as the broker holds it: flat on both sides.
+    let held: i64 = db.query_row("SELECT COUNT(*) FROM positions WHERE qty != '0'", [], |r| r.get(0)).unwrap();
+    assert_eq!(held, 0);
+    let broker: Vec<(String, i64)> = {
+        let s = kite.state();
+        let mut net = std::collections::BTreeMap::new();
+        for o in s.orders.iter() {
+            let q = i64::try_from(o.filled.mantissa()).unwrap() / 10i64.pow(o.filled.scale());
+            *net.entry(o.symbol.clone()).or_insert(0) += if o.side == "BUY" { q } else { -q };
+        }
+        net.into_iter().filter(|(_, q)| *q != 0).collect()
+    };
+    assert_eq!(broker, vec![], "the broker holds nothing either");
+    let at_broker = kite.state().orders.len();
+    assert_eq!(at_broker, orders.len(), "one broker order per journal order");
+    tradehost_tests::check_positions(&db);
+}
