@@ -529,3 +529,79 @@ fn a_journal_with_one_fill_per_order_is_carried_over() {
         om.db.prepare("SELECT client_order_id, seq, price FROM fills ORDER BY rowid").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
     assert_eq!(rows, vec![("x1".into(), 1, "100".into()), ("x0".into(), 1, "101".into())]);
 }
+
+#[test]
+fn the_daily_loss_breaker_trips_once_lets_exits_pass_and_resets_the_next_day() {
+    let dir = tempfile::tempdir().unwrap();
+    // a1 may lose 100 a day; cnc, so its position is carried overnight.
+    let text = CONFIG.replacen("risk = { cooldown_secs = 0 }\n", "risk = { cooldown_secs = 0, max_daily_loss = 100 }\nproduct = \"cnc\"\n", 1);
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut buy = signal(0, "buy");
+    buy.stop_loss = Some(dec!(30));
+    om.on_signal(&buy).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap(); // a1 long 2 at 100, stop 30
+    // Down 60 a unit: unrealised -120 on a1 trips the breaker at the next entry, once.
+    om.on_quotes(&quotes(120_000, dec!(40))).unwrap();
+    let refused = |out: &[Outcome]| events(out).into_iter().filter(|(n, v)| *n == "order_refused" && v["account"] == "a1").map(|(_, v)| v["rule"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
+    let trips = |out: &[Outcome]| events(out).iter().filter(|(n, _)| *n == "risk_breaker").count();
+    // A reversal to short is an entry: refused.
+    let out = om.on_signal(&signal(180_000, "sell")).unwrap();
+    assert_eq!((refused(&out), trips(&out)), (vec!["max_daily_loss".to_owned()], 1));
+    let out = om.on_signal(&signal(240_000, "sell")).unwrap();
+    assert_eq!((refused(&out), trips(&out)), (vec!["max_daily_loss".to_owned()], 0), "trips once a day");
+    // The next day (the position carried, still 120 down): the breaker counts it and trips again, once.
+    const DAY: i64 = 86_400_000;
+    om.on_quotes(&quotes(DAY - 30 * 60_000, dec!(40))).unwrap(); // 09:30 the next day
+    let out = om.on_signal(&signal(DAY - 29 * 60_000, "sell")).unwrap();
+    assert_eq!((refused(&out), trips(&out)), (vec!["max_daily_loss".to_owned()], 1), "a new day, a new trip: the carried loss counts");
+    // While it holds entries, the stop still fires and its close fills.
+    let out = om.on_quotes(&quotes(DAY - 20 * 60_000, dec!(25))).unwrap();
+    assert!(events(&out).iter().any(|(n, v)| *n == "exit_triggered" && v["account"] == "a1"), "{:?}", events(&out));
+    om.on_quotes(&quotes(DAY - 19 * 60_000, dec!(25))).unwrap();
+    assert!(om.accounts_summary().unwrap()["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty));
+    // The day after: nothing lost yet today, and a1 trades again.
+    om.on_quotes(&quotes(2 * DAY - 30 * 60_000, dec!(25))).unwrap();
+    let out = om.on_signal(&signal(2 * DAY - 29 * 60_000, "buy")).unwrap();
+    assert!(refused(&out).is_empty() && states(&out).iter().any(|s| s.starts_with("a1")), "{:?}", events(&out));
+}
+
+#[test]
+fn a_reload_that_brings_the_square_off_forward_closes_open_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(0, "buy")).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    assert!(events(&om.on_quotes(&quotes(120_000, dec!(101))).unwrap()).is_empty());
+    // 10:02: the trader moves a1's square-off to 10:30 and caps its position at 1.
+    let text = CONFIG.replacen("risk = { cooldown_secs = 0 }\n", "risk = { cooldown_secs = 0, max_position_qty = 1 }\nsquare_off = \"10:30\"\n", 1);
+    om.set_config(Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap()));
+    // Tighter risk: a2 may still add; a1 may not reverse to -2 (|position| 2 > 1).
+    let out = om.on_signal(&signal(180_000, "sell")).unwrap();
+    assert!(events(&out).iter().any(|(n, v)| *n == "order_refused" && v["account"] == "a1" && v["rule"] == "max_position_qty"), "{:?}", events(&out));
+    // The clock passes 10:30: a1 is squared off; a2 (15:15) is not.
+    let out = om.on_clock(BASE + 30 * 60_000).unwrap();
+    let squared: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "square_off").map(|(_, v)| v["account"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(squared, vec!["a1".to_owned()]);
+}
+
+#[test]
+fn two_pipelines_on_one_account_and_instrument_share_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{CONFIG}\n[[pipelines]]\nid = \"q\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"a1\"]\nsource = {{ kind = \"redis\" }}\n");
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    om.on_signal(&signal(0, "buy")).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    // q also says buy: a1 already holds its 2, so nothing more is ordered.
+    let mut q = signal(120_000, "buy");
+    (q.pipeline, q.id) = ("q".into(), SignalMessage::make_id("q", "ma", "0.1.0", BASE + 120_000, 0));
+    assert!(states(&om.on_signal(&q).unwrap()).is_empty());
+    // q says sell: a1 (both modes) reverses the one shared position, from 2 to -2.
+    let mut q = signal(180_000, "sell");
+    (q.pipeline, q.id) = ("q".into(), SignalMessage::make_id("q", "ma", "0.1.0", BASE + 180_000, 0));
+    om.on_signal(&q).unwrap();
+    om.on_quotes(&quotes(240_000, dec!(101))).unwrap();
+    let summary = om.accounts_summary().unwrap();
+    assert_eq!((summary["a1"]["positions"]["NIFTY"].as_str(), summary["a1"]["realized"].as_str()), (Some("-2"), Some("2")));
+}
