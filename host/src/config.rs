@@ -192,7 +192,7 @@ pub enum OrderUpdates {
 pub const FEED_BROKERS: [&str; 3] = ["kite", "upstox", "openalgo"];
 
 /// Every alert kind.
-pub const ALERTS: [&str; 7] = ["fill", "stop", "breaker", "plugin_failed", "token_expired", "rejected", "position_mismatch"];
+pub const ALERTS: [&str; 8] = ["fill", "stop", "breaker", "plugin_failed", "token_expired", "rejected", "position_mismatch", "position_carried"];
 
 fn all_alerts() -> Vec<String> {
     ALERTS.iter().map(|s| (*s).to_owned()).collect()

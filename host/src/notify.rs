@@ -60,6 +60,10 @@ pub fn alert_of(payload: &str) -> Option<Alert> {
             ("token_expired", format!("Token expired {} ({}): orders paused until a new token arrives on the commands channel. {}", s(&v, "account"), s(&v, "broker"), s(&v, "reason")))
         }
         ("event", "order_rejected") => ("rejected", format!("Order rejected {}: {}", s(&v, "client_order_id"), s(&v, "reason"))),
+        ("event", "position_carried") => (
+            "position_carried",
+            format!("Intraday position carried {} in {}: {} left open past its session; squared off at the open", s(&v, "account"), s(&v, "instrument"), s(&v, "qty")),
+        ),
         ("event", "position_mismatch") => (
             "position_mismatch",
             format!("Position mismatch {} in {}: journal {}, {} {}", s(&v, "account"), s(&v, "instrument"), s(&v, "journal"), s(&v, "broker"), s(&v, "broker_qty")),
@@ -241,6 +245,8 @@ mod tests {
         assert_eq!(a.text, "Filled [live] kite-main: BUY 50 NIFTY @ 22010.5");
         let accepted = fill.replace("\"filled\"", "\"accepted\"");
         assert_eq!(alert_of(&accepted), None);
+        let carried = r#"{"v":1,"type":"event","id":"e","ts":1,"event":"position_carried","account":"a","instrument":"NIFTY","qty":"75","alert":true}"#;
+        assert_eq!(alert_of(carried).map(|a| (a.kind, a.account)), Some(("position_carried", Some("a".to_owned()))));
         let stop = r#"{"v":1,"type":"event","id":"e","ts":1,"event":"exit_triggered","account":"a","instrument":"NIFTY","reason":"stop-loss","price":"100","stop":"101"}"#;
         assert_eq!(alert_of(stop).unwrap().kind, "stop");
         let target = stop.replace("stop-loss", "target");
