@@ -219,13 +219,7 @@ async fn a_restart_with_orders_submitted_and_accepted_places_nothing_twice() {
             ..MockOrder::default()
         };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        let stamp = |ms: i64| {
-            // IST wall time as the broker prints it.
-            let secs = (ms / 1000 + 19_800) as u64;
-            let days = secs / 86_400;
-            let (y, m, d) = civil(days as i64);
-            format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs % 86_400 / 3600, secs % 3600 / 60, secs % 60)
-        };
+        let stamp = tradehost_tests::brokers::ist_stamp;
         {
             let mut s = v.mock.state();
             // An order of the same shape from ten minutes before ours (a manual one): never ours.
@@ -262,19 +256,6 @@ async fn a_restart_with_orders_submitted_and_accepted_places_nothing_twice() {
         assert_eq!(fills, 3, "{flavor:?}: {got:?}");
         assert_eq!(v.mock.state().orders.len(), 4, "{flavor:?}: one new order, for the one never sent");
     }
-}
-
-/// Days since 1970-01-01 → (year, month, day).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
