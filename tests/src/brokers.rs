@@ -167,6 +167,8 @@ pub struct State {
     pub underlying_ltp: f64,
     /// Scripts for the next orders placed, in order.
     pub scripts: VecDeque<Script>,
+    /// The script of every order placed when `scripts` is empty (`None`: fill at the first read).
+    pub default_script: Option<Script>,
     /// Kite, Upstox: the trading symbols (Upstox: instrument tokens) the exchange knows;
     /// an order for any other is refused as the real API refuses it. Empty: any.
     pub tradable: Vec<String>,
@@ -213,6 +215,7 @@ impl MockServer {
             expiries: Vec::new(),
             underlying_ltp: 0.0,
             scripts: VecDeque::new(),
+            default_script: None,
             tradable: Vec::new(),
             down_until: None,
             clock: None,
@@ -635,7 +638,7 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
     }
     let Ok(qty) = qty.trim_matches('"').parse::<Decimal>() else { return refusal(s.flavor, "Invalid quantity") };
     let id = next_id(s);
-    let script = s.scripts.pop_front();
+    let script = s.scripts.pop_front().or_else(|| s.default_script.clone());
     let placed_at = s.clock.clone().unwrap_or_else(ist_now);
     s.orders.push(MockOrder {
         id: id.clone(),

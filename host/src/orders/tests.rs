@@ -350,6 +350,8 @@ fn live_orders_are_journaled_as_submitted_before_the_broker_and_recovered_after_
     let recovered = om.recover_live_orders().unwrap();
     assert_eq!(recovered.len(), 1);
     assert!(!recovered[0].fresh && recovered[0].broker_order_id.is_none() && recovered[0].client_order_id == coid);
+    // No price seen since the restart, yet it keeps the price it was decided at: its protection limit.
+    assert_eq!(recovered[0].reference_price, Some(dec!(100)));
     om.on_live_update(&LiveUpdate::Accepted { client_order_id: coid.clone(), broker_order_id: "250408000000001".into() }).unwrap();
     assert_eq!(state_of(&om, &coid), ("accepted".into(), Some("250408000000001".into())));
     // Accepted orders come back with their broker id (to be polled, never placed).
