@@ -334,3 +334,28 @@ pub fn native_ma_signals_for(seed: u64, days: u32, start_price: f64, params: &[(
         })
         .sum()
 }
+
+/// A live day in a temp folder: RELIANCE one-minute bars for 2024-01-02,
+/// 09:15 to 15:14 IST, closing at `price(minute index)`, replayed into one
+/// account (`account`, a TOML `[[accounts]]` body with `id = "<account_id>"`)
+/// traded by ma-crossover (3/8); `live` is the `[live]` body. Writes
+/// `RELIANCE.csv` and `pipelines.toml`; returns the configuration's path.
+///
+/// # Panics
+/// When the folder cannot be written.
+#[must_use]
+pub fn reliance_day_config(dir: &Path, price: impl Fn(u32) -> f64, live: &str, account_id: &str, account: &str) -> PathBuf {
+    let mut csv = String::from("timestamp,open,high,low,close,volume\n");
+    for i in 0..360u32 {
+        let (minute, p) = (9 * 60 + 15 + i, price(i));
+        csv += &format!("2024-01-02T{:02}:{:02}:00+05:30,{p:.2},{:.2},{:.2},{p:.2},1000\n", minute / 60, minute % 60, p + 0.5, p - 0.5);
+    }
+    std::fs::write(dir.join("RELIANCE.csv"), csv).expect("writing the day");
+    let text = format!(
+        "[host]\nplugin_dir = {plugins:?}\njournal = \"journal.sqlite\"\nheartbeat_secs = 1\n\n[live]\n{live}\n\n[[accounts]]\n{account}\n\n[[pipelines]]\nid = \"reliance\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"RELIANCE\"]\naccounts = [\"{account_id}\"]\nsource = {{ kind = \"replay\", files = [\"RELIANCE.csv\"] }}\n[pipelines.params]\nfast = 3\nslow = 8\n",
+        plugins = plugin_dir().display().to_string(),
+    );
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, text).expect("writing the config");
+    path
+}

@@ -11,20 +11,9 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use tradehost_tests::brokers::{Fault, Flavor, MockOrder, MockServer, Script, Step};
-use tradehost_tests::{RedisServer, plugin_dir, tradehost_bin};
+use tradehost_tests::{RedisServer, tradehost_bin};
 
 const KEY: &str = "openalgo-key-restart";
-
-/// One day of RELIANCE swinging ±20 around 1000: a fast/slow crossover every hour or so.
-fn day_csv() -> String {
-    let mut text = String::from("timestamp,open,high,low,close,volume\n");
-    for i in 0..360u32 {
-        let minute = 9 * 60 + 15 + i;
-        let price = 1000.0 + 20.0 * (f64::from(i) / 15.0).sin();
-        text += &format!("2024-01-02T{:02}:{:02}:00+05:30,{price:.2},{:.2},{:.2},{price:.2},1000\n", minute / 60, minute % 60, price + 0.5, price - 0.5);
-    }
-    text
-}
 
 fn journal_count(path: &std::path::Path, sql: &str) -> i64 {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).and_then(|db| db.query_row(sql, [], |r| r.get(0))).unwrap_or(0)
@@ -54,47 +43,13 @@ fn a_live_run_killed_with_orders_in_flight_places_nothing_twice() {
         });
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("RELIANCE.csv"), day_csv()).unwrap();
-    let config = dir.path().join("pipelines.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[host]
-plugin_dir = {plugins:?}
-journal = "journal.sqlite"
-heartbeat_secs = 1
-
-[live]
-timeout_ms = 5000
-poll_ms = 50
-backoff_ms = 50
-cancel_after_secs = 0
-
-[[accounts]]
-id = "oa-1"
-broker = "openalgo"
-base_url = "{url}"
-capital = 10000000
-mode = "long"
-product = "cnc"
-sizing = {{ kind = "fixed", qty = 10 }}
-risk = {{ cooldown_secs = 0 }}
-
-[[pipelines]]
-id = "reliance"
-plugin = "ma_crossover.wasm"
-symbols = ["RELIANCE"]
-accounts = ["oa-1"]
-source = {{ kind = "replay", files = ["RELIANCE.csv"] }}
-[pipelines.params]
-fast = 3
-slow = 8
-"#,
-            plugins = plugin_dir().display().to_string(),
-            url = broker.url,
-        ),
-    )
-    .unwrap();
+    // RELIANCE swinging ±20 around 1000: a fast/slow crossover every hour or so.
+    let account = format!(
+        "id = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"cnc\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
+        broker.url
+    );
+    let live = "timeout_ms = 5000\npoll_ms = 50\nbackoff_ms = 50\ncancel_after_secs = 0";
+    let config = tradehost_tests::reliance_day_config(dir.path(), |i| 1000.0 + 20.0 * (f64::from(i) / 15.0).sin(), live, "oa-1", &account);
     let run = |args: &[&str]| {
         Command::new(tradehost_bin())
             .args(["run", "--quiet", "--config"])

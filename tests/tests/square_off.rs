@@ -8,26 +8,10 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use tradehost_tests::brokers::{Flavor, MockServer};
-use tradehost_tests::{Collector, RedisServer, plugin_dir, tradehost_bin};
+use tradehost_tests::{Collector, RedisServer, tradehost_bin};
 
 const KEY: &str = "kite-key-sq";
 const TOKEN: &str = "kite-token-sq";
-
-/// 2024-01-02, 09:15 to 15:14 IST: flat, a dip, then a rise late in the day
-/// that makes a fast/slow crossover buy and leaves the position open at the last bar.
-fn day_csv() -> String {
-    let mut text = String::from("timestamp,open,high,low,close,volume\n");
-    for i in 0..360u32 {
-        let minute = 9 * 60 + 15 + i;
-        let price = match i {
-            0..300 => 1000.0,
-            300..320 => 1000.0 - f64::from(i - 299),
-            _ => 980.0 + f64::from(i - 319),
-        };
-        text += &format!("2024-01-02T{:02}:{:02}:00+05:30,{price:.2},{:.2},{:.2},{price:.2},1000\n", minute / 60, minute % 60, price + 0.5, price - 0.5);
-    }
-    text
-}
 
 #[test]
 fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
@@ -36,53 +20,22 @@ fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
     let kite = MockServer::start(Flavor::Kite, KEY, TOKEN);
     kite.state().ltp.insert("RELIANCE".into(), Decimal::from(1019));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("RELIANCE.csv"), day_csv()).unwrap();
     std::fs::write(
         dir.path().join("kite.csv"),
         "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n",
     )
     .unwrap();
-    let config = dir.path().join("pipelines.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[host]
-plugin_dir = {plugins:?}
-journal = "journal.sqlite"
-heartbeat_secs = 1
-
-[live]
-timeout_ms = 1000
-poll_ms = 30
-instruments = {{ kite = "kite.csv" }}
-
-[[accounts]]
-id = "kite-mis"
-broker = "kite"
-base_url = "{kite}"
-order_updates = "poll"
-capital = 10000000
-mode = "long"
-product = "mis"
-square_off = "15:15"
-sizing = {{ kind = "fixed", qty = 10 }}
-risk = {{ cooldown_secs = 0 }}
-
-[[pipelines]]
-id = "reliance"
-plugin = "ma_crossover.wasm"
-symbols = ["RELIANCE"]
-accounts = ["kite-mis"]
-source = {{ kind = "replay", files = ["RELIANCE.csv"] }}
-[pipelines.params]
-fast = 3
-slow = 8
-"#,
-            plugins = plugin_dir().display().to_string(),
-            kite = kite.url,
-        ),
-    )
-    .unwrap();
+    // Flat, a dip, then a rise late in the day: a fast/slow crossover buys and the position is open at the last bar.
+    let price = |i: u32| match i {
+        0..300 => 1000.0,
+        300..320 => 1000.0 - f64::from(i - 299),
+        _ => 980.0 + f64::from(i - 319),
+    };
+    let account = format!(
+        "id = \"kite-mis\"\nbroker = \"kite\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"mis\"\nsquare_off = \"15:15\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
+        kite.url
+    );
+    let config = tradehost_tests::reliance_day_config(dir.path(), price, "timeout_ms = 1000\npoll_ms = 30\ninstruments = { kite = \"kite.csv\" }", "kite-mis", &account);
     let started = Instant::now();
     let out = Command::new(tradehost_bin())
         .args(["run", "--until-idle", "4", "--config"])
