@@ -170,10 +170,12 @@ impl OpenAlgo {
                 continue;
             }
             let (Some(q), Some(p)) = (number(&t["quantity"]), number(&t["average_price"])) else { continue };
-            qty += q;
-            value += q * p;
+            let (Some(q2), Some(v2)) = (qty.checked_add(q), q.checked_mul(p).and_then(|v| value.checked_add(v))) else {
+                return Err(BrokerError::Protocol(format!("order {order_id}: tradebook numbers out of range")));
+            };
+            (qty, value) = (q2, v2);
         }
-        Ok((qty > Decimal::ZERO).then(|| (qty, (value / qty).round_dp(4).normalize())))
+        Ok((qty > Decimal::ZERO).then(|| value.checked_div(qty).map(|a| (qty, a.round_dp(4).normalize()))).flatten())
     }
 
     /// `placesmartorder`: an order sized so that the position becomes

@@ -105,6 +105,7 @@ CREATE TABLE IF NOT EXISTS transitions (
 CREATE INDEX IF NOT EXISTS orders_open ON orders (state, instrument);
 CREATE INDEX IF NOT EXISTS orders_by_account_time ON orders (account, not_before);
 CREATE INDEX IF NOT EXISTS paper_open ON paper_book (state, instrument);
+CREATE INDEX IF NOT EXISTS fills_by_position ON fills (account, instrument, ts);
 ";
 
 fn dec(text: &str) -> Decimal {
@@ -546,7 +547,7 @@ impl OrderManager {
             .optional()?;
         let Some((account, instrument, side, not_before, qty, before, before_avg)) = row else { return Ok(()) };
         let before = before.as_deref().map(dec).unwrap_or_default();
-        let part = filled - before;
+        let part = filled.checked_sub(before).unwrap_or_default();
         let complete = last.is_some();
         if part > Decimal::ZERO {
             let Some(average) = average.filter(|p| *p > Decimal::ZERO) else {
@@ -555,7 +556,16 @@ impl OrderManager {
             };
             // average × filled = before_avg × before + price × part
             let before_avg = before_avg.as_deref().map(dec).unwrap_or(average);
-            let price = if before.is_zero() { average } else { ((average * filled - before_avg * before) / part).round_dp(4).normalize() };
+            // Checked: the broker's numbers are input, and an absurd one must not panic.
+            let price = if before.is_zero() {
+                Some(average)
+            } else {
+                average.checked_mul(filled).zip(before_avg.checked_mul(before)).and_then(|(all, had)| all.checked_sub(had)).and_then(|v| v.checked_div(part)).map(|p| p.round_dp(4).normalize())
+            };
+            let Some(price) = price.filter(|p| *p > Decimal::ZERO) else {
+                out.push(Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": format!("{filled} filled at an average of {average} does not follow from the {before} already filled at {before_avg}") })));
+                return Ok(());
+            };
             // Market time, like paper fills: the day's P&L and exits follow the prices' clock.
             let ts = last_prices.get(&instrument).map_or(not_before, |(t, _)| (*t).max(not_before));
             let side = OrderSide::parse(&side).unwrap_or(OrderSide::Buy);

@@ -607,3 +607,20 @@ fn two_pipelines_on_one_account_and_instrument_share_its_position() {
     let summary = om.accounts_summary().unwrap();
     assert_eq!((summary["a1"]["positions"]["NIFTY"].as_str(), summary["a1"]["realized"].as_str()), (Some("-2"), Some("2")));
 }
+
+#[test]
+fn an_absurd_fill_report_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    let coid = live_buy(&mut om, 60_000);
+    om.on_live_update(&LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: dec!(1), price: dec!(100) }).unwrap();
+    // An average that cannot be: the rest would have to have filled at a negative price.
+    let out = om.on_live_update(&LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: dec!(2), price: dec!(10) }).unwrap();
+    assert!(events(&out).iter().any(|(n, _)| *n == "order_transition_refused"));
+    // Numbers past what a decimal holds.
+    let out = om.on_live_update(&LiveUpdate::Filled { client_order_id: coid.clone(), qty: Decimal::MAX, price: Decimal::MAX }).unwrap();
+    assert!(events(&out).iter().any(|(n, _)| *n == "order_transition_refused"));
+    let out = om.on_live_update(&LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: Decimal::MIN, price: dec!(100) }).unwrap();
+    assert!(states(&out).is_empty(), "less than already filled: nothing");
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "1", "nothing of any of them recorded");
+}
