@@ -146,7 +146,6 @@ const INDEX_NAMES: [(&str, &str); 5] = [("NIFTY", "NIFTY 50"), ("BANKNIFTY", "NI
 /// master row's underlying, expiry (`YYYY-MM-DD`, or Upstox's `DD-MM-YYYY`), strike and kind.
 #[must_use]
 pub fn contract_symbol(underlying: &str, expiry: &str, strike: &str, kind: &str) -> Option<String> {
-    const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
     let underlying = underlying.trim().trim_matches('"');
     if underlying.is_empty() || underlying.contains(' ') || kind.is_empty() {
         return None;
@@ -157,8 +156,8 @@ pub fn contract_symbol(underlying: &str, expiry: &str, strike: &str, kind: &str)
         [d, m, y] if y.len() == 4 => (*y, *m, *d),
         _ => return None,
     };
-    let (m, d): (usize, u32) = (m.parse().ok()?, d.parse().ok()?);
-    let date = format!("{d:02}{}{}", MONTHS.get(m.checked_sub(1)?)?, y.get(2..)?);
+    let (m, d): (u32, u32) = (m.parse().ok()?, d.parse().ok()?);
+    let date = super::compact_date(&format!("{y}-{m:02}-{d:02}"))?;
     if kind == "FUT" {
         return Some(format!("{underlying}{date}FUT"));
     }

@@ -270,11 +270,22 @@ impl BrokerOrder {
     }
 }
 
+/// Month abbreviations as Indian brokers and exchanges print them.
+pub(crate) const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+
+/// `2025-12-30` → `30DEC25`: OpenAlgo's expiry dates, and the date in our contract names.
+#[must_use]
+pub fn compact_date(iso: &str) -> Option<String> {
+    let mut parts = iso.split('-');
+    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
+    let m: usize = month.parse().ok()?;
+    Some(format!("{day}{}{}", MONTHS.get(m.checked_sub(1)?)?, year.get(2..)?))
+}
+
 /// A broker's order time in IST, `2024-03-28 10:15:00` (Kite, Upstox) or
 /// `08-Apr-2025 13:58:03` (OpenAlgo), as ms since the epoch.
 #[must_use]
 pub fn ist_timestamp(text: &str) -> Option<i64> {
-    const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
     let (date, time) = text.trim().split_once(' ')?;
     let d: Vec<&str> = date.split('-').collect();
     let (y, m, day): (u32, usize, u32) = match d.as_slice() {

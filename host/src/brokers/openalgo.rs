@@ -82,7 +82,7 @@ impl OpenAlgo {
         use crate::market::{OptionLeg, StrikeRow};
         use rust_decimal::prelude::FromPrimitive as _;
         let exchange = if crate::market::feed::openalgo::instrument(underlying).starts_with("NSE_INDEX:") { "NSE_INDEX" } else { "NSE" };
-        let compact = compact_date(expiry).ok_or_else(|| BrokerError::Protocol(format!("expiry {expiry:?} is not YYYY-MM-DD")))?;
+        let compact = super::compact_date(expiry).ok_or_else(|| BrokerError::Protocol(format!("expiry {expiry:?} is not YYYY-MM-DD")))?;
         let v = self.call("optionchain", json!({ "underlying": underlying, "exchange": exchange, "expiry_date": compact })).await?;
         let dec = |v: &Value, what: &str| v.as_f64().and_then(Decimal::from_f64).map(|d| d.round_dp(4).normalize()).ok_or_else(|| BrokerError::Protocol(format!("option chain of {underlying}: {what} {v} is not a number")));
         let whole = |v: &Value| v.as_f64().filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
@@ -272,23 +272,14 @@ impl Broker for OpenAlgo {
     }
 }
 
-const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 
 /// `10-JUL-25` → `2025-07-10`.
 fn iso_date(text: &str) -> Option<String> {
     let mut parts = text.trim().split('-');
     let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
-    let m = MONTHS.iter().position(|x| x.eq_ignore_ascii_case(month))? + 1;
+    let m = super::MONTHS.iter().position(|x| x.eq_ignore_ascii_case(month))? + 1;
     let (d, y): (u32, u32) = (day.parse().ok()?, year.parse().ok()?);
     (parts.next().is_none() && (1..=31).contains(&d) && y < 100).then(|| format!("20{y:02}-{m:02}-{d:02}"))
-}
-
-/// `2025-12-30` → `30DEC25`.
-fn compact_date(iso: &str) -> Option<String> {
-    let mut parts = iso.split('-');
-    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
-    let m: usize = month.parse().ok()?;
-    Some(format!("{day}{}{}", MONTHS.get(m.checked_sub(1)?)?, year.get(2..)?))
 }
 
 #[cfg(test)]
@@ -298,7 +289,7 @@ mod date_tests {
         assert_eq!(super::iso_date("10-JUL-25").as_deref(), Some("2025-07-10"));
         assert_eq!(super::iso_date("31-dec-26").as_deref(), Some("2026-12-31"));
         assert_eq!(super::iso_date("2025-07-10"), None);
-        assert_eq!(super::compact_date("2025-12-30").as_deref(), Some("30DEC25"));
-        assert_eq!(super::compact_date("2025-13-30"), None);
+        assert_eq!(crate::brokers::compact_date("2025-12-30").as_deref(), Some("30DEC25"));
+        assert_eq!(crate::brokers::compact_date("2025-13-30"), None);
     }
 }
