@@ -636,10 +636,10 @@ impl Worker {
                     let price = b.average_price.or(w.order.reference_price);
                     let update = match b.status {
                         BrokerStatus::Open => {
-                            if b.filled_qty > w.filled {
+                            if b.filled_qty > w.order.filled_qty {
                                 match b.average_price {
                                     Some(price) => {
-                                        w.filled = b.filled_qty;
+                                        w.order.filled_qty = b.filled_qty;
                                         self.update(LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: b.filled_qty, price });
                                     }
                                     None => tracing::warn!(account = %self.link.account, "order {id}: {} filled without an average price; read again next time", b.filled_qty),
@@ -722,8 +722,6 @@ struct Working {
     order: LiveOrder,
     /// The broker's id.
     id: String,
-    /// Units reported filled so far.
-    filled: Decimal,
     /// The broker took our cancel (or refused it too often): not asked again.
     cancel_done: bool,
     cancel_refusals: u32,
@@ -731,8 +729,7 @@ struct Working {
 
 impl Working {
     fn new(order: LiveOrder, id: String) -> Self {
-        let filled = order.filled_qty;
-        Self { order, id, filled, cancel_done: false, cancel_refusals: 0 }
+        Self { order, id, cancel_done: false, cancel_refusals: 0 }
     }
 }
 
