@@ -175,7 +175,14 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
     let per_account = |a: &str| count(&db, &format!("SELECT COUNT(*) FROM orders WHERE account = '{a}'"));
     assert!(per_account("paper-long") > 3 && per_account("paper-bank") > 0 && per_account("paper-intraday") + per_account("paper-fno") > 0);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM orders WHERE state NOT IN ('filled', 'rejected')"), 0, "nothing in flight");
+    let in_flight: Vec<(String, String, String, String)> = db
+        .prepare("SELECT account, pipeline, signal_id, state FROM orders WHERE state NOT IN ('filled', 'rejected')")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(in_flight, vec![], "nothing in flight");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders WHERE state = 'rejected'"), 0, "nothing refused: every symbol is in the masters");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM fills"), count(&db, "SELECT COUNT(*) FROM orders"));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM orders WHERE broker_order_id IS NULL"), 0);

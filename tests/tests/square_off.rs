@@ -1,27 +1,28 @@
 //! The 15:15 square-off by the clock, through the real binary on a live
 //! broker: the day's last price is 15:14 (a feed gap, data that stops), yet
 //! the intraday position is squared off at 15:15 without waiting for a price
-//! that never comes, and the run ends flat at the broker as in its journal.
+//! that never comes, and the run ends flat at the broker as in its journal;
+//! and an entry still working at 15:15 is cancelled at the broker first, so
+//! the square-off closes exactly what it filled.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use tradehost_tests::brokers::{Flavor, MockServer};
+use tradehost_tests::brokers::{Flavor, MockServer, Script, Step};
 use tradehost_tests::{Collector, RedisServer, tradehost_bin};
 
 const KEY: &str = "kite-key-sq";
 const TOKEN: &str = "kite-token-sq";
 
-#[test]
-fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
-    let redis = RedisServer::start();
-    let collector = Collector::start(&redis.url());
-    let kite = MockServer::start(Flavor::Kite, KEY, TOKEN);
+/// 2024-01-02 15:15 IST.
+const DUE: i64 = 1_704_188_700_000;
+
+/// A live Kite run of a RELIANCE day whose last price is 15:14 and whose late rise buys.
+fn run_day(kite: &MockServer, redis: &RedisServer, dir: &std::path::Path) {
     kite.state().ltp.insert("RELIANCE".into(), Decimal::from(1019));
-    let dir = tempfile::tempdir().unwrap();
     std::fs::write(
-        dir.path().join("kite.csv"),
+        dir.join("kite.csv"),
         "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n",
     )
     .unwrap();
@@ -31,11 +32,12 @@ fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
         300..320 => 1000.0 - f64::from(i - 299),
         _ => 980.0 + f64::from(i - 319),
     };
+    // Entries are cancelled at the square-off, not for want of a fill before it.
     let account = format!(
         "id = \"kite-mis\"\nbroker = \"kite\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"mis\"\nsquare_off = \"15:15\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
         kite.url
     );
-    let config = tradehost_tests::reliance_day_config(dir.path(), price, "timeout_ms = 1000\npoll_ms = 30\ninstruments = { kite = \"kite.csv\" }", "kite-mis", &account);
+    let config = tradehost_tests::reliance_day_config(dir, price, "timeout_ms = 1000\npoll_ms = 30\ncancel_after_secs = 3600\ninstruments = { kite = \"kite.csv\" }", "kite-mis", &account);
     let started = Instant::now();
     let out = Command::new(tradehost_bin())
         .args(["run", "--until-idle", "4", "--config"])
@@ -53,12 +55,30 @@ fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(started.elapsed() < Duration::from_secs(120), "the run ended");
+}
+
+/// What the broker holds, net per symbol, leaving out the flat ones.
+fn held_at(kite: &MockServer) -> Vec<(String, i64)> {
+    let s = kite.state();
+    let mut net = std::collections::BTreeMap::new();
+    for o in s.orders.iter() {
+        let q = i64::try_from(o.filled.mantissa()).unwrap() / 10i64.pow(o.filled.scale());
+        *net.entry(o.symbol.clone()).or_insert(0) += if o.side == "BUY" { q } else { -q };
+    }
+    net.into_iter().filter(|(_, q)| *q != 0).collect()
+}
+
+#[test]
+fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
+    let redis = RedisServer::start();
+    let collector = Collector::start(&redis.url());
+    let kite = MockServer::start(Flavor::Kite, KEY, TOKEN);
+    let dir = tempfile::tempdir().unwrap();
+    run_day(&kite, &redis, dir.path());
 
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
     let orders: Vec<(String, String, String, i64)> =
         db.prepare("SELECT pipeline, side, state, not_before FROM orders ORDER BY rowid").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
-    // 2024-01-02 15:15 IST.
-    const DUE: i64 = 1_704_188_700_000;
     let entries: Vec<_> = orders.iter().filter(|o| o.0 == "reliance").collect();
     let rejected: Vec<String> = collector.of("trading:events", "event").iter().filter(|e| e["event"] == "order_rejected").map(|e| e.to_string()).collect();
     assert!(!entries.is_empty() && entries.iter().all(|o| o.1 == "buy" && o.2 == "filled"), "the late rise buys: {orders:?} {rejected:?}");
@@ -73,17 +93,48 @@ fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
     // The end state, exactly as the broker holds it: flat on both sides.
     let held: i64 = db.query_row("SELECT COUNT(*) FROM positions WHERE qty != '0'", [], |r| r.get(0)).unwrap();
     assert_eq!(held, 0);
-    let broker: Vec<(String, i64)> = {
-        let s = kite.state();
-        let mut net = std::collections::BTreeMap::new();
-        for o in s.orders.iter() {
-            let q = i64::try_from(o.filled.mantissa()).unwrap() / 10i64.pow(o.filled.scale());
-            *net.entry(o.symbol.clone()).or_insert(0) += if o.side == "BUY" { q } else { -q };
-        }
-        net.into_iter().filter(|(_, q)| *q != 0).collect()
-    };
+    let broker = held_at(&kite);
     assert_eq!(broker, vec![], "the broker holds nothing either");
     let at_broker = kite.state().orders.len();
     assert_eq!(at_broker, orders.len(), "one broker order per journal order");
+    tradehost_tests::check_positions(&db);
+}
+
+#[test]
+fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off() {
+    let redis = RedisServer::start();
+    let collector = Collector::start(&redis.url());
+    let kite = MockServer::start(Flavor::Kite, KEY, TOKEN);
+    // The entry fills 4 of its 10 at the first read and then works on, unfilled.
+    kite.state().scripts.push_back(Script { steps: vec![Step::Fill(Decimal::from(4), Decimal::from(1001))], ..Script::default() });
+    let dir = tempfile::tempdir().unwrap();
+    run_day(&kite, &redis, dir.path());
+
+    let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+    let orders: Vec<(String, String, String, String, String)> = db
+        .prepare("SELECT pipeline, side, state, qty, filled_qty FROM orders ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Option<String>>(4)?.unwrap_or_default())))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let entry: Vec<_> = orders.iter().filter(|o| o.0 == "reliance").collect();
+    assert_eq!(entry.len(), 1, "{orders:?}");
+    assert_eq!((entry[0].1.as_str(), entry[0].2.as_str(), entry[0].3.as_str(), entry[0].4.as_str()), ("buy", "cancelled", "10", "4"), "{orders:?}");
+    let closes: Vec<_> = orders.iter().filter(|o| o.0 == "square-off").collect();
+    assert_eq!(closes.len(), 1, "{orders:?}");
+    assert_eq!((closes[0].1.as_str(), closes[0].2.as_str(), closes[0].3.as_str()), ("sell", "filled", "4"), "the square-off closes what the entry filled");
+
+    // The broker was asked to cancel, for the square-off, before the close was placed.
+    let s = kite.state();
+    assert_eq!(s.orders.len(), 2);
+    assert_eq!((s.orders[0].status.as_str(), s.orders[1].fields.get("transaction_type").map(String::as_str)), ("CANCELLED", Some("SELL")));
+    drop(s);
+    let events = collector.of("trading:orders", "order");
+    let asked = events.iter().find(|e| e["state"] == "pending_cancel").expect("a cancel request is journaled");
+    assert!(asked["reason"].as_str().is_some_and(|r| r.starts_with("square-off")), "{asked}");
+    assert_eq!(held_at(&kite), vec![], "the broker holds nothing");
+    let held: i64 = db.query_row("SELECT COUNT(*) FROM positions WHERE qty != '0'", [], |r| r.get(0)).unwrap();
+    assert_eq!(held, 0);
     tradehost_tests::check_positions(&db);
 }

@@ -83,6 +83,18 @@ impl LiveOrder {
     }
 }
 
+/// The order manager wants a working order cancelled (an entry still open at the
+/// square-off): the router asks the broker and reports what it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCancel {
+    /// The account that holds it.
+    pub account: String,
+    /// Our id.
+    pub client_order_id: String,
+    /// Why, for the journal and the operator.
+    pub reason: String,
+}
+
 /// What a broker said, for the order manager to journal.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveUpdate {
@@ -287,6 +299,8 @@ enum Msg {
     Token(Secret),
     /// The broker pushed an order update (or a stream reconnected): read the working orders now.
     Poke,
+    /// Cancel this order (queued or working), for this reason.
+    Cancel(String, String),
 }
 
 /// The workers of every live account.
@@ -362,6 +376,11 @@ impl LiveRouter {
             return false;
         }
         true
+    }
+
+    /// Ask for an order to be cancelled (see [`LiveCancel`]). False for an account it does not route.
+    pub fn cancel(&self, c: LiveCancel) -> bool {
+        self.senders.get(&c.account).is_some_and(|tx| tx.send(Msg::Cancel(c.client_order_id, c.reason)).is_ok())
     }
 
     /// A new token for `account` (from a `token` command). False for an account it does not route.
@@ -441,6 +460,8 @@ impl Worker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut queue: VecDeque<LiveOrder> = VecDeque::new();
         let mut working: Vec<Working> = Vec::new();
+        // Cancels asked for orders still queued that may already be at the broker.
+        let mut wanted: HashMap<String, String> = HashMap::new();
         let mut poll = tokio::time::interval(self.settings.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -457,6 +478,24 @@ impl Worker {
                         }
                         None => queue.push_back(o),
                     },
+                    Some(Msg::Cancel(coid, reason)) => {
+                        if let Some(w) = working.iter_mut().find(|w| w.order.client_order_id == coid) {
+                            w.wanted.get_or_insert(reason);
+                            if self.paused.is_none() && let Err(reason) = self.cancel_if_due(w).await {
+                                self.pause(reason);
+                            }
+                        } else if let Some(i) = queue.iter().position(|o| o.client_order_id == coid) {
+                            if queue[i].fresh {
+                                // Never sent: nothing to ask the broker.
+                                queue.remove(i);
+                                self.update(LiveUpdate::CancelRequested { client_order_id: coid.clone(), reason: reason.clone() });
+                                self.update(LiveUpdate::Cancelled { client_order_id: coid, filled_qty: Decimal::ZERO, price: None, reason });
+                            } else {
+                                // Perhaps at the broker already (a restart, a timeout): found or placed first, then cancelled.
+                                wanted.insert(coid, reason);
+                            }
+                        }
+                    }
                     Some(Msg::Poke) => {
                         // What the push said is read back from the broker's order book: the
                         // status call is the one the journal trusts, polled or pushed.
@@ -486,10 +525,13 @@ impl Worker {
                                 queue.pop_front();
                                 self.claimed.insert(id.clone());
                                 self.update(LiveUpdate::Accepted { client_order_id: order.client_order_id.clone(), broker_order_id: id.clone() });
-                                working.push(Working::new(order, id));
+                                let mut w = Working::new(order, id);
+                                w.wanted = wanted.remove(&w.order.client_order_id);
+                                working.push(w);
                             }
                             Placed::Refused(reason) => {
                                 queue.pop_front();
+                                wanted.remove(&order.client_order_id);
                                 self.update(LiveUpdate::Rejected { client_order_id: order.client_order_id.clone(), reason });
                             }
                             Placed::TokenLost(reason) => {
@@ -664,7 +706,7 @@ impl Worker {
                             working.remove(i);
                         }
                         None => {
-                            if let Err(reason) = self.cancel_if_stale(&mut working[i]).await {
+                            if let Err(reason) = self.cancel_if_due(&mut working[i]).await {
                                 self.pause(reason);
                                 return;
                             }
@@ -688,19 +730,29 @@ impl Worker {
         }
     }
 
-    /// An entry still working `cancel_after` after it was sent: ask the broker to
-    /// cancel it. The journal learns of the request first; what the broker then
-    /// reports (cancelled, or filled after all: the race) is read by the next poll.
-    /// `Err` when the session is gone.
-    async fn cancel_if_stale(&self, w: &mut Working) -> Result<(), String> {
-        let Some(after) = self.settings.cancel_after else { return Ok(()) };
-        let age = crate::bus::message::now_ms().saturating_sub(w.order.submitted_at);
-        if !w.order.entry || w.cancel_done || w.order.submitted_at <= 0 || age < i64::try_from(after.as_millis()).unwrap_or(i64::MAX) {
+    /// Ask the broker to cancel a working order when the order manager wants it
+    /// cancelled (an entry at the square-off) or when it is an entry still working
+    /// `cancel_after` after it was sent. The journal learns of the request first;
+    /// what the broker then reports (cancelled, or filled after all: the race) is
+    /// read by the next poll. `Err` when the session is gone.
+    async fn cancel_if_due(&self, w: &mut Working) -> Result<(), String> {
+        if w.cancel_done {
             return Ok(());
         }
+        let reason = match (&w.wanted, self.settings.cancel_after) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(after)) if w.order.entry && w.order.submitted_at > 0 => {
+                let age = crate::bus::message::now_ms().saturating_sub(w.order.submitted_at);
+                if age < i64::try_from(after.as_millis()).unwrap_or(i64::MAX) {
+                    return Ok(());
+                }
+                format!("not filled {} s after it was sent", after.as_secs())
+            }
+            _ => return Ok(()),
+        };
         if !w.order.cancel_requested {
             w.order.cancel_requested = true;
-            self.update(LiveUpdate::CancelRequested { client_order_id: w.order.client_order_id.clone(), reason: format!("not filled {} s after it was sent", after.as_secs()) });
+            self.update(LiveUpdate::CancelRequested { client_order_id: w.order.client_order_id.clone(), reason });
         }
         match self.link.broker.cancel(&w.id).await {
             Ok(()) => w.cancel_done = true,
@@ -725,11 +777,13 @@ struct Working {
     /// The broker took our cancel (or refused it too often): not asked again.
     cancel_done: bool,
     cancel_refusals: u32,
+    /// The order manager asked for it to be cancelled, for this reason.
+    wanted: Option<String>,
 }
 
 impl Working {
     fn new(order: LiveOrder, id: String) -> Self {
-        Self { order, id, cancel_done: false, cancel_refusals: 0 }
+        Self { order, id, cancel_done: false, cancel_refusals: 0, wanted: None }
     }
 }
 

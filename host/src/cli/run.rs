@@ -735,6 +735,9 @@ async fn orders_role(
             for order in om.take_live_orders() {
                 r.send(order);
             }
+            for cancel in om.take_live_cancels() {
+                r.cancel(cancel);
+            }
         }
         tokio::select! {
             _ = life.shutdown.changed() => break,

@@ -132,6 +132,10 @@ pub struct OrderManager {
     live: std::collections::HashSet<String>,
     /// Live orders recorded as submitted, waiting to be handed to the router.
     handoff: Vec<LiveOrder>,
+    /// Live orders to cancel, waiting to be handed to the router.
+    cancels: Vec<crate::brokers::live::LiveCancel>,
+    /// Orders whose cancel was handed over (asked once).
+    cancel_asked: std::collections::HashSet<String>,
     /// The latest price time seen, and when it came (for [`OrderManager::market_clock`]).
     seen: Option<(i64, std::time::Instant)>,
 }
@@ -173,7 +177,7 @@ impl OrderManager {
         for column in ["stop_loss TEXT", "target TEXT", "broker_order_id TEXT", "filled_qty TEXT", "reference_price TEXT", "submitted_at INTEGER"] {
             let _ = db.execute(&format!("ALTER TABLE orders ADD COLUMN {column}"), []);
         }
-        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), seen: None };
+        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), seen: None };
         om.store_exit_rules()?;
         Ok(om)
     }
@@ -408,6 +412,11 @@ impl OrderManager {
     /// Live orders recorded as submitted since the last call, for the router.
     pub fn take_live_orders(&mut self) -> Vec<LiveOrder> {
         std::mem::take(&mut self.handoff)
+    }
+
+    /// The live orders to cancel (entries still working at the square-off), for the router.
+    pub fn take_live_cancels(&mut self) -> Vec<crate::brokers::live::LiveCancel> {
+        std::mem::take(&mut self.cancels)
     }
 
     /// After a restart: every live order the journal holds as sent but not
@@ -763,11 +772,14 @@ impl OrderManager {
             }
         }
         let mut exit_events = Vec::new();
+        let priced: Vec<&str> = q.quotes.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(quote, _)| quote.instrument.as_str()).collect();
+        let cancelled = cancel_entries_at_square_off(&tx, &config, &self.live, &mut self.cancel_asked, &mut self.cancels, q.ts, Some(&priced)).map_err(jerr)?;
         for (quote, _) in q.quotes.iter().zip(&fresh).filter(|(_, fresh)| **fresh) {
             exit_events.extend(Self::manage_exits(&config, &tx, q.ts, quote).map_err(jerr)?);
         }
         exit_events.extend(advance_baskets(&tx, &config, &self.last, q.ts).map_err(jerr)?);
-        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
+        let mut transitions = cancelled;
+        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?);
         tx.commit().map_err(jerr)?;
         refusals.extend(exit_events);
         for (coid, state, extra) in transitions {
@@ -801,7 +813,7 @@ impl OrderManager {
             let cfg = config.account(&account);
             let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
             let mis = cfg.is_some_and(|a| a.product == crate::config::Product::Mis);
-            if let Some(due) = cfg.map(|a| square_off_due(tx, a, &account, &quote.instrument, triggered, ts)).transpose()?.flatten() {
+            if let Some(due) = cfg.map(|a| square_off_due(tx, a, &account, &quote.instrument, ts)).transpose()?.flatten() {
                 out.extend(due.queue(tx, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
                 continue;
             }
@@ -848,23 +860,22 @@ impl OrderManager {
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let config = self.config.clone();
         let tx = self.db.transaction().map_err(jerr)?;
-        let rows: Vec<(String, String, String, bool)> = {
-            let mut stmt = tx
-                .prepare_cached("SELECT p.account, p.instrument, p.qty, e.triggered FROM positions p JOIN exits e ON e.account = p.account AND e.instrument = p.instrument ORDER BY p.account, p.instrument")
-                .map_err(jerr)?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).map_err(jerr)?.collect::<rusqlite::Result<Vec<_>>>().map_err(jerr)?;
+        let mut transitions = cancel_entries_at_square_off(&tx, &config, &self.live, &mut self.cancel_asked, &mut self.cancels, now, None).map_err(jerr)?;
+        let rows: Vec<(String, String, String)> = {
+            let mut stmt = tx.prepare_cached("SELECT account, instrument, qty FROM positions WHERE qty != '0' ORDER BY account, instrument").map_err(jerr)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(jerr)?.collect::<rusqlite::Result<Vec<_>>>().map_err(jerr)?;
             rows
         };
         let mut out = Vec::new();
-        for (account, instrument, qty, triggered) in rows {
+        for (account, instrument, qty) in rows {
             let qty = dec(&qty);
             let Some(cfg) = config.account(&account).filter(|_| !qty.is_zero()) else { continue };
-            if let Some(due) = square_off_due(&tx, cfg, &account, &instrument, triggered, now).map_err(jerr)? {
+            if let Some(due) = square_off_due(&tx, cfg, &account, &instrument, now).map_err(jerr)? {
                 let price = self.last.get(&instrument).map(|(_, p)| *p);
                 out.extend(due.queue(&tx, &account, &instrument, qty, cfg.slippage_bps, price).map_err(jerr)?);
             }
         }
-        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
+        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?);
         tx.commit().map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
@@ -1109,36 +1120,124 @@ impl SquareOff {
     }
 }
 
+/// Square-off orders tried per position and day: a square-off refused by the
+/// broker is placed again (a new order) up to this many times in all.
+const SQUARE_OFF_TRIES: i64 = 3;
+
 /// Whether `account`'s intraday position in `instrument` must be closed at `now`:
-/// at or after the account's square-off time (once: not when its exit already
-/// `triggered`), or, from the session's open, when it was opened on an earlier day
-/// and no order is working on it.
-fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::config::Account, account_id: &str, instrument: &str, triggered: bool, now: i64) -> rusqlite::Result<Option<SquareOff>> {
+/// at or after the account's square-off time, or, from the session's open, when
+/// it was opened on an earlier day. Never while an order is working on it (an
+/// entry being cancelled at the square-off, a close on its way): the close then
+/// covers what that order leaves. A position that is still open after its
+/// square-off (a close refused, a cancelled entry that filled a part meanwhile)
+/// is closed again, up to [`SQUARE_OFF_TRIES`] orders a day.
+fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::config::Account, account_id: &str, instrument: &str, now: i64) -> rusqlite::Result<Option<SquareOff>> {
     use crate::market::clock::{IST_OFFSET_MS, ist_day, ist_minute_of_day, parse_hhmm};
     if account.product != crate::config::Product::Mis {
         return Ok(None);
     }
     let Some(square_off) = parse_hhmm(&account.square_off) else { return Ok(None) };
     let (day, minute) = (ist_day(now), ist_minute_of_day(now));
+    if minute < SESSION_OPEN_MINUTE.min(square_off) {
+        return Ok(None);
+    }
+    let working: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
+        [account_id, instrument],
+        |r| r.get(0),
+    )?;
+    if working > 0 {
+        return Ok(None);
+    }
     let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
     if minute >= SESSION_OPEN_MINUTE {
         let opened: Option<i64> = tx.query_row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
-        let working: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
-            [account_id, instrument],
-            |r| r.get(0),
-        )?;
-        if opened.is_some_and(|t| ist_day(t) < day) && working == 0 {
+        if opened.is_some_and(|t| ist_day(t) < day) {
             // Due at the open: its first price fills it.
             let not_before = midnight + i64::from(SESSION_OPEN_MINUTE) * 60_000 - 1;
             return Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before }));
         }
     }
-    if triggered || minute < square_off {
+    if minute < square_off {
         return Ok(None);
     }
-    let not_before = midnight + i64::from(square_off) * 60_000;
-    Ok(Some(SquareOff { reason: "square-off", key: format!("square-off/{account_id}/{instrument}/{day}"), not_before }))
+    let key = format!("square-off/{account_id}/{instrument}/{day}");
+    let tried: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'square-off' AND (signal_id = ?3 OR signal_id LIKE ?3 || '/%')",
+        [account_id, instrument, &key],
+        |r| r.get(0),
+    )?;
+    if tried >= SQUARE_OFF_TRIES {
+        return Ok(None);
+    }
+    let key = if tried == 0 { key } else { format!("{key}/{}", tried + 1) };
+    let not_before = (midnight + i64::from(square_off) * 60_000).max(if tried == 0 { i64::MIN } else { now });
+    Ok(Some(SquareOff { reason: "square-off", key, not_before }))
+}
+
+/// At an intraday account's square-off time, its entries still working are
+/// cancelled before the position is closed: a paper order here, a live one by
+/// asking the broker through `cancels` (once per order; the router reports what
+/// the broker then did). Only entries decided within `[live] cancel_after_secs`
+/// of `now` by the market's time: older ones are the router's to cancel for
+/// want of a fill (by the wall clock), and a replay that runs the market faster
+/// than a broker answers does not cancel what the broker simply has not filled
+/// yet; the square-off then waits for them. `now` is the clock's time (every instrument) or a
+/// price's (only the instruments in `priced`: pipelines replay at their own
+/// pace, and one instrument's 15:15 is not another's). Returns the journal's transitions.
+#[allow(clippy::too_many_arguments)]
+fn cancel_entries_at_square_off(
+    tx: &rusqlite::Transaction<'_>,
+    config: &Config,
+    live: &std::collections::HashSet<String>,
+    asked: &mut std::collections::HashSet<String>,
+    cancels: &mut Vec<crate::brokers::live::LiveCancel>,
+    now: i64,
+    priced: Option<&[&str]>,
+) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
+    use crate::market::clock::{ist_minute_of_day, parse_hhmm};
+    let minute = ist_minute_of_day(now);
+    let due = |a: &crate::config::Account| a.product == crate::config::Product::Mis && parse_hhmm(&a.square_off).is_some_and(|sq| minute >= sq);
+    if !config.accounts.iter().any(due) {
+        return Ok(Vec::new());
+    }
+    let working: Vec<(String, String, String, i64, String)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT client_order_id, account, pipeline, not_before, instrument FROM orders WHERE state IN ('submitted', 'accepted', 'partially_filled') ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows
+    };
+    let mut transitions = Vec::new();
+    let reason = "square-off: an entry still working at the account's square-off time";
+    let recent = match config.live.cancel_after_secs {
+        0 => i64::MAX,
+        secs => i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1_000),
+    };
+    for (coid, account, pipeline, decided, instrument) in working {
+        if CLOSE_REASONS.contains(&pipeline.as_str())
+            || decided > now
+            || (live.contains(&account) && now.saturating_sub(decided) > recent)
+            || priced.is_some_and(|p| !p.contains(&instrument.as_str()))
+            || !config.account(&account).is_some_and(due)
+        {
+            continue;
+        }
+        if live.contains(&account) {
+            if asked.insert(coid.clone()) {
+                cancels.push(crate::brokers::live::LiveCancel { account, client_order_id: coid, reason: reason.to_owned() });
+            }
+            continue;
+        }
+        // The paper venue cancels at once.
+        tx.execute("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [&coid])?;
+        for event in [state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] {
+            if let Ok(to) = advance(tx, &coid, event)? {
+                transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
+            }
+        }
+    }
+    Ok(transitions)
 }
 
 /// The `pipeline` of the orders the host makes itself to close a position

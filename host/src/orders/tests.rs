@@ -624,3 +624,45 @@ fn an_absurd_fill_report_is_refused_not_a_panic() {
     assert!(states(&out).is_empty(), "less than already filled: nothing");
     assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "1", "nothing of any of them recorded");
 }
+
+#[test]
+fn entries_still_working_at_the_square_off_are_cancelled_before_the_position_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    // 15:14:30: a1 (live) buys 2, one fills, the rest works on; a2 (paper) has seen no price since.
+    let coid = live_buy(&mut om, 314 * 60_000 + 30_000);
+    om.on_live_update(&LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: dec!(1), price: dec!(100) }).unwrap();
+    let paper: String = om.db.query_row("SELECT client_order_id FROM orders WHERE account = 'a2'", [], |r| r.get(0)).unwrap();
+    assert_eq!(state_of(&om, &paper).0, "accepted");
+    assert!(om.on_clock(BASE + 314 * 60_000 + 50_000).unwrap().is_empty() && om.take_live_cancels().is_empty(), "15:14:50: nothing yet");
+
+    // 15:15: the paper entry is cancelled at once, the live one asked of the broker (once),
+    // and nothing is squared off while it works.
+    let out = om.on_clock(BASE + 315 * 60_000 + 1_000).unwrap();
+    assert_eq!(states(&out), vec!["a2 pending_cancel buy", "a2 cancelled buy"]);
+    let cancels = om.take_live_cancels();
+    assert_eq!(cancels.iter().map(|c| (c.account.as_str(), c.client_order_id.as_str())).collect::<Vec<_>>(), vec![("a1", coid.as_str())]);
+    assert!(cancels[0].reason.starts_with("square-off"));
+    assert!(events(&om.on_clock(BASE + 315 * 60_000 + 2_000).unwrap()).is_empty());
+    assert!(om.take_live_cancels().is_empty(), "asked once");
+    om.on_quotes(&quotes(315 * 60_000, dec!(101))).unwrap();
+    assert_eq!(state_of(&om, &paper).0, "cancelled", "a price after it fills nothing");
+
+    // The broker cancels the rest: the filled unit is squared off.
+    om.on_live_update(&LiveUpdate::CancelRequested { client_order_id: coid.clone(), reason: cancels[0].reason.clone() }).unwrap();
+    om.on_live_update(&LiveUpdate::Cancelled { client_order_id: coid.clone(), filled_qty: dec!(1), price: Some(dec!(100)), reason: "cancelled".into() }).unwrap();
+    let out = om.on_clock(BASE + 315 * 60_000 + 3_000).unwrap();
+    let squared: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "square_off").collect();
+    assert_eq!(squared.len(), 1, "{out:?}");
+    assert_eq!((squared[0].1["account"].as_str(), squared[0].1["qty"].as_str()), (Some("a1"), Some("1")));
+
+    // A square-off the broker refuses is placed again, up to three orders in all.
+    for round in 0..3 {
+        let close = om.take_live_orders().pop().expect("a square-off order");
+        assert_eq!((close.qty, close.side, close.entry), (dec!(1), OrderSide::Sell, false));
+        om.on_live_update(&LiveUpdate::Rejected { client_order_id: close.client_order_id, reason: "RMS: blocked".into() }).unwrap();
+        let again = events(&om.on_clock(BASE + 315 * 60_000 + 4_000 + round * 1_000).unwrap()).into_iter().filter(|(n, _)| *n == "square_off").count();
+        assert_eq!(again, if round < 2 { 1 } else { 0 }, "round {round}");
+    }
+    assert!(om.take_live_orders().is_empty());
+}
