@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::backtest::PositionMode;
+pub use crate::domain::{PositionMode, Product};
 
 /// A configuration that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,7 +157,7 @@ pub struct Account {
     pub square_off: String,
     /// Risk limits.
     #[serde(default)]
-    pub risk: crate::orders::risk::RiskLimits,
+    pub risk: RiskLimits,
     /// Exits the host manages for every position.
     #[serde(default)]
     pub exits: ExitRules,
@@ -203,7 +203,7 @@ fn protection() -> Decimal {
 }
 
 /// `[market]`: what a price must satisfy before it is believed (see
-/// [`crate::market::guard`]). Each feed adds its own `max_skew_secs`.
+/// `market::guard`). Each feed adds its own `max_skew_secs`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MarketSection {
@@ -277,22 +277,63 @@ impl Default for TelegramSection {
     }
 }
 
-/// Intraday or delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Product {
-    /// Intraday: squared off by the host; trailing stops follow the best bid.
-    Mis,
-    /// Delivery: carried overnight; trailing stops follow the last price.
-    Cnc,
-}
-
 fn mis() -> Product {
     Product::Mis
 }
 
 fn square_off() -> String {
     "15:15".into()
+}
+
+/// `[accounts.risk]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskLimits {
+    /// Most units in one order.
+    pub max_order_qty: u64,
+    /// Most rupees in one order (qty × price); 0 = the account's capital.
+    #[serde(deserialize_with = "decimal")]
+    pub max_order_notional: Decimal,
+    /// Most units held in one instrument, long or short.
+    pub max_position_qty: u64,
+    /// Most instruments with an open position at once.
+    pub max_open_positions: usize,
+    /// Daily loss (realised + unrealised) at which the account may only reduce
+    /// positions; 0 = 2% of capital.
+    #[serde(deserialize_with = "decimal")]
+    pub max_daily_loss: Decimal,
+    /// Orders per second of exchange time; 10 is the exchange's threshold for retail algos.
+    pub max_orders_per_sec: usize,
+    /// When new positions may be opened (IST, `HH:MM-HH:MM`).
+    pub entry_window: String,
+    /// After a signal opened a position, no new entry in the same instrument
+    /// from the same pipeline for this long.
+    pub cooldown_secs: u64,
+}
+
+impl Default for RiskLimits {
+    fn default() -> Self {
+        Self {
+            max_order_qty: 10_000,
+            max_order_notional: Decimal::ZERO,
+            max_position_qty: 20_000,
+            max_open_positions: 10,
+            max_daily_loss: Decimal::ZERO,
+            max_orders_per_sec: 10,
+            entry_window: "09:15-15:15".into(),
+            cooldown_secs: 300,
+        }
+    }
+}
+
+impl RiskLimits {
+    /// `(open, close)` of the entry window in IST minutes; `None` when malformed.
+    #[must_use]
+    pub fn window(&self) -> Option<(u32, u32)> {
+        let (a, b) = self.entry_window.split_once('-')?;
+        let (a, b) = (crate::domain::time::parse_hhmm(a)?, crate::domain::time::parse_hhmm(b)?);
+        (a < b).then_some((a, b))
+    }
 }
 
 /// `[accounts.exits]`: stop-loss, target and trailing stop in percent of the
@@ -504,7 +545,7 @@ fn start_price() -> f64 {
     21_700.0
 }
 
-use crate::bus::message::de_decimal as decimal;
+use crate::domain::money::de_decimal as decimal;
 
 impl Pipeline {
     /// The plugin's parameters flattened to strings, as `init` takes them.
@@ -607,7 +648,7 @@ impl Config {
             if a.risk.window().is_none() {
                 return err(a.id.span().start, format!("accounts[{i}].risk.entry_window"), format!("{:?}: expected HH:MM-HH:MM", a.risk.entry_window));
             }
-            if crate::market::clock::parse_hhmm(&a.square_off).is_none() {
+            if crate::domain::time::parse_hhmm(&a.square_off).is_none() {
                 return err(a.id.span().start, format!("accounts[{i}].square_off"), format!("{:?}: expected HH:MM", a.square_off));
             }
             let e = &a.exits;
@@ -673,7 +714,7 @@ impl Config {
                 Source::Synthetic { speed, days, .. } if !speed.is_finite() || *speed < 0.0 || *days == 0 => {
                     return err(p.id.span().start, format!("pipelines[{i}].source"), "synthetic needs days of at least 1 and a speed of 0 or more".into());
                 }
-                Source::Broker { expiry: Some(e), .. } if crate::market::clock::parse_date(e).is_none() => {
+                Source::Broker { expiry: Some(e), .. } if crate::domain::time::parse_date(e).is_none() => {
                     return err(p.id.span().start, format!("pipelines[{i}].source.expiry"), format!("{e:?}: expected YYYY-MM-DD"));
                 }
                 Source::Broker { chain_secs: 0, strikes, .. } if *strikes > 0 => {
@@ -698,7 +739,7 @@ impl Config {
                 return err(at("[live"), format!("live.instruments.{broker}"), "instrument masters are read for kite and upstox".into());
             }
         }
-        if crate::market::clock::parse_hhmm(&self.live.refresh_at).is_none() {
+        if crate::domain::time::parse_hhmm(&self.live.refresh_at).is_none() {
             return err(at("refresh_at"), "live.refresh_at".into(), format!("{:?}: expected HH:MM", self.live.refresh_at));
         }
         if self.live.timeout_ms == 0 || self.live.poll_ms == 0 || self.live.max_attempts == 0 {

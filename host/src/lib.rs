@@ -1,7 +1,12 @@
 //! # tradehost
 //!
 //! A trading host for NSE equity and F&O whose strategies are WebAssembly
-//! components. Data flows through one module per stage, in this order:
+//! components. Data flows through one module per stage, in this order, and a
+//! module imports only from the stages before it (`tests/tests/layers.rs`
+//! checks it): [`domain`] (the shared words: order side, product, position
+//! mode, `Secret`, money and IST time) → [`config`] → [`bus`] → [`market`] →
+//! [`sandbox`] → [`engine`] → [`subscriber`] → [`brokers`] → [`orders`] →
+//! [`notify`] / [`monitor`]; [`backtest`] and [`cli`] drive the stages.
 //!
 //! - [`market`] reads candles and option chains (CSV files, or a seeded
 //!   synthetic market) and keeps only bars inside the 09:15–15:30 IST session;
@@ -33,6 +38,7 @@ pub mod brokers;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod market;
 pub mod monitor;

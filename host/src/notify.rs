@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::brokers::Secret;
-use crate::brokers::secrets::scrub;
+use crate::domain::Secret;
+use crate::domain::secret::scrub;
 use crate::bus::Subscription;
 use crate::config::{Config, TelegramSection};
 

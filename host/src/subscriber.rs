@@ -7,47 +7,8 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use sha2::{Digest, Sha256};
 
-use crate::backtest::PositionMode;
 use crate::config::{Account, Sizing};
-
-/// Direction of an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderSide {
-    /// Buy.
-    Buy,
-    /// Sell.
-    Sell,
-}
-
-impl OrderSide {
-    /// `buy` or `sell`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Buy => "buy",
-            Self::Sell => "sell",
-        }
-    }
-
-    /// +1 for a buy, −1 for a sell.
-    #[must_use]
-    pub fn sign(self) -> Decimal {
-        match self {
-            Self::Buy => Decimal::ONE,
-            Self::Sell => Decimal::NEGATIVE_ONE,
-        }
-    }
-
-    /// Parse `buy` / `sell`.
-    #[must_use]
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "buy" => Some(Self::Buy),
-            "sell" => Some(Self::Sell),
-            _ => None,
-        }
-    }
-}
+pub use crate::domain::{OrderSide, PositionMode};
 
 /// What an account should do about a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,9 +112,9 @@ mod tests {
             mode,
             sizing,
             slippage_bps: Decimal::ZERO,
-            product: crate::config::Product::Mis,
+            product: crate::domain::Product::Mis,
             square_off: "15:15".into(),
-            risk: crate::orders::risk::RiskLimits::default(),
+            risk: crate::config::RiskLimits::default(),
             exits: crate::config::ExitRules::default(),
         }
     }

@@ -22,23 +22,13 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::engine::{Side, Signal, StrategyRunner, sdk_bar, sdk_chain};
-use crate::market::clock::{format_hhmm, ist_day, ist_minute_of_day};
+use crate::domain::time::{format_hhmm, ist_day, ist_minute_of_day};
 use crate::market::{MarketData, OptionChain};
 use crate::sandbox::SandboxError;
 
 pub use report::{write_outputs, write_report_html};
 
-/// Which positions signals may open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum PositionMode {
-    /// Buy opens a long, sell closes it.
-    Long,
-    /// Sell opens a short, buy closes it.
-    Short,
-    /// Buy goes long, sell goes short.
-    Both,
-}
+pub use crate::domain::PositionMode;
 
 /// How to run a backtest.
 #[derive(Debug, Clone)]
@@ -371,7 +361,7 @@ impl<'a> Engine<'a> {
         let signal = match Signal::from_strategy(ts_ms, s) {
             Ok(signal) => signal,
             Err(reason) => {
-                self.rejected.push(format!("{}: {reason}", crate::market::clock::format_iso_ist(ts_ms)));
+                self.rejected.push(format!("{}: {reason}", crate::domain::time::format_iso_ist(ts_ms)));
                 return;
             }
         };
@@ -519,8 +509,8 @@ fn summarise(strategy: &dyn StrategyRunner, events: usize, engine: &Engine<'_>, 
         capital: config.capital,
         square_off: config.square_off_minute.map(format_hhmm),
         events,
-        first_ts: first.map(crate::market::clock::format_iso_ist),
-        last_ts: last.map(crate::market::clock::format_iso_ist),
+        first_ts: first.map(crate::domain::time::format_iso_ist),
+        last_ts: last.map(crate::domain::time::format_iso_ist),
         signals: engine.signals.len(),
         signals_rejected: engine.rejected.len(),
         trades: trades.len(),

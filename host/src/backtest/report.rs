@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::{BacktestResult, EquityPoint};
-use crate::market::clock::{format_ist_date, format_iso_ist};
+use crate::domain::time::{format_ist_date, format_iso_ist};
 
 /// Rows of the trade table in the HTML report; `trades.csv` has them all.
 const REPORT_TRADE_ROWS: usize = 2000;

@@ -285,7 +285,7 @@ async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex
                 broker.set_token(t);
             }
             let now = crate::bus::message::now_ms();
-            let today = crate::market::clock::format_ist_date(now);
+            let today = crate::domain::time::format_ist_date(now);
             let expiry = {
                 let mut e = chosen.lock().await;
                 // "Nearest": chosen again once the day passes it.

@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 
 use super::instruments::{InstrumentMaster, whole_lots};
 use super::{Broker, BrokerError, BrokerStatus, OrderRequest, Secret, Segment};
-use crate::config::Product;
-use crate::subscriber::OrderSide;
+use crate::domain::Product;
+use crate::domain::OrderSide;
 
 /// An order for a live account, as the journal holds it.
 #[derive(Debug, Clone, PartialEq)]

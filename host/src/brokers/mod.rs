@@ -17,8 +17,8 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::config::Product;
-use crate::subscriber::OrderSide;
+use crate::domain::Product;
+use crate::domain::OrderSide;
 
 pub mod feeds;
 pub mod http;
@@ -293,7 +293,7 @@ pub fn ist_timestamp(text: &str) -> Option<i64> {
         [day, m, y] if y.len() == 4 => (y.parse().ok()?, MONTHS.iter().position(|x| x.eq_ignore_ascii_case(m))? + 1, day.parse().ok()?),
         _ => return None,
     };
-    crate::market::clock::parse_compact_date_time(&format!("{y:04}{m:02}{day:02}"), time.trim())
+    crate::domain::time::parse_compact_date_time(&format!("{y:04}{m:02}{day:02}"), time.trim())
 }
 
 /// A credential that a new day's login replaces while requests read it.

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::http::{self, Answer};
 use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, number, text};
-use crate::subscriber::OrderSide;
+use crate::domain::OrderSide;
 
 /// The OpenAlgo adapter.
 /// `Debug` is derived: its credentials print as `Secret(***)`.

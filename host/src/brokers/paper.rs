@@ -4,7 +4,7 @@
 
 use rust_decimal::Decimal;
 
-use crate::subscriber::OrderSide;
+use crate::domain::OrderSide;
 
 /// NSE tick size.
 pub const TICK: Decimal = Decimal::from_parts(5, 0, 0, false, 2);

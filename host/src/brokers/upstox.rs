@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::http::{self, Answer};
 use super::{BoxFuture, Broker, BrokerError, BrokerOrder, OrderRequest, Secret, TokenCell, text};
-use crate::config::Product;
+use crate::domain::Product;
 
 /// The Upstox adapter.
 /// `Debug` is derived: its credentials print as `Secret(***)`.

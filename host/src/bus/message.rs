@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rust_decimal::Decimal;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -91,31 +91,7 @@ pub fn envelope(kind: &str, id: &str, ts_ms: i64, body: serde_json::Value) -> St
     serde_json::Value::Object(map).to_string()
 }
 
-/// A decimal from a JSON string or number, exactly.
-///
-/// # Errors
-/// Anything that is not a decimal number.
-pub fn de_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(i64),
-        Float(f64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Int(i) => Ok(Decimal::from(i)),
-        // Through the shortest decimal text, so 0.1 stays 0.1.
-        Raw::Float(f) => f.to_string().parse().map_err(serde::de::Error::custom),
-        Raw::Text(t) => t.trim().parse().map_err(|_| serde::de::Error::custom(format!("expected a decimal number, got {t:?}"))),
-    }
-}
-
-pub(crate) fn de_opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    #[derive(Deserialize)]
-    struct Wrap(#[serde(deserialize_with = "de_decimal")] Decimal);
-    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
-}
+pub use crate::domain::money::{de_decimal, de_opt_decimal};
 
 /// Check `v` and `type` of a parsed message.
 fn check_header(v: u32, kind: &str, want: &str) -> Result<(), String> {
@@ -373,7 +349,7 @@ pub struct CommandMessage {
     /// For `token`: the account's new access token (OpenAlgo: its API key).
     /// Never printed: `Debug` shows `Secret(***)`.
     #[serde(default)]
-    pub access_token: Option<crate::brokers::Secret>,
+    pub access_token: Option<crate::domain::Secret>,
 }
 
 /// One leg of a `basket` command.

@@ -8,6 +8,7 @@
 //! entry pending until the orders for it are recorded and acknowledged.
 
 mod embedded;
+pub mod events;
 pub mod message;
 mod redis_bus;
 

@@ -16,7 +16,7 @@ use crate::brokers::secrets::{SecretStore, env_stem};
 use crate::brokers::{Broker, kite, openalgo, upstox};
 use crate::bus::Bus;
 use crate::config::{Account, Config};
-use crate::monitor::Events;
+use crate::bus::events::Events;
 
 /// A started router and what it reports.
 pub struct Live {
@@ -122,14 +122,14 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
 #[must_use]
 pub fn until_next(now_ms: i64, minute: i64) -> i64 {
     const DAY: i64 = 86_400_000;
-    let ist = (now_ms + crate::market::clock::IST_OFFSET_MS).rem_euclid(DAY);
+    let ist = (now_ms + crate::domain::time::IST_OFFSET_MS).rem_euclid(DAY);
     let wait = (minute * 60_000 - ist).rem_euclid(DAY);
     if wait == 0 { DAY } else { wait }
 }
 
 /// Reload the instrument masters every day at `[live] refresh_at` (IST).
 async fn refresh_daily(config: Config, master: InstrumentMaster, brokers: Vec<String>, events: Events) {
-    let minute = crate::market::clock::parse_hhmm(&config.live.refresh_at).map_or(8 * 60 + 15, i64::from);
+    let minute = crate::domain::time::parse_hhmm(&config.live.refresh_at).map_or(8 * 60 + 15, i64::from);
     loop {
         let wait = until_next(crate::bus::message::now_ms(), minute);
         tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;

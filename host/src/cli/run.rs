@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::engine::supervisor::Supervisor;
 use crate::engine::watch::Change;
 use crate::market::guard::{GuardRules, PriceGuard};
-use crate::monitor::Events;
+use crate::bus::events::Events;
 use crate::orders::{OrderManager, Outcome};
 use crate::sandbox::{Sandbox, SandboxLimits};
 
@@ -1066,7 +1066,7 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
             (Some(account), Some(legs)) if !legs.is_empty() => {
                 let parsed: Result<Vec<crate::orders::BasketLeg>, String> = legs
                     .iter()
-                    .map(|l| match crate::subscriber::OrderSide::parse(&l.side) {
+                    .map(|l| match crate::domain::OrderSide::parse(&l.side) {
                         Some(side) if l.qty > rust_decimal::Decimal::ZERO => Ok(crate::orders::BasketLeg { instrument: l.instrument.clone(), side, qty: l.qty }),
                         _ => Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument)),
                     })

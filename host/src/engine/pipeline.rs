@@ -19,7 +19,7 @@ use crate::market::feed::BrokerLinks;
 use crate::market::feed::socket::SocketSettings;
 use crate::market::recorder::TickRecorder;
 use crate::market::source::{self, BrokerFeedOptions, MarketEvent, StaleSet};
-use crate::monitor::Events;
+use crate::bus::events::Events;
 use crate::sandbox::{CpuBudget, Plugin, PluginInstance, Sandbox, SandboxLimits};
 
 /// What a pipeline runs, resolved from the configuration.

@@ -24,7 +24,7 @@ use crate::bus::Bus;
 use crate::bus::message::CommandMessage;
 use crate::config::Config;
 use crate::market::feed::BrokerLinks;
-use crate::monitor::Events;
+use crate::bus::events::Events;
 use crate::sandbox::{Plugin, Sandbox};
 
 struct Slot {

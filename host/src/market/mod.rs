@@ -6,7 +6,7 @@
 //! Prices are exact decimals here; they become `f64` only when handed to a
 //! strategy for its indicators.
 
-pub mod clock;
+pub use crate::domain::time as clock;
 pub mod csv;
 pub mod feed;
 pub mod guard;

@@ -50,7 +50,7 @@ impl std::fmt::Display for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::clock::parse_compact_date_time;
+    use crate::domain::time::parse_compact_date_time;
 
     #[test]
     fn nse_session_bounds() {

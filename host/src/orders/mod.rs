@@ -812,7 +812,7 @@ impl OrderManager {
             }
             let cfg = config.account(&account);
             let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
-            let mis = cfg.is_some_and(|a| a.product == crate::config::Product::Mis);
+            let mis = cfg.is_some_and(|a| a.product == crate::domain::Product::Mis);
             if let Some(due) = cfg.map(|a| square_off_due(tx, a, &account, &quote.instrument, ts)).transpose()?.flatten() {
                 out.extend(due.queue(tx, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
                 continue;
@@ -1132,8 +1132,8 @@ const SQUARE_OFF_TRIES: i64 = 3;
 /// square-off (a close refused, a cancelled entry that filled a part meanwhile)
 /// is closed again, up to [`SQUARE_OFF_TRIES`] orders a day.
 fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::config::Account, account_id: &str, instrument: &str, now: i64) -> rusqlite::Result<Option<SquareOff>> {
-    use crate::market::clock::{IST_OFFSET_MS, ist_day, ist_minute_of_day, parse_hhmm};
-    if account.product != crate::config::Product::Mis {
+    use crate::domain::time::{IST_OFFSET_MS, ist_day, ist_minute_of_day, parse_hhmm};
+    if account.product != crate::domain::Product::Mis {
         return Ok(None);
     }
     let Some(square_off) = parse_hhmm(&account.square_off) else { return Ok(None) };
@@ -1195,9 +1195,9 @@ fn cancel_entries_at_square_off(
     now: i64,
     priced: Option<&[&str]>,
 ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-    use crate::market::clock::{ist_minute_of_day, parse_hhmm};
+    use crate::domain::time::{ist_minute_of_day, parse_hhmm};
     let minute = ist_minute_of_day(now);
-    let due = |a: &crate::config::Account| a.product == crate::config::Product::Mis && parse_hhmm(&a.square_off).is_some_and(|sq| minute >= sq);
+    let due = |a: &crate::config::Account| a.product == crate::domain::Product::Mis && parse_hhmm(&a.square_off).is_some_and(|sq| minute >= sq);
     if !config.accounts.iter().any(due) {
         return Ok(Vec::new());
     }
@@ -1388,7 +1388,7 @@ fn self_risk_context(
     position: Decimal,
 ) -> rusqlite::Result<risk::RiskContext> {
     let id = account.id.get_ref();
-    let day = crate::market::clock::ist_day(now_ms);
+    let day = crate::domain::time::ist_day(now_ms);
     let realized: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![id, day], |r| r.get(0)).optional()?;
     let mut daily_pnl = realized.as_deref().map(dec).unwrap_or_default();
     let mut other_open_positions = 0;
@@ -1416,7 +1416,7 @@ fn self_risk_context(
 
 /// Record that the daily-loss breaker tripped for `account` today; true the first time.
 fn trip_breaker(tx: &rusqlite::Transaction<'_>, account: &str, now_ms: i64) -> rusqlite::Result<bool> {
-    let key = format!("breaker/{account}/{}", crate::market::clock::ist_day(now_ms));
+    let key = format!("breaker/{account}/{}", crate::domain::time::ist_day(now_ms));
     Ok(tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, 'tripped')", [key])? == 1)
 }
 
@@ -1470,7 +1470,7 @@ fn record_fill(
     let before = held.map_or_else(Position::default, |(q, r, lots)| Position { qty: dec(&q), lots: Position::parse_lots(&lots), realized: dec(&r) });
     let (realized_before, before_qty) = (before.realized, before.qty);
     let after = before.apply_fill(side, qty, price);
-    let day = crate::market::clock::ist_day(ts);
+    let day = crate::domain::time::ist_day(ts);
     let today: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![account, day], |r| r.get(0)).optional()?;
     let today = today.as_deref().map(dec).unwrap_or_default() + (after.realized - realized_before);
     tx.execute(

@@ -8,7 +8,7 @@ use std::path::Path;
 use rusqlite::Connection;
 use rust_decimal::Decimal;
 
-use crate::market::clock::{format_iso_ist, ist_day};
+use crate::domain::time::{format_iso_ist, ist_day};
 
 /// One fill from the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +181,7 @@ impl Report {
         for (account, days) in &self.days {
             let (mut r, mut c) = (Decimal::ZERO, Decimal::ZERO);
             for (day, d) in days {
-                let date = &format_iso_ist(day * 86_400_000 - crate::market::clock::IST_OFFSET_MS)[..10];
+                let date = &format_iso_ist(day * 86_400_000 - crate::domain::time::IST_OFFSET_MS)[..10];
                 out += &format!("{account:<16} {date:<10} {:>6} {:>14} {:>10} {:>14}\n", d.fills, d.realized, d.charges, d.realized - d.charges);
                 r += d.realized;
                 c += d.charges;

@@ -4,62 +4,11 @@
 //! always let through (refusing a stop-loss exit would add risk, not remove it).
 
 use rust_decimal::Decimal;
-use serde::Deserialize;
 
-use crate::bus::message::de_decimal;
-use crate::market::clock::{ist_minute_of_day, parse_hhmm};
+use crate::domain::time::ist_minute_of_day;
 use crate::subscriber::Intent;
 
-/// `[accounts.risk]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RiskLimits {
-    /// Most units in one order.
-    pub max_order_qty: u64,
-    /// Most rupees in one order (qty × price); 0 = the account's capital.
-    #[serde(deserialize_with = "de_decimal")]
-    pub max_order_notional: Decimal,
-    /// Most units held in one instrument, long or short.
-    pub max_position_qty: u64,
-    /// Most instruments with an open position at once.
-    pub max_open_positions: usize,
-    /// Daily loss (realised + unrealised) at which the account may only reduce
-    /// positions; 0 = 2% of capital.
-    #[serde(deserialize_with = "de_decimal")]
-    pub max_daily_loss: Decimal,
-    /// Orders per second of exchange time; 10 is the exchange's threshold for retail algos.
-    pub max_orders_per_sec: usize,
-    /// When new positions may be opened (IST, `HH:MM-HH:MM`).
-    pub entry_window: String,
-    /// After a signal opened a position, no new entry in the same instrument
-    /// from the same pipeline for this long.
-    pub cooldown_secs: u64,
-}
-
-impl Default for RiskLimits {
-    fn default() -> Self {
-        Self {
-            max_order_qty: 10_000,
-            max_order_notional: Decimal::ZERO,
-            max_position_qty: 20_000,
-            max_open_positions: 10,
-            max_daily_loss: Decimal::ZERO,
-            max_orders_per_sec: 10,
-            entry_window: "09:15-15:15".into(),
-            cooldown_secs: 300,
-        }
-    }
-}
-
-impl RiskLimits {
-    /// `(open, close)` of the entry window in IST minutes; `None` when malformed.
-    #[must_use]
-    pub fn window(&self) -> Option<(u32, u32)> {
-        let (a, b) = self.entry_window.split_once('-')?;
-        let (a, b) = (parse_hhmm(a)?, parse_hhmm(b)?);
-        (a < b).then_some((a, b))
-    }
-}
+pub use crate::config::RiskLimits;
 
 /// Why an order was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +63,7 @@ pub fn check(limits: &RiskLimits, ctx: &RiskContext, intent: &Intent) -> Result<
     let minute = ist_minute_of_day(ctx.now_ms);
     match limits.window() {
         Some((open, close)) if (open..close).contains(&minute) => {}
-        Some(_) => return refuse("entry_window", format!("{} is outside the entry window {}", crate::market::clock::format_hhmm(minute), limits.entry_window)),
+        Some(_) => return refuse("entry_window", format!("{} is outside the entry window {}", crate::domain::time::format_hhmm(minute), limits.entry_window)),
         None => return refuse("entry_window", format!("entry_window {:?} is not HH:MM-HH:MM", limits.entry_window)),
     }
     if let Some(last) = ctx.last_entry_ms {
@@ -151,7 +100,7 @@ pub fn check(limits: &RiskLimits, ctx: &RiskContext, intent: &Intent) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscriber::OrderSide;
+    use crate::domain::OrderSide;
     use rust_decimal_macros::dec;
 
     /// 2024-01-01 10:00 IST.

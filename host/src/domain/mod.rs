@@ -1,0 +1,74 @@
+//! The words every stage shares, at the bottom of the layer order (see
+//! DESIGN.md): order side, product, position mode, credentials, money and IST
+//! time. Nothing here imports another module of the crate.
+
+pub mod money;
+pub mod secret;
+pub mod time;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+pub use secret::Secret;
+
+/// Direction of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderSide {
+    /// Buy.
+    Buy,
+    /// Sell.
+    Sell,
+}
+
+impl OrderSide {
+    /// `buy` or `sell`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buy => "buy",
+            Self::Sell => "sell",
+        }
+    }
+
+    /// +1 for a buy, −1 for a sell.
+    #[must_use]
+    pub fn sign(self) -> Decimal {
+        match self {
+            Self::Buy => Decimal::ONE,
+            Self::Sell => Decimal::NEGATIVE_ONE,
+        }
+    }
+
+    /// Parse `buy` / `sell`.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "buy" => Some(Self::Buy),
+            "sell" => Some(Self::Sell),
+            _ => None,
+        }
+    }
+}
+
+/// Which positions signals may open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionMode {
+    /// Buy opens a long, sell closes it.
+    Long,
+    /// Sell opens a short, buy closes it.
+    Short,
+    /// Buy goes long, sell goes short.
+    Both,
+}
+
+/// Intraday or delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    /// Intraday: squared off by the host; trailing stops follow the best bid.
+    Mis,
+    /// Delivery: carried overnight; trailing stops follow the last price.
+    Cnc,
+}
+
