@@ -1,4 +1,4 @@
-//! Backtest outputs: `signals.csv`, `trades.csv`, `summary.json` and a
+//! Backtest outputs: `signals.csv`, `trades.csv`, `fills.csv`, `summary.json` and a
 //! self-contained `report.html` (inline SVG, no scripts, no network).
 
 use std::fmt::Write as _;
@@ -26,6 +26,8 @@ pub fn write_outputs(dir: &Path, result: &BacktestResult, run_info: &serde_json:
     write_signals_csv(&signals, result).with_context(|| format!("writing {}", signals.display()))?;
     let trades = dir.join("trades.csv");
     write_trades_csv(&trades, result).with_context(|| format!("writing {}", trades.display()))?;
+    let fills = dir.join("fills.csv");
+    std::fs::write(&fills, crate::orders::report::fills_csv(fill_lines(result))).with_context(|| format!("writing {}", fills.display()))?;
     let summary = dir.join("summary.json");
     let mut json = serde_json::to_value(&result.summary)?;
     if let Some(obj) = json.as_object_mut() {
@@ -51,6 +53,34 @@ fn write_signals_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()
         writeln!(out, "{},{},{},{price},{}", format_iso_ist(s.ts_ms), csv_field(&s.instrument), s.side.as_str(), csv_field(&s.reason))?;
     }
     out.flush()
+}
+
+/// The account a single-plugin backtest trades for, in `fills.csv`.
+pub const BACKTEST_ACCOUNT: &str = "backtest";
+
+/// Every trade's fills, in the columns a run's journal reports (`tradehost report
+/// --fills-csv`): the entry, and the exit unless it is only the mark at the end
+/// of the data (a run holds that position still). A square-off at its time, or
+/// at the day's last price when the data stops before it, is a `square-off`.
+fn fill_lines(result: &BacktestResult) -> Vec<crate::orders::report::FillLine> {
+    use crate::orders::report::FillLine;
+    let mut lines = Vec::with_capacity(result.trades.len() * 2);
+    for t in &result.trades {
+        let (open, close) = match t.side {
+            crate::backtest::TradeSide::Long => ("buy", "sell"),
+            crate::backtest::TradeSide::Short => ("sell", "buy"),
+        };
+        let line = |ts, side, price, reason: &str| FillLine { ts, account: BACKTEST_ACCOUNT.to_owned(), instrument: t.instrument.clone(), side, qty: t.qty, price, reason: reason.to_owned() };
+        lines.push(line(t.entry_ts_ms, open, t.entry_price, "signal"));
+        let reason = match t.exit_reason.as_str() {
+            "end of data" => continue,
+            "end of day" => "square-off",
+            r if r.starts_with("square-off") => "square-off",
+            r => r,
+        };
+        lines.push(line(t.exit_ts_ms, close, t.exit_price, reason));
+    }
+    lines
 }
 
 fn write_trades_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()> {

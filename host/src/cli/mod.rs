@@ -56,6 +56,10 @@ pub enum Command {
         /// Write the round-trip trades here as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Write every fill here as `ts,account,instrument,side,qty,price,reason`, the
+        /// columns of a backtest's `fills.csv`, to compare the two line by line.
+        #[arg(long)]
+        fills_csv: Option<PathBuf>,
         /// Charges per filled order, rupees (brokerage, taxes).
         #[arg(long, default_value = "0")]
         charges_per_order: Decimal,
@@ -141,11 +145,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => run_generate(&args),
         Command::Inspect { plugin } => run_inspect(&plugin),
         Command::Run(args) => tokio_runtime()?.block_on(run::run(args)),
-        Command::Report { journal, csv, charges_per_order } => {
-            let mut report = crate::orders::report::build(&crate::orders::report::read_fills(&journal)?, charges_per_order);
+        Command::Report { journal, csv, fills_csv, charges_per_order } => {
+            let fills = crate::orders::report::read_fills(&journal)?;
+            let mut report = crate::orders::report::build(&fills, charges_per_order);
             report.refusals = crate::orders::report::read_refusals(&journal)?;
             if let Some(csv) = &csv {
                 std::fs::write(csv, report.trips_csv()).with_context(|| format!("writing {}", csv.display()))?;
+            }
+            if let Some(path) = &fills_csv {
+                let text = crate::orders::report::fills_csv(fills.iter().map(crate::orders::report::FillLine::from).collect());
+                std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
             }
             // A closed pipe (`| head`) ends the output, not the program with a panic.
             let mut out = std::io::stdout().lock();

@@ -1,6 +1,7 @@
 //! `tradehost report`: per account and IST day, FIFO P&L rebuilt from the
 //! journal's fills (realised, unrealised at the last fill price, charges),
-//! and the round-trip trades as CSV.
+//! the round-trip trades as CSV, and `fills.csv`: the one fills format a run's
+//! journal and a backtest both write, so the two compare line by line.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -228,10 +229,92 @@ impl Report {
     }
 }
 
+/// One line of `fills.csv`: `ts,account,instrument,side,qty,price,reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillLine {
+    /// Exchange time, ms (written as IST ISO 8601).
+    pub ts: i64,
+    /// Account.
+    pub account: String,
+    /// Instrument.
+    pub instrument: String,
+    /// `buy` or `sell`.
+    pub side: &'static str,
+    /// Units.
+    pub qty: Decimal,
+    /// Price.
+    pub price: Decimal,
+    /// `signal` for an order a signal made, else what closed the position:
+    /// `stop-loss`, `target`, `trailing-stop`, `square-off`, `carried`, `flatten`, `basket-unwind`.
+    pub reason: String,
+}
+
+impl From<&FillRow> for FillLine {
+    fn from(f: &FillRow) -> Self {
+        let reason = if super::CLOSE_REASONS.contains(&f.source.as_str()) { f.source.clone() } else { "signal".to_owned() };
+        Self { ts: f.ts, account: f.account.clone(), instrument: f.instrument.clone(), side: if f.sign > 0 { "buy" } else { "sell" }, qty: f.qty, price: f.price, reason }
+    }
+}
+
+/// `fills.csv`: sorted by time then account (stable: fills of one moment keep
+/// their order), with the parts of one trade at one moment and price merged
+/// into one line (a reversal a backtest books as a close and an open, and a
+/// run as one order, read the same).
+#[must_use]
+pub fn fills_csv(mut lines: Vec<FillLine>) -> String {
+    lines.sort_by(|a, b| (a.ts, &a.account).cmp(&(b.ts, &b.account)));
+    let mut merged: Vec<FillLine> = Vec::with_capacity(lines.len());
+    for line in lines {
+        match merged.last_mut() {
+            Some(last)
+                if (last.ts, &last.account, &last.instrument, last.side, last.price, &last.reason) == (line.ts, &line.account, &line.instrument, line.side, line.price, &line.reason) =>
+            {
+                last.qty += line.qty;
+            }
+            _ => merged.push(line),
+        }
+    }
+    let mut out = String::from("ts,account,instrument,side,qty,price,reason\n");
+    for l in merged {
+        out += &format!("{},{},{},{},{},{},{}\n", format_iso_ist(l.ts), l.account, l.instrument, l.side, l.qty.normalize(), l.price.normalize(), l.reason);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+
+    #[test]
+    fn fills_csv_sorts_by_time_then_account_and_merges_the_parts_of_one_trade() {
+        let line = |ts: i64, account: &str, side: &'static str, qty: Decimal, reason: &str| FillLine {
+            ts: D1 + ts,
+            account: account.into(),
+            instrument: "NIFTY".into(),
+            side,
+            qty,
+            price: dec!(100.50),
+            reason: reason.into(),
+        };
+        let csv = fills_csv(vec![
+            line(60_000, "b", "buy", dec!(1), "signal"),
+            line(60_000, "a", "sell", dec!(2), "signal"),
+            line(60_000, "a", "sell", dec!(2.0), "signal"),
+            line(0, "b", "buy", dec!(1), "signal"),
+            line(60_000, "a", "sell", dec!(1), "stop-loss"),
+        ]);
+        assert_eq!(
+            csv,
+            "ts,account,instrument,side,qty,price,reason\n\
+             2024-01-01T10:00:00+05:30,b,NIFTY,buy,1,100.5,signal\n\
+             2024-01-01T10:01:00+05:30,a,NIFTY,sell,4,100.5,signal\n\
+             2024-01-01T10:01:00+05:30,a,NIFTY,sell,1,100.5,stop-loss\n\
+             2024-01-01T10:01:00+05:30,b,NIFTY,buy,1,100.5,signal\n"
+        );
+        let from_journal = FillLine::from(&FillRow { account: "a".into(), instrument: "X".into(), sign: -1, qty: dec!(1), price: dec!(1), ts: 0, source: "nifty-ma".into() });
+        assert_eq!((from_journal.side, from_journal.reason.as_str()), ("sell", "signal"), "a pipeline's order is a signal's");
+    }
 
     const D1: i64 = 1_704_083_400_000; // 2024-01-01 10:00 IST
     const DAY: i64 = 86_400_000;
