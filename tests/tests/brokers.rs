@@ -135,6 +135,13 @@ async fn upstox_v3() {
     let before = mock.state().requests.len();
     assert!(matches!(upstox.place(&request("th00000000000000u9", "NOSUCH", None)).await, Err(BrokerError::Rejected(_))));
     assert_eq!(mock.state().requests.len(), before);
+    // A quantity that is not a whole number is refused naming the order, never sent as 0.
+    let half = OrderRequest { qty: d("1.5"), ..request("th00000000000000u8", "RELIANCE", Some("NSE_EQ|INE002A01018")) };
+    match upstox.place(&half).await {
+        Err(BrokerError::Rejected(reason)) => assert!(reason.contains("th00000000000000u8") && reason.contains("1.5"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(mock.state().requests.len(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,6 +179,14 @@ pub enum LiveNotice {
         /// What the broker said.
         reason: String,
     },
+    /// The broker says an order is complete but gives no average price: nothing is
+    /// journaled (a guessed price would be a wrong fill); it is read again at every poll.
+    Unpriced {
+        /// Account.
+        account: String,
+        /// The order.
+        client_order_id: String,
+    },
     /// A call failed ambiguously and is being checked and retried.
     Retrying {
         /// Account.
@@ -675,7 +683,6 @@ impl Worker {
             match self.link.broker.status(&id).await {
                 Ok(b) => {
                     let coid = w.order.client_order_id.clone();
-                    let price = b.average_price.or(w.order.reference_price);
                     let update = match b.status {
                         BrokerStatus::Open => {
                             if b.filled_qty > w.order.filled_qty {
@@ -689,10 +696,19 @@ impl Worker {
                             }
                             None
                         }
-                        BrokerStatus::Complete => Some(match price {
-                            Some(price) => LiveUpdate::Filled { client_order_id: coid, qty: if b.filled_qty.is_zero() { w.order.qty } else { b.filled_qty }, price },
-                            None => LiveUpdate::Rejected { client_order_id: coid, reason: "complete without an average price".into() },
-                        }),
+                        BrokerStatus::Complete => match b.average_price {
+                            Some(price) => Some(LiveUpdate::Filled { client_order_id: coid, qty: if b.filled_qty.is_zero() { w.order.qty } else { b.filled_qty }, price }),
+                            None => {
+                                // Filled, at a price the broker has not said yet: never journaled
+                                // at a guess (nor as rejected); read again at the next poll.
+                                tracing::warn!(account = %self.link.account, "order {id}: complete without an average price; read again next time");
+                                if !w.unpriced_told {
+                                    w.unpriced_told = true;
+                                    self.notice(LiveNotice::Unpriced { account: self.link.account.clone(), client_order_id: coid });
+                                }
+                                None
+                            }
+                        },
                         // Refused after a part filled (the rest, by the exchange): the part stands.
                         BrokerStatus::Rejected if !b.filled_qty.is_zero() => {
                             Some(LiveUpdate::Cancelled { client_order_id: coid, filled_qty: b.filled_qty, price: b.average_price, reason: format!("rejected: {}", b.message) })
@@ -779,11 +795,13 @@ struct Working {
     cancel_refusals: u32,
     /// The order manager asked for it to be cancelled, for this reason.
     wanted: Option<String>,
+    /// The operator was told it completed without an average price.
+    unpriced_told: bool,
 }
 
 impl Working {
     fn new(order: LiveOrder, id: String) -> Self {
-        Self { order, id, cancel_done: false, cancel_refusals: 0, wanted: None }
+        Self { order, id, cancel_done: false, cancel_refusals: 0, wanted: None, unpriced_told: false }
     }
 }
 
@@ -915,5 +933,62 @@ mod tests {
             protection_pct: Decimal::ZERO,
         };
         assert_eq!(venue.0.find(&req, &HashSet::new()).await.unwrap(), None, "nothing reached the broker");
+    }
+
+    #[tokio::test]
+    async fn a_complete_order_without_an_average_price_is_not_journaled_at_a_guess() {
+        // The broker reports the order complete twice before it says at what price.
+        struct Unpriced(PaperBroker, std::sync::atomic::AtomicU32);
+        impl Broker for Unpriced {
+            fn name(&self) -> &'static str {
+                "paper"
+            }
+            fn check_session(&self) -> crate::brokers::BoxFuture<'_, Result<String, BrokerError>> {
+                self.0.check_session()
+            }
+            fn place<'a>(&'a self, o: &'a OrderRequest) -> crate::brokers::BoxFuture<'a, Result<String, BrokerError>> {
+                self.0.place(o)
+            }
+            fn find<'a>(&'a self, o: &'a OrderRequest, c: &'a HashSet<String>) -> crate::brokers::BoxFuture<'a, Result<Option<crate::brokers::BrokerOrder>, BrokerError>> {
+                self.0.find(o, c)
+            }
+            fn status<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<crate::brokers::BrokerOrder, BrokerError>> {
+                Box::pin(async move {
+                    let mut o = self.0.status(id).await?;
+                    if o.status == BrokerStatus::Complete && self.1.fetch_add(1, Ordering::SeqCst) < 2 {
+                        o.average_price = None;
+                    }
+                    Ok(o)
+                })
+            }
+            fn cancel<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<(), BrokerError>> {
+                self.0.cancel(id)
+            }
+            fn set_token(&self, _: Secret) {}
+            fn positions(&self) -> crate::brokers::BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>> {
+                self.0.positions()
+            }
+        }
+        let venue = Arc::new(Unpriced(PaperBroker::new(Decimal::ZERO), std::sync::atomic::AtomicU32::new(0)));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
+        let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
+        let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
+        router.send(order("th5", "RELIANCE", true));
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the router reports").expect("open") {
+                RouterOutput::Update(LiveUpdate::Accepted { .. }) => venue.0.on_price("RELIANCE", Decimal::from(103)),
+                RouterOutput::Update(u @ LiveUpdate::Filled { .. }) => {
+                    seen.push(format!("{u:?}"));
+                    break;
+                }
+                other => seen.push(format!("{other:?}")),
+            }
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen[0].contains("Unpriced") && seen[0].contains("th5"), "told once: {seen:?}");
+        assert!(seen[1].contains("price: 103"), "the broker's price, not the reference 100: {seen:?}");
+        settled(&router).await;
     }
 }

@@ -6,8 +6,7 @@ use rust_decimal::Decimal;
 
 use crate::domain::OrderSide;
 
-/// NSE tick size.
-pub const TICK: Decimal = Decimal::from_parts(5, 0, 0, false, 2);
+pub use crate::domain::money::TICK;
 
 /// The fill price of a market order on a bar opening at `open`.
 #[must_use]
@@ -104,9 +103,10 @@ impl Position {
 
     /// Parse [`Position::lots_text`].
     #[must_use]
-    pub fn parse_lots(text: &str) -> std::collections::VecDeque<Lot> {
+    pub fn parse_lots(text: &str) -> Option<std::collections::VecDeque<Lot>> {
         text.split(';')
-            .filter_map(|l| {
+            .filter(|l| !l.is_empty())
+            .map(|l| {
                 let (q, p) = l.split_once('@')?;
                 Some(Lot { qty: q.parse().ok()?, price: p.parse().ok()? })
             })
@@ -141,9 +141,11 @@ mod tests {
         assert_eq!(p.unrealized(dec!(110)), dec!(20));
         let p = p.apply_fill(Buy, dec!(2), dec!(125));
         assert_eq!((p.qty, p.realized, p.lots.len()), (dec!(0), dec!(40), 0));
-        let parsed = Position::parse_lots("1@100;2.5@110.05");
+        let parsed = Position::parse_lots("1@100;2.5@110.05").unwrap();
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[1], Lot { qty: dec!(2.5), price: dec!(110.05) });
+        assert_eq!(Position::parse_lots("").map(|l| l.len()), Some(0), "flat");
+        assert_eq!(Position::parse_lots("1@100;x@1"), None, "a damaged lot is not dropped quietly");
     }
 
     proptest::proptest! {
@@ -191,7 +193,11 @@ impl PaperBroker {
     pub fn on_price(&self, symbol: &str, open: Decimal) {
         let Ok(mut book) = self.book.lock() else { return };
         for o in book.iter_mut().filter(|o| o.symbol == symbol && o.status == super::BrokerStatus::Open) {
-            let side = o.side.unwrap_or(OrderSide::Buy);
+            // An order whose side is not known is never filled as one.
+            let Some(side) = o.side else {
+                tracing::error!("paper order {} in {symbol} has no side: not filled", o.order_id);
+                continue;
+            };
             o.average_price = Some(fill_price(side, open, self.slippage_bps));
             o.filled_qty = o.qty;
             o.status = super::BrokerStatus::Complete;

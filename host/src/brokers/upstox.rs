@@ -169,11 +169,20 @@ impl Broker for Upstox {
                 Some(limit) => ("LIMIT", limit),
                 None => ("MARKET", rust_decimal::Decimal::ZERO),
             };
+            // Upstox takes JSON numbers: a whole quantity, and a price a double holds exactly
+            // to the paisa. Anything else is refused here, never sent as 0.
+            let quantity = Some(order.qty.normalize()).filter(|q| q.fract().is_zero() && *q > rust_decimal::Decimal::ZERO).and_then(|q| rust_decimal::prelude::ToPrimitive::to_u64(&q));
+            let Some(quantity) = quantity else {
+                return Err(BrokerError::Rejected(format!("{}: quantity {} is not a whole number of units", order.client_order_id, order.qty)));
+            };
+            let Some(price) = rust_decimal::prelude::ToPrimitive::to_f64(&price).filter(|p| p.is_finite() && *p >= 0.0) else {
+                return Err(BrokerError::Rejected(format!("{}: limit price {price} cannot be sent", order.client_order_id)));
+            };
             let body = json!({
-                "quantity": order.qty.normalize().to_string().parse::<u64>().unwrap_or(0),
+                "quantity": quantity,
                 "product": if order.product == Product::Mis { "I" } else { "D" },
                 "validity": "DAY",
-                "price": price.to_string().parse::<f64>().unwrap_or(0.0),
+                "price": price,
                 "tag": order.client_order_id,
                 "instrument_token": token,
                 "order_type": order_type,

@@ -1035,6 +1035,9 @@ async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice) 
         }
         N::Resumed { account, broker } => events.emit("token_renewed", json!({ "account": account, "broker": broker })).await,
         N::TokenRefused { account, broker, reason } => events.emit("token_refused", json!({ "account": account, "broker": broker, "reason": reason, "alert": true })).await,
+        N::Unpriced { account, client_order_id } => {
+            events.emit("order_unpriced", json!({ "account": account, "client_order_id": client_order_id, "alert": true, "detail": "the broker reports it complete without an average price; nothing is journaled until it gives one" })).await;
+        }
         N::Retrying { account, client_order_id, reason, wait_ms } => {
             events.emit("broker_retry", json!({ "account": account, "client_order_id": client_order_id, "reason": reason, "wait_ms": wait_ms })).await;
         }

@@ -3,6 +3,15 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
+/// NSE tick size: every price the exchange takes is a multiple of 0.05.
+pub const TICK: Decimal = Decimal::from_parts(5, 0, 0, false, 2);
+
+/// `price` at the nearest tick (a level the host sets itself: a stop, a target).
+#[must_use]
+pub fn to_tick(price: Decimal) -> Decimal {
+    ((price / TICK).round() * TICK).normalize()
+}
+
 /// A decimal from a JSON string or number, exactly.
 ///
 /// # Errors
@@ -31,4 +40,16 @@ pub fn de_opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>
     #[derive(Deserialize)]
     struct Wrap(#[serde(deserialize_with = "de_decimal")] Decimal);
     Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn levels_go_to_the_nearest_tick() {
+        assert_eq!(super::to_tick(dec!(21346.07)), dec!(21346.05));
+        assert_eq!(super::to_tick(dec!(21346.08)), dec!(21346.1));
+        assert_eq!(super::to_tick(dec!(99.999)), dec!(100));
+    }
 }

@@ -48,7 +48,7 @@ impl ManagedExit {
             Some(s) => (self.long && candidate > s) || (!self.long && candidate < s),
         };
         if tighter {
-            self.stop = Some(candidate.round_dp(2));
+            self.stop = Some(crate::domain::money::to_tick(candidate));
             self.trailed = true;
         }
     }

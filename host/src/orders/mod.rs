@@ -108,8 +108,30 @@ CREATE INDEX IF NOT EXISTS paper_open ON paper_book (state, instrument);
 CREATE INDEX IF NOT EXISTS fills_by_position ON fills (account, instrument, ts);
 ";
 
-fn dec(text: &str) -> Decimal {
-    Decimal::from_str(text).unwrap_or_default()
+/// A journal value its column cannot hold (a hand-edited or damaged journal):
+/// an error naming it, never a default that would move money.
+fn corrupt(what: &str, text: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("the journal's {what} {text:?} is not valid").into())
+}
+
+/// A decimal column.
+fn dec(text: &str) -> rusqlite::Result<Decimal> {
+    Decimal::from_str(text).map_err(|_| corrupt("number", text))
+}
+
+/// An optional decimal column.
+fn opt_dec(text: Option<&str>) -> rusqlite::Result<Option<Decimal>> {
+    text.map(dec).transpose()
+}
+
+/// An order side column.
+fn side_of(text: &str) -> rusqlite::Result<OrderSide> {
+    OrderSide::parse(text).ok_or_else(|| corrupt("order side", text))
+}
+
+/// A position's lots column.
+fn lots_of(text: &str) -> rusqlite::Result<std::collections::VecDeque<crate::brokers::paper::Lot>> {
+    Position::parse_lots(text).ok_or_else(|| corrupt("position lots", text))
 }
 
 /// The order manager of one process (the orders role).
@@ -170,12 +192,17 @@ impl OrderManager {
         db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         Self::migrate_fills(&db).map_err(err)?;
         db.execute_batch(SCHEMA).map_err(err)?;
-        // Columns added after the first release of the journal; "duplicate column" means present.
+        // Columns added after the first release of the journal, added where missing (any
+        // other failure is the journal's and stops the start).
         // `filled_qty` is the broker's cumulative count (partial fills), `reference_price` the
         // price the order was decided at (its protection collar, also after a restart),
         // `submitted_at` when it was handed to the broker (an order book entry older than that is not ours).
         for column in ["stop_loss TEXT", "target TEXT", "broker_order_id TEXT", "filled_qty TEXT", "reference_price TEXT", "submitted_at INTEGER"] {
-            let _ = db.execute(&format!("ALTER TABLE orders ADD COLUMN {column}"), []);
+            let name = column.split(' ').next().unwrap_or(column);
+            let present: bool = db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('orders') WHERE name = ?1", [name], |r| r.get(0)).map_err(err)?;
+            if !present {
+                db.execute(&format!("ALTER TABLE orders ADD COLUMN {column}"), []).map_err(err)?;
+            }
         }
         let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), seen: None };
         om.store_exit_rules()?;
@@ -279,7 +306,7 @@ impl OrderManager {
     fn effective_position(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> rusqlite::Result<Decimal> {
         let held: Option<String> =
             tx.query_row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| r.get(0)).optional()?;
-        let mut qty = held.as_deref().map(dec).unwrap_or_default();
+        let mut qty = opt_dec(held.as_deref())?.unwrap_or_default();
         // Working orders count with what is left of them: their filled part is in the position.
         let mut stmt = tx.prepare_cached(
             "SELECT side, qty, filled_qty FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
@@ -287,8 +314,8 @@ impl OrderManager {
         let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
         for o in open {
             let (side, q, filled) = o?;
-            let left = (dec(&q) - filled.as_deref().map(dec).unwrap_or_default()).max(Decimal::ZERO);
-            qty += left * OrderSide::parse(&side).map_or(Decimal::ZERO, OrderSide::sign);
+            let left = (dec(&q)? - opt_dec(filled.as_deref())?.unwrap_or_default()).max(Decimal::ZERO);
+            qty += left * side_of(&side)?.sign();
         }
         Ok(qty)
     }
@@ -441,28 +468,28 @@ impl OrderManager {
             .map_err(self.err())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.err())?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .filter(|r| self.live.contains(&r.1))
-            .filter_map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline)| {
+            .map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline)| {
                 // The price it was decided at, as journaled: its protection stands after a restart.
-                let reference_price = reference.as_deref().map(dec).or_else(|| self.last.get(&instrument).map(|(_, p)| *p));
-                Some(LiveOrder {
+                let reference_price = opt_dec(reference.as_deref())?.or_else(|| self.last.get(&instrument).map(|(_, p)| *p));
+                Ok(LiveOrder {
+                    side: side_of(&side)?,
+                    qty: dec(&qty)?,
+                    filled_qty: opt_dec(filled.as_deref())?.unwrap_or_default(),
                     client_order_id: coid,
                     account,
                     instrument,
-                    side: OrderSide::parse(&side)?,
-                    qty: dec(&qty),
                     reference_price,
                     fresh: false,
                     broker_order_id,
                     submitted_at: submitted_at.unwrap_or(0),
-                    filled_qty: filled.as_deref().map(dec).unwrap_or_default(),
                     cancel_requested: state == "pending_cancel",
                     entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
                 })
             })
-            .collect())
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
     }
 
     /// Every broker order id the journal has matched to one of `account`'s orders:
@@ -555,7 +582,7 @@ impl OrderManager {
             })
             .optional()?;
         let Some((account, instrument, side, not_before, qty, before, before_avg)) = row else { return Ok(()) };
-        let before = before.as_deref().map(dec).unwrap_or_default();
+        let before = opt_dec(before.as_deref())?.unwrap_or_default();
         let part = filled.checked_sub(before).unwrap_or_default();
         let complete = last.is_some();
         if part > Decimal::ZERO {
@@ -564,7 +591,7 @@ impl OrderManager {
                 return Ok(());
             };
             // average × filled = before_avg × before + price × part
-            let before_avg = before_avg.as_deref().map(dec).unwrap_or(average);
+            let before_avg = opt_dec(before_avg.as_deref())?.unwrap_or(average);
             // Checked: the broker's numbers are input, and an absurd one must not panic.
             let price = if before.is_zero() {
                 Some(average)
@@ -577,8 +604,8 @@ impl OrderManager {
             };
             // Market time, like paper fills: the day's P&L and exits follow the prices' clock.
             let ts = last_prices.get(&instrument).map_or(not_before, |(t, _)| (*t).max(not_before));
-            let side = OrderSide::parse(&side).unwrap_or(OrderSide::Buy);
-            let whole = complete || filled >= dec(&qty);
+            let side = side_of(&side)?;
+            let whole = complete || filled >= dec(&qty)?;
             let event = if whole { state::OrderEvent::Fill } else { state::OrderEvent::PartialFill };
             match record_fill(tx, coid, &account, &instrument, side, part, price, ts, event)? {
                 Ok(()) => {
@@ -624,7 +651,8 @@ impl OrderManager {
                 // A live account's order: recorded as submitted before the broker call
                 // (a restart then looks for it in the broker's book before placing it again),
                 // with the price it was decided at and when it went out.
-                if let (Ok(to), Some(side)) = (advance(tx, &coid, state::OrderEvent::Submit)?, OrderSide::parse(&side)) {
+                let side = side_of(&side)?;
+                if let Ok(to) = advance(tx, &coid, state::OrderEvent::Submit)? {
                     transitions.push((coid.clone(), to.as_str(), json!({})));
                     let reference_price = last.get(&instrument).map(|(_, p)| *p);
                     let submitted_at = now_ms();
@@ -637,7 +665,7 @@ impl OrderManager {
                         account,
                         instrument,
                         side,
-                        qty: dec(&qty),
+                        qty: dec(&qty)?,
                         reference_price,
                         fresh: true,
                         broker_order_id: None,
@@ -658,9 +686,10 @@ impl OrderManager {
                     transitions.push((coid.clone(), to.as_str(), json!({})));
                 }
             }
-            if let (Some((ts, open)), Some(side)) = (first_price_after(recent, &instrument, not_before), OrderSide::parse(&side)) {
-                let price = fill_price(side, open, dec(&slippage));
-                match record_fill(tx, &coid, &account, &instrument, side, dec(&qty), price, ts, state::OrderEvent::Fill)? {
+            if let Some((ts, open)) = first_price_after(recent, &instrument, not_before) {
+                let side = side_of(&side)?;
+                let price = fill_price(side, open, dec(&slippage)?);
+                match record_fill(tx, &coid, &account, &instrument, side, dec(&qty)?, price, ts, state::OrderEvent::Fill)? {
                     Ok(()) => transitions.push((coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts }))),
                     Err(refused) => tracing::error!("order {coid}: fill refused: {refused}"),
                 }
@@ -756,12 +785,12 @@ impl OrderManager {
                 rows
             };
             for (coid, account, side, qty, slippage, not_before) in open {
-                let Some(side) = OrderSide::parse(&side) else { continue };
+                let side = side_of(&side).map_err(jerr)?;
                 // The first price after the signal, which is not always this message: the
                 // same instrument's prices can come from pipelines running at different paces.
                 let (ts, open) = first_price_after(&self.recent, &quote.instrument, not_before).unwrap_or((q.ts, quote.open));
-                let price = fill_price(side, open, dec(&slippage));
-                match record_fill(&tx, &coid, &account, &quote.instrument, side, dec(&qty), price, ts, state::OrderEvent::Fill).map_err(jerr)? {
+                let price = fill_price(side, open, dec(&slippage).map_err(jerr)?);
+                match record_fill(&tx, &coid, &account, &quote.instrument, side, dec(&qty).map_err(jerr)?, price, ts, state::OrderEvent::Fill).map_err(jerr)? {
                     Ok(()) => filled.push((coid, json!({ "price": price.to_string(), "fill_ts": ts }))),
                     Err(refused) => {
                         // Reported, never applied: the paper book keeps the order as it was.
@@ -806,7 +835,7 @@ impl OrderManager {
             rows
         };
         for (account, long, stop, target, trail, best, trailed, triggered, qty) in rows {
-            let qty = dec(&qty);
+            let qty = dec(&qty)?;
             if qty.is_zero() {
                 continue;
             }
@@ -822,10 +851,10 @@ impl OrderManager {
             }
             let mut exit = exits::ManagedExit {
                 long,
-                stop: stop.as_deref().map(dec),
-                target: target.as_deref().map(dec),
-                trail_pct: trail.as_deref().map(dec).filter(|p| *p > Decimal::ZERO),
-                best: dec(&best),
+                stop: opt_dec(stop.as_deref())?,
+                target: opt_dec(target.as_deref())?,
+                trail_pct: opt_dec(trail.as_deref())?.filter(|p| *p > Decimal::ZERO),
+                best: dec(&best)?,
                 trailed,
                 triggered,
             };
@@ -868,7 +897,7 @@ impl OrderManager {
         };
         let mut out = Vec::new();
         for (account, instrument, qty) in rows {
-            let qty = dec(&qty);
+            let qty = dec(&qty).map_err(jerr)?;
             let Some(cfg) = config.account(&account).filter(|_| !qty.is_zero()) else { continue };
             if let Some(due) = square_off_due(&tx, cfg, &account, &instrument, now).map_err(jerr)? {
                 let price = self.last.get(&instrument).map(|(_, p)| *p);
@@ -968,7 +997,7 @@ impl OrderManager {
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let tx = self.db.transaction().map_err(jerr)?;
         for (instrument, qty) in positions {
-            let qty = dec(&qty);
+            let qty = dec(&qty).map_err(jerr)?;
             if qty.is_zero() {
                 continue;
             }
@@ -989,7 +1018,7 @@ impl OrderManager {
         let mut out = HashMap::new();
         for row in rows {
             let (instrument, qty) = row.map_err(self.err())?;
-            let qty = dec(&qty);
+            let qty = dec(&qty).map_err(self.err())?;
             if !qty.is_zero() {
                 out.insert(instrument, qty);
             }
@@ -1013,7 +1042,7 @@ impl OrderManager {
         let mut totals: HashMap<String, (Decimal, Decimal, serde_json::Map<String, Value>)> = HashMap::new();
         for row in rows {
             let (account, instrument, qty, lots, realized) = row.map_err(self.err())?;
-            let p = Position { qty: dec(&qty), lots: Position::parse_lots(&lots), realized: dec(&realized) };
+            let p = (|| Ok::<_, rusqlite::Error>(Position { qty: dec(&qty)?, lots: lots_of(&lots)?, realized: dec(&realized)? }))().map_err(self.err())?;
             let t = totals.entry(account).or_default();
             t.0 += p.realized;
             if let Some((_, last)) = self.last.get(&instrument) {
@@ -1060,12 +1089,13 @@ fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instrumen
     let (stop, target): (Option<String>, Option<String>) =
         tx.query_row("SELECT stop_loss, target FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let rules: Option<String> = tx.query_row("SELECT value FROM settings WHERE key = ?1", [format!("exits/{account}")], |r| r.get(0)).optional()?;
-    let rules: Vec<Decimal> = rules.as_deref().unwrap_or("0,0,0").split(',').map(dec).collect();
+    let rules: Vec<Decimal> = rules.as_deref().unwrap_or("0,0,0").split(',').map(dec).collect::<rusqlite::Result<_>>()?;
     let (sl_pct, tp_pct, trail_pct) = (rules.first().copied().unwrap_or_default(), rules.get(1).copied().unwrap_or_default(), rules.get(2).copied().unwrap_or_default());
     let long = after.qty > Decimal::ZERO;
-    let away = |pct: Decimal, up: bool| (!pct.is_zero()).then(|| (price * (Decimal::ONE_HUNDRED + if up { pct } else { -pct }) / Decimal::ONE_HUNDRED).round_dp(2));
-    let stop = stop.as_deref().map(dec).or_else(|| away(sl_pct, !long));
-    let target = target.as_deref().map(dec).or_else(|| away(tp_pct, long));
+    // Levels the host sets itself are exchange prices: on the 0.05 tick.
+    let away = |pct: Decimal, up: bool| (!pct.is_zero()).then(|| crate::domain::money::to_tick(price * (Decimal::ONE_HUNDRED + if up { pct } else { -pct }) / Decimal::ONE_HUNDRED));
+    let stop = opt_dec(stop.as_deref())?.or_else(|| away(sl_pct, !long));
+    let target = opt_dec(target.as_deref())?.or_else(|| away(tp_pct, long));
     let exit = exits::ManagedExit::new(long, price, stop, target, Some(trail_pct));
     save_exit(tx, account, instrument, &exit)
 }
@@ -1299,7 +1329,7 @@ fn send_legs(
     };
     let id = account.id.get_ref();
     for (idx, instrument, qty) in legs {
-        let intent = Intent { side, qty: dec(&qty) };
+        let intent = Intent { side, qty: dec(&qty)? };
         let position = OrderManager::effective_position(tx, id, &instrument)?;
         let price = last.get(&instrument).map(|(_, p)| *p);
         let ctx = self_risk_context(tx, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
@@ -1334,7 +1364,7 @@ fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reason: &str, ts
     if unwind {
         for (idx, instrument, side, qty) in &filled {
             // Close what the leg opened: the opposite side, same quantity.
-            let signed = dec(qty) * OrderSide::parse(side).map_or(Decimal::ZERO, OrderSide::sign);
+            let signed = dec(qty)? * side_of(side)?.sign();
             queue_close(tx, &account, instrument, signed, &format!("unwind/{basket_id}/{idx}"), "basket-unwind", ts, Decimal::ZERO)?;
             unwound.push(instrument.clone());
         }
@@ -1390,13 +1420,13 @@ fn self_risk_context(
     let id = account.id.get_ref();
     let day = crate::domain::time::ist_day(now_ms);
     let realized: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![id, day], |r| r.get(0)).optional()?;
-    let mut daily_pnl = realized.as_deref().map(dec).unwrap_or_default();
+    let mut daily_pnl = opt_dec(realized.as_deref())?.unwrap_or_default();
     let mut other_open_positions = 0;
     let mut stmt = tx.prepare_cached("SELECT instrument, qty, lots FROM positions WHERE account = ?1")?;
     let rows = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
     for row in rows {
         let (instr, qty, lots) = row?;
-        let p = Position { qty: dec(&qty), lots: Position::parse_lots(&lots), realized: Decimal::ZERO };
+        let p = Position { qty: dec(&qty)?, lots: lots_of(&lots)?, realized: Decimal::ZERO };
         if p.qty.is_zero() {
             continue;
         }
@@ -1425,7 +1455,7 @@ fn trip_breaker(tx: &rusqlite::Transaction<'_>, account: &str, now_ms: i64) -> r
 /// and comes back as the inner error.
 fn advance(tx: &rusqlite::Transaction<'_>, coid: &str, event: state::OrderEvent) -> rusqlite::Result<Result<state::OrderState, state::InvalidTransition>> {
     let current: String = tx.query_row("SELECT state FROM orders WHERE client_order_id = ?1", [coid], |r| r.get(0))?;
-    let from = state::OrderState::parse(&current).unwrap_or(state::OrderState::New);
+    let from = state::OrderState::parse(&current).ok_or_else(|| corrupt(&format!("state of order {coid}"), &current))?;
     let to = match state::transition(from, event) {
         Ok(to) => to,
         Err(e) => return Ok(Err(e)),
@@ -1467,12 +1497,15 @@ fn record_fill(
     let held: Option<(String, String, String)> = tx
         .query_row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let before = held.map_or_else(Position::default, |(q, r, lots)| Position { qty: dec(&q), lots: Position::parse_lots(&lots), realized: dec(&r) });
+    let before = match held {
+        Some((q, r, lots)) => Position { qty: dec(&q)?, lots: lots_of(&lots)?, realized: dec(&r)? },
+        None => Position::default(),
+    };
     let (realized_before, before_qty) = (before.realized, before.qty);
     let after = before.apply_fill(side, qty, price);
     let day = crate::domain::time::ist_day(ts);
     let today: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![account, day], |r| r.get(0)).optional()?;
-    let today = today.as_deref().map(dec).unwrap_or_default() + (after.realized - realized_before);
+    let today = opt_dec(today.as_deref())?.unwrap_or_default() + (after.realized - realized_before);
     tx.execute(
         "INSERT INTO daily_pnl (account, day, realized) VALUES (?1, ?2, ?3) ON CONFLICT(account, day) DO UPDATE SET realized = ?3",
         params![account, day, today.to_string()],

@@ -666,3 +666,27 @@ fn entries_still_working_at_the_square_off_are_cancelled_before_the_position_is_
     }
     assert!(om.take_live_orders().is_empty());
 }
+
+#[test]
+fn a_damaged_journal_value_is_an_error_naming_it_never_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    let coid = live_buy(&mut om, 60_000);
+    // A side the journal cannot hold: the fill is not booked as a buy, it is an error naming the value.
+    om.db.execute("UPDATE orders SET side = 'sideways' WHERE client_order_id = ?1", [&coid]).unwrap();
+    let err = om.on_live_update(&LiveUpdate::Filled { client_order_id: coid.clone(), qty: dec!(2), price: dec!(100) }).unwrap_err().to_string();
+    assert!(err.contains("\"sideways\""), "{err}");
+    assert!(fills_of(&om, &coid).is_empty(), "nothing was recorded");
+    // An unknown state: refused, naming the order, not taken for `new`.
+    om.db.execute("UPDATE orders SET side = 'buy', state = 'limbo' WHERE client_order_id = ?1", [&coid]).unwrap();
+    let err = om.on_live_update(&LiveUpdate::Filled { client_order_id: coid.clone(), qty: dec!(2), price: dec!(100) }).unwrap_err().to_string();
+    assert!(err.contains("limbo") && err.contains(&coid), "{err}");
+    // A position quantity that is not a number: the summary fails instead of showing 0.
+    om.db.execute("UPDATE orders SET state = 'accepted' WHERE client_order_id = ?1", [&coid]).unwrap();
+    om.on_live_update(&LiveUpdate::Filled { client_order_id: coid.clone(), qty: dec!(2), price: dec!(100) }).unwrap();
+    om.db.execute("UPDATE positions SET qty = 'two' WHERE account = 'a1'", []).unwrap();
+    let err = om.accounts_summary().unwrap_err().to_string();
+    assert!(err.contains("\"two\""), "{err}");
+    om.db.execute("UPDATE positions SET qty = '2', lots = '2@x' WHERE account = 'a1'", []).unwrap();
+    assert!(om.accounts_summary().unwrap_err().to_string().contains("2@x"));
+}
