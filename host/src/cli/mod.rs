@@ -2,6 +2,7 @@
 //! subcommand does. `main.rs` only parses and calls [`run`].
 
 pub mod live;
+mod pipeline_backtest;
 pub mod run;
 
 use std::io::Write as _;
@@ -74,9 +75,16 @@ pub enum Command {
 /// `tradehost backtest`.
 #[derive(Debug, Args)]
 pub struct BacktestArgs {
-    /// The strategy plugin (`.wasm` component).
-    #[arg(long)]
-    pub plugin: PathBuf,
+    /// The strategy plugin (`.wasm` component); or `--config` and `--pipeline`.
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub plugin: Option<PathBuf>,
+    /// Backtest a pipeline as configured: its plugin, params and accounts (sizing, risk,
+    /// exits, product, slippage), through the same order manager `run` uses.
+    #[arg(long, requires = "pipeline")]
+    pub config: Option<PathBuf>,
+    /// The pipeline of `--config` to backtest.
+    #[arg(long, requires = "config")]
+    pub pipeline: Option<String>,
     /// Candle CSV or option-chain CSV.
     #[arg(long)]
     pub data: PathBuf,
@@ -199,6 +207,9 @@ pub fn parse_params(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
+    let (Some(plugin_path), None) = (&args.plugin, &args.config) else {
+        return pipeline_backtest::run(args);
+    };
     let started = Instant::now();
     let params = parse_params(&args.params)?;
     let square_off_minute = args
@@ -219,7 +230,7 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         ..SandboxLimits::backtest()
     };
     let sandbox = Sandbox::new(limits)?;
-    let plugin = sandbox.load_file(&args.plugin)?;
+    let plugin = sandbox.load_file(plugin_path)?;
     let mut strategy = sandbox.instantiate(&plugin, &params)?;
 
     let underlying = match &args.underlying {
@@ -244,7 +255,7 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         MarketData::Chains(c) => c.first().map(|c| format!("{} option chain", c.underlying)).unwrap_or_default(),
     };
     let run_info = serde_json::json!({
-        "plugin": args.plugin.display().to_string(),
+        "plugin": plugin_path.display().to_string(),
         "plugin_sha256": plugin.sha256(),
         "contract": plugin.contract().to_string(),
         "params": params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),

@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// non-zero, naming what stops each pipeline.
     #[arg(long)]
     pub wait_for_plugins: bool,
+    /// A backtest of a pipeline (`tradehost backtest --config`): paper mode and the
+    /// in-process bus, whatever `TRADING_MODE`, `REDIS_URL` or `[bus] url` say.
+    #[arg(skip)]
+    pub backtest: bool,
 }
 
 /// Paper or live, from `TRADING_MODE`.
@@ -92,7 +96,7 @@ const STOP_ALERT_FLUSH: Duration = Duration::from_secs(2);
 /// A configuration, bus or journal that cannot be used; live mode that
 /// cannot start; no pipeline that can trade (unless `--wait-for-plugins`).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mode = trading_mode()?;
+    let mode = if args.backtest { "paper" } else { trading_mode()? };
     println!("tradehost: TRADING_MODE={mode}");
     let config = Arc::new(Config::load(&args.config)?);
     let on_live_brokers: Vec<String> = config.accounts.iter().filter(|a| a.broker.get_ref() != "paper").map(|a| format!("{} ({})", a.id.get_ref(), a.broker.get_ref())).collect();
@@ -109,7 +113,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     let prefix = config.bus.prefix.clone();
-    let bus = match args.redis.clone().or_else(|| config.redis_url()) {
+    let url = if args.backtest { None } else { args.redis.clone().or_else(|| config.redis_url()) };
+    let bus = match url {
         Some(url) => match connect_redis(&url, &prefix, shutdown.clone()).await? {
             Some(bus) => bus,
             None => return Ok(()), // told to stop while waiting for Redis
