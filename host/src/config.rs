@@ -575,12 +575,13 @@ impl Pipeline {
 #[must_use]
 pub fn parse_timeframe(text: &str) -> Option<u32> {
     let text = text.trim();
-    let (n, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: u32 = n.parse().ok().filter(|n| *n > 0)?;
+    // The unit is the last character, whatever its width (a multi-byte one is simply not a unit).
+    let unit = text.chars().last()?;
+    let n: u32 = text[..text.len() - unit.len_utf8()].parse().ok().filter(|n| *n > 0)?;
     n.checked_mul(match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
         _ => return None,
     })
 }

@@ -40,6 +40,8 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
+#[cfg(test)]
+mod fuzz;
 pub mod market;
 pub mod monitor;
 pub mod notify;

@@ -63,7 +63,7 @@ impl Kite {
         }
     }
 
-    fn order(v: &Value) -> Option<BrokerOrder> {
+    pub(crate) fn order(v: &Value) -> Option<BrokerOrder> {
         BrokerOrder::from_tagged(v, "tradingsymbol")
     }
 }

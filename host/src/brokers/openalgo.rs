@@ -122,7 +122,7 @@ impl OpenAlgo {
         }
     }
 
-    fn order(v: &Value) -> Option<BrokerOrder> {
+    pub(crate) fn order(v: &Value) -> Option<BrokerOrder> {
         let status = BrokerStatus::from_word(v["order_status"].as_str()?);
         let qty = number(&v["quantity"]).unwrap_or_default();
         Some(BrokerOrder {

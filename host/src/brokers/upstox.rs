@@ -144,7 +144,7 @@ impl Upstox {
         }
     }
 
-    fn order(v: &Value) -> Option<BrokerOrder> {
+    pub(crate) fn order(v: &Value) -> Option<BrokerOrder> {
         // The order book says `trading_symbol`; older answers `tradingsymbol`.
         BrokerOrder::from_tagged(v, if v.get("trading_symbol").is_some() { "trading_symbol" } else { "tradingsymbol" })
     }
