@@ -122,7 +122,9 @@ proptest! {
         }
         let _ = QuotesMessage::parse(&with(quotes, "quotes"));
         let _ = MarketMessage::parse(&with(market, "market"));
-        let _ = CommandMessage::parse(&with(command, "command"));
+        if let Ok(m) = CommandMessage::parse(&with(command, "command")) {
+            let _ = m.command();
+        }
     }
 
     #[test]

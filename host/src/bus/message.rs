@@ -365,7 +365,126 @@ pub struct LegMessage {
     pub qty: Decimal,
 }
 
+/// Which pipelines an engine command is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `"pipeline": "*"`.
+    All,
+    /// `"pipeline": "<id>"`.
+    Pipeline(String),
+    /// `"user": "<user>"`: the pipelines whose `user` is this.
+    User(String),
+}
+
+/// What the engine does to the pipelines of a [`Target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineAction {
+    /// Start stopped pipelines.
+    Start,
+    /// Stop running ones.
+    Stop,
+    /// Pause: no events reach the strategy.
+    Pause,
+    /// Resume paused ones.
+    Resume,
+}
+
+/// A command, checked once: what it asks, with every field it needs present
+/// and well formed. Each role acts on its own kinds and leaves the others.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// The engine's `start`, `stop`, `pause`, `resume`.
+    Pipelines {
+        /// What to do.
+        action: PipelineAction,
+        /// To which pipelines.
+        target: Target,
+    },
+    /// Rescan the plugin folder and reload the configuration.
+    Reload,
+    /// Stop the process cleanly.
+    Shutdown,
+    /// Close every position of an account.
+    Flatten {
+        /// The account.
+        account: String,
+    },
+    /// `kill` (on) or `release` (off): no new orders while on.
+    KillSwitch {
+        /// On or off.
+        on: bool,
+    },
+    /// A live account's new access token.
+    Token {
+        /// The account.
+        account: String,
+        /// The token (never printed).
+        access_token: crate::domain::Secret,
+    },
+    /// A multi-leg order.
+    Basket {
+        /// The account.
+        account: String,
+        /// `(instrument, side, units)`, units positive.
+        legs: Vec<(String, crate::domain::OrderSide, Decimal)>,
+        /// Close the filled legs if a leg fails.
+        unwind: bool,
+    },
+}
+
+impl Command {
+    /// The commands the engine acknowledges (the orders side leaves them alone).
+    pub const ENGINE: [&'static str; 6] = ["start", "stop", "pause", "resume", "reload", "shutdown"];
+}
+
 impl CommandMessage {
+    /// What the command asks, checked: an error names what is missing or wrong.
+    ///
+    /// # Errors
+    /// An unknown `cmd`, or one without the fields it needs.
+    pub fn command(&self) -> Result<Command, String> {
+        let need_account = |what: &str| self.account.clone().ok_or_else(|| format!("{what} needs \"account\""));
+        Ok(match self.cmd.as_str() {
+            name @ ("start" | "stop" | "pause" | "resume") => {
+                let action = match name {
+                    "start" => PipelineAction::Start,
+                    "stop" => PipelineAction::Stop,
+                    "pause" => PipelineAction::Pause,
+                    _ => PipelineAction::Resume,
+                };
+                let target = match (&self.pipeline, &self.user) {
+                    (Some(p), _) if p == "*" => Target::All,
+                    (Some(p), _) => Target::Pipeline(p.clone()),
+                    (None, Some(u)) => Target::User(u.clone()),
+                    (None, None) => return Err(format!("`{name}` needs \"pipeline\" (an id or \"*\") or \"user\"")),
+                };
+                Command::Pipelines { action, target }
+            }
+            "reload" => Command::Reload,
+            "shutdown" => Command::Shutdown,
+            "flatten" => Command::Flatten { account: need_account("flatten")? },
+            "kill" => Command::KillSwitch { on: true },
+            "release" => Command::KillSwitch { on: false },
+            "token" => match (&self.account, &self.access_token) {
+                (Some(account), Some(token)) => Command::Token { account: account.clone(), access_token: token.clone() },
+                _ => return Err("token needs \"account\" and \"access_token\"".into()),
+            },
+            "basket" => {
+                let account = need_account("basket")?;
+                let legs = self.legs.as_deref().filter(|l| !l.is_empty()).ok_or("basket needs \"account\" and a non-empty \"legs\" list")?;
+                let legs = legs
+                    .iter()
+                    .map(|l| match crate::domain::OrderSide::parse(&l.side) {
+                        Some(side) if l.qty > Decimal::ZERO => Ok((l.instrument.clone(), side, l.qty)),
+                        _ => Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument)),
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                Command::Basket { account, legs, unwind: self.unwind.unwrap_or(false) }
+            }
+            other => return Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, token, reload or shutdown")),
+        })
+    }
+
     /// Parse and check a command.
     ///
     /// # Errors
@@ -391,6 +510,22 @@ mod tests {
     use super::*;
 
     const T: i64 = 1_704_080_700_000; // 2024-01-01 09:15 IST
+
+    #[test]
+    fn a_command_is_checked_once_into_what_it_asks() {
+        let cmd = |body: &str| CommandMessage::parse(&format!(r#"{{"v":1,"type":"command","id":"c1",{body}}}"#)).unwrap().command();
+        assert_eq!(cmd(r#""cmd":"pause","pipeline":"*""#), Ok(Command::Pipelines { action: PipelineAction::Pause, target: Target::All }));
+        assert_eq!(cmd(r#""cmd":"resume","user":"asha""#), Ok(Command::Pipelines { action: PipelineAction::Resume, target: Target::User("asha".into()) }));
+        assert_eq!(cmd(r#""cmd":"release""#), Ok(Command::KillSwitch { on: false }));
+        assert!(cmd(r#""cmd":"stop""#).unwrap_err().contains("needs \"pipeline\""));
+        assert!(cmd(r#""cmd":"token","account":"a""#).unwrap_err().contains("access_token"));
+        assert!(cmd(r#""cmd":"flatten""#).unwrap_err().contains("account"));
+        assert!(cmd(r#""cmd":"dance""#).unwrap_err().contains("unknown command \"dance\""));
+        assert!(cmd(r#""cmd":"basket","account":"a","legs":[]"#).unwrap_err().contains("non-empty"));
+        assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"hold","qty":1}]"#).unwrap_err().contains("leg X"));
+        let basket = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"75"}],"unwind":true"#).unwrap();
+        assert_eq!(basket, Command::Basket { account: "a".into(), legs: vec![("X".into(), crate::domain::OrderSide::Buy, Decimal::from(75))], unwind: true });
+    }
 
     #[test]
     fn signals_round_trip_and_refuse_bad_input() {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::bus::message::{CommandMessage, Quote, QuotesMessage, SignalMessage, printable};
+use crate::bus::message::{Command, CommandMessage, Quote, QuotesMessage, SignalMessage, printable};
 use crate::bus::{Bus, Channels, LogEntry, Subscription};
 use crate::config::Config;
 use crate::engine::supervisor::Supervisor;
@@ -360,22 +360,25 @@ async fn engine_role(
             msg = commands.recv() => {
                 // A Redis subscription reconnects by itself; `None` only when the bus is gone.
                 let Some((_, payload)) = msg else { break };
-                match CommandMessage::parse(&payload) {
-                    Ok(cmd) if cmd.cmd == "reload" => {
+                match CommandMessage::parse(&payload).map(|m| { let c = m.command(); (m, c) }) {
+                    Ok((m, Ok(Command::Reload))) => {
                         engine.rescan_plugins().await;
-                        events.ack(&cmd.id, &cmd.cmd, true, "plugin folder rescanned").await;
+                        events.ack(&m.id, &m.cmd, true, "plugin folder rescanned").await;
                     }
-                    Ok(cmd) if cmd.cmd == "shutdown" => {
-                        events.ack(&cmd.id, &cmd.cmd, true, "engine stopping").await;
+                    Ok((m, Ok(Command::Shutdown))) => {
+                        events.ack(&m.id, &m.cmd, true, "engine stopping").await;
                         let _ = life.stop.send(true);
                     }
-                    Ok(cmd) if cmd.cmd == "token" => {
+                    Ok((_, Ok(Command::Token { account, access_token }))) => {
                         // The orders side checks the session and acknowledges; the feeds use the token on their next connection.
-                        if let (Some(account), Some(token), Ok(mut t)) = (cmd.account.clone(), cmd.access_token.clone(), feed_tokens.write()) {
-                            t.insert(account, token);
+                        if let Ok(mut t) = feed_tokens.write() {
+                            t.insert(account, access_token);
                         }
                     }
-                    Ok(cmd) => engine.command(&cmd).await,
+                    Ok((m, Ok(Command::Pipelines { action, target }))) => engine.command(&m.id, action, &target).await,
+                    // An engine command without what it needs is the engine's to refuse; the rest are the orders side's.
+                    Ok((m, Err(e))) if Command::ENGINE.contains(&m.cmd.as_str()) => events.ack(&m.id, &m.cmd, false, &e).await,
+                    Ok(_) => {}
                     Err(e) => events.error("commands", &format!("malformed command ignored: {e}")).await,
                 }
             }
@@ -795,19 +798,24 @@ async fn orders_role(
             msg = commands.recv() => {
                 // A Redis subscription reconnects by itself; `None` only when the bus is gone.
                 let Some((_, payload)) = msg else { break };
-                if let Ok(cmd) = CommandMessage::parse(&payload) {
-                    if let (true, Some(account), Some(token), Ok(mut t)) = (cmd.cmd == "token", cmd.account.clone(), cmd.access_token.clone(), stream_tokens.write()) {
-                        // The order streams use it on their next connection; the router below checks it.
-                        t.insert(account, token);
-                    }
-                    if cmd.cmd == "reload" {
-                        let _ = reload.try_send(cmd.id);
-                        continue;
-                    }
-                    if cmd.cmd == "shutdown" {
-                        events.ack(&cmd.id, &cmd.cmd, true, "orders stopping after the decision in flight").await;
-                        let _ = life.stop.send(true);
-                        continue;
+                if let Ok(m) = CommandMessage::parse(&payload) {
+                    match m.command() {
+                        Ok(Command::Token { account, access_token }) => {
+                            // The order streams use it on their next connection; the router below checks it.
+                            if let Ok(mut t) = stream_tokens.write() {
+                                t.insert(account, access_token);
+                            }
+                        }
+                        Ok(Command::Reload) => {
+                            let _ = reload.try_send(m.id);
+                            continue;
+                        }
+                        Ok(Command::Shutdown) => {
+                            events.ack(&m.id, &m.cmd, true, "orders stopping after the decision in flight").await;
+                            let _ = life.stop.send(true);
+                            continue;
+                        }
+                        _ => {}
                     }
                 }
                 let current = configs.borrow().clone();
@@ -1057,65 +1065,47 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
             return;
         }
     };
-    let result: Result<String, String> = match cmd.cmd.as_str() {
-        "flatten" => match cmd.account.as_deref() {
-            Some(account) if config.account(account).is_some() => match tokio::task::block_in_place(|| om.flatten(account, &cmd.id)) {
-                Ok(out) => {
-                    let n = out.iter().filter(|o| matches!(o, Outcome::Order(j) if j.contains("\"accepted\""))).count();
-                    publish(bus, events, out).await;
-                    Ok(format!("flattening {account}: {n} closing orders"))
-                }
-                Err(e) => Err(e.to_string()),
-            },
-            Some(account) => Err(format!("unknown account {account:?}")),
-            None => Err("flatten needs \"account\"".into()),
-        },
-        "basket" => match (cmd.account.as_deref(), cmd.legs.as_ref()) {
-            (Some(account), Some(legs)) if !legs.is_empty() => {
-                let parsed: Result<Vec<crate::orders::BasketLeg>, String> = legs
-                    .iter()
-                    .map(|l| match crate::domain::OrderSide::parse(&l.side) {
-                        Some(side) if l.qty > rust_decimal::Decimal::ZERO => Ok(crate::orders::BasketLeg { instrument: l.instrument.clone(), side, qty: l.qty }),
-                        _ => Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument)),
-                    })
-                    .collect();
-                match parsed {
-                    Ok(legs) => {
-                        let basket = crate::orders::Basket { id: cmd.id.clone(), account: account.to_owned(), legs, unwind_on_failure: cmd.unwind.unwrap_or(false) };
-                        match tokio::task::block_in_place(|| om.place_basket(&basket)) {
-                            Ok(out) => {
-                                let failed = out.iter().any(|o| matches!(o, Outcome::Event("basket_failed", _)));
-                                publish(bus, events, out).await;
-                                if failed { Err(format!("basket {} failed; see basket_failed", cmd.id)) } else { Ok(format!("basket {} placed: buy legs first", cmd.id)) }
-                            }
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                    Err(e) => Err(e),
-                }
+    let command = match cmd.command() {
+        Ok(c) => c,
+        // The engine's commands are the engine's to refuse.
+        Err(_) if Command::ENGINE.contains(&cmd.cmd.as_str()) => return,
+        Err(e) => return events.ack(&cmd.id, &cmd.cmd, false, &e).await,
+    };
+    let result: Result<String, String> = match command {
+        Command::Flatten { account } if config.account(&account).is_some() => match tokio::task::block_in_place(|| om.flatten(&account, &cmd.id)) {
+            Ok(out) => {
+                let n = out.iter().filter(|o| matches!(o, Outcome::Order(j) if j.contains("\"accepted\""))).count();
+                publish(bus, events, out).await;
+                Ok(format!("flattening {account}: {n} closing orders"))
             }
-            _ => Err("basket needs \"account\" and a non-empty \"legs\" list".into()),
+            Err(e) => Err(e.to_string()),
         },
-        "kill" | "release" => {
-            let on = cmd.cmd == "kill";
-            match om.set_kill_switch(on) {
-                Ok(()) => {
-                    events.emit("kill_switch", json!({ "on": on, "command_id": cmd.id })).await;
-                    Ok(if on { "kill switch on: no new orders until released".into() } else { "kill switch released".into() })
+        Command::Flatten { account } => Err(format!("unknown account {account:?}")),
+        Command::Basket { account, legs, unwind } => {
+            let legs = legs.into_iter().map(|(instrument, side, qty)| crate::orders::BasketLeg { instrument, side, qty }).collect();
+            let basket = crate::orders::Basket { id: cmd.id.clone(), account, legs, unwind_on_failure: unwind };
+            match tokio::task::block_in_place(|| om.place_basket(&basket)) {
+                Ok(out) => {
+                    let failed = out.iter().any(|o| matches!(o, Outcome::Event("basket_failed", _)));
+                    publish(bus, events, out).await;
+                    if failed { Err(format!("basket {} failed; see basket_failed", cmd.id)) } else { Ok(format!("basket {} placed: buy legs first", cmd.id)) }
                 }
                 Err(e) => Err(e.to_string()),
             }
         }
-        "token" => match (cmd.account.as_deref(), cmd.access_token.clone()) {
-            (Some(account), Some(token)) => match router {
-                Some(r) if r.token(account, token) => Ok(format!("new token for {account}: checking the session")),
-                Some(_) => Err(format!("{account} is not a live account")),
-                None => Err("not in live mode: tokens are for live accounts".into()),
-            },
-            _ => Err("token needs \"account\" and \"access_token\"".into()),
+        Command::KillSwitch { on } => match om.set_kill_switch(on) {
+            Ok(()) => {
+                events.emit("kill_switch", json!({ "on": on, "command_id": cmd.id })).await;
+                Ok(if on { "kill switch on: no new orders until released".into() } else { "kill switch released".into() })
+            }
+            Err(e) => Err(e.to_string()),
         },
-        "start" | "stop" | "pause" | "resume" | "reload" => return, // the engine's and the host's
-        other => Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, token or reload")),
+        Command::Token { account, access_token } => match router {
+            Some(r) if r.token(&account, access_token) => Ok(format!("new token for {account}: checking the session")),
+            Some(_) => Err(format!("{account} is not a live account")),
+            None => Err("not in live mode: tokens are for live accounts".into()),
+        },
+        Command::Pipelines { .. } | Command::Reload | Command::Shutdown => return, // the engine's and the host's
     };
     match result {
         Ok(detail) => events.ack(&cmd.id, &cmd.cmd, true, &detail).await,

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::pipeline::{self, Control, PipelineEnd, PipelineSpec, PipelineStats, Swap};
 use crate::bus::Bus;
-use crate::bus::message::CommandMessage;
+use crate::bus::message::{PipelineAction, Target};
 use crate::config::Config;
 use crate::market::feed::BrokerLinks;
 use crate::bus::events::Events;
@@ -252,32 +252,35 @@ impl Supervisor {
         self.events.emit("config_applied", json!({ "added": added, "removed": removed, "updated": swapped, "restarted": restarted })).await;
     }
 
-    /// Handle a command meant for the engine; others are left to the orders role.
-    pub async fn command(&mut self, cmd: &CommandMessage) {
-        if !matches!(cmd.cmd.as_str(), "start" | "stop" | "pause" | "resume") {
-            return;
-        }
-        let ids = match self.targets(cmd) {
+    /// Start, stop, pause or resume the pipelines of `target`; acknowledged under `command_id`.
+    pub async fn command(&mut self, command_id: &str, action: PipelineAction, target: &Target) {
+        let name = match action {
+            PipelineAction::Start => "start",
+            PipelineAction::Stop => "stop",
+            PipelineAction::Pause => "pause",
+            PipelineAction::Resume => "resume",
+        };
+        let ids = match self.targets(target) {
             Ok(ids) => ids,
-            Err(e) => return self.events.ack(&cmd.id, &cmd.cmd, false, &e).await,
+            Err(e) => return self.events.ack(command_id, name, false, &e).await,
         };
         let mut done = Vec::new();
         for id in &ids {
             let Some(slot) = self.slots.get_mut(id) else { continue };
             let running = slot.task.is_some();
-            match cmd.cmd.as_str() {
-                "pause" if running => {
+            match action {
+                PipelineAction::Pause if running => {
                     let _ = slot.control.send(Control::Pause);
                     slot.state = "paused".into();
                     self.events.emit("pipeline_paused", json!({ "pipeline": id })).await;
                 }
-                "resume" if running => {
+                PipelineAction::Resume if running => {
                     let _ = slot.control.send(Control::Run);
                     slot.state = "running".into();
                     self.events.emit("pipeline_resumed", json!({ "pipeline": id })).await;
                 }
-                "stop" if running => self.stop_slot(id, "stopped").await,
-                "start" if !running => {
+                PipelineAction::Stop if running => self.stop_slot(id, "stopped").await,
+                PipelineAction::Start if !running => {
                     let spec = self.config.pipeline(id).map_or_else(|| slot.spec.clone(), |p| PipelineSpec::from_config(&self.config, p));
                     self.start_slot(spec).await;
                 }
@@ -285,19 +288,18 @@ impl Supervisor {
             }
             done.push(id.clone());
         }
-        let detail = if done.is_empty() { format!("nothing to {} in {ids:?}", cmd.cmd) } else { format!("{} {}", cmd.cmd, done.join(", ")) };
-        self.events.ack(&cmd.id, &cmd.cmd, true, &detail).await;
+        let detail = if done.is_empty() { format!("nothing to {name} in {ids:?}") } else { format!("{name} {}", done.join(", ")) };
+        self.events.ack(command_id, name, true, &detail).await;
     }
 
-    fn targets(&self, cmd: &CommandMessage) -> Result<Vec<String>, String> {
-        match (&cmd.pipeline, &cmd.user) {
-            (Some(p), _) if p == "*" => Ok(self.slots.keys().cloned().collect()),
-            (Some(p), _) => self.slots.contains_key(p).then(|| vec![p.clone()]).ok_or_else(|| format!("unknown pipeline {p:?}")),
-            (None, Some(user)) => {
+    fn targets(&self, target: &Target) -> Result<Vec<String>, String> {
+        match target {
+            Target::All => Ok(self.slots.keys().cloned().collect()),
+            Target::Pipeline(p) => self.slots.contains_key(p).then(|| vec![p.clone()]).ok_or_else(|| format!("unknown pipeline {p:?}")),
+            Target::User(user) => {
                 let ids: Vec<String> = self.slots.iter().filter(|(_, s)| s.spec.user.as_deref() == Some(user.as_str())).map(|(k, _)| k.clone()).collect();
                 if ids.is_empty() { Err(format!("no pipeline belongs to user {user:?}")) } else { Ok(ids) }
             }
-            (None, None) => Err(format!("`{}` needs \"pipeline\" (an id or \"*\") or \"user\"", cmd.cmd)),
         }
     }
 
