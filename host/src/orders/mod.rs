@@ -196,8 +196,9 @@ impl OrderManager {
         // other failure is the journal's and stops the start).
         // `filled_qty` is the broker's cumulative count (partial fills), `reference_price` the
         // price the order was decided at (its protection collar, also after a restart),
-        // `submitted_at` when it was handed to the broker (an order book entry older than that is not ours).
-        for column in ["stop_loss TEXT", "target TEXT", "broker_order_id TEXT", "filled_qty TEXT", "reference_price TEXT", "submitted_at INTEGER"] {
+        // `submitted_at` when it was handed to the broker (an order book entry older than that is not ours),
+        // `opens` whether a signal's order opened or added to a position (it starts the pipeline's cooldown).
+        for column in ["stop_loss TEXT", "target TEXT", "broker_order_id TEXT", "filled_qty TEXT", "reference_price TEXT", "submitted_at INTEGER", "opens INTEGER NOT NULL DEFAULT 0"] {
             let name = column.split(' ').next().unwrap_or(column);
             let present: bool = db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('orders') WHERE name = ?1", [name], |r| r.get(0)).map_err(err)?;
             if !present {
@@ -376,7 +377,8 @@ impl OrderManager {
                 };
                 let (outcome, coid) = match decision {
                     Ok(Some(i)) => {
-                        if risk::is_entry(effective, &i) {
+                        let opens = risk::is_entry(effective, &i);
+                        if opens {
                             tx.execute(
                                 "INSERT INTO entries (pipeline, instrument, ts) VALUES (?1, ?2, ?3) ON CONFLICT(pipeline, instrument) DO UPDATE SET ts = MAX(ts, ?3)",
                                 params![s.pipeline, s.instrument, s.ts],
@@ -384,11 +386,11 @@ impl OrderManager {
                         }
                         let coid = client_order_id(&s.id, account_id);
                         tx.execute(
-                            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, stop_loss, target)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12)",
+                            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, stop_loss, target, opens)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
                             params![
                                 coid, s.id, account_id, s.pipeline, s.instrument, i.side.as_str(), i.qty.to_string(), s.ts, account.slippage_bps.to_string(), now,
-                                s.stop_loss.map(|d| d.to_string()), s.target.map(|d| d.to_string())
+                                s.stop_loss.map(|d| d.to_string()), s.target.map(|d| d.to_string()), opens
                             ],
                         )?;
                         (format!("order {} {} {}", i.side.as_str(), i.qty, s.instrument), Some(coid))
@@ -527,6 +529,7 @@ impl OrderManager {
                 Ok(to) => {
                     transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
                     out.push(Outcome::Event("order_rejected", json!({ "client_order_id": coid, "reason": reason, "alert": true })));
+                    restore_cooldown(&tx, coid).map_err(jerr)?;
                 }
                 Err(e) => out.push(refused(coid, e)),
             },
@@ -543,7 +546,10 @@ impl OrderManager {
             LiveUpdate::Cancelled { client_order_id: coid, filled_qty, price, reason } => {
                 Self::fill_to(&tx, &self.last, coid, *filled_qty, *price, None, &mut transitions, &mut out).map_err(jerr)?;
                 match advance(&tx, coid, state::OrderEvent::Cancel).map_err(jerr)? {
-                    Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason, "filled_qty": filled_qty.to_string() }))),
+                    Ok(to) => {
+                        transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason, "filled_qty": filled_qty.to_string() })));
+                        restore_cooldown(&tx, coid).map_err(jerr)?;
+                    }
                     Err(e) => out.push(refused(coid, e)),
                 }
             }
@@ -1148,6 +1154,32 @@ impl SquareOff {
         }
         Ok(out)
     }
+}
+
+/// An entry the broker refused (or cancelled with nothing filled) opened nothing:
+/// the pipeline's cooldown in its instrument goes back to the last entry that
+/// did open (or works on), or ends, so the next signal is not refused for a
+/// position that never was.
+fn restore_cooldown(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<()> {
+    let Some((pipeline, instrument, opens)): Option<(String, String, bool)> =
+        tx.query_row("SELECT pipeline, instrument, opens FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?
+    else {
+        return Ok(());
+    };
+    if !opens {
+        return Ok(());
+    }
+    let last: Option<i64> = tx.query_row(
+        "SELECT MAX(not_before) FROM orders WHERE pipeline = ?1 AND instrument = ?2 AND opens = 1 AND state != 'rejected'
+         AND NOT (state IN ('cancelled', 'expired') AND CAST(COALESCE(filled_qty, '0') AS REAL) = 0)",
+        [&pipeline, &instrument],
+        |r| r.get(0),
+    )?;
+    match last {
+        Some(ts) => tx.execute("UPDATE entries SET ts = ?3 WHERE pipeline = ?1 AND instrument = ?2", params![pipeline, instrument, ts])?,
+        None => tx.execute("DELETE FROM entries WHERE pipeline = ?1 AND instrument = ?2", [&pipeline, &instrument])?,
+    };
+    Ok(())
 }
 
 /// Square-off orders tried per position and day: a square-off refused by the

@@ -690,3 +690,28 @@ fn a_damaged_journal_value_is_an_error_naming_it_never_a_default() {
     om.db.execute("UPDATE positions SET qty = '2', lots = '2@x' WHERE account = 'a1'", []).unwrap();
     assert!(om.accounts_summary().unwrap_err().to_string().contains("2@x"));
 }
+
+#[test]
+fn an_entry_the_broker_refused_does_not_start_the_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = CONFIG.replacen("id = \"a1\"\n", "id = \"a1\"\nbroker = \"kite\"\n", 1).replacen("risk = { cooldown_secs = 0 }", "risk = { cooldown_secs = 1800 }", 1)
+        // The cooldown is the pipeline's in an instrument, over its accounts: a1 alone here.
+        .replacen("accounts = [\"a1\", \"a2\"]", "accounts = [\"a1\"]", 1);
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    let coid = live_buy(&mut om, 60_000);
+    om.on_live_update(&LiveUpdate::Rejected { client_order_id: coid, reason: "RMS: margin".into() }).unwrap();
+    // A minute later the same signal again: it opened nothing before, so it may now.
+    let out = om.on_signal(&signal(120_000, "buy")).unwrap();
+    assert!(!events(&out).iter().any(|(n, v)| *n == "order_refused" && v["account"] == "a1"), "{out:?}");
+    let again = om.take_live_orders().pop().expect("an order").client_order_id;
+    // This one fills: the cooldown runs from it, and a re-entry after an exit is refused.
+    om.on_live_update(&LiveUpdate::Accepted { client_order_id: again.clone(), broker_order_id: "b2".into() }).unwrap();
+    om.on_live_update(&LiveUpdate::Filled { client_order_id: again, qty: dec!(2), price: dec!(100) }).unwrap();
+    om.on_signal(&signal(180_000, "exit")).unwrap();
+    let exit = om.take_live_orders().pop().unwrap().client_order_id;
+    om.on_live_update(&LiveUpdate::Accepted { client_order_id: exit.clone(), broker_order_id: "b3".into() }).unwrap();
+    om.on_live_update(&LiveUpdate::Filled { client_order_id: exit, qty: dec!(2), price: dec!(101) }).unwrap();
+    let out = om.on_signal(&signal(240_000, "buy")).unwrap();
+    assert!(events(&out).iter().any(|(n, v)| *n == "order_refused" && v["account"] == "a1" && v["rule"] == "cooldown"), "{out:?}");
+}
