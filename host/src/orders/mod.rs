@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 pub mod exits;
 pub mod report;
 pub mod risk;
+pub mod service;
 pub mod state;
 
 use crate::brokers::paper::{Position, fill_price};

@@ -1,0 +1,721 @@
+//! The orders service: the subscriber's log reader, the price stream, their
+//! merge in event time and the acknowledgements, driving the order manager and
+//! the live router, with the orders side's commands. `tradehost run` wires it
+//! to the bus and the brokers (its `orders` role).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{OrderManager, Outcome};
+use crate::brokers::live::{LiveRouter, RouterOutput};
+use crate::bus::events::Events;
+use crate::bus::message::{Command, CommandMessage, Quote, QuotesMessage, SignalMessage, printable};
+use crate::bus::{Bus, LogEntry, Subscription};
+use crate::config::Config;
+use crate::market::guard::{GuardRules, PriceGuard};
+
+/// The consumer group the orders side reads the signal log in.
+pub const GROUP: &str = "orders";
+
+/// How a role knows when to stop.
+pub struct Lifecycle {
+    /// Set on SIGTERM, SIGINT or a `shutdown` command.
+    pub shutdown: watch::Receiver<bool>,
+    /// Sets it (a `shutdown` command).
+    pub stop: Arc<watch::Sender<bool>>,
+    /// Batch replay: end once every source has ended and everything is decided.
+    pub until_idle: bool,
+    /// Keep running although no pipeline can trade yet.
+    pub wait_for_plugins: bool,
+}
+
+/// What the orders service needs beyond the configuration.
+pub struct OrdersSettings {
+    /// The journal file.
+    pub journal: PathBuf,
+    /// This process's name in the consumer group; kept across restarts.
+    pub consumer: String,
+    /// `paper` or `live`.
+    pub mode: &'static str,
+    /// Batch replays: stop after this long with nothing left to do.
+    pub until_idle: Option<Duration>,
+}
+
+/// Reads the signal log: first this consumer's own unacknowledged entries
+/// (a restart), then new ones, taking over entries a dead consumer left.
+fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::Sender<Vec<LogEntry>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match bus.read_pending(GROUP, &consumer, 1000).await {
+                Ok(entries) if entries.is_empty() => break,
+                Ok(entries) => {
+                    // Own pending entries are re-read from the start until acknowledged; only
+                    // hand over the first batch and wait for the loop to catch up.
+                    if tx.send(entries).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("reading pending signals: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let mut last_claim = tokio::time::Instant::now();
+        loop {
+            if last_claim.elapsed() >= claim_idle / 2 {
+                last_claim = tokio::time::Instant::now();
+                match bus.claim_stale(GROUP, &consumer, claim_idle, 100).await {
+                    Ok(entries) if !entries.is_empty() => {
+                        if tx.send(entries).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("claiming stale signals: {e}"),
+                }
+            }
+            match bus.read_new(GROUP, &consumer, 256, Duration::from_millis(500)).await {
+                Ok(entries) if !entries.is_empty() => {
+                    backoff = Duration::from_millis(100);
+                    if tx.send(entries).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("reading signals: {e}");
+                    // A Redis that came back without its data has no group: make it again.
+                    if e.to_string().contains("NOGROUP") {
+                        let _ = bus.ensure_group(GROUP).await;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    })
+}
+
+/// The prices of a quote, as the guard checks them (close first: it is remembered).
+fn quote_prices(q: &Quote) -> Vec<(&'static str, rust_decimal::Decimal)> {
+    let mut prices = vec![("close", q.close), ("open", q.open), ("high", q.high), ("low", q.low)];
+    prices.extend(q.bid.map(|b| ("bid", b)));
+    prices
+}
+
+/// What the order loop hands to its outbox: sent in order, off the loop, so
+/// the journal never waits on a network round trip.
+enum Out {
+    Outcomes(Vec<Outcome>),
+    Ack(String),
+}
+
+fn spawn_outbox(bus: Bus, events: Events) -> (mpsc::UnboundedSender<Out>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let task = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Out::Outcomes(o) => publish(&bus, &events, o).await,
+                Out::Ack(entry_id) => {
+                    if let Err(e) = bus.ack(GROUP, &entry_id).await {
+                        // Not acknowledged: it comes back after a restart, and its recorded decisions make that harmless.
+                        tracing::warn!("acknowledging {entry_id}: {e}");
+                    }
+                }
+            }
+        }
+    });
+    (tx, task)
+}
+
+async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
+    for o in outcomes {
+        match o {
+            Outcome::Order(json) => {
+                if let Err(e) = bus.publish(&bus.channels().orders(), &json).await {
+                    tracing::warn!("publishing an order event: {e}");
+                }
+            }
+            Outcome::Event(name, fields) => events.emit(name, fields).await,
+        }
+    }
+}
+
+/// Reads the durable price stream from `after` on, in order, handing each
+/// batch to the order loop; reconnects with back-off.
+fn spawn_price_reader(bus: Bus, mut after: String, tx: mpsc::Sender<Vec<LogEntry>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match bus.read_quotes(&after, 512, Duration::from_millis(500)).await {
+                Ok(entries) => {
+                    backoff = Duration::from_millis(100);
+                    if let Some(last) = entries.last() {
+                        after = last.entry_id.clone();
+                        if tx.send(entries).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("reading prices: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    })
+}
+
+/// Replay the retained prices up to `cursor` into `om`'s memory (what an
+/// earlier run applied: last prices, recent opens, pipeline clocks), so a
+/// restarted process decides on exactly what the undisturbed one knew.
+async fn warm_prices(bus: &Bus, om: &mut OrderManager, cursor: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let target = stream_id(cursor);
+    let mut after = "0".to_owned();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        match bus.read_quotes(&after, 2048, Duration::from_millis(1)).await {
+            Ok(entries) => {
+                for e in &entries {
+                    if stream_id(&e.entry_id) > target {
+                        return true;
+                    }
+                    if let Ok(q) = QuotesMessage::parse(&e.payload) {
+                        om.observe_quotes(&q);
+                    }
+                }
+                match entries.last() {
+                    Some(last) => after = last.entry_id.clone(),
+                    None => return true, // nothing beyond: the cursor is the stream's end
+                }
+            }
+            Err(e) => {
+                tracing::warn!("reading prices to warm up: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// A stream entry id (`<ms>-<seq>`) as a comparable pair.
+fn stream_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// Create the consumer group, retrying with back-off while Redis is away;
+/// false when told to stop meanwhile.
+async fn ensure_group(bus: &Bus, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match bus.ensure_group(GROUP).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!("creating the consumer group: {e}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Prices read from the stream, waiting for the signal logged before them.
+struct HeldPrices {
+    quotes: QuotesMessage,
+    entry_id: Option<String>,
+    since: tokio::time::Instant,
+}
+
+/// Ends its tasks when dropped (the order streams end with the orders role).
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// The orders service: reads the signal log and the price stream in event
+/// order, decides each signal for every account, journals and places the
+/// orders (paper, or through the live router), manages exits and square-offs,
+/// and answers the orders side's commands, until told to stop (or, with
+/// `until_idle`, until everything is decided). Returns the final summary.
+///
+/// # Errors
+/// A journal that cannot be opened or read.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    config: Arc<Config>,
+    bus: Bus,
+    settings: OrdersSettings,
+    mut commands: Subscription,
+    mut life: Lifecycle,
+    mut engine_done: watch::Receiver<bool>,
+    mut configs: watch::Receiver<Arc<Config>>,
+    reload: mpsc::Sender<String>,
+    live: Option<(LiveRouter, mpsc::UnboundedReceiver<RouterOutput>)>,
+) -> anyhow::Result<Value> {
+    let events = Events::new(bus.clone(), "orders");
+    let journal = settings.journal.clone();
+    let mut om = tokio::task::block_in_place(|| OrderManager::open(&journal, config.clone(), settings.mode)).with_context(|| format!("opening the journal {}", journal.display()))?;
+    let (router, mut reports) = match live {
+        Some((router, reports)) => (Some(router), Some(reports)),
+        None => (None, None),
+    };
+    if let Some(r) = &router {
+        om.set_live_accounts(r.accounts());
+        let journals = r.brokers().iter().map(|(account, _)| om.positions_of(account).map(|p| (account.clone(), p))).collect::<Result<HashMap<_, _>, _>>()?;
+        reconcile_positions(r, &journals, &events).await;
+        // The broker ids already matched stay matched; then the live orders a previous run
+        // left unfinished: found, polled, or looked for before placing.
+        for account in r.accounts() {
+            r.claimed(&account, om.broker_order_ids(&account)?);
+        }
+        for order in om.recover_live_orders()? {
+            r.send(order);
+        }
+    }
+    // Order updates the brokers push; each (re)connection also syncs the open orders.
+    let stream_tokens = crate::brokers::feeds::TokenOverrides::default();
+    let _streams = AbortOnDrop(match &router {
+        Some(r) => {
+            let ev = events.clone();
+            let on_event: crate::brokers::feeds::StreamEvents = Arc::new(move |kind, body| {
+                let ev = ev.clone();
+                tokio::spawn(async move { ev.emit(kind, body).await });
+            });
+            crate::brokers::feeds::order_streams(&config, configs.clone(), bus.clone(), r, stream_tokens.clone(), on_event)
+        }
+        None => Vec::new(),
+    });
+    let summary = |om: &OrderManager| -> anyhow::Result<Value> { Ok(json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? })) };
+    if !ensure_group(&bus, &mut life.shutdown).await {
+        return summary(&om);
+    }
+    // The prices an earlier run applied, back into memory; then the stream from there on.
+    let cursor = om.price_cursor()?;
+    if let Some(c) = &cursor {
+        if !warm_prices(&bus, &mut om, c, &mut life.shutdown).await {
+            return summary(&om);
+        }
+    }
+    // Orders recorded before a crash but never sent: send them now.
+    publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
+    events.emit("orders_started", json!({ "consumer": settings.consumer, "journal": journal.display().to_string(), "mode": settings.mode, "kill_switch": om.kill_switch()?, "price_cursor": cursor })).await;
+
+    let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone());
+    let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
+    let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx);
+    let (prices_tx, mut prices) = mpsc::channel::<Vec<LogEntry>>(64);
+    let price_reader = spawn_price_reader(bus.clone(), cursor.unwrap_or_else(|| "0".into()), prices_tx);
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
+    let mut idle_check = tokio::time::interval(Duration::from_millis(200));
+    let mut clock = tokio::time::interval(Duration::from_secs(1));
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trim = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(60));
+    let mut last_work = tokio::time::Instant::now();
+    // Prices of several pipelines interleave and replays carry old times: only
+    // the price rules apply here, not the clock or the order of arrival.
+    let mut price_guard = PriceGuard::new(GuardRules { max_skew_ms: 0, in_order: false, ..GuardRules::from_config(&config.market, 0) });
+    // Signals waiting for their instrument's prices to catch up (see `release`).
+    let mut held: std::collections::VecDeque<(LogEntry, tokio::time::Instant)> = std::collections::VecDeque::new();
+    // Prices waiting for the signal logged before them to be decided.
+    let mut held_quotes: std::collections::VecDeque<HeldPrices> = std::collections::VecDeque::new();
+    let mut stop = life.shutdown.clone();
+    loop {
+        if let Some(r) = &router {
+            for order in om.take_live_orders() {
+                r.send(order);
+            }
+            for cancel in om.take_live_cancels() {
+                r.cancel(cancel);
+            }
+        }
+        tokio::select! {
+            _ = life.shutdown.changed() => break,
+            report = async { match reports.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                let Some(report) = report else { continue };
+                last_work = tokio::time::Instant::now();
+                match report {
+                    crate::brokers::live::RouterOutput::Update(update) => {
+                        // What the broker did must be recorded: retried rather than lost.
+                        if let Some(out) = until_recorded(&events, "a broker report", &mut stop, || om.on_live_update(&update)).await {
+                            let _ = outbox.send(Out::Outcomes(out));
+                        }
+                    }
+                    crate::brokers::live::RouterOutput::Notice(notice) => live_notice(&events, notice).await,
+                }
+            }
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                last_work = tokio::time::Instant::now();
+                let now = tokio::time::Instant::now();
+                held.extend(batch.into_iter().map(|e| (e, now)));
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
+            }
+            batch = prices.recv() => {
+                let Some(batch) = batch else { break };
+                last_work = tokio::time::Instant::now();
+                for entry in batch {
+                    match QuotesMessage::parse(&entry.payload) {
+                        Ok(mut q) => {
+                            // A price the guard refuses never moves a fill, a stop or a mark.
+                            let mut refused = Vec::new();
+                            q.quotes.retain(|quote| match price_guard.check(&quote.instrument, q.ts, &quote_prices(quote), 0) {
+                                Ok(()) => true,
+                                Err(r) => {
+                                    refused.push(r);
+                                    false
+                                }
+                            });
+                            for r in refused {
+                                events.emit("price_refused", json!({ "source": "quotes", "message": printable(&q.id, 80), "instrument": printable(r.instrument(), 40), "field": r.field(), "reason": r.to_string() })).await;
+                                events.error("quotes", &format!("price refused in {}: {r}", printable(&q.id, 80))).await;
+                            }
+                            held_quotes.push_back(HeldPrices { quotes: q, entry_id: Some(entry.entry_id), since: tokio::time::Instant::now() });
+                        }
+                        Err(e) => events.error("quotes", &format!("malformed prices in {} ignored: {e}", entry.entry_id)).await,
+                    }
+                }
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
+            }
+            msg = commands.recv() => {
+                // A Redis subscription reconnects by itself; `None` only when the bus is gone.
+                let Some((_, payload)) = msg else { break };
+                if let Ok(m) = CommandMessage::parse(&payload) {
+                    match m.command() {
+                        Ok(Command::Token { account, access_token }) => {
+                            // The order streams use it on their next connection; the router below checks it.
+                            if let Ok(mut t) = stream_tokens.write() {
+                                t.insert(account, access_token);
+                            }
+                        }
+                        Ok(Command::Reload) => {
+                            let _ = reload.try_send(m.id);
+                            continue;
+                        }
+                        Ok(Command::Shutdown) => {
+                            events.ack(&m.id, &m.cmd, true, "orders stopping after the decision in flight").await;
+                            let _ = life.stop.send(true);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+                let current = configs.borrow().clone();
+                orders_command(&payload, &current, &mut om, &bus, &events, router.as_ref()).await;
+            }
+            changed = configs.changed() => {
+                if changed.is_ok() {
+                    om.set_config(configs.borrow_and_update().clone());
+                }
+            }
+            _ = trim.tick() => {
+                match bus.trim_log(GROUP).await {
+                    Ok(n) if n > 0 => tracing::debug!("trimmed {n} acknowledged signals from the log"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("trimming the signal log: {e}"),
+                }
+            }
+            _ = heartbeat.tick() => {
+                let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()?, "held_signals": held.len(), "held_prices": held_quotes.len() });
+                events.heartbeat(body).await;
+            }
+            _ = clock.tick() => {
+                // Square-off by the clock when the prices stop (a feed gap at 15:14, a position
+                // left open overnight). Only with nothing held and the prices quiet: what it
+                // records is what the next price would record, so a replay decides the same.
+                let quiet = om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET);
+                if quiet && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && prices.is_empty() {
+                    if let Some(now) = om.market_clock() {
+                        if let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await {
+                            if !out.is_empty() {
+                                last_work = tokio::time::Instant::now();
+                            }
+                            let _ = outbox.send(Out::Outcomes(out));
+                        }
+                    }
+                }
+            }
+            _ = idle_check.tick() => {
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
+                let Some(until_idle) = settings.until_idle else { continue };
+                let quiet_for = last_work.elapsed();
+                let live_busy = router.as_ref().is_some_and(|r| r.open_orders() > 0) || reports.as_ref().is_some_and(|r| !r.is_empty());
+                let local_drained = !live_busy && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && prices.is_empty();
+                // A count the bus cannot give (an outage) is not "drained".
+                let drained = local_drained && matches!(bus.undelivered_count(GROUP).await, Ok(0)) && matches!(bus.pending_count(GROUP).await, Ok(0));
+                let engine_over = *engine_done.borrow_and_update();
+                if drained && engine_over && quiet_for >= until_idle {
+                    break; // a batch replay: the engine is done and every signal is handled
+                }
+            }
+        }
+    }
+    reader.abort();
+    price_reader.abort();
+    drop(outbox);
+    // Everything decided is published and acknowledged before we go, unless
+    // the bus is away: then what was not acknowledged comes back on restart,
+    // and its recorded decisions make that harmless.
+    if tokio::time::timeout(Duration::from_secs(2), outbox_task).await.is_err() {
+        eprintln!("tradehost: the bus did not take the last order events in 2 s; unacknowledged signals are decided again (from the journal) on restart");
+    }
+    let summary = summary(&om)?;
+    let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(summary.clone())).await;
+    Ok(summary)
+}
+
+/// How long a signal (or a price message) waits for its counterpart before it
+/// goes through anyway. In normal flow nothing waits more than milliseconds
+/// (every price message advances its pipeline's clock); this only matters
+/// when a pipeline stops publishing, and must be long enough that a loaded
+/// machine never reaches it, or fast replays stop being exact.
+const PRICE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the prices must have been quiet before the clock squares off on its own.
+const CLOCK_QUIET: Duration = Duration::from_secs(2);
+
+/// Let held signals and prices through in the order the engine produced them.
+///
+/// Prices and signals travel on different channels and may arrive in any
+/// order. A signal waits until its pipeline's prices (or its instrument's)
+/// have reached the signal's time (the prices the strategy saw); a price message waits until
+/// the signal its pipeline logged just before it is decided. So a decision
+/// never sees a stop or square-off caused by later prices, nor misses one
+/// caused by earlier ones, however fast a replay runs. Anything held longer
+/// than [`PRICE_WAIT`] goes through anyway (an instrument without prices, a
+/// signal that will never come).
+async fn release(
+    held: &mut std::collections::VecDeque<(LogEntry, tokio::time::Instant)>,
+    held_quotes: &mut std::collections::VecDeque<HeldPrices>,
+    om: &mut OrderManager,
+    outbox: &mpsc::UnboundedSender<Out>,
+    events: &Events,
+    stop: &mut watch::Receiver<bool>,
+) {
+    loop {
+        let mut progress = false;
+        while let Some(h) = held_quotes.front() {
+            let ready = h.quotes.after_signal.as_deref().is_none_or(|id| om.is_decided(id)) || h.since.elapsed() >= PRICE_WAIT;
+            if !ready {
+                break;
+            }
+            if let Some(h) = held_quotes.front() {
+                // Recorded with the price cursor, or retried: a price skipped here would be a stop never fired.
+                let applied = until_recorded(events, &format!("prices {}", printable(&h.quotes.id, 80)), stop, || om.on_quotes_at(&h.quotes, h.entry_id.as_deref())).await;
+                let Some(out) = applied else { return }; // stopping: the price is applied again after the restart
+                let _ = outbox.send(Out::Outcomes(out));
+                held_quotes.pop_front();
+                progress = true;
+            }
+        }
+        // Signals of one pipeline stay in order; a pipeline waiting for its prices does not hold up the others.
+        let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut i = 0;
+        while i < held.len() {
+            let (entry, since) = &held[i];
+            let (pipeline, ready) = match SignalMessage::parse(&entry.payload) {
+                Ok(s) => {
+                    let priced = om.pipeline_clock(&s.pipeline).is_some_and(|t| t >= s.ts) || om.price_clock(&s.instrument).is_some_and(|t| t >= s.ts);
+                    (s.pipeline, priced || since.elapsed() >= PRICE_WAIT)
+                }
+                Err(_) => (String::new(), true), // reported and skipped by handle_entry
+            };
+            if !ready || blocked.contains(&pipeline) {
+                blocked.insert(pipeline);
+                i += 1;
+                continue;
+            }
+            if let Some((entry, _)) = held.remove(i) {
+                if !handle_entry(om, outbox, events, &entry, stop).await {
+                    return; // stopping: the entry stays unacknowledged and comes back after the restart
+                }
+                progress = true;
+            }
+        }
+        if !progress {
+            return;
+        }
+    }
+}
+
+/// Run a journal write until it succeeds: what it records (a decision, a
+/// broker's report, prices) must never be dropped. A transient failure (the
+/// journal busy or locked, an I/O error) is retried with back-off; a permanent
+/// one (a constraint, a value that does not fit) is reported once and the item
+/// parked: `Some(empty)`, so it is not retried forever. `None` when the process
+/// is told to stop meanwhile (the item is redone after the restart).
+async fn until_recorded(events: &Events, what: &str, stop: &mut watch::Receiver<bool>, mut write: impl FnMut() -> Result<Vec<Outcome>, crate::orders::OrderError>) -> Option<Vec<Outcome>> {
+    let mut delay = Duration::from_millis(100);
+    let mut reported = false;
+    loop {
+        match tokio::task::block_in_place(&mut write) {
+            Ok(out) => return Some(out),
+            Err(e) if e.is_transient() => {
+                if *stop.borrow() {
+                    return None;
+                }
+                if !reported {
+                    events.error("orders", &format!("recording {what}: {e}; retrying")).await;
+                    reported = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return None,
+                }
+                if *stop.borrow() {
+                    return None;
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                events.emit("parked", json!({ "item": what, "error": e.to_string(), "alert": true, "detail": "a permanent journal error: the item is set aside, not retried" })).await;
+                return Some(Vec::new());
+            }
+        }
+    }
+}
+
+/// Decide one log entry; false when stopping before it was recorded.
+async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, entry: &LogEntry, stop: &mut watch::Receiver<bool>) -> bool {
+    match SignalMessage::parse(&entry.payload) {
+        Ok(signal) => {
+            // The journal is the one thing that must work: keep the entry
+            // unacknowledged and try again rather than lose the signal.
+            match until_recorded(events, &format!("signal {}", printable(&signal.id, 200)), stop, || om.on_signal(&signal)).await {
+                Some(out) => {
+                    let _ = outbox.send(Out::Outcomes(out));
+                }
+                None => return false,
+            }
+        }
+        Err(e) => events.error("signal log", &format!("entry {} is malformed and was skipped: {e}", entry.entry_id)).await,
+    }
+    if let Ok(id) = serde_json::from_str::<Value>(&entry.payload).map(|v| v["id"].as_str().unwrap_or_default().to_owned()) {
+        om.mark_decided(&id);
+    }
+    // After the decisions are committed, never before.
+    let _ = outbox.send(Out::Ack(entry.entry_id.clone()));
+    true
+}
+
+/// Compare each live account's journal positions with its broker's, and raise
+/// an alert for every difference (a manual trade, an order placed while the
+/// host was down). Trading goes on: the trader decides (a `flatten`, a fix at the broker).
+async fn reconcile_positions(router: &crate::brokers::live::LiveRouter, journals: &HashMap<String, HashMap<String, rust_decimal::Decimal>>, events: &Events) {
+    for (account, broker) in router.brokers() {
+        let journal = journals.get(account).cloned().unwrap_or_default();
+        match router.reconcile(account, &journal).await {
+            Ok(mismatches) if mismatches.is_empty() => {
+                println!("tradehost: {account}: positions agree with {} ({} open)", broker.name(), journal.len());
+            }
+            Ok(mismatches) => {
+                for m in mismatches {
+                    println!("tradehost: {account}: position mismatch in {}: journal {}, {} {}", m.instrument, m.journal, broker.name(), m.broker);
+                    events
+                        .emit("position_mismatch", json!({ "account": account, "broker": broker.name(), "instrument": m.instrument, "journal": m.journal.to_string(), "broker_qty": m.broker.to_string(), "alert": true }))
+                        .await;
+                }
+            }
+            Err(e) => events.emit("reconcile_failed", json!({ "account": account, "broker": broker.name(), "error": e.to_string(), "alert": true })).await,
+        }
+    }
+}
+
+/// Publish what the live router reports to the operator.
+async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice) {
+    use crate::brokers::live::LiveNotice as N;
+    match notice {
+        N::TokenExpired { account, broker, reason } => {
+            events.emit("token_expired", json!({ "account": account, "broker": broker, "reason": reason, "alert": true, "detail": "orders for this account are held until a token command brings a new token" })).await;
+        }
+        N::Resumed { account, broker } => events.emit("token_renewed", json!({ "account": account, "broker": broker })).await,
+        N::TokenRefused { account, broker, reason } => events.emit("token_refused", json!({ "account": account, "broker": broker, "reason": reason, "alert": true })).await,
+        N::Unpriced { account, client_order_id } => {
+            events.emit("order_unpriced", json!({ "account": account, "client_order_id": client_order_id, "alert": true, "detail": "the broker reports it complete without an average price; nothing is journaled until it gives one" })).await;
+        }
+        N::Retrying { account, client_order_id, reason, wait_ms } => {
+            events.emit("broker_retry", json!({ "account": account, "client_order_id": client_order_id, "reason": reason, "wait_ms": wait_ms })).await;
+        }
+    }
+}
+
+async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, bus: &Bus, events: &Events, router: Option<&crate::brokers::live::LiveRouter>) {
+    let cmd = match CommandMessage::parse(payload) {
+        Ok(c) => c,
+        Err(e) => {
+            events.error("commands", &format!("malformed command ignored: {e}")).await;
+            return;
+        }
+    };
+    let command = match cmd.command() {
+        Ok(c) => c,
+        // The engine's commands are the engine's to refuse.
+        Err(_) if Command::ENGINE.contains(&cmd.cmd.as_str()) => return,
+        Err(e) => return events.ack(&cmd.id, &cmd.cmd, false, &e).await,
+    };
+    let result: Result<String, String> = match command {
+        Command::Flatten { account } if config.account(&account).is_some() => match tokio::task::block_in_place(|| om.flatten(&account, &cmd.id)) {
+            Ok(out) => {
+                let n = out.iter().filter(|o| matches!(o, Outcome::Order(j) if j.contains("\"accepted\""))).count();
+                publish(bus, events, out).await;
+                Ok(format!("flattening {account}: {n} closing orders"))
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Flatten { account } => Err(format!("unknown account {account:?}")),
+        Command::Basket { account, legs, unwind } => {
+            let legs = legs.into_iter().map(|(instrument, side, qty)| crate::orders::BasketLeg { instrument, side, qty }).collect();
+            let basket = crate::orders::Basket { id: cmd.id.clone(), account, legs, unwind_on_failure: unwind };
+            match tokio::task::block_in_place(|| om.place_basket(&basket)) {
+                Ok(out) => {
+                    let failed = out.iter().any(|o| matches!(o, Outcome::Event("basket_failed", _)));
+                    publish(bus, events, out).await;
+                    if failed { Err(format!("basket {} failed; see basket_failed", cmd.id)) } else { Ok(format!("basket {} placed: buy legs first", cmd.id)) }
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Command::KillSwitch { on } => match om.set_kill_switch(on) {
+            Ok(()) => {
+                events.emit("kill_switch", json!({ "on": on, "command_id": cmd.id })).await;
+                Ok(if on { "kill switch on: no new orders until released".into() } else { "kill switch released".into() })
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Token { account, access_token } => match router {
+            Some(r) if r.token(&account, access_token) => Ok(format!("new token for {account}: checking the session")),
+            Some(_) => Err(format!("{account} is not a live account")),
+            None => Err("not in live mode: tokens are for live accounts".into()),
+        },
+        Command::Pipelines { .. } | Command::Reload | Command::Shutdown => return, // the engine's and the host's
+    };
+    match result {
+        Ok(detail) => events.ack(&cmd.id, &cmd.cmd, true, &detail).await,
+        Err(detail) => events.ack(&cmd.id, &cmd.cmd, false, &detail).await,
+    }
+}
+
