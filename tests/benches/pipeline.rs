@@ -221,7 +221,7 @@ fn throughput(accounts: usize, signals: usize) -> f64 {
             strength: None,
         };
         om.on_signal(&s).unwrap();
-        let q = Quote { instrument: "NIFTY".into(), open: price, high: price, low: price, close: price, bid: None };
+        let q = Quote { instrument: "NIFTY".into(), open: price, high: price, low: price, close: price, bid: None, ask: None };
         om.on_quotes(&QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("q{k}"), ts: ts + 60_000, quotes: vec![q], after_signal: None }).unwrap();
     }
     let elapsed = start.elapsed();

@@ -188,9 +188,12 @@ pub struct Quote {
     /// Close (or the last price).
     #[serde(deserialize_with = "de_decimal")]
     pub close: Decimal,
-    /// Best bid, when the source has one (ticks); intraday trailing stops follow it.
+    /// Best bid, when the source has one (ticks); intraday long trailing stops follow it.
     #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
     pub bid: Option<Decimal>,
+    /// Best ask, when the source has one; intraday short trailing stops follow it.
+    #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
+    pub ask: Option<Decimal>,
 }
 
 /// Prices the engine saw at one time (`trading:quotes`).

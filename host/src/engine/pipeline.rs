@@ -532,10 +532,10 @@ async fn handle(
 ) -> Result<(), String> {
     let ts = event.ts_ms();
     let (raw, quotes) = match event {
-        MarketEvent::Candle { instrument, timeframe_secs, bar, bid } => {
+        MarketEvent::Candle { instrument, timeframe_secs, bar, bid, ask } => {
             let b = sdk_bar(bar);
             let raw = tokio::task::block_in_place(|| strategy.on_candle(instrument, *timeframe_secs, &b)).map_err(|e| e.to_string())?;
-            (raw, vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close, bid: *bid }])
+            (raw, vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close, bid: *bid, ask: *ask }])
         }
         MarketEvent::Chain(chain) => {
             let c = sdk_chain(chain);
@@ -543,7 +543,7 @@ async fn handle(
             let quotes = chain
                 .legs()
                 .filter(|(_, l)| l.last > Decimal::ZERO)
-                .map(|(instrument, l)| Quote { instrument, open: l.last, high: l.last, low: l.last, close: l.last, bid: None })
+                .map(|(instrument, l)| Quote { instrument, open: l.last, high: l.last, low: l.last, close: l.last, bid: None, ask: None })
                 .collect();
             (raw, quotes)
         }

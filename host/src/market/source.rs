@@ -38,8 +38,10 @@ pub enum MarketEvent {
         timeframe_secs: u32,
         /// The bar.
         bar: Bar,
-        /// The best bid when the bar closed, where the feed has depth (intraday trailing stops follow it).
+        /// The best bid when the bar closed, where the feed has depth (intraday long trailing stops follow it).
         bid: Option<Decimal>,
+        /// The best ask then (intraday short trailing stops follow it).
+        ask: Option<Decimal>,
     },
     /// An option-chain snapshot.
     Chain(OptionChain),
@@ -139,6 +141,7 @@ fn tick_events(mut ticks: Vec<super::recorder::RecordedTick>, timeframe_secs: u3
         }
         events.extend(b.tick(t.ts_ms, t.last, t.day_volume, t.oi));
         b.set_bid(t.bid);
+        b.set_ask(t.ask);
     }
     events.extend(builders.values_mut().filter_map(CandleBuilder::finish));
     events
@@ -146,7 +149,7 @@ fn tick_events(mut ticks: Vec<super::recorder::RecordedTick>, timeframe_secs: u3
 
 fn candle_events(series: &CandleSeries, timeframe_secs: u32) -> Vec<MarketEvent> {
     let bars = if timeframe_secs > series.timeframe_secs { resample(&series.bars, timeframe_secs) } else { series.bars.clone() };
-    bars.into_iter().map(|bar| MarketEvent::Candle { instrument: series.instrument.clone(), timeframe_secs, bar, bid: None }).collect()
+    bars.into_iter().map(|bar| MarketEvent::Candle { instrument: series.instrument.clone(), timeframe_secs, bar, bid: None, ask: None }).collect()
 }
 
 /// Start of the `timeframe_secs` bucket holding `ts_ms`, aligned to the IST clock.
@@ -236,6 +239,7 @@ pub struct CandleBuilder {
     timeframe_secs: u32,
     current: Option<Bar>,
     bid: Option<Decimal>,
+    ask: Option<Decimal>,
     day_volume_at_start: Option<u64>,
     last_day_volume: u64,
 }
@@ -244,7 +248,7 @@ impl CandleBuilder {
     /// A builder for `instrument` bars of `timeframe_secs`.
     #[must_use]
     pub fn new(instrument: &str, timeframe_secs: u32) -> Self {
-        Self { instrument: instrument.to_owned(), timeframe_secs, current: None, bid: None, day_volume_at_start: None, last_day_volume: 0 }
+        Self { instrument: instrument.to_owned(), timeframe_secs, current: None, bid: None, ask: None, day_volume_at_start: None, last_day_volume: 0 }
     }
 
     /// Add a tick (cumulative day volume); returns the bar it closed, if any.
@@ -290,7 +294,14 @@ impl CandleBuilder {
     /// Close the bar in progress (the bucket's time is over).
     pub fn finish(&mut self) -> Option<MarketEvent> {
         self.day_volume_at_start = None;
-        self.current.take().map(|bar| MarketEvent::Candle { instrument: self.instrument.clone(), timeframe_secs: self.timeframe_secs, bar, bid: self.bid })
+        self.current.take().map(|bar| MarketEvent::Candle { instrument: self.instrument.clone(), timeframe_secs: self.timeframe_secs, bar, bid: self.bid, ask: self.ask })
+    }
+
+    /// The best ask now (carried by the bar when it closes).
+    pub fn set_ask(&mut self, ask: Option<Decimal>) {
+        if ask.is_some() {
+            self.ask = ask;
+        }
     }
 
     /// The best bid now (carried by the bar when it closes).
@@ -369,7 +380,7 @@ pub async fn redis_feed(
                     MarketMessage::Candle { timeframe_secs: tf, open, high, low, close, volume, oi, .. } => {
                         let bar = Bar { ts_ms: ts, open, high, low, close, volume, oi };
                         if tf.unwrap_or(timeframe_secs) == timeframe_secs {
-                            Some(MarketEvent::Candle { instrument: symbol, timeframe_secs, bar, bid: None })
+                            Some(MarketEvent::Candle { instrument: symbol, timeframe_secs, bar, bid: None, ask: None })
                         } else {
                             builder.bar(bar)
                         }
@@ -624,6 +635,7 @@ pub async fn broker_feed(
                 }
                 let closed = builder.tick(ts, tick.last, tick.day_volume.unwrap_or(0), tick.oi.unwrap_or(0));
                 builder.set_bid(tick.bid);
+                builder.set_ask(tick.ask);
                 if let Some(event) = closed {
                     if tx.send(event).await.is_err() {
                         return Ok(());

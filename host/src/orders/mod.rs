@@ -865,8 +865,10 @@ impl OrderManager {
                 trailed,
                 triggered,
             };
-            // Intraday positions trail the best bid; delivery positions the last price.
-            let trail_price = if mis { quote.bid.unwrap_or(quote.close) } else { quote.close };
+            // Intraday positions trail the side they would close at: a long the best bid, a
+            // short the best ask; delivery positions (and quotes without depth) the last price.
+            let touch = if long { quote.bid } else { quote.ask };
+            let trail_price = if mis { touch.unwrap_or(quote.close) } else { quote.close };
             let reason = exit.on_price(quote.high, quote.low, trail_price);
             save_exit(tx, &account, &quote.instrument, &exit)?;
             if let Some(reason) = reason {

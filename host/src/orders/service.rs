@@ -111,6 +111,7 @@ fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::
 fn quote_prices(q: &Quote) -> Vec<(&'static str, rust_decimal::Decimal)> {
     let mut prices = vec![("close", q.close), ("open", q.open), ("high", q.high), ("low", q.low)];
     prices.extend(q.bid.map(|b| ("bid", b)));
+    prices.extend(q.ask.map(|a| ("ask", a)));
     prices
 }
 

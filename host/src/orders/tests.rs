@@ -62,7 +62,7 @@ fn signal(ts: i64, side: &str) -> SignalMessage {
 
 fn quotes(ts: i64, open: rust_decimal::Decimal) -> QuotesMessage {
     let ts = BASE + ts;
-    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("p/{ts}"), ts, quotes: vec![Quote { instrument: "NIFTY".into(), open, high: open, low: open, close: open, bid: None }], after_signal: None }
+    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("p/{ts}"), ts, quotes: vec![Quote { instrument: "NIFTY".into(), open, high: open, low: open, close: open, bid: None, ask: None }], after_signal: None }
 }
 
 fn states(out: &[Outcome]) -> Vec<String> {
@@ -254,7 +254,7 @@ fn a_stale_price_from_a_slower_pipeline_never_moves_an_exit() {
 
 fn quotes_for(ts: i64, prices: &[(&str, rust_decimal::Decimal)]) -> QuotesMessage {
     let ts = BASE + ts;
-    let quotes = prices.iter().map(|(i, p)| Quote { instrument: (*i).into(), open: *p, high: *p, low: *p, close: *p, bid: None }).collect();
+    let quotes = prices.iter().map(|(i, p)| Quote { instrument: (*i).into(), open: *p, high: *p, low: *p, close: *p, bid: None, ask: None }).collect();
     QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("q/{ts}"), ts, quotes, after_signal: None }
 }
 
@@ -714,4 +714,30 @@ fn an_entry_the_broker_refused_does_not_start_the_cooldown() {
     om.on_live_update(&LiveUpdate::Filled { client_order_id: exit, qty: dec!(2), price: dec!(101) }).unwrap();
     let out = om.on_signal(&signal(240_000, "buy")).unwrap();
     assert!(events(&out).iter().any(|(n, v)| *n == "order_refused" && v["account"] == "a1" && v["rule"] == "cooldown"), "{out:?}");
+}
+
+#[test]
+fn an_intraday_short_trails_the_best_ask_and_a_long_the_best_bid() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = CONFIG.replacen("risk = { cooldown_secs = 0 }", "risk = { cooldown_secs = 0 }\nexits = { trailing_pct = 1 }", 1).replacen("accounts = [\"a1\", \"a2\"]", "accounts = [\"a1\"]", 1);
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let stop = |om: &OrderManager| -> String { om.db.query_row("SELECT stop FROM exits WHERE account = 'a1'", [], |r| r.get(0)).unwrap() };
+    let touch = |ts: i64, close: rust_decimal::Decimal, bid, ask| {
+        let mut q = quotes(ts, close);
+        q.quotes[0].bid = bid;
+        q.quotes[0].ask = ask;
+        q
+    };
+    // Short 2 at 100 (a1 is intraday, trails 1%).
+    om.on_signal(&signal(0, "sell")).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    // The last trade is 97.50 but a buy to cover would pay the ask, 98: the stop follows 98 (+1%, on the tick).
+    om.on_quotes(&touch(120_000, dec!(97.5), Some(dec!(97.45)), Some(dec!(98)))).unwrap();
+    assert_eq!(stop(&om), "99", "98 + 1% = 98.98, on the tick 99.00");
+    // Long again: now the bid leads.
+    om.on_signal(&signal(180_000, "buy")).unwrap();
+    om.on_quotes(&quotes(240_000, dec!(100))).unwrap();
+    om.on_quotes(&touch(300_000, dec!(103), Some(dec!(102)), Some(dec!(103.05)))).unwrap();
+    assert_eq!(stop(&om), "101", "102 - 1% = 100.98, at the nearest tick 101.00");
 }
