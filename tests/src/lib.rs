@@ -40,6 +40,26 @@ pub fn tradehost_bin() -> PathBuf {
     bin
 }
 
+/// Run the binary with `args` on paper and the in-process bus (whatever the
+/// environment says); its stdout.
+///
+/// # Panics
+/// When it fails: with its output.
+pub fn tradehost_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(tradehost_bin()).args(args).env("RUST_LOG", "warn").env_remove("REDIS_URL").env_remove("TRADING_MODE").output().expect("running tradehost");
+    assert!(out.status.success(), "tradehost {args:?}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A path as `&str` for an argument list.
+///
+/// # Panics
+/// On a path that is not UTF-8 (never in a temp folder).
+#[must_use]
+pub fn arg(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
 /// A file of the real NSE data in `../shared/data/market`, or `None` (with a
 /// notice on stderr) on a machine without it.
 #[must_use]

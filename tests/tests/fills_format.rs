@@ -4,20 +4,7 @@
 //! unit, long only, filled at the next price's open, no slippage, no exits and
 //! no limits in the way) gives the same file, line for line, on generated data.
 
-use std::path::Path;
-use std::process::Command;
-
-use tradehost_tests::{plugin, plugin_dir, tradehost_bin};
-
-fn ok(args: &[&str]) -> String {
-    let out = Command::new(tradehost_bin()).args(args).env("RUST_LOG", "warn").env_remove("REDIS_URL").env_remove("TRADING_MODE").output().unwrap();
-    assert!(out.status.success(), "tradehost {args:?}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use tradehost_tests::{arg as s, plugin, plugin_dir, tradehost_ok as ok};
 
 #[test]
 fn a_backtest_and_a_paper_run_of_the_same_data_write_the_same_fills() {

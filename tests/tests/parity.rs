@@ -5,19 +5,8 @@
 //! entries, exits, square-offs and prices, so the same P&L.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use tradehost_tests::{plugin_dir, tradehost_bin};
-
-fn ok(args: &[&str]) -> String {
-    let out = Command::new(tradehost_bin()).args(args).env("RUST_LOG", "warn").env_remove("REDIS_URL").env_remove("TRADING_MODE").output().unwrap();
-    assert!(out.status.success(), "tradehost {args:?}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use tradehost_tests::{arg as s, plugin_dir, tradehost_ok as ok};
 
 /// The bundled configuration's text, and each `[[pipelines]]` block of it by id.
 fn bundled() -> (PathBuf, String, Vec<(String, String)>) {

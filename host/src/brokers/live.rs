@@ -828,6 +828,44 @@ mod tests {
         }
     }
 
+    /// The paper venue under another broker's name, its status answers passed through `edit`.
+    struct Wrapped {
+        paper: PaperBroker,
+        name: &'static str,
+        edit: Box<dyn Fn(crate::brokers::BrokerOrder) -> crate::brokers::BrokerOrder + Send + Sync>,
+    }
+
+    impl Wrapped {
+        fn new(name: &'static str, edit: impl Fn(crate::brokers::BrokerOrder) -> crate::brokers::BrokerOrder + Send + Sync + 'static) -> Self {
+            Self { paper: PaperBroker::new(Decimal::ZERO), name, edit: Box::new(edit) }
+        }
+    }
+
+    impl Broker for Wrapped {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn check_session(&self) -> crate::brokers::BoxFuture<'_, Result<String, BrokerError>> {
+            self.paper.check_session()
+        }
+        fn place<'a>(&'a self, o: &'a OrderRequest) -> crate::brokers::BoxFuture<'a, Result<String, BrokerError>> {
+            self.paper.place(o)
+        }
+        fn find<'a>(&'a self, o: &'a OrderRequest, c: &'a HashSet<String>) -> crate::brokers::BoxFuture<'a, Result<Option<crate::brokers::BrokerOrder>, BrokerError>> {
+            self.paper.find(o, c)
+        }
+        fn status<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<crate::brokers::BrokerOrder, BrokerError>> {
+            Box::pin(async move { self.paper.status(id).await.map(|o| (self.edit)(o)) })
+        }
+        fn cancel<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<(), BrokerError>> {
+            self.paper.cancel(id)
+        }
+        fn set_token(&self, _: Secret) {}
+        fn positions(&self) -> crate::brokers::BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>> {
+            self.paper.positions()
+        }
+    }
+
     #[tokio::test]
     async fn a_restarted_order_already_at_the_broker_is_not_placed_again() {
         let paper = Arc::new(PaperBroker::new(Decimal::ZERO));
@@ -883,32 +921,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_symbol_is_refused_before_anything_is_sent() {
-        struct Kiteish(PaperBroker);
-        impl Broker for Kiteish {
-            fn name(&self) -> &'static str {
-                "kite"
-            }
-            fn check_session(&self) -> crate::brokers::BoxFuture<'_, Result<String, BrokerError>> {
-                self.0.check_session()
-            }
-            fn place<'a>(&'a self, o: &'a OrderRequest) -> crate::brokers::BoxFuture<'a, Result<String, BrokerError>> {
-                self.0.place(o)
-            }
-            fn find<'a>(&'a self, o: &'a OrderRequest, c: &'a HashSet<String>) -> crate::brokers::BoxFuture<'a, Result<Option<crate::brokers::BrokerOrder>, BrokerError>> {
-                self.0.find(o, c)
-            }
-            fn status<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<crate::brokers::BrokerOrder, BrokerError>> {
-                self.0.status(id)
-            }
-            fn cancel<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<(), BrokerError>> {
-                self.0.cancel(id)
-            }
-            fn set_token(&self, _: Secret) {}
-            fn positions(&self) -> crate::brokers::BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>> {
-                self.0.positions()
-            }
-        }
-        let venue = Arc::new(Kiteish(PaperBroker::new(Decimal::ZERO)));
+        let venue = Arc::new(Wrapped::new("kite", |o| o));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), RouterSettings::default(), tx);
@@ -932,44 +945,19 @@ mod tests {
             reference_price: None,
             protection_pct: Decimal::ZERO,
         };
-        assert_eq!(venue.0.find(&req, &HashSet::new()).await.unwrap(), None, "nothing reached the broker");
+        assert_eq!(venue.paper.find(&req, &HashSet::new()).await.unwrap(), None, "nothing reached the broker");
     }
 
     #[tokio::test]
     async fn a_complete_order_without_an_average_price_is_not_journaled_at_a_guess() {
         // The broker reports the order complete twice before it says at what price.
-        struct Unpriced(PaperBroker, std::sync::atomic::AtomicU32);
-        impl Broker for Unpriced {
-            fn name(&self) -> &'static str {
-                "paper"
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        let venue = Arc::new(Wrapped::new("paper", move |mut o: crate::brokers::BrokerOrder| {
+            if o.status == BrokerStatus::Complete && reads.fetch_add(1, Ordering::SeqCst) < 2 {
+                o.average_price = None;
             }
-            fn check_session(&self) -> crate::brokers::BoxFuture<'_, Result<String, BrokerError>> {
-                self.0.check_session()
-            }
-            fn place<'a>(&'a self, o: &'a OrderRequest) -> crate::brokers::BoxFuture<'a, Result<String, BrokerError>> {
-                self.0.place(o)
-            }
-            fn find<'a>(&'a self, o: &'a OrderRequest, c: &'a HashSet<String>) -> crate::brokers::BoxFuture<'a, Result<Option<crate::brokers::BrokerOrder>, BrokerError>> {
-                self.0.find(o, c)
-            }
-            fn status<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<crate::brokers::BrokerOrder, BrokerError>> {
-                Box::pin(async move {
-                    let mut o = self.0.status(id).await?;
-                    if o.status == BrokerStatus::Complete && self.1.fetch_add(1, Ordering::SeqCst) < 2 {
-                        o.average_price = None;
-                    }
-                    Ok(o)
-                })
-            }
-            fn cancel<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<(), BrokerError>> {
-                self.0.cancel(id)
-            }
-            fn set_token(&self, _: Secret) {}
-            fn positions(&self) -> crate::brokers::BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>> {
-                self.0.positions()
-            }
-        }
-        let venue = Arc::new(Unpriced(PaperBroker::new(Decimal::ZERO), std::sync::atomic::AtomicU32::new(0)));
+            o
+        }));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
         let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
@@ -978,7 +966,7 @@ mod tests {
         let mut seen = Vec::new();
         loop {
             match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the router reports").expect("open") {
-                RouterOutput::Update(LiveUpdate::Accepted { .. }) => venue.0.on_price("RELIANCE", Decimal::from(103)),
+                RouterOutput::Update(LiveUpdate::Accepted { .. }) => venue.paper.on_price("RELIANCE", Decimal::from(103)),
                 RouterOutput::Update(u @ LiveUpdate::Filled { .. }) => {
                     seen.push(format!("{u:?}"));
                     break;
