@@ -1273,6 +1273,9 @@ fn cancel_entries_at_square_off(
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows
     };
+    // An order asked about is remembered only while it still works without a journaled
+    // cancel request: once the router has reported the request it leaves this list.
+    asked.retain(|c| working.iter().any(|w| &w.0 == c));
     let mut transitions = Vec::new();
     let reason = "square-off: an entry still working at the account's square-off time";
     let recent = match config.live.cancel_after_secs {
