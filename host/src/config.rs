@@ -418,6 +418,15 @@ pub enum Source {
     },
 }
 
+impl Source {
+    /// Whether its prices follow the wall clock (a feed), rather than a file or
+    /// the seeded market replayed at its own pace, whose time only the prices tell.
+    #[must_use]
+    pub const fn is_live(&self) -> bool {
+        matches!(self, Self::Redis { .. } | Self::Broker { .. })
+    }
+}
+
 fn stale_secs() -> u64 {
     10
 }

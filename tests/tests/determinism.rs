@@ -1,6 +1,6 @@
 //! The main job is deterministic: the bundled `pipelines.toml` (four pipelines,
 //! seeded synthetic markets, paper, in-process bus, a fresh journal) run ten
-//! times, half of them with both cores kept busy by other threads, gives the
+//! times, half of them with every core kept busy by other threads, gives the
 //! same decisions, orders, fills, positions and P&L every time. The order side
 //! merges signals and prices by event time, not by which task ran first.
 
@@ -51,7 +51,8 @@ fn outcome(journal: &Path) -> Vec<String> {
     rows
 }
 
-/// Keep both cores busy until dropped.
+/// Keep every core busy twice over until dropped (the order side then runs
+/// seconds behind the engine, as on a loaded CI machine).
 struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -60,7 +61,8 @@ struct Load {
 impl Load {
     fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..2)
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let threads = (0..2 * cores)
             .map(|_| {
                 let stop = stop.clone();
                 std::thread::spawn(move || {

@@ -50,7 +50,7 @@ pub struct OrdersSettings {
 
 /// Reads the signal log: first this consumer's own unacknowledged entries
 /// (a restart), then new ones, taking over entries a dead consumer left.
-fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::Sender<Vec<LogEntry>>) -> JoinHandle<()> {
+fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::Sender<Vec<LogEntry>>, at_end: AtEnd) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -85,15 +85,17 @@ fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::
                     Err(e) => tracing::warn!("claiming stale signals: {e}"),
                 }
             }
-            match bus.read_new(GROUP, &consumer, 256, Duration::from_millis(500)).await {
+            match bus.read_new(GROUP, &consumer, LOG_BATCH, Duration::from_millis(500)).await {
                 Ok(entries) if !entries.is_empty() => {
                     backoff = Duration::from_millis(100);
+                    at_end.set(entries.len() < LOG_BATCH);
                     if tx.send(entries).await.is_err() {
                         return;
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => at_end.set(true),
                 Err(e) => {
+                    at_end.set(false);
                     tracing::warn!("reading signals: {e}");
                     // A Redis that came back without its data has no group: make it again.
                     if e.to_string().contains("NOGROUP") {
@@ -105,6 +107,26 @@ fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::
             }
         }
     })
+}
+
+/// Signals read from the log at a time.
+const LOG_BATCH: usize = 256;
+/// Price messages read from their stream at a time.
+const PRICE_BATCH: usize = 512;
+
+/// Whether a reader's last read reached the end of its stream (came back short):
+/// until both have, what a held signal or price waits for may be in the backlog.
+#[derive(Clone, Default)]
+struct AtEnd(Arc<std::sync::atomic::AtomicBool>);
+
+impl AtEnd {
+    fn set(&self, at_end: bool) {
+        self.0.store(at_end, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The prices of a quote, as the guard checks them (close first: it is remembered).
@@ -155,13 +177,14 @@ async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
 
 /// Reads the durable price stream from `after` on, in order, handing each
 /// batch to the order loop; reconnects with back-off.
-fn spawn_price_reader(bus: Bus, mut after: String, tx: mpsc::Sender<Vec<LogEntry>>) -> JoinHandle<()> {
+fn spawn_price_reader(bus: Bus, mut after: String, tx: mpsc::Sender<Vec<LogEntry>>, at_end: AtEnd) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match bus.read_quotes(&after, 512, Duration::from_millis(500)).await {
+            match bus.read_quotes(&after, PRICE_BATCH, Duration::from_millis(500)).await {
                 Ok(entries) => {
                     backoff = Duration::from_millis(100);
+                    at_end.set(entries.len() < PRICE_BATCH);
                     if let Some(last) = entries.last() {
                         after = last.entry_id.clone();
                         if tx.send(entries).await.is_err() {
@@ -170,6 +193,7 @@ fn spawn_price_reader(bus: Bus, mut after: String, tx: mpsc::Sender<Vec<LogEntry
                     }
                 }
                 Err(e) => {
+                    at_end.set(false);
                     tracing::warn!("reading prices: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -328,9 +352,16 @@ pub async fn serve(
 
     let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone());
     let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
-    let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx);
+    let (log_end, prices_end) = (AtEnd::default(), AtEnd::default());
+    let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx, log_end.clone());
     let (prices_tx, mut prices) = mpsc::channel::<Vec<LogEntry>>(64);
-    let price_reader = spawn_price_reader(bus.clone(), cursor.unwrap_or_else(|| "0".into()), prices_tx);
+    let price_reader = spawn_price_reader(bus.clone(), cursor.unwrap_or_else(|| "0".into()), prices_tx, prices_end.clone());
+    // Since when everything logged and priced has been read and handed over: only
+    // then can a held signal's prices (or a price's signal) be missing rather than queued.
+    let mut caught_up_since: Option<tokio::time::Instant> = None;
+    // The square-off by the clock is for prices that follow the wall clock (a feed,
+    // or a live account); a replay's time is what its prices say, on any machine.
+    let wall_clock = settings.mode == "live" || config.pipelines.iter().any(|p| p.source.is_live());
     let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
     let mut clock = tokio::time::interval(Duration::from_secs(1));
@@ -346,6 +377,12 @@ pub async fn serve(
     let mut held_quotes: std::collections::VecDeque<HeldPrices> = std::collections::VecDeque::new();
     let mut stop = life.shutdown.clone();
     loop {
+        if !(log_end.get() && prices_end.get() && rx.is_empty() && prices.is_empty()) {
+            caught_up_since = None;
+        } else if caught_up_since.is_none() {
+            caught_up_since = Some(tokio::time::Instant::now());
+        }
+        let expire = caught_up_since.is_some_and(|t| t.elapsed() >= PRICE_WAIT);
         if let Some(r) = &router {
             for order in om.take_live_orders() {
                 r.send(order);
@@ -374,7 +411,7 @@ pub async fn serve(
                 last_work = tokio::time::Instant::now();
                 let now = tokio::time::Instant::now();
                 held.extend(batch.into_iter().map(|e| (e, now)));
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop, expire).await;
             }
             batch = prices.recv() => {
                 let Some(batch) = batch else { break };
@@ -400,7 +437,7 @@ pub async fn serve(
                         Err(e) => events.error("quotes", &format!("malformed prices in {} ignored: {e}", entry.entry_id)).await,
                     }
                 }
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop, expire).await;
             }
             msg = commands.recv() => {
                 // A Redis subscription reconnects by itself; `None` only when the bus is gone.
@@ -448,7 +485,7 @@ pub async fn serve(
                 // Square-off by the clock when the prices stop (a feed gap at 15:14, a position
                 // left open overnight). Only with nothing held and the prices quiet: what it
                 // records is what the next price would record, so a replay decides the same.
-                let quiet = om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET);
+                let quiet = wall_clock && om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET);
                 if quiet && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && prices.is_empty() {
                     if let Some(now) = om.market_clock() {
                         if let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await {
@@ -461,7 +498,7 @@ pub async fn serve(
                 }
             }
             _ = idle_check.tick() => {
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop).await;
+                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop, expire).await;
                 let Some(until_idle) = settings.until_idle else { continue };
                 let quiet_for = last_work.elapsed();
                 let live_busy = router.as_ref().is_some_and(|r| r.open_orders() > 0) || reports.as_ref().is_some_and(|r| !r.is_empty());
@@ -490,10 +527,11 @@ pub async fn serve(
 }
 
 /// How long a signal (or a price message) waits for its counterpart before it
-/// goes through anyway. In normal flow nothing waits more than milliseconds
-/// (every price message advances its pipeline's clock); this only matters
-/// when a pipeline stops publishing, and must be long enough that a loaded
-/// machine never reaches it, or fast replays stop being exact.
+/// goes through anyway, counted from when both readers have caught up with
+/// their streams (a backlog is never a missing counterpart: the engine logs
+/// each one before what waits for it). In normal flow nothing waits more than
+/// milliseconds; this only matters when a chain is broken (a price message
+/// trimmed away before it was read).
 const PRICE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the prices must have been quiet before the clock squares off on its own.
@@ -506,9 +544,10 @@ const CLOCK_QUIET: Duration = Duration::from_secs(2);
 /// have reached the signal's time (the prices the strategy saw); a price message waits until
 /// the signal its pipeline logged just before it is decided. So a decision
 /// never sees a stop or square-off caused by later prices, nor misses one
-/// caused by earlier ones, however fast a replay runs. Anything held longer
-/// than [`PRICE_WAIT`] goes through anyway (an instrument without prices, a
-/// signal that will never come).
+/// caused by earlier ones, however fast a replay runs. With `expire` (the
+/// readers caught up for [`PRICE_WAIT`]), anything held that long goes through
+/// anyway (an instrument without prices, a signal that will never come).
+#[allow(clippy::too_many_arguments)]
 async fn release(
     held: &mut std::collections::VecDeque<(LogEntry, tokio::time::Instant)>,
     held_quotes: &mut std::collections::VecDeque<HeldPrices>,
@@ -516,11 +555,12 @@ async fn release(
     outbox: &mpsc::UnboundedSender<Out>,
     events: &Events,
     stop: &mut watch::Receiver<bool>,
+    expire: bool,
 ) {
     loop {
         let mut progress = false;
         while let Some(h) = held_quotes.front() {
-            let ready = h.quotes.after_signal.as_deref().is_none_or(|id| om.is_decided(id)) || h.since.elapsed() >= PRICE_WAIT;
+            let ready = h.quotes.after_signal.as_deref().is_none_or(|id| om.is_decided(id)) || (expire && h.since.elapsed() >= PRICE_WAIT);
             if !ready {
                 break;
             }
@@ -541,7 +581,7 @@ async fn release(
             let (pipeline, ready) = match SignalMessage::parse(&entry.payload) {
                 Ok(s) => {
                     let priced = om.pipeline_clock(&s.pipeline).is_some_and(|t| t >= s.ts) || om.price_clock(&s.instrument).is_some_and(|t| t >= s.ts);
-                    (s.pipeline, priced || since.elapsed() >= PRICE_WAIT)
+                    (s.pipeline, priced || (expire && since.elapsed() >= PRICE_WAIT))
                 }
                 Err(_) => (String::new(), true), // reported and skipped by handle_entry
             };
