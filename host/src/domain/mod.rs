@@ -1,8 +1,9 @@
 //! The words every stage shares, at the bottom of the layer order (see
-//! DESIGN.md): order side, product, position mode, credentials, money and IST
-//! time. Nothing here imports another module of the crate.
+//! DESIGN.md): order side, product, position mode, credentials, money, the
+//! FIFO position and its fill rule, and IST time. Nothing here imports another module of the crate.
 
 pub mod money;
+pub mod position;
 pub mod secret;
 pub mod time;
 

@@ -1540,7 +1540,7 @@ fn record_fill(
         None => Position::default(),
     };
     let (realized_before, before_qty) = (before.realized, before.qty);
-    let after = before.apply_fill(side, qty, price);
+    let after = before.apply_fill(side, qty, price, ts);
     let day = crate::domain::time::ist_day(ts);
     let today: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![account, day], |r| r.get(0)).optional()?;
     let today = opt_dec(today.as_deref())?.unwrap_or_default() + (after.realized - realized_before);

@@ -3,12 +3,14 @@
 //! the round-trip trades as CSV, and `fills.csv`: the one fills format a run's
 //! journal and a backtest both write, so the two compare line by line.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use rusqlite::Connection;
 use rust_decimal::Decimal;
 
+use crate::domain::OrderSide;
+use crate::domain::position::Position;
 use crate::domain::time::{format_iso_ist, ist_day};
 
 /// One fill from the journal.
@@ -124,11 +126,12 @@ pub fn read_fills(journal: &Path) -> anyhow::Result<Vec<FillRow>> {
     Ok(fills)
 }
 
-/// FIFO-match the fills into round trips and daily figures.
+/// FIFO-match the fills into round trips and daily figures, with the one
+/// [`Position`] the order manager and the backtest keep.
 #[must_use]
 pub fn build(fills: &[FillRow], charges_per_order: Decimal) -> Report {
     let mut report = Report::default();
-    let mut lots: HashMap<(String, String), VecDeque<(i8, Decimal, Decimal, i64)>> = HashMap::new();
+    let mut positions: HashMap<(String, String), Position> = HashMap::new();
     let mut last_price: HashMap<(String, String), Decimal> = HashMap::new();
     for f in fills {
         let key = (f.account.clone(), f.instrument.clone());
@@ -136,40 +139,26 @@ pub fn build(fills: &[FillRow], charges_per_order: Decimal) -> Report {
         let day = report.days.entry(f.account.clone()).or_default().entry(ist_day(f.ts)).or_default();
         day.fills += 1;
         day.charges += charges_per_order;
-        let open = lots.entry(key).or_default();
-        let mut remaining = f.qty;
-        while remaining > Decimal::ZERO {
-            let Some(front) = open.front_mut().filter(|l| l.0 != f.sign) else { break };
-            let closing = remaining.min(front.1);
-            let direction = Decimal::from(front.0);
-            let pnl = (f.price - front.2) * closing * direction;
-            day.realized += pnl;
+        let side = if f.sign > 0 { OrderSide::Buy } else { OrderSide::Sell };
+        for c in positions.entry(key).or_default().fill(side, f.qty, f.price, f.ts) {
+            day.realized += c.pnl;
             report.trips.push(RoundTrip {
                 account: f.account.clone(),
                 instrument: f.instrument.clone(),
-                side: if front.0 > 0 { "long" } else { "short" },
-                qty: closing,
-                entry_ts: front.3,
-                entry_price: front.2,
-                exit_ts: f.ts,
-                exit_price: f.price,
-                pnl,
+                side: if c.long { "long" } else { "short" },
+                qty: c.qty,
+                entry_ts: c.entry_ts,
+                entry_price: c.entry_price,
+                exit_ts: c.exit_ts,
+                exit_price: c.exit_price,
+                pnl: c.pnl,
                 exit_by: f.source.clone(),
             });
-            front.1 -= closing;
-            remaining -= closing;
-            if front.1.is_zero() {
-                open.pop_front();
-            }
-        }
-        if remaining > Decimal::ZERO {
-            open.push_back((f.sign, remaining, f.price, f.ts));
         }
     }
-    for ((account, instrument), open) in lots {
+    for ((account, instrument), position) in positions {
         let mark = last_price.get(&(account.clone(), instrument)).copied().unwrap_or_default();
-        let u: Decimal = open.iter().map(|(sign, qty, price, _)| (mark - price) * qty * Decimal::from(*sign)).sum();
-        *report.unrealized.entry(account).or_default() += u;
+        *report.unrealized.entry(account).or_default() += position.unrealized(mark);
     }
     report
 }
