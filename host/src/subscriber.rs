@@ -28,13 +28,32 @@ pub fn client_order_id(signal_id: &str, account: &str) -> String {
     format!("th{hex}")
 }
 
+/// What an account's sizing needs: its mode, its sizing rule and its capital.
+/// An account gives them; a single-plugin backtest makes its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// Which positions signals may open.
+    pub mode: PositionMode,
+    /// How large a new position is.
+    pub sizing: &'a Sizing,
+    /// The capital the sizing is a share of.
+    pub capital: Decimal,
+}
+
+impl<'a> From<&'a Account> for Rules<'a> {
+    fn from(a: &'a Account) -> Self {
+        Self { mode: a.mode, sizing: &a.sizing, capital: a.capital }
+    }
+}
+
 /// Units for a new position of `account` at `price`, with the signal's `stop`.
 ///
 /// # Errors
 /// When the sizing rule cannot be applied (no price, no stop for risk sizing,
 /// or a size that rounds to zero).
-pub fn position_size(account: &Account, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Decimal, String> {
-    let qty = match &account.sizing {
+pub fn position_size<'a>(account: impl Into<Rules<'a>>, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Decimal, String> {
+    let account: Rules<'a> = account.into();
+    let qty = match account.sizing {
         Sizing::Fixed { qty } => Decimal::from(*qty),
         Sizing::Lots { lots, lot_size } => Decimal::from(lots.saturating_mul(*lot_size)),
         Sizing::Percent { percent } => {
@@ -62,7 +81,8 @@ pub fn position_size(account: &Account, price: Option<Decimal>, stop: Option<Dec
 ///
 /// # Errors
 /// A refusal from [`position_size`] when a new position must be opened.
-pub fn intent(account: &Account, signal_side: &str, effective: Decimal, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Option<Intent>, String> {
+pub fn intent<'a>(account: impl Into<Rules<'a>>, signal_side: &str, effective: Decimal, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Option<Intent>, String> {
+    let account: Rules<'a> = account.into();
     let zero = Decimal::ZERO;
     let open = |side| position_size(account, price, stop).map(|qty| Some(Intent { side, qty }));
     let close = |side| Ok(Some(Intent { side, qty: effective.abs() }));

@@ -1,28 +1,44 @@
-//! Event-driven backtest: replay a data file through a strategy and trade its
-//! signals the way a careful trader would on paper.
+//! Event-driven backtest of one plugin: replay a data file through a strategy
+//! and trade its signals for one account with the rules the order manager
+//! applies to a paper or live account, from the same code: the subscriber's
+//! modes and sizing ([`crate::subscriber::intent`]), the paper fill price
+//! (slippage, 0.05 tick), the FIFO [`Position`], the managed exits (stop,
+//! target, trailing stop; [`ManagedExit`]) and the square-off rule
+//! ([`square_off_rule`]). It keeps them in memory, driven by the data's clock;
+//! `backtest --config` runs the order manager itself, with its journal and risk rules.
 //!
-//! Rules, in the order they apply on each bar:
-//! 1. With `square_off`, a position still open when a day ends before the
-//!    square-off time is closed at that day's last close.
-//! 2. Orders from the previous bar's signals fill at this bar's open.
-//! 3. With `square_off`, an open position is closed at the open of the first
-//!    bar starting at or after that time; entries are refused from then on.
-//! 4. A stop-loss or target from the entry signal is checked against the bar's
-//!    range (stop first, the conservative assumption when both are touched);
-//!    a gap through the level fills at the open.
-//! 5. This bar's signals become orders for the next bar. In `long` mode a buy
-//!    opens one unit and a sell closes it; in `short` mode the mirror; in
-//!    `both` a buy goes to +1 and a sell to −1, reversing if needed.
+//! On each bar, per instrument:
+//! 1. With `square_off`, a position open at that time is closed by an order
+//!    due then (filled at the next bar's open); one left open from an earlier
+//!    day (the data stopped before the square-off) is `carried` and closed at
+//!    the next session's first open.
+//! 2. Orders from earlier signals fill at this bar's open, moved by the slippage.
+//! 3. The managed exit checks the bar's range (stop first, the conservative
+//!    assumption when both are touched) and fills at the level, or at the open
+//!    when the bar gapped through it (`ExitFill::AtLevel`; paper and live send a
+//!    market order on the next price instead, which `ExitFill::NextPrice`
+//!    reproduces); then the trailing stop follows. A square-off due now, or
+//!    left by this bar's fills, takes the exit's place.
+//! 4. This bar's signals become orders for the next bar: `long` mode, a buy
+//!    opens `qty` units and a sell closes them; `short` the mirror; `both`
+//!    reverses. From the square-off time on, only the closing part is kept.
 //!
-//! Positions still open after the last bar are closed at its close.
+//! Positions still open after the last bar are marked at its close.
 
 mod report;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::engine::{Side, Signal, StrategyRunner, sdk_bar, sdk_chain};
+use crate::config::{ExitRules, Sizing};
+use crate::domain::OrderSide;
+use crate::domain::position::{Closed, Position, fill_price};
 use crate::domain::time::{format_hhmm, ist_day, ist_minute_of_day};
+use crate::engine::{Signal, StrategyRunner, sdk_bar, sdk_chain};
+use crate::orders::exits::{ExitFill, ManagedExit};
+use crate::orders::risk::is_entry;
+use crate::orders::square_off_rule;
+use crate::subscriber::{Rules, intent};
 use crate::market::{MarketData, OptionChain};
 use crate::sandbox::SandboxError;
 
@@ -36,18 +52,25 @@ pub struct BacktestConfig {
     /// Which positions signals may open.
     pub mode: PositionMode,
     /// Units bought or sold per position.
-    pub qty: Decimal,
+    pub qty: u64,
     /// Starting capital, for the equity curve and returns.
     pub capital: Decimal,
     /// Intraday square-off time (IST minutes since midnight); `None` carries positions overnight.
     pub square_off_minute: Option<u32>,
     /// Bars per strategy call: 1 calls `on-candle` per bar, more uses the batched entry point.
     pub batch: usize,
+    /// Slippage against the trader, basis points, as an account's `slippage_bps`.
+    pub slippage_bps: Decimal,
+    /// Stop-loss, target and trailing stop for positions whose signal sets none, as an account's `exits`.
+    pub exits: ExitRules,
+    /// How a fired exit fills: at its level (the default), or as paper and live do, on the next price.
+    pub exit_fill: ExitFill,
 }
 
 impl Default for BacktestConfig {
+    /// Today's single-plugin defaults: one unit, long only, the next open, no slippage, no exits of its own.
     fn default() -> Self {
-        Self { mode: PositionMode::Long, qty: Decimal::ONE, capital: Decimal::from(1_000_000), square_off_minute: None, batch: 4096 }
+        Self { mode: PositionMode::Long, qty: 1, capital: Decimal::from(1_000_000), square_off_minute: None, batch: 4096, slippage_bps: Decimal::ZERO, exits: ExitRules::default(), exit_fill: ExitFill::AtLevel }
     }
 }
 
@@ -81,6 +104,23 @@ impl TradeSide {
     }
 }
 
+/// One fill of the backtest's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    /// When (the start of the bar it filled on).
+    pub ts_ms: i64,
+    /// What.
+    pub instrument: String,
+    /// Buy or sell.
+    pub side: OrderSide,
+    /// Units.
+    pub qty: Decimal,
+    /// Price, after slippage.
+    pub price: Decimal,
+    /// `signal`, or what closed the position: `stop-loss`, `target`, `trailing-stop`, `square-off`, `carried`.
+    pub reason: String,
+}
+
 /// A closed round trip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trade {
@@ -100,7 +140,7 @@ pub struct Trade {
     pub exit_price: Decimal,
     /// Realised profit or loss.
     pub pnl: Decimal,
-    /// Why it was closed: `signal`, `stop-loss`, `target`, `square-off`, `end of day`, `end of data`.
+    /// Why it was closed: `signal`, `stop-loss`, `target`, `trailing-stop`, `square-off`, `carried`, `end of data`.
     pub exit_reason: String,
 }
 
@@ -126,6 +166,8 @@ pub struct Summary {
     pub mode: PositionMode,
     /// Units per position.
     pub qty: Decimal,
+    /// Slippage, basis points.
+    pub slippage_bps: Decimal,
     /// Starting capital.
     pub capital: Decimal,
     /// Square-off time, if any.
@@ -175,6 +217,8 @@ pub struct BacktestResult {
     pub rejected: Vec<String>,
     /// Closed trades, in order of exit.
     pub trades: Vec<Trade>,
+    /// Every fill, in order (the mark at the end of the data is not one).
+    pub fills: Vec<Fill>,
     /// Daily equity.
     pub equity: Vec<EquityPoint>,
     /// Headline numbers.
@@ -189,32 +233,44 @@ struct Quote {
     close: Decimal,
 }
 
+/// A market order waiting for its price: it fills at the open of the first
+/// bar that starts after `not_before`, as the paper venue fills.
 #[derive(Debug, Clone)]
 struct Order {
-    want: i8,
+    side: OrderSide,
+    qty: Decimal,
+    not_before: i64,
     stop_loss: Option<Decimal>,
     target: Option<Decimal>,
+    /// `signal`, or what closes the position (`square-off`, `carried`).
+    reason: &'static str,
 }
 
 #[derive(Debug, Clone)]
 struct Book {
     instrument: String,
-    position: i8,
-    entry_price: Decimal,
-    entry_ts_ms: i64,
-    stop_loss: Option<Decimal>,
-    target: Option<Decimal>,
-    pending: Option<Order>,
+    position: Position,
+    exit: Option<ManagedExit>,
+    pending: Vec<Order>,
     last: Option<Decimal>,
+    last_fill_ts: Option<i64>,
+}
+
+impl Book {
+    /// Signed units held plus those of the orders waiting.
+    fn effective(&self) -> Decimal {
+        self.position.qty + self.pending.iter().map(|o| o.qty * o.side.sign()).sum::<Decimal>()
+    }
 }
 
 struct Engine<'a> {
     config: &'a BacktestConfig,
+    sizing: Sizing,
     books: Vec<Book>,
     trades: Vec<Trade>,
+    fills: Vec<Fill>,
     signals: Vec<SignalRecord>,
     rejected: Vec<String>,
-    realised: Decimal,
     peak: Decimal,
     max_drawdown: Decimal,
     max_drawdown_pct: f64,
@@ -227,11 +283,12 @@ impl<'a> Engine<'a> {
     fn new(config: &'a BacktestConfig) -> Self {
         Self {
             config,
+            sizing: Sizing::Fixed { qty: config.qty },
             books: Vec::new(),
             trades: Vec::new(),
+            fills: Vec::new(),
             signals: Vec::new(),
             rejected: Vec::new(),
-            realised: Decimal::ZERO,
             peak: config.capital,
             max_drawdown: Decimal::ZERO,
             max_drawdown_pct: 0.0,
@@ -245,119 +302,130 @@ impl<'a> Engine<'a> {
         if let Some(i) = self.books.iter().position(|b| b.instrument == instrument) {
             return i;
         }
-        self.books.push(Book {
-            instrument: instrument.to_owned(),
-            position: 0,
-            entry_price: Decimal::ZERO,
-            entry_ts_ms: 0,
-            stop_loss: None,
-            target: None,
-            pending: None,
-            last: None,
-        });
+        self.books.push(Book { instrument: instrument.to_owned(), position: Position::default(), exit: None, pending: Vec::new(), last: None, last_fill_ts: None });
         self.books.len() - 1
     }
 
-    /// Move book `i` to position `want` at `price`, recording the closed trade if any.
-    fn trade_to(&mut self, i: usize, want: i8, price: Decimal, ts_ms: i64, reason: &str, order: Option<&Order>) {
-        let qty = self.config.qty;
+    /// Fill `qty` units of book `i` at `price` (before slippage): the position,
+    /// its closed lots as trades, and the exit armed when a position opens.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(&mut self, i: usize, side: OrderSide, qty: Decimal, price: Decimal, ts_ms: i64, reason: &str, levels: (Option<Decimal>, Option<Decimal>)) {
+        let price = fill_price(side, price, self.config.slippage_bps);
         let book = &mut self.books[i];
-        if book.position == want {
-            return;
+        let before = book.position.qty;
+        let closed = book.position.fill(side, qty, price, ts_ms);
+        book.last_fill_ts = Some(ts_ms);
+        let after = book.position.qty;
+        if after.is_zero() {
+            book.exit = None;
+        } else if before.is_zero() || before.is_sign_positive() != after.is_sign_positive() {
+            book.exit = Some(ManagedExit::arm(after > Decimal::ZERO, price, levels.0, levels.1, &self.config.exits));
         }
-        if book.position != 0 {
-            let direction = Decimal::from(book.position);
-            let pnl = (price - book.entry_price) * qty * direction;
-            self.realised += pnl;
-            self.trades.push(Trade {
-                instrument: book.instrument.clone(),
-                entry_ts_ms: book.entry_ts_ms,
-                exit_ts_ms: ts_ms,
-                side: if book.position > 0 { TradeSide::Long } else { TradeSide::Short },
-                qty,
-                entry_price: book.entry_price,
-                exit_price: price,
-                pnl,
-                exit_reason: reason.to_owned(),
-            });
-        }
-        book.position = want;
-        book.stop_loss = None;
-        book.target = None;
-        if want != 0 {
-            book.entry_price = price;
-            book.entry_ts_ms = ts_ms;
-            if let Some(o) = order {
-                book.stop_loss = o.stop_loss;
-                book.target = o.target;
+        let instrument = book.instrument.clone();
+        self.book_trades(&instrument, closed, reason);
+        self.fills.push(Fill { ts_ms, instrument, side, qty, price, reason: reason.to_owned() });
+    }
+
+    /// Close what is still open at each book's last price (a mark, not a fill).
+    fn close_all_at_last(&mut self, ts_ms: i64, reason: &'static str) {
+        for i in 0..self.books.len() {
+            self.books[i].pending.clear();
+            let qty = self.books[i].position.qty;
+            if let (false, Some(last)) = (qty.is_zero(), self.books[i].last) {
+                // A mark at the last price itself, not a fill: no slippage.
+                let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
+                let closed = self.books[i].position.fill(side, qty.abs(), last, ts_ms);
+                self.books[i].exit = None;
+                let instrument = self.books[i].instrument.clone();
+                self.book_trades(&instrument, closed, reason);
             }
         }
     }
 
-    fn close_all_at_last(&mut self, ts_ms: i64, reason: &str) {
-        for i in 0..self.books.len() {
-            if let (true, Some(last)) = (self.books[i].position != 0, self.books[i].last) {
-                self.trade_to(i, 0, last, ts_ms, reason, None);
-            }
-            self.books[i].pending = None;
-        }
+    fn book_trades(&mut self, instrument: &str, closed: Vec<Closed>, reason: &str) {
+        self.trades.extend(closed.into_iter().map(|c| Trade {
+            instrument: instrument.to_owned(),
+            entry_ts_ms: c.entry_ts,
+            exit_ts_ms: c.exit_ts,
+            side: if c.long { TradeSide::Long } else { TradeSide::Short },
+            qty: c.qty,
+            entry_price: c.entry_price,
+            exit_price: c.exit_price,
+            pnl: c.pnl,
+            exit_reason: reason.to_owned(),
+        }));
     }
 
     /// One event time: `quotes` are the prices of every instrument quoted now.
+    /// Per instrument, as the order manager does on a price: a due square-off
+    /// is queued, the orders waiting fill at this open, then the managed exit
+    /// checks this bar (filling at its level: [`ExitFill::AtLevel`]); then
+    /// this bar's signals become orders for the next price.
     fn step(&mut self, ts_ms: i64, quotes: &[(&str, Quote)], signals: impl Iterator<Item = strategy_sdk::Signal>) {
         let today = ist_day(ts_ms);
-        let minute = ist_minute_of_day(ts_ms);
         if self.day.is_some_and(|d| d != today) {
-            if self.config.square_off_minute.is_some() {
-                // The day ended before square-off time (a half day, or data that stops early).
-                self.close_all_at_last(self.last_ts, "end of day");
-            }
             self.record_day_end(self.last_ts);
         }
         self.day = Some(today);
-        let squaring_off = self.config.square_off_minute.is_some_and(|sq| minute >= sq);
-
         for i in 0..self.books.len() {
             let Some(q) = quotes.iter().find(|(name, _)| *name == self.books[i].instrument).map(|(_, q)| *q) else { continue };
-            if let Some(order) = self.books[i].pending.take() {
-                self.trade_to(i, order.want, q.open, ts_ms, "signal", Some(&order));
+            // Due before this price (a carried position at the open): filled by it.
+            let mut squared = self.square_off(i, ts_ms);
+            let ready: Vec<Order> = {
+                let pending = &mut self.books[i].pending;
+                let (ready, waiting) = std::mem::take(pending).into_iter().partition(|o| o.not_before < ts_ms);
+                *pending = waiting;
+                ready
+            };
+            if !ready.is_empty() {
+                for o in ready {
+                    self.fill(i, o.side, o.qty, q.open, ts_ms, o.reason, (o.stop_loss, o.target));
+                }
+                // What those fills leave open at the square-off time is closed too.
+                squared = self.square_off(i, ts_ms);
             }
-            if squaring_off && self.books[i].position != 0 {
-                let reason = format!("square-off {}", self.config.square_off_minute.map(format_hhmm).unwrap_or_default());
-                self.trade_to(i, 0, q.open, ts_ms, &reason, None);
+            if !squared {
+                self.check_exits(i, ts_ms, q);
             }
-            self.check_exits(i, ts_ms, q);
             self.books[i].last = Some(q.close);
         }
-
         for s in signals {
-            self.take_signal(ts_ms, s, quotes, squaring_off);
+            self.take_signal(ts_ms, s, quotes);
         }
         self.last_ts = ts_ms;
         self.mark_to_market();
     }
 
+    /// Queue the square-off of book `i` when [`square_off_rule`] says it is due
+    /// and nothing else works on the position; true when one is queued or waits.
+    fn square_off(&mut self, i: usize, ts_ms: i64) -> bool {
+        let Some(square_off) = self.config.square_off_minute else { return false };
+        let book = &mut self.books[i];
+        if book.pending.iter().any(|o| o.reason == "square-off" || o.reason == "carried") {
+            return true;
+        }
+        if book.position.qty.is_zero() || !book.pending.is_empty() {
+            return false;
+        }
+        let Some((reason, not_before)) = square_off_rule(square_off, ts_ms, book.last_fill_ts) else { return false };
+        let side = if book.position.qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
+        book.pending.push(Order { side, qty: book.position.qty.abs(), not_before, stop_loss: None, target: None, reason });
+        true
+    }
+
     fn check_exits(&mut self, i: usize, ts_ms: i64, q: Quote) {
-        let book = &self.books[i];
-        let exit = match book.position {
-            1 => match (book.stop_loss, book.target) {
-                (Some(stop), _) if q.low <= stop => Some((q.open.min(stop), "stop-loss")),
-                (_, Some(target)) if q.high >= target => Some((q.open.max(target), "target")),
-                _ => None,
-            },
-            -1 => match (book.stop_loss, book.target) {
-                (Some(stop), _) if q.high >= stop => Some((q.open.max(stop), "stop-loss")),
-                (_, Some(target)) if q.low <= target => Some((q.open.min(target), "target")),
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some((price, reason)) = exit {
-            self.trade_to(i, 0, price, ts_ms, reason, None);
+        let book = &mut self.books[i];
+        let Some(exit) = book.exit.as_mut() else { return };
+        let Some(reason) = exit.on_price(q.high, q.low, q.close) else { return };
+        let qty = book.position.qty;
+        let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
+        match exit.fill_price(reason, q.open, self.config.exit_fill) {
+            Some(price) => self.fill(i, side, qty.abs(), price, ts_ms, reason, (None, None)),
+            None => book.pending.push(Order { side, qty: qty.abs(), not_before: ts_ms, stop_loss: None, target: None, reason }),
         }
     }
 
-    fn take_signal(&mut self, ts_ms: i64, s: strategy_sdk::Signal, quotes: &[(&str, Quote)], squaring_off: bool) {
+    fn take_signal(&mut self, ts_ms: i64, s: strategy_sdk::Signal, quotes: &[(&str, Quote)]) {
         let signal = match Signal::from_strategy(ts_ms, s) {
             Ok(signal) => signal,
             Err(reason) => {
@@ -367,34 +435,33 @@ impl<'a> Engine<'a> {
         };
         let price = quotes.iter().find(|(n, _)| *n == signal.instrument).map(|(_, q)| q.close);
         let i = self.book(&signal.instrument);
-        let book = &self.books[i];
-        let current = book.pending.as_ref().map_or(book.position, |o| o.want);
-        let mut want = match (signal.side, self.config.mode) {
-            (Side::Exit, _) => 0,
-            (Side::Buy, PositionMode::Long | PositionMode::Both) => 1,
-            (Side::Buy, PositionMode::Short) => if current < 0 { 0 } else { current },
-            (Side::Sell, PositionMode::Short | PositionMode::Both) => -1,
-            (Side::Sell, PositionMode::Long) => if current > 0 { 0 } else { current },
-        };
-        if squaring_off && want != 0 {
-            // After square-off time only the closing half of a signal is kept.
-            want = if current != 0 && want.signum() != current.signum() { 0 } else { current };
-        }
-        if want != current {
-            self.books[i].pending = Some(Order { want, stop_loss: signal.stop_loss, target: signal.target });
+        let effective = self.books[i].effective();
+        let rules = Rules { mode: self.config.mode, sizing: &self.sizing, capital: self.config.capital };
+        match intent(rules, signal.side.as_str(), effective, price, signal.stop_loss) {
+            Ok(Some(mut order)) => {
+                // From the square-off time on, only the closing part of a signal is kept.
+                let late = self.config.square_off_minute.is_some_and(|sq| ist_minute_of_day(ts_ms) >= sq);
+                if late && is_entry(effective, &order) {
+                    let reverses = !effective.is_zero() && (effective > Decimal::ZERO) != (order.side == OrderSide::Buy);
+                    order.qty = if reverses { effective.abs() } else { Decimal::ZERO };
+                }
+                if !order.qty.is_zero() {
+                    self.books[i].pending.push(Order { side: order.side, qty: order.qty, not_before: ts_ms, stop_loss: signal.stop_loss, target: signal.target, reason: "signal" });
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => self.rejected.push(format!("{}: {reason}", crate::domain::time::format_iso_ist(ts_ms))),
         }
         self.signals.push(SignalRecord { signal, price });
     }
 
+    fn realised(&self) -> Decimal {
+        self.books.iter().map(|b| b.position.realized).sum()
+    }
+
     fn open_equity(&self) -> Decimal {
-        let qty = self.config.qty;
-        let unrealised: Decimal = self
-            .books
-            .iter()
-            .filter(|b| b.position != 0)
-            .filter_map(|b| b.last.map(|last| (last - b.entry_price) * qty * Decimal::from(b.position)))
-            .sum();
-        self.config.capital + self.realised + unrealised
+        let unrealised: Decimal = self.books.iter().filter(|b| !b.position.qty.is_zero()).filter_map(|b| b.last.map(|last| b.position.unrealized(last))).sum();
+        self.config.capital + self.realised() + unrealised
     }
 
     fn mark_to_market(&mut self) {
@@ -475,7 +542,7 @@ pub fn run(
         engine.record_day_end(ts);
     }
     let summary = summarise(strategy, data.len(), &engine, first_ts, last_ts);
-    Ok(BacktestResult { signals: engine.signals, rejected: engine.rejected, trades: engine.trades, equity: engine.equity, summary })
+    Ok(BacktestResult { signals: engine.signals, rejected: engine.rejected, trades: engine.trades, fills: engine.fills, equity: engine.equity, summary })
 }
 
 fn chain_quotes(chain: &OptionChain) -> Vec<(String, Quote)> {
@@ -505,7 +572,8 @@ fn summarise(strategy: &dyn StrategyRunner, events: usize, engine: &Engine<'_>, 
         strategy: strategy.name().to_owned(),
         strategy_version: strategy.version().to_owned(),
         mode: config.mode,
-        qty: config.qty,
+        qty: Decimal::from(config.qty),
+        slippage_bps: config.slippage_bps,
         capital: config.capital,
         square_off: config.square_off_minute.map(format_hhmm),
         events,

@@ -58,29 +58,23 @@ fn write_signals_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()
 /// The account a single-plugin backtest trades for, in `fills.csv`.
 pub const BACKTEST_ACCOUNT: &str = "backtest";
 
-/// Every trade's fills, in the columns a run's journal reports (`tradehost report
-/// --fills-csv`): the entry, and the exit unless it is only the mark at the end
-/// of the data (a run holds that position still). A square-off at its time, or
-/// at the day's last price when the data stops before it, is a `square-off`.
+/// Every fill, in the columns a run's journal reports (`tradehost report
+/// --fills-csv`); the mark at the end of the data is not a fill (a run holds
+/// that position still).
 fn fill_lines(result: &BacktestResult) -> Vec<crate::orders::report::FillLine> {
-    use crate::orders::report::FillLine;
-    let mut lines = Vec::with_capacity(result.trades.len() * 2);
-    for t in &result.trades {
-        let (open, close) = match t.side {
-            crate::backtest::TradeSide::Long => ("buy", "sell"),
-            crate::backtest::TradeSide::Short => ("sell", "buy"),
-        };
-        let line = |ts, side, price, reason: &str| FillLine { ts, account: BACKTEST_ACCOUNT.to_owned(), instrument: t.instrument.clone(), side, qty: t.qty, price, reason: reason.to_owned() };
-        lines.push(line(t.entry_ts_ms, open, t.entry_price, "signal"));
-        let reason = match t.exit_reason.as_str() {
-            "end of data" => continue,
-            "end of day" => "square-off",
-            r if r.starts_with("square-off") => "square-off",
-            r => r,
-        };
-        lines.push(line(t.exit_ts_ms, close, t.exit_price, reason));
-    }
-    lines
+    result
+        .fills
+        .iter()
+        .map(|f| crate::orders::report::FillLine {
+            ts: f.ts_ms,
+            account: BACKTEST_ACCOUNT.to_owned(),
+            instrument: f.instrument.clone(),
+            side: f.side.as_str(),
+            qty: f.qty,
+            price: f.price,
+            reason: f.reason.clone(),
+        })
+        .collect()
 }
 
 fn write_trades_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()> {

@@ -4,6 +4,7 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
 use super::*;
+use crate::engine::Side;
 use crate::market::{Bar, CandleSeries};
 
 /// Emits the scripted signal at each listed bar index.
@@ -94,7 +95,7 @@ fn long_mode_fills_at_next_open() {
 #[test]
 fn both_mode_reverses_and_end_of_data_closes() {
     let data = series(T0, &flat(&[100, 101, 102, 103, 104, 99]));
-    let config = BacktestConfig { mode: PositionMode::Both, qty: dec!(2), ..BacktestConfig::default() };
+    let config = BacktestConfig { mode: PositionMode::Both, qty: 2, ..BacktestConfig::default() };
     let got = trades(&data, vec![(0, Side::Buy, None), (2, Side::Sell, None)], &config);
     assert_eq!(
         got,
@@ -138,12 +139,13 @@ fn square_off_closes_and_blocks_late_entries() {
     let config = BacktestConfig { square_off_minute: Some(15 * 60 + 15), ..BacktestConfig::default() };
     let got = trades(&data, vec![(0, Side::Buy, None), (2, Side::Buy, None), (3, Side::Buy, None)], &config);
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!((got[0].3, got[0].4, got[0].6.as_str()), (dec!(101), dec!(102), "square-off 15:15"));
+    // Due at 15:15, filled as the order manager fills it: at the first price after, the 15:16 open.
+    assert_eq!((got[0].0, got[0].1, got[0].3, got[0].4, got[0].6.as_str()), (359, 361, dec!(101), dec!(103), "square-off"));
 }
 
 #[test]
-fn square_off_closes_at_day_end_when_the_day_is_short() {
-    // A day that stops at 09:17 (a DR-drill session): closed at its last close.
+fn a_position_the_short_day_leaves_open_is_closed_at_the_next_open() {
+    // A day that stops at 09:17 (a DR-drill session): carried, closed at the next session's first open.
     let mut bars = match series(T0, &flat(&[100, 101, 102])) {
         MarketData::Candles(s) => s.bars,
         MarketData::Chains(_) => unreachable!(),
@@ -152,7 +154,7 @@ fn square_off_closes_at_day_end_when_the_day_is_short() {
     let data = MarketData::Candles(CandleSeries { instrument: "NIFTY".into(), timeframe_secs: 60, bars });
     let config = BacktestConfig { square_off_minute: Some(15 * 60 + 15), ..BacktestConfig::default() };
     let got = trades(&data, vec![(0, Side::Buy, None)], &config);
-    assert_eq!(got, vec![(1, 2, TradeSide::Long, dec!(101), dec!(102), dec!(1), "end of day".into())]);
+    assert_eq!(got, vec![(1, 1440, TradeSide::Long, dec!(101), dec!(90), dec!(-11), "carried".into())]);
 }
 
 #[test]
@@ -177,4 +179,26 @@ fn sharpe_of_known_returns() {
     let s = sharpe(&[0.01, -0.01, 0.02]);
     // mean 0.00667, sd 0.01528 -> 0.4364 * 15.875
     assert!((s - 6.928).abs() < 0.01, "{s}");
+}
+
+#[test]
+fn slippage_and_the_trailing_stop_are_the_accounts_rules() {
+    // Bought at the bar-1 open of 100 plus 10 bps (100.10, on the tick); the 2% trail follows
+    // the closes up to 110 (stop 107.80); bar 4 falls through it: out at the stop less 10 bps, floored to the tick.
+    let data = series(T0, &flat(&[100, 100, 105, 110]).into_iter().chain([(109, 109, 107, 108), (108, 108, 108, 108)]).collect::<Vec<_>>());
+    let exits = crate::config::ExitRules { trailing_pct: dec!(2), ..crate::config::ExitRules::default() };
+    let config = BacktestConfig { slippage_bps: dec!(10), exits, ..BacktestConfig::default() };
+    let got = trades(&data, vec![(0, Side::Buy, None)], &config);
+    assert_eq!(got, vec![(1, 4, TradeSide::Long, dec!(100.10), dec!(107.65), dec!(7.55), "trailing-stop".into())]);
+}
+
+#[test]
+fn an_account_stop_percentage_applies_when_the_signal_sets_none() {
+    let data = series(T0, &[(100, 100, 100, 100), (100, 100, 100, 100), (99, 99, 98, 98), (98, 98, 98, 98)]);
+    let exits = crate::config::ExitRules { stop_loss_pct: dec!(1), ..crate::config::ExitRules::default() };
+    let got = trades(&data, vec![(0, Side::Buy, None)], &BacktestConfig { exits: exits.clone(), ..BacktestConfig::default() });
+    assert_eq!(got, vec![(1, 2, TradeSide::Long, dec!(100), dec!(99), dec!(-1), "stop-loss".into())]);
+    // The signal's own stop wins over the percentage.
+    let got = trades(&data, vec![(0, Side::Buy, Some(97.0))], &BacktestConfig { exits, ..BacktestConfig::default() });
+    assert_eq!(got, vec![(1, 3, TradeSide::Long, dec!(100), dec!(98), dec!(-2), "end of data".into())]);
 }

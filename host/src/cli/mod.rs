@@ -98,8 +98,24 @@ pub struct BacktestArgs {
     #[arg(long, value_enum, default_value = "long")]
     pub mode: PositionMode,
     /// Units per position.
-    #[arg(long, default_value = "1")]
-    pub qty: Decimal,
+    #[arg(long, default_value_t = 1)]
+    pub qty: u64,
+    /// Slippage against the trader, basis points (an account's `slippage_bps`); fills go on the 0.05 tick.
+    #[arg(long, default_value = "0")]
+    pub slippage_bps: Decimal,
+    /// Stop-loss this many percent from the entry, for signals that set none.
+    #[arg(long, default_value = "0")]
+    pub stop_loss_pct: Decimal,
+    /// Target this many percent from the entry, for signals that set none.
+    #[arg(long, default_value = "0")]
+    pub target_pct: Decimal,
+    /// Trailing stop this many percent behind the best price since entry.
+    #[arg(long, default_value = "0")]
+    pub trailing_pct: Decimal,
+    /// How a stop or target that fires fills: `at-level` (the level the bar touched, or its
+    /// open on a gap) or `next-price` (a market order on the next bar's open, as paper and live).
+    #[arg(long, value_enum, default_value = "at-level")]
+    pub exit_fill: crate::orders::exits::ExitFill,
     /// Starting capital in rupees.
     #[arg(long, default_value = "1000000")]
     pub capital: Decimal,
@@ -221,8 +237,8 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         "all" => None,
         text => Some(Session::parse(text).map_err(|e| anyhow::anyhow!("--session: {e}"))?),
     };
-    if args.qty <= Decimal::ZERO {
-        bail!("--qty {}: must be positive", args.qty);
+    if args.qty == 0 {
+        bail!("--qty 0: must be positive");
     }
     let limits = SandboxLimits {
         cpu: CpuBudget::Fuel { per_event: args.fuel_per_event },
@@ -244,7 +260,11 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     let loaded = load(&args.data, &options)?;
     let loaded_at = started.elapsed();
 
-    let config = BacktestConfig { mode: args.mode, qty: args.qty, capital: args.capital, square_off_minute, batch: args.batch };
+    for (flag, value) in [("--slippage-bps", args.slippage_bps), ("--stop-loss-pct", args.stop_loss_pct), ("--target-pct", args.target_pct), ("--trailing-pct", args.trailing_pct)] {
+        anyhow::ensure!(value >= Decimal::ZERO && value < Decimal::ONE_HUNDRED, "{flag} {value}: expected a percentage (basis points for slippage) from 0 to below 100");
+    }
+    let exits = crate::config::ExitRules { stop_loss_pct: args.stop_loss_pct, target_pct: args.target_pct, trailing_pct: args.trailing_pct };
+    let config = BacktestConfig { mode: args.mode, qty: args.qty, capital: args.capital, square_off_minute, batch: args.batch, slippage_bps: args.slippage_bps, exits, exit_fill: args.exit_fill };
     let bar = progress_bar(loaded.data.len() as u64);
     let result = backtest::run(&mut strategy, &loaded.data, &config, |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();

@@ -5,6 +5,20 @@
 
 use rust_decimal::Decimal;
 
+use crate::config::ExitRules;
+
+/// How a fired exit fills: the one switch between a backtest and a live
+/// account, in the one exit rule both use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExitFill {
+    /// At the level the bar touched, or at the open when the bar gapped
+    /// through it (a backtest: the level is known inside the bar).
+    AtLevel,
+    /// A market order on the next price (paper and live: the host learns of
+    /// the touch from a price that has passed, and can only send an order).
+    NextPrice,
+}
+
 /// The managed exit of one position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedExit {
@@ -32,6 +46,31 @@ impl ManagedExit {
         exit.trail(entry);
         exit.trailed = false;
         exit
+    }
+
+    /// The exit of a position just opened at `entry`: the signal's stop and
+    /// target, or else the account's percentages away from the entry (on the
+    /// 0.05 tick, as the exchange prices them), and its trailing stop.
+    #[must_use]
+    pub fn arm(long: bool, entry: Decimal, stop: Option<Decimal>, target: Option<Decimal>, rules: &ExitRules) -> Self {
+        let away = |pct: Decimal, up: bool| (!pct.is_zero()).then(|| crate::domain::money::to_tick(entry * (Decimal::ONE_HUNDRED + if up { pct } else { -pct }) / Decimal::ONE_HUNDRED));
+        let stop = stop.or_else(|| away(rules.stop_loss_pct, !long));
+        let target = target.or_else(|| away(rules.target_pct, long));
+        Self::new(long, entry, stop, target, Some(rules.trailing_pct))
+    }
+
+    /// The price an exit that fired for `reason` on a bar opening at `open`
+    /// fills at, before slippage: `None` with [`ExitFill::NextPrice`] (the
+    /// order waits for the next price). Call it right after [`Self::on_price`]
+    /// fired: the levels are still those in force before the bar.
+    #[must_use]
+    pub fn fill_price(&self, reason: &str, open: Decimal, how: ExitFill) -> Option<Decimal> {
+        if how == ExitFill::NextPrice {
+            return None;
+        }
+        let (level, adverse) = if reason == "target" { (self.target?, false) } else { (self.stop?, true) };
+        // A long's stop below, its target above; a gap through either fills at the open.
+        Some(if self.long == adverse { open.min(level) } else { open.max(level) })
     }
 
     fn trail(&mut self, price: Decimal) {
@@ -101,6 +140,27 @@ mod tests {
         let mut s = ManagedExit::new(false, dec!(100), Some(dec!(104)), Some(dec!(90)), Some(dec!(1)));
         assert_eq!(s.stop, Some(dec!(101)), "a 1% trail is tighter than the 104 stop");
         assert_eq!(s.on_price(dec!(100.5), dec!(89), dec!(95)), Some("target"));
+    }
+
+    #[test]
+    fn armed_from_the_account_rules_and_filled_at_the_level_or_the_gap() {
+        let rules = ExitRules { stop_loss_pct: dec!(1), target_pct: dec!(2), trailing_pct: dec!(0) };
+        let e = ManagedExit::arm(true, dec!(100.03), None, None, &rules);
+        assert_eq!((e.stop, e.target), (Some(dec!(99.05)), Some(dec!(102.05))), "on the tick");
+        let e = ManagedExit::arm(false, dec!(100), Some(dec!(103)), None, &rules);
+        assert_eq!((e.stop, e.target), (Some(dec!(103)), Some(dec!(98))), "the signal's stop wins");
+
+        let mut long = ManagedExit::new(true, dec!(100), Some(dec!(95)), Some(dec!(110)), None);
+        let reason = long.on_price(dec!(101), dec!(94), dec!(96)).unwrap();
+        assert_eq!(long.fill_price(reason, dec!(99), ExitFill::AtLevel), Some(dec!(95)));
+        assert_eq!(long.fill_price(reason, dec!(93), ExitFill::AtLevel), Some(dec!(93)), "gapped below the stop");
+        assert_eq!(long.fill_price(reason, dec!(99), ExitFill::NextPrice), None);
+        assert_eq!(long.fill_price("target", dec!(111), ExitFill::AtLevel), Some(dec!(111)), "gapped above the target");
+        let short = ManagedExit::new(false, dec!(100), Some(dec!(105)), Some(dec!(90)), None);
+        assert_eq!(short.fill_price("stop-loss", dec!(104), ExitFill::AtLevel), Some(dec!(105)));
+        assert_eq!(short.fill_price("stop-loss", dec!(107), ExitFill::AtLevel), Some(dec!(107)));
+        assert_eq!(short.fill_price("target", dec!(92), ExitFill::AtLevel), Some(dec!(90)));
+        assert_eq!(short.fill_price("target", dec!(88), ExitFill::AtLevel), Some(dec!(88)));
     }
 
     proptest! {

@@ -1100,12 +1100,8 @@ fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instrumen
     let rules: Option<String> = tx.query_row("SELECT value FROM settings WHERE key = ?1", [format!("exits/{account}")], |r| r.get(0)).optional()?;
     let rules: Vec<Decimal> = rules.as_deref().unwrap_or("0,0,0").split(',').map(dec).collect::<rusqlite::Result<_>>()?;
     let (sl_pct, tp_pct, trail_pct) = (rules.first().copied().unwrap_or_default(), rules.get(1).copied().unwrap_or_default(), rules.get(2).copied().unwrap_or_default());
-    let long = after.qty > Decimal::ZERO;
-    // Levels the host sets itself are exchange prices: on the 0.05 tick.
-    let away = |pct: Decimal, up: bool| (!pct.is_zero()).then(|| crate::domain::money::to_tick(price * (Decimal::ONE_HUNDRED + if up { pct } else { -pct }) / Decimal::ONE_HUNDRED));
-    let stop = opt_dec(stop.as_deref())?.or_else(|| away(sl_pct, !long));
-    let target = opt_dec(target.as_deref())?.or_else(|| away(tp_pct, long));
-    let exit = exits::ManagedExit::new(long, price, stop, target, Some(trail_pct));
+    let rules = crate::config::ExitRules { stop_loss_pct: sl_pct, target_pct: tp_pct, trailing_pct: trail_pct };
+    let exit = exits::ManagedExit::arm(after.qty > Decimal::ZERO, price, opt_dec(stop.as_deref())?, opt_dec(target.as_deref())?, &rules);
     save_exit(tx, account, instrument, &exit)
 }
 
@@ -1196,14 +1192,30 @@ const SQUARE_OFF_TRIES: i64 = 3;
 /// covers what that order leaves. A position that is still open after its
 /// square-off (a close refused, a cancelled entry that filled a part meanwhile)
 /// is closed again, up to [`SQUARE_OFF_TRIES`] orders a day.
+/// The square-off rule, the same for the order manager and the backtest: an
+/// intraday position (last filled at `last_fill`) is due to close at `now`
+/// `carried` when it was left open from an earlier day (from the session's
+/// open: its first price fills it), or `square-off` from the account's
+/// `square_off` minute on. Returns the reason and the moment it is due (the
+/// fill is the first price after it).
+#[must_use]
+pub fn square_off_rule(square_off: u32, now: i64, last_fill: Option<i64>) -> Option<(&'static str, i64)> {
+    use crate::domain::time::{IST_OFFSET_MS, ist_day, ist_minute_of_day};
+    let (day, minute) = (ist_day(now), ist_minute_of_day(now));
+    let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
+    if minute >= SESSION_OPEN_MINUTE && last_fill.is_some_and(|t| ist_day(t) < day) {
+        return Some(("carried", midnight + i64::from(SESSION_OPEN_MINUTE) * 60_000 - 1));
+    }
+    (minute >= square_off && minute >= SESSION_OPEN_MINUTE.min(square_off)).then(|| ("square-off", midnight + i64::from(square_off) * 60_000))
+}
+
 fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::config::Account, account_id: &str, instrument: &str, now: i64) -> rusqlite::Result<Option<SquareOff>> {
-    use crate::domain::time::{IST_OFFSET_MS, ist_day, ist_minute_of_day, parse_hhmm};
+    use crate::domain::time::{ist_day, ist_minute_of_day, parse_hhmm};
     if account.product != crate::domain::Product::Mis {
         return Ok(None);
     }
     let Some(square_off) = parse_hhmm(&account.square_off) else { return Ok(None) };
-    let (day, minute) = (ist_day(now), ist_minute_of_day(now));
-    if minute < SESSION_OPEN_MINUTE.min(square_off) {
+    if ist_minute_of_day(now) < SESSION_OPEN_MINUTE.min(square_off) {
         return Ok(None);
     }
     let working: i64 = tx.query_row(
@@ -1214,30 +1226,25 @@ fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::config::Accou
     if working > 0 {
         return Ok(None);
     }
-    let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
-    if minute >= SESSION_OPEN_MINUTE {
-        let opened: Option<i64> = tx.query_row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
-        if opened.is_some_and(|t| ist_day(t) < day) {
-            // Due at the open: its first price fills it.
-            let not_before = midnight + i64::from(SESSION_OPEN_MINUTE) * 60_000 - 1;
-            return Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before }));
+    let last_fill: Option<i64> = tx.query_row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
+    let day = ist_day(now);
+    match square_off_rule(square_off, now, last_fill) {
+        None => Ok(None),
+        Some(("carried", not_before)) => Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before })),
+        Some((reason, due)) => {
+            let key = format!("square-off/{account_id}/{instrument}/{day}");
+            let tried: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'square-off' AND (signal_id = ?3 OR signal_id LIKE ?3 || '/%')",
+                [account_id, instrument, &key],
+                |r| r.get(0),
+            )?;
+            if tried >= SQUARE_OFF_TRIES {
+                return Ok(None);
+            }
+            let key = if tried == 0 { key } else { format!("{key}/{}", tried + 1) };
+            Ok(Some(SquareOff { reason, key, not_before: if tried == 0 { due } else { due.max(now) } }))
         }
     }
-    if minute < square_off {
-        return Ok(None);
-    }
-    let key = format!("square-off/{account_id}/{instrument}/{day}");
-    let tried: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'square-off' AND (signal_id = ?3 OR signal_id LIKE ?3 || '/%')",
-        [account_id, instrument, &key],
-        |r| r.get(0),
-    )?;
-    if tried >= SQUARE_OFF_TRIES {
-        return Ok(None);
-    }
-    let key = if tried == 0 { key } else { format!("{key}/{}", tried + 1) };
-    let not_before = (midnight + i64::from(square_off) * 60_000).max(if tried == 0 { i64::MIN } else { now });
-    Ok(Some(SquareOff { reason: "square-off", key, not_before }))
 }
 
 /// At an intraday account's square-off time, its entries still working are
