@@ -8,8 +8,8 @@
 //! environment, the secrets file or by a `token` command is used on the next
 //! reconnect) and go only into the address handed to the socket.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use tokio::sync::{Mutex, watch};
 
@@ -26,8 +26,7 @@ use crate::market::feed::{ChainResolver, ChainSnapshot, ChainSource, Connector, 
 use crate::market::recorder::OrderUpdateRecorder;
 use crate::market::{ExpiryChain, OptionChain};
 
-/// Tokens handed over by `token` commands, newest first over the secrets.
-pub type TokenOverrides = Arc<RwLock<HashMap<String, Secret>>>;
+pub use crate::domain::secret::TokenOverrides;
 
 /// The token a `token` command handed over for `account`, if any (it wins over the secrets).
 fn overridden(tokens: &TokenOverrides, account: &str) -> Option<Secret> {

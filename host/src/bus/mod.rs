@@ -16,6 +16,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use embedded::EmbeddedBus;
+
+/// How a service (the engine, the orders side) knows when to stop.
+pub struct Lifecycle {
+    /// Set on SIGTERM, SIGINT or a `shutdown` command.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Sets it (a `shutdown` command).
+    pub stop: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Batch replay: end once every source has ended and everything is decided.
+    pub until_idle: bool,
+    /// Keep running although no pipeline can trade yet.
+    pub wait_for_plugins: bool,
+}
 pub use redis_bus::RedisBus;
 
 /// A bus operation that failed.

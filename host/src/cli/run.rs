@@ -10,13 +10,12 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::bus::message::{Command, CommandMessage, printable};
-use crate::bus::{Bus, Channels, Subscription};
-use crate::config::Config;
-use crate::engine::supervisor::Supervisor;
-use crate::engine::watch::Change;
 use crate::bus::events::Events;
-use crate::sandbox::{Sandbox, SandboxLimits};
+use crate::bus::message::printable;
+use crate::bus::{Bus, Channels, Lifecycle, Subscription};
+use crate::config::Config;
+use crate::domain::secret::TokenOverrides;
+use crate::engine::watch::Change;
 
 /// Which stages this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,7 +77,7 @@ pub fn trading_mode() -> anyhow::Result<&'static str> {
     }
 }
 
-use crate::orders::service::{Lifecycle, OrdersSettings};
+use crate::orders::service::OrdersSettings;
 
 /// How long a process that has finished its work waits for queued alerts.
 const ALERT_FLUSH: Duration = Duration::from_secs(60);
@@ -163,12 +162,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config_tx, config_rx) = watch::channel(config.clone());
     let alerts = if orders_commands.is_some() { super::live::start_notifier(&config, &bus, config_rx.clone()).await? } else { None };
     let (reload_tx, reload_rx) = mpsc::channel(16);
-    tokio::spawn(config_watch(args.config.clone(), Events::new(bus.clone(), "host"), config_tx, config_change_rx, reload_rx));
+    tokio::spawn(crate::engine::service::config_watch(args.config.clone(), Events::new(bus.clone(), "host"), config_tx, config_change_rx, reload_rx));
     let engine_commands = if matches!(args.role, Role::All | Role::Engine) { Some(bus.subscribe(&[bus.channels().commands()]).await?) } else { None };
     let engine = engine_commands.map(|commands| {
         let (config, bus, configs) = (config.clone(), bus.clone(), config_rx.clone());
         let lifecycle = Lifecycle { shutdown: shutdown.clone(), stop: shutdown_tx.clone(), until_idle: args.until_idle.is_some(), wait_for_plugins: args.wait_for_plugins };
-        tokio::spawn(async move { engine_role(config, bus, lifecycle, plugin_rx, configs, commands).await })
+        // The brokers reach the engine through these: its `broker` sources' ticks and chains.
+        let tokens = TokenOverrides::default();
+        let feeds = crate::market::feed::BrokerLinks {
+            feed: crate::brokers::feeds::resolver(configs.clone(), bus.clone(), tokens.clone()),
+            chain: crate::brokers::feeds::chain_resolver(configs.clone(), bus.clone(), tokens.clone()),
+        };
+        tokio::spawn(async move { crate::engine::service::serve(config, bus, lifecycle, plugin_rx, configs, commands, feeds, tokens).await })
     });
     let (engine_done_tx, engine_done) = watch::channel(engine.is_none());
     let orders = orders_commands.map(|commands| {
@@ -305,129 +310,6 @@ fn spawn_printer(mut sub: Subscription, channels: Channels) -> JoinHandle<()> {
             println!("{line}");
         }
     })
-}
-
-async fn engine_role(
-    config: Arc<Config>,
-    bus: Bus,
-    mut life: Lifecycle,
-    mut changes: mpsc::Receiver<Change>,
-    mut configs: watch::Receiver<Arc<Config>>,
-    mut commands: Subscription,
-) -> anyhow::Result<()> {
-    let events = Events::new(bus.clone(), "engine");
-    let cache = config.resolve(&config.host.journal).parent().map(|d| d.join("plugin-cache")).unwrap_or_else(|| PathBuf::from("plugin-cache"));
-    let sandbox = Arc::new(Sandbox::new(SandboxLimits::live())?.with_cache(cache));
-    let feed_tokens = crate::brokers::feeds::TokenOverrides::default();
-    let feeds = crate::market::feed::BrokerLinks {
-        feed: crate::brokers::feeds::resolver(configs.clone(), bus.clone(), feed_tokens.clone()),
-        chain: crate::brokers::feeds::chain_resolver(configs.clone(), bus.clone(), feed_tokens.clone()),
-    };
-    let mut engine = Supervisor::new(config.clone(), sandbox, bus.clone(), events.clone()).with_feeds(feeds);
-    engine.start().await;
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
-    let mut reap = tokio::time::interval(Duration::from_millis(100));
-    let mut said_waiting = false;
-    let mut outcome = Ok(());
-    loop {
-        tokio::select! {
-            _ = life.shutdown.changed() => break,
-            change = changes.recv() => {
-                if change == Some(Change::Plugins) {
-                    engine.rescan_plugins().await;
-                }
-            }
-            changed = configs.changed() => {
-                if changed.is_ok() {
-                    let new = configs.borrow_and_update().clone();
-                    engine.apply_config(new).await;
-                }
-            }
-            msg = commands.recv() => {
-                // A Redis subscription reconnects by itself; `None` only when the bus is gone.
-                let Some((_, payload)) = msg else { break };
-                match CommandMessage::parse(&payload).map(|m| { let c = m.command(); (m, c) }) {
-                    Ok((m, Ok(Command::Reload))) => {
-                        engine.rescan_plugins().await;
-                        events.ack(&m.id, &m.cmd, true, "plugin folder rescanned").await;
-                    }
-                    Ok((m, Ok(Command::Shutdown))) => {
-                        events.ack(&m.id, &m.cmd, true, "engine stopping").await;
-                        let _ = life.stop.send(true);
-                    }
-                    Ok((_, Ok(Command::Token { account, access_token }))) => {
-                        // The orders side checks the session and acknowledges; the feeds use the token on their next connection.
-                        if let Ok(mut t) = feed_tokens.write() {
-                            t.insert(account, access_token);
-                        }
-                    }
-                    Ok((m, Ok(Command::Pipelines { action, target }))) => engine.command(&m.id, action, &target).await,
-                    // An engine command without what it needs is the engine's to refuse; the rest are the orders side's.
-                    Ok((m, Err(e))) if Command::ENGINE.contains(&m.cmd.as_str()) => events.ack(&m.id, &m.cmd, false, &e).await,
-                    Ok(_) => {}
-                    Err(e) => events.error("commands", &format!("malformed command ignored: {e}")).await,
-                }
-            }
-            _ = heartbeat.tick() => events.heartbeat(engine.heartbeat()).await,
-            _ = reap.tick() => {
-                let all_ended = engine.reap().await;
-                if let Some(reasons) = engine.nothing_trades() {
-                    if !life.wait_for_plugins {
-                        outcome = Err(anyhow::anyhow!("no pipeline can trade:\n  {}\n(--wait-for-plugins keeps running until a plugin is dropped in)", reasons.join("\n  ")));
-                        break;
-                    }
-                    if !said_waiting {
-                        eprintln!("tradehost: waiting: no pipeline can trade yet:\n  {}", reasons.join("\n  "));
-                        said_waiting = true;
-                    }
-                } else {
-                    said_waiting = false;
-                }
-                if all_ended && life.until_idle {
-                    break; // a batch replay: every source ran out
-                }
-            }
-        }
-    }
-    engine.shutdown().await;
-    // The final states; not waited for beyond a moment when the bus is away.
-    let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(engine.heartbeat())).await;
-    outcome
-}
-
-/// Reloads the configuration when its file changes or a `reload` command asks:
-/// a valid one is handed to both roles, an invalid one refused with its place
-/// while the old one keeps running.
-async fn config_watch(path: PathBuf, events: Events, tx: watch::Sender<Arc<Config>>, mut changes: mpsc::Receiver<Change>, mut reloads: mpsc::Receiver<String>) {
-    loop {
-        let command_id = tokio::select! {
-            change = changes.recv() => match change {
-                Some(_) => None,
-                None => return,
-            },
-            id = reloads.recv() => match id {
-                Some(id) => Some(id),
-                None => return,
-            },
-        };
-        match Config::load(&path) {
-            Ok(new) => {
-                let changed = **tx.borrow() != new;
-                if changed {
-                    let _ = tx.send(Arc::new(new));
-                }
-                if let Some(id) = command_id {
-                    events.ack(&id, "reload", true, if changed { "configuration reloaded" } else { "configuration unchanged" }).await;
-                }
-            }
-            Err(e) => {
-                events.emit("config_refused", json!({ "file": path.display().to_string(), "error": e.to_string(), "line": e.line, "column": e.column, "field": e.field })).await;
-                if let Some(id) = command_id {
-                    events.ack(&id, "reload", false, &e.to_string()).await;
-                }
-            }
-        }
-    }
 }
 
 fn print_summary(summary: &Value) {

@@ -68,3 +68,8 @@ pub fn scrub(text: &str) -> String {
     }
     out
 }
+
+/// Tokens handed over by `token` commands, per account; they win over the secrets.
+pub type TokenOverrides = Arc<RwLock<std::collections::HashMap<String, Secret>>>;
+
+

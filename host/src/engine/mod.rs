@@ -10,6 +10,7 @@ use rust_decimal::prelude::ToPrimitive;
 use strategy_sdk::{Driver, Params, Strategy};
 
 pub mod pipeline;
+pub mod service;
 pub mod supervisor;
 pub mod watch;
 

@@ -24,17 +24,7 @@ use crate::market::guard::{GuardRules, PriceGuard};
 /// The consumer group the orders side reads the signal log in.
 pub const GROUP: &str = "orders";
 
-/// How a role knows when to stop.
-pub struct Lifecycle {
-    /// Set on SIGTERM, SIGINT or a `shutdown` command.
-    pub shutdown: watch::Receiver<bool>,
-    /// Sets it (a `shutdown` command).
-    pub stop: Arc<watch::Sender<bool>>,
-    /// Batch replay: end once every source has ended and everything is decided.
-    pub until_idle: bool,
-    /// Keep running although no pipeline can trade yet.
-    pub wait_for_plugins: bool,
-}
+pub use crate::bus::Lifecycle;
 
 /// What the orders service needs beyond the configuration.
 pub struct OrdersSettings {
