@@ -18,11 +18,20 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+mod baskets;
+mod closing;
 pub mod exits;
+mod journal;
 pub mod report;
 pub mod risk;
 pub mod service;
 pub mod state;
+
+pub use baskets::{Basket, BasketLeg};
+pub use closing::{CLOSE_REASONS, SESSION_OPEN_MINUTE, square_off_rule};
+use baskets::advance_baskets;
+use closing::{arm_exit, cancel_entries_at_square_off, queue_close, square_off_due};
+use journal::{SCHEMA, advance, dec, lots_of, opt_dec, record_fill, side_of};
 
 use crate::brokers::paper::{Position, fill_price};
 use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
@@ -68,72 +77,6 @@ pub enum Outcome {
     Event(&'static str, Value),
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS decisions (
-    signal_id TEXT NOT NULL, account TEXT NOT NULL, outcome TEXT NOT NULL,
-    client_order_id TEXT, at INTEGER NOT NULL, PRIMARY KEY (signal_id, account));
-CREATE TABLE IF NOT EXISTS orders (
-    client_order_id TEXT PRIMARY KEY, signal_id TEXT NOT NULL, account TEXT NOT NULL,
-    pipeline TEXT NOT NULL, instrument TEXT NOT NULL, side TEXT NOT NULL, qty TEXT NOT NULL,
-    state TEXT NOT NULL, not_before INTEGER NOT NULL, slippage_bps TEXT NOT NULL,
-    fill_price TEXT, fill_ts INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS fills (
-    client_order_id TEXT NOT NULL, seq INTEGER NOT NULL, account TEXT NOT NULL, instrument TEXT NOT NULL,
-    side TEXT NOT NULL, qty TEXT NOT NULL, price TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (client_order_id, seq));
-CREATE TABLE IF NOT EXISTS positions (
-    account TEXT NOT NULL, instrument TEXT NOT NULL, qty TEXT NOT NULL, avg_price TEXT NOT NULL,
-    realized TEXT NOT NULL, lots TEXT NOT NULL DEFAULT '', PRIMARY KEY (account, instrument));
-CREATE TABLE IF NOT EXISTS paper_book (
-    client_order_id TEXT PRIMARY KEY, account TEXT NOT NULL, instrument TEXT NOT NULL,
-    side TEXT NOT NULL, qty TEXT NOT NULL, not_before INTEGER NOT NULL, state TEXT NOT NULL,
-    fill_price TEXT, fill_ts INTEGER);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS baskets (
-    basket_id TEXT PRIMARY KEY, account TEXT NOT NULL, state TEXT NOT NULL, unwind INTEGER NOT NULL, ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS basket_legs (
-    basket_id TEXT NOT NULL, idx INTEGER NOT NULL, instrument TEXT NOT NULL, side TEXT NOT NULL, qty TEXT NOT NULL,
-    client_order_id TEXT, state TEXT NOT NULL, PRIMARY KEY (basket_id, idx));
-CREATE TABLE IF NOT EXISTS exits (
-    account TEXT NOT NULL, instrument TEXT NOT NULL, long INTEGER NOT NULL, stop TEXT, target TEXT, trail_pct TEXT,
-    best TEXT NOT NULL, trailed INTEGER NOT NULL, triggered INTEGER NOT NULL, PRIMARY KEY (account, instrument));
-CREATE TABLE IF NOT EXISTS daily_pnl (
-    account TEXT NOT NULL, day INTEGER NOT NULL, realized TEXT NOT NULL, PRIMARY KEY (account, day));
-CREATE TABLE IF NOT EXISTS entries (
-    pipeline TEXT NOT NULL, instrument TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (pipeline, instrument));
-CREATE TABLE IF NOT EXISTS transitions (
-    client_order_id TEXT NOT NULL, seq INTEGER NOT NULL, from_state TEXT NOT NULL, event TEXT NOT NULL,
-    to_state TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (client_order_id, seq));
-CREATE INDEX IF NOT EXISTS orders_open ON orders (state, instrument);
-CREATE INDEX IF NOT EXISTS orders_by_account_time ON orders (account, not_before);
-CREATE INDEX IF NOT EXISTS paper_open ON paper_book (state, instrument);
-CREATE INDEX IF NOT EXISTS fills_by_position ON fills (account, instrument, ts);
-";
-
-/// A journal value its column cannot hold (a hand-edited or damaged journal):
-/// an error naming it, never a default that would move money.
-fn corrupt(what: &str, text: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("the journal's {what} {text:?} is not valid").into())
-}
-
-/// A decimal column.
-fn dec(text: &str) -> rusqlite::Result<Decimal> {
-    Decimal::from_str(text).map_err(|_| corrupt("number", text))
-}
-
-/// An optional decimal column.
-fn opt_dec(text: Option<&str>) -> rusqlite::Result<Option<Decimal>> {
-    text.map(dec).transpose()
-}
-
-/// An order side column.
-fn side_of(text: &str) -> rusqlite::Result<OrderSide> {
-    OrderSide::parse(text).ok_or_else(|| corrupt("order side", text))
-}
-
-/// A position's lots column.
-fn lots_of(text: &str) -> rusqlite::Result<std::collections::VecDeque<crate::brokers::paper::Lot>> {
-    Position::parse_lots(text).ok_or_else(|| corrupt("position lots", text))
-}
 
 /// The order manager of one process (the orders role).
 pub struct OrderManager {
@@ -826,64 +769,6 @@ impl OrderManager {
         Ok(out)
     }
 
-    /// Move the managed exits of `quote`'s instrument, square off intraday
-    /// positions at the account's square-off time, and record the closing
-    /// orders; returns the events to publish.
-    fn manage_exits(config: &Config, tx: &rusqlite::Transaction<'_>, ts: i64, quote: &crate::bus::message::Quote) -> rusqlite::Result<Vec<Outcome>> {
-        let mut out = Vec::new();
-        let rows: Vec<(String, bool, Option<String>, Option<String>, Option<String>, String, bool, bool, String)> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT e.account, e.long, e.stop, e.target, e.trail_pct, e.best, e.trailed, e.triggered, p.qty FROM exits e
-                 JOIN positions p ON p.account = e.account AND p.instrument = e.instrument WHERE e.instrument = ?1",
-            )?;
-            let rows = stmt
-                .query_map([&quote.instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows
-        };
-        for (account, long, stop, target, trail, best, trailed, triggered, qty) in rows {
-            let qty = dec(&qty)?;
-            if qty.is_zero() {
-                continue;
-            }
-            let cfg = config.account(&account);
-            let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
-            let mis = cfg.is_some_and(|a| a.product == crate::domain::Product::Mis);
-            if let Some(due) = cfg.map(|a| square_off_due(tx, a, &account, &quote.instrument, ts)).transpose()?.flatten() {
-                out.extend(due.queue(tx, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
-                continue;
-            }
-            if triggered {
-                continue;
-            }
-            let mut exit = exits::ManagedExit {
-                long,
-                stop: opt_dec(stop.as_deref())?,
-                target: opt_dec(target.as_deref())?,
-                trail_pct: opt_dec(trail.as_deref())?.filter(|p| *p > Decimal::ZERO),
-                best: dec(&best)?,
-                trailed,
-                triggered,
-            };
-            // Intraday positions trail the side they would close at: a long the best bid, a
-            // short the best ask; delivery positions (and quotes without depth) the last price.
-            let touch = if long { quote.bid } else { quote.ask };
-            let trail_price = if mis { touch.unwrap_or(quote.close) } else { quote.close };
-            let reason = exit.on_price(quote.high, quote.low, trail_price);
-            save_exit(tx, &account, &quote.instrument, &exit)?;
-            if let Some(reason) = reason {
-                let key = format!("{reason}/{account}/{}/{ts}", quote.instrument);
-                if queue_close(tx, &account, &quote.instrument, qty, &key, reason, ts, slippage)? {
-                    out.push(Outcome::Event(
-                        "exit_triggered",
-                        json!({ "account": account, "instrument": quote.instrument, "reason": reason, "stop": exit.stop.map(|d| d.to_string()), "target": exit.target.map(|d| d.to_string()), "price": quote.close.to_string(), "qty": qty.abs().to_string() }),
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Square off by the clock, not only on the next price: every intraday
     /// position still open at its account's square-off time on `now`'s day, and
     /// every one left open from an earlier day (flagged, closed at the open). The
@@ -946,45 +831,6 @@ impl OrderManager {
                 .map_err(self.err())?;
         }
         Ok(())
-    }
-
-    /// Place a multi-leg basket (a straddle, an iron condor): buy legs first;
-    /// the sell legs only once every buy leg has filled. If a leg is refused,
-    /// the remaining legs are not sent, a `basket_failed` alert is raised, and
-    /// with `unwind` the filled legs are closed. Placing the same basket id
-    /// again changes nothing.
-    ///
-    /// # Errors
-    /// A journal failure.
-    pub fn place_basket(&mut self, basket: &Basket) -> Result<Vec<Outcome>, OrderError> {
-        let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
-        let Some(account) = self.config.account(&basket.account).cloned() else {
-            return Ok(vec![Outcome::Event("basket_failed", json!({ "basket": basket.id, "reason": format!("unknown account {:?}", basket.account) }))]);
-        };
-        let ts = basket.legs.iter().filter_map(|l| self.last.get(&l.instrument).map(|(t, _)| *t)).max().unwrap_or_else(now_ms);
-        let tx = self.db.transaction().map_err(jerr)?;
-        let inserted = tx
-            .execute("INSERT OR IGNORE INTO baskets (basket_id, account, state, unwind, ts) VALUES (?1, ?2, 'buying', ?3, ?4)", params![basket.id, basket.account, basket.unwind_on_failure, ts])
-            .map_err(jerr)?;
-        let mut out = Vec::new();
-        if inserted == 1 {
-            for (i, leg) in basket.legs.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state) VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
-                    params![basket.id, i64::try_from(i).unwrap_or(i64::MAX), leg.instrument, leg.side.as_str(), leg.qty.to_string()],
-                )
-                .map_err(jerr)?;
-            }
-            out.push(Outcome::Event("basket_placed", json!({ "basket": basket.id, "account": basket.account, "legs": basket.legs.len() })));
-            out.extend(send_legs(&tx, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
-        }
-        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
-        tx.commit().map_err(jerr)?;
-        for (coid, state, extra) in transitions {
-            out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
-        }
-        Ok(out)
     }
 
     /// Close every position of `account` with market orders, named after the command.
@@ -1083,78 +929,6 @@ impl OrderManager {
     }
 }
 
-/// Keep the managed exit in line with a fill: a new (or reversed) position
-/// gets one from its order's stop and target and the account's exit rules
-/// (stored on the order's account row by `set_exit_rules`); a closed one loses it.
-fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instrument: &str, before: &Decimal, after: &Position, price: Decimal) -> rusqlite::Result<()> {
-    if after.qty.is_zero() {
-        tx.execute("DELETE FROM exits WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
-        return Ok(());
-    }
-    let opened = before.is_zero() || before.is_sign_positive() != after.qty.is_sign_positive();
-    if !opened {
-        return Ok(());
-    }
-    let (stop, target): (Option<String>, Option<String>) =
-        tx.query_row("SELECT stop_loss, target FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let rules: Option<String> = tx.query_row("SELECT value FROM settings WHERE key = ?1", [format!("exits/{account}")], |r| r.get(0)).optional()?;
-    let rules: Vec<Decimal> = rules.as_deref().unwrap_or("0,0,0").split(',').map(dec).collect::<rusqlite::Result<_>>()?;
-    let (sl_pct, tp_pct, trail_pct) = (rules.first().copied().unwrap_or_default(), rules.get(1).copied().unwrap_or_default(), rules.get(2).copied().unwrap_or_default());
-    let rules = crate::config::ExitRules { stop_loss_pct: sl_pct, target_pct: tp_pct, trailing_pct: trail_pct };
-    let exit = exits::ManagedExit::arm(after.qty > Decimal::ZERO, price, opt_dec(stop.as_deref())?, opt_dec(target.as_deref())?, &rules);
-    save_exit(tx, account, instrument, &exit)
-}
-
-fn save_exit(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, e: &exits::ManagedExit) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO exits (account, instrument, long, stop, target, trail_pct, best, trailed, triggered) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT(account, instrument) DO UPDATE SET long = ?3, stop = ?4, target = ?5, trail_pct = ?6, best = ?7, trailed = ?8, triggered = ?9",
-        params![
-            account,
-            instrument,
-            e.long,
-            e.stop.map(|d| d.to_string()),
-            e.target.map(|d| d.to_string()),
-            e.trail_pct.map(|d| d.to_string()),
-            e.best.to_string(),
-            e.trailed,
-            e.triggered
-        ],
-    )?;
-    Ok(())
-}
-
-/// The minute (IST) the NSE session opens: 09:15.
-pub const SESSION_OPEN_MINUTE: u32 = 9 * 60 + 15;
-
-/// An intraday close the clock calls for.
-struct SquareOff {
-    /// `square-off` (the day's time has come) or `carried` (left open from an earlier day).
-    reason: &'static str,
-    key: String,
-    /// The moment it is due: the paper fill is the first price after it.
-    not_before: i64,
-}
-
-impl SquareOff {
-    /// Record the closing order (once per key) and mark the exit as done; the events to publish.
-    fn queue(&self, tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, qty: Decimal, slippage: Decimal, price: Option<Decimal>) -> rusqlite::Result<Vec<Outcome>> {
-        tx.execute("UPDATE exits SET triggered = 1 WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
-        if !queue_close(tx, account, instrument, qty, &self.key, self.reason, self.not_before, slippage)? {
-            return Ok(Vec::new());
-        }
-        let body = json!({ "account": account, "instrument": instrument, "reason": self.reason, "price": price.map(|p| p.to_string()), "qty": qty.abs().to_string(), "due": self.not_before });
-        let mut out = vec![Outcome::Event("square_off", body.clone())];
-        if self.reason == "carried" {
-            let mut alert = body;
-            alert["alert"] = json!(true);
-            alert["detail"] = json!("an intraday position was left open past its session; squared off at the open");
-            out.push(Outcome::Event("position_carried", alert));
-        }
-        Ok(out)
-    }
-}
-
 /// An entry the broker refused (or cancelled with nothing filled) opened nothing:
 /// the pipeline's cooldown in its instrument goes back to the last entry that
 /// did open (or works on), or ends, so the next signal is not refused for a
@@ -1181,274 +955,6 @@ fn restore_cooldown(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Res
     Ok(())
 }
 
-/// Square-off orders tried per position and day: a square-off refused by the
-/// broker is placed again (a new order) up to this many times in all.
-const SQUARE_OFF_TRIES: i64 = 3;
-
-/// Whether `account`'s intraday position in `instrument` must be closed at `now`:
-/// at or after the account's square-off time, or, from the session's open, when
-/// it was opened on an earlier day. Never while an order is working on it (an
-/// entry being cancelled at the square-off, a close on its way): the close then
-/// covers what that order leaves. A position that is still open after its
-/// square-off (a close refused, a cancelled entry that filled a part meanwhile)
-/// is closed again, up to [`SQUARE_OFF_TRIES`] orders a day.
-/// The square-off rule, the same for the order manager and the backtest: an
-/// intraday position (last filled at `last_fill`) is due to close at `now`
-/// `carried` when it was left open from an earlier day (from the session's
-/// open: its first price fills it), or `square-off` from the account's
-/// `square_off` minute on. Returns the reason and the moment it is due (the
-/// fill is the first price after it).
-#[must_use]
-pub fn square_off_rule(square_off: u32, now: i64, last_fill: Option<i64>) -> Option<(&'static str, i64)> {
-    use crate::domain::time::{IST_OFFSET_MS, ist_day, ist_minute_of_day};
-    let (day, minute) = (ist_day(now), ist_minute_of_day(now));
-    let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
-    if minute >= SESSION_OPEN_MINUTE && last_fill.is_some_and(|t| ist_day(t) < day) {
-        return Some(("carried", midnight + i64::from(SESSION_OPEN_MINUTE) * 60_000 - 1));
-    }
-    (minute >= square_off && minute >= SESSION_OPEN_MINUTE.min(square_off)).then(|| ("square-off", midnight + i64::from(square_off) * 60_000))
-}
-
-fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::config::Account, account_id: &str, instrument: &str, now: i64) -> rusqlite::Result<Option<SquareOff>> {
-    use crate::domain::time::{ist_day, ist_minute_of_day, parse_hhmm};
-    if account.product != crate::domain::Product::Mis {
-        return Ok(None);
-    }
-    let Some(square_off) = parse_hhmm(&account.square_off) else { return Ok(None) };
-    if ist_minute_of_day(now) < SESSION_OPEN_MINUTE.min(square_off) {
-        return Ok(None);
-    }
-    let working: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
-        [account_id, instrument],
-        |r| r.get(0),
-    )?;
-    if working > 0 {
-        return Ok(None);
-    }
-    let last_fill: Option<i64> = tx.query_row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
-    let day = ist_day(now);
-    match square_off_rule(square_off, now, last_fill) {
-        None => Ok(None),
-        Some(("carried", not_before)) => Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before })),
-        Some((reason, due)) => {
-            let key = format!("square-off/{account_id}/{instrument}/{day}");
-            let tried: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'square-off' AND (signal_id = ?3 OR signal_id LIKE ?3 || '/%')",
-                [account_id, instrument, &key],
-                |r| r.get(0),
-            )?;
-            if tried >= SQUARE_OFF_TRIES {
-                return Ok(None);
-            }
-            let key = if tried == 0 { key } else { format!("{key}/{}", tried + 1) };
-            Ok(Some(SquareOff { reason, key, not_before: if tried == 0 { due } else { due.max(now) } }))
-        }
-    }
-}
-
-/// At an intraday account's square-off time, its entries still working are
-/// cancelled before the position is closed: a paper order here, a live one by
-/// asking the broker through `cancels` (once per order; the router reports what
-/// the broker then did). Only entries decided within `[live] cancel_after_secs`
-/// of `now` by the market's time: older ones are the router's to cancel for
-/// want of a fill (by the wall clock), and a replay that runs the market faster
-/// than a broker answers does not cancel what the broker simply has not filled
-/// yet; the square-off then waits for them. `now` is the clock's time (every instrument) or a
-/// price's (only the instruments in `priced`: pipelines replay at their own
-/// pace, and one instrument's 15:15 is not another's). Returns the journal's transitions.
-#[allow(clippy::too_many_arguments)]
-fn cancel_entries_at_square_off(
-    tx: &rusqlite::Transaction<'_>,
-    config: &Config,
-    live: &std::collections::HashSet<String>,
-    asked: &mut std::collections::HashSet<String>,
-    cancels: &mut Vec<crate::brokers::live::LiveCancel>,
-    now: i64,
-    priced: Option<&[&str]>,
-) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-    use crate::domain::time::{ist_minute_of_day, parse_hhmm};
-    let minute = ist_minute_of_day(now);
-    let due = |a: &crate::config::Account| a.product == crate::domain::Product::Mis && parse_hhmm(&a.square_off).is_some_and(|sq| minute >= sq);
-    if !config.accounts.iter().any(due) {
-        return Ok(Vec::new());
-    }
-    let working: Vec<(String, String, String, i64, String)> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT client_order_id, account, pipeline, not_before, instrument FROM orders WHERE state IN ('submitted', 'accepted', 'partially_filled') ORDER BY rowid",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
-    };
-    // An order asked about is remembered only while it still works without a journaled
-    // cancel request: once the router has reported the request it leaves this list.
-    asked.retain(|c| working.iter().any(|w| &w.0 == c));
-    let mut transitions = Vec::new();
-    let reason = "square-off: an entry still working at the account's square-off time";
-    let recent = match config.live.cancel_after_secs {
-        0 => i64::MAX,
-        secs => i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1_000),
-    };
-    for (coid, account, pipeline, decided, instrument) in working {
-        if CLOSE_REASONS.contains(&pipeline.as_str())
-            || decided > now
-            || (live.contains(&account) && now.saturating_sub(decided) > recent)
-            || priced.is_some_and(|p| !p.contains(&instrument.as_str()))
-            || !config.account(&account).is_some_and(due)
-        {
-            continue;
-        }
-        if live.contains(&account) {
-            if asked.insert(coid.clone()) {
-                cancels.push(crate::brokers::live::LiveCancel { account, client_order_id: coid, reason: reason.to_owned() });
-            }
-            continue;
-        }
-        // The paper venue cancels at once.
-        tx.execute("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [&coid])?;
-        for event in [state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] {
-            if let Ok(to) = advance(tx, &coid, event)? {
-                transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
-            }
-        }
-    }
-    Ok(transitions)
-}
-
-/// The `pipeline` of the orders the host makes itself to close a position
-/// (never cancelled for want of a fill: a close that does not fill keeps working).
-pub const CLOSE_REASONS: [&str; 7] = ["stop-loss", "target", "trailing-stop", "square-off", "carried", "flatten", "basket-unwind"];
-
-/// Record a market order that closes `account`'s position in `instrument`
-/// (an exit, a square-off, a flatten), keyed so that it is placed once.
-#[allow(clippy::too_many_arguments)]
-fn queue_close(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, qty: Decimal, key: &str, reason: &str, not_before: i64, slippage: Decimal) -> rusqlite::Result<bool> {
-    let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
-    let coid = client_order_id(key, account);
-    let now = now_ms();
-    Ok(tx.execute(
-        "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10)",
-        params![coid, key, account, reason, instrument, side.as_str(), qty.abs().to_string(), not_before, slippage.to_string(), now],
-    )? == 1)
-}
-
-/// One leg of a basket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BasketLeg {
-    /// Instrument, e.g. `NIFTY28MAR2420800CE`.
-    pub instrument: String,
-    /// Buy or sell.
-    pub side: OrderSide,
-    /// Units.
-    pub qty: Decimal,
-}
-
-/// A multi-leg order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Basket {
-    /// Stable id: placing it twice places it once.
-    pub id: String,
-    /// Account.
-    pub account: String,
-    /// Legs, in any order: buys go first.
-    pub legs: Vec<BasketLeg>,
-    /// Close the filled legs if a leg fails.
-    pub unwind_on_failure: bool,
-}
-
-/// Send the `side` legs of a basket (each through the risk checks); a refused
-/// leg fails the basket. Returns events.
-fn send_legs(
-    tx: &rusqlite::Transaction<'_>,
-    last: &HashMap<String, (i64, Decimal)>,
-    account: &crate::config::Account,
-    basket_id: &str,
-    side: OrderSide,
-    ts: i64,
-) -> rusqlite::Result<Vec<Outcome>> {
-    let legs: Vec<(i64, String, String)> = {
-        let mut stmt = tx.prepare_cached("SELECT idx, instrument, qty FROM basket_legs WHERE basket_id = ?1 AND side = ?2 AND state = 'waiting' ORDER BY idx")?;
-        let rows = stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
-    };
-    let id = account.id.get_ref();
-    for (idx, instrument, qty) in legs {
-        let intent = Intent { side, qty: dec(&qty)? };
-        let position = OrderManager::effective_position(tx, id, &instrument)?;
-        let price = last.get(&instrument).map(|(_, p)| *p);
-        let ctx = self_risk_context(tx, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
-        if let Err(refusal) = risk::check(&account.risk, &ctx, &intent) {
-            tx.execute("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
-            return fail_basket(tx, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by {}: {}", side.as_str(), refusal.rule, refusal.reason), ts);
-        }
-        let key = format!("basket/{basket_id}/{idx}");
-        let coid = client_order_id(&key, id);
-        tx.execute(
-            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'basket', ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?9)",
-            params![coid, key, id, instrument, side.as_str(), qty, ts, account.slippage_bps.to_string(), now_ms()],
-        )?;
-        tx.execute("UPDATE basket_legs SET state = 'sent', client_order_id = ?3 WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx, coid])?;
-    }
-    Ok(Vec::new())
-}
-
-/// Stop a basket: no more legs; an alert; the filled legs closed if it asked.
-fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reason: &str, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
-    let (account, unwind): (String, bool) = tx.query_row("SELECT account, unwind FROM baskets WHERE basket_id = ?1", [basket_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    tx.execute("UPDATE basket_legs SET state = 'not_sent' WHERE basket_id = ?1 AND state = 'waiting'", [basket_id])?;
-    let filled: Vec<(i64, String, String, String)> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT l.idx, l.instrument, l.side, l.qty FROM basket_legs l JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND o.state = 'filled' ORDER BY l.idx",
-        )?;
-        let rows = stmt.query_map([basket_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
-    };
-    let mut unwound = Vec::new();
-    if unwind {
-        for (idx, instrument, side, qty) in &filled {
-            // Close what the leg opened: the opposite side, same quantity.
-            let signed = dec(qty)? * side_of(side)?.sign();
-            queue_close(tx, &account, instrument, signed, &format!("unwind/{basket_id}/{idx}"), "basket-unwind", ts, Decimal::ZERO)?;
-            unwound.push(instrument.clone());
-        }
-    }
-    tx.execute("UPDATE baskets SET state = ?2 WHERE basket_id = ?1", params![basket_id, if unwind { "unwinding" } else { "failed" }])?;
-    Ok(vec![Outcome::Event("basket_failed", json!({ "basket": basket_id, "account": account, "reason": reason, "unwinding": unwound, "alert": true }))])
-}
-
-/// After fills: a basket whose buy legs are all filled sends its sell legs; one
-/// whose legs are all filled is complete.
-fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, last: &HashMap<String, (i64, Decimal)>, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
-    let open: Vec<(String, String, String)> = {
-        let mut stmt = tx.prepare_cached("SELECT basket_id, account, state FROM baskets WHERE state IN ('buying', 'selling')")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
-    };
-    let mut out = Vec::new();
-    for (basket_id, account_id, state) in open {
-        let side = if state == "buying" { "buy" } else { "sell" };
-        let unfilled: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM basket_legs l LEFT JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND l.side = ?2 AND (o.state IS NULL OR o.state != 'filled')",
-            params![basket_id, side],
-            |r| r.get(0),
-        )?;
-        if unfilled > 0 {
-            continue;
-        }
-        if state == "buying" {
-            tx.execute("UPDATE baskets SET state = 'selling' WHERE basket_id = ?1", [&basket_id])?;
-            if let Some(account) = config.account(&account_id) {
-                out.extend(send_legs(tx, last, account, &basket_id, OrderSide::Sell, ts)?);
-            }
-        } else {
-            tx.execute("UPDATE baskets SET state = 'complete' WHERE basket_id = ?1", [&basket_id])?;
-            out.push(Outcome::Event("basket_complete", json!({ "basket": basket_id, "account": account_id })));
-        }
-    }
-    Ok(out)
-}
 
 /// What the risk checks need, read inside the deciding transaction.
 #[allow(clippy::too_many_arguments)]
@@ -1495,81 +1001,12 @@ fn trip_breaker(tx: &rusqlite::Transaction<'_>, account: &str, now_ms: i64) -> r
     Ok(tx.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, 'tripped')", [key])? == 1)
 }
 
-/// Move an order through the state machine inside `tx`, appending the
-/// transition to the journal. A transition the table refuses changes nothing
-/// and comes back as the inner error.
-fn advance(tx: &rusqlite::Transaction<'_>, coid: &str, event: state::OrderEvent) -> rusqlite::Result<Result<state::OrderState, state::InvalidTransition>> {
-    let current: String = tx.query_row("SELECT state FROM orders WHERE client_order_id = ?1", [coid], |r| r.get(0))?;
-    let from = state::OrderState::parse(&current).ok_or_else(|| corrupt(&format!("state of order {coid}"), &current))?;
-    let to = match state::transition(from, event) {
-        Ok(to) => to,
-        Err(e) => return Ok(Err(e)),
-    };
-    let now = now_ms();
-    tx.execute(
-        "INSERT INTO transitions (client_order_id, seq, from_state, event, to_state, at)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE client_order_id = ?1), ?2, ?3, ?4, ?5)",
-        params![coid, from.as_str(), format!("{event:?}"), to.as_str(), now],
-    )?;
-    tx.execute("UPDATE orders SET state = ?2, updated_at = ?3 WHERE client_order_id = ?1", params![coid, to.as_str(), now])?;
-    Ok(Ok(to))
-}
-
 /// The first known price of `instrument` later than `ts`.
 fn first_price_after(recent: &Recent, instrument: &str, ts: i64) -> Option<(i64, Decimal)> {
     let prices = recent.get(instrument)?;
     prices.get(prices.partition_point(|(t, _)| *t <= ts)).copied()
 }
 
-/// Record a fill inside `tx`, whole (`Fill`) or partial (`PartialFill`): the
-/// fill, the position it changes, the paper book and the order.
-#[allow(clippy::too_many_arguments)]
-fn record_fill(
-    tx: &rusqlite::Transaction<'_>,
-    coid: &str,
-    account: &str,
-    instrument: &str,
-    side: OrderSide,
-    qty: Decimal,
-    price: Decimal,
-    ts: i64,
-    event: state::OrderEvent,
-) -> rusqlite::Result<Result<(), state::InvalidTransition>> {
-    // The state machine first: a fill for an order that cannot take one changes nothing.
-    if let Err(refused) = advance(tx, coid, event)? {
-        return Ok(Err(refused));
-    }
-    let held: Option<(String, String, String)> = tx
-        .query_row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let before = match held {
-        Some((q, r, lots)) => Position { qty: dec(&q)?, lots: lots_of(&lots)?, realized: dec(&r)? },
-        None => Position::default(),
-    };
-    let (realized_before, before_qty) = (before.realized, before.qty);
-    let after = before.apply_fill(side, qty, price, ts);
-    let day = crate::domain::time::ist_day(ts);
-    let today: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![account, day], |r| r.get(0)).optional()?;
-    let today = opt_dec(today.as_deref())?.unwrap_or_default() + (after.realized - realized_before);
-    tx.execute(
-        "INSERT INTO daily_pnl (account, day, realized) VALUES (?1, ?2, ?3) ON CONFLICT(account, day) DO UPDATE SET realized = ?3",
-        params![account, day, today.to_string()],
-    )?;
-    tx.execute(
-        "INSERT INTO positions (account, instrument, qty, avg_price, realized, lots) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(account, instrument) DO UPDATE SET qty = ?3, avg_price = ?4, realized = ?5, lots = ?6",
-        params![account, instrument, after.qty.to_string(), after.avg_price().to_string(), after.realized.to_string(), after.lots_text()],
-    )?;
-    arm_exit(tx, coid, account, instrument, &before_qty, &after, price)?;
-    tx.execute(
-        "INSERT INTO fills (client_order_id, seq, account, instrument, side, qty, price, ts)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM fills WHERE client_order_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![coid, account, instrument, side.as_str(), qty.to_string(), price.to_string(), ts],
-    )?;
-    tx.execute("UPDATE paper_book SET state = 'filled', fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
-    tx.execute("UPDATE orders SET fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
-    Ok(Ok(()))
-}
 
 #[cfg(test)]
 mod tests;

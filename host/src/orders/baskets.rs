@@ -1,0 +1,163 @@
+//! Multi-leg baskets (a straddle, an iron condor): buy legs first, the sell
+//! legs once every buy leg has filled; a refused leg stops the rest and, with
+//! `unwind`, closes what filled.
+
+use super::*;
+
+impl OrderManager {
+    /// Place a multi-leg basket (a straddle, an iron condor): buy legs first;
+    /// the sell legs only once every buy leg has filled. If a leg is refused,
+    /// the remaining legs are not sent, a `basket_failed` alert is raised, and
+    /// with `unwind` the filled legs are closed. Placing the same basket id
+    /// again changes nothing.
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn place_basket(&mut self, basket: &Basket) -> Result<Vec<Outcome>, OrderError> {
+        let path = self.path.clone();
+        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let Some(account) = self.config.account(&basket.account).cloned() else {
+            return Ok(vec![Outcome::Event("basket_failed", json!({ "basket": basket.id, "reason": format!("unknown account {:?}", basket.account) }))]);
+        };
+        let ts = basket.legs.iter().filter_map(|l| self.last.get(&l.instrument).map(|(t, _)| *t)).max().unwrap_or_else(now_ms);
+        let tx = self.db.transaction().map_err(jerr)?;
+        let inserted = tx
+            .execute("INSERT OR IGNORE INTO baskets (basket_id, account, state, unwind, ts) VALUES (?1, ?2, 'buying', ?3, ?4)", params![basket.id, basket.account, basket.unwind_on_failure, ts])
+            .map_err(jerr)?;
+        let mut out = Vec::new();
+        if inserted == 1 {
+            for (i, leg) in basket.legs.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state) VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
+                    params![basket.id, i64::try_from(i).unwrap_or(i64::MAX), leg.instrument, leg.side.as_str(), leg.qty.to_string()],
+                )
+                .map_err(jerr)?;
+            }
+            out.push(Outcome::Event("basket_placed", json!({ "basket": basket.id, "account": basket.account, "legs": basket.legs.len() })));
+            out.extend(send_legs(&tx, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
+        }
+        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
+        tx.commit().map_err(jerr)?;
+        for (coid, state, extra) in transitions {
+            out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
+        }
+        Ok(out)
+    }
+}
+
+/// One leg of a basket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasketLeg {
+    /// Instrument, e.g. `NIFTY28MAR2420800CE`.
+    pub instrument: String,
+    /// Buy or sell.
+    pub side: OrderSide,
+    /// Units.
+    pub qty: Decimal,
+}
+
+/// A multi-leg order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Basket {
+    /// Stable id: placing it twice places it once.
+    pub id: String,
+    /// Account.
+    pub account: String,
+    /// Legs, in any order: buys go first.
+    pub legs: Vec<BasketLeg>,
+    /// Close the filled legs if a leg fails.
+    pub unwind_on_failure: bool,
+}
+
+/// Send the `side` legs of a basket (each through the risk checks); a refused
+/// leg fails the basket. Returns events.
+pub(super) fn send_legs(
+    tx: &rusqlite::Transaction<'_>,
+    last: &HashMap<String, (i64, Decimal)>,
+    account: &crate::config::Account,
+    basket_id: &str,
+    side: OrderSide,
+    ts: i64,
+) -> rusqlite::Result<Vec<Outcome>> {
+    let legs: Vec<(i64, String, String)> = {
+        let mut stmt = tx.prepare_cached("SELECT idx, instrument, qty FROM basket_legs WHERE basket_id = ?1 AND side = ?2 AND state = 'waiting' ORDER BY idx")?;
+        let rows = stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows
+    };
+    let id = account.id.get_ref();
+    for (idx, instrument, qty) in legs {
+        let intent = Intent { side, qty: dec(&qty)? };
+        let position = OrderManager::effective_position(tx, id, &instrument)?;
+        let price = last.get(&instrument).map(|(_, p)| *p);
+        let ctx = self_risk_context(tx, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
+        if let Err(refusal) = risk::check(&account.risk, &ctx, &intent) {
+            tx.execute("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
+            return fail_basket(tx, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by {}: {}", side.as_str(), refusal.rule, refusal.reason), ts);
+        }
+        let key = format!("basket/{basket_id}/{idx}");
+        let coid = client_order_id(&key, id);
+        tx.execute(
+            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'basket', ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?9)",
+            params![coid, key, id, instrument, side.as_str(), qty, ts, account.slippage_bps.to_string(), now_ms()],
+        )?;
+        tx.execute("UPDATE basket_legs SET state = 'sent', client_order_id = ?3 WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx, coid])?;
+    }
+    Ok(Vec::new())
+}
+
+/// Stop a basket: no more legs; an alert; the filled legs closed if it asked.
+pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reason: &str, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
+    let (account, unwind): (String, bool) = tx.query_row("SELECT account, unwind FROM baskets WHERE basket_id = ?1", [basket_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    tx.execute("UPDATE basket_legs SET state = 'not_sent' WHERE basket_id = ?1 AND state = 'waiting'", [basket_id])?;
+    let filled: Vec<(i64, String, String, String)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT l.idx, l.instrument, l.side, l.qty FROM basket_legs l JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND o.state = 'filled' ORDER BY l.idx",
+        )?;
+        let rows = stmt.query_map([basket_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows
+    };
+    let mut unwound = Vec::new();
+    if unwind {
+        for (idx, instrument, side, qty) in &filled {
+            // Close what the leg opened: the opposite side, same quantity.
+            let signed = dec(qty)? * side_of(side)?.sign();
+            queue_close(tx, &account, instrument, signed, &format!("unwind/{basket_id}/{idx}"), "basket-unwind", ts, Decimal::ZERO)?;
+            unwound.push(instrument.clone());
+        }
+    }
+    tx.execute("UPDATE baskets SET state = ?2 WHERE basket_id = ?1", params![basket_id, if unwind { "unwinding" } else { "failed" }])?;
+    Ok(vec![Outcome::Event("basket_failed", json!({ "basket": basket_id, "account": account, "reason": reason, "unwinding": unwound, "alert": true }))])
+}
+
+/// After fills: a basket whose buy legs are all filled sends its sell legs; one
+/// whose legs are all filled is complete.
+pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, last: &HashMap<String, (i64, Decimal)>, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
+    let open: Vec<(String, String, String)> = {
+        let mut stmt = tx.prepare_cached("SELECT basket_id, account, state FROM baskets WHERE state IN ('buying', 'selling')")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows
+    };
+    let mut out = Vec::new();
+    for (basket_id, account_id, state) in open {
+        let side = if state == "buying" { "buy" } else { "sell" };
+        let unfilled: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM basket_legs l LEFT JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND l.side = ?2 AND (o.state IS NULL OR o.state != 'filled')",
+            params![basket_id, side],
+            |r| r.get(0),
+        )?;
+        if unfilled > 0 {
+            continue;
+        }
+        if state == "buying" {
+            tx.execute("UPDATE baskets SET state = 'selling' WHERE basket_id = ?1", [&basket_id])?;
+            if let Some(account) = config.account(&account_id) {
+                out.extend(send_legs(tx, last, account, &basket_id, OrderSide::Sell, ts)?);
+            }
+        } else {
+            tx.execute("UPDATE baskets SET state = 'complete' WHERE basket_id = ?1", [&basket_id])?;
+            out.push(Outcome::Event("basket_complete", json!({ "basket": basket_id, "account": account_id })));
+        }
+    }
+    Ok(out)
+}
