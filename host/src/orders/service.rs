@@ -1,6 +1,6 @@
-//! The orders service: the subscriber's log reader, the price stream, their
-//! merge in event time and the acknowledgements, driving the order manager and
-//! the live router, with the orders side's commands. `tradehost run` wires it
+//! The orders service: the subscriber's readers and merge
+//! ([`crate::subscriber`]) feeding the order manager, the acknowledgements
+//! once its decisions are recorded, the live router, and the orders side's commands. `tradehost run` wires it
 //! to the bus and the brokers (its `orders` role).
 
 use std::collections::HashMap;
@@ -21,8 +21,9 @@ use crate::bus::{Bus, LogEntry, Subscription};
 use crate::config::Config;
 use crate::market::guard::{GuardRules, PriceGuard};
 
-/// The consumer group the orders side reads the signal log in.
-pub const GROUP: &str = "orders";
+pub use crate::subscriber::log::GROUP;
+use crate::subscriber::log::{AtEnd, spawn_log_reader, spawn_price_reader};
+use crate::subscriber::merge::{Clocks, Merge, PRICE_WAIT};
 
 pub use crate::bus::Lifecycle;
 
@@ -36,87 +37,6 @@ pub struct OrdersSettings {
     pub mode: &'static str,
     /// Batch replays: stop after this long with nothing left to do.
     pub until_idle: Option<Duration>,
-}
-
-/// Reads the signal log: first this consumer's own unacknowledged entries
-/// (a restart), then new ones, taking over entries a dead consumer left.
-fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::Sender<Vec<LogEntry>>, at_end: AtEnd) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match bus.read_pending(GROUP, &consumer, 1000).await {
-                Ok(entries) if entries.is_empty() => break,
-                Ok(entries) => {
-                    // Own pending entries are re-read from the start until acknowledged; only
-                    // hand over the first batch and wait for the loop to catch up.
-                    if tx.send(entries).await.is_err() {
-                        return;
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!("reading pending signals: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        let mut last_claim = tokio::time::Instant::now();
-        loop {
-            if last_claim.elapsed() >= claim_idle / 2 {
-                last_claim = tokio::time::Instant::now();
-                match bus.claim_stale(GROUP, &consumer, claim_idle, 100).await {
-                    Ok(entries) if !entries.is_empty() => {
-                        if tx.send(entries).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("claiming stale signals: {e}"),
-                }
-            }
-            match bus.read_new(GROUP, &consumer, LOG_BATCH, Duration::from_millis(500)).await {
-                Ok(entries) if !entries.is_empty() => {
-                    backoff = Duration::from_millis(100);
-                    at_end.set(entries.len() < LOG_BATCH);
-                    if tx.send(entries).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => at_end.set(true),
-                Err(e) => {
-                    at_end.set(false);
-                    tracing::warn!("reading signals: {e}");
-                    // A Redis that came back without its data has no group: make it again.
-                    if e.to_string().contains("NOGROUP") {
-                        let _ = bus.ensure_group(GROUP).await;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    })
-}
-
-/// Signals read from the log at a time.
-const LOG_BATCH: usize = 256;
-/// Price messages read from their stream at a time.
-const PRICE_BATCH: usize = 512;
-
-/// Whether a reader's last read reached the end of its stream (came back short):
-/// until both have, what a held signal or price waits for may be in the backlog.
-#[derive(Clone, Default)]
-struct AtEnd(Arc<std::sync::atomic::AtomicBool>);
-
-impl AtEnd {
-    fn set(&self, at_end: bool) {
-        self.0.store(at_end, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn get(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 /// The prices of a quote, as the guard checks them (close first: it is remembered).
@@ -163,34 +83,6 @@ async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
             Outcome::Event(name, fields) => events.emit(name, fields).await,
         }
     }
-}
-
-/// Reads the durable price stream from `after` on, in order, handing each
-/// batch to the order loop; reconnects with back-off.
-fn spawn_price_reader(bus: Bus, mut after: String, tx: mpsc::Sender<Vec<LogEntry>>, at_end: AtEnd) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match bus.read_quotes(&after, PRICE_BATCH, Duration::from_millis(500)).await {
-                Ok(entries) => {
-                    backoff = Duration::from_millis(100);
-                    at_end.set(entries.len() < PRICE_BATCH);
-                    if let Some(last) = entries.last() {
-                        after = last.entry_id.clone();
-                        if tx.send(entries).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    at_end.set(false);
-                    tracing::warn!("reading prices: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    })
 }
 
 /// Replay the retained prices up to `cursor` into `om`'s memory (what an
@@ -253,12 +145,6 @@ async fn ensure_group(bus: &Bus, shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// Prices read from the stream, waiting for the signal logged before them.
-struct HeldPrices {
-    quotes: QuotesMessage,
-    entry_id: Option<String>,
-    since: tokio::time::Instant,
-}
 
 /// Ends its tasks when dropped (the order streams end with the orders role).
 struct AbortOnDrop(Vec<JoinHandle<()>>);
@@ -361,10 +247,8 @@ pub async fn serve(
     // Prices of several pipelines interleave and replays carry old times: only
     // the price rules apply here, not the clock or the order of arrival.
     let mut price_guard = PriceGuard::new(GuardRules { max_skew_ms: 0, in_order: false, ..GuardRules::from_config(&config.market, 0) });
-    // Signals waiting for their instrument's prices to catch up (see `release`).
-    let mut held: std::collections::VecDeque<(LogEntry, tokio::time::Instant)> = std::collections::VecDeque::new();
-    // Prices waiting for the signal logged before them to be decided.
-    let mut held_quotes: std::collections::VecDeque<HeldPrices> = std::collections::VecDeque::new();
+    // Signals waiting for their prices, and prices for their signals (see `subscriber::merge`).
+    let mut merge = Merge::default();
     let mut stop = life.shutdown.clone();
     loop {
         if !(log_end.get() && prices_end.get() && rx.is_empty() && prices.is_empty()) {
@@ -399,9 +283,8 @@ pub async fn serve(
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 last_work = tokio::time::Instant::now();
-                let now = tokio::time::Instant::now();
-                held.extend(batch.into_iter().map(|e| (e, now)));
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop, expire).await;
+                merge.hold_signals(batch);
+                release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
             }
             batch = prices.recv() => {
                 let Some(batch) = batch else { break };
@@ -422,12 +305,12 @@ pub async fn serve(
                                 events.emit("price_refused", json!({ "source": "quotes", "message": printable(&q.id, 80), "instrument": printable(r.instrument(), 40), "field": r.field(), "reason": r.to_string() })).await;
                                 events.error("quotes", &format!("price refused in {}: {r}", printable(&q.id, 80))).await;
                             }
-                            held_quotes.push_back(HeldPrices { quotes: q, entry_id: Some(entry.entry_id), since: tokio::time::Instant::now() });
+                            merge.hold_prices(q, Some(entry.entry_id));
                         }
                         Err(e) => events.error("quotes", &format!("malformed prices in {} ignored: {e}", entry.entry_id)).await,
                     }
                 }
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop, expire).await;
+                release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
             }
             msg = commands.recv() => {
                 // A Redis subscription reconnects by itself; `None` only when the bus is gone.
@@ -468,7 +351,7 @@ pub async fn serve(
                 }
             }
             _ = heartbeat.tick() => {
-                let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()?, "held_signals": held.len(), "held_prices": held_quotes.len() });
+                let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()?, "held_signals": merge.held_signals(), "held_prices": merge.held_prices() });
                 events.heartbeat(body).await;
             }
             _ = clock.tick() => {
@@ -476,7 +359,7 @@ pub async fn serve(
                 // left open overnight). Only with nothing held and the prices quiet: what it
                 // records is what the next price would record, so a replay decides the same.
                 let quiet = wall_clock && om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET);
-                if quiet && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && prices.is_empty() {
+                if quiet && merge.is_empty() && rx.is_empty() && prices.is_empty() {
                     if let Some(now) = om.market_clock() {
                         if let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await {
                             if !out.is_empty() {
@@ -488,11 +371,11 @@ pub async fn serve(
                 }
             }
             _ = idle_check.tick() => {
-                release(&mut held, &mut held_quotes, &mut om, &outbox, &events, &mut stop, expire).await;
+                release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
                 let Some(until_idle) = settings.until_idle else { continue };
                 let quiet_for = last_work.elapsed();
                 let live_busy = router.as_ref().is_some_and(|r| r.open_orders() > 0) || reports.as_ref().is_some_and(|r| !r.is_empty());
-                let local_drained = !live_busy && held.is_empty() && held_quotes.is_empty() && rx.is_empty() && prices.is_empty();
+                let local_drained = !live_busy && merge.is_empty() && rx.is_empty() && prices.is_empty();
                 // A count the bus cannot give (an outage) is not "drained".
                 let drained = local_drained && matches!(bus.undelivered_count(GROUP).await, Ok(0)) && matches!(bus.pending_count(GROUP).await, Ok(0));
                 let engine_over = *engine_done.borrow_and_update();
@@ -516,80 +399,48 @@ pub async fn serve(
     Ok(summary)
 }
 
-/// How long a signal (or a price message) waits for its counterpart before it
-/// goes through anyway, counted from when both readers have caught up with
-/// their streams (a backlog is never a missing counterpart: the engine logs
-/// each one before what waits for it). In normal flow nothing waits more than
-/// milliseconds; this only matters when a chain is broken (a price message
-/// trimmed away before it was read).
-const PRICE_WAIT: Duration = Duration::from_secs(10);
-
 /// How long the prices must have been quiet before the clock squares off on its own.
 const CLOCK_QUIET: Duration = Duration::from_secs(2);
 
-/// Let held signals and prices through in the order the engine produced them.
-///
-/// Prices and signals travel on different channels and may arrive in any
-/// order. A signal waits until its pipeline's prices (or its instrument's)
-/// have reached the signal's time (the prices the strategy saw); a price message waits until
-/// the signal its pipeline logged just before it is decided. So a decision
-/// never sees a stop or square-off caused by later prices, nor misses one
-/// caused by earlier ones, however fast a replay runs. With `expire` (the
-/// readers caught up for [`PRICE_WAIT`]), anything held that long goes through
-/// anyway (an instrument without prices, a signal that will never come).
-#[allow(clippy::too_many_arguments)]
-async fn release(
-    held: &mut std::collections::VecDeque<(LogEntry, tokio::time::Instant)>,
-    held_quotes: &mut std::collections::VecDeque<HeldPrices>,
-    om: &mut OrderManager,
-    outbox: &mpsc::UnboundedSender<Out>,
-    events: &Events,
-    stop: &mut watch::Receiver<bool>,
-    expire: bool,
-) {
+/// Let held signals and prices through in the order the engine produced them
+/// (see [`crate::subscriber::merge`]): first the price messages whose signal is
+/// decided, then the signals whose prices are applied, until nothing moves.
+/// With `expire` (the readers caught up for [`PRICE_WAIT`]), anything held that
+/// long goes through anyway.
+async fn release(merge: &mut Merge, om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, stop: &mut watch::Receiver<bool>, expire: bool) {
     loop {
         let mut progress = false;
-        while let Some(h) = held_quotes.front() {
-            let ready = h.quotes.after_signal.as_deref().is_none_or(|id| om.is_decided(id)) || (expire && h.since.elapsed() >= PRICE_WAIT);
-            if !ready {
-                break;
-            }
-            if let Some(h) = held_quotes.front() {
-                // Recorded with the price cursor, or retried: a price skipped here would be a stop never fired.
-                let applied = until_recorded(events, &format!("prices {}", printable(&h.quotes.id, 80)), stop, || om.on_quotes_at(&h.quotes, h.entry_id.as_deref())).await;
-                let Some(out) = applied else { return }; // stopping: the price is applied again after the restart
-                let _ = outbox.send(Out::Outcomes(out));
-                held_quotes.pop_front();
-                progress = true;
-            }
+        while let Some(h) = merge.ready_prices(&*om, expire) {
+            // Recorded with the price cursor, or retried: a price skipped here would be a stop never fired.
+            let applied = until_recorded(events, &format!("prices {}", printable(&h.quotes.id, 80)), stop, || om.on_quotes_at(&h.quotes, h.entry_id.as_deref())).await;
+            let Some(out) = applied else { return }; // stopping: the price is applied again after the restart
+            let _ = outbox.send(Out::Outcomes(out));
+            merge.pop_prices();
+            progress = true;
         }
-        // Signals of one pipeline stay in order; a pipeline waiting for its prices does not hold up the others.
-        let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut i = 0;
-        while i < held.len() {
-            let (entry, since) = &held[i];
-            let (pipeline, ready) = match SignalMessage::parse(&entry.payload) {
-                Ok(s) => {
-                    let priced = om.pipeline_clock(&s.pipeline).is_some_and(|t| t >= s.ts) || om.price_clock(&s.instrument).is_some_and(|t| t >= s.ts);
-                    (s.pipeline, priced || (expire && since.elapsed() >= PRICE_WAIT))
-                }
-                Err(_) => (String::new(), true), // reported and skipped by handle_entry
-            };
-            if !ready || blocked.contains(&pipeline) {
-                blocked.insert(pipeline);
-                i += 1;
-                continue;
+        while let Some(entry) = merge.take_signal(&*om, expire) {
+            if !handle_entry(om, outbox, events, &entry, stop).await {
+                return; // stopping: the entry stays unacknowledged and comes back after the restart
             }
-            if let Some((entry, _)) = held.remove(i) {
-                if !handle_entry(om, outbox, events, &entry, stop).await {
-                    return; // stopping: the entry stays unacknowledged and comes back after the restart
-                }
-                progress = true;
-            }
+            progress = true;
         }
         if !progress {
             return;
         }
+    }
+}
+
+impl Clocks for OrderManager {
+    fn is_decided(&self, signal_id: &str) -> bool {
+        Self::is_decided(self, signal_id)
+    }
+
+    fn pipeline_clock(&self, pipeline: &str) -> Option<i64> {
+        Self::pipeline_clock(self, pipeline)
+    }
+
+    fn price_clock(&self, instrument: &str) -> Option<i64> {
+        Self::price_clock(self, instrument)
     }
 }
 

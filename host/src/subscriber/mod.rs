@@ -1,7 +1,13 @@
-//! The subscriber: turns one signal into an order intent per account, by the
-//! account's mode (long only, short only, both) and sizing, and names each
-//! order with a client id derived from (signal, account) so that the same
-//! signal can never become two orders for one account.
+//! The subscriber: reads the signal log and the price stream ([`log`]),
+//! merges them in event time ([`merge`]), and turns one signal into an order
+//! intent per account, by the account's mode (long only, short only, both)
+//! and sizing, naming each order with a client id derived from (signal,
+//! account) so that the same signal can never become two orders for one
+//! account. The order manager records the intents and the service
+//! acknowledges the log entries once they are.
+
+pub mod log;
+pub mod merge;
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
