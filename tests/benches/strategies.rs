@@ -159,6 +159,27 @@ fn main() {
             });
             assert_eq!(tn, trades, "native and WASM backtests disagree");
             println!("{:>10} {:>12.3} {:>12.0}   native strategy, data already in memory (baseline)", n, dn.as_secs_f64(), dn.as_nanos() as f64 / n as f64);
+            // The same core with an intraday account's rules switched on: reversals, slippage
+            // on the tick, a stop and a trailing stop on every bar, the 15:15 square-off.
+            let intraday = BacktestConfig {
+                mode: tradehost::backtest::PositionMode::Both,
+                qty: 3,
+                square_off_minute: Some(15 * 60 + 15),
+                slippage_bps: rust_decimal::Decimal::from(5),
+                exits: tradehost::config::ExitRules { stop_loss_pct: rust_decimal::Decimal::new(4, 1), trailing_pct: rust_decimal::Decimal::new(3, 1), ..Default::default() },
+                ..BacktestConfig::default()
+            };
+            let (dr, tr) = best_of_3(|| {
+                let mut strategy = native("ma-crossover");
+                backtest::run(strategy.as_mut(), &data, &intraday, |_| {}).unwrap().trades.len()
+            });
+            println!(
+                "{:>10} {:>12.3} {:>12.0}   native strategy, every account rule on ({tr} trades): {:.2}x the baseline",
+                n,
+                dr.as_secs_f64(),
+                dr.as_nanos() as f64 / n as f64,
+                dr.as_secs_f64() / dn.as_secs_f64()
+            );
             whole_process(&path, &plugin("ma-crossover"), n, d);
         }
     }
