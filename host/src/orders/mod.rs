@@ -316,7 +316,7 @@ impl OrderManager {
                                 }
                             }
                         }
-                        other => other,
+                        other => other.map_err(|e| e.to_string()),
                     }
                 };
                 let (outcome, coid) = match decision {

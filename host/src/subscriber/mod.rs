@@ -52,32 +52,63 @@ impl<'a> From<&'a Account> for Rules<'a> {
     }
 }
 
+/// Why an account's sizing refuses a signal. Every one is permanent for that
+/// signal (the same signal would be refused again): the decision records it
+/// as a `sizing` refusal and nothing is retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizingError {
+    /// Percent or risk sizing, and the signal carries no (positive) price.
+    #[error("{0} sizing needs the signal's price")]
+    NoPrice(&'static str),
+    /// Risk sizing, and the signal carries no stop-loss.
+    #[error("risk sizing needs a stop-loss on the signal")]
+    NoStop,
+    /// Risk sizing, and the stop-loss is the price itself.
+    #[error("risk sizing: the stop-loss equals the price")]
+    StopAtPrice,
+    /// The rule gives no whole unit.
+    #[error("sizing gives {0} units; the capital is too small for this instrument")]
+    TooSmall(Decimal),
+    /// The numbers do not fit a decimal (an absurd price or stop on the signal).
+    #[error("sizing cannot compute a size from a price of {price} and a stop of {stop:?}")]
+    OutOfRange {
+        /// The signal's price.
+        price: Decimal,
+        /// The signal's stop-loss.
+        stop: Option<Decimal>,
+    },
+}
+
 /// Units for a new position of `account` at `price`, with the signal's `stop`.
+/// Checked arithmetic: a signal's numbers are input and never panic the order side.
 ///
 /// # Errors
 /// When the sizing rule cannot be applied (no price, no stop for risk sizing,
-/// or a size that rounds to zero).
-pub fn position_size<'a>(account: impl Into<Rules<'a>>, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Decimal, String> {
+/// numbers out of range, or a size that rounds to zero).
+pub fn position_size<'a>(account: impl Into<Rules<'a>>, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Decimal, SizingError> {
     let account: Rules<'a> = account.into();
+    let share = |percent: &Decimal, per_unit: Decimal| {
+        account.capital.checked_mul(*percent).and_then(|v| v.checked_div(Decimal::ONE_HUNDRED)).and_then(|v| v.checked_div(per_unit)).map(|q| q.floor())
+    };
     let qty = match account.sizing {
         Sizing::Fixed { qty } => Decimal::from(*qty),
         Sizing::Lots { lots, lot_size } => Decimal::from(lots.saturating_mul(*lot_size)),
         Sizing::Percent { percent } => {
-            let price = price.filter(|p| *p > Decimal::ZERO).ok_or("percent sizing needs the signal's price")?;
-            (account.capital * percent / Decimal::ONE_HUNDRED / price).floor()
+            let price = price.filter(|p| *p > Decimal::ZERO).ok_or(SizingError::NoPrice("percent"))?;
+            share(percent, price).ok_or(SizingError::OutOfRange { price, stop })?
         }
         Sizing::Risk { percent } => {
-            let price = price.filter(|p| *p > Decimal::ZERO).ok_or("risk sizing needs the signal's price")?;
-            let stop = stop.ok_or("risk sizing needs a stop-loss on the signal")?;
-            let per_unit = (price - stop).abs();
+            let price = price.filter(|p| *p > Decimal::ZERO).ok_or(SizingError::NoPrice("risk"))?;
+            let stop_loss = stop.ok_or(SizingError::NoStop)?;
+            let per_unit = price.checked_sub(stop_loss).ok_or(SizingError::OutOfRange { price, stop })?.abs();
             if per_unit.is_zero() {
-                return Err("risk sizing: the stop-loss equals the price".into());
+                return Err(SizingError::StopAtPrice);
             }
-            (account.capital * percent / Decimal::ONE_HUNDRED / per_unit).floor()
+            share(percent, per_unit).ok_or(SizingError::OutOfRange { price, stop })?
         }
     };
     if qty <= Decimal::ZERO {
-        return Err(format!("sizing gives {qty} units; the capital is too small for this instrument"));
+        return Err(SizingError::TooSmall(qty));
     }
     Ok(qty)
 }
@@ -87,7 +118,7 @@ pub fn position_size<'a>(account: impl Into<Rules<'a>>, price: Option<Decimal>, 
 ///
 /// # Errors
 /// A refusal from [`position_size`] when a new position must be opened.
-pub fn intent<'a>(account: impl Into<Rules<'a>>, signal_side: &str, effective: Decimal, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Option<Intent>, String> {
+pub fn intent<'a>(account: impl Into<Rules<'a>>, signal_side: &str, effective: Decimal, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Option<Intent>, SizingError> {
     let account: Rules<'a> = account.into();
     let zero = Decimal::ZERO;
     let open = |side| position_size(account, price, stop).map(|qty| Some(Intent { side, qty }));
@@ -99,13 +130,13 @@ pub fn intent<'a>(account: impl Into<Rules<'a>>, signal_side: &str, effective: D
         ("buy", PositionMode::Both) if effective < zero => {
             // Reverse: cover the short and open the long in one order.
             let qty = position_size(account, price, stop)?;
-            Ok(Some(Intent { side: OrderSide::Buy, qty: qty + effective.abs() }))
+            Ok(Some(Intent { side: OrderSide::Buy, qty: qty.checked_add(effective.abs()).ok_or(SizingError::TooSmall(qty))? }))
         }
         ("buy", PositionMode::Short) if effective < zero => close(OrderSide::Buy),
         ("sell", PositionMode::Short | PositionMode::Both) if effective == zero => open(OrderSide::Sell),
         ("sell", PositionMode::Both) if effective > zero => {
             let qty = position_size(account, price, stop)?;
-            Ok(Some(Intent { side: OrderSide::Sell, qty: qty + effective }))
+            Ok(Some(Intent { side: OrderSide::Sell, qty: qty.checked_add(effective).ok_or(SizingError::TooSmall(qty))? }))
         }
         ("sell", PositionMode::Long) if effective > zero => close(OrderSide::Sell),
         _ => Ok(None),
@@ -181,10 +212,15 @@ mod tests {
             // risk 1% = 1000 over a 25-point stop = 40
             (Sizing::Risk { percent: dec!(1) }, Some(dec!(500)), Some(dec!(475)), Ok(dec!(40))),
             (Sizing::Risk { percent: dec!(1) }, Some(dec!(500)), None, Err("risk sizing needs a stop-loss on the signal".to_owned())),
+            (Sizing::Risk { percent: dec!(1) }, None, Some(dec!(475)), Err("risk sizing needs the signal's price".to_owned())),
+            (Sizing::Risk { percent: dec!(1) }, Some(dec!(500)), Some(dec!(500)), Err("risk sizing: the stop-loss equals the price".to_owned())),
             (Sizing::Percent { percent: dec!(1) }, Some(dec!(5000)), None, Err("sizing gives 0 units; the capital is too small for this instrument".to_owned())),
+            // Absurd numbers on a signal: a refusal, never a panic.
+            (Sizing::Risk { percent: dec!(1) }, Some(Decimal::MAX), Some(Decimal::MIN), Err(format!("sizing cannot compute a size from a price of {} and a stop of Some({})", Decimal::MAX, Decimal::MIN))),
+            (Sizing::Percent { percent: dec!(1) }, Some(Decimal::new(1, 28)), None, Err(format!("sizing cannot compute a size from a price of {} and a stop of None", Decimal::new(1, 28)))),
         ];
         for (sizing, price, stop, want) in cases {
-            assert_eq!(position_size(&account(PositionMode::Long, sizing.clone()), price, stop), want, "{sizing:?}");
+            assert_eq!(position_size(&account(PositionMode::Long, sizing.clone()), price, stop).map_err(|e| e.to_string()), want, "{sizing:?}");
         }
     }
 
