@@ -489,7 +489,7 @@ impl Worker {
                     Some(Msg::Cancel(coid, reason)) => {
                         if let Some(w) = working.iter_mut().find(|w| w.order.client_order_id == coid) {
                             w.wanted.get_or_insert(reason);
-                            if self.paused.is_none() && let Err(reason) = self.cancel_if_due(w).await {
+                            if self.paused.is_none() && let Err(SessionGone(reason)) = self.cancel_if_due(w).await {
                                 self.pause(reason);
                             }
                         } else if let Some(i) = queue.iter().position(|o| o.client_order_id == coid) {
@@ -625,7 +625,7 @@ impl Worker {
                 match self.look(o, &req).await {
                     Ok(Some(id)) => return Placed::Accepted(id),
                     Ok(None) => {}
-                    Err(reason) => return Placed::TokenLost(reason),
+                    Err(SessionGone(reason)) => return Placed::TokenLost(reason),
                 }
             }
             if attempt >= self.settings.max_attempts {
@@ -651,7 +651,7 @@ impl Worker {
     /// `Ok(None)` not there in `absent_reads` reads a back-off apart (a broker's
     /// book can show a new order late, and one read too early would place it
     /// twice), `Err` the session is gone.
-    async fn look(&mut self, o: &LiveOrder, req: &OrderRequest) -> Result<Option<String>, String> {
+    async fn look(&mut self, o: &LiveOrder, req: &OrderRequest) -> Result<Option<String>, SessionGone> {
         let mut attempt = 0u32;
         let mut absent = 0u32;
         loop {
@@ -664,7 +664,7 @@ impl Worker {
                     }
                     tokio::time::sleep(self.backoff(&BrokerError::Timeout, absent)).await;
                 }
-                Err(BrokerError::Token(reason)) => return Err(reason),
+                Err(BrokerError::Token(reason)) => return Err(SessionGone(reason)),
                 Err(e) => {
                     attempt += 1;
                     let wait = self.backoff(&e, attempt);
@@ -722,7 +722,7 @@ impl Worker {
                             working.remove(i);
                         }
                         None => {
-                            if let Err(reason) = self.cancel_if_due(&mut working[i]).await {
+                            if let Err(SessionGone(reason)) = self.cancel_if_due(&mut working[i]).await {
                                 self.pause(reason);
                                 return;
                             }
@@ -751,7 +751,7 @@ impl Worker {
     /// `cancel_after` after it was sent. The journal learns of the request first;
     /// what the broker then reports (cancelled, or filled after all: the race) is
     /// read by the next poll. `Err` when the session is gone.
-    async fn cancel_if_due(&self, w: &mut Working) -> Result<(), String> {
+    async fn cancel_if_due(&self, w: &mut Working) -> Result<(), SessionGone> {
         if w.cancel_done {
             return Ok(());
         }
@@ -772,7 +772,7 @@ impl Worker {
         }
         match self.link.broker.cancel(&w.id).await {
             Ok(()) => w.cancel_done = true,
-            Err(BrokerError::Token(reason)) => return Err(reason),
+            Err(BrokerError::Token(reason)) => return Err(SessionGone(reason)),
             // Refused: usually filled meanwhile (the next read says so); tried again a few times.
             Err(BrokerError::Rejected(reason)) => {
                 w.cancel_refusals += 1;
@@ -784,6 +784,14 @@ impl Worker {
         Ok(())
     }
 }
+
+/// The broker refused the session (an expired or revoked token): permanent
+/// until a new token comes, so the account pauses rather than retrying. Every
+/// other broker failure is transient for the router ([`BrokerError::is_ambiguous`]:
+/// looked up and retried with back-off) or a definite refusal of that one order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session refused: {0}")]
+struct SessionGone(String);
 
 /// An order the broker has, until it is finished.
 struct Working {
