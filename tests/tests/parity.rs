@@ -2,7 +2,9 @@
 //! run` (paper, `replay` source, `speed = 0`) and through `tradehost backtest
 //! --config pipelines.toml --pipeline <id>`, gives the same fills line by line
 //! (`report --fills-csv` against the backtest's `fills.csv`): the same
-//! entries, exits, square-offs and prices, so the same P&L.
+//! entries, exits, square-offs and prices, so the same P&L. The pipeline
+//! backtest's signals are the single-plugin backtest's, and its per-account
+//! pages show the same realised P&L as its summary.
 
 use std::path::{Path, PathBuf};
 
@@ -77,5 +79,33 @@ fn every_bundled_pipeline_fills_the_same_in_a_paper_run_and_its_backtest() {
         assert_eq!(accounts.len(), 1, "{id}: its own account");
         let fills: u64 = accounts.values().map(|a| a["fills"].as_u64().unwrap()).sum();
         assert!(fills > 0 && fills as usize >= r.len() - 1, "{id}: {summary}");
+
+        // The per-account page states the account's realised P&L.
+        for (account, a) in accounts {
+            let page = std::fs::read_to_string(out.join(format!("report-{account}.html"))).unwrap();
+            let realized = a["realized"].as_str().unwrap();
+            assert!(page.contains(&format!("\">{realized}</div>")), "{id}: {account}'s page does not show realised {realized}");
+        }
+        // What the strategy said is what the single-plugin backtest of the same plugin, params
+        // and data says (at the pipeline's own one-minute timeframe).
+        let signals = std::fs::read_to_string(out.join("signals.csv")).unwrap();
+        assert_eq!(summary["signals"].as_u64().unwrap() as usize, signals.lines().count() - 1, "{id}");
+        if block.contains("timeframe = \"1m\"") {
+            let wasm = block.lines().find_map(|l| l.strip_prefix("plugin = ")).unwrap().trim_matches('"');
+            let wasm = plugin_dir().join(wasm);
+            let params: Vec<String> = block.split("[pipelines.params]").nth(1).unwrap_or("").lines().filter_map(|l| l.split_once(" = ")).map(|(k, v)| format!("{}={}", k.trim(), v.trim().trim_matches('"'))).collect();
+            let single = work.join("single");
+            let mut args = vec!["backtest", "--plugin", s(&wasm), "--data", s(&file), "--out", s(&single)];
+            for p in &params {
+                args.extend(["--param", p.as_str()]);
+            }
+            if let Some(u) = &underlying {
+                args.extend(["--underlying", s(u)]);
+            }
+            ok(&args);
+            let want = std::fs::read_to_string(single.join("signals.csv")).unwrap();
+            assert!(want.lines().count() > 1, "{id} signals");
+            assert_eq!(signals, want, "{id}: the pipeline's signals, then the single-plugin backtest's");
+        }
     }
 }

@@ -554,46 +554,87 @@ fn chain_quotes(chain: &OptionChain) -> Vec<(String, Quote)> {
 }
 
 fn summarise(strategy: &dyn StrategyRunner, events: usize, engine: &Engine<'_>, first: Option<i64>, last: Option<i64>) -> Summary {
-    use rust_decimal::prelude::ToPrimitive;
-    let config = engine.config;
-    let trades = &engine.trades;
-    let wins = trades.iter().filter(|t| t.pnl > Decimal::ZERO).count();
-    let losses = trades.iter().filter(|t| t.pnl < Decimal::ZERO).count();
-    let gross_profit: Decimal = trades.iter().map(|t| t.pnl).filter(|p| *p > Decimal::ZERO).sum();
-    let gross_loss: Decimal = trades.iter().map(|t| t.pnl).filter(|p| *p < Decimal::ZERO).sum();
-    let net_pnl = gross_profit + gross_loss;
-    let returns: Vec<f64> = std::iter::once(config.capital)
-        .chain(engine.equity.iter().map(|p| p.equity))
-        .collect::<Vec<_>>()
-        .windows(2)
-        .map(|w| if w[0].is_zero() { 0.0 } else { ((w[1] - w[0]) / w[0]).to_f64().unwrap_or(0.0) })
-        .collect();
-    Summary {
-        strategy: strategy.name().to_owned(),
-        strategy_version: strategy.version().to_owned(),
-        mode: config.mode,
-        qty: Decimal::from(config.qty),
-        slippage_bps: config.slippage_bps,
-        capital: config.capital,
-        square_off: config.square_off_minute.map(format_hhmm),
-        events,
-        first_ts: first.map(crate::domain::time::format_iso_ist),
-        last_ts: last.map(crate::domain::time::format_iso_ist),
-        signals: engine.signals.len(),
-        signals_rejected: engine.rejected.len(),
-        trades: trades.len(),
-        wins,
-        losses,
-        win_rate: if trades.is_empty() { 0.0 } else { wins as f64 / trades.len() as f64 },
-        gross_profit,
-        gross_loss,
-        net_pnl,
-        final_equity: config.capital + net_pnl,
-        return_pct: ratio_pct(net_pnl, config.capital),
-        max_drawdown: engine.max_drawdown,
-        max_drawdown_pct: engine.max_drawdown_pct,
-        sharpe: sharpe(&returns),
+    let mut summary = Summary::of(
+        (strategy.name(), strategy.version()),
+        engine.config,
+        &engine.trades,
+        &engine.equity,
+        (engine.signals.len(), engine.rejected.len()),
+        (events, first, last),
+    );
+    summary.max_drawdown = engine.max_drawdown;
+    summary.max_drawdown_pct = engine.max_drawdown_pct;
+    summary
+}
+
+impl Summary {
+    /// The headline numbers of `trades` and the daily `equity` of an account
+    /// trading as `config` says: `strategy` is (name, version), `signals` is
+    /// (emitted, refused), `span` is (events, first time, last time). The
+    /// drawdown is that of the daily equity; a backtest replaces it with its
+    /// bar-by-bar figure.
+    #[must_use]
+    pub fn of(strategy: (&str, &str), config: &BacktestConfig, trades: &[Trade], equity: &[EquityPoint], signals: (usize, usize), span: (usize, Option<i64>, Option<i64>)) -> Self {
+        use rust_decimal::prelude::ToPrimitive;
+        let wins = trades.iter().filter(|t| t.pnl > Decimal::ZERO).count();
+        let losses = trades.iter().filter(|t| t.pnl < Decimal::ZERO).count();
+        let gross_profit: Decimal = trades.iter().map(|t| t.pnl).filter(|p| *p > Decimal::ZERO).sum();
+        let gross_loss: Decimal = trades.iter().map(|t| t.pnl).filter(|p| *p < Decimal::ZERO).sum();
+        let net_pnl = gross_profit + gross_loss;
+        let returns: Vec<f64> = std::iter::once(config.capital)
+            .chain(equity.iter().map(|p| p.equity))
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| if w[0].is_zero() { 0.0 } else { ((w[1] - w[0]) / w[0]).to_f64().unwrap_or(0.0) })
+            .collect();
+        let worst = equity.iter().min_by_key(|p| p.drawdown);
+        Self {
+            strategy: strategy.0.to_owned(),
+            strategy_version: strategy.1.to_owned(),
+            mode: config.mode,
+            qty: Decimal::from(config.qty),
+            slippage_bps: config.slippage_bps,
+            capital: config.capital,
+            square_off: config.square_off_minute.map(format_hhmm),
+            events: span.0,
+            first_ts: span.1.map(crate::domain::time::format_iso_ist),
+            last_ts: span.2.map(crate::domain::time::format_iso_ist),
+            signals: signals.0,
+            signals_rejected: signals.1,
+            trades: trades.len(),
+            wins,
+            losses,
+            win_rate: if trades.is_empty() { 0.0 } else { wins as f64 / trades.len() as f64 },
+            gross_profit,
+            gross_loss,
+            net_pnl,
+            final_equity: config.capital + net_pnl,
+            return_pct: ratio_pct(net_pnl, config.capital),
+            max_drawdown: worst.map(|p| p.drawdown).unwrap_or_default(),
+            max_drawdown_pct: worst.map(|p| ratio_pct(p.drawdown, p.equity - p.drawdown)).unwrap_or_default(),
+            sharpe: sharpe(&returns),
+        }
     }
+}
+
+/// Daily equity points of an account from its trades: capital plus the P&L
+/// realised up to each day's last exit, with the drawdown from the running peak.
+#[must_use]
+pub fn daily_equity(capital: Decimal, trades: &[Trade]) -> Vec<EquityPoint> {
+    let mut points: Vec<EquityPoint> = Vec::new();
+    let (mut equity, mut peak) = (capital, capital);
+    let mut sorted: Vec<&Trade> = trades.iter().collect();
+    sorted.sort_by_key(|t| t.exit_ts_ms);
+    for t in sorted {
+        equity += t.pnl;
+        peak = peak.max(equity);
+        let point = EquityPoint { ts_ms: t.exit_ts_ms, equity, drawdown: equity - peak };
+        match points.last_mut() {
+            Some(last) if ist_day(last.ts_ms) == ist_day(t.exit_ts_ms) => *last = point,
+            _ => points.push(point),
+        }
+    }
+    points
 }
 
 /// Annualised Sharpe ratio of daily returns; 0 when undefined.

@@ -40,9 +40,7 @@ pub fn write_outputs(dir: &Path, result: &BacktestResult, run_info: &serde_json:
     Ok(())
 }
 
-fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")).into() } else { text.into() }
-}
+use crate::orders::report::csv_field;
 
 fn write_signals_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);

@@ -5,8 +5,10 @@
 //! a replay of the data file as fast as the machine goes, and `run` drives it
 //! on paper over the in-process bus with a fresh journal in the output folder.
 //! The outputs are read back from that journal: `fills.csv` (the columns of
-//! `tradehost report --fills-csv`), `trades.csv` (FIFO round trips per
-//! account), `summary.json` (per account) and `report.txt`.
+//! `tradehost report --fills-csv`), `signals.csv` (what the strategy said, as
+//! a single-plugin backtest writes it), `trades.csv` (FIFO round trips per
+//! account), `summary.json` (per account), `report.txt`, and per account
+//! `report-<account>.html` (equity and drawdown by day, KPIs, the trades).
 
 use std::path::{Path, PathBuf};
 
@@ -106,6 +108,45 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     write("fills.csv", report::fills_csv(fills.iter().map(report::FillLine::from).collect()))?;
+    let signals = report::read_signals(&journal)?;
+    write("signals.csv", report::signals_csv(&signals))?;
+    let first_ts = signals.first().map(|s| s.ts).into_iter().chain(fills.first().map(|f| f.ts)).min();
+    let last_ts = signals.last().map(|s| s.ts).into_iter().chain(fills.last().map(|f| f.ts)).max();
+    let version = signals.first().and_then(|s| pipeline_version(&s.pipeline, &journal)).unwrap_or_default();
+    let mut pages = Vec::new();
+    for account in pipeline.accounts.iter().filter_map(|a| config.account(a.get_ref())) {
+        let id = account.id.get_ref();
+        let trades: Vec<crate::backtest::Trade> = result.trips.iter().filter(|t| &t.account == id).map(trade_of).collect();
+        let rules = crate::backtest::BacktestConfig {
+            mode: account.mode,
+            qty: match account.sizing {
+                crate::config::Sizing::Fixed { qty } => qty,
+                crate::config::Sizing::Lots { lots, lot_size } => lots.saturating_mul(lot_size),
+                _ => 0,
+            },
+            capital: account.capital,
+            square_off_minute: (account.product == crate::domain::Product::Mis).then(|| crate::domain::time::parse_hhmm(&account.square_off)).flatten(),
+            slippage_bps: account.slippage_bps,
+            exits: account.exits.clone(),
+            ..crate::backtest::BacktestConfig::default()
+        };
+        let equity = crate::backtest::daily_equity(account.capital, &trades);
+        let refused: usize = result.refusals.get(id).map(|r| r.values().sum()).unwrap_or_default();
+        let summary = crate::backtest::Summary::of((pipeline.plugin.get_ref(), &version), &rules, &trades, &equity, (signals.len(), refused), (signals.len(), first_ts, last_ts));
+        let account_fills = fills.iter().filter(|f| &f.account == id).map(|f| crate::backtest::Fill {
+            ts_ms: f.ts,
+            instrument: f.instrument.clone(),
+            side: if f.sign > 0 { crate::domain::OrderSide::Buy } else { crate::domain::OrderSide::Sell },
+            qty: f.qty,
+            price: f.price,
+            reason: report::FillLine::from(f).reason,
+        });
+        let page = crate::backtest::BacktestResult { signals: Vec::new(), rejected: Vec::new(), trades, fills: account_fills.collect(), equity, summary };
+        let name = format!("report-{}.html", id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_"));
+        let path = out.join(&name);
+        crate::backtest::write_report_html(&path, &page).with_context(|| format!("writing {}", path.display()))?;
+        pages.push(name);
+    }
     write("trades.csv", result.trips_csv())?;
     write("report.txt", result.render())?;
     let mut accounts = serde_json::Map::new();
@@ -132,6 +173,8 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
         "data": data.display().to_string(),
         "plugin": pipeline.plugin.get_ref(),
         "accounts": accounts,
+        "signals": signals.len(),
+        "reports": pages,
         "total_seconds": started.elapsed().as_secs_f64(),
     });
     write("summary.json", serde_json::to_string_pretty(&summary)? + "\n")?;
@@ -147,4 +190,26 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     }
     println!("-> {} ({:.2}s)", out.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A journal round trip as a backtest trade (`exit_reason`: `signal`, or what closed it).
+fn trade_of(t: &report::RoundTrip) -> crate::backtest::Trade {
+    crate::backtest::Trade {
+        instrument: t.instrument.clone(),
+        entry_ts_ms: t.entry_ts,
+        exit_ts_ms: t.exit_ts,
+        side: if t.side == "short" { crate::backtest::TradeSide::Short } else { crate::backtest::TradeSide::Long },
+        qty: t.qty,
+        entry_price: t.entry_price,
+        exit_price: t.exit_price,
+        pnl: t.pnl,
+        exit_reason: if crate::orders::CLOSE_REASONS.contains(&t.exit_by.as_str()) { t.exit_by.clone() } else { "signal".to_owned() },
+    }
+}
+
+/// The plugin version in the journal's signal ids (`<pipeline>/<plugin>@<version>/<ts>/<n>`).
+fn pipeline_version(pipeline: &str, journal: &Path) -> Option<String> {
+    let db = rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let id: String = db.query_row("SELECT signal_id FROM signals WHERE pipeline = ?1 LIMIT 1", [pipeline], |r| r.get(0)).ok()?;
+    id.split('/').nth(1)?.split_once('@').map(|(_, v)| v.to_owned())
 }

@@ -5,6 +5,9 @@
 use super::*;
 
 pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS signals (
+    signal_id TEXT PRIMARY KEY, ts INTEGER NOT NULL, pipeline TEXT NOT NULL, instrument TEXT NOT NULL,
+    side TEXT NOT NULL, price TEXT, stop_loss TEXT, target TEXT, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS decisions (
     signal_id TEXT NOT NULL, account TEXT NOT NULL, outcome TEXT NOT NULL,
     client_order_id TEXT, at INTEGER NOT NULL, PRIMARY KEY (signal_id, account));

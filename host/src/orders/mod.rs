@@ -285,6 +285,12 @@ impl OrderManager {
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let tx = self.db.transaction().map_err(jerr)?;
         let result: rusqlite::Result<()> = (|| {
+            // What the strategy said, beside what each account made of it (an audit trail, and a backtest's signals.csv).
+            let text = |d: Option<Decimal>| d.map(|v| v.to_string());
+            tx.execute(
+                "INSERT OR IGNORE INTO signals (signal_id, ts, pipeline, instrument, side, price, stop_loss, target, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![s.id, s.ts, s.pipeline, s.instrument, s.side, text(s.price), text(s.stop_loss), text(s.target), s.reason],
+            )?;
             for account_id in pipeline.accounts.iter().map(|a| a.get_ref()) {
                 let done: Option<String> =
                     tx.query_row("SELECT outcome FROM decisions WHERE signal_id = ?1 AND account = ?2", [&s.id, account_id], |r| r.get(0)).optional()?;

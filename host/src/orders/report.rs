@@ -97,6 +97,61 @@ pub fn read_refusals(journal: &Path) -> anyhow::Result<BTreeMap<String, BTreeMap
     Ok(out)
 }
 
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+#[must_use]
+pub fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")).into() } else { text.into() }
+}
+
+/// A signal as the journal recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalRow {
+    /// Start of the bar whose close produced it.
+    pub ts: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Instrument.
+    pub instrument: String,
+    /// `buy`, `sell` or `exit`.
+    pub side: String,
+    /// The price it was seen at.
+    pub price: Option<Decimal>,
+    /// The strategy's reason.
+    pub reason: String,
+}
+
+/// Read the signals a journal recorded, in time order (none from a journal
+/// kept before signals were recorded).
+///
+/// # Errors
+/// SQLite failures, or a damaged price.
+pub fn read_signals(journal: &Path) -> anyhow::Result<Vec<SignalRow>> {
+    let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let has: bool = db.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'signals'", [], |r| r.get(0))?;
+    if !has {
+        return Ok(Vec::new());
+    }
+    let mut stmt = db.prepare("SELECT ts, pipeline, instrument, side, price, reason, signal_id FROM signals ORDER BY ts, signal_id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (ts, pipeline, instrument, side, price, reason, id) = row?;
+        let price = price.map(|p| p.parse::<Decimal>().map_err(|_| anyhow::anyhow!("{}: signal {id}: price {p:?} is not a number", journal.display()))).transpose()?;
+        out.push(SignalRow { ts, pipeline, instrument, side, price, reason });
+    }
+    Ok(out)
+}
+
+/// `signals.csv`, in the columns a single-plugin backtest writes: `ts,instrument,side,price,reason`.
+#[must_use]
+pub fn signals_csv(rows: &[SignalRow]) -> String {
+    let mut out = String::from("ts,instrument,side,price,reason\n");
+    for s in rows {
+        out += &format!("{},{},{},{},{}\n", format_iso_ist(s.ts), csv_field(&s.instrument), csv_field(&s.side), s.price.map(|p| p.to_string()).unwrap_or_default(), csv_field(&s.reason));
+    }
+    out
+}
+
 /// Read the fills of a journal in the order they happened.
 ///
 /// # Errors
