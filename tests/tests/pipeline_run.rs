@@ -348,3 +348,24 @@ fn monitor_shows_what_happens_on_the_bus() {
         assert!(all.contains(want), "{want:?} missing from:\n{all}");
     }
 }
+
+#[test]
+fn a_replay_file_that_cannot_be_read_fails_the_run_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-day.csv");
+    let bad = dir.path().join("bad-day.csv");
+    std::fs::write(&bad, "timestamp,open,high,low,close\n2024-01-01T09:15:00+05:30,100,101,99,x\n").unwrap();
+    for (file, says) in [(&missing, "No such file"), (&bad, "field `close`")] {
+        let body = format!(
+            "{ACCOUNTS}\n[[pipelines]]\nid = \"replayed\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"long-1\"]\nsource = {{ kind = \"replay\", files = [{:?}], speed = 0 }}\n",
+            file.display().to_string()
+        );
+        let config = write_config(dir.path(), &body, 1);
+        let out = run(&config, &[], &[]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "a run that cannot read its data does not end as a success:\n{stdout}\n{stderr}");
+        assert!(stderr.contains(&file.display().to_string()) && stderr.contains(says), "{stderr}");
+        assert!(stdout.contains("pipeline_failed replayed"), "the alert is on the events channel:\n{stdout}");
+        assert_eq!(count(&journal(dir.path()), "SELECT COUNT(*) FROM orders"), 0);
+    }
+}

@@ -208,7 +208,36 @@ pub enum PipelineEnd {
     /// It was told to stop.
     Stopped,
     /// It could not continue; why.
-    Failed(String),
+    Failed(SourceError),
+}
+
+/// Why a pipeline's source could not run. Each is permanent for this run of
+/// the pipeline (the same configuration fails the same way): the pipeline
+/// ends `failed` with an alert, and a corrected file or configuration (a
+/// reload) starts it again. What is transient is handled below this: a feed
+/// reconnects with back-off by itself, and a strategy that fails on an event
+/// is quarantined and retried with back-off ([`FIRST_BACKOFF`]), never a
+/// source error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// The replay's data cannot be used: a file missing or malformed, or no bars in the session.
+    #[error("{0}")]
+    Data(String),
+    /// A live feed cannot start: no broker link in this process, an instrument
+    /// the broker does not know, a subscription refused.
+    #[error("{0}")]
+    Feed(String),
+}
+
+impl SourceError {
+    /// `data` or `feed`, for events.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Data(_) => "data",
+            Self::Feed(_) => "feed",
+        }
+    }
 }
 
 /// First back-off after a plugin fails; doubled on each failure up to [`MAX_BACKOFF`].
@@ -354,7 +383,7 @@ pub async fn run(
         PipelineEnd::Finished => "pipeline_finished",
         PipelineEnd::Stopped => "pipeline_stopped",
         PipelineEnd::Failed(reason) => {
-            events.emit("pipeline_failed", json!({ "pipeline": id, "reason": reason, "alert": true })).await;
+            events.emit("pipeline_failed", json!({ "pipeline": id, "reason": reason.to_string(), "kind": reason.kind(), "alert": true })).await;
             return end;
         }
     };
@@ -453,7 +482,7 @@ fn source_name(source: &config::Source) -> &'static str {
 
 /// Run the pipeline's source until it ends; `Err` when it cannot start (a
 /// missing or bad replay file, a feed that cannot subscribe).
-async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Option<BrokerLinks>, stale: StaleSet, tx: &mpsc::Sender<MarketEvent>) -> Result<(), String> {
+async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Option<BrokerLinks>, stale: StaleSet, tx: &mpsc::Sender<MarketEvent>) -> Result<(), SourceError> {
     let tf = spec.timeframe_secs;
     match &spec.source {
         config::Source::Replay { files, speed, underlying } => {
@@ -463,11 +492,11 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
             };
             let list = match loaded {
                 Ok(Ok(list)) => list,
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(e) => return Err(e.to_string()),
+                Ok(Err(e)) => return Err(SourceError::Data(e.to_string())),
+                Err(e) => return Err(SourceError::Data(format!("loading the replay files: {e}"))),
             };
             if list.is_empty() {
-                return Err(format!("the replay files hold no bars inside the session: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")));
+                return Err(SourceError::Data(format!("the replay files hold no bars inside the session: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))));
             }
             source::pace(list, *speed, tf, tx).await;
         }
@@ -481,13 +510,13 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
                 let (events, id) = (events2.clone(), id.clone());
                 tokio::spawn(async move { events.error(&format!("market feed of {id}"), &reason).await });
             };
-            source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error).await.map_err(|e| e.to_string())?;
+            source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error).await.map_err(|e| SourceError::Feed(e.to_string()))?;
         }
         config::Source::Broker { account, stale_secs, chain_secs, expiry, strikes, .. } => {
-            let links = feeds.ok_or_else(|| format!("source account {account}: broker feeds are not available in this process"))?;
-            let plan = (links.feed)(account.clone(), spec.symbols.clone()).await?;
+            let links = feeds.ok_or_else(|| SourceError::Feed(format!("source account {account}: broker feeds are not available in this process")))?;
+            let plan = (links.feed)(account.clone(), spec.symbols.clone()).await.map_err(SourceError::Feed)?;
             let chain = match (*chain_secs, spec.symbols.first()) {
-                (secs, Some(underlying)) if secs > 0 => Some(((links.chain)(account.clone(), underlying.clone(), expiry.clone()).await?, Duration::from_secs(secs))),
+                (secs, Some(underlying)) if secs > 0 => Some(((links.chain)(account.clone(), underlying.clone(), expiry.clone()).await.map_err(SourceError::Feed)?, Duration::from_secs(secs))),
                 _ => None,
             };
             let options = BrokerFeedOptions {
@@ -507,7 +536,7 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
                 let events = events2.clone();
                 tokio::spawn(async move { events.emit(kind, body).await });
             };
-            source::broker_feed(plan, options, stale, tx, on_event).await.map_err(|e| e.to_string())?;
+            source::broker_feed(plan, options, stale, tx, on_event).await.map_err(|e| SourceError::Feed(e.to_string()))?;
         }
     }
     Ok(())

@@ -313,7 +313,7 @@ impl Supervisor {
                         Ok(PipelineEnd::Finished) => "finished".into(),
                         Ok(PipelineEnd::Stopped) => "stopped".into(),
                         Ok(PipelineEnd::Failed(reason)) => {
-                            slot.reason = Some(reason);
+                            slot.reason = Some(reason.to_string());
                             "failed".into()
                         }
                         Err(e) => {
