@@ -7,6 +7,83 @@ use crate::bus::message::{MAX_ID_CHARS, envelope, event_id, now_ms, printable};
 use crate::bus::Bus;
 use crate::domain::secret::scrub;
 
+/// The events of the order side, typed: each is published on
+/// `<prefix>:events` as `{"event": "<name>", …its fields…, "role": …}`, and
+/// with `"alert": true` when [`Event::is_alert`] (Telegram and the monitor
+/// raise those). Prices and quantities are decimal text, as in the order messages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[allow(missing_docs)] // fields are named as published; each variant says what they mean
+pub enum Event {
+    /// A signal no account can take (its pipeline is not configured).
+    SignalRefused { signal_id: String, reason: String, rule: String },
+    /// An account's decision on a signal was a refusal, by `rule`.
+    OrderRefused { signal_id: String, account: String, reason: String, rule: String },
+    /// The daily loss limit was reached: only reducing orders until tomorrow.
+    RiskBreaker { account: String, rule: String, daily_pnl: String, detail: String },
+    /// A report the order's state machine cannot take (recorded nowhere).
+    OrderTransitionRefused { client_order_id: String, reason: String },
+    /// The broker rejected an order.
+    OrderRejected { client_order_id: String, reason: String },
+    /// A managed exit fired: the closing order is recorded.
+    ExitTriggered { account: String, instrument: String, reason: String, stop: Option<String>, target: Option<String>, price: String, qty: String },
+    /// An intraday position is closed at its square-off (`reason`: `square-off` or `carried`).
+    SquareOff { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64 },
+    /// An intraday position was left open past its session and is closed at the open.
+    PositionCarried { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64, detail: String },
+    /// A basket's buy legs are sent.
+    BasketPlaced { basket: String, account: String, legs: usize },
+    /// Every leg of a basket filled.
+    BasketComplete { basket: String, account: String },
+    /// A basket could not be placed or a leg was refused; `unwinding`: the filled legs being closed.
+    BasketFailed {
+        basket: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unwinding: Option<Vec<String>>,
+    },
+}
+
+impl Event {
+    /// The event's name, as published.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SignalRefused { .. } => "signal_refused",
+            Self::OrderRefused { .. } => "order_refused",
+            Self::RiskBreaker { .. } => "risk_breaker",
+            Self::OrderTransitionRefused { .. } => "order_transition_refused",
+            Self::OrderRejected { .. } => "order_rejected",
+            Self::ExitTriggered { .. } => "exit_triggered",
+            Self::SquareOff { .. } => "square_off",
+            Self::PositionCarried { .. } => "position_carried",
+            Self::BasketPlaced { .. } => "basket_placed",
+            Self::BasketComplete { .. } => "basket_complete",
+            Self::BasketFailed { .. } => "basket_failed",
+        }
+    }
+
+    /// Whether a trader must be told (an alert).
+    #[must_use]
+    pub const fn is_alert(&self) -> bool {
+        matches!(self, Self::OrderRejected { .. } | Self::PositionCarried { .. } | Self::BasketFailed { .. } | Self::RiskBreaker { .. })
+    }
+
+    /// Its fields as published (without the role), `event` included.
+    #[must_use]
+    pub fn fields(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({ "event": self.name() }));
+        if self.is_alert() {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("alert".into(), json!(true));
+            }
+        }
+        v
+    }
+}
+
 /// Publishes events for one role of the process.
 #[derive(Debug, Clone)]
 pub struct Events {
@@ -39,6 +116,11 @@ impl Events {
         if let Err(e) = self.bus.publish(&self.bus.channels().events(), &msg).await {
             tracing::warn!("could not publish event {name}: {e}");
         }
+    }
+
+    /// Publish a typed event.
+    pub async fn publish(&self, event: &Event) {
+        self.emit(event.name(), event.fields()).await;
     }
 
     /// Publish an `error` message: malformed input, a failure that changed nothing.
@@ -87,5 +169,30 @@ fn scrub_value(v: Value) -> Value {
         Value::Array(a) => Value::Array(a.into_iter().map(scrub_value).collect()),
         Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, scrub_value(v))).collect()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_events_publish_the_fields_they_always_had_and_read_back() {
+        let square_off = Event::SquareOff { account: "a".into(), instrument: "NIFTY".into(), reason: "square-off".into(), price: None, qty: "75".into(), due: 1_704_188_700_000 };
+        assert_eq!(
+            square_off.fields(),
+            json!({ "event": "square_off", "account": "a", "instrument": "NIFTY", "reason": "square-off", "price": null, "qty": "75", "due": 1_704_188_700_000_i64 })
+        );
+        let failed = Event::BasketFailed { basket: "b1".into(), account: None, reason: "unknown account \"x\"".into(), unwinding: None };
+        assert_eq!(failed.fields(), json!({ "event": "basket_failed", "basket": "b1", "reason": "unknown account \"x\"", "alert": true }));
+        let rejected = Event::OrderRejected { client_order_id: "th1".into(), reason: "margin".into() };
+        assert_eq!(rejected.fields()["alert"], true);
+        let refused = Event::OrderRefused { signal_id: "s".into(), account: "a".into(), reason: "r".into(), rule: "cooldown".into() };
+        assert!(refused.fields().get("alert").is_none(), "a refusal is an event, not an alert");
+        for e in [square_off, failed, rejected, refused] {
+            assert_eq!(e.fields()["event"], e.name());
+            let back: Event = serde_json::from_value(e.fields()).unwrap();
+            assert_eq!(back, e, "a consumer reads it back typed");
+        }
     }
 }

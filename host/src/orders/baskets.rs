@@ -17,7 +17,7 @@ impl OrderManager {
         let path = self.path.clone();
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let Some(account) = self.config.account(&basket.account).cloned() else {
-            return Ok(vec![Outcome::Event("basket_failed", json!({ "basket": basket.id, "reason": format!("unknown account {:?}", basket.account) }))]);
+            return Ok(vec![Outcome::Event(Event::BasketFailed { basket: basket.id.clone(), account: None, reason: format!("unknown account {:?}", basket.account), unwinding: None })]);
         };
         let ts = basket.legs.iter().filter_map(|l| self.last.get(&l.instrument).map(|(t, _)| *t)).max().unwrap_or_else(now_ms);
         let tx = self.db.transaction().map_err(jerr)?;
@@ -33,7 +33,7 @@ impl OrderManager {
                 )
                 .map_err(jerr)?;
             }
-            out.push(Outcome::Event("basket_placed", json!({ "basket": basket.id, "account": basket.account, "legs": basket.legs.len() })));
+            out.push(Outcome::Event(Event::BasketPlaced { basket: basket.id.clone(), account: basket.account.clone(), legs: basket.legs.len() }));
             out.extend(send_legs(&tx, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
         }
         let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
@@ -127,7 +127,7 @@ pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reaso
         }
     }
     tx.execute("UPDATE baskets SET state = ?2 WHERE basket_id = ?1", params![basket_id, if unwind { "unwinding" } else { "failed" }])?;
-    Ok(vec![Outcome::Event("basket_failed", json!({ "basket": basket_id, "account": account, "reason": reason, "unwinding": unwound, "alert": true }))])
+    Ok(vec![Outcome::Event(Event::BasketFailed { basket: basket_id.to_owned(), account: Some(account.to_owned()), reason: reason.to_owned(), unwinding: Some(unwound) })])
 }
 
 /// After fills: a basket whose buy legs are all filled sends its sell legs; one
@@ -156,7 +156,7 @@ pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, l
             }
         } else {
             tx.execute("UPDATE baskets SET state = 'complete' WHERE basket_id = ?1", [&basket_id])?;
-            out.push(Outcome::Event("basket_complete", json!({ "basket": basket_id, "account": account_id })));
+            out.push(Outcome::Event(Event::BasketComplete { basket: basket_id.clone(), account: account_id.clone() }));
         }
     }
     Ok(out)

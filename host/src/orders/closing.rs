@@ -54,10 +54,15 @@ impl OrderManager {
             if let Some(reason) = reason {
                 let key = format!("{reason}/{account}/{}/{ts}", quote.instrument);
                 if queue_close(tx, &account, &quote.instrument, qty, &key, reason, ts, slippage)? {
-                    out.push(Outcome::Event(
-                        "exit_triggered",
-                        json!({ "account": account, "instrument": quote.instrument, "reason": reason, "stop": exit.stop.map(|d| d.to_string()), "target": exit.target.map(|d| d.to_string()), "price": quote.close.to_string(), "qty": qty.abs().to_string() }),
-                    ));
+                    out.push(Outcome::Event(Event::ExitTriggered {
+                        account: account.clone(),
+                        instrument: quote.instrument.clone(),
+                        reason: reason.to_owned(),
+                        stop: exit.stop.map(|d| d.to_string()),
+                        target: exit.target.map(|d| d.to_string()),
+                        price: quote.close.to_string(),
+                        qty: qty.abs().to_string(),
+                    }));
                 }
             }
         }
@@ -125,13 +130,11 @@ impl SquareOff {
         if !queue_close(tx, account, instrument, qty, &self.key, self.reason, self.not_before, slippage)? {
             return Ok(Vec::new());
         }
-        let body = json!({ "account": account, "instrument": instrument, "reason": self.reason, "price": price.map(|p| p.to_string()), "qty": qty.abs().to_string(), "due": self.not_before });
-        let mut out = vec![Outcome::Event("square_off", body.clone())];
+        let (account, instrument, reason, price, qty, due) = (account.to_owned(), instrument.to_owned(), self.reason.to_owned(), price.map(|p| p.to_string()), qty.abs().to_string(), self.not_before);
+        let mut out = vec![Outcome::Event(Event::SquareOff { account: account.clone(), instrument: instrument.clone(), reason: reason.clone(), price: price.clone(), qty: qty.clone(), due })];
         if self.reason == "carried" {
-            let mut alert = body;
-            alert["alert"] = json!(true);
-            alert["detail"] = json!("an intraday position was left open past its session; squared off at the open");
-            out.push(Outcome::Event("position_carried", alert));
+            let detail = "an intraday position was left open past its session; squared off at the open".to_owned();
+            out.push(Outcome::Event(Event::PositionCarried { account, instrument, reason, price, qty, due, detail }));
         }
         Ok(out)
     }

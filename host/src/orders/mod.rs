@@ -35,6 +35,7 @@ use journal::{SCHEMA, advance, dec, lots_of, opt_dec, record_fill, side_of};
 
 use crate::brokers::paper::{Position, fill_price};
 use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
+use crate::bus::events::Event;
 use crate::config::Config;
 use crate::brokers::live::{LiveOrder, LiveUpdate};
 use crate::subscriber::{Intent, OrderSide, client_order_id, intent};
@@ -68,13 +69,13 @@ impl OrderError {
     }
 }
 
-/// Something to publish after a journal write: `(channel kind, JSON)`.
+/// Something to publish after a journal write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// An order lifecycle message for `<prefix>:orders`.
     Order(String),
-    /// An event (name, fields) for `<prefix>:events`.
-    Event(&'static str, Value),
+    /// An event for `<prefix>:events`.
+    Event(Event),
 }
 
 
@@ -275,7 +276,7 @@ impl OrderManager {
         let mut out = Vec::new();
         self.decided.insert(s.id.clone());
         let Some(pipeline) = self.config.pipeline(&s.pipeline).cloned() else {
-            out.push(Outcome::Event("signal_refused", json!({ "signal_id": s.id, "reason": format!("unknown pipeline {:?}", s.pipeline), "rule": "config" })));
+            out.push(Outcome::Event(Event::SignalRefused { signal_id: s.id.clone(), reason: format!("unknown pipeline {:?}", s.pipeline), rule: "config".into() }));
             return Ok(out);
         };
         let killed = self.kill_switch()?;
@@ -316,7 +317,7 @@ impl OrderManager {
                                 Err(refusal) => {
                                     rule = refusal.rule;
                                     if refusal.rule == "max_daily_loss" && trip_breaker(&tx, account_id, s.ts)? {
-                                        out.push(Outcome::Event("risk_breaker", json!({ "account": account_id, "rule": "max_daily_loss", "daily_pnl": ctx.daily_pnl.to_string(), "detail": "only reducing orders until tomorrow" })));
+                                        out.push(Outcome::Event(Event::RiskBreaker { account: account_id.clone(), rule: "max_daily_loss".into(), daily_pnl: ctx.daily_pnl.to_string(), detail: "only reducing orders until tomorrow".into() }));
                                     }
                                     Err(refusal.reason)
                                 }
@@ -347,7 +348,7 @@ impl OrderManager {
                     }
                     Ok(None) => ("nothing to do".to_owned(), None),
                     Err(reason) => {
-                        out.push(Outcome::Event("order_refused", json!({ "signal_id": s.id, "account": account_id, "reason": reason, "rule": rule })));
+                        out.push(Outcome::Event(Event::OrderRefused { signal_id: s.id.clone(), account: account_id.clone(), reason: reason.clone(), rule: rule.to_owned() }));
                         (format!("refused [{rule}]: {reason}"), None)
                     }
                 };
@@ -466,7 +467,7 @@ impl OrderManager {
         let tx = self.db.transaction().map_err(jerr)?;
         let mut transitions: Vec<(String, &'static str, Value)> = Vec::new();
         let mut out = Vec::new();
-        let refused = |coid: &str, e: state::InvalidTransition| Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": e.to_string() }));
+        let refused = |coid: &str, e: state::InvalidTransition| Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: e.to_string() });
         match update {
             LiveUpdate::Accepted { client_order_id: coid, broker_order_id } => {
                 tx.execute("UPDATE orders SET broker_order_id = ?2 WHERE client_order_id = ?1", params![coid, broker_order_id]).map_err(jerr)?;
@@ -478,7 +479,7 @@ impl OrderManager {
             LiveUpdate::Rejected { client_order_id: coid, reason } => match advance(&tx, coid, state::OrderEvent::Reject).map_err(jerr)? {
                 Ok(to) => {
                     transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
-                    out.push(Outcome::Event("order_rejected", json!({ "client_order_id": coid, "reason": reason, "alert": true })));
+                    out.push(Outcome::Event(Event::OrderRejected { client_order_id: coid.to_string(), reason: reason.to_string() }));
                     restore_cooldown(&tx, coid).map_err(jerr)?;
                 }
                 Err(e) => out.push(refused(coid, e)),
@@ -531,7 +532,7 @@ impl OrderManager {
         transitions: &mut Vec<(String, &'static str, Value)>,
         out: &mut Vec<Outcome>,
     ) -> rusqlite::Result<()> {
-        let refused = |e: state::InvalidTransition| Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": e.to_string() }));
+        let refused = |e: state::InvalidTransition| Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: e.to_string() });
         let row: Option<(String, String, String, i64, String, Option<String>, Option<String>)> = tx
             .query_row("SELECT account, instrument, side, not_before, qty, filled_qty, fill_price FROM orders WHERE client_order_id = ?1", [coid], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
@@ -543,7 +544,7 @@ impl OrderManager {
         let complete = last.is_some();
         if part > Decimal::ZERO {
             let Some(average) = average.filter(|p| *p > Decimal::ZERO) else {
-                out.push(Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": format!("{filled} filled without an average price") })));
+                out.push(Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: format!("{filled} filled without an average price") }));
                 return Ok(());
             };
             // average × filled = before_avg × before + price × part
@@ -555,7 +556,7 @@ impl OrderManager {
                 average.checked_mul(filled).zip(before_avg.checked_mul(before)).and_then(|(all, had)| all.checked_sub(had)).and_then(|v| v.checked_div(part)).map(|p| p.round_dp(4).normalize())
             };
             let Some(price) = price.filter(|p| *p > Decimal::ZERO) else {
-                out.push(Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": format!("{filled} filled at an average of {average} does not follow from the {before} already filled at {before_avg}") })));
+                out.push(Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: format!("{filled} filled at an average of {average} does not follow from the {before} already filled at {before_avg}") }));
                 return Ok(());
             };
             // Market time, like paper fills: the day's P&L and exits follow the prices' clock.
@@ -751,7 +752,7 @@ impl OrderManager {
                     Err(refused) => {
                         // Reported, never applied: the paper book keeps the order as it was.
                         tracing::error!("order {coid}: fill refused: {refused}");
-                        refusals.push(Outcome::Event("order_transition_refused", json!({ "client_order_id": coid, "reason": refused.to_string() })));
+                        refusals.push(Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.clone(), reason: refused.to_string() }));
                     }
                 }
             }

@@ -80,7 +80,7 @@ async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
                     tracing::warn!("publishing an order event: {e}");
                 }
             }
-            Outcome::Event(name, fields) => events.emit(name, fields).await,
+            Outcome::Event(event) => events.publish(&event).await,
         }
     }
 }
@@ -574,7 +574,7 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
             let basket = crate::orders::Basket { id: cmd.id.clone(), account, legs, unwind_on_failure: unwind };
             match tokio::task::block_in_place(|| om.place_basket(&basket)) {
                 Ok(out) => {
-                    let failed = out.iter().any(|o| matches!(o, Outcome::Event("basket_failed", _)));
+                    let failed = out.iter().any(|o| matches!(o, Outcome::Event(crate::bus::events::Event::BasketFailed { .. })));
                     publish(bus, events, out).await;
                     if failed { Err(format!("basket {} failed; see basket_failed", cmd.id)) } else { Ok(format!("basket {} placed: buy legs first", cmd.id)) }
                 }

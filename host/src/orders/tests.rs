@@ -135,7 +135,7 @@ fn kill_switch_refuses_and_survives_a_restart() {
     assert!(om.kill_switch().unwrap());
     let out = om.on_signal(&signal(1000, "buy")).unwrap();
     assert!(states(&out).is_empty());
-    assert!(out.iter().any(|o| matches!(o, Outcome::Event("order_refused", v) if v["rule"] == "kill_switch")));
+    assert!(out.iter().any(|o| matches!(o, Outcome::Event(crate::bus::events::Event::OrderRefused { rule, .. }) if rule == "kill_switch")));
     om.set_kill_switch(false).unwrap();
     assert!(om.on_signal(&signal(1000, "buy")).unwrap().is_empty(), "the refusal was the decision for this signal");
     assert_eq!(states(&om.on_signal(&signal(1500, "buy")).unwrap()).len(), 4);
@@ -197,7 +197,7 @@ fn every_transition_is_journaled_and_impossible_ones_are_refused() {
 }
 
 fn events(out: &[Outcome]) -> Vec<(&'static str, Value)> {
-    out.iter().filter_map(|o| if let Outcome::Event(n, v) = o { Some((*n, v.clone())) } else { None }).collect()
+    out.iter().filter_map(|o| if let Outcome::Event(e) = o { Some((e.name(), e.fields())) } else { None }).collect()
 }
 
 #[test]
