@@ -44,6 +44,28 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         unwinding: Option<Vec<String>>,
     },
+    /// The orders service is up: its consumer name, journal, mode, kill switch and where the price stream resumes.
+    OrdersStarted { consumer: String, journal: String, mode: String, kill_switch: bool, price_cursor: Option<String> },
+    /// A price the guard refused (never applied to a fill, a stop or a mark).
+    PriceRefused { source: String, message: String, instrument: String, field: String, reason: String },
+    /// A journal write failed for good: the item is set aside, not retried.
+    Parked { item: String, error: String, detail: String },
+    /// A live account's position differs between the journal and the broker.
+    PositionMismatch { account: String, broker: String, instrument: String, journal: String, broker_qty: String },
+    /// The positions of a live account could not be compared with its broker's.
+    ReconcileFailed { account: String, broker: String, error: String },
+    /// The broker refused the account's session: its orders are held until a new token.
+    TokenExpired { account: String, broker: String, reason: String, detail: String },
+    /// A new token works: the account trades again.
+    TokenRenewed { account: String, broker: String },
+    /// A token handed over by a command was refused by the broker.
+    TokenRefused { account: String, broker: String, reason: String },
+    /// The broker reports an order complete without an average price: nothing is journaled until it gives one.
+    OrderUnpriced { account: String, client_order_id: String, detail: String },
+    /// A broker call failed in a way that is retried, after `wait_ms`.
+    BrokerRetry { account: String, client_order_id: String, reason: String, wait_ms: u64 },
+    /// The kill switch was set or released by a command.
+    KillSwitch { on: bool, command_id: String },
 }
 
 impl Event {
@@ -62,13 +84,36 @@ impl Event {
             Self::BasketPlaced { .. } => "basket_placed",
             Self::BasketComplete { .. } => "basket_complete",
             Self::BasketFailed { .. } => "basket_failed",
+            Self::OrdersStarted { .. } => "orders_started",
+            Self::PriceRefused { .. } => "price_refused",
+            Self::Parked { .. } => "parked",
+            Self::PositionMismatch { .. } => "position_mismatch",
+            Self::ReconcileFailed { .. } => "reconcile_failed",
+            Self::TokenExpired { .. } => "token_expired",
+            Self::TokenRenewed { .. } => "token_renewed",
+            Self::TokenRefused { .. } => "token_refused",
+            Self::OrderUnpriced { .. } => "order_unpriced",
+            Self::BrokerRetry { .. } => "broker_retry",
+            Self::KillSwitch { .. } => "kill_switch",
         }
     }
 
     /// Whether a trader must be told (an alert).
     #[must_use]
     pub const fn is_alert(&self) -> bool {
-        matches!(self, Self::OrderRejected { .. } | Self::PositionCarried { .. } | Self::BasketFailed { .. } | Self::RiskBreaker { .. })
+        matches!(
+            self,
+            Self::OrderRejected { .. }
+                | Self::PositionCarried { .. }
+                | Self::BasketFailed { .. }
+                | Self::RiskBreaker { .. }
+                | Self::Parked { .. }
+                | Self::PositionMismatch { .. }
+                | Self::ReconcileFailed { .. }
+                | Self::TokenExpired { .. }
+                | Self::TokenRefused { .. }
+                | Self::OrderUnpriced { .. }
+        )
     }
 
     /// Its fields as published (without the role), `event` included.

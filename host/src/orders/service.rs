@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::{OrderManager, Outcome};
 use crate::brokers::live::{LiveRouter, RouterOutput};
-use crate::bus::events::Events;
+use crate::bus::events::{Event, Events};
 use crate::bus::message::{Command, CommandMessage, Quote, QuotesMessage, SignalMessage, printable};
 use crate::bus::{Bus, LogEntry, Subscription};
 use crate::config::Config;
@@ -224,7 +224,9 @@ pub async fn serve(
     }
     // Orders recorded before a crash but never sent: send them now.
     publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
-    events.emit("orders_started", json!({ "consumer": settings.consumer, "journal": journal.display().to_string(), "mode": settings.mode, "kill_switch": om.kill_switch()?, "price_cursor": cursor })).await;
+    events
+        .publish(&Event::OrdersStarted { consumer: settings.consumer.clone(), journal: journal.display().to_string(), mode: settings.mode.to_owned(), kill_switch: om.kill_switch()?, price_cursor: cursor.clone() })
+        .await;
 
     let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone());
     let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
@@ -302,7 +304,9 @@ pub async fn serve(
                                 }
                             });
                             for r in refused {
-                                events.emit("price_refused", json!({ "source": "quotes", "message": printable(&q.id, 80), "instrument": printable(r.instrument(), 40), "field": r.field(), "reason": r.to_string() })).await;
+                                events
+                                    .publish(&Event::PriceRefused { source: "quotes".into(), message: printable(&q.id, 80), instrument: printable(r.instrument(), 40), field: r.field().to_owned(), reason: r.to_string() })
+                                    .await;
                                 events.error("quotes", &format!("price refused in {}: {r}", printable(&q.id, 80))).await;
                             }
                             merge.hold_prices(q, Some(entry.entry_id));
@@ -474,7 +478,7 @@ async fn until_recorded(events: &Events, what: &str, stop: &mut watch::Receiver<
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                events.emit("parked", json!({ "item": what, "error": e.to_string(), "alert": true, "detail": "a permanent journal error: the item is set aside, not retried" })).await;
+                events.publish(&Event::Parked { item: what.to_owned(), error: e.to_string(), detail: "a permanent journal error: the item is set aside, not retried".into() }).await;
                 return Some(Vec::new());
             }
         }
@@ -518,11 +522,11 @@ async fn reconcile_positions(router: &crate::brokers::live::LiveRouter, journals
                 for m in mismatches {
                     println!("tradehost: {account}: position mismatch in {}: journal {}, {} {}", m.instrument, m.journal, broker.name(), m.broker);
                     events
-                        .emit("position_mismatch", json!({ "account": account, "broker": broker.name(), "instrument": m.instrument, "journal": m.journal.to_string(), "broker_qty": m.broker.to_string(), "alert": true }))
+                        .publish(&Event::PositionMismatch { account: account.clone(), broker: broker.name().to_owned(), instrument: m.instrument.clone(), journal: m.journal.to_string(), broker_qty: m.broker.to_string() })
                         .await;
                 }
             }
-            Err(e) => events.emit("reconcile_failed", json!({ "account": account, "broker": broker.name(), "error": e.to_string(), "alert": true })).await,
+            Err(e) => events.publish(&Event::ReconcileFailed { account: account.clone(), broker: broker.name().to_owned(), error: e.to_string() }).await,
         }
     }
 }
@@ -532,15 +536,17 @@ async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice) 
     use crate::brokers::live::LiveNotice as N;
     match notice {
         N::TokenExpired { account, broker, reason } => {
-            events.emit("token_expired", json!({ "account": account, "broker": broker, "reason": reason, "alert": true, "detail": "orders for this account are held until a token command brings a new token" })).await;
+            let detail = "orders for this account are held until a token command brings a new token".to_owned();
+            events.publish(&Event::TokenExpired { account, broker: broker.to_owned(), reason, detail }).await;
         }
-        N::Resumed { account, broker } => events.emit("token_renewed", json!({ "account": account, "broker": broker })).await,
-        N::TokenRefused { account, broker, reason } => events.emit("token_refused", json!({ "account": account, "broker": broker, "reason": reason, "alert": true })).await,
+        N::Resumed { account, broker } => events.publish(&Event::TokenRenewed { account, broker: broker.to_owned() }).await,
+        N::TokenRefused { account, broker, reason } => events.publish(&Event::TokenRefused { account, broker: broker.to_owned(), reason }).await,
         N::Unpriced { account, client_order_id } => {
-            events.emit("order_unpriced", json!({ "account": account, "client_order_id": client_order_id, "alert": true, "detail": "the broker reports it complete without an average price; nothing is journaled until it gives one" })).await;
+            let detail = "the broker reports it complete without an average price; nothing is journaled until it gives one".to_owned();
+            events.publish(&Event::OrderUnpriced { account, client_order_id, detail }).await;
         }
         N::Retrying { account, client_order_id, reason, wait_ms } => {
-            events.emit("broker_retry", json!({ "account": account, "client_order_id": client_order_id, "reason": reason, "wait_ms": wait_ms })).await;
+            events.publish(&Event::BrokerRetry { account, client_order_id, reason, wait_ms }).await;
         }
     }
 }
@@ -583,7 +589,7 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
         }
         Command::KillSwitch { on } => match om.set_kill_switch(on) {
             Ok(()) => {
-                events.emit("kill_switch", json!({ "on": on, "command_id": cmd.id })).await;
+                events.publish(&Event::KillSwitch { on, command_id: cmd.id.clone() }).await;
                 Ok(if on { "kill switch on: no new orders until released".into() } else { "kill switch released".into() })
             }
             Err(e) => Err(e.to_string()),
