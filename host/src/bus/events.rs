@@ -66,6 +66,56 @@ pub enum Event {
     BrokerRetry { account: String, client_order_id: String, reason: String, wait_ms: u64 },
     /// The kill switch was set or released by a command.
     KillSwitch { on: bool, command_id: String },
+    /// A pipeline's plugin instance is up.
+    PluginLoaded { pipeline: String, plugin: String, version: String, sha256: String, file: String, from_cache: bool },
+    /// A pipeline started on its source.
+    PipelineStarted { pipeline: String, symbols: Vec<String>, source: String },
+    /// A pipeline waits for its plugin (missing or refused).
+    PipelineWaiting { pipeline: String, plugin: String, reason: String },
+    /// A pipeline was paused by a command: it emits no signals.
+    PipelinePaused { pipeline: String },
+    /// A paused pipeline resumed.
+    PipelineResumed { pipeline: String },
+    /// A pipeline's source ran out.
+    PipelineFinished { pipeline: String, events_in: u64, signals_out: u64, events_skipped: u64, swaps: u64, restarts: u64 },
+    /// A pipeline was stopped.
+    PipelineStopped { pipeline: String, events_in: u64, signals_out: u64, events_skipped: u64, swaps: u64, restarts: u64 },
+    /// A pipeline's source could not run (`kind`: `data` or `feed`).
+    PipelineFailed { pipeline: String, reason: String, kind: String },
+    /// A plugin file left the plugin folder.
+    PluginRemoved { file: String },
+    /// A plugin file, or a new version for a pipeline, was refused; the old one runs on.
+    PluginRefused {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pipeline: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
+        reason: String,
+    },
+    /// A plugin file was checked and compiled.
+    PluginRegistered { file: String, sha256: String, contract: String, from_cache: bool },
+    /// A plugin failed on an event: quarantined, retried after the back-off.
+    PluginFailed { pipeline: String, error: String, quarantined_for_ms: u64 },
+    /// A quarantined plugin is back, warmed up with the recent events.
+    PluginRestarted { pipeline: String, warmed_up_with: usize },
+    /// A pipeline's plugin was swapped while it ran, its state carried (`state` says how).
+    PluginSwapped { pipeline: String, cause: String, old_version: Option<String>, new_version: String, old_sha256: String, new_sha256: String, state: String, pause_us: u64 },
+    /// A new configuration was applied: the pipelines added, removed, updated in place and restarted.
+    ConfigApplied { added: Vec<String>, removed: Vec<String>, updated: Vec<String>, restarted: Vec<String> },
+    /// A configuration edit was refused at its place; the running one is untouched.
+    ConfigRefused { file: String, error: String, line: usize, column: usize, field: String },
+    /// A pipeline's outbox reached the bus again after failures.
+    BusRecovered { pipeline: String, retries: u64, still_buffered: usize },
+    /// An entry signal was held because its market feed is stale.
+    EntryHeld { pipeline: String, instrument: String, side: String, reason: String },
+    /// Redis was unreachable for `down_ms` and is back; the streams resumed.
+    RedisOutage { down_ms: u64, detail: String },
+    /// A broker's instrument master was loaded.
+    InstrumentsRefreshed { broker: String, instruments: usize },
+    /// A broker's instrument master could not be loaded.
+    InstrumentsRefreshFailed { broker: String, error: String },
 }
 
 impl Event {
@@ -95,6 +145,27 @@ impl Event {
             Self::OrderUnpriced { .. } => "order_unpriced",
             Self::BrokerRetry { .. } => "broker_retry",
             Self::KillSwitch { .. } => "kill_switch",
+            Self::PluginLoaded { .. } => "plugin_loaded",
+            Self::PipelineStarted { .. } => "pipeline_started",
+            Self::PipelineWaiting { .. } => "pipeline_waiting",
+            Self::PipelinePaused { .. } => "pipeline_paused",
+            Self::PipelineResumed { .. } => "pipeline_resumed",
+            Self::PipelineFinished { .. } => "pipeline_finished",
+            Self::PipelineStopped { .. } => "pipeline_stopped",
+            Self::PipelineFailed { .. } => "pipeline_failed",
+            Self::PluginRemoved { .. } => "plugin_removed",
+            Self::PluginRefused { .. } => "plugin_refused",
+            Self::PluginRegistered { .. } => "plugin_registered",
+            Self::PluginFailed { .. } => "plugin_failed",
+            Self::PluginRestarted { .. } => "plugin_restarted",
+            Self::PluginSwapped { .. } => "plugin_swapped",
+            Self::ConfigApplied { .. } => "config_applied",
+            Self::ConfigRefused { .. } => "config_refused",
+            Self::BusRecovered { .. } => "bus_recovered",
+            Self::EntryHeld { .. } => "entry_held",
+            Self::RedisOutage { .. } => "redis_outage",
+            Self::InstrumentsRefreshed { .. } => "instruments_refreshed",
+            Self::InstrumentsRefreshFailed { .. } => "instruments_refresh_failed",
         }
     }
 
@@ -113,6 +184,9 @@ impl Event {
                 | Self::TokenExpired { .. }
                 | Self::TokenRefused { .. }
                 | Self::OrderUnpriced { .. }
+                | Self::PipelineFailed { .. }
+                | Self::RedisOutage { .. }
+                | Self::InstrumentsRefreshFailed { .. }
         )
     }
 

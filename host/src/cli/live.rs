@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::brokers::instruments::InstrumentMaster;
@@ -137,9 +136,9 @@ async fn refresh_daily(config: Config, master: InstrumentMaster, brokers: Vec<St
             let Some(source) = config.live.instruments.get(broker) else { continue };
             let source = config.resolve_source(source);
             match master.load(broker, &source).await {
-                Ok(n) => events.emit("instruments_refreshed", json!({ "broker": broker, "instruments": n })).await,
+                Ok(n) => events.publish(&crate::bus::events::Event::InstrumentsRefreshed { broker: broker.to_string(), instruments: n }).await,
                 // The old map stays in use; the alert says the day's new listings are missing.
-                Err(e) => events.emit("instruments_refresh_failed", json!({ "broker": broker, "error": e.to_string(), "alert": true })).await,
+                Err(e) => events.publish(&crate::bus::events::Event::InstrumentsRefreshFailed { broker: broker.to_string(), error: e.to_string() }).await,
             }
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -270,7 +270,7 @@ async fn watch_redis(mut health: watch::Receiver<bool>, events: Events) {
                 down_since = None;
                 let down_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
                 eprintln!("tradehost: Redis is back after {:.1} s; resuming from the streams", down_ms as f64 / 1000.0);
-                events.emit("redis_outage", json!({ "down_ms": down_ms, "alert": true, "detail": "Redis was unreachable; the streams were resumed with nothing lost" })).await;
+                events.publish(&crate::bus::events::Event::RedisOutage { down_ms, detail: "Redis was unreachable; the streams were resumed with nothing lost".into() }).await;
             }
             _ => {}
         }

@@ -19,7 +19,7 @@ use crate::market::feed::BrokerLinks;
 use crate::market::feed::socket::SocketSettings;
 use crate::market::recorder::TickRecorder;
 use crate::market::source::{self, BrokerFeedOptions, MarketEvent, StaleSet};
-use crate::bus::events::Events;
+use crate::bus::events::{Event, Events};
 use crate::sandbox::{CpuBudget, Plugin, PluginInstance, Sandbox, SandboxLimits};
 
 /// What a pipeline runs, resolved from the configuration.
@@ -177,7 +177,7 @@ fn spawn_outbox(bus: Bus, events: Events, pipeline: String, stats: Arc<PipelineS
                             None => 0,
                         };
                         if failures > 0 {
-                            events.emit("bus_recovered", json!({ "pipeline": pipeline, "retries": failures, "still_buffered": rx.len() })).await;
+                            events.publish(&Event::BusRecovered { pipeline: pipeline.clone(), retries: failures, still_buffered: rx.len() }).await;
                         }
                         break;
                     }
@@ -303,10 +303,14 @@ pub async fn run(
     match tokio::task::block_in_place(|| sandbox.instantiate_with(&plugin, &spec.params, &spec.limits)) {
         Ok(instance) => {
             events
-                .emit(
-                    "plugin_loaded",
-                    json!({ "pipeline": id, "plugin": instance.name(), "version": instance.version(), "sha256": plugin.sha256(), "file": spec.plugin_path.display().to_string(), "from_cache": plugin.from_cache() }),
-                )
+                .publish(&Event::PluginLoaded {
+                    pipeline: id.clone(),
+                    plugin: instance.name().to_owned(),
+                    version: instance.version().to_owned(),
+                    sha256: plugin.sha256().to_owned(),
+                    file: spec.plugin_path.display().to_string(),
+                    from_cache: plugin.from_cache(),
+                })
                 .await;
             run.instance = Some(instance);
         }
@@ -321,7 +325,7 @@ pub async fn run(
         let (spec, bus, events, stale) = (spec.clone(), bus.clone(), events.clone(), stats.stale.clone());
         tokio::spawn(async move { feed_source(&spec, &bus, &events, feeds, stale, &tx).await })
     };
-    events.emit("pipeline_started", json!({ "pipeline": id, "symbols": spec.symbols, "source": source_name(&spec.source) })).await;
+    events.publish(&Event::PipelineStarted { pipeline: id.clone(), symbols: spec.symbols.clone(), source: source_name(&spec.source).to_owned() }).await;
 
     let end = loop {
         tokio::select! {
@@ -379,34 +383,27 @@ pub async fn run(
     if !drained {
         events.error(&format!("pipeline {id}"), &format!("stopped with {} prices and signals not yet on the bus", stats.buffered.load(Ordering::Relaxed))).await;
     }
-    let name = match &end {
-        PipelineEnd::Finished => "pipeline_finished",
-        PipelineEnd::Stopped => "pipeline_stopped",
-        PipelineEnd::Failed(reason) => {
-            events.emit("pipeline_failed", json!({ "pipeline": id, "reason": reason.to_string(), "kind": reason.kind(), "alert": true })).await;
-            return end;
-        }
+    let pipeline = id.clone();
+    let (events_in, signals_out, events_skipped, swaps, restarts) = (
+        stats.events_in.load(Ordering::Relaxed),
+        stats.signals_out.load(Ordering::Relaxed),
+        stats.events_skipped.load(Ordering::Relaxed),
+        stats.swaps.load(Ordering::Relaxed),
+        stats.restarts.load(Ordering::Relaxed),
+    );
+    let event = match &end {
+        PipelineEnd::Finished => Event::PipelineFinished { pipeline, events_in, signals_out, events_skipped, swaps, restarts },
+        PipelineEnd::Stopped => Event::PipelineStopped { pipeline, events_in, signals_out, events_skipped, swaps, restarts },
+        PipelineEnd::Failed(reason) => Event::PipelineFailed { pipeline, reason: reason.to_string(), kind: reason.kind().to_owned() },
     };
-    events
-        .emit(
-            name,
-            json!({
-                "pipeline": id,
-                "events_in": stats.events_in.load(Ordering::Relaxed),
-                "signals_out": stats.signals_out.load(Ordering::Relaxed),
-                "events_skipped": stats.events_skipped.load(Ordering::Relaxed),
-                "swaps": stats.swaps.load(Ordering::Relaxed),
-                "restarts": stats.restarts.load(Ordering::Relaxed),
-            }),
-        )
-        .await;
+    events.publish(&event).await;
     end
 }
 
 async fn quarantine(spec: &PipelineSpec, run: &mut Running, events: &Events, error: String) {
     let until = tokio::time::Instant::now() + run.backoff;
     events
-        .emit("plugin_failed", json!({ "pipeline": spec.id, "error": error, "quarantined_for_ms": u64::try_from(run.backoff.as_millis()).unwrap_or(u64::MAX) }))
+        .publish(&Event::PluginFailed { pipeline: spec.id.clone(), error: error.clone(), quarantined_for_ms: u64::try_from(run.backoff.as_millis()).unwrap_or(u64::MAX) })
         .await;
     run.instance = None;
     run.quarantined_until = Some(until);
@@ -425,7 +422,7 @@ async fn restart_if_due(spec: &PipelineSpec, run: &mut Running, plugin: &mut Plu
             run.instance = Some(instance);
             run.quarantined_until = None;
             run.healthy_since = tokio::time::Instant::now();
-            events.emit("plugin_restarted", json!({ "pipeline": spec.id, "warmed_up_with": n })).await;
+            events.publish(&Event::PluginRestarted { pipeline: spec.id.clone(), warmed_up_with: n }).await;
         }
         Err(e) => quarantine(spec, run, events, format!("restart failed: {e}")).await,
     }
@@ -449,15 +446,17 @@ async fn apply_swap(spec: &PipelineSpec, run: &mut Running, mut swap: Swap, even
     match carried {
         Ok(how) => {
             events
-                .emit(
-                    "plugin_swapped",
-                    json!({
-                        "pipeline": spec.id, "cause": swap.cause, "old_version": old_version, "new_version": swap.instance.version(),
-                        "old_sha256": old_sha, "new_sha256": swap.sha256, "state": how,
-                        // How long the events behind this one waited for the swap.
-                        "pause_us": pause_us,
-                    }),
-                )
+                .publish(&Event::PluginSwapped {
+                    pipeline: spec.id.clone(),
+                    cause: swap.cause.clone(),
+                    old_version,
+                    new_version: swap.instance.version().to_owned(),
+                    old_sha256: old_sha,
+                    new_sha256: swap.sha256.clone(),
+                    state: how,
+                    // How long the events behind this one waited for the swap.
+                    pause_us,
+                })
                 .await;
             run.sha256 = swap.sha256;
             run.instance = Some(swap.instance);
@@ -466,7 +465,7 @@ async fn apply_swap(spec: &PipelineSpec, run: &mut Running, mut swap: Swap, even
             stats.swaps.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
-            events.emit("plugin_refused", json!({ "pipeline": spec.id, "sha256": swap.sha256, "reason": format!("taking over the state failed: {e}") })).await;
+            events.publish(&Event::PluginRefused { pipeline: Some(spec.id.clone()), file: None, sha256: Some(swap.sha256.clone()), reason: format!("taking over the state failed: {e}") }).await;
         }
     }
 }
@@ -602,7 +601,7 @@ async fn handle(
         let entry = signal.side.as_str() != "exit";
         if entry && stats.stale.lock().is_ok_and(|s| s.contains(&signal.instrument)) {
             stats.entries_held.fetch_add(1, Ordering::Relaxed);
-            events.emit("entry_held", json!({ "pipeline": spec.id, "instrument": signal.instrument, "side": signal.side.as_str(), "reason": "its market feed is stale" })).await;
+            events.publish(&Event::EntryHeld { pipeline: spec.id.clone(), instrument: signal.instrument.clone(), side: signal.side.as_str().to_owned(), reason: "its market feed is stale".into() }).await;
             continue;
         }
         let msg = SignalMessage {

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::supervisor::Supervisor;
 use super::watch::Change;
-use crate::bus::events::Events;
+use crate::bus::events::{Event, Events};
 use crate::bus::message::{Command, CommandMessage};
 use crate::bus::{Bus, Lifecycle, Subscription};
 use crate::config::Config;
@@ -137,7 +137,7 @@ pub async fn config_watch(path: PathBuf, events: Events, tx: watch::Sender<Arc<C
                 }
             }
             Err(e) => {
-                events.emit("config_refused", serde_json::json!({ "file": path.display().to_string(), "error": e.to_string(), "line": e.line, "column": e.column, "field": e.field })).await;
+                events.publish(&Event::ConfigRefused { file: path.display().to_string(), error: e.to_string(), line: e.line, column: e.column, field: e.field.clone() }).await;
                 if let Some(id) = command_id {
                     events.ack(&id, "reload", false, &e.to_string()).await;
                 }

@@ -24,7 +24,7 @@ use crate::bus::Bus;
 use crate::bus::message::{PipelineAction, Target};
 use crate::config::Config;
 use crate::market::feed::BrokerLinks;
-use crate::bus::events::Events;
+use crate::bus::events::{Event, Events};
 use crate::sandbox::{Plugin, Sandbox};
 
 struct Slot {
@@ -108,7 +108,7 @@ impl Supervisor {
                     Some(why) => format!("plugin {file} was refused: {why}"),
                     None => format!("plugin {file} is not in the plugin folder {}", self.plugin_dir().display()),
                 };
-                self.events.emit("pipeline_waiting", json!({ "pipeline": id, "plugin": file, "reason": reason })).await;
+                self.events.publish(&Event::PipelineWaiting { pipeline: id.clone(), plugin: file.clone(), reason: reason.clone() }).await;
                 (None, "waiting", Some(reason))
             }
         };
@@ -142,7 +142,7 @@ impl Supervisor {
         let gone: Vec<String> = self.plugins.keys().filter(|k| !present.contains_key(*k)).cloned().collect();
         for name in gone {
             self.plugins.remove(&name);
-            self.events.emit("plugin_removed", json!({ "file": name })).await;
+            self.events.publish(&Event::PluginRemoved { file: name.clone() }).await;
             let users: Vec<String> = self.slots.iter().filter(|(_, s)| file_name(&s.spec) == name && s.task.is_some()).map(|(k, _)| k.clone()).collect();
             for id in users {
                 self.stop_slot(&id, "waiting").await;
@@ -164,11 +164,11 @@ impl Supervisor {
                 Err(e) => {
                     self.refused.insert(name.clone(), sha.clone());
                     self.refusals.insert(name.clone(), e.to_string());
-                    self.events.emit("plugin_refused", json!({ "file": name, "sha256": sha, "reason": e.to_string() })).await;
+                    self.events.publish(&Event::PluginRefused { pipeline: None, file: Some(name.clone()), sha256: Some(sha.clone()), reason: e.to_string() }).await;
                 }
                 Ok(plugin) => {
                     self.events
-                        .emit("plugin_registered", json!({ "file": name, "sha256": sha, "contract": plugin.contract().to_string(), "from_cache": plugin.from_cache() }))
+                        .publish(&Event::PluginRegistered { file: name.clone(), sha256: sha.clone(), contract: plugin.contract().to_string(), from_cache: plugin.from_cache() })
                         .await;
                     self.refused.remove(&name);
                     self.refusals.remove(&name);
@@ -204,12 +204,12 @@ impl Supervisor {
                 let Some(slot) = self.slots.get(&spec.id) else { return };
                 let swap = Swap { instance, sha256: plugin.sha256().to_owned(), cause: cause.to_owned() };
                 if slot.swaps.send(swap).await.is_err() {
-                    self.events.emit("plugin_refused", json!({ "pipeline": spec.id, "reason": "the pipeline ended before the new version arrived" })).await;
+                    self.events.publish(&Event::PluginRefused { pipeline: Some(spec.id.clone()), file: None, sha256: None, reason: "the pipeline ended before the new version arrived".into() }).await;
                 }
             }
             Err(e) => {
                 self.events
-                    .emit("plugin_refused", json!({ "pipeline": spec.id, "file": file_name(spec), "sha256": plugin.sha256(), "reason": e.to_string() }))
+                    .publish(&Event::PluginRefused { pipeline: Some(spec.id.clone()), file: Some(file_name(spec)), sha256: Some(plugin.sha256().to_owned()), reason: e.to_string() })
                     .await;
             }
         }
@@ -249,7 +249,7 @@ impl Supervisor {
                 restarted.push(id);
             }
         }
-        self.events.emit("config_applied", json!({ "added": added, "removed": removed, "updated": swapped, "restarted": restarted })).await;
+        self.events.publish(&Event::ConfigApplied { added, removed, updated: swapped, restarted }).await;
     }
 
     /// Start, stop, pause or resume the pipelines of `target`; acknowledged under `command_id`.
@@ -272,12 +272,12 @@ impl Supervisor {
                 PipelineAction::Pause if running => {
                     let _ = slot.control.send(Control::Pause);
                     slot.state = "paused".into();
-                    self.events.emit("pipeline_paused", json!({ "pipeline": id })).await;
+                    self.events.publish(&Event::PipelinePaused { pipeline: id.clone() }).await;
                 }
                 PipelineAction::Resume if running => {
                     let _ = slot.control.send(Control::Run);
                     slot.state = "running".into();
-                    self.events.emit("pipeline_resumed", json!({ "pipeline": id })).await;
+                    self.events.publish(&Event::PipelineResumed { pipeline: id.clone() }).await;
                 }
                 PipelineAction::Stop if running => self.stop_slot(id, "stopped").await,
                 PipelineAction::Start if !running => {
