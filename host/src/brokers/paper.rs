@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 
 use crate::domain::OrderSide;
 pub use crate::domain::money::TICK;
-pub use crate::domain::position::{Closed, Lot, Position, fill_price};
+pub use crate::domain::position::{Lot, Position, fill_price};
 
 /// The paper broker seen through the [`super::Broker`] trait: a simulated
 /// venue that takes market orders and fills them at the open of the next

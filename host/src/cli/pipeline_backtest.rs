@@ -112,7 +112,8 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     write("signals.csv", report::signals_csv(&signals))?;
     let first_ts = signals.first().map(|s| s.ts).into_iter().chain(fills.first().map(|f| f.ts)).min();
     let last_ts = signals.last().map(|s| s.ts).into_iter().chain(fills.last().map(|f| f.ts)).max();
-    let version = signals.first().and_then(|s| pipeline_version(&s.pipeline, &journal)).unwrap_or_default();
+    // The plugin's version, as its signal ids carry it (`<pipeline>/<plugin>@<version>/<ts>/<n>`).
+    let version = signals.first().and_then(|s| s.signal_id.split('/').nth(1)?.split_once('@').map(|(_, v)| v.to_owned())).unwrap_or_default();
     let mut pages = Vec::new();
     for account in pipeline.accounts.iter().filter_map(|a| config.account(a.get_ref())) {
         let id = account.id.get_ref();
@@ -205,11 +206,4 @@ fn trade_of(t: &report::RoundTrip) -> crate::backtest::Trade {
         pnl: t.pnl,
         exit_reason: if crate::orders::CLOSE_REASONS.contains(&t.exit_by.as_str()) { t.exit_by.clone() } else { "signal".to_owned() },
     }
-}
-
-/// The plugin version in the journal's signal ids (`<pipeline>/<plugin>@<version>/<ts>/<n>`).
-fn pipeline_version(pipeline: &str, journal: &Path) -> Option<String> {
-    let db = rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
-    let id: String = db.query_row("SELECT signal_id FROM signals WHERE pipeline = ?1 LIMIT 1", [pipeline], |r| r.get(0)).ok()?;
-    id.split('/').nth(1)?.split_once('@').map(|(_, v)| v.to_owned())
 }

@@ -106,6 +106,8 @@ pub fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
 /// A signal as the journal recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignalRow {
+    /// Its id, `<pipeline>/<plugin>@<version>/<ts>/<n>`.
+    pub signal_id: String,
     /// Start of the bar whose close produced it.
     pub ts: i64,
     /// Pipeline.
@@ -135,9 +137,9 @@ pub fn read_signals(journal: &Path) -> anyhow::Result<Vec<SignalRow>> {
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?)))?;
     let mut out = Vec::new();
     for row in rows {
-        let (ts, pipeline, instrument, side, price, reason, id) = row?;
-        let price = price.map(|p| p.parse::<Decimal>().map_err(|_| anyhow::anyhow!("{}: signal {id}: price {p:?} is not a number", journal.display()))).transpose()?;
-        out.push(SignalRow { ts, pipeline, instrument, side, price, reason });
+        let (ts, pipeline, instrument, side, price, reason, signal_id) = row?;
+        let price = price.map(|p| p.parse::<Decimal>().map_err(|_| anyhow::anyhow!("{}: signal {signal_id}: price {p:?} is not a number", journal.display()))).transpose()?;
+        out.push(SignalRow { signal_id, ts, pipeline, instrument, side, price, reason });
     }
     Ok(out)
 }
