@@ -58,9 +58,11 @@ fn every_bundled_pipeline_fills_the_same_in_a_paper_run_and_its_backtest() {
         let run_fills = work.join("run-fills.csv");
         ok(&["report", "--journal", s(&work.join("journal.sqlite")), "--fills-csv", s(&run_fills)]);
 
-        // `backtest --config`: the bundled file itself, unchanged.
+        // `backtest --config`: the bundled file itself, unchanged but for where the plugins are.
         let out = work.join("bt");
-        let mut args = vec!["backtest", "--config", s(&config), "--pipeline", &id, "--data", s(&file), "--out", s(&out)];
+        // Its plugin from the build (a clean checkout has none installed in `plugins/`).
+        let plugins = plugin_dir();
+        let mut args = vec!["backtest", "--config", s(&config), "--pipeline", &id, "--plugin-dir", s(&plugins), "--data", s(&file), "--out", s(&out)];
         if let Some(u) = &underlying {
             args.extend(["--underlying", s(u)]);
         }

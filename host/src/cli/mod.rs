@@ -85,6 +85,10 @@ pub struct BacktestArgs {
     /// The pipeline of `--config` to backtest.
     #[arg(long, requires = "config")]
     pub pipeline: Option<String>,
+    /// With `--config`: take the plugin from this folder instead of the configuration's
+    /// `plugin_dir` (e.g. the build's output, before the plugins are installed).
+    #[arg(long, requires = "config")]
+    pub plugin_dir: Option<PathBuf>,
     /// Candle CSV or option-chain CSV.
     #[arg(long)]
     pub data: PathBuf,

@@ -53,7 +53,11 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     let mut doc: toml::Table = text.parse().with_context(|| format!("parsing {}", config_path.display()))?;
     let host = doc.entry("host").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let Some(host) = host.as_table_mut() {
-        host.insert("plugin_dir".into(), toml::Value::String(config.resolve(&config.host.plugin_dir).display().to_string()));
+        let plugins = match &args.plugin_dir {
+            Some(dir) => absolute(dir)?,
+            None => config.resolve(&config.host.plugin_dir),
+        };
+        host.insert("plugin_dir".into(), toml::Value::String(plugins.display().to_string()));
         host.insert("journal".into(), toml::Value::String(journal.display().to_string()));
         host.remove("record_dir");
     }
