@@ -123,8 +123,9 @@ pub struct Account {
     /// its authorize call on `base_url`, so this overrides that address).
     #[serde(default)]
     pub ws_url: Option<String>,
-    /// How live order updates are learned: `push` (the broker's order stream —
-    /// Kite's postbacks on its ticker socket — with polling as the fallback) or `poll` only.
+    /// How live order updates are learned: `push` (the broker's order stream — Kite's
+    /// postbacks on its ticker socket, Upstox's portfolio stream, OpenAlgo's `order_update`
+    /// messages — with polling as the fallback) or `poll` only.
     #[serde(default)]
     pub order_updates: OrderUpdates,
     /// Name of the credentials (environment `TRADEHOST_<NAME>_API_KEY`, …, or
@@ -405,7 +406,7 @@ pub enum Source {
         #[serde(default = "stale_secs")]
         stale_secs: u64,
         /// Take an option-chain snapshot of the first symbol (the underlying) this often,
-        /// seconds; 0 = none. The broker must offer option chains (Upstox and OpenAlgo do).
+        /// seconds; 0 = none. Kite (quotes over the master's contracts), Upstox and OpenAlgo give them.
         #[serde(default)]
         chain_secs: u64,
         /// The expiry of the chain, `YYYY-MM-DD`; absent: the nearest.
@@ -730,8 +731,8 @@ impl Config {
                 Source::Broker { chain_secs: 0, strikes, .. } if *strikes > 0 => {
                     return err(p.id.span().start, format!("pipelines[{i}].source.strikes"), "strikes around the money are chosen from the option chain: set chain_secs too".into());
                 }
-                Source::Broker { account, chain_secs, .. } if *chain_secs > 0 && self.account(account).is_some_and(|a| !matches!(a.broker.get_ref().as_str(), "upstox" | "openalgo")) => {
-                    return err(p.id.span().start, format!("pipelines[{i}].source.chain_secs"), format!("option chains from the broker are read from upstox and openalgo accounts; {account:?} is neither"));
+                Source::Broker { account, chain_secs, .. } if *chain_secs > 0 && self.account(account).is_some_and(|a| !matches!(a.broker.get_ref().as_str(), "kite" | "upstox" | "openalgo")) => {
+                    return err(p.id.span().start, format!("pipelines[{i}].source.chain_secs"), format!("option chains from the broker are read from kite, upstox and openalgo accounts; {account:?} is none of them"));
                 }
                 Source::Broker { account, .. } => match self.account(account) {
                     None => return err(p.id.span().start, format!("pipelines[{i}].source.account"), format!("unknown account {account:?}")),

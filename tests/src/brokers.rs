@@ -161,6 +161,8 @@ pub struct State {
     /// Upstox: the rows `GET /v2/option/chain` answers, per expiry (`YYYY-MM-DD`);
     /// OpenAlgo: the `chain` array `/api/v1/optionchain` answers, per `expiry_date` (`DDMMMYY`).
     pub option_chain: HashMap<String, Vec<Value>>,
+    /// Kite: the full quotes `GET /quote` answers, by `EXCHANGE:TRADINGSYMBOL`.
+    pub quotes: HashMap<String, Value>,
     /// OpenAlgo: the expiries `/api/v1/expiry` lists (`DD-MMM-YY`), and the spot its option chain gives.
     pub expiries: Vec<String>,
     /// OpenAlgo: the underlying's last price in its option-chain answer.
@@ -212,6 +214,7 @@ impl MockServer {
             portfolio_url: None,
             option_contracts: Vec::new(),
             option_chain: HashMap::new(),
+            quotes: HashMap::new(),
             expiries: Vec::new(),
             underlying_ltp: 0.0,
             scripts: VecDeque::new(),
@@ -401,6 +404,15 @@ fn handle(s: &mut State, r: &Request) -> Reply {
     }
     let route = r.path.split('?').next().unwrap_or_default().to_owned();
     match (s.flavor, r.method.as_str(), route.as_str()) {
+        (Flavor::Kite, "GET", "/quote") => {
+            // `i=EXCHANGE:TRADINGSYMBOL`, repeated; at most 500 a call. Instruments without data are left out.
+            let asked: Vec<String> = r.path.split_once('?').map(|(_, q)| q.split('&').filter_map(|kv| kv.split_once('=')).filter(|(k, _)| *k == "i").map(|(_, v)| decode(v)).collect()).unwrap_or_default();
+            if asked.is_empty() || asked.len() > 500 || asked.iter().any(|i| !i.contains(':')) {
+                return (400, json!({ "status": "error", "message": "Invalid or too many instruments (1 to 500 EXCHANGE:TRADINGSYMBOL)", "data": null, "error_type": "InputException" }), None);
+            }
+            let data: serde_json::Map<String, Value> = asked.iter().filter_map(|i| Some((i.clone(), s.quotes.get(i)?.clone()))).collect();
+            ok_kite(Value::Object(data))
+        }
         (Flavor::Kite, "GET", "/user/profile") => ok_kite(json!({ "user_id": "AB1234", "user_name": "Test Trader", "broker": "ZERODHA" })),
         (Flavor::Kite, "POST", "/orders/regular") => {
             let f = form(&r.body);
@@ -833,6 +845,19 @@ fn telegram(s: &mut State, r: &Request) -> Reply {
     s.messages.push((chat.clone(), text.to_owned()));
     let id = s.messages.len();
     (200, json!({ "ok": true, "result": { "message_id": id, "chat": { "id": chat }, "date": 1_700_000_000, "text": text } }), None)
+}
+
+/// A full market quote as Kite's `GET /quote` documents it (`oi` is 0 for what is not F&O).
+#[must_use]
+pub fn kite_quote(instrument_token: u64, last_price: f64, oi: u64, volume: u64) -> Value {
+    let level = |p: f64| json!({ "price": p, "quantity": 75, "orders": 1 });
+    json!({
+        "instrument_token": instrument_token, "timestamp": "2024-03-21 10:15:02", "last_trade_time": "2024-03-21 10:15:01",
+        "last_price": last_price, "last_quantity": 75, "buy_quantity": 15_000, "sell_quantity": 12_000, "volume": volume,
+        "average_price": last_price, "oi": oi, "oi_day_high": oi, "oi_day_low": oi, "net_change": 0, "lower_circuit_limit": 0.05, "upper_circuit_limit": last_price * 4.0,
+        "ohlc": { "open": last_price, "high": last_price, "low": last_price, "close": last_price },
+        "depth": { "buy": (0..5).map(|i| level(last_price - 0.05 * f64::from(i + 1))).collect::<Vec<_>>(), "sell": (0..5).map(|i| level(last_price + 0.05 * f64::from(i + 1))).collect::<Vec<_>>() }
+    })
 }
 
 /// One row of Upstox's option chain (`GET /v2/option/chain`) as its documentation shows it.

@@ -551,3 +551,186 @@ async fn openalgo_option_chains_and_the_strikes_around_the_money() {
     let asked: serde_json::Value = serde_json::from_str(&asked).unwrap();
     assert_eq!((asked["underlying"].as_str(), asked["exchange"].as_str(), asked["expiry_date"].as_str(), asked["apikey"].as_str()), (Some("NIFTY"), Some("NSE_INDEX"), Some("30DEC99"), Some("oa-key-123")));
 }
+
+/// Kite has no option-chain call: the chain is the instrument master's contracts of the
+/// nearest expiry not yet past, quoted (`GET /quote`) with the index; the options around the
+/// money are subscribed on the ticker by their instrument tokens. Kite's contract names are
+/// written here from Kite's naming rules (weekly `NIFTY99D2426100CE`: year, month letter,
+/// day), not by the code under test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kite_option_chains_from_the_master_and_quotes() {
+    use tradehost_tests::brokers::{Flavor, MockServer, kite_quote};
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    let strikes = [26_100_u32, 26_200, 26_300, 26_400];
+    // Tokens end in Kite's NFO segment byte (2); above it, a number per expiry, strike and side.
+    let token = |base: u32, k: u32, call: bool| ((base + k / 100 * 10 + if call { 1 } else { 2 }) << 8) | 2;
+    let mut master = String::from("instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n256265,1001,NIFTY 50,\"NIFTY 50\",0,,0,0,0,EQ,INDICES,NSE\n");
+    master.push_str("7000001,1,NIFTY2410426100CE,\"NIFTY\",0,2024-01-04,26100,0.05,75,CE,NFO-OPT,NFO\n");
+    for k in strikes {
+        for (kind, call) in [("CE", true), ("PE", false)] {
+            master.push_str(&format!("{},1,NIFTY99D24{k}{kind},\"NIFTY\",0,2099-12-24,{k},0.05,75,{kind},NFO-OPT,NFO\n", token(90_000, k, call)));
+            master.push_str(&format!("{},1,NIFTY99DEC{k}{kind},\"NIFTY\",0,2099-12-31,{k},0.05,75,{kind},NFO-OPT,NFO\n", token(80_000, k, call)));
+        }
+    }
+    {
+        let mut s = rest.state();
+        s.quotes.insert("NSE:NIFTY 50".into(), kite_quote(256_265, 26_215.55, 0, 0));
+        for k in strikes {
+            let dist = f64::from(k) - 26_215.55;
+            s.quotes.insert(format!("NFO:NIFTY99D24{k}CE"), kite_quote(u64::from(token(90_000, k, true)), (200.0 - dist / 2.0).max(5.0), 10_000 + u64::from(k), 5_000));
+            // The farthest put has no quote: that side is left out.
+            if k != 26_400 {
+                s.quotes.insert(format!("NFO:NIFTY99D24{k}PE"), kite_quote(u64::from(token(90_000, k, false)), (200.0 + dist / 2.0).max(5.0), 20_000 + u64::from(k), 6_000));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kite.csv"), master).unwrap();
+    let text = format!(
+        "[live]\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"oi_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"kite-1\"]\nsource = {{ kind = \"broker\", account = \"kite-1\", chain_secs = 1, strikes = 1 }}\n",
+        rest.url,
+        ticker.url()
+    );
+    let (_config, _keep, configs) = configured(dir.path(), "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n", &text);
+    let bus = tradehost::bus::Bus::embedded("t");
+    let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())("kite-1".into(), vec!["NIFTY".into()]).await.unwrap();
+    let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())("kite-1".into(), "NIFTY".into(), None).await.unwrap();
+    let mut feed = start_with_chain(plan, 0, None, Some((chain, Duration::from_millis(300))), 1);
+    let c = match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+        Ok(Some(MarketEvent::Chain(c))) => c,
+        other => panic!("expected an option chain, got {other:?}"),
+    };
+    assert_eq!((c.underlying.as_str(), c.spot, c.expiries[0].expiry.as_str()), ("NIFTY", Decimal::new(2_621_555, 2), "2099-12-24"), "the nearest expiry not yet past");
+    let rows: Vec<_> = c.expiries[0].strikes.iter().map(|r| (r.strike, r.ce.map(|l| (l.last, l.oi, l.volume)), r.pe.map(|l| (l.last, l.oi)))).collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows[1], (Decimal::from(26_200), Some((Decimal::new(207_775, 3), 36_200, 5_000)), Some((Decimal::new(192_225, 3), 46_200))));
+    assert_eq!(rows[3].2, None, "a side Kite did not quote is absent");
+    // What was asked: the weekly contracts under Kite's names and the index under Kite's name.
+    let asked: Vec<String> = rest.state().requests.iter().filter(|r| r.path.starts_with("/quote?")).map(|r| r.path.clone()).collect();
+    let first = &asked[0];
+    assert!(first.contains("i=NFO%3ANIFTY99D2426100CE") || first.contains("i=NFO:NIFTY99D2426100CE"), "{first}");
+    assert!(first.contains("NIFTY%2050") || first.contains("NIFTY+50"), "the spot as Kite names the index: {first}");
+    assert!(!first.contains("DEC26"), "only the nearest expiry: {first}");
+    // ATM 26,200 and one strike either side subscribed by token after the underlying.
+    let subscribed = || ticker.seen(|s| s.requests.get(&0).cloned().unwrap_or_default()).into_iter().filter(|r| r["a"] == "subscribe").collect::<Vec<_>>();
+    wait_until("the strikes around the money", || subscribed().len() >= 2).await;
+    let mut tokens: Vec<u64> = subscribed()[1]["v"].as_array().unwrap().iter().filter_map(serde_json::Value::as_u64).collect();
+    tokens.sort_unstable();
+    let mut wanted: Vec<u64> = [26_100, 26_200, 26_300].iter().flat_map(|k| [token(90_000, *k, true), token(90_000, *k, false)]).map(u64::from).collect();
+    wanted.sort_unstable();
+    assert_eq!(tokens, wanted);
+    // An option tick makes a candle under our name of the contract.
+    let t = token(90_000, 26_200, true);
+    ticker.push(Push::Binary(message(&[full(t, 208, 100, T0 + 1)])));
+    ticker.push(Push::Binary(message(&[full(t, 209, 200, T0 + 61)])));
+    let instrument = loop {
+        match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+            Ok(Some(MarketEvent::Candle { instrument, .. })) => break instrument,
+            Ok(Some(MarketEvent::Chain(_))) => {}
+            other => panic!("expected the option's candle, got {other:?}"),
+        }
+    };
+    assert_eq!(instrument, "NIFTY24DEC9926200CE");
+}
+
+/// Kite's order stream drops while a working order fills at the broker (no postback reaches
+/// us, polling is ten minutes away). When the stream is back, the working orders are read
+/// against the broker's book before anything else: the fill is reported, then `Synced`, and
+/// until the orders side has taken it the router says the account is syncing (the orders
+/// service decides nothing meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnected_order_stream_syncs_the_working_orders_first() {
+    use tradehost::brokers::Secret;
+    use tradehost::brokers::live::{AccountLink, LiveNotice, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
+    use tradehost_tests::brokers::{Flavor, MockServer, Script, Step};
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    let dir = tempfile::tempdir().unwrap();
+    let master_csv = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n";
+    std::fs::write(dir.path().join("kite.csv"), master_csv).unwrap();
+    let text = format!("[live]\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n", rest.url, ticker.url());
+    let (config, _keep, configs) = configured(dir.path(), "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n", &text);
+    let bus = tradehost::bus::Bus::embedded("t");
+    let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
+    master.load("kite", dir.path().join("kite.csv").to_str().unwrap()).await.unwrap();
+    let adapter = Arc::new(tradehost::brokers::kite::Kite::new(&rest.url, Secret::new("key1"), Secret::new("tok1"), Duration::from_secs(2)).unwrap());
+    let link = AccountLink { account: "kite-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
+    let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
+    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(|_, _| {});
+    let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
+    async fn next(out: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) -> RouterOutput {
+        tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
+    }
+    // The first connection syncs too (nothing is working yet).
+    assert_eq!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "kite-1".into(), broker: "kite", orders: 0, complete: true }));
+    assert!(router.synced("kite-1").is_some() && router.syncing().is_none());
+
+    // An order still open at its first read (the router's first poll, at once), filled at the next.
+    rest.state().scripts.push_back(Script { steps: vec![Step::Open, Step::Fill(Decimal::from(10), Decimal::from(1_300))], ..Script::default() });
+    assert!(router.send(LiveOrder::new("c1", "kite-1", "RELIANCE", tradehost::subscriber::OrderSide::Buy, Decimal::from(10), Some(Decimal::from(1_300)))));
+    assert!(matches!(next(&mut out).await, RouterOutput::Update(LiveUpdate::Accepted { .. })));
+    wait_until("the first poll", || rest.state().orders.first().is_some_and(|o| o.polls >= 1)).await;
+    // The stream drops; the fill's postback is lost with it.
+    ticker.push(Push::Drop);
+    let filled = next(&mut out).await;
+    assert!(matches!(&filled, RouterOutput::Update(LiveUpdate::Filled { client_order_id, qty, .. }) if client_order_id == "c1" && *qty == Decimal::from(10)), "the sync reads the fill: {filled:?}");
+    assert_eq!(router.syncing().map(|(a, _)| a).as_deref(), Some("kite-1"), "decisions wait while the sync's reports are on their way");
+    assert_eq!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "kite-1".into(), broker: "kite", orders: 1, complete: true }), "after every update it brought");
+    assert!(router.synced("kite-1").is_some());
+    assert!(router.syncing().is_none());
+    assert_eq!(ticker.seen(|s| s.connections), 2, "the stream reconnected");
+    for t in streams {
+        t.abort();
+    }
+}
+
+/// OpenAlgo's order updates: its WebSocket is asked for them (`subscribe_orders` after the
+/// login, as its proxy documents), and an `order_update` message makes the router read the
+/// order at once, although polling is ten minutes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openalgo_order_updates_come_on_its_websocket() {
+    use tradehost::brokers::Secret;
+    use tradehost::brokers::live::{AccountLink, LiveNotice, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
+    use tradehost_tests::brokers::{Flavor, MockServer, Script, Step};
+    async fn next(out: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) -> RouterOutput {
+        tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
+    }
+    let ws = KiteTicker::start_with(&[]).await;
+    let rest = MockServer::start(Flavor::OpenAlgo, "", "oa-key-123");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n", rest.url, ws.url());
+    let (config, _keep, configs) = configured(dir.path(), "[accounts.oa-1]\napi_key = \"oa-key-123\"\n", &text);
+    let bus = tradehost::bus::Bus::embedded("t");
+    let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
+    let adapter = Arc::new(tradehost::brokers::openalgo::OpenAlgo::new(&rest.url, Secret::new("oa-key-123"), "tradehost", Duration::from_secs(2)).unwrap());
+    let link = AccountLink { account: "oa-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
+    let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
+    let reports: Reports = Arc::default();
+    let r2 = reports.clone();
+    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |kind, body| r2.lock().unwrap().push((kind.to_owned(), body)));
+    let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
+    assert_eq!(streams.len(), 1, "one order stream for the OpenAlgo account");
+    assert_eq!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "oa-1".into(), broker: "openalgo", orders: 0, complete: true }));
+    let _ = router.synced("oa-1");
+    wait_until("the order subscription", || ws.seen(|s| s.requests.get(&0).is_some_and(|r| r.len() >= 2))).await;
+    let asked = ws.seen(|s| s.requests.get(&0).cloned().unwrap_or_default());
+    assert_eq!(asked, [serde_json::json!({ "action": "authenticate", "api_key": "oa-key-123" }), serde_json::json!({ "action": "subscribe_orders" })]);
+
+    rest.state().scripts.push_back(Script { steps: vec![Step::Fill(Decimal::from(10), Decimal::new(118_775, 2))], ..Script::default() });
+    assert!(router.send(LiveOrder::new("c1", "oa-1", "RELIANCE", tradehost::subscriber::OrderSide::Buy, Decimal::from(10), Some(Decimal::from(1_188)))));
+    let RouterOutput::Update(LiveUpdate::Accepted { broker_order_id, .. }) = next(&mut out).await else { panic!("accepted") };
+    // As OpenAlgo's proxy relays an order-status change (fields and types of its OrderUpdateEvent).
+    let update = serde_json::json!({ "type": "order_update", "user_id": "trader1", "mode": "live", "broker": "zerodha", "orderid": broker_order_id, "symbol": "RELIANCE", "exchange": "NSE",
+        "action": "BUY", "quantity": 10, "price": 0.0, "trigger_price": 0.0, "pricetype": "MARKET", "product": "MIS", "order_status": "complete", "filled_quantity": 10, "pending_quantity": 0,
+        "average_price": 1187.75, "rejection_reason": "" });
+    ws.push(Push::Text(update.to_string()));
+    let filled = next(&mut out).await;
+    assert!(matches!(&filled, RouterOutput::Update(LiveUpdate::Filled { client_order_id, price, .. }) if client_order_id == "c1" && *price == Decimal::new(118_775, 2)), "the push makes the router read the order now: {filled:?}");
+    assert!(reports.lock().unwrap().iter().any(|(k, v)| k == "order_update" && v["status"] == "complete" && v["order_id"] == broker_order_id.as_str()));
+    for t in streams {
+        t.abort();
+    }
+}

@@ -316,6 +316,7 @@ slow = 20
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(event("order_update") > 0 && event("order_stream_connected") >= 2, "the order stream was followed, and came back after the drop");
+    assert!(event("orders_synced") >= 2, "each connection of the order stream synced the working orders before decisions went on");
     let published: String = collector.messages().iter().filter(|(c, _)| c != "trading:commands").map(|(c, v)| format!("{c} {v}\n")).collect();
     for secret in ["tok1", "tok2", "key1"] {
         assert!(!stdout.contains(secret) && !stderr.contains(secret) && !published.contains(secret), "a credential leaked");

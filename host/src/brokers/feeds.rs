@@ -99,12 +99,14 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
         }
         Wire::OpenAlgo => {
             let url = ws_url.unwrap_or_else(|| openalgo_feed::DEFAULT_WS_URL.to_owned());
+            // No instruments: the account's order stream (`subscribe_orders` after the login).
+            let orders = symbols.is_empty();
             Arc::new(move || {
                 let c = store.credentials(&id, &name);
                 // OpenAlgo's API key is its whole login; a `token` command may replace it.
                 let key = overridden(&tokens, &id).or(c.api_key);
                 let result = key
-                    .map(|k| FeedAddress { url: url.clone(), login: Some(openalgo_feed::authenticate(k.expose())) })
+                    .map(|k| FeedAddress { url: url.clone(), login: std::iter::once(openalgo_feed::authenticate(k.expose())).chain(orders.then(openalgo_feed::subscribe_orders)).collect() })
                     .ok_or_else(|| format!("account {id}: the openalgo feed needs an api_key"));
                 Box::pin(async move { result })
             })
@@ -144,7 +146,8 @@ pub type StreamEvents = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Syn
 
 /// Follow the order updates each live account's broker pushes (Kite: order
 /// postbacks on a ticker connection of its own, subscribed to nothing; Upstox:
-/// its portfolio stream with `update_types=order`), for
+/// its portfolio stream with `update_types=order`; OpenAlgo: `order_update`
+/// messages on its WebSocket after `subscribe_orders`), for
 /// accounts with `order_updates = "push"`. A pushed update makes the router
 /// read that account's working orders at once (the broker's status call stays
 /// the one the journal trusts), and so does every (re)connect, so orders that
@@ -155,9 +158,10 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
     let mut tasks = Vec::new();
     for (account, broker) in router.brokers() {
         let Some(a) = config.account(account).filter(|a| a.order_updates == OrderUpdates::Push) else { continue };
-        // Kite pushes order updates on its ticker, Upstox on its portfolio stream; OpenAlgo is polled.
+        // Kite pushes order updates on its ticker, Upstox on its portfolio stream, OpenAlgo on
+        // its WebSocket (`subscribe_orders`).
         let upstox_stream = match broker.name() {
-            "kite" => None,
+            "kite" | "openalgo" => None,
             "upstox" => match upstox_stream(config, a, tokens.clone()) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -191,11 +195,14 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
                             recorder = None;
                         }
                         router.poke(&account);
-                        let field = |k: &str| update.get(k).cloned().unwrap_or(serde_json::Value::Null);
-                        on_event("order_update", serde_json::json!({ "account": account, "order_id": field("order_id"), "status": field("status"), "tag": field("tag") }));
+                        // Kite and Upstox: `order_id`, `status`, `tag`; OpenAlgo: `orderid`, `order_status`.
+                        let field = |keys: &[&str]| keys.iter().find_map(|k| update.get(*k).cloned()).unwrap_or(serde_json::Value::Null);
+                        on_event("order_update", serde_json::json!({ "account": account, "order_id": field(&["order_id", "orderid"]), "status": field(&["status", "order_status"]), "tag": field(&["tag"]) }));
                     }
                     SocketEvent::Up { reconnect, .. } => {
-                        router.poke(&account);
+                        // Updates may have been missed while it was down: nothing is decided
+                        // until the working orders are read against the broker's book.
+                        router.sync(&account);
                         on_event("order_stream_connected", serde_json::json!({ "account": account, "reconnect": reconnect }));
                     }
                     SocketEvent::Down { reason, .. } => on_event("order_stream_down", serde_json::json!({ "account": account, "reason": reason })),
@@ -210,8 +217,9 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
 }
 
 /// A chain resolver reading accounts from the newest configuration in `configs`:
-/// Upstox's `/v2/option/chain` for the underlying's instrument key, or OpenAlgo's
-/// `/api/v1/optionchain`, at the given expiry or the nearest one (moved to the next after it passes).
+/// Upstox's `/v2/option/chain` for the underlying's instrument key, OpenAlgo's
+/// `/api/v1/optionchain`, or Kite's quotes (`/quote`) over the contracts of the
+/// instrument master, at the given expiry or the nearest one (moved to the next after it passes).
 #[must_use]
 pub fn chain_resolver(configs: watch::Receiver<Arc<Config>>, bus: Bus, tokens: TokenOverrides) -> ChainResolver {
     let master = InstrumentMaster::new(bus);
@@ -228,6 +236,9 @@ enum ChainBroker {
     Upstox(Arc<upstox::Upstox>, String),
     /// OpenAlgo, by the underlying's own symbol.
     OpenAlgo(Arc<openalgo::OpenAlgo>),
+    /// Kite, which has no chain call: the contracts from the instrument master, quoted
+    /// with the spot (`NSE:NIFTY 50`).
+    Kite(Arc<kite::Kite>, InstrumentMaster, String),
 }
 
 impl ChainBroker {
@@ -235,6 +246,7 @@ impl ChainBroker {
         match self {
             Self::Upstox(a, _) => crate::brokers::Broker::set_token(a.as_ref(), token),
             Self::OpenAlgo(a) => crate::brokers::Broker::set_token(a.as_ref(), token),
+            Self::Kite(a, ..) => crate::brokers::Broker::set_token(a.as_ref(), token),
         }
     }
 
@@ -242,6 +254,7 @@ impl ChainBroker {
         match self {
             Self::Upstox(a, key) => a.nearest_expiry(key, today).await.map_err(|e| e.to_string()),
             Self::OpenAlgo(a) => Ok(a.option_expiries(underlying).await.map_err(|e| e.to_string())?.into_iter().find(|e| e.as_str() >= today)),
+            Self::Kite(_, master, _) => Ok(master.option_expiries("kite", underlying).await.map_err(|e| e.to_string())?.into_iter().find(|e| e.as_str() >= today)),
         }
     }
 
@@ -249,6 +262,13 @@ impl ChainBroker {
         match self {
             Self::Upstox(a, key) => a.option_chain(key, expiry).await.map_err(|e| e.to_string()),
             Self::OpenAlgo(a) => a.option_chain(underlying, expiry).await.map_err(|e| e.to_string()),
+            Self::Kite(a, master, spot) => {
+                let contracts = master.option_contracts("kite", underlying, expiry).await.map_err(|e| e.to_string())?;
+                if contracts.is_empty() {
+                    return Err(format!("no {underlying} options expiring {expiry} in the kite instrument master"));
+                }
+                a.option_chain(spot, &contracts).await.map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -271,7 +291,19 @@ async fn chain_source(config: &Config, master: &InstrumentMaster, loaded: &Mutex
             let base = a.base_url.clone().unwrap_or_else(|| openalgo::DEFAULT_URL.to_owned());
             ChainBroker::OpenAlgo(Arc::new(openalgo::OpenAlgo::new(&base, key, "tradehost", timeout).map_err(|e| e.to_string())?))
         }
-        other => return Err(format!("account {account}: option chains are read from upstox and openalgo accounts, not {other}")),
+        "kite" => {
+            // The master gives the contracts; it is loaded as a kite feed loads it.
+            tokens_from_master(config, master, loaded, "kite", account, std::slice::from_ref(&underlying)).await?;
+            let spot = match master.index_name("kite", &underlying).await.map_err(|e| e.to_string())? {
+                Some(index) => format!("NSE:{index}"),
+                None => format!("NSE:{underlying}"),
+            };
+            let token = handed_over.or(c.access_token).ok_or_else(|| format!("account {account}: option chains need an access_token"))?;
+            let key = c.api_key.ok_or_else(|| format!("account {account}: option chains need an api_key"))?;
+            let base = a.base_url.clone().unwrap_or_else(|| kite::DEFAULT_URL.to_owned());
+            ChainBroker::Kite(Arc::new(kite::Kite::new(&base, key, token, timeout).map_err(|e| e.to_string())?), master.clone(), spot)
+        }
+        other => return Err(format!("account {account}: option chains are read from kite, upstox and openalgo accounts, not {other}")),
     };
     let broker = Arc::new(broker);
     let fixed = expiry.is_some();

@@ -89,6 +89,8 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
     let optional = |name: &str| header.iter().position(|h| h.trim() == name);
     let (name_col, expiry_col, strike_col, type_col, option_col) = (optional("name"), optional("expiry"), optional("strike"), optional("instrument_type"), optional("option_type"));
     let mut out = Vec::new();
+    // The options of each underlying by expiry, for chains made from the master (Kite's).
+    let mut chains: std::collections::BTreeMap<(String, String), Vec<OptionContract>> = std::collections::BTreeMap::new();
     for (i, line) in lines {
         if line.trim().is_empty() {
             continue;
@@ -129,11 +131,61 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
                 if ours != symbol {
                     out.push((format!("{}:{ours}", segment.key()), value.clone()));
                 }
+                if let (Some(expiry), Ok(strike), "CE" | "PE") = (iso_date(field(expiry_col)), Decimal::from_str_exact(field(strike_col)), kind) {
+                    let contract = OptionContract { strike: strike.normalize(), call: kind == "CE", token: token.to_owned(), symbol: symbol.to_owned() };
+                    chains.entry((field(name_col).trim_matches('"').to_owned(), expiry)).or_default().push(contract);
+                }
             }
         }
         out.push((format!("{}:{symbol}", segment.key()), value));
     }
+    let mut expiries: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for ((underlying, expiry), mut contracts) in chains {
+        contracts.sort_by(|a, b| (a.strike, !a.call).cmp(&(b.strike, !b.call)));
+        let listed: Vec<String> = contracts.iter().map(|c| format!("{}\t{}\t{}\t{}", c.strike, if c.call { "CE" } else { "PE" }, c.token, c.symbol)).collect();
+        out.push((format!("{CHAIN_KEY}:{underlying}:{expiry}"), listed.join("\n")));
+        expiries.entry(underlying).or_default().push(expiry);
+    }
+    for (underlying, dates) in expiries {
+        out.push((format!("{EXPIRIES_KEY}:{underlying}"), dates.join(",")));
+    }
     Ok(out)
+}
+
+/// Key prefix of an underlying's options of one expiry (`OC:NIFTY:2024-03-28`): one
+/// `strike, CE|PE, token, broker's symbol` line (tab-separated) per contract, strikes ascending.
+const CHAIN_KEY: &str = "OC";
+/// Key prefix of an underlying's option expiries (`OX:NIFTY`): `YYYY-MM-DD`, ascending, comma-separated.
+const EXPIRIES_KEY: &str = "OX";
+
+/// Whether a map key is an index of the master rather than an instrument.
+fn is_index_key(key: &str) -> bool {
+    key.starts_with("OC:") || key.starts_with("OX:")
+}
+
+/// One option contract of the master, for chains made from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionContract {
+    /// The strike.
+    pub strike: Decimal,
+    /// A call (CE), or a put (PE).
+    pub call: bool,
+    /// The broker's token.
+    pub token: String,
+    /// The broker's trading symbol.
+    pub symbol: String,
+}
+
+/// A master's expiry (`YYYY-MM-DD`, or Upstox's `DD-MM-YYYY`) as `YYYY-MM-DD`.
+fn iso_date(expiry: &str) -> Option<String> {
+    let parts: Vec<&str> = expiry.trim().split('-').collect();
+    let (y, m, d) = match parts.as_slice() {
+        [y, m, d] if y.len() == 4 => (*y, *m, *d),
+        [d, m, y] if y.len() == 4 => (*y, *m, *d),
+        _ => return None,
+    };
+    let (y, m, d): (u32, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| format!("{y:04}-{m:02}-{d:02}"))
 }
 
 /// Key prefix of indices (quoted on feeds, never ordered).
@@ -150,14 +202,7 @@ pub fn contract_symbol(underlying: &str, expiry: &str, strike: &str, kind: &str)
     if underlying.is_empty() || underlying.contains(' ') || kind.is_empty() {
         return None;
     }
-    let parts: Vec<&str> = expiry.trim().split('-').collect();
-    let (y, m, d) = match parts.as_slice() {
-        [y, m, d] if y.len() == 4 => (*y, *m, *d),
-        [d, m, y] if y.len() == 4 => (*y, *m, *d),
-        _ => return None,
-    };
-    let (m, d): (u32, u32) = (m.parse().ok()?, d.parse().ok()?);
-    let date = super::compact_date(&format!("{y}-{m:02}-{d:02}"))?;
+    let date = super::compact_date(&iso_date(expiry)?)?;
     if kind == "FUT" {
         return Some(format!("{underlying}{date}FUT"));
     }
@@ -210,7 +255,7 @@ impl InstrumentMaster {
             std::fs::read_to_string(Path::new(source)).map_err(|e| anyhow::anyhow!("{source}: {e}"))?
         };
         let entries = parse(broker, source, &text)?;
-        let n = entries.len();
+        let n = entries.iter().filter(|(k, _)| !is_index_key(k)).count();
         if !self.bus.replace_hash(&self.key(broker), &entries).await? {
             let map: HashMap<String, String> = entries.into_iter().collect();
             if let Ok(mut m) = self.memory.write() {
@@ -243,6 +288,45 @@ impl InstrumentMaster {
         for name in std::iter::once(symbol).chain(alias) {
             if let Some(v) = self.get(broker, &format!("{INDEX_KEY}:{name}")).await? {
                 return Ok(Some(decode(&v).token));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The option expiries of `underlying` in `broker`'s master, ascending (`YYYY-MM-DD`).
+    ///
+    /// # Errors
+    /// A Redis failure.
+    pub async fn option_expiries(&self, broker: &str, underlying: &str) -> anyhow::Result<Vec<String>> {
+        let listed = self.get(broker, &format!("{EXPIRIES_KEY}:{underlying}")).await?.unwrap_or_default();
+        Ok(listed.split(',').filter(|e| !e.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// The options of `underlying` expiring on `expiry` in `broker`'s master, strikes ascending.
+    ///
+    /// # Errors
+    /// A Redis failure.
+    pub async fn option_contracts(&self, broker: &str, underlying: &str, expiry: &str) -> anyhow::Result<Vec<OptionContract>> {
+        let listed = self.get(broker, &format!("{CHAIN_KEY}:{underlying}:{expiry}")).await?.unwrap_or_default();
+        Ok(listed
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split('\t');
+                let (strike, kind, token, symbol) = (f.next()?, f.next()?, f.next()?, f.next()?);
+                Some(OptionContract { strike: Decimal::from_str_exact(strike).ok()?, call: kind == "CE", token: token.to_owned(), symbol: symbol.to_owned() })
+            })
+            .collect())
+    }
+
+    /// The broker's own name of `symbol` when it is an index (`NIFTY` is Kite's `NIFTY 50`).
+    ///
+    /// # Errors
+    /// A Redis failure.
+    pub async fn index_name(&self, broker: &str, symbol: &str) -> anyhow::Result<Option<String>> {
+        let alias = INDEX_NAMES.iter().find(|(ours, _)| *ours == symbol).map(|(_, theirs)| *theirs);
+        for name in alias.into_iter().chain(std::iter::once(symbol)) {
+            if self.get(broker, &format!("{INDEX_KEY}:{name}")).await?.is_some() {
+                return Ok(Some(name.to_owned()));
             }
         }
         Ok(None)
@@ -287,6 +371,15 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
         // Each contract under its own name and under ours.
         assert_eq!(m.load_text("kite", KITE), 2 + 2 * 4);
         assert_eq!(m.load_text("upstox", UPSTOX), 3 + 1);
+        // The options of each underlying by expiry, for chains made from the master.
+        assert_eq!(m.option_expiries("kite", "NIFTY").await.unwrap(), ["2024-03-21", "2024-03-28"]);
+        assert_eq!(m.option_expiries("kite", "VEDL").await.unwrap(), ["2024-04-25"]);
+        let weekly = m.option_contracts("kite", "NIFTY", "2024-03-21").await.unwrap();
+        assert_eq!(weekly, [OptionContract { strike: Decimal::from(20_800), call: false, token: "12345679".into(), symbol: "NIFTY2432120800PE".into() }]);
+        assert_eq!(m.option_contracts("kite", "VEDL", "2024-04-25").await.unwrap()[0].strike, Decimal::new(2925, 1));
+        assert!(m.option_contracts("kite", "NIFTY", "2024-03-14").await.unwrap().is_empty());
+        assert_eq!(m.index_name("kite", "NIFTY").await.unwrap().as_deref(), Some("NIFTY 50"));
+        assert_eq!(m.index_name("kite", "RELIANCE").await.unwrap(), None);
         let r = m.resolve("kite", Segment::Equity, "RELIANCE").await.unwrap().unwrap();
         assert_eq!(r, Instrument { token: "738561".into(), lot_size: 1, symbol: "RELIANCE".into() });
         let o = m.resolve("upstox", Segment::Derivative, "NIFTY28MAR2420800CE").await.unwrap().unwrap();
@@ -329,7 +422,7 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
     impl InstrumentMaster {
         fn load_text(&self, broker: &str, text: &str) -> usize {
             let entries = parse(broker, "test", text).unwrap();
-            let n = entries.len();
+            let n = entries.iter().filter(|(k, _)| !is_index_key(k)).count();
             self.memory.write().unwrap().insert(broker.to_owned(), Arc::new(entries.into_iter().collect()));
             n
         }

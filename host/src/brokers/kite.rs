@@ -30,6 +30,8 @@ pub struct Kite {
 
 /// Kite's production API.
 pub const DEFAULT_URL: &str = "https://api.kite.trade";
+/// Instruments per `GET /quote` call (Kite's limit).
+pub const QUOTES_PER_CALL: usize = 500;
 /// Kite's ticker address (`api_key` and `access_token` are added as query parameters).
 pub const DEFAULT_WS_URL: &str = "wss://ws.kite.trade";
 
@@ -61,6 +63,74 @@ impl Kite {
             (_, 500..=599) => Err(http::server_error(&answer)),
             _ => Err(BrokerError::Protocol(message)),
         }
+    }
+
+    /// Full market quotes, `GET /quote?i=EXCHANGE:SYMBOL&i=…`, at most [`QUOTES_PER_CALL`] a
+    /// call and one call a second (Kite's documented limits): each instrument asked for that
+    /// Kite has data for, keyed as asked (`NFO:NIFTY24MAR20800CE`). Unknown or expired
+    /// instruments are simply absent, as in Kite's answer.
+    ///
+    /// # Errors
+    /// The first call that fails.
+    pub async fn quotes(&self, instruments: &[String]) -> Result<serde_json::Map<String, Value>, BrokerError> {
+        let mut out = serde_json::Map::new();
+        for (i, chunk) in instruments.chunks(QUOTES_PER_CALL).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let query: Vec<(&str, &str)> = chunk.iter().map(|c| ("i", c.as_str())).collect();
+            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/quote", self.base)).query(&query))).await?)?;
+            match data {
+                Value::Object(quotes) => out.extend(quotes),
+                Value::Null => {}
+                other => return Err(BrokerError::Protocol(format!("quotes: data is {other}, not an object"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// An option chain from quotes (Kite has no chain call): `spot` (`NSE:NIFTY 50`) and each
+    /// of `contracts` (one expiry's, from the instrument master) quoted on `NFO`; per strike,
+    /// each side's last price, OI and volume, a side Kite has no quote for left out; and each
+    /// side's instrument token as `(strike, is_call, token)`.
+    ///
+    /// # Errors
+    /// The broker's refusal, no quote for the spot, or a price that is not a number.
+    pub async fn option_chain(&self, spot: &str, contracts: &[super::instruments::OptionContract]) -> Result<(rust_decimal::Decimal, Vec<crate::market::StrikeRow>, Vec<(rust_decimal::Decimal, bool, String)>), BrokerError> {
+        use crate::market::{OptionLeg, StrikeRow};
+        let mut asked: Vec<String> = contracts.iter().map(|c| format!("NFO:{}", c.symbol)).collect();
+        asked.push(spot.to_owned());
+        let quotes = self.quotes(&asked).await?;
+        let price = |v: &Value, what: &str| {
+            super::number(v).map(|d| d.round_dp(4).normalize()).filter(|d| *d >= rust_decimal::Decimal::ZERO).ok_or_else(|| BrokerError::Protocol(format!("quote of {what}: last_price {v} is not a price")))
+        };
+        let spot_price = quotes.get(spot).map(|q| price(&q["last_price"], spot)).transpose()?.ok_or_else(|| BrokerError::Protocol(format!("no quote for {spot}")))?;
+        let whole = |v: &Value| v.as_f64().filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
+        let mut rows: Vec<StrikeRow> = Vec::new();
+        let mut tokens = Vec::with_capacity(contracts.len());
+        for (c, key) in contracts.iter().zip(&asked) {
+            tokens.push((c.strike, c.call, c.token.clone()));
+            let leg = match quotes.get(key) {
+                Some(q) => Some(OptionLeg { last: price(&q["last_price"], key)?, oi: whole(&q["oi"]), volume: whole(&q["volume"]) }),
+                None => None,
+            };
+            let row = match rows.iter_mut().find(|r| r.strike == c.strike) {
+                Some(row) => row,
+                None => {
+                    rows.push(StrikeRow { strike: c.strike, ce: None, pe: None });
+                    let last = rows.len() - 1;
+                    &mut rows[last]
+                }
+            };
+            if c.call {
+                row.ce = leg;
+            } else {
+                row.pe = leg;
+            }
+        }
+        rows.retain(|r| r.ce.is_some() || r.pe.is_some());
+        rows.sort_by_key(|r| r.strike);
+        Ok((spot_price, rows, tokens))
     }
 
     pub(crate) fn order(v: &Value) -> Option<BrokerOrder> {

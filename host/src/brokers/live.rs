@@ -187,6 +187,18 @@ pub enum LiveNotice {
         /// The order.
         client_order_id: String,
     },
+    /// The working orders were read against the broker's book after the order stream
+    /// (re)connected (every update that brought comes before this).
+    Synced {
+        /// Account.
+        account: String,
+        /// Broker.
+        broker: &'static str,
+        /// Working orders read.
+        orders: usize,
+        /// Whether every one was read (false: the broker did not answer, or the session is gone).
+        complete: bool,
+    },
     /// A call failed ambiguously and is being checked and retried.
     Retrying {
         /// Account.
@@ -309,6 +321,9 @@ enum Msg {
     Poke,
     /// Cancel this order (queued or working), for this reason.
     Cancel(String, String),
+    /// The order stream (re)connected: read every working order before anything is placed,
+    /// then say so ([`LiveNotice::Synced`]).
+    Sync,
 }
 
 /// The workers of every live account.
@@ -318,6 +333,9 @@ pub struct LiveRouter {
     brokers: Vec<(String, Arc<dyn Broker>)>,
     open: Arc<AtomicUsize>,
     master: InstrumentMaster,
+    /// Accounts whose order stream (re)connected and whose working orders have not been
+    /// read since, with when that began: no decision is made until they are.
+    syncing: Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
 }
 
 impl LiveRouter {
@@ -334,7 +352,7 @@ impl LiveRouter {
             let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None };
             tokio::spawn(worker.run(rx));
         }
-        Self { senders, brokers, open, master: instruments }
+        Self { senders, brokers, open, master: instruments, syncing: Arc::default() }
     }
 
     /// Compare `account`'s journal positions (`journal`, by our symbols) with its
@@ -400,6 +418,31 @@ impl LiveRouter {
     /// its working orders are read now instead of at the next poll. False for an account it does not route.
     pub fn poke(&self, account: &str) -> bool {
         self.senders.get(account).is_some_and(|tx| tx.send(Msg::Poke).is_ok())
+    }
+
+    /// `account`'s order stream (re)connected: its working orders are read against the
+    /// broker's book now, and until the orders side has the result ([`LiveNotice::Synced`],
+    /// after every update the reading brought; then [`Self::synced`]) [`Self::syncing`] says
+    /// so, and nothing else is decided. False for an account it does not route.
+    pub fn sync(&self, account: &str) -> bool {
+        let Some(tx) = self.senders.get(account) else { return false };
+        if let Ok(mut s) = self.syncing.lock() {
+            s.entry(account.to_owned()).or_insert_with(std::time::Instant::now);
+        }
+        tx.send(Msg::Sync).is_ok()
+    }
+
+    /// The orders side has what the sync of `account` brought (or stops waiting for it):
+    /// how long it waited.
+    pub fn synced(&self, account: &str) -> Option<Duration> {
+        self.syncing.lock().ok()?.remove(account).map(|since| since.elapsed())
+    }
+
+    /// The account waiting longest for its sync, and since how long.
+    #[must_use]
+    pub fn syncing(&self) -> Option<(String, Duration)> {
+        let s = self.syncing.lock().ok()?;
+        s.iter().min_by_key(|(_, since)| **since).map(|(a, since)| (a.clone(), since.elapsed()))
     }
 
     /// Orders handed over and not yet finished (filled, rejected, cancelled).
@@ -511,12 +554,21 @@ impl Worker {
                             self.poll(&mut working).await;
                         }
                     }
+                    Some(Msg::Sync) => {
+                        let orders = working.len();
+                        let complete = self.paused.is_none() && (working.is_empty() || self.poll(&mut working).await);
+                        self.notice(LiveNotice::Synced { account: self.link.account.clone(), broker: self.link.broker.name(), orders, complete });
+                    }
                     Some(Msg::Token(token)) => {
                         self.link.broker.set_token(token);
                         match self.link.broker.check_session().await {
                             Ok(_) => {
                                 if self.paused.take().is_some() {
                                     self.notice(LiveNotice::Resumed { account: self.link.account.clone(), broker: self.link.broker.name() });
+                                    // What happened while the session was gone, before anything new is placed.
+                                    if !working.is_empty() {
+                                        self.poll(&mut working).await;
+                                    }
                                 }
                             }
                             Err(e) => {
@@ -675,7 +727,8 @@ impl Worker {
         }
     }
 
-    async fn poll(&mut self, working: &mut Vec<Working>) {
+    /// Read every working order's status; true when each was read.
+    async fn poll(&mut self, working: &mut Vec<Working>) -> bool {
         let mut i = 0;
         while i < working.len() {
             let w = &mut working[i];
@@ -724,7 +777,7 @@ impl Worker {
                         None => {
                             if let Err(SessionGone(reason)) = self.cancel_if_due(&mut working[i]).await {
                                 self.pause(reason);
-                                return;
+                                return false;
                             }
                             i += 1;
                         }
@@ -732,7 +785,7 @@ impl Worker {
                 }
                 Err(BrokerError::Token(reason)) => {
                     self.pause(reason);
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     let wait = self.backoff(&e, 1);
@@ -740,10 +793,11 @@ impl Worker {
                     if matches!(e, BrokerError::RateLimited(_)) {
                         tokio::time::sleep(wait).await;
                     }
-                    return; // the next tick tries again
+                    return false; // the next tick tries again
                 }
             }
         }
+        true
     }
 
     /// Ask the broker to cancel a working order when the order manager wants it

@@ -64,6 +64,11 @@ pub enum Event {
     OrderUnpriced { account: String, client_order_id: String, detail: String },
     /// A broker call failed in a way that is retried, after `wait_ms`.
     BrokerRetry { account: String, client_order_id: String, reason: String, wait_ms: u64 },
+    /// A live account's working orders were read against its broker's book after its order
+    /// stream (re)connected; decisions waited for it (`complete`: every order was read).
+    OrdersSynced { account: String, broker: String, orders: usize, complete: bool, waited_ms: u64 },
+    /// Decisions stopped waiting for an account's order sync after `waited_ms` (its broker is slow).
+    OrderSyncOverdue { account: String, waited_ms: u64, detail: String },
     /// The kill switch was set or released by a command.
     KillSwitch { on: bool, command_id: String },
     /// A pipeline's plugin instance is up.
@@ -144,6 +149,8 @@ impl Event {
             Self::TokenRefused { .. } => "token_refused",
             Self::OrderUnpriced { .. } => "order_unpriced",
             Self::BrokerRetry { .. } => "broker_retry",
+            Self::OrdersSynced { .. } => "orders_synced",
+            Self::OrderSyncOverdue { .. } => "order_sync_overdue",
             Self::KillSwitch { .. } => "kill_switch",
             Self::PluginLoaded { .. } => "plugin_loaded",
             Self::PipelineStarted { .. } => "pipeline_started",
@@ -184,6 +191,7 @@ impl Event {
                 | Self::TokenExpired { .. }
                 | Self::TokenRefused { .. }
                 | Self::OrderUnpriced { .. }
+                | Self::OrderSyncOverdue { .. }
                 | Self::PipelineFailed { .. }
                 | Self::RedisOutage { .. }
                 | Self::InstrumentsRefreshFailed { .. }

@@ -259,6 +259,20 @@ pub async fn serve(
             caught_up_since = Some(tokio::time::Instant::now());
         }
         let expire = caught_up_since.is_some_and(|t| t.elapsed() >= PRICE_WAIT);
+        // An order stream that (re)connected: nothing is decided until its account's working
+        // orders are read against the broker's book (or that takes longer than SYNC_WAIT).
+        let held = match router.as_ref().and_then(crate::brokers::live::LiveRouter::syncing) {
+            Some((account, waited)) if waited >= SYNC_WAIT => {
+                if let Some(r) = &router {
+                    let _ = r.synced(&account);
+                }
+                let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+                events.publish(&Event::OrderSyncOverdue { account, waited_ms, detail: "its broker did not answer in time; decisions go on, its orders are read at the next poll".into() }).await;
+                true
+            }
+            Some(_) => true,
+            None => false,
+        };
         if let Some(r) = &router {
             for order in om.take_live_orders() {
                 r.send(order);
@@ -279,14 +293,22 @@ pub async fn serve(
                             let _ = outbox.send(Out::Outcomes(out));
                         }
                     }
-                    crate::brokers::live::RouterOutput::Notice(notice) => live_notice(&events, notice).await,
+                    crate::brokers::live::RouterOutput::Notice(notice) => {
+                        let synced = matches!(notice, crate::brokers::live::LiveNotice::Synced { .. });
+                        live_notice(&events, notice, router.as_ref()).await;
+                        if synced {
+                            release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
+                        }
+                    }
                 }
             }
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 last_work = tokio::time::Instant::now();
                 merge.hold_signals(batch);
-                release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
+                if !held {
+                    release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
+                }
             }
             batch = prices.recv() => {
                 let Some(batch) = batch else { break };
@@ -314,7 +336,9 @@ pub async fn serve(
                         Err(e) => events.error("quotes", &format!("malformed prices in {} ignored: {e}", entry.entry_id)).await,
                     }
                 }
-                release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
+                if !held {
+                    release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
+                }
             }
             msg = commands.recv() => {
                 // A Redis subscription reconnects by itself; `None` only when the bus is gone.
@@ -363,7 +387,7 @@ pub async fn serve(
                 // left open overnight). Only with nothing held and the prices quiet: what it
                 // records is what the next price would record, so a replay decides the same.
                 let quiet = wall_clock && om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET);
-                if quiet && merge.is_empty() && rx.is_empty() && prices.is_empty() {
+                if quiet && !held && merge.is_empty() && rx.is_empty() && prices.is_empty() {
                     if let Some(now) = om.market_clock() {
                         if let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await {
                             if !out.is_empty() {
@@ -375,7 +399,9 @@ pub async fn serve(
                 }
             }
             _ = idle_check.tick() => {
-                release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
+                if !held {
+                    release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
+                }
                 let Some(until_idle) = settings.until_idle else { continue };
                 let quiet_for = last_work.elapsed();
                 let live_busy = router.as_ref().is_some_and(|r| r.open_orders() > 0) || reports.as_ref().is_some_and(|r| !r.is_empty());
@@ -402,6 +428,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(summary.clone())).await;
     Ok(summary)
 }
+
+/// How long decisions wait for a live account's order sync after its stream (re)connected.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the prices must have been quiet before the clock squares off on its own.
 const CLOCK_QUIET: Duration = Duration::from_secs(2);
@@ -532,9 +561,14 @@ async fn reconcile_positions(router: &crate::brokers::live::LiveRouter, journals
 }
 
 /// Publish what the live router reports to the operator.
-async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice) {
+async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice, router: Option<&crate::brokers::live::LiveRouter>) {
     use crate::brokers::live::LiveNotice as N;
     match notice {
+        N::Synced { account, broker, orders, complete } => {
+            // Every update the sync brought came before this notice and is journaled.
+            let waited = router.and_then(|r| r.synced(&account)).map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+            events.publish(&Event::OrdersSynced { account, broker: broker.to_owned(), orders, complete, waited_ms: waited }).await;
+        }
         N::TokenExpired { account, broker, reason } => {
             let detail = "orders for this account are held until a token command brings a new token".to_owned();
             events.publish(&Event::TokenExpired { account, broker: broker.to_owned(), reason, detail }).await;

@@ -173,15 +173,16 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct FeedAddress {
     /// The WebSocket address (Kite's carries the credentials in its query).
     pub url: String,
-    /// A first message to send before subscribing (OpenAlgo's authentication).
-    pub login: Option<String>,
+    /// The first messages, sent before subscribing (OpenAlgo's authentication, and on
+    /// an order stream its `subscribe_orders`).
+    pub login: Vec<String>,
 }
 
 impl FeedAddress {
     /// An address with no login message.
     #[must_use]
     pub fn url(url: String) -> Self {
-        Self { url, login: None }
+        Self { url, login: Vec::new() }
     }
 }
 

@@ -10,6 +10,10 @@
 //! `{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":3,"data":{"ltp":…,"volume":…,"depth":{"buy":[{"price":…}],"sell":[…]},"timestamp":<epoch ms>}}`.
 //! Instruments are named `EXCHANGE:SYMBOL` (OpenAlgo's own symbols, which
 //! ours are): `NSE`, `NFO` for futures and options, `NSE_INDEX` for indices.
+//! Order updates: `{"action":"subscribe_orders"}` (account-wide, no symbols),
+//! then `{"type":"order_update","orderid","symbol","exchange","action","quantity",
+//! "order_status","filled_quantity","pending_quantity","average_price","rejection_reason",…}`
+//! for every status change of the account's orders.
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive as _;
@@ -46,6 +50,12 @@ pub fn instrument(symbol: &str) -> String {
 #[must_use]
 pub fn authenticate(api_key: &str) -> String {
     serde_json::json!({ "action": "authenticate", "api_key": api_key }).to_string()
+}
+
+/// The request for the account's order updates (`order_update` messages; no instruments).
+#[must_use]
+pub fn subscribe_orders() -> String {
+    serde_json::json!({ "action": "subscribe_orders" }).to_string()
 }
 
 fn symbols(instruments: &[String]) -> Vec<Value> {
@@ -94,6 +104,9 @@ pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
         let message = v.get("message").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_owned);
         return Ok(Some(FeedItem::BrokerError(message)));
     }
+    if kind == "order_update" {
+        return Ok(Some(FeedItem::Order(v)));
+    }
     if kind != "market_data" {
         return Ok(None); // auth and subscription acknowledgements
     }
@@ -137,5 +150,8 @@ mod tests {
         assert!(matches!(decode_text(r#"{"type":"error","message":"Invalid API key"}"#).unwrap(), Some(FeedItem::BrokerError(m)) if m == "Invalid API key"));
         assert!(decode_text(r#"{"type":"market_data","symbol":"X","exchange":"NSE","data":{"ltp":"abc"}}"#).is_err());
         assert!(decode_text("not json").is_err());
+        let update = r#"{"type":"order_update","user_id":"u1","mode":"live","broker":"zerodha","orderid":"250408000989443","symbol":"RELIANCE","exchange":"NSE","action":"BUY","quantity":10,"price":0.0,"trigger_price":0.0,"pricetype":"MARKET","product":"MIS","order_status":"complete","filled_quantity":10,"pending_quantity":0,"average_price":1187.75,"rejection_reason":""}"#;
+        assert!(matches!(decode_text(update).unwrap(), Some(FeedItem::Order(v)) if v["orderid"] == "250408000989443"));
+        assert_eq!(subscribe_orders(), r#"{"action":"subscribe_orders"}"#);
     }
 }
