@@ -163,6 +163,11 @@ pub struct State {
     pub option_chain: HashMap<String, Vec<Value>>,
     /// Kite: the full quotes `GET /quote` answers, by `EXCHANGE:TRADINGSYMBOL`.
     pub quotes: HashMap<String, Value>,
+    /// Kite: the one-minute candles `GET /instruments/historical/:token/minute` answers, by
+    /// instrument token: `[time, open, high, low, close, volume, oi]`, time `2024-01-01T09:15:00+0530`.
+    /// Upstox: `GET /v3/historical-candle/intraday/:instrument_key/minutes/1`'s, by instrument key,
+    /// the same rows with `+05:30`. OpenAlgo: `/api/v1/history`'s rows (`{timestamp, open, …}`) by `EXCHANGE:SYMBOL`.
+    pub candles: HashMap<String, Vec<Value>>,
     /// OpenAlgo: the expiries `/api/v1/expiry` lists (`DD-MMM-YY`), and the spot its option chain gives.
     pub expiries: Vec<String>,
     /// OpenAlgo: the underlying's last price in its option-chain answer.
@@ -215,6 +220,7 @@ impl MockServer {
             option_contracts: Vec::new(),
             option_chain: HashMap::new(),
             quotes: HashMap::new(),
+            candles: HashMap::new(),
             expiries: Vec::new(),
             underlying_ltp: 0.0,
             scripts: VecDeque::new(),
@@ -404,6 +410,30 @@ fn handle(s: &mut State, r: &Request) -> Reply {
     }
     let route = r.path.split('?').next().unwrap_or_default().to_owned();
     match (s.flavor, r.method.as_str(), route.as_str()) {
+        (Flavor::Kite, "GET", p) if p.starts_with("/instruments/historical/") => {
+            // `/instruments/historical/:instrument_token/:interval?from=yyyy-mm-dd hh:mm:ss&to=…[&oi=1]`, both ends inclusive.
+            let parts: Vec<&str> = p.trim_start_matches("/instruments/historical/").split('/').collect();
+            let stamp = |k: &str| query(&r.path, k).filter(|t| t.len() == 19 && t.as_bytes()[10] == b' ' && t.as_bytes()[4] == b'-');
+            let (Some(from), Some(to)) = (stamp("from"), stamp("to")) else {
+                return (400, json!({ "status": "error", "message": "from and to must be yyyy-mm-dd hh:mm:ss", "data": null, "error_type": "InputException" }), None);
+            };
+            let interval_ok = matches!(parts.get(1).copied(), Some("minute" | "day" | "3minute" | "5minute" | "10minute" | "15minute" | "30minute" | "60minute"));
+            if parts.len() != 2 || !interval_ok || from > to {
+                return (400, json!({ "status": "error", "message": "invalid interval or range", "data": null, "error_type": "InputException" }), None);
+            }
+            let with_oi = query(&r.path, "oi").as_deref() == Some("1");
+            let rows: Vec<Value> = s
+                .candles
+                .get(parts[0])
+                .map(|rows| {
+                    rows.iter()
+                        .filter(|row| row[0].as_str().is_some_and(|t| t.get(0..19).map(|t| t.replace('T', " ")).is_some_and(|t| t >= from && t <= to)))
+                        .map(|row| if with_oi { row.clone() } else { Value::Array(row.as_array().map(|a| a[..6.min(a.len())].to_vec()).unwrap_or_default()) })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ok_kite(json!({ "candles": rows }))
+        }
         (Flavor::Kite, "GET", "/quote") => {
             // `i=EXCHANGE:TRADINGSYMBOL`, repeated; at most 500 a call. Instruments without data are left out.
             let asked: Vec<String> = r.path.split_once('?').map(|(_, q)| q.split('&').filter_map(|kv| kv.split_once('=')).filter(|(k, _)| *k == "i").map(|(_, v)| decode(v)).collect()).unwrap_or_default();
@@ -494,6 +524,31 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             },
             _ => (400, json!({ "status": "error", "message": "underlying, exchange and expiry_date (DDMMMYY) are required" }), None),
         },
+        (Flavor::Upstox, "GET", p) if p.starts_with("/v3/historical-candle/intraday/") => {
+            // `/v3/historical-candle/intraday/:instrument_key/:unit/:interval`, today's candles, newest first.
+            let parts: Vec<String> = p.trim_start_matches("/v3/historical-candle/intraday/").split('/').map(decode).collect();
+            match parts.as_slice() {
+                [key, unit, interval] if unit == "minutes" && interval.parse::<u32>().is_ok_and(|i| (1..=300).contains(&i)) => {
+                    let mut rows = s.candles.get(key).cloned().unwrap_or_default();
+                    rows.reverse();
+                    ok_kite(json!({ "candles": rows }))
+                }
+                _ => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1148", "message": "Invalid unit or interval" }] }), None),
+            }
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/history") => {
+            let field = |k: &str| body_json[k].as_str().map(str::to_owned);
+            let valid_date = |d: &Option<String>| d.as_ref().is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-' && d.as_bytes()[7] == b'-');
+            let (start, end) = (field("start_date"), field("end_date"));
+            match (field("symbol"), field("exchange"), field("interval")) {
+                (Some(symbol), Some(exchange), Some(interval)) if valid_date(&start) && valid_date(&end) && ["1m", "3m", "5m", "10m", "15m", "30m", "1h", "D"].contains(&interval.as_str()) => {
+                    let (start, end) = (start.unwrap_or_default(), end.unwrap_or_default());
+                    let rows: Vec<Value> = s.candles.get(&format!("{exchange}:{symbol}")).cloned().unwrap_or_default().into_iter().filter(|r| r["timestamp"].as_str().and_then(|t| t.get(0..10)).is_some_and(|d| d >= start.as_str() && d <= end.as_str())).collect();
+                    (200, json!({ "status": "success", "data": rows }), None)
+                }
+                _ => (400, json!({ "status": "error", "message": "symbol, exchange, interval, start_date and end_date (YYYY-MM-DD) are required" }), None),
+            }
+        }
         (Flavor::Upstox, "GET", "/v2/option/contract") => ok_kite(Value::Array(s.option_contracts.clone())),
         (Flavor::Upstox, "GET", "/v2/option/chain") => match query(&r.path, "expiry_date") {
             Some(e) => ok_kite(Value::Array(s.option_chain.get(&e).cloned().unwrap_or_default())),

@@ -57,7 +57,7 @@ fn plan(url: &str, instruments: Vec<(String, String)>) -> FeedPlan {
         let url = url.clone();
         Box::pin(async move { Ok(FeedAddress::url(url)) })
     });
-    FeedPlan { account: "kite-1".into(), wire: Wire::Kite, instruments, connect }
+    FeedPlan { account: "kite-1".into(), wire: Wire::Kite, instruments, connect, backfill: None }
 }
 
 fn start(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecorder>) -> Feed {
@@ -733,4 +733,99 @@ async fn openalgo_order_updates_come_on_its_websocket() {
     for t in streams {
         t.abort();
     }
+}
+
+/// A feed down for several minutes: after the reconnect, the whole bars with no tick are read
+/// back from Kite's historical candles (only those: from the bar after the last tick to the bar
+/// of the first tick after the gap) and handed on in time order, between the bar the drop
+/// interrupted and the first bar after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bars_missed_while_the_feed_was_down_are_read_back_from_the_broker() {
+    use tradehost_tests::brokers::{Flavor, MockServer};
+    const RELIANCE: u32 = 738_561;
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    let minute = |m: u32, o: f64, h: f64, l: f64, c: f64, v: u64| serde_json::json!([format!("2024-01-01T09:{m:02}:00+0530"), o, h, l, c, v, 0]);
+    rest.state().candles.insert(
+        RELIANCE.to_string(),
+        vec![minute(16, 1_301.0, 1_302.0, 1_300.0, 1_301.5, 900), minute(17, 1_301.5, 1_304.0, 1_301.0, 1_303.0, 1_100), minute(18, 1_303.0, 1_306.5, 1_302.5, 1_306.0, 1_250), minute(19, 1_306.0, 1_306.0, 1_299.0, 1_300.5, 1_400), minute(20, 1_300.5, 1_301.0, 1_299.5, 1_300.0, 700)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kite.csv"), "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n").unwrap();
+    let text = format!("[live]\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n", rest.url, ticker.url());
+    let (_config, _keep, configs) = configured(dir.path(), "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n", &text);
+    let plan = tradehost::brokers::feeds::resolver(configs, tradehost::bus::Bus::embedded("t"), Default::default())("kite-1".into(), vec!["RELIANCE".into()]).await.unwrap();
+    assert!(plan.backfill.is_some(), "a broker feed reads missed bars back");
+    let mut feed = start(plan, 0, None);
+    feed.wait_report("feed_connected", 1).await;
+    wait_until("the subscription", || ticker.seen(|s| s.requests.get(&0).is_some_and(|r| r.len() >= 2))).await;
+    // 09:15 and the start of 09:16; then the feed is gone until 09:20.
+    ticker.push(Push::Binary(message(&[full(RELIANCE, 1_300, 10_000, T0 + 1), full(RELIANCE, 1_301, 10_400, T0 + 30)])));
+    ticker.push(Push::Binary(message(&[full(RELIANCE, 1_302, 10_900, T0 + 61)])));
+    let (_, first, _) = feed.candle().await;
+    assert_eq!(first.ts_ms, i64::from(T0) * 1000);
+    ticker.push(Push::Drop);
+    feed.wait_report("feed_reconnected", 1).await;
+    wait_until("the resubscription", || ticker.seen(|s| s.requests.get(&1).is_some_and(|r| r.len() >= 2))).await;
+    ticker.push(Push::Binary(message(&[full(RELIANCE, 1_300, 15_000, T0 + 305)])));
+    ticker.push(Push::Binary(message(&[full(RELIANCE, 1_299, 15_300, T0 + 365)])));
+    let mut bars = Vec::new();
+    for _ in 0..5 {
+        bars.push(feed.candle().await.1);
+    }
+    let starts: Vec<i64> = bars.iter().map(|b| (b.ts_ms / 1000 - i64::from(T0)) / 60).collect();
+    assert_eq!(starts, [1, 2, 3, 4, 5], "09:16 (interrupted), 09:17-09:19 (read back), 09:20: every minute once, in order");
+    assert_eq!((bars[0].open, bars[0].close), (Decimal::from(1_302), Decimal::from(1_302)), "the interrupted bar is the feed's own");
+    assert_eq!((bars[1].open, bars[1].high, bars[1].low, bars[1].close, bars[1].volume), (Decimal::new(13_015, 1), Decimal::from(1_304), Decimal::from(1_301), Decimal::from(1_303), 1_100));
+    assert_eq!((bars[3].low, bars[3].close, bars[3].volume), (Decimal::from(1_299), Decimal::new(13_005, 1), 1_400));
+    assert_eq!((bars[4].open, bars[4].close), (Decimal::from(1_300), Decimal::from(1_300)), "09:20 from its tick");
+    let filled = feed.wait_report("feed_backfilled", 1).await;
+    assert_eq!((filled[0]["instrument"].as_str(), filled[0]["bars"].as_u64()), (Some("RELIANCE"), Some(3)));
+    // Asked as Kite documents it: the token, minute candles, the range in IST, with OI.
+    let asked: Vec<String> = rest.state().requests.iter().filter(|r| r.path.starts_with("/instruments/historical/")).map(|r| r.path.clone()).collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].starts_with("/instruments/historical/738561/minute?") && asked[0].contains("from=2024-01-01+09%3A17%3A00") && asked[0].contains("to=2024-01-01+09%3A19%3A00") && asked[0].contains("oi=1"), "{}", asked[0]);
+}
+
+/// The same read-back from Upstox (today's intraday candles, newest first, by instrument key)
+/// and OpenAlgo (`/api/v1/history`, rows with their time as text): only the bars asked for,
+/// ascending; a candle that cannot be one is refused with the instrument and the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_bars_from_upstox_and_openalgo() {
+    use tradehost_tests::brokers::{Flavor, MockServer};
+    // 09:mm on T0's day.
+    let t = |m: u32| i64::from(T0) * 1000 + (i64::from(m) - 15) * 60_000;
+    let up = MockServer::start(Flavor::Upstox, "", "up-tok");
+    let rows = |fmt: &dyn Fn(u32) -> String| (16..=20).map(|m| serde_json::json!([fmt(m), 21_700.0 + f64::from(m), 21_710.0 + f64::from(m), 21_690.0 + f64::from(m), 21_705.0 + f64::from(m), 1_000 + m, 7_500])).collect::<Vec<_>>();
+    up.state().candles.insert("NSE_FO|48225".into(), rows(&|m| format!("2024-01-01T09:{m:02}:00+05:30")));
+    let oa = MockServer::start(Flavor::OpenAlgo, "", "oa-key-123");
+    {
+        let mut s = oa.state();
+        let row = |m: u32, low: f64| serde_json::json!({ "timestamp": format!("2024-01-01 09:{m:02}:00+05:30"), "open": 1_300.0, "high": 1_305.0, "low": low, "close": 1_302.0, "volume": 400 + m });
+        s.candles.insert("NSE:RELIANCE".into(), vec![row(16, 1_299.0), row(17, 1_298.5), row(18, 1_297.0), row(19, 1_296.0)]);
+        // A row whose low is above its close: not a candle.
+        s.candles.insert("NSE:SBIN".into(), vec![row(17, 1_303.0)]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("upstox.csv"), UPSTOX_INSTRUMENTS).unwrap();
+    let text = format!(
+        "[live]\ninstruments = {{ upstox = \"upstox.csv\" }}\n\n[[accounts]]\nid = \"up-1\"\nbroker = \"upstox\"\nbase_url = \"{}\"\ncapital = 100000\n\n[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\ncapital = 100000\n",
+        up.url, oa.url
+    );
+    let (_config, _keep, configs) = configured(dir.path(), "[accounts.up-1]\naccess_token = \"up-tok\"\n\n[accounts.oa-1]\napi_key = \"oa-key-123\"\n", &text);
+    let resolve = tradehost::brokers::feeds::resolver(configs, tradehost::bus::Bus::embedded("t"), Default::default());
+    let upstox = resolve("up-1".into(), vec!["NIFTY24JANFUT".into()]).await.unwrap();
+    let bars = (upstox.backfill.unwrap())("NIFTY24JANFUT".into(), upstox.instruments[0].1.clone(), t(17), t(20)).await.unwrap();
+    assert_eq!(bars.iter().map(|b| b.ts_ms).collect::<Vec<_>>(), [t(17), t(18), t(19)], "ascending, only [from, to)");
+    assert_eq!((bars[0].open, bars[0].close, bars[0].volume, bars[0].oi), (Decimal::from(21_717), Decimal::from(21_722), 1_017, 7_500));
+    assert!(up.state().requests.iter().any(|r| r.path == "/v3/historical-candle/intraday/NSE_FO%7C48225/minutes/1"), "the key encoded in the path");
+
+    let openalgo = resolve("oa-1".into(), vec!["RELIANCE".into(), "SBIN".into()]).await.unwrap();
+    let fill = openalgo.backfill.unwrap();
+    let bars = fill("RELIANCE".into(), openalgo.instruments[0].1.clone(), t(17), t(19)).await.unwrap();
+    assert_eq!(bars.iter().map(|b| (b.ts_ms, b.low, b.volume)).collect::<Vec<_>>(), [(t(17), Decimal::new(12_985, 1), 417), (t(18), Decimal::from(1_297), 418)]);
+    let asked: serde_json::Value = serde_json::from_str(&oa.state().requests.iter().find(|r| r.path == "/api/v1/history").unwrap().body).unwrap();
+    assert_eq!((asked["symbol"].as_str(), asked["exchange"].as_str(), asked["interval"].as_str(), asked["start_date"].as_str(), asked["end_date"].as_str()), (Some("RELIANCE"), Some("NSE"), Some("1m"), Some("2024-01-01"), Some("2024-01-01")));
+    let refused = fill("SBIN".into(), openalgo.instruments[1].1.clone(), t(17), t(19)).await.unwrap_err();
+    assert!(refused.contains("NSE:SBIN") && refused.contains("low 1303"), "{refused}");
 }

@@ -22,7 +22,7 @@ use crate::config::{Config, OrderUpdates};
 use crate::market::feed::FeedItem;
 use crate::market::feed::socket::{self, SocketEvent, SocketSettings};
 use crate::market::feed::openalgo as openalgo_feed;
-use crate::market::feed::{ChainResolver, ChainSnapshot, ChainSource, Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
+use crate::market::feed::{Backfill, ChainResolver, ChainSnapshot, ChainSource, Connector, FeedAddress, FeedPlan, FeedResolver, Wire};
 use crate::market::recorder::OrderUpdateRecorder;
 use crate::market::{ExpiryChain, OptionChain};
 
@@ -61,8 +61,9 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
         Wire::Kite | Wire::Upstox if symbols.is_empty() => Vec::new(),
         Wire::Kite | Wire::Upstox => tokens_from_master(config, master, loaded, &broker, account, symbols).await?,
     };
-    let store = SecretStore::beside(config).map_err(|e| e.to_string())?;
+    let store = Arc::new(SecretStore::beside(config).map_err(|e| e.to_string())?);
     let (id, name) = (account.to_owned(), a.credentials.clone().unwrap_or_else(|| account.to_owned()));
+    let backfill = (!symbols.is_empty()).then(|| backfill(config, a, wire, store.clone(), tokens.clone()));
     let ws_url = a.ws_url.clone();
     let connect: Connector = match wire {
         Wire::Kite => Arc::new(move || {
@@ -112,7 +113,40 @@ async fn plan(config: &Config, master: &InstrumentMaster, loaded: &Mutex<HashSet
             })
         }
     };
-    Ok(FeedPlan { account: account.to_owned(), wire, instruments, connect })
+    Ok(FeedPlan { account: account.to_owned(), wire, instruments, connect, backfill })
+}
+
+/// The one-minute bars a feed missed, from the account's broker: Kite's historical candles,
+/// Upstox's intraday candles, OpenAlgo's history; with the credentials of the moment.
+fn backfill(config: &Config, a: &crate::config::Account, wire: Wire, store: Arc<SecretStore>, tokens: TokenOverrides) -> Backfill {
+    let (id, name) = (a.id.get_ref().clone(), a.credentials.clone().unwrap_or_else(|| a.id.get_ref().clone()));
+    let base = a.base_url.clone();
+    let timeout = std::time::Duration::from_millis(config.live.timeout_ms);
+    Arc::new(move |_symbol: String, token: String, from: i64, to: i64| {
+        let c = store.credentials(&id, &name);
+        let handed_over = overridden(&tokens, &id);
+        let (base, id) = (base.clone(), id.clone());
+        Box::pin(async move {
+            let bars = match wire {
+                Wire::Kite => {
+                    let (Some(key), Some(token_now)) = (c.api_key, handed_over.or(c.access_token)) else { return Err(format!("account {id}: kite candles need an api_key and an access_token")) };
+                    let adapter = kite::Kite::new(base.as_deref().unwrap_or(kite::DEFAULT_URL), key, token_now, timeout).map_err(|e| e.to_string())?;
+                    adapter.minute_candles(&token, from, to).await
+                }
+                Wire::Upstox => {
+                    let token_now = handed_over.or(c.access_token).ok_or_else(|| format!("account {id}: upstox candles need an access_token"))?;
+                    let adapter = upstox::Upstox::new(base.as_deref().unwrap_or(upstox::DEFAULT_URL), token_now, timeout).map_err(|e| e.to_string())?;
+                    adapter.minute_candles(&token, from, to).await
+                }
+                Wire::OpenAlgo => {
+                    let key = handed_over.or(c.api_key).ok_or_else(|| format!("account {id}: openalgo candles need an api_key"))?;
+                    let adapter = openalgo::OpenAlgo::new(base.as_deref().unwrap_or(openalgo::DEFAULT_URL), key, "tradehost", timeout).map_err(|e| e.to_string())?;
+                    adapter.minute_candles(&token, from, to).await
+                }
+            };
+            bars.map_err(|e| e.to_string())
+        })
+    })
 }
 
 /// `(symbol, token)` of each symbol from `broker`'s instrument master, read once per process.
@@ -175,7 +209,7 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
         let mut recorder = config.host.record_dir.as_ref().map(|d| OrderUpdateRecorder::new(&config.resolve(d), &account));
         tasks.push(tokio::spawn(async move {
             let plan = match upstox_stream {
-                Some(connect) => FeedPlan { account: account.clone(), wire: Wire::Upstox, instruments: Vec::new(), connect },
+                Some(connect) => FeedPlan { account: account.clone(), wire: Wire::Upstox, instruments: Vec::new(), connect, backfill: None },
                 None => match resolve(account.clone(), Vec::new()).await {
                     Ok(p) => p,
                     Err(e) => {

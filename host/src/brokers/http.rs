@@ -85,3 +85,10 @@ pub fn server_error(answer: &Answer) -> BrokerError {
 pub fn base(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
 }
+
+/// A URL path segment: everything but the unreserved characters percent-encoded
+/// (`NSE_EQ|INE002A01018` → `NSE_EQ%7CINE002A01018`).
+#[must_use]
+pub fn path_segment(text: &str) -> String {
+    text.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}

@@ -133,6 +133,21 @@ impl Kite {
         Ok((spot_price, rows, tokens))
     }
 
+    /// One-minute candles of `instrument_token` starting in `[from, to)` (ms), with OI:
+    /// `GET /instruments/historical/:token/minute?from=…&to=…&oi=1` (IST `yyyy-mm-dd hh:mm:ss`,
+    /// both ends inclusive; rows `[time, open, high, low, close, volume, oi]`).
+    ///
+    /// # Errors
+    /// The broker's refusal, or a row that is not a candle.
+    pub async fn minute_candles(&self, instrument_token: &str, from: i64, to: i64) -> Result<Vec<crate::market::Bar>, BrokerError> {
+        let stamp = |ts: i64| crate::domain::time::format_iso_ist(ts).get(0..19).unwrap_or_default().replace('T', " ");
+        let last = to.saturating_sub(60_000).max(from);
+        let url = format!("{}/instruments/historical/{}/minute", self.base, http::path_segment(instrument_token));
+        let data = Self::read(http::send(self.auth(self.client.get(url).query(&[("from", stamp(from)), ("to", stamp(last)), ("oi", "1".to_owned())]))).await?)?;
+        let rows = data["candles"].as_array().ok_or_else(|| BrokerError::Protocol("historical data without candles".into()))?;
+        super::candle_rows(&format!("kite candle of {instrument_token}"), rows, from, to)
+    }
+
     pub(crate) fn order(v: &Value) -> Option<BrokerOrder> {
         BrokerOrder::from_tagged(v, "tradingsymbol")
     }

@@ -282,6 +282,51 @@ pub fn compact_date(iso: &str) -> Option<String> {
     Some(format!("{day}{}{}", MONTHS.get(m.checked_sub(1)?)?, year.get(2..)?))
 }
 
+/// One historical candle checked: positive prices, the high the highest and the low the
+/// lowest, volume and OI whole and not negative; `what` names it in the error.
+///
+/// # Errors
+/// A value that is not a number, or a candle that cannot be.
+pub fn candle(what: &str, ts_ms: i64, ohlc: [&Value; 4], volume: &Value, oi: &Value) -> Result<crate::market::Bar, BrokerError> {
+    let mut p = [Decimal::ZERO; 4];
+    for (slot, (v, field)) in p.iter_mut().zip(ohlc.iter().zip(["open", "high", "low", "close"])) {
+        *slot = number(v).filter(|d| *d > Decimal::ZERO).ok_or_else(|| BrokerError::Protocol(format!("{what}: {field} {v} is not a price")))?.round_dp(4).normalize();
+    }
+    let [open, high, low, close] = p;
+    if high < open.max(close).max(low) || low > open.min(close) {
+        return Err(BrokerError::Protocol(format!("{what}: high {high} and low {low} do not hold open {open} and close {close}")));
+    }
+    let whole = |v: &Value, field: &str| -> Result<u64, BrokerError> {
+        if v.is_null() {
+            return Ok(0);
+        }
+        number(v).filter(|d| *d >= Decimal::ZERO && d.fract().is_zero()).and_then(|d| u64::try_from(d).ok()).ok_or_else(|| BrokerError::Protocol(format!("{what}: {field} {v} is not a whole number")))
+    };
+    Ok(crate::market::Bar { ts_ms, open, high, low, close, volume: whole(volume, "volume")?, oi: whole(oi, "oi")? })
+}
+
+/// Historical candles as Kite and Upstox send them, `[timestamp, open, high, low, close,
+/// volume, oi?]` with an ISO time and offset, those starting in `[from, to)`, ascending.
+///
+/// # Errors
+/// A row that is not a candle.
+pub fn candle_rows(what: &str, rows: &[Value], from: i64, to: i64) -> Result<Vec<crate::market::Bar>, BrokerError> {
+    let mut bars = Vec::new();
+    for row in rows {
+        let r = row.as_array().map(Vec::as_slice).unwrap_or_default();
+        let ts = r.first().and_then(Value::as_str).and_then(crate::domain::time::parse_iso).ok_or_else(|| BrokerError::Protocol(format!("{what}: candle {row} has no ISO time")))?;
+        if ts < from || ts >= to {
+            continue;
+        }
+        let null = Value::Null;
+        let at = |i: usize| r.get(i).unwrap_or(&null);
+        bars.push(candle(what, ts, [at(1), at(2), at(3), at(4)], at(5), at(6))?);
+    }
+    bars.sort_by_key(|b| b.ts_ms);
+    bars.dedup_by_key(|b| b.ts_ms);
+    Ok(bars)
+}
+
 /// A broker's order time in IST, `2024-03-28 10:15:00` (Kite, Upstox) or
 /// `08-Apr-2025 13:58:03` (OpenAlgo), as ms since the epoch.
 #[must_use]

@@ -57,6 +57,36 @@ impl OpenAlgo {
         Self::read(http::send(self.client.post(format!("{}/api/v1/{name}", self.base)).json(&body)).await?)
     }
 
+    /// One-minute candles of `instrument` (`EXCHANGE:SYMBOL`) starting in `[from, to)` (ms):
+    /// `POST /api/v1/history` with `interval = "1m"` over the IST days they span; each row
+    /// `{timestamp, open, high, low, close, volume, oi?}`, the time as `2025-04-01 09:15:00+05:30`
+    /// (or epoch seconds, as some versions send it).
+    ///
+    /// # Errors
+    /// The broker's refusal, or a row that is not a candle.
+    pub async fn minute_candles(&self, instrument: &str, from: i64, to: i64) -> Result<Vec<crate::market::Bar>, BrokerError> {
+        let (exchange, symbol) = instrument.split_once(':').unwrap_or(("NSE", instrument));
+        let day = crate::domain::time::format_ist_date;
+        let v = self.call("history", json!({ "symbol": symbol, "exchange": exchange, "interval": "1m", "start_date": day(from), "end_date": day(to.saturating_sub(1).max(from)) })).await?;
+        let what = format!("openalgo candle of {instrument}");
+        let mut bars = Vec::new();
+        for row in v["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let ts = match &row["timestamp"] {
+                Value::String(t) => crate::domain::time::parse_iso(t),
+                Value::Number(n) => n.as_i64().and_then(|secs| secs.checked_mul(1000)),
+                _ => None,
+            };
+            let ts = ts.ok_or_else(|| BrokerError::Protocol(format!("{what}: candle {row} has no time")))?;
+            if ts < from || ts >= to {
+                continue;
+            }
+            bars.push(super::candle(&what, ts, [&row["open"], &row["high"], &row["low"], &row["close"]], &row["volume"], &row["oi"])?);
+        }
+        bars.sort_by_key(|b| b.ts_ms);
+        bars.dedup_by_key(|b| b.ts_ms);
+        Ok(bars)
+    }
+
     /// The option expiries of `underlying` (`POST /api/v1/expiry`, `DD-MMM-YY`), as `YYYY-MM-DD`, nearest first.
     ///
     /// # Errors

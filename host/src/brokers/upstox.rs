@@ -123,6 +123,19 @@ impl Upstox {
         Ok((spot, rows, keys))
     }
 
+    /// Today's one-minute candles of `instrument_key` starting in `[from, to)` (ms):
+    /// `GET /v3/historical-candle/intraday/:instrument_key/minutes/1`, rows
+    /// `[time, open, high, low, close, volume, oi]` newest first.
+    ///
+    /// # Errors
+    /// The broker's refusal, or a row that is not a candle.
+    pub async fn minute_candles(&self, instrument_key: &str, from: i64, to: i64) -> Result<Vec<crate::market::Bar>, BrokerError> {
+        let key = http::path_segment(instrument_key);
+        let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v3/historical-candle/intraday/{key}/minutes/1", self.base)))).await?)?;
+        let rows = data["candles"].as_array().ok_or_else(|| BrokerError::Protocol("intraday candles without candles".into()))?;
+        super::candle_rows(&format!("upstox candle of {instrument_key}"), rows, from, to)
+    }
+
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let token = self.access_token.get();
         r.bearer_auth(token.expose()).header("Accept", "application/json")

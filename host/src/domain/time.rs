@@ -97,6 +97,12 @@ pub fn parse_iso(text: &str) -> Option<i64> {
         let (clock, off) = rest.split_at(rest.len() - 6);
         let sign = if off.starts_with('-') { -1 } else { 1 };
         (clock, sign * i64::from(parse_hhmm(&off[1..])?) * 60_000)
+    } else if rest.len() > 8 && matches!(rest.as_bytes()[rest.len() - 5], b'+' | b'-') {
+        // `+0530`, as Kite writes it.
+        let (clock, off) = rest.split_at(rest.len() - 5);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let hhmm = format!("{}:{}", off.get(1..3)?, off.get(3..5)?);
+        (clock, sign * i64::from(parse_hhmm(&hhmm)?) * 60_000)
     } else {
         (rest, IST_OFFSET_MS)
     };
@@ -138,6 +144,7 @@ mod tests {
         assert_eq!(ts, Some(1_704_080_700_000));
         assert_eq!(parse_iso("2024-01-01T09:15:00+05:30"), ts);
         assert_eq!(parse_iso("2024-01-01T03:45:00Z"), ts);
+        assert_eq!(parse_iso("2024-01-01T09:15:00+0530"), ts, "Kite's offset");
         assert_eq!(parse_iso("2024-01-01 09:15:00"), ts);
         assert_eq!(format_iso_ist(1_704_080_700_000), "2024-01-01T09:15:00+05:30");
         assert_eq!(format_ist_date(1_704_080_700_000), "2024-01-01");

@@ -25,6 +25,7 @@ use super::guard::{GuardRules, PriceGuard};
 use super::recorder::TickRecorder;
 use std::collections::HashMap;
 use crate::bus::message::{MarketMessage, now_ms, printable};
+use crate::domain::time::{format_iso_ist, ist_day};
 use crate::bus::{Bus, BusError};
 
 /// One thing a strategy is told about.
@@ -492,6 +493,9 @@ pub async fn broker_feed(
     let mut builders: Vec<CandleBuilder> = symbols.iter().map(|s| CandleBuilder::new(s, tf)).collect();
     // After a reconnect, each instrument's first tick says whether its bar straddled the gap.
     let mut after_gap = vec![false; builders.len()];
+    // The bar of each instrument's last tick: after a reconnect, the bars between it and the
+    // first tick's are read back from the broker (`plan.backfill`).
+    let mut last_bucket: Vec<Option<i64>> = vec![None; builders.len()];
     let mut guard = PriceGuard::new(options.rules.clone());
     let (stx, mut srx) = mpsc::channel(65_536);
     let (strikes_tx, strikes_rx) = tokio::sync::watch::channel(Vec::<String>::new());
@@ -530,6 +534,7 @@ pub async fn broker_feed(
                                 builders.push(CandleBuilder::new(symbol, tf));
                                 symbols.push(symbol.clone());
                                 after_gap.push(false);
+                                last_bucket.push(None);
                             }
                         }
                         let wanted_tokens: Vec<String> = wanted.iter().map(|(_, t)| t.clone()).collect();
@@ -623,22 +628,47 @@ pub async fn broker_feed(
                     on_event("feed_fresh", serde_json::json!({ "account": account, "broker": plan.wire.name() }));
                 }
                 let builder = &mut builders[i];
+                let start = bucket_start(ts, tf);
+                let tf_ms = i64::from(tf) * 1000;
+                let mut missed_from = None;
                 if std::mem::take(&mut after_gap[i]) {
-                    let start = bucket_start(ts, tf);
                     if let Some(open) = builder.bar_start() {
-                        let missed = (start.saturating_sub(open) / (i64::from(tf) * 1000)).saturating_sub(1).max(0);
+                        let missed = (start.saturating_sub(open) / tf_ms).saturating_sub(1).max(0);
                         on_event("feed_gap", serde_json::json!({ "account": account, "instrument": symbol, "bar_ts": open, "straddles": start == open, "bars_missed": missed }));
                     }
+                    // Whole bars with no tick since the last one before the gap, the same day.
+                    missed_from = last_bucket[i].map(|prev| prev.saturating_add(tf_ms)).filter(|from| *from < start && ist_day(*from) == ist_day(start));
                 }
-                if !Session::NSE.contains(bucket_start(ts, tf)) {
+                if !Session::NSE.contains(start) {
                     continue;
                 }
                 let closed = builder.tick(ts, tick.last, tick.day_volume.unwrap_or(0), tick.oi.unwrap_or(0));
                 builder.set_bid(tick.bid);
                 builder.set_ask(tick.ask);
+                last_bucket[i] = Some(start);
                 if let Some(event) = closed {
                     if tx.send(event).await.is_err() {
                         return Ok(());
+                    }
+                }
+                // The missed bars go after the one the gap interrupted and before this tick's.
+                if let (Some(from), Some(fill)) = (missed_from, plan.backfill.as_ref()) {
+                    match fill(symbol.to_owned(), tick.token.clone(), from, start).await {
+                        Ok(minutes) => {
+                            let mut bars = CandleBuilder::new(symbol, tf);
+                            let mut filled = Vec::new();
+                            for m in minutes.into_iter().filter(|m| m.ts_ms >= from && m.ts_ms < start && Session::NSE.contains(bucket_start(m.ts_ms, tf))) {
+                                filled.extend(bars.bar(m));
+                            }
+                            filled.extend(bars.finish());
+                            on_event("feed_backfilled", serde_json::json!({ "account": account, "instrument": symbol, "from": from, "to": start, "bars": filled.len() }));
+                            for event in filled {
+                                if tx.send(event).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        Err(e) => on_event("error", serde_json::json!({ "source": format!("backfill of {account}"), "error": format!("{symbol}: the bars from {} to {} could not be read: {}", format_iso_ist(from), format_iso_ist(start), printable(&e, 300)) })),
                     }
                 }
             }

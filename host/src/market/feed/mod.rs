@@ -207,7 +207,14 @@ pub struct FeedPlan {
     pub instruments: Vec<(String, String)>,
     /// How to open a connection.
     pub connect: Connector,
+    /// Where the one-minute bars missed while the feed was down are read back from
+    /// (the broker's historical candles); `None`: not filled in.
+    pub backfill: Option<Backfill>,
 }
+
+/// Reads one instrument's one-minute bars from the broker's historical candles:
+/// `(our symbol, broker token, from, to)`, bars whose start is in `[from, to)`, ascending.
+pub type Backfill = Arc<dyn Fn(String, String, i64, i64) -> BoxFuture<Result<Vec<super::Bar>, String>> + Send + Sync>;
 
 impl fmt::Debug for FeedPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
