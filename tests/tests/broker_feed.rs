@@ -756,7 +756,8 @@ async fn bars_missed_while_the_feed_was_down_are_read_back_from_the_broker() {
     let (_config, _keep, configs) = configured(dir.path(), "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n", &text);
     let plan = tradehost::brokers::feeds::resolver(configs, tradehost::bus::Bus::embedded("t"), Default::default())("kite-1".into(), vec!["RELIANCE".into()]).await.unwrap();
     assert!(plan.backfill.is_some(), "a broker feed reads missed bars back");
-    let mut feed = start(plan, 0, None);
+    let rec_dir = tempfile::tempdir().unwrap();
+    let mut feed = start(plan, 0, Some(TickRecorder::new(rec_dir.path(), "p")));
     feed.wait_report("feed_connected", 1).await;
     wait_until("the subscription", || ticker.seen(|s| s.requests.get(&0).is_some_and(|r| r.len() >= 2))).await;
     // 09:15 and the start of 09:16; then the feed is gone until 09:20.
@@ -785,6 +786,18 @@ async fn bars_missed_while_the_feed_was_down_are_read_back_from_the_broker() {
     let asked: Vec<String> = rest.state().requests.iter().filter(|r| r.path.starts_with("/instruments/historical/")).map(|r| r.path.clone()).collect();
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert!(asked[0].starts_with("/instruments/historical/738561/minute?") && asked[0].contains("from=2024-01-01+09%3A17%3A00") && asked[0].contains("to=2024-01-01+09%3A19%3A00") && asked[0].contains("oi=1"), "{}", asked[0]);
+    // The recording holds the bars read back beside the ticks: the day replays to the same bars.
+    let live: Vec<tradehost::market::Bar> = std::iter::once(first).chain(bars).collect();
+    let replay = || {
+        let day = std::fs::read_dir(rec_dir.path()).ok()?.next()?.ok()?.path();
+        let events = load_replay(&[day], None, 60).ok()?;
+        Some(events.into_iter().filter_map(|e| if let MarketEvent::Candle { bar, .. } = e { Some(bar) } else { None }).collect::<Vec<tradehost::market::Bar>>())
+    };
+    // The recorder flushes every quarter second: wait until the last tick is readable.
+    wait_until("the recording", || replay().is_some_and(|r| r.len() > live.len())).await;
+    drop(feed);
+    let replayed = replay().unwrap();
+    assert_eq!(replayed[..live.len()], live[..], "replayed as it was handed on live");
 }
 
 /// The same read-back from Upstox (today's intraday candles, newest first, by instrument key)

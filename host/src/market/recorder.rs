@@ -6,7 +6,9 @@
 //! `ts_ms,instrument,last,bid,ask,day_volume,oi,refused` (`refused` is empty
 //! for a tick that was believed, else why the guard refused it), and beside it
 //! `….chains.csv.gz` with `ts_ms,underlying,spot,expiry,strike,option_type,last,oi,volume`,
-//! a row per strike and side of each snapshot. CSV.gz was
+//! a row per strike and side of each snapshot, and `….bars.csv.gz` with
+//! `ts_ms,instrument,timeframe_secs,open,high,low,close,volume,oi`: the bars read back
+//! from the broker after a disconnection (they had no tick to record). CSV.gz was
 //! chosen over Parquet: a tick is appended as it arrives, a file written by
 //! a process that is killed stays readable up to its last flush (gzip members
 //! are flushed every second), and `flate2` is small next to `arrow`. Each
@@ -32,6 +34,9 @@ pub const TICK_HEADER: &str = "ts_ms,instrument,last,bid,ask,day_volume,oi,refus
 
 /// The header of an option-chain file: one row per strike and side of each snapshot.
 pub const CHAIN_HEADER: &str = "ts_ms,underlying,spot,expiry,strike,option_type,last,oi,volume";
+
+/// The header of a file of bars read back from the broker after a gap.
+pub const BAR_HEADER: &str = "ts_ms,instrument,timeframe_secs,open,high,low,close,volume,oi";
 
 /// One gzip CSV per IST day, opened on the first line, flushed on demand.
 #[derive(Debug)]
@@ -134,6 +139,7 @@ impl OrderUpdateRecorder {
 pub struct TickRecorder {
     ticks: DailyFile,
     chains: DailyFile,
+    bars: DailyFile,
 }
 
 impl TickRecorder {
@@ -141,7 +147,7 @@ impl TickRecorder {
     #[must_use]
     pub fn new(dir: &Path, name: &str) -> Self {
         let file = |kind: &str, header| DailyFile { dir: dir.to_owned(), stem: format!("{name}.{}.{kind}.csv.gz", started_stamp()), header: Some(header), day: String::new(), out: None, dirty: false };
-        Self { ticks: file("ticks", TICK_HEADER), chains: file("chains", CHAIN_HEADER) }
+        Self { ticks: file("ticks", TICK_HEADER), chains: file("chains", CHAIN_HEADER), bars: file("bars", BAR_HEADER) }
     }
 
     /// The tick file of the IST day of `now_ms`.
@@ -180,13 +186,23 @@ impl TickRecorder {
         Ok(())
     }
 
+    /// Record a bar of `instrument` read back from the broker after a gap, at `now_ms`.
+    ///
+    /// # Errors
+    /// The file cannot be created or written.
+    pub fn record_bar(&mut self, now_ms: i64, instrument: &str, timeframe_secs: u32, bar: &super::Bar) -> std::io::Result<()> {
+        let line = format!("{},{instrument},{timeframe_secs},{},{},{},{},{},{}", bar.ts_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.oi);
+        self.bars.write_line(now_ms, &line)
+    }
+
     /// Make what was recorded readable even if the process dies now.
     ///
     /// # Errors
     /// The file cannot be written.
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.ticks.flush()?;
-        self.chains.flush()
+        self.chains.flush()?;
+        self.bars.flush()
     }
 }
 
@@ -277,6 +293,41 @@ fn rows(path: &Path, header: &str) -> Result<impl Iterator<Item = (usize, String
         Some(Err(_)) | None => false,
     };
     Ok(lines.take_while(move |_| complete).map_while(Result::ok).enumerate().map(|(i, l)| (i + 2, l)))
+}
+
+/// Whether `path` names a file of bars read back after a gap.
+#[must_use]
+pub fn is_bar_file(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(".bars.csv.gz")
+}
+
+/// Read the bars of a file written by [`TickRecorder::record_bar`]: `(instrument, timeframe, bar)`.
+///
+/// # Errors
+/// A file that cannot be opened, a wrong header, or a row that does not parse, named by line and column.
+pub fn read_bars(path: &Path) -> Result<Vec<(String, u32, super::Bar)>, TickFileError> {
+    let err = |line: usize, field: &str, message: String| TickFileError { path: path.to_owned(), line, field: field.to_owned(), message };
+    let mut out = Vec::new();
+    for (n, line) in rows(path, BAR_HEADER)? {
+        let cols: Vec<&str> = line.split(',').collect();
+        let [ts, instrument, tf, open, high, low, close, volume, oi] = cols.as_slice() else {
+            return Err(err(n, "row", format!("{} columns, expected 9", cols.len())));
+        };
+        let dec = |field: &str, v: &str| v.parse::<Decimal>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
+        let int = |field: &str, v: &str| v.parse::<u64>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
+        let bar = super::Bar {
+            ts_ms: ts.parse().map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?,
+            open: dec("open", open)?,
+            high: dec("high", high)?,
+            low: dec("low", low)?,
+            close: dec("close", close)?,
+            volume: int("volume", volume)?,
+            oi: int("oi", oi)?,
+        };
+        let tf: u32 = tf.parse().map_err(|e| err(n, "timeframe_secs", format!("{tf:?}: {e}")))?;
+        out.push(((*instrument).to_owned(), tf, bar));
+    }
+    Ok(out)
 }
 
 /// Whether `path` names a recorded option-chain file.

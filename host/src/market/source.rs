@@ -100,6 +100,12 @@ pub fn load_replay(files: &[PathBuf], underlying: Option<&PathBuf>, timeframe_se
             events.extend(super::recorder::read_chains(file)?.into_iter().map(MarketEvent::Chain));
             continue;
         }
+        if super::recorder::is_bar_file(file) {
+            // Bars read back after a gap, as the live source handed them on.
+            let bars = super::recorder::read_bars(file)?;
+            events.extend(bars.into_iter().map(|(instrument, tf, bar)| MarketEvent::Candle { instrument, timeframe_secs: tf, bar, bid: None, ask: None }));
+            continue;
+        }
         let options = LoadOptions { session, underlying: underlying.clone(), ..LoadOptions::default() };
         match load(file, &options)?.data {
             MarketData::Candles(series) => events.extend(candle_events(&series, timeframe_secs)),
@@ -118,7 +124,7 @@ fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
     for file in files {
         if file.is_dir() {
             let listing = std::fs::read_dir(file).map_err(|e| MarketDataError::Io { path: file.clone(), source: e })?;
-            let mut found: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| super::recorder::is_tick_file(p) || super::recorder::is_chain_file(p)).collect();
+            let mut found: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| super::recorder::is_tick_file(p) || super::recorder::is_chain_file(p) || super::recorder::is_bar_file(p)).collect();
             found.sort();
             out.extend(found);
         } else {
@@ -663,6 +669,12 @@ pub async fn broker_feed(
                             filled.extend(bars.finish());
                             on_event("feed_backfilled", serde_json::json!({ "account": account, "instrument": symbol, "from": from, "to": start, "bars": filled.len() }));
                             for event in filled {
+                                if let (Some(rec), MarketEvent::Candle { bar, .. }) = (options.recorder.as_mut(), &event) {
+                                    if let Err(e) = rec.record_bar(now_ms(), symbol, tf, bar) {
+                                        on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording bars read back: {e}; recording stops") }));
+                                        options.recorder = None;
+                                    }
+                                }
                                 if tx.send(event).await.is_err() {
                                     return Ok(());
                                 }
