@@ -22,7 +22,34 @@ use tradehost_tests::plugin;
 
 /// The `tradehost backtest` binary end to end (process start, plugin compile,
 /// CSV parse, backtest, all four outputs), next to the in-process figure.
-fn whole_process(csv: &std::path::Path, wasm: &std::path::Path, bars: usize, in_process: Duration) {
+/// `tradehost backtest --config pipelines.toml --pipeline nifty-ma` on the same file: the
+/// bundled pipeline through the order manager and its journal (the core `run` trades with),
+/// next to the single-plugin whole process just measured.
+fn pipeline_process(csv: &std::path::Path, bars: usize, single: Duration) {
+    let bin = tradehost_tests::tradehost_bin();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines.toml");
+    let out = csv.with_extension("pipeline-out");
+    let (d, _) = best_of_3(|| {
+        let status = std::process::Command::new(&bin)
+            .args(["backtest", "--config"])
+            .arg(&config)
+            .args(["--pipeline", "nifty-ma", "--plugin-dir"])
+            .arg(tradehost_tests::plugin_dir())
+            .arg("--data")
+            .arg(csv)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        0
+    });
+    println!("{bars:>10} {:>12.3} {:>12.0}   whole process: `tradehost backtest --config` (order manager, risk, journal), {:.2}x the single-plugin process", d.as_secs_f64(), d.as_nanos() as f64 / bars as f64, d.as_secs_f64() / single.as_secs_f64());
+}
+
+fn whole_process(csv: &std::path::Path, wasm: &std::path::Path, bars: usize, in_process: Option<Duration>) -> Duration {
     let bin = tradehost_tests::tradehost_bin();
     let out = csv.with_extension("out");
     let (d, _) = best_of_3(|| {
@@ -39,7 +66,9 @@ fn whole_process(csv: &std::path::Path, wasm: &std::path::Path, bars: usize, in_
         assert!(status.success());
         0
     });
-    println!("{bars:>10} {:>12.3} {:>12.0}   whole process: `tradehost backtest` binary, {:.2}x the in-process time", d.as_secs_f64(), d.as_nanos() as f64 / bars as f64, d.as_secs_f64() / in_process.as_secs_f64());
+    let ratio = in_process.map(|p| format!(", {:.2}x the in-process time", d.as_secs_f64() / p.as_secs_f64())).unwrap_or_default();
+    println!("{bars:>10} {:>12.3} {:>12.0}   whole process: `tradehost backtest --plugin` binary{ratio}", d.as_secs_f64(), d.as_nanos() as f64 / bars as f64);
+    d
 }
 
 const BATCH: usize = 4096;
@@ -180,7 +209,16 @@ fn main() {
                 dr.as_nanos() as f64 / n as f64,
                 dr.as_secs_f64() / dn.as_secs_f64()
             );
-            whole_process(&path, &plugin("ma-crossover"), n, d);
+            whole_process(&path, &plugin("ma-crossover"), n, Some(d));
         }
     }
+
+    // A configured pipeline through the order manager costs far more a bar (a journal
+    // transaction per price): 60 days, next to the single-plugin process on the same file.
+    let n = bars.len().min(60 * synthetic::BARS_PER_DAY as usize);
+    let path = dir.path().join(format!("nifty_{n}_pipeline.csv"));
+    synthetic::write_candles_csv(&path, &CandleSeries { bars: series.bars[..n].to_vec(), ..series.clone() }).unwrap();
+    println!("\nbacktest of the bundled pipeline nifty-ma as configured, {n} bars:");
+    let single = whole_process(&path, &plugin("ma-crossover"), n, None);
+    pipeline_process(&path, n, single);
 }

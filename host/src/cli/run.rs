@@ -178,7 +178,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (engine_done_tx, engine_done) = watch::channel(engine.is_none());
     let orders = orders_commands.map(|commands| {
         let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
-        let settings = OrdersSettings { journal, consumer: args.consumer.clone(), mode, until_idle: args.until_idle.map(Duration::from_secs_f64) };
+        let durability = if args.backtest { crate::orders::Durability::Scratch } else { crate::orders::Durability::Durable };
+        let settings = OrdersSettings { journal, consumer: args.consumer.clone(), mode, until_idle: args.until_idle.map(Duration::from_secs_f64), durability };
         let (config, bus, configs, reload) = (config.clone(), bus.clone(), config_rx.clone(), reload_tx.clone());
         let lifecycle = Lifecycle { shutdown: shutdown.clone(), stop: shutdown_tx.clone(), until_idle: args.until_idle.is_some(), wait_for_plugins: args.wait_for_plugins };
         tokio::spawn(async move { crate::orders::service::serve(config, bus, settings, commands, lifecycle, engine_done, configs, reload, live.map(|l| (l.router, l.reports))).await })

@@ -22,12 +22,12 @@ impl OrderManager {
         let ts = basket.legs.iter().filter_map(|l| self.last.get(&l.instrument).map(|(t, _)| *t)).max().unwrap_or_else(now_ms);
         let tx = self.db.transaction().map_err(jerr)?;
         let inserted = tx
-            .execute("INSERT OR IGNORE INTO baskets (basket_id, account, state, unwind, ts) VALUES (?1, ?2, 'buying', ?3, ?4)", params![basket.id, basket.account, basket.unwind_on_failure, ts])
+            .exec("INSERT OR IGNORE INTO baskets (basket_id, account, state, unwind, ts) VALUES (?1, ?2, 'buying', ?3, ?4)", params![basket.id, basket.account, basket.unwind_on_failure, ts])
             .map_err(jerr)?;
         let mut out = Vec::new();
         if inserted == 1 {
             for (i, leg) in basket.legs.iter().enumerate() {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state) VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
                     params![basket.id, i64::try_from(i).unwrap_or(i64::MAX), leg.instrument, leg.side.as_str(), leg.qty.to_string()],
                 )
@@ -91,25 +91,25 @@ pub(super) fn send_legs(
         let price = last.get(&instrument).map(|(_, p)| *p);
         let ctx = self_risk_context(tx, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
         if let Err(refusal) = risk::check(&account.risk, &ctx, &intent) {
-            tx.execute("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
+            tx.exec("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
             return fail_basket(tx, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by {}: {}", side.as_str(), refusal.rule, refusal.reason), ts);
         }
         let key = format!("basket/{basket_id}/{idx}");
         let coid = client_order_id(&key, id);
-        tx.execute(
+        tx.exec(
             "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
              VALUES (?1, ?2, ?3, 'basket', ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?9)",
             params![coid, key, id, instrument, side.as_str(), qty, ts, account.slippage_bps.to_string(), now_ms()],
         )?;
-        tx.execute("UPDATE basket_legs SET state = 'sent', client_order_id = ?3 WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx, coid])?;
+        tx.exec("UPDATE basket_legs SET state = 'sent', client_order_id = ?3 WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx, coid])?;
     }
     Ok(Vec::new())
 }
 
 /// Stop a basket: no more legs; an alert; the filled legs closed if it asked.
 pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reason: &str, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
-    let (account, unwind): (String, bool) = tx.query_row("SELECT account, unwind FROM baskets WHERE basket_id = ?1", [basket_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    tx.execute("UPDATE basket_legs SET state = 'not_sent' WHERE basket_id = ?1 AND state = 'waiting'", [basket_id])?;
+    let (account, unwind): (String, bool) = tx.row("SELECT account, unwind FROM baskets WHERE basket_id = ?1", [basket_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    tx.exec("UPDATE basket_legs SET state = 'not_sent' WHERE basket_id = ?1 AND state = 'waiting'", [basket_id])?;
     let filled: Vec<(i64, String, String, String)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT l.idx, l.instrument, l.side, l.qty FROM basket_legs l JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND o.state = 'filled' ORDER BY l.idx",
@@ -126,7 +126,7 @@ pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reaso
             unwound.push(instrument.clone());
         }
     }
-    tx.execute("UPDATE baskets SET state = ?2 WHERE basket_id = ?1", params![basket_id, if unwind { "unwinding" } else { "failed" }])?;
+    tx.exec("UPDATE baskets SET state = ?2 WHERE basket_id = ?1", params![basket_id, if unwind { "unwinding" } else { "failed" }])?;
     Ok(vec![Outcome::Event(Event::BasketFailed { basket: basket_id.to_owned(), account: Some(account.to_owned()), reason: reason.to_owned(), unwinding: Some(unwound) })])
 }
 
@@ -141,7 +141,7 @@ pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, l
     let mut out = Vec::new();
     for (basket_id, account_id, state) in open {
         let side = if state == "buying" { "buy" } else { "sell" };
-        let unfilled: i64 = tx.query_row(
+        let unfilled: i64 = tx.row(
             "SELECT COUNT(*) FROM basket_legs l LEFT JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND l.side = ?2 AND (o.state IS NULL OR o.state != 'filled')",
             params![basket_id, side],
             |r| r.get(0),
@@ -150,12 +150,12 @@ pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, l
             continue;
         }
         if state == "buying" {
-            tx.execute("UPDATE baskets SET state = 'selling' WHERE basket_id = ?1", [&basket_id])?;
+            tx.exec("UPDATE baskets SET state = 'selling' WHERE basket_id = ?1", [&basket_id])?;
             if let Some(account) = config.account(&account_id) {
                 out.extend(send_legs(tx, last, account, &basket_id, OrderSide::Sell, ts)?);
             }
         } else {
-            tx.execute("UPDATE baskets SET state = 'complete' WHERE basket_id = ?1", [&basket_id])?;
+            tx.exec("UPDATE baskets SET state = 'complete' WHERE basket_id = ?1", [&basket_id])?;
             out.push(Outcome::Event(Event::BasketComplete { basket: basket_id.clone(), account: account_id.clone() }));
         }
     }

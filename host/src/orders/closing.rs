@@ -75,7 +75,7 @@ impl OrderManager {
 /// (stored on the order's account row by `set_exit_rules`); a closed one loses it.
 pub(super) fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instrument: &str, before: &Decimal, after: &Position, price: Decimal) -> rusqlite::Result<()> {
     if after.qty.is_zero() {
-        tx.execute("DELETE FROM exits WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
+        tx.exec("DELETE FROM exits WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
         return Ok(());
     }
     let opened = before.is_zero() || before.is_sign_positive() != after.qty.is_sign_positive();
@@ -83,8 +83,8 @@ pub(super) fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str
         return Ok(());
     }
     let (stop, target): (Option<String>, Option<String>) =
-        tx.query_row("SELECT stop_loss, target FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let rules: Option<String> = tx.query_row("SELECT value FROM settings WHERE key = ?1", [format!("exits/{account}")], |r| r.get(0)).optional()?;
+        tx.row("SELECT stop_loss, target FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rules: Option<String> = tx.row("SELECT value FROM settings WHERE key = ?1", [format!("exits/{account}")], |r| r.get(0)).optional()?;
     let rules: Vec<Decimal> = rules.as_deref().unwrap_or("0,0,0").split(',').map(dec).collect::<rusqlite::Result<_>>()?;
     let (sl_pct, tp_pct, trail_pct) = (rules.first().copied().unwrap_or_default(), rules.get(1).copied().unwrap_or_default(), rules.get(2).copied().unwrap_or_default());
     let rules = crate::config::ExitRules { stop_loss_pct: sl_pct, target_pct: tp_pct, trailing_pct: trail_pct };
@@ -93,7 +93,7 @@ pub(super) fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str
 }
 
 pub(super) fn save_exit(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, e: &exits::ManagedExit) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO exits (account, instrument, long, stop, target, trail_pct, best, trailed, triggered) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(account, instrument) DO UPDATE SET long = ?3, stop = ?4, target = ?5, trail_pct = ?6, best = ?7, trailed = ?8, triggered = ?9",
         params![
@@ -126,7 +126,7 @@ pub(super) struct SquareOff {
 impl SquareOff {
     /// Record the closing order (once per key) and mark the exit as done; the events to publish.
     pub(super) fn queue(&self, tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, qty: Decimal, slippage: Decimal, price: Option<Decimal>) -> rusqlite::Result<Vec<Outcome>> {
-        tx.execute("UPDATE exits SET triggered = 1 WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
+        tx.exec("UPDATE exits SET triggered = 1 WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
         if !queue_close(tx, account, instrument, qty, &self.key, self.reason, self.not_before, slippage)? {
             return Ok(Vec::new());
         }
@@ -178,7 +178,7 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::co
     if ist_minute_of_day(now) < SESSION_OPEN_MINUTE.min(square_off) {
         return Ok(None);
     }
-    let working: i64 = tx.query_row(
+    let working: i64 = tx.row(
         "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
         [account_id, instrument],
         |r| r.get(0),
@@ -186,14 +186,14 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::co
     if working > 0 {
         return Ok(None);
     }
-    let last_fill: Option<i64> = tx.query_row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
+    let last_fill: Option<i64> = tx.row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
     let day = ist_day(now);
     match square_off_rule(square_off, now, last_fill) {
         None => Ok(None),
         Some(("carried", not_before)) => Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before })),
         Some((reason, due)) => {
             let key = format!("square-off/{account_id}/{instrument}/{day}");
-            let tried: i64 = tx.query_row(
+            let tried: i64 = tx.row(
                 "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'square-off' AND (signal_id = ?3 OR signal_id LIKE ?3 || '/%')",
                 [account_id, instrument, &key],
                 |r| r.get(0),
@@ -265,7 +265,7 @@ pub(super) fn cancel_entries_at_square_off(
             continue;
         }
         // The paper venue cancels at once.
-        tx.execute("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [&coid])?;
+        tx.exec("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [&coid])?;
         for event in [state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] {
             if let Ok(to) = advance(tx, &coid, event)? {
                 transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
@@ -286,7 +286,7 @@ pub(super) fn queue_close(tx: &rusqlite::Transaction<'_>, account: &str, instrum
     let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
     let coid = client_order_id(key, account);
     let now = now_ms();
-    Ok(tx.execute(
+    Ok(tx.exec(
         "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10)",
         params![coid, key, account, reason, instrument, side.as_str(), qty.abs().to_string(), not_before, slippage.to_string(), now],

@@ -48,6 +48,26 @@ CREATE INDEX IF NOT EXISTS paper_open ON paper_book (state, instrument);
 CREATE INDEX IF NOT EXISTS fills_by_position ON fills (account, instrument, ts);
 ";
 
+/// Statements through the connection's cache: the journal runs the same few dozen
+/// statements for every price and decision, and parsing them each time was most of a
+/// backtest's journal time.
+pub(super) trait Cached {
+    /// `execute`, prepared once.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    /// `query_row`, prepared once.
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>;
+}
+
+impl Cached for rusqlite::Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 /// A journal value its column cannot hold (a hand-edited or damaged journal):
 /// an error naming it, never a default that would move money.
 pub(super) fn corrupt(what: &str, text: &str) -> rusqlite::Error {
@@ -78,19 +98,19 @@ pub(super) fn lots_of(text: &str) -> rusqlite::Result<std::collections::VecDeque
 /// transition to the journal. A transition the table refuses changes nothing
 /// and comes back as the inner error.
 pub(super) fn advance(tx: &rusqlite::Transaction<'_>, coid: &str, event: state::OrderEvent) -> rusqlite::Result<Result<state::OrderState, state::InvalidTransition>> {
-    let current: String = tx.query_row("SELECT state FROM orders WHERE client_order_id = ?1", [coid], |r| r.get(0))?;
+    let current: String = tx.row("SELECT state FROM orders WHERE client_order_id = ?1", [coid], |r| r.get(0))?;
     let from = state::OrderState::parse(&current).ok_or_else(|| corrupt(&format!("state of order {coid}"), &current))?;
     let to = match state::transition(from, event) {
         Ok(to) => to,
         Err(e) => return Ok(Err(e)),
     };
     let now = now_ms();
-    tx.execute(
+    tx.exec(
         "INSERT INTO transitions (client_order_id, seq, from_state, event, to_state, at)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE client_order_id = ?1), ?2, ?3, ?4, ?5)",
         params![coid, from.as_str(), format!("{event:?}"), to.as_str(), now],
     )?;
-    tx.execute("UPDATE orders SET state = ?2, updated_at = ?3 WHERE client_order_id = ?1", params![coid, to.as_str(), now])?;
+    tx.exec("UPDATE orders SET state = ?2, updated_at = ?3 WHERE client_order_id = ?1", params![coid, to.as_str(), now])?;
     Ok(Ok(to))
 }
 
@@ -113,7 +133,7 @@ pub(super) fn record_fill(
         return Ok(Err(refused));
     }
     let held: Option<(String, String, String)> = tx
-        .query_row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let before = match held {
         Some((q, r, lots)) => Position { qty: dec(&q)?, lots: lots_of(&lots)?, realized: dec(&r)? },
@@ -122,24 +142,24 @@ pub(super) fn record_fill(
     let (realized_before, before_qty) = (before.realized, before.qty);
     let after = before.apply_fill(side, qty, price, ts);
     let day = crate::domain::time::ist_day(ts);
-    let today: Option<String> = tx.query_row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![account, day], |r| r.get(0)).optional()?;
+    let today: Option<String> = tx.row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![account, day], |r| r.get(0)).optional()?;
     let today = opt_dec(today.as_deref())?.unwrap_or_default() + (after.realized - realized_before);
-    tx.execute(
+    tx.exec(
         "INSERT INTO daily_pnl (account, day, realized) VALUES (?1, ?2, ?3) ON CONFLICT(account, day) DO UPDATE SET realized = ?3",
         params![account, day, today.to_string()],
     )?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO positions (account, instrument, qty, avg_price, realized, lots) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(account, instrument) DO UPDATE SET qty = ?3, avg_price = ?4, realized = ?5, lots = ?6",
         params![account, instrument, after.qty.to_string(), after.avg_price().to_string(), after.realized.to_string(), after.lots_text()],
     )?;
     arm_exit(tx, coid, account, instrument, &before_qty, &after, price)?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO fills (client_order_id, seq, account, instrument, side, qty, price, ts)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM fills WHERE client_order_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
         params![coid, account, instrument, side.as_str(), qty.to_string(), price.to_string(), ts],
     )?;
-    tx.execute("UPDATE paper_book SET state = 'filled', fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
-    tx.execute("UPDATE orders SET fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
+    tx.exec("UPDATE paper_book SET state = 'filled', fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
+    tx.exec("UPDATE orders SET fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
     Ok(Ok(()))
 }

@@ -37,6 +37,8 @@ pub struct OrdersSettings {
     pub mode: &'static str,
     /// Batch replays: stop after this long with nothing left to do.
     pub until_idle: Option<Duration>,
+    /// How the journal meets the disk ([`crate::orders::Durability::Scratch`] for backtests).
+    pub durability: crate::orders::Durability,
 }
 
 /// The prices of a quote, as the guard checks them (close first: it is remembered).
@@ -180,7 +182,7 @@ pub async fn serve(
 ) -> anyhow::Result<Value> {
     let events = Events::new(bus.clone(), "orders");
     let journal = settings.journal.clone();
-    let mut om = tokio::task::block_in_place(|| OrderManager::open(&journal, config.clone(), settings.mode)).with_context(|| format!("opening the journal {}", journal.display()))?;
+    let mut om = tokio::task::block_in_place(|| OrderManager::open_with(&journal, config.clone(), settings.mode, settings.durability)).with_context(|| format!("opening the journal {}", journal.display()))?;
     let (router, mut reports) = match live {
         Some((router, reports)) => (Some(router), Some(reports)),
         None => (None, None),
