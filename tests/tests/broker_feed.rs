@@ -80,7 +80,7 @@ fn start_with_chain(plan: FeedPlan, stale_secs: u64, recorder: Option<TickRecord
     };
     let (r, s) = (reports.clone(), stale.clone());
     let task = tokio::spawn(async move {
-        broker_feed(plan, options, s, &tx, move |kind, body| r.lock().unwrap().push((kind.to_owned(), body))).await.map_err(|e| e.to_string())
+        broker_feed(plan, options, s, &tx, move |e: tradehost::bus::events::Event| r.lock().unwrap().push((e.name().to_owned(), e.fields()))).await.map_err(|e| e.to_string())
     });
     Feed { candles, reports, stale, task }
 }
@@ -472,7 +472,7 @@ async fn upstox_order_updates_come_on_the_portfolio_stream() {
     let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
     let reports: Reports = Arc::default();
     let r2 = reports.clone();
-    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |kind, body| r2.lock().unwrap().push((kind.to_owned(), body)));
+    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |e: tradehost::bus::events::Event| r2.lock().unwrap().push((e.name().to_owned(), e.fields())));
     let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
     assert_eq!(streams.len(), 1, "one order stream for the Upstox account");
     wait_until("the order stream", || reports.lock().unwrap().iter().any(|(k, _)| k == "order_stream_connected")).await;
@@ -492,7 +492,7 @@ async fn upstox_order_updates_come_on_the_portfolio_stream() {
     ws.push(Push::Text(update.to_string()));
     let filled = next_update(&mut out).await.expect("the push makes the router read the order now");
     assert!(matches!(filled, LiveUpdate::Filled { ref client_order_id, .. } if client_order_id == "c2"), "{filled:?}");
-    assert!(reports.lock().unwrap().iter().any(|(k, v)| k == "order_update" && v["status"] == "complete" && v["tag"] == "c2"));
+    wait_until("the order_update report", || reports.lock().unwrap().iter().any(|(k, v)| k == "order_update" && v["status"] == "complete" && v["tag"] == "c2")).await;
     for t in streams {
         t.abort();
     }
@@ -658,7 +658,7 @@ async fn a_reconnected_order_stream_syncs_the_working_orders_first() {
     let link = AccountLink { account: "kite-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
     let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
     let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
-    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(|_, _| {});
+    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(|_| {});
     let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
     async fn next(out: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) -> RouterOutput {
         tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
@@ -710,7 +710,7 @@ async fn openalgo_order_updates_come_on_its_websocket() {
     let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
     let reports: Reports = Arc::default();
     let r2 = reports.clone();
-    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |kind, body| r2.lock().unwrap().push((kind.to_owned(), body)));
+    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |e: tradehost::bus::events::Event| r2.lock().unwrap().push((e.name().to_owned(), e.fields())));
     let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
     assert_eq!(streams.len(), 1, "one order stream for the OpenAlgo account");
     assert_eq!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "oa-1".into(), broker: "openalgo", orders: 0, complete: true }));
@@ -729,7 +729,7 @@ async fn openalgo_order_updates_come_on_its_websocket() {
     ws.push(Push::Text(update.to_string()));
     let filled = next(&mut out).await;
     assert!(matches!(&filled, RouterOutput::Update(LiveUpdate::Filled { client_order_id, price, .. }) if client_order_id == "c1" && *price == Decimal::new(118_775, 2)), "the push makes the router read the order now: {filled:?}");
-    assert!(reports.lock().unwrap().iter().any(|(k, v)| k == "order_update" && v["status"] == "complete" && v["order_id"] == broker_order_id.as_str()));
+    wait_until("the order_update report", || reports.lock().unwrap().iter().any(|(k, v)| k == "order_update" && v["status"] == "complete" && v["order_id"] == broker_order_id.as_str())).await;
     for t in streams {
         t.abort();
     }

@@ -18,6 +18,7 @@ use super::live::LiveRouter;
 use super::{kite, openalgo, upstox};
 use super::secrets::{Secret, SecretStore};
 use crate::bus::Bus;
+use crate::bus::events::Event;
 use crate::config::{Config, OrderUpdates};
 use crate::market::feed::FeedItem;
 use crate::market::feed::socket::{self, SocketEvent, SocketSettings};
@@ -176,7 +177,7 @@ async fn tokens_from_master(config: &Config, master: &InstrumentMaster, loaded: 
 }
 
 /// What an order stream reports, for the events channel.
-pub type StreamEvents = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Sync>;
+pub type StreamEvents = Arc<dyn Fn(Event) + Send + Sync>;
 
 /// Follow the order updates each live account's broker pushes (Kite: order
 /// postbacks on a ticker connection of its own, subscribed to nothing; Upstox:
@@ -199,7 +200,7 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
             "upstox" => match upstox_stream(config, a, tokens.clone()) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    on_event("error", serde_json::json!({ "source": format!("order stream of {account}"), "error": e }));
+                    on_event(Event::feed_error(format!("order stream of {account}"), e));
                     continue;
                 }
             },
@@ -213,7 +214,7 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
                 None => match resolve(account.clone(), Vec::new()).await {
                     Ok(p) => p,
                     Err(e) => {
-                        on_event("error", serde_json::json!({ "source": format!("order stream of {account}"), "error": e }));
+                        on_event(Event::feed_error(format!("order stream of {account}"), e));
                         return;
                     }
                 },
@@ -225,22 +226,22 @@ pub fn order_streams(config: &Config, configs: watch::Receiver<Arc<Config>>, bus
                     SocketEvent::Item(FeedItem::Order(update)) => {
                         // Recorded before it is acted on: a fill it causes is never missing from the recording.
                         if let Some(Err(e)) = recorder.as_mut().map(|r| r.record(crate::bus::message::now_ms(), &update)) {
-                            on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording order updates of {account}: {e}; recording stops") }));
+                            on_event(Event::feed_error("recorder", format!("recording order updates of {account}: {e}; recording stops")));
                             recorder = None;
                         }
                         router.poke(&account);
                         // Kite and Upstox: `order_id`, `status`, `tag`; OpenAlgo: `orderid`, `order_status`.
                         let field = |keys: &[&str]| keys.iter().find_map(|k| update.get(*k).cloned()).unwrap_or(serde_json::Value::Null);
-                        on_event("order_update", serde_json::json!({ "account": account, "order_id": field(&["order_id", "orderid"]), "status": field(&["status", "order_status"]), "tag": field(&["tag"]) }));
+                        on_event(Event::OrderUpdate { account: account.clone(), order_id: field(&["order_id", "orderid"]), status: field(&["status", "order_status"]), tag: field(&["tag"]) });
                     }
                     SocketEvent::Up { reconnect, .. } => {
                         // Updates may have been missed while it was down: nothing is decided
                         // until the working orders are read against the broker's book.
                         router.sync(&account);
-                        on_event("order_stream_connected", serde_json::json!({ "account": account, "reconnect": reconnect }));
+                        on_event(Event::OrderStreamConnected { account: account.clone(), reconnect });
                     }
-                    SocketEvent::Down { reason, .. } => on_event("order_stream_down", serde_json::json!({ "account": account, "reason": reason })),
-                    SocketEvent::Item(FeedItem::BrokerError(e)) => on_event("error", serde_json::json!({ "source": format!("order stream of {account}"), "error": crate::bus::message::printable(&e, 300) })),
+                    SocketEvent::Down { reason, .. } => on_event(Event::OrderStreamDown { account: account.clone(), reason }),
+                    SocketEvent::Item(FeedItem::BrokerError(e)) => on_event(Event::feed_error(format!("order stream of {account}"), crate::bus::message::printable(&e, 300))),
                     SocketEvent::Item(FeedItem::Tick(_)) | SocketEvent::Malformed { .. } => {}
                 }
             }

@@ -121,6 +121,52 @@ pub enum Event {
     InstrumentsRefreshed { broker: String, instruments: usize },
     /// A broker's instrument master could not be loaded.
     InstrumentsRefreshFailed { broker: String, error: String },
+    /// A broker feed's connection is up (the first time).
+    FeedConnected { account: String, broker: String, connection: usize, connections: usize, instruments: usize },
+    /// A broker feed's connection is up again and subscribed again.
+    FeedReconnected { account: String, broker: String, connection: usize, connections: usize, instruments: usize },
+    /// A broker feed's connection dropped (it is made again).
+    FeedDown { account: String, broker: String, connection: usize, reason: String },
+    /// The first tick after a reconnect: the bar in progress at the drop (`straddles`: the
+    /// same bar goes on) and how many whole bars had no tick.
+    FeedGap { account: String, instrument: String, bar_ts: i64, straddles: bool, bars_missed: i64 },
+    /// Bars with no tick while the feed was down, read back from the broker and handed on.
+    FeedBackfilled { account: String, instrument: String, from: i64, to: i64, bars: usize },
+    /// A broker feed silent for `silent_secs` in market hours: new entries on its instruments are held.
+    FeedStale { account: String, broker: String, silent_secs: u64, instruments: usize },
+    /// Ticks came again after a stale spell.
+    FeedFresh { account: String, broker: String },
+    /// The options around the money changed with the spot (subscribed on the feed).
+    StrikesMoved { account: String, underlying: String, spot: String, options: Vec<String> },
+    /// An order update arrived on a market-data connection (kept for the record; the order stream acts on them).
+    BrokerOrderUpdate { account: String, update: Value },
+    /// A live account's order stream is up (`reconnect`: again).
+    OrderStreamConnected { account: String, reconnect: bool },
+    /// A live account's order stream dropped (it is made again; polling goes on).
+    OrderStreamDown { account: String, reason: String },
+    /// A live account's broker pushed an order update (the router reads the order now).
+    OrderUpdate { account: String, order_id: Value, status: Value, tag: Value },
+    /// Something a feed, an order stream or the recorder could not use; the rest goes on.
+    /// Published as `error`, with how many of its kind came since the last report where counted.
+    #[serde(rename = "error")]
+    FeedError {
+        source: String,
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        malformed_frames: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused_ticks: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failures: Option<u64>,
+    },
+}
+
+impl Event {
+    /// A feed's `error` report with no count.
+    #[must_use]
+    pub fn feed_error(source: impl Into<String>, error: impl Into<String>) -> Self {
+        Self::FeedError { source: source.into(), error: error.into(), malformed_frames: None, refused_ticks: None, failures: None }
+    }
 }
 
 impl Event {
@@ -151,6 +197,19 @@ impl Event {
             Self::BrokerRetry { .. } => "broker_retry",
             Self::OrdersSynced { .. } => "orders_synced",
             Self::OrderSyncOverdue { .. } => "order_sync_overdue",
+            Self::FeedConnected { .. } => "feed_connected",
+            Self::FeedReconnected { .. } => "feed_reconnected",
+            Self::FeedDown { .. } => "feed_down",
+            Self::FeedGap { .. } => "feed_gap",
+            Self::FeedBackfilled { .. } => "feed_backfilled",
+            Self::FeedStale { .. } => "feed_stale",
+            Self::FeedFresh { .. } => "feed_fresh",
+            Self::StrikesMoved { .. } => "strikes_moved",
+            Self::BrokerOrderUpdate { .. } => "broker_order_update",
+            Self::OrderStreamConnected { .. } => "order_stream_connected",
+            Self::OrderStreamDown { .. } => "order_stream_down",
+            Self::OrderUpdate { .. } => "order_update",
+            Self::FeedError { .. } => "error",
             Self::KillSwitch { .. } => "kill_switch",
             Self::PluginLoaded { .. } => "plugin_loaded",
             Self::PipelineStarted { .. } => "pipeline_started",
@@ -192,6 +251,7 @@ impl Event {
                 | Self::TokenRefused { .. }
                 | Self::OrderUnpriced { .. }
                 | Self::OrderSyncOverdue { .. }
+                | Self::FeedStale { .. }
                 | Self::PipelineFailed { .. }
                 | Self::RedisOutage { .. }
                 | Self::InstrumentsRefreshFailed { .. }
@@ -316,7 +376,13 @@ mod tests {
         assert_eq!(rejected.fields()["alert"], true);
         let refused = Event::OrderRefused { signal_id: "s".into(), account: "a".into(), reason: "r".into(), rule: "cooldown".into() };
         assert!(refused.fields().get("alert").is_none(), "a refusal is an event, not an alert");
-        for e in [square_off, failed, rejected, refused] {
+        // The feeds' reports: the stale alert, and an `error` with its count only where counted.
+        let stale = Event::FeedStale { account: "kite-1".into(), broker: "kite".into(), silent_secs: 12, instruments: 3 };
+        assert_eq!(stale.fields(), json!({ "event": "feed_stale", "account": "kite-1", "broker": "kite", "silent_secs": 12, "instruments": 3, "alert": true }));
+        let malformed = Event::FeedError { source: "kite feed of kite-1".into(), error: "13 bytes".into(), malformed_frames: Some(2), refused_ticks: None, failures: None };
+        assert_eq!(malformed.fields(), json!({ "event": "error", "source": "kite feed of kite-1", "error": "13 bytes", "malformed_frames": 2 }));
+        assert_eq!(Event::feed_error("recorder", "disk full").fields(), json!({ "event": "error", "source": "recorder", "error": "disk full" }));
+        for e in [square_off, failed, rejected, refused, malformed] {
             assert_eq!(e.fields()["event"], e.name());
             let back: Event = serde_json::from_value(e.fields()).unwrap();
             assert_eq!(back, e, "a consumer reads it back typed");

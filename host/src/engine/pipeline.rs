@@ -528,12 +528,15 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
                 strikes: *strikes,
             };
             let (events2, id) = (events.clone(), spec.id.clone());
-            let on_event = move |kind: &'static str, mut body: serde_json::Value| {
+            // Published with the pipeline's id beside the event's own fields.
+            let on_event = move |event: Event| {
+                let mut body = event.fields();
                 if let Some(o) = body.as_object_mut() {
+                    o.remove("event");
                     o.insert("pipeline".into(), json!(id));
                 }
                 let events = events2.clone();
-                tokio::spawn(async move { events.emit(kind, body).await });
+                tokio::spawn(async move { events.emit(event.name(), body).await });
             };
             source::broker_feed(plan, options, stale, tx, on_event).await.map_err(|e| SourceError::Feed(e.to_string()))?;
         }

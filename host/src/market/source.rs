@@ -24,6 +24,7 @@ use super::feed::{ChainSnapshot, ChainSource, FeedItem, FeedPlan};
 use super::guard::{GuardRules, PriceGuard};
 use super::recorder::TickRecorder;
 use std::collections::HashMap;
+use crate::bus::events::Event;
 use crate::bus::message::{MarketMessage, now_ms, printable};
 use crate::domain::time::{format_iso_ist, ist_day};
 use crate::bus::{Bus, BusError};
@@ -479,7 +480,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// A feed silent for `stale_secs` while the market is open is reported
 /// (`feed_stale`) and its instruments put in `stale` until a tick comes
 /// (`feed_fresh`). Malformed frames and refused ticks are counted and
-/// reported; the feed goes on. `on_event(type, body)` publishes a report.
+/// reported; the feed goes on. `on_event` publishes a report.
 ///
 /// # Errors
 /// More instruments than the broker allows one account.
@@ -488,7 +489,7 @@ pub async fn broker_feed(
     mut options: BrokerFeedOptions,
     stale: StaleSet,
     tx: &mpsc::Sender<MarketEvent>,
-    on_event: impl Fn(&'static str, serde_json::Value),
+    on_event: impl Fn(Event),
 ) -> Result<(), SourceError> {
     let tokens: Vec<String> = plan.instruments.iter().map(|(_, t)| t.clone()).collect();
     let connections = socket::shards(plan.wire, &tokens).map_err(SourceError::Feed)?.len();
@@ -545,13 +546,13 @@ pub async fn broker_feed(
                         }
                         let wanted_tokens: Vec<String> = wanted.iter().map(|(_, t)| t.clone()).collect();
                         if *strikes_tx.borrow() != wanted_tokens {
-                            on_event("strikes_moved", serde_json::json!({ "account": account, "underlying": chain.underlying, "spot": chain.spot.to_string(), "options": wanted.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>() }));
+                            on_event(Event::StrikesMoved { account: account.clone(), underlying: chain.underlying.clone(), spot: chain.spot.to_string(), options: wanted.iter().map(|(s, _)| s.clone()).collect() });
                             let _ = strikes_tx.send(wanted_tokens);
                         }
                     }
                     if let Some(rec) = options.recorder.as_mut() {
                         if let Err(e) = rec.record_chain(now_ms(), &chain) {
-                            on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording option chains: {e}; recording stops") }));
+                            on_event(Event::feed_error("recorder", format!("recording option chains: {e}; recording stops")));
                             options.recorder = None;
                         }
                     }
@@ -561,7 +562,7 @@ pub async fn broker_feed(
                 }
                 Some(Err(e)) => {
                     if let Some(n) = chain_failures.due() {
-                        on_event("error", serde_json::json!({ "source": format!("option chain of {account}"), "error": printable(&e, 300), "failures": n }));
+                        on_event(Event::FeedError { source: format!("option chain of {account}"), error: printable(&e, 300), malformed_frames: None, refused_ticks: None, failures: Some(n) });
                     }
                 }
                 None => chains_open = false,
@@ -571,34 +572,35 @@ pub async fn broker_feed(
                 let tick = match event {
                     SocketEvent::Item(FeedItem::Tick(t)) => t,
                     SocketEvent::Item(FeedItem::Order(update)) => {
-                        on_event("broker_order_update", serde_json::json!({ "account": account, "update": update }));
+                        on_event(Event::BrokerOrderUpdate { account: account.clone(), update });
                         continue;
                     }
                     SocketEvent::Item(FeedItem::BrokerError(e)) => {
-                        on_event("error", serde_json::json!({ "source": format!("{} feed of {account}", plan.wire.name()), "error": printable(&e, 300) }));
+                        on_event(Event::feed_error(format!("{} feed of {account}", plan.wire.name()), printable(&e, 300)));
                         continue;
                     }
                     SocketEvent::Up { connection, reconnect } => {
-                        on_event(if reconnect { "feed_reconnected" } else { "feed_connected" }, serde_json::json!({ "account": account, "broker": plan.wire.name(), "connection": connection, "connections": connections, "instruments": tokens.len() }));
+                        let (account, broker, instruments) = (account.clone(), plan.wire.name().to_owned(), tokens.len());
+                        on_event(if reconnect { Event::FeedReconnected { account, broker, connection, connections, instruments } } else { Event::FeedConnected { account, broker, connection, connections, instruments } });
                         if reconnect {
                             after_gap.iter_mut().for_each(|g| *g = true);
                         }
                         continue;
                     }
                     SocketEvent::Down { connection, reason } => {
-                        on_event("feed_down", serde_json::json!({ "account": account, "broker": plan.wire.name(), "connection": connection, "reason": printable(&reason, 300) }));
+                        on_event(Event::FeedDown { account: account.clone(), broker: plan.wire.name().to_owned(), connection, reason: printable(&reason, 300) });
                         continue;
                     }
                     SocketEvent::Malformed { connection, reason } => {
                         if let Some(n) = malformed.due() {
-                            on_event("error", serde_json::json!({ "source": format!("{} feed of {account}", plan.wire.name()), "error": format!("malformed frame on connection {connection}: {}", printable(&reason, 200)), "malformed_frames": n }));
+                            on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("malformed frame on connection {connection}: {}", printable(&reason, 200)), malformed_frames: Some(n), refused_ticks: None, failures: None });
                         }
                         continue;
                     }
                 };
                 let Some(&i) = index.get(&tick.token) else {
                     if let Some(n) = malformed.due() {
-                        on_event("error", serde_json::json!({ "source": format!("{} feed of {account}", plan.wire.name()), "error": format!("a tick for token {} that was not subscribed", printable(&tick.token, 40)), "malformed_frames": n }));
+                        on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("a tick for token {} that was not subscribed", printable(&tick.token, 40)), malformed_frames: Some(n), refused_ticks: None, failures: None });
                     }
                     continue;
                 };
@@ -615,13 +617,13 @@ pub async fn broker_feed(
                 if let Some(rec) = options.recorder.as_mut() {
                     let why = verdict.as_ref().err().map(ToString::to_string);
                     if let Err(e) = rec.record(now_ms(), symbol, &tick, why.as_deref()) {
-                        on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording ticks: {e}; recording stops") }));
+                        on_event(Event::feed_error("recorder", format!("recording ticks: {e}; recording stops")));
                         options.recorder = None;
                     }
                 }
                 if let Err(why) = verdict {
                     if let Some(n) = refused.due() {
-                        on_event("error", serde_json::json!({ "source": format!("{} feed of {account}", plan.wire.name()), "error": format!("refused: {why}"), "refused_ticks": n }));
+                        on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("refused: {why}"), malformed_frames: None, refused_ticks: Some(n), failures: None });
                     }
                     continue;
                 }
@@ -631,7 +633,7 @@ pub async fn broker_feed(
                     if let Ok(mut s) = stale.lock() {
                         s.clear();
                     }
-                    on_event("feed_fresh", serde_json::json!({ "account": account, "broker": plan.wire.name() }));
+                    on_event(Event::FeedFresh { account: account.clone(), broker: plan.wire.name().to_owned() });
                 }
                 let builder = &mut builders[i];
                 let start = bucket_start(ts, tf);
@@ -640,7 +642,7 @@ pub async fn broker_feed(
                 if std::mem::take(&mut after_gap[i]) {
                     if let Some(open) = builder.bar_start() {
                         let missed = (start.saturating_sub(open) / tf_ms).saturating_sub(1).max(0);
-                        on_event("feed_gap", serde_json::json!({ "account": account, "instrument": symbol, "bar_ts": open, "straddles": start == open, "bars_missed": missed }));
+                        on_event(Event::FeedGap { account: account.clone(), instrument: symbol.to_owned(), bar_ts: open, straddles: start == open, bars_missed: missed });
                     }
                     // Whole bars with no tick since the last one before the gap, the same day.
                     missed_from = last_bucket[i].map(|prev| prev.saturating_add(tf_ms)).filter(|from| *from < start && ist_day(*from) == ist_day(start));
@@ -667,11 +669,11 @@ pub async fn broker_feed(
                                 filled.extend(bars.bar(m));
                             }
                             filled.extend(bars.finish());
-                            on_event("feed_backfilled", serde_json::json!({ "account": account, "instrument": symbol, "from": from, "to": start, "bars": filled.len() }));
+                            on_event(Event::FeedBackfilled { account: account.clone(), instrument: symbol.to_owned(), from, to: start, bars: filled.len() });
                             for event in filled {
                                 if let (Some(rec), MarketEvent::Candle { bar, .. }) = (options.recorder.as_mut(), &event) {
                                     if let Err(e) = rec.record_bar(now_ms(), symbol, tf, bar) {
-                                        on_event("error", serde_json::json!({ "source": "recorder", "error": format!("recording bars read back: {e}; recording stops") }));
+                                        on_event(Event::feed_error("recorder", format!("recording bars read back: {e}; recording stops")));
                                         options.recorder = None;
                                     }
                                 }
@@ -680,7 +682,7 @@ pub async fn broker_feed(
                                 }
                             }
                         }
-                        Err(e) => on_event("error", serde_json::json!({ "source": format!("backfill of {account}"), "error": format!("{symbol}: the bars from {} to {} could not be read: {}", format_iso_ist(from), format_iso_ist(start), printable(&e, 300)) })),
+                        Err(e) => on_event(Event::feed_error(format!("backfill of {account}"), format!("{symbol}: the bars from {} to {} could not be read: {}", format_iso_ist(from), format_iso_ist(start), printable(&e, 300)))),
                     }
                 }
             }
@@ -699,7 +701,7 @@ pub async fn broker_feed(
                     if let Ok(mut s) = stale.lock() {
                         s.extend(plan.instruments.iter().map(|(sym, _)| sym.clone()));
                     }
-                    on_event("feed_stale", serde_json::json!({ "account": account, "broker": plan.wire.name(), "silent_secs": silent.as_secs(), "instruments": tokens.len(), "alert": true }));
+                    on_event(Event::FeedStale { account: account.clone(), broker: plan.wire.name().to_owned(), silent_secs: silent.as_secs(), instruments: tokens.len() });
                 }
             }
         }

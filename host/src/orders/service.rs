@@ -205,9 +205,9 @@ pub async fn serve(
     let _streams = AbortOnDrop(match &router {
         Some(r) => {
             let ev = events.clone();
-            let on_event: crate::brokers::feeds::StreamEvents = Arc::new(move |kind, body| {
+            let on_event: crate::brokers::feeds::StreamEvents = Arc::new(move |event| {
                 let ev = ev.clone();
-                tokio::spawn(async move { ev.emit(kind, body).await });
+                tokio::spawn(async move { ev.publish(&event).await });
             });
             crate::brokers::feeds::order_streams(&config, configs.clone(), bus.clone(), r, stream_tokens.clone(), on_event)
         }
