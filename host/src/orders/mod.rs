@@ -38,7 +38,7 @@ use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
 use crate::bus::events::Event;
 use crate::config::Config;
 use crate::brokers::live::{LiveOrder, LiveUpdate};
-use crate::subscriber::{Intent, OrderSide, client_order_id, intent};
+use crate::subscriber::{Intent, OrderSide, Share, client_order_id, fan_out};
 
 /// A journal failure.
 #[derive(Debug, thiserror::Error)]
@@ -322,24 +322,21 @@ impl OrderManager {
                 "INSERT OR IGNORE INTO signals (signal_id, ts, pipeline, instrument, side, price, stop_loss, target, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![s.id, s.ts, s.pipeline, s.instrument, s.side, text(s.price), text(s.stop_loss), text(s.target), s.reason],
             )?;
-            for account_id in pipeline.accounts.iter().map(|a| a.get_ref()) {
-                let done: Option<String> =
-                    tx.row("SELECT outcome FROM decisions WHERE signal_id = ?1 AND account = ?2", [&s.id, account_id], |r| r.get(0)).optional()?;
-                if done.is_some() {
-                    continue;
-                }
-                let Some(account) = config.account(account_id) else { continue };
+            // The subscriber's fan-out: each account not yet decided, its position and intent.
+            let decided = |account: &str| tx.row("SELECT 1 FROM decisions WHERE signal_id = ?1 AND account = ?2", [s.id.as_str(), account], |_| Ok(())).optional().map(|d| d.is_some());
+            let shares = fan_out(&config, &pipeline, s, decided, |account| Self::effective_position(&tx, account, &s.instrument))?;
+            for Share { account, effective, intent } in shares {
+                let account_id = account.id.get_ref();
                 // In live mode an account configured for a broker that is not connected
                 // (added by a reload) must not quietly trade on paper.
                 let unrouted = self.mode == "live" && account.broker.get_ref() != "paper" && !self.live.contains(account_id);
                 let mut rule = if killed { "kill_switch" } else if unrouted { "broker" } else { "sizing" };
-                let effective = Self::effective_position(&tx, account_id, &s.instrument)?;
                 let decision = if killed {
                     Err("the kill switch is on".to_owned())
                 } else if unrouted {
                     Err(format!("broker {} is not connected for this account; restart to connect it", account.broker.get_ref()))
                 } else {
-                    match intent(account, &s.side, effective, s.price, s.stop_loss) {
+                    match intent {
                         Ok(Some(i)) => {
                             let ctx = self_risk_context(&tx, &self.last, account, &s.pipeline, &s.instrument, s.ts, s.price, effective)?;
                             match risk::check(&account.risk, &ctx, &i) {

@@ -113,6 +113,45 @@ pub fn position_size<'a>(account: impl Into<Rules<'a>>, price: Option<Decimal>, 
     Ok(qty)
 }
 
+/// One account's share of a signal: its position before it (filled plus working orders,
+/// signed) and what its sizing and mode make of the signal.
+#[derive(Debug)]
+pub struct Share<'a> {
+    /// The account.
+    pub account: &'a Account,
+    /// Its effective position in the signal's instrument.
+    pub effective: Decimal,
+    /// The order its rules ask for (`None`: nothing to do), or why it cannot be sized.
+    pub intent: Result<Option<Intent>, SizingError>,
+}
+
+/// Fan a signal out to its pipeline's accounts, in the configured order: each account
+/// configured, not yet `decided` for this signal (a signal read again after a restart is
+/// decided once per account), once, with its `position` and its intent. The order manager
+/// then applies the risk rules to each share and records it.
+///
+/// # Errors
+/// The first `decided` or `position` that fails.
+pub fn fan_out<'a, E>(
+    config: &'a crate::config::Config,
+    pipeline: &crate::config::Pipeline,
+    signal: &crate::bus::message::SignalMessage,
+    mut decided: impl FnMut(&str) -> Result<bool, E>,
+    mut position: impl FnMut(&str) -> Result<Decimal, E>,
+) -> Result<Vec<Share<'a>>, E> {
+    let mut shares: Vec<Share<'a>> = Vec::with_capacity(pipeline.accounts.len());
+    for id in pipeline.accounts.iter().map(|a| a.get_ref()) {
+        let Some(account) = config.account(id) else { continue };
+        if shares.iter().any(|s| s.account.id.get_ref() == id) || decided(id)? {
+            continue;
+        }
+        let effective = position(id)?;
+        let intent = intent(account, &signal.side, effective, signal.price, signal.stop_loss);
+        shares.push(Share { account, effective, intent });
+    }
+    Ok(shares)
+}
+
 /// The order (if any) that moves `account` from its `effective` position
 /// (filled plus open orders, signed) as `signal_side` asks, under its mode.
 ///
@@ -232,5 +271,35 @@ mod tests {
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, client_order_id("p/ma@0.1.0/1/0", "acct-2"));
         assert_ne!(a, client_order_id("p/ma@0.1.0/1/1", "acct-1"));
+    }
+    #[test]
+    fn a_signal_fans_out_to_each_account_not_yet_decided_once_with_its_own_position() {
+        let text = "[[accounts]]\nid = \"a1\"\ncapital = 100000\nmode = \"both\"\nsizing = { kind = \"fixed\", qty = 2 }\n\n[[accounts]]\nid = \"a2\"\ncapital = 100000\nmode = \"long\"\nsizing = { kind = \"fixed\", qty = 1 }\n\n[[accounts]]\nid = \"a3\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"a1\", \"a2\", \"a3\"]\nsource = { kind = \"redis\" }\n";
+        let config = crate::config::Config::parse(std::path::Path::new("pipelines.toml"), text).unwrap();
+        let pipeline = config.pipeline("p").unwrap().clone();
+        let signal = crate::bus::message::SignalMessage {
+            v: crate::bus::message::SCHEMA_VERSION,
+            kind: "signal".into(),
+            id: "p/1".into(),
+            ts: 1_704_083_400_000,
+            pipeline: "p".into(),
+            plugin: "ma".into(),
+            plugin_version: "0.1.0".into(),
+            instrument: "NIFTY".into(),
+            side: "sell".into(),
+            reason: "test".into(),
+            price: Some(dec!(100)),
+            stop_loss: None,
+            target: None,
+            strength: None,
+        };
+        let positions = |a: &str| -> Result<Decimal, String> { Ok(if a == "a1" { dec!(2) } else { Decimal::ZERO }) };
+        // a3 was decided before a restart: not again.
+        let shares = fan_out(&config, &pipeline, &signal, |a| Ok::<_, String>(a == "a3"), positions).unwrap();
+        let seen: Vec<(&str, Decimal, Option<Decimal>)> = shares.iter().map(|s| (s.account.id.get_ref().as_str(), s.effective, s.intent.as_ref().ok().and_then(|i| i.as_ref().map(|i| i.qty)))).collect();
+        // a1 (both ways, long 2) reverses: sells 4; a2 (long only, flat) does nothing on a sell.
+        assert_eq!(seen, [("a1", dec!(2), Some(dec!(4))), ("a2", dec!(0), None)]);
+        let failed = fan_out(&config, &pipeline, &signal, |_| Err::<bool, _>("journal gone".to_owned()), positions);
+        assert_eq!(failed.unwrap_err(), "journal gone");
     }
 }
