@@ -648,11 +648,10 @@ impl Config {
             if let Some(url) = a.base_url.as_deref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
                 return err(a.id.span().start, format!("accounts[{i}].base_url"), format!("{url:?}: expected an http:// or https:// address"));
             }
-            if let Some(n) = &a.notify {
-                if let Some(bad) = n.events.iter().find(|e| !ALERTS.contains(&e.as_str())) {
+            if let Some(n) = &a.notify
+                && let Some(bad) = n.events.iter().find(|e| !ALERTS.contains(&e.as_str())) {
                     return err(a.id.span().start, format!("accounts[{i}].notify.events"), format!("unknown alert {bad:?}; expected some of {}", ALERTS.join(", ")));
                 }
-            }
             if a.capital <= Decimal::ZERO {
                 return err(a.id.span().start, format!("accounts[{i}].capital"), format!("must be positive, got {}", a.capital));
             }
@@ -756,11 +755,10 @@ impl Config {
         if self.live.timeout_ms == 0 || self.live.poll_ms == 0 || self.live.max_attempts == 0 {
             return err(at("[live"), "live".into(), "timeout_ms, poll_ms and max_attempts must be at least 1".into());
         }
-        if let Some(t) = &self.telegram {
-            if let Some(bad) = t.events.iter().find(|e| !ALERTS.contains(&e.as_str())) {
+        if let Some(t) = &self.telegram
+            && let Some(bad) = t.events.iter().find(|e| !ALERTS.contains(&e.as_str())) {
                 return err(at("[telegram"), "telegram.events".into(), format!("unknown alert {bad:?}; expected some of {}", ALERTS.join(", ")));
             }
-        }
         Ok(())
     }
 
@@ -801,11 +799,10 @@ fn key_offset(text: &str, from: usize, key: &str) -> Option<usize> {
     let mut pos = from.min(text.len());
     for line in text.get(pos..)?.split_inclusive('\n') {
         let trimmed = line.trim_start();
-        if let Some(rest) = trimmed.strip_prefix(key) {
-            if rest.trim_start().starts_with('=') {
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=') {
                 return Some(pos + (line.len() - trimmed.len()));
             }
-        }
         pos += line.len();
     }
     None

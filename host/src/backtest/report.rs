@@ -192,9 +192,9 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pos{{color:#0a7a2f}}.neg{{c
     html.push_str(&svg_chart("Equity (end of day)", &result.equity, |p| p.equity, "#1f5fbf", false));
     html.push_str(&svg_chart("Drawdown (end of day)", &result.equity, |p| p.drawdown, "#b3261e", true));
     let shown = result.trades.len().min(REPORT_TRADE_ROWS);
-    let _ = write!(
+    let _ = writeln!(
         html,
-        "<h2>Trades</h2><p>{}</p><table><tr><th>#</th><th class=l>Instrument</th><th class=l>Side</th><th class=l>Entry</th><th class=l>Exit</th><th>Qty</th><th>Entry price</th><th>Exit price</th><th>P&amp;L</th><th class=l>Exit reason</th></tr>\n",
+        "<h2>Trades</h2><p>{}</p><table><tr><th>#</th><th class=l>Instrument</th><th class=l>Side</th><th class=l>Entry</th><th class=l>Exit</th><th>Qty</th><th>Entry price</th><th>Exit price</th><th>P&amp;L</th><th class=l>Exit reason</th></tr>",
         if shown < result.trades.len() { format!("First {shown} of {}; all are in trades.csv.", result.trades.len()) } else { format!("{} trades.", result.trades.len()) }
     );
     for (i, t) in result.trades.iter().take(shown).enumerate() {

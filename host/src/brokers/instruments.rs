@@ -141,7 +141,7 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
     }
     let mut expiries: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     for ((underlying, expiry), mut contracts) in chains {
-        contracts.sort_by(|a, b| (a.strike, !a.call).cmp(&(b.strike, !b.call)));
+        contracts.sort_by_key(|a| (a.strike, !a.call));
         let listed: Vec<String> = contracts.iter().map(|c| format!("{}\t{}\t{}\t{}", c.strike, if c.call { "CE" } else { "PE" }, c.token, c.symbol)).collect();
         out.push((format!("{CHAIN_KEY}:{underlying}:{expiry}"), listed.join("\n")));
         expiries.entry(underlying).or_default().push(expiry);

@@ -365,11 +365,10 @@ impl LiveRouter {
         let mut ours = HashMap::new();
         if matches!(broker.name(), "kite" | "upstox") {
             for symbol in journal.keys() {
-                if let Ok(Some(i)) = self.master.resolve(broker.name(), Segment::of(symbol), symbol).await {
-                    if !i.symbol.is_empty() && i.symbol != *symbol {
+                if let Ok(Some(i)) = self.master.resolve(broker.name(), Segment::of(symbol), symbol).await
+                    && !i.symbol.is_empty() && i.symbol != *symbol {
                         ours.insert(i.symbol, symbol.clone());
                     }
-                }
             }
         }
         reconcile_named(broker.as_ref(), journal, &ours).await

@@ -262,11 +262,10 @@ impl Event {
     #[must_use]
     pub fn fields(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({ "event": self.name() }));
-        if self.is_alert() {
-            if let Some(o) = v.as_object_mut() {
+        if self.is_alert()
+            && let Some(o) = v.as_object_mut() {
                 o.insert("alert".into(), json!(true));
             }
-        }
         v
     }
 }

@@ -42,9 +42,8 @@ pub fn check_ts(field: &str, ts: i64) -> Result<(), String> {
 #[must_use]
 pub fn printable(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars.saturating_add(16)));
-    let mut kept = 0usize;
     let mut chars = text.chars();
-    for c in chars.by_ref() {
+    for (kept, c) in chars.by_ref().enumerate() {
         if kept == max_chars {
             let rest = 1 + chars.count();
             out.push_str(&format!("…({rest} more characters)"));
@@ -55,7 +54,6 @@ pub fn printable(text: &str, max_chars: usize) -> String {
         } else {
             out.push(c);
         }
-        kept += 1;
     }
     out
 }
@@ -309,11 +307,10 @@ impl MarketMessage {
         }
         let (Self::Tick { ts, .. } | Self::Candle { ts, .. }) = &m;
         check_ts("ts", *ts)?;
-        if let Self::Candle { open, high, low, close, .. } = &m {
-            if high < open.max(close).max(low) || low > open.min(close) {
+        if let Self::Candle { open, high, low, close, .. } = &m
+            && (high < open.max(close).max(low) || low > open.min(close)) {
                 return Err("candle high/low do not contain open and close".into());
             }
-        }
         Ok(m)
     }
 }

@@ -183,7 +183,7 @@ impl RedisBus {
 
     pub(super) async fn hash_get(&self, key: &str, field: &str) -> Result<Option<String>, BusError> {
         let mut c = self.commands.clone();
-        Ok(self.track(redis::cmd("HGET").arg(key).arg(field).query_async(&mut c).await)?)
+        self.track(redis::cmd("HGET").arg(key).arg(field).query_async(&mut c).await)
     }
 
     pub(super) async fn subscribe(&self, patterns: &[String]) -> Result<tokio::sync::mpsc::Receiver<(String, String)>, BusError> {

@@ -30,6 +30,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process: boxing would only add noise
 pub enum Command {
     /// Replay a data file through a strategy plugin and write signals, trades, a summary and a report.
     Backtest(BacktestArgs),

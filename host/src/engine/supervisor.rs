@@ -307,8 +307,8 @@ impl Supervisor {
     /// (none is running, waiting for its plugin, or stopped by a command).
     pub async fn reap(&mut self) -> bool {
         for slot in self.slots.values_mut() {
-            if slot.task.as_ref().is_some_and(JoinHandle::is_finished) {
-                if let Some(task) = slot.task.take() {
+            if slot.task.as_ref().is_some_and(JoinHandle::is_finished)
+                && let Some(task) = slot.task.take() {
                     slot.state = match task.await {
                         Ok(PipelineEnd::Finished) => "finished".into(),
                         Ok(PipelineEnd::Stopped) => "stopped".into(),
@@ -322,7 +322,6 @@ impl Supervisor {
                         }
                     };
                 }
-            }
         }
         !self.slots.is_empty() && self.slots.values().all(|s| matches!(s.state.as_str(), "finished" | "failed"))
     }

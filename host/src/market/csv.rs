@@ -222,15 +222,14 @@ pub fn parse(path: &Path, text: &str, options: &LoadOptions) -> Result<Loaded, M
         if bar.low > bar.open.min(bar.close) {
             return Err(row.err(low, "low is above open or close"));
         }
-        if let Some(prev) = bars.last() {
-            if bar.ts_ms <= prev.ts_ms {
+        if let Some(prev) = bars.last()
+            && bar.ts_ms <= prev.ts_ms {
                 let col = match format {
                     Format::DateTime { time, .. } => time,
                     Format::Timestamp { ts } => ts,
                 };
                 return Err(row.err(col, "bars must be in strictly increasing time order"));
             }
-        }
         bars.push(bar);
     }
     if bars.is_empty() {

@@ -394,11 +394,10 @@ pub async fn redis_feed(
                         }
                     }
                 };
-                if let Some(event) = closed {
-                    if tx.send(event).await.is_err() {
+                if let Some(event) = closed
+                    && tx.send(event).await.is_err() {
                         return Ok(());
                     }
-                }
             }
             _ = flush.tick() => {
                 let Some(seen) = last_seen else { continue };
@@ -419,13 +418,11 @@ fn feed_time((ts, at): (i64, tokio::time::Instant)) -> i64 {
 /// quiet: no next tick will close it); false when the receiver is gone.
 async fn close_quiet_bars(builders: &mut [CandleBuilder], feed_now: i64, tx: &mpsc::Sender<MarketEvent>) -> bool {
     for b in builders {
-        if b.bucket_end().is_some_and(|end| feed_now >= end.saturating_add(2_000)) {
-            if let Some(event) = b.finish() {
-                if tx.send(event).await.is_err() {
+        if b.bucket_end().is_some_and(|end| feed_now >= end.saturating_add(2_000))
+            && let Some(event) = b.finish()
+                && tx.send(event).await.is_err() {
                     return false;
                 }
-            }
-        }
     }
     true
 }
@@ -550,12 +547,11 @@ pub async fn broker_feed(
                             let _ = strikes_tx.send(wanted_tokens);
                         }
                     }
-                    if let Some(rec) = options.recorder.as_mut() {
-                        if let Err(e) = rec.record_chain(now_ms(), &chain) {
+                    if let Some(rec) = options.recorder.as_mut()
+                        && let Err(e) = rec.record_chain(now_ms(), &chain) {
                             on_event(Event::feed_error("recorder", format!("recording option chains: {e}; recording stops")));
                             options.recorder = None;
                         }
-                    }
                     if tx.send(MarketEvent::Chain(chain)).await.is_err() {
                         return Ok(());
                     }
@@ -654,11 +650,10 @@ pub async fn broker_feed(
                 builder.set_bid(tick.bid);
                 builder.set_ask(tick.ask);
                 last_bucket[i] = Some(start);
-                if let Some(event) = closed {
-                    if tx.send(event).await.is_err() {
+                if let Some(event) = closed
+                    && tx.send(event).await.is_err() {
                         return Ok(());
                     }
-                }
                 // The missed bars go after the one the gap interrupted and before this tick's.
                 if let (Some(from), Some(fill)) = (missed_from, plan.backfill.as_ref()) {
                     match fill(symbol.to_owned(), tick.token.clone(), from, start).await {
@@ -671,12 +666,11 @@ pub async fn broker_feed(
                             filled.extend(bars.finish());
                             on_event(Event::FeedBackfilled { account: account.clone(), instrument: symbol.to_owned(), from, to: start, bars: filled.len() });
                             for event in filled {
-                                if let (Some(rec), MarketEvent::Candle { bar, .. }) = (options.recorder.as_mut(), &event) {
-                                    if let Err(e) = rec.record_bar(now_ms(), symbol, tf, bar) {
+                                if let (Some(rec), MarketEvent::Candle { bar, .. }) = (options.recorder.as_mut(), &event)
+                                    && let Err(e) = rec.record_bar(now_ms(), symbol, tf, bar) {
                                         on_event(Event::feed_error("recorder", format!("recording bars read back: {e}; recording stops")));
                                         options.recorder = None;
                                     }
-                                }
                                 if tx.send(event).await.is_err() {
                                     return Ok(());
                                 }

@@ -81,8 +81,8 @@ pub(super) fn send_legs(
 ) -> rusqlite::Result<Vec<Outcome>> {
     let legs: Vec<(i64, String, String)> = {
         let mut stmt = tx.prepare_cached("SELECT idx, instrument, qty FROM basket_legs WHERE basket_id = ?1 AND side = ?2 AND state = 'waiting' ORDER BY idx")?;
-        let rows = stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
+        
+        stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let id = account.id.get_ref();
     for (idx, instrument, qty) in legs {
@@ -114,8 +114,8 @@ pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reaso
         let mut stmt = tx.prepare_cached(
             "SELECT l.idx, l.instrument, l.side, l.qty FROM basket_legs l JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND o.state = 'filled' ORDER BY l.idx",
         )?;
-        let rows = stmt.query_map([basket_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
+        
+        stmt.query_map([basket_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let mut unwound = Vec::new();
     if unwind {
@@ -135,8 +135,8 @@ pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reaso
 pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, last: &HashMap<String, (i64, Decimal)>, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
     let open: Vec<(String, String, String)> = {
         let mut stmt = tx.prepare_cached("SELECT basket_id, account, state FROM baskets WHERE state IN ('buying', 'selling')")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
+        
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let mut out = Vec::new();
     for (basket_id, account_id, state) in open {

@@ -11,15 +11,16 @@ impl OrderManager {
     /// orders; returns the events to publish.
     pub(super) fn manage_exits(config: &Config, tx: &rusqlite::Transaction<'_>, ts: i64, quote: &crate::bus::message::Quote) -> rusqlite::Result<Vec<Outcome>> {
         let mut out = Vec::new();
-        let rows: Vec<(String, bool, Option<String>, Option<String>, Option<String>, String, bool, bool, String)> = {
+        type ExitRow = (String, bool, Option<String>, Option<String>, Option<String>, String, bool, bool, String);
+        let rows: Vec<ExitRow> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT e.account, e.long, e.stop, e.target, e.trail_pct, e.best, e.trailed, e.triggered, p.qty FROM exits e
                  JOIN positions p ON p.account = e.account AND p.instrument = e.instrument WHERE e.instrument = ?1",
             )?;
-            let rows = stmt
+            
+            stmt
                 .query_map([&quote.instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows
+                .collect::<rusqlite::Result<Vec<_>>>()?
         };
         for (account, long, stop, target, trail, best, trailed, triggered, qty) in rows {
             let qty = dec(&qty)?;
@@ -237,8 +238,8 @@ pub(super) fn cancel_entries_at_square_off(
         let mut stmt = tx.prepare_cached(
             "SELECT client_order_id, account, pipeline, not_before, instrument FROM orders WHERE state IN ('submitted', 'accepted', 'partially_filled') ORDER BY rowid",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
+        
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
     };
     // An order asked about is remembered only while it still works without a journaled
     // cancel request: once the router has reported the request it leaves this list.

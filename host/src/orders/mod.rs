@@ -560,7 +560,8 @@ impl OrderManager {
         out: &mut Vec<Outcome>,
     ) -> rusqlite::Result<()> {
         let refused = |e: state::InvalidTransition| Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: e.to_string() });
-        let row: Option<(String, String, String, i64, String, Option<String>, Option<String>)> = tx
+        type OrderRow = (String, String, String, i64, String, Option<String>, Option<String>);
+        let row: Option<OrderRow> = tx
             .row("SELECT account, instrument, side, not_before, qty, filled_qty, fill_price FROM orders WHERE client_order_id = ?1", [coid], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
             })
@@ -620,14 +621,15 @@ impl OrderManager {
         last: &HashMap<String, (i64, Decimal)>,
         handoff: &mut Vec<LiveOrder>,
     ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-        let new: Vec<(String, String, String, String, String, i64, String, String)> = {
+        type NewOrder = (String, String, String, String, String, i64, String, String);
+        let new: Vec<NewOrder> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline FROM orders WHERE state = 'new' ORDER BY rowid",
             )?;
-            let rows = stmt
+            
+            stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows
+                .collect::<rusqlite::Result<Vec<_>>>()?
         };
         let mut transitions = Vec::new();
         for (coid, account, instrument, side, qty, not_before, slippage, pipeline) in new {
@@ -761,12 +763,12 @@ impl OrderManager {
                          WHERE p.state = 'open' AND p.instrument = ?1 AND p.not_before < ?2 ORDER BY p.rowid",
                     )
                     .map_err(jerr)?;
-                let rows = stmt
+                
+                stmt
                     .query_map(params![quote.instrument, q.ts], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
                     .map_err(jerr)?
                     .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(jerr)?;
-                rows
+                    .map_err(jerr)?
             };
             for (coid, account, side, qty, slippage, not_before) in open {
                 let side = side_of(&side).map_err(jerr)?;
@@ -820,8 +822,8 @@ impl OrderManager {
         let mut transitions = cancel_entries_at_square_off(&tx, &config, &self.live, &mut self.cancel_asked, &mut self.cancels, now, None).map_err(jerr)?;
         let rows: Vec<(String, String, String)> = {
             let mut stmt = tx.prepare_cached("SELECT account, instrument, qty FROM positions WHERE qty != '0' ORDER BY account, instrument").map_err(jerr)?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(jerr)?.collect::<rusqlite::Result<Vec<_>>>().map_err(jerr)?;
-            rows
+            
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(jerr)?.collect::<rusqlite::Result<Vec<_>>>().map_err(jerr)?
         };
         let mut out = Vec::new();
         for (account, instrument, qty) in rows {
@@ -874,12 +876,12 @@ impl OrderManager {
     pub fn flatten(&mut self, account: &str, command_id: &str) -> Result<Vec<Outcome>, OrderError> {
         let positions: Vec<(String, String)> = {
             let mut stmt = self.db.prepare("SELECT instrument, qty FROM positions WHERE account = ?1").map_err(self.err())?;
-            let rows = stmt
+            
+            stmt
                 .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(self.err())?
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(self.err())?;
-            rows
+                .map_err(self.err())?
         };
         let slippage = self.config.account(account).map(|a| a.slippage_bps).unwrap_or_default();
         let path = self.path.clone();

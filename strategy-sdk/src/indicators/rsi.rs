@@ -23,7 +23,7 @@ impl Rsi {
 
     /// Feed the next price; `Some(rsi)` in [0, 100] once `n` changes have been seen.
     pub fn update(&mut self, price: f64) -> Option<f64> {
-        let Some(prev) = self.prev.replace(price) else { return None };
+        let prev = self.prev.replace(price)?;
         let change = price - prev;
         let (gain, loss) = if change > 0.0 { (change, 0.0) } else { (0.0, -change) };
         let n = self.n as f64;
