@@ -83,6 +83,8 @@ pub enum Outcome {
 pub struct OrderManager {
     db: Connection,
     path: String,
+    /// In memory until [`OrderManager::save`] writes it to `path`.
+    scratch: bool,
     config: std::sync::Arc<Config>,
     mode: &'static str,
     last: HashMap<String, (i64, Decimal)>,
@@ -124,8 +126,8 @@ impl std::fmt::Debug for OrderManager {
 pub enum Durability {
     /// Every commit is on disk before the next step (`run`, paper or live).
     Durable,
-    /// Commits are not waited for (a backtest: the file is an output, and a crash means
-    /// running it again).
+    /// In memory, written to the path once at the end ([`OrderManager::save`]): a
+    /// backtest's journal is an output, and a crash means running it again.
     Scratch,
 }
 
@@ -138,6 +140,25 @@ impl OrderManager {
         Self::open_with(path, config, mode, Durability::Durable)
     }
 
+    /// Write a scratch journal (a backtest's, kept in memory) to its path, replacing what
+    /// is there; nothing to do for a durable one, which is on disk at every commit.
+    ///
+    /// # Errors
+    /// The file cannot be replaced or written.
+    pub fn save(&self) -> Result<(), OrderError> {
+        if !self.scratch {
+            return Ok(());
+        }
+        let path = Path::new(&self.path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path));
+        }
+        self.db.execute("VACUUM INTO ?1", [&self.path]).map(|_| ()).map_err(self.err())
+    }
+
     /// Open (or create) the journal at `path`, as durable as `durability` says.
     ///
     /// # Errors
@@ -148,19 +169,20 @@ impl OrderManager {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        let db = Connection::open(path).map_err(err)?;
+        // A scratch journal lives in memory and is written to `path` at the end (`save`).
+        let db = match durability {
+            Durability::Durable => Connection::open(path),
+            Durability::Scratch => Connection::open_in_memory(),
+        }
+        .map_err(err)?;
         match durability {
             // WAL: readers never block the writer; FULL: a committed decision survives a crash.
             Durability::Durable => {
                 db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
                 db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
             }
-            // The same schema and statements, nothing waits for the disk: a backtest's journal
-            // is rebuilt by running it again (half the time of a durable one on a 60-day run).
-            Durability::Scratch => {
-                db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-                db.pragma_update(None, "synchronous", "OFF").map_err(err)?;
-            }
+            // The same schema and statements in memory: nothing waits for the disk.
+            Durability::Scratch => {}
         }
         db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         // Every statement the journal runs stays prepared (see `journal::Cached`).
@@ -180,7 +202,7 @@ impl OrderManager {
                 db.exec(&format!("ALTER TABLE orders ADD COLUMN {column}"), []).map_err(err)?;
             }
         }
-        let om = Self { db, path: p, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), seen: None };
+        let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), seen: None };
         om.store_exit_rules()?;
         Ok(om)
     }

@@ -422,6 +422,8 @@ pub async fn serve(
     if tokio::time::timeout(Duration::from_secs(2), outbox_task).await.is_err() {
         eprintln!("tradehost: the bus did not take the last order events in 2 s; unacknowledged signals are decided again (from the journal) on restart");
     }
+    // A backtest's journal, kept in memory, is written out now.
+    tokio::task::block_in_place(|| om.save()).with_context(|| format!("writing the journal {}", journal.display()))?;
     let summary = summary(&om)?;
     let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(summary.clone())).await;
     Ok(summary)
