@@ -1,10 +1,10 @@
-//! A live run killed (SIGKILL) with orders in every state at an OpenAlgo
-//! server: accepted and working, one placed whose answer never came
-//! (`submitted`), and more waiting their turn. The restart places nothing
-//! twice: the working ones are polled, the unanswered one is found in the
-//! book (never the older order of the same shape someone placed by hand, nor
-//! one already matched), the rest are placed once, each still with its
-//! protection limit; and the end state is the broker's.
+//! A live run killed (SIGKILL) with orders in every state at a broker server
+//! (OpenAlgo, Kite, Upstox, each as its API answers): accepted and working, one
+//! placed whose answer never came (`submitted`), and more waiting their turn.
+//! The restart places nothing twice: the working ones are polled, the
+//! unanswered one is found in the book (never the older order of the same
+//! shape someone placed by hand, nor one already matched), the rest are placed
+//! once, each still with its protection; and the end state is the broker's.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,16 +13,83 @@ use rust_decimal::Decimal;
 use tradehost_tests::brokers::{Fault, Flavor, MockOrder, MockServer, Script, Step};
 use tradehost_tests::{RedisServer, tradehost_bin};
 
-const KEY: &str = "openalgo-key-restart";
+/// One broker's side of the test: its server, the account's configuration and credentials,
+/// and how an order of ours shows its protection.
+struct Venue {
+    flavor: Flavor,
+    account: &'static str,
+    /// `(api_key, access_token)`; OpenAlgo's key is its whole login.
+    key: &'static str,
+    token: &'static str,
+    /// The account's broker lines, then `[live]` lines beyond the shared ones.
+    broker_lines: &'static str,
+    live_lines: &'static str,
+    /// The instrument master file the account needs, if any: (file name, text).
+    master: Option<(&'static str, &'static str)>,
+    /// Whether an order carries its protection (a limit at the collar, or Kite's market protection).
+    protected: fn(&MockOrder) -> bool,
+}
+
+const OPENALGO: Venue = Venue {
+    flavor: Flavor::OpenAlgo,
+    account: "oa-1",
+    key: "openalgo-key-restart",
+    token: "",
+    broker_lines: "broker = \"openalgo\"",
+    live_lines: "",
+    master: None,
+    protected: |o| o.fields.get("pricetype").map(String::as_str) == Some("LIMIT"),
+};
+
+const KITE: Venue = Venue {
+    flavor: Flavor::Kite,
+    account: "kite-1",
+    key: "kite-key-restart",
+    token: "kite-token-restart",
+    broker_lines: "broker = \"kite\"",
+    live_lines: "instruments = { kite = \"kite.csv\" }",
+    master: Some(("kite.csv", "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n")),
+    // A market order with a protection percentage Kite accepts (never 0, which Kite refuses).
+    protected: |o| o.fields.get("order_type").map(String::as_str) == Some("MARKET") && o.fields.get("market_protection").is_some_and(|m| m != "0"),
+};
+
+const UPSTOX: Venue = Venue {
+    flavor: Flavor::Upstox,
+    account: "up-1",
+    key: "",
+    token: "upstox-token-restart",
+    broker_lines: "broker = \"upstox\"",
+    live_lines: "instruments = { upstox = \"upstox.csv\" }",
+    master: Some(("upstox.csv", "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange\nNSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ\n")),
+    protected: |o| o.fields.get("order_type").map(String::as_str) == Some("LIMIT") && o.fields.get("price").and_then(|p| p.parse::<f64>().ok()).is_some_and(|p| p > 0.0),
+};
 
 fn journal_count(path: &std::path::Path, sql: &str) -> i64 {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).and_then(|db| db.query_row(sql, [], |r| r.get(0))).unwrap_or(0)
 }
 
 #[test]
-fn a_live_run_killed_with_orders_in_flight_places_nothing_twice() {
+fn a_live_run_killed_with_orders_in_flight_places_nothing_twice_at_openalgo() {
+    killed_with_orders_in_flight(&OPENALGO);
+}
+
+#[test]
+fn a_live_run_killed_with_orders_in_flight_places_nothing_twice_at_kite() {
+    killed_with_orders_in_flight(&KITE);
+}
+
+#[test]
+fn a_live_run_killed_with_orders_in_flight_places_nothing_twice_at_upstox() {
+    killed_with_orders_in_flight(&UPSTOX);
+}
+
+fn killed_with_orders_in_flight(v: &Venue) {
     let redis = RedisServer::start();
-    let broker = MockServer::start(Flavor::OpenAlgo, "", KEY);
+    let broker = match v.flavor {
+        Flavor::OpenAlgo => MockServer::start(v.flavor, "", v.key),
+        _ => MockServer::start(v.flavor, v.key, v.token),
+    };
+    let symbol = if v.flavor == Flavor::Upstox { "NSE_EQ|INE002A01018" } else { "RELIANCE" };
     {
         let mut s = broker.state();
         // Orders stay working until the test says otherwise; the third placement is taken but answered too late.
@@ -31,7 +98,7 @@ fn a_live_run_killed_with_orders_in_flight_places_nothing_twice() {
         // Bought by hand an hour earlier, the same shape as ours.
         s.orders.push(MockOrder {
             id: "manual-1".into(),
-            symbol: "RELIANCE".into(),
+            symbol: symbol.into(),
             side: "BUY".into(),
             qty: Decimal::from(10),
             status: "COMPLETE".into(),
@@ -43,13 +110,18 @@ fn a_live_run_killed_with_orders_in_flight_places_nothing_twice() {
         });
     }
     let dir = tempfile::tempdir().unwrap();
-    // RELIANCE swinging ±20 around 1000: a fast/slow crossover every hour or so.
+    if let Some((file, text)) = v.master {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    // RELIANCE swinging ±20 around 1000: a fast/slow crossover every hour or so. Order updates
+    // are polled: the pushes are tested elsewhere, and no connection may leave the machine.
     let account = format!(
-        "id = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"cnc\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
-        broker.url
+        "id = \"{}\"\n{}\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"cnc\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
+        v.account, v.broker_lines, broker.url
     );
-    let live = "timeout_ms = 5000\npoll_ms = 50\nbackoff_ms = 50\ncancel_after_secs = 0";
-    let config = tradehost_tests::reliance_day_config(dir.path(), |i| 1000.0 + 20.0 * (f64::from(i) / 15.0).sin(), live, "oa-1", &account);
+    let live = format!("timeout_ms = 5000\npoll_ms = 50\nbackoff_ms = 50\ncancel_after_secs = 0\n{}", v.live_lines);
+    let config = tradehost_tests::reliance_day_config(dir.path(), |i| 1000.0 + 20.0 * (f64::from(i) / 15.0).sin(), &live, v.account, &account);
+    let prefix = format!("TRADEHOST_{}", v.account.to_ascii_uppercase().replace('-', "_"));
     let run = |args: &[&str]| {
         Command::new(tradehost_bin())
             .args(["run", "--quiet", "--config"])
@@ -58,7 +130,8 @@ fn a_live_run_killed_with_orders_in_flight_places_nothing_twice() {
             .env("REDIS_URL", redis.url())
             .env("TRADING_MODE", "live")
             .env_remove("TRADEHOST_SECRETS")
-            .env("TRADEHOST_OA_1_API_KEY", KEY)
+            .env(format!("{prefix}_API_KEY"), v.key)
+            .env(format!("{prefix}_ACCESS_TOKEN"), v.token)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -102,11 +175,11 @@ fn a_live_run_killed_with_orders_in_flight_places_nothing_twice() {
     assert!(!ids.contains("manual-1"), "the order placed by hand is never taken for ours");
     let s = broker.state();
     assert_eq!(s.orders.len(), orders.len() + 1, "one broker order per journal order, and the manual one");
-    // Placed after the restart too, every order kept its protection: a limit at the collar.
-    assert!(s.orders.iter().filter(|o| o.id != "manual-1").all(|o| o.fields.get("pricetype").map(String::as_str) == Some("LIMIT")), "{:?}", s.orders.iter().map(|o| o.fields.get("pricetype")).collect::<Vec<_>>());
+    // Placed after the restart too, every order kept its protection.
+    assert!(s.orders.iter().filter(|o| o.id != "manual-1").all(v.protected), "{:?}", s.orders.iter().map(|o| &o.fields).collect::<Vec<_>>());
     // The end state is the broker's, less what was bought by hand.
     let net: Decimal = s.orders.iter().filter(|o| o.id != "manual-1").map(|o| if o.side == "BUY" { o.filled } else { -o.filled }).sum();
-    let held: Option<String> = db.query_row("SELECT qty FROM positions WHERE account = 'oa-1' AND instrument = 'RELIANCE'", [], |r| r.get(0)).ok();
+    let held: Option<String> = db.query_row("SELECT qty FROM positions WHERE account = ?1 AND instrument = 'RELIANCE'", [v.account], |r| r.get(0)).ok();
     assert_eq!(held.map_or(Decimal::ZERO, |q| q.parse().unwrap()), net);
     drop(s);
     tradehost_tests::check_positions(&db);
