@@ -168,10 +168,18 @@ fn commands_are_acknowledged_and_malformed_ones_change_nothing() {
     publish(&url, r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipeline":"nifty-ma"}"#);
     assert_eq!(ack(&collector, "c1", "engine")["ok"], true);
     assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["event"] == "pipeline_paused").is_some());
-    std::thread::sleep(Duration::from_millis(300));
-    let during_pause = collector.of("trading:signals", "signal").len();
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(collector.of("trading:signals", "signal").len(), during_pause, "a paused pipeline emits no signals");
+    // The engine's own counters, from its heartbeats: while paused the bars keep coming in
+    // (the strategy stays warm) and not one signal goes out.
+    let paused_beat = |min_events: u64| {
+        collector
+            .wait_for(Duration::from_secs(10), |_, v| v["type"] == "heartbeat" && v["role"] == "engine" && v["pipelines"]["nifty-ma"]["state"] == "paused" && v["pipelines"]["nifty-ma"]["events_in"].as_u64().is_some_and(|n| n >= min_events))
+            .map(|v| (v["pipelines"]["nifty-ma"]["events_in"].as_u64().unwrap_or(0), v["pipelines"]["nifty-ma"]["signals_out"].as_u64().unwrap_or(0)))
+            .expect("a heartbeat of the paused pipeline")
+    };
+    let (events_at_pause, signals_at_pause) = paused_beat(0);
+    let (events_later, signals_later) = paused_beat(events_at_pause + 25);
+    assert!(events_later >= events_at_pause + 25, "bars kept coming while paused");
+    assert_eq!(signals_later, signals_at_pause, "a paused pipeline emits no signals ({} bars seen meanwhile)", events_later - events_at_pause);
 
     publish(&url, r#"{"v":1,"type":"command","id":"c2","cmd":"resume","user":"asha"}"#);
     assert_eq!(ack(&collector, "c2", "engine")["ok"], true);
@@ -226,13 +234,23 @@ fn an_external_feed_on_redis_drives_a_pipeline() {
     let url = server.url();
     let mut child = spawn(&config, &[("REDIS_URL", url.as_str())], &["--quiet"]);
     assert!(collector.wait_for(Duration::from_secs(15), |_, v| v["event"] == "pipeline_started").is_some());
-    std::thread::sleep(Duration::from_millis(200));
     let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
     let t0 = 1_704_080_700_000i64;
+    // The first tick until the pipeline has it: PUBLISH counts its receivers, the collector
+    // (`trading:*`) and, once subscribed, the pipeline's source. Before that it reached no one else.
+    let first = format!(r#"{{"v":1,"type":"tick","id":"t0-0","ts":{t0},"symbol":"NIFTY","last":"110","volume":0}}"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(&first).query::<i64>(&mut con).unwrap() < 2 {
+        assert!(Instant::now() < deadline, "the pipeline never subscribed to trading:market:NIFTY");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Ticks for six minutes, falling then rising: SMA(2) crosses above SMA(3).
     let closes = [110, 108, 106, 104, 109, 115];
     for (m, close) in closes.iter().enumerate() {
         for s in 0..3 {
+            if (m, s) == (0, 0) {
+                continue; // sent above
+            }
             let ts = t0 + m as i64 * 60_000 + s * 20_000;
             let tick = format!(r#"{{"v":1,"type":"tick","id":"t{m}-{s}","ts":{ts},"symbol":"NIFTY","last":"{close}","volume":{}}}"#, m * 100 + s as usize);
             let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(tick).query(&mut con).unwrap();
