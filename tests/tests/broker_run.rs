@@ -172,8 +172,23 @@ async fn live_mode_on_broker_sockets_learns_fills_from_postbacks() {
     let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
     // The session ends after the fourth order (a login elsewhere): the next call fails.
     rest.state().expire_after = Some(4);
+    // NIFTY's weekly options (Kite's names from its rules), quoted by the broker for the option
+    // chains of a second pipeline: calls and puts hold the same OI, so the chains move no signal.
+    let option_token = |k: u32, call: bool| ((90_000 + k / 100 * 10 + if call { 1 } else { 2 }) << 8) | 2;
+    let mut master = KITE_INSTRUMENTS.to_owned();
+    {
+        let mut s = rest.state();
+        s.quotes.insert("NSE:NIFTY 50".into(), tradehost_tests::brokers::kite_quote(256_265, 21_712.5, 0, 0));
+        for k in [21_600_u32, 21_700, 21_800] {
+            for (kind, call) in [("CE", true), ("PE", false)] {
+                let token = option_token(k, call);
+                master.push_str(&format!("{token},1,NIFTY99D24{k}{kind},\"NIFTY\",0,2099-12-24,{k},0.05,75,{kind},NFO-OPT,NFO\n"));
+                s.quotes.insert(format!("NFO:NIFTY99D24{k}{kind}"), tradehost_tests::brokers::kite_quote(u64::from(token), 100.0, 50_000, 1_000));
+            }
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("kite-instruments.csv"), KITE_INSTRUMENTS).unwrap();
+    std::fs::write(dir.path().join("kite-instruments.csv"), master).unwrap();
     let text = format!(
         r#"[host]
 plugin_dir = {plugins:?}
@@ -204,6 +219,13 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
 [pipelines.params]
 fast = 5
 slow = 20
+
+[[pipelines]]
+id = "nifty-chain"
+plugin = "oi_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["kite-1"]
+source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs = 0, chain_secs = 1, strikes = 1 }}
 "#,
         plugins = plugin_dir().display().to_string(),
         journal = dir.path().join("journal.sqlite").display().to_string(),
@@ -317,6 +339,15 @@ slow = 20
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(event("order_update") > 0 && event("order_stream_connected") >= 2, "the order stream was followed, and came back after the drop");
     assert!(event("orders_synced") >= 2, "each connection of the order stream synced the working orders before decisions went on");
+    // The option chains came from the broker too: quoted over the master's contracts, handed to
+    // the second pipeline's strategy, and the options around the money subscribed on the ticker.
+    assert!(rest.state().requests.iter().any(|r| r.path.starts_with("/quote?") && r.path.contains("NIFTY99D2421700CE")), "Kite quotes asked for the chain");
+    let chain_beats = collector.of("trading:events", "heartbeat").into_iter().filter(|h| h["role"] == "engine").filter_map(|h| h["pipelines"]["nifty-chain"]["events_in"].as_u64()).max().unwrap_or(0);
+    assert!(chain_beats >= 2, "the chains reached the strategy ({chain_beats} events)");
+    let moved = collector.of("trading:events", "event").into_iter().find(|e| e["event"] == "strikes_moved" && e["pipeline"] == "nifty-chain").expect("the strikes around the money");
+    assert_eq!(moved["options"], serde_json::json!(["NIFTY24DEC9921600CE", "NIFTY24DEC9921600PE", "NIFTY24DEC9921700CE", "NIFTY24DEC9921700PE", "NIFTY24DEC9921800CE", "NIFTY24DEC9921800PE"]));
+    let subscribed: Vec<serde_json::Value> = ticker.seen(|s| s.requests.values().flatten().cloned().collect());
+    assert!(subscribed.iter().any(|r| r["a"] == "subscribe" && r["v"].as_array().is_some_and(|v| v.contains(&serde_json::json!(option_token(21_700, true))))), "the ATM call on the ticker");
     let published: String = collector.messages().iter().filter(|(c, _)| c != "trading:commands").map(|(c, v)| format!("{c} {v}\n")).collect();
     for secret in ["tok1", "tok2", "key1"] {
         assert!(!stdout.contains(secret) && !stderr.contains(secret) && !published.contains(secret), "a credential leaked");
