@@ -179,7 +179,6 @@ fn config_edits_apply_live_or_are_refused() {
     // Fixed again, and a reload on demand.
     std::fs::write(&path, config_text(dir.path(), &format!("{a2}\n{cc}"))).unwrap();
     let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
-    std::thread::sleep(Duration::from_millis(600));
     let _: i64 = redis::cmd("PUBLISH").arg("trading:commands").arg(r#"{"v":1,"type":"command","id":"r1","cmd":"reload"}"#).query(&mut con).unwrap();
     let ack = c.wait_for(Duration::from_secs(10), |_, v| v["type"] == "command_ack" && v["command_id"] == "r1" && v["role"] == "host");
     assert_eq!(ack.expect("reload acknowledged")["ok"], true);
