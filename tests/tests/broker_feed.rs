@@ -842,3 +842,53 @@ async fn missed_bars_from_upstox_and_openalgo() {
     let refused = fill("SBIN".into(), openalgo.instruments[1].1.clone(), t(17), t(19)).await.unwrap_err();
     assert!(refused.contains("NSE:SBIN") && refused.contains("low 1303"), "{refused}");
 }
+
+/// Partial fills learned from pushes: Kite's postbacks say a working order filled in part, then
+/// in full; each push makes the router read the order (polling is ten minutes away), and the
+/// fills are reported as they come, cumulative, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_fills_come_by_push() {
+    use tradehost::brokers::Secret;
+    use tradehost::brokers::live::{AccountLink, LiveNotice, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
+    use tradehost_tests::brokers::{Flavor, MockServer, Script, Step};
+    async fn next(out: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) -> RouterOutput {
+        tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
+    }
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kite.csv"), "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n").unwrap();
+    let text = format!("[live]\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n", rest.url, ticker.url());
+    let (config, _keep, configs) = configured(dir.path(), "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n", &text);
+    let bus = tradehost::bus::Bus::embedded("t");
+    let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
+    master.load("kite", dir.path().join("kite.csv").to_str().unwrap()).await.unwrap();
+    let adapter = Arc::new(tradehost::brokers::kite::Kite::new(&rest.url, Secret::new("key1"), Secret::new("tok1"), Duration::from_secs(2)).unwrap());
+    let link = AccountLink { account: "kite-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
+    let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), cancel_after: None, ..RouterSettings::default() }, tx);
+    let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), Arc::new(|_| {}));
+    assert!(matches!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { orders: 0, .. })));
+    let _ = router.synced("kite-1");
+
+    // Open at the first read (the router's first poll), 4 of 10 at the next, the rest after.
+    rest.state().scripts.push_back(Script { steps: vec![Step::Open, Step::Fill(Decimal::from(4), Decimal::from(1_300)), Step::Fill(Decimal::from(6), Decimal::from(1_302))], ..Script::default() });
+    assert!(router.send(LiveOrder::new("c1", "kite-1", "RELIANCE", tradehost::subscriber::OrderSide::Buy, Decimal::from(10), Some(Decimal::from(1_300)))));
+    let RouterOutput::Update(LiveUpdate::Accepted { broker_order_id, .. }) = next(&mut out).await else { panic!("accepted") };
+    wait_until("the first poll", || rest.state().orders.first().is_some_and(|o| o.polls >= 1)).await;
+    // Kite's postback (an `order` text message on the ticker socket), as its documentation shows it.
+    let postback = |status: &str, filled: u32, pending: u32| {
+        serde_json::json!({ "type": "order", "data": { "order_id": broker_order_id, "status": status, "tag": "c1", "tradingsymbol": "RELIANCE", "exchange": "NSE", "transaction_type": "BUY", "quantity": 10, "filled_quantity": filled, "pending_quantity": pending, "average_price": 1300.0 } }).to_string()
+    };
+    ticker.push(Push::Text(postback("OPEN", 4, 6)));
+    let part = next(&mut out).await;
+    assert_eq!(part, RouterOutput::Update(LiveUpdate::PartFilled { client_order_id: "c1".into(), filled_qty: Decimal::from(4), price: Decimal::from(1_300) }), "the first push: 4 filled so far");
+    ticker.push(Push::Text(postback("COMPLETE", 10, 0)));
+    let done = next(&mut out).await;
+    // The broker's average over both parts: (4 x 1300 + 6 x 1302) / 10.
+    assert_eq!(done, RouterOutput::Update(LiveUpdate::Filled { client_order_id: "c1".into(), qty: Decimal::from(10), price: Decimal::new(13_012, 1) }), "the second: all of it, at the broker's average");
+    assert_eq!(rest.state().orders[0].polls, 3, "read once per push after the first poll, never more");
+    for t in streams {
+        t.abort();
+    }
+}
