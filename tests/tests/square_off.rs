@@ -2,8 +2,8 @@
 //! broker: the day's last price is 15:14 (a feed gap, data that stops), yet
 //! the intraday position is squared off at 15:15 without waiting for a price
 //! that never comes, and the run ends flat at the broker as in its journal;
-//! and an entry still working at 15:15 is cancelled at the broker first, so
-//! the square-off closes exactly what it filled.
+//! and an entry still working at 15:15 is cancelled at the broker first (Kite,
+//! Upstox and OpenAlgo servers in turn), so the square-off closes exactly what it filled.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,20 +12,63 @@ use rust_decimal::Decimal;
 use tradehost_tests::brokers::{Flavor, MockServer, Script, Step};
 use tradehost_tests::{Collector, RedisServer, tradehost_bin};
 
-const KEY: &str = "kite-key-sq";
-const TOKEN: &str = "kite-token-sq";
+/// One broker's side: its server flavour, the account's lines and credentials, the instrument
+/// master it needs, and how its order names the symbol and the side.
+struct Venue {
+    flavor: Flavor,
+    account: &'static str,
+    key: &'static str,
+    token: &'static str,
+    broker: &'static str,
+    master: Option<(&'static str, &'static str, &'static str)>,
+    /// The symbol the broker's orders and LTP use.
+    symbol: &'static str,
+    /// The request field that carries the side.
+    side_field: &'static str,
+}
+
+const KITE: Venue = Venue {
+    flavor: Flavor::Kite,
+    account: "kite-mis",
+    key: "kite-key-sq",
+    token: "kite-token-sq",
+    broker: "kite",
+    master: Some(("kite", "kite.csv", "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n")),
+    symbol: "RELIANCE",
+    side_field: "transaction_type",
+};
+
+const UPSTOX: Venue = Venue {
+    flavor: Flavor::Upstox,
+    account: "up-mis",
+    key: "",
+    token: "upstox-token-sq",
+    broker: "upstox",
+    master: Some(("upstox", "upstox.csv", "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange\nNSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ\n")),
+    symbol: "NSE_EQ|INE002A01018",
+    side_field: "transaction_type",
+};
+
+const OPENALGO: Venue = Venue { flavor: Flavor::OpenAlgo, account: "oa-mis", key: "openalgo-key-sq", token: "", broker: "openalgo", master: None, symbol: "RELIANCE", side_field: "action" };
+
+fn server(v: &Venue) -> MockServer {
+    match v.flavor {
+        Flavor::OpenAlgo => MockServer::start(v.flavor, "", v.key),
+        _ => MockServer::start(v.flavor, v.key, v.token),
+    }
+}
 
 /// 2024-01-02 15:15 IST.
 const DUE: i64 = 1_704_188_700_000;
 
-/// A live Kite run of a RELIANCE day whose last price is 15:14 and whose late rise buys.
-fn run_day(kite: &MockServer, redis: &RedisServer, dir: &std::path::Path) {
-    kite.state().ltp.insert("RELIANCE".into(), Decimal::from(1019));
-    std::fs::write(
-        dir.join("kite.csv"),
-        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n",
-    )
-    .unwrap();
+/// A live run at `v`'s broker of a RELIANCE day whose last price is 15:14 and whose late rise buys.
+fn run_day(v: &Venue, kite: &MockServer, redis: &RedisServer, dir: &std::path::Path) {
+    kite.state().ltp.insert(v.symbol.into(), Decimal::from(1019));
+    let mut instruments = String::new();
+    if let Some((broker, file, text)) = v.master {
+        std::fs::write(dir.join(file), text).unwrap();
+        instruments = format!("\ninstruments = {{ {broker} = \"{file}\" }}");
+    }
     // Flat, a dip, then a rise late in the day: a fast/slow crossover buys and the position is open at the last bar.
     let price = |i: u32| match i {
         0..300 => 1000.0,
@@ -34,10 +77,11 @@ fn run_day(kite: &MockServer, redis: &RedisServer, dir: &std::path::Path) {
     };
     // Entries are cancelled at the square-off, not for want of a fill before it.
     let account = format!(
-        "id = \"kite-mis\"\nbroker = \"kite\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"mis\"\nsquare_off = \"15:15\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
-        kite.url
+        "id = \"{}\"\nbroker = \"{}\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"mis\"\nsquare_off = \"15:15\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
+        v.account, v.broker, kite.url
     );
-    let config = tradehost_tests::reliance_day_config(dir, price, "timeout_ms = 1000\npoll_ms = 30\ncancel_after_secs = 3600\ninstruments = { kite = \"kite.csv\" }", "kite-mis", &account);
+    let config = tradehost_tests::reliance_day_config(dir, price, &format!("timeout_ms = 1000\npoll_ms = 30\ncancel_after_secs = 3600{instruments}"), v.account, &account);
+    let prefix = format!("TRADEHOST_{}", v.account.to_ascii_uppercase().replace('-', "_"));
     let started = Instant::now();
     let out = Command::new(tradehost_bin())
         .args(["run", "--until-idle", "4", "--config"])
@@ -45,8 +89,8 @@ fn run_day(kite: &MockServer, redis: &RedisServer, dir: &std::path::Path) {
         .env("REDIS_URL", redis.url())
         .env("TRADING_MODE", "live")
         .env_remove("TRADEHOST_SECRETS")
-        .env("TRADEHOST_KITE_MIS_API_KEY", KEY)
-        .env("TRADEHOST_KITE_MIS_ACCESS_TOKEN", TOKEN)
+        .env(format!("{prefix}_API_KEY"), v.key)
+        .env(format!("{prefix}_ACCESS_TOKEN"), v.token)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -72,9 +116,9 @@ fn held_at(kite: &MockServer) -> Vec<(String, i64)> {
 fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
     let redis = RedisServer::start();
     let collector = Collector::start(&redis.url());
-    let kite = MockServer::start(Flavor::Kite, KEY, TOKEN);
+    let kite = server(&KITE);
     let dir = tempfile::tempdir().unwrap();
-    run_day(&kite, &redis, dir.path());
+    run_day(&KITE, &kite, &redis, dir.path());
 
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
     let orders: Vec<(String, String, String, i64)> =
@@ -101,14 +145,28 @@ fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
 }
 
 #[test]
-fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off() {
+fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_kite() {
+    entry_working_at_square_off(&KITE);
+}
+
+#[test]
+fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_upstox() {
+    entry_working_at_square_off(&UPSTOX);
+}
+
+#[test]
+fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_openalgo() {
+    entry_working_at_square_off(&OPENALGO);
+}
+
+fn entry_working_at_square_off(v: &Venue) {
     let redis = RedisServer::start();
     let collector = Collector::start(&redis.url());
-    let kite = MockServer::start(Flavor::Kite, KEY, TOKEN);
+    let kite = server(v);
     // The entry fills 4 of its 10 at the first read and then works on, unfilled.
     kite.state().scripts.push_back(Script { steps: vec![Step::Fill(Decimal::from(4), Decimal::from(1001))], ..Script::default() });
     let dir = tempfile::tempdir().unwrap();
-    run_day(&kite, &redis, dir.path());
+    run_day(v, &kite, &redis, dir.path());
 
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
     let orders: Vec<(String, String, String, String, String)> = db
@@ -128,7 +186,7 @@ fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_par
     // The broker was asked to cancel, for the square-off, before the close was placed.
     let s = kite.state();
     assert_eq!(s.orders.len(), 2);
-    assert_eq!((s.orders[0].status.as_str(), s.orders[1].fields.get("transaction_type").map(String::as_str)), ("CANCELLED", Some("SELL")));
+    assert_eq!((s.orders[0].status.as_str(), s.orders[1].fields.get(v.side_field).map(String::as_str)), ("CANCELLED", Some("SELL")));
     drop(s);
     let events = collector.of("trading:orders", "order");
     let asked = events.iter().find(|e| e["state"] == "pending_cancel").expect("a cancel request is journaled");

@@ -370,11 +370,13 @@ impl TokenCell {
 /// A number the broker may send as a JSON number or a string (`"75"`, `"1186.0"`).
 #[must_use]
 pub fn number(v: &Value) -> Option<Decimal> {
-    match v {
+    let d = match v {
         Value::Number(n) => Decimal::from_str(&n.to_string()).ok().or_else(|| n.as_f64().and_then(|f| Decimal::try_from(f).ok())),
         Value::String(s) => Decimal::from_str(s.trim()).ok(),
         _ => None,
-    }
+    };
+    // One value, one text in the journal: `4.0` (a float on the wire) is 4, as `4` is.
+    d.map(|d| d.normalize())
 }
 
 /// A string field that may arrive as a number (`"orderid": 2504…`).
