@@ -512,6 +512,21 @@ async fn next_update(out: &mut tokio::sync::mpsc::UnboundedReceiver<tradehost::b
     .await
 }
 
+/// A `broker` source of NIFTY for `account` (its configuration `accounts`, its secrets
+/// `secrets`) with option chains every `every` and ATM ± 1 on the feed; and its first chain.
+async fn nifty_chain_feed(dir: &std::path::Path, account: &str, accounts: &str, secrets: &str, every: Duration) -> (Feed, tradehost::market::OptionChain) {
+    let text = format!("{accounts}\n[[pipelines]]\nid = \"p\"\nplugin = \"oi_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"{account}\"]\nsource = {{ kind = \"broker\", account = \"{account}\", chain_secs = 1, strikes = 1 }}\n");
+    let (_config, _keep, configs) = configured(dir, secrets, &text);
+    let bus = tradehost::bus::Bus::embedded("t");
+    let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())(account.into(), vec!["NIFTY".into()]).await.unwrap();
+    let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())(account.into(), "NIFTY".into(), None).await.unwrap();
+    let mut feed = start_with_chain(plan, 0, None, Some((chain, every)), 1);
+    match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+        Ok(Some(MarketEvent::Chain(c))) => (feed, c),
+        other => panic!("expected an option chain, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openalgo_option_chains_and_the_strikes_around_the_money() {
     use tradehost_tests::brokers::{Flavor, MockServer, openalgo_chain_row};
@@ -525,20 +540,8 @@ async fn openalgo_option_chains_and_the_strikes_around_the_money() {
         s.option_chain.insert("30DEC99".into(), [26_100.0, 26_200.0, 26_300.0, 26_400.0].iter().map(|k| openalgo_chain_row("NIFTY30DEC99", *k, (400.0, 1_000.0), (200.0, 2_000.0))).collect());
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"oi_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"oa-1\"]\nsource = {{ kind = \"broker\", account = \"oa-1\", chain_secs = 1, strikes = 1 }}\n",
-        rest.url,
-        ws.url()
-    );
-    let (_config, _keep, configs) = configured(dir.path(), "[accounts.oa-1]\napi_key = \"oa-key-123\"\n", &text);
-    let bus = tradehost::bus::Bus::embedded("t");
-    let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())("oa-1".into(), vec!["NIFTY".into()]).await.unwrap();
-    let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())("oa-1".into(), "NIFTY".into(), None).await.unwrap();
-    let mut feed = start_with_chain(plan, 0, None, Some((chain, Duration::from_millis(200))), 1);
-    let c = match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
-        Ok(Some(MarketEvent::Chain(c))) => c,
-        other => panic!("expected an option chain, got {other:?}"),
-    };
+    let account = format!("[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n", rest.url, ws.url());
+    let (_feed, c) = nifty_chain_feed(dir.path(), "oa-1", &account, "[accounts.oa-1]\napi_key = \"oa-key-123\"\n", Duration::from_millis(200)).await;
     assert_eq!((c.spot, c.expiries[0].expiry.as_str(), c.expiries[0].strikes.len()), (Decimal::new(2_621_555, 2), "2099-12-30", 4), "the nearest expiry not yet past");
     assert_eq!(c.expiries[0].strikes[0].ce.map(|l| (l.last, l.oi)), Some((Decimal::from(400), 1_000)));
     // ATM 26,200 (spot 26,215.55) and one strike either side, on the feed as OpenAlgo names them.
@@ -587,20 +590,8 @@ async fn kite_option_chains_from_the_master_and_quotes() {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kite.csv"), master).unwrap();
-    let text = format!(
-        "[live]\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"oi_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"kite-1\"]\nsource = {{ kind = \"broker\", account = \"kite-1\", chain_secs = 1, strikes = 1 }}\n",
-        rest.url,
-        ticker.url()
-    );
-    let (_config, _keep, configs) = configured(dir.path(), "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n", &text);
-    let bus = tradehost::bus::Bus::embedded("t");
-    let plan = tradehost::brokers::feeds::resolver(configs.clone(), bus.clone(), Default::default())("kite-1".into(), vec!["NIFTY".into()]).await.unwrap();
-    let chain = tradehost::brokers::feeds::chain_resolver(configs, bus, Default::default())("kite-1".into(), "NIFTY".into(), None).await.unwrap();
-    let mut feed = start_with_chain(plan, 0, None, Some((chain, Duration::from_millis(300))), 1);
-    let c = match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
-        Ok(Some(MarketEvent::Chain(c))) => c,
-        other => panic!("expected an option chain, got {other:?}"),
-    };
+    let account = format!("[live]\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n", rest.url, ticker.url());
+    let (mut feed, c) = nifty_chain_feed(dir.path(), "kite-1", &account, "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n", Duration::from_millis(300)).await;
     assert_eq!((c.underlying.as_str(), c.spot, c.expiries[0].expiry.as_str()), ("NIFTY", Decimal::new(2_621_555, 2), "2099-12-24"), "the nearest expiry not yet past");
     let rows: Vec<_> = c.expiries[0].strikes.iter().map(|r| (r.strike, r.ce.map(|l| (l.last, l.oi, l.volume)), r.pe.map(|l| (l.last, l.oi)))).collect();
     assert_eq!(rows.len(), 4, "{rows:?}");
