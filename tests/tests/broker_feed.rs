@@ -632,49 +632,26 @@ async fn kite_option_chains_from_the_master_and_quotes() {
 /// service decides nothing meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnected_order_stream_syncs_the_working_orders_first() {
-    use tradehost::brokers::Secret;
-    use tradehost::brokers::live::{AccountLink, LiveNotice, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
-    use tradehost_tests::brokers::{Flavor, MockServer, Script, Step};
-    let ticker = KiteTicker::start("key1", "tok1").await;
-    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
-    let dir = tempfile::tempdir().unwrap();
-    let master_csv = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n";
-    std::fs::write(dir.path().join("kite.csv"), master_csv).unwrap();
-    let text = format!("[live]\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n", rest.url, ticker.url());
-    let (config, _keep, configs) = configured(dir.path(), "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n", &text);
-    let bus = tradehost::bus::Bus::embedded("t");
-    let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
-    master.load("kite", dir.path().join("kite.csv").to_str().unwrap()).await.unwrap();
-    let adapter = Arc::new(tradehost::brokers::kite::Kite::new(&rest.url, Secret::new("key1"), Secret::new("tok1"), Duration::from_secs(2)).unwrap());
-    let link = AccountLink { account: "kite-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
-    let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
-    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(|_| {});
-    let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
-    async fn next(out: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) -> RouterOutput {
-        tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
-    }
-    // The first connection syncs too (nothing is working yet).
-    assert_eq!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "kite-1".into(), broker: "kite", orders: 0, complete: true }));
-    assert!(router.synced("kite-1").is_some() && router.syncing().is_none());
+    use tradehost::brokers::live::{LiveNotice, LiveOrder, LiveUpdate, RouterOutput};
+    use tradehost_tests::brokers::{Script, Step};
+    let mut rig = kite_rig(Some(Duration::from_secs(60))).await;
+    let KiteRig { ticker, rest, router, out, .. } = &mut rig;
+    let next = router_next;
 
     // An order still open at its first read (the router's first poll, at once), filled at the next.
     rest.state().scripts.push_back(Script { steps: vec![Step::Open, Step::Fill(Decimal::from(10), Decimal::from(1_300))], ..Script::default() });
     assert!(router.send(LiveOrder::new("c1", "kite-1", "RELIANCE", tradehost::subscriber::OrderSide::Buy, Decimal::from(10), Some(Decimal::from(1_300)))));
-    assert!(matches!(next(&mut out).await, RouterOutput::Update(LiveUpdate::Accepted { .. })));
+    assert!(matches!(next(out).await, RouterOutput::Update(LiveUpdate::Accepted { .. })));
     wait_until("the first poll", || rest.state().orders.first().is_some_and(|o| o.polls >= 1)).await;
     // The stream drops; the fill's postback is lost with it.
     ticker.push(Push::Drop);
-    let filled = next(&mut out).await;
+    let filled = next(out).await;
     assert!(matches!(&filled, RouterOutput::Update(LiveUpdate::Filled { client_order_id, qty, .. }) if client_order_id == "c1" && *qty == Decimal::from(10)), "the sync reads the fill: {filled:?}");
     assert_eq!(router.syncing().map(|(a, _)| a).as_deref(), Some("kite-1"), "decisions wait while the sync's reports are on their way");
-    assert_eq!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "kite-1".into(), broker: "kite", orders: 1, complete: true }), "after every update it brought");
+    assert_eq!(next(out).await, RouterOutput::Notice(LiveNotice::Synced { account: "kite-1".into(), broker: "kite", orders: 1, complete: true }), "after every update it brought");
     assert!(router.synced("kite-1").is_some());
     assert!(router.syncing().is_none());
     assert_eq!(ticker.seen(|s| s.connections), 2, "the stream reconnected");
-    for t in streams {
-        t.abort();
-    }
 }
 
 /// OpenAlgo's order updates: its WebSocket is asked for them (`subscribe_orders` after the
@@ -839,12 +816,53 @@ async fn missed_bars_from_upstox_and_openalgo() {
 /// fills are reported as they come, cumulative, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_fills_come_by_push() {
-    use tradehost::brokers::Secret;
-    use tradehost::brokers::live::{AccountLink, LiveNotice, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
-    use tradehost_tests::brokers::{Flavor, MockServer, Script, Step};
-    async fn next(out: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) -> RouterOutput {
-        tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
+    use tradehost::brokers::live::{LiveOrder, LiveUpdate, RouterOutput};
+    use tradehost_tests::brokers::{Script, Step};
+    let mut rig = kite_rig(None).await;
+    let KiteRig { ticker, rest, router, out, .. } = &mut rig;
+    let next = router_next;
+
+    // Open at the first read (the router's first poll), 4 of 10 at the next, the rest after.
+    rest.state().scripts.push_back(Script { steps: vec![Step::Open, Step::Fill(Decimal::from(4), Decimal::from(1_300)), Step::Fill(Decimal::from(6), Decimal::from(1_302))], ..Script::default() });
+    assert!(router.send(LiveOrder::new("c1", "kite-1", "RELIANCE", tradehost::subscriber::OrderSide::Buy, Decimal::from(10), Some(Decimal::from(1_300)))));
+    let RouterOutput::Update(LiveUpdate::Accepted { broker_order_id, .. }) = next(out).await else { panic!("accepted") };
+    wait_until("the first poll", || rest.state().orders.first().is_some_and(|o| o.polls >= 1)).await;
+    // Kite's postback (an `order` text message on the ticker socket), as its documentation shows it.
+    let postback = |status: &str, filled: u32, pending: u32| {
+        serde_json::json!({ "type": "order", "data": { "order_id": broker_order_id, "status": status, "tag": "c1", "tradingsymbol": "RELIANCE", "exchange": "NSE", "transaction_type": "BUY", "quantity": 10, "filled_quantity": filled, "pending_quantity": pending, "average_price": 1300.0 } }).to_string()
+    };
+    ticker.push(Push::Text(postback("OPEN", 4, 6)));
+    let part = next(out).await;
+    assert_eq!(part, RouterOutput::Update(LiveUpdate::PartFilled { client_order_id: "c1".into(), filled_qty: Decimal::from(4), price: Decimal::from(1_300) }), "the first push: 4 filled so far");
+    ticker.push(Push::Text(postback("COMPLETE", 10, 0)));
+    let done = next(out).await;
+    // The broker's average over both parts: (4 x 1300 + 6 x 1302) / 10.
+    assert_eq!(done, RouterOutput::Update(LiveUpdate::Filled { client_order_id: "c1".into(), qty: Decimal::from(10), price: Decimal::new(13_012, 1) }), "the second: all of it, at the broker's average");
+    assert_eq!(rest.state().orders[0].polls, 3, "read once per push after the first poll, never more");
+}
+
+/// A Kite account's live router (polling ten minutes away, `cancel_after` as given) with its
+/// order stream on a local ticker and REST server, RELIANCE in its master, past the first
+/// connection's sync (nothing working yet: `Synced` with no order, and the hold released).
+struct KiteRig {
+    ticker: KiteTicker,
+    rest: tradehost_tests::brokers::MockServer,
+    router: tradehost::brokers::live::LiveRouter,
+    out: tokio::sync::mpsc::UnboundedReceiver<tradehost::brokers::live::RouterOutput>,
+    streams: Vec<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for KiteRig {
+    fn drop(&mut self) {
+        self.streams.iter().for_each(tokio::task::JoinHandle::abort);
     }
+}
+
+async fn kite_rig(cancel_after: Option<Duration>) -> KiteRig {
+    use tradehost::brokers::Secret;
+    use tradehost::brokers::live::{AccountLink, LiveNotice, LiveRouter, RouterOutput, RouterSettings};
+    use tradehost_tests::brokers::{Flavor, MockServer};
     let ticker = KiteTicker::start("key1", "tok1").await;
     let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
     let dir = tempfile::tempdir().unwrap();
@@ -857,29 +875,14 @@ async fn partial_fills_come_by_push() {
     let adapter = Arc::new(tradehost::brokers::kite::Kite::new(&rest.url, Secret::new("key1"), Secret::new("tok1"), Duration::from_secs(2)).unwrap());
     let link = AccountLink { account: "kite-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
     let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), cancel_after: None, ..RouterSettings::default() }, tx);
+    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), cancel_after, ..RouterSettings::default() }, tx);
     let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), Arc::new(|_| {}));
-    assert!(matches!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { orders: 0, .. })));
-    let _ = router.synced("kite-1");
+    // The first connection syncs too.
+    assert_eq!(router_next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "kite-1".into(), broker: "kite", orders: 0, complete: true }));
+    assert!(router.synced("kite-1").is_some() && router.syncing().is_none());
+    KiteRig { ticker, rest, router, out, streams, _dir: dir }
+}
 
-    // Open at the first read (the router's first poll), 4 of 10 at the next, the rest after.
-    rest.state().scripts.push_back(Script { steps: vec![Step::Open, Step::Fill(Decimal::from(4), Decimal::from(1_300)), Step::Fill(Decimal::from(6), Decimal::from(1_302))], ..Script::default() });
-    assert!(router.send(LiveOrder::new("c1", "kite-1", "RELIANCE", tradehost::subscriber::OrderSide::Buy, Decimal::from(10), Some(Decimal::from(1_300)))));
-    let RouterOutput::Update(LiveUpdate::Accepted { broker_order_id, .. }) = next(&mut out).await else { panic!("accepted") };
-    wait_until("the first poll", || rest.state().orders.first().is_some_and(|o| o.polls >= 1)).await;
-    // Kite's postback (an `order` text message on the ticker socket), as its documentation shows it.
-    let postback = |status: &str, filled: u32, pending: u32| {
-        serde_json::json!({ "type": "order", "data": { "order_id": broker_order_id, "status": status, "tag": "c1", "tradingsymbol": "RELIANCE", "exchange": "NSE", "transaction_type": "BUY", "quantity": 10, "filled_quantity": filled, "pending_quantity": pending, "average_price": 1300.0 } }).to_string()
-    };
-    ticker.push(Push::Text(postback("OPEN", 4, 6)));
-    let part = next(&mut out).await;
-    assert_eq!(part, RouterOutput::Update(LiveUpdate::PartFilled { client_order_id: "c1".into(), filled_qty: Decimal::from(4), price: Decimal::from(1_300) }), "the first push: 4 filled so far");
-    ticker.push(Push::Text(postback("COMPLETE", 10, 0)));
-    let done = next(&mut out).await;
-    // The broker's average over both parts: (4 x 1300 + 6 x 1302) / 10.
-    assert_eq!(done, RouterOutput::Update(LiveUpdate::Filled { client_order_id: "c1".into(), qty: Decimal::from(10), price: Decimal::new(13_012, 1) }), "the second: all of it, at the broker's average");
-    assert_eq!(rest.state().orders[0].polls, 3, "read once per push after the first poll, never more");
-    for t in streams {
-        t.abort();
-    }
+async fn router_next(out: &mut tokio::sync::mpsc::UnboundedReceiver<tradehost::brokers::live::RouterOutput>) -> tradehost::brokers::live::RouterOutput {
+    tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
 }
