@@ -454,7 +454,7 @@ async fn upstox_option_chains_come_with_the_ticks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstox_order_updates_come_on_the_portfolio_stream() {
     use tradehost::brokers::Secret;
-    use tradehost::brokers::live::{AccountLink, LiveOrder, LiveRouter, LiveUpdate, RouterSettings};
+    use tradehost::brokers::live::{AccountLink, LiveOrder, LiveUpdate};
     use tradehost_tests::brokers::{Flavor, MockServer};
     let ws = KiteTicker::start_with(&[("code", "p1")]).await;
     let rest = MockServer::start(Flavor::Upstox, "", "up-tok");
@@ -468,12 +468,7 @@ async fn upstox_order_updates_come_on_the_portfolio_stream() {
     master.load("upstox", dir.path().join("upstox.csv").to_str().unwrap()).await.unwrap();
     let adapter = std::sync::Arc::new(tradehost::brokers::upstox::Upstox::new(&rest.url, Secret::new("up-tok"), Duration::from_secs(2)).unwrap());
     let link = AccountLink { account: "up-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
-    let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
-    let reports: Reports = Arc::default();
-    let r2 = reports.clone();
-    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |e: tradehost::bus::events::Event| r2.lock().unwrap().push((e.name().to_owned(), e.fields())));
-    let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
+    let (router, mut out, reports, streams) = router_with_streams(link, master, &config, configs, bus);
     assert_eq!(streams.len(), 1, "one order stream for the Upstox account");
     wait_until("the order stream", || reports.lock().unwrap().iter().any(|(k, _)| k == "order_stream_connected")).await;
     assert!(rest.state().requests.iter().any(|r| r.path.starts_with("/v2/feed/portfolio-stream-feed/authorize?update_types=order")));
@@ -660,7 +655,7 @@ async fn a_reconnected_order_stream_syncs_the_working_orders_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openalgo_order_updates_come_on_its_websocket() {
     use tradehost::brokers::Secret;
-    use tradehost::brokers::live::{AccountLink, LiveNotice, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
+    use tradehost::brokers::live::{AccountLink, LiveNotice, LiveOrder, LiveUpdate, RouterOutput};
     use tradehost_tests::brokers::{Flavor, MockServer, Script, Step};
     async fn next(out: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) -> RouterOutput {
         tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
@@ -674,12 +669,7 @@ async fn openalgo_order_updates_come_on_its_websocket() {
     let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
     let adapter = Arc::new(tradehost::brokers::openalgo::OpenAlgo::new(&rest.url, Secret::new("oa-key-123"), "tradehost", Duration::from_secs(2)).unwrap());
     let link = AccountLink { account: "oa-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2) };
-    let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
-    let reports: Reports = Arc::default();
-    let r2 = reports.clone();
-    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |e: tradehost::bus::events::Event| r2.lock().unwrap().push((e.name().to_owned(), e.fields())));
-    let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), on_event);
+    let (router, mut out, reports, streams) = router_with_streams(link, master, &config, configs, bus);
     assert_eq!(streams.len(), 1, "one order stream for the OpenAlgo account");
     assert_eq!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "oa-1".into(), broker: "openalgo", orders: 0, complete: true }));
     let _ = router.synced("oa-1");
@@ -885,4 +875,23 @@ async fn kite_rig(cancel_after: Option<Duration>) -> KiteRig {
 
 async fn router_next(out: &mut tokio::sync::mpsc::UnboundedReceiver<tradehost::brokers::live::RouterOutput>) -> tradehost::brokers::live::RouterOutput {
     tokio::time::timeout(Duration::from_secs(10), out.recv()).await.expect("the router reports").expect("the router is up")
+}
+
+/// A live router for `link` (polling ten minutes away) and the order streams of `config`,
+/// their reports collected.
+fn router_with_streams(
+    link: tradehost::brokers::live::AccountLink,
+    master: tradehost::brokers::instruments::InstrumentMaster,
+    config: &tradehost::config::Config,
+    configs: tokio::sync::watch::Receiver<std::sync::Arc<tradehost::config::Config>>,
+    bus: tradehost::bus::Bus,
+) -> (tradehost::brokers::live::LiveRouter, tokio::sync::mpsc::UnboundedReceiver<tradehost::brokers::live::RouterOutput>, Reports, Vec<tokio::task::JoinHandle<()>>) {
+    use tradehost::brokers::live::{LiveRouter, RouterSettings};
+    let (tx, out) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), ..RouterSettings::default() }, tx);
+    let reports: Reports = Arc::default();
+    let r2 = reports.clone();
+    let on_event: tradehost::brokers::feeds::StreamEvents = Arc::new(move |e: tradehost::bus::events::Event| r2.lock().unwrap().push((e.name().to_owned(), e.fields())));
+    let streams = tradehost::brokers::feeds::order_streams(config, configs, bus, &router, Default::default(), on_event);
+    (router, out, reports, streams)
 }
