@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 mod baskets;
 mod closing;
 pub mod exits;
+mod decisions;
 mod journal;
+mod paper;
 pub mod report;
 pub mod risk;
 pub mod service;
@@ -31,6 +33,8 @@ pub use baskets::{Basket, BasketLeg};
 pub use closing::{CLOSE_REASONS, SESSION_OPEN_MINUTE, square_off_rule};
 use baskets::advance_baskets;
 use closing::{arm_exit, cancel_entries_at_square_off, queue_close, square_off_due};
+use decisions::{restore_cooldown, self_risk_context};
+use paper::first_price_after;
 use journal::{Cached as _, SCHEMA, advance, dec, lots_of, opt_dec, record_fill, side_of};
 
 use crate::brokers::paper::{Position, fill_price};
@@ -299,123 +303,6 @@ impl OrderManager {
             b.extend(e);
         }
         Ok(envelope("order", &format!("{coid}/{state}"), now_ms(), body))
-    }
-
-    fn effective_position(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> rusqlite::Result<Decimal> {
-        let held: Option<String> =
-            tx.row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| r.get(0)).optional()?;
-        let mut qty = opt_dec(held.as_deref())?.unwrap_or_default();
-        // Working orders count with what is left of them: their filled part is in the position.
-        let mut stmt = tx.prepare_cached(
-            "SELECT side, qty, filled_qty FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
-        )?;
-        let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
-        for o in open {
-            let (side, q, filled) = o?;
-            let left = (dec(&q)? - opt_dec(filled.as_deref())?.unwrap_or_default()).max(Decimal::ZERO);
-            qty += left * side_of(&side)?.sign();
-        }
-        Ok(qty)
-    }
-
-    /// Decide, for every account of the signal's pipeline, what to do; record
-    /// it; then send the new orders to the broker. Safe to call again with the
-    /// same signal: decisions already recorded are kept.
-    ///
-    /// # Errors
-    /// A journal failure: nothing of this call is then committed.
-    pub fn on_signal(&mut self, s: &SignalMessage) -> Result<Vec<Outcome>, OrderError> {
-        let mut out = Vec::new();
-        self.decided.insert(s.id.clone());
-        let Some(pipeline) = self.config.pipeline(&s.pipeline).cloned() else {
-            out.push(Outcome::Event(Event::SignalRefused { signal_id: s.id.clone(), reason: format!("unknown pipeline {:?}", s.pipeline), rule: "config".into() }));
-            return Ok(out);
-        };
-        let killed = self.kill_switch()?;
-        let now = now_ms();
-        let config = self.config.clone();
-        let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
-        let tx = self.db.transaction().map_err(jerr)?;
-        let result: rusqlite::Result<()> = (|| {
-            // What the strategy said, beside what each account made of it (an audit trail, and a backtest's signals.csv).
-            let text = |d: Option<Decimal>| d.map(|v| v.to_string());
-            tx.exec(
-                "INSERT OR IGNORE INTO signals (signal_id, ts, pipeline, instrument, side, price, stop_loss, target, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![s.id, s.ts, s.pipeline, s.instrument, s.side, text(s.price), text(s.stop_loss), text(s.target), s.reason],
-            )?;
-            // The subscriber's fan-out: each account not yet decided, its position and intent.
-            let decided = |account: &str| tx.row("SELECT 1 FROM decisions WHERE signal_id = ?1 AND account = ?2", [s.id.as_str(), account], |_| Ok(())).optional().map(|d| d.is_some());
-            let shares = fan_out(&config, &pipeline, s, decided, |account| Self::effective_position(&tx, account, &s.instrument))?;
-            for Share { account, effective, intent } in shares {
-                let account_id = account.id.get_ref();
-                // In live mode an account configured for a broker that is not connected
-                // (added by a reload) must not quietly trade on paper.
-                let unrouted = self.mode == "live" && account.broker.get_ref() != "paper" && !self.live.contains(account_id);
-                let mut rule = if killed { "kill_switch" } else if unrouted { "broker" } else { "sizing" };
-                let decision = if killed {
-                    Err("the kill switch is on".to_owned())
-                } else if unrouted {
-                    Err(format!("broker {} is not connected for this account; restart to connect it", account.broker.get_ref()))
-                } else {
-                    match intent {
-                        Ok(Some(i)) => {
-                            let ctx = self_risk_context(&tx, &self.last, account, &s.pipeline, &s.instrument, s.ts, s.price, effective)?;
-                            match risk::check(&account.risk, &ctx, &i) {
-                                Ok(()) => Ok(Some(i)),
-                                Err(refusal) => {
-                                    rule = refusal.rule;
-                                    if refusal.rule == "max_daily_loss" && trip_breaker(&tx, account_id, s.ts)? {
-                                        out.push(Outcome::Event(Event::RiskBreaker { account: account_id.clone(), rule: "max_daily_loss".into(), daily_pnl: ctx.daily_pnl.to_string(), detail: "only reducing orders until tomorrow".into() }));
-                                    }
-                                    Err(refusal.reason)
-                                }
-                            }
-                        }
-                        other => other.map_err(|e| e.to_string()),
-                    }
-                };
-                let (outcome, coid) = match decision {
-                    Ok(Some(i)) => {
-                        let opens = risk::is_entry(effective, &i);
-                        if opens {
-                            tx.exec(
-                                "INSERT INTO entries (pipeline, instrument, ts) VALUES (?1, ?2, ?3) ON CONFLICT(pipeline, instrument) DO UPDATE SET ts = MAX(ts, ?3)",
-                                params![s.pipeline, s.instrument, s.ts],
-                            )?;
-                        }
-                        let coid = client_order_id(&s.id, account_id);
-                        tx.exec(
-                            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, stop_loss, target, opens)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
-                            params![
-                                coid, s.id, account_id, s.pipeline, s.instrument, i.side.as_str(), i.qty.to_string(), s.ts, account.slippage_bps.to_string(), now,
-                                s.stop_loss.map(|d| d.to_string()), s.target.map(|d| d.to_string()), opens
-                            ],
-                        )?;
-                        (format!("order {} {} {}", i.side.as_str(), i.qty, s.instrument), Some(coid))
-                    }
-                    Ok(None) => ("nothing to do".to_owned(), None),
-                    Err(reason) => {
-                        out.push(Outcome::Event(Event::OrderRefused { signal_id: s.id.clone(), account: account_id.clone(), reason: reason.clone(), rule: rule.to_owned() }));
-                        (format!("refused [{rule}]: {reason}"), None)
-                    }
-                };
-                tx.exec(
-                    "INSERT INTO decisions (signal_id, account, outcome, client_order_id, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![s.id, account_id, outcome, coid, now],
-                )?;
-            }
-            Ok(())
-        })();
-        result.map_err(jerr)?;
-        // Decisions and the broker hand-off in one commit: one fsync per signal.
-        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
-        tx.commit().map_err(jerr)?;
-        for (coid, state, extra) in transitions {
-            out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
-        }
-        Ok(out)
     }
 
     /// Send every recorded-but-unsent order to the (paper) broker, in one
@@ -778,35 +665,9 @@ impl OrderManager {
         let mut filled = Vec::new();
         let mut refusals = Vec::new();
         for quote in &q.quotes {
-            let open: Vec<(String, String, String, String, String, i64)> = {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT p.client_order_id, p.account, p.side, p.qty, o.slippage_bps, p.not_before FROM paper_book p JOIN orders o USING (client_order_id)
-                         WHERE p.state = 'open' AND p.instrument = ?1 AND p.not_before < ?2 ORDER BY p.rowid",
-                    )
-                    .map_err(jerr)?;
-                
-                stmt
-                    .query_map(params![quote.instrument, q.ts], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-                    .map_err(jerr)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(jerr)?
-            };
-            for (coid, account, side, qty, slippage, not_before) in open {
-                let side = side_of(&side).map_err(jerr)?;
-                // The first price after the signal, which is not always this message: the
-                // same instrument's prices can come from pipelines running at different paces.
-                let (ts, open) = first_price_after(&self.recent, &quote.instrument, not_before).unwrap_or((q.ts, quote.open));
-                let price = fill_price(side, open, dec(&slippage).map_err(jerr)?);
-                match record_fill(&tx, &coid, &account, &quote.instrument, side, dec(&qty).map_err(jerr)?, price, ts, state::OrderEvent::Fill).map_err(jerr)? {
-                    Ok(()) => filled.push((coid, json!({ "price": price.to_string(), "fill_ts": ts }))),
-                    Err(refused) => {
-                        // Reported, never applied: the paper book keeps the order as it was.
-                        tracing::error!("order {coid}: fill refused: {refused}");
-                        refusals.push(Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.clone(), reason: refused.to_string() }));
-                    }
-                }
-            }
+            let (done, refused) = paper::fill_open_orders(&tx, &self.recent, quote, q.ts).map_err(jerr)?;
+            filled.extend(done);
+            refusals.extend(refused);
         }
         let mut exit_events = Vec::new();
         let priced: Vec<&str> = q.quotes.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(quote, _)| quote.instrument.as_str()).collect();
@@ -987,83 +848,6 @@ impl OrderManager {
     }
 }
 
-/// An entry the broker refused (or cancelled with nothing filled) opened nothing:
-/// the pipeline's cooldown in its instrument goes back to the last entry that
-/// did open (or works on), or ends, so the next signal is not refused for a
-/// position that never was.
-fn restore_cooldown(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<()> {
-    let Some((pipeline, instrument, opens)): Option<(String, String, bool)> =
-        tx.row("SELECT pipeline, instrument, opens FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?
-    else {
-        return Ok(());
-    };
-    if !opens {
-        return Ok(());
-    }
-    let last: Option<i64> = tx.row(
-        "SELECT MAX(not_before) FROM orders WHERE pipeline = ?1 AND instrument = ?2 AND opens = 1 AND state != 'rejected'
-         AND NOT (state IN ('cancelled', 'expired') AND CAST(COALESCE(filled_qty, '0') AS REAL) = 0)",
-        [&pipeline, &instrument],
-        |r| r.get(0),
-    )?;
-    match last {
-        Some(ts) => tx.exec("UPDATE entries SET ts = ?3 WHERE pipeline = ?1 AND instrument = ?2", params![pipeline, instrument, ts])?,
-        None => tx.exec("DELETE FROM entries WHERE pipeline = ?1 AND instrument = ?2", [&pipeline, &instrument])?,
-    };
-    Ok(())
-}
-
-
-/// What the risk checks need, read inside the deciding transaction.
-#[allow(clippy::too_many_arguments)]
-fn self_risk_context(
-    tx: &rusqlite::Transaction<'_>,
-    last: &HashMap<String, (i64, Decimal)>,
-    account: &crate::config::Account,
-    pipeline: &str,
-    instrument: &str,
-    now_ms: i64,
-    price: Option<Decimal>,
-    position: Decimal,
-) -> rusqlite::Result<risk::RiskContext> {
-    let id = account.id.get_ref();
-    let day = crate::domain::time::ist_day(now_ms);
-    let realized: Option<String> = tx.row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![id, day], |r| r.get(0)).optional()?;
-    let mut daily_pnl = opt_dec(realized.as_deref())?.unwrap_or_default();
-    let mut other_open_positions = 0;
-    let mut stmt = tx.prepare_cached("SELECT instrument, qty, lots FROM positions WHERE account = ?1")?;
-    let rows = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-    for row in rows {
-        let (instr, qty, lots) = row?;
-        let p = Position { qty: dec(&qty)?, lots: lots_of(&lots)?, realized: Decimal::ZERO };
-        if p.qty.is_zero() {
-            continue;
-        }
-        if instr != instrument {
-            other_open_positions += 1;
-        }
-        if let Some((_, mark)) = last.get(&instr) {
-            daily_pnl += p.unrealized(*mark);
-        }
-    }
-    let mut stmt = tx.prepare_cached("SELECT not_before FROM orders WHERE account = ?1 AND not_before > ?2 AND not_before <= ?3")?;
-    let recent_orders_ms = stmt.query_map(params![id, now_ms - 1000, now_ms], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
-    let last_entry_ms: Option<i64> =
-        tx.row("SELECT ts FROM entries WHERE pipeline = ?1 AND instrument = ?2", params![pipeline, instrument], |r| r.get(0)).optional()?;
-    Ok(risk::RiskContext { now_ms, price, position, other_open_positions, daily_pnl, capital: account.capital, recent_orders_ms, last_entry_ms })
-}
-
-/// Record that the daily-loss breaker tripped for `account` today; true the first time.
-fn trip_breaker(tx: &rusqlite::Transaction<'_>, account: &str, now_ms: i64) -> rusqlite::Result<bool> {
-    let key = format!("breaker/{account}/{}", crate::domain::time::ist_day(now_ms));
-    Ok(tx.exec("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, 'tripped')", [key])? == 1)
-}
-
-/// The first known price of `instrument` later than `ts`.
-fn first_price_after(recent: &Recent, instrument: &str, ts: i64) -> Option<(i64, Decimal)> {
-    let prices = recent.get(instrument)?;
-    prices.get(prices.partition_point(|(t, _)| *t <= ts)).copied()
-}
 
 
 #[cfg(test)]
