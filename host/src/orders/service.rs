@@ -219,9 +219,10 @@ pub async fn serve(
     // The prices an earlier run applied, back into memory; then the stream from there on.
     let cursor = om.price_cursor()?;
     if let Some(c) = &cursor
-        && !warm_prices(&bus, &mut om, c, &mut life.shutdown).await {
-            return summary(&om);
-        }
+        && !warm_prices(&bus, &mut om, c, &mut life.shutdown).await
+    {
+        return summary(&om);
+    }
     // Orders recorded before a crash but never sent: send them now.
     publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
     events
@@ -389,12 +390,13 @@ pub async fn serve(
                 let quiet = wall_clock && om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET);
                 if quiet && !held && merge.is_empty() && rx.is_empty() && prices.is_empty()
                     && let Some(now) = om.market_clock()
-                        && let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await {
-                            if !out.is_empty() {
-                                last_work = tokio::time::Instant::now();
-                            }
-                            let _ = outbox.send(Out::Outcomes(out));
-                        }
+                    && let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await
+                {
+                    if !out.is_empty() {
+                        last_work = tokio::time::Instant::now();
+                    }
+                    let _ = outbox.send(Out::Outcomes(out));
+                }
             }
             _ = idle_check.tick() => {
                 if !held {
