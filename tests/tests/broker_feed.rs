@@ -786,18 +786,18 @@ async fn missed_bars_from_upstox_and_openalgo() {
     let (_config, _keep, configs) = configured(dir.path(), "[accounts.up-1]\naccess_token = \"up-tok\"\n\n[accounts.oa-1]\napi_key = \"oa-key-123\"\n", &text);
     let resolve = tradehost::brokers::feeds::resolver(configs, tradehost::bus::Bus::embedded("t"), Default::default());
     let upstox = resolve("up-1".into(), vec!["NIFTY24JANFUT".into()]).await.unwrap();
-    let bars = (upstox.backfill.unwrap())("NIFTY24JANFUT".into(), upstox.instruments[0].1.clone(), t(17), t(20)).await.unwrap();
+    let bars = (upstox.backfill.unwrap())(upstox.instruments[0].1.clone(), t(17), t(20)).await.unwrap();
     assert_eq!(bars.iter().map(|b| b.ts_ms).collect::<Vec<_>>(), [t(17), t(18), t(19)], "ascending, only [from, to)");
     assert_eq!((bars[0].open, bars[0].close, bars[0].volume, bars[0].oi), (Decimal::from(21_717), Decimal::from(21_722), 1_017, 7_500));
     assert!(up.state().requests.iter().any(|r| r.path == "/v3/historical-candle/intraday/NSE_FO%7C48225/minutes/1"), "the key encoded in the path");
 
     let openalgo = resolve("oa-1".into(), vec!["RELIANCE".into(), "SBIN".into()]).await.unwrap();
     let fill = openalgo.backfill.unwrap();
-    let bars = fill("RELIANCE".into(), openalgo.instruments[0].1.clone(), t(17), t(19)).await.unwrap();
+    let bars = fill(openalgo.instruments[0].1.clone(), t(17), t(19)).await.unwrap();
     assert_eq!(bars.iter().map(|b| (b.ts_ms, b.low, b.volume)).collect::<Vec<_>>(), [(t(17), Decimal::new(12_985, 1), 417), (t(18), Decimal::from(1_297), 418)]);
     let asked: serde_json::Value = serde_json::from_str(&oa.state().requests.iter().find(|r| r.path == "/api/v1/history").unwrap().body).unwrap();
     assert_eq!((asked["symbol"].as_str(), asked["exchange"].as_str(), asked["interval"].as_str(), asked["start_date"].as_str(), asked["end_date"].as_str()), (Some("RELIANCE"), Some("NSE"), Some("1m"), Some("2024-01-01"), Some("2024-01-01")));
-    let refused = fill("SBIN".into(), openalgo.instruments[1].1.clone(), t(17), t(19)).await.unwrap_err();
+    let refused = fill(openalgo.instruments[1].1.clone(), t(17), t(19)).await.unwrap_err();
     assert!(refused.contains("NSE:SBIN") && refused.contains("low 1303"), "{refused}");
 }
 

@@ -123,7 +123,7 @@ fn backfill(config: &Config, a: &crate::config::Account, wire: Wire, store: Arc<
     let (id, name) = (a.id.get_ref().clone(), a.credentials.clone().unwrap_or_else(|| a.id.get_ref().clone()));
     let base = a.base_url.clone();
     let timeout = std::time::Duration::from_millis(config.live.timeout_ms);
-    Arc::new(move |_symbol: String, token: String, from: i64, to: i64| {
+    Arc::new(move |token: String, from: i64, to: i64| {
         let c = store.credentials(&id, &name);
         let handed_over = overridden(&tokens, &id);
         let (base, id) = (base.clone(), id.clone());

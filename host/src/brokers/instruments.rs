@@ -160,7 +160,7 @@ const EXPIRIES_KEY: &str = "OX";
 
 /// Whether a map key is an index of the master rather than an instrument.
 fn is_index_key(key: &str) -> bool {
-    key.starts_with("OC:") || key.starts_with("OX:")
+    key.split_once(':').is_some_and(|(prefix, _)| prefix == CHAIN_KEY || prefix == EXPIRIES_KEY)
 }
 
 /// One option contract of the master, for chains made from it.

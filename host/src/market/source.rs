@@ -656,7 +656,7 @@ pub async fn broker_feed(
                     }
                 // The missed bars go after the one the gap interrupted and before this tick's.
                 if let (Some(from), Some(fill)) = (missed_from, plan.backfill.as_ref()) {
-                    match fill(symbol.to_owned(), tick.token.clone(), from, start).await {
+                    match fill(tick.token.clone(), from, start).await {
                         Ok(minutes) => {
                             let mut bars = CandleBuilder::new(symbol, tf);
                             let mut filled = Vec::new();

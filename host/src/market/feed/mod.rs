@@ -213,8 +213,8 @@ pub struct FeedPlan {
 }
 
 /// Reads one instrument's one-minute bars from the broker's historical candles:
-/// `(our symbol, broker token, from, to)`, bars whose start is in `[from, to)`, ascending.
-pub type Backfill = Arc<dyn Fn(String, String, i64, i64) -> BoxFuture<Result<Vec<super::Bar>, String>> + Send + Sync>;
+/// `(broker token, from, to)`, bars whose start is in `[from, to)`, ascending.
+pub type Backfill = Arc<dyn Fn(String, i64, i64) -> BoxFuture<Result<Vec<super::Bar>, String>> + Send + Sync>;
 
 impl fmt::Debug for FeedPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
