@@ -25,7 +25,10 @@
 //!
 //! Positions still open after the last bar are marked at its close.
 
+pub mod grid;
 mod report;
+pub mod sweep;
+mod sweep_report;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -43,6 +46,7 @@ use crate::market::{MarketData, OptionChain};
 use crate::sandbox::SandboxError;
 
 pub use report::{write_outputs, write_report_html};
+pub use sweep_report::{SweepInfo, write_sweep, write_walk_forward};
 
 pub use crate::domain::PositionMode;
 
@@ -53,6 +57,8 @@ pub struct BacktestConfig {
     pub mode: PositionMode,
     /// Units bought or sold per position.
     pub qty: u64,
+    /// An account's sizing (lots, percent of capital, risk to the stop) instead of `qty` units.
+    pub sizing: Option<Sizing>,
     /// Starting capital, for the equity curve and returns.
     pub capital: Decimal,
     /// Intraday square-off time (IST minutes since midnight); `None` carries positions overnight.
@@ -65,12 +71,15 @@ pub struct BacktestConfig {
     pub exits: ExitRules,
     /// How a fired exit fills: at its level (the default), or as paper and live do, on the next price.
     pub exit_fill: ExitFill,
+    /// Signals before this time are seen by the strategy (its warm-up) but not
+    /// traded; a walk-forward test window starts here. `None` trades from the first bar.
+    pub trade_from_ms: Option<i64>,
 }
 
 impl Default for BacktestConfig {
     /// Today's single-plugin defaults: one unit, long only, the next open, no slippage, no exits of its own.
     fn default() -> Self {
-        Self { mode: PositionMode::Long, qty: 1, capital: Decimal::from(1_000_000), square_off_minute: None, batch: 4096, slippage_bps: Decimal::ZERO, exits: ExitRules::default(), exit_fill: ExitFill::AtLevel }
+        Self { mode: PositionMode::Long, qty: 1, sizing: None, capital: Decimal::from(1_000_000), square_off_minute: None, batch: 4096, slippage_bps: Decimal::ZERO, exits: ExitRules::default(), exit_fill: ExitFill::AtLevel, trade_from_ms: None }
     }
 }
 
@@ -145,7 +154,7 @@ pub struct Trade {
 }
 
 /// Equity at the end of a trading day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EquityPoint {
     /// Time of the day's last bar.
     pub ts_ms: i64,
@@ -156,7 +165,7 @@ pub struct EquityPoint {
 }
 
 /// The numbers a strategy author looks at first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Strategy name.
     pub strategy: String,
@@ -206,6 +215,9 @@ pub struct Summary {
     pub max_drawdown_pct: f64,
     /// Annualised Sharpe ratio of daily returns (√252, no risk-free rate).
     pub sharpe: f64,
+    /// Share of the events (bars or snapshots) a position was open after, in percent;
+    /// `None` where it is not known (a summary made from trades alone).
+    pub exposure_pct: Option<f64>,
 }
 
 /// Everything a backtest produced.
@@ -277,13 +289,16 @@ struct Engine<'a> {
     equity: Vec<EquityPoint>,
     day: Option<i64>,
     last_ts: i64,
+    /// Events replayed, and those after which a position was open.
+    steps: usize,
+    exposed: usize,
 }
 
 impl<'a> Engine<'a> {
     fn new(config: &'a BacktestConfig) -> Self {
         Self {
             config,
-            sizing: Sizing::Fixed { qty: config.qty },
+            sizing: config.sizing.clone().unwrap_or(Sizing::Fixed { qty: config.qty }),
             books: Vec::new(),
             trades: Vec::new(),
             fills: Vec::new(),
@@ -295,6 +310,8 @@ impl<'a> Engine<'a> {
             equity: Vec::new(),
             day: None,
             last_ts: 0,
+            steps: 0,
+            exposed: 0,
         }
     }
 
@@ -394,6 +411,10 @@ impl<'a> Engine<'a> {
         }
         self.last_ts = ts_ms;
         self.mark_to_market();
+        self.steps += 1;
+        if self.books.iter().any(|b| !b.position.qty.is_zero()) {
+            self.exposed += 1;
+        }
     }
 
     /// Queue the square-off of book `i` when [`square_off_rule`] says it is due
@@ -426,6 +447,9 @@ impl<'a> Engine<'a> {
     }
 
     fn take_signal(&mut self, ts_ms: i64, s: strategy_sdk::Signal, quotes: &[(&str, Quote)]) {
+        if self.config.trade_from_ms.is_some_and(|from| ts_ms < from) {
+            return;
+        }
         let signal = match Signal::from_strategy(ts_ms, s) {
             Ok(signal) => signal,
             Err(reason) => {
@@ -564,6 +588,7 @@ fn summarise(strategy: &dyn StrategyRunner, events: usize, engine: &Engine<'_>, 
     );
     summary.max_drawdown = engine.max_drawdown;
     summary.max_drawdown_pct = engine.max_drawdown_pct;
+    summary.exposure_pct = Some(if engine.steps == 0 { 0.0 } else { engine.exposed as f64 * 100.0 / engine.steps as f64 });
     summary
 }
 
@@ -613,6 +638,7 @@ impl Summary {
             max_drawdown: worst.map(|p| p.drawdown).unwrap_or_default(),
             max_drawdown_pct: worst.map(|p| ratio_pct(p.drawdown, p.equity - p.drawdown)).unwrap_or_default(),
             sharpe: sharpe(&returns),
+            exposure_pct: None,
         }
     }
 }

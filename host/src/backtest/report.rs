@@ -96,7 +96,7 @@ fn write_trades_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()>
     out.flush()
 }
 
-fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -1,8 +1,10 @@
 //! The `tradehost` command line: argument definitions and what each
 //! subcommand does. `main.rs` only parses and calls [`run`].
 
+mod data;
 pub mod live;
 mod pipeline_backtest;
+mod sweep;
 pub mod run;
 
 use std::io::Write as _;
@@ -34,6 +36,14 @@ pub struct Cli {
 pub enum Command {
     /// Replay a data file through a strategy plugin and write signals, trades, a summary and a report.
     Backtest(BacktestArgs),
+    /// Backtest a plugin over a grid of parameters on every core: a ranked table, a heatmap, walk-forward.
+    Sweep(sweep::SweepArgs),
+    /// Convert market data files: `tradehost data import <csv>... --out <dir>` writes Parquet.
+    Data {
+        /// What to do.
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
     /// Write a deterministic synthetic market (candles and an option chain) as CSV files.
     Generate(GenerateArgs),
     /// Run the pipelines of pipelines.toml: market data, strategies, signals, orders.
@@ -99,6 +109,14 @@ pub struct BacktestArgs {
     /// Strategy parameter, `key=value`; repeat for more.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
+    /// The account's rules, the data's reading, the sandbox's limits.
+    #[command(flatten)]
+    pub rules: RulesArgs,
+}
+
+/// How a single-plugin backtest or a sweep trades, reads its data and limits the plugin.
+#[derive(Debug, Args)]
+pub struct RulesArgs {
     /// Which positions signals may open.
     #[arg(long, value_enum, default_value = "long")]
     pub mode: PositionMode,
@@ -172,6 +190,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Backtest(args) => run_backtest(&args),
         Command::Generate(args) => run_generate(&args),
+        Command::Sweep(args) => sweep::run(&args),
+        Command::Data { command } => data::run(&command),
         Command::Inspect { plugin } => run_inspect(&plugin),
         Command::Run(args) => tokio_runtime()?.block_on(run::run(args)),
         Command::Report { journal, csv, fills_csv, charges_per_order } => {
@@ -227,58 +247,92 @@ pub fn parse_params(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+impl RulesArgs {
+    /// The account's rules as a backtest takes them.
+    ///
+    /// # Errors
+    /// A square-off time, quantity or percentage out of range, named by its flag.
+    pub fn backtest_config(&self) -> anyhow::Result<BacktestConfig> {
+        let square_off_minute = self
+            .square_off
+            .as_deref()
+            .map(|t| clock::parse_hhmm(t).with_context(|| format!("--square-off {t:?}: expected HH:MM")))
+            .transpose()?;
+        if self.qty == 0 {
+            bail!("--qty 0: must be positive");
+        }
+        for (flag, value) in [("--slippage-bps", self.slippage_bps), ("--stop-loss-pct", self.stop_loss_pct), ("--target-pct", self.target_pct), ("--trailing-pct", self.trailing_pct)] {
+            anyhow::ensure!(value >= Decimal::ZERO && value < Decimal::ONE_HUNDRED, "{flag} {value}: expected a percentage (basis points for slippage) from 0 to below 100");
+        }
+        let exits = crate::config::ExitRules { stop_loss_pct: self.stop_loss_pct, target_pct: self.target_pct, trailing_pct: self.trailing_pct };
+        Ok(BacktestConfig { mode: self.mode, qty: self.qty, capital: self.capital, square_off_minute, batch: self.batch, slippage_bps: self.slippage_bps, exits, exit_fill: self.exit_fill, ..BacktestConfig::default() })
+    }
+
+    fn session(&self) -> anyhow::Result<Option<Session>> {
+        match self.session.as_str() {
+            "all" => Ok(None),
+            text => Ok(Some(Session::parse(text).map_err(|e| anyhow::anyhow!("--session: {e}"))?)),
+        }
+    }
+
+    /// A sandbox with the fuel and memory budgets asked for.
+    ///
+    /// # Errors
+    /// When wasmtime cannot make an engine.
+    pub fn sandbox(&self) -> anyhow::Result<Sandbox> {
+        let limits = SandboxLimits {
+            cpu: CpuBudget::Fuel { per_event: self.fuel_per_event },
+            memory_bytes: self.memory_mib.saturating_mul(1 << 20),
+            ..SandboxLimits::backtest()
+        };
+        Sandbox::new(limits)
+    }
+
+    /// Read `data` (CSV or Parquet) with the session filter, instrument name and underlying asked for.
+    ///
+    /// # Errors
+    /// A file that cannot be read, named with its line and field.
+    pub fn load(&self, data: &Path) -> anyhow::Result<crate::market::csv::Loaded> {
+        let session = self.session()?;
+        let underlying = match &self.underlying {
+            None => None,
+            Some(path) => match load(path, &LoadOptions { session, ..LoadOptions::default() })?.data {
+                MarketData::Candles(series) => Some(series),
+                MarketData::Chains(_) => bail!("--underlying {}: expected candles, found an option chain", path.display()),
+            },
+        };
+        Ok(load(data, &LoadOptions { instrument: self.instrument.clone(), session, underlying })?)
+    }
+}
+
+/// What `data` holds, for messages: the instrument, or the chain's underlying.
+fn describe(data: &MarketData) -> String {
+    match data {
+        MarketData::Candles(s) => s.instrument.clone(),
+        MarketData::Chains(c) => c.first().map(|c| format!("{} option chain", c.underlying)).unwrap_or_default(),
+    }
+}
+
 fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     let (Some(plugin_path), None) = (&args.plugin, &args.config) else {
         return pipeline_backtest::run(args);
     };
     let started = Instant::now();
     let params = parse_params(&args.params)?;
-    let square_off_minute = args
-        .square_off
-        .as_deref()
-        .map(|t| clock::parse_hhmm(t).with_context(|| format!("--square-off {t:?}: expected HH:MM")))
-        .transpose()?;
-    let session = match args.session.as_str() {
-        "all" => None,
-        text => Some(Session::parse(text).map_err(|e| anyhow::anyhow!("--session: {e}"))?),
-    };
-    if args.qty == 0 {
-        bail!("--qty 0: must be positive");
-    }
-    let limits = SandboxLimits {
-        cpu: CpuBudget::Fuel { per_event: args.fuel_per_event },
-        memory_bytes: args.memory_mib.saturating_mul(1 << 20),
-        ..SandboxLimits::backtest()
-    };
-    let sandbox = Sandbox::new(limits)?;
+    let config = args.rules.backtest_config()?;
+    let session = args.rules.session()?;
+    let sandbox = args.rules.sandbox()?;
     let plugin = sandbox.load_file(plugin_path)?;
     let mut strategy = sandbox.instantiate(&plugin, &params)?;
-
-    let underlying = match &args.underlying {
-        None => None,
-        Some(path) => match load(path, &LoadOptions { session, ..LoadOptions::default() })?.data {
-            MarketData::Candles(series) => Some(series),
-            MarketData::Chains(_) => bail!("--underlying {}: expected candles, found an option chain", path.display()),
-        },
-    };
-    let options = LoadOptions { instrument: args.instrument.clone(), session, underlying };
-    let loaded = load(&args.data, &options)?;
+    let loaded = args.rules.load(&args.data)?;
     let loaded_at = started.elapsed();
 
-    for (flag, value) in [("--slippage-bps", args.slippage_bps), ("--stop-loss-pct", args.stop_loss_pct), ("--target-pct", args.target_pct), ("--trailing-pct", args.trailing_pct)] {
-        anyhow::ensure!(value >= Decimal::ZERO && value < Decimal::ONE_HUNDRED, "{flag} {value}: expected a percentage (basis points for slippage) from 0 to below 100");
-    }
-    let exits = crate::config::ExitRules { stop_loss_pct: args.stop_loss_pct, target_pct: args.target_pct, trailing_pct: args.trailing_pct };
-    let config = BacktestConfig { mode: args.mode, qty: args.qty, capital: args.capital, square_off_minute, batch: args.batch, slippage_bps: args.slippage_bps, exits, exit_fill: args.exit_fill };
     let bar = progress_bar(loaded.data.len() as u64);
     let result = backtest::run(&mut strategy, &loaded.data, &config, |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
 
-    let instrument = match &loaded.data {
-        MarketData::Candles(s) => s.instrument.clone(),
-        MarketData::Chains(c) => c.first().map(|c| format!("{} option chain", c.underlying)).unwrap_or_default(),
-    };
+    let instrument = describe(&loaded.data);
     let run_info = serde_json::json!({
         "plugin": plugin_path.display().to_string(),
         "plugin_sha256": plugin.sha256(),
@@ -289,7 +343,7 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         "rows": loaded.rows,
         "rows_outside_session": loaded.outside_session,
         "session": session.map_or_else(|| "all".to_owned(), |s| s.to_string()),
-        "batch": args.batch,
+        "batch": config.batch,
         "load_seconds": loaded_at.as_secs_f64(),
         "total_seconds": elapsed.as_secs_f64(),
     });

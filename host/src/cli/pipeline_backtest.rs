@@ -75,7 +75,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     source.insert("kind".into(), "replay".into());
     source.insert("files".into(), toml::Value::Array(vec![toml::Value::String(data.display().to_string())]));
     source.insert("speed".into(), toml::Value::Integer(0));
-    if let Some(u) = &args.underlying {
+    if let Some(u) = &args.rules.underlying {
         source.insert("underlying".into(), toml::Value::String(absolute(u)?.display().to_string()));
     }
     let mut kept = None;
@@ -85,6 +85,15 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     let Some(mut kept) = kept else { bail!("{}: no pipeline {pipeline_id:?}", config_path.display()) };
     if let Some(t) = kept.as_table_mut() {
         t.insert("source".into(), toml::Value::Table(source));
+        // `--param` overrides the pipeline's params (a sweep varies them this way).
+        let overrides = super::parse_params(&args.params)?;
+        if !overrides.is_empty() {
+            let params = t.entry("params").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(params) = params.as_table_mut() else { bail!("{}: pipeline {pipeline_id:?}: params is not a table", config_path.display()) };
+            for (k, v) in overrides {
+                params.insert(k, toml::Value::String(v));
+            }
+        }
     }
     doc.insert("pipelines".into(), toml::Value::Array(vec![kept]));
     let narrowed = out.join("pipelines.toml");
@@ -119,6 +128,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     // The plugin's version, as its signal ids carry it (`<pipeline>/<plugin>@<version>/<ts>/<n>`).
     let version = signals.first().and_then(|s| s.signal_id.split('/').nth(1)?.split_once('@').map(|(_, v)| v.to_owned())).unwrap_or_default();
     let mut pages = Vec::new();
+    let mut summaries = serde_json::Map::new();
     for account in pipeline.accounts.iter().filter_map(|a| config.account(a.get_ref())) {
         let id = account.id.get_ref();
         let trades: Vec<crate::backtest::Trade> = result.trips.iter().filter(|t| &t.account == id).map(trade_of).collect();
@@ -146,6 +156,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
             price: f.price,
             reason: report::FillLine::from(f).reason,
         });
+        summaries.insert(id.clone(), serde_json::json!({ "summary": summary, "equity": equity }));
         let page = crate::backtest::BacktestResult { signals: Vec::new(), rejected: Vec::new(), trades, fills: account_fills.collect(), equity, summary };
         let name = format!("report-{}.html", id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_"));
         let path = out.join(&name);
@@ -169,6 +180,9 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
                 "round_trips": trips.len(),
                 "win_rate": if trips.is_empty() { 0.0 } else { wins as f64 / trips.len() as f64 },
                 "refused": result.refusals.get(account).cloned().unwrap_or_default(),
+                // The headline numbers and daily equity a single-plugin backtest reports.
+                "summary": summaries.get(account).map(|s| s["summary"].clone()).unwrap_or_default(),
+                "equity": summaries.get(account).map(|s| s["equity"].clone()).unwrap_or_default(),
             }),
         );
     }

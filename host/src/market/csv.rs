@@ -62,6 +62,14 @@ pub enum MarketDataError {
         /// What was expected.
         reason: String,
     },
+    /// A Parquet file that is not a candle file, or breaks a rule a bar must keep.
+    #[error("{path}: {reason}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The file has a header and nothing usable.
     #[error("{path}: no data rows{detail}")]
     NoRows {
@@ -155,8 +163,31 @@ impl Row<'_> {
 
 /// Read a candle or option-chain CSV, detecting its format from the header.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, MarketDataError> {
+    if super::parquet::is_parquet(path) {
+        return load_parquet(path, options);
+    }
     let text = std::fs::read_to_string(path).map_err(|source| MarketDataError::Io { path: path.to_owned(), source })?;
     parse(path, &text, options)
+}
+
+/// A candle file in Parquet (`tradehost data import`), filtered as a CSV is.
+fn load_parquet(path: &Path, options: &LoadOptions) -> Result<Loaded, MarketDataError> {
+    let mut series = super::parquet::read_candles(path)?;
+    let rows = series.bars.len();
+    if let Some(session) = options.session {
+        series.bars.retain(|b| session.contains(b.ts_ms));
+    }
+    let outside = rows - series.bars.len();
+    if series.bars.is_empty() {
+        let detail = if rows > 0 { format!(": all {rows} rows are outside the session") } else { String::new() };
+        return Err(MarketDataError::NoRows { path: path.to_owned(), detail });
+    }
+    if let Some(name) = &options.instrument {
+        series.instrument.clone_from(name);
+    } else if series.instrument.is_empty() {
+        series.instrument = instrument_from_path(path);
+    }
+    Ok(Loaded { data: MarketData::Candles(series), rows, outside_session: outside })
 }
 
 /// Parse CSV text; `path` is only used in messages.

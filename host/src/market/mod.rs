@@ -10,6 +10,7 @@ pub use crate::domain::time as clock;
 pub mod csv;
 pub mod feed;
 pub mod guard;
+pub mod parquet;
 pub mod recorder;
 pub mod session;
 pub mod source;

@@ -5,11 +5,14 @@
 
 use super::*;
 
+/// Fills made (each order's id and its fill event) and fills the state machine refused.
+type PaperFills = (Vec<(String, Value)>, Vec<Outcome>);
+
 /// Fill the paper book's open orders in `quote`'s instrument decided before `ts`: each at the
 /// first price after its signal (not always this message: one instrument's prices can come
 /// from pipelines running at different paces). Returns the fills made (order, price and time)
 /// and the fills the state machine refused (reported, never applied).
-pub(super) fn fill_open_orders(tx: &rusqlite::Transaction<'_>, recent: &Recent, quote: &crate::bus::message::Quote, ts: i64) -> rusqlite::Result<(Vec<(String, Value)>, Vec<Outcome>)> {
+pub(super) fn fill_open_orders(tx: &rusqlite::Transaction<'_>, recent: &Recent, quote: &crate::bus::message::Quote, ts: i64) -> rusqlite::Result<PaperFills> {
     let open: Vec<(String, String, String, String, String, i64)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT p.client_order_id, p.account, p.side, p.qty, o.slippage_bps, p.not_before FROM paper_book p JOIN orders o USING (client_order_id)
