@@ -306,7 +306,17 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This process's peak resident memory in MiB (Linux's `VmHWM`), for `sweep.json`.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 fn write_json(args: &SweepArgs, value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut value = value.clone();
+    value["peak_rss_mib"] = serde_json::json!(peak_rss_mib());
+    let value = &value;
     let path = args.out.join("sweep.json");
     std::fs::write(&path, serde_json::to_string_pretty(value)? + "\n").with_context(|| format!("writing {}", path.display()))
 }
