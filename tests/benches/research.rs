@@ -7,7 +7,7 @@
 //!
 //! `cargo bench -p tradehost-tests --bench research` (or `scripts/bench`).
 //! `BENCH_CANDLES` changes the bar count (default 1,000,000); `BENCH_GRID=small`
-//! sweeps 3 × 3 instead.
+//! sweeps 3 × 3 instead; `BENCH_ONLY=read` stops after reading the bars.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -66,6 +66,9 @@ fn main() {
     let d_pq = best_of_3(|| assert_eq!(load(&pq, &all).unwrap().data.len(), n));
     println!("  {:<34} {:>9.1} ms  (baseline)", "CSV", d_csv.as_secs_f64() * 1e3);
     println!("  {:<34} {:>9.1} ms  {:.1}x faster (aim: 1M bars in at most 50 ms)", "Parquet", d_pq.as_secs_f64() * 1e3, d_csv.as_secs_f64() / d_pq.as_secs_f64());
+    if std::env::var("BENCH_ONLY").is_ok_and(|o| o == "read") {
+        return;
+    }
 
     println!("\nwhole `tradehost backtest` process, ma-crossover 10/50:");
     let out = dir.path().join("bt");

@@ -292,6 +292,8 @@ struct Engine<'a> {
     /// Events replayed, and those after which a position was open.
     steps: usize,
     exposed: usize,
+    /// Fills there were at the last mark to market.
+    marked_fills: usize,
 }
 
 impl<'a> Engine<'a> {
@@ -312,6 +314,7 @@ impl<'a> Engine<'a> {
             last_ts: 0,
             steps: 0,
             exposed: 0,
+            marked_fills: 0,
         }
     }
 
@@ -388,7 +391,9 @@ impl<'a> Engine<'a> {
             let Some(q) = quotes.iter().find(|(name, _)| *name == self.books[i].instrument).map(|(_, q)| *q) else { continue };
             // Due before this price (a carried position at the open): filled by it.
             let mut squared = self.square_off(i, ts_ms);
-            let ready: Vec<Order> = {
+            let ready: Vec<Order> = if self.books[i].pending.is_empty() {
+                Vec::new()
+            } else {
                 let pending = &mut self.books[i].pending;
                 let (ready, waiting) = std::mem::take(pending).into_iter().partition(|o| o.not_before < ts_ms);
                 *pending = waiting;
@@ -410,9 +415,13 @@ impl<'a> Engine<'a> {
             self.take_signal(ts_ms, s, quotes);
         }
         self.last_ts = ts_ms;
-        self.mark_to_market();
+        let open = self.books.iter().any(|b| !b.position.qty.is_zero());
+        // Flat, with no fill since the last mark: the equity has not moved.
+        if open || self.fills.len() != self.marked_fills {
+            self.mark_to_market();
+        }
         self.steps += 1;
-        if self.books.iter().any(|b| !b.position.qty.is_zero()) {
+        if open {
             self.exposed += 1;
         }
     }
@@ -489,6 +498,7 @@ impl<'a> Engine<'a> {
     }
 
     fn mark_to_market(&mut self) {
+        self.marked_fills = self.fills.len();
         let equity = self.open_equity();
         if equity > self.peak {
             self.peak = equity;
@@ -516,24 +526,57 @@ fn ratio_pct(num: Decimal, den: Decimal) -> f64 {
 /// # Errors
 /// When the strategy fails (a trap, its CPU budget, its memory cap…): the
 /// error names the plugin and the call.
-pub fn run(
-    strategy: &mut dyn StrategyRunner,
-    data: &MarketData,
-    config: &BacktestConfig,
-    mut progress: impl FnMut(usize),
-) -> Result<BacktestResult, SandboxError> {
+pub fn run(strategy: &mut dyn StrategyRunner, data: &MarketData, config: &BacktestConfig, progress: impl FnMut(usize)) -> Result<BacktestResult, SandboxError> {
+    run_prepared(strategy, &Prepared { data, bars: None }, config, progress)
+}
+
+/// Data read once and shared by many backtests (a sweep's runs): with its
+/// bars already in the strategy's form, each run skips converting a million
+/// decimal prices to the floats the strategy reads.
+#[derive(Debug)]
+pub struct Prepared<'a> {
+    /// The data.
+    pub data: &'a MarketData,
+    /// Its candles as the strategy sees them; `None` converts them a batch at a time.
+    bars: Option<Vec<strategy_sdk::Bar>>,
+}
+
+impl<'a> Prepared<'a> {
+    /// `data` with its candles converted once.
+    #[must_use]
+    pub fn new(data: &'a MarketData) -> Self {
+        let bars = match data {
+            MarketData::Candles(series) => Some(series.bars.iter().map(sdk_bar).collect()),
+            MarketData::Chains(_) => None,
+        };
+        Self { data, bars }
+    }
+}
+
+/// [`run`] on prepared data.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_prepared(strategy: &mut dyn StrategyRunner, prepared: &Prepared<'_>, config: &BacktestConfig, mut progress: impl FnMut(usize)) -> Result<BacktestResult, SandboxError> {
+    let data = prepared.data;
     let mut engine = Engine::new(config);
     let (first_ts, last_ts) = match data {
         MarketData::Candles(series) => {
             let batch = config.batch.max(1);
-            let mut sdk = Vec::with_capacity(batch.min(series.bars.len()));
+            let mut converted = Vec::new();
             for (chunk_no, chunk) in series.bars.chunks(batch).enumerate() {
-                sdk.clear();
-                sdk.extend(chunk.iter().map(sdk_bar));
+                let sdk: &[strategy_sdk::Bar] = match &prepared.bars {
+                    Some(all) => &all[chunk_no * batch..chunk_no * batch + chunk.len()],
+                    None => {
+                        converted.clear();
+                        converted.extend(chunk.iter().map(sdk_bar));
+                        &converted
+                    }
+                };
                 let mut signals = if batch == 1 {
                     strategy.on_candle(&series.instrument, series.timeframe_secs, &sdk[0])?.into_iter().map(|s| (0, s)).collect()
                 } else {
-                    strategy.on_candles(&series.instrument, series.timeframe_secs, &sdk)?
+                    strategy.on_candles(&series.instrument, series.timeframe_secs, sdk)?
                 }
                 .into_iter()
                 .peekable();

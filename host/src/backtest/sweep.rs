@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use rust_decimal::Decimal;
 
 use super::grid::Grid;
-use super::{BacktestConfig, EquityPoint, Summary};
+use super::{BacktestConfig, EquityPoint, Prepared, Summary};
 use crate::domain::time::ist_day;
 use crate::market::{CandleSeries, MarketData};
 use crate::sandbox::{Plugin, Sandbox};
@@ -118,12 +118,12 @@ impl Sweep<'_> {
     }
 
     /// Backtest combination `index` on `data` with `config`.
-    fn one(&self, index: usize, data: &MarketData, config: &BacktestConfig) -> Run {
+    fn one(&self, index: usize, data: &Prepared<'_>, config: &BacktestConfig) -> Run {
         let values = self.grid.combination(index).into_iter().map(str::to_owned).collect();
         let outcome = self
             .sandbox
             .instantiate(self.plugin, &self.params(index))
-            .and_then(|mut strategy| super::run(&mut strategy, data, config, |_| {}))
+            .and_then(|mut strategy| super::run_prepared(&mut strategy, data, config, |_| {}))
             .map(|r| Outcome { summary: r.summary, equity: r.equity })
             .map_err(|e| e.to_string());
         Run { index, values, outcome }
@@ -132,6 +132,8 @@ impl Sweep<'_> {
     /// Backtest every combination on `data`, spread over `pool`'s threads;
     /// `done` is called after each. The runs come back in the grid's order.
     pub fn run(&self, pool: &rayon::ThreadPool, data: &MarketData, done: &(dyn Fn() + Sync)) -> Vec<Run> {
+        let data = Prepared::new(data);
+        let data = &data;
         pool.install(|| {
             (0..self.grid.len())
                 .into_par_iter()
@@ -289,6 +291,7 @@ impl Sweep<'_> {
         let combos = self.grid.len();
         // In-sample: every (window, combination) at once, so both cores stay busy.
         let train_data: Vec<MarketData> = windows.iter().map(|&(a, b, _)| slice(data, at(a), at(b))).collect();
+        let train_data: Vec<Prepared<'_>> = train_data.iter().map(Prepared::new).collect();
         let in_sample: Vec<Vec<Run>> = pool.install(|| {
             let flat: Vec<(usize, Run)> = (0..windows.len() * combos)
                 .into_par_iter()
@@ -318,7 +321,7 @@ impl Sweep<'_> {
                     let test_from = ts[at(b)];
                     let config = BacktestConfig { trade_from_ms: Some(test_from), ..self.config.clone() };
                     let window = slice(data, at(a), at(c));
-                    let run = self.one(index, &window, &config);
+                    let run = self.one(index, &Prepared::new(&window), &config);
                     done();
                     Some(run.outcome.map(|o| test_days_only(o, test_from, at(c) - at(b), window.len(), self.config)))
                 })

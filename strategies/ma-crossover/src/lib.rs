@@ -72,7 +72,11 @@ const STATE_VERSION: u8 = 1;
 
 impl MaCrossover {
     fn fresh_lines(&self) -> Lines {
-        Lines { fast: Average::new(self.kind, self.fast), slow: Average::new(self.kind, self.slow), cross: Crossover::new() }
+        Self::lines_of(self.kind, self.fast, self.slow)
+    }
+
+    fn lines_of(kind: Kind, fast: usize, slow: usize) -> Lines {
+        Lines { fast: Average::new(kind, fast), slow: Average::new(kind, slow), cross: Crossover::new() }
     }
 
     fn label(&self) -> &'static str {
@@ -103,9 +107,9 @@ impl Strategy for MaCrossover {
     }
 
     fn on_candle(&mut self, candle: &Candle<'_>, signals: &mut Signals) {
-        let (label, fast_n, slow_n) = (self.label(), self.fast, self.slow);
-        let fresh = self.fresh_lines();
-        let lines = self.lines.get_or_insert_with(candle.instrument, || fresh);
+        let (label, kind, fast_n, slow_n) = (self.label(), self.kind, self.fast, self.slow);
+        // Built only the first time an instrument is seen, never per candle.
+        let lines = self.lines.get_or_insert_with(candle.instrument, || Self::lines_of(kind, fast_n, slow_n));
         let fast = lines.fast.update(candle.close);
         let slow = lines.slow.update(candle.close);
         let (Some(fast), Some(slow)) = (fast, slow) else { return };
