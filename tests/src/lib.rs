@@ -51,6 +51,16 @@ pub fn tradehost_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Run the binary with `args` as [`tradehost_ok`] does, expecting it to fail; its stderr.
+///
+/// # Panics
+/// When it succeeds.
+pub fn tradehost_fails(args: &[&str]) -> String {
+    let out = std::process::Command::new(tradehost_bin()).args(args).env("RUST_LOG", "warn").env_remove("REDIS_URL").env_remove("TRADING_MODE").output().expect("running tradehost");
+    assert!(!out.status.success(), "tradehost {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A path as `&str` for an argument list.
 ///
 /// # Panics

@@ -7,26 +7,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use rust_decimal::Decimal;
-use tradehost_tests::{arg, plugin, shared_data, tradehost_bin};
-
-fn tradehost(args: &[&str]) -> Output {
-    Command::new(tradehost_bin()).args(args).env("RUST_LOG", "warn").output().expect("running tradehost")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = tradehost(args);
-    assert!(out.status.success(), "tradehost {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn failure(args: &[&str]) -> String {
-    let out = tradehost(args);
-    assert!(!out.status.success(), "tradehost {args:?} should have failed");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use tradehost_tests::{arg, plugin, shared_data, tradehost_fails as failure, tradehost_ok as ok};
 
 fn generated(days: u32) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

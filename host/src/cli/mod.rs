@@ -86,32 +86,40 @@ pub enum Command {
 /// `tradehost backtest`.
 #[derive(Debug, Args)]
 pub struct BacktestArgs {
+    /// The strategy, its parameters and its data.
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+    /// Where to write signals.csv, trades.csv, summary.json and report.html.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The account's rules, the data's reading, the sandbox's limits.
+    #[command(flatten)]
+    pub rules: RulesArgs,
+}
+
+/// What a backtest or a sweep runs: a plugin, or a pipeline of a configuration; on which data.
+#[derive(Debug, Args)]
+pub struct StrategyArgs {
     /// The strategy plugin (`.wasm` component); or `--config` and `--pipeline`.
     #[arg(long, required_unless_present = "config", conflicts_with = "config")]
     pub plugin: Option<PathBuf>,
-    /// Backtest a pipeline as configured: its plugin, params and accounts (sizing, risk,
-    /// exits, product, slippage), through the same order manager `run` uses.
+    /// A pipeline as configured: its plugin, params and accounts (sizing, risk, exits,
+    /// product, slippage), traded through the same order manager `run` uses.
     #[arg(long, requires = "pipeline")]
     pub config: Option<PathBuf>,
-    /// The pipeline of `--config` to backtest.
+    /// The pipeline of `--config`.
     #[arg(long, requires = "config")]
     pub pipeline: Option<String>,
     /// With `--config`: take the plugin from this folder instead of the configuration's
     /// `plugin_dir` (e.g. the build's output, before the plugins are installed).
     #[arg(long, requires = "config")]
     pub plugin_dir: Option<PathBuf>,
-    /// Candle CSV or option-chain CSV.
+    /// Candle or option-chain data: CSV, or Parquet from `tradehost data import`.
     #[arg(long)]
     pub data: PathBuf,
-    /// Where to write signals.csv, trades.csv, summary.json and report.html.
-    #[arg(long)]
-    pub out: PathBuf,
     /// Strategy parameter, `key=value`; repeat for more.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
-    /// The account's rules, the data's reading, the sandbox's limits.
-    #[command(flatten)]
-    pub rules: RulesArgs,
 }
 
 /// How a single-plugin backtest or a sweep trades, reads its data and limits the plugin.
@@ -314,17 +322,17 @@ fn describe(data: &MarketData) -> String {
 }
 
 fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
-    let (Some(plugin_path), None) = (&args.plugin, &args.config) else {
+    let (Some(plugin_path), None) = (&args.strategy.plugin, &args.strategy.config) else {
         return pipeline_backtest::run(args);
     };
     let started = Instant::now();
-    let params = parse_params(&args.params)?;
+    let params = parse_params(&args.strategy.params)?;
     let config = args.rules.backtest_config()?;
     let session = args.rules.session()?;
     let sandbox = args.rules.sandbox()?;
     let plugin = sandbox.load_file(plugin_path)?;
     let mut strategy = sandbox.instantiate(&plugin, &params)?;
-    let loaded = args.rules.load(&args.data)?;
+    let loaded = args.rules.load(&args.strategy.data)?;
     let loaded_at = started.elapsed();
 
     let bar = progress_bar(loaded.data.len() as u64);
@@ -338,7 +346,7 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         "plugin_sha256": plugin.sha256(),
         "contract": plugin.contract().to_string(),
         "params": params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-        "data": args.data.display().to_string(),
+        "data": args.strategy.data.display().to_string(),
         "instrument": instrument,
         "rows": loaded.rows,
         "rows_outside_session": loaded.outside_session,

@@ -25,7 +25,7 @@ use crate::orders::report;
 /// A configuration or data file that cannot be used (named), an unknown
 /// pipeline, or a run that fails.
 pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
-    let (Some(config_path), Some(pipeline_id)) = (&args.config, &args.pipeline) else {
+    let (Some(config_path), Some(pipeline_id)) = (&args.strategy.config, &args.strategy.pipeline) else {
         bail!("give --plugin, or --config with --pipeline");
     };
     let config = Config::load(config_path)?;
@@ -34,9 +34,9 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
         bail!("{}: no pipeline {pipeline_id:?} (it has {})", config_path.display(), ids.join(", "));
     };
     let absolute = |p: &Path| -> anyhow::Result<PathBuf> { std::path::absolute(p).with_context(|| format!("resolving {}", p.display())) };
-    let data = absolute(&args.data)?;
+    let data = absolute(&args.strategy.data)?;
     if !data.is_file() {
-        bail!("--data {}: no such file", args.data.display());
+        bail!("--data {}: no such file", args.strategy.data.display());
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let out = absolute(&args.out)?;
@@ -53,7 +53,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     let mut doc: toml::Table = text.parse().with_context(|| format!("parsing {}", config_path.display()))?;
     let host = doc.entry("host").or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let Some(host) = host.as_table_mut() {
-        let plugins = match &args.plugin_dir {
+        let plugins = match &args.strategy.plugin_dir {
             Some(dir) => absolute(dir)?,
             None => config.resolve(&config.host.plugin_dir),
         };
@@ -86,7 +86,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     if let Some(t) = kept.as_table_mut() {
         t.insert("source".into(), toml::Value::Table(source));
         // `--param` overrides the pipeline's params (a sweep varies them this way).
-        let overrides = super::parse_params(&args.params)?;
+        let overrides = super::parse_params(&args.strategy.params)?;
         if !overrides.is_empty() {
             let params = t.entry("params").or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let Some(params) = params.as_table_mut() else { bail!("{}: pipeline {pipeline_id:?}: params is not a table", config_path.display()) };
@@ -200,7 +200,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
     for (account, v) in &accounts {
         println!(
             "{pipeline_id} on {}: {account}: {} fills, {} round trips, realised {}, unrealised {} at the last fill",
-            args.data.display(),
+            args.strategy.data.display(),
             v["fills"],
             v["round_trips"],
             v["realized"].as_str().unwrap_or_default(),

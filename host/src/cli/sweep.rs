@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Args;
 
-use super::{RulesArgs, describe, parse_params};
+use super::{RulesArgs, StrategyArgs, describe, parse_params};
 use crate::backtest::grid::{Axis, Grid};
 use crate::backtest::sweep::{Metric, Outcome, Run, Sweep, WalkForward, stitched, trading_days};
 use crate::backtest::{self, BacktestConfig};
@@ -17,31 +17,16 @@ use crate::config::Config;
 /// `tradehost sweep`.
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// The strategy plugin (`.wasm` component); or `--config` and `--pipeline`.
-    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
-    pub plugin: Option<PathBuf>,
-    /// Sweep a pipeline's strategy: its plugin and params (the grid overrides them) and
-    /// the rules of its account (mode, sizing, capital, slippage, exits, MIS square-off).
-    #[arg(long, requires = "pipeline")]
-    pub config: Option<PathBuf>,
-    /// The pipeline of `--config`.
-    #[arg(long, requires = "config")]
-    pub pipeline: Option<String>,
-    /// With `--config`: the account whose rules to trade by (the pipeline's first by default).
+    /// The strategy, its fixed parameters and its data. With `--config`, each combination
+    /// is traded through the order manager with every rule of the pipeline's account.
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+    /// With `--config`: the account whose numbers to rank (the pipeline's first by default).
     #[arg(long, requires = "config")]
     pub account: Option<String>,
-    /// With `--config`: take the plugin from this folder instead of `plugin_dir`.
-    #[arg(long, requires = "config")]
-    pub plugin_dir: Option<PathBuf>,
-    /// Candle or option-chain data: CSV, or Parquet from `tradehost data import`.
-    #[arg(long)]
-    pub data: PathBuf,
     /// Where to write results.csv, results.parquet, report.html and sweep.json.
     #[arg(long)]
     pub out: PathBuf,
-    /// A parameter every run gets, `key=value`; repeat for more.
-    #[arg(long = "param", value_name = "KEY=VALUE")]
-    pub params: Vec<String>,
     /// A parameter to sweep: `name=a..b[:step]` (both ends included) or `name=v1,v2,...`; repeat for more.
     #[arg(long = "grid", value_name = "NAME=A..B[:STEP]|NAME=V1,V2")]
     pub grid: Vec<String>,
@@ -83,8 +68,8 @@ struct PipelineTarget {
 
 fn target(args: &SweepArgs) -> anyhow::Result<Target> {
     let rules = args.rules.backtest_config()?;
-    let (Some(path), Some(id)) = (&args.config, &args.pipeline) else {
-        let Some(plugin) = args.plugin.clone() else { bail!("give --plugin, or --config with --pipeline") };
+    let (Some(path), Some(id)) = (&args.strategy.config, &args.strategy.pipeline) else {
+        let Some(plugin) = args.strategy.plugin.clone() else { bail!("give --plugin, or --config with --pipeline") };
         return Ok(Target { plugin, fixed: Vec::new(), config: rules, pipeline: None });
     };
     let config = Config::load(path)?;
@@ -98,7 +83,7 @@ fn target(args: &SweepArgs) -> anyhow::Result<Target> {
         None => pipeline.accounts.first().map(|a| a.get_ref().clone()).unwrap_or_default(),
     };
     let Some(account) = config.account(&account_id) else { bail!("{}: no account {account_id:?}", path.display()) };
-    let plugins = match &args.plugin_dir {
+    let plugins = match &args.strategy.plugin_dir {
         Some(dir) => dir.clone(),
         None => config.resolve(&config.host.plugin_dir),
     };
@@ -121,8 +106,8 @@ fn pipeline_run(args: &SweepArgs, p: &PipelineTarget, sweep: &Sweep<'_>, index: 
     let outcome = (|| -> Result<Outcome, String> {
         let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("backtest").arg("--config").arg(&p.config).arg("--pipeline").arg(&p.id).arg("--data").arg(&args.data).arg("--out").arg(&out);
-        if let Some(dir) = &args.plugin_dir {
+        cmd.arg("backtest").arg("--config").arg(&p.config).arg("--pipeline").arg(&p.id).arg("--data").arg(&args.strategy.data).arg("--out").arg(&out);
+        if let Some(dir) = &args.strategy.plugin_dir {
             cmd.arg("--plugin-dir").arg(dir);
         }
         if let Some(u) = &args.rules.underlying {
@@ -165,7 +150,7 @@ fn parameters(args: &SweepArgs, base: Vec<(String, String)>) -> anyhow::Result<(
     for spec in &args.grid {
         axes.push(Axis::parse(spec).map_err(anyhow::Error::msg)?);
     }
-    let given = parse_params(&args.params)?;
+    let given = parse_params(&args.strategy.params)?;
     if let Some((k, _)) = given.iter().find(|(k, _)| axes.iter().any(|a| &a.name == k)) {
         bail!("--param {k}: {k} is also swept by the grid; give it one way");
     }
@@ -206,7 +191,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
 
     let sandbox = args.rules.sandbox()?;
     let plugin = sandbox.load_file(&target.plugin)?;
-    let loaded = args.rules.load(&args.data)?;
+    let loaded = args.rules.load(&args.strategy.data)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let sweep = Sweep { sandbox: &sandbox, plugin: &plugin, fixed: &fixed, grid: &grid, config: &target.config };
     let strategy = sandbox.instantiate(&plugin, &sweep.params(0)).map(|s| format!("{} {}", s.name(), s.version())).unwrap_or_else(|_| plugin.file_name().to_owned());
@@ -223,7 +208,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     }
     let done = || bar.inc(1);
     let fixed_text: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let files = (target.plugin.display().to_string(), args.data.display().to_string());
+    let files = (target.plugin.display().to_string(), args.strategy.data.display().to_string());
     let mut info_json = serde_json::json!({
         "plugin": files.0,
         "plugin_sha256": plugin.sha256(),

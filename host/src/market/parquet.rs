@@ -209,13 +209,13 @@ pub fn read_candles(path: &Path) -> Result<CandleSeries, MarketDataError> {
     /// Values decoded at a time: a buffer this size is reused, so the file's columns are
     /// never held beside the bars.
     const CHUNK: usize = 64 * 1024;
-    let price = |v: i64| Decimal::new(v, scale);
-    let setters: [fn(&mut Bar, i64, &dyn Fn(i64) -> Decimal); 7] = [
+    // Each column's value into its field of a bar; prices are decimals at the file's scale.
+    let setters: [fn(&mut Bar, i64, u32); 7] = [
         |b, v, _| b.ts_ms = v,
-        |b, v, p| b.open = p(v),
-        |b, v, p| b.high = p(v),
-        |b, v, p| b.low = p(v),
-        |b, v, p| b.close = p(v),
+        |b, v, scale| b.open = Decimal::new(v, scale),
+        |b, v, scale| b.high = Decimal::new(v, scale),
+        |b, v, scale| b.low = Decimal::new(v, scale),
+        |b, v, scale| b.close = Decimal::new(v, scale),
         |b, v, _| b.volume = u64::try_from(v).unwrap_or(0),
         |b, v, _| b.oi = u64::try_from(v).unwrap_or(0),
     ];
@@ -247,7 +247,7 @@ pub fn read_candles(path: &Path) -> Result<CandleSeries, MarketDataError> {
                     return Err(error(path, format!("column {name}: a null near row {} (nulls are not allowed)", at + 1)));
                 }
                 for (bar, &v) in bars[at..at + records].iter_mut().zip(&buf) {
-                    set(bar, v, &price);
+                    set(bar, v, scale);
                 }
                 at += records;
             }
