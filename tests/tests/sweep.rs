@@ -209,6 +209,20 @@ fn parquet_data_backtests_exactly_as_its_csv() {
         assert!(x.lines().count() > 10, "{name}: too few lines to compare");
         assert_eq!(x, y, "{name}");
     }
+    // An option chain too, with its underlying's candles (both as Parquet): the same signals, trades and fills.
+    let chain_csv = data.with_file_name("nifty_optionchain_1m.csv");
+    let stdout = ok(&["data", "import", arg(&chain_csv), "--out", arg(&pq)]);
+    assert!(stdout.contains("375 option-chain snapshots of NIFTY"), "{stdout}");
+    let oi = plugin("oi-crossover");
+    let (c, d) = (dir.path().join("chain-csv"), dir.path().join("chain-parquet"));
+    for (chain, underlying, out) in [(&chain_csv, &data, &c), (&pq.join("nifty_optionchain_1m.parquet"), &file, &d)] {
+        ok(&["backtest", "--plugin", arg(&oi), "--data", arg(chain), "--underlying", arg(underlying), "--out", arg(out)]);
+    }
+    for name in ["signals.csv", "trades.csv", "fills.csv"] {
+        let (x, y) = (std::fs::read_to_string(c.join(name)).unwrap(), std::fs::read_to_string(d.join(name)).unwrap());
+        assert!(x.lines().count() > 2, "{name}: too few lines to compare");
+        assert_eq!(x, y, "{name}");
+    }
     // Bad input: a CSV error names file and line and writes nothing; a file that is not ours is named.
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "timestamp,open,high,low,close\n2024-01-01T09:15:00+05:30,100,101,99,100\n2024-01-01T09:16:00+05:30,100,99,101,100\n").unwrap();
@@ -272,4 +286,24 @@ fn a_pipeline_sweep_trades_each_combination_through_the_order_manager() {
     assert!(narrowed.contains("slow = \"30\""), "{narrowed}");
     let e = failure(&["sweep", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&data), "--grid", "slow=30,50", "--walk-forward", "train=2d,test=1d", "--out", arg(&out)]);
     assert!(e.contains("--walk-forward takes --plugin"), "{e}");
+}
+
+/// A vendor's chain file writes `77.5` beside `74.15`: through Parquet the prices come back as
+/// written, so the backtest's files are the same byte for byte.
+#[test]
+fn a_real_option_chain_backtests_the_same_from_parquet() {
+    let (Some(chain), Some(eq)) = (shared_data("heromotoco_optionchain_oi_1m_2025-08-20.csv"), shared_data("heromotoco_eq_1m_2025-08-20.csv")) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pq = dir.path().join("pq");
+    ok(&["data", "import", arg(&chain), arg(&eq), "--out", arg(&pq)]);
+    let oi = plugin("oi-crossover");
+    let (a, b) = (dir.path().join("csv"), dir.path().join("parquet"));
+    ok(&["backtest", "--plugin", arg(&oi), "--data", arg(&chain), "--underlying", arg(&eq), "--out", arg(&a)]);
+    let (pq_chain, pq_eq) = (pq.join("heromotoco_optionchain_oi_1m_2025-08-20.parquet"), pq.join("heromotoco_eq_1m_2025-08-20.parquet"));
+    ok(&["backtest", "--plugin", arg(&oi), "--data", arg(&pq_chain), "--underlying", arg(&pq_eq), "--out", arg(&b)]);
+    for name in ["signals.csv", "trades.csv", "fills.csv"] {
+        let (x, y) = (std::fs::read_to_string(a.join(name)).unwrap(), std::fs::read_to_string(b.join(name)).unwrap());
+        assert!(x.lines().count() > 2, "{name}: too few lines to compare");
+        assert_eq!(x, y, "{name}");
+    }
 }

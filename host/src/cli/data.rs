@@ -1,4 +1,4 @@
-//! `tradehost data import <csv>... --out <dir>`: candle CSVs validated once
+//! `tradehost data import <csv>... --out <dir>`: candle and option-chain CSVs validated once
 //! (the same file:line errors a backtest gives) and written as Parquet, which
 //! `backtest`, `sweep` and replays read directly, many times faster.
 
@@ -14,7 +14,7 @@ use crate::market::csv::{LoadOptions, load};
 /// `tradehost data …`.
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Convert candle CSV files to Parquet (`<out>/<file name>.parquet`), every row kept.
+    /// Convert candle and option-chain CSV files to Parquet (`<out>/<file name>.parquet`), every row kept.
     Import {
         /// The CSV files.
         #[arg(required = true)]
@@ -42,17 +42,23 @@ pub fn run(command: &DataCommand) -> anyhow::Result<()> {
     for file in files {
         let started = Instant::now();
         let loaded = load(file, &LoadOptions { instrument: instrument.clone(), ..LoadOptions::default() })?;
-        let MarketData::Candles(series) = loaded.data else {
-            bail!("{}: an option chain; only candle files are imported to Parquet so far (backtests read chain CSVs directly)", file.display());
-        };
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
         let target = out.join(format!("{stem}.parquet"));
         // Written beside and renamed: a failed write leaves no half file under the final name.
         let partial = out.join(format!(".{stem}.parquet.partial"));
-        crate::market::parquet::write_candles(&partial, &series)?;
+        let what = match &loaded.data {
+            MarketData::Candles(series) => {
+                crate::market::parquet::write_candles(&partial, series)?;
+                format!("{} bars of {}", series.bars.len(), series.instrument)
+            }
+            MarketData::Chains(chains) => {
+                crate::market::parquet::write_chains(&partial, chains)?;
+                format!("{} option-chain snapshots of {}", chains.len(), chains.first().map(|c| c.underlying.as_str()).unwrap_or_default())
+            }
+        };
         std::fs::rename(&partial, &target).with_context(|| format!("renaming {} to {}", partial.display(), target.display()))?;
         let (csv, pq) = (std::fs::metadata(file).map(|m| m.len()).unwrap_or(0), std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0));
-        println!("{} -> {}: {} bars of {}, {} KiB -> {} KiB ({:.2}s)", file.display(), target.display(), series.bars.len(), series.instrument, csv / 1024, pq / 1024, started.elapsed().as_secs_f64());
+        println!("{} -> {}: {what}, {} KiB -> {} KiB ({:.2}s)", file.display(), target.display(), csv / 1024, pq / 1024, started.elapsed().as_secs_f64());
     }
     Ok(())
 }

@@ -172,6 +172,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, MarketDataErro
 
 /// A candle file in Parquet (`tradehost data import`), filtered as a CSV is.
 fn load_parquet(path: &Path, options: &LoadOptions) -> Result<Loaded, MarketDataError> {
+    if super::parquet::format_of(path).as_deref() == Some(super::parquet::CHAINS_FORMAT) {
+        return super::parquet::read_chains(path, options);
+    }
     let mut series = super::parquet::read_candles(path)?;
     let rows = series.bars.len();
     if let Some(session) = options.session {
@@ -316,7 +319,7 @@ fn parse_chain<'a>(
     cols: &ChainColumns,
     options: &LoadOptions,
 ) -> Result<Loaded, MarketDataError> {
-    let mut snapshots: BTreeMap<i64, Snapshot> = BTreeMap::new();
+    let mut chains = ChainBuilder::default();
     let (mut total, mut outside) = (0usize, 0usize);
     for (line, raw) in rows {
         total += 1;
@@ -328,50 +331,63 @@ fn parse_chain<'a>(
         }
         let expiry = row.text(cols.expiry);
         let expiry_day = parse_date(expiry).ok_or_else(|| row.err(cols.expiry, "expected a date YYYY-MM-DD"))?;
-        if expiry_day < super::clock::ist_day(ts_ms) {
-            continue; // expired contracts are not part of the chain
-        }
-        let strike = row.price(cols.strike)?.normalize();
+        let strike = row.price(cols.strike)?;
         let leg = OptionLeg { last: row.price(cols.last)?, oi: row.count(cols.oi)?, volume: row.count(cols.volume)? };
-        let entry = snapshots
-            .entry(ts_ms)
-            .or_default()
-            .entry(expiry.to_owned())
-            .or_default()
-            .entry(strike)
-            .or_insert(StrikeRow { strike, ce: None, pe: None });
-        match row.text(cols.kind).to_ascii_uppercase().as_str() {
-            "CE" | "C" | "CALL" => entry.ce = Some(leg),
-            "PE" | "P" | "PUT" => entry.pe = Some(leg),
+        let call = match row.text(cols.kind).to_ascii_uppercase().as_str() {
+            "CE" | "C" | "CALL" => true,
+            "PE" | "P" | "PUT" => false,
             _ => return Err(row.err(cols.kind, "expected CE or PE")),
+        };
+        chains.add(ts_ms, (expiry, expiry_day), strike, call, leg);
+    }
+    chains.finish(path, (total, outside), options)
+}
+
+/// Option-chain snapshots gathered from long-format rows (one leg a row), as a
+/// CSV or a Parquet chain file holds them.
+#[derive(Debug, Default)]
+pub(super) struct ChainBuilder {
+    snapshots: BTreeMap<i64, Snapshot>,
+}
+
+impl ChainBuilder {
+    /// One leg: at `ts_ms`, of the expiry (`YYYY-MM-DD`, its day number), the strike, a call or a put.
+    /// A leg of an expired contract is not part of the chain.
+    pub(super) fn add(&mut self, ts_ms: i64, (expiry, expiry_day): (&str, i64), strike: Decimal, call: bool, leg: OptionLeg) {
+        if expiry_day < super::clock::ist_day(ts_ms) {
+            return;
+        }
+        let strike = strike.normalize();
+        let entry = self.snapshots.entry(ts_ms).or_default().entry(expiry.to_owned()).or_default().entry(strike).or_insert(StrikeRow { strike, ce: None, pe: None });
+        if call {
+            entry.ce = Some(leg);
+        } else {
+            entry.pe = Some(leg);
         }
     }
-    if snapshots.is_empty() {
-        let detail = if total > 0 { format!(": all {total} rows are outside the session or expired") } else { String::new() };
-        return Err(MarketDataError::NoRows { path: path.to_owned(), detail });
+
+    /// The snapshots in time order, each with its spot price: from `options.underlying`'s
+    /// candles, else put-call parity. `rows` is (rows read, rows outside the session).
+    pub(super) fn finish(self, path: &Path, (total, outside): (usize, usize), options: &LoadOptions) -> Result<Loaded, MarketDataError> {
+        if self.snapshots.is_empty() {
+            let detail = if total > 0 { format!(": all {total} rows are outside the session or expired") } else { String::new() };
+            return Err(MarketDataError::NoRows { path: path.to_owned(), detail });
+        }
+        let underlying = options.instrument.clone().unwrap_or_else(|| instrument_from_path(path));
+        let mut chains = Vec::with_capacity(self.snapshots.len());
+        for (ts_ms, expiries) in self.snapshots {
+            let expiries: Vec<ExpiryChain> = expiries.into_iter().map(|(expiry, strikes)| ExpiryChain { expiry, strikes: strikes.into_values().collect() }).collect();
+            let spot = options.underlying.as_ref().and_then(|u| spot_from_candles(u, ts_ms)).or_else(|| expiries.first().and_then(spot_from_parity));
+            let Some(spot) = spot else {
+                return Err(MarketDataError::NoRows {
+                    path: path.to_owned(),
+                    detail: format!(": cannot tell the spot price at {}: no underlying candles and no strike with both CE and PE prices", super::clock::format_iso_ist(ts_ms)),
+                });
+            };
+            chains.push(OptionChain { underlying: underlying.clone(), ts_ms, spot, expiries });
+        }
+        Ok(Loaded { data: MarketData::Chains(chains), rows: total, outside_session: outside })
     }
-    let underlying = options.instrument.clone().unwrap_or_else(|| instrument_from_path(path));
-    let mut chains = Vec::with_capacity(snapshots.len());
-    for (ts_ms, expiries) in snapshots {
-        let expiries: Vec<ExpiryChain> =
-            expiries.into_iter().map(|(expiry, strikes)| ExpiryChain { expiry, strikes: strikes.into_values().collect() }).collect();
-        let spot = options
-            .underlying
-            .as_ref()
-            .and_then(|u| spot_from_candles(u, ts_ms))
-            .or_else(|| expiries.first().and_then(spot_from_parity));
-        let Some(spot) = spot else {
-            return Err(MarketDataError::NoRows {
-                path: path.to_owned(),
-                detail: format!(
-                    ": cannot tell the spot price at {}: no underlying candles and no strike with both CE and PE prices",
-                    super::clock::format_iso_ist(ts_ms)
-                ),
-            });
-        };
-        chains.push(OptionChain { underlying: underlying.clone(), ts_ms, spot, expiries });
-    }
-    Ok(Loaded { data: MarketData::Chains(chains), rows: total, outside_session: outside })
 }
 
 /// The close of the last underlying bar that started at or before `ts_ms`.

@@ -158,7 +158,7 @@ pub fn write_candles(path: &Path, series: &CandleSeries) -> Result<(), MarketDat
     }
     let price = |name: &str, f: fn(&Bar) -> Decimal| Column::Decimal(name.to_owned(), scale, bars.iter().map(|b| Some(f(b))).collect());
     let int = |name: &str, f: &dyn Fn(&Bar) -> Option<i64>| Column::Int(name.to_owned(), bars.iter().map(f).collect());
-    let columns = [
+    let mut columns = vec![
         int("ts", &|b| Some(b.ts_ms)),
         price("open", |b| b.open),
         price("high", |b| b.high),
@@ -167,6 +167,9 @@ pub fn write_candles(path: &Path, series: &CandleSeries) -> Result<(), MarketDat
         int("volume", &|b| i64::try_from(b.volume).ok()),
         int("oi", &|b| i64::try_from(b.oi).ok()),
     ];
+    for (name, f) in [("open", (|b: &Bar| b.open) as fn(&Bar) -> Decimal), ("high", |b| b.high), ("low", |b| b.low), ("close", |b| b.close)] {
+        columns.extend(scales_column(name, scale, bars.iter().map(f)));
+    }
     let metadata = [
         ("tradehost.format", CANDLES_FORMAT.to_owned()),
         ("instrument", series.instrument.clone()),
@@ -174,6 +177,184 @@ pub fn write_candles(path: &Path, series: &CandleSeries) -> Result<(), MarketDat
         ("price_scale", scale.to_string()),
     ];
     write_table(path, &columns, &metadata)
+}
+
+/// When some of `values` have fewer decimals than the file's `scale` (a vendor that writes
+/// `77.5` beside `74.15`), a `<name>_scale` column of each one's, so it reads back as written.
+fn scales_column(name: &str, scale: u32, mut values: impl Iterator<Item = Decimal> + Clone) -> Option<Column> {
+    values.clone().any(|v| v.scale() != scale).then(|| Column::Int(format!("{name}_scale"), values.by_ref().map(|v| Some(i64::from(v.scale()))).collect()))
+}
+
+/// Give each price of `name` back its own number of decimals, when the file keeps them.
+fn restore_scales(path: &Path, reader: &SerializedFileReader<std::fs::File>, names: &[String], name: &str, scale: u32, prices: &mut [&mut Decimal]) -> Result<(), MarketDataError> {
+    let column = format!("{name}_scale");
+    if !names.contains(&column) {
+        return Ok(());
+    }
+    let scales = int_column(path, reader, names, &column)?;
+    if scales.len() != prices.len() {
+        return Err(error(path, format!("column {column}: {} values for {} rows", scales.len(), prices.len())));
+    }
+    for (row, (p, s)) in prices.iter_mut().zip(scales).enumerate() {
+        let s = u32::try_from(s).ok().filter(|s| *s <= scale).ok_or_else(|| error(path, format!("row {}: {column} {s} is not 0..={scale}", row + 1)))?;
+        p.rescale(s);
+    }
+    Ok(())
+}
+
+/// The `tradehost.format` of an option-chain file: one leg a row.
+pub const CHAINS_FORMAT: &str = "chains/1";
+
+/// One quoted leg of a chain file: time, expiry, strike, `CE`/`PE`, the leg.
+type ChainRow<'a> = (i64, &'a str, Decimal, &'static str, super::OptionLeg);
+
+/// Write option-chain snapshots as a chain file: one row per quoted leg, `ts`, `expiry`
+/// (`YYYY-MM-DD`), `strike`, `option_type` (`CE`/`PE`), `last`, `volume`, `oi`. The spot is
+/// not stored: it is found again when the file is read, as for a CSV.
+///
+/// # Errors
+/// When the file cannot be written, or a price has more than 8 decimals.
+pub fn write_chains(path: &Path, chains: &[super::OptionChain]) -> Result<(), MarketDataError> {
+    let mut rows: Vec<ChainRow<'_>> = Vec::new();
+    for c in chains {
+        for e in &c.expiries {
+            for r in &e.strikes {
+                rows.extend(r.ce.map(|leg| (c.ts_ms, e.expiry.as_str(), r.strike, "CE", leg)));
+                rows.extend(r.pe.map(|leg| (c.ts_ms, e.expiry.as_str(), r.strike, "PE", leg)));
+            }
+        }
+    }
+    let scale = |f: &dyn Fn(&ChainRow<'_>) -> Decimal| rows.iter().map(|r| f(r).scale()).max().unwrap_or(0);
+    let (strike_scale, last_scale) = (scale(&|r| r.2), scale(&|r| r.4.last));
+    if strike_scale.max(last_scale) > MAX_PRICE_SCALE {
+        return Err(error(path, format!("a price has more than {MAX_PRICE_SCALE} decimals")));
+    }
+    let columns = [
+        Column::Int("ts".into(), rows.iter().map(|r| Some(r.0)).collect()),
+        Column::Text("expiry".into(), rows.iter().map(|r| Some(r.1.to_owned())).collect()),
+        Column::Decimal("strike".into(), strike_scale, rows.iter().map(|r| Some(r.2)).collect()),
+        Column::Text("option_type".into(), rows.iter().map(|r| Some(r.3.to_owned())).collect()),
+        Column::Decimal("last".into(), last_scale, rows.iter().map(|r| Some(r.4.last)).collect()),
+        Column::Int("volume".into(), rows.iter().map(|r| i64::try_from(r.4.volume).ok()).collect()),
+        Column::Int("oi".into(), rows.iter().map(|r| i64::try_from(r.4.oi).ok()).collect()),
+    ];
+    let mut columns = columns.to_vec();
+    columns.extend(scales_column("last", last_scale, rows.iter().map(|r| r.4.last)));
+    let underlying = chains.first().map(|c| c.underlying.clone()).unwrap_or_default();
+    let metadata = [
+        ("tradehost.format", CHAINS_FORMAT.to_owned()),
+        ("instrument", underlying),
+        ("strike_scale", strike_scale.to_string()),
+        ("price_scale", last_scale.to_string()),
+    ];
+    write_table(path, &columns, &metadata)
+}
+
+/// Every value of column `name` of a file's row groups, as integers.
+fn int_column(path: &Path, reader: &SerializedFileReader<std::fs::File>, names: &[String], name: &str) -> Result<Vec<i64>, MarketDataError> {
+    let i = names.iter().position(|n| n == name).ok_or_else(|| error(path, format!("no column {name}")))?;
+    let mut out = Vec::new();
+    for g in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(g).map_err(|e| error(path, e))?;
+        let want = usize::try_from(group.metadata().num_rows()).map_err(|e| error(path, e))?;
+        let ColumnReader::Int64ColumnReader(mut r) = group.get_column_reader(i).map_err(|e| error(path, e))? else {
+            return Err(error(path, format!("column {name} is not INT64")));
+        };
+        let (before, mut def) = (out.len(), Vec::new());
+        while out.len() - before < want {
+            let (records, values, _) = r.read_records(want - (out.len() - before), Some(&mut def), None, &mut out).map_err(|e| error(path, e))?;
+            if records == 0 || values != records {
+                return Err(error(path, format!("column {name}: a null or a short column (nulls are not allowed)")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every value of text column `name`.
+fn text_column(path: &Path, reader: &SerializedFileReader<std::fs::File>, names: &[String], name: &str) -> Result<Vec<String>, MarketDataError> {
+    let i = names.iter().position(|n| n == name).ok_or_else(|| error(path, format!("no column {name}")))?;
+    let mut out = Vec::new();
+    for g in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(g).map_err(|e| error(path, e))?;
+        let want = usize::try_from(group.metadata().num_rows()).map_err(|e| error(path, e))?;
+        let ColumnReader::ByteArrayColumnReader(mut r) = group.get_column_reader(i).map_err(|e| error(path, e))? else {
+            return Err(error(path, format!("column {name} is not text")));
+        };
+        let (mut values, mut def) = (Vec::new(), Vec::new());
+        while values.len() < want {
+            let (records, got, _) = r.read_records(want - values.len(), Some(&mut def), None, &mut values).map_err(|e| error(path, e))?;
+            if records == 0 || got != records {
+                return Err(error(path, format!("column {name}: a null or a short column (nulls are not allowed)")));
+            }
+        }
+        for v in values {
+            out.push(String::from_utf8(v.data().to_vec()).map_err(|_| error(path, format!("column {name}: not UTF-8")))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Read a chain file written by [`write_chains`], as a CSV chain is read (session, spot, expired legs).
+///
+/// # Errors
+/// A file that is not one, or a row that breaks the rules a CSV row must keep (named by its row).
+pub fn read_chains(path: &Path, options: &super::csv::LoadOptions) -> Result<super::csv::Loaded, MarketDataError> {
+    let file = std::fs::File::open(path).map_err(|source| MarketDataError::Io { path: path.to_owned(), source })?;
+    let reader = SerializedFileReader::new(file).map_err(|e| error(path, e))?;
+    let meta = reader.metadata().file_metadata();
+    let kv = |key: &str| meta.key_value_metadata().and_then(|kv| kv.iter().find(|e| e.key == key)).and_then(|e| e.value.clone());
+    let number = |key: &str| kv(key).and_then(|v| v.parse::<u32>().ok()).filter(|s| *s <= MAX_PRICE_SCALE).ok_or_else(|| error(path, format!("metadata {key} missing or not a number up to {MAX_PRICE_SCALE}")));
+    let (strike_scale, last_scale) = (number("strike_scale")?, number("price_scale")?);
+    let names: Vec<String> = meta.schema_descr().columns().iter().map(|c| c.name().to_owned()).collect();
+    let ts = int_column(path, &reader, &names, "ts")?;
+    let expiry = text_column(path, &reader, &names, "expiry")?;
+    let strike = int_column(path, &reader, &names, "strike")?;
+    let kind = text_column(path, &reader, &names, "option_type")?;
+    let last = int_column(path, &reader, &names, "last")?;
+    let volume = int_column(path, &reader, &names, "volume")?;
+    let oi = int_column(path, &reader, &names, "oi")?;
+    let rows = ts.len();
+    if [expiry.len(), strike.len(), kind.len(), last.len(), volume.len(), oi.len()].iter().any(|n| *n != rows) {
+        return Err(error(path, "columns of different lengths"));
+    }
+    let mut prices: Vec<Decimal> = last.iter().map(|v| Decimal::new(*v, last_scale)).collect();
+    restore_scales(path, &reader, &names, "last", last_scale, &mut prices.iter_mut().collect::<Vec<_>>())?;
+    let mut chains = super::csv::ChainBuilder::default();
+    let mut outside = 0;
+    for row in 0..rows {
+        let bad = |what: &str| error(path, format!("row {}: {what}", row + 1));
+        if options.session.is_some_and(|s| !s.contains(ts[row])) {
+            outside += 1;
+            continue;
+        }
+        let day = super::clock::parse_date(&expiry[row]).ok_or_else(|| bad("expiry is not a date YYYY-MM-DD"))?;
+        let call = match kind[row].as_str() {
+            "CE" => true,
+            "PE" => false,
+            _ => return Err(bad("option_type is not CE or PE")),
+        };
+        let (strike, price) = (Decimal::new(strike[row], strike_scale), prices[row]);
+        if strike <= Decimal::ZERO || price < Decimal::ZERO {
+            return Err(bad("a strike that is not positive or a negative price"));
+        }
+        let leg = super::OptionLeg { last: price, volume: u64::try_from(volume[row]).unwrap_or(0), oi: u64::try_from(oi[row]).unwrap_or(0) };
+        chains.add(ts[row], (&expiry[row], day), strike, call, leg);
+    }
+    let mut options = options.clone();
+    if options.instrument.is_none() {
+        options.instrument = kv("instrument").filter(|i| !i.is_empty());
+    }
+    chains.finish(path, (rows, outside), &options)
+}
+
+/// The `tradehost.format` a Parquet file says it is, if any.
+#[must_use]
+pub fn format_of(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let reader = SerializedFileReader::new(file).ok()?;
+    let meta = reader.metadata().file_metadata();
+    meta.key_value_metadata()?.iter().find(|e| e.key == "tradehost.format")?.value.clone()
 }
 
 /// True when `path` starts as a Parquet file does.
@@ -272,6 +453,9 @@ pub fn read_candles(path: &Path) -> Result<CandleSeries, MarketDataError> {
         }
         last_ts = bar.ts_ms;
     }
+    for (name, field) in [("open", (|b: &mut Bar| &mut b.open) as fn(&mut Bar) -> &mut Decimal), ("high", |b| &mut b.high), ("low", |b| &mut b.low), ("close", |b| &mut b.close)] {
+        restore_scales(path, &reader, &names, name, scale, &mut bars.iter_mut().map(field).collect::<Vec<_>>())?;
+    }
     Ok(CandleSeries { instrument, timeframe_secs, bars })
 }
 
@@ -290,6 +474,13 @@ mod tests {
         let back = read_candles(&path).unwrap();
         assert_eq!(back, series);
         assert_eq!(back.bars[0].close.to_string(), "100.10");
+        assert_eq!(back.bars[1].close.to_string(), "101.00");
+        // A vendor's mixed decimals come back as written.
+        let mixed = CandleSeries { bars: vec![bar(0, "100.1"), bar(1, "101")], ..series.clone() };
+        write_candles(&path, &mixed).unwrap();
+        let back = read_candles(&path).unwrap();
+        assert_eq!(back.bars.iter().map(|b| b.close.to_string()).collect::<Vec<_>>(), ["100.1", "101"]);
+        assert_eq!(back.bars[0].high.to_string(), "101.5");
         let unordered = CandleSeries { bars: vec![bar(1, "100"), bar(0, "100")], ..series.clone() };
         write_candles(&path, &unordered).unwrap();
         let e = read_candles(&path).unwrap_err().to_string();
