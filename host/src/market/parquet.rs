@@ -250,15 +250,16 @@ pub fn write_chains(path: &Path, chains: &[super::OptionChain]) -> Result<(), Ma
     write_table(path, &columns, &metadata)
 }
 
-/// Every value of column `name` of a file's row groups, as integers.
-fn int_column(path: &Path, reader: &SerializedFileReader<std::fs::File>, names: &[String], name: &str) -> Result<Vec<i64>, MarketDataError> {
+/// Every value of column `name` over the file's row groups, of physical type `T` (`kind` names
+/// it in messages); no nulls.
+fn column<T: parquet::data_type::DataType>(path: &Path, reader: &SerializedFileReader<std::fs::File>, names: &[String], name: &str, kind: &str) -> Result<Vec<T::T>, MarketDataError> {
     let i = names.iter().position(|n| n == name).ok_or_else(|| error(path, format!("no column {name}")))?;
     let mut out = Vec::new();
     for g in 0..reader.num_row_groups() {
         let group = reader.get_row_group(g).map_err(|e| error(path, e))?;
         let want = usize::try_from(group.metadata().num_rows()).map_err(|e| error(path, e))?;
-        let ColumnReader::Int64ColumnReader(mut r) = group.get_column_reader(i).map_err(|e| error(path, e))? else {
-            return Err(error(path, format!("column {name} is not INT64")));
+        let Some(mut r) = T::get_column_reader(group.get_column_reader(i).map_err(|e| error(path, e))?) else {
+            return Err(error(path, format!("column {name} is not {kind}")));
         };
         let (before, mut def) = (out.len(), Vec::new());
         while out.len() - before < want {
@@ -271,28 +272,17 @@ fn int_column(path: &Path, reader: &SerializedFileReader<std::fs::File>, names: 
     Ok(out)
 }
 
+/// Every value of integer column `name`.
+fn int_column(path: &Path, reader: &SerializedFileReader<std::fs::File>, names: &[String], name: &str) -> Result<Vec<i64>, MarketDataError> {
+    column::<Int64Type>(path, reader, names, name, "INT64")
+}
+
 /// Every value of text column `name`.
 fn text_column(path: &Path, reader: &SerializedFileReader<std::fs::File>, names: &[String], name: &str) -> Result<Vec<String>, MarketDataError> {
-    let i = names.iter().position(|n| n == name).ok_or_else(|| error(path, format!("no column {name}")))?;
-    let mut out = Vec::new();
-    for g in 0..reader.num_row_groups() {
-        let group = reader.get_row_group(g).map_err(|e| error(path, e))?;
-        let want = usize::try_from(group.metadata().num_rows()).map_err(|e| error(path, e))?;
-        let ColumnReader::ByteArrayColumnReader(mut r) = group.get_column_reader(i).map_err(|e| error(path, e))? else {
-            return Err(error(path, format!("column {name} is not text")));
-        };
-        let (mut values, mut def) = (Vec::new(), Vec::new());
-        while values.len() < want {
-            let (records, got, _) = r.read_records(want - values.len(), Some(&mut def), None, &mut values).map_err(|e| error(path, e))?;
-            if records == 0 || got != records {
-                return Err(error(path, format!("column {name}: a null or a short column (nulls are not allowed)")));
-            }
-        }
-        for v in values {
-            out.push(String::from_utf8(v.data().to_vec()).map_err(|_| error(path, format!("column {name}: not UTF-8")))?);
-        }
-    }
-    Ok(out)
+    column::<ByteArrayType>(path, reader, names, name, "text")?
+        .into_iter()
+        .map(|v| String::from_utf8(v.data().to_vec()).map_err(|_| error(path, format!("column {name}: not UTF-8"))))
+        .collect()
 }
 
 /// Read a chain file written by [`write_chains`], as a CSV chain is read (session, spot, expired legs).
