@@ -276,7 +276,7 @@ fn slice(data: &MarketData, from: usize, to: usize) -> MarketData {
 
 impl Sweep<'_> {
     /// Walk forward over `data`: per window, the sweep on its train days, the
-    /// winner by `metric` on its test days. All runs share `pool`.
+    /// winner by `metric` on its test days. The sweeps share `pool`.
     ///
     /// # Errors
     /// When the data has fewer trading days than one window.
@@ -288,59 +288,26 @@ impl Sweep<'_> {
         }
         let ts = times(data);
         let at = |day: usize| starts.get(day).copied().unwrap_or(ts.len());
-        let combos = self.grid.len();
-        // In-sample: every (window, combination) at once, so both cores stay busy.
-        let train_data: Vec<MarketData> = windows.iter().map(|&(a, b, _)| slice(data, at(a), at(b))).collect();
-        let train_data: Vec<Prepared<'_>> = train_data.iter().map(Prepared::new).collect();
-        let in_sample: Vec<Vec<Run>> = pool.install(|| {
-            let flat: Vec<(usize, Run)> = (0..windows.len() * combos)
-                .into_par_iter()
-                .map(|k| {
-                    let (w, i) = (k / combos, k % combos);
-                    let run = self.one(i, &train_data[w], self.config);
-                    done();
-                    (w, run)
-                })
-                .collect();
-            let mut per: Vec<Vec<Run>> = vec![Vec::new(); windows.len()];
-            for (w, run) in flat {
-                per[w].push(run);
-            }
-            per
-        });
-        drop(train_data);
-        let best: Vec<Option<usize>> = in_sample.iter().map(|runs| ranking(runs, metric).first().copied().filter(|&i| runs[i].outcome.is_ok())).collect();
-        let winners: Vec<Option<usize>> = in_sample.iter().zip(&best).map(|(runs, best)| best.map(|i| runs[i].index)).collect();
-        // Out-of-sample: the winner sees the train days as warm-up and trades the test days.
-        let oos: Vec<Option<Result<Outcome, String>>> = pool.install(|| {
-            windows
-                .par_iter()
-                .zip(winners.par_iter())
-                .map(|(&(a, b, c), winner)| {
-                    let index = (*winner)?;
-                    let test_from = ts[at(b)];
-                    let config = BacktestConfig { trade_from_ms: Some(test_from), ..self.config.clone() };
-                    let window = slice(data, at(a), at(c));
-                    let run = self.one(index, &Prepared::new(&window), &config);
-                    done();
-                    Some(run.outcome.map(|o| test_days_only(o, test_from, at(c) - at(b), window.len(), self.config)))
-                })
-                .collect()
-        });
-        Ok(windows
-            .iter()
-            .zip(in_sample)
-            .zip(best)
-            .zip(oos)
-            .map(|(((&(a, b, c), in_sample), best), out_of_sample)| Window {
-                train: (ts[at(a)], ts[at(b) - 1]),
-                test: (ts[at(b)], ts[at(c) - 1]),
-                days: (b - a, c - b),
-                in_sample,
-                best,
-                out_of_sample,
-            })
-            .collect())
+        // One window at a time, its combinations spread over the pool: only one window's
+        // days are copied out at once, however many windows the data makes.
+        let mut out = Vec::with_capacity(windows.len());
+        for &(a, b, c) in &windows {
+            let train = slice(data, at(a), at(b));
+            let in_sample = self.run(pool, &train, done);
+            drop(train);
+            let best = ranking(&in_sample, metric).first().copied().filter(|&i| in_sample[i].outcome.is_ok());
+            // Out-of-sample: the winner sees the train days as warm-up and trades the test days.
+            let out_of_sample = best.map(|i| {
+                let test_from = ts[at(b)];
+                let config = BacktestConfig { trade_from_ms: Some(test_from), ..self.config.clone() };
+                let window = slice(data, at(a), at(c));
+                let run = self.one(in_sample[i].index, &Prepared::new(&window), &config);
+                done();
+                run.outcome.map(|o| test_days_only(o, test_from, at(c) - at(b), window.len(), self.config))
+            });
+            out.push(Window { train: (ts[at(a)], ts[at(b) - 1]), test: (ts[at(b)], ts[at(c) - 1]), days: (b - a, c - b), in_sample, best, out_of_sample });
+        }
+        Ok(out)
     }
 }
 
