@@ -643,18 +643,11 @@ impl Summary {
     /// bar-by-bar figure.
     #[must_use]
     pub fn of(strategy: (&str, &str), config: &BacktestConfig, trades: &[Trade], equity: &[EquityPoint], signals: (usize, usize), span: (usize, Option<i64>, Option<i64>)) -> Self {
-        use rust_decimal::prelude::ToPrimitive;
         let wins = trades.iter().filter(|t| t.pnl > Decimal::ZERO).count();
         let losses = trades.iter().filter(|t| t.pnl < Decimal::ZERO).count();
         let gross_profit: Decimal = trades.iter().map(|t| t.pnl).filter(|p| *p > Decimal::ZERO).sum();
         let gross_loss: Decimal = trades.iter().map(|t| t.pnl).filter(|p| *p < Decimal::ZERO).sum();
         let net_pnl = gross_profit + gross_loss;
-        let returns: Vec<f64> = std::iter::once(config.capital)
-            .chain(equity.iter().map(|p| p.equity))
-            .collect::<Vec<_>>()
-            .windows(2)
-            .map(|w| if w[0].is_zero() { 0.0 } else { ((w[1] - w[0]) / w[0]).to_f64().unwrap_or(0.0) })
-            .collect();
         let worst = equity.iter().min_by_key(|p| p.drawdown);
         Self {
             strategy: strategy.0.to_owned(),
@@ -680,7 +673,7 @@ impl Summary {
             return_pct: ratio_pct(net_pnl, config.capital),
             max_drawdown: worst.map(|p| p.drawdown).unwrap_or_default(),
             max_drawdown_pct: worst.map(|p| ratio_pct(p.drawdown, p.equity - p.drawdown)).unwrap_or_default(),
-            sharpe: sharpe(&returns),
+            sharpe: equity_sharpe(config.capital, equity),
             exposure_pct: None,
         }
     }
@@ -704,6 +697,19 @@ pub fn daily_equity(capital: Decimal, trades: &[Trade]) -> Vec<EquityPoint> {
         }
     }
     points
+}
+
+/// Annualised Sharpe ratio of the daily returns of `equity`, starting from `capital`.
+#[must_use]
+pub fn equity_sharpe(capital: Decimal, equity: &[EquityPoint]) -> f64 {
+    use rust_decimal::prelude::ToPrimitive;
+    let returns: Vec<f64> = std::iter::once(capital)
+        .chain(equity.iter().map(|p| p.equity))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| if w[0].is_zero() { 0.0 } else { ((w[1] - w[0]) / w[0]).to_f64().unwrap_or(0.0) })
+        .collect();
+    sharpe(&returns)
 }
 
 /// Annualised Sharpe ratio of daily returns; 0 when undefined.

@@ -311,41 +311,18 @@ impl Sweep<'_> {
     }
 }
 
-/// An out-of-sample run's outcome over its test days alone: the flat warm-up
-/// days dropped from the equity, the summary made again from what is left
-/// (the drawdown, all of it in the test days, kept at the bar-by-bar figure).
+/// An out-of-sample run's outcome over its test days alone. Every trade, and the bar-by-bar
+/// drawdown, fall in the test days already (nothing is traded before them); what the flat
+/// warm-up days would skew is dropped or made again: the daily equity and its Sharpe, the
+/// span, the exposure.
 fn test_days_only(o: Outcome, test_from: i64, test_events: usize, all_events: usize, config: &BacktestConfig) -> Outcome {
     let equity: Vec<EquityPoint> = o.equity.into_iter().filter(|p| p.ts_ms >= test_from).collect();
-    let s = &o.summary;
-    let trades = TradesOf { count: s.trades, wins: s.wins, losses: s.losses, gross: (s.gross_profit, s.gross_loss) };
-    let mut summary = Summary::of((&s.strategy, &s.strategy_version), config, &[], &equity, (s.signals, s.signals_rejected), (test_events, Some(test_from), None));
-    summary.last_ts.clone_from(&s.last_ts);
-    trades.apply(&mut summary, config.capital);
-    summary.max_drawdown = s.max_drawdown;
-    summary.max_drawdown_pct = s.max_drawdown_pct;
-    summary.exposure_pct = s.exposure_pct.map(|pct| if test_events == 0 { 0.0 } else { pct * all_events as f64 / test_events as f64 });
+    let mut summary = o.summary;
+    summary.sharpe = super::equity_sharpe(config.capital, &equity);
+    summary.events = test_events;
+    summary.first_ts = Some(crate::domain::time::format_iso_ist(test_from));
+    summary.exposure_pct = summary.exposure_pct.map(|pct| if test_events == 0 { 0.0 } else { pct * all_events as f64 / test_events as f64 });
     Outcome { summary, equity }
-}
-
-/// The trade counts of a summary, carried over to one remade from the equity.
-struct TradesOf {
-    count: usize,
-    wins: usize,
-    losses: usize,
-    gross: (Decimal, Decimal),
-}
-
-impl TradesOf {
-    fn apply(self, s: &mut Summary, capital: Decimal) {
-        s.trades = self.count;
-        s.wins = self.wins;
-        s.losses = self.losses;
-        s.win_rate = if self.count == 0 { 0.0 } else { self.wins as f64 / self.count as f64 };
-        (s.gross_profit, s.gross_loss) = self.gross;
-        s.net_pnl = self.gross.0 + self.gross.1;
-        s.final_equity = capital + s.net_pnl;
-        s.return_pct = super::ratio_pct(s.net_pnl, capital);
-    }
 }
 
 /// The out-of-sample days of every window as one equity curve: each window's

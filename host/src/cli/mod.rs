@@ -335,7 +335,7 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     let loaded = args.rules.load(&args.strategy.data)?;
     let loaded_at = started.elapsed();
 
-    let bar = progress_bar(loaded.data.len() as u64);
+    let bar = progress_bar(loaded.data.len() as u64, "events");
     let result = backtest::run(&mut strategy, &loaded.data, &config, |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
@@ -376,9 +376,10 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress_bar(len: u64) -> indicatif::ProgressBar {
+/// A progress bar over `len` `unit`s, with the rate and an ETA.
+fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} events {per_sec} eta {eta}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!("{{spinner}} {{bar:40}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}")) {
         bar.set_style(style);
     }
     bar

@@ -202,10 +202,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         Some(wf) => wf.windows(trading_days(&loaded.data)).len().saturating_mul(grid.len().saturating_add(1)),
         None => grid.len(),
     };
-    let bar = indicatif::ProgressBar::new(runs_total as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} runs {per_sec} eta {eta}") {
-        bar.set_style(style);
-    }
+    let bar = super::progress_bar(runs_total as u64, "runs");
     let done = || bar.inc(1);
     let fixed_text: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let files = (target.plugin.display().to_string(), args.strategy.data.display().to_string());
