@@ -222,7 +222,7 @@ fn throughput(accounts: usize, signals: usize) -> f64 {
         };
         om.on_signal(&s).unwrap();
         let q = Quote { instrument: "NIFTY".into(), open: price, high: price, low: price, close: price, bid: None, ask: None };
-        om.on_quotes(&QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("q{k}"), ts: ts + 60_000, quotes: vec![q], after_signal: None }).unwrap();
+        om.on_quotes(&QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("q{k}"), ts: ts + 60_000, quotes: vec![q], after_signal: None, last: false }).unwrap();
     }
     let elapsed = start.elapsed();
     let fills: i64 = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap().query_row("SELECT COUNT(*) FROM fills", [], |r| r.get(0)).unwrap();

@@ -213,9 +213,19 @@ pub struct QuotesMessage {
     /// decision sees exactly the prices the strategy had seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_signal: Option<String>,
+    /// The pipeline's source has ended: nothing more comes from it (its
+    /// `quotes` are empty). Pipelines merged in event time stop waiting for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub last: bool,
 }
 
 impl QuotesMessage {
+    /// The pipeline that published it (its id is `<pipeline>/<ts>`).
+    #[must_use]
+    pub fn pipeline(&self) -> &str {
+        self.id.rsplit_once('/').map_or(self.id.as_str(), |(p, _)| p)
+    }
+
     /// Parse and check.
     ///
     /// # Errors

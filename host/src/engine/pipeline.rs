@@ -255,6 +255,8 @@ struct Running {
     backoff: Duration,
     healthy_since: tokio::time::Instant,
     recent: VecDeque<MarketEvent>,
+    /// Time of the last event seen (the end of a replay's prices).
+    last_ts: Option<i64>,
 }
 
 /// Feed recent events to a fresh instance so its indicators are not cold; its signals are dropped.
@@ -299,6 +301,7 @@ pub async fn run(
         backoff: FIRST_BACKOFF,
         healthy_since: tokio::time::Instant::now(),
         recent: VecDeque::with_capacity(spec.warmup_candles.min(100_000)),
+        last_ts: None,
     };
     match tokio::task::block_in_place(|| sandbox.instantiate_with(&plugin, &spec.params, &spec.limits)) {
         Ok(instance) => {
@@ -350,6 +353,7 @@ pub async fn run(
                     restart_if_due(&spec, &mut run, &mut plugin, &sandbox, &events, &stats).await;
                 }
                 let paused = *control.borrow() == Control::Pause;
+                run.last_ts = Some(event.ts_ms());
                 match run.instance.as_mut() {
                     Some(instance) => {
                         if let Err(e) = handle(&spec, instance, &outbox, &events, &stats, &event, paused).await {
@@ -360,6 +364,7 @@ pub async fn run(
                     }
                     None => {
                         stats.events_skipped.fetch_add(1, Ordering::Relaxed);
+                        publish_prices(&spec, &outbox, &stats, &event).await;
                     }
                 }
                 if spec.warmup_candles > 0 {
@@ -372,6 +377,13 @@ pub async fn run(
         }
     };
     feed.abort();
+    // The order side merges the replays in event time: it stops waiting for this one.
+    let end_ts = run.last_ts.unwrap_or_else(crate::bus::message::now_ms);
+    let after_signal = stats.last_signal.lock().ok().and_then(|g| g.clone());
+    let last = QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{id}/{end_ts}"), ts: end_ts, quotes: Vec::new(), after_signal, last: true };
+    if let Ok(json) = serde_json::to_string(&last) {
+        send(&outbox, &stats, Outgoing::Quotes(json)).await;
+    }
     // What was handed to the bus goes out before the pipeline is over; when it
     // is stopped (a shutdown), not longer than a moment: a bus that is away
     // must not hold up the stop. What is still buffered then is reported.
@@ -551,6 +563,27 @@ async fn send(outbox: &mpsc::Sender<Outgoing>, stats: &PipelineStats, item: Outg
     stats.buffered.store((OUTBOX_CAPACITY - outbox.capacity()) as u64, Ordering::Relaxed);
 }
 
+/// Publish an event's prices for the order side, naming the last signal logged
+/// before them. Also while the strategy is quarantined: stops, targets and
+/// fills on those instruments must not wait for it.
+async fn publish_prices(spec: &PipelineSpec, outbox: &mpsc::Sender<Outgoing>, stats: &PipelineStats, event: &MarketEvent) -> QuotesMessage {
+    let quotes = match event {
+        MarketEvent::Candle { instrument, bar, bid, ask, .. } => vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close, bid: *bid, ask: *ask }],
+        MarketEvent::Chain(chain) => chain
+            .legs()
+            .filter(|(_, l)| l.last > Decimal::ZERO)
+            .map(|(instrument, l)| Quote { instrument, open: l.last, high: l.last, low: l.last, close: l.last, bid: None, ask: None })
+            .collect(),
+    };
+    let ts = event.ts_ms();
+    let after_signal = stats.last_signal.lock().ok().and_then(|g| g.clone());
+    let msg = QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{}/{ts}", spec.id), ts, quotes, after_signal, last: false };
+    if let Ok(json) = serde_json::to_string(&msg) {
+        send(outbox, stats, Outgoing::Quotes(json)).await;
+    }
+    msg
+}
+
 /// Feed one event to the strategy, publish the prices it saw and log its signals.
 async fn handle(
     spec: &PipelineSpec,
@@ -562,31 +595,21 @@ async fn handle(
     paused: bool,
 ) -> Result<(), String> {
     let ts = event.ts_ms();
-    let (raw, quotes) = match event {
-        MarketEvent::Candle { instrument, timeframe_secs, bar, bid, ask } => {
+    // Prices first (even when the strategy then fails on them): the order side
+    // fills an order only on a price later than its signal.
+    let quotes_msg = publish_prices(spec, outbox, stats, event).await;
+    let raw = match event {
+        MarketEvent::Candle { instrument, timeframe_secs, bar, .. } => {
             let b = sdk_bar(bar);
-            let raw = tokio::task::block_in_place(|| strategy.on_candle(instrument, *timeframe_secs, &b)).map_err(|e| e.to_string())?;
-            (raw, vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close, bid: *bid, ask: *ask }])
+            tokio::task::block_in_place(|| strategy.on_candle(instrument, *timeframe_secs, &b)).map_err(|e| e.to_string())?
         }
         MarketEvent::Chain(chain) => {
             let c = sdk_chain(chain);
-            let raw = tokio::task::block_in_place(|| strategy.on_option_chain(&c)).map_err(|e| e.to_string())?;
-            let quotes = chain
-                .legs()
-                .filter(|(_, l)| l.last > Decimal::ZERO)
-                .map(|(instrument, l)| Quote { instrument, open: l.last, high: l.last, low: l.last, close: l.last, bid: None, ask: None })
-                .collect();
-            (raw, quotes)
+            tokio::task::block_in_place(|| strategy.on_option_chain(&c)).map_err(|e| e.to_string())?
         }
     };
     stats.events_in.fetch_add(1, Ordering::Relaxed);
-    // Prices first: the order side fills an order only on a price later than its signal.
-    let after_signal = stats.last_signal.lock().ok().and_then(|g| g.clone());
-    let quotes_msg = QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{}/{ts}", spec.id), ts, quotes, after_signal };
     let price_of = |instrument: &str| quotes_msg.quotes.iter().find(|q| q.instrument == instrument).map(|q| q.close);
-    if let Ok(json) = serde_json::to_string(&quotes_msg) {
-        send(outbox, stats, Outgoing::Quotes(json)).await;
-    }
     for (seq, s) in raw.into_iter().enumerate() {
         let signal = match Signal::from_strategy(ts, s) {
             Ok(s) => s,

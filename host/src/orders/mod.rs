@@ -101,6 +101,8 @@ pub struct OrderManager {
     decided: std::collections::HashSet<String>,
     /// Time of the latest price message from each pipeline.
     pipeline_clock: HashMap<String, i64>,
+    /// Pipelines whose source has ended (see `QuotesMessage::last`).
+    finished: std::collections::HashSet<String>,
     /// Accounts whose orders go to a live broker (see [`crate::brokers::live`]).
     live: std::collections::HashSet<String>,
     /// Live orders recorded as submitted, waiting to be handed to the router.
@@ -206,7 +208,7 @@ impl OrderManager {
                 db.exec(&format!("ALTER TABLE orders ADD COLUMN {column}"), []).map_err(err)?;
             }
         }
-        let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), seen: None };
+        let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), finished: std::collections::HashSet::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), seen: None };
         om.store_exit_rules()?;
         Ok(om)
     }
@@ -602,12 +604,34 @@ impl OrderManager {
         self.on_quotes_at(q, None)
     }
 
-    /// Where the price stream was last applied up to (an entry id), per the journal.
+    /// Where each pipeline's prices in the price stream were last applied up to
+    /// (an entry id per pipeline), and the single cursor an older journal kept
+    /// for every pipeline alike, per the journal. Pipelines merged in event time
+    /// are applied out of the stream's order, so each has its own.
     ///
     /// # Errors
     /// A journal failure.
-    pub fn price_cursor(&self) -> Result<Option<String>, OrderError> {
-        self.db.row("SELECT value FROM settings WHERE key = 'price_cursor'", [], |r| r.get(0)).optional().map_err(self.err())
+    pub fn price_cursors(&self) -> Result<(HashMap<String, String>, Option<String>), OrderError> {
+        let mut stmt = self.db.prepare("SELECT key, value FROM settings WHERE key LIKE 'price_cursor%'").map_err(self.err())?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(self.err())?.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())?;
+        let mut by_pipeline = HashMap::new();
+        let mut legacy = None;
+        for (key, value) in rows {
+            match key.strip_prefix("price_cursor/") {
+                Some(pipeline) => {
+                    by_pipeline.insert(pipeline.to_owned(), value);
+                }
+                None if key == "price_cursor" => legacy = Some(value),
+                None => {}
+            }
+        }
+        Ok((by_pipeline, legacy))
+    }
+
+    /// Whether `pipeline`'s source has ended (its last price message applied).
+    #[must_use]
+    pub fn is_finished(&self, pipeline: &str) -> bool {
+        self.finished.contains(pipeline)
     }
 
     /// Take in prices an earlier run already applied (up to its journaled
@@ -623,10 +647,14 @@ impl OrderManager {
         // Only a price newer than any seen for its instrument may move exits: the same
         // instrument's prices can arrive from pipelines running at different paces,
         // and a stale one must never trigger a stop on today's position.
-        if let Some((pipeline, _)) = q.id.rsplit_once('/') {
-            let clock = self.pipeline_clock.entry(pipeline.to_owned()).or_insert(q.ts);
-            *clock = (*clock).max(q.ts);
+        let pipeline = q.pipeline();
+        if q.last {
+            self.finished.insert(pipeline.to_owned());
+        } else if !self.finished.is_empty() {
+            self.finished.remove(pipeline);
         }
+        let clock = self.pipeline_clock.entry(pipeline.to_owned()).or_insert(q.ts);
+        *clock = (*clock).max(q.ts);
         if self.seen.is_none_or(|(ts, _)| q.ts > ts) {
             self.seen = Some((q.ts, std::time::Instant::now()));
         }
@@ -660,7 +688,7 @@ impl OrderManager {
         let config = self.config.clone();
         let tx = self.db.transaction().map_err(jerr)?;
         if let Some(cursor) = cursor {
-            tx.exec("INSERT INTO settings (key, value) VALUES ('price_cursor', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1", [cursor]).map_err(jerr)?;
+            tx.exec("INSERT INTO settings (key, value) VALUES ('price_cursor/' || ?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [q.pipeline(), cursor]).map_err(jerr)?;
         }
         let mut filled = Vec::new();
         let mut refusals = Vec::new();

@@ -23,7 +23,7 @@ use crate::market::guard::{GuardRules, PriceGuard};
 
 pub use crate::subscriber::log::GROUP;
 use crate::subscriber::log::{AtEnd, spawn_log_reader, spawn_price_reader};
-use crate::subscriber::merge::{Clocks, Merge, PRICE_WAIT};
+use crate::subscriber::merge::{Clocks, Merge, PRICE_WAIT, Pick};
 
 pub use crate::bus::Lifecycle;
 
@@ -87,30 +87,61 @@ async fn publish(bus: &Bus, events: &Events, outcomes: Vec<Outcome>) {
     }
 }
 
-/// Replay the retained prices up to `cursor` into `om`'s memory (what an
-/// earlier run applied: last prices, recent opens, pipeline clocks), so a
-/// restarted process decides on exactly what the undisturbed one knew.
-async fn warm_prices(bus: &Bus, om: &mut OrderManager, cursor: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
-    let target = stream_id(cursor);
+/// Where an earlier run applied the price stream up to, per pipeline (see
+/// [`OrderManager::price_cursors`]).
+struct PriceCursors {
+    by_pipeline: HashMap<String, (u64, u64)>,
+    /// An older journal's one cursor, for the pipelines without their own.
+    legacy: Option<(u64, u64)>,
+}
+
+impl PriceCursors {
+    fn of(om: &OrderManager) -> Result<Self, crate::orders::OrderError> {
+        let (by_pipeline, legacy) = om.price_cursors()?;
+        Ok(Self { by_pipeline: by_pipeline.iter().map(|(p, c)| (p.clone(), stream_id(c))).collect(), legacy: legacy.as_deref().map(stream_id) })
+    }
+
+    /// The furthest entry applied for any pipeline: beyond it, nothing was.
+    fn furthest(&self) -> Option<(u64, u64)> {
+        self.by_pipeline.values().copied().chain(self.legacy).max()
+    }
+
+    fn applied(&self, pipeline: &str, entry: (u64, u64)) -> bool {
+        self.by_pipeline.get(pipeline).copied().or(self.legacy).is_some_and(|c| entry <= c)
+    }
+}
+
+/// Read the retained prices up to the furthest an earlier run applied: what it
+/// applied goes back into `om`'s memory (last prices, recent opens, pipeline
+/// clocks, ended pipelines), so a restarted process decides on exactly what the
+/// undisturbed one knew; what it had not applied yet (another pipeline's prices,
+/// merged later in event time) comes back to be applied. Returns those entries
+/// and the last entry read (where the price reader goes on), or `None` when
+/// told to stop.
+async fn warm_prices(bus: &Bus, om: &mut OrderManager, cursors: &PriceCursors, shutdown: &mut watch::Receiver<bool>) -> Option<(Vec<LogEntry>, String)> {
+    let mut pending = Vec::new();
     let mut after = "0".to_owned();
+    let Some(target) = cursors.furthest() else { return Some((pending, after)) };
     let mut backoff = Duration::from_millis(100);
     loop {
         if *shutdown.borrow() {
-            return false;
+            return None;
         }
         match bus.read_quotes(&after, 2048, Duration::from_millis(1)).await {
             Ok(entries) => {
-                for e in &entries {
-                    if stream_id(&e.entry_id) > target {
-                        return true;
-                    }
-                    if let Ok(q) = QuotesMessage::parse(&e.payload) {
-                        om.observe_quotes(&q);
-                    }
+                if entries.is_empty() {
+                    return Some((pending, after)); // nothing beyond: the stream ends there
                 }
-                match entries.last() {
-                    Some(last) => after = last.entry_id.clone(),
-                    None => return true, // nothing beyond: the cursor is the stream's end
+                for e in entries {
+                    let id = stream_id(&e.entry_id);
+                    if id > target {
+                        return Some((pending, after));
+                    }
+                    match QuotesMessage::parse(&e.payload) {
+                        Ok(q) if cursors.applied(q.pipeline(), id) => om.observe_quotes(&q),
+                        _ => pending.push(e.clone()),
+                    }
+                    after = e.entry_id;
                 }
             }
             Err(e) => {
@@ -217,12 +248,11 @@ pub async fn serve(
         return summary(&om);
     }
     // The prices an earlier run applied, back into memory; then the stream from there on.
-    let cursor = om.price_cursor()?;
-    if let Some(c) = &cursor
-        && !warm_prices(&bus, &mut om, c, &mut life.shutdown).await
-    {
+    let cursors = PriceCursors::of(&om)?;
+    let cursor = cursors.furthest().map(|(ms, seq)| format!("{ms}-{seq}"));
+    let Some((unapplied, read_up_to)) = warm_prices(&bus, &mut om, &cursors, &mut life.shutdown).await else {
         return summary(&om);
-    }
+    };
     // Orders recorded before a crash but never sent: send them now.
     publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
     events
@@ -234,7 +264,7 @@ pub async fn serve(
     let (log_end, prices_end) = (AtEnd::default(), AtEnd::default());
     let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx, log_end.clone());
     let (prices_tx, mut prices) = mpsc::channel::<Vec<LogEntry>>(64);
-    let price_reader = spawn_price_reader(bus.clone(), cursor.unwrap_or_else(|| "0".into()), prices_tx, prices_end.clone());
+    let price_reader = spawn_price_reader(bus.clone(), read_up_to, prices_tx, prices_end.clone());
     // Since when everything logged and priced has been read and handed over: only
     // then can a held signal's prices (or a price's signal) be missing rather than queued.
     let mut caught_up_since: Option<tokio::time::Instant> = None;
@@ -250,8 +280,11 @@ pub async fn serve(
     // Prices of several pipelines interleave and replays carry old times: only
     // the price rules apply here, not the clock or the order of arrival.
     let mut price_guard = PriceGuard::new(GuardRules { max_skew_ms: 0, in_order: false, ..GuardRules::from_config(&config.market, 0) });
-    // Signals waiting for their prices, and prices for their signals (see `subscriber::merge`).
+    // Signals waiting for their prices, and prices for their signals, the replays
+    // merged with each other in event time (see `subscriber::merge`).
     let mut merge = Merge::default();
+    merge.set_ordered(replays(&config));
+    take_prices(unapplied, &mut merge, &mut price_guard, &events).await;
     let mut stop = life.shutdown.clone();
     loop {
         if !(log_end.get() && prices_end.get() && rx.is_empty() && prices.is_empty()) {
@@ -314,29 +347,7 @@ pub async fn serve(
             batch = prices.recv() => {
                 let Some(batch) = batch else { break };
                 last_work = tokio::time::Instant::now();
-                for entry in batch {
-                    match QuotesMessage::parse(&entry.payload) {
-                        Ok(mut q) => {
-                            // A price the guard refuses never moves a fill, a stop or a mark.
-                            let mut refused = Vec::new();
-                            q.quotes.retain(|quote| match price_guard.check(&quote.instrument, q.ts, &quote_prices(quote), 0) {
-                                Ok(()) => true,
-                                Err(r) => {
-                                    refused.push(r);
-                                    false
-                                }
-                            });
-                            for r in refused {
-                                events
-                                    .publish(&Event::PriceRefused { source: "quotes".into(), message: printable(&q.id, 80), instrument: printable(r.instrument(), 40), field: r.field().to_owned(), reason: r.to_string() })
-                                    .await;
-                                events.error("quotes", &format!("price refused in {}: {r}", printable(&q.id, 80))).await;
-                            }
-                            merge.hold_prices(q, Some(entry.entry_id));
-                        }
-                        Err(e) => events.error("quotes", &format!("malformed prices in {} ignored: {e}", entry.entry_id)).await,
-                    }
-                }
+                take_prices(batch, &mut merge, &mut price_guard, &events).await;
                 if !held {
                     release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
                 }
@@ -369,7 +380,9 @@ pub async fn serve(
             }
             changed = configs.changed() => {
                 if changed.is_ok() {
-                    om.set_config(configs.borrow_and_update().clone());
+                    let config = configs.borrow_and_update().clone();
+                    merge.set_ordered(replays(&config));
+                    om.set_config(config);
                 }
             }
             _ = trim.tick() => {
@@ -443,24 +456,55 @@ const CLOCK_QUIET: Duration = Duration::from_secs(2);
 /// With `expire` (the readers caught up for [`PRICE_WAIT`]), anything held that
 /// long goes through anyway.
 async fn release(merge: &mut Merge, om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, stop: &mut watch::Receiver<bool>, expire: bool) {
-    loop {
-        let mut progress = false;
-        while let Some(h) = merge.ready_prices(&*om, expire) {
-            // Recorded with the price cursor, or retried: a price skipped here would be a stop never fired.
-            let applied = until_recorded(events, &format!("prices {}", printable(&h.quotes.id, 80)), stop, || om.on_quotes_at(&h.quotes, h.entry_id.as_deref())).await;
-            let Some(out) = applied else { return }; // stopping: the price is applied again after the restart
-            let _ = outbox.send(Out::Outcomes(out));
-            merge.pop_prices();
-            progress = true;
-        }
-        while let Some(entry) = merge.take_signal(&*om, expire) {
-            if !handle_entry(om, outbox, events, &entry, stop).await {
-                return; // stopping: the entry stays unacknowledged and comes back after the restart
+    while let Some(pick) = merge.pick(&*om, expire) {
+        let entry = match pick {
+            Pick::Prices(pipeline) => {
+                let Some(h) = merge.prices_of(&pipeline) else { return };
+                // Recorded with the price cursor, or retried: a price skipped here would be a stop never fired.
+                let applied = until_recorded(events, &format!("prices {}", printable(&h.quotes.id, 80)), stop, || om.on_quotes_at(&h.quotes, h.entry_id.as_deref())).await;
+                let Some(out) = applied else { return }; // stopping: the price is applied again after the restart
+                let _ = outbox.send(Out::Outcomes(out));
+                merge.pop_prices(&pipeline);
+                continue;
             }
-            progress = true;
+            Pick::Signal(pipeline) => merge.pop_signal(&pipeline),
+            Pick::Malformed => merge.pop_malformed(),
+        };
+        let Some(entry) = entry else { return };
+        if !handle_entry(om, outbox, events, &entry, stop).await {
+            return; // stopping: the entry stays unacknowledged and comes back after the restart
         }
-        if !progress {
-            return;
+    }
+}
+
+/// The pipelines the order side merges in event time with each other: every
+/// one whose source is not a live feed (see [`crate::subscriber::merge`]).
+fn replays(config: &Config) -> Vec<String> {
+    config.pipelines.iter().filter(|p| !p.source.is_live()).map(|p| p.id.get_ref().clone()).collect()
+}
+
+/// Hold price stream entries for their turn: what the price guard refuses is
+/// taken out (and reported) first, a malformed entry is reported and skipped.
+async fn take_prices(batch: Vec<LogEntry>, merge: &mut Merge, price_guard: &mut PriceGuard, events: &Events) {
+    for entry in batch {
+        match QuotesMessage::parse(&entry.payload) {
+            Ok(mut q) => {
+                // A price the guard refuses never moves a fill, a stop or a mark.
+                let mut refused = Vec::new();
+                q.quotes.retain(|quote| match price_guard.check(&quote.instrument, q.ts, &quote_prices(quote), 0) {
+                    Ok(()) => true,
+                    Err(r) => {
+                        refused.push(r);
+                        false
+                    }
+                });
+                for r in refused {
+                    events.publish(&Event::PriceRefused { source: "quotes".into(), message: printable(&q.id, 80), instrument: printable(r.instrument(), 40), field: r.field().to_owned(), reason: r.to_string() }).await;
+                    events.error("quotes", &format!("price refused in {}: {r}", printable(&q.id, 80))).await;
+                }
+                merge.hold_prices(q, Some(entry.entry_id));
+            }
+            Err(e) => events.error("quotes", &format!("malformed prices in {} ignored: {e}", entry.entry_id)).await,
         }
     }
 }
@@ -476,6 +520,10 @@ impl Clocks for OrderManager {
 
     fn price_clock(&self, instrument: &str) -> Option<i64> {
         Self::price_clock(self, instrument)
+    }
+
+    fn is_finished(&self, pipeline: &str) -> bool {
+        Self::is_finished(self, pipeline)
     }
 }
 

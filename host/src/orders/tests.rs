@@ -62,7 +62,7 @@ fn signal(ts: i64, side: &str) -> SignalMessage {
 
 fn quotes(ts: i64, open: rust_decimal::Decimal) -> QuotesMessage {
     let ts = BASE + ts;
-    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("p/{ts}"), ts, quotes: vec![Quote { instrument: "NIFTY".into(), open, high: open, low: open, close: open, bid: None, ask: None }], after_signal: None }
+    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("p/{ts}"), ts, quotes: vec![Quote { instrument: "NIFTY".into(), open, high: open, low: open, close: open, bid: None, ask: None }], after_signal: None, last: false }
 }
 
 fn states(out: &[Outcome]) -> Vec<String> {
@@ -255,7 +255,7 @@ fn a_stale_price_from_a_slower_pipeline_never_moves_an_exit() {
 fn quotes_for(ts: i64, prices: &[(&str, rust_decimal::Decimal)]) -> QuotesMessage {
     let ts = BASE + ts;
     let quotes = prices.iter().map(|(i, p)| Quote { instrument: (*i).into(), open: *p, high: *p, low: *p, close: *p, bid: None, ask: None }).collect();
-    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("q/{ts}"), ts, quotes, after_signal: None }
+    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("q/{ts}"), ts, quotes, after_signal: None, last: false }
 }
 
 const CONDOR: [(&str, rust_decimal::Decimal); 4] = [("N100PE", dec!(5)), ("N120CE", dec!(6)), ("N105PE", dec!(20)), ("N115CE", dec!(22))];
