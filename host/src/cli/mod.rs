@@ -107,19 +107,38 @@ pub struct StrategyArgs {
     /// product, slippage), traded through the same order manager `run` uses.
     #[arg(long, requires = "pipeline")]
     pub config: Option<PathBuf>,
-    /// The pipeline of `--config`.
-    #[arg(long, requires = "config")]
-    pub pipeline: Option<String>,
+    /// The pipeline of `--config`. A backtest takes several (repeat it, or
+    /// `a,b`): a portfolio, its pipelines sharing their accounts' capital and
+    /// risk rules, merged in event time.
+    #[arg(long, requires = "config", value_delimiter = ',')]
+    pub pipeline: Vec<String>,
     /// With `--config`: take the plugin from this folder instead of the configuration's
     /// `plugin_dir` (e.g. the build's output, before the plugins are installed).
     #[arg(long, requires = "config")]
     pub plugin_dir: Option<PathBuf>,
     /// Candle or option-chain data: CSV, or Parquet from `tradehost data import`.
-    #[arg(long)]
-    pub data: PathBuf,
+    /// A backtest of pipelines takes `PIPELINE=FILE` per pipeline (one file alone
+    /// serves them all), or none: each pipeline then replays its configured
+    /// source (a replay or the synthetic market) as fast as the machine goes.
+    #[arg(long, value_name = "[PIPELINE=]FILE", required_unless_present = "config")]
+    pub data: Vec<String>,
     /// Strategy parameter, `key=value`; repeat for more.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
+}
+
+impl StrategyArgs {
+    /// The one data file of a single-plugin backtest or a sweep.
+    ///
+    /// # Errors
+    /// None or several given.
+    pub fn data_file(&self) -> anyhow::Result<PathBuf> {
+        match self.data.as_slice() {
+            [one] => Ok(PathBuf::from(one)),
+            [] => bail!("give --data <file>"),
+            _ => bail!("--data: one file here (several are for a backtest of several pipelines, as PIPELINE=FILE)"),
+        }
+    }
 }
 
 /// How a single-plugin backtest or a sweep trades, reads its data and limits the plugin.
@@ -332,7 +351,8 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     let sandbox = args.rules.sandbox()?;
     let plugin = sandbox.load_file(plugin_path)?;
     let mut strategy = sandbox.instantiate(&plugin, &params)?;
-    let loaded = args.rules.load(&args.strategy.data)?;
+    let data = args.strategy.data_file()?;
+    let loaded = args.rules.load(&data)?;
     let loaded_at = started.elapsed();
 
     let bar = progress_bar(loaded.data.len() as u64, "events");
@@ -346,7 +366,7 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         "plugin_sha256": plugin.sha256(),
         "contract": plugin.contract().to_string(),
         "params": params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-        "data": args.strategy.data.display().to_string(),
+        "data": data.display().to_string(),
         "instrument": instrument,
         "rows": loaded.rows,
         "rows_outside_session": loaded.outside_session,

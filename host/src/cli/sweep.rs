@@ -63,12 +63,16 @@ struct Target {
 struct PipelineTarget {
     config: PathBuf,
     id: String,
+    data: PathBuf,
     account: String,
 }
 
 fn target(args: &SweepArgs) -> anyhow::Result<Target> {
     let rules = args.rules.backtest_config()?;
-    let (Some(path), Some(id)) = (&args.strategy.config, &args.strategy.pipeline) else {
+    if args.strategy.pipeline.len() > 1 {
+        bail!("--pipeline: a sweep varies one pipeline's parameters; give one");
+    }
+    let (Some(path), Some(id)) = (&args.strategy.config, args.strategy.pipeline.first()) else {
         let Some(plugin) = args.strategy.plugin.clone() else { bail!("give --plugin, or --config with --pipeline") };
         return Ok(Target { plugin, fixed: Vec::new(), config: rules, pipeline: None });
     };
@@ -94,7 +98,7 @@ fn target(args: &SweepArgs) -> anyhow::Result<Target> {
         plugin: plugins.join(pipeline.plugin.get_ref()),
         fixed: pipeline.param_pairs(),
         config,
-        pipeline: Some(PipelineTarget { config: path.clone(), id: id.clone(), account: account_id }),
+        pipeline: Some(PipelineTarget { config: path.clone(), id: id.clone(), data: args.strategy.data_file()?, account: account_id }),
     })
 }
 
@@ -106,7 +110,7 @@ fn pipeline_run(args: &SweepArgs, p: &PipelineTarget, sweep: &Sweep<'_>, index: 
     let outcome = (|| -> Result<Outcome, String> {
         let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("backtest").arg("--config").arg(&p.config).arg("--pipeline").arg(&p.id).arg("--data").arg(&args.strategy.data).arg("--out").arg(&out);
+        cmd.arg("backtest").arg("--config").arg(&p.config).arg("--pipeline").arg(&p.id).arg("--data").arg(&p.data).arg("--out").arg(&out);
         if let Some(dir) = &args.strategy.plugin_dir {
             cmd.arg("--plugin-dir").arg(dir);
         }
@@ -191,7 +195,8 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
 
     let sandbox = args.rules.sandbox()?;
     let plugin = sandbox.load_file(&target.plugin)?;
-    let loaded = args.rules.load(&args.strategy.data)?;
+    let data = args.strategy.data_file()?;
+    let loaded = args.rules.load(&data)?;
     let load_seconds = started.elapsed().as_secs_f64();
     let sweep = Sweep { sandbox: &sandbox, plugin: &plugin, fixed: &fixed, grid: &grid, config: &target.config };
     let strategy = sandbox.instantiate(&plugin, &sweep.params(0)).map(|s| format!("{} {}", s.name(), s.version())).unwrap_or_else(|_| plugin.file_name().to_owned());
@@ -205,7 +210,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     let bar = super::progress_bar(runs_total as u64, "runs");
     let done = || bar.inc(1);
     let fixed_text: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let files = (target.plugin.display().to_string(), args.strategy.data.display().to_string());
+    let files = (target.plugin.display().to_string(), data.display().to_string());
     let mut info_json = serde_json::json!({
         "plugin": files.0,
         "plugin_sha256": plugin.sha256(),
