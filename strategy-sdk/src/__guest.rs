@@ -64,27 +64,10 @@ pub fn on_candle<S: Strategy>(d: &mut Driver<S>, c: Candle) -> Vec<Signal> {
 }
 
 pub fn on_candles<S: Strategy>(d: &mut Driver<S>, batch: CandleBatch) -> Vec<BatchSignal> {
-    let n = batch.ts.len();
-    let columns = [batch.open.len(), batch.high.len(), batch.low.len(), batch.close.len(), batch.volume.len(), batch.oi.len()];
+    // The strategy reads the columns as they crossed the wall: no bar is copied to make the view.
     // Ragged columns are a host bug; trapping says so instead of trading on misaligned bars.
-    assert!(columns.iter().all(|len| *len == n), "candle batch columns differ in length: ts {n}, others {columns:?}");
-    let mut bars = d.take_scratch();
-    bars.extend((0..n).map(|i| crate::Bar {
-            ts: batch.ts[i],
-            open: batch.open[i],
-            high: batch.high[i],
-            low: batch.low[i],
-            close: batch.close[i],
-            volume: batch.volume[i],
-            oi: batch.oi[i],
-        }));
-    let out = d
-        .on_candles(&batch.instrument, batch.timeframe_secs, &bars)
-        .drain()
-        .map(|(bar_index, s)| BatchSignal { bar_index, signal: signal(s) })
-        .collect();
-    d.return_scratch(bars);
-    out
+    let bars = crate::Bars::columns(&batch.ts, &batch.open, &batch.high, &batch.low, &batch.close, &batch.volume, &batch.oi).expect("candle batch columns differ in length");
+    d.on_candles(&batch.instrument, batch.timeframe_secs, bars).drain().map(|(bar_index, s)| BatchSignal { bar_index, signal: signal(s) }).collect()
 }
 
 pub fn on_tick<S: Strategy>(d: &mut Driver<S>, t: Tick) -> Vec<Signal> {

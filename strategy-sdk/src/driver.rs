@@ -2,7 +2,7 @@
 //! host's native runner both go through here, so a strategy behaves the same
 //! compiled either way.
 
-use crate::{Bar, Candle, OptionChain, Params, Signals, Strategy, Tick, Timer};
+use crate::{Bars, Candle, OptionChain, Params, Signals, Strategy, Tick, Timer};
 
 /// A strategy and its output buffer, from `init` to the last event.
 pub struct Driver<S> {
@@ -10,14 +10,13 @@ pub struct Driver<S> {
     version: &'static str,
     strategy: Option<S>,
     signals: Signals,
-    scratch: Vec<Bar>,
 }
 
 impl<S: Strategy> Driver<S> {
     /// A driver for plugin `name` at `version`, not yet initialised.
     #[must_use]
     pub fn new(name: &'static str, version: &'static str) -> Self {
-        Self { name, version, strategy: None, signals: Signals::new(), scratch: Vec::new() }
+        Self { name, version, strategy: None, signals: Signals::new() }
     }
 
     /// The plugin's name.
@@ -56,23 +55,10 @@ impl<S: Strategy> Driver<S> {
     }
 
     /// Handle a batch of bars; each signal carries the index of its bar.
-    pub fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: &[Bar]) -> &mut Signals {
+    pub fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: Bars<'_>) -> &mut Signals {
         let (s, out) = self.ready();
         s.on_candles(instrument, timeframe_secs, bars, out);
         out
-    }
-
-    /// An empty bar buffer that keeps its capacity between batches, so a
-    /// stream of batches does not allocate.
-    pub fn take_scratch(&mut self) -> Vec<Bar> {
-        let mut bars = std::mem::take(&mut self.scratch);
-        bars.clear();
-        bars
-    }
-
-    /// Give the buffer from [`Driver::take_scratch`] back.
-    pub fn return_scratch(&mut self, bars: Vec<Bar>) {
-        self.scratch = bars;
     }
 
     /// Handle one tick.

@@ -44,7 +44,7 @@ pub mod state;
 pub mod time;
 
 pub use driver::Driver;
-pub use market::{Bar, Candle, ExpiryChain, OptionChain, OptionKind, OptionLeg, StrikeRow, Tick, Timer, option_symbol};
+pub use market::{Bar, Bars, BarsIter, Candle, ExpiryChain, OptionChain, OptionKind, OptionLeg, StrikeRow, Tick, Timer, option_symbol};
 pub use params::{ParamError, Params};
 pub use per_instrument::PerInstrument;
 pub use signal::{Side, Signal, SignalBuilder, Signals};
@@ -62,14 +62,17 @@ pub trait Strategy: Sized + 'static {
     /// A bar closed.
     fn on_candle(&mut self, _candle: &Candle<'_>, _signals: &mut Signals) {}
 
-    /// Many consecutive bars of one instrument. The default calls
-    /// [`Strategy::on_candle`] for each, tagging signals with the bar's index.
-    fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: &[Bar], signals: &mut Signals) {
-        for (i, bar) in bars.iter().enumerate() {
-            // A batch longer than u32::MAX bars cannot cross the WIT boundary, so this holds.
-            signals.set_bar_index(u32::try_from(i).unwrap_or(u32::MAX));
-            self.on_candle(&Candle { instrument, timeframe_secs, bar: *bar }, signals);
-        }
+    /// Many consecutive bars of one instrument, as a view over the batch's
+    /// columns (see [`Bars`]). The default calls [`Strategy::on_candle`] for
+    /// each, tagging signals with the bar's index.
+    fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: Bars<'_>, signals: &mut Signals) {
+        // A batch longer than u32::MAX bars cannot cross the WIT boundary, so the index fits.
+        let mut i = 0u32;
+        bars.iter().for_each(|bar| {
+            signals.set_bar_index(i);
+            self.on_candle(&Candle { instrument, timeframe_secs, bar }, signals);
+            i = i.saturating_add(1);
+        });
     }
 
     /// A quote changed.

@@ -39,6 +39,141 @@ impl Bar {
     }
 }
 
+/// Consecutive bars of one instrument, as handed to [`crate::Strategy::on_candles`]:
+/// a view over the batch as it crossed the sandbox wall (one column per field),
+/// or over bars in a slice (a native build). Nothing is copied to make it; bar
+/// `i` is put together when it is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Bars<'a>(Repr<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Repr<'a> {
+    Rows(&'a [Bar]),
+    Columns(Columns<'a>),
+}
+
+/// The columns of a batch, all of one length.
+#[derive(Debug, Clone, Copy)]
+struct Columns<'a> {
+    ts: &'a [i64],
+    open: &'a [f64],
+    high: &'a [f64],
+    low: &'a [f64],
+    close: &'a [f64],
+    volume: &'a [u64],
+    oi: &'a [u64],
+}
+
+impl<'a> Bars<'a> {
+    /// A view over bars in a slice.
+    #[must_use]
+    pub const fn rows(bars: &'a [Bar]) -> Self {
+        Self(Repr::Rows(bars))
+    }
+
+    /// A view over columns (bar `i` is `ts[i]`, `open[i]`, …); `None` when
+    /// they differ in length.
+    #[must_use]
+    #[allow(clippy::too_many_arguments)]
+    pub fn columns(ts: &'a [i64], open: &'a [f64], high: &'a [f64], low: &'a [f64], close: &'a [f64], volume: &'a [u64], oi: &'a [u64]) -> Option<Self> {
+        let n = ts.len();
+        [open.len(), high.len(), low.len(), close.len(), volume.len(), oi.len()].iter().all(|len| *len == n).then_some(Self(Repr::Columns(Columns { ts, open, high, low, close, volume, oi })))
+    }
+
+    /// How many bars.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Rows(r) => r.len(),
+            Repr::Columns(c) => c.ts.len(),
+        }
+    }
+
+    /// No bars.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bar `i`.
+    #[must_use]
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<Bar> {
+        match &self.0 {
+            Repr::Rows(r) => r.get(i).copied(),
+            Repr::Columns(c) => Some(Bar { ts: *c.ts.get(i)?, open: *c.open.get(i)?, high: *c.high.get(i)?, low: *c.low.get(i)?, close: *c.close.get(i)?, volume: *c.volume.get(i)?, oi: *c.oi.get(i)? }),
+        }
+    }
+
+    /// The bars in order.
+    #[must_use]
+    pub fn iter(&self) -> BarsIter<'a> {
+        match self.0 {
+            Repr::Rows(r) => BarsIter(IterRepr::Rows(r.iter())),
+            // Zipped slices: one length check for the lot, none per bar.
+            Repr::Columns(c) => BarsIter(IterRepr::Columns(c.ts.iter().zip(c.open).zip(c.high).zip(c.low).zip(c.close).zip(c.volume).zip(c.oi))),
+        }
+    }
+
+    /// The closes in order: borrowed when the batch came as columns.
+    #[must_use]
+    pub fn closes(&self) -> std::borrow::Cow<'a, [f64]> {
+        match self.0 {
+            Repr::Rows(r) => std::borrow::Cow::Owned(r.iter().map(|b| b.close).collect()),
+            Repr::Columns(c) => std::borrow::Cow::Borrowed(c.close),
+        }
+    }
+}
+
+type ColumnsIter<'a> = std::iter::Zip<
+    std::iter::Zip<
+        std::iter::Zip<std::iter::Zip<std::iter::Zip<std::iter::Zip<std::slice::Iter<'a, i64>, std::slice::Iter<'a, f64>>, std::slice::Iter<'a, f64>>, std::slice::Iter<'a, f64>>, std::slice::Iter<'a, f64>>,
+        std::slice::Iter<'a, u64>,
+    >,
+    std::slice::Iter<'a, u64>,
+>;
+
+/// The bars of a [`Bars`] in order.
+#[derive(Debug, Clone)]
+pub struct BarsIter<'a>(IterRepr<'a>);
+
+#[derive(Debug, Clone)]
+enum IterRepr<'a> {
+    Rows(std::slice::Iter<'a, Bar>),
+    Columns(ColumnsIter<'a>),
+}
+
+impl Iterator for BarsIter<'_> {
+    type Item = Bar;
+
+    #[inline]
+    fn next(&mut self) -> Option<Bar> {
+        match &mut self.0 {
+            IterRepr::Rows(r) => r.next().copied(),
+            IterRepr::Columns(c) => c.next().map(|((((((ts, open), high), low), close), volume), oi)| Bar { ts: *ts, open: *open, high: *high, low: *low, close: *close, volume: *volume, oi: *oi }),
+        }
+    }
+
+    /// One `match` for the lot, then a loop over one kind (`for_each` and the
+    /// adapters that end in it go through here).
+    #[inline]
+    fn fold<B, F: FnMut(B, Bar) -> B>(self, init: B, mut f: F) -> B {
+        match self.0 {
+            IterRepr::Rows(r) => r.fold(init, |acc, b| f(acc, *b)),
+            IterRepr::Columns(c) => c.fold(init, |acc, ((((((ts, open), high), low), close), volume), oi)| f(acc, Bar { ts: *ts, open: *open, high: *high, low: *low, close: *close, volume: *volume, oi: *oi })),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.0 {
+            IterRepr::Rows(r) => r.size_hint(),
+            IterRepr::Columns(c) => c.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for BarsIter<'_> {}
+
 /// A bar of one instrument, as handed to [`crate::Strategy::on_candle`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candle<'a> {
@@ -238,5 +373,37 @@ mod tests {
             ],
         };
         assert_eq!(chain.net_oi(), 1500 - 3500);
+    }
+}
+
+#[cfg(test)]
+mod bars_tests {
+    use super::{Bar, Bars};
+
+    fn bar(i: u32) -> Bar {
+        let f = f64::from(i);
+        Bar { ts: i64::from(i) * 60_000, open: 100.0 + f, high: 101.0 + f, low: 99.0 + f, close: 100.5 + f, volume: u64::from(i) * 10, oi: u64::from(i) }
+    }
+
+    #[test]
+    fn a_view_over_columns_reads_as_the_bars_they_came_from() {
+        let rows: Vec<Bar> = (0..5).map(bar).collect();
+        let col = |f: fn(&Bar) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+        let (ts, volume, oi): (Vec<i64>, Vec<u64>, Vec<u64>) = (rows.iter().map(|b| b.ts).collect(), rows.iter().map(|b| b.volume).collect(), rows.iter().map(|b| b.oi).collect());
+        let (open, high, low, close) = (col(|b| b.open), col(|b| b.high), col(|b| b.low), col(|b| b.close));
+        let columns = Bars::columns(&ts, &open, &high, &low, &close, &volume, &oi).expect("equal lengths");
+        for view in [columns, Bars::rows(&rows)] {
+            assert_eq!(view.len(), 5);
+            assert_eq!(view.iter().collect::<Vec<_>>(), rows, "next()");
+            let mut folded = Vec::new();
+            view.iter().for_each(|b| folded.push(b));
+            assert_eq!(folded, rows, "fold()");
+            assert_eq!(view.iter().len(), 5);
+            assert_eq!(view.get(3), Some(rows[3]));
+            assert_eq!(view.get(5), None);
+            assert_eq!(&*view.closes(), &close[..]);
+        }
+        assert!(Bars::columns(&ts, &open, &high[..4], &low, &close, &volume, &oi).is_none(), "ragged columns are refused");
+        assert!(Bars::rows(&[]).is_empty());
     }
 }

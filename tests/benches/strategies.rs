@@ -144,12 +144,13 @@ fn main() {
     let (db, _) = best_of_3(|| batched(&mut fuel.instantiate(&idle, &idle_params).unwrap(), &bars));
     let ns = |d: Duration| d.as_nanos() as f64 / bars.len() as f64;
     println!(
-        "{:<14} {:>11.1} ns {:>19.1} ns {:>19.1} ns   (empty strategy: the cost of the sandbox boundary per candle)",
+        "{:<14} {:>11.1} ns {:>19.1} ns {:>19.1} ns   (empty strategy, per candle: reading the bars natively; the sandbox's call per bar, and per batch)",
         "(empty)",
         ns(dn),
         ns(de),
         ns(db)
     );
+    println!("the batched boundary's own cost: {:.1} ns a candle over reading the bars natively (aim: at most 5 ns)", ns(db) - ns(dn));
 
     let chain_days = 20;
     let underlying = CandleSeries { bars: series.bars[..chain_days * synthetic::BARS_PER_DAY as usize].to_vec(), ..series.clone() };
@@ -221,4 +222,90 @@ fn main() {
     println!("\nbacktest of the bundled pipeline nifty-ma as configured, {n} bars:");
     let single = whole_process(&path, &plugin("ma-crossover"), n, None);
     pipeline_process(&path, n, single);
+
+    memory(&bars, &chains);
+}
+
+/// Linux's resident set size of this process, in KiB (`VmRSS`), or of `pid` at its peak (`VmHWM`).
+fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = pid.map_or_else(|| "/proc/self/status".to_owned(), |p| format!("/proc/{p}/status"));
+    let status = std::fs::read_to_string(path).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field))?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// What a live instance of each bundled strategy holds (its linear memory, stack and
+/// state, as the resident set grows with 40 of them warmed on a week of bars), beside
+/// what the same strategy built natively holds; then the peak resident set of
+/// `tradehost run` with the four bundled pipelines at full speed.
+fn memory(bars: &[strategy_sdk::Bar], chains: &[strategy_sdk::OptionChain]) {
+    const INSTANCES: usize = 40;
+    println!("\nmemory (resident set, {INSTANCES} instances each, warmed on a week of bars or a day of chains):");
+    if status_kib(None, "VmRSS:").is_none() {
+        println!("  no /proc/self/status on this system: not measured");
+        return;
+    }
+    let live = Sandbox::new(SandboxLimits::live()).unwrap();
+    let week = &bars[..bars.len().min(5 * synthetic::BARS_PER_DAY as usize)];
+    let day = &chains[..chains.len().min(synthetic::BARS_PER_DAY as usize)];
+    let warm = |name: &str, r: &mut dyn StrategyRunner| {
+        if name == "oi-crossover" {
+            for c in day {
+                r.on_option_chain(c).unwrap();
+            }
+        } else {
+            r.on_candles("NIFTY", 60, week).unwrap();
+        }
+    };
+    for name in ["ma-crossover", "rsi", "orb", "oi-crossover"] {
+        let compiled = live.load_file(&plugin(name)).unwrap();
+        let before = status_kib(None, "VmRSS:").unwrap_or(0);
+        let mut held: Vec<Box<dyn StrategyRunner>> = Vec::with_capacity(INSTANCES);
+        for _ in 0..INSTANCES {
+            let mut i = live.instantiate(&compiled, &[]).unwrap();
+            warm(name, &mut i);
+            held.push(Box::new(i));
+        }
+        let wasm = status_kib(None, "VmRSS:").unwrap_or(0).saturating_sub(before) as f64 / INSTANCES as f64 / 1024.0;
+        drop(held);
+        let before = status_kib(None, "VmRSS:").unwrap_or(0);
+        let mut natives = Vec::with_capacity(INSTANCES);
+        for _ in 0..INSTANCES {
+            let mut n = native(name);
+            warm(name, n.as_mut());
+            natives.push(n);
+        }
+        let native_mib = status_kib(None, "VmRSS:").unwrap_or(0).saturating_sub(before) as f64 / INSTANCES as f64 / 1024.0;
+        drop(natives);
+        println!("{name:<14} {wasm:>8.2} MiB per live WASM instance (aim: at most 2 MiB); native {native_mib:.3} MiB");
+    }
+
+    // `run` with the bundled configuration, its plugins from the build, a journal of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines.toml")).unwrap();
+    let text = text
+        .replace("plugin_dir = \"plugins\"", &format!("plugin_dir = {:?}", tradehost_tests::plugin_dir().display().to_string()))
+        .replace("journal = \"out/journal.sqlite\"", &format!("journal = {:?}", dir.path().join("journal.sqlite").display().to_string()));
+    let config = dir.path().join("pipelines.toml");
+    std::fs::write(&config, text).unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(tradehost_tests::tradehost_bin())
+        .args(["run", "--quiet", "--until-idle", "1", "--config"])
+        .arg(&config)
+        .env_remove("REDIS_URL")
+        .env_remove("TRADING_MODE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The peak only grows: its last reading before the exit is the run's (to within 20 ms).
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        peak = status_kib(Some(child.id()), "VmHWM:").unwrap_or(peak).max(peak);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "`tradehost run` with the four bundled pipelines (10 days of minutes, full speed): peak {:.0} MiB resident (aim: at most 64 MiB), {:.1} s",
+        peak as f64 / 1024.0,
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -260,7 +260,7 @@ impl<S: Strategy> StrategyRunner for Native<S> {
     }
 
     fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: &[strategy_sdk::Bar]) -> Result<Vec<(u32, strategy_sdk::Signal)>, SandboxError> {
-        Ok(self.driver.on_candles(instrument, timeframe_secs, bars).drain().collect())
+        Ok(self.driver.on_candles(instrument, timeframe_secs, strategy_sdk::Bars::rows(bars)).drain().collect())
     }
 
     fn on_option_chain(&mut self, chain: &strategy_sdk::OptionChain) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
