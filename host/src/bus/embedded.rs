@@ -37,7 +37,10 @@ struct PriceLog {
 /// The embedded bus.
 pub struct EmbeddedBus {
     channels: Channels,
-    pubsub: broadcast::Sender<(Arc<str>, Arc<str>)>,
+    /// Each subscription's own channel: a message goes only to those whose
+    /// patterns match it (as Redis does), so a subscriber to commands alone never
+    /// holds a copy of every price message until it next reads.
+    pubsub: Mutex<Vec<Subscriber>>,
     log: Mutex<Log>,
     appended: Notify,
     prices: Mutex<PriceLog>,
@@ -74,6 +77,17 @@ impl EmbeddedSubscription {
     }
 }
 
+/// Messages a subscription holds for a subscriber that has not read them; beyond,
+/// it loses the oldest (as a slow Redis subscriber does).
+const SUBSCRIBER_BACKLOG: usize = 65_536;
+
+/// One subscription's patterns and the sending side of its channel.
+#[derive(Debug)]
+struct Subscriber {
+    patterns: Vec<String>,
+    tx: broadcast::Sender<(Arc<str>, Arc<str>)>,
+}
+
 fn entry_id(index: usize) -> String {
     format!("{}-0", index + 1)
 }
@@ -84,8 +98,7 @@ fn index_of(entry_id: &str) -> Option<usize> {
 
 impl EmbeddedBus {
     pub(super) fn new(channels: Channels) -> Self {
-        let (pubsub, _) = broadcast::channel(65_536);
-        Self { channels, pubsub, log: Mutex::new(Log::default()), appended: Notify::new(), prices: Mutex::new(PriceLog::default()), priced: Notify::new() }
+        Self { channels, pubsub: Mutex::new(Vec::new()), log: Mutex::new(Log::default()), appended: Notify::new(), prices: Mutex::new(PriceLog::default()), priced: Notify::new() }
     }
 
     pub(super) fn channels(&self) -> &Channels {
@@ -98,12 +111,20 @@ impl EmbeddedBus {
     }
 
     pub(super) fn publish(&self, channel: &str, payload: &str) {
-        // No receivers is not an error for pub/sub.
-        let _ = self.pubsub.send((Arc::from(channel), Arc::from(payload)));
+        let mut subscribers = self.pubsub.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        subscribers.retain(|s| s.tx.receiver_count() > 0);
+        let mut message = None;
+        for s in subscribers.iter().filter(|s| s.patterns.iter().any(|p| glob_match(p, channel))) {
+            let m = message.get_or_insert_with(|| (Arc::<str>::from(channel), Arc::<str>::from(payload)));
+            // A subscription dropped meanwhile is not an error for pub/sub.
+            let _ = s.tx.send(m.clone());
+        }
     }
 
     pub(super) fn subscribe(&self, patterns: &[String]) -> EmbeddedSubscription {
-        EmbeddedSubscription { rx: self.pubsub.subscribe(), patterns: patterns.to_vec() }
+        let (tx, rx) = broadcast::channel(SUBSCRIBER_BACKLOG);
+        self.pubsub.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Subscriber { patterns: patterns.to_vec(), tx });
+        EmbeddedSubscription { rx, patterns: patterns.to_vec() }
     }
 
     pub(super) fn append_signal(&self, id: &str, payload: &str) -> bool {
@@ -139,7 +160,13 @@ impl EmbeddedBus {
     fn prices_after(&self, after: &str, max: usize) -> Vec<LogEntry> {
         // Ids are `<n>-0` from 1, like a Redis stream's; "0" and "0-0" mean before the first.
         let after = after.split('-').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-        let p = self.prices();
+        let mut p = self.prices();
+        // The order side in this process is the one reader, and nothing outlives the
+        // process: what it has asked to read past is done with (a full-speed replay
+        // kept its whole price history here otherwise).
+        while p.first < after && p.entries.pop_front().is_some() {
+            p.first += 1;
+        }
         let start = after.saturating_sub(p.first).min(p.entries.len() as u64) as usize;
         p.entries.iter().enumerate().skip(start).take(max).map(|(i, payload)| LogEntry { entry_id: format!("{}-0", p.first + i as u64 + 1), payload: payload.clone() }).collect()
     }

@@ -263,7 +263,7 @@ pub async fn serve(
     let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
     let (log_end, prices_end) = (AtEnd::default(), AtEnd::default());
     let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx, log_end.clone());
-    let (prices_tx, mut prices) = mpsc::channel::<Vec<LogEntry>>(64);
+    let (prices_tx, mut prices) = mpsc::channel::<Vec<LogEntry>>(8);
     let price_reader = spawn_price_reader(bus.clone(), read_up_to, prices_tx, prices_end.clone());
     // Since when everything logged and priced has been read and handed over: only
     // then can a held signal's prices (or a price's signal) be missing rather than queued.
