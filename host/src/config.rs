@@ -465,6 +465,10 @@ pub struct Pipeline {
     /// Recent candles kept to warm up a new version that cannot restore the old one's state.
     #[serde(default = "warmup_candles")]
     pub warmup_candles: usize,
+    /// Send no signal before this exchange time (`2024-03-01`, the IST day's start, or
+    /// `2024-03-01T09:15:00+05:30`): a replay's earlier data only warms the strategy up.
+    #[serde(default)]
+    pub trade_from: Option<Spanned<String>>,
 }
 
 /// `[pipelines.limits]`: what one plugin instance may use. The defaults are safe
@@ -574,10 +578,26 @@ impl Pipeline {
             .collect()
     }
 
+    /// When its signals may start (`trade_from`, ms since the epoch).
+    #[must_use]
+    pub fn trade_from_ms(&self) -> Option<i64> {
+        self.trade_from.as_ref().and_then(|t| parse_moment(t.get_ref()))
+    }
+
     /// Bar length in seconds.
     #[must_use]
     pub fn timeframe_secs(&self) -> u32 {
         parse_timeframe(self.timeframe.get_ref()).unwrap_or(60)
+    }
+}
+
+/// `YYYY-MM-DD` (the start of that IST day) or an ISO-8601 time → ms since the epoch.
+#[must_use]
+pub fn parse_moment(text: &str) -> Option<i64> {
+    let text = text.trim();
+    match crate::domain::time::parse_date(text) {
+        Some(day) => day.checked_mul(86_400_000)?.checked_sub(crate::domain::time::IST_OFFSET_MS),
+        None => crate::domain::time::parse_iso(text),
     }
 }
 
@@ -697,6 +717,11 @@ impl Config {
             }
             if parse_timeframe(p.timeframe.get_ref()).is_none() {
                 return err(p.timeframe.span().start, format!("pipelines[{i}].timeframe"), format!("{:?}: expected a length like 30s, 1m, 15m or 1h", p.timeframe.get_ref()));
+            }
+            if let Some(t) = &p.trade_from
+                && parse_moment(t.get_ref()).is_none()
+            {
+                return err(t.span().start, format!("pipelines[{i}].trade_from"), format!("{:?}: expected a date like 2024-03-01 or a time like 2024-03-01T09:15:00+05:30", t.get_ref()));
             }
             if p.accounts.is_empty() {
                 return err(p.id.span().start, format!("pipelines[{i}].accounts"), "list at least one account".into());
@@ -910,6 +935,7 @@ kind = "ema"
             (GOOD.replace("fast = 10", "fast = [1]"), "pipelines.toml:20:1: pipelines[0].params.fast: must be a string"),
             (GOOD.replace("accounts = [\"paper-1\"]", "accounts = [\"paper-9\"]"), "pipelines.toml:17:13: pipelines[0].accounts[0]: unknown account \"paper-9\" (known: paper-1)"),
             (GOOD.replace("timeframe = \"5m\"", "timeframe = \"5x\""), "pipelines.toml:16:13: pipelines[0].timeframe: \"5x\""),
+            (GOOD.replace("timeframe = \"5m\"", "timeframe = \"5m\"\ntrade_from = \"soon\""), "pipelines.toml:17:14: pipelines[0].trade_from: \"soon\": expected a date like 2024-03-01"),
             (GOOD.replace("mode = \"both\"", "mode = \"sideways\""), "pipelines.toml:8:8: accounts[0].mode: unknown variant `sideways`"),
             (GOOD.replace("plugin_dir", "plugin_folder"), "pipelines.toml:3:1: host.plugin_folder: unknown field `plugin_folder`"),
             (GOOD.replace("capital = 1000000", "capital = \"lots\""), "pipelines.toml:7:11: accounts[0].capital: expected a decimal number"),

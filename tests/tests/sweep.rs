@@ -284,8 +284,56 @@ fn a_pipeline_sweep_trades_each_combination_through_the_order_manager() {
     assert_ne!(other["net_pnl"], row["net_pnl"]);
     let narrowed = std::fs::read_to_string(out.join("runs/1/pipelines.toml")).unwrap();
     assert!(narrowed.contains("slow = \"30\""), "{narrowed}");
-    let e = failure(&["sweep", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&data), "--grid", "slow=30,50", "--walk-forward", "train=2d,test=1d", "--out", arg(&out)]);
-    assert!(e.contains("--walk-forward takes --plugin"), "{e}");
+    let e = failure(&["backtest", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&data), "--trade-from", "2024-13-01", "--out", arg(&single)]);
+    assert!(e.contains("--trade-from \"2024-13-01\": expected a date like 2024-03-01"), "{e}");
+}
+
+#[test]
+fn a_pipeline_walks_forward_through_the_order_manager() {
+    let (dir, data) = generated(6);
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines.toml");
+    let plugins = tradehost_tests::plugin_dir();
+    let out = dir.path().join("wf");
+    let grid = ["--grid", "slow=30,50"];
+    let stdout = ok(&[&["sweep", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&data), "--walk-forward", "train=3d,test=1d", "--out", arg(&out)][..], &grid].concat());
+    assert!(stdout.contains("walk-forward over 3 windows"), "{stdout}");
+    let windows = table(&out.join("walk_forward.csv"));
+    assert_eq!(windows.len(), 3);
+
+    // Window 1's in-sample runs are a plain pipeline sweep of its three train days.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let days: Vec<&str> = lines.collect();
+    let train_file = dir.path().join("train.csv");
+    std::fs::write(&train_file, format!("{header}\n{}\n", days[..3 * 375].join("\n"))).unwrap();
+    let plain = dir.path().join("plain");
+    ok(&[&["sweep", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&train_file), "--out", arg(&plain)][..], &grid].concat());
+    let in_sample: Vec<String> = std::fs::read_to_string(out.join("in_sample.csv")).unwrap().lines().skip(1).filter_map(|l| l.strip_prefix("1,")).map(str::to_owned).collect();
+    let plain_rows: Vec<String> = std::fs::read_to_string(plain.join("results.csv")).unwrap().lines().skip(1).map(str::to_owned).collect();
+    assert_eq!(in_sample, plain_rows);
+    let best = &table(&plain.join("results.csv"))[0];
+    assert_eq!(windows[0]["slow"], best["slow"]);
+
+    // Its out-of-sample run traded only on the test day, with the train days as warm-up: its
+    // signals from then on are those of the whole four days backtested untouched.
+    let oos = out.join("runs/w1/out-of-sample");
+    let test_date = days[3 * 375][..10].to_owned();
+    let fills = std::fs::read_to_string(oos.join("fills.csv")).unwrap();
+    assert!(fills.lines().count() > 1 && fills.lines().skip(1).all(|l| l.starts_with(&test_date)), "only the test day {test_date} trades:\n{fills}");
+    // Named as the original, so the instrument is NIFTY too.
+    std::fs::create_dir_all(dir.path().join("window")).unwrap();
+    let window_file = dir.path().join("window/nifty_1m.csv");
+    std::fs::write(&window_file, format!("{header}\n{}\n", days[..4 * 375].join("\n"))).unwrap();
+    let whole = dir.path().join("whole");
+    ok(&["backtest", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&window_file), "--param", &format!("slow={}", best["slow"]), "--out", arg(&whole)]);
+    let on_test_day = |path: &Path| -> Vec<String> { std::fs::read_to_string(path).unwrap().lines().filter(|l| l.contains(&test_date)).map(str::to_owned).collect() };
+    let want = on_test_day(&whole.join("signals.csv"));
+    assert!(!want.is_empty(), "the strategy signals on the test day");
+    assert_eq!(on_test_day(&oos.join("signals.csv")), want);
+    assert_eq!(std::fs::read_to_string(oos.join("signals.csv")).unwrap().lines().count() - 1, want.len(), "no signal before the test day");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Out-of-sample equity"));
 }
 
 /// A vendor's chain file writes `77.5` beside `74.15`: through Parquet the prices come back as

@@ -281,34 +281,53 @@ impl Sweep<'_> {
     /// # Errors
     /// When the data has fewer trading days than one window.
     pub fn walk_forward(&self, pool: &rayon::ThreadPool, data: &MarketData, wf: WalkForward, metric: Metric, done: &(dyn Fn() + Sync)) -> Result<Vec<Window>, String> {
-        let starts = day_starts(data);
-        let windows = wf.windows(starts.len());
-        if windows.is_empty() {
-            return Err(format!("--walk-forward: the data has {} trading days, fewer than one window (train {} + test {})", starts.len(), wf.train, wf.test));
-        }
-        let ts = times(data);
-        let at = |day: usize| starts.get(day).copied().unwrap_or(ts.len());
-        // One window at a time, its combinations spread over the pool: only one window's
-        // days are copied out at once, however many windows the data makes.
-        let mut out = Vec::with_capacity(windows.len());
-        for &(a, b, c) in &windows {
-            let train = slice(data, at(a), at(b));
-            let in_sample = self.run(pool, &train, done);
-            drop(train);
-            let best = ranking(&in_sample, metric).first().copied().filter(|&i| in_sample[i].outcome.is_ok());
-            // Out-of-sample: the winner sees the train days as warm-up and trades the test days.
-            let out_of_sample = best.map(|i| {
-                let test_from = ts[at(b)];
-                let config = BacktestConfig { trade_from_ms: Some(test_from), ..self.config.clone() };
-                let window = slice(data, at(a), at(c));
-                let run = self.one(in_sample[i].index, &Prepared::new(&window), &config);
-                done();
-                run.outcome.map(|o| test_days_only(o, test_from, at(c) - at(b), window.len(), self.config))
-            });
-            out.push(Window { train: (ts[at(a)], ts[at(b) - 1]), test: (ts[at(b)], ts[at(c) - 1]), days: (b - a, c - b), in_sample, best, out_of_sample });
-        }
-        Ok(out)
+        walk_forward_with(data, wf, metric, self.config, |train, _| self.run(pool, train, done), |index, window, test_from, _| {
+            let config = BacktestConfig { trade_from_ms: Some(test_from), ..self.config.clone() };
+            let run = self.one(index, &Prepared::new(window), &config);
+            done();
+            run
+        })
     }
+}
+
+/// Walk forward over `data` with any way of running: `sweep(train, n)` runs every
+/// combination on window `n`'s train days; `one(index, window, test_from, n)` runs
+/// combination `index` on the window's days, trading from `test_from` (the days
+/// before are warm-up). One window's days are copied out at a time.
+///
+/// # Errors
+/// When the data has fewer trading days than one window.
+pub fn walk_forward_with(
+    data: &MarketData,
+    wf: WalkForward,
+    metric: Metric,
+    config: &BacktestConfig,
+    sweep: impl Fn(&MarketData, usize) -> Vec<Run>,
+    one: impl Fn(usize, &MarketData, i64, usize) -> Run,
+) -> Result<Vec<Window>, String> {
+    let starts = day_starts(data);
+    let windows = wf.windows(starts.len());
+    if windows.is_empty() {
+        return Err(format!("--walk-forward: the data has {} trading days, fewer than one window (train {} + test {})", starts.len(), wf.train, wf.test));
+    }
+    let ts = times(data);
+    let at = |day: usize| starts.get(day).copied().unwrap_or(ts.len());
+    let mut out = Vec::with_capacity(windows.len());
+    for (n, &(a, b, c)) in windows.iter().enumerate() {
+        let train = slice(data, at(a), at(b));
+        let in_sample = sweep(&train, n);
+        drop(train);
+        let best = ranking(&in_sample, metric).first().copied().filter(|&i| in_sample[i].outcome.is_ok());
+        // Out-of-sample: the winner sees the train days as warm-up and trades the test days.
+        let out_of_sample = best.map(|i| {
+            let test_from = ts[at(b)];
+            let window = slice(data, at(a), at(c));
+            let run = one(in_sample[i].index, &window, test_from, n);
+            run.outcome.map(|o| test_days_only(o, test_from, at(c) - at(b), window.len(), config))
+        });
+        out.push(Window { train: (ts[at(a)], ts[at(b) - 1]), test: (ts[at(b)], ts[at(c) - 1]), days: (b - a, c - b), in_sample, best, out_of_sample });
+    }
+    Ok(out)
 }
 
 /// An out-of-sample run's outcome over its test days alone. Every trade, and the bar-by-bar

@@ -92,6 +92,10 @@ pub struct BacktestArgs {
     /// Where to write signals.csv, trades.csv, summary.json and report.html.
     #[arg(long)]
     pub out: PathBuf,
+    /// With `--config`: trade from this IST date or time (`2024-03-01`,
+    /// `2024-03-01T09:15:00+05:30`); the data before it warms the strategies up.
+    #[arg(long, requires = "config", value_name = "WHEN")]
+    pub trade_from: Option<String>,
     /// The account's rules, the data's reading, the sandbox's limits.
     #[command(flatten)]
     pub rules: RulesArgs,

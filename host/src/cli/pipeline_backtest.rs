@@ -102,6 +102,11 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
         }
     }
     let overrides = super::parse_params(&args.strategy.params)?;
+    if let Some(t) = &args.trade_from
+        && crate::config::parse_moment(t).is_none()
+    {
+        bail!("--trade-from {t:?}: expected a date like 2024-03-01 or a time like 2024-03-01T09:15:00+05:30");
+    }
     let mut kept = Vec::new();
     let mut sources = serde_json::Map::new();
     for pipeline in &pipelines {
@@ -143,6 +148,9 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
         let mut source = source;
         source.insert("speed".into(), toml::Value::Integer(0));
         t.insert("source".into(), toml::Value::Table(source));
+        if let Some(from) = &args.trade_from {
+            t.insert("trade_from".into(), toml::Value::String(from.clone()));
+        }
         // `--param` overrides the pipelines' params (a sweep varies them this way).
         if !overrides.is_empty() {
             let params = t.entry("params").or_insert_with(|| toml::Value::Table(toml::Table::new()));

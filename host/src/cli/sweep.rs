@@ -2,7 +2,7 @@
 //! with the data read once; or, with `--walk-forward`, optimised on each
 //! train window and traded on the test window after it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -13,6 +13,7 @@ use crate::backtest::grid::{Axis, Grid};
 use crate::backtest::sweep::{Metric, Outcome, Run, Sweep, WalkForward, stitched, trading_days};
 use crate::backtest::{self, BacktestConfig};
 use crate::config::Config;
+use crate::market::MarketData;
 
 /// `tradehost sweep`.
 #[derive(Debug, Args)]
@@ -105,12 +106,21 @@ fn target(args: &SweepArgs) -> anyhow::Result<Target> {
 /// Combination `index` of a pipeline sweep: `tradehost backtest --config` in a process of
 /// its own, its outputs kept in `<out>/runs/<n>`, its account's numbers read back.
 fn pipeline_run(args: &SweepArgs, p: &PipelineTarget, sweep: &Sweep<'_>, index: usize) -> Run {
-    let values: Vec<String> = sweep.grid.combination(index).into_iter().map(str::to_owned).collect();
     let out = args.out.join("runs").join(format!("{:0width$}", index + 1, width = sweep.grid.len().to_string().len()));
+    pipeline_run_on(args, p, sweep, index, (&p.data, None), out)
+}
+
+/// [`pipeline_run`] on `data`, trading from `trade_from` (the days before are warm-up), its
+/// outputs in `out`.
+fn pipeline_run_on(args: &SweepArgs, p: &PipelineTarget, sweep: &Sweep<'_>, index: usize, (data, trade_from): (&Path, Option<i64>), out: PathBuf) -> Run {
+    let values: Vec<String> = sweep.grid.combination(index).into_iter().map(str::to_owned).collect();
     let outcome = (|| -> Result<Outcome, String> {
         let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("backtest").arg("--config").arg(&p.config).arg("--pipeline").arg(&p.id).arg("--data").arg(&p.data).arg("--out").arg(&out);
+        cmd.arg("backtest").arg("--config").arg(&p.config).arg("--pipeline").arg(&p.id).arg("--data").arg(data).arg("--out").arg(&out);
+        if let Some(from) = trade_from {
+            cmd.arg("--trade-from").arg(crate::domain::time::format_iso_ist(from));
+        }
         if let Some(dir) = &args.strategy.plugin_dir {
             cmd.arg("--plugin-dir").arg(dir);
         }
@@ -226,9 +236,6 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         "load_seconds": load_seconds,
     });
 
-    if target.pipeline.is_some() && walk.is_some() {
-        bail!("--walk-forward takes --plugin (with the rule flags); a --config sweep runs each combination through the order manager on the whole file");
-    }
     match walk {
         None => {
             let runs = match &target.pipeline {
@@ -268,7 +275,57 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             }
         }
         Some(wf) => {
-            let windows = sweep.walk_forward(&pool, &loaded.data, wf, args.rank, &done).map_err(anyhow::Error::msg)?;
+            let windows = match &target.pipeline {
+                None => sweep.walk_forward(&pool, &loaded.data, wf, args.rank, &done).map_err(anyhow::Error::msg)?,
+                // Through the order manager: each window's days written out once (Parquet), each
+                // combination a `backtest --config` process on them.
+                Some(p) => {
+                    let dir = args.out.join("runs");
+                    let write = |data: &MarketData, path: &Path| -> Result<(), String> {
+                        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(|e| format!("creating {}: {e}", path.display()))?;
+                        match data {
+                            MarketData::Candles(s) => crate::market::parquet::write_candles(path, s),
+                            MarketData::Chains(c) => crate::market::parquet::write_chains(path, c),
+                        }
+                        .map_err(|e| e.to_string())
+                    };
+                    let failed = |index: usize, e: String| Run { index, values: sweep.grid.combination(index).into_iter().map(str::to_owned).collect(), outcome: Err(e) };
+                    let width = sweep.grid.len().to_string().len();
+                    backtest::sweep::walk_forward_with(
+                        &loaded.data,
+                        wf,
+                        args.rank,
+                        &target.config,
+                        |train, n| {
+                            let file = dir.join(format!("w{}", n + 1)).join("train.parquet");
+                            if let Err(e) = write(train, &file) {
+                                return (0..grid.len()).map(|i| failed(i, e.clone())).collect();
+                            }
+                            pool.install(|| {
+                                use rayon::prelude::*;
+                                (0..grid.len())
+                                    .into_par_iter()
+                                    .map(|i| {
+                                        let run = pipeline_run_on(args, p, &sweep, i, (&file, None), dir.join(format!("w{}", n + 1)).join(format!("{:0width$}", i + 1)));
+                                        done();
+                                        run
+                                    })
+                                    .collect()
+                            })
+                        },
+                        |index, window, test_from, n| {
+                            let file = dir.join(format!("w{}", n + 1)).join("window.parquet");
+                            let run = match write(window, &file) {
+                                Ok(()) => pipeline_run_on(args, p, &sweep, index, (&file, Some(test_from)), dir.join(format!("w{}", n + 1)).join("out-of-sample")),
+                                Err(e) => failed(index, e),
+                            };
+                            done();
+                            run
+                        },
+                    )
+                    .map_err(anyhow::Error::msg)?
+                }
+            };
             bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64();
             let info = backtest::SweepInfo { strategy, files, fixed: fixed_text, heatmap, timing: (seconds, threads) };

@@ -47,6 +47,8 @@ pub struct PipelineSpec {
     pub guard: crate::market::guard::GuardRules,
     /// About how many messages the bus's price stream keeps.
     pub prices_kept: usize,
+    /// No signal before this time (the configuration's `trade_from`): warm-up only.
+    pub trade_from_ms: Option<i64>,
     /// Where a broker source records what it receives.
     pub record_dir: Option<PathBuf>,
 }
@@ -83,6 +85,7 @@ impl PipelineSpec {
                 _ => 0,
             }),
             prices_kept: config.bus.prices_kept,
+            trade_from_ms: pipeline.trade_from_ms(),
             record_dir: config.host.record_dir.as_ref().map(|d| config.resolve(d)),
         }
     }
@@ -91,7 +94,7 @@ impl PipelineSpec {
     /// limits, warm-up window): then no restart of the feed is needed.
     #[must_use]
     pub fn same_feed(&self, other: &Self) -> bool {
-        self.plugin_path == other.plugin_path && self.symbols == other.symbols && self.timeframe_secs == other.timeframe_secs && self.source == other.source && self.guard == other.guard
+        self.plugin_path == other.plugin_path && self.symbols == other.symbols && self.timeframe_secs == other.timeframe_secs && self.source == other.source && self.guard == other.guard && self.trade_from_ms == other.trade_from_ms
     }
 }
 
@@ -619,7 +622,7 @@ async fn handle(
                 continue;
             }
         };
-        if paused {
+        if paused || spec.trade_from_ms.is_some_and(|from| ts < from) {
             stats.signals_suppressed.fetch_add(1, Ordering::Relaxed);
             continue;
         }
