@@ -63,6 +63,7 @@ fn spec(days: u32, speed: f64) -> PipelineSpec {
         warmup_candles: 500,
         guard: tradehost::market::guard::GuardRules::default(),
         prices_kept: 100_000,
+        trade_from_ms: None,
         record_dir: None,
     }
 }

@@ -198,6 +198,7 @@ fn spec(id: &str, crate_name: &str, params: &[(String, String)], days: u32, spee
         warmup_candles: 200,
         guard: tradehost::market::guard::GuardRules::default(),
         prices_kept: 100_000,
+        trade_from_ms: None,
         record_dir: None,
     }
 }

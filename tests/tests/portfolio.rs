@@ -31,28 +31,7 @@ capital = 1000000
 mode = "long"
 sizing = {{ kind = "fixed", qty = 5 }}
 
-[[pipelines]]
-id = "nifty"
-plugin = "ma_crossover.wasm"
-symbols = ["NIFTY"]
-timeframe = "1m"
-accounts = ["shared", "nifty-only"]
-source = {{ kind = "synthetic", seed = 2, days = 3, speed = 0 }}
-[pipelines.params]
-fast = 5
-slow = 20
-
-[[pipelines]]
-id = "bank"
-plugin = "ma_crossover.wasm"
-symbols = ["BANKNIFTY"]
-timeframe = "1m"
-accounts = ["shared"]
-source = {{ kind = "synthetic", seed = 13, days = 3, speed = 0, start_price = 48200 }}
-[pipelines.params]
-fast = 8
-slow = 30
-
+{pipelines}
 [[pipelines]]
 id = "live"
 plugin = "ma_crossover.wasm"
@@ -63,6 +42,7 @@ source = {{ kind = "redis" }}
 "#,
         plugins = s(&plugin_dir()),
         journal = s(&dir.join("run-journal.sqlite")),
+        pipelines = two_pipelines((0.0, 0.0), r#""shared", "nifty-only""#),
     );
     let path = dir.join(format!("portfolio-{max_open_positions}.toml"));
     std::fs::write(&path, text).unwrap();
@@ -203,24 +183,17 @@ fn without_a_rule_that_binds_a_portfolio_is_its_pipelines_side_by_side() {
     assert_eq!(sb["signals"].as_u64(), Some(sn["signals"].as_u64().unwrap() + sk["signals"].as_u64().unwrap()));
 }
 
-/// Two pipelines on one account with a position limit; `speeds` pace their synthetic markets.
-fn shared_account(speeds: (f64, f64)) -> String {
+/// The NIFTY and BANKNIFTY SMA-crossover pipelines, NIFTY's trading for `nifty_accounts`,
+/// BANKNIFTY's for `shared`; `speeds` pace their synthetic markets (0: full speed).
+fn two_pipelines(speeds: (f64, f64), nifty_accounts: &str) -> String {
     let (nifty, bank) = speeds;
     format!(
         r#"
-[[accounts]]
-id = "shared"
-capital = 5000000
-mode = "both"
-sizing = {{ kind = "fixed", qty = 10 }}
-risk = {{ max_open_positions = 1, cooldown_secs = 0 }}
-exits = {{ trailing_pct = 0.3 }}
-
 [[pipelines]]
 id = "nifty"
 plugin = "ma_crossover.wasm"
 symbols = ["NIFTY"]
-accounts = ["shared"]
+accounts = [{nifty_accounts}]
 source = {{ kind = "synthetic", seed = 2, days = 3, speed = {nifty} }}
 [pipelines.params]
 fast = 5
@@ -237,6 +210,20 @@ fast = 8
 slow = 30
 "#
     )
+}
+
+/// Two pipelines on one account with a position limit and a trailing stop.
+fn shared_account(speeds: (f64, f64)) -> String {
+    let accounts = r#"
+[[accounts]]
+id = "shared"
+capital = 5000000
+mode = "both"
+sizing = { kind = "fixed", qty = 10 }
+risk = { max_open_positions = 1, cooldown_secs = 0 }
+exits = { trailing_pct = 0.3 }
+"#;
+    format!("{accounts}{}", two_pipelines(speeds, r#""shared""#))
 }
 
 #[test]
