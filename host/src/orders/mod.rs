@@ -649,8 +649,11 @@ impl OrderManager {
         // and a stale one must never trigger a stop on today's position.
         let pipeline = q.pipeline();
         if q.last {
+            // The end of a source: no price, and no time to move a clock to.
             self.finished.insert(pipeline.to_owned());
-        } else if !self.finished.is_empty() {
+            return Vec::new();
+        }
+        if !self.finished.is_empty() {
             self.finished.remove(pipeline);
         }
         let clock = self.pipeline_clock.entry(pipeline.to_owned()).or_insert(q.ts);
@@ -689,6 +692,11 @@ impl OrderManager {
         let tx = self.db.transaction().map_err(jerr)?;
         if let Some(cursor) = cursor {
             tx.exec("INSERT INTO settings (key, value) VALUES ('price_cursor/' || ?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [q.pipeline(), cursor]).map_err(jerr)?;
+        }
+        if q.last {
+            // A source's end moves nothing: only its place in the stream is recorded.
+            tx.commit().map_err(jerr)?;
+            return Ok(Vec::new());
         }
         let mut filled = Vec::new();
         let mut refusals = Vec::new();

@@ -221,6 +221,25 @@ fn a_stop_loss_from_the_signal_fires_once_and_closes_the_position() {
 }
 
 #[test]
+fn a_sources_end_marks_its_pipeline_finished_and_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(0, "buy")).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    let before = om.accounts_summary().unwrap();
+    // An end stamped well past the square-off (a source that ended with no event is stamped now).
+    let end = QuotesMessage { quotes: Vec::new(), last: true, ..quotes(400 * 60_000, dec!(1)) };
+    assert!(om.on_quotes_at(&end, Some("7-0")).unwrap().is_empty(), "no square-off, no fill, no event");
+    assert!(om.is_finished("p"));
+    assert_eq!(om.pipeline_clock("p"), Some(BASE + 60_000), "the pipeline's clock stays at its last price");
+    assert_eq!(om.accounts_summary().unwrap(), before);
+    assert_eq!(om.price_cursors().unwrap().0.get("p").map(String::as_str), Some("7-0"), "its place in the stream is recorded");
+    // The pipeline's prices again (a replay started over): no longer finished.
+    om.on_quotes(&quotes(120_000, dec!(101))).unwrap();
+    assert!(!om.is_finished("p"));
+}
+
+#[test]
 fn intraday_positions_are_squared_off_at_15_15() {
     let dir = tempfile::tempdir().unwrap();
     let mut om = manager(dir.path());
