@@ -175,6 +175,12 @@ impl Grid {
         values
     }
 
+    /// [`Grid::combination`], owned (as a run's row keeps it).
+    #[must_use]
+    pub fn values(&self, index: usize) -> Vec<String> {
+        self.combination(index).into_iter().map(str::to_owned).collect()
+    }
+
     /// The parameter names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.axes.iter().map(|a| a.name.as_str())

@@ -119,7 +119,7 @@ impl Sweep<'_> {
 
     /// Backtest combination `index` on `data` with `config`.
     fn one(&self, index: usize, data: &Prepared<'_>, config: &BacktestConfig) -> Run {
-        let values = self.grid.combination(index).into_iter().map(str::to_owned).collect();
+        let values = self.grid.values(index);
         let outcome = self
             .sandbox
             .instantiate(self.plugin, &self.params(index))

@@ -113,7 +113,7 @@ fn pipeline_run(args: &SweepArgs, p: &PipelineTarget, sweep: &Sweep<'_>, index: 
 /// [`pipeline_run`] on `data`, trading from `trade_from` (the days before are warm-up), its
 /// outputs in `out`.
 fn pipeline_run_on(args: &SweepArgs, p: &PipelineTarget, sweep: &Sweep<'_>, index: usize, (data, trade_from): (&Path, Option<i64>), out: PathBuf) -> Run {
-    let values: Vec<String> = sweep.grid.combination(index).into_iter().map(str::to_owned).collect();
+    let values = sweep.grid.values(index);
     let outcome = (|| -> Result<Outcome, String> {
         let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
         let mut cmd = std::process::Command::new(exe);
@@ -289,7 +289,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
                         }
                         .map_err(|e| e.to_string())
                     };
-                    let failed = |index: usize, e: String| Run { index, values: sweep.grid.combination(index).into_iter().map(str::to_owned).collect(), outcome: Err(e) };
+                    let failed = |index: usize, e: String| Run { index, values: sweep.grid.values(index), outcome: Err(e) };
                     let width = sweep.grid.len().to_string().len();
                     backtest::sweep::walk_forward_with(
                         &loaded.data,

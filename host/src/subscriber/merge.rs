@@ -221,14 +221,12 @@ impl Merge {
         self.queues.get(pipeline)?.prices.front()
     }
 
-    /// Drop the first price message held for `pipeline` (applied).
-    pub fn pop_prices(&mut self, pipeline: &str) {
-        if let Some(q) = self.queues.get_mut(pipeline)
-            && q.prices.pop_front().is_some()
-        {
-            self.prices -= 1;
-            self.forget_if_empty(pipeline);
-        }
+    /// Take the first price message held for `pipeline` (applied).
+    pub fn pop_prices(&mut self, pipeline: &str) -> Option<HeldPrices> {
+        let h = self.queues.get_mut(pipeline)?.prices.pop_front()?;
+        self.prices -= 1;
+        self.forget_if_empty(pipeline);
+        Some(h)
     }
 
     /// Take the first signal held for `pipeline`.
@@ -254,13 +252,7 @@ impl Merge {
     /// and for callers that decide a signal and apply prices alike.
     pub fn take(&mut self, clocks: &impl Clocks, expire: bool) -> Option<Taken> {
         match self.pick(clocks, expire)? {
-            Pick::Prices(p) => {
-                let q = self.queues.get_mut(&p)?;
-                let h = q.prices.pop_front()?;
-                self.prices -= 1;
-                self.forget_if_empty(&p);
-                Some(Taken::Prices(h))
-            }
+            Pick::Prices(p) => self.pop_prices(&p).map(Taken::Prices),
             Pick::Signal(p) => self.pop_signal(&p).map(Taken::Signal),
             Pick::Malformed => self.pop_malformed().map(Taken::Signal),
         }
