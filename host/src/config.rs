@@ -153,15 +153,64 @@ pub struct Account {
     /// `mis` (intraday: squared off at `square_off`) or `cnc` (delivery).
     #[serde(default = "mis")]
     pub product: Product,
-    /// Intraday square-off time (IST) for `mis` positions.
-    #[serde(default = "square_off")]
-    pub square_off: String,
+    /// Intraday square-off time (IST) of `mis` positions: `"15:15"` for every
+    /// segment, or `{ equity = "15:15", derivative = "15:20" }`. Default: the
+    /// broker's (see [`Account::square_off_minute`]).
+    #[serde(default)]
+    pub square_off: Option<SquareOffTimes>,
+    /// The algo id the regulator's framework assigns this account's strategies:
+    /// sent with every order where the broker's API takes one (Kite's `algo_id`),
+    /// and written in the audit export.
+    #[serde(default)]
+    pub algo_id: Option<String>,
     /// Risk limits.
     #[serde(default)]
     pub risk: RiskLimits,
     /// Exits the host manages for every position.
     #[serde(default)]
     pub exits: ExitRules,
+}
+
+/// An account's square-off time: one for all segments, or one per segment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SquareOffTimes {
+    /// `"15:15"`.
+    Same(String),
+    /// `{ equity = "15:15", derivative = "15:20" }`.
+    BySegment {
+        /// Cash equity.
+        equity: String,
+        /// Futures and options.
+        derivative: String,
+    },
+}
+
+impl Account {
+    /// The square-off time (IST minute of a regular day) of `segment`'s intraday
+    /// positions: the configured one, or the broker's default — five minutes before
+    /// the broker's own auto square-off where it is published (Zerodha squares off
+    /// equity at 15:20 and F&O at 15:25, so Kite accounts 15:15 and 15:20), 15:15
+    /// otherwise. `None` when the configured time is not `HH:MM` (refused at load).
+    #[must_use]
+    pub fn square_off_minute(&self, segment: crate::domain::Segment) -> Option<u32> {
+        use crate::domain::Segment;
+        let text = match (&self.square_off, segment) {
+            (Some(SquareOffTimes::Same(t)), _) => t.as_str(),
+            (Some(SquareOffTimes::BySegment { equity, .. }), Segment::Equity) => equity.as_str(),
+            (Some(SquareOffTimes::BySegment { derivative, .. }), Segment::Derivative) => derivative.as_str(),
+            (None, Segment::Derivative) if self.broker.get_ref() == "kite" => "15:20",
+            (None, _) => "15:15",
+        };
+        crate::domain::time::parse_hhmm(text)
+    }
+
+    /// The earliest square-off time of its segments (a clock check: may any be due?).
+    #[must_use]
+    pub fn earliest_square_off(&self) -> Option<u32> {
+        use crate::domain::Segment;
+        self.square_off_minute(Segment::Equity).into_iter().chain(self.square_off_minute(Segment::Derivative)).min()
+    }
 }
 
 /// `[accounts.notify]`: where this account's alerts go.
@@ -217,11 +266,22 @@ pub struct MarketSection {
     /// No price above this is believed.
     #[serde(deserialize_with = "decimal")]
     pub max_price: Decimal,
+    /// Trading calendars to add to the bundled ones (NSE 2025 and 2026), one file a
+    /// year, relative to this file: a year listed here replaces the bundled year.
+    pub calendars: Vec<String>,
+    /// The trading calendar: the bundled years with `calendars` read over them.
+    #[serde(skip, default = "nse_calendar")]
+    pub calendar: std::sync::Arc<crate::domain::calendar::Calendar>,
+}
+
+fn nse_calendar() -> std::sync::Arc<crate::domain::calendar::Calendar> {
+    static NSE: std::sync::OnceLock<std::sync::Arc<crate::domain::calendar::Calendar>> = std::sync::OnceLock::new();
+    NSE.get_or_init(|| std::sync::Arc::new(crate::domain::calendar::Calendar::nse())).clone()
 }
 
 impl Default for MarketSection {
     fn default() -> Self {
-        Self { tick: Decimal::new(5, 2), band_pct: Decimal::from(20), max_price: Decimal::from(10_000_000) }
+        Self { tick: Decimal::new(5, 2), band_pct: Decimal::from(20), max_price: Decimal::from(10_000_000), calendars: Vec::new(), calendar: nse_calendar() }
     }
 }
 
@@ -280,10 +340,6 @@ impl Default for TelegramSection {
 
 fn mis() -> Product {
     Product::Mis
-}
-
-fn square_off() -> String {
-    "15:15".into()
 }
 
 /// `[accounts.risk]`.
@@ -643,9 +699,24 @@ impl Config {
             let message = e.message().trim().to_owned();
             error_at(path, text, span.start, &field_at(text, span.start), message)
         })?;
-        let config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, market: doc.market, telegram: doc.telegram };
+        let mut config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, market: doc.market, telegram: doc.telegram };
         config.validate(text)?;
+        config.market.calendar = std::sync::Arc::new(config.load_calendars(text)?);
         Ok(config)
+    }
+
+    /// The bundled calendars with `[market] calendars` read over them.
+    fn load_calendars(&self, text: &str) -> Result<crate::domain::calendar::Calendar, ConfigError> {
+        let mut calendar = crate::domain::calendar::Calendar::nse();
+        let offset = text.find("calendars").unwrap_or(0);
+        for (i, file) in self.market.calendars.iter().enumerate() {
+            let resolved = self.path.parent().map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
+            let field = format!("market.calendars[{i}]");
+            let body = std::fs::read_to_string(&resolved).map_err(|e| error_at(&self.path, text, offset, &field, format!("{}: cannot read: {e}", resolved.display())))?;
+            let year = crate::domain::calendar::Calendar::parse(&resolved.display().to_string(), &body).map_err(|e| error_at(&self.path, text, offset, &field, e.to_string()))?;
+            calendar.extend(year);
+        }
+        Ok(calendar)
     }
 
     fn validate(&self, text: &str) -> Result<(), ConfigError> {
@@ -678,8 +749,13 @@ impl Config {
             if a.risk.window().is_none() {
                 return err(a.id.span().start, format!("accounts[{i}].risk.entry_window"), format!("{:?}: expected HH:MM-HH:MM", a.risk.entry_window));
             }
-            if crate::domain::time::parse_hhmm(&a.square_off).is_none() {
-                return err(a.id.span().start, format!("accounts[{i}].square_off"), format!("{:?}: expected HH:MM", a.square_off));
+            for (segment, name) in [(crate::domain::Segment::Equity, "equity"), (crate::domain::Segment::Derivative, "derivative")] {
+                if a.square_off_minute(segment).is_none() {
+                    return err(a.id.span().start, format!("accounts[{i}].square_off"), format!("{:?} ({name}): expected HH:MM", a.square_off));
+                }
+            }
+            if let Some(id) = a.algo_id.as_deref().filter(|id| id.trim().is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))) {
+                return err(a.id.span().start, format!("accounts[{i}].algo_id"), format!("{id:?}: expected up to 64 letters, digits, '-', '_', '.' or '/'"));
             }
             let e = &a.exits;
             if [e.stop_loss_pct, e.target_pct, e.trailing_pct].iter().any(|p| p.is_sign_negative() || *p >= Decimal::ONE_HUNDRED) {
@@ -914,6 +990,41 @@ kind = "ema"
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("pipelines.toml"), text)
+    }
+
+    #[test]
+    fn square_off_times_per_segment_and_by_broker() {
+        use crate::domain::Segment;
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.accounts[0].square_off_minute(Segment::Equity), c.accounts[0].square_off_minute(Segment::Derivative)), (Some(915), Some(915)), "paper: 15:15");
+        let kite = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nbroker = \"kite\"");
+        let c = parse(&kite).unwrap();
+        assert_eq!((c.accounts[0].square_off_minute(Segment::Equity), c.accounts[0].square_off_minute(Segment::Derivative)), (Some(915), Some(920)), "Zerodha: 5 minutes before its own 15:20 and 15:25");
+        let split = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nsquare_off = { equity = \"15:10\", derivative = \"15:22\" }\nalgo_id = \"NSE-ALGO-42\"");
+        let c = parse(&split).unwrap();
+        assert_eq!((c.accounts[0].square_off_minute(Segment::Equity), c.accounts[0].square_off_minute(Segment::Derivative)), (Some(910), Some(922)));
+        assert_eq!(c.accounts[0].algo_id.as_deref(), Some("NSE-ALGO-42"));
+        let bad = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nsquare_off = { equity = \"15:10\", derivative = \"3pm\" }");
+        let e = parse(&bad).unwrap_err();
+        assert_eq!(e.field, "accounts[0].square_off");
+        assert!(e.message.contains("(derivative): expected HH:MM"), "{e}");
+        let bad = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nalgo_id = \"two words\"");
+        assert_eq!(parse(&bad).unwrap_err().field, "accounts[0].algo_id");
+    }
+
+    #[test]
+    fn a_calendar_that_cannot_be_read_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nse-2027.toml"), "year = 2027\n[[holiday]]\ndate = \"2027-13-01\"\nname = \"x\"\n").unwrap();
+        let text = format!("[market]\ncalendars = [\"nse-2027.toml\"]\n{GOOD}");
+        let e = Config::parse(&dir.path().join("pipelines.toml"), &text).unwrap_err();
+        assert_eq!(e.field, "market.calendars[0]");
+        assert!(e.message.ends_with("nse-2027.toml:3: holiday.date: \"2027-13-01\": expected YYYY-MM-DD"), "{e}");
+        let e = Config::parse(&dir.path().join("pipelines.toml"), &text.replace("nse-2027", "missing")).unwrap_err();
+        assert!(e.message.contains("missing.toml: cannot read"), "{e}");
+        std::fs::write(dir.path().join("nse-2027.toml"), "year = 2027\n[[holiday]]\ndate = \"2027-01-26\"\nname = \"Republic Day\"\n").unwrap();
+        let c = Config::parse(&dir.path().join("pipelines.toml"), &text).unwrap();
+        assert_eq!(c.market.calendar.years(), vec![2025, 2026, 2027]);
     }
 
     #[test]

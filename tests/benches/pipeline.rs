@@ -219,6 +219,7 @@ fn throughput(accounts: usize, signals: usize) -> f64 {
             stop_loss: None,
             target: None,
             strength: None,
+            plugin_sha256: None,
         };
         om.on_signal(&s).unwrap();
         let q = Quote { instrument: "NIFTY".into(), open: price, high: price, low: price, close: price, bid: None, ask: None };

@@ -110,7 +110,7 @@ fn settings(cancel_after: Option<Duration>) -> RouterSettings {
 
 fn start(v: &Venue, settings: RouterSettings) -> (LiveRouter, tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let link = AccountLink { account: "acct".into(), broker: v.broker.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
+    let link = AccountLink { account: "acct".into(), broker: v.broker.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None };
     (LiveRouter::start(vec![link], v.master.clone(), settings, tx), rx)
 }
 
@@ -309,6 +309,7 @@ async fn option_contracts_reach_each_broker_under_its_own_name() {
         product: Product::Mis,
         reference_price: None,
         protection_pct: Decimal::from(2),
+        algo_id: None,
     };
     assert!(matches!(v.broker.place(&direct).await, Err(tradehost::brokers::BrokerError::Rejected(m)) if m.contains("tradingsymbol")));
     // Reconciliation compares under the broker's names: the journal's 50 and 100 agree.

@@ -167,7 +167,7 @@ impl Broker for Kite {
 
     fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
         Box::pin(async move {
-            let form = [
+            let mut form = vec![
                 ("tradingsymbol", order.symbol.clone()),
                 ("exchange", order.exchange().to_owned()),
                 ("transaction_type", order.action().to_owned()),
@@ -179,6 +179,10 @@ impl Broker for Kite {
                 ("market_protection", if order.protection_pct > rust_decimal::Decimal::ZERO { order.protection_pct.normalize().to_string() } else { "-1".to_owned() }),
                 ("tag", order.client_order_id.clone()),
             ];
+            // The regulator's algo framework: the exchange-approved id of the strategy (Kite Connect's `algo_id`).
+            if let Some(id) = &order.algo_id {
+                form.push(("algo_id", id.clone()));
+            }
             let data = Self::read(http::send(self.auth(self.client.post(format!("{}/orders/regular", self.base))).form(&form)).await?)?;
             text(&data["order_id"]).ok_or_else(|| BrokerError::Protocol("no order_id in the answer".into()))
         })

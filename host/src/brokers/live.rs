@@ -232,6 +232,8 @@ pub struct AccountLink {
     pub product: Product,
     /// Market protection, percent (-1: the broker's automatic protection).
     pub protection_pct: Decimal,
+    /// The regulator's algo id, sent with each order where the broker takes one.
+    pub algo_id: Option<String>,
 }
 
 impl std::fmt::Debug for AccountLink {
@@ -642,6 +644,7 @@ impl Worker {
             product: self.link.product,
             reference_price: o.reference_price,
             protection_pct: self.link.protection_pct,
+            algo_id: self.link.algo_id.clone(),
         })
     }
 
@@ -942,10 +945,11 @@ mod tests {
             product: Product::Mis,
             reference_price: None,
             protection_pct: Decimal::ZERO,
+            algo_id: None,
         };
         let first = paper.place(&req).await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: paper.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
+        let link = AccountLink { account: "a".into(), broker: paper.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None };
         let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
         assert!(router.send(order("th1", "RELIANCE", false)));
@@ -984,7 +988,7 @@ mod tests {
     async fn an_unknown_symbol_is_refused_before_anything_is_sent() {
         let venue = Arc::new(Wrapped::new("kite", |o| o));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
+        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), RouterSettings::default(), tx);
         router.send(order("th9", "NOSUCH", true));
         match rx.recv().await {
@@ -1005,6 +1009,7 @@ mod tests {
             product: Product::Mis,
             reference_price: None,
             protection_pct: Decimal::ZERO,
+            algo_id: None,
         };
         assert_eq!(venue.paper.find(&req, &HashSet::new()).await.unwrap(), None, "nothing reached the broker");
     }
@@ -1020,7 +1025,7 @@ mod tests {
             o
         }));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2) };
+        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None };
         let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
         router.send(order("th5", "RELIANCE", true));

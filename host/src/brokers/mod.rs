@@ -35,33 +35,7 @@ pub use secrets::Secret;
 /// A boxed future, so that [`Broker`] can be used as `dyn Broker`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Which exchange segment an instrument trades on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Segment {
-    /// Cash equity (NSE).
-    Equity,
-    /// Futures and options (NFO).
-    Derivative,
-}
-
-impl Segment {
-    /// `NIFTY28MAR2420800CE`, `BANKNIFTY24MARFUT` → derivatives; anything else → equity.
-    #[must_use]
-    pub fn of(symbol: &str) -> Self {
-        let s = symbol.trim().to_ascii_uppercase();
-        let option = (s.ends_with("CE") || s.ends_with("PE")) && s.chars().any(|c| c.is_ascii_digit());
-        if option || s.ends_with("FUT") { Self::Derivative } else { Self::Equity }
-    }
-
-    /// The key prefix in the instrument master.
-    #[must_use]
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::Equity => "EQ",
-            Self::Derivative => "FO",
-        }
-    }
-}
+pub use crate::domain::Segment;
 
 /// An order for a live broker: always a market order, with market protection.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +61,8 @@ pub struct OrderRequest {
     pub reference_price: Option<Decimal>,
     /// Market protection, percent; -1 = the broker's automatic protection (Kite).
     pub protection_pct: Decimal,
+    /// The regulator's algo id for the account's strategies (Kite's `algo_id`).
+    pub algo_id: Option<String>,
 }
 
 impl OrderRequest {
@@ -405,6 +381,7 @@ mod tests {
             product: Product::Mis,
             reference_price: Some(Decimal::from_str(price).unwrap()),
             protection_pct: Decimal::from_str(pct).unwrap(),
+            algo_id: None,
         }
     }
 

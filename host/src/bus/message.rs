@@ -139,6 +139,9 @@ pub struct SignalMessage {
     /// Conviction.
     #[serde(default)]
     pub strength: Option<f64>,
+    /// The sha256 of the plugin's `.wasm` (the audit export names the exact build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_sha256: Option<String>,
 }
 
 impl SignalMessage {
@@ -554,6 +557,7 @@ mod tests {
             stop_loss: None,
             target: None,
             strength: None,
+            plugin_sha256: None,
         };
         let json = m.to_json();
         assert!(json.contains("\"price\":\"21712.75\""), "prices travel as strings: {json}");

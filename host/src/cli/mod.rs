@@ -76,6 +76,19 @@ pub enum Command {
         #[arg(long, default_value = "0")]
         charges_per_order: Decimal,
     },
+    /// The regulator's audit trail from the orders journal as CSV: every decision and
+    /// order with its times, strategy, plugin version and sha256, algo id, outcome and rule.
+    Audit {
+        /// The journal.
+        #[arg(long, default_value = "out/journal.sqlite")]
+        journal: PathBuf,
+        /// Only this IST day (`YYYY-MM-DD`, by exchange time); default: every day.
+        #[arg(long)]
+        day: Option<String>,
+        /// Write the CSV here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Check a plugin file and print what it is.
     Inspect {
         /// The `.wasm` file.
@@ -241,6 +254,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = std::io::Write::write_all(&mut out, report.render().as_bytes());
             if let Some(csv) = csv {
                 let _ = writeln!(out, "wrote {} round trips to {}", report.trips.len(), csv.display());
+            }
+            Ok(())
+        }
+        Command::Audit { journal, day, out } => {
+            let (csv, rows) = crate::orders::audit::audit_csv(&journal, day.as_deref())?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+                    println!("wrote {rows} audit rows to {}", path.display());
+                }
+                None => {
+                    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), csv.as_bytes());
+                }
             }
             Ok(())
         }

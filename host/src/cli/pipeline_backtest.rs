@@ -220,7 +220,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
                 _ => 0,
             },
             capital: account.capital,
-            square_off_minute: (account.product == crate::domain::Product::Mis).then(|| crate::domain::time::parse_hhmm(&account.square_off)).flatten(),
+            square_off_minute: (account.product == crate::domain::Product::Mis).then(|| account.earliest_square_off()).flatten(),
             slippage_bps: account.slippage_bps,
             exits: account.exits.clone(),
             ..crate::backtest::BacktestConfig::default()

@@ -2,6 +2,7 @@
 //! DESIGN.md): order side, product, position mode, credentials, money, the
 //! FIFO position and its fill rule, and IST time. Nothing here imports another module of the crate.
 
+pub mod calendar;
 pub mod money;
 pub mod position;
 pub mod secret;
@@ -73,3 +74,39 @@ pub enum Product {
     Cnc,
 }
 
+/// Which exchange segment an instrument trades on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// Cash equity (NSE).
+    Equity,
+    /// Futures and options (NFO).
+    Derivative,
+}
+
+impl Segment {
+    /// `NIFTY28MAR2420800CE`, `BANKNIFTY24MARFUT` → derivatives; anything else → equity.
+    #[must_use]
+    pub fn of(symbol: &str) -> Self {
+        let s = symbol.trim().to_ascii_uppercase();
+        let option = (s.ends_with("CE") || s.ends_with("PE")) && s.chars().any(|c| c.is_ascii_digit());
+        if option || s.ends_with("FUT") { Self::Derivative } else { Self::Equity }
+    }
+
+    /// The exchange's code: `NSE` (cash) or `NFO` (F&O).
+    #[must_use]
+    pub fn exchange(self) -> &'static str {
+        match self {
+            Self::Equity => "NSE",
+            Self::Derivative => "NFO",
+        }
+    }
+
+    /// The key prefix in the instrument master.
+    #[must_use]
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Equity => "EQ",
+            Self::Derivative => "FO",
+        }
+    }
+}

@@ -359,7 +359,7 @@ pub async fn run(
                 run.last_ts = Some(event.ts_ms());
                 match run.instance.as_mut() {
                     Some(instance) => {
-                        if let Err(e) = handle(&spec, instance, &outbox, &events, &stats, &event, paused).await {
+                        if let Err(e) = handle(&spec, instance, &run.sha256, &outbox, &events, &stats, &event, paused).await {
                             quarantine(&spec, &mut run, &events, e).await;
                         } else if run.backoff > FIRST_BACKOFF && run.healthy_since.elapsed() >= HEALTHY_RESET {
                             run.backoff = FIRST_BACKOFF;
@@ -588,9 +588,11 @@ async fn publish_prices(spec: &PipelineSpec, outbox: &mpsc::Sender<Outgoing>, st
 }
 
 /// Feed one event to the strategy, publish the prices it saw and log its signals.
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     spec: &PipelineSpec,
     strategy: &mut PluginInstance,
+    sha256: &str,
     outbox: &mpsc::Sender<Outgoing>,
     events: &Events,
     stats: &PipelineStats,
@@ -648,6 +650,7 @@ async fn handle(
             stop_loss: signal.stop_loss,
             target: signal.target,
             strength: signal.strength,
+            plugin_sha256: Some(sha256.to_owned()),
         };
         // The outbox retries a failed append: the id makes a retry harmless,
         // and a signal must not be lost to a passing network error.

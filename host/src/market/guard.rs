@@ -31,6 +31,8 @@ pub struct GuardRules {
     pub max_skew_ms: i64,
     /// Refuse a timestamp older than the instrument's last accepted one.
     pub in_order: bool,
+    /// When the market trades (a feed's silence outside it is no alarm).
+    pub calendar: std::sync::Arc<crate::domain::calendar::Calendar>,
 }
 
 impl Default for GuardRules {
@@ -50,6 +52,7 @@ impl GuardRules {
             max_price: market.max_price,
             max_skew_ms: i64::try_from(max_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             in_order: true,
+            calendar: market.calendar.clone(),
         }
     }
 }

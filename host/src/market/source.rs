@@ -690,7 +690,7 @@ pub async fn broker_feed(
                     return Ok(());
                 }
                 let silent = last_seen.map_or(started.elapsed(), |(_, at)| at.elapsed());
-                if options.stale_secs > 0 && !is_stale && silent >= Duration::from_secs(options.stale_secs) && Session::NSE.contains(feed_now) && is_weekday(feed_now) {
+                if options.stale_secs > 0 && !is_stale && silent >= Duration::from_secs(options.stale_secs) && options.rules.calendar.is_open(feed_now) {
                     is_stale = true;
                     if let Ok(mut s) = stale.lock() {
                         s.extend(plan.instruments.iter().map(|(sym, _)| sym.clone()));
@@ -720,11 +720,6 @@ pub fn around_the_money(chain: &OptionChain, tokens: &[(Decimal, bool, String)],
         }
     }
     out
-}
-
-fn is_weekday(ts_ms: i64) -> bool {
-    let day = ts_ms.saturating_add(super::clock::IST_OFFSET_MS).div_euclid(86_400_000);
-    super::clock::weekday(day) < 5
 }
 
 /// A count of things reported at most once per [`REPORT_EVERY`].

@@ -34,7 +34,7 @@ impl OrderManager {
                 .map_err(jerr)?;
             }
             out.push(Outcome::Event(Event::BasketPlaced { basket: basket.id.clone(), account: basket.account.clone(), legs: basket.legs.len() }));
-            out.extend(send_legs(&tx, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
+            out.extend(send_legs(&tx, &self.config.market.calendar, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
         }
         let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
@@ -73,6 +73,7 @@ pub struct Basket {
 /// leg fails the basket. Returns events.
 pub(super) fn send_legs(
     tx: &rusqlite::Transaction<'_>,
+    calendar: &crate::domain::calendar::Calendar,
     last: &HashMap<String, (i64, Decimal)>,
     account: &crate::config::Account,
     basket_id: &str,
@@ -89,7 +90,7 @@ pub(super) fn send_legs(
         let intent = Intent { side, qty: dec(&qty)? };
         let position = OrderManager::effective_position(tx, id, &instrument)?;
         let price = last.get(&instrument).map(|(_, p)| *p);
-        let ctx = self_risk_context(tx, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
+        let ctx = self_risk_context(tx, calendar, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
         if let Err(refusal) = risk::check(&account.risk, &ctx, &intent) {
             tx.exec("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
             return fail_basket(tx, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by {}: {}", side.as_str(), refusal.rule, refusal.reason), ts);
@@ -97,8 +98,8 @@ pub(super) fn send_legs(
         let key = format!("basket/{basket_id}/{idx}");
         let coid = client_order_id(&key, id);
         tx.exec(
-            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'basket', ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?9)",
+            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, algo_id)
+             VALUES (?1, ?2, ?3, 'basket', ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?9, (SELECT value FROM settings WHERE key = 'algo/' || ?3))",
             params![coid, key, id, instrument, side.as_str(), qty, ts, account.slippage_bps.to_string(), now_ms()],
         )?;
         tx.exec("UPDATE basket_legs SET state = 'sent', client_order_id = ?3 WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx, coid])?;
@@ -152,7 +153,7 @@ pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, l
         if state == "buying" {
             tx.exec("UPDATE baskets SET state = 'selling' WHERE basket_id = ?1", [&basket_id])?;
             if let Some(account) = config.account(&account_id) {
-                out.extend(send_legs(tx, last, account, &basket_id, OrderSide::Sell, ts)?);
+                out.extend(send_legs(tx, &config.market.calendar, last, account, &basket_id, OrderSide::Sell, ts)?);
             }
         } else {
             tx.exec("UPDATE baskets SET state = 'complete' WHERE basket_id = ?1", [&basket_id])?;

@@ -30,7 +30,7 @@ impl OrderManager {
             let cfg = config.account(&account);
             let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
             let mis = cfg.is_some_and(|a| a.product == crate::domain::Product::Mis);
-            if let Some(due) = cfg.map(|a| square_off_due(tx, a, &account, &quote.instrument, ts)).transpose()?.flatten() {
+            if let Some(due) = cfg.map(|a| square_off_due(tx, config, a, &account, &quote.instrument, ts)).transpose()?.flatten() {
                 out.extend(due.queue(tx, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
                 continue;
             }
@@ -151,16 +151,35 @@ pub(super) const SQUARE_OFF_TRIES: i64 = 3;
 /// `carried` when it was left open from an earlier day (from the session's
 /// open: its first price fills it), or `square-off` from the account's
 /// `square_off` minute on. Returns the reason and the moment it is due (the
-/// fill is the first price after it).
+/// fill is the first price after it). A regular session; see [`square_off_rule_in`].
 #[must_use]
 pub fn square_off_rule(square_off: u32, now: i64, last_fill: Option<i64>) -> Option<(&'static str, i64)> {
+    square_off_rule_in(crate::domain::calendar::REGULAR, square_off, now, last_fill)
+}
+
+/// [`square_off_rule`] on a day of trading `hours`, `square_off` already carried to them.
+#[must_use]
+pub fn square_off_rule_in(hours: crate::domain::calendar::Hours, square_off: u32, now: i64, last_fill: Option<i64>) -> Option<(&'static str, i64)> {
     use crate::domain::time::{IST_OFFSET_MS, ist_day, ist_minute_of_day};
     let (day, minute) = (ist_day(now), ist_minute_of_day(now));
     let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
-    if minute >= SESSION_OPEN_MINUTE && last_fill.is_some_and(|t| ist_day(t) < day) {
-        return Some(("carried", midnight + i64::from(SESSION_OPEN_MINUTE) * 60_000 - 1));
+    if minute >= hours.open && last_fill.is_some_and(|t| ist_day(t) < day) {
+        return Some(("carried", midnight + i64::from(hours.open) * 60_000 - 1));
     }
-    (minute >= square_off && minute >= SESSION_OPEN_MINUTE.min(square_off)).then(|| ("square-off", midnight + i64::from(square_off) * 60_000))
+    (minute >= square_off && minute >= hours.open.min(square_off)).then(|| ("square-off", midnight + i64::from(square_off) * 60_000))
+}
+
+/// When `account`'s intraday positions in `instrument` are squared off on `now`'s
+/// day: the day's trading hours and the square-off minute of the instrument's
+/// segment carried to them. `None` for delivery accounts and on a day the market
+/// is closed (a holiday: no square-off orders).
+pub(super) fn square_off_today(config: &Config, account: &crate::config::Account, instrument: &str, now: i64) -> Option<(crate::domain::calendar::Hours, u32)> {
+    if account.product != crate::domain::Product::Mis {
+        return None;
+    }
+    let hours = config.market.calendar.hours(crate::domain::time::ist_day(now))?;
+    let square_off = account.square_off_minute(crate::domain::Segment::of(instrument))?;
+    Some((hours, hours.shift(square_off)))
 }
 
 /// Whether `account`'s intraday position in `instrument` must be closed at `now`:
@@ -170,13 +189,10 @@ pub fn square_off_rule(square_off: u32, now: i64, last_fill: Option<i64>) -> Opt
 /// covers what that order leaves. A position that is still open after its
 /// square-off (a close refused, a cancelled entry that filled a part meanwhile)
 /// is closed again, up to [`SQUARE_OFF_TRIES`] orders a day.
-pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::config::Account, account_id: &str, instrument: &str, now: i64) -> rusqlite::Result<Option<SquareOff>> {
-    use crate::domain::time::{ist_day, ist_minute_of_day, parse_hhmm};
-    if account.product != crate::domain::Product::Mis {
-        return Ok(None);
-    }
-    let Some(square_off) = parse_hhmm(&account.square_off) else { return Ok(None) };
-    if ist_minute_of_day(now) < SESSION_OPEN_MINUTE.min(square_off) {
+pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, account: &crate::config::Account, account_id: &str, instrument: &str, now: i64) -> rusqlite::Result<Option<SquareOff>> {
+    use crate::domain::time::{ist_day, ist_minute_of_day};
+    let Some((hours, square_off)) = square_off_today(config, account, instrument, now) else { return Ok(None) };
+    if ist_minute_of_day(now) < hours.open.min(square_off) {
         return Ok(None);
     }
     let working: i64 = tx.row(
@@ -189,7 +205,7 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, account: &crate::co
     }
     let last_fill: Option<i64> = tx.row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
     let day = ist_day(now);
-    match square_off_rule(square_off, now, last_fill) {
+    match square_off_rule_in(hours, square_off, now, last_fill) {
         None => Ok(None),
         Some(("carried", not_before)) => Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before })),
         Some((reason, due)) => {
@@ -228,12 +244,14 @@ pub(super) fn cancel_entries_at_square_off(
     now: i64,
     priced: Option<&[&str]>,
 ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-    use crate::domain::time::{ist_minute_of_day, parse_hhmm};
+    use crate::domain::time::{ist_day, ist_minute_of_day};
     let minute = ist_minute_of_day(now);
-    let due = |a: &crate::config::Account| a.product == crate::domain::Product::Mis && parse_hhmm(&a.square_off).is_some_and(|sq| minute >= sq);
-    if !config.accounts.iter().any(due) {
+    let Some(hours) = config.market.calendar.hours(ist_day(now)) else { return Ok(Vec::new()) };
+    let any_due = |a: &crate::config::Account| a.product == crate::domain::Product::Mis && a.earliest_square_off().is_some_and(|sq| minute >= hours.shift(sq));
+    if !config.accounts.iter().any(any_due) {
         return Ok(Vec::new());
     }
+    let due = |a: &crate::config::Account, instrument: &str| square_off_today(config, a, instrument, now).is_some_and(|(_, sq)| minute >= sq);
     let working: Vec<(String, String, String, i64, String)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT client_order_id, account, pipeline, not_before, instrument FROM orders WHERE state IN ('submitted', 'accepted', 'partially_filled') ORDER BY rowid",
@@ -255,7 +273,7 @@ pub(super) fn cancel_entries_at_square_off(
             || decided > now
             || (live.contains(&account) && now.saturating_sub(decided) > recent)
             || priced.is_some_and(|p| !p.contains(&instrument.as_str()))
-            || !config.account(&account).is_some_and(due)
+            || !config.account(&account).is_some_and(|a| due(a, &instrument))
         {
             continue;
         }
@@ -288,8 +306,8 @@ pub(super) fn queue_close(tx: &rusqlite::Transaction<'_>, account: &str, instrum
     let coid = client_order_id(key, account);
     let now = now_ms();
     Ok(tx.exec(
-        "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10)",
+        "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, algo_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, (SELECT value FROM settings WHERE key = 'algo/' || ?3))",
         params![coid, key, account, reason, instrument, side.as_str(), qty.abs().to_string(), not_before, slippage.to_string(), now],
     )? == 1)
 }

@@ -46,8 +46,9 @@ impl OrderManager {
             // What the strategy said, beside what each account made of it (an audit trail, and a backtest's signals.csv).
             let text = |d: Option<Decimal>| d.map(|v| v.to_string());
             tx.exec(
-                "INSERT OR IGNORE INTO signals (signal_id, ts, pipeline, instrument, side, price, stop_loss, target, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![s.id, s.ts, s.pipeline, s.instrument, s.side, text(s.price), text(s.stop_loss), text(s.target), s.reason],
+                "INSERT OR IGNORE INTO signals (signal_id, ts, pipeline, instrument, side, price, stop_loss, target, reason, plugin, plugin_version, plugin_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![s.id, s.ts, s.pipeline, s.instrument, s.side, text(s.price), text(s.stop_loss), text(s.target), s.reason, s.plugin, s.plugin_version, s.plugin_sha256],
             )?;
             // The subscriber's fan-out: each account not yet decided, its position and intent.
             let decided = |account: &str| tx.row("SELECT 1 FROM decisions WHERE signal_id = ?1 AND account = ?2", [s.id.as_str(), account], |_| Ok(())).optional().map(|d| d.is_some());
@@ -65,7 +66,7 @@ impl OrderManager {
                 } else {
                     match intent {
                         Ok(Some(i)) => {
-                            let ctx = self_risk_context(&tx, &self.last, account, &s.pipeline, &s.instrument, s.ts, s.price, effective)?;
+                            let ctx = self_risk_context(&tx, &config.market.calendar, &self.last, account, &s.pipeline, &s.instrument, s.ts, s.price, effective)?;
                             match risk::check(&account.risk, &ctx, &i) {
                                 Ok(()) => Ok(Some(i)),
                                 Err(refusal) => {
@@ -91,8 +92,8 @@ impl OrderManager {
                         }
                         let coid = client_order_id(&s.id, account_id);
                         tx.exec(
-                            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, stop_loss, target, opens)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
+                            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, stop_loss, target, opens, algo_id)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12, ?13, (SELECT value FROM settings WHERE key = 'algo/' || ?3))",
                             params![
                                 coid, s.id, account_id, s.pipeline, s.instrument, i.side.as_str(), i.qty.to_string(), s.ts, account.slippage_bps.to_string(), now,
                                 s.stop_loss.map(|d| d.to_string()), s.target.map(|d| d.to_string()), opens
@@ -155,6 +156,7 @@ pub(super) fn restore_cooldown(tx: &rusqlite::Transaction<'_>, coid: &str) -> ru
 #[allow(clippy::too_many_arguments)]
 pub(super) fn self_risk_context(
     tx: &rusqlite::Transaction<'_>,
+    calendar: &crate::domain::calendar::Calendar,
     last: &HashMap<String, (i64, Decimal)>,
     account: &crate::config::Account,
     pipeline: &str,
@@ -183,11 +185,20 @@ pub(super) fn self_risk_context(
             daily_pnl += p.unrealized(*mark);
         }
     }
-    let mut stmt = tx.prepare_cached("SELECT not_before FROM orders WHERE account = ?1 AND not_before > ?2 AND not_before <= ?3")?;
-    let recent_orders_ms = stmt.query_map(params![id, now_ms - 1000, now_ms], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
+    // The exchange's order-rate threshold is per segment: NSE's cash and F&O are counted apart.
+    let segment = crate::domain::Segment::of(instrument);
+    let mut stmt = tx.prepare_cached("SELECT not_before, instrument FROM orders WHERE account = ?1 AND not_before > ?2 AND not_before <= ?3")?;
+    let recent_orders_ms = stmt
+        .query_map(params![id, now_ms - 1000, now_ms], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .filter_map(|row| match row {
+            Ok((ts, instr)) => (crate::domain::Segment::of(&instr) == segment).then_some(Ok(ts)),
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
     let last_entry_ms: Option<i64> =
         tx.row("SELECT ts FROM entries WHERE pipeline = ?1 AND instrument = ?2", params![pipeline, instrument], |r| r.get(0)).optional()?;
-    Ok(risk::RiskContext { now_ms, price, position, other_open_positions, daily_pnl, capital: account.capital, recent_orders_ms, last_entry_ms })
+    let session = calendar.hours(day).ok_or_else(|| calendar.closed_because(day).unwrap_or_else(|| "closed".into()));
+    Ok(risk::RiskContext { now_ms, price, position, other_open_positions, daily_pnl, capital: account.capital, recent_orders_ms, last_entry_ms, session })
 }
 
 /// Record that the daily-loss breaker tripped for `account` today; true the first time.

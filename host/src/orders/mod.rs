@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+pub mod audit;
 mod baskets;
 mod closing;
 pub mod exits;
@@ -30,7 +31,7 @@ pub mod service;
 pub mod state;
 
 pub use baskets::{Basket, BasketLeg};
-pub use closing::{CLOSE_REASONS, SESSION_OPEN_MINUTE, square_off_rule};
+pub use closing::{CLOSE_REASONS, SESSION_OPEN_MINUTE, square_off_rule, square_off_rule_in};
 use baskets::advance_baskets;
 use closing::{arm_exit, cancel_entries_at_square_off, queue_close, square_off_due};
 use decisions::{restore_cooldown, self_risk_context};
@@ -201,11 +202,18 @@ impl OrderManager {
         // price the order was decided at (its protection collar, also after a restart),
         // `submitted_at` when it was handed to the broker (an order book entry older than that is not ours),
         // `opens` whether a signal's order opened or added to a position (it starts the pipeline's cooldown).
-        for column in ["stop_loss TEXT", "target TEXT", "broker_order_id TEXT", "filled_qty TEXT", "reference_price TEXT", "submitted_at INTEGER", "opens INTEGER NOT NULL DEFAULT 0"] {
+        // `algo_id` the regulator's id of the account's strategies when the order was made, and a
+        // signal's plugin, version and sha256, for the audit export.
+        let added = [
+            ("orders", "stop_loss TEXT"), ("orders", "target TEXT"), ("orders", "broker_order_id TEXT"), ("orders", "filled_qty TEXT"), ("orders", "reference_price TEXT"),
+            ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"),
+            ("signals", "plugin TEXT"), ("signals", "plugin_version TEXT"), ("signals", "plugin_sha256 TEXT"),
+        ];
+        for (table, column) in added {
             let name = column.split(' ').next().unwrap_or(column);
-            let present: bool = db.row("SELECT COUNT(*) > 0 FROM pragma_table_info('orders') WHERE name = ?1", [name], |r| r.get(0)).map_err(err)?;
+            let present: bool = db.row("SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", [table, name], |r| r.get(0)).map_err(err)?;
             if !present {
-                db.exec(&format!("ALTER TABLE orders ADD COLUMN {column}"), []).map_err(err)?;
+                db.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), []).map_err(err)?;
             }
         }
         let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), finished: std::collections::HashSet::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), seen: None };
@@ -748,7 +756,7 @@ impl OrderManager {
         for (account, instrument, qty) in rows {
             let qty = dec(&qty).map_err(jerr)?;
             let Some(cfg) = config.account(&account).filter(|_| !qty.is_zero()) else { continue };
-            if let Some(due) = square_off_due(&tx, cfg, &account, &instrument, now).map_err(jerr)? {
+            if let Some(due) = square_off_due(&tx, &config, cfg, &account, &instrument, now).map_err(jerr)? {
                 let price = self.last.get(&instrument).map(|(_, p)| *p);
                 out.extend(due.queue(&tx, &account, &instrument, qty, cfg.slippage_bps, price).map_err(jerr)?);
             }
@@ -777,6 +785,13 @@ impl OrderManager {
 
     fn store_exit_rules(&self) -> Result<(), OrderError> {
         for a in &self.config.accounts {
+            // Orders take the account's algo id from here as they are recorded (`ALGO_ID`).
+            let key = format!("algo/{}", a.id.get_ref());
+            match &a.algo_id {
+                Some(id) => self.db.exec("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [&key, id]),
+                None => self.db.exec("DELETE FROM settings WHERE key = ?1", [&key]),
+            }
+            .map_err(self.err())?;
             let e = &a.exits;
             self.db
                 .exec(

@@ -5,7 +5,8 @@
 
 use rust_decimal::Decimal;
 
-use crate::domain::time::ist_minute_of_day;
+use crate::domain::calendar::Hours;
+use crate::domain::time::{format_hhmm, ist_minute_of_day};
 use crate::subscriber::Intent;
 
 pub use crate::config::RiskLimits;
@@ -34,10 +35,12 @@ pub struct RiskContext {
     pub daily_pnl: Decimal,
     /// The account's capital.
     pub capital: Decimal,
-    /// Exchange times of the account's recent orders, ms.
+    /// Exchange times of the account's recent orders in the instrument's segment, ms.
     pub recent_orders_ms: Vec<i64>,
     /// Exchange time of the last entry by this pipeline in this instrument.
     pub last_entry_ms: Option<i64>,
+    /// Today's trading hours per the calendar, or why the market is closed today.
+    pub session: Result<Hours, String>,
 }
 
 /// Whether `intent` opens or adds to a position (rather than only reducing one).
@@ -60,10 +63,21 @@ pub fn check(limits: &RiskLimits, ctx: &RiskContext, intent: &Intent) -> Result<
     if ctx.daily_pnl <= -max_loss {
         return refuse("max_daily_loss", format!("today's P&L {} has reached the daily loss limit of {max_loss}; only reducing orders until tomorrow", ctx.daily_pnl));
     }
+    let hours = match &ctx.session {
+        Ok(hours) => *hours,
+        Err(why) => return refuse("holiday", format!("{} is not a trading day ({why})", crate::domain::time::format_ist_date(ctx.now_ms))),
+    };
     let minute = ist_minute_of_day(ctx.now_ms);
-    match limits.window() {
+    // On a special session (Muhurat, a late open, an early close) the window moves with it.
+    match limits.window().map(|(open, close)| (hours.shift(open), hours.shift(close))) {
         Some((open, close)) if (open..close).contains(&minute) => {}
-        Some(_) => return refuse("entry_window", format!("{} is outside the entry window {}", crate::domain::time::format_hhmm(minute), limits.entry_window)),
+        Some(_) if hours == crate::domain::calendar::REGULAR => {
+            return refuse("entry_window", format!("{} is outside the entry window {}", format_hhmm(minute), limits.entry_window));
+        }
+        Some((open, close)) => {
+            let session = format!("{}-{}", format_hhmm(hours.open), format_hhmm(hours.close));
+            return refuse("entry_window", format!("{} is outside the entry window {}, {}-{} in today's session {session}", format_hhmm(minute), limits.entry_window, format_hhmm(open), format_hhmm(close)));
+        }
         None => return refuse("entry_window", format!("entry_window {:?} is not HH:MM-HH:MM", limits.entry_window)),
     }
     if let Some(last) = ctx.last_entry_ms {
@@ -92,7 +106,7 @@ pub fn check(limits: &RiskLimits, ctx: &RiskContext, intent: &Intent) -> Result<
     let window_start = ctx.now_ms - 1000;
     let in_last_second = ctx.recent_orders_ms.iter().filter(|t| **t > window_start && **t <= ctx.now_ms).count();
     if in_last_second >= limits.max_orders_per_sec {
-        return refuse("order_rate", format!("{in_last_second} orders in the last second; the limit is {} a second", limits.max_orders_per_sec));
+        return refuse("order_rate", format!("{in_last_second} orders in the last second in this segment; the limit is {} a second per segment", limits.max_orders_per_sec));
     }
     Ok(())
 }
@@ -116,6 +130,7 @@ mod tests {
             capital: dec!(100000),
             recent_orders_ms: vec![],
             last_entry_ms: None,
+            session: Ok(crate::domain::calendar::REGULAR),
         }
     }
 
@@ -175,6 +190,21 @@ mod tests {
         assert_eq!(rule(&RiskLimits::default(), &busy, &buy(1)), Some("order_rate"));
         let earlier = RiskContext { recent_orders_ms: (0..10).map(|i| T - 2000 + i).collect(), ..ctx() };
         assert_eq!(rule(&RiskLimits::default(), &earlier, &buy(1)), None);
+    }
+
+    #[test]
+    fn no_entries_on_a_holiday_and_the_window_moves_with_a_special_session() {
+        let closed = RiskContext { session: Err("Republic Day".into()), ..ctx() };
+        let refusal = check(&RiskLimits::default(), &closed, &buy(1)).unwrap_err();
+        assert_eq!((refusal.rule, refusal.reason.as_str()), ("holiday", "2024-01-01 is not a trading day (Republic Day)"));
+        let sell_down = Intent { side: OrderSide::Sell, qty: dec!(5) };
+        assert_eq!(rule(&RiskLimits::default(), &RiskContext { position: dec!(5), ..closed }, &sell_down), None, "reducing is never refused");
+        // Muhurat 18:00-19:00: the 09:15-15:15 window becomes 18:00-18:45.
+        let muhurat = |minute: i64| RiskContext { now_ms: T - 600 * 60_000 + minute * 60_000, session: Ok(Hours { open: 18 * 60, close: 19 * 60 }), ..ctx() };
+        assert_eq!(rule(&RiskLimits::default(), &muhurat(18 * 60 + 10), &buy(1)), None, "18:10");
+        assert_eq!(rule(&RiskLimits::default(), &muhurat(10 * 60), &buy(1)), Some("entry_window"), "10:00 is before the session");
+        let late = check(&RiskLimits::default(), &muhurat(18 * 60 + 50), &buy(1)).unwrap_err();
+        assert_eq!(late.reason, "18:50 is outside the entry window 09:15-15:15, 18:00-18:45 in today's session 18:00-19:00");
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn signal(ts: i64, side: &str) -> SignalMessage {
         stop_loss: None,
         target: None,
         strength: None,
+        plugin_sha256: None,
     }
 }
 
@@ -759,4 +760,82 @@ fn an_intraday_short_trails_the_best_ask_and_a_long_the_best_bid() {
     om.on_quotes(&quotes(240_000, dec!(100))).unwrap();
     om.on_quotes(&touch(300_000, dec!(103), Some(dec!(102)), Some(dec!(103.05)))).unwrap();
     assert_eq!(stop(&om), "101", "102 - 1% = 100.98, at the nearest tick 101.00");
+}
+
+/// A manager whose configuration (`CONFIG` with `extra` after its accounts' lines) reads a
+/// calendar for 2024 written beside it: 2024-01-02 a holiday, Saturday 2024-01-06 a
+/// Muhurat-like session 18:00–19:00.
+fn manager_with_calendar(dir: &Path, square_off: &str) -> OrderManager {
+    std::fs::write(
+        dir.join("nse-2024.toml"),
+        "year = 2024\n[[holiday]]\ndate = \"2024-01-02\"\nname = \"Test holiday\"\n[[session]]\ndate = \"2024-01-06\"\nname = \"Muhurat\"\nopen = \"18:00\"\nclose = \"19:00\"\n",
+    )
+    .unwrap();
+    let text = format!("[market]\ncalendars = [\"nse-2024.toml\"]\n{}", CONFIG.replacen("slippage_bps = 0\n", &format!("slippage_bps = 0\nsquare_off = {square_off}\n"), 1));
+    let config = Arc::new(Config::parse(&dir.join("pipelines.toml"), &text).unwrap());
+    OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap()
+}
+
+/// IST `2024-01-<day> HH:MM` in ms.
+fn at(day: u32, hh: u32, mm: u32) -> i64 {
+    crate::domain::time::ist_to_epoch_ms(2024, 1, day, hh * 60 + mm, 0)
+}
+
+fn quote_of(instrument: &str, ts: i64, price: rust_decimal::Decimal) -> QuotesMessage {
+    QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("p/{ts}"), ts, quotes: vec![Quote { instrument: instrument.into(), open: price, high: price, low: price, close: price, bid: None, ask: None }], after_signal: None, last: false }
+}
+
+#[test]
+fn a_holiday_takes_no_entries_and_makes_no_square_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager_with_calendar(dir.path(), "\"15:15\"");
+    om.on_signal(&signal(0, "buy")).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    // Nothing more on the 1st (the process was down at 15:15); the 2nd is a holiday.
+    assert!(om.on_clock(at(2, 15, 20)).unwrap().is_empty(), "no square-off order on a holiday");
+    let mut holiday = signal(at(2, 10, 0) - BASE, "buy");
+    holiday.instrument = "BANKNIFTY".into();
+    let out = om.on_signal(&holiday).unwrap();
+    let refused: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "order_refused").map(|(_, v)| (v["rule"].clone(), v["reason"].clone())).collect();
+    assert_eq!(refused.len(), 2, "both accounts: {out:?}");
+    assert_eq!(refused[0], (json!("holiday"), json!("2024-01-02 is not a trading day (Test holiday)")));
+    // The next trading day's open closes what was carried over.
+    let out = om.on_clock(at(3, 9, 15)).unwrap();
+    assert_eq!(events(&out).into_iter().filter(|(n, _)| *n == "position_carried").count(), 2);
+}
+
+#[test]
+fn a_special_session_moves_the_entry_window_and_the_square_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager_with_calendar(dir.path(), "\"15:15\"");
+    let refused = |out: &[Outcome]| events(out).into_iter().filter(|(n, _)| *n == "order_refused").map(|(_, v)| v["rule"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
+    // A Saturday: closed, except for the listed session.
+    assert_eq!(refused(&om.on_signal(&signal(at(6, 10, 0) - BASE, "buy")).unwrap()), vec!["entry_window", "entry_window"], "10:00 is not in the session");
+    assert!(refused(&om.on_signal(&signal(at(6, 18, 10) - BASE, "buy")).unwrap()).is_empty(), "18:10 is");
+    om.on_quotes(&quotes(at(6, 18, 11) - BASE, dec!(100))).unwrap();
+    assert_eq!(om.accounts_summary().unwrap()["a1"]["positions"]["NIFTY"], "2");
+    // A 15:15 square-off is fifteen minutes before the close: 18:45.
+    assert!(om.on_clock(at(6, 18, 44)).unwrap().is_empty());
+    let squared = events(&om.on_clock(at(6, 18, 45)).unwrap()).into_iter().filter(|(n, _)| *n == "square_off").count();
+    assert_eq!(squared, 2);
+}
+
+#[test]
+fn each_segment_squares_off_at_its_own_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager_with_calendar(dir.path(), "{ equity = \"15:10\", derivative = \"15:20\" }");
+    let option = "NIFTY04JAN2421600CE";
+    let mut s = signal(0, "buy");
+    om.on_signal(&s).unwrap();
+    s.instrument = option.into();
+    s.id = SignalMessage::make_id("p", "ma", "0.1.0", s.ts, 1);
+    om.on_signal(&s).unwrap();
+    om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
+    om.on_quotes(&quote_of(option, BASE + 60_000, dec!(50))).unwrap();
+    let a1 = |om: &OrderManager| om.positions_of("a1").unwrap();
+    assert_eq!(a1(&om).len(), 2);
+    let closed = |out: Vec<Outcome>| events(&out).into_iter().filter(|(n, v)| *n == "square_off" && v["account"] == "a1").map(|(_, v)| v["instrument"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
+    assert_eq!(closed(om.on_clock(at(1, 15, 10)).unwrap()), vec!["NIFTY"], "equity at 15:10");
+    assert!(closed(om.on_clock(at(1, 15, 19)).unwrap()).is_empty());
+    assert_eq!(closed(om.on_clock(at(1, 15, 20)).unwrap()), vec![option], "F&O at 15:20");
 }

@@ -209,7 +209,8 @@ mod tests {
             sizing,
             slippage_bps: Decimal::ZERO,
             product: crate::domain::Product::Mis,
-            square_off: "15:15".into(),
+            square_off: None,
+            algo_id: None,
             risk: crate::config::RiskLimits::default(),
             exits: crate::config::ExitRules::default(),
         }
@@ -292,6 +293,7 @@ mod tests {
             stop_loss: None,
             target: None,
             strength: None,
+            plugin_sha256: None,
         };
         let positions = |a: &str| -> Result<Decimal, String> { Ok(if a == "a1" { dec!(2) } else { Decimal::ZERO }) };
         // a3 was decided before a restart: not again.

@@ -1,0 +1,303 @@
+//! The exchange's trading calendar: which days NSE opens, and when. Holidays and
+//! special sessions (Muhurat trading, a late open, an early close) are data, one
+//! TOML file a year (`calendars/nse-<year>.toml`, bundled in the binary; a
+//! configuration may add or replace years). Weekends are closed unless a file
+//! lists a session on them; every other weekday is a regular 09:15–15:30 session.
+//!
+//! Times an account sets for a regular day (its entry window, its square-off) are
+//! carried to a special session by [`Hours::shift`]: a time before noon keeps its
+//! distance from the open, a later one its distance from the close, so a 15:15
+//! square-off is fifteen minutes before any session's close.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use super::time::{days_from_civil, format_hhmm, ist_day, ist_minute_of_day, parse_date, parse_hhmm, weekday};
+
+/// A day's trading hours, IST minutes of the day: `[open, close)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hours {
+    /// The first minute of trading.
+    pub open: u32,
+    /// The first minute after it.
+    pub close: u32,
+}
+
+/// A regular NSE session: 09:15–15:30.
+pub const REGULAR: Hours = Hours { open: 9 * 60 + 15, close: 15 * 60 + 30 };
+
+impl Hours {
+    /// Whether `minute` is within trading.
+    #[must_use]
+    pub fn contains(self, minute: u32) -> bool {
+        (self.open..self.close).contains(&minute)
+    }
+
+    /// A time set for a regular session, carried to this one: before noon it keeps
+    /// its distance from the open, from noon its distance from the close; within the session.
+    #[must_use]
+    pub fn shift(self, regular_minute: u32) -> u32 {
+        if self == REGULAR {
+            return regular_minute;
+        }
+        let moved = if regular_minute < 12 * 60 {
+            self.open.saturating_add(regular_minute.saturating_sub(REGULAR.open))
+        } else {
+            self.close.saturating_sub(REGULAR.close.saturating_sub(regular_minute))
+        };
+        moved.clamp(self.open, self.close)
+    }
+}
+
+/// What a listed day is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Day {
+    /// Closed, for this reason.
+    Holiday(String),
+    /// Open at these hours (a special session), named.
+    Session(String, Hours),
+}
+
+/// A calendar file or entry that could not be read: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}:{line}: {field}: {message}")]
+pub struct CalendarError {
+    /// The file.
+    pub source_name: String,
+    /// 1-based line (0: the file as a whole).
+    pub line: usize,
+    /// The entry's field.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The trading days of the years it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Calendar {
+    days: BTreeMap<i64, Day>,
+    years: BTreeSet<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    year: toml::Spanned<i64>,
+    #[serde(default)]
+    holiday: Vec<Entry>,
+    #[serde(default)]
+    session: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    date: toml::Spanned<String>,
+    name: String,
+    #[serde(default)]
+    open: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    close: Option<toml::Spanned<String>>,
+}
+
+/// The calendars bundled in the binary.
+const BUNDLED: [(&str, &str); 2] = [("calendars/nse-2025.toml", include_str!("../../../calendars/nse-2025.toml")), ("calendars/nse-2026.toml", include_str!("../../../calendars/nse-2026.toml"))];
+
+impl Calendar {
+    /// NSE's calendar as bundled (the years of `calendars/`).
+    ///
+    /// # Panics
+    /// Never: the bundled files are checked by a unit test.
+    #[must_use]
+    pub fn nse() -> Self {
+        let mut c = Self::default();
+        for (name, text) in BUNDLED {
+            match Self::parse(name, text) {
+                Ok(year) => c.extend(year),
+                Err(e) => tracing::error!("bundled calendar: {e}"),
+            }
+        }
+        c
+    }
+
+    /// Read one year's file; `source_name` names it in errors.
+    ///
+    /// # Errors
+    /// Not TOML, an unknown field, a date that is not `YYYY-MM-DD` of the file's
+    /// year, a session without `open` and `close` or with `close` not after `open`,
+    /// a holiday with times, a day listed twice.
+    pub fn parse(source_name: &str, text: &str) -> Result<Self, CalendarError> {
+        let line_of = |offset: usize| text.get(..offset).map_or(0, |t| t.matches('\n').count() + 1);
+        let err = |offset: usize, field: &str, message: String| CalendarError { source_name: source_name.to_owned(), line: line_of(offset), field: field.to_owned(), message };
+        let file: File = toml::from_str(text).map_err(|e| err(e.span().map_or(0, |s| s.start), "(file)", e.message().trim().to_owned()))?;
+        let year = *file.year.get_ref();
+        if !(1990..=2200).contains(&year) {
+            return Err(err(file.year.span().start, "year", format!("{year} is not a calendar year")));
+        }
+        let mut c = Self { days: BTreeMap::new(), years: BTreeSet::from([year]) };
+        for (kind, entries) in [("holiday", file.holiday), ("session", file.session)] {
+            for e in entries {
+                let at = e.date.span().start;
+                let day = parse_date(e.date.get_ref()).ok_or_else(|| err(at, &format!("{kind}.date"), format!("{:?}: expected YYYY-MM-DD", e.date.get_ref())))?;
+                if !(days_from_civil(year, 1, 1)..days_from_civil(year + 1, 1, 1)).contains(&day) {
+                    return Err(err(at, &format!("{kind}.date"), format!("{} is not in {year}, the file's year", e.date.get_ref())));
+                }
+                let time = |t: &Option<toml::Spanned<String>>, field: &str| -> Result<Option<u32>, CalendarError> {
+                    t.as_ref().map(|t| parse_hhmm(t.get_ref()).ok_or_else(|| err(t.span().start, &format!("{kind}.{field}"), format!("{:?}: expected HH:MM", t.get_ref())))).transpose()
+                };
+                let (open, close) = (time(&e.open, "open")?, time(&e.close, "close")?);
+                let entry = match (kind, open, close) {
+                    ("holiday", None, None) => Day::Holiday(e.name),
+                    ("holiday", ..) => return Err(err(at, "holiday", format!("{}: a holiday has no open or close; list a shortened day as a [[session]]", e.date.get_ref()))),
+                    (_, Some(open), Some(close)) if open < close => Day::Session(e.name, Hours { open, close }),
+                    (_, Some(_), Some(_)) => return Err(err(at, "session.close", format!("{}: the close is not after the open", e.date.get_ref()))),
+                    _ => return Err(err(at, "session", format!("{}: a session needs both open and close (HH:MM)", e.date.get_ref()))),
+                };
+                if c.days.insert(day, entry).is_some() {
+                    return Err(err(at, &format!("{kind}.date"), format!("{} is listed twice", e.date.get_ref())));
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// Add `other`'s years, replacing any year both have.
+    pub fn extend(&mut self, other: Self) {
+        for year in &other.years {
+            let (from, to) = (days_from_civil(*year, 1, 1), days_from_civil(year + 1, 1, 1));
+            self.days.retain(|d, _| !(from..to).contains(d));
+        }
+        self.years.extend(other.years);
+        self.days.extend(other.days);
+    }
+
+    /// Whether a file for `year` was read (other years: weekdays open, weekends closed).
+    #[must_use]
+    pub fn knows(&self, year: i64) -> bool {
+        self.years.contains(&year)
+    }
+
+    /// The years it knows.
+    #[must_use]
+    pub fn years(&self) -> Vec<i64> {
+        self.years.iter().copied().collect()
+    }
+
+    /// The trading hours of IST day `day` (days since 1970-01-01); `None` when closed.
+    #[must_use]
+    pub fn hours(&self, day: i64) -> Option<Hours> {
+        match self.days.get(&day) {
+            Some(Day::Holiday(_)) => None,
+            Some(Day::Session(_, hours)) => Some(*hours),
+            None if weekday(day) >= 5 => None,
+            None => Some(REGULAR),
+        }
+    }
+
+    /// Why day `day` is closed (`Republic Day`, `a Sunday`); `None` when it trades.
+    #[must_use]
+    pub fn closed_because(&self, day: i64) -> Option<String> {
+        match self.days.get(&day) {
+            Some(Day::Holiday(name)) => Some(name.clone()),
+            Some(Day::Session(..)) => None,
+            None => match weekday(day) {
+                5 => Some("a Saturday".into()),
+                6 => Some("a Sunday".into()),
+                _ => None,
+            },
+        }
+    }
+
+    /// A listed special session on `day`, by name.
+    #[must_use]
+    pub fn session_name(&self, day: i64) -> Option<&str> {
+        match self.days.get(&day) {
+            Some(Day::Session(name, _)) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Whether the market trades at `ts_ms`.
+    #[must_use]
+    pub fn is_open(&self, ts_ms: i64) -> bool {
+        self.hours(ist_day(ts_ms)).is_some_and(|h| h.contains(ist_minute_of_day(ts_ms)))
+    }
+
+    /// `09:15-15:30`, or `closed (Republic Day)`, for messages.
+    #[must_use]
+    pub fn describe(&self, day: i64) -> String {
+        match (self.hours(day), self.closed_because(day)) {
+            (Some(h), _) => format!("{}-{}", format_hhmm(h.open), format_hhmm(h.close)),
+            (None, Some(why)) => format!("closed ({why})"),
+            (None, None) => "closed".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(y: i64, m: u32, d: u32) -> i64 {
+        days_from_civil(y, m, d)
+    }
+
+    #[test]
+    fn the_bundled_files_read_and_know_their_holidays() {
+        for (name, text) in BUNDLED {
+            Calendar::parse(name, text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let c = Calendar::nse();
+        assert_eq!(c.years(), vec![2025, 2026]);
+        assert_eq!(c.hours(day(2026, 1, 26)), None);
+        assert_eq!(c.closed_because(day(2026, 1, 26)).as_deref(), Some("Republic Day"));
+        assert_eq!(c.hours(day(2026, 1, 27)), Some(REGULAR), "a Tuesday");
+        assert_eq!(c.closed_because(day(2026, 1, 24)).as_deref(), Some("a Saturday"));
+        // Muhurat 2025: a holiday with an hour of trading.
+        let muhurat = c.hours(day(2025, 10, 21)).unwrap();
+        assert_eq!((muhurat.open, muhurat.close), (13 * 60 + 45, 14 * 60 + 45));
+        // A year without a file: weekdays trade.
+        assert!(!c.knows(2024));
+        assert_eq!(c.hours(day(2024, 1, 26)), Some(REGULAR));
+    }
+
+    #[test]
+    fn times_move_with_a_special_session() {
+        let muhurat = Hours { open: 18 * 60, close: 19 * 60 };
+        assert_eq!(muhurat.shift(15 * 60 + 15), 18 * 60 + 45, "a square-off 15 minutes before the close stays 15 minutes before it");
+        assert_eq!(muhurat.shift(9 * 60 + 15), 18 * 60, "the entry window's start is the session's open");
+        assert_eq!(muhurat.shift(9 * 60 + 30), 18 * 60 + 15);
+        let late = Hours { open: 11 * 60, close: 15 * 60 + 30 };
+        assert_eq!(late.shift(9 * 60 + 20), 11 * 60 + 5);
+        assert_eq!(late.shift(15 * 60 + 20), 15 * 60 + 20, "a regular close keeps a regular square-off");
+        let short = Hours { open: 9 * 60 + 15, close: 9 * 60 + 30 };
+        assert_eq!(short.shift(11 * 60 + 59), 9 * 60 + 30, "clamped to the session");
+        assert_eq!(REGULAR.shift(15 * 60 + 15), 15 * 60 + 15);
+    }
+
+    #[test]
+    fn bad_files_name_their_line_and_field() {
+        let e = Calendar::parse("c.toml", "year = 2027\n[[holiday]]\ndate = \"2027-02-30\"\nname = \"x\"\n").unwrap_err();
+        assert_eq!(e.to_string(), "c.toml:3: holiday.date: \"2027-02-30\": expected YYYY-MM-DD");
+        let e = Calendar::parse("c.toml", "year = 2027\n[[holiday]]\ndate = \"2026-12-25\"\nname = \"x\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:3: holiday.date: 2026-12-25 is not in 2027"), "{e}");
+        let e = Calendar::parse("c.toml", "year = 2027\n[[session]]\ndate = \"2027-11-07\"\nname = \"m\"\nopen = \"19:00\"\nclose = \"18:00\"\n").unwrap_err();
+        assert_eq!(e.field, "session.close");
+        let e = Calendar::parse("c.toml", "year = 2027\n[[session]]\ndate = \"2027-11-07\"\nname = \"m\"\nopen = \"25:00\"\nclose = \"18:00\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "session.open"));
+        let e = Calendar::parse("c.toml", "year = 2027\n[[holiday]]\ndate = \"2027-01-26\"\nname = \"x\"\n[[holiday]]\ndate = \"2027-01-26\"\nname = \"y\"\n").unwrap_err();
+        assert!(e.message.contains("listed twice"), "{e}");
+        let e = Calendar::parse("c.toml", "year = 2027\nholidays = []\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn a_later_file_replaces_its_year_only() {
+        let mut c = Calendar::nse();
+        c.extend(Calendar::parse("x.toml", "year = 2026\n[[session]]\ndate = \"2026-11-08\"\nname = \"Muhurat\"\nopen = \"18:00\"\nclose = \"19:00\"\n").unwrap());
+        assert_eq!(c.hours(day(2026, 1, 26)), Some(REGULAR), "2026 is now the new file's");
+        assert_eq!(c.hours(day(2026, 11, 8)), Some(Hours { open: 18 * 60, close: 19 * 60 }), "a Sunday session");
+        assert_eq!(c.hours(day(2025, 12, 25)), None, "2025 untouched");
+    }
+}
