@@ -83,12 +83,14 @@ pub enum Sizing {
         /// Units per order.
         qty: u64,
     },
-    /// F&O lots.
+    /// F&O lots, of the contract traded: its lot per `[market] contracts` (by
+    /// underlying and expiry), else `lot_size`.
     Lots {
         /// Lots per order.
         lots: u64,
-        /// Units per lot (75 for NIFTY).
-        lot_size: u64,
+        /// Units per lot for contracts the contract rules do not list.
+        #[serde(default)]
+        lot_size: Option<u64>,
     },
     /// A percentage of capital at the signal's price.
     Percent {
@@ -269,9 +271,20 @@ pub struct MarketSection {
     /// Trading calendars to add to the bundled ones (NSE 2025 and 2026), one file a
     /// year, relative to this file: a year listed here replaces the bundled year.
     pub calendars: Vec<String>,
+    /// Contract rules (freeze quantities, lot sizes by expiry) replacing the bundled
+    /// `contracts/nse.toml`, relative to this file.
+    pub contracts: Option<String>,
+    /// The contract rules in force: the bundled ones, or `contracts`.
+    #[serde(skip, default = "nse_contracts")]
+    pub contract_rules: std::sync::Arc<crate::domain::contracts::ContractRules>,
     /// The trading calendar: the bundled years with `calendars` read over them.
     #[serde(skip, default = "nse_calendar")]
     pub calendar: std::sync::Arc<crate::domain::calendar::Calendar>,
+}
+
+fn nse_contracts() -> std::sync::Arc<crate::domain::contracts::ContractRules> {
+    static NSE: std::sync::OnceLock<std::sync::Arc<crate::domain::contracts::ContractRules>> = std::sync::OnceLock::new();
+    NSE.get_or_init(|| std::sync::Arc::new(crate::domain::contracts::ContractRules::nse())).clone()
 }
 
 fn nse_calendar() -> std::sync::Arc<crate::domain::calendar::Calendar> {
@@ -281,7 +294,7 @@ fn nse_calendar() -> std::sync::Arc<crate::domain::calendar::Calendar> {
 
 impl Default for MarketSection {
     fn default() -> Self {
-        Self { tick: Decimal::new(5, 2), band_pct: Decimal::from(20), max_price: Decimal::from(10_000_000), calendars: Vec::new(), calendar: nse_calendar() }
+        Self { tick: Decimal::new(5, 2), band_pct: Decimal::from(20), max_price: Decimal::from(10_000_000), calendars: Vec::new(), contracts: None, contract_rules: nse_contracts(), calendar: nse_calendar() }
     }
 }
 
@@ -702,6 +715,9 @@ impl Config {
         let mut config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, market: doc.market, telegram: doc.telegram };
         config.validate(text)?;
         config.market.calendar = std::sync::Arc::new(config.load_calendars(text)?);
+        if let Some(rules) = config.load_contracts(text)? {
+            config.market.contract_rules = std::sync::Arc::new(rules);
+        }
         Ok(config)
     }
 
@@ -717,6 +733,15 @@ impl Config {
             calendar.extend(year);
         }
         Ok(calendar)
+    }
+
+    /// `[market] contracts`, when set.
+    fn load_contracts(&self, text: &str) -> Result<Option<crate::domain::contracts::ContractRules>, ConfigError> {
+        let Some(file) = &self.market.contracts else { return Ok(None) };
+        let offset = text.find("contracts").unwrap_or(0);
+        let resolved = self.path.parent().map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
+        let body = std::fs::read_to_string(&resolved).map_err(|e| error_at(&self.path, text, offset, "market.contracts", format!("{}: cannot read: {e}", resolved.display())))?;
+        crate::domain::contracts::ContractRules::parse(&resolved.display().to_string(), &body).map(Some).map_err(|e| error_at(&self.path, text, offset, "market.contracts", e.to_string()))
     }
 
     fn validate(&self, text: &str) -> Result<(), ConfigError> {
@@ -766,7 +791,7 @@ impl Config {
             }
             let bad_size = match &a.sizing {
                 Sizing::Fixed { qty } => (*qty == 0).then_some("qty must be at least 1"),
-                Sizing::Lots { lots, lot_size } => (*lots == 0 || *lot_size == 0).then_some("lots and lot_size must be at least 1"),
+                Sizing::Lots { lots, lot_size } => (*lots == 0 || *lot_size == Some(0)).then_some("lots and lot_size must be at least 1"),
                 Sizing::Percent { percent } | Sizing::Risk { percent } => {
                     (*percent <= Decimal::ZERO || *percent > Decimal::ONE_HUNDRED).then_some("percent must be within (0, 100]")
                 }
@@ -1031,7 +1056,7 @@ kind = "ema"
     fn a_good_file() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.accounts[0].slippage_bps, Decimal::new(15, 1));
-        assert_eq!(c.accounts[0].sizing, Sizing::Lots { lots: 2, lot_size: 75 });
+        assert_eq!(c.accounts[0].sizing, Sizing::Lots { lots: 2, lot_size: Some(75) });
         let p = &c.pipelines[0];
         assert_eq!(p.timeframe_secs(), 300);
         let mut params = p.param_pairs();

@@ -150,6 +150,8 @@ pub struct State {
     pub messages: Vec<(String, String)>,
     /// Telegram: at most this many messages a second before 429.
     pub per_second: usize,
+    /// The exchange's freeze quantity per trading symbol: a larger order is refused, as NSE refuses it.
+    pub freeze: HashMap<String, Decimal>,
     /// Upstox: trading symbol of each instrument token (positions name both).
     pub symbols: HashMap<String, String>,
     /// Upstox: the one-time market-feed address `GET /v3/feed/market-data-feed/authorize` hands out.
@@ -214,6 +216,7 @@ impl MockServer {
             ltp: HashMap::new(),
             messages: Vec::new(),
             per_second: 1000,
+            freeze: HashMap::new(),
             symbols: HashMap::new(),
             feed_url: None,
             portfolio_url: None,
@@ -704,6 +707,9 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
         _ => {}
     }
     let Ok(qty) = qty.trim_matches('"').parse::<Decimal>() else { return refusal(s.flavor, "Invalid quantity") };
+    if s.freeze.get(symbol).is_some_and(|limit| qty > *limit) {
+        return refusal(s.flavor, "Quantity freeze: the order quantity is above the exchange's freeze limit for this contract.");
+    }
     let id = next_id(s);
     let script = s.scripts.pop_front().or_else(|| s.default_script.clone());
     let placed_at = s.clock.clone().unwrap_or_else(ist_now);

@@ -110,7 +110,7 @@ fn settings(cancel_after: Option<Duration>) -> RouterSettings {
 
 fn start(v: &Venue, settings: RouterSettings) -> (LiveRouter, tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let link = AccountLink { account: "acct".into(), broker: v.broker.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None };
+    let link = AccountLink { account: "acct".into(), broker: v.broker.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
     (LiveRouter::start(vec![link], v.master.clone(), settings, tx), rx)
 }
 

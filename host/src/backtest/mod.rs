@@ -469,7 +469,7 @@ impl<'a> Engine<'a> {
         let price = quotes.iter().find(|(n, _)| *n == signal.instrument).map(|(_, q)| q.close);
         let i = self.book(&signal.instrument);
         let effective = self.books[i].effective();
-        let rules = Rules { mode: self.config.mode, sizing: &self.sizing, capital: self.config.capital };
+        let rules = Rules { mode: self.config.mode, sizing: &self.sizing, capital: self.config.capital, lot: None };
         match intent(rules, signal.side.as_str(), effective, price, signal.stop_loss) {
             Ok(Some(mut order)) => {
                 // From the square-off time on, only the closing part of a signal is kept.

@@ -234,6 +234,8 @@ pub struct AccountLink {
     pub protection_pct: Decimal,
     /// The regulator's algo id, sent with each order where the broker takes one.
     pub algo_id: Option<String>,
+    /// Placements a second per exchange segment (the slices of a large order are paced by it).
+    pub orders_per_sec: usize,
 }
 
 impl std::fmt::Debug for AccountLink {
@@ -351,7 +353,7 @@ impl LiveRouter {
         for link in links {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(link.account.clone(), tx);
-            let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None };
+            let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None, placed: HashMap::new() };
             tokio::spawn(worker.run(rx));
         }
         Self { senders, brokers, open, master: instruments, syncing: Arc::default() }
@@ -469,6 +471,8 @@ struct Worker {
     claimed: HashSet<String>,
     /// Why the account is paused, if it is.
     paused: Option<String>,
+    /// When the latest placements went out, per segment (at most `orders_per_sec` a second).
+    placed: HashMap<Segment, std::collections::VecDeque<tokio::time::Instant>>,
 }
 
 /// How a placement ended.
@@ -657,6 +661,22 @@ impl Worker {
         });
     }
 
+    /// Wait until a placement in `segment` keeps the account within its order rate.
+    async fn pace(&mut self, segment: Segment) {
+        let limit = self.link.orders_per_sec.max(1);
+        let recent = self.placed.entry(segment).or_default();
+        let second = Duration::from_secs(1);
+        while recent.front().is_some_and(|t| t.elapsed() >= second) {
+            recent.pop_front();
+        }
+        if recent.len() >= limit
+            && let Some(first) = recent.pop_front()
+        {
+            tokio::time::sleep_until(first + second).await;
+        }
+        recent.push_back(tokio::time::Instant::now());
+    }
+
     /// Place `o`, never twice: after anything ambiguous, look before placing again.
     async fn place(&mut self, o: &LiveOrder) -> Placed {
         let req = loop {
@@ -686,6 +706,7 @@ impl Worker {
                 return Placed::Refused(format!("not placed after {attempt} attempts (last: {last_error}); not in the broker's order book"));
             }
             attempt += 1;
+            self.pace(req.segment).await;
             match broker.place(&req).await {
                 Ok(id) => return Placed::Accepted(id),
                 Err(BrokerError::Rejected(reason)) => return Placed::Refused(reason),
@@ -949,7 +970,7 @@ mod tests {
         };
         let first = paper.place(&req).await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: paper.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None };
+        let link = AccountLink { account: "a".into(), broker: paper.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
         let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
         assert!(router.send(order("th1", "RELIANCE", false)));
@@ -988,7 +1009,7 @@ mod tests {
     async fn an_unknown_symbol_is_refused_before_anything_is_sent() {
         let venue = Arc::new(Wrapped::new("kite", |o| o));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None };
+        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), RouterSettings::default(), tx);
         router.send(order("th9", "NOSUCH", true));
         match rx.recv().await {
@@ -1025,7 +1046,7 @@ mod tests {
             o
         }));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None };
+        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
         let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
         router.send(order("th5", "RELIANCE", true));

@@ -31,6 +31,8 @@ pub enum Event {
     SquareOff { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64 },
     /// An intraday position was left open past its session and is closed at the open.
     PositionCarried { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64, detail: String },
+    /// An order above its instrument's freeze quantity goes out as `slices` child orders.
+    OrderSliced { client_order_id: String, account: String, instrument: String, qty: String, slices: usize, freeze_qty: u64 },
     /// A basket's buy legs are sent.
     BasketPlaced { basket: String, account: String, legs: usize },
     /// Every leg of a basket filled.
@@ -182,6 +184,7 @@ impl Event {
             Self::ExitTriggered { .. } => "exit_triggered",
             Self::SquareOff { .. } => "square_off",
             Self::PositionCarried { .. } => "position_carried",
+            Self::OrderSliced { .. } => "order_sliced",
             Self::BasketPlaced { .. } => "basket_placed",
             Self::BasketComplete { .. } => "basket_complete",
             Self::BasketFailed { .. } => "basket_failed",

@@ -216,7 +216,7 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<()> {
             mode: account.mode,
             qty: match account.sizing {
                 crate::config::Sizing::Fixed { qty } => qty,
-                crate::config::Sizing::Lots { lots, lot_size } => lots.saturating_mul(lot_size),
+                crate::config::Sizing::Lots { lots, lot_size } => lots.saturating_mul(lot_size.unwrap_or(1)),
                 _ => 0,
             },
             capital: account.capital,

@@ -3,6 +3,7 @@
 //! FIFO position and its fill rule, and IST time. Nothing here imports another module of the crate.
 
 pub mod calendar;
+pub mod contracts;
 pub mod money;
 pub mod position;
 pub mod secret;

@@ -15,7 +15,7 @@ use super::report::csv_field;
 use crate::domain::time::{format_iso_ist, ist_day, parse_date};
 
 /// The columns, in order.
-pub const HEADER: &str = "exchange_time,recorded_at,client_order_id,account,algo_id,exchange,instrument,side,qty,state,filled_qty,average_price,broker_order_id,signal_id,signal_time,pipeline,plugin,plugin_version,plugin_sha256,decision,rule,detail";
+pub const HEADER: &str = "exchange_time,recorded_at,client_order_id,parent_order_id,slice,account,algo_id,exchange,instrument,side,qty,state,filled_qty,average_price,broker_order_id,signal_id,signal_time,pipeline,plugin,plugin_version,plugin_sha256,decision,rule,detail";
 
 /// An ISO time in IST with milliseconds: `2024-01-01T09:15:00.250+05:30`.
 fn iso_ms(ts: i64) -> String {
@@ -30,6 +30,8 @@ struct Row {
     exchange_time: i64,
     recorded_at: Option<i64>,
     coid: Option<String>,
+    parent: Option<String>,
+    slice: Option<String>,
     account: String,
     algo_id: Option<String>,
     instrument: String,
@@ -80,13 +82,14 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
     }
     // Journals from before these columns: the fields stay empty.
     let algo = if has("orders", "algo_id")? { "o.algo_id" } else { "NULL" };
+    let (parent, slice) = if has("orders", "parent")? { ("o.parent", "o.slice") } else { ("NULL", "NULL") };
     let plugin = if has("signals", "plugin_sha256")? { "s.plugin, s.plugin_version, s.plugin_sha256" } else { "NULL, NULL, NULL" };
     let mut rows = Vec::new();
     // Every decision, with its order where it made one.
     let sql = format!(
-        "SELECT d.signal_id, d.account, d.outcome, d.client_order_id, d.at, s.ts, s.pipeline, s.instrument, s.side, {plugin},
-                o.qty, o.state, o.filled_qty, o.broker_order_id, o.created_at, o.side, {algo}
-         FROM decisions d LEFT JOIN signals s ON s.signal_id = d.signal_id LEFT JOIN orders o ON o.client_order_id = d.client_order_id"
+        "SELECT d.signal_id, d.account, d.outcome, COALESCE(o.client_order_id, d.client_order_id), d.at, s.ts, s.pipeline, s.instrument, s.side, {plugin},
+                o.qty, o.state, o.filled_qty, o.broker_order_id, o.created_at, o.side, {algo}, {parent}, {slice}
+         FROM decisions d LEFT JOIN signals s ON s.signal_id = d.signal_id LEFT JOIN orders o ON o.client_order_id = d.client_order_id OR {parent} = d.client_order_id"
     );
     let mut stmt = db.prepare(&sql)?;
     let mut q = stmt.query([])?;
@@ -101,6 +104,8 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
             coid: r.get(3)?,
             account: r.get(1)?,
             algo_id: r.get(18)?,
+            parent: r.get(19)?,
+            slice: r.get(20)?,
             instrument: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
             side: r.get::<_, Option<String>>(17)?.or(r.get(8)?).unwrap_or_default(),
             qty: r.get(12)?,
@@ -123,8 +128,8 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
     drop(stmt);
     // The orders the host made itself: no decision names them.
     let sql = format!(
-        "SELECT o.client_order_id, o.account, o.pipeline, o.instrument, o.side, o.qty, o.state, o.filled_qty, o.broker_order_id, o.created_at, o.not_before, o.signal_id, {algo}
-         FROM orders o WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.client_order_id = o.client_order_id)"
+        "SELECT o.client_order_id, o.account, o.pipeline, o.instrument, o.side, o.qty, o.state, o.filled_qty, o.broker_order_id, o.created_at, o.not_before, o.signal_id, {algo}, {parent}, {slice}
+         FROM orders o WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.client_order_id = o.client_order_id OR d.client_order_id = {parent})"
     );
     let mut stmt = db.prepare(&sql)?;
     let mut q = stmt.query([])?;
@@ -143,6 +148,8 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
             exchange_time: r.get(10)?,
             signal_id: r.get(11)?,
             algo_id: r.get(12)?,
+            parent: r.get(13)?,
+            slice: r.get(14)?,
             decision: "order".into(),
             rule: pipeline.clone(),
             detail: format!("the host's own {pipeline} order"),
@@ -169,7 +176,12 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
             row.filled.get_or_insert_with(|| units.to_string());
         }
     }
-    rows.sort_by(|a, b| (a.exchange_time, a.recorded_at, &a.account, &a.coid).cmp(&(b.exchange_time, b.recorded_at, &b.account, &b.coid)));
+    // Slices in their order: `2/3` by its number.
+    let place = |r: &Row| r.slice.as_deref().and_then(|s| s.split('/').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    rows.sort_by(|a, b| {
+        let key = |r: &Row| (r.exchange_time, r.account.clone(), r.parent.clone().or_else(|| r.coid.clone()), place(r));
+        key(a).cmp(&key(b))
+    });
     let mut out = String::from(HEADER);
     out.push('\n');
     let opt = |t: &Option<String>| t.clone().unwrap_or_default();
@@ -179,6 +191,8 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
             iso_ms(r.exchange_time),
             r.recorded_at.map(iso_ms).unwrap_or_default(),
             opt(&r.coid),
+            opt(&r.parent),
+            opt(&r.slice),
             r.account.clone(),
             opt(&r.algo_id),
             exchange,

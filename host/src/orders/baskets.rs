@@ -34,7 +34,7 @@ impl OrderManager {
                 .map_err(jerr)?;
             }
             out.push(Outcome::Event(Event::BasketPlaced { basket: basket.id.clone(), account: basket.account.clone(), legs: basket.legs.len() }));
-            out.extend(send_legs(&tx, &self.config.market.calendar, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
+            out.extend(send_legs(&tx, &self.config.market, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
         }
         let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
@@ -73,7 +73,7 @@ pub struct Basket {
 /// leg fails the basket. Returns events.
 pub(super) fn send_legs(
     tx: &rusqlite::Transaction<'_>,
-    calendar: &crate::domain::calendar::Calendar,
+    market: &crate::config::MarketSection,
     last: &HashMap<String, (i64, Decimal)>,
     account: &crate::config::Account,
     basket_id: &str,
@@ -90,7 +90,12 @@ pub(super) fn send_legs(
         let intent = Intent { side, qty: dec(&qty)? };
         let position = OrderManager::effective_position(tx, id, &instrument)?;
         let price = last.get(&instrument).map(|(_, p)| *p);
-        let ctx = self_risk_context(tx, calendar, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
+        let ctx = self_risk_context(tx, &market.calendar, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
+        // A leg goes out as one order: one above the exchange's freeze quantity would be frozen.
+        if let Some(freeze) = market.contract_rules.freeze_qty(&instrument).filter(|f| intent.qty > Decimal::from(*f)) {
+            tx.exec("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
+            return fail_basket(tx, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by freeze_qty: above the freeze quantity {freeze}; split it into legs of at most {freeze}", side.as_str()), ts);
+        }
         if let Err(refusal) = risk::check(&account.risk, &ctx, &intent) {
             tx.exec("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
             return fail_basket(tx, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by {}: {}", side.as_str(), refusal.rule, refusal.reason), ts);
@@ -123,7 +128,8 @@ pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reaso
         for (idx, instrument, side, qty) in &filled {
             // Close what the leg opened: the opposite side, same quantity.
             let signed = dec(qty)? * side_of(side)?.sign();
-            queue_close(tx, &account, instrument, signed, &format!("unwind/{basket_id}/{idx}"), "basket-unwind", ts, Decimal::ZERO)?;
+            // A leg is within its freeze quantity (refused otherwise), and so is its unwind.
+            queue_close(tx, None, &account, instrument, signed, &format!("unwind/{basket_id}/{idx}"), "basket-unwind", ts, Decimal::ZERO)?;
             unwound.push(instrument.clone());
         }
     }
@@ -153,7 +159,7 @@ pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, l
         if state == "buying" {
             tx.exec("UPDATE baskets SET state = 'selling' WHERE basket_id = ?1", [&basket_id])?;
             if let Some(account) = config.account(&account_id) {
-                out.extend(send_legs(tx, &config.market.calendar, last, account, &basket_id, OrderSide::Sell, ts)?);
+                out.extend(send_legs(tx, &config.market, last, account, &basket_id, OrderSide::Sell, ts)?);
             }
         } else {
             tx.exec("UPDATE baskets SET state = 'complete' WHERE basket_id = ?1", [&basket_id])?;

@@ -31,7 +31,7 @@ impl OrderManager {
             let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
             let mis = cfg.is_some_and(|a| a.product == crate::domain::Product::Mis);
             if let Some(due) = cfg.map(|a| square_off_due(tx, config, a, &account, &quote.instrument, ts)).transpose()?.flatten() {
-                out.extend(due.queue(tx, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
+                out.extend(due.queue(tx, config, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
                 continue;
             }
             if triggered {
@@ -54,7 +54,9 @@ impl OrderManager {
             save_exit(tx, &account, &quote.instrument, &exit)?;
             if let Some(reason) = reason {
                 let key = format!("{reason}/{account}/{}/{ts}", quote.instrument);
-                if queue_close(tx, &account, &quote.instrument, qty, &key, reason, ts, slippage)? {
+                let (new, sliced) = queue_close(tx, Some(config), &account, &quote.instrument, qty, &key, reason, ts, slippage)?;
+                out.extend(sliced);
+                if new {
                     out.push(Outcome::Event(Event::ExitTriggered {
                         account: account.clone(),
                         instrument: quote.instrument.clone(),
@@ -126,13 +128,16 @@ pub(super) struct SquareOff {
 
 impl SquareOff {
     /// Record the closing order (once per key) and mark the exit as done; the events to publish.
-    pub(super) fn queue(&self, tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, qty: Decimal, slippage: Decimal, price: Option<Decimal>) -> rusqlite::Result<Vec<Outcome>> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn queue(&self, tx: &rusqlite::Transaction<'_>, config: &Config, account: &str, instrument: &str, qty: Decimal, slippage: Decimal, price: Option<Decimal>) -> rusqlite::Result<Vec<Outcome>> {
         tx.exec("UPDATE exits SET triggered = 1 WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
-        if !queue_close(tx, account, instrument, qty, &self.key, self.reason, self.not_before, slippage)? {
+        let (new, sliced) = queue_close(tx, Some(config), account, instrument, qty, &self.key, self.reason, self.not_before, slippage)?;
+        if !new {
             return Ok(Vec::new());
         }
         let (account, instrument, reason, price, qty, due) = (account.to_owned(), instrument.to_owned(), self.reason.to_owned(), price.map(|p| p.to_string()), qty.abs().to_string(), self.not_before);
         let mut out = vec![Outcome::Event(Event::SquareOff { account: account.clone(), instrument: instrument.clone(), reason: reason.clone(), price: price.clone(), qty: qty.clone(), due })];
+        out.extend(sliced);
         if self.reason == "carried" {
             let detail = "an intraday position was left open past its session; squared off at the open".to_owned();
             out.push(Outcome::Event(Event::PositionCarried { account, instrument, reason, price, qty, due, detail }));
@@ -299,15 +304,23 @@ pub(super) fn cancel_entries_at_square_off(
 pub const CLOSE_REASONS: [&str; 7] = ["stop-loss", "target", "trailing-stop", "square-off", "carried", "flatten", "basket-unwind"];
 
 /// Record a market order that closes `account`'s position in `instrument`
-/// (an exit, a square-off, a flatten), keyed so that it is placed once.
+/// (an exit, a square-off, a flatten), keyed so that it is placed once; sliced
+/// above the freeze quantity under `config`'s rules (`None`: never). Returns
+/// whether it is new, and the slicing's event.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn queue_close(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, qty: Decimal, key: &str, reason: &str, not_before: i64, slippage: Decimal) -> rusqlite::Result<bool> {
+pub(super) fn queue_close(
+    tx: &rusqlite::Transaction<'_>,
+    config: Option<&Config>,
+    account: &str,
+    instrument: &str,
+    qty: Decimal,
+    key: &str,
+    reason: &str,
+    not_before: i64,
+    slippage: Decimal,
+) -> rusqlite::Result<(bool, Option<Outcome>)> {
     let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
     let coid = client_order_id(key, account);
-    let now = now_ms();
-    Ok(tx.exec(
-        "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, algo_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, (SELECT value FROM settings WHERE key = 'algo/' || ?3))",
-        params![coid, key, account, reason, instrument, side.as_str(), qty.abs().to_string(), not_before, slippage.to_string(), now],
-    )? == 1)
+    let order = super::slicing::NewOrder { coid: &coid, signal_id: key, account, pipeline: reason, instrument, side, qty: qty.abs(), not_before, slippage, stop_loss: None, target: None, opens: false };
+    super::slicing::record_order(tx, config, &order)
 }

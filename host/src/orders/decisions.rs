@@ -91,14 +91,12 @@ impl OrderManager {
                             )?;
                         }
                         let coid = client_order_id(&s.id, account_id);
-                        tx.exec(
-                            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, stop_loss, target, opens, algo_id)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12, ?13, (SELECT value FROM settings WHERE key = 'algo/' || ?3))",
-                            params![
-                                coid, s.id, account_id, s.pipeline, s.instrument, i.side.as_str(), i.qty.to_string(), s.ts, account.slippage_bps.to_string(), now,
-                                s.stop_loss.map(|d| d.to_string()), s.target.map(|d| d.to_string()), opens
-                            ],
-                        )?;
+                        let order = super::slicing::NewOrder {
+                            coid: &coid, signal_id: &s.id, account: account_id, pipeline: &s.pipeline, instrument: &s.instrument, side: i.side, qty: i.qty,
+                            not_before: s.ts, slippage: account.slippage_bps, stop_loss: s.stop_loss, target: s.target, opens,
+                        };
+                        let (_, sliced) = super::slicing::record_order(&tx, Some(&config), &order)?;
+                        out.extend(sliced);
                         (format!("order {} {} {}", i.side.as_str(), i.qty, s.instrument), Some(coid))
                     }
                     Ok(None) => ("nothing to do".to_owned(), None),

@@ -28,6 +28,7 @@ mod paper;
 pub mod report;
 pub mod risk;
 pub mod service;
+pub mod slicing;
 pub mod state;
 
 pub use baskets::{Basket, BasketLeg};
@@ -206,7 +207,7 @@ impl OrderManager {
         // signal's plugin, version and sha256, for the audit export.
         let added = [
             ("orders", "stop_loss TEXT"), ("orders", "target TEXT"), ("orders", "broker_order_id TEXT"), ("orders", "filled_qty TEXT"), ("orders", "reference_price TEXT"),
-            ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"),
+            ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"), ("orders", "parent TEXT"), ("orders", "slice TEXT"),
             ("signals", "plugin TEXT"), ("signals", "plugin_version TEXT"), ("signals", "plugin_sha256 TEXT"),
         ];
         for (table, column) in added {
@@ -296,6 +297,23 @@ impl OrderManager {
             .map_err(self.err())
     }
 
+    /// For a slice: its parent, its place (`2/3`), and the parent's quantity and what of it has filled.
+    fn parent_progress(&self, coid: &str) -> Result<Option<(String, String, Decimal, Decimal)>, OrderError> {
+        let row: Option<(Option<String>, Option<String>)> = self.db.row("SELECT parent, slice FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(self.err())?;
+        let Some((Some(parent), slice)) = row else { return Ok(None) };
+        let mut stmt = self.db.prepare_cached("SELECT o.qty, (SELECT group_concat(f.qty, ' ') FROM fills f WHERE f.client_order_id = o.client_order_id) FROM orders o WHERE o.parent = ?1").map_err(self.err())?;
+        let rows = stmt.query_map([&parent], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))).map_err(self.err())?;
+        let (mut qty, mut filled) = (Decimal::ZERO, Decimal::ZERO);
+        for row in rows {
+            let (q, fills) = row.map_err(self.err())?;
+            qty += dec(&q).map_err(self.err())?;
+            for f in fills.as_deref().unwrap_or_default().split_whitespace() {
+                filled += dec(f).map_err(self.err())?;
+            }
+        }
+        Ok(Some((parent, slice.unwrap_or_default(), qty, filled)))
+    }
+
     fn order_message(&self, coid: &str, state: &str, extra: Value) -> Result<String, OrderError> {
         let row = self
             .db
@@ -311,6 +329,10 @@ impl OrderManager {
         });
         if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
             b.extend(e);
+        }
+        // A slice of a larger order: where the whole order stands.
+        if let (Some(b), Some((parent, slice, qty, filled))) = (body.as_object_mut(), self.parent_progress(coid)?) {
+            b.extend([("parent".to_owned(), json!(parent)), ("slice".to_owned(), json!(slice)), ("parent_qty".to_owned(), json!(qty.to_string())), ("parent_filled".to_owned(), json!(filled.to_string()))]);
         }
         Ok(envelope("order", &format!("{coid}/{state}"), now_ms(), body))
     }
@@ -758,7 +780,7 @@ impl OrderManager {
             let Some(cfg) = config.account(&account).filter(|_| !qty.is_zero()) else { continue };
             if let Some(due) = square_off_due(&tx, &config, cfg, &account, &instrument, now).map_err(jerr)? {
                 let price = self.last.get(&instrument).map(|(_, p)| *p);
-                out.extend(due.queue(&tx, &account, &instrument, qty, cfg.slippage_bps, price).map_err(jerr)?);
+                out.extend(due.queue(&tx, &config, &account, &instrument, qty, cfg.slippage_bps, price).map_err(jerr)?);
             }
         }
         transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?);
@@ -821,16 +843,19 @@ impl OrderManager {
         let path = self.path.clone();
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let tx = self.db.transaction().map_err(jerr)?;
+        let mut out = Vec::new();
         for (instrument, qty) in positions {
             let qty = dec(&qty).map_err(jerr)?;
             if qty.is_zero() {
                 continue;
             }
             let not_before = self.last.get(&instrument).map_or(0, |(ts, _)| *ts);
-            queue_close(&tx, account, &instrument, qty, &format!("flatten/{command_id}/{instrument}"), "flatten", not_before, slippage).map_err(jerr)?;
+            let (_, sliced) = queue_close(&tx, Some(&self.config), account, &instrument, qty, &format!("flatten/{command_id}/{instrument}"), "flatten", not_before, slippage).map_err(jerr)?;
+            out.extend(sliced);
         }
         tx.commit().map_err(jerr)?;
-        self.submit_new()
+        out.extend(self.submit_new()?);
+        Ok(out)
     }
 
     /// `account`'s open positions per the journal: instrument → net units.

@@ -839,3 +839,95 @@ fn each_segment_squares_off_at_its_own_time() {
     assert!(closed(om.on_clock(at(1, 15, 19)).unwrap()).is_empty());
     assert_eq!(closed(om.on_clock(at(1, 15, 20)).unwrap()), vec![option], "F&O at 15:20");
 }
+
+const SLICED: &str = r#"
+[[accounts]]
+id = "big"
+capital = 100000000
+mode = "both"
+sizing = { kind = "lots", lots = 200, lot_size = 25 }
+risk = { cooldown_secs = 0, max_orders_per_sec = 2 }
+
+[[pipelines]]
+id = "p"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY25APR2422500CE"]
+accounts = ["big"]
+source = { kind = "redis" }
+"#;
+
+#[test]
+fn an_order_above_the_freeze_quantity_goes_out_in_paced_slices_and_exits_follow_what_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), SLICED).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let option = "NIFTY25APR2422500CE";
+    let mut s = signal(0, "buy");
+    s.instrument = option.into();
+    s.stop_loss = Some(dec!(90));
+    let out = om.on_signal(&s).unwrap();
+    // 200 lots of 25 = 5,000, above NIFTY's 1,800: 1,800 + 1,800 + 1,400.
+    let sliced: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "order_sliced").map(|(_, v)| v).collect();
+    assert_eq!(sliced.len(), 1, "{out:?}");
+    assert_eq!((sliced[0]["qty"].as_str(), sliced[0]["slices"].as_u64(), sliced[0]["freeze_qty"].as_u64()), (Some("5000"), Some(3), Some(1800)));
+    let parent = client_order_id(&s.id, "big");
+    let rows: Vec<(String, String, Option<String>, Option<String>, i64)> = {
+        let mut stmt = om.db.prepare("SELECT client_order_id, qty, parent, slice, not_before FROM orders ORDER BY slice").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    };
+    let qty: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(qty, vec!["1800", "1800", "1400"]);
+    assert!(rows.iter().all(|r| r.2.as_deref() == Some(parent.as_str())), "each names its parent");
+    assert_eq!(rows.iter().map(|r| r.3.clone().unwrap_or_default()).collect::<Vec<_>>(), vec!["1/3", "2/3", "3/3"]);
+    let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids, vec![slicing::slice_id(&parent, 1), slicing::slice_id(&parent, 2), slicing::slice_id(&parent, 3)], "ids derived from the parent's");
+    assert!(ids.iter().all(|id| id.len() <= 20), "within a broker tag's 20 characters");
+    // Two a second: the third slice is due a second after the signal.
+    assert_eq!(rows.iter().map(|r| r.4 - s.ts).collect::<Vec<_>>(), vec![0, 0, 1000]);
+    // A price 500 ms after the signal fills the first two; the third is not yet due.
+    let out = om.on_quotes(&quote_of(option, s.ts + 500, dec!(100))).unwrap();
+    let progress: Vec<(String, String)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Order(json) => serde_json::from_str::<Value>(json).ok().map(|v| (v["slice"].as_str().unwrap_or_default().to_owned(), v["parent_filled"].as_str().unwrap_or_default().to_owned())),
+            Outcome::Event(..) => None,
+        })
+        .collect();
+    // Messages go out after the commit: each tells where the whole order stands then.
+    assert_eq!(progress, vec![("1/3".to_owned(), "3600".to_owned()), ("2/3".to_owned(), "3600".to_owned())], "the parent's completion travels with each fill");
+    assert_eq!(om.positions_of("big").unwrap()[option], dec!(3600));
+    // The stop fires on what filled: one close of 3,600, itself sliced (1,800 + 1,800).
+    let out = om.on_quotes(&quote_of(option, s.ts + 700, dec!(89))).unwrap();
+    let triggered: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "exit_triggered").map(|(_, v)| v["qty"].clone()).collect();
+    assert_eq!(triggered, vec![json!("3600")]);
+    let closes: Vec<String> = {
+        let mut stmt = om.db.prepare("SELECT qty FROM orders WHERE pipeline = 'stop-loss' ORDER BY slice").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    };
+    assert_eq!(closes, vec!["1800", "1800"]);
+    // A redelivered signal records nothing again.
+    assert!(om.on_signal(&s).unwrap().is_empty());
+    assert_eq!(om.db.query_row("SELECT COUNT(*) FROM orders WHERE parent = ?1", [&parent], |r| r.get::<_, i64>(0)).unwrap(), 3);
+}
+
+#[test]
+fn a_lot_size_change_between_two_expiries_sizes_each_contract_by_its_own_lot() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = SLICED.replace("lots = 200, lot_size = 25", "lots = 2").replace("capital = 100000000", "capital = 10000000");
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let qty_for = |om: &mut OrderManager, instrument: &str, seq: usize| {
+        let mut s = signal(0, "buy");
+        s.instrument = instrument.into();
+        s.id = SignalMessage::make_id("p", "ma", "0.1.0", s.ts, seq);
+        let out = om.on_signal(&s).unwrap();
+        let refused: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "order_refused").map(|(_, v)| v["reason"].as_str().unwrap_or_default().to_owned()).collect();
+        let qty: Option<String> = om.db.query_row("SELECT qty FROM orders WHERE instrument = ?1", [instrument], |r| r.get(0)).optional().unwrap();
+        (qty, refused)
+    };
+    assert_eq!(qty_for(&mut om, "NIFTY30DEC2526000CE", 0).0.as_deref(), Some("150"), "2 lots of 75: the last 2025 expiry");
+    assert_eq!(qty_for(&mut om, "NIFTY06JAN2626000CE", 1).0.as_deref(), Some("130"), "2 lots of 65: the first 2026 expiry");
+    let (qty, refused) = qty_for(&mut om, "BANKNIFTY27JAN2660000CE", 2);
+    assert_eq!(qty, None);
+    assert_eq!(refused, vec!["lots sizing: the lot of BANKNIFTY27JAN2660000CE is not known; list its underlying's lots in [market] contracts or set lot_size"]);
+}

@@ -44,11 +44,13 @@ pub struct Rules<'a> {
     pub sizing: &'a Sizing,
     /// The capital the sizing is a share of.
     pub capital: Decimal,
+    /// The lot of the contract traded, where the contract rules know it.
+    pub lot: Option<u64>,
 }
 
 impl<'a> From<&'a Account> for Rules<'a> {
     fn from(a: &'a Account) -> Self {
-        Self { mode: a.mode, sizing: &a.sizing, capital: a.capital }
+        Self { mode: a.mode, sizing: &a.sizing, capital: a.capital, lot: None }
     }
 }
 
@@ -66,6 +68,9 @@ pub enum SizingError {
     /// Risk sizing, and the stop-loss is the price itself.
     #[error("risk sizing: the stop-loss equals the price")]
     StopAtPrice,
+    /// Lots sizing, and neither the contract rules nor the account know the lot.
+    #[error("lots sizing: the lot of {0} is not known; list its underlying's lots in [market] contracts or set lot_size")]
+    NoLot(String),
     /// The rule gives no whole unit.
     #[error("sizing gives {0} units; the capital is too small for this instrument")]
     TooSmall(Decimal),
@@ -92,7 +97,10 @@ pub fn position_size<'a>(account: impl Into<Rules<'a>>, price: Option<Decimal>, 
     };
     let qty = match account.sizing {
         Sizing::Fixed { qty } => Decimal::from(*qty),
-        Sizing::Lots { lots, lot_size } => Decimal::from(lots.saturating_mul(*lot_size)),
+        Sizing::Lots { lots, lot_size } => {
+            let lot = account.lot.or(*lot_size).ok_or_else(|| SizingError::NoLot("this contract".into()))?;
+            Decimal::from(lots.saturating_mul(lot))
+        }
         Sizing::Percent { percent } => {
             let price = price.filter(|p| *p > Decimal::ZERO).ok_or(SizingError::NoPrice("percent"))?;
             share(percent, price).ok_or(SizingError::OutOfRange { price, stop })?
@@ -146,7 +154,12 @@ pub fn fan_out<'a, E>(
             continue;
         }
         let effective = position(id)?;
-        let intent = intent(account, &signal.side, effective, signal.price, signal.stop_loss);
+        // Lots are the contract's, by its expiry: they change between expiries.
+        let rules = Rules { lot: config.market.contract_rules.lot_size(&signal.instrument), ..Rules::from(account) };
+        let intent = intent(rules, &signal.side, effective, signal.price, signal.stop_loss).map_err(|e| match e {
+            SizingError::NoLot(_) => SizingError::NoLot(signal.instrument.clone()),
+            other => other,
+        });
         shares.push(Share { account, effective, intent });
     }
     Ok(shares)
@@ -246,7 +259,7 @@ mod tests {
     fn sizing_table() {
         let cases = [
             (Sizing::Fixed { qty: 3 }, Some(dec!(100)), None, Ok(dec!(3))),
-            (Sizing::Lots { lots: 2, lot_size: 75 }, None, None, Ok(dec!(150))),
+            (Sizing::Lots { lots: 2, lot_size: Some(75) }, None, None, Ok(dec!(150))),
             // 10% of 100000 at 333 = 30.03 -> 30
             (Sizing::Percent { percent: dec!(10) }, Some(dec!(333)), None, Ok(dec!(30))),
             // risk 1% = 1000 over a 25-point stop = 40

@@ -1,0 +1,194 @@
+//! The exchange's contract rules that change by circular, kept as data
+//! (`contracts/nse.toml`, bundled; `[market] contracts` replaces it): the freeze
+//! quantity of each index's derivatives (an order above it is sliced), and the lot
+//! size of each index's contracts by expiry (sizing in lots uses the lot of the
+//! contract traded: NIFTY's went from 75 to 65 for the 2026 contracts).
+//!
+//! Contracts are named as OpenAlgo names them (`NIFTY28MAR2420800CE`,
+//! `NIFTY28MAR24FUT`): the underlying, then the expiry `DDMMMYY`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::time::{days_from_civil, parse_date};
+
+/// The rules of one exchange's contracts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContractRules {
+    freeze: BTreeMap<String, u64>,
+    /// Per underlying: `(first expiry day, lot)`, ascending.
+    lots: BTreeMap<String, Vec<(i64, u64)>>,
+}
+
+/// A rules file that could not be read: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}:{line}: {field}: {message}")]
+pub struct ContractsError {
+    /// The file.
+    pub source_name: String,
+    /// 1-based line.
+    pub line: usize,
+    /// The field.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    freeze: BTreeMap<String, toml::Spanned<i64>>,
+    #[serde(default)]
+    lot: Vec<LotEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LotEntry {
+    underlying: String,
+    from: toml::Spanned<String>,
+    lot: toml::Spanned<i64>,
+}
+
+const BUNDLED: &str = include_str!("../../../contracts/nse.toml");
+
+const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+
+/// The underlying of a derivative's name (`NIFTY` of `NIFTY28MAR2420800CE`): the
+/// letters before its expiry. `None` for a name without one (an equity, an index).
+#[must_use]
+pub fn underlying(symbol: &str) -> Option<&str> {
+    let at = symbol.find(|c: char| c.is_ascii_digit())?;
+    let (name, rest) = symbol.split_at(at);
+    // The expiry: two digits of day, then a month's three letters.
+    (at > 0 && rest.len() >= 7 && MONTHS.iter().any(|m| rest.get(2..5) == Some(*m))).then_some(name)
+}
+
+/// The expiry day (days since 1970-01-01) of a derivative's name: `28MAR24` of `NIFTY28MAR2420800CE`.
+#[must_use]
+pub fn expiry_day(symbol: &str) -> Option<i64> {
+    let name = underlying(symbol)?;
+    let date = symbol.get(name.len()..name.len() + 7)?;
+    let day: u32 = date.get(0..2)?.parse().ok()?;
+    let month = MONTHS.iter().position(|m| date.get(2..5) == Some(*m))? + 1;
+    let year: i64 = date.get(5..7)?.parse().ok()?;
+    let month = u32::try_from(month).ok()?;
+    (1..=31).contains(&day).then(|| days_from_civil(2000 + year, month, day))
+}
+
+impl ContractRules {
+    /// NSE's, as bundled (`contracts/nse.toml`).
+    #[must_use]
+    pub fn nse() -> Self {
+        Self::parse("contracts/nse.toml", BUNDLED).unwrap_or_else(|e| {
+            tracing::error!("bundled contract rules: {e}");
+            Self::default()
+        })
+    }
+
+    /// Read a rules file; `source_name` names it in errors.
+    ///
+    /// # Errors
+    /// Not TOML, an unknown field, a freeze quantity or lot that is not a positive
+    /// whole number, a `from` that is not `YYYY-MM-DD`, one `from` listed twice.
+    pub fn parse(source_name: &str, text: &str) -> Result<Self, ContractsError> {
+        let line_of = |offset: usize| text.get(..offset).map_or(0, |t| t.matches('\n').count() + 1);
+        let err = |offset: usize, field: &str, message: String| ContractsError { source_name: source_name.to_owned(), line: line_of(offset), field: field.to_owned(), message };
+        let file: File = toml::from_str(text).map_err(|e| err(e.span().map_or(0, |s| s.start), "(file)", e.message().trim().to_owned()))?;
+        let mut rules = Self::default();
+        for (name, qty) in file.freeze {
+            let q = u64::try_from(*qty.get_ref()).ok().filter(|q| *q > 0).ok_or_else(|| err(qty.span().start, &format!("freeze.{name}"), format!("{}: expected a positive quantity", qty.get_ref())))?;
+            rules.freeze.insert(name.to_ascii_uppercase(), q);
+        }
+        for entry in file.lot {
+            let at = entry.from.span().start;
+            let from = parse_date(entry.from.get_ref()).ok_or_else(|| err(at, "lot.from", format!("{:?}: expected YYYY-MM-DD", entry.from.get_ref())))?;
+            let lot = u64::try_from(*entry.lot.get_ref()).ok().filter(|l| *l > 0).ok_or_else(|| err(entry.lot.span().start, "lot.lot", format!("{}: expected a positive lot size", entry.lot.get_ref())))?;
+            let list = rules.lots.entry(entry.underlying.to_ascii_uppercase()).or_default();
+            if list.iter().any(|(d, _)| *d == from) {
+                return Err(err(at, "lot.from", format!("{} {} is listed twice", entry.underlying, entry.from.get_ref())));
+            }
+            list.push((from, lot));
+            list.sort_unstable();
+        }
+        Ok(rules)
+    }
+
+    /// The freeze quantity of `symbol`'s derivatives, if its underlying has one.
+    #[must_use]
+    pub fn freeze_qty(&self, symbol: &str) -> Option<u64> {
+        self.freeze.get(underlying(symbol)?).copied()
+    }
+
+    /// The lot of the contract `symbol`, by its underlying and expiry.
+    #[must_use]
+    pub fn lot_size(&self, symbol: &str) -> Option<u64> {
+        let expiry = expiry_day(symbol)?;
+        let list = self.lots.get(underlying(symbol)?)?;
+        list.iter().rev().find(|(from, _)| *from <= expiry).map(|(_, lot)| *lot)
+    }
+
+    /// The quantities `qty` goes out as: one order when it is within `symbol`'s
+    /// freeze quantity (or there is none), else slices of whole lots (`lot`) no
+    /// larger than it, the last one the rest.
+    #[must_use]
+    pub fn slices(&self, symbol: &str, qty: u64, lot: u64) -> Vec<u64> {
+        let Some(freeze) = self.freeze_qty(symbol).filter(|f| qty > *f) else { return vec![qty] };
+        let lot = lot.max(1);
+        let step = if freeze >= lot { freeze - freeze % lot } else { freeze };
+        let mut out = Vec::with_capacity(usize::try_from(qty / step + 1).unwrap_or(0));
+        let mut left = qty;
+        while left > 0 {
+            let part = left.min(step);
+            out.push(part);
+            left -= part;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_underlyings_and_expiries() {
+        assert_eq!(underlying("NIFTY28MAR2420800CE"), Some("NIFTY"));
+        assert_eq!(underlying("MIDCPNIFTY30DEC25FUT"), Some("MIDCPNIFTY"));
+        assert_eq!(underlying("NIFTY"), None);
+        assert_eq!(underlying("M&M"), None);
+        assert_eq!(expiry_day("NIFTY28MAR2420800CE"), Some(days_from_civil(2024, 3, 28)));
+        assert_eq!(expiry_day("NIFTY06JAN26FUT"), Some(days_from_civil(2026, 1, 6)));
+        assert_eq!(expiry_day("NIFTY99MAR2420800CE"), None);
+    }
+
+    #[test]
+    fn a_lot_size_changes_between_two_expiries() {
+        let nse = ContractRules::nse();
+        assert_eq!(nse.lot_size("NIFTY30DEC2526000CE"), Some(75), "the last 2025 contract");
+        assert_eq!(nse.lot_size("NIFTY06JAN2626000CE"), Some(65), "the first 2026 contract");
+        assert_eq!(nse.lot_size("NIFTY04JAN2421600CE"), None, "before the first listed lot");
+        assert_eq!(nse.lot_size("RELIANCE"), None);
+    }
+
+    #[test]
+    fn orders_above_the_freeze_are_sliced_in_whole_lots() {
+        let nse = ContractRules::nse();
+        assert_eq!(nse.freeze_qty("NIFTY06JAN2626000CE"), Some(1800));
+        // 5,000 NIFTY in lots of 65: 1800 is 27.7 lots, so slices of 27 lots (1755).
+        assert_eq!(nse.slices("NIFTY06JAN2626000CE", 5005, 65), vec![1755, 1755, 1495]);
+        assert_eq!(nse.slices("NIFTY06JAN2626000CE", 5000, 1), vec![1800, 1800, 1400]);
+        assert_eq!(nse.slices("NIFTY06JAN2626000CE", 1800, 75), vec![1800], "at the limit: one order");
+        assert_eq!(nse.slices("RELIANCE", 50_000, 1), vec![50_000], "no freeze for cash equity");
+    }
+
+    #[test]
+    fn a_bad_file_names_its_line() {
+        let e = ContractRules::parse("c.toml", "[freeze]\nNIFTY = 0\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "freeze.NIFTY"));
+        let e = ContractRules::parse("c.toml", "[[lot]]\nunderlying = \"NIFTY\"\nfrom = \"2026-02-30\"\nlot = 65\n").unwrap_err();
+        assert_eq!(e.to_string(), "c.toml:3: lot.from: \"2026-02-30\": expected YYYY-MM-DD");
+    }
+}
