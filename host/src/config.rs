@@ -379,6 +379,9 @@ pub struct RiskLimits {
     /// After a signal opened a position, no new entry in the same instrument
     /// from the same pipeline for this long.
     pub cooldown_secs: u64,
+    /// On a contract's expiry day, no new position in it from this time (IST, `HH:MM`);
+    /// empty: entries until the entry window closes.
+    pub expiry_no_entry_after: String,
 }
 
 impl Default for RiskLimits {
@@ -392,6 +395,7 @@ impl Default for RiskLimits {
             max_orders_per_sec: 10,
             entry_window: "09:15-15:15".into(),
             cooldown_secs: 300,
+            expiry_no_entry_after: String::new(),
         }
     }
 }
@@ -420,6 +424,10 @@ pub struct ExitRules {
     /// Trailing stop, percent behind the best price since entry.
     #[serde(deserialize_with = "decimal")]
     pub trailing_pct: Decimal,
+    /// Short option positions are bought back on their contract's expiry day from this
+    /// time (IST, `HH:MM`), whatever the product (an expiring short can be assigned
+    /// or settled physically); empty: not.
+    pub expiry_square_off: String,
 }
 
 /// Where a pipeline's market data comes from.
@@ -781,6 +789,11 @@ impl Config {
             }
             if let Some(id) = a.algo_id.as_deref().filter(|id| id.trim().is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))) {
                 return err(a.id.span().start, format!("accounts[{i}].algo_id"), format!("{id:?}: expected up to 64 letters, digits, '-', '_', '.' or '/'"));
+            }
+            for (field, value) in [("risk.expiry_no_entry_after", &a.risk.expiry_no_entry_after), ("exits.expiry_square_off", &a.exits.expiry_square_off)] {
+                if !value.is_empty() && crate::domain::time::parse_hhmm(value).is_none() {
+                    return err(a.id.span().start, format!("accounts[{i}].{field}"), format!("{value:?}: expected HH:MM (or empty: off)"));
+                }
             }
             let e = &a.exits;
             if [e.stop_loss_pct, e.target_pct, e.trailing_pct].iter().any(|p| p.is_sign_negative() || *p >= Decimal::ONE_HUNDRED) {

@@ -321,7 +321,7 @@ impl RulesArgs {
         for (flag, value) in [("--slippage-bps", self.slippage_bps), ("--stop-loss-pct", self.stop_loss_pct), ("--target-pct", self.target_pct), ("--trailing-pct", self.trailing_pct)] {
             anyhow::ensure!(value >= Decimal::ZERO && value < Decimal::ONE_HUNDRED, "{flag} {value}: expected a percentage (basis points for slippage) from 0 to below 100");
         }
-        let exits = crate::config::ExitRules { stop_loss_pct: self.stop_loss_pct, target_pct: self.target_pct, trailing_pct: self.trailing_pct };
+        let exits = crate::config::ExitRules { stop_loss_pct: self.stop_loss_pct, target_pct: self.target_pct, trailing_pct: self.trailing_pct, ..crate::config::ExitRules::default() };
         Ok(BacktestConfig { mode: self.mode, qty: self.qty, capital: self.capital, square_off_minute, batch: self.batch, slippage_bps: self.slippage_bps, exits, exit_fill: self.exit_fill, ..BacktestConfig::default() })
     }
 

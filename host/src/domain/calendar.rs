@@ -50,6 +50,16 @@ impl Hours {
     }
 }
 
+/// The first day (2025-09-01) NSE's index options expire on Tuesdays; before it, Thursdays.
+const TUESDAY_EXPIRIES_FROM: (i64, u32, u32) = (2025, 9, 1);
+
+/// The weekday (0 = Monday) NSE's weekly index options expire on, on `day`.
+#[must_use]
+pub fn index_expiry_weekday(day: i64) -> u32 {
+    let (y, m, d) = TUESDAY_EXPIRIES_FROM;
+    if day >= days_from_civil(y, m, d) { 1 } else { 3 }
+}
+
 /// What a listed day is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Day {
@@ -224,6 +234,25 @@ impl Calendar {
         self.hours(ist_day(ts_ms)).is_some_and(|h| h.contains(ist_minute_of_day(ts_ms)))
     }
 
+    /// The weekly index expiry on or after `day`: the expiry weekday of its week
+    /// (Tuesday from September 2025, Thursday before), or the trading day before
+    /// it when that is a holiday.
+    #[must_use]
+    pub fn weekly_expiry(&self, day: i64) -> i64 {
+        let mut week_start = day - i64::from(weekday(day));
+        loop {
+            let nominal = week_start + i64::from(index_expiry_weekday(week_start));
+            let mut expiry = nominal;
+            while self.hours(expiry).is_none() && expiry > nominal - 7 {
+                expiry -= 1;
+            }
+            if expiry >= day {
+                return expiry;
+            }
+            week_start += 7;
+        }
+    }
+
     /// `09:15-15:30`, or `closed (Republic Day)`, for messages.
     #[must_use]
     pub fn describe(&self, day: i64) -> String {
@@ -260,6 +289,16 @@ mod tests {
         // A year without a file: weekdays trade.
         assert!(!c.knows(2024));
         assert_eq!(c.hours(day(2024, 1, 26)), Some(REGULAR));
+    }
+
+    #[test]
+    fn weekly_expiries_moved_to_tuesday_in_september_2025_and_before_a_holiday() {
+        let c = Calendar::nse();
+        assert_eq!(c.weekly_expiry(day(2025, 8, 25)), day(2025, 8, 28), "a Thursday before the change");
+        assert_eq!(c.weekly_expiry(day(2025, 9, 1)), day(2025, 9, 2), "Tuesday from September 2025");
+        assert_eq!(c.weekly_expiry(day(2025, 9, 3)), day(2025, 9, 9), "after this week's: the next");
+        assert_eq!(c.weekly_expiry(day(2026, 3, 30)), day(2026, 3, 30), "Tuesday 31 March 2026 is Mahavir Jayanti: Monday");
+        assert_eq!(c.weekly_expiry(day(2026, 1, 26)), day(2026, 1, 27));
     }
 
     #[test]

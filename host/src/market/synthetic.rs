@@ -148,7 +148,9 @@ pub fn option_chains(underlying: &CandleSeries, seed: u64, every_n_bars: usize) 
         }
         // Mean-reverting sentiment with occasional jumps: its sign decides who writes.
         sentiment += -0.05 * sentiment + 0.08 * rng.normal() + if rng.unit() < 0.01 { rng.normal() } else { 0.0 };
-        let expiries = [next_weekday(day, 3), next_weekday(day, 3) + 28];
+        // NSE's weekly index expiry: Thursdays, Tuesdays from September 2025.
+        let weekly = next_weekday(day, crate::domain::calendar::index_expiry_weekday(day));
+        let expiries = [weekly, weekly + 28];
         let chain_expiries = expiries
             .iter()
             .enumerate()

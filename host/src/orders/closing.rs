@@ -30,7 +30,7 @@ impl OrderManager {
             let cfg = config.account(&account);
             let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
             let mis = cfg.is_some_and(|a| a.product == crate::domain::Product::Mis);
-            if let Some(due) = cfg.map(|a| square_off_due(tx, config, a, &account, &quote.instrument, ts)).transpose()?.flatten() {
+            if let Some(due) = cfg.map(|a| square_off_due(tx, config, a, &account, &quote.instrument, qty, ts)).transpose()?.flatten() {
                 out.extend(due.queue(tx, config, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
                 continue;
             }
@@ -90,7 +90,7 @@ pub(super) fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str
     let rules: Option<String> = tx.row("SELECT value FROM settings WHERE key = ?1", [format!("exits/{account}")], |r| r.get(0)).optional()?;
     let rules: Vec<Decimal> = rules.as_deref().unwrap_or("0,0,0").split(',').map(dec).collect::<rusqlite::Result<_>>()?;
     let (sl_pct, tp_pct, trail_pct) = (rules.first().copied().unwrap_or_default(), rules.get(1).copied().unwrap_or_default(), rules.get(2).copied().unwrap_or_default());
-    let rules = crate::config::ExitRules { stop_loss_pct: sl_pct, target_pct: tp_pct, trailing_pct: trail_pct };
+    let rules = crate::config::ExitRules { stop_loss_pct: sl_pct, target_pct: tp_pct, trailing_pct: trail_pct, ..crate::config::ExitRules::default() };
     let exit = exits::ManagedExit::arm(after.qty > Decimal::ZERO, price, opt_dec(stop.as_deref())?, opt_dec(target.as_deref())?, &rules);
     save_exit(tx, account, instrument, &exit)
 }
@@ -194,10 +194,18 @@ pub(super) fn square_off_today(config: &Config, account: &crate::config::Account
 /// covers what that order leaves. A position that is still open after its
 /// square-off (a close refused, a cancelled entry that filled a part meanwhile)
 /// is closed again, up to [`SQUARE_OFF_TRIES`] orders a day.
-pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, account: &crate::config::Account, account_id: &str, instrument: &str, now: i64) -> rusqlite::Result<Option<SquareOff>> {
-    use crate::domain::time::{ist_day, ist_minute_of_day};
-    let Some((hours, square_off)) = square_off_today(config, account, instrument, now) else { return Ok(None) };
-    if ist_minute_of_day(now) < hours.open.min(square_off) {
+#[allow(clippy::too_many_arguments)]
+pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, account: &crate::config::Account, account_id: &str, instrument: &str, qty: Decimal, now: i64) -> rusqlite::Result<Option<SquareOff>> {
+    use crate::domain::time::{IST_OFFSET_MS, ist_day, ist_minute_of_day};
+    let (day, minute) = (ist_day(now), ist_minute_of_day(now));
+    // A short option on its expiry day, from the account's `expiry_square_off`, whatever the product.
+    let expiring = config.market.calendar.hours(day).and_then(|hours| {
+        let at = hours.shift(crate::domain::time::parse_hhmm(&account.exits.expiry_square_off)?);
+        let option = instrument.ends_with("CE") || instrument.ends_with("PE");
+        (option && qty < Decimal::ZERO && crate::domain::contracts::expiry_day(instrument) == Some(day) && minute >= at).then_some(at)
+    });
+    let intraday = square_off_today(config, account, instrument, now).filter(|(hours, square_off)| minute >= hours.open.min(*square_off));
+    if expiring.is_none() && intraday.is_none() {
         return Ok(None);
     }
     let working: i64 = tx.row(
@@ -208,8 +216,12 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, ac
     if working > 0 {
         return Ok(None);
     }
+    if let Some(at) = expiring {
+        let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
+        return Ok(Some(SquareOff { reason: "expiry", key: format!("expiry/{account_id}/{instrument}/{day}"), not_before: midnight + i64::from(at) * 60_000 }));
+    }
+    let Some((hours, square_off)) = intraday else { return Ok(None) };
     let last_fill: Option<i64> = tx.row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
-    let day = ist_day(now);
     match square_off_rule_in(hours, square_off, now, last_fill) {
         None => Ok(None),
         Some(("carried", not_before)) => Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before })),
@@ -301,7 +313,7 @@ pub(super) fn cancel_entries_at_square_off(
 
 /// The `pipeline` of the orders the host makes itself to close a position
 /// (never cancelled for want of a fill: a close that does not fill keeps working).
-pub const CLOSE_REASONS: [&str; 7] = ["stop-loss", "target", "trailing-stop", "square-off", "carried", "flatten", "basket-unwind"];
+pub const CLOSE_REASONS: [&str; 8] = ["stop-loss", "target", "trailing-stop", "square-off", "carried", "expiry", "flatten", "basket-unwind"];
 
 /// Record a market order that closes `account`'s position in `instrument`
 /// (an exit, a square-off, a flatten), keyed so that it is placed once; sliced

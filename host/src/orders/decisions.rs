@@ -196,7 +196,7 @@ pub(super) fn self_risk_context(
     let last_entry_ms: Option<i64> =
         tx.row("SELECT ts FROM entries WHERE pipeline = ?1 AND instrument = ?2", params![pipeline, instrument], |r| r.get(0)).optional()?;
     let session = calendar.hours(day).ok_or_else(|| calendar.closed_because(day).unwrap_or_else(|| "closed".into()));
-    Ok(risk::RiskContext { now_ms, price, position, other_open_positions, daily_pnl, capital: account.capital, recent_orders_ms, last_entry_ms, session })
+    Ok(risk::RiskContext { now_ms, price, position, other_open_positions, daily_pnl, capital: account.capital, recent_orders_ms, last_entry_ms, session, expiry_day: crate::domain::contracts::expiry_day(instrument) })
 }
 
 /// Record that the daily-loss breaker tripped for `account` today; true the first time.

@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn armed_from_the_account_rules_and_filled_at_the_level_or_the_gap() {
-        let rules = ExitRules { stop_loss_pct: dec!(1), target_pct: dec!(2), trailing_pct: dec!(0) };
+        let rules = ExitRules { stop_loss_pct: dec!(1), target_pct: dec!(2), trailing_pct: dec!(0), ..ExitRules::default() };
         let e = ManagedExit::arm(true, dec!(100.03), None, None, &rules);
         assert_eq!((e.stop, e.target), (Some(dec!(99.05)), Some(dec!(102.05))), "on the tick");
         let e = ManagedExit::arm(false, dec!(100), Some(dec!(103)), None, &rules);

@@ -778,7 +778,7 @@ impl OrderManager {
         for (account, instrument, qty) in rows {
             let qty = dec(&qty).map_err(jerr)?;
             let Some(cfg) = config.account(&account).filter(|_| !qty.is_zero()) else { continue };
-            if let Some(due) = square_off_due(&tx, &config, cfg, &account, &instrument, now).map_err(jerr)? {
+            if let Some(due) = square_off_due(&tx, &config, cfg, &account, &instrument, qty, now).map_err(jerr)? {
                 let price = self.last.get(&instrument).map(|(_, p)| *p);
                 out.extend(due.queue(&tx, &config, &account, &instrument, qty, cfg.slippage_bps, price).map_err(jerr)?);
             }

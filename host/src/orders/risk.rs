@@ -41,6 +41,8 @@ pub struct RiskContext {
     pub last_entry_ms: Option<i64>,
     /// Today's trading hours per the calendar, or why the market is closed today.
     pub session: Result<Hours, String>,
+    /// The expiry day of the instrument (days since 1970-01-01), for a derivative.
+    pub expiry_day: Option<i64>,
 }
 
 /// Whether `intent` opens or adds to a position (rather than only reducing one).
@@ -79,6 +81,12 @@ pub fn check(limits: &RiskLimits, ctx: &RiskContext, intent: &Intent) -> Result<
             return refuse("entry_window", format!("{} is outside the entry window {}, {}-{} in today's session {session}", format_hhmm(minute), limits.entry_window, format_hhmm(open), format_hhmm(close)));
         }
         None => return refuse("entry_window", format!("entry_window {:?} is not HH:MM-HH:MM", limits.entry_window)),
+    }
+    if let Some(after) = crate::domain::time::parse_hhmm(&limits.expiry_no_entry_after)
+        && ctx.expiry_day == Some(crate::domain::time::ist_day(ctx.now_ms))
+        && minute >= hours.shift(after)
+    {
+        return refuse("expiry_day", format!("{} on its expiry day is past expiry_no_entry_after {}", format_hhmm(minute), limits.expiry_no_entry_after));
     }
     if let Some(last) = ctx.last_entry_ms {
         let since = ctx.now_ms - last;
@@ -131,6 +139,7 @@ mod tests {
             recent_orders_ms: vec![],
             last_entry_ms: None,
             session: Ok(crate::domain::calendar::REGULAR),
+            expiry_day: None,
         }
     }
 
@@ -205,6 +214,17 @@ mod tests {
         assert_eq!(rule(&RiskLimits::default(), &muhurat(10 * 60), &buy(1)), Some("entry_window"), "10:00 is before the session");
         let late = check(&RiskLimits::default(), &muhurat(18 * 60 + 50), &buy(1)).unwrap_err();
         assert_eq!(late.reason, "18:50 is outside the entry window 09:15-15:15, 18:00-18:45 in today's session 18:00-19:00");
+    }
+
+    #[test]
+    fn no_entry_in_a_contract_late_on_its_expiry_day() {
+        let l = RiskLimits { expiry_no_entry_after: "09:45".into(), ..RiskLimits::default() };
+        let today = crate::domain::time::ist_day(T);
+        let expiring = RiskContext { expiry_day: Some(today), ..ctx() };
+        let refusal = check(&l, &expiring, &buy(1)).unwrap_err();
+        assert_eq!((refusal.rule, refusal.reason.as_str()), ("expiry_day", "10:00 on its expiry day is past expiry_no_entry_after 09:45"));
+        assert_eq!(rule(&l, &RiskContext { expiry_day: Some(today + 7), ..ctx() }, &buy(1)), None, "next week's contract");
+        assert_eq!(rule(&RiskLimits::default(), &expiring, &buy(1)), None, "off by default");
     }
 
     #[test]

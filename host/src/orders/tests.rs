@@ -931,3 +931,37 @@ fn a_lot_size_change_between_two_expiries_sizes_each_contract_by_its_own_lot() {
     assert_eq!(qty, None);
     assert_eq!(refused, vec!["lots sizing: the lot of BANKNIFTY27JAN2660000CE is not known; list its underlying's lots in [market] contracts or set lot_size"]);
 }
+
+#[test]
+fn short_options_are_bought_back_on_their_expiry_day_and_late_entries_in_them_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = CONFIG
+        .replacen("slippage_bps = 0\n", "slippage_bps = 0\nproduct = \"cnc\"\nexits = { expiry_square_off = \"15:00\" }\n", 1)
+        .replacen("risk = { cooldown_secs = 0 }", "risk = { cooldown_secs = 0, expiry_no_entry_after = \"14:00\" }", 1);
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    // NIFTY's 4 January 2024 options, on 4 January (a Thursday expiry).
+    let (short, long) = ("NIFTY04JAN2421600CE", "NIFTY04JAN2421600PE");
+    let on = |instrument: &str, side: &str, hh: u32, mm: u32, seq: usize| {
+        let mut s = signal(at(4, hh, mm) - BASE, side);
+        s.instrument = instrument.into();
+        s.id = SignalMessage::make_id("p", "ma", "0.1.0", s.ts, seq);
+        s
+    };
+    om.on_signal(&on(short, "sell", 10, 0, 0)).unwrap();
+    om.on_signal(&on(long, "buy", 10, 0, 1)).unwrap();
+    om.on_quotes(&quote_of(short, at(4, 10, 1), dec!(50))).unwrap();
+    om.on_quotes(&quote_of(long, at(4, 10, 1), dec!(40))).unwrap();
+    assert_eq!(om.positions_of("a1").unwrap()[short], dec!(-2));
+    // After 14:00, no new position in an expiring contract.
+    let late = om.on_signal(&on("NIFTY04JAN2421700CE", "buy", 14, 5, 2)).unwrap();
+    let rules: Vec<_> = events(&late).into_iter().filter(|(n, _)| *n == "order_refused").map(|(_, v)| (v["account"].clone(), v["rule"].clone())).collect();
+    assert_eq!(rules, vec![(json!("a1"), json!("expiry_day"))], "a2 has no such rule");
+    assert!(om.on_clock(at(4, 14, 59)).unwrap().is_empty());
+    let out = om.on_clock(at(4, 15, 0)).unwrap();
+    let closed: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "square_off").map(|(_, v)| (v["account"].clone(), v["instrument"].clone(), v["reason"].clone())).collect();
+    assert_eq!(closed, vec![(json!("a1"), json!(short), json!("expiry"))], "the short only, on a delivery account: the long is left to expire");
+    om.on_quotes(&quote_of(short, at(4, 15, 1), dec!(30))).unwrap();
+    assert!(!om.positions_of("a1").unwrap().contains_key(short));
+    assert!(om.on_clock(at(4, 15, 5)).unwrap().is_empty(), "once");
+}
