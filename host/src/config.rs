@@ -165,6 +165,11 @@ pub struct Account {
     /// and written in the audit export.
     #[serde(default)]
     pub algo_id: Option<String>,
+    /// Before a live F&O entry is sent, ask the broker's margin calculator what it
+    /// needs and refuse it (rule `margin`, with the shortfall) when the account's
+    /// free margin is short.
+    #[serde(default = "yes")]
+    pub margin_check: bool,
     /// Risk limits.
     #[serde(default)]
     pub risk: RiskLimits,
@@ -349,6 +354,10 @@ impl Default for TelegramSection {
     fn default() -> Self {
         Self { base_url: "https://api.telegram.org".into(), chat_id: None, events: all_alerts(), min_interval_ms: 1_000, queue: 100 }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn mis() -> Product {

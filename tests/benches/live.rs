@@ -35,7 +35,7 @@ struct Run {
 async fn run(broker: Arc<dyn Broker>, master: InstrumentMaster, fill: impl Fn()) -> Run {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let settings = RouterSettings { poll: Duration::from_millis(1), ..RouterSettings::default() };
-    let link = AccountLink { account: "bench".into(), broker, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+    let link = AccountLink { account: "bench".into(), broker, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     let router = LiveRouter::start(vec![link], master, settings, tx);
     let (mut accepted, mut filled) = (Vec::with_capacity(ORDERS), Vec::with_capacity(ORDERS));
     let started = Instant::now();

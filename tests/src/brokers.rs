@@ -152,6 +152,10 @@ pub struct State {
     pub per_second: usize,
     /// The exchange's freeze quantity per trading symbol: a larger order is refused, as NSE refuses it.
     pub freeze: HashMap<String, Decimal>,
+    /// The margin calculator: rupees of margin per unit ordered.
+    pub margin_per_unit: Decimal,
+    /// The account's free margin (Kite `net`, Upstox `available_margin`, OpenAlgo `availablecash`).
+    pub funds: Decimal,
     /// Upstox: trading symbol of each instrument token (positions name both).
     pub symbols: HashMap<String, String>,
     /// Upstox: the one-time market-feed address `GET /v3/feed/market-data-feed/authorize` hands out.
@@ -217,6 +221,8 @@ impl MockServer {
             messages: Vec::new(),
             per_second: 1000,
             freeze: HashMap::new(),
+            margin_per_unit: Decimal::ZERO,
+            funds: Decimal::from(10_000_000),
             symbols: HashMap::new(),
             feed_url: None,
             portfolio_url: None,
@@ -602,6 +608,72 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         (Flavor::Upstox, "DELETE", "/v3/order/cancel") => {
             let id = query(&r.path, "order_id").unwrap_or_default();
             cancel(s, &id, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 9 } }))
+        }
+        // The margin calculators and funds, in each API's documented shape.
+        (Flavor::Kite, "POST", "/margins/orders") => {
+            let Ok(Value::Array(orders)) = serde_json::from_str::<Value>(&r.body) else { return refusal(Flavor::Kite, "Invalid JSON: expected a list of orders") };
+            let mut rows = Vec::new();
+            for o in &orders {
+                for k in ["exchange", "tradingsymbol", "transaction_type", "variety", "product", "order_type", "quantity"] {
+                    if o.get(k).is_none() {
+                        return refusal(Flavor::Kite, &format!("Missing {k}"));
+                    }
+                }
+                let Some(qty) = o["quantity"].as_u64() else { return refusal(Flavor::Kite, "Invalid `quantity`.") };
+                let total = s.margin_per_unit * Decimal::from(qty);
+                let total = total.to_string().parse::<f64>().unwrap_or(0.0);
+                rows.push(json!({ "type": "equity", "tradingsymbol": o["tradingsymbol"], "exchange": o["exchange"], "span": total, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0, "cash": 0, "var": 0, "pnl": { "realised": 0, "unrealised": 0 }, "leverage": 1, "total": total }));
+            }
+            ok_kite(Value::Array(rows))
+        }
+        (Flavor::Kite, "GET", "/user/margins/equity") => {
+            let net = s.funds.to_string().parse::<f64>().unwrap_or(0.0);
+            ok_kite(json!({ "enabled": true, "net": net, "available": { "cash": net, "opening_balance": net, "live_balance": net, "collateral": 0, "intraday_payin": 0 }, "utilised": { "debits": 0, "exposure": 0, "span": 0, "option_premium": 0 } }))
+        }
+        (Flavor::Upstox, "POST", "/v2/charges/margin") => {
+            let items = body_json["instruments"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() || items.len() > 20 {
+                return refusal(Flavor::Upstox, "instruments: 1 to 20 allowed");
+            }
+            let mut total = Decimal::ZERO;
+            let mut margins = Vec::new();
+            for i in &items {
+                let (Some(_), Some(qty), Some(_), Some(_)) = (i["instrument_key"].as_str(), i["quantity"].as_u64(), i["transaction_type"].as_str(), i["product"].as_str()) else {
+                    return refusal(Flavor::Upstox, "instrument_key, quantity, transaction_type and product are required");
+                };
+                let m = s.margin_per_unit * Decimal::from(qty);
+                total += m;
+                let m = m.to_string().parse::<f64>().unwrap_or(0.0);
+                margins.push(json!({ "span_margin": m, "exposure_margin": 0, "equity_margin": 0, "net_buy_premium": 0, "additional_margin": 0, "total_margin": m, "tender_margin": 0 }));
+            }
+            let total = total.to_string().parse::<f64>().unwrap_or(0.0);
+            ok_kite(json!({ "margins": margins, "required_margin": total, "final_margin": total }))
+        }
+        (Flavor::Upstox, "GET", "/v2/user/get-funds-and-margin") => {
+            let free = s.funds.to_string().parse::<f64>().unwrap_or(0.0);
+            ok_kite(json!({ "equity": { "used_margin": 0, "payin_amount": 0, "span_margin": 0, "adhoc_margin": 0, "notional_cash": 0, "available_margin": free, "exposure_margin": 0 } }))
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/margin") => {
+            let positions = body_json["positions"].as_array().cloned().unwrap_or_default();
+            if positions.is_empty() {
+                return refusal(Flavor::OpenAlgo, "positions: at least one is required");
+            }
+            let mut total = Decimal::ZERO;
+            for p in &positions {
+                for k in ["symbol", "exchange", "action", "quantity", "product", "pricetype"] {
+                    if p.get(k).is_none() {
+                        return refusal(Flavor::OpenAlgo, &format!("Missing mandatory field(s): {k}"));
+                    }
+                }
+                let Some(qty) = p["quantity"].as_str().and_then(|q| q.parse::<u64>().ok()) else { return refusal(Flavor::OpenAlgo, "quantity must be a whole number") };
+                total += s.margin_per_unit * Decimal::from(qty);
+            }
+            let total = total.to_string();
+            (200, json!({ "status": "success", "data": { "total_margin_required": total, "span_margin": total, "exposure_margin": "0" } }), None)
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/funds") => {
+            let free = s.funds.to_string();
+            (200, json!({ "status": "success", "data": { "availablecash": free, "collateral": "0.00", "m2mrealized": "0.00", "m2munrealized": "0.00", "utiliseddebits": "0.00" } }), None)
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/ping") => (200, json!({ "status": "success", "data": { "message": "pong", "broker": "zerodha" } }), None),
         (Flavor::OpenAlgo, "POST", "/api/v1/placeorder" | "/api/v1/placesmartorder") => {

@@ -467,7 +467,7 @@ async fn upstox_order_updates_come_on_the_portfolio_stream() {
     let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
     master.load("upstox", dir.path().join("upstox.csv").to_str().unwrap()).await.unwrap();
     let adapter = std::sync::Arc::new(tradehost::brokers::upstox::Upstox::new(&rest.url, Secret::new("up-tok"), Duration::from_secs(2)).unwrap());
-    let link = AccountLink { account: "up-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+    let link = AccountLink { account: "up-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     let (router, mut out, reports, streams) = router_with_streams(link, master, &config, configs, bus);
     assert_eq!(streams.len(), 1, "one order stream for the Upstox account");
     wait_until("the order stream", || reports.lock().unwrap().iter().any(|(k, _)| k == "order_stream_connected")).await;
@@ -668,7 +668,7 @@ async fn openalgo_order_updates_come_on_its_websocket() {
     let bus = tradehost::bus::Bus::embedded("t");
     let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
     let adapter = Arc::new(tradehost::brokers::openalgo::OpenAlgo::new(&rest.url, Secret::new("oa-key-123"), "tradehost", Duration::from_secs(2)).unwrap());
-    let link = AccountLink { account: "oa-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+    let link = AccountLink { account: "oa-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     let (router, mut out, reports, streams) = router_with_streams(link, master, &config, configs, bus);
     assert_eq!(streams.len(), 1, "one order stream for the OpenAlgo account");
     assert_eq!(next(&mut out).await, RouterOutput::Notice(LiveNotice::Synced { account: "oa-1".into(), broker: "openalgo", orders: 0, complete: true }));
@@ -863,7 +863,7 @@ async fn kite_rig(cancel_after: Option<Duration>) -> KiteRig {
     let master = tradehost::brokers::instruments::InstrumentMaster::new(bus.clone());
     master.load("kite", dir.path().join("kite.csv").to_str().unwrap()).await.unwrap();
     let adapter = Arc::new(tradehost::brokers::kite::Kite::new(&rest.url, Secret::new("key1"), Secret::new("tok1"), Duration::from_secs(2)).unwrap());
-    let link = AccountLink { account: "kite-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+    let link = AccountLink { account: "kite-1".into(), broker: adapter, product: tradehost::config::Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     let (tx, mut out) = tokio::sync::mpsc::unbounded_channel();
     let router = LiveRouter::start(vec![link], master, RouterSettings { poll: Duration::from_secs(600), cancel_after, ..RouterSettings::default() }, tx);
     let streams = tradehost::brokers::feeds::order_streams(&config, configs, bus, &router, Default::default(), Arc::new(|_| {}));

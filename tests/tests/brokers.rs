@@ -211,7 +211,7 @@ async fn the_router_never_places_blind_and_a_token_error_pauses_one_account() {
     let (master, _dir) = master_with("kite", KITE_CSV);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
-    let link = AccountLink { account: "kite-main".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+    let link = AccountLink { account: "kite-main".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     let router = LiveRouter::start(vec![link], master, settings, tx);
     let mut notices = Vec::new();
 

@@ -109,7 +109,7 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
     std::fs::write(&csv, KITE_CSV).unwrap();
     master.load("kite", arg(&csv)).await.unwrap();
     let account = &config.accounts[0];
-    let link = AccountLink { account: "kite-1".into(), broker: kite.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec };
+    let link = AccountLink { account: "kite-1".into(), broker: kite.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec, margin_check: account.margin_check };
     let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let router = LiveRouter::start(vec![link], master, settings, tx);

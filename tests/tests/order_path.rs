@@ -110,7 +110,7 @@ fn settings(cancel_after: Option<Duration>) -> RouterSettings {
 
 fn start(v: &Venue, settings: RouterSettings) -> (LiveRouter, tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let link = AccountLink { account: "acct".into(), broker: v.broker.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+    let link = AccountLink { account: "acct".into(), broker: v.broker.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     (LiveRouter::start(vec![link], v.master.clone(), settings, tx), rx)
 }
 
@@ -351,4 +351,38 @@ async fn the_servers_refuse_what_the_real_apis_refuse() {
     assert!(matches!(next(&mut rx).await, LiveUpdate::Accepted { .. }));
     let s = v.mock.state();
     assert_eq!((s.orders[0].fields["quantity"].as_str(), s.orders[0].fields["pricetype"].as_str(), s.orders[0].fields["price"].as_str()), ("5", "LIMIT", "102"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fno_entry_the_margin_does_not_cover_is_refused_with_the_shortfall_and_a_close_still_goes() {
+    for flavor in FLAVORS {
+        let v = venue(flavor);
+        {
+            let mut s = v.mock.state();
+            // 50 units at ₹3,000 of margin each = ₹1,50,000 needed; ₹1,00,000 free.
+            s.margin_per_unit = dec!(3000);
+            s.funds = dec!(100000);
+        }
+        let (router, mut rx) = start(&v, settings(None));
+        router.send(order("th0000000000000m01", "NIFTY28MAR2420800CE", 50));
+        match next(&mut rx).await {
+            LiveUpdate::Rejected { reason, .. } => assert_eq!(reason, "margin: the order needs 150000 and 100000 is free, 50000 short", "{flavor:?}"),
+            other => panic!("{flavor:?}: {other:?}"),
+        }
+        assert!(v.mock.state().orders.is_empty(), "{flavor:?}: nothing placed");
+        let calculator = if flavor == Flavor::Kite { "/margins/orders" } else if flavor == Flavor::Upstox { "/v2/charges/margin" } else { "/api/v1/margin" };
+        assert!(v.mock.state().requests.iter().any(|r| r.path.starts_with(calculator)), "{flavor:?}: asked the broker's calculator");
+        // A close frees margin: it is never held back.
+        let mut close = order("th0000000000000m02", "NIFTY28MAR2420800CE", 50);
+        close.entry = false;
+        router.send(close);
+        assert!(matches!(next(&mut rx).await, LiveUpdate::Accepted { .. }), "{flavor:?}");
+        assert!(matches!(next(&mut rx).await, LiveUpdate::Filled { .. }), "{flavor:?}");
+        // With the margin there, the entry goes.
+        v.mock.state().funds = dec!(150000);
+        router.send(order("th0000000000000m03", "NIFTY28MAR2420800CE", 50));
+        assert!(matches!(next(&mut rx).await, LiveUpdate::Accepted { .. }), "{flavor:?}");
+        assert_eq!(v.mock.state().orders.len(), 2, "{flavor:?}");
+        settled(&router).await;
+    }
 }

@@ -216,6 +216,23 @@ impl Broker for Kite {
     }
 
     /// `GET /portfolio/positions`: the `net` positions.
+    /// `POST /margins/orders` (the order's `total`) against `GET /user/margins/equity` (`net`).
+    fn margin<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
+        Box::pin(async move {
+            let price = order.reference_price.and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p)).unwrap_or(0.0);
+            let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
+            let body = serde_json::json!([{
+                "exchange": order.exchange(), "tradingsymbol": order.symbol, "transaction_type": order.action(), "variety": "regular",
+                "product": order.product_code(), "order_type": "MARKET", "quantity": qty, "price": price, "trigger_price": 0,
+            }]);
+            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/margins/orders", self.base))).json(&body)).await?)?;
+            let required = data.as_array().map(|rows| rows.iter().filter_map(|r| super::number(&r["total"])).sum::<rust_decimal::Decimal>()).ok_or_else(|| BrokerError::Protocol("order margins are not a list".into()))?;
+            let funds = Self::read(http::send(self.auth(self.client.get(format!("{}/user/margins/equity", self.base)))).await?)?;
+            let available = super::number(&funds["net"]).ok_or_else(|| BrokerError::Protocol("no net in the equity margins".into()))?;
+            Ok(Some(super::Margin { required, available }))
+        })
+    }
+
     fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
         Box::pin(async move {
             let data = Self::read(http::send(self.auth(self.client.get(format!("{}/portfolio/positions", self.base)))).await?)?;

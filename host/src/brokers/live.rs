@@ -236,6 +236,8 @@ pub struct AccountLink {
     pub algo_id: Option<String>,
     /// Placements a second per exchange segment (the slices of a large order are paced by it).
     pub orders_per_sec: usize,
+    /// Check F&O entries against the broker's margin calculator before placing them.
+    pub margin_check: bool,
 }
 
 impl std::fmt::Debug for AccountLink {
@@ -691,6 +693,22 @@ impl Worker {
             }
         };
         let broker = self.link.broker.clone();
+        // Margin before sending: an F&O entry the account cannot carry is refused here,
+        // with the shortfall, rather than by the broker's RMS after the fact. A close is
+        // never held back (it frees margin), nor is an order already possibly placed.
+        if o.fresh && o.entry && self.link.margin_check && req.segment == Segment::Derivative {
+            match broker.margin(&req).await {
+                Ok(Some(m)) => {
+                    if let Some(short) = m.shortfall() {
+                        return Placed::Refused(format!("margin: the order needs {} and {} is free, {short} short", m.required, m.available));
+                    }
+                }
+                Ok(None) => {}
+                Err(BrokerError::Token(reason)) => return Placed::TokenLost(reason),
+                // The calculator did not answer: the broker's own check still stands behind the order.
+                Err(e) => tracing::warn!(account = %self.link.account, "margin check of {}: {e}; placing without it", o.client_order_id),
+            }
+        }
         let mut look_first = !o.fresh;
         let mut attempt = 0u32;
         let mut last_error = String::new();
@@ -970,7 +988,7 @@ mod tests {
         };
         let first = paper.place(&req).await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: paper.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+        let link = AccountLink { account: "a".into(), broker: paper.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
         let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
         assert!(router.send(order("th1", "RELIANCE", false)));
@@ -1009,7 +1027,7 @@ mod tests {
     async fn an_unknown_symbol_is_refused_before_anything_is_sent() {
         let venue = Arc::new(Wrapped::new("kite", |o| o));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), RouterSettings::default(), tx);
         router.send(order("th9", "NOSUCH", true));
         match rx.recv().await {
@@ -1046,7 +1064,7 @@ mod tests {
             o
         }));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10 };
+        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
         let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
         let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
         router.send(order("th5", "RELIANCE", true));

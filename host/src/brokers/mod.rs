@@ -209,6 +209,30 @@ pub trait Broker: Send + Sync {
 
     /// Net quantity per trading symbol as the broker holds it today, for reconciliation.
     fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>>;
+
+    /// The margin `order` needs and what the account has free, from the broker's
+    /// margin calculator and funds (`None`: the broker has no margin API).
+    fn margin<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<Option<Margin>, BrokerError>> {
+        let _ = order;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What an order needs against what the account has, rupees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Margin {
+    /// The margin the order would block.
+    pub required: Decimal,
+    /// The margin free to use.
+    pub available: Decimal,
+}
+
+impl Margin {
+    /// How much is missing, when the order needs more than is free.
+    #[must_use]
+    pub fn shortfall(&self) -> Option<Decimal> {
+        (self.required > self.available).then(|| self.required - self.available)
+    }
 }
 
 impl BrokerStatus {

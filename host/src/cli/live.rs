@@ -73,7 +73,7 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
         match tokio::time::timeout(timeout + Duration::from_secs(1), broker.check_session()).await {
             Ok(Ok(user)) => {
                 println!("tradehost: LIVE account {id}: {} session ok (user {user})", broker.name());
-                links.push(AccountLink { account: id.clone(), broker, product: account.product, protection_pct: account.market_protection_pct, algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec });
+                links.push(AccountLink { account: id.clone(), broker, product: account.product, protection_pct: account.market_protection_pct, algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec, margin_check: account.margin_check });
             }
             Ok(Err(e)) => problems.push(format!("account {id} ({}): session check failed: {e}", broker.name())),
             Err(_) => problems.push(format!("account {id} ({}): session check timed out", broker.name())),

@@ -224,6 +224,7 @@ mod tests {
             product: crate::domain::Product::Mis,
             square_off: None,
             algo_id: None,
+            margin_check: true,
             risk: crate::config::RiskLimits::default(),
             exits: crate::config::ExitRules::default(),
         }
