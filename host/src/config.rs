@@ -421,7 +421,7 @@ impl RiskLimits {
 
 /// `[accounts.exits]`: stop-loss, target and trailing stop in percent of the
 /// entry price, for positions whose signal did not set them. 0 = none.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExitRules {
     /// Stop-loss, percent below (long) or above (short) the entry.
@@ -437,6 +437,15 @@ pub struct ExitRules {
     /// time (IST, `HH:MM`), whatever the product (an expiring short can be assigned
     /// or settled physically); empty: not.
     pub expiry_square_off: String,
+    /// A live position with a stop keeps a protective SL-M order at the broker at
+    /// that stop, tightened as the stop trails, so that it stands if the host dies.
+    pub broker_stop: bool,
+}
+
+impl Default for ExitRules {
+    fn default() -> Self {
+        Self { stop_loss_pct: Decimal::ZERO, target_pct: Decimal::ZERO, trailing_pct: Decimal::ZERO, expiry_square_off: String::new(), broker_stop: true }
+    }
 }
 
 /// Where a pipeline's market data comes from.

@@ -152,6 +152,8 @@ pub struct State {
     pub per_second: usize,
     /// The exchange's freeze quantity per trading symbol: a larger order is refused, as NSE refuses it.
     pub freeze: HashMap<String, Decimal>,
+    /// Every modification taken: the order's id and the fields sent.
+    pub modifications: Vec<(String, HashMap<String, String>)>,
     /// The margin calculator: rupees of margin per unit ordered.
     pub margin_per_unit: Decimal,
     /// The account's free margin (Kite `net`, Upstox `available_margin`, OpenAlgo `availablecash`).
@@ -222,6 +224,7 @@ impl MockServer {
             per_second: 1000,
             freeze: HashMap::new(),
             margin_per_unit: Decimal::ZERO,
+            modifications: Vec::new(),
             funds: Decimal::from(10_000_000),
             symbols: HashMap::new(),
             feed_url: None,
@@ -609,6 +612,38 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             let id = query(&r.path, "order_id").unwrap_or_default();
             cancel(s, &id, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 9 } }))
         }
+        // Modifying a working order: its new terms replace the old ones.
+        (Flavor::Kite, "PUT", p) if p.starts_with("/orders/regular/") => {
+            let f = form(&r.body);
+            for (k, allowed) in [("order_type", &["MARKET", "LIMIT", "SL", "SL-M"][..]), ("validity", &["DAY", "IOC", "TTL"][..])] {
+                if f.get(k).is_some_and(|v| !allowed.contains(&v.as_str())) {
+                    return refusal(Flavor::Kite, &format!("Invalid `{k}`."));
+                }
+            }
+            modify(s, &p["/orders/regular/".len()..], f, |id| json!({ "status": "success", "data": { "order_id": id } }))
+        }
+        (Flavor::Upstox, "PUT", "/v3/order/modify") => {
+            let b = body_json.clone();
+            let Some(id) = b["order_id"].as_str().map(str::to_owned) else { return refusal(Flavor::Upstox, "order_id is required") };
+            for (k, number) in [("quantity", true), ("price", true), ("trigger_price", true), ("validity", false), ("order_type", false)] {
+                if b.get(k).is_some_and(|v| if number { !v.is_number() } else { !v.is_string() }) {
+                    return refusal(Flavor::Upstox, &format!("{k} has the wrong type"));
+                }
+            }
+            let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
+            modify(s, &id, fields, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 10 } }))
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/modifyorder") => {
+            let b = body_json.clone();
+            for k in ["strategy", "orderid", "symbol", "action", "exchange", "pricetype", "product", "quantity", "price"] {
+                if b.get(k).is_none() {
+                    return refusal(Flavor::OpenAlgo, &format!("Missing mandatory field(s): {k}"));
+                }
+            }
+            let id = b["orderid"].as_str().map_or_else(|| b["orderid"].to_string(), str::to_owned);
+            let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
+            modify(s, &id, fields, |id| json!({ "status": "success", "orderid": id }))
+        }
         // The margin calculators and funds, in each API's documented shape.
         (Flavor::Kite, "POST", "/margins/orders") => {
             let Ok(Value::Array(orders)) = serde_json::from_str::<Value>(&r.body) else { return refusal(Flavor::Kite, "Invalid JSON: expected a list of orders") };
@@ -785,6 +820,8 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
     let id = next_id(s);
     let script = s.scripts.pop_front().or_else(|| s.default_script.clone());
     let placed_at = s.clock.clone().unwrap_or_else(ist_now);
+    // A stop (SL, SL-M) rests until the market trades through its trigger.
+    let stop = is_stop(&fields);
     s.orders.push(MockOrder {
         id: id.clone(),
         fields,
@@ -792,7 +829,7 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
         symbol: symbol.to_owned(),
         side: side.to_ascii_uppercase(),
         qty,
-        status: "OPEN".into(),
+        status: if stop { TRIGGER_PENDING.into() } else { "OPEN".into() },
         average_price: None,
         polls: 0,
         filled: Decimal::ZERO,
@@ -845,10 +882,30 @@ fn book(s: &mut State) -> Vec<MockOrder> {
 
 /// A status read: a scripted order takes its next step; any other open order
 /// completes at the first read (the exchange filled it at the market).
+/// A stop's status until it triggers, as Kite writes it.
+pub const TRIGGER_PENDING: &str = "TRIGGER PENDING";
+
+/// Whether an order's fields make it a stop (Kite and Upstox `order_type`, OpenAlgo `pricetype`).
+fn is_stop(fields: &HashMap<String, String>) -> bool {
+    ["order_type", "pricetype"].iter().any(|k| fields.get(*k).is_some_and(|t| t == "SL" || t == "SL-M"))
+}
+
 fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
     let ltp = s.ltp.clone();
     let o = s.orders.iter_mut().find(|o| o.id == id)?;
     o.polls += 1;
+    if o.status == TRIGGER_PENDING {
+        // Triggered when the last price reaches the trigger: a sell stop at or below it, a buy stop at or above.
+        let trigger = o.fields.get("trigger_price").and_then(|t| t.parse::<Decimal>().ok());
+        if let (Some(trigger), Some(last)) = (trigger, ltp.get(&o.symbol).copied()) {
+            let hit = if o.side == "SELL" { last <= trigger } else { last >= trigger };
+            if hit {
+                o.status = "OPEN".into();
+                o.fill(o.qty, last);
+            }
+        }
+        return Some(o.clone());
+    }
     if let Some(script) = o.script.as_mut() {
         if o.status == "OPEN" && !script.steps.is_empty() {
             match script.steps.remove(0) {
@@ -880,6 +937,26 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
     Some(o.clone())
 }
 
+/// Apply new terms to a working order (its fields, its quantity), recording each change.
+fn modify(s: &mut State, id: &str, fields: HashMap<String, String>, answer: impl Fn(&str) -> Value) -> Reply {
+    let flavor = s.flavor;
+    match s.orders.iter_mut().find(|o| o.id == id) {
+        Some(o) if o.status == "OPEN" || o.status == TRIGGER_PENDING => {
+            if let Some(q) = fields.get("quantity").and_then(|q| q.trim_matches('"').parse::<Decimal>().ok()) {
+                o.qty = q;
+            }
+            for (k, v) in &fields {
+                o.fields.insert(k.clone(), v.clone());
+            }
+            let changed = (id.to_owned(), fields);
+            s.modifications.push(changed);
+            (200, answer(id), None)
+        }
+        Some(_) => refusal(flavor, "Order cannot be modified as it is not open."),
+        None => refusal(flavor, "Order not found"),
+    }
+}
+
 fn cancel(s: &mut State, id: &str, answer: impl Fn(&str) -> Value) -> Reply {
     let flavor = s.flavor;
     match s.orders.iter_mut().find(|o| o.id == id) {
@@ -889,7 +966,7 @@ fn cancel(s: &mut State, id: &str, answer: impl Fn(&str) -> Value) -> Reply {
             o.fill(o.qty, price);
             refusal(flavor, "Order cannot be cancelled as it is being processed. Try later.")
         }
-        Some(o) if o.status == "OPEN" => {
+        Some(o) if o.status == "OPEN" || o.status == TRIGGER_PENDING => {
             o.status = "CANCELLED".into();
             o.message = "Cancelled by user".into();
             (200, answer(id), None)

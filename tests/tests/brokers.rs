@@ -40,6 +40,8 @@ fn request(coid: &str, symbol: &str, token: Option<&str>) -> OrderRequest {
         reference_price: Some(d("1186.00")),
         protection_pct: Decimal::from(2),
         algo_id: None,
+        kind: tradehost::brokers::OrderKind::Market,
+        validity: tradehost::brokers::Validity::Day,
     }
 }
 

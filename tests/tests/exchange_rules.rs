@@ -93,6 +93,8 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
         reference_price: Some(dec!(100)),
         protection_pct: Decimal::from(2),
         algo_id: None,
+        kind: tradehost::brokers::OrderKind::Market,
+        validity: tradehost::brokers::Validity::Day,
     };
     assert!(matches!(kite.place(&whole).await, Err(BrokerError::Rejected(m)) if m.contains("freeze")), "the mock enforces the freeze quantity");
 
@@ -164,4 +166,201 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
     assert_eq!(rows.iter().map(|r| r[col("qty")]).collect::<Vec<_>>(), vec!["1800", "1800", "1400"]);
     // One day only, or none.
     assert_eq!(tradehost_ok(&["audit", "--journal", arg(&journal), "--day", "2024-03-04"]).lines().count(), 1, "the header alone");
+}
+
+const PROTECTED: &str = r#"
+[[accounts]]
+id = "kite-1"
+broker = "kite"
+capital = 1000000
+mode = "long"
+product = "cnc"
+sizing = { kind = "fixed", qty = 10 }
+risk = { cooldown_secs = 0 }
+exits = { stop_loss_pct = 2, trailing_pct = 1 }
+
+[[pipelines]]
+id = "rel"
+plugin = "ma_crossover.wasm"
+symbols = ["RELIANCE"]
+accounts = ["kite-1"]
+source = { kind = "redis" }
+"#;
+
+const RELIANCE_CSV: &str = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange
+738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE
+";
+
+/// Everything the router says until `done` holds, journaled as it comes; then what the
+/// order manager hands back to the router (new orders, cancels, modifications) goes out.
+async fn pump(om: &mut OrderManager, router: &LiveRouter, rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>, mut done: impl FnMut(&LiveUpdate) -> bool) {
+    loop {
+        let update = match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("the router reports").expect("open") {
+            RouterOutput::Update(u) => u,
+            RouterOutput::Notice(_) => continue,
+        };
+        om.on_live_update(&update).unwrap();
+        hand_over(om, router);
+        if done(&update) {
+            return;
+        }
+    }
+}
+
+fn hand_over(om: &mut OrderManager, router: &LiveRouter) {
+    for o in om.take_live_orders() {
+        assert!(router.send(o));
+    }
+    for c in om.take_live_cancels() {
+        assert!(router.cancel(c));
+    }
+    for m in om.take_live_modifies() {
+        assert!(router.modify(m));
+    }
+}
+
+fn quote(ts: i64, price: Decimal) -> tradehost::bus::message::QuotesMessage {
+    let q = tradehost::bus::message::Quote { instrument: "RELIANCE".into(), open: price, high: price, low: price, close: price, bid: None, ask: None };
+    tradehost::bus::message::QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("rel/{ts}"), ts, quotes: vec![q], after_signal: None, last: false }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_is_cancelled_before_the_host_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    mock.state().ltp.insert("RELIANCE".into(), dec!(100));
+    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
+    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), PROTECTED).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+    let master = InstrumentMaster::new(Bus::embedded("protective"));
+    let csv = dir.path().join("kite.csv");
+    std::fs::write(&csv, RELIANCE_CSV).unwrap();
+    master.load("kite", arg(&csv)).await.unwrap();
+    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, settings, tx);
+
+    // The entry fills at 100: the stop is 99 (the 1 % trail is tighter than the 2 % stop), and an SL-M rests at the broker there.
+    let mut s = signal();
+    (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
+    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+    om.on_signal(&s).unwrap();
+    hand_over(&mut om, &router);
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+    let protective = {
+        let st = mock.state();
+        assert_eq!(st.orders.len(), 2, "the entry and its protective stop");
+        let p = st.orders[1].clone();
+        assert_eq!((p.fields["order_type"].as_str(), p.fields["trigger_price"].as_str(), p.side.as_str(), p.qty, p.status.as_str()), ("SL-M", "99", "SELL", dec!(10), "TRIGGER PENDING"));
+        p
+    };
+    // The price rises: the trail tightens the stop, and the broker's order follows, twice.
+    let mut t = T;
+    for price in [dec!(103), dec!(106)] {
+        t += 60_000;
+        mock.state().ltp.insert("RELIANCE".into(), price);
+        let want = mock.state().modifications.len() + 1;
+        om.on_quotes(&quote(t, price)).unwrap();
+        hand_over(&mut om, &router);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while mock.state().modifications.len() < want {
+            assert!(tokio::time::Instant::now() < deadline, "modified at the broker: {:?}", mock.state().requests.iter().map(|r| format!("{} {} {}", r.method, r.path, r.body)).collect::<Vec<_>>());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // A dip that keeps above the stop loosens nothing.
+    t += 60_000;
+    mock.state().ltp.insert("RELIANCE".into(), dec!(105.5));
+    om.on_quotes(&quote(t, dec!(105.5))).unwrap();
+    hand_over(&mut om, &router);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let triggers: Vec<String> = mock.state().modifications.iter().map(|(id, f)| {
+        assert_eq!(id, &protective.id);
+        f["trigger_price"].clone()
+    }).collect();
+    assert_eq!(triggers, vec!["101.95", "104.95"], "1 % behind 103 and 106, to the tick; never loosened");
+    // The host flattens the account: the protective stop is cancelled first, then the close goes.
+    om.flatten("kite-1", "cmd-1").unwrap();
+    hand_over(&mut om, &router);
+    assert_eq!(mock.state().orders.len(), 2, "the close waits for the cancel");
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+    let st = mock.state();
+    assert_eq!(st.orders.iter().map(|o| (o.side.as_str(), o.status.as_str())).collect::<Vec<_>>(), vec![("BUY", "COMPLETE"), ("SELL", "CANCELLED"), ("SELL", "COMPLETE")]);
+    let cancel_at = st.requests.iter().position(|r| r.method == "DELETE").expect("a cancel");
+    let close_at = st.requests.iter().rposition(|r| r.method == "POST" && r.path.starts_with("/orders/regular")).unwrap();
+    assert!(cancel_at < close_at, "cancelled before the close was placed");
+    drop(st);
+    assert!(om.positions_of("kite-1").unwrap().is_empty());
+}
+
+#[test]
+fn the_host_killed_with_a_position_open_leaves_its_protective_stop_resting_and_a_restart_places_no_second() {
+    use std::process::{Command, Stdio};
+    let redis = tradehost_tests::RedisServer::start();
+    let broker = MockServer::start(Flavor::Kite, "kite-key-protect", "kite-token-protect");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kite.csv"), RELIANCE_CSV).unwrap();
+    // RELIANCE falls for an hour, then rises all day: one crossover up, no way down. A
+    // delivery position opens once and stays, its 5 % stop resting at the broker.
+    let account = format!(
+        "id = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"cnc\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}\nexits = {{ stop_loss_pct = 5 }}",
+        broker.url
+    );
+    let live = "timeout_ms = 5000\npoll_ms = 50\nbackoff_ms = 50\ncancel_after_secs = 0\ninstruments = { kite = \"kite.csv\" }";
+    let config = tradehost_tests::reliance_day_config(dir.path(), |i| if i < 60 { 1000.0 - f64::from(i) } else { 940.0 + f64::from(i - 60) }, live, "kite-1", &account);
+    let run = |args: &[&str]| {
+        Command::new(tradehost_tests::tradehost_bin())
+            .args(["run", "--quiet", "--config"])
+            .arg(&config)
+            .args(args)
+            .env("REDIS_URL", redis.url())
+            .env("TRADING_MODE", "live")
+            .env_remove("TRADEHOST_SECRETS")
+            .env("TRADEHOST_KITE_1_API_KEY", "kite-key-protect")
+            .env("TRADEHOST_KITE_1_ACCESS_TOKEN", "kite-token-protect")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let stops = |b: &MockServer| b.state().orders.iter().filter(|o| o.fields.get("order_type").map(String::as_str) == Some("SL-M")).cloned().collect::<Vec<_>>();
+    let mut first = run(&[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stops(&broker).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no protective stop reached the broker");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap(); // SIGKILL: no goodbye, nothing cancelled
+    first.wait().unwrap();
+    let resting = stops(&broker);
+    assert_eq!(resting.len(), 1);
+    let entry = broker.state().orders.iter().find(|o| o.side == "BUY").cloned().expect("the entry");
+    let fill = entry.average_price.expect("the entry filled");
+    let p = &resting[0];
+    assert_eq!((p.status.as_str(), p.side.as_str(), p.qty), ("TRIGGER PENDING", "SELL", dec!(10)), "the stop stands at the broker with the host gone");
+    let trigger: Decimal = p.fields["trigger_price"].parse().unwrap();
+    assert!(trigger < fill && trigger >= fill * dec!(0.94), "5 % under the fill {fill}: {trigger}");
+
+    // The restart finds it (by its tag) and places no second one.
+    let second = run(&["--until-idle", "2"]).wait_with_output().unwrap();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let after = stops(&broker);
+    assert_eq!(after.len(), 1, "one protective stop at the broker: {after:?}");
+    assert_eq!((after[0].status.as_str(), after[0].fields["trigger_price"].parse::<Decimal>().unwrap()), ("TRIGGER PENDING", trigger), "still resting, at the same trigger");
+    let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+    let journaled: Vec<(String, String, Option<String>)> = db
+        .prepare("SELECT client_order_id, state, broker_order_id FROM orders WHERE pipeline = 'protective-stop'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(journaled.len(), 1, "{journaled:?}");
+    assert_eq!((journaled[0].1.as_str(), journaled[0].2.as_deref(), after[0].tag.as_deref()), ("accepted", Some(after[0].id.as_str()), Some(journaled[0].0.as_str())));
+    let held: String = db.query_row("SELECT qty FROM positions WHERE account = 'kite-1' AND instrument = 'RELIANCE'", [], |r| r.get(0)).unwrap();
+    assert_eq!(held.parse::<Decimal>().unwrap(), dec!(10));
 }

@@ -50,6 +50,28 @@ impl Kite {
     }
 
     /// Read an answer: `data` on success, the right error otherwise.
+    /// What a placement and a modification share: type, quantity, product, validity,
+    /// prices, and market protection for the orders that go at the market (MARKET, SL-M).
+    fn terms(order: &OrderRequest) -> Vec<(&'static str, String)> {
+        let mut form = vec![
+            ("order_type", order.kind.code().to_owned()),
+            ("quantity", order.qty.normalize().to_string()),
+            ("product", order.product_code().to_owned()),
+            ("validity", order.validity.code().to_owned()),
+        ];
+        if let Some(price) = order.kind.price() {
+            form.push(("price", price.normalize().to_string()));
+        }
+        if let Some(trigger) = order.kind.trigger() {
+            form.push(("trigger_price", trigger.normalize().to_string()));
+        }
+        if matches!(order.kind, super::OrderKind::Market | super::OrderKind::StopMarket { .. }) {
+            // -1: Kite's automatic protection; 1..100: that percentage. 0 is refused by Kite.
+            form.push(("market_protection", if order.protection_pct > rust_decimal::Decimal::ZERO { order.protection_pct.normalize().to_string() } else { "-1".to_owned() }));
+        }
+        form
+    }
+
     fn read(answer: Answer) -> Result<Value, BrokerError> {
         if answer.status.is_success() && answer.body["status"] == "success" {
             return Ok(answer.body["data"].clone());
@@ -171,20 +193,22 @@ impl Broker for Kite {
                 ("tradingsymbol", order.symbol.clone()),
                 ("exchange", order.exchange().to_owned()),
                 ("transaction_type", order.action().to_owned()),
-                ("order_type", "MARKET".to_owned()),
-                ("quantity", order.qty.normalize().to_string()),
-                ("product", order.product_code().to_owned()),
-                ("validity", "DAY".to_owned()),
-                // -1: Kite's automatic protection; 1..100: that percentage. 0 is refused by Kite.
-                ("market_protection", if order.protection_pct > rust_decimal::Decimal::ZERO { order.protection_pct.normalize().to_string() } else { "-1".to_owned() }),
                 ("tag", order.client_order_id.clone()),
             ];
+            form.extend(Self::terms(order));
             // The regulator's algo framework: the exchange-approved id of the strategy (Kite Connect's `algo_id`).
             if let Some(id) = &order.algo_id {
                 form.push(("algo_id", id.clone()));
             }
             let data = Self::read(http::send(self.auth(self.client.post(format!("{}/orders/regular", self.base))).form(&form)).await?)?;
             text(&data["order_id"]).ok_or_else(|| BrokerError::Protocol("no order_id in the answer".into()))
+        })
+    }
+
+    fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            Self::read(http::send(self.auth(self.client.put(format!("{}/orders/regular/{order_id}", self.base))).form(&Self::terms(order))).await?)?;
+            Ok(())
         })
     }
 

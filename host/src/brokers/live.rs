@@ -26,7 +26,7 @@ use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
 use super::instruments::{InstrumentMaster, whole_lots};
-use super::{Broker, BrokerError, BrokerStatus, OrderRequest, Secret, Segment};
+use super::{Broker, BrokerError, BrokerStatus, OrderKind, OrderRequest, Secret, Segment, Validity};
 use crate::domain::Product;
 use crate::domain::OrderSide;
 
@@ -60,6 +60,8 @@ pub struct LiveOrder {
     /// It opens or adds to a position (a signal's order), as opposed to a close the
     /// host made (an exit, a square-off): only entries are cancelled when they do not fill.
     pub entry: bool,
+    /// Market, limit or stop (a protective stop is `StopMarket`).
+    pub kind: OrderKind,
 }
 
 impl LiveOrder {
@@ -79,6 +81,7 @@ impl LiveOrder {
             filled_qty: Decimal::ZERO,
             cancel_requested: false,
             entry: true,
+            kind: OrderKind::Market,
         }
     }
 }
@@ -93,6 +96,21 @@ pub struct LiveCancel {
     pub client_order_id: String,
     /// Why, for the journal and the operator.
     pub reason: String,
+}
+
+/// The order manager moved a working order's terms (a protective stop tightened,
+/// or its quantity following the position): the router changes it at the broker,
+/// again on every poll until the broker takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveModify {
+    /// The account that holds it.
+    pub account: String,
+    /// Our id.
+    pub client_order_id: String,
+    /// The new kind (its prices).
+    pub kind: OrderKind,
+    /// The new quantity.
+    pub qty: Decimal,
 }
 
 /// What a broker said, for the order manager to journal.
@@ -198,6 +216,19 @@ pub enum LiveNotice {
         orders: usize,
         /// Whether every one was read (false: the broker did not answer, or the session is gone).
         complete: bool,
+    },
+    /// The broker took a change of a working order's terms.
+    Modified {
+        /// Account.
+        account: String,
+        /// The order.
+        client_order_id: String,
+        /// `SL-M`, …
+        kind: &'static str,
+        /// Its trigger now, for a stop.
+        trigger: Option<String>,
+        /// Its quantity now.
+        qty: String,
     },
     /// A call failed ambiguously and is being checked and retried.
     Retrying {
@@ -327,6 +358,8 @@ enum Msg {
     Poke,
     /// Cancel this order (queued or working), for this reason.
     Cancel(String, String),
+    /// Change a working order's terms (a protective stop's trigger and quantity).
+    Modify(LiveModify),
     /// The order stream (re)connected: read every working order before anything is placed,
     /// then say so ([`LiveNotice::Synced`]).
     Sync,
@@ -355,7 +388,7 @@ impl LiveRouter {
         for link in links {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(link.account.clone(), tx);
-            let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None, placed: HashMap::new() };
+            let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None, placed: HashMap::new(), stops: std::sync::Mutex::default() };
             tokio::spawn(worker.run(rx));
         }
         Self { senders, brokers, open, master: instruments, syncing: Arc::default() }
@@ -412,6 +445,11 @@ impl LiveRouter {
     /// Ask for an order to be cancelled (see [`LiveCancel`]). False for an account it does not route.
     pub fn cancel(&self, c: LiveCancel) -> bool {
         self.senders.get(&c.account).is_some_and(|tx| tx.send(Msg::Cancel(c.client_order_id, c.reason)).is_ok())
+    }
+
+    /// Change a working order (see [`LiveModify`]). False for an account it does not route.
+    pub fn modify(&self, m: LiveModify) -> bool {
+        self.senders.get(&m.account).is_some_and(|tx| tx.send(Msg::Modify(m)).is_ok())
     }
 
     /// A new token for `account` (from a `token` command). False for an account it does not route.
@@ -475,6 +513,8 @@ struct Worker {
     paused: Option<String>,
     /// When the latest placements went out, per segment (at most `orders_per_sec` a second).
     placed: HashMap<Segment, std::collections::VecDeque<tokio::time::Instant>>,
+    /// Stop orders handed over (and, marked, those resting at the broker).
+    stops: std::sync::Mutex<HashSet<String>>,
 }
 
 /// How a placement ended.
@@ -487,11 +527,42 @@ enum Placed {
 impl Worker {
     fn update(&self, u: LiveUpdate) {
         let done = !matches!(u, LiveUpdate::Accepted { .. } | LiveUpdate::PartFilled { .. } | LiveUpdate::CancelRequested { .. });
+        let coid = match &u {
+            LiveUpdate::Accepted { client_order_id, .. }
+            | LiveUpdate::Rejected { client_order_id, .. }
+            | LiveUpdate::PartFilled { client_order_id, .. }
+            | LiveUpdate::Filled { client_order_id, .. }
+            | LiveUpdate::CancelRequested { client_order_id, .. }
+            | LiveUpdate::Cancelled { client_order_id, .. } => client_order_id.clone(),
+        };
+        let accepted = matches!(u, LiveUpdate::Accepted { .. });
         let _ = self.out.send(RouterOutput::Update(u));
         // Counted down only after it is sent: at every moment an unfinished order is either
         // counted or its report is waiting in the channel, so the orders loop never sees
-        // "nothing open" while a fill is still on its way.
-        if done {
+        // "nothing open" while a fill is still on its way. A stop resting at the broker is
+        // not work in progress (it may rest for days): it stops counting once accepted.
+        let mut stops = self.stops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if accepted && stops.contains(&coid) {
+            if stops.insert(format!("{coid}\u{1f}resting")) {
+                self.open.fetch_sub(1, Ordering::SeqCst);
+            }
+        } else if done {
+            stops.remove(&coid);
+            if !stops.remove(&format!("{coid}\u{1f}resting")) {
+                self.open.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// A stop order handed over: once at the broker it no longer counts as open work.
+    fn track_stop(&self, o: &LiveOrder) {
+        if o.kind.trigger().is_none() {
+            return;
+        }
+        let mut stops = self.stops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stops.insert(o.client_order_id.clone());
+        // Recovered already at the broker: resting from the start.
+        if o.broker_order_id.is_some() && stops.insert(format!("{}\u{1f}resting", o.client_order_id)) {
             self.open.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -520,6 +591,8 @@ impl Worker {
         let mut working: Vec<Working> = Vec::new();
         // Cancels asked for orders still queued that may already be at the broker.
         let mut wanted: HashMap<String, String> = HashMap::new();
+        // Queued orders whose terms changed: once placed (or found), changed at the broker too.
+        let mut modified: HashSet<String> = HashSet::new();
         let mut poll = tokio::time::interval(self.settings.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -529,13 +602,16 @@ impl Worker {
                 msg = rx.recv() => match msg {
                     None => return,
                     Some(Msg::Claimed(ids)) => self.claimed.extend(ids),
-                    Some(Msg::Order(o)) => match o.broker_order_id.clone() {
-                        Some(id) => {
-                            self.claimed.insert(id.clone());
-                            working.push(Working::new(o, id));
+                    Some(Msg::Order(o)) => {
+                        self.track_stop(&o);
+                        match o.broker_order_id.clone() {
+                            Some(id) => {
+                                self.claimed.insert(id.clone());
+                                working.push(Working::new(o, id));
+                            }
+                            None => queue.push_back(o),
                         }
-                        None => queue.push_back(o),
-                    },
+                    }
                     Some(Msg::Cancel(coid, reason)) => {
                         if let Some(w) = working.iter_mut().find(|w| w.order.client_order_id == coid) {
                             w.wanted.get_or_insert(reason);
@@ -552,6 +628,22 @@ impl Worker {
                                 // Perhaps at the broker already (a restart, a timeout): found or placed first, then cancelled.
                                 wanted.insert(coid, reason);
                             }
+                        }
+                    }
+                    Some(Msg::Modify(m)) => {
+                        if let Some(w) = working.iter_mut().find(|w| w.order.client_order_id == m.client_order_id) {
+                            w.order.kind = m.kind;
+                            w.order.qty = m.qty;
+                            w.modify_pending = true;
+                            if self.paused.is_none() && let Err(SessionGone(reason)) = self.modify_if_pending(w).await {
+                                self.pause(reason);
+                            }
+                        } else if let Some(o) = queue.iter_mut().find(|o| o.client_order_id == m.client_order_id) {
+                            // Not placed yet (or being looked for): it goes out with the new terms,
+                            // or, found at the broker, is changed at the next poll.
+                            o.kind = m.kind;
+                            o.qty = m.qty;
+                            modified.insert(m.client_order_id);
                         }
                     }
                     Some(Msg::Poke) => {
@@ -594,6 +686,7 @@ impl Worker {
                                 self.update(LiveUpdate::Accepted { client_order_id: order.client_order_id.clone(), broker_order_id: id.clone() });
                                 let mut w = Working::new(order, id);
                                 w.wanted = wanted.remove(&w.order.client_order_id);
+                                w.modify_pending = modified.remove(&w.order.client_order_id);
                                 working.push(w);
                             }
                             Placed::Refused(reason) => {
@@ -651,6 +744,8 @@ impl Worker {
             reference_price: o.reference_price,
             protection_pct: self.link.protection_pct,
             algo_id: self.link.algo_id.clone(),
+            kind: o.kind,
+            validity: Validity::Day,
         })
     }
 
@@ -677,6 +772,41 @@ impl Worker {
             tokio::time::sleep_until(first + second).await;
         }
         recent.push_back(tokio::time::Instant::now());
+    }
+
+    /// Change a working order at the broker when its terms moved; a failure is tried
+    /// again at the next poll (a refusal for an order no longer open is dropped).
+    async fn modify_if_pending(&self, w: &mut Working) -> Result<(), SessionGone> {
+        if !w.modify_pending || w.cancel_done || w.wanted.is_some() {
+            return Ok(());
+        }
+        let req = match self.request(&w.order).await {
+            Ok(r) => r,
+            Err(Ok(reason)) => {
+                tracing::warn!(account = %self.link.account, "modifying {}: {reason}", w.order.client_order_id);
+                w.modify_pending = false;
+                return Ok(());
+            }
+            Err(Err(_)) => return Ok(()),
+        };
+        match self.link.broker.modify(&w.id, &req).await {
+            Ok(()) => {
+                w.modify_pending = false;
+                self.notice(LiveNotice::Modified { account: self.link.account.clone(), client_order_id: w.order.client_order_id.clone(), kind: w.order.kind.code(), trigger: w.order.kind.trigger().map(|t| t.to_string()), qty: w.order.qty.to_string() });
+                Ok(())
+            }
+            Err(BrokerError::Token(reason)) => Err(SessionGone(reason)),
+            Err(BrokerError::Rejected(reason)) => {
+                // Filled or cancelled meanwhile (the poll will say), or terms the broker refuses.
+                tracing::warn!(account = %self.link.account, "the broker refused to modify {}: {reason}", w.order.client_order_id);
+                w.modify_pending = false;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.link.account, "modifying {}: {e}; trying again", w.order.client_order_id);
+                Ok(())
+            }
+        }
     }
 
     /// Place `o`, never twice: after anything ambiguous, look before placing again.
@@ -770,6 +900,13 @@ impl Worker {
 
     /// Read every working order's status; true when each was read.
     async fn poll(&mut self, working: &mut Vec<Working>) -> bool {
+        // Changes of terms the broker has not taken yet (a protective stop's trigger).
+        for w in working.iter_mut().filter(|w| w.modify_pending) {
+            if let Err(SessionGone(reason)) = self.modify_if_pending(w).await {
+                self.pause(reason);
+                return false;
+            }
+        }
         let mut i = 0;
         while i < working.len() {
             let w = &mut working[i];
@@ -900,11 +1037,13 @@ struct Working {
     wanted: Option<String>,
     /// The operator was told it completed without an average price.
     unpriced_told: bool,
+    /// Its terms changed and the broker has not taken the change yet.
+    modify_pending: bool,
 }
 
 impl Working {
     fn new(order: LiveOrder, id: String) -> Self {
-        Self { order, id, cancel_done: false, cancel_refusals: 0, wanted: None, unpriced_told: false }
+        Self { order, id, cancel_done: false, cancel_refusals: 0, wanted: None, unpriced_told: false, modify_pending: false }
     }
 }
 
@@ -928,6 +1067,7 @@ mod tests {
             filled_qty: Decimal::ZERO,
             cancel_requested: false,
             entry: true,
+            kind: OrderKind::Market,
         }
     }
 
@@ -985,6 +1125,8 @@ mod tests {
             reference_price: None,
             protection_pct: Decimal::ZERO,
             algo_id: None,
+            kind: crate::brokers::OrderKind::Market,
+            validity: crate::brokers::Validity::Day,
         };
         let first = paper.place(&req).await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -1049,6 +1191,8 @@ mod tests {
             reference_price: None,
             protection_pct: Decimal::ZERO,
             algo_id: None,
+            kind: crate::brokers::OrderKind::Market,
+            validity: crate::brokers::Validity::Day,
         };
         assert_eq!(venue.paper.find(&req, &HashSet::new()).await.unwrap(), None, "nothing reached the broker");
     }

@@ -37,7 +37,96 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub use crate::domain::Segment;
 
-/// An order for a live broker: always a market order, with market protection.
+/// How an order is priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrderKind {
+    /// At the market (with the account's market protection).
+    #[default]
+    Market,
+    /// At `price` or better.
+    Limit {
+        /// The limit.
+        price: Decimal,
+    },
+    /// A stop: when the market trades at `trigger`, a limit order at `price`.
+    StopLimit {
+        /// Where it triggers.
+        trigger: Decimal,
+        /// The limit once triggered.
+        price: Decimal,
+    },
+    /// A stop: when the market trades at `trigger`, a market order.
+    StopMarket {
+        /// Where it triggers.
+        trigger: Decimal,
+    },
+}
+
+impl OrderKind {
+    /// `MARKET`, `LIMIT`, `SL`, `SL-M`: Kite's, Upstox's and OpenAlgo's word alike.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Market => "MARKET",
+            Self::Limit { .. } => "LIMIT",
+            Self::StopLimit { .. } => "SL",
+            Self::StopMarket { .. } => "SL-M",
+        }
+    }
+
+    /// The limit price, where there is one.
+    #[must_use]
+    pub fn price(self) -> Option<Decimal> {
+        match self {
+            Self::Limit { price } | Self::StopLimit { price, .. } => Some(price),
+            _ => None,
+        }
+    }
+
+    /// The trigger price, for stops.
+    #[must_use]
+    pub fn trigger(self) -> Option<Decimal> {
+        match self {
+            Self::StopLimit { trigger, .. } | Self::StopMarket { trigger } => Some(trigger),
+            _ => None,
+        }
+    }
+
+    /// From the journal's columns: `order_type` (`None`: market), `limit_price`, `trigger_price`.
+    #[must_use]
+    pub fn from_parts(code: Option<&str>, price: Option<Decimal>, trigger: Option<Decimal>) -> Option<Self> {
+        match (code.unwrap_or("MARKET"), price, trigger) {
+            ("MARKET", ..) => Some(Self::Market),
+            ("LIMIT", Some(price), _) => Some(Self::Limit { price }),
+            ("SL", Some(price), Some(trigger)) => Some(Self::StopLimit { trigger, price }),
+            ("SL-M", _, Some(trigger)) => Some(Self::StopMarket { trigger }),
+            _ => None,
+        }
+    }
+}
+
+/// How long an order lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validity {
+    /// Until the end of the session.
+    #[default]
+    Day,
+    /// Immediate or cancel.
+    Ioc,
+}
+
+impl Validity {
+    /// `DAY` or `IOC`.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Day => "DAY",
+            Self::Ioc => "IOC",
+        }
+    }
+}
+
+/// An order for a live broker: a market order with market protection unless `kind` says otherwise.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderRequest {
     /// Our id; carried in the broker's `tag` where it has one.
@@ -63,6 +152,10 @@ pub struct OrderRequest {
     pub protection_pct: Decimal,
     /// The regulator's algo id for the account's strategies (Kite's `algo_id`).
     pub algo_id: Option<String>,
+    /// Market, limit, or a stop.
+    pub kind: OrderKind,
+    /// Day or IOC.
+    pub validity: Validity,
 }
 
 impl OrderRequest {
@@ -203,6 +296,12 @@ pub trait Broker: Send + Sync {
 
     /// Cancel a working order.
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Change a working order to `order`'s quantity, kind and prices (a stop's trigger moved).
+    fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = (order_id, order);
+        Box::pin(async { Err(BrokerError::Rejected(format!("{} cannot modify orders", self.name()))) })
+    }
 
     /// Replace the access token (a new day's login), without a restart.
     fn set_token(&self, token: Secret);
@@ -406,6 +505,8 @@ mod tests {
             reference_price: Some(Decimal::from_str(price).unwrap()),
             protection_pct: Decimal::from_str(pct).unwrap(),
             algo_id: None,
+            kind: OrderKind::Market,
+            validity: Validity::Day,
         }
     }
 

@@ -172,9 +172,12 @@ impl OpenAlgo {
 
     fn fields(&self, order: &OrderRequest) -> Value {
         // Market protection: a limit order at the protection price when we know the market.
-        let (pricetype, price) = match order.protection_limit() {
-            Some(limit) => ("LIMIT", limit.to_string()),
-            None => ("MARKET", "0".to_owned()),
+        let (pricetype, price, trigger) = match order.kind {
+            super::OrderKind::Market => match order.protection_limit() {
+                Some(limit) => ("LIMIT", limit.to_string(), "0".to_owned()),
+                None => ("MARKET", "0".to_owned(), "0".to_owned()),
+            },
+            kind => (kind.code(), kind.price().map_or_else(|| "0".to_owned(), |p| p.normalize().to_string()), kind.trigger().map_or_else(|| "0".to_owned(), |t| t.normalize().to_string())),
         };
         json!({
             "strategy": self.strategy,
@@ -185,7 +188,7 @@ impl OpenAlgo {
             "product": order.product_code(),
             "quantity": order.qty.normalize().to_string(),
             "price": price,
-            "trigger_price": "0",
+            "trigger_price": trigger,
             "disclosed_quantity": "0",
         })
     }
@@ -306,6 +309,16 @@ impl Broker for OpenAlgo {
             let funds = self.call("funds", json!({})).await?;
             let available = number(&funds["data"]["availablecash"]).ok_or_else(|| BrokerError::Protocol("no availablecash in the funds".into()))?;
             Ok(Some(super::Margin { required, available }))
+        })
+    }
+
+    /// `modifyorder`: the order's full terms with its id.
+    fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut body = self.fields(order);
+            body["orderid"] = json!(order_id);
+            self.call("modifyorder", body).await?;
+            Ok(())
         })
     }
 

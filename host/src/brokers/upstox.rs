@@ -141,6 +141,36 @@ impl Upstox {
         r.bearer_auth(token.expose()).header("Accept", "application/json")
     }
 
+    /// What a placement and a modification share: quantity, product, validity, type and
+    /// prices. Upstox takes JSON numbers: a whole quantity, and prices a double holds
+    /// exactly to the paisa; anything else is refused here, never sent as 0. A market
+    /// order goes as a limit at the protection price when the market is known.
+    fn terms(order: &OrderRequest) -> Result<Value, BrokerError> {
+        let (order_type, price, trigger) = match order.kind {
+            super::OrderKind::Market => match order.protection_limit() {
+                Some(limit) => ("LIMIT", limit, rust_decimal::Decimal::ZERO),
+                None => ("MARKET", rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO),
+            },
+            kind => (kind.code(), kind.price().unwrap_or_default(), kind.trigger().unwrap_or_default()),
+        };
+        let quantity = Some(order.qty.normalize()).filter(|q| q.fract().is_zero() && *q > rust_decimal::Decimal::ZERO).and_then(|q| rust_decimal::prelude::ToPrimitive::to_u64(&q));
+        let Some(quantity) = quantity else {
+            return Err(BrokerError::Rejected(format!("{}: quantity {} is not a whole number of units", order.client_order_id, order.qty)));
+        };
+        let number = |what: &str, p: rust_decimal::Decimal| {
+            rust_decimal::prelude::ToPrimitive::to_f64(&p).filter(|p| p.is_finite() && *p >= 0.0).ok_or_else(|| BrokerError::Rejected(format!("{}: {what} {p} cannot be sent", order.client_order_id)))
+        };
+        Ok(json!({
+            "quantity": quantity,
+            "product": if order.product == Product::Mis { "I" } else { "D" },
+            "validity": order.validity.code(),
+            "price": number("limit price", price)?,
+            "order_type": order_type,
+            "disclosed_quantity": 0,
+            "trigger_price": number("trigger price", trigger)?,
+        }))
+    }
+
     fn read(answer: Answer) -> Result<Value, BrokerError> {
         if answer.status.is_success() && answer.body["status"] == "success" {
             return Ok(answer.body["data"].clone());
@@ -178,33 +208,12 @@ impl Broker for Upstox {
     fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
         Box::pin(async move {
             let token = order.token.as_deref().ok_or_else(|| BrokerError::Rejected(format!("{}: no instrument_token (not in the Upstox instrument master)", order.symbol)))?;
-            let (order_type, price) = match order.protection_limit() {
-                Some(limit) => ("LIMIT", limit),
-                None => ("MARKET", rust_decimal::Decimal::ZERO),
-            };
-            // Upstox takes JSON numbers: a whole quantity, and a price a double holds exactly
-            // to the paisa. Anything else is refused here, never sent as 0.
-            let quantity = Some(order.qty.normalize()).filter(|q| q.fract().is_zero() && *q > rust_decimal::Decimal::ZERO).and_then(|q| rust_decimal::prelude::ToPrimitive::to_u64(&q));
-            let Some(quantity) = quantity else {
-                return Err(BrokerError::Rejected(format!("{}: quantity {} is not a whole number of units", order.client_order_id, order.qty)));
-            };
-            let Some(price) = rust_decimal::prelude::ToPrimitive::to_f64(&price).filter(|p| p.is_finite() && *p >= 0.0) else {
-                return Err(BrokerError::Rejected(format!("{}: limit price {price} cannot be sent", order.client_order_id)));
-            };
-            let body = json!({
-                "quantity": quantity,
-                "product": if order.product == Product::Mis { "I" } else { "D" },
-                "validity": "DAY",
-                "price": price,
-                "tag": order.client_order_id,
-                "instrument_token": token,
-                "order_type": order_type,
-                "transaction_type": order.action(),
-                "disclosed_quantity": 0,
-                "trigger_price": 0,
-                "is_amo": false,
-                "slice": false,
-            });
+            let mut body = Self::terms(order)?;
+            body["tag"] = json!(order.client_order_id);
+            body["instrument_token"] = json!(token);
+            body["transaction_type"] = json!(order.action());
+            body["is_amo"] = json!(false);
+            body["slice"] = json!(false);
             let data = Self::read(http::send(self.auth(self.client.post(format!("{}/v3/order/place", self.base))).json(&body)).await?)?;
             data["order_ids"].get(0).and_then(text).ok_or_else(|| BrokerError::Protocol("no order_ids in the answer".into()))
         })
@@ -252,6 +261,15 @@ impl Broker for Upstox {
             let funds = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/user/get-funds-and-margin?segment=SEC", self.base)))).await?)?;
             let available = super::number(&funds["equity"]["available_margin"]).ok_or_else(|| BrokerError::Protocol("no equity.available_margin in the funds".into()))?;
             Ok(Some(super::Margin { required, available }))
+        })
+    }
+
+    fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut body = Self::terms(order)?;
+            body["order_id"] = json!(order_id);
+            Self::read(http::send(self.auth(self.client.put(format!("{}/v3/order/modify", self.base))).json(&body)).await?)?;
+            Ok(())
         })
     }
 

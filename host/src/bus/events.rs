@@ -31,6 +31,10 @@ pub enum Event {
     SquareOff { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64 },
     /// An intraday position was left open past its session and is closed at the open.
     PositionCarried { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64, detail: String },
+    /// The broker took new terms for a working order (a protective stop tightened).
+    OrderModified { account: String, client_order_id: String, order_type: String, trigger: Option<String>, qty: String },
+    /// A broker-side protective stop was recorded for a live position (or moved).
+    ProtectiveStop { account: String, instrument: String, client_order_id: String, trigger: String, qty: String, action: String },
     /// An order above its instrument's freeze quantity goes out as `slices` child orders.
     OrderSliced { client_order_id: String, account: String, instrument: String, qty: String, slices: usize, freeze_qty: u64 },
     /// A basket's buy legs are sent.
@@ -185,6 +189,8 @@ impl Event {
             Self::SquareOff { .. } => "square_off",
             Self::PositionCarried { .. } => "position_carried",
             Self::OrderSliced { .. } => "order_sliced",
+            Self::OrderModified { .. } => "order_modified",
+            Self::ProtectiveStop { .. } => "protective_stop",
             Self::BasketPlaced { .. } => "basket_placed",
             Self::BasketComplete { .. } => "basket_complete",
             Self::BasketFailed { .. } => "basket_failed",

@@ -208,8 +208,9 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, ac
     if expiring.is_none() && intraday.is_none() {
         return Ok(None);
     }
+    // A protective stop resting at the broker is not in the way: the close cancels it first.
     let working: i64 = tx.row(
-        "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
+        "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
         [account_id, instrument],
         |r| r.get(0),
     )?;
@@ -313,7 +314,7 @@ pub(super) fn cancel_entries_at_square_off(
 
 /// The `pipeline` of the orders the host makes itself to close a position
 /// (never cancelled for want of a fill: a close that does not fill keeps working).
-pub const CLOSE_REASONS: [&str; 8] = ["stop-loss", "target", "trailing-stop", "square-off", "carried", "expiry", "flatten", "basket-unwind"];
+pub const CLOSE_REASONS: [&str; 9] = ["stop-loss", "target", "trailing-stop", "square-off", "carried", "expiry", "flatten", "basket-unwind", "protective-stop"];
 
 /// Record a market order that closes `account`'s position in `instrument`
 /// (an exit, a square-off, a flatten), keyed so that it is placed once; sliced

@@ -12,7 +12,8 @@ impl OrderManager {
         let mut qty = opt_dec(held.as_deref())?.unwrap_or_default();
         // Working orders count with what is left of them: their filled part is in the position.
         let mut stmt = tx.prepare_cached(
-            "SELECT side, qty, filled_qty FROM orders WHERE account = ?1 AND instrument = ?2 AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
+            // A protective stop is contingent: it is not a position to come.
+            "SELECT side, qty, filled_qty FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
         )?;
         let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
         for o in open {
@@ -114,7 +115,7 @@ impl OrderManager {
         })();
         result.map_err(jerr)?;
         // Decisions and the broker hand-off in one commit: one fsync per signal.
-        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
+        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));

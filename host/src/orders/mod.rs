@@ -29,6 +29,7 @@ pub mod report;
 pub mod risk;
 pub mod service;
 pub mod slicing;
+pub mod protect;
 pub mod state;
 
 pub use baskets::{Basket, BasketLeg};
@@ -113,8 +114,16 @@ pub struct OrderManager {
     cancels: Vec<crate::brokers::live::LiveCancel>,
     /// Orders whose cancel was handed over (asked once).
     cancel_asked: std::collections::HashSet<String>,
+    /// Working orders whose terms changed (protective stops), waiting to be handed to the router.
+    modifies: Vec<crate::brokers::live::LiveModify>,
     /// The latest price time seen, and when it came (for [`OrderManager::market_clock`]).
     seen: Option<(i64, std::time::Instant)>,
+}
+
+/// An order's kind from its journal columns (`order_type`, `limit_price`, `trigger_price`).
+fn order_kind(coid: &str, (code, price, trigger): &(Option<String>, Option<String>, Option<String>)) -> rusqlite::Result<crate::brokers::OrderKind> {
+    crate::brokers::OrderKind::from_parts(code.as_deref(), opt_dec(price.as_deref())?, opt_dec(trigger.as_deref())?)
+        .ok_or_else(|| journal::corrupt("order type", &format!("{coid}: {code:?} {price:?} {trigger:?}")))
 }
 
 /// Recent `(ts, open)` prices per instrument, oldest first.
@@ -208,6 +217,7 @@ impl OrderManager {
         let added = [
             ("orders", "stop_loss TEXT"), ("orders", "target TEXT"), ("orders", "broker_order_id TEXT"), ("orders", "filled_qty TEXT"), ("orders", "reference_price TEXT"),
             ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"), ("orders", "parent TEXT"), ("orders", "slice TEXT"),
+            ("orders", "order_type TEXT"), ("orders", "limit_price TEXT"), ("orders", "trigger_price TEXT"), ("orders", "modified_at INTEGER"),
             ("signals", "plugin TEXT"), ("signals", "plugin_version TEXT"), ("signals", "plugin_sha256 TEXT"),
         ];
         for (table, column) in added {
@@ -217,7 +227,7 @@ impl OrderManager {
                 db.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), []).map_err(err)?;
             }
         }
-        let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), finished: std::collections::HashSet::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), seen: None };
+        let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), finished: std::collections::HashSet::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), modifies: Vec::new(), seen: None };
         om.store_exit_rules()?;
         Ok(om)
     }
@@ -346,7 +356,7 @@ impl OrderManager {
         let path = self.path.clone();
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let tx = self.db.transaction().map_err(jerr)?;
-        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?;
+        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
         transitions.into_iter().map(|(coid, state, extra)| self.order_message(&coid, state, extra).map(Outcome::Order)).collect()
     }
@@ -377,21 +387,23 @@ impl OrderManager {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT client_order_id, account, instrument, side, qty, broker_order_id, reference_price, submitted_at, filled_qty, state, pipeline FROM orders
+                "SELECT client_order_id, account, instrument, side, qty, broker_order_id, reference_price, submitted_at, filled_qty, state, pipeline, order_type, limit_price, trigger_price FROM orders
                  WHERE state IN ('submitted', 'accepted', 'partially_filled', 'pending_cancel') ORDER BY rowid",
             )
             .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
                 let text = |i: usize| r.get::<_, Option<String>>(i);
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, text(5)?, text(6)?, r.get::<_, Option<i64>>(7)?, text(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?))
+                let kind = (text(11)?, text(12)?, text(13)?);
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, text(5)?, text(6)?, r.get::<_, Option<i64>>(7)?, text(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?, kind))
             })
             .map_err(self.err())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.err())?;
         rows.into_iter()
             .filter(|r| self.live.contains(&r.1))
-            .map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline)| {
+            .map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline, kind)| {
+                let kind = order_kind(&coid, &kind)?;
                 // The price it was decided at, as journaled: its protection stands after a restart.
                 let reference_price = opt_dec(reference.as_deref())?.or_else(|| self.last.get(&instrument).map(|(_, p)| *p));
                 Ok(LiveOrder {
@@ -407,6 +419,7 @@ impl OrderManager {
                     submitted_at: submitted_at.unwrap_or(0),
                     cancel_requested: state == "pending_cancel",
                     entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
+                    kind,
                 })
             })
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -473,8 +486,10 @@ impl OrderManager {
                 }
             }
         }
-        out.extend(advance_baskets(&tx, &self.config, &self.last, self.last.values().map(|(t, _)| *t).max().unwrap_or_else(now_ms)).map_err(jerr)?);
-        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?);
+        let market_now = self.last.values().map(|(t, _)| *t).max().unwrap_or_else(now_ms);
+        out.extend(advance_baskets(&tx, &self.config, &self.last, market_now).map_err(jerr)?);
+        out.extend(protect::protect(&tx, &self.config, &self.live, market_now, &mut self.modifies, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
+        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
         tx.commit().map_err(jerr)?;
         let mut msgs = Vec::new();
         for (coid, state, extra) in transitions {
@@ -561,24 +576,47 @@ impl OrderManager {
         live: &std::collections::HashSet<String>,
         last: &HashMap<String, (i64, Decimal)>,
         handoff: &mut Vec<LiveOrder>,
+        asked: &mut std::collections::HashSet<String>,
+        cancels: &mut Vec<crate::brokers::live::LiveCancel>,
     ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-        type NewOrder = (String, String, String, String, String, i64, String, String);
+        type NewOrder = (String, String, String, String, String, i64, String, String, (Option<String>, Option<String>, Option<String>));
         let new: Vec<NewOrder> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline FROM orders WHERE state = 'new' ORDER BY rowid",
+                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline, order_type, limit_price, trigger_price FROM orders WHERE state = 'new' ORDER BY rowid",
             )?;
             
             stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, (r.get(8)?, r.get(9)?, r.get(10)?))))?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         };
         let mut transitions = Vec::new();
-        for (coid, account, instrument, side, qty, not_before, slippage, pipeline) in new {
+        for (coid, account, instrument, side, qty, not_before, slippage, pipeline, kind) in new {
             if live.contains(&account) {
                 // A live account's order: recorded as submitted before the broker call
                 // (a restart then looks for it in the broker's book before placing it again),
                 // with the price it was decided at and when it went out.
                 let side = side_of(&side)?;
+                let mut qty = qty;
+                if pipeline != protect::PROTECTIVE {
+                    // An order that reduces a position waits for the position's protective
+                    // stop to be cancelled; a close then closes only what is still held.
+                    let close = CLOSE_REASONS.contains(&pipeline.as_str());
+                    match protect::release_close(tx, &coid, &account, &instrument, side, dec(&qty)?, close, asked, cancels)? {
+                        Ok(None) => continue,
+                        Ok(Some(left)) => {
+                            if left != dec(&qty)? {
+                                qty = left.to_string();
+                                tx.exec("UPDATE orders SET qty = ?2 WHERE client_order_id = ?1", params![coid, qty])?;
+                            }
+                        }
+                        Err(reason) => {
+                            if let Ok(to) = advance(tx, &coid, state::OrderEvent::Reject)? {
+                                transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
+                            }
+                            continue;
+                        }
+                    }
+                }
                 if let Ok(to) = advance(tx, &coid, state::OrderEvent::Submit)? {
                     transitions.push((coid.clone(), to.as_str(), json!({})));
                     let reference_price = last.get(&instrument).map(|(_, p)| *p);
@@ -587,6 +625,7 @@ impl OrderManager {
                         "UPDATE orders SET reference_price = ?2, submitted_at = ?3 WHERE client_order_id = ?1",
                         params![coid, reference_price.map(|p| p.to_string()), submitted_at],
                     )?;
+                    let kind = order_kind(&coid, &kind)?;
                     handoff.push(LiveOrder {
                         client_order_id: coid,
                         account,
@@ -600,6 +639,7 @@ impl OrderManager {
                         filled_qty: Decimal::ZERO,
                         cancel_requested: false,
                         entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
+                        kind,
                     });
                 }
                 continue;
@@ -742,8 +782,9 @@ impl OrderManager {
             exit_events.extend(Self::manage_exits(&config, &tx, q.ts, quote).map_err(jerr)?);
         }
         exit_events.extend(advance_baskets(&tx, &config, &self.last, q.ts).map_err(jerr)?);
+        exit_events.extend(protect::protect(&tx, &config, &self.live, q.ts, &mut self.modifies, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
         let mut transitions = cancelled;
-        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?);
+        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
         tx.commit().map_err(jerr)?;
         refusals.extend(exit_events);
         for (coid, state, extra) in transitions {
@@ -783,7 +824,7 @@ impl OrderManager {
                 out.extend(due.queue(&tx, &config, &account, &instrument, qty, cfg.slippage_bps, price).map_err(jerr)?);
             }
         }
-        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff).map_err(jerr)?);
+        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
         tx.commit().map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));

@@ -227,7 +227,13 @@ pub async fn serve(
             r.claimed(&account, om.broker_order_ids(&account)?);
         }
         for order in om.recover_live_orders()? {
+            // A protective stop's terms as journaled: a change the broker had not taken
+            // when the last run stopped is made now (the same terms again change nothing).
+            let modify = order.kind.trigger().is_some().then(|| crate::brokers::live::LiveModify { account: order.account.clone(), client_order_id: order.client_order_id.clone(), kind: order.kind, qty: order.qty });
             r.send(order);
+            if let Some(m) = modify {
+                r.modify(m);
+            }
         }
     }
     // Order updates the brokers push; each (re)connection also syncs the open orders.
@@ -313,6 +319,9 @@ pub async fn serve(
             }
             for cancel in om.take_live_cancels() {
                 r.cancel(cancel);
+            }
+            for modify in om.take_live_modifies() {
+                r.modify(modify);
             }
         }
         tokio::select! {
@@ -628,6 +637,9 @@ async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice, 
         N::Unpriced { account, client_order_id } => {
             let detail = "the broker reports it complete without an average price; nothing is journaled until it gives one".to_owned();
             events.publish(&Event::OrderUnpriced { account, client_order_id, detail }).await;
+        }
+        N::Modified { account, client_order_id, kind, trigger, qty } => {
+            events.publish(&Event::OrderModified { account, client_order_id, order_type: kind.to_owned(), trigger, qty }).await;
         }
         N::Retrying { account, client_order_id, reason, wait_ms } => {
             events.publish(&Event::BrokerRetry { account, client_order_id, reason, wait_ms }).await;
