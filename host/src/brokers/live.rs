@@ -554,6 +554,14 @@ impl Worker {
         }
     }
 
+    /// A resting stop being cancelled is work in progress again until the broker says what became of it.
+    fn unrest(&self, coid: &str) {
+        let mut stops = self.stops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if stops.remove(&format!("{coid}\u{1f}resting")) {
+            self.open.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     /// A stop order handed over: once at the broker it no longer counts as open work.
     fn track_stop(&self, o: &LiveOrder) {
         if o.kind.trigger().is_none() {
@@ -613,6 +621,7 @@ impl Worker {
                         }
                     }
                     Some(Msg::Cancel(coid, reason)) => {
+                        self.unrest(&coid);
                         if let Some(w) = working.iter_mut().find(|w| w.order.client_order_id == coid) {
                             w.wanted.get_or_insert(reason);
                             if self.paused.is_none() && let Err(SessionGone(reason)) = self.cancel_if_due(w).await {

@@ -610,7 +610,7 @@ impl OrderManager {
                             }
                         }
                         Err(reason) => {
-                            if let Ok(to) = advance(tx, &coid, state::OrderEvent::Reject)? {
+                            if let Ok(to) = advance(tx, &coid, state::OrderEvent::Cancel)? {
                                 transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
                             }
                             continue;

@@ -75,7 +75,7 @@ pub(super) fn protect(
         }
         let state: String = tx.row("SELECT state FROM orders WHERE client_order_id = ?1", [&coid], |r| r.get(0))?;
         if state == "new" {
-            let _ = advance(tx, &coid, state::OrderEvent::Reject)?;
+            let _ = advance(tx, &coid, state::OrderEvent::Cancel)?;
         } else if asked.insert(coid.clone()) {
             cancels.push(LiveCancel { account, client_order_id: coid, reason: "its position is closed".into() });
         }
@@ -171,7 +171,7 @@ pub(super) fn release_close(
     if let Some(r) = resting {
         if r.state == "new" {
             // Never sent: nothing to ask the broker.
-            let _ = advance(tx, &r.coid, state::OrderEvent::Reject)?;
+            let _ = advance(tx, &r.coid, state::OrderEvent::Cancel)?;
         } else {
             if r.state != "pending_cancel" && asked.insert(r.coid.clone()) {
                 cancels.push(LiveCancel { account: account.to_owned(), client_order_id: r.coid, reason: "the host closes the position itself".into() });

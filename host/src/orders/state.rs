@@ -138,6 +138,8 @@ pub fn transition(from: OrderState, event: OrderEvent) -> Result<OrderState, Inv
     let to = match (from, event) {
         (S::New, E::Submit) => S::Submitted,
         (S::New, E::Reject) => S::Rejected, // refused before sending (risk)
+        // Withdrawn before it was sent: a protective stop or a close made needless (the position is gone).
+        (S::New, E::Cancel) => S::Cancelled,
         (S::Submitted, E::Accept) => S::Accepted,
         (S::Submitted, E::Reject) => S::Rejected,
         // Taken by the broker, then refused by its risk system or the exchange (margin, a price band).
@@ -173,6 +175,7 @@ mod tests {
         let allowed = [
             (S::New, E::Submit, S::Submitted),
             (S::New, E::Reject, S::Rejected),
+            (S::New, E::Cancel, S::Cancelled),
             (S::Submitted, E::Accept, S::Accepted),
             (S::Submitted, E::Reject, S::Rejected),
             (S::Submitted, E::Fill, S::Filled),
