@@ -240,8 +240,10 @@ async fn no_beat_lost_while_swapping_under_load() {
     drop(control_tx);
     // How fast it went is the reload benchmark's business; here only that swaps came mid-run.
     let _ = elapsed;
-    assert!(swaps_sent >= 3, "only {swaps_sent} swaps happened during the run");
-    assert_eq!(stats.swaps.load(Ordering::Relaxed), swaps_sent as u64);
+    // The last swap can race the run's end: queued after the last bar was read, it is never applied.
+    let applied = usize::try_from(stats.swaps.load(Ordering::Relaxed)).unwrap();
+    assert!(applied >= 3, "only {applied} swaps happened during the run");
+    assert!(applied == swaps_sent || applied + 1 == swaps_sent, "{applied} of {swaps_sent} swaps applied");
     assert_eq!(stats.events_in.load(Ordering::Relaxed), events_total as u64, "every event processed exactly once");
     assert_eq!(stats.events_skipped.load(Ordering::Relaxed), 0);
     assert_eq!(stats.signals_refused.load(Ordering::Relaxed), 0, "no signal emitted twice");
@@ -254,7 +256,7 @@ async fn no_beat_lost_while_swapping_under_load() {
             states.push(v["state"].as_str().unwrap_or("").to_owned());
         }
     }
-    assert_eq!(states, vec!["snapshot".to_owned(); swaps_sent], "state carried by snapshot every time");
+    assert_eq!(states, vec!["snapshot".to_owned(); applied], "state carried by snapshot every time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

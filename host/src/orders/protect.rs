@@ -30,7 +30,8 @@ struct Resting {
 }
 
 fn resting(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> rusqlite::Result<Option<Resting>> {
-    let row: Option<(String, String, Option<String>, Option<i64>, String)> = tx
+    type Row = (String, String, Option<String>, Option<i64>, String);
+    let row: Option<Row> = tx
         .row(
             "SELECT client_order_id, qty, trigger_price, modified_at, state FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
              AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel') ORDER BY rowid DESC LIMIT 1",
