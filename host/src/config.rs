@@ -212,6 +212,16 @@ impl Account {
         crate::domain::time::parse_hhmm(text)
     }
 
+    /// The lot of `instrument` for this account: the contract's per `contracts` (by
+    /// underlying and expiry), else the account's `lot_size` for lots sizing.
+    #[must_use]
+    pub fn lot_of(&self, rules: &crate::domain::contracts::ContractRules, instrument: &str) -> Option<u64> {
+        rules.lot_size(instrument).or(match self.sizing {
+            Sizing::Lots { lot_size, .. } => lot_size,
+            _ => None,
+        })
+    }
+
     /// The earliest square-off time of its segments (a clock check: may any be due?).
     #[must_use]
     pub fn earliest_square_off(&self) -> Option<u32> {

@@ -23,6 +23,8 @@ const MODIFY_EVERY_MS: i64 = 2_000;
 /// A protective order still working (or recorded and not yet sent).
 struct Resting {
     coid: String,
+    /// `buy` or `sell`: the side that closes the position it protects.
+    side: String,
     qty: Decimal,
     trigger: Decimal,
     modified_at: Option<i64>,
@@ -30,16 +32,16 @@ struct Resting {
 }
 
 fn resting(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> rusqlite::Result<Option<Resting>> {
-    type Row = (String, String, Option<String>, Option<i64>, String);
+    type Row = (String, String, Option<String>, Option<i64>, String, String);
     let row: Option<Row> = tx
         .row(
-            "SELECT client_order_id, qty, trigger_price, modified_at, state FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
+            "SELECT client_order_id, qty, trigger_price, modified_at, state, side FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
              AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel') ORDER BY rowid DESC LIMIT 1",
             [account, instrument],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )
         .optional()?;
-    row.map(|(coid, qty, trigger, modified_at, state)| Ok(Resting { qty: dec(&qty)?, trigger: opt_dec(trigger.as_deref())?.unwrap_or_default(), coid, modified_at, state })).transpose()
+    row.map(|(coid, qty, trigger, modified_at, state, side)| Ok(Resting { qty: dec(&qty)?, trigger: opt_dec(trigger.as_deref())?.unwrap_or_default(), coid, side, modified_at, state })).transpose()
 }
 
 /// Keep every live position's protective stop in line with its managed exit: record
@@ -158,12 +160,8 @@ pub(super) fn release_close(
     cancels: &mut Vec<LiveCancel>,
 ) -> rusqlite::Result<Result<Option<Decimal>, String>> {
     let resting = resting(tx, account, instrument)?;
-    let protective_side: Option<String> = match &resting {
-        Some(r) => tx.row("SELECT side FROM orders WHERE client_order_id = ?1", [&r.coid], |row| row.get(0)).optional()?,
-        None => None,
-    };
     // Only an order on the protective stop's side (one that reduces the position) waits.
-    if protective_side.is_some_and(|s| s != side.as_str()) {
+    if resting.as_ref().is_some_and(|r| r.side != side.as_str()) {
         return Ok(Ok(Some(qty)));
     }
     if resting.is_none() && !close {

@@ -43,11 +43,7 @@ fn slices_of(config: &Config, o: &NewOrder<'_>) -> (Vec<Decimal>, Option<u64>) {
     let Some(freeze) = rules.freeze_qty(o.instrument) else { return (vec![o.qty], None) };
     // Only a whole, representable quantity is sliced (the exchange takes nothing else).
     let Some(qty) = o.qty.fract().is_zero().then(|| u64::try_from(o.qty).ok()).flatten() else { return (vec![o.qty], None) };
-    let account_lot = config.account(o.account).and_then(|a| match a.sizing {
-        crate::config::Sizing::Lots { lot_size, .. } => lot_size,
-        _ => None,
-    });
-    let lot = rules.lot_size(o.instrument).or(account_lot).unwrap_or(1);
+    let lot = config.account(o.account).map_or_else(|| rules.lot_size(o.instrument), |a| a.lot_of(rules, o.instrument)).unwrap_or(1);
     let parts = rules.slices(o.instrument, qty, lot);
     (parts.into_iter().map(Decimal::from).collect(), Some(freeze))
 }

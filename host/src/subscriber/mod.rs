@@ -155,7 +155,7 @@ pub fn fan_out<'a, E>(
         }
         let effective = position(id)?;
         // Lots are the contract's, by its expiry: they change between expiries.
-        let rules = Rules { lot: config.market.contract_rules.lot_size(&signal.instrument), ..Rules::from(account) };
+        let rules = Rules { lot: account.lot_of(&config.market.contract_rules, &signal.instrument), ..Rules::from(account) };
         let intent = intent(rules, &signal.side, effective, signal.price, signal.stop_loss).map_err(|e| match e {
             SizingError::NoLot(_) => SizingError::NoLot(signal.instrument.clone()),
             other => other,
