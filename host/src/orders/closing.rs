@@ -114,8 +114,10 @@ pub(super) fn save_exit(tx: &rusqlite::Transaction<'_>, account: &str, instrumen
     Ok(())
 }
 
-/// The minute (IST) the NSE session opens: 09:15.
-pub const SESSION_OPEN_MINUTE: u32 = 9 * 60 + 15;
+/// The start (ms since the epoch) of IST day `day`: the square-off's due times are minutes after it.
+fn ist_midnight(day: i64) -> i64 {
+    day.saturating_mul(86_400_000).saturating_sub(crate::domain::time::IST_OFFSET_MS)
+}
 
 /// An intraday close the clock calls for.
 pub(super) struct SquareOff {
@@ -165,9 +167,9 @@ pub fn square_off_rule(square_off: u32, now: i64, last_fill: Option<i64>) -> Opt
 /// [`square_off_rule`] on a day of trading `hours`, `square_off` already carried to them.
 #[must_use]
 pub fn square_off_rule_in(hours: crate::domain::calendar::Hours, square_off: u32, now: i64, last_fill: Option<i64>) -> Option<(&'static str, i64)> {
-    use crate::domain::time::{IST_OFFSET_MS, ist_day, ist_minute_of_day};
+    use crate::domain::time::{ist_day, ist_minute_of_day};
     let (day, minute) = (ist_day(now), ist_minute_of_day(now));
-    let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
+    let midnight = ist_midnight(day);
     if minute >= hours.open && last_fill.is_some_and(|t| ist_day(t) < day) {
         return Some(("carried", midnight + i64::from(hours.open) * 60_000 - 1));
     }
@@ -196,7 +198,7 @@ pub(super) fn square_off_today(config: &Config, account: &crate::config::Account
 /// is closed again, up to [`SQUARE_OFF_TRIES`] orders a day.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, account: &crate::config::Account, account_id: &str, instrument: &str, qty: Decimal, now: i64) -> rusqlite::Result<Option<SquareOff>> {
-    use crate::domain::time::{IST_OFFSET_MS, ist_day, ist_minute_of_day};
+    use crate::domain::time::{ist_day, ist_minute_of_day};
     let (day, minute) = (ist_day(now), ist_minute_of_day(now));
     // A short option on its expiry day, from the account's `expiry_square_off`, whatever the product.
     let expiring = config.market.calendar.hours(day).and_then(|hours| {
@@ -218,7 +220,7 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, ac
         return Ok(None);
     }
     if let Some(at) = expiring {
-        let midnight = day.saturating_mul(86_400_000).saturating_sub(IST_OFFSET_MS);
+        let midnight = ist_midnight(day);
         return Ok(Some(SquareOff { reason: "expiry", key: format!("expiry/{account_id}/{instrument}/{day}"), not_before: midnight + i64::from(at) * 60_000 }));
     }
     let Some((hours, square_off)) = intraday else { return Ok(None) };

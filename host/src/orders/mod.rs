@@ -33,7 +33,7 @@ pub mod protect;
 pub mod state;
 
 pub use baskets::{Basket, BasketLeg};
-pub use closing::{CLOSE_REASONS, SESSION_OPEN_MINUTE, square_off_rule, square_off_rule_in};
+pub use closing::{CLOSE_REASONS, square_off_rule, square_off_rule_in};
 use baskets::advance_baskets;
 use closing::{arm_exit, cancel_entries_at_square_off, queue_close, square_off_due};
 use decisions::{restore_cooldown, self_risk_context};
