@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["ma-crossover", "rsi", "oi-crossover", "orb", "hostile", "future-contract"];
+const PLUGINS: &[&str] = &["ma-crossover", "rsi", "oi-crossover", "orb", "hostile", "future-contract", "contract-1-0", "order-types"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
     let root = manifest.parent().map(PathBuf::from).unwrap_or_else(|| manifest.clone());
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from).join("plugin-build");
-    for dir in ["strategies", "strategy-sdk", "tests/plugins", "Cargo.toml"] {
+    for dir in ["strategies", "strategy-sdk", "tests/plugins", "host/wit", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -202,11 +202,22 @@ proptest! {
         strength in prop::option::of(any::<f64>()),
         instrument in ".{0,40}",
         reason in ".{0,40}",
+        limit in prop::option::of(any::<f64>()),
+        trigger in any::<f64>(),
     ) {
-        let s = strategy_sdk::Signal { instrument, side: strategy_sdk::Side::Buy, reason, stop_loss: stop, target, strength };
+        let order = match limit {
+            Some(limit) if trigger.is_sign_negative() => strategy_sdk::OrderType::Limit(limit),
+            Some(limit) => strategy_sdk::OrderType::StopLimit { trigger, limit },
+            None => strategy_sdk::OrderType::Stop(trigger),
+        };
+        let s = strategy_sdk::Signal { instrument, side: strategy_sdk::Side::Buy, reason, stop_loss: stop, target, strength, order, validity: strategy_sdk::Validity::Day };
         if let Ok(signal) = crate::engine::Signal::from_strategy(ts, s) {
             prop_assert!(signal.stop_loss.is_none_or(|p| !p.is_sign_negative()));
             prop_assert!(signal.target.is_none_or(|p| !p.is_sign_negative()));
+            // Every price of its order is a price above zero, and rounds to the tick without a panic.
+            prop_assert!(signal.order.named_price().is_some_and(|p| p > rust_decimal::Decimal::ZERO));
+            let _ = signal.order.on_tick(crate::domain::OrderSide::Buy);
+            let _ = signal.order.on_tick(crate::domain::OrderSide::Sell);
         }
     }
 

@@ -51,7 +51,17 @@ fn signal(s: crate::Signal) -> Signal {
         crate::Side::Sell => wit::Side::Sell,
         crate::Side::Exit => wit::Side::Exit,
     };
-    Signal { instrument: s.instrument, side, reason: s.reason, stop_loss: s.stop_loss, target: s.target, strength: s.strength }
+    let order = match s.order {
+        crate::OrderType::Market => wit::OrderType::Market,
+        crate::OrderType::Limit(price) => wit::OrderType::Limit(price),
+        crate::OrderType::Stop(trigger) => wit::OrderType::Stop(trigger),
+        crate::OrderType::StopLimit { trigger, limit } => wit::OrderType::StopLimit(wit::StopLimit { trigger, limit }),
+    };
+    let validity = match s.validity {
+        crate::Validity::Day => wit::Validity::Day,
+        crate::Validity::Ioc => wit::Validity::Ioc,
+    };
+    Signal { instrument: s.instrument, side, reason: s.reason, stop_loss: s.stop_loss, target: s.target, strength: s.strength, order, validity }
 }
 
 fn signals(out: &mut crate::Signals) -> Vec<Signal> {

@@ -23,6 +23,36 @@ impl Side {
     }
 }
 
+/// How a signal's order is priced (contract 1.1). The host rounds each price to
+/// the instrument's tick so that an order never pays more than it asks.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum OrderType {
+    /// At the market.
+    #[default]
+    Market,
+    /// At this price or better: a buy fills only when the market trades below it.
+    Limit(f64),
+    /// When the market trades at the trigger, at the market.
+    Stop(f64),
+    /// When the market trades at `trigger`, a limit at `limit`.
+    StopLimit {
+        /// Where it triggers.
+        trigger: f64,
+        /// The limit once triggered.
+        limit: f64,
+    },
+}
+
+/// How long a signal's order works (contract 1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validity {
+    /// Until the session ends.
+    #[default]
+    Day,
+    /// Fills on the first price after the signal, or is cancelled.
+    Ioc,
+}
+
 /// A trading signal. The host decides size, risk and execution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
@@ -38,6 +68,10 @@ pub struct Signal {
     pub target: Option<f64>,
     /// Conviction in [0, 1].
     pub strength: Option<f64>,
+    /// How its order is priced.
+    pub order: OrderType,
+    /// How long its order works.
+    pub validity: Validity,
 }
 
 /// The signals a strategy emits while handling one event (or one batch).
@@ -57,7 +91,8 @@ impl Signals {
         Self::default()
     }
 
-    /// Emit a buy signal; chain `.stop_loss()`, `.target()`, `.strength()` on the result.
+    /// Emit a buy signal; chain `.stop_loss()`, `.target()`, `.strength()`, and
+    /// `.limit()`, `.stop()`, `.stop_limit()`, `.ioc()` for its order, on the result.
     pub fn buy(&mut self, instrument: &str, reason: impl Into<String>) -> SignalBuilder<'_> {
         self.push(instrument, Side::Buy, reason.into())
     }
@@ -73,7 +108,16 @@ impl Signals {
     }
 
     fn push(&mut self, instrument: &str, side: Side, reason: String) -> SignalBuilder<'_> {
-        let signal = Signal { instrument: instrument.to_owned(), side, reason, stop_loss: None, target: None, strength: None };
+        let signal = Signal {
+            instrument: instrument.to_owned(),
+            side,
+            reason,
+            stop_loss: None,
+            target: None,
+            strength: None,
+            order: OrderType::Market,
+            validity: Validity::Day,
+        };
         self.items.push((self.bar_index, signal));
         let last = self.items.len() - 1;
         SignalBuilder { signal: &mut self.items[last].1 }
@@ -130,6 +174,30 @@ impl SignalBuilder<'_> {
     /// Conviction in [0, 1]; values outside are clamped.
     pub fn strength(self, strength: f64) -> Self {
         self.signal.strength = Some(strength.clamp(0.0, 1.0));
+        self
+    }
+
+    /// Its order is a limit at `price` (at that price or better).
+    pub fn limit(self, price: f64) -> Self {
+        self.signal.order = OrderType::Limit(price);
+        self
+    }
+
+    /// Its order is a stop: at the market once the market trades at `trigger`.
+    pub fn stop(self, trigger: f64) -> Self {
+        self.signal.order = OrderType::Stop(trigger);
+        self
+    }
+
+    /// Its order is a stop-limit: a limit at `limit` once the market trades at `trigger`.
+    pub fn stop_limit(self, trigger: f64, limit: f64) -> Self {
+        self.signal.order = OrderType::StopLimit { trigger, limit };
+        self
+    }
+
+    /// Its order fills on the first price after the signal or is cancelled.
+    pub fn ioc(self) -> Self {
+        self.signal.validity = Validity::Ioc;
         self
     }
 }

@@ -220,6 +220,7 @@ fn throughput(accounts: usize, signals: usize) -> f64 {
             target: None,
             strength: None,
             plugin_sha256: None,
+            order: None,
         };
         om.on_signal(&s).unwrap();
         let q = Quote { instrument: "NIFTY".into(), open: price, high: price, low: price, close: price, bid: None, ask: None };

@@ -152,6 +152,10 @@ pub struct State {
     pub per_second: usize,
     /// The exchange's freeze quantity per trading symbol: a larger order is refused, as NSE refuses it.
     pub freeze: HashMap<String, Decimal>,
+    /// A limit the last price has not reached rests, as on the exchange (off: every open
+    /// order fills at the first read, never beyond its limit, the market's price being
+    /// whatever a replay's quotes last said).
+    pub limits_rest: bool,
     /// Every modification taken: the order's id and the fields sent.
     pub modifications: Vec<(String, HashMap<String, String>)>,
     /// The margin calculator: rupees of margin per unit ordered.
@@ -223,6 +227,7 @@ impl MockServer {
             messages: Vec::new(),
             per_second: 1000,
             freeze: HashMap::new(),
+            limits_rest: false,
             margin_per_unit: Decimal::ZERO,
             modifications: Vec::new(),
             funds: Decimal::from(10_000_000),
@@ -880,8 +885,6 @@ fn book(s: &mut State) -> Vec<MockOrder> {
     shown
 }
 
-/// A status read: a scripted order takes its next step; any other open order
-/// completes at the first read (the exchange filled it at the market).
 /// A stop's status until it triggers, as Kite writes it.
 pub const TRIGGER_PENDING: &str = "TRIGGER PENDING";
 
@@ -890,8 +893,12 @@ fn is_stop(fields: &HashMap<String, String>) -> bool {
     ["order_type", "pricetype"].iter().any(|k| fields.get(*k).is_some_and(|t| t == "SL" || t == "SL-M"))
 }
 
+/// A status read: a scripted order takes its next step; a stop triggers when the last price
+/// reaches it; a limit the last price has not reached rests; any other open order completes
+/// at the first read (the exchange filled it at the market, never beyond its limit).
 fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
     let ltp = s.ltp.clone();
+    let limits_rest = s.limits_rest;
     let o = s.orders.iter_mut().find(|o| o.id == id)?;
     o.polls += 1;
     if o.status == TRIGGER_PENDING {
@@ -924,7 +931,14 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
         return Some(o.clone());
     }
     if o.status == "OPEN" {
-        let limit = o.fields.get("price").and_then(|p| p.parse::<Decimal>().ok()).filter(|p| !p.is_zero());
+        let limit = o.fields.get("price").and_then(|p| p.trim_matches('"').parse::<Decimal>().ok()).filter(|p| !p.is_zero());
+        // A limit the market has not reached rests, as on the exchange: a buy above the last price, a sell below.
+        if let (true, Some(l), Some(last)) = (limits_rest, limit, ltp.get(&o.symbol).copied()) {
+            let marketable = if o.side == "BUY" { last <= l } else { last >= l };
+            if !marketable {
+                return Some(o.clone());
+            }
+        }
         let price = ltp.get(&o.symbol).copied().or(limit).unwrap_or(Decimal::from(100));
         // A limit (protected) order fills at the market, never beyond its limit.
         let price = match (limit, o.side.as_str()) {

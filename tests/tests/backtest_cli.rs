@@ -84,7 +84,7 @@ fn every_bundled_strategy_backtests_on_generated_data() {
         assert!(stdout.contains(&format!("{name} 0.1.0 on")), "{stdout}");
         let summary = check_outputs(&out);
         assert!(summary["trades"].as_u64().unwrap() > 0, "{name} made no trades: {summary}");
-        assert_eq!(summary["run"]["contract"], "1.0.0");
+        assert_eq!(summary["run"]["contract"], "1.1.0");
     }
 }
 
@@ -112,7 +112,7 @@ fn mistakes_are_reported_with_file_line_and_field() {
     assert!(err.contains("corrupt.wasm") && err.contains("not a WebAssembly file"), "{err}");
 
     let err = failure(&["backtest", "--plugin", s(&plugin("future-contract")), "--data", s(&nifty), "--out", s(&out)]);
-    assert!(err.contains("tradehost:strategy@2.0.0") && err.contains("1.0.0"), "{err}");
+    assert!(err.contains("tradehost:strategy@2.0.0") && err.contains("1.1.0"), "{err}");
 
     let err = failure(&["backtest", "--plugin", s(&rsi), "--data", s(&nifty), "--out", s(&out), "--square-off", "3pm"]);
     assert!(err.contains("--square-off \"3pm\""), "{err}");

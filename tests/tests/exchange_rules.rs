@@ -67,6 +67,7 @@ fn signal() -> SignalMessage {
         target: None,
         strength: None,
         plugin_sha256: Some("ab".repeat(32)),
+        order: None,
     }
 }
 
@@ -363,4 +364,80 @@ fn the_host_killed_with_a_position_open_leaves_its_protective_stop_resting_and_a
     assert_eq!((journaled[0].1.as_str(), journaled[0].2.as_deref(), after[0].tag.as_deref()), ("accepted", Some(after[0].id.as_str()), Some(journaled[0].0.as_str())));
     let held: String = db.query_row("SELECT qty FROM positions WHERE account = 'kite-1' AND instrument = 'RELIANCE'", [], |r| r.get(0)).unwrap();
     assert_eq!(held.parse::<Decimal>().unwrap(), dec!(10));
+}
+
+/// A strategy's limit entry at Kite: it rests below the market (not cancelled as a stale
+/// market entry would be), the trader moves it with a `modify` and it fills when the market
+/// comes to it; a second one the trader cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_another_is_cancelled() {
+    use tradehost::bus::message::OrderTerms;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    mock.state().ltp.insert("RELIANCE".into(), dec!(100));
+    mock.state().limits_rest = true;
+    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
+    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &PROTECTED.replace("exits = { stop_loss_pct = 2, trailing_pct = 1 }", "")).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+    let master = InstrumentMaster::new(Bus::embedded("limit-entry"));
+    let csv = dir.path().join("kite.csv");
+    std::fs::write(&csv, RELIANCE_CSV).unwrap();
+    master.load("kite", arg(&csv)).await.unwrap();
+    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+    // Stale market entries are cancelled after 300 ms here: a limit is not one.
+    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: Some(Duration::from_millis(300)), absent_reads: 3 };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, settings, tx);
+
+    let limit_signal = |ts: i64, price: Decimal| {
+        let mut s = signal();
+        (s.pipeline, s.instrument, s.ts, s.id) = ("rel".into(), "RELIANCE".into(), ts, SignalMessage::make_id("rel", "ma-crossover", "0.1.0", ts, 0));
+        s.order = Some(OrderTerms { kind: "LIMIT".into(), price: Some(price), trigger: None, validity: None });
+        s
+    };
+    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+    let s = limit_signal(T, dec!(95.02));
+    om.on_signal(&s).unwrap();
+    hand_over(&mut om, &router);
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+    {
+        let st = mock.state();
+        assert_eq!(st.orders.len(), 1);
+        let o = &st.orders[0];
+        assert_eq!((o.fields["order_type"].as_str(), o.fields["price"].as_str(), o.status.as_str()), ("LIMIT", "95", "OPEN"), "a buy's limit down to the tick, resting");
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(mock.state().orders[0].status, "OPEN", "not cancelled for want of a fill");
+    assert!(mock.state().requests.iter().all(|r| r.method != "DELETE"));
+
+    // The trader moves it up to 97.5: the broker's order follows.
+    let coid = tradehost::subscriber::client_order_id(&s.id, "kite-1");
+    let out = om.modify_order(&coid, Some(dec!(97.5)), None, "cmd-m").unwrap().unwrap();
+    assert_eq!(out.len(), 1, "an order_modified event");
+    hand_over(&mut om, &router);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while mock.state().modifications.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "modified at the broker");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(mock.state().modifications[0].1["price"], "97.5");
+    // The market comes down to 97: filled there.
+    mock.state().ltp.insert("RELIANCE".into(), dec!(97));
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+    assert_eq!(om.positions_of("kite-1").unwrap().get("RELIANCE"), Some(&dec!(10)));
+
+    // A sell limit far above, to close: the trader cancels it.
+    let mut s2 = limit_signal(T + 120_000, dec!(150));
+    s2.side = "sell".into();
+    om.on_signal(&s2).unwrap();
+    hand_over(&mut om, &router);
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+    let coid2 = tradehost::subscriber::client_order_id(&s2.id, "kite-1");
+    assert_eq!(om.cancel_order(&coid2, "cmd-c").unwrap(), Ok(vec![]), "asked of the broker; the journal follows its report");
+    hand_over(&mut om, &router);
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Cancelled { .. })).await;
+    assert_eq!(mock.state().orders[1].status, "CANCELLED");
+    assert!(om.cancel_order(&coid2, "cmd-c2").unwrap().unwrap_err().contains("cancelled"));
+    assert_eq!(om.positions_of("kite-1").unwrap().get("RELIANCE"), Some(&dec!(10)), "the cancelled close sold nothing");
 }

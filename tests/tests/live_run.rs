@@ -152,6 +152,8 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     // (orders decided meanwhile are held, none lost); whether one comes depends on the day's data.
     std::thread::sleep(Duration::from_millis(300));
     kite.state().token = KITE_TOKEN_2.into();
+    // The new session's token is the ticker's too (the order stream reconnects with it when it drops).
+    ticker.set_token(KITE_TOKEN_2);
     let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
     let command = format!(r#"{{"v":1,"type":"command","id":"tok-1","cmd":"token","account":"paper-long","access_token":"{KITE_TOKEN_2}"}}"#);
     let _: i64 = redis::cmd("PUBLISH").arg("trading:commands").arg(&command).query(&mut con).unwrap();

@@ -42,7 +42,7 @@ fn bundled_plugins_load_and_describe_themselves() {
     let sandbox = fuel_sandbox();
     for (crate_name, init) in [("ma-crossover", vec![]), ("rsi", vec![]), ("oi-crossover", vec![]), ("orb", vec![])] {
         let p = sandbox.load_file(&plugin(crate_name)).unwrap();
-        assert_eq!(p.contract().to_string(), "1.0.0");
+        assert_eq!(p.contract().to_string(), "1.1.0");
         assert_eq!(p.sha256().len(), 64);
         let instance = sandbox.instantiate(&p, &init).unwrap();
         assert_eq!((instance.name(), instance.version()), (crate_name, "0.1.0"));
@@ -62,7 +62,53 @@ fn incompatible_contract_is_refused_naming_both_versions() {
     let err = fuel_sandbox().load_file(&plugin("future-contract")).unwrap_err();
     assert!(matches!(err, SandboxError::Incompatible { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("future_contract.wasm") && msg.contains("tradehost:strategy@2.0.0") && msg.contains("tradehost:strategy@1.0.0"), "{msg}");
+    assert!(msg.contains("future_contract.wasm") && msg.contains("tradehost:strategy@2.0.0") && msg.contains("tradehost:strategy@1.1.0"), "{msg}");
+}
+
+#[test]
+fn a_plugin_built_against_contract_1_0_runs_unchanged_and_its_signals_go_at_the_market() {
+    let sandbox = fuel_sandbox();
+    let p = sandbox.load_file(&plugin("contract-1-0")).unwrap();
+    assert_eq!(p.contract().to_string(), "1.0.0");
+    let mut instance = sandbox.instantiate(&p, &[]).unwrap();
+    assert_eq!((instance.name(), instance.version()), ("contract-1-0", "1.0.0"));
+    let bar = |i: i64| strategy_sdk::Bar { ts: 1_704_083_400_000 + i * 60_000, open: 100.0, high: 101.0, low: 99.0, close: 100.5, volume: 10, oi: 0 };
+    let mut signals = Vec::new();
+    for i in 0..4 {
+        signals.extend(instance.on_candle("NIFTY", 60, &bar(i)).unwrap());
+    }
+    assert_eq!(signals.len(), 1, "{signals:?}");
+    assert_eq!((signals[0].side, signals[0].reason.as_str()), (strategy_sdk::Side::Buy, "contract 1.0 buy"));
+    assert_eq!((signals[0].order, signals[0].validity), (strategy_sdk::OrderType::Market, strategy_sdk::Validity::Day));
+    // Batches and snapshots cross the same way.
+    let bars: Vec<_> = (4..6).map(bar).collect();
+    let batch = instance.on_candles("NIFTY", 60, &bars).unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!((batch[0].0, batch[0].1.side), (1, strategy_sdk::Side::Exit));
+    let state = instance.snapshot().unwrap();
+    assert_eq!(state, 6u32.to_le_bytes().to_vec());
+    assert_eq!(instance.restore(&state).unwrap(), Ok(()));
+}
+
+#[test]
+fn a_1_1_plugin_asks_for_limit_stop_and_stop_limit_entries() {
+    let sandbox = fuel_sandbox();
+    let p = sandbox.load_file(&plugin("order-types")).unwrap();
+    let bar = |i: i64| strategy_sdk::Bar { ts: 1_704_083_400_000 + i * 60_000, open: 100.0, high: 101.0, low: 99.0, close: 100.0, volume: 10, oi: 0 };
+    for (order, validity, want) in [
+        ("limit", "day", strategy_sdk::OrderType::Limit(98.0)),
+        ("stop", "ioc", strategy_sdk::OrderType::Stop(102.0)),
+        ("stop-limit", "day", strategy_sdk::OrderType::StopLimit { trigger: 102.0, limit: 102.5 }),
+    ] {
+        let mut instance = sandbox.instantiate(&p, &params(&[("order", order), ("offset", "2"), ("validity", validity), ("entry_bar", "1")])).unwrap();
+        let out = instance.on_candle("NIFTY", 60, &bar(0)).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].order, want, "{order}");
+        let ioc = if validity == "ioc" { strategy_sdk::Validity::Ioc } else { strategy_sdk::Validity::Day };
+        assert_eq!(out[0].validity, ioc);
+    }
+    let err = sandbox.instantiate(&p, &params(&[("order", "iceberg")])).unwrap_err().to_string();
+    assert!(err.contains("param `order`"), "{err}");
 }
 
 #[test]

@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::config::{ExitRules, Sizing};
 use crate::domain::OrderSide;
+use crate::domain::order::{OrderKind, PriceBar, Work, Working, work};
 use crate::domain::position::{Closed, Position, fill_price};
 use crate::domain::time::{format_hhmm, ist_day, ist_minute_of_day};
 use crate::engine::{Signal, StrategyRunner, sdk_bar, sdk_chain};
@@ -256,6 +257,10 @@ struct Order {
     target: Option<Decimal>,
     /// `signal`, or what closes the position (`square-off`, `carried`).
     reason: &'static str,
+    /// How it is priced and how long it works, as the signal asked (the host's closes: at the market).
+    terms: Option<crate::domain::order::Working>,
+    /// It has been worked against a bar (an IOC has had its one chance).
+    seen: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -331,6 +336,12 @@ impl<'a> Engine<'a> {
     #[allow(clippy::too_many_arguments)]
     fn fill(&mut self, i: usize, side: OrderSide, qty: Decimal, price: Decimal, ts_ms: i64, reason: &str, levels: (Option<Decimal>, Option<Decimal>)) {
         let price = fill_price(side, price, self.config.slippage_bps);
+        self.fill_exact(i, side, qty, price, ts_ms, reason, levels);
+    }
+
+    /// A fill at `price` itself (a limit's, or a stop's already slipped).
+    #[allow(clippy::too_many_arguments)]
+    fn fill_exact(&mut self, i: usize, side: OrderSide, qty: Decimal, price: Decimal, ts_ms: i64, reason: &str, levels: (Option<Decimal>, Option<Decimal>)) {
         let book = &mut self.books[i];
         let before = book.position.qty;
         let closed = book.position.fill(side, qty, price, ts_ms);
@@ -400,8 +411,25 @@ impl<'a> Engine<'a> {
                 ready
             };
             if !ready.is_empty() {
-                for o in ready {
-                    self.fill(i, o.side, o.qty, q.open, ts_ms, o.reason, (o.stop_loss, o.target));
+                let bar = PriceBar { ts: ts_ms, open: q.open, high: q.high, low: q.low };
+                for mut o in ready {
+                    let Some(terms) = o.terms.as_mut() else {
+                        self.fill(i, o.side, o.qty, q.open, ts_ms, o.reason, (o.stop_loss, o.target));
+                        continue;
+                    };
+                    match work(terms, &bar, !o.seen) {
+                        Work::Fill(price) => self.fill_exact(i, o.side, o.qty, price, ts_ms, o.reason, (o.stop_loss, o.target)),
+                        Work::Expire => {}
+                        Work::Trigger => {
+                            terms.triggered = true;
+                            o.seen = true;
+                            self.books[i].pending.push(o);
+                        }
+                        Work::Rest => {
+                            o.seen = true;
+                            self.books[i].pending.push(o);
+                        }
+                    }
                 }
                 // What those fills leave open at the square-off time is closed too.
                 squared = self.square_off(i, ts_ms);
@@ -434,12 +462,17 @@ impl<'a> Engine<'a> {
         if book.pending.iter().any(|o| o.reason == "square-off" || o.reason == "carried") {
             return true;
         }
+        // A limit or a stop entry still resting at the square-off is cancelled, as the
+        // order manager cancels a working entry then.
+        if ist_minute_of_day(ts_ms) >= square_off {
+            book.pending.retain(|o| o.terms.is_none());
+        }
         if book.position.qty.is_zero() || !book.pending.is_empty() {
             return false;
         }
         let Some((reason, not_before)) = square_off_rule(square_off, ts_ms, book.last_fill_ts) else { return false };
         let side = if book.position.qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
-        book.pending.push(Order { side, qty: book.position.qty.abs(), not_before, stop_loss: None, target: None, reason });
+        book.pending.push(Order { side, qty: book.position.qty.abs(), not_before, stop_loss: None, target: None, reason, terms: None, seen: false });
         true
     }
 
@@ -451,7 +484,7 @@ impl<'a> Engine<'a> {
         let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
         match exit.fill_price(reason, q.open, self.config.exit_fill) {
             Some(price) => self.fill(i, side, qty.abs(), price, ts_ms, reason, (None, None)),
-            None => book.pending.push(Order { side, qty: qty.abs(), not_before: ts_ms, stop_loss: None, target: None, reason }),
+            None => book.pending.push(Order { side, qty: qty.abs(), not_before: ts_ms, stop_loss: None, target: None, reason, terms: None, seen: false }),
         }
     }
 
@@ -468,6 +501,8 @@ impl<'a> Engine<'a> {
         };
         let price = quotes.iter().find(|(n, _)| *n == signal.instrument).map(|(_, q)| q.close);
         let i = self.book(&signal.instrument);
+        // A new signal replaces a limit or a stop still resting in the instrument, as the order manager does.
+        self.books[i].pending.retain(|o| o.terms.is_none());
         let effective = self.books[i].effective();
         let rules = Rules { mode: self.config.mode, sizing: &self.sizing, capital: self.config.capital, lot: None };
         match intent(rules, signal.side.as_str(), effective, price, signal.stop_loss) {
@@ -479,7 +514,16 @@ impl<'a> Engine<'a> {
                     order.qty = if reverses { effective.abs() } else { Decimal::ZERO };
                 }
                 if !order.qty.is_zero() {
-                    self.books[i].pending.push(Order { side: order.side, qty: order.qty, not_before: ts_ms, stop_loss: signal.stop_loss, target: signal.target, reason: "signal" });
+                    // A limit or a stop rests as the paper venue's would, by the same rules.
+                    let terms = (signal.order != OrderKind::Market).then(|| Working {
+                        side: order.side,
+                        kind: signal.order.on_tick(order.side),
+                        validity: signal.validity,
+                        slippage_bps: self.config.slippage_bps,
+                        not_before: ts_ms,
+                        triggered: false,
+                    });
+                    self.books[i].pending.push(Order { side: order.side, qty: order.qty, not_before: ts_ms, stop_loss: signal.stop_loss, target: signal.target, reason: "signal", terms, seen: false });
                 }
             }
             Ok(None) => {}

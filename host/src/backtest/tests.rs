@@ -31,7 +31,7 @@ impl StrategyRunner for Script {
             .iter()
             .filter(|(i, _, _)| (start..self.seen).contains(i))
             .map(|(i, side, stop)| {
-                let s = strategy_sdk::Signal { instrument: instrument.into(), side: *side, reason: "script".into(), stop_loss: *stop, target: None, strength: None };
+                let s = strategy_sdk::Signal { instrument: instrument.into(), side: *side, reason: "script".into(), stop_loss: *stop, target: None, strength: None, order: strategy_sdk::OrderType::Market, validity: strategy_sdk::Validity::Day };
                 ((*i - start) as u32, s)
             })
             .collect())

@@ -62,6 +62,8 @@ pub struct LiveOrder {
     pub entry: bool,
     /// Market, limit or stop (a protective stop is `StopMarket`).
     pub kind: OrderKind,
+    /// DAY or IOC.
+    pub validity: Validity,
 }
 
 impl LiveOrder {
@@ -82,6 +84,7 @@ impl LiveOrder {
             cancel_requested: false,
             entry: true,
             kind: OrderKind::Market,
+            validity: Validity::Day,
         }
     }
 }
@@ -227,6 +230,8 @@ pub enum LiveNotice {
         kind: &'static str,
         /// Its trigger now, for a stop.
         trigger: Option<String>,
+        /// Its limit now, for a limit or a stop-limit.
+        price: Option<String>,
         /// Its quantity now.
         qty: String,
     },
@@ -754,7 +759,7 @@ impl Worker {
             protection_pct: self.link.protection_pct,
             algo_id: self.link.algo_id.clone(),
             kind: o.kind,
-            validity: Validity::Day,
+            validity: o.validity,
         })
     }
 
@@ -801,7 +806,7 @@ impl Worker {
         match self.link.broker.modify(&w.id, &req).await {
             Ok(()) => {
                 w.modify_pending = false;
-                self.notice(LiveNotice::Modified { account: self.link.account.clone(), client_order_id: w.order.client_order_id.clone(), kind: w.order.kind.code(), trigger: w.order.kind.trigger().map(|t| t.to_string()), qty: w.order.qty.to_string() });
+                self.notice(LiveNotice::Modified { account: self.link.account.clone(), client_order_id: w.order.client_order_id.clone(), kind: w.order.kind.code(), trigger: w.order.kind.trigger().map(|t| t.to_string()), price: w.order.kind.price().map(|p| p.to_string()), qty: w.order.qty.to_string() });
                 Ok(())
             }
             Err(BrokerError::Token(reason)) => Err(SessionGone(reason)),
@@ -998,7 +1003,9 @@ impl Worker {
         }
         let reason = match (&w.wanted, self.settings.cancel_after) {
             (Some(reason), _) => reason.clone(),
-            (None, Some(after)) if w.order.entry && w.order.submitted_at > 0 => {
+            // A market entry that has not filled is stale; a limit or a stop the strategy
+            // asked for works until its validity ends (the broker's DAY, or the square-off).
+            (None, Some(after)) if w.order.entry && w.order.kind == OrderKind::Market && w.order.submitted_at > 0 => {
                 let age = crate::bus::message::now_ms().saturating_sub(w.order.submitted_at);
                 if age < i64::try_from(after.as_millis()).unwrap_or(i64::MAX) {
                     return Ok(());
@@ -1077,6 +1084,7 @@ mod tests {
             cancel_requested: false,
             entry: true,
             kind: OrderKind::Market,
+            validity: Validity::Day,
         }
     }
 

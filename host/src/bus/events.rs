@@ -31,8 +31,9 @@ pub enum Event {
     SquareOff { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64 },
     /// An intraday position was left open past its session and is closed at the open.
     PositionCarried { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64, detail: String },
-    /// The broker took new terms for a working order (a protective stop tightened).
-    OrderModified { account: String, client_order_id: String, order_type: String, trigger: Option<String>, qty: String },
+    /// New terms for a working order: a protective stop tightened (taken by the broker), or a
+    /// `modify` command (`by` its id) applied on paper or handed to the broker.
+    OrderModified { account: String, client_order_id: String, order_type: String, trigger: Option<String>, price: Option<String>, qty: String, by: Option<String> },
     /// A broker-side protective stop was recorded for a live position (or moved).
     ProtectiveStop { account: String, instrument: String, client_order_id: String, trigger: String, qty: String, action: String },
     /// An order above its instrument's freeze quantity goes out as `slices` child orders.

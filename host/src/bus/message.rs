@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::order::{OrderKind, Validity};
+
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -142,9 +144,72 @@ pub struct SignalMessage {
     /// The sha256 of the plugin's `.wasm` (the audit export names the exact build).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_sha256: Option<String>,
+    /// How its order is priced and how long it works; absent: at the market, for the day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderTerms>,
+}
+
+/// A signal's order terms (contract 1.1): `{"type": "LIMIT", "price": "101.5"}`,
+/// `{"type": "SL-M", "trigger": "99"}`, `{"type": "SL", "trigger": "99", "price": "98.5"}`,
+/// with `"validity": "IOC"` where it is not a day order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderTerms {
+    /// `MARKET`, `LIMIT`, `SL` or `SL-M`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The limit.
+    #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
+    pub price: Option<Decimal>,
+    /// The trigger, for stops.
+    #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Decimal>,
+    /// `DAY` (absent) or `IOC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity: Option<String>,
+}
+
+impl OrderTerms {
+    /// The terms of an order of `kind` and `validity`; `None` for a market day order.
+    #[must_use]
+    pub fn of(kind: OrderKind, validity: Validity) -> Option<Self> {
+        (kind != OrderKind::Market || validity != Validity::Day).then(|| Self {
+            kind: kind.code().to_owned(),
+            price: kind.price(),
+            trigger: kind.trigger(),
+            validity: (validity != Validity::Day).then(|| validity.code().to_owned()),
+        })
+    }
+
+    /// The order kind and validity, or what is wrong with them.
+    ///
+    /// # Errors
+    /// An unknown type or validity, a missing price, or a price not above zero.
+    pub fn parse(&self) -> Result<(OrderKind, Validity), String> {
+        let kind = OrderKind::from_parts(Some(&self.kind), self.price, self.trigger).ok_or_else(|| match self.kind.as_str() {
+            "LIMIT" => "order type LIMIT needs a price".to_owned(),
+            "SL" => "order type SL needs a trigger and a price".to_owned(),
+            "SL-M" => "order type SL-M needs a trigger".to_owned(),
+            other => format!("order type {other:?}: expected MARKET, LIMIT, SL or SL-M"),
+        })?;
+        for (field, v) in [("price", kind.price()), ("trigger", kind.trigger())] {
+            if v.is_some_and(|p| p <= Decimal::ZERO) {
+                return Err(format!("order {field} {}: not a price above zero", v.unwrap_or_default()));
+            }
+        }
+        let validity = Validity::parse(self.validity.as_deref()).ok_or_else(|| format!("order validity {:?}: expected DAY or IOC", self.validity.as_deref().unwrap_or("")))?;
+        Ok((kind, validity))
+    }
 }
 
 impl SignalMessage {
+    /// How its order is priced and how long it works (checked by [`SignalMessage::parse`];
+    /// terms that do not parse read as a market day order).
+    #[must_use]
+    pub fn order_terms(&self) -> (OrderKind, Validity) {
+        self.order.as_ref().and_then(|o| o.parse().ok()).unwrap_or_default()
+    }
+
     /// The deterministic id of the `sequence`-th signal a pipeline's plugin emitted at `ts`.
     #[must_use]
     pub fn make_id(pipeline: &str, plugin: &str, version: &str, ts: i64, sequence: usize) -> String {
@@ -161,6 +226,9 @@ impl SignalMessage {
         check_ts("ts", m.ts)?;
         if !matches!(m.side.as_str(), "buy" | "sell" | "exit") {
             return Err(format!("side {:?}: expected buy, sell or exit", m.side));
+        }
+        if let Some(order) = &m.order {
+            order.parse()?;
         }
         Ok(m)
     }
@@ -342,7 +410,8 @@ pub struct CommandMessage {
     /// When it was sent (optional for commands typed by hand).
     #[serde(default)]
     pub ts: Option<i64>,
-    /// `start`, `stop`, `pause`, `resume`, `flatten`, `kill`, `release`, `reload`, `token`.
+    /// `start`, `stop`, `pause`, `resume`, `flatten`, `kill`, `release`, `reload`, `token`,
+    /// `basket`, `cancel`, `modify`, `shutdown`.
     pub cmd: String,
     /// Target pipeline id, or `*` for all.
     #[serde(default)]
@@ -359,6 +428,15 @@ pub struct CommandMessage {
     /// For a `basket`: close the filled legs if a leg fails.
     #[serde(default)]
     pub unwind: Option<bool>,
+    /// For `cancel` and `modify`: the order.
+    #[serde(default)]
+    pub client_order_id: Option<String>,
+    /// For `modify`: the new limit price.
+    #[serde(default, deserialize_with = "de_opt_decimal")]
+    pub price: Option<Decimal>,
+    /// For `modify`: the new trigger price.
+    #[serde(default, deserialize_with = "de_opt_decimal")]
+    pub trigger: Option<Decimal>,
     /// For `token`: the account's new access token (OpenAlgo: its API key).
     /// Never printed: `Debug` shows `Secret(***)`.
     #[serde(default)]
@@ -434,6 +512,20 @@ pub enum Command {
         /// The token (never printed).
         access_token: crate::domain::Secret,
     },
+    /// Cancel a working order.
+    CancelOrder {
+        /// The order.
+        client_order_id: String,
+    },
+    /// New prices for a working limit or stop order.
+    ModifyOrder {
+        /// The order.
+        client_order_id: String,
+        /// The new limit.
+        price: Option<Decimal>,
+        /// The new trigger.
+        trigger: Option<Decimal>,
+    },
     /// A multi-leg order.
     Basket {
         /// The account.
@@ -482,6 +574,11 @@ impl CommandMessage {
                 (Some(account), Some(token)) => Command::Token { account: account.clone(), access_token: token.clone() },
                 _ => return Err("token needs \"account\" and \"access_token\"".into()),
             },
+            "cancel" => Command::CancelOrder { client_order_id: self.client_order_id.clone().ok_or("cancel needs \"client_order_id\"")? },
+            "modify" => match (&self.client_order_id, self.price, self.trigger) {
+                (Some(coid), price, trigger) if price.is_some() || trigger.is_some() => Command::ModifyOrder { client_order_id: coid.clone(), price, trigger },
+                _ => return Err("modify needs \"client_order_id\" and a new \"price\" or \"trigger\"".into()),
+            },
             "basket" => {
                 let account = need_account("basket")?;
                 let legs = self.legs.as_deref().filter(|l| !l.is_empty()).ok_or("basket needs \"account\" and a non-empty \"legs\" list")?;
@@ -494,7 +591,7 @@ impl CommandMessage {
                     .collect::<Result<Vec<_>, String>>()?;
                 Command::Basket { account, legs, unwind: self.unwind.unwrap_or(false) }
             }
-            other => return Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, token, reload or shutdown")),
+            other => return Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, cancel, modify, token, reload or shutdown")),
         })
     }
 
@@ -538,6 +635,34 @@ mod tests {
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"hold","qty":1}]"#).unwrap_err().contains("leg X"));
         let basket = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"75"}],"unwind":true"#).unwrap();
         assert_eq!(basket, Command::Basket { account: "a".into(), legs: vec![("X".into(), crate::domain::OrderSide::Buy, Decimal::from(75))], unwind: true });
+        assert_eq!(
+            cmd(r#""cmd":"modify","client_order_id":"o1","price":"101.5""#),
+            Ok(Command::ModifyOrder { client_order_id: "o1".into(), price: Some(Decimal::new(1015, 1)), trigger: None })
+        );
+        assert!(cmd(r#""cmd":"modify","client_order_id":"o1""#).unwrap_err().contains("\"price\" or \"trigger\""));
+        assert_eq!(cmd(r#""cmd":"cancel","client_order_id":"o1""#), Ok(Command::CancelOrder { client_order_id: "o1".into() }));
+        assert!(cmd(r#""cmd":"cancel""#).unwrap_err().contains("client_order_id"));
+    }
+
+    #[test]
+    fn a_signals_order_terms_travel_with_it_and_bad_ones_are_refused_by_field() {
+        let with = |order: &str| format!(r#"{{"v":1,"type":"signal","id":"p/x/1","ts":{T},"pipeline":"p","plugin":"x","plugin_version":"1","instrument":"NIFTY","side":"buy","reason":"r","order":{order}}}"#);
+        let m = SignalMessage::parse(&with(r#"{"type":"SL","trigger":"101","price":"101.5","validity":"IOC"}"#)).unwrap();
+        assert_eq!(m.order_terms(), (OrderKind::StopLimit { trigger: Decimal::from(101), price: Decimal::new(1015, 1) }, Validity::Ioc));
+        assert_eq!(SignalMessage::parse(&m.to_json()), Ok(m.clone()), "round trip");
+        assert_eq!(OrderTerms::of(OrderKind::Market, Validity::Day), None, "a market day order says nothing");
+        for (bad, want) in [
+            (r#"{"type":"LIMIT"}"#, "LIMIT needs a price"),
+            (r#"{"type":"SL","trigger":"1"}"#, "SL needs a trigger and a price"),
+            (r#"{"type":"SL-M","price":"1"}"#, "SL-M needs a trigger"),
+            (r#"{"type":"ICEBERG","price":"1"}"#, "order type \"ICEBERG\""),
+            (r#"{"type":"LIMIT","price":"0"}"#, "not a price above zero"),
+            (r#"{"type":"LIMIT","price":"5","validity":"GTC"}"#, "validity \"GTC\""),
+            (r#"{"type":"LIMIT","price":"5","limit":"6"}"#, "unknown field"),
+        ] {
+            let err = SignalMessage::parse(&with(bad)).unwrap_err();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -558,6 +683,7 @@ mod tests {
             target: None,
             strength: None,
             plugin_sha256: None,
+            order: None,
         };
         let json = m.to_json();
         assert!(json.contains("\"price\":\"21712.75\""), "prices travel as strings: {json}");

@@ -5,6 +5,7 @@
 pub mod calendar;
 pub mod contracts;
 pub mod money;
+pub mod order;
 pub mod position;
 pub mod secret;
 pub mod time;

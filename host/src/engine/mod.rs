@@ -14,6 +14,7 @@ pub mod service;
 pub mod supervisor;
 pub mod watch;
 
+use crate::domain::order::{OrderKind, Validity};
 use crate::market;
 use crate::sandbox::{PluginInstance, SandboxError, wit};
 
@@ -36,6 +37,10 @@ pub struct Signal {
     pub target: Option<Decimal>,
     /// Conviction in [0, 1].
     pub strength: Option<f64>,
+    /// How its order is priced (exact, not yet on the tick: the order side rounds it).
+    pub order: OrderKind,
+    /// How long its order works.
+    pub validity: Validity,
 }
 
 /// Decimal places kept from a strategy's `f64` price: enough for any NSE
@@ -63,7 +68,23 @@ impl Signal {
             return Err("signal with an empty instrument".into());
         }
         let strength = s.strength.filter(|x| x.is_finite()).map(|x| x.clamp(0.0, 1.0));
-        Ok(Self { ts_ms, instrument: s.instrument, side: s.side, reason: s.reason, stop_loss, target, strength })
+        // An order's price must be a price: finite and above zero.
+        let order_price = |field: &str, x: f64| -> Result<Decimal, String> {
+            price(field, Some(x))?.filter(|d| !d.is_zero()).ok_or_else(|| format!("signal for {}: {field} {x} is not a price above zero", s.instrument))
+        };
+        let order = match s.order {
+            strategy_sdk::OrderType::Market => OrderKind::Market,
+            strategy_sdk::OrderType::Limit(p) => OrderKind::Limit { price: order_price("limit", p)? },
+            strategy_sdk::OrderType::Stop(t) => OrderKind::StopMarket { trigger: order_price("stop trigger", t)? },
+            strategy_sdk::OrderType::StopLimit { trigger, limit } => {
+                OrderKind::StopLimit { trigger: order_price("stop trigger", trigger)?, price: order_price("stop limit", limit)? }
+            }
+        };
+        let validity = match s.validity {
+            strategy_sdk::Validity::Day => Validity::Day,
+            strategy_sdk::Validity::Ioc => Validity::Ioc,
+        };
+        Ok(Self { ts_ms, instrument: s.instrument, side: s.side, reason: s.reason, stop_loss, target, strength, order, validity })
     }
 }
 
@@ -144,7 +165,17 @@ fn from_wit(s: wit::Signal) -> strategy_sdk::Signal {
         wit::Side::Sell => Side::Sell,
         wit::Side::Exit => Side::Exit,
     };
-    strategy_sdk::Signal { instrument: s.instrument, side, reason: s.reason, stop_loss: s.stop_loss, target: s.target, strength: s.strength }
+    let order = match s.order {
+        wit::OrderType::Market => strategy_sdk::OrderType::Market,
+        wit::OrderType::Limit(p) => strategy_sdk::OrderType::Limit(p),
+        wit::OrderType::Stop(t) => strategy_sdk::OrderType::Stop(t),
+        wit::OrderType::StopLimit(sl) => strategy_sdk::OrderType::StopLimit { trigger: sl.trigger, limit: sl.limit },
+    };
+    let validity = match s.validity {
+        wit::Validity::Day => strategy_sdk::Validity::Day,
+        wit::Validity::Ioc => strategy_sdk::Validity::Ioc,
+    };
+    strategy_sdk::Signal { instrument: s.instrument, side, reason: s.reason, stop_loss: s.stop_loss, target: s.target, strength: s.strength, order, validity }
 }
 
 fn wit_chain(c: &strategy_sdk::OptionChain) -> wit::OptionChain {
@@ -175,7 +206,7 @@ impl StrategyRunner for PluginInstance {
 
     fn on_candle(&mut self, instrument: &str, timeframe_secs: u32, bar: &strategy_sdk::Bar) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
         let candle = wit::Candle { instrument: instrument.to_owned(), timeframe_secs, bar: crate::sandbox::plugin_bar(bar) };
-        let out = self.call("on-candle", 1, |b, s| b.tradehost_strategy_strategy().call_on_candle(s, &candle))?;
+        let out = self.call("on-candle", 1, |b, s| b.on_candle(s, &candle))?;
         self.check_flood("on-candle", out.len(), 1)?;
         Ok(out.into_iter().map(from_wit).collect())
     }
@@ -194,7 +225,7 @@ impl StrategyRunner for PluginInstance {
             volume: bars.iter().map(|b| b.volume).collect(),
             oi: bars.iter().map(|b| b.oi).collect(),
         };
-        let out = self.call("on-candles", bars.len(), |b, s| b.tradehost_strategy_strategy().call_on_candles(s, &batch))?;
+        let out = self.call("on-candles", bars.len(), |b, s| b.on_candles(s, &batch))?;
         self.check_flood("on-candles", out.len(), bars.len())?;
         let max_index = bars.len();
         let mut signals = Vec::with_capacity(out.len());
@@ -213,17 +244,17 @@ impl StrategyRunner for PluginInstance {
 
     fn on_option_chain(&mut self, chain: &strategy_sdk::OptionChain) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
         let chain = wit_chain(chain);
-        let out = self.call("on-option-chain", 1, |b, s| b.tradehost_strategy_strategy().call_on_option_chain(s, &chain))?;
+        let out = self.call("on-option-chain", 1, |b, s| b.on_option_chain(s, &chain))?;
         self.check_flood("on-option-chain", out.len(), 1)?;
         Ok(out.into_iter().map(from_wit).collect())
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, SandboxError> {
-        self.call("snapshot", 1, |b, s| b.tradehost_strategy_strategy().call_snapshot(s))
+        self.call("snapshot", 1, |b, s| b.snapshot(s))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<Result<(), String>, SandboxError> {
-        self.call("restore", 1, |b, s| b.tradehost_strategy_strategy().call_restore(s, state))
+        self.call("restore", 1, |b, s| b.restore(s, state))
     }
 }
 
@@ -281,7 +312,32 @@ mod tests {
     use super::*;
 
     fn sdk_signal(stop: Option<f64>) -> strategy_sdk::Signal {
-        strategy_sdk::Signal { instrument: "NIFTY".into(), side: Side::Buy, reason: "r".into(), stop_loss: stop, target: None, strength: Some(2.0) }
+        strategy_sdk::Signal {
+            instrument: "NIFTY".into(),
+            side: Side::Buy,
+            reason: "r".into(),
+            stop_loss: stop,
+            target: None,
+            strength: Some(2.0),
+            order: strategy_sdk::OrderType::Market,
+            validity: strategy_sdk::Validity::Day,
+        }
+    }
+
+    #[test]
+    fn an_order_price_must_be_a_price_above_zero() {
+        let with = |order| strategy_sdk::Signal { order, ..sdk_signal(None) };
+        let s = Signal::from_strategy(0, with(strategy_sdk::OrderType::StopLimit { trigger: 101.0, limit: 101.5 })).unwrap();
+        assert_eq!(s.order, OrderKind::StopLimit { trigger: Decimal::new(101, 0), price: Decimal::new(1015, 1) });
+        for (bad, field) in [
+            (strategy_sdk::OrderType::Limit(0.0), "limit"),
+            (strategy_sdk::OrderType::Limit(f64::NAN), "limit"),
+            (strategy_sdk::OrderType::Stop(-5.0), "stop trigger"),
+            (strategy_sdk::OrderType::StopLimit { trigger: 100.0, limit: f64::INFINITY }, "stop limit"),
+        ] {
+            let err = Signal::from_strategy(0, with(bad)).unwrap_err();
+            assert!(err.contains(field) && err.contains("NIFTY"), "{err}");
+        }
     }
 
     #[test]

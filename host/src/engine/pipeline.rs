@@ -651,6 +651,7 @@ async fn handle(
             target: signal.target,
             strength: signal.strength,
             plugin_sha256: Some(sha256.to_owned()),
+            order: crate::bus::message::OrderTerms::of(signal.order, signal.validity),
         };
         // The outbox retries a failed append: the id makes a retry harmless,
         // and a signal must not be lost to a passing network error.

@@ -212,7 +212,7 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, ac
     }
     // A protective stop resting at the broker is not in the way: the close cancels it first.
     let working: i64 = tx.row(
-        "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
+        "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel')",
         [account_id, instrument],
         |r| r.get(0),
     )?;
@@ -274,7 +274,7 @@ pub(super) fn cancel_entries_at_square_off(
     let due = |a: &crate::config::Account, instrument: &str| square_off_today(config, a, instrument, now).is_some_and(|(_, sq)| minute >= sq);
     let working: Vec<(String, String, String, i64, String)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT client_order_id, account, pipeline, not_before, instrument FROM orders WHERE state IN ('submitted', 'accepted', 'partially_filled') ORDER BY rowid",
+            "SELECT client_order_id, account, pipeline, not_before, instrument FROM orders WHERE state IN ('submitted', 'accepted', 'triggered', 'partially_filled') ORDER BY rowid",
         )?;
         
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
@@ -336,6 +336,6 @@ pub(super) fn queue_close(
 ) -> rusqlite::Result<(bool, Option<Outcome>)> {
     let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
     let coid = client_order_id(key, account);
-    let order = super::slicing::NewOrder { coid: &coid, signal_id: key, account, pipeline: reason, instrument, side, qty: qty.abs(), not_before, slippage, stop_loss: None, target: None, opens: false };
+    let order = super::slicing::NewOrder { coid: &coid, signal_id: key, account, pipeline: reason, instrument, side, qty: qty.abs(), not_before, slippage, stop_loss: None, target: None, opens: false, kind: Default::default(), validity: Default::default() };
     super::slicing::record_order(tx, config, &order)
 }

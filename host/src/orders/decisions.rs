@@ -7,17 +7,25 @@ use super::*;
 
 impl OrderManager {
     pub(super) fn effective_position(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> rusqlite::Result<Decimal> {
+        Self::effective_position_except(tx, account, instrument, &[])
+    }
+
+    /// [`OrderManager::effective_position`] leaving out the working orders `except` (being cancelled).
+    fn effective_position_except(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, except: &[String]) -> rusqlite::Result<Decimal> {
         let held: Option<String> =
             tx.row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| r.get(0)).optional()?;
         let mut qty = opt_dec(held.as_deref())?.unwrap_or_default();
         // Working orders count with what is left of them: their filled part is in the position.
         let mut stmt = tx.prepare_cached(
             // A protective stop is contingent: it is not a position to come.
-            "SELECT side, qty, filled_qty FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
+            "SELECT side, qty, filled_qty, client_order_id FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel')",
         )?;
-        let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))?;
+        let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?)))?;
         for o in open {
-            let (side, q, filled) = o?;
+            let (side, q, filled, coid) = o?;
+            if except.contains(&coid) {
+                continue;
+            }
             let left = (dec(&q)? - opt_dec(filled.as_deref())?.unwrap_or_default()).max(Decimal::ZERO);
             qty += left * side_of(&side)?.sign();
         }
@@ -39,10 +47,16 @@ impl OrderManager {
         };
         let killed = self.kill_switch()?;
         let now = now_ms();
+        // A limit or a stop is sized and checked at the price it names (the worst it may
+        // pay), not at the close the signal came with.
+        let (kind, validity) = s.order_terms();
+        let priced = kind.named_price().map(|p| SignalMessage { price: Some(p), ..s.clone() });
+        let sized = priced.as_ref().unwrap_or(s);
         let config = self.config.clone();
         let path = self.path.clone();
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let tx = self.db.transaction().map_err(jerr)?;
+        let mut moves = Vec::new();
         let result: rusqlite::Result<()> = (|| {
             // What the strategy said, beside what each account made of it (an audit trail, and a backtest's signals.csv).
             let text = |d: Option<Decimal>| d.map(|v| v.to_string());
@@ -51,9 +65,13 @@ impl OrderManager {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![s.id, s.ts, s.pipeline, s.instrument, s.side, text(s.price), text(s.stop_loss), text(s.target), s.reason, s.plugin, s.plugin_version, s.plugin_sha256],
             )?;
+            let s = sized;
             // The subscriber's fan-out: each account not yet decided, its position and intent.
             let decided = |account: &str| tx.row("SELECT 1 FROM decisions WHERE signal_id = ?1 AND account = ?2", [s.id.as_str(), account], |_| Ok(())).optional().map(|d| d.is_some());
-            let shares = fan_out(&config, &pipeline, s, decided, |account| Self::effective_position(&tx, account, &s.instrument))?;
+            // A new signal replaces the pipeline's limit or stop still resting in the instrument:
+            // cancelled first, it is no longer a position to come.
+            let superseded = supersede(&tx, s, &self.live, &mut self.cancel_asked, &mut self.cancels, &mut moves)?;
+            let shares = fan_out(&config, &pipeline, s, decided, |account| Self::effective_position_except(&tx, account, &s.instrument, &superseded))?;
             for Share { account, effective, intent } in shares {
                 let account_id = account.id.get_ref();
                 // In live mode an account configured for a broker that is not connected
@@ -95,6 +113,7 @@ impl OrderManager {
                         let order = super::slicing::NewOrder {
                             coid: &coid, signal_id: &s.id, account: account_id, pipeline: &s.pipeline, instrument: &s.instrument, side: i.side, qty: i.qty,
                             not_before: s.ts, slippage: account.slippage_bps, stop_loss: s.stop_loss, target: s.target, opens,
+                            kind: kind.on_tick(i.side), validity,
                         };
                         let (_, sliced) = super::slicing::record_order(&tx, Some(&config), &order)?;
                         out.extend(sliced);
@@ -115,13 +134,54 @@ impl OrderManager {
         })();
         result.map_err(jerr)?;
         // Decisions and the broker hand-off in one commit: one fsync per signal.
-        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
+        let mut transitions = moves;
+        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
         tx.commit().map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
         }
         Ok(out)
     }
+}
+
+/// Cancel the resting limit and stop orders `s`'s pipeline has in its instrument (not its own,
+/// on a repeat): on paper at once, for a live account by asking the broker (the journal follows
+/// its report). Returns their ids; the paper ones' transitions go to `moves`.
+fn supersede(
+    tx: &rusqlite::Transaction<'_>,
+    s: &SignalMessage,
+    live: &std::collections::HashSet<String>,
+    asked: &mut std::collections::HashSet<String>,
+    cancels: &mut Vec<crate::brokers::live::LiveCancel>,
+    moves: &mut Vec<(String, &'static str, Value)>,
+) -> rusqlite::Result<Vec<String>> {
+    let resting: Vec<(String, String, String)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT client_order_id, account, state FROM orders WHERE pipeline = ?1 AND instrument = ?2 AND signal_id != ?3
+             AND COALESCE(order_type, 'MARKET') != 'MARKET' AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel') ORDER BY rowid",
+        )?;
+        stmt.query_map(params![s.pipeline, s.instrument, s.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let reason = format!("replaced by signal {}", s.id);
+    let mut ids = Vec::with_capacity(resting.len());
+    for (coid, account, state) in resting {
+        if live.contains(&account) && state != "new" {
+            if state != "pending_cancel" && asked.insert(coid.clone()) {
+                cancels.push(crate::brokers::live::LiveCancel { account, client_order_id: coid.clone(), reason: reason.clone() });
+            }
+        } else {
+            tx.exec("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [&coid])?;
+            let events: &[state::OrderEvent] = if state == "new" { &[state::OrderEvent::Cancel] } else { &[state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] };
+            for event in events {
+                if let Ok(to) = advance(tx, &coid, *event)? {
+                    moves.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
+                }
+            }
+            restore_cooldown(tx, &coid)?;
+        }
+        ids.push(coid);
+    }
+    Ok(ids)
 }
 
 /// An entry the broker refused (or cancelled with nothing filled) opened nothing:

@@ -24,6 +24,7 @@ mod closing;
 pub mod exits;
 mod decisions;
 mod journal;
+mod manual;
 mod paper;
 pub mod report;
 pub mod risk;
@@ -37,10 +38,9 @@ pub use closing::{CLOSE_REASONS, square_off_rule, square_off_rule_in};
 use baskets::advance_baskets;
 use closing::{arm_exit, cancel_entries_at_square_off, queue_close, square_off_due};
 use decisions::{restore_cooldown, self_risk_context};
-use paper::first_price_after;
 use journal::{Cached as _, SCHEMA, advance, dec, lots_of, opt_dec, record_fill, side_of};
 
-use crate::brokers::paper::{Position, fill_price};
+use crate::brokers::paper::Position;
 use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
 use crate::bus::events::Event;
 use crate::config::Config;
@@ -126,8 +126,13 @@ fn order_kind(coid: &str, (code, price, trigger): &(Option<String>, Option<Strin
         .ok_or_else(|| journal::corrupt("order type", &format!("{coid}: {code:?} {price:?} {trigger:?}")))
 }
 
-/// Recent `(ts, open)` prices per instrument, oldest first.
-type Recent = HashMap<String, std::collections::VecDeque<(i64, Decimal)>>;
+/// An order's validity from its journal column (`None`: DAY).
+fn order_validity(coid: &str, code: Option<&str>) -> rusqlite::Result<crate::brokers::Validity> {
+    crate::brokers::Validity::parse(code).ok_or_else(|| journal::corrupt("order validity", &format!("{coid}: {code:?}")))
+}
+
+/// Recent bars per instrument, oldest first (the paper venue works its orders against them).
+type Recent = HashMap<String, std::collections::VecDeque<crate::domain::order::PriceBar>>;
 
 /// Prices kept per instrument for late orders.
 const RECENT_PRICES: usize = 4096;
@@ -217,7 +222,8 @@ impl OrderManager {
         let added = [
             ("orders", "stop_loss TEXT"), ("orders", "target TEXT"), ("orders", "broker_order_id TEXT"), ("orders", "filled_qty TEXT"), ("orders", "reference_price TEXT"),
             ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"), ("orders", "parent TEXT"), ("orders", "slice TEXT"),
-            ("orders", "order_type TEXT"), ("orders", "limit_price TEXT"), ("orders", "trigger_price TEXT"), ("orders", "modified_at INTEGER"),
+            ("orders", "order_type TEXT"), ("orders", "limit_price TEXT"), ("orders", "trigger_price TEXT"), ("orders", "modified_at INTEGER"), ("orders", "validity TEXT"),
+            ("paper_book", "seen_ts INTEGER"), ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
             ("signals", "plugin TEXT"), ("signals", "plugin_version TEXT"), ("signals", "plugin_sha256 TEXT"),
         ];
         for (table, column) in added {
@@ -328,15 +334,27 @@ impl OrderManager {
         let row = self
             .db
             .row(
-                "SELECT signal_id, account, pipeline, instrument, side, qty FROM orders WHERE client_order_id = ?1",
+                "SELECT signal_id, account, pipeline, instrument, side, qty, order_type, limit_price, trigger_price, validity FROM orders WHERE client_order_id = ?1",
                 [coid],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?)),
+                |r| {
+                    let terms = (r.get::<_, Option<String>>(6)?, r.get::<_, Option<String>>(7)?, r.get::<_, Option<String>>(8)?, r.get::<_, Option<String>>(9)?);
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?, terms))
+                },
             )
             .map_err(self.err())?;
         let mut body = json!({
             "mode": self.mode, "client_order_id": coid, "signal_id": row.0, "account": row.1, "pipeline": row.2,
             "instrument": row.3, "side": row.4, "qty": row.5, "state": state,
         });
+        // A limit or a stop says so, with its prices; a market day order says nothing more.
+        if let Some(b) = body.as_object_mut() {
+            let (order_type, limit, trigger, validity) = row.6;
+            for (key, value) in [("order_type", order_type), ("limit_price", limit), ("trigger_price", trigger), ("validity", validity)] {
+                if let Some(v) = value {
+                    b.insert(key.to_owned(), json!(v));
+                }
+            }
+        }
         if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
             b.extend(e);
         }
@@ -387,23 +405,24 @@ impl OrderManager {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT client_order_id, account, instrument, side, qty, broker_order_id, reference_price, submitted_at, filled_qty, state, pipeline, order_type, limit_price, trigger_price FROM orders
-                 WHERE state IN ('submitted', 'accepted', 'partially_filled', 'pending_cancel') ORDER BY rowid",
+                "SELECT client_order_id, account, instrument, side, qty, broker_order_id, reference_price, submitted_at, filled_qty, state, pipeline, order_type, limit_price, trigger_price, validity FROM orders
+                 WHERE state IN ('submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel') ORDER BY rowid",
             )
             .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
                 let text = |i: usize| r.get::<_, Option<String>>(i);
                 let kind = (text(11)?, text(12)?, text(13)?);
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, text(5)?, text(6)?, r.get::<_, Option<i64>>(7)?, text(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?, kind))
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, text(5)?, text(6)?, r.get::<_, Option<i64>>(7)?, text(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?, kind, text(14)?))
             })
             .map_err(self.err())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.err())?;
         rows.into_iter()
             .filter(|r| self.live.contains(&r.1))
-            .map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline, kind)| {
+            .map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline, kind, validity)| {
                 let kind = order_kind(&coid, &kind)?;
+                let validity = order_validity(&coid, validity.as_deref())?;
                 // The price it was decided at, as journaled: its protection stands after a restart.
                 let reference_price = opt_dec(reference.as_deref())?.or_else(|| self.last.get(&instrument).map(|(_, p)| *p));
                 Ok(LiveOrder {
@@ -420,6 +439,7 @@ impl OrderManager {
                     cancel_requested: state == "pending_cancel",
                     entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
                     kind,
+                    validity,
                 })
             })
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -579,18 +599,18 @@ impl OrderManager {
         asked: &mut std::collections::HashSet<String>,
         cancels: &mut Vec<crate::brokers::live::LiveCancel>,
     ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-        type NewOrder = (String, String, String, String, String, i64, String, String, (Option<String>, Option<String>, Option<String>));
+        type NewOrder = (String, String, String, String, String, i64, String, String, (Option<String>, Option<String>, Option<String>), Option<String>);
         let new: Vec<NewOrder> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline, order_type, limit_price, trigger_price FROM orders WHERE state = 'new' ORDER BY rowid",
+                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline, order_type, limit_price, trigger_price, validity FROM orders WHERE state = 'new' ORDER BY rowid",
             )?;
             
             stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, (r.get(8)?, r.get(9)?, r.get(10)?))))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, (r.get(8)?, r.get(9)?, r.get(10)?), r.get::<_, Option<String>>(11)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         };
         let mut transitions = Vec::new();
-        for (coid, account, instrument, side, qty, not_before, slippage, pipeline, kind) in new {
+        for (coid, account, instrument, side, qty, not_before, _slippage, pipeline, kind, validity) in new {
             if live.contains(&account) {
                 // A live account's order: recorded as submitted before the broker call
                 // (a restart then looks for it in the broker's book before placing it again),
@@ -626,6 +646,7 @@ impl OrderManager {
                         params![coid, reference_price.map(|p| p.to_string()), submitted_at],
                     )?;
                     let kind = order_kind(&coid, &kind)?;
+                    let validity = order_validity(&coid, validity.as_deref())?;
                     handoff.push(LiveOrder {
                         client_order_id: coid,
                         account,
@@ -640,6 +661,7 @@ impl OrderManager {
                         cancel_requested: false,
                         entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
                         kind,
+                        validity,
                     });
                 }
                 continue;
@@ -653,14 +675,10 @@ impl OrderManager {
                     transitions.push((coid.clone(), to.as_str(), json!({})));
                 }
             }
-            if let Some((ts, open)) = first_price_after(recent, &instrument, not_before) {
-                let side = side_of(&side)?;
-                let price = fill_price(side, open, dec(&slippage)?);
-                match record_fill(tx, &coid, &account, &instrument, side, dec(&qty)?, price, ts, state::OrderEvent::Fill)? {
-                    Ok(()) => transitions.push((coid, "filled", json!({ "price": price.to_string(), "fill_ts": ts }))),
-                    Err(refused) => tracing::error!("order {coid}: fill refused: {refused}"),
-                }
-            }
+            // Worked at once against the prices that came after its signal and have gone by.
+            let (filled, moved, _refused) = paper::work_open_orders(tx, recent, &instrument, Some(&coid))?;
+            transitions.extend(moved);
+            transitions.extend(filled.into_iter().map(|(coid, extra)| (coid, "filled", extra)));
         }
         Ok(transitions)
     }
@@ -738,11 +756,11 @@ impl OrderManager {
                 *entry = (q.ts, quote.close);
             }
             let recent = self.recent.entry(quote.instrument.clone()).or_default();
-            if recent.back().is_none_or(|(ts, _)| q.ts > *ts) {
+            if recent.back().is_none_or(|b| q.ts > b.ts) {
                 if recent.len() == RECENT_PRICES {
                     recent.pop_front();
                 }
-                recent.push_back((q.ts, quote.open));
+                recent.push_back(crate::domain::order::PriceBar { ts: q.ts, open: quote.open, high: quote.high, low: quote.low });
             }
         }
         fresh
@@ -770,9 +788,11 @@ impl OrderManager {
         }
         let mut filled = Vec::new();
         let mut refusals = Vec::new();
+        let mut worked = Vec::new();
         for quote in &q.quotes {
-            let (done, refused) = paper::fill_open_orders(&tx, &self.recent, quote, q.ts).map_err(jerr)?;
+            let (done, moved, refused) = paper::work_open_orders(&tx, &self.recent, &quote.instrument, None).map_err(jerr)?;
             filled.extend(done);
+            worked.extend(moved);
             refusals.extend(refused);
         }
         let mut exit_events = Vec::new();
@@ -783,7 +803,8 @@ impl OrderManager {
         }
         exit_events.extend(advance_baskets(&tx, &config, &self.last, q.ts).map_err(jerr)?);
         exit_events.extend(protect::protect(&tx, &config, &self.live, q.ts, &mut self.modifies, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
-        let mut transitions = cancelled;
+        let mut transitions = worked;
+        transitions.extend(cancelled);
         transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
         tx.commit().map_err(jerr)?;
         refusals.extend(exit_events);

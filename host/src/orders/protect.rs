@@ -36,7 +36,7 @@ fn resting(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> r
     let row: Option<Row> = tx
         .row(
             "SELECT client_order_id, qty, trigger_price, modified_at, state, side FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
-             AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel') ORDER BY rowid DESC LIMIT 1",
+             AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel') ORDER BY rowid DESC LIMIT 1",
             [account, instrument],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )
@@ -65,7 +65,7 @@ pub(super) fn protect(
     // way) must not rest: triggered, it would open a position.
     let orphans: Vec<(String, String, String, String)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT o.client_order_id, o.account, o.instrument, o.side FROM orders o WHERE o.pipeline = 'protective-stop' AND o.state IN ('new', 'submitted', 'accepted', 'partially_filled')",
+            "SELECT o.client_order_id, o.account, o.instrument, o.side FROM orders o WHERE o.pipeline = 'protective-stop' AND o.state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled')",
         )?;
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
     };
@@ -102,7 +102,7 @@ pub(super) fn protect(
         // The host is closing (or reversing) the position itself: nothing new rests against it.
         let closing: i64 = tx.row(
             "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND side = ?3
-             AND state IN ('new', 'submitted', 'accepted', 'partially_filled', 'pending_cancel')",
+             AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel')",
             [&account, &instrument, &side.as_str().to_owned()],
             |r| r.get(0),
         )?;

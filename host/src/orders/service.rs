@@ -638,8 +638,8 @@ async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice, 
             let detail = "the broker reports it complete without an average price; nothing is journaled until it gives one".to_owned();
             events.publish(&Event::OrderUnpriced { account, client_order_id, detail }).await;
         }
-        N::Modified { account, client_order_id, kind, trigger, qty } => {
-            events.publish(&Event::OrderModified { account, client_order_id, order_type: kind.to_owned(), trigger, qty }).await;
+        N::Modified { account, client_order_id, kind, trigger, price, qty } => {
+            events.publish(&Event::OrderModified { account, client_order_id, order_type: kind.to_owned(), trigger, price, qty, by: None }).await;
         }
         N::Retrying { account, client_order_id, reason, wait_ms } => {
             events.publish(&Event::BrokerRetry { account, client_order_id, reason, wait_ms }).await;
@@ -683,6 +683,23 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
                 Err(e) => Err(e.to_string()),
             }
         }
+        Command::CancelOrder { client_order_id } => match tokio::task::block_in_place(|| om.cancel_order(&client_order_id, &cmd.id)) {
+            Ok(Ok(out)) => {
+                let done = !out.is_empty();
+                publish(bus, events, out).await;
+                Ok(if done { format!("order {client_order_id} cancelled") } else { format!("cancel of {client_order_id} sent to the broker") })
+            }
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
+        },
+        Command::ModifyOrder { client_order_id, price, trigger } => match tokio::task::block_in_place(|| om.modify_order(&client_order_id, price, trigger, &cmd.id)) {
+            Ok(Ok(out)) => {
+                publish(bus, events, out).await;
+                Ok(format!("order {client_order_id}: new terms recorded"))
+            }
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
+        },
         Command::KillSwitch { on } => match om.set_kill_switch(on) {
             Ok(()) => {
                 events.publish(&Event::KillSwitch { on, command_id: cmd.id.clone() }).await;

@@ -29,6 +29,10 @@ pub(super) struct NewOrder<'a> {
     pub target: Option<Decimal>,
     /// Whether it opens or adds to a position.
     pub opens: bool,
+    /// How it is priced (on the tick already).
+    pub kind: crate::domain::order::OrderKind,
+    /// How long it works.
+    pub validity: crate::domain::order::Validity,
 }
 
 /// The client order id of the `i`-th (1-based) slice of `parent`.
@@ -58,9 +62,13 @@ pub(super) fn record_order(tx: &rusqlite::Transaction<'_>, config: Option<&Confi
     let insert = |coid: &str, qty: Decimal, not_before: i64, parent: Option<&str>, slice: Option<String>| {
         tx.exec(
             "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at,
-                 stop_loss, target, opens, algo_id, parent, slice)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12, ?13, (SELECT value FROM settings WHERE key = 'algo/' || ?3), ?14, ?15)",
-            params![coid, o.signal_id, o.account, o.pipeline, o.instrument, o.side.as_str(), qty.to_string(), not_before, o.slippage.to_string(), now, text(o.stop_loss), text(o.target), o.opens, parent, slice],
+                 stop_loss, target, opens, algo_id, parent, slice, order_type, limit_price, trigger_price, validity)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?10, ?11, ?12, ?13, (SELECT value FROM settings WHERE key = 'algo/' || ?3), ?14, ?15, ?16, ?17, ?18, ?19)",
+            params![
+                coid, o.signal_id, o.account, o.pipeline, o.instrument, o.side.as_str(), qty.to_string(), not_before, o.slippage.to_string(), now, text(o.stop_loss),
+                text(o.target), o.opens, parent, slice, (o.kind != crate::domain::order::OrderKind::Market).then(|| o.kind.code()), text(o.kind.price()),
+                text(o.kind.trigger()), (o.validity != crate::domain::order::Validity::Day).then(|| o.validity.code())
+            ],
         )
     };
     if parts.len() <= 1 {

@@ -58,6 +58,7 @@ fn signal(ts: i64, side: &str) -> SignalMessage {
         target: None,
         strength: None,
         plugin_sha256: None,
+        order: None,
     }
 }
 
@@ -965,3 +966,5 @@ fn short_options_are_bought_back_on_their_expiry_day_and_late_entries_in_them_re
     assert!(!om.positions_of("a1").unwrap().contains_key(short));
     assert!(om.on_clock(at(4, 15, 5)).unwrap().is_empty(), "once");
 }
+
+mod order_types;

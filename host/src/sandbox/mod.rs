@@ -10,6 +10,7 @@
 //! per-instruction cost, which live trading needs; a tick thread advances the
 //! engine's epoch every millisecond.
 
+mod compat;
 mod limits;
 mod plugin;
 
@@ -34,12 +35,22 @@ mod bindings {
     });
 }
 
+/// Bindings of contract 1.0 (`host/wit/contract-1.0.0`, the file as it was
+/// released), so a plugin built against it runs unchanged on this host.
+mod bindings_1_0 {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: "wit/contract-1.0.0",
+        world: "strategy-plugin",
+    });
+}
+
 use bindings::StrategyPlugin;
 pub(crate) use bindings::tradehost;
 pub(crate) use bindings::tradehost::strategy::types as wit;
 
 /// The contract version this host implements.
-pub const CONTRACT_VERSION: Version = Version { major: 1, minor: 0, patch: 0 };
+pub const CONTRACT_VERSION: Version = Version { major: 1, minor: 1, patch: 0 };
 /// The WIT package of the contract.
 pub const CONTRACT_PACKAGE: &str = "tradehost:strategy";
 
@@ -215,6 +226,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         StrategyPlugin::add_to_linker::<_, HasSelf<plugin::HostState>>(&mut linker, |state| state)?;
+        bindings_1_0::StrategyPlugin::add_to_linker::<_, HasSelf<plugin::HostState>>(&mut linker, |state| state)?;
         let ticker_stop = matches!(limits.cpu, CpuBudget::Time { .. }).then(|| {
             let stop = Arc::new(AtomicBool::new(false));
             let (engine, flag) = (engine.clone(), stop.clone());

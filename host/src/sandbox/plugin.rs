@@ -9,7 +9,8 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::{CONTRACT_PACKAGE, CONTRACT_VERSION, SandboxError, SandboxLimits, StrategyPlugin, Version, tradehost, wit};
+use super::compat::Bindings;
+use super::{CONTRACT_PACKAGE, CONTRACT_VERSION, SandboxError, SandboxLimits, StrategyPlugin, Version, bindings_1_0, tradehost, wit};
 
 /// A plugin that passed the checks and was compiled.
 #[derive(Clone)]
@@ -257,7 +258,7 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
 /// A running plugin: its own store, memory and budget.
 pub struct PluginInstance {
     store: Store<HostState>,
-    bindings: StrategyPlugin,
+    bindings: Bindings,
     limits: SandboxLimits,
     name: String,
     version: String,
@@ -308,14 +309,20 @@ impl PluginInstance {
         let mut this_store = store;
         arm(&mut this_store, limits, limits.init_events);
         let refused = |stage, reason| SandboxError::Refused { plugin: plugin.file_name().to_owned(), stage, reason };
-        let bindings = match StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker) {
+        // Each plugin runs with the bindings of the contract it was built against.
+        let instantiated = if plugin.contract.minor == 0 {
+            bindings_1_0::StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker).map(Bindings::V1_0)
+        } else {
+            StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker).map(Bindings::Current)
+        };
+        let bindings = match instantiated {
             Ok(b) => b,
             // Not a trap: the component's imports or exports do not have the shapes this
             // host's contract gives them (a plugin built from a modified or mismatched WIT).
             Err(e) if e.downcast_ref::<Trap>().is_none() => {
                 return Err(refused(
                     "instantiate",
-                    format!("its imports or exports do not match {CONTRACT_PACKAGE}@{CONTRACT_VERSION} as this host defines it: {e:#}"),
+                    format!("its imports or exports do not match {CONTRACT_PACKAGE}@{} as this host defines it: {e:#}", plugin.contract),
                 ));
             }
             Err(e) => return Err(classify(plugin.file_name(), "instantiate", limits, limits.init_events, &this_store, &stderr, e)),
@@ -329,11 +336,11 @@ impl PluginInstance {
             stderr,
             stopped: false,
         };
-        let info = instance.call("describe", limits.init_events, |b, s| b.tradehost_strategy_strategy().call_describe(s))?;
+        let info = instance.call("describe", limits.init_events, |b, s| b.describe(s))?;
         instance.name = info.name;
         instance.version = info.version;
         instance.store.data_mut().plugin = Arc::from(instance.name.as_str());
-        let init = instance.call("init", limits.init_events, |b, s| b.tradehost_strategy_strategy().call_init(s, params))?;
+        let init = instance.call("init", limits.init_events, |b, s| b.init(s, params))?;
         init.map_err(|reason| refused("init", reason))?;
         Ok(instance)
     }
@@ -368,7 +375,7 @@ impl PluginInstance {
         &mut self,
         call: &'static str,
         events: usize,
-        f: impl FnOnce(&StrategyPlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, SandboxError> {
         if self.stopped {
             return Err(SandboxError::Stopped { plugin: self.name.clone() });

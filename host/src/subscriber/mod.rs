@@ -308,6 +308,7 @@ mod tests {
             target: None,
             strength: None,
             plugin_sha256: None,
+            order: None,
         };
         let positions = |a: &str| -> Result<Decimal, String> { Ok(if a == "a1" { dec!(2) } else { Decimal::ZERO }) };
         // a3 was decided before a restart: not again.

@@ -1,0 +1,340 @@
+//! How an order is priced and how long it works: the words a strategy's signal, the
+//! journal, the paper venue and every broker adapter share.
+
+use rust_decimal::Decimal;
+
+use super::OrderSide;
+use super::position::fill_price;
+
+/// How an order is priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrderKind {
+    /// At the market (with the account's market protection).
+    #[default]
+    Market,
+    /// At `price` or better.
+    Limit {
+        /// The limit.
+        price: Decimal,
+    },
+    /// A stop: when the market trades at `trigger`, a limit order at `price`.
+    StopLimit {
+        /// Where it triggers.
+        trigger: Decimal,
+        /// The limit once triggered.
+        price: Decimal,
+    },
+    /// A stop: when the market trades at `trigger`, a market order.
+    StopMarket {
+        /// Where it triggers.
+        trigger: Decimal,
+    },
+}
+
+impl OrderKind {
+    /// `MARKET`, `LIMIT`, `SL`, `SL-M`: Kite's, Upstox's and OpenAlgo's word alike.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Market => "MARKET",
+            Self::Limit { .. } => "LIMIT",
+            Self::StopLimit { .. } => "SL",
+            Self::StopMarket { .. } => "SL-M",
+        }
+    }
+
+    /// The limit price, where there is one.
+    #[must_use]
+    pub fn price(self) -> Option<Decimal> {
+        match self {
+            Self::Limit { price } | Self::StopLimit { price, .. } => Some(price),
+            _ => None,
+        }
+    }
+
+    /// The trigger price, for stops.
+    #[must_use]
+    pub fn trigger(self) -> Option<Decimal> {
+        match self {
+            Self::StopLimit { trigger, .. } | Self::StopMarket { trigger } => Some(trigger),
+            _ => None,
+        }
+    }
+
+    /// From the journal's columns: `order_type` (`None`: market), `limit_price`, `trigger_price`.
+    #[must_use]
+    pub fn from_parts(code: Option<&str>, price: Option<Decimal>, trigger: Option<Decimal>) -> Option<Self> {
+        match (code.unwrap_or("MARKET"), price, trigger) {
+            ("MARKET", ..) => Some(Self::Market),
+            ("LIMIT", Some(price), _) => Some(Self::Limit { price }),
+            ("SL", Some(price), Some(trigger)) => Some(Self::StopLimit { trigger, price }),
+            ("SL-M", _, Some(trigger)) => Some(Self::StopMarket { trigger }),
+            _ => None,
+        }
+    }
+}
+
+/// How long an order lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validity {
+    /// Until the end of the session.
+    #[default]
+    Day,
+    /// Immediate or cancel.
+    Ioc,
+}
+
+impl Validity {
+    /// `DAY` or `IOC`.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Day => "DAY",
+            Self::Ioc => "IOC",
+        }
+    }
+}
+
+impl Validity {
+    /// Parse [`Validity::code`] (`None`: DAY).
+    #[must_use]
+    pub fn parse(code: Option<&str>) -> Option<Self> {
+        match code.unwrap_or("DAY") {
+            "DAY" => Some(Self::Day),
+            "IOC" => Some(Self::Ioc),
+            _ => None,
+        }
+    }
+}
+
+impl OrderKind {
+    /// Its prices on the exchange's tick, never worse than asked: a buy's limit
+    /// down and a sell's up; a buy stop's trigger up and a sell stop's down (a
+    /// stop never triggers before its level). A price too large to round is kept.
+    #[must_use]
+    pub fn on_tick(self, side: super::OrderSide) -> Self {
+        use OrderSide::{Buy, Sell};
+        use super::money::TICK;
+        let step = |p: Decimal, up: bool| {
+            p.checked_div(TICK).and_then(|n| if up { n.ceil() } else { n.floor() }.checked_mul(TICK)).map_or(p, |d| d.normalize())
+        };
+        let limit = |p| step(p, side == Sell);
+        let trigger = |p| step(p, side == Buy);
+        match self {
+            Self::Market => Self::Market,
+            Self::Limit { price } => Self::Limit { price: limit(price) },
+            Self::StopLimit { trigger: t, price } => Self::StopLimit { trigger: trigger(t), price: limit(price) },
+            Self::StopMarket { trigger: t } => Self::StopMarket { trigger: trigger(t) },
+        }
+    }
+
+    /// The price the order can at worst trade at, where it names one: its limit,
+    /// else its trigger (a stop-market's fill may be worse by the slippage).
+    #[must_use]
+    pub fn named_price(self) -> Option<Decimal> {
+        self.price().or_else(|| self.trigger())
+    }
+}
+
+
+// The rules a venue fills by (the paper venue and the backtester alike):
+// - A **market** order fills at the open of the first bar after its signal (slippage and
+//   the 0.05 tick by `fill_price`).
+// - A **limit** fills only when the market trades *through* it: a buy when a bar opens
+//   below the limit (at that open) or trades below it (at the limit); a sell the other
+//   way. A bar that only touches the limit fills nothing. No slippage: a limit never
+//   fills worse than itself.
+// - A **stop** (SL-M) triggers when a bar trades at its trigger (a buy at or above, a
+//   sell at or below) and fills at market: at the open if the bar gapped through it,
+//   else at the trigger, with slippage.
+// - A **stop-limit** (SL) triggers as a stop, then works as a limit: it fills at the
+//   trigger (or the gapped open) when that is within its limit, else it rests as a
+//   limit from the next bar on (the path inside the bar after a trigger is unknown).
+// - **IOC**: what the first bar after the signal does not fill is cancelled.
+//   **DAY**: a limit or stop not filled on its signal's day expires at the next day's first bar.
+
+/// One bar of an instrument, as a venue works an order against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PriceBar {
+    /// Start of the bar.
+    pub ts: i64,
+    /// Open.
+    pub open: Decimal,
+    /// High.
+    pub high: Decimal,
+    /// Low.
+    pub low: Decimal,
+}
+
+/// A working order's terms, as a venue (paper, the backtester) works it.
+#[derive(Debug, Clone, Copy)]
+pub struct Working {
+    /// Buy or sell.
+    pub side: OrderSide,
+    /// How it is priced.
+    pub kind: OrderKind,
+    /// How long it works.
+    pub validity: Validity,
+    /// Slippage of a market fill, basis points.
+    pub slippage_bps: Decimal,
+    /// Its signal's time: only later bars work it.
+    pub not_before: i64,
+    /// A stop-limit whose trigger was reached.
+    pub triggered: bool,
+}
+
+/// What one bar does to a working order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Filled at this price.
+    Fill(Decimal),
+    /// A stop-limit's trigger reached; it rests as a limit.
+    Trigger,
+    /// Its validity ran out: cancelled by the venue.
+    Expire,
+    /// Still working.
+    Rest,
+}
+
+/// The limit rule: a buy fills when the bar opens or trades below `limit`, a sell above.
+fn through(side: OrderSide, limit: Decimal, b: &PriceBar) -> Option<Decimal> {
+    match side {
+        OrderSide::Buy if b.open < limit => Some(b.open),
+        OrderSide::Buy if b.low < limit => Some(limit),
+        OrderSide::Sell if b.open > limit => Some(b.open),
+        OrderSide::Sell if b.high > limit => Some(limit),
+        _ => None,
+    }
+}
+
+/// The stop rule: the price the market is at when `trigger` is reached in `b`, if it is.
+fn reached(side: OrderSide, trigger: Decimal, b: &PriceBar) -> Option<Decimal> {
+    match side {
+        OrderSide::Buy if b.open >= trigger => Some(b.open),
+        OrderSide::Buy if b.high >= trigger => Some(trigger),
+        OrderSide::Sell if b.open <= trigger => Some(b.open),
+        OrderSide::Sell if b.low <= trigger => Some(trigger),
+        _ => None,
+    }
+}
+
+/// Whether `price` is within `limit` for `side`.
+fn within(side: OrderSide, price: Decimal, limit: Decimal) -> bool {
+    match side {
+        OrderSide::Buy => price <= limit,
+        OrderSide::Sell => price >= limit,
+    }
+}
+
+/// What bar `b` (later than the order's signal) does to an order of terms `t`;
+/// `first`: `b` is the first bar after its signal (an IOC's only chance).
+pub fn work(t: &Working, b: &PriceBar, first: bool) -> Work {
+    use super::time::ist_day;
+    if t.kind == OrderKind::Market {
+        return Work::Fill(fill_price(t.side, b.open, t.slippage_bps));
+    }
+    if t.validity == Validity::Day && ist_day(b.ts) > ist_day(t.not_before) {
+        return Work::Expire;
+    }
+    let done = match t.kind {
+        OrderKind::Market => None,
+        OrderKind::Limit { price } => through(t.side, price, b).map(Work::Fill),
+        OrderKind::StopMarket { trigger } => reached(t.side, trigger, b).map(|at| Work::Fill(fill_price(t.side, at, t.slippage_bps))),
+        OrderKind::StopLimit { price, .. } if t.triggered => through(t.side, price, b).map(Work::Fill),
+        OrderKind::StopLimit { trigger, price } => reached(t.side, trigger, b).map(|at| {
+            let market = fill_price(t.side, at, t.slippage_bps);
+            if within(t.side, market, price) {
+                Work::Fill(market)
+            } else if at == b.open {
+                // Triggered at the open: the rest of the bar came after the trigger.
+                through(t.side, price, b).map_or(Work::Trigger, Work::Fill)
+            } else {
+                Work::Trigger
+            }
+        }),
+    };
+    match done {
+        Some(w @ Work::Fill(_)) => w,
+        _ if t.validity == Validity::Ioc && first => Work::Expire,
+        Some(w) => w,
+        None => Work::Rest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderSide::{Buy, Sell};
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn prices_go_to_the_tick_never_worse_than_asked() {
+        assert_eq!(OrderKind::Limit { price: dec!(100.07) }.on_tick(Buy), OrderKind::Limit { price: dec!(100.05) });
+        assert_eq!(OrderKind::Limit { price: dec!(100.07) }.on_tick(Sell), OrderKind::Limit { price: dec!(100.1) });
+        assert_eq!(OrderKind::StopMarket { trigger: dec!(100.01) }.on_tick(Buy), OrderKind::StopMarket { trigger: dec!(100.05) });
+        assert_eq!(OrderKind::StopMarket { trigger: dec!(100.01) }.on_tick(Sell), OrderKind::StopMarket { trigger: dec!(100) });
+        assert_eq!(
+            OrderKind::StopLimit { trigger: dec!(99.99), price: dec!(100.12) }.on_tick(Buy),
+            OrderKind::StopLimit { trigger: dec!(100), price: dec!(100.1) }
+        );
+        // Too large to round: kept, never a panic.
+        assert_eq!(OrderKind::Limit { price: Decimal::MAX }.on_tick(Sell), OrderKind::Limit { price: Decimal::MAX });
+    }
+
+    const DAY: i64 = 86_400_000;
+    const T: i64 = 1_704_772_800_000; // 2024-01-09 09:30 IST
+
+    fn bar(ts: i64, open: Decimal, high: Decimal, low: Decimal) -> PriceBar {
+        PriceBar { ts, open, high, low }
+    }
+
+    fn terms(side: OrderSide, kind: OrderKind) -> Working {
+        Working { side, kind, validity: Validity::Day, slippage_bps: Decimal::ZERO, not_before: T, triggered: false }
+    }
+
+    #[test]
+    fn a_limit_fills_only_when_the_market_trades_through_it() {
+        let buy = terms(OrderSide::Buy, OrderKind::Limit { price: dec!(100) });
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(101), dec!(102), dec!(100)), true), Work::Rest, "a touch is not a fill");
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(101), dec!(102), dec!(99.95)), true), Work::Fill(dec!(100)), "through: at the limit");
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(98), dec!(99), dec!(97)), true), Work::Fill(dec!(98)), "gapped through: at the open");
+        let sell = terms(OrderSide::Sell, OrderKind::Limit { price: dec!(100) });
+        assert_eq!(work(&sell, &bar(T + 60_000, dec!(99), dec!(100), dec!(98)), true), Work::Rest);
+        assert_eq!(work(&sell, &bar(T + 60_000, dec!(99), dec!(100.05), dec!(98)), true), Work::Fill(dec!(100)));
+    }
+
+    #[test]
+    fn a_stop_triggers_at_its_level_and_fills_at_market() {
+        let buy = Working { slippage_bps: dec!(10), ..terms(OrderSide::Buy, OrderKind::StopMarket { trigger: dec!(100) }) };
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(98), dec!(99.95), dec!(97)), true), Work::Rest);
+        // 10 bps of slippage on 100 is 0.10.
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(98), dec!(100), dec!(97)), true), Work::Fill(dec!(100.1)));
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(103), dec!(104), dec!(102)), true), Work::Fill(dec!(103.15)), "gapped: from the open (103.103 up to the tick)");
+        let sell = terms(OrderSide::Sell, OrderKind::StopMarket { trigger: dec!(100) });
+        assert_eq!(work(&sell, &bar(T + 60_000, dec!(101), dec!(102), dec!(100)), true), Work::Fill(dec!(100)));
+    }
+
+    #[test]
+    fn a_stop_limit_triggers_then_works_as_a_limit() {
+        let buy = terms(OrderSide::Buy, OrderKind::StopLimit { trigger: dec!(100), price: dec!(100.5) });
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(99), dec!(101), dec!(98)), true), Work::Fill(dec!(100)), "at the trigger, within the limit");
+        // Gapped above the limit at the open: it rests as a limit, and the same bar coming back below fills it.
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(102), dec!(103), dec!(100.4)), true), Work::Fill(dec!(100.5)));
+        assert_eq!(work(&buy, &bar(T + 60_000, dec!(102), dec!(103), dec!(101)), true), Work::Trigger);
+        let triggered = Working { triggered: true, ..buy };
+        assert_eq!(work(&triggered, &bar(T + 120_000, dec!(101), dec!(101), dec!(100.6)), false), Work::Rest);
+        assert_eq!(work(&triggered, &bar(T + 120_000, dec!(101), dec!(101), dec!(100.45)), false), Work::Fill(dec!(100.5)));
+    }
+
+    #[test]
+    fn validity_ends_a_working_order() {
+        let ioc = Working { validity: Validity::Ioc, ..terms(OrderSide::Buy, OrderKind::Limit { price: dec!(100) }) };
+        assert_eq!(work(&ioc, &bar(T + 60_000, dec!(101), dec!(102), dec!(100.5)), true), Work::Expire);
+        assert_eq!(work(&ioc, &bar(T + 60_000, dec!(101), dec!(102), dec!(99)), true), Work::Fill(dec!(100)));
+        let day = terms(OrderSide::Buy, OrderKind::Limit { price: dec!(100) });
+        assert_eq!(work(&day, &bar(T + DAY, dec!(90), dec!(91), dec!(89)), false), Work::Expire, "not filled on its day: never the next");
+        // A market order is not held to its day: it takes the next price, as it always has.
+        let market = terms(OrderSide::Buy, OrderKind::Market);
+        assert_eq!(work(&market, &bar(T + DAY, dec!(90), dec!(91), dec!(89)), true), Work::Fill(dec!(90)));
+    }
+}

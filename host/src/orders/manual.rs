@@ -1,0 +1,131 @@
+//! A trader's hand on a working order: `cancel` and `modify` commands. The same
+//! state machine and journal as everything else: on paper the venue applies them at
+//! once; for a live account the cancel or the new terms go to the router, and the
+//! journal follows what the broker then reports.
+
+use super::*;
+use crate::brokers::OrderKind;
+use crate::brokers::live::{LiveCancel, LiveModify};
+
+/// A working order as a command finds it.
+struct Working {
+    account: String,
+    state: String,
+    pipeline: String,
+    side: OrderSide,
+    qty: Decimal,
+    kind: OrderKind,
+}
+
+/// `account, state, pipeline, side, qty` and the order type's columns.
+type WorkingRow = (String, String, String, String, String, (Option<String>, Option<String>, Option<String>));
+
+fn working(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<Result<Working, String>> {
+    let row: Option<WorkingRow> = tx
+        .row(
+            "SELECT account, state, pipeline, side, qty, order_type, limit_price, trigger_price FROM orders WHERE client_order_id = ?1",
+            [coid],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, (r.get(5)?, r.get(6)?, r.get(7)?))),
+        )
+        .optional()?;
+    let Some((account, state, pipeline, side, qty, kind)) = row else { return Ok(Err(format!("no order {coid:?} in the journal"))) };
+    if state::OrderState::parse(&state).is_none_or(state::OrderState::is_final) {
+        return Ok(Err(format!("order {coid} is {state}: nothing works to change")));
+    }
+    if pipeline == protect::PROTECTIVE {
+        return Ok(Err(format!("order {coid} is a protective stop: it follows its position's exits (flatten the position, or change its stop)")));
+    }
+    Ok(Ok(Working { account, state, pipeline, side: side_of(&side)?, qty: dec(&qty)?, kind: order_kind(coid, &kind)? }))
+}
+
+impl OrderManager {
+    /// Cancel a working order (`command` names who asked). The inner error is why it
+    /// cannot be (unknown, already final, a protective stop).
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn cancel_order(&mut self, coid: &str, command: &str) -> Result<Result<Vec<Outcome>, String>, OrderError> {
+        let path = self.path.clone();
+        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let tx = self.db.transaction().map_err(jerr)?;
+        let o = match working(&tx, coid).map_err(jerr)? {
+            Ok(o) => o,
+            Err(why) => return Ok(Err(why)),
+        };
+        let reason = format!("cancelled by command {command}");
+        let mut transitions = Vec::new();
+        let live = self.live.contains(&o.account);
+        if live && o.state != "new" {
+            if o.state != "pending_cancel" && self.cancel_asked.insert(coid.to_owned()) {
+                self.cancels.push(LiveCancel { account: o.account.clone(), client_order_id: coid.to_owned(), reason: reason.clone() });
+            }
+        } else {
+            // On paper, and a live order not yet sent: withdrawn here.
+            tx.exec("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [coid]).map_err(jerr)?;
+            let events: &[state::OrderEvent] = if o.state == "new" { &[state::OrderEvent::Cancel] } else { &[state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] };
+            for event in events {
+                if let Ok(to) = advance(&tx, coid, *event).map_err(jerr)? {
+                    transitions.push((to.as_str(), json!({ "reason": reason })));
+                }
+            }
+            if !CLOSE_REASONS.contains(&o.pipeline.as_str()) {
+                restore_cooldown(&tx, coid).map_err(jerr)?;
+            }
+        }
+        tx.commit().map_err(jerr)?;
+        let mut out = Vec::new();
+        for (state, extra) in transitions {
+            out.push(Outcome::Order(self.order_message(coid, state, extra)?));
+        }
+        Ok(Ok(out))
+    }
+
+    /// New prices for a working limit or stop order: `price` its limit, `trigger` its
+    /// trigger (each on the tick, never worse than asked). A market order has nothing to move.
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn modify_order(&mut self, coid: &str, price: Option<Decimal>, trigger: Option<Decimal>, command: &str) -> Result<Result<Vec<Outcome>, String>, OrderError> {
+        if price.is_none() && trigger.is_none() {
+            return Ok(Err("modify needs \"price\" or \"trigger\"".into()));
+        }
+        if let Some(bad) = [price, trigger].into_iter().flatten().find(|p| *p <= Decimal::ZERO) {
+            return Ok(Err(format!("{bad} is not a price above zero")));
+        }
+        let path = self.path.clone();
+        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let tx = self.db.transaction().map_err(jerr)?;
+        let o = match working(&tx, coid).map_err(jerr)? {
+            Ok(o) => o,
+            Err(why) => return Ok(Err(why)),
+        };
+        let kind = match o.kind {
+            OrderKind::Market => return Ok(Err(format!("order {coid} is a market order: it has no price to move"))),
+            OrderKind::Limit { price: old } if trigger.is_none() => OrderKind::Limit { price: price.unwrap_or(old) },
+            OrderKind::StopMarket { trigger: old } if price.is_none() => OrderKind::StopMarket { trigger: trigger.unwrap_or(old) },
+            OrderKind::StopLimit { trigger: t, price: p } => OrderKind::StopLimit { trigger: trigger.unwrap_or(t), price: price.unwrap_or(p) },
+            other => return Ok(Err(format!("order {coid} is {}: it has no {}", other.code(), if trigger.is_some() { "trigger" } else { "limit price" }))),
+        }
+        .on_tick(o.side);
+        let now = now_ms();
+        let text = |d: Option<Decimal>| d.map(|v| v.to_string());
+        tx.exec(
+            "UPDATE orders SET limit_price = ?2, trigger_price = ?3, modified_at = ?4, updated_at = ?4 WHERE client_order_id = ?1",
+            params![coid, text(kind.price()), text(kind.trigger()), now],
+        )
+        .map_err(jerr)?;
+        if self.live.contains(&o.account) && o.state != "new" {
+            self.modifies.push(LiveModify { account: o.account.clone(), client_order_id: coid.to_owned(), kind, qty: o.qty });
+        }
+        tx.commit().map_err(jerr)?;
+        Ok(Ok(vec![Outcome::Event(Event::OrderModified {
+            account: o.account,
+            client_order_id: coid.to_owned(),
+            order_type: kind.code().to_owned(),
+            trigger: text(kind.trigger()),
+            price: text(kind.price()),
+            qty: o.qty.to_string(),
+            by: Some(command.to_owned()),
+        })]))
+    }
+}
