@@ -156,10 +156,19 @@ pub struct State {
     /// order fills at the first read, never beyond its limit, the market's price being
     /// whatever a replay's quotes last said).
     pub limits_rest: bool,
+    /// Kite's GTTs (standing triggers), in placement order.
+    pub gtts: Vec<MockGtt>,
+    /// GTTs placed so far (their ids count from 100001).
+    pub gtt_seq: u64,
+    /// Every GTT modification taken: its id and new trigger.
+    pub gtt_modifications: Vec<(u64, Decimal)>,
     /// Every modification taken: the order's id and the fields sent.
     pub modifications: Vec<(String, HashMap<String, String>)>,
     /// The margin calculator: rupees of margin per unit ordered.
     pub margin_per_unit: Decimal,
+    /// What a calculation of several legs with both buys and sells costs, as a fraction of
+    /// their sum (the hedge benefit a broker's basket margin gives; 1: none).
+    pub basket_hedge: Decimal,
     /// The account's free margin (Kite `net`, Upstox `available_margin`, OpenAlgo `availablecash`).
     pub funds: Decimal,
     /// Upstox: trading symbol of each instrument token (positions name both).
@@ -228,7 +237,11 @@ impl MockServer {
             per_second: 1000,
             freeze: HashMap::new(),
             limits_rest: false,
+            gtts: Vec::new(),
+            gtt_seq: 0,
+            gtt_modifications: Vec::new(),
             margin_per_unit: Decimal::ZERO,
+            basket_hedge: Decimal::ONE,
             modifications: Vec::new(),
             funds: Decimal::from(10_000_000),
             symbols: HashMap::new(),
@@ -497,6 +510,48 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             }
             place(s, f.clone(), f.get("tag").cloned(), &f["tradingsymbol"], &f["transaction_type"], &f["quantity"], |id| json!({ "status": "success", "data": { "order_id": id } }))
         }
+        // GTTs (Kite's documented form: `type`, `condition` and `orders` as JSON text; only
+        // LIMIT orders; `last_price` sets the direction of a single trigger).
+        (Flavor::Kite, "POST", "/gtt/triggers") => {
+            let f = form(&r.body);
+            match gtt_from_form(&f) {
+                Ok(mut g) => {
+                    s.gtt_seq += 1;
+                    g.id = 100_000 + s.gtt_seq;
+                    g.created_at = s.clock.clone().unwrap_or_else(ist_now);
+                    let id = g.id;
+                    s.gtts.push(g);
+                    ok_kite(json!({ "trigger_id": id }))
+                }
+                Err(m) => refusal(Flavor::Kite, &m),
+            }
+        }
+        (Flavor::Kite, "GET", "/gtt/triggers") => {
+            fire_gtts(s);
+            ok_kite(Value::Array(s.gtts.iter().map(gtt_json).collect()))
+        }
+        (Flavor::Kite, method, p) if p.starts_with("/gtt/triggers/") => {
+            fire_gtts(s);
+            let Ok(id) = p["/gtt/triggers/".len()..].parse::<u64>() else { return refusal(Flavor::Kite, "Invalid trigger id.") };
+            let Some(at) = s.gtts.iter().position(|g| g.id == id) else { return refusal(Flavor::Kite, "Trigger not found.") };
+            match method {
+                "GET" => ok_kite(gtt_json(&s.gtts[at])),
+                "PUT" if s.gtts[at].status == "active" => match gtt_from_form(&form(&r.body)) {
+                    Ok(new) => {
+                        let g = &mut s.gtts[at];
+                        (g.trigger, g.limit, g.last_price, g.qty, g.side, g.symbol) = (new.trigger, new.limit, new.last_price, new.qty, new.side, new.symbol);
+                        s.gtt_modifications.push((id, new.trigger));
+                        ok_kite(json!({ "trigger_id": id }))
+                    }
+                    Err(m) => refusal(Flavor::Kite, &m),
+                },
+                "DELETE" if s.gtts[at].status == "active" => {
+                    s.gtts[at].status = "deleted".into();
+                    ok_kite(json!({ "trigger_id": id }))
+                }
+                _ => refusal(Flavor::Kite, "Trigger is not active."),
+            }
+        }
         (Flavor::Kite, "GET", "/orders") => ok_kite(Value::Array(book(s).iter().map(|o| kite_order(o, &o.status)).collect())),
         (Flavor::Kite, "GET", p) if p.starts_with("/orders/") => {
             let id = &p["/orders/".len()..];
@@ -666,6 +721,25 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             }
             ok_kite(Value::Array(rows))
         }
+        (Flavor::Kite, "POST", "/margins/basket") => {
+            // Kite's basket margins: `initial` the legs as if alone, `final` with the hedges (and,
+            // with `consider_positions=true`, the open positions) counted.
+            let Ok(Value::Array(orders)) = serde_json::from_str::<Value>(&r.body) else { return refusal(Flavor::Kite, "Invalid JSON: expected a list of orders") };
+            let mut total = Decimal::ZERO;
+            for o in &orders {
+                for k in ["exchange", "tradingsymbol", "transaction_type", "variety", "product", "order_type", "quantity"] {
+                    if o.get(k).is_none() {
+                        return refusal(Flavor::Kite, &format!("Missing {k}"));
+                    }
+                }
+                let Some(qty) = o["quantity"].as_u64() else { return refusal(Flavor::Kite, "Invalid `quantity`.") };
+                total += s.margin_per_unit * Decimal::from(qty);
+            }
+            let sides: Vec<&str> = orders.iter().filter_map(|o| o["transaction_type"].as_str()).collect();
+            let num = |d: Decimal| d.to_string().parse::<f64>().unwrap_or(0.0);
+            let margin = |t: f64| json!({ "type": "", "tradingsymbol": "", "exchange": "", "span": t, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0, "cash": 0, "var": 0, "pnl": { "realised": 0, "unrealised": 0 }, "leverage": 0, "total": t });
+            ok_kite(json!({ "initial": margin(num(total)), "final": margin(num(hedged(s, total, &sides))), "orders": [] }))
+        }
         (Flavor::Kite, "GET", "/user/margins/equity") => {
             let net = s.funds.to_string().parse::<f64>().unwrap_or(0.0);
             ok_kite(json!({ "enabled": true, "net": net, "available": { "cash": net, "opening_balance": net, "live_balance": net, "collateral": 0, "intraday_payin": 0 }, "utilised": { "debits": 0, "exposure": 0, "span": 0, "option_premium": 0 } }))
@@ -686,8 +760,10 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                 let m = m.to_string().parse::<f64>().unwrap_or(0.0);
                 margins.push(json!({ "span_margin": m, "exposure_margin": 0, "equity_margin": 0, "net_buy_premium": 0, "additional_margin": 0, "total_margin": m, "tender_margin": 0 }));
             }
+            let sides: Vec<&str> = items.iter().filter_map(|i| i["transaction_type"].as_str()).collect();
+            let final_margin = hedged(s, total, &sides).to_string().parse::<f64>().unwrap_or(0.0);
             let total = total.to_string().parse::<f64>().unwrap_or(0.0);
-            ok_kite(json!({ "margins": margins, "required_margin": total, "final_margin": total }))
+            ok_kite(json!({ "margins": margins, "required_margin": total, "final_margin": final_margin }))
         }
         (Flavor::Upstox, "GET", "/v2/user/get-funds-and-margin") => {
             let free = s.funds.to_string().parse::<f64>().unwrap_or(0.0);
@@ -708,7 +784,8 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                 let Some(qty) = p["quantity"].as_str().and_then(|q| q.parse::<u64>().ok()) else { return refusal(Flavor::OpenAlgo, "quantity must be a whole number") };
                 total += s.margin_per_unit * Decimal::from(qty);
             }
-            let total = total.to_string();
+            let sides: Vec<&str> = positions.iter().filter_map(|p| p["action"].as_str()).collect();
+            let total = hedged(s, total, &sides).to_string();
             (200, json!({ "status": "success", "data": { "total_margin_required": total, "span_margin": total, "exposure_margin": "0" } }), None)
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/funds") => {
@@ -1109,4 +1186,99 @@ pub fn openalgo_chain_row(symbol_prefix: &str, strike: f64, ce: (f64, f64), pe: 
             "open": ltp, "high": ltp, "low": ltp, "prev_close": ltp, "volume": 1_195_800, "oi": oi, "lotsize": 65, "tick_size": 0.05 })
     };
     json!({ "strike": strike, "ce": side("CE", ce), "pe": side("PE", pe) })
+}
+
+/// A GTT at the mock Kite.
+#[derive(Debug, Clone, Default)]
+pub struct MockGtt {
+    /// Trigger id.
+    pub id: u64,
+    /// `active`, `triggered`, `deleted`.
+    pub status: String,
+    /// Trading symbol.
+    pub symbol: String,
+    /// BUY / SELL.
+    pub side: String,
+    /// Units.
+    pub qty: Decimal,
+    /// The trigger value.
+    pub trigger: Decimal,
+    /// The limit of the order it places.
+    pub limit: Decimal,
+    /// The last price given at placement: the trigger fires when the market crosses from there.
+    pub last_price: Decimal,
+    /// `YYYY-MM-DD HH:MM:SS` IST.
+    pub created_at: String,
+    /// The order it placed once triggered.
+    pub order_id: Option<String>,
+}
+
+/// A GTT from its form, checked as Kite checks it.
+fn gtt_from_form(f: &HashMap<String, String>) -> Result<MockGtt, String> {
+    if f.get("type").map(String::as_str) != Some("single") {
+        return Err("Invalid `type`.".into());
+    }
+    let condition: Value = f.get("condition").and_then(|c| serde_json::from_str(c).ok()).ok_or("Invalid `condition`.")?;
+    let orders: Value = f.get("orders").and_then(|o| serde_json::from_str(o).ok()).ok_or("Invalid `orders`.")?;
+    let dec = |v: &Value| v.as_f64().and_then(|x| Decimal::from_str_exact(&x.to_string()).ok());
+    let trigger = condition["trigger_values"].as_array().filter(|t| t.len() == 1).and_then(|t| dec(&t[0])).ok_or("Invalid `trigger_values`.")?;
+    let last_price = dec(&condition["last_price"]).ok_or("Invalid `last_price`.")?;
+    if trigger == last_price {
+        return Err("Trigger price cannot be the same as the last price.".into());
+    }
+    let leg = orders.as_array().filter(|o| o.len() == 1).map(|o| &o[0]).ok_or("A single trigger takes one order.")?;
+    if leg["order_type"] != "LIMIT" {
+        return Err("Only LIMIT orders are allowed for GTT.".into());
+    }
+    let symbol = condition["tradingsymbol"].as_str().ok_or("Invalid `tradingsymbol`.")?;
+    if leg["tradingsymbol"].as_str() != Some(symbol) || condition["exchange"].as_str().is_none() || leg["exchange"] != condition["exchange"] {
+        return Err("The order and the condition must be for the same instrument.".into());
+    }
+    let side = leg["transaction_type"].as_str().filter(|t| *t == "BUY" || *t == "SELL").ok_or("Invalid `transaction_type`.")?;
+    let qty = leg["quantity"].as_u64().filter(|q| *q > 0).map(Decimal::from).ok_or("Invalid `quantity`.")?;
+    let limit = dec(&leg["price"]).filter(|p| *p > Decimal::ZERO).ok_or("Invalid `price`.")?;
+    if !leg["product"].as_str().is_some_and(|p| ["CNC", "MIS", "NRML"].contains(&p)) {
+        return Err("Invalid `product`.".into());
+    }
+    Ok(MockGtt { id: 0, status: "active".into(), symbol: symbol.to_owned(), side: side.to_owned(), qty, trigger, limit, last_price, created_at: String::new(), order_id: None })
+}
+
+/// Fire every active GTT the last price has crossed: its LIMIT order goes into the book (untagged, as Kite's do).
+fn fire_gtts(s: &mut State) {
+    for i in 0..s.gtts.len() {
+        let g = s.gtts[i].clone();
+        let Some(last) = s.ltp.get(&g.symbol).copied() else { continue };
+        let crossed = if g.last_price > g.trigger { last <= g.trigger } else { last >= g.trigger };
+        if g.status != "active" || !crossed {
+            continue;
+        }
+        let id = next_id(s);
+        let fields: HashMap<String, String> = [("tradingsymbol", g.symbol.clone()), ("transaction_type", g.side.clone()), ("order_type", "LIMIT".into()), ("price", g.limit.to_string()), ("quantity", g.qty.to_string())]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let placed_at = s.clock.clone().unwrap_or_else(ist_now);
+        s.orders.push(MockOrder { id: id.clone(), fields, tag: None, symbol: g.symbol.clone(), side: g.side.clone(), qty: g.qty, status: "OPEN".into(), placed_at, ..MockOrder::default() });
+        s.gtts[i].status = "triggered".into();
+        s.gtts[i].order_id = Some(id);
+    }
+}
+
+/// A GTT as Kite's `GET /gtt/triggers/:id` writes it.
+fn gtt_json(g: &MockGtt) -> Value {
+    let num = |d: Decimal| d.to_string().parse::<f64>().unwrap_or(0.0);
+    let result = g.order_id.as_ref().map(|id| json!({ "order_result": { "status": "success", "order_id": id, "rejection_reason": "" }, "triggered_at": num(g.trigger) }));
+    json!({
+        "id": g.id, "user_id": "AB1234", "parent_trigger": null, "type": "single", "created_at": g.created_at, "updated_at": g.created_at,
+        "expires_at": "2027-12-31 23:59:59", "status": g.status,
+        "condition": { "exchange": "NSE", "last_price": num(g.last_price), "tradingsymbol": g.symbol, "trigger_values": [num(g.trigger)], "instrument_token": 738561 },
+        "orders": [{ "exchange": "NSE", "tradingsymbol": g.symbol, "product": "CNC", "order_type": "LIMIT", "transaction_type": g.side, "quantity": whole(g.qty), "price": num(g.limit), "result": result }],
+        "meta": {}
+    })
+}
+
+/// A margin of several legs: with both buys and sells among them, `basket_hedge` of the sum.
+fn hedged(s: &State, total: Decimal, sides: &[&str]) -> Decimal {
+    let both = sides.iter().any(|t| t.eq_ignore_ascii_case("buy")) && sides.iter().any(|t| t.eq_ignore_ascii_case("sell"));
+    if both { total * s.basket_hedge } else { total }
 }

@@ -231,14 +231,15 @@ async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_i
     let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
     let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
-    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), PROTECTED).unwrap());
+    // Intraday: the protective stop is an SL-M, a day order (a delivery position's is a GTT, below).
+    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &PROTECTED.replace("product = \"cnc\"", "product = \"mis\"")).unwrap());
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     let master = InstrumentMaster::new(Bus::embedded("protective"));
     let csv = dir.path().join("kite.csv");
     std::fs::write(&csv, RELIANCE_CSV).unwrap();
     master.load("kite", arg(&csv)).await.unwrap();
-    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let router = LiveRouter::start(vec![link], master, settings, tx);
@@ -298,7 +299,7 @@ async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_i
 }
 
 #[test]
-fn the_host_killed_with_a_position_open_leaves_its_protective_stop_resting_and_a_restart_places_no_second() {
+fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_and_a_restart_places_no_second() {
     use std::process::{Command, Stdio};
     let redis = tradehost_tests::RedisServer::start();
     let broker = MockServer::start(Flavor::Kite, "kite-key-protect", "kite-token-protect");
@@ -328,7 +329,8 @@ fn the_host_killed_with_a_position_open_leaves_its_protective_stop_resting_and_a
             .spawn()
             .unwrap()
     };
-    let stops = |b: &MockServer| b.state().orders.iter().filter(|o| o.fields.get("order_type").map(String::as_str) == Some("SL-M")).cloned().collect::<Vec<_>>();
+    // A delivery position: its stop is a GTT, which outlives the session as well as the host.
+    let stops = |b: &MockServer| b.state().gtts.clone();
     let mut first = run(&[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while stops(&broker).is_empty() {
@@ -342,16 +344,18 @@ fn the_host_killed_with_a_position_open_leaves_its_protective_stop_resting_and_a
     let entry = broker.state().orders.iter().find(|o| o.side == "BUY").cloned().expect("the entry");
     let fill = entry.average_price.expect("the entry filled");
     let p = &resting[0];
-    assert_eq!((p.status.as_str(), p.side.as_str(), p.qty), ("TRIGGER PENDING", "SELL", dec!(10)), "the stop stands at the broker with the host gone");
-    let trigger: Decimal = p.fields["trigger_price"].parse().unwrap();
+    assert_eq!((p.status.as_str(), p.side.as_str(), p.qty), ("active", "SELL", dec!(10)), "the stop stands at the broker with the host gone");
+    let trigger = p.trigger;
     assert!(trigger < fill && trigger >= fill * dec!(0.94), "5 % under the fill {fill}: {trigger}");
+    assert!(p.last_price > trigger, "it fires when the price falls to the trigger: {p:?}");
+    assert!(p.limit < trigger && p.limit >= trigger * dec!(0.97), "its limit 2 % (the account's protection) under the trigger: {p:?}");
 
-    // The restart finds it (by its tag) and places no second one.
+    // The restart finds it (by its id, or, never journaled, by its terms) and places no second one.
     let second = run(&["--until-idle", "2"]).wait_with_output().unwrap();
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
     let after = stops(&broker);
     assert_eq!(after.len(), 1, "one protective stop at the broker: {after:?}");
-    assert_eq!((after[0].status.as_str(), after[0].fields["trigger_price"].parse::<Decimal>().unwrap()), ("TRIGGER PENDING", trigger), "still resting, at the same trigger");
+    assert_eq!((after[0].status.as_str(), after[0].trigger), ("active", trigger), "still resting, at the same trigger");
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
     let journaled: Vec<(String, String, Option<String>)> = db
         .prepare("SELECT client_order_id, state, broker_order_id FROM orders WHERE pipeline = 'protective-stop'")
@@ -361,7 +365,7 @@ fn the_host_killed_with_a_position_open_leaves_its_protective_stop_resting_and_a
         .map(Result::unwrap)
         .collect();
     assert_eq!(journaled.len(), 1, "{journaled:?}");
-    assert_eq!((journaled[0].1.as_str(), journaled[0].2.as_deref(), after[0].tag.as_deref()), ("accepted", Some(after[0].id.as_str()), Some(journaled[0].0.as_str())));
+    assert_eq!((journaled[0].1.as_str(), journaled[0].2.clone()), ("accepted", Some(format!("gtt:{}", after[0].id))));
     let held: String = db.query_row("SELECT qty FROM positions WHERE account = 'kite-1' AND instrument = 'RELIANCE'", [], |r| r.get(0)).unwrap();
     assert_eq!(held.parse::<Decimal>().unwrap(), dec!(10));
 }
@@ -440,4 +444,69 @@ async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_ano
     assert_eq!(mock.state().orders[1].status, "CANCELLED");
     assert!(om.cancel_order(&coid2, "cmd-c2").unwrap().unwrap_err().contains("cancelled"));
     assert_eq!(om.positions_of("kite-1").unwrap().get("RELIANCE"), Some(&dec!(10)), "the cancelled close sold nothing");
+}
+
+/// A delivery position's protective stop at Kite is a GTT (an SL-M would lapse at the
+/// close): placed at the stop, modified as the trail tightens, and when the market falls
+/// to it Kite places its order, which fills and closes the position in the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_when_the_market_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    mock.state().ltp.insert("RELIANCE".into(), dec!(100));
+    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
+    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), PROTECTED).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+    let master = InstrumentMaster::new(Bus::embedded("gtt"));
+    let csv = dir.path().join("kite.csv");
+    std::fs::write(&csv, RELIANCE_CSV).unwrap();
+    master.load("kite", arg(&csv)).await.unwrap();
+    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, settings, tx);
+
+    let mut s = signal();
+    (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
+    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+    om.on_signal(&s).unwrap();
+    hand_over(&mut om, &router);
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+    {
+        let st = mock.state();
+        assert_eq!(st.orders.len(), 1, "the entry; the stop is no order");
+        assert_eq!(st.gtts.len(), 1);
+        let g = &st.gtts[0];
+        // The trail (1 %) is tighter than the stop (2 %): 99; its limit 2 % lower, to the tick.
+        assert_eq!((g.status.as_str(), g.side.as_str(), g.qty, g.trigger, g.limit), ("active", "SELL", dec!(10), dec!(99), dec!(97)));
+        assert!(g.last_price > g.trigger, "fires on a fall");
+        let post = st.requests.iter().find(|r| r.method == "POST" && r.path == "/gtt/triggers").expect("placed");
+        assert!(post.body.contains("type=single") && post.body.contains("condition=") && post.body.contains("orders="), "{}", post.body);
+    }
+    let mut t = T;
+    for price in [dec!(103), dec!(106)] {
+        t += 60_000;
+        mock.state().ltp.insert("RELIANCE".into(), price);
+        let want = mock.state().gtt_modifications.len() + 1;
+        om.on_quotes(&quote(t, price)).unwrap();
+        hand_over(&mut om, &router);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while mock.state().gtt_modifications.len() < want {
+            assert!(tokio::time::Instant::now() < deadline, "the GTT modified at the broker");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let triggers: Vec<Decimal> = mock.state().gtt_modifications.iter().map(|(_, t)| *t).collect();
+    assert_eq!(triggers, vec![dec!(101.95), dec!(104.95)], "1 % behind 103 and 106, to the tick");
+    // The market falls through the stop with the host running or not: Kite places the order; it fills.
+    mock.state().ltp.insert("RELIANCE".into(), dec!(104));
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+    let st = mock.state();
+    assert_eq!(st.gtts[0].status, "triggered");
+    let placed = st.orders.iter().find(|o| Some(&o.id) == st.gtts[0].order_id.as_ref()).expect("the GTT's order");
+    assert_eq!((placed.side.as_str(), placed.status.as_str(), placed.average_price), ("SELL", "COMPLETE", Some(dec!(104))));
+    drop(st);
+    assert!(om.positions_of("kite-1").unwrap().is_empty(), "the GTT's fill closed the position");
 }

@@ -388,3 +388,49 @@ async fn an_fno_entry_the_margin_does_not_cover_is_refused_with_the_shortfall_an
         settled(&router).await;
     }
 }
+
+/// A hedged basket is judged whole, as the broker's basket calculator judges it: its first
+/// leg carries the others to the calculator (Kite's `/margins/basket`, Upstox's and OpenAlgo's
+/// calculators with every leg), and the later legs are not checked alone again. Leg by leg,
+/// the sell would be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_basket_is_margined_whole_not_leg_by_leg() {
+    use tradehost::brokers::live::MarginScope;
+    for flavor in FLAVORS {
+        let v = venue(flavor);
+        {
+            let mut s = v.mock.state();
+            // Each leg alone: 50 × ₹3,000 = ₹1,50,000, more than the ₹1,00,000 free; the two
+            // hedged: a fifth of their ₹3,00,000, ₹60,000.
+            s.margin_per_unit = dec!(3000);
+            s.funds = dec!(100000);
+            s.basket_hedge = dec!(0.2);
+        }
+        let (router, mut rx) = start(&v, settings(None));
+        let contract = "NIFTY28MAR2420800CE";
+        let mut buy = order("th0000000000000b01", contract, 50);
+        buy.margin_scope = MarginScope::Basket(vec![(contract.to_owned(), OrderSide::Sell, Decimal::from(50))]);
+        router.send(buy);
+        assert!(matches!(next(&mut rx).await, LiveUpdate::Accepted { .. }), "{flavor:?}: the basket's margin covers it");
+        assert!(matches!(next(&mut rx).await, LiveUpdate::Filled { .. }), "{flavor:?}");
+        let mut sell = order("th0000000000000b02", contract, 50);
+        (sell.side, sell.margin_scope) = (OrderSide::Sell, MarginScope::Checked);
+        router.send(sell);
+        assert!(matches!(next(&mut rx).await, LiveUpdate::Accepted { .. }), "{flavor:?}: checked with its basket, not alone");
+        let calls: Vec<String> = v.mock.state().requests.iter().filter(|r| r.path.contains("margin") && r.method == "POST").map(|r| format!("{} {}", r.path, r.body)).collect();
+        assert_eq!(calls.len(), 1, "{flavor:?}: one calculation, for the whole basket: {calls:?}");
+        if flavor == Flavor::Kite {
+            assert!(calls[0].starts_with("/margins/basket?consider_positions=true"), "{calls:?}");
+        }
+        assert!(calls[0].contains("BUY") && calls[0].contains("SELL"), "{flavor:?}: both legs asked: {calls:?}");
+        // The same sell alone is refused, with the shortfall.
+        let mut alone = order("th0000000000000b03", contract, 50);
+        alone.side = OrderSide::Sell;
+        router.send(alone);
+        match next(&mut rx).await {
+            LiveUpdate::Rejected { reason, .. } => assert_eq!(reason, "margin: the order needs 150000 and 100000 is free, 50000 short", "{flavor:?}"),
+            other => panic!("{flavor:?}: {other:?}"),
+        }
+        settled(&router).await;
+    }
+}

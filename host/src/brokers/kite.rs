@@ -34,6 +34,11 @@ pub const DEFAULT_URL: &str = "https://api.kite.trade";
 pub const QUOTES_PER_CALL: usize = 500;
 /// Kite's ticker address (`api_key` and `access_token` are added as query parameters).
 pub const DEFAULT_WS_URL: &str = "wss://ws.kite.trade";
+/// A GTT's id as the journal keeps it, `gtt:<trigger_id>`: the router handles it as an
+/// order, and the adapter knows it for a standing trigger.
+pub const GTT_PREFIX: &str = "gtt:";
+/// How far beyond its trigger a stop GTT's limit sits when the account gives no protection.
+const GTT_DEFAULT_PROTECTION_PCT: u32 = 2;
 
 impl Kite {
     /// An adapter for `base` (e.g. [`DEFAULT_URL`]).
@@ -173,6 +178,91 @@ impl Kite {
     pub(crate) fn order(v: &Value) -> Option<BrokerOrder> {
         BrokerOrder::from_tagged(v, "tradingsymbol")
     }
+
+    /// The form of a single-leg GTT for a stop `order`: the condition at its trigger, and a LIMIT
+    /// order beyond the trigger by the account's market protection (a GTT places only limits).
+    fn gtt_form(order: &OrderRequest) -> Result<Vec<(&'static str, String)>, BrokerError> {
+        use rust_decimal::Decimal;
+        let trigger = order.kind.trigger().ok_or_else(|| BrokerError::Rejected(format!("{}: a GTT needs a trigger price", order.client_order_id)))?;
+        let limit = match order.kind {
+            super::OrderKind::StopLimit { price, .. } => price,
+            _ => {
+                let pct = if order.protection_pct > Decimal::ZERO { order.protection_pct } else { Decimal::from(GTT_DEFAULT_PROTECTION_PCT) };
+                let away = trigger * pct / Decimal::from(100);
+                let raw = if order.side == super::OrderSide::Sell { trigger - away } else { trigger + away };
+                // Away from the market to the tick: the limit never narrows the protection.
+                let ticks = raw / crate::domain::money::TICK;
+                let ticks = if order.side == super::OrderSide::Sell { ticks.floor() } else { ticks.ceil() };
+                (ticks * crate::domain::money::TICK).max(crate::domain::money::TICK).normalize()
+            }
+        };
+        let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
+        let number = |d: Decimal| serde_json::from_str::<Value>(&d.normalize().to_string()).unwrap_or(Value::Null);
+        // Kite reads the trigger's direction from `last_price`: on the far side of the trigger
+        // from where the stop fires, whatever the (perhaps stale) price the order was decided at.
+        let tick = crate::domain::money::TICK;
+        let last = match (order.side, order.reference_price) {
+            (super::OrderSide::Sell, Some(p)) => p.max(trigger + tick),
+            (super::OrderSide::Sell, None) => trigger + tick,
+            (super::OrderSide::Buy, Some(p)) => p.min(trigger - tick).max(tick),
+            (super::OrderSide::Buy, None) => (trigger - tick).max(tick),
+        };
+        let condition = serde_json::json!({ "exchange": order.exchange(), "tradingsymbol": order.symbol, "trigger_values": [number(trigger)], "last_price": number(last) });
+        let orders = serde_json::json!([{
+            "exchange": order.exchange(), "tradingsymbol": order.symbol, "transaction_type": order.action(), "quantity": qty,
+            "order_type": "LIMIT", "product": order.product_code(), "price": number(limit),
+        }]);
+        Ok(vec![("type", "single".to_owned()), ("condition", condition.to_string()), ("orders", orders.to_string())])
+    }
+
+    /// A GTT as the router sees an order: working while active; once triggered, the order it
+    /// placed (its fills); deleted, cancelled or expired: cancelled; rejected or disabled, or an
+    /// order that failed to go: rejected with Kite's reason.
+    async fn gtt_status(&self, id: &str, v: &Value) -> Result<BrokerOrder, BrokerError> {
+        let leg = &v["orders"][0];
+        let mut o = BrokerOrder {
+            order_id: id.to_owned(),
+            tag: None,
+            status: super::BrokerStatus::Open,
+            filled_qty: rust_decimal::Decimal::ZERO,
+            average_price: None,
+            message: String::new(),
+            symbol: v["condition"]["tradingsymbol"].as_str().unwrap_or_default().to_owned(),
+            side: leg["transaction_type"].as_str().and_then(|s| super::OrderSide::parse(&s.to_ascii_lowercase())),
+            qty: super::number(&leg["quantity"]).unwrap_or_default(),
+            placed_at: v["created_at"].as_str().and_then(super::ist_timestamp),
+        };
+        match v["status"].as_str().unwrap_or_default() {
+            "triggered" => {
+                let result = &leg["result"]["order_result"];
+                match (result["status"].as_str(), text(&result["order_id"]).filter(|i| !i.is_empty())) {
+                    (_, Some(order_id)) => {
+                        let placed = self.status(&order_id).await?;
+                        o.status = placed.status;
+                        o.filled_qty = placed.filled_qty;
+                        o.average_price = placed.average_price;
+                        o.message = format!("GTT triggered: order {order_id} {}", placed.message).trim_end().to_owned();
+                    }
+                    (Some("failed"), None) => {
+                        o.status = super::BrokerStatus::Rejected;
+                        o.message = format!("GTT triggered, its order failed: {}", result["rejection_reason"].as_str().unwrap_or("no reason given"));
+                    }
+                    // Triggered, its order on its way.
+                    _ => {}
+                }
+            }
+            "cancelled" | "deleted" | "expired" => {
+                o.status = super::BrokerStatus::Cancelled;
+                o.message = format!("GTT {}", v["status"].as_str().unwrap_or_default());
+            }
+            "rejected" | "disabled" => {
+                o.status = super::BrokerStatus::Rejected;
+                o.message = format!("GTT {}", v["status"].as_str().unwrap_or_default());
+            }
+            _ => {}
+        }
+        Ok(o)
+    }
 }
 
 impl Broker for Kite {
@@ -189,6 +279,11 @@ impl Broker for Kite {
 
     fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
         Box::pin(async move {
+            if order.validity == super::Validity::Gtt {
+                // `POST /gtt/triggers`: a standing trigger (Kite's GTTs take no tag; the journal keeps its id).
+                let data = Self::read(http::send(self.auth(self.client.post(format!("{}/gtt/triggers", self.base))).form(&Self::gtt_form(order)?)).await?)?;
+                return text(&data["trigger_id"]).map(|id| format!("{GTT_PREFIX}{id}")).ok_or_else(|| BrokerError::Protocol("no trigger_id in the answer".into()));
+            }
             let mut form = vec![
                 ("tradingsymbol", order.symbol.clone()),
                 ("exchange", order.exchange().to_owned()),
@@ -207,13 +302,38 @@ impl Broker for Kite {
 
     fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                let url = format!("{}/gtt/triggers/{}", self.base, http::path_segment(id));
+                Self::read(http::send(self.auth(self.client.put(url)).form(&Self::gtt_form(order)?)).await?)?;
+                return Ok(());
+            }
             Self::read(http::send(self.auth(self.client.put(format!("{}/orders/regular/{order_id}", self.base))).form(&Self::terms(order))).await?)?;
             Ok(())
         })
     }
 
-    fn find<'a>(&'a self, order: &'a OrderRequest, _claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
+    fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
         Box::pin(async move {
+            if order.validity == super::Validity::Gtt {
+                // GTTs carry no tag: ours is the unclaimed one for this symbol, side, quantity and
+                // trigger placed no earlier than we sent it.
+                let data = Self::read(http::send(self.auth(self.client.get(format!("{}/gtt/triggers", self.base)))).await?)?;
+                let triggers = data.as_array().ok_or_else(|| BrokerError::Protocol("the GTT book is not a list".into()))?;
+                let since = order.submitted_at.map(|t| t - 1_000);
+                for v in triggers {
+                    let Some(id) = text(&v["id"]).map(|id| format!("{GTT_PREFIX}{id}")) else { continue };
+                    let leg = &v["orders"][0];
+                    let same = v["condition"]["tradingsymbol"].as_str() == Some(order.symbol.as_str())
+                        && leg["transaction_type"].as_str() == Some(order.action())
+                        && super::number(&leg["quantity"]) == Some(order.qty)
+                        && v["condition"]["trigger_values"].get(0).and_then(super::number) == order.kind.trigger()
+                        && since.is_none_or(|t| v["created_at"].as_str().and_then(super::ist_timestamp).is_some_and(|at| at >= t));
+                    if same && !claimed.contains(&id) {
+                        return self.gtt_status(&id, v).await.map(Some);
+                    }
+                }
+                return Ok(None);
+            }
             let data = Self::read(http::send(self.auth(self.client.get(format!("{}/orders", self.base)))).await?)?;
             let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
             Ok(orders.iter().filter_map(Self::order).find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())))
@@ -222,6 +342,10 @@ impl Broker for Kite {
 
     fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                let data = Self::read(http::send(self.auth(self.client.get(format!("{}/gtt/triggers/{}", self.base, http::path_segment(id))))).await?)?;
+                return self.gtt_status(order_id, &data).await;
+            }
             let data = Self::read(http::send(self.auth(self.client.get(format!("{}/orders/{order_id}", self.base)))).await?)?;
             // The order's history, oldest first: its state is the last entry.
             data.as_array().and_then(|h| h.last()).and_then(Self::order).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: empty history")))
@@ -230,6 +354,10 @@ impl Broker for Kite {
 
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                Self::read(http::send(self.auth(self.client.delete(format!("{}/gtt/triggers/{}", self.base, http::path_segment(id))))).await?)?;
+                return Ok(());
+            }
             Self::read(http::send(self.auth(self.client.delete(format!("{}/orders/regular/{order_id}", self.base)))).await?)?;
             Ok(())
         })
@@ -240,17 +368,28 @@ impl Broker for Kite {
     }
 
     /// `GET /portfolio/positions`: the `net` positions.
-    /// `POST /margins/orders` (the order's `total`) against `GET /user/margins/equity` (`net`).
-    fn margin<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
+    /// `POST /margins/orders` (the order's `total`), or for a basket `POST /margins/basket`
+    /// with the positions considered (its `final.total`, hedges netted), against
+    /// `GET /user/margins/equity` (`net`).
+    fn margin<'a>(&'a self, orders: &'a [OrderRequest]) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
         Box::pin(async move {
-            let price = order.reference_price.and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p)).unwrap_or(0.0);
-            let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
-            let body = serde_json::json!([{
-                "exchange": order.exchange(), "tradingsymbol": order.symbol, "transaction_type": order.action(), "variety": "regular",
-                "product": order.product_code(), "order_type": "MARKET", "quantity": qty, "price": price, "trigger_price": 0,
-            }]);
-            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/margins/orders", self.base))).json(&body)).await?)?;
-            let required = data.as_array().map(|rows| rows.iter().filter_map(|r| super::number(&r["total"])).sum::<rust_decimal::Decimal>()).ok_or_else(|| BrokerError::Protocol("order margins are not a list".into()))?;
+            let mut body = Vec::with_capacity(orders.len());
+            for order in orders {
+                let price = order.reference_price.and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p)).unwrap_or(0.0);
+                let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
+                body.push(serde_json::json!({
+                    "exchange": order.exchange(), "tradingsymbol": order.symbol, "transaction_type": order.action(), "variety": "regular",
+                    "product": order.product_code(), "order_type": "MARKET", "quantity": qty, "price": price, "trigger_price": 0,
+                }));
+            }
+            let required = if orders.len() > 1 {
+                let url = format!("{}/margins/basket", self.base);
+                let data = Self::read(http::send(self.auth(self.client.post(url).query(&[("consider_positions", "true")])).json(&body)).await?)?;
+                super::number(&data["final"]["total"]).ok_or_else(|| BrokerError::Protocol("no final.total in the basket margins".into()))?
+            } else {
+                let data = Self::read(http::send(self.auth(self.client.post(format!("{}/margins/orders", self.base))).json(&body)).await?)?;
+                data.as_array().map(|rows| rows.iter().filter_map(|r| super::number(&r["total"])).sum::<rust_decimal::Decimal>()).ok_or_else(|| BrokerError::Protocol("order margins are not a list".into()))?
+            };
             let funds = Self::read(http::send(self.auth(self.client.get(format!("{}/user/margins/equity", self.base)))).await?)?;
             let available = super::number(&funds["net"]).ok_or_else(|| BrokerError::Protocol("no net in the equity margins".into()))?;
             Ok(Some(super::Margin { required, available }))

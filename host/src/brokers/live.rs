@@ -62,8 +62,24 @@ pub struct LiveOrder {
     pub entry: bool,
     /// Market, limit or stop (a protective stop is `StopMarket`).
     pub kind: OrderKind,
-    /// DAY or IOC.
+    /// DAY or IOC (GTT for a delivery position's protective stop at Kite).
     pub validity: Validity,
+    /// How its margin is checked before it is sent (an F&O entry).
+    pub margin_scope: MarginScope,
+}
+
+/// How a live order's margin is checked: alone; with the other legs of its basket (the
+/// first leg sent carries them, so a hedged basket is judged as the broker judges it, not
+/// leg by leg); or not again (a later leg of a basket checked whole).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MarginScope {
+    /// The order alone.
+    #[default]
+    Alone,
+    /// With these other legs: instrument, side, units.
+    Basket(Vec<(String, OrderSide, Decimal)>),
+    /// Checked with its basket already.
+    Checked,
 }
 
 impl LiveOrder {
@@ -85,6 +101,7 @@ impl LiveOrder {
             entry: true,
             kind: OrderKind::Market,
             validity: Validity::Day,
+            margin_scope: MarginScope::Alone,
         }
     }
 }
@@ -840,11 +857,24 @@ impl Worker {
         // Margin before sending: an F&O entry the account cannot carry is refused here,
         // with the shortfall, rather than by the broker's RMS after the fact. A close is
         // never held back (it frees margin), nor is an order already possibly placed.
-        if o.fresh && o.entry && self.link.margin_check && req.segment == Segment::Derivative {
-            match broker.margin(&req).await {
+        if o.fresh && o.entry && self.link.margin_check && req.segment == Segment::Derivative && o.margin_scope != MarginScope::Checked {
+            let mut orders = vec![req.clone()];
+            if let MarginScope::Basket(legs) = &o.margin_scope {
+                for (instrument, side, qty) in legs {
+                    let leg = LiveOrder::new(&o.client_order_id, &o.account, instrument, *side, *qty, None);
+                    match self.request(&leg).await {
+                        Ok(r) => orders.push(r),
+                        Err(Ok(reason)) => return Placed::Refused(format!("basket leg {instrument}: {reason}")),
+                        // The master did not answer for a leg: the basket is judged by what could be read.
+                        Err(Err(e)) => tracing::warn!(account = %self.link.account, "margin of basket leg {instrument}: {e}"),
+                    }
+                }
+            }
+            let what = if orders.len() > 1 { "the basket" } else { "the order" };
+            match broker.margin(&orders).await {
                 Ok(Some(m)) => {
                     if let Some(short) = m.shortfall() {
-                        return Placed::Refused(format!("margin: the order needs {} and {} is free, {short} short", m.required, m.available));
+                        return Placed::Refused(format!("margin: {what} needs {} and {} is free, {short} short", m.required, m.available));
                     }
                 }
                 Ok(None) => {}
@@ -1085,6 +1115,7 @@ mod tests {
             entry: true,
             kind: OrderKind::Market,
             validity: Validity::Day,
+            margin_scope: MarginScope::Alone,
         }
     }
 

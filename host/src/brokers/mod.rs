@@ -222,10 +222,11 @@ pub trait Broker: Send + Sync {
     /// Net quantity per trading symbol as the broker holds it today, for reconciliation.
     fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>>;
 
-    /// The margin `order` needs and what the account has free, from the broker's
-    /// margin calculator and funds (`None`: the broker has no margin API).
-    fn margin<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<Option<Margin>, BrokerError>> {
-        let _ = order;
+    /// The margin `orders` need together (one order, or a basket's legs, hedges counted as
+    /// the broker counts them) and what the account has free, from the broker's margin
+    /// calculator and funds (`None`: the broker has no margin API).
+    fn margin<'a>(&'a self, orders: &'a [OrderRequest]) -> BoxFuture<'a, Result<Option<Margin>, BrokerError>> {
+        let _ = orders;
         Box::pin(async { Ok(None) })
     }
 }

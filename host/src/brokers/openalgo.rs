@@ -297,14 +297,20 @@ impl Broker for OpenAlgo {
 
     /// `positionbook`; quantities may arrive as strings.
     /// `POST /api/v1/margin` (`total_margin_required`) against `POST /api/v1/funds` (`availablecash`).
-    fn margin<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
+    /// `margin` with every order as a position (a basket's margin, hedges netted), against `funds`.
+    fn margin<'a>(&'a self, orders: &'a [OrderRequest]) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
         Box::pin(async move {
-            let (pricetype, price) = match order.reference_price {
-                Some(p) => ("LIMIT", p.to_string()),
-                None => ("MARKET", "0".to_owned()),
-            };
-            let position = json!({ "symbol": order.symbol, "exchange": order.exchange(), "action": order.action(), "quantity": order.qty.normalize().to_string(), "product": order.product_code(), "pricetype": pricetype, "price": price });
-            let answer = self.call("margin", json!({ "positions": [position] })).await?;
+            let positions: Vec<serde_json::Value> = orders
+                .iter()
+                .map(|order| {
+                    let (pricetype, price) = match order.reference_price {
+                        Some(p) => ("LIMIT", p.to_string()),
+                        None => ("MARKET", "0".to_owned()),
+                    };
+                    json!({ "symbol": order.symbol, "exchange": order.exchange(), "action": order.action(), "quantity": order.qty.normalize().to_string(), "product": order.product_code(), "pricetype": pricetype, "price": price })
+                })
+                .collect();
+            let answer = self.call("margin", json!({ "positions": positions })).await?;
             let required = number(&answer["data"]["total_margin_required"]).ok_or_else(|| BrokerError::Protocol("no total_margin_required in the margin answer".into()))?;
             let funds = self.call("funds", json!({})).await?;
             let available = number(&funds["data"]["availablecash"]).ok_or_else(|| BrokerError::Protocol("no availablecash in the funds".into()))?;

@@ -248,15 +248,21 @@ impl Broker for Upstox {
     /// `GET /v2/portfolio/short-term-positions`.
     /// `POST /v2/charges/margin` (`final_margin`, after hedge benefits) against
     /// `GET /v2/user/get-funds-and-margin?segment=SEC` (`equity.available_margin`).
-    fn margin<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
+    /// `POST /v2/charges/margin` with every order as an instrument (its `final_margin` nets
+    /// a basket's hedges), against the funds' free equity margin.
+    fn margin<'a>(&'a self, orders: &'a [OrderRequest]) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
         Box::pin(async move {
-            let token = order.token.clone().ok_or_else(|| BrokerError::Rejected(format!("{}: no instrument key", order.symbol)))?;
-            let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
-            let mut instrument = json!({ "instrument_key": token, "quantity": qty, "transaction_type": order.action(), "product": if order.product == Product::Mis { "I" } else { "D" } });
-            if let Some(price) = order.reference_price.and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p)) {
-                instrument["price"] = json!(price);
+            let mut instruments = Vec::with_capacity(orders.len());
+            for order in orders {
+                let token = order.token.clone().ok_or_else(|| BrokerError::Rejected(format!("{}: no instrument key", order.symbol)))?;
+                let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
+                let mut instrument = json!({ "instrument_key": token, "quantity": qty, "transaction_type": order.action(), "product": if order.product == Product::Mis { "I" } else { "D" } });
+                if let Some(price) = order.reference_price.and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p)) {
+                    instrument["price"] = json!(price);
+                }
+                instruments.push(instrument);
             }
-            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/v2/charges/margin", self.base))).json(&json!({ "instruments": [instrument] }))).await?)?;
+            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/v2/charges/margin", self.base))).json(&json!({ "instruments": instruments }))).await?)?;
             let required = super::number(&data["final_margin"]).or_else(|| super::number(&data["required_margin"])).ok_or_else(|| BrokerError::Protocol("no final_margin in the margin answer".into()))?;
             let funds = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/user/get-funds-and-margin?segment=SEC", self.base)))).await?)?;
             let available = super::number(&funds["equity"]["available_margin"]).ok_or_else(|| BrokerError::Protocol("no equity.available_margin in the funds".into()))?;

@@ -197,7 +197,9 @@ impl OrderTerms {
                 return Err(format!("order {field} {}: not a price above zero", v.unwrap_or_default()));
             }
         }
-        let validity = Validity::parse(self.validity.as_deref()).ok_or_else(|| format!("order validity {:?}: expected DAY or IOC", self.validity.as_deref().unwrap_or("")))?;
+        let validity = Validity::parse(self.validity.as_deref())
+            .filter(|v| *v != Validity::Gtt)
+            .ok_or_else(|| format!("order validity {:?}: expected DAY or IOC", self.validity.as_deref().unwrap_or("")))?;
         Ok((kind, validity))
     }
 }
@@ -658,6 +660,7 @@ mod tests {
             (r#"{"type":"ICEBERG","price":"1"}"#, "order type \"ICEBERG\""),
             (r#"{"type":"LIMIT","price":"0"}"#, "not a price above zero"),
             (r#"{"type":"LIMIT","price":"5","validity":"GTC"}"#, "validity \"GTC\""),
+            (r#"{"type":"SL-M","trigger":"5","validity":"GTT"}"#, "validity \"GTT\""),
             (r#"{"type":"LIMIT","price":"5","limit":"6"}"#, "unknown field"),
         ] {
             let err = SignalMessage::parse(&with(bad)).unwrap_err();

@@ -82,6 +82,9 @@ pub enum Validity {
     Day,
     /// Immediate or cancel.
     Ioc,
+    /// Good till triggered: a standing stop at the broker that outlives the session (Kite's
+    /// GTT), for a delivery position's protective stop. Never a strategy's.
+    Gtt,
 }
 
 impl Validity {
@@ -91,6 +94,7 @@ impl Validity {
         match self {
             Self::Day => "DAY",
             Self::Ioc => "IOC",
+            Self::Gtt => "GTT",
         }
     }
 }
@@ -102,6 +106,7 @@ impl Validity {
         match code.unwrap_or("DAY") {
             "DAY" => Some(Self::Day),
             "IOC" => Some(Self::Ioc),
+            "GTT" => Some(Self::Gtt),
             _ => None,
         }
     }

@@ -112,6 +112,33 @@ pub(super) fn send_legs(
     Ok(Vec::new())
 }
 
+/// How the live basket leg `coid`'s margin is checked: the first leg handed to the broker
+/// carries the basket's other legs (the broker judges the hedged whole), the later ones
+/// were checked with it.
+pub(super) fn margin_scope(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<crate::brokers::live::MarginScope> {
+    use crate::brokers::live::MarginScope;
+    let Some(basket_id): Option<String> = tx.row("SELECT basket_id FROM basket_legs WHERE client_order_id = ?1", [coid], |r| r.get(0)).optional()? else {
+        return Ok(MarginScope::Alone);
+    };
+    let sent: i64 = tx.row(
+        "SELECT COUNT(*) FROM basket_legs l JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND o.client_order_id != ?2 AND o.submitted_at IS NOT NULL",
+        [&basket_id, coid],
+        |r| r.get(0),
+    )?;
+    if sent > 0 {
+        return Ok(MarginScope::Checked);
+    }
+    let mut stmt = tx.prepare_cached("SELECT instrument, side, qty FROM basket_legs WHERE basket_id = ?1 AND client_order_id IS NOT ?2 ORDER BY idx")?;
+    let legs = stmt
+        .query_map([&basket_id, coid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+        .map(|row| {
+            let (instrument, side, qty) = row?;
+            Ok((instrument, side_of(&side)?, dec(&qty)?))
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(if legs.is_empty() { MarginScope::Alone } else { MarginScope::Basket(legs) })
+}
+
 /// Stop a basket: no more legs; an alert; the filled legs closed if it asked.
 pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reason: &str, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
     let (account, unwind): (String, bool) = tx.row("SELECT account, unwind FROM baskets WHERE basket_id = ?1", [basket_id], |r| Ok((r.get(0)?, r.get(1)?)))?;

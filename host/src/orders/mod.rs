@@ -440,6 +440,8 @@ impl OrderManager {
                     entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
                     kind,
                     validity,
+                    // Not fresh: its margin is never asked again.
+                    margin_scope: crate::brokers::live::MarginScope::Alone,
                 })
             })
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -647,6 +649,7 @@ impl OrderManager {
                     )?;
                     let kind = order_kind(&coid, &kind)?;
                     let validity = order_validity(&coid, validity.as_deref())?;
+                    let margin_scope = if pipeline == "basket" { baskets::margin_scope(tx, &coid)? } else { crate::brokers::live::MarginScope::Alone };
                     handoff.push(LiveOrder {
                         client_order_id: coid,
                         account,
@@ -662,6 +665,7 @@ impl OrderManager {
                         entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
                         kind,
                         validity,
+                        margin_scope,
                     });
                 }
                 continue;

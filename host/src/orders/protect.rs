@@ -1,6 +1,7 @@
 //! Stops that survive the host. When a live position has a stop, a protective
 //! order rests at the broker at that stop (SL-M): if the host dies, the stop still
-//! stands. As the managed exit's stop tightens (a trailing stop), the protective
+//! stands; for a delivery (CNC) position at Kite it is a GTT, which outlives the
+//! session (an SL-M is a day order). As the managed exit's stop tightens (a trailing stop), the protective
 //! order is modified to follow it, throttled, never loosened; its quantity follows
 //! the position (slices filling one by one). When the host closes the position
 //! itself (a target, a square-off, a flatten, its own stop), it cancels the
@@ -16,6 +17,11 @@ use crate::brokers::live::{LiveCancel, LiveModify};
 
 /// The `pipeline` of a protective stop order.
 pub const PROTECTIVE: &str = "protective-stop";
+
+/// Whether a broker keeps good-till-triggered stops the host can place (Kite's GTT).
+fn gtt_broker(broker: &str) -> bool {
+    broker == "kite"
+}
 
 /// Least exchange time between two modifications of one protective order.
 const MODIFY_EVERY_MS: i64 = 2_000;
@@ -114,11 +120,13 @@ pub(super) fn protect(
                 let n: i64 = tx.row("SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'", [&account, &instrument], |r| r.get(0))?;
                 let key = format!("protect/{account}/{instrument}/{}", n + 1);
                 let coid = client_order_id(&key, &account);
+                // A delivery position's stop must outlive the session: a GTT where the broker has one.
+                let validity = config.account(&account).is_some_and(|a| a.product == crate::domain::Product::Cnc && gtt_broker(a.broker.get_ref())).then_some("GTT");
                 tx.exec(
                     "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at,
-                         algo_id, order_type, trigger_price, modified_at)
-                     VALUES (?1, ?2, ?3, 'protective-stop', ?4, ?5, ?6, 'new', ?7, '0', ?8, ?8, (SELECT value FROM settings WHERE key = 'algo/' || ?3), 'SL-M', ?9, NULL)",
-                    params![coid, key, account, instrument, side.as_str(), want.to_string(), now, now_ms(), stop.to_string()],
+                         algo_id, order_type, trigger_price, modified_at, validity)
+                     VALUES (?1, ?2, ?3, 'protective-stop', ?4, ?5, ?6, 'new', ?7, '0', ?8, ?8, (SELECT value FROM settings WHERE key = 'algo/' || ?3), 'SL-M', ?9, NULL, ?10)",
+                    params![coid, key, account, instrument, side.as_str(), want.to_string(), now, now_ms(), stop.to_string(), validity],
                 )?;
                 out.push(Outcome::Event(Event::ProtectiveStop { account: account.clone(), instrument: instrument.clone(), client_order_id: coid, trigger: stop.to_string(), qty: want.to_string(), action: "placed".into() }));
             }

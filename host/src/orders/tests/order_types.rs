@@ -222,3 +222,33 @@ fn the_next_signal_replaces_a_resting_limit_and_an_exit_never_sells_what_was_nev
     assert_eq!(fills_at(&om, &a1_order(&second.id)), vec![(BASE + 6 * MIN, "2".to_owned(), "85".to_owned())]);
     assert_eq!(position(&om, "a1").unwrap(), "2");
 }
+
+#[test]
+fn a_live_basket_is_margined_whole_by_its_first_leg_and_its_later_legs_are_not_checked_again() {
+    use crate::brokers::live::MarginScope;
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    om.set_live_accounts(std::collections::HashSet::from(["a1".to_owned()]));
+    om.on_quotes(&quotes_for(0, &CONDOR)).unwrap();
+    let out = om.place_basket(&condor("ic-1", dec!(50))).unwrap();
+    let buys = om.take_live_orders();
+    assert!(events(&out).iter().any(|(n, _)| *n == "basket_placed"), "{:?}", events(&out));
+    assert_eq!(buys.len(), 2, "the buy legs first");
+    let sells = |scope: &MarginScope| match scope {
+        MarginScope::Basket(legs) => legs.iter().map(|(i, s, q)| format!("{} {i} {q}", s.as_str())).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    // The first leg sent carries the other three; the second buy was checked with it.
+    assert_eq!(sells(&buys[0].margin_scope), ["sell N105PE 50", "sell N115CE 50", "buy N120CE 50"]);
+    assert_eq!(buys[1].margin_scope, MarginScope::Checked);
+    for o in &buys {
+        om.on_live_update(&LiveUpdate::Accepted { client_order_id: o.client_order_id.clone(), broker_order_id: format!("b-{}", o.client_order_id) }).unwrap();
+        om.on_live_update(&LiveUpdate::Filled { client_order_id: o.client_order_id.clone(), qty: o.qty, price: dec!(10) }).unwrap();
+    }
+    om.on_quotes(&quotes_for(MIN, &CONDOR)).unwrap();
+    let later = om.take_live_orders();
+    assert_eq!(later.iter().map(|o| (o.side, o.margin_scope.clone())).collect::<Vec<_>>(), vec![(OrderSide::Sell, MarginScope::Checked), (OrderSide::Sell, MarginScope::Checked)]);
+    // An order of no basket is checked alone.
+    om.on_signal(&signal(2 * MIN, "buy")).unwrap();
+    assert!(om.take_live_orders().iter().all(|o| o.margin_scope == MarginScope::Alone));
+}
