@@ -170,6 +170,10 @@ pub struct Account {
     /// free margin is short.
     #[serde(default = "yes")]
     pub margin_check: bool,
+    /// Kite only: an F&O order above its freeze quantity goes to Kite whole with
+    /// `autoslice=true` and Kite slices it, instead of the host sending its own slices.
+    #[serde(default)]
+    pub autoslice: bool,
     /// Risk limits.
     #[serde(default)]
     pub risk: RiskLimits,
@@ -815,6 +819,9 @@ impl Config {
                     return err(a.id.span().start, format!("accounts[{i}].square_off"), format!("{:?} ({name}): expected HH:MM", a.square_off));
                 }
             }
+            if a.autoslice && a.broker.get_ref() != "kite" {
+                return err(a.id.span().start, format!("accounts[{i}].autoslice"), format!("Kite's order slicing: the broker is {:?}; remove it to let the host slice", a.broker.get_ref()));
+            }
             if let Some(id) = a.algo_id.as_deref().filter(|id| id.trim().is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))) {
                 return err(a.id.span().start, format!("accounts[{i}].algo_id"), format!("{id:?}: expected up to 64 letters, digits, '-', '_', '.' or '/'"));
             }
@@ -1076,6 +1083,11 @@ kind = "ema"
         assert!(e.message.contains("(derivative): expected HH:MM"), "{e}");
         let bad = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nalgo_id = \"two words\"");
         assert_eq!(parse(&bad).unwrap_err().field, "accounts[0].algo_id");
+        // Kite's slicing is Kite's: on another broker the setting is refused, naming it.
+        let bad = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nautoslice = true");
+        let e = parse(&bad).unwrap_err();
+        assert_eq!(e.field, "accounts[0].autoslice", "{e}");
+        assert!(e.message.contains("Kite's order slicing"), "{e}");
     }
 
     #[test]

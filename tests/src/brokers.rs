@@ -508,6 +508,9 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             if f["order_type"] == "MARKET" && f.get("market_protection").is_none_or(|m| m == "0") {
                 return refusal(Flavor::Kite, "Market orders without market protection are not allowed via API. Please set market protection or use a Limit order.");
             }
+            if f.get("autoslice").map(String::as_str) == Some("true") {
+                return autoslice(s, &f);
+            }
             place(s, f.clone(), f.get("tag").cloned(), &f["tradingsymbol"], &f["transaction_type"], &f["quantity"], |id| json!({ "status": "success", "data": { "order_id": id } }))
         }
         // GTTs (Kite's documented form: `type`, `condition` and `orders` as JSON text; only
@@ -1281,4 +1284,29 @@ fn gtt_json(g: &MockGtt) -> Value {
 fn hedged(s: &State, total: Decimal, sides: &[&str]) -> Decimal {
     let both = sides.iter().any(|t| t.eq_ignore_ascii_case("buy")) && sides.iter().any(|t| t.eq_ignore_ascii_case("sell"));
     if both { total * s.basket_hedge } else { total }
+}
+
+/// Kite's `autoslice=true`: an order above the freeze quantity is split into slices no
+/// larger than it, each placed as an order of its own with the order's tag; the answer is
+/// the parent's id and each child's. At or below the freeze, Kite refuses to slice.
+fn autoslice(s: &mut State, f: &HashMap<String, String>) -> Reply {
+    let symbol = f["tradingsymbol"].clone();
+    let Ok(qty) = f["quantity"].parse::<Decimal>() else { return refusal(Flavor::Kite, "Invalid `quantity`.") };
+    let Some(freeze) = s.freeze.get(&symbol).copied().filter(|l| qty > *l) else {
+        let least = s.freeze.get(&symbol).map_or_else(|| "the freeze quantity".to_owned(), |l| (l + Decimal::ONE).to_string());
+        return refusal(Flavor::Kite, &format!("Quantity should be greater than or equal to {least} for order slicing."));
+    };
+    let parent = format!("2504081{:08}", s.orders.len() + 1);
+    let mut children = Vec::new();
+    let mut left = qty;
+    while left > Decimal::ZERO {
+        let part = left.min(freeze);
+        left -= part;
+        let mut fields = f.clone();
+        fields.remove("autoslice");
+        fields.insert("quantity".into(), part.to_string());
+        let (status, body, _) = place(s, fields, f.get("tag").cloned(), &symbol, &f["transaction_type"], &part.to_string(), |id| json!({ "order_id": id }));
+        children.push(if status == 200 { body } else { json!({ "error": { "message": body["message"], "error_type": body["error_type"] } }) });
+    }
+    ok_kite(json!({ "order_id": parent, "children": children }))
 }

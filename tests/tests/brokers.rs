@@ -42,6 +42,7 @@ fn request(coid: &str, symbol: &str, token: Option<&str>) -> OrderRequest {
         algo_id: None,
         kind: tradehost::brokers::OrderKind::Market,
         validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
     }
 }
 

@@ -96,6 +96,7 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
         algo_id: None,
         kind: tradehost::brokers::OrderKind::Market,
         validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
     };
     assert!(matches!(kite.place(&whole).await, Err(BrokerError::Rejected(m)) if m.contains("freeze")), "the mock enforces the freeze quantity");
 
@@ -509,4 +510,52 @@ async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_whe
     assert_eq!((placed.side.as_str(), placed.status.as_str(), placed.average_price), ("SELL", "COMPLETE", Some(dec!(104))));
     drop(st);
     assert!(om.positions_of("kite-1").unwrap().is_empty(), "the GTT's fill closed the position");
+}
+
+/// An account that lets Kite slice: the 5,000-unit order goes whole with `autoslice=true`,
+/// Kite places three slices below the freeze quantity (each with the order's tag), and the
+/// journal keeps one order, filled in full once every slice is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_that_lets_kite_slice_sends_the_order_whole_and_follows_its_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    {
+        let mut s = mock.state();
+        s.tradable = vec![KITE_SYMBOL.into()];
+        s.freeze.insert(KITE_SYMBOL.into(), dec!(1800));
+    }
+    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
+    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &CONFIG.replace("algo_id = \"NSE-ALGO-0042\"", "algo_id = \"NSE-ALGO-0042\"\nautoslice = true")).unwrap());
+    assert!(config.accounts[0].autoslice);
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config.clone(), "live").unwrap();
+    om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+    om.on_signal(&signal()).unwrap();
+    let orders = om.take_live_orders();
+    assert_eq!(orders.iter().map(|o| (o.qty, o.autoslice)).collect::<Vec<_>>(), vec![(dec!(5000), true)], "one order, for Kite to slice");
+
+    let master = InstrumentMaster::new(Bus::embedded("autoslice"));
+    let csv = dir.path().join("kite.csv");
+    std::fs::write(&csv, KITE_CSV).unwrap();
+    master.load("kite", arg(&csv)).await.unwrap();
+    let account = &config.accounts[0];
+    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec, margin_check: false };
+    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let router = LiveRouter::start(vec![link], master, settings, tx);
+    let coid = orders[0].client_order_id.clone();
+    for o in orders {
+        assert!(router.send(o));
+    }
+    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. } | LiveUpdate::Rejected { .. })).await;
+    assert_eq!(om.positions_of("kite-1").unwrap()["NIFTY28MAR2420800CE"], dec!(5000));
+    let s = mock.state();
+    let posts: Vec<&str> = s.requests.iter().filter(|r| r.method == "POST" && r.path.starts_with("/orders/regular")).map(|r| r.body.as_str()).collect();
+    assert_eq!(posts.len(), 1, "one placement: {posts:?}");
+    assert!(posts[0].contains("autoslice=true") && posts[0].contains("quantity=5000"), "{}", posts[0]);
+    assert_eq!(s.orders.iter().map(|o| (o.qty, o.tag.as_deref())).collect::<Vec<_>>(), vec![(dec!(1800), Some(coid.as_str())), (dec!(1800), Some(coid.as_str())), (dec!(1400), Some(coid.as_str()))]);
+    drop(s);
+    let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+    let (state, broker_id, slice): (String, String, String) = db.query_row("SELECT state, broker_order_id, slice FROM orders", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    assert_eq!((state.as_str(), slice.as_str()), ("filled", "auto"));
+    assert!(broker_id.starts_with("slice:") && broker_id.matches(',').count() == 2, "the three slices named: {broker_id}");
 }

@@ -312,6 +312,7 @@ async fn option_contracts_reach_each_broker_under_its_own_name() {
         algo_id: None,
         kind: tradehost::brokers::OrderKind::Market,
         validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
     };
     assert!(matches!(v.broker.place(&direct).await, Err(tradehost::brokers::BrokerError::Rejected(m)) if m.contains("tradingsymbol")));
     // Reconciliation compares under the broker's names: the journal's 50 and 100 agree.

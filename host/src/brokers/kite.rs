@@ -37,6 +37,10 @@ pub const DEFAULT_WS_URL: &str = "wss://ws.kite.trade";
 /// A GTT's id as the journal keeps it, `gtt:<trigger_id>`: the router handles it as an
 /// order, and the adapter knows it for a standing trigger.
 pub const GTT_PREFIX: &str = "gtt:";
+/// An order Kite sliced (`autoslice`) as the journal keeps it: `slice:<parent>:<child>,<child>…`,
+/// with `!<n>` after the children when Kite refused n of the slices. The router handles it as
+/// one order; the adapter reads and cancels its children.
+pub const SLICED_PREFIX: &str = "slice:";
 /// How far beyond its trigger a stop GTT's limit sits when the account gives no protection.
 const GTT_DEFAULT_PROTECTION_PCT: u32 = 2;
 
@@ -215,6 +219,45 @@ impl Kite {
         Ok(vec![("type", "single".to_owned()), ("condition", condition.to_string()), ("orders", orders.to_string())])
     }
 
+    /// An order Kite sliced, as one order: the units its slices filled at their average
+    /// price; complete when every slice is and none was refused; when all are done
+    /// otherwise, cancelled (what filled stands) or, nothing filled and all refused, rejected.
+    async fn sliced_status(&self, id: &str) -> Result<BrokerOrder, BrokerError> {
+        use super::BrokerStatus::{Cancelled, Complete, Open, Rejected};
+        let (children, refused) = parse_sliced(id).ok_or_else(|| BrokerError::Protocol(format!("{id}: not a sliced order's id")))?;
+        let mut parts = Vec::with_capacity(children.len());
+        for child in &children {
+            parts.push(self.status(child).await?);
+        }
+        let first = parts.first().cloned().ok_or_else(|| BrokerError::Protocol(format!("{id}: no slices")))?;
+        let filled: rust_decimal::Decimal = parts.iter().map(|p| p.filled_qty).sum();
+        let value: rust_decimal::Decimal = parts.iter().map(|p| p.filled_qty * p.average_price.unwrap_or_default()).sum();
+        let done = parts.iter().all(|p| p.status != Open);
+        let status = if !done {
+            Open
+        } else if refused == 0 && parts.iter().all(|p| p.status == Complete) {
+            Complete
+        } else if filled.is_zero() && parts.iter().all(|p| p.status == Rejected) {
+            Rejected
+        } else {
+            Cancelled
+        };
+        let messages: Vec<String> = parts.iter().filter(|p| !p.message.is_empty()).map(|p| format!("{}: {}", p.order_id, p.message)).collect();
+        let refused_note = if refused > 0 { format!("{refused} slice(s) refused by Kite; ") } else { String::new() };
+        Ok(BrokerOrder {
+            order_id: id.to_owned(),
+            tag: first.tag.clone(),
+            status,
+            filled_qty: filled,
+            average_price: (!filled.is_zero()).then(|| value / filled).map(|p| p.round_dp(4).normalize()),
+            message: format!("{refused_note}{}", messages.join("; ")).trim_end_matches("; ").to_owned(),
+            symbol: first.symbol.clone(),
+            side: first.side,
+            qty: parts.iter().map(|p| p.qty).sum(),
+            placed_at: first.placed_at,
+        })
+    }
+
     /// A GTT as the router sees an order: working while active; once triggered, the order it
     /// placed (its fills); deleted, cancelled or expired: cancelled; rejected or disabled, or an
     /// order that failed to go: rejected with Kite's reason.
@@ -295,13 +338,32 @@ impl Broker for Kite {
             if let Some(id) = &order.algo_id {
                 form.push(("algo_id", id.clone()));
             }
+            if order.autoslice {
+                form.push(("autoslice", "true".to_owned()));
+            }
             let data = Self::read(http::send(self.auth(self.client.post(format!("{}/orders/regular", self.base))).form(&form)).await?)?;
-            text(&data["order_id"]).ok_or_else(|| BrokerError::Protocol("no order_id in the answer".into()))
+            let parent = text(&data["order_id"]).ok_or_else(|| BrokerError::Protocol("no order_id in the answer".into()))?;
+            match data["children"].as_array() {
+                // Sliced by Kite: each child placed (its order_id) or refused (its error).
+                Some(children) if order.autoslice => {
+                    let placed: Vec<String> = children.iter().filter_map(|c| text(&c["order_id"])).filter(|id| !id.is_empty()).collect();
+                    let refused: Vec<&Value> = children.iter().filter(|c| text(&c["order_id"]).is_none_or(|id| id.is_empty())).collect();
+                    if placed.is_empty() {
+                        let why = refused.first().map_or_else(|| "no slice placed".to_owned(), |c| c["error"]["message"].as_str().or(c["error"].as_str()).unwrap_or("no slice placed").to_owned());
+                        return Err(BrokerError::Rejected(why));
+                    }
+                    Ok(sliced_id(&parent, &placed, refused.len()))
+                }
+                _ => Ok(parent),
+            }
         })
     }
 
     fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            if order_id.starts_with(SLICED_PREFIX) {
+                return Err(BrokerError::Rejected("an order Kite sliced cannot be modified: cancel it and place it again".into()));
+            }
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
                 let url = format!("{}/gtt/triggers/{}", self.base, http::path_segment(id));
                 Self::read(http::send(self.auth(self.client.put(url)).form(&Self::gtt_form(order)?)).await?)?;
@@ -336,7 +398,16 @@ impl Broker for Kite {
             }
             let data = Self::read(http::send(self.auth(self.client.get(format!("{}/orders", self.base)))).await?)?;
             let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
-            Ok(orders.iter().filter_map(Self::order).find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())))
+            let ours = |v: &&Value| v["tag"].as_str() == Some(order.client_order_id.as_str()) || v["tags"].as_array().is_some_and(|t| t.iter().any(|t| t.as_str() == Some(order.client_order_id.as_str())));
+            if order.autoslice {
+                // Kite's slices each carry our tag: together, they are our order.
+                let children: Vec<String> = orders.iter().filter(ours).filter_map(Self::order).map(|o| o.order_id).collect();
+                if children.is_empty() {
+                    return Ok(None);
+                }
+                return self.sliced_status(&sliced_id("?", &children, 0)).await.map(Some);
+            }
+            Ok(orders.iter().filter(ours).filter_map(Self::order).next())
         })
     }
 
@@ -345,6 +416,9 @@ impl Broker for Kite {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
                 let data = Self::read(http::send(self.auth(self.client.get(format!("{}/gtt/triggers/{}", self.base, http::path_segment(id))))).await?)?;
                 return self.gtt_status(order_id, &data).await;
+            }
+            if order_id.starts_with(SLICED_PREFIX) {
+                return self.sliced_status(order_id).await;
             }
             let data = Self::read(http::send(self.auth(self.client.get(format!("{}/orders/{order_id}", self.base)))).await?)?;
             // The order's history, oldest first: its state is the last entry.
@@ -356,6 +430,15 @@ impl Broker for Kite {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
                 Self::read(http::send(self.auth(self.client.delete(format!("{}/gtt/triggers/{}", self.base, http::path_segment(id))))).await?)?;
+                return Ok(());
+            }
+            if let Some((children, _)) = parse_sliced(order_id) {
+                // Every slice still working is cancelled; the filled ones stand.
+                for child in children {
+                    if self.status(child).await?.status == super::BrokerStatus::Open {
+                        Self::read(http::send(self.auth(self.client.delete(format!("{}/orders/regular/{}", self.base, http::path_segment(child))))).await?)?;
+                    }
+                }
                 return Ok(());
             }
             Self::read(http::send(self.auth(self.client.delete(format!("{}/orders/regular/{order_id}", self.base)))).await?)?;
@@ -402,5 +485,38 @@ impl Broker for Kite {
             let rows = data["net"].as_array().ok_or_else(|| BrokerError::Protocol("positions without a net list".into()))?;
             Ok(rows.iter().filter_map(|p| Some((p["tradingsymbol"].as_str()?.to_owned(), super::number(&p["quantity"])?))).collect())
         })
+    }
+}
+
+/// The journal's id of an order Kite sliced into `children` (`refused` slices not placed).
+fn sliced_id(parent: &str, children: &[String], refused: usize) -> String {
+    let mut id = format!("{SLICED_PREFIX}{parent}:{}", children.join(","));
+    if refused > 0 {
+        id.push_str(&format!("!{refused}"));
+    }
+    id
+}
+
+/// The children and the count of refused slices of a [`sliced_id`].
+fn parse_sliced(id: &str) -> Option<(Vec<&str>, usize)> {
+    let rest = id.strip_prefix(SLICED_PREFIX)?;
+    let (_, children) = rest.split_once(':')?;
+    let (children, refused) = match children.split_once('!') {
+        Some((c, n)) => (c, n.parse().ok()?),
+        None => (children, 0),
+    };
+    let children: Vec<&str> = children.split(',').filter(|c| !c.is_empty()).collect();
+    (!children.is_empty()).then_some((children, refused))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_sliced_orders_id_names_its_children_and_its_refused_slices() {
+        let id = super::sliced_id("250408000000001", &["250408000000002".into(), "250408000000003".into()], 1);
+        assert_eq!(id, "slice:250408000000001:250408000000002,250408000000003!1");
+        assert_eq!(super::parse_sliced(&id), Some((vec!["250408000000002", "250408000000003"], 1)));
+        assert_eq!(super::parse_sliced("slice:1:"), None);
+        assert_eq!(super::parse_sliced("gtt:5"), None);
     }
 }

@@ -66,6 +66,8 @@ pub struct LiveOrder {
     pub validity: Validity,
     /// How its margin is checked before it is sent (an F&O entry).
     pub margin_scope: MarginScope,
+    /// Sent whole for the broker to slice (Kite's `autoslice`; the account's setting).
+    pub autoslice: bool,
 }
 
 /// How a live order's margin is checked: alone; with the other legs of its basket (the
@@ -102,6 +104,7 @@ impl LiveOrder {
             kind: OrderKind::Market,
             validity: Validity::Day,
             margin_scope: MarginScope::Alone,
+            autoslice: false,
         }
     }
 }
@@ -777,6 +780,7 @@ impl Worker {
             algo_id: self.link.algo_id.clone(),
             kind: o.kind,
             validity: o.validity,
+            autoslice: o.autoslice,
         })
     }
 
@@ -1116,6 +1120,7 @@ mod tests {
             kind: OrderKind::Market,
             validity: Validity::Day,
             margin_scope: MarginScope::Alone,
+            autoslice: false,
         }
     }
 
@@ -1175,6 +1180,7 @@ mod tests {
             algo_id: None,
             kind: crate::brokers::OrderKind::Market,
             validity: crate::brokers::Validity::Day,
+            autoslice: false,
         };
         let first = paper.place(&req).await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -1241,6 +1247,7 @@ mod tests {
             algo_id: None,
             kind: crate::brokers::OrderKind::Market,
             validity: crate::brokers::Validity::Day,
+            autoslice: false,
         };
         assert_eq!(venue.paper.find(&req, &HashSet::new()).await.unwrap(), None, "nothing reached the broker");
     }

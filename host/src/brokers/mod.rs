@@ -69,6 +69,8 @@ pub struct OrderRequest {
     pub kind: OrderKind,
     /// Day or IOC.
     pub validity: Validity,
+    /// Kite: let the broker slice it above the freeze quantity (`autoslice=true`).
+    pub autoslice: bool,
 }
 
 impl OrderRequest {
@@ -421,6 +423,7 @@ mod tests {
             algo_id: None,
             kind: OrderKind::Market,
             validity: Validity::Day,
+            autoslice: false,
         }
     }
 

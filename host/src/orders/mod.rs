@@ -405,7 +405,7 @@ impl OrderManager {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT client_order_id, account, instrument, side, qty, broker_order_id, reference_price, submitted_at, filled_qty, state, pipeline, order_type, limit_price, trigger_price, validity FROM orders
+                "SELECT client_order_id, account, instrument, side, qty, broker_order_id, reference_price, submitted_at, filled_qty, state, pipeline, order_type, limit_price, trigger_price, validity, slice FROM orders
                  WHERE state IN ('submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel') ORDER BY rowid",
             )
             .map_err(self.err())?;
@@ -413,14 +413,14 @@ impl OrderManager {
             .query_map([], |r| {
                 let text = |i: usize| r.get::<_, Option<String>>(i);
                 let kind = (text(11)?, text(12)?, text(13)?);
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, text(5)?, text(6)?, r.get::<_, Option<i64>>(7)?, text(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?, kind, text(14)?))
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, text(5)?, text(6)?, r.get::<_, Option<i64>>(7)?, text(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?, kind, text(14)?, text(15)?))
             })
             .map_err(self.err())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.err())?;
         rows.into_iter()
             .filter(|r| self.live.contains(&r.1))
-            .map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline, kind, validity)| {
+            .map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline, kind, validity, slice)| {
                 let kind = order_kind(&coid, &kind)?;
                 let validity = order_validity(&coid, validity.as_deref())?;
                 // The price it was decided at, as journaled: its protection stands after a restart.
@@ -442,6 +442,7 @@ impl OrderManager {
                     validity,
                     // Not fresh: its margin is never asked again.
                     margin_scope: crate::brokers::live::MarginScope::Alone,
+                    autoslice: slice.as_deref() == Some(slicing::AUTOSLICE),
                 })
             })
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -601,18 +602,18 @@ impl OrderManager {
         asked: &mut std::collections::HashSet<String>,
         cancels: &mut Vec<crate::brokers::live::LiveCancel>,
     ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-        type NewOrder = (String, String, String, String, String, i64, String, String, (Option<String>, Option<String>, Option<String>), Option<String>);
+        type NewOrder = (String, String, String, String, String, i64, String, String, (Option<String>, Option<String>, Option<String>), (Option<String>, Option<String>));
         let new: Vec<NewOrder> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline, order_type, limit_price, trigger_price, validity FROM orders WHERE state = 'new' ORDER BY rowid",
+                "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline, order_type, limit_price, trigger_price, validity, slice FROM orders WHERE state = 'new' ORDER BY rowid",
             )?;
             
             stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, (r.get(8)?, r.get(9)?, r.get(10)?), r.get::<_, Option<String>>(11)?)))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, (r.get(8)?, r.get(9)?, r.get(10)?), (r.get::<_, Option<String>>(11)?, r.get::<_, Option<String>>(12)?))))?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         };
         let mut transitions = Vec::new();
-        for (coid, account, instrument, side, qty, not_before, _slippage, pipeline, kind, validity) in new {
+        for (coid, account, instrument, side, qty, not_before, _slippage, pipeline, kind, (validity, slice)) in new {
             if live.contains(&account) {
                 // A live account's order: recorded as submitted before the broker call
                 // (a restart then looks for it in the broker's book before placing it again),
@@ -666,6 +667,7 @@ impl OrderManager {
                         kind,
                         validity,
                         margin_scope,
+                        autoslice: slice.as_deref() == Some(slicing::AUTOSLICE),
                     });
                 }
                 continue;

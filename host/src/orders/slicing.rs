@@ -35,6 +35,9 @@ pub(super) struct NewOrder<'a> {
     pub validity: crate::domain::order::Validity,
 }
 
+/// The `slice` of an order the broker slices itself (Kite's `autoslice`).
+pub const AUTOSLICE: &str = "auto";
+
 /// The client order id of the `i`-th (1-based) slice of `parent`.
 #[must_use]
 pub fn slice_id(parent: &str, i: usize) -> String {
@@ -57,6 +60,9 @@ fn slices_of(config: &Config, o: &NewOrder<'_>) -> (Vec<Decimal>, Option<u64>) {
 /// and the event of a slicing.
 pub(super) fn record_order(tx: &rusqlite::Transaction<'_>, config: Option<&Config>, o: &NewOrder<'_>) -> rusqlite::Result<(bool, Option<Outcome>)> {
     let (parts, freeze) = config.map_or_else(|| (vec![o.qty], None), |c| slices_of(c, o));
+    // The account lets Kite slice: one order, marked for the broker to split.
+    let auto = parts.len() > 1 && config.and_then(|c| c.account(o.account)).is_some_and(|a| a.autoslice);
+    let parts = if auto { vec![o.qty] } else { parts };
     let now = now_ms();
     let text = |d: Option<Decimal>| d.map(|v| v.to_string());
     let insert = |coid: &str, qty: Decimal, not_before: i64, parent: Option<&str>, slice: Option<String>| {
@@ -72,7 +78,7 @@ pub(super) fn record_order(tx: &rusqlite::Transaction<'_>, config: Option<&Confi
         )
     };
     if parts.len() <= 1 {
-        return Ok((insert(o.coid, o.qty, o.not_before, None, None)? == 1, None));
+        return Ok((insert(o.coid, o.qty, o.not_before, None, auto.then(|| AUTOSLICE.to_owned()))? == 1, None));
     }
     let per_sec = config.and_then(|c| c.account(o.account)).map_or(10, |a| a.risk.max_orders_per_sec.max(1));
     let per_sec = i64::try_from(per_sec).unwrap_or(i64::MAX);

@@ -225,6 +225,7 @@ mod tests {
             square_off: None,
             algo_id: None,
             margin_check: true,
+            autoslice: false,
             risk: crate::config::RiskLimits::default(),
             exits: crate::config::ExitRules::default(),
         }
