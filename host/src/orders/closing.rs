@@ -304,11 +304,8 @@ pub(super) fn cancel_entries_at_square_off(
             continue;
         }
         // The paper venue cancels at once.
-        tx.exec("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [&coid])?;
-        for event in [state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] {
-            if let Ok(to) = advance(tx, &coid, event)? {
-                transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
-            }
+        for to in journal::withdraw(tx, &coid, true)? {
+            transitions.push((coid.clone(), to, json!({ "reason": reason })));
         }
     }
     Ok(transitions)

@@ -170,12 +170,8 @@ fn supersede(
                 cancels.push(crate::brokers::live::LiveCancel { account, client_order_id: coid.clone(), reason: reason.clone() });
             }
         } else {
-            tx.exec("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [&coid])?;
-            let events: &[state::OrderEvent] = if state == "new" { &[state::OrderEvent::Cancel] } else { &[state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] };
-            for event in events {
-                if let Ok(to) = advance(tx, &coid, *event)? {
-                    moves.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
-                }
+            for to in journal::withdraw(tx, &coid, state != "new")? {
+                moves.push((coid.clone(), to, json!({ "reason": reason })));
             }
             restore_cooldown(tx, &coid)?;
         }

@@ -114,6 +114,20 @@ pub(super) fn advance(tx: &rusqlite::Transaction<'_>, coid: &str, event: state::
     Ok(Ok(to))
 }
 
+/// Withdraw an order on the paper venue (`sent`), or a live one never sent: its paper book
+/// entry cancelled and the order taken through its cancel. Returns the states it passed.
+pub(super) fn withdraw(tx: &rusqlite::Transaction<'_>, coid: &str, sent: bool) -> rusqlite::Result<Vec<&'static str>> {
+    tx.exec("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [coid])?;
+    let events: &[state::OrderEvent] = if !sent { &[state::OrderEvent::Cancel] } else { &[state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] };
+    let mut passed = Vec::with_capacity(events.len());
+    for event in events {
+        if let Ok(to) = advance(tx, coid, *event)? {
+            passed.push(to.as_str());
+        }
+    }
+    Ok(passed)
+}
+
 /// Record a fill inside `tx`, whole (`Fill`) or partial (`PartialFill`): the
 /// fill, the position it changes, the paper book and the order.
 #[allow(clippy::too_many_arguments)]

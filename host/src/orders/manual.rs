@@ -61,12 +61,8 @@ impl OrderManager {
             }
         } else {
             // On paper, and a live order not yet sent: withdrawn here.
-            tx.exec("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [coid]).map_err(jerr)?;
-            let events: &[state::OrderEvent] = if o.state == "new" { &[state::OrderEvent::Cancel] } else { &[state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] };
-            for event in events {
-                if let Ok(to) = advance(&tx, coid, *event).map_err(jerr)? {
-                    transitions.push((to.as_str(), json!({ "reason": reason })));
-                }
+            for to in journal::withdraw(&tx, coid, o.state != "new").map_err(jerr)? {
+                transitions.push((to, json!({ "reason": reason })));
             }
             if !CLOSE_REASONS.contains(&o.pipeline.as_str()) {
                 restore_cooldown(&tx, coid).map_err(jerr)?;
