@@ -108,15 +108,9 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
     let orders = om.take_live_orders();
     assert_eq!(orders.iter().map(|o| o.qty).collect::<Vec<_>>(), vec![dec!(1800), dec!(1800), dec!(1400)], "5,000 in slices of whole lots no larger than 1,800");
 
-    let master = InstrumentMaster::new(Bus::embedded("exchange-rules"));
-    let csv = dir.path().join("kite.csv");
-    std::fs::write(&csv, KITE_CSV).unwrap();
-    master.load("kite", arg(&csv)).await.unwrap();
     let account = &config.accounts[0];
     let link = AccountLink { account: "kite-1".into(), broker: kite.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec, margin_check: account.margin_check };
-    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, settings, tx);
+    let (router, mut rx) = kite_router(dir.path(), "exchange-rules", KITE_CSV, link, None).await;
     let ids: Vec<String> = orders.iter().map(|o| o.client_order_id.clone()).collect();
     for o in orders {
         assert!(router.send(o));
@@ -193,6 +187,17 @@ const RELIANCE_CSV: &str = "instrument_token,exchange_token,tradingsymbol,name,l
 738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE
 ";
 
+/// A router for one account at Kite, with the instrument dump `csv` loaded as Kite's master.
+async fn kite_router(dir: &std::path::Path, bus: &str, csv: &str, link: AccountLink, cancel_after: Option<Duration>) -> (LiveRouter, tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
+    let master = InstrumentMaster::new(Bus::embedded(bus));
+    let path = dir.join("kite.csv");
+    std::fs::write(&path, csv).unwrap();
+    master.load("kite", arg(&path)).await.unwrap();
+    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after, absent_reads: 3 };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (LiveRouter::start(vec![link], master, settings, tx), rx)
+}
+
 /// Everything the router says until `done` holds, journaled as it comes; then what the
 /// order manager hands back to the router (new orders, cancels, modifications) goes out.
 async fn pump(om: &mut OrderManager, router: &LiveRouter, rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>, mut done: impl FnMut(&LiveUpdate) -> bool) {
@@ -236,14 +241,8 @@ async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_i
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &PROTECTED.replace("product = \"cnc\"", "product = \"mis\"")).unwrap());
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
-    let master = InstrumentMaster::new(Bus::embedded("protective"));
-    let csv = dir.path().join("kite.csv");
-    std::fs::write(&csv, RELIANCE_CSV).unwrap();
-    master.load("kite", arg(&csv)).await.unwrap();
     let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
-    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, settings, tx);
+    let (router, mut rx) = kite_router(dir.path(), "protective", RELIANCE_CSV, link, None).await;
 
     // The entry fills at 100: the stop is 99 (the 1 % trail is tighter than the 2 % stop), and an SL-M rests at the broker there.
     let mut s = signal();
@@ -385,15 +384,9 @@ async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_ano
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &PROTECTED.replace("exits = { stop_loss_pct = 2, trailing_pct = 1 }", "")).unwrap());
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
-    let master = InstrumentMaster::new(Bus::embedded("limit-entry"));
-    let csv = dir.path().join("kite.csv");
-    std::fs::write(&csv, RELIANCE_CSV).unwrap();
-    master.load("kite", arg(&csv)).await.unwrap();
-    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     // Stale market entries are cancelled after 300 ms here: a limit is not one.
-    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: Some(Duration::from_millis(300)), absent_reads: 3 };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, settings, tx);
+    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+    let (router, mut rx) = kite_router(dir.path(), "limit-entry", RELIANCE_CSV, link, Some(Duration::from_millis(300))).await;
 
     let limit_signal = |ts: i64, price: Decimal| {
         let mut s = signal();
@@ -459,14 +452,8 @@ async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_whe
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), PROTECTED).unwrap());
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
-    let master = InstrumentMaster::new(Bus::embedded("gtt"));
-    let csv = dir.path().join("kite.csv");
-    std::fs::write(&csv, RELIANCE_CSV).unwrap();
-    master.load("kite", arg(&csv)).await.unwrap();
     let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
-    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, settings, tx);
+    let (router, mut rx) = kite_router(dir.path(), "gtt", RELIANCE_CSV, link, None).await;
 
     let mut s = signal();
     (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
@@ -533,15 +520,9 @@ async fn an_account_that_lets_kite_slice_sends_the_order_whole_and_follows_its_s
     let orders = om.take_live_orders();
     assert_eq!(orders.iter().map(|o| (o.qty, o.autoslice)).collect::<Vec<_>>(), vec![(dec!(5000), true)], "one order, for Kite to slice");
 
-    let master = InstrumentMaster::new(Bus::embedded("autoslice"));
-    let csv = dir.path().join("kite.csv");
-    std::fs::write(&csv, KITE_CSV).unwrap();
-    master.load("kite", arg(&csv)).await.unwrap();
     let account = &config.accounts[0];
     let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec, margin_check: false };
-    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after: None, absent_reads: 3 };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let router = LiveRouter::start(vec![link], master, settings, tx);
+    let (router, mut rx) = kite_router(dir.path(), "autoslice", KITE_CSV, link, None).await;
     let coid = orders[0].client_order_id.clone();
     for o in orders {
         assert!(router.send(o));
