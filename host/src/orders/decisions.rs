@@ -165,15 +165,8 @@ fn supersede(
     let reason = format!("replaced by signal {}", s.id);
     let mut ids = Vec::with_capacity(resting.len());
     for (coid, account, state) in resting {
-        if live.contains(&account) && state != "new" {
-            if state != "pending_cancel" && asked.insert(coid.clone()) {
-                cancels.push(crate::brokers::live::LiveCancel { account, client_order_id: coid.clone(), reason: reason.clone() });
-            }
-        } else {
-            for to in journal::withdraw(tx, &coid, state != "new")? {
-                moves.push((coid.clone(), to, json!({ "reason": reason })));
-            }
-            restore_cooldown(tx, &coid)?;
+        for to in super::manual::cancel_working(tx, &coid, &account, &state, &reason, live, asked, cancels)? {
+            moves.push((coid.clone(), to, json!({ "reason": reason })));
         }
         ids.push(coid);
     }

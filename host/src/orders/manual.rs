@@ -11,7 +11,6 @@ use crate::brokers::live::{LiveCancel, LiveModify};
 struct Working {
     account: String,
     state: String,
-    pipeline: String,
     side: OrderSide,
     qty: Decimal,
     kind: OrderKind,
@@ -35,7 +34,33 @@ fn working(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<Resul
     if pipeline == protect::PROTECTIVE {
         return Ok(Err(format!("order {coid} is a protective stop: it follows its position's exits (flatten the position, or change its stop)")));
     }
-    Ok(Ok(Working { account, state, pipeline, side: side_of(&side)?, qty: dec(&qty)?, kind: order_kind(coid, &kind)? }))
+    Ok(Ok(Working { account, state, side: side_of(&side)?, qty: dec(&qty)?, kind: order_kind(coid, &kind)? }))
+}
+
+/// Cancel the working order `coid` (in `state`) of `account`: a live one sent to its broker
+/// by asking the router (once; the journal follows the broker's report), one on paper or not
+/// yet sent withdrawn here, its entry's cooldown given back. Returns the states it passed.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn cancel_working(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    account: &str,
+    state: &str,
+    reason: &str,
+    live: &std::collections::HashSet<String>,
+    asked: &mut std::collections::HashSet<String>,
+    cancels: &mut Vec<LiveCancel>,
+) -> rusqlite::Result<Vec<&'static str>> {
+    if live.contains(account) && state != "new" {
+        if state != "pending_cancel" && asked.insert(coid.to_owned()) {
+            cancels.push(LiveCancel { account: account.to_owned(), client_order_id: coid.to_owned(), reason: reason.to_owned() });
+        }
+        return Ok(Vec::new());
+    }
+    let passed = journal::withdraw(tx, coid, state != "new")?;
+    // A close opened nothing: `restore_cooldown` leaves it alone.
+    restore_cooldown(tx, coid)?;
+    Ok(passed)
 }
 
 impl OrderManager {
@@ -53,25 +78,11 @@ impl OrderManager {
             Err(why) => return Ok(Err(why)),
         };
         let reason = format!("cancelled by command {command}");
-        let mut transitions = Vec::new();
-        let live = self.live.contains(&o.account);
-        if live && o.state != "new" {
-            if o.state != "pending_cancel" && self.cancel_asked.insert(coid.to_owned()) {
-                self.cancels.push(LiveCancel { account: o.account.clone(), client_order_id: coid.to_owned(), reason: reason.clone() });
-            }
-        } else {
-            // On paper, and a live order not yet sent: withdrawn here.
-            for to in journal::withdraw(&tx, coid, o.state != "new").map_err(jerr)? {
-                transitions.push((to, json!({ "reason": reason })));
-            }
-            if !CLOSE_REASONS.contains(&o.pipeline.as_str()) {
-                restore_cooldown(&tx, coid).map_err(jerr)?;
-            }
-        }
+        let passed = cancel_working(&tx, coid, &o.account, &o.state, &reason, &self.live, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
         let mut out = Vec::new();
-        for (state, extra) in transitions {
-            out.push(Outcome::Order(self.order_message(coid, state, extra)?));
+        for state in passed {
+            out.push(Outcome::Order(self.order_message(coid, state, json!({ "reason": reason }))?));
         }
         Ok(Ok(out))
     }
