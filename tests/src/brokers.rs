@@ -555,6 +555,121 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                 _ => refusal(Flavor::Kite, "Trigger is not active."),
             }
         }
+        // Upstox's GTTs (v3): one `ENTRY` rule for a single-leg GTT, at the market when it fires.
+        (Flavor::Upstox, "POST", "/v3/order/gtt/place") => match upstox_gtt(&body_json, None) {
+            Ok(mut g) => {
+                if !s.tradable.is_empty() && !s.tradable.contains(&g.symbol) {
+                    return refusal(Flavor::Upstox, "Invalid instrument key");
+                }
+                s.gtt_seq += 1;
+                g.id = 100_000 + s.gtt_seq;
+                g.created_at = s.clock.clone().unwrap_or_else(ist_now);
+                let key = gtt_key(Flavor::Upstox, g.id);
+                s.gtts.push(g);
+                (200, json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 31 } }), None)
+            }
+            Err(m) => refusal(Flavor::Upstox, &m),
+        },
+        (Flavor::Upstox, "PUT", "/v3/order/gtt/modify") => {
+            fire_gtts(s);
+            let key = body_json["gtt_order_id"].as_str().unwrap_or_default().to_owned();
+            let Some(at) = s.gtts.iter().position(|g| gtt_key(Flavor::Upstox, g.id) == key) else { return refusal(Flavor::Upstox, "Invalid GTT order id") };
+            if s.gtts[at].status != "active" {
+                return refusal(Flavor::Upstox, "GTT order cannot be modified: it is not active");
+            }
+            match upstox_gtt(&body_json, Some(&s.gtts[at])) {
+                Ok(new) => {
+                    let id = s.gtts[at].id;
+                    let g = &mut s.gtts[at];
+                    (g.trigger, g.last_price, g.qty) = (new.trigger, new.last_price, new.qty);
+                    s.gtt_modifications.push((id, new.trigger));
+                    (200, json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 28 } }), None)
+                }
+                Err(m) => refusal(Flavor::Upstox, &m),
+            }
+        }
+        (Flavor::Upstox, "DELETE", "/v3/order/gtt/cancel") => {
+            fire_gtts(s);
+            let key = body_json["gtt_order_id"].as_str().unwrap_or_default().to_owned();
+            match s.gtts.iter_mut().find(|g| gtt_key(Flavor::Upstox, g.id) == key) {
+                Some(g) if g.status == "active" => {
+                    g.status = "cancelled".into();
+                    (200, json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 22 } }), None)
+                }
+                Some(_) => refusal(Flavor::Upstox, "GTT order cannot be cancelled: it is not active"),
+                None => refusal(Flavor::Upstox, "Invalid GTT order id"),
+            }
+        }
+        (Flavor::Upstox, "GET", "/v3/order/gtt") => {
+            fire_gtts(s);
+            // "The Get GTT API does not support retrieving completed GTT orders."
+            let shown: Vec<Value> = s.gtts.iter().filter(|g| !gtt_completed(s, g)).map(|g| upstox_gtt_json(s, g)).collect();
+            match query(&r.path, "gtt_order_id") {
+                Some(key) => match shown.into_iter().find(|g| g["gtt_order_id"] == key.as_str()) {
+                    Some(g) => ok_kite(json!([g])),
+                    None => refusal(Flavor::Upstox, "GTT order not found"),
+                },
+                None => ok_kite(Value::Array(shown)),
+            }
+        }
+        // OpenAlgo's GTTs: SINGLE triggers, the trigger below the market in `triggerprice_sl`
+        // or above it in `triggerprice_tg`; the GTT book lists only active ones.
+        (Flavor::OpenAlgo, "POST", "/api/v1/placegttorder") => match openalgo_gtt(&body_json, s.ltp.get(body_json["symbol"].as_str().unwrap_or_default()).copied()) {
+            Ok(mut g) => {
+                s.gtt_seq += 1;
+                g.id = 100_000 + s.gtt_seq;
+                g.created_at = s.clock.clone().unwrap_or_else(ist_now);
+                let key = gtt_key(Flavor::OpenAlgo, g.id);
+                s.gtts.push(g);
+                (200, json!({ "status": "success", "trigger_id": key }), None)
+            }
+            Err(m) => refusal(Flavor::OpenAlgo, &m),
+        },
+        (Flavor::OpenAlgo, "POST", "/api/v1/modifygttorder") => {
+            fire_gtts(s);
+            let key = text_of(&body_json["trigger_id"]);
+            let Some(at) = s.gtts.iter().position(|g| gtt_key(Flavor::OpenAlgo, g.id) == key && g.status == "active") else { return refusal(Flavor::OpenAlgo, "GTT trigger not found or not active") };
+            match openalgo_gtt(&body_json, s.ltp.get(&s.gtts[at].symbol).copied()) {
+                Ok(new) => {
+                    let id = s.gtts[at].id;
+                    let g = &mut s.gtts[at];
+                    (g.trigger, g.limit, g.last_price, g.qty) = (new.trigger, new.limit, new.last_price, new.qty);
+                    s.gtt_modifications.push((id, new.trigger));
+                    (200, json!({ "status": "success", "trigger_id": key }), None)
+                }
+                Err(m) => refusal(Flavor::OpenAlgo, &m),
+            }
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/cancelgttorder") => {
+            fire_gtts(s);
+            let key = text_of(&body_json["trigger_id"]);
+            match s.gtts.iter_mut().find(|g| gtt_key(Flavor::OpenAlgo, g.id) == key && g.status == "active") {
+                Some(g) => {
+                    g.status = "deleted".into();
+                    (200, json!({ "status": "success", "trigger_id": key }), None)
+                }
+                None => refusal(Flavor::OpenAlgo, "GTT trigger not found or not active"),
+            }
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/gttorderbook") => {
+            fire_gtts(s);
+            let num = |d: Decimal| d.to_string().parse::<f64>().unwrap_or(0.0);
+            let active: Vec<Value> = s
+                .gtts
+                .iter()
+                .filter(|g| g.status == "active")
+                .map(|g| {
+                    let (pricetype, price) = if g.limit.is_zero() { ("MARKET", 0.0) } else { ("LIMIT", num(g.limit)) };
+                    json!({
+                        "trigger_id": gtt_key(Flavor::OpenAlgo, g.id), "trigger_type": "single", "status": "active", "symbol": g.symbol, "exchange": "NSE",
+                        "trigger_prices": [num(g.trigger)], "last_price": num(g.last_price),
+                        "legs": [{ "action": g.side, "quantity": whole(g.qty), "price": price, "pricetype": pricetype, "product": "CNC" }],
+                        "created_at": g.created_at, "updated_at": "", "expires_at": "",
+                    })
+                })
+                .collect();
+            (200, json!({ "status": "success", "data": active }), None)
+        }
         (Flavor::Kite, "GET", "/orders") => ok_kite(Value::Array(book(s).iter().map(|o| kite_order(o, &o.status)).collect())),
         (Flavor::Kite, "GET", p) if p.starts_with("/orders/") => {
             let id = &p["/orders/".len()..];
@@ -1196,7 +1311,7 @@ pub fn openalgo_chain_row(symbol_prefix: &str, strike: f64, ce: (f64, f64), pe: 
 pub struct MockGtt {
     /// Trigger id.
     pub id: u64,
-    /// `active`, `triggered`, `deleted`.
+    /// `active`, `triggered`, `deleted` (Kite, OpenAlgo) or `cancelled` (Upstox).
     pub status: String,
     /// Trading symbol.
     pub symbol: String,
@@ -1206,7 +1321,7 @@ pub struct MockGtt {
     pub qty: Decimal,
     /// The trigger value.
     pub trigger: Decimal,
-    /// The limit of the order it places.
+    /// The limit of the order it places (0: at the market).
     pub limit: Decimal,
     /// The last price given at placement: the trigger fires when the market crosses from there.
     pub last_price: Decimal,
@@ -1246,7 +1361,120 @@ fn gtt_from_form(f: &HashMap<String, String>) -> Result<MockGtt, String> {
     Ok(MockGtt { id: 0, status: "active".into(), symbol: symbol.to_owned(), side: side.to_owned(), qty, trigger, limit, last_price, created_at: String::new(), order_id: None })
 }
 
-/// Fire every active GTT the last price has crossed: its LIMIT order goes into the book (untagged, as Kite's do).
+/// A GTT's id as each broker writes it: Upstox `GTT-C…`, Kite and OpenAlgo a number.
+fn gtt_key(flavor: Flavor, id: u64) -> String {
+    match flavor {
+        Flavor::Upstox => format!("GTT-C26{id:09}"),
+        _ => id.to_string(),
+    }
+}
+
+/// A JSON string or number as text.
+fn text_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// Whether the order a triggered GTT placed is complete (Upstox then stops returning the GTT).
+fn gtt_completed(s: &State, g: &MockGtt) -> bool {
+    g.order_id.as_ref().is_some_and(|id| s.orders.iter().any(|o| &o.id == id && o.status == "COMPLETE"))
+}
+
+/// A single-leg GTT from Upstox's place or modify body, checked as Upstox documents it:
+/// `type` SINGLE, a whole `quantity`, one `ENTRY` rule `ABOVE` or `BELOW` a positive
+/// `trigger_price`; placing also takes `product` (I or D), `instrument_token` and
+/// `transaction_type`. Its market fires when the last price crosses the trigger that way.
+fn upstox_gtt(b: &Value, was: Option<&MockGtt>) -> Result<MockGtt, String> {
+    if b["type"] != "SINGLE" {
+        return Err("Invalid type: only SINGLE is taken here".into());
+    }
+    let qty = b["quantity"].as_u64().filter(|q| *q > 0).map(Decimal::from).ok_or("Invalid quantity")?;
+    let rules = b["rules"].as_array().filter(|r| r.len() == 1).ok_or("A SINGLE GTT takes one rule")?;
+    let rule = &rules[0];
+    if rule["strategy"] != "ENTRY" {
+        return Err("Invalid strategy: a SINGLE GTT's rule is its ENTRY".into());
+    }
+    let trigger = rule["trigger_price"].as_f64().filter(|p| *p > 0.0).and_then(|p| Decimal::from_str_exact(&p.to_string()).ok()).ok_or("Invalid trigger_price")?;
+    let last_price = match rule["trigger_type"].as_str() {
+        Some("BELOW") => trigger + Decimal::ONE,
+        Some("ABOVE") => (trigger - Decimal::ONE).max(Decimal::new(5, 2)),
+        _ => return Err("Invalid trigger_type".into()),
+    };
+    let (symbol, side) = match was {
+        Some(g) => (g.symbol.clone(), g.side.clone()),
+        None => {
+            if !b["product"].as_str().is_some_and(|p| p == "I" || p == "D") {
+                return Err("Invalid product".into());
+            }
+            let side = b["transaction_type"].as_str().filter(|t| *t == "BUY" || *t == "SELL").ok_or("Invalid transaction_type")?;
+            (b["instrument_token"].as_str().ok_or("instrument_token is required")?.to_owned(), side.to_owned())
+        }
+    };
+    Ok(MockGtt { id: 0, status: "active".into(), symbol, side, qty, trigger, limit: Decimal::ZERO, last_price, created_at: String::new(), order_id: None })
+}
+
+/// A GTT as Upstox's `GET /v3/order/gtt` writes it (times in microseconds).
+fn upstox_gtt_json(s: &State, g: &MockGtt) -> Value {
+    let status = match (g.status.as_str(), &g.order_id) {
+        ("active", _) => "SCHEDULED",
+        ("cancelled", _) => "CANCELLED",
+        (_, Some(id)) if s.orders.iter().any(|o| &o.id == id && o.status == "COMPLETE") => "COMPLETED",
+        _ => "TRIGGERED",
+    };
+    let created = tradehost::brokers::ist_timestamp(&g.created_at).unwrap_or(0) * 1_000;
+    json!({
+        "type": "SINGLE", "exchange": "NSE_EQ", "quantity": whole(g.qty), "product": "D",
+        "rules": [{ "strategy": "ENTRY", "status": status, "message": null, "trigger_type": if g.last_price > g.trigger { "BELOW" } else { "ABOVE" },
+                    "trigger_price": g.trigger.to_string().parse::<f64>().unwrap_or(0.0), "transaction_type": g.side, "order_id": g.order_id }],
+        "trading_symbol": g.symbol, "instrument_token": g.symbol, "gtt_order_id": gtt_key(Flavor::Upstox, g.id),
+        "expires_at": created + 365 * 86_400_000_000, "created_at": created,
+    })
+}
+
+/// A SINGLE GTT from OpenAlgo's place or modify body, checked as its documentation says:
+/// CNC or NRML (never MIS), a positive whole quantity, exactly one of `triggerprice_sl`
+/// (below the last price) and `triggerprice_tg` (above it), `price` the limit (0 at the market).
+fn openalgo_gtt(b: &Value, ltp: Option<Decimal>) -> Result<MockGtt, String> {
+    let dec = |v: &Value| v.as_f64().or_else(|| v.as_str().and_then(|t| t.parse().ok())).and_then(|x| Decimal::from_str_exact(&x.to_string()).ok()).unwrap_or_default();
+    for k in ["strategy", "trigger_type", "exchange", "symbol", "action", "product", "quantity", "price"] {
+        if b.get(k).is_none_or(Value::is_null) {
+            return Err(format!("{k}: Missing data for required field."));
+        }
+    }
+    if b["trigger_type"] != "SINGLE" {
+        return Err("trigger_type: only SINGLE is taken here".into());
+    }
+    if !b["product"].as_str().is_some_and(|p| p == "CNC" || p == "NRML") {
+        return Err("GTT supports only CNC (delivery) or NRML (overnight F&O); MIS is intraday-only.".into());
+    }
+    let qty = dec(&b["quantity"]);
+    if qty <= Decimal::ZERO {
+        return Err("Quantity must be a positive number".into());
+    }
+    if !qty.fract().is_zero() {
+        return Err("Fractional quantity is not allowed for non-crypto exchanges".into());
+    }
+    let side = b["action"].as_str().filter(|t| *t == "BUY" || *t == "SELL").ok_or("action: must be BUY or SELL")?;
+    let (sl, tg) = (dec(&b["triggerprice_sl"]), dec(&b["triggerprice_tg"]));
+    let (trigger, below) = match (sl > Decimal::ZERO, tg > Decimal::ZERO) {
+        (true, false) => (sl, true),
+        (false, true) => (tg, false),
+        _ => return Err("triggerprice_sl: SINGLE GTT requires a positive triggerprice_sl or triggerprice_tg".into()),
+    };
+    if let Some(last) = ltp {
+        if below && trigger >= last {
+            return Err("triggerprice_sl: the trigger must sit below the last price".into());
+        }
+        if !below && trigger <= last {
+            return Err("triggerprice_tg: the trigger must sit above the last price".into());
+        }
+    }
+    let limit = if b["pricetype"] == "LIMIT" { dec(&b["price"]) } else { Decimal::ZERO };
+    let last_price = ltp.unwrap_or(if below { trigger + Decimal::ONE } else { trigger - Decimal::ONE });
+    Ok(MockGtt { id: 0, status: "active".into(), symbol: b["symbol"].as_str().unwrap_or_default().to_owned(), side: side.to_owned(), qty, trigger, limit, last_price, created_at: String::new(), order_id: None })
+}
+
+/// Fire every active GTT the last price has crossed: its order goes into the book
+/// (untagged, as GTTs' orders are): a LIMIT at its limit, or at the market.
 fn fire_gtts(s: &mut State) {
     for i in 0..s.gtts.len() {
         let g = s.gtts[i].clone();
@@ -1256,10 +1484,16 @@ fn fire_gtts(s: &mut State) {
             continue;
         }
         let id = next_id(s);
-        let fields: HashMap<String, String> = [("tradingsymbol", g.symbol.clone()), ("transaction_type", g.side.clone()), ("order_type", "LIMIT".into()), ("price", g.limit.to_string()), ("quantity", g.qty.to_string())]
+        let mut fields: HashMap<String, String> = [("tradingsymbol", g.symbol.clone()), ("transaction_type", g.side.clone()), ("quantity", g.qty.to_string()), ("exchange", "NSE".into()), ("product", "CNC".into())]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
+        let kind = if g.limit.is_zero() { "MARKET" } else { "LIMIT" };
+        fields.insert("order_type".into(), kind.into());
+        fields.insert("pricetype".into(), kind.into());
+        if !g.limit.is_zero() {
+            fields.insert("price".into(), g.limit.to_string());
+        }
         let placed_at = s.clock.clone().unwrap_or_else(ist_now);
         s.orders.push(MockOrder { id: id.clone(), fields, tag: None, symbol: g.symbol.clone(), side: g.side.clone(), qty: g.qty, status: "OPEN".into(), placed_at, ..MockOrder::default() });
         s.gtts[i].status = "triggered".into();

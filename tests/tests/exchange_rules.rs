@@ -15,6 +15,7 @@ use tradehost::brokers::instruments::InstrumentMaster;
 use tradehost::brokers::kite::Kite;
 use tradehost::brokers::live::{AccountLink, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
 use tradehost::brokers::{Broker, BrokerError, OrderRequest, Secret, Segment};
+use serde_json::json;
 use tradehost::bus::Bus;
 use tradehost::bus::message::{SCHEMA_VERSION, SignalMessage};
 use tradehost::config::{Config, Product};
@@ -189,10 +190,17 @@ const RELIANCE_CSV: &str = "instrument_token,exchange_token,tradingsymbol,name,l
 
 /// A router for one account at Kite, with the instrument dump `csv` loaded as Kite's master.
 async fn kite_router(dir: &std::path::Path, bus: &str, csv: &str, link: AccountLink, cancel_after: Option<Duration>) -> (LiveRouter, tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
+    live_router(dir, bus, Some(("kite", csv)), link, cancel_after).await
+}
+
+/// A router for one account, with `master` (a broker and its instrument dump) loaded.
+async fn live_router(dir: &std::path::Path, bus: &str, master_csv: Option<(&str, &str)>, link: AccountLink, cancel_after: Option<Duration>) -> (LiveRouter, tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
     let master = InstrumentMaster::new(Bus::embedded(bus));
-    let path = dir.join("kite.csv");
-    std::fs::write(&path, csv).unwrap();
-    master.load("kite", arg(&path)).await.unwrap();
+    if let Some((broker, csv)) = master_csv {
+        let path = dir.join(format!("{broker}.csv"));
+        std::fs::write(&path, csv).unwrap();
+        master.load(broker, arg(&path)).await.unwrap();
+    }
     let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after, absent_reads: 3 };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (LiveRouter::start(vec![link], master, settings, tx), rx)
@@ -497,6 +505,184 @@ async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_whe
     assert_eq!((placed.side.as_str(), placed.status.as_str(), placed.average_price), ("SELL", "COMPLETE", Some(dec!(104))));
     drop(st);
     assert!(om.positions_of("kite-1").unwrap().is_empty(), "the GTT's fill closed the position");
+}
+
+/// Upstox's instrument master row for RELIANCE: its orders and GTTs name it by this key.
+const UPSTOX_RELIANCE: &str = "NSE_EQ|INE002A01018";
+const UPSTOX_CSV: &str = "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange
+NSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ
+";
+
+/// A mock broker of `flavor` and an adapter logged in to it (Upstox or OpenAlgo).
+fn gtt_broker(flavor: Flavor) -> (MockServer, Arc<dyn Broker>, &'static str) {
+    match flavor {
+        Flavor::Upstox => {
+            let mock = MockServer::start(Flavor::Upstox, "", "upstox-token-gtt");
+            let b = tradehost::brokers::upstox::Upstox::new(&mock.url, Secret::new("upstox-token-gtt"), Duration::from_secs(2)).unwrap();
+            (mock, Arc::new(b), UPSTOX_RELIANCE)
+        }
+        _ => {
+            let mock = MockServer::start(Flavor::OpenAlgo, "", "openalgo-key-gtt");
+            let b = tradehost::brokers::openalgo::OpenAlgo::new(&mock.url, Secret::new("openalgo-key-gtt"), "tradehost", Duration::from_secs(2)).unwrap();
+            (mock, Arc::new(b), "RELIANCE")
+        }
+    }
+}
+
+/// At Upstox and OpenAlgo, as at Kite: a delivery position's stop is a GTT, placed in each
+/// broker's documented form, modified as the trail tightens, and then either cancelled
+/// before the host's own close goes, or fired by a fall (the order it placed closes the
+/// position; OpenAlgo's GTT book no longer lists a fired GTT, so its order is found by its shape).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_stop_at_upstox_and_openalgo_is_a_gtt_that_trails_and_is_cancelled_before_a_close_or_fires_on_a_fall() {
+    for flavor in [Flavor::Upstox, Flavor::OpenAlgo] {
+        for flatten in [true, false] {
+            let name = if flavor == Flavor::Upstox { "upstox" } else { "openalgo" };
+            let dir = tempfile::tempdir().unwrap();
+            let (mock, broker, key) = gtt_broker(flavor);
+            mock.state().ltp.insert(key.into(), dec!(100));
+            let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &PROTECTED.replace("broker = \"kite\"", &format!("broker = \"{name}\""))).unwrap());
+            let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+            om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+            let link = AccountLink { account: "kite-1".into(), broker, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: false };
+            let master = (flavor == Flavor::Upstox).then_some(("upstox", UPSTOX_CSV));
+            let (router, mut rx) = live_router(dir.path(), &format!("gtt-{name}-{flatten}"), master, link, None).await;
+
+            let mut s = signal();
+            (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
+            om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+            om.on_signal(&s).unwrap();
+            hand_over(&mut om, &router);
+            pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+            pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+            {
+                let st = mock.state();
+                assert_eq!(st.orders.len(), 1, "{name}: the entry; the stop is no order");
+                assert_eq!(st.gtts.len(), 1, "{name}");
+                let g = &st.gtts[0];
+                assert_eq!((g.status.as_str(), g.side.as_str(), g.qty, g.trigger, g.symbol.as_str()), ("active", "SELL", dec!(10), dec!(99), key), "{name}");
+                assert!(g.last_price > g.trigger, "{name}: fires on a fall");
+                let (path, want) = match flavor {
+                    Flavor::Upstox => ("/v3/order/gtt/place", json!({ "type": "SINGLE", "product": "D", "transaction_type": "SELL", "instrument_token": key, "rules": [{ "strategy": "ENTRY", "trigger_type": "BELOW", "trigger_price": 99.0 }] })),
+                    _ => ("/api/v1/placegttorder", json!({ "trigger_type": "SINGLE", "product": "CNC", "action": "SELL", "symbol": "RELIANCE", "exchange": "NSE", "pricetype": "MARKET", "triggerprice_sl": 99.0, "triggerprice_tg": 0.0 })),
+                };
+                let post = st.requests.iter().find(|r| r.path == path).unwrap_or_else(|| panic!("{name}: placed at {path}"));
+                let body: serde_json::Value = serde_json::from_str(&post.body).unwrap();
+                for (k, v) in want.as_object().unwrap() {
+                    assert_eq!(&body[k], v, "{name}: {k} in {}", post.body);
+                }
+            }
+            // The trail tightens the GTT twice.
+            let mut t = T;
+            for price in [dec!(103), dec!(106)] {
+                t += 60_000;
+                mock.state().ltp.insert(key.into(), price);
+                let want = mock.state().gtt_modifications.len() + 1;
+                om.on_quotes(&quote(t, price)).unwrap();
+                hand_over(&mut om, &router);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while mock.state().gtt_modifications.len() < want {
+                    assert!(tokio::time::Instant::now() < deadline, "{name}: the GTT modified at the broker");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            let triggers: Vec<Decimal> = mock.state().gtt_modifications.iter().map(|(_, t)| *t).collect();
+            assert_eq!(triggers, vec![dec!(101.95), dec!(104.95)], "{name}: 1 % behind 103 and 106, to the tick");
+            if flatten {
+                // The host closes the position: the GTT is cancelled first, then the close goes.
+                om.flatten("kite-1", "cmd-1").unwrap();
+                hand_over(&mut om, &router);
+                pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+                let st = mock.state();
+                assert_ne!(st.gtts[0].status, "active", "{name}: the GTT is gone");
+                assert_eq!(st.orders.iter().map(|o| (o.side.as_str(), o.status.as_str())).collect::<Vec<_>>(), vec![("BUY", "COMPLETE"), ("SELL", "COMPLETE")], "{name}");
+                let cancel_at = st.requests.iter().position(|r| r.path.contains("cancelgttorder") || r.path.starts_with("/v3/order/gtt/cancel")).expect("the GTT cancelled");
+                let close_at = st.requests.iter().rposition(|r| r.path.ends_with("/placeorder") || r.path == "/v3/order/place").unwrap();
+                assert!(cancel_at < close_at, "{name}: cancelled before the close was placed");
+            } else {
+                // The market falls through the stop: the broker places the order; it fills.
+                mock.state().ltp.insert(key.into(), dec!(104));
+                pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+                let st = mock.state();
+                assert_eq!(st.gtts[0].status, "triggered", "{name}");
+                let placed = st.orders.iter().find(|o| Some(&o.id) == st.gtts[0].order_id.as_ref()).expect("the GTT's order");
+                assert_eq!((placed.side.as_str(), placed.status.as_str(), placed.average_price), ("SELL", "COMPLETE", Some(dec!(104))), "{name}");
+            }
+            assert!(om.positions_of("kite-1").unwrap().is_empty(), "{name}: the position is closed");
+        }
+    }
+}
+
+/// A GTT that fired and filled while no one was looking (the host down): Upstox no longer
+/// returns a completed GTT and OpenAlgo's GTT book no longer lists a fired one, so each is
+/// followed to the order it placed, found by its shape. A GTT the host cancelled is
+/// cancelled at once; one gone at the broker with no order after it, after a few reads.
+/// A restart that never journaled a GTT's id finds it by its terms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gtt_that_fired_unseen_is_followed_to_its_order_and_one_found_by_its_terms_after_a_restart() {
+    use tradehost::brokers::{BrokerStatus, OrderKind, Validity};
+    for flavor in [Flavor::Upstox, Flavor::OpenAlgo] {
+        let (mock, broker, key) = gtt_broker(flavor);
+        mock.state().ltp.insert(key.into(), dec!(100));
+        let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+        let req = |coid: &str, trigger: Decimal| OrderRequest {
+            client_order_id: coid.into(),
+            submitted_at: Some(now),
+            symbol: "RELIANCE".into(),
+            segment: Segment::Equity,
+            token: (flavor == Flavor::Upstox).then(|| UPSTOX_RELIANCE.to_owned()),
+            side: OrderSide::Sell,
+            qty: dec!(10),
+            product: Product::Cnc,
+            reference_price: Some(dec!(100)),
+            protection_pct: Decimal::from(2),
+            algo_id: None,
+            kind: OrderKind::StopMarket { trigger },
+            validity: Validity::Gtt,
+            autoslice: false,
+        };
+        let none = HashSet::new();
+        let first = req("th-gtt-1", dec!(99));
+        let id = broker.place(&first).await.unwrap();
+        assert!(id.starts_with("gtt:"), "{id}");
+        // A restart that never journaled the id finds it by its terms; claimed, it is not found again.
+        let found = broker.find(&first, &none).await.unwrap().expect("found by its terms");
+        assert_eq!((found.order_id.as_str(), found.status), (id.as_str(), BrokerStatus::Open));
+        assert_eq!(broker.find(&first, &HashSet::from([id.clone()])).await.unwrap(), None);
+        assert_eq!(broker.find(&req("th-gtt-x", dec!(98)), &none).await.unwrap(), None, "another trigger is another GTT");
+
+        // It fires and its order fills, unseen; then the market comes back.
+        mock.state().ltp.insert(key.into(), dec!(98.5));
+        let _ = broker.status(&id).await; // the broker's own read fires it
+        let child = mock.state().gtts[0].order_id.clone().expect("fired");
+        let _ = broker.status(&child).await; // and the exchange fills it
+        mock.state().ltp.insert(key.into(), dec!(100));
+        assert_eq!(mock.state().orders.iter().find(|o| o.id == child).map(|o| o.status.clone()).as_deref(), Some("COMPLETE"));
+        let followed = broker.follow(&id, &first, &none).await.unwrap();
+        assert_eq!((followed.status, followed.filled_qty, followed.average_price), (BrokerStatus::Complete, dec!(10), Some(dec!(98.5))), "{flavor:?}: {followed:?}");
+        assert!(followed.message.contains(&child), "{}", followed.message);
+
+        // Cancelled by the host: cancelled at the first read.
+        let second = req("th-gtt-2", dec!(97));
+        let id2 = broker.place(&second).await.unwrap();
+        broker.cancel(&id2).await.unwrap();
+        assert_eq!(broker.follow(&id2, &second, &HashSet::from([child.clone()])).await.unwrap().status, BrokerStatus::Cancelled);
+
+        // Deleted at the broker by hand, no order after it.
+        let third = req("th-gtt-3", dec!(96));
+        let id3 = broker.place(&third).await.unwrap();
+        mock.state().gtts.last_mut().unwrap().status = if flavor == Flavor::Upstox { "cancelled".into() } else { "deleted".into() };
+        let mut reads = Vec::new();
+        for _ in 0..3 {
+            reads.push(broker.follow(&id3, &third, &HashSet::from([child.clone()])).await.unwrap().status);
+        }
+        match flavor {
+            // Upstox says so in the GTT's rule.
+            Flavor::Upstox => assert_eq!(reads, vec![BrokerStatus::Cancelled; 3]),
+            // OpenAlgo's book just stops listing it: working until a few reads find no order from it.
+            _ => assert_eq!(reads, vec![BrokerStatus::Open, BrokerStatus::Open, BrokerStatus::Cancelled]),
+        }
+    }
 }
 
 /// An account that lets Kite slice: the 5,000-unit order goes whole with `autoslice=true`,

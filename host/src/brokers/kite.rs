@@ -34,9 +34,7 @@ pub const DEFAULT_URL: &str = "https://api.kite.trade";
 pub const QUOTES_PER_CALL: usize = 500;
 /// Kite's ticker address (`api_key` and `access_token` are added as query parameters).
 pub const DEFAULT_WS_URL: &str = "wss://ws.kite.trade";
-/// A GTT's id as the journal keeps it, `gtt:<trigger_id>`: the router handles it as an
-/// order, and the adapter knows it for a standing trigger.
-pub const GTT_PREFIX: &str = "gtt:";
+pub use super::gtt::GTT_PREFIX;
 /// An order Kite sliced (`autoslice`) as the journal keeps it: `slice:<parent>:<child>,<child>…`,
 /// with `!<n>` after the children when Kite refused n of the slices. The router handles it as
 /// one order; the adapter reads and cancels its children.

@@ -62,7 +62,7 @@ pub struct LiveOrder {
     pub entry: bool,
     /// Market, limit or stop (a protective stop is `StopMarket`).
     pub kind: OrderKind,
-    /// DAY or IOC (GTT for a delivery position's protective stop at Kite).
+    /// DAY or IOC (GTT for a delivery position's protective stop where the broker has GTTs).
     pub validity: Validity,
     /// How its margin is checked before it is sent (an F&O entry).
     pub margin_scope: MarginScope,
@@ -959,7 +959,16 @@ impl Worker {
         while i < working.len() {
             let w = &mut working[i];
             let id = w.id.clone();
-            match self.link.broker.status(&id).await {
+            // A GTT is read with what it was placed for: some brokers stop listing it once
+            // it fires, and the order it placed is then found by its shape.
+            let read = match w.order.validity {
+                Validity::Gtt => match self.request(&w.order).await {
+                    Ok(req) => self.link.broker.follow(&id, &req, &self.claimed).await,
+                    Err(_) => self.link.broker.status(&id).await,
+                },
+                _ => self.link.broker.status(&id).await,
+            };
+            match read {
                 Ok(b) => {
                     let coid = w.order.client_order_id.clone();
                     let update = match b.status {

@@ -21,6 +21,7 @@ use crate::domain::Product;
 use crate::domain::OrderSide;
 
 pub mod feeds;
+pub mod gtt;
 pub mod http;
 pub mod instruments;
 pub mod kite;
@@ -208,6 +209,14 @@ pub trait Broker: Send + Sync {
 
     /// The current state of a placed order.
     fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>>;
+
+    /// The current state of a placed order, told what it was placed for: a GTT the
+    /// broker stops listing once it fires is followed to the order it placed, found in
+    /// the book by `order`'s shape among the orders not `claimed` (Upstox, OpenAlgo).
+    fn follow<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+        let _ = (order, claimed);
+        self.status(order_id)
+    }
 
     /// Cancel a working order.
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;

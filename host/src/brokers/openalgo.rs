@@ -11,6 +11,12 @@
 //! already claimed by another of ours (the journal's broker ids, also after a
 //! restart) and not older than our submission: sound because one account's
 //! orders are placed one at a time, never two of the same shape in flight.
+//!
+//! A delivery position's protective stop is a GTT (`placegttorder`, SINGLE, its
+//! trigger in `triggerprice_sl` when it fires on a fall, `triggerprice_tg` on a rise;
+//! `modifygttorder`, `cancelgttorder`, `gttorderbook`), journaled as
+//! `gtt:<trigger_id>`. The GTT book lists only triggers that can still fire: one gone
+//! from it is followed to the order it placed as [`super::gtt`] says.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,6 +26,9 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer};
+// OpenAlgo stamps orders to the second, on its own clock: an order stamped up to
+// `CLOCK_SLACK_MS` before our submission may still be ours.
+use super::gtt::{CLOCK_SLACK_MS, GTT_PREFIX, Vanished};
 use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, number, text};
 use crate::domain::OrderSide;
 
@@ -31,11 +40,9 @@ pub struct OpenAlgo {
     base: String,
     api_key: TokenCell,
     strategy: String,
+    vanished: Vanished,
 }
 
-/// OpenAlgo stamps orders to the second, on its own clock: an order stamped up to
-/// this much before our submission may still be ours.
-const CLOCK_SLACK_MS: i64 = 2_000;
 
 /// OpenAlgo's default local address.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5000";
@@ -46,7 +53,7 @@ impl OpenAlgo {
     /// # Errors
     /// When the HTTP client cannot start.
     pub fn new(base: &str, api_key: Secret, strategy: &str, timeout: Duration) -> Result<Self, BrokerError> {
-        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key: TokenCell::new(api_key), strategy: strategy.to_owned() })
+        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key: TokenCell::new(api_key), strategy: strategy.to_owned(), vanished: Vanished::default() })
     }
 
     async fn call(&self, name: &str, mut body: Value) -> Result<Value, BrokerError> {
@@ -211,6 +218,48 @@ impl OpenAlgo {
         Ok((qty > Decimal::ZERO).then(|| value.checked_div(qty).map(|a| (qty, a.round_dp(4).normalize()))).flatten())
     }
 
+    /// A single-trigger GTT for a stop `order` (`placegttorder`'s and `modifygttorder`'s
+    /// body): the trigger below the market (`triggerprice_sl`) for a sell, above it
+    /// (`triggerprice_tg`) for a buy; a market order when it fires (OpenAlgo protects it
+    /// where the broker takes only limits), or the stop-limit's limit.
+    fn gtt_body(&self, order: &OrderRequest) -> Result<Value, BrokerError> {
+        let trigger = order.kind.trigger().ok_or_else(|| BrokerError::Rejected(format!("{}: a GTT needs a trigger price", order.client_order_id)))?;
+        let float = |what: &str, d: Decimal| {
+            rust_decimal::prelude::ToPrimitive::to_f64(&d.normalize()).filter(|f| f.is_finite() && *f >= 0.0).ok_or_else(|| BrokerError::Rejected(format!("{}: {what} {d} cannot be sent", order.client_order_id)))
+        };
+        let quantity = Some(order.qty.normalize()).filter(|q| q.fract().is_zero() && *q > Decimal::ZERO).and_then(|q| rust_decimal::prelude::ToPrimitive::to_u64(&q));
+        let Some(quantity) = quantity else {
+            return Err(BrokerError::Rejected(format!("{}: quantity {} is not a whole number of units", order.client_order_id, order.qty)));
+        };
+        let (pricetype, price) = match order.kind.price() {
+            Some(p) => ("LIMIT", float("limit price", p)?),
+            None => ("MARKET", 0.0),
+        };
+        let trigger = float("trigger price", trigger)?;
+        let (sl, tg) = if order.side == OrderSide::Sell { (trigger, 0.0) } else { (0.0, trigger) };
+        Ok(json!({
+            "strategy": self.strategy,
+            "trigger_type": "SINGLE",
+            "exchange": order.exchange(),
+            "symbol": order.symbol,
+            "action": order.action(),
+            "product": order.product_code(),
+            "quantity": quantity,
+            "pricetype": pricetype,
+            "price": price,
+            "triggerprice_sl": sl,
+            "triggerprice_tg": tg,
+            "stoploss": null,
+            "target": null,
+        }))
+    }
+
+    /// The active GTTs (`gttorderbook`).
+    async fn gtt_book(&self) -> Result<Vec<Value>, BrokerError> {
+        let answer = self.call("gttorderbook", json!({})).await?;
+        answer["data"].as_array().cloned().ok_or_else(|| BrokerError::Protocol("the GTT book is not a list".into()))
+    }
+
     /// `placesmartorder`: an order sized so that the position becomes
     /// `position_size` (0 closes it), OpenAlgo working out the quantity.
     ///
@@ -238,6 +287,10 @@ impl Broker for OpenAlgo {
 
     fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
         Box::pin(async move {
+            if order.validity == super::Validity::Gtt {
+                let answer = self.call("placegttorder", self.gtt_body(order)?).await?;
+                return text(&answer["trigger_id"]).map(|id| format!("{GTT_PREFIX}{id}")).ok_or_else(|| BrokerError::Protocol("no trigger_id in the answer".into()));
+            }
             let answer = self.call("placeorder", self.fields(order)).await?;
             text(&answer["orderid"]).ok_or_else(|| BrokerError::Protocol("no orderid in the answer".into()))
         })
@@ -245,6 +298,24 @@ impl Broker for OpenAlgo {
 
     fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
         Box::pin(async move {
+            if order.validity == super::Validity::Gtt {
+                // Ours is the unclaimed GTT for this symbol, side, quantity and trigger created
+                // no earlier than we sent it.
+                let since = order.submitted_at.map(|t| t - CLOCK_SLACK_MS);
+                for v in self.gtt_book().await? {
+                    let Some(id) = text(&v["trigger_id"]).map(|id| format!("{GTT_PREFIX}{id}")) else { continue };
+                    let leg = &v["legs"][0];
+                    let same = v["symbol"].as_str() == Some(order.symbol.as_str())
+                        && leg["action"].as_str() == Some(order.action())
+                        && number(&leg["quantity"]) == Some(order.qty)
+                        && v["trigger_prices"].get(0).and_then(number) == order.kind.trigger()
+                        && since.is_none_or(|t| v["created_at"].as_str().and_then(super::ist_timestamp).is_some_and(|at| at >= t));
+                    if same && !claimed.contains(&id) {
+                        return Ok(Some(super::gtt::working(&id, order)));
+                    }
+                }
+                return Ok(None);
+            }
             let answer = self.call("orderbook", json!({})).await?;
             let orders = answer["data"]["orders"].as_array().ok_or_else(|| BrokerError::Protocol("the order book has no orders list".into()))?;
             // Newest last in OpenAlgo's book: take the latest unclaimed order of this shape,
@@ -264,6 +335,23 @@ impl Broker for OpenAlgo {
 
     fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                // Without what it was placed for, a GTT is known only while listed ([`Broker::follow`] knows more).
+                let v = self.gtt_book().await?.into_iter().find(|v| text(&v["trigger_id"]).as_deref() == Some(id)).ok_or_else(|| BrokerError::Protocol(format!("GTT {id}: no longer in the GTT book")))?;
+                let leg = &v["legs"][0];
+                return Ok(BrokerOrder {
+                    order_id: order_id.to_owned(),
+                    tag: None,
+                    status: BrokerStatus::Open,
+                    filled_qty: Decimal::ZERO,
+                    average_price: None,
+                    message: String::new(),
+                    symbol: v["symbol"].as_str().unwrap_or_default().to_owned(),
+                    side: leg["action"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
+                    qty: number(&leg["quantity"]).unwrap_or_default(),
+                    placed_at: v["created_at"].as_str().and_then(super::ist_timestamp),
+                });
+            }
             let answer = self.call("orderstatus", json!({ "strategy": self.strategy, "orderid": order_id })).await?;
             let mut order = Self::order(&answer["data"]).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: unreadable status")))?;
             if order.status != BrokerStatus::Complete {
@@ -284,8 +372,36 @@ impl Broker for OpenAlgo {
         })
     }
 
+    /// A GTT while the GTT book lists it is working; gone from it, the order it placed
+    /// (found in the order book by its shape, its fills from the tradebook), or cancelled.
+    fn follow<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+        Box::pin(async move {
+            let Some(id) = order_id.strip_prefix(GTT_PREFIX) else { return self.status(order_id).await };
+            let child = match self.vanished.placed(order_id) {
+                Some(child) => Some(self.status(&child).await?),
+                None => {
+                    if self.gtt_book().await?.iter().any(|v| text(&v["trigger_id"]).as_deref() == Some(id)) {
+                        return Ok(super::gtt::working(order_id, order));
+                    }
+                    let answer = self.call("orderbook", json!({})).await?;
+                    let book: Vec<BrokerOrder> = answer["data"]["orders"].as_array().map(|o| o.iter().filter_map(Self::order).collect()).unwrap_or_default();
+                    match super::gtt::placed_by(&book, order, claimed) {
+                        Some(c) => Some(self.status(&c.order_id).await?),
+                        None => None,
+                    }
+                }
+            };
+            Ok(self.vanished.verdict(order_id, order, child))
+        })
+    }
+
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                self.call("cancelgttorder", json!({ "strategy": self.strategy, "trigger_id": id })).await?;
+                self.vanished.cancelled(order_id);
+                return Ok(());
+            }
             self.call("cancelorder", json!({ "strategy": self.strategy, "orderid": order_id })).await?;
             Ok(())
         })
@@ -321,6 +437,12 @@ impl Broker for OpenAlgo {
     /// `modifyorder`: the order's full terms with its id.
     fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                let mut body = self.gtt_body(order)?;
+                body["trigger_id"] = json!(id);
+                self.call("modifygttorder", body).await?;
+                return Ok(());
+            }
             let mut body = self.fields(order);
             body["orderid"] = json!(order_id);
             self.call("modifyorder", body).await?;

@@ -12,6 +12,12 @@
 //! `{"status":"error","errors":[{"errorCode","message",…}]}`; 401 is an
 //! invalid or expired token. A market order is sent as a limit order at the
 //! protection price (a collar), which is what market protection is.
+//!
+//! A delivery position's protective stop is a GTT (`POST /v3/order/gtt/place`, one
+//! `ENTRY` rule `BELOW` or `ABOVE` its trigger; `PUT /v3/order/gtt/modify`; `DELETE
+//! /v3/order/gtt/cancel`; `GET /v3/order/gtt?gtt_order_id=`), journaled as
+//! `gtt:<gtt_order_id>`. Its rule names the order it placed once triggered; a GTT
+//! Upstox no longer returns is followed as [`super::gtt`] says.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,7 +26,8 @@ use reqwest::Client;
 use serde_json::{Value, json};
 
 use super::http::{self, Answer};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, OrderRequest, Secret, TokenCell, text};
+use super::gtt::{GTT_PREFIX, Vanished};
+use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, text};
 use crate::domain::Product;
 
 /// The Upstox adapter.
@@ -30,6 +37,7 @@ pub struct Upstox {
     client: Client,
     base: String,
     access_token: TokenCell,
+    vanished: Vanished,
 }
 
 /// Upstox's production API.
@@ -50,7 +58,7 @@ impl Upstox {
     /// # Errors
     /// When the HTTP client cannot start.
     pub fn new(base: &str, access_token: Secret, timeout: Duration) -> Result<Self, BrokerError> {
-        Ok(Self { client: http::client(timeout)?, base: http::base(base), access_token: TokenCell::new(access_token) })
+        Ok(Self { client: http::client(timeout)?, base: http::base(base), access_token: TokenCell::new(access_token), vanished: Vanished::default() })
     }
 
     /// A one-time address of the Market Data Feed V3
@@ -191,6 +199,68 @@ impl Upstox {
         // The order book says `trading_symbol`; older answers `tradingsymbol`.
         BrokerOrder::from_tagged(v, if v.get("trading_symbol").is_some() { "trading_symbol" } else { "tradingsymbol" })
     }
+
+    /// A single-leg GTT for a stop `order`: one `ENTRY` rule that fires when the market
+    /// falls to the trigger (a sell) or rises to it (a buy); Upstox places it at the market.
+    fn gtt_body(order: &OrderRequest) -> Result<Value, BrokerError> {
+        let trigger = order.kind.trigger().ok_or_else(|| BrokerError::Rejected(format!("{}: a GTT needs a trigger price", order.client_order_id)))?;
+        let terms = Self::terms(&OrderRequest { kind: super::OrderKind::StopMarket { trigger }, ..order.clone() })?;
+        Ok(json!({
+            "type": "SINGLE",
+            "quantity": terms["quantity"],
+            "product": terms["product"],
+            "rules": [{ "strategy": "ENTRY", "trigger_type": if order.side == super::OrderSide::Sell { "BELOW" } else { "ABOVE" }, "trigger_price": terms["trigger_price"] }],
+        }))
+    }
+
+    /// A GTT as Upstox details it, as the router sees an order: working while scheduled;
+    /// once its rule has placed an order, that order (its fills); cancelled or expired:
+    /// cancelled; failed: rejected with Upstox's message.
+    async fn gtt_status(&self, id: &str, v: &Value) -> Result<BrokerOrder, BrokerError> {
+        let rules = v["rules"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let rule = rules.iter().find(|r| r["strategy"] == "ENTRY").or(rules.first()).unwrap_or(&Value::Null);
+        let mut o = BrokerOrder {
+            order_id: id.to_owned(),
+            tag: None,
+            status: BrokerStatus::Open,
+            filled_qty: rust_decimal::Decimal::ZERO,
+            average_price: None,
+            message: String::new(),
+            symbol: v["instrument_token"].as_str().unwrap_or_default().to_owned(),
+            side: rule["transaction_type"].as_str().and_then(|s| super::OrderSide::parse(&s.to_ascii_lowercase())),
+            qty: super::number(&v["quantity"]).unwrap_or_default(),
+            placed_at: v["created_at"].as_i64().map(|us| us / 1_000),
+        };
+        let status = rule["status"].as_str().unwrap_or_default();
+        match (text(&rule["order_id"]).filter(|i| !i.is_empty()), status) {
+            (Some(order_id), _) => {
+                let placed = self.status(&order_id).await?;
+                o.status = placed.status;
+                o.filled_qty = placed.filled_qty;
+                o.average_price = placed.average_price;
+                o.message = format!("GTT triggered: order {order_id} {}", placed.message).trim_end().to_owned();
+            }
+            (None, "CANCELLED" | "EXPIRED") => {
+                o.status = BrokerStatus::Cancelled;
+                o.message = format!("GTT {}", status.to_ascii_lowercase());
+            }
+            (None, "FAILED") => {
+                o.status = BrokerStatus::Rejected;
+                o.message = format!("GTT failed: {}", rule["message"].as_str().unwrap_or("no reason given"));
+            }
+            // Scheduled, pending, or triggered with its order on the way.
+            _ => {}
+        }
+        Ok(o)
+    }
+
+    /// Today's orders as the order book lists them, its instrument key as the symbol
+    /// (what a GTT's order is known by).
+    async fn book_by_key(&self) -> Result<Vec<BrokerOrder>, BrokerError> {
+        let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/order/retrieve-all", self.base)))).await?)?;
+        let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
+        Ok(orders.iter().filter_map(|v| BrokerOrder::from_tagged(v, "instrument_token")).collect())
+    }
 }
 
 impl Broker for Upstox {
@@ -208,6 +278,13 @@ impl Broker for Upstox {
     fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
         Box::pin(async move {
             let token = order.token.as_deref().ok_or_else(|| BrokerError::Rejected(format!("{}: no instrument_token (not in the Upstox instrument master)", order.symbol)))?;
+            if order.validity == super::Validity::Gtt {
+                let mut body = Self::gtt_body(order)?;
+                body["instrument_token"] = json!(token);
+                body["transaction_type"] = json!(order.action());
+                let data = Self::read(http::send(self.auth(self.client.post(format!("{}/v3/order/gtt/place", self.base))).json(&body)).await?)?;
+                return data["gtt_order_ids"].get(0).and_then(text).map(|id| format!("{GTT_PREFIX}{id}")).ok_or_else(|| BrokerError::Protocol("no gtt_order_ids in the answer".into()));
+            }
             let mut body = Self::terms(order)?;
             body["tag"] = json!(order.client_order_id);
             body["instrument_token"] = json!(token);
@@ -219,8 +296,28 @@ impl Broker for Upstox {
         })
     }
 
-    fn find<'a>(&'a self, order: &'a OrderRequest, _claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
+    fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
         Box::pin(async move {
+            if order.validity == super::Validity::Gtt {
+                // GTTs carry no tag: ours is the unclaimed one for this instrument, side,
+                // quantity and trigger created no earlier than we sent it.
+                let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v3/order/gtt", self.base)))).await?)?;
+                let gtts = data.as_array().ok_or_else(|| BrokerError::Protocol("the GTT list is not a list".into()))?;
+                let since = order.submitted_at.map(|t| t - super::gtt::CLOCK_SLACK_MS);
+                for v in gtts {
+                    let Some(id) = text(&v["gtt_order_id"]).map(|id| format!("{GTT_PREFIX}{id}")) else { continue };
+                    let rule = v["rules"].as_array().and_then(|r| r.iter().find(|r| r["strategy"] == "ENTRY")).unwrap_or(&Value::Null);
+                    let same = v["instrument_token"].as_str() == order.token.as_deref()
+                        && rule["transaction_type"].as_str() == Some(order.action())
+                        && super::number(&v["quantity"]) == Some(order.qty)
+                        && super::number(&rule["trigger_price"]) == order.kind.trigger()
+                        && since.is_none_or(|t| v["created_at"].as_i64().is_some_and(|us| us / 1_000 >= t));
+                    if same && !claimed.contains(&id) {
+                        return self.gtt_status(&id, v).await.map(Some);
+                    }
+                }
+                return Ok(None);
+            }
             let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/order/retrieve-all", self.base)))).await?)?;
             let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
             Ok(orders.iter().filter_map(Self::order).find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())))
@@ -229,13 +326,47 @@ impl Broker for Upstox {
 
     fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v3/order/gtt", self.base)).query(&[("gtt_order_id", id)]))).await?)?;
+                let v = data.as_array().and_then(|d| d.first()).ok_or_else(|| BrokerError::Protocol(format!("GTT {id}: not returned")))?;
+                return self.gtt_status(order_id, v).await;
+            }
             let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/order/details", self.base)).query(&[("order_id", order_id)]))).await?)?;
             Self::order(&data).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: unreadable details")))
         })
     }
 
+    /// A GTT Upstox no longer returns (it does not return completed ones): the order its
+    /// rule placed, found in the book by its shape.
+    fn follow<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+        Box::pin(async move {
+            if !order_id.starts_with(GTT_PREFIX) {
+                return self.status(order_id).await;
+            }
+            if let Some(child) = self.vanished.placed(order_id) {
+                let placed = self.status(&child).await?;
+                return Ok(self.vanished.verdict(order_id, order, Some(placed)));
+            }
+            match self.status(order_id).await {
+                Err(BrokerError::Rejected(_) | BrokerError::Protocol(_)) => {}
+                read => return read,
+            }
+            let book = self.book_by_key().await?;
+            let child = match super::gtt::placed_by(&book, order, claimed) {
+                Some(c) => Some(self.status(&c.order_id).await?),
+                None => None,
+            };
+            Ok(self.vanished.verdict(order_id, order, child))
+        })
+    }
+
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                Self::read(http::send(self.auth(self.client.delete(format!("{}/v3/order/gtt/cancel", self.base))).json(&json!({ "gtt_order_id": id }))).await?)?;
+                self.vanished.cancelled(order_id);
+                return Ok(());
+            }
             Self::read(http::send(self.auth(self.client.delete(format!("{}/v3/order/cancel", self.base)).query(&[("order_id", order_id)]))).await?)?;
             Ok(())
         })
@@ -272,6 +403,15 @@ impl Broker for Upstox {
 
     fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
+                let mut body = Self::gtt_body(order)?;
+                body["gtt_order_id"] = json!(id);
+                if let Some(b) = body.as_object_mut() {
+                    b.remove("product");
+                }
+                Self::read(http::send(self.auth(self.client.put(format!("{}/v3/order/gtt/modify", self.base))).json(&body)).await?)?;
+                return Ok(());
+            }
             let mut body = Self::terms(order)?;
             body["order_id"] = json!(order_id);
             Self::read(http::send(self.auth(self.client.put(format!("{}/v3/order/modify", self.base))).json(&body)).await?)?;

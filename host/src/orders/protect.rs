@@ -1,6 +1,6 @@
 //! Stops that survive the host. When a live position has a stop, a protective
 //! order rests at the broker at that stop (SL-M): if the host dies, the stop still
-//! stands; for a delivery (CNC) position at Kite it is a GTT, which outlives the
+//! stands; for a delivery (CNC) position it is a GTT (Kite, Upstox, OpenAlgo), which outlives the
 //! session (an SL-M is a day order). As the managed exit's stop tightens (a trailing stop), the protective
 //! order is modified to follow it, throttled, never loosened; its quantity follows
 //! the position (slices filling one by one). When the host closes the position
@@ -18,9 +18,9 @@ use crate::brokers::live::{LiveCancel, LiveModify};
 /// The `pipeline` of a protective stop order.
 pub const PROTECTIVE: &str = "protective-stop";
 
-/// Whether a broker keeps good-till-triggered stops the host can place (Kite's GTT).
+/// Whether a broker keeps good-till-triggered stops the host can place (each adapter's GTT).
 fn gtt_broker(broker: &str) -> bool {
-    broker == "kite"
+    matches!(broker, "kite" | "upstox" | "openalgo")
 }
 
 /// Least exchange time between two modifications of one protective order.
