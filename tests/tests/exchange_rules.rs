@@ -507,6 +507,59 @@ async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_whe
     assert!(om.positions_of("kite-1").unwrap().is_empty(), "the GTT's fill closed the position");
 }
 
+/// A strategy's reversal (`mode = "both"`) or exit decided while the protective stop rests
+/// waits for its cancel; the stop fills first, so the reversal sells only the new short, not
+/// the long the stop already sold, and the exit sells nothing (no accidental short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_or_exit_that_waited_on_a_protective_stop_that_filled_sells_only_what_is_left_to_do() {
+    for (mode, side) in [("both", "sell"), ("long", "exit")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+        mock.state().ltp.insert("RELIANCE".into(), dec!(100));
+        let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
+        let body = PROTECTED.replace("product = \"cnc\"", "product = \"mis\"").replace("mode = \"long\"", &format!("mode = \"{mode}\""));
+        let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &body).unwrap());
+        let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+        om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+        let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+        let (router, mut rx) = kite_router(dir.path(), &format!("waited-{side}"), RELIANCE_CSV, link, None).await;
+        let mut s = signal();
+        (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
+        om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+        om.on_signal(&s).unwrap();
+        hand_over(&mut om, &router);
+        pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+        pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+        assert_eq!(mock.state().orders[1].status, "TRIGGER PENDING", "the protective SL-M rests");
+
+        // The strategy reverses (long 10 → short 10: one sell of 20) or exits (a sell of 10)
+        // while the stop rests: held for the stop's cancel.
+        let mut next = signal();
+        (next.pipeline, next.instrument, next.side, next.ts) = ("rel".into(), "RELIANCE".into(), side.into(), T + 60_000);
+        next.id = SignalMessage::make_id("rel", "ma-crossover", "0.1.0", next.ts, 1);
+        om.on_signal(&next).unwrap();
+        assert_eq!(mock.state().orders.len(), 2, "{side}: it waits");
+        // Before the cancel reaches the broker, the market falls through the stop: it fills.
+        mock.state().ltp.insert("RELIANCE".into(), dec!(98));
+        pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+        if side == "sell" {
+            pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let st = mock.state();
+        let sells: Vec<(Decimal, &str)> = st.orders.iter().filter(|o| o.side == "SELL").map(|o| (o.qty, o.status.as_str())).collect();
+        let (want, held) = if side == "sell" { (vec![(dec!(10), "COMPLETE"), (dec!(10), "COMPLETE")], Some(dec!(-10))) } else { (vec![(dec!(10), "COMPLETE")], None) };
+        assert_eq!(sells, want, "{side}: the stop sold the long; what is left of the strategy's order, and no more");
+        drop(st);
+        assert_eq!(om.positions_of("kite-1").unwrap().get("RELIANCE").copied(), held, "{side}");
+        let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+        let (qty, state): (String, String) = db.query_row("SELECT qty, state FROM orders WHERE pipeline = 'rel' AND side = 'sell'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        let want = if side == "sell" { ("10", "filled") } else { ("10", "cancelled") };
+        assert_eq!((qty.as_str(), state.as_str()), want, "{side}: the strategy's order as journaled");
+    }
+}
+
 /// Upstox's instrument master row for RELIANCE: its orders and GTTs name it by this key.
 const UPSTOX_RELIANCE: &str = "NSE_EQ|INE002A01018";
 const UPSTOX_CSV: &str = "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange

@@ -218,11 +218,12 @@ impl OrderManager {
         // `submitted_at` when it was handed to the broker (an order book entry older than that is not ours),
         // `opens` whether a signal's order opened or added to a position (it starts the pipeline's cooldown).
         // `algo_id` the regulator's id of the account's strategies when the order was made, and a
-        // signal's plugin, version and sha256, for the audit export.
+        // signal's plugin, version and sha256, for the audit export. `waits_for`: the protective
+        // stop a strategy's exit or reversal waited on (what it filled meanwhile is not sold twice).
         let added = [
             ("orders", "stop_loss TEXT"), ("orders", "target TEXT"), ("orders", "broker_order_id TEXT"), ("orders", "filled_qty TEXT"), ("orders", "reference_price TEXT"),
             ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"), ("orders", "parent TEXT"), ("orders", "slice TEXT"),
-            ("orders", "order_type TEXT"), ("orders", "limit_price TEXT"), ("orders", "trigger_price TEXT"), ("orders", "modified_at INTEGER"), ("orders", "validity TEXT"),
+            ("orders", "order_type TEXT"), ("orders", "limit_price TEXT"), ("orders", "trigger_price TEXT"), ("orders", "modified_at INTEGER"), ("orders", "validity TEXT"), ("orders", "waits_for TEXT"),
             ("paper_book", "seen_ts INTEGER"), ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
             ("signals", "plugin TEXT"), ("signals", "plugin_version TEXT"), ("signals", "plugin_sha256 TEXT"),
         ];

@@ -153,8 +153,9 @@ pub(super) fn protect(
 
 /// Whether the live close `coid` of `account` in `instrument` may go to the broker
 /// now: not while a protective order rests there (its cancel is asked for, once),
-/// and only for what is still held. `Ok(None)`: hold it; `Ok(Some(qty))`: send that
-/// many; a close with nothing left to close is refused (the protective stop filled).
+/// and only for what is still held (a strategy's exit or reversal: less what the stop
+/// filled while it waited). `Ok(None)`: hold it; `Ok(Some(qty))`: send that many; an
+/// order with nothing left to close is refused (the protective stop filled).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn release_close(
     tx: &rusqlite::Transaction<'_>,
@@ -173,7 +174,7 @@ pub(super) fn release_close(
         return Ok(Ok(Some(qty)));
     }
     if resting.is_none() && !close {
-        return Ok(Ok(Some(qty)));
+        return less_what_the_stop_filled(tx, coid, instrument, side, qty);
     }
     if let Some(r) = resting {
         if r.state == "new" {
@@ -181,14 +182,14 @@ pub(super) fn release_close(
             let _ = advance(tx, &r.coid, state::OrderEvent::Cancel)?;
         } else {
             if r.state != "pending_cancel" && asked.insert(r.coid.clone()) {
-                cancels.push(LiveCancel { account: account.to_owned(), client_order_id: r.coid, reason: "the host closes the position itself".into() });
+                cancels.push(LiveCancel { account: account.to_owned(), client_order_id: r.coid.clone(), reason: "the host closes the position itself".into() });
             }
+            tx.exec("UPDATE orders SET waits_for = ?2 WHERE client_order_id = ?1", [coid, r.coid.as_str()])?;
             return Ok(Ok(None));
         }
     }
     if !close {
-        // A strategy's exit or reversal goes as decided once the stop is out of the way.
-        return Ok(Ok(Some(qty)));
+        return less_what_the_stop_filled(tx, coid, instrument, side, qty);
     }
     let held: Option<String> = tx.row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| r.get(0)).optional()?;
     let held = opt_dec(held.as_deref())?.unwrap_or_default();
@@ -198,6 +199,24 @@ pub(super) fn release_close(
         return Ok(Err(format!("{coid}: nothing left to close in {instrument} (its protective stop filled)")));
     }
     Ok(Ok(Some(qty.min(closable))))
+}
+
+/// A strategy's exit or reversal goes once the stop is out of the way, less what the
+/// stop it waited on filled meanwhile: an exit of a position the stop closed sells
+/// nothing, a reversal only opens the new side.
+fn less_what_the_stop_filled(tx: &rusqlite::Transaction<'_>, coid: &str, instrument: &str, side: OrderSide, qty: Decimal) -> rusqlite::Result<Result<Option<Decimal>, String>> {
+    let waited: Option<String> = tx.row("SELECT waits_for FROM orders WHERE client_order_id = ?1", [coid], |r| r.get(0)).optional()?.flatten();
+    let Some(stop) = waited else { return Ok(Ok(Some(qty))) };
+    let mut stmt = tx.prepare_cached("SELECT qty FROM fills WHERE client_order_id = ?1")?;
+    let fills = stmt.query_map([stop.as_str()], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut filled = Decimal::ZERO;
+    for f in fills {
+        filled = filled.checked_add(dec(&f)?).unwrap_or(Decimal::MAX);
+    }
+    Ok(match qty.checked_sub(filled) {
+        Some(left) if left > Decimal::ZERO => Ok(Some(left)),
+        _ => Err(format!("{coid}: nothing left to {} in {instrument}: its protective stop {stop} filled {filled} while the order waited", side.as_str())),
+    })
 }
 
 impl OrderManager {
