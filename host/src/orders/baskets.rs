@@ -1,6 +1,8 @@
 //! Multi-leg baskets (a straddle, an iron condor): buy legs first, the sell
-//! legs once every buy leg has filled; a refused leg stops the rest and, with
-//! `unwind`, closes what filled.
+//! legs once every buy leg has filled; a leg refused by the risk checks, or
+//! rejected or cancelled at the broker, stops the rest and, with `unwind`,
+//! closes what filled. A leg above its contract's freeze quantity goes out as
+//! slices, like any order; it is filled when every slice is.
 
 use super::*;
 
@@ -34,7 +36,7 @@ impl OrderManager {
                 .map_err(jerr)?;
             }
             out.push(Outcome::Event(Event::BasketPlaced { basket: basket.id.clone(), account: basket.account.clone(), legs: basket.legs.len() }));
-            out.extend(send_legs(&tx, &self.config.market, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
+            out.extend(send_legs(&tx, &self.config, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
         }
         let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
@@ -69,11 +71,14 @@ pub struct Basket {
     pub unwind_on_failure: bool,
 }
 
-/// Send the `side` legs of a basket (each through the risk checks); a refused
-/// leg fails the basket. Returns events.
+/// The orders a leg `l` went out as: its own, or its slices.
+const LEG_ORDERS: &str = "(o.client_order_id = l.client_order_id OR o.parent = l.client_order_id)";
+
+/// Send the `side` legs of a basket (each through the risk checks, sliced above its
+/// freeze quantity); a refused leg fails the basket. Returns events.
 pub(super) fn send_legs(
     tx: &rusqlite::Transaction<'_>,
-    market: &crate::config::MarketSection,
+    config: &Config,
     last: &HashMap<String, (i64, Decimal)>,
     account: &crate::config::Account,
     basket_id: &str,
@@ -86,30 +91,48 @@ pub(super) fn send_legs(
         stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let id = account.id.get_ref();
+    let mut out = Vec::new();
+    // The legs and their slices go out paced at the account's order rate, after the
+    // orders already due this second: never refused by it.
+    let mut paced: Option<usize> = None;
     for (idx, instrument, qty) in legs {
         let intent = Intent { side, qty: dec(&qty)? };
         let position = OrderManager::effective_position(tx, id, &instrument)?;
         let price = last.get(&instrument).map(|(_, p)| *p);
-        let ctx = self_risk_context(tx, &market.calendar, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
-        // A leg goes out as one order: one above the exchange's freeze quantity would be frozen.
-        if let Some(freeze) = market.contract_rules.freeze_qty(&instrument).filter(|f| intent.qty > Decimal::from(*f)) {
-            tx.exec("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
-            return fail_basket(tx, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by freeze_qty: above the freeze quantity {freeze}; split it into legs of at most {freeze}", side.as_str()), ts);
-        }
+        let mut ctx = self_risk_context(tx, &config.market.calendar, last, account, &format!("basket/{basket_id}"), &instrument, ts, price, position)?;
+        let pace_from = *paced.get_or_insert(ctx.recent_orders_ms.len());
+        ctx.recent_orders_ms.clear();
         if let Err(refusal) = risk::check(&account.risk, &ctx, &intent) {
             tx.exec("UPDATE basket_legs SET state = 'refused' WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx])?;
-            return fail_basket(tx, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by {}: {}", side.as_str(), refusal.rule, refusal.reason), ts);
+            return fail_basket(tx, config, basket_id, &format!("leg {idx} ({} {qty} {instrument}) refused by {}: {}", side.as_str(), refusal.rule, refusal.reason), ts);
         }
         let key = format!("basket/{basket_id}/{idx}");
         let coid = client_order_id(&key, id);
-        tx.exec(
-            "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, algo_id)
-             VALUES (?1, ?2, ?3, 'basket', ?4, ?5, ?6, 'new', ?7, ?8, ?9, ?9, (SELECT value FROM settings WHERE key = 'algo/' || ?3))",
-            params![coid, key, id, instrument, side.as_str(), qty, ts, account.slippage_bps.to_string(), now_ms()],
-        )?;
+        // Above the exchange's freeze quantity the leg goes out as slices (their parent the leg's id).
+        let order = super::slicing::NewOrder {
+            coid: &coid,
+            signal_id: &key,
+            account: id,
+            pipeline: "basket",
+            instrument: &instrument,
+            side,
+            qty: intent.qty,
+            not_before: ts,
+            slippage: account.slippage_bps,
+            stop_loss: None,
+            target: None,
+            opens: false,
+            kind: Default::default(),
+            validity: Default::default(),
+            pace_from,
+        };
+        let (_, sliced) = super::slicing::record_order(tx, Some(config), &order)?;
+        let recorded: i64 = tx.row("SELECT COUNT(*) FROM orders WHERE client_order_id = ?1 OR parent = ?1", [&coid], |r| r.get(0))?;
+        paced = Some(pace_from + usize::try_from(recorded).unwrap_or(0));
+        out.extend(sliced);
         tx.exec("UPDATE basket_legs SET state = 'sent', client_order_id = ?3 WHERE basket_id = ?1 AND idx = ?2", params![basket_id, idx, coid])?;
     }
-    Ok(Vec::new())
+    Ok(out)
 }
 
 /// How the live basket leg `coid`'s margin is checked: the first leg handed to the broker
@@ -117,46 +140,58 @@ pub(super) fn send_legs(
 /// were checked with it.
 pub(super) fn margin_scope(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<crate::brokers::live::MarginScope> {
     use crate::brokers::live::MarginScope;
-    let Some(basket_id): Option<String> = tx.row("SELECT basket_id FROM basket_legs WHERE client_order_id = ?1", [coid], |r| r.get(0)).optional()? else {
+    // A slice's leg is its parent's.
+    let (leg_coid, own_qty): (String, String) = tx.row("SELECT COALESCE(parent, client_order_id), qty FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let Some((basket_id, leg_idx)): Option<(String, i64)> = tx.row("SELECT basket_id, idx FROM basket_legs WHERE client_order_id = ?1", [&leg_coid], |r| Ok((r.get(0)?, r.get(1)?))).optional()? else {
         return Ok(MarginScope::Alone);
     };
     let sent: i64 = tx.row(
-        "SELECT COUNT(*) FROM basket_legs l JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND o.client_order_id != ?2 AND o.submitted_at IS NOT NULL",
+        &format!("SELECT COUNT(*) FROM basket_legs l JOIN orders o ON {LEG_ORDERS} WHERE l.basket_id = ?1 AND o.client_order_id != ?2 AND o.submitted_at IS NOT NULL"),
         [&basket_id, coid],
         |r| r.get(0),
     )?;
     if sent > 0 {
         return Ok(MarginScope::Checked);
     }
-    let mut stmt = tx.prepare_cached("SELECT instrument, side, qty FROM basket_legs WHERE basket_id = ?1 AND client_order_id IS NOT ?2 ORDER BY idx")?;
-    let legs = stmt
-        .query_map([&basket_id, coid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
-        .map(|row| {
-            let (instrument, side, qty) = row?;
-            Ok((instrument, side_of(&side)?, dec(&qty)?))
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // The rest of the basket: the other legs whole, and what this leg's other slices add.
+    let mut stmt = tx.prepare_cached("SELECT idx, instrument, side, qty FROM basket_legs WHERE basket_id = ?1 ORDER BY idx")?;
+    let mut legs = Vec::new();
+    for row in stmt.query_map([&basket_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))? {
+        let (idx, instrument, side, qty) = row?;
+        let qty = if idx == leg_idx { dec(&qty)?.checked_sub(dec(&own_qty)?).unwrap_or_default() } else { dec(&qty)? };
+        if qty > Decimal::ZERO {
+            legs.push((instrument, side_of(&side)?, qty));
+        }
+    }
     Ok(if legs.is_empty() { MarginScope::Alone } else { MarginScope::Basket(legs) })
 }
 
-/// Stop a basket: no more legs; an alert; the filled legs closed if it asked.
-pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, basket_id: &str, reason: &str, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
+/// Stop a basket: no more legs; an alert; what the legs filled closed if it asked
+/// (sliced again where above the freeze quantity).
+pub(super) fn fail_basket(tx: &rusqlite::Transaction<'_>, config: &Config, basket_id: &str, reason: &str, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
     let (account, unwind): (String, bool) = tx.row("SELECT account, unwind FROM baskets WHERE basket_id = ?1", [basket_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     tx.exec("UPDATE basket_legs SET state = 'not_sent' WHERE basket_id = ?1 AND state = 'waiting'", [basket_id])?;
-    let filled: Vec<(i64, String, String, String)> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT l.idx, l.instrument, l.side, l.qty FROM basket_legs l JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND o.state = 'filled' ORDER BY l.idx",
-        )?;
-        
+    // What each leg filled: a whole leg, or the slices (or the part) that filled before one failed.
+    let fills: Vec<(i64, String, String, String)> = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT l.idx, l.instrument, l.side, f.qty FROM basket_legs l JOIN orders o ON {LEG_ORDERS} JOIN fills f ON f.client_order_id = o.client_order_id WHERE l.basket_id = ?1 ORDER BY l.idx"
+        ))?;
         stmt.query_map([basket_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
     };
+    let mut filled: Vec<(i64, String, String, Decimal)> = Vec::new();
+    for (idx, instrument, side, qty) in fills {
+        let qty = dec(&qty)?;
+        match filled.last_mut() {
+            Some(last) if last.0 == idx => last.3 = last.3.checked_add(qty).unwrap_or(last.3),
+            _ => filled.push((idx, instrument, side, qty)),
+        }
+    }
     let mut unwound = Vec::new();
     if unwind {
         for (idx, instrument, side, qty) in &filled {
-            // Close what the leg opened: the opposite side, same quantity.
-            let signed = dec(qty)? * side_of(side)?.sign();
-            // A leg is within its freeze quantity (refused otherwise), and so is its unwind.
-            queue_close(tx, None, &account, instrument, signed, &format!("unwind/{basket_id}/{idx}"), "basket-unwind", ts, Decimal::ZERO)?;
+            // Close what the leg opened: the opposite side, the quantity it filled.
+            let signed = *qty * side_of(side)?.sign();
+            queue_close(tx, Some(config), &account, instrument, signed, &format!("unwind/{basket_id}/{idx}"), "basket-unwind", ts, Decimal::ZERO)?;
             unwound.push(instrument.clone());
         }
     }
@@ -174,9 +209,28 @@ pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, l
     };
     let mut out = Vec::new();
     for (basket_id, account_id, state) in open {
+        // A leg the broker rejected or cancelled (any slice of it) stops the basket.
+        let failed: Option<(i64, String, String, String, String)> = tx
+            .row(
+                &format!(
+                    "SELECT l.idx, l.side, l.qty, l.instrument, o.state FROM basket_legs l JOIN orders o ON {LEG_ORDERS}
+                     WHERE l.basket_id = ?1 AND o.state IN ('rejected', 'cancelled', 'expired') ORDER BY l.idx LIMIT 1"
+                ),
+                [&basket_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        if let Some((idx, side, qty, instrument, st)) = failed {
+            out.extend(fail_basket(tx, config, &basket_id, &format!("leg {idx} ({side} {qty} {instrument}) {st} at the broker"), ts)?);
+            continue;
+        }
         let side = if state == "buying" { "buy" } else { "sell" };
+        // A leg is filled when every order it went out as is.
         let unfilled: i64 = tx.row(
-            "SELECT COUNT(*) FROM basket_legs l LEFT JOIN orders o USING (client_order_id) WHERE l.basket_id = ?1 AND l.side = ?2 AND (o.state IS NULL OR o.state != 'filled')",
+            &format!(
+                "SELECT COUNT(*) FROM basket_legs l WHERE l.basket_id = ?1 AND l.side = ?2
+                 AND (NOT EXISTS (SELECT 1 FROM orders o WHERE {LEG_ORDERS}) OR EXISTS (SELECT 1 FROM orders o WHERE {LEG_ORDERS} AND o.state != 'filled'))"
+            ),
             params![basket_id, side],
             |r| r.get(0),
         )?;
@@ -186,7 +240,7 @@ pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, l
         if state == "buying" {
             tx.exec("UPDATE baskets SET state = 'selling' WHERE basket_id = ?1", [&basket_id])?;
             if let Some(account) = config.account(&account_id) {
-                out.extend(send_legs(tx, &config.market, last, account, &basket_id, OrderSide::Sell, ts)?);
+                out.extend(send_legs(tx, config, last, account, &basket_id, OrderSide::Sell, ts)?);
             }
         } else {
             tx.exec("UPDATE baskets SET state = 'complete' WHERE basket_id = ?1", [&basket_id])?;

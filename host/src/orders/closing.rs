@@ -333,6 +333,6 @@ pub(super) fn queue_close(
 ) -> rusqlite::Result<(bool, Option<Outcome>)> {
     let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
     let coid = client_order_id(key, account);
-    let order = super::slicing::NewOrder { coid: &coid, signal_id: key, account, pipeline: reason, instrument, side, qty: qty.abs(), not_before, slippage, stop_loss: None, target: None, opens: false, kind: Default::default(), validity: Default::default() };
+    let order = super::slicing::NewOrder { coid: &coid, signal_id: key, account, pipeline: reason, instrument, side, qty: qty.abs(), not_before, slippage, stop_loss: None, target: None, opens: false, kind: Default::default(), validity: Default::default(), pace_from: 0 };
     super::slicing::record_order(tx, config, &order)
 }

@@ -113,7 +113,7 @@ impl OrderManager {
                         let order = super::slicing::NewOrder {
                             coid: &coid, signal_id: &s.id, account: account_id, pipeline: &s.pipeline, instrument: &s.instrument, side: i.side, qty: i.qty,
                             not_before: s.ts, slippage: account.slippage_bps, stop_loss: s.stop_loss, target: s.target, opens,
-                            kind: kind.on_tick(i.side), validity,
+                            kind: kind.on_tick(i.side), validity, pace_from: 0,
                         };
                         let (_, sliced) = super::slicing::record_order(&tx, Some(&config), &order)?;
                         out.extend(sliced);

@@ -234,6 +234,8 @@ impl OrderManager {
                 db.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), []).map_err(err)?;
             }
         }
+        // A sliced order's children by their parent (a basket leg's slices).
+        db.execute_batch("CREATE INDEX IF NOT EXISTS orders_by_parent ON orders (parent)").map_err(err)?;
         let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), finished: std::collections::HashSet::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), modifies: Vec::new(), seen: None };
         om.store_exit_rules()?;
         Ok(om)

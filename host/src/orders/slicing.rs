@@ -33,6 +33,9 @@ pub(super) struct NewOrder<'a> {
     pub kind: crate::domain::order::OrderKind,
     /// How long it works.
     pub validity: crate::domain::order::Validity,
+    /// Its place in a run of orders paced together at the account's order rate (a
+    /// basket's legs and their slices): 0 for an order of its own.
+    pub pace_from: usize,
 }
 
 /// The `slice` of an order the broker slices itself (Kite's `autoslice`).
@@ -77,17 +80,20 @@ pub(super) fn record_order(tx: &rusqlite::Transaction<'_>, config: Option<&Confi
             ],
         )
     };
-    if parts.len() <= 1 {
-        return Ok((insert(o.coid, o.qty, o.not_before, None, auto.then(|| AUTOSLICE.to_owned()))? == 1, None));
-    }
     let per_sec = config.and_then(|c| c.account(o.account)).map_or(10, |a| a.risk.max_orders_per_sec.max(1));
     let per_sec = i64::try_from(per_sec).unwrap_or(i64::MAX);
+    // The k-th order of a paced run is due k ÷ the order rate seconds after the first.
+    let due = |k: usize| {
+        let step = i64::try_from(o.pace_from.saturating_add(k)).unwrap_or(i64::MAX) / per_sec;
+        o.not_before.saturating_add(step.saturating_mul(1000))
+    };
+    if parts.len() <= 1 {
+        return Ok((insert(o.coid, o.qty, due(0), None, auto.then(|| AUTOSLICE.to_owned()))? == 1, None));
+    }
     let n = parts.len();
     let mut new = false;
     for (k, qty) in parts.into_iter().enumerate() {
-        let step = i64::try_from(k).unwrap_or(i64::MAX) / per_sec;
-        let due = o.not_before.saturating_add(step.saturating_mul(1000));
-        new |= insert(&slice_id(o.coid, k + 1), qty, due, Some(o.coid), Some(format!("{}/{n}", k + 1)))? == 1;
+        new |= insert(&slice_id(o.coid, k + 1), qty, due(k), Some(o.coid), Some(format!("{}/{n}", k + 1)))? == 1;
     }
     let event = new.then(|| {
         Outcome::Event(Event::OrderSliced { client_order_id: o.coid.to_owned(), account: o.account.to_owned(), instrument: o.instrument.to_owned(), qty: o.qty.to_string(), slices: n, freeze_qty: freeze.unwrap_or_default() })

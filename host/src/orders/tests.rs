@@ -968,3 +968,69 @@ fn short_options_are_bought_back_on_their_expiry_day_and_late_entries_in_them_re
 }
 
 mod order_types;
+
+/// A short straddle of 3,600 NIFTY units a leg (above the 1,800 freeze): each leg goes out as
+/// two slices; the basket waits for every slice of its buy legs, then sends the sells.
+#[test]
+fn a_basket_leg_above_the_freeze_quantity_goes_out_in_slices_and_counts_as_filled_when_all_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), SLICED).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let legs = [("NIFTY25APR2422500CE", dec!(100)), ("NIFTY25APR2422500PE", dec!(90)), ("NIFTY25APR2422000PE", dec!(40))];
+    om.on_quotes(&quotes_for(0, &legs)).unwrap();
+    let leg = |instrument: &str, side, qty| BasketLeg { instrument: instrument.into(), side, qty };
+    let basket = Basket {
+        id: "straddle-1".into(),
+        account: "big".into(),
+        legs: vec![leg("NIFTY25APR2422500CE", OrderSide::Sell, dec!(3600)), leg("NIFTY25APR2422500PE", OrderSide::Sell, dec!(3600)), leg("NIFTY25APR2422000PE", OrderSide::Buy, dec!(3600))],
+        unwind_on_failure: true,
+    };
+    let out = om.place_basket(&basket).unwrap();
+    let sliced: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "order_sliced").map(|(_, v)| v).collect();
+    assert_eq!(sliced.len(), 1, "the buy leg is sliced: {out:?}");
+    assert_eq!((sliced[0]["slices"].as_u64(), sliced[0]["freeze_qty"].as_u64()), (Some(2), Some(1800)));
+    let rows = |om: &OrderManager| -> Vec<(String, String, String, String)> {
+        om.db
+            .prepare("SELECT instrument, side, qty, state FROM orders ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(rows(&om).iter().map(|r| (r.1.as_str(), r.2.as_str())).collect::<Vec<_>>(), vec![("buy", "1800"), ("buy", "1800")], "only the buy leg's two slices");
+    let out = om.on_quotes(&quotes_for(60_000, &legs)).unwrap(); // the slices fill: the sells go, sliced
+    assert!(!events(&out).iter().any(|(n, _)| *n == "basket_failed"), "{:?}", events(&out));
+    let now = rows(&om);
+    assert_eq!(now.iter().filter(|r| r.1 == "sell").map(|r| r.2.as_str()).collect::<Vec<_>>(), vec!["1800", "1800", "1800", "1800"], "{now:?}");
+    // Two legs of two slices at 2 orders a second: paced, never refused by the order rate.
+    let due: Vec<i64> = om.db.prepare("SELECT not_before FROM orders WHERE side = 'sell' ORDER BY rowid").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+    assert_eq!(due.iter().map(|t| t - due[0]).collect::<Vec<_>>(), vec![0, 0, 1000, 1000]);
+    let out = om.on_quotes(&quotes_for(120_000, &legs)).unwrap();
+    let out = if events(&out).iter().any(|(n, _)| *n == "basket_complete") { out } else { om.on_quotes(&quotes_for(180_000, &legs)).unwrap() };
+    assert!(events(&out).iter().any(|(n, v)| *n == "basket_complete" && v["basket"] == "straddle-1"), "{:?}", events(&out));
+    let positions = om.positions_of("big").unwrap();
+    assert_eq!((positions["NIFTY25APR2422500CE"], positions["NIFTY25APR2422500PE"], positions["NIFTY25APR2422000PE"]), (dec!(-3600), dec!(-3600), dec!(3600)));
+}
+
+/// A live basket whose leg the broker rejects stops there: no sell leg goes, and with
+/// `unwind` the buy leg that filled is closed.
+#[test]
+fn a_basket_leg_the_broker_rejects_fails_the_basket_and_unwinds_what_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    om.set_live_accounts(std::collections::HashSet::from(["a1".to_owned()]));
+    om.on_quotes(&quotes_for(0, &CONDOR)).unwrap();
+    om.place_basket(&condor("ic-live", dec!(50))).unwrap();
+    let buys = om.take_live_orders();
+    assert_eq!(buys.iter().map(|o| o.instrument.as_str()).collect::<Vec<_>>(), vec!["N100PE", "N120CE"]);
+    om.on_live_update(&LiveUpdate::Accepted { client_order_id: buys[0].client_order_id.clone(), broker_order_id: "b1".into() }).unwrap();
+    om.on_live_update(&LiveUpdate::Filled { client_order_id: buys[0].client_order_id.clone(), qty: dec!(50), price: dec!(5) }).unwrap();
+    let out = om.on_live_update(&LiveUpdate::Rejected { client_order_id: buys[1].client_order_id.clone(), reason: "RMS: margin exceeds".into() }).unwrap();
+    let failed: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "basket_failed").collect();
+    assert_eq!(failed.len(), 1, "{:?}", events(&out));
+    assert!(failed[0].1["reason"].as_str().unwrap().contains("leg 3 (buy 50 N120CE) rejected at the broker"), "{}", failed[0].1);
+    assert_eq!(failed[0].1["unwinding"], serde_json::json!(["N100PE"]));
+    let unwind = om.take_live_orders();
+    assert_eq!(unwind.iter().map(|o| (o.instrument.as_str(), o.side, o.qty)).collect::<Vec<_>>(), vec![("N100PE", OrderSide::Sell, dec!(50))], "no sell leg; the filled wing closed");
+}
