@@ -620,6 +620,19 @@ struct Document {
     market: MarketSection,
     #[serde(default)]
     telegram: Option<TelegramSection>,
+    #[serde(default)]
+    console: ConsoleSection,
+}
+
+/// `[console]`: the web console `run` serves beside the pipelines (and the defaults of
+/// `tradehost console`). Users and their password hashes are in the secrets file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// Where to listen (`127.0.0.1:8080`); absent: `run` serves no console.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Mark the session cookie `Secure` (behind a TLS proxy; also when it says `X-Forwarded-Proto: https`).
+    pub secure_cookies: bool,
 }
 
 /// A validated configuration.
@@ -641,6 +654,8 @@ pub struct Config {
     pub market: MarketSection,
     /// `[telegram]`, if alerts are wanted.
     pub telegram: Option<TelegramSection>,
+    /// `[console]`.
+    pub console: ConsoleSection,
 }
 
 fn paper() -> Spanned<String> {
@@ -752,7 +767,7 @@ impl Config {
             let message = e.message().trim().to_owned();
             error_at(path, text, span.start, &field_at(text, span.start), message)
         })?;
-        let mut config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, market: doc.market, telegram: doc.telegram };
+        let mut config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, market: doc.market, telegram: doc.telegram, console: doc.console };
         config.validate(text)?;
         config.market.calendar = std::sync::Arc::new(config.load_calendars(text)?);
         if let Some(rules) = config.load_contracts(text)? {

@@ -38,6 +38,7 @@ pub mod brokers;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod engine;
 #[cfg(test)]

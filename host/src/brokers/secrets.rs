@@ -48,6 +48,26 @@ struct SecretsFile {
     accounts: std::collections::HashMap<String, Credentials>,
     #[serde(default)]
     telegram: Option<TelegramSecrets>,
+    #[serde(default)]
+    console: Option<ConsoleSecrets>,
+}
+
+/// `[console.users.<name>]`: who may log in to the web console.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleSecrets {
+    #[serde(default)]
+    users: std::collections::BTreeMap<String, ConsoleUser>,
+}
+
+/// A console user: an argon2 hash of the password (`tradehost console --hash-password`), and a role.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleUser {
+    /// The password's argon2 hash, in PHC form (`$argon2id$…`).
+    pub password_hash: Secret,
+    /// `viewer` (watch) or `trader` (also place, flatten, reload).
+    pub role: String,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -98,7 +118,7 @@ impl SecretStore {
         let file: SecretsFile = toml::from_str(&text).map_err(|e| {
             let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             // The parser's message may quote the offending value: say where, not what.
-            anyhow::anyhow!("{}:{line}: the secrets file does not parse (expected [accounts.<id>] api_key/access_token and [telegram] bot_token)", path.display())
+            anyhow::anyhow!("{}:{line}: the secrets file does not parse (expected [accounts.<id>] api_key/access_token, [telegram] bot_token and [console.users.<name>] password_hash/role)", path.display())
         })?;
         Ok(Self { file, path: Some(path) })
     }
@@ -113,6 +133,12 @@ impl SecretStore {
             api_key: env_secret(&format!("TRADEHOST_{stem}_API_KEY")).or(file.api_key),
             access_token: env_secret(&format!("TRADEHOST_{stem}_ACCESS_TOKEN")).or(file.access_token),
         }
+    }
+
+    /// The web console's users, by name.
+    #[must_use]
+    pub fn console_users(&self) -> std::collections::BTreeMap<String, ConsoleUser> {
+        self.file.console.as_ref().map(|c| c.users.clone()).unwrap_or_default()
     }
 
     /// The Telegram bot token.

@@ -76,6 +76,10 @@ pub enum Event {
     OrdersSynced { account: String, broker: String, orders: usize, complete: bool, waited_ms: u64 },
     /// Decisions stopped waiting for an account's order sync after `waited_ms` (its broker is slow).
     OrderSyncOverdue { account: String, waited_ms: u64, detail: String },
+    /// Someone did something in the web console (`access`: their role; `action`: `login`, `logout`, a command, `order`, `basket`).
+    ConsoleAction { user: String, access: String, action: String, detail: String },
+    /// A console login was refused (a wrong password, an unknown user, too many tries).
+    ConsoleLoginRefused { user: String, from: String, reason: String },
     /// The kill switch was set or released by a command.
     KillSwitch { on: bool, command_id: String },
     /// A pipeline's plugin instance is up.
@@ -220,6 +224,8 @@ impl Event {
             Self::OrderStreamDown { .. } => "order_stream_down",
             Self::OrderUpdate { .. } => "order_update",
             Self::FeedError { .. } => "error",
+            Self::ConsoleAction { .. } => "console_action",
+            Self::ConsoleLoginRefused { .. } => "console_login_refused",
             Self::KillSwitch { .. } => "kill_switch",
             Self::PluginLoaded { .. } => "plugin_loaded",
             Self::PipelineStarted { .. } => "pipeline_started",

@@ -60,6 +60,22 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// The web console: watch and steer a running host from a browser (users and their
+    /// password hashes in the secrets file, `[console.users.<name>]`).
+    Console {
+        /// Configuration: the accounts, pipelines, bus and journal to show.
+        #[arg(long, default_value = "pipelines.toml")]
+        config: PathBuf,
+        /// Where to listen (default `[console] listen`, else 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Redis URL (else REDIS_URL, else `[bus] url`).
+        #[arg(long)]
+        redis: Option<String>,
+        /// Print the argon2 hash of the password read from standard input, for the secrets file, and exit.
+        #[arg(long)]
+        hash_password: bool,
+    },
     /// Per-account, per-day FIFO P&L from the orders journal; round trips as CSV.
     Report {
         /// The journal (default: `[host] journal` of pipelines.toml).
@@ -271,7 +287,49 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Monitor { redis, config, raw } => tokio_runtime()?.block_on(run_monitor(redis, &config, raw)),
+        Command::Console { config, listen, redis, hash_password } => {
+            if hash_password {
+                let mut password = String::new();
+                std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+                let password = password.trim_end_matches(['\n', '\r']);
+                anyhow::ensure!(!password.is_empty(), "no password on standard input");
+                println!("{}", crate::console::hash_password(password)?);
+                return Ok(());
+            }
+            tokio_runtime()?.block_on(run_console(&config, listen, redis))
+        }
     }
+}
+
+/// `tradehost console`: the web console over a host's Redis bus and its journal.
+async fn run_console(config: &Path, listen: Option<std::net::SocketAddr>, redis: Option<String>) -> anyhow::Result<()> {
+    let config = std::sync::Arc::new(crate::config::Config::load(config)?);
+    let url = redis.or_else(|| config.redis_url()).context("the console needs a Redis URL (--redis, REDIS_URL or [bus] url): an embedded bus lives inside its own process; `[console] listen` serves it from `run`")?;
+    let bus = crate::bus::Bus::redis(&url, &config.bus.prefix).await.with_context(|| format!("connecting to Redis at {url}"))?;
+    let users = crate::console::users(&config)?;
+    if users.is_empty() {
+        eprintln!("console: no users in the secrets file: add [console.users.<name>] password_hash (tradehost console --hash-password) and role");
+    }
+    let listen = listen.or(config.console.listen).unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let settings = crate::console::ConsoleSettings { listen, journal: config.resolve(&config.host.journal), secure_cookies: config.console.secure_cookies };
+    crate::console::serve(config, bus, settings, users, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

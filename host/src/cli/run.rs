@@ -175,6 +175,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         tokio::spawn(async move { crate::engine::service::serve(config, bus, lifecycle, plugin_rx, configs, commands, feeds, tokens).await })
     });
+    // `[console] listen`: the web console beside the pipelines, on the same bus and journal.
+    let console = match config.console.listen {
+        Some(listen) if matches!(args.role, Role::All | Role::Orders) => {
+            let users = crate::console::users(&config)?;
+            let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
+            let settings = crate::console::ConsoleSettings { listen, journal, secure_cookies: config.console.secure_cookies };
+            let mut stop = shutdown.clone();
+            let (config, bus) = (config.clone(), bus.clone());
+            Some(tokio::spawn(async move {
+                let until = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::console::serve(config, bus, settings, users, until).await {
+                    tracing::error!("console: {e:#}");
+                    eprintln!("tradehost: console: {e:#}");
+                }
+            }))
+        }
+        _ => None,
+    };
     let (engine_done_tx, engine_done) = watch::channel(engine.is_none());
     let orders = orders_commands.map(|commands| {
         let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
@@ -200,6 +220,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(p) = printer {
         tokio::time::sleep(Duration::from_millis(100)).await;
         p.abort();
+    }
+    if let Some(c) = console {
+        c.abort();
     }
     if let Some(pending) = alerts {
         // Alerts still queued (Telegram allows about one a second per chat) go

@@ -1,0 +1,684 @@
+//! The web console: watch and steer the host from a browser.
+//!
+//! `tradehost console` (or `[console] listen` under `run`) serves one page, embedded in
+//! the binary, and a small JSON API over the same bus and journal the other stages use:
+//! - the page follows the bus live over server-sent events (`GET /api/events`) and reads
+//!   positions, P&L, exits and orders with their state history from the journal
+//!   (`GET /api/state`, read-only);
+//! - a trader's actions become the commands of the commands channel (pause, resume,
+//!   reload, flatten, the kill switch, cancel, modify), and a manual order or an option
+//!   basket a `basket` command whose id is the ticket's request id: a double click, two
+//!   tabs or a retried POST place it once (the order manager places a basket id once);
+//! - `GET /metrics` is the Prometheus text of what the console has seen.
+//!
+//! Security: it listens on 127.0.0.1 unless told otherwise; users and their argon2
+//! password hashes live in the secrets file (`[console.users.<name>]`); a login sets an
+//! HttpOnly, SameSite=Strict session cookie (Secure behind TLS) and hands the page a CSRF
+//! token every state-changing request must carry; failed logins are limited per address;
+//! a viewer can watch but not act. No secret is ever sent to the page: the journal's
+//! tables hold none, and bus messages are scrubbed by their publishers. Every action is
+//! an event naming its user.
+
+mod metrics;
+mod payoff;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::brokers::secrets::SecretStore;
+use crate::bus::Bus;
+use crate::bus::events::{Event, Events};
+use crate::bus::message::CommandMessage;
+use crate::config::Config;
+
+pub use payoff::{Leg as PayoffLeg, Payoff, payoff};
+
+/// The page, embedded at build time.
+const INDEX: &str = include_str!("index.html");
+
+/// How long a session lasts without a new login.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Failed logins from one address within [`LOGIN_WINDOW`] before it must wait.
+const LOGIN_FAILURES: usize = 5;
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Bus messages kept for a page that opens late.
+const RECENT: usize = 300;
+/// The session cookie's name.
+const COOKIE: &str = "th_session";
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Watch.
+    Viewer,
+    /// Watch, and place, cancel, flatten, pause, resume and reload.
+    Trader,
+}
+
+impl Role {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "viewer" => Some(Self::Viewer),
+            "trader" => Some(Self::Trader),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Trader => "trader",
+        }
+    }
+}
+
+/// A console user: the PHC string of an argon2 hash of the password, and a role.
+#[derive(Debug, Clone)]
+pub struct User {
+    hash: crate::domain::Secret,
+    role: Role,
+}
+
+/// The argon2 hash (PHC string) of `password`, with a fresh salt: what goes in the
+/// secrets file as `password_hash`.
+///
+/// # Errors
+/// No randomness from the system.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::PasswordHasher as _;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness for a salt: {e}"))?;
+    let salt = argon2::password_hash::SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("hashing: {e}"))?.to_string())
+}
+
+/// Whether `password` matches the PHC hash `hash`.
+fn verify(password: &str, hash: &str) -> bool {
+    use argon2::PasswordVerifier as _;
+    argon2::password_hash::PasswordHash::new(hash).is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// A hash no password matches, verified for an unknown user so that a wrong name takes
+/// as long as a wrong password.
+const DECOY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE";
+
+fn token() -> String {
+    let mut bytes = [0u8; 24];
+    // Without system randomness there are no safe sessions: a fixed token would be worse.
+    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no system randomness for a session token: {e}"));
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Session {
+    user: String,
+    role: Role,
+    csrf: String,
+    expires: Instant,
+}
+
+/// What the console serves from.
+pub struct ConsoleSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The journal to read.
+    pub journal: PathBuf,
+    /// Mark cookies `Secure`.
+    pub secure_cookies: bool,
+}
+
+struct App {
+    config: Arc<Config>,
+    bus: Bus,
+    events: Events,
+    journal: PathBuf,
+    secure: bool,
+    users: BTreeMap<String, User>,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    feed: broadcast::Sender<(String, String)>,
+    seen: Mutex<Seen>,
+    metrics: metrics::Metrics,
+}
+
+/// An armed exit as the journal keeps it: stop, target, trailing percent, best price.
+type ExitRow = (Option<String>, Option<String>, Option<String>, String);
+
+/// What the console has seen on the bus.
+#[derive(Default)]
+struct Seen {
+    recent: VecDeque<Value>,
+    pipelines: BTreeMap<String, Value>,
+    alerts: VecDeque<Value>,
+    last: HashMap<String, rust_decimal::Decimal>,
+    equity: BTreeMap<String, VecDeque<(i64, String)>>,
+    last_equity_ts: i64,
+}
+
+/// The console's users from the secrets file beside `config`, checked: a role that is
+/// neither `viewer` nor `trader`, or a hash that is not an argon2 PHC string, is an error
+/// naming the user.
+///
+/// # Errors
+/// A secrets file that does not parse, or a bad user.
+pub fn users(config: &Config) -> anyhow::Result<BTreeMap<String, User>> {
+    let store = SecretStore::beside(config)?;
+    let mut out = BTreeMap::new();
+    for (name, u) in store.console_users() {
+        let where_ = store.path.as_ref().map_or_else(|| "the secrets file".to_owned(), |p| p.display().to_string());
+        let role = Role::parse(&u.role).with_context(|| format!("{where_}: [console.users.{name}] role = {:?}: expected \"viewer\" or \"trader\"", u.role))?;
+        if argon2::password_hash::PasswordHash::new(u.password_hash.expose()).is_err() {
+            anyhow::bail!("{where_}: [console.users.{name}] password_hash is not an argon2 hash (make one with `tradehost console --hash-password`)");
+        }
+        out.insert(name, User { hash: u.password_hash, role });
+    }
+    Ok(out)
+}
+
+/// Serve the console until `shutdown` resolves.
+///
+/// # Errors
+/// The address cannot be bound, or the bus cannot be subscribed to.
+pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, users: BTreeMap<String, User>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let (feed, _) = broadcast::channel(1024);
+    let app = Arc::new(App {
+        config,
+        events: Events::new(bus.clone(), "console"),
+        bus: bus.clone(),
+        journal: settings.journal,
+        secure: settings.secure_cookies,
+        users,
+        sessions: Mutex::default(),
+        failures: Mutex::default(),
+        feed,
+        seen: Mutex::default(),
+        metrics: metrics::Metrics::default(),
+    });
+    let mut sub = bus.subscribe(&[bus.channels().all()]).await.context("subscribing to the bus")?;
+    let watcher = app.clone();
+    let follow = tokio::spawn(async move {
+        while let Some((channel, payload)) = sub.recv().await {
+            watcher.take(&channel, &payload);
+            let _ = watcher.feed.send((channel, payload));
+        }
+    });
+    let router = Router::new()
+        .route("/", get(index))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/session", get(session))
+        .route("/api/state", get(state))
+        .route("/api/events", get(events))
+        .route("/api/command", post(command))
+        .route("/api/orders", post(manual_order))
+        .route("/api/baskets", post(basket))
+        .route("/api/payoff", post(payoff_of))
+        .route("/api/instruments", get(instruments))
+        .route("/metrics", get(metrics))
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding the console to {}", settings.listen))?;
+    let bound = listener.local_addr().unwrap_or(settings.listen);
+    tracing::info!("console on http://{bound}");
+    println!("console: http://{bound}");
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await;
+    follow.abort();
+    served.context("serving the console")
+}
+
+impl App {
+    /// Take in one bus message: the recent list, pipelines, alerts, last prices, metrics.
+    fn take(&self, channel: &str, payload: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(payload) else { return };
+        self.metrics.observe(&v);
+        let Ok(mut seen) = self.seen.lock() else { return };
+        let kind = v["type"].as_str().unwrap_or_default();
+        if kind == "quotes" {
+            for q in v["quotes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                if let (Some(i), Some(p)) = (q["instrument"].as_str(), q["close"].as_str().and_then(|p| p.parse().ok())) {
+                    seen.last.insert(i.to_owned(), p);
+                }
+            }
+            let ts = v["ts"].as_i64().unwrap_or(0);
+            // The intraday equity curve: each account's P&L, at most once a market minute.
+            if ts >= seen.last_equity_ts + 60_000 {
+                seen.last_equity_ts = ts;
+                let last = seen.last.clone();
+                if let Ok(accounts) = self.accounts(&last) {
+                    for (id, a) in accounts.as_object().into_iter().flatten() {
+                        let curve = seen.equity.entry(id.clone()).or_default();
+                        if curve.len() == 500 {
+                            curve.pop_front();
+                        }
+                        curve.push_back((ts, a["total"].as_str().unwrap_or("0").to_owned()));
+                    }
+                }
+            }
+            return;
+        }
+        if kind == "heartbeat" {
+            return;
+        }
+        let entry = json!({ "channel": channel, "message": v });
+        if seen.recent.len() == RECENT {
+            seen.recent.pop_front();
+        }
+        seen.recent.push_back(entry);
+        if v["alert"] == true || matches!(v["event"].as_str(), Some("plugin_failed" | "feed_stale" | "token_expired" | "risk_breaker")) {
+            if seen.alerts.len() == 50 {
+                seen.alerts.pop_front();
+            }
+            seen.alerts.push_back(v.clone());
+        }
+        let pipeline = v["pipeline"].as_str().map(str::to_owned);
+        if let Some(p) = pipeline {
+            let row = seen.pipelines.entry(p.clone()).or_insert_with(|| json!({ "pipeline": p, "state": "unknown", "swaps": 0, "quarantines": 0 }));
+            match (kind, v["event"].as_str()) {
+                ("signal", _) => row["last_signal"] = json!({ "side": v["side"], "instrument": v["instrument"], "ts": v["ts"], "reason": v["reason"] }),
+                (_, Some("plugin_loaded")) => {
+                    row["plugin"] = v["plugin"].clone();
+                    row["version"] = v["version"].clone();
+                }
+                (_, Some("pipeline_started" | "pipeline_resumed" | "plugin_restarted")) => row["state"] = json!("running"),
+                (_, Some("pipeline_paused")) => row["state"] = json!("paused"),
+                (_, Some("pipeline_waiting")) => row["state"] = json!("waiting"),
+                (_, Some("pipeline_finished")) => row["state"] = json!("finished"),
+                (_, Some("pipeline_stopped")) => row["state"] = json!("stopped"),
+                (_, Some("pipeline_failed")) => row["state"] = json!("failed"),
+                (_, Some("plugin_swapped")) => {
+                    row["swaps"] = json!(row["swaps"].as_u64().unwrap_or(0) + 1);
+                    row["version"] = v["new_version"].clone();
+                }
+                (_, Some("plugin_failed")) => {
+                    row["quarantines"] = json!(row["quarantines"].as_u64().unwrap_or(0) + 1);
+                    row["state"] = json!("quarantined");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Each account's positions, P&L (realized, unrealized at the last price) and armed
+    /// exits, from the journal (read-only; an absent journal is an empty account).
+    fn accounts(&self, last: &HashMap<String, rust_decimal::Decimal>) -> anyhow::Result<Value> {
+        use rust_decimal::Decimal;
+        let mut out = serde_json::Map::new();
+        for a in &self.config.accounts {
+            out.insert(a.id.get_ref().clone(), json!({ "broker": a.broker.get_ref(), "mode": format!("{:?}", a.mode).to_lowercase(), "positions": {}, "realized": "0", "unrealized": "0", "total": "0" }));
+        }
+        let Some(db) = self.open_journal()? else { return Ok(Value::Object(out)) };
+        let mut stmt = db.prepare("SELECT account, instrument, qty, avg_price, realized FROM positions ORDER BY account, instrument")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?)))?;
+        let mut sums: HashMap<String, (Decimal, Decimal)> = HashMap::new();
+        for row in rows {
+            let (account, instrument, qty, avg, realized) = row?;
+            let (q, p, r) = (qty.parse::<Decimal>().unwrap_or_default(), avg.parse::<Decimal>().unwrap_or_default(), realized.parse::<Decimal>().unwrap_or_default());
+            let mark = last.get(&instrument).copied();
+            let unrealized = mark.and_then(|m| m.checked_sub(p)).and_then(|d| d.checked_mul(q)).unwrap_or_default();
+            let sum = sums.entry(account.clone()).or_default();
+            sum.0 = sum.0.checked_add(r).unwrap_or(sum.0);
+            sum.1 = sum.1.checked_add(unrealized).unwrap_or(sum.1);
+            if q.is_zero() {
+                continue;
+            }
+            let exit: Option<ExitRow> = db
+                .query_row("SELECT stop, target, trail_pct, best FROM exits WHERE account = ?1 AND instrument = ?2", [&account, &instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .ok();
+            let entry = out.entry(account.clone()).or_insert_with(|| json!({ "positions": {} }));
+            entry["positions"][&instrument] = json!({
+                "qty": q.normalize().to_string(), "avg_price": p.normalize().to_string(), "last": mark.map(|m| m.normalize().to_string()),
+                "unrealized": unrealized.round_dp(2).normalize().to_string(),
+                "exit": exit.map(|(stop, target, trail, best)| json!({ "stop": stop, "target": target, "trailing_pct": trail, "best": best })),
+            });
+        }
+        for (account, (realized, unrealized)) in sums {
+            let entry = out.entry(account).or_insert_with(|| json!({ "positions": {} }));
+            entry["realized"] = json!(realized.round_dp(2).normalize().to_string());
+            entry["unrealized"] = json!(unrealized.round_dp(2).normalize().to_string());
+            entry["total"] = json!(realized.checked_add(unrealized).unwrap_or(realized).round_dp(2).normalize().to_string());
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// The latest orders with their state-machine history.
+    fn orders(&self) -> anyhow::Result<Vec<Value>> {
+        let Some(db) = self.open_journal()? else { return Ok(Vec::new()) };
+        let mut stmt = db.prepare(
+            "SELECT client_order_id, account, pipeline, instrument, side, qty, state, fill_price, COALESCE(filled_qty, ''), COALESCE(order_type, 'MARKET'), limit_price, trigger_price, parent, broker_order_id
+             FROM orders ORDER BY rowid DESC LIMIT 100",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(json!({
+                "client_order_id": r.get::<_, String>(0)?, "account": r.get::<_, String>(1)?, "pipeline": r.get::<_, String>(2)?, "instrument": r.get::<_, String>(3)?,
+                "side": r.get::<_, String>(4)?, "qty": r.get::<_, String>(5)?, "state": r.get::<_, String>(6)?, "fill_price": r.get::<_, Option<String>>(7)?,
+                "filled_qty": r.get::<_, String>(8)?, "order_type": r.get::<_, String>(9)?, "price": r.get::<_, Option<String>>(10)?, "trigger": r.get::<_, Option<String>>(11)?,
+                "parent": r.get::<_, Option<String>>(12)?, "broker_order_id": r.get::<_, Option<String>>(13)?,
+            }))
+        })?;
+        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut history = db.prepare("SELECT from_state, event, to_state, at FROM transitions WHERE client_order_id = ?1 ORDER BY seq")?;
+        for o in &mut out {
+            let coid = o["client_order_id"].as_str().unwrap_or_default().to_owned();
+            let steps = history.query_map([coid], |r| Ok(json!({ "from": r.get::<_, String>(0)?, "event": r.get::<_, String>(1)?, "to": r.get::<_, String>(2)?, "at": r.get::<_, i64>(3)? })))?;
+            o["history"] = Value::Array(steps.collect::<rusqlite::Result<Vec<_>>>()?);
+        }
+        Ok(out)
+    }
+
+    fn open_journal(&self) -> anyhow::Result<Option<rusqlite::Connection>> {
+        if !self.journal.exists() {
+            return Ok(None);
+        }
+        let db = rusqlite::Connection::open_with_flags(&self.journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(|| format!("opening {}", self.journal.display()))?;
+        db.busy_timeout(Duration::from_secs(2))?;
+        // A journal that has not made a table yet reads as empty.
+        let ready: bool = db.query_row("SELECT COUNT(*) = 2 FROM sqlite_master WHERE name IN ('orders', 'positions')", [], |r| r.get(0))?;
+        Ok(ready.then_some(db))
+    }
+
+    /// The session of a request's cookie, if it is live.
+    fn session(&self, headers: &HeaderMap) -> Option<(String, Role, String)> {
+        let cookie = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|c| c.split(';')).find_map(|kv| kv.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_owned))?;
+        let mut sessions = self.sessions.lock().ok()?;
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.get(&cookie).map(|s| (s.user.clone(), s.role, s.csrf.clone()))
+    }
+
+    async fn did(&self, user: &str, role: Role, action: &str, detail: String) {
+        self.events.publish(&Event::ConsoleAction { user: user.to_owned(), access: role.as_str().to_owned(), action: action.to_owned(), detail }).await;
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// A request refused: its status and why.
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+/// The user of a state-changing request: a live session, its CSRF token in `X-CSRF-Token`,
+/// and the trader role. Else the response that refuses it (401, 403).
+fn trader(app: &App, headers: &HeaderMap) -> Result<(String, Role), Refused> {
+    let Some((user, role, csrf)) = app.session(headers) else { return Err(Refused(StatusCode::UNAUTHORIZED, "log in first".into())) };
+    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if sent.is_empty() || !constant_eq(sent.as_bytes(), csrf.as_bytes()) {
+        return Err(Refused(StatusCode::FORBIDDEN, "missing or wrong CSRF token: reload the page".into()));
+    }
+    if role != Role::Trader {
+        return Err(Refused(StatusCode::FORBIDDEN, "a viewer cannot place, cancel, flatten, pause or reload".into()));
+    }
+    Ok((user, role))
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn index() -> Response {
+    let mut r = (StatusCode::OK, INDEX).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn login(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let user = body["user"].as_str().unwrap_or_default().chars().take(64).collect::<String>();
+    let password = body["password"].as_str().unwrap_or_default();
+    let now = Instant::now();
+    let limited = app.failures.lock().is_ok_and(|mut f| {
+        let tries = f.entry(peer.ip()).or_default();
+        while tries.front().is_some_and(|t| now.duration_since(*t) > LOGIN_WINDOW) {
+            tries.pop_front();
+        }
+        tries.len() >= LOGIN_FAILURES
+    });
+    if limited {
+        app.metrics.login_refused("rate_limited");
+        app.events.publish(&Event::ConsoleLoginRefused { user: user.clone(), from: peer.ip().to_string(), reason: "too many failed logins".into() }).await;
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too many failed logins from this address: wait a minute");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    let known = app.users.get(&user);
+    let hash = known.map_or(DECOY, |u| u.hash.expose());
+    let hash = hash.to_owned();
+    let pw = password.to_owned();
+    let ok = tokio::task::spawn_blocking(move || verify(&pw, &hash)).await.unwrap_or(false) && known.is_some();
+    let Some(u) = known.filter(|_| ok) else {
+        if let Ok(mut f) = app.failures.lock() {
+            f.entry(peer.ip()).or_default().push_back(now);
+        }
+        app.metrics.login_refused("bad_credentials");
+        app.events.publish(&Event::ConsoleLoginRefused { user, from: peer.ip().to_string(), reason: "wrong user or password".into() }).await;
+        return error(StatusCode::UNAUTHORIZED, "wrong user or password");
+    };
+    let (sid, csrf) = (token(), token());
+    if let Ok(mut s) = app.sessions.lock() {
+        s.insert(sid.clone(), Session { user: user.clone(), role: u.role, csrf: csrf.clone(), expires: now + SESSION_TTL });
+    }
+    app.did(&user, u.role, "login", format!("from {}", peer.ip())).await;
+    let secure = app.secure || headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    let cookie = format!("{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}", SESSION_TTL.as_secs(), if secure { "; Secure" } else { "" });
+    let mut r = Json(json!({ "user": user, "role": u.role, "csrf": csrf })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let Some((user, role, csrf)) = app.session(&headers) else { return error(StatusCode::UNAUTHORIZED, "not logged in") };
+    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !constant_eq(sent.as_bytes(), csrf.as_bytes()) {
+        return error(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
+    }
+    if let Ok(mut s) = app.sessions.lock() {
+        s.retain(|_, s| s.csrf != csrf);
+    }
+    app.did(&user, role, "logout", String::new()).await;
+    let mut r = Json(json!({ "ok": true })).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("th_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"));
+    r
+}
+
+async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match app.session(&headers) {
+        Some((user, role, csrf)) => Json(json!({ "user": user, "role": role, "csrf": csrf })).into_response(),
+        None => error(StatusCode::UNAUTHORIZED, "log in first"),
+    }
+}
+
+async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if app.session(&headers).is_none() {
+        return error(StatusCode::UNAUTHORIZED, "log in first");
+    }
+    let (last, recent, pipelines, alerts, equity) = match app.seen.lock() {
+        Ok(s) => (s.last.clone(), s.recent.iter().cloned().collect::<Vec<_>>(), s.pipelines.clone(), s.alerts.iter().cloned().collect::<Vec<_>>(), s.equity.clone()),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "state unavailable"),
+    };
+    let app2 = app.clone();
+    let read = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((app2.accounts(&last)?, app2.orders()?))).await;
+    let (accounts, orders) = match read {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &crate::domain::secret::scrub(&format!("journal: {e:#}"))),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "journal read failed"),
+    };
+    // Every configured pipeline, seen on the bus or not yet.
+    let mut pipes = pipelines;
+    for p in &app.config.pipelines {
+        pipes.entry(p.id.get_ref().clone()).or_insert_with(|| json!({ "pipeline": p.id.get_ref(), "state": "unknown", "plugin": p.plugin.get_ref(), "swaps": 0, "quarantines": 0 }));
+    }
+    let equity: BTreeMap<String, Vec<Value>> = equity.into_iter().map(|(k, v)| (k, v.into_iter().map(|(t, p)| json!([t, p])).collect())).collect();
+    Json(json!({
+        "accounts": accounts, "orders": orders, "pipelines": pipes.into_values().collect::<Vec<_>>(), "alerts": alerts, "recent": recent, "equity": equity,
+    }))
+    .into_response()
+}
+
+async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if app.session(&headers).is_none() {
+        return error(StatusCode::UNAUTHORIZED, "log in first");
+    }
+    let rx = app.feed.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok((channel, payload)) => {
+                    if payload.contains("\"type\":\"heartbeat\"") {
+                        continue;
+                    }
+                    let data = json!({ "channel": channel, "message": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null) }).to_string();
+                    return Some((Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)), rx));
+                }
+                // A slow page missed some: it reloads its state.
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some((Ok(SseEvent::default().event("lagged").data("{}")), rx)),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+/// The commands a trader may send from the page.
+const COMMANDS: [&str; 10] = ["pause", "resume", "start", "stop", "reload", "flatten", "kill", "release", "cancel", "modify"];
+
+/// Publish a command built from `fields`, checked as the services will check it.
+async fn send_command(app: &App, user: &str, role: Role, id: &str, fields: Value, action: &str) -> Response {
+    let mut msg = json!({ "v": 1, "type": "command", "id": id, "ts": crate::bus::message::now_ms() });
+    for (k, v) in fields.as_object().into_iter().flatten() {
+        msg[k] = v.clone();
+    }
+    let text = msg.to_string();
+    let checked = CommandMessage::parse(&text).and_then(|c| c.command().map(|_| c));
+    if let Err(e) = checked {
+        return error(StatusCode::BAD_REQUEST, &e);
+    }
+    if let Err(e) = app.bus.publish(&app.bus.channels().commands(), &text).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, &format!("the bus did not take the command: {e}"));
+    }
+    app.metrics.action(action);
+    app.did(user, role, action, crate::bus::message::printable(&fields.to_string(), 300)).await;
+    (StatusCode::ACCEPTED, Json(json!({ "id": id, "accepted": true }))).into_response()
+}
+
+async fn command(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let (user, role) = match trader(&app, &headers) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    let cmd = body["cmd"].as_str().unwrap_or_default();
+    if !COMMANDS.contains(&cmd) {
+        return error(StatusCode::BAD_REQUEST, &format!("unknown or not allowed here: {:?} (one of {})", crate::bus::message::printable(cmd, 40), COMMANDS.join(", ")));
+    }
+    let mut fields = serde_json::Map::new();
+    for k in ["cmd", "pipeline", "account", "client_order_id", "price", "trigger"] {
+        if let Some(v) = body.get(k).filter(|v| !v.is_null()) {
+            fields.insert(k.to_owned(), v.clone());
+        }
+    }
+    let id = format!("console-{}", token());
+    send_command(&app, &user, role, &id, Value::Object(fields), cmd).await
+}
+
+/// A ticket's request id: letters, digits, `-` and `_`, 8 to 64 of them.
+fn request_id(body: &Value) -> Result<String, Refused> {
+    let id = body["request_id"].as_str().unwrap_or_default();
+    if (8..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        Ok(id.to_owned())
+    } else {
+        Err(Refused(StatusCode::BAD_REQUEST, "request_id: 8 to 64 letters, digits, - or _ (one per ticket: a retry sends the same)".into()))
+    }
+}
+
+/// A manual order: one leg, placed exactly once per request id through the order
+/// manager's basket path (risk rules, journal, managed exits as for any order).
+async fn manual_order(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let (user, role) = match trader(&app, &headers) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    let rid = match request_id(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let leg = json!({ "instrument": body["instrument"], "side": body["side"], "qty": body["qty"] });
+    let fields = json!({ "cmd": "basket", "account": body["account"], "legs": [leg], "unwind": false });
+    send_command(&app, &user, role, &format!("manual-{rid}"), fields, "order").await
+}
+
+/// An option basket (legs bought first, then sold), once per request id.
+async fn basket(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let (user, role) = match trader(&app, &headers) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    let rid = match request_id(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let legs: Vec<Value> = body["legs"].as_array().map(|l| l.iter().map(|l| json!({ "instrument": l["instrument"], "side": l["side"], "qty": l["qty"] })).collect()).unwrap_or_default();
+    let fields = json!({ "cmd": "basket", "account": body["account"], "legs": legs, "unwind": body["unwind"].as_bool().unwrap_or(true) });
+    send_command(&app, &user, role, &format!("basket-{rid}"), fields, "basket").await
+}
+
+/// The payoff of a basket at expiry and today (Black-76 from each leg's implied volatility).
+async fn payoff_of(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if app.session(&headers).is_none() {
+        return error(StatusCode::UNAUTHORIZED, "log in first");
+    }
+    match serde_json::from_value::<payoff::Request>(body) {
+        Ok(req) => match payoff(&req) {
+            Ok(p) => Json(p).into_response(),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e),
+        },
+        Err(e) => error(StatusCode::BAD_REQUEST, &format!("basket: {e}")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Search {
+    #[serde(default)]
+    q: String,
+}
+
+/// Instruments matching `q`: the pipelines' symbols, the positions' and the prices seen.
+async fn instruments(State(app): State<Arc<App>>, headers: HeaderMap, Query(search): Query<Search>) -> Response {
+    if app.session(&headers).is_none() {
+        return error(StatusCode::UNAUTHORIZED, "log in first");
+    }
+    let q = search.q.to_ascii_uppercase();
+    let mut all: std::collections::BTreeSet<String> = app.config.pipelines.iter().flat_map(|p| p.symbols.get_ref().iter().cloned()).collect();
+    if let Ok(s) = app.seen.lock() {
+        all.extend(s.last.keys().cloned());
+    }
+    let found: Vec<String> = all.into_iter().filter(|i| i.contains(&q)).take(20).collect();
+    Json(json!({ "instruments": found })).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut r = (StatusCode::OK, app.metrics.render()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    r
+}

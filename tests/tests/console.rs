@@ -1,0 +1,327 @@
+//! The web console over HTTP: a real `tradehost run` (paper, a synthetic market) and a
+//! real `tradehost console`, on a Redis server the test starts. No session: 401; a wrong
+//! or missing CSRF token: 403; a viewer acting: 403; a login flood: 429. A trader's
+//! manual order, sent twice with one request id, is one order, and it fills; the live
+//! feed shows signals as they happen; `/metrics` counts them; no response ever carries a
+//! password, a hash or a broker credential.
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tradehost_tests::{Collector, RedisServer, tradehost_bin, write_config};
+
+const TRADER_PASSWORD: &str = "correct horse battery staple";
+const VIEWER_PASSWORD: &str = "viewer-only-pass-42";
+const BROKER_KEY: &str = "sk-live-BROKERKEY-9f8e7d";
+
+/// The argon2 hash `tradehost console --hash-password` prints for `password`.
+fn hash(password: &str) -> String {
+    let mut child = Command::new(tradehost_bin()).args(["console", "--hash-password"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(text.starts_with("$argon2id$"), "{text}");
+    text
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every response seen, to be searched for secrets at the end.
+#[derive(Default)]
+struct Seen(Vec<String>);
+
+struct Web {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Web {
+    async fn call(&self, seen: &mut Seen, method: &str, path: &str, cookie: Option<&str>, csrf: Option<&str>, body: Option<Value>) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = match method {
+            "POST" => self.http.post(format!("{}{path}", self.base)),
+            _ => self.http.get(format!("{}{path}", self.base)),
+        };
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        let text = r.text().await.unwrap();
+        seen.0.push(format!("{headers:?} {text}"));
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn login(&self, seen: &mut Seen, user: &str, password: &str) -> (u16, Option<String>, Value) {
+        let (status, headers, body) = self.call(seen, "POST", "/api/login", None, None, Some(json!({ "user": user, "password": password }))).await;
+        let cookie = headers.get("set-cookie").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        (status, cookie, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_guards_its_doors_places_a_ticket_once_and_never_sends_a_secret() {
+    let redis = RedisServer::start();
+    let collector = Collector::start(&redis.url());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[[accounts]]
+id = "paper-1"
+capital = 10000000
+mode = "long"
+sizing = { kind = "fixed", qty = 10 }
+risk = { cooldown_secs = 0 }
+
+[[pipelines]]
+id = "nifty-ma"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["paper-1"]
+source = { kind = "synthetic", seed = 3, days = 2, speed = 600 }
+[pipelines.params]
+fast = 5
+slow = 20
+"#,
+        1,
+    );
+    let (trader_hash, viewer_hash) = (hash(TRADER_PASSWORD), hash(VIEWER_PASSWORD));
+    std::fs::write(
+        dir.path().join("secrets.toml"),
+        format!("[accounts.kite-x]\napi_key = \"{BROKER_KEY}\"\n\n[console.users.asha]\npassword_hash = \"{trader_hash}\"\nrole = \"trader\"\n\n[console.users.vik]\npassword_hash = \"{viewer_hash}\"\nrole = \"viewer\"\n"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spawn = |args: &[&str]| {
+        Command::new(tradehost_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("REDIS_URL", redis.url())
+            .env_remove("TRADEHOST_SECRETS")
+            .env_remove("TRADING_MODE")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let _run = Stop(spawn(&["run", "--quiet"]));
+    let listen = format!("127.0.0.1:{port}");
+    let _console = Stop(spawn(&["console", "--listen", &listen]));
+    let web = Web { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(), base: format!("http://{listen}") };
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = web.http.get(&web.base).send().await {
+            assert_eq!(r.status().as_u16(), 200);
+            let page = r.text().await.unwrap();
+            assert!(page.contains("tradehost console"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the console did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // No session: 401, for reading and for acting.
+    for (method, path) in [("GET", "/api/state"), ("GET", "/api/events"), ("GET", "/api/session"), ("POST", "/api/command"), ("POST", "/api/orders")] {
+        let (status, _, _) = web.call(&mut seen, method, path, None, None, Some(json!({ "cmd": "kill" }))).await;
+        assert_eq!(status, 401, "{method} {path}");
+    }
+    assert_eq!(web.login(&mut seen, "asha", "wrong").await.0, 401);
+    assert_eq!(web.login(&mut seen, "nobody", TRADER_PASSWORD).await.0, 401);
+
+    // The trader logs in: an HttpOnly, SameSite=Strict cookie (not Secure over plain HTTP) and a CSRF token.
+    let (status, cookie, body) = web.login(&mut seen, "asha", TRADER_PASSWORD).await;
+    assert_eq!(status, 200, "{body}");
+    let cookie = cookie.expect("a session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let csrf = body["csrf"].as_str().unwrap().to_owned();
+    assert_eq!(body["role"], "trader");
+
+    // Acting without the CSRF token, or with another: 403, and nothing reaches the bus.
+    assert_eq!(web.call(&mut seen, "POST", "/api/command", Some(&session), None, Some(json!({ "cmd": "kill" }))).await.0, 403);
+    assert_eq!(web.call(&mut seen, "POST", "/api/command", Some(&session), Some("0123456789abcdef"), Some(json!({ "cmd": "kill" }))).await.0, 403);
+    // Commands the page may not send, and bad ones, are refused naming why.
+    let (status, _, body) = web.call(&mut seen, "POST", "/api/command", Some(&session), Some(&csrf), Some(json!({ "cmd": "shutdown" }))).await;
+    assert_eq!((status, body["error"].as_str().is_some_and(|e| e.contains("not allowed"))), (400, true), "{body}");
+    let (status, _, body) = web.call(&mut seen, "POST", "/api/command", Some(&session), Some(&csrf), Some(json!({ "cmd": "flatten" }))).await;
+    assert_eq!((status, body["error"].as_str().is_some_and(|e| e.contains("account"))), (400, true), "{body}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(collector.of("trading:commands", "command").is_empty(), "nothing was sent yet");
+
+    // The live feed: signals appear as they happen.
+    let mut events = web.http.get(format!("{}/api/events", web.base)).header("cookie", &session).timeout(Duration::from_secs(60)).send().await.unwrap();
+    assert_eq!(events.status().as_u16(), 200);
+    assert!(events.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut stream = String::new();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while !stream.contains("\"type\":\"signal\"") {
+        assert!(Instant::now() < deadline, "no signal on the live feed: {}", &stream[..stream.len().min(2000)]);
+        if let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(5), events.chunk()).await {
+            stream.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    seen.0.push(stream.clone());
+    drop(events);
+
+    // A manual order, sent twice with one request id (a double click), and once more
+    // concurrently (a second tab): one order, and it fills.
+    let ticket = json!({ "request_id": "ticket-0001-abc", "account": "paper-1", "instrument": "NIFTY", "side": "buy", "qty": "3" });
+    let (mut s1, mut s2, mut s3) = (Seen::default(), Seen::default(), Seen::default());
+    let (a, b, c) = tokio::join!(
+        web.call(&mut s1, "POST", "/api/orders", Some(&session), Some(&csrf), Some(ticket.clone())),
+        web.call(&mut s2, "POST", "/api/orders", Some(&session), Some(&csrf), Some(ticket.clone())),
+        web.call(&mut s3, "POST", "/api/orders", Some(&session), Some(&csrf), Some(ticket.clone())),
+    );
+    seen.0.extend(s1.0.into_iter().chain(s2.0).chain(s3.0));
+    assert_eq!((a.0, b.0, c.0), (202, 202, 202), "{:?}", (a.2, b.2, c.2));
+    let db_path = dir.path().join("journal.sqlite");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let manual = loop {
+        let rows: Vec<(String, String, String)> = rusqlite::Connection::open(&db_path)
+            .and_then(|db| {
+                db.prepare("SELECT qty, state, side FROM orders WHERE pipeline = 'basket' AND account = 'paper-1'")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap_or_default();
+        if rows.iter().any(|r| r.1 == "filled") {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "the manual order did not fill: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(manual, vec![("3".to_owned(), "filled".to_owned(), "buy".to_owned())], "one order for three submissions of one ticket");
+    let (status, _, state) = web.call(&mut seen, "GET", "/api/state", Some(&session), None, None).await;
+    assert_eq!(status, 200);
+    assert!(state["orders"].as_array().unwrap().iter().any(|o| o["pipeline"] == "basket" && o["state"] == "filled" && o["history"].as_array().is_some_and(|h| !h.is_empty())), "{state}");
+    assert!(state["pipelines"].as_array().unwrap().iter().any(|p| p["pipeline"] == "nifty-ma"));
+
+    // The viewer watches but cannot act.
+    let (status, viewer_cookie, body) = web.login(&mut seen, "vik", VIEWER_PASSWORD).await;
+    assert_eq!((status, body["role"].as_str()), (200, Some("viewer")));
+    let viewer = viewer_cookie.unwrap().split(';').next().unwrap().to_owned();
+    let viewer_csrf = body["csrf"].as_str().unwrap().to_owned();
+    assert_eq!(web.call(&mut seen, "GET", "/api/state", Some(&viewer), None, None).await.0, 200);
+    for (path, b) in [("/api/command", json!({ "cmd": "flatten", "account": "paper-1" })), ("/api/orders", ticket.clone())] {
+        let (status, _, body) = web.call(&mut seen, "POST", path, Some(&viewer), Some(&viewer_csrf), Some(b)).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+
+    // The trader flattens: the command goes on the bus, and the action is an event naming her.
+    let (status, _, body) = web.call(&mut seen, "POST", "/api/command", Some(&session), Some(&csrf), Some(json!({ "cmd": "flatten", "account": "paper-1" }))).await;
+    assert_eq!(status, 202, "{body}");
+    let sent = collector.wait_for(Duration::from_secs(10), |c, v| c == "trading:commands" && v["cmd"] == "flatten").expect("the flatten command on the bus");
+    assert_eq!(sent["account"], "paper-1");
+    let did = collector.wait_for(Duration::from_secs(10), |_, v| v["event"] == "console_action" && v["action"] == "flatten").expect("the action as an event");
+    assert_eq!((did["user"].as_str(), did["access"].as_str()), (Some("asha"), Some("trader")));
+    assert_eq!(collector.of("trading:commands", "command").iter().filter(|c| c["cmd"] == "basket").count(), 3, "each submission reached the bus; the order manager placed one");
+
+    // Metrics.
+    let (status, _, metrics) = web.call(&mut seen, "GET", "/metrics", None, None, None).await;
+    let text = metrics.as_str().unwrap_or_default().to_owned();
+    assert_eq!(status, 200);
+    assert!(text.contains("tradehost_signals_total{pipeline=\"nifty-ma\"}"), "{text}");
+    assert!(text.contains("tradehost_console_actions_total{action=\"order\"} 3"), "{text}");
+    assert!(text.contains("tradehost_order_transitions_total{state=\"filled\"}"), "{text}");
+
+    // A login flood from one address: after five failures in a minute (two above, three
+    // here), 429, even with the right password.
+    for _ in 0..3 {
+        assert_eq!(web.login(&mut seen, "asha", "guess").await.0, 401);
+    }
+    let (status, _, _) = web.call(&mut seen, "POST", "/api/login", None, None, Some(json!({ "user": "asha", "password": TRADER_PASSWORD }))).await;
+    assert_eq!(status, 429);
+
+    // No secret in anything the console sent.
+    for text in &seen.0 {
+        for secret in [TRADER_PASSWORD, VIEWER_PASSWORD, BROKER_KEY, trader_hash.as_str(), viewer_hash.as_str(), "$argon2"] {
+            assert!(!text.contains(secret), "a response carries a secret ({}…): {}", &secret[..6], &text[..text.len().min(300)]);
+        }
+    }
+}
+
+/// `[console] listen` serves the console from `run` itself, on its embedded bus: the demo's way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_the_console_on_its_embedded_bus_when_the_config_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[console]
+listen = "127.0.0.1:{port}"
+
+[[accounts]]
+id = "paper-1"
+capital = 10000000
+sizing = {{ kind = "fixed", qty = 10 }}
+
+[[pipelines]]
+id = "nifty-ma"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["paper-1"]
+source = {{ kind = "synthetic", seed = 3, days = 2, speed = 600 }}
+"#
+        ),
+        1,
+    );
+    std::fs::write(dir.path().join("secrets.toml"), format!("[console.users.asha]\npassword_hash = \"{}\"\nrole = \"trader\"\n", hash(TRADER_PASSWORD))).unwrap();
+    let _run = Stop(
+        Command::new(tradehost_bin())
+            .args(["run", "--quiet", "--config"])
+            .arg(&config)
+            .env_remove("REDIS_URL")
+            .env_remove("TRADEHOST_SECRETS")
+            .env_remove("TRADING_MODE")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let web = Web { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(), base: format!("http://127.0.0.1:{port}") };
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (cookie, _) = loop {
+        if let Ok(r) = web.http.post(format!("{}/api/login", web.base)).json(&json!({ "user": "asha", "password": TRADER_PASSWORD })).send().await {
+            assert_eq!(r.status().as_u16(), 200);
+            let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+            break (cookie, r.text().await.unwrap());
+        }
+        assert!(Instant::now() < deadline, "run did not serve the console");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Signals reach the page's state from the embedded bus.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let (status, _, state) = web.call(&mut seen, "GET", "/api/state", Some(&cookie), None, None).await;
+        assert_eq!(status, 200);
+        if state["pipelines"].as_array().unwrap().iter().any(|p| p["pipeline"] == "nifty-ma" && p["last_signal"].is_object()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no signal seen: {state}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
