@@ -239,6 +239,38 @@ fn quote(ts: i64, price: Decimal) -> tradehost::bus::message::QuotesMessage {
     tradehost::bus::message::QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("rel/{ts}"), ts, quotes: vec![q], after_signal: None, last: false }
 }
 
+/// RELIANCE at 100 a minute before `T`, then the strategy buys: the entry fills and the
+/// position's protective stop is accepted at the broker.
+async fn enter_reliance_at_100(om: &mut OrderManager, router: &LiveRouter, rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
+    let mut s = signal();
+    (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
+    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+    om.on_signal(&s).unwrap();
+    hand_over(om, router);
+    pump(om, router, rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+    pump(om, router, rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+}
+
+/// The price (at the mock under `key`, and in the quotes) rises to 103, then 106, a minute
+/// apart; each time the trail tightens the stop and the broker's protective order follows
+/// (`changes` counts the broker's modifications). Returns the exchange time reached.
+async fn trail_to_106(om: &mut OrderManager, router: &LiveRouter, mock: &MockServer, key: &str, changes: impl Fn(&MockServer) -> usize) -> i64 {
+    let mut t = T;
+    for price in [dec!(103), dec!(106)] {
+        t += 60_000;
+        mock.state().ltp.insert(key.into(), price);
+        let want = changes(mock) + 1;
+        om.on_quotes(&quote(t, price)).unwrap();
+        hand_over(om, router);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while changes(mock) < want {
+            assert!(tokio::time::Instant::now() < deadline, "the broker's protective order modified at {price}: {:?}", mock.state().requests.iter().map(|r| format!("{} {} {}", r.method, r.path, r.body)).collect::<Vec<_>>());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    t
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_is_cancelled_before_the_host_exits() {
     let dir = tempfile::tempdir().unwrap();
@@ -253,13 +285,7 @@ async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_i
     let (router, mut rx) = kite_router(dir.path(), "protective", RELIANCE_CSV, link, None).await;
 
     // The entry fills at 100: the stop is 99 (the 1 % trail is tighter than the 2 % stop), and an SL-M rests at the broker there.
-    let mut s = signal();
-    (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
-    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
-    om.on_signal(&s).unwrap();
-    hand_over(&mut om, &router);
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+    enter_reliance_at_100(&mut om, &router, &mut rx).await;
     let protective = {
         let st = mock.state();
         assert_eq!(st.orders.len(), 2, "the entry and its protective stop");
@@ -268,19 +294,7 @@ async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_i
         p
     };
     // The price rises: the trail tightens the stop, and the broker's order follows, twice.
-    let mut t = T;
-    for price in [dec!(103), dec!(106)] {
-        t += 60_000;
-        mock.state().ltp.insert("RELIANCE".into(), price);
-        let want = mock.state().modifications.len() + 1;
-        om.on_quotes(&quote(t, price)).unwrap();
-        hand_over(&mut om, &router);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while mock.state().modifications.len() < want {
-            assert!(tokio::time::Instant::now() < deadline, "modified at the broker: {:?}", mock.state().requests.iter().map(|r| format!("{} {} {}", r.method, r.path, r.body)).collect::<Vec<_>>());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    let mut t = trail_to_106(&mut om, &router, &mock, "RELIANCE", |m| m.state().modifications.len()).await;
     // A dip that keeps above the stop loosens nothing.
     t += 60_000;
     mock.state().ltp.insert("RELIANCE".into(), dec!(105.5));
@@ -463,13 +477,7 @@ async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_whe
     let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
     let (router, mut rx) = kite_router(dir.path(), "gtt", RELIANCE_CSV, link, None).await;
 
-    let mut s = signal();
-    (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
-    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
-    om.on_signal(&s).unwrap();
-    hand_over(&mut om, &router);
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+    enter_reliance_at_100(&mut om, &router, &mut rx).await;
     {
         let st = mock.state();
         assert_eq!(st.orders.len(), 1, "the entry; the stop is no order");
@@ -481,19 +489,7 @@ async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_whe
         let post = st.requests.iter().find(|r| r.method == "POST" && r.path == "/gtt/triggers").expect("placed");
         assert!(post.body.contains("type=single") && post.body.contains("condition=") && post.body.contains("orders="), "{}", post.body);
     }
-    let mut t = T;
-    for price in [dec!(103), dec!(106)] {
-        t += 60_000;
-        mock.state().ltp.insert("RELIANCE".into(), price);
-        let want = mock.state().gtt_modifications.len() + 1;
-        om.on_quotes(&quote(t, price)).unwrap();
-        hand_over(&mut om, &router);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while mock.state().gtt_modifications.len() < want {
-            assert!(tokio::time::Instant::now() < deadline, "the GTT modified at the broker");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    trail_to_106(&mut om, &router, &mock, "RELIANCE", |m| m.state().gtt_modifications.len()).await;
     let triggers: Vec<Decimal> = mock.state().gtt_modifications.iter().map(|(_, t)| *t).collect();
     assert_eq!(triggers, vec![dec!(101.95), dec!(104.95)], "1 % behind 103 and 106, to the tick");
     // The market falls through the stop with the host running or not: Kite places the order; it fills.
@@ -523,13 +519,7 @@ async fn a_reversal_or_exit_that_waited_on_a_protective_stop_that_filled_sells_o
         om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
         let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
         let (router, mut rx) = kite_router(dir.path(), &format!("waited-{side}"), RELIANCE_CSV, link, None).await;
-        let mut s = signal();
-        (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
-        om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
-        om.on_signal(&s).unwrap();
-        hand_over(&mut om, &router);
-        pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
-        pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+        enter_reliance_at_100(&mut om, &router, &mut rx).await;
         assert_eq!(mock.state().orders[1].status, "TRIGGER PENDING", "the protective SL-M rests");
 
         // The strategy reverses (long 10 → short 10: one sell of 20) or exits (a sell of 10)
@@ -601,13 +591,7 @@ async fn a_delivery_stop_at_upstox_and_openalgo_is_a_gtt_that_trails_and_is_canc
             let master = (flavor == Flavor::Upstox).then_some(("upstox", UPSTOX_CSV));
             let (router, mut rx) = live_router(dir.path(), &format!("gtt-{name}-{flatten}"), master, link, None).await;
 
-            let mut s = signal();
-            (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
-            om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
-            om.on_signal(&s).unwrap();
-            hand_over(&mut om, &router);
-            pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
-            pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+            enter_reliance_at_100(&mut om, &router, &mut rx).await;
             {
                 let st = mock.state();
                 assert_eq!(st.orders.len(), 1, "{name}: the entry; the stop is no order");
@@ -626,19 +610,7 @@ async fn a_delivery_stop_at_upstox_and_openalgo_is_a_gtt_that_trails_and_is_canc
                 }
             }
             // The trail tightens the GTT twice.
-            let mut t = T;
-            for price in [dec!(103), dec!(106)] {
-                t += 60_000;
-                mock.state().ltp.insert(key.into(), price);
-                let want = mock.state().gtt_modifications.len() + 1;
-                om.on_quotes(&quote(t, price)).unwrap();
-                hand_over(&mut om, &router);
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                while mock.state().gtt_modifications.len() < want {
-                    assert!(tokio::time::Instant::now() < deadline, "{name}: the GTT modified at the broker");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
+            trail_to_106(&mut om, &router, &mock, key, |m| m.state().gtt_modifications.len()).await;
             let triggers: Vec<Decimal> = mock.state().gtt_modifications.iter().map(|(_, t)| *t).collect();
             assert_eq!(triggers, vec![dec!(101.95), dec!(104.95)], "{name}: 1 % behind 103 and 106, to the tick");
             if flatten {
