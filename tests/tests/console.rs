@@ -27,6 +27,18 @@ fn hash(password: &str) -> String {
     text
 }
 
+/// `tradehost <args> --config <config>`, on the Redis at `redis` (else its embedded bus),
+/// paper, the secrets file beside the config.
+fn tradehost(args: &[&str], config: &std::path::Path, redis: Option<&str>) -> Child {
+    let mut cmd = Command::new(tradehost_bin());
+    cmd.args(args).arg("--config").arg(config).env_remove("TRADEHOST_SECRETS").env_remove("TRADING_MODE").env("RUST_LOG", "error").stdout(Stdio::null()).stderr(Stdio::null());
+    match redis {
+        Some(url) => cmd.env("REDIS_URL", url),
+        None => cmd.env_remove("REDIS_URL"),
+    };
+    cmd.spawn().unwrap()
+}
+
 struct Stop(Child);
 
 impl Drop for Stop {
@@ -108,20 +120,8 @@ slow = 20
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let spawn = |args: &[&str]| {
-        Command::new(tradehost_bin())
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .env("REDIS_URL", redis.url())
-            .env_remove("TRADEHOST_SECRETS")
-            .env_remove("TRADING_MODE")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let url = redis.url();
+    let spawn = |args: &[&str]| tradehost(args, &config, Some(&url));
     let _run = Stop(spawn(&["run", "--quiet"]));
     let listen = format!("127.0.0.1:{port}");
     let _console = Stop(spawn(&["console", "--listen", &listen]));
@@ -227,6 +227,31 @@ slow = 20
         assert_eq!(status, 403, "{path}: {body}");
     }
 
+    // A level watcher: armed through the page, kept in the journal, listed, cancelled; a viewer cannot arm one.
+    let trap = json!({ "request_id": "trap-0001-abc", "account": "paper-1", "instrument": "NIFTY", "direction": "up", "level": "10000000", "side": "buy", "qty": "1" });
+    assert_eq!(web.call(&mut seen, "POST", "/api/watchers", Some(&viewer), Some(&viewer_csrf), Some(trap.clone())).await.0, 403);
+    assert_eq!(web.call(&mut seen, "POST", "/api/watchers", Some(&session), Some(&csrf), Some(trap)).await.0, 202);
+    let watcher_state = |state: Value| state["watchers"].as_array().and_then(|w| w.iter().find(|w| w["watch_id"] == "watch-trap-0001-abc").map(|w| w["state"].as_str().unwrap_or("").to_owned()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, state) = web.call(&mut seen, "GET", "/api/state", Some(&session), None, None).await;
+        if watcher_state(state.clone()).as_deref() == Some("armed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher was not armed: {}", state["watchers"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(web.call(&mut seen, "POST", "/api/watchers/cancel", Some(&session), Some(&csrf), Some(json!({ "watch_id": "watch-trap-0001-abc" }))).await.0, 202);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, state) = web.call(&mut seen, "GET", "/api/state", Some(&session), None, None).await;
+        if watcher_state(state.clone()).as_deref() == Some("cancelled") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher was not cancelled: {}", state["watchers"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The trader flattens: the command goes on the bus, and the action is an event naming her.
     let (status, _, body) = web.call(&mut seen, "POST", "/api/command", Some(&session), Some(&csrf), Some(json!({ "cmd": "flatten", "account": "paper-1" }))).await;
     assert_eq!(status, 202, "{body}");
@@ -288,19 +313,7 @@ source = {{ kind = "synthetic", seed = 3, days = 2, speed = 600 }}
         1,
     );
     std::fs::write(dir.path().join("secrets.toml"), format!("[console.users.asha]\npassword_hash = \"{}\"\nrole = \"trader\"\n", hash(TRADER_PASSWORD))).unwrap();
-    let _run = Stop(
-        Command::new(tradehost_bin())
-            .args(["run", "--quiet", "--config"])
-            .arg(&config)
-            .env_remove("REDIS_URL")
-            .env_remove("TRADEHOST_SECRETS")
-            .env_remove("TRADING_MODE")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _run = Stop(tradehost(&["run", "--quiet"], &config, None));
     let web = Web { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(), base: format!("http://127.0.0.1:{port}") };
     let mut seen = Seen::default();
     let deadline = Instant::now() + Duration::from_secs(30);

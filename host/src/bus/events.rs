@@ -76,6 +76,12 @@ pub enum Event {
     OrdersSynced { account: String, broker: String, orders: usize, complete: bool, waited_ms: u64 },
     /// Decisions stopped waiting for an account's order sync after `waited_ms` (its broker is slow).
     OrderSyncOverdue { account: String, waited_ms: u64, detail: String },
+    /// A level watcher is armed: when `instrument` crosses `level` (`direction`), `order` is placed.
+    WatcherArmed { watch_id: String, account: String, instrument: String, level: String, direction: String, order: String },
+    /// A level watcher fired: its order is placed (as the one-leg basket `watch_id`).
+    WatcherFired { watch_id: String, account: String, instrument: String, level: String, direction: String, price: String },
+    /// A level watcher was disarmed before it fired.
+    WatcherCancelled { watch_id: String, account: String },
     /// Someone did something in the web console (`access`: their role; `action`: `login`, `logout`, a command, `order`, `basket`).
     ConsoleAction { user: String, access: String, action: String, detail: String },
     /// A console login was refused (a wrong password, an unknown user, too many tries).
@@ -224,6 +230,9 @@ impl Event {
             Self::OrderStreamDown { .. } => "order_stream_down",
             Self::OrderUpdate { .. } => "order_update",
             Self::FeedError { .. } => "error",
+            Self::WatcherArmed { .. } => "watcher_armed",
+            Self::WatcherFired { .. } => "watcher_fired",
+            Self::WatcherCancelled { .. } => "watcher_cancelled",
             Self::ConsoleAction { .. } => "console_action",
             Self::ConsoleLoginRefused { .. } => "console_login_refused",
             Self::KillSwitch { .. } => "kill_switch",

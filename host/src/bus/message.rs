@@ -439,6 +439,18 @@ pub struct CommandMessage {
     /// For `modify`: the new trigger price.
     #[serde(default, deserialize_with = "de_opt_decimal")]
     pub trigger: Option<Decimal>,
+    /// For `watch`: the instrument watched (the order is its one leg in `legs`).
+    #[serde(default)]
+    pub instrument: Option<String>,
+    /// For `watch`: the level it must cross.
+    #[serde(default, deserialize_with = "de_opt_decimal")]
+    pub level: Option<Decimal>,
+    /// For `watch`: `up` or `down`.
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// For `unwatch`: the watcher (its `watch` command's id).
+    #[serde(default)]
+    pub watch_id: Option<String>,
     /// For `token`: the account's new access token (OpenAlgo: its API key).
     /// Never printed: `Debug` shows `Secret(***)`.
     #[serde(default)]
@@ -528,6 +540,25 @@ pub enum Command {
         /// The new trigger.
         trigger: Option<Decimal>,
     },
+    /// A level watcher (a trap): when `instrument` crosses `level` (`up` or down), place the
+    /// one-leg order; its id is the command's.
+    Watch {
+        /// The account.
+        account: String,
+        /// The instrument watched.
+        instrument: String,
+        /// The level.
+        level: Decimal,
+        /// Crossing up (else down).
+        up: bool,
+        /// The order: instrument, side, units.
+        leg: (String, crate::domain::OrderSide, Decimal),
+    },
+    /// Disarm a level watcher.
+    Unwatch {
+        /// Its id.
+        watch_id: String,
+    },
     /// A multi-leg order.
     Basket {
         /// The account.
@@ -583,18 +614,38 @@ impl CommandMessage {
             },
             "basket" => {
                 let account = need_account("basket")?;
-                let legs = self.legs.as_deref().filter(|l| !l.is_empty()).ok_or("basket needs \"account\" and a non-empty \"legs\" list")?;
-                let legs = legs
-                    .iter()
-                    .map(|l| match crate::domain::OrderSide::parse(&l.side) {
-                        Some(side) if l.qty > Decimal::ZERO => Ok((l.instrument.clone(), side, l.qty)),
-                        _ => Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument)),
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                Command::Basket { account, legs, unwind: self.unwind.unwrap_or(false) }
+                Command::Basket { account, legs: self.checked_legs("basket")?, unwind: self.unwind.unwrap_or(false) }
             }
-            other => return Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, cancel, modify, token, reload or shutdown")),
+            "watch" => {
+                let account = need_account("watch")?;
+                let (Some(instrument), Some(level)) = (self.instrument.clone(), self.level.filter(|l| *l > Decimal::ZERO)) else {
+                    return Err("watch needs \"instrument\" and a positive \"level\"".into());
+                };
+                let up = match self.direction.as_deref() {
+                    Some("up") => true,
+                    Some("down") => false,
+                    _ => return Err("watch needs \"direction\": \"up\" or \"down\"".into()),
+                };
+                let mut legs = self.checked_legs("watch")?;
+                if legs.len() != 1 {
+                    return Err("watch places one order: \"legs\" holds one leg".into());
+                }
+                Command::Watch { account, instrument, level, up, leg: legs.remove(0) }
+            }
+            "unwatch" => Command::Unwatch { watch_id: self.watch_id.clone().ok_or("unwatch needs \"watch_id\"")? },
+            other => return Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, watch, unwatch, cancel, modify, token, reload or shutdown")),
         })
+    }
+
+    /// The `legs` of a `basket` or `watch`, checked: a side of buy or sell, a positive quantity.
+    fn checked_legs(&self, what: &str) -> Result<Vec<(String, crate::domain::OrderSide, Decimal)>, String> {
+        let legs = self.legs.as_deref().filter(|l| !l.is_empty()).ok_or(format!("{what} needs \"account\" and a non-empty \"legs\" list"))?;
+        legs.iter()
+            .map(|l| match crate::domain::OrderSide::parse(&l.side) {
+                Some(side) if l.qty > Decimal::ZERO => Ok((l.instrument.clone(), side, l.qty)),
+                _ => Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument)),
+            })
+            .collect()
     }
 
     /// Parse and check a command.
@@ -643,6 +694,11 @@ mod tests {
         );
         assert!(cmd(r#""cmd":"modify","client_order_id":"o1""#).unwrap_err().contains("\"price\" or \"trigger\""));
         assert_eq!(cmd(r#""cmd":"cancel","client_order_id":"o1""#), Ok(Command::CancelOrder { client_order_id: "o1".into() }));
+        let watch = cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"25950","direction":"up","legs":[{"instrument":"NIFTY24DEC25950CE","side":"buy","qty":"75"}]"#).unwrap();
+        assert_eq!(watch, Command::Watch { account: "a".into(), instrument: "NIFTY".into(), level: Decimal::from(25_950), up: true, leg: ("NIFTY24DEC25950CE".into(), crate::domain::OrderSide::Buy, Decimal::from(75)) });
+        assert!(cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"25950","direction":"sideways","legs":[{"instrument":"X","side":"buy","qty":"1"}]"#).unwrap_err().contains("direction"));
+        assert!(cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"0","direction":"up","legs":[{"instrument":"X","side":"buy","qty":"1"}]"#).unwrap_err().contains("positive \"level\""));
+        assert_eq!(cmd(r#""cmd":"unwatch","watch_id":"w1""#), Ok(Command::Unwatch { watch_id: "w1".into() }));
         assert!(cmd(r#""cmd":"cancel""#).unwrap_err().contains("client_order_id"));
     }
 

@@ -225,6 +225,8 @@ pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, use
         .route("/api/command", post(command))
         .route("/api/orders", post(manual_order))
         .route("/api/baskets", post(basket))
+        .route("/api/watchers", post(watch))
+        .route("/api/watchers/cancel", post(unwatch))
         .route("/api/payoff", post(payoff_of))
         .route("/api/instruments", get(instruments))
         .route("/metrics", get(metrics))
@@ -377,6 +379,24 @@ impl App {
         Ok(out)
     }
 
+    /// The level watchers, newest first.
+    fn watchers(&self) -> anyhow::Result<Vec<Value>> {
+        let Some(db) = self.open_journal()? else { return Ok(Vec::new()) };
+        let present: bool = db.query_row("SELECT COUNT(*) = 1 FROM sqlite_master WHERE name = 'watchers'", [], |r| r.get(0))?;
+        if !present {
+            return Ok(Vec::new());
+        }
+        let mut stmt = db.prepare("SELECT watch_id, account, instrument, level, up, side, order_instrument, qty, state, fired_ts FROM watchers ORDER BY rowid DESC LIMIT 100")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(json!({
+                "watch_id": r.get::<_, String>(0)?, "account": r.get::<_, String>(1)?, "instrument": r.get::<_, String>(2)?, "level": r.get::<_, String>(3)?,
+                "direction": if r.get::<_, bool>(4)? { "up" } else { "down" }, "side": r.get::<_, String>(5)?, "order_instrument": r.get::<_, String>(6)?,
+                "qty": r.get::<_, String>(7)?, "state": r.get::<_, String>(8)?, "fired_ts": r.get::<_, Option<i64>>(9)?,
+            }))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn open_journal(&self) -> anyhow::Result<Option<rusqlite::Connection>> {
         if !self.journal.exists() {
             return Ok(None);
@@ -519,8 +539,8 @@ async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "state unavailable"),
     };
     let app2 = app.clone();
-    let read = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((app2.accounts(&last)?, app2.orders()?))).await;
-    let (accounts, orders) = match read {
+    let read = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((app2.accounts(&last)?, app2.orders()?, app2.watchers()?))).await;
+    let (accounts, orders, watchers) = match read {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &crate::domain::secret::scrub(&format!("journal: {e:#}"))),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "journal read failed"),
@@ -532,7 +552,7 @@ async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
     let equity: BTreeMap<String, Vec<Value>> = equity.into_iter().map(|(k, v)| (k, v.into_iter().map(|(t, p)| json!([t, p])).collect())).collect();
     Json(json!({
-        "accounts": accounts, "orders": orders, "pipelines": pipes.into_values().collect::<Vec<_>>(), "alerts": alerts, "recent": recent, "equity": equity,
+        "accounts": accounts, "orders": orders, "watchers": watchers, "pipelines": pipes.into_values().collect::<Vec<_>>(), "alerts": alerts, "recent": recent, "equity": equity,
     }))
     .into_response()
 }
@@ -612,35 +632,57 @@ fn request_id(body: &Value) -> Result<String, Refused> {
     }
 }
 
+/// One leg of a ticket, as the `basket` command takes it.
+fn leg(v: &Value) -> Value {
+    json!({ "instrument": v["instrument"], "side": v["side"], "qty": v["qty"] })
+}
+
+/// A ticket as a `basket` command whose id is `action-<request id>`: placed once however
+/// often it is sent (the order manager places a basket id once).
+async fn ticket(app: &App, headers: &HeaderMap, body: &Value, action: &str, legs: Vec<Value>, unwind: bool) -> Response {
+    let ((user, role), rid) = match trader(app, headers).and_then(|who| request_id(body).map(|rid| (who, rid))) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    let fields = json!({ "cmd": "basket", "account": body["account"], "legs": legs, "unwind": unwind });
+    send_command(app, &user, role, &format!("{action}-{rid}"), fields, action).await
+}
+
 /// A manual order: one leg, placed exactly once per request id through the order
 /// manager's basket path (risk rules, journal, managed exits as for any order).
 async fn manual_order(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let (user, role) = match trader(&app, &headers) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
-    let rid = match request_id(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    let leg = json!({ "instrument": body["instrument"], "side": body["side"], "qty": body["qty"] });
-    let fields = json!({ "cmd": "basket", "account": body["account"], "legs": [leg], "unwind": false });
-    send_command(&app, &user, role, &format!("manual-{rid}"), fields, "order").await
+    ticket(&app, &headers, &body, "order", vec![leg(&body)], false).await
 }
 
 /// An option basket (legs bought first, then sold), once per request id.
 async fn basket(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let legs = body["legs"].as_array().map(|l| l.iter().map(leg).collect()).unwrap_or_default();
+    ticket(&app, &headers, &body, "basket", legs, body["unwind"].as_bool().unwrap_or(true)).await
+}
+
+/// A level watcher: when `instrument` crosses `level` (`direction` up or down), place the
+/// order (`side`, `qty` of `order_instrument`, by default the instrument watched); armed
+/// once per request id, kept in the journal across restarts, fired once.
+async fn watch(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let ((user, role), rid) = match trader(&app, &headers).and_then(|who| request_id(&body).map(|rid| (who, rid))) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    let order_instrument = body.get("order_instrument").filter(|v| v.as_str().is_some_and(|s| !s.is_empty())).unwrap_or(&body["instrument"]);
+    let fields = json!({
+        "cmd": "watch", "account": body["account"], "instrument": body["instrument"], "level": body["level"], "direction": body["direction"],
+        "legs": [{ "instrument": order_instrument, "side": body["side"], "qty": body["qty"] }],
+    });
+    send_command(&app, &user, role, &format!("watch-{rid}"), fields, "watch").await
+}
+
+/// Disarm a level watcher.
+async fn unwatch(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let (user, role) = match trader(&app, &headers) {
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
-    let rid = match request_id(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    let legs: Vec<Value> = body["legs"].as_array().map(|l| l.iter().map(|l| json!({ "instrument": l["instrument"], "side": l["side"], "qty": l["qty"] })).collect()).unwrap_or_default();
-    let fields = json!({ "cmd": "basket", "account": body["account"], "legs": legs, "unwind": body["unwind"].as_bool().unwrap_or(true) });
-    send_command(&app, &user, role, &format!("basket-{rid}"), fields, "basket").await
+    send_command(&app, &user, role, &format!("console-{}", token()), json!({ "cmd": "unwatch", "watch_id": body["watch_id"] }), "unwatch").await
 }
 
 /// The payoff of a basket at expiry and today (Black-76 from each leg's implied volatility).

@@ -18,26 +18,9 @@ impl OrderManager {
     pub fn place_basket(&mut self, basket: &Basket) -> Result<Vec<Outcome>, OrderError> {
         let path = self.path.clone();
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
-        let Some(account) = self.config.account(&basket.account).cloned() else {
-            return Ok(vec![Outcome::Event(Event::BasketFailed { basket: basket.id.clone(), account: None, reason: format!("unknown account {:?}", basket.account), unwinding: None })]);
-        };
         let ts = basket.legs.iter().filter_map(|l| self.last.get(&l.instrument).map(|(t, _)| *t)).max().unwrap_or_else(now_ms);
         let tx = self.db.transaction().map_err(jerr)?;
-        let inserted = tx
-            .exec("INSERT OR IGNORE INTO baskets (basket_id, account, state, unwind, ts) VALUES (?1, ?2, 'buying', ?3, ?4)", params![basket.id, basket.account, basket.unwind_on_failure, ts])
-            .map_err(jerr)?;
-        let mut out = Vec::new();
-        if inserted == 1 {
-            for (i, leg) in basket.legs.iter().enumerate() {
-                tx.exec(
-                    "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state) VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
-                    params![basket.id, i64::try_from(i).unwrap_or(i64::MAX), leg.instrument, leg.side.as_str(), leg.qty.to_string()],
-                )
-                .map_err(jerr)?;
-            }
-            out.push(Outcome::Event(Event::BasketPlaced { basket: basket.id.clone(), account: basket.account.clone(), legs: basket.legs.len() }));
-            out.extend(send_legs(&tx, &self.config, &self.last, &account, &basket.id, OrderSide::Buy, ts).map_err(jerr)?);
-        }
+        let mut out = place_in(&tx, &self.config, &self.last, basket, ts).map_err(jerr)?;
         let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
         tx.commit().map_err(jerr)?;
         for (coid, state, extra) in transitions {
@@ -45,6 +28,26 @@ impl OrderManager {
         }
         Ok(out)
     }
+}
+
+/// Record `basket` (once per id) and send its buy legs, in `tx`. Returns events.
+pub(super) fn place_in(tx: &rusqlite::Transaction<'_>, config: &Config, last: &HashMap<String, (i64, Decimal)>, basket: &Basket, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
+    let Some(account) = config.account(&basket.account) else {
+        return Ok(vec![Outcome::Event(Event::BasketFailed { basket: basket.id.clone(), account: None, reason: format!("unknown account {:?}", basket.account), unwinding: None })]);
+    };
+    let inserted = tx.exec("INSERT OR IGNORE INTO baskets (basket_id, account, state, unwind, ts) VALUES (?1, ?2, 'buying', ?3, ?4)", params![basket.id, basket.account, basket.unwind_on_failure, ts])?;
+    let mut out = Vec::new();
+    if inserted == 1 {
+        for (i, leg) in basket.legs.iter().enumerate() {
+            tx.exec(
+                "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state) VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
+                params![basket.id, i64::try_from(i).unwrap_or(i64::MAX), leg.instrument, leg.side.as_str(), leg.qty.to_string()],
+            )?;
+        }
+        out.push(Outcome::Event(Event::BasketPlaced { basket: basket.id.clone(), account: basket.account.clone(), legs: basket.legs.len() }));
+        out.extend(send_legs(tx, config, last, account, &basket.id, OrderSide::Buy, ts)?);
+    }
+    Ok(out)
 }
 
 /// One leg of a basket.

@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS paper_book (
     side TEXT NOT NULL, qty TEXT NOT NULL, not_before INTEGER NOT NULL, state TEXT NOT NULL,
     fill_price TEXT, fill_ts INTEGER);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS watchers (
+    watch_id TEXT PRIMARY KEY, account TEXT NOT NULL, instrument TEXT NOT NULL, level TEXT NOT NULL, up INTEGER NOT NULL,
+    side TEXT NOT NULL, order_instrument TEXT NOT NULL, qty TEXT NOT NULL, state TEXT NOT NULL, reference TEXT,
+    fired_ts INTEGER, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS baskets (
     basket_id TEXT PRIMARY KEY, account TEXT NOT NULL, state TEXT NOT NULL, unwind INTEGER NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS basket_legs (

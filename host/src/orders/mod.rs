@@ -32,8 +32,10 @@ pub mod service;
 pub mod slicing;
 pub mod protect;
 pub mod state;
+mod watchers;
 
 pub use baskets::{Basket, BasketLeg};
+pub use watchers::Watcher;
 pub use closing::{CLOSE_REASONS, square_off_rule, square_off_rule_in};
 use baskets::advance_baskets;
 use closing::{arm_exit, cancel_entries_at_square_off, queue_close, square_off_due};
@@ -809,6 +811,7 @@ impl OrderManager {
         let cancelled = cancel_entries_at_square_off(&tx, &config, &self.live, &mut self.cancel_asked, &mut self.cancels, q.ts, Some(&priced)).map_err(jerr)?;
         for (quote, _) in q.quotes.iter().zip(&fresh).filter(|(_, fresh)| **fresh) {
             exit_events.extend(Self::manage_exits(&config, &tx, q.ts, quote).map_err(jerr)?);
+            exit_events.extend(watchers::fire(&tx, &config, &self.last, quote, q.ts).map_err(jerr)?);
         }
         exit_events.extend(advance_baskets(&tx, &config, &self.last, q.ts).map_err(jerr)?);
         exit_events.extend(protect::protect(&tx, &config, &self.live, q.ts, &mut self.modifies, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);

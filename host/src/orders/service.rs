@@ -683,6 +683,25 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
                 Err(e) => Err(e.to_string()),
             }
         }
+        Command::Watch { account, instrument, level, up, leg: (order_instrument, side, qty) } => {
+            let w = crate::orders::Watcher { id: cmd.id.clone(), account, instrument, level, up, leg: crate::orders::BasketLeg { instrument: order_instrument, side, qty } };
+            match tokio::task::block_in_place(|| om.arm_watcher(&w)) {
+                Ok(Ok(out)) => {
+                    publish(bus, events, out).await;
+                    Ok(format!("watcher {} armed: {} crossing {} {}", w.id, w.instrument, if w.up { "up" } else { "down" }, w.level))
+                }
+                Ok(Err(why)) => Err(why),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Command::Unwatch { watch_id } => match tokio::task::block_in_place(|| om.disarm_watcher(&watch_id)) {
+            Ok(Ok(out)) => {
+                publish(bus, events, out).await;
+                Ok(format!("watcher {watch_id} cancelled"))
+            }
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(e.to_string()),
+        },
         Command::CancelOrder { client_order_id } => match tokio::task::block_in_place(|| om.cancel_order(&client_order_id, &cmd.id)) {
             Ok(Ok(out)) => {
                 let done = !out.is_empty();

@@ -1034,3 +1034,44 @@ fn a_basket_leg_the_broker_rejects_fails_the_basket_and_unwinds_what_filled() {
     let unwind = om.take_live_orders();
     assert_eq!(unwind.iter().map(|o| (o.instrument.as_str(), o.side, o.qty)).collect::<Vec<_>>(), vec![("N100PE", OrderSide::Sell, dec!(50))], "no sell leg; the filled wing closed");
 }
+
+/// A trap: "when NIFTY crosses 105 up, buy 3". Armed at 100, it waits through 103, fires
+/// on the first bar that reaches 105 (its order goes like any basket and fills), never
+/// again, and stays fired across a restart; one disarmed never fires; one armed above
+/// the level waits until the price has come to its side first.
+#[test]
+fn a_level_watcher_fires_once_on_the_first_crossing_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_quotes(&quotes(0, dec!(100))).unwrap();
+    let w = |id: &str, level, up| Watcher { id: id.into(), account: "a1".into(), instrument: "NIFTY".into(), level, up, leg: BasketLeg { instrument: "NIFTY".into(), side: OrderSide::Buy, qty: dec!(3) } };
+    let armed = om.arm_watcher(&w("trap-up", dec!(105), true)).unwrap().unwrap();
+    assert_eq!(events(&armed).iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec!["watcher_armed"]);
+    assert!(om.arm_watcher(&w("trap-up", dec!(105), true)).unwrap().unwrap().is_empty(), "armed once per id");
+    om.arm_watcher(&w("trap-cancelled", dec!(104), true)).unwrap().unwrap();
+    assert!(om.disarm_watcher("trap-cancelled").unwrap().is_ok());
+    assert!(om.disarm_watcher("trap-cancelled").unwrap().unwrap_err().contains("has cancelled"));
+    assert!(om.arm_watcher(&Watcher { account: "nobody".into(), ..w("x", dec!(1), true) }).unwrap().unwrap_err().contains("unknown account"));
+    // Armed while the price is above its level: a crossing up needs the price below it first.
+    om.arm_watcher(&w("trap-late", dec!(98), true)).unwrap().unwrap();
+    om.on_quotes(&quotes(60_000, dec!(103))).unwrap();
+    let basket_orders = |om: &OrderManager| -> i64 { om.db.query_row("SELECT COUNT(*) FROM orders WHERE pipeline = 'basket'", [], |r| r.get(0)).unwrap() };
+    assert_eq!(basket_orders(&om), 0, "103 crosses neither 104 (disarmed) nor 105, and 98 was armed above");
+    let out = om.on_quotes(&quotes(120_000, dec!(105.5))).unwrap();
+    let fired: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "watcher_fired").map(|(_, v)| v["watch_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(fired, vec!["trap-up"]);
+    assert_eq!(basket_orders(&om), 1);
+    om.on_quotes(&quotes(180_000, dec!(106))).unwrap(); // the trap's order fills
+    assert_eq!(om.positions_of("a1").unwrap()["NIFTY"], dec!(3));
+    drop(om);
+    // Restarted: it stays fired; a dip and a new rise fire nothing more, but the late trap,
+    // now that the price has been below its level, fires on the way back up.
+    let mut om = manager(dir.path());
+    om.on_quotes(&quotes(240_000, dec!(97))).unwrap();
+    let out = om.on_quotes(&quotes(300_000, dec!(106))).unwrap();
+    let fired: Vec<_> = events(&out).into_iter().filter(|(n, _)| *n == "watcher_fired").map(|(_, v)| v["watch_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(fired, vec!["trap-late"]);
+    assert_eq!(basket_orders(&om), 2);
+    let states: Vec<(String, String)> = om.db.prepare("SELECT watch_id, state FROM watchers ORDER BY watch_id").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+    assert_eq!(states, vec![("trap-cancelled".into(), "cancelled".into()), ("trap-late".into(), "fired".into()), ("trap-up".into(), "fired".into())]);
+}
