@@ -16,3 +16,9 @@ if [ "${TRADEHOST_NEEDS_REDIS:-0}" = 1 ] && ! command -v redis-server >/dev/null
     need_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq redis-server >/dev/null
 fi
+
+if [ "${TRADEHOST_NEEDS_BROWSER:-0}" = 1 ] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+    echo "setup: installing chromium and chromium-driver from Debian's packages (the console's browser tests)" >&2
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq chromium chromium-driver >/dev/null
+fi

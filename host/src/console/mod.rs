@@ -284,7 +284,8 @@ impl App {
             }
             seen.alerts.push_back(v.clone());
         }
-        let pipeline = v["pipeline"].as_str().map(str::to_owned);
+        // Order messages name a pipeline too (or `basket`, a close's reason): not a pipeline's news.
+        let pipeline = if kind == "order" { None } else { v["pipeline"].as_str().map(str::to_owned) };
         if let Some(p) = pipeline {
             let row = seen.pipelines.entry(p.clone()).or_insert_with(|| json!({ "pipeline": p, "state": "unknown", "swaps": 0, "quarantines": 0 }));
             match (kind, v["event"].as_str()) {
