@@ -12,8 +12,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use rust_decimal::Decimal;
-
 use super::{BrokerOrder, BrokerStatus, OrderRequest};
 
 /// A GTT's id as the journal keeps it: `gtt:<the broker's id>`.
@@ -56,7 +54,7 @@ impl Vanished {
     /// What became of GTT `id`, no longer listed, for `order`: the order it placed
     /// (`child`, read in full by the caller) or, none found, cancelled; until then working.
     pub fn verdict(&self, id: &str, order: &OrderRequest, child: Option<BrokerOrder>) -> BrokerOrder {
-        let mut o = working(id, order);
+        let mut o = BrokerOrder::working(id, order);
         if let Some(child) = child {
             if let Ok(mut p) = self.placed.lock() {
                 p.insert(id.to_owned(), child.order_id.clone());
@@ -83,22 +81,6 @@ impl Vanished {
     }
 }
 
-/// GTT `id` for `order`, still standing.
-pub(crate) fn working(id: &str, order: &OrderRequest) -> BrokerOrder {
-    BrokerOrder {
-        order_id: id.to_owned(),
-        tag: None,
-        status: BrokerStatus::Open,
-        filled_qty: Decimal::ZERO,
-        average_price: None,
-        message: String::new(),
-        symbol: order.symbol.clone(),
-        side: Some(order.side),
-        qty: order.qty,
-        placed_at: order.submitted_at,
-    }
-}
-
 /// The order a GTT for `order` placed, among `book`: of its symbol (or instrument
 /// token), side and quantity, not `claimed` by another of ours, placed no earlier than
 /// the GTT was sent; the earliest such.
@@ -121,6 +103,7 @@ pub(crate) fn placed_by<'a>(book: impl IntoIterator<Item = &'a BrokerOrder>, ord
 mod tests {
     use super::*;
     use crate::domain::OrderSide;
+    use rust_decimal::Decimal;
 
     fn req() -> OrderRequest {
         OrderRequest {

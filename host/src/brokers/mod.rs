@@ -274,6 +274,23 @@ impl BrokerStatus {
 }
 
 impl BrokerOrder {
+    /// `order` as the broker's order `id`, just taken: working, nothing filled yet.
+    #[must_use]
+    pub fn working(id: &str, order: &OrderRequest) -> Self {
+        Self {
+            order_id: id.to_owned(),
+            tag: None,
+            status: BrokerStatus::Open,
+            filled_qty: Decimal::ZERO,
+            average_price: None,
+            message: String::new(),
+            symbol: order.symbol.clone(),
+            side: Some(order.side),
+            qty: order.qty,
+            placed_at: order.submitted_at,
+        }
+    }
+
     /// An order in the shape Kite and Upstox share (`order_id`, `status`, `tag`,
     /// `filled_quantity`, `average_price`, `status_message`, `transaction_type`,
     /// `quantity`), its symbol under `symbol_key`.

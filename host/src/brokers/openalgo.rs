@@ -311,7 +311,7 @@ impl Broker for OpenAlgo {
                         && v["trigger_prices"].get(0).and_then(number) == order.kind.trigger()
                         && since.is_none_or(|t| v["created_at"].as_str().and_then(super::ist_timestamp).is_some_and(|at| at >= t));
                     if same && !claimed.contains(&id) {
-                        return Ok(Some(super::gtt::working(&id, order)));
+                        return Ok(Some(BrokerOrder::working(&id, order)));
                     }
                 }
                 return Ok(None);
@@ -381,7 +381,7 @@ impl Broker for OpenAlgo {
                 Some(child) => Some(self.status(&child).await?),
                 None => {
                     if self.gtt_book().await?.iter().any(|v| text(&v["trigger_id"]).as_deref() == Some(id)) {
-                        return Ok(super::gtt::working(order_id, order));
+                        return Ok(BrokerOrder::working(order_id, order));
                     }
                     let answer = self.call("orderbook", json!({})).await?;
                     let book: Vec<BrokerOrder> = answer["data"]["orders"].as_array().map(|o| o.iter().filter_map(Self::order).collect()).unwrap_or_default();

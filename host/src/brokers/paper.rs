@@ -64,16 +64,9 @@ impl super::Broker for PaperBroker {
                 }
                 let id = format!("paper-{}", book.len() + 1);
                 book.push(super::BrokerOrder {
-                    order_id: id.clone(),
                     tag: Some(order.client_order_id.clone()),
-                    status: super::BrokerStatus::Open,
-                    filled_qty: Decimal::ZERO,
-                    average_price: None,
-                    message: String::new(),
-                    symbol: order.symbol.clone(),
-                    side: Some(order.side),
-                    qty: order.qty,
                     placed_at: Some(crate::bus::message::now_ms()),
+                    ..super::BrokerOrder::working(&id, order)
                 });
                 id
             })
