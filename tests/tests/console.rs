@@ -216,6 +216,37 @@ slow = 20
     assert!(state["orders"].as_array().unwrap().iter().any(|o| o["pipeline"] == "basket" && o["state"] == "filled" && o["history"].as_array().is_some_and(|h| !h.is_empty())), "{state}");
     assert!(state["pipelines"].as_array().unwrap().iter().any(|p| p["pipeline"] == "nifty-ma"));
 
+    // A limit ticket far below the market works at its price, unfilled, until the trader cancels it.
+    let limit = json!({ "request_id": "ticket-0002-lim", "account": "paper-1", "instrument": "NIFTY", "side": "buy", "qty": "2", "order_type": "LIMIT", "price": "1" });
+    assert_eq!(web.call(&mut seen, "POST", "/api/orders", Some(&session), Some(&csrf), Some(limit)).await.0, 202);
+    let bad = json!({ "request_id": "ticket-0003-bad", "account": "paper-1", "instrument": "NIFTY", "side": "buy", "qty": "2", "order_type": "SL" , "price": "1" });
+    let (status, _, body) = web.call(&mut seen, "POST", "/api/orders", Some(&session), Some(&csrf), Some(bad)).await;
+    assert_eq!((status, body["error"].as_str().is_some_and(|e| e.contains("SL needs a trigger"))), (400, true), "{body}");
+    let limit_order = |state: &Value| state["orders"].as_array().and_then(|o| o.iter().find(|o| o["pipeline"] == "basket" && o["order_type"] == "LIMIT").cloned());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let working = loop {
+        let (_, _, state) = web.call(&mut seen, "GET", "/api/state", Some(&session), None, None).await;
+        if let Some(o) = limit_order(&state).filter(|o| o["state"] == "accepted") {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "the limit ticket is not working: {}", state["orders"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((working["price"].as_str(), working["qty"].as_str(), working["fill_price"].is_null()), (Some("1"), Some("2"), true), "{working}");
+    let coid = working["client_order_id"].as_str().unwrap().to_owned();
+    assert_eq!(web.call(&mut seen, "POST", "/api/command", Some(&session), Some(&csrf), Some(json!({ "cmd": "cancel", "client_order_id": coid }))).await.0, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, state) = web.call(&mut seen, "GET", "/api/state", Some(&session), None, None).await;
+        if limit_order(&state).is_some_and(|o| o["state"] == "cancelled") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the limit ticket was not cancelled: {}", state["orders"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let over = collector.wait_for(Duration::from_secs(15), |_, v| v["basket"] == "order-ticket-0002-lim" && v["event"].as_str().is_some_and(|e| e != "basket_placed")).expect("the ticket's end");
+    assert_eq!((over["event"].as_str(), over.get("alert")), (Some("basket_cancelled"), None), "a trader's cancel is not a failure: {over}");
+
     // The viewer watches but cannot act.
     let (status, viewer_cookie, body) = web.login(&mut seen, "vik", VIEWER_PASSWORD).await;
     assert_eq!((status, body["role"].as_str()), (200, Some("viewer")));
@@ -259,15 +290,38 @@ slow = 20
     assert_eq!(sent["account"], "paper-1");
     let did = collector.wait_for(Duration::from_secs(10), |_, v| v["event"] == "console_action" && v["action"] == "flatten").expect("the action as an event");
     assert_eq!((did["user"].as_str(), did["access"].as_str()), (Some("asha"), Some("trader")));
-    assert_eq!(collector.of("trading:commands", "command").iter().filter(|c| c["cmd"] == "basket").count(), 3, "each submission reached the bus; the order manager placed one");
+    assert_eq!(collector.of("trading:commands", "command").iter().filter(|c| c["id"] == "order-ticket-0001-abc").count(), 3, "each submission reached the bus; the order manager placed one");
 
     // Metrics.
     let (status, _, metrics) = web.call(&mut seen, "GET", "/metrics", None, None, None).await;
     let text = metrics.as_str().unwrap_or_default().to_owned();
     assert_eq!(status, 200);
     assert!(text.contains("tradehost_signals_total{pipeline=\"nifty-ma\"}"), "{text}");
-    assert!(text.contains("tradehost_console_actions_total{action=\"order\"} 3"), "{text}");
+    assert!(text.contains("tradehost_console_actions_total{action=\"order\"} 4"), "three submissions of one ticket and a limit ticket: {text}");
     assert!(text.contains("tradehost_order_transitions_total{state=\"filled\"}"), "{text}");
+    // What the services report in their heartbeats: latencies, staleness, the plugin's fuel and memory, reconnects.
+    let count = |text: &str, prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse::<f64>().ok());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (_, _, metrics) = web.call(&mut seen, "GET", "/metrics", None, None, None).await;
+        let text = metrics.as_str().unwrap_or_default().to_owned();
+        let reported = [
+            "tradehost_tick_to_signal_seconds_count{pipeline=\"nifty-ma\"} ",
+            "tradehost_signal_to_order_seconds_count ",
+            "tradehost_journal_commit_seconds_count ",
+            "tradehost_plugin_busy_seconds_total{pipeline=\"nifty-ma\"} ",
+            "tradehost_plugin_memory_bytes{pipeline=\"nifty-ma\"} ",
+        ];
+        if reported.iter().all(|p| count(&text, p).is_some_and(|n| n > 0.0)) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the heartbeats' metrics are missing or zero:\n{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(count(&text, "tradehost_feed_staleness_seconds{pipeline=\"nifty-ma\"} ").is_some(), "{text}");
+    // A live pipeline's budget is in time: its fuel is reported, and is zero.
+    assert_eq!(count(&text, "tradehost_plugin_fuel_total{pipeline=\"nifty-ma\"} "), Some(0.0), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("tradehost_redis_reconnects_total{service=")), "{text}");
 
     // A login flood from one address: after five failures in a minute (two above, three
     // here), 429, even with the right password.
@@ -297,10 +351,14 @@ async fn run_serves_the_console_on_its_embedded_bus_when_the_config_says_where()
 [console]
 listen = "127.0.0.1:{port}"
 
+[live]
+instruments = {{ kite = "instruments.csv" }}
+
 [[accounts]]
 id = "paper-1"
 capital = 10000000
-sizing = {{ kind = "fixed", qty = 10 }}
+mode = "both"
+sizing = {{ kind = "lots", lots = 1, lot_size = 50 }}
 
 [[pipelines]]
 id = "nifty-ma"
@@ -308,10 +366,27 @@ plugin = "ma_crossover.wasm"
 symbols = ["NIFTY"]
 accounts = ["paper-1"]
 source = {{ kind = "synthetic", seed = 3, days = 2, speed = 600 }}
+
+[[pipelines]]
+id = "nifty-oi"
+plugin = "oi_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["paper-1"]
+source = {{ kind = "synthetic", seed = 2, days = 2, speed = 600, option_chain = true }}
 "#
         ),
         1,
     );
+    // A broker's instrument master, in Kite's documented CSV layout (`GET /instruments`).
+    std::fs::write(
+        dir.path().join("instruments.csv"),
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n\
+         738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n\
+         256265,1001,NIFTY 50,\"NIFTY 50\",0,,0,0,0,EQ,INDICES,NSE\n\
+         12345678,48225,NIFTY40JAN26000CE,\"NIFTY\",0,2040-01-26,26000,0.05,65,CE,NFO-OPT,NFO\n\
+         12345679,48226,NIFTY40JAN26000PE,\"NIFTY\",0,2040-01-26,26000,0.05,65,PE,NFO-OPT,NFO\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("secrets.toml"), format!("[console.users.asha]\npassword_hash = \"{}\"\nrole = \"trader\"\n", hash(TRADER_PASSWORD))).unwrap();
     let _run = Stop(tradehost(&["run", "--quiet"], &config, None));
     let web = Web { http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(), base: format!("http://127.0.0.1:{port}") };
@@ -330,11 +405,62 @@ source = {{ kind = "synthetic", seed = 3, days = 2, speed = 600 }}
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         let (status, _, state) = web.call(&mut seen, "GET", "/api/state", Some(&cookie), None, None).await;
-        assert_eq!(status, 200);
+        assert_eq!(status, 200, "{state}");
         if state["pipelines"].as_array().unwrap().iter().any(|p| p["pipeline"] == "nifty-ma" && p["last_signal"].is_object()) {
             break;
         }
         assert!(Instant::now() < deadline, "no signal seen: {state}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The symbol box completes from the instrument master, ours and the broker's names.
+    let (status, _, found) = web.call(&mut seen, "GET", "/api/instruments?q=reli", Some(&cookie), None, None).await;
+    assert_eq!((status, found["instruments"].clone()), (200, json!(["RELIANCE"])), "{found}");
+    let (_, _, found) = web.call(&mut seen, "GET", "/api/instruments?q=NIFTY26JAN40", Some(&cookie), None, None).await;
+    assert_eq!(found["instruments"], json!(["NIFTY26JAN4026000CE", "NIFTY26JAN4026000PE"]), "our names of the master's contracts");
+
+    // The option chain the basket builder picks from: the synthetic chain's quoted
+    // strikes with their prices, and the master's expiry, listed though unquoted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let chain = loop {
+        let (_, _, chain) = web.call(&mut seen, "GET", "/api/chain?underlying=NIFTY", Some(&cookie), None, None).await;
+        if chain["rows"].as_array().is_some_and(|r| r.iter().any(|r| r["ce"]["last"].is_string() && r["pe"]["last"].is_string())) {
+            break chain;
+        }
+        assert!(Instant::now() < deadline, "no option chain: {chain}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let expiries: Vec<String> = serde_json::from_value(chain["expiries"].clone()).unwrap();
+    assert!(expiries.len() >= 2 && expiries.last().map(String::as_str) == Some("2040-01-26"), "{expiries:?}");
+    assert_eq!(chain["expiry"], expiries[0].as_str(), "the nearest expiry first");
+    let spot: f64 = chain["spot"].as_str().unwrap().parse().unwrap();
+    let days: f64 = chain["days_to_expiry"].as_str().unwrap().parse().unwrap();
+    assert!(spot > 1000.0 && (0.0..=40.0).contains(&days), "{chain}");
+    let lot = chain["lot_size"].as_u64().unwrap();
+    assert_eq!(lot, 50, "the account's lot: the bundled contract rules list NIFTY's from late 2024, the synthetic market is in January 2024");
+    // The row at the money: its contracts' names are ours, and they trade.
+    let rows = chain["rows"].as_array().unwrap();
+    let atm = rows.iter().filter(|r| r["ce"]["last"].is_string() && r["pe"]["last"].is_string()).min_by(|a, b| {
+        let d = |r: &Value| (r["strike"].as_str().unwrap().parse::<f64>().unwrap() - spot).abs();
+        d(a).total_cmp(&d(b))
+    });
+    let atm = atm.unwrap();
+    let (ce, pe) = (atm["ce"]["symbol"].as_str().unwrap().to_owned(), atm["pe"]["symbol"].as_str().unwrap().to_owned());
+    assert!(ce.starts_with("NIFTY") && ce.ends_with(&format!("{}CE", atm["strike"].as_str().unwrap())), "{ce}");
+    let (_, _, session) = web.call(&mut seen, "GET", "/api/session", Some(&cookie), None, None).await;
+    let csrf = session["csrf"].as_str().unwrap().to_owned();
+    let straddle = json!({ "request_id": "straddle-0001", "account": "paper-1", "legs": [
+        { "instrument": ce, "side": "sell", "qty": lot.to_string() }, { "instrument": pe, "side": "sell", "qty": lot.to_string() } ] });
+    let (status, _, body) = web.call(&mut seen, "POST", "/api/baskets", Some(&cookie), Some(&csrf), Some(straddle)).await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, state) = web.call(&mut seen, "GET", "/api/state", Some(&cookie), None, None).await;
+        let filled: Vec<&str> = state["orders"].as_array().unwrap().iter().filter(|o| o["pipeline"] == "basket" && o["state"] == "filled").filter_map(|o| o["instrument"].as_str()).collect();
+        if filled.contains(&ce.as_str()) && filled.contains(&pe.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the straddle from the chain did not fill: {}", state["orders"]);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

@@ -3,7 +3,9 @@
 //! market, `[console] listen`). Log in; see signals arrive without reloading; place a
 //! manual order with a double click and see one order, filled; build a short straddle and
 //! read its max profit, max loss and breakevens off the page (worked out by hand below);
-//! arm and cancel a level watcher; flatten; a viewer sees no trader controls and is refused.
+//! place a limit ticket and cancel it; pick NIFTY's option chain and buy the call at the
+//! money with a click; arm and cancel a level watcher, and one that fires; flatten; a
+//! viewer sees no trader controls and is refused.
 //! Screenshots of each step go to `target/console-screenshots/`. `./scripts/test`
 //! installs chromium and chromedriver; without them (and not on CI) this says so and skips.
 
@@ -42,7 +44,8 @@ async fn until(c: &Client, script: &str, what: &str) {
             return;
         }
         if Instant::now() > deadline {
-            let text = c.execute("return document.body.innerText;", vec![]).await.unwrap_or_default();
+            shot(c, "failed").await;
+            let text = c.execute("return document.getElementById('ticket-state').textContent + ' | ' + document.getElementById('orders').innerText + ' | ' + document.body.innerText;", vec![]).await.unwrap_or_default();
             panic!("{what}: not seen in 45 s; the page says: {}", text.as_str().unwrap_or_default().chars().take(1500).collect::<String>());
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -97,10 +100,18 @@ id = "nifty-ma"
 plugin = "ma_crossover.wasm"
 symbols = ["NIFTY"]
 accounts = ["paper-1"]
-source = {{ kind = "synthetic", seed = 3, days = 3, speed = 300 }}
+source = {{ kind = "synthetic", seed = 3, days = 5, speed = 300 }}
 [pipelines.params]
 fast = 5
 slow = 20
+
+# The same market with its option chain: the basket builder's strikes and prices.
+[[pipelines]]
+id = "nifty-oi"
+plugin = "oi_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["paper-1"]
+source = {{ kind = "synthetic", seed = 3, days = 5, speed = 300, option_chain = true }}
 "#
         ),
         1,
@@ -169,13 +180,31 @@ slow = 20
     assert_eq!(manual, vec![("2".to_owned(), "filled".to_owned())], "a double click is one order");
     shot(&c, "03-ticket").await;
 
+    // A limit ticket far below the market: it works at its price, unfilled, until cancelled from the orders table.
+    c.find(Locator::Id("t-type")).await.unwrap().select_by_label("LIMIT").await.unwrap();
+    until(&c, "!document.getElementById('t-price').classList.contains('hidden') && document.getElementById('t-trigger').classList.contains('hidden')", "the limit price box").await;
+    set(&c, "t-price", "1").await;
+    c.find(Locator::Id("t-submit")).await.unwrap().click().await.unwrap();
+    until(&c, "document.getElementById('ticket-state').textContent.startsWith('order accepted (LIMIT 1)')", "the limit ticket working").await;
+    shot(&c, "03b-limit").await;
+    c.find(Locator::Css("#orders button[data-cancel]")).await.unwrap().click().await.unwrap();
+    until(&c, "document.getElementById('ticket-state').textContent.startsWith('order cancelled')", "the limit ticket cancelled").await;
+    let limit: (String, String, String) =
+        db.query_row("SELECT order_type, limit_price, state FROM orders WHERE pipeline = 'basket' AND order_type IS NOT NULL", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    assert_eq!(limit, ("LIMIT".to_owned(), "1".to_owned(), "cancelled".to_owned()));
+
     // A short straddle from the template: sell 75 of the 25,000 CE at 180 and of the PE at 170.
     // By hand: credit (180 + 170) × 75 = 26,250, the most it can make; unlimited loss; it breaks
     // even 350 either side of the strike, at 24,650 and 25,350.
     set(&c, "b-underlying", "25000").await;
     set(&c, "b-days", "7").await;
     c.execute("const t = document.getElementById('b-template'); t.value = 'straddle'; t.dispatchEvent(new Event('change'));", vec![]).await.unwrap();
-    c.execute("const p = document.querySelectorAll('#b-legs tr.leg .price'); p[0].value = '180'; p[1].value = '170';", vec![]).await.unwrap();
+    c.execute(
+        "const p = document.querySelectorAll('#b-legs tr.leg .price'); p[0].value = '180'; p[1].value = '170'; document.querySelectorAll('#b-legs tr.leg .qty').forEach((q) => q.value = '75');",
+        vec![],
+    )
+    .await
+    .unwrap();
     c.find(Locator::Id("b-value")).await.unwrap().click().await.unwrap();
     until(&c, "document.getElementById('max-loss') !== null", "the payoff figures").await;
     let text = |id: &'static str| {
@@ -190,6 +219,32 @@ slow = 20
     assert_eq!(curve, 2, "the payoff at expiry and today");
     shot(&c, "04-straddle").await;
 
+    // From the option chain: pick NIFTY, buy the call at the money with one click; the leg
+    // carries our name of the contract and its last price, and the basket fills.
+    c.execute("document.querySelectorAll('#b-legs tr.leg').forEach((r) => r.remove());", vec![]).await.unwrap();
+    until(&c, "[...document.querySelectorAll('#b-chain option')].some(o => o.textContent === 'NIFTY')", "NIFTY among the chains").await;
+    c.find(Locator::Id("b-chain")).await.unwrap().select_by_label("NIFTY").await.unwrap();
+    until(&c, "document.querySelector('#b-chain-table tr.atm') !== null && document.getElementById('b-expiry').options.length > 0", "the chain table").await;
+    until(&c, "[...document.querySelectorAll('#b-chain-table tr.atm td')].filter(td => /^[0-9.]+$/.test(td.textContent)).length === 3", "the chain's prices at the money").await;
+    shot(&c, "04b-chain").await;
+    c.find(Locator::Css("#b-chain-table tr.atm button[data-leg='CE buy']")).await.unwrap().click().await.unwrap();
+    let leg = c.execute("const r = document.querySelector('#b-legs tr.leg'); return [r.querySelector('.symbol').value, r.querySelector('.price').value, r.querySelector('.strike').value];", vec![]).await.unwrap();
+    let (symbol, price, strike) = (leg[0].as_str().unwrap().to_owned(), leg[1].as_str().unwrap().to_owned(), leg[2].as_str().unwrap().to_owned());
+    let atm_ce: String = c.execute("return document.querySelectorAll('#b-chain-table tr.atm td')[1].textContent;", vec![]).await.unwrap().as_str().unwrap().to_owned();
+    assert!(symbol.starts_with("NIFTY") && symbol.ends_with(&format!("{strike}CE")) && symbol.len() == "NIFTY".len() + 7 + strike.len() + 2, "{symbol}");
+    assert_eq!(price, atm_ce, "the leg's price is the chain's");
+    c.find(Locator::Id("b-send")).await.unwrap().click().await.unwrap();
+    until(&c, "document.getElementById('basket-state').textContent.startsWith('sent')", "the basket sent").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: Option<String> = db.query_row("SELECT state FROM orders WHERE pipeline = 'basket' AND instrument = ?1", [&symbol], |r| r.get(0)).ok();
+        if state.as_deref() == Some("filled") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the call from the chain did not fill: {state:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // A level watcher, armed then cancelled.
     set(&c, "w-instrument", "NIFTY").await;
     set(&c, "w-level", "99999999").await;
@@ -198,6 +253,29 @@ slow = 20
     shot(&c, "05-watcher").await;
     c.find(Locator::Css("#watchers button[data-unwatch]")).await.unwrap().click().await.unwrap();
     until(&c, "[...document.querySelectorAll('#watchers td.state')].some(td => td.textContent === 'cancelled')", "the watcher cancelled").await;
+    // A trap just above the market: the first bar that reaches it fires it, once, and its order fills.
+    let spot: f64 = c
+        .execute("return fetch('/api/chain?underlying=NIFTY').then(r => r.json()).then(c => c.spot);", vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    set(&c, "w-level", &format!("{:.2}", spot + 3.0)).await;
+    c.find(Locator::Id("w-submit")).await.unwrap().click().await.unwrap();
+    until(&c, "[...document.querySelectorAll('#watchers td.state')].some(td => td.textContent === 'fired')", "the watcher fired").await;
+    shot(&c, "05b-fired").await;
+    let fired: (String, i64) = db.query_row("SELECT watch_id, fired_ts FROM watchers WHERE state = 'fired'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: Option<String> = db.query_row("SELECT state FROM orders WHERE signal_id LIKE 'basket/' || ?1 || '/%'", [&fired.0], |r| r.get(0)).ok();
+        if state.as_deref() == Some("filled") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher's order did not fill: {state:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Flatten the account (after confirming): the flatten shows on the feed and the position goes.
     until(&c, "document.querySelector('#accounts table.positions td') !== null", "a position").await;

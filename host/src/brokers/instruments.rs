@@ -244,17 +244,7 @@ impl InstrumentMaster {
     /// # Errors
     /// A source that cannot be read or parsed; the old map stays.
     pub async fn load(&self, broker: &str, source: &str) -> anyhow::Result<usize> {
-        let text = if source.starts_with("http://") || source.starts_with("https://") {
-            let client = super::http::client(std::time::Duration::from_secs(60))?;
-            let answer = client.get(source).send().await.map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?;
-            if !answer.status().is_success() {
-                anyhow::bail!("{source}: HTTP {}", answer.status());
-            }
-            answer.text().await.map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?
-        } else {
-            std::fs::read_to_string(Path::new(source)).map_err(|e| anyhow::anyhow!("{source}: {e}"))?
-        };
-        let entries = parse(broker, source, &text)?;
+        let entries = parse(broker, source, &read_source(source).await?)?;
         let n = entries.iter().filter(|(k, _)| !is_index_key(k)).count();
         if !self.bus.replace_hash(&self.key(broker), &entries).await? {
             let map: HashMap<String, String> = entries.into_iter().collect();
@@ -341,6 +331,66 @@ impl InstrumentMaster {
     }
 }
 
+/// The text of an instrument file: a path, or an `http(s)://` URL.
+///
+/// # Errors
+/// One that cannot be read, named.
+pub async fn read_source(source: &str) -> anyhow::Result<String> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let client = super::http::client(std::time::Duration::from_secs(60))?;
+        let answer = client.get(source).send().await.map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?;
+        if !answer.status().is_success() {
+            anyhow::bail!("{source}: HTTP {}", answer.status());
+        }
+        Ok(answer.text().await.map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?)
+    } else {
+        std::fs::read_to_string(Path::new(source)).map_err(|e| anyhow::anyhow!("{source}: {e}"))
+    }
+}
+
+/// What a person picks from, out of the masters: every tradable name (ours and the
+/// broker's), each one's lot, and each underlying's listed option strikes by expiry (the
+/// console's symbol box and basket builder).
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Tradable names and indices, sorted.
+    pub symbols: std::collections::BTreeSet<String>,
+    /// Units per lot, by name.
+    pub lots: HashMap<String, u64>,
+    /// `(underlying, expiry)` → `(strike, call)`, strikes ascending.
+    pub options: std::collections::BTreeMap<(String, String), Vec<(Decimal, bool)>>,
+}
+
+impl Catalog {
+    /// Add one master's entries (as [`parse`] made them).
+    pub fn add(&mut self, entries: &[(String, String)]) {
+        for (key, value) in entries {
+            let Some((prefix, rest)) = key.split_once(':') else { continue };
+            match prefix {
+                CHAIN_KEY => {
+                    let Some((underlying, expiry)) = rest.split_once(':') else { continue };
+                    let list = self.options.entry((underlying.to_owned(), expiry.to_owned())).or_default();
+                    for line in value.lines() {
+                        let mut f = line.split('\t');
+                        if let (Some(Ok(strike)), Some(kind)) = (f.next().map(Decimal::from_str_exact), f.next()) {
+                            list.push((strike, kind == "CE"));
+                        }
+                    }
+                    list.sort_unstable_by_key(|(k, call)| (*k, !*call));
+                    list.dedup();
+                }
+                EXPIRIES_KEY => {}
+                _ => {
+                    self.symbols.insert(rest.to_owned());
+                    if prefix != INDEX_KEY {
+                        self.lots.insert(rest.to_owned(), decode(value).lot_size);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Whether `qty` is a whole number of lots.
 #[must_use]
 pub fn whole_lots(qty: Decimal, lot_size: u64) -> bool {
@@ -409,6 +459,19 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
         assert_eq!(contract_symbol("NIFTY", "28-03-2024", "20800.0", "CE").as_deref(), Some("NIFTY28MAR2420800CE"), "Upstox's day-first dates");
         assert_eq!(contract_symbol("NIFTY 50", "2024-03-28", "20800", "CE"), None);
         assert_eq!(contract_symbol("NIFTY", "2024-13-28", "20800", "CE"), None);
+    }
+
+    #[test]
+    fn a_catalog_lists_names_lots_and_strikes_to_pick_from() {
+        let mut c = Catalog::default();
+        c.add(&parse("kite", "kite.csv", KITE).unwrap());
+        for name in ["RELIANCE", "NIFTY 50", "NIFTY28MAR2420800CE", "NIFTY24MAR20800CE", "NIFTY28MAR24FUT", "VEDL25APR24292.5CE"] {
+            assert!(c.symbols.contains(name), "{name}: {:?}", c.symbols);
+        }
+        assert!(!c.symbols.iter().any(|s| s.starts_with("OC:") || s.starts_with("OX:") || s.contains(':')), "no index key is a name: {:?}", c.symbols);
+        assert_eq!((c.lots.get("NIFTY28MAR2420800CE"), c.lots.get("RELIANCE"), c.lots.get("NIFTY 50")), (Some(&50), Some(&1), None));
+        assert_eq!(c.options.get(&("NIFTY".into(), "2024-03-28".into())), Some(&vec![(Decimal::from(20_800), true)]));
+        assert_eq!(c.options.get(&("VEDL".into(), "2024-04-25".into())), Some(&vec![(Decimal::new(2925, 1), true)]));
     }
 
     #[test]

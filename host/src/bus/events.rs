@@ -42,6 +42,8 @@ pub enum Event {
     BasketPlaced { basket: String, account: String, legs: usize },
     /// Every leg of a basket filled.
     BasketComplete { basket: String, account: String },
+    /// A one-order basket (a manual ticket) whose order a trader cancelled: over, not failed.
+    BasketCancelled { basket: String, account: String, reason: String },
     /// A basket could not be placed or a leg was refused; `unwinding`: the filled legs being closed.
     BasketFailed {
         basket: String,
@@ -204,6 +206,7 @@ impl Event {
             Self::ProtectiveStop { .. } => "protective_stop",
             Self::BasketPlaced { .. } => "basket_placed",
             Self::BasketComplete { .. } => "basket_complete",
+            Self::BasketCancelled { .. } => "basket_cancelled",
             Self::BasketFailed { .. } => "basket_failed",
             Self::OrdersStarted { .. } => "orders_started",
             Self::PriceRefused { .. } => "price_refused",
@@ -359,7 +362,7 @@ impl Events {
 
     /// Publish a heartbeat with `body` (counters, P&L, pipeline states).
     pub async fn heartbeat(&self, body: Value) {
-        let mut b = json!({ "role": self.role });
+        let mut b = json!({ "role": self.role, "redis_reconnects": self.bus.reconnects() });
         if let (Some(m), Value::Object(f)) = (b.as_object_mut(), body) {
             m.extend(f);
         }

@@ -468,6 +468,9 @@ pub struct LegMessage {
     /// Units.
     #[serde(deserialize_with = "de_decimal")]
     pub qty: Decimal,
+    /// How it is priced (absent: at the market), as a signal's: `{"type": "LIMIT", "price": "101.5"}`.
+    #[serde(default)]
+    pub order: Option<OrderTerms>,
 }
 
 /// Which pipelines an engine command is for.
@@ -551,8 +554,8 @@ pub enum Command {
         level: Decimal,
         /// Crossing up (else down).
         up: bool,
-        /// The order: instrument, side, units.
-        leg: (String, crate::domain::OrderSide, Decimal),
+        /// The order (at the market).
+        leg: crate::domain::order::Leg,
     },
     /// Disarm a level watcher.
     Unwatch {
@@ -563,8 +566,8 @@ pub enum Command {
     Basket {
         /// The account.
         account: String,
-        /// `(instrument, side, units)`, units positive.
-        legs: Vec<(String, crate::domain::OrderSide, Decimal)>,
+        /// The legs, units positive.
+        legs: Vec<crate::domain::order::Leg>,
         /// Close the filled legs if a leg fails.
         unwind: bool,
     },
@@ -630,6 +633,9 @@ impl CommandMessage {
                 if legs.len() != 1 {
                     return Err("watch places one order: \"legs\" holds one leg".into());
                 }
+                if legs[0].kind != OrderKind::Market || legs[0].validity != Validity::Day {
+                    return Err("watch places its order at the market: its leg takes no \"order\" terms".into());
+                }
                 Command::Watch { account, instrument, level, up, leg: legs.remove(0) }
             }
             "unwatch" => Command::Unwatch { watch_id: self.watch_id.clone().ok_or("unwatch needs \"watch_id\"")? },
@@ -637,13 +643,17 @@ impl CommandMessage {
         })
     }
 
-    /// The `legs` of a `basket` or `watch`, checked: a side of buy or sell, a positive quantity.
-    fn checked_legs(&self, what: &str) -> Result<Vec<(String, crate::domain::OrderSide, Decimal)>, String> {
+    /// The `legs` of a `basket` or `watch`, checked: a side of buy or sell, a positive
+    /// quantity, order terms that parse.
+    fn checked_legs(&self, what: &str) -> Result<Vec<crate::domain::order::Leg>, String> {
         let legs = self.legs.as_deref().filter(|l| !l.is_empty()).ok_or(format!("{what} needs \"account\" and a non-empty \"legs\" list"))?;
         legs.iter()
-            .map(|l| match crate::domain::OrderSide::parse(&l.side) {
-                Some(side) if l.qty > Decimal::ZERO => Ok((l.instrument.clone(), side, l.qty)),
-                _ => Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument)),
+            .map(|l| {
+                let Some(side) = crate::domain::OrderSide::parse(&l.side).filter(|_| l.qty > Decimal::ZERO) else {
+                    return Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument));
+                };
+                let (kind, validity) = l.order.as_ref().map(OrderTerms::parse).transpose().map_err(|e| format!("leg {}: {e}", l.instrument))?.unwrap_or_default();
+                Ok(crate::domain::order::Leg { instrument: l.instrument.clone(), side, qty: l.qty, kind, validity })
             })
             .collect()
     }
@@ -687,7 +697,15 @@ mod tests {
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[]"#).unwrap_err().contains("non-empty"));
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"hold","qty":1}]"#).unwrap_err().contains("leg X"));
         let basket = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"75"}],"unwind":true"#).unwrap();
-        assert_eq!(basket, Command::Basket { account: "a".into(), legs: vec![("X".into(), crate::domain::OrderSide::Buy, Decimal::from(75))], unwind: true });
+        assert_eq!(basket, Command::Basket { account: "a".into(), legs: vec![crate::domain::order::Leg::market("X", crate::domain::OrderSide::Buy, Decimal::from(75))], unwind: true });
+        let limit = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"sell","qty":"5","order":{"type":"LIMIT","price":"101.5"}}]"#).unwrap();
+        let Command::Basket { legs, .. } = limit else { panic!("a basket") };
+        assert_eq!((legs[0].kind, legs[0].validity), (OrderKind::Limit { price: Decimal::new(1015, 1) }, Validity::Day));
+        let stop = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","order":{"type":"SL-M","trigger":"99","validity":"IOC"}}]"#).unwrap();
+        let Command::Basket { legs, .. } = stop else { panic!("a basket") };
+        assert_eq!((legs[0].kind, legs[0].validity), (OrderKind::StopMarket { trigger: Decimal::from(99) }, Validity::Ioc));
+        assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","order":{"type":"LIMIT"}}]"#).unwrap_err().contains("leg X: order type LIMIT needs a price"));
+        assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","order":{"type":"LIMIT","price":"0"}}]"#).unwrap_err().contains("above zero"));
         assert_eq!(
             cmd(r#""cmd":"modify","client_order_id":"o1","price":"101.5""#),
             Ok(Command::ModifyOrder { client_order_id: "o1".into(), price: Some(Decimal::new(1015, 1)), trigger: None })
@@ -695,7 +713,8 @@ mod tests {
         assert!(cmd(r#""cmd":"modify","client_order_id":"o1""#).unwrap_err().contains("\"price\" or \"trigger\""));
         assert_eq!(cmd(r#""cmd":"cancel","client_order_id":"o1""#), Ok(Command::CancelOrder { client_order_id: "o1".into() }));
         let watch = cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"25950","direction":"up","legs":[{"instrument":"NIFTY24DEC25950CE","side":"buy","qty":"75"}]"#).unwrap();
-        assert_eq!(watch, Command::Watch { account: "a".into(), instrument: "NIFTY".into(), level: Decimal::from(25_950), up: true, leg: ("NIFTY24DEC25950CE".into(), crate::domain::OrderSide::Buy, Decimal::from(75)) });
+        assert_eq!(watch, Command::Watch { account: "a".into(), instrument: "NIFTY".into(), level: Decimal::from(25_950), up: true, leg: crate::domain::order::Leg::market("NIFTY24DEC25950CE", crate::domain::OrderSide::Buy, Decimal::from(75)) });
+        assert!(cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"25950","direction":"up","legs":[{"instrument":"X","side":"buy","qty":"1","order":{"type":"LIMIT","price":"5"}}]"#).unwrap_err().contains("at the market"));
         assert!(cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"25950","direction":"sideways","legs":[{"instrument":"X","side":"buy","qty":"1"}]"#).unwrap_err().contains("direction"));
         assert!(cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"0","direction":"up","legs":[{"instrument":"X","side":"buy","qty":"1"}]"#).unwrap_err().contains("positive \"level\""));
         assert_eq!(cmd(r#""cmd":"unwatch","watch_id":"w1""#), Ok(Command::Unwatch { watch_id: "w1".into() }));

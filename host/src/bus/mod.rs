@@ -279,6 +279,15 @@ impl Bus {
         }
     }
 
+    /// Times a Redis server came back after it was found away (0 for the embedded bus).
+    #[must_use]
+    pub fn reconnects(&self) -> u64 {
+        match self {
+            Self::Embedded(_) => 0,
+            Self::Redis(b) => b.reconnects(),
+        }
+    }
+
     /// Subscribe to channels or glob patterns (`trading:*`). A Redis
     /// subscription reconnects and subscribes again by itself after the
     /// connection drops; what was published meanwhile is lost, as pub/sub loses it.

@@ -34,6 +34,15 @@ pub struct RedisBus {
     price_reader: Mutex<Option<MultiplexedConnection>>,
     append: redis::Script,
     health: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// Times the server came back after it was found away.
+    reconnects: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Mark the server up; count a reconnect when it was down.
+fn mark_up(health: &tokio::sync::watch::Sender<bool>, reconnects: &std::sync::atomic::AtomicU64) {
+    if health.send_if_modified(|up| !std::mem::replace(up, true)) {
+        reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How long one connection attempt may take; an unreachable server must not hang a caller.
@@ -80,7 +89,13 @@ impl RedisBus {
             price_reader: Mutex::new(None),
             append: redis::Script::new(APPEND_IF_NEW),
             health: std::sync::Arc::new(health),
+            reconnects: std::sync::Arc::default(),
         })
+    }
+
+    /// Times the server came back after it was found away.
+    pub(super) fn reconnects(&self) -> u64 {
+        self.reconnects.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Up (`true`) or down, as the last operation found the server.
@@ -91,9 +106,7 @@ impl RedisBus {
     /// Note what a result says about the connection, and convert its error.
     fn track<T>(&self, result: Result<T, redis::RedisError>) -> Result<T, BusError> {
         match &result {
-            Ok(_) => {
-                self.health.send_if_modified(|up| !std::mem::replace(up, true));
-            }
+            Ok(_) => mark_up(&self.health, &self.reconnects),
             Err(e) if is_connection_error(e) => {
                 self.health.send_if_modified(|up| std::mem::replace(up, false));
             }
@@ -200,7 +213,7 @@ impl RedisBus {
         // The first connection is made here, so a caller is subscribed when this returns.
         let first = self.track(open(&self.client, patterns).await)?;
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
-        let (client, patterns, health) = (self.client.clone(), patterns.to_vec(), self.health.clone());
+        let (client, patterns, health, reconnects) = (self.client.clone(), patterns.to_vec(), self.health.clone(), self.reconnects.clone());
         tokio::spawn(async move {
             let mut next = Some(first);
             let mut delay = Duration::from_millis(100);
@@ -210,7 +223,7 @@ impl RedisBus {
                     None => match open(&client, &patterns).await {
                         Ok(p) => {
                             delay = Duration::from_millis(100);
-                            health.send_if_modified(|up| !std::mem::replace(up, true));
+                            mark_up(&health, &reconnects);
                             p
                         }
                         Err(e) => {

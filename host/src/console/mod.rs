@@ -19,6 +19,7 @@
 //! tables hold none, and bus messages are scrubbed by their publishers. Every action is
 //! an event naming its user.
 
+mod chain;
 mod metrics;
 mod payoff;
 
@@ -152,6 +153,9 @@ struct App {
     feed: broadcast::Sender<(String, String)>,
     seen: Mutex<Seen>,
     metrics: metrics::Metrics,
+    /// The brokers' instrument masters (`[live] instruments`), for the symbol box and the
+    /// basket builder's strikes; empty until read, and when none is configured.
+    catalog: std::sync::RwLock<crate::brokers::instruments::Catalog>,
 }
 
 /// An armed exit as the journal keeps it: stop, target, trailing percent, best price.
@@ -166,6 +170,7 @@ struct Seen {
     last: HashMap<String, rust_decimal::Decimal>,
     equity: BTreeMap<String, VecDeque<(i64, String)>>,
     last_equity_ts: i64,
+    chains: chain::Chains,
 }
 
 /// The console's users from the secrets file beside `config`, checked: a role that is
@@ -206,6 +211,23 @@ pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, use
         feed,
         seen: Mutex::default(),
         metrics: metrics::Metrics::default(),
+        catalog: std::sync::RwLock::default(),
+    });
+    // The masters are read in the background: the page is up at once.
+    let reader = app.clone();
+    let masters = tokio::spawn(async move {
+        for (broker, source) in &reader.config.live.instruments {
+            let source = reader.config.resolve_source(source);
+            let read = crate::brokers::instruments::read_source(&source).await.and_then(|text| Ok(crate::brokers::instruments::parse(broker, &source, &text)?));
+            match read {
+                Ok(entries) => {
+                    if let Ok(mut c) = reader.catalog.write() {
+                        c.add(&entries);
+                    }
+                }
+                Err(e) => reader.events.error("console", &format!("{broker} instrument master: {e:#}")).await,
+            }
+        }
     });
     let mut sub = bus.subscribe(&[bus.channels().all()]).await.context("subscribing to the bus")?;
     let watcher = app.clone();
@@ -229,6 +251,7 @@ pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, use
         .route("/api/watchers/cancel", post(unwatch))
         .route("/api/payoff", post(payoff_of))
         .route("/api/instruments", get(instruments))
+        .route("/api/chain", get(option_chain))
         .route("/metrics", get(metrics))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding the console to {}", settings.listen))?;
@@ -237,6 +260,7 @@ pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, use
     println!("console: http://{bound}");
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await;
     follow.abort();
+    masters.abort();
     served.context("serving the console")
 }
 
@@ -248,12 +272,13 @@ impl App {
         let Ok(mut seen) = self.seen.lock() else { return };
         let kind = v["type"].as_str().unwrap_or_default();
         if kind == "quotes" {
+            let ts = v["ts"].as_i64().unwrap_or(0);
             for q in v["quotes"].as_array().map(Vec::as_slice).unwrap_or_default() {
                 if let (Some(i), Some(p)) = (q["instrument"].as_str(), q["close"].as_str().and_then(|p| p.parse().ok())) {
                     seen.last.insert(i.to_owned(), p);
+                    seen.chains.take(i, p, ts);
                 }
             }
-            let ts = v["ts"].as_i64().unwrap_or(0);
             // The intraday equity curve: each account's P&L, at most once a market minute.
             if ts >= seen.last_equity_ts + 60_000 {
                 seen.last_equity_ts = ts;
@@ -359,7 +384,7 @@ impl App {
     fn orders(&self) -> anyhow::Result<Vec<Value>> {
         let Some(db) = self.open_journal()? else { return Ok(Vec::new()) };
         let mut stmt = db.prepare(
-            "SELECT client_order_id, account, pipeline, instrument, side, qty, state, fill_price, COALESCE(filled_qty, ''), COALESCE(order_type, 'MARKET'), limit_price, trigger_price, parent, broker_order_id
+            "SELECT client_order_id, account, pipeline, instrument, side, qty, state, fill_price, COALESCE(filled_qty, ''), COALESCE(order_type, 'MARKET'), limit_price, trigger_price, parent, broker_order_id, signal_id
              FROM orders ORDER BY rowid DESC LIMIT 100",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -367,7 +392,7 @@ impl App {
                 "client_order_id": r.get::<_, String>(0)?, "account": r.get::<_, String>(1)?, "pipeline": r.get::<_, String>(2)?, "instrument": r.get::<_, String>(3)?,
                 "side": r.get::<_, String>(4)?, "qty": r.get::<_, String>(5)?, "state": r.get::<_, String>(6)?, "fill_price": r.get::<_, Option<String>>(7)?,
                 "filled_qty": r.get::<_, String>(8)?, "order_type": r.get::<_, String>(9)?, "price": r.get::<_, Option<String>>(10)?, "trigger": r.get::<_, Option<String>>(11)?,
-                "parent": r.get::<_, Option<String>>(12)?, "broker_order_id": r.get::<_, Option<String>>(13)?,
+                "parent": r.get::<_, Option<String>>(12)?, "broker_order_id": r.get::<_, Option<String>>(13)?, "signal_id": r.get::<_, String>(14)?,
             }))
         })?;
         let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -633,9 +658,21 @@ fn request_id(body: &Value) -> Result<String, Refused> {
     }
 }
 
-/// One leg of a ticket, as the `basket` command takes it.
+/// One leg of a ticket, as the `basket` command takes it: at the market, or with its
+/// `order_type` (`LIMIT`, `SL`, `SL-M`), `price` and `trigger` as the command's order terms.
 fn leg(v: &Value) -> Value {
-    json!({ "instrument": v["instrument"], "side": v["side"], "qty": v["qty"] })
+    let mut leg = json!({ "instrument": v["instrument"], "side": v["side"], "qty": v["qty"] });
+    let given = |k: &str| v.get(k).filter(|x| !x.is_null() && x.as_str() != Some("")).cloned();
+    if let Some(kind) = given("order_type").filter(|k| k.as_str() != Some("MARKET")) {
+        let mut terms = json!({ "type": kind });
+        for k in ["price", "trigger"] {
+            if let Some(x) = given(k) {
+                terms[k] = x;
+            }
+        }
+        leg["order"] = terms;
+    }
+    leg
 }
 
 /// A ticket as a `basket` command whose id is `action-<request id>`: placed once however
@@ -706,18 +743,51 @@ struct Search {
     q: String,
 }
 
-/// Instruments matching `q`: the pipelines' symbols, the positions' and the prices seen.
+/// Instruments matching `q`, those starting with it first: the instrument masters'
+/// names, the pipelines' symbols and every instrument priced on the bus.
 async fn instruments(State(app): State<Arc<App>>, headers: HeaderMap, Query(search): Query<Search>) -> Response {
+    const SHOWN: usize = 20;
     if app.session(&headers).is_none() {
         return error(StatusCode::UNAUTHORIZED, "log in first");
     }
-    let q = search.q.to_ascii_uppercase();
+    let q = search.q.trim().to_ascii_uppercase();
+    if q.is_empty() || q.len() > 40 {
+        return Json(json!({ "instruments": [] })).into_response();
+    }
     let mut all: std::collections::BTreeSet<String> = app.config.pipelines.iter().flat_map(|p| p.symbols.get_ref().iter().cloned()).collect();
     if let Ok(s) = app.seen.lock() {
         all.extend(s.last.keys().cloned());
     }
-    let found: Vec<String> = all.into_iter().filter(|i| i.contains(&q)).take(20).collect();
+    let mut found: Vec<String> = all.range(q.clone()..).take_while(|i| i.starts_with(&q)).take(SHOWN).cloned().collect();
+    if let Ok(c) = app.catalog.read() {
+        found.extend(c.symbols.range(q.clone()..).take_while(|i| i.starts_with(&q)).take(SHOWN).cloned());
+        found.sort();
+        found.dedup();
+        found.truncate(SHOWN);
+        // Then names holding it elsewhere (`BANK` finds `NIFTY BANK`).
+        let more: std::collections::BTreeSet<&String> = all.iter().chain(c.symbols.iter()).filter(|i| !i.starts_with(&q) && i.contains(&q)).take(SHOWN).collect();
+        let room = SHOWN - found.len();
+        found.extend(more.into_iter().take(room).cloned());
+    }
     Json(json!({ "instruments": found })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ChainQuery {
+    underlying: Option<String>,
+    expiry: Option<String>,
+}
+
+/// The option chain of an underlying and expiry, for the basket builder.
+async fn option_chain(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ChainQuery>) -> Response {
+    if app.session(&headers).is_none() {
+        return error(StatusCode::UNAUTHORIZED, "log in first");
+    }
+    let (Ok(seen), Ok(catalog)) = (app.seen.lock(), app.catalog.read()) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "state unavailable");
+    };
+    let underlying = q.underlying.map(|u| u.trim().to_ascii_uppercase());
+    Json(chain::view(&app.config, &catalog, &seen.chains, &seen.last, underlying.as_deref(), q.expiry.as_deref())).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

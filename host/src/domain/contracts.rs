@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::time::{days_from_civil, parse_date};
@@ -76,6 +77,36 @@ pub fn expiry_day(symbol: &str) -> Option<i64> {
     let year: i64 = date.get(5..7)?.parse().ok()?;
     let month = u32::try_from(month).ok()?;
     (1..=31).contains(&day).then(|| days_from_civil(2000 + year, month, day))
+}
+
+/// An option's name taken apart: `NIFTY28MAR2420800CE` is NIFTY's 20800 call of 2024-03-28.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionName {
+    /// The underlying.
+    pub underlying: String,
+    /// The expiry, `YYYY-MM-DD`.
+    pub expiry: String,
+    /// The strike.
+    pub strike: Decimal,
+    /// A call (CE), else a put (PE).
+    pub call: bool,
+}
+
+/// The parts of an option's name (`None` for anything else: an equity, a future).
+#[must_use]
+pub fn option_name(symbol: &str) -> Option<OptionName> {
+    let name = underlying(symbol)?;
+    let date = symbol.get(name.len()..name.len() + 7)?;
+    let (rest, call) = match symbol.get(name.len() + 7..)? {
+        r if r.ends_with("CE") => (r.strip_suffix("CE")?, true),
+        r if r.ends_with("PE") => (r.strip_suffix("PE")?, false),
+        _ => return None,
+    };
+    let strike = Decimal::from_str_exact(rest).ok().filter(|s| *s > Decimal::ZERO && !rest.starts_with('+'))?;
+    let day: u32 = date.get(0..2)?.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let month = MONTHS.iter().position(|m| date.get(2..5) == Some(*m))? + 1;
+    let year: u32 = date.get(5..7)?.parse().ok()?;
+    Some(OptionName { underlying: name.to_owned(), expiry: format!("20{year:02}-{month:02}-{day:02}"), strike: strike.normalize(), call })
 }
 
 impl ContractRules {
@@ -162,6 +193,20 @@ mod tests {
         assert_eq!(expiry_day("NIFTY28MAR2420800CE"), Some(days_from_civil(2024, 3, 28)));
         assert_eq!(expiry_day("NIFTY06JAN26FUT"), Some(days_from_civil(2026, 1, 6)));
         assert_eq!(expiry_day("NIFTY99MAR2420800CE"), None);
+    }
+
+    #[test]
+    fn takes_an_option_name_apart_and_back() {
+        let n = option_name("NIFTY28MAR2420800CE").unwrap();
+        assert_eq!(n, OptionName { underlying: "NIFTY".into(), expiry: "2024-03-28".into(), strike: Decimal::from(20_800), call: true });
+        let p = option_name("HEROMOTOCO28AUG25102.5PE").unwrap();
+        assert_eq!((p.strike, p.call, p.expiry.as_str()), (Decimal::new(1025, 1), false, "2025-08-28"));
+        // Made back into the name by the SDK's own rule.
+        let kind = if n.call { strategy_sdk::OptionKind::Ce } else { strategy_sdk::OptionKind::Pe };
+        assert_eq!(strategy_sdk::option_symbol(&n.underlying, &n.expiry, 20_800.0, kind).as_deref(), Some("NIFTY28MAR2420800CE"));
+        for not in ["NIFTY28MAR24FUT", "NIFTY", "RELIANCE", "NIFTY28MAR24CE", "NIFTY28MAR240CE", "NIFTY28XYZ2420800CE", "NIFTY32MAR2420800CE", "NIFTY28MAR24-5CE", "NIFTY28MAR2420800XE"] {
+            assert_eq!(option_name(not), None, "{not}");
+        }
     }
 
     #[test]

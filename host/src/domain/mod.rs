@@ -8,6 +8,7 @@ pub mod money;
 pub mod order;
 pub mod position;
 pub mod secret;
+pub mod stats;
 pub mod time;
 
 use rust_decimal::Decimal;

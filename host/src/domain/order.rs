@@ -74,6 +74,30 @@ impl OrderKind {
     }
 }
 
+/// One order of a basket, a manual ticket or a watcher: what, which way, how many,
+/// and how it is priced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    /// Instrument, e.g. `NIFTY28MAR2420800CE`.
+    pub instrument: String,
+    /// Buy or sell.
+    pub side: OrderSide,
+    /// Units.
+    pub qty: Decimal,
+    /// At the market, a limit or a stop.
+    pub kind: OrderKind,
+    /// A day order or IOC.
+    pub validity: Validity,
+}
+
+impl Leg {
+    /// A market day order.
+    #[must_use]
+    pub fn market(instrument: impl Into<String>, side: OrderSide, qty: Decimal) -> Self {
+        Self { instrument: instrument.into(), side, qty, kind: OrderKind::Market, validity: Validity::Day }
+    }
+}
+
 /// How long an order lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Validity {

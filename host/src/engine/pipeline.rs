@@ -146,12 +146,23 @@ pub struct PipelineStats {
     pub stale: crate::market::source::StaleSet,
     /// Entry signals held because their instrument's feed was stale.
     pub entries_held: AtomicU64,
+    /// From the pipeline taking a market event to its signal on the bus.
+    pub tick_to_signal: crate::domain::stats::Histogram,
+    /// Wall-clock ms of the last market event taken (0: none yet): its feed's staleness.
+    pub last_event_wall_ms: std::sync::atomic::AtomicI64,
+    /// Fuel the strategy has burned, and the memory it holds (this instance).
+    pub fuel_total: AtomicU64,
+    /// The strategy's linear memory, in bytes.
+    pub memory_bytes: AtomicU64,
+    /// Time the strategy has spent in its calls, in microseconds (this instance).
+    pub busy_us: AtomicU64,
 }
 
 /// What a pipeline hands to the bus, in the order it happened.
 enum Outgoing {
     Quotes(String),
-    Signal { id: String, json: String },
+    /// With when its market event was taken.
+    Signal { id: String, json: String, taken: std::time::Instant },
 }
 
 /// Most prices and signals a pipeline buffers while the bus is away; beyond
@@ -170,10 +181,13 @@ fn spawn_outbox(bus: Bus, events: Events, pipeline: String, stats: Arc<PipelineS
             loop {
                 let result = match &item {
                     Outgoing::Quotes(json) => bus.append_quotes(json, prices_kept).await.map(|()| None),
-                    Outgoing::Signal { id, json } => bus.append_signal(id, json).await.map(Some),
+                    Outgoing::Signal { id, json, .. } => bus.append_signal(id, json).await.map(Some),
                 };
                 match result {
                     Ok(logged) => {
+                        if let (Some(true), Outgoing::Signal { taken, .. }) = (logged, &item) {
+                            stats.tick_to_signal.observe(taken.elapsed());
+                        }
                         match logged {
                             Some(true) => stats.signals_out.fetch_add(1, Ordering::Relaxed),
                             Some(false) => stats.signals_refused.fetch_add(1, Ordering::Relaxed),
@@ -600,6 +614,8 @@ async fn handle(
     paused: bool,
 ) -> Result<(), String> {
     let ts = event.ts_ms();
+    let taken = std::time::Instant::now();
+    stats.last_event_wall_ms.store(crate::bus::message::now_ms(), Ordering::Relaxed);
     // Prices first (even when the strategy then fails on them): the order side
     // fills an order only on a price later than its signal.
     let quotes_msg = publish_prices(spec, outbox, stats, event).await;
@@ -614,6 +630,10 @@ async fn handle(
         }
     };
     stats.events_in.fetch_add(1, Ordering::Relaxed);
+    let usage = strategy.usage();
+    stats.fuel_total.store(usage.fuel_total, Ordering::Relaxed);
+    stats.memory_bytes.store(usage.memory_bytes, Ordering::Relaxed);
+    stats.busy_us.store(usage.busy_us, Ordering::Relaxed);
     let price_of = |instrument: &str| quotes_msg.quotes.iter().find(|q| q.instrument == instrument).map(|q| q.close);
     for (seq, s) in raw.into_iter().enumerate() {
         let signal = match Signal::from_strategy(ts, s) {
@@ -658,7 +678,7 @@ async fn handle(
         if let Ok(mut last) = stats.last_signal.lock() {
             *last = Some(msg.id.clone());
         }
-        send(outbox, stats, Outgoing::Signal { json: msg.to_json(), id: msg.id }).await;
+        send(outbox, stats, Outgoing::Signal { json: msg.to_json(), id: msg.id, taken }).await;
     }
     Ok(())
 }

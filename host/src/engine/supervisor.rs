@@ -356,6 +356,11 @@ impl Supervisor {
                         "bus_retries": s.stats.retries.load(Ordering::Relaxed),
                         "entries_held": s.stats.entries_held.load(Ordering::Relaxed),
                         "stale": s.stats.stale.lock().map(|st| st.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+                        "tick_to_signal": s.stats.tick_to_signal.to_json(),
+                        "last_event_wall_ms": s.stats.last_event_wall_ms.load(Ordering::Relaxed),
+                        "fuel_total": s.stats.fuel_total.load(Ordering::Relaxed),
+                        "memory_bytes": s.stats.memory_bytes.load(Ordering::Relaxed),
+                        "busy_us": s.stats.busy_us.load(Ordering::Relaxed),
                         "reason": s.reason,
                     }),
                 )

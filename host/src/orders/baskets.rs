@@ -5,6 +5,7 @@
 //! slices, like any order; it is filled when every slice is.
 
 use super::*;
+use crate::domain::order::{OrderKind, Validity};
 
 impl OrderManager {
     /// Place a multi-leg basket (a straddle, an iron condor): buy legs first;
@@ -22,7 +23,7 @@ impl OrderManager {
         let tx = self.db.transaction().map_err(jerr)?;
         let mut out = place_in(&tx, &self.config, &self.last, basket, ts).map_err(jerr)?;
         let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
         }
@@ -39,9 +40,20 @@ pub(super) fn place_in(tx: &rusqlite::Transaction<'_>, config: &Config, last: &H
     let mut out = Vec::new();
     if inserted == 1 {
         for (i, leg) in basket.legs.iter().enumerate() {
+            let market = leg.kind == OrderKind::Market;
             tx.exec(
-                "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state) VALUES (?1, ?2, ?3, ?4, ?5, 'waiting')",
-                params![basket.id, i64::try_from(i).unwrap_or(i64::MAX), leg.instrument, leg.side.as_str(), leg.qty.to_string()],
+                "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state, order_type, limit_price, trigger_price, validity) VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)",
+                params![
+                    basket.id,
+                    i64::try_from(i).unwrap_or(i64::MAX),
+                    leg.instrument,
+                    leg.side.as_str(),
+                    leg.qty.to_string(),
+                    (!market).then(|| leg.kind.code()),
+                    leg.kind.price().map(|p| p.to_string()),
+                    leg.kind.trigger().map(|p| p.to_string()),
+                    (leg.validity != Validity::Day).then(|| leg.validity.code()),
+                ],
             )?;
         }
         out.push(Outcome::Event(Event::BasketPlaced { basket: basket.id.clone(), account: basket.account.clone(), legs: basket.legs.len() }));
@@ -50,16 +62,8 @@ pub(super) fn place_in(tx: &rusqlite::Transaction<'_>, config: &Config, last: &H
     Ok(out)
 }
 
-/// One leg of a basket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BasketLeg {
-    /// Instrument, e.g. `NIFTY28MAR2420800CE`.
-    pub instrument: String,
-    /// Buy or sell.
-    pub side: OrderSide,
-    /// Units.
-    pub qty: Decimal,
-}
+/// One leg of a basket: an order of any kind (a manual ticket's limit or stop too).
+pub type BasketLeg = crate::domain::order::Leg;
 
 /// A multi-leg order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,17 +92,21 @@ pub(super) fn send_legs(
     side: OrderSide,
     ts: i64,
 ) -> rusqlite::Result<Vec<Outcome>> {
-    let legs: Vec<(i64, String, String)> = {
-        let mut stmt = tx.prepare_cached("SELECT idx, instrument, qty FROM basket_legs WHERE basket_id = ?1 AND side = ?2 AND state = 'waiting' ORDER BY idx")?;
-        
-        stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
+    type Row = (i64, String, String, Option<String>, Option<String>, Option<String>, Option<String>);
+    let legs: Vec<Row> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT idx, instrument, qty, order_type, limit_price, trigger_price, validity FROM basket_legs WHERE basket_id = ?1 AND side = ?2 AND state = 'waiting' ORDER BY idx",
+        )?;
+        stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let id = account.id.get_ref();
     let mut out = Vec::new();
     // The legs and their slices go out paced at the account's order rate, after the
     // orders already due this second: never refused by it.
     let mut paced: Option<usize> = None;
-    for (idx, instrument, qty) in legs {
+    for (idx, instrument, qty, order_type, limit, trigger, validity) in legs {
+        let kind = OrderKind::from_parts(order_type.as_deref(), opt_dec(limit.as_deref())?, opt_dec(trigger.as_deref())?).unwrap_or_default();
+        let validity = Validity::parse(validity.as_deref()).unwrap_or_default();
         let intent = Intent { side, qty: dec(&qty)? };
         let position = OrderManager::effective_position(tx, id, &instrument)?;
         let price = last.get(&instrument).map(|(_, p)| *p);
@@ -125,8 +133,8 @@ pub(super) fn send_legs(
             stop_loss: None,
             target: None,
             opens: false,
-            kind: Default::default(),
-            validity: Default::default(),
+            kind,
+            validity,
             pace_from,
         };
         let (_, sliced) = super::slicing::record_order(tx, Some(config), &order)?;
@@ -213,18 +221,32 @@ pub(super) fn advance_baskets(tx: &rusqlite::Transaction<'_>, config: &Config, l
     let mut out = Vec::new();
     for (basket_id, account_id, state) in open {
         // A leg the broker rejected or cancelled (any slice of it) stops the basket.
-        let failed: Option<(i64, String, String, String, String)> = tx
+        let failed: Option<(i64, String, String, String, String, Option<String>)> = tx
             .row(
                 &format!(
-                    "SELECT l.idx, l.side, l.qty, l.instrument, o.state FROM basket_legs l JOIN orders o ON {LEG_ORDERS}
+                    "SELECT l.idx, l.side, l.qty, l.instrument, o.state, l.cancelled_by FROM basket_legs l JOIN orders o ON {LEG_ORDERS}
                      WHERE l.basket_id = ?1 AND o.state IN ('rejected', 'cancelled', 'expired') ORDER BY l.idx LIMIT 1"
                 ),
                 [&basket_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()?;
-        if let Some((idx, side, qty, instrument, st)) = failed {
-            out.extend(fail_basket(tx, config, &basket_id, &format!("leg {idx} ({side} {qty} {instrument}) {st} at the broker"), ts)?);
+        if let Some((idx, side, qty, instrument, st, by)) = failed {
+            let leg = format!("leg {idx} ({side} {qty} {instrument})");
+            let Some(command) = by.filter(|_| st == "cancelled") else {
+                out.extend(fail_basket(tx, config, &basket_id, &format!("{leg} {st} at the broker"), ts)?);
+                continue;
+            };
+            let reason = format!("{leg} cancelled by command {command}");
+            let legs: i64 = tx.row("SELECT COUNT(*) FROM basket_legs WHERE basket_id = ?1", [&basket_id], |r| r.get(0))?;
+            if legs == 1 {
+                // A ticket the trader cancelled: over, as asked.
+                tx.exec("UPDATE baskets SET state = 'cancelled' WHERE basket_id = ?1", [&basket_id])?;
+                out.push(Outcome::Event(Event::BasketCancelled { basket: basket_id.clone(), account: account_id.clone(), reason }));
+            } else {
+                // One leg of many cancelled by hand still breaks the basket.
+                out.extend(fail_basket(tx, config, &basket_id, &reason, ts)?);
+            }
             continue;
         }
         let side = if state == "buying" { "buy" } else { "sell" };

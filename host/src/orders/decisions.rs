@@ -136,7 +136,7 @@ impl OrderManager {
         // Decisions and the broker hand-off in one commit: one fsync per signal.
         let mut transitions = moves;
         transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
         }

@@ -52,6 +52,17 @@ CREATE INDEX IF NOT EXISTS paper_open ON paper_book (state, instrument);
 CREATE INDEX IF NOT EXISTS fills_by_position ON fills (account, instrument, ts);
 ";
 
+/// Commit times of this process's journal, for the metrics.
+pub static COMMIT_TIMES: crate::domain::stats::Histogram = crate::domain::stats::Histogram::new();
+
+/// Commit `tx`, timed into [`COMMIT_TIMES`] (a durable journal waits for the disk here).
+pub(super) fn commit(tx: rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    let done = tx.commit();
+    COMMIT_TIMES.observe(started.elapsed());
+    done
+}
+
 /// Statements through the connection's cache: the journal runs the same few dozen
 /// statements for every price and decision, and parsing them each time was most of a
 /// backtest's journal time.

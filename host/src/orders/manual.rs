@@ -79,7 +79,13 @@ impl OrderManager {
         };
         let reason = format!("cancelled by command {command}");
         let passed = cancel_working(&tx, coid, &o.account, &o.state, &reason, &self.live, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
-        tx.commit().map_err(jerr)?;
+        // A basket leg's order (or a slice of it): its basket learns who cancelled it.
+        tx.exec(
+            "UPDATE basket_legs SET cancelled_by = ?2 WHERE client_order_id IN (?1, (SELECT parent FROM orders WHERE client_order_id = ?1))",
+            params![coid, command],
+        )
+        .map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         let mut out = Vec::new();
         for state in passed {
             out.push(Outcome::Order(self.order_message(coid, state, json!({ "reason": reason }))?));
@@ -124,7 +130,7 @@ impl OrderManager {
         if self.live.contains(&o.account) && o.state != "new" {
             self.modifies.push(LiveModify { account: o.account.clone(), client_order_id: coid.to_owned(), kind, qty: o.qty });
         }
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         Ok(Ok(vec![Outcome::Event(Event::OrderModified {
             account: o.account,
             client_order_id: coid.to_owned(),

@@ -212,7 +212,21 @@ impl OrderManager {
         // Every statement the journal runs stays prepared (see `journal::Cached`).
         db.set_prepared_statement_cache_capacity(128);
         Self::migrate_fills(&db).map_err(err)?;
-        db.execute_batch(SCHEMA).map_err(err)?;
+        // The schema and its added columns in one transaction: a reader (the console, a
+        // report) sees no journal or a whole one, never tables without their columns.
+        db.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        if let Err(e) = Self::make_schema(&db).and_then(|()| db.execute_batch("COMMIT")) {
+            let _ = db.execute_batch("ROLLBACK");
+            return Err(err(e));
+        }
+        let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), finished: std::collections::HashSet::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), modifies: Vec::new(), seen: None };
+        om.store_exit_rules()?;
+        Ok(om)
+    }
+
+    /// The journal's tables, the columns added since its first release, and its indexes.
+    fn make_schema(db: &Connection) -> rusqlite::Result<()> {
+        db.execute_batch(SCHEMA)?;
         // Columns added after the first release of the journal, added where missing (any
         // other failure is the journal's and stops the start).
         // `filled_qty` is the broker's cumulative count (partial fills), `reference_price` the
@@ -222,25 +236,26 @@ impl OrderManager {
         // `algo_id` the regulator's id of the account's strategies when the order was made, and a
         // signal's plugin, version and sha256, for the audit export. `waits_for`: the protective
         // stop a strategy's exit or reversal waited on (what it filled meanwhile is not sold twice).
+        // A basket leg's order terms: a manual ticket may be a limit or a stop; `cancelled_by`
+        // the command that cancelled its order (a trader's cancel is not the broker's).
         let added = [
             ("orders", "stop_loss TEXT"), ("orders", "target TEXT"), ("orders", "broker_order_id TEXT"), ("orders", "filled_qty TEXT"), ("orders", "reference_price TEXT"),
             ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"), ("orders", "parent TEXT"), ("orders", "slice TEXT"),
             ("orders", "order_type TEXT"), ("orders", "limit_price TEXT"), ("orders", "trigger_price TEXT"), ("orders", "modified_at INTEGER"), ("orders", "validity TEXT"), ("orders", "waits_for TEXT"),
             ("paper_book", "seen_ts INTEGER"), ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
             ("signals", "plugin TEXT"), ("signals", "plugin_version TEXT"), ("signals", "plugin_sha256 TEXT"),
+            ("basket_legs", "order_type TEXT"), ("basket_legs", "limit_price TEXT"), ("basket_legs", "trigger_price TEXT"), ("basket_legs", "validity TEXT"),
+            ("basket_legs", "cancelled_by TEXT"),
         ];
         for (table, column) in added {
             let name = column.split(' ').next().unwrap_or(column);
-            let present: bool = db.row("SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", [table, name], |r| r.get(0)).map_err(err)?;
+            let present: bool = db.row("SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", [table, name], |r| r.get(0))?;
             if !present {
-                db.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), []).map_err(err)?;
+                db.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), [])?;
             }
         }
         // A sliced order's children by their parent (a basket leg's slices).
-        db.execute_batch("CREATE INDEX IF NOT EXISTS orders_by_parent ON orders (parent)").map_err(err)?;
-        let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), finished: std::collections::HashSet::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), modifies: Vec::new(), seen: None };
-        om.store_exit_rules()?;
-        Ok(om)
+        db.execute_batch("CREATE INDEX IF NOT EXISTS orders_by_parent ON orders (parent)")
     }
 
     /// Journals from before partial fills kept one fill per order (`client_order_id` the key):
@@ -380,7 +395,7 @@ impl OrderManager {
         let jerr = |source| OrderError::Journal { path: path.clone(), source };
         let tx = self.db.transaction().map_err(jerr)?;
         let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         transitions.into_iter().map(|(coid, state, extra)| self.order_message(&coid, state, extra).map(Outcome::Order)).collect()
     }
 
@@ -518,7 +533,7 @@ impl OrderManager {
         out.extend(advance_baskets(&tx, &self.config, &self.last, market_now).map_err(jerr)?);
         out.extend(protect::protect(&tx, &self.config, &self.live, market_now, &mut self.modifies, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
         transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         let mut msgs = Vec::new();
         for (coid, state, extra) in transitions {
             msgs.push(Outcome::Order(self.order_message(&coid, state, extra)?));
@@ -794,7 +809,7 @@ impl OrderManager {
         }
         if q.last {
             // A source's end moves nothing: only its place in the stream is recorded.
-            tx.commit().map_err(jerr)?;
+            journal::commit(tx).map_err(jerr)?;
             return Ok(Vec::new());
         }
         let mut filled = Vec::new();
@@ -818,7 +833,7 @@ impl OrderManager {
         let mut transitions = worked;
         transitions.extend(cancelled);
         transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         refusals.extend(exit_events);
         for (coid, state, extra) in transitions {
             refusals.push(Outcome::Order(self.order_message(&coid, state, extra)?));
@@ -858,7 +873,7 @@ impl OrderManager {
             }
         }
         transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
         }
@@ -927,7 +942,7 @@ impl OrderManager {
             let (_, sliced) = queue_close(&tx, Some(&self.config), account, &instrument, qty, &format!("flatten/{command_id}/{instrument}"), "flatten", not_before, slippage).map_err(jerr)?;
             out.extend(sliced);
         }
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         out.extend(self.submit_new()?);
         Ok(out)
     }

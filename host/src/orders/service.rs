@@ -53,8 +53,14 @@ fn quote_prices(q: &Quote) -> Vec<(&'static str, rust_decimal::Decimal)> {
 /// the journal never waits on a network round trip.
 enum Out {
     Outcomes(Vec<Outcome>),
+    /// A signal's decisions, with when its log entry was taken: the time to its orders
+    /// on the bus is [`SIGNAL_TO_ORDER`].
+    Decided(Vec<Outcome>, std::time::Instant),
     Ack(String),
 }
+
+/// From a signal taken off the log to its orders on the bus, in this process.
+pub static SIGNAL_TO_ORDER: crate::domain::stats::Histogram = crate::domain::stats::Histogram::new();
 
 fn spawn_outbox(bus: Bus, events: Events) -> (mpsc::UnboundedSender<Out>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
@@ -62,6 +68,13 @@ fn spawn_outbox(bus: Bus, events: Events) -> (mpsc::UnboundedSender<Out>, JoinHa
         while let Some(out) = rx.recv().await {
             match out {
                 Out::Outcomes(o) => publish(&bus, &events, o).await,
+                Out::Decided(o, taken) => {
+                    let ordered = o.iter().any(|o| matches!(o, Outcome::Order(_)));
+                    publish(&bus, &events, o).await;
+                    if ordered {
+                        SIGNAL_TO_ORDER.observe(taken.elapsed());
+                    }
+                }
                 Out::Ack(entry_id) => {
                     if let Err(e) = bus.ack(GROUP, &entry_id).await {
                         // Not acknowledged: it comes back after a restart, and its recorded decisions make that harmless.
@@ -402,7 +415,11 @@ pub async fn serve(
                 }
             }
             _ = heartbeat.tick() => {
-                let body = json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()?, "held_signals": merge.held_signals(), "held_prices": merge.held_prices() });
+                let body = json!({
+                    "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()?, "kill_switch": om.kill_switch()?,
+                    "held_signals": merge.held_signals(), "held_prices": merge.held_prices(),
+                    "signal_to_order": SIGNAL_TO_ORDER.to_json(), "journal_commit": crate::orders::journal::COMMIT_TIMES.to_json(),
+                });
                 events.heartbeat(body).await;
             }
             _ = clock.tick() => {
@@ -577,11 +594,12 @@ async fn until_recorded(events: &Events, what: &str, stop: &mut watch::Receiver<
 async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, entry: &LogEntry, stop: &mut watch::Receiver<bool>) -> bool {
     match SignalMessage::parse(&entry.payload) {
         Ok(signal) => {
+            let taken = std::time::Instant::now();
             // The journal is the one thing that must work: keep the entry
             // unacknowledged and try again rather than lose the signal.
             match until_recorded(events, &format!("signal {}", printable(&signal.id, 200)), stop, || om.on_signal(&signal)).await {
                 Some(out) => {
-                    let _ = outbox.send(Out::Outcomes(out));
+                    let _ = outbox.send(Out::Decided(out, taken));
                 }
                 None => return false,
             }
@@ -672,7 +690,6 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
         },
         Command::Flatten { account } => Err(format!("unknown account {account:?}")),
         Command::Basket { account, legs, unwind } => {
-            let legs = legs.into_iter().map(|(instrument, side, qty)| crate::orders::BasketLeg { instrument, side, qty }).collect();
             let basket = crate::orders::Basket { id: cmd.id.clone(), account, legs, unwind_on_failure: unwind };
             match tokio::task::block_in_place(|| om.place_basket(&basket)) {
                 Ok(out) => {
@@ -683,8 +700,8 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
                 Err(e) => Err(e.to_string()),
             }
         }
-        Command::Watch { account, instrument, level, up, leg: (order_instrument, side, qty) } => {
-            let w = crate::orders::Watcher { id: cmd.id.clone(), account, instrument, level, up, leg: crate::orders::BasketLeg { instrument: order_instrument, side, qty } };
+        Command::Watch { account, instrument, level, up, leg } => {
+            let w = crate::orders::Watcher { id: cmd.id.clone(), account, instrument, level, up, leg };
             match tokio::task::block_in_place(|| om.arm_watcher(&w)) {
                 Ok(Ok(out)) => {
                     publish(bus, events, out).await;

@@ -282,7 +282,7 @@ fn quotes_for(ts: i64, prices: &[(&str, rust_decimal::Decimal)]) -> QuotesMessag
 const CONDOR: [(&str, rust_decimal::Decimal); 4] = [("N100PE", dec!(5)), ("N120CE", dec!(6)), ("N105PE", dec!(20)), ("N115CE", dec!(22))];
 
 fn condor(id: &str, sell_qty: rust_decimal::Decimal) -> Basket {
-    let leg = |instrument: &str, side, qty| BasketLeg { instrument: instrument.into(), side, qty };
+    let leg = |instrument: &str, side, qty| BasketLeg::market(instrument, side, qty);
     Basket {
         id: id.into(),
         account: "a1".into(),
@@ -335,6 +335,42 @@ fn a_failed_leg_stops_the_basket_alerts_and_unwinds() {
     assert!(!orders.iter().any(|(i, s, _)| s == "sell" && (i == "N105PE" || i == "N115CE")), "no sell leg was sent: {orders:?}");
     let positions = om.accounts_summary().unwrap();
     assert!(positions["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty), "unwound: {positions}");
+}
+
+#[test]
+fn a_manual_limit_ticket_works_at_its_price_and_a_stop_waits_for_its_trigger_across_a_restart() {
+    use crate::domain::order::{OrderKind, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = manager(dir.path());
+    om.on_quotes(&quotes_for(0, &[("NIFTY", dec!(100))])).unwrap();
+    let ticket = |id: &str, side, kind| Basket { id: id.into(), account: "a1".into(), legs: vec![BasketLeg { kind, validity: Validity::Day, ..BasketLeg::market("NIFTY", side, dec!(2)) }], unwind_on_failure: false };
+    om.place_basket(&ticket("order-limit", OrderSide::Buy, OrderKind::Limit { price: dec!(98) })).unwrap();
+    let terms: (String, String, Option<String>) = om.db.query_row("SELECT order_type, limit_price, trigger_price FROM orders WHERE pipeline = 'basket'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    assert_eq!(terms, ("LIMIT".into(), "98".into(), None), "the ticket's terms reach the order");
+    om.on_quotes(&quotes_for(60_000, &[("NIFTY", dec!(99))])).unwrap();
+    assert_eq!(instruments_ordered(&om)[0].2, "accepted", "a buy limit at 98 does not fill at 99");
+    drop(om);
+    let mut om = manager(dir.path());
+    om.on_quotes(&quotes_for(120_000, &[("NIFTY", dec!(97.5))])).unwrap();
+    let fill: String = om.db.query_row("SELECT fill_price FROM orders WHERE pipeline = 'basket'", [], |r| r.get(0)).unwrap();
+    assert_eq!(fill, "97.5", "filled, after a restart, at the better price the market opened at below its limit");
+    // A sell stop below the market: nothing until the trigger trades.
+    om.place_basket(&ticket("order-stop", OrderSide::Sell, OrderKind::StopMarket { trigger: dec!(95) })).unwrap();
+    om.on_quotes(&quotes_for(180_000, &[("NIFTY", dec!(96))])).unwrap();
+    assert_eq!(instruments_ordered(&om)[1].2, "accepted");
+    om.on_quotes(&quotes_for(240_000, &[("NIFTY", dec!(94))])).unwrap();
+    assert_eq!(instruments_ordered(&om)[1].2, "filled");
+    assert!(om.accounts_summary().unwrap()["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty));
+    // A ticket the trader cancels is over, as asked: not a failed basket, not an alert.
+    om.place_basket(&ticket("order-cancel", OrderSide::Buy, OrderKind::Limit { price: dec!(50) })).unwrap();
+    let coid: String = om.db.query_row("SELECT client_order_id FROM orders WHERE signal_id = 'basket/order-cancel/0'", [], |r| r.get(0)).unwrap();
+    assert!(om.cancel_order(&coid, "console-abc").unwrap().is_ok());
+    let out = events(&om.on_quotes(&quotes_for(300_000, &[("NIFTY", dec!(96))])).unwrap());
+    let over: Vec<_> = out.iter().filter(|(n, _)| n.starts_with("basket_")).collect();
+    assert_eq!(over.len(), 1, "{out:?}");
+    assert_eq!((over[0].0, over[0].1["reason"].as_str(), over[0].1.get("alert")), ("basket_cancelled", Some("leg 0 (buy 2 NIFTY) cancelled by command console-abc"), None), "{out:?}");
+    let state: String = om.db.query_row("SELECT state FROM baskets WHERE basket_id = 'order-cancel'", [], |r| r.get(0)).unwrap();
+    assert_eq!(state, "cancelled");
 }
 
 fn live_manager(dir: &Path) -> OrderManager {
@@ -978,7 +1014,7 @@ fn a_basket_leg_above_the_freeze_quantity_goes_out_in_slices_and_counts_as_fille
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
     let legs = [("NIFTY25APR2422500CE", dec!(100)), ("NIFTY25APR2422500PE", dec!(90)), ("NIFTY25APR2422000PE", dec!(40))];
     om.on_quotes(&quotes_for(0, &legs)).unwrap();
-    let leg = |instrument: &str, side, qty| BasketLeg { instrument: instrument.into(), side, qty };
+    let leg = |instrument: &str, side, qty| BasketLeg::market(instrument, side, qty);
     let basket = Basket {
         id: "straddle-1".into(),
         account: "big".into(),
@@ -1044,7 +1080,7 @@ fn a_level_watcher_fires_once_on_the_first_crossing_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut om = manager(dir.path());
     om.on_quotes(&quotes(0, dec!(100))).unwrap();
-    let w = |id: &str, level, up| Watcher { id: id.into(), account: "a1".into(), instrument: "NIFTY".into(), level, up, leg: BasketLeg { instrument: "NIFTY".into(), side: OrderSide::Buy, qty: dec!(3) } };
+    let w = |id: &str, level, up| Watcher { id: id.into(), account: "a1".into(), instrument: "NIFTY".into(), level, up, leg: BasketLeg::market("NIFTY", OrderSide::Buy, dec!(3)) };
     let armed = om.arm_watcher(&w("trap-up", dec!(105), true)).unwrap().unwrap();
     assert_eq!(events(&armed).iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec!["watcher_armed"]);
     assert!(om.arm_watcher(&w("trap-up", dec!(105), true)).unwrap().unwrap().is_empty(), "armed once per id");

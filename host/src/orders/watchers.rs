@@ -49,7 +49,7 @@ impl OrderManager {
                 params![w.id, w.account, w.instrument, w.level.to_string(), w.up, w.leg.side.as_str(), w.leg.instrument, w.leg.qty.to_string(), reference, now_ms()],
             )
             .map_err(jerr)?;
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         Ok(Ok(if inserted == 1 {
             let order = format!("{} {} {}", w.leg.side.as_str(), w.leg.qty, w.leg.instrument);
             vec![Outcome::Event(Event::WatcherArmed { watch_id: w.id.clone(), account: w.account.clone(), instrument: w.instrument.clone(), level: w.level.to_string(), direction: direction(w.up).into(), order })]
@@ -75,7 +75,7 @@ impl OrderManager {
                 Ok(vec![Outcome::Event(Event::WatcherCancelled { watch_id: id.to_owned(), account })])
             }
         };
-        tx.commit().map_err(jerr)?;
+        journal::commit(tx).map_err(jerr)?;
         Ok(out)
     }
 }
@@ -104,7 +104,7 @@ pub(super) fn fire(tx: &rusqlite::Transaction<'_>, config: &Config, last: &HashM
         }
         tx.exec("UPDATE watchers SET state = 'fired', fired_ts = ?2 WHERE watch_id = ?1", params![id, ts])?;
         out.push(Outcome::Event(Event::WatcherFired { watch_id: id.clone(), account: account.clone(), instrument: quote.instrument.clone(), level: level.to_string(), direction: direction(up).into(), price: quote.close.to_string() }));
-        let leg = BasketLeg { instrument: order_instrument, side: side_of(&side)?, qty: dec(&qty)? };
+        let leg = BasketLeg::market(order_instrument, side_of(&side)?, dec(&qty)?);
         out.extend(baskets::place_in(tx, config, last, &Basket { id, account, legs: vec![leg], unwind_on_failure: false }, ts)?);
     }
     Ok(out)

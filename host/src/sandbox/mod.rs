@@ -15,7 +15,7 @@ mod limits;
 mod plugin;
 
 pub use limits::{CpuBudget, SandboxLimits};
-pub use plugin::{Plugin, PluginInstance};
+pub use plugin::{Plugin, PluginInstance, PluginUsage};
 pub(crate) use plugin::plugin_bar;
 
 use std::path::{Path, PathBuf};

@@ -176,6 +176,8 @@ pub(crate) struct HostState {
     plugin: Arc<str>,
     memory_bytes: usize,
     memory_denied: bool,
+    /// The linear memory the plugin holds (the largest it grew to).
+    memory_used: usize,
     log_lines: usize,
     max_log_lines: usize,
     dropped_log_lines: u64,
@@ -191,6 +193,9 @@ impl ResourceLimiter for HostState {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = desired <= self.memory_bytes;
         self.memory_denied |= !allowed;
+        if allowed {
+            self.memory_used = self.memory_used.max(desired);
+        }
         Ok(allowed)
     }
 
@@ -264,6 +269,20 @@ pub struct PluginInstance {
     version: String,
     stderr: MemoryOutputPipe,
     stopped: bool,
+    usage: PluginUsage,
+}
+
+/// What an instance has used, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginUsage {
+    /// Fuel burned over every call (0 when the budget is in time).
+    pub fuel_total: u64,
+    /// Fuel burned by the last call.
+    pub fuel_last: u64,
+    /// Its linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Time spent in its calls, in microseconds (a live pipeline's budget is in time, not fuel).
+    pub busy_us: u64,
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -300,6 +319,7 @@ impl PluginInstance {
             plugin: Arc::from(plugin.file_name()),
             memory_bytes: limits.memory_bytes,
             memory_denied: false,
+            memory_used: 0,
             log_lines: 0,
             max_log_lines: limits.max_log_lines_per_call,
             dropped_log_lines: 0,
@@ -335,6 +355,7 @@ impl PluginInstance {
             version: String::new(),
             stderr,
             stopped: false,
+            usage: PluginUsage::default(),
         };
         let info = instance.call("describe", limits.init_events, |b, s| b.describe(s))?;
         instance.name = info.name;
@@ -363,6 +384,12 @@ impl PluginInstance {
         self.stopped
     }
 
+    /// Fuel burned and memory held so far.
+    #[must_use]
+    pub fn usage(&self) -> PluginUsage {
+        self.usage
+    }
+
     /// Log lines dropped because a call wrote more than its allowance.
     #[must_use]
     pub fn dropped_log_lines(&self) -> u64 {
@@ -381,7 +408,16 @@ impl PluginInstance {
             return Err(SandboxError::Stopped { plugin: self.name.clone() });
         }
         arm(&mut self.store, &self.limits, events);
-        match f(&self.bindings, &mut self.store) {
+        let started = std::time::Instant::now();
+        let result = f(&self.bindings, &mut self.store);
+        self.usage.busy_us = self.usage.busy_us.saturating_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        if let super::CpuBudget::Fuel { .. } = self.limits.cpu {
+            let used = self.limits.cpu.fuel_for(events).saturating_sub(self.store.get_fuel().unwrap_or(0));
+            self.usage.fuel_last = used;
+            self.usage.fuel_total = self.usage.fuel_total.saturating_add(used);
+        }
+        self.usage.memory_bytes = u64::try_from(self.store.data().memory_used).unwrap_or(u64::MAX);
+        match result {
             Ok(r) => Ok(r),
             Err(e) => {
                 self.stopped = true;
