@@ -389,3 +389,39 @@ pub fn reliance_day_config(dir: &Path, price: impl Fn(u32) -> f64, live: &str, a
     std::fs::write(&path, text).expect("writing the config");
     path
 }
+
+/// A child process killed (and reaped) when dropped: a failing test leaves none behind.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nothing listens on now, on 127.0.0.1.
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// The argon2 hash `tradehost console --hash-password` prints for `password`.
+///
+/// # Panics
+/// When the binary fails or prints something else.
+#[must_use]
+pub fn console_password_hash(password: &str) -> String {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(tradehost_bin()).args(["console", "--hash-password"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("tradehost console --hash-password");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("writing the password");
+    let out = child.wait_with_output().expect("its output");
+    assert!(out.status.success(), "tradehost console --hash-password failed");
+    let text = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+    assert!(text.starts_with("$argon2id$"), "not an argon2id hash: {text}");
+    text
+}

@@ -5,27 +5,15 @@
 //! feed shows signals as they happen; `/metrics` counts them; no response ever carries a
 //! password, a hash or a broker credential.
 
-use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tradehost_tests::{Collector, RedisServer, tradehost_bin, write_config};
+use tradehost_tests::{Collector, Killed as Stop, RedisServer, console_password_hash as hash, free_port, tradehost_bin, write_config};
 
 const TRADER_PASSWORD: &str = "correct horse battery staple";
 const VIEWER_PASSWORD: &str = "viewer-only-pass-42";
 const BROKER_KEY: &str = "sk-live-BROKERKEY-9f8e7d";
-
-/// The argon2 hash `tradehost console --hash-password` prints for `password`.
-fn hash(password: &str) -> String {
-    let mut child = Command::new(tradehost_bin()).args(["console", "--hash-password"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(text.starts_with("$argon2id$"), "{text}");
-    text
-}
 
 /// `tradehost <args> --config <config>`, on the Redis at `redis` (else its embedded bus),
 /// paper, the secrets file beside the config.
@@ -37,15 +25,6 @@ fn tradehost(args: &[&str], config: &std::path::Path, redis: Option<&str>) -> Ch
         None => cmd.env_remove("REDIS_URL"),
     };
     cmd.spawn().unwrap()
-}
-
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Every response seen, to be searched for secrets at the end.
@@ -119,7 +98,7 @@ slow = 20
         format!("[accounts.kite-x]\napi_key = \"{BROKER_KEY}\"\n\n[console.users.asha]\npassword_hash = \"{trader_hash}\"\nrole = \"trader\"\n\n[console.users.vik]\npassword_hash = \"{viewer_hash}\"\nrole = \"viewer\"\n"),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let url = redis.url();
     let spawn = |args: &[&str]| tradehost(args, &config, Some(&url));
     let _run = Stop(spawn(&["run", "--quiet"]));
@@ -343,7 +322,7 @@ slow = 20
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_the_console_on_its_embedded_bus_when_the_config_says_where() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let config = write_config(
         dir.path(),
         &format!(

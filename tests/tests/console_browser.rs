@@ -9,32 +9,12 @@
 //! Screenshots of each step go to `target/console-screenshots/`. `./scripts/test`
 //! installs chromium and chromedriver; without them (and not on CI) this says so and skips.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use tradehost_tests::{tradehost_bin, write_config};
-
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn hash(password: &str) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new(tradehost_bin()).args(["console", "--hash-password"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim().to_owned()
-}
+use tradehost_tests::{Killed as Stop, console_password_hash as hash, free_port, tradehost_bin, write_config};
 
 /// Poll `script` (a JS expression) in the page until it is true.
 async fn until(c: &Client, script: &str, what: &str) {
