@@ -163,7 +163,7 @@ slow = 20
 
     // A manual order, sent twice with one request id (a double click), and once more
     // concurrently (a second tab): one order, and it fills.
-    let ticket = json!({ "request_id": "ticket-0001-abc", "account": "paper-1", "instrument": "NIFTY", "side": "buy", "qty": "3" });
+    let ticket = json!({ "request_id": "ticket-0001-abc", "account": "paper-1", "instrument": "NIFTY", "side": "buy", "qty": "3", "stop_loss": "1", "target": "99999999" });
     let (mut s1, mut s2, mut s3) = (Seen::default(), Seen::default(), Seen::default());
     let (a, b, c) = tokio::join!(
         web.call(&mut s1, "POST", "/api/orders", Some(&session), Some(&csrf), Some(ticket.clone())),
@@ -269,7 +269,9 @@ slow = 20
     assert_eq!(sent["account"], "paper-1");
     let did = collector.wait_for(Duration::from_secs(10), |_, v| v["event"] == "console_action" && v["action"] == "flatten").expect("the action as an event");
     assert_eq!((did["user"].as_str(), did["access"].as_str()), (Some("asha"), Some("trader")));
-    assert_eq!(collector.of("trading:commands", "command").iter().filter(|c| c["id"] == "order-ticket-0001-abc").count(), 3, "each submission reached the bus; the order manager placed one");
+    let sent: Vec<Value> = collector.of("trading:commands", "command").into_iter().filter(|c| c["id"] == "order-ticket-0001-abc").collect();
+    assert_eq!(sent.len(), 3, "each submission reached the bus; the order manager placed one");
+    assert_eq!(sent[0]["legs"], json!([{ "instrument": "NIFTY", "side": "buy", "qty": "3", "stop_loss": "1", "target": "99999999" }]), "the ticket's bracket goes with its leg");
 
     // Metrics.
     let (status, _, metrics) = web.call(&mut seen, "GET", "/metrics", None, None, None).await;

@@ -471,6 +471,12 @@ pub struct LegMessage {
     /// How it is priced (absent: at the market), as a signal's: `{"type": "LIMIT", "price": "101.5"}`.
     #[serde(default)]
     pub order: Option<OrderTerms>,
+    /// The managed exit's stop for the position it opens, as a signal's.
+    #[serde(default, deserialize_with = "de_opt_decimal")]
+    pub stop_loss: Option<Decimal>,
+    /// The managed exit's target for the position it opens.
+    #[serde(default, deserialize_with = "de_opt_decimal")]
+    pub target: Option<Decimal>,
 }
 
 /// Which pipelines an engine command is for.
@@ -633,8 +639,8 @@ impl CommandMessage {
                 if legs.len() != 1 {
                     return Err("watch places one order: \"legs\" holds one leg".into());
                 }
-                if legs[0].kind != OrderKind::Market || legs[0].validity != Validity::Day {
-                    return Err("watch places its order at the market: its leg takes no \"order\" terms".into());
+                if legs[0].kind != OrderKind::Market || legs[0].validity != Validity::Day || legs[0].stop_loss.is_some() || legs[0].target.is_some() {
+                    return Err("watch places its order at the market, its exits the account's: its leg takes no \"order\", \"stop_loss\" or \"target\"".into());
                 }
                 Command::Watch { account, instrument, level, up, leg: legs.remove(0) }
             }
@@ -653,7 +659,18 @@ impl CommandMessage {
                     return Err(format!("leg {}: side must be buy or sell and qty positive", l.instrument));
                 };
                 let (kind, validity) = l.order.as_ref().map(OrderTerms::parse).transpose().map_err(|e| format!("leg {}: {e}", l.instrument))?.unwrap_or_default();
-                Ok(crate::domain::order::Leg { instrument: l.instrument.clone(), side, qty: l.qty, kind, validity })
+                for (field, v) in [("stop_loss", l.stop_loss), ("target", l.target)] {
+                    if v.is_some_and(|p| p <= Decimal::ZERO) {
+                        return Err(format!("leg {}: {field} {}: not a price above zero", l.instrument, v.unwrap_or_default()));
+                    }
+                }
+                // A buy's stop is below its target, a sell's above.
+                if let (Some(stop), Some(target)) = (l.stop_loss, l.target) {
+                    if (side == crate::domain::OrderSide::Buy && stop >= target) || (side == crate::domain::OrderSide::Sell && stop <= target) {
+                        return Err(format!("leg {}: a {} with stop_loss {stop} and target {target}: the stop must be on the losing side", l.instrument, side.as_str()));
+                    }
+                }
+                Ok(crate::domain::order::Leg { instrument: l.instrument.clone(), side, qty: l.qty, kind, validity, stop_loss: l.stop_loss, target: l.target })
             })
             .collect()
     }
@@ -706,6 +723,11 @@ mod tests {
         assert_eq!((legs[0].kind, legs[0].validity), (OrderKind::StopMarket { trigger: Decimal::from(99) }, Validity::Ioc));
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","order":{"type":"LIMIT"}}]"#).unwrap_err().contains("leg X: order type LIMIT needs a price"));
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","order":{"type":"LIMIT","price":"0"}}]"#).unwrap_err().contains("above zero"));
+        let bracket = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","stop_loss":"95","target":"110"}]"#).unwrap();
+        let Command::Basket { legs, .. } = bracket else { panic!("a basket") };
+        assert_eq!((legs[0].stop_loss, legs[0].target), (Some(Decimal::from(95)), Some(Decimal::from(110))));
+        assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","stop_loss":"111","target":"110"}]"#).unwrap_err().contains("losing side"));
+        assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"sell","qty":"5","stop_loss":"-1"}]"#).unwrap_err().contains("stop_loss -1"));
         assert_eq!(
             cmd(r#""cmd":"modify","client_order_id":"o1","price":"101.5""#),
             Ok(Command::ModifyOrder { client_order_id: "o1".into(), price: Some(Decimal::new(1015, 1)), trigger: None })

@@ -659,7 +659,8 @@ fn request_id(body: &Value) -> Result<String, Refused> {
 }
 
 /// One leg of a ticket, as the `basket` command takes it: at the market, or with its
-/// `order_type` (`LIMIT`, `SL`, `SL-M`), `price` and `trigger` as the command's order terms.
+/// `order_type` (`LIMIT`, `SL`, `SL-M`), `price` and `trigger` as the command's order terms;
+/// with a `stop_loss` and `target` for the managed exit of what it opens.
 fn leg(v: &Value) -> Value {
     let mut leg = json!({ "instrument": v["instrument"], "side": v["side"], "qty": v["qty"] });
     let given = |k: &str| v.get(k).filter(|x| !x.is_null() && x.as_str() != Some("")).cloned();
@@ -671,6 +672,11 @@ fn leg(v: &Value) -> Value {
             }
         }
         leg["order"] = terms;
+    }
+    for k in ["stop_loss", "target"] {
+        if let Some(x) = given(k) {
+            leg[k] = x;
+        }
     }
     leg
 }

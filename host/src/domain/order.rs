@@ -88,13 +88,17 @@ pub struct Leg {
     pub kind: OrderKind,
     /// A day order or IOC.
     pub validity: Validity,
+    /// The managed exit's stop for the position it opens, as a signal's `stop_loss`.
+    pub stop_loss: Option<Decimal>,
+    /// The managed exit's target for the position it opens.
+    pub target: Option<Decimal>,
 }
 
 impl Leg {
     /// A market day order.
     #[must_use]
     pub fn market(instrument: impl Into<String>, side: OrderSide, qty: Decimal) -> Self {
-        Self { instrument: instrument.into(), side, qty, kind: OrderKind::Market, validity: Validity::Day }
+        Self { instrument: instrument.into(), side, qty, kind: OrderKind::Market, validity: Validity::Day, stop_loss: None, target: None }
     }
 }
 

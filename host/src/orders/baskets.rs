@@ -42,7 +42,8 @@ pub(super) fn place_in(tx: &rusqlite::Transaction<'_>, config: &Config, last: &H
         for (i, leg) in basket.legs.iter().enumerate() {
             let market = leg.kind == OrderKind::Market;
             tx.exec(
-                "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state, order_type, limit_price, trigger_price, validity) VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9)",
+                "INSERT INTO basket_legs (basket_id, idx, instrument, side, qty, state, order_type, limit_price, trigger_price, validity, stop_loss, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'waiting', ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     basket.id,
                     i64::try_from(i).unwrap_or(i64::MAX),
@@ -53,6 +54,8 @@ pub(super) fn place_in(tx: &rusqlite::Transaction<'_>, config: &Config, last: &H
                     leg.kind.price().map(|p| p.to_string()),
                     leg.kind.trigger().map(|p| p.to_string()),
                     (leg.validity != Validity::Day).then(|| leg.validity.code()),
+                    leg.stop_loss.map(|p| p.to_string()),
+                    leg.target.map(|p| p.to_string()),
                 ],
             )?;
         }
@@ -92,20 +95,23 @@ pub(super) fn send_legs(
     side: OrderSide,
     ts: i64,
 ) -> rusqlite::Result<Vec<Outcome>> {
-    type Row = (i64, String, String, Option<String>, Option<String>, Option<String>, Option<String>);
+    type Row = (i64, String, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
     let legs: Vec<Row> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT idx, instrument, qty, order_type, limit_price, trigger_price, validity FROM basket_legs WHERE basket_id = ?1 AND side = ?2 AND state = 'waiting' ORDER BY idx",
+            "SELECT idx, instrument, qty, order_type, limit_price, trigger_price, validity, stop_loss, target FROM basket_legs
+             WHERE basket_id = ?1 AND side = ?2 AND state = 'waiting' ORDER BY idx",
         )?;
-        stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
+        stmt.query_map(params![basket_id, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
     };
     let id = account.id.get_ref();
     let mut out = Vec::new();
     // The legs and their slices go out paced at the account's order rate, after the
     // orders already due this second: never refused by it.
     let mut paced: Option<usize> = None;
-    for (idx, instrument, qty, order_type, limit, trigger, validity) in legs {
-        let kind = OrderKind::from_parts(order_type.as_deref(), opt_dec(limit.as_deref())?, opt_dec(trigger.as_deref())?).unwrap_or_default();
+    for (idx, instrument, qty, order_type, limit, trigger, validity, stop_loss, target) in legs {
+        // Its prices on the exchange's tick, never worse than asked.
+        let kind = OrderKind::from_parts(order_type.as_deref(), opt_dec(limit.as_deref())?, opt_dec(trigger.as_deref())?).unwrap_or_default().on_tick(side);
         let validity = Validity::parse(validity.as_deref()).unwrap_or_default();
         let intent = Intent { side, qty: dec(&qty)? };
         let position = OrderManager::effective_position(tx, id, &instrument)?;
@@ -130,8 +136,8 @@ pub(super) fn send_legs(
             qty: intent.qty,
             not_before: ts,
             slippage: account.slippage_bps,
-            stop_loss: None,
-            target: None,
+            stop_loss: opt_dec(stop_loss.as_deref())?,
+            target: opt_dec(target.as_deref())?,
             opens: false,
             kind,
             validity,

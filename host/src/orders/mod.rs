@@ -237,7 +237,8 @@ impl OrderManager {
         // signal's plugin, version and sha256, for the audit export. `waits_for`: the protective
         // stop a strategy's exit or reversal waited on (what it filled meanwhile is not sold twice).
         // A basket leg's order terms: a manual ticket may be a limit or a stop; `cancelled_by`
-        // the command that cancelled its order (a trader's cancel is not the broker's).
+        // the command that cancelled its order (a trader's cancel is not the broker's); its
+        // `stop_loss` and `target`, a manual ticket's bracket for the managed exit.
         let added = [
             ("orders", "stop_loss TEXT"), ("orders", "target TEXT"), ("orders", "broker_order_id TEXT"), ("orders", "filled_qty TEXT"), ("orders", "reference_price TEXT"),
             ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"), ("orders", "parent TEXT"), ("orders", "slice TEXT"),
@@ -245,7 +246,7 @@ impl OrderManager {
             ("paper_book", "seen_ts INTEGER"), ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
             ("signals", "plugin TEXT"), ("signals", "plugin_version TEXT"), ("signals", "plugin_sha256 TEXT"),
             ("basket_legs", "order_type TEXT"), ("basket_legs", "limit_price TEXT"), ("basket_legs", "trigger_price TEXT"), ("basket_legs", "validity TEXT"),
-            ("basket_legs", "cancelled_by TEXT"),
+            ("basket_legs", "cancelled_by TEXT"), ("basket_legs", "stop_loss TEXT"), ("basket_legs", "target TEXT"),
         ];
         for (table, column) in added {
             let name = column.split(' ').next().unwrap_or(column);

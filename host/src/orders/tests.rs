@@ -361,11 +361,20 @@ fn a_manual_limit_ticket_works_at_its_price_and_a_stop_waits_for_its_trigger_acr
     om.on_quotes(&quotes_for(240_000, &[("NIFTY", dec!(94))])).unwrap();
     assert_eq!(instruments_ordered(&om)[1].2, "filled");
     assert!(om.accounts_summary().unwrap()["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty));
+    // A ticket with its own bracket: the position it opens gets that stop and target.
+    let bracket = Basket { id: "order-bracket".into(), account: "a1".into(), legs: vec![BasketLeg { stop_loss: Some(dec!(90)), target: Some(dec!(104)), ..BasketLeg::market("NIFTY", OrderSide::Buy, dec!(2)) }], unwind_on_failure: false };
+    om.place_basket(&bracket).unwrap();
+    om.on_quotes(&quotes_for(250_000, &[("NIFTY", dec!(95))])).unwrap();
+    let exit: (Option<String>, Option<String>) = om.db.query_row("SELECT stop, target FROM exits WHERE account = 'a1' AND instrument = 'NIFTY'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!(exit, (Some("90".into()), Some("104".into())), "the ticket's bracket is the managed exit");
+    om.on_quotes(&quotes_for(260_000, &[("NIFTY", dec!(104.5))])).unwrap();
+    om.on_quotes(&quotes_for(270_000, &[("NIFTY", dec!(104.5))])).unwrap();
+    assert!(om.accounts_summary().unwrap()["a1"]["positions"].as_object().is_some_and(serde_json::Map::is_empty), "the target took it out");
     // A ticket the trader cancels is over, as asked: not a failed basket, not an alert.
     om.place_basket(&ticket("order-cancel", OrderSide::Buy, OrderKind::Limit { price: dec!(50) })).unwrap();
     let coid: String = om.db.query_row("SELECT client_order_id FROM orders WHERE signal_id = 'basket/order-cancel/0'", [], |r| r.get(0)).unwrap();
     assert!(om.cancel_order(&coid, "console-abc").unwrap().is_ok());
-    let out = events(&om.on_quotes(&quotes_for(300_000, &[("NIFTY", dec!(96))])).unwrap());
+    let out = events(&om.on_quotes(&quotes_for(300_000, &[("NIFTY", dec!(104))])).unwrap());
     let over: Vec<_> = out.iter().filter(|(n, _)| n.starts_with("basket_")).collect();
     assert_eq!(over.len(), 1, "{out:?}");
     assert_eq!((over[0].0, over[0].1["reason"].as_str(), over[0].1.get("alert")), ("basket_cancelled", Some("leg 0 (buy 2 NIFTY) cancelled by command console-abc"), None), "{out:?}");
