@@ -665,10 +665,10 @@ impl CommandMessage {
                     }
                 }
                 // A buy's stop is below its target, a sell's above.
-                if let (Some(stop), Some(target)) = (l.stop_loss, l.target) {
-                    if (side == crate::domain::OrderSide::Buy && stop >= target) || (side == crate::domain::OrderSide::Sell && stop <= target) {
-                        return Err(format!("leg {}: a {} with stop_loss {stop} and target {target}: the stop must be on the losing side", l.instrument, side.as_str()));
-                    }
+                if let (Some(stop), Some(target)) = (l.stop_loss, l.target)
+                    && ((side == crate::domain::OrderSide::Buy && stop >= target) || (side == crate::domain::OrderSide::Sell && stop <= target))
+                {
+                    return Err(format!("leg {}: a {} with stop_loss {stop} and target {target}: the stop must be on the losing side", l.instrument, side.as_str()));
                 }
                 Ok(crate::domain::order::Leg { instrument: l.instrument.clone(), side, qty: l.qty, kind, validity, stop_loss: l.stop_loss, target: l.target })
             })
