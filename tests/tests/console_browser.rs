@@ -32,6 +32,19 @@ async fn until(c: &Client, script: &str, what: &str) {
     }
 }
 
+/// Wait until the order `sql` finds for `param` (its state) is filled.
+async fn until_filled(db: &rusqlite::Connection, sql: &str, param: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: Option<String> = db.query_row(sql, [param], |r| r.get(0)).ok();
+        if state.as_deref() == Some("filled") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} did not fill: {state:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn shot(c: &Client, name: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -215,15 +228,7 @@ source = {{ kind = "synthetic", seed = 3, days = 5, speed = 300, option_chain = 
     assert_eq!(price, atm_ce, "the leg's price is the chain's");
     c.find(Locator::Id("b-send")).await.unwrap().click().await.unwrap();
     until(&c, "document.getElementById('basket-state').textContent.startsWith('sent')", "the basket sent").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let state: Option<String> = db.query_row("SELECT state FROM orders WHERE pipeline = 'basket' AND instrument = ?1", [&symbol], |r| r.get(0)).ok();
-        if state.as_deref() == Some("filled") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the call from the chain did not fill: {state:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_filled(&db, "SELECT state FROM orders WHERE pipeline = 'basket' AND instrument = ?1", &symbol, "the call from the chain").await;
 
     // A level watcher, armed then cancelled.
     set(&c, "w-instrument", "NIFTY").await;
@@ -247,15 +252,7 @@ source = {{ kind = "synthetic", seed = 3, days = 5, speed = 300, option_chain = 
     until(&c, "[...document.querySelectorAll('#watchers td.state')].some(td => td.textContent === 'fired')", "the watcher fired").await;
     shot(&c, "05b-fired").await;
     let fired: (String, i64) = db.query_row("SELECT watch_id, fired_ts FROM watchers WHERE state = 'fired'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let state: Option<String> = db.query_row("SELECT state FROM orders WHERE signal_id LIKE 'basket/' || ?1 || '/%'", [&fired.0], |r| r.get(0)).ok();
-        if state.as_deref() == Some("filled") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the watcher's order did not fill: {state:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_filled(&db, "SELECT state FROM orders WHERE signal_id LIKE 'basket/' || ?1 || '/%'", &fired.0, "the watcher's order").await;
 
     // Flatten the account (after confirming): the flatten shows on the feed and the position goes.
     until(&c, "document.querySelector('#accounts table.positions td') !== null", "a position").await;
