@@ -67,16 +67,22 @@ pub fn underlying(symbol: &str) -> Option<&str> {
     (at > 0 && rest.len() >= 7 && MONTHS.iter().any(|m| rest.get(2..5) == Some(*m))).then_some(name)
 }
 
+/// A derivative's name as its underlying, its expiry's `(year, month, day)` and what
+/// follows (`20800CE`, `FUT`).
+fn name_parts(symbol: &str) -> Option<(&str, (i64, u32, u32), &str)> {
+    let name = underlying(symbol)?;
+    let date = symbol.get(name.len()..name.len() + 7)?;
+    let day: u32 = date.get(0..2)?.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let month = u32::try_from(MONTHS.iter().position(|m| date.get(2..5) == Some(*m))? + 1).ok()?;
+    let year: i64 = date.get(5..7)?.parse().ok()?;
+    Some((name, (2000 + year, month, day), symbol.get(name.len() + 7..)?))
+}
+
 /// The expiry day (days since 1970-01-01) of a derivative's name: `28MAR24` of `NIFTY28MAR2420800CE`.
 #[must_use]
 pub fn expiry_day(symbol: &str) -> Option<i64> {
-    let name = underlying(symbol)?;
-    let date = symbol.get(name.len()..name.len() + 7)?;
-    let day: u32 = date.get(0..2)?.parse().ok()?;
-    let month = MONTHS.iter().position(|m| date.get(2..5) == Some(*m))? + 1;
-    let year: i64 = date.get(5..7)?.parse().ok()?;
-    let month = u32::try_from(month).ok()?;
-    (1..=31).contains(&day).then(|| days_from_civil(2000 + year, month, day))
+    let (_, (year, month, day), _) = name_parts(symbol)?;
+    Some(days_from_civil(year, month, day))
 }
 
 /// An option's name taken apart: `NIFTY28MAR2420800CE` is NIFTY's 20800 call of 2024-03-28.
@@ -95,18 +101,14 @@ pub struct OptionName {
 /// The parts of an option's name (`None` for anything else: an equity, a future).
 #[must_use]
 pub fn option_name(symbol: &str) -> Option<OptionName> {
-    let name = underlying(symbol)?;
-    let date = symbol.get(name.len()..name.len() + 7)?;
-    let (rest, call) = match symbol.get(name.len() + 7..)? {
+    let (name, (year, month, day), rest) = name_parts(symbol)?;
+    let (rest, call) = match rest {
         r if r.ends_with("CE") => (r.strip_suffix("CE")?, true),
         r if r.ends_with("PE") => (r.strip_suffix("PE")?, false),
         _ => return None,
     };
     let strike = Decimal::from_str_exact(rest).ok().filter(|s| *s > Decimal::ZERO && !rest.starts_with('+'))?;
-    let day: u32 = date.get(0..2)?.parse().ok().filter(|d| (1..=31).contains(d))?;
-    let month = MONTHS.iter().position(|m| date.get(2..5) == Some(*m))? + 1;
-    let year: u32 = date.get(5..7)?.parse().ok()?;
-    Some(OptionName { underlying: name.to_owned(), expiry: format!("20{year:02}-{month:02}-{day:02}"), strike: strike.normalize(), call })
+    Some(OptionName { underlying: name.to_owned(), expiry: format!("{year:04}-{month:02}-{day:02}"), strike: strike.normalize(), call })
 }
 
 impl ContractRules {

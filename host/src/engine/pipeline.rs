@@ -150,7 +150,7 @@ pub struct PipelineStats {
     pub tick_to_signal: crate::domain::stats::Histogram,
     /// Wall-clock ms of the last market event taken (0: none yet): its feed's staleness.
     pub last_event_wall_ms: std::sync::atomic::AtomicI64,
-    /// Fuel the strategy has burned, and the memory it holds (this instance).
+    /// Fuel the strategy has burned (this instance; 0 when its budget is in time).
     pub fuel_total: AtomicU64,
     /// The strategy's linear memory, in bytes.
     pub memory_bytes: AtomicU64,

@@ -277,8 +277,6 @@ pub struct PluginInstance {
 pub struct PluginUsage {
     /// Fuel burned over every call (0 when the budget is in time).
     pub fuel_total: u64,
-    /// Fuel burned by the last call.
-    pub fuel_last: u64,
     /// Its linear memory, in bytes.
     pub memory_bytes: u64,
     /// Time spent in its calls, in microseconds (a live pipeline's budget is in time, not fuel).
@@ -413,7 +411,6 @@ impl PluginInstance {
         self.usage.busy_us = self.usage.busy_us.saturating_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         if let super::CpuBudget::Fuel { .. } = self.limits.cpu {
             let used = self.limits.cpu.fuel_for(events).saturating_sub(self.store.get_fuel().unwrap_or(0));
-            self.usage.fuel_last = used;
             self.usage.fuel_total = self.usage.fuel_total.saturating_add(used);
         }
         self.usage.memory_bytes = u64::try_from(self.store.data().memory_used).unwrap_or(u64::MAX);
