@@ -7,19 +7,47 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["ma-crossover", "rsi", "oi-crossover", "orb", "hostile", "future-contract", "contract-1-0", "order-types"];
+const PLUGINS: &[&str] = &[
+    "ma-crossover",
+    "rsi",
+    "oi-crossover",
+    "orb",
+    "hostile",
+    "future-contract",
+    "contract-1-0",
+    "order-types",
+];
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
-    let root = manifest.parent().map(PathBuf::from).unwrap_or_else(|| manifest.clone());
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from).join("plugin-build");
-    for dir in ["strategies", "strategy-sdk", "tests/plugins", "host/wit", "Cargo.toml"] {
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
+    let root = manifest
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.clone());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("plugin-build");
+    for dir in [
+        "strategies",
+        "strategy-sdk",
+        "tests/plugins",
+        "host/wit",
+        "Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")

@@ -48,7 +48,12 @@ pub struct HostSection {
 
 impl Default for HostSection {
     fn default() -> Self {
-        Self { plugin_dir: "plugins".into(), journal: "out/journal.sqlite".into(), heartbeat_secs: 5, record_dir: None }
+        Self {
+            plugin_dir: "plugins".into(),
+            journal: "out/journal.sqlite".into(),
+            heartbeat_secs: 5,
+            record_dir: None,
+        }
     }
 }
 
@@ -70,7 +75,12 @@ pub struct BusSection {
 
 impl Default for BusSection {
     fn default() -> Self {
-        Self { url: None, prefix: "trading".into(), claim_idle_ms: 5_000, prices_kept: 500_000 }
+        Self {
+            url: None,
+            prefix: "trading".into(),
+            claim_idle_ms: 5_000,
+            prices_kept: 500_000,
+        }
     }
 }
 
@@ -209,7 +219,9 @@ impl Account {
         let text = match (&self.square_off, segment) {
             (Some(SquareOffTimes::Same(t)), _) => t.as_str(),
             (Some(SquareOffTimes::BySegment { equity, .. }), Segment::Equity) => equity.as_str(),
-            (Some(SquareOffTimes::BySegment { derivative, .. }), Segment::Derivative) => derivative.as_str(),
+            (Some(SquareOffTimes::BySegment { derivative, .. }), Segment::Derivative) => {
+                derivative.as_str()
+            }
             (None, Segment::Derivative) if self.broker.get_ref() == "kite" => "15:20",
             (None, _) => "15:15",
         };
@@ -219,7 +231,11 @@ impl Account {
     /// The lot of `instrument` for this account: the contract's per `contracts` (by
     /// underlying and expiry), else the account's `lot_size` for lots sizing.
     #[must_use]
-    pub fn lot_of(&self, rules: &crate::domain::contracts::ContractRules, instrument: &str) -> Option<u64> {
+    pub fn lot_of(
+        &self,
+        rules: &crate::domain::contracts::ContractRules,
+        instrument: &str,
+    ) -> Option<u64> {
         rules.lot_size(instrument).or(match self.sizing {
             Sizing::Lots { lot_size, .. } => lot_size,
             _ => None,
@@ -230,7 +246,10 @@ impl Account {
     #[must_use]
     pub fn earliest_square_off(&self) -> Option<u32> {
         use crate::domain::Segment;
-        self.square_off_minute(Segment::Equity).into_iter().chain(self.square_off_minute(Segment::Derivative)).min()
+        self.square_off_minute(Segment::Equity)
+            .into_iter()
+            .chain(self.square_off_minute(Segment::Derivative))
+            .min()
     }
 }
 
@@ -263,7 +282,16 @@ pub enum OrderUpdates {
 pub const FEED_BROKERS: [&str; 3] = ["kite", "upstox", "openalgo"];
 
 /// Every alert kind.
-pub const ALERTS: [&str; 8] = ["fill", "stop", "breaker", "plugin_failed", "token_expired", "rejected", "position_mismatch", "position_carried"];
+pub const ALERTS: [&str; 8] = [
+    "fill",
+    "stop",
+    "breaker",
+    "plugin_failed",
+    "token_expired",
+    "rejected",
+    "position_mismatch",
+    "position_carried",
+];
 
 fn all_alerts() -> Vec<String> {
     ALERTS.iter().map(|s| (*s).to_owned()).collect()
@@ -302,18 +330,30 @@ pub struct MarketSection {
 }
 
 fn nse_contracts() -> std::sync::Arc<crate::domain::contracts::ContractRules> {
-    static NSE: std::sync::OnceLock<std::sync::Arc<crate::domain::contracts::ContractRules>> = std::sync::OnceLock::new();
-    NSE.get_or_init(|| std::sync::Arc::new(crate::domain::contracts::ContractRules::nse())).clone()
+    static NSE: std::sync::OnceLock<std::sync::Arc<crate::domain::contracts::ContractRules>> =
+        std::sync::OnceLock::new();
+    NSE.get_or_init(|| std::sync::Arc::new(crate::domain::contracts::ContractRules::nse()))
+        .clone()
 }
 
 fn nse_calendar() -> std::sync::Arc<crate::domain::calendar::Calendar> {
-    static NSE: std::sync::OnceLock<std::sync::Arc<crate::domain::calendar::Calendar>> = std::sync::OnceLock::new();
-    NSE.get_or_init(|| std::sync::Arc::new(crate::domain::calendar::Calendar::nse())).clone()
+    static NSE: std::sync::OnceLock<std::sync::Arc<crate::domain::calendar::Calendar>> =
+        std::sync::OnceLock::new();
+    NSE.get_or_init(|| std::sync::Arc::new(crate::domain::calendar::Calendar::nse()))
+        .clone()
 }
 
 impl Default for MarketSection {
     fn default() -> Self {
-        Self { tick: Decimal::new(5, 2), band_pct: Decimal::from(20), max_price: Decimal::from(10_000_000), calendars: Vec::new(), contracts: None, contract_rules: nse_contracts(), calendar: nse_calendar() }
+        Self {
+            tick: Decimal::new(5, 2),
+            band_pct: Decimal::from(20),
+            max_price: Decimal::from(10_000_000),
+            calendars: Vec::new(),
+            contracts: None,
+            contract_rules: nse_contracts(),
+            calendar: nse_calendar(),
+        }
     }
 }
 
@@ -343,7 +383,16 @@ pub struct LiveSection {
 
 impl Default for LiveSection {
     fn default() -> Self {
-        Self { timeout_ms: 5_000, poll_ms: 1_000, backoff_ms: 250, max_attempts: 6, instruments: std::collections::BTreeMap::new(), refresh_at: "08:15".into(), cancel_after_secs: 60, absent_reads: 3 }
+        Self {
+            timeout_ms: 5_000,
+            poll_ms: 1_000,
+            backoff_ms: 250,
+            max_attempts: 6,
+            instruments: std::collections::BTreeMap::new(),
+            refresh_at: "08:15".into(),
+            cancel_after_secs: 60,
+            absent_reads: 3,
+        }
     }
 }
 
@@ -366,7 +415,13 @@ pub struct TelegramSection {
 
 impl Default for TelegramSection {
     fn default() -> Self {
-        Self { base_url: "https://api.telegram.org".into(), chat_id: None, events: all_alerts(), min_interval_ms: 1_000, queue: 100 }
+        Self {
+            base_url: "https://api.telegram.org".into(),
+            chat_id: None,
+            events: all_alerts(),
+            min_interval_ms: 1_000,
+            queue: 100,
+        }
     }
 }
 
@@ -428,7 +483,10 @@ impl RiskLimits {
     #[must_use]
     pub fn window(&self) -> Option<(u32, u32)> {
         let (a, b) = self.entry_window.split_once('-')?;
-        let (a, b) = (crate::domain::time::parse_hhmm(a)?, crate::domain::time::parse_hhmm(b)?);
+        let (a, b) = (
+            crate::domain::time::parse_hhmm(a)?,
+            crate::domain::time::parse_hhmm(b)?,
+        );
         (a < b).then_some((a, b))
     }
 }
@@ -458,7 +516,13 @@ pub struct ExitRules {
 
 impl Default for ExitRules {
     fn default() -> Self {
-        Self { stop_loss_pct: Decimal::ZERO, target_pct: Decimal::ZERO, trailing_pct: Decimal::ZERO, expiry_square_off: String::new(), broker_stop: true }
+        Self {
+            stop_loss_pct: Decimal::ZERO,
+            target_pct: Decimal::ZERO,
+            trailing_pct: Decimal::ZERO,
+            expiry_square_off: String::new(),
+            broker_stop: true,
+        }
     }
 }
 
@@ -595,7 +659,11 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { cpu_ms_per_event: 50, memory_mib: 64, max_signals_per_event: 16 }
+        Self {
+            cpu_ms_per_event: 50,
+            memory_mib: 64,
+            max_signals_per_event: 16,
+        }
     }
 }
 
@@ -705,7 +773,9 @@ impl Pipeline {
     /// When its signals may start (`trade_from`, ms since the epoch).
     #[must_use]
     pub fn trade_from_ms(&self) -> Option<i64> {
-        self.trade_from.as_ref().and_then(|t| parse_moment(t.get_ref()))
+        self.trade_from
+            .as_ref()
+            .and_then(|t| parse_moment(t.get_ref()))
     }
 
     /// Bar length in seconds.
@@ -720,7 +790,9 @@ impl Pipeline {
 pub fn parse_moment(text: &str) -> Option<i64> {
     let text = text.trim();
     match crate::domain::time::parse_date(text) {
-        Some(day) => day.checked_mul(86_400_000)?.checked_sub(crate::domain::time::IST_OFFSET_MS),
+        Some(day) => day
+            .checked_mul(86_400_000)?
+            .checked_sub(crate::domain::time::IST_OFFSET_MS),
         None => crate::domain::time::parse_iso(text),
     }
 }
@@ -731,7 +803,10 @@ pub fn parse_timeframe(text: &str) -> Option<u32> {
     let text = text.trim();
     // The unit is the last character, whatever its width (a multi-byte one is simply not a unit).
     let unit = text.chars().last()?;
-    let n: u32 = text[..text.len() - unit.len_utf8()].parse().ok().filter(|n| *n > 0)?;
+    let n: u32 = text[..text.len() - unit.len_utf8()]
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)?;
     n.checked_mul(match unit {
         's' => 1,
         'm' => 60,
@@ -767,7 +842,17 @@ impl Config {
             let message = e.message().trim().to_owned();
             error_at(path, text, span.start, &field_at(text, span.start), message)
         })?;
-        let mut config = Self { path: path.to_owned(), host: doc.host, bus: doc.bus, accounts: doc.accounts, pipelines: doc.pipelines, live: doc.live, market: doc.market, telegram: doc.telegram, console: doc.console };
+        let mut config = Self {
+            path: path.to_owned(),
+            host: doc.host,
+            bus: doc.bus,
+            accounts: doc.accounts,
+            pipelines: doc.pipelines,
+            live: doc.live,
+            market: doc.market,
+            telegram: doc.telegram,
+            console: doc.console,
+        };
         config.validate(text)?;
         config.market.calendar = std::sync::Arc::new(config.load_calendars(text)?);
         if let Some(rules) = config.load_contracts(text)? {
@@ -781,151 +866,389 @@ impl Config {
         let mut calendar = crate::domain::calendar::Calendar::nse();
         let offset = text.find("calendars").unwrap_or(0);
         for (i, file) in self.market.calendars.iter().enumerate() {
-            let resolved = self.path.parent().map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
+            let resolved = self
+                .path
+                .parent()
+                .map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
             let field = format!("market.calendars[{i}]");
-            let body = std::fs::read_to_string(&resolved).map_err(|e| error_at(&self.path, text, offset, &field, format!("{}: cannot read: {e}", resolved.display())))?;
-            let year = crate::domain::calendar::Calendar::parse(&resolved.display().to_string(), &body).map_err(|e| error_at(&self.path, text, offset, &field, e.to_string()))?;
+            let body = std::fs::read_to_string(&resolved).map_err(|e| {
+                error_at(
+                    &self.path,
+                    text,
+                    offset,
+                    &field,
+                    format!("{}: cannot read: {e}", resolved.display()),
+                )
+            })?;
+            let year =
+                crate::domain::calendar::Calendar::parse(&resolved.display().to_string(), &body)
+                    .map_err(|e| error_at(&self.path, text, offset, &field, e.to_string()))?;
             calendar.extend(year);
         }
         Ok(calendar)
     }
 
     /// `[market] contracts`, when set.
-    fn load_contracts(&self, text: &str) -> Result<Option<crate::domain::contracts::ContractRules>, ConfigError> {
-        let Some(file) = &self.market.contracts else { return Ok(None) };
+    fn load_contracts(
+        &self,
+        text: &str,
+    ) -> Result<Option<crate::domain::contracts::ContractRules>, ConfigError> {
+        let Some(file) = &self.market.contracts else {
+            return Ok(None);
+        };
         let offset = text.find("contracts").unwrap_or(0);
-        let resolved = self.path.parent().map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
-        let body = std::fs::read_to_string(&resolved).map_err(|e| error_at(&self.path, text, offset, "market.contracts", format!("{}: cannot read: {e}", resolved.display())))?;
-        crate::domain::contracts::ContractRules::parse(&resolved.display().to_string(), &body).map(Some).map_err(|e| error_at(&self.path, text, offset, "market.contracts", e.to_string()))
+        let resolved = self
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
+        let body = std::fs::read_to_string(&resolved).map_err(|e| {
+            error_at(
+                &self.path,
+                text,
+                offset,
+                "market.contracts",
+                format!("{}: cannot read: {e}", resolved.display()),
+            )
+        })?;
+        crate::domain::contracts::ContractRules::parse(&resolved.display().to_string(), &body)
+            .map(Some)
+            .map_err(|e| error_at(&self.path, text, offset, "market.contracts", e.to_string()))
     }
 
     fn validate(&self, text: &str) -> Result<(), ConfigError> {
-        let err = |offset: usize, field: String, message: String| Err(error_at(&self.path, text, offset, &field, message));
+        let err = |offset: usize, field: String, message: String| {
+            Err(error_at(&self.path, text, offset, &field, message))
+        };
         let mut account_ids = HashSet::new();
         for (i, a) in self.accounts.iter().enumerate() {
             if a.id.get_ref().trim().is_empty() {
-                return err(a.id.span().start, format!("accounts[{i}].id"), "must not be empty".into());
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].id"),
+                    "must not be empty".into(),
+                );
             }
             if !account_ids.insert(a.id.get_ref().as_str()) {
-                return err(a.id.span().start, format!("accounts[{i}].id"), format!("duplicate account id {:?}", a.id.get_ref()));
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].id"),
+                    format!("duplicate account id {:?}", a.id.get_ref()),
+                );
             }
             if !BROKERS.contains(&a.broker.get_ref().as_str()) {
-                return err(a.broker.span().start, format!("accounts[{i}].broker"), format!("unknown broker {:?}; expected one of {}", a.broker.get_ref(), BROKERS.join(", ")));
+                return err(
+                    a.broker.span().start,
+                    format!("accounts[{i}].broker"),
+                    format!(
+                        "unknown broker {:?}; expected one of {}",
+                        a.broker.get_ref(),
+                        BROKERS.join(", ")
+                    ),
+                );
             }
             let p = a.market_protection_pct;
             if !(p == Decimal::NEGATIVE_ONE || (p > Decimal::ZERO && p <= Decimal::ONE_HUNDRED)) {
-                return err(a.id.span().start, format!("accounts[{i}].market_protection_pct"), format!("{p}: expected -1 (automatic) or a percentage in (0, 100]"));
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].market_protection_pct"),
+                    format!("{p}: expected -1 (automatic) or a percentage in (0, 100]"),
+                );
             }
-            if let Some(url) = a.base_url.as_deref().filter(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
-                return err(a.id.span().start, format!("accounts[{i}].base_url"), format!("{url:?}: expected an http:// or https:// address"));
+            if let Some(url) = a
+                .base_url
+                .as_deref()
+                .filter(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+            {
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].base_url"),
+                    format!("{url:?}: expected an http:// or https:// address"),
+                );
             }
             if let Some(n) = &a.notify
-                && let Some(bad) = n.events.iter().find(|e| !ALERTS.contains(&e.as_str())) {
-                    return err(a.id.span().start, format!("accounts[{i}].notify.events"), format!("unknown alert {bad:?}; expected some of {}", ALERTS.join(", ")));
-                }
+                && let Some(bad) = n.events.iter().find(|e| !ALERTS.contains(&e.as_str()))
+            {
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].notify.events"),
+                    format!(
+                        "unknown alert {bad:?}; expected some of {}",
+                        ALERTS.join(", ")
+                    ),
+                );
+            }
             if a.capital <= Decimal::ZERO {
-                return err(a.id.span().start, format!("accounts[{i}].capital"), format!("must be positive, got {}", a.capital));
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].capital"),
+                    format!("must be positive, got {}", a.capital),
+                );
             }
             if a.risk.window().is_none() {
-                return err(a.id.span().start, format!("accounts[{i}].risk.entry_window"), format!("{:?}: expected HH:MM-HH:MM", a.risk.entry_window));
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].risk.entry_window"),
+                    format!("{:?}: expected HH:MM-HH:MM", a.risk.entry_window),
+                );
             }
-            for (segment, name) in [(crate::domain::Segment::Equity, "equity"), (crate::domain::Segment::Derivative, "derivative")] {
+            for (segment, name) in [
+                (crate::domain::Segment::Equity, "equity"),
+                (crate::domain::Segment::Derivative, "derivative"),
+            ] {
                 if a.square_off_minute(segment).is_none() {
-                    return err(a.id.span().start, format!("accounts[{i}].square_off"), format!("{:?} ({name}): expected HH:MM", a.square_off));
+                    return err(
+                        a.id.span().start,
+                        format!("accounts[{i}].square_off"),
+                        format!("{:?} ({name}): expected HH:MM", a.square_off),
+                    );
                 }
             }
             if a.autoslice && a.broker.get_ref() != "kite" {
-                return err(a.id.span().start, format!("accounts[{i}].autoslice"), format!("Kite's order slicing: the broker is {:?}; remove it to let the host slice", a.broker.get_ref()));
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].autoslice"),
+                    format!(
+                        "Kite's order slicing: the broker is {:?}; remove it to let the host slice",
+                        a.broker.get_ref()
+                    ),
+                );
             }
-            if let Some(id) = a.algo_id.as_deref().filter(|id| id.trim().is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))) {
-                return err(a.id.span().start, format!("accounts[{i}].algo_id"), format!("{id:?}: expected up to 64 letters, digits, '-', '_', '.' or '/'"));
+            if let Some(id) = a.algo_id.as_deref().filter(|id| {
+                id.trim().is_empty()
+                    || id.len() > 64
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            }) {
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].algo_id"),
+                    format!("{id:?}: expected up to 64 letters, digits, '-', '_', '.' or '/'"),
+                );
             }
-            for (field, value) in [("risk.expiry_no_entry_after", &a.risk.expiry_no_entry_after), ("exits.expiry_square_off", &a.exits.expiry_square_off)] {
+            for (field, value) in [
+                ("risk.expiry_no_entry_after", &a.risk.expiry_no_entry_after),
+                ("exits.expiry_square_off", &a.exits.expiry_square_off),
+            ] {
                 if !value.is_empty() && crate::domain::time::parse_hhmm(value).is_none() {
-                    return err(a.id.span().start, format!("accounts[{i}].{field}"), format!("{value:?}: expected HH:MM (or empty: off)"));
+                    return err(
+                        a.id.span().start,
+                        format!("accounts[{i}].{field}"),
+                        format!("{value:?}: expected HH:MM (or empty: off)"),
+                    );
                 }
             }
             let e = &a.exits;
-            if [e.stop_loss_pct, e.target_pct, e.trailing_pct].iter().any(|p| p.is_sign_negative() || *p >= Decimal::ONE_HUNDRED) {
-                return err(a.id.span().start, format!("accounts[{i}].exits"), "percentages must be within 0..100".into());
+            if [e.stop_loss_pct, e.target_pct, e.trailing_pct]
+                .iter()
+                .any(|p| p.is_sign_negative() || *p >= Decimal::ONE_HUNDRED)
+            {
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].exits"),
+                    "percentages must be within 0..100".into(),
+                );
             }
             if a.slippage_bps.is_sign_negative() {
-                return err(a.id.span().start, format!("accounts[{i}].slippage_bps"), "must not be negative".into());
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].slippage_bps"),
+                    "must not be negative".into(),
+                );
             }
             let bad_size = match &a.sizing {
                 Sizing::Fixed { qty } => (*qty == 0).then_some("qty must be at least 1"),
-                Sizing::Lots { lots, lot_size } => (*lots == 0 || *lot_size == Some(0)).then_some("lots and lot_size must be at least 1"),
+                Sizing::Lots { lots, lot_size } => (*lots == 0 || *lot_size == Some(0))
+                    .then_some("lots and lot_size must be at least 1"),
                 Sizing::Percent { percent } | Sizing::Risk { percent } => {
-                    (*percent <= Decimal::ZERO || *percent > Decimal::ONE_HUNDRED).then_some("percent must be within (0, 100]")
+                    (*percent <= Decimal::ZERO || *percent > Decimal::ONE_HUNDRED)
+                        .then_some("percent must be within (0, 100]")
                 }
             };
             if let Some(message) = bad_size {
-                return err(a.id.span().start, format!("accounts[{i}].sizing"), message.into());
+                return err(
+                    a.id.span().start,
+                    format!("accounts[{i}].sizing"),
+                    message.into(),
+                );
             }
         }
         let mut pipeline_ids = HashSet::new();
         for (i, p) in self.pipelines.iter().enumerate() {
             let id = p.id.get_ref();
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return err(p.id.span().start, format!("pipelines[{i}].id"), format!("{id:?}: use letters, digits, '-', '_' or '.'"));
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return err(
+                    p.id.span().start,
+                    format!("pipelines[{i}].id"),
+                    format!("{id:?}: use letters, digits, '-', '_' or '.'"),
+                );
             }
             if !pipeline_ids.insert(id.as_str()) {
-                return err(p.id.span().start, format!("pipelines[{i}].id"), format!("duplicate pipeline id {id:?}"));
+                return err(
+                    p.id.span().start,
+                    format!("pipelines[{i}].id"),
+                    format!("duplicate pipeline id {id:?}"),
+                );
             }
             let plugin = p.plugin.get_ref();
             if !plugin.ends_with(".wasm") || plugin.contains(['/', '\\']) {
-                return err(p.plugin.span().start, format!("pipelines[{i}].plugin"), format!("{plugin:?}: expected a file name in the plugin folder ending in .wasm"));
+                return err(
+                    p.plugin.span().start,
+                    format!("pipelines[{i}].plugin"),
+                    format!(
+                        "{plugin:?}: expected a file name in the plugin folder ending in .wasm"
+                    ),
+                );
             }
-            if p.symbols.get_ref().is_empty() || p.symbols.get_ref().iter().any(|s| s.trim().is_empty()) {
-                return err(p.symbols.span().start, format!("pipelines[{i}].symbols"), "list at least one non-empty symbol".into());
+            if p.symbols.get_ref().is_empty()
+                || p.symbols.get_ref().iter().any(|s| s.trim().is_empty())
+            {
+                return err(
+                    p.symbols.span().start,
+                    format!("pipelines[{i}].symbols"),
+                    "list at least one non-empty symbol".into(),
+                );
             }
             if parse_timeframe(p.timeframe.get_ref()).is_none() {
-                return err(p.timeframe.span().start, format!("pipelines[{i}].timeframe"), format!("{:?}: expected a length like 30s, 1m, 15m or 1h", p.timeframe.get_ref()));
+                return err(
+                    p.timeframe.span().start,
+                    format!("pipelines[{i}].timeframe"),
+                    format!(
+                        "{:?}: expected a length like 30s, 1m, 15m or 1h",
+                        p.timeframe.get_ref()
+                    ),
+                );
             }
             if let Some(t) = &p.trade_from
                 && parse_moment(t.get_ref()).is_none()
             {
-                return err(t.span().start, format!("pipelines[{i}].trade_from"), format!("{:?}: expected a date like 2024-03-01 or a time like 2024-03-01T09:15:00+05:30", t.get_ref()));
+                return err(
+                    t.span().start,
+                    format!("pipelines[{i}].trade_from"),
+                    format!(
+                        "{:?}: expected a date like 2024-03-01 or a time like 2024-03-01T09:15:00+05:30",
+                        t.get_ref()
+                    ),
+                );
             }
             if p.accounts.is_empty() {
-                return err(p.id.span().start, format!("pipelines[{i}].accounts"), "list at least one account".into());
+                return err(
+                    p.id.span().start,
+                    format!("pipelines[{i}].accounts"),
+                    "list at least one account".into(),
+                );
             }
             for (j, a) in p.accounts.iter().enumerate() {
                 if !account_ids.contains(a.get_ref().as_str()) {
-                    let known: Vec<&str> = self.accounts.iter().map(|a| a.id.get_ref().as_str()).collect();
-                    return err(a.span().start, format!("pipelines[{i}].accounts[{j}]"), format!("unknown account {:?} (known: {})", a.get_ref(), known.join(", ")));
+                    let known: Vec<&str> = self
+                        .accounts
+                        .iter()
+                        .map(|a| a.id.get_ref().as_str())
+                        .collect();
+                    return err(
+                        a.span().start,
+                        format!("pipelines[{i}].accounts[{j}]"),
+                        format!(
+                            "unknown account {:?} (known: {})",
+                            a.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
                 }
             }
             for (k, v) in p.params.get_ref() {
                 if matches!(v, toml::Value::Array(_) | toml::Value::Table(_)) {
-                    let at = key_offset(text, p.params.span().start, k).unwrap_or(p.params.span().start);
-                    return err(at, format!("pipelines[{i}].params.{k}"), "must be a string, number or boolean".into());
+                    let at =
+                        key_offset(text, p.params.span().start, k).unwrap_or(p.params.span().start);
+                    return err(
+                        at,
+                        format!("pipelines[{i}].params.{k}"),
+                        "must be a string, number or boolean".into(),
+                    );
                 }
             }
             let l = &p.limits;
-            if l.cpu_ms_per_event == 0 || l.cpu_ms_per_event > 10_000 || l.memory_mib == 0 || l.memory_mib > 4096 || l.max_signals_per_event == 0 {
+            if l.cpu_ms_per_event == 0
+                || l.cpu_ms_per_event > 10_000
+                || l.memory_mib == 0
+                || l.memory_mib > 4096
+                || l.max_signals_per_event == 0
+            {
                 return err(p.id.span().start, format!("pipelines[{i}].limits"), "cpu_ms_per_event must be 1..=10000, memory_mib 1..=4096, max_signals_per_event at least 1".into());
             }
             match &p.source {
-                Source::Replay { files, speed, .. } if files.is_empty() || !speed.is_finite() || *speed < 0.0 => {
-                    return err(p.id.span().start, format!("pipelines[{i}].source"), "replay needs at least one file and a speed of 0 or more".into());
+                Source::Replay { files, speed, .. }
+                    if files.is_empty() || !speed.is_finite() || *speed < 0.0 =>
+                {
+                    return err(
+                        p.id.span().start,
+                        format!("pipelines[{i}].source"),
+                        "replay needs at least one file and a speed of 0 or more".into(),
+                    );
                 }
-                Source::Synthetic { speed, days, .. } if !speed.is_finite() || *speed < 0.0 || *days == 0 => {
-                    return err(p.id.span().start, format!("pipelines[{i}].source"), "synthetic needs days of at least 1 and a speed of 0 or more".into());
+                Source::Synthetic { speed, days, .. }
+                    if !speed.is_finite() || *speed < 0.0 || *days == 0 =>
+                {
+                    return err(
+                        p.id.span().start,
+                        format!("pipelines[{i}].source"),
+                        "synthetic needs days of at least 1 and a speed of 0 or more".into(),
+                    );
                 }
-                Source::Broker { expiry: Some(e), .. } if crate::domain::time::parse_date(e).is_none() => {
-                    return err(p.id.span().start, format!("pipelines[{i}].source.expiry"), format!("{e:?}: expected YYYY-MM-DD"));
+                Source::Broker {
+                    expiry: Some(e), ..
+                } if crate::domain::time::parse_date(e).is_none() => {
+                    return err(
+                        p.id.span().start,
+                        format!("pipelines[{i}].source.expiry"),
+                        format!("{e:?}: expected YYYY-MM-DD"),
+                    );
                 }
-                Source::Broker { chain_secs: 0, strikes, .. } if *strikes > 0 => {
+                Source::Broker {
+                    chain_secs: 0,
+                    strikes,
+                    ..
+                } if *strikes > 0 => {
                     return err(p.id.span().start, format!("pipelines[{i}].source.strikes"), "strikes around the money are chosen from the option chain: set chain_secs too".into());
                 }
-                Source::Broker { account, chain_secs, .. } if *chain_secs > 0 && self.account(account).is_some_and(|a| !matches!(a.broker.get_ref().as_str(), "kite" | "upstox" | "openalgo")) => {
-                    return err(p.id.span().start, format!("pipelines[{i}].source.chain_secs"), format!("option chains from the broker are read from kite, upstox and openalgo accounts; {account:?} is none of them"));
+                Source::Broker {
+                    account,
+                    chain_secs,
+                    ..
+                } if *chain_secs > 0
+                    && self.account(account).is_some_and(|a| {
+                        !matches!(a.broker.get_ref().as_str(), "kite" | "upstox" | "openalgo")
+                    }) =>
+                {
+                    return err(
+                        p.id.span().start,
+                        format!("pipelines[{i}].source.chain_secs"),
+                        format!(
+                            "option chains from the broker are read from kite, upstox and openalgo accounts; {account:?} is none of them"
+                        ),
+                    );
                 }
                 Source::Broker { account, .. } => match self.account(account) {
-                    None => return err(p.id.span().start, format!("pipelines[{i}].source.account"), format!("unknown account {account:?}")),
+                    None => {
+                        return err(
+                            p.id.span().start,
+                            format!("pipelines[{i}].source.account"),
+                            format!("unknown account {account:?}"),
+                        );
+                    }
                     Some(a) if !FEED_BROKERS.contains(&a.broker.get_ref().as_str()) => {
-                        return err(a.broker.span().start, format!("pipelines[{i}].source.account"), format!("account {account:?} uses broker {:?}, which has no market feed (kite, upstox or openalgo)", a.broker.get_ref()));
+                        return err(
+                            a.broker.span().start,
+                            format!("pipelines[{i}].source.account"),
+                            format!(
+                                "account {account:?} uses broker {:?}, which has no market feed (kite, upstox or openalgo)",
+                                a.broker.get_ref()
+                            ),
+                        );
                     }
                     Some(_) => {}
                 },
@@ -935,19 +1258,39 @@ impl Config {
         let at = |key: &str| text.find(key).unwrap_or(0);
         for broker in self.live.instruments.keys() {
             if !matches!(broker.as_str(), "kite" | "upstox") {
-                return err(at("[live"), format!("live.instruments.{broker}"), "instrument masters are read for kite and upstox".into());
+                return err(
+                    at("[live"),
+                    format!("live.instruments.{broker}"),
+                    "instrument masters are read for kite and upstox".into(),
+                );
             }
         }
         if crate::domain::time::parse_hhmm(&self.live.refresh_at).is_none() {
-            return err(at("refresh_at"), "live.refresh_at".into(), format!("{:?}: expected HH:MM", self.live.refresh_at));
+            return err(
+                at("refresh_at"),
+                "live.refresh_at".into(),
+                format!("{:?}: expected HH:MM", self.live.refresh_at),
+            );
         }
         if self.live.timeout_ms == 0 || self.live.poll_ms == 0 || self.live.max_attempts == 0 {
-            return err(at("[live"), "live".into(), "timeout_ms, poll_ms and max_attempts must be at least 1".into());
+            return err(
+                at("[live"),
+                "live".into(),
+                "timeout_ms, poll_ms and max_attempts must be at least 1".into(),
+            );
         }
         if let Some(t) = &self.telegram
-            && let Some(bad) = t.events.iter().find(|e| !ALERTS.contains(&e.as_str())) {
-                return err(at("[telegram"), "telegram.events".into(), format!("unknown alert {bad:?}; expected some of {}", ALERTS.join(", ")));
-            }
+            && let Some(bad) = t.events.iter().find(|e| !ALERTS.contains(&e.as_str()))
+        {
+            return err(
+                at("[telegram"),
+                "telegram.events".into(),
+                format!(
+                    "unknown alert {bad:?}; expected some of {}",
+                    ALERTS.join(", ")
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -966,20 +1309,31 @@ impl Config {
     /// The Redis URL: `REDIS_URL` when set, else `[bus] url`.
     #[must_use]
     pub fn redis_url(&self) -> Option<String> {
-        std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty()).or_else(|| self.bus.url.clone())
+        std::env::var("REDIS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| self.bus.url.clone())
     }
 
     /// Where to read a file named in the configuration (an instrument master):
     /// an `http(s)://` URL as it is, a path relative to the file's folder.
     #[must_use]
     pub fn resolve_source(&self, source: &str) -> String {
-        if source.starts_with("http://") || source.starts_with("https://") { source.to_owned() } else { self.resolve(Path::new(source)).display().to_string() }
+        if source.starts_with("http://") || source.starts_with("https://") {
+            source.to_owned()
+        } else {
+            self.resolve(Path::new(source)).display().to_string()
+        }
     }
 
     /// A path from the file, relative to the file's folder.
     #[must_use]
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_owned() } else { self.path.parent().unwrap_or(Path::new(".")).join(path) }
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(path)
+        }
     }
 }
 
@@ -989,9 +1343,10 @@ fn key_offset(text: &str, from: usize, key: &str) -> Option<usize> {
     for line in text.get(pos..)?.split_inclusive('\n') {
         let trimmed = line.trim_start();
         if let Some(rest) = trimmed.strip_prefix(key)
-            && rest.trim_start().starts_with('=') {
-                return Some(pos + (line.len() - trimmed.len()));
-            }
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(pos + (line.len() - trimmed.len()));
+        }
         pos += line.len();
     }
     None
@@ -1002,14 +1357,32 @@ fn line_col(text: &str, offset: usize) -> (usize, usize, &str) {
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
-    (line, before[line_start..].chars().count() + 1, &text[line_start..line_end])
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    (
+        line,
+        before[line_start..].chars().count() + 1,
+        &text[line_start..line_end],
+    )
 }
 
 fn error_at(path: &Path, text: &str, offset: usize, field: &str, message: String) -> ConfigError {
     let (line, column, source_line) = line_col(text, offset);
-    let snippet = (!source_line.is_empty()).then(|| format!("  {line:>4} | {source_line}\n       | {}^", " ".repeat(column.saturating_sub(1))));
-    ConfigError { path: path.to_owned(), line, column, field: field.to_owned(), message, snippet }
+    let snippet = (!source_line.is_empty()).then(|| {
+        format!(
+            "  {line:>4} | {source_line}\n       | {}^",
+            " ".repeat(column.saturating_sub(1))
+        )
+    });
+    ConfigError {
+        path: path.to_owned(),
+        line,
+        column,
+        field: field.to_owned(),
+        message,
+        snippet,
+    }
 }
 
 /// The dotted path of the key on the line at `offset`, from the table headers above it:
@@ -1024,20 +1397,33 @@ fn field_at(text: &str, offset: usize) -> String {
         let trimmed = line.trim();
         let start = pos;
         pos += line.len();
-        if let Some(name) = trimmed.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+        if let Some(name) = trimmed
+            .strip_prefix("[[")
+            .and_then(|r| r.split("]]").next())
+        {
             let name = name.trim().to_owned();
-            let n = counts.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            let n = counts
+                .entry(name.clone())
+                .and_modify(|n| *n += 1)
+                .or_insert(0);
             table = format!("{name}[{n}]");
         } else if let Some(name) = trimmed.strip_prefix('[').and_then(|r| r.split(']').next()) {
             let name = name.trim();
             // `[pipelines.params]` belongs to the latest `[[pipelines]]`.
             table = match name.split_once('.') {
-                Some((array, rest)) if counts.contains_key(array) => format!("{array}[{}].{rest}", counts[array]),
+                Some((array, rest)) if counts.contains_key(array) => {
+                    format!("{array}[{}].{rest}", counts[array])
+                }
                 _ => name.to_owned(),
             };
         }
         if start <= offset && offset < pos.max(start + 1) {
-            key = trimmed.split('=').next().filter(|_| trimmed.contains('=')).map(|k| k.trim().to_owned()).unwrap_or_default();
+            key = trimmed
+                .split('=')
+                .next()
+                .filter(|_| trimmed.contains('='))
+                .map(|k| k.trim().to_owned())
+                .unwrap_or_default();
             break;
         }
     }
@@ -1084,19 +1470,48 @@ kind = "ema"
     fn square_off_times_per_segment_and_by_broker() {
         use crate::domain::Segment;
         let c = parse(GOOD).unwrap();
-        assert_eq!((c.accounts[0].square_off_minute(Segment::Equity), c.accounts[0].square_off_minute(Segment::Derivative)), (Some(915), Some(915)), "paper: 15:15");
-        let kite = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nbroker = \"kite\"");
+        assert_eq!(
+            (
+                c.accounts[0].square_off_minute(Segment::Equity),
+                c.accounts[0].square_off_minute(Segment::Derivative)
+            ),
+            (Some(915), Some(915)),
+            "paper: 15:15"
+        );
+        let kite = GOOD.replace(
+            "slippage_bps = 1.5",
+            "slippage_bps = 1.5\nbroker = \"kite\"",
+        );
         let c = parse(&kite).unwrap();
-        assert_eq!((c.accounts[0].square_off_minute(Segment::Equity), c.accounts[0].square_off_minute(Segment::Derivative)), (Some(915), Some(920)), "Zerodha: 5 minutes before its own 15:20 and 15:25");
+        assert_eq!(
+            (
+                c.accounts[0].square_off_minute(Segment::Equity),
+                c.accounts[0].square_off_minute(Segment::Derivative)
+            ),
+            (Some(915), Some(920)),
+            "Zerodha: 5 minutes before its own 15:20 and 15:25"
+        );
         let split = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nsquare_off = { equity = \"15:10\", derivative = \"15:22\" }\nalgo_id = \"NSE-ALGO-42\"");
         let c = parse(&split).unwrap();
-        assert_eq!((c.accounts[0].square_off_minute(Segment::Equity), c.accounts[0].square_off_minute(Segment::Derivative)), (Some(910), Some(922)));
+        assert_eq!(
+            (
+                c.accounts[0].square_off_minute(Segment::Equity),
+                c.accounts[0].square_off_minute(Segment::Derivative)
+            ),
+            (Some(910), Some(922))
+        );
         assert_eq!(c.accounts[0].algo_id.as_deref(), Some("NSE-ALGO-42"));
-        let bad = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nsquare_off = { equity = \"15:10\", derivative = \"3pm\" }");
+        let bad = GOOD.replace(
+            "slippage_bps = 1.5",
+            "slippage_bps = 1.5\nsquare_off = { equity = \"15:10\", derivative = \"3pm\" }",
+        );
         let e = parse(&bad).unwrap_err();
         assert_eq!(e.field, "accounts[0].square_off");
         assert!(e.message.contains("(derivative): expected HH:MM"), "{e}");
-        let bad = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nalgo_id = \"two words\"");
+        let bad = GOOD.replace(
+            "slippage_bps = 1.5",
+            "slippage_bps = 1.5\nalgo_id = \"two words\"",
+        );
         assert_eq!(parse(&bad).unwrap_err().field, "accounts[0].algo_id");
         // Kite's slicing is Kite's: on another broker the setting is refused, naming it.
         let bad = GOOD.replace("slippage_bps = 1.5", "slippage_bps = 1.5\nautoslice = true");
@@ -1108,14 +1523,30 @@ kind = "ema"
     #[test]
     fn a_calendar_that_cannot_be_read_is_named_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("nse-2027.toml"), "year = 2027\n[[holiday]]\ndate = \"2027-13-01\"\nname = \"x\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("nse-2027.toml"),
+            "year = 2027\n[[holiday]]\ndate = \"2027-13-01\"\nname = \"x\"\n",
+        )
+        .unwrap();
         let text = format!("[market]\ncalendars = [\"nse-2027.toml\"]\n{GOOD}");
         let e = Config::parse(&dir.path().join("pipelines.toml"), &text).unwrap_err();
         assert_eq!(e.field, "market.calendars[0]");
-        assert!(e.message.ends_with("nse-2027.toml:3: holiday.date: \"2027-13-01\": expected YYYY-MM-DD"), "{e}");
-        let e = Config::parse(&dir.path().join("pipelines.toml"), &text.replace("nse-2027", "missing")).unwrap_err();
+        assert!(
+            e.message
+                .ends_with("nse-2027.toml:3: holiday.date: \"2027-13-01\": expected YYYY-MM-DD"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &dir.path().join("pipelines.toml"),
+            &text.replace("nse-2027", "missing"),
+        )
+        .unwrap_err();
         assert!(e.message.contains("missing.toml: cannot read"), "{e}");
-        std::fs::write(dir.path().join("nse-2027.toml"), "year = 2027\n[[holiday]]\ndate = \"2027-01-26\"\nname = \"Republic Day\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("nse-2027.toml"),
+            "year = 2027\n[[holiday]]\ndate = \"2027-01-26\"\nname = \"Republic Day\"\n",
+        )
+        .unwrap();
         let c = Config::parse(&dir.path().join("pipelines.toml"), &text).unwrap();
         assert_eq!(c.market.calendar.years(), vec![2025, 2026, 2027]);
     }
@@ -1124,31 +1555,84 @@ kind = "ema"
     fn a_good_file() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.accounts[0].slippage_bps, Decimal::new(15, 1));
-        assert_eq!(c.accounts[0].sizing, Sizing::Lots { lots: 2, lot_size: Some(75) });
+        assert_eq!(
+            c.accounts[0].sizing,
+            Sizing::Lots {
+                lots: 2,
+                lot_size: Some(75)
+            }
+        );
         let p = &c.pipelines[0];
         assert_eq!(p.timeframe_secs(), 300);
         let mut params = p.param_pairs();
         params.sort();
-        assert_eq!(params, vec![("fast".into(), "10".into()), ("kind".into(), "ema".into())]);
+        assert_eq!(
+            params,
+            vec![("fast".into(), "10".into()), ("kind".into(), "ema".into())]
+        );
         assert_eq!(c.bus.prefix, "trading");
     }
 
     #[test]
     fn mistakes_name_line_column_and_field() {
         let cases = [
-            (GOOD.replace("fast = 10", "fast = [1]"), "pipelines.toml:20:1: pipelines[0].params.fast: must be a string"),
-            (GOOD.replace("accounts = [\"paper-1\"]", "accounts = [\"paper-9\"]"), "pipelines.toml:17:13: pipelines[0].accounts[0]: unknown account \"paper-9\" (known: paper-1)"),
-            (GOOD.replace("timeframe = \"5m\"", "timeframe = \"5x\""), "pipelines.toml:16:13: pipelines[0].timeframe: \"5x\""),
-            (GOOD.replace("timeframe = \"5m\"", "timeframe = \"5m\"\ntrade_from = \"soon\""), "pipelines.toml:17:14: pipelines[0].trade_from: \"soon\": expected a date like 2024-03-01"),
-            (GOOD.replace("mode = \"both\"", "mode = \"sideways\""), "pipelines.toml:8:8: accounts[0].mode: unknown variant `sideways`"),
-            (GOOD.replace("plugin_dir", "plugin_folder"), "pipelines.toml:3:1: host.plugin_folder: unknown field `plugin_folder`"),
-            (GOOD.replace("capital = 1000000", "capital = \"lots\""), "pipelines.toml:7:11: accounts[0].capital: expected a decimal number"),
-            (GOOD.replace("ma_crossover.wasm", "ma_crossover.so"), "pipelines.toml:14:10: pipelines[0].plugin"),
-            (GOOD.replace("symbols = [\"NIFTY\"]", "symbols = []"), "pipelines.toml:15:11: pipelines[0].symbols"),
-            (GOOD.replace("lots = 2", "lots = 0"), "accounts[0].sizing: lots and lot_size must be at least 1"),
-            (GOOD.replace("id = \"nifty-ma\"", "id = \"nifty ma\""), "pipelines[0].id"),
-            (format!("{GOOD}\n[[pipelines]]\nid = \"nifty-ma\"\nplugin = \"x.wasm\"\nsymbols = [\"A\"]\naccounts = [\"paper-1\"]\nsource = {{ kind = \"redis\" }}\n"), "pipelines[1].id: duplicate pipeline id"),
-            (GOOD.replace("[[pipelines]]", "[[pipelines]"), "pipelines.toml:12:"),
+            (
+                GOOD.replace("fast = 10", "fast = [1]"),
+                "pipelines.toml:20:1: pipelines[0].params.fast: must be a string",
+            ),
+            (
+                GOOD.replace("accounts = [\"paper-1\"]", "accounts = [\"paper-9\"]"),
+                "pipelines.toml:17:13: pipelines[0].accounts[0]: unknown account \"paper-9\" (known: paper-1)",
+            ),
+            (
+                GOOD.replace("timeframe = \"5m\"", "timeframe = \"5x\""),
+                "pipelines.toml:16:13: pipelines[0].timeframe: \"5x\"",
+            ),
+            (
+                GOOD.replace(
+                    "timeframe = \"5m\"",
+                    "timeframe = \"5m\"\ntrade_from = \"soon\"",
+                ),
+                "pipelines.toml:17:14: pipelines[0].trade_from: \"soon\": expected a date like 2024-03-01",
+            ),
+            (
+                GOOD.replace("mode = \"both\"", "mode = \"sideways\""),
+                "pipelines.toml:8:8: accounts[0].mode: unknown variant `sideways`",
+            ),
+            (
+                GOOD.replace("plugin_dir", "plugin_folder"),
+                "pipelines.toml:3:1: host.plugin_folder: unknown field `plugin_folder`",
+            ),
+            (
+                GOOD.replace("capital = 1000000", "capital = \"lots\""),
+                "pipelines.toml:7:11: accounts[0].capital: expected a decimal number",
+            ),
+            (
+                GOOD.replace("ma_crossover.wasm", "ma_crossover.so"),
+                "pipelines.toml:14:10: pipelines[0].plugin",
+            ),
+            (
+                GOOD.replace("symbols = [\"NIFTY\"]", "symbols = []"),
+                "pipelines.toml:15:11: pipelines[0].symbols",
+            ),
+            (
+                GOOD.replace("lots = 2", "lots = 0"),
+                "accounts[0].sizing: lots and lot_size must be at least 1",
+            ),
+            (
+                GOOD.replace("id = \"nifty-ma\"", "id = \"nifty ma\""),
+                "pipelines[0].id",
+            ),
+            (
+                format!(
+                    "{GOOD}\n[[pipelines]]\nid = \"nifty-ma\"\nplugin = \"x.wasm\"\nsymbols = [\"A\"]\naccounts = [\"paper-1\"]\nsource = {{ kind = \"redis\" }}\n"
+                ),
+                "pipelines[1].id: duplicate pipeline id",
+            ),
+            (
+                GOOD.replace("[[pipelines]]", "[[pipelines]"),
+                "pipelines.toml:12:",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err().to_string();
@@ -1160,12 +1644,24 @@ kind = "ema"
     fn snippet_points_at_the_column() {
         let err = parse(&GOOD.replace("mode = \"both\"", "mode = \"sideways\"")).unwrap_err();
         let snippet = err.snippet.unwrap_or_default();
-        assert!(snippet.contains("mode = \"sideways\"") && snippet.contains("       |        ^"), "{snippet}");
+        assert!(
+            snippet.contains("mode = \"sideways\"") && snippet.contains("       |        ^"),
+            "{snippet}"
+        );
     }
 
     #[test]
     fn timeframes() {
-        for (t, want) in [("30s", Some(30)), ("1m", Some(60)), ("15m", Some(900)), ("1h", Some(3600)), ("0m", None), ("m", None), ("1d", None), ("", None)] {
+        for (t, want) in [
+            ("30s", Some(30)),
+            ("1m", Some(60)),
+            ("15m", Some(900)),
+            ("1h", Some(3600)),
+            ("0m", None),
+            ("m", None),
+            ("1d", None),
+            ("", None),
+        ] {
             assert_eq!(parse_timeframe(t), want, "{t}");
         }
     }

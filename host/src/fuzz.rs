@@ -16,8 +16,15 @@ use serde_json::{Value, json};
 
 /// Cases per target: `TRADEHOST_FUZZ_CASES`, else a short pass for CI.
 fn config() -> ProptestConfig {
-    let cases = std::env::var("TRADEHOST_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    let cases = std::env::var("TRADEHOST_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// Numbers at the edges: zero, negative, huge, fractional, non-finite as text.
@@ -25,7 +32,8 @@ fn edge_number() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         Just(json!(0)),
         Just(json!(-1)),
         Just(json!(i64::MAX)),
@@ -40,16 +48,38 @@ fn edge_number() -> impl Strategy<Value = Value> {
 
 /// A JSON value of any shape, leaning to numbers and short strings.
 fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::from), edge_number(), ".{0,12}".prop_map(Value::from)];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        edge_number(),
+        ".{0,12}".prop_map(Value::from)
+    ];
     leaf.prop_recursive(3, 24, 6, |inner| {
-        prop_oneof![prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array), prop::collection::btree_map("[a-z_]{1,8}", inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect()))]
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        ]
     })
 }
 
 /// An object with these keys (each present or not), valued anyhow.
 fn object_of(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
-    prop::collection::vec(prop::option::of(prop_oneof![any_json(), edge_number(), ".{0,16}".prop_map(Value::from)]), keys.len()).prop_map(move |vals| {
-        Value::Object(keys.iter().zip(vals).filter_map(|(k, v)| v.map(|v| ((*k).to_owned(), v))).collect())
+    prop::collection::vec(
+        prop::option::of(prop_oneof![
+            any_json(),
+            edge_number(),
+            ".{0,16}".prop_map(Value::from)
+        ]),
+        keys.len(),
+    )
+    .prop_map(move |vals| {
+        Value::Object(
+            keys.iter()
+                .zip(vals)
+                .filter_map(|(k, v)| v.map(|v| ((*k).to_owned(), v)))
+                .collect(),
+        )
     })
 }
 
@@ -66,7 +96,8 @@ fn csv_text(headers: &'static [&'static str]) -> impl Strategy<Value = String> {
         Just(String::new()),
     ];
     let row = prop::collection::vec(field, 0..headers.len() + 2).prop_map(|f| f.join(","));
-    prop::collection::vec(row, 0..12).prop_map(move |rows| format!("{}\n{}\n", headers.join(","), rows.join("\n")))
+    prop::collection::vec(row, 0..12)
+        .prop_map(move |rows| format!("{}\n{}\n", headers.join(","), rows.join("\n")))
 }
 
 proptest! {
@@ -237,7 +268,13 @@ fn a_timeframe_ending_in_a_wide_character_is_refused_not_a_panic() {
     // Found by `journal_and_time_text`: the unit was cut at a byte, not a character.
     assert_eq!(crate::config::parse_timeframe("5🍪"), None);
     assert_eq!(crate::config::parse_timeframe("5m"), Some(300));
-    let text = include_str!("../../pipelines.toml").replacen("timeframe = \"5m\"", "timeframe = \"5🍪\"", 1);
-    let err = crate::config::Config::parse(Path::new("pipelines.toml"), &text).expect_err("refused").to_string();
+    let text = include_str!("../../pipelines.toml").replacen(
+        "timeframe = \"5m\"",
+        "timeframe = \"5🍪\"",
+        1,
+    );
+    let err = crate::config::Config::parse(Path::new("pipelines.toml"), &text)
+        .expect_err("refused")
+        .to_string();
     assert!(err.contains("timeframe"), "{err}");
 }

@@ -7,8 +7,8 @@ use std::io::Write as _;
 use serde_json::{Value, json};
 
 use crate::bus::Subscription;
-use crate::bus::message::printable;
 pub use crate::bus::events::Events;
+use crate::bus::message::printable;
 
 /// What `tradehost monitor` has seen so far.
 #[derive(Debug, Default)]
@@ -46,7 +46,11 @@ impl MonitorView {
     /// Take in one message; returns a one-line rendering of it.
     pub fn apply(&mut self, channel: &str, payload: &str) -> String {
         let Ok(v) = serde_json::from_str::<Value>(payload) else {
-            let line = format!("{}: (not JSON) {}", printable(channel, FIELD_CHARS), printable(payload, FIELD_CHARS));
+            let line = format!(
+                "{}: (not JSON) {}",
+                printable(channel, FIELD_CHARS),
+                printable(payload, FIELD_CHARS)
+            );
             push(&mut self.notices, line.clone());
             return line;
         };
@@ -75,18 +79,26 @@ impl MonitorView {
                     s(&v, "side"),
                     s(&v, "qty"),
                     s(&v, "client_order_id"),
-                    v["price"].as_str().map(|p| format!("@ {p}")).unwrap_or_default(),
-                    v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+                    v["price"]
+                        .as_str()
+                        .map(|p| format!("@ {p}"))
+                        .unwrap_or_default(),
+                    v["reason"]
+                        .as_str()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
                 );
                 push(&mut self.orders, line.clone());
                 line
             }
             "heartbeat" => {
                 if let Some(p) = v["pipelines"].as_object() {
-                    self.pipelines.extend(p.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    self.pipelines
+                        .extend(p.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
                 if let Some(a) = v["accounts"].as_object() {
-                    self.accounts.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    self.accounts
+                        .extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
                 if let Some(m) = v["mode"].as_str() {
                     self.mode = Some(m.to_owned());
@@ -96,13 +108,22 @@ impl MonitorView {
             kind => {
                 let detail = match kind {
                     "event" => format!("{} {}", s(&v, "event"), s(&v, "pipeline")),
-                    "command_ack" => format!("ack {} {} ok={} {}", s(&v, "command_id"), s(&v, "cmd"), s(&v, "ok"), s(&v, "detail")),
+                    "command_ack" => format!(
+                        "ack {} {} ok={} {}",
+                        s(&v, "command_id"),
+                        s(&v, "cmd"),
+                        s(&v, "ok"),
+                        s(&v, "detail")
+                    ),
                     "error" => format!("ERROR {}: {}", s(&v, "source"), s(&v, "reason")),
                     _ => printable(payload, FIELD_CHARS),
                 };
                 let line = format!("{} {kind}: {detail}", &time[..19.min(time.len())]);
                 if let (Some(p), "event") = (v["pipeline"].as_str(), kind) {
-                    let state = self.pipelines.entry(p.to_owned()).or_insert_with(|| json!({}));
+                    let state = self
+                        .pipelines
+                        .entry(p.to_owned())
+                        .or_insert_with(|| json!({}));
                     state["last_event"] = Value::String(s(&v, "event"));
                 }
                 push(&mut self.notices, line.clone());
@@ -114,7 +135,10 @@ impl MonitorView {
     /// The whole screen.
     #[must_use]
     pub fn render(&self) -> String {
-        let mut out = format!("tradehost monitor — mode {}\n\nPIPELINES\n", self.mode.as_deref().unwrap_or("?"));
+        let mut out = format!(
+            "tradehost monitor — mode {}\n\nPIPELINES\n",
+            self.mode.as_deref().unwrap_or("?")
+        );
         for (id, p) in &self.pipelines {
             let id = printable(id, 40);
             out += &format!(
@@ -128,9 +152,18 @@ impl MonitorView {
         out += "\nACCOUNTS (P&L)\n";
         for (id, a) in &self.accounts {
             let id = printable(id, 40);
-            out += &format!("  {id:<20} realised {:>12} unrealised {:>12} positions {}\n", s(a, "realized"), s(a, "unrealized"), s(a, "positions"));
+            out += &format!(
+                "  {id:<20} realised {:>12} unrealised {:>12} positions {}\n",
+                s(a, "realized"),
+                s(a, "unrealized"),
+                s(a, "positions")
+            );
         }
-        for (title, list) in [("LATEST SIGNALS", &self.signals), ("LATEST ORDERS", &self.orders), ("EVENTS", &self.notices)] {
+        for (title, list) in [
+            ("LATEST SIGNALS", &self.signals),
+            ("LATEST ORDERS", &self.orders),
+            ("EVENTS", &self.notices),
+        ] {
             out += &format!("\n{title}\n");
             for line in list {
                 out += &format!("  {line}\n");
@@ -181,10 +214,20 @@ mod tests {
         view.apply("trading:events", hb);
         let line = view.apply("trading:signals", r#"{"v":1,"type":"signal","id":"s","ts":0,"pipeline":"p1","instrument":"NIFTY","side":"buy","price":"100","reason":"why"}"#);
         assert!(line.contains("p1 NIFTY buy @ 100 — why"), "{line}");
-        view.apply("trading:events", r#"{"v":1,"type":"error","id":"e","ts":0,"source":"commands","reason":"bad json"}"#);
+        view.apply(
+            "trading:events",
+            r#"{"v":1,"type":"error","id":"e","ts":0,"source":"commands","reason":"bad json"}"#,
+        );
         view.apply("trading:events", "not json");
         let screen = view.render();
-        for want in ["mode paper", "paper-1", "realised         12.5", "NIFTY buy", "ERROR commands: bad json", "(not JSON)"] {
+        for want in [
+            "mode paper",
+            "paper-1",
+            "realised         12.5",
+            "NIFTY buy",
+            "ERROR commands: bad json",
+            "(not JSON)",
+        ] {
             assert!(screen.contains(want), "{want:?} missing from\n{screen}");
         }
     }

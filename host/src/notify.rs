@@ -15,10 +15,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::domain::Secret;
-use crate::domain::secret::scrub;
 use crate::bus::Subscription;
 use crate::config::{Config, TelegramSection};
+use crate::domain::Secret;
+use crate::domain::secret::scrub;
 
 /// One alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,29 +48,88 @@ pub fn alert_of(payload: &str) -> Option<Alert> {
     let account = v["account"].as_str().map(str::to_owned);
     let pipeline = v["pipeline"].as_str().map(str::to_owned);
     let (kind, text) = match (v["type"].as_str()?, v["event"].as_str().unwrap_or_default()) {
-        ("order", _) if v["state"] == "filled" => {
-            ("fill", format!("Filled [{}] {}: {} {} {} @ {}", s(&v, "mode"), s(&v, "account"), s(&v, "side").to_uppercase(), s(&v, "qty"), s(&v, "instrument"), s(&v, "price")))
-        }
-        ("event", "exit_triggered") if s(&v, "reason").contains("stop") => {
-            ("stop", format!("Stop hit {}: {} {} at {} (stop {})", s(&v, "account"), s(&v, "reason"), s(&v, "instrument"), s(&v, "price"), s(&v, "stop")))
-        }
-        ("event", "risk_breaker") => ("breaker", format!("Risk breaker tripped {}: {} (day P&L {}); {}", s(&v, "account"), s(&v, "rule"), s(&v, "daily_pnl"), s(&v, "detail"))),
-        ("event", "plugin_failed") => ("plugin_failed", format!("Plugin failed in {}: {}", s(&v, "pipeline"), s(&v, "error"))),
-        ("event", "token_expired") => {
-            ("token_expired", format!("Token expired {} ({}): orders paused until a new token arrives on the commands channel. {}", s(&v, "account"), s(&v, "broker"), s(&v, "reason")))
-        }
-        ("event", "order_rejected") => ("rejected", format!("Order rejected {}: {}", s(&v, "client_order_id"), s(&v, "reason"))),
+        ("order", _) if v["state"] == "filled" => (
+            "fill",
+            format!(
+                "Filled [{}] {}: {} {} {} @ {}",
+                s(&v, "mode"),
+                s(&v, "account"),
+                s(&v, "side").to_uppercase(),
+                s(&v, "qty"),
+                s(&v, "instrument"),
+                s(&v, "price")
+            ),
+        ),
+        ("event", "exit_triggered") if s(&v, "reason").contains("stop") => (
+            "stop",
+            format!(
+                "Stop hit {}: {} {} at {} (stop {})",
+                s(&v, "account"),
+                s(&v, "reason"),
+                s(&v, "instrument"),
+                s(&v, "price"),
+                s(&v, "stop")
+            ),
+        ),
+        ("event", "risk_breaker") => (
+            "breaker",
+            format!(
+                "Risk breaker tripped {}: {} (day P&L {}); {}",
+                s(&v, "account"),
+                s(&v, "rule"),
+                s(&v, "daily_pnl"),
+                s(&v, "detail")
+            ),
+        ),
+        ("event", "plugin_failed") => (
+            "plugin_failed",
+            format!("Plugin failed in {}: {}", s(&v, "pipeline"), s(&v, "error")),
+        ),
+        ("event", "token_expired") => (
+            "token_expired",
+            format!(
+                "Token expired {} ({}): orders paused until a new token arrives on the commands channel. {}",
+                s(&v, "account"),
+                s(&v, "broker"),
+                s(&v, "reason")
+            ),
+        ),
+        ("event", "order_rejected") => (
+            "rejected",
+            format!(
+                "Order rejected {}: {}",
+                s(&v, "client_order_id"),
+                s(&v, "reason")
+            ),
+        ),
         ("event", "position_carried") => (
             "position_carried",
-            format!("Intraday position carried {} in {}: {} left open past its session; squared off at the open", s(&v, "account"), s(&v, "instrument"), s(&v, "qty")),
+            format!(
+                "Intraday position carried {} in {}: {} left open past its session; squared off at the open",
+                s(&v, "account"),
+                s(&v, "instrument"),
+                s(&v, "qty")
+            ),
         ),
         ("event", "position_mismatch") => (
             "position_mismatch",
-            format!("Position mismatch {} in {}: journal {}, {} {}", s(&v, "account"), s(&v, "instrument"), s(&v, "journal"), s(&v, "broker"), s(&v, "broker_qty")),
+            format!(
+                "Position mismatch {} in {}: journal {}, {} {}",
+                s(&v, "account"),
+                s(&v, "instrument"),
+                s(&v, "journal"),
+                s(&v, "broker"),
+                s(&v, "broker_qty")
+            ),
         ),
         _ => return None,
     };
-    Some(Alert { kind, account, pipeline, text: scrub(&text) })
+    Some(Alert {
+        kind,
+        account,
+        pipeline,
+        text: scrub(&text),
+    })
 }
 
 /// Where alerts go: chat → (kinds, accounts it follows; `None` = all).
@@ -83,11 +142,23 @@ impl Routes {
     pub fn of(config: &Config) -> Self {
         let mut routes = Vec::new();
         if let Some(chat) = config.telegram.as_ref().and_then(|t| t.chat_id.clone()) {
-            routes.push((chat, config.telegram.as_ref().map(|t| t.events.iter().cloned().collect()).unwrap_or_default(), None));
+            routes.push((
+                chat,
+                config
+                    .telegram
+                    .as_ref()
+                    .map(|t| t.events.iter().cloned().collect())
+                    .unwrap_or_default(),
+                None,
+            ));
         }
         for a in &config.accounts {
             if let Some(n) = &a.notify {
-                routes.push((n.telegram_chat.clone(), n.events.iter().cloned().collect(), Some(HashSet::from([a.id.get_ref().clone()]))));
+                routes.push((
+                    n.telegram_chat.clone(),
+                    n.events.iter().cloned().collect(),
+                    Some(HashSet::from([a.id.get_ref().clone()])),
+                ));
             }
         }
         Self(routes)
@@ -98,12 +169,17 @@ impl Routes {
     pub fn chats(&self, alert: &Alert, config: &Config) -> Vec<String> {
         let accounts: Vec<String> = match (&alert.account, &alert.pipeline) {
             (Some(a), _) => vec![a.clone()],
-            (None, Some(p)) => config.pipeline(p).map(|p| p.accounts.iter().map(|a| a.get_ref().clone()).collect()).unwrap_or_default(),
+            (None, Some(p)) => config
+                .pipeline(p)
+                .map(|p| p.accounts.iter().map(|a| a.get_ref().clone()).collect())
+                .unwrap_or_default(),
             (None, None) => Vec::new(),
         };
         let mut out: Vec<String> = Vec::new();
         for (chat, kinds, follows) in &self.0 {
-            let follows_it = follows.as_ref().is_none_or(|f| accounts.iter().any(|a| f.contains(a)));
+            let follows_it = follows
+                .as_ref()
+                .is_none_or(|f| accounts.iter().any(|a| f.contains(a)));
             if kinds.contains(alert.kind) && follows_it && !out.contains(chat) {
                 out.push(chat.clone());
             }
@@ -136,8 +212,13 @@ impl Telegram {
     /// # Errors
     /// When the HTTP client cannot start.
     pub fn new(base: &str, token: Secret) -> anyhow::Result<Self> {
-        let client = crate::brokers::http::client(Duration::from_secs(10)).map_err(|e| anyhow::anyhow!("telegram: {e}"))?;
-        Ok(Self { client, base: base.trim_end_matches('/').to_owned(), token })
+        let client = crate::brokers::http::client(Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("telegram: {e}"))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
     /// Send `text` to `chat`.
@@ -147,7 +228,13 @@ impl Telegram {
     pub async fn send(&self, chat: &str, text: &str) -> Result<(), SendError> {
         let url = format!("{}/bot{}/sendMessage", self.base, self.token.expose());
         let body = json!({ "chat_id": chat, "text": text, "disable_web_page_preview": true });
-        let response = self.client.post(url).json(&body).send().await.map_err(|e| SendError::Failed(scrub(&e.without_url().to_string())))?;
+        let response = self
+            .client
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| SendError::Failed(scrub(&e.without_url().to_string())))?;
         let status = response.status();
         let answer: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() && answer["ok"] == true {
@@ -157,7 +244,11 @@ impl Telegram {
             let secs = answer["parameters"]["retry_after"].as_u64().unwrap_or(1);
             return Err(SendError::RetryAfter(Duration::from_secs(secs.min(300))));
         }
-        Err(SendError::Failed(scrub(&format!("HTTP {}: {}", status.as_u16(), answer["description"].as_str().unwrap_or("")))))
+        Err(SendError::Failed(scrub(&format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            answer["description"].as_str().unwrap_or("")
+        ))))
     }
 }
 
@@ -165,19 +256,34 @@ impl Telegram {
 pub type Pending = std::sync::Arc<std::sync::atomic::AtomicUsize>;
 
 /// Read alerts off `sub` (orders and events) and send them, rate-limited per chat.
-pub async fn run(telegram: Telegram, settings: TelegramSection, config: tokio::sync::watch::Receiver<std::sync::Arc<Config>>, sub: Subscription) {
+pub async fn run(
+    telegram: Telegram,
+    settings: TelegramSection,
+    config: tokio::sync::watch::Receiver<std::sync::Arc<Config>>,
+    sub: Subscription,
+) {
     run_counted(telegram, settings, config, sub, Pending::default()).await;
 }
 
 /// [`run`], counting what is still to be sent in `pending`.
-pub async fn run_counted(telegram: Telegram, settings: TelegramSection, mut config: tokio::sync::watch::Receiver<std::sync::Arc<Config>>, mut sub: Subscription, pending: Pending) {
+pub async fn run_counted(
+    telegram: Telegram,
+    settings: TelegramSection,
+    mut config: tokio::sync::watch::Receiver<std::sync::Arc<Config>>,
+    mut sub: Subscription,
+    pending: Pending,
+) {
     let mut senders: HashMap<String, mpsc::Sender<String>> = HashMap::new();
     let telegram = std::sync::Arc::new(telegram);
     while let Some((_, payload)) = sub.recv().await {
-        let Some(alert) = alert_of(&payload) else { continue };
+        let Some(alert) = alert_of(&payload) else {
+            continue;
+        };
         let current = config.borrow_and_update().clone();
         for chat in Routes::of(&current).chats(&alert, &current) {
-            let tx = senders.entry(chat.clone()).or_insert_with(|| spawn_chat(telegram.clone(), chat.clone(), &settings, pending.clone()));
+            let tx = senders.entry(chat.clone()).or_insert_with(|| {
+                spawn_chat(telegram.clone(), chat.clone(), &settings, pending.clone())
+            });
             pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if tx.send(alert.text.clone()).await.is_err() {
                 pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -187,9 +293,17 @@ pub async fn run_counted(telegram: Telegram, settings: TelegramSection, mut conf
 }
 
 /// One chat's sender: a queue, the minimum interval, 429s obeyed.
-fn spawn_chat(telegram: std::sync::Arc<Telegram>, chat: String, settings: &TelegramSection, pending: Pending) -> mpsc::Sender<String> {
+fn spawn_chat(
+    telegram: std::sync::Arc<Telegram>,
+    chat: String,
+    settings: &TelegramSection,
+    pending: Pending,
+) -> mpsc::Sender<String> {
     let (tx, mut rx) = mpsc::channel::<String>(1024);
-    let (interval, cap) = (Duration::from_millis(settings.min_interval_ms), settings.queue.max(1));
+    let (interval, cap) = (
+        Duration::from_millis(settings.min_interval_ms),
+        settings.queue.max(1),
+    );
     tokio::spawn(async move {
         let mut queue: VecDeque<String> = VecDeque::new();
         let mut dropped = 0usize;
@@ -211,8 +325,14 @@ fn spawn_chat(telegram: std::sync::Arc<Telegram>, chat: String, settings: &Teleg
                 pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
             tokio::time::sleep_until(next).await;
-            let Some(text) = queue.front().cloned() else { continue };
-            let text = if dropped > 0 { format!("{text}\n({dropped} earlier alerts dropped by the rate limit)") } else { text };
+            let Some(text) = queue.front().cloned() else {
+                continue;
+            };
+            let text = if dropped > 0 {
+                format!("{text}\n({dropped} earlier alerts dropped by the rate limit)")
+            } else {
+                text
+            };
             match telegram.send(&chat, &text).await {
                 Ok(()) => {
                     queue.pop_front();
@@ -220,7 +340,9 @@ fn spawn_chat(telegram: std::sync::Arc<Telegram>, chat: String, settings: &Teleg
                     dropped = 0;
                     next = tokio::time::Instant::now() + interval;
                 }
-                Err(SendError::RetryAfter(wait)) => next = tokio::time::Instant::now() + wait.max(interval),
+                Err(SendError::RetryAfter(wait)) => {
+                    next = tokio::time::Instant::now() + wait.max(interval)
+                }
                 Err(SendError::Failed(e)) => {
                     tracing::warn!("telegram: {e}");
                     queue.pop_front();
@@ -246,12 +368,18 @@ mod tests {
         let accepted = fill.replace("\"filled\"", "\"accepted\"");
         assert_eq!(alert_of(&accepted), None);
         let carried = r#"{"v":1,"type":"event","id":"e","ts":1,"event":"position_carried","account":"a","instrument":"NIFTY","qty":"75","alert":true}"#;
-        assert_eq!(alert_of(carried).map(|a| (a.kind, a.account)), Some(("position_carried", Some("a".to_owned()))));
+        assert_eq!(
+            alert_of(carried).map(|a| (a.kind, a.account)),
+            Some(("position_carried", Some("a".to_owned())))
+        );
         let stop = r#"{"v":1,"type":"event","id":"e","ts":1,"event":"exit_triggered","account":"a","instrument":"NIFTY","reason":"stop-loss","price":"100","stop":"101"}"#;
         assert_eq!(alert_of(stop).unwrap().kind, "stop");
         let target = stop.replace("stop-loss", "target");
         assert_eq!(alert_of(&target), None);
         let failed = r#"{"v":1,"type":"event","id":"e","ts":1,"event":"plugin_failed","pipeline":"nifty-ma","error":"trap"}"#;
-        assert_eq!(alert_of(failed).unwrap().pipeline.as_deref(), Some("nifty-ma"));
+        assert_eq!(
+            alert_of(failed).unwrap().pipeline.as_deref(),
+            Some("nifty-ma")
+        );
     }
 }

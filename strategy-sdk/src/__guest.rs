@@ -38,11 +38,22 @@ pub fn log(level: crate::log::Level, message: &str) {
 }
 
 pub fn describe<S: Strategy>(d: &Driver<S>) -> PluginInfo {
-    PluginInfo { name: d.name().to_owned(), version: d.version().to_owned() }
+    PluginInfo {
+        name: d.name().to_owned(),
+        version: d.version().to_owned(),
+    }
 }
 
 fn bar(b: &wit::Bar) -> crate::Bar {
-    crate::Bar { ts: b.ts, open: b.open, high: b.high, low: b.low, close: b.close, volume: b.volume, oi: b.oi }
+    crate::Bar {
+        ts: b.ts,
+        open: b.open,
+        high: b.high,
+        low: b.low,
+        close: b.close,
+        volume: b.volume,
+        oi: b.oi,
+    }
 }
 
 fn signal(s: crate::Signal) -> Signal {
@@ -55,13 +66,24 @@ fn signal(s: crate::Signal) -> Signal {
         crate::OrderType::Market => wit::OrderType::Market,
         crate::OrderType::Limit(price) => wit::OrderType::Limit(price),
         crate::OrderType::Stop(trigger) => wit::OrderType::Stop(trigger),
-        crate::OrderType::StopLimit { trigger, limit } => wit::OrderType::StopLimit(wit::StopLimit { trigger, limit }),
+        crate::OrderType::StopLimit { trigger, limit } => {
+            wit::OrderType::StopLimit(wit::StopLimit { trigger, limit })
+        }
     };
     let validity = match s.validity {
         crate::Validity::Day => wit::Validity::Day,
         crate::Validity::Ioc => wit::Validity::Ioc,
     };
-    Signal { instrument: s.instrument, side, reason: s.reason, stop_loss: s.stop_loss, target: s.target, strength: s.strength, order, validity }
+    Signal {
+        instrument: s.instrument,
+        side,
+        reason: s.reason,
+        stop_loss: s.stop_loss,
+        target: s.target,
+        strength: s.strength,
+        order,
+        validity,
+    }
 }
 
 fn signals(out: &mut crate::Signals) -> Vec<Signal> {
@@ -69,15 +91,34 @@ fn signals(out: &mut crate::Signals) -> Vec<Signal> {
 }
 
 pub fn on_candle<S: Strategy>(d: &mut Driver<S>, c: Candle) -> Vec<Signal> {
-    let candle = crate::Candle { instrument: &c.instrument, timeframe_secs: c.timeframe_secs, bar: bar(&c.bar) };
+    let candle = crate::Candle {
+        instrument: &c.instrument,
+        timeframe_secs: c.timeframe_secs,
+        bar: bar(&c.bar),
+    };
     signals(d.on_candle(&candle))
 }
 
 pub fn on_candles<S: Strategy>(d: &mut Driver<S>, batch: CandleBatch) -> Vec<BatchSignal> {
     // The strategy reads the columns as they crossed the wall: no bar is copied to make the view.
     // Ragged columns are a host bug; trapping says so instead of trading on misaligned bars.
-    let bars = crate::Bars::columns(&batch.ts, &batch.open, &batch.high, &batch.low, &batch.close, &batch.volume, &batch.oi).expect("candle batch columns differ in length");
-    d.on_candles(&batch.instrument, batch.timeframe_secs, bars).drain().map(|(bar_index, s)| BatchSignal { bar_index, signal: signal(s) }).collect()
+    let bars = crate::Bars::columns(
+        &batch.ts,
+        &batch.open,
+        &batch.high,
+        &batch.low,
+        &batch.close,
+        &batch.volume,
+        &batch.oi,
+    )
+    .expect("candle batch columns differ in length");
+    d.on_candles(&batch.instrument, batch.timeframe_secs, bars)
+        .drain()
+        .map(|(bar_index, s)| BatchSignal {
+            bar_index,
+            signal: signal(s),
+        })
+        .collect()
 }
 
 pub fn on_tick<S: Strategy>(d: &mut Driver<S>, t: Tick) -> Vec<Signal> {
@@ -94,7 +135,11 @@ pub fn on_tick<S: Strategy>(d: &mut Driver<S>, t: Tick) -> Vec<Signal> {
 }
 
 pub fn on_option_chain<S: Strategy>(d: &mut Driver<S>, c: OptionChain) -> Vec<Signal> {
-    let leg = |l: &wit::OptionLeg| crate::OptionLeg { last: l.last, oi: l.oi, volume: l.volume };
+    let leg = |l: &wit::OptionLeg| crate::OptionLeg {
+        last: l.last,
+        oi: l.oi,
+        volume: l.volume,
+    };
     let chain = crate::OptionChain {
         underlying: c.underlying,
         ts: c.ts,
@@ -107,7 +152,11 @@ pub fn on_option_chain<S: Strategy>(d: &mut Driver<S>, c: OptionChain) -> Vec<Si
                 strikes: e
                     .strikes
                     .iter()
-                    .map(|r| crate::StrikeRow { strike: r.strike, ce: r.ce.as_ref().map(leg), pe: r.pe.as_ref().map(leg) })
+                    .map(|r| crate::StrikeRow {
+                        strike: r.strike,
+                        ce: r.ce.as_ref().map(leg),
+                        pe: r.pe.as_ref().map(leg),
+                    })
                     .collect(),
             })
             .collect(),
@@ -116,5 +165,8 @@ pub fn on_option_chain<S: Strategy>(d: &mut Driver<S>, c: OptionChain) -> Vec<Si
 }
 
 pub fn on_timer<S: Strategy>(d: &mut Driver<S>, t: Timer) -> Vec<Signal> {
-    signals(d.on_timer(&crate::Timer { ts: t.ts, name: &t.name }))
+    signals(d.on_timer(&crate::Timer {
+        ts: t.ts,
+        name: &t.name,
+    }))
 }

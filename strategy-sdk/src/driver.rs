@@ -16,7 +16,12 @@ impl<S: Strategy> Driver<S> {
     /// A driver for plugin `name` at `version`, not yet initialised.
     #[must_use]
     pub fn new(name: &'static str, version: &'static str) -> Self {
-        Self { name, version, strategy: None, signals: Signals::new() }
+        Self {
+            name,
+            version,
+            strategy: None,
+            signals: Signals::new(),
+        }
     }
 
     /// The plugin's name.
@@ -55,7 +60,12 @@ impl<S: Strategy> Driver<S> {
     }
 
     /// Handle a batch of bars; each signal carries the index of its bar.
-    pub fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: Bars<'_>) -> &mut Signals {
+    pub fn on_candles(
+        &mut self,
+        instrument: &str,
+        timeframe_secs: u32,
+        bars: Bars<'_>,
+    ) -> &mut Signals {
         let (s, out) = self.ready();
         s.on_candles(instrument, timeframe_secs, bars, out);
         out
@@ -85,7 +95,10 @@ impl<S: Strategy> Driver<S> {
     /// The strategy's snapshot (empty before init).
     #[must_use]
     pub fn snapshot(&self) -> Vec<u8> {
-        self.strategy.as_ref().map(Strategy::snapshot).unwrap_or_default()
+        self.strategy
+            .as_ref()
+            .map(Strategy::snapshot)
+            .unwrap_or_default()
     }
 
     /// Restore a snapshot into the initialised strategy.

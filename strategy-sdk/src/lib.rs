@@ -44,7 +44,10 @@ pub mod state;
 pub mod time;
 
 pub use driver::Driver;
-pub use market::{Bar, Bars, BarsIter, Candle, ExpiryChain, OptionChain, OptionKind, OptionLeg, StrikeRow, Tick, Timer, option_symbol};
+pub use market::{
+    Bar, Bars, BarsIter, Candle, ExpiryChain, OptionChain, OptionKind, OptionLeg, StrikeRow, Tick,
+    Timer, option_symbol,
+};
 pub use params::{ParamError, Params};
 pub use per_instrument::PerInstrument;
 pub use signal::{OrderType, Side, Signal, SignalBuilder, Signals, Validity};
@@ -65,12 +68,25 @@ pub trait Strategy: Sized + 'static {
     /// Many consecutive bars of one instrument, as a view over the batch's
     /// columns (see [`Bars`]). The default calls [`Strategy::on_candle`] for
     /// each, tagging signals with the bar's index.
-    fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: Bars<'_>, signals: &mut Signals) {
+    fn on_candles(
+        &mut self,
+        instrument: &str,
+        timeframe_secs: u32,
+        bars: Bars<'_>,
+        signals: &mut Signals,
+    ) {
         // A batch longer than u32::MAX bars cannot cross the WIT boundary, so the index fits.
         let mut i = 0u32;
         bars.iter().for_each(|bar| {
             signals.set_bar_index(i);
-            self.on_candle(&Candle { instrument, timeframe_secs, bar }, signals);
+            self.on_candle(
+                &Candle {
+                    instrument,
+                    timeframe_secs,
+                    bar,
+                },
+                signals,
+            );
             i = i.saturating_add(1);
         });
     }
@@ -92,7 +108,11 @@ pub trait Strategy: Sized + 'static {
     /// Continue from a snapshot. The default accepts only an empty one; an
     /// error makes the host warm the new version up from recent candles.
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        if state.is_empty() { Ok(()) } else { Err("this strategy does not restore snapshots".into()) }
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err("this strategy does not restore snapshots".into())
+        }
     }
 }
 

@@ -75,9 +75,35 @@ impl<'a> Bars<'a> {
     /// they differ in length.
     #[must_use]
     #[allow(clippy::too_many_arguments)]
-    pub fn columns(ts: &'a [i64], open: &'a [f64], high: &'a [f64], low: &'a [f64], close: &'a [f64], volume: &'a [u64], oi: &'a [u64]) -> Option<Self> {
+    pub fn columns(
+        ts: &'a [i64],
+        open: &'a [f64],
+        high: &'a [f64],
+        low: &'a [f64],
+        close: &'a [f64],
+        volume: &'a [u64],
+        oi: &'a [u64],
+    ) -> Option<Self> {
         let n = ts.len();
-        [open.len(), high.len(), low.len(), close.len(), volume.len(), oi.len()].iter().all(|len| *len == n).then_some(Self(Repr::Columns(Columns { ts, open, high, low, close, volume, oi })))
+        [
+            open.len(),
+            high.len(),
+            low.len(),
+            close.len(),
+            volume.len(),
+            oi.len(),
+        ]
+        .iter()
+        .all(|len| *len == n)
+        .then_some(Self(Repr::Columns(Columns {
+            ts,
+            open,
+            high,
+            low,
+            close,
+            volume,
+            oi,
+        })))
     }
 
     /// How many bars.
@@ -101,7 +127,15 @@ impl<'a> Bars<'a> {
     pub fn get(&self, i: usize) -> Option<Bar> {
         match &self.0 {
             Repr::Rows(r) => r.get(i).copied(),
-            Repr::Columns(c) => Some(Bar { ts: *c.ts.get(i)?, open: *c.open.get(i)?, high: *c.high.get(i)?, low: *c.low.get(i)?, close: *c.close.get(i)?, volume: *c.volume.get(i)?, oi: *c.oi.get(i)? }),
+            Repr::Columns(c) => Some(Bar {
+                ts: *c.ts.get(i)?,
+                open: *c.open.get(i)?,
+                high: *c.high.get(i)?,
+                low: *c.low.get(i)?,
+                close: *c.close.get(i)?,
+                volume: *c.volume.get(i)?,
+                oi: *c.oi.get(i)?,
+            }),
         }
     }
 
@@ -111,7 +145,15 @@ impl<'a> Bars<'a> {
         match self.0 {
             Repr::Rows(r) => BarsIter(IterRepr::Rows(r.iter())),
             // Zipped slices: one length check for the lot, none per bar.
-            Repr::Columns(c) => BarsIter(IterRepr::Columns(c.ts.iter().zip(c.open).zip(c.high).zip(c.low).zip(c.close).zip(c.volume).zip(c.oi))),
+            Repr::Columns(c) => BarsIter(IterRepr::Columns(
+                c.ts.iter()
+                    .zip(c.open)
+                    .zip(c.high)
+                    .zip(c.low)
+                    .zip(c.close)
+                    .zip(c.volume)
+                    .zip(c.oi),
+            )),
         }
     }
 
@@ -127,7 +169,16 @@ impl<'a> Bars<'a> {
 
 type ColumnsIter<'a> = std::iter::Zip<
     std::iter::Zip<
-        std::iter::Zip<std::iter::Zip<std::iter::Zip<std::iter::Zip<std::slice::Iter<'a, i64>, std::slice::Iter<'a, f64>>, std::slice::Iter<'a, f64>>, std::slice::Iter<'a, f64>>, std::slice::Iter<'a, f64>>,
+        std::iter::Zip<
+            std::iter::Zip<
+                std::iter::Zip<
+                    std::iter::Zip<std::slice::Iter<'a, i64>, std::slice::Iter<'a, f64>>,
+                    std::slice::Iter<'a, f64>,
+                >,
+                std::slice::Iter<'a, f64>,
+            >,
+            std::slice::Iter<'a, f64>,
+        >,
         std::slice::Iter<'a, u64>,
     >,
     std::slice::Iter<'a, u64>,
@@ -150,7 +201,18 @@ impl Iterator for BarsIter<'_> {
     fn next(&mut self) -> Option<Bar> {
         match &mut self.0 {
             IterRepr::Rows(r) => r.next().copied(),
-            IterRepr::Columns(c) => c.next().map(|((((((ts, open), high), low), close), volume), oi)| Bar { ts: *ts, open: *open, high: *high, low: *low, close: *close, volume: *volume, oi: *oi }),
+            IterRepr::Columns(c) => {
+                c.next()
+                    .map(|((((((ts, open), high), low), close), volume), oi)| Bar {
+                        ts: *ts,
+                        open: *open,
+                        high: *high,
+                        low: *low,
+                        close: *close,
+                        volume: *volume,
+                        oi: *oi,
+                    })
+            }
         }
     }
 
@@ -160,7 +222,23 @@ impl Iterator for BarsIter<'_> {
     fn fold<B, F: FnMut(B, Bar) -> B>(self, init: B, mut f: F) -> B {
         match self.0 {
             IterRepr::Rows(r) => r.fold(init, |acc, b| f(acc, *b)),
-            IterRepr::Columns(c) => c.fold(init, |acc, ((((((ts, open), high), low), close), volume), oi)| f(acc, Bar { ts: *ts, open: *open, high: *high, low: *low, close: *close, volume: *volume, oi: *oi })),
+            IterRepr::Columns(c) => c.fold(
+                init,
+                |acc, ((((((ts, open), high), low), close), volume), oi)| {
+                    f(
+                        acc,
+                        Bar {
+                            ts: *ts,
+                            open: *open,
+                            high: *high,
+                            low: *low,
+                            close: *close,
+                            volume: *volume,
+                            oi: *oi,
+                        },
+                    )
+                },
+            ),
         }
     }
 
@@ -320,8 +398,15 @@ pub struct Timer<'a> {
 /// DDMMMYY, strike without a trailing `.0`, CE/PE). `expiry` is `YYYY-MM-DD`;
 /// `None` when it is not.
 #[must_use]
-pub fn option_symbol(underlying: &str, expiry: &str, strike: f64, kind: OptionKind) -> Option<String> {
-    const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+pub fn option_symbol(
+    underlying: &str,
+    expiry: &str,
+    strike: f64,
+    kind: OptionKind,
+) -> Option<String> {
+    const MONTHS: [&str; 12] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
     let mut parts = expiry.split('-');
     let year = parts.next()?;
     let month: usize = parts.next()?.parse().ok()?;
@@ -330,8 +415,16 @@ pub fn option_symbol(underlying: &str, expiry: &str, strike: f64, kind: OptionKi
         return None;
     }
     let month = MONTHS.get(month.checked_sub(1)?)?;
-    let strike = if strike.fract() == 0.0 { format!("{strike:.0}") } else { format!("{strike}") };
-    Some(format!("{underlying}{day}{month}{}{strike}{}", &year[2..], kind.as_str()))
+    let strike = if strike.fract() == 0.0 {
+        format!("{strike:.0}")
+    } else {
+        format!("{strike}")
+    };
+    Some(format!(
+        "{underlying}{day}{month}{}{strike}{}",
+        &year[2..],
+        kind.as_str()
+    ))
 }
 
 #[cfg(test)]
@@ -341,9 +434,27 @@ mod tests {
     #[test]
     fn option_symbols_follow_the_openalgo_format() {
         let cases = [
-            ("NIFTY", "2024-03-28", 20800.0, OptionKind::Ce, Some("NIFTY28MAR2420800CE")),
-            ("HEROMOTOCO", "2025-08-28", 5100.0, OptionKind::Pe, Some("HEROMOTOCO28AUG255100PE")),
-            ("X", "2025-08-28", 102.5, OptionKind::Pe, Some("X28AUG25102.5PE")),
+            (
+                "NIFTY",
+                "2024-03-28",
+                20800.0,
+                OptionKind::Ce,
+                Some("NIFTY28MAR2420800CE"),
+            ),
+            (
+                "HEROMOTOCO",
+                "2025-08-28",
+                5100.0,
+                OptionKind::Pe,
+                Some("HEROMOTOCO28AUG255100PE"),
+            ),
+            (
+                "X",
+                "2025-08-28",
+                102.5,
+                OptionKind::Pe,
+                Some("X28AUG25102.5PE"),
+            ),
             ("X", "2025-13-28", 100.0, OptionKind::Pe, None),
             ("X", "28-08-2025", 100.0, OptionKind::Pe, None),
         ];
@@ -354,22 +465,50 @@ mod tests {
 
     #[test]
     fn atm_picks_nearest_strike_and_lower_on_tie() {
-        let row = |strike| StrikeRow { strike, ce: None, pe: None };
-        let chain = ExpiryChain { expiry: "2025-08-28".into(), strikes: vec![row(100.0), row(110.0), row(120.0)] };
+        let row = |strike| StrikeRow {
+            strike,
+            ce: None,
+            pe: None,
+        };
+        let chain = ExpiryChain {
+            expiry: "2025-08-28".into(),
+            strikes: vec![row(100.0), row(110.0), row(120.0)],
+        };
         assert_eq!(chain.atm(111.0).map(|r| r.strike), Some(110.0));
         assert_eq!(chain.atm(115.0).map(|r| r.strike), Some(110.0));
         assert_eq!(chain.atm(119.0).map(|r| r.strike), Some(120.0));
-        assert_eq!(ExpiryChain { expiry: String::new(), strikes: vec![] }.atm(1.0), None);
+        assert_eq!(
+            ExpiryChain {
+                expiry: String::new(),
+                strikes: vec![]
+            }
+            .atm(1.0),
+            None
+        );
     }
 
     #[test]
     fn net_oi_is_puts_minus_calls() {
-        let leg = |oi| Some(OptionLeg { last: 1.0, oi, volume: 0 });
+        let leg = |oi| {
+            Some(OptionLeg {
+                last: 1.0,
+                oi,
+                volume: 0,
+            })
+        };
         let chain = ExpiryChain {
             expiry: "2025-08-28".into(),
             strikes: vec![
-                StrikeRow { strike: 1.0, ce: leg(500), pe: leg(1500) },
-                StrikeRow { strike: 2.0, ce: leg(3000), pe: None },
+                StrikeRow {
+                    strike: 1.0,
+                    ce: leg(500),
+                    pe: leg(1500),
+                },
+                StrikeRow {
+                    strike: 2.0,
+                    ce: leg(3000),
+                    pe: None,
+                },
             ],
         };
         assert_eq!(chain.net_oi(), 1500 - 3500);
@@ -382,16 +521,34 @@ mod bars_tests {
 
     fn bar(i: u32) -> Bar {
         let f = f64::from(i);
-        Bar { ts: i64::from(i) * 60_000, open: 100.0 + f, high: 101.0 + f, low: 99.0 + f, close: 100.5 + f, volume: u64::from(i) * 10, oi: u64::from(i) }
+        Bar {
+            ts: i64::from(i) * 60_000,
+            open: 100.0 + f,
+            high: 101.0 + f,
+            low: 99.0 + f,
+            close: 100.5 + f,
+            volume: u64::from(i) * 10,
+            oi: u64::from(i),
+        }
     }
 
     #[test]
     fn a_view_over_columns_reads_as_the_bars_they_came_from() {
         let rows: Vec<Bar> = (0..5).map(bar).collect();
         let col = |f: fn(&Bar) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
-        let (ts, volume, oi): (Vec<i64>, Vec<u64>, Vec<u64>) = (rows.iter().map(|b| b.ts).collect(), rows.iter().map(|b| b.volume).collect(), rows.iter().map(|b| b.oi).collect());
-        let (open, high, low, close) = (col(|b| b.open), col(|b| b.high), col(|b| b.low), col(|b| b.close));
-        let columns = Bars::columns(&ts, &open, &high, &low, &close, &volume, &oi).expect("equal lengths");
+        let (ts, volume, oi): (Vec<i64>, Vec<u64>, Vec<u64>) = (
+            rows.iter().map(|b| b.ts).collect(),
+            rows.iter().map(|b| b.volume).collect(),
+            rows.iter().map(|b| b.oi).collect(),
+        );
+        let (open, high, low, close) = (
+            col(|b| b.open),
+            col(|b| b.high),
+            col(|b| b.low),
+            col(|b| b.close),
+        );
+        let columns =
+            Bars::columns(&ts, &open, &high, &low, &close, &volume, &oi).expect("equal lengths");
         for view in [columns, Bars::rows(&rows)] {
             assert_eq!(view.len(), 5);
             assert_eq!(view.iter().collect::<Vec<_>>(), rows, "next()");
@@ -403,7 +560,10 @@ mod bars_tests {
             assert_eq!(view.get(5), None);
             assert_eq!(&*view.closes(), &close[..]);
         }
-        assert!(Bars::columns(&ts, &open, &high[..4], &low, &close, &volume, &oi).is_none(), "ragged columns are refused");
+        assert!(
+            Bars::columns(&ts, &open, &high[..4], &low, &close, &volume, &oi).is_none(),
+            "ragged columns are refused"
+        );
         assert!(Bars::rows(&[]).is_empty());
     }
 }

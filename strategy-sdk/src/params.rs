@@ -23,7 +23,10 @@ impl std::error::Error for ParamError {}
 impl ParamError {
     /// An error about `key`.
     pub fn new(key: &str, reason: impl Into<String>) -> Self {
-        Self { key: key.to_owned(), reason: reason.into() }
+        Self {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -43,7 +46,11 @@ impl Params {
     /// The raw string of `key`, if given.
     #[must_use]
     pub fn raw(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// `key` parsed as `T`, or `default` when absent; a value that does not parse is an error.
@@ -51,16 +58,26 @@ impl Params {
         match self.raw(key) {
             None => Ok(default),
             Some(raw) => raw.trim().parse().map_err(|_| {
-                ParamError::new(key, format!("expected {}, got {raw:?}", std::any::type_name::<T>()))
+                ParamError::new(
+                    key,
+                    format!("expected {}, got {raw:?}", std::any::type_name::<T>()),
+                )
             }),
         }
     }
 
     /// Refuse any key not in `known`, so that a typo in `pipelines.toml` is caught at load.
     pub fn reject_unknown(&self, known: &[&str]) -> Result<(), ParamError> {
-        match self.pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             None => Ok(()),
-            Some((k, _)) => Err(ParamError::new(k, format!("unknown parameter; expected one of: {}", known.join(", ")))),
+            Some((k, _)) => Err(ParamError::new(
+                k,
+                format!("unknown parameter; expected one of: {}", known.join(", ")),
+            )),
         }
     }
 
@@ -76,12 +93,22 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> Params {
-        Params::new(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+        Params::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
     }
 
     #[test]
     fn parses_defaults_and_errors() {
-        let p = params(&[("fast", "12"), ("kind", "ema"), ("bad", "x1"), ("fast", "13")]);
+        let p = params(&[
+            ("fast", "12"),
+            ("kind", "ema"),
+            ("bad", "x1"),
+            ("fast", "13"),
+        ]);
         assert_eq!(p.get("fast", 10usize), Ok(13));
         assert_eq!(p.get("slow", 50usize), Ok(50));
         assert_eq!(p.get("kind", String::from("sma")).as_deref(), Ok("ema"));

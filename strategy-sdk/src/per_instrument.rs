@@ -12,7 +12,10 @@ impl<T> PerInstrument<T> {
     /// An empty map.
     #[must_use]
     pub fn new() -> Self {
-        Self { entries: Vec::new(), last: 0 }
+        Self {
+            entries: Vec::new(),
+            last: 0,
+        }
     }
 
     /// The state of `instrument`, created with `make` on first sight.

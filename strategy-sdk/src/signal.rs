@@ -120,7 +120,9 @@ impl Signals {
         };
         self.items.push((self.bar_index, signal));
         let last = self.items.len() - 1;
-        SignalBuilder { signal: &mut self.items[last].1 }
+        SignalBuilder {
+            signal: &mut self.items[last].1,
+        }
     }
 
     /// Number of signals emitted so far.

@@ -109,7 +109,10 @@ impl<'a> StateReader<'a> {
     }
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
-        let (head, rest) = self.bytes.split_first_chunk::<N>().ok_or_else(|| StateError("truncated".into()))?;
+        let (head, rest) = self
+            .bytes
+            .split_first_chunk::<N>()
+            .ok_or_else(|| StateError("truncated".into()))?;
         self.bytes = rest;
         Ok(*head)
     }
@@ -145,13 +148,20 @@ impl<'a> StateReader<'a> {
 
     /// Read an optional f64.
     pub fn opt_f64(&mut self) -> Result<Option<f64>, StateError> {
-        Ok(if self.bool()? { Some(self.f64()?) } else { None })
+        Ok(if self.bool()? {
+            Some(self.f64()?)
+        } else {
+            None
+        })
     }
 
     fn len(&mut self, item_size: usize) -> Result<usize, StateError> {
         let n = usize::try_from(self.u64()?).map_err(|_| StateError("length overflows".into()))?;
         if n.saturating_mul(item_size) > self.bytes.len() {
-            return Err(StateError(format!("length {n} exceeds the remaining {} bytes", self.bytes.len())));
+            return Err(StateError(format!(
+                "length {n} exceeds the remaining {} bytes",
+                self.bytes.len()
+            )));
         }
         Ok(n)
     }
@@ -174,13 +184,19 @@ impl<'a> StateReader<'a> {
     pub fn version(&mut self, expected: u8) -> Result<(), StateError> {
         match self.u8()? {
             v if v == expected => Ok(()),
-            v => Err(StateError(format!("layout version {v}, this build reads {expected}"))),
+            v => Err(StateError(format!(
+                "layout version {v}, this build reads {expected}"
+            ))),
         }
     }
 
     /// Fail unless every byte was read.
     pub fn finish(self) -> Result<(), StateError> {
-        if self.bytes.is_empty() { Ok(()) } else { Err(StateError(format!("{} trailing bytes", self.bytes.len()))) }
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(StateError(format!("{} trailing bytes", self.bytes.len())))
+        }
     }
 }
 
@@ -191,7 +207,14 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let mut w = StateWriter::new();
-        w.u8(3).i64(-5).f64(1.25).opt_f64(None).opt_f64(Some(2.5)).str("NIFTY").f64s(&[1.0, 2.0]).bool(true);
+        w.u8(3)
+            .i64(-5)
+            .f64(1.25)
+            .opt_f64(None)
+            .opt_f64(Some(2.5))
+            .str("NIFTY")
+            .f64s(&[1.0, 2.0])
+            .bool(true);
         let bytes = w.finish();
         let mut r = StateReader::new(&bytes);
         r.version(3).unwrap();

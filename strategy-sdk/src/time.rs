@@ -46,7 +46,10 @@ impl SessionClock {
     /// A clock that has seen nothing.
     #[must_use]
     pub fn new() -> Self {
-        Self { day: i64::MIN, day_start_ms: i64::MIN }
+        Self {
+            day: i64::MIN,
+            day_start_ms: i64::MIN,
+        }
     }
 
     /// `(ist_day, minute_of_day)` of `ts_ms`, the same as [`ist_day`] and [`ist_minute_of_day`].
@@ -54,7 +57,10 @@ impl SessionClock {
         let into_day = ts_ms.wrapping_sub(self.day_start_ms);
         if !(0..DAY_MS).contains(&into_day) {
             self.day = ist_day(ts_ms);
-            self.day_start_ms = self.day.saturating_mul(DAY_MS).saturating_sub(IST_OFFSET_MS);
+            self.day_start_ms = self
+                .day
+                .saturating_mul(DAY_MS)
+                .saturating_sub(IST_OFFSET_MS);
             return (self.day, ist_minute_of_day(ts_ms));
         }
         // Within a day the offset fits in u32 milliseconds, and u32 division by a
@@ -92,7 +98,14 @@ mod tests {
 
     #[test]
     fn hhmm() {
-        let cases = [("09:15", Some(555)), ("15:30", Some(930)), ("9:15", None), ("24:00", None), ("09:60", None), ("x", None)];
+        let cases = [
+            ("09:15", Some(555)),
+            ("15:30", Some(930)),
+            ("9:15", None),
+            ("24:00", None),
+            ("09:60", None),
+            ("x", None),
+        ];
         for (text, want) in cases {
             assert_eq!(parse_hhmm(text), want, "{text}");
         }

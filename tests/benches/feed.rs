@@ -28,7 +28,16 @@ fn main() {
                     let n = f * PER_FRAME + i;
                     let token = ((n % INSTRUMENTS) + 1) << 8 | 2;
                     // 1,000,000 ticks over 500 instruments: 2,000 each, spread over the session.
-                    Full { token, last_paise: 2_170_000 + (n % 997) * 5, volume: n, oi: 0, exchange_secs: T0 + n / 50, bid_paise: 2_169_995, ask_paise: 2_170_005 }.packet()
+                    Full {
+                        token,
+                        last_paise: 2_170_000 + (n % 997) * 5,
+                        volume: n,
+                        oi: 0,
+                        exchange_secs: T0 + n / 50,
+                        bid_paise: 2_169_995,
+                        ask_paise: 2_170_005,
+                    }
+                    .packet()
                 })
                 .collect();
             message(&packets)
@@ -39,7 +48,9 @@ fn main() {
     let started = Instant::now();
     let mut items = Vec::with_capacity(PER_FRAME as usize);
     let mut decoded = 0usize;
-    let mut builders: Vec<CandleBuilder> = (0..INSTRUMENTS).map(|i| CandleBuilder::new(&format!("S{i}"), 60)).collect();
+    let mut builders: Vec<CandleBuilder> = (0..INSTRUMENTS)
+        .map(|i| CandleBuilder::new(&format!("S{i}"), 60))
+        .collect();
     let mut candles = 0usize;
     let mut decode_time = std::time::Duration::ZERO;
     for frame in &frames {
@@ -53,8 +64,21 @@ fn main() {
         for item in &items {
             if let FeedItem::Tick(tick) = item {
                 decoded += 1;
-                let i = tick.token.parse::<u32>().map_or(0, |t| ((t >> 8) - 1) as usize) % INSTRUMENTS as usize;
-                candles += usize::from(builders[i].tick(tick.ts_ms.unwrap_or(0), tick.last, tick.day_volume.unwrap_or(0), 0).is_some());
+                let i = tick
+                    .token
+                    .parse::<u32>()
+                    .map_or(0, |t| ((t >> 8) - 1) as usize)
+                    % INSTRUMENTS as usize;
+                candles += usize::from(
+                    builders[i]
+                        .tick(
+                            tick.ts_ms.unwrap_or(0),
+                            tick.last,
+                            tick.day_volume.unwrap_or(0),
+                            0,
+                        )
+                        .is_some(),
+                );
             }
         }
     }
@@ -72,11 +96,27 @@ fn main() {
     let json_time = t.elapsed();
 
     let rate = |n: usize, d: std::time::Duration| n as f64 / d.as_secs_f64().max(1e-9);
-    println!("Kite ticker frames: {decoded} full-mode ticks in {} frames ({:.1} MB)", frames.len(), bytes as f64 / 1e6);
-    println!("  decode only:            {:>12.0} ticks/s", rate(decoded, decode_time));
-    println!("  decode + candles:       {:>12.0} ticks/s ({candles} one-minute candles closed)", rate(decoded, total));
-    println!("JSON ticks (baseline):    {:>12.0} ticks/s ({parsed} parsed)", rate(parsed, json_time));
-    println!("ratio, Kite decode / JSON parse: {:.1}x", rate(decoded, decode_time) / rate(parsed, json_time).max(1e-9));
+    println!(
+        "Kite ticker frames: {decoded} full-mode ticks in {} frames ({:.1} MB)",
+        frames.len(),
+        bytes as f64 / 1e6
+    );
+    println!(
+        "  decode only:            {:>12.0} ticks/s",
+        rate(decoded, decode_time)
+    );
+    println!(
+        "  decode + candles:       {:>12.0} ticks/s ({candles} one-minute candles closed)",
+        rate(decoded, total)
+    );
+    println!(
+        "JSON ticks (baseline):    {:>12.0} ticks/s ({parsed} parsed)",
+        rate(parsed, json_time)
+    );
+    println!(
+        "ratio, Kite decode / JSON parse: {:.1}x",
+        rate(decoded, decode_time) / rate(parsed, json_time).max(1e-9)
+    );
     if decoded != TICKS as usize || parsed != TICKS as usize {
         eprintln!("warning: decoded {decoded} and parsed {parsed} of {TICKS}");
     }

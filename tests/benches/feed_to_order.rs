@@ -44,7 +44,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Round trips of `n` frames of `size` bytes to a loopback echo server.
 async fn echo_baseline(n: usize, size: usize) -> Vec<Duration> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {
         if let Ok((stream, _)) = listener.accept().await {
@@ -57,12 +59,18 @@ async fn echo_baseline(n: usize, size: usize) -> Vec<Duration> {
             }
         }
     });
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await else { return Vec::new() };
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await else {
+        return Vec::new();
+    };
     let payload = vec![7u8; size];
     let mut rtts = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        if ws.send(Message::Binary(payload.clone().into())).await.is_err() {
+        if ws
+            .send(Message::Binary(payload.clone().into()))
+            .await
+            .is_err()
+        {
             break;
         }
         match ws.next().await {
@@ -77,8 +85,16 @@ async fn echo_baseline(n: usize, size: usize) -> Vec<Duration> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let secs: u32 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30).clamp(3, 60);
-    let minutes_per_sec: u32 = std::env::var("BENCH_MINUTES_PER_SEC").ok().and_then(|s| s.parse().ok()).unwrap_or(1).clamp(1, 10);
+    let secs: u32 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30)
+        .clamp(3, 60);
+    let minutes_per_sec: u32 = std::env::var("BENCH_MINUTES_PER_SEC")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 10);
     let frames_per_minute = FRAMES_PER_SEC / minutes_per_sec;
     let frame_bytes = 2 + PER_FRAME as usize * (2 + 184);
     let echo = echo_baseline(2_000, frame_bytes).await;
@@ -86,9 +102,14 @@ async fn main() {
     let ticker = KiteTicker::start("bench-key", "bench-token").await;
     let rest = MockServer::start(Flavor::Kite, "bench-key", "bench-token");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut csv = String::from("instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n");
+    let mut csv = String::from(
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n",
+    );
     for i in 0..INSTRUMENTS {
-        csv.push_str(&format!("{},{i},S{i},S{i},0,,0,0.05,1,EQ,NSE,NSE\n", token(i)));
+        csv.push_str(&format!(
+            "{},{i},S{i},S{i},0,,0,0.05,1,EQ,NSE,NSE\n",
+            token(i)
+        ));
     }
     std::fs::write(dir.path().join("kite.csv"), csv).expect("write");
     let symbols: Vec<String> = (0..INSTRUMENTS).map(|i| format!("\"S{i}\"")).collect();
@@ -117,7 +138,9 @@ async fn main() {
     let ready = Instant::now();
     while ticker.seen(|s| s.requests.values().any(|r| r.len() >= 2)) == false {
         if ready.elapsed() > Duration::from_secs(60) {
-            eprintln!("the run never subscribed; is the binary built (cargo build --release -p tradehost)?");
+            eprintln!(
+                "the run never subscribed; is the binary built (cargo build --release -p tradehost)?"
+            );
             let _ = child.kill();
             return;
         }
@@ -128,7 +151,8 @@ async fn main() {
     // fifth frame; minute m spans `frames_per_minute` frames.
     let mut bar_closes: Vec<Instant> = Vec::new();
     let total = secs * FRAMES_PER_SEC;
-    let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / u64::from(FRAMES_PER_SEC)));
+    let mut pace =
+        tokio::time::interval(Duration::from_micros(1_000_000 / u64::from(FRAMES_PER_SEC)));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut s0_minute = None;
@@ -141,11 +165,25 @@ async fn main() {
             .map(|k| {
                 let i = (f * PER_FRAME + k) % INSTRUMENTS;
                 // S0: up one minute, down the next; the rest flat.
-                let rupees = if i == 0 { if minute % 2 == 0 { 1_010 } else { 990 } } else { 1_000 };
-                Full { token: token(i), last_paise: rupees * 100, volume: f, oi: 0, exchange_secs: exchange, bid_paise: rupees * 100 - 5, ask_paise: rupees * 100 + 5 }.packet()
+                let rupees = if i == 0 {
+                    if minute % 2 == 0 { 1_010 } else { 990 }
+                } else {
+                    1_000
+                };
+                Full {
+                    token: token(i),
+                    last_paise: rupees * 100,
+                    volume: f,
+                    oi: 0,
+                    exchange_secs: exchange,
+                    bid_paise: rupees * 100 - 5,
+                    ask_paise: rupees * 100 + 5,
+                }
+                .packet()
             })
             .collect();
-        let closes_bar = (f * PER_FRAME) % INSTRUMENTS == 0 && s0_minute.is_some_and(|m| m != minute);
+        let closes_bar =
+            (f * PER_FRAME) % INSTRUMENTS == 0 && s0_minute.is_some_and(|m| m != minute);
         if (f * PER_FRAME) % INSTRUMENTS == 0 {
             s0_minute = Some(minute);
         }
@@ -157,27 +195,61 @@ async fn main() {
     }
     let sent_for = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 
     // Each order is matched to the last bar close sent before it arrived (bars are 100 ms or more
     // apart; an order later than that is counted against the next close, so the tail is a floor).
-    let arrivals: Vec<Instant> = rest.state().requests.iter().filter(|r| r.method == "POST" && r.path.starts_with("/orders/")).map(|r| r.at).collect();
+    let arrivals: Vec<Instant> = rest
+        .state()
+        .requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/orders/"))
+        .map(|r| r.at)
+        .collect();
     let mut latencies: Vec<Duration> = arrivals
         .iter()
-        .filter_map(|a| bar_closes.iter().rev().find(|c| *c <= a).map(|c| a.duration_since(*c)))
+        .filter_map(|a| {
+            bar_closes
+                .iter()
+                .rev()
+                .find(|c| *c <= a)
+                .map(|c| a.duration_since(*c))
+        })
         .collect();
     latencies.sort_unstable();
     let rate = f64::from(total * PER_FRAME) / sent_for.as_secs_f64().max(1e-9);
-    println!("tick frame → order request, tradehost live mode over a local Kite ticker + Kite Connect server");
-    println!("  market: {} ticks in {:.1} s ({rate:.0} ticks/s; aim 50,000) across {INSTRUMENTS} instruments, {minutes_per_sec} exchange minute(s) a second ({} bars/s in all), {} bar closes of S0", total * PER_FRAME, sent_for.as_secs_f64(), INSTRUMENTS * minutes_per_sec, bar_closes.len());
+    println!(
+        "tick frame → order request, tradehost live mode over a local Kite ticker + Kite Connect server"
+    );
+    println!(
+        "  market: {} ticks in {:.1} s ({rate:.0} ticks/s; aim 50,000) across {INSTRUMENTS} instruments, {minutes_per_sec} exchange minute(s) a second ({} bars/s in all), {} bar closes of S0",
+        total * PER_FRAME,
+        sent_for.as_secs_f64(),
+        INSTRUMENTS * minutes_per_sec,
+        bar_closes.len()
+    );
     println!("  orders placed: {}", latencies.len());
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     let (e50, e99) = (percentile(&echo, 0.5), percentile(&echo, 0.99));
-    println!("  tick → order: p50 {:.2} ms, p99 {:.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
-    println!("  baseline, bare WebSocket echo of a {frame_bytes}-byte frame: p50 {:.3} ms, p99 {:.3} ms", e50.as_secs_f64() * 1e3, e99.as_secs_f64() * 1e3);
+    println!(
+        "  tick → order: p50 {:.2} ms, p99 {:.2} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    println!(
+        "  baseline, bare WebSocket echo of a {frame_bytes}-byte frame: p50 {:.3} ms, p99 {:.3} ms",
+        e50.as_secs_f64() * 1e3,
+        e99.as_secs_f64() * 1e3
+    );
     if !echo.is_empty() && !latencies.is_empty() {
-        println!("  ratio to the echo: p50 {:.0}x, p99 {:.0}x", p50.as_secs_f64() / e50.as_secs_f64().max(1e-9), p99.as_secs_f64() / e99.as_secs_f64().max(1e-9));
+        println!(
+            "  ratio to the echo: p50 {:.0}x, p99 {:.0}x",
+            p50.as_secs_f64() / e50.as_secs_f64().max(1e-9),
+            p99.as_secs_f64() / e99.as_secs_f64().max(1e-9)
+        );
     }
     if latencies.is_empty() {
         eprintln!("warning: no order reached the broker; the figures above are empty");

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use tradehost::brokers::instruments::InstrumentMaster;
 use tradehost::brokers::kite::Kite;
-use tradehost::brokers::live::{AccountLink, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
+use tradehost::brokers::live::{
+    AccountLink, LiveOrder, LiveRouter, LiveUpdate, RouterOutput, RouterSettings,
+};
 use tradehost::brokers::paper::PaperBroker;
 use tradehost::brokers::{Broker, Secret};
 use tradehost::bus::Bus;
@@ -34,14 +36,36 @@ struct Run {
 /// Send `ORDERS` orders one after another; time each from hand-over to its fill.
 async fn run(broker: Arc<dyn Broker>, master: InstrumentMaster, fill: impl Fn()) -> Run {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let settings = RouterSettings { poll: Duration::from_millis(1), ..RouterSettings::default() };
-    let link = AccountLink { account: "bench".into(), broker, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+    let settings = RouterSettings {
+        poll: Duration::from_millis(1),
+        ..RouterSettings::default()
+    };
+    let link = AccountLink {
+        account: "bench".into(),
+        broker,
+        product: Product::Mis,
+        protection_pct: Decimal::from(2),
+        algo_id: None,
+        orders_per_sec: 10,
+        margin_check: true,
+    };
     let router = LiveRouter::start(vec![link], master, settings, tx);
     let (mut accepted, mut filled) = (Vec::with_capacity(ORDERS), Vec::with_capacity(ORDERS));
     let started = Instant::now();
     for i in 0..ORDERS {
         let t = Instant::now();
-        router.send(LiveOrder::new(&format!("th{i:018x}"), "bench", "RELIANCE", if i % 2 == 0 { OrderSide::Buy } else { OrderSide::Sell }, Decimal::from(5), Some(Decimal::from(1186))));
+        router.send(LiveOrder::new(
+            &format!("th{i:018x}"),
+            "bench",
+            "RELIANCE",
+            if i % 2 == 0 {
+                OrderSide::Buy
+            } else {
+                OrderSide::Sell
+            },
+            Decimal::from(5),
+            Some(Decimal::from(1186)),
+        ));
         loop {
             match rx.recv().await.expect("router") {
                 RouterOutput::Update(LiveUpdate::Accepted { .. }) => {
@@ -55,7 +79,11 @@ async fn run(broker: Arc<dyn Broker>, master: InstrumentMaster, fill: impl Fn())
         }
         filled.push(t.elapsed());
     }
-    Run { accepted, filled, total: started.elapsed() }
+    Run {
+        accepted,
+        filled,
+        total: started.elapsed(),
+    }
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> f64 {
@@ -85,16 +113,38 @@ async fn main() {
     let master = InstrumentMaster::new(Bus::embedded("bench"));
     master.load("kite", csv.to_str().unwrap()).await.unwrap();
 
-    println!("{ORDERS} orders, one at a time; ms from hand-over to the broker's acknowledgement and to the fill (status polled every 1 ms):");
-    println!("{:<28} {:>9} {:>11} {:>11} {:>11} {:>11}", "venue", "orders/s", "ack p50", "ack p99", "fill p50", "fill p99");
+    println!(
+        "{ORDERS} orders, one at a time; ms from hand-over to the broker's acknowledgement and to the fill (status polled every 1 ms):"
+    );
+    println!(
+        "{:<28} {:>9} {:>11} {:>11} {:>11} {:>11}",
+        "venue", "orders/s", "ack p50", "ack p99", "fill p50", "fill p99"
+    );
     // Baseline: the in-memory venue, filled as soon as the router has the order.
     let paper = Arc::new(PaperBroker::new(Decimal::ZERO));
     let venue = paper.clone();
-    let base = report("paper venue (in memory)", run(paper, master.clone(), move || venue.on_price("RELIANCE", Decimal::from(1186))).await);
+    let base = report(
+        "paper venue (in memory)",
+        run(paper, master.clone(), move || {
+            venue.on_price("RELIANCE", Decimal::from(1186))
+        })
+        .await,
+    );
     // Kite Connect over loopback HTTP: place, then the first status poll completes it.
     let mock = MockServer::start(Flavor::Kite, "bench-key-000001", "bench-token-000001");
-    let kite = Arc::new(Kite::new(&mock.url, Secret::new("bench-key-000001"), Secret::new("bench-token-000001"), Duration::from_secs(5)).unwrap());
+    let kite = Arc::new(
+        Kite::new(
+            &mock.url,
+            Secret::new("bench-key-000001"),
+            Secret::new("bench-token-000001"),
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+    );
     let live = report("kite (local HTTP server)", run(kite, master, || {}).await);
     assert_eq!(mock.state().orders.len(), ORDERS, "each order placed once");
-    println!("placement round trip, kite over local HTTP / in-memory venue (p50): {:.0}x", live / base);
+    println!(
+        "placement round trip, kite over local HTTP / in-memory venue (p50): {:.0}x",
+        live / base
+    );
 }

@@ -28,18 +28,33 @@ use tradehost_tests::{RedisServer, tradehost_bin, write_config};
 const T0: i64 = 1_704_080_700_000;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
 
 fn report(name: &str, mut lat: Vec<Duration>) -> (Duration, Duration) {
     lat.sort();
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
-    println!("{name:<44} n={:>6}  p50 {:>9.3} ms  p99 {:>9.3} ms", lat.len(), p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    println!(
+        "{name:<44} n={:>6}  p50 {:>9.3} ms  p99 {:>9.3} ms",
+        lat.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
     (p50, p99)
 }
 
 /// Publish `n` messages at `rate` per second; `on_receive` matches each received one to its send time.
-fn paced_publish(url: &str, channel: &str, n: usize, rate: f64, payload: impl Fn(usize) -> String, sent: &Mutex<HashMap<usize, Instant>>) {
+fn paced_publish(
+    url: &str,
+    channel: &str,
+    n: usize,
+    rate: f64,
+    payload: impl Fn(usize) -> String,
+    sent: &Mutex<HashMap<usize, Instant>>,
+) {
     let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
     let start = Instant::now();
     for k in 0..n {
@@ -49,11 +64,19 @@ fn paced_publish(url: &str, channel: &str, n: usize, rate: f64, payload: impl Fn
         }
         let body = payload(k);
         sent.lock().unwrap().insert(k, Instant::now());
-        let _: i64 = redis::cmd("PUBLISH").arg(channel).arg(body).query(&mut con).unwrap();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(body)
+            .query(&mut con)
+            .unwrap();
     }
 }
 
-fn subscribe(url: &str, channel: &str, on_message: impl Fn(serde_json::Value, Instant) + Send + 'static) -> std::sync::mpsc::Receiver<()> {
+fn subscribe(
+    url: &str,
+    channel: &str,
+    on_message: impl Fn(serde_json::Value, Instant) + Send + 'static,
+) -> std::sync::mpsc::Receiver<()> {
     let client = redis::Client::open(url).unwrap();
     let channel = channel.to_owned();
     let (ready_tx, ready) = std::sync::mpsc::channel();
@@ -75,7 +98,10 @@ fn latency(ticks: usize) {
     // A busy NSE instrument ticks a few times a second; 250 a second on one
     // instrument leaves the order manager (journal fsyncs included) headroom,
     // so the figure is latency, not queueing. `BENCH_RATE` changes it.
-    let rate: f64 = std::env::var("BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(250.0);
+    let rate: f64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250.0);
     println!("latency over Redis on loopback, {ticks} ticks at {rate} a second:");
     let server = RedisServer::start();
     let url = server.url();
@@ -92,7 +118,14 @@ fn latency(ticks: usize) {
         }
     });
     ready.recv().unwrap();
-    paced_publish(&url, "bench:echo", ticks, rate, |k| format!(r#"{{"k":{k}}}"#), &sent);
+    paced_publish(
+        &url,
+        "bench:echo",
+        ticks,
+        rate,
+        |k| format!(r#"{{"k":{k}}}"#),
+        &sent,
+    );
     std::thread::sleep(Duration::from_millis(300));
     let (base50, base99) = report("bare Redis publish -> receive", got.lock().unwrap().clone());
 
@@ -154,7 +187,10 @@ behaviour = "every-bar"
         .unwrap();
     let wait = Instant::now();
     while !*events.lock().unwrap() {
-        assert!(wait.elapsed() < Duration::from_secs(30), "the pipeline did not start");
+        assert!(
+            wait.elapsed() < Duration::from_secs(30),
+            "the pipeline did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -163,17 +199,29 @@ behaviour = "every-bar"
         "trading:market:NIFTY",
         ticks + 2,
         rate,
-        |k| format!(r#"{{"v":1,"type":"tick","id":"b{k}","ts":{},"symbol":"NIFTY","last":"{}"}}"#, T0 + k as i64 * 60_000, 20_000 + (k % 50)),
+        |k| {
+            format!(
+                r#"{{"v":1,"type":"tick","id":"b{k}","ts":{},"symbol":"NIFTY","last":"{}"}}"#,
+                T0 + k as i64 * 60_000,
+                20_000 + (k % 50)
+            )
+        },
         &sent,
     );
     let wait = Instant::now();
     while got.lock().unwrap().len() < ticks && wait.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let lat = got.lock().unwrap().clone();
-    assert!(lat.len() as f64 >= ticks as f64 * 0.95, "only {} of {ticks} fills were seen", lat.len());
+    assert!(
+        lat.len() as f64 >= ticks as f64 * 0.95,
+        "only {} of {ticks} fills were seen",
+        lat.len()
+    );
     let (p50, p99) = report("tick -> strategy -> signal -> order -> fill", lat);
     println!(
         "{:<44} p50 {:.1}x, p99 {:.1}x the bare round trip",
@@ -192,7 +240,10 @@ fn manager(dir: &Path, accounts: usize) -> OrderManager {
         );
     }
     let list: Vec<String> = (0..accounts).map(|a| format!("\"a{a}\"")).collect();
-    body += &format!("[[pipelines]]\nid = \"p\"\nplugin = \"x.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [{}]\nsource = {{ kind = \"redis\" }}\n", list.join(", "));
+    body += &format!(
+        "[[pipelines]]\nid = \"p\"\nplugin = \"x.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [{}]\nsource = {{ kind = \"redis\" }}\n",
+        list.join(", ")
+    );
     let config = Arc::new(Config::parse(Path::new("bench.toml"), &body).unwrap());
     OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap()
 }
@@ -223,26 +274,56 @@ fn throughput(accounts: usize, signals: usize) -> f64 {
             order: None,
         };
         om.on_signal(&s).unwrap();
-        let q = Quote { instrument: "NIFTY".into(), open: price, high: price, low: price, close: price, bid: None, ask: None };
-        om.on_quotes(&QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("q{k}"), ts: ts + 60_000, quotes: vec![q], after_signal: None, last: false }).unwrap();
+        let q = Quote {
+            instrument: "NIFTY".into(),
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            bid: None,
+            ask: None,
+        };
+        om.on_quotes(&QuotesMessage {
+            v: SCHEMA_VERSION,
+            kind: "quotes".into(),
+            id: format!("q{k}"),
+            ts: ts + 60_000,
+            quotes: vec![q],
+            after_signal: None,
+            last: false,
+        })
+        .unwrap();
     }
     let elapsed = start.elapsed();
-    let fills: i64 = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap().query_row("SELECT COUNT(*) FROM fills", [], |r| r.get(0)).unwrap();
+    let fills: i64 = rusqlite::Connection::open(dir.path().join("journal.sqlite"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM fills", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(fills as usize, signals * accounts, "every order filled");
     signals as f64 / elapsed.as_secs_f64()
 }
 
 fn main() {
-    let ticks: usize = std::env::var("BENCH_TICKS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let ticks: usize = std::env::var("BENCH_TICKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     if std::env::var("BENCH_SKIP_LATENCY").is_err() {
         latency(ticks);
     }
     if std::env::var("BENCH_SKIP_THROUGHPUT").is_ok() {
         return;
     }
-    println!("\nsubscriber + paper order manager (decide, journal, fill), synchronous=FULL journal:");
+    println!(
+        "\nsubscriber + paper order manager (decide, journal, fill), synchronous=FULL journal:"
+    );
     let one = throughput(1, 400);
     let hundred = throughput(100, 100);
     println!("{:<44} {one:>10.0} signals/s", "1 account");
-    println!("{:<44} {hundred:>10.0} signals/s  ({:.0} orders/s; {:.2}x the 1-account rate)", "100 accounts", hundred * 100.0, hundred / one);
+    println!(
+        "{:<44} {hundred:>10.0} signals/s  ({:.0} orders/s; {:.2}x the 1-account rate)",
+        "100 accounts",
+        hundred * 100.0,
+        hundred / one
+    );
 }

@@ -106,7 +106,11 @@ impl MockOrder {
         let before = self.average_price.unwrap_or_default() * self.filled;
         self.filled += qty;
         self.average_price = Some(((before + price * qty) / self.filled).round_dp(2));
-        self.status = if self.filled == self.qty { "COMPLETE".into() } else { "OPEN".into() };
+        self.status = if self.filled == self.qty {
+            "COMPLETE".into()
+        } else {
+            "OPEN".into()
+        };
     }
 }
 
@@ -265,12 +269,20 @@ impl MockServer {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shared = state.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    let down = shared.lock().map(|s| s.down_until.is_some_and(|t| std::time::Instant::now() < t)).unwrap_or(false);
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let down = shared
+                        .lock()
+                        .map(|s| s.down_until.is_some_and(|t| std::time::Instant::now() < t))
+                        .unwrap_or(false);
                     if down {
                         drop(stream); // restarting: the connection is closed unanswered
                         continue;
@@ -314,10 +326,18 @@ async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         let mut lines = head.split("\r\n");
         let mut first = lines.next().unwrap_or_default().split(' ');
-        let (method, path) = (first.next().unwrap_or_default().to_owned(), first.next().unwrap_or_default().to_owned());
-        let headers: HashMap<String, String> =
-            lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
-        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let (method, path) = (
+            first.next().unwrap_or_default().to_owned(),
+            first.next().unwrap_or_default().to_owned(),
+        );
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         while buf.len() < end + 4 + len {
             let mut chunk = [0u8; 8192];
             match stream.read(&mut chunk).await {
@@ -327,10 +347,20 @@ async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         }
         let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
         buf.drain(..end + 4 + len);
-        if state.lock().map(|s| s.down_until.is_some_and(|t| std::time::Instant::now() < t)).unwrap_or(false) {
+        if state
+            .lock()
+            .map(|s| s.down_until.is_some_and(|t| std::time::Instant::now() < t))
+            .unwrap_or(false)
+        {
             return; // restarting: kept-alive connections die too
         }
-        let request = Request { method, path, headers, body, at: std::time::Instant::now() };
+        let request = Request {
+            method,
+            path,
+            headers,
+            body,
+            at: std::time::Instant::now(),
+        };
         let (status, answer, delay) = {
             let mut s = state.lock().expect("mock state");
             s.requests.push(request.clone());
@@ -349,7 +379,10 @@ async fn serve(mut stream: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
             429 => "Too Many Requests",
             _ => "Internal Server Error",
         };
-        let response = format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
@@ -389,30 +422,62 @@ type Reply = (u16, Value, Option<Duration>);
 
 fn token_error(flavor: Flavor) -> Reply {
     match flavor {
-        Flavor::Kite => (403, json!({ "status": "error", "message": "Incorrect `api_key` or `access_token`.", "data": null, "error_type": "TokenException" }), None),
+        Flavor::Kite => (
+            403,
+            json!({ "status": "error", "message": "Incorrect `api_key` or `access_token`.", "data": null, "error_type": "TokenException" }),
+            None,
+        ),
         Flavor::Upstox => (
             401,
             json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100050", "message": "Invalid token used to access API", "propertyPath": null, "invalidValue": null, "error_code": "UDAPI100050", "property_path": null, "invalid_value": null }] }),
             None,
         ),
-        Flavor::OpenAlgo => (403, json!({ "status": "error", "message": "Invalid openalgo apikey" }), None),
-        Flavor::Telegram => (401, json!({ "ok": false, "error_code": 401, "description": "Unauthorized" }), None),
+        Flavor::OpenAlgo => (
+            403,
+            json!({ "status": "error", "message": "Invalid openalgo apikey" }),
+            None,
+        ),
+        Flavor::Telegram => (
+            401,
+            json!({ "ok": false, "error_code": 401, "description": "Unauthorized" }),
+            None,
+        ),
     }
 }
 
 fn refusal(flavor: Flavor, message: &str) -> Reply {
     match flavor {
-        Flavor::Kite => (400, json!({ "status": "error", "message": message, "data": null, "error_type": "InputException" }), None),
-        Flavor::Upstox => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1026", "message": message, "error_code": "UDAPI1026", "property_path": null, "invalid_value": null }] }), None),
+        Flavor::Kite => (
+            400,
+            json!({ "status": "error", "message": message, "data": null, "error_type": "InputException" }),
+            None,
+        ),
+        Flavor::Upstox => (
+            400,
+            json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1026", "message": message, "error_code": "UDAPI1026", "property_path": null, "invalid_value": null }] }),
+            None,
+        ),
         _ => (400, json!({ "status": "error", "message": message }), None),
     }
 }
 
 fn too_many(flavor: Flavor) -> Reply {
     match flavor {
-        Flavor::Kite => (429, json!({ "status": "error", "message": "Too many requests", "data": null, "error_type": "NetworkException" }), None),
-        Flavor::Upstox => (429, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI10005", "message": "Too Many Request Sent", "error_code": "UDAPI10005" }] }), None),
-        _ => (429, json!({ "status": "error", "message": "Rate limit exceeded" }), None),
+        Flavor::Kite => (
+            429,
+            json!({ "status": "error", "message": "Too many requests", "data": null, "error_type": "NetworkException" }),
+            None,
+        ),
+        Flavor::Upstox => (
+            429,
+            json!({ "status": "error", "errors": [{ "errorCode": "UDAPI10005", "message": "Too Many Request Sent", "error_code": "UDAPI10005" }] }),
+            None,
+        ),
+        _ => (
+            429,
+            json!({ "status": "error", "message": "Rate limit exceeded" }),
+            None,
+        ),
     }
 }
 
@@ -429,7 +494,8 @@ fn handle(s: &mut State, r: &Request) -> Reply {
     let authorised = match s.flavor {
         Flavor::Kite => {
             r.headers.get("x-kite-version").map(String::as_str) == Some("3")
-                && r.headers.get("authorization") == Some(&format!("token {}:{}", s.api_key, s.token))
+                && r.headers.get("authorization")
+                    == Some(&format!("token {}:{}", s.api_key, s.token))
         }
         Flavor::Upstox => r.headers.get("authorization") == Some(&format!("Bearer {}", s.token)),
         Flavor::OpenAlgo => body_json["apikey"].as_str() == Some(s.token.as_str()),
@@ -442,14 +508,41 @@ fn handle(s: &mut State, r: &Request) -> Reply {
     match (s.flavor, r.method.as_str(), route.as_str()) {
         (Flavor::Kite, "GET", p) if p.starts_with("/instruments/historical/") => {
             // `/instruments/historical/:instrument_token/:interval?from=yyyy-mm-dd hh:mm:ss&to=…[&oi=1]`, both ends inclusive.
-            let parts: Vec<&str> = p.trim_start_matches("/instruments/historical/").split('/').collect();
-            let stamp = |k: &str| query(&r.path, k).filter(|t| t.len() == 19 && t.as_bytes()[10] == b' ' && t.as_bytes()[4] == b'-');
-            let (Some(from), Some(to)) = (stamp("from"), stamp("to")) else {
-                return (400, json!({ "status": "error", "message": "from and to must be yyyy-mm-dd hh:mm:ss", "data": null, "error_type": "InputException" }), None);
+            let parts: Vec<&str> = p
+                .trim_start_matches("/instruments/historical/")
+                .split('/')
+                .collect();
+            let stamp = |k: &str| {
+                query(&r.path, k).filter(|t| {
+                    t.len() == 19 && t.as_bytes()[10] == b' ' && t.as_bytes()[4] == b'-'
+                })
             };
-            let interval_ok = matches!(parts.get(1).copied(), Some("minute" | "day" | "3minute" | "5minute" | "10minute" | "15minute" | "30minute" | "60minute"));
+            let (Some(from), Some(to)) = (stamp("from"), stamp("to")) else {
+                return (
+                    400,
+                    json!({ "status": "error", "message": "from and to must be yyyy-mm-dd hh:mm:ss", "data": null, "error_type": "InputException" }),
+                    None,
+                );
+            };
+            let interval_ok = matches!(
+                parts.get(1).copied(),
+                Some(
+                    "minute"
+                        | "day"
+                        | "3minute"
+                        | "5minute"
+                        | "10minute"
+                        | "15minute"
+                        | "30minute"
+                        | "60minute"
+                )
+            );
             if parts.len() != 2 || !interval_ok || from > to {
-                return (400, json!({ "status": "error", "message": "invalid interval or range", "data": null, "error_type": "InputException" }), None);
+                return (
+                    400,
+                    json!({ "status": "error", "message": "invalid interval or range", "data": null, "error_type": "InputException" }),
+                    None,
+                );
             }
             let with_oi = query(&r.path, "oi").as_deref() == Some("1");
             let rows: Vec<Value> = s
@@ -457,8 +550,24 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                 .get(parts[0])
                 .map(|rows| {
                     rows.iter()
-                        .filter(|row| row[0].as_str().is_some_and(|t| t.get(0..19).map(|t| t.replace('T', " ")).is_some_and(|t| t >= from && t <= to)))
-                        .map(|row| if with_oi { row.clone() } else { Value::Array(row.as_array().map(|a| a[..6.min(a.len())].to_vec()).unwrap_or_default()) })
+                        .filter(|row| {
+                            row[0].as_str().is_some_and(|t| {
+                                t.get(0..19)
+                                    .map(|t| t.replace('T', " "))
+                                    .is_some_and(|t| t >= from && t <= to)
+                            })
+                        })
+                        .map(|row| {
+                            if with_oi {
+                                row.clone()
+                            } else {
+                                Value::Array(
+                                    row.as_array()
+                                        .map(|a| a[..6.min(a.len())].to_vec())
+                                        .unwrap_or_default(),
+                                )
+                            }
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -466,27 +575,60 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         }
         (Flavor::Kite, "GET", "/quote") => {
             // `i=EXCHANGE:TRADINGSYMBOL`, repeated; at most 500 a call. Instruments without data are left out.
-            let asked: Vec<String> = r.path.split_once('?').map(|(_, q)| q.split('&').filter_map(|kv| kv.split_once('=')).filter(|(k, _)| *k == "i").map(|(_, v)| decode(v)).collect()).unwrap_or_default();
+            let asked: Vec<String> = r
+                .path
+                .split_once('?')
+                .map(|(_, q)| {
+                    q.split('&')
+                        .filter_map(|kv| kv.split_once('='))
+                        .filter(|(k, _)| *k == "i")
+                        .map(|(_, v)| decode(v))
+                        .collect()
+                })
+                .unwrap_or_default();
             if asked.is_empty() || asked.len() > 500 || asked.iter().any(|i| !i.contains(':')) {
-                return (400, json!({ "status": "error", "message": "Invalid or too many instruments (1 to 500 EXCHANGE:TRADINGSYMBOL)", "data": null, "error_type": "InputException" }), None);
+                return (
+                    400,
+                    json!({ "status": "error", "message": "Invalid or too many instruments (1 to 500 EXCHANGE:TRADINGSYMBOL)", "data": null, "error_type": "InputException" }),
+                    None,
+                );
             }
-            let data: serde_json::Map<String, Value> = asked.iter().filter_map(|i| Some((i.clone(), s.quotes.get(i)?.clone()))).collect();
+            let data: serde_json::Map<String, Value> = asked
+                .iter()
+                .filter_map(|i| Some((i.clone(), s.quotes.get(i)?.clone())))
+                .collect();
             ok_kite(Value::Object(data))
         }
-        (Flavor::Kite, "GET", "/user/profile") => ok_kite(json!({ "user_id": "AB1234", "user_name": "Test Trader", "broker": "ZERODHA" })),
+        (Flavor::Kite, "GET", "/user/profile") => {
+            ok_kite(json!({ "user_id": "AB1234", "user_name": "Test Trader", "broker": "ZERODHA" }))
+        }
         (Flavor::Kite, "POST", "/orders/regular") => {
             let f = form(&r.body);
-            for k in ["tradingsymbol", "exchange", "transaction_type", "order_type", "quantity", "product", "validity"] {
+            for k in [
+                "tradingsymbol",
+                "exchange",
+                "transaction_type",
+                "order_type",
+                "quantity",
+                "product",
+                "validity",
+            ] {
                 if !f.contains_key(k) {
                     return refusal(Flavor::Kite, &format!("Missing {k}"));
                 }
             }
             if f.get("tag").is_some_and(|t| t.len() > 20) {
-                return refusal(Flavor::Kite, "Tag length should be less than 20 characters.");
+                return refusal(
+                    Flavor::Kite,
+                    "Tag length should be less than 20 characters.",
+                );
             }
             // Kite Connect's documented values; anything else is an InputException.
             for (k, allowed) in [
-                ("exchange", &["NSE", "BSE", "NFO", "CDS", "BCD", "MCX", "BFO"][..]),
+                (
+                    "exchange",
+                    &["NSE", "BSE", "NFO", "CDS", "BCD", "MCX", "BFO"][..],
+                ),
                 ("transaction_type", &["BUY", "SELL"][..]),
                 ("order_type", &["MARKET", "LIMIT", "SL", "SL-M"][..]),
                 ("product", &["CNC", "NRML", "MIS", "MTF"][..]),
@@ -496,22 +638,38 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                     return refusal(Flavor::Kite, &format!("Invalid `{k}`."));
                 }
             }
-            if f["quantity"].parse::<u64>().is_ok_and(|q| q == 0) || f["quantity"].parse::<u64>().is_err() {
+            if f["quantity"].parse::<u64>().is_ok_and(|q| q == 0)
+                || f["quantity"].parse::<u64>().is_err()
+            {
                 return refusal(Flavor::Kite, "Invalid `quantity`.");
             }
-            if f.get("market_protection").is_some_and(|m| m.parse::<i64>().map_or(true, |m| !(m == -1 || (0..=100).contains(&m)))) {
+            if f.get("market_protection").is_some_and(|m| {
+                m.parse::<i64>()
+                    .map_or(true, |m| !(m == -1 || (0..=100).contains(&m)))
+            }) {
                 return refusal(Flavor::Kite, "Invalid `market_protection`.");
             }
             if !s.tradable.is_empty() && !s.tradable.contains(&f["tradingsymbol"]) {
                 return refusal(Flavor::Kite, "Invalid `tradingsymbol`.");
             }
             if f["order_type"] == "MARKET" && f.get("market_protection").is_none_or(|m| m == "0") {
-                return refusal(Flavor::Kite, "Market orders without market protection are not allowed via API. Please set market protection or use a Limit order.");
+                return refusal(
+                    Flavor::Kite,
+                    "Market orders without market protection are not allowed via API. Please set market protection or use a Limit order.",
+                );
             }
             if f.get("autoslice").map(String::as_str) == Some("true") {
                 return autoslice(s, &f);
             }
-            place(s, f.clone(), f.get("tag").cloned(), &f["tradingsymbol"], &f["transaction_type"], &f["quantity"], |id| json!({ "status": "success", "data": { "order_id": id } }))
+            place(
+                s,
+                f.clone(),
+                f.get("tag").cloned(),
+                &f["tradingsymbol"],
+                &f["transaction_type"],
+                &f["quantity"],
+                |id| json!({ "status": "success", "data": { "order_id": id } }),
+            )
         }
         // GTTs (Kite's documented form: `type`, `condition` and `orders` as JSON text; only
         // LIMIT orders; `last_price` sets the direction of a single trigger).
@@ -535,14 +693,25 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         }
         (Flavor::Kite, method, p) if p.starts_with("/gtt/triggers/") => {
             fire_gtts(s);
-            let Ok(id) = p["/gtt/triggers/".len()..].parse::<u64>() else { return refusal(Flavor::Kite, "Invalid trigger id.") };
-            let Some(at) = s.gtts.iter().position(|g| g.id == id) else { return refusal(Flavor::Kite, "Trigger not found.") };
+            let Ok(id) = p["/gtt/triggers/".len()..].parse::<u64>() else {
+                return refusal(Flavor::Kite, "Invalid trigger id.");
+            };
+            let Some(at) = s.gtts.iter().position(|g| g.id == id) else {
+                return refusal(Flavor::Kite, "Trigger not found.");
+            };
             match method {
                 "GET" => ok_kite(gtt_json(&s.gtts[at])),
                 "PUT" if s.gtts[at].status == "active" => match gtt_from_form(&form(&r.body)) {
                     Ok(new) => {
                         let g = &mut s.gtts[at];
-                        (g.trigger, g.limit, g.last_price, g.qty, g.side, g.symbol) = (new.trigger, new.limit, new.last_price, new.qty, new.side, new.symbol);
+                        (g.trigger, g.limit, g.last_price, g.qty, g.side, g.symbol) = (
+                            new.trigger,
+                            new.limit,
+                            new.last_price,
+                            new.qty,
+                            new.side,
+                            new.symbol,
+                        );
                         s.gtt_modifications.push((id, new.trigger));
                         ok_kite(json!({ "trigger_id": id }))
                     }
@@ -566,16 +735,32 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                 g.created_at = s.clock.clone().unwrap_or_else(ist_now);
                 let key = gtt_key(Flavor::Upstox, g.id);
                 s.gtts.push(g);
-                (200, json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 31 } }), None)
+                (
+                    200,
+                    json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 31 } }),
+                    None,
+                )
             }
             Err(m) => refusal(Flavor::Upstox, &m),
         },
         (Flavor::Upstox, "PUT", "/v3/order/gtt/modify") => {
             fire_gtts(s);
-            let key = body_json["gtt_order_id"].as_str().unwrap_or_default().to_owned();
-            let Some(at) = s.gtts.iter().position(|g| gtt_key(Flavor::Upstox, g.id) == key) else { return refusal(Flavor::Upstox, "Invalid GTT order id") };
+            let key = body_json["gtt_order_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let Some(at) = s
+                .gtts
+                .iter()
+                .position(|g| gtt_key(Flavor::Upstox, g.id) == key)
+            else {
+                return refusal(Flavor::Upstox, "Invalid GTT order id");
+            };
             if s.gtts[at].status != "active" {
-                return refusal(Flavor::Upstox, "GTT order cannot be modified: it is not active");
+                return refusal(
+                    Flavor::Upstox,
+                    "GTT order cannot be modified: it is not active",
+                );
             }
             match upstox_gtt(&body_json, Some(&s.gtts[at])) {
                 Ok(new) => {
@@ -583,29 +768,55 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                     let g = &mut s.gtts[at];
                     (g.trigger, g.last_price, g.qty) = (new.trigger, new.last_price, new.qty);
                     s.gtt_modifications.push((id, new.trigger));
-                    (200, json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 28 } }), None)
+                    (
+                        200,
+                        json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 28 } }),
+                        None,
+                    )
                 }
                 Err(m) => refusal(Flavor::Upstox, &m),
             }
         }
         (Flavor::Upstox, "DELETE", "/v3/order/gtt/cancel") => {
             fire_gtts(s);
-            let key = body_json["gtt_order_id"].as_str().unwrap_or_default().to_owned();
-            match s.gtts.iter_mut().find(|g| gtt_key(Flavor::Upstox, g.id) == key) {
+            let key = body_json["gtt_order_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            match s
+                .gtts
+                .iter_mut()
+                .find(|g| gtt_key(Flavor::Upstox, g.id) == key)
+            {
                 Some(g) if g.status == "active" => {
                     g.status = "cancelled".into();
-                    (200, json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 22 } }), None)
+                    (
+                        200,
+                        json!({ "status": "success", "data": { "gtt_order_ids": [key] }, "metadata": { "latency": 22 } }),
+                        None,
+                    )
                 }
-                Some(_) => refusal(Flavor::Upstox, "GTT order cannot be cancelled: it is not active"),
+                Some(_) => refusal(
+                    Flavor::Upstox,
+                    "GTT order cannot be cancelled: it is not active",
+                ),
                 None => refusal(Flavor::Upstox, "Invalid GTT order id"),
             }
         }
         (Flavor::Upstox, "GET", "/v3/order/gtt") => {
             fire_gtts(s);
             // "The Get GTT API does not support retrieving completed GTT orders."
-            let shown: Vec<Value> = s.gtts.iter().filter(|g| !gtt_completed(s, g)).map(|g| upstox_gtt_json(s, g)).collect();
+            let shown: Vec<Value> = s
+                .gtts
+                .iter()
+                .filter(|g| !gtt_completed(s, g))
+                .map(|g| upstox_gtt_json(s, g))
+                .collect();
             match query(&r.path, "gtt_order_id") {
-                Some(key) => match shown.into_iter().find(|g| g["gtt_order_id"] == key.as_str()) {
+                Some(key) => match shown
+                    .into_iter()
+                    .find(|g| g["gtt_order_id"] == key.as_str())
+                {
                     Some(g) => ok_kite(json!([g])),
                     None => refusal(Flavor::Upstox, "GTT order not found"),
                 },
@@ -614,7 +825,12 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         }
         // OpenAlgo's GTTs: SINGLE triggers, the trigger below the market in `triggerprice_sl`
         // or above it in `triggerprice_tg`; the GTT book lists only active ones.
-        (Flavor::OpenAlgo, "POST", "/api/v1/placegttorder") => match openalgo_gtt(&body_json, s.ltp.get(body_json["symbol"].as_str().unwrap_or_default()).copied()) {
+        (Flavor::OpenAlgo, "POST", "/api/v1/placegttorder") => match openalgo_gtt(
+            &body_json,
+            s.ltp
+                .get(body_json["symbol"].as_str().unwrap_or_default())
+                .copied(),
+        ) {
             Ok(mut g) => {
                 s.gtt_seq += 1;
                 g.id = 100_000 + s.gtt_seq;
@@ -628,12 +844,19 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         (Flavor::OpenAlgo, "POST", "/api/v1/modifygttorder") => {
             fire_gtts(s);
             let key = text_of(&body_json["trigger_id"]);
-            let Some(at) = s.gtts.iter().position(|g| gtt_key(Flavor::OpenAlgo, g.id) == key && g.status == "active") else { return refusal(Flavor::OpenAlgo, "GTT trigger not found or not active") };
+            let Some(at) = s
+                .gtts
+                .iter()
+                .position(|g| gtt_key(Flavor::OpenAlgo, g.id) == key && g.status == "active")
+            else {
+                return refusal(Flavor::OpenAlgo, "GTT trigger not found or not active");
+            };
             match openalgo_gtt(&body_json, s.ltp.get(&s.gtts[at].symbol).copied()) {
                 Ok(new) => {
                     let id = s.gtts[at].id;
                     let g = &mut s.gtts[at];
-                    (g.trigger, g.limit, g.last_price, g.qty) = (new.trigger, new.limit, new.last_price, new.qty);
+                    (g.trigger, g.limit, g.last_price, g.qty) =
+                        (new.trigger, new.limit, new.last_price, new.qty);
                     s.gtt_modifications.push((id, new.trigger));
                     (200, json!({ "status": "success", "trigger_id": key }), None)
                 }
@@ -643,7 +866,11 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         (Flavor::OpenAlgo, "POST", "/api/v1/cancelgttorder") => {
             fire_gtts(s);
             let key = text_of(&body_json["trigger_id"]);
-            match s.gtts.iter_mut().find(|g| gtt_key(Flavor::OpenAlgo, g.id) == key && g.status == "active") {
+            match s
+                .gtts
+                .iter_mut()
+                .find(|g| gtt_key(Flavor::OpenAlgo, g.id) == key && g.status == "active")
+            {
                 Some(g) => {
                     g.status = "deleted".into();
                     (200, json!({ "status": "success", "trigger_id": key }), None)
@@ -670,15 +897,25 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                 .collect();
             (200, json!({ "status": "success", "data": active }), None)
         }
-        (Flavor::Kite, "GET", "/orders") => ok_kite(Value::Array(book(s).iter().map(|o| kite_order(o, &o.status)).collect())),
+        (Flavor::Kite, "GET", "/orders") => ok_kite(Value::Array(
+            book(s).iter().map(|o| kite_order(o, &o.status)).collect(),
+        )),
         (Flavor::Kite, "GET", p) if p.starts_with("/orders/") => {
             let id = &p["/orders/".len()..];
             match poll(s, id) {
-                Some(o) => ok_kite(json!([kite_order(&o, "PUT ORDER REQ RECEIVED"), kite_order(&o, "VALIDATION PENDING"), kite_order(&o, &o.status)])),
+                Some(o) => ok_kite(json!([
+                    kite_order(&o, "PUT ORDER REQ RECEIVED"),
+                    kite_order(&o, "VALIDATION PENDING"),
+                    kite_order(&o, &o.status)
+                ])),
                 None => refusal(Flavor::Kite, "Couldn't find that `order_id`."),
             }
         }
-        (Flavor::Kite, "DELETE", p) if p.starts_with("/orders/regular/") => cancel(s, &p["/orders/regular/".len()..], |id| json!({ "status": "success", "data": { "order_id": id } })),
+        (Flavor::Kite, "DELETE", p) if p.starts_with("/orders/regular/") => cancel(
+            s,
+            &p["/orders/regular/".len()..],
+            |id| json!({ "status": "success", "data": { "order_id": id } }),
+        ),
         (Flavor::Kite, "GET", "/portfolio/positions") => {
             let net: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| json!({ "tradingsymbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string().parse::<i64>().unwrap_or(0), "average_price": 0.0, "pnl": 0.0 })).collect();
             ok_kite(json!({ "net": net, "day": [] }))
@@ -695,59 +932,166 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         }
         // Upstox's documented answer carries the address under both spellings.
         (Flavor::Upstox, "GET", "/v3/feed/market-data-feed/authorize") => match &s.feed_url {
-            Some(url) => ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url })),
-            None => (500, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "feed unavailable" }] }), None),
+            Some(url) => {
+                ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url }))
+            }
+            None => (
+                500,
+                json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "feed unavailable" }] }),
+                None,
+            ),
         },
-        (Flavor::Upstox, "GET", "/v2/feed/portfolio-stream-feed/authorize") => match (&s.portfolio_url, query(&r.path, "update_types")) {
-            (Some(url), Some(_)) => ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url })),
-            (_, None) => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1154", "message": "update_types is required" }] }), None),
-            (None, _) => (500, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "stream unavailable" }] }), None),
+        (Flavor::Upstox, "GET", "/v2/feed/portfolio-stream-feed/authorize") => {
+            match (&s.portfolio_url, query(&r.path, "update_types")) {
+                (Some(url), Some(_)) => {
+                    ok_kite(json!({ "authorized_redirect_uri": url, "authorizedRedirectUri": url }))
+                }
+                (_, None) => (
+                    400,
+                    json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1154", "message": "update_types is required" }] }),
+                    None,
+                ),
+                (None, _) => (
+                    500,
+                    json!({ "status": "error", "errors": [{ "errorCode": "UDAPI100500", "message": "stream unavailable" }] }),
+                    None,
+                ),
+            }
+        }
+        (Flavor::OpenAlgo, "POST", "/api/v1/expiry") => match (
+            body_json["symbol"].as_str(),
+            body_json["exchange"].as_str(),
+            body_json["instrumenttype"].as_str(),
+        ) {
+            (Some(symbol), Some("NFO" | "BFO"), Some("options" | "futures")) => (
+                200,
+                json!({ "status": "success", "message": format!("Found {} expiry dates for {symbol} options in NFO", s.expiries.len()), "data": s.expiries }),
+                None,
+            ),
+            _ => (
+                400,
+                json!({ "status": "error", "message": "symbol, exchange (NFO/BFO) and instrumenttype (options/futures) are required" }),
+                None,
+            ),
         },
-        (Flavor::OpenAlgo, "POST", "/api/v1/expiry") => match (body_json["symbol"].as_str(), body_json["exchange"].as_str(), body_json["instrumenttype"].as_str()) {
-            (Some(symbol), Some("NFO" | "BFO"), Some("options" | "futures")) => (200, json!({ "status": "success", "message": format!("Found {} expiry dates for {symbol} options in NFO", s.expiries.len()), "data": s.expiries }), None),
-            _ => (400, json!({ "status": "error", "message": "symbol, exchange (NFO/BFO) and instrumenttype (options/futures) are required" }), None),
-        },
-        (Flavor::OpenAlgo, "POST", "/api/v1/optionchain") => match (body_json["underlying"].as_str(), body_json["exchange"].as_str(), body_json["expiry_date"].as_str()) {
-            (Some(underlying), Some("NSE_INDEX" | "NSE" | "BSE_INDEX" | "BSE"), Some(expiry)) => match s.option_chain.get(expiry) {
-                Some(chain) => (200, json!({ "status": "success", "underlying": underlying, "underlying_ltp": s.underlying_ltp, "expiry_date": expiry, "chain": chain }), None),
-                None => (400, json!({ "status": "error", "message": format!("No option contracts for {underlying} expiring {expiry}") }), None),
-            },
-            _ => (400, json!({ "status": "error", "message": "underlying, exchange and expiry_date (DDMMMYY) are required" }), None),
+        (Flavor::OpenAlgo, "POST", "/api/v1/optionchain") => match (
+            body_json["underlying"].as_str(),
+            body_json["exchange"].as_str(),
+            body_json["expiry_date"].as_str(),
+        ) {
+            (Some(underlying), Some("NSE_INDEX" | "NSE" | "BSE_INDEX" | "BSE"), Some(expiry)) => {
+                match s.option_chain.get(expiry) {
+                    Some(chain) => (
+                        200,
+                        json!({ "status": "success", "underlying": underlying, "underlying_ltp": s.underlying_ltp, "expiry_date": expiry, "chain": chain }),
+                        None,
+                    ),
+                    None => (
+                        400,
+                        json!({ "status": "error", "message": format!("No option contracts for {underlying} expiring {expiry}") }),
+                        None,
+                    ),
+                }
+            }
+            _ => (
+                400,
+                json!({ "status": "error", "message": "underlying, exchange and expiry_date (DDMMMYY) are required" }),
+                None,
+            ),
         },
         (Flavor::Upstox, "GET", p) if p.starts_with("/v3/historical-candle/intraday/") => {
             // `/v3/historical-candle/intraday/:instrument_key/:unit/:interval`, today's candles, newest first.
-            let parts: Vec<String> = p.trim_start_matches("/v3/historical-candle/intraday/").split('/').map(decode).collect();
+            let parts: Vec<String> = p
+                .trim_start_matches("/v3/historical-candle/intraday/")
+                .split('/')
+                .map(decode)
+                .collect();
             match parts.as_slice() {
-                [key, unit, interval] if unit == "minutes" && interval.parse::<u32>().is_ok_and(|i| (1..=300).contains(&i)) => {
+                [key, unit, interval]
+                    if unit == "minutes"
+                        && interval
+                            .parse::<u32>()
+                            .is_ok_and(|i| (1..=300).contains(&i)) =>
+                {
                     let mut rows = s.candles.get(key).cloned().unwrap_or_default();
                     rows.reverse();
                     ok_kite(json!({ "candles": rows }))
                 }
-                _ => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1148", "message": "Invalid unit or interval" }] }), None),
+                _ => (
+                    400,
+                    json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1148", "message": "Invalid unit or interval" }] }),
+                    None,
+                ),
             }
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/history") => {
             let field = |k: &str| body_json[k].as_str().map(str::to_owned);
-            let valid_date = |d: &Option<String>| d.as_ref().is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-' && d.as_bytes()[7] == b'-');
+            let valid_date = |d: &Option<String>| {
+                d.as_ref().is_some_and(|d| {
+                    d.len() == 10 && d.as_bytes()[4] == b'-' && d.as_bytes()[7] == b'-'
+                })
+            };
             let (start, end) = (field("start_date"), field("end_date"));
             match (field("symbol"), field("exchange"), field("interval")) {
-                (Some(symbol), Some(exchange), Some(interval)) if valid_date(&start) && valid_date(&end) && ["1m", "3m", "5m", "10m", "15m", "30m", "1h", "D"].contains(&interval.as_str()) => {
+                (Some(symbol), Some(exchange), Some(interval))
+                    if valid_date(&start)
+                        && valid_date(&end)
+                        && ["1m", "3m", "5m", "10m", "15m", "30m", "1h", "D"]
+                            .contains(&interval.as_str()) =>
+                {
                     let (start, end) = (start.unwrap_or_default(), end.unwrap_or_default());
-                    let rows: Vec<Value> = s.candles.get(&format!("{exchange}:{symbol}")).cloned().unwrap_or_default().into_iter().filter(|r| r["timestamp"].as_str().and_then(|t| t.get(0..10)).is_some_and(|d| d >= start.as_str() && d <= end.as_str())).collect();
+                    let rows: Vec<Value> = s
+                        .candles
+                        .get(&format!("{exchange}:{symbol}"))
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|r| {
+                            r["timestamp"]
+                                .as_str()
+                                .and_then(|t| t.get(0..10))
+                                .is_some_and(|d| d >= start.as_str() && d <= end.as_str())
+                        })
+                        .collect();
                     (200, json!({ "status": "success", "data": rows }), None)
                 }
-                _ => (400, json!({ "status": "error", "message": "symbol, exchange, interval, start_date and end_date (YYYY-MM-DD) are required" }), None),
+                _ => (
+                    400,
+                    json!({ "status": "error", "message": "symbol, exchange, interval, start_date and end_date (YYYY-MM-DD) are required" }),
+                    None,
+                ),
             }
         }
-        (Flavor::Upstox, "GET", "/v2/option/contract") => ok_kite(Value::Array(s.option_contracts.clone())),
+        (Flavor::Upstox, "GET", "/v2/option/contract") => {
+            ok_kite(Value::Array(s.option_contracts.clone()))
+        }
         (Flavor::Upstox, "GET", "/v2/option/chain") => match query(&r.path, "expiry_date") {
-            Some(e) => ok_kite(Value::Array(s.option_chain.get(&e).cloned().unwrap_or_default())),
-            None => (400, json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1088", "message": "expiry_date is required" }] }), None),
+            Some(e) => ok_kite(Value::Array(
+                s.option_chain.get(&e).cloned().unwrap_or_default(),
+            )),
+            None => (
+                400,
+                json!({ "status": "error", "errors": [{ "errorCode": "UDAPI1088", "message": "expiry_date is required" }] }),
+                None,
+            ),
         },
-        (Flavor::Upstox, "GET", "/v2/user/profile") => ok_kite(json!({ "user_id": "UP1234", "user_name": "Test Trader", "broker": "UPSTOX", "is_active": true })),
+        (Flavor::Upstox, "GET", "/v2/user/profile") => ok_kite(
+            json!({ "user_id": "UP1234", "user_name": "Test Trader", "broker": "UPSTOX", "is_active": true }),
+        ),
         (Flavor::Upstox, "POST", "/v3/order/place") => {
             let b = body_json;
-            for k in ["quantity", "product", "validity", "price", "instrument_token", "order_type", "transaction_type", "disclosed_quantity", "trigger_price", "is_amo"] {
+            for k in [
+                "quantity",
+                "product",
+                "validity",
+                "price",
+                "instrument_token",
+                "order_type",
+                "transaction_type",
+                "disclosed_quantity",
+                "trigger_price",
+                "is_amo",
+            ] {
                 if b.get(k).is_none() {
                     return refusal(Flavor::Upstox, &format!("{k} is required"));
                 }
@@ -764,7 +1108,12 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             if !typed {
                 return refusal(Flavor::Upstox, "Invalid input: a field has the wrong type");
             }
-            for (k, allowed) in [("product", &["I", "D", "MTF"][..]), ("validity", &["DAY", "IOC"][..]), ("order_type", &["MARKET", "LIMIT", "SL", "SL-M"][..]), ("transaction_type", &["BUY", "SELL"][..])] {
+            for (k, allowed) in [
+                ("product", &["I", "D", "MTF"][..]),
+                ("validity", &["DAY", "IOC"][..]),
+                ("order_type", &["MARKET", "LIMIT", "SL", "SL-M"][..]),
+                ("transaction_type", &["BUY", "SELL"][..]),
+            ] {
                 if !b[k].as_str().is_some_and(|v| allowed.contains(&v)) {
                     return refusal(Flavor::Upstox, &format!("Invalid {k}"));
                 }
@@ -772,67 +1121,182 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             if b["order_type"] == "LIMIT" && b["price"].as_f64().is_none_or(|p| p <= 0.0) {
                 return refusal(Flavor::Upstox, "Price is required for a limit order");
             }
-            if !s.tradable.is_empty() && !b["instrument_token"].as_str().is_some_and(|t| s.tradable.iter().any(|x| x == t)) {
+            if !s.tradable.is_empty()
+                && !b["instrument_token"]
+                    .as_str()
+                    .is_some_and(|t| s.tradable.iter().any(|x| x == t))
+            {
                 return refusal(Flavor::Upstox, "Invalid instrument key");
             }
-            let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
+            let fields: HashMap<String, String> = b
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             let symbol = fields["instrument_token"].clone();
             let qty = fields["quantity"].clone();
             let side = fields["transaction_type"].clone();
-            place(s, fields, b["tag"].as_str().map(str::to_owned), &symbol, &side, &qty, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 12 } }))
+            place(
+                s,
+                fields,
+                b["tag"].as_str().map(str::to_owned),
+                &symbol,
+                &side,
+                &qty,
+                |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 12 } }),
+            )
         }
-        (Flavor::Upstox, "GET", "/v2/order/details") => match query(&r.path, "order_id").and_then(|id| poll(s, &id)) {
-            Some(o) => ok_kite(upstox_order(&o)),
-            None => refusal(Flavor::Upstox, "Order not found"),
-        },
-        (Flavor::Upstox, "GET", "/v2/order/retrieve-all") => ok_kite(Value::Array(book(s).iter().map(upstox_order).collect())),
+        (Flavor::Upstox, "GET", "/v2/order/details") => {
+            match query(&r.path, "order_id").and_then(|id| poll(s, &id)) {
+                Some(o) => ok_kite(upstox_order(&o)),
+                None => refusal(Flavor::Upstox, "Order not found"),
+            }
+        }
+        (Flavor::Upstox, "GET", "/v2/order/retrieve-all") => {
+            ok_kite(Value::Array(book(s).iter().map(upstox_order).collect()))
+        }
         (Flavor::Upstox, "DELETE", "/v3/order/cancel") => {
             let id = query(&r.path, "order_id").unwrap_or_default();
-            cancel(s, &id, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 9 } }))
+            cancel(
+                s,
+                &id,
+                |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 9 } }),
+            )
         }
         // Modifying a working order: its new terms replace the old ones.
         (Flavor::Kite, "PUT", p) if p.starts_with("/orders/regular/") => {
             let f = form(&r.body);
-            for (k, allowed) in [("order_type", &["MARKET", "LIMIT", "SL", "SL-M"][..]), ("validity", &["DAY", "IOC", "TTL"][..])] {
+            for (k, allowed) in [
+                ("order_type", &["MARKET", "LIMIT", "SL", "SL-M"][..]),
+                ("validity", &["DAY", "IOC", "TTL"][..]),
+            ] {
                 if f.get(k).is_some_and(|v| !allowed.contains(&v.as_str())) {
                     return refusal(Flavor::Kite, &format!("Invalid `{k}`."));
                 }
             }
-            modify(s, &p["/orders/regular/".len()..], f, |id| json!({ "status": "success", "data": { "order_id": id } }))
+            modify(
+                s,
+                &p["/orders/regular/".len()..],
+                f,
+                |id| json!({ "status": "success", "data": { "order_id": id } }),
+            )
         }
         (Flavor::Upstox, "PUT", "/v3/order/modify") => {
             let b = body_json.clone();
-            let Some(id) = b["order_id"].as_str().map(str::to_owned) else { return refusal(Flavor::Upstox, "order_id is required") };
-            for (k, number) in [("quantity", true), ("price", true), ("trigger_price", true), ("validity", false), ("order_type", false)] {
-                if b.get(k).is_some_and(|v| if number { !v.is_number() } else { !v.is_string() }) {
+            let Some(id) = b["order_id"].as_str().map(str::to_owned) else {
+                return refusal(Flavor::Upstox, "order_id is required");
+            };
+            for (k, number) in [
+                ("quantity", true),
+                ("price", true),
+                ("trigger_price", true),
+                ("validity", false),
+                ("order_type", false),
+            ] {
+                if b.get(k).is_some_and(|v| {
+                    if number {
+                        !v.is_number()
+                    } else {
+                        !v.is_string()
+                    }
+                }) {
                     return refusal(Flavor::Upstox, &format!("{k} has the wrong type"));
                 }
             }
-            let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
-            modify(s, &id, fields, |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 10 } }))
+            let fields: HashMap<String, String> = b
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            modify(
+                s,
+                &id,
+                fields,
+                |id| json!({ "status": "success", "data": { "order_ids": [id] }, "metadata": { "latency": 10 } }),
+            )
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/modifyorder") => {
             let b = body_json.clone();
-            for k in ["strategy", "orderid", "symbol", "action", "exchange", "pricetype", "product", "quantity", "price"] {
+            for k in [
+                "strategy",
+                "orderid",
+                "symbol",
+                "action",
+                "exchange",
+                "pricetype",
+                "product",
+                "quantity",
+                "price",
+            ] {
                 if b.get(k).is_none() {
-                    return refusal(Flavor::OpenAlgo, &format!("Missing mandatory field(s): {k}"));
+                    return refusal(
+                        Flavor::OpenAlgo,
+                        &format!("Missing mandatory field(s): {k}"),
+                    );
                 }
             }
-            let id = b["orderid"].as_str().map_or_else(|| b["orderid"].to_string(), str::to_owned);
-            let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
-            modify(s, &id, fields, |id| json!({ "status": "success", "orderid": id }))
+            let id = b["orderid"]
+                .as_str()
+                .map_or_else(|| b["orderid"].to_string(), str::to_owned);
+            let fields: HashMap<String, String> = b
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            modify(
+                s,
+                &id,
+                fields,
+                |id| json!({ "status": "success", "orderid": id }),
+            )
         }
         // The margin calculators and funds, in each API's documented shape.
         (Flavor::Kite, "POST", "/margins/orders") => {
-            let Ok(Value::Array(orders)) = serde_json::from_str::<Value>(&r.body) else { return refusal(Flavor::Kite, "Invalid JSON: expected a list of orders") };
+            let Ok(Value::Array(orders)) = serde_json::from_str::<Value>(&r.body) else {
+                return refusal(Flavor::Kite, "Invalid JSON: expected a list of orders");
+            };
             let mut rows = Vec::new();
             for o in &orders {
-                for k in ["exchange", "tradingsymbol", "transaction_type", "variety", "product", "order_type", "quantity"] {
+                for k in [
+                    "exchange",
+                    "tradingsymbol",
+                    "transaction_type",
+                    "variety",
+                    "product",
+                    "order_type",
+                    "quantity",
+                ] {
                     if o.get(k).is_none() {
                         return refusal(Flavor::Kite, &format!("Missing {k}"));
                     }
                 }
-                let Some(qty) = o["quantity"].as_u64() else { return refusal(Flavor::Kite, "Invalid `quantity`.") };
+                let Some(qty) = o["quantity"].as_u64() else {
+                    return refusal(Flavor::Kite, "Invalid `quantity`.");
+                };
                 let total = s.margin_per_unit * Decimal::from(qty);
                 let total = total.to_string().parse::<f64>().unwrap_or(0.0);
                 rows.push(json!({ "type": "equity", "tradingsymbol": o["tradingsymbol"], "exchange": o["exchange"], "span": total, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0, "cash": 0, "var": 0, "pnl": { "realised": 0, "unrealised": 0 }, "leverage": 1, "total": total }));
@@ -842,114 +1306,263 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         (Flavor::Kite, "POST", "/margins/basket") => {
             // Kite's basket margins: `initial` the legs as if alone, `final` with the hedges (and,
             // with `consider_positions=true`, the open positions) counted.
-            let Ok(Value::Array(orders)) = serde_json::from_str::<Value>(&r.body) else { return refusal(Flavor::Kite, "Invalid JSON: expected a list of orders") };
+            let Ok(Value::Array(orders)) = serde_json::from_str::<Value>(&r.body) else {
+                return refusal(Flavor::Kite, "Invalid JSON: expected a list of orders");
+            };
             let mut total = Decimal::ZERO;
             for o in &orders {
-                for k in ["exchange", "tradingsymbol", "transaction_type", "variety", "product", "order_type", "quantity"] {
+                for k in [
+                    "exchange",
+                    "tradingsymbol",
+                    "transaction_type",
+                    "variety",
+                    "product",
+                    "order_type",
+                    "quantity",
+                ] {
                     if o.get(k).is_none() {
                         return refusal(Flavor::Kite, &format!("Missing {k}"));
                     }
                 }
-                let Some(qty) = o["quantity"].as_u64() else { return refusal(Flavor::Kite, "Invalid `quantity`.") };
+                let Some(qty) = o["quantity"].as_u64() else {
+                    return refusal(Flavor::Kite, "Invalid `quantity`.");
+                };
                 total += s.margin_per_unit * Decimal::from(qty);
             }
-            let sides: Vec<&str> = orders.iter().filter_map(|o| o["transaction_type"].as_str()).collect();
+            let sides: Vec<&str> = orders
+                .iter()
+                .filter_map(|o| o["transaction_type"].as_str())
+                .collect();
             let num = |d: Decimal| d.to_string().parse::<f64>().unwrap_or(0.0);
             let margin = |t: f64| json!({ "type": "", "tradingsymbol": "", "exchange": "", "span": t, "exposure": 0, "option_premium": 0, "additional": 0, "bo": 0, "cash": 0, "var": 0, "pnl": { "realised": 0, "unrealised": 0 }, "leverage": 0, "total": t });
-            ok_kite(json!({ "initial": margin(num(total)), "final": margin(num(hedged(s, total, &sides))), "orders": [] }))
+            ok_kite(
+                json!({ "initial": margin(num(total)), "final": margin(num(hedged(s, total, &sides))), "orders": [] }),
+            )
         }
         (Flavor::Kite, "GET", "/user/margins/equity") => {
             let net = s.funds.to_string().parse::<f64>().unwrap_or(0.0);
-            ok_kite(json!({ "enabled": true, "net": net, "available": { "cash": net, "opening_balance": net, "live_balance": net, "collateral": 0, "intraday_payin": 0 }, "utilised": { "debits": 0, "exposure": 0, "span": 0, "option_premium": 0 } }))
+            ok_kite(
+                json!({ "enabled": true, "net": net, "available": { "cash": net, "opening_balance": net, "live_balance": net, "collateral": 0, "intraday_payin": 0 }, "utilised": { "debits": 0, "exposure": 0, "span": 0, "option_premium": 0 } }),
+            )
         }
         (Flavor::Upstox, "POST", "/v2/charges/margin") => {
-            let items = body_json["instruments"].as_array().cloned().unwrap_or_default();
+            let items = body_json["instruments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if items.is_empty() || items.len() > 20 {
                 return refusal(Flavor::Upstox, "instruments: 1 to 20 allowed");
             }
             let mut total = Decimal::ZERO;
             let mut margins = Vec::new();
             for i in &items {
-                let (Some(_), Some(qty), Some(_), Some(_)) = (i["instrument_key"].as_str(), i["quantity"].as_u64(), i["transaction_type"].as_str(), i["product"].as_str()) else {
-                    return refusal(Flavor::Upstox, "instrument_key, quantity, transaction_type and product are required");
+                let (Some(_), Some(qty), Some(_), Some(_)) = (
+                    i["instrument_key"].as_str(),
+                    i["quantity"].as_u64(),
+                    i["transaction_type"].as_str(),
+                    i["product"].as_str(),
+                ) else {
+                    return refusal(
+                        Flavor::Upstox,
+                        "instrument_key, quantity, transaction_type and product are required",
+                    );
                 };
                 let m = s.margin_per_unit * Decimal::from(qty);
                 total += m;
                 let m = m.to_string().parse::<f64>().unwrap_or(0.0);
                 margins.push(json!({ "span_margin": m, "exposure_margin": 0, "equity_margin": 0, "net_buy_premium": 0, "additional_margin": 0, "total_margin": m, "tender_margin": 0 }));
             }
-            let sides: Vec<&str> = items.iter().filter_map(|i| i["transaction_type"].as_str()).collect();
-            let final_margin = hedged(s, total, &sides).to_string().parse::<f64>().unwrap_or(0.0);
+            let sides: Vec<&str> = items
+                .iter()
+                .filter_map(|i| i["transaction_type"].as_str())
+                .collect();
+            let final_margin = hedged(s, total, &sides)
+                .to_string()
+                .parse::<f64>()
+                .unwrap_or(0.0);
             let total = total.to_string().parse::<f64>().unwrap_or(0.0);
-            ok_kite(json!({ "margins": margins, "required_margin": total, "final_margin": final_margin }))
+            ok_kite(
+                json!({ "margins": margins, "required_margin": total, "final_margin": final_margin }),
+            )
         }
         (Flavor::Upstox, "GET", "/v2/user/get-funds-and-margin") => {
             let free = s.funds.to_string().parse::<f64>().unwrap_or(0.0);
-            ok_kite(json!({ "equity": { "used_margin": 0, "payin_amount": 0, "span_margin": 0, "adhoc_margin": 0, "notional_cash": 0, "available_margin": free, "exposure_margin": 0 } }))
+            ok_kite(
+                json!({ "equity": { "used_margin": 0, "payin_amount": 0, "span_margin": 0, "adhoc_margin": 0, "notional_cash": 0, "available_margin": free, "exposure_margin": 0 } }),
+            )
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/margin") => {
-            let positions = body_json["positions"].as_array().cloned().unwrap_or_default();
+            let positions = body_json["positions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if positions.is_empty() {
                 return refusal(Flavor::OpenAlgo, "positions: at least one is required");
             }
             let mut total = Decimal::ZERO;
             for p in &positions {
-                for k in ["symbol", "exchange", "action", "quantity", "product", "pricetype"] {
+                for k in [
+                    "symbol",
+                    "exchange",
+                    "action",
+                    "quantity",
+                    "product",
+                    "pricetype",
+                ] {
                     if p.get(k).is_none() {
-                        return refusal(Flavor::OpenAlgo, &format!("Missing mandatory field(s): {k}"));
+                        return refusal(
+                            Flavor::OpenAlgo,
+                            &format!("Missing mandatory field(s): {k}"),
+                        );
                     }
                 }
-                let Some(qty) = p["quantity"].as_str().and_then(|q| q.parse::<u64>().ok()) else { return refusal(Flavor::OpenAlgo, "quantity must be a whole number") };
+                let Some(qty) = p["quantity"].as_str().and_then(|q| q.parse::<u64>().ok()) else {
+                    return refusal(Flavor::OpenAlgo, "quantity must be a whole number");
+                };
                 total += s.margin_per_unit * Decimal::from(qty);
             }
-            let sides: Vec<&str> = positions.iter().filter_map(|p| p["action"].as_str()).collect();
+            let sides: Vec<&str> = positions
+                .iter()
+                .filter_map(|p| p["action"].as_str())
+                .collect();
             let total = hedged(s, total, &sides).to_string();
-            (200, json!({ "status": "success", "data": { "total_margin_required": total, "span_margin": total, "exposure_margin": "0" } }), None)
+            (
+                200,
+                json!({ "status": "success", "data": { "total_margin_required": total, "span_margin": total, "exposure_margin": "0" } }),
+                None,
+            )
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/funds") => {
             let free = s.funds.to_string();
-            (200, json!({ "status": "success", "data": { "availablecash": free, "collateral": "0.00", "m2mrealized": "0.00", "m2munrealized": "0.00", "utiliseddebits": "0.00" } }), None)
+            (
+                200,
+                json!({ "status": "success", "data": { "availablecash": free, "collateral": "0.00", "m2mrealized": "0.00", "m2munrealized": "0.00", "utiliseddebits": "0.00" } }),
+                None,
+            )
         }
-        (Flavor::OpenAlgo, "POST", "/api/v1/ping") => (200, json!({ "status": "success", "data": { "message": "pong", "broker": "zerodha" } }), None),
+        (Flavor::OpenAlgo, "POST", "/api/v1/ping") => (
+            200,
+            json!({ "status": "success", "data": { "message": "pong", "broker": "zerodha" } }),
+            None,
+        ),
         (Flavor::OpenAlgo, "POST", "/api/v1/placeorder" | "/api/v1/placesmartorder") => {
             let b = body_json;
-            for k in ["strategy", "symbol", "action", "exchange", "pricetype", "product", "quantity"] {
+            for k in [
+                "strategy",
+                "symbol",
+                "action",
+                "exchange",
+                "pricetype",
+                "product",
+                "quantity",
+            ] {
                 if b.get(k).is_none() {
-                    return refusal(Flavor::OpenAlgo, &format!("Missing mandatory field(s): {k}"));
+                    return refusal(
+                        Flavor::OpenAlgo,
+                        &format!("Missing mandatory field(s): {k}"),
+                    );
                 }
             }
             // OpenAlgo's schema: enums exact; numbers as numbers or numeric strings.
             for (k, allowed) in [
                 ("action", &["BUY", "SELL"][..]),
-                ("exchange", &["NSE", "NFO", "BSE", "BFO", "CDS", "BCD", "MCX"][..]),
+                (
+                    "exchange",
+                    &["NSE", "NFO", "BSE", "BFO", "CDS", "BCD", "MCX"][..],
+                ),
                 ("pricetype", &["MARKET", "LIMIT", "SL", "SL-M"][..]),
                 ("product", &["MIS", "CNC", "NRML"][..]),
             ] {
                 if !b[k].as_str().is_some_and(|v| allowed.contains(&v)) {
-                    return refusal(Flavor::OpenAlgo, &format!("Validation error: {{'{k}': ['Must be one of: {}.']}}", allowed.join(", ")));
+                    return refusal(
+                        Flavor::OpenAlgo,
+                        &format!(
+                            "Validation error: {{'{k}': ['Must be one of: {}.']}}",
+                            allowed.join(", ")
+                        ),
+                    );
                 }
             }
-            let numeric = |v: &Value| v.is_null() || v.as_f64().is_some() || v.as_str().is_some_and(|t| t.trim().parse::<f64>().is_ok());
-            let quantity = b["quantity"].as_u64().or_else(|| b["quantity"].as_str().and_then(|q| q.trim().parse::<u64>().ok()));
-            if quantity.is_none_or(|q| q == 0) || !numeric(&b["price"]) || !numeric(&b["trigger_price"]) {
-                return refusal(Flavor::OpenAlgo, "Validation error: {'quantity': ['Not a valid integer.']}");
+            let numeric = |v: &Value| {
+                v.is_null()
+                    || v.as_f64().is_some()
+                    || v.as_str().is_some_and(|t| t.trim().parse::<f64>().is_ok())
+            };
+            let quantity = b["quantity"].as_u64().or_else(|| {
+                b["quantity"]
+                    .as_str()
+                    .and_then(|q| q.trim().parse::<u64>().ok())
+            });
+            if quantity.is_none_or(|q| q == 0)
+                || !numeric(&b["price"])
+                || !numeric(&b["trigger_price"])
+            {
+                return refusal(
+                    Flavor::OpenAlgo,
+                    "Validation error: {'quantity': ['Not a valid integer.']}",
+                );
             }
-            if b["pricetype"] == "LIMIT" && b["price"].as_str().and_then(|p| p.parse::<f64>().ok()).or(b["price"].as_f64()).is_none_or(|p| p <= 0.0) {
+            if b["pricetype"] == "LIMIT"
+                && b["price"]
+                    .as_str()
+                    .and_then(|p| p.parse::<f64>().ok())
+                    .or(b["price"].as_f64())
+                    .is_none_or(|p| p <= 0.0)
+            {
                 return refusal(Flavor::OpenAlgo, "Price is required for LIMIT orders");
             }
-            let fields: HashMap<String, String> = b.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default();
-            let (symbol, side, qty) = (fields["symbol"].clone(), fields["action"].clone(), fields["quantity"].clone());
-            place(s, fields, None, &symbol, &side, &qty, |id| json!({ "status": "success", "orderid": id }))
+            let fields: HashMap<String, String> = b
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (symbol, side, qty) = (
+                fields["symbol"].clone(),
+                fields["action"].clone(),
+                fields["quantity"].clone(),
+            );
+            place(
+                s,
+                fields,
+                None,
+                &symbol,
+                &side,
+                &qty,
+                |id| json!({ "status": "success", "orderid": id }),
+            )
         }
-        (Flavor::OpenAlgo, "POST", "/api/v1/orderstatus") => match body_json["orderid"].as_str().and_then(|id| poll(s, id)) {
-            Some(o) => (200, json!({ "status": "success", "data": openalgo_order(&o) }), None),
-            None => refusal(Flavor::OpenAlgo, "Order not found"),
-        },
+        (Flavor::OpenAlgo, "POST", "/api/v1/orderstatus") => {
+            match body_json["orderid"].as_str().and_then(|id| poll(s, id)) {
+                Some(o) => (
+                    200,
+                    json!({ "status": "success", "data": openalgo_order(&o) }),
+                    None,
+                ),
+                None => refusal(Flavor::OpenAlgo, "Order not found"),
+            }
+        }
         (Flavor::OpenAlgo, "POST", "/api/v1/orderbook") => {
             let orders: Vec<Value> = book(s).iter().map(openalgo_order).collect();
-            let count = |st: &str| s.orders.iter().filter(|o| o.status.eq_ignore_ascii_case(st)).count() as f64;
+            let count = |st: &str| {
+                s.orders
+                    .iter()
+                    .filter(|o| o.status.eq_ignore_ascii_case(st))
+                    .count() as f64
+            };
             let stats = json!({ "total_buy_orders": s.orders.iter().filter(|o| o.side == "BUY").count() as f64, "total_sell_orders": s.orders.iter().filter(|o| o.side == "SELL").count() as f64, "total_completed_orders": count("COMPLETE"), "total_open_orders": count("OPEN"), "total_rejected_orders": count("REJECTED") });
-            (200, json!({ "status": "success", "data": { "orders": orders, "statistics": stats } }), None)
+            (
+                200,
+                json!({ "status": "success", "data": { "orders": orders, "statistics": stats } }),
+                None,
+            )
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/cancelorder") => {
             let id = body_json["orderid"].as_str().unwrap_or_default().to_owned();
@@ -974,7 +1587,11 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             let data: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| json!({ "symbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string(), "average_price": "0.00", "ltp": "0.00", "pnl": "0.00" })).collect();
             (200, json!({ "status": "success", "data": data }), None)
         }
-        _ => (404, json!({ "status": "error", "message": format!("no route {} {}", r.method, r.path) }), None),
+        _ => (
+            404,
+            json!({ "status": "error", "message": format!("no route {} {}", r.method, r.path) }),
+            None,
+        ),
     }
 }
 
@@ -1000,22 +1617,43 @@ fn next_id(s: &State) -> String {
     format!("2504080{:08}", s.orders.len() + 1)
 }
 
-fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, symbol: &str, side: &str, qty: &str, answer: impl Fn(&str) -> Value) -> Reply {
+fn place(
+    s: &mut State,
+    fields: HashMap<String, String>,
+    tag: Option<String>,
+    symbol: &str,
+    side: &str,
+    qty: &str,
+    answer: impl Fn(&str) -> Value,
+) -> Reply {
     let fault = s.faults.pop_front();
     match &fault {
         Some(Fault::RateLimit) => return too_many(s.flavor),
         Some(Fault::ServerError) => {
             return match s.flavor {
-                Flavor::Kite => (500, json!({ "status": "error", "message": "Something went wrong", "error_type": "GeneralException" }), None),
-                _ => (500, json!({ "status": "error", "message": "Internal server error" }), None),
+                Flavor::Kite => (
+                    500,
+                    json!({ "status": "error", "message": "Something went wrong", "error_type": "GeneralException" }),
+                    None,
+                ),
+                _ => (
+                    500,
+                    json!({ "status": "error", "message": "Internal server error" }),
+                    None,
+                ),
             };
         }
         Some(Fault::Reject(m)) => return refusal(s.flavor, m),
         _ => {}
     }
-    let Ok(qty) = qty.trim_matches('"').parse::<Decimal>() else { return refusal(s.flavor, "Invalid quantity") };
+    let Ok(qty) = qty.trim_matches('"').parse::<Decimal>() else {
+        return refusal(s.flavor, "Invalid quantity");
+    };
     if s.freeze.get(symbol).is_some_and(|limit| qty > *limit) {
-        return refusal(s.flavor, "Quantity freeze: the order quantity is above the exchange's freeze limit for this contract.");
+        return refusal(
+            s.flavor,
+            "Quantity freeze: the order quantity is above the exchange's freeze limit for this contract.",
+        );
     }
     let id = next_id(s);
     let script = s.scripts.pop_front().or_else(|| s.default_script.clone());
@@ -1029,7 +1667,11 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
         symbol: symbol.to_owned(),
         side: side.to_ascii_uppercase(),
         qty,
-        status: if stop { TRIGGER_PENDING.into() } else { "OPEN".into() },
+        status: if stop {
+            TRIGGER_PENDING.into()
+        } else {
+            "OPEN".into()
+        },
         average_price: None,
         polls: 0,
         filled: Decimal::ZERO,
@@ -1055,7 +1697,14 @@ fn place(s: &mut State, fields: HashMap<String, String>, tag: Option<String>, sy
 
 /// The wall clock in IST, as brokers stamp orders.
 fn ist_now() -> String {
-    ist_stamp(i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())).unwrap_or(0))
+    ist_stamp(
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+        )
+        .unwrap_or(0),
+    )
 }
 
 /// `ms` since the epoch as brokers print order times: `YYYY-MM-DD HH:MM:SS`, IST.
@@ -1064,7 +1713,12 @@ pub fn ist_stamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000) + 19_800;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (year, month, day) = tradehost::market::clock::civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The orders a book read shows: an order with a lag shows up only after that many reads.
@@ -1085,7 +1739,9 @@ pub const TRIGGER_PENDING: &str = "TRIGGER PENDING";
 
 /// Whether an order's fields make it a stop (Kite and Upstox `order_type`, OpenAlgo `pricetype`).
 fn is_stop(fields: &HashMap<String, String>) -> bool {
-    ["order_type", "pricetype"].iter().any(|k| fields.get(*k).is_some_and(|t| t == "SL" || t == "SL-M"))
+    ["order_type", "pricetype"]
+        .iter()
+        .any(|k| fields.get(*k).is_some_and(|t| t == "SL" || t == "SL-M"))
 }
 
 /// A status read: a scripted order takes its next step; a stop triggers when the last price
@@ -1098,9 +1754,16 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
     o.polls += 1;
     if o.status == TRIGGER_PENDING {
         // Triggered when the last price reaches the trigger: a sell stop at or below it, a buy stop at or above.
-        let trigger = o.fields.get("trigger_price").and_then(|t| t.parse::<Decimal>().ok());
+        let trigger = o
+            .fields
+            .get("trigger_price")
+            .and_then(|t| t.parse::<Decimal>().ok());
         if let (Some(trigger), Some(last)) = (trigger, ltp.get(&o.symbol).copied()) {
-            let hit = if o.side == "SELL" { last <= trigger } else { last >= trigger };
+            let hit = if o.side == "SELL" {
+                last <= trigger
+            } else {
+                last >= trigger
+            };
             if hit {
                 o.status = "OPEN".into();
                 o.fill(o.qty, last);
@@ -1126,15 +1789,27 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
         return Some(o.clone());
     }
     if o.status == "OPEN" {
-        let limit = o.fields.get("price").and_then(|p| p.trim_matches('"').parse::<Decimal>().ok()).filter(|p| !p.is_zero());
+        let limit = o
+            .fields
+            .get("price")
+            .and_then(|p| p.trim_matches('"').parse::<Decimal>().ok())
+            .filter(|p| !p.is_zero());
         // A limit the market has not reached rests, as on the exchange: a buy above the last price, a sell below.
         if let (true, Some(l), Some(last)) = (limits_rest, limit, ltp.get(&o.symbol).copied()) {
-            let marketable = if o.side == "BUY" { last <= l } else { last >= l };
+            let marketable = if o.side == "BUY" {
+                last <= l
+            } else {
+                last >= l
+            };
             if !marketable {
                 return Some(o.clone());
             }
         }
-        let price = ltp.get(&o.symbol).copied().or(limit).unwrap_or(Decimal::from(100));
+        let price = ltp
+            .get(&o.symbol)
+            .copied()
+            .or(limit)
+            .unwrap_or(Decimal::from(100));
         // A limit (protected) order fills at the market, never beyond its limit.
         let price = match (limit, o.side.as_str()) {
             (Some(l), "BUY") => price.min(l),
@@ -1147,11 +1822,19 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
 }
 
 /// Apply new terms to a working order (its fields, its quantity), recording each change.
-fn modify(s: &mut State, id: &str, fields: HashMap<String, String>, answer: impl Fn(&str) -> Value) -> Reply {
+fn modify(
+    s: &mut State,
+    id: &str,
+    fields: HashMap<String, String>,
+    answer: impl Fn(&str) -> Value,
+) -> Reply {
     let flavor = s.flavor;
     match s.orders.iter_mut().find(|o| o.id == id) {
         Some(o) if o.status == "OPEN" || o.status == TRIGGER_PENDING => {
-            if let Some(q) = fields.get("quantity").and_then(|q| q.trim_matches('"').parse::<Decimal>().ok()) {
+            if let Some(q) = fields
+                .get("quantity")
+                .and_then(|q| q.trim_matches('"').parse::<Decimal>().ok())
+            {
                 o.qty = q;
             }
             for (k, v) in &fields {
@@ -1169,18 +1852,33 @@ fn modify(s: &mut State, id: &str, fields: HashMap<String, String>, answer: impl
 fn cancel(s: &mut State, id: &str, answer: impl Fn(&str) -> Value) -> Reply {
     let flavor = s.flavor;
     match s.orders.iter_mut().find(|o| o.id == id) {
-        Some(o) if o.status == "OPEN" && o.script.as_ref().is_some_and(|sc| sc.fill_on_cancel.is_some()) => {
+        Some(o)
+            if o.status == "OPEN"
+                && o.script
+                    .as_ref()
+                    .is_some_and(|sc| sc.fill_on_cancel.is_some()) =>
+        {
             // The fill was on its way: the cancel comes too late.
-            let price = o.script.as_ref().and_then(|sc| sc.fill_on_cancel).unwrap_or_default();
+            let price = o
+                .script
+                .as_ref()
+                .and_then(|sc| sc.fill_on_cancel)
+                .unwrap_or_default();
             o.fill(o.qty, price);
-            refusal(flavor, "Order cannot be cancelled as it is being processed. Try later.")
+            refusal(
+                flavor,
+                "Order cannot be cancelled as it is being processed. Try later.",
+            )
         }
         Some(o) if o.status == "OPEN" || o.status == TRIGGER_PENDING => {
             o.status = "CANCELLED".into();
             o.message = "Cancelled by user".into();
             (200, answer(id), None)
         }
-        Some(_) => refusal(flavor, "Order cannot be cancelled as it is being processed. Try later."),
+        Some(_) => refusal(
+            flavor,
+            "Order cannot be cancelled as it is being processed. Try later.",
+        ),
         None => refusal(flavor, "Order not found"),
     }
 }
@@ -1226,11 +1924,25 @@ fn upstox_order(o: &MockOrder) -> Value {
 /// OpenAlgo's order (`orderstatus`, `orderbook` rows): quantity a string, prices numbers,
 /// the time as `08-Apr-2025 13:58:03`, and no filled quantity (that is in the tradebook).
 fn openalgo_order(o: &MockOrder) -> Value {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let (date, time) = o.placed_at.split_once(' ').unwrap_or(("1970-01-01", "00:00:00"));
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (date, time) = o
+        .placed_at
+        .split_once(' ')
+        .unwrap_or(("1970-01-01", "00:00:00"));
     let parts: Vec<&str> = date.split('-').collect();
-    let month = parts.get(1).and_then(|m| m.parse::<usize>().ok()).and_then(|m| MONTHS.get(m.wrapping_sub(1))).copied().unwrap_or("Jan");
-    let stamp = format!("{}-{month}-{} {time}", parts.get(2).copied().unwrap_or("01"), parts.first().copied().unwrap_or("1970"));
+    let month = parts
+        .get(1)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .copied()
+        .unwrap_or("Jan");
+    let stamp = format!(
+        "{}-{month}-{} {time}",
+        parts.get(2).copied().unwrap_or("01"),
+        parts.first().copied().unwrap_or("1970")
+    );
     json!({
         "action": o.side, "symbol": o.symbol, "exchange": o.fields.get("exchange"), "orderid": o.id,
         "product": o.fields.get("product"), "quantity": o.qty.to_string(),
@@ -1241,29 +1953,67 @@ fn openalgo_order(o: &MockOrder) -> Value {
 }
 
 fn telegram(s: &mut State, r: &Request) -> Reply {
-    let Some(rest) = r.path.strip_prefix("/bot") else { return (404, json!({ "ok": false, "error_code": 404, "description": "Not Found" }), None) };
-    let Some((token, method)) = rest.split_once('/') else { return (404, json!({ "ok": false, "error_code": 404, "description": "Not Found" }), None) };
+    let Some(rest) = r.path.strip_prefix("/bot") else {
+        return (
+            404,
+            json!({ "ok": false, "error_code": 404, "description": "Not Found" }),
+            None,
+        );
+    };
+    let Some((token, method)) = rest.split_once('/') else {
+        return (
+            404,
+            json!({ "ok": false, "error_code": 404, "description": "Not Found" }),
+            None,
+        );
+    };
     if token != s.token {
         return token_error(Flavor::Telegram);
     }
     if method != "sendMessage" {
-        return (404, json!({ "ok": false, "error_code": 404, "description": "Not Found: method not found" }), None);
+        return (
+            404,
+            json!({ "ok": false, "error_code": 404, "description": "Not Found: method not found" }),
+            None,
+        );
     }
     let now = std::time::Instant::now();
-    while s.sent_at.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
+    while s
+        .sent_at
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+    {
         s.sent_at.pop_front();
     }
     if s.sent_at.len() >= s.per_second {
-        return (429, json!({ "ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": { "retry_after": 1 } }), None);
+        return (
+            429,
+            json!({ "ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": { "retry_after": 1 } }),
+            None,
+        );
     }
     let b: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-    let (Some(chat), Some(text)) = (b["chat_id"].as_str().map(str::to_owned).or_else(|| b["chat_id"].as_i64().map(|i| i.to_string())), b["text"].as_str()) else {
-        return (400, json!({ "ok": false, "error_code": 400, "description": "Bad Request: message text is empty" }), None);
+    let (Some(chat), Some(text)) = (
+        b["chat_id"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| b["chat_id"].as_i64().map(|i| i.to_string())),
+        b["text"].as_str(),
+    ) else {
+        return (
+            400,
+            json!({ "ok": false, "error_code": 400, "description": "Bad Request: message text is empty" }),
+            None,
+        );
     };
     s.sent_at.push_back(now);
     s.messages.push((chat.clone(), text.to_owned()));
     let id = s.messages.len();
-    (200, json!({ "ok": true, "result": { "message_id": id, "chat": { "id": chat }, "date": 1_700_000_000, "text": text } }), None)
+    (
+        200,
+        json!({ "ok": true, "result": { "message_id": id, "chat": { "id": chat }, "date": 1_700_000_000, "text": text } }),
+        None,
+    )
 }
 
 /// A full market quote as Kite's `GET /quote` documents it (`oi` is 0 for what is not F&O).
@@ -1281,7 +2031,13 @@ pub fn kite_quote(instrument_token: u64, last_price: f64, oi: u64, volume: u64) 
 
 /// One row of Upstox's option chain (`GET /v2/option/chain`) as its documentation shows it.
 #[must_use]
-pub fn upstox_chain_row(expiry: &str, strike: f64, spot: f64, ce: (f64, f64), pe: (f64, f64)) -> Value {
+pub fn upstox_chain_row(
+    expiry: &str,
+    strike: f64,
+    spot: f64,
+    ce: (f64, f64),
+    pe: (f64, f64),
+) -> Value {
     let side = |key: &str, (ltp, oi): (f64, f64)| {
         json!({
             "instrument_key": key,
@@ -1298,7 +2054,12 @@ pub fn upstox_chain_row(expiry: &str, strike: f64, spot: f64, ce: (f64, f64), pe
 
 /// One strike of OpenAlgo's option chain (`/api/v1/optionchain`) as its documentation shows it.
 #[must_use]
-pub fn openalgo_chain_row(symbol_prefix: &str, strike: f64, ce: (f64, f64), pe: (f64, f64)) -> Value {
+pub fn openalgo_chain_row(
+    symbol_prefix: &str,
+    strike: f64,
+    ce: (f64, f64),
+    pe: (f64, f64),
+) -> Value {
     let side = |kind: &str, (ltp, oi): (f64, f64)| {
         json!({ "symbol": format!("{symbol_prefix}{}{kind}", strike as u64), "label": "ATM", "ltp": ltp, "bid": ltp - 0.05, "ask": ltp + 0.05,
             "open": ltp, "high": ltp, "low": ltp, "prev_close": ltp, "volume": 1_195_800, "oi": oi, "lotsize": 65, "tick_size": 0.05 })
@@ -1336,29 +2097,74 @@ fn gtt_from_form(f: &HashMap<String, String>) -> Result<MockGtt, String> {
     if f.get("type").map(String::as_str) != Some("single") {
         return Err("Invalid `type`.".into());
     }
-    let condition: Value = f.get("condition").and_then(|c| serde_json::from_str(c).ok()).ok_or("Invalid `condition`.")?;
-    let orders: Value = f.get("orders").and_then(|o| serde_json::from_str(o).ok()).ok_or("Invalid `orders`.")?;
-    let dec = |v: &Value| v.as_f64().and_then(|x| Decimal::from_str_exact(&x.to_string()).ok());
-    let trigger = condition["trigger_values"].as_array().filter(|t| t.len() == 1).and_then(|t| dec(&t[0])).ok_or("Invalid `trigger_values`.")?;
+    let condition: Value = f
+        .get("condition")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or("Invalid `condition`.")?;
+    let orders: Value = f
+        .get("orders")
+        .and_then(|o| serde_json::from_str(o).ok())
+        .ok_or("Invalid `orders`.")?;
+    let dec = |v: &Value| {
+        v.as_f64()
+            .and_then(|x| Decimal::from_str_exact(&x.to_string()).ok())
+    };
+    let trigger = condition["trigger_values"]
+        .as_array()
+        .filter(|t| t.len() == 1)
+        .and_then(|t| dec(&t[0]))
+        .ok_or("Invalid `trigger_values`.")?;
     let last_price = dec(&condition["last_price"]).ok_or("Invalid `last_price`.")?;
     if trigger == last_price {
         return Err("Trigger price cannot be the same as the last price.".into());
     }
-    let leg = orders.as_array().filter(|o| o.len() == 1).map(|o| &o[0]).ok_or("A single trigger takes one order.")?;
+    let leg = orders
+        .as_array()
+        .filter(|o| o.len() == 1)
+        .map(|o| &o[0])
+        .ok_or("A single trigger takes one order.")?;
     if leg["order_type"] != "LIMIT" {
         return Err("Only LIMIT orders are allowed for GTT.".into());
     }
-    let symbol = condition["tradingsymbol"].as_str().ok_or("Invalid `tradingsymbol`.")?;
-    if leg["tradingsymbol"].as_str() != Some(symbol) || condition["exchange"].as_str().is_none() || leg["exchange"] != condition["exchange"] {
+    let symbol = condition["tradingsymbol"]
+        .as_str()
+        .ok_or("Invalid `tradingsymbol`.")?;
+    if leg["tradingsymbol"].as_str() != Some(symbol)
+        || condition["exchange"].as_str().is_none()
+        || leg["exchange"] != condition["exchange"]
+    {
         return Err("The order and the condition must be for the same instrument.".into());
     }
-    let side = leg["transaction_type"].as_str().filter(|t| *t == "BUY" || *t == "SELL").ok_or("Invalid `transaction_type`.")?;
-    let qty = leg["quantity"].as_u64().filter(|q| *q > 0).map(Decimal::from).ok_or("Invalid `quantity`.")?;
-    let limit = dec(&leg["price"]).filter(|p| *p > Decimal::ZERO).ok_or("Invalid `price`.")?;
-    if !leg["product"].as_str().is_some_and(|p| ["CNC", "MIS", "NRML"].contains(&p)) {
+    let side = leg["transaction_type"]
+        .as_str()
+        .filter(|t| *t == "BUY" || *t == "SELL")
+        .ok_or("Invalid `transaction_type`.")?;
+    let qty = leg["quantity"]
+        .as_u64()
+        .filter(|q| *q > 0)
+        .map(Decimal::from)
+        .ok_or("Invalid `quantity`.")?;
+    let limit = dec(&leg["price"])
+        .filter(|p| *p > Decimal::ZERO)
+        .ok_or("Invalid `price`.")?;
+    if !leg["product"]
+        .as_str()
+        .is_some_and(|p| ["CNC", "MIS", "NRML"].contains(&p))
+    {
         return Err("Invalid `product`.".into());
     }
-    Ok(MockGtt { id: 0, status: "active".into(), symbol: symbol.to_owned(), side: side.to_owned(), qty, trigger, limit, last_price, created_at: String::new(), order_id: None })
+    Ok(MockGtt {
+        id: 0,
+        status: "active".into(),
+        symbol: symbol.to_owned(),
+        side: side.to_owned(),
+        qty,
+        trigger,
+        limit,
+        last_price,
+        created_at: String::new(),
+        order_id: None,
+    })
 }
 
 /// A GTT's id as each broker writes it: Upstox `GTT-C…`, Kite and OpenAlgo a number.
@@ -1376,7 +2182,11 @@ fn text_of(v: &Value) -> String {
 
 /// Whether the order a triggered GTT placed is complete (Upstox then stops returning the GTT).
 fn gtt_completed(s: &State, g: &MockGtt) -> bool {
-    g.order_id.as_ref().is_some_and(|id| s.orders.iter().any(|o| &o.id == id && o.status == "COMPLETE"))
+    g.order_id.as_ref().is_some_and(|id| {
+        s.orders
+            .iter()
+            .any(|o| &o.id == id && o.status == "COMPLETE")
+    })
 }
 
 /// A single-leg GTT from Upstox's place or modify body, checked as Upstox documents it:
@@ -1387,13 +2197,24 @@ fn upstox_gtt(b: &Value, was: Option<&MockGtt>) -> Result<MockGtt, String> {
     if b["type"] != "SINGLE" {
         return Err("Invalid type: only SINGLE is taken here".into());
     }
-    let qty = b["quantity"].as_u64().filter(|q| *q > 0).map(Decimal::from).ok_or("Invalid quantity")?;
-    let rules = b["rules"].as_array().filter(|r| r.len() == 1).ok_or("A SINGLE GTT takes one rule")?;
+    let qty = b["quantity"]
+        .as_u64()
+        .filter(|q| *q > 0)
+        .map(Decimal::from)
+        .ok_or("Invalid quantity")?;
+    let rules = b["rules"]
+        .as_array()
+        .filter(|r| r.len() == 1)
+        .ok_or("A SINGLE GTT takes one rule")?;
     let rule = &rules[0];
     if rule["strategy"] != "ENTRY" {
         return Err("Invalid strategy: a SINGLE GTT's rule is its ENTRY".into());
     }
-    let trigger = rule["trigger_price"].as_f64().filter(|p| *p > 0.0).and_then(|p| Decimal::from_str_exact(&p.to_string()).ok()).ok_or("Invalid trigger_price")?;
+    let trigger = rule["trigger_price"]
+        .as_f64()
+        .filter(|p| *p > 0.0)
+        .and_then(|p| Decimal::from_str_exact(&p.to_string()).ok())
+        .ok_or("Invalid trigger_price")?;
     let last_price = match rule["trigger_type"].as_str() {
         Some("BELOW") => trigger + Decimal::ONE,
         Some("ABOVE") => (trigger - Decimal::ONE).max(Decimal::new(5, 2)),
@@ -1405,11 +2226,31 @@ fn upstox_gtt(b: &Value, was: Option<&MockGtt>) -> Result<MockGtt, String> {
             if !b["product"].as_str().is_some_and(|p| p == "I" || p == "D") {
                 return Err("Invalid product".into());
             }
-            let side = b["transaction_type"].as_str().filter(|t| *t == "BUY" || *t == "SELL").ok_or("Invalid transaction_type")?;
-            (b["instrument_token"].as_str().ok_or("instrument_token is required")?.to_owned(), side.to_owned())
+            let side = b["transaction_type"]
+                .as_str()
+                .filter(|t| *t == "BUY" || *t == "SELL")
+                .ok_or("Invalid transaction_type")?;
+            (
+                b["instrument_token"]
+                    .as_str()
+                    .ok_or("instrument_token is required")?
+                    .to_owned(),
+                side.to_owned(),
+            )
         }
     };
-    Ok(MockGtt { id: 0, status: "active".into(), symbol, side, qty, trigger, limit: Decimal::ZERO, last_price, created_at: String::new(), order_id: None })
+    Ok(MockGtt {
+        id: 0,
+        status: "active".into(),
+        symbol,
+        side,
+        qty,
+        trigger,
+        limit: Decimal::ZERO,
+        last_price,
+        created_at: String::new(),
+        order_id: None,
+    })
 }
 
 /// A GTT as Upstox's `GET /v3/order/gtt` writes it (times in microseconds).
@@ -1417,7 +2258,13 @@ fn upstox_gtt_json(s: &State, g: &MockGtt) -> Value {
     let status = match (g.status.as_str(), &g.order_id) {
         ("active", _) => "SCHEDULED",
         ("cancelled", _) => "CANCELLED",
-        (_, Some(id)) if s.orders.iter().any(|o| &o.id == id && o.status == "COMPLETE") => "COMPLETED",
+        (_, Some(id))
+            if s.orders
+                .iter()
+                .any(|o| &o.id == id && o.status == "COMPLETE") =>
+        {
+            "COMPLETED"
+        }
         _ => "TRIGGERED",
     };
     let created = tradehost::brokers::ist_timestamp(&g.created_at).unwrap_or(0) * 1_000;
@@ -1434,8 +2281,22 @@ fn upstox_gtt_json(s: &State, g: &MockGtt) -> Value {
 /// CNC or NRML (never MIS), a positive whole quantity, exactly one of `triggerprice_sl`
 /// (below the last price) and `triggerprice_tg` (above it), `price` the limit (0 at the market).
 fn openalgo_gtt(b: &Value, ltp: Option<Decimal>) -> Result<MockGtt, String> {
-    let dec = |v: &Value| v.as_f64().or_else(|| v.as_str().and_then(|t| t.parse().ok())).and_then(|x| Decimal::from_str_exact(&x.to_string()).ok()).unwrap_or_default();
-    for k in ["strategy", "trigger_type", "exchange", "symbol", "action", "product", "quantity", "price"] {
+    let dec = |v: &Value| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|t| t.parse().ok()))
+            .and_then(|x| Decimal::from_str_exact(&x.to_string()).ok())
+            .unwrap_or_default()
+    };
+    for k in [
+        "strategy",
+        "trigger_type",
+        "exchange",
+        "symbol",
+        "action",
+        "product",
+        "quantity",
+        "price",
+    ] {
         if b.get(k).is_none_or(Value::is_null) {
             return Err(format!("{k}: Missing data for required field."));
         }
@@ -1443,8 +2304,14 @@ fn openalgo_gtt(b: &Value, ltp: Option<Decimal>) -> Result<MockGtt, String> {
     if b["trigger_type"] != "SINGLE" {
         return Err("trigger_type: only SINGLE is taken here".into());
     }
-    if !b["product"].as_str().is_some_and(|p| p == "CNC" || p == "NRML") {
-        return Err("GTT supports only CNC (delivery) or NRML (overnight F&O); MIS is intraday-only.".into());
+    if !b["product"]
+        .as_str()
+        .is_some_and(|p| p == "CNC" || p == "NRML")
+    {
+        return Err(
+            "GTT supports only CNC (delivery) or NRML (overnight F&O); MIS is intraday-only."
+                .into(),
+        );
     }
     let qty = dec(&b["quantity"]);
     if qty <= Decimal::ZERO {
@@ -1453,12 +2320,18 @@ fn openalgo_gtt(b: &Value, ltp: Option<Decimal>) -> Result<MockGtt, String> {
     if !qty.fract().is_zero() {
         return Err("Fractional quantity is not allowed for non-crypto exchanges".into());
     }
-    let side = b["action"].as_str().filter(|t| *t == "BUY" || *t == "SELL").ok_or("action: must be BUY or SELL")?;
+    let side = b["action"]
+        .as_str()
+        .filter(|t| *t == "BUY" || *t == "SELL")
+        .ok_or("action: must be BUY or SELL")?;
     let (sl, tg) = (dec(&b["triggerprice_sl"]), dec(&b["triggerprice_tg"]));
     let (trigger, below) = match (sl > Decimal::ZERO, tg > Decimal::ZERO) {
         (true, false) => (sl, true),
         (false, true) => (tg, false),
-        _ => return Err("triggerprice_sl: SINGLE GTT requires a positive triggerprice_sl or triggerprice_tg".into()),
+        _ => return Err(
+            "triggerprice_sl: SINGLE GTT requires a positive triggerprice_sl or triggerprice_tg"
+                .into(),
+        ),
     };
     if let Some(last) = ltp {
         if below && trigger >= last {
@@ -1468,9 +2341,28 @@ fn openalgo_gtt(b: &Value, ltp: Option<Decimal>) -> Result<MockGtt, String> {
             return Err("triggerprice_tg: the trigger must sit above the last price".into());
         }
     }
-    let limit = if b["pricetype"] == "LIMIT" { dec(&b["price"]) } else { Decimal::ZERO };
-    let last_price = ltp.unwrap_or(if below { trigger + Decimal::ONE } else { trigger - Decimal::ONE });
-    Ok(MockGtt { id: 0, status: "active".into(), symbol: b["symbol"].as_str().unwrap_or_default().to_owned(), side: side.to_owned(), qty, trigger, limit, last_price, created_at: String::new(), order_id: None })
+    let limit = if b["pricetype"] == "LIMIT" {
+        dec(&b["price"])
+    } else {
+        Decimal::ZERO
+    };
+    let last_price = ltp.unwrap_or(if below {
+        trigger + Decimal::ONE
+    } else {
+        trigger - Decimal::ONE
+    });
+    Ok(MockGtt {
+        id: 0,
+        status: "active".into(),
+        symbol: b["symbol"].as_str().unwrap_or_default().to_owned(),
+        side: side.to_owned(),
+        qty,
+        trigger,
+        limit,
+        last_price,
+        created_at: String::new(),
+        order_id: None,
+    })
 }
 
 /// Fire every active GTT the last price has crossed: its order goes into the book
@@ -1478,16 +2370,28 @@ fn openalgo_gtt(b: &Value, ltp: Option<Decimal>) -> Result<MockGtt, String> {
 fn fire_gtts(s: &mut State) {
     for i in 0..s.gtts.len() {
         let g = s.gtts[i].clone();
-        let Some(last) = s.ltp.get(&g.symbol).copied() else { continue };
-        let crossed = if g.last_price > g.trigger { last <= g.trigger } else { last >= g.trigger };
+        let Some(last) = s.ltp.get(&g.symbol).copied() else {
+            continue;
+        };
+        let crossed = if g.last_price > g.trigger {
+            last <= g.trigger
+        } else {
+            last >= g.trigger
+        };
         if g.status != "active" || !crossed {
             continue;
         }
         let id = next_id(s);
-        let mut fields: HashMap<String, String> = [("tradingsymbol", g.symbol.clone()), ("transaction_type", g.side.clone()), ("quantity", g.qty.to_string()), ("exchange", "NSE".into()), ("product", "CNC".into())]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let mut fields: HashMap<String, String> = [
+            ("tradingsymbol", g.symbol.clone()),
+            ("transaction_type", g.side.clone()),
+            ("quantity", g.qty.to_string()),
+            ("exchange", "NSE".into()),
+            ("product", "CNC".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         let kind = if g.limit.is_zero() { "MARKET" } else { "LIMIT" };
         fields.insert("order_type".into(), kind.into());
         fields.insert("pricetype".into(), kind.into());
@@ -1495,7 +2399,17 @@ fn fire_gtts(s: &mut State) {
             fields.insert("price".into(), g.limit.to_string());
         }
         let placed_at = s.clock.clone().unwrap_or_else(ist_now);
-        s.orders.push(MockOrder { id: id.clone(), fields, tag: None, symbol: g.symbol.clone(), side: g.side.clone(), qty: g.qty, status: "OPEN".into(), placed_at, ..MockOrder::default() });
+        s.orders.push(MockOrder {
+            id: id.clone(),
+            fields,
+            tag: None,
+            symbol: g.symbol.clone(),
+            side: g.side.clone(),
+            qty: g.qty,
+            status: "OPEN".into(),
+            placed_at,
+            ..MockOrder::default()
+        });
         s.gtts[i].status = "triggered".into();
         s.gtts[i].order_id = Some(id);
     }
@@ -1516,7 +2430,8 @@ fn gtt_json(g: &MockGtt) -> Value {
 
 /// A margin of several legs: with both buys and sells among them, `basket_hedge` of the sum.
 fn hedged(s: &State, total: Decimal, sides: &[&str]) -> Decimal {
-    let both = sides.iter().any(|t| t.eq_ignore_ascii_case("buy")) && sides.iter().any(|t| t.eq_ignore_ascii_case("sell"));
+    let both = sides.iter().any(|t| t.eq_ignore_ascii_case("buy"))
+        && sides.iter().any(|t| t.eq_ignore_ascii_case("sell"));
     if both { total * s.basket_hedge } else { total }
 }
 
@@ -1525,10 +2440,18 @@ fn hedged(s: &State, total: Decimal, sides: &[&str]) -> Decimal {
 /// the parent's id and each child's. At or below the freeze, Kite refuses to slice.
 fn autoslice(s: &mut State, f: &HashMap<String, String>) -> Reply {
     let symbol = f["tradingsymbol"].clone();
-    let Ok(qty) = f["quantity"].parse::<Decimal>() else { return refusal(Flavor::Kite, "Invalid `quantity`.") };
+    let Ok(qty) = f["quantity"].parse::<Decimal>() else {
+        return refusal(Flavor::Kite, "Invalid `quantity`.");
+    };
     let Some(freeze) = s.freeze.get(&symbol).copied().filter(|l| qty > *l) else {
-        let least = s.freeze.get(&symbol).map_or_else(|| "the freeze quantity".to_owned(), |l| (l + Decimal::ONE).to_string());
-        return refusal(Flavor::Kite, &format!("Quantity should be greater than or equal to {least} for order slicing."));
+        let least = s.freeze.get(&symbol).map_or_else(
+            || "the freeze quantity".to_owned(),
+            |l| (l + Decimal::ONE).to_string(),
+        );
+        return refusal(
+            Flavor::Kite,
+            &format!("Quantity should be greater than or equal to {least} for order slicing."),
+        );
     };
     let parent = format!("2504081{:08}", s.orders.len() + 1);
     let mut children = Vec::new();
@@ -1539,8 +2462,20 @@ fn autoslice(s: &mut State, f: &HashMap<String, String>) -> Reply {
         let mut fields = f.clone();
         fields.remove("autoslice");
         fields.insert("quantity".into(), part.to_string());
-        let (status, body, _) = place(s, fields, f.get("tag").cloned(), &symbol, &f["transaction_type"], &part.to_string(), |id| json!({ "order_id": id }));
-        children.push(if status == 200 { body } else { json!({ "error": { "message": body["message"], "error_type": body["error_type"] } }) });
+        let (status, body, _) = place(
+            s,
+            fields,
+            f.get("tag").cloned(),
+            &symbol,
+            &f["transaction_type"],
+            &part.to_string(),
+            |id| json!({ "order_id": id }),
+        );
+        children.push(if status == 200 {
+            body
+        } else {
+            json!({ "error": { "message": body["message"], "error_type": body["error_type"] } })
+        });
     }
     ok_kite(json!({ "order_id": parent, "children": children }))
 }

@@ -69,10 +69,28 @@ impl Full {
     #[must_use]
     pub fn packet(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(184);
-        for v in [self.token, self.last_paise, 1, self.last_paise, self.volume, 1_000, 1_000, self.last_paise, self.last_paise, self.last_paise, self.last_paise] {
+        for v in [
+            self.token,
+            self.last_paise,
+            1,
+            self.last_paise,
+            self.volume,
+            1_000,
+            1_000,
+            self.last_paise,
+            self.last_paise,
+            self.last_paise,
+            self.last_paise,
+        ] {
             put(&mut p, v);
         }
-        for v in [self.exchange_secs, self.oi, self.oi, self.oi, self.exchange_secs] {
+        for v in [
+            self.exchange_secs,
+            self.oi,
+            self.oi,
+            self.oi,
+            self.exchange_secs,
+        ] {
             put(&mut p, v);
         }
         for level in 0..10u32 {
@@ -105,7 +123,16 @@ pub fn ltp_packet(token: u32, last_paise: u32) -> Vec<u8> {
 #[must_use]
 pub fn index_packet(token: u32, last_paise: u32, exchange_secs: u32) -> Vec<u8> {
     let mut p = Vec::with_capacity(32);
-    for v in [token, last_paise, last_paise, last_paise, last_paise, last_paise, 0, exchange_secs] {
+    for v in [
+        token,
+        last_paise,
+        last_paise,
+        last_paise,
+        last_paise,
+        last_paise,
+        0,
+        exchange_secs,
+    ] {
         put(&mut p, v);
     }
     p
@@ -118,7 +145,11 @@ pub fn index_packet(token: u32, last_paise: u32, exchange_secs: u32) -> Vec<u8> 
 #[must_use]
 pub fn message(packets: &[Vec<u8>]) -> Vec<u8> {
     let mut m = Vec::new();
-    m.extend_from_slice(&u16::try_from(packets.len()).expect("packet count fits 2 bytes").to_be_bytes());
+    m.extend_from_slice(
+        &u16::try_from(packets.len())
+            .expect("packet count fits 2 bytes")
+            .to_be_bytes(),
+    );
     for p in packets {
         m.extend_from_slice(&u16::try_from(p.len()).expect("packet fits").to_be_bytes());
         m.extend_from_slice(p);
@@ -166,7 +197,12 @@ impl KiteTicker {
         let addr = listener.local_addr().expect("addr");
         let (push, _) = broadcast::channel(100_000);
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let query = Arc::new(Mutex::new(query.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>()));
+        let query = Arc::new(Mutex::new(
+            query
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>(),
+        ));
         let (push2, seen2, query2) = (push.clone(), seen.clone(), query.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -174,7 +210,13 @@ impl KiteTicker {
                 tokio::spawn(async move { serve(stream, push, seen, query).await });
             }
         });
-        Self { addr, push, seen, query, task }
+        Self {
+            addr,
+            push,
+            seen,
+            query,
+            task,
+        }
     }
 
     /// `ws://127.0.0.1:<port>`.
@@ -219,14 +261,26 @@ impl Drop for KiteTicker {
 }
 
 fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
-async fn serve(stream: tokio::net::TcpStream, push: broadcast::Sender<Push>, seen: Arc<Mutex<Seen>>, query: Arc<Mutex<Vec<(String, String)>>>) {
+async fn serve(
+    stream: tokio::net::TcpStream,
+    push: broadcast::Sender<Push>,
+    seen: Arc<Mutex<Seen>>,
+    query: Arc<Mutex<Vec<(String, String)>>>,
+) {
     let expected = query.lock().map(|q| q.clone()).unwrap_or_default();
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let q = req.uri().query().unwrap_or("");
-        if expected.iter().all(|(k, v)| query_value(q, k) == Some(v.as_str())) {
+        if expected
+            .iter()
+            .all(|(k, v)| query_value(q, k) == Some(v.as_str()))
+        {
             Ok(resp)
         } else {
             let mut e = ErrorResponse::new(Some("Invalid `api_key` or `access_token`.".into()));

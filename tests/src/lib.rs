@@ -30,7 +30,10 @@ pub fn tradehost_bin() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
     let bin = profile_dir.join("tradehost");
     assert!(
         bin.exists(),
@@ -46,8 +49,19 @@ pub fn tradehost_bin() -> PathBuf {
 /// # Panics
 /// When it fails: with its output.
 pub fn tradehost_ok(args: &[&str]) -> String {
-    let out = std::process::Command::new(tradehost_bin()).args(args).env("RUST_LOG", "warn").env_remove("REDIS_URL").env_remove("TRADING_MODE").output().expect("running tradehost");
-    assert!(out.status.success(), "tradehost {args:?}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(tradehost_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("REDIS_URL")
+        .env_remove("TRADING_MODE")
+        .output()
+        .expect("running tradehost");
+    assert!(
+        out.status.success(),
+        "tradehost {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -56,8 +70,18 @@ pub fn tradehost_ok(args: &[&str]) -> String {
 /// # Panics
 /// When it succeeds.
 pub fn tradehost_fails(args: &[&str]) -> String {
-    let out = std::process::Command::new(tradehost_bin()).args(args).env("RUST_LOG", "warn").env_remove("REDIS_URL").env_remove("TRADING_MODE").output().expect("running tradehost");
-    assert!(!out.status.success(), "tradehost {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    let out = std::process::Command::new(tradehost_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("REDIS_URL")
+        .env_remove("TRADING_MODE")
+        .output()
+        .expect("running tradehost");
+    assert!(
+        !out.status.success(),
+        "tradehost {args:?} should have failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -74,11 +98,16 @@ pub fn arg(p: &Path) -> &str {
 /// notice on stderr) on a machine without it.
 #[must_use]
 pub fn shared_data(file: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/market").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/market")
+        .join(file);
     if path.exists() {
         Some(path)
     } else {
-        eprintln!("notice: {} not found; skipping the real-data part of this test", path.display());
+        eprintln!(
+            "notice: {} not found; skipping the real-data part of this test",
+            path.display()
+        );
         None
     }
 }
@@ -113,24 +142,45 @@ impl RedisServer {
     }
 
     fn spawn(port: u16, dir: &Path, durable: bool) -> std::process::Child {
-        let persistence: &[&str] = if durable { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
+        let persistence: &[&str] = if durable {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(persistence)
             .arg("--dir")
             .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server is not installed; run the README's test command, which installs it")
+            .expect(
+                "redis-server is not installed; run the README's test command, which installs it",
+            )
     }
 
     fn start_with(durable: bool) -> Self {
         for _ in 0..20 {
             let dir = tempfile::tempdir().expect("temp dir");
-            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
             let child = Self::spawn(port, dir.path(), durable);
-            let mut server = Self { child, port, durable, dir };
+            let mut server = Self {
+                child,
+                port,
+                durable,
+                dir,
+            };
             if server.wait_up() {
                 return server;
             }
@@ -164,12 +214,18 @@ impl RedisServer {
     /// When it does not come back.
     pub fn restart(&mut self) {
         self.child = Self::spawn(self.port, self.dir.path(), self.durable);
-        assert!(self.wait_up(), "redis-server did not restart on port {}", self.port);
+        assert!(
+            self.wait_up(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 
     fn ping(&self) -> bool {
         use std::io::{Read as _, Write as _};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
         let mut buf = [0u8; 7];
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
@@ -227,7 +283,8 @@ impl Collector {
             let _ = ready_tx.send(());
             while let Ok(msg) = pubsub.get_message() {
                 let payload: String = msg.get_payload().unwrap_or_default();
-                let value = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+                let value =
+                    serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
                 if let Ok(mut m) = sink.lock() {
                     m.push((msg.get_channel_name().to_owned(), value));
                 }
@@ -252,12 +309,20 @@ impl Collector {
     /// Messages on `channel` whose `type` is `kind`.
     #[must_use]
     pub fn of(&self, channel: &str, kind: &str) -> Vec<serde_json::Value> {
-        self.messages().into_iter().filter(|(c, v)| c == channel && v["type"] == kind).map(|(_, v)| v).collect()
+        self.messages()
+            .into_iter()
+            .filter(|(c, v)| c == channel && v["type"] == kind)
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// Wait up to `timeout` for a message matching `pred`.
     #[must_use]
-    pub fn wait_for(&self, timeout: std::time::Duration, pred: impl Fn(&str, &serde_json::Value) -> bool) -> Option<serde_json::Value> {
+    pub fn wait_for(
+        &self,
+        timeout: std::time::Duration,
+        pred: impl Fn(&str, &serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Some((_, v)) = self.messages().into_iter().find(|(c, v)| pred(c, v)) {
@@ -276,10 +341,21 @@ impl Collector {
 /// # Panics
 /// When an invariant does not hold (this is a test helper).
 pub fn check_journal(db: &rusqlite::Connection) {
-    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
+    let count = |sql: &str| {
+        db.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .expect("count")
+    };
     check_positions(db);
-    assert_eq!(count("SELECT COUNT(*) FROM paper_book"), count("SELECT COUNT(*) FROM orders WHERE state != 'new'"), "paper book vs journal");
-    assert_eq!(count("SELECT COUNT(*) FROM paper_book WHERE state = 'filled'"), count("SELECT COUNT(*) FROM orders WHERE state = 'filled'"), "fills: paper book vs journal");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM paper_book"),
+        count("SELECT COUNT(*) FROM orders WHERE state != 'new'"),
+        "paper book vs journal"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM paper_book WHERE state = 'filled'"),
+        count("SELECT COUNT(*) FROM orders WHERE state = 'filled'"),
+        "fills: paper book vs journal"
+    );
 }
 
 /// Journal invariants whatever the broker: every position is the sum of its
@@ -289,51 +365,110 @@ pub fn check_journal(db: &rusqlite::Connection) {
 /// When an invariant does not hold.
 pub fn check_positions(db: &rusqlite::Connection) {
     use std::collections::HashMap;
-    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
+    let count = |sql: &str| {
+        db.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .expect("count")
+    };
     let mut sums: HashMap<(String, String), rust_decimal::Decimal> = HashMap::new();
-    let mut stmt = db.prepare("SELECT account, instrument, side, qty FROM fills").expect("fills");
+    let mut stmt = db
+        .prepare("SELECT account, instrument, side, qty FROM fills")
+        .expect("fills");
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
         .expect("fills");
     for row in rows {
         let (a, i, side, qty) = row.expect("row");
         let q: rust_decimal::Decimal = qty.parse().expect("qty");
         *sums.entry((a, i)).or_default() += if side == "buy" { q } else { -q };
     }
-    let mut stmt = db.prepare("SELECT account, instrument, qty FROM positions").expect("positions");
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).expect("positions");
+    let mut stmt = db
+        .prepare("SELECT account, instrument, qty FROM positions")
+        .expect("positions");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .expect("positions");
     for row in rows {
         let (a, i, qty) = row.expect("row");
         let held: rust_decimal::Decimal = qty.parse().expect("qty");
-        assert_eq!(sums.get(&(a.clone(), i.clone())).copied().unwrap_or_default(), held, "position {a} {i} is not the sum of its fills");
+        assert_eq!(
+            sums.get(&(a.clone(), i.clone()))
+                .copied()
+                .unwrap_or_default(),
+            held,
+            "position {a} {i} is not the sum of its fills"
+        );
     }
     // Each order's fills add up to what it filled: all of it when filled, the part the broker
     // reported (`filled_qty`) when partly filled or cancelled after a part, nothing otherwise.
-    let mut stmt = db.prepare("SELECT client_order_id, state, qty, filled_qty FROM orders").expect("orders");
+    let mut stmt = db
+        .prepare("SELECT client_order_id, state, qty, filled_qty FROM orders")
+        .expect("orders");
     let orders = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<String>>(3)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
         .expect("orders")
         .map(|r| r.expect("row"))
         .collect::<Vec<_>>();
     let mut filled: HashMap<String, rust_decimal::Decimal> = HashMap::new();
-    let mut stmt = db.prepare("SELECT client_order_id, qty FROM fills").expect("fills");
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).expect("fills") {
+    let mut stmt = db
+        .prepare("SELECT client_order_id, qty FROM fills")
+        .expect("fills");
+    for row in stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .expect("fills")
+    {
         let (coid, qty) = row.expect("row");
         *filled.entry(coid).or_default() += qty.parse::<rust_decimal::Decimal>().expect("qty");
     }
     for (coid, state, qty, reported) in &orders {
         let got = filled.get(coid).copied().unwrap_or_default();
-        let reported = reported.as_deref().map(|q| q.parse::<rust_decimal::Decimal>().expect("filled_qty"));
+        let reported = reported
+            .as_deref()
+            .map(|q| q.parse::<rust_decimal::Decimal>().expect("filled_qty"));
         let want = match state.as_str() {
             "filled" => reported.unwrap_or_else(|| qty.parse().expect("qty")),
             "partially_filled" | "pending_cancel" | "cancelled" => reported.unwrap_or_default(),
             _ => rust_decimal::Decimal::ZERO,
         };
-        assert_eq!(got, want, "order {coid} ({state}, {qty}): its fills add up to {got}, not {want}");
+        assert_eq!(
+            got, want,
+            "order {coid} ({state}, {qty}): its fills add up to {got}, not {want}"
+        );
     }
-    assert_eq!(count("SELECT COUNT(*) FROM fills WHERE client_order_id NOT IN (SELECT client_order_id FROM orders)"), 0, "fills of orders the journal does not hold");
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM fills WHERE client_order_id NOT IN (SELECT client_order_id FROM orders)"
+        ),
+        0,
+        "fills of orders the journal does not hold"
+    );
     // One order per decision: a signal decided twice for an account would show here.
-    assert_eq!(count("SELECT COUNT(*) FROM (SELECT signal_id, account FROM orders GROUP BY signal_id, account HAVING COUNT(*) > 1)"), 0, "an order twice");
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM (SELECT signal_id, account FROM orders GROUP BY signal_id, account HAVING COUNT(*) > 1)"
+        ),
+        0,
+        "an order twice"
+    );
 }
 
 /// How many signals `ma-crossover` with `params` gives natively on the synthetic
@@ -352,14 +487,22 @@ pub fn native_ma_signals(seed: u64, days: u32, params: &[(String, String)]) -> u
 /// # Panics
 /// Params the strategy refuses.
 #[must_use]
-pub fn native_ma_signals_for(seed: u64, days: u32, start_price: f64, params: &[(String, String)]) -> usize {
+pub fn native_ma_signals_for(
+    seed: u64,
+    days: u32,
+    start_price: f64,
+    params: &[(String, String)],
+) -> usize {
     use tradehost::engine::{Native, StrategyRunner, sdk_bar};
     use tradehost::market::source::{MarketEvent, synthetic_events};
-    let mut ma = Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", params).expect("params");
+    let mut ma =
+        Native::<ma_crossover::MaCrossover>::new("ma-crossover", "0.1.0", params).expect("params");
     synthetic_events(&["NIFTY".to_owned()], seed, days, start_price, false, 60)
         .iter()
         .map(|e| match e {
-            MarketEvent::Candle { bar, .. } => ma.on_candle("NIFTY", 60, &sdk_bar(bar)).map_or(0, |s| s.len()),
+            MarketEvent::Candle { bar, .. } => ma
+                .on_candle("NIFTY", 60, &sdk_bar(bar))
+                .map_or(0, |s| s.len()),
             MarketEvent::Chain(_) => 0,
         })
         .sum()
@@ -374,11 +517,23 @@ pub fn native_ma_signals_for(seed: u64, days: u32, start_price: f64, params: &[(
 /// # Panics
 /// When the folder cannot be written.
 #[must_use]
-pub fn reliance_day_config(dir: &Path, price: impl Fn(u32) -> f64, live: &str, account_id: &str, account: &str) -> PathBuf {
+pub fn reliance_day_config(
+    dir: &Path,
+    price: impl Fn(u32) -> f64,
+    live: &str,
+    account_id: &str,
+    account: &str,
+) -> PathBuf {
     let mut csv = String::from("timestamp,open,high,low,close,volume\n");
     for i in 0..360u32 {
         let (minute, p) = (9 * 60 + 15 + i, price(i));
-        csv += &format!("2024-01-02T{:02}:{:02}:00+05:30,{p:.2},{:.2},{:.2},{p:.2},1000\n", minute / 60, minute % 60, p + 0.5, p - 0.5);
+        csv += &format!(
+            "2024-01-02T{:02}:{:02}:00+05:30,{p:.2},{:.2},{:.2},{p:.2},1000\n",
+            minute / 60,
+            minute % 60,
+            p + 0.5,
+            p - 0.5
+        );
     }
     std::fs::write(dir.join("RELIANCE.csv"), csv).expect("writing the day");
     let text = format!(
@@ -406,7 +561,10 @@ impl Drop for Killed {
 /// When no port can be bound.
 #[must_use]
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// The argon2 hash `tradehost console --hash-password` prints for `password`.
@@ -417,11 +575,25 @@ pub fn free_port() -> u16 {
 pub fn console_password_hash(password: &str) -> String {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(tradehost_bin()).args(["console", "--hash-password"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("tradehost console --hash-password");
+    let mut child = Command::new(tradehost_bin())
+        .args(["console", "--hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tradehost console --hash-password");
     writeln!(child.stdin.take().expect("stdin"), "{password}").expect("writing the password");
     let out = child.wait_with_output().expect("its output");
-    assert!(out.status.success(), "tradehost console --hash-password failed");
-    let text = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
-    assert!(text.starts_with("$argon2id$"), "not an argon2id hash: {text}");
+    assert!(
+        out.status.success(),
+        "tradehost console --hash-password failed"
+    );
+    let text = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(
+        text.starts_with("$argon2id$"),
+        "not an argon2id hash: {text}"
+    );
     text
 }

@@ -142,23 +142,68 @@ pub fn market_frame(updates: &[(&str, f64, i64, i64, f64, f64)]) -> Vec<u8> {
         .iter()
         .map(|(key, ltp, ltt, vtt, bid, ask)| {
             let market = MarketFullFeed {
-                ltpc: Some(Ltpc { ltp: *ltp, ltt: *ltt, ltq: 75, cp: 0.0 }),
-                market_level: Some(MarketLevel { bid_ask_quote: vec![Quote { bid_q: 75, bid_p: *bid, ask_q: 50, ask_p: *ask }] }),
+                ltpc: Some(Ltpc {
+                    ltp: *ltp,
+                    ltt: *ltt,
+                    ltq: 75,
+                    cp: 0.0,
+                }),
+                market_level: Some(MarketLevel {
+                    bid_ask_quote: vec![Quote {
+                        bid_q: 75,
+                        bid_p: *bid,
+                        ask_q: 50,
+                        ask_p: *ask,
+                    }],
+                }),
                 atp: *ltp,
                 vtt: *vtt,
                 oi: 12_000.0,
                 tbq: 1_000.0,
             };
-            ((*key).to_owned(), Feed { union: Some(FeedUnion::Full(FullFeed { union: Some(FullFeedUnion::Market(market)) })), request_mode: 1 })
+            (
+                (*key).to_owned(),
+                Feed {
+                    union: Some(FeedUnion::Full(FullFeed {
+                        union: Some(FullFeedUnion::Market(market)),
+                    })),
+                    request_mode: 1,
+                },
+            )
         })
         .collect();
-    FeedResponse { kind: 1, feeds, current_ts: updates.first().map_or(0, |u| u.2) }.encode_to_vec()
+    FeedResponse {
+        kind: 1,
+        feeds,
+        current_ts: updates.first().map_or(0, |u| u.2),
+    }
+    .encode_to_vec()
 }
 
 /// A live-feed frame with one full-mode index update.
 #[must_use]
 pub fn index_frame(key: &str, value: f64, ltt_ms: i64) -> Vec<u8> {
-    let index = IndexFullFeed { ltpc: Some(Ltpc { ltp: value, ltt: ltt_ms, ltq: 0, cp: 0.0 }) };
-    let feeds = HashMap::from([(key.to_owned(), Feed { union: Some(FeedUnion::Full(FullFeed { union: Some(FullFeedUnion::Index(index)) })), request_mode: 1 })]);
-    FeedResponse { kind: 1, feeds, current_ts: ltt_ms }.encode_to_vec()
+    let index = IndexFullFeed {
+        ltpc: Some(Ltpc {
+            ltp: value,
+            ltt: ltt_ms,
+            ltq: 0,
+            cp: 0.0,
+        }),
+    };
+    let feeds = HashMap::from([(
+        key.to_owned(),
+        Feed {
+            union: Some(FeedUnion::Full(FullFeed {
+                union: Some(FullFeedUnion::Index(index)),
+            })),
+            request_mode: 1,
+        },
+    )]);
+    FeedResponse {
+        kind: 1,
+        feeds,
+        current_ts: ltt_ms,
+    }
+    .encode_to_vec()
 }

@@ -70,11 +70,16 @@ impl Drop for Reaper {
 fn rows(db: &Path, sql: &str) -> Vec<String> {
     let db = rusqlite::Connection::open(db).unwrap();
     let mut stmt = db.prepare(sql).unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 fn count(db: &Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db).and_then(|c| c.query_row(sql, [], |r| r.get(0))).unwrap_or(0)
+    rusqlite::Connection::open(db)
+        .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,75 +88,157 @@ async fn a_live_kite_feed_trades_on_paper_and_replays_the_same() {
     let live_dir = tempfile::tempdir().unwrap();
     let source = r#"{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs = 0 }"#;
     let cfg = config(live_dir.path(), source, &ticker.url());
-    let mut child = Reaper(Some(Command::new(tradehost_bin())
-        .args(["run", "--quiet", "--config"])
-        .arg(&cfg)
-        .env_remove("REDIS_URL")
-        .env_remove("TRADING_MODE")
-        .env("RUST_LOG", "warn")
-        .env("TRADEHOST_KITE_1_API_KEY", "key1")
-        .env("TRADEHOST_KITE_1_ACCESS_TOKEN", "tok1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()));
-    let pid = child.0.as_ref().map(std::process::Child::id).unwrap_or_default();
+    let mut child = Reaper(Some(
+        Command::new(tradehost_bin())
+            .args(["run", "--quiet", "--config"])
+            .arg(&cfg)
+            .env_remove("REDIS_URL")
+            .env_remove("TRADING_MODE")
+            .env("RUST_LOG", "warn")
+            .env("TRADEHOST_KITE_1_API_KEY", "key1")
+            .env("TRADEHOST_KITE_1_ACCESS_TOKEN", "tok1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let pid = child
+        .0
+        .as_ref()
+        .map(std::process::Child::id)
+        .unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     while ticker.seen(|s| s.requests.get(&0).map_or(0, Vec::len)) < 2 {
         assert!(Instant::now() < deadline, "the run never subscribed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(ticker.seen(|s| s.requests[&0][0].clone()), serde_json::json!({ "a": "subscribe", "v": [256_265] }), "NIFTY resolves to Kite's NIFTY 50 index");
+    assert_eq!(
+        ticker.seen(|s| s.requests[&0][0].clone()),
+        serde_json::json!({ "a": "subscribe", "v": [256_265] }),
+        "NIFTY resolves to Kite's NIFTY 50 index"
+    );
 
     // One synthetic day as the exchange would tick it: open, high, low, close of each minute.
     let events = synthetic_events(&["NIFTY".to_owned()], 2, 1, 21_700.0, false, 60);
     let mut bars = Vec::new();
     for e in &events {
-        let MarketEvent::Candle { bar, .. } = e else { continue };
+        let MarketEvent::Candle { bar, .. } = e else {
+            continue;
+        };
         let secs = u32::try_from(bar.ts_ms / 1000).unwrap();
-        let paise = |d: rust_decimal::Decimal| u32::try_from((d * rust_decimal::Decimal::from(100)).trunc().mantissa()).unwrap();
-        let packets = [(bar.open, 0), (bar.high, 15), (bar.low, 30), (bar.close, 59)].map(|(p, s)| index_packet(256_265, paise(p.normalize()), secs + s));
+        let paise = |d: rust_decimal::Decimal| {
+            u32::try_from((d * rust_decimal::Decimal::from(100)).trunc().mantissa()).unwrap()
+        };
+        let packets = [
+            (bar.open, 0),
+            (bar.high, 15),
+            (bar.low, 30),
+            (bar.close, 59),
+        ]
+        .map(|(p, s)| index_packet(256_265, paise(p.normalize()), secs + s));
         ticker.push(Push::Binary(message(&packets)));
         bars.push(bar);
         if bars.len() % 50 == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let native = tradehost_tests::native_ma_signals(2, 1, &[("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())]);
+    let native = tradehost_tests::native_ma_signals(
+        2,
+        1,
+        &[
+            ("fast".to_owned(), "5".to_owned()),
+            ("slow".to_owned(), "20".to_owned()),
+        ],
+    );
     assert!(native > 4, "the day has signals: {native}");
     let journal = live_dir.path().join("journal.sqlite");
     let deadline = Instant::now() + Duration::from_secs(60);
     while count(&journal, "SELECT COUNT(*) FROM decisions") < native as i64 {
-        assert!(Instant::now() < deadline, "the live run decided {} of {native} signals", count(&journal, "SELECT COUNT(*) FROM decisions"));
+        assert!(
+            Instant::now() < deadline,
+            "the live run decided {} of {native} signals",
+            count(&journal, "SELECT COUNT(*) FROM decisions")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Let the last fills land, then stop it as a service is stopped.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&journal, "SELECT COUNT(*) FROM orders WHERE state = 'accepted'") > 1 {
+    while count(
+        &journal,
+        "SELECT COUNT(*) FROM orders WHERE state = 'accepted'",
+    ) > 1
+    {
         assert!(Instant::now() < deadline, "orders left unfilled");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let out = child.0.take().unwrap().wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let live_signals = rows(&journal, "SELECT signal_id FROM decisions ORDER BY signal_id");
-    let live_fills = rows(&journal, "SELECT ts || ' ' || side || ' ' || qty || ' ' || price FROM fills ORDER BY ts");
-    assert_eq!(live_signals.len(), native, "one decision per signal, as many as the strategy gives natively on the same bars");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live_signals = rows(
+        &journal,
+        "SELECT signal_id FROM decisions ORDER BY signal_id",
+    );
+    let live_fills = rows(
+        &journal,
+        "SELECT ts || ' ' || side || ' ' || qty || ' ' || price FROM fills ORDER BY ts",
+    );
+    assert_eq!(
+        live_signals.len(),
+        native,
+        "one decision per signal, as many as the strategy gives natively on the same bars"
+    );
     assert!(!live_fills.is_empty());
 
     // The recording, replayed through the replay source, trades the same.
-    let days: Vec<_> = std::fs::read_dir(live_dir.path().join("rec")).unwrap().map(|e| e.unwrap().path()).collect();
+    let days: Vec<_> = std::fs::read_dir(live_dir.path().join("rec"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(days.len(), 1, "one day recorded");
     let replay_dir = tempfile::tempdir().unwrap();
-    let source = format!("{{ kind = \"replay\", files = [{:?}] }}", days[0].display().to_string());
+    let source = format!(
+        "{{ kind = \"replay\", files = [{:?}] }}",
+        days[0].display().to_string()
+    );
     let cfg = config(replay_dir.path(), &source, "ws://127.0.0.1:9");
-    let out = Command::new(tradehost_bin()).args(["run", "--quiet", "--until-idle", "0.5", "--config"]).arg(&cfg).env_remove("REDIS_URL").env_remove("TRADING_MODE").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(tradehost_bin())
+        .args(["run", "--quiet", "--until-idle", "0.5", "--config"])
+        .arg(&cfg)
+        .env_remove("REDIS_URL")
+        .env_remove("TRADING_MODE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let journal = replay_dir.path().join("journal.sqlite");
-    assert_eq!(rows(&journal, "SELECT signal_id FROM decisions ORDER BY signal_id"), live_signals);
-    let replay_fills = rows(&journal, "SELECT ts || ' ' || side || ' ' || qty || ' ' || price FROM fills ORDER BY ts");
-    assert_eq!(replay_fills[..live_fills.len().min(replay_fills.len())], live_fills[..live_fills.len().min(replay_fills.len())]);
-    assert!(replay_fills.len().abs_diff(live_fills.len()) <= 1, "the same fills (the last order may wait for a price the live run stopped before)");
+    assert_eq!(
+        rows(
+            &journal,
+            "SELECT signal_id FROM decisions ORDER BY signal_id"
+        ),
+        live_signals
+    );
+    let replay_fills = rows(
+        &journal,
+        "SELECT ts || ' ' || side || ' ' || qty || ' ' || price FROM fills ORDER BY ts",
+    );
+    assert_eq!(
+        replay_fills[..live_fills.len().min(replay_fills.len())],
+        live_fills[..live_fills.len().min(replay_fills.len())]
+    );
+    assert!(
+        replay_fills.len().abs_diff(live_fills.len()) <= 1,
+        "the same fills (the last order may wait for a price the live run stopped before)"
+    );
 }
 
 /// Live mode with nothing but the broker: ticks from a local Kite ticker, orders to a local
@@ -174,16 +261,23 @@ async fn live_mode_on_broker_sockets_learns_fills_from_postbacks() {
     rest.state().expire_after = Some(4);
     // NIFTY's weekly options (Kite's names from its rules), quoted by the broker for the option
     // chains of a second pipeline: calls and puts hold the same OI, so the chains move no signal.
-    let option_token = |k: u32, call: bool| ((90_000 + k / 100 * 10 + if call { 1 } else { 2 }) << 8) | 2;
+    let option_token =
+        |k: u32, call: bool| ((90_000 + k / 100 * 10 + if call { 1 } else { 2 }) << 8) | 2;
     let mut master = KITE_INSTRUMENTS.to_owned();
     {
         let mut s = rest.state();
-        s.quotes.insert("NSE:NIFTY 50".into(), tradehost_tests::brokers::kite_quote(256_265, 21_712.5, 0, 0));
+        s.quotes.insert(
+            "NSE:NIFTY 50".into(),
+            tradehost_tests::brokers::kite_quote(256_265, 21_712.5, 0, 0),
+        );
         for k in [21_600_u32, 21_700, 21_800] {
             for (kind, call) in [("CE", true), ("PE", false)] {
                 let token = option_token(k, call);
                 master.push_str(&format!("{token},1,NIFTY99D24{k}{kind},\"NIFTY\",0,2099-12-24,{k},0.05,75,{kind},NFO-OPT,NFO\n"));
-                s.quotes.insert(format!("NFO:NIFTY99D24{k}{kind}"), tradehost_tests::brokers::kite_quote(u64::from(token), 100.0, 50_000, 1_000));
+                s.quotes.insert(
+                    format!("NFO:NIFTY99D24{k}{kind}"),
+                    tradehost_tests::brokers::kite_quote(u64::from(token), 100.0, 50_000, 1_000),
+                );
             }
         }
     }
@@ -249,40 +343,86 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
             .spawn()
             .unwrap(),
     ));
-    let pid = child.0.as_ref().map(std::process::Child::id).unwrap_or_default();
+    let pid = child
+        .0
+        .as_ref()
+        .map(std::process::Child::id)
+        .unwrap_or_default();
     // Two connections: the pipeline's feed (subscribing RELIANCE) and the order stream (subscribing nothing).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while ticker.seen(|s| s.connections) < 2 || !ticker.seen(|s| s.requests.values().any(|r| r.len() >= 2)) {
-        assert!(Instant::now() < deadline, "the run did not open its feed and its order stream");
+    while ticker.seen(|s| s.connections) < 2
+        || !ticker.seen(|s| s.requests.values().any(|r| r.len() >= 2))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not open its feed and its order stream"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let subscribed: Vec<serde_json::Value> = ticker.seen(|s| s.requests.values().flatten().cloned().collect());
-    assert!(subscribed.contains(&serde_json::json!({ "a": "subscribe", "v": [RELIANCE] })), "{subscribed:?}");
+    let subscribed: Vec<serde_json::Value> =
+        ticker.seen(|s| s.requests.values().flatten().cloned().collect());
+    assert!(
+        subscribed.contains(&serde_json::json!({ "a": "subscribe", "v": [RELIANCE] })),
+        "{subscribed:?}"
+    );
 
     let events = synthetic_events(&["RELIANCE".to_owned()], 4, 1, 1_300.0, false, 60);
     let mut pushed = std::collections::HashSet::new();
     let journal = dir.path().join("journal.sqlite");
     let postbacks = |pushed: &mut std::collections::HashSet<String>| {
         // Kite's postback for every order the broker holds that we have not told of yet.
-        let orders: Vec<(String, Option<String>)> = rest.state().orders.iter().map(|o| (o.id.clone(), o.tag.clone())).collect();
+        let orders: Vec<(String, Option<String>)> = rest
+            .state()
+            .orders
+            .iter()
+            .map(|o| (o.id.clone(), o.tag.clone()))
+            .collect();
         for (id, tag) in orders {
             if pushed.insert(id.clone()) {
                 let data = serde_json::json!({ "order_id": id, "status": "COMPLETE", "tag": tag, "tradingsymbol": "RELIANCE", "exchange": "NSE", "filled_quantity": 10, "pending_quantity": 0 });
-                ticker.push(Push::Text(serde_json::json!({ "type": "order", "data": data }).to_string()));
+                ticker.push(Push::Text(
+                    serde_json::json!({ "type": "order", "data": data }).to_string(),
+                ));
             }
         }
     };
-    let event = |name: &str| collector.of("trading:events", "event").into_iter().filter(|e| e["event"] == name).count();
+    let event = |name: &str| {
+        collector
+            .of("trading:events", "event")
+            .into_iter()
+            .filter(|e| e["event"] == name)
+            .count()
+    };
     let mut renewed = false;
     for (n, e) in events.iter().enumerate() {
-        let MarketEvent::Candle { bar, .. } = e else { continue };
+        let MarketEvent::Candle { bar, .. } = e else {
+            continue;
+        };
         let secs = u32::try_from(bar.ts_ms / 1000).unwrap();
-        let paise = |d: rust_decimal::Decimal| u32::try_from((d * rust_decimal::Decimal::from(100)).trunc().mantissa()).unwrap();
+        let paise = |d: rust_decimal::Decimal| {
+            u32::try_from((d * rust_decimal::Decimal::from(100)).trunc().mantissa()).unwrap()
+        };
         rest.state().ltp.insert("RELIANCE".into(), bar.close);
-        let packets: Vec<Vec<u8>> = [(bar.open, 0), (bar.high, 15), (bar.low, 30), (bar.close, 59)]
-            .iter()
-            .map(|(p, s)| Full { token: RELIANCE, last_paise: paise(*p), volume: 1_000 + secs % 1_000, oi: 0, exchange_secs: secs + s, bid_paise: paise(*p) - 5, ask_paise: paise(*p) + 5 }.packet())
-            .collect();
+        let packets: Vec<Vec<u8>> = [
+            (bar.open, 0),
+            (bar.high, 15),
+            (bar.low, 30),
+            (bar.close, 59),
+        ]
+        .iter()
+        .map(|(p, s)| {
+            Full {
+                token: RELIANCE,
+                last_paise: paise(*p),
+                volume: 1_000 + secs % 1_000,
+                oi: 0,
+                exchange_secs: secs + s,
+                bid_paise: paise(*p) - 5,
+                ask_paise: paise(*p) + 5,
+            }
+            .packet()
+        })
+        .collect();
         ticker.push(Push::Binary(message(&packets)));
         // A paced market: a minute every 20 ms, postbacks as orders appear.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -291,8 +431,16 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
             // The broker drops every connection: both come back by themselves.
             ticker.push(Push::Drop);
             let deadline = Instant::now() + Duration::from_secs(30);
-            while event("feed_reconnected") < 1 || !collector.of("trading:events", "event").iter().any(|e| e["event"] == "order_stream_connected" && e["reconnect"] == true) {
-                assert!(Instant::now() < deadline, "the feed and the order stream did not come back");
+            while event("feed_reconnected") < 1
+                || !collector
+                    .of("trading:events", "event")
+                    .iter()
+                    .any(|e| e["event"] == "order_stream_connected" && e["reconnect"] == true)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the feed and the order stream did not come back"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -300,9 +448,16 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
             // A new day's token, everywhere at once: the broker, its ticker, and the host over the commands channel.
             rest.state().token = "tok2".into();
             ticker.set_token("tok2");
-            let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+            let mut con = redis::Client::open(redis.url())
+                .unwrap()
+                .get_connection()
+                .unwrap();
             let command = r#"{"v":1,"type":"command","id":"tok-1","cmd":"token","account":"kite-1","access_token":"tok2"}"#;
-            let _: i64 = redis::cmd("PUBLISH").arg("trading:commands").arg(command).query(&mut con).unwrap();
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("trading:commands")
+                .arg(command)
+                .query(&mut con)
+                .unwrap();
             renewed = true;
         }
         if n == 300 {
@@ -311,7 +466,15 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
             ticker.push(Push::Drop);
         }
     }
-    let native = tradehost_tests::native_ma_signals_for(4, 1, 1_300.0, &[("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())]);
+    let native = tradehost_tests::native_ma_signals_for(
+        4,
+        1,
+        1_300.0,
+        &[
+            ("fast".to_owned(), "5".to_owned()),
+            ("slow".to_owned(), "20".to_owned()),
+        ],
+    );
     assert!(native > 4, "the day has signals: {native}");
     // Every order the run placed fills, although no poll came in ten minutes.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -319,46 +482,146 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
         postbacks(&mut pushed);
         let placed = rest.state().orders.len() as i64;
         let filled = count(&journal, "SELECT COUNT(*) FROM fills");
-        if placed > 2 && filled == placed && count(&journal, "SELECT COUNT(*) FROM decisions") == native as i64 && event("feed_reconnected") >= 2 {
+        if placed > 2
+            && filled == placed
+            && count(&journal, "SELECT COUNT(*) FROM decisions") == native as i64
+            && event("feed_reconnected") >= 2
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "{filled} of {placed} orders filled; {} of {native} signals decided; {} feed reconnections", count(&journal, "SELECT COUNT(*) FROM decisions"), event("feed_reconnected"));
+        assert!(
+            Instant::now() < deadline,
+            "{filled} of {placed} orders filled; {} of {native} signals decided; {} feed reconnections",
+            count(&journal, "SELECT COUNT(*) FROM decisions"),
+            event("feed_reconnected")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(count(&journal, "SELECT COUNT(*) FROM orders"), rest.state().orders.len() as i64, "every journal order reached the broker once");
+    assert_eq!(
+        count(&journal, "SELECT COUNT(*) FROM orders"),
+        rest.state().orders.len() as i64,
+        "every journal order reached the broker once"
+    );
     assert_eq!(event("token_expired"), 1);
     assert!(event("token_renewed") >= 1, "resumed without a restart");
     // The second drop came after the renewal: its reconnections were refused by nobody.
-    assert_eq!(ticker.seen(|s| s.refused), 0, "every reconnection used a token the broker took");
+    assert_eq!(
+        ticker.seen(|s| s.refused),
+        0,
+        "every reconnection used a token the broker took"
+    );
     // Each order was placed once and read at most a few times: pushes, not polls.
-    let polls: u32 = rest.state().orders.iter().map(|o| o.polls).max().unwrap_or(0);
+    let polls: u32 = rest
+        .state()
+        .orders
+        .iter()
+        .map(|o| o.polls)
+        .max()
+        .unwrap_or(0);
     assert!(polls <= 3, "an order was read {polls} times");
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let out = child.0.take().unwrap().wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(event("order_update") > 0 && event("order_stream_connected") >= 2, "the order stream was followed, and came back after the drop");
-    assert!(event("orders_synced") >= 2, "each connection of the order stream synced the working orders before decisions went on");
+    assert!(
+        event("order_update") > 0 && event("order_stream_connected") >= 2,
+        "the order stream was followed, and came back after the drop"
+    );
+    assert!(
+        event("orders_synced") >= 2,
+        "each connection of the order stream synced the working orders before decisions went on"
+    );
     // The option chains came from the broker too: quoted over the master's contracts, handed to
     // the second pipeline's strategy, and the options around the money subscribed on the ticker.
-    assert!(rest.state().requests.iter().any(|r| r.path.starts_with("/quote?") && r.path.contains("NIFTY99D2421700CE")), "Kite quotes asked for the chain");
-    let chain_beats = collector.of("trading:events", "heartbeat").into_iter().filter(|h| h["role"] == "engine").filter_map(|h| h["pipelines"]["nifty-chain"]["events_in"].as_u64()).max().unwrap_or(0);
-    assert!(chain_beats >= 2, "the chains reached the strategy ({chain_beats} events)");
-    let moved = collector.of("trading:events", "event").into_iter().find(|e| e["event"] == "strikes_moved" && e["pipeline"] == "nifty-chain").expect("the strikes around the money");
-    assert_eq!(moved["options"], serde_json::json!(["NIFTY24DEC9921600CE", "NIFTY24DEC9921600PE", "NIFTY24DEC9921700CE", "NIFTY24DEC9921700PE", "NIFTY24DEC9921800CE", "NIFTY24DEC9921800PE"]));
-    let subscribed: Vec<serde_json::Value> = ticker.seen(|s| s.requests.values().flatten().cloned().collect());
-    assert!(subscribed.iter().any(|r| r["a"] == "subscribe" && r["v"].as_array().is_some_and(|v| v.contains(&serde_json::json!(option_token(21_700, true))))), "the ATM call on the ticker");
-    let published: String = collector.messages().iter().filter(|(c, _)| c != "trading:commands").map(|(c, v)| format!("{c} {v}\n")).collect();
+    assert!(
+        rest.state()
+            .requests
+            .iter()
+            .any(|r| r.path.starts_with("/quote?") && r.path.contains("NIFTY99D2421700CE")),
+        "Kite quotes asked for the chain"
+    );
+    let chain_beats = collector
+        .of("trading:events", "heartbeat")
+        .into_iter()
+        .filter(|h| h["role"] == "engine")
+        .filter_map(|h| h["pipelines"]["nifty-chain"]["events_in"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        chain_beats >= 2,
+        "the chains reached the strategy ({chain_beats} events)"
+    );
+    let moved = collector
+        .of("trading:events", "event")
+        .into_iter()
+        .find(|e| e["event"] == "strikes_moved" && e["pipeline"] == "nifty-chain")
+        .expect("the strikes around the money");
+    assert_eq!(
+        moved["options"],
+        serde_json::json!([
+            "NIFTY24DEC9921600CE",
+            "NIFTY24DEC9921600PE",
+            "NIFTY24DEC9921700CE",
+            "NIFTY24DEC9921700PE",
+            "NIFTY24DEC9921800CE",
+            "NIFTY24DEC9921800PE"
+        ])
+    );
+    let subscribed: Vec<serde_json::Value> =
+        ticker.seen(|s| s.requests.values().flatten().cloned().collect());
+    assert!(
+        subscribed.iter().any(|r| r["a"] == "subscribe"
+            && r["v"]
+                .as_array()
+                .is_some_and(|v| v.contains(&serde_json::json!(option_token(21_700, true))))),
+        "the ATM call on the ticker"
+    );
+    let published: String = collector
+        .messages()
+        .iter()
+        .filter(|(c, _)| c != "trading:commands")
+        .map(|(c, v)| format!("{c} {v}\n"))
+        .collect();
     for secret in ["tok1", "tok2", "key1"] {
-        assert!(!stdout.contains(secret) && !stderr.contains(secret) && !published.contains(secret), "a credential leaked");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret) && !published.contains(secret),
+            "a credential leaked"
+        );
     }
     // The postbacks were recorded as received, beside the ticks.
-    let day = std::fs::read_dir(dir.path().join("rec")).unwrap().next().unwrap().unwrap().path();
-    let orders_file = std::fs::read_dir(&day).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("orders-kite-1."))).expect("an order-update recording");
-    let text = std::io::read_to_string(flate2::read::MultiGzDecoder::new(std::fs::File::open(&orders_file).unwrap())).unwrap();
-    let recorded: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let day = std::fs::read_dir(dir.path().join("rec"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let orders_file = std::fs::read_dir(&day)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("orders-kite-1."))
+        })
+        .expect("an order-update recording");
+    let text = std::io::read_to_string(flate2::read::MultiGzDecoder::new(
+        std::fs::File::open(&orders_file).unwrap(),
+    ))
+    .unwrap();
+    let recorded: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(recorded.len(), pushed.len(), "one line per postback");
-    assert!(recorded.iter().all(|r| r["update"]["status"] == "COMPLETE" && r["received_ms"].as_i64().is_some()));
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r["update"]["status"] == "COMPLETE" && r["received_ms"].as_i64().is_some())
+    );
 }
 
 #[test]
@@ -366,7 +629,26 @@ fn the_live_example_config_is_valid_as_written() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/live.toml");
     let config = tradehost::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let sources: Vec<_> = config.pipelines.iter().map(|p| p.source.clone()).collect();
-    assert!(sources.iter().all(|s| matches!(s, tradehost::config::Source::Broker { .. })), "{sources:?}");
-    assert!(matches!(&sources[1], tradehost::config::Source::Broker { chain_secs: 60, strikes: 5, .. }));
-    assert_eq!(config.accounts.iter().map(|a| a.broker.get_ref().as_str()).collect::<Vec<_>>(), ["kite", "upstox"]);
+    assert!(
+        sources
+            .iter()
+            .all(|s| matches!(s, tradehost::config::Source::Broker { .. })),
+        "{sources:?}"
+    );
+    assert!(matches!(
+        &sources[1],
+        tradehost::config::Source::Broker {
+            chain_secs: 60,
+            strikes: 5,
+            ..
+        }
+    ));
+    assert_eq!(
+        config
+            .accounts
+            .iter()
+            .map(|a| a.broker.get_ref().as_str())
+            .collect::<Vec<_>>(),
+        ["kite", "upstox"]
+    );
 }

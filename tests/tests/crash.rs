@@ -27,8 +27,14 @@ fn spawn(config: &std::path::Path, url: &str, args: &[&str]) -> Child {
 
 #[test]
 fn orders_survive_sigkill_at_random_points() {
-    let kills: usize = std::env::var("CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20).max(20);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64);
+    let kills: usize = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .max(20);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64);
     eprintln!("crash test: {kills} kills, seed {seed} (kill points are drawn from it)");
     let mut rng = tradehost::market::synthetic::Rng::new(seed);
 
@@ -72,7 +78,13 @@ slow = 20
     let url = server.url();
     let mut engine = spawn(&config, &url, &["--role", "engine", "--until-idle", "1"]);
     let orders_args = ["--role", "orders", "--until-idle", "3"];
-    let started = || collector.of("trading:events", "event").iter().filter(|e| e["event"] == "orders_started").count();
+    let started = || {
+        collector
+            .of("trading:events", "event")
+            .iter()
+            .filter(|e| e["event"] == "orders_started")
+            .count()
+    };
     // Most kills land after the process has announced itself (mid-order, mid-publish); every
     // fifth lands at a random moment from its spawn, which on a loaded machine is often its
     // start-up (reconcile, price warm-up, resending). Counting only the first kind as starts
@@ -86,8 +98,14 @@ slow = 20
         } else {
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while started() == before {
-                assert!(std::time::Instant::now() < deadline, "orders process {k} did not start within 30 s");
-                assert!(orders.try_wait().unwrap().is_none(), "orders process {k} exited before it started");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "orders process {k} did not start within 30 s"
+                );
+                assert!(
+                    orders.try_wait().unwrap().is_none(),
+                    "orders process {k} exited before it started"
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
             announced += 1;
@@ -99,34 +117,84 @@ slow = 20
             eprintln!("  {} kills done", k + 1);
         }
     }
-    assert!(engine.wait().unwrap().success(), "the engine finished its run");
+    assert!(
+        engine.wait().unwrap().success(),
+        "the engine finished its run"
+    );
     let last = spawn(&config, &url, &orders_args).wait().unwrap();
-    assert!(last.success(), "the last orders process drained the log and exited");
+    assert!(
+        last.success(),
+        "the last orders process drained the log and exited"
+    );
 
-    let params = vec![("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())];
+    let params = vec![
+        ("fast".to_owned(), "5".to_owned()),
+        ("slow".to_owned(), "20".to_owned()),
+    ];
     let expected = tradehost_tests::native_ma_signals(2, days, &params) as i64;
-    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     // Counted as added, not as still there: the orders role trims acknowledged entries.
-    let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO").arg("STREAM").arg("trading:signals:log").query(&mut con).unwrap();
+    let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg("trading:signals:log")
+        .query(&mut con)
+        .unwrap();
     let added = match info.get("entries-added") {
         Some(redis::Value::Int(n)) => *n,
         other => panic!("XINFO STREAM without entries-added: {other:?}"),
     };
     assert_eq!(added, expected, "every signal reached the log once");
-    let pending: redis::Value = redis::cmd("XPENDING").arg("trading:signals:log").arg("orders").query(&mut con).unwrap();
-    assert!(matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))), "unacknowledged entries: {pending:?}");
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg("trading:signals:log")
+        .arg("orders")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))),
+        "unacknowledged entries: {pending:?}"
+    );
 
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
-    let decisions: i64 = db.query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0)).unwrap();
-    assert_eq!(decisions, expected * 2, "a decision for every signal and account: no signal lost");
+    let decisions: i64 = db
+        .query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        decisions,
+        expected * 2,
+        "a decision for every signal and account: no signal lost"
+    );
     check_journal(&db);
     let mut accepted: HashMap<String, usize> = HashMap::new();
-    for o in collector.of("trading:orders", "order").iter().filter(|o| o["state"] == "accepted") {
-        *accepted.entry(o["client_order_id"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+    for o in collector
+        .of("trading:orders", "order")
+        .iter()
+        .filter(|o| o["state"] == "accepted")
+    {
+        *accepted
+            .entry(o["client_order_id"].as_str().unwrap_or("").to_owned())
+            .or_default() += 1;
     }
-    assert!(accepted.values().all(|n| *n == 1), "orders accepted twice: {:?}", accepted.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
-    let starts = collector.of("trading:events", "event").iter().filter(|e| e["event"] == "orders_started").count();
-    assert!(starts > announced, "the orders role really restarted ({starts} starts for {kills} kills, {announced} seen before their kill, and the last)");
-    let orders: i64 = db.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0)).unwrap();
-    eprintln!("crash test: {expected} signals, {decisions} decisions, {orders} orders, {starts} orders processes, all consistent");
+    assert!(
+        accepted.values().all(|n| *n == 1),
+        "orders accepted twice: {:?}",
+        accepted.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    let starts = collector
+        .of("trading:events", "event")
+        .iter()
+        .filter(|e| e["event"] == "orders_started")
+        .count();
+    assert!(
+        starts > announced,
+        "the orders role really restarted ({starts} starts for {kills} kills, {announced} seen before their kill, and the last)"
+    );
+    let orders: i64 = db
+        .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+        .unwrap();
+    eprintln!(
+        "crash test: {expected} signals, {decisions} decisions, {orders} orders, {starts} orders processes, all consistent"
+    );
 }

@@ -16,11 +16,24 @@ const RUNS: usize = 10;
 /// The repository's `pipelines.toml` with its plugins and journal in `dir`.
 fn bundled_config(dir: &Path) -> std::path::PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let text = std::fs::read_to_string(repo.join("pipelines.toml")).expect("the bundled pipelines.toml");
+    let text =
+        std::fs::read_to_string(repo.join("pipelines.toml")).expect("the bundled pipelines.toml");
     let text = text
-        .replace("plugin_dir = \"plugins\"", &format!("plugin_dir = {:?}", plugin_dir().display().to_string()))
-        .replace("journal = \"out/journal.sqlite\"", &format!("journal = {:?}", dir.join("journal.sqlite").display().to_string()));
-    assert!(text.contains(&dir.display().to_string()), "pipelines.toml changed shape");
+        .replace(
+            "plugin_dir = \"plugins\"",
+            &format!("plugin_dir = {:?}", plugin_dir().display().to_string()),
+        )
+        .replace(
+            "journal = \"out/journal.sqlite\"",
+            &format!(
+                "journal = {:?}",
+                dir.join("journal.sqlite").display().to_string()
+            ),
+        );
+    assert!(
+        text.contains(&dir.display().to_string()),
+        "pipelines.toml changed shape"
+    );
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -31,17 +44,37 @@ fn outcome(journal: &Path) -> Vec<String> {
     let db = rusqlite::Connection::open(journal).unwrap();
     let mut rows = Vec::new();
     for (name, sql) in [
-        ("decision", "SELECT signal_id, account, outcome, COALESCE(client_order_id, '') FROM decisions ORDER BY signal_id, account"),
-        ("order", "SELECT client_order_id, account, pipeline, instrument, side, qty, state, not_before FROM orders ORDER BY client_order_id"),
-        ("fill", "SELECT client_order_id, seq, account, instrument, side, qty, price, ts FROM fills ORDER BY client_order_id, seq"),
-        ("position", "SELECT account, instrument, qty, avg_price, realized FROM positions ORDER BY account, instrument"),
-        ("daily", "SELECT account, day, realized FROM daily_pnl ORDER BY account, day"),
+        (
+            "decision",
+            "SELECT signal_id, account, outcome, COALESCE(client_order_id, '') FROM decisions ORDER BY signal_id, account",
+        ),
+        (
+            "order",
+            "SELECT client_order_id, account, pipeline, instrument, side, qty, state, not_before FROM orders ORDER BY client_order_id",
+        ),
+        (
+            "fill",
+            "SELECT client_order_id, seq, account, instrument, side, qty, price, ts FROM fills ORDER BY client_order_id, seq",
+        ),
+        (
+            "position",
+            "SELECT account, instrument, qty, avg_price, realized FROM positions ORDER BY account, instrument",
+        ),
+        (
+            "daily",
+            "SELECT account, day, realized FROM daily_pnl ORDER BY account, day",
+        ),
     ] {
         let mut stmt = db.prepare(sql).unwrap();
         let n = stmt.column_count();
         let found = stmt
             .query_map([], |r| {
-                let cols: Vec<String> = (0..n).map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect::<Result<_, _>>()?;
+                let cols: Vec<String> = (0..n)
+                    .map(|i| {
+                        r.get::<_, rusqlite::types::Value>(i)
+                            .map(|v| format!("{v:?}"))
+                    })
+                    .collect::<Result<_, _>>()?;
                 Ok(format!("{name} {}", cols.join(" | ")))
             })
             .unwrap()
@@ -68,7 +101,9 @@ impl Load {
                 std::thread::spawn(move || {
                     let mut x = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1),
+                        );
                     }
                 })
             })
@@ -103,15 +138,26 @@ fn the_demo_gives_the_same_orders_fills_and_pnl_on_every_run_loaded_or_not() {
             .output()
             .unwrap();
         drop(load);
-        assert!(out.status.success(), "run {run}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "run {run}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = outcome(&dir.path().join("journal.sqlite"));
-        assert!(got.iter().filter(|r| r.starts_with("fill ")).count() > 50, "run {run}: the demo trades");
+        assert!(
+            got.iter().filter(|r| r.starts_with("fill ")).count() > 50,
+            "run {run}: the demo trades"
+        );
         match &first {
             None => first = Some(got),
             Some(want) => {
                 let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
                 let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
-                assert!(missing.is_empty() && extra.is_empty() && got.len() == want.len(), "run {run} differs from run 0:\nonly in run 0: {missing:#?}\nonly in run {run}: {extra:#?}");
+                assert!(
+                    missing.is_empty() && extra.is_empty() && got.len() == want.len(),
+                    "run {run} differs from run 0:\nonly in run 0: {missing:#?}\nonly in run {run}: {extra:#?}"
+                );
             }
         }
     }

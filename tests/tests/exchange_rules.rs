@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
+use serde_json::json;
 use tradehost::brokers::instruments::InstrumentMaster;
 use tradehost::brokers::kite::Kite;
 use tradehost::brokers::live::{AccountLink, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
 use tradehost::brokers::{Broker, BrokerError, OrderRequest, Secret, Segment};
-use serde_json::json;
 use tradehost::bus::Bus;
 use tradehost::bus::message::{SCHEMA_VERSION, SignalMessage};
 use tradehost::config::{Config, Product};
@@ -81,7 +81,15 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
         s.tradable = vec![KITE_SYMBOL.into()];
         s.freeze.insert(KITE_SYMBOL.into(), dec!(1800));
     }
-    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
+    let kite: Arc<dyn Broker> = Arc::new(
+        Kite::new(
+            &mock.url,
+            Secret::new("kite-key"),
+            Secret::new("kite-token"),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
     // The mock is the exchange: one order of 5,000 is refused.
     let whole = OrderRequest {
         client_order_id: "th000000000000000000".into(),
@@ -99,7 +107,10 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
         validity: tradehost::brokers::Validity::Day,
         autoslice: false,
     };
-    assert!(matches!(kite.place(&whole).await, Err(BrokerError::Rejected(m)) if m.contains("freeze")), "the mock enforces the freeze quantity");
+    assert!(
+        matches!(kite.place(&whole).await, Err(BrokerError::Rejected(m)) if m.contains("freeze")),
+        "the mock enforces the freeze quantity"
+    );
 
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), CONFIG).unwrap());
     let journal = dir.path().join("journal.sqlite");
@@ -107,10 +118,22 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     om.on_signal(&signal()).unwrap();
     let orders = om.take_live_orders();
-    assert_eq!(orders.iter().map(|o| o.qty).collect::<Vec<_>>(), vec![dec!(1800), dec!(1800), dec!(1400)], "5,000 in slices of whole lots no larger than 1,800");
+    assert_eq!(
+        orders.iter().map(|o| o.qty).collect::<Vec<_>>(),
+        vec![dec!(1800), dec!(1800), dec!(1400)],
+        "5,000 in slices of whole lots no larger than 1,800"
+    );
 
     let account = &config.accounts[0];
-    let link = AccountLink { account: "kite-1".into(), broker: kite.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec, margin_check: account.margin_check };
+    let link = AccountLink {
+        account: "kite-1".into(),
+        broker: kite.clone(),
+        product: Product::Mis,
+        protection_pct: Decimal::from(2),
+        algo_id: account.algo_id.clone(),
+        orders_per_sec: account.risk.max_orders_per_sec,
+        margin_check: account.margin_check,
+    };
     let (router, mut rx) = kite_router(dir.path(), "exchange-rules", KITE_CSV, link, None).await;
     let ids: Vec<String> = orders.iter().map(|o| o.client_order_id.clone()).collect();
     for o in orders {
@@ -119,7 +142,11 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
     // Each slice accepted and filled; the journal takes every report.
     let mut filled = 0;
     while filled < 3 {
-        let update = match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("the router reports").expect("open") {
+        let update = match tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the router reports")
+            .expect("open")
+        {
             RouterOutput::Update(u) => u,
             RouterOutput::Notice(_) => continue,
         };
@@ -129,18 +156,44 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
         filled += usize::from(matches!(update, LiveUpdate::Filled { .. }));
         om.on_live_update(&update).unwrap();
     }
-    assert_eq!(om.positions_of("kite-1").unwrap()["NIFTY28MAR2420800CE"], dec!(5000));
+    assert_eq!(
+        om.positions_of("kite-1").unwrap()["NIFTY28MAR2420800CE"],
+        dec!(5000)
+    );
 
     let s = mock.state();
-    let sent: Vec<(Option<String>, Decimal, Option<String>, String)> = s.orders.iter().map(|o| (o.tag.clone(), o.qty, o.fields.get("algo_id").cloned(), o.symbol.clone())).collect();
+    let sent: Vec<(Option<String>, Decimal, Option<String>, String)> = s
+        .orders
+        .iter()
+        .map(|o| {
+            (
+                o.tag.clone(),
+                o.qty,
+                o.fields.get("algo_id").cloned(),
+                o.symbol.clone(),
+            )
+        })
+        .collect();
     assert_eq!(sent.len(), 3, "{sent:?}");
     for ((tag, _, algo, symbol), id) in sent.iter().zip(&ids) {
-        assert_eq!((tag.as_deref(), algo.as_deref(), symbol.as_str()), (Some(id.as_str()), Some("NSE-ALGO-0042"), KITE_SYMBOL));
+        assert_eq!(
+            (tag.as_deref(), algo.as_deref(), symbol.as_str()),
+            (Some(id.as_str()), Some("NSE-ALGO-0042"), KITE_SYMBOL)
+        );
     }
     // Two a second: the third placement waits for the first to be a second old.
-    let placed: Vec<std::time::Instant> = s.requests.iter().filter(|r| r.method == "POST" && r.path.starts_with("/orders/regular")).map(|r| r.at).collect();
+    let placed: Vec<std::time::Instant> = s
+        .requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/orders/regular"))
+        .map(|r| r.at)
+        .collect();
     assert_eq!(placed.len(), 4, "the refused whole order and three slices");
-    assert!(placed[3].duration_since(placed[1]) >= Duration::from_millis(990), "paced: {:?}", placed[3].duration_since(placed[1]));
+    assert!(
+        placed[3].duration_since(placed[1]) >= Duration::from_millis(990),
+        "paced: {:?}",
+        placed[3].duration_since(placed[1])
+    );
     drop(s);
     drop(om);
 
@@ -148,21 +201,50 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
     let csv = tradehost_ok(&["audit", "--journal", arg(&journal)]);
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} column"))
+    };
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 3, "{csv}");
     let parent = tradehost::subscriber::client_order_id(&signal().id, "kite-1");
     for (row, id) in rows.iter().zip(&ids) {
         assert_eq!(row[col("client_order_id")], id.as_str(), "{csv}");
         assert_eq!(row[col("parent_order_id")], parent.as_str());
-        assert_eq!((row[col("algo_id")], row[col("exchange")], row[col("state")], row[col("decision")]), ("NSE-ALGO-0042", "NFO", "filled", "order"));
-        assert_eq!((row[col("plugin")], row[col("plugin_version")], row[col("plugin_sha256")]), ("ma-crossover", "0.1.0", "ab".repeat(32).as_str()));
+        assert_eq!(
+            (
+                row[col("algo_id")],
+                row[col("exchange")],
+                row[col("state")],
+                row[col("decision")]
+            ),
+            ("NSE-ALGO-0042", "NFO", "filled", "order")
+        );
+        assert_eq!(
+            (
+                row[col("plugin")],
+                row[col("plugin_version")],
+                row[col("plugin_sha256")]
+            ),
+            ("ma-crossover", "0.1.0", "ab".repeat(32).as_str())
+        );
         assert_eq!(row[col("exchange_time")], "2024-03-01T10:00:00.000+05:30");
         assert!(!row[col("broker_order_id")].is_empty());
     }
-    assert_eq!(rows.iter().map(|r| r[col("qty")]).collect::<Vec<_>>(), vec!["1800", "1800", "1400"]);
+    assert_eq!(
+        rows.iter().map(|r| r[col("qty")]).collect::<Vec<_>>(),
+        vec!["1800", "1800", "1400"]
+    );
     // One day only, or none.
-    assert_eq!(tradehost_ok(&["audit", "--journal", arg(&journal), "--day", "2024-03-04"]).lines().count(), 1, "the header alone");
+    assert_eq!(
+        tradehost_ok(&["audit", "--journal", arg(&journal), "--day", "2024-03-04"])
+            .lines()
+            .count(),
+        1,
+        "the header alone"
+    );
 }
 
 const PROTECTED: &str = r#"
@@ -189,28 +271,62 @@ const RELIANCE_CSV: &str = "instrument_token,exchange_token,tradingsymbol,name,l
 ";
 
 /// A router for one account at Kite, with the instrument dump `csv` loaded as Kite's master.
-async fn kite_router(dir: &std::path::Path, bus: &str, csv: &str, link: AccountLink, cancel_after: Option<Duration>) -> (LiveRouter, tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
+async fn kite_router(
+    dir: &std::path::Path,
+    bus: &str,
+    csv: &str,
+    link: AccountLink,
+    cancel_after: Option<Duration>,
+) -> (
+    LiveRouter,
+    tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
+) {
     live_router(dir, bus, Some(("kite", csv)), link, cancel_after).await
 }
 
 /// A router for one account, with `master` (a broker and its instrument dump) loaded.
-async fn live_router(dir: &std::path::Path, bus: &str, master_csv: Option<(&str, &str)>, link: AccountLink, cancel_after: Option<Duration>) -> (LiveRouter, tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
+async fn live_router(
+    dir: &std::path::Path,
+    bus: &str,
+    master_csv: Option<(&str, &str)>,
+    link: AccountLink,
+    cancel_after: Option<Duration>,
+) -> (
+    LiveRouter,
+    tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
+) {
     let master = InstrumentMaster::new(Bus::embedded(bus));
     if let Some((broker, csv)) = master_csv {
         let path = dir.join(format!("{broker}.csv"));
         std::fs::write(&path, csv).unwrap();
         master.load(broker, arg(&path)).await.unwrap();
     }
-    let settings = RouterSettings { poll: Duration::from_millis(20), backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(200), max_attempts: 6, cancel_after, absent_reads: 3 };
+    let settings = RouterSettings {
+        poll: Duration::from_millis(20),
+        backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        max_attempts: 6,
+        cancel_after,
+        absent_reads: 3,
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (LiveRouter::start(vec![link], master, settings, tx), rx)
 }
 
 /// Everything the router says until `done` holds, journaled as it comes; then what the
 /// order manager hands back to the router (new orders, cancels, modifications) goes out.
-async fn pump(om: &mut OrderManager, router: &LiveRouter, rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>, mut done: impl FnMut(&LiveUpdate) -> bool) {
+async fn pump(
+    om: &mut OrderManager,
+    router: &LiveRouter,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
+    mut done: impl FnMut(&LiveUpdate) -> bool,
+) {
     loop {
-        let update = match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("the router reports").expect("open") {
+        let update = match tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the router reports")
+            .expect("open")
+        {
             RouterOutput::Update(u) => u,
             RouterOutput::Notice(_) => continue,
         };
@@ -235,15 +351,39 @@ fn hand_over(om: &mut OrderManager, router: &LiveRouter) {
 }
 
 fn quote(ts: i64, price: Decimal) -> tradehost::bus::message::QuotesMessage {
-    let q = tradehost::bus::message::Quote { instrument: "RELIANCE".into(), open: price, high: price, low: price, close: price, bid: None, ask: None };
-    tradehost::bus::message::QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("rel/{ts}"), ts, quotes: vec![q], after_signal: None, last: false }
+    let q = tradehost::bus::message::Quote {
+        instrument: "RELIANCE".into(),
+        open: price,
+        high: price,
+        low: price,
+        close: price,
+        bid: None,
+        ask: None,
+    };
+    tradehost::bus::message::QuotesMessage {
+        v: SCHEMA_VERSION,
+        kind: "quotes".into(),
+        id: format!("rel/{ts}"),
+        ts,
+        quotes: vec![q],
+        after_signal: None,
+        last: false,
+    }
 }
 
 /// RELIANCE at 100 a minute before `T`, then the strategy buys: the entry fills and the
 /// position's protective stop is accepted at the broker.
-async fn enter_reliance_at_100(om: &mut OrderManager, router: &LiveRouter, rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>) {
+async fn enter_reliance_at_100(
+    om: &mut OrderManager,
+    router: &LiveRouter,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
+) {
     let mut s = signal();
-    (s.pipeline, s.instrument, s.id) = ("rel".into(), "RELIANCE".into(), SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0));
+    (s.pipeline, s.instrument, s.id) = (
+        "rel".into(),
+        "RELIANCE".into(),
+        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
+    );
     om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
     om.on_signal(&s).unwrap();
     hand_over(om, router);
@@ -254,7 +394,13 @@ async fn enter_reliance_at_100(om: &mut OrderManager, router: &LiveRouter, rx: &
 /// The price (at the mock under `key`, and in the quotes) rises to 103, then 106, a minute
 /// apart; each time the trail tightens the stop and the broker's protective order follows
 /// (`changes` counts the broker's modifications). Returns the exchange time reached.
-async fn trail_to_106(om: &mut OrderManager, router: &LiveRouter, mock: &MockServer, key: &str, changes: impl Fn(&MockServer) -> usize) -> i64 {
+async fn trail_to_106(
+    om: &mut OrderManager,
+    router: &LiveRouter,
+    mock: &MockServer,
+    key: &str,
+    changes: impl Fn(&MockServer) -> usize,
+) -> i64 {
     let mut t = T;
     for price in [dec!(103), dec!(106)] {
         t += 60_000;
@@ -264,7 +410,15 @@ async fn trail_to_106(om: &mut OrderManager, router: &LiveRouter, mock: &MockSer
         hand_over(om, router);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while changes(mock) < want {
-            assert!(tokio::time::Instant::now() < deadline, "the broker's protective order modified at {price}: {:?}", mock.state().requests.iter().map(|r| format!("{} {} {}", r.method, r.path, r.body)).collect::<Vec<_>>());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the broker's protective order modified at {price}: {:?}",
+                mock.state()
+                    .requests
+                    .iter()
+                    .map(|r| format!("{} {} {}", r.method, r.path, r.body))
+                    .collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -272,16 +426,39 @@ async fn trail_to_106(om: &mut OrderManager, router: &LiveRouter, mock: &MockSer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_is_cancelled_before_the_host_exits() {
+async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_is_cancelled_before_the_host_exits()
+ {
     let dir = tempfile::tempdir().unwrap();
     let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
-    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
+    let kite: Arc<dyn Broker> = Arc::new(
+        Kite::new(
+            &mock.url,
+            Secret::new("kite-key"),
+            Secret::new("kite-token"),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
     // Intraday: the protective stop is an SL-M, a day order (a delivery position's is a GTT, below).
-    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &PROTECTED.replace("product = \"cnc\"", "product = \"mis\"")).unwrap());
+    let config = Arc::new(
+        Config::parse(
+            &dir.path().join("pipelines.toml"),
+            &PROTECTED.replace("product = \"cnc\"", "product = \"mis\""),
+        )
+        .unwrap(),
+    );
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
-    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+    let link = AccountLink {
+        account: "kite-1".into(),
+        broker: kite,
+        product: Product::Mis,
+        protection_pct: Decimal::from(2),
+        algo_id: None,
+        orders_per_sec: 10,
+        margin_check: true,
+    };
     let (router, mut rx) = kite_router(dir.path(), "protective", RELIANCE_CSV, link, None).await;
 
     // The entry fills at 100: the stop is 99 (the 1 % trail is tighter than the 2 % stop), and an SL-M rests at the broker there.
@@ -290,38 +467,88 @@ async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_i
         let st = mock.state();
         assert_eq!(st.orders.len(), 2, "the entry and its protective stop");
         let p = st.orders[1].clone();
-        assert_eq!((p.fields["order_type"].as_str(), p.fields["trigger_price"].as_str(), p.side.as_str(), p.qty, p.status.as_str()), ("SL-M", "99", "SELL", dec!(10), "TRIGGER PENDING"));
+        assert_eq!(
+            (
+                p.fields["order_type"].as_str(),
+                p.fields["trigger_price"].as_str(),
+                p.side.as_str(),
+                p.qty,
+                p.status.as_str()
+            ),
+            ("SL-M", "99", "SELL", dec!(10), "TRIGGER PENDING")
+        );
         p
     };
     // The price rises: the trail tightens the stop, and the broker's order follows, twice.
-    let mut t = trail_to_106(&mut om, &router, &mock, "RELIANCE", |m| m.state().modifications.len()).await;
+    let mut t = trail_to_106(&mut om, &router, &mock, "RELIANCE", |m| {
+        m.state().modifications.len()
+    })
+    .await;
     // A dip that keeps above the stop loosens nothing.
     t += 60_000;
     mock.state().ltp.insert("RELIANCE".into(), dec!(105.5));
     om.on_quotes(&quote(t, dec!(105.5))).unwrap();
     hand_over(&mut om, &router);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let triggers: Vec<String> = mock.state().modifications.iter().map(|(id, f)| {
-        assert_eq!(id, &protective.id);
-        f["trigger_price"].clone()
-    }).collect();
-    assert_eq!(triggers, vec!["101.95", "104.95"], "1 % behind 103 and 106, to the tick; never loosened");
+    let triggers: Vec<String> = mock
+        .state()
+        .modifications
+        .iter()
+        .map(|(id, f)| {
+            assert_eq!(id, &protective.id);
+            f["trigger_price"].clone()
+        })
+        .collect();
+    assert_eq!(
+        triggers,
+        vec!["101.95", "104.95"],
+        "1 % behind 103 and 106, to the tick; never loosened"
+    );
     // The host flattens the account: the protective stop is cancelled first, then the close goes.
     om.flatten("kite-1", "cmd-1").unwrap();
     hand_over(&mut om, &router);
-    assert_eq!(mock.state().orders.len(), 2, "the close waits for the cancel");
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+    assert_eq!(
+        mock.state().orders.len(),
+        2,
+        "the close waits for the cancel"
+    );
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Filled { .. })
+    })
+    .await;
     let st = mock.state();
-    assert_eq!(st.orders.iter().map(|o| (o.side.as_str(), o.status.as_str())).collect::<Vec<_>>(), vec![("BUY", "COMPLETE"), ("SELL", "CANCELLED"), ("SELL", "COMPLETE")]);
-    let cancel_at = st.requests.iter().position(|r| r.method == "DELETE").expect("a cancel");
-    let close_at = st.requests.iter().rposition(|r| r.method == "POST" && r.path.starts_with("/orders/regular")).unwrap();
-    assert!(cancel_at < close_at, "cancelled before the close was placed");
+    assert_eq!(
+        st.orders
+            .iter()
+            .map(|o| (o.side.as_str(), o.status.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("BUY", "COMPLETE"),
+            ("SELL", "CANCELLED"),
+            ("SELL", "COMPLETE")
+        ]
+    );
+    let cancel_at = st
+        .requests
+        .iter()
+        .position(|r| r.method == "DELETE")
+        .expect("a cancel");
+    let close_at = st
+        .requests
+        .iter()
+        .rposition(|r| r.method == "POST" && r.path.starts_with("/orders/regular"))
+        .unwrap();
+    assert!(
+        cancel_at < close_at,
+        "cancelled before the close was placed"
+    );
     drop(st);
     assert!(om.positions_of("kite-1").unwrap().is_empty());
 }
 
 #[test]
-fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_and_a_restart_places_no_second() {
+fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_and_a_restart_places_no_second()
+ {
     use std::process::{Command, Stdio};
     let redis = tradehost_tests::RedisServer::start();
     let broker = MockServer::start(Flavor::Kite, "kite-key-protect", "kite-token-protect");
@@ -334,7 +561,19 @@ fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_an
         broker.url
     );
     let live = "timeout_ms = 5000\npoll_ms = 50\nbackoff_ms = 50\ncancel_after_secs = 0\ninstruments = { kite = \"kite.csv\" }";
-    let config = tradehost_tests::reliance_day_config(dir.path(), |i| if i < 60 { 1000.0 - f64::from(i) } else { 940.0 + f64::from(i - 60) }, live, "kite-1", &account);
+    let config = tradehost_tests::reliance_day_config(
+        dir.path(),
+        |i| {
+            if i < 60 {
+                1000.0 - f64::from(i)
+            } else {
+                940.0 + f64::from(i - 60)
+            }
+        },
+        live,
+        "kite-1",
+        &account,
+    );
     let run = |args: &[&str]| {
         Command::new(tradehost_tests::tradehost_bin())
             .args(["run", "--quiet", "--config"])
@@ -356,28 +595,62 @@ fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_an
     let mut first = run(&[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while stops(&broker).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no protective stop reached the broker");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no protective stop reached the broker"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     first.kill().unwrap(); // SIGKILL: no goodbye, nothing cancelled
     first.wait().unwrap();
     let resting = stops(&broker);
     assert_eq!(resting.len(), 1);
-    let entry = broker.state().orders.iter().find(|o| o.side == "BUY").cloned().expect("the entry");
+    let entry = broker
+        .state()
+        .orders
+        .iter()
+        .find(|o| o.side == "BUY")
+        .cloned()
+        .expect("the entry");
     let fill = entry.average_price.expect("the entry filled");
     let p = &resting[0];
-    assert_eq!((p.status.as_str(), p.side.as_str(), p.qty), ("active", "SELL", dec!(10)), "the stop stands at the broker with the host gone");
+    assert_eq!(
+        (p.status.as_str(), p.side.as_str(), p.qty),
+        ("active", "SELL", dec!(10)),
+        "the stop stands at the broker with the host gone"
+    );
     let trigger = p.trigger;
-    assert!(trigger < fill && trigger >= fill * dec!(0.94), "5 % under the fill {fill}: {trigger}");
-    assert!(p.last_price > trigger, "it fires when the price falls to the trigger: {p:?}");
-    assert!(p.limit < trigger && p.limit >= trigger * dec!(0.97), "its limit 2 % (the account's protection) under the trigger: {p:?}");
+    assert!(
+        trigger < fill && trigger >= fill * dec!(0.94),
+        "5 % under the fill {fill}: {trigger}"
+    );
+    assert!(
+        p.last_price > trigger,
+        "it fires when the price falls to the trigger: {p:?}"
+    );
+    assert!(
+        p.limit < trigger && p.limit >= trigger * dec!(0.97),
+        "its limit 2 % (the account's protection) under the trigger: {p:?}"
+    );
 
     // The restart finds it (by its id, or, never journaled, by its terms) and places no second one.
     let second = run(&["--until-idle", "2"]).wait_with_output().unwrap();
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let after = stops(&broker);
-    assert_eq!(after.len(), 1, "one protective stop at the broker: {after:?}");
-    assert_eq!((after[0].status.as_str(), after[0].trigger), ("active", trigger), "still resting, at the same trigger");
+    assert_eq!(
+        after.len(),
+        1,
+        "one protective stop at the broker: {after:?}"
+    );
+    assert_eq!(
+        (after[0].status.as_str(), after[0].trigger),
+        ("active", trigger),
+        "still resting, at the same trigger"
+    );
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
     let journaled: Vec<(String, String, Option<String>)> = db
         .prepare("SELECT client_order_id, state, broker_order_id FROM orders WHERE pipeline = 'protective-stop'")
@@ -387,8 +660,17 @@ fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_an
         .map(Result::unwrap)
         .collect();
     assert_eq!(journaled.len(), 1, "{journaled:?}");
-    assert_eq!((journaled[0].1.as_str(), journaled[0].2.clone()), ("accepted", Some(format!("gtt:{}", after[0].id))));
-    let held: String = db.query_row("SELECT qty FROM positions WHERE account = 'kite-1' AND instrument = 'RELIANCE'", [], |r| r.get(0)).unwrap();
+    assert_eq!(
+        (journaled[0].1.as_str(), journaled[0].2.clone()),
+        ("accepted", Some(format!("gtt:{}", after[0].id)))
+    );
+    let held: String = db
+        .query_row(
+            "SELECT qty FROM positions WHERE account = 'kite-1' AND instrument = 'RELIANCE'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(held.parse::<Decimal>().unwrap(), dec!(10));
 }
 
@@ -396,85 +678,188 @@ fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_an
 /// market entry would be), the trader moves it with a `modify` and it fills when the market
 /// comes to it; a second one the trader cancels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_another_is_cancelled() {
+async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_another_is_cancelled()
+{
     use tradehost::bus::message::OrderTerms;
     let dir = tempfile::tempdir().unwrap();
     let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
     mock.state().limits_rest = true;
-    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
-    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &PROTECTED.replace("exits = { stop_loss_pct = 2, trailing_pct = 1 }", "")).unwrap());
+    let kite: Arc<dyn Broker> = Arc::new(
+        Kite::new(
+            &mock.url,
+            Secret::new("kite-key"),
+            Secret::new("kite-token"),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    let config = Arc::new(
+        Config::parse(
+            &dir.path().join("pipelines.toml"),
+            &PROTECTED.replace("exits = { stop_loss_pct = 2, trailing_pct = 1 }", ""),
+        )
+        .unwrap(),
+    );
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     // Stale market entries are cancelled after 300 ms here: a limit is not one.
-    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
-    let (router, mut rx) = kite_router(dir.path(), "limit-entry", RELIANCE_CSV, link, Some(Duration::from_millis(300))).await;
+    let link = AccountLink {
+        account: "kite-1".into(),
+        broker: kite,
+        product: Product::Cnc,
+        protection_pct: Decimal::from(2),
+        algo_id: None,
+        orders_per_sec: 10,
+        margin_check: true,
+    };
+    let (router, mut rx) = kite_router(
+        dir.path(),
+        "limit-entry",
+        RELIANCE_CSV,
+        link,
+        Some(Duration::from_millis(300)),
+    )
+    .await;
 
     let limit_signal = |ts: i64, price: Decimal| {
         let mut s = signal();
-        (s.pipeline, s.instrument, s.ts, s.id) = ("rel".into(), "RELIANCE".into(), ts, SignalMessage::make_id("rel", "ma-crossover", "0.1.0", ts, 0));
-        s.order = Some(OrderTerms { kind: "LIMIT".into(), price: Some(price), trigger: None, validity: None });
+        (s.pipeline, s.instrument, s.ts, s.id) = (
+            "rel".into(),
+            "RELIANCE".into(),
+            ts,
+            SignalMessage::make_id("rel", "ma-crossover", "0.1.0", ts, 0),
+        );
+        s.order = Some(OrderTerms {
+            kind: "LIMIT".into(),
+            price: Some(price),
+            trigger: None,
+            validity: None,
+        });
         s
     };
     om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
     let s = limit_signal(T, dec!(95.02));
     om.on_signal(&s).unwrap();
     hand_over(&mut om, &router);
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Accepted { .. })
+    })
+    .await;
     {
         let st = mock.state();
         assert_eq!(st.orders.len(), 1);
         let o = &st.orders[0];
-        assert_eq!((o.fields["order_type"].as_str(), o.fields["price"].as_str(), o.status.as_str()), ("LIMIT", "95", "OPEN"), "a buy's limit down to the tick, resting");
+        assert_eq!(
+            (
+                o.fields["order_type"].as_str(),
+                o.fields["price"].as_str(),
+                o.status.as_str()
+            ),
+            ("LIMIT", "95", "OPEN"),
+            "a buy's limit down to the tick, resting"
+        );
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(mock.state().orders[0].status, "OPEN", "not cancelled for want of a fill");
+    assert_eq!(
+        mock.state().orders[0].status,
+        "OPEN",
+        "not cancelled for want of a fill"
+    );
     assert!(mock.state().requests.iter().all(|r| r.method != "DELETE"));
 
     // The trader moves it up to 97.5: the broker's order follows.
     let coid = tradehost::subscriber::client_order_id(&s.id, "kite-1");
-    let out = om.modify_order(&coid, Some(dec!(97.5)), None, "cmd-m").unwrap().unwrap();
+    let out = om
+        .modify_order(&coid, Some(dec!(97.5)), None, "cmd-m")
+        .unwrap()
+        .unwrap();
     assert_eq!(out.len(), 1, "an order_modified event");
     hand_over(&mut om, &router);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while mock.state().modifications.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "modified at the broker");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "modified at the broker"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(mock.state().modifications[0].1["price"], "97.5");
     // The market comes down to 97: filled there.
     mock.state().ltp.insert("RELIANCE".into(), dec!(97));
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
-    assert_eq!(om.positions_of("kite-1").unwrap().get("RELIANCE"), Some(&dec!(10)));
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Filled { .. })
+    })
+    .await;
+    assert_eq!(
+        om.positions_of("kite-1").unwrap().get("RELIANCE"),
+        Some(&dec!(10))
+    );
 
     // A sell limit far above, to close: the trader cancels it.
     let mut s2 = limit_signal(T + 120_000, dec!(150));
     s2.side = "sell".into();
     om.on_signal(&s2).unwrap();
     hand_over(&mut om, &router);
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Accepted { .. })).await;
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Accepted { .. })
+    })
+    .await;
     let coid2 = tradehost::subscriber::client_order_id(&s2.id, "kite-1");
-    assert_eq!(om.cancel_order(&coid2, "cmd-c").unwrap(), Ok(vec![]), "asked of the broker; the journal follows its report");
+    assert_eq!(
+        om.cancel_order(&coid2, "cmd-c").unwrap(),
+        Ok(vec![]),
+        "asked of the broker; the journal follows its report"
+    );
     hand_over(&mut om, &router);
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Cancelled { .. })).await;
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Cancelled { .. })
+    })
+    .await;
     assert_eq!(mock.state().orders[1].status, "CANCELLED");
-    assert!(om.cancel_order(&coid2, "cmd-c2").unwrap().unwrap_err().contains("cancelled"));
-    assert_eq!(om.positions_of("kite-1").unwrap().get("RELIANCE"), Some(&dec!(10)), "the cancelled close sold nothing");
+    assert!(
+        om.cancel_order(&coid2, "cmd-c2")
+            .unwrap()
+            .unwrap_err()
+            .contains("cancelled")
+    );
+    assert_eq!(
+        om.positions_of("kite-1").unwrap().get("RELIANCE"),
+        Some(&dec!(10)),
+        "the cancelled close sold nothing"
+    );
 }
 
 /// A delivery position's protective stop at Kite is a GTT (an SL-M would lapse at the
 /// close): placed at the stop, modified as the trail tightens, and when the market falls
 /// to it Kite places its order, which fills and closes the position in the journal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_when_the_market_falls() {
+async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_when_the_market_falls()
+{
     let dir = tempfile::tempdir().unwrap();
     let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
-    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
+    let kite: Arc<dyn Broker> = Arc::new(
+        Kite::new(
+            &mock.url,
+            Secret::new("kite-key"),
+            Secret::new("kite-token"),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), PROTECTED).unwrap());
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
-    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
+    let link = AccountLink {
+        account: "kite-1".into(),
+        broker: kite,
+        product: Product::Cnc,
+        protection_pct: Decimal::from(2),
+        algo_id: None,
+        orders_per_sec: 10,
+        margin_check: true,
+    };
     let (router, mut rx) = kite_router(dir.path(), "gtt", RELIANCE_CSV, link, None).await;
 
     enter_reliance_at_100(&mut om, &router, &mut rx).await;
@@ -484,69 +869,188 @@ async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_whe
         assert_eq!(st.gtts.len(), 1);
         let g = &st.gtts[0];
         // The trail (1 %) is tighter than the stop (2 %): 99; its limit 2 % lower, to the tick.
-        assert_eq!((g.status.as_str(), g.side.as_str(), g.qty, g.trigger, g.limit), ("active", "SELL", dec!(10), dec!(99), dec!(97)));
+        assert_eq!(
+            (
+                g.status.as_str(),
+                g.side.as_str(),
+                g.qty,
+                g.trigger,
+                g.limit
+            ),
+            ("active", "SELL", dec!(10), dec!(99), dec!(97))
+        );
         assert!(g.last_price > g.trigger, "fires on a fall");
-        let post = st.requests.iter().find(|r| r.method == "POST" && r.path == "/gtt/triggers").expect("placed");
-        assert!(post.body.contains("type=single") && post.body.contains("condition=") && post.body.contains("orders="), "{}", post.body);
+        let post = st
+            .requests
+            .iter()
+            .find(|r| r.method == "POST" && r.path == "/gtt/triggers")
+            .expect("placed");
+        assert!(
+            post.body.contains("type=single")
+                && post.body.contains("condition=")
+                && post.body.contains("orders="),
+            "{}",
+            post.body
+        );
     }
-    trail_to_106(&mut om, &router, &mock, "RELIANCE", |m| m.state().gtt_modifications.len()).await;
-    let triggers: Vec<Decimal> = mock.state().gtt_modifications.iter().map(|(_, t)| *t).collect();
-    assert_eq!(triggers, vec![dec!(101.95), dec!(104.95)], "1 % behind 103 and 106, to the tick");
+    trail_to_106(&mut om, &router, &mock, "RELIANCE", |m| {
+        m.state().gtt_modifications.len()
+    })
+    .await;
+    let triggers: Vec<Decimal> = mock
+        .state()
+        .gtt_modifications
+        .iter()
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(
+        triggers,
+        vec![dec!(101.95), dec!(104.95)],
+        "1 % behind 103 and 106, to the tick"
+    );
     // The market falls through the stop with the host running or not: Kite places the order; it fills.
     mock.state().ltp.insert("RELIANCE".into(), dec!(104));
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Filled { .. })
+    })
+    .await;
     let st = mock.state();
     assert_eq!(st.gtts[0].status, "triggered");
-    let placed = st.orders.iter().find(|o| Some(&o.id) == st.gtts[0].order_id.as_ref()).expect("the GTT's order");
-    assert_eq!((placed.side.as_str(), placed.status.as_str(), placed.average_price), ("SELL", "COMPLETE", Some(dec!(104))));
+    let placed = st
+        .orders
+        .iter()
+        .find(|o| Some(&o.id) == st.gtts[0].order_id.as_ref())
+        .expect("the GTT's order");
+    assert_eq!(
+        (
+            placed.side.as_str(),
+            placed.status.as_str(),
+            placed.average_price
+        ),
+        ("SELL", "COMPLETE", Some(dec!(104)))
+    );
     drop(st);
-    assert!(om.positions_of("kite-1").unwrap().is_empty(), "the GTT's fill closed the position");
+    assert!(
+        om.positions_of("kite-1").unwrap().is_empty(),
+        "the GTT's fill closed the position"
+    );
 }
 
 /// A strategy's reversal (`mode = "both"`) or exit decided while the protective stop rests
 /// waits for its cancel; the stop fills first, so the reversal sells only the new short, not
 /// the long the stop already sold, and the exit sells nothing (no accidental short).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reversal_or_exit_that_waited_on_a_protective_stop_that_filled_sells_only_what_is_left_to_do() {
+async fn a_reversal_or_exit_that_waited_on_a_protective_stop_that_filled_sells_only_what_is_left_to_do()
+ {
     for (mode, side) in [("both", "sell"), ("long", "exit")] {
         let dir = tempfile::tempdir().unwrap();
         let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
         mock.state().ltp.insert("RELIANCE".into(), dec!(100));
-        let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
-        let body = PROTECTED.replace("product = \"cnc\"", "product = \"mis\"").replace("mode = \"long\"", &format!("mode = \"{mode}\""));
+        let kite: Arc<dyn Broker> = Arc::new(
+            Kite::new(
+                &mock.url,
+                Secret::new("kite-key"),
+                Secret::new("kite-token"),
+                Duration::from_secs(2),
+            )
+            .unwrap(),
+        );
+        let body = PROTECTED
+            .replace("product = \"cnc\"", "product = \"mis\"")
+            .replace("mode = \"long\"", &format!("mode = \"{mode}\""));
         let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &body).unwrap());
-        let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+        let mut om =
+            OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
         om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
-        let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
-        let (router, mut rx) = kite_router(dir.path(), &format!("waited-{side}"), RELIANCE_CSV, link, None).await;
+        let link = AccountLink {
+            account: "kite-1".into(),
+            broker: kite,
+            product: Product::Mis,
+            protection_pct: Decimal::from(2),
+            algo_id: None,
+            orders_per_sec: 10,
+            margin_check: true,
+        };
+        let (router, mut rx) = kite_router(
+            dir.path(),
+            &format!("waited-{side}"),
+            RELIANCE_CSV,
+            link,
+            None,
+        )
+        .await;
         enter_reliance_at_100(&mut om, &router, &mut rx).await;
-        assert_eq!(mock.state().orders[1].status, "TRIGGER PENDING", "the protective SL-M rests");
+        assert_eq!(
+            mock.state().orders[1].status,
+            "TRIGGER PENDING",
+            "the protective SL-M rests"
+        );
 
         // The strategy reverses (long 10 → short 10: one sell of 20) or exits (a sell of 10)
         // while the stop rests: held for the stop's cancel.
         let mut next = signal();
-        (next.pipeline, next.instrument, next.side, next.ts) = ("rel".into(), "RELIANCE".into(), side.into(), T + 60_000);
+        (next.pipeline, next.instrument, next.side, next.ts) =
+            ("rel".into(), "RELIANCE".into(), side.into(), T + 60_000);
         next.id = SignalMessage::make_id("rel", "ma-crossover", "0.1.0", next.ts, 1);
         om.on_signal(&next).unwrap();
         assert_eq!(mock.state().orders.len(), 2, "{side}: it waits");
         // Before the cancel reaches the broker, the market falls through the stop: it fills.
         mock.state().ltp.insert("RELIANCE".into(), dec!(98));
-        pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+        pump(&mut om, &router, &mut rx, |u| {
+            matches!(u, LiveUpdate::Filled { .. })
+        })
+        .await;
         if side == "sell" {
-            pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+            pump(&mut om, &router, &mut rx, |u| {
+                matches!(u, LiveUpdate::Filled { .. })
+            })
+            .await;
         } else {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let st = mock.state();
-        let sells: Vec<(Decimal, &str)> = st.orders.iter().filter(|o| o.side == "SELL").map(|o| (o.qty, o.status.as_str())).collect();
-        let (want, held) = if side == "sell" { (vec![(dec!(10), "COMPLETE"), (dec!(10), "COMPLETE")], Some(dec!(-10))) } else { (vec![(dec!(10), "COMPLETE")], None) };
-        assert_eq!(sells, want, "{side}: the stop sold the long; what is left of the strategy's order, and no more");
+        let sells: Vec<(Decimal, &str)> = st
+            .orders
+            .iter()
+            .filter(|o| o.side == "SELL")
+            .map(|o| (o.qty, o.status.as_str()))
+            .collect();
+        let (want, held) = if side == "sell" {
+            (
+                vec![(dec!(10), "COMPLETE"), (dec!(10), "COMPLETE")],
+                Some(dec!(-10)),
+            )
+        } else {
+            (vec![(dec!(10), "COMPLETE")], None)
+        };
+        assert_eq!(
+            sells, want,
+            "{side}: the stop sold the long; what is left of the strategy's order, and no more"
+        );
         drop(st);
-        assert_eq!(om.positions_of("kite-1").unwrap().get("RELIANCE").copied(), held, "{side}");
+        assert_eq!(
+            om.positions_of("kite-1").unwrap().get("RELIANCE").copied(),
+            held,
+            "{side}"
+        );
         let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
-        let (qty, state): (String, String) = db.query_row("SELECT qty, state FROM orders WHERE pipeline = 'rel' AND side = 'sell'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        let want = if side == "sell" { ("10", "filled") } else { ("10", "cancelled") };
-        assert_eq!((qty.as_str(), state.as_str()), want, "{side}: the strategy's order as journaled");
+        let (qty, state): (String, String) = db
+            .query_row(
+                "SELECT qty, state FROM orders WHERE pipeline = 'rel' AND side = 'sell'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let want = if side == "sell" {
+            ("10", "filled")
+        } else {
+            ("10", "cancelled")
+        };
+        assert_eq!(
+            (qty.as_str(), state.as_str()),
+            want,
+            "{side}: the strategy's order as journaled"
+        );
     }
 }
 
@@ -561,12 +1065,23 @@ fn gtt_broker(flavor: Flavor) -> (MockServer, Arc<dyn Broker>, &'static str) {
     match flavor {
         Flavor::Upstox => {
             let mock = MockServer::start(Flavor::Upstox, "", "upstox-token-gtt");
-            let b = tradehost::brokers::upstox::Upstox::new(&mock.url, Secret::new("upstox-token-gtt"), Duration::from_secs(2)).unwrap();
+            let b = tradehost::brokers::upstox::Upstox::new(
+                &mock.url,
+                Secret::new("upstox-token-gtt"),
+                Duration::from_secs(2),
+            )
+            .unwrap();
             (mock, Arc::new(b), UPSTOX_RELIANCE)
         }
         _ => {
             let mock = MockServer::start(Flavor::OpenAlgo, "", "openalgo-key-gtt");
-            let b = tradehost::brokers::openalgo::OpenAlgo::new(&mock.url, Secret::new("openalgo-key-gtt"), "tradehost", Duration::from_secs(2)).unwrap();
+            let b = tradehost::brokers::openalgo::OpenAlgo::new(
+                &mock.url,
+                Secret::new("openalgo-key-gtt"),
+                "tradehost",
+                Duration::from_secs(2),
+            )
+            .unwrap();
             (mock, Arc::new(b), "RELIANCE")
         }
     }
@@ -577,63 +1092,168 @@ fn gtt_broker(flavor: Flavor) -> (MockServer, Arc<dyn Broker>, &'static str) {
 /// before the host's own close goes, or fired by a fall (the order it placed closes the
 /// position; OpenAlgo's GTT book no longer lists a fired GTT, so its order is found by its shape).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delivery_stop_at_upstox_and_openalgo_is_a_gtt_that_trails_and_is_cancelled_before_a_close_or_fires_on_a_fall() {
+async fn a_delivery_stop_at_upstox_and_openalgo_is_a_gtt_that_trails_and_is_cancelled_before_a_close_or_fires_on_a_fall()
+ {
     for flavor in [Flavor::Upstox, Flavor::OpenAlgo] {
         for flatten in [true, false] {
-            let name = if flavor == Flavor::Upstox { "upstox" } else { "openalgo" };
+            let name = if flavor == Flavor::Upstox {
+                "upstox"
+            } else {
+                "openalgo"
+            };
             let dir = tempfile::tempdir().unwrap();
             let (mock, broker, key) = gtt_broker(flavor);
             mock.state().ltp.insert(key.into(), dec!(100));
-            let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &PROTECTED.replace("broker = \"kite\"", &format!("broker = \"{name}\""))).unwrap());
-            let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+            let config = Arc::new(
+                Config::parse(
+                    &dir.path().join("pipelines.toml"),
+                    &PROTECTED.replace("broker = \"kite\"", &format!("broker = \"{name}\"")),
+                )
+                .unwrap(),
+            );
+            let mut om =
+                OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
             om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
-            let link = AccountLink { account: "kite-1".into(), broker, product: Product::Cnc, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: false };
+            let link = AccountLink {
+                account: "kite-1".into(),
+                broker,
+                product: Product::Cnc,
+                protection_pct: Decimal::from(2),
+                algo_id: None,
+                orders_per_sec: 10,
+                margin_check: false,
+            };
             let master = (flavor == Flavor::Upstox).then_some(("upstox", UPSTOX_CSV));
-            let (router, mut rx) = live_router(dir.path(), &format!("gtt-{name}-{flatten}"), master, link, None).await;
+            let (router, mut rx) = live_router(
+                dir.path(),
+                &format!("gtt-{name}-{flatten}"),
+                master,
+                link,
+                None,
+            )
+            .await;
 
             enter_reliance_at_100(&mut om, &router, &mut rx).await;
             {
                 let st = mock.state();
-                assert_eq!(st.orders.len(), 1, "{name}: the entry; the stop is no order");
+                assert_eq!(
+                    st.orders.len(),
+                    1,
+                    "{name}: the entry; the stop is no order"
+                );
                 assert_eq!(st.gtts.len(), 1, "{name}");
                 let g = &st.gtts[0];
-                assert_eq!((g.status.as_str(), g.side.as_str(), g.qty, g.trigger, g.symbol.as_str()), ("active", "SELL", dec!(10), dec!(99), key), "{name}");
+                assert_eq!(
+                    (
+                        g.status.as_str(),
+                        g.side.as_str(),
+                        g.qty,
+                        g.trigger,
+                        g.symbol.as_str()
+                    ),
+                    ("active", "SELL", dec!(10), dec!(99), key),
+                    "{name}"
+                );
                 assert!(g.last_price > g.trigger, "{name}: fires on a fall");
                 let (path, want) = match flavor {
-                    Flavor::Upstox => ("/v3/order/gtt/place", json!({ "type": "SINGLE", "product": "D", "transaction_type": "SELL", "instrument_token": key, "rules": [{ "strategy": "ENTRY", "trigger_type": "BELOW", "trigger_price": 99.0 }] })),
-                    _ => ("/api/v1/placegttorder", json!({ "trigger_type": "SINGLE", "product": "CNC", "action": "SELL", "symbol": "RELIANCE", "exchange": "NSE", "pricetype": "MARKET", "triggerprice_sl": 99.0, "triggerprice_tg": 0.0 })),
+                    Flavor::Upstox => (
+                        "/v3/order/gtt/place",
+                        json!({ "type": "SINGLE", "product": "D", "transaction_type": "SELL", "instrument_token": key, "rules": [{ "strategy": "ENTRY", "trigger_type": "BELOW", "trigger_price": 99.0 }] }),
+                    ),
+                    _ => (
+                        "/api/v1/placegttorder",
+                        json!({ "trigger_type": "SINGLE", "product": "CNC", "action": "SELL", "symbol": "RELIANCE", "exchange": "NSE", "pricetype": "MARKET", "triggerprice_sl": 99.0, "triggerprice_tg": 0.0 }),
+                    ),
                 };
-                let post = st.requests.iter().find(|r| r.path == path).unwrap_or_else(|| panic!("{name}: placed at {path}"));
+                let post = st
+                    .requests
+                    .iter()
+                    .find(|r| r.path == path)
+                    .unwrap_or_else(|| panic!("{name}: placed at {path}"));
                 let body: serde_json::Value = serde_json::from_str(&post.body).unwrap();
                 for (k, v) in want.as_object().unwrap() {
                     assert_eq!(&body[k], v, "{name}: {k} in {}", post.body);
                 }
             }
             // The trail tightens the GTT twice.
-            trail_to_106(&mut om, &router, &mock, key, |m| m.state().gtt_modifications.len()).await;
-            let triggers: Vec<Decimal> = mock.state().gtt_modifications.iter().map(|(_, t)| *t).collect();
-            assert_eq!(triggers, vec![dec!(101.95), dec!(104.95)], "{name}: 1 % behind 103 and 106, to the tick");
+            trail_to_106(&mut om, &router, &mock, key, |m| {
+                m.state().gtt_modifications.len()
+            })
+            .await;
+            let triggers: Vec<Decimal> = mock
+                .state()
+                .gtt_modifications
+                .iter()
+                .map(|(_, t)| *t)
+                .collect();
+            assert_eq!(
+                triggers,
+                vec![dec!(101.95), dec!(104.95)],
+                "{name}: 1 % behind 103 and 106, to the tick"
+            );
             if flatten {
                 // The host closes the position: the GTT is cancelled first, then the close goes.
                 om.flatten("kite-1", "cmd-1").unwrap();
                 hand_over(&mut om, &router);
-                pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+                pump(&mut om, &router, &mut rx, |u| {
+                    matches!(u, LiveUpdate::Filled { .. })
+                })
+                .await;
                 let st = mock.state();
                 assert_ne!(st.gtts[0].status, "active", "{name}: the GTT is gone");
-                assert_eq!(st.orders.iter().map(|o| (o.side.as_str(), o.status.as_str())).collect::<Vec<_>>(), vec![("BUY", "COMPLETE"), ("SELL", "COMPLETE")], "{name}");
-                let cancel_at = st.requests.iter().position(|r| r.path.contains("cancelgttorder") || r.path.starts_with("/v3/order/gtt/cancel")).expect("the GTT cancelled");
-                let close_at = st.requests.iter().rposition(|r| r.path.ends_with("/placeorder") || r.path == "/v3/order/place").unwrap();
-                assert!(cancel_at < close_at, "{name}: cancelled before the close was placed");
+                assert_eq!(
+                    st.orders
+                        .iter()
+                        .map(|o| (o.side.as_str(), o.status.as_str()))
+                        .collect::<Vec<_>>(),
+                    vec![("BUY", "COMPLETE"), ("SELL", "COMPLETE")],
+                    "{name}"
+                );
+                let cancel_at = st
+                    .requests
+                    .iter()
+                    .position(|r| {
+                        r.path.contains("cancelgttorder")
+                            || r.path.starts_with("/v3/order/gtt/cancel")
+                    })
+                    .expect("the GTT cancelled");
+                let close_at = st
+                    .requests
+                    .iter()
+                    .rposition(|r| r.path.ends_with("/placeorder") || r.path == "/v3/order/place")
+                    .unwrap();
+                assert!(
+                    cancel_at < close_at,
+                    "{name}: cancelled before the close was placed"
+                );
             } else {
                 // The market falls through the stop: the broker places the order; it fills.
                 mock.state().ltp.insert(key.into(), dec!(104));
-                pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. })).await;
+                pump(&mut om, &router, &mut rx, |u| {
+                    matches!(u, LiveUpdate::Filled { .. })
+                })
+                .await;
                 let st = mock.state();
                 assert_eq!(st.gtts[0].status, "triggered", "{name}");
-                let placed = st.orders.iter().find(|o| Some(&o.id) == st.gtts[0].order_id.as_ref()).expect("the GTT's order");
-                assert_eq!((placed.side.as_str(), placed.status.as_str(), placed.average_price), ("SELL", "COMPLETE", Some(dec!(104))), "{name}");
+                let placed = st
+                    .orders
+                    .iter()
+                    .find(|o| Some(&o.id) == st.gtts[0].order_id.as_ref())
+                    .expect("the GTT's order");
+                assert_eq!(
+                    (
+                        placed.side.as_str(),
+                        placed.status.as_str(),
+                        placed.average_price
+                    ),
+                    ("SELL", "COMPLETE", Some(dec!(104))),
+                    "{name}"
+                );
             }
-            assert!(om.positions_of("kite-1").unwrap().is_empty(), "{name}: the position is closed");
+            assert!(
+                om.positions_of("kite-1").unwrap().is_empty(),
+                "{name}: the position is closed"
+            );
         }
     }
 }
@@ -644,12 +1264,19 @@ async fn a_delivery_stop_at_upstox_and_openalgo_is_a_gtt_that_trails_and_is_canc
 /// cancelled at once; one gone at the broker with no order after it, after a few reads.
 /// A restart that never journaled a GTT's id finds it by its terms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gtt_that_fired_unseen_is_followed_to_its_order_and_one_found_by_its_terms_after_a_restart() {
+async fn a_gtt_that_fired_unseen_is_followed_to_its_order_and_one_found_by_its_terms_after_a_restart()
+ {
     use tradehost::brokers::{BrokerStatus, OrderKind, Validity};
     for flavor in [Flavor::Upstox, Flavor::OpenAlgo] {
         let (mock, broker, key) = gtt_broker(flavor);
         mock.state().ltp.insert(key.into(), dec!(100));
-        let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
         let req = |coid: &str, trigger: Decimal| OrderRequest {
             client_order_id: coid.into(),
             submitted_at: Some(now),
@@ -671,10 +1298,30 @@ async fn a_gtt_that_fired_unseen_is_followed_to_its_order_and_one_found_by_its_t
         let id = broker.place(&first).await.unwrap();
         assert!(id.starts_with("gtt:"), "{id}");
         // A restart that never journaled the id finds it by its terms; claimed, it is not found again.
-        let found = broker.find(&first, &none).await.unwrap().expect("found by its terms");
-        assert_eq!((found.order_id.as_str(), found.status), (id.as_str(), BrokerStatus::Open));
-        assert_eq!(broker.find(&first, &HashSet::from([id.clone()])).await.unwrap(), None);
-        assert_eq!(broker.find(&req("th-gtt-x", dec!(98)), &none).await.unwrap(), None, "another trigger is another GTT");
+        let found = broker
+            .find(&first, &none)
+            .await
+            .unwrap()
+            .expect("found by its terms");
+        assert_eq!(
+            (found.order_id.as_str(), found.status),
+            (id.as_str(), BrokerStatus::Open)
+        );
+        assert_eq!(
+            broker
+                .find(&first, &HashSet::from([id.clone()]))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            broker
+                .find(&req("th-gtt-x", dec!(98)), &none)
+                .await
+                .unwrap(),
+            None,
+            "another trigger is another GTT"
+        );
 
         // It fires and its order fills, unseen; then the market comes back.
         mock.state().ltp.insert(key.into(), dec!(98.5));
@@ -682,30 +1329,66 @@ async fn a_gtt_that_fired_unseen_is_followed_to_its_order_and_one_found_by_its_t
         let child = mock.state().gtts[0].order_id.clone().expect("fired");
         let _ = broker.status(&child).await; // and the exchange fills it
         mock.state().ltp.insert(key.into(), dec!(100));
-        assert_eq!(mock.state().orders.iter().find(|o| o.id == child).map(|o| o.status.clone()).as_deref(), Some("COMPLETE"));
+        assert_eq!(
+            mock.state()
+                .orders
+                .iter()
+                .find(|o| o.id == child)
+                .map(|o| o.status.clone())
+                .as_deref(),
+            Some("COMPLETE")
+        );
         let followed = broker.follow(&id, &first, &none).await.unwrap();
-        assert_eq!((followed.status, followed.filled_qty, followed.average_price), (BrokerStatus::Complete, dec!(10), Some(dec!(98.5))), "{flavor:?}: {followed:?}");
+        assert_eq!(
+            (followed.status, followed.filled_qty, followed.average_price),
+            (BrokerStatus::Complete, dec!(10), Some(dec!(98.5))),
+            "{flavor:?}: {followed:?}"
+        );
         assert!(followed.message.contains(&child), "{}", followed.message);
 
         // Cancelled by the host: cancelled at the first read.
         let second = req("th-gtt-2", dec!(97));
         let id2 = broker.place(&second).await.unwrap();
         broker.cancel(&id2).await.unwrap();
-        assert_eq!(broker.follow(&id2, &second, &HashSet::from([child.clone()])).await.unwrap().status, BrokerStatus::Cancelled);
+        assert_eq!(
+            broker
+                .follow(&id2, &second, &HashSet::from([child.clone()]))
+                .await
+                .unwrap()
+                .status,
+            BrokerStatus::Cancelled
+        );
 
         // Deleted at the broker by hand, no order after it.
         let third = req("th-gtt-3", dec!(96));
         let id3 = broker.place(&third).await.unwrap();
-        mock.state().gtts.last_mut().unwrap().status = if flavor == Flavor::Upstox { "cancelled".into() } else { "deleted".into() };
+        mock.state().gtts.last_mut().unwrap().status = if flavor == Flavor::Upstox {
+            "cancelled".into()
+        } else {
+            "deleted".into()
+        };
         let mut reads = Vec::new();
         for _ in 0..3 {
-            reads.push(broker.follow(&id3, &third, &HashSet::from([child.clone()])).await.unwrap().status);
+            reads.push(
+                broker
+                    .follow(&id3, &third, &HashSet::from([child.clone()]))
+                    .await
+                    .unwrap()
+                    .status,
+            );
         }
         match flavor {
             // Upstox says so in the GTT's rule.
             Flavor::Upstox => assert_eq!(reads, vec![BrokerStatus::Cancelled; 3]),
             // OpenAlgo's book just stops listing it: working until a few reads find no order from it.
-            _ => assert_eq!(reads, vec![BrokerStatus::Open, BrokerStatus::Open, BrokerStatus::Cancelled]),
+            _ => assert_eq!(
+                reads,
+                vec![
+                    BrokerStatus::Open,
+                    BrokerStatus::Open,
+                    BrokerStatus::Cancelled
+                ]
+            ),
         }
     }
 }
@@ -722,32 +1405,99 @@ async fn an_account_that_lets_kite_slice_sends_the_order_whole_and_follows_its_s
         s.tradable = vec![KITE_SYMBOL.into()];
         s.freeze.insert(KITE_SYMBOL.into(), dec!(1800));
     }
-    let kite: Arc<dyn Broker> = Arc::new(Kite::new(&mock.url, Secret::new("kite-key"), Secret::new("kite-token"), Duration::from_secs(2)).unwrap());
-    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &CONFIG.replace("algo_id = \"NSE-ALGO-0042\"", "algo_id = \"NSE-ALGO-0042\"\nautoslice = true")).unwrap());
+    let kite: Arc<dyn Broker> = Arc::new(
+        Kite::new(
+            &mock.url,
+            Secret::new("kite-key"),
+            Secret::new("kite-token"),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    let config = Arc::new(
+        Config::parse(
+            &dir.path().join("pipelines.toml"),
+            &CONFIG.replace(
+                "algo_id = \"NSE-ALGO-0042\"",
+                "algo_id = \"NSE-ALGO-0042\"\nautoslice = true",
+            ),
+        )
+        .unwrap(),
+    );
     assert!(config.accounts[0].autoslice);
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config.clone(), "live").unwrap();
+    let mut om =
+        OrderManager::open(&dir.path().join("journal.sqlite"), config.clone(), "live").unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     om.on_signal(&signal()).unwrap();
     let orders = om.take_live_orders();
-    assert_eq!(orders.iter().map(|o| (o.qty, o.autoslice)).collect::<Vec<_>>(), vec![(dec!(5000), true)], "one order, for Kite to slice");
+    assert_eq!(
+        orders
+            .iter()
+            .map(|o| (o.qty, o.autoslice))
+            .collect::<Vec<_>>(),
+        vec![(dec!(5000), true)],
+        "one order, for Kite to slice"
+    );
 
     let account = &config.accounts[0];
-    let link = AccountLink { account: "kite-1".into(), broker: kite, product: Product::Mis, protection_pct: Decimal::from(2), algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec, margin_check: false };
+    let link = AccountLink {
+        account: "kite-1".into(),
+        broker: kite,
+        product: Product::Mis,
+        protection_pct: Decimal::from(2),
+        algo_id: account.algo_id.clone(),
+        orders_per_sec: account.risk.max_orders_per_sec,
+        margin_check: false,
+    };
     let (router, mut rx) = kite_router(dir.path(), "autoslice", KITE_CSV, link, None).await;
     let coid = orders[0].client_order_id.clone();
     for o in orders {
         assert!(router.send(o));
     }
-    pump(&mut om, &router, &mut rx, |u| matches!(u, LiveUpdate::Filled { .. } | LiveUpdate::Rejected { .. })).await;
-    assert_eq!(om.positions_of("kite-1").unwrap()["NIFTY28MAR2420800CE"], dec!(5000));
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Filled { .. } | LiveUpdate::Rejected { .. })
+    })
+    .await;
+    assert_eq!(
+        om.positions_of("kite-1").unwrap()["NIFTY28MAR2420800CE"],
+        dec!(5000)
+    );
     let s = mock.state();
-    let posts: Vec<&str> = s.requests.iter().filter(|r| r.method == "POST" && r.path.starts_with("/orders/regular")).map(|r| r.body.as_str()).collect();
+    let posts: Vec<&str> = s
+        .requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/orders/regular"))
+        .map(|r| r.body.as_str())
+        .collect();
     assert_eq!(posts.len(), 1, "one placement: {posts:?}");
-    assert!(posts[0].contains("autoslice=true") && posts[0].contains("quantity=5000"), "{}", posts[0]);
-    assert_eq!(s.orders.iter().map(|o| (o.qty, o.tag.as_deref())).collect::<Vec<_>>(), vec![(dec!(1800), Some(coid.as_str())), (dec!(1800), Some(coid.as_str())), (dec!(1400), Some(coid.as_str()))]);
+    assert!(
+        posts[0].contains("autoslice=true") && posts[0].contains("quantity=5000"),
+        "{}",
+        posts[0]
+    );
+    assert_eq!(
+        s.orders
+            .iter()
+            .map(|o| (o.qty, o.tag.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![
+            (dec!(1800), Some(coid.as_str())),
+            (dec!(1800), Some(coid.as_str())),
+            (dec!(1400), Some(coid.as_str()))
+        ]
+    );
     drop(s);
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
-    let (state, broker_id, slice): (String, String, String) = db.query_row("SELECT state, broker_order_id, slice FROM orders", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    let (state, broker_id, slice): (String, String, String) = db
+        .query_row(
+            "SELECT state, broker_order_id, slice FROM orders",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
     assert_eq!((state.as_str(), slice.as_str()), ("filled", "auto"));
-    assert!(broker_id.starts_with("slice:") && broker_id.matches(',').count() == 2, "the three slices named: {broker_id}");
+    assert!(
+        broker_id.starts_with("slice:") && broker_id.matches(',').count() == 2,
+        "the three slices named: {broker_id}"
+    );
 }

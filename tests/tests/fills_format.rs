@@ -28,7 +28,22 @@ risk = { cooldown_secs = 0, entry_window = "00:00-23:59", max_orders_per_sec = 1
     },
     Case {
         name: "an intraday account: reversals, slippage on the tick, a stop and a trailing stop, the 15:15 square-off",
-        flags: &["--mode", "both", "--qty", "3", "--slippage-bps", "5", "--stop-loss-pct", "0.4", "--trailing-pct", "0.3", "--square-off", "15:15", "--exit-fill", "next-price"],
+        flags: &[
+            "--mode",
+            "both",
+            "--qty",
+            "3",
+            "--slippage-bps",
+            "5",
+            "--stop-loss-pct",
+            "0.4",
+            "--trailing-pct",
+            "0.3",
+            "--square-off",
+            "15:15",
+            "--exit-fill",
+            "next-price",
+        ],
         account: r#"mode = "both"
 product = "mis"
 square_off = "15:15"
@@ -43,13 +58,35 @@ risk = { cooldown_secs = 0, entry_window = "09:15-15:15", max_orders_per_sec = 1
 fn a_backtest_and_a_paper_run_of_the_same_data_write_the_same_fills() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    ok(&["generate", "--out", s(&data), "--days", "8", "--chain-days", "1", "--seed", "11"]);
+    ok(&[
+        "generate",
+        "--out",
+        s(&data),
+        "--days",
+        "8",
+        "--chain-days",
+        "1",
+        "--seed",
+        "11",
+    ]);
     let csv = data.join("nifty_1m.csv");
 
     for (n, case) in CASES.iter().enumerate() {
         let out = dir.path().join(format!("bt{n}"));
         let wasm = plugin("ma-crossover");
-        let mut args = vec!["backtest", "--plugin", s(&wasm), "--data", s(&csv), "--param", "fast=5", "--param", "slow=20", "--out", s(&out)];
+        let mut args = vec![
+            "backtest",
+            "--plugin",
+            s(&wasm),
+            "--data",
+            s(&csv),
+            "--param",
+            "fast=5",
+            "--param",
+            "slow=20",
+            "--out",
+            s(&out),
+        ];
         args.extend(case.flags);
         ok(&args);
         let backtest = std::fs::read_to_string(out.join("fills.csv")).unwrap();
@@ -85,25 +122,64 @@ slow = 20
             ),
         )
         .unwrap();
-        ok(&["run", "--quiet", "--until-idle", "1", "--config", s(&config)]);
+        ok(&[
+            "run",
+            "--quiet",
+            "--until-idle",
+            "1",
+            "--config",
+            s(&config),
+        ]);
         let fills = run_dir.join("fills.csv");
-        let printed = ok(&["report", "--journal", s(&run_dir.join("journal.sqlite")), "--fills-csv", s(&fills)]);
+        let printed = ok(&[
+            "report",
+            "--journal",
+            s(&run_dir.join("journal.sqlite")),
+            "--fills-csv",
+            s(&fills),
+        ]);
         assert!(printed.contains("backtest"), "{printed}");
         let run = std::fs::read_to_string(&fills).unwrap();
 
-        assert!(backtest.starts_with("ts,account,instrument,side,qty,price,reason\n"), "{backtest}");
-        assert!(backtest.lines().count() > 10, "{}: the crossover trades on eight days: {backtest}", case.name);
+        assert!(
+            backtest.starts_with("ts,account,instrument,side,qty,price,reason\n"),
+            "{backtest}"
+        );
+        assert!(
+            backtest.lines().count() > 10,
+            "{}: the crossover trades on eight days: {backtest}",
+            case.name
+        );
         let (b, r): (Vec<&str>, Vec<&str>) = (backtest.lines().collect(), run.lines().collect());
         for (i, (x, y)) in b.iter().zip(&r).enumerate() {
-            assert_eq!(x, y, "{}: line {} differs (backtest, then run)", case.name, i + 1);
+            assert_eq!(
+                x,
+                y,
+                "{}: line {} differs (backtest, then run)",
+                case.name,
+                i + 1
+            );
         }
-        assert_eq!(b.len(), r.len(), "{}: backtest:\n{backtest}\nrun:\n{run}", case.name);
+        assert_eq!(
+            b.len(),
+            r.len(),
+            "{}: backtest:\n{backtest}\nrun:\n{run}",
+            case.name
+        );
         if n == 1 {
             // The rules this case is about did act.
             for reason in ["square-off", "trailing-stop", "signal"] {
-                assert!(backtest.contains(&format!(",{reason}\n")), "{}: no {reason} fill:\n{backtest}", case.name);
+                assert!(
+                    backtest.contains(&format!(",{reason}\n")),
+                    "{}: no {reason} fill:\n{backtest}",
+                    case.name
+                );
             }
-            assert!(backtest.lines().any(|l| l.contains(",6,")), "{}: no reversal:\n{backtest}", case.name);
+            assert!(
+                backtest.lines().any(|l| l.contains(",6,")),
+                "{}: no reversal:\n{backtest}",
+                case.name
+            );
         }
     }
 }

@@ -44,17 +44,32 @@ fn edges(src: &Path) -> BTreeMap<(String, String), BTreeSet<String>> {
     sources(src, &mut files);
     let mut edges: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for file in files {
-        let rel = file.strip_prefix(src).unwrap().to_string_lossy().replace('\\', "/");
-        let from = rel.split('/').next().unwrap().trim_end_matches(".rs").to_owned();
+        let rel = file
+            .strip_prefix(src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let from = rel
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_owned();
         let text = std::fs::read_to_string(&file).unwrap();
         for line in text.lines() {
             let code = line.split("//").next().unwrap_or_default();
             let mut rest = code;
             while let Some(at) = rest.find("crate::") {
                 rest = &rest[at + "crate::".len()..];
-                let to: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let to: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
                 if !to.is_empty() && to != from {
-                    edges.entry((from.clone(), to)).or_default().insert(rel.clone());
+                    edges
+                        .entry((from.clone(), to))
+                        .or_default()
+                        .insert(rel.clone());
                 }
             }
         }
@@ -69,15 +84,22 @@ fn host_src() -> PathBuf {
 #[test]
 fn no_module_imports_a_later_stage() {
     let edges = edges(&host_src());
-    assert!(edges.len() > 20, "the edges of host/src were read: {edges:?}");
+    assert!(
+        edges.len() > 20,
+        "the edges of host/src were read: {edges:?}"
+    );
     let mut wrong = Vec::new();
     for ((from, to), files) in &edges {
         let (Some(a), Some(b)) = (layer(from), layer(to)) else {
-            wrong.push(format!("{from} -> {to}: a module DESIGN.md does not place ({files:?})"));
+            wrong.push(format!(
+                "{from} -> {to}: a module DESIGN.md does not place ({files:?})"
+            ));
             continue;
         };
         match (a, b) {
-            (Some(a), Some(b)) if b > a => wrong.push(format!("{from} (layer {a}) imports {to} (layer {b}), a later stage, in {files:?}")),
+            (Some(a), Some(b)) if b > a => wrong.push(format!(
+                "{from} (layer {a}) imports {to} (layer {b}), a later stage, in {files:?}"
+            )),
             (Some(_), None) => wrong.push(format!("{from} imports the driver {to} in {files:?}")),
             _ => {}
         }
@@ -95,7 +117,12 @@ fn no_import_cycle_between_modules() {
         }
     }
     // Depth-first from every module: a module reached again on the current path closes a cycle.
-    fn visit<'a>(m: &'a str, next: &BTreeMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Option<Vec<&'a str>> {
+    fn visit<'a>(
+        m: &'a str,
+        next: &BTreeMap<&'a str, Vec<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
         if let Some(i) = path.iter().position(|p| *p == m) {
             let mut cycle = path[i..].to_vec();
             cycle.push(m);
@@ -116,7 +143,11 @@ fn no_import_cycle_between_modules() {
     let mut done = BTreeSet::new();
     for m in next.keys() {
         let cycle = visit(m, &next, &mut Vec::new(), &mut done);
-        assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap_or_default().join(" -> "));
+        assert!(
+            cycle.is_none(),
+            "import cycle: {}",
+            cycle.unwrap_or_default().join(" -> ")
+        );
     }
 }
 
@@ -125,8 +156,22 @@ fn the_checker_sees_a_backward_import() {
     // The check itself, on a scratch tree: a config that names an order type is caught.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("orders")).unwrap();
-    std::fs::write(dir.path().join("config.rs"), "use crate::orders::risk::RiskLimits; // config → orders\n").unwrap();
-    std::fs::write(dir.path().join("orders/mod.rs"), "use crate::config::Config;\n// crate::cli in a comment is not an import\n").unwrap();
+    std::fs::write(
+        dir.path().join("config.rs"),
+        "use crate::orders::risk::RiskLimits; // config → orders\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("orders/mod.rs"),
+        "use crate::config::Config;\n// crate::cli in a comment is not an import\n",
+    )
+    .unwrap();
     let found = edges(dir.path());
-    assert_eq!(found.keys().cloned().collect::<Vec<_>>(), vec![("config".to_owned(), "orders".to_owned()), ("orders".to_owned(), "config".to_owned())]);
+    assert_eq!(
+        found.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            ("config".to_owned(), "orders".to_owned()),
+            ("orders".to_owned(), "config".to_owned())
+        ]
+    );
 }

@@ -51,7 +51,14 @@ source = { kind = "synthetic", seed = 2, days = 1, option_chain = true }
 "#;
 
 fn expected_signals(days: u32) -> usize {
-    tradehost_tests::native_ma_signals(2, days, &[("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())])
+    tradehost_tests::native_ma_signals(
+        2,
+        days,
+        &[
+            ("fast".to_owned(), "5".to_owned()),
+            ("slow".to_owned(), "20".to_owned()),
+        ],
+    )
 }
 
 fn expected_oi_signals() -> usize {
@@ -68,7 +75,12 @@ fn expected_oi_signals() -> usize {
 /// A batch run: it ends once every source has run out and every signal is decided.
 fn run(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> Output {
     let mut cmd = Command::new(tradehost_bin());
-    cmd.args(["run", "--until-idle", "0.5", "--config"]).arg(config).args(extra).env_remove("REDIS_URL").env_remove("TRADING_MODE").env("RUST_LOG", "warn");
+    cmd.args(["run", "--until-idle", "0.5", "--config"])
+        .arg(config)
+        .args(extra)
+        .env_remove("REDIS_URL")
+        .env_remove("TRADING_MODE")
+        .env("RUST_LOG", "warn");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -77,11 +89,19 @@ fn run(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> Output {
 
 fn spawn(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> Child {
     let mut cmd = Command::new(tradehost_bin());
-    cmd.args(["run", "--config"]).arg(config).args(extra).env_remove("REDIS_URL").env_remove("TRADING_MODE").env("RUST_LOG", "warn");
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .args(extra)
+        .env_remove("REDIS_URL")
+        .env_remove("TRADING_MODE")
+        .env("RUST_LOG", "warn");
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting tradehost")
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tradehost")
 }
 
 fn journal(dir: &Path) -> rusqlite::Connection {
@@ -95,21 +115,51 @@ fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
 #[test]
 fn embedded_run_trades_every_signal_for_every_account() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}{OI_PIPELINE}", ma_pipeline(0, 3)), 5);
+    let config = write_config(
+        dir.path(),
+        &format!("{ACCOUNTS}{}{OI_PIPELINE}", ma_pipeline(0, 3)),
+        5,
+    );
     let out = run(&config, &[], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("TRADING_MODE=paper") && stdout.contains("embedded bus"), "{stdout}");
-    assert!(stdout.contains("signal  nifty-ma") && stdout.contains("order   long-1"), "signals and orders are printed:\n{stdout}");
-    assert!(stdout.contains("long-1") && stdout.contains("realised"), "the P&L summary is printed:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("TRADING_MODE=paper") && stdout.contains("embedded bus"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("signal  nifty-ma") && stdout.contains("order   long-1"),
+        "signals and orders are printed:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("long-1") && stdout.contains("realised"),
+        "the P&L summary is printed:\n{stdout}"
+    );
     let (ma, oi) = (expected_signals(3) as i64, expected_oi_signals() as i64);
     assert!(ma > 20 && oi > 4, "{ma} {oi}");
     let db = journal(dir.path());
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM decisions"), ma * 2 + oi, "one decision per signal and account");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM decisions"),
+        ma * 2 + oi,
+        "one decision per signal and account"
+    );
     // long-1 is long-only: it opens on a buy and closes on a sell, so it trades at most every signal.
     assert!(count(&db, "SELECT COUNT(*) FROM orders WHERE account = 'long-1'") <= ma);
-    assert!(count(&db, "SELECT COUNT(*) FROM orders WHERE account = 'both-1' AND instrument LIKE 'NIFTY%CE' OR instrument LIKE 'NIFTY%PE'") > 0, "option orders");
-    assert!(count(&db, "SELECT COUNT(*) FROM orders WHERE state = 'accepted'") <= 3, "all but the last signals' orders fill");
+    assert!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM orders WHERE account = 'both-1' AND instrument LIKE 'NIFTY%CE' OR instrument LIKE 'NIFTY%PE'"
+        ) > 0,
+        "option orders"
+    );
+    assert!(
+        count(&db, "SELECT COUNT(*) FROM orders WHERE state = 'accepted'") <= 3,
+        "all but the last signals' orders fill"
+    );
     check_journal(&db);
 }
 
@@ -120,37 +170,95 @@ fn redis_run_shows_everything_on_the_channels() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 2)), 1);
     let out = run(&config, &[("REDIS_URL", &server.url())], &["--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("redis bus"));
     let expected = expected_signals(2);
-    let signals = collector.wait_for(Duration::from_secs(5), |_, _| collector.of("trading:signals", "signal").len() >= expected);
-    assert!(signals.is_some(), "expected {expected} signals on trading:signals, saw {}", collector.of("trading:signals", "signal").len());
-    let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
-    let len: usize = redis::cmd("XLEN").arg("trading:signals:log").query(&mut con).unwrap();
+    let signals = collector.wait_for(Duration::from_secs(5), |_, _| {
+        collector.of("trading:signals", "signal").len() >= expected
+    });
+    assert!(
+        signals.is_some(),
+        "expected {expected} signals on trading:signals, saw {}",
+        collector.of("trading:signals", "signal").len()
+    );
+    let mut con = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg("trading:signals:log")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(len, expected, "the durable log holds each signal once");
     let orders = collector.of("trading:orders", "order");
-    assert!(orders.iter().any(|o| o["state"] == "filled" && o["mode"] == "paper" && o["price"].is_string()), "{orders:?}");
+    assert!(
+        orders
+            .iter()
+            .any(|o| o["state"] == "filled" && o["mode"] == "paper" && o["price"].is_string()),
+        "{orders:?}"
+    );
     let signal = &collector.of("trading:signals", "signal")[0];
-    for field in ["v", "type", "id", "ts", "pipeline", "plugin", "plugin_version", "instrument", "side", "reason", "price"] {
+    for field in [
+        "v",
+        "type",
+        "id",
+        "ts",
+        "pipeline",
+        "plugin",
+        "plugin_version",
+        "instrument",
+        "side",
+        "reason",
+        "price",
+    ] {
         assert!(!signal[field].is_null(), "signal without {field}: {signal}");
     }
-    let events: Vec<String> = collector.of("trading:events", "event").iter().map(|e| e["event"].as_str().unwrap_or("").to_owned()).collect();
-    for want in ["orders_started", "plugin_loaded", "pipeline_started", "pipeline_finished"] {
+    let events: Vec<String> = collector
+        .of("trading:events", "event")
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for want in [
+        "orders_started",
+        "plugin_loaded",
+        "pipeline_started",
+        "pipeline_finished",
+    ] {
         assert!(events.iter().any(|e| e == want), "no {want} in {events:?}");
     }
     let heartbeats = collector.of("trading:events", "heartbeat");
-    assert!(heartbeats.iter().any(|h| h["role"] == "orders" && h["accounts"]["long-1"]["realized"].is_string()), "{heartbeats:?}");
-    assert!(heartbeats.iter().any(|h| h["role"] == "engine" && h["pipelines"]["nifty-ma"]["state"].is_string()), "{heartbeats:?}");
+    assert!(
+        heartbeats
+            .iter()
+            .any(|h| h["role"] == "orders" && h["accounts"]["long-1"]["realized"].is_string()),
+        "{heartbeats:?}"
+    );
+    assert!(
+        heartbeats
+            .iter()
+            .any(|h| h["role"] == "engine" && h["pipelines"]["nifty-ma"]["state"].is_string()),
+        "{heartbeats:?}"
+    );
 }
 
 fn publish(url: &str, payload: &str) {
     let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let _: i64 = redis::cmd("PUBLISH").arg("trading:commands").arg(payload).query(&mut con).unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("trading:commands")
+        .arg(payload)
+        .query(&mut con)
+        .unwrap();
 }
 
 fn ack(collector: &Collector, id: &str, role: &str) -> serde_json::Value {
     collector
-        .wait_for(Duration::from_secs(10), |_, v| v["type"] == "command_ack" && v["command_id"] == id && v["role"] == role)
+        .wait_for(Duration::from_secs(10), |_, v| {
+            v["type"] == "command_ack" && v["command_id"] == id && v["role"] == role
+        })
         .unwrap_or_else(|| panic!("no ack for {id} from {role}"))
 }
 
@@ -160,62 +268,160 @@ fn commands_are_acknowledged_and_malformed_ones_change_nothing() {
     let collector = Collector::start(&server.url());
     let dir = tempfile::tempdir().unwrap();
     // A bar every 20 ms: alive long enough to be steered.
-    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(3_000, 3)), 1);
+    let config = write_config(
+        dir.path(),
+        &format!("{ACCOUNTS}{}", ma_pipeline(3_000, 3)),
+        1,
+    );
     let url = server.url();
     let mut child = spawn(&config, &[("REDIS_URL", url.as_str())], &["--quiet"]);
-    assert!(collector.wait_for(Duration::from_secs(15), |_, v| v["event"] == "pipeline_started").is_some());
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(15), |_, v| v["event"]
+                == "pipeline_started")
+            .is_some()
+    );
 
-    publish(&url, r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipeline":"nifty-ma"}"#);
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipeline":"nifty-ma"}"#,
+    );
     assert_eq!(ack(&collector, "c1", "engine")["ok"], true);
-    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["event"] == "pipeline_paused").is_some());
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(5), |_, v| v["event"]
+                == "pipeline_paused")
+            .is_some()
+    );
     // The engine's own counters, from its heartbeats: while paused the bars keep coming in
     // (the strategy stays warm) and not one signal goes out.
     let paused_beat = |min_events: u64| {
         collector
-            .wait_for(Duration::from_secs(10), |_, v| v["type"] == "heartbeat" && v["role"] == "engine" && v["pipelines"]["nifty-ma"]["state"] == "paused" && v["pipelines"]["nifty-ma"]["events_in"].as_u64().is_some_and(|n| n >= min_events))
-            .map(|v| (v["pipelines"]["nifty-ma"]["events_in"].as_u64().unwrap_or(0), v["pipelines"]["nifty-ma"]["signals_out"].as_u64().unwrap_or(0)))
+            .wait_for(Duration::from_secs(10), |_, v| {
+                v["type"] == "heartbeat"
+                    && v["role"] == "engine"
+                    && v["pipelines"]["nifty-ma"]["state"] == "paused"
+                    && v["pipelines"]["nifty-ma"]["events_in"]
+                        .as_u64()
+                        .is_some_and(|n| n >= min_events)
+            })
+            .map(|v| {
+                (
+                    v["pipelines"]["nifty-ma"]["events_in"]
+                        .as_u64()
+                        .unwrap_or(0),
+                    v["pipelines"]["nifty-ma"]["signals_out"]
+                        .as_u64()
+                        .unwrap_or(0),
+                )
+            })
             .expect("a heartbeat of the paused pipeline")
     };
     let (events_at_pause, signals_at_pause) = paused_beat(0);
     let (events_later, signals_later) = paused_beat(events_at_pause + 25);
-    assert!(events_later >= events_at_pause + 25, "bars kept coming while paused");
-    assert_eq!(signals_later, signals_at_pause, "a paused pipeline emits no signals ({} bars seen meanwhile)", events_later - events_at_pause);
+    assert!(
+        events_later >= events_at_pause + 25,
+        "bars kept coming while paused"
+    );
+    assert_eq!(
+        signals_later,
+        signals_at_pause,
+        "a paused pipeline emits no signals ({} bars seen meanwhile)",
+        events_later - events_at_pause
+    );
 
-    publish(&url, r#"{"v":1,"type":"command","id":"c2","cmd":"resume","user":"asha"}"#);
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c2","cmd":"resume","user":"asha"}"#,
+    );
     assert_eq!(ack(&collector, "c2", "engine")["ok"], true);
     publish(&url, r#"{"v":1,"type":"command","id":"c3","cmd":"kill"}"#);
     assert_eq!(ack(&collector, "c3", "orders")["ok"], true);
-    assert!(collector.wait_for(Duration::from_secs(10), |_, v| v["event"] == "order_refused" && v["rule"] == "kill_switch").is_some(), "no orders while the kill switch is on");
-    publish(&url, r#"{"v":1,"type":"command","id":"c4","cmd":"release"}"#);
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(10), |_, v| v["event"]
+                == "order_refused"
+                && v["rule"] == "kill_switch")
+            .is_some(),
+        "no orders while the kill switch is on"
+    );
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c4","cmd":"release"}"#,
+    );
     assert_eq!(ack(&collector, "c4", "orders")["ok"], true);
-    publish(&url, r#"{"v":1,"type":"command","id":"c5","cmd":"flatten","account":"both-1"}"#);
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c5","cmd":"flatten","account":"both-1"}"#,
+    );
     assert_eq!(ack(&collector, "c5", "orders")["ok"], true);
-    publish(&url, r#"{"v":1,"type":"command","id":"c6","cmd":"flatten","account":"nobody"}"#);
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c6","cmd":"flatten","account":"nobody"}"#,
+    );
     assert_eq!(ack(&collector, "c6", "orders")["ok"], false);
-    publish(&url, r#"{"v":1,"type":"command","id":"c7","cmd":"pause","pipeline":"no-such"}"#);
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c7","cmd":"pause","pipeline":"no-such"}"#,
+    );
     assert_eq!(ack(&collector, "c7", "engine")["ok"], false);
     publish(&url, r#"{"v":1,"type":"command","id":"c8","cmd":"dance"}"#);
     assert_eq!(ack(&collector, "c8", "orders")["ok"], false);
     publish(&url, r#"{"v":1,"type":"command","cmd":"pause""#);
-    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["type"] == "error" && v["source"] == "commands").is_some());
-    publish(&url, r#"{"v":1,"type":"command","id":"c11","cmd":"basket","account":"both-1","legs":[{"instrument":"NIFTY","side":"sell","qty":75},{"instrument":"NIFTY","side":"buy","qty":75}],"unwind":true}"#);
-    assert_eq!(ack(&collector, "c11", "orders")["detail"], "basket c11 placed: buy legs first");
-    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["event"] == "basket_placed" && v["basket"] == "c11").is_some());
-    publish(&url, r#"{"v":1,"type":"command","id":"c12","cmd":"basket","account":"both-1","legs":[]}"#);
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(5), |_, v| v["type"] == "error"
+                && v["source"] == "commands")
+            .is_some()
+    );
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c11","cmd":"basket","account":"both-1","legs":[{"instrument":"NIFTY","side":"sell","qty":75},{"instrument":"NIFTY","side":"buy","qty":75}],"unwind":true}"#,
+    );
+    assert_eq!(
+        ack(&collector, "c11", "orders")["detail"],
+        "basket c11 placed: buy legs first"
+    );
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(5), |_, v| v["event"] == "basket_placed"
+                && v["basket"] == "c11")
+            .is_some()
+    );
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c12","cmd":"basket","account":"both-1","legs":[]}"#,
+    );
     assert_eq!(ack(&collector, "c12", "orders")["ok"], false);
-    publish(&url, r#"{"v":1,"type":"command","id":"c9","cmd":"stop","pipeline":"*"}"#);
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c9","cmd":"stop","pipeline":"*"}"#,
+    );
     assert_eq!(ack(&collector, "c9", "engine")["ok"], true);
-    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["event"] == "pipeline_stopped").is_some());
-    publish(&url, r#"{"v":1,"type":"command","id":"c10","cmd":"start","pipeline":"nifty-ma"}"#);
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(5), |_, v| v["event"]
+                == "pipeline_stopped")
+            .is_some()
+    );
+    publish(
+        &url,
+        r#"{"v":1,"type":"command","id":"c10","cmd":"start","pipeline":"nifty-ma"}"#,
+    );
     assert_eq!(ack(&collector, "c10", "engine")["detail"], "start nifty-ma");
 
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let started = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "tradehost did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "tradehost did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "a SIGTERM is a clean shutdown");
@@ -233,15 +439,34 @@ fn an_external_feed_on_redis_drives_a_pipeline() {
     let config = write_config(dir.path(), &body, 1);
     let url = server.url();
     let mut child = spawn(&config, &[("REDIS_URL", url.as_str())], &["--quiet"]);
-    assert!(collector.wait_for(Duration::from_secs(15), |_, v| v["event"] == "pipeline_started").is_some());
-    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(15), |_, v| v["event"]
+                == "pipeline_started")
+            .is_some()
+    );
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let t0 = 1_704_080_700_000i64;
     // The first tick until the pipeline has it: PUBLISH counts its receivers, the collector
     // (`trading:*`) and, once subscribed, the pipeline's source. Before that it reached no one else.
-    let first = format!(r#"{{"v":1,"type":"tick","id":"t0-0","ts":{t0},"symbol":"NIFTY","last":"110","volume":0}}"#);
+    let first = format!(
+        r#"{{"v":1,"type":"tick","id":"t0-0","ts":{t0},"symbol":"NIFTY","last":"110","volume":0}}"#
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(&first).query::<i64>(&mut con).unwrap() < 2 {
-        assert!(Instant::now() < deadline, "the pipeline never subscribed to trading:market:NIFTY");
+    while redis::cmd("PUBLISH")
+        .arg("trading:market:NIFTY")
+        .arg(&first)
+        .query::<i64>(&mut con)
+        .unwrap()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline never subscribed to trading:market:NIFTY"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Ticks for six minutes, falling then rising: SMA(2) crosses above SMA(3).
@@ -252,46 +477,127 @@ fn an_external_feed_on_redis_drives_a_pipeline() {
                 continue; // sent above
             }
             let ts = t0 + m as i64 * 60_000 + s * 20_000;
-            let tick = format!(r#"{{"v":1,"type":"tick","id":"t{m}-{s}","ts":{ts},"symbol":"NIFTY","last":"{close}","volume":{}}}"#, m * 100 + s as usize);
-            let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(tick).query(&mut con).unwrap();
+            let tick = format!(
+                r#"{{"v":1,"type":"tick","id":"t{m}-{s}","ts":{ts},"symbol":"NIFTY","last":"{close}","volume":{}}}"#,
+                m * 100 + s as usize
+            );
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("trading:market:NIFTY")
+                .arg(tick)
+                .query(&mut con)
+                .unwrap();
         }
     }
-    let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg("{not json").query(&mut con).unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("trading:market:NIFTY")
+        .arg("{not json")
+        .query(&mut con)
+        .unwrap();
     // Absurd ticks inside the 09:20 bar: each refused with an error naming the
     // instrument and the field, none reaching the candle (its close stays 115).
     let t = t0 + 5 * 60_000 + 50_000;
     let bad = [
-        (format!(r#""ts":{t},"symbol":"NIFTY","last":"0""#), "last 0 is not a positive price"),
-        (format!(r#""ts":{t},"symbol":"NIFTY","last":"-5""#), "last -5 is not a positive price"),
-        (format!(r#""ts":{t},"symbol":"NIFTY","last":"1000000000000000""#), "above the ceiling"),
-        (format!(r#""ts":{t},"symbol":"NIFTY","last":"115","bid":"0""#), "bid 0 is not a positive price"),
-        (format!(r#""ts":{t},"symbol":"NIFTY","last":"200""#), "away from the last price"),
-        (r#""ts":9223372036854775807,"symbol":"NIFTY","last":"115""#.to_owned(), "not a plausible exchange time"),
-        (r#""ts":4102444800000,"symbol":"NIFTY","last":"115""#.to_owned(), "not a plausible exchange time"),
-        (format!(r#""ts":{},"symbol":"NIFTY","last":"115""#, t0), "older than the last accepted"),
+        (
+            format!(r#""ts":{t},"symbol":"NIFTY","last":"0""#),
+            "last 0 is not a positive price",
+        ),
+        (
+            format!(r#""ts":{t},"symbol":"NIFTY","last":"-5""#),
+            "last -5 is not a positive price",
+        ),
+        (
+            format!(r#""ts":{t},"symbol":"NIFTY","last":"1000000000000000""#),
+            "above the ceiling",
+        ),
+        (
+            format!(r#""ts":{t},"symbol":"NIFTY","last":"115","bid":"0""#),
+            "bid 0 is not a positive price",
+        ),
+        (
+            format!(r#""ts":{t},"symbol":"NIFTY","last":"200""#),
+            "away from the last price",
+        ),
+        (
+            r#""ts":9223372036854775807,"symbol":"NIFTY","last":"115""#.to_owned(),
+            "not a plausible exchange time",
+        ),
+        (
+            r#""ts":4102444800000,"symbol":"NIFTY","last":"115""#.to_owned(),
+            "not a plausible exchange time",
+        ),
+        (
+            format!(r#""ts":{},"symbol":"NIFTY","last":"115""#, t0),
+            "older than the last accepted",
+        ),
     ];
     for (body, _) in &bad {
         let tick = format!(r#"{{"v":1,"type":"tick","id":"bad",{body}}}"#);
-        let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(tick).query(&mut con).unwrap();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("trading:market:NIFTY")
+            .arg(tick)
+            .query(&mut con)
+            .unwrap();
     }
-    let closing = format!(r#"{{"v":1,"type":"tick","id":"t-last","ts":{},"symbol":"NIFTY","last":"116"}}"#, t0 + 6 * 60_000);
-    let _: i64 = redis::cmd("PUBLISH").arg("trading:market:NIFTY").arg(closing).query(&mut con).unwrap();
-    let signal = collector.wait_for(Duration::from_secs(10), |c, v| c == "trading:signals" && v["side"] == "buy");
+    let closing = format!(
+        r#"{{"v":1,"type":"tick","id":"t-last","ts":{},"symbol":"NIFTY","last":"116"}}"#,
+        t0 + 6 * 60_000
+    );
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("trading:market:NIFTY")
+        .arg(closing)
+        .query(&mut con)
+        .unwrap();
+    let signal = collector.wait_for(Duration::from_secs(10), |c, v| {
+        c == "trading:signals" && v["side"] == "buy"
+    });
     let signal = signal.expect("the feed's candles produced a buy");
-    assert_eq!(signal["ts"], t0 + 4 * 60_000, "the cross happens on the 09:19 bar");
+    assert_eq!(
+        signal["ts"],
+        t0 + 4 * 60_000,
+        "the cross happens on the 09:19 bar"
+    );
     assert_eq!(signal["price"], "109");
-    assert!(collector.wait_for(Duration::from_secs(5), |_, v| v["type"] == "error" && v["reason"].as_str().is_some_and(|r| r.contains("malformed message on trading:market:NIFTY"))).is_some());
-    let filled = collector.wait_for(Duration::from_secs(10), |c, v| c == "trading:orders" && v["state"] == "filled");
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(5), |_, v| v["type"] == "error"
+                && v["reason"].as_str().is_some_and(
+                    |r| r.contains("malformed message on trading:market:NIFTY")
+                ))
+            .is_some()
+    );
+    let filled = collector.wait_for(Duration::from_secs(10), |c, v| {
+        c == "trading:orders" && v["state"] == "filled"
+    });
     assert_eq!(filled.expect("filled on the next bar")["price"], "115");
     for (_, why) in &bad {
-        let refused = collector.wait_for(Duration::from_secs(5), |_, v| v["type"] == "error" && v["reason"].as_str().is_some_and(|r| r.contains("NIFTY") && r.contains(why)));
+        let refused = collector.wait_for(Duration::from_secs(5), |_, v| {
+            v["type"] == "error"
+                && v["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("NIFTY") && r.contains(why))
+        });
         assert!(refused.is_some(), "no error event saying {why:?}");
     }
     // The 09:20 bar the strategy saw (and the order side priced) is made of the good ticks only.
-    let bar = collector.wait_for(Duration::from_secs(5), |c, v| c == "trading:quotes" && v["ts"] == t0 + 5 * 60_000).expect("the 09:20 bar's prices");
+    let bar = collector
+        .wait_for(Duration::from_secs(5), |c, v| {
+            c == "trading:quotes" && v["ts"] == t0 + 5 * 60_000
+        })
+        .expect("the 09:20 bar's prices");
     let q = &bar["quotes"][0];
-    assert_eq!((q["open"].as_str(), q["high"].as_str(), q["low"].as_str(), q["close"].as_str()), (Some("115"), Some("115"), Some("115"), Some("115")), "{bar}");
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(
+        (
+            q["open"].as_str(),
+            q["high"].as_str(),
+            q["low"].as_str(),
+            q["close"].as_str()
+        ),
+        (Some("115"), Some("115"), Some("115"), Some("115")),
+        "{bar}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     assert!(child.wait().unwrap().success());
 }
 
@@ -301,24 +607,61 @@ fn live_mode_and_bad_configs_are_refused_before_anything_starts() {
     let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)), 5);
     // A live account without credentials: live mode does not start (tests/tests/live_run.rs covers the rest).
     let live_dir = tempfile::tempdir().unwrap();
-    let live = write_config(live_dir.path(), &format!("{ACCOUNTS}[[accounts]]\nid = \"kite-x\"\nbroker = \"kite\"\ncapital = 100000\n{}", ma_pipeline(0, 1)), 5);
+    let live = write_config(
+        live_dir.path(),
+        &format!(
+            "{ACCOUNTS}[[accounts]]\nid = \"kite-x\"\nbroker = \"kite\"\ncapital = 100000\n{}",
+            ma_pipeline(0, 1)
+        ),
+        5,
+    );
     let out = run(&live, &[("TRADING_MODE", "live")], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("TRADING_MODE=live refused to start") && err.contains("account kite-x (kite): no api_key"), "{err}");
-    assert!(!live_dir.path().join("journal.sqlite").exists(), "nothing ran");
+    assert!(
+        err.contains("TRADING_MODE=live refused to start")
+            && err.contains("account kite-x (kite): no api_key"),
+        "{err}"
+    );
+    assert!(
+        !live_dir.path().join("journal.sqlite").exists(),
+        "nothing ran"
+    );
     let broker_dir = tempfile::tempdir().unwrap();
-    let bad_broker = write_config(broker_dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)).replacen("id = \"long-1\"", "id = \"long-1\"\nbroker = \"zerodha\"", 1), 5);
+    let bad_broker = write_config(
+        broker_dir.path(),
+        &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)).replacen(
+            "id = \"long-1\"",
+            "id = \"long-1\"\nbroker = \"zerodha\"",
+            1,
+        ),
+        5,
+    );
     let err = String::from_utf8_lossy(&run(&bad_broker, &[], &[]).stderr).into_owned();
     assert!(err.contains("accounts[0].broker: unknown broker \"zerodha\"; expected one of paper, openalgo, kite, upstox"), "{err}");
 
     let bad_dir = tempfile::tempdir().unwrap();
-    let bad = write_config(bad_dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)).replace("accounts = [\"long-1\", \"both-1\"]", "accounts = [\"long-1\", \"nobody\"]"), 5);
+    let bad = write_config(
+        bad_dir.path(),
+        &format!("{ACCOUNTS}{}", ma_pipeline(0, 1)).replace(
+            "accounts = [\"long-1\", \"both-1\"]",
+            "accounts = [\"long-1\", \"nobody\"]",
+        ),
+        5,
+    );
     let err = String::from_utf8_lossy(&run(&bad, &[], &[]).stderr).into_owned();
-    assert!(err.contains("pipelines.toml:") && err.contains("pipelines[0].accounts[1]: unknown account \"nobody\""), "{err}");
+    assert!(
+        err.contains("pipelines.toml:")
+            && err.contains("pipelines[0].accounts[1]: unknown account \"nobody\""),
+        "{err}"
+    );
 
     let out = run(&config, &[], &["--role", "orders"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a Redis bus"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs a Redis bus"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -339,13 +682,27 @@ fn monitor_shows_what_happens_on_the_bus() {
             let _ = tx.send(line);
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(10)).expect("monitor started");
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("monitor started");
     assert!(first.contains("watching trading:*"), "{first}");
-    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let messages = [
-        ("trading:signals", r#"{"v":1,"type":"signal","id":"s1","ts":1704080700000,"pipeline":"nifty-ma","instrument":"NIFTY","side":"buy","price":"21700.5","reason":"cross"}"#),
-        ("trading:orders", r#"{"v":1,"type":"order","id":"o1","ts":1704080760000,"mode":"paper","client_order_id":"th1","account":"acct","state":"filled","instrument":"NIFTY","side":"buy","qty":"10","price":"21701"}"#),
-        ("trading:events", r#"{"v":1,"type":"error","id":"e1","ts":1704080760000,"source":"commands","reason":"bad"}"#),
+        (
+            "trading:signals",
+            r#"{"v":1,"type":"signal","id":"s1","ts":1704080700000,"pipeline":"nifty-ma","instrument":"NIFTY","side":"buy","price":"21700.5","reason":"cross"}"#,
+        ),
+        (
+            "trading:orders",
+            r#"{"v":1,"type":"order","id":"o1","ts":1704080760000,"mode":"paper","client_order_id":"th1","account":"acct","state":"filled","instrument":"NIFTY","side":"buy","qty":"10","price":"21701"}"#,
+        ),
+        (
+            "trading:events",
+            r#"{"v":1,"type":"error","id":"e1","ts":1704080760000,"source":"commands","reason":"bad"}"#,
+        ),
     ];
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -353,7 +710,11 @@ fn monitor_shows_what_happens_on_the_bus() {
     while lines.len() < 3 && Instant::now() < deadline {
         if lines.is_empty() {
             for (channel, payload) in messages {
-                let _: i64 = redis::cmd("PUBLISH").arg(channel).arg(payload).query(&mut con).unwrap();
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query(&mut con)
+                    .unwrap();
             }
         }
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
@@ -362,7 +723,11 @@ fn monitor_shows_what_happens_on_the_bus() {
     }
     let _ = child.kill();
     let all = lines.join("\n");
-    for want in ["nifty-ma NIFTY buy @ 21700.5 — cross", "acct filled NIFTY buy 10 th1 @ 21701", "ERROR commands: bad"] {
+    for want in [
+        "nifty-ma NIFTY buy @ 21700.5 — cross",
+        "acct filled NIFTY buy 10 th1 @ 21701",
+        "ERROR commands: bad",
+    ] {
         assert!(all.contains(want), "{want:?} missing from:\n{all}");
     }
 }
@@ -372,7 +737,11 @@ fn a_replay_file_that_cannot_be_read_fails_the_run_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-day.csv");
     let bad = dir.path().join("bad-day.csv");
-    std::fs::write(&bad, "timestamp,open,high,low,close\n2024-01-01T09:15:00+05:30,100,101,99,x\n").unwrap();
+    std::fs::write(
+        &bad,
+        "timestamp,open,high,low,close\n2024-01-01T09:15:00+05:30,100,101,99,x\n",
+    )
+    .unwrap();
     for (file, says) in [(&missing, "No such file"), (&bad, "field `close`")] {
         let body = format!(
             "{ACCOUNTS}\n[[pipelines]]\nid = \"replayed\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"long-1\"]\nsource = {{ kind = \"replay\", files = [{:?}], speed = 0 }}\n",
@@ -380,10 +749,25 @@ fn a_replay_file_that_cannot_be_read_fails_the_run_naming_it() {
         );
         let config = write_config(dir.path(), &body, 1);
         let out = run(&config, &[], &[]);
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!out.status.success(), "a run that cannot read its data does not end as a success:\n{stdout}\n{stderr}");
-        assert!(stderr.contains(&file.display().to_string()) && stderr.contains(says), "{stderr}");
-        assert!(stdout.contains("pipeline_failed replayed"), "the alert is on the events channel:\n{stdout}");
-        assert_eq!(count(&journal(dir.path()), "SELECT COUNT(*) FROM orders"), 0);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            !out.status.success(),
+            "a run that cannot read its data does not end as a success:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&file.display().to_string()) && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(
+            stdout.contains("pipeline_failed replayed"),
+            "the alert is on the events channel:\n{stdout}"
+        );
+        assert_eq!(
+            count(&journal(dir.path()), "SELECT COUNT(*) FROM orders"),
+            0
+        );
     }
 }

@@ -12,11 +12,22 @@ use tradehost_tests::plugin;
 fn bar(i: i64) -> strategy_sdk::Bar {
     // 2024-01-01 09:15 IST onwards; a zig-zag so averages cross.
     let close = 100.0 + ((i * 7) % 13) as f64 - ((i * 3) % 5) as f64;
-    strategy_sdk::Bar { ts: 1_704_080_700_000 + i * 60_000, open: close, high: close + 1.0, low: close - 1.0, close, volume: 10, oi: 0 }
+    strategy_sdk::Bar {
+        ts: 1_704_080_700_000 + i * 60_000,
+        open: close,
+        high: close + 1.0,
+        low: close - 1.0,
+        close,
+        volume: 10,
+        oi: 0,
+    }
 }
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn fuel_sandbox() -> Sandbox {
@@ -25,11 +36,23 @@ fn fuel_sandbox() -> Sandbox {
 
 /// Enough fuel that the limit under test (memory, signal count) is reached first.
 fn sandbox_with_fuel(per_event: u64) -> Sandbox {
-    Sandbox::new(SandboxLimits { cpu: CpuBudget::Fuel { per_event }, memory_bytes: 32 << 20, ..SandboxLimits::backtest() }).unwrap()
+    Sandbox::new(SandboxLimits {
+        cpu: CpuBudget::Fuel { per_event },
+        memory_bytes: 32 << 20,
+        ..SandboxLimits::backtest()
+    })
+    .unwrap()
 }
 
 fn time_sandbox() -> Sandbox {
-    Sandbox::new(SandboxLimits { cpu: CpuBudget::Time { per_event: Duration::from_millis(100) }, memory_bytes: 32 << 20, ..SandboxLimits::live() }).unwrap()
+    Sandbox::new(SandboxLimits {
+        cpu: CpuBudget::Time {
+            per_event: Duration::from_millis(100),
+        },
+        memory_bytes: 32 << 20,
+        ..SandboxLimits::live()
+    })
+    .unwrap()
 }
 
 fn hostile(sandbox: &Sandbox, behaviour: &str) -> Result<PluginInstance, SandboxError> {
@@ -40,7 +63,12 @@ fn hostile(sandbox: &Sandbox, behaviour: &str) -> Result<PluginInstance, Sandbox
 #[test]
 fn bundled_plugins_load_and_describe_themselves() {
     let sandbox = fuel_sandbox();
-    for (crate_name, init) in [("ma-crossover", vec![]), ("rsi", vec![]), ("oi-crossover", vec![]), ("orb", vec![])] {
+    for (crate_name, init) in [
+        ("ma-crossover", vec![]),
+        ("rsi", vec![]),
+        ("oi-crossover", vec![]),
+        ("orb", vec![]),
+    ] {
         let p = sandbox.load_file(&plugin(crate_name)).unwrap();
         assert_eq!(p.contract().to_string(), "1.1.0");
         assert_eq!(p.sha256().len(), 64);
@@ -53,16 +81,31 @@ fn bundled_plugins_load_and_describe_themselves() {
 fn bad_params_are_refused_at_init_naming_the_param() {
     let sandbox = fuel_sandbox();
     let p = sandbox.load_file(&plugin("ma-crossover")).unwrap();
-    let err = sandbox.instantiate(&p, &params(&[("fast", "50"), ("slow", "10")])).unwrap_err().to_string();
-    assert!(err.contains("ma_crossover.wasm") && err.contains("init failed") && err.contains("param `slow`"), "{err}");
+    let err = sandbox
+        .instantiate(&p, &params(&[("fast", "50"), ("slow", "10")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ma_crossover.wasm")
+            && err.contains("init failed")
+            && err.contains("param `slow`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn incompatible_contract_is_refused_naming_both_versions() {
-    let err = fuel_sandbox().load_file(&plugin("future-contract")).unwrap_err();
+    let err = fuel_sandbox()
+        .load_file(&plugin("future-contract"))
+        .unwrap_err();
     assert!(matches!(err, SandboxError::Incompatible { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("future_contract.wasm") && msg.contains("tradehost:strategy@2.0.0") && msg.contains("tradehost:strategy@1.1.0"), "{msg}");
+    assert!(
+        msg.contains("future_contract.wasm")
+            && msg.contains("tradehost:strategy@2.0.0")
+            && msg.contains("tradehost:strategy@1.1.0"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -71,15 +114,32 @@ fn a_plugin_built_against_contract_1_0_runs_unchanged_and_its_signals_go_at_the_
     let p = sandbox.load_file(&plugin("contract-1-0")).unwrap();
     assert_eq!(p.contract().to_string(), "1.0.0");
     let mut instance = sandbox.instantiate(&p, &[]).unwrap();
-    assert_eq!((instance.name(), instance.version()), ("contract-1-0", "1.0.0"));
-    let bar = |i: i64| strategy_sdk::Bar { ts: 1_704_083_400_000 + i * 60_000, open: 100.0, high: 101.0, low: 99.0, close: 100.5, volume: 10, oi: 0 };
+    assert_eq!(
+        (instance.name(), instance.version()),
+        ("contract-1-0", "1.0.0")
+    );
+    let bar = |i: i64| strategy_sdk::Bar {
+        ts: 1_704_083_400_000 + i * 60_000,
+        open: 100.0,
+        high: 101.0,
+        low: 99.0,
+        close: 100.5,
+        volume: 10,
+        oi: 0,
+    };
     let mut signals = Vec::new();
     for i in 0..4 {
         signals.extend(instance.on_candle("NIFTY", 60, &bar(i)).unwrap());
     }
     assert_eq!(signals.len(), 1, "{signals:?}");
-    assert_eq!((signals[0].side, signals[0].reason.as_str()), (strategy_sdk::Side::Buy, "contract 1.0 buy"));
-    assert_eq!((signals[0].order, signals[0].validity), (strategy_sdk::OrderType::Market, strategy_sdk::Validity::Day));
+    assert_eq!(
+        (signals[0].side, signals[0].reason.as_str()),
+        (strategy_sdk::Side::Buy, "contract 1.0 buy")
+    );
+    assert_eq!(
+        (signals[0].order, signals[0].validity),
+        (strategy_sdk::OrderType::Market, strategy_sdk::Validity::Day)
+    );
     // Batches and snapshots cross the same way.
     let bars: Vec<_> = (4..6).map(bar).collect();
     let batch = instance.on_candles("NIFTY", 60, &bars).unwrap();
@@ -94,20 +154,52 @@ fn a_plugin_built_against_contract_1_0_runs_unchanged_and_its_signals_go_at_the_
 fn a_1_1_plugin_asks_for_limit_stop_and_stop_limit_entries() {
     let sandbox = fuel_sandbox();
     let p = sandbox.load_file(&plugin("order-types")).unwrap();
-    let bar = |i: i64| strategy_sdk::Bar { ts: 1_704_083_400_000 + i * 60_000, open: 100.0, high: 101.0, low: 99.0, close: 100.0, volume: 10, oi: 0 };
+    let bar = |i: i64| strategy_sdk::Bar {
+        ts: 1_704_083_400_000 + i * 60_000,
+        open: 100.0,
+        high: 101.0,
+        low: 99.0,
+        close: 100.0,
+        volume: 10,
+        oi: 0,
+    };
     for (order, validity, want) in [
         ("limit", "day", strategy_sdk::OrderType::Limit(98.0)),
         ("stop", "ioc", strategy_sdk::OrderType::Stop(102.0)),
-        ("stop-limit", "day", strategy_sdk::OrderType::StopLimit { trigger: 102.0, limit: 102.5 }),
+        (
+            "stop-limit",
+            "day",
+            strategy_sdk::OrderType::StopLimit {
+                trigger: 102.0,
+                limit: 102.5,
+            },
+        ),
     ] {
-        let mut instance = sandbox.instantiate(&p, &params(&[("order", order), ("offset", "2"), ("validity", validity), ("entry_bar", "1")])).unwrap();
+        let mut instance = sandbox
+            .instantiate(
+                &p,
+                &params(&[
+                    ("order", order),
+                    ("offset", "2"),
+                    ("validity", validity),
+                    ("entry_bar", "1"),
+                ]),
+            )
+            .unwrap();
         let out = instance.on_candle("NIFTY", 60, &bar(0)).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].order, want, "{order}");
-        let ioc = if validity == "ioc" { strategy_sdk::Validity::Ioc } else { strategy_sdk::Validity::Day };
+        let ioc = if validity == "ioc" {
+            strategy_sdk::Validity::Ioc
+        } else {
+            strategy_sdk::Validity::Day
+        };
         assert_eq!(out[0].validity, ioc);
     }
-    let err = sandbox.instantiate(&p, &params(&[("order", "iceberg")])).unwrap_err().to_string();
+    let err = sandbox
+        .instantiate(&p, &params(&[("order", "iceberg")]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("param `order`"), "{err}");
 }
 
@@ -124,10 +216,18 @@ fn broken_files_are_refused_with_a_reason() {
         *b = x as u8;
     }
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated.wasm", good[..good.len() / 2].to_vec(), "corrupt or invalid component"),
+        (
+            "truncated.wasm",
+            good[..good.len() / 2].to_vec(),
+            "corrupt or invalid component",
+        ),
         ("random.wasm", random, "not a WebAssembly file"),
         ("empty.wasm", Vec::new(), "not a WebAssembly file"),
-        ("core.wasm", b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module, not a component"),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core WebAssembly module, not a component",
+        ),
     ];
     let sandbox = fuel_sandbox();
     for (name, bytes, want) in cases {
@@ -136,7 +236,10 @@ fn broken_files_are_refused_with_a_reason() {
         let err = sandbox.load_file(&path).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains(want), "{name}: {err}");
     }
-    let err = sandbox.load_file(Path::new("/nonexistent/x.wasm")).unwrap_err().to_string();
+    let err = sandbox
+        .load_file(Path::new("/nonexistent/x.wasm"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nonexistent/x.wasm"), "{err}");
 }
 
@@ -153,13 +256,33 @@ fn infinite_loops_are_stopped_by_fuel_and_by_time() {
     for sandbox in [fuel_sandbox(), time_sandbox()] {
         let started = Instant::now();
         let err = first_error(&mut hostile(&sandbox, "loop-on-candle").unwrap());
-        assert!(matches!(err, SandboxError::CpuBudget { call: "on-candle", .. }), "{err:?}");
-        assert!(err.to_string().contains("plugin hostile: on-candle exceeded its CPU budget"), "{err}");
+        assert!(
+            matches!(
+                err,
+                SandboxError::CpuBudget {
+                    call: "on-candle",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("plugin hostile: on-candle exceeded its CPU budget"),
+            "{err}"
+        );
         // A liveness bound, not a benchmark: the loop must not hang the host.
-        assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
 
         let err = hostile(&sandbox, "loop-in-init").unwrap_err();
-        assert!(matches!(err, SandboxError::CpuBudget { call: "init", .. }), "{err:?}");
+        assert!(
+            matches!(err, SandboxError::CpuBudget { call: "init", .. }),
+            "{err:?}"
+        );
     }
 }
 
@@ -167,16 +290,27 @@ fn infinite_loops_are_stopped_by_fuel_and_by_time() {
 fn memory_bombs_hit_the_cap() {
     let sandbox = sandbox_with_fuel(2_000_000_000);
     let err = first_error(&mut hostile(&sandbox, "memory-bomb").unwrap());
-    assert!(matches!(err, SandboxError::MemoryCap { cap_bytes, .. } if cap_bytes == 32 << 20), "{err:?}");
+    assert!(
+        matches!(err, SandboxError::MemoryCap { cap_bytes, .. } if cap_bytes == 32 << 20),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn recursion_and_panics_trap_with_their_story() {
     let sandbox = fuel_sandbox();
     let err = first_error(&mut hostile(&sandbox, "recursion").unwrap());
-    assert!(matches!(err, SandboxError::Trapped { .. }) && err.to_string().contains("call stack exhausted"), "{err}");
+    assert!(
+        matches!(err, SandboxError::Trapped { .. })
+            && err.to_string().contains("call stack exhausted"),
+        "{err}"
+    );
     let err = first_error(&mut hostile(&sandbox, "panic").unwrap());
-    assert!(err.to_string().contains("hostile plugin panicked on purpose"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("hostile plugin panicked on purpose"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -187,16 +321,32 @@ fn a_trap_after_good_events_stops_the_instance_for_good() {
         instance.on_candle("NIFTY", 60, &bar(i)).unwrap();
     }
     let err = instance.on_candle("NIFTY", 60, &bar(3)).unwrap_err();
-    assert!(err.to_string().contains("trap after 3 good events"), "{err}");
+    assert!(
+        err.to_string().contains("trap after 3 good events"),
+        "{err}"
+    );
     assert!(instance.is_stopped());
-    assert!(matches!(instance.on_candle("NIFTY", 60, &bar(4)), Err(SandboxError::Stopped { .. })));
+    assert!(matches!(
+        instance.on_candle("NIFTY", 60, &bar(4)),
+        Err(SandboxError::Stopped { .. })
+    ));
 }
 
 #[test]
 fn signal_floods_are_refused() {
     let sandbox = sandbox_with_fuel(500_000_000);
     let err = first_error(&mut hostile(&sandbox, "flood").unwrap());
-    assert!(matches!(err, SandboxError::SignalFlood { count: 10_000, limit: 16, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            SandboxError::SignalFlood {
+                count: 10_000,
+                limit: 16,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -223,8 +373,16 @@ fn a_healthy_neighbour_is_not_disturbed() {
     let fast = params(&[("fast", "3"), ("slow", "8")]);
     let mut alone = sandbox.instantiate(&p, &fast).unwrap();
     let mut beside = sandbox.instantiate(&p, &fast).unwrap();
-    let mut bad: Vec<PluginInstance> =
-        ["loop-on-candle", "memory-bomb", "panic", "flood", "recursion"].iter().map(|b| hostile(&sandbox, b).unwrap()).collect();
+    let mut bad: Vec<PluginInstance> = [
+        "loop-on-candle",
+        "memory-bomb",
+        "panic",
+        "flood",
+        "recursion",
+    ]
+    .iter()
+    .map(|b| hostile(&sandbox, b).unwrap())
+    .collect();
     let (mut want, mut got) = (Vec::new(), Vec::new());
     for i in 0..300 {
         want.extend(alone.on_candle("NIFTY", 60, &bar(i)).unwrap());

@@ -45,7 +45,13 @@ slow = 20
 
 fn spawn(config: &Path, url: &str, args: &[&str], stderr: Option<&Path>) -> Child {
     let mut cmd = Command::new(tradehost_bin());
-    cmd.args(["run", "--quiet", "--config"]).arg(config).args(args).env("REDIS_URL", url).env("RUST_LOG", "error").env_remove("TRADING_MODE").stdout(Stdio::null());
+    cmd.args(["run", "--quiet", "--config"])
+        .arg(config)
+        .args(args)
+        .env("REDIS_URL", url)
+        .env("RUST_LOG", "error")
+        .env_remove("TRADING_MODE")
+        .stdout(Stdio::null());
     match stderr {
         Some(path) => cmd.stderr(std::fs::File::create(path).expect("stderr file")),
         None => cmd.stderr(Stdio::null()),
@@ -65,7 +71,9 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
 }
 
 fn sigterm(child: &Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
 }
 
 fn count(db: &Path, sql: &str) -> i64 {
@@ -74,18 +82,33 @@ fn count(db: &Path, sql: &str) -> i64 {
 }
 
 fn expected_signals(days: u32) -> i64 {
-    tradehost_tests::native_ma_signals(2, days, &[("fast".to_owned(), "5".to_owned()), ("slow".to_owned(), "20".to_owned())]) as i64
+    tradehost_tests::native_ma_signals(
+        2,
+        days,
+        &[
+            ("fast".to_owned(), "5".to_owned()),
+            ("slow".to_owned(), "20".to_owned()),
+        ],
+    ) as i64
 }
 
 /// Every signal id in the log, in order.
 fn logged_signal_ids(url: &str) -> Vec<String> {
     let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE").arg("trading:signals:log").arg("-").arg("+").query(&mut con).unwrap();
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("trading:signals:log")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
     entries
         .ids
         .iter()
         .map(|e| match e.map.get("signal") {
-            Some(redis::Value::BulkString(b)) => serde_json::from_slice::<serde_json::Value>(b).ok().and_then(|v| v["id"].as_str().map(str::to_owned)).unwrap_or_default(),
+            Some(redis::Value::BulkString(b)) => serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
             _ => String::new(),
         })
         .collect()
@@ -100,33 +123,83 @@ fn an_idle_orders_process_stays_up_and_stops_cleanly_on_sigterm_or_a_shutdown_co
     let url = server.url();
 
     let mut orders = spawn(&config, &url, &["--role", "orders"], None);
-    assert!(collector.wait_for(Duration::from_secs(15), |_, v| v["event"] == "orders_started").is_some(), "the orders role started");
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(15), |_, v| v["event"]
+                == "orders_started")
+            .is_some(),
+        "the orders role started"
+    );
     std::thread::sleep(Duration::from_secs(3));
-    assert!(orders.try_wait().unwrap().is_none(), "an orders process with nothing to do stays up");
-    let heartbeats = collector.of("trading:events", "heartbeat").iter().filter(|h| h["role"] == "orders").count();
-    assert!(heartbeats >= 2, "it keeps beating while idle ({heartbeats} heartbeats)");
+    assert!(
+        orders.try_wait().unwrap().is_none(),
+        "an orders process with nothing to do stays up"
+    );
+    let heartbeats = collector
+        .of("trading:events", "heartbeat")
+        .iter()
+        .filter(|h| h["role"] == "orders")
+        .count();
+    assert!(
+        heartbeats >= 2,
+        "it keeps beating while idle ({heartbeats} heartbeats)"
+    );
     let asked = Instant::now();
     sigterm(&orders);
-    let status = wait_exit(&mut orders, Duration::from_secs(5)).expect("stopped within 5 s of SIGTERM");
+    let status =
+        wait_exit(&mut orders, Duration::from_secs(5)).expect("stopped within 5 s of SIGTERM");
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
-    eprintln!("orders stopped {} ms after SIGTERM", asked.elapsed().as_millis());
+    eprintln!(
+        "orders stopped {} ms after SIGTERM",
+        asked.elapsed().as_millis()
+    );
 
     // The engine role too stays up once its source has run out, until told to stop.
     let mut engine = spawn(&config, &url, &["--role", "engine"], None);
     let mut orders = spawn(&config, &url, &["--role", "orders"], None);
-    assert!(collector.wait_for(Duration::from_secs(15), |_, v| v["event"] == "pipeline_finished").is_some(), "the synthetic day ran out");
+    assert!(
+        collector
+            .wait_for(Duration::from_secs(15), |_, v| v["event"]
+                == "pipeline_finished")
+            .is_some(),
+        "the synthetic day ran out"
+    );
     std::thread::sleep(Duration::from_secs(1));
-    assert!(engine.try_wait().unwrap().is_none(), "the engine stays up after its sources end (config edits and commands may start more)");
-    let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
-    let _: i64 = redis::cmd("PUBLISH").arg("trading:commands").arg(r#"{"v":1,"type":"command","id":"bye","cmd":"shutdown"}"#).query(&mut con).unwrap();
+    assert!(
+        engine.try_wait().unwrap().is_none(),
+        "the engine stays up after its sources end (config edits and commands may start more)"
+    );
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("trading:commands")
+        .arg(r#"{"v":1,"type":"command","id":"bye","cmd":"shutdown"}"#)
+        .query(&mut con)
+        .unwrap();
     for (role, child) in [("engine", &mut engine), ("orders", &mut orders)] {
-        let status = wait_exit(child, Duration::from_secs(5)).unwrap_or_else(|| panic!("{role} did not stop within 5 s of the shutdown command"));
+        let status = wait_exit(child, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{role} did not stop within 5 s of the shutdown command"));
         assert!(status.success(), "{role}: {status}");
-        let ack = collector.wait_for(Duration::from_secs(2), |_, v| v["type"] == "command_ack" && v["command_id"] == "bye" && v["role"] == role);
-        assert_eq!(ack.map(|a| a["ok"].clone()), Some(serde_json::Value::Bool(true)), "{role} acknowledged the shutdown");
+        let ack = collector.wait_for(Duration::from_secs(2), |_, v| {
+            v["type"] == "command_ack" && v["command_id"] == "bye" && v["role"] == role
+        });
+        assert_eq!(
+            ack.map(|a| a["ok"].clone()),
+            Some(serde_json::Value::Bool(true)),
+            "{role} acknowledged the shutdown"
+        );
     }
     let expected = expected_signals(1);
-    assert_eq!(count(&dir.path().join("journal.sqlite"), "SELECT COUNT(*) FROM decisions"), expected * 2, "every signal was decided before the stop");
+    assert_eq!(
+        count(
+            &dir.path().join("journal.sqlite"),
+            "SELECT COUNT(*) FROM decisions"
+        ),
+        expected * 2,
+        "every signal was decided before the stop"
+    );
 }
 
 #[test]
@@ -139,51 +212,104 @@ fn redis_connection_resets_and_a_redis_crash_lose_and_double_nothing() {
     let config = write_config(dir.path(), &body(days, speed), 1);
     let url = server.url();
     let (engine_err, orders_err) = (dir.path().join("engine.err"), dir.path().join("orders.err"));
-    let mut engine = spawn(&config, &url, &["--role", "engine", "--until-idle", "1"], Some(&engine_err));
+    let mut engine = spawn(
+        &config,
+        &url,
+        &["--role", "engine", "--until-idle", "1"],
+        Some(&engine_err),
+    );
     let mut orders = spawn(&config, &url, &["--role", "orders"], Some(&orders_err));
     let journal = dir.path().join("journal.sqlite");
 
     std::thread::sleep(Duration::from_secs(3));
     // Every connection reset by the server while Redis itself stays up.
     for kind in ["normal", "pubsub"] {
-        let mut con = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
-        let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg(kind).arg("SKIPME").arg("yes").query(&mut con).unwrap();
+        let mut con = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut con)
+            .unwrap();
         assert!(killed > 0, "no {kind} connection to reset");
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert!(engine.try_wait().unwrap().is_none() && orders.try_wait().unwrap().is_none(), "both processes survive the connection resets");
+    assert!(
+        engine.try_wait().unwrap().is_none() && orders.try_wait().unwrap().is_none(),
+        "both processes survive the connection resets"
+    );
     let decided_before_crash = count(&journal, "SELECT COUNT(*) FROM decisions");
     // Redis killed, and back 3 s later with its append-only file.
     server.crash();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(engine.try_wait().unwrap().is_none() && orders.try_wait().unwrap().is_none(), "both processes wait out the outage");
+    assert!(
+        engine.try_wait().unwrap().is_none() && orders.try_wait().unwrap().is_none(),
+        "both processes wait out the outage"
+    );
     server.restart();
 
-    let status = wait_exit(&mut engine, Duration::from_secs(90)).expect("the engine finished its run after the outage");
-    assert!(status.success(), "engine: {status}\n{}", std::fs::read_to_string(&engine_err).unwrap_or_default());
+    let status = wait_exit(&mut engine, Duration::from_secs(90))
+        .expect("the engine finished its run after the outage");
+    assert!(
+        status.success(),
+        "engine: {status}\n{}",
+        std::fs::read_to_string(&engine_err).unwrap_or_default()
+    );
     let expected = expected_signals(days);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&journal, "SELECT COUNT(*) FROM decisions") < expected * 2 && Instant::now() < deadline {
+    while count(&journal, "SELECT COUNT(*) FROM decisions") < expected * 2
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(orders.try_wait().unwrap().is_none(), "the orders process is still up");
+    assert!(
+        orders.try_wait().unwrap().is_none(),
+        "the orders process is still up"
+    );
     sigterm(&orders);
-    assert!(wait_exit(&mut orders, Duration::from_secs(5)).is_some_and(|s| s.success()), "orders stopped cleanly");
+    assert!(
+        wait_exit(&mut orders, Duration::from_secs(5)).is_some_and(|s| s.success()),
+        "orders stopped cleanly"
+    );
 
     let ids = logged_signal_ids(&url);
     let unique: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "a signal logged twice");
-    assert_eq!(ids.len() as i64, expected, "every signal reached the log once");
+    assert_eq!(
+        ids.len() as i64,
+        expected,
+        "every signal reached the log once"
+    );
     let decided = count(&journal, "SELECT COUNT(*) FROM decisions");
-    assert!(decided_before_crash < decided, "decisions went on after the outage ({decided_before_crash} before, {decided} after)");
-    assert_eq!(decided, expected * 2, "a decision for every signal and account: none lost");
+    assert!(
+        decided_before_crash < decided,
+        "decisions went on after the outage ({decided_before_crash} before, {decided} after)"
+    );
+    assert_eq!(
+        decided,
+        expected * 2,
+        "a decision for every signal and account: none lost"
+    );
     check_journal(&rusqlite::Connection::open(&journal).unwrap());
     let said = std::fs::read_to_string(&orders_err).unwrap_or_default();
-    assert!(said.contains("Redis connection lost") && said.contains("Redis is back after"), "the outage is told:\n{said}");
+    assert!(
+        said.contains("Redis connection lost") && said.contains("Redis is back after"),
+        "the outage is told:\n{said}"
+    );
 }
 
 /// `(client order id, instrument, side, qty, price, ts)` of every fill, and each account's realised P&L.
-fn fills_and_pnl(journal: &Path) -> (Vec<(String, String, String, String, String, i64)>, Vec<(String, String, String)>) {
+fn fills_and_pnl(
+    journal: &Path,
+) -> (
+    Vec<(String, String, String, String, String, i64)>,
+    Vec<(String, String, String)>,
+) {
     let db = rusqlite::Connection::open(journal).unwrap();
     let mut fills: Vec<_> = db
         .prepare("SELECT client_order_id, instrument, side, qty, price, ts FROM fills ORDER BY client_order_id")
@@ -208,7 +334,12 @@ fn one_run(days: u32, speed: f64, kills: usize, seed: u64) -> (PathBuf, tempfile
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &body(days, speed), 1);
     let url = server.url();
-    let mut engine = spawn(&config, &url, &["--role", "engine", "--until-idle", "1"], None);
+    let mut engine = spawn(
+        &config,
+        &url,
+        &["--role", "engine", "--until-idle", "1"],
+        None,
+    );
     let mut rng = tradehost::market::synthetic::Rng::new(seed);
     let orders_args = ["--role", "orders", "--until-idle", "2"];
     for _ in 0..kills {
@@ -219,9 +350,15 @@ fn one_run(days: u32, speed: f64, kills: usize, seed: u64) -> (PathBuf, tempfile
         // Down for a while: prices and signals go by that it must not miss.
         std::thread::sleep(Duration::from_millis(rng.next_u64() % 400));
     }
-    assert!(wait_exit(&mut engine, Duration::from_secs(120)).is_some_and(|s| s.success()), "the engine finished");
+    assert!(
+        wait_exit(&mut engine, Duration::from_secs(120)).is_some_and(|s| s.success()),
+        "the engine finished"
+    );
     let last = spawn(&config, &url, &orders_args, None).wait().unwrap();
-    assert!(last.success(), "the last orders process drained everything and exited");
+    assert!(
+        last.success(),
+        "the last orders process drained everything and exited"
+    );
     drop(server);
     (dir.path().join("journal.sqlite"), dir)
 }
@@ -230,18 +367,38 @@ fn one_run(days: u32, speed: f64, kills: usize, seed: u64) -> (PathBuf, tempfile
 fn sigkill_of_the_orders_process_ten_times_changes_no_fill_and_no_pnl() {
     let days = 3;
     let (calm, _calm_dir) = one_run(days, 0.0, 0, 1);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64);
     eprintln!("kill points drawn from seed {seed}");
     // About 9 s of market for ten kill cycles.
     let speed = 60.0 * f64::from(days * 375) / 9.0;
     let (killed, _killed_dir) = one_run(days, speed, 10, seed);
     let (calm_fills, calm_pnl) = fills_and_pnl(&calm);
     let (killed_fills, killed_pnl) = fills_and_pnl(&killed);
-    assert!(calm_fills.len() > 20, "the undisturbed run trades ({} fills)", calm_fills.len());
-    let missing: Vec<_> = calm_fills.iter().filter(|f| !killed_fills.contains(f)).take(5).collect();
-    let extra: Vec<_> = killed_fills.iter().filter(|f| !calm_fills.contains(f)).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "fills differ after the kills: undisturbed only {missing:?}; killed only {extra:?}");
+    assert!(
+        calm_fills.len() > 20,
+        "the undisturbed run trades ({} fills)",
+        calm_fills.len()
+    );
+    let missing: Vec<_> = calm_fills
+        .iter()
+        .filter(|f| !killed_fills.contains(f))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = killed_fills
+        .iter()
+        .filter(|f| !calm_fills.contains(f))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "fills differ after the kills: undisturbed only {missing:?}; killed only {extra:?}"
+    );
     assert_eq!(calm_fills.len(), killed_fills.len());
-    assert_eq!(calm_pnl, killed_pnl, "the same realised P&L per account and instrument");
+    assert_eq!(
+        calm_pnl, killed_pnl,
+        "the same realised P&L per account and instrument"
+    );
     check_journal(&rusqlite::Connection::open(&killed).unwrap());
 }

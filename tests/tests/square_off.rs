@@ -33,7 +33,11 @@ const KITE: Venue = Venue {
     key: "kite-key-sq",
     token: "kite-token-sq",
     broker: "kite",
-    master: Some(("kite", "kite.csv", "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n")),
+    master: Some((
+        "kite",
+        "kite.csv",
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n",
+    )),
     symbol: "RELIANCE",
     side_field: "transaction_type",
 };
@@ -44,12 +48,25 @@ const UPSTOX: Venue = Venue {
     key: "",
     token: "upstox-token-sq",
     broker: "upstox",
-    master: Some(("upstox", "upstox.csv", "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange\nNSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ\n")),
+    master: Some((
+        "upstox",
+        "upstox.csv",
+        "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange\nNSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ\n",
+    )),
     symbol: "NSE_EQ|INE002A01018",
     side_field: "transaction_type",
 };
 
-const OPENALGO: Venue = Venue { flavor: Flavor::OpenAlgo, account: "oa-mis", key: "openalgo-key-sq", token: "", broker: "openalgo", master: None, symbol: "RELIANCE", side_field: "action" };
+const OPENALGO: Venue = Venue {
+    flavor: Flavor::OpenAlgo,
+    account: "oa-mis",
+    key: "openalgo-key-sq",
+    token: "",
+    broker: "openalgo",
+    master: None,
+    symbol: "RELIANCE",
+    side_field: "action",
+};
 
 fn server(v: &Venue) -> MockServer {
     match v.flavor {
@@ -63,7 +80,9 @@ const DUE: i64 = 1_704_188_700_000;
 
 /// A live run at `v`'s broker of a RELIANCE day whose last price is 15:14 and whose late rise buys.
 fn run_day(v: &Venue, kite: &MockServer, redis: &RedisServer, dir: &std::path::Path) {
-    kite.state().ltp.insert(v.symbol.into(), Decimal::from(1019));
+    kite.state()
+        .ltp
+        .insert(v.symbol.into(), Decimal::from(1019));
     let mut instruments = String::new();
     if let Some((broker, file, text)) = v.master {
         std::fs::write(dir.join(file), text).unwrap();
@@ -80,8 +99,17 @@ fn run_day(v: &Venue, kite: &MockServer, redis: &RedisServer, dir: &std::path::P
         "id = \"{}\"\nbroker = \"{}\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"mis\"\nsquare_off = \"15:15\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
         v.account, v.broker, kite.url
     );
-    let config = tradehost_tests::reliance_day_config(dir, price, &format!("timeout_ms = 1000\npoll_ms = 30\ncancel_after_secs = 3600{instruments}"), v.account, &account);
-    let prefix = format!("TRADEHOST_{}", v.account.to_ascii_uppercase().replace('-', "_"));
+    let config = tradehost_tests::reliance_day_config(
+        dir,
+        price,
+        &format!("timeout_ms = 1000\npoll_ms = 30\ncancel_after_secs = 3600{instruments}"),
+        v.account,
+        &account,
+    );
+    let prefix = format!(
+        "TRADEHOST_{}",
+        v.account.to_ascii_uppercase().replace('-', "_")
+    );
     let started = Instant::now();
     let out = Command::new(tradehost_bin())
         .args(["run", "--until-idle", "4", "--config"])
@@ -96,9 +124,15 @@ fn run_day(v: &Venue, kite: &MockServer, redis: &RedisServer, dir: &std::path::P
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(120), "the run ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the run ended"
+    );
 }
 
 /// What the broker holds, net per symbol, leaving out the flat ones.
@@ -121,41 +155,79 @@ fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
     run_day(&KITE, &kite, &redis, dir.path());
 
     let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
-    let orders: Vec<(String, String, String, i64)> =
-        db.prepare("SELECT pipeline, side, state, not_before FROM orders ORDER BY rowid").unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
+    let orders: Vec<(String, String, String, i64)> = db
+        .prepare("SELECT pipeline, side, state, not_before FROM orders ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let entries: Vec<_> = orders.iter().filter(|o| o.0 == "reliance").collect();
-    let rejected: Vec<String> = collector.of("trading:events", "event").iter().filter(|e| e["event"] == "order_rejected").map(|e| e.to_string()).collect();
-    assert!(!entries.is_empty() && entries.iter().all(|o| o.1 == "buy" && o.2 == "filled"), "the late rise buys: {orders:?} {rejected:?}");
+    let rejected: Vec<String> = collector
+        .of("trading:events", "event")
+        .iter()
+        .filter(|e| e["event"] == "order_rejected")
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        !entries.is_empty() && entries.iter().all(|o| o.1 == "buy" && o.2 == "filled"),
+        "the late rise buys: {orders:?} {rejected:?}"
+    );
     let closes: Vec<_> = orders.iter().filter(|o| o.0 == "square-off").collect();
     assert_eq!(closes.len(), 1, "{orders:?}");
-    assert_eq!((closes[0].1.as_str(), closes[0].2.as_str(), closes[0].3), ("sell", "filled", DUE), "squared off at 15:15 although no price came after 15:14");
+    assert_eq!(
+        (closes[0].1.as_str(), closes[0].2.as_str(), closes[0].3),
+        ("sell", "filled", DUE),
+        "squared off at 15:15 although no price came after 15:14"
+    );
     let events = collector.of("trading:events", "event");
-    let squared: Vec<_> = events.iter().filter(|e| e["event"] == "square_off").collect();
+    let squared: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "square_off")
+        .collect();
     assert_eq!(squared.len(), 1, "{squared:?}");
-    assert_eq!((squared[0]["account"].as_str(), squared[0]["reason"].as_str(), squared[0]["due"].as_i64()), (Some("kite-mis"), Some("square-off"), Some(DUE)));
+    assert_eq!(
+        (
+            squared[0]["account"].as_str(),
+            squared[0]["reason"].as_str(),
+            squared[0]["due"].as_i64()
+        ),
+        (Some("kite-mis"), Some("square-off"), Some(DUE))
+    );
 
     // The end state, exactly as the broker holds it: flat on both sides.
-    let held: i64 = db.query_row("SELECT COUNT(*) FROM positions WHERE qty != '0'", [], |r| r.get(0)).unwrap();
+    let held: i64 = db
+        .query_row("SELECT COUNT(*) FROM positions WHERE qty != '0'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(held, 0);
     let broker = held_at(&kite);
     assert_eq!(broker, vec![], "the broker holds nothing either");
     let at_broker = kite.state().orders.len();
-    assert_eq!(at_broker, orders.len(), "one broker order per journal order");
+    assert_eq!(
+        at_broker,
+        orders.len(),
+        "one broker order per journal order"
+    );
     tradehost_tests::check_positions(&db);
 }
 
 #[test]
-fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_kite() {
+fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_kite()
+ {
     entry_working_at_square_off(&KITE);
 }
 
 #[test]
-fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_upstox() {
+fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_upstox()
+ {
     entry_working_at_square_off(&UPSTOX);
 }
 
 #[test]
-fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_openalgo() {
+fn an_entry_still_working_at_15_15_is_cancelled_at_the_broker_and_its_filled_part_squared_off_at_openalgo()
+ {
     entry_working_at_square_off(&OPENALGO);
 }
 
@@ -164,7 +236,10 @@ fn entry_working_at_square_off(v: &Venue) {
     let collector = Collector::start(&redis.url());
     let kite = server(v);
     // The entry fills 4 of its 10 at the first read and then works on, unfilled.
-    kite.state().scripts.push_back(Script { steps: vec![Step::Fill(Decimal::from(4), Decimal::from(1001))], ..Script::default() });
+    kite.state().scripts.push_back(Script {
+        steps: vec![Step::Fill(Decimal::from(4), Decimal::from(1001))],
+        ..Script::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     run_day(v, &kite, &redis, dir.path());
 
@@ -172,27 +247,70 @@ fn entry_working_at_square_off(v: &Venue) {
     let orders: Vec<(String, String, String, String, String)> = db
         .prepare("SELECT pipeline, side, state, qty, filled_qty FROM orders ORDER BY rowid")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Option<String>>(4)?.unwrap_or_default())))
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+            ))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
     let entry: Vec<_> = orders.iter().filter(|o| o.0 == "reliance").collect();
     assert_eq!(entry.len(), 1, "{orders:?}");
-    assert_eq!((entry[0].1.as_str(), entry[0].2.as_str(), entry[0].3.as_str(), entry[0].4.as_str()), ("buy", "cancelled", "10", "4"), "{orders:?}");
+    assert_eq!(
+        (
+            entry[0].1.as_str(),
+            entry[0].2.as_str(),
+            entry[0].3.as_str(),
+            entry[0].4.as_str()
+        ),
+        ("buy", "cancelled", "10", "4"),
+        "{orders:?}"
+    );
     let closes: Vec<_> = orders.iter().filter(|o| o.0 == "square-off").collect();
     assert_eq!(closes.len(), 1, "{orders:?}");
-    assert_eq!((closes[0].1.as_str(), closes[0].2.as_str(), closes[0].3.as_str()), ("sell", "filled", "4"), "the square-off closes what the entry filled");
+    assert_eq!(
+        (
+            closes[0].1.as_str(),
+            closes[0].2.as_str(),
+            closes[0].3.as_str()
+        ),
+        ("sell", "filled", "4"),
+        "the square-off closes what the entry filled"
+    );
 
     // The broker was asked to cancel, for the square-off, before the close was placed.
     let s = kite.state();
     assert_eq!(s.orders.len(), 2);
-    assert_eq!((s.orders[0].status.as_str(), s.orders[1].fields.get(v.side_field).map(String::as_str)), ("CANCELLED", Some("SELL")));
+    assert_eq!(
+        (
+            s.orders[0].status.as_str(),
+            s.orders[1].fields.get(v.side_field).map(String::as_str)
+        ),
+        ("CANCELLED", Some("SELL"))
+    );
     drop(s);
     let events = collector.of("trading:orders", "order");
-    let asked = events.iter().find(|e| e["state"] == "pending_cancel").expect("a cancel request is journaled");
-    assert!(asked["reason"].as_str().is_some_and(|r| r.starts_with("square-off")), "{asked}");
+    let asked = events
+        .iter()
+        .find(|e| e["state"] == "pending_cancel")
+        .expect("a cancel request is journaled");
+    assert!(
+        asked["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("square-off")),
+        "{asked}"
+    );
     assert_eq!(held_at(&kite), vec![], "the broker holds nothing");
-    let held: i64 = db.query_row("SELECT COUNT(*) FROM positions WHERE qty != '0'", [], |r| r.get(0)).unwrap();
+    let held: i64 = db
+        .query_row("SELECT COUNT(*) FROM positions WHERE qty != '0'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(held, 0);
     tradehost_tests::check_positions(&db);
 }

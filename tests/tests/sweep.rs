@@ -14,7 +14,17 @@ use tradehost_tests::{arg, plugin, shared_data, tradehost_fails as failure, trad
 fn generated(days: u32) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    ok(&["generate", "--out", arg(&data), "--days", &days.to_string(), "--chain-days", "1", "--seed", "11"]);
+    ok(&[
+        "generate",
+        "--out",
+        arg(&data),
+        "--days",
+        &days.to_string(),
+        "--chain-days",
+        "1",
+        "--seed",
+        "11",
+    ]);
     (dir, data.join("nifty_1m.csv"))
 }
 
@@ -22,8 +32,15 @@ fn generated(days: u32) -> (tempfile::TempDir, PathBuf) {
 fn table(path: &Path) -> Vec<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split(',').map(str::to_owned).collect();
-    lines.map(|l| header.iter().cloned().zip(fields(l)).collect()).collect()
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    lines
+        .map(|l| header.iter().cloned().zip(fields(l)).collect())
+        .collect()
 }
 
 /// The fields of a CSV line, quotes ("a, b" and "" inside them) undone.
@@ -50,7 +67,8 @@ fn summary(out: &Path) -> serde_json::Value {
 }
 
 fn dec(text: &str) -> Decimal {
-    text.parse().unwrap_or_else(|_| panic!("{text:?} is not a decimal"))
+    text.parse()
+        .unwrap_or_else(|_| panic!("{text:?} is not a decimal"))
 }
 
 /// The float columns are written with six decimals.
@@ -64,8 +82,29 @@ fn every_row_is_the_single_backtest_with_those_parameters() {
     let out = dir.path().join("sweep");
     let ma = plugin("ma-crossover");
     let stdout = ok(&[
-        "sweep", "--plugin", arg(&ma), "--data", arg(&data), "--grid", "fast=5..11:3", "--grid", "slow=30,45", "--out", arg(&out), "--rank", "sharpe", "--mode", "both",
-        "--qty", "3", "--slippage-bps", "2", "--square-off", "15:15", "--stop-loss-pct", "0.4",
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&data),
+        "--grid",
+        "fast=5..11:3",
+        "--grid",
+        "slow=30,45",
+        "--out",
+        arg(&out),
+        "--rank",
+        "sharpe",
+        "--mode",
+        "both",
+        "--qty",
+        "3",
+        "--slippage-bps",
+        "2",
+        "--square-off",
+        "15:15",
+        "--stop-loss-pct",
+        "0.4",
     ]);
     assert!(stdout.contains("6 combinations"), "{stdout}");
     let rows = table(&out.join("results.csv"));
@@ -75,42 +114,106 @@ fn every_row_is_the_single_backtest_with_those_parameters() {
         assert_eq!(row["rank"], (n + 1).to_string());
         assert_eq!(row["error"], "");
         let sharpe: f64 = row["sharpe"].parse().unwrap();
-        assert!(sharpe <= sharpe_before, "ranked by sharpe, best first: {rows:?}");
+        assert!(
+            sharpe <= sharpe_before,
+            "ranked by sharpe, best first: {rows:?}"
+        );
         sharpe_before = sharpe;
         let single = dir.path().join(format!("single-{n}"));
         ok(&[
-            "backtest", "--plugin", arg(&ma), "--data", arg(&data), "--param", &format!("fast={}", row["fast"]), "--param", &format!("slow={}", row["slow"]), "--out", arg(&single), "--mode",
-            "both", "--qty", "3", "--slippage-bps", "2", "--square-off", "15:15", "--stop-loss-pct", "0.4",
+            "backtest",
+            "--plugin",
+            arg(&ma),
+            "--data",
+            arg(&data),
+            "--param",
+            &format!("fast={}", row["fast"]),
+            "--param",
+            &format!("slow={}", row["slow"]),
+            "--out",
+            arg(&single),
+            "--mode",
+            "both",
+            "--qty",
+            "3",
+            "--slippage-bps",
+            "2",
+            "--square-off",
+            "15:15",
+            "--stop-loss-pct",
+            "0.4",
         ]);
         let s = summary(&single);
         let at = format!("fast={} slow={}", row["fast"], row["slow"]);
         assert_eq!(row["trades"], s["trades"].to_string(), "{at}");
         assert_eq!(row["signals"], s["signals"].to_string(), "{at}");
-        assert_eq!(dec(&row["net_pnl"]), dec(s["net_pnl"].as_str().unwrap()), "{at}");
-        assert_eq!(dec(&row["max_drawdown"]), dec(s["max_drawdown"].as_str().unwrap()), "{at}");
-        for key in ["sharpe", "win_rate", "return_pct", "exposure_pct", "max_drawdown_pct"] {
-            assert!(close(&row[key], s[key].as_f64().unwrap()), "{at}: {key} {} against {}", row[key], s[key]);
+        assert_eq!(
+            dec(&row["net_pnl"]),
+            dec(s["net_pnl"].as_str().unwrap()),
+            "{at}"
+        );
+        assert_eq!(
+            dec(&row["max_drawdown"]),
+            dec(s["max_drawdown"].as_str().unwrap()),
+            "{at}"
+        );
+        for key in [
+            "sharpe",
+            "win_rate",
+            "return_pct",
+            "exposure_pct",
+            "max_drawdown_pct",
+        ] {
+            assert!(
+                close(&row[key], s[key].as_f64().unwrap()),
+                "{at}: {key} {} against {}",
+                row[key],
+                s[key]
+            );
         }
-        assert!(s["trades"].as_u64().unwrap() > 0, "{at}: a sweep of no trades would prove little");
+        assert!(
+            s["trades"].as_u64().unwrap() > 0,
+            "{at}: a sweep of no trades would prove little"
+        );
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("sharpe by fast (across) and slow (down)") && html.contains("Equity of the best runs") && !html.contains("<script"));
+    assert!(
+        html.contains("sharpe by fast (across) and slow (down)")
+            && html.contains("Equity of the best runs")
+            && !html.contains("<script")
+    );
     // Four cells of the heatmap, one per (fast, slow), each titled with its parameters.
-    assert_eq!(html.matches("<rect x=").count(), 7, "six heatmap cells and the equity chart's frame");
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(
+        html.matches("<rect x=").count(),
+        7,
+        "six heatmap cells and the equity chart's frame"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
     assert_eq!(info["combinations"], 6);
     assert_eq!(info["grid"]["fast"], serde_json::json!(["5", "8", "11"]));
 
     // The Parquet table holds the CSV's rows: read with the parquet crate's own row reader.
     let file = std::fs::File::open(out.join("results.parquet")).unwrap();
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap();
-    let parquet_rows: Vec<String> = parquet::file::reader::FileReader::get_row_iter(&reader, None).unwrap().map(|r| r.unwrap().to_string()).collect();
+    let parquet_rows: Vec<String> = parquet::file::reader::FileReader::get_row_iter(&reader, None)
+        .unwrap()
+        .map(|r| r.unwrap().to_string())
+        .collect();
     assert_eq!(parquet_rows.len(), 6);
     for (row, pq) in rows.iter().zip(&parquet_rows) {
-        assert!(pq.contains(&format!("fast: {},", row["fast"])) && pq.contains(&format!("slow: {},", row["slow"])), "{pq} against {row:?}");
+        assert!(
+            pq.contains(&format!("fast: {},", row["fast"]))
+                && pq.contains(&format!("slow: {},", row["slow"])),
+            "{pq} against {row:?}"
+        );
         assert!(pq.contains(&format!("trades: {},", row["trades"])), "{pq}");
         let pnl = dec(&row["net_pnl"]);
-        assert!(pq.contains(&format!("net_pnl: {}", pnl.round_dp(4))) || pq.contains(&format!("net_pnl: {pnl}")), "{pq}: net_pnl {pnl}");
+        assert!(
+            pq.contains(&format!("net_pnl: {}", pnl.round_dp(4)))
+                || pq.contains(&format!("net_pnl: {pnl}")),
+            "{pq}: net_pnl {pnl}"
+        );
     }
 }
 
@@ -122,35 +225,107 @@ fn the_table_is_the_same_on_one_thread_or_two_and_failures_are_rows() {
     let grid = dir.path().join("grid.toml");
     // ma-crossover refuses fast >= slow: those combinations are rows with their reason, ranked last.
     std::fs::write(&grid, "fast = \"5..45:20\"\nslow = [20, 40]\n").unwrap();
-    ok(&["sweep", "--plugin", arg(&ma), "--data", arg(&data), "--grid-file", arg(&grid), "--out", arg(&one), "--threads", "1"]);
-    ok(&["sweep", "--plugin", arg(&ma), "--data", arg(&data), "--grid-file", arg(&grid), "--out", arg(&two), "--threads", "2"]);
-    let (a, b) = (std::fs::read_to_string(one.join("results.csv")).unwrap(), std::fs::read_to_string(two.join("results.csv")).unwrap());
+    ok(&[
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&data),
+        "--grid-file",
+        arg(&grid),
+        "--out",
+        arg(&one),
+        "--threads",
+        "1",
+    ]);
+    ok(&[
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&data),
+        "--grid-file",
+        arg(&grid),
+        "--out",
+        arg(&two),
+        "--threads",
+        "2",
+    ]);
+    let (a, b) = (
+        std::fs::read_to_string(one.join("results.csv")).unwrap(),
+        std::fs::read_to_string(two.join("results.csv")).unwrap(),
+    );
     assert_eq!(a, b);
     let rows = table(&one.join("results.csv"));
     assert_eq!(rows.len(), 6);
     let failed: Vec<_> = rows.iter().filter(|r| !r["error"].is_empty()).collect();
     assert_eq!(failed.len(), 3, "25/20, 45/20 and 45/40: {rows:?}");
-    assert!(failed.iter().all(|r| r["fast"].parse::<u32>().unwrap() >= r["slow"].parse::<u32>().unwrap()), "{failed:?}");
-    assert!(rows[3..].iter().all(|r| r["error"].contains("must be greater than fast")), "failures rank last, with the plugin's reason: {rows:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|r| r["fast"].parse::<u32>().unwrap() >= r["slow"].parse::<u32>().unwrap()),
+        "{failed:?}"
+    );
+    assert!(
+        rows[3..]
+            .iter()
+            .all(|r| r["error"].contains("must be greater than fast")),
+        "failures rank last, with the plugin's reason: {rows:?}"
+    );
     assert!(rows[..3].iter().all(|r| r["error"].is_empty()));
 
     // Mistakes are refused, named, before any work.
     let out = dir.path().join("bad");
     for (args, says) in [
-        (vec!["--grid", "fast=9..5"], "--grid \"fast=9..5\": end 5 is below start 9"),
+        (
+            vec!["--grid", "fast=9..5"],
+            "--grid \"fast=9..5\": end 5 is below start 9",
+        ),
         (vec!["--grid", "fast"], "expected name="),
-        (vec!["--grid", "fast=5,6", "--param", "fast=7"], "--param fast: fast is also swept"),
-        (vec!["--grid", "fast=5,6", "--heatmap", "fast,slow"], "\"slow\" is not swept"),
-        (vec!["--grid", "fast=5,6", "--walk-forward", "train=60d"], "give train=<days>d and test=<days>d"),
-        (vec!["--grid", "fast=5,6", "--walk-forward", "train=60d,test=20d"], "fewer than one window"),
+        (
+            vec!["--grid", "fast=5,6", "--param", "fast=7"],
+            "--param fast: fast is also swept",
+        ),
+        (
+            vec!["--grid", "fast=5,6", "--heatmap", "fast,slow"],
+            "\"slow\" is not swept",
+        ),
+        (
+            vec!["--grid", "fast=5,6", "--walk-forward", "train=60d"],
+            "give train=<days>d and test=<days>d",
+        ),
+        (
+            vec!["--grid", "fast=5,6", "--walk-forward", "train=60d,test=20d"],
+            "fewer than one window",
+        ),
         (vec![], "nothing to sweep"),
     ] {
-        let mut all = vec!["sweep", "--plugin", arg(&ma), "--data", arg(&data), "--out", arg(&out)];
+        let mut all = vec![
+            "sweep",
+            "--plugin",
+            arg(&ma),
+            "--data",
+            arg(&data),
+            "--out",
+            arg(&out),
+        ];
         all.extend(args);
         let e = failure(&all);
         assert!(e.contains(says), "{all:?}: {e}");
     }
-    let e = failure(&["sweep", "--plugin", arg(&ma), "--data", arg(&data), "--out", arg(&out), "--grid", "fast=50,60", "--param", "slow=10"]);
+    let e = failure(&[
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&data),
+        "--out",
+        arg(&out),
+        "--grid",
+        "fast=50,60",
+        "--param",
+        "slow=10",
+    ]);
     assert!(e.contains("every combination failed"), "{e}");
 }
 
@@ -159,11 +334,31 @@ fn walk_forward_is_a_sweep_of_each_train_window_and_its_test_days_add_up() {
     let (dir, data) = generated(10);
     let ma = plugin("ma-crossover");
     let out = dir.path().join("wf");
-    let stdout = ok(&["sweep", "--plugin", arg(&ma), "--data", arg(&data), "--grid", "fast=5,9", "--grid", "slow=30,50", "--walk-forward", "train=4d,test=2d", "--out", arg(&out)]);
+    let stdout = ok(&[
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&data),
+        "--grid",
+        "fast=5,9",
+        "--grid",
+        "slow=30,50",
+        "--walk-forward",
+        "train=4d,test=2d",
+        "--out",
+        arg(&out),
+    ]);
     assert!(stdout.contains("walk-forward over 3 windows"), "{stdout}");
     let windows = table(&out.join("walk_forward.csv"));
     assert_eq!(windows.len(), 3);
-    assert_eq!(windows.iter().map(|w| (w["train_days"].as_str(), w["test_days"].as_str())).collect::<Vec<_>>(), [("4", "2"); 3]);
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| (w["train_days"].as_str(), w["test_days"].as_str()))
+            .collect::<Vec<_>>(),
+        [("4", "2"); 3]
+    );
 
     // Window 1's in-sample runs are a plain sweep of its four train days.
     let text = std::fs::read_to_string(&data).unwrap();
@@ -174,22 +369,53 @@ fn walk_forward_is_a_sweep_of_each_train_window_and_its_test_days_add_up() {
     let train_file = dir.path().join("train.csv");
     std::fs::write(&train_file, format!("{header}\n{}\n", train.join("\n"))).unwrap();
     let plain = dir.path().join("plain");
-    ok(&["sweep", "--plugin", arg(&ma), "--data", arg(&train_file), "--grid", "fast=5,9", "--grid", "slow=30,50", "--out", arg(&plain)]);
-    let in_sample: Vec<String> = std::fs::read_to_string(out.join("in_sample.csv")).unwrap().lines().skip(1).filter_map(|l| l.strip_prefix("1,")).map(str::to_owned).collect();
-    let plain_rows: Vec<String> = std::fs::read_to_string(plain.join("results.csv")).unwrap().lines().skip(1).map(str::to_owned).collect();
+    ok(&[
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&train_file),
+        "--grid",
+        "fast=5,9",
+        "--grid",
+        "slow=30,50",
+        "--out",
+        arg(&plain),
+    ]);
+    let in_sample: Vec<String> = std::fs::read_to_string(out.join("in_sample.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.strip_prefix("1,"))
+        .map(str::to_owned)
+        .collect();
+    let plain_rows: Vec<String> = std::fs::read_to_string(plain.join("results.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
     assert_eq!(in_sample, plain_rows);
     // Its winner is the plain sweep's best.
     let best = &table(&plain.join("results.csv"))[0];
-    assert_eq!((windows[0]["fast"].as_str(), windows[0]["slow"].as_str()), (best["fast"].as_str(), best["slow"].as_str()));
+    assert_eq!(
+        (windows[0]["fast"].as_str(), windows[0]["slow"].as_str()),
+        (best["fast"].as_str(), best["slow"].as_str())
+    );
     assert_eq!(windows[0]["is_net_pnl"], best["net_pnl"]);
 
     // The stitched out-of-sample curve ends at the sum of the windows' out-of-sample P&L.
     let oos: Decimal = windows.iter().map(|w| dec(&w["oos_net_pnl"])).sum();
     let equity = table(&out.join("oos_equity.csv"));
-    assert_eq!(dec(&equity.last().unwrap()["equity"]) - Decimal::from(1_000_000), oos);
+    assert_eq!(
+        dec(&equity.last().unwrap()["equity"]) - Decimal::from(1_000_000),
+        oos
+    );
     assert_eq!(equity.len(), 6, "two test days a window, three windows");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("in-sample against out-of-sample") && html.contains("Out-of-sample equity"));
+    assert!(
+        html.contains("in-sample against out-of-sample") && html.contains("Out-of-sample equity")
+    );
 }
 
 #[test]
@@ -202,24 +428,65 @@ fn parquet_data_backtests_exactly_as_its_csv() {
     let ma = plugin("ma-crossover");
     let (a, b) = (dir.path().join("csv"), dir.path().join("parquet"));
     for (data, out) in [(&data, &a), (&file, &b)] {
-        ok(&["backtest", "--plugin", arg(&ma), "--data", arg(data), "--out", arg(out), "--param", "fast=5", "--param", "slow=20", "--mode", "both", "--slippage-bps", "3"]);
+        ok(&[
+            "backtest",
+            "--plugin",
+            arg(&ma),
+            "--data",
+            arg(data),
+            "--out",
+            arg(out),
+            "--param",
+            "fast=5",
+            "--param",
+            "slow=20",
+            "--mode",
+            "both",
+            "--slippage-bps",
+            "3",
+        ]);
     }
     for name in ["signals.csv", "trades.csv", "fills.csv"] {
-        let (x, y) = (std::fs::read_to_string(a.join(name)).unwrap(), std::fs::read_to_string(b.join(name)).unwrap());
+        let (x, y) = (
+            std::fs::read_to_string(a.join(name)).unwrap(),
+            std::fs::read_to_string(b.join(name)).unwrap(),
+        );
         assert!(x.lines().count() > 10, "{name}: too few lines to compare");
         assert_eq!(x, y, "{name}");
     }
     // An option chain too, with its underlying's candles (both as Parquet): the same signals, trades and fills.
     let chain_csv = data.with_file_name("nifty_optionchain_1m.csv");
     let stdout = ok(&["data", "import", arg(&chain_csv), "--out", arg(&pq)]);
-    assert!(stdout.contains("375 option-chain snapshots of NIFTY"), "{stdout}");
+    assert!(
+        stdout.contains("375 option-chain snapshots of NIFTY"),
+        "{stdout}"
+    );
     let oi = plugin("oi-crossover");
-    let (c, d) = (dir.path().join("chain-csv"), dir.path().join("chain-parquet"));
-    for (chain, underlying, out) in [(&chain_csv, &data, &c), (&pq.join("nifty_optionchain_1m.parquet"), &file, &d)] {
-        ok(&["backtest", "--plugin", arg(&oi), "--data", arg(chain), "--underlying", arg(underlying), "--out", arg(out)]);
+    let (c, d) = (
+        dir.path().join("chain-csv"),
+        dir.path().join("chain-parquet"),
+    );
+    for (chain, underlying, out) in [
+        (&chain_csv, &data, &c),
+        (&pq.join("nifty_optionchain_1m.parquet"), &file, &d),
+    ] {
+        ok(&[
+            "backtest",
+            "--plugin",
+            arg(&oi),
+            "--data",
+            arg(chain),
+            "--underlying",
+            arg(underlying),
+            "--out",
+            arg(out),
+        ]);
     }
     for name in ["signals.csv", "trades.csv", "fills.csv"] {
-        let (x, y) = (std::fs::read_to_string(c.join(name)).unwrap(), std::fs::read_to_string(d.join(name)).unwrap());
+        let (x, y) = (
+            std::fs::read_to_string(c.join(name)).unwrap(),
+            std::fs::read_to_string(d.join(name)).unwrap(),
+        );
         assert!(x.lines().count() > 2, "{name}: too few lines to compare");
         assert_eq!(x, y, "{name}");
     }
@@ -232,34 +499,102 @@ fn parquet_data_backtests_exactly_as_its_csv() {
     let truncated = dir.path().join("cut.parquet");
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let e = failure(&["backtest", "--plugin", arg(&ma), "--data", arg(&truncated), "--out", arg(&b)]);
+    let e = failure(&[
+        "backtest",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&truncated),
+        "--out",
+        arg(&b),
+    ]);
     assert!(e.contains("cut.parquet"), "{e}");
     let other = dir.path().join("results.parquet");
     std::fs::copy(&file, &other).unwrap();
     let results = dir.path().join("sweep");
-    ok(&["sweep", "--plugin", arg(&ma), "--data", arg(&file), "--grid", "fast=5,6", "--param", "slow=20", "--out", arg(&results)]);
-    let e = failure(&["backtest", "--plugin", arg(&ma), "--data", arg(&results.join("results.parquet")), "--out", arg(&b)]);
+    ok(&[
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&file),
+        "--grid",
+        "fast=5,6",
+        "--param",
+        "slow=20",
+        "--out",
+        arg(&results),
+    ]);
+    let e = failure(&[
+        "backtest",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&results.join("results.parquet")),
+        "--out",
+        arg(&b),
+    ]);
     assert!(e.contains("not a tradehost candle file"), "{e}");
 }
 
 #[test]
 fn sweep_and_walk_forward_on_real_nse_minutes() {
-    let Some(nifty) = shared_data("nifty50_1m_2024-01_2024-08.csv") else { return };
+    let Some(nifty) = shared_data("nifty50_1m_2024-01_2024-08.csv") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let ma = plugin("ma-crossover");
     let pq = dir.path().join("pq");
     ok(&["data", "import", arg(&nifty), "--out", arg(&pq)]);
     let file = pq.join("nifty50_1m_2024-01_2024-08.parquet");
     let out = dir.path().join("sweep");
-    ok(&["sweep", "--plugin", arg(&ma), "--data", arg(&file), "--grid", "fast=5..14:3", "--grid", "slow=40..85:15", "--out", arg(&out)]);
+    ok(&[
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&file),
+        "--grid",
+        "fast=5..14:3",
+        "--grid",
+        "slow=40..85:15",
+        "--out",
+        arg(&out),
+    ]);
     let best = &table(&out.join("results.csv"))[0];
     let single = dir.path().join("single");
-    ok(&["backtest", "--plugin", arg(&ma), "--data", arg(&nifty), "--param", &format!("fast={}", best["fast"]), "--param", &format!("slow={}", best["slow"]), "--out", arg(&single)]);
+    ok(&[
+        "backtest",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&nifty),
+        "--param",
+        &format!("fast={}", best["fast"]),
+        "--param",
+        &format!("slow={}", best["slow"]),
+        "--out",
+        arg(&single),
+    ]);
     let s = summary(&single);
     assert_eq!(dec(&best["net_pnl"]), dec(s["net_pnl"].as_str().unwrap()));
     assert_eq!(best["trades"], s["trades"].to_string());
     let wf = dir.path().join("wf");
-    let stdout = ok(&["sweep", "--plugin", arg(&ma), "--data", arg(&file), "--grid", "fast=5..14:3", "--grid", "slow=40..85:15", "--walk-forward", "train=60d,test=20d", "--out", arg(&wf)]);
+    let stdout = ok(&[
+        "sweep",
+        "--plugin",
+        arg(&ma),
+        "--data",
+        arg(&file),
+        "--grid",
+        "fast=5..14:3",
+        "--grid",
+        "slow=40..85:15",
+        "--walk-forward",
+        "train=60d,test=20d",
+        "--out",
+        arg(&wf),
+    ]);
     assert!(stdout.contains("walk-forward over 4 windows"), "{stdout}");
 }
 
@@ -269,23 +604,72 @@ fn a_pipeline_sweep_trades_each_combination_through_the_order_manager() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines.toml");
     let plugins = tradehost_tests::plugin_dir();
     let out = dir.path().join("sweep");
-    ok(&["sweep", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&data), "--grid", "slow=30,50", "--out", arg(&out)]);
+    ok(&[
+        "sweep",
+        "--config",
+        arg(&config),
+        "--pipeline",
+        "nifty-ma",
+        "--plugin-dir",
+        arg(&plugins),
+        "--data",
+        arg(&data),
+        "--grid",
+        "slow=30,50",
+        "--out",
+        arg(&out),
+    ]);
     let rows = table(&out.join("results.csv"));
     assert_eq!(rows.len(), 2);
     // The pipeline's own parameters (fast=10, slow=50), backtested as configured: the same account P&L.
     let single = dir.path().join("single");
-    ok(&["backtest", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&data), "--out", arg(&single)]);
+    ok(&[
+        "backtest",
+        "--config",
+        arg(&config),
+        "--pipeline",
+        "nifty-ma",
+        "--plugin-dir",
+        arg(&plugins),
+        "--data",
+        arg(&data),
+        "--out",
+        arg(&single),
+    ]);
     let s = summary(&single);
     let row = rows.iter().find(|r| r["slow"] == "50").unwrap();
-    assert_eq!(dec(&row["net_pnl"]), dec(s["accounts"]["paper-long"]["realized"].as_str().unwrap()));
-    assert_eq!(row["trades"], s["accounts"]["paper-long"]["round_trips"].to_string());
+    assert_eq!(
+        dec(&row["net_pnl"]),
+        dec(s["accounts"]["paper-long"]["realized"].as_str().unwrap())
+    );
+    assert_eq!(
+        row["trades"],
+        s["accounts"]["paper-long"]["round_trips"].to_string()
+    );
     // The other one was really given slow=30: its own run folder says so.
     let other = rows.iter().find(|r| r["slow"] == "30").unwrap();
     assert_ne!(other["net_pnl"], row["net_pnl"]);
     let narrowed = std::fs::read_to_string(out.join("runs/1/pipelines.toml")).unwrap();
     assert!(narrowed.contains("slow = \"30\""), "{narrowed}");
-    let e = failure(&["backtest", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&data), "--trade-from", "2024-13-01", "--out", arg(&single)]);
-    assert!(e.contains("--trade-from \"2024-13-01\": expected a date like 2024-03-01"), "{e}");
+    let e = failure(&[
+        "backtest",
+        "--config",
+        arg(&config),
+        "--pipeline",
+        "nifty-ma",
+        "--plugin-dir",
+        arg(&plugins),
+        "--data",
+        arg(&data),
+        "--trade-from",
+        "2024-13-01",
+        "--out",
+        arg(&single),
+    ]);
+    assert!(
+        e.contains("--trade-from \"2024-13-01\": expected a date like 2024-03-01"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -295,7 +679,25 @@ fn a_pipeline_walks_forward_through_the_order_manager() {
     let plugins = tradehost_tests::plugin_dir();
     let out = dir.path().join("wf");
     let grid = ["--grid", "slow=30,50"];
-    let stdout = ok(&[&["sweep", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&data), "--walk-forward", "train=3d,test=1d", "--out", arg(&out)][..], &grid].concat());
+    let stdout = ok(&[
+        &[
+            "sweep",
+            "--config",
+            arg(&config),
+            "--pipeline",
+            "nifty-ma",
+            "--plugin-dir",
+            arg(&plugins),
+            "--data",
+            arg(&data),
+            "--walk-forward",
+            "train=3d,test=1d",
+            "--out",
+            arg(&out),
+        ][..],
+        &grid,
+    ]
+    .concat());
     assert!(stdout.contains("walk-forward over 3 windows"), "{stdout}");
     let windows = table(&out.join("walk_forward.csv"));
     assert_eq!(windows.len(), 3);
@@ -306,11 +708,42 @@ fn a_pipeline_walks_forward_through_the_order_manager() {
     let header = lines.next().unwrap();
     let days: Vec<&str> = lines.collect();
     let train_file = dir.path().join("train.csv");
-    std::fs::write(&train_file, format!("{header}\n{}\n", days[..3 * 375].join("\n"))).unwrap();
+    std::fs::write(
+        &train_file,
+        format!("{header}\n{}\n", days[..3 * 375].join("\n")),
+    )
+    .unwrap();
     let plain = dir.path().join("plain");
-    ok(&[&["sweep", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&train_file), "--out", arg(&plain)][..], &grid].concat());
-    let in_sample: Vec<String> = std::fs::read_to_string(out.join("in_sample.csv")).unwrap().lines().skip(1).filter_map(|l| l.strip_prefix("1,")).map(str::to_owned).collect();
-    let plain_rows: Vec<String> = std::fs::read_to_string(plain.join("results.csv")).unwrap().lines().skip(1).map(str::to_owned).collect();
+    ok(&[
+        &[
+            "sweep",
+            "--config",
+            arg(&config),
+            "--pipeline",
+            "nifty-ma",
+            "--plugin-dir",
+            arg(&plugins),
+            "--data",
+            arg(&train_file),
+            "--out",
+            arg(&plain),
+        ][..],
+        &grid,
+    ]
+    .concat());
+    let in_sample: Vec<String> = std::fs::read_to_string(out.join("in_sample.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.strip_prefix("1,"))
+        .map(str::to_owned)
+        .collect();
+    let plain_rows: Vec<String> = std::fs::read_to_string(plain.join("results.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
     assert_eq!(in_sample, plain_rows);
     let best = &table(&plain.join("results.csv"))[0];
     assert_eq!(windows[0]["slow"], best["slow"]);
@@ -320,18 +753,54 @@ fn a_pipeline_walks_forward_through_the_order_manager() {
     let oos = out.join("runs/w1/out-of-sample");
     let test_date = days[3 * 375][..10].to_owned();
     let fills = std::fs::read_to_string(oos.join("fills.csv")).unwrap();
-    assert!(fills.lines().count() > 1 && fills.lines().skip(1).all(|l| l.starts_with(&test_date)), "only the test day {test_date} trades:\n{fills}");
+    assert!(
+        fills.lines().count() > 1 && fills.lines().skip(1).all(|l| l.starts_with(&test_date)),
+        "only the test day {test_date} trades:\n{fills}"
+    );
     // Named as the original, so the instrument is NIFTY too.
     std::fs::create_dir_all(dir.path().join("window")).unwrap();
     let window_file = dir.path().join("window/nifty_1m.csv");
-    std::fs::write(&window_file, format!("{header}\n{}\n", days[..4 * 375].join("\n"))).unwrap();
+    std::fs::write(
+        &window_file,
+        format!("{header}\n{}\n", days[..4 * 375].join("\n")),
+    )
+    .unwrap();
     let whole = dir.path().join("whole");
-    ok(&["backtest", "--config", arg(&config), "--pipeline", "nifty-ma", "--plugin-dir", arg(&plugins), "--data", arg(&window_file), "--param", &format!("slow={}", best["slow"]), "--out", arg(&whole)]);
-    let on_test_day = |path: &Path| -> Vec<String> { std::fs::read_to_string(path).unwrap().lines().filter(|l| l.contains(&test_date)).map(str::to_owned).collect() };
+    ok(&[
+        "backtest",
+        "--config",
+        arg(&config),
+        "--pipeline",
+        "nifty-ma",
+        "--plugin-dir",
+        arg(&plugins),
+        "--data",
+        arg(&window_file),
+        "--param",
+        &format!("slow={}", best["slow"]),
+        "--out",
+        arg(&whole),
+    ]);
+    let on_test_day = |path: &Path| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&test_date))
+            .map(str::to_owned)
+            .collect()
+    };
     let want = on_test_day(&whole.join("signals.csv"));
     assert!(!want.is_empty(), "the strategy signals on the test day");
     assert_eq!(on_test_day(&oos.join("signals.csv")), want);
-    assert_eq!(std::fs::read_to_string(oos.join("signals.csv")).unwrap().lines().count() - 1, want.len(), "no signal before the test day");
+    assert_eq!(
+        std::fs::read_to_string(oos.join("signals.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            - 1,
+        want.len(),
+        "no signal before the test day"
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("Out-of-sample equity"));
 }
@@ -340,17 +809,48 @@ fn a_pipeline_walks_forward_through_the_order_manager() {
 /// written, so the backtest's files are the same byte for byte.
 #[test]
 fn a_real_option_chain_backtests_the_same_from_parquet() {
-    let (Some(chain), Some(eq)) = (shared_data("heromotoco_optionchain_oi_1m_2025-08-20.csv"), shared_data("heromotoco_eq_1m_2025-08-20.csv")) else { return };
+    let (Some(chain), Some(eq)) = (
+        shared_data("heromotoco_optionchain_oi_1m_2025-08-20.csv"),
+        shared_data("heromotoco_eq_1m_2025-08-20.csv"),
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let pq = dir.path().join("pq");
     ok(&["data", "import", arg(&chain), arg(&eq), "--out", arg(&pq)]);
     let oi = plugin("oi-crossover");
     let (a, b) = (dir.path().join("csv"), dir.path().join("parquet"));
-    ok(&["backtest", "--plugin", arg(&oi), "--data", arg(&chain), "--underlying", arg(&eq), "--out", arg(&a)]);
-    let (pq_chain, pq_eq) = (pq.join("heromotoco_optionchain_oi_1m_2025-08-20.parquet"), pq.join("heromotoco_eq_1m_2025-08-20.parquet"));
-    ok(&["backtest", "--plugin", arg(&oi), "--data", arg(&pq_chain), "--underlying", arg(&pq_eq), "--out", arg(&b)]);
+    ok(&[
+        "backtest",
+        "--plugin",
+        arg(&oi),
+        "--data",
+        arg(&chain),
+        "--underlying",
+        arg(&eq),
+        "--out",
+        arg(&a),
+    ]);
+    let (pq_chain, pq_eq) = (
+        pq.join("heromotoco_optionchain_oi_1m_2025-08-20.parquet"),
+        pq.join("heromotoco_eq_1m_2025-08-20.parquet"),
+    );
+    ok(&[
+        "backtest",
+        "--plugin",
+        arg(&oi),
+        "--data",
+        arg(&pq_chain),
+        "--underlying",
+        arg(&pq_eq),
+        "--out",
+        arg(&b),
+    ]);
     for name in ["signals.csv", "trades.csv", "fills.csv"] {
-        let (x, y) = (std::fs::read_to_string(a.join(name)).unwrap(), std::fs::read_to_string(b.join(name)).unwrap());
+        let (x, y) = (
+            std::fs::read_to_string(a.join(name)).unwrap(),
+            std::fs::read_to_string(b.join(name)).unwrap(),
+        );
         assert!(x.lines().count() > 2, "{name}: too few lines to compare");
         assert_eq!(x, y, "{name}");
     }

@@ -28,14 +28,25 @@ impl Axis {
     /// # Errors
     /// A message naming what is wrong with `spec`.
     pub fn parse(spec: &str) -> Result<Self, String> {
-        let Some((name, values)) = spec.split_once('=') else { return Err(format!("--grid {spec:?}: expected name=a..b[:step] or name=v1,v2,...")) };
+        let Some((name, values)) = spec.split_once('=') else {
+            return Err(format!(
+                "--grid {spec:?}: expected name=a..b[:step] or name=v1,v2,..."
+            ));
+        };
         let name = name.trim();
         if name.is_empty() {
             return Err(format!("--grid {spec:?}: the parameter has no name"));
         }
         let values = values.trim();
-        let values = if values.contains("..") { range(values).map_err(|e| format!("--grid {spec:?}: {e}"))? } else { list(values.split(',')).map_err(|e| format!("--grid {spec:?}: {e}"))? };
-        Ok(Self { name: name.to_owned(), values })
+        let values = if values.contains("..") {
+            range(values).map_err(|e| format!("--grid {spec:?}: {e}"))?
+        } else {
+            list(values.split(',')).map_err(|e| format!("--grid {spec:?}: {e}"))?
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            values,
+        })
     }
 }
 
@@ -45,8 +56,14 @@ fn range(text: &str) -> Result<Vec<String>, String> {
         Some((span, step)) => (span, Some(step)),
         None => (text, None),
     };
-    let Some((from, to)) = span.split_once("..") else { return Err("expected a..b".into()) };
-    let number = |t: &str, what: &str| t.trim().parse::<Decimal>().map_err(|_| format!("{what} {:?} is not a number", t.trim()));
+    let Some((from, to)) = span.split_once("..") else {
+        return Err("expected a..b".into());
+    };
+    let number = |t: &str, what: &str| {
+        t.trim()
+            .parse::<Decimal>()
+            .map_err(|_| format!("{what} {:?} is not a number", t.trim()))
+    };
     let (from, to) = (number(from, "start")?, number(to, "end")?);
     let step = match step {
         Some(s) => number(s, "step")?,
@@ -112,7 +129,9 @@ impl Grid {
         let grid = Self { axes };
         match grid.checked_len() {
             Some(n) if n <= MAX_COMBINATIONS => Ok(grid),
-            _ => Err(format!("the grid has more than {MAX_COMBINATIONS} combinations")),
+            _ => Err(format!(
+                "the grid has more than {MAX_COMBINATIONS} combinations"
+            )),
         }
     }
 
@@ -124,8 +143,11 @@ impl Grid {
     /// # Errors
     /// The file and the key at fault.
     pub fn read_file(path: &Path) -> Result<GridFile, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            format!("{}: {}", path.display(), e.to_string().trim_end())
+        })?;
         let mut axes = Vec::new();
         let mut fixed = Vec::new();
         for (key, value) in table {
@@ -133,22 +155,47 @@ impl Grid {
             match value {
                 toml::Value::Table(params) if key == "params" => {
                     for (k, v) in params {
-                        fixed.push((k.clone(), scalar(&v).ok_or_else(|| format!("{}: params.{k}: expected a number, string or boolean", path.display()))?));
+                        fixed.push((
+                            k.clone(),
+                            scalar(&v).ok_or_else(|| {
+                                format!(
+                                    "{}: params.{k}: expected a number, string or boolean",
+                                    path.display()
+                                )
+                            })?,
+                        ));
                     }
                 }
-                toml::Value::String(s) if s.contains("..") => axes.push(Axis { name: key.clone(), values: range(&s).map_err(at)? }),
+                toml::Value::String(s) if s.contains("..") => axes.push(Axis {
+                    name: key.clone(),
+                    values: range(&s).map_err(at)?,
+                }),
                 toml::Value::Array(items) => {
-                    let values = items.iter().map(scalar).collect::<Option<Vec<_>>>().ok_or_else(|| at("expected numbers, strings or booleans".into()))?;
-                    axes.push(Axis { name: key.clone(), values: list(values.iter().map(String::as_str)).map_err(at)? });
+                    let values = items
+                        .iter()
+                        .map(scalar)
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| at("expected numbers, strings or booleans".into()))?;
+                    axes.push(Axis {
+                        name: key.clone(),
+                        values: list(values.iter().map(String::as_str)).map_err(at)?,
+                    });
                 }
-                other => axes.push(Axis { name: key.clone(), values: vec![scalar(&other).ok_or_else(|| at("expected an array, a range \"a..b[:step]\" or one value".into()))?] }),
+                other => axes.push(Axis {
+                    name: key.clone(),
+                    values: vec![scalar(&other).ok_or_else(|| {
+                        at("expected an array, a range \"a..b[:step]\" or one value".into())
+                    })?],
+                }),
             }
         }
         Ok(GridFile { axes, fixed })
     }
 
     fn checked_len(&self) -> Option<usize> {
-        self.axes.iter().try_fold(1usize, |n, a| n.checked_mul(a.values.len()))
+        self.axes
+            .iter()
+            .try_fold(1usize, |n, a| n.checked_mul(a.values.len()))
     }
 
     /// How many combinations.
@@ -178,7 +225,10 @@ impl Grid {
     /// [`Grid::combination`], owned (as a run's row keeps it).
     #[must_use]
     pub fn values(&self, index: usize) -> Vec<String> {
-        self.combination(index).into_iter().map(str::to_owned).collect()
+        self.combination(index)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The parameter names.
@@ -203,11 +253,31 @@ mod tests {
 
     #[test]
     fn ranges_lists_and_their_mistakes() {
-        assert_eq!(Axis::parse("fast=5..8").unwrap().values, ["5", "6", "7", "8"]);
+        assert_eq!(
+            Axis::parse("fast=5..8").unwrap().values,
+            ["5", "6", "7", "8"]
+        );
         assert_eq!(Axis::parse("slow=40..85:5").unwrap().values.len(), 10);
-        assert_eq!(Axis::parse("k=0.5..1.5:0.25").unwrap().values, ["0.5", "0.75", "1", "1.25", "1.5"]);
-        assert_eq!(Axis::parse(" period = 14, 21 ").unwrap(), Axis { name: "period".into(), values: vec!["14".into(), "21".into()] });
-        for (bad, says) in [("fast", "expected name="), ("=1,2", "no name"), ("a=9..1", "below start"), ("a=1..9:0", "must be positive"), ("a=1..x", "not a number"), ("a=1,,2", "empty value"), ("a=0..10000000", "more than")] {
+        assert_eq!(
+            Axis::parse("k=0.5..1.5:0.25").unwrap().values,
+            ["0.5", "0.75", "1", "1.25", "1.5"]
+        );
+        assert_eq!(
+            Axis::parse(" period = 14, 21 ").unwrap(),
+            Axis {
+                name: "period".into(),
+                values: vec!["14".into(), "21".into()]
+            }
+        );
+        for (bad, says) in [
+            ("fast", "expected name="),
+            ("=1,2", "no name"),
+            ("a=9..1", "below start"),
+            ("a=1..9:0", "must be positive"),
+            ("a=1..x", "not a number"),
+            ("a=1,,2", "empty value"),
+            ("a=0..10000000", "more than"),
+        ] {
             let e = Axis::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
@@ -215,12 +285,35 @@ mod tests {
 
     #[test]
     fn combinations_go_last_axis_fastest_and_are_checked() {
-        let grid = Grid::new(vec![Axis::parse("a=1,2").unwrap(), Axis::parse("b=x,y,z").unwrap()]).unwrap();
+        let grid = Grid::new(vec![
+            Axis::parse("a=1,2").unwrap(),
+            Axis::parse("b=x,y,z").unwrap(),
+        ])
+        .unwrap();
         assert_eq!(grid.len(), 6);
         let all: Vec<Vec<&str>> = (0..grid.len()).map(|i| grid.combination(i)).collect();
-        assert_eq!(all, [["1", "x"], ["1", "y"], ["1", "z"], ["2", "x"], ["2", "y"], ["2", "z"]]);
-        assert!(Grid::new(vec![Axis::parse("a=1").unwrap(), Axis::parse("a=2").unwrap()]).unwrap_err().contains("twice"));
-        let huge = (0..4).map(|i| Axis::parse(&format!("p{i}=1..100")).unwrap()).collect();
+        assert_eq!(
+            all,
+            [
+                ["1", "x"],
+                ["1", "y"],
+                ["1", "z"],
+                ["2", "x"],
+                ["2", "y"],
+                ["2", "z"]
+            ]
+        );
+        assert!(
+            Grid::new(vec![
+                Axis::parse("a=1").unwrap(),
+                Axis::parse("a=2").unwrap()
+            ])
+            .unwrap_err()
+            .contains("twice")
+        );
+        let huge = (0..4)
+            .map(|i| Axis::parse(&format!("p{i}=1..100")).unwrap())
+            .collect();
         assert!(Grid::new(huge).unwrap_err().contains("more than"));
         assert_eq!(Grid::new(Vec::new()).unwrap().len(), 1);
     }
@@ -229,9 +322,25 @@ mod tests {
     fn a_grid_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("grid.toml");
-        std::fs::write(&path, "fast = \"5..7\"\nslow = [40, 50]\n[params]\nlots = 2\n").unwrap();
+        std::fs::write(
+            &path,
+            "fast = \"5..7\"\nslow = [40, 50]\n[params]\nlots = 2\n",
+        )
+        .unwrap();
         let GridFile { axes, fixed } = Grid::read_file(&path).unwrap();
-        assert_eq!(axes, [Axis { name: "fast".into(), values: vec!["5".into(), "6".into(), "7".into()] }, Axis { name: "slow".into(), values: vec!["40".into(), "50".into()] }]);
+        assert_eq!(
+            axes,
+            [
+                Axis {
+                    name: "fast".into(),
+                    values: vec!["5".into(), "6".into(), "7".into()]
+                },
+                Axis {
+                    name: "slow".into(),
+                    values: vec!["40".into(), "50".into()]
+                }
+            ]
+        );
         assert_eq!(fixed, [("lots".to_owned(), "2".to_owned())]);
         std::fs::write(&path, "fast = \"9..5\"\n").unwrap();
         let e = Grid::read_file(&path).unwrap_err();

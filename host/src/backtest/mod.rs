@@ -39,12 +39,12 @@ use crate::domain::order::{OrderKind, PriceBar, Work, Working, work};
 use crate::domain::position::{Closed, Position, fill_price};
 use crate::domain::time::{format_hhmm, ist_day, ist_minute_of_day};
 use crate::engine::{Signal, StrategyRunner, sdk_bar, sdk_chain};
+use crate::market::{MarketData, OptionChain};
 use crate::orders::exits::{ExitFill, ManagedExit};
 use crate::orders::risk::is_entry;
 use crate::orders::square_off_rule;
-use crate::subscriber::{Rules, intent};
-use crate::market::{MarketData, OptionChain};
 use crate::sandbox::SandboxError;
+use crate::subscriber::{Rules, intent};
 
 pub use report::{write_outputs, write_report_html};
 pub use sweep_report::{SweepInfo, write_sweep, write_walk_forward};
@@ -80,7 +80,18 @@ pub struct BacktestConfig {
 impl Default for BacktestConfig {
     /// Today's single-plugin defaults: one unit, long only, the next open, no slippage, no exits of its own.
     fn default() -> Self {
-        Self { mode: PositionMode::Long, qty: 1, sizing: None, capital: Decimal::from(1_000_000), square_off_minute: None, batch: 4096, slippage_bps: Decimal::ZERO, exits: ExitRules::default(), exit_fill: ExitFill::AtLevel, trade_from_ms: None }
+        Self {
+            mode: PositionMode::Long,
+            qty: 1,
+            sizing: None,
+            capital: Decimal::from(1_000_000),
+            square_off_minute: None,
+            batch: 4096,
+            slippage_bps: Decimal::ZERO,
+            exits: ExitRules::default(),
+            exit_fill: ExitFill::AtLevel,
+            trade_from_ms: None,
+        }
     }
 }
 
@@ -276,7 +287,12 @@ struct Book {
 impl Book {
     /// Signed units held plus those of the orders waiting.
     fn effective(&self) -> Decimal {
-        self.position.qty + self.pending.iter().map(|o| o.qty * o.side.sign()).sum::<Decimal>()
+        self.position.qty
+            + self
+                .pending
+                .iter()
+                .map(|o| o.qty * o.side.sign())
+                .sum::<Decimal>()
     }
 }
 
@@ -305,7 +321,10 @@ impl<'a> Engine<'a> {
     fn new(config: &'a BacktestConfig) -> Self {
         Self {
             config,
-            sizing: config.sizing.clone().unwrap_or(Sizing::Fixed { qty: config.qty }),
+            sizing: config
+                .sizing
+                .clone()
+                .unwrap_or(Sizing::Fixed { qty: config.qty }),
             books: Vec::new(),
             trades: Vec::new(),
             fills: Vec::new(),
@@ -327,21 +346,46 @@ impl<'a> Engine<'a> {
         if let Some(i) = self.books.iter().position(|b| b.instrument == instrument) {
             return i;
         }
-        self.books.push(Book { instrument: instrument.to_owned(), position: Position::default(), exit: None, pending: Vec::new(), last: None, last_fill_ts: None });
+        self.books.push(Book {
+            instrument: instrument.to_owned(),
+            position: Position::default(),
+            exit: None,
+            pending: Vec::new(),
+            last: None,
+            last_fill_ts: None,
+        });
         self.books.len() - 1
     }
 
     /// Fill `qty` units of book `i` at `price` (before slippage): the position,
     /// its closed lots as trades, and the exit armed when a position opens.
     #[allow(clippy::too_many_arguments)]
-    fn fill(&mut self, i: usize, side: OrderSide, qty: Decimal, price: Decimal, ts_ms: i64, reason: &str, levels: (Option<Decimal>, Option<Decimal>)) {
+    fn fill(
+        &mut self,
+        i: usize,
+        side: OrderSide,
+        qty: Decimal,
+        price: Decimal,
+        ts_ms: i64,
+        reason: &str,
+        levels: (Option<Decimal>, Option<Decimal>),
+    ) {
         let price = fill_price(side, price, self.config.slippage_bps);
         self.fill_exact(i, side, qty, price, ts_ms, reason, levels);
     }
 
     /// A fill at `price` itself (a limit's, or a stop's already slipped).
     #[allow(clippy::too_many_arguments)]
-    fn fill_exact(&mut self, i: usize, side: OrderSide, qty: Decimal, price: Decimal, ts_ms: i64, reason: &str, levels: (Option<Decimal>, Option<Decimal>)) {
+    fn fill_exact(
+        &mut self,
+        i: usize,
+        side: OrderSide,
+        qty: Decimal,
+        price: Decimal,
+        ts_ms: i64,
+        reason: &str,
+        levels: (Option<Decimal>, Option<Decimal>),
+    ) {
         let book = &mut self.books[i];
         let before = book.position.qty;
         let closed = book.position.fill(side, qty, price, ts_ms);
@@ -350,11 +394,24 @@ impl<'a> Engine<'a> {
         if after.is_zero() {
             book.exit = None;
         } else if before.is_zero() || before.is_sign_positive() != after.is_sign_positive() {
-            book.exit = Some(ManagedExit::arm(after > Decimal::ZERO, price, levels.0, levels.1, &self.config.exits));
+            book.exit = Some(ManagedExit::arm(
+                after > Decimal::ZERO,
+                price,
+                levels.0,
+                levels.1,
+                &self.config.exits,
+            ));
         }
         let instrument = book.instrument.clone();
         self.book_trades(&instrument, closed, reason);
-        self.fills.push(Fill { ts_ms, instrument, side, qty, price, reason: reason.to_owned() });
+        self.fills.push(Fill {
+            ts_ms,
+            instrument,
+            side,
+            qty,
+            price,
+            reason: reason.to_owned(),
+        });
     }
 
     /// Close what is still open at each book's last price (a mark, not a fill).
@@ -364,7 +421,11 @@ impl<'a> Engine<'a> {
             let qty = self.books[i].position.qty;
             if let (false, Some(last)) = (qty.is_zero(), self.books[i].last) {
                 // A mark at the last price itself, not a fill: no slippage.
-                let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
+                let side = if qty > Decimal::ZERO {
+                    OrderSide::Sell
+                } else {
+                    OrderSide::Buy
+                };
                 let closed = self.books[i].position.fill(side, qty.abs(), last, ts_ms);
                 self.books[i].exit = None;
                 let instrument = self.books[i].instrument.clone();
@@ -378,7 +439,11 @@ impl<'a> Engine<'a> {
             instrument: instrument.to_owned(),
             entry_ts_ms: c.entry_ts,
             exit_ts_ms: c.exit_ts,
-            side: if c.long { TradeSide::Long } else { TradeSide::Short },
+            side: if c.long {
+                TradeSide::Long
+            } else {
+                TradeSide::Short
+            },
             qty: c.qty,
             entry_price: c.entry_price,
             exit_price: c.exit_price,
@@ -392,33 +457,67 @@ impl<'a> Engine<'a> {
     /// is queued, the orders waiting fill at this open, then the managed exit
     /// checks this bar (filling at its level: [`ExitFill::AtLevel`]); then
     /// this bar's signals become orders for the next price.
-    fn step(&mut self, ts_ms: i64, quotes: &[(&str, Quote)], signals: impl Iterator<Item = strategy_sdk::Signal>) {
+    fn step(
+        &mut self,
+        ts_ms: i64,
+        quotes: &[(&str, Quote)],
+        signals: impl Iterator<Item = strategy_sdk::Signal>,
+    ) {
         let today = ist_day(ts_ms);
         if self.day.is_some_and(|d| d != today) {
             self.record_day_end(self.last_ts);
         }
         self.day = Some(today);
         for i in 0..self.books.len() {
-            let Some(q) = quotes.iter().find(|(name, _)| *name == self.books[i].instrument).map(|(_, q)| *q) else { continue };
+            let Some(q) = quotes
+                .iter()
+                .find(|(name, _)| *name == self.books[i].instrument)
+                .map(|(_, q)| *q)
+            else {
+                continue;
+            };
             // Due before this price (a carried position at the open): filled by it.
             let mut squared = self.square_off(i, ts_ms);
             let ready: Vec<Order> = if self.books[i].pending.is_empty() {
                 Vec::new()
             } else {
                 let pending = &mut self.books[i].pending;
-                let (ready, waiting) = std::mem::take(pending).into_iter().partition(|o| o.not_before < ts_ms);
+                let (ready, waiting) = std::mem::take(pending)
+                    .into_iter()
+                    .partition(|o| o.not_before < ts_ms);
                 *pending = waiting;
                 ready
             };
             if !ready.is_empty() {
-                let bar = PriceBar { ts: ts_ms, open: q.open, high: q.high, low: q.low };
+                let bar = PriceBar {
+                    ts: ts_ms,
+                    open: q.open,
+                    high: q.high,
+                    low: q.low,
+                };
                 for mut o in ready {
                     let Some(terms) = o.terms.as_mut() else {
-                        self.fill(i, o.side, o.qty, q.open, ts_ms, o.reason, (o.stop_loss, o.target));
+                        self.fill(
+                            i,
+                            o.side,
+                            o.qty,
+                            q.open,
+                            ts_ms,
+                            o.reason,
+                            (o.stop_loss, o.target),
+                        );
                         continue;
                     };
                     match work(terms, &bar, !o.seen) {
-                        Work::Fill(price) => self.fill_exact(i, o.side, o.qty, price, ts_ms, o.reason, (o.stop_loss, o.target)),
+                        Work::Fill(price) => self.fill_exact(
+                            i,
+                            o.side,
+                            o.qty,
+                            price,
+                            ts_ms,
+                            o.reason,
+                            (o.stop_loss, o.target),
+                        ),
                         Work::Expire => {}
                         Work::Trigger => {
                             terms.triggered = true;
@@ -457,9 +556,15 @@ impl<'a> Engine<'a> {
     /// Queue the square-off of book `i` when [`square_off_rule`] says it is due
     /// and nothing else works on the position; true when one is queued or waits.
     fn square_off(&mut self, i: usize, ts_ms: i64) -> bool {
-        let Some(square_off) = self.config.square_off_minute else { return false };
+        let Some(square_off) = self.config.square_off_minute else {
+            return false;
+        };
         let book = &mut self.books[i];
-        if book.pending.iter().any(|o| o.reason == "square-off" || o.reason == "carried") {
+        if book
+            .pending
+            .iter()
+            .any(|o| o.reason == "square-off" || o.reason == "carried")
+        {
             return true;
         }
         // A limit or a stop entry still resting at the square-off is cancelled, as the
@@ -470,21 +575,54 @@ impl<'a> Engine<'a> {
         if book.position.qty.is_zero() || !book.pending.is_empty() {
             return false;
         }
-        let Some((reason, not_before)) = square_off_rule(square_off, ts_ms, book.last_fill_ts) else { return false };
-        let side = if book.position.qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
-        book.pending.push(Order { side, qty: book.position.qty.abs(), not_before, stop_loss: None, target: None, reason, terms: None, seen: false });
+        let Some((reason, not_before)) = square_off_rule(square_off, ts_ms, book.last_fill_ts)
+        else {
+            return false;
+        };
+        let side = if book.position.qty > Decimal::ZERO {
+            OrderSide::Sell
+        } else {
+            OrderSide::Buy
+        };
+        book.pending.push(Order {
+            side,
+            qty: book.position.qty.abs(),
+            not_before,
+            stop_loss: None,
+            target: None,
+            reason,
+            terms: None,
+            seen: false,
+        });
         true
     }
 
     fn check_exits(&mut self, i: usize, ts_ms: i64, q: Quote) {
         let book = &mut self.books[i];
-        let Some(exit) = book.exit.as_mut() else { return };
-        let Some(reason) = exit.on_price(q.high, q.low, q.close) else { return };
+        let Some(exit) = book.exit.as_mut() else {
+            return;
+        };
+        let Some(reason) = exit.on_price(q.high, q.low, q.close) else {
+            return;
+        };
         let qty = book.position.qty;
-        let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
+        let side = if qty > Decimal::ZERO {
+            OrderSide::Sell
+        } else {
+            OrderSide::Buy
+        };
         match exit.fill_price(reason, q.open, self.config.exit_fill) {
             Some(price) => self.fill(i, side, qty.abs(), price, ts_ms, reason, (None, None)),
-            None => book.pending.push(Order { side, qty: qty.abs(), not_before: ts_ms, stop_loss: None, target: None, reason, terms: None, seen: false }),
+            None => book.pending.push(Order {
+                side,
+                qty: qty.abs(),
+                not_before: ts_ms,
+                stop_loss: None,
+                target: None,
+                reason,
+                terms: None,
+                seen: false,
+            }),
         }
     }
 
@@ -495,23 +633,48 @@ impl<'a> Engine<'a> {
         let signal = match Signal::from_strategy(ts_ms, s) {
             Ok(signal) => signal,
             Err(reason) => {
-                self.rejected.push(format!("{}: {reason}", crate::domain::time::format_iso_ist(ts_ms)));
+                self.rejected.push(format!(
+                    "{}: {reason}",
+                    crate::domain::time::format_iso_ist(ts_ms)
+                ));
                 return;
             }
         };
-        let price = quotes.iter().find(|(n, _)| *n == signal.instrument).map(|(_, q)| q.close);
+        let price = quotes
+            .iter()
+            .find(|(n, _)| *n == signal.instrument)
+            .map(|(_, q)| q.close);
         let i = self.book(&signal.instrument);
         // A new signal replaces a limit or a stop still resting in the instrument, as the order manager does.
         self.books[i].pending.retain(|o| o.terms.is_none());
         let effective = self.books[i].effective();
-        let rules = Rules { mode: self.config.mode, sizing: &self.sizing, capital: self.config.capital, lot: None };
-        match intent(rules, signal.side.as_str(), effective, price, signal.stop_loss) {
+        let rules = Rules {
+            mode: self.config.mode,
+            sizing: &self.sizing,
+            capital: self.config.capital,
+            lot: None,
+        };
+        match intent(
+            rules,
+            signal.side.as_str(),
+            effective,
+            price,
+            signal.stop_loss,
+        ) {
             Ok(Some(mut order)) => {
                 // From the square-off time on, only the closing part of a signal is kept.
-                let late = self.config.square_off_minute.is_some_and(|sq| ist_minute_of_day(ts_ms) >= sq);
+                let late = self
+                    .config
+                    .square_off_minute
+                    .is_some_and(|sq| ist_minute_of_day(ts_ms) >= sq);
                 if late && is_entry(effective, &order) {
-                    let reverses = !effective.is_zero() && (effective > Decimal::ZERO) != (order.side == OrderSide::Buy);
-                    order.qty = if reverses { effective.abs() } else { Decimal::ZERO };
+                    let reverses = !effective.is_zero()
+                        && (effective > Decimal::ZERO) != (order.side == OrderSide::Buy);
+                    order.qty = if reverses {
+                        effective.abs()
+                    } else {
+                        Decimal::ZERO
+                    };
                 }
                 if !order.qty.is_zero() {
                     // A limit or a stop rests as the paper venue's would, by the same rules.
@@ -523,11 +686,23 @@ impl<'a> Engine<'a> {
                         not_before: ts_ms,
                         triggered: false,
                     });
-                    self.books[i].pending.push(Order { side: order.side, qty: order.qty, not_before: ts_ms, stop_loss: signal.stop_loss, target: signal.target, reason: "signal", terms, seen: false });
+                    self.books[i].pending.push(Order {
+                        side: order.side,
+                        qty: order.qty,
+                        not_before: ts_ms,
+                        stop_loss: signal.stop_loss,
+                        target: signal.target,
+                        reason: "signal",
+                        terms,
+                        seen: false,
+                    });
                 }
             }
             Ok(None) => {}
-            Err(reason) => self.rejected.push(format!("{}: {reason}", crate::domain::time::format_iso_ist(ts_ms))),
+            Err(reason) => self.rejected.push(format!(
+                "{}: {reason}",
+                crate::domain::time::format_iso_ist(ts_ms)
+            )),
         }
         self.signals.push(SignalRecord { signal, price });
     }
@@ -537,7 +712,12 @@ impl<'a> Engine<'a> {
     }
 
     fn open_equity(&self) -> Decimal {
-        let unrealised: Decimal = self.books.iter().filter(|b| !b.position.qty.is_zero()).filter_map(|b| b.last.map(|last| b.position.unrealized(last))).sum();
+        let unrealised: Decimal = self
+            .books
+            .iter()
+            .filter(|b| !b.position.qty.is_zero())
+            .filter_map(|b| b.last.map(|last| b.position.unrealized(last)))
+            .sum();
         self.config.capital + self.realised() + unrealised
     }
 
@@ -556,13 +736,21 @@ impl<'a> Engine<'a> {
 
     fn record_day_end(&mut self, ts_ms: i64) {
         let equity = self.open_equity();
-        self.equity.push(EquityPoint { ts_ms, equity, drawdown: equity - self.peak });
+        self.equity.push(EquityPoint {
+            ts_ms,
+            equity,
+            drawdown: equity - self.peak,
+        });
     }
 }
 
 fn ratio_pct(num: Decimal, den: Decimal) -> f64 {
     use rust_decimal::prelude::ToPrimitive;
-    if den.is_zero() { 0.0 } else { (num / den * Decimal::ONE_HUNDRED).to_f64().unwrap_or(0.0) }
+    if den.is_zero() {
+        0.0
+    } else {
+        (num / den * Decimal::ONE_HUNDRED).to_f64().unwrap_or(0.0)
+    }
 }
 
 /// Replay `data` through `strategy`. `progress` is told how many events are done.
@@ -570,7 +758,12 @@ fn ratio_pct(num: Decimal, den: Decimal) -> f64 {
 /// # Errors
 /// When the strategy fails (a trap, its CPU budget, its memory cap…): the
 /// error names the plugin and the call.
-pub fn run(strategy: &mut dyn StrategyRunner, data: &MarketData, config: &BacktestConfig, progress: impl FnMut(usize)) -> Result<BacktestResult, SandboxError> {
+pub fn run(
+    strategy: &mut dyn StrategyRunner,
+    data: &MarketData,
+    config: &BacktestConfig,
+    progress: impl FnMut(usize),
+) -> Result<BacktestResult, SandboxError> {
     run_prepared(strategy, &Prepared { data, bars: None }, config, progress)
 }
 
@@ -601,7 +794,12 @@ impl<'a> Prepared<'a> {
 ///
 /// # Errors
 /// As [`run`].
-pub fn run_prepared(strategy: &mut dyn StrategyRunner, prepared: &Prepared<'_>, config: &BacktestConfig, mut progress: impl FnMut(usize)) -> Result<BacktestResult, SandboxError> {
+pub fn run_prepared(
+    strategy: &mut dyn StrategyRunner,
+    prepared: &Prepared<'_>,
+    config: &BacktestConfig,
+    mut progress: impl FnMut(usize),
+) -> Result<BacktestResult, SandboxError> {
     let data = prepared.data;
     let mut engine = Engine::new(config);
     let (first_ts, last_ts) = match data {
@@ -618,33 +816,53 @@ pub fn run_prepared(strategy: &mut dyn StrategyRunner, prepared: &Prepared<'_>, 
                     }
                 };
                 let mut signals = if batch == 1 {
-                    strategy.on_candle(&series.instrument, series.timeframe_secs, &sdk[0])?.into_iter().map(|s| (0, s)).collect()
+                    strategy
+                        .on_candle(&series.instrument, series.timeframe_secs, &sdk[0])?
+                        .into_iter()
+                        .map(|s| (0, s))
+                        .collect()
                 } else {
                     strategy.on_candles(&series.instrument, series.timeframe_secs, sdk)?
                 }
                 .into_iter()
                 .peekable();
                 for (j, bar) in chunk.iter().enumerate() {
-                    let quote = Quote { open: bar.open, high: bar.high, low: bar.low, close: bar.close };
-                    let mine = std::iter::from_fn(|| signals.next_if(|(idx, _)| *idx as usize == j).map(|(_, s)| s));
+                    let quote = Quote {
+                        open: bar.open,
+                        high: bar.high,
+                        low: bar.low,
+                        close: bar.close,
+                    };
+                    let mine = std::iter::from_fn(|| {
+                        signals
+                            .next_if(|(idx, _)| *idx as usize == j)
+                            .map(|(_, s)| s)
+                    });
                     engine.step(bar.ts_ms, &[(series.instrument.as_str(), quote)], mine);
                 }
                 progress(chunk_no * batch + chunk.len());
             }
-            (series.bars.first().map(|b| b.ts_ms), series.bars.last().map(|b| b.ts_ms))
+            (
+                series.bars.first().map(|b| b.ts_ms),
+                series.bars.last().map(|b| b.ts_ms),
+            )
         }
         MarketData::Chains(chains) => {
             for (n, chain) in chains.iter().enumerate() {
                 let signals = strategy.on_option_chain(&sdk_chain(chain))?;
                 let legs = chain_quotes(chain);
-                let quotes: Vec<(&str, Quote)> = legs.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+                let quotes: Vec<(&str, Quote)> =
+                    legs.iter().map(|(s, q)| (s.as_str(), *q)).collect();
                 engine.step(chain.ts_ms, &quotes, signals.into_iter());
                 if n % 64 == 0 {
                     progress(n + 1);
                 }
             }
             progress(chains.len());
-            (chains.first().map(|c| c.ts_ms), chains.last().map(|c| c.ts_ms))
+            (
+                chains.first().map(|c| c.ts_ms),
+                chains.last().map(|c| c.ts_ms),
+            )
         }
     };
     if let Some(ts) = last_ts {
@@ -653,18 +871,41 @@ pub fn run_prepared(strategy: &mut dyn StrategyRunner, prepared: &Prepared<'_>, 
         engine.record_day_end(ts);
     }
     let summary = summarise(strategy, data.len(), &engine, first_ts, last_ts);
-    Ok(BacktestResult { signals: engine.signals, rejected: engine.rejected, trades: engine.trades, fills: engine.fills, equity: engine.equity, summary })
+    Ok(BacktestResult {
+        signals: engine.signals,
+        rejected: engine.rejected,
+        trades: engine.trades,
+        fills: engine.fills,
+        equity: engine.equity,
+        summary,
+    })
 }
 
 fn chain_quotes(chain: &OptionChain) -> Vec<(String, Quote)> {
     chain
         .legs()
         .filter(|(_, leg)| leg.last > Decimal::ZERO)
-        .map(|(symbol, leg)| (symbol, Quote { open: leg.last, high: leg.last, low: leg.last, close: leg.last }))
+        .map(|(symbol, leg)| {
+            (
+                symbol,
+                Quote {
+                    open: leg.last,
+                    high: leg.last,
+                    low: leg.last,
+                    close: leg.last,
+                },
+            )
+        })
         .collect()
 }
 
-fn summarise(strategy: &dyn StrategyRunner, events: usize, engine: &Engine<'_>, first: Option<i64>, last: Option<i64>) -> Summary {
+fn summarise(
+    strategy: &dyn StrategyRunner,
+    events: usize,
+    engine: &Engine<'_>,
+    first: Option<i64>,
+    last: Option<i64>,
+) -> Summary {
     let mut summary = Summary::of(
         (strategy.name(), strategy.version()),
         engine.config,
@@ -675,7 +916,11 @@ fn summarise(strategy: &dyn StrategyRunner, events: usize, engine: &Engine<'_>, 
     );
     summary.max_drawdown = engine.max_drawdown;
     summary.max_drawdown_pct = engine.max_drawdown_pct;
-    summary.exposure_pct = Some(if engine.steps == 0 { 0.0 } else { engine.exposed as f64 * 100.0 / engine.steps as f64 });
+    summary.exposure_pct = Some(if engine.steps == 0 {
+        0.0
+    } else {
+        engine.exposed as f64 * 100.0 / engine.steps as f64
+    });
     summary
 }
 
@@ -686,11 +931,26 @@ impl Summary {
     /// drawdown is that of the daily equity; a backtest replaces it with its
     /// bar-by-bar figure.
     #[must_use]
-    pub fn of(strategy: (&str, &str), config: &BacktestConfig, trades: &[Trade], equity: &[EquityPoint], signals: (usize, usize), span: (usize, Option<i64>, Option<i64>)) -> Self {
+    pub fn of(
+        strategy: (&str, &str),
+        config: &BacktestConfig,
+        trades: &[Trade],
+        equity: &[EquityPoint],
+        signals: (usize, usize),
+        span: (usize, Option<i64>, Option<i64>),
+    ) -> Self {
         let wins = trades.iter().filter(|t| t.pnl > Decimal::ZERO).count();
         let losses = trades.iter().filter(|t| t.pnl < Decimal::ZERO).count();
-        let gross_profit: Decimal = trades.iter().map(|t| t.pnl).filter(|p| *p > Decimal::ZERO).sum();
-        let gross_loss: Decimal = trades.iter().map(|t| t.pnl).filter(|p| *p < Decimal::ZERO).sum();
+        let gross_profit: Decimal = trades
+            .iter()
+            .map(|t| t.pnl)
+            .filter(|p| *p > Decimal::ZERO)
+            .sum();
+        let gross_loss: Decimal = trades
+            .iter()
+            .map(|t| t.pnl)
+            .filter(|p| *p < Decimal::ZERO)
+            .sum();
         let net_pnl = gross_profit + gross_loss;
         let worst = equity.iter().min_by_key(|p| p.drawdown);
         Self {
@@ -709,14 +969,20 @@ impl Summary {
             trades: trades.len(),
             wins,
             losses,
-            win_rate: if trades.is_empty() { 0.0 } else { wins as f64 / trades.len() as f64 },
+            win_rate: if trades.is_empty() {
+                0.0
+            } else {
+                wins as f64 / trades.len() as f64
+            },
             gross_profit,
             gross_loss,
             net_pnl,
             final_equity: config.capital + net_pnl,
             return_pct: ratio_pct(net_pnl, config.capital),
             max_drawdown: worst.map(|p| p.drawdown).unwrap_or_default(),
-            max_drawdown_pct: worst.map(|p| ratio_pct(p.drawdown, p.equity - p.drawdown)).unwrap_or_default(),
+            max_drawdown_pct: worst
+                .map(|p| ratio_pct(p.drawdown, p.equity - p.drawdown))
+                .unwrap_or_default(),
             sharpe: equity_sharpe(config.capital, equity),
             exposure_pct: None,
         }
@@ -734,7 +1000,11 @@ pub fn daily_equity(capital: Decimal, trades: &[Trade]) -> Vec<EquityPoint> {
     for t in sorted {
         equity += t.pnl;
         peak = peak.max(equity);
-        let point = EquityPoint { ts_ms: t.exit_ts_ms, equity, drawdown: equity - peak };
+        let point = EquityPoint {
+            ts_ms: t.exit_ts_ms,
+            equity,
+            drawdown: equity - peak,
+        };
         match points.last_mut() {
             Some(last) if ist_day(last.ts_ms) == ist_day(t.exit_ts_ms) => *last = point,
             _ => points.push(point),
@@ -751,7 +1021,13 @@ pub fn equity_sharpe(capital: Decimal, equity: &[EquityPoint]) -> f64 {
         .chain(equity.iter().map(|p| p.equity))
         .collect::<Vec<_>>()
         .windows(2)
-        .map(|w| if w[0].is_zero() { 0.0 } else { ((w[1] - w[0]) / w[0]).to_f64().unwrap_or(0.0) })
+        .map(|w| {
+            if w[0].is_zero() {
+                0.0
+            } else {
+                ((w[1] - w[0]) / w[0]).to_f64().unwrap_or(0.0)
+            }
+        })
         .collect();
     sharpe(&returns)
 }
@@ -764,9 +1040,17 @@ pub fn sharpe(daily_returns: &[f64]) -> f64 {
         return 0.0;
     }
     let mean = daily_returns.iter().sum::<f64>() / n as f64;
-    let var = daily_returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let var = daily_returns
+        .iter()
+        .map(|r| (r - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1) as f64;
     let sd = var.sqrt();
-    if sd > 0.0 { mean / sd * 252f64.sqrt() } else { 0.0 }
+    if sd > 0.0 {
+        mean / sd * 252f64.sqrt()
+    } else {
+        0.0
+    }
 }
 
 #[cfg(test)]

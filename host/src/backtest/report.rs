@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::{BacktestResult, EquityPoint};
-use crate::domain::time::{format_ist_date, format_iso_ist};
+use crate::domain::time::{format_iso_ist, format_ist_date};
 
 /// Rows of the trade table in the HTML report; `trades.csv` has them all.
 const REPORT_TRADE_ROWS: usize = 2000;
@@ -19,22 +19,32 @@ const REPORT_TRADE_ROWS: usize = 2000;
 ///
 /// # Errors
 /// When a file cannot be written; the error names it.
-pub fn write_outputs(dir: &Path, result: &BacktestResult, run_info: &serde_json::Value) -> anyhow::Result<()> {
+pub fn write_outputs(
+    dir: &Path,
+    result: &BacktestResult,
+    run_info: &serde_json::Value,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let signals = dir.join("signals.csv");
-    write_signals_csv(&signals, result).with_context(|| format!("writing {}", signals.display()))?;
+    write_signals_csv(&signals, result)
+        .with_context(|| format!("writing {}", signals.display()))?;
     let trades = dir.join("trades.csv");
     write_trades_csv(&trades, result).with_context(|| format!("writing {}", trades.display()))?;
     let fills = dir.join("fills.csv");
-    std::fs::write(&fills, crate::orders::report::fills_csv(fill_lines(result))).with_context(|| format!("writing {}", fills.display()))?;
+    std::fs::write(&fills, crate::orders::report::fills_csv(fill_lines(result)))
+        .with_context(|| format!("writing {}", fills.display()))?;
     let summary = dir.join("summary.json");
     let mut json = serde_json::to_value(&result.summary)?;
     if let Some(obj) = json.as_object_mut() {
         obj.insert("run".into(), run_info.clone());
-        obj.insert("rejected_signals".into(), serde_json::json!(result.rejected));
+        obj.insert(
+            "rejected_signals".into(),
+            serde_json::json!(result.rejected),
+        );
     }
-    std::fs::write(&summary, serde_json::to_string_pretty(&json)? + "\n").with_context(|| format!("writing {}", summary.display()))?;
+    std::fs::write(&summary, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("writing {}", summary.display()))?;
     let report = dir.join("report.html");
     write_report_html(&report, result).with_context(|| format!("writing {}", report.display()))?;
     Ok(())
@@ -48,7 +58,14 @@ fn write_signals_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()
     for r in &result.signals {
         let s = &r.signal;
         let price = r.price.map(|p| p.to_string()).unwrap_or_default();
-        writeln!(out, "{},{},{},{price},{}", format_iso_ist(s.ts_ms), csv_field(&s.instrument), s.side.as_str(), csv_field(&s.reason))?;
+        writeln!(
+            out,
+            "{},{},{},{price},{}",
+            format_iso_ist(s.ts_ms),
+            csv_field(&s.instrument),
+            s.side.as_str(),
+            csv_field(&s.reason)
+        )?;
     }
     out.flush()
 }
@@ -77,7 +94,10 @@ fn fill_lines(result: &BacktestResult) -> Vec<crate::orders::report::FillLine> {
 
 fn write_trades_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "entry_ts,exit_ts,side,qty,entry_price,exit_price,pnl,instrument,exit_reason")?;
+    writeln!(
+        out,
+        "entry_ts,exit_ts,side,qty,entry_price,exit_price,pnl,instrument,exit_reason"
+    )?;
     for t in &result.trades {
         writeln!(
             out,
@@ -97,16 +117,32 @@ fn write_trades_csv(path: &Path, result: &BacktestResult) -> std::io::Result<()>
 }
 
 pub(super) fn esc(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// An SVG line (or filled area) chart of `values` over their index.
-fn svg_chart(title: &str, points: &[EquityPoint], value: impl Fn(&EquityPoint) -> Decimal, colour: &str, fill: bool) -> String {
+fn svg_chart(
+    title: &str,
+    points: &[EquityPoint],
+    value: impl Fn(&EquityPoint) -> Decimal,
+    colour: &str,
+    fill: bool,
+) -> String {
     const W: f64 = 900.0;
     const H: f64 = 220.0;
     const PAD: f64 = 70.0;
-    let ys: Vec<f64> = points.iter().map(|p| value(p).to_f64().unwrap_or(0.0)).collect();
-    let (mut lo, mut hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(*y), hi.max(*y)));
+    let ys: Vec<f64> = points
+        .iter()
+        .map(|p| value(p).to_f64().unwrap_or(0.0))
+        .collect();
+    let (mut lo, mut hi) = ys
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+            (lo.min(*y), hi.max(*y))
+        });
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
@@ -121,14 +157,37 @@ fn svg_chart(title: &str, points: &[EquityPoint], value: impl Fn(&EquityPoint) -
     let y = |v: f64| H - PAD / 2.0 - (H - PAD) * (v - lo) / (hi - lo);
     let mut path = String::new();
     for (i, v) in ys.iter().enumerate() {
-        let _ = write!(path, "{}{:.1},{:.1} ", if i == 0 { "M" } else { "L" }, x(i), y(*v));
+        let _ = write!(
+            path,
+            "{}{:.1},{:.1} ",
+            if i == 0 { "M" } else { "L" },
+            x(i),
+            y(*v)
+        );
     }
     if fill && !ys.is_empty() {
-        let _ = write!(path, "L{:.1},{:.1} L{:.1},{:.1} Z", x(ys.len() - 1), y(0.0), x(0), y(0.0));
+        let _ = write!(
+            path,
+            "L{:.1},{:.1} L{:.1},{:.1} Z",
+            x(ys.len() - 1),
+            y(0.0),
+            x(0),
+            y(0.0)
+        );
     }
-    let first = points.first().map(|p| format_ist_date(p.ts_ms)).unwrap_or_default();
-    let last = points.last().map(|p| format_ist_date(p.ts_ms)).unwrap_or_default();
-    let style = if fill { format!("fill:{colour};fill-opacity:0.35;stroke:{colour}") } else { format!("fill:none;stroke:{colour};stroke-width:1.5") };
+    let first = points
+        .first()
+        .map(|p| format_ist_date(p.ts_ms))
+        .unwrap_or_default();
+    let last = points
+        .last()
+        .map(|p| format_ist_date(p.ts_ms))
+        .unwrap_or_default();
+    let style = if fill {
+        format!("fill:{colour};fill-opacity:0.35;stroke:{colour}")
+    } else {
+        format!("fill:none;stroke:{colour};stroke-width:1.5")
+    };
     format!(
         r##"<figure><figcaption>{title}</figcaption><svg viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{title}">
 <rect x="{PAD}" y="{top}" width="{iw}" height="{ih}" fill="#fafafa" stroke="#ddd"/>
@@ -174,8 +233,16 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pos{{color:#0a7a2f}}.neg{{c
         mode = s.mode,
         qty = s.qty,
         capital = s.capital,
-        sq = s.square_off.as_ref().map(|t| format!(" · square-off {t}")).unwrap_or_default(),
-        pnl_class = if s.net_pnl < Decimal::ZERO { "neg" } else { "pos" },
+        sq = s
+            .square_off
+            .as_ref()
+            .map(|t| format!(" · square-off {t}"))
+            .unwrap_or_default(),
+        pnl_class = if s.net_pnl < Decimal::ZERO {
+            "neg"
+        } else {
+            "pos"
+        },
         pnl = s.net_pnl,
         ret = s.return_pct,
         trades = s.trades,
@@ -189,13 +256,32 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pos{{color:#0a7a2f}}.neg{{c
         rej = s.signals_rejected,
         fe = s.final_equity,
     );
-    html.push_str(&svg_chart("Equity (end of day)", &result.equity, |p| p.equity, "#1f5fbf", false));
-    html.push_str(&svg_chart("Drawdown (end of day)", &result.equity, |p| p.drawdown, "#b3261e", true));
+    html.push_str(&svg_chart(
+        "Equity (end of day)",
+        &result.equity,
+        |p| p.equity,
+        "#1f5fbf",
+        false,
+    ));
+    html.push_str(&svg_chart(
+        "Drawdown (end of day)",
+        &result.equity,
+        |p| p.drawdown,
+        "#b3261e",
+        true,
+    ));
     let shown = result.trades.len().min(REPORT_TRADE_ROWS);
     let _ = writeln!(
         html,
         "<h2>Trades</h2><p>{}</p><table><tr><th>#</th><th class=l>Instrument</th><th class=l>Side</th><th class=l>Entry</th><th class=l>Exit</th><th>Qty</th><th>Entry price</th><th>Exit price</th><th>P&amp;L</th><th class=l>Exit reason</th></tr>",
-        if shown < result.trades.len() { format!("First {shown} of {}; all are in trades.csv.", result.trades.len()) } else { format!("{} trades.", result.trades.len()) }
+        if shown < result.trades.len() {
+            format!(
+                "First {shown} of {}; all are in trades.csv.",
+                result.trades.len()
+            )
+        } else {
+            format!("{} trades.", result.trades.len())
+        }
     );
     for (i, t) in result.trades.iter().take(shown).enumerate() {
         let _ = writeln!(

@@ -113,7 +113,12 @@ impl Sweep<'_> {
     #[must_use]
     pub fn params(&self, index: usize) -> Vec<(String, String)> {
         let mut params = self.fixed.to_vec();
-        params.extend(self.grid.names().zip(self.grid.combination(index)).map(|(k, v)| (k.to_owned(), v.to_owned())));
+        params.extend(
+            self.grid
+                .names()
+                .zip(self.grid.combination(index))
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
         params
     }
 
@@ -124,14 +129,26 @@ impl Sweep<'_> {
             .sandbox
             .instantiate(self.plugin, &self.params(index))
             .and_then(|mut strategy| super::run_prepared(&mut strategy, data, config, |_| {}))
-            .map(|r| Outcome { summary: r.summary, equity: r.equity })
+            .map(|r| Outcome {
+                summary: r.summary,
+                equity: r.equity,
+            })
             .map_err(|e| e.to_string());
-        Run { index, values, outcome }
+        Run {
+            index,
+            values,
+            outcome,
+        }
     }
 
     /// Backtest every combination on `data`, spread over `pool`'s threads;
     /// `done` is called after each. The runs come back in the grid's order.
-    pub fn run(&self, pool: &rayon::ThreadPool, data: &MarketData, done: &(dyn Fn() + Sync)) -> Vec<Run> {
+    pub fn run(
+        &self,
+        pool: &rayon::ThreadPool,
+        data: &MarketData,
+        done: &(dyn Fn() + Sync),
+    ) -> Vec<Run> {
         let data = Prepared::new(data);
         let data = &data;
         pool.install(|| {
@@ -151,7 +168,13 @@ impl Sweep<'_> {
 /// in the grid's order. Returns indexes into `runs`.
 #[must_use]
 pub fn ranking(runs: &[Run], metric: Metric) -> Vec<usize> {
-    let key = |r: &Run| r.outcome.as_ref().ok().map(|o| metric.of(&o.summary)).filter(|v| v.is_finite());
+    let key = |r: &Run| {
+        r.outcome
+            .as_ref()
+            .ok()
+            .map(|o| metric.of(&o.summary))
+            .filter(|v| v.is_finite())
+    };
     let mut order: Vec<usize> = (0..runs.len()).collect();
     order.sort_by(|&a, &b| {
         let (ka, kb) = (key(&runs[a]), key(&runs[b]));
@@ -185,19 +208,33 @@ impl WalkForward {
     pub fn parse(text: &str) -> Result<Self, String> {
         let (mut train, mut test, mut step) = (None, None, None);
         for part in text.split(',').map(str::trim) {
-            let Some((key, value)) = part.split_once('=') else { return Err(format!("--walk-forward {text:?}: {part:?}: expected key=<days>d")) };
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(format!(
+                    "--walk-forward {text:?}: {part:?}: expected key=<days>d"
+                ));
+            };
             let days = value.trim().strip_suffix('d').unwrap_or(value.trim());
             let days: usize = days.parse().ok().filter(|d| *d > 0).ok_or_else(|| format!("--walk-forward {text:?}: {key}={value}: expected a positive number of trading days like 20d"))?;
             match key.trim() {
                 "train" => train = Some(days),
                 "test" => test = Some(days),
                 "step" => step = Some(days),
-                other => return Err(format!("--walk-forward {text:?}: unknown {other:?} (train, test, step)")),
+                other => {
+                    return Err(format!(
+                        "--walk-forward {text:?}: unknown {other:?} (train, test, step)"
+                    ));
+                }
             }
         }
         match (train, test) {
-            (Some(train), Some(test)) => Ok(Self { train, test, step: step.unwrap_or(test) }),
-            _ => Err(format!("--walk-forward {text:?}: give train=<days>d and test=<days>d")),
+            (Some(train), Some(test)) => Ok(Self {
+                train,
+                test,
+                step: step.unwrap_or(test),
+            }),
+            _ => Err(format!(
+                "--walk-forward {text:?}: give train=<days>d and test=<days>d"
+            )),
         }
     }
 
@@ -206,7 +243,10 @@ impl WalkForward {
     pub fn windows(&self, days: usize) -> Vec<(usize, usize, usize)> {
         let mut out = Vec::new();
         let mut start = 0usize;
-        while let Some(end) = start.checked_add(self.train).and_then(|t| t.checked_add(self.test)) {
+        while let Some(end) = start
+            .checked_add(self.train)
+            .and_then(|t| t.checked_add(self.test))
+        {
             if end > days {
                 break;
             }
@@ -269,7 +309,11 @@ pub fn trading_days(data: &MarketData) -> usize {
 /// Events `from..to` of `data`, as data of their own.
 fn slice(data: &MarketData, from: usize, to: usize) -> MarketData {
     match data {
-        MarketData::Candles(s) => MarketData::Candles(CandleSeries { instrument: s.instrument.clone(), timeframe_secs: s.timeframe_secs, bars: s.bars[from..to].to_vec() }),
+        MarketData::Candles(s) => MarketData::Candles(CandleSeries {
+            instrument: s.instrument.clone(),
+            timeframe_secs: s.timeframe_secs,
+            bars: s.bars[from..to].to_vec(),
+        }),
         MarketData::Chains(c) => MarketData::Chains(c[from..to].to_vec()),
     }
 }
@@ -280,13 +324,30 @@ impl Sweep<'_> {
     ///
     /// # Errors
     /// When the data has fewer trading days than one window.
-    pub fn walk_forward(&self, pool: &rayon::ThreadPool, data: &MarketData, wf: WalkForward, metric: Metric, done: &(dyn Fn() + Sync)) -> Result<Vec<Window>, String> {
-        walk_forward_with(data, wf, metric, self.config, |train, _| self.run(pool, train, done), |index, window, test_from, _| {
-            let config = BacktestConfig { trade_from_ms: Some(test_from), ..self.config.clone() };
-            let run = self.one(index, &Prepared::new(window), &config);
-            done();
-            run
-        })
+    pub fn walk_forward(
+        &self,
+        pool: &rayon::ThreadPool,
+        data: &MarketData,
+        wf: WalkForward,
+        metric: Metric,
+        done: &(dyn Fn() + Sync),
+    ) -> Result<Vec<Window>, String> {
+        walk_forward_with(
+            data,
+            wf,
+            metric,
+            self.config,
+            |train, _| self.run(pool, train, done),
+            |index, window, test_from, _| {
+                let config = BacktestConfig {
+                    trade_from_ms: Some(test_from),
+                    ..self.config.clone()
+                };
+                let run = self.one(index, &Prepared::new(window), &config);
+                done();
+                run
+            },
+        )
     }
 }
 
@@ -308,7 +369,12 @@ pub fn walk_forward_with(
     let starts = day_starts(data);
     let windows = wf.windows(starts.len());
     if windows.is_empty() {
-        return Err(format!("--walk-forward: the data has {} trading days, fewer than one window (train {} + test {})", starts.len(), wf.train, wf.test));
+        return Err(format!(
+            "--walk-forward: the data has {} trading days, fewer than one window (train {} + test {})",
+            starts.len(),
+            wf.train,
+            wf.test
+        ));
     }
     let ts = times(data);
     let at = |day: usize| starts.get(day).copied().unwrap_or(ts.len());
@@ -317,15 +383,26 @@ pub fn walk_forward_with(
         let train = slice(data, at(a), at(b));
         let in_sample = sweep(&train, n);
         drop(train);
-        let best = ranking(&in_sample, metric).first().copied().filter(|&i| in_sample[i].outcome.is_ok());
+        let best = ranking(&in_sample, metric)
+            .first()
+            .copied()
+            .filter(|&i| in_sample[i].outcome.is_ok());
         // Out-of-sample: the winner sees the train days as warm-up and trades the test days.
         let out_of_sample = best.map(|i| {
             let test_from = ts[at(b)];
             let window = slice(data, at(a), at(c));
             let run = one(in_sample[i].index, &window, test_from, n);
-            run.outcome.map(|o| test_days_only(o, test_from, at(c) - at(b), window.len(), config))
+            run.outcome
+                .map(|o| test_days_only(o, test_from, at(c) - at(b), window.len(), config))
         });
-        out.push(Window { train: (ts[at(a)], ts[at(b) - 1]), test: (ts[at(b)], ts[at(c) - 1]), days: (b - a, c - b), in_sample, best, out_of_sample });
+        out.push(Window {
+            train: (ts[at(a)], ts[at(b) - 1]),
+            test: (ts[at(b)], ts[at(c) - 1]),
+            days: (b - a, c - b),
+            in_sample,
+            best,
+            out_of_sample,
+        });
     }
     Ok(out)
 }
@@ -334,13 +411,29 @@ pub fn walk_forward_with(
 /// drawdown, fall in the test days already (nothing is traded before them); what the flat
 /// warm-up days would skew is dropped or made again: the daily equity and its Sharpe, the
 /// span, the exposure.
-fn test_days_only(o: Outcome, test_from: i64, test_events: usize, all_events: usize, config: &BacktestConfig) -> Outcome {
-    let equity: Vec<EquityPoint> = o.equity.into_iter().filter(|p| p.ts_ms >= test_from).collect();
+fn test_days_only(
+    o: Outcome,
+    test_from: i64,
+    test_events: usize,
+    all_events: usize,
+    config: &BacktestConfig,
+) -> Outcome {
+    let equity: Vec<EquityPoint> = o
+        .equity
+        .into_iter()
+        .filter(|p| p.ts_ms >= test_from)
+        .collect();
     let mut summary = o.summary;
     summary.sharpe = super::equity_sharpe(config.capital, &equity);
     summary.events = test_events;
     summary.first_ts = Some(crate::domain::time::format_iso_ist(test_from));
-    summary.exposure_pct = summary.exposure_pct.map(|pct| if test_events == 0 { 0.0 } else { pct * all_events as f64 / test_events as f64 });
+    summary.exposure_pct = summary.exposure_pct.map(|pct| {
+        if test_events == 0 {
+            0.0
+        } else {
+            pct * all_events as f64 / test_events as f64
+        }
+    });
     Outcome { summary, equity }
 }
 
@@ -352,12 +445,18 @@ pub fn stitched(windows: &[Window], capital: Decimal) -> Vec<EquityPoint> {
     let mut base = capital;
     let mut peak = capital;
     for w in windows {
-        let Some(Ok(o)) = &w.out_of_sample else { continue };
+        let Some(Ok(o)) = &w.out_of_sample else {
+            continue;
+        };
         let mut last = capital;
         for p in &o.equity {
             let equity = base + (p.equity - capital);
             peak = peak.max(equity);
-            out.push(EquityPoint { ts_ms: p.ts_ms, equity, drawdown: equity - peak });
+            out.push(EquityPoint {
+                ts_ms: p.ts_ms,
+                equity,
+                drawdown: equity - peak,
+            });
             last = p.equity;
         }
         base += last - capital;
@@ -372,12 +471,25 @@ mod tests {
     #[test]
     fn walk_forward_windows() {
         let wf = WalkForward::parse("train=60d,test=20d").unwrap();
-        assert_eq!(wf, WalkForward { train: 60, test: 20, step: 20 });
+        assert_eq!(
+            wf,
+            WalkForward {
+                train: 60,
+                test: 20,
+                step: 20
+            }
+        );
         assert_eq!(wf.windows(100), [(0, 60, 80), (20, 80, 100)]);
         assert_eq!(wf.windows(79), []);
         let wf = WalkForward::parse("train=3d, test=1d, step=2d").unwrap();
         assert_eq!(wf.windows(8), [(0, 3, 4), (2, 5, 6), (4, 7, 8)]);
-        for bad in ["train=60d", "train=0d,test=1d", "train=x,test=1d", "train=5d,test=1d,hold=2d", "60d"] {
+        for bad in [
+            "train=60d",
+            "train=0d,test=1d",
+            "train=x,test=1d",
+            "train=5d,test=1d,hold=2d",
+            "60d",
+        ] {
             assert!(WalkForward::parse(bad).is_err(), "{bad}");
         }
     }

@@ -15,7 +15,7 @@ use super::grid::Grid;
 use super::report::esc;
 use super::sweep::{Metric, Run, Window, ranking, stitched};
 use super::{EquityPoint, Summary};
-use crate::domain::time::{format_ist_date, format_iso_ist};
+use crate::domain::time::{format_iso_ist, format_ist_date};
 use crate::market::parquet::{Column, write_table};
 use crate::orders::report::csv_field;
 
@@ -57,46 +57,100 @@ fn metric_columns(s: Option<&Summary>) -> [String; 9] {
     }
 }
 
-const METRIC_HEADER: &str = "trades,net_pnl,return_pct,win_rate,max_drawdown,max_drawdown_pct,sharpe,exposure_pct,signals";
+const METRIC_HEADER: &str =
+    "trades,net_pnl,return_pct,win_rate,max_drawdown,max_drawdown_pct,sharpe,exposure_pct,signals";
 
 fn csv_rows(grid: &Grid, runs: &[Run], order: &[usize], prefix: &str) -> String {
     let mut out = String::new();
     for (rank, &i) in order.iter().enumerate() {
         let run = &runs[i];
-        let values: Vec<String> = run.values.iter().map(|v| csv_field(v).into_owned()).collect();
+        let values: Vec<String> = run
+            .values
+            .iter()
+            .map(|v| csv_field(v).into_owned())
+            .collect();
         let summary = run.outcome.as_ref().ok().map(|o| &o.summary);
-        let error = run.outcome.as_ref().err().map(|e| csv_field(e).into_owned()).unwrap_or_default();
-        let _ = writeln!(out, "{prefix}{},{}{}{},{error}", rank + 1, values.join(","), if grid.is_empty() { "" } else { "," }, metric_columns(summary).join(","));
+        let error = run
+            .outcome
+            .as_ref()
+            .err()
+            .map(|e| csv_field(e).into_owned())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{prefix}{},{}{}{},{error}",
+            rank + 1,
+            values.join(","),
+            if grid.is_empty() { "" } else { "," },
+            metric_columns(summary).join(",")
+        );
     }
     out
 }
 
 fn header(grid: &Grid, prefix: &str) -> String {
     let names: Vec<String> = grid.names().map(|n| csv_field(n).into_owned()).collect();
-    format!("{prefix}rank,{}{}{METRIC_HEADER},error\n", names.join(","), if grid.is_empty() { "" } else { "," })
+    format!(
+        "{prefix}rank,{}{}{METRIC_HEADER},error\n",
+        names.join(","),
+        if grid.is_empty() { "" } else { "," }
+    )
 }
 
 /// Each grid value as a number column when every value is one, else text.
 fn param_column(name: &str, values: Vec<&str>) -> Column {
-    if let Some(ints) = values.iter().map(|v| v.parse::<i64>().ok()).collect::<Option<Vec<_>>>() {
+    if let Some(ints) = values
+        .iter()
+        .map(|v| v.parse::<i64>().ok())
+        .collect::<Option<Vec<_>>>()
+    {
         return Column::Int(name.to_owned(), ints.into_iter().map(Some).collect());
     }
-    if let Some(floats) = values.iter().map(|v| v.parse::<f64>().ok().filter(|f| f.is_finite())).collect::<Option<Vec<_>>>() {
+    if let Some(floats) = values
+        .iter()
+        .map(|v| v.parse::<f64>().ok().filter(|f| f.is_finite()))
+        .collect::<Option<Vec<_>>>()
+    {
         return Column::Float(name.to_owned(), floats.into_iter().map(Some).collect());
     }
-    Column::Text(name.to_owned(), values.into_iter().map(|v| Some(v.to_owned())).collect())
+    Column::Text(
+        name.to_owned(),
+        values.into_iter().map(|v| Some(v.to_owned())).collect(),
+    )
 }
 
 fn parquet_columns(grid: &Grid, runs: &[Run], order: &[usize]) -> Vec<Column> {
     let ranked: Vec<&Run> = order.iter().map(|&i| &runs[i]).collect();
     let s = |r: &Run| r.outcome.as_ref().ok().map(|o| o.summary.clone());
     let summaries: Vec<Option<Summary>> = ranked.iter().map(|r| s(r)).collect();
-    let int = |name: &str, f: &dyn Fn(&Summary) -> i64| Column::Int(name.into(), summaries.iter().map(|s| s.as_ref().map(f)).collect());
-    let float = |name: &str, f: &dyn Fn(&Summary) -> Option<f64>| Column::Float(name.into(), summaries.iter().map(|s| s.as_ref().and_then(f)).collect());
-    let money = |name: &str, f: &dyn Fn(&Summary) -> Decimal| Column::Decimal(name.into(), 4, summaries.iter().map(|s| s.as_ref().map(f)).collect());
-    let mut columns = vec![Column::Int("rank".into(), (1..=ranked.len()).map(|r| i64::try_from(r).ok()).collect())];
+    let int = |name: &str, f: &dyn Fn(&Summary) -> i64| {
+        Column::Int(
+            name.into(),
+            summaries.iter().map(|s| s.as_ref().map(f)).collect(),
+        )
+    };
+    let float = |name: &str, f: &dyn Fn(&Summary) -> Option<f64>| {
+        Column::Float(
+            name.into(),
+            summaries.iter().map(|s| s.as_ref().and_then(f)).collect(),
+        )
+    };
+    let money = |name: &str, f: &dyn Fn(&Summary) -> Decimal| {
+        Column::Decimal(
+            name.into(),
+            4,
+            summaries.iter().map(|s| s.as_ref().map(f)).collect(),
+        )
+    };
+    let mut columns = vec![Column::Int(
+        "rank".into(),
+        (1..=ranked.len()).map(|r| i64::try_from(r).ok()).collect(),
+    )];
     for (a, axis) in grid.axes.iter().enumerate() {
-        columns.push(param_column(&axis.name, ranked.iter().map(|r| r.values[a].as_str()).collect()));
+        columns.push(param_column(
+            &axis.name,
+            ranked.iter().map(|r| r.values[a].as_str()).collect(),
+        ));
     }
     columns.extend([
         int("trades", &|s| i64::try_from(s.trades).unwrap_or(i64::MAX)),
@@ -108,7 +162,13 @@ fn parquet_columns(grid: &Grid, runs: &[Run], order: &[usize]) -> Vec<Column> {
         float("sharpe", &|s| Some(s.sharpe)),
         float("exposure_pct", &|s| s.exposure_pct),
         int("signals", &|s| i64::try_from(s.signals).unwrap_or(i64::MAX)),
-        Column::Text("error".into(), ranked.iter().map(|r| r.outcome.as_ref().err().cloned()).collect()),
+        Column::Text(
+            "error".into(),
+            ranked
+                .iter()
+                .map(|r| r.outcome.as_ref().err().cloned())
+                .collect(),
+        ),
     ]);
     columns
 }
@@ -117,14 +177,26 @@ fn parquet_columns(grid: &Grid, runs: &[Run], order: &[usize]) -> Vec<Column> {
 ///
 /// # Errors
 /// When a file cannot be written; the error names it.
-pub fn write_sweep(dir: &Path, grid: &Grid, runs: &[Run], metric: Metric, info: &SweepInfo) -> anyhow::Result<Vec<usize>> {
+pub fn write_sweep(
+    dir: &Path,
+    grid: &Grid,
+    runs: &[Run],
+    metric: Metric,
+    info: &SweepInfo,
+) -> anyhow::Result<Vec<usize>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let order = ranking(runs, metric);
     let path = dir.join("results.csv");
-    std::fs::write(&path, header(grid, "") + &csv_rows(grid, runs, &order, "")).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, header(grid, "") + &csv_rows(grid, runs, &order, ""))
+        .with_context(|| format!("writing {}", path.display()))?;
     let path = dir.join("results.parquet");
-    let meta = [("tradehost.format", "sweep/1".to_owned()), ("strategy", info.strategy.clone()), ("ranked_by", metric.column().to_owned())];
-    write_table(&path, &parquet_columns(grid, runs, &order), &meta).with_context(|| format!("writing {}", path.display()))?;
+    let meta = [
+        ("tradehost.format", "sweep/1".to_owned()),
+        ("strategy", info.strategy.clone()),
+        ("ranked_by", metric.column().to_owned()),
+    ];
+    write_table(&path, &parquet_columns(grid, runs, &order), &meta)
+        .with_context(|| format!("writing {}", path.display()))?;
     let mut html = page_head(&format!("Sweep: {}", info.strategy));
     let ok = runs.iter().filter(|r| r.outcome.is_ok()).count();
     let _ = write!(
@@ -138,13 +210,22 @@ pub fn write_sweep(dir: &Path, grid: &Grid, runs: &[Run], metric: Metric, info: 
         metric.column(),
         info.timing.0,
         info.timing.1,
-        if info.fixed.is_empty() { String::new() } else { format!(" · fixed {}", esc(&info.fixed.join(" "))) }
+        if info.fixed.is_empty() {
+            String::new()
+        } else {
+            format!(" · fixed {}", esc(&info.fixed.join(" ")))
+        }
     );
     if let Some((x, y)) = &info.heatmap {
         html.push_str(&heatmap(grid, runs, metric, x, y));
     }
     html.push_str(&best_table(grid, runs, &order));
-    html.push_str(&curves("Equity of the best runs (end of day)", grid, runs, &order));
+    html.push_str(&curves(
+        "Equity of the best runs (end of day)",
+        grid,
+        runs,
+        &order,
+    ));
     html.push_str("</body></html>\n");
     let path = dir.join("report.html");
     std::fs::write(&path, html).with_context(|| format!("writing {}", path.display()))?;
@@ -155,7 +236,14 @@ pub fn write_sweep(dir: &Path, grid: &Grid, runs: &[Run], metric: Metric, info: 
 ///
 /// # Errors
 /// When a file cannot be written; the error names it.
-pub fn write_walk_forward(dir: &Path, grid: &Grid, windows: &[Window], metric: Metric, capital: Decimal, info: &SweepInfo) -> anyhow::Result<()> {
+pub fn write_walk_forward(
+    dir: &Path,
+    grid: &Grid,
+    windows: &[Window],
+    metric: Metric,
+    capital: Decimal,
+    info: &SweepInfo,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let names: Vec<String> = grid.names().map(|n| csv_field(n).into_owned()).collect();
     // The ranking metric gets columns of its own unless it has them already.
@@ -164,23 +252,36 @@ pub fn write_walk_forward(dir: &Path, grid: &Grid, windows: &[Window], metric: M
         "window,train_from,train_to,test_from,test_to,train_days,test_days,{}{}is_net_pnl,oos_net_pnl,is_return_pct,oos_return_pct,is_return_pct_per_day,oos_return_pct_per_day,gap_pct_per_day,is_sharpe,oos_sharpe,oos_trades,{}error\n",
         names.join(","),
         if names.is_empty() { "" } else { "," },
-        if extra { format!("is_{0},oos_{0},", metric.column()) } else { String::new() }
+        if extra {
+            format!("is_{0},oos_{0},", metric.column())
+        } else {
+            String::new()
+        }
     );
     let mut rows_html = String::new();
     for (n, w) in windows.iter().enumerate() {
         let best = w.best.map(|i| &w.in_sample[i]);
-        let is = best.and_then(|r| r.outcome.as_ref().ok()).map(|o| &o.summary);
-        let oos = w.out_of_sample.as_ref().and_then(|o| o.as_ref().ok()).map(|o| &o.summary);
+        let is = best
+            .and_then(|r| r.outcome.as_ref().ok())
+            .map(|o| &o.summary);
+        let oos = w
+            .out_of_sample
+            .as_ref()
+            .and_then(|o| o.as_ref().ok())
+            .map(|o| &o.summary);
         let error = match (&w.out_of_sample, best) {
             (Some(Err(e)), _) => e.clone(),
             (_, None) => "no combination ran on the train days".into(),
             _ => String::new(),
         };
-        let per_day = |s: Option<&Summary>, days: usize| s.map(|s| s.return_pct / days.max(1) as f64);
+        let per_day =
+            |s: Option<&Summary>, days: usize| s.map(|s| s.return_pct / days.max(1) as f64);
         let (is_day, oos_day) = (per_day(is, w.days.0), per_day(oos, w.days.1));
         let gap = is_day.zip(oos_day).map(|(a, b)| a - b);
         let num = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-        let values: Vec<String> = best.map(|r| r.values.iter().map(|v| csv_field(v).into_owned()).collect()).unwrap_or_else(|| vec![String::new(); names.len()]);
+        let values: Vec<String> = best
+            .map(|r| r.values.iter().map(|v| csv_field(v).into_owned()).collect())
+            .unwrap_or_else(|| vec![String::new(); names.len()]);
         let _ = writeln!(
             wf,
             "{},{},{},{},{},{},{},{}{}{},{},{},{},{},{},{},{},{},{},{}{}",
@@ -203,10 +304,26 @@ pub fn write_walk_forward(dir: &Path, grid: &Grid, windows: &[Window], metric: M
             num(is.map(|s| s.sharpe)),
             num(oos.map(|s| s.sharpe)),
             oos.map(|s| s.trades.to_string()).unwrap_or_default(),
-            if extra { format!("{},{},", num(is.map(|s| metric.of(s))), num(oos.map(|s| metric.of(s)))) } else { String::new() },
+            if extra {
+                format!(
+                    "{},{},",
+                    num(is.map(|s| metric.of(s))),
+                    num(oos.map(|s| metric.of(s)))
+                )
+            } else {
+                String::new()
+            },
             csv_field(&error)
         );
-        let params = best.map(|r| grid.names().zip(&r.values).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+        let params = best
+            .map(|r| {
+                grid.names()
+                    .zip(&r.values)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
         let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
         let _ = write!(
             rows_html,
@@ -221,7 +338,11 @@ pub fn write_walk_forward(dir: &Path, grid: &Grid, windows: &[Window], metric: M
             cell(oos.map(|s| s.return_pct)),
             cell(is_day),
             cell(oos_day),
-            if gap.unwrap_or(0.0) > 0.0 { "neg" } else { "pos" },
+            if gap.unwrap_or(0.0) > 0.0 {
+                "neg"
+            } else {
+                "pos"
+            },
             cell(gap),
             cell(is.map(|s| s.sharpe)),
             cell(oos.map(|s| s.sharpe)),
@@ -235,13 +356,24 @@ pub fn write_walk_forward(dir: &Path, grid: &Grid, windows: &[Window], metric: M
     write("walk_forward.csv", wf)?;
     let mut in_sample = header(grid, "window,");
     for (n, w) in windows.iter().enumerate() {
-        in_sample.push_str(&csv_rows(grid, &w.in_sample, &ranking(&w.in_sample, metric), &format!("{},", n + 1)));
+        in_sample.push_str(&csv_rows(
+            grid,
+            &w.in_sample,
+            &ranking(&w.in_sample, metric),
+            &format!("{},", n + 1),
+        ));
     }
     write("in_sample.csv", in_sample)?;
     let equity = stitched(windows, capital);
     let mut text = String::from("date,equity,drawdown\n");
     for p in &equity {
-        let _ = writeln!(text, "{},{},{}", format_ist_date(p.ts_ms), p.equity, p.drawdown);
+        let _ = writeln!(
+            text,
+            "{},{},{}",
+            format_ist_date(p.ts_ms),
+            p.equity,
+            p.drawdown
+        );
     }
     write("oos_equity.csv", text)?;
 
@@ -259,10 +391,17 @@ pub fn write_walk_forward(dir: &Path, grid: &Grid, windows: &[Window], metric: M
         metric.column(),
         info.timing.0,
         info.timing.1,
-        if info.fixed.is_empty() { String::new() } else { format!(" · fixed {}", esc(&info.fixed.join(" "))) },
+        if info.fixed.is_empty() {
+            String::new()
+        } else {
+            format!(" · fixed {}", esc(&info.fixed.join(" ")))
+        },
         if total < Decimal::ZERO { "neg" } else { "pos" },
     );
-    html.push_str(&multi_line_chart("Out-of-sample equity, the test windows stitched (end of day)", &[("out of sample".into(), equity)]));
+    html.push_str(&multi_line_chart(
+        "Out-of-sample equity, the test windows stitched (end of day)",
+        &[("out of sample".into(), equity)],
+    ));
     let _ = write!(
         html,
         "<h2>Per window: in-sample against out-of-sample</h2><p>Return in percent of capital; per day, so windows of different lengths compare; \
@@ -290,12 +429,22 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pos{{color:#0a7a2f}}.neg{{c
 /// A heatmap of `metric` over parameters `x` and `y`: with more axes, each
 /// cell shows the best value over the others.
 fn heatmap(grid: &Grid, runs: &[Run], metric: Metric, x: &str, y: &str) -> String {
-    let (Some(xi), Some(yi)) = (grid.axes.iter().position(|a| a.name == x), grid.axes.iter().position(|a| a.name == y)) else { return String::new() };
+    let (Some(xi), Some(yi)) = (
+        grid.axes.iter().position(|a| a.name == x),
+        grid.axes.iter().position(|a| a.name == y),
+    ) else {
+        return String::new();
+    };
     let (xs, ys) = (&grid.axes[xi].values, &grid.axes[yi].values);
     let mut cells: Vec<Vec<Option<f64>>> = vec![vec![None; xs.len()]; ys.len()];
     for run in runs {
         let Ok(o) = &run.outcome else { continue };
-        let (Some(cx), Some(cy)) = (xs.iter().position(|v| *v == run.values[xi]), ys.iter().position(|v| *v == run.values[yi])) else { continue };
+        let (Some(cx), Some(cy)) = (
+            xs.iter().position(|v| *v == run.values[xi]),
+            ys.iter().position(|v| *v == run.values[yi]),
+        ) else {
+            continue;
+        };
         let v = metric.of(&o.summary);
         let cell = &mut cells[cy][cx];
         if v.is_finite() && cell.is_none_or(|c| v > c) {
@@ -303,12 +452,20 @@ fn heatmap(grid: &Grid, runs: &[Run], metric: Metric, x: &str, y: &str) -> Strin
         }
     }
     let all: Vec<f64> = cells.iter().flatten().flatten().copied().collect();
-    let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let (lo, hi) = all
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
     let span = (hi.max(0.0).abs()).max(lo.min(0.0).abs()).max(f64::EPSILON);
     let colour = |v: f64| {
         // Diverging around zero: green for gains, red for losses, pale near zero.
         let t = (v / span).clamp(-1.0, 1.0);
-        let (r, g, b) = if t >= 0.0 { (255.0 - 200.0 * t, 255.0 - 90.0 * t, 255.0 - 200.0 * t) } else { (255.0 + 40.0 * t, 255.0 + 200.0 * t, 255.0 + 200.0 * t) };
+        let (r, g, b) = if t >= 0.0 {
+            (255.0 - 200.0 * t, 255.0 - 90.0 * t, 255.0 - 200.0 * t)
+        } else {
+            (255.0 + 40.0 * t, 255.0 + 200.0 * t, 255.0 + 200.0 * t)
+        };
         format!("rgb({:.0},{:.0},{:.0})", r, g, b)
     };
     let (cw, ch, left, top) = (64.0, 26.0, 70.0, 30.0);
@@ -319,13 +476,29 @@ fn heatmap(grid: &Grid, runs: &[Run], metric: Metric, x: &str, y: &str) -> Strin
         metric = metric.column(),
         x = esc(x),
         y = esc(y),
-        more = if grid.axes.len() > 2 { ", the best over the other parameters" } else { "" }
+        more = if grid.axes.len() > 2 {
+            ", the best over the other parameters"
+        } else {
+            ""
+        }
     );
     for (cx, v) in xs.iter().enumerate() {
-        let _ = write!(svg, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#, left + cw * (cx as f64 + 0.5), top - 8.0, esc(v));
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+            left + cw * (cx as f64 + 0.5),
+            top - 8.0,
+            esc(v)
+        );
     }
     for (cy, v) in ys.iter().enumerate() {
-        let _ = write!(svg, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#, left - 6.0, top + ch * (cy as f64 + 0.65), esc(v));
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            top + ch * (cy as f64 + 0.65),
+            esc(v)
+        );
         for (cx, cell) in cells[cy].iter().enumerate() {
             let (x0, y0) = (left + cw * cx as f64, top + ch * cy as f64);
             let (fill, label) = match cell {
@@ -359,7 +532,10 @@ fn format_metric(metric: Metric, v: f64) -> String {
 }
 
 fn best_table(grid: &Grid, runs: &[Run], order: &[usize]) -> String {
-    let mut html = format!("<h2>The best runs</h2><p>{} shown; every one is in results.csv and results.parquet.</p><table><tr><th>Rank</th>", order.len().min(TABLE_ROWS));
+    let mut html = format!(
+        "<h2>The best runs</h2><p>{} shown; every one is in results.csv and results.parquet.</p><table><tr><th>Rank</th>",
+        order.len().min(TABLE_ROWS)
+    );
     for name in grid.names() {
         let _ = write!(html, "<th>{}</th>", esc(name));
     }
@@ -377,13 +553,19 @@ fn best_table(grid: &Grid, runs: &[Run], order: &[usize]) -> String {
                     html,
                     "<td>{}</td><td class={}>{}</td><td>{:.2}</td><td>{:.1}%</td><td>{}</td><td>{:.2}</td><td>{}</td><td></td></tr>",
                     s.trades,
-                    if s.net_pnl < Decimal::ZERO { "neg" } else { "pos" },
+                    if s.net_pnl < Decimal::ZERO {
+                        "neg"
+                    } else {
+                        "pos"
+                    },
                     s.net_pnl,
                     s.return_pct,
                     s.win_rate * 100.0,
                     s.max_drawdown,
                     s.sharpe,
-                    s.exposure_pct.map(|e| format!("{e:.1}%")).unwrap_or_default()
+                    s.exposure_pct
+                        .map(|e| format!("{e:.1}%"))
+                        .unwrap_or_default()
                 );
             }
             Err(e) => {
@@ -400,7 +582,12 @@ fn curves(title: &str, grid: &Grid, runs: &[Run], order: &[usize]) -> String {
         .iter()
         .filter_map(|&i| {
             let o = runs[i].outcome.as_ref().ok()?;
-            let label = grid.names().zip(&runs[i].values).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+            let label = grid
+                .names()
+                .zip(&runs[i].values)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
             Some((label, o.equity.clone()))
         })
         .take(CURVES)
@@ -415,14 +602,22 @@ fn multi_line_chart(title: &str, lines: &[(String, Vec<EquityPoint>)]) -> String
     const H: f64 = 260.0;
     const PAD: f64 = 70.0;
     let values = |p: &EquityPoint| p.equity.to_f64().unwrap_or(0.0);
-    let (mut lo, mut hi) = lines.iter().flat_map(|(_, pts)| pts.iter().map(values)).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (mut lo, mut hi) = lines
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(values))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
     if (hi - lo).abs() < f64::EPSILON {
         (lo, hi) = (lo - 1.0, hi + 1.0);
     }
-    let (t0, t1) = lines.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.ts_ms)).fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+    let (t0, t1) = lines
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.ts_ms))
+        .fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
     let span = (t1.saturating_sub(t0)).max(1) as f64;
     let x = |t: i64| PAD + (W - 2.0 * PAD) * (t.saturating_sub(t0)) as f64 / span;
     let y = |v: f64| H - PAD / 2.0 - (H - PAD) * (v - lo) / (hi - lo);
@@ -437,11 +632,27 @@ fn multi_line_chart(title: &str, lines: &[(String, Vec<EquityPoint>)]) -> String
         let colour = COLOURS[n % COLOURS.len()];
         let mut path = String::new();
         for (i, p) in pts.iter().enumerate() {
-            let _ = write!(path, "{}{:.1},{:.1} ", if i == 0 { "M" } else { "L" }, x(p.ts_ms), y(values(p)));
+            let _ = write!(
+                path,
+                "{}{:.1},{:.1} ",
+                if i == 0 { "M" } else { "L" },
+                x(p.ts_ms),
+                y(values(p))
+            );
         }
-        let _ = write!(svg, r#"<path d="{path}" style="fill:none;stroke:{colour};stroke-width:1.5"/><text x="{:.1}" y="{:.1}" font-size="11" fill="{colour}">{}</text>"#, PAD + 6.0, PAD / 2.0 + 14.0 + 13.0 * n as f64, esc(label));
+        let _ = write!(
+            svg,
+            r#"<path d="{path}" style="fill:none;stroke:{colour};stroke-width:1.5"/><text x="{:.1}" y="{:.1}" font-size="11" fill="{colour}">{}</text>"#,
+            PAD + 6.0,
+            PAD / 2.0 + 14.0 + 13.0 * n as f64,
+            esc(label)
+        );
     }
-    let (first, last) = if t0 <= t1 { (format_ist_date(t0), format_ist_date(t1)) } else { Default::default() };
+    let (first, last) = if t0 <= t1 {
+        (format_ist_date(t0), format_ist_date(t1))
+    } else {
+        Default::default()
+    };
     let _ = write!(
         svg,
         r#"<text x="{PAD}" y="{H}" font-size="11">{first}</text><text x="{:.1}" y="{H}" font-size="11" text-anchor="end">{last}</text><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{hi:.0}</text><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{lo:.0}</text></svg></figure>"#,

@@ -53,7 +53,12 @@ impl Vanished {
 
     /// What became of GTT `id`, no longer listed, for `order`: the order it placed
     /// (`child`, read in full by the caller) or, none found, cancelled; until then working.
-    pub fn verdict(&self, id: &str, order: &OrderRequest, child: Option<BrokerOrder>) -> BrokerOrder {
+    pub fn verdict(
+        &self,
+        id: &str,
+        order: &OrderRequest,
+        child: Option<BrokerOrder>,
+    ) -> BrokerOrder {
         let mut o = BrokerOrder::working(id, order);
         if let Some(child) = child {
             if let Ok(mut p) = self.placed.lock() {
@@ -62,7 +67,9 @@ impl Vanished {
             o.status = child.status;
             o.filled_qty = child.filled_qty;
             o.average_price = child.average_price;
-            o.message = format!("GTT triggered: order {} {}", child.order_id, child.message).trim_end().to_owned();
+            o.message = format!("GTT triggered: order {} {}", child.order_id, child.message)
+                .trim_end()
+                .to_owned();
             return o;
         }
         let ours = self.cancelled.lock().is_ok_and(|c| c.contains(id));
@@ -73,7 +80,11 @@ impl Vanished {
         });
         if ours || reads >= ABSENT_READS {
             o.status = BrokerStatus::Cancelled;
-            o.message = if ours { "GTT cancelled".into() } else { "GTT no longer active at the broker and no order from it: cancelled or expired there".into() };
+            o.message = if ours {
+                "GTT cancelled".into()
+            } else {
+                "GTT no longer active at the broker and no order from it: cancelled or expired there".into()
+            };
         } else {
             o.message = "GTT no longer listed; looking for the order it placed".into();
         }
@@ -84,17 +95,26 @@ impl Vanished {
 /// The order a GTT for `order` placed, among `book`: of its symbol (or instrument
 /// token), side and quantity, not `claimed` by another of ours, placed no earlier than
 /// the GTT was sent; the earliest such.
-pub(crate) fn placed_by<'a>(book: impl IntoIterator<Item = &'a BrokerOrder>, order: &OrderRequest, claimed: &HashSet<String>) -> Option<&'a BrokerOrder> {
+pub(crate) fn placed_by<'a>(
+    book: impl IntoIterator<Item = &'a BrokerOrder>,
+    order: &OrderRequest,
+    claimed: &HashSet<String>,
+) -> Option<&'a BrokerOrder> {
     let not_before = order.submitted_at.map(|t| t - CLOCK_SLACK_MS);
     book.into_iter()
         .filter(|o| {
-            let named = o.symbol == order.symbol || order.token.as_deref() == Some(o.symbol.as_str());
+            let named =
+                o.symbol == order.symbol || order.token.as_deref() == Some(o.symbol.as_str());
             let recent = match (not_before, o.placed_at) {
                 (Some(limit), Some(at)) => at >= limit,
                 (Some(_), None) => false,
                 (None, _) => true,
             };
-            named && recent && o.side == Some(order.side) && o.qty == order.qty && !claimed.contains(&o.order_id)
+            named
+                && recent
+                && o.side == Some(order.side)
+                && o.qty == order.qty
+                && !claimed.contains(&o.order_id)
         })
         .min_by_key(|o| o.placed_at)
 }
@@ -118,22 +138,51 @@ mod tests {
             reference_price: None,
             protection_pct: Decimal::ZERO,
             algo_id: None,
-            kind: crate::domain::order::OrderKind::StopMarket { trigger: Decimal::from(99) },
+            kind: crate::domain::order::OrderKind::StopMarket {
+                trigger: Decimal::from(99),
+            },
             validity: crate::domain::order::Validity::Gtt,
             autoslice: false,
         }
     }
 
     fn book_order(id: &str, at: i64, qty: i64) -> BrokerOrder {
-        BrokerOrder { order_id: id.into(), tag: None, status: BrokerStatus::Complete, filled_qty: Decimal::from(qty), average_price: Some(Decimal::from(99)), message: String::new(), symbol: "RELIANCE".into(), side: Some(OrderSide::Sell), qty: Decimal::from(qty), placed_at: Some(at) }
+        BrokerOrder {
+            order_id: id.into(),
+            tag: None,
+            status: BrokerStatus::Complete,
+            filled_qty: Decimal::from(qty),
+            average_price: Some(Decimal::from(99)),
+            message: String::new(),
+            symbol: "RELIANCE".into(),
+            side: Some(OrderSide::Sell),
+            qty: Decimal::from(qty),
+            placed_at: Some(at),
+        }
     }
 
     #[test]
     fn the_gtts_order_is_the_earliest_unclaimed_one_of_its_shape_since_it_was_sent() {
-        let book = [book_order("old", 990_000, 10), book_order("other-qty", 1_100_000, 5), book_order("later", 1_200_000, 10), book_order("first", 1_050_000, 10)];
-        assert_eq!(placed_by(&book, &req(), &HashSet::new()).map(|o| o.order_id.as_str()), Some("first"));
-        assert_eq!(placed_by(&book, &req(), &HashSet::from(["first".to_owned()])).map(|o| o.order_id.as_str()), Some("later"));
-        assert_eq!(placed_by(&book[..2], &req(), &HashSet::new()), None, "an older order, or another quantity, is not its order");
+        let book = [
+            book_order("old", 990_000, 10),
+            book_order("other-qty", 1_100_000, 5),
+            book_order("later", 1_200_000, 10),
+            book_order("first", 1_050_000, 10),
+        ];
+        assert_eq!(
+            placed_by(&book, &req(), &HashSet::new()).map(|o| o.order_id.as_str()),
+            Some("first")
+        );
+        assert_eq!(
+            placed_by(&book, &req(), &HashSet::from(["first".to_owned()]))
+                .map(|o| o.order_id.as_str()),
+            Some("later")
+        );
+        assert_eq!(
+            placed_by(&book[..2], &req(), &HashSet::new()),
+            None,
+            "an older order, or another quantity, is not its order"
+        );
     }
 
     #[test]
@@ -141,11 +190,20 @@ mod tests {
         let v = Vanished::default();
         assert_eq!(v.verdict("gtt:1", &req(), None).status, BrokerStatus::Open);
         assert_eq!(v.verdict("gtt:1", &req(), None).status, BrokerStatus::Open);
-        assert_eq!(v.verdict("gtt:1", &req(), None).status, BrokerStatus::Cancelled);
+        assert_eq!(
+            v.verdict("gtt:1", &req(), None).status,
+            BrokerStatus::Cancelled
+        );
         v.cancelled("gtt:2");
-        assert_eq!(v.verdict("gtt:2", &req(), None).status, BrokerStatus::Cancelled);
+        assert_eq!(
+            v.verdict("gtt:2", &req(), None).status,
+            BrokerStatus::Cancelled
+        );
         let filled = v.verdict("gtt:3", &req(), Some(book_order("77", 1_050_000, 10)));
-        assert_eq!((filled.status, filled.filled_qty, filled.order_id.as_str()), (BrokerStatus::Complete, Decimal::from(10), "gtt:3"));
+        assert_eq!(
+            (filled.status, filled.filled_qty, filled.order_id.as_str()),
+            (BrokerStatus::Complete, Decimal::from(10), "gtt:3")
+        );
         assert_eq!(v.placed("gtt:3").as_deref(), Some("77"));
     }
 }

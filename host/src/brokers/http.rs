@@ -44,21 +44,41 @@ pub async fn send(request: RequestBuilder) -> Result<Answer, BrokerError> {
         Ok(r) => r,
         Err(e) if e.is_timeout() => return Err(BrokerError::Timeout),
         // `without_url`: the URL may hold a token (Telegram's does).
-        Err(e) => return Err(BrokerError::Unavailable(scrub(&e.without_url().to_string()))),
+        Err(e) => {
+            return Err(BrokerError::Unavailable(scrub(
+                &e.without_url().to_string(),
+            )));
+        }
     };
     let status = response.status();
-    let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok());
     let text = match response.text().await {
         Ok(t) => t,
         Err(e) if e.is_timeout() => return Err(BrokerError::Timeout),
-        Err(e) => return Err(BrokerError::Unavailable(scrub(&e.without_url().to_string()))),
+        Err(e) => {
+            return Err(BrokerError::Unavailable(scrub(
+                &e.without_url().to_string(),
+            )));
+        }
     };
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(BrokerError::RateLimited(retry_after.filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(60.0)))));
+        return Err(BrokerError::RateLimited(
+            retry_after
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s.min(60.0))),
+        ));
     }
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     // Scrubbed whole, then cut: cut first, a secret straddling the cut would leave its first characters behind.
-    Ok(Answer { status, body, text: scrub(&text).chars().take(300).collect::<String>() })
+    Ok(Answer {
+        status,
+        body,
+        text: scrub(&text).chars().take(300).collect::<String>(),
+    })
 }
 
 /// The first error message in an answer, in any of the shapes brokers use:
@@ -70,7 +90,16 @@ pub fn message(answer: &Answer) -> String {
         .as_str()
         .or_else(|| b["errors"][0]["message"].as_str())
         .or_else(|| b["data"]["message"].as_str())
-        .map_or_else(|| if answer.text.is_empty() { answer.status.to_string() } else { answer.text.clone() }, str::to_owned);
+        .map_or_else(
+            || {
+                if answer.text.is_empty() {
+                    answer.status.to_string()
+                } else {
+                    answer.text.clone()
+                }
+            },
+            str::to_owned,
+        );
     scrub(&format!("HTTP {}: {m}", answer.status.as_u16()))
 }
 
@@ -90,5 +119,13 @@ pub fn base(url: &str) -> String {
 /// (`NSE_EQ|INE002A01018` → `NSE_EQ%7CINE002A01018`).
 #[must_use]
 pub fn path_segment(text: &str) -> String {
-    text.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

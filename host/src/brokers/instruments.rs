@@ -78,19 +78,48 @@ fn split_csv(line: &str) -> Vec<String> {
 ///
 /// # Errors
 /// A missing column or a row without a token, with its line.
-pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String, String)>, MasterError> {
-    let err = |line: usize, field: &str, message: String| MasterError { source_name: source_name.to_owned(), line, field: field.to_owned(), message };
+pub fn parse(
+    broker: &str,
+    source_name: &str,
+    text: &str,
+) -> Result<Vec<(String, String)>, MasterError> {
+    let err = |line: usize, field: &str, message: String| MasterError {
+        source_name: source_name.to_owned(),
+        line,
+        field: field.to_owned(),
+        message,
+    };
     let mut lines = text.lines().enumerate();
-    let header = lines.next().map(|(_, h)| split_csv(h.trim_start_matches('\u{feff}'))).unwrap_or_default();
-    let col = |name: &str| header.iter().position(|h| h.trim() == name).ok_or_else(|| err(1, name, format!("no {name} column in the header")));
-    let token_col = col(if broker == "upstox" { "instrument_key" } else { "instrument_token" })?;
-    let (symbol_col, exchange_col, lot_col) = (col("tradingsymbol")?, col("exchange")?, col("lot_size")?);
+    let header = lines
+        .next()
+        .map(|(_, h)| split_csv(h.trim_start_matches('\u{feff}')))
+        .unwrap_or_default();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| err(1, name, format!("no {name} column in the header")))
+    };
+    let token_col = col(if broker == "upstox" {
+        "instrument_key"
+    } else {
+        "instrument_token"
+    })?;
+    let (symbol_col, exchange_col, lot_col) =
+        (col("tradingsymbol")?, col("exchange")?, col("lot_size")?);
     let segment_col = header.iter().position(|h| h.trim() == "segment");
     let optional = |name: &str| header.iter().position(|h| h.trim() == name);
-    let (name_col, expiry_col, strike_col, type_col, option_col) = (optional("name"), optional("expiry"), optional("strike"), optional("instrument_type"), optional("option_type"));
+    let (name_col, expiry_col, strike_col, type_col, option_col) = (
+        optional("name"),
+        optional("expiry"),
+        optional("strike"),
+        optional("instrument_type"),
+        optional("option_type"),
+    );
     let mut out = Vec::new();
     // The options of each underlying by expiry, for chains made from the master (Kite's).
-    let mut chains: std::collections::BTreeMap<(String, String), Vec<OptionContract>> = std::collections::BTreeMap::new();
+    let mut chains: std::collections::BTreeMap<(String, String), Vec<OptionContract>> =
+        std::collections::BTreeMap::new();
     for (i, line) in lines {
         if line.trim().is_empty() {
             continue;
@@ -99,7 +128,8 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
         let get = |c: usize| row.get(c).map(|s| s.trim()).unwrap_or_default();
         let exchange = get(exchange_col);
         // Kite: NSE / NFO (indices: segment INDICES); Upstox: NSE_EQ / NSE_FO / NSE_INDEX.
-        let index = (exchange == "NSE" && segment_col.is_some_and(|c| get(c) == "INDICES")) || exchange == "NSE_INDEX";
+        let index = (exchange == "NSE" && segment_col.is_some_and(|c| get(c) == "INDICES"))
+            || exchange == "NSE_INDEX";
         let segment = match exchange {
             _ if index => None,
             "NSE" | "NSE_EQ" => Some(Segment::Equity),
@@ -116,7 +146,11 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
             out.push((format!("{INDEX_KEY}:{symbol}"), format!("{token}|1")));
             continue;
         };
-        let lot = get(lot_col).parse::<f64>().ok().filter(|l| *l >= 1.0).map_or(1, |l| l as u64);
+        let lot = get(lot_col)
+            .parse::<f64>()
+            .ok()
+            .filter(|l| *l >= 1.0)
+            .map_or(1, |l| l as u64);
         let value = format!("{token}|{lot}\t{symbol}");
         if segment == Segment::Derivative {
             let field = |c: Option<usize>| c.map(get).unwrap_or_default();
@@ -127,23 +161,52 @@ pub fn parse(broker: &str, source_name: &str, text: &str) -> Result<Vec<(String,
                 (_, t) if t.starts_with("FUT") => "FUT",
                 _ => "",
             };
-            if let Some(ours) = contract_symbol(field(name_col), field(expiry_col), field(strike_col), kind) {
+            if let Some(ours) =
+                contract_symbol(field(name_col), field(expiry_col), field(strike_col), kind)
+            {
                 if ours != symbol {
                     out.push((format!("{}:{ours}", segment.key()), value.clone()));
                 }
-                if let (Some(expiry), Ok(strike), "CE" | "PE") = (iso_date(field(expiry_col)), Decimal::from_str_exact(field(strike_col)), kind) {
-                    let contract = OptionContract { strike: strike.normalize(), call: kind == "CE", token: token.to_owned(), symbol: symbol.to_owned() };
-                    chains.entry((field(name_col).trim_matches('"').to_owned(), expiry)).or_default().push(contract);
+                if let (Some(expiry), Ok(strike), "CE" | "PE") = (
+                    iso_date(field(expiry_col)),
+                    Decimal::from_str_exact(field(strike_col)),
+                    kind,
+                ) {
+                    let contract = OptionContract {
+                        strike: strike.normalize(),
+                        call: kind == "CE",
+                        token: token.to_owned(),
+                        symbol: symbol.to_owned(),
+                    };
+                    chains
+                        .entry((field(name_col).trim_matches('"').to_owned(), expiry))
+                        .or_default()
+                        .push(contract);
                 }
             }
         }
         out.push((format!("{}:{symbol}", segment.key()), value));
     }
-    let mut expiries: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    let mut expiries: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
     for ((underlying, expiry), mut contracts) in chains {
         contracts.sort_by_key(|a| (a.strike, !a.call));
-        let listed: Vec<String> = contracts.iter().map(|c| format!("{}\t{}\t{}\t{}", c.strike, if c.call { "CE" } else { "PE" }, c.token, c.symbol)).collect();
-        out.push((format!("{CHAIN_KEY}:{underlying}:{expiry}"), listed.join("\n")));
+        let listed: Vec<String> = contracts
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}\t{}\t{}\t{}",
+                    c.strike,
+                    if c.call { "CE" } else { "PE" },
+                    c.token,
+                    c.symbol
+                )
+            })
+            .collect();
+        out.push((
+            format!("{CHAIN_KEY}:{underlying}:{expiry}"),
+            listed.join("\n"),
+        ));
         expiries.entry(underlying).or_default().push(expiry);
     }
     for (underlying, dates) in expiries {
@@ -160,7 +223,8 @@ const EXPIRIES_KEY: &str = "OX";
 
 /// Whether a map key is an index of the master rather than an instrument.
 fn is_index_key(key: &str) -> bool {
-    key.split_once(':').is_some_and(|(prefix, _)| prefix == CHAIN_KEY || prefix == EXPIRIES_KEY)
+    key.split_once(':')
+        .is_some_and(|(prefix, _)| prefix == CHAIN_KEY || prefix == EXPIRIES_KEY)
 }
 
 /// One option contract of the master, for chains made from it.
@@ -192,7 +256,13 @@ fn iso_date(expiry: &str) -> Option<String> {
 pub const INDEX_KEY: &str = "IX";
 
 /// The brokers' names of the NSE indices our symbols mean.
-const INDEX_NAMES: [(&str, &str); 5] = [("NIFTY", "NIFTY 50"), ("BANKNIFTY", "NIFTY BANK"), ("FINNIFTY", "NIFTY FIN SERVICE"), ("MIDCPNIFTY", "NIFTY MID SELECT"), ("INDIAVIX", "INDIA VIX")];
+const INDEX_NAMES: [(&str, &str); 5] = [
+    ("NIFTY", "NIFTY 50"),
+    ("BANKNIFTY", "NIFTY BANK"),
+    ("FINNIFTY", "NIFTY FIN SERVICE"),
+    ("MIDCPNIFTY", "NIFTY MID SELECT"),
+    ("INDIAVIX", "INDIA VIX"),
+];
 
 /// Our name of a contract (OpenAlgo's): `NIFTY28MAR2420800CE`, `NIFTY28MAR24FUT`, from a
 /// master row's underlying, expiry (`YYYY-MM-DD`, or Upstox's `DD-MM-YYYY`), strike and kind.
@@ -206,7 +276,10 @@ pub fn contract_symbol(underlying: &str, expiry: &str, strike: &str, kind: &str)
     if kind == "FUT" {
         return Some(format!("{underlying}{date}FUT"));
     }
-    let strike = Decimal::from_str_exact(strike.trim()).ok().filter(|s| *s > Decimal::ZERO)?.normalize();
+    let strike = Decimal::from_str_exact(strike.trim())
+        .ok()
+        .filter(|s| *s > Decimal::ZERO)?
+        .normalize();
     Some(format!("{underlying}{date}{strike}{kind}"))
 }
 
@@ -214,7 +287,11 @@ fn decode(value: &str) -> Instrument {
     // Upstox tokens hold a `|` themselves (`NSE_EQ|INE002A01018`): the lot is after the last one.
     let (value, symbol) = value.split_once('\t').unwrap_or((value, ""));
     let (token, lot) = value.rsplit_once('|').unwrap_or((value, "1"));
-    Instrument { token: token.to_owned(), lot_size: lot.parse().unwrap_or(1), symbol: symbol.to_owned() }
+    Instrument {
+        token: token.to_owned(),
+        lot_size: lot.parse().unwrap_or(1),
+        symbol: symbol.to_owned(),
+    }
 }
 
 /// One broker's map: `EQ:<symbol>` → `<token>|<lot size>`.
@@ -231,7 +308,10 @@ impl InstrumentMaster {
     /// A master keeping its maps on `bus` (Redis) or in memory (embedded).
     #[must_use]
     pub fn new(bus: Bus) -> Self {
-        Self { bus, memory: Arc::default() }
+        Self {
+            bus,
+            memory: Arc::default(),
+        }
     }
 
     fn key(&self, broker: &str) -> String {
@@ -259,8 +339,17 @@ impl InstrumentMaster {
     ///
     /// # Errors
     /// A Redis failure (the caller retries; it is not an unknown symbol).
-    pub async fn resolve(&self, broker: &str, segment: Segment, symbol: &str) -> anyhow::Result<Option<Instrument>> {
-        Ok(self.get(broker, &format!("{}:{symbol}", segment.key())).await?.as_deref().map(decode))
+    pub async fn resolve(
+        &self,
+        broker: &str,
+        segment: Segment,
+        symbol: &str,
+    ) -> anyhow::Result<Option<Instrument>> {
+        Ok(self
+            .get(broker, &format!("{}:{symbol}", segment.key()))
+            .await?
+            .as_deref()
+            .map(decode))
     }
 }
 
@@ -274,7 +363,10 @@ impl InstrumentMaster {
         if let Some(i) = self.resolve(broker, Segment::of(symbol), symbol).await? {
             return Ok(Some(i.token));
         }
-        let alias = INDEX_NAMES.iter().find(|(ours, _)| *ours == symbol).map(|(_, theirs)| *theirs);
+        let alias = INDEX_NAMES
+            .iter()
+            .find(|(ours, _)| *ours == symbol)
+            .map(|(_, theirs)| *theirs);
         for name in std::iter::once(symbol).chain(alias) {
             if let Some(v) = self.get(broker, &format!("{INDEX_KEY}:{name}")).await? {
                 return Ok(Some(decode(&v).token));
@@ -287,23 +379,47 @@ impl InstrumentMaster {
     ///
     /// # Errors
     /// A Redis failure.
-    pub async fn option_expiries(&self, broker: &str, underlying: &str) -> anyhow::Result<Vec<String>> {
-        let listed = self.get(broker, &format!("{EXPIRIES_KEY}:{underlying}")).await?.unwrap_or_default();
-        Ok(listed.split(',').filter(|e| !e.is_empty()).map(str::to_owned).collect())
+    pub async fn option_expiries(
+        &self,
+        broker: &str,
+        underlying: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let listed = self
+            .get(broker, &format!("{EXPIRIES_KEY}:{underlying}"))
+            .await?
+            .unwrap_or_default();
+        Ok(listed
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// The options of `underlying` expiring on `expiry` in `broker`'s master, strikes ascending.
     ///
     /// # Errors
     /// A Redis failure.
-    pub async fn option_contracts(&self, broker: &str, underlying: &str, expiry: &str) -> anyhow::Result<Vec<OptionContract>> {
-        let listed = self.get(broker, &format!("{CHAIN_KEY}:{underlying}:{expiry}")).await?.unwrap_or_default();
+    pub async fn option_contracts(
+        &self,
+        broker: &str,
+        underlying: &str,
+        expiry: &str,
+    ) -> anyhow::Result<Vec<OptionContract>> {
+        let listed = self
+            .get(broker, &format!("{CHAIN_KEY}:{underlying}:{expiry}"))
+            .await?
+            .unwrap_or_default();
         Ok(listed
             .lines()
             .filter_map(|line| {
                 let mut f = line.split('\t');
                 let (strike, kind, token, symbol) = (f.next()?, f.next()?, f.next()?, f.next()?);
-                Some(OptionContract { strike: Decimal::from_str_exact(strike).ok()?, call: kind == "CE", token: token.to_owned(), symbol: symbol.to_owned() })
+                Some(OptionContract {
+                    strike: Decimal::from_str_exact(strike).ok()?,
+                    call: kind == "CE",
+                    token: token.to_owned(),
+                    symbol: symbol.to_owned(),
+                })
             })
             .collect())
     }
@@ -313,9 +429,16 @@ impl InstrumentMaster {
     /// # Errors
     /// A Redis failure.
     pub async fn index_name(&self, broker: &str, symbol: &str) -> anyhow::Result<Option<String>> {
-        let alias = INDEX_NAMES.iter().find(|(ours, _)| *ours == symbol).map(|(_, theirs)| *theirs);
+        let alias = INDEX_NAMES
+            .iter()
+            .find(|(ours, _)| *ours == symbol)
+            .map(|(_, theirs)| *theirs);
         for name in alias.into_iter().chain(std::iter::once(symbol)) {
-            if self.get(broker, &format!("{INDEX_KEY}:{name}")).await?.is_some() {
+            if self
+                .get(broker, &format!("{INDEX_KEY}:{name}"))
+                .await?
+                .is_some()
+            {
                 return Ok(Some(name.to_owned()));
             }
         }
@@ -338,11 +461,18 @@ impl InstrumentMaster {
 pub async fn read_source(source: &str) -> anyhow::Result<String> {
     if source.starts_with("http://") || source.starts_with("https://") {
         let client = super::http::client(std::time::Duration::from_secs(60))?;
-        let answer = client.get(source).send().await.map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?;
+        let answer = client
+            .get(source)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?;
         if !answer.status().is_success() {
             anyhow::bail!("{source}: HTTP {}", answer.status());
         }
-        Ok(answer.text().await.map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?)
+        Ok(answer
+            .text()
+            .await
+            .map_err(|e| anyhow::anyhow!("{source}: {}", e.without_url()))?)
     } else {
         std::fs::read_to_string(Path::new(source)).map_err(|e| anyhow::anyhow!("{source}: {e}"))
     }
@@ -365,14 +495,23 @@ impl Catalog {
     /// Add one master's entries (as [`parse`] made them).
     pub fn add(&mut self, entries: &[(String, String)]) {
         for (key, value) in entries {
-            let Some((prefix, rest)) = key.split_once(':') else { continue };
+            let Some((prefix, rest)) = key.split_once(':') else {
+                continue;
+            };
             match prefix {
                 CHAIN_KEY => {
-                    let Some((underlying, expiry)) = rest.split_once(':') else { continue };
-                    let list = self.options.entry((underlying.to_owned(), expiry.to_owned())).or_default();
+                    let Some((underlying, expiry)) = rest.split_once(':') else {
+                        continue;
+                    };
+                    let list = self
+                        .options
+                        .entry((underlying.to_owned(), expiry.to_owned()))
+                        .or_default();
                     for line in value.lines() {
                         let mut f = line.split('\t');
-                        if let (Some(Ok(strike)), Some(kind)) = (f.next().map(Decimal::from_str_exact), f.next()) {
+                        if let (Some(Ok(strike)), Some(kind)) =
+                            (f.next().map(Decimal::from_str_exact), f.next())
+                        {
                             list.push((strike, kind == "CE"));
                         }
                     }
@@ -422,18 +561,71 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
         assert_eq!(m.load_text("kite", KITE), 2 + 2 * 4);
         assert_eq!(m.load_text("upstox", UPSTOX), 3 + 1);
         // The options of each underlying by expiry, for chains made from the master.
-        assert_eq!(m.option_expiries("kite", "NIFTY").await.unwrap(), ["2024-03-21", "2024-03-28"]);
-        assert_eq!(m.option_expiries("kite", "VEDL").await.unwrap(), ["2024-04-25"]);
-        let weekly = m.option_contracts("kite", "NIFTY", "2024-03-21").await.unwrap();
-        assert_eq!(weekly, [OptionContract { strike: Decimal::from(20_800), call: false, token: "12345679".into(), symbol: "NIFTY2432120800PE".into() }]);
-        assert_eq!(m.option_contracts("kite", "VEDL", "2024-04-25").await.unwrap()[0].strike, Decimal::new(2925, 1));
-        assert!(m.option_contracts("kite", "NIFTY", "2024-03-14").await.unwrap().is_empty());
-        assert_eq!(m.index_name("kite", "NIFTY").await.unwrap().as_deref(), Some("NIFTY 50"));
+        assert_eq!(
+            m.option_expiries("kite", "NIFTY").await.unwrap(),
+            ["2024-03-21", "2024-03-28"]
+        );
+        assert_eq!(
+            m.option_expiries("kite", "VEDL").await.unwrap(),
+            ["2024-04-25"]
+        );
+        let weekly = m
+            .option_contracts("kite", "NIFTY", "2024-03-21")
+            .await
+            .unwrap();
+        assert_eq!(
+            weekly,
+            [OptionContract {
+                strike: Decimal::from(20_800),
+                call: false,
+                token: "12345679".into(),
+                symbol: "NIFTY2432120800PE".into()
+            }]
+        );
+        assert_eq!(
+            m.option_contracts("kite", "VEDL", "2024-04-25")
+                .await
+                .unwrap()[0]
+                .strike,
+            Decimal::new(2925, 1)
+        );
+        assert!(
+            m.option_contracts("kite", "NIFTY", "2024-03-14")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            m.index_name("kite", "NIFTY").await.unwrap().as_deref(),
+            Some("NIFTY 50")
+        );
         assert_eq!(m.index_name("kite", "RELIANCE").await.unwrap(), None);
-        let r = m.resolve("kite", Segment::Equity, "RELIANCE").await.unwrap().unwrap();
-        assert_eq!(r, Instrument { token: "738561".into(), lot_size: 1, symbol: "RELIANCE".into() });
-        let o = m.resolve("upstox", Segment::Derivative, "NIFTY28MAR2420800CE").await.unwrap().unwrap();
-        assert_eq!(o, Instrument { token: "NSE_FO|48225".into(), lot_size: 50, symbol: "NIFTY 20800 CE 28 MAR 24".into() });
+        let r = m
+            .resolve("kite", Segment::Equity, "RELIANCE")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r,
+            Instrument {
+                token: "738561".into(),
+                lot_size: 1,
+                symbol: "RELIANCE".into()
+            }
+        );
+        let o = m
+            .resolve("upstox", Segment::Derivative, "NIFTY28MAR2420800CE")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            o,
+            Instrument {
+                token: "NSE_FO|48225".into(),
+                lot_size: 50,
+                symbol: "NIFTY 20800 CE 28 MAR 24".into()
+            }
+        );
         // Kite's monthly, weekly, futures and fractional-strike names, reached from ours.
         for (ours, theirs, token) in [
             ("NIFTY28MAR2420800CE", "NIFTY24MAR20800CE", "12345678"),
@@ -441,23 +633,81 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
             ("NIFTY28MAR24FUT", "NIFTY24MARFUT", "12345680"),
             ("VEDL25APR24292.5CE", "VEDL24APR292.5CE", "12345681"),
         ] {
-            let k = m.resolve("kite", Segment::Derivative, ours).await.unwrap().unwrap_or_else(|| panic!("{ours}"));
-            assert_eq!((k.token.as_str(), k.symbol.as_str()), (token, theirs), "{ours}");
-            assert_eq!(m.resolve("kite", Segment::Derivative, theirs).await.unwrap().map(|i| i.token).as_deref(), Some(token));
+            let k = m
+                .resolve("kite", Segment::Derivative, ours)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{ours}"));
+            assert_eq!(
+                (k.token.as_str(), k.symbol.as_str()),
+                (token, theirs),
+                "{ours}"
+            );
+            assert_eq!(
+                m.resolve("kite", Segment::Derivative, theirs)
+                    .await
+                    .unwrap()
+                    .map(|i| i.token)
+                    .as_deref(),
+                Some(token)
+            );
         }
-        assert!(m.resolve("kite", Segment::Derivative, "NIFTY28MAR2420900CE").await.unwrap().is_none(), "no such strike");
-        assert_eq!(m.resolve("upstox", Segment::Equity, "RELIANCE").await.unwrap().unwrap().token, "NSE_EQ|INE002A01018");
-        assert!(m.resolve("kite", Segment::Equity, "NIFTY 50").await.unwrap().is_none(), "an index is not tradable");
-        assert!(m.resolve("kite", Segment::Equity, "NOSUCH").await.unwrap().is_none());
+        assert!(
+            m.resolve("kite", Segment::Derivative, "NIFTY28MAR2420900CE")
+                .await
+                .unwrap()
+                .is_none(),
+            "no such strike"
+        );
+        assert_eq!(
+            m.resolve("upstox", Segment::Equity, "RELIANCE")
+                .await
+                .unwrap()
+                .unwrap()
+                .token,
+            "NSE_EQ|INE002A01018"
+        );
+        assert!(
+            m.resolve("kite", Segment::Equity, "NIFTY 50")
+                .await
+                .unwrap()
+                .is_none(),
+            "an index is not tradable"
+        );
+        assert!(
+            m.resolve("kite", Segment::Equity, "NOSUCH")
+                .await
+                .unwrap()
+                .is_none()
+        );
         // …but its ticks can be followed, under our name or the broker's.
-        assert_eq!(m.feed_token("kite", "NIFTY").await.unwrap().as_deref(), Some("256265"));
-        assert_eq!(m.feed_token("kite", "NIFTY 50").await.unwrap().as_deref(), Some("256265"));
-        assert_eq!(m.feed_token("upstox", "NIFTY").await.unwrap().as_deref(), Some("NSE_INDEX|Nifty 50"));
-        assert_eq!(m.feed_token("kite", "RELIANCE").await.unwrap().as_deref(), Some("738561"));
+        assert_eq!(
+            m.feed_token("kite", "NIFTY").await.unwrap().as_deref(),
+            Some("256265")
+        );
+        assert_eq!(
+            m.feed_token("kite", "NIFTY 50").await.unwrap().as_deref(),
+            Some("256265")
+        );
+        assert_eq!(
+            m.feed_token("upstox", "NIFTY").await.unwrap().as_deref(),
+            Some("NSE_INDEX|Nifty 50")
+        );
+        assert_eq!(
+            m.feed_token("kite", "RELIANCE").await.unwrap().as_deref(),
+            Some("738561")
+        );
         assert_eq!(m.feed_token("kite", "NOSUCH").await.unwrap(), None);
         assert!(whole_lots(Decimal::from(100), 50) && !whole_lots(Decimal::from(70), 50));
-        assert_eq!(contract_symbol("NIFTY", "28-03-2024", "20800.0", "CE").as_deref(), Some("NIFTY28MAR2420800CE"), "Upstox's day-first dates");
-        assert_eq!(contract_symbol("NIFTY 50", "2024-03-28", "20800", "CE"), None);
+        assert_eq!(
+            contract_symbol("NIFTY", "28-03-2024", "20800.0", "CE").as_deref(),
+            Some("NIFTY28MAR2420800CE"),
+            "Upstox's day-first dates"
+        );
+        assert_eq!(
+            contract_symbol("NIFTY 50", "2024-03-28", "20800", "CE"),
+            None
+        );
         assert_eq!(contract_symbol("NIFTY", "2024-13-28", "20800", "CE"), None);
     }
 
@@ -465,20 +715,59 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
     fn a_catalog_lists_names_lots_and_strikes_to_pick_from() {
         let mut c = Catalog::default();
         c.add(&parse("kite", "kite.csv", KITE).unwrap());
-        for name in ["RELIANCE", "NIFTY 50", "NIFTY28MAR2420800CE", "NIFTY24MAR20800CE", "NIFTY28MAR24FUT", "VEDL25APR24292.5CE"] {
+        for name in [
+            "RELIANCE",
+            "NIFTY 50",
+            "NIFTY28MAR2420800CE",
+            "NIFTY24MAR20800CE",
+            "NIFTY28MAR24FUT",
+            "VEDL25APR24292.5CE",
+        ] {
             assert!(c.symbols.contains(name), "{name}: {:?}", c.symbols);
         }
-        assert!(!c.symbols.iter().any(|s| s.starts_with("OC:") || s.starts_with("OX:") || s.contains(':')), "no index key is a name: {:?}", c.symbols);
-        assert_eq!((c.lots.get("NIFTY28MAR2420800CE"), c.lots.get("RELIANCE"), c.lots.get("NIFTY 50")), (Some(&50), Some(&1), None));
-        assert_eq!(c.options.get(&("NIFTY".into(), "2024-03-28".into())), Some(&vec![(Decimal::from(20_800), true)]));
-        assert_eq!(c.options.get(&("VEDL".into(), "2024-04-25".into())), Some(&vec![(Decimal::new(2925, 1), true)]));
+        assert!(
+            !c.symbols
+                .iter()
+                .any(|s| s.starts_with("OC:") || s.starts_with("OX:") || s.contains(':')),
+            "no index key is a name: {:?}",
+            c.symbols
+        );
+        assert_eq!(
+            (
+                c.lots.get("NIFTY28MAR2420800CE"),
+                c.lots.get("RELIANCE"),
+                c.lots.get("NIFTY 50")
+            ),
+            (Some(&50), Some(&1), None)
+        );
+        assert_eq!(
+            c.options.get(&("NIFTY".into(), "2024-03-28".into())),
+            Some(&vec![(Decimal::from(20_800), true)])
+        );
+        assert_eq!(
+            c.options.get(&("VEDL".into(), "2024-04-25".into())),
+            Some(&vec![(Decimal::new(2925, 1), true)])
+        );
     }
 
     #[test]
     fn a_missing_column_is_named() {
-        let e = parse("kite", "instruments.csv", "instrument_token,tradingsymbol,exchange\n1,A,NSE\n").unwrap_err();
-        assert_eq!(e.to_string(), "instruments.csv:1: lot_size: no lot_size column in the header");
-        let e = parse("upstox", "u.csv", "instrument_key,tradingsymbol,exchange,lot_size\n,A,NSE_EQ,1\n").unwrap_err();
+        let e = parse(
+            "kite",
+            "instruments.csv",
+            "instrument_token,tradingsymbol,exchange\n1,A,NSE\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "instruments.csv:1: lot_size: no lot_size column in the header"
+        );
+        let e = parse(
+            "upstox",
+            "u.csv",
+            "instrument_key,tradingsymbol,exchange,lot_size\n,A,NSE_EQ,1\n",
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "u.csv:2: instrument_key: empty");
     }
 
@@ -486,7 +775,10 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
         fn load_text(&self, broker: &str, text: &str) -> usize {
             let entries = parse(broker, "test", text).unwrap();
             let n = entries.iter().filter(|(k, _)| !is_index_key(k)).count();
-            self.memory.write().unwrap().insert(broker.to_owned(), Arc::new(entries.into_iter().collect()));
+            self.memory
+                .write()
+                .unwrap()
+                .insert(broker.to_owned(), Arc::new(entries.into_iter().collect()));
             n
         }
     }

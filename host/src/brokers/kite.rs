@@ -47,13 +47,26 @@ impl Kite {
     ///
     /// # Errors
     /// When the HTTP client cannot start.
-    pub fn new(base: &str, api_key: Secret, access_token: Secret, timeout: Duration) -> Result<Self, BrokerError> {
-        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key, access_token: TokenCell::new(access_token) })
+    pub fn new(
+        base: &str,
+        api_key: Secret,
+        access_token: Secret,
+        timeout: Duration,
+    ) -> Result<Self, BrokerError> {
+        Ok(Self {
+            client: http::client(timeout)?,
+            base: http::base(base),
+            api_key,
+            access_token: TokenCell::new(access_token),
+        })
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let token = self.access_token.get();
-        r.header("X-Kite-Version", "3").header("Authorization", format!("token {}:{}", self.api_key.expose(), token.expose()))
+        r.header("X-Kite-Version", "3").header(
+            "Authorization",
+            format!("token {}:{}", self.api_key.expose(), token.expose()),
+        )
     }
 
     /// Read an answer: `data` on success, the right error otherwise.
@@ -72,9 +85,19 @@ impl Kite {
         if let Some(trigger) = order.kind.trigger() {
             form.push(("trigger_price", trigger.normalize().to_string()));
         }
-        if matches!(order.kind, super::OrderKind::Market | super::OrderKind::StopMarket { .. }) {
+        if matches!(
+            order.kind,
+            super::OrderKind::Market | super::OrderKind::StopMarket { .. }
+        ) {
             // -1: Kite's automatic protection; 1..100: that percentage. 0 is refused by Kite.
-            form.push(("market_protection", if order.protection_pct > rust_decimal::Decimal::ZERO { order.protection_pct.normalize().to_string() } else { "-1".to_owned() }));
+            form.push((
+                "market_protection",
+                if order.protection_pct > rust_decimal::Decimal::ZERO {
+                    order.protection_pct.normalize().to_string()
+                } else {
+                    "-1".to_owned()
+                },
+            ));
         }
         form
     }
@@ -86,8 +109,19 @@ impl Kite {
         let message = http::message(&answer);
         match (answer.body["error_type"].as_str(), answer.status.as_u16()) {
             (Some("TokenException"), _) | (None, 403) => Err(BrokerError::Token(message)),
-            (Some("InputException" | "OrderException" | "MarginException" | "HoldingException" | "PermissionException"), _) => Err(BrokerError::Rejected(message)),
-            (Some("NetworkException" | "DataException" | "GeneralException"), _) => Err(BrokerError::Unavailable(message)),
+            (
+                Some(
+                    "InputException"
+                    | "OrderException"
+                    | "MarginException"
+                    | "HoldingException"
+                    | "PermissionException",
+                ),
+                _,
+            ) => Err(BrokerError::Rejected(message)),
+            (Some("NetworkException" | "DataException" | "GeneralException"), _) => {
+                Err(BrokerError::Unavailable(message))
+            }
             (_, 400..=499) => Err(BrokerError::Rejected(message)),
             (_, 500..=599) => Err(http::server_error(&answer)),
             _ => Err(BrokerError::Protocol(message)),
@@ -101,18 +135,34 @@ impl Kite {
     ///
     /// # Errors
     /// The first call that fails.
-    pub async fn quotes(&self, instruments: &[String]) -> Result<serde_json::Map<String, Value>, BrokerError> {
+    pub async fn quotes(
+        &self,
+        instruments: &[String],
+    ) -> Result<serde_json::Map<String, Value>, BrokerError> {
         let mut out = serde_json::Map::new();
         for (i, chunk) in instruments.chunks(QUOTES_PER_CALL).enumerate() {
             if i > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             let query: Vec<(&str, &str)> = chunk.iter().map(|c| ("i", c.as_str())).collect();
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/quote", self.base)).query(&query))).await?)?;
+            let data = Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .get(format!("{}/quote", self.base))
+                            .query(&query),
+                    ),
+                )
+                .await?,
+            )?;
             match data {
                 Value::Object(quotes) => out.extend(quotes),
                 Value::Null => {}
-                other => return Err(BrokerError::Protocol(format!("quotes: data is {other}, not an object"))),
+                other => {
+                    return Err(BrokerError::Protocol(format!(
+                        "quotes: data is {other}, not an object"
+                    )));
+                }
             }
         }
         Ok(out)
@@ -125,28 +175,63 @@ impl Kite {
     ///
     /// # Errors
     /// The broker's refusal, no quote for the spot, or a price that is not a number.
-    pub async fn option_chain(&self, spot: &str, contracts: &[super::instruments::OptionContract]) -> Result<(rust_decimal::Decimal, Vec<crate::market::StrikeRow>, Vec<(rust_decimal::Decimal, bool, String)>), BrokerError> {
+    pub async fn option_chain(
+        &self,
+        spot: &str,
+        contracts: &[super::instruments::OptionContract],
+    ) -> Result<
+        (
+            rust_decimal::Decimal,
+            Vec<crate::market::StrikeRow>,
+            Vec<(rust_decimal::Decimal, bool, String)>,
+        ),
+        BrokerError,
+    > {
         use crate::market::{OptionLeg, StrikeRow};
-        let mut asked: Vec<String> = contracts.iter().map(|c| format!("NFO:{}", c.symbol)).collect();
+        let mut asked: Vec<String> = contracts
+            .iter()
+            .map(|c| format!("NFO:{}", c.symbol))
+            .collect();
         asked.push(spot.to_owned());
         let quotes = self.quotes(&asked).await?;
         let price = |v: &Value, what: &str| {
-            super::number(v).map(|d| d.round_dp(4).normalize()).filter(|d| *d >= rust_decimal::Decimal::ZERO).ok_or_else(|| BrokerError::Protocol(format!("quote of {what}: last_price {v} is not a price")))
+            super::number(v)
+                .map(|d| d.round_dp(4).normalize())
+                .filter(|d| *d >= rust_decimal::Decimal::ZERO)
+                .ok_or_else(|| {
+                    BrokerError::Protocol(format!("quote of {what}: last_price {v} is not a price"))
+                })
         };
-        let spot_price = quotes.get(spot).map(|q| price(&q["last_price"], spot)).transpose()?.ok_or_else(|| BrokerError::Protocol(format!("no quote for {spot}")))?;
-        let whole = |v: &Value| v.as_f64().filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
+        let spot_price = quotes
+            .get(spot)
+            .map(|q| price(&q["last_price"], spot))
+            .transpose()?
+            .ok_or_else(|| BrokerError::Protocol(format!("no quote for {spot}")))?;
+        let whole = |v: &Value| {
+            v.as_f64()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .map_or(0, |n| n as u64)
+        };
         let mut rows: Vec<StrikeRow> = Vec::new();
         let mut tokens = Vec::with_capacity(contracts.len());
         for (c, key) in contracts.iter().zip(&asked) {
             tokens.push((c.strike, c.call, c.token.clone()));
             let leg = match quotes.get(key) {
-                Some(q) => Some(OptionLeg { last: price(&q["last_price"], key)?, oi: whole(&q["oi"]), volume: whole(&q["volume"]) }),
+                Some(q) => Some(OptionLeg {
+                    last: price(&q["last_price"], key)?,
+                    oi: whole(&q["oi"]),
+                    volume: whole(&q["volume"]),
+                }),
                 None => None,
             };
             let row = match rows.iter_mut().find(|r| r.strike == c.strike) {
                 Some(row) => row,
                 None => {
-                    rows.push(StrikeRow { strike: c.strike, ce: None, pe: None });
+                    rows.push(StrikeRow {
+                        strike: c.strike,
+                        ce: None,
+                        pe: None,
+                    });
                     let last = rows.len() - 1;
                     &mut rows[last]
                 }
@@ -168,13 +253,41 @@ impl Kite {
     ///
     /// # Errors
     /// The broker's refusal, or a row that is not a candle.
-    pub async fn minute_candles(&self, instrument_token: &str, from: i64, to: i64) -> Result<Vec<crate::market::Bar>, BrokerError> {
-        let stamp = |ts: i64| crate::domain::time::format_iso_ist(ts).get(0..19).unwrap_or_default().replace('T', " ");
+    pub async fn minute_candles(
+        &self,
+        instrument_token: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<crate::market::Bar>, BrokerError> {
+        let stamp = |ts: i64| {
+            crate::domain::time::format_iso_ist(ts)
+                .get(0..19)
+                .unwrap_or_default()
+                .replace('T', " ")
+        };
         let last = to.saturating_sub(60_000).max(from);
-        let url = format!("{}/instruments/historical/{}/minute", self.base, http::path_segment(instrument_token));
-        let data = Self::read(http::send(self.auth(self.client.get(url).query(&[("from", stamp(from)), ("to", stamp(last)), ("oi", "1".to_owned())]))).await?)?;
-        let rows = data["candles"].as_array().ok_or_else(|| BrokerError::Protocol("historical data without candles".into()))?;
-        super::candle_rows(&format!("kite candle of {instrument_token}"), rows, from, to)
+        let url = format!(
+            "{}/instruments/historical/{}/minute",
+            self.base,
+            http::path_segment(instrument_token)
+        );
+        let data = Self::read(
+            http::send(self.auth(self.client.get(url).query(&[
+                ("from", stamp(from)),
+                ("to", stamp(last)),
+                ("oi", "1".to_owned()),
+            ])))
+            .await?,
+        )?;
+        let rows = data["candles"]
+            .as_array()
+            .ok_or_else(|| BrokerError::Protocol("historical data without candles".into()))?;
+        super::candle_rows(
+            &format!("kite candle of {instrument_token}"),
+            rows,
+            from,
+            to,
+        )
     }
 
     pub(crate) fn order(v: &Value) -> Option<BrokerOrder> {
@@ -185,21 +298,44 @@ impl Kite {
     /// order beyond the trigger by the account's market protection (a GTT places only limits).
     fn gtt_form(order: &OrderRequest) -> Result<Vec<(&'static str, String)>, BrokerError> {
         use rust_decimal::Decimal;
-        let trigger = order.kind.trigger().ok_or_else(|| BrokerError::Rejected(format!("{}: a GTT needs a trigger price", order.client_order_id)))?;
+        let trigger = order.kind.trigger().ok_or_else(|| {
+            BrokerError::Rejected(format!(
+                "{}: a GTT needs a trigger price",
+                order.client_order_id
+            ))
+        })?;
         let limit = match order.kind {
             super::OrderKind::StopLimit { price, .. } => price,
             _ => {
-                let pct = if order.protection_pct > Decimal::ZERO { order.protection_pct } else { Decimal::from(GTT_DEFAULT_PROTECTION_PCT) };
+                let pct = if order.protection_pct > Decimal::ZERO {
+                    order.protection_pct
+                } else {
+                    Decimal::from(GTT_DEFAULT_PROTECTION_PCT)
+                };
                 let away = trigger * pct / Decimal::from(100);
-                let raw = if order.side == super::OrderSide::Sell { trigger - away } else { trigger + away };
+                let raw = if order.side == super::OrderSide::Sell {
+                    trigger - away
+                } else {
+                    trigger + away
+                };
                 // Away from the market to the tick: the limit never narrows the protection.
                 let ticks = raw / crate::domain::money::TICK;
-                let ticks = if order.side == super::OrderSide::Sell { ticks.floor() } else { ticks.ceil() };
-                (ticks * crate::domain::money::TICK).max(crate::domain::money::TICK).normalize()
+                let ticks = if order.side == super::OrderSide::Sell {
+                    ticks.floor()
+                } else {
+                    ticks.ceil()
+                };
+                (ticks * crate::domain::money::TICK)
+                    .max(crate::domain::money::TICK)
+                    .normalize()
             }
         };
-        let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
-        let number = |d: Decimal| serde_json::from_str::<Value>(&d.normalize().to_string()).unwrap_or(Value::Null);
+        let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| {
+            BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty))
+        })?;
+        let number = |d: Decimal| {
+            serde_json::from_str::<Value>(&d.normalize().to_string()).unwrap_or(Value::Null)
+        };
         // Kite reads the trigger's direction from `last_price`: on the far side of the trigger
         // from where the stop fires, whatever the (perhaps stale) price the order was decided at.
         let tick = crate::domain::money::TICK;
@@ -214,7 +350,11 @@ impl Kite {
             "exchange": order.exchange(), "tradingsymbol": order.symbol, "transaction_type": order.action(), "quantity": qty,
             "order_type": "LIMIT", "product": order.product_code(), "price": number(limit),
         }]);
-        Ok(vec![("type", "single".to_owned()), ("condition", condition.to_string()), ("orders", orders.to_string())])
+        Ok(vec![
+            ("type", "single".to_owned()),
+            ("condition", condition.to_string()),
+            ("orders", orders.to_string()),
+        ])
     }
 
     /// An order Kite sliced, as one order: the units its slices filled at their average
@@ -222,14 +362,21 @@ impl Kite {
     /// otherwise, cancelled (what filled stands) or, nothing filled and all refused, rejected.
     async fn sliced_status(&self, id: &str) -> Result<BrokerOrder, BrokerError> {
         use super::BrokerStatus::{Cancelled, Complete, Open, Rejected};
-        let (children, refused) = parse_sliced(id).ok_or_else(|| BrokerError::Protocol(format!("{id}: not a sliced order's id")))?;
+        let (children, refused) = parse_sliced(id)
+            .ok_or_else(|| BrokerError::Protocol(format!("{id}: not a sliced order's id")))?;
         let mut parts = Vec::with_capacity(children.len());
         for child in &children {
             parts.push(self.status(child).await?);
         }
-        let first = parts.first().cloned().ok_or_else(|| BrokerError::Protocol(format!("{id}: no slices")))?;
+        let first = parts
+            .first()
+            .cloned()
+            .ok_or_else(|| BrokerError::Protocol(format!("{id}: no slices")))?;
         let filled: rust_decimal::Decimal = parts.iter().map(|p| p.filled_qty).sum();
-        let value: rust_decimal::Decimal = parts.iter().map(|p| p.filled_qty * p.average_price.unwrap_or_default()).sum();
+        let value: rust_decimal::Decimal = parts
+            .iter()
+            .map(|p| p.filled_qty * p.average_price.unwrap_or_default())
+            .sum();
         let done = parts.iter().all(|p| p.status != Open);
         let status = if !done {
             Open
@@ -240,15 +387,27 @@ impl Kite {
         } else {
             Cancelled
         };
-        let messages: Vec<String> = parts.iter().filter(|p| !p.message.is_empty()).map(|p| format!("{}: {}", p.order_id, p.message)).collect();
-        let refused_note = if refused > 0 { format!("{refused} slice(s) refused by Kite; ") } else { String::new() };
+        let messages: Vec<String> = parts
+            .iter()
+            .filter(|p| !p.message.is_empty())
+            .map(|p| format!("{}: {}", p.order_id, p.message))
+            .collect();
+        let refused_note = if refused > 0 {
+            format!("{refused} slice(s) refused by Kite; ")
+        } else {
+            String::new()
+        };
         Ok(BrokerOrder {
             order_id: id.to_owned(),
             tag: first.tag.clone(),
             status,
             filled_qty: filled,
-            average_price: (!filled.is_zero()).then(|| value / filled).map(|p| p.round_dp(4).normalize()),
-            message: format!("{refused_note}{}", messages.join("; ")).trim_end_matches("; ").to_owned(),
+            average_price: (!filled.is_zero())
+                .then(|| value / filled)
+                .map(|p| p.round_dp(4).normalize()),
+            message: format!("{refused_note}{}", messages.join("; "))
+                .trim_end_matches("; ")
+                .to_owned(),
             symbol: first.symbol.clone(),
             side: first.side,
             qty: parts.iter().map(|p| p.qty).sum(),
@@ -268,25 +427,40 @@ impl Kite {
             filled_qty: rust_decimal::Decimal::ZERO,
             average_price: None,
             message: String::new(),
-            symbol: v["condition"]["tradingsymbol"].as_str().unwrap_or_default().to_owned(),
-            side: leg["transaction_type"].as_str().and_then(|s| super::OrderSide::parse(&s.to_ascii_lowercase())),
+            symbol: v["condition"]["tradingsymbol"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            side: leg["transaction_type"]
+                .as_str()
+                .and_then(|s| super::OrderSide::parse(&s.to_ascii_lowercase())),
             qty: super::number(&leg["quantity"]).unwrap_or_default(),
             placed_at: v["created_at"].as_str().and_then(super::ist_timestamp),
         };
         match v["status"].as_str().unwrap_or_default() {
             "triggered" => {
                 let result = &leg["result"]["order_result"];
-                match (result["status"].as_str(), text(&result["order_id"]).filter(|i| !i.is_empty())) {
+                match (
+                    result["status"].as_str(),
+                    text(&result["order_id"]).filter(|i| !i.is_empty()),
+                ) {
                     (_, Some(order_id)) => {
                         let placed = self.status(&order_id).await?;
                         o.status = placed.status;
                         o.filled_qty = placed.filled_qty;
                         o.average_price = placed.average_price;
-                        o.message = format!("GTT triggered: order {order_id} {}", placed.message).trim_end().to_owned();
+                        o.message = format!("GTT triggered: order {order_id} {}", placed.message)
+                            .trim_end()
+                            .to_owned();
                     }
                     (Some("failed"), None) => {
                         o.status = super::BrokerStatus::Rejected;
-                        o.message = format!("GTT triggered, its order failed: {}", result["rejection_reason"].as_str().unwrap_or("no reason given"));
+                        o.message = format!(
+                            "GTT triggered, its order failed: {}",
+                            result["rejection_reason"]
+                                .as_str()
+                                .unwrap_or("no reason given")
+                        );
                     }
                     // Triggered, its order on its way.
                     _ => {}
@@ -313,7 +487,10 @@ impl Broker for Kite {
 
     fn check_session(&self) -> BoxFuture<'_, Result<String, BrokerError>> {
         Box::pin(async move {
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/user/profile", self.base)))).await?)?;
+            let data = Self::read(
+                http::send(self.auth(self.client.get(format!("{}/user/profile", self.base))))
+                    .await?,
+            )?;
             Ok(data["user_id"].as_str().unwrap_or("?").to_owned())
         })
     }
@@ -322,8 +499,16 @@ impl Broker for Kite {
         Box::pin(async move {
             if order.validity == super::Validity::Gtt {
                 // `POST /gtt/triggers`: a standing trigger (Kite's GTTs take no tag; the journal keeps its id).
-                let data = Self::read(http::send(self.auth(self.client.post(format!("{}/gtt/triggers", self.base))).form(&Self::gtt_form(order)?)).await?)?;
-                return text(&data["trigger_id"]).map(|id| format!("{GTT_PREFIX}{id}")).ok_or_else(|| BrokerError::Protocol("no trigger_id in the answer".into()));
+                let data = Self::read(
+                    http::send(
+                        self.auth(self.client.post(format!("{}/gtt/triggers", self.base)))
+                            .form(&Self::gtt_form(order)?),
+                    )
+                    .await?,
+                )?;
+                return text(&data["trigger_id"])
+                    .map(|id| format!("{GTT_PREFIX}{id}"))
+                    .ok_or_else(|| BrokerError::Protocol("no trigger_id in the answer".into()));
             }
             let mut form = vec![
                 ("tradingsymbol", order.symbol.clone()),
@@ -339,15 +524,38 @@ impl Broker for Kite {
             if order.autoslice {
                 form.push(("autoslice", "true".to_owned()));
             }
-            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/orders/regular", self.base))).form(&form)).await?)?;
-            let parent = text(&data["order_id"]).ok_or_else(|| BrokerError::Protocol("no order_id in the answer".into()))?;
+            let data = Self::read(
+                http::send(
+                    self.auth(self.client.post(format!("{}/orders/regular", self.base)))
+                        .form(&form),
+                )
+                .await?,
+            )?;
+            let parent = text(&data["order_id"])
+                .ok_or_else(|| BrokerError::Protocol("no order_id in the answer".into()))?;
             match data["children"].as_array() {
                 // Sliced by Kite: each child placed (its order_id) or refused (its error).
                 Some(children) if order.autoslice => {
-                    let placed: Vec<String> = children.iter().filter_map(|c| text(&c["order_id"])).filter(|id| !id.is_empty()).collect();
-                    let refused: Vec<&Value> = children.iter().filter(|c| text(&c["order_id"]).is_none_or(|id| id.is_empty())).collect();
+                    let placed: Vec<String> = children
+                        .iter()
+                        .filter_map(|c| text(&c["order_id"]))
+                        .filter(|id| !id.is_empty())
+                        .collect();
+                    let refused: Vec<&Value> = children
+                        .iter()
+                        .filter(|c| text(&c["order_id"]).is_none_or(|id| id.is_empty()))
+                        .collect();
                     if placed.is_empty() {
-                        let why = refused.first().map_or_else(|| "no slice placed".to_owned(), |c| c["error"]["message"].as_str().or(c["error"].as_str()).unwrap_or("no slice placed").to_owned());
+                        let why = refused.first().map_or_else(
+                            || "no slice placed".to_owned(),
+                            |c| {
+                                c["error"]["message"]
+                                    .as_str()
+                                    .or(c["error"].as_str())
+                                    .unwrap_or("no slice placed")
+                                    .to_owned()
+                            },
+                        );
                         return Err(BrokerError::Rejected(why));
                     }
                     Ok(sliced_id(&parent, &placed, refused.len()))
@@ -357,53 +565,112 @@ impl Broker for Kite {
         })
     }
 
-    fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn modify<'a>(
+        &'a self,
+        order_id: &'a str,
+        order: &'a OrderRequest,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             if order_id.starts_with(SLICED_PREFIX) {
-                return Err(BrokerError::Rejected("an order Kite sliced cannot be modified: cancel it and place it again".into()));
+                return Err(BrokerError::Rejected(
+                    "an order Kite sliced cannot be modified: cancel it and place it again".into(),
+                ));
             }
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
                 let url = format!("{}/gtt/triggers/{}", self.base, http::path_segment(id));
-                Self::read(http::send(self.auth(self.client.put(url)).form(&Self::gtt_form(order)?)).await?)?;
+                Self::read(
+                    http::send(
+                        self.auth(self.client.put(url))
+                            .form(&Self::gtt_form(order)?),
+                    )
+                    .await?,
+                )?;
                 return Ok(());
             }
-            Self::read(http::send(self.auth(self.client.put(format!("{}/orders/regular/{order_id}", self.base))).form(&Self::terms(order))).await?)?;
+            Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .put(format!("{}/orders/regular/{order_id}", self.base)),
+                    )
+                    .form(&Self::terms(order)),
+                )
+                .await?,
+            )?;
             Ok(())
         })
     }
 
-    fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
+    fn find<'a>(
+        &'a self,
+        order: &'a OrderRequest,
+        claimed: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
         Box::pin(async move {
             if order.validity == super::Validity::Gtt {
                 // GTTs carry no tag: ours is the unclaimed one for this symbol, side, quantity and
                 // trigger placed no earlier than we sent it.
-                let data = Self::read(http::send(self.auth(self.client.get(format!("{}/gtt/triggers", self.base)))).await?)?;
-                let triggers = data.as_array().ok_or_else(|| BrokerError::Protocol("the GTT book is not a list".into()))?;
+                let data = Self::read(
+                    http::send(self.auth(self.client.get(format!("{}/gtt/triggers", self.base))))
+                        .await?,
+                )?;
+                let triggers = data
+                    .as_array()
+                    .ok_or_else(|| BrokerError::Protocol("the GTT book is not a list".into()))?;
                 let since = order.submitted_at.map(|t| t - 1_000);
                 for v in triggers {
-                    let Some(id) = text(&v["id"]).map(|id| format!("{GTT_PREFIX}{id}")) else { continue };
+                    let Some(id) = text(&v["id"]).map(|id| format!("{GTT_PREFIX}{id}")) else {
+                        continue;
+                    };
                     let leg = &v["orders"][0];
-                    let same = v["condition"]["tradingsymbol"].as_str() == Some(order.symbol.as_str())
+                    let same = v["condition"]["tradingsymbol"].as_str()
+                        == Some(order.symbol.as_str())
                         && leg["transaction_type"].as_str() == Some(order.action())
                         && super::number(&leg["quantity"]) == Some(order.qty)
-                        && v["condition"]["trigger_values"].get(0).and_then(super::number) == order.kind.trigger()
-                        && since.is_none_or(|t| v["created_at"].as_str().and_then(super::ist_timestamp).is_some_and(|at| at >= t));
+                        && v["condition"]["trigger_values"]
+                            .get(0)
+                            .and_then(super::number)
+                            == order.kind.trigger()
+                        && since.is_none_or(|t| {
+                            v["created_at"]
+                                .as_str()
+                                .and_then(super::ist_timestamp)
+                                .is_some_and(|at| at >= t)
+                        });
                     if same && !claimed.contains(&id) {
                         return self.gtt_status(&id, v).await.map(Some);
                     }
                 }
                 return Ok(None);
             }
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/orders", self.base)))).await?)?;
-            let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
-            let ours = |v: &&Value| v["tag"].as_str() == Some(order.client_order_id.as_str()) || v["tags"].as_array().is_some_and(|t| t.iter().any(|t| t.as_str() == Some(order.client_order_id.as_str())));
+            let data = Self::read(
+                http::send(self.auth(self.client.get(format!("{}/orders", self.base)))).await?,
+            )?;
+            let orders = data
+                .as_array()
+                .ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
+            let ours = |v: &&Value| {
+                v["tag"].as_str() == Some(order.client_order_id.as_str())
+                    || v["tags"].as_array().is_some_and(|t| {
+                        t.iter()
+                            .any(|t| t.as_str() == Some(order.client_order_id.as_str()))
+                    })
+            };
             if order.autoslice {
                 // Kite's slices each carry our tag: together, they are our order.
-                let children: Vec<String> = orders.iter().filter(ours).filter_map(Self::order).map(|o| o.order_id).collect();
+                let children: Vec<String> = orders
+                    .iter()
+                    .filter(ours)
+                    .filter_map(Self::order)
+                    .map(|o| o.order_id)
+                    .collect();
                 if children.is_empty() {
                     return Ok(None);
                 }
-                return self.sliced_status(&sliced_id("?", &children, 0)).await.map(Some);
+                return self
+                    .sliced_status(&sliced_id("?", &children, 0))
+                    .await
+                    .map(Some);
             }
             Ok(orders.iter().filter(ours).filter_map(Self::order).next())
         })
@@ -412,34 +679,69 @@ impl Broker for Kite {
     fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
-                let data = Self::read(http::send(self.auth(self.client.get(format!("{}/gtt/triggers/{}", self.base, http::path_segment(id))))).await?)?;
+                let data = Self::read(
+                    http::send(self.auth(self.client.get(format!(
+                        "{}/gtt/triggers/{}",
+                        self.base,
+                        http::path_segment(id)
+                    ))))
+                    .await?,
+                )?;
                 return self.gtt_status(order_id, &data).await;
             }
             if order_id.starts_with(SLICED_PREFIX) {
                 return self.sliced_status(order_id).await;
             }
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/orders/{order_id}", self.base)))).await?)?;
+            let data = Self::read(
+                http::send(self.auth(self.client.get(format!("{}/orders/{order_id}", self.base))))
+                    .await?,
+            )?;
             // The order's history, oldest first: its state is the last entry.
-            data.as_array().and_then(|h| h.last()).and_then(Self::order).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: empty history")))
+            data.as_array()
+                .and_then(|h| h.last())
+                .and_then(Self::order)
+                .ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: empty history")))
         })
     }
 
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
-                Self::read(http::send(self.auth(self.client.delete(format!("{}/gtt/triggers/{}", self.base, http::path_segment(id))))).await?)?;
+                Self::read(
+                    http::send(self.auth(self.client.delete(format!(
+                        "{}/gtt/triggers/{}",
+                        self.base,
+                        http::path_segment(id)
+                    ))))
+                    .await?,
+                )?;
                 return Ok(());
             }
             if let Some((children, _)) = parse_sliced(order_id) {
                 // Every slice still working is cancelled; the filled ones stand.
                 for child in children {
                     if self.status(child).await?.status == super::BrokerStatus::Open {
-                        Self::read(http::send(self.auth(self.client.delete(format!("{}/orders/regular/{}", self.base, http::path_segment(child))))).await?)?;
+                        Self::read(
+                            http::send(self.auth(self.client.delete(format!(
+                                "{}/orders/regular/{}",
+                                self.base,
+                                http::path_segment(child)
+                            ))))
+                            .await?,
+                        )?;
                     }
                 }
                 return Ok(());
             }
-            Self::read(http::send(self.auth(self.client.delete(format!("{}/orders/regular/{order_id}", self.base)))).await?)?;
+            Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .delete(format!("{}/orders/regular/{order_id}", self.base)),
+                    ),
+                )
+                .await?,
+            )?;
             Ok(())
         })
     }
@@ -452,12 +754,21 @@ impl Broker for Kite {
     /// `POST /margins/orders` (the order's `total`), or for a basket `POST /margins/basket`
     /// with the positions considered (its `final.total`, hedges netted), against
     /// `GET /user/margins/equity` (`net`).
-    fn margin<'a>(&'a self, orders: &'a [OrderRequest]) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
+    fn margin<'a>(
+        &'a self,
+        orders: &'a [OrderRequest],
+    ) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
         Box::pin(async move {
             let mut body = Vec::with_capacity(orders.len());
             for order in orders {
-                let price = order.reference_price.and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p)).unwrap_or(0.0);
-                let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
+                let price = order
+                    .reference_price
+                    .and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p))
+                    .unwrap_or(0.0);
+                let qty =
+                    rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| {
+                        BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty))
+                    })?;
                 body.push(serde_json::json!({
                     "exchange": order.exchange(), "tradingsymbol": order.symbol, "transaction_type": order.action(), "variety": "regular",
                     "product": order.product_code(), "order_type": "MARKET", "quantity": qty, "price": price, "trigger_price": 0,
@@ -465,23 +776,79 @@ impl Broker for Kite {
             }
             let required = if orders.len() > 1 {
                 let url = format!("{}/margins/basket", self.base);
-                let data = Self::read(http::send(self.auth(self.client.post(url).query(&[("consider_positions", "true")])).json(&body)).await?)?;
-                super::number(&data["final"]["total"]).ok_or_else(|| BrokerError::Protocol("no final.total in the basket margins".into()))?
+                let data = Self::read(
+                    http::send(
+                        self.auth(
+                            self.client
+                                .post(url)
+                                .query(&[("consider_positions", "true")]),
+                        )
+                        .json(&body),
+                    )
+                    .await?,
+                )?;
+                super::number(&data["final"]["total"]).ok_or_else(|| {
+                    BrokerError::Protocol("no final.total in the basket margins".into())
+                })?
             } else {
-                let data = Self::read(http::send(self.auth(self.client.post(format!("{}/margins/orders", self.base))).json(&body)).await?)?;
-                data.as_array().map(|rows| rows.iter().filter_map(|r| super::number(&r["total"])).sum::<rust_decimal::Decimal>()).ok_or_else(|| BrokerError::Protocol("order margins are not a list".into()))?
+                let data = Self::read(
+                    http::send(
+                        self.auth(self.client.post(format!("{}/margins/orders", self.base)))
+                            .json(&body),
+                    )
+                    .await?,
+                )?;
+                data.as_array()
+                    .map(|rows| {
+                        rows.iter()
+                            .filter_map(|r| super::number(&r["total"]))
+                            .sum::<rust_decimal::Decimal>()
+                    })
+                    .ok_or_else(|| BrokerError::Protocol("order margins are not a list".into()))?
             };
-            let funds = Self::read(http::send(self.auth(self.client.get(format!("{}/user/margins/equity", self.base)))).await?)?;
-            let available = super::number(&funds["net"]).ok_or_else(|| BrokerError::Protocol("no net in the equity margins".into()))?;
-            Ok(Some(super::Margin { required, available }))
+            let funds = Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .get(format!("{}/user/margins/equity", self.base)),
+                    ),
+                )
+                .await?,
+            )?;
+            let available = super::number(&funds["net"])
+                .ok_or_else(|| BrokerError::Protocol("no net in the equity margins".into()))?;
+            Ok(Some(super::Margin {
+                required,
+                available,
+            }))
         })
     }
 
-    fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
+    fn positions(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
         Box::pin(async move {
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/portfolio/positions", self.base)))).await?)?;
-            let rows = data["net"].as_array().ok_or_else(|| BrokerError::Protocol("positions without a net list".into()))?;
-            Ok(rows.iter().filter_map(|p| Some((p["tradingsymbol"].as_str()?.to_owned(), super::number(&p["quantity"])?))).collect())
+            let data = Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .get(format!("{}/portfolio/positions", self.base)),
+                    ),
+                )
+                .await?,
+            )?;
+            let rows = data["net"]
+                .as_array()
+                .ok_or_else(|| BrokerError::Protocol("positions without a net list".into()))?;
+            Ok(rows
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p["tradingsymbol"].as_str()?.to_owned(),
+                        super::number(&p["quantity"])?,
+                    ))
+                })
+                .collect())
         })
     }
 }
@@ -511,9 +878,19 @@ fn parse_sliced(id: &str) -> Option<(Vec<&str>, usize)> {
 mod tests {
     #[test]
     fn a_sliced_orders_id_names_its_children_and_its_refused_slices() {
-        let id = super::sliced_id("250408000000001", &["250408000000002".into(), "250408000000003".into()], 1);
-        assert_eq!(id, "slice:250408000000001:250408000000002,250408000000003!1");
-        assert_eq!(super::parse_sliced(&id), Some((vec!["250408000000002", "250408000000003"], 1)));
+        let id = super::sliced_id(
+            "250408000000001",
+            &["250408000000002".into(), "250408000000003".into()],
+            1,
+        );
+        assert_eq!(
+            id,
+            "slice:250408000000001:250408000000002,250408000000003!1"
+        );
+        assert_eq!(
+            super::parse_sliced(&id),
+            Some((vec!["250408000000002", "250408000000003"], 1))
+        );
         assert_eq!(super::parse_sliced("slice:1:"), None);
         assert_eq!(super::parse_sliced("gtt:5"), None);
     }

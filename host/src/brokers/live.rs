@@ -26,9 +26,11 @@ use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
 use super::instruments::{InstrumentMaster, whole_lots};
-use super::{Broker, BrokerError, BrokerStatus, OrderKind, OrderRequest, Secret, Segment, Validity};
-use crate::domain::Product;
+use super::{
+    Broker, BrokerError, BrokerStatus, OrderKind, OrderRequest, Secret, Segment, Validity,
+};
 use crate::domain::OrderSide;
+use crate::domain::Product;
 
 /// An order for a live account, as the journal holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +89,14 @@ pub enum MarginScope {
 impl LiveOrder {
     /// A new entry, handed over now (certainly not yet sent), nothing filled.
     #[must_use]
-    pub fn new(client_order_id: &str, account: &str, instrument: &str, side: OrderSide, qty: Decimal, reference_price: Option<Decimal>) -> Self {
+    pub fn new(
+        client_order_id: &str,
+        account: &str,
+        instrument: &str,
+        side: OrderSide,
+        qty: Decimal,
+        reference_price: Option<Decimal>,
+    ) -> Self {
         Self {
             client_order_id: client_order_id.to_owned(),
             account: account.to_owned(),
@@ -298,7 +307,10 @@ pub struct AccountLink {
 
 impl std::fmt::Debug for AccountLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountLink").field("account", &self.account).field("broker", &self.broker.name()).finish_non_exhaustive()
+        f.debug_struct("AccountLink")
+            .field("account", &self.account)
+            .field("broker", &self.broker.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -319,7 +331,10 @@ pub struct Mismatch {
 ///
 /// # Errors
 /// The broker's position book could not be read.
-pub async fn reconcile(broker: &dyn Broker, journal: &HashMap<String, Decimal>) -> Result<Vec<Mismatch>, BrokerError> {
+pub async fn reconcile(
+    broker: &dyn Broker,
+    journal: &HashMap<String, Decimal>,
+) -> Result<Vec<Mismatch>, BrokerError> {
     reconcile_named(broker, journal, &HashMap::new()).await
 }
 
@@ -328,7 +343,11 @@ pub async fn reconcile(broker: &dyn Broker, journal: &HashMap<String, Decimal>) 
 ///
 /// # Errors
 /// The broker's position book could not be read.
-pub async fn reconcile_named(broker: &dyn Broker, journal: &HashMap<String, Decimal>, ours: &HashMap<String, String>) -> Result<Vec<Mismatch>, BrokerError> {
+pub async fn reconcile_named(
+    broker: &dyn Broker,
+    journal: &HashMap<String, Decimal>,
+    ours: &HashMap<String, String>,
+) -> Result<Vec<Mismatch>, BrokerError> {
     let mut held: HashMap<String, Decimal> = HashMap::new();
     for (symbol, qty) in broker.positions().await? {
         let symbol = ours.get(&symbol).cloned().unwrap_or(symbol);
@@ -340,8 +359,15 @@ pub async fn reconcile_named(broker: &dyn Broker, journal: &HashMap<String, Deci
     Ok(symbols
         .into_iter()
         .filter_map(|s| {
-            let (j, b) = (journal.get(s).copied().unwrap_or_default(), held.get(s).copied().unwrap_or_default());
-            (j != b).then(|| Mismatch { instrument: s.clone(), journal: j, broker: b })
+            let (j, b) = (
+                journal.get(s).copied().unwrap_or_default(),
+                held.get(s).copied().unwrap_or_default(),
+            );
+            (j != b).then(|| Mismatch {
+                instrument: s.clone(),
+                journal: j,
+                broker: b,
+            })
         })
         .collect())
 }
@@ -367,7 +393,14 @@ pub struct RouterSettings {
 
 impl Default for RouterSettings {
     fn default() -> Self {
-        Self { poll: Duration::from_millis(1000), backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(8), max_attempts: 6, cancel_after: Some(Duration::from_secs(60)), absent_reads: 3 }
+        Self {
+            poll: Duration::from_millis(1000),
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(8),
+            max_attempts: 6,
+            cancel_after: Some(Duration::from_secs(60)),
+            absent_reads: 3,
+        }
     }
 }
 
@@ -405,18 +438,42 @@ pub struct LiveRouter {
 impl LiveRouter {
     /// Start one worker per account; their reports go to `out`.
     #[must_use]
-    pub fn start(links: Vec<AccountLink>, master: InstrumentMaster, settings: RouterSettings, out: mpsc::UnboundedSender<RouterOutput>) -> Self {
+    pub fn start(
+        links: Vec<AccountLink>,
+        master: InstrumentMaster,
+        settings: RouterSettings,
+        out: mpsc::UnboundedSender<RouterOutput>,
+    ) -> Self {
         let open = Arc::new(AtomicUsize::new(0));
         let mut senders = HashMap::new();
-        let brokers = links.iter().map(|l| (l.account.clone(), l.broker.clone())).collect();
+        let brokers = links
+            .iter()
+            .map(|l| (l.account.clone(), l.broker.clone()))
+            .collect();
         let instruments = master.clone();
         for link in links {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.insert(link.account.clone(), tx);
-            let worker = Worker { link, master: master.clone(), settings, out: out.clone(), open: open.clone(), claimed: HashSet::new(), paused: None, placed: HashMap::new(), stops: std::sync::Mutex::default() };
+            let worker = Worker {
+                link,
+                master: master.clone(),
+                settings,
+                out: out.clone(),
+                open: open.clone(),
+                claimed: HashSet::new(),
+                paused: None,
+                placed: HashMap::new(),
+                stops: std::sync::Mutex::default(),
+            };
             tokio::spawn(worker.run(rx));
         }
-        Self { senders, brokers, open, master: instruments, syncing: Arc::default() }
+        Self {
+            senders,
+            brokers,
+            open,
+            master: instruments,
+            syncing: Arc::default(),
+        }
     }
 
     /// Compare `account`'s journal positions (`journal`, by our symbols) with its
@@ -424,15 +481,26 @@ impl LiveRouter {
     ///
     /// # Errors
     /// The broker's position book could not be read.
-    pub async fn reconcile(&self, account: &str, journal: &HashMap<String, Decimal>) -> Result<Vec<Mismatch>, BrokerError> {
-        let Some((_, broker)) = self.brokers.iter().find(|(a, _)| a == account) else { return Ok(Vec::new()) };
+    pub async fn reconcile(
+        &self,
+        account: &str,
+        journal: &HashMap<String, Decimal>,
+    ) -> Result<Vec<Mismatch>, BrokerError> {
+        let Some((_, broker)) = self.brokers.iter().find(|(a, _)| a == account) else {
+            return Ok(Vec::new());
+        };
         let mut ours = HashMap::new();
         if matches!(broker.name(), "kite" | "upstox") {
             for symbol in journal.keys() {
-                if let Ok(Some(i)) = self.master.resolve(broker.name(), Segment::of(symbol), symbol).await
-                    && !i.symbol.is_empty() && i.symbol != *symbol {
-                        ours.insert(i.symbol, symbol.clone());
-                    }
+                if let Ok(Some(i)) = self
+                    .master
+                    .resolve(broker.name(), Segment::of(symbol), symbol)
+                    .await
+                    && !i.symbol.is_empty()
+                    && i.symbol != *symbol
+                {
+                    ours.insert(i.symbol, symbol.clone());
+                }
             }
         }
         reconcile_named(broker.as_ref(), journal, &ours).await
@@ -453,12 +521,16 @@ impl LiveRouter {
     /// Tell `account`'s worker the broker ids the journal already matched (after a restart,
     /// before the recovered orders): a lookup never takes one of them for another order.
     pub fn claimed(&self, account: &str, ids: Vec<String>) -> bool {
-        self.senders.get(account).is_some_and(|tx| tx.send(Msg::Claimed(ids)).is_ok())
+        self.senders
+            .get(account)
+            .is_some_and(|tx| tx.send(Msg::Claimed(ids)).is_ok())
     }
 
     /// Hand over an order (recorded as submitted). False for an account it does not route.
     pub fn send(&self, order: LiveOrder) -> bool {
-        let Some(tx) = self.senders.get(&order.account) else { return false };
+        let Some(tx) = self.senders.get(&order.account) else {
+            return false;
+        };
         self.open.fetch_add(1, Ordering::SeqCst);
         if tx.send(Msg::Order(order)).is_err() {
             self.open.fetch_sub(1, Ordering::SeqCst);
@@ -469,23 +541,31 @@ impl LiveRouter {
 
     /// Ask for an order to be cancelled (see [`LiveCancel`]). False for an account it does not route.
     pub fn cancel(&self, c: LiveCancel) -> bool {
-        self.senders.get(&c.account).is_some_and(|tx| tx.send(Msg::Cancel(c.client_order_id, c.reason)).is_ok())
+        self.senders
+            .get(&c.account)
+            .is_some_and(|tx| tx.send(Msg::Cancel(c.client_order_id, c.reason)).is_ok())
     }
 
     /// Change a working order (see [`LiveModify`]). False for an account it does not route.
     pub fn modify(&self, m: LiveModify) -> bool {
-        self.senders.get(&m.account).is_some_and(|tx| tx.send(Msg::Modify(m)).is_ok())
+        self.senders
+            .get(&m.account)
+            .is_some_and(|tx| tx.send(Msg::Modify(m)).is_ok())
     }
 
     /// A new token for `account` (from a `token` command). False for an account it does not route.
     pub fn token(&self, account: &str, token: Secret) -> bool {
-        self.senders.get(account).is_some_and(|tx| tx.send(Msg::Token(token)).is_ok())
+        self.senders
+            .get(account)
+            .is_some_and(|tx| tx.send(Msg::Token(token)).is_ok())
     }
 
     /// The broker pushed an order update for `account`, or its stream (re)connected:
     /// its working orders are read now instead of at the next poll. False for an account it does not route.
     pub fn poke(&self, account: &str) -> bool {
-        self.senders.get(account).is_some_and(|tx| tx.send(Msg::Poke).is_ok())
+        self.senders
+            .get(account)
+            .is_some_and(|tx| tx.send(Msg::Poke).is_ok())
     }
 
     /// `account`'s order stream (re)connected: its working orders are read against the
@@ -493,9 +573,12 @@ impl LiveRouter {
     /// after every update the reading brought; then [`Self::synced`]) [`Self::syncing`] says
     /// so, and nothing else is decided. False for an account it does not route.
     pub fn sync(&self, account: &str) -> bool {
-        let Some(tx) = self.senders.get(account) else { return false };
+        let Some(tx) = self.senders.get(account) else {
+            return false;
+        };
         if let Ok(mut s) = self.syncing.lock() {
-            s.entry(account.to_owned()).or_insert_with(std::time::Instant::now);
+            s.entry(account.to_owned())
+                .or_insert_with(std::time::Instant::now);
         }
         tx.send(Msg::Sync).is_ok()
     }
@@ -503,14 +586,20 @@ impl LiveRouter {
     /// The orders side has what the sync of `account` brought (or stops waiting for it):
     /// how long it waited.
     pub fn synced(&self, account: &str) -> Option<Duration> {
-        self.syncing.lock().ok()?.remove(account).map(|since| since.elapsed())
+        self.syncing
+            .lock()
+            .ok()?
+            .remove(account)
+            .map(|since| since.elapsed())
     }
 
     /// The account waiting longest for its sync, and since how long.
     #[must_use]
     pub fn syncing(&self) -> Option<(String, Duration)> {
         let s = self.syncing.lock().ok()?;
-        s.iter().min_by_key(|(_, since)| **since).map(|(a, since)| (a.clone(), since.elapsed()))
+        s.iter()
+            .min_by_key(|(_, since)| **since)
+            .map(|(a, since)| (a.clone(), since.elapsed()))
     }
 
     /// Orders handed over and not yet finished (filled, rejected, cancelled).
@@ -522,7 +611,10 @@ impl LiveRouter {
 
 impl std::fmt::Debug for LiveRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveRouter").field("accounts", &self.senders.keys().collect::<Vec<_>>()).field("open", &self.open).finish()
+        f.debug_struct("LiveRouter")
+            .field("accounts", &self.senders.keys().collect::<Vec<_>>())
+            .field("open", &self.open)
+            .finish()
     }
 }
 
@@ -551,14 +643,31 @@ enum Placed {
 
 impl Worker {
     fn update(&self, u: LiveUpdate) {
-        let done = !matches!(u, LiveUpdate::Accepted { .. } | LiveUpdate::PartFilled { .. } | LiveUpdate::CancelRequested { .. });
+        let done = !matches!(
+            u,
+            LiveUpdate::Accepted { .. }
+                | LiveUpdate::PartFilled { .. }
+                | LiveUpdate::CancelRequested { .. }
+        );
         let coid = match &u {
-            LiveUpdate::Accepted { client_order_id, .. }
-            | LiveUpdate::Rejected { client_order_id, .. }
-            | LiveUpdate::PartFilled { client_order_id, .. }
-            | LiveUpdate::Filled { client_order_id, .. }
-            | LiveUpdate::CancelRequested { client_order_id, .. }
-            | LiveUpdate::Cancelled { client_order_id, .. } => client_order_id.clone(),
+            LiveUpdate::Accepted {
+                client_order_id, ..
+            }
+            | LiveUpdate::Rejected {
+                client_order_id, ..
+            }
+            | LiveUpdate::PartFilled {
+                client_order_id, ..
+            }
+            | LiveUpdate::Filled {
+                client_order_id, ..
+            }
+            | LiveUpdate::CancelRequested {
+                client_order_id, ..
+            }
+            | LiveUpdate::Cancelled {
+                client_order_id, ..
+            } => client_order_id.clone(),
         };
         let accepted = matches!(u, LiveUpdate::Accepted { .. });
         let _ = self.out.send(RouterOutput::Update(u));
@@ -566,7 +675,10 @@ impl Worker {
         // counted or its report is waiting in the channel, so the orders loop never sees
         // "nothing open" while a fill is still on its way. A stop resting at the broker is
         // not work in progress (it may rest for days): it stops counting once accepted.
-        let mut stops = self.stops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stops = self
+            .stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if accepted && stops.contains(&coid) {
             if stops.insert(format!("{coid}\u{1f}resting")) {
                 self.open.fetch_sub(1, Ordering::SeqCst);
@@ -581,7 +693,10 @@ impl Worker {
 
     /// A resting stop being cancelled is work in progress again until the broker says what became of it.
     fn unrest(&self, coid: &str) {
-        let mut stops = self.stops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stops = self
+            .stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if stops.remove(&format!("{coid}\u{1f}resting")) {
             self.open.fetch_add(1, Ordering::SeqCst);
         }
@@ -592,10 +707,15 @@ impl Worker {
         if o.kind.trigger().is_none() {
             return;
         }
-        let mut stops = self.stops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stops = self
+            .stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         stops.insert(o.client_order_id.clone());
         // Recovered already at the broker: resting from the start.
-        if o.broker_order_id.is_some() && stops.insert(format!("{}\u{1f}resting", o.client_order_id)) {
+        if o.broker_order_id.is_some()
+            && stops.insert(format!("{}\u{1f}resting", o.client_order_id))
+        {
             self.open.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -606,13 +726,20 @@ impl Worker {
 
     fn pause(&mut self, reason: String) {
         if self.paused.is_none() {
-            self.notice(LiveNotice::TokenExpired { account: self.link.account.clone(), broker: self.link.broker.name(), reason: reason.clone() });
+            self.notice(LiveNotice::TokenExpired {
+                account: self.link.account.clone(),
+                broker: self.link.broker.name(),
+                reason: reason.clone(),
+            });
         }
         self.paused = Some(reason);
     }
 
     fn backoff(&self, e: &BrokerError, attempt: u32) -> Duration {
-        let exp = self.settings.backoff.saturating_mul(2u32.saturating_pow(attempt.min(16)));
+        let exp = self
+            .settings
+            .backoff
+            .saturating_mul(2u32.saturating_pow(attempt.min(16)));
         match e {
             BrokerError::RateLimited(Some(after)) => (*after).max(self.settings.backoff),
             _ => exp.min(self.settings.max_backoff),
@@ -755,17 +882,32 @@ impl Worker {
             match self.master.resolve(broker, segment, &o.instrument).await {
                 Ok(Some(i)) => {
                     if !whole_lots(o.qty, i.lot_size) {
-                        return Err(Ok(format!("{} {}: quantity {} is not a whole number of lots of {}", broker, o.instrument, o.qty, i.lot_size)));
+                        return Err(Ok(format!(
+                            "{} {}: quantity {} is not a whole number of lots of {}",
+                            broker, o.instrument, o.qty, i.lot_size
+                        )));
                     }
                     token = Some(i.token);
                     broker_symbol = Some(i.symbol);
                 }
-                Ok(None) => return Err(Ok(format!("unknown symbol {} ({}) in the {broker} instrument master; nothing was sent", o.instrument, segment.key()))),
-                Err(e) => return Err(Err(BrokerError::Unavailable(format!("instrument master: {e}")))),
+                Ok(None) => {
+                    return Err(Ok(format!(
+                        "unknown symbol {} ({}) in the {broker} instrument master; nothing was sent",
+                        o.instrument,
+                        segment.key()
+                    )));
+                }
+                Err(e) => {
+                    return Err(Err(BrokerError::Unavailable(format!(
+                        "instrument master: {e}"
+                    ))));
+                }
             }
         }
         // Kite names contracts its own way: its order carries the master's trading symbol.
-        let symbol = broker_symbol.filter(|s| !s.is_empty()).unwrap_or_else(|| o.instrument.clone());
+        let symbol = broker_symbol
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| o.instrument.clone());
         Ok(OrderRequest {
             client_order_id: o.client_order_id.clone(),
             submitted_at: Some(o.submitted_at).filter(|t| *t > 0),
@@ -827,7 +969,14 @@ impl Worker {
         match self.link.broker.modify(&w.id, &req).await {
             Ok(()) => {
                 w.modify_pending = false;
-                self.notice(LiveNotice::Modified { account: self.link.account.clone(), client_order_id: w.order.client_order_id.clone(), kind: w.order.kind.code(), trigger: w.order.kind.trigger().map(|t| t.to_string()), price: w.order.kind.price().map(|p| p.to_string()), qty: w.order.qty.to_string() });
+                self.notice(LiveNotice::Modified {
+                    account: self.link.account.clone(),
+                    client_order_id: w.order.client_order_id.clone(),
+                    kind: w.order.kind.code(),
+                    trigger: w.order.kind.trigger().map(|t| t.to_string()),
+                    price: w.order.kind.price().map(|p| p.to_string()),
+                    qty: w.order.qty.to_string(),
+                });
                 Ok(())
             }
             Err(BrokerError::Token(reason)) => Err(SessionGone(reason)),
@@ -861,30 +1010,55 @@ impl Worker {
         // Margin before sending: an F&O entry the account cannot carry is refused here,
         // with the shortfall, rather than by the broker's RMS after the fact. A close is
         // never held back (it frees margin), nor is an order already possibly placed.
-        if o.fresh && o.entry && self.link.margin_check && req.segment == Segment::Derivative && o.margin_scope != MarginScope::Checked {
+        if o.fresh
+            && o.entry
+            && self.link.margin_check
+            && req.segment == Segment::Derivative
+            && o.margin_scope != MarginScope::Checked
+        {
             let mut orders = vec![req.clone()];
             if let MarginScope::Basket(legs) = &o.margin_scope {
                 for (instrument, side, qty) in legs {
-                    let leg = LiveOrder::new(&o.client_order_id, &o.account, instrument, *side, *qty, None);
+                    let leg = LiveOrder::new(
+                        &o.client_order_id,
+                        &o.account,
+                        instrument,
+                        *side,
+                        *qty,
+                        None,
+                    );
                     match self.request(&leg).await {
                         Ok(r) => orders.push(r),
-                        Err(Ok(reason)) => return Placed::Refused(format!("basket leg {instrument}: {reason}")),
+                        Err(Ok(reason)) => {
+                            return Placed::Refused(format!("basket leg {instrument}: {reason}"));
+                        }
                         // The master did not answer for a leg: the basket is judged by what could be read.
-                        Err(Err(e)) => tracing::warn!(account = %self.link.account, "margin of basket leg {instrument}: {e}"),
+                        Err(Err(e)) => {
+                            tracing::warn!(account = %self.link.account, "margin of basket leg {instrument}: {e}")
+                        }
                     }
                 }
             }
-            let what = if orders.len() > 1 { "the basket" } else { "the order" };
+            let what = if orders.len() > 1 {
+                "the basket"
+            } else {
+                "the order"
+            };
             match broker.margin(&orders).await {
                 Ok(Some(m)) => {
                     if let Some(short) = m.shortfall() {
-                        return Placed::Refused(format!("margin: {what} needs {} and {} is free, {short} short", m.required, m.available));
+                        return Placed::Refused(format!(
+                            "margin: {what} needs {} and {} is free, {short} short",
+                            m.required, m.available
+                        ));
                     }
                 }
                 Ok(None) => {}
                 Err(BrokerError::Token(reason)) => return Placed::TokenLost(reason),
                 // The calculator did not answer: the broker's own check still stands behind the order.
-                Err(e) => tracing::warn!(account = %self.link.account, "margin check of {}: {e}; placing without it", o.client_order_id),
+                Err(e) => {
+                    tracing::warn!(account = %self.link.account, "margin check of {}: {e}; placing without it", o.client_order_id)
+                }
             }
         }
         let mut look_first = !o.fresh;
@@ -899,7 +1073,9 @@ impl Worker {
                 }
             }
             if attempt >= self.settings.max_attempts {
-                return Placed::Refused(format!("not placed after {attempt} attempts (last: {last_error}); not in the broker's order book"));
+                return Placed::Refused(format!(
+                    "not placed after {attempt} attempts (last: {last_error}); not in the broker's order book"
+                ));
             }
             attempt += 1;
             self.pace(req.segment).await;
@@ -922,7 +1098,11 @@ impl Worker {
     /// `Ok(None)` not there in `absent_reads` reads a back-off apart (a broker's
     /// book can show a new order late, and one read too early would place it
     /// twice), `Err` the session is gone.
-    async fn look(&mut self, o: &LiveOrder, req: &OrderRequest) -> Result<Option<String>, SessionGone> {
+    async fn look(
+        &mut self,
+        o: &LiveOrder,
+        req: &OrderRequest,
+    ) -> Result<Option<String>, SessionGone> {
         let mut attempt = 0u32;
         let mut absent = 0u32;
         loop {
@@ -977,32 +1157,66 @@ impl Worker {
                                 match b.average_price {
                                     Some(price) => {
                                         w.order.filled_qty = b.filled_qty;
-                                        self.update(LiveUpdate::PartFilled { client_order_id: coid.clone(), filled_qty: b.filled_qty, price });
+                                        self.update(LiveUpdate::PartFilled {
+                                            client_order_id: coid.clone(),
+                                            filled_qty: b.filled_qty,
+                                            price,
+                                        });
                                     }
-                                    None => tracing::warn!(account = %self.link.account, "order {id}: {} filled without an average price; read again next time", b.filled_qty),
+                                    None => {
+                                        tracing::warn!(account = %self.link.account, "order {id}: {} filled without an average price; read again next time", b.filled_qty)
+                                    }
                                 }
                             }
                             None
                         }
                         BrokerStatus::Complete => match b.average_price {
-                            Some(price) => Some(LiveUpdate::Filled { client_order_id: coid, qty: if b.filled_qty.is_zero() { w.order.qty } else { b.filled_qty }, price }),
+                            Some(price) => Some(LiveUpdate::Filled {
+                                client_order_id: coid,
+                                qty: if b.filled_qty.is_zero() {
+                                    w.order.qty
+                                } else {
+                                    b.filled_qty
+                                },
+                                price,
+                            }),
                             None => {
                                 // Filled, at a price the broker has not said yet: never journaled
                                 // at a guess (nor as rejected); read again at the next poll.
                                 tracing::warn!(account = %self.link.account, "order {id}: complete without an average price; read again next time");
                                 if !w.unpriced_told {
                                     w.unpriced_told = true;
-                                    self.notice(LiveNotice::Unpriced { account: self.link.account.clone(), client_order_id: coid });
+                                    self.notice(LiveNotice::Unpriced {
+                                        account: self.link.account.clone(),
+                                        client_order_id: coid,
+                                    });
                                 }
                                 None
                             }
                         },
                         // Refused after a part filled (the rest, by the exchange): the part stands.
                         BrokerStatus::Rejected if !b.filled_qty.is_zero() => {
-                            Some(LiveUpdate::Cancelled { client_order_id: coid, filled_qty: b.filled_qty, price: b.average_price, reason: format!("rejected: {}", b.message) })
+                            Some(LiveUpdate::Cancelled {
+                                client_order_id: coid,
+                                filled_qty: b.filled_qty,
+                                price: b.average_price,
+                                reason: format!("rejected: {}", b.message),
+                            })
                         }
-                        BrokerStatus::Rejected => Some(LiveUpdate::Rejected { client_order_id: coid, reason: if b.message.is_empty() { "rejected".into() } else { b.message } }),
-                        BrokerStatus::Cancelled => Some(LiveUpdate::Cancelled { client_order_id: coid, filled_qty: b.filled_qty, price: b.average_price, reason: b.message }),
+                        BrokerStatus::Rejected => Some(LiveUpdate::Rejected {
+                            client_order_id: coid,
+                            reason: if b.message.is_empty() {
+                                "rejected".into()
+                            } else {
+                                b.message
+                            },
+                        }),
+                        BrokerStatus::Cancelled => Some(LiveUpdate::Cancelled {
+                            client_order_id: coid,
+                            filled_qty: b.filled_qty,
+                            price: b.average_price,
+                            reason: b.message,
+                        }),
                     };
                     match update {
                         Some(u) => {
@@ -1010,7 +1224,9 @@ impl Worker {
                             working.remove(i);
                         }
                         None => {
-                            if let Err(SessionGone(reason)) = self.cancel_if_due(&mut working[i]).await {
+                            if let Err(SessionGone(reason)) =
+                                self.cancel_if_due(&mut working[i]).await
+                            {
                                 self.pause(reason);
                                 return false;
                             }
@@ -1048,7 +1264,11 @@ impl Worker {
             (Some(reason), _) => reason.clone(),
             // A market entry that has not filled is stale; a limit or a stop the strategy
             // asked for works until its validity ends (the broker's DAY, or the square-off).
-            (None, Some(after)) if w.order.entry && w.order.kind == OrderKind::Market && w.order.submitted_at > 0 => {
+            (None, Some(after))
+                if w.order.entry
+                    && w.order.kind == OrderKind::Market
+                    && w.order.submitted_at > 0 =>
+            {
                 let age = crate::bus::message::now_ms().saturating_sub(w.order.submitted_at);
                 if age < i64::try_from(after.as_millis()).unwrap_or(i64::MAX) {
                     return Ok(());
@@ -1059,7 +1279,10 @@ impl Worker {
         };
         if !w.order.cancel_requested {
             w.order.cancel_requested = true;
-            self.update(LiveUpdate::CancelRequested { client_order_id: w.order.client_order_id.clone(), reason });
+            self.update(LiveUpdate::CancelRequested {
+                client_order_id: w.order.client_order_id.clone(),
+                reason,
+            });
         }
         match self.link.broker.cancel(&w.id).await {
             Ok(()) => w.cancel_done = true,
@@ -1070,7 +1293,9 @@ impl Worker {
                 w.cancel_done = w.cancel_refusals >= CANCEL_TRIES;
                 tracing::info!(account = %self.link.account, "order {}: cancel refused: {reason}", w.id);
             }
-            Err(e) => tracing::warn!(account = %self.link.account, "order {}: cancel: {e}; tried again at the next poll", w.id),
+            Err(e) => {
+                tracing::warn!(account = %self.link.account, "order {}: cancel: {e}; tried again at the next poll", w.id)
+            }
         }
         Ok(())
     }
@@ -1102,7 +1327,15 @@ struct Working {
 
 impl Working {
     fn new(order: LiveOrder, id: String) -> Self {
-        Self { order, id, cancel_done: false, cancel_refusals: 0, wanted: None, unpriced_told: false, modify_pending: false }
+        Self {
+            order,
+            id,
+            cancel_done: false,
+            cancel_refusals: 0,
+            wanted: None,
+            unpriced_told: false,
+            modify_pending: false,
+        }
     }
 }
 
@@ -1141,8 +1374,18 @@ mod tests {
     }
 
     impl Wrapped {
-        fn new(name: &'static str, edit: impl Fn(crate::brokers::BrokerOrder) -> crate::brokers::BrokerOrder + Send + Sync + 'static) -> Self {
-            Self { paper: PaperBroker::new(Decimal::ZERO), name, edit: Box::new(edit) }
+        fn new(
+            name: &'static str,
+            edit: impl Fn(crate::brokers::BrokerOrder) -> crate::brokers::BrokerOrder
+            + Send
+            + Sync
+            + 'static,
+        ) -> Self {
+            Self {
+                paper: PaperBroker::new(Decimal::ZERO),
+                name,
+                edit: Box::new(edit),
+            }
         }
     }
 
@@ -1153,20 +1396,37 @@ mod tests {
         fn check_session(&self) -> crate::brokers::BoxFuture<'_, Result<String, BrokerError>> {
             self.paper.check_session()
         }
-        fn place<'a>(&'a self, o: &'a OrderRequest) -> crate::brokers::BoxFuture<'a, Result<String, BrokerError>> {
+        fn place<'a>(
+            &'a self,
+            o: &'a OrderRequest,
+        ) -> crate::brokers::BoxFuture<'a, Result<String, BrokerError>> {
             self.paper.place(o)
         }
-        fn find<'a>(&'a self, o: &'a OrderRequest, c: &'a HashSet<String>) -> crate::brokers::BoxFuture<'a, Result<Option<crate::brokers::BrokerOrder>, BrokerError>> {
+        fn find<'a>(
+            &'a self,
+            o: &'a OrderRequest,
+            c: &'a HashSet<String>,
+        ) -> crate::brokers::BoxFuture<'a, Result<Option<crate::brokers::BrokerOrder>, BrokerError>>
+        {
             self.paper.find(o, c)
         }
-        fn status<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<crate::brokers::BrokerOrder, BrokerError>> {
+        fn status<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> crate::brokers::BoxFuture<'a, Result<crate::brokers::BrokerOrder, BrokerError>>
+        {
             Box::pin(async move { self.paper.status(id).await.map(|o| (self.edit)(o)) })
         }
-        fn cancel<'a>(&'a self, id: &'a str) -> crate::brokers::BoxFuture<'a, Result<(), BrokerError>> {
+        fn cancel<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> crate::brokers::BoxFuture<'a, Result<(), BrokerError>> {
             self.paper.cancel(id)
         }
         fn set_token(&self, _: Secret) {}
-        fn positions(&self) -> crate::brokers::BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>> {
+        fn positions(
+            &self,
+        ) -> crate::brokers::BoxFuture<'_, Result<Vec<(String, Decimal)>, BrokerError>> {
             self.paper.positions()
         }
     }
@@ -1193,23 +1453,49 @@ mod tests {
         };
         let first = paper.place(&req).await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: paper.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
-        let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
-        let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
+        let link = AccountLink {
+            account: "a".into(),
+            broker: paper.clone(),
+            product: Product::Mis,
+            protection_pct: Decimal::from(2),
+            algo_id: None,
+            orders_per_sec: 10,
+            margin_check: true,
+        };
+        let settings = RouterSettings {
+            poll: Duration::from_millis(10),
+            ..RouterSettings::default()
+        };
+        let router = LiveRouter::start(
+            vec![link],
+            InstrumentMaster::new(Bus::embedded("t")),
+            settings,
+            tx,
+        );
         assert!(router.send(order("th1", "RELIANCE", false)));
         assert!(router.send(order("th2", "RELIANCE", true)));
         let mut accepted = Vec::new();
         while accepted.len() < 2 {
-            if let Some(RouterOutput::Update(LiveUpdate::Accepted { client_order_id, broker_order_id })) = rx.recv().await {
+            if let Some(RouterOutput::Update(LiveUpdate::Accepted {
+                client_order_id,
+                broker_order_id,
+            })) = rx.recv().await
+            {
                 accepted.push((client_order_id, broker_order_id));
             }
         }
-        assert_eq!(accepted[0], ("th1".to_owned(), first), "found, not placed again");
+        assert_eq!(
+            accepted[0],
+            ("th1".to_owned(), first),
+            "found, not placed again"
+        );
         assert_eq!(accepted[1].0, "th2");
         paper.on_price("RELIANCE", Decimal::from(101));
         let mut filled = 0;
         while filled < 2 {
-            if let Some(RouterOutput::Update(LiveUpdate::Filled { qty, price, .. })) = rx.recv().await {
+            if let Some(RouterOutput::Update(LiveUpdate::Filled { qty, price, .. })) =
+                rx.recv().await
+            {
                 assert_eq!((qty, price), (Decimal::from(2), Decimal::from(101)));
                 filled += 1;
             }
@@ -1232,11 +1518,27 @@ mod tests {
     async fn an_unknown_symbol_is_refused_before_anything_is_sent() {
         let venue = Arc::new(Wrapped::new("kite", |o| o));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
-        let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), RouterSettings::default(), tx);
+        let link = AccountLink {
+            account: "a".into(),
+            broker: venue.clone(),
+            product: Product::Mis,
+            protection_pct: Decimal::from(2),
+            algo_id: None,
+            orders_per_sec: 10,
+            margin_check: true,
+        };
+        let router = LiveRouter::start(
+            vec![link],
+            InstrumentMaster::new(Bus::embedded("t")),
+            RouterSettings::default(),
+            tx,
+        );
         router.send(order("th9", "NOSUCH", true));
         match rx.recv().await {
-            Some(RouterOutput::Update(LiveUpdate::Rejected { client_order_id, reason })) => {
+            Some(RouterOutput::Update(LiveUpdate::Rejected {
+                client_order_id,
+                reason,
+            })) => {
                 assert_eq!(client_order_id, "th9");
                 assert!(reason.contains("unknown symbol NOSUCH"), "{reason}");
             }
@@ -1258,28 +1560,57 @@ mod tests {
             validity: crate::brokers::Validity::Day,
             autoslice: false,
         };
-        assert_eq!(venue.paper.find(&req, &HashSet::new()).await.unwrap(), None, "nothing reached the broker");
+        assert_eq!(
+            venue.paper.find(&req, &HashSet::new()).await.unwrap(),
+            None,
+            "nothing reached the broker"
+        );
     }
 
     #[tokio::test]
     async fn a_complete_order_without_an_average_price_is_not_journaled_at_a_guess() {
         // The broker reports the order complete twice before it says at what price.
         let reads = std::sync::atomic::AtomicU32::new(0);
-        let venue = Arc::new(Wrapped::new("paper", move |mut o: crate::brokers::BrokerOrder| {
-            if o.status == BrokerStatus::Complete && reads.fetch_add(1, Ordering::SeqCst) < 2 {
-                o.average_price = None;
-            }
-            o
-        }));
+        let venue = Arc::new(Wrapped::new(
+            "paper",
+            move |mut o: crate::brokers::BrokerOrder| {
+                if o.status == BrokerStatus::Complete && reads.fetch_add(1, Ordering::SeqCst) < 2 {
+                    o.average_price = None;
+                }
+                o
+            },
+        ));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let link = AccountLink { account: "a".into(), broker: venue.clone(), product: Product::Mis, protection_pct: Decimal::from(2), algo_id: None, orders_per_sec: 10, margin_check: true };
-        let settings = RouterSettings { poll: Duration::from_millis(10), ..RouterSettings::default() };
-        let router = LiveRouter::start(vec![link], InstrumentMaster::new(Bus::embedded("t")), settings, tx);
+        let link = AccountLink {
+            account: "a".into(),
+            broker: venue.clone(),
+            product: Product::Mis,
+            protection_pct: Decimal::from(2),
+            algo_id: None,
+            orders_per_sec: 10,
+            margin_check: true,
+        };
+        let settings = RouterSettings {
+            poll: Duration::from_millis(10),
+            ..RouterSettings::default()
+        };
+        let router = LiveRouter::start(
+            vec![link],
+            InstrumentMaster::new(Bus::embedded("t")),
+            settings,
+            tx,
+        );
         router.send(order("th5", "RELIANCE", true));
         let mut seen = Vec::new();
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("the router reports").expect("open") {
-                RouterOutput::Update(LiveUpdate::Accepted { .. }) => venue.paper.on_price("RELIANCE", Decimal::from(103)),
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the router reports")
+                .expect("open")
+            {
+                RouterOutput::Update(LiveUpdate::Accepted { .. }) => {
+                    venue.paper.on_price("RELIANCE", Decimal::from(103))
+                }
                 RouterOutput::Update(u @ LiveUpdate::Filled { .. }) => {
                     seen.push(format!("{u:?}"));
                     break;
@@ -1288,8 +1619,14 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 2, "{seen:?}");
-        assert!(seen[0].contains("Unpriced") && seen[0].contains("th5"), "told once: {seen:?}");
-        assert!(seen[1].contains("price: 103"), "the broker's price, not the reference 100: {seen:?}");
+        assert!(
+            seen[0].contains("Unpriced") && seen[0].contains("th5"),
+            "told once: {seen:?}"
+        );
+        assert!(
+            seen[1].contains("price: 103"),
+            "the broker's price, not the reference 100: {seen:?}"
+        );
         settled(&router).await;
     }
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::domain::Product;
 use crate::domain::OrderSide;
+use crate::domain::Product;
 
 pub mod feeds;
 pub mod gtt;
@@ -109,7 +109,11 @@ impl OrderRequest {
     #[must_use]
     pub fn protection_limit(&self) -> Option<Decimal> {
         let reference = self.reference_price?;
-        let pct = if self.protection_pct > Decimal::ZERO { self.protection_pct } else { Decimal::from(2) };
+        let pct = if self.protection_pct > Decimal::ZERO {
+            self.protection_pct
+        } else {
+            Decimal::from(2)
+        };
         let factor = match self.side {
             OrderSide::Buy => Decimal::ONE_HUNDRED + pct,
             OrderSide::Sell => Decimal::ONE_HUNDRED - pct,
@@ -188,7 +192,10 @@ impl BrokerError {
     /// After this, a placement may have happened: look before retrying.
     #[must_use]
     pub fn is_ambiguous(&self) -> bool {
-        matches!(self, Self::RateLimited(_) | Self::Timeout | Self::Unavailable(_) | Self::Protocol(_))
+        matches!(
+            self,
+            Self::RateLimited(_) | Self::Timeout | Self::Unavailable(_) | Self::Protocol(_)
+        )
     }
 }
 
@@ -205,7 +212,11 @@ pub trait Broker: Send + Sync {
 
     /// Look for `order` in today's order book (by its tag where the broker
     /// keeps one), skipping broker ids already `claimed` by other orders.
-    fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>>;
+    fn find<'a>(
+        &'a self,
+        order: &'a OrderRequest,
+        claimed: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>>;
 
     /// The current state of a placed order.
     fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>>;
@@ -213,7 +224,12 @@ pub trait Broker: Send + Sync {
     /// The current state of a placed order, told what it was placed for: a GTT the
     /// broker stops listing once it fires is followed to the order it placed, found in
     /// the book by `order`'s shape among the orders not `claimed` (Upstox, OpenAlgo).
-    fn follow<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+    fn follow<'a>(
+        &'a self,
+        order_id: &'a str,
+        order: &'a OrderRequest,
+        claimed: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         let _ = (order, claimed);
         self.status(order_id)
     }
@@ -222,9 +238,18 @@ pub trait Broker: Send + Sync {
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Change a working order to `order`'s quantity, kind and prices (a stop's trigger moved).
-    fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn modify<'a>(
+        &'a self,
+        order_id: &'a str,
+        order: &'a OrderRequest,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         let _ = (order_id, order);
-        Box::pin(async { Err(BrokerError::Rejected(format!("{} cannot modify orders", self.name()))) })
+        Box::pin(async {
+            Err(BrokerError::Rejected(format!(
+                "{} cannot modify orders",
+                self.name()
+            )))
+        })
     }
 
     /// Replace the access token (a new day's login), without a restart.
@@ -236,7 +261,10 @@ pub trait Broker: Send + Sync {
     /// The margin `orders` need together (one order, or a basket's legs, hedges counted as
     /// the broker counts them) and what the account has free, from the broker's margin
     /// calculator and funds (`None`: the broker has no margin API).
-    fn margin<'a>(&'a self, orders: &'a [OrderRequest]) -> BoxFuture<'a, Result<Option<Margin>, BrokerError>> {
+    fn margin<'a>(
+        &'a self,
+        orders: &'a [OrderRequest],
+    ) -> BoxFuture<'a, Result<Option<Margin>, BrokerError>> {
         let _ = orders;
         Box::pin(async { Ok(None) })
     }
@@ -304,7 +332,9 @@ impl BrokerOrder {
             average_price: number(&v["average_price"]).filter(|p| !p.is_zero()),
             message: v["status_message"].as_str().unwrap_or_default().to_owned(),
             symbol: v[symbol_key].as_str().unwrap_or_default().to_owned(),
-            side: v["transaction_type"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
+            side: v["transaction_type"]
+                .as_str()
+                .and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
             qty: number(&v["quantity"]).unwrap_or_default(),
             placed_at: v["order_timestamp"].as_str().and_then(ist_timestamp),
         })
@@ -312,7 +342,9 @@ impl BrokerOrder {
 }
 
 /// Month abbreviations as Indian brokers and exchanges print them.
-pub(crate) const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+pub(crate) const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
 
 /// `2025-12-30` → `30DEC25`: OpenAlgo's expiry dates, and the date in our contract names.
 #[must_use]
@@ -320,7 +352,11 @@ pub fn compact_date(iso: &str) -> Option<String> {
     let mut parts = iso.split('-');
     let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
     let m: usize = month.parse().ok()?;
-    Some(format!("{day}{}{}", MONTHS.get(m.checked_sub(1)?)?, year.get(2..)?))
+    Some(format!(
+        "{day}{}{}",
+        MONTHS.get(m.checked_sub(1)?)?,
+        year.get(2..)?
+    ))
 }
 
 /// One historical candle checked: positive prices, the high the highest and the low the
@@ -328,22 +364,50 @@ pub fn compact_date(iso: &str) -> Option<String> {
 ///
 /// # Errors
 /// A value that is not a number, or a candle that cannot be.
-pub fn candle(what: &str, ts_ms: i64, ohlc: [&Value; 4], volume: &Value, oi: &Value) -> Result<crate::market::Bar, BrokerError> {
+pub fn candle(
+    what: &str,
+    ts_ms: i64,
+    ohlc: [&Value; 4],
+    volume: &Value,
+    oi: &Value,
+) -> Result<crate::market::Bar, BrokerError> {
     let mut p = [Decimal::ZERO; 4];
-    for (slot, (v, field)) in p.iter_mut().zip(ohlc.iter().zip(["open", "high", "low", "close"])) {
-        *slot = number(v).filter(|d| *d > Decimal::ZERO).ok_or_else(|| BrokerError::Protocol(format!("{what}: {field} {v} is not a price")))?.round_dp(4).normalize();
+    for (slot, (v, field)) in p
+        .iter_mut()
+        .zip(ohlc.iter().zip(["open", "high", "low", "close"]))
+    {
+        *slot = number(v)
+            .filter(|d| *d > Decimal::ZERO)
+            .ok_or_else(|| BrokerError::Protocol(format!("{what}: {field} {v} is not a price")))?
+            .round_dp(4)
+            .normalize();
     }
     let [open, high, low, close] = p;
     if high < open.max(close).max(low) || low > open.min(close) {
-        return Err(BrokerError::Protocol(format!("{what}: high {high} and low {low} do not hold open {open} and close {close}")));
+        return Err(BrokerError::Protocol(format!(
+            "{what}: high {high} and low {low} do not hold open {open} and close {close}"
+        )));
     }
     let whole = |v: &Value, field: &str| -> Result<u64, BrokerError> {
         if v.is_null() {
             return Ok(0);
         }
-        number(v).filter(|d| *d >= Decimal::ZERO && d.fract().is_zero()).and_then(|d| u64::try_from(d).ok()).ok_or_else(|| BrokerError::Protocol(format!("{what}: {field} {v} is not a whole number")))
+        number(v)
+            .filter(|d| *d >= Decimal::ZERO && d.fract().is_zero())
+            .and_then(|d| u64::try_from(d).ok())
+            .ok_or_else(|| {
+                BrokerError::Protocol(format!("{what}: {field} {v} is not a whole number"))
+            })
     };
-    Ok(crate::market::Bar { ts_ms, open, high, low, close, volume: whole(volume, "volume")?, oi: whole(oi, "oi")? })
+    Ok(crate::market::Bar {
+        ts_ms,
+        open,
+        high,
+        low,
+        close,
+        volume: whole(volume, "volume")?,
+        oi: whole(oi, "oi")?,
+    })
 }
 
 /// Historical candles as Kite and Upstox send them, `[timestamp, open, high, low, close,
@@ -351,17 +415,34 @@ pub fn candle(what: &str, ts_ms: i64, ohlc: [&Value; 4], volume: &Value, oi: &Va
 ///
 /// # Errors
 /// A row that is not a candle.
-pub fn candle_rows(what: &str, rows: &[Value], from: i64, to: i64) -> Result<Vec<crate::market::Bar>, BrokerError> {
+pub fn candle_rows(
+    what: &str,
+    rows: &[Value],
+    from: i64,
+    to: i64,
+) -> Result<Vec<crate::market::Bar>, BrokerError> {
     let mut bars = Vec::new();
     for row in rows {
         let r = row.as_array().map(Vec::as_slice).unwrap_or_default();
-        let ts = r.first().and_then(Value::as_str).and_then(crate::domain::time::parse_iso).ok_or_else(|| BrokerError::Protocol(format!("{what}: candle {row} has no ISO time")))?;
+        let ts = r
+            .first()
+            .and_then(Value::as_str)
+            .and_then(crate::domain::time::parse_iso)
+            .ok_or_else(|| {
+                BrokerError::Protocol(format!("{what}: candle {row} has no ISO time"))
+            })?;
         if ts < from || ts >= to {
             continue;
         }
         let null = Value::Null;
         let at = |i: usize| r.get(i).unwrap_or(&null);
-        bars.push(candle(what, ts, [at(1), at(2), at(3), at(4)], at(5), at(6))?);
+        bars.push(candle(
+            what,
+            ts,
+            [at(1), at(2), at(3), at(4)],
+            at(5),
+            at(6),
+        )?);
     }
     bars.sort_by_key(|b| b.ts_ms);
     bars.dedup_by_key(|b| b.ts_ms);
@@ -376,7 +457,11 @@ pub fn ist_timestamp(text: &str) -> Option<i64> {
     let d: Vec<&str> = date.split('-').collect();
     let (y, m, day): (u32, usize, u32) = match d.as_slice() {
         [y, m, day] if y.len() == 4 => (y.parse().ok()?, m.parse().ok()?, day.parse().ok()?),
-        [day, m, y] if y.len() == 4 => (y.parse().ok()?, MONTHS.iter().position(|x| x.eq_ignore_ascii_case(m))? + 1, day.parse().ok()?),
+        [day, m, y] if y.len() == 4 => (
+            y.parse().ok()?,
+            MONTHS.iter().position(|x| x.eq_ignore_ascii_case(m))? + 1,
+            day.parse().ok()?,
+        ),
         _ => return None,
     };
     crate::domain::time::parse_compact_date_time(&format!("{y:04}{m:02}{day:02}"), time.trim())
@@ -396,7 +481,10 @@ impl TokenCell {
     /// The current token.
     #[must_use]
     pub fn get(&self) -> Secret {
-        self.0.read().map(|t| t.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.0
+            .read()
+            .map(|t| t.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Replace it.
@@ -412,7 +500,9 @@ impl TokenCell {
 #[must_use]
 pub fn number(v: &Value) -> Option<Decimal> {
     let d = match v {
-        Value::Number(n) => Decimal::from_str(&n.to_string()).ok().or_else(|| n.as_f64().and_then(|f| Decimal::try_from(f).ok())),
+        Value::Number(n) => Decimal::from_str(&n.to_string())
+            .ok()
+            .or_else(|| n.as_f64().and_then(|f| Decimal::try_from(f).ok())),
         Value::String(s) => Decimal::from_str(s.trim()).ok(),
         _ => None,
     };
@@ -455,11 +545,23 @@ mod tests {
 
     #[test]
     fn protection_limits_sit_on_the_tick_away_from_the_market() {
-        assert_eq!(req(OrderSide::Buy, "1186.00", "2").protection_limit(), Some(Decimal::from_str("1209.70").unwrap()));
-        assert_eq!(req(OrderSide::Sell, "1186.00", "2").protection_limit(), Some(Decimal::from_str("1162.30").unwrap()));
+        assert_eq!(
+            req(OrderSide::Buy, "1186.00", "2").protection_limit(),
+            Some(Decimal::from_str("1209.70").unwrap())
+        );
+        assert_eq!(
+            req(OrderSide::Sell, "1186.00", "2").protection_limit(),
+            Some(Decimal::from_str("1162.30").unwrap())
+        );
         // 101.37 * 1.03 = 104.4111 → down to the tick below: a buy never pays more than the collar.
-        assert_eq!(req(OrderSide::Buy, "101.37", "3").protection_limit(), Some(Decimal::from_str("104.40").unwrap()));
-        assert_eq!(req(OrderSide::Sell, "101.37", "3").protection_limit(), Some(Decimal::from_str("98.35").unwrap()));
+        assert_eq!(
+            req(OrderSide::Buy, "101.37", "3").protection_limit(),
+            Some(Decimal::from_str("104.40").unwrap())
+        );
+        assert_eq!(
+            req(OrderSide::Sell, "101.37", "3").protection_limit(),
+            Some(Decimal::from_str("98.35").unwrap())
+        );
     }
 
     #[test]
@@ -470,12 +572,31 @@ mod tests {
         assert_eq!(Segment::of("NIFTY"), Segment::Equity);
         assert_eq!(number(&serde_json::json!("75")), Some(Decimal::from(75)));
         // 13:58:03 IST is 08:28:03 UTC.
-        assert_eq!(ist_timestamp("08-Apr-2025 13:58:03"), Some(1_744_100_883_000));
-        assert_eq!(ist_timestamp("2025-04-08 13:58:03"), Some(1_744_100_883_000));
+        assert_eq!(
+            ist_timestamp("08-Apr-2025 13:58:03"),
+            Some(1_744_100_883_000)
+        );
+        assert_eq!(
+            ist_timestamp("2025-04-08 13:58:03"),
+            Some(1_744_100_883_000)
+        );
         assert_eq!(ist_timestamp("2025-04-31 13:58:03"), None);
-        assert_eq!(number(&serde_json::json!(1186.5)), Some(Decimal::from_str("1186.5").unwrap()));
-        assert_eq!(text(&serde_json::json!(250408000989443_u64)).as_deref(), Some("250408000989443"));
-        for (word, status) in [("COMPLETE", BrokerStatus::Complete), ("complete", BrokerStatus::Complete), ("REJECTED", BrokerStatus::Rejected), ("canceled", BrokerStatus::Cancelled), ("TRIGGER PENDING", BrokerStatus::Open), ("open", BrokerStatus::Open)] {
+        assert_eq!(
+            number(&serde_json::json!(1186.5)),
+            Some(Decimal::from_str("1186.5").unwrap())
+        );
+        assert_eq!(
+            text(&serde_json::json!(250408000989443_u64)).as_deref(),
+            Some("250408000989443")
+        );
+        for (word, status) in [
+            ("COMPLETE", BrokerStatus::Complete),
+            ("complete", BrokerStatus::Complete),
+            ("REJECTED", BrokerStatus::Rejected),
+            ("canceled", BrokerStatus::Cancelled),
+            ("TRIGGER PENDING", BrokerStatus::Open),
+            ("open", BrokerStatus::Open),
+        ] {
             assert_eq!(BrokerStatus::from_word(word), status, "{word}");
         }
     }

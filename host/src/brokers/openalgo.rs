@@ -29,7 +29,10 @@ use super::http::{self, Answer};
 // OpenAlgo stamps orders to the second, on its own clock: an order stamped up to
 // `CLOCK_SLACK_MS` before our submission may still be ours.
 use super::gtt::{CLOCK_SLACK_MS, GTT_PREFIX, Vanished};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, number, text};
+use super::{
+    BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell,
+    number, text,
+};
 use crate::domain::OrderSide;
 
 /// The OpenAlgo adapter.
@@ -43,7 +46,6 @@ pub struct OpenAlgo {
     vanished: Vanished,
 }
 
-
 /// OpenAlgo's default local address.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5000";
 
@@ -52,8 +54,19 @@ impl OpenAlgo {
     ///
     /// # Errors
     /// When the HTTP client cannot start.
-    pub fn new(base: &str, api_key: Secret, strategy: &str, timeout: Duration) -> Result<Self, BrokerError> {
-        Ok(Self { client: http::client(timeout)?, base: http::base(base), api_key: TokenCell::new(api_key), strategy: strategy.to_owned(), vanished: Vanished::default() })
+    pub fn new(
+        base: &str,
+        api_key: Secret,
+        strategy: &str,
+        timeout: Duration,
+    ) -> Result<Self, BrokerError> {
+        Ok(Self {
+            client: http::client(timeout)?,
+            base: http::base(base),
+            api_key: TokenCell::new(api_key),
+            strategy: strategy.to_owned(),
+            vanished: Vanished::default(),
+        })
     }
 
     async fn call(&self, name: &str, mut body: Value) -> Result<Value, BrokerError> {
@@ -61,7 +74,14 @@ impl OpenAlgo {
         if let Some(b) = body.as_object_mut() {
             b.insert("apikey".into(), Value::String(key.expose().to_owned()));
         }
-        Self::read(http::send(self.client.post(format!("{}/api/v1/{name}", self.base)).json(&body)).await?)
+        Self::read(
+            http::send(
+                self.client
+                    .post(format!("{}/api/v1/{name}", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )
     }
 
     /// One-minute candles of `instrument` (`EXCHANGE:SYMBOL`) starting in `[from, to)` (ms):
@@ -71,7 +91,12 @@ impl OpenAlgo {
     ///
     /// # Errors
     /// The broker's refusal, or a row that is not a candle.
-    pub async fn minute_candles(&self, instrument: &str, from: i64, to: i64) -> Result<Vec<crate::market::Bar>, BrokerError> {
+    pub async fn minute_candles(
+        &self,
+        instrument: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<crate::market::Bar>, BrokerError> {
         let (exchange, symbol) = instrument.split_once(':').unwrap_or(("NSE", instrument));
         let day = crate::domain::time::format_ist_date;
         let v = self.call("history", json!({ "symbol": symbol, "exchange": exchange, "interval": "1m", "start_date": day(from), "end_date": day(to.saturating_sub(1).max(from)) })).await?;
@@ -83,11 +108,19 @@ impl OpenAlgo {
                 Value::Number(n) => n.as_i64().and_then(|secs| secs.checked_mul(1000)),
                 _ => None,
             };
-            let ts = ts.ok_or_else(|| BrokerError::Protocol(format!("{what}: candle {row} has no time")))?;
+            let ts = ts.ok_or_else(|| {
+                BrokerError::Protocol(format!("{what}: candle {row} has no time"))
+            })?;
             if ts < from || ts >= to {
                 continue;
             }
-            bars.push(super::candle(&what, ts, [&row["open"], &row["high"], &row["low"], &row["close"]], &row["volume"], &row["oi"])?);
+            bars.push(super::candle(
+                &what,
+                ts,
+                [&row["open"], &row["high"], &row["low"], &row["close"]],
+                &row["volume"],
+                &row["oi"],
+            )?);
         }
         bars.sort_by_key(|b| b.ts_ms);
         bars.dedup_by_key(|b| b.ts_ms);
@@ -99,11 +132,18 @@ impl OpenAlgo {
     /// # Errors
     /// The broker's refusal, or a date that does not read.
     pub async fn option_expiries(&self, underlying: &str) -> Result<Vec<String>, BrokerError> {
-        let v = self.call("expiry", json!({ "symbol": underlying, "exchange": "NFO", "instrumenttype": "options" })).await?;
+        let v = self
+            .call(
+                "expiry",
+                json!({ "symbol": underlying, "exchange": "NFO", "instrumenttype": "options" }),
+            )
+            .await?;
         let mut out = Vec::new();
         for d in v["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let text = d.as_str().unwrap_or_default();
-            out.push(iso_date(text).ok_or_else(|| BrokerError::Protocol(format!("expiry {text:?} is not DD-MMM-YY")))?);
+            out.push(iso_date(text).ok_or_else(|| {
+                BrokerError::Protocol(format!("expiry {text:?} is not DD-MMM-YY"))
+            })?);
         }
         out.sort();
         Ok(out)
@@ -115,14 +155,49 @@ impl OpenAlgo {
     ///
     /// # Errors
     /// The broker's refusal, or a strike without a number.
-    pub async fn option_chain(&self, underlying: &str, expiry: &str) -> Result<(Decimal, Vec<crate::market::StrikeRow>, Vec<(Decimal, bool, String)>), BrokerError> {
+    pub async fn option_chain(
+        &self,
+        underlying: &str,
+        expiry: &str,
+    ) -> Result<
+        (
+            Decimal,
+            Vec<crate::market::StrikeRow>,
+            Vec<(Decimal, bool, String)>,
+        ),
+        BrokerError,
+    > {
         use crate::market::{OptionLeg, StrikeRow};
         use rust_decimal::prelude::FromPrimitive as _;
-        let exchange = if crate::market::feed::openalgo::instrument(underlying).starts_with("NSE_INDEX:") { "NSE_INDEX" } else { "NSE" };
-        let compact = super::compact_date(expiry).ok_or_else(|| BrokerError::Protocol(format!("expiry {expiry:?} is not YYYY-MM-DD")))?;
-        let v = self.call("optionchain", json!({ "underlying": underlying, "exchange": exchange, "expiry_date": compact })).await?;
-        let dec = |v: &Value, what: &str| v.as_f64().and_then(Decimal::from_f64).map(|d| d.round_dp(4).normalize()).ok_or_else(|| BrokerError::Protocol(format!("option chain of {underlying}: {what} {v} is not a number")));
-        let whole = |v: &Value| v.as_f64().filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
+        let exchange =
+            if crate::market::feed::openalgo::instrument(underlying).starts_with("NSE_INDEX:") {
+                "NSE_INDEX"
+            } else {
+                "NSE"
+            };
+        let compact = super::compact_date(expiry)
+            .ok_or_else(|| BrokerError::Protocol(format!("expiry {expiry:?} is not YYYY-MM-DD")))?;
+        let v = self
+            .call(
+                "optionchain",
+                json!({ "underlying": underlying, "exchange": exchange, "expiry_date": compact }),
+            )
+            .await?;
+        let dec = |v: &Value, what: &str| {
+            v.as_f64()
+                .and_then(Decimal::from_f64)
+                .map(|d| d.round_dp(4).normalize())
+                .ok_or_else(|| {
+                    BrokerError::Protocol(format!(
+                        "option chain of {underlying}: {what} {v} is not a number"
+                    ))
+                })
+        };
+        let whole = |v: &Value| {
+            v.as_f64()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .map_or(0, |n| n as u64)
+        };
         let spot = dec(&v["underlying_ltp"], "underlying_ltp")?;
         let (mut rows, mut tokens) = (Vec::new(), Vec::new());
         for row in v["chain"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -133,12 +208,20 @@ impl OpenAlgo {
                 if leg.is_null() {
                     continue;
                 }
-                legs[i] = Some(OptionLeg { last: dec(&leg["ltp"], "ltp")?, oi: whole(&leg["oi"]), volume: whole(&leg["volume"]) });
+                legs[i] = Some(OptionLeg {
+                    last: dec(&leg["ltp"], "ltp")?,
+                    oi: whole(&leg["oi"]),
+                    volume: whole(&leg["volume"]),
+                });
                 if let Some(symbol) = leg["symbol"].as_str() {
                     tokens.push((strike, call, format!("NFO:{symbol}")));
                 }
             }
-            rows.push(StrikeRow { strike, ce: legs[0], pe: legs[1] });
+            rows.push(StrikeRow {
+                strike,
+                ce: legs[0],
+                pe: legs[1],
+            });
         }
         rows.sort_by_key(|r| r.strike);
         Ok((spot, rows, tokens))
@@ -167,11 +250,23 @@ impl OpenAlgo {
             tag: None,
             status,
             // OpenAlgo reports no filled quantity: a complete order filled all of it.
-            filled_qty: if status == BrokerStatus::Complete { qty } else { number(&v["filled_quantity"]).unwrap_or_default() },
-            average_price: number(&v["average_price"]).or_else(|| number(&v["price"])).filter(|p| !p.is_zero()),
-            message: v["rejection_reason"].as_str().or_else(|| v["message"].as_str()).unwrap_or_default().to_owned(),
+            filled_qty: if status == BrokerStatus::Complete {
+                qty
+            } else {
+                number(&v["filled_quantity"]).unwrap_or_default()
+            },
+            average_price: number(&v["average_price"])
+                .or_else(|| number(&v["price"]))
+                .filter(|p| !p.is_zero()),
+            message: v["rejection_reason"]
+                .as_str()
+                .or_else(|| v["message"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
             symbol: v["symbol"].as_str().unwrap_or_default().to_owned(),
-            side: v["action"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
+            side: v["action"]
+                .as_str()
+                .and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
             qty,
             placed_at: v["timestamp"].as_str().and_then(super::ist_timestamp),
         })
@@ -184,7 +279,13 @@ impl OpenAlgo {
                 Some(limit) => ("LIMIT", limit.to_string(), "0".to_owned()),
                 None => ("MARKET", "0".to_owned(), "0".to_owned()),
             },
-            kind => (kind.code(), kind.price().map_or_else(|| "0".to_owned(), |p| p.normalize().to_string()), kind.trigger().map_or_else(|| "0".to_owned(), |t| t.normalize().to_string())),
+            kind => (
+                kind.code(),
+                kind.price()
+                    .map_or_else(|| "0".to_owned(), |p| p.normalize().to_string()),
+                kind.trigger()
+                    .map_or_else(|| "0".to_owned(), |t| t.normalize().to_string()),
+            ),
         };
         json!({
             "strategy": self.strategy,
@@ -205,17 +306,34 @@ impl OpenAlgo {
     async fn fills(&self, order_id: &str) -> Result<Option<(Decimal, Decimal)>, BrokerError> {
         let answer = self.call("tradebook", json!({})).await?;
         let (mut qty, mut value) = (Decimal::ZERO, Decimal::ZERO);
-        for t in answer["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for t in answer["data"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             if text(&t["orderid"]).as_deref() != Some(order_id) {
                 continue;
             }
-            let (Some(q), Some(p)) = (number(&t["quantity"]), number(&t["average_price"])) else { continue };
-            let (Some(q2), Some(v2)) = (qty.checked_add(q), q.checked_mul(p).and_then(|v| value.checked_add(v))) else {
-                return Err(BrokerError::Protocol(format!("order {order_id}: tradebook numbers out of range")));
+            let (Some(q), Some(p)) = (number(&t["quantity"]), number(&t["average_price"])) else {
+                continue;
+            };
+            let (Some(q2), Some(v2)) = (
+                qty.checked_add(q),
+                q.checked_mul(p).and_then(|v| value.checked_add(v)),
+            ) else {
+                return Err(BrokerError::Protocol(format!(
+                    "order {order_id}: tradebook numbers out of range"
+                )));
             };
             (qty, value) = (q2, v2);
         }
-        Ok((qty > Decimal::ZERO).then(|| value.checked_div(qty).map(|a| (qty, a.round_dp(4).normalize()))).flatten())
+        Ok((qty > Decimal::ZERO)
+            .then(|| {
+                value
+                    .checked_div(qty)
+                    .map(|a| (qty, a.round_dp(4).normalize()))
+            })
+            .flatten())
     }
 
     /// A single-trigger GTT for a stop `order` (`placegttorder`'s and `modifygttorder`'s
@@ -223,20 +341,41 @@ impl OpenAlgo {
     /// (`triggerprice_tg`) for a buy; a market order when it fires (OpenAlgo protects it
     /// where the broker takes only limits), or the stop-limit's limit.
     fn gtt_body(&self, order: &OrderRequest) -> Result<Value, BrokerError> {
-        let trigger = order.kind.trigger().ok_or_else(|| BrokerError::Rejected(format!("{}: a GTT needs a trigger price", order.client_order_id)))?;
+        let trigger = order.kind.trigger().ok_or_else(|| {
+            BrokerError::Rejected(format!(
+                "{}: a GTT needs a trigger price",
+                order.client_order_id
+            ))
+        })?;
         let float = |what: &str, d: Decimal| {
-            rust_decimal::prelude::ToPrimitive::to_f64(&d.normalize()).filter(|f| f.is_finite() && *f >= 0.0).ok_or_else(|| BrokerError::Rejected(format!("{}: {what} {d} cannot be sent", order.client_order_id)))
+            rust_decimal::prelude::ToPrimitive::to_f64(&d.normalize())
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .ok_or_else(|| {
+                    BrokerError::Rejected(format!(
+                        "{}: {what} {d} cannot be sent",
+                        order.client_order_id
+                    ))
+                })
         };
-        let quantity = Some(order.qty.normalize()).filter(|q| q.fract().is_zero() && *q > Decimal::ZERO).and_then(|q| rust_decimal::prelude::ToPrimitive::to_u64(&q));
+        let quantity = Some(order.qty.normalize())
+            .filter(|q| q.fract().is_zero() && *q > Decimal::ZERO)
+            .and_then(|q| rust_decimal::prelude::ToPrimitive::to_u64(&q));
         let Some(quantity) = quantity else {
-            return Err(BrokerError::Rejected(format!("{}: quantity {} is not a whole number of units", order.client_order_id, order.qty)));
+            return Err(BrokerError::Rejected(format!(
+                "{}: quantity {} is not a whole number of units",
+                order.client_order_id, order.qty
+            )));
         };
         let (pricetype, price) = match order.kind.price() {
             Some(p) => ("LIMIT", float("limit price", p)?),
             None => ("MARKET", 0.0),
         };
         let trigger = float("trigger price", trigger)?;
-        let (sl, tg) = if order.side == OrderSide::Sell { (trigger, 0.0) } else { (0.0, trigger) };
+        let (sl, tg) = if order.side == OrderSide::Sell {
+            (trigger, 0.0)
+        } else {
+            (0.0, trigger)
+        };
         Ok(json!({
             "strategy": self.strategy,
             "trigger_type": "SINGLE",
@@ -257,7 +396,10 @@ impl OpenAlgo {
     /// The active GTTs (`gttorderbook`).
     async fn gtt_book(&self) -> Result<Vec<Value>, BrokerError> {
         let answer = self.call("gttorderbook", json!({})).await?;
-        answer["data"].as_array().cloned().ok_or_else(|| BrokerError::Protocol("the GTT book is not a list".into()))
+        answer["data"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| BrokerError::Protocol("the GTT book is not a list".into()))
     }
 
     /// `placesmartorder`: an order sized so that the position becomes
@@ -265,11 +407,16 @@ impl OpenAlgo {
     ///
     /// # Errors
     /// As [`Broker::place`].
-    pub async fn place_smart(&self, order: &OrderRequest, position_size: rust_decimal::Decimal) -> Result<String, BrokerError> {
+    pub async fn place_smart(
+        &self,
+        order: &OrderRequest,
+        position_size: rust_decimal::Decimal,
+    ) -> Result<String, BrokerError> {
         let mut body = self.fields(order);
         body["position_size"] = Value::String(position_size.normalize().to_string());
         let answer = self.call("placesmartorder", body).await?;
-        text(&answer["orderid"]).ok_or_else(|| BrokerError::Protocol("no orderid in the answer".into()))
+        text(&answer["orderid"])
+            .ok_or_else(|| BrokerError::Protocol("no orderid in the answer".into()))
     }
 }
 
@@ -281,7 +428,10 @@ impl Broker for OpenAlgo {
     fn check_session(&self) -> BoxFuture<'_, Result<String, BrokerError>> {
         Box::pin(async move {
             let answer = self.call("ping", json!({})).await?;
-            Ok(answer["data"]["broker"].as_str().unwrap_or("openalgo").to_owned())
+            Ok(answer["data"]["broker"]
+                .as_str()
+                .unwrap_or("openalgo")
+                .to_owned())
         })
     }
 
@@ -289,27 +439,42 @@ impl Broker for OpenAlgo {
         Box::pin(async move {
             if order.validity == super::Validity::Gtt {
                 let answer = self.call("placegttorder", self.gtt_body(order)?).await?;
-                return text(&answer["trigger_id"]).map(|id| format!("{GTT_PREFIX}{id}")).ok_or_else(|| BrokerError::Protocol("no trigger_id in the answer".into()));
+                return text(&answer["trigger_id"])
+                    .map(|id| format!("{GTT_PREFIX}{id}"))
+                    .ok_or_else(|| BrokerError::Protocol("no trigger_id in the answer".into()));
             }
             let answer = self.call("placeorder", self.fields(order)).await?;
-            text(&answer["orderid"]).ok_or_else(|| BrokerError::Protocol("no orderid in the answer".into()))
+            text(&answer["orderid"])
+                .ok_or_else(|| BrokerError::Protocol("no orderid in the answer".into()))
         })
     }
 
-    fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
+    fn find<'a>(
+        &'a self,
+        order: &'a OrderRequest,
+        claimed: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
         Box::pin(async move {
             if order.validity == super::Validity::Gtt {
                 // Ours is the unclaimed GTT for this symbol, side, quantity and trigger created
                 // no earlier than we sent it.
                 let since = order.submitted_at.map(|t| t - CLOCK_SLACK_MS);
                 for v in self.gtt_book().await? {
-                    let Some(id) = text(&v["trigger_id"]).map(|id| format!("{GTT_PREFIX}{id}")) else { continue };
+                    let Some(id) = text(&v["trigger_id"]).map(|id| format!("{GTT_PREFIX}{id}"))
+                    else {
+                        continue;
+                    };
                     let leg = &v["legs"][0];
                     let same = v["symbol"].as_str() == Some(order.symbol.as_str())
                         && leg["action"].as_str() == Some(order.action())
                         && number(&leg["quantity"]) == Some(order.qty)
                         && v["trigger_prices"].get(0).and_then(number) == order.kind.trigger()
-                        && since.is_none_or(|t| v["created_at"].as_str().and_then(super::ist_timestamp).is_some_and(|at| at >= t));
+                        && since.is_none_or(|t| {
+                            v["created_at"]
+                                .as_str()
+                                .and_then(super::ist_timestamp)
+                                .is_some_and(|at| at >= t)
+                        });
                     if same && !claimed.contains(&id) {
                         return Ok(Some(BrokerOrder::working(&id, order)));
                     }
@@ -317,7 +482,9 @@ impl Broker for OpenAlgo {
                 return Ok(None);
             }
             let answer = self.call("orderbook", json!({})).await?;
-            let orders = answer["data"]["orders"].as_array().ok_or_else(|| BrokerError::Protocol("the order book has no orders list".into()))?;
+            let orders = answer["data"]["orders"]
+                .as_array()
+                .ok_or_else(|| BrokerError::Protocol("the order book has no orders list".into()))?;
             // Newest last in OpenAlgo's book: take the latest unclaimed order of this shape,
             // and never one the broker took before we sent ours (a manual order, an earlier
             // one of the same shape): its time must not be older than our submission.
@@ -328,7 +495,11 @@ impl Broker for OpenAlgo {
                     (Some(_), None) => false, // undated: cannot be told from an older order
                     (None, _) => true,
                 };
-                recent && !claimed.contains(&o.order_id) && o.symbol == order.symbol && o.side == Some(order.side) && o.qty == order.qty
+                recent
+                    && !claimed.contains(&o.order_id)
+                    && o.symbol == order.symbol
+                    && o.side == Some(order.side)
+                    && o.qty == order.qty
             }))
         })
     }
@@ -337,7 +508,14 @@ impl Broker for OpenAlgo {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
                 // Without what it was placed for, a GTT is known only while listed ([`Broker::follow`] knows more).
-                let v = self.gtt_book().await?.into_iter().find(|v| text(&v["trigger_id"]).as_deref() == Some(id)).ok_or_else(|| BrokerError::Protocol(format!("GTT {id}: no longer in the GTT book")))?;
+                let v = self
+                    .gtt_book()
+                    .await?
+                    .into_iter()
+                    .find(|v| text(&v["trigger_id"]).as_deref() == Some(id))
+                    .ok_or_else(|| {
+                        BrokerError::Protocol(format!("GTT {id}: no longer in the GTT book"))
+                    })?;
                 let leg = &v["legs"][0];
                 return Ok(BrokerOrder {
                     order_id: order_id.to_owned(),
@@ -347,13 +525,22 @@ impl Broker for OpenAlgo {
                     average_price: None,
                     message: String::new(),
                     symbol: v["symbol"].as_str().unwrap_or_default().to_owned(),
-                    side: leg["action"].as_str().and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
+                    side: leg["action"]
+                        .as_str()
+                        .and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
                     qty: number(&leg["quantity"]).unwrap_or_default(),
                     placed_at: v["created_at"].as_str().and_then(super::ist_timestamp),
                 });
             }
-            let answer = self.call("orderstatus", json!({ "strategy": self.strategy, "orderid": order_id })).await?;
-            let mut order = Self::order(&answer["data"]).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: unreadable status")))?;
+            let answer = self
+                .call(
+                    "orderstatus",
+                    json!({ "strategy": self.strategy, "orderid": order_id }),
+                )
+                .await?;
+            let mut order = Self::order(&answer["data"]).ok_or_else(|| {
+                BrokerError::Protocol(format!("order {order_id}: unreadable status"))
+            })?;
             if order.status != BrokerStatus::Complete {
                 // OpenAlgo's order status carries no filled quantity: the tradebook has the fills.
                 // For a working order a failed read only delays the news; for a finished one
@@ -374,17 +561,32 @@ impl Broker for OpenAlgo {
 
     /// A GTT while the GTT book lists it is working; gone from it, the order it placed
     /// (found in the order book by its shape, its fills from the tradebook), or cancelled.
-    fn follow<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+    fn follow<'a>(
+        &'a self,
+        order_id: &'a str,
+        order: &'a OrderRequest,
+        claimed: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         Box::pin(async move {
-            let Some(id) = order_id.strip_prefix(GTT_PREFIX) else { return self.status(order_id).await };
+            let Some(id) = order_id.strip_prefix(GTT_PREFIX) else {
+                return self.status(order_id).await;
+            };
             let child = match self.vanished.placed(order_id) {
                 Some(child) => Some(self.status(&child).await?),
                 None => {
-                    if self.gtt_book().await?.iter().any(|v| text(&v["trigger_id"]).as_deref() == Some(id)) {
+                    if self
+                        .gtt_book()
+                        .await?
+                        .iter()
+                        .any(|v| text(&v["trigger_id"]).as_deref() == Some(id))
+                    {
                         return Ok(BrokerOrder::working(order_id, order));
                     }
                     let answer = self.call("orderbook", json!({})).await?;
-                    let book: Vec<BrokerOrder> = answer["data"]["orders"].as_array().map(|o| o.iter().filter_map(Self::order).collect()).unwrap_or_default();
+                    let book: Vec<BrokerOrder> = answer["data"]["orders"]
+                        .as_array()
+                        .map(|o| o.iter().filter_map(Self::order).collect())
+                        .unwrap_or_default();
                     match super::gtt::placed_by(&book, order, claimed) {
                         Some(c) => Some(self.status(&c.order_id).await?),
                         None => None,
@@ -398,11 +600,19 @@ impl Broker for OpenAlgo {
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
-                self.call("cancelgttorder", json!({ "strategy": self.strategy, "trigger_id": id })).await?;
+                self.call(
+                    "cancelgttorder",
+                    json!({ "strategy": self.strategy, "trigger_id": id }),
+                )
+                .await?;
                 self.vanished.cancelled(order_id);
                 return Ok(());
             }
-            self.call("cancelorder", json!({ "strategy": self.strategy, "orderid": order_id })).await?;
+            self.call(
+                "cancelorder",
+                json!({ "strategy": self.strategy, "orderid": order_id }),
+            )
+            .await?;
             Ok(())
         })
     }
@@ -414,7 +624,10 @@ impl Broker for OpenAlgo {
     /// `positionbook`; quantities may arrive as strings.
     /// `POST /api/v1/margin` (`total_margin_required`) against `POST /api/v1/funds` (`availablecash`).
     /// `margin` with every order as a position (a basket's margin, hedges netted), against `funds`.
-    fn margin<'a>(&'a self, orders: &'a [OrderRequest]) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
+    fn margin<'a>(
+        &'a self,
+        orders: &'a [OrderRequest],
+    ) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
         Box::pin(async move {
             let positions: Vec<serde_json::Value> = orders
                 .iter()
@@ -426,16 +639,28 @@ impl Broker for OpenAlgo {
                     json!({ "symbol": order.symbol, "exchange": order.exchange(), "action": order.action(), "quantity": order.qty.normalize().to_string(), "product": order.product_code(), "pricetype": pricetype, "price": price })
                 })
                 .collect();
-            let answer = self.call("margin", json!({ "positions": positions })).await?;
-            let required = number(&answer["data"]["total_margin_required"]).ok_or_else(|| BrokerError::Protocol("no total_margin_required in the margin answer".into()))?;
+            let answer = self
+                .call("margin", json!({ "positions": positions }))
+                .await?;
+            let required = number(&answer["data"]["total_margin_required"]).ok_or_else(|| {
+                BrokerError::Protocol("no total_margin_required in the margin answer".into())
+            })?;
             let funds = self.call("funds", json!({})).await?;
-            let available = number(&funds["data"]["availablecash"]).ok_or_else(|| BrokerError::Protocol("no availablecash in the funds".into()))?;
-            Ok(Some(super::Margin { required, available }))
+            let available = number(&funds["data"]["availablecash"])
+                .ok_or_else(|| BrokerError::Protocol("no availablecash in the funds".into()))?;
+            Ok(Some(super::Margin {
+                required,
+                available,
+            }))
         })
     }
 
     /// `modifyorder`: the order's full terms with its id.
-    fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn modify<'a>(
+        &'a self,
+        order_id: &'a str,
+        order: &'a OrderRequest,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
                 let mut body = self.gtt_body(order)?;
@@ -450,23 +675,33 @@ impl Broker for OpenAlgo {
         })
     }
 
-    fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
+    fn positions(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
         Box::pin(async move {
             let answer = self.call("positionbook", json!({})).await?;
-            let rows = answer["data"].as_array().ok_or_else(|| BrokerError::Protocol("the position book is not a list".into()))?;
-            Ok(rows.iter().filter_map(|p| Some((p["symbol"].as_str()?.to_owned(), number(&p["quantity"])?))).collect())
+            let rows = answer["data"]
+                .as_array()
+                .ok_or_else(|| BrokerError::Protocol("the position book is not a list".into()))?;
+            Ok(rows
+                .iter()
+                .filter_map(|p| Some((p["symbol"].as_str()?.to_owned(), number(&p["quantity"])?)))
+                .collect())
         })
     }
 }
-
 
 /// `10-JUL-25` → `2025-07-10`.
 fn iso_date(text: &str) -> Option<String> {
     let mut parts = text.trim().split('-');
     let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
-    let m = super::MONTHS.iter().position(|x| x.eq_ignore_ascii_case(month))? + 1;
+    let m = super::MONTHS
+        .iter()
+        .position(|x| x.eq_ignore_ascii_case(month))?
+        + 1;
     let (d, y): (u32, u32) = (day.parse().ok()?, year.parse().ok()?);
-    (parts.next().is_none() && (1..=31).contains(&d) && y < 100).then(|| format!("20{y:02}-{m:02}-{d:02}"))
+    (parts.next().is_none() && (1..=31).contains(&d) && y < 100)
+        .then(|| format!("20{y:02}-{m:02}-{d:02}"))
 }
 
 #[cfg(test)]
@@ -476,7 +711,10 @@ mod date_tests {
         assert_eq!(super::iso_date("10-JUL-25").as_deref(), Some("2025-07-10"));
         assert_eq!(super::iso_date("31-dec-26").as_deref(), Some("2026-12-31"));
         assert_eq!(super::iso_date("2025-07-10"), None);
-        assert_eq!(crate::brokers::compact_date("2025-12-30").as_deref(), Some("30DEC25"));
+        assert_eq!(
+            crate::brokers::compact_date("2025-12-30").as_deref(),
+            Some("30DEC25")
+        );
         assert_eq!(crate::brokers::compact_date("2025-13-30"), None);
     }
 }

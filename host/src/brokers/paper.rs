@@ -23,16 +23,27 @@ impl PaperBroker {
     /// A venue filling with `slippage_bps` against the trader.
     #[must_use]
     pub fn new(slippage_bps: Decimal) -> Self {
-        Self { book: std::sync::Mutex::default(), slippage_bps }
+        Self {
+            book: std::sync::Mutex::default(),
+            slippage_bps,
+        }
     }
 
     /// A new price for `symbol`: every open order in it fills at `open`.
     pub fn on_price(&self, symbol: &str, open: Decimal) {
-        let Ok(mut book) = self.book.lock() else { return };
-        for o in book.iter_mut().filter(|o| o.symbol == symbol && o.status == super::BrokerStatus::Open) {
+        let Ok(mut book) = self.book.lock() else {
+            return;
+        };
+        for o in book
+            .iter_mut()
+            .filter(|o| o.symbol == symbol && o.status == super::BrokerStatus::Open)
+        {
             // An order whose side is not known is never filled as one.
             let Some(side) = o.side else {
-                tracing::error!("paper order {} in {symbol} has no side: not filled", o.order_id);
+                tracing::error!(
+                    "paper order {} in {symbol} has no side: not filled",
+                    o.order_id
+                );
                 continue;
             };
             o.average_price = Some(fill_price(side, open, self.slippage_bps));
@@ -41,8 +52,14 @@ impl PaperBroker {
         }
     }
 
-    fn with_book<T>(&self, f: impl FnOnce(&mut Vec<super::BrokerOrder>) -> T) -> Result<T, super::BrokerError> {
-        self.book.lock().map(|mut b| f(&mut b)).map_err(|_| super::BrokerError::Unavailable("paper book poisoned".into()))
+    fn with_book<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<super::BrokerOrder>) -> T,
+    ) -> Result<T, super::BrokerError> {
+        self.book
+            .lock()
+            .map(|mut b| f(&mut b))
+            .map_err(|_| super::BrokerError::Unavailable("paper book poisoned".into()))
     }
 }
 
@@ -55,11 +72,17 @@ impl super::Broker for PaperBroker {
         Box::pin(async { Ok("paper".to_owned()) })
     }
 
-    fn place<'a>(&'a self, order: &'a super::OrderRequest) -> super::BoxFuture<'a, Result<String, super::BrokerError>> {
+    fn place<'a>(
+        &'a self,
+        order: &'a super::OrderRequest,
+    ) -> super::BoxFuture<'a, Result<String, super::BrokerError>> {
         Box::pin(async move {
             self.with_book(|book| {
                 // Keyed by client order id, like the journal's paper book: a repeat is a no-op.
-                if let Some(o) = book.iter().find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())) {
+                if let Some(o) = book
+                    .iter()
+                    .find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str()))
+                {
                     return o.order_id.clone();
                 }
                 let id = format!("paper-{}", book.len() + 1);
@@ -78,32 +101,52 @@ impl super::Broker for PaperBroker {
         order: &'a super::OrderRequest,
         _claimed: &'a std::collections::HashSet<String>,
     ) -> super::BoxFuture<'a, Result<Option<super::BrokerOrder>, super::BrokerError>> {
-        Box::pin(async move { self.with_book(|book| book.iter().find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())).cloned()) })
+        Box::pin(async move {
+            self.with_book(|book| {
+                book.iter()
+                    .find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str()))
+                    .cloned()
+            })
+        })
     }
 
-    fn status<'a>(&'a self, order_id: &'a str) -> super::BoxFuture<'a, Result<super::BrokerOrder, super::BrokerError>> {
+    fn status<'a>(
+        &'a self,
+        order_id: &'a str,
+    ) -> super::BoxFuture<'a, Result<super::BrokerOrder, super::BrokerError>> {
         Box::pin(async move {
             self.with_book(|book| book.iter().find(|o| o.order_id == order_id).cloned())?
                 .ok_or_else(|| super::BrokerError::Rejected(format!("no paper order {order_id}")))
         })
     }
 
-    fn cancel<'a>(&'a self, order_id: &'a str) -> super::BoxFuture<'a, Result<(), super::BrokerError>> {
+    fn cancel<'a>(
+        &'a self,
+        order_id: &'a str,
+    ) -> super::BoxFuture<'a, Result<(), super::BrokerError>> {
         Box::pin(async move {
-            self.with_book(|book| match book.iter_mut().find(|o| o.order_id == order_id) {
-                Some(o) if o.status == super::BrokerStatus::Open => {
-                    o.status = super::BrokerStatus::Cancelled;
-                    Ok(())
-                }
-                Some(_) => Err(super::BrokerError::Rejected(format!("order {order_id} is no longer open"))),
-                None => Err(super::BrokerError::Rejected(format!("no paper order {order_id}"))),
-            })?
+            self.with_book(
+                |book| match book.iter_mut().find(|o| o.order_id == order_id) {
+                    Some(o) if o.status == super::BrokerStatus::Open => {
+                        o.status = super::BrokerStatus::Cancelled;
+                        Ok(())
+                    }
+                    Some(_) => Err(super::BrokerError::Rejected(format!(
+                        "order {order_id} is no longer open"
+                    ))),
+                    None => Err(super::BrokerError::Rejected(format!(
+                        "no paper order {order_id}"
+                    ))),
+                },
+            )?
         })
     }
 
     fn set_token(&self, _token: super::Secret) {}
 
-    fn positions(&self) -> super::BoxFuture<'_, Result<Vec<(String, Decimal)>, super::BrokerError>> {
+    fn positions(
+        &self,
+    ) -> super::BoxFuture<'_, Result<Vec<(String, Decimal)>, super::BrokerError>> {
         Box::pin(async move {
             self.with_book(|book| {
                 let mut net: Vec<(String, Decimal)> = Vec::new();

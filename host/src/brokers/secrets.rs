@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 pub use crate::domain::secret::{Secret, scrub};
 
 /// Say so when the secrets file can be read by other users (like ssh does with keys).
@@ -22,7 +21,11 @@ fn warn_if_shared(path: &Path) {
         if let Ok(meta) = std::fs::metadata(path)
             && meta.permissions().mode() & 0o077 != 0
         {
-            eprintln!("tradehost: warning: {} is readable by other users (mode {:o}); `chmod 600` it", path.display(), meta.permissions().mode() & 0o777);
+            eprintln!(
+                "tradehost: warning: {} is readable by other users (mode {:o}); `chmod 600` it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
         }
     }
     #[cfg(not(unix))]
@@ -87,11 +90,22 @@ pub struct SecretStore {
 /// The environment-variable stem of an account's credentials name: `kite-main` → `KITE_MAIN`.
 #[must_use]
 pub fn env_stem(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn env_secret(var: &str) -> Option<Secret> {
-    std::env::var(var).ok().filter(|v| !v.trim().is_empty()).map(|v| Secret::new(v.trim()))
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| Secret::new(v.trim()))
 }
 
 impl SecretStore {
@@ -109,18 +123,24 @@ impl SecretStore {
     /// # Errors
     /// A file that exists but does not parse.
     pub fn load(config_dir: &Path) -> anyhow::Result<Self> {
-        let path = std::env::var_os("TRADEHOST_SECRETS").map(PathBuf::from).unwrap_or_else(|| config_dir.join("secrets.toml"));
+        let path = std::env::var_os("TRADEHOST_SECRETS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| config_dir.join("secrets.toml"));
         if !path.exists() {
             return Ok(Self::default());
         }
         warn_if_shared(&path);
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
         let file: SecretsFile = toml::from_str(&text).map_err(|e| {
             let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             // The parser's message may quote the offending value: say where, not what.
             anyhow::anyhow!("{}:{line}: the secrets file does not parse (expected [accounts.<id>] api_key/access_token, [telegram] bot_token and [console.users.<name>] password_hash/role)", path.display())
         })?;
-        Ok(Self { file, path: Some(path) })
+        Ok(Self {
+            file,
+            path: Some(path),
+        })
     }
 
     /// The credentials of account `id` whose credentials name is `name`:
@@ -128,23 +148,35 @@ impl SecretStore {
     #[must_use]
     pub fn credentials(&self, id: &str, name: &str) -> Credentials {
         let stem = env_stem(name);
-        let file = self.file.accounts.get(id).or_else(|| self.file.accounts.get(name)).cloned().unwrap_or_default();
+        let file = self
+            .file
+            .accounts
+            .get(id)
+            .or_else(|| self.file.accounts.get(name))
+            .cloned()
+            .unwrap_or_default();
         Credentials {
             api_key: env_secret(&format!("TRADEHOST_{stem}_API_KEY")).or(file.api_key),
-            access_token: env_secret(&format!("TRADEHOST_{stem}_ACCESS_TOKEN")).or(file.access_token),
+            access_token: env_secret(&format!("TRADEHOST_{stem}_ACCESS_TOKEN"))
+                .or(file.access_token),
         }
     }
 
     /// The web console's users, by name.
     #[must_use]
     pub fn console_users(&self) -> std::collections::BTreeMap<String, ConsoleUser> {
-        self.file.console.as_ref().map(|c| c.users.clone()).unwrap_or_default()
+        self.file
+            .console
+            .as_ref()
+            .map(|c| c.users.clone())
+            .unwrap_or_default()
     }
 
     /// The Telegram bot token.
     #[must_use]
     pub fn telegram_token(&self) -> Option<Secret> {
-        env_secret("TRADEHOST_TELEGRAM_BOT_TOKEN").or_else(|| self.file.telegram.as_ref().map(|t| t.bot_token.clone()))
+        env_secret("TRADEHOST_TELEGRAM_BOT_TOKEN")
+            .or_else(|| self.file.telegram.as_ref().map(|t| t.bot_token.clone()))
     }
 }
 
@@ -156,18 +188,37 @@ mod tests {
     fn a_secret_never_prints_and_is_scrubbed_from_text() {
         let s = Secret::new("tok-live-9f8e7d6c");
         assert_eq!(format!("{s:?}"), "Secret(***)");
-        assert_eq!(format!("{:?}", Credentials { api_key: None, access_token: Some(s.clone()) }), "Credentials { api_key: None, access_token: Some(Secret(***)) }");
-        assert_eq!(scrub("Incorrect `api_key` or `access_token` tok-live-9f8e7d6c."), "Incorrect `api_key` or `access_token` ***.");
+        assert_eq!(
+            format!(
+                "{:?}",
+                Credentials {
+                    api_key: None,
+                    access_token: Some(s.clone())
+                }
+            ),
+            "Credentials { api_key: None, access_token: Some(Secret(***)) }"
+        );
+        assert_eq!(
+            scrub("Incorrect `api_key` or `access_token` tok-live-9f8e7d6c."),
+            "Incorrect `api_key` or `access_token` ***."
+        );
         assert_eq!(s.expose(), "tok-live-9f8e7d6c");
     }
 
     #[test]
     fn a_bad_secrets_file_names_the_line_not_the_value() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secrets.toml"), "[accounts.a]\napi_key = \"abcdef123456\"\naccess_tokn = \"zzzsecretzzz\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("secrets.toml"),
+            "[accounts.a]\napi_key = \"abcdef123456\"\naccess_tokn = \"zzzsecretzzz\"\n",
+        )
+        .unwrap();
         let err = SecretStore::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("secrets.toml:3"), "{err}");
-        assert!(!err.contains("zzzsecretzzz") && !err.contains("abcdef123456"), "{err}");
+        assert!(
+            !err.contains("zzzsecretzzz") && !err.contains("abcdef123456"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,9 +25,12 @@ use std::time::Duration;
 use reqwest::Client;
 use serde_json::{Value, json};
 
-use super::http::{self, Answer};
 use super::gtt::{GTT_PREFIX, Vanished};
-use super::{BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell, text};
+use super::http::{self, Answer};
+use super::{
+    BoxFuture, Broker, BrokerError, BrokerOrder, BrokerStatus, OrderRequest, Secret, TokenCell,
+    text,
+};
 use crate::domain::Product;
 
 /// The Upstox adapter.
@@ -49,7 +52,11 @@ fn redirect_uri(data: &Value, what: &str) -> Result<String, BrokerError> {
         .as_str()
         .or_else(|| data["authorizedRedirectUri"].as_str())
         .map(str::to_owned)
-        .ok_or_else(|| BrokerError::Protocol(format!("the {what} authorize answer has no authorized_redirect_uri")))
+        .ok_or_else(|| {
+            BrokerError::Protocol(format!(
+                "the {what} authorize answer has no authorized_redirect_uri"
+            ))
+        })
 }
 
 impl Upstox {
@@ -58,7 +65,12 @@ impl Upstox {
     /// # Errors
     /// When the HTTP client cannot start.
     pub fn new(base: &str, access_token: Secret, timeout: Duration) -> Result<Self, BrokerError> {
-        Ok(Self { client: http::client(timeout)?, base: http::base(base), access_token: TokenCell::new(access_token), vanished: Vanished::default() })
+        Ok(Self {
+            client: http::client(timeout)?,
+            base: http::base(base),
+            access_token: TokenCell::new(access_token),
+            vanished: Vanished::default(),
+        })
     }
 
     /// A one-time address of the Market Data Feed V3
@@ -67,7 +79,13 @@ impl Upstox {
     /// # Errors
     /// The broker's refusal (an expired token is [`BrokerError::Token`]) or an answer without the address.
     pub async fn authorize_feed(&self) -> Result<String, BrokerError> {
-        let answer = http::send(self.auth(self.client.get(format!("{}/v3/feed/market-data-feed/authorize", self.base)))).await?;
+        let answer = http::send(
+            self.auth(
+                self.client
+                    .get(format!("{}/v3/feed/market-data-feed/authorize", self.base)),
+            ),
+        )
+        .await?;
         redirect_uri(&Self::read(answer)?, "feed")
     }
 
@@ -77,8 +95,17 @@ impl Upstox {
     /// # Errors
     /// The broker's refusal or an answer without the address.
     pub async fn authorize_order_stream(&self) -> Result<String, BrokerError> {
-        let request = self.client.get(format!("{}/v2/feed/portfolio-stream-feed/authorize", self.base)).query(&[("update_types", "order")]);
-        redirect_uri(&Self::read(http::send(self.auth(request)).await?)?, "portfolio stream")
+        let request = self
+            .client
+            .get(format!(
+                "{}/v2/feed/portfolio-stream-feed/authorize",
+                self.base
+            ))
+            .query(&[("update_types", "order")]);
+        redirect_uri(
+            &Self::read(http::send(self.auth(request)).await?)?,
+            "portfolio stream",
+        )
     }
 
     /// The nearest expiry on or after `today` (`YYYY-MM-DD`) of the options on
@@ -86,10 +113,29 @@ impl Upstox {
     ///
     /// # Errors
     /// The broker's refusal.
-    pub async fn nearest_expiry(&self, underlying: &str, today: &str) -> Result<Option<String>, BrokerError> {
-        let answer = http::send(self.auth(self.client.get(format!("{}/v2/option/contract", self.base)).query(&[("instrument_key", underlying)]))).await?;
+    pub async fn nearest_expiry(
+        &self,
+        underlying: &str,
+        today: &str,
+    ) -> Result<Option<String>, BrokerError> {
+        let answer = http::send(
+            self.auth(
+                self.client
+                    .get(format!("{}/v2/option/contract", self.base))
+                    .query(&[("instrument_key", underlying)]),
+            ),
+        )
+        .await?;
         let data = Self::read(answer)?;
-        let mut expiries: Vec<&str> = data.as_array().map(|a| a.iter().filter_map(|c| c["expiry"].as_str()).filter(|e| *e >= today).collect()).unwrap_or_default();
+        let mut expiries: Vec<&str> = data
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["expiry"].as_str())
+                    .filter(|e| *e >= today)
+                    .collect()
+            })
+            .unwrap_or_default();
         expiries.sort_unstable();
         Ok(expiries.first().map(|e| (*e).to_owned()))
     }
@@ -100,19 +146,54 @@ impl Upstox {
     ///
     /// # Errors
     /// The broker's refusal, or a strike without a number.
-    pub async fn option_chain(&self, underlying: &str, expiry: &str) -> Result<(rust_decimal::Decimal, Vec<crate::market::StrikeRow>, Vec<(rust_decimal::Decimal, bool, String)>), BrokerError> {
+    pub async fn option_chain(
+        &self,
+        underlying: &str,
+        expiry: &str,
+    ) -> Result<
+        (
+            rust_decimal::Decimal,
+            Vec<crate::market::StrikeRow>,
+            Vec<(rust_decimal::Decimal, bool, String)>,
+        ),
+        BrokerError,
+    > {
         use crate::market::{OptionLeg, StrikeRow};
         use rust_decimal::prelude::FromPrimitive as _;
-        let answer = http::send(self.auth(self.client.get(format!("{}/v2/option/chain", self.base)).query(&[("instrument_key", underlying), ("expiry_date", expiry)]))).await?;
+        let answer = http::send(
+            self.auth(
+                self.client
+                    .get(format!("{}/v2/option/chain", self.base))
+                    .query(&[("instrument_key", underlying), ("expiry_date", expiry)]),
+            ),
+        )
+        .await?;
         let data = Self::read(answer)?;
-        let dec = |v: &Value, what: &str| v.as_f64().and_then(rust_decimal::Decimal::from_f64).map(|d| d.round_dp(4).normalize()).ok_or_else(|| BrokerError::Protocol(format!("option chain of {underlying}: {what} {v} is not a number")));
+        let dec = |v: &Value, what: &str| {
+            v.as_f64()
+                .and_then(rust_decimal::Decimal::from_f64)
+                .map(|d| d.round_dp(4).normalize())
+                .ok_or_else(|| {
+                    BrokerError::Protocol(format!(
+                        "option chain of {underlying}: {what} {v} is not a number"
+                    ))
+                })
+        };
         let leg = |side: &Value| -> Result<Option<OptionLeg>, BrokerError> {
             let m = &side["market_data"];
             if m.is_null() {
                 return Ok(None);
             }
-            let whole = |v: &Value| v.as_f64().filter(|n| n.is_finite() && *n >= 0.0).map_or(0, |n| n as u64);
-            Ok(Some(OptionLeg { last: dec(&m["ltp"], "ltp")?, oi: whole(&m["oi"]), volume: whole(&m["volume"]) }))
+            let whole = |v: &Value| {
+                v.as_f64()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map_or(0, |n| n as u64)
+            };
+            Ok(Some(OptionLeg {
+                last: dec(&m["ltp"], "ltp")?,
+                oi: whole(&m["oi"]),
+                volume: whole(&m["volume"]),
+            }))
         };
         let mut spot = rust_decimal::Decimal::ZERO;
         let mut rows = Vec::new();
@@ -125,7 +206,11 @@ impl Upstox {
                     keys.push((strike, call, key.to_owned()));
                 }
             }
-            rows.push(StrikeRow { strike, ce: leg(&row["call_options"])?, pe: leg(&row["put_options"])? });
+            rows.push(StrikeRow {
+                strike,
+                ce: leg(&row["call_options"])?,
+                pe: leg(&row["put_options"])?,
+            });
         }
         rows.sort_by_key(|r| r.strike);
         Ok((spot, rows, keys))
@@ -137,16 +222,35 @@ impl Upstox {
     ///
     /// # Errors
     /// The broker's refusal, or a row that is not a candle.
-    pub async fn minute_candles(&self, instrument_key: &str, from: i64, to: i64) -> Result<Vec<crate::market::Bar>, BrokerError> {
+    pub async fn minute_candles(
+        &self,
+        instrument_key: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<crate::market::Bar>, BrokerError> {
         let key = http::path_segment(instrument_key);
-        let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v3/historical-candle/intraday/{key}/minutes/1", self.base)))).await?)?;
-        let rows = data["candles"].as_array().ok_or_else(|| BrokerError::Protocol("intraday candles without candles".into()))?;
-        super::candle_rows(&format!("upstox candle of {instrument_key}"), rows, from, to)
+        let data = Self::read(
+            http::send(self.auth(self.client.get(format!(
+                "{}/v3/historical-candle/intraday/{key}/minutes/1",
+                self.base
+            ))))
+            .await?,
+        )?;
+        let rows = data["candles"]
+            .as_array()
+            .ok_or_else(|| BrokerError::Protocol("intraday candles without candles".into()))?;
+        super::candle_rows(
+            &format!("upstox candle of {instrument_key}"),
+            rows,
+            from,
+            to,
+        )
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let token = self.access_token.get();
-        r.bearer_auth(token.expose()).header("Accept", "application/json")
+        r.bearer_auth(token.expose())
+            .header("Accept", "application/json")
     }
 
     /// What a placement and a modification share: quantity, product, validity, type and
@@ -157,16 +261,36 @@ impl Upstox {
         let (order_type, price, trigger) = match order.kind {
             super::OrderKind::Market => match order.protection_limit() {
                 Some(limit) => ("LIMIT", limit, rust_decimal::Decimal::ZERO),
-                None => ("MARKET", rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO),
+                None => (
+                    "MARKET",
+                    rust_decimal::Decimal::ZERO,
+                    rust_decimal::Decimal::ZERO,
+                ),
             },
-            kind => (kind.code(), kind.price().unwrap_or_default(), kind.trigger().unwrap_or_default()),
+            kind => (
+                kind.code(),
+                kind.price().unwrap_or_default(),
+                kind.trigger().unwrap_or_default(),
+            ),
         };
-        let quantity = Some(order.qty.normalize()).filter(|q| q.fract().is_zero() && *q > rust_decimal::Decimal::ZERO).and_then(|q| rust_decimal::prelude::ToPrimitive::to_u64(&q));
+        let quantity = Some(order.qty.normalize())
+            .filter(|q| q.fract().is_zero() && *q > rust_decimal::Decimal::ZERO)
+            .and_then(|q| rust_decimal::prelude::ToPrimitive::to_u64(&q));
         let Some(quantity) = quantity else {
-            return Err(BrokerError::Rejected(format!("{}: quantity {} is not a whole number of units", order.client_order_id, order.qty)));
+            return Err(BrokerError::Rejected(format!(
+                "{}: quantity {} is not a whole number of units",
+                order.client_order_id, order.qty
+            )));
         };
         let number = |what: &str, p: rust_decimal::Decimal| {
-            rust_decimal::prelude::ToPrimitive::to_f64(&p).filter(|p| p.is_finite() && *p >= 0.0).ok_or_else(|| BrokerError::Rejected(format!("{}: {what} {p} cannot be sent", order.client_order_id)))
+            rust_decimal::prelude::ToPrimitive::to_f64(&p)
+                .filter(|p| p.is_finite() && *p >= 0.0)
+                .ok_or_else(|| {
+                    BrokerError::Rejected(format!(
+                        "{}: {what} {p} cannot be sent",
+                        order.client_order_id
+                    ))
+                })
         };
         Ok(json!({
             "quantity": quantity,
@@ -184,7 +308,10 @@ impl Upstox {
             return Ok(answer.body["data"].clone());
         }
         let message = http::message(&answer);
-        let code = answer.body["errors"][0]["error_code"].as_str().or_else(|| answer.body["errors"][0]["errorCode"].as_str()).unwrap_or_default();
+        let code = answer.body["errors"][0]["error_code"]
+            .as_str()
+            .or_else(|| answer.body["errors"][0]["errorCode"].as_str())
+            .unwrap_or_default();
         match answer.status.as_u16() {
             401 => Err(BrokerError::Token(message)),
             // UDAPI100050: "Invalid token used to access API", whatever the status.
@@ -197,14 +324,29 @@ impl Upstox {
 
     pub(crate) fn order(v: &Value) -> Option<BrokerOrder> {
         // The order book says `trading_symbol`; older answers `tradingsymbol`.
-        BrokerOrder::from_tagged(v, if v.get("trading_symbol").is_some() { "trading_symbol" } else { "tradingsymbol" })
+        BrokerOrder::from_tagged(
+            v,
+            if v.get("trading_symbol").is_some() {
+                "trading_symbol"
+            } else {
+                "tradingsymbol"
+            },
+        )
     }
 
     /// A single-leg GTT for a stop `order`: one `ENTRY` rule that fires when the market
     /// falls to the trigger (a sell) or rises to it (a buy); Upstox places it at the market.
     fn gtt_body(order: &OrderRequest) -> Result<Value, BrokerError> {
-        let trigger = order.kind.trigger().ok_or_else(|| BrokerError::Rejected(format!("{}: a GTT needs a trigger price", order.client_order_id)))?;
-        let terms = Self::terms(&OrderRequest { kind: super::OrderKind::StopMarket { trigger }, ..order.clone() })?;
+        let trigger = order.kind.trigger().ok_or_else(|| {
+            BrokerError::Rejected(format!(
+                "{}: a GTT needs a trigger price",
+                order.client_order_id
+            ))
+        })?;
+        let terms = Self::terms(&OrderRequest {
+            kind: super::OrderKind::StopMarket { trigger },
+            ..order.clone()
+        })?;
         Ok(json!({
             "type": "SINGLE",
             "quantity": terms["quantity"],
@@ -218,7 +360,11 @@ impl Upstox {
     /// cancelled; failed: rejected with Upstox's message.
     async fn gtt_status(&self, id: &str, v: &Value) -> Result<BrokerOrder, BrokerError> {
         let rules = v["rules"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let rule = rules.iter().find(|r| r["strategy"] == "ENTRY").or(rules.first()).unwrap_or(&Value::Null);
+        let rule = rules
+            .iter()
+            .find(|r| r["strategy"] == "ENTRY")
+            .or(rules.first())
+            .unwrap_or(&Value::Null);
         let mut o = BrokerOrder {
             order_id: id.to_owned(),
             tag: None,
@@ -226,8 +372,13 @@ impl Upstox {
             filled_qty: rust_decimal::Decimal::ZERO,
             average_price: None,
             message: String::new(),
-            symbol: v["instrument_token"].as_str().unwrap_or_default().to_owned(),
-            side: rule["transaction_type"].as_str().and_then(|s| super::OrderSide::parse(&s.to_ascii_lowercase())),
+            symbol: v["instrument_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            side: rule["transaction_type"]
+                .as_str()
+                .and_then(|s| super::OrderSide::parse(&s.to_ascii_lowercase())),
             qty: super::number(&v["quantity"]).unwrap_or_default(),
             placed_at: v["created_at"].as_i64().map(|us| us / 1_000),
         };
@@ -238,7 +389,9 @@ impl Upstox {
                 o.status = placed.status;
                 o.filled_qty = placed.filled_qty;
                 o.average_price = placed.average_price;
-                o.message = format!("GTT triggered: order {order_id} {}", placed.message).trim_end().to_owned();
+                o.message = format!("GTT triggered: order {order_id} {}", placed.message)
+                    .trim_end()
+                    .to_owned();
             }
             (None, "CANCELLED" | "EXPIRED") => {
                 o.status = BrokerStatus::Cancelled;
@@ -246,7 +399,10 @@ impl Upstox {
             }
             (None, "FAILED") => {
                 o.status = BrokerStatus::Rejected;
-                o.message = format!("GTT failed: {}", rule["message"].as_str().unwrap_or("no reason given"));
+                o.message = format!(
+                    "GTT failed: {}",
+                    rule["message"].as_str().unwrap_or("no reason given")
+                );
             }
             // Scheduled, pending, or triggered with its order on the way.
             _ => {}
@@ -257,9 +413,22 @@ impl Upstox {
     /// Today's orders as the order book lists them, its instrument key as the symbol
     /// (what a GTT's order is known by).
     async fn book_by_key(&self) -> Result<Vec<BrokerOrder>, BrokerError> {
-        let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/order/retrieve-all", self.base)))).await?)?;
-        let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
-        Ok(orders.iter().filter_map(|v| BrokerOrder::from_tagged(v, "instrument_token")).collect())
+        let data = Self::read(
+            http::send(
+                self.auth(
+                    self.client
+                        .get(format!("{}/v2/order/retrieve-all", self.base)),
+                ),
+            )
+            .await?,
+        )?;
+        let orders = data
+            .as_array()
+            .ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
+        Ok(orders
+            .iter()
+            .filter_map(|v| BrokerOrder::from_tagged(v, "instrument_token"))
+            .collect())
     }
 }
 
@@ -270,20 +439,41 @@ impl Broker for Upstox {
 
     fn check_session(&self) -> BoxFuture<'_, Result<String, BrokerError>> {
         Box::pin(async move {
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/user/profile", self.base)))).await?)?;
+            let data = Self::read(
+                http::send(self.auth(self.client.get(format!("{}/v2/user/profile", self.base))))
+                    .await?,
+            )?;
             Ok(data["user_id"].as_str().unwrap_or("?").to_owned())
         })
     }
 
     fn place<'a>(&'a self, order: &'a OrderRequest) -> BoxFuture<'a, Result<String, BrokerError>> {
         Box::pin(async move {
-            let token = order.token.as_deref().ok_or_else(|| BrokerError::Rejected(format!("{}: no instrument_token (not in the Upstox instrument master)", order.symbol)))?;
+            let token = order.token.as_deref().ok_or_else(|| {
+                BrokerError::Rejected(format!(
+                    "{}: no instrument_token (not in the Upstox instrument master)",
+                    order.symbol
+                ))
+            })?;
             if order.validity == super::Validity::Gtt {
                 let mut body = Self::gtt_body(order)?;
                 body["instrument_token"] = json!(token);
                 body["transaction_type"] = json!(order.action());
-                let data = Self::read(http::send(self.auth(self.client.post(format!("{}/v3/order/gtt/place", self.base))).json(&body)).await?)?;
-                return data["gtt_order_ids"].get(0).and_then(text).map(|id| format!("{GTT_PREFIX}{id}")).ok_or_else(|| BrokerError::Protocol("no gtt_order_ids in the answer".into()));
+                let data = Self::read(
+                    http::send(
+                        self.auth(
+                            self.client
+                                .post(format!("{}/v3/order/gtt/place", self.base)),
+                        )
+                        .json(&body),
+                    )
+                    .await?,
+                )?;
+                return data["gtt_order_ids"]
+                    .get(0)
+                    .and_then(text)
+                    .map(|id| format!("{GTT_PREFIX}{id}"))
+                    .ok_or_else(|| BrokerError::Protocol("no gtt_order_ids in the answer".into()));
             }
             let mut body = Self::terms(order)?;
             body["tag"] = json!(order.client_order_id);
@@ -291,54 +481,121 @@ impl Broker for Upstox {
             body["transaction_type"] = json!(order.action());
             body["is_amo"] = json!(false);
             body["slice"] = json!(false);
-            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/v3/order/place", self.base))).json(&body)).await?)?;
-            data["order_ids"].get(0).and_then(text).ok_or_else(|| BrokerError::Protocol("no order_ids in the answer".into()))
+            let data = Self::read(
+                http::send(
+                    self.auth(self.client.post(format!("{}/v3/order/place", self.base)))
+                        .json(&body),
+                )
+                .await?,
+            )?;
+            data["order_ids"]
+                .get(0)
+                .and_then(text)
+                .ok_or_else(|| BrokerError::Protocol("no order_ids in the answer".into()))
         })
     }
 
-    fn find<'a>(&'a self, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
+    fn find<'a>(
+        &'a self,
+        order: &'a OrderRequest,
+        claimed: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<Option<BrokerOrder>, BrokerError>> {
         Box::pin(async move {
             if order.validity == super::Validity::Gtt {
                 // GTTs carry no tag: ours is the unclaimed one for this instrument, side,
                 // quantity and trigger created no earlier than we sent it.
-                let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v3/order/gtt", self.base)))).await?)?;
-                let gtts = data.as_array().ok_or_else(|| BrokerError::Protocol("the GTT list is not a list".into()))?;
+                let data = Self::read(
+                    http::send(self.auth(self.client.get(format!("{}/v3/order/gtt", self.base))))
+                        .await?,
+                )?;
+                let gtts = data
+                    .as_array()
+                    .ok_or_else(|| BrokerError::Protocol("the GTT list is not a list".into()))?;
                 let since = order.submitted_at.map(|t| t - super::gtt::CLOCK_SLACK_MS);
                 for v in gtts {
-                    let Some(id) = text(&v["gtt_order_id"]).map(|id| format!("{GTT_PREFIX}{id}")) else { continue };
-                    let rule = v["rules"].as_array().and_then(|r| r.iter().find(|r| r["strategy"] == "ENTRY")).unwrap_or(&Value::Null);
+                    let Some(id) = text(&v["gtt_order_id"]).map(|id| format!("{GTT_PREFIX}{id}"))
+                    else {
+                        continue;
+                    };
+                    let rule = v["rules"]
+                        .as_array()
+                        .and_then(|r| r.iter().find(|r| r["strategy"] == "ENTRY"))
+                        .unwrap_or(&Value::Null);
                     let same = v["instrument_token"].as_str() == order.token.as_deref()
                         && rule["transaction_type"].as_str() == Some(order.action())
                         && super::number(&v["quantity"]) == Some(order.qty)
                         && super::number(&rule["trigger_price"]) == order.kind.trigger()
-                        && since.is_none_or(|t| v["created_at"].as_i64().is_some_and(|us| us / 1_000 >= t));
+                        && since.is_none_or(|t| {
+                            v["created_at"].as_i64().is_some_and(|us| us / 1_000 >= t)
+                        });
                     if same && !claimed.contains(&id) {
                         return self.gtt_status(&id, v).await.map(Some);
                     }
                 }
                 return Ok(None);
             }
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/order/retrieve-all", self.base)))).await?)?;
-            let orders = data.as_array().ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
-            Ok(orders.iter().filter_map(Self::order).find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())))
+            let data = Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .get(format!("{}/v2/order/retrieve-all", self.base)),
+                    ),
+                )
+                .await?,
+            )?;
+            let orders = data
+                .as_array()
+                .ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
+            Ok(orders
+                .iter()
+                .filter_map(Self::order)
+                .find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())))
         })
     }
 
     fn status<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
-                let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v3/order/gtt", self.base)).query(&[("gtt_order_id", id)]))).await?)?;
-                let v = data.as_array().and_then(|d| d.first()).ok_or_else(|| BrokerError::Protocol(format!("GTT {id}: not returned")))?;
+                let data = Self::read(
+                    http::send(
+                        self.auth(
+                            self.client
+                                .get(format!("{}/v3/order/gtt", self.base))
+                                .query(&[("gtt_order_id", id)]),
+                        ),
+                    )
+                    .await?,
+                )?;
+                let v = data
+                    .as_array()
+                    .and_then(|d| d.first())
+                    .ok_or_else(|| BrokerError::Protocol(format!("GTT {id}: not returned")))?;
                 return self.gtt_status(order_id, v).await;
             }
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/order/details", self.base)).query(&[("order_id", order_id)]))).await?)?;
-            Self::order(&data).ok_or_else(|| BrokerError::Protocol(format!("order {order_id}: unreadable details")))
+            let data = Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .get(format!("{}/v2/order/details", self.base))
+                            .query(&[("order_id", order_id)]),
+                    ),
+                )
+                .await?,
+            )?;
+            Self::order(&data).ok_or_else(|| {
+                BrokerError::Protocol(format!("order {order_id}: unreadable details"))
+            })
         })
     }
 
     /// A GTT Upstox no longer returns (it does not return completed ones): the order its
     /// rule placed, found in the book by its shape.
-    fn follow<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest, claimed: &'a HashSet<String>) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
+    fn follow<'a>(
+        &'a self,
+        order_id: &'a str,
+        order: &'a OrderRequest,
+        claimed: &'a HashSet<String>,
+    ) -> BoxFuture<'a, Result<BrokerOrder, BrokerError>> {
         Box::pin(async move {
             if !order_id.starts_with(GTT_PREFIX) {
                 return self.status(order_id).await;
@@ -363,11 +620,29 @@ impl Broker for Upstox {
     fn cancel<'a>(&'a self, order_id: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
-                Self::read(http::send(self.auth(self.client.delete(format!("{}/v3/order/gtt/cancel", self.base))).json(&json!({ "gtt_order_id": id }))).await?)?;
+                Self::read(
+                    http::send(
+                        self.auth(
+                            self.client
+                                .delete(format!("{}/v3/order/gtt/cancel", self.base)),
+                        )
+                        .json(&json!({ "gtt_order_id": id })),
+                    )
+                    .await?,
+                )?;
                 self.vanished.cancelled(order_id);
                 return Ok(());
             }
-            Self::read(http::send(self.auth(self.client.delete(format!("{}/v3/order/cancel", self.base)).query(&[("order_id", order_id)]))).await?)?;
+            Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .delete(format!("{}/v3/order/cancel", self.base))
+                            .query(&[("order_id", order_id)]),
+                    ),
+                )
+                .await?,
+            )?;
             Ok(())
         })
     }
@@ -381,27 +656,64 @@ impl Broker for Upstox {
     /// `GET /v2/user/get-funds-and-margin?segment=SEC` (`equity.available_margin`).
     /// `POST /v2/charges/margin` with every order as an instrument (its `final_margin` nets
     /// a basket's hedges), against the funds' free equity margin.
-    fn margin<'a>(&'a self, orders: &'a [OrderRequest]) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
+    fn margin<'a>(
+        &'a self,
+        orders: &'a [OrderRequest],
+    ) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
         Box::pin(async move {
             let mut instruments = Vec::with_capacity(orders.len());
             for order in orders {
-                let token = order.token.clone().ok_or_else(|| BrokerError::Rejected(format!("{}: no instrument key", order.symbol)))?;
-                let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty)))?;
+                let token = order.token.clone().ok_or_else(|| {
+                    BrokerError::Rejected(format!("{}: no instrument key", order.symbol))
+                })?;
+                let qty =
+                    rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| {
+                        BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty))
+                    })?;
                 let mut instrument = json!({ "instrument_key": token, "quantity": qty, "transaction_type": order.action(), "product": if order.product == Product::Mis { "I" } else { "D" } });
-                if let Some(price) = order.reference_price.and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p)) {
+                if let Some(price) = order
+                    .reference_price
+                    .and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p))
+                {
                     instrument["price"] = json!(price);
                 }
                 instruments.push(instrument);
             }
-            let data = Self::read(http::send(self.auth(self.client.post(format!("{}/v2/charges/margin", self.base))).json(&json!({ "instruments": instruments }))).await?)?;
-            let required = super::number(&data["final_margin"]).or_else(|| super::number(&data["required_margin"])).ok_or_else(|| BrokerError::Protocol("no final_margin in the margin answer".into()))?;
-            let funds = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/user/get-funds-and-margin?segment=SEC", self.base)))).await?)?;
-            let available = super::number(&funds["equity"]["available_margin"]).ok_or_else(|| BrokerError::Protocol("no equity.available_margin in the funds".into()))?;
-            Ok(Some(super::Margin { required, available }))
+            let data = Self::read(
+                http::send(
+                    self.auth(self.client.post(format!("{}/v2/charges/margin", self.base)))
+                        .json(&json!({ "instruments": instruments })),
+                )
+                .await?,
+            )?;
+            let required = super::number(&data["final_margin"])
+                .or_else(|| super::number(&data["required_margin"]))
+                .ok_or_else(|| {
+                    BrokerError::Protocol("no final_margin in the margin answer".into())
+                })?;
+            let funds = Self::read(
+                http::send(self.auth(self.client.get(format!(
+                    "{}/v2/user/get-funds-and-margin?segment=SEC",
+                    self.base
+                ))))
+                .await?,
+            )?;
+            let available =
+                super::number(&funds["equity"]["available_margin"]).ok_or_else(|| {
+                    BrokerError::Protocol("no equity.available_margin in the funds".into())
+                })?;
+            Ok(Some(super::Margin {
+                required,
+                available,
+            }))
         })
     }
 
-    fn modify<'a>(&'a self, order_id: &'a str, order: &'a OrderRequest) -> BoxFuture<'a, Result<(), BrokerError>> {
+    fn modify<'a>(
+        &'a self,
+        order_id: &'a str,
+        order: &'a OrderRequest,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             if let Some(id) = order_id.strip_prefix(GTT_PREFIX) {
                 let mut body = Self::gtt_body(order)?;
@@ -409,23 +721,58 @@ impl Broker for Upstox {
                 if let Some(b) = body.as_object_mut() {
                     b.remove("product");
                 }
-                Self::read(http::send(self.auth(self.client.put(format!("{}/v3/order/gtt/modify", self.base))).json(&body)).await?)?;
+                Self::read(
+                    http::send(
+                        self.auth(
+                            self.client
+                                .put(format!("{}/v3/order/gtt/modify", self.base)),
+                        )
+                        .json(&body),
+                    )
+                    .await?,
+                )?;
                 return Ok(());
             }
             let mut body = Self::terms(order)?;
             body["order_id"] = json!(order_id);
-            Self::read(http::send(self.auth(self.client.put(format!("{}/v3/order/modify", self.base))).json(&body)).await?)?;
+            Self::read(
+                http::send(
+                    self.auth(self.client.put(format!("{}/v3/order/modify", self.base)))
+                        .json(&body),
+                )
+                .await?,
+            )?;
             Ok(())
         })
     }
 
-    fn positions(&self) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
+    fn positions(
+        &self,
+    ) -> BoxFuture<'_, Result<Vec<(String, rust_decimal::Decimal)>, BrokerError>> {
         Box::pin(async move {
-            let data = Self::read(http::send(self.auth(self.client.get(format!("{}/v2/portfolio/short-term-positions", self.base)))).await?)?;
-            let rows = data.as_array().ok_or_else(|| BrokerError::Protocol("positions are not a list".into()))?;
+            let data = Self::read(
+                http::send(
+                    self.auth(
+                        self.client
+                            .get(format!("{}/v2/portfolio/short-term-positions", self.base)),
+                    ),
+                )
+                .await?,
+            )?;
+            let rows = data
+                .as_array()
+                .ok_or_else(|| BrokerError::Protocol("positions are not a list".into()))?;
             Ok(rows
                 .iter()
-                .filter_map(|p| Some((p["trading_symbol"].as_str().or_else(|| p["tradingsymbol"].as_str())?.to_owned(), super::number(&p["quantity"])?)))
+                .filter_map(|p| {
+                    Some((
+                        p["trading_symbol"]
+                            .as_str()
+                            .or_else(|| p["tradingsymbol"].as_str())?
+                            .to_owned(),
+                        super::number(&p["quantity"])?,
+                    ))
+                })
                 .collect())
         })
     }

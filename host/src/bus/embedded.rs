@@ -93,12 +93,23 @@ fn entry_id(index: usize) -> String {
 }
 
 fn index_of(entry_id: &str) -> Option<usize> {
-    entry_id.strip_suffix("-0")?.parse::<usize>().ok()?.checked_sub(1)
+    entry_id
+        .strip_suffix("-0")?
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
 }
 
 impl EmbeddedBus {
     pub(super) fn new(channels: Channels) -> Self {
-        Self { channels, pubsub: Mutex::new(Vec::new()), log: Mutex::new(Log::default()), appended: Notify::new(), prices: Mutex::new(PriceLog::default()), priced: Notify::new() }
+        Self {
+            channels,
+            pubsub: Mutex::new(Vec::new()),
+            log: Mutex::new(Log::default()),
+            appended: Notify::new(),
+            prices: Mutex::new(PriceLog::default()),
+            priced: Notify::new(),
+        }
     }
 
     pub(super) fn channels(&self) -> &Channels {
@@ -107,15 +118,24 @@ impl EmbeddedBus {
 
     fn log(&self) -> MutexGuard<'_, Log> {
         // A panic while holding the lock leaves plain data behind, still consistent.
-        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) fn publish(&self, channel: &str, payload: &str) {
-        let mut subscribers = self.pubsub.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut subscribers = self
+            .pubsub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         subscribers.retain(|s| s.tx.receiver_count() > 0);
         let mut message = None;
-        for s in subscribers.iter().filter(|s| s.patterns.iter().any(|p| glob_match(p, channel))) {
-            let m = message.get_or_insert_with(|| (Arc::<str>::from(channel), Arc::<str>::from(payload)));
+        for s in subscribers
+            .iter()
+            .filter(|s| s.patterns.iter().any(|p| glob_match(p, channel)))
+        {
+            let m = message
+                .get_or_insert_with(|| (Arc::<str>::from(channel), Arc::<str>::from(payload)));
             // A subscription dropped meanwhile is not an error for pub/sub.
             let _ = s.tx.send(m.clone());
         }
@@ -123,8 +143,17 @@ impl EmbeddedBus {
 
     pub(super) fn subscribe(&self, patterns: &[String]) -> EmbeddedSubscription {
         let (tx, rx) = broadcast::channel(SUBSCRIBER_BACKLOG);
-        self.pubsub.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Subscriber { patterns: patterns.to_vec(), tx });
-        EmbeddedSubscription { rx, patterns: patterns.to_vec() }
+        self.pubsub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Subscriber {
+                patterns: patterns.to_vec(),
+                tx,
+            });
+        EmbeddedSubscription {
+            rx,
+            patterns: patterns.to_vec(),
+        }
     }
 
     pub(super) fn append_signal(&self, id: &str, payload: &str) -> bool {
@@ -141,7 +170,9 @@ impl EmbeddedBus {
     }
 
     fn prices(&self) -> MutexGuard<'_, PriceLog> {
-        self.prices.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.prices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) fn append_quotes(&self, payload: &str, retain: usize) {
@@ -159,7 +190,11 @@ impl EmbeddedBus {
 
     fn prices_after(&self, after: &str, max: usize) -> Vec<LogEntry> {
         // Ids are `<n>-0` from 1, like a Redis stream's; "0" and "0-0" mean before the first.
-        let after = after.split('-').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let after = after
+            .split('-')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
         let mut p = self.prices();
         // The order side in this process is the one reader, and nothing outlives the
         // process: what it has asked to read past is done with (a full-speed replay
@@ -168,10 +203,24 @@ impl EmbeddedBus {
             p.first += 1;
         }
         let start = after.saturating_sub(p.first).min(p.entries.len() as u64) as usize;
-        p.entries.iter().enumerate().skip(start).take(max).map(|(i, payload)| LogEntry { entry_id: format!("{}-0", p.first + i as u64 + 1), payload: payload.clone() }).collect()
+        p.entries
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(max)
+            .map(|(i, payload)| LogEntry {
+                entry_id: format!("{}-0", p.first + i as u64 + 1),
+                payload: payload.clone(),
+            })
+            .collect()
     }
 
-    pub(super) async fn read_quotes(&self, after: &str, max: usize, block: Duration) -> Vec<LogEntry> {
+    pub(super) async fn read_quotes(
+        &self,
+        after: &str,
+        max: usize,
+        block: Duration,
+    ) -> Vec<LogEntry> {
         let deadline = tokio::time::Instant::now() + block;
         loop {
             let notified = self.priced.notified();
@@ -191,18 +240,37 @@ impl EmbeddedBus {
 
     fn take_new(&self, group: &str, consumer: &str, max: usize) -> Vec<LogEntry> {
         let mut log = self.log();
-        let Log { entries, groups, .. } = &mut *log;
+        let Log {
+            entries, groups, ..
+        } = &mut *log;
         let g = groups.entry(group.to_owned()).or_default();
         let end = entries.len().min(g.next + max);
-        let out: Vec<LogEntry> = (g.next..end).map(|i| LogEntry { entry_id: entry_id(i), payload: entries[i].clone() }).collect();
+        let out: Vec<LogEntry> = (g.next..end)
+            .map(|i| LogEntry {
+                entry_id: entry_id(i),
+                payload: entries[i].clone(),
+            })
+            .collect();
         for i in g.next..end {
-            g.pending.insert(i, Pending { consumer: consumer.to_owned(), delivered: Instant::now() });
+            g.pending.insert(
+                i,
+                Pending {
+                    consumer: consumer.to_owned(),
+                    delivered: Instant::now(),
+                },
+            );
         }
         g.next = end;
         out
     }
 
-    pub(super) async fn read_new(&self, group: &str, consumer: &str, max: usize, block: Duration) -> Vec<LogEntry> {
+    pub(super) async fn read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> Vec<LogEntry> {
         let deadline = tokio::time::Instant::now() + block;
         loop {
             let notified = self.appended.notified();
@@ -218,19 +286,34 @@ impl EmbeddedBus {
 
     pub(super) fn read_pending(&self, group: &str, consumer: &str, max: usize) -> Vec<LogEntry> {
         let log = self.log();
-        let Some(g) = log.groups.get(group) else { return Vec::new() };
+        let Some(g) = log.groups.get(group) else {
+            return Vec::new();
+        };
         g.pending
             .iter()
             .filter(|(_, p)| p.consumer == consumer)
             .take(max)
-            .map(|(i, _)| LogEntry { entry_id: entry_id(*i), payload: log.entries[*i].clone() })
+            .map(|(i, _)| LogEntry {
+                entry_id: entry_id(*i),
+                payload: log.entries[*i].clone(),
+            })
             .collect()
     }
 
-    pub(super) fn claim_stale(&self, group: &str, consumer: &str, min_idle: Duration, max: usize) -> Vec<LogEntry> {
+    pub(super) fn claim_stale(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Vec<LogEntry> {
         let mut log = self.log();
-        let Log { entries, groups, .. } = &mut *log;
-        let Some(g) = groups.get_mut(group) else { return Vec::new() };
+        let Log {
+            entries, groups, ..
+        } = &mut *log;
+        let Some(g) = groups.get_mut(group) else {
+            return Vec::new();
+        };
         let now = Instant::now();
         let mut out = Vec::new();
         for (i, p) in g.pending.iter_mut() {
@@ -240,7 +323,10 @@ impl EmbeddedBus {
             if now.duration_since(p.delivered) >= min_idle {
                 p.consumer = consumer.to_owned();
                 p.delivered = now;
-                out.push(LogEntry { entry_id: entry_id(*i), payload: entries[*i].clone() });
+                out.push(LogEntry {
+                    entry_id: entry_id(*i),
+                    payload: entries[*i].clone(),
+                });
             }
         }
         out

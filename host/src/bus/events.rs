@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::bus::message::{MAX_ID_CHARS, envelope, event_id, now_ms, printable};
 use crate::bus::Bus;
+use crate::bus::message::{MAX_ID_CHARS, envelope, event_id, now_ms, printable};
 use crate::domain::secret::scrub;
 
 /// The events of the order side, typed: each is published on
@@ -16,34 +16,107 @@ use crate::domain::secret::scrub;
 #[allow(missing_docs)] // fields are named as published; each variant says what they mean
 pub enum Event {
     /// A signal no account can take (its pipeline is not configured).
-    SignalRefused { signal_id: String, reason: String, rule: String },
+    SignalRefused {
+        signal_id: String,
+        reason: String,
+        rule: String,
+    },
     /// An account's decision on a signal was a refusal, by `rule`.
-    OrderRefused { signal_id: String, account: String, reason: String, rule: String },
+    OrderRefused {
+        signal_id: String,
+        account: String,
+        reason: String,
+        rule: String,
+    },
     /// The daily loss limit was reached: only reducing orders until tomorrow.
-    RiskBreaker { account: String, rule: String, daily_pnl: String, detail: String },
+    RiskBreaker {
+        account: String,
+        rule: String,
+        daily_pnl: String,
+        detail: String,
+    },
     /// A report the order's state machine cannot take (recorded nowhere).
-    OrderTransitionRefused { client_order_id: String, reason: String },
+    OrderTransitionRefused {
+        client_order_id: String,
+        reason: String,
+    },
     /// The broker rejected an order.
-    OrderRejected { client_order_id: String, reason: String },
+    OrderRejected {
+        client_order_id: String,
+        reason: String,
+    },
     /// A managed exit fired: the closing order is recorded.
-    ExitTriggered { account: String, instrument: String, reason: String, stop: Option<String>, target: Option<String>, price: String, qty: String },
+    ExitTriggered {
+        account: String,
+        instrument: String,
+        reason: String,
+        stop: Option<String>,
+        target: Option<String>,
+        price: String,
+        qty: String,
+    },
     /// An intraday position is closed at its square-off (`reason`: `square-off` or `carried`).
-    SquareOff { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64 },
+    SquareOff {
+        account: String,
+        instrument: String,
+        reason: String,
+        price: Option<String>,
+        qty: String,
+        due: i64,
+    },
     /// An intraday position was left open past its session and is closed at the open.
-    PositionCarried { account: String, instrument: String, reason: String, price: Option<String>, qty: String, due: i64, detail: String },
+    PositionCarried {
+        account: String,
+        instrument: String,
+        reason: String,
+        price: Option<String>,
+        qty: String,
+        due: i64,
+        detail: String,
+    },
     /// New terms for a working order: a protective stop tightened (taken by the broker), or a
     /// `modify` command (`by` its id) applied on paper or handed to the broker.
-    OrderModified { account: String, client_order_id: String, order_type: String, trigger: Option<String>, price: Option<String>, qty: String, by: Option<String> },
+    OrderModified {
+        account: String,
+        client_order_id: String,
+        order_type: String,
+        trigger: Option<String>,
+        price: Option<String>,
+        qty: String,
+        by: Option<String>,
+    },
     /// A broker-side protective stop was recorded for a live position (or moved).
-    ProtectiveStop { account: String, instrument: String, client_order_id: String, trigger: String, qty: String, action: String },
+    ProtectiveStop {
+        account: String,
+        instrument: String,
+        client_order_id: String,
+        trigger: String,
+        qty: String,
+        action: String,
+    },
     /// An order above its instrument's freeze quantity goes out as `slices` child orders.
-    OrderSliced { client_order_id: String, account: String, instrument: String, qty: String, slices: usize, freeze_qty: u64 },
+    OrderSliced {
+        client_order_id: String,
+        account: String,
+        instrument: String,
+        qty: String,
+        slices: usize,
+        freeze_qty: u64,
+    },
     /// A basket's buy legs are sent.
-    BasketPlaced { basket: String, account: String, legs: usize },
+    BasketPlaced {
+        basket: String,
+        account: String,
+        legs: usize,
+    },
     /// Every leg of a basket filled.
     BasketComplete { basket: String, account: String },
     /// A one-order basket (a manual ticket) whose order a trader cancelled: over, not failed.
-    BasketCancelled { basket: String, account: String, reason: String },
+    BasketCancelled {
+        basket: String,
+        account: String,
+        reason: String,
+    },
     /// A basket could not be placed or a leg was refused; `unwinding`: the filled legs being closed.
     BasketFailed {
         basket: String,
@@ -54,58 +127,168 @@ pub enum Event {
         unwinding: Option<Vec<String>>,
     },
     /// The orders service is up: its consumer name, journal, mode, kill switch and where the price stream resumes.
-    OrdersStarted { consumer: String, journal: String, mode: String, kill_switch: bool, price_cursor: Option<String> },
+    OrdersStarted {
+        consumer: String,
+        journal: String,
+        mode: String,
+        kill_switch: bool,
+        price_cursor: Option<String>,
+    },
     /// A price the guard refused (never applied to a fill, a stop or a mark).
-    PriceRefused { source: String, message: String, instrument: String, field: String, reason: String },
+    PriceRefused {
+        source: String,
+        message: String,
+        instrument: String,
+        field: String,
+        reason: String,
+    },
     /// A journal write failed for good: the item is set aside, not retried.
-    Parked { item: String, error: String, detail: String },
+    Parked {
+        item: String,
+        error: String,
+        detail: String,
+    },
     /// A live account's position differs between the journal and the broker.
-    PositionMismatch { account: String, broker: String, instrument: String, journal: String, broker_qty: String },
+    PositionMismatch {
+        account: String,
+        broker: String,
+        instrument: String,
+        journal: String,
+        broker_qty: String,
+    },
     /// The positions of a live account could not be compared with its broker's.
-    ReconcileFailed { account: String, broker: String, error: String },
+    ReconcileFailed {
+        account: String,
+        broker: String,
+        error: String,
+    },
     /// The broker refused the account's session: its orders are held until a new token.
-    TokenExpired { account: String, broker: String, reason: String, detail: String },
+    TokenExpired {
+        account: String,
+        broker: String,
+        reason: String,
+        detail: String,
+    },
     /// A new token works: the account trades again.
     TokenRenewed { account: String, broker: String },
     /// A token handed over by a command was refused by the broker.
-    TokenRefused { account: String, broker: String, reason: String },
+    TokenRefused {
+        account: String,
+        broker: String,
+        reason: String,
+    },
     /// The broker reports an order complete without an average price: nothing is journaled until it gives one.
-    OrderUnpriced { account: String, client_order_id: String, detail: String },
+    OrderUnpriced {
+        account: String,
+        client_order_id: String,
+        detail: String,
+    },
     /// A broker call failed in a way that is retried, after `wait_ms`.
-    BrokerRetry { account: String, client_order_id: String, reason: String, wait_ms: u64 },
+    BrokerRetry {
+        account: String,
+        client_order_id: String,
+        reason: String,
+        wait_ms: u64,
+    },
     /// A live account's working orders were read against its broker's book after its order
     /// stream (re)connected; decisions waited for it (`complete`: every order was read).
-    OrdersSynced { account: String, broker: String, orders: usize, complete: bool, waited_ms: u64 },
+    OrdersSynced {
+        account: String,
+        broker: String,
+        orders: usize,
+        complete: bool,
+        waited_ms: u64,
+    },
     /// Decisions stopped waiting for an account's order sync after `waited_ms` (its broker is slow).
-    OrderSyncOverdue { account: String, waited_ms: u64, detail: String },
+    OrderSyncOverdue {
+        account: String,
+        waited_ms: u64,
+        detail: String,
+    },
     /// A level watcher is armed: when `instrument` crosses `level` (`direction`), `order` is placed.
-    WatcherArmed { watch_id: String, account: String, instrument: String, level: String, direction: String, order: String },
+    WatcherArmed {
+        watch_id: String,
+        account: String,
+        instrument: String,
+        level: String,
+        direction: String,
+        order: String,
+    },
     /// A level watcher fired: its order is placed (as the one-leg basket `watch_id`).
-    WatcherFired { watch_id: String, account: String, instrument: String, level: String, direction: String, price: String },
+    WatcherFired {
+        watch_id: String,
+        account: String,
+        instrument: String,
+        level: String,
+        direction: String,
+        price: String,
+    },
     /// A level watcher was disarmed before it fired.
     WatcherCancelled { watch_id: String, account: String },
     /// Someone did something in the web console (`access`: their role; `action`: `login`, `logout`, a command, `order`, `basket`).
-    ConsoleAction { user: String, access: String, action: String, detail: String },
+    ConsoleAction {
+        user: String,
+        access: String,
+        action: String,
+        detail: String,
+    },
     /// A console login was refused (a wrong password, an unknown user, too many tries).
-    ConsoleLoginRefused { user: String, from: String, reason: String },
+    ConsoleLoginRefused {
+        user: String,
+        from: String,
+        reason: String,
+    },
     /// The kill switch was set or released by a command.
     KillSwitch { on: bool, command_id: String },
     /// A pipeline's plugin instance is up.
-    PluginLoaded { pipeline: String, plugin: String, version: String, sha256: String, file: String, from_cache: bool },
+    PluginLoaded {
+        pipeline: String,
+        plugin: String,
+        version: String,
+        sha256: String,
+        file: String,
+        from_cache: bool,
+    },
     /// A pipeline started on its source.
-    PipelineStarted { pipeline: String, symbols: Vec<String>, source: String },
+    PipelineStarted {
+        pipeline: String,
+        symbols: Vec<String>,
+        source: String,
+    },
     /// A pipeline waits for its plugin (missing or refused).
-    PipelineWaiting { pipeline: String, plugin: String, reason: String },
+    PipelineWaiting {
+        pipeline: String,
+        plugin: String,
+        reason: String,
+    },
     /// A pipeline was paused by a command: it emits no signals.
     PipelinePaused { pipeline: String },
     /// A paused pipeline resumed.
     PipelineResumed { pipeline: String },
     /// A pipeline's source ran out.
-    PipelineFinished { pipeline: String, events_in: u64, signals_out: u64, events_skipped: u64, swaps: u64, restarts: u64 },
+    PipelineFinished {
+        pipeline: String,
+        events_in: u64,
+        signals_out: u64,
+        events_skipped: u64,
+        swaps: u64,
+        restarts: u64,
+    },
     /// A pipeline was stopped.
-    PipelineStopped { pipeline: String, events_in: u64, signals_out: u64, events_skipped: u64, swaps: u64, restarts: u64 },
+    PipelineStopped {
+        pipeline: String,
+        events_in: u64,
+        signals_out: u64,
+        events_skipped: u64,
+        swaps: u64,
+        restarts: u64,
+    },
     /// A pipeline's source could not run (`kind`: `data` or `feed`).
-    PipelineFailed { pipeline: String, reason: String, kind: String },
+    PipelineFailed {
+        pipeline: String,
+        reason: String,
+        kind: String,
+    },
     /// A plugin file left the plugin folder.
     PluginRemoved { file: String },
     /// A plugin file, or a new version for a pipeline, was refused; the old one runs on.
@@ -119,21 +302,62 @@ pub enum Event {
         reason: String,
     },
     /// A plugin file was checked and compiled.
-    PluginRegistered { file: String, sha256: String, contract: String, from_cache: bool },
+    PluginRegistered {
+        file: String,
+        sha256: String,
+        contract: String,
+        from_cache: bool,
+    },
     /// A plugin failed on an event: quarantined, retried after the back-off.
-    PluginFailed { pipeline: String, error: String, quarantined_for_ms: u64 },
+    PluginFailed {
+        pipeline: String,
+        error: String,
+        quarantined_for_ms: u64,
+    },
     /// A quarantined plugin is back, warmed up with the recent events.
-    PluginRestarted { pipeline: String, warmed_up_with: usize },
+    PluginRestarted {
+        pipeline: String,
+        warmed_up_with: usize,
+    },
     /// A pipeline's plugin was swapped while it ran, its state carried (`state` says how).
-    PluginSwapped { pipeline: String, cause: String, old_version: Option<String>, new_version: String, old_sha256: String, new_sha256: String, state: String, pause_us: u64 },
+    PluginSwapped {
+        pipeline: String,
+        cause: String,
+        old_version: Option<String>,
+        new_version: String,
+        old_sha256: String,
+        new_sha256: String,
+        state: String,
+        pause_us: u64,
+    },
     /// A new configuration was applied: the pipelines added, removed, updated in place and restarted.
-    ConfigApplied { added: Vec<String>, removed: Vec<String>, updated: Vec<String>, restarted: Vec<String> },
+    ConfigApplied {
+        added: Vec<String>,
+        removed: Vec<String>,
+        updated: Vec<String>,
+        restarted: Vec<String>,
+    },
     /// A configuration edit was refused at its place; the running one is untouched.
-    ConfigRefused { file: String, error: String, line: usize, column: usize, field: String },
+    ConfigRefused {
+        file: String,
+        error: String,
+        line: usize,
+        column: usize,
+        field: String,
+    },
     /// A pipeline's outbox reached the bus again after failures.
-    BusRecovered { pipeline: String, retries: u64, still_buffered: usize },
+    BusRecovered {
+        pipeline: String,
+        retries: u64,
+        still_buffered: usize,
+    },
     /// An entry signal was held because its market feed is stale.
-    EntryHeld { pipeline: String, instrument: String, side: String, reason: String },
+    EntryHeld {
+        pipeline: String,
+        instrument: String,
+        side: String,
+        reason: String,
+    },
     /// Redis was unreachable for `down_ms` and is back; the streams resumed.
     RedisOutage { down_ms: u64, detail: String },
     /// A broker's instrument master was loaded.
@@ -141,22 +365,61 @@ pub enum Event {
     /// A broker's instrument master could not be loaded.
     InstrumentsRefreshFailed { broker: String, error: String },
     /// A broker feed's connection is up (the first time).
-    FeedConnected { account: String, broker: String, connection: usize, connections: usize, instruments: usize },
+    FeedConnected {
+        account: String,
+        broker: String,
+        connection: usize,
+        connections: usize,
+        instruments: usize,
+    },
     /// A broker feed's connection is up again and subscribed again.
-    FeedReconnected { account: String, broker: String, connection: usize, connections: usize, instruments: usize },
+    FeedReconnected {
+        account: String,
+        broker: String,
+        connection: usize,
+        connections: usize,
+        instruments: usize,
+    },
     /// A broker feed's connection dropped (it is made again).
-    FeedDown { account: String, broker: String, connection: usize, reason: String },
+    FeedDown {
+        account: String,
+        broker: String,
+        connection: usize,
+        reason: String,
+    },
     /// The first tick after a reconnect: the bar in progress at the drop (`straddles`: the
     /// same bar goes on) and how many whole bars had no tick.
-    FeedGap { account: String, instrument: String, bar_ts: i64, straddles: bool, bars_missed: i64 },
+    FeedGap {
+        account: String,
+        instrument: String,
+        bar_ts: i64,
+        straddles: bool,
+        bars_missed: i64,
+    },
     /// Bars with no tick while the feed was down, read back from the broker and handed on.
-    FeedBackfilled { account: String, instrument: String, from: i64, to: i64, bars: usize },
+    FeedBackfilled {
+        account: String,
+        instrument: String,
+        from: i64,
+        to: i64,
+        bars: usize,
+    },
     /// A broker feed silent for `silent_secs` in market hours: new entries on its instruments are held.
-    FeedStale { account: String, broker: String, silent_secs: u64, instruments: usize },
+    FeedStale {
+        account: String,
+        broker: String,
+        silent_secs: u64,
+        instruments: usize,
+    },
     /// Ticks came again after a stale spell.
     FeedFresh { account: String, broker: String },
     /// The options around the money changed with the spot (subscribed on the feed).
-    StrikesMoved { account: String, underlying: String, spot: String, options: Vec<String> },
+    StrikesMoved {
+        account: String,
+        underlying: String,
+        spot: String,
+        options: Vec<String>,
+    },
     /// An order update arrived on a market-data connection (kept for the record; the order stream acts on them).
     BrokerOrderUpdate { account: String, update: Value },
     /// A live account's order stream is up (`reconnect`: again).
@@ -164,7 +427,12 @@ pub enum Event {
     /// A live account's order stream dropped (it is made again; polling goes on).
     OrderStreamDown { account: String, reason: String },
     /// A live account's broker pushed an order update (the router reads the order now).
-    OrderUpdate { account: String, order_id: Value, status: Value, tag: Value },
+    OrderUpdate {
+        account: String,
+        order_id: Value,
+        status: Value,
+        tag: Value,
+    },
     /// Something a feed, an order stream or the recorder could not use; the rest goes on.
     /// Published as `error`, with how many of its kind came since the last report where counted.
     #[serde(rename = "error")]
@@ -184,7 +452,13 @@ impl Event {
     /// A feed's `error` report with no count.
     #[must_use]
     pub fn feed_error(source: impl Into<String>, error: impl Into<String>) -> Self {
-        Self::FeedError { source: source.into(), error: error.into(), malformed_frames: None, refused_ticks: None, failures: None }
+        Self::FeedError {
+            source: source.into(),
+            error: error.into(),
+            malformed_frames: None,
+            refused_ticks: None,
+            failures: None,
+        }
     }
 }
 
@@ -291,9 +565,10 @@ impl Event {
     pub fn fields(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({ "event": self.name() }));
         if self.is_alert()
-            && let Some(o) = v.as_object_mut() {
-                o.insert("alert".into(), json!(true));
-            }
+            && let Some(o) = v.as_object_mut()
+        {
+            o.insert("alert".into(), json!(true));
+        }
         v
     }
 }
@@ -342,14 +617,22 @@ impl Events {
         let reason = &printable(&scrub(reason), EVENT_TEXT_CHARS);
         let source = &printable(source, EVENT_TEXT_CHARS);
         tracing::warn!(target: "events", source, "{reason}");
-        let msg = envelope("error", &event_id(self.role), now_ms(), json!({ "source": source, "reason": reason, "role": self.role }));
+        let msg = envelope(
+            "error",
+            &event_id(self.role),
+            now_ms(),
+            json!({ "source": source, "reason": reason, "role": self.role }),
+        );
         let _ = self.bus.publish(&self.bus.channels().events(), &msg).await;
     }
 
     /// Acknowledge a command.
     pub async fn ack(&self, command_id: &str, cmd: &str, ok: bool, detail: &str) {
         let detail = &printable(&scrub(detail), EVENT_TEXT_CHARS);
-        let (command_id, cmd) = (&printable(&scrub(command_id), MAX_ID_CHARS), &printable(cmd, MAX_ID_CHARS));
+        let (command_id, cmd) = (
+            &printable(&scrub(command_id), MAX_ID_CHARS),
+            &printable(cmd, MAX_ID_CHARS),
+        );
         let msg = envelope(
             "command_ack",
             &format!("ack/{command_id}/{}", self.role),
@@ -381,7 +664,9 @@ fn scrub_value(v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(printable(&scrub(&s), EVENT_TEXT_CHARS)),
         Value::Array(a) => Value::Array(a.into_iter().map(scrub_value).collect()),
-        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, scrub_value(v))).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, scrub_value(v))).collect())
+        }
         other => other,
     }
 }
@@ -392,23 +677,69 @@ mod tests {
 
     #[test]
     fn typed_events_publish_the_fields_they_always_had_and_read_back() {
-        let square_off = Event::SquareOff { account: "a".into(), instrument: "NIFTY".into(), reason: "square-off".into(), price: None, qty: "75".into(), due: 1_704_188_700_000 };
+        let square_off = Event::SquareOff {
+            account: "a".into(),
+            instrument: "NIFTY".into(),
+            reason: "square-off".into(),
+            price: None,
+            qty: "75".into(),
+            due: 1_704_188_700_000,
+        };
         assert_eq!(
             square_off.fields(),
             json!({ "event": "square_off", "account": "a", "instrument": "NIFTY", "reason": "square-off", "price": null, "qty": "75", "due": 1_704_188_700_000_i64 })
         );
-        let failed = Event::BasketFailed { basket: "b1".into(), account: None, reason: "unknown account \"x\"".into(), unwinding: None };
-        assert_eq!(failed.fields(), json!({ "event": "basket_failed", "basket": "b1", "reason": "unknown account \"x\"", "alert": true }));
-        let rejected = Event::OrderRejected { client_order_id: "th1".into(), reason: "margin".into() };
+        let failed = Event::BasketFailed {
+            basket: "b1".into(),
+            account: None,
+            reason: "unknown account \"x\"".into(),
+            unwinding: None,
+        };
+        assert_eq!(
+            failed.fields(),
+            json!({ "event": "basket_failed", "basket": "b1", "reason": "unknown account \"x\"", "alert": true })
+        );
+        let rejected = Event::OrderRejected {
+            client_order_id: "th1".into(),
+            reason: "margin".into(),
+        };
         assert_eq!(rejected.fields()["alert"], true);
-        let refused = Event::OrderRefused { signal_id: "s".into(), account: "a".into(), reason: "r".into(), rule: "cooldown".into() };
-        assert!(refused.fields().get("alert").is_none(), "a refusal is an event, not an alert");
+        let refused = Event::OrderRefused {
+            signal_id: "s".into(),
+            account: "a".into(),
+            reason: "r".into(),
+            rule: "cooldown".into(),
+        };
+        assert!(
+            refused.fields().get("alert").is_none(),
+            "a refusal is an event, not an alert"
+        );
         // The feeds' reports: the stale alert, and an `error` with its count only where counted.
-        let stale = Event::FeedStale { account: "kite-1".into(), broker: "kite".into(), silent_secs: 12, instruments: 3 };
-        assert_eq!(stale.fields(), json!({ "event": "feed_stale", "account": "kite-1", "broker": "kite", "silent_secs": 12, "instruments": 3, "alert": true }));
-        let malformed = Event::FeedError { source: "kite feed of kite-1".into(), error: "13 bytes".into(), malformed_frames: Some(2), refused_ticks: None, failures: None };
-        assert_eq!(malformed.fields(), json!({ "event": "error", "source": "kite feed of kite-1", "error": "13 bytes", "malformed_frames": 2 }));
-        assert_eq!(Event::feed_error("recorder", "disk full").fields(), json!({ "event": "error", "source": "recorder", "error": "disk full" }));
+        let stale = Event::FeedStale {
+            account: "kite-1".into(),
+            broker: "kite".into(),
+            silent_secs: 12,
+            instruments: 3,
+        };
+        assert_eq!(
+            stale.fields(),
+            json!({ "event": "feed_stale", "account": "kite-1", "broker": "kite", "silent_secs": 12, "instruments": 3, "alert": true })
+        );
+        let malformed = Event::FeedError {
+            source: "kite feed of kite-1".into(),
+            error: "13 bytes".into(),
+            malformed_frames: Some(2),
+            refused_ticks: None,
+            failures: None,
+        };
+        assert_eq!(
+            malformed.fields(),
+            json!({ "event": "error", "source": "kite feed of kite-1", "error": "13 bytes", "malformed_frames": 2 })
+        );
+        assert_eq!(
+            Event::feed_error("recorder", "disk full").fields(),
+            json!({ "event": "error", "source": "recorder", "error": "disk full" })
+        );
         for e in [square_off, failed, rejected, refused, malformed] {
             assert_eq!(e.fields()["event"], e.name());
             let back: Event = serde_json::from_value(e.fields()).unwrap();

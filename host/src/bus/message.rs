@@ -15,7 +15,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Milliseconds since the Unix epoch, now.
 #[must_use]
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The earliest exchange time a message may carry: 2000-01-01 UTC.
@@ -33,7 +35,9 @@ pub fn check_ts(field: &str, ts: i64) -> Result<(), String> {
     if (EARLIEST_TS_MS..LATEST_TS_MS).contains(&ts) {
         Ok(())
     } else {
-        Err(format!("{field} {ts} is not a plausible exchange time (expected ms since 1970, between 2000 and 2100)"))
+        Err(format!(
+            "{field} {ts} is not a plausible exchange time (expected ms since 1970, between 2000 and 2100)"
+        ))
     }
 }
 
@@ -70,7 +74,11 @@ static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 pub fn event_id(role: &str) -> String {
     static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let start = *START.get_or_init(now_ms);
-    format!("{role}-{}-{start}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{role}-{}-{start}-{}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Wrap `body` (a JSON object) with `v`, `type`, `id` and `ts`.
@@ -96,7 +104,9 @@ pub use crate::domain::money::{de_decimal, de_opt_decimal};
 /// Check `v` and `type` of a parsed message.
 fn check_header(v: u32, kind: &str, want: &str) -> Result<(), String> {
     if v != SCHEMA_VERSION {
-        return Err(format!("schema version {v} is not supported (this build reads {SCHEMA_VERSION})"));
+        return Err(format!(
+            "schema version {v} is not supported (this build reads {SCHEMA_VERSION})"
+        ));
     }
     if kind != want {
         return Err(format!("expected a message of type {want:?}, got {kind:?}"));
@@ -159,10 +169,18 @@ pub struct OrderTerms {
     #[serde(rename = "type")]
     pub kind: String,
     /// The limit.
-    #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_opt_decimal",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub price: Option<Decimal>,
     /// The trigger, for stops.
-    #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_opt_decimal",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trigger: Option<Decimal>,
     /// `DAY` (absent) or `IOC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,20 +204,31 @@ impl OrderTerms {
     /// # Errors
     /// An unknown type or validity, a missing price, or a price not above zero.
     pub fn parse(&self) -> Result<(OrderKind, Validity), String> {
-        let kind = OrderKind::from_parts(Some(&self.kind), self.price, self.trigger).ok_or_else(|| match self.kind.as_str() {
-            "LIMIT" => "order type LIMIT needs a price".to_owned(),
-            "SL" => "order type SL needs a trigger and a price".to_owned(),
-            "SL-M" => "order type SL-M needs a trigger".to_owned(),
-            other => format!("order type {other:?}: expected MARKET, LIMIT, SL or SL-M"),
-        })?;
+        let kind =
+            OrderKind::from_parts(Some(&self.kind), self.price, self.trigger).ok_or_else(|| {
+                match self.kind.as_str() {
+                    "LIMIT" => "order type LIMIT needs a price".to_owned(),
+                    "SL" => "order type SL needs a trigger and a price".to_owned(),
+                    "SL-M" => "order type SL-M needs a trigger".to_owned(),
+                    other => format!("order type {other:?}: expected MARKET, LIMIT, SL or SL-M"),
+                }
+            })?;
         for (field, v) in [("price", kind.price()), ("trigger", kind.trigger())] {
             if v.is_some_and(|p| p <= Decimal::ZERO) {
-                return Err(format!("order {field} {}: not a price above zero", v.unwrap_or_default()));
+                return Err(format!(
+                    "order {field} {}: not a price above zero",
+                    v.unwrap_or_default()
+                ));
             }
         }
         let validity = Validity::parse(self.validity.as_deref())
             .filter(|v| *v != Validity::Gtt)
-            .ok_or_else(|| format!("order validity {:?}: expected DAY or IOC", self.validity.as_deref().unwrap_or("")))?;
+            .ok_or_else(|| {
+                format!(
+                    "order validity {:?}: expected DAY or IOC",
+                    self.validity.as_deref().unwrap_or("")
+                )
+            })?;
         Ok((kind, validity))
     }
 }
@@ -209,12 +238,21 @@ impl SignalMessage {
     /// terms that do not parse read as a market day order).
     #[must_use]
     pub fn order_terms(&self) -> (OrderKind, Validity) {
-        self.order.as_ref().and_then(|o| o.parse().ok()).unwrap_or_default()
+        self.order
+            .as_ref()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_default()
     }
 
     /// The deterministic id of the `sequence`-th signal a pipeline's plugin emitted at `ts`.
     #[must_use]
-    pub fn make_id(pipeline: &str, plugin: &str, version: &str, ts: i64, sequence: usize) -> String {
+    pub fn make_id(
+        pipeline: &str,
+        plugin: &str,
+        version: &str,
+        ts: i64,
+        sequence: usize,
+    ) -> String {
         format!("{pipeline}/{plugin}@{version}/{ts}/{sequence}")
     }
 
@@ -260,10 +298,18 @@ pub struct Quote {
     #[serde(deserialize_with = "de_decimal")]
     pub close: Decimal,
     /// Best bid, when the source has one (ticks); intraday long trailing stops follow it.
-    #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_opt_decimal",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bid: Option<Decimal>,
     /// Best ask, when the source has one; intraday short trailing stops follow it.
-    #[serde(default, deserialize_with = "de_opt_decimal", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_opt_decimal",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ask: Option<Decimal>,
 }
 
@@ -296,7 +342,9 @@ impl QuotesMessage {
     /// The pipeline that published it (its id is `<pipeline>/<ts>`).
     #[must_use]
     pub fn pipeline(&self) -> &str {
-        self.id.rsplit_once('/').map_or(self.id.as_str(), |(p, _)| p)
+        self.id
+            .rsplit_once('/')
+            .map_or(self.id.as_str(), |(p, _)| p)
     }
 
     /// Parse and check.
@@ -386,14 +434,23 @@ impl MarketMessage {
             Self::Tick { v, .. } | Self::Candle { v, .. } => *v,
         };
         if v != SCHEMA_VERSION {
-            return Err(format!("schema version {v} is not supported (this build reads {SCHEMA_VERSION})"));
+            return Err(format!(
+                "schema version {v} is not supported (this build reads {SCHEMA_VERSION})"
+            ));
         }
         let (Self::Tick { ts, .. } | Self::Candle { ts, .. }) = &m;
         check_ts("ts", *ts)?;
-        if let Self::Candle { open, high, low, close, .. } = &m
-            && (high < open.max(close).max(low) || low > open.min(close)) {
-                return Err("candle high/low do not contain open and close".into());
-            }
+        if let Self::Candle {
+            open,
+            high,
+            low,
+            close,
+            ..
+        } = &m
+            && (high < open.max(close).max(low) || low > open.min(close))
+        {
+            return Err("candle high/low do not contain open and close".into());
+        }
         Ok(m)
     }
 }
@@ -581,7 +638,8 @@ pub enum Command {
 
 impl Command {
     /// The commands the engine acknowledges (the orders side leaves them alone).
-    pub const ENGINE: [&'static str; 6] = ["start", "stop", "pause", "resume", "reload", "shutdown"];
+    pub const ENGINE: [&'static str; 6] =
+        ["start", "stop", "pause", "resume", "reload", "shutdown"];
 }
 
 impl CommandMessage {
@@ -590,7 +648,11 @@ impl CommandMessage {
     /// # Errors
     /// An unknown `cmd`, or one without the fields it needs.
     pub fn command(&self) -> Result<Command, String> {
-        let need_account = |what: &str| self.account.clone().ok_or_else(|| format!("{what} needs \"account\""));
+        let need_account = |what: &str| {
+            self.account
+                .clone()
+                .ok_or_else(|| format!("{what} needs \"account\""))
+        };
         Ok(match self.cmd.as_str() {
             name @ ("start" | "stop" | "pause" | "resume") => {
                 let action = match name {
@@ -603,31 +665,63 @@ impl CommandMessage {
                     (Some(p), _) if p == "*" => Target::All,
                     (Some(p), _) => Target::Pipeline(p.clone()),
                     (None, Some(u)) => Target::User(u.clone()),
-                    (None, None) => return Err(format!("`{name}` needs \"pipeline\" (an id or \"*\") or \"user\"")),
+                    (None, None) => {
+                        return Err(format!(
+                            "`{name}` needs \"pipeline\" (an id or \"*\") or \"user\""
+                        ));
+                    }
                 };
                 Command::Pipelines { action, target }
             }
             "reload" => Command::Reload,
             "shutdown" => Command::Shutdown,
-            "flatten" => Command::Flatten { account: need_account("flatten")? },
+            "flatten" => Command::Flatten {
+                account: need_account("flatten")?,
+            },
             "kill" => Command::KillSwitch { on: true },
             "release" => Command::KillSwitch { on: false },
             "token" => match (&self.account, &self.access_token) {
-                (Some(account), Some(token)) => Command::Token { account: account.clone(), access_token: token.clone() },
+                (Some(account), Some(token)) => Command::Token {
+                    account: account.clone(),
+                    access_token: token.clone(),
+                },
                 _ => return Err("token needs \"account\" and \"access_token\"".into()),
             },
-            "cancel" => Command::CancelOrder { client_order_id: self.client_order_id.clone().ok_or("cancel needs \"client_order_id\"")? },
+            "cancel" => Command::CancelOrder {
+                client_order_id: self
+                    .client_order_id
+                    .clone()
+                    .ok_or("cancel needs \"client_order_id\"")?,
+            },
             "modify" => match (&self.client_order_id, self.price, self.trigger) {
-                (Some(coid), price, trigger) if price.is_some() || trigger.is_some() => Command::ModifyOrder { client_order_id: coid.clone(), price, trigger },
-                _ => return Err("modify needs \"client_order_id\" and a new \"price\" or \"trigger\"".into()),
+                (Some(coid), price, trigger) if price.is_some() || trigger.is_some() => {
+                    Command::ModifyOrder {
+                        client_order_id: coid.clone(),
+                        price,
+                        trigger,
+                    }
+                }
+                _ => {
+                    return Err(
+                        "modify needs \"client_order_id\" and a new \"price\" or \"trigger\""
+                            .into(),
+                    );
+                }
             },
             "basket" => {
                 let account = need_account("basket")?;
-                Command::Basket { account, legs: self.checked_legs("basket")?, unwind: self.unwind.unwrap_or(false) }
+                Command::Basket {
+                    account,
+                    legs: self.checked_legs("basket")?,
+                    unwind: self.unwind.unwrap_or(false),
+                }
             }
             "watch" => {
                 let account = need_account("watch")?;
-                let (Some(instrument), Some(level)) = (self.instrument.clone(), self.level.filter(|l| *l > Decimal::ZERO)) else {
+                let (Some(instrument), Some(level)) = (
+                    self.instrument.clone(),
+                    self.level.filter(|l| *l > Decimal::ZERO),
+                ) else {
                     return Err("watch needs \"instrument\" and a positive \"level\"".into());
                 };
                 let up = match self.direction.as_deref() {
@@ -639,20 +733,42 @@ impl CommandMessage {
                 if legs.len() != 1 {
                     return Err("watch places one order: \"legs\" holds one leg".into());
                 }
-                if legs[0].kind != OrderKind::Market || legs[0].validity != Validity::Day || legs[0].stop_loss.is_some() || legs[0].target.is_some() {
+                if legs[0].kind != OrderKind::Market
+                    || legs[0].validity != Validity::Day
+                    || legs[0].stop_loss.is_some()
+                    || legs[0].target.is_some()
+                {
                     return Err("watch places its order at the market, its exits the account's: its leg takes no \"order\", \"stop_loss\" or \"target\"".into());
                 }
-                Command::Watch { account, instrument, level, up, leg: legs.remove(0) }
+                Command::Watch {
+                    account,
+                    instrument,
+                    level,
+                    up,
+                    leg: legs.remove(0),
+                }
             }
-            "unwatch" => Command::Unwatch { watch_id: self.watch_id.clone().ok_or("unwatch needs \"watch_id\"")? },
-            other => return Err(format!("unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, watch, unwatch, cancel, modify, token, reload or shutdown")),
+            "unwatch" => Command::Unwatch {
+                watch_id: self.watch_id.clone().ok_or("unwatch needs \"watch_id\"")?,
+            },
+            other => {
+                return Err(format!(
+                    "unknown command {other:?}; expected start, stop, pause, resume, flatten, kill, release, basket, watch, unwatch, cancel, modify, token, reload or shutdown"
+                ));
+            }
         })
     }
 
     /// The `legs` of a `basket` or `watch`, checked: a side of buy or sell, a positive
     /// quantity, order terms that parse.
     fn checked_legs(&self, what: &str) -> Result<Vec<crate::domain::order::Leg>, String> {
-        let legs = self.legs.as_deref().filter(|l| !l.is_empty()).ok_or(format!("{what} needs \"account\" and a non-empty \"legs\" list"))?;
+        let legs = self
+            .legs
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .ok_or(format!(
+                "{what} needs \"account\" and a non-empty \"legs\" list"
+            ))?;
         legs.iter()
             .map(|l| {
                 let Some(side) = crate::domain::OrderSide::parse(&l.side).filter(|_| l.qty > Decimal::ZERO) else {
@@ -686,7 +802,10 @@ impl CommandMessage {
             return Err("a command needs a non-empty id".into());
         }
         if m.id.chars().count() > MAX_ID_CHARS || m.id.chars().any(char::is_control) {
-            return Err(format!("command id {:?}: at most {MAX_ID_CHARS} characters and no control characters", printable(&m.id, 40)));
+            return Err(format!(
+                "command id {:?}: at most {MAX_ID_CHARS} characters and no control characters",
+                printable(&m.id, 40)
+            ));
         }
         if let Some(ts) = m.ts {
             check_ts("ts", ts)?;
@@ -703,62 +822,213 @@ mod tests {
 
     #[test]
     fn a_command_is_checked_once_into_what_it_asks() {
-        let cmd = |body: &str| CommandMessage::parse(&format!(r#"{{"v":1,"type":"command","id":"c1",{body}}}"#)).unwrap().command();
-        assert_eq!(cmd(r#""cmd":"pause","pipeline":"*""#), Ok(Command::Pipelines { action: PipelineAction::Pause, target: Target::All }));
-        assert_eq!(cmd(r#""cmd":"resume","user":"asha""#), Ok(Command::Pipelines { action: PipelineAction::Resume, target: Target::User("asha".into()) }));
-        assert_eq!(cmd(r#""cmd":"release""#), Ok(Command::KillSwitch { on: false }));
-        assert!(cmd(r#""cmd":"stop""#).unwrap_err().contains("needs \"pipeline\""));
-        assert!(cmd(r#""cmd":"token","account":"a""#).unwrap_err().contains("access_token"));
+        let cmd = |body: &str| {
+            CommandMessage::parse(&format!(r#"{{"v":1,"type":"command","id":"c1",{body}}}"#))
+                .unwrap()
+                .command()
+        };
+        assert_eq!(
+            cmd(r#""cmd":"pause","pipeline":"*""#),
+            Ok(Command::Pipelines {
+                action: PipelineAction::Pause,
+                target: Target::All
+            })
+        );
+        assert_eq!(
+            cmd(r#""cmd":"resume","user":"asha""#),
+            Ok(Command::Pipelines {
+                action: PipelineAction::Resume,
+                target: Target::User("asha".into())
+            })
+        );
+        assert_eq!(
+            cmd(r#""cmd":"release""#),
+            Ok(Command::KillSwitch { on: false })
+        );
+        assert!(
+            cmd(r#""cmd":"stop""#)
+                .unwrap_err()
+                .contains("needs \"pipeline\"")
+        );
+        assert!(
+            cmd(r#""cmd":"token","account":"a""#)
+                .unwrap_err()
+                .contains("access_token")
+        );
         assert!(cmd(r#""cmd":"flatten""#).unwrap_err().contains("account"));
-        assert!(cmd(r#""cmd":"dance""#).unwrap_err().contains("unknown command \"dance\""));
-        assert!(cmd(r#""cmd":"basket","account":"a","legs":[]"#).unwrap_err().contains("non-empty"));
-        assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"hold","qty":1}]"#).unwrap_err().contains("leg X"));
+        assert!(
+            cmd(r#""cmd":"dance""#)
+                .unwrap_err()
+                .contains("unknown command \"dance\"")
+        );
+        assert!(
+            cmd(r#""cmd":"basket","account":"a","legs":[]"#)
+                .unwrap_err()
+                .contains("non-empty")
+        );
+        assert!(
+            cmd(
+                r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"hold","qty":1}]"#
+            )
+            .unwrap_err()
+            .contains("leg X")
+        );
         let basket = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"75"}],"unwind":true"#).unwrap();
-        assert_eq!(basket, Command::Basket { account: "a".into(), legs: vec![crate::domain::order::Leg::market("X", crate::domain::OrderSide::Buy, Decimal::from(75))], unwind: true });
+        assert_eq!(
+            basket,
+            Command::Basket {
+                account: "a".into(),
+                legs: vec![crate::domain::order::Leg::market(
+                    "X",
+                    crate::domain::OrderSide::Buy,
+                    Decimal::from(75)
+                )],
+                unwind: true
+            }
+        );
         let limit = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"sell","qty":"5","order":{"type":"LIMIT","price":"101.5"}}]"#).unwrap();
-        let Command::Basket { legs, .. } = limit else { panic!("a basket") };
-        assert_eq!((legs[0].kind, legs[0].validity), (OrderKind::Limit { price: Decimal::new(1015, 1) }, Validity::Day));
+        let Command::Basket { legs, .. } = limit else {
+            panic!("a basket")
+        };
+        assert_eq!(
+            (legs[0].kind, legs[0].validity),
+            (
+                OrderKind::Limit {
+                    price: Decimal::new(1015, 1)
+                },
+                Validity::Day
+            )
+        );
         let stop = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","order":{"type":"SL-M","trigger":"99","validity":"IOC"}}]"#).unwrap();
-        let Command::Basket { legs, .. } = stop else { panic!("a basket") };
-        assert_eq!((legs[0].kind, legs[0].validity), (OrderKind::StopMarket { trigger: Decimal::from(99) }, Validity::Ioc));
+        let Command::Basket { legs, .. } = stop else {
+            panic!("a basket")
+        };
+        assert_eq!(
+            (legs[0].kind, legs[0].validity),
+            (
+                OrderKind::StopMarket {
+                    trigger: Decimal::from(99)
+                },
+                Validity::Ioc
+            )
+        );
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","order":{"type":"LIMIT"}}]"#).unwrap_err().contains("leg X: order type LIMIT needs a price"));
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","order":{"type":"LIMIT","price":"0"}}]"#).unwrap_err().contains("above zero"));
         let bracket = cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","stop_loss":"95","target":"110"}]"#).unwrap();
-        let Command::Basket { legs, .. } = bracket else { panic!("a basket") };
-        assert_eq!((legs[0].stop_loss, legs[0].target), (Some(Decimal::from(95)), Some(Decimal::from(110))));
+        let Command::Basket { legs, .. } = bracket else {
+            panic!("a basket")
+        };
+        assert_eq!(
+            (legs[0].stop_loss, legs[0].target),
+            (Some(Decimal::from(95)), Some(Decimal::from(110)))
+        );
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"buy","qty":"5","stop_loss":"111","target":"110"}]"#).unwrap_err().contains("losing side"));
         assert!(cmd(r#""cmd":"basket","account":"a","legs":[{"instrument":"X","side":"sell","qty":"5","stop_loss":"-1"}]"#).unwrap_err().contains("stop_loss -1"));
         assert_eq!(
             cmd(r#""cmd":"modify","client_order_id":"o1","price":"101.5""#),
-            Ok(Command::ModifyOrder { client_order_id: "o1".into(), price: Some(Decimal::new(1015, 1)), trigger: None })
+            Ok(Command::ModifyOrder {
+                client_order_id: "o1".into(),
+                price: Some(Decimal::new(1015, 1)),
+                trigger: None
+            })
         );
-        assert!(cmd(r#""cmd":"modify","client_order_id":"o1""#).unwrap_err().contains("\"price\" or \"trigger\""));
-        assert_eq!(cmd(r#""cmd":"cancel","client_order_id":"o1""#), Ok(Command::CancelOrder { client_order_id: "o1".into() }));
+        assert!(
+            cmd(r#""cmd":"modify","client_order_id":"o1""#)
+                .unwrap_err()
+                .contains("\"price\" or \"trigger\"")
+        );
+        assert_eq!(
+            cmd(r#""cmd":"cancel","client_order_id":"o1""#),
+            Ok(Command::CancelOrder {
+                client_order_id: "o1".into()
+            })
+        );
         let watch = cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"25950","direction":"up","legs":[{"instrument":"NIFTY24DEC25950CE","side":"buy","qty":"75"}]"#).unwrap();
-        assert_eq!(watch, Command::Watch { account: "a".into(), instrument: "NIFTY".into(), level: Decimal::from(25_950), up: true, leg: crate::domain::order::Leg::market("NIFTY24DEC25950CE", crate::domain::OrderSide::Buy, Decimal::from(75)) });
+        assert_eq!(
+            watch,
+            Command::Watch {
+                account: "a".into(),
+                instrument: "NIFTY".into(),
+                level: Decimal::from(25_950),
+                up: true,
+                leg: crate::domain::order::Leg::market(
+                    "NIFTY24DEC25950CE",
+                    crate::domain::OrderSide::Buy,
+                    Decimal::from(75)
+                )
+            }
+        );
         assert!(cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"25950","direction":"up","legs":[{"instrument":"X","side":"buy","qty":"1","order":{"type":"LIMIT","price":"5"}}]"#).unwrap_err().contains("at the market"));
         assert!(cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"25950","direction":"sideways","legs":[{"instrument":"X","side":"buy","qty":"1"}]"#).unwrap_err().contains("direction"));
         assert!(cmd(r#""cmd":"watch","account":"a","instrument":"NIFTY","level":"0","direction":"up","legs":[{"instrument":"X","side":"buy","qty":"1"}]"#).unwrap_err().contains("positive \"level\""));
-        assert_eq!(cmd(r#""cmd":"unwatch","watch_id":"w1""#), Ok(Command::Unwatch { watch_id: "w1".into() }));
-        assert!(cmd(r#""cmd":"cancel""#).unwrap_err().contains("client_order_id"));
+        assert_eq!(
+            cmd(r#""cmd":"unwatch","watch_id":"w1""#),
+            Ok(Command::Unwatch {
+                watch_id: "w1".into()
+            })
+        );
+        assert!(
+            cmd(r#""cmd":"cancel""#)
+                .unwrap_err()
+                .contains("client_order_id")
+        );
     }
 
     #[test]
     fn a_signals_order_terms_travel_with_it_and_bad_ones_are_refused_by_field() {
-        let with = |order: &str| format!(r#"{{"v":1,"type":"signal","id":"p/x/1","ts":{T},"pipeline":"p","plugin":"x","plugin_version":"1","instrument":"NIFTY","side":"buy","reason":"r","order":{order}}}"#);
-        let m = SignalMessage::parse(&with(r#"{"type":"SL","trigger":"101","price":"101.5","validity":"IOC"}"#)).unwrap();
-        assert_eq!(m.order_terms(), (OrderKind::StopLimit { trigger: Decimal::from(101), price: Decimal::new(1015, 1) }, Validity::Ioc));
-        assert_eq!(SignalMessage::parse(&m.to_json()), Ok(m.clone()), "round trip");
-        assert_eq!(OrderTerms::of(OrderKind::Market, Validity::Day), None, "a market day order says nothing");
+        let with = |order: &str| {
+            format!(
+                r#"{{"v":1,"type":"signal","id":"p/x/1","ts":{T},"pipeline":"p","plugin":"x","plugin_version":"1","instrument":"NIFTY","side":"buy","reason":"r","order":{order}}}"#
+            )
+        };
+        let m = SignalMessage::parse(&with(
+            r#"{"type":"SL","trigger":"101","price":"101.5","validity":"IOC"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            m.order_terms(),
+            (
+                OrderKind::StopLimit {
+                    trigger: Decimal::from(101),
+                    price: Decimal::new(1015, 1)
+                },
+                Validity::Ioc
+            )
+        );
+        assert_eq!(
+            SignalMessage::parse(&m.to_json()),
+            Ok(m.clone()),
+            "round trip"
+        );
+        assert_eq!(
+            OrderTerms::of(OrderKind::Market, Validity::Day),
+            None,
+            "a market day order says nothing"
+        );
         for (bad, want) in [
             (r#"{"type":"LIMIT"}"#, "LIMIT needs a price"),
-            (r#"{"type":"SL","trigger":"1"}"#, "SL needs a trigger and a price"),
+            (
+                r#"{"type":"SL","trigger":"1"}"#,
+                "SL needs a trigger and a price",
+            ),
             (r#"{"type":"SL-M","price":"1"}"#, "SL-M needs a trigger"),
-            (r#"{"type":"ICEBERG","price":"1"}"#, "order type \"ICEBERG\""),
+            (
+                r#"{"type":"ICEBERG","price":"1"}"#,
+                "order type \"ICEBERG\"",
+            ),
             (r#"{"type":"LIMIT","price":"0"}"#, "not a price above zero"),
-            (r#"{"type":"LIMIT","price":"5","validity":"GTC"}"#, "validity \"GTC\""),
-            (r#"{"type":"SL-M","trigger":"5","validity":"GTT"}"#, "validity \"GTT\""),
-            (r#"{"type":"LIMIT","price":"5","limit":"6"}"#, "unknown field"),
+            (
+                r#"{"type":"LIMIT","price":"5","validity":"GTC"}"#,
+                "validity \"GTC\"",
+            ),
+            (
+                r#"{"type":"SL-M","trigger":"5","validity":"GTT"}"#,
+                "validity \"GTT\"",
+            ),
+            (
+                r#"{"type":"LIMIT","price":"5","limit":"6"}"#,
+                "unknown field",
+            ),
         ] {
             let err = SignalMessage::parse(&with(bad)).unwrap_err();
             assert!(err.contains(want), "{bad}: {err}");
@@ -786,14 +1056,29 @@ mod tests {
             order: None,
         };
         let json = m.to_json();
-        assert!(json.contains("\"price\":\"21712.75\""), "prices travel as strings: {json}");
+        assert!(
+            json.contains("\"price\":\"21712.75\""),
+            "prices travel as strings: {json}"
+        );
         assert_eq!(SignalMessage::parse(&json), Ok(m));
         for (bad, want) in [
             ("{", "EOF"),
-            (r#"{"v":2,"type":"signal","id":"x","ts":1,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":""}"#, "schema version 2"),
-            (r#"{"v":1,"type":"signal","id":"x","ts":1704080700000,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"hold","reason":""}"#, "side \"hold\""),
-            (r#"{"v":1,"type":"signal","id":"x","ts":1704080700000,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":"","price":"abc"}"#, "expected a decimal"),
-            (r#"{"v":1,"type":"signal","id":"x","ts":9223372036854775807,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":""}"#, "not a plausible exchange time"),
+            (
+                r#"{"v":2,"type":"signal","id":"x","ts":1,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":""}"#,
+                "schema version 2",
+            ),
+            (
+                r#"{"v":1,"type":"signal","id":"x","ts":1704080700000,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"hold","reason":""}"#,
+                "side \"hold\"",
+            ),
+            (
+                r#"{"v":1,"type":"signal","id":"x","ts":1704080700000,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":"","price":"abc"}"#,
+                "expected a decimal",
+            ),
+            (
+                r#"{"v":1,"type":"signal","id":"x","ts":9223372036854775807,"pipeline":"p","plugin":"m","plugin_version":"1","instrument":"N","side":"buy","reason":""}"#,
+                "not a plausible exchange time",
+            ),
         ] {
             let err = SignalMessage::parse(bad).unwrap_err();
             assert!(err.contains(want), "{err}");
@@ -803,29 +1088,73 @@ mod tests {
     #[test]
     fn market_messages() {
         let tick = r#"{"v":1,"type":"tick","id":"t1","ts":1704080700000,"symbol":"NIFTY","last":"21712.5","volume":10}"#;
-        assert!(matches!(MarketMessage::parse(tick), Ok(MarketMessage::Tick { last, .. }) if last == Decimal::new(217_125, 1)));
+        assert!(
+            matches!(MarketMessage::parse(tick), Ok(MarketMessage::Tick { last, .. }) if last == Decimal::new(217_125, 1))
+        );
         let candle = r#"{"v":1,"type":"candle","id":"c1","ts":1704080700000,"symbol":"NIFTY","open":1,"high":2,"low":0.5,"close":1.5}"#;
-        assert!(matches!(MarketMessage::parse(candle), Ok(MarketMessage::Candle { .. })));
+        assert!(matches!(
+            MarketMessage::parse(candle),
+            Ok(MarketMessage::Candle { .. })
+        ));
         let bad = r#"{"v":1,"type":"candle","id":"c1","ts":1704080700000,"symbol":"NIFTY","open":1,"high":0.9,"low":0.5,"close":1.5}"#;
         assert!(MarketMessage::parse(bad).is_err());
-        for ts in ["1000", "9223372036854775807", "-9223372036854775808", "4102444800000"] {
-            let tick = format!(r#"{{"v":1,"type":"tick","id":"t1","ts":{ts},"symbol":"NIFTY","last":"21712.5"}}"#);
-            assert!(MarketMessage::parse(&tick).unwrap_err().contains("plausible"), "ts {ts}");
+        for ts in [
+            "1000",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "4102444800000",
+        ] {
+            let tick = format!(
+                r#"{{"v":1,"type":"tick","id":"t1","ts":{ts},"symbol":"NIFTY","last":"21712.5"}}"#
+            );
+            assert!(
+                MarketMessage::parse(&tick)
+                    .unwrap_err()
+                    .contains("plausible"),
+                "ts {ts}"
+            );
         }
         assert!(MarketMessage::parse(r#"{"v":1,"type":"quote"}"#).is_err());
     }
 
     #[test]
     fn commands() {
-        let c = CommandMessage::parse(r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipeline":"nifty-ma"}"#).unwrap();
-        assert_eq!((c.cmd.as_str(), c.pipeline.as_deref()), ("pause", Some("nifty-ma")));
-        assert!(CommandMessage::parse(r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipelin":"x"}"#).unwrap_err().contains("unknown field"));
-        assert!(CommandMessage::parse(r#"{"v":1,"type":"command","id":"","cmd":"pause"}"#).is_err());
-        let long = format!(r#"{{"v":1,"type":"command","id":"{}","cmd":"pause"}}"#, "x".repeat(10_000));
+        let c = CommandMessage::parse(
+            r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipeline":"nifty-ma"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.cmd.as_str(), c.pipeline.as_deref()),
+            ("pause", Some("nifty-ma"))
+        );
+        assert!(
+            CommandMessage::parse(
+                r#"{"v":1,"type":"command","id":"c1","cmd":"pause","pipelin":"x"}"#
+            )
+            .unwrap_err()
+            .contains("unknown field")
+        );
+        assert!(
+            CommandMessage::parse(r#"{"v":1,"type":"command","id":"","cmd":"pause"}"#).is_err()
+        );
+        let long = format!(
+            r#"{{"v":1,"type":"command","id":"{}","cmd":"pause"}}"#,
+            "x".repeat(10_000)
+        );
         let err = CommandMessage::parse(&long).unwrap_err();
-        assert!(err.len() < 300, "the refusal does not echo the whole id: {} chars", err.len());
-        let ansi = CommandMessage::parse(r#"{"v":1,"type":"command","id":"a\u001b[31mred","cmd":"pause"}"#).unwrap_err();
-        assert!(!ansi.contains('\u{1b}') && ansi.contains("\\u{1b}"), "{ansi}");
+        assert!(
+            err.len() < 300,
+            "the refusal does not echo the whole id: {} chars",
+            err.len()
+        );
+        let ansi = CommandMessage::parse(
+            r#"{"v":1,"type":"command","id":"a\u001b[31mred","cmd":"pause"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            !ansi.contains('\u{1b}') && ansi.contains("\\u{1b}"),
+            "{ansi}"
+        );
     }
 
     #[test]
@@ -843,7 +1172,21 @@ mod tests {
 
     #[test]
     fn envelopes_carry_the_header() {
-        let json: serde_json::Value = serde_json::from_str(&envelope("event", "e1", 7, serde_json::json!({"event": "x"}))).unwrap();
-        assert_eq!((json["v"].as_u64(), json["type"].as_str(), json["id"].as_str(), json["ts"].as_i64()), (Some(1), Some("event"), Some("e1"), Some(7)));
+        let json: serde_json::Value = serde_json::from_str(&envelope(
+            "event",
+            "e1",
+            7,
+            serde_json::json!({"event": "x"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                json["v"].as_u64(),
+                json["type"].as_str(),
+                json["id"].as_str(),
+                json["ts"].as_i64()
+            ),
+            (Some(1), Some("event"), Some("e1"), Some(7))
+        );
     }
 }

@@ -60,7 +60,9 @@ impl Channels {
     /// Names under `prefix` (default `trading`).
     #[must_use]
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
     /// Every signal, JSON (pub/sub).
     #[must_use]
@@ -184,7 +186,9 @@ impl Bus {
     /// # Errors
     /// When the server cannot be reached.
     pub async fn redis(url: &str, prefix: &str) -> Result<Self, BusError> {
-        Ok(Self::Redis(Arc::new(RedisBus::connect(url, Channels::new(prefix)).await?)))
+        Ok(Self::Redis(Arc::new(
+            RedisBus::connect(url, Channels::new(prefix)).await?,
+        )))
     }
 
     /// The channel names.
@@ -223,7 +227,11 @@ impl Bus {
     ///
     /// # Errors
     /// Redis errors; `Ok(false)` on the embedded bus, which has no hashes.
-    pub async fn replace_hash(&self, key: &str, entries: &[(String, String)]) -> Result<bool, BusError> {
+    pub async fn replace_hash(
+        &self,
+        key: &str,
+        entries: &[(String, String)],
+    ) -> Result<bool, BusError> {
         match self {
             Self::Embedded(_) => Ok(false),
             Self::Redis(b) => b.replace_hash(key, entries).await.map(|()| true),
@@ -262,7 +270,12 @@ impl Bus {
     ///
     /// # Errors
     /// A Redis failure.
-    pub async fn read_quotes(&self, after: &str, max: usize, block: Duration) -> Result<Vec<LogEntry>, BusError> {
+    pub async fn read_quotes(
+        &self,
+        after: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<LogEntry>, BusError> {
         match self {
             Self::Embedded(b) => Ok(b.read_quotes(after, max, block).await),
             Self::Redis(b) => b.read_quotes(after, max, block).await,
@@ -333,7 +346,13 @@ impl Bus {
     ///
     /// # Errors
     /// A Redis failure.
-    pub async fn read_new(&self, group: &str, consumer: &str, max: usize, block: Duration) -> Result<Vec<LogEntry>, BusError> {
+    pub async fn read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<LogEntry>, BusError> {
         match self {
             Self::Embedded(b) => Ok(b.read_new(group, consumer, max, block).await),
             Self::Redis(b) => b.read_new(group, consumer, max, block).await,
@@ -344,7 +363,12 @@ impl Bus {
     ///
     /// # Errors
     /// A Redis failure.
-    pub async fn read_pending(&self, group: &str, consumer: &str, max: usize) -> Result<Vec<LogEntry>, BusError> {
+    pub async fn read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<LogEntry>, BusError> {
         match self {
             Self::Embedded(b) => Ok(b.read_pending(group, consumer, max)),
             Self::Redis(b) => b.read_pending(group, consumer, max).await,
@@ -355,7 +379,13 @@ impl Bus {
     ///
     /// # Errors
     /// A Redis failure.
-    pub async fn claim_stale(&self, group: &str, consumer: &str, min_idle: Duration, max: usize) -> Result<Vec<LogEntry>, BusError> {
+    pub async fn claim_stale(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<LogEntry>, BusError> {
         match self {
             Self::Embedded(b) => Ok(b.claim_stale(group, consumer, min_idle, max)),
             Self::Redis(b) => b.claim_stale(group, consumer, min_idle, max).await,
@@ -431,8 +461,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((head, rest)) => {
-            let Some(tail) = text.strip_prefix(head) else { return false };
-            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| glob_match(rest, &tail[i..]))
+            let Some(tail) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|i| tail.is_char_boundary(*i))
+                .any(|i| glob_match(rest, &tail[i..]))
         }
     }
 }

@@ -50,7 +50,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether `e` means the connection, not the command, failed.
 fn is_connection_error(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() || e.is_unrecoverable_error()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
 }
 
 fn entries(ids: Vec<StreamId>) -> Vec<LogEntry> {
@@ -65,7 +69,10 @@ fn stream_entries(ids: Vec<StreamId>, field: &str) -> Vec<LogEntry> {
                 Some(redis::Value::SimpleString(t)) => t.clone(),
                 _ => String::new(),
             };
-            LogEntry { entry_id: s.id, payload }
+            LogEntry {
+                entry_id: s.id,
+                payload,
+            }
         })
         .collect()
 }
@@ -108,7 +115,8 @@ impl RedisBus {
         match &result {
             Ok(_) => mark_up(&self.health, &self.reconnects),
             Err(e) if is_connection_error(e) => {
-                self.health.send_if_modified(|up| std::mem::replace(up, false));
+                self.health
+                    .send_if_modified(|up| std::mem::replace(up, false));
             }
             Err(_) => {}
         }
@@ -147,14 +155,24 @@ impl RedisBus {
         self.track(r).map(drop)
     }
 
-    pub(super) async fn read_quotes(&self, after: &str, max: usize, block: Duration) -> Result<Vec<LogEntry>, BusError> {
+    pub(super) async fn read_quotes(
+        &self,
+        after: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<LogEntry>, BusError> {
         let mut c = {
             let mut slot = self.price_reader.lock().await;
             match slot.as_ref() {
                 Some(c) => c.clone(),
                 None => {
-                    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(CONNECT_TIMEOUT));
-                    let r = self.client.get_multiplexed_async_connection_with_config(&config).await;
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_response_timeout(None)
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT));
+                    let r = self
+                        .client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await;
                     let c = self.track(r)?;
                     *slot = Some(c.clone());
                     c
@@ -175,36 +193,80 @@ impl RedisBus {
             *self.price_reader.lock().await = None;
         }
         let reply = self.track(reply)?;
-        Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| stream_entries(k.ids, "quotes")).collect()).unwrap_or_default())
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| stream_entries(k.ids, "quotes"))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
-    pub(super) async fn replace_hash(&self, key: &str, entries: &[(String, String)]) -> Result<(), BusError> {
+    pub(super) async fn replace_hash(
+        &self,
+        key: &str,
+        entries: &[(String, String)],
+    ) -> Result<(), BusError> {
         // Built under a temporary key and renamed over the old one: readers never see half a map.
         let tmp = format!("{key}:loading");
         let mut c = self.commands.clone();
         let _: () = self.track(redis::cmd("DEL").arg(&tmp).query_async(&mut c).await)?;
         for chunk in entries.chunks(5_000) {
-            let _: () = self.track(redis::cmd("HSET").arg(&tmp).arg(chunk).query_async(&mut c).await)?;
+            let _: () = self.track(
+                redis::cmd("HSET")
+                    .arg(&tmp)
+                    .arg(chunk)
+                    .query_async(&mut c)
+                    .await,
+            )?;
         }
         if entries.is_empty() {
             let _: () = self.track(redis::cmd("DEL").arg(key).query_async(&mut c).await)?;
         } else {
-            let _: () = self.track(redis::cmd("RENAME").arg(&tmp).arg(key).query_async(&mut c).await)?;
+            let _: () = self.track(
+                redis::cmd("RENAME")
+                    .arg(&tmp)
+                    .arg(key)
+                    .query_async(&mut c)
+                    .await,
+            )?;
         }
         Ok(())
     }
 
-    pub(super) async fn hash_get(&self, key: &str, field: &str) -> Result<Option<String>, BusError> {
+    pub(super) async fn hash_get(
+        &self,
+        key: &str,
+        field: &str,
+    ) -> Result<Option<String>, BusError> {
         let mut c = self.commands.clone();
-        self.track(redis::cmd("HGET").arg(key).arg(field).query_async(&mut c).await)
+        self.track(
+            redis::cmd("HGET")
+                .arg(key)
+                .arg(field)
+                .query_async(&mut c)
+                .await,
+        )
     }
 
-    pub(super) async fn subscribe(&self, patterns: &[String]) -> Result<tokio::sync::mpsc::Receiver<(String, String)>, BusError> {
+    pub(super) async fn subscribe(
+        &self,
+        patterns: &[String],
+    ) -> Result<tokio::sync::mpsc::Receiver<(String, String)>, BusError> {
         use futures_util::StreamExt as _;
-        async fn open(client: &redis::Client, patterns: &[String]) -> Result<redis::aio::PubSub, redis::RedisError> {
+        async fn open(
+            client: &redis::Client,
+            patterns: &[String],
+        ) -> Result<redis::aio::PubSub, redis::RedisError> {
             let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
                 .await
-                .map_err(|_| redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting for pub/sub timed out")))??;
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connecting for pub/sub timed out",
+                    ))
+                })??;
             for p in patterns {
                 pubsub.psubscribe(p).await?;
             }
@@ -213,7 +275,12 @@ impl RedisBus {
         // The first connection is made here, so a caller is subscribed when this returns.
         let first = self.track(open(&self.client, patterns).await)?;
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
-        let (client, patterns, health, reconnects) = (self.client.clone(), patterns.to_vec(), self.health.clone(), self.reconnects.clone());
+        let (client, patterns, health, reconnects) = (
+            self.client.clone(),
+            patterns.to_vec(),
+            self.health.clone(),
+            self.reconnects.clone(),
+        );
         tokio::spawn(async move {
             let mut next = Some(first);
             let mut delay = Duration::from_millis(100);
@@ -276,8 +343,14 @@ impl RedisBus {
 
     pub(super) async fn ensure_group(&self, group: &str) -> Result<(), BusError> {
         let mut c = self.commands.clone();
-        let created: Result<(), redis::RedisError> =
-            redis::cmd("XGROUP").arg("CREATE").arg(self.channels.signal_log()).arg(group).arg("0").arg("MKSTREAM").query_async(&mut c).await;
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.channels.signal_log())
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
         match created {
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
             other => Ok(other?),
@@ -289,49 +362,90 @@ impl RedisBus {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None).set_connection_timeout(Some(CONNECT_TIMEOUT));
-        let c = self.track(self.client.get_multiplexed_async_connection_with_config(&config).await)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(CONNECT_TIMEOUT));
+        let c = self.track(
+            self.client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await,
+        )?;
         *slot = Some(c.clone());
         Ok(c)
     }
 
-    async fn read_group(&self, group: &str, consumer: &str, max: usize, block: Option<Duration>, from: &str) -> Result<Vec<LogEntry>, BusError> {
+    async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Option<Duration>,
+        from: &str,
+    ) -> Result<Vec<LogEntry>, BusError> {
         let mut c = self.blocking_connection().await?;
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(max.max(1));
+        cmd.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(max.max(1));
         if let Some(block) = block {
-            cmd.arg("BLOCK").arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1));
+            cmd.arg("BLOCK")
+                .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1));
         }
         cmd.arg("STREAMS").arg(self.channels.signal_log()).arg(from);
-        let reply: Result<Option<StreamReadReply>, redis::RedisError> = cmd.query_async(&mut c).await;
+        let reply: Result<Option<StreamReadReply>, redis::RedisError> =
+            cmd.query_async(&mut c).await;
         if reply.is_err() {
             // Drop a broken connection so the next call opens a fresh one.
             *self.blocking.lock().await = None;
         }
         let reply = self.track(reply)?;
-        Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| entries(k.ids)).collect()).unwrap_or_default())
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| entries(k.ids)).collect())
+            .unwrap_or_default())
     }
 
-    pub(super) async fn read_new(&self, group: &str, consumer: &str, max: usize, block: Duration) -> Result<Vec<LogEntry>, BusError> {
-        self.read_group(group, consumer, max, Some(block), ">").await
+    pub(super) async fn read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<LogEntry>, BusError> {
+        self.read_group(group, consumer, max, Some(block), ">")
+            .await
     }
 
-    pub(super) async fn read_pending(&self, group: &str, consumer: &str, max: usize) -> Result<Vec<LogEntry>, BusError> {
+    pub(super) async fn read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<LogEntry>, BusError> {
         self.read_group(group, consumer, max, None, "0").await
     }
 
-    pub(super) async fn claim_stale(&self, group: &str, consumer: &str, min_idle: Duration, max: usize) -> Result<Vec<LogEntry>, BusError> {
+    pub(super) async fn claim_stale(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<LogEntry>, BusError> {
         let mut c = self.commands.clone();
-        let reply: StreamAutoClaimReply = self.track(redis::cmd("XAUTOCLAIM")
-            .arg(self.channels.signal_log())
-            .arg(group)
-            .arg(consumer)
-            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(max.max(1))
-            .query_async(&mut c)
-            .await)?;
+        let reply: StreamAutoClaimReply = self.track(
+            redis::cmd("XAUTOCLAIM")
+                .arg(self.channels.signal_log())
+                .arg(group)
+                .arg(consumer)
+                .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(max.max(1))
+                .query_async(&mut c)
+                .await,
+        )?;
         Ok(entries(reply.claimed))
     }
 
@@ -350,7 +464,13 @@ impl RedisBus {
 
     pub(super) async fn pending_count(&self, group: &str) -> Result<usize, BusError> {
         let mut c = self.commands.clone();
-        let reply: redis::Value = self.track(redis::cmd("XPENDING").arg(self.channels.signal_log()).arg(group).query_async(&mut c).await)?;
+        let reply: redis::Value = self.track(
+            redis::cmd("XPENDING")
+                .arg(self.channels.signal_log())
+                .arg(group)
+                .query_async(&mut c)
+                .await,
+        )?;
         match reply {
             redis::Value::Array(items) => match items.first() {
                 Some(redis::Value::Int(n)) => Ok(usize::try_from(*n).unwrap_or(0)),
@@ -363,7 +483,13 @@ impl RedisBus {
     pub(super) async fn trim_log(&self, group: &str) -> Result<usize, BusError> {
         let mut c = self.commands.clone();
         let key = self.channels.signal_log();
-        let pending: redis::Value = self.track(redis::cmd("XPENDING").arg(&key).arg(group).query_async(&mut c).await)?;
+        let pending: redis::Value = self.track(
+            redis::cmd("XPENDING")
+                .arg(&key)
+                .arg(group)
+                .query_async(&mut c)
+                .await,
+        )?;
         let oldest_pending = match &pending {
             redis::Value::Array(items) => match items.get(1) {
                 Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -374,7 +500,13 @@ impl RedisBus {
         let floor = match oldest_pending {
             Some(id) => id,
             None => {
-                let groups: Vec<std::collections::HashMap<String, redis::Value>> = self.track(redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(&mut c).await)?;
+                let groups: Vec<std::collections::HashMap<String, redis::Value>> = self.track(
+                    redis::cmd("XINFO")
+                        .arg("GROUPS")
+                        .arg(&key)
+                        .query_async(&mut c)
+                        .await,
+                )?;
                 let last = groups.iter().find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n.as_slice() == group.as_bytes())).and_then(|g| match g.get("last-delivered-id") {
                     Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
                     _ => None,
@@ -385,15 +517,27 @@ impl RedisBus {
                 }
             }
         };
-        let removed: usize = self.track(redis::cmd("XTRIM").arg(&key).arg("MINID").arg(floor).query_async(&mut c).await)?;
+        let removed: usize = self.track(
+            redis::cmd("XTRIM")
+                .arg(&key)
+                .arg("MINID")
+                .arg(floor)
+                .query_async(&mut c)
+                .await,
+        )?;
         Ok(removed)
     }
 
     pub(super) async fn undelivered_count(&self, group: &str) -> Result<usize, BusError> {
         let mut c = self.commands.clone();
         // XINFO GROUPS reports `lag` (entries not yet delivered) since Redis 7.0.
-        let groups: Vec<std::collections::HashMap<String, redis::Value>> =
-            self.track(redis::cmd("XINFO").arg("GROUPS").arg(self.channels.signal_log()).query_async(&mut c).await)?;
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = self.track(
+            redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(self.channels.signal_log())
+                .query_async(&mut c)
+                .await,
+        )?;
         for g in groups {
             let name = match g.get("name") {
                 Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),

@@ -34,14 +34,27 @@ pub enum DataCommand {
 /// A file that cannot be read (named with its line and field) or written; nothing
 /// is written for a file that fails.
 pub fn run(command: &DataCommand) -> anyhow::Result<()> {
-    let DataCommand::Import { files, out, instrument } = command;
+    let DataCommand::Import {
+        files,
+        out,
+        instrument,
+    } = command;
     if instrument.is_some() && files.len() > 1 {
-        bail!("--instrument names one file's instrument; {} files were given", files.len());
+        bail!(
+            "--instrument names one file's instrument; {} files were given",
+            files.len()
+        );
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for file in files {
         let started = Instant::now();
-        let loaded = load(file, &LoadOptions { instrument: instrument.clone(), ..LoadOptions::default() })?;
+        let loaded = load(
+            file,
+            &LoadOptions {
+                instrument: instrument.clone(),
+                ..LoadOptions::default()
+            },
+        )?;
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
         let target = out.join(format!("{stem}.parquet"));
         // Written beside and renamed: a failed write leaves no half file under the final name.
@@ -53,12 +66,30 @@ pub fn run(command: &DataCommand) -> anyhow::Result<()> {
             }
             MarketData::Chains(chains) => {
                 crate::market::parquet::write_chains(&partial, chains)?;
-                format!("{} option-chain snapshots of {}", chains.len(), chains.first().map(|c| c.underlying.as_str()).unwrap_or_default())
+                format!(
+                    "{} option-chain snapshots of {}",
+                    chains.len(),
+                    chains
+                        .first()
+                        .map(|c| c.underlying.as_str())
+                        .unwrap_or_default()
+                )
             }
         };
-        std::fs::rename(&partial, &target).with_context(|| format!("renaming {} to {}", partial.display(), target.display()))?;
-        let (csv, pq) = (std::fs::metadata(file).map(|m| m.len()).unwrap_or(0), std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0));
-        println!("{} -> {}: {what}, {} KiB -> {} KiB ({:.2}s)", file.display(), target.display(), csv / 1024, pq / 1024, started.elapsed().as_secs_f64());
+        std::fs::rename(&partial, &target)
+            .with_context(|| format!("renaming {} to {}", partial.display(), target.display()))?;
+        let (csv, pq) = (
+            std::fs::metadata(file).map(|m| m.len()).unwrap_or(0),
+            std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0),
+        );
+        println!(
+            "{} -> {}: {what}, {} KiB -> {} KiB ({:.2}s)",
+            file.display(),
+            target.display(),
+            csv / 1024,
+            pq / 1024,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ use crate::brokers::live::{AccountLink, LiveRouter, RouterOutput, RouterSettings
 use crate::brokers::secrets::{SecretStore, env_stem};
 use crate::brokers::{Broker, kite, openalgo, upstox};
 use crate::bus::Bus;
-use crate::config::{Account, Config};
 use crate::bus::events::Events;
+use crate::config::{Account, Config};
 
 /// A started router and what it reports.
 pub struct Live {
@@ -25,26 +25,59 @@ pub struct Live {
     pub reports: mpsc::UnboundedReceiver<RouterOutput>,
 }
 
-fn adapter(account: &Account, store: &SecretStore, timeout: Duration) -> Result<Arc<dyn Broker>, String> {
+fn adapter(
+    account: &Account,
+    store: &SecretStore,
+    timeout: Duration,
+) -> Result<Arc<dyn Broker>, String> {
     let id = account.id.get_ref();
     let name = account.credentials.clone().unwrap_or_else(|| id.clone());
     let c = store.credentials(id, &name);
     let stem = env_stem(&name);
-    let missing = |what: &str| format!("account {id} ({}): no {what}: set TRADEHOST_{stem}_{} or [accounts.{name}] {what} in the secrets file", account.broker.get_ref(), what.to_uppercase());
+    let missing = |what: &str| {
+        format!(
+            "account {id} ({}): no {what}: set TRADEHOST_{stem}_{} or [accounts.{name}] {what} in the secrets file",
+            account.broker.get_ref(),
+            what.to_uppercase()
+        )
+    };
     let base = account.base_url.clone();
     let broker: Arc<dyn Broker> = match account.broker.get_ref().as_str() {
         "kite" => {
             let key = c.api_key.ok_or_else(|| missing("api_key"))?;
             let token = c.access_token.ok_or_else(|| missing("access_token"))?;
-            Arc::new(kite::Kite::new(base.as_deref().unwrap_or(kite::DEFAULT_URL), key, token, timeout).map_err(|e| e.to_string())?)
+            Arc::new(
+                kite::Kite::new(
+                    base.as_deref().unwrap_or(kite::DEFAULT_URL),
+                    key,
+                    token,
+                    timeout,
+                )
+                .map_err(|e| e.to_string())?,
+            )
         }
         "upstox" => {
             let token = c.access_token.ok_or_else(|| missing("access_token"))?;
-            Arc::new(upstox::Upstox::new(base.as_deref().unwrap_or(upstox::DEFAULT_URL), token, timeout).map_err(|e| e.to_string())?)
+            Arc::new(
+                upstox::Upstox::new(
+                    base.as_deref().unwrap_or(upstox::DEFAULT_URL),
+                    token,
+                    timeout,
+                )
+                .map_err(|e| e.to_string())?,
+            )
         }
         "openalgo" => {
             let key = c.api_key.ok_or_else(|| missing("api_key"))?;
-            Arc::new(openalgo::OpenAlgo::new(base.as_deref().unwrap_or(openalgo::DEFAULT_URL), key, "tradehost", timeout).map_err(|e| e.to_string())?)
+            Arc::new(
+                openalgo::OpenAlgo::new(
+                    base.as_deref().unwrap_or(openalgo::DEFAULT_URL),
+                    key,
+                    "tradehost",
+                    timeout,
+                )
+                .map_err(|e| e.to_string())?,
+            )
         }
         other => return Err(format!("account {id}: {other} is not a live broker")),
     };
@@ -61,7 +94,11 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
     let timeout = Duration::from_millis(config.live.timeout_ms);
     let mut problems = Vec::new();
     let mut links = Vec::new();
-    for account in config.accounts.iter().filter(|a| a.broker.get_ref() != "paper") {
+    for account in config
+        .accounts
+        .iter()
+        .filter(|a| a.broker.get_ref() != "paper")
+    {
         let id = account.id.get_ref();
         let broker = match adapter(account, &store, timeout) {
             Ok(b) => b,
@@ -72,15 +109,36 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
         };
         match tokio::time::timeout(timeout + Duration::from_secs(1), broker.check_session()).await {
             Ok(Ok(user)) => {
-                println!("tradehost: LIVE account {id}: {} session ok (user {user})", broker.name());
-                links.push(AccountLink { account: id.clone(), broker, product: account.product, protection_pct: account.market_protection_pct, algo_id: account.algo_id.clone(), orders_per_sec: account.risk.max_orders_per_sec, margin_check: account.margin_check });
+                println!(
+                    "tradehost: LIVE account {id}: {} session ok (user {user})",
+                    broker.name()
+                );
+                links.push(AccountLink {
+                    account: id.clone(),
+                    broker,
+                    product: account.product,
+                    protection_pct: account.market_protection_pct,
+                    algo_id: account.algo_id.clone(),
+                    orders_per_sec: account.risk.max_orders_per_sec,
+                    margin_check: account.margin_check,
+                });
             }
-            Ok(Err(e)) => problems.push(format!("account {id} ({}): session check failed: {e}", broker.name())),
-            Err(_) => problems.push(format!("account {id} ({}): session check timed out", broker.name())),
+            Ok(Err(e)) => problems.push(format!(
+                "account {id} ({}): session check failed: {e}",
+                broker.name()
+            )),
+            Err(_) => problems.push(format!(
+                "account {id} ({}): session check timed out",
+                broker.name()
+            )),
         }
     }
     let master = InstrumentMaster::new(bus.clone());
-    let needed: BTreeSet<&str> = links.iter().map(|l| l.broker.name()).filter(|b| matches!(*b, "kite" | "upstox")).collect();
+    let needed: BTreeSet<&str> = links
+        .iter()
+        .map(|l| l.broker.name())
+        .filter(|b| matches!(*b, "kite" | "upstox"))
+        .collect();
     for broker in &needed {
         match config.live.instruments.get(*broker) {
             None => problems.push(format!("{broker} accounts need an instrument master: set [live] instruments.{broker} to the instrument CSV (a path or URL)")),
@@ -94,27 +152,49 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
         }
     }
     if !problems.is_empty() {
-        bail!("TRADING_MODE=live refused to start:\n  {}", problems.join("\n  "));
+        bail!(
+            "TRADING_MODE=live refused to start:\n  {}",
+            problems.join("\n  ")
+        );
     }
     if links.is_empty() {
-        println!("tradehost: TRADING_MODE=live but no account names a live broker: every account trades on paper");
+        println!(
+            "tradehost: TRADING_MODE=live but no account names a live broker: every account trades on paper"
+        );
     }
-    let paper: Vec<&str> = config.accounts.iter().filter(|a| a.broker.get_ref() == "paper").map(|a| a.id.get_ref().as_str()).collect();
+    let paper: Vec<&str> = config
+        .accounts
+        .iter()
+        .filter(|a| a.broker.get_ref() == "paper")
+        .map(|a| a.id.get_ref().as_str())
+        .collect();
     if !paper.is_empty() {
-        println!("tradehost: paper accounts (broker = \"paper\"): {}", paper.join(", "));
+        println!(
+            "tradehost: paper accounts (broker = \"paper\"): {}",
+            paper.join(", ")
+        );
     }
     let live = config.live.clone();
-    tokio::spawn(refresh_daily(config.clone(), master.clone(), needed.iter().map(|b| (*b).to_owned()).collect(), events.clone()));
+    tokio::spawn(refresh_daily(
+        config.clone(),
+        master.clone(),
+        needed.iter().map(|b| (*b).to_owned()).collect(),
+        events.clone(),
+    ));
     let settings = RouterSettings {
         poll: Duration::from_millis(live.poll_ms),
         backoff: Duration::from_millis(live.backoff_ms),
         max_backoff: Duration::from_millis(live.backoff_ms.saturating_mul(32).max(1_000)),
         max_attempts: live.max_attempts,
-        cancel_after: (live.cancel_after_secs > 0).then(|| Duration::from_secs(live.cancel_after_secs)),
+        cancel_after: (live.cancel_after_secs > 0)
+            .then(|| Duration::from_secs(live.cancel_after_secs)),
         absent_reads: live.absent_reads.max(1),
     };
     let (tx, reports) = mpsc::unbounded_channel();
-    Ok(Live { router: LiveRouter::start(links, master, settings, tx), reports })
+    Ok(Live {
+        router: LiveRouter::start(links, master, settings, tx),
+        reports,
+    })
 }
 
 /// Milliseconds from `now_ms` to the next `hhmm` (minute of the IST day).
@@ -127,18 +207,40 @@ pub fn until_next(now_ms: i64, minute: i64) -> i64 {
 }
 
 /// Reload the instrument masters every day at `[live] refresh_at` (IST).
-async fn refresh_daily(config: Config, master: InstrumentMaster, brokers: Vec<String>, events: Events) {
-    let minute = crate::domain::time::parse_hhmm(&config.live.refresh_at).map_or(8 * 60 + 15, i64::from);
+async fn refresh_daily(
+    config: Config,
+    master: InstrumentMaster,
+    brokers: Vec<String>,
+    events: Events,
+) {
+    let minute =
+        crate::domain::time::parse_hhmm(&config.live.refresh_at).map_or(8 * 60 + 15, i64::from);
     loop {
         let wait = until_next(crate::bus::message::now_ms(), minute);
         tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
         for broker in &brokers {
-            let Some(source) = config.live.instruments.get(broker) else { continue };
+            let Some(source) = config.live.instruments.get(broker) else {
+                continue;
+            };
             let source = config.resolve_source(source);
             match master.load(broker, &source).await {
-                Ok(n) => events.publish(&crate::bus::events::Event::InstrumentsRefreshed { broker: broker.to_string(), instruments: n }).await,
+                Ok(n) => {
+                    events
+                        .publish(&crate::bus::events::Event::InstrumentsRefreshed {
+                            broker: broker.to_string(),
+                            instruments: n,
+                        })
+                        .await
+                }
                 // The old map stays in use; the alert says the day's new listings are missing.
-                Err(e) => events.publish(&crate::bus::events::Event::InstrumentsRefreshFailed { broker: broker.to_string(), error: e.to_string() }).await,
+                Err(e) => {
+                    events
+                        .publish(&crate::bus::events::Event::InstrumentsRefreshFailed {
+                            broker: broker.to_string(),
+                            error: e.to_string(),
+                        })
+                        .await
+                }
             }
         }
     }
@@ -149,14 +251,24 @@ async fn refresh_daily(config: Config, master: InstrumentMaster, brokers: Vec<St
 ///
 /// # Errors
 /// A secrets file that does not parse.
-pub async fn start_notifier(config: &Config, bus: &Bus, configs: tokio::sync::watch::Receiver<Arc<Config>>) -> anyhow::Result<Option<crate::notify::Pending>> {
-    let wanted = config.telegram.as_ref().is_some_and(|t| t.chat_id.is_some()) || config.accounts.iter().any(|a| a.notify.is_some());
+pub async fn start_notifier(
+    config: &Config,
+    bus: &Bus,
+    configs: tokio::sync::watch::Receiver<Arc<Config>>,
+) -> anyhow::Result<Option<crate::notify::Pending>> {
+    let wanted = config
+        .telegram
+        .as_ref()
+        .is_some_and(|t| t.chat_id.is_some())
+        || config.accounts.iter().any(|a| a.notify.is_some());
     if !wanted {
         return Ok(None);
     }
     let store = SecretStore::beside(config)?;
     let Some(token) = store.telegram_token() else {
-        eprintln!("tradehost: Telegram alerts are configured but there is no bot token (TRADEHOST_TELEGRAM_BOT_TOKEN or [telegram] bot_token in the secrets file): alerts are off");
+        eprintln!(
+            "tradehost: Telegram alerts are configured but there is no bot token (TRADEHOST_TELEGRAM_BOT_TOKEN or [telegram] bot_token in the secrets file): alerts are off"
+        );
         return Ok(None);
     };
     let settings = config.telegram.clone().unwrap_or_default();
@@ -165,7 +277,13 @@ pub async fn start_notifier(config: &Config, bus: &Bus, configs: tokio::sync::wa
     let sub = bus.subscribe(&[c.orders(), c.events()]).await?;
     println!("tradehost: Telegram alerts on");
     let pending = crate::notify::Pending::default();
-    tokio::spawn(crate::notify::run_counted(telegram, settings, configs, sub, pending.clone()));
+    tokio::spawn(crate::notify::run_counted(
+        telegram,
+        settings,
+        configs,
+        sub,
+        pending.clone(),
+    ));
     Ok(Some(pending))
 }
 

@@ -4,8 +4,8 @@
 mod data;
 pub mod live;
 mod pipeline_backtest;
-mod sweep;
 pub mod run;
+mod sweep;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -153,7 +153,11 @@ pub struct StrategyArgs {
     /// A backtest of pipelines takes `PIPELINE=FILE` per pipeline (one file alone
     /// serves them all), or none: each pipeline then replays its configured
     /// source (a replay or the synthetic market) as fast as the machine goes.
-    #[arg(long, value_name = "[PIPELINE=]FILE", required_unless_present = "config")]
+    #[arg(
+        long,
+        value_name = "[PIPELINE=]FILE",
+        required_unless_present = "config"
+    )]
     pub data: Vec<String>,
     /// Strategy parameter, `key=value`; repeat for more.
     #[arg(long = "param", value_name = "KEY=VALUE")]
@@ -169,7 +173,9 @@ impl StrategyArgs {
         match self.data.as_slice() {
             [one] => Ok(PathBuf::from(one)),
             [] => bail!("give --data <file>"),
-            _ => bail!("--data: one file here (several are for a backtest of several pipelines, as PIPELINE=FILE)"),
+            _ => bail!(
+                "--data: one file here (several are for a backtest of several pipelines, as PIPELINE=FILE)"
+            ),
         }
     }
 }
@@ -254,22 +260,39 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data { command } => data::run(&command),
         Command::Inspect { plugin } => run_inspect(&plugin),
         Command::Run(args) => tokio_runtime()?.block_on(run::run(args)),
-        Command::Report { journal, csv, fills_csv, charges_per_order } => {
+        Command::Report {
+            journal,
+            csv,
+            fills_csv,
+            charges_per_order,
+        } => {
             let fills = crate::orders::report::read_fills(&journal)?;
             let mut report = crate::orders::report::build(&fills, charges_per_order);
             report.refusals = crate::orders::report::read_refusals(&journal)?;
             if let Some(csv) = &csv {
-                std::fs::write(csv, report.trips_csv()).with_context(|| format!("writing {}", csv.display()))?;
+                std::fs::write(csv, report.trips_csv())
+                    .with_context(|| format!("writing {}", csv.display()))?;
             }
             if let Some(path) = &fills_csv {
-                let text = crate::orders::report::fills_csv(fills.iter().map(crate::orders::report::FillLine::from).collect());
-                std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+                let text = crate::orders::report::fills_csv(
+                    fills
+                        .iter()
+                        .map(crate::orders::report::FillLine::from)
+                        .collect(),
+                );
+                std::fs::write(path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             // A closed pipe (`| head`) ends the output, not the program with a panic.
             let mut out = std::io::stdout().lock();
             let _ = std::io::Write::write_all(&mut out, report.render().as_bytes());
             if let Some(csv) = csv {
-                let _ = writeln!(out, "wrote {} round trips to {}", report.trips.len(), csv.display());
+                let _ = writeln!(
+                    out,
+                    "wrote {} round trips to {}",
+                    report.trips.len(),
+                    csv.display()
+                );
             }
             Ok(())
         }
@@ -277,20 +300,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let (csv, rows) = crate::orders::audit::audit_csv(&journal, day.as_deref())?;
             match out {
                 Some(path) => {
-                    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+                    std::fs::write(&path, csv)
+                        .with_context(|| format!("writing {}", path.display()))?;
                     println!("wrote {rows} audit rows to {}", path.display());
                 }
                 None => {
-                    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), csv.as_bytes());
+                    let _ =
+                        std::io::Write::write_all(&mut std::io::stdout().lock(), csv.as_bytes());
                 }
             }
             Ok(())
         }
-        Command::Monitor { redis, config, raw } => tokio_runtime()?.block_on(run_monitor(redis, &config, raw)),
-        Command::Console { config, listen, redis, hash_password } => {
+        Command::Monitor { redis, config, raw } => {
+            tokio_runtime()?.block_on(run_monitor(redis, &config, raw))
+        }
+        Command::Console {
+            config,
+            listen,
+            redis,
+            hash_password,
+        } => {
             if hash_password {
                 let mut password = String::new();
-                std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+                std::io::stdin()
+                    .read_line(&mut password)
+                    .context("reading the password from standard input")?;
                 let password = password.trim_end_matches(['\n', '\r']);
                 anyhow::ensure!(!password.is_empty(), "no password on standard input");
                 println!("{}", crate::console::hash_password(password)?);
@@ -302,16 +336,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `tradehost console`: the web console over a host's Redis bus and its journal.
-async fn run_console(config: &Path, listen: Option<std::net::SocketAddr>, redis: Option<String>) -> anyhow::Result<()> {
+async fn run_console(
+    config: &Path,
+    listen: Option<std::net::SocketAddr>,
+    redis: Option<String>,
+) -> anyhow::Result<()> {
     let config = std::sync::Arc::new(crate::config::Config::load(config)?);
     let url = redis.or_else(|| config.redis_url()).context("the console needs a Redis URL (--redis, REDIS_URL or [bus] url): an embedded bus lives inside its own process; `[console] listen` serves it from `run`")?;
-    let bus = crate::bus::Bus::redis(&url, &config.bus.prefix).await.with_context(|| format!("connecting to Redis at {url}"))?;
+    let bus = crate::bus::Bus::redis(&url, &config.bus.prefix)
+        .await
+        .with_context(|| format!("connecting to Redis at {url}"))?;
     let users = crate::console::users(&config)?;
     if users.is_empty() {
-        eprintln!("console: no users in the secrets file: add [console.users.<name>] password_hash (tradehost console --hash-password) and role");
+        eprintln!(
+            "console: no users in the secrets file: add [console.users.<name>] password_hash (tradehost console --hash-password) and role"
+        );
     }
-    let listen = listen.or(config.console.listen).unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let settings = crate::console::ConsoleSettings { listen, journal: config.resolve(&config.host.journal), secure_cookies: config.console.secure_cookies };
+    let listen = listen
+        .or(config.console.listen)
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let settings = crate::console::ConsoleSettings {
+        listen,
+        journal: config.resolve(&config.host.journal),
+        secure_cookies: config.console.secure_cookies,
+    };
     crate::console::serve(config, bus, settings, users, shutdown_signal()).await
 }
 
@@ -319,10 +367,11 @@ async fn run_console(config: &Path, listen: Option<std::net::SocketAddr>, redis:
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -333,16 +382,23 @@ async fn shutdown_signal() {
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn run_monitor(redis: Option<String>, config: &Path, raw: bool) -> anyhow::Result<()> {
     let (url, prefix) = match crate::config::Config::load(config) {
         Ok(c) => (redis.or_else(|| c.redis_url()), c.bus.prefix),
-        Err(_) => (redis.or_else(|| std::env::var("REDIS_URL").ok()), "trading".to_owned()),
+        Err(_) => (
+            redis.or_else(|| std::env::var("REDIS_URL").ok()),
+            "trading".to_owned(),
+        ),
     };
     let url = url.context("monitor needs a Redis URL (--redis, REDIS_URL or [bus] url): an embedded bus lives inside its own process")?;
-    let bus = crate::bus::Bus::redis(&url, &prefix).await.with_context(|| format!("connecting to Redis at {url}"))?;
+    let bus = crate::bus::Bus::redis(&url, &prefix)
+        .await
+        .with_context(|| format!("connecting to Redis at {url}"))?;
     let sub = bus.subscribe(&[bus.channels().all()]).await?;
     println!("monitor: watching {} on {url}", bus.channels().all());
     crate::monitor::follow(sub, raw).await;
@@ -371,22 +427,49 @@ impl RulesArgs {
         let square_off_minute = self
             .square_off
             .as_deref()
-            .map(|t| clock::parse_hhmm(t).with_context(|| format!("--square-off {t:?}: expected HH:MM")))
+            .map(|t| {
+                clock::parse_hhmm(t).with_context(|| format!("--square-off {t:?}: expected HH:MM"))
+            })
             .transpose()?;
         if self.qty == 0 {
             bail!("--qty 0: must be positive");
         }
-        for (flag, value) in [("--slippage-bps", self.slippage_bps), ("--stop-loss-pct", self.stop_loss_pct), ("--target-pct", self.target_pct), ("--trailing-pct", self.trailing_pct)] {
-            anyhow::ensure!(value >= Decimal::ZERO && value < Decimal::ONE_HUNDRED, "{flag} {value}: expected a percentage (basis points for slippage) from 0 to below 100");
+        for (flag, value) in [
+            ("--slippage-bps", self.slippage_bps),
+            ("--stop-loss-pct", self.stop_loss_pct),
+            ("--target-pct", self.target_pct),
+            ("--trailing-pct", self.trailing_pct),
+        ] {
+            anyhow::ensure!(
+                value >= Decimal::ZERO && value < Decimal::ONE_HUNDRED,
+                "{flag} {value}: expected a percentage (basis points for slippage) from 0 to below 100"
+            );
         }
-        let exits = crate::config::ExitRules { stop_loss_pct: self.stop_loss_pct, target_pct: self.target_pct, trailing_pct: self.trailing_pct, ..crate::config::ExitRules::default() };
-        Ok(BacktestConfig { mode: self.mode, qty: self.qty, capital: self.capital, square_off_minute, batch: self.batch, slippage_bps: self.slippage_bps, exits, exit_fill: self.exit_fill, ..BacktestConfig::default() })
+        let exits = crate::config::ExitRules {
+            stop_loss_pct: self.stop_loss_pct,
+            target_pct: self.target_pct,
+            trailing_pct: self.trailing_pct,
+            ..crate::config::ExitRules::default()
+        };
+        Ok(BacktestConfig {
+            mode: self.mode,
+            qty: self.qty,
+            capital: self.capital,
+            square_off_minute,
+            batch: self.batch,
+            slippage_bps: self.slippage_bps,
+            exits,
+            exit_fill: self.exit_fill,
+            ..BacktestConfig::default()
+        })
     }
 
     fn session(&self) -> anyhow::Result<Option<Session>> {
         match self.session.as_str() {
             "all" => Ok(None),
-            text => Ok(Some(Session::parse(text).map_err(|e| anyhow::anyhow!("--session: {e}"))?)),
+            text => Ok(Some(
+                Session::parse(text).map_err(|e| anyhow::anyhow!("--session: {e}"))?,
+            )),
         }
     }
 
@@ -396,7 +479,9 @@ impl RulesArgs {
     /// When wasmtime cannot make an engine.
     pub fn sandbox(&self) -> anyhow::Result<Sandbox> {
         let limits = SandboxLimits {
-            cpu: CpuBudget::Fuel { per_event: self.fuel_per_event },
+            cpu: CpuBudget::Fuel {
+                per_event: self.fuel_per_event,
+            },
             memory_bytes: self.memory_mib.saturating_mul(1 << 20),
             ..SandboxLimits::backtest()
         };
@@ -411,12 +496,30 @@ impl RulesArgs {
         let session = self.session()?;
         let underlying = match &self.underlying {
             None => None,
-            Some(path) => match load(path, &LoadOptions { session, ..LoadOptions::default() })?.data {
+            Some(path) => match load(
+                path,
+                &LoadOptions {
+                    session,
+                    ..LoadOptions::default()
+                },
+            )?
+            .data
+            {
                 MarketData::Candles(series) => Some(series),
-                MarketData::Chains(_) => bail!("--underlying {}: expected candles, found an option chain", path.display()),
+                MarketData::Chains(_) => bail!(
+                    "--underlying {}: expected candles, found an option chain",
+                    path.display()
+                ),
             },
         };
-        Ok(load(data, &LoadOptions { instrument: self.instrument.clone(), session, underlying })?)
+        Ok(load(
+            data,
+            &LoadOptions {
+                instrument: self.instrument.clone(),
+                session,
+                underlying,
+            },
+        )?)
     }
 }
 
@@ -424,7 +527,10 @@ impl RulesArgs {
 fn describe(data: &MarketData) -> String {
     match data {
         MarketData::Candles(s) => s.instrument.clone(),
-        MarketData::Chains(c) => c.first().map(|c| format!("{} option chain", c.underlying)).unwrap_or_default(),
+        MarketData::Chains(c) => c
+            .first()
+            .map(|c| format!("{} option chain", c.underlying))
+            .unwrap_or_default(),
     }
 }
 
@@ -444,7 +550,9 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     let loaded_at = started.elapsed();
 
     let bar = progress_bar(loaded.data.len() as u64, "events");
-    let result = backtest::run(&mut strategy, &loaded.data, &config, |done| bar.set_position(done as u64))?;
+    let result = backtest::run(&mut strategy, &loaded.data, &config, |done| {
+        bar.set_position(done as u64)
+    })?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
 
@@ -487,21 +595,27 @@ fn run_backtest(args: &BacktestArgs) -> anyhow::Result<()> {
 /// A progress bar over `len` `unit`s, with the rate and an ETA.
 fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!("{{spinner}} {{bar:40}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}")) {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} {{bar:40}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}"
+    )) {
         bar.set_style(style);
     }
     bar
 }
 
 fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let write = |name: &str, f: &dyn Fn(&Path) -> std::io::Result<()>| -> anyhow::Result<()> {
         let path = args.out.join(name);
         f(&path).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
         Ok(())
     };
-    let nifty = synthetic::candles(&synthetic::CandleSpec { with_volume: true, ..synthetic::CandleSpec::nifty_like(args.seed, args.days) });
+    let nifty = synthetic::candles(&synthetic::CandleSpec {
+        with_volume: true,
+        ..synthetic::CandleSpec::nifty_like(args.seed, args.days)
+    });
     write("nifty_1m.csv", &|p| synthetic::write_candles_csv(p, &nifty))?;
     let bank = synthetic::candles(&synthetic::CandleSpec {
         instrument: "BANKNIFTY".into(),
@@ -511,14 +625,18 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
         with_volume: true,
         ..synthetic::CandleSpec::nifty_like(args.seed, args.days)
     });
-    write("banknifty_1m.csv", &|p| synthetic::write_candles_csv(p, &bank))?;
+    write("banknifty_1m.csv", &|p| {
+        synthetic::write_candles_csv(p, &bank)
+    })?;
     let chain_days = args.chain_days.min(args.days) as usize;
     let underlying = crate::market::CandleSeries {
         bars: nifty.bars[..chain_days * synthetic::BARS_PER_DAY as usize].to_vec(),
         ..nifty.clone()
     };
     let chains = synthetic::option_chains(&underlying, args.seed, 1);
-    write("nifty_optionchain_1m.csv", &|p| synthetic::write_chains_csv(p, &chains))?;
+    write("nifty_optionchain_1m.csv", &|p| {
+        synthetic::write_chains_csv(p, &chains)
+    })?;
     Ok(())
 }
 
@@ -526,6 +644,14 @@ fn run_inspect(path: &Path) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(SandboxLimits::backtest())?;
     let plugin = sandbox.load_file(path)?;
     let instance = sandbox.instantiate(&plugin, &[])?;
-    println!("{}: {} {} (contract {}@{}, sha256 {})", path.display(), instance.name(), instance.version(), crate::sandbox::CONTRACT_PACKAGE, plugin.contract(), plugin.sha256());
+    println!(
+        "{}: {} {} (contract {}@{}, sha256 {})",
+        path.display(),
+        instance.name(),
+        instance.version(),
+        crate::sandbox::CONTRACT_PACKAGE,
+        plugin.contract(),
+        plugin.sha256()
+    );
     Ok(())
 }

@@ -70,7 +70,12 @@ pub struct RunArgs {
 /// # Errors
 /// An unknown value.
 pub fn trading_mode() -> anyhow::Result<&'static str> {
-    match std::env::var("TRADING_MODE").unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+    match std::env::var("TRADING_MODE")
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "" | "paper" => Ok("paper"),
         "live" => Ok("live"),
         other => bail!("TRADING_MODE={other:?}: expected paper or live"),
@@ -92,12 +97,24 @@ const STOP_ALERT_FLUSH: Duration = Duration::from_secs(2);
 /// A configuration, bus or journal that cannot be used; live mode that
 /// cannot start; no pipeline that can trade (unless `--wait-for-plugins`).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mode = if args.backtest { "paper" } else { trading_mode()? };
+    let mode = if args.backtest {
+        "paper"
+    } else {
+        trading_mode()?
+    };
     println!("tradehost: TRADING_MODE={mode}");
     let config = Arc::new(Config::load(&args.config)?);
-    let on_live_brokers: Vec<String> = config.accounts.iter().filter(|a| a.broker.get_ref() != "paper").map(|a| format!("{} ({})", a.id.get_ref(), a.broker.get_ref())).collect();
+    let on_live_brokers: Vec<String> = config
+        .accounts
+        .iter()
+        .filter(|a| a.broker.get_ref() != "paper")
+        .map(|a| format!("{} ({})", a.id.get_ref(), a.broker.get_ref()))
+        .collect();
     if mode == "paper" && !on_live_brokers.is_empty() {
-        println!("tradehost: paper mode: accounts configured for live brokers trade on paper: {}", on_live_brokers.join(", "));
+        println!(
+            "tradehost: paper mode: accounts configured for live brokers trade on paper: {}",
+            on_live_brokers.join(", ")
+        );
     }
     let (shutdown_tx, shutdown) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
@@ -109,7 +126,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     let prefix = config.bus.prefix.clone();
-    let url = if args.backtest { None } else { args.redis.clone().or_else(|| config.redis_url()) };
+    let url = if args.backtest {
+        None
+    } else {
+        args.redis.clone().or_else(|| config.redis_url())
+    };
     let bus = match url {
         Some(url) => match connect_redis(&url, &prefix, shutdown.clone()).await? {
             Some(bus) => bus,
@@ -118,7 +139,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Bus::embedded(&prefix),
     };
     if args.role != Role::All && matches!(bus, Bus::Embedded(_)) {
-        bail!("--role {:?} runs half of the pipeline and needs a Redis bus the other half shares: set REDIS_URL or [bus] url", args.role);
+        bail!(
+            "--role {:?} runs half of the pipeline and needs a Redis bus the other half shares: set REDIS_URL or [bus] url",
+            args.role
+        );
     }
     println!(
         "tradehost: {} bus, role {:?}, {} pipelines, {} accounts, channels {}",
@@ -137,20 +161,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     } else {
         let c = bus.channels();
-        Some(spawn_printer(bus.subscribe(&[c.signals(), c.orders(), c.events()]).await?, c.clone()))
+        Some(spawn_printer(
+            bus.subscribe(&[c.signals(), c.orders(), c.events()])
+                .await?,
+            c.clone(),
+        ))
     };
-    let orders_commands = if matches!(args.role, Role::All | Role::Orders) { Some(bus.subscribe(&[bus.channels().commands()]).await?) } else { None };
+    let orders_commands = if matches!(args.role, Role::All | Role::Orders) {
+        Some(bus.subscribe(&[bus.channels().commands()]).await?)
+    } else {
+        None
+    };
     // Live brokers belong to the orders role; nothing trades until every live account is ready.
-    let live = if mode == "live" && orders_commands.is_some() { Some(super::live::connect(&config, &bus, &Events::new(bus.clone(), "orders")).await?) } else { None };
+    let live = if mode == "live" && orders_commands.is_some() {
+        Some(super::live::connect(&config, &bus, &Events::new(bus.clone(), "orders")).await?)
+    } else {
+        None
+    };
 
     // One watcher per process: plugin folder changes go to the engine, configuration
     // changes through `config_watch` to both roles.
     let (plugin_tx, plugin_rx) = mpsc::channel(16);
     let (config_change_tx, config_change_rx) = mpsc::channel(16);
     let (change_tx, mut change_rx) = mpsc::channel(16);
-    let _watcher = crate::engine::watch::watch(&config.resolve(&config.host.plugin_dir), &args.config, change_tx)
-        .map_err(|e| tracing::warn!("file watching is off: {e}"))
-        .ok();
+    let _watcher = crate::engine::watch::watch(
+        &config.resolve(&config.host.plugin_dir),
+        &args.config,
+        change_tx,
+    )
+    .map_err(|e| tracing::warn!("file watching is off: {e}"))
+    .ok();
     tokio::spawn(async move {
         while let Some(change) = change_rx.recv().await {
             let _ = match change {
@@ -160,27 +200,62 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     let (config_tx, config_rx) = watch::channel(config.clone());
-    let alerts = if orders_commands.is_some() { super::live::start_notifier(&config, &bus, config_rx.clone()).await? } else { None };
+    let alerts = if orders_commands.is_some() {
+        super::live::start_notifier(&config, &bus, config_rx.clone()).await?
+    } else {
+        None
+    };
     let (reload_tx, reload_rx) = mpsc::channel(16);
-    tokio::spawn(crate::engine::service::config_watch(args.config.clone(), Events::new(bus.clone(), "host"), config_tx, config_change_rx, reload_rx));
-    let engine_commands = if matches!(args.role, Role::All | Role::Engine) { Some(bus.subscribe(&[bus.channels().commands()]).await?) } else { None };
+    tokio::spawn(crate::engine::service::config_watch(
+        args.config.clone(),
+        Events::new(bus.clone(), "host"),
+        config_tx,
+        config_change_rx,
+        reload_rx,
+    ));
+    let engine_commands = if matches!(args.role, Role::All | Role::Engine) {
+        Some(bus.subscribe(&[bus.channels().commands()]).await?)
+    } else {
+        None
+    };
     let engine = engine_commands.map(|commands| {
         let (config, bus, configs) = (config.clone(), bus.clone(), config_rx.clone());
-        let lifecycle = Lifecycle { shutdown: shutdown.clone(), stop: shutdown_tx.clone(), until_idle: args.until_idle.is_some(), wait_for_plugins: args.wait_for_plugins };
+        let lifecycle = Lifecycle {
+            shutdown: shutdown.clone(),
+            stop: shutdown_tx.clone(),
+            until_idle: args.until_idle.is_some(),
+            wait_for_plugins: args.wait_for_plugins,
+        };
         // The brokers reach the engine through these: its `broker` sources' ticks and chains.
         let tokens = TokenOverrides::default();
         let feeds = crate::market::feed::BrokerLinks {
             feed: crate::brokers::feeds::resolver(configs.clone(), bus.clone(), tokens.clone()),
-            chain: crate::brokers::feeds::chain_resolver(configs.clone(), bus.clone(), tokens.clone()),
+            chain: crate::brokers::feeds::chain_resolver(
+                configs.clone(),
+                bus.clone(),
+                tokens.clone(),
+            ),
         };
-        tokio::spawn(async move { crate::engine::service::serve(config, bus, lifecycle, plugin_rx, configs, commands, feeds, tokens).await })
+        tokio::spawn(async move {
+            crate::engine::service::serve(
+                config, bus, lifecycle, plugin_rx, configs, commands, feeds, tokens,
+            )
+            .await
+        })
     });
     // `[console] listen`: the web console beside the pipelines, on the same bus and journal.
     let console = match config.console.listen {
         Some(listen) if matches!(args.role, Role::All | Role::Orders) => {
             let users = crate::console::users(&config)?;
-            let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
-            let settings = crate::console::ConsoleSettings { listen, journal, secure_cookies: config.console.secure_cookies };
+            let journal = args
+                .journal
+                .clone()
+                .unwrap_or_else(|| config.resolve(&config.host.journal));
+            let settings = crate::console::ConsoleSettings {
+                listen,
+                journal,
+                secure_cookies: config.console.secure_cookies,
+            };
             let mut stop = shutdown.clone();
             let (config, bus) = (config.clone(), bus.clone());
             Some(tokio::spawn(async move {
@@ -197,12 +272,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let (engine_done_tx, engine_done) = watch::channel(engine.is_none());
     let orders = orders_commands.map(|commands| {
-        let journal = args.journal.clone().unwrap_or_else(|| config.resolve(&config.host.journal));
-        let durability = if args.backtest { crate::orders::Durability::Scratch } else { crate::orders::Durability::Durable };
-        let settings = OrdersSettings { journal, consumer: args.consumer.clone(), mode, until_idle: args.until_idle.map(Duration::from_secs_f64), durability };
-        let (config, bus, configs, reload) = (config.clone(), bus.clone(), config_rx.clone(), reload_tx.clone());
-        let lifecycle = Lifecycle { shutdown: shutdown.clone(), stop: shutdown_tx.clone(), until_idle: args.until_idle.is_some(), wait_for_plugins: args.wait_for_plugins };
-        tokio::spawn(async move { crate::orders::service::serve(config, bus, settings, commands, lifecycle, engine_done, configs, reload, live.map(|l| (l.router, l.reports))).await })
+        let journal = args
+            .journal
+            .clone()
+            .unwrap_or_else(|| config.resolve(&config.host.journal));
+        let durability = if args.backtest {
+            crate::orders::Durability::Scratch
+        } else {
+            crate::orders::Durability::Durable
+        };
+        let settings = OrdersSettings {
+            journal,
+            consumer: args.consumer.clone(),
+            mode,
+            until_idle: args.until_idle.map(Duration::from_secs_f64),
+            durability,
+        };
+        let (config, bus, configs, reload) = (
+            config.clone(),
+            bus.clone(),
+            config_rx.clone(),
+            reload_tx.clone(),
+        );
+        let lifecycle = Lifecycle {
+            shutdown: shutdown.clone(),
+            stop: shutdown_tx.clone(),
+            until_idle: args.until_idle.is_some(),
+            wait_for_plugins: args.wait_for_plugins,
+        };
+        tokio::spawn(async move {
+            crate::orders::service::serve(
+                config,
+                bus,
+                settings,
+                commands,
+                lifecycle,
+                engine_done,
+                configs,
+                reload,
+                live.map(|l| (l.router, l.reports)),
+            )
+            .await
+        })
     });
     let mut failure = None;
     if let Some(engine) = engine {
@@ -227,18 +338,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(pending) = alerts {
         // Alerts still queued (Telegram allows about one a second per chat) go
         // out before we do; on SIGTERM only as long as a clean stop allows.
-        let budget = if *shutdown.borrow() { STOP_ALERT_FLUSH } else { ALERT_FLUSH };
+        let budget = if *shutdown.borrow() {
+            STOP_ALERT_FLUSH
+        } else {
+            ALERT_FLUSH
+        };
         tokio::time::sleep(Duration::from_millis(200)).await;
         let waiting = || pending.load(std::sync::atomic::Ordering::SeqCst);
         if waiting() > 0 {
-            println!("tradehost: sending {} queued alerts before exiting", waiting());
+            println!(
+                "tradehost: sending {} queued alerts before exiting",
+                waiting()
+            );
         }
         let deadline = tokio::time::Instant::now() + budget;
         while waiting() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if waiting() > 0 {
-            eprintln!("tradehost: {} alerts were not sent in {} s", waiting(), budget.as_secs());
+            eprintln!(
+                "tradehost: {} alerts were not sent in {} s",
+                waiting(),
+                budget.as_secs()
+            );
         }
     }
     match failure {
@@ -247,10 +369,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-
 /// Connect to Redis, waiting with back-off while it is not there (a service
 /// started before its Redis must not die of it); `None` when told to stop meanwhile.
-async fn connect_redis(url: &str, prefix: &str, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<Option<Bus>> {
+async fn connect_redis(
+    url: &str,
+    prefix: &str,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Bus>> {
     let mut delay = Duration::from_millis(200);
     let mut told = false;
     loop {
@@ -262,12 +387,16 @@ async fn connect_redis(url: &str, prefix: &str, mut shutdown: watch::Receiver<bo
                 return Ok(Some(bus));
             }
             // A URL that cannot work is the user's to fix, not a reason to wait.
-            Err(crate::bus::BusError::Redis(e)) if e.kind() == redis::ErrorKind::InvalidClientConfig => {
+            Err(crate::bus::BusError::Redis(e))
+                if e.kind() == redis::ErrorKind::InvalidClientConfig =>
+            {
                 return Err(anyhow::anyhow!("REDIS_URL / [bus] url {url:?}: {e}"));
             }
             Err(e) => {
                 if !told {
-                    eprintln!("tradehost: waiting for Redis at {url}: {e} (retrying; Ctrl-C to stop)");
+                    eprintln!(
+                        "tradehost: waiting for Redis at {url}: {e} (retrying; Ctrl-C to stop)"
+                    );
                     told = true;
                 }
                 tokio::select! {
@@ -288,13 +417,24 @@ async fn watch_redis(mut health: watch::Receiver<bool>, events: Events) {
         match (up, down_since) {
             (false, None) => {
                 down_since = Some(tokio::time::Instant::now());
-                eprintln!("tradehost: Redis connection lost: holding decisions and buffering prices and signals while reconnecting");
+                eprintln!(
+                    "tradehost: Redis connection lost: holding decisions and buffering prices and signals while reconnecting"
+                );
             }
             (true, Some(since)) => {
                 down_since = None;
                 let down_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
-                eprintln!("tradehost: Redis is back after {:.1} s; resuming from the streams", down_ms as f64 / 1000.0);
-                events.publish(&crate::bus::events::Event::RedisOutage { down_ms, detail: "Redis was unreachable; the streams were resumed with nothing lost".into() }).await;
+                eprintln!(
+                    "tradehost: Redis is back after {:.1} s; resuming from the streams",
+                    down_ms as f64 / 1000.0
+                );
+                events
+                    .publish(&crate::bus::events::Event::RedisOutage {
+                        down_ms,
+                        detail: "Redis was unreachable; the streams were resumed with nothing lost"
+                            .into(),
+                    })
+                    .await;
             }
             _ => {}
         }
@@ -318,17 +458,53 @@ async fn wait_for_signal() {
 fn spawn_printer(mut sub: Subscription, channels: Channels) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some((channel, payload)) = sub.recv().await {
-            let Ok(v) = serde_json::from_str::<Value>(&payload) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&payload) else {
+                continue;
+            };
             // Fields come from the bus: control characters escaped and length capped before they reach a terminal.
-            let text = |k: &str| printable(&v[k].as_str().map(str::to_owned).unwrap_or_else(|| v[k].to_string()), 200);
+            let text = |k: &str| {
+                printable(
+                    &v[k]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v[k].to_string()),
+                    200,
+                )
+            };
             let line = match v["type"].as_str() {
-                Some("signal") => format!("signal  {:<16} {:<10} {:<4} @ {:<10} {}", text("pipeline"), text("instrument"), text("side"), text("price"), text("reason")),
+                Some("signal") => format!(
+                    "signal  {:<16} {:<10} {:<4} @ {:<10} {}",
+                    text("pipeline"),
+                    text("instrument"),
+                    text("side"),
+                    text("price"),
+                    text("reason")
+                ),
                 Some("order") if matches!(v["state"].as_str(), Some("filled")) => {
-                    format!("order   {:<16} {} {} {} {} @ {} [{}]", text("account"), text("state"), text("side"), text("qty"), text("instrument"), text("price"), text("mode"))
+                    format!(
+                        "order   {:<16} {} {} {} {} @ {} [{}]",
+                        text("account"),
+                        text("state"),
+                        text("side"),
+                        text("qty"),
+                        text("instrument"),
+                        text("price"),
+                        text("mode")
+                    )
                 }
-                Some("event") if channel == channels.events() => format!("event   {} {}", text("event"), printable(v["pipeline"].as_str().unwrap_or(""), 80)),
+                Some("event") if channel == channels.events() => format!(
+                    "event   {} {}",
+                    text("event"),
+                    printable(v["pipeline"].as_str().unwrap_or(""), 80)
+                ),
                 Some("error") => format!("error   {}: {}", text("source"), text("reason")),
-                Some("command_ack") => format!("ack     {} {} ok={} {}", text("command_id"), text("cmd"), text("ok"), text("detail")),
+                Some("command_ack") => format!(
+                    "ack     {} {} ok={} {}",
+                    text("command_id"),
+                    text("cmd"),
+                    text("ok"),
+                    text("detail")
+                ),
                 _ => continue,
             };
             println!("{line}");
@@ -337,11 +513,23 @@ fn spawn_printer(mut sub: Subscription, channels: Channels) -> JoinHandle<()> {
 }
 
 fn print_summary(summary: &Value) {
-    println!("\n{:<16} {:>14} {:>14}  positions", "account", "realised", "unrealised");
+    println!(
+        "\n{:<16} {:>14} {:>14}  positions",
+        "account", "realised", "unrealised"
+    );
     if let Some(accounts) = summary["accounts"].as_object() {
         for (id, a) in accounts {
-            println!("{id:<16} {:>14} {:>14}  {}", a["realized"].as_str().unwrap_or("0"), a["unrealized"].as_str().unwrap_or("0"), a["positions"]);
+            println!(
+                "{id:<16} {:>14} {:>14}  {}",
+                a["realized"].as_str().unwrap_or("0"),
+                a["unrealized"].as_str().unwrap_or("0"),
+                a["positions"]
+            );
         }
     }
-    println!("orders: {}  (mode {})", summary["counters"], summary["mode"].as_str().unwrap_or("?"));
+    println!(
+        "orders: {}  (mode {})",
+        summary["counters"],
+        summary["mode"].as_str().unwrap_or("?")
+    );
 }

@@ -34,15 +34,21 @@ pub(super) struct Chains {
 impl Chains {
     /// Take one price; false when `instrument` is not an option.
     pub(super) fn take(&mut self, instrument: &str, price: Decimal, ts: i64) -> bool {
-        let Some(name) = option_name(instrument) else { return false };
-        if !self.by_underlying.contains_key(&name.underlying) && self.by_underlying.len() >= MAX_UNDERLYINGS {
+        let Some(name) = option_name(instrument) else {
+            return false;
+        };
+        if !self.by_underlying.contains_key(&name.underlying)
+            && self.by_underlying.len() >= MAX_UNDERLYINGS
+        {
             return true;
         }
         let quoted = self.by_underlying.entry(name.underlying).or_default();
         quoted.ts = quoted.ts.max(ts);
         if !quoted.expiries.contains_key(&name.expiry) && quoted.expiries.len() >= MAX_EXPIRIES {
             // The earliest expiry makes room (it is the one that has gone or goes first).
-            let Some(first) = quoted.expiries.keys().next().cloned() else { return true };
+            let Some(first) = quoted.expiries.keys().next().cloned() else {
+                return true;
+            };
             if first > name.expiry {
                 return true;
             }
@@ -65,7 +71,12 @@ fn expiry_close_ms(expiry: &str) -> Option<i64> {
 /// The lot of `symbol`: the broker's master, else the exchange's contract rules, else
 /// the lot size of an account whose pipelines trade `underlying`, else 1.
 fn lot_of(config: &Config, catalog: &Catalog, underlying: &str, symbol: &str) -> u64 {
-    if let Some(lot) = catalog.lots.get(symbol).copied().or_else(|| config.market.contract_rules.lot_size(symbol)) {
+    if let Some(lot) = catalog
+        .lots
+        .get(symbol)
+        .copied()
+        .or_else(|| config.market.contract_rules.lot_size(symbol))
+    {
         return lot;
     }
     config
@@ -73,7 +84,11 @@ fn lot_of(config: &Config, catalog: &Catalog, underlying: &str, symbol: &str) ->
         .iter()
         .filter(|p| p.symbols.get_ref().iter().any(|s| s == underlying))
         .flat_map(|p| p.accounts.iter())
-        .filter_map(|a| config.account(a.get_ref()).and_then(|a| a.lot_of(&config.market.contract_rules, symbol)))
+        .filter_map(|a| {
+            config
+                .account(a.get_ref())
+                .and_then(|a| a.lot_of(&config.market.contract_rules, symbol))
+        })
         .next()
         .unwrap_or(1)
 }
@@ -81,8 +96,20 @@ fn lot_of(config: &Config, catalog: &Catalog, underlying: &str, symbol: &str) ->
 /// What the basket builder shows for `underlying` and `expiry` (the nearest when absent
 /// or unknown): its expiries, spot, lot, days to expiry, and each strike's call and put
 /// with our name and last price. Without `underlying`, just the underlyings to pick from.
-pub(super) fn view(config: &Config, catalog: &Catalog, chains: &Chains, last: &HashMap<String, Decimal>, underlying: Option<&str>, expiry: Option<&str>) -> Value {
-    let underlyings: BTreeSet<&str> = chains.by_underlying.keys().map(String::as_str).chain(catalog.options.keys().map(|(u, _)| u.as_str())).collect();
+pub(super) fn view(
+    config: &Config,
+    catalog: &Catalog,
+    chains: &Chains,
+    last: &HashMap<String, Decimal>,
+    underlying: Option<&str>,
+    expiry: Option<&str>,
+) -> Value {
+    let underlyings: BTreeSet<&str> = chains
+        .by_underlying
+        .keys()
+        .map(String::as_str)
+        .chain(catalog.options.keys().map(|(u, _)| u.as_str()))
+        .collect();
     let Some(underlying) = underlying.filter(|u| underlyings.contains(u)) else {
         return json!({ "underlyings": underlyings });
     };
@@ -96,11 +123,23 @@ pub(super) fn view(config: &Config, catalog: &Catalog, chains: &Chains, last: &H
         .map(|(_, e)| e.clone())
         .collect();
     expiries.extend(quoted.into_iter().flat_map(|q| q.expiries.keys().cloned()));
-    let Some(chosen) = expiry.filter(|e| expiries.contains(*e)).map(str::to_owned).or_else(|| expiries.iter().next().cloned()) else {
+    let Some(chosen) = expiry
+        .filter(|e| expiries.contains(*e))
+        .map(str::to_owned)
+        .or_else(|| expiries.iter().next().cloned())
+    else {
         return json!({ "underlyings": underlyings, "underlying": underlying, "expiries": [] });
     };
-    let mut rows: BTreeMap<Decimal, [Option<Decimal>; 2]> = quoted.and_then(|q| q.expiries.get(&chosen)).cloned().unwrap_or_default();
-    for (strike, _) in catalog.options.get(&(underlying.to_owned(), chosen.clone())).into_iter().flatten() {
+    let mut rows: BTreeMap<Decimal, [Option<Decimal>; 2]> = quoted
+        .and_then(|q| q.expiries.get(&chosen))
+        .cloned()
+        .unwrap_or_default();
+    for (strike, _) in catalog
+        .options
+        .get(&(underlying.to_owned(), chosen.clone()))
+        .into_iter()
+        .flatten()
+    {
         rows.entry(*strike).or_default();
     }
     // The spot: the underlying's own price, else put-call parity at the strike where the
@@ -111,12 +150,17 @@ pub(super) fn view(config: &Config, catalog: &Catalog, chains: &Chains, last: &H
         .min_by_key(|(_, c, p)| c.checked_sub(*p).map(|d| d.abs()))
         .and_then(|(k, c, p)| k.checked_add(c).and_then(|s| s.checked_sub(p)));
     let spot = last.get(underlying).copied().or(parity);
-    let days = expiry_close_ms(&chosen).map(|close| Decimal::from(close.saturating_sub(now).max(0)) / Decimal::from(86_400_000));
+    let days = expiry_close_ms(&chosen)
+        .map(|close| Decimal::from(close.saturating_sub(now).max(0)) / Decimal::from(86_400_000));
     let side = |strike: &Decimal, kind: &str, price: Option<Decimal>| {
         let symbol = contract_symbol(underlying, &chosen, &strike.normalize().to_string(), kind);
         json!({ "symbol": symbol, "last": price.map(|p| p.normalize().to_string()) })
     };
-    let any_symbol = rows.keys().next().and_then(|k| contract_symbol(underlying, &chosen, &k.normalize().to_string(), "CE")).unwrap_or_default();
+    let any_symbol = rows
+        .keys()
+        .next()
+        .and_then(|k| contract_symbol(underlying, &chosen, &k.normalize().to_string(), "CE"))
+        .unwrap_or_default();
     json!({
         "underlyings": underlyings,
         "underlying": underlying,
@@ -149,42 +193,109 @@ mod tests {
         let mut chains = Chains::default();
         // 2030-01-31 09:30 IST: 6 hours before that day's close.
         let ts = crate::domain::time::ist_to_epoch_ms(2030, 1, 31, 9 * 60 + 30, 0);
-        for (name, price) in [("ACME31JAN30100CE", dec!(6)), ("ACME31JAN30100PE", dec!(4)), ("ACME31JAN30110CE", dec!(2)), ("ACME31JAN30110PE", dec!(12.5)), ("ACME28FEB30100CE", dec!(9))] {
+        for (name, price) in [
+            ("ACME31JAN30100CE", dec!(6)),
+            ("ACME31JAN30100PE", dec!(4)),
+            ("ACME31JAN30110CE", dec!(2)),
+            ("ACME31JAN30110PE", dec!(12.5)),
+            ("ACME28FEB30100CE", dec!(9)),
+        ] {
             assert!(chains.take(name, price, ts));
         }
         assert!(!chains.take("ACME", dec!(101), ts), "not an option");
-        let v = view(&config(), &Catalog::default(), &chains, &HashMap::new(), Some("ACME"), None);
+        let v = view(
+            &config(),
+            &Catalog::default(),
+            &chains,
+            &HashMap::new(),
+            Some("ACME"),
+            None,
+        );
         assert_eq!(v["expiries"], json!(["2030-01-31", "2030-02-28"]));
         assert_eq!(v["expiry"], "2030-01-31", "the nearest by default");
         assert_eq!(v["spot"], "102", "parity at 100: 100 + 6 - 4");
         assert_eq!(v["spot_from"], "parity");
         assert_eq!(v["days_to_expiry"], "0.25");
-        assert_eq!(v["lot_size"], 40, "the account's lot for an underlying the rules do not list");
-        assert_eq!(v["rows"][1], json!({ "strike": "110", "ce": { "symbol": "ACME31JAN30110CE", "last": "2" }, "pe": { "symbol": "ACME31JAN30110PE", "last": "12.5" } }));
+        assert_eq!(
+            v["lot_size"], 40,
+            "the account's lot for an underlying the rules do not list"
+        );
+        assert_eq!(
+            v["rows"][1],
+            json!({ "strike": "110", "ce": { "symbol": "ACME31JAN30110CE", "last": "2" }, "pe": { "symbol": "ACME31JAN30110PE", "last": "12.5" } })
+        );
         let mut last = HashMap::new();
         last.insert("ACME".to_owned(), dec!(101.5));
-        let feb = view(&config(), &Catalog::default(), &chains, &last, Some("ACME"), Some("2030-02-28"));
-        assert_eq!((feb["spot"].as_str(), feb["spot_from"].as_str(), feb["rows"][0]["pe"]["last"].is_null()), (Some("101.5"), Some("price"), true));
-        assert_eq!(view(&config(), &Catalog::default(), &chains, &last, Some("NOSUCH"), None), json!({ "underlyings": ["ACME"] }));
+        let feb = view(
+            &config(),
+            &Catalog::default(),
+            &chains,
+            &last,
+            Some("ACME"),
+            Some("2030-02-28"),
+        );
+        assert_eq!(
+            (
+                feb["spot"].as_str(),
+                feb["spot_from"].as_str(),
+                feb["rows"][0]["pe"]["last"].is_null()
+            ),
+            (Some("101.5"), Some("price"), true)
+        );
+        assert_eq!(
+            view(
+                &config(),
+                &Catalog::default(),
+                &chains,
+                &last,
+                Some("NOSUCH"),
+                None
+            ),
+            json!({ "underlyings": ["ACME"] })
+        );
     }
 
     #[test]
     fn listed_strikes_join_the_quoted_ones_and_a_flood_is_bounded() {
         let mut catalog = Catalog::default();
-        catalog.options.insert(("ACME".into(), "2030-01-31".into()), vec![(dec!(90), true), (dec!(90), false), (dec!(100), true)]);
-        catalog.options.insert(("ACME".into(), "2020-01-30".into()), vec![(dec!(90), true)]);
+        catalog.options.insert(
+            ("ACME".into(), "2030-01-31".into()),
+            vec![(dec!(90), true), (dec!(90), false), (dec!(100), true)],
+        );
+        catalog
+            .options
+            .insert(("ACME".into(), "2020-01-30".into()), vec![(dec!(90), true)]);
         catalog.lots.insert("ACME31JAN3090CE".into(), 25);
         let mut chains = Chains::default();
         let ts = crate::domain::time::ist_to_epoch_ms(2030, 1, 2, 600, 0);
         chains.take("ACME31JAN30100CE", dec!(6), ts);
-        let v = view(&config(), &catalog, &chains, &HashMap::new(), Some("ACME"), None);
-        assert_eq!(v["expiries"], json!(["2030-01-31"]), "an expired listing is not offered");
+        let v = view(
+            &config(),
+            &catalog,
+            &chains,
+            &HashMap::new(),
+            Some("ACME"),
+            None,
+        );
+        assert_eq!(
+            v["expiries"],
+            json!(["2030-01-31"]),
+            "an expired listing is not offered"
+        );
         assert_eq!(v["rows"].as_array().unwrap().len(), 2);
-        assert_eq!((v["rows"][0]["strike"].as_str(), v["rows"][0]["ce"]["last"].is_null()), (Some("90"), true));
+        assert_eq!(
+            (
+                v["rows"][0]["strike"].as_str(),
+                v["rows"][0]["ce"]["last"].is_null()
+            ),
+            (Some("90"), true)
+        );
         assert_eq!(v["lot_size"], 25, "the master's lot first");
         for i in 0..2000u32 {
             chains.take(&format!("ACME31JAN30{}CE", 1000 + i), dec!(1), ts);
-            let letters: String = (0..3).map(|k| char::from(b'A' + u8::try_from(i / 26u32.pow(k) % 26).unwrap())).collect();
+            let letters: String = (0..3)
+                .map(|k| char::from(b'A' + u8::try_from(i / 26u32.pow(k) % 26).unwrap()))
+                .collect();
             chains.take(&format!("U{letters}31JAN30100CE"), dec!(1), ts);
         }
         assert!(chains.by_underlying.len() <= MAX_UNDERLYINGS);

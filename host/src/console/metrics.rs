@@ -23,17 +23,38 @@ struct Reported {
 
 impl Reported {
     fn of(v: &Value) -> Option<Self> {
-        let list = |k: &str| v[k].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect::<Vec<u64>>());
+        let list = |k: &str| {
+            v[k].as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect::<Vec<u64>>())
+        };
         let (bounds_us, counts) = (list("bounds_us")?, list("counts")?);
-        (counts.len() == bounds_us.len() + 1).then(|| Self { bounds_us, counts, sum_us: v["sum_us"].as_u64().unwrap_or(0) })
+        (counts.len() == bounds_us.len() + 1).then(|| Self {
+            bounds_us,
+            counts,
+            sum_us: v["sum_us"].as_u64().unwrap_or(0),
+        })
     }
 
-    fn encode(&self, family: &mut prometheus_client::encoding::MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+    fn encode(
+        &self,
+        family: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
         #[allow(clippy::cast_precision_loss)]
         let seconds = |us: u64| us as f64 / 1e6;
-        let buckets: Vec<(f64, u64)> = self.bounds_us.iter().map(|b| seconds(*b)).chain(std::iter::once(f64::MAX)).zip(self.counts.iter().copied()).collect();
+        let buckets: Vec<(f64, u64)> = self
+            .bounds_us
+            .iter()
+            .map(|b| seconds(*b))
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.counts.iter().copied())
+            .collect();
         let count = self.counts.iter().fold(0u64, |a, c| a.saturating_add(*c));
-        family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(seconds(self.sum_us), count, &buckets, None)
+        family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            seconds(self.sum_us),
+            count,
+            &buckets,
+            None,
+        )
     }
 }
 
@@ -55,26 +76,47 @@ struct Heartbeats {
 struct FromHeartbeats(std::sync::Mutex<Heartbeats>);
 
 impl prometheus_client::collector::Collector for FromHeartbeats {
-    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
         use prometheus_client::metrics::MetricType::{Counter as C, Gauge as G, Histogram as H};
         let Ok(h) = self.0.lock() else { return Ok(()) };
         let now = crate::bus::message::now_ms();
         {
-            let mut m = encoder.encode_descriptor("tradehost_tick_to_signal_seconds", "From a pipeline taking a market event to its signal on the bus", None, H)?;
+            let mut m = encoder.encode_descriptor(
+                "tradehost_tick_to_signal_seconds",
+                "From a pipeline taking a market event to its signal on the bus",
+                None,
+                H,
+            )?;
             for (p, hist) in &h.tick_to_signal {
                 hist.encode(&mut m.encode_family(&label("pipeline", p))?)?;
             }
         }
         for (name, help, hist) in [
-            ("tradehost_signal_to_order_seconds", "From the orders service taking a signal off the log to its orders on the bus", &h.signal_to_order),
-            ("tradehost_journal_commit_seconds", "Commit times of the orders journal", &h.journal_commit),
+            (
+                "tradehost_signal_to_order_seconds",
+                "From the orders service taking a signal off the log to its orders on the bus",
+                &h.signal_to_order,
+            ),
+            (
+                "tradehost_journal_commit_seconds",
+                "Commit times of the orders journal",
+                &h.journal_commit,
+            ),
         ] {
             if let Some(hist) = hist {
                 hist.encode(&mut encoder.encode_descriptor(name, help, None, H)?)?;
             }
         }
         {
-            let mut m = encoder.encode_descriptor("tradehost_feed_staleness_seconds", "Time since a pipeline last took a market event (wall clock)", None, G)?;
+            let mut m = encoder.encode_descriptor(
+                "tradehost_feed_staleness_seconds",
+                "Time since a pipeline last took a market event (wall clock)",
+                None,
+                G,
+            )?;
             for (p, at) in h.last_event_wall_ms.iter().filter(|(_, at)| **at > 0) {
                 #[allow(clippy::cast_precision_loss)]
                 let age = now.saturating_sub(*at).max(0) as f64 / 1000.0;
@@ -82,29 +124,57 @@ impl prometheus_client::collector::Collector for FromHeartbeats {
             }
         }
         {
-            let mut m = encoder.encode_descriptor("tradehost_plugin_fuel", "Fuel a pipeline's strategy instance has burned", None, C)?;
+            let mut m = encoder.encode_descriptor(
+                "tradehost_plugin_fuel",
+                "Fuel a pipeline's strategy instance has burned",
+                None,
+                C,
+            )?;
             for (p, fuel) in &h.fuel {
-                m.encode_family(&label("pipeline", p))?.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(fuel, None)?;
+                m.encode_family(&label("pipeline", p))?
+                    .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                        fuel, None,
+                    )?;
             }
         }
         {
-            let mut m = encoder.encode_descriptor("tradehost_plugin_busy_seconds", "Time a pipeline's strategy instance has spent in its calls", None, C)?;
+            let mut m = encoder.encode_descriptor(
+                "tradehost_plugin_busy_seconds",
+                "Time a pipeline's strategy instance has spent in its calls",
+                None,
+                C,
+            )?;
             for (p, us) in &h.busy_us {
                 #[allow(clippy::cast_precision_loss)]
                 let seconds = *us as f64 / 1e6;
-                m.encode_family(&label("pipeline", p))?.encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(&seconds, None)?;
+                m.encode_family(&label("pipeline", p))?
+                    .encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(
+                        &seconds, None,
+                    )?;
             }
         }
         {
-            let mut m = encoder.encode_descriptor("tradehost_plugin_memory_bytes", "Linear memory a pipeline's strategy holds", None, G)?;
+            let mut m = encoder.encode_descriptor(
+                "tradehost_plugin_memory_bytes",
+                "Linear memory a pipeline's strategy holds",
+                None,
+                G,
+            )?;
             for (p, bytes) in &h.memory {
-                m.encode_family(&label("pipeline", p))?.encode_gauge(bytes)?;
+                m.encode_family(&label("pipeline", p))?
+                    .encode_gauge(bytes)?;
             }
         }
         {
-            let mut m = encoder.encode_descriptor("tradehost_redis_reconnects", "Times Redis came back after it was found away, per service", None, C)?;
+            let mut m = encoder.encode_descriptor(
+                "tradehost_redis_reconnects",
+                "Times Redis came back after it was found away, per service",
+                None,
+                C,
+            )?;
             for (role, n) in &h.reconnects {
-                m.encode_family(&label("service", role))?.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(n, None)?;
+                m.encode_family(&label("service", role))?
+                    .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(n, None)?;
             }
         }
         Ok(())
@@ -141,14 +211,42 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.heartbeats.clone()));
-        registry.register("tradehost_signals", "Signals published, per pipeline", m.signals.clone());
-        registry.register("tradehost_events", "Events published, per event name", m.events.clone());
-        registry.register("tradehost_order_transitions", "Order messages, per state reached", m.orders.clone());
-        registry.register("tradehost_refusals", "Orders and signals refused, per rule", m.refusals.clone());
+        registry.register(
+            "tradehost_signals",
+            "Signals published, per pipeline",
+            m.signals.clone(),
+        );
+        registry.register(
+            "tradehost_events",
+            "Events published, per event name",
+            m.events.clone(),
+        );
+        registry.register(
+            "tradehost_order_transitions",
+            "Order messages, per state reached",
+            m.orders.clone(),
+        );
+        registry.register(
+            "tradehost_refusals",
+            "Orders and signals refused, per rule",
+            m.refusals.clone(),
+        );
         registry.register("tradehost_fills", "Fills, per account", m.fills.clone());
-        registry.register("tradehost_console_actions", "Actions taken in the console, per action", m.actions.clone());
-        registry.register("tradehost_console_logins_refused", "Console logins refused, per reason", m.logins_refused.clone());
-        registry.register("tradehost_last_message_timestamp_seconds", "When the console last saw a message on the bus (wall clock)", m.last_message.clone());
+        registry.register(
+            "tradehost_console_actions",
+            "Actions taken in the console, per action",
+            m.actions.clone(),
+        );
+        registry.register(
+            "tradehost_console_logins_refused",
+            "Console logins refused, per reason",
+            m.logins_refused.clone(),
+        );
+        registry.register(
+            "tradehost_last_message_timestamp_seconds",
+            "When the console last saw a message on the bus (wall clock)",
+            m.last_message.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -160,17 +258,23 @@ fn label(key: &str, value: &str) -> Labels {
 impl Metrics {
     /// Count one bus message.
     pub fn observe(&self, v: &Value) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         self.last_message.set(now);
         match v["type"].as_str().unwrap_or_default() {
             "signal" => {
-                self.signals.get_or_create(&label("pipeline", v["pipeline"].as_str().unwrap_or("?"))).inc();
+                self.signals
+                    .get_or_create(&label("pipeline", v["pipeline"].as_str().unwrap_or("?")))
+                    .inc();
             }
             "order" => {
                 let state = v["state"].as_str().unwrap_or("?");
                 self.orders.get_or_create(&label("state", state)).inc();
                 if state == "filled" {
-                    self.fills.get_or_create(&label("account", v["account"].as_str().unwrap_or("?"))).inc();
+                    self.fills
+                        .get_or_create(&label("account", v["account"].as_str().unwrap_or("?")))
+                        .inc();
                 }
             }
             "heartbeat" => self.heartbeat(v),
@@ -187,7 +291,9 @@ impl Metrics {
 
     /// Keep what a service's heartbeat reports.
     fn heartbeat(&self, v: &Value) {
-        let Ok(mut h) = self.heartbeats.0.lock() else { return };
+        let Ok(mut h) = self.heartbeats.0.lock() else {
+            return;
+        };
         let role = crate::bus::message::printable(v["role"].as_str().unwrap_or("?"), 32);
         if let Some(n) = v["redis_reconnects"].as_u64() {
             h.reconnects.insert(role, n);
@@ -224,7 +330,9 @@ impl Metrics {
 
     /// Count a refused login.
     pub fn login_refused(&self, reason: &str) {
-        self.logins_refused.get_or_create(&label("reason", reason)).inc();
+        self.logins_refused
+            .get_or_create(&label("reason", reason))
+            .inc();
     }
 
     /// The text exposition.
@@ -268,7 +376,14 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }
-        let stale: f64 = text.lines().find_map(|l| l.strip_prefix("tradehost_feed_staleness_seconds{pipeline=\"nifty-ma\"} ")).unwrap().parse().unwrap();
+        let stale: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tradehost_feed_staleness_seconds{pipeline=\"nifty-ma\"} ")
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((4.0..60.0).contains(&stale), "{stale}");
         assert!(text.trim_end().ends_with("# EOF"));
     }

@@ -103,14 +103,22 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     use argon2::PasswordHasher as _;
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness for a salt: {e}"))?;
-    let salt = argon2::password_hash::SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-    Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("hashing: {e}"))?.to_string())
+    let salt = argon2::password_hash::SaltString::encode_b64(&salt)
+        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    Ok(argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing: {e}"))?
+        .to_string())
 }
 
 /// Whether `password` matches the PHC hash `hash`.
 fn verify(password: &str, hash: &str) -> bool {
     use argon2::PasswordVerifier as _;
-    argon2::password_hash::PasswordHash::new(hash).is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    argon2::password_hash::PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// A hash no password matches, verified for an unknown user so that a wrong name takes
@@ -120,7 +128,8 @@ const DECOY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$Zm9vY
 fn token() -> String {
     let mut bytes = [0u8; 24];
     // Without system randomness there are no safe sessions: a fixed token would be worse.
-    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no system randomness for a session token: {e}"));
+    getrandom::fill(&mut bytes)
+        .unwrap_or_else(|e| panic!("no system randomness for a session token: {e}"));
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -183,12 +192,28 @@ pub fn users(config: &Config) -> anyhow::Result<BTreeMap<String, User>> {
     let store = SecretStore::beside(config)?;
     let mut out = BTreeMap::new();
     for (name, u) in store.console_users() {
-        let where_ = store.path.as_ref().map_or_else(|| "the secrets file".to_owned(), |p| p.display().to_string());
-        let role = Role::parse(&u.role).with_context(|| format!("{where_}: [console.users.{name}] role = {:?}: expected \"viewer\" or \"trader\"", u.role))?;
+        let where_ = store.path.as_ref().map_or_else(
+            || "the secrets file".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let role = Role::parse(&u.role).with_context(|| {
+            format!(
+                "{where_}: [console.users.{name}] role = {:?}: expected \"viewer\" or \"trader\"",
+                u.role
+            )
+        })?;
         if argon2::password_hash::PasswordHash::new(u.password_hash.expose()).is_err() {
-            anyhow::bail!("{where_}: [console.users.{name}] password_hash is not an argon2 hash (make one with `tradehost console --hash-password`)");
+            anyhow::bail!(
+                "{where_}: [console.users.{name}] password_hash is not an argon2 hash (make one with `tradehost console --hash-password`)"
+            );
         }
-        out.insert(name, User { hash: u.password_hash, role });
+        out.insert(
+            name,
+            User {
+                hash: u.password_hash,
+                role,
+            },
+        );
     }
     Ok(out)
 }
@@ -197,7 +222,13 @@ pub fn users(config: &Config) -> anyhow::Result<BTreeMap<String, User>> {
 ///
 /// # Errors
 /// The address cannot be bound, or the bus cannot be subscribed to.
-pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, users: BTreeMap<String, User>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Arc<Config>,
+    bus: Bus,
+    settings: ConsoleSettings,
+    users: BTreeMap<String, User>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (feed, _) = broadcast::channel(1024);
     let app = Arc::new(App {
         config,
@@ -218,18 +249,28 @@ pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, use
     let masters = tokio::spawn(async move {
         for (broker, source) in &reader.config.live.instruments {
             let source = reader.config.resolve_source(source);
-            let read = crate::brokers::instruments::read_source(&source).await.and_then(|text| Ok(crate::brokers::instruments::parse(broker, &source, &text)?));
+            let read = crate::brokers::instruments::read_source(&source)
+                .await
+                .and_then(|text| Ok(crate::brokers::instruments::parse(broker, &source, &text)?));
             match read {
                 Ok(entries) => {
                     if let Ok(mut c) = reader.catalog.write() {
                         c.add(&entries);
                     }
                 }
-                Err(e) => reader.events.error("console", &format!("{broker} instrument master: {e:#}")).await,
+                Err(e) => {
+                    reader
+                        .events
+                        .error("console", &format!("{broker} instrument master: {e:#}"))
+                        .await
+                }
             }
         }
     });
-    let mut sub = bus.subscribe(&[bus.channels().all()]).await.context("subscribing to the bus")?;
+    let mut sub = bus
+        .subscribe(&[bus.channels().all()])
+        .await
+        .context("subscribing to the bus")?;
     let watcher = app.clone();
     let follow = tokio::spawn(async move {
         while let Some((channel, payload)) = sub.recv().await {
@@ -254,11 +295,18 @@ pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, use
         .route("/api/chain", get(option_chain))
         .route("/metrics", get(metrics))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding the console to {}", settings.listen))?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding the console to {}", settings.listen))?;
     let bound = listener.local_addr().unwrap_or(settings.listen);
     tracing::info!("console on http://{bound}");
     println!("console: http://{bound}");
-    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     follow.abort();
     masters.abort();
     served.context("serving the console")
@@ -267,14 +315,25 @@ pub async fn serve(config: Arc<Config>, bus: Bus, settings: ConsoleSettings, use
 impl App {
     /// Take in one bus message: the recent list, pipelines, alerts, last prices, metrics.
     fn take(&self, channel: &str, payload: &str) {
-        let Ok(v) = serde_json::from_str::<Value>(payload) else { return };
+        let Ok(v) = serde_json::from_str::<Value>(payload) else {
+            return;
+        };
         self.metrics.observe(&v);
-        let Ok(mut seen) = self.seen.lock() else { return };
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
         let kind = v["type"].as_str().unwrap_or_default();
         if kind == "quotes" {
             let ts = v["ts"].as_i64().unwrap_or(0);
-            for q in v["quotes"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                if let (Some(i), Some(p)) = (q["instrument"].as_str(), q["close"].as_str().and_then(|p| p.parse().ok())) {
+            for q in v["quotes"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if let (Some(i), Some(p)) = (
+                    q["instrument"].as_str(),
+                    q["close"].as_str().and_then(|p| p.parse().ok()),
+                ) {
                     seen.last.insert(i.to_owned(), p);
                     seen.chains.take(i, p, ts);
                 }
@@ -303,23 +362,38 @@ impl App {
             seen.recent.pop_front();
         }
         seen.recent.push_back(entry);
-        if v["alert"] == true || matches!(v["event"].as_str(), Some("plugin_failed" | "feed_stale" | "token_expired" | "risk_breaker")) {
+        if v["alert"] == true
+            || matches!(
+                v["event"].as_str(),
+                Some("plugin_failed" | "feed_stale" | "token_expired" | "risk_breaker")
+            )
+        {
             if seen.alerts.len() == 50 {
                 seen.alerts.pop_front();
             }
             seen.alerts.push_back(v.clone());
         }
         // Order messages name a pipeline too (or `basket`, a close's reason): not a pipeline's news.
-        let pipeline = if kind == "order" { None } else { v["pipeline"].as_str().map(str::to_owned) };
+        let pipeline = if kind == "order" {
+            None
+        } else {
+            v["pipeline"].as_str().map(str::to_owned)
+        };
         if let Some(p) = pipeline {
-            let row = seen.pipelines.entry(p.clone()).or_insert_with(|| json!({ "pipeline": p, "state": "unknown", "swaps": 0, "quarantines": 0 }));
+            let row = seen.pipelines.entry(p.clone()).or_insert_with(
+                || json!({ "pipeline": p, "state": "unknown", "swaps": 0, "quarantines": 0 }),
+            );
             match (kind, v["event"].as_str()) {
-                ("signal", _) => row["last_signal"] = json!({ "side": v["side"], "instrument": v["instrument"], "ts": v["ts"], "reason": v["reason"] }),
+                ("signal", _) => {
+                    row["last_signal"] = json!({ "side": v["side"], "instrument": v["instrument"], "ts": v["ts"], "reason": v["reason"] })
+                }
                 (_, Some("plugin_loaded")) => {
                     row["plugin"] = v["plugin"].clone();
                     row["version"] = v["version"].clone();
                 }
-                (_, Some("pipeline_started" | "pipeline_resumed" | "plugin_restarted")) => row["state"] = json!("running"),
+                (_, Some("pipeline_started" | "pipeline_resumed" | "plugin_restarted")) => {
+                    row["state"] = json!("running")
+                }
                 (_, Some("pipeline_paused")) => row["state"] = json!("paused"),
                 (_, Some("pipeline_waiting")) => row["state"] = json!("waiting"),
                 (_, Some("pipeline_finished")) => row["state"] = json!("finished"),
@@ -346,15 +420,32 @@ impl App {
         for a in &self.config.accounts {
             out.insert(a.id.get_ref().clone(), json!({ "broker": a.broker.get_ref(), "mode": format!("{:?}", a.mode).to_lowercase(), "positions": {}, "realized": "0", "unrealized": "0", "total": "0" }));
         }
-        let Some(db) = self.open_journal()? else { return Ok(Value::Object(out)) };
+        let Some(db) = self.open_journal()? else {
+            return Ok(Value::Object(out));
+        };
         let mut stmt = db.prepare("SELECT account, instrument, qty, avg_price, realized FROM positions ORDER BY account, instrument")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
         let mut sums: HashMap<String, (Decimal, Decimal)> = HashMap::new();
         for row in rows {
             let (account, instrument, qty, avg, realized) = row?;
-            let (q, p, r) = (qty.parse::<Decimal>().unwrap_or_default(), avg.parse::<Decimal>().unwrap_or_default(), realized.parse::<Decimal>().unwrap_or_default());
+            let (q, p, r) = (
+                qty.parse::<Decimal>().unwrap_or_default(),
+                avg.parse::<Decimal>().unwrap_or_default(),
+                realized.parse::<Decimal>().unwrap_or_default(),
+            );
             let mark = last.get(&instrument).copied();
-            let unrealized = mark.and_then(|m| m.checked_sub(p)).and_then(|d| d.checked_mul(q)).unwrap_or_default();
+            let unrealized = mark
+                .and_then(|m| m.checked_sub(p))
+                .and_then(|d| d.checked_mul(q))
+                .unwrap_or_default();
             let sum = sums.entry(account.clone()).or_default();
             sum.0 = sum.0.checked_add(r).unwrap_or(sum.0);
             sum.1 = sum.1.checked_add(unrealized).unwrap_or(sum.1);
@@ -364,7 +455,9 @@ impl App {
             let exit: Option<ExitRow> = db
                 .query_row("SELECT stop, target, trail_pct, best FROM exits WHERE account = ?1 AND instrument = ?2", [&account, &instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .ok();
-            let entry = out.entry(account.clone()).or_insert_with(|| json!({ "positions": {} }));
+            let entry = out
+                .entry(account.clone())
+                .or_insert_with(|| json!({ "positions": {} }));
             entry["positions"][&instrument] = json!({
                 "qty": q.normalize().to_string(), "avg_price": p.normalize().to_string(), "last": mark.map(|m| m.normalize().to_string()),
                 "unrealized": unrealized.round_dp(2).normalize().to_string(),
@@ -372,17 +465,28 @@ impl App {
             });
         }
         for (account, (realized, unrealized)) in sums {
-            let entry = out.entry(account).or_insert_with(|| json!({ "positions": {} }));
+            let entry = out
+                .entry(account)
+                .or_insert_with(|| json!({ "positions": {} }));
             entry["realized"] = json!(realized.round_dp(2).normalize().to_string());
             entry["unrealized"] = json!(unrealized.round_dp(2).normalize().to_string());
-            entry["total"] = json!(realized.checked_add(unrealized).unwrap_or(realized).round_dp(2).normalize().to_string());
+            entry["total"] = json!(
+                realized
+                    .checked_add(unrealized)
+                    .unwrap_or(realized)
+                    .round_dp(2)
+                    .normalize()
+                    .to_string()
+            );
         }
         Ok(Value::Object(out))
     }
 
     /// The latest orders with their state-machine history.
     fn orders(&self) -> anyhow::Result<Vec<Value>> {
-        let Some(db) = self.open_journal()? else { return Ok(Vec::new()) };
+        let Some(db) = self.open_journal()? else {
+            return Ok(Vec::new());
+        };
         let mut stmt = db.prepare(
             "SELECT client_order_id, account, pipeline, instrument, side, qty, state, fill_price, COALESCE(filled_qty, ''), COALESCE(order_type, 'MARKET'), limit_price, trigger_price, parent, broker_order_id, signal_id
              FROM orders ORDER BY rowid DESC LIMIT 100",
@@ -407,8 +511,14 @@ impl App {
 
     /// The level watchers, newest first.
     fn watchers(&self) -> anyhow::Result<Vec<Value>> {
-        let Some(db) = self.open_journal()? else { return Ok(Vec::new()) };
-        let present: bool = db.query_row("SELECT COUNT(*) = 1 FROM sqlite_master WHERE name = 'watchers'", [], |r| r.get(0))?;
+        let Some(db) = self.open_journal()? else {
+            return Ok(Vec::new());
+        };
+        let present: bool = db.query_row(
+            "SELECT COUNT(*) = 1 FROM sqlite_master WHERE name = 'watchers'",
+            [],
+            |r| r.get(0),
+        )?;
         if !present {
             return Ok(Vec::new());
         }
@@ -427,24 +537,50 @@ impl App {
         if !self.journal.exists() {
             return Ok(None);
         }
-        let db = rusqlite::Connection::open_with_flags(&self.journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(|| format!("opening {}", self.journal.display()))?;
+        let db = rusqlite::Connection::open_with_flags(
+            &self.journal,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .with_context(|| format!("opening {}", self.journal.display()))?;
         db.busy_timeout(Duration::from_secs(2))?;
         // A journal that has not made a table yet reads as empty.
-        let ready: bool = db.query_row("SELECT COUNT(*) = 2 FROM sqlite_master WHERE name IN ('orders', 'positions')", [], |r| r.get(0))?;
+        let ready: bool = db.query_row(
+            "SELECT COUNT(*) = 2 FROM sqlite_master WHERE name IN ('orders', 'positions')",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(ready.then_some(db))
     }
 
     /// The session of a request's cookie, if it is live.
     fn session(&self, headers: &HeaderMap) -> Option<(String, Role, String)> {
-        let cookie = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|c| c.split(';')).find_map(|kv| kv.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_owned))?;
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|c| c.split(';'))
+            .find_map(|kv| {
+                kv.trim()
+                    .strip_prefix(&format!("{COOKIE}="))
+                    .map(str::to_owned)
+            })?;
         let mut sessions = self.sessions.lock().ok()?;
         let now = Instant::now();
         sessions.retain(|_, s| s.expires > now);
-        sessions.get(&cookie).map(|s| (s.user.clone(), s.role, s.csrf.clone()))
+        sessions
+            .get(&cookie)
+            .map(|s| (s.user.clone(), s.role, s.csrf.clone()))
     }
 
     async fn did(&self, user: &str, role: Role, action: &str, detail: String) {
-        self.events.publish(&Event::ConsoleAction { user: user.to_owned(), access: role.as_str().to_owned(), action: action.to_owned(), detail }).await;
+        self.events
+            .publish(&Event::ConsoleAction {
+                user: user.to_owned(),
+                access: role.as_str().to_owned(),
+                action: action.to_owned(),
+                detail,
+            })
+            .await;
     }
 }
 
@@ -464,13 +600,24 @@ impl IntoResponse for Refused {
 /// The user of a state-changing request: a live session, its CSRF token in `X-CSRF-Token`,
 /// and the trader role. Else the response that refuses it (401, 403).
 fn trader(app: &App, headers: &HeaderMap) -> Result<(String, Role), Refused> {
-    let Some((user, role, csrf)) = app.session(headers) else { return Err(Refused(StatusCode::UNAUTHORIZED, "log in first".into())) };
-    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Some((user, role, csrf)) = app.session(headers) else {
+        return Err(Refused(StatusCode::UNAUTHORIZED, "log in first".into()));
+    };
+    let sent = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if sent.is_empty() || !constant_eq(sent.as_bytes(), csrf.as_bytes()) {
-        return Err(Refused(StatusCode::FORBIDDEN, "missing or wrong CSRF token: reload the page".into()));
+        return Err(Refused(
+            StatusCode::FORBIDDEN,
+            "missing or wrong CSRF token: reload the page".into(),
+        ));
     }
     if role != Role::Trader {
-        return Err(Refused(StatusCode::FORBIDDEN, "a viewer cannot place, cancel, flatten, pause or reload".into()));
+        return Err(Refused(
+            StatusCode::FORBIDDEN,
+            "a viewer cannot place, cancel, flatten, pause or reload".into(),
+        ));
     }
     Ok((user, role))
 }
@@ -482,51 +629,103 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 async fn index() -> Response {
     let mut r = (StatusCode::OK, INDEX).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-async fn login(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let user = body["user"].as_str().unwrap_or_default().chars().take(64).collect::<String>();
+async fn login(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let user = body["user"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .collect::<String>();
     let password = body["password"].as_str().unwrap_or_default();
     let now = Instant::now();
     let limited = app.failures.lock().is_ok_and(|mut f| {
         let tries = f.entry(peer.ip()).or_default();
-        while tries.front().is_some_and(|t| now.duration_since(*t) > LOGIN_WINDOW) {
+        while tries
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > LOGIN_WINDOW)
+        {
             tries.pop_front();
         }
         tries.len() >= LOGIN_FAILURES
     });
     if limited {
         app.metrics.login_refused("rate_limited");
-        app.events.publish(&Event::ConsoleLoginRefused { user: user.clone(), from: peer.ip().to_string(), reason: "too many failed logins".into() }).await;
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too many failed logins from this address: wait a minute");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        app.events
+            .publish(&Event::ConsoleLoginRefused {
+                user: user.clone(),
+                from: peer.ip().to_string(),
+                reason: "too many failed logins".into(),
+            })
+            .await;
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from this address: wait a minute",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         return r;
     }
     let known = app.users.get(&user);
     let hash = known.map_or(DECOY, |u| u.hash.expose());
     let hash = hash.to_owned();
     let pw = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || verify(&pw, &hash)).await.unwrap_or(false) && known.is_some();
+    let ok = tokio::task::spawn_blocking(move || verify(&pw, &hash))
+        .await
+        .unwrap_or(false)
+        && known.is_some();
     let Some(u) = known.filter(|_| ok) else {
         if let Ok(mut f) = app.failures.lock() {
             f.entry(peer.ip()).or_default().push_back(now);
         }
         app.metrics.login_refused("bad_credentials");
-        app.events.publish(&Event::ConsoleLoginRefused { user, from: peer.ip().to_string(), reason: "wrong user or password".into() }).await;
+        app.events
+            .publish(&Event::ConsoleLoginRefused {
+                user,
+                from: peer.ip().to_string(),
+                reason: "wrong user or password".into(),
+            })
+            .await;
         return error(StatusCode::UNAUTHORIZED, "wrong user or password");
     };
     let (sid, csrf) = (token(), token());
     if let Ok(mut s) = app.sessions.lock() {
-        s.insert(sid.clone(), Session { user: user.clone(), role: u.role, csrf: csrf.clone(), expires: now + SESSION_TTL });
+        s.insert(
+            sid.clone(),
+            Session {
+                user: user.clone(),
+                role: u.role,
+                csrf: csrf.clone(),
+                expires: now + SESSION_TTL,
+            },
+        );
     }
-    app.did(&user, u.role, "login", format!("from {}", peer.ip())).await;
-    let secure = app.secure || headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
-    let cookie = format!("{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}", SESSION_TTL.as_secs(), if secure { "; Secure" } else { "" });
+    app.did(&user, u.role, "login", format!("from {}", peer.ip()))
+        .await;
+    let secure = app.secure
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            == Some("https");
+    let cookie = format!(
+        "{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if secure { "; Secure" } else { "" }
+    );
     let mut r = Json(json!({ "user": user, "role": u.role, "csrf": csrf })).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -535,8 +734,13 @@ async fn login(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<Socke
 }
 
 async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let Some((user, role, csrf)) = app.session(&headers) else { return error(StatusCode::UNAUTHORIZED, "not logged in") };
-    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Some((user, role, csrf)) = app.session(&headers) else {
+        return error(StatusCode::UNAUTHORIZED, "not logged in");
+    };
+    let sent = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if !constant_eq(sent.as_bytes(), csrf.as_bytes()) {
         return error(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
     }
@@ -545,13 +749,18 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
     app.did(&user, role, "logout", String::new()).await;
     let mut r = Json(json!({ "ok": true })).into_response();
-    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("th_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"));
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("th_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
     r
 }
 
 async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match app.session(&headers) {
-        Some((user, role, csrf)) => Json(json!({ "user": user, "role": role, "csrf": csrf })).into_response(),
+        Some((user, role, csrf)) => {
+            Json(json!({ "user": user, "role": role, "csrf": csrf })).into_response()
+        }
         None => error(StatusCode::UNAUTHORIZED, "log in first"),
     }
 }
@@ -561,14 +770,28 @@ async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         return error(StatusCode::UNAUTHORIZED, "log in first");
     }
     let (last, recent, pipelines, alerts, equity) = match app.seen.lock() {
-        Ok(s) => (s.last.clone(), s.recent.iter().cloned().collect::<Vec<_>>(), s.pipelines.clone(), s.alerts.iter().cloned().collect::<Vec<_>>(), s.equity.clone()),
+        Ok(s) => (
+            s.last.clone(),
+            s.recent.iter().cloned().collect::<Vec<_>>(),
+            s.pipelines.clone(),
+            s.alerts.iter().cloned().collect::<Vec<_>>(),
+            s.equity.clone(),
+        ),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "state unavailable"),
     };
     let app2 = app.clone();
-    let read = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((app2.accounts(&last)?, app2.orders()?, app2.watchers()?))).await;
+    let read = tokio::task::spawn_blocking(move || {
+        Ok::<_, anyhow::Error>((app2.accounts(&last)?, app2.orders()?, app2.watchers()?))
+    })
+    .await;
     let (accounts, orders, watchers) = match read {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &crate::domain::secret::scrub(&format!("journal: {e:#}"))),
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &crate::domain::secret::scrub(&format!("journal: {e:#}")),
+            );
+        }
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "journal read failed"),
     };
     // Every configured pipeline, seen on the bus or not yet.
@@ -576,7 +799,10 @@ async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     for p in &app.config.pipelines {
         pipes.entry(p.id.get_ref().clone()).or_insert_with(|| json!({ "pipeline": p.id.get_ref(), "state": "unknown", "plugin": p.plugin.get_ref(), "swaps": 0, "quarantines": 0 }));
     }
-    let equity: BTreeMap<String, Vec<Value>> = equity.into_iter().map(|(k, v)| (k, v.into_iter().map(|(t, p)| json!([t, p])).collect())).collect();
+    let equity: BTreeMap<String, Vec<Value>> = equity
+        .into_iter()
+        .map(|(k, v)| (k, v.into_iter().map(|(t, p)| json!([t, p])).collect()))
+        .collect();
     Json(json!({
         "accounts": accounts, "orders": orders, "watchers": watchers, "pipelines": pipes.into_values().collect::<Vec<_>>(), "alerts": alerts, "recent": recent, "equity": equity,
     }))
@@ -596,23 +822,40 @@ async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                         continue;
                     }
                     let data = json!({ "channel": channel, "message": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null) }).to_string();
-                    return Some((Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)), rx));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)),
+                        rx,
+                    ));
                 }
                 // A slow page missed some: it reloads its state.
-                Err(broadcast::error::RecvError::Lagged(_)) => return Some((Ok(SseEvent::default().event("lagged").data("{}")), rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Some((Ok(SseEvent::default().event("lagged").data("{}")), rx));
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 /// The commands a trader may send from the page.
-const COMMANDS: [&str; 10] = ["pause", "resume", "start", "stop", "reload", "flatten", "kill", "release", "cancel", "modify"];
+const COMMANDS: [&str; 10] = [
+    "pause", "resume", "start", "stop", "reload", "flatten", "kill", "release", "cancel", "modify",
+];
 
 /// Publish a command built from `fields`, checked as the services will check it.
-async fn send_command(app: &App, user: &str, role: Role, id: &str, fields: Value, action: &str) -> Response {
-    let mut msg = json!({ "v": 1, "type": "command", "id": id, "ts": crate::bus::message::now_ms() });
+async fn send_command(
+    app: &App,
+    user: &str,
+    role: Role,
+    id: &str,
+    fields: Value,
+    action: &str,
+) -> Response {
+    let mut msg =
+        json!({ "v": 1, "type": "command", "id": id, "ts": crate::bus::message::now_ms() });
     for (k, v) in fields.as_object().into_iter().flatten() {
         msg[k] = v.clone();
     }
@@ -622,24 +865,55 @@ async fn send_command(app: &App, user: &str, role: Role, id: &str, fields: Value
         return error(StatusCode::BAD_REQUEST, &e);
     }
     if let Err(e) = app.bus.publish(&app.bus.channels().commands(), &text).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, &format!("the bus did not take the command: {e}"));
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the bus did not take the command: {e}"),
+        );
     }
     app.metrics.action(action);
-    app.did(user, role, action, crate::bus::message::printable(&fields.to_string(), 300)).await;
-    (StatusCode::ACCEPTED, Json(json!({ "id": id, "accepted": true }))).into_response()
+    app.did(
+        user,
+        role,
+        action,
+        crate::bus::message::printable(&fields.to_string(), 300),
+    )
+    .await;
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "accepted": true })),
+    )
+        .into_response()
 }
 
-async fn command(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn command(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let (user, role) = match trader(&app, &headers) {
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
     let cmd = body["cmd"].as_str().unwrap_or_default();
     if !COMMANDS.contains(&cmd) {
-        return error(StatusCode::BAD_REQUEST, &format!("unknown or not allowed here: {:?} (one of {})", crate::bus::message::printable(cmd, 40), COMMANDS.join(", ")));
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "unknown or not allowed here: {:?} (one of {})",
+                crate::bus::message::printable(cmd, 40),
+                COMMANDS.join(", ")
+            ),
+        );
     }
     let mut fields = serde_json::Map::new();
-    for k in ["cmd", "pipeline", "account", "client_order_id", "price", "trigger"] {
+    for k in [
+        "cmd",
+        "pipeline",
+        "account",
+        "client_order_id",
+        "price",
+        "trigger",
+    ] {
         if let Some(v) = body.get(k).filter(|v| !v.is_null()) {
             fields.insert(k.to_owned(), v.clone());
         }
@@ -651,10 +925,18 @@ async fn command(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Js
 /// A ticket's request id: letters, digits, `-` and `_`, 8 to 64 of them.
 fn request_id(body: &Value) -> Result<String, Refused> {
     let id = body["request_id"].as_str().unwrap_or_default();
-    if (8..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if (8..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         Ok(id.to_owned())
     } else {
-        Err(Refused(StatusCode::BAD_REQUEST, "request_id: 8 to 64 letters, digits, - or _ (one per ticket: a retry sends the same)".into()))
+        Err(Refused(
+            StatusCode::BAD_REQUEST,
+            "request_id: 8 to 64 letters, digits, - or _ (one per ticket: a retry sends the same)"
+                .into(),
+        ))
     }
 }
 
@@ -663,7 +945,11 @@ fn request_id(body: &Value) -> Result<String, Refused> {
 /// with a `stop_loss` and `target` for the managed exit of what it opens.
 fn leg(v: &Value) -> Value {
     let mut leg = json!({ "instrument": v["instrument"], "side": v["side"], "qty": v["qty"] });
-    let given = |k: &str| v.get(k).filter(|x| !x.is_null() && x.as_str() != Some("")).cloned();
+    let given = |k: &str| {
+        v.get(k)
+            .filter(|x| !x.is_null() && x.as_str() != Some(""))
+            .cloned()
+    };
     if let Some(kind) = given("order_type").filter(|k| k.as_str() != Some("MARKET")) {
         let mut terms = json!({ "type": kind });
         for k in ["price", "trigger"] {
@@ -683,36 +969,72 @@ fn leg(v: &Value) -> Value {
 
 /// A ticket as a `basket` command whose id is `action-<request id>`: placed once however
 /// often it is sent (the order manager places a basket id once).
-async fn ticket(app: &App, headers: &HeaderMap, body: &Value, action: &str, legs: Vec<Value>, unwind: bool) -> Response {
-    let ((user, role), rid) = match trader(app, headers).and_then(|who| request_id(body).map(|rid| (who, rid))) {
-        Ok(t) => t,
-        Err(r) => return r.into_response(),
-    };
-    let fields = json!({ "cmd": "basket", "account": body["account"], "legs": legs, "unwind": unwind });
+async fn ticket(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Value,
+    action: &str,
+    legs: Vec<Value>,
+    unwind: bool,
+) -> Response {
+    let ((user, role), rid) =
+        match trader(app, headers).and_then(|who| request_id(body).map(|rid| (who, rid))) {
+            Ok(t) => t,
+            Err(r) => return r.into_response(),
+        };
+    let fields =
+        json!({ "cmd": "basket", "account": body["account"], "legs": legs, "unwind": unwind });
     send_command(app, &user, role, &format!("{action}-{rid}"), fields, action).await
 }
 
 /// A manual order: one leg, placed exactly once per request id through the order
 /// manager's basket path (risk rules, journal, managed exits as for any order).
-async fn manual_order(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn manual_order(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     ticket(&app, &headers, &body, "order", vec![leg(&body)], false).await
 }
 
 /// An option basket (legs bought first, then sold), once per request id.
-async fn basket(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let legs = body["legs"].as_array().map(|l| l.iter().map(leg).collect()).unwrap_or_default();
-    ticket(&app, &headers, &body, "basket", legs, body["unwind"].as_bool().unwrap_or(true)).await
+async fn basket(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let legs = body["legs"]
+        .as_array()
+        .map(|l| l.iter().map(leg).collect())
+        .unwrap_or_default();
+    ticket(
+        &app,
+        &headers,
+        &body,
+        "basket",
+        legs,
+        body["unwind"].as_bool().unwrap_or(true),
+    )
+    .await
 }
 
 /// A level watcher: when `instrument` crosses `level` (`direction` up or down), place the
 /// order (`side`, `qty` of `order_instrument`, by default the instrument watched); armed
 /// once per request id, kept in the journal across restarts, fired once.
-async fn watch(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let ((user, role), rid) = match trader(&app, &headers).and_then(|who| request_id(&body).map(|rid| (who, rid))) {
-        Ok(t) => t,
-        Err(r) => return r.into_response(),
-    };
-    let order_instrument = body.get("order_instrument").filter(|v| v.as_str().is_some_and(|s| !s.is_empty())).unwrap_or(&body["instrument"]);
+async fn watch(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let ((user, role), rid) =
+        match trader(&app, &headers).and_then(|who| request_id(&body).map(|rid| (who, rid))) {
+            Ok(t) => t,
+            Err(r) => return r.into_response(),
+        };
+    let order_instrument = body
+        .get("order_instrument")
+        .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        .unwrap_or(&body["instrument"]);
     let fields = json!({
         "cmd": "watch", "account": body["account"], "instrument": body["instrument"], "level": body["level"], "direction": body["direction"],
         "legs": [{ "instrument": order_instrument, "side": body["side"], "qty": body["qty"] }],
@@ -721,16 +1043,32 @@ async fn watch(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json
 }
 
 /// Disarm a level watcher.
-async fn unwatch(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn unwatch(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let (user, role) = match trader(&app, &headers) {
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
-    send_command(&app, &user, role, &format!("console-{}", token()), json!({ "cmd": "unwatch", "watch_id": body["watch_id"] }), "unwatch").await
+    send_command(
+        &app,
+        &user,
+        role,
+        &format!("console-{}", token()),
+        json!({ "cmd": "unwatch", "watch_id": body["watch_id"] }),
+        "unwatch",
+    )
+    .await
 }
 
 /// The payoff of a basket at expiry and today (Black-76 from each leg's implied volatility).
-async fn payoff_of(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn payoff_of(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     if app.session(&headers).is_none() {
         return error(StatusCode::UNAUTHORIZED, "log in first");
     }
@@ -751,7 +1089,11 @@ struct Search {
 
 /// Instruments matching `q`, those starting with it first: the instrument masters'
 /// names, the pipelines' symbols and every instrument priced on the bus.
-async fn instruments(State(app): State<Arc<App>>, headers: HeaderMap, Query(search): Query<Search>) -> Response {
+async fn instruments(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(search): Query<Search>,
+) -> Response {
     const SHOWN: usize = 20;
     if app.session(&headers).is_none() {
         return error(StatusCode::UNAUTHORIZED, "log in first");
@@ -760,18 +1102,39 @@ async fn instruments(State(app): State<Arc<App>>, headers: HeaderMap, Query(sear
     if q.is_empty() || q.len() > 40 {
         return Json(json!({ "instruments": [] })).into_response();
     }
-    let mut all: std::collections::BTreeSet<String> = app.config.pipelines.iter().flat_map(|p| p.symbols.get_ref().iter().cloned()).collect();
+    let mut all: std::collections::BTreeSet<String> = app
+        .config
+        .pipelines
+        .iter()
+        .flat_map(|p| p.symbols.get_ref().iter().cloned())
+        .collect();
     if let Ok(s) = app.seen.lock() {
         all.extend(s.last.keys().cloned());
     }
-    let mut found: Vec<String> = all.range(q.clone()..).take_while(|i| i.starts_with(&q)).take(SHOWN).cloned().collect();
+    let mut found: Vec<String> = all
+        .range(q.clone()..)
+        .take_while(|i| i.starts_with(&q))
+        .take(SHOWN)
+        .cloned()
+        .collect();
     if let Ok(c) = app.catalog.read() {
-        found.extend(c.symbols.range(q.clone()..).take_while(|i| i.starts_with(&q)).take(SHOWN).cloned());
+        found.extend(
+            c.symbols
+                .range(q.clone()..)
+                .take_while(|i| i.starts_with(&q))
+                .take(SHOWN)
+                .cloned(),
+        );
         found.sort();
         found.dedup();
         found.truncate(SHOWN);
         // Then names holding it elsewhere (`BANK` finds `NIFTY BANK`).
-        let more: std::collections::BTreeSet<&String> = all.iter().chain(c.symbols.iter()).filter(|i| !i.starts_with(&q) && i.contains(&q)).take(SHOWN).collect();
+        let more: std::collections::BTreeSet<&String> = all
+            .iter()
+            .chain(c.symbols.iter())
+            .filter(|i| !i.starts_with(&q) && i.contains(&q))
+            .take(SHOWN)
+            .collect();
         let room = SHOWN - found.len();
         found.extend(more.into_iter().take(room).cloned());
     }
@@ -785,7 +1148,11 @@ struct ChainQuery {
 }
 
 /// The option chain of an underlying and expiry, for the basket builder.
-async fn option_chain(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ChainQuery>) -> Response {
+async fn option_chain(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ChainQuery>,
+) -> Response {
     if app.session(&headers).is_none() {
         return error(StatusCode::UNAUTHORIZED, "log in first");
     }
@@ -793,11 +1160,22 @@ async fn option_chain(State(app): State<Arc<App>>, headers: HeaderMap, Query(q):
         return error(StatusCode::INTERNAL_SERVER_ERROR, "state unavailable");
     };
     let underlying = q.underlying.map(|u| u.trim().to_ascii_uppercase());
-    Json(chain::view(&app.config, &catalog, &seen.chains, &seen.last, underlying.as_deref(), q.expiry.as_deref())).into_response()
+    Json(chain::view(
+        &app.config,
+        &catalog,
+        &seen.chains,
+        &seen.last,
+        underlying.as_deref(),
+        q.expiry.as_deref(),
+    ))
+    .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut r = (StatusCode::OK, app.metrics.render()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
     r
 }

@@ -60,7 +60,11 @@ pub struct Payoff {
 
 /// The standard normal CDF, from [`erf`].
 fn norm_cdf(x: f64) -> f64 {
-    if x >= 0.0 { 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2)) } else { 0.5 * (1.0 - erf(-x / std::f64::consts::SQRT_2)) }
+    if x >= 0.0 {
+        0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2))
+    } else {
+        0.5 * (1.0 - erf(-x / std::f64::consts::SQRT_2))
+    }
 }
 
 /// erf(x) for x ≥ 0 by its series of positive terms,
@@ -92,7 +96,11 @@ pub fn black76(call: bool, f: f64, k: f64, t: f64, sigma: f64, r: f64) -> f64 {
     let sd = sigma * t.sqrt();
     let d1 = ((f / k).ln() + 0.5 * sd * sd) / sd;
     let d2 = d1 - sd;
-    if call { discount * (f * norm_cdf(d1) - k * norm_cdf(d2)) } else { discount * (k * norm_cdf(-d2) - f * norm_cdf(-d1)) }
+    if call {
+        discount * (f * norm_cdf(d1) - k * norm_cdf(d2))
+    } else {
+        discount * (k * norm_cdf(-d2) - f * norm_cdf(-d1))
+    }
 }
 
 /// The volatility at which Black-76 gives `price` (bisection: the price rises with it).
@@ -126,8 +134,17 @@ pub fn payoff(req: &Request) -> Result<Payoff, String> {
     if req.legs.is_empty() || req.legs.len() > 20 {
         return Err("a basket has 1 to 20 legs".into());
     }
-    if !finite(req.underlying) || req.underlying <= 0.0 || !finite(req.days_to_expiry) || req.days_to_expiry < 0.0 || req.days_to_expiry > 3660.0 || !finite(req.rate) || req.rate.abs() > 1.0 {
-        return Err("underlying must be positive, days_to_expiry 0 to 3660, rate between -1 and 1".into());
+    if !finite(req.underlying)
+        || req.underlying <= 0.0
+        || !finite(req.days_to_expiry)
+        || req.days_to_expiry < 0.0
+        || req.days_to_expiry > 3660.0
+        || !finite(req.rate)
+        || req.rate.abs() > 1.0
+    {
+        return Err(
+            "underlying must be positive, days_to_expiry 0 to 3660, rate between -1 and 1".into(),
+        );
     }
     let t = req.days_to_expiry / 365.0;
     let mut legs = Vec::with_capacity(req.legs.len());
@@ -143,8 +160,15 @@ pub fn payoff(req: &Request) -> Result<Payoff, String> {
             "sell" => -1.0,
             other => return Err(format!("leg {}: side {other:?}: buy or sell", i + 1)),
         };
-        if ![l.strike, l.qty, l.price].into_iter().all(finite) || l.strike <= 0.0 || l.qty <= 0.0 || l.price < 0.0 {
-            return Err(format!("leg {}: strike and qty must be positive, price not negative", i + 1));
+        if ![l.strike, l.qty, l.price].into_iter().all(finite)
+            || l.strike <= 0.0
+            || l.qty <= 0.0
+            || l.price < 0.0
+        {
+            return Err(format!(
+                "leg {}: strike and qty must be positive, price not negative",
+                i + 1
+            ));
         }
         let vol = if t > 0.0 {
             implied_vol(call, req.underlying, l.strike, t, req.rate, l.price)
@@ -155,11 +179,21 @@ pub fn payoff(req: &Request) -> Result<Payoff, String> {
         vols.push((vol * 10_000.0).round() / 10_000.0);
         legs.push((call, sign * l.qty, l.strike, l.price, vol));
     }
-    let at_expiry = |s: f64| legs.iter().map(|(call, q, k, p, _)| q * ((if *call { s - k } else { k - s }).max(0.0) - p)).sum::<f64>();
-    let today = |s: f64| legs.iter().map(|(call, q, k, p, v)| q * (black76(*call, s, *k, t, *v, req.rate) - p)).sum::<f64>();
+    let at_expiry = |s: f64| {
+        legs.iter()
+            .map(|(call, q, k, p, _)| q * ((if *call { s - k } else { k - s }).max(0.0) - p))
+            .sum::<f64>()
+    };
+    let today = |s: f64| {
+        legs.iter()
+            .map(|(call, q, k, p, v)| q * (black76(*call, s, *k, t, *v, req.rate) - p))
+            .sum::<f64>()
+    };
     let net_premium = -legs.iter().map(|(_, q, _, p, _)| q * p).sum::<f64>();
     // Piecewise linear: its kinks are the strikes; beyond the last, the calls' net quantity is the slope.
-    let mut knots: Vec<f64> = std::iter::once(0.0).chain(legs.iter().map(|l| l.2)).collect();
+    let mut knots: Vec<f64> = std::iter::once(0.0)
+        .chain(legs.iter().map(|l| l.2))
+        .collect();
     knots.sort_by(f64::total_cmp);
     knots.dedup();
     let slope_up: f64 = legs.iter().filter(|l| l.0).map(|l| l.1).sum();
@@ -170,7 +204,9 @@ pub fn payoff(req: &Request) -> Result<Payoff, String> {
     let max_loss = (slope_up >= -1e-12).then(|| round2((-bottom).max(0.0)));
     let mut breakevens = Vec::new();
     for w in knots.windows(2).zip(values.windows(2)) {
-        let ([a, b], [va, vb]) = (w.0, w.1) else { continue };
+        let ([a, b], [va, vb]) = (w.0, w.1) else {
+            continue;
+        };
         if *va == 0.0 {
             breakevens.push(*a);
         } else if va.signum() != vb.signum() && *vb != 0.0 {
@@ -184,14 +220,29 @@ pub fn payoff(req: &Request) -> Result<Payoff, String> {
         breakevens.push(last_k - last_v / slope_up);
     }
     breakevens.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-    let (lo, hi) = (knots.iter().copied().filter(|k| *k > 0.0).fold(req.underlying, f64::min) * 0.85, knots.iter().copied().fold(req.underlying, f64::max) * 1.15);
+    let (lo, hi) = (
+        knots
+            .iter()
+            .copied()
+            .filter(|k| *k > 0.0)
+            .fold(req.underlying, f64::min)
+            * 0.85,
+        knots.iter().copied().fold(req.underlying, f64::max) * 1.15,
+    );
     let curve = (0..=120)
         .map(|i| {
             let s = lo + (hi - lo) * f64::from(i) / 120.0;
             [round2(s), round2(at_expiry(s)), round2(today(s))]
         })
         .collect();
-    Ok(Payoff { net_premium: round2(net_premium), max_profit, max_loss, breakevens: breakevens.into_iter().map(round2).collect(), implied_vols: vols, curve })
+    Ok(Payoff {
+        net_premium: round2(net_premium),
+        max_profit,
+        max_loss,
+        breakevens: breakevens.into_iter().map(round2).collect(),
+        implied_vols: vols,
+        curve,
+    })
 }
 
 #[cfg(test)]
@@ -199,7 +250,13 @@ mod tests {
     use super::*;
 
     fn leg(strike: f64, kind: &str, side: &str, qty: f64, price: f64) -> Leg {
-        Leg { strike, kind: kind.into(), side: side.into(), qty, price }
+        Leg {
+            strike,
+            kind: kind.into(),
+            side: side.into(),
+            qty,
+            price,
+        }
     }
 
     #[test]
@@ -207,7 +264,10 @@ mod tests {
         // F = K = 100, one year, 20 %, r = 0: 100 × (2N(0.1) − 1) = 7.965567…
         assert!((black76(true, 100.0, 100.0, 1.0, 0.2, 0.0) - 7.965_567_455_405_804).abs() < 1e-9);
         // C − P = e^{−rT}(F − K).
-        let (c, p) = (black76(true, 25_000.0, 24_800.0, 0.05, 0.14, 0.065), black76(false, 25_000.0, 24_800.0, 0.05, 0.14, 0.065));
+        let (c, p) = (
+            black76(true, 25_000.0, 24_800.0, 0.05, 0.14, 0.065),
+            black76(false, 25_000.0, 24_800.0, 0.05, 0.14, 0.065),
+        );
         assert!((c - p - (-0.065_f64 * 0.05).exp() * 200.0).abs() < 1e-7);
         assert!((norm_cdf(1.959_963_984_540_054) - 0.975).abs() < 1e-12);
     }
@@ -217,19 +277,43 @@ mod tests {
         let price = black76(false, 25_000.0, 24_500.0, 7.0 / 365.0, 0.17, 0.065);
         let vol = implied_vol(false, 25_000.0, 24_500.0, 7.0 / 365.0, 0.065, price).unwrap();
         assert!((vol - 0.17).abs() < 1e-6, "{vol}");
-        assert_eq!(implied_vol(true, 25_000.0, 24_000.0, 0.02, 0.065, 10.0), None, "below intrinsic");
+        assert_eq!(
+            implied_vol(true, 25_000.0, 24_000.0, 0.02, 0.065, 10.0),
+            None,
+            "below intrinsic"
+        );
     }
 
     #[test]
-    fn a_short_straddle_earns_its_premium_at_most_loses_without_limit_and_breaks_even_a_premium_away() {
+    fn a_short_straddle_earns_its_premium_at_most_loses_without_limit_and_breaks_even_a_premium_away()
+     {
         // Sell 75 NIFTY 25000 CE at 180 and 75 PE at 170: credit 350 × 75 = 26,250.
-        let req = Request { underlying: 25_000.0, days_to_expiry: 7.0, rate: 0.065, legs: vec![leg(25_000.0, "CE", "sell", 75.0, 180.0), leg(25_000.0, "PE", "sell", 75.0, 170.0)] };
+        let req = Request {
+            underlying: 25_000.0,
+            days_to_expiry: 7.0,
+            rate: 0.065,
+            legs: vec![
+                leg(25_000.0, "CE", "sell", 75.0, 180.0),
+                leg(25_000.0, "PE", "sell", 75.0, 170.0),
+            ],
+        };
         let p = payoff(&req).unwrap();
-        assert_eq!((p.net_premium, p.max_profit, p.max_loss), (26_250.0, Some(26_250.0), None));
+        assert_eq!(
+            (p.net_premium, p.max_profit, p.max_loss),
+            (26_250.0, Some(26_250.0), None)
+        );
         assert_eq!(p.breakevens, vec![24_650.0, 25_350.0]);
-        assert!(p.implied_vols.iter().all(|v| *v > 0.05 && *v < 0.5), "{:?}", p.implied_vols);
+        assert!(
+            p.implied_vols.iter().all(|v| *v > 0.05 && *v < 0.5),
+            "{:?}",
+            p.implied_vols
+        );
         // Today, before expiry, at the strike the straddle is worth something: less than the whole credit is earned.
-        let mid = p.curve.iter().min_by(|a, b| (a[0] - 25_000.0).abs().total_cmp(&(b[0] - 25_000.0).abs())).unwrap();
+        let mid = p
+            .curve
+            .iter()
+            .min_by(|a, b| (a[0] - 25_000.0).abs().total_cmp(&(b[0] - 25_000.0).abs()))
+            .unwrap();
         assert!(mid[2] < mid[1], "{mid:?}");
     }
 
@@ -240,21 +324,48 @@ mod tests {
             underlying: 25_000.0,
             days_to_expiry: 10.0,
             rate: 0.065,
-            legs: vec![leg(24_500.0, "PE", "buy", 75.0, 40.0), leg(24_700.0, "PE", "sell", 75.0, 90.0), leg(25_300.0, "CE", "sell", 75.0, 85.0), leg(25_500.0, "CE", "buy", 75.0, 35.0)],
+            legs: vec![
+                leg(24_500.0, "PE", "buy", 75.0, 40.0),
+                leg(24_700.0, "PE", "sell", 75.0, 90.0),
+                leg(25_300.0, "CE", "sell", 75.0, 85.0),
+                leg(25_500.0, "CE", "buy", 75.0, 35.0),
+            ],
         };
         let p = payoff(&req).unwrap();
         // Credit 100 a unit: 7,500; wings 200 wide: the worst is (200 − 100) × 75 = 7,500.
-        assert_eq!((p.net_premium, p.max_profit, p.max_loss), (7_500.0, Some(7_500.0), Some(7_500.0)));
+        assert_eq!(
+            (p.net_premium, p.max_profit, p.max_loss),
+            (7_500.0, Some(7_500.0), Some(7_500.0))
+        );
         assert_eq!(p.breakevens, vec![24_600.0, 25_400.0]);
     }
 
     #[test]
     fn bad_legs_are_refused_by_name() {
-        let bad = Request { underlying: 25_000.0, days_to_expiry: 7.0, rate: 0.065, legs: vec![leg(25_000.0, "XX", "sell", 75.0, 1.0)] };
+        let bad = Request {
+            underlying: 25_000.0,
+            days_to_expiry: 7.0,
+            rate: 0.065,
+            legs: vec![leg(25_000.0, "XX", "sell", 75.0, 1.0)],
+        };
         assert!(payoff(&bad).unwrap_err().contains("leg 1: kind \"XX\""));
-        let cheap = Request { underlying: 25_000.0, days_to_expiry: 7.0, rate: 0.065, legs: vec![leg(24_000.0, "CE", "buy", 75.0, 10.0)] };
-        assert!(payoff(&cheap).unwrap_err().contains("below its value at any volatility"));
-        let nan = Request { underlying: f64::NAN, days_to_expiry: 7.0, rate: 0.065, legs: vec![leg(24_000.0, "CE", "buy", 75.0, 10.0)] };
+        let cheap = Request {
+            underlying: 25_000.0,
+            days_to_expiry: 7.0,
+            rate: 0.065,
+            legs: vec![leg(24_000.0, "CE", "buy", 75.0, 10.0)],
+        };
+        assert!(
+            payoff(&cheap)
+                .unwrap_err()
+                .contains("below its value at any volatility")
+        );
+        let nan = Request {
+            underlying: f64::NAN,
+            days_to_expiry: 7.0,
+            rate: 0.065,
+            legs: vec![leg(24_000.0, "CE", "buy", 75.0, 10.0)],
+        };
         assert!(payoff(&nan).is_err());
     }
 }

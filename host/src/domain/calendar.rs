@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::time::{days_from_civil, format_hhmm, ist_day, ist_minute_of_day, parse_date, parse_hhmm, weekday};
+use super::time::{
+    days_from_civil, format_hhmm, ist_day, ist_minute_of_day, parse_date, parse_hhmm, weekday,
+};
 
 /// A day's trading hours, IST minutes of the day: `[open, close)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +27,10 @@ pub struct Hours {
 }
 
 /// A regular NSE session: 09:15–15:30.
-pub const REGULAR: Hours = Hours { open: 9 * 60 + 15, close: 15 * 60 + 30 };
+pub const REGULAR: Hours = Hours {
+    open: 9 * 60 + 15,
+    close: 15 * 60 + 30,
+};
 
 impl Hours {
     /// Whether `minute` is within trading.
@@ -42,9 +47,11 @@ impl Hours {
             return regular_minute;
         }
         let moved = if regular_minute < 12 * 60 {
-            self.open.saturating_add(regular_minute.saturating_sub(REGULAR.open))
+            self.open
+                .saturating_add(regular_minute.saturating_sub(REGULAR.open))
         } else {
-            self.close.saturating_sub(REGULAR.close.saturating_sub(regular_minute))
+            self.close
+                .saturating_sub(REGULAR.close.saturating_sub(regular_minute))
         };
         moved.clamp(self.open, self.close)
     }
@@ -57,7 +64,11 @@ const TUESDAY_EXPIRIES_FROM: (i64, u32, u32) = (2025, 9, 1);
 #[must_use]
 pub fn index_expiry_weekday(day: i64) -> u32 {
     let (y, m, d) = TUESDAY_EXPIRIES_FROM;
-    if day >= days_from_civil(y, m, d) { 1 } else { 3 }
+    if day >= days_from_civil(y, m, d) {
+        1
+    } else {
+        3
+    }
 }
 
 /// What a listed day is.
@@ -112,7 +123,16 @@ struct Entry {
 }
 
 /// The calendars bundled in the binary.
-const BUNDLED: [(&str, &str); 2] = [("calendars/nse-2025.toml", include_str!("../../../calendars/nse-2025.toml")), ("calendars/nse-2026.toml", include_str!("../../../calendars/nse-2026.toml"))];
+const BUNDLED: [(&str, &str); 2] = [
+    (
+        "calendars/nse-2025.toml",
+        include_str!("../../../calendars/nse-2025.toml"),
+    ),
+    (
+        "calendars/nse-2026.toml",
+        include_str!("../../../calendars/nse-2026.toml"),
+    ),
+];
 
 impl Calendar {
     /// NSE's calendar as bundled (the years of `calendars/`).
@@ -138,34 +158,107 @@ impl Calendar {
     /// year, a session without `open` and `close` or with `close` not after `open`,
     /// a holiday with times, a day listed twice.
     pub fn parse(source_name: &str, text: &str) -> Result<Self, CalendarError> {
-        let line_of = |offset: usize| text.get(..offset).map_or(0, |t| t.matches('\n').count() + 1);
-        let err = |offset: usize, field: &str, message: String| CalendarError { source_name: source_name.to_owned(), line: line_of(offset), field: field.to_owned(), message };
-        let file: File = toml::from_str(text).map_err(|e| err(e.span().map_or(0, |s| s.start), "(file)", e.message().trim().to_owned()))?;
+        let line_of = |offset: usize| {
+            text.get(..offset)
+                .map_or(0, |t| t.matches('\n').count() + 1)
+        };
+        let err = |offset: usize, field: &str, message: String| CalendarError {
+            source_name: source_name.to_owned(),
+            line: line_of(offset),
+            field: field.to_owned(),
+            message,
+        };
+        let file: File = toml::from_str(text).map_err(|e| {
+            err(
+                e.span().map_or(0, |s| s.start),
+                "(file)",
+                e.message().trim().to_owned(),
+            )
+        })?;
         let year = *file.year.get_ref();
         if !(1990..=2200).contains(&year) {
-            return Err(err(file.year.span().start, "year", format!("{year} is not a calendar year")));
+            return Err(err(
+                file.year.span().start,
+                "year",
+                format!("{year} is not a calendar year"),
+            ));
         }
-        let mut c = Self { days: BTreeMap::new(), years: BTreeSet::from([year]) };
+        let mut c = Self {
+            days: BTreeMap::new(),
+            years: BTreeSet::from([year]),
+        };
         for (kind, entries) in [("holiday", file.holiday), ("session", file.session)] {
             for e in entries {
                 let at = e.date.span().start;
-                let day = parse_date(e.date.get_ref()).ok_or_else(|| err(at, &format!("{kind}.date"), format!("{:?}: expected YYYY-MM-DD", e.date.get_ref())))?;
+                let day = parse_date(e.date.get_ref()).ok_or_else(|| {
+                    err(
+                        at,
+                        &format!("{kind}.date"),
+                        format!("{:?}: expected YYYY-MM-DD", e.date.get_ref()),
+                    )
+                })?;
                 if !(days_from_civil(year, 1, 1)..days_from_civil(year + 1, 1, 1)).contains(&day) {
-                    return Err(err(at, &format!("{kind}.date"), format!("{} is not in {year}, the file's year", e.date.get_ref())));
+                    return Err(err(
+                        at,
+                        &format!("{kind}.date"),
+                        format!("{} is not in {year}, the file's year", e.date.get_ref()),
+                    ));
                 }
-                let time = |t: &Option<toml::Spanned<String>>, field: &str| -> Result<Option<u32>, CalendarError> {
-                    t.as_ref().map(|t| parse_hhmm(t.get_ref()).ok_or_else(|| err(t.span().start, &format!("{kind}.{field}"), format!("{:?}: expected HH:MM", t.get_ref())))).transpose()
+                let time = |t: &Option<toml::Spanned<String>>,
+                            field: &str|
+                 -> Result<Option<u32>, CalendarError> {
+                    t.as_ref()
+                        .map(|t| {
+                            parse_hhmm(t.get_ref()).ok_or_else(|| {
+                                err(
+                                    t.span().start,
+                                    &format!("{kind}.{field}"),
+                                    format!("{:?}: expected HH:MM", t.get_ref()),
+                                )
+                            })
+                        })
+                        .transpose()
                 };
                 let (open, close) = (time(&e.open, "open")?, time(&e.close, "close")?);
                 let entry = match (kind, open, close) {
                     ("holiday", None, None) => Day::Holiday(e.name),
-                    ("holiday", ..) => return Err(err(at, "holiday", format!("{}: a holiday has no open or close; list a shortened day as a [[session]]", e.date.get_ref()))),
-                    (_, Some(open), Some(close)) if open < close => Day::Session(e.name, Hours { open, close }),
-                    (_, Some(_), Some(_)) => return Err(err(at, "session.close", format!("{}: the close is not after the open", e.date.get_ref()))),
-                    _ => return Err(err(at, "session", format!("{}: a session needs both open and close (HH:MM)", e.date.get_ref()))),
+                    ("holiday", ..) => {
+                        return Err(err(
+                            at,
+                            "holiday",
+                            format!(
+                                "{}: a holiday has no open or close; list a shortened day as a [[session]]",
+                                e.date.get_ref()
+                            ),
+                        ));
+                    }
+                    (_, Some(open), Some(close)) if open < close => {
+                        Day::Session(e.name, Hours { open, close })
+                    }
+                    (_, Some(_), Some(_)) => {
+                        return Err(err(
+                            at,
+                            "session.close",
+                            format!("{}: the close is not after the open", e.date.get_ref()),
+                        ));
+                    }
+                    _ => {
+                        return Err(err(
+                            at,
+                            "session",
+                            format!(
+                                "{}: a session needs both open and close (HH:MM)",
+                                e.date.get_ref()
+                            ),
+                        ));
+                    }
                 };
                 if c.days.insert(day, entry).is_some() {
-                    return Err(err(at, &format!("{kind}.date"), format!("{} is listed twice", e.date.get_ref())));
+                    return Err(err(
+                        at,
+                        &format!("{kind}.date"),
+                        format!("{} is listed twice", e.date.get_ref()),
+                    ));
                 }
             }
         }
@@ -175,7 +268,10 @@ impl Calendar {
     /// Add `other`'s years, replacing any year both have.
     pub fn extend(&mut self, other: Self) {
         for year in &other.years {
-            let (from, to) = (days_from_civil(*year, 1, 1), days_from_civil(year + 1, 1, 1));
+            let (from, to) = (
+                days_from_civil(*year, 1, 1),
+                days_from_civil(year + 1, 1, 1),
+            );
             self.days.retain(|d, _| !(from..to).contains(d));
         }
         self.years.extend(other.years);
@@ -231,7 +327,8 @@ impl Calendar {
     /// Whether the market trades at `ts_ms`.
     #[must_use]
     pub fn is_open(&self, ts_ms: i64) -> bool {
-        self.hours(ist_day(ts_ms)).is_some_and(|h| h.contains(ist_minute_of_day(ts_ms)))
+        self.hours(ist_day(ts_ms))
+            .is_some_and(|h| h.contains(ist_minute_of_day(ts_ms)))
     }
 
     /// The weekly index expiry on or after `day`: the expiry weekday of its week
@@ -280,9 +377,15 @@ mod tests {
         let c = Calendar::nse();
         assert_eq!(c.years(), vec![2025, 2026]);
         assert_eq!(c.hours(day(2026, 1, 26)), None);
-        assert_eq!(c.closed_because(day(2026, 1, 26)).as_deref(), Some("Republic Day"));
+        assert_eq!(
+            c.closed_because(day(2026, 1, 26)).as_deref(),
+            Some("Republic Day")
+        );
         assert_eq!(c.hours(day(2026, 1, 27)), Some(REGULAR), "a Tuesday");
-        assert_eq!(c.closed_because(day(2026, 1, 24)).as_deref(), Some("a Saturday"));
+        assert_eq!(
+            c.closed_because(day(2026, 1, 24)).as_deref(),
+            Some("a Saturday")
+        );
         // Muhurat 2025: a holiday with an hour of trading.
         let muhurat = c.hours(day(2025, 10, 21)).unwrap();
         assert_eq!((muhurat.open, muhurat.close), (13 * 60 + 45, 14 * 60 + 45));
@@ -294,33 +397,89 @@ mod tests {
     #[test]
     fn weekly_expiries_moved_to_tuesday_in_september_2025_and_before_a_holiday() {
         let c = Calendar::nse();
-        assert_eq!(c.weekly_expiry(day(2025, 8, 25)), day(2025, 8, 28), "a Thursday before the change");
-        assert_eq!(c.weekly_expiry(day(2025, 9, 1)), day(2025, 9, 2), "Tuesday from September 2025");
-        assert_eq!(c.weekly_expiry(day(2025, 9, 3)), day(2025, 9, 9), "after this week's: the next");
-        assert_eq!(c.weekly_expiry(day(2026, 3, 30)), day(2026, 3, 30), "Tuesday 31 March 2026 is Mahavir Jayanti: Monday");
+        assert_eq!(
+            c.weekly_expiry(day(2025, 8, 25)),
+            day(2025, 8, 28),
+            "a Thursday before the change"
+        );
+        assert_eq!(
+            c.weekly_expiry(day(2025, 9, 1)),
+            day(2025, 9, 2),
+            "Tuesday from September 2025"
+        );
+        assert_eq!(
+            c.weekly_expiry(day(2025, 9, 3)),
+            day(2025, 9, 9),
+            "after this week's: the next"
+        );
+        assert_eq!(
+            c.weekly_expiry(day(2026, 3, 30)),
+            day(2026, 3, 30),
+            "Tuesday 31 March 2026 is Mahavir Jayanti: Monday"
+        );
         assert_eq!(c.weekly_expiry(day(2026, 1, 26)), day(2026, 1, 27));
     }
 
     #[test]
     fn times_move_with_a_special_session() {
-        let muhurat = Hours { open: 18 * 60, close: 19 * 60 };
-        assert_eq!(muhurat.shift(15 * 60 + 15), 18 * 60 + 45, "a square-off 15 minutes before the close stays 15 minutes before it");
-        assert_eq!(muhurat.shift(9 * 60 + 15), 18 * 60, "the entry window's start is the session's open");
+        let muhurat = Hours {
+            open: 18 * 60,
+            close: 19 * 60,
+        };
+        assert_eq!(
+            muhurat.shift(15 * 60 + 15),
+            18 * 60 + 45,
+            "a square-off 15 minutes before the close stays 15 minutes before it"
+        );
+        assert_eq!(
+            muhurat.shift(9 * 60 + 15),
+            18 * 60,
+            "the entry window's start is the session's open"
+        );
         assert_eq!(muhurat.shift(9 * 60 + 30), 18 * 60 + 15);
-        let late = Hours { open: 11 * 60, close: 15 * 60 + 30 };
+        let late = Hours {
+            open: 11 * 60,
+            close: 15 * 60 + 30,
+        };
         assert_eq!(late.shift(9 * 60 + 20), 11 * 60 + 5);
-        assert_eq!(late.shift(15 * 60 + 20), 15 * 60 + 20, "a regular close keeps a regular square-off");
-        let short = Hours { open: 9 * 60 + 15, close: 9 * 60 + 30 };
-        assert_eq!(short.shift(11 * 60 + 59), 9 * 60 + 30, "clamped to the session");
+        assert_eq!(
+            late.shift(15 * 60 + 20),
+            15 * 60 + 20,
+            "a regular close keeps a regular square-off"
+        );
+        let short = Hours {
+            open: 9 * 60 + 15,
+            close: 9 * 60 + 30,
+        };
+        assert_eq!(
+            short.shift(11 * 60 + 59),
+            9 * 60 + 30,
+            "clamped to the session"
+        );
         assert_eq!(REGULAR.shift(15 * 60 + 15), 15 * 60 + 15);
     }
 
     #[test]
     fn bad_files_name_their_line_and_field() {
-        let e = Calendar::parse("c.toml", "year = 2027\n[[holiday]]\ndate = \"2027-02-30\"\nname = \"x\"\n").unwrap_err();
-        assert_eq!(e.to_string(), "c.toml:3: holiday.date: \"2027-02-30\": expected YYYY-MM-DD");
-        let e = Calendar::parse("c.toml", "year = 2027\n[[holiday]]\ndate = \"2026-12-25\"\nname = \"x\"\n").unwrap_err();
-        assert!(e.to_string().starts_with("c.toml:3: holiday.date: 2026-12-25 is not in 2027"), "{e}");
+        let e = Calendar::parse(
+            "c.toml",
+            "year = 2027\n[[holiday]]\ndate = \"2027-02-30\"\nname = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.toml:3: holiday.date: \"2027-02-30\": expected YYYY-MM-DD"
+        );
+        let e = Calendar::parse(
+            "c.toml",
+            "year = 2027\n[[holiday]]\ndate = \"2026-12-25\"\nname = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("c.toml:3: holiday.date: 2026-12-25 is not in 2027"),
+            "{e}"
+        );
         let e = Calendar::parse("c.toml", "year = 2027\n[[session]]\ndate = \"2027-11-07\"\nname = \"m\"\nopen = \"19:00\"\nclose = \"18:00\"\n").unwrap_err();
         assert_eq!(e.field, "session.close");
         let e = Calendar::parse("c.toml", "year = 2027\n[[session]]\ndate = \"2027-11-07\"\nname = \"m\"\nopen = \"25:00\"\nclose = \"18:00\"\n").unwrap_err();
@@ -335,8 +494,19 @@ mod tests {
     fn a_later_file_replaces_its_year_only() {
         let mut c = Calendar::nse();
         c.extend(Calendar::parse("x.toml", "year = 2026\n[[session]]\ndate = \"2026-11-08\"\nname = \"Muhurat\"\nopen = \"18:00\"\nclose = \"19:00\"\n").unwrap());
-        assert_eq!(c.hours(day(2026, 1, 26)), Some(REGULAR), "2026 is now the new file's");
-        assert_eq!(c.hours(day(2026, 11, 8)), Some(Hours { open: 18 * 60, close: 19 * 60 }), "a Sunday session");
+        assert_eq!(
+            c.hours(day(2026, 1, 26)),
+            Some(REGULAR),
+            "2026 is now the new file's"
+        );
+        assert_eq!(
+            c.hours(day(2026, 11, 8)),
+            Some(Hours {
+                open: 18 * 60,
+                close: 19 * 60
+            }),
+            "a Sunday session"
+        );
         assert_eq!(c.hours(day(2025, 12, 25)), None, "2025 untouched");
     }
 }

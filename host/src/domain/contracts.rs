@@ -55,7 +55,9 @@ struct LotEntry {
 
 const BUNDLED: &str = include_str!("../../../contracts/nse.toml");
 
-const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
 
 /// The underlying of a derivative's name (`NIFTY` of `NIFTY28MAR2420800CE`): the
 /// letters before its expiry. `None` for a name without one (an equity, an index).
@@ -72,10 +74,18 @@ pub fn underlying(symbol: &str) -> Option<&str> {
 fn name_parts(symbol: &str) -> Option<(&str, (i64, u32, u32), &str)> {
     let name = underlying(symbol)?;
     let date = symbol.get(name.len()..name.len() + 7)?;
-    let day: u32 = date.get(0..2)?.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let day: u32 = date
+        .get(0..2)?
+        .parse()
+        .ok()
+        .filter(|d| (1..=31).contains(d))?;
     let month = u32::try_from(MONTHS.iter().position(|m| date.get(2..5) == Some(*m))? + 1).ok()?;
     let year: i64 = date.get(5..7)?.parse().ok()?;
-    Some((name, (2000 + year, month, day), symbol.get(name.len() + 7..)?))
+    Some((
+        name,
+        (2000 + year, month, day),
+        symbol.get(name.len() + 7..)?,
+    ))
 }
 
 /// The expiry day (days since 1970-01-01) of a derivative's name: `28MAR24` of `NIFTY28MAR2420800CE`.
@@ -107,8 +117,15 @@ pub fn option_name(symbol: &str) -> Option<OptionName> {
         r if r.ends_with("PE") => (r.strip_suffix("PE")?, false),
         _ => return None,
     };
-    let strike = Decimal::from_str_exact(rest).ok().filter(|s| *s > Decimal::ZERO && !rest.starts_with('+'))?;
-    Some(OptionName { underlying: name.to_owned(), expiry: format!("{year:04}-{month:02}-{day:02}"), strike: strike.normalize(), call })
+    let strike = Decimal::from_str_exact(rest)
+        .ok()
+        .filter(|s| *s > Decimal::ZERO && !rest.starts_with('+'))?;
+    Some(OptionName {
+        underlying: name.to_owned(),
+        expiry: format!("{year:04}-{month:02}-{day:02}"),
+        strike: strike.normalize(),
+        call,
+    })
 }
 
 impl ContractRules {
@@ -127,21 +144,70 @@ impl ContractRules {
     /// Not TOML, an unknown field, a freeze quantity or lot that is not a positive
     /// whole number, a `from` that is not `YYYY-MM-DD`, one `from` listed twice.
     pub fn parse(source_name: &str, text: &str) -> Result<Self, ContractsError> {
-        let line_of = |offset: usize| text.get(..offset).map_or(0, |t| t.matches('\n').count() + 1);
-        let err = |offset: usize, field: &str, message: String| ContractsError { source_name: source_name.to_owned(), line: line_of(offset), field: field.to_owned(), message };
-        let file: File = toml::from_str(text).map_err(|e| err(e.span().map_or(0, |s| s.start), "(file)", e.message().trim().to_owned()))?;
+        let line_of = |offset: usize| {
+            text.get(..offset)
+                .map_or(0, |t| t.matches('\n').count() + 1)
+        };
+        let err = |offset: usize, field: &str, message: String| ContractsError {
+            source_name: source_name.to_owned(),
+            line: line_of(offset),
+            field: field.to_owned(),
+            message,
+        };
+        let file: File = toml::from_str(text).map_err(|e| {
+            err(
+                e.span().map_or(0, |s| s.start),
+                "(file)",
+                e.message().trim().to_owned(),
+            )
+        })?;
         let mut rules = Self::default();
         for (name, qty) in file.freeze {
-            let q = u64::try_from(*qty.get_ref()).ok().filter(|q| *q > 0).ok_or_else(|| err(qty.span().start, &format!("freeze.{name}"), format!("{}: expected a positive quantity", qty.get_ref())))?;
+            let q = u64::try_from(*qty.get_ref())
+                .ok()
+                .filter(|q| *q > 0)
+                .ok_or_else(|| {
+                    err(
+                        qty.span().start,
+                        &format!("freeze.{name}"),
+                        format!("{}: expected a positive quantity", qty.get_ref()),
+                    )
+                })?;
             rules.freeze.insert(name.to_ascii_uppercase(), q);
         }
         for entry in file.lot {
             let at = entry.from.span().start;
-            let from = parse_date(entry.from.get_ref()).ok_or_else(|| err(at, "lot.from", format!("{:?}: expected YYYY-MM-DD", entry.from.get_ref())))?;
-            let lot = u64::try_from(*entry.lot.get_ref()).ok().filter(|l| *l > 0).ok_or_else(|| err(entry.lot.span().start, "lot.lot", format!("{}: expected a positive lot size", entry.lot.get_ref())))?;
-            let list = rules.lots.entry(entry.underlying.to_ascii_uppercase()).or_default();
+            let from = parse_date(entry.from.get_ref()).ok_or_else(|| {
+                err(
+                    at,
+                    "lot.from",
+                    format!("{:?}: expected YYYY-MM-DD", entry.from.get_ref()),
+                )
+            })?;
+            let lot = u64::try_from(*entry.lot.get_ref())
+                .ok()
+                .filter(|l| *l > 0)
+                .ok_or_else(|| {
+                    err(
+                        entry.lot.span().start,
+                        "lot.lot",
+                        format!("{}: expected a positive lot size", entry.lot.get_ref()),
+                    )
+                })?;
+            let list = rules
+                .lots
+                .entry(entry.underlying.to_ascii_uppercase())
+                .or_default();
             if list.iter().any(|(d, _)| *d == from) {
-                return Err(err(at, "lot.from", format!("{} {} is listed twice", entry.underlying, entry.from.get_ref())));
+                return Err(err(
+                    at,
+                    "lot.from",
+                    format!(
+                        "{} {} is listed twice",
+                        entry.underlying,
+                        entry.from.get_ref()
+                    ),
+                ));
             }
             list.push((from, lot));
             list.sort_unstable();
@@ -160,7 +226,10 @@ impl ContractRules {
     pub fn lot_size(&self, symbol: &str) -> Option<u64> {
         let expiry = expiry_day(symbol)?;
         let list = self.lots.get(underlying(symbol)?)?;
-        list.iter().rev().find(|(from, _)| *from <= expiry).map(|(_, lot)| *lot)
+        list.iter()
+            .rev()
+            .find(|(from, _)| *from <= expiry)
+            .map(|(_, lot)| *lot)
     }
 
     /// The quantities `qty` goes out as: one order when it is within `symbol`'s
@@ -168,9 +237,15 @@ impl ContractRules {
     /// larger than it, the last one the rest.
     #[must_use]
     pub fn slices(&self, symbol: &str, qty: u64, lot: u64) -> Vec<u64> {
-        let Some(freeze) = self.freeze_qty(symbol).filter(|f| qty > *f) else { return vec![qty] };
+        let Some(freeze) = self.freeze_qty(symbol).filter(|f| qty > *f) else {
+            return vec![qty];
+        };
         let lot = lot.max(1);
-        let step = if freeze >= lot { freeze - freeze % lot } else { freeze };
+        let step = if freeze >= lot {
+            freeze - freeze % lot
+        } else {
+            freeze
+        };
         let mut out = Vec::with_capacity(usize::try_from(qty / step + 1).unwrap_or(0));
         let mut left = qty;
         while left > 0 {
@@ -192,21 +267,55 @@ mod tests {
         assert_eq!(underlying("MIDCPNIFTY30DEC25FUT"), Some("MIDCPNIFTY"));
         assert_eq!(underlying("NIFTY"), None);
         assert_eq!(underlying("M&M"), None);
-        assert_eq!(expiry_day("NIFTY28MAR2420800CE"), Some(days_from_civil(2024, 3, 28)));
-        assert_eq!(expiry_day("NIFTY06JAN26FUT"), Some(days_from_civil(2026, 1, 6)));
+        assert_eq!(
+            expiry_day("NIFTY28MAR2420800CE"),
+            Some(days_from_civil(2024, 3, 28))
+        );
+        assert_eq!(
+            expiry_day("NIFTY06JAN26FUT"),
+            Some(days_from_civil(2026, 1, 6))
+        );
         assert_eq!(expiry_day("NIFTY99MAR2420800CE"), None);
     }
 
     #[test]
     fn takes_an_option_name_apart_and_back() {
         let n = option_name("NIFTY28MAR2420800CE").unwrap();
-        assert_eq!(n, OptionName { underlying: "NIFTY".into(), expiry: "2024-03-28".into(), strike: Decimal::from(20_800), call: true });
+        assert_eq!(
+            n,
+            OptionName {
+                underlying: "NIFTY".into(),
+                expiry: "2024-03-28".into(),
+                strike: Decimal::from(20_800),
+                call: true
+            }
+        );
         let p = option_name("HEROMOTOCO28AUG25102.5PE").unwrap();
-        assert_eq!((p.strike, p.call, p.expiry.as_str()), (Decimal::new(1025, 1), false, "2025-08-28"));
+        assert_eq!(
+            (p.strike, p.call, p.expiry.as_str()),
+            (Decimal::new(1025, 1), false, "2025-08-28")
+        );
         // Made back into the name by the SDK's own rule.
-        let kind = if n.call { strategy_sdk::OptionKind::Ce } else { strategy_sdk::OptionKind::Pe };
-        assert_eq!(strategy_sdk::option_symbol(&n.underlying, &n.expiry, 20_800.0, kind).as_deref(), Some("NIFTY28MAR2420800CE"));
-        for not in ["NIFTY28MAR24FUT", "NIFTY", "RELIANCE", "NIFTY28MAR24CE", "NIFTY28MAR240CE", "NIFTY28XYZ2420800CE", "NIFTY32MAR2420800CE", "NIFTY28MAR24-5CE", "NIFTY28MAR2420800XE"] {
+        let kind = if n.call {
+            strategy_sdk::OptionKind::Ce
+        } else {
+            strategy_sdk::OptionKind::Pe
+        };
+        assert_eq!(
+            strategy_sdk::option_symbol(&n.underlying, &n.expiry, 20_800.0, kind).as_deref(),
+            Some("NIFTY28MAR2420800CE")
+        );
+        for not in [
+            "NIFTY28MAR24FUT",
+            "NIFTY",
+            "RELIANCE",
+            "NIFTY28MAR24CE",
+            "NIFTY28MAR240CE",
+            "NIFTY28XYZ2420800CE",
+            "NIFTY32MAR2420800CE",
+            "NIFTY28MAR24-5CE",
+            "NIFTY28MAR2420800XE",
+        ] {
             assert_eq!(option_name(not), None, "{not}");
         }
     }
@@ -214,9 +323,21 @@ mod tests {
     #[test]
     fn a_lot_size_changes_between_two_expiries() {
         let nse = ContractRules::nse();
-        assert_eq!(nse.lot_size("NIFTY30DEC2526000CE"), Some(75), "the last 2025 contract");
-        assert_eq!(nse.lot_size("NIFTY06JAN2626000CE"), Some(65), "the first 2026 contract");
-        assert_eq!(nse.lot_size("NIFTY04JAN2421600CE"), None, "before the first listed lot");
+        assert_eq!(
+            nse.lot_size("NIFTY30DEC2526000CE"),
+            Some(75),
+            "the last 2025 contract"
+        );
+        assert_eq!(
+            nse.lot_size("NIFTY06JAN2626000CE"),
+            Some(65),
+            "the first 2026 contract"
+        );
+        assert_eq!(
+            nse.lot_size("NIFTY04JAN2421600CE"),
+            None,
+            "before the first listed lot"
+        );
         assert_eq!(nse.lot_size("RELIANCE"), None);
     }
 
@@ -225,17 +346,38 @@ mod tests {
         let nse = ContractRules::nse();
         assert_eq!(nse.freeze_qty("NIFTY06JAN2626000CE"), Some(1800));
         // 5,000 NIFTY in lots of 65: 1800 is 27.7 lots, so slices of 27 lots (1755).
-        assert_eq!(nse.slices("NIFTY06JAN2626000CE", 5005, 65), vec![1755, 1755, 1495]);
-        assert_eq!(nse.slices("NIFTY06JAN2626000CE", 5000, 1), vec![1800, 1800, 1400]);
-        assert_eq!(nse.slices("NIFTY06JAN2626000CE", 1800, 75), vec![1800], "at the limit: one order");
-        assert_eq!(nse.slices("RELIANCE", 50_000, 1), vec![50_000], "no freeze for cash equity");
+        assert_eq!(
+            nse.slices("NIFTY06JAN2626000CE", 5005, 65),
+            vec![1755, 1755, 1495]
+        );
+        assert_eq!(
+            nse.slices("NIFTY06JAN2626000CE", 5000, 1),
+            vec![1800, 1800, 1400]
+        );
+        assert_eq!(
+            nse.slices("NIFTY06JAN2626000CE", 1800, 75),
+            vec![1800],
+            "at the limit: one order"
+        );
+        assert_eq!(
+            nse.slices("RELIANCE", 50_000, 1),
+            vec![50_000],
+            "no freeze for cash equity"
+        );
     }
 
     #[test]
     fn a_bad_file_names_its_line() {
         let e = ContractRules::parse("c.toml", "[freeze]\nNIFTY = 0\n").unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (2, "freeze.NIFTY"));
-        let e = ContractRules::parse("c.toml", "[[lot]]\nunderlying = \"NIFTY\"\nfrom = \"2026-02-30\"\nlot = 65\n").unwrap_err();
-        assert_eq!(e.to_string(), "c.toml:3: lot.from: \"2026-02-30\": expected YYYY-MM-DD");
+        let e = ContractRules::parse(
+            "c.toml",
+            "[[lot]]\nunderlying = \"NIFTY\"\nfrom = \"2026-02-30\"\nlot = 65\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.toml:3: lot.from: \"2026-02-30\": expected YYYY-MM-DD"
+        );
     }
 }

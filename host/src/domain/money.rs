@@ -28,7 +28,10 @@ pub fn de_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> 
         Raw::Int(i) => Ok(Decimal::from(i)),
         // Through the shortest decimal text, so 0.1 stays 0.1.
         Raw::Float(f) => f.to_string().parse().map_err(serde::de::Error::custom),
-        Raw::Text(t) => t.trim().parse().map_err(|_| serde::de::Error::custom(format!("expected a decimal number, got {t:?}"))),
+        Raw::Text(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a decimal number, got {t:?}"))),
     }
 }
 

@@ -63,7 +63,11 @@ impl OrderKind {
 
     /// From the journal's columns: `order_type` (`None`: market), `limit_price`, `trigger_price`.
     #[must_use]
-    pub fn from_parts(code: Option<&str>, price: Option<Decimal>, trigger: Option<Decimal>) -> Option<Self> {
+    pub fn from_parts(
+        code: Option<&str>,
+        price: Option<Decimal>,
+        trigger: Option<Decimal>,
+    ) -> Option<Self> {
         match (code.unwrap_or("MARKET"), price, trigger) {
             ("MARKET", ..) => Some(Self::Market),
             ("LIMIT", Some(price), _) => Some(Self::Limit { price }),
@@ -98,7 +102,15 @@ impl Leg {
     /// A market day order.
     #[must_use]
     pub fn market(instrument: impl Into<String>, side: OrderSide, qty: Decimal) -> Self {
-        Self { instrument: instrument.into(), side, qty, kind: OrderKind::Market, validity: Validity::Day, stop_loss: None, target: None }
+        Self {
+            instrument: instrument.into(),
+            side,
+            qty,
+            kind: OrderKind::Market,
+            validity: Validity::Day,
+            stop_loss: None,
+            target: None,
+        }
     }
 }
 
@@ -146,18 +158,27 @@ impl OrderKind {
     /// stop never triggers before its level). A price too large to round is kept.
     #[must_use]
     pub fn on_tick(self, side: super::OrderSide) -> Self {
-        use OrderSide::{Buy, Sell};
         use super::money::TICK;
+        use OrderSide::{Buy, Sell};
         let step = |p: Decimal, up: bool| {
-            p.checked_div(TICK).and_then(|n| if up { n.ceil() } else { n.floor() }.checked_mul(TICK)).map_or(p, |d| d.normalize())
+            p.checked_div(TICK)
+                .and_then(|n| if up { n.ceil() } else { n.floor() }.checked_mul(TICK))
+                .map_or(p, |d| d.normalize())
         };
         let limit = |p| step(p, side == Sell);
         let trigger = |p| step(p, side == Buy);
         match self {
             Self::Market => Self::Market,
-            Self::Limit { price } => Self::Limit { price: limit(price) },
-            Self::StopLimit { trigger: t, price } => Self::StopLimit { trigger: trigger(t), price: limit(price) },
-            Self::StopMarket { trigger: t } => Self::StopMarket { trigger: trigger(t) },
+            Self::Limit { price } => Self::Limit {
+                price: limit(price),
+            },
+            Self::StopLimit { trigger: t, price } => Self::StopLimit {
+                trigger: trigger(t),
+                price: limit(price),
+            },
+            Self::StopMarket { trigger: t } => Self::StopMarket {
+                trigger: trigger(t),
+            },
         }
     }
 
@@ -168,7 +189,6 @@ impl OrderKind {
         self.price().or_else(|| self.trigger())
     }
 }
-
 
 // The rules a venue fills by (the paper venue and the backtester alike):
 // - A **market** order fills at the open of the first bar after its signal (slippage and
@@ -272,8 +292,12 @@ pub fn work(t: &Working, b: &PriceBar, first: bool) -> Work {
     let done = match t.kind {
         OrderKind::Market => None,
         OrderKind::Limit { price } => through(t.side, price, b).map(Work::Fill),
-        OrderKind::StopMarket { trigger } => reached(t.side, trigger, b).map(|at| Work::Fill(fill_price(t.side, at, t.slippage_bps))),
-        OrderKind::StopLimit { price, .. } if t.triggered => through(t.side, price, b).map(Work::Fill),
+        OrderKind::StopMarket { trigger } => {
+            reached(t.side, trigger, b).map(|at| Work::Fill(fill_price(t.side, at, t.slippage_bps)))
+        }
+        OrderKind::StopLimit { price, .. } if t.triggered => {
+            through(t.side, price, b).map(Work::Fill)
+        }
         OrderKind::StopLimit { trigger, price } => reached(t.side, trigger, b).map(|at| {
             let market = fill_price(t.side, at, t.slippage_bps);
             if within(t.side, market, price) {
@@ -302,72 +326,249 @@ mod tests {
 
     #[test]
     fn prices_go_to_the_tick_never_worse_than_asked() {
-        assert_eq!(OrderKind::Limit { price: dec!(100.07) }.on_tick(Buy), OrderKind::Limit { price: dec!(100.05) });
-        assert_eq!(OrderKind::Limit { price: dec!(100.07) }.on_tick(Sell), OrderKind::Limit { price: dec!(100.1) });
-        assert_eq!(OrderKind::StopMarket { trigger: dec!(100.01) }.on_tick(Buy), OrderKind::StopMarket { trigger: dec!(100.05) });
-        assert_eq!(OrderKind::StopMarket { trigger: dec!(100.01) }.on_tick(Sell), OrderKind::StopMarket { trigger: dec!(100) });
         assert_eq!(
-            OrderKind::StopLimit { trigger: dec!(99.99), price: dec!(100.12) }.on_tick(Buy),
-            OrderKind::StopLimit { trigger: dec!(100), price: dec!(100.1) }
+            OrderKind::Limit {
+                price: dec!(100.07)
+            }
+            .on_tick(Buy),
+            OrderKind::Limit {
+                price: dec!(100.05)
+            }
+        );
+        assert_eq!(
+            OrderKind::Limit {
+                price: dec!(100.07)
+            }
+            .on_tick(Sell),
+            OrderKind::Limit { price: dec!(100.1) }
+        );
+        assert_eq!(
+            OrderKind::StopMarket {
+                trigger: dec!(100.01)
+            }
+            .on_tick(Buy),
+            OrderKind::StopMarket {
+                trigger: dec!(100.05)
+            }
+        );
+        assert_eq!(
+            OrderKind::StopMarket {
+                trigger: dec!(100.01)
+            }
+            .on_tick(Sell),
+            OrderKind::StopMarket { trigger: dec!(100) }
+        );
+        assert_eq!(
+            OrderKind::StopLimit {
+                trigger: dec!(99.99),
+                price: dec!(100.12)
+            }
+            .on_tick(Buy),
+            OrderKind::StopLimit {
+                trigger: dec!(100),
+                price: dec!(100.1)
+            }
         );
         // Too large to round: kept, never a panic.
-        assert_eq!(OrderKind::Limit { price: Decimal::MAX }.on_tick(Sell), OrderKind::Limit { price: Decimal::MAX });
+        assert_eq!(
+            OrderKind::Limit {
+                price: Decimal::MAX
+            }
+            .on_tick(Sell),
+            OrderKind::Limit {
+                price: Decimal::MAX
+            }
+        );
     }
 
     const DAY: i64 = 86_400_000;
     const T: i64 = 1_704_772_800_000; // 2024-01-09 09:30 IST
 
     fn bar(ts: i64, open: Decimal, high: Decimal, low: Decimal) -> PriceBar {
-        PriceBar { ts, open, high, low }
+        PriceBar {
+            ts,
+            open,
+            high,
+            low,
+        }
     }
 
     fn terms(side: OrderSide, kind: OrderKind) -> Working {
-        Working { side, kind, validity: Validity::Day, slippage_bps: Decimal::ZERO, not_before: T, triggered: false }
+        Working {
+            side,
+            kind,
+            validity: Validity::Day,
+            slippage_bps: Decimal::ZERO,
+            not_before: T,
+            triggered: false,
+        }
     }
 
     #[test]
     fn a_limit_fills_only_when_the_market_trades_through_it() {
         let buy = terms(OrderSide::Buy, OrderKind::Limit { price: dec!(100) });
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(101), dec!(102), dec!(100)), true), Work::Rest, "a touch is not a fill");
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(101), dec!(102), dec!(99.95)), true), Work::Fill(dec!(100)), "through: at the limit");
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(98), dec!(99), dec!(97)), true), Work::Fill(dec!(98)), "gapped through: at the open");
+        assert_eq!(
+            work(
+                &buy,
+                &bar(T + 60_000, dec!(101), dec!(102), dec!(100)),
+                true
+            ),
+            Work::Rest,
+            "a touch is not a fill"
+        );
+        assert_eq!(
+            work(
+                &buy,
+                &bar(T + 60_000, dec!(101), dec!(102), dec!(99.95)),
+                true
+            ),
+            Work::Fill(dec!(100)),
+            "through: at the limit"
+        );
+        assert_eq!(
+            work(&buy, &bar(T + 60_000, dec!(98), dec!(99), dec!(97)), true),
+            Work::Fill(dec!(98)),
+            "gapped through: at the open"
+        );
         let sell = terms(OrderSide::Sell, OrderKind::Limit { price: dec!(100) });
-        assert_eq!(work(&sell, &bar(T + 60_000, dec!(99), dec!(100), dec!(98)), true), Work::Rest);
-        assert_eq!(work(&sell, &bar(T + 60_000, dec!(99), dec!(100.05), dec!(98)), true), Work::Fill(dec!(100)));
+        assert_eq!(
+            work(&sell, &bar(T + 60_000, dec!(99), dec!(100), dec!(98)), true),
+            Work::Rest
+        );
+        assert_eq!(
+            work(
+                &sell,
+                &bar(T + 60_000, dec!(99), dec!(100.05), dec!(98)),
+                true
+            ),
+            Work::Fill(dec!(100))
+        );
     }
 
     #[test]
     fn a_stop_triggers_at_its_level_and_fills_at_market() {
-        let buy = Working { slippage_bps: dec!(10), ..terms(OrderSide::Buy, OrderKind::StopMarket { trigger: dec!(100) }) };
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(98), dec!(99.95), dec!(97)), true), Work::Rest);
+        let buy = Working {
+            slippage_bps: dec!(10),
+            ..terms(OrderSide::Buy, OrderKind::StopMarket { trigger: dec!(100) })
+        };
+        assert_eq!(
+            work(
+                &buy,
+                &bar(T + 60_000, dec!(98), dec!(99.95), dec!(97)),
+                true
+            ),
+            Work::Rest
+        );
         // 10 bps of slippage on 100 is 0.10.
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(98), dec!(100), dec!(97)), true), Work::Fill(dec!(100.1)));
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(103), dec!(104), dec!(102)), true), Work::Fill(dec!(103.15)), "gapped: from the open (103.103 up to the tick)");
-        let sell = terms(OrderSide::Sell, OrderKind::StopMarket { trigger: dec!(100) });
-        assert_eq!(work(&sell, &bar(T + 60_000, dec!(101), dec!(102), dec!(100)), true), Work::Fill(dec!(100)));
+        assert_eq!(
+            work(&buy, &bar(T + 60_000, dec!(98), dec!(100), dec!(97)), true),
+            Work::Fill(dec!(100.1))
+        );
+        assert_eq!(
+            work(
+                &buy,
+                &bar(T + 60_000, dec!(103), dec!(104), dec!(102)),
+                true
+            ),
+            Work::Fill(dec!(103.15)),
+            "gapped: from the open (103.103 up to the tick)"
+        );
+        let sell = terms(
+            OrderSide::Sell,
+            OrderKind::StopMarket { trigger: dec!(100) },
+        );
+        assert_eq!(
+            work(
+                &sell,
+                &bar(T + 60_000, dec!(101), dec!(102), dec!(100)),
+                true
+            ),
+            Work::Fill(dec!(100))
+        );
     }
 
     #[test]
     fn a_stop_limit_triggers_then_works_as_a_limit() {
-        let buy = terms(OrderSide::Buy, OrderKind::StopLimit { trigger: dec!(100), price: dec!(100.5) });
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(99), dec!(101), dec!(98)), true), Work::Fill(dec!(100)), "at the trigger, within the limit");
+        let buy = terms(
+            OrderSide::Buy,
+            OrderKind::StopLimit {
+                trigger: dec!(100),
+                price: dec!(100.5),
+            },
+        );
+        assert_eq!(
+            work(&buy, &bar(T + 60_000, dec!(99), dec!(101), dec!(98)), true),
+            Work::Fill(dec!(100)),
+            "at the trigger, within the limit"
+        );
         // Gapped above the limit at the open: it rests as a limit, and the same bar coming back below fills it.
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(102), dec!(103), dec!(100.4)), true), Work::Fill(dec!(100.5)));
-        assert_eq!(work(&buy, &bar(T + 60_000, dec!(102), dec!(103), dec!(101)), true), Work::Trigger);
-        let triggered = Working { triggered: true, ..buy };
-        assert_eq!(work(&triggered, &bar(T + 120_000, dec!(101), dec!(101), dec!(100.6)), false), Work::Rest);
-        assert_eq!(work(&triggered, &bar(T + 120_000, dec!(101), dec!(101), dec!(100.45)), false), Work::Fill(dec!(100.5)));
+        assert_eq!(
+            work(
+                &buy,
+                &bar(T + 60_000, dec!(102), dec!(103), dec!(100.4)),
+                true
+            ),
+            Work::Fill(dec!(100.5))
+        );
+        assert_eq!(
+            work(
+                &buy,
+                &bar(T + 60_000, dec!(102), dec!(103), dec!(101)),
+                true
+            ),
+            Work::Trigger
+        );
+        let triggered = Working {
+            triggered: true,
+            ..buy
+        };
+        assert_eq!(
+            work(
+                &triggered,
+                &bar(T + 120_000, dec!(101), dec!(101), dec!(100.6)),
+                false
+            ),
+            Work::Rest
+        );
+        assert_eq!(
+            work(
+                &triggered,
+                &bar(T + 120_000, dec!(101), dec!(101), dec!(100.45)),
+                false
+            ),
+            Work::Fill(dec!(100.5))
+        );
     }
 
     #[test]
     fn validity_ends_a_working_order() {
-        let ioc = Working { validity: Validity::Ioc, ..terms(OrderSide::Buy, OrderKind::Limit { price: dec!(100) }) };
-        assert_eq!(work(&ioc, &bar(T + 60_000, dec!(101), dec!(102), dec!(100.5)), true), Work::Expire);
-        assert_eq!(work(&ioc, &bar(T + 60_000, dec!(101), dec!(102), dec!(99)), true), Work::Fill(dec!(100)));
+        let ioc = Working {
+            validity: Validity::Ioc,
+            ..terms(OrderSide::Buy, OrderKind::Limit { price: dec!(100) })
+        };
+        assert_eq!(
+            work(
+                &ioc,
+                &bar(T + 60_000, dec!(101), dec!(102), dec!(100.5)),
+                true
+            ),
+            Work::Expire
+        );
+        assert_eq!(
+            work(&ioc, &bar(T + 60_000, dec!(101), dec!(102), dec!(99)), true),
+            Work::Fill(dec!(100))
+        );
         let day = terms(OrderSide::Buy, OrderKind::Limit { price: dec!(100) });
-        assert_eq!(work(&day, &bar(T + DAY, dec!(90), dec!(91), dec!(89)), false), Work::Expire, "not filled on its day: never the next");
+        assert_eq!(
+            work(&day, &bar(T + DAY, dec!(90), dec!(91), dec!(89)), false),
+            Work::Expire,
+            "not filled on its day: never the next"
+        );
         // A market order is not held to its day: it takes the next price, as it always has.
         let market = terms(OrderSide::Buy, OrderKind::Market);
-        assert_eq!(work(&market, &bar(T + DAY, dec!(90), dec!(91), dec!(89)), true), Work::Fill(dec!(90)));
+        assert_eq!(
+            work(&market, &bar(T + DAY, dec!(90), dec!(91), dec!(89)), true),
+            Work::Fill(dec!(90))
+        );
     }
 }

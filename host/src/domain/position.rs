@@ -95,14 +95,28 @@ impl Position {
             return closed;
         }
         let long = self.qty > Decimal::ZERO;
-        let direction = if long { Decimal::ONE } else { Decimal::NEGATIVE_ONE };
+        let direction = if long {
+            Decimal::ONE
+        } else {
+            Decimal::NEGATIVE_ONE
+        };
         let mut remaining = qty;
         while remaining > Decimal::ZERO {
-            let Some(lot) = self.lots.front_mut() else { break };
+            let Some(lot) = self.lots.front_mut() else {
+                break;
+            };
             let closing = remaining.min(lot.qty);
             let pnl = (price - lot.price) * closing * direction;
             self.realized += pnl;
-            closed.push(Closed { long, qty: closing, entry_price: lot.price, entry_ts: lot.ts, exit_price: price, exit_ts: ts, pnl });
+            closed.push(Closed {
+                long,
+                qty: closing,
+                entry_price: lot.price,
+                entry_ts: lot.ts,
+                exit_price: price,
+                exit_ts: ts,
+                pnl,
+            });
             lot.qty -= closing;
             remaining -= closing;
             self.qty -= closing * direction;
@@ -112,7 +126,11 @@ impl Position {
         }
         if remaining > Decimal::ZERO {
             // Through zero: the rest opens a position the other way.
-            self.lots.push_back(Lot { qty: remaining, price, ts });
+            self.lots.push_back(Lot {
+                qty: remaining,
+                price,
+                ts,
+            });
             self.qty += remaining * side.sign();
         }
         closed
@@ -131,14 +149,25 @@ impl Position {
     /// Unrealised P&L at `last`, exact.
     #[must_use]
     pub fn unrealized(&self, last: Decimal) -> Decimal {
-        let direction = if self.qty < Decimal::ZERO { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
-        self.lots.iter().map(|l| (last - l.price) * l.qty * direction).sum()
+        let direction = if self.qty < Decimal::ZERO {
+            Decimal::NEGATIVE_ONE
+        } else {
+            Decimal::ONE
+        };
+        self.lots
+            .iter()
+            .map(|l| (last - l.price) * l.qty * direction)
+            .sum()
     }
 
     /// Lots as text for the journal: `qty@price@ts;qty@price@ts`.
     #[must_use]
     pub fn lots_text(&self) -> String {
-        self.lots.iter().map(|l| format!("{}@{}@{}", l.qty, l.price, l.ts)).collect::<Vec<_>>().join(";")
+        self.lots
+            .iter()
+            .map(|l| format!("{}@{}@{}", l.qty, l.price, l.ts))
+            .collect::<Vec<_>>()
+            .join(";")
     }
 
     /// Parse [`Position::lots_text`] (also `qty@price`, as journals kept them
@@ -164,35 +193,82 @@ mod tests {
 
     #[test]
     fn fills_slip_against_the_trader_on_the_tick() {
-        assert_eq!(fill_price(OrderSide::Buy, dec!(21712.75), dec!(0)), dec!(21712.75));
-        assert_eq!(fill_price(OrderSide::Buy, dec!(101.2345), dec!(0)), dec!(101.2345), "no slippage: the printed open");
-        assert_eq!(fill_price(OrderSide::Sell, dec!(0.02), dec!(1)), dec!(0.05), "never below one tick");
+        assert_eq!(
+            fill_price(OrderSide::Buy, dec!(21712.75), dec!(0)),
+            dec!(21712.75)
+        );
+        assert_eq!(
+            fill_price(OrderSide::Buy, dec!(101.2345), dec!(0)),
+            dec!(101.2345),
+            "no slippage: the printed open"
+        );
+        assert_eq!(
+            fill_price(OrderSide::Sell, dec!(0.02), dec!(1)),
+            dec!(0.05),
+            "never below one tick"
+        );
         // 2 bps of 21712.75 = 4.34255 -> 21717.09255 -> up to 21717.10
-        assert_eq!(fill_price(OrderSide::Buy, dec!(21712.75), dec!(2)), dec!(21717.10));
-        assert_eq!(fill_price(OrderSide::Sell, dec!(21712.75), dec!(2)), dec!(21708.40));
+        assert_eq!(
+            fill_price(OrderSide::Buy, dec!(21712.75), dec!(2)),
+            dec!(21717.10)
+        );
+        assert_eq!(
+            fill_price(OrderSide::Sell, dec!(21712.75), dec!(2)),
+            dec!(21708.40)
+        );
     }
 
     #[test]
     fn positions_are_fifo_and_exact() {
         use OrderSide::{Buy, Sell};
-        let p = Position::default().apply_fill(Buy, dec!(2), dec!(100), 0).apply_fill(Buy, dec!(1), dec!(110), 0);
-        assert_eq!((p.qty, p.avg_price(), p.realized), (dec!(3), dec!(103.33), dec!(0)));
+        let p = Position::default()
+            .apply_fill(Buy, dec!(2), dec!(100), 0)
+            .apply_fill(Buy, dec!(1), dec!(110), 0);
+        assert_eq!(
+            (p.qty, p.avg_price(), p.realized),
+            (dec!(3), dec!(103.33), dec!(0))
+        );
         // Sell 1 at 120: matched against the first lot (100), not the average.
         let p = p.apply_fill(Sell, dec!(1), dec!(120), 0);
-        assert_eq!((p.qty, p.realized, p.lots_text()), (dec!(2), dec!(20), "1@100@0;1@110@0".to_owned()));
+        assert_eq!(
+            (p.qty, p.realized, p.lots_text()),
+            (dec!(2), dec!(20), "1@100@0;1@110@0".to_owned())
+        );
         // Sell 4 at 120 from +2: close 1@100 and 1@110 (+30), open short 2 at 120.
         let p = p.apply_fill(Sell, dec!(4), dec!(120), 0);
-        assert_eq!((p.qty, p.realized, p.lots_text()), (dec!(-2), dec!(50), "2@120@0".to_owned()));
+        assert_eq!(
+            (p.qty, p.realized, p.lots_text()),
+            (dec!(-2), dec!(50), "2@120@0".to_owned())
+        );
         assert_eq!(p.unrealized(dec!(110)), dec!(20));
         let p = p.apply_fill(Buy, dec!(2), dec!(125), 0);
         assert_eq!((p.qty, p.realized, p.lots.len()), (dec!(0), dec!(40), 0));
         let parsed = Position::parse_lots("1@100;2.5@110.05@1704081480000").unwrap();
         assert_eq!(parsed.len(), 2);
-        assert_eq!(parsed[0], Lot { qty: dec!(1), price: dec!(100), ts: 0 }, "a lot from before entry times");
-        assert_eq!(parsed[1], Lot { qty: dec!(2.5), price: dec!(110.05), ts: 1_704_081_480_000 });
+        assert_eq!(
+            parsed[0],
+            Lot {
+                qty: dec!(1),
+                price: dec!(100),
+                ts: 0
+            },
+            "a lot from before entry times"
+        );
+        assert_eq!(
+            parsed[1],
+            Lot {
+                qty: dec!(2.5),
+                price: dec!(110.05),
+                ts: 1_704_081_480_000
+            }
+        );
         assert_eq!(Position::parse_lots("1@100@5@6"), None);
         assert_eq!(Position::parse_lots("").map(|l| l.len()), Some(0), "flat");
-        assert_eq!(Position::parse_lots("1@100;x@1"), None, "a damaged lot is not dropped quietly");
+        assert_eq!(
+            Position::parse_lots("1@100;x@1"),
+            None,
+            "a damaged lot is not dropped quietly"
+        );
     }
 
     #[test]
@@ -203,9 +279,28 @@ mod tests {
         assert!(p.fill(Buy, dec!(1), dec!(110), 2).is_empty());
         let closed = p.fill(Sell, dec!(4), dec!(105), 3);
         assert_eq!(closed.len(), 2);
-        assert_eq!((closed[0].long, closed[0].qty, closed[0].entry_ts, closed[0].pnl), (true, dec!(2), 1, dec!(10)));
-        assert_eq!((closed[1].qty, closed[1].entry_price, closed[1].exit_ts, closed[1].pnl), (dec!(1), dec!(110), 3, dec!(-5)));
-        assert_eq!((p.qty, p.realized, p.lots_text()), (dec!(-1), dec!(5), "1@105@3".to_owned()));
+        assert_eq!(
+            (
+                closed[0].long,
+                closed[0].qty,
+                closed[0].entry_ts,
+                closed[0].pnl
+            ),
+            (true, dec!(2), 1, dec!(10))
+        );
+        assert_eq!(
+            (
+                closed[1].qty,
+                closed[1].entry_price,
+                closed[1].exit_ts,
+                closed[1].pnl
+            ),
+            (dec!(1), dec!(110), 3, dec!(-5))
+        );
+        assert_eq!(
+            (p.qty, p.realized, p.lots_text()),
+            (dec!(-1), dec!(5), "1@105@3".to_owned())
+        );
         let closed = p.fill(Buy, dec!(1), dec!(100), 4);
         assert_eq!((closed[0].long, closed[0].pnl), (false, dec!(5)));
     }
@@ -231,4 +326,3 @@ mod tests {
         }
     }
 }
-

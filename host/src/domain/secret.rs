@@ -58,7 +58,9 @@ fn register(value: &str) {
 /// error message.
 #[must_use]
 pub fn scrub(text: &str) -> String {
-    let Ok(known) = registry().read() else { return text.to_owned() };
+    let Ok(known) = registry().read() else {
+        return text.to_owned();
+    };
     let mut out = text.to_owned();
     // Longest first, so a secret containing another is replaced whole.
     let mut values: Vec<&String> = known.iter().filter(|v| out.contains(v.as_str())).collect();
@@ -71,5 +73,3 @@ pub fn scrub(text: &str) -> String {
 
 /// Tokens handed over by `token` commands, per account; they win over the secrets.
 pub type TokenOverrides = Arc<RwLock<std::collections::HashMap<String, Secret>>>;
-
-

@@ -29,17 +29,30 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Both are provably small and positive: day in 1..=31, month in 1..=12.
     let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if month <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, month, day)
+    (
+        if month <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        month,
+        day,
+    )
 }
 
 fn valid_date(year: i64, month: u32, day: u32) -> bool {
-    (1..=12).contains(&month) && day >= 1 && civil_from_days(days_from_civil(year, month, day)) == (year, month, day)
+    (1..=12).contains(&month)
+        && day >= 1
+        && civil_from_days(days_from_civil(year, month, day)) == (year, month, day)
 }
 
 /// Epoch milliseconds of an IST wall-clock time.
 #[must_use]
 pub fn ist_to_epoch_ms(year: i64, month: u32, day: u32, minute_of_day: u32, second: u32) -> i64 {
-    days_from_civil(year, month, day) * DAY_MS + i64::from(minute_of_day) * 60_000 + i64::from(second) * 1000 - IST_OFFSET_MS
+    days_from_civil(year, month, day) * DAY_MS
+        + i64::from(minute_of_day) * 60_000
+        + i64::from(second) * 1000
+        - IST_OFFSET_MS
 }
 
 /// Parse `YYYYMMDD` and `HH:MM` (or `HH:MM:SS`) as IST.
@@ -116,7 +129,11 @@ pub fn format_iso_ist(ts_ms: i64) -> String {
     let local = ts_ms.saturating_add(IST_OFFSET_MS);
     let (y, m, d) = civil_from_days(local.div_euclid(DAY_MS));
     let ms_of_day = local.rem_euclid(DAY_MS);
-    let (h, min, s) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60);
+    let (h, min, s) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+    );
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}+05:30")
 }
 
@@ -146,9 +163,16 @@ mod tests {
         assert_eq!(parse_iso("2024-01-01T03:45:00Z"), ts);
         assert_eq!(parse_iso("2024-01-01T09:15:00+0530"), ts, "Kite's offset");
         assert_eq!(parse_iso("2024-01-01 09:15:00"), ts);
-        assert_eq!(format_iso_ist(1_704_080_700_000), "2024-01-01T09:15:00+05:30");
+        assert_eq!(
+            format_iso_ist(1_704_080_700_000),
+            "2024-01-01T09:15:00+05:30"
+        );
         assert_eq!(format_ist_date(1_704_080_700_000), "2024-01-01");
-        assert_eq!(weekday(ist_day(1_704_080_700_000)), 0, "2024-01-01 was a Monday");
+        assert_eq!(
+            weekday(ist_day(1_704_080_700_000)),
+            0,
+            "2024-01-01 was a Monday"
+        );
         for days in [-1000, 0, 19_723, 20_000, 60_000] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
@@ -157,10 +181,21 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        for (date, time) in [("20240230", "09:15"), ("2024011", "09:15"), ("20240101", "9:15"), ("20240101", "09:15:61"), ("2024O101", "09:15")] {
+        for (date, time) in [
+            ("20240230", "09:15"),
+            ("2024011", "09:15"),
+            ("20240101", "9:15"),
+            ("20240101", "09:15:61"),
+            ("2024O101", "09:15"),
+        ] {
             assert_eq!(parse_compact_date_time(date, time), None, "{date} {time}");
         }
-        for text in ["2024-01-01", "2024-01-01T25:00:00+05:30", "2024/01/01T09:15:00", "2024-02-30T09:15:00Z"] {
+        for text in [
+            "2024-01-01",
+            "2024-01-01T25:00:00+05:30",
+            "2024/01/01T09:15:00",
+            "2024-02-30T09:15:00Z",
+        ] {
             assert_eq!(parse_iso(text), None, "{text}");
         }
     }

@@ -58,7 +58,12 @@ impl Signal {
                 Decimal::from_f64_retain(x)
                     .filter(|d| !d.is_sign_negative())
                     .map(|d| d.round_dp(SIGNAL_PRICE_DP).normalize())
-                    .ok_or_else(|| format!("signal for {}: {field} {x} is not a finite, non-negative price", s.instrument))
+                    .ok_or_else(|| {
+                        format!(
+                            "signal for {}: {field} {x} is not a finite, non-negative price",
+                            s.instrument
+                        )
+                    })
             })
             .transpose()
         };
@@ -67,24 +72,49 @@ impl Signal {
         if s.instrument.trim().is_empty() {
             return Err("signal with an empty instrument".into());
         }
-        let strength = s.strength.filter(|x| x.is_finite()).map(|x| x.clamp(0.0, 1.0));
+        let strength = s
+            .strength
+            .filter(|x| x.is_finite())
+            .map(|x| x.clamp(0.0, 1.0));
         // An order's price must be a price: finite and above zero.
         let order_price = |field: &str, x: f64| -> Result<Decimal, String> {
-            price(field, Some(x))?.filter(|d| !d.is_zero()).ok_or_else(|| format!("signal for {}: {field} {x} is not a price above zero", s.instrument))
+            price(field, Some(x))?
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    format!(
+                        "signal for {}: {field} {x} is not a price above zero",
+                        s.instrument
+                    )
+                })
         };
         let order = match s.order {
             strategy_sdk::OrderType::Market => OrderKind::Market,
-            strategy_sdk::OrderType::Limit(p) => OrderKind::Limit { price: order_price("limit", p)? },
-            strategy_sdk::OrderType::Stop(t) => OrderKind::StopMarket { trigger: order_price("stop trigger", t)? },
-            strategy_sdk::OrderType::StopLimit { trigger, limit } => {
-                OrderKind::StopLimit { trigger: order_price("stop trigger", trigger)?, price: order_price("stop limit", limit)? }
-            }
+            strategy_sdk::OrderType::Limit(p) => OrderKind::Limit {
+                price: order_price("limit", p)?,
+            },
+            strategy_sdk::OrderType::Stop(t) => OrderKind::StopMarket {
+                trigger: order_price("stop trigger", t)?,
+            },
+            strategy_sdk::OrderType::StopLimit { trigger, limit } => OrderKind::StopLimit {
+                trigger: order_price("stop trigger", trigger)?,
+                price: order_price("stop limit", limit)?,
+            },
         };
         let validity = match s.validity {
             strategy_sdk::Validity::Day => Validity::Day,
             strategy_sdk::Validity::Ioc => Validity::Ioc,
         };
-        Ok(Self { ts_ms, instrument: s.instrument, side: s.side, reason: s.reason, stop_loss, target, strength, order, validity })
+        Ok(Self {
+            ts_ms,
+            instrument: s.instrument,
+            side: s.side,
+            reason: s.reason,
+            stop_loss,
+            target,
+            strength,
+            order,
+            validity,
+        })
     }
 }
 
@@ -98,17 +128,30 @@ pub trait StrategyRunner {
     ///
     /// # Errors
     /// When a sandboxed strategy fails (see [`SandboxError`]).
-    fn on_candle(&mut self, instrument: &str, timeframe_secs: u32, bar: &strategy_sdk::Bar) -> Result<Vec<strategy_sdk::Signal>, SandboxError>;
+    fn on_candle(
+        &mut self,
+        instrument: &str,
+        timeframe_secs: u32,
+        bar: &strategy_sdk::Bar,
+    ) -> Result<Vec<strategy_sdk::Signal>, SandboxError>;
     /// Many bars of `instrument` in one call; each signal comes with the index of its bar.
     ///
     /// # Errors
     /// As [`StrategyRunner::on_candle`].
-    fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: &[strategy_sdk::Bar]) -> Result<Vec<(u32, strategy_sdk::Signal)>, SandboxError>;
+    fn on_candles(
+        &mut self,
+        instrument: &str,
+        timeframe_secs: u32,
+        bars: &[strategy_sdk::Bar],
+    ) -> Result<Vec<(u32, strategy_sdk::Signal)>, SandboxError>;
     /// One option-chain snapshot.
     ///
     /// # Errors
     /// As [`StrategyRunner::on_candle`].
-    fn on_option_chain(&mut self, chain: &strategy_sdk::OptionChain) -> Result<Vec<strategy_sdk::Signal>, SandboxError>;
+    fn on_option_chain(
+        &mut self,
+        chain: &strategy_sdk::OptionChain,
+    ) -> Result<Vec<strategy_sdk::Signal>, SandboxError>;
     /// The strategy's state.
     ///
     /// # Errors
@@ -139,7 +182,11 @@ pub fn sdk_bar(b: &market::Bar) -> strategy_sdk::Bar {
 #[must_use]
 pub fn sdk_chain(c: &market::OptionChain) -> strategy_sdk::OptionChain {
     let f = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
-    let leg = |l: &market::OptionLeg| strategy_sdk::OptionLeg { last: f(l.last), oi: l.oi, volume: l.volume };
+    let leg = |l: &market::OptionLeg| strategy_sdk::OptionLeg {
+        last: f(l.last),
+        oi: l.oi,
+        volume: l.volume,
+    };
     strategy_sdk::OptionChain {
         underlying: c.underlying.clone(),
         ts: c.ts_ms,
@@ -152,7 +199,11 @@ pub fn sdk_chain(c: &market::OptionChain) -> strategy_sdk::OptionChain {
                 strikes: e
                     .strikes
                     .iter()
-                    .map(|r| strategy_sdk::StrikeRow { strike: f(r.strike), ce: r.ce.as_ref().map(leg), pe: r.pe.as_ref().map(leg) })
+                    .map(|r| strategy_sdk::StrikeRow {
+                        strike: f(r.strike),
+                        ce: r.ce.as_ref().map(leg),
+                        pe: r.pe.as_ref().map(leg),
+                    })
                     .collect(),
             })
             .collect(),
@@ -169,17 +220,33 @@ fn from_wit(s: wit::Signal) -> strategy_sdk::Signal {
         wit::OrderType::Market => strategy_sdk::OrderType::Market,
         wit::OrderType::Limit(p) => strategy_sdk::OrderType::Limit(p),
         wit::OrderType::Stop(t) => strategy_sdk::OrderType::Stop(t),
-        wit::OrderType::StopLimit(sl) => strategy_sdk::OrderType::StopLimit { trigger: sl.trigger, limit: sl.limit },
+        wit::OrderType::StopLimit(sl) => strategy_sdk::OrderType::StopLimit {
+            trigger: sl.trigger,
+            limit: sl.limit,
+        },
     };
     let validity = match s.validity {
         wit::Validity::Day => strategy_sdk::Validity::Day,
         wit::Validity::Ioc => strategy_sdk::Validity::Ioc,
     };
-    strategy_sdk::Signal { instrument: s.instrument, side, reason: s.reason, stop_loss: s.stop_loss, target: s.target, strength: s.strength, order, validity }
+    strategy_sdk::Signal {
+        instrument: s.instrument,
+        side,
+        reason: s.reason,
+        stop_loss: s.stop_loss,
+        target: s.target,
+        strength: s.strength,
+        order,
+        validity,
+    }
 }
 
 fn wit_chain(c: &strategy_sdk::OptionChain) -> wit::OptionChain {
-    let leg = |l: &strategy_sdk::OptionLeg| wit::OptionLeg { last: l.last, oi: l.oi, volume: l.volume };
+    let leg = |l: &strategy_sdk::OptionLeg| wit::OptionLeg {
+        last: l.last,
+        oi: l.oi,
+        volume: l.volume,
+    };
     wit::OptionChain {
         underlying: c.underlying.clone(),
         ts: c.ts,
@@ -189,7 +256,15 @@ fn wit_chain(c: &strategy_sdk::OptionChain) -> wit::OptionChain {
             .iter()
             .map(|e| wit::ExpiryChain {
                 expiry: e.expiry.clone(),
-                strikes: e.strikes.iter().map(|r| wit::StrikeRow { strike: r.strike, ce: r.ce.as_ref().map(leg), pe: r.pe.as_ref().map(leg) }).collect(),
+                strikes: e
+                    .strikes
+                    .iter()
+                    .map(|r| wit::StrikeRow {
+                        strike: r.strike,
+                        ce: r.ce.as_ref().map(leg),
+                        pe: r.pe.as_ref().map(leg),
+                    })
+                    .collect(),
             })
             .collect(),
     }
@@ -204,14 +279,28 @@ impl StrategyRunner for PluginInstance {
         PluginInstance::version(self)
     }
 
-    fn on_candle(&mut self, instrument: &str, timeframe_secs: u32, bar: &strategy_sdk::Bar) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
-        let candle = wit::Candle { instrument: instrument.to_owned(), timeframe_secs, bar: crate::sandbox::plugin_bar(bar) };
+    fn on_candle(
+        &mut self,
+        instrument: &str,
+        timeframe_secs: u32,
+        bar: &strategy_sdk::Bar,
+    ) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
+        let candle = wit::Candle {
+            instrument: instrument.to_owned(),
+            timeframe_secs,
+            bar: crate::sandbox::plugin_bar(bar),
+        };
         let out = self.call("on-candle", 1, |b, s| b.on_candle(s, &candle))?;
         self.check_flood("on-candle", out.len(), 1)?;
         Ok(out.into_iter().map(from_wit).collect())
     }
 
-    fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: &[strategy_sdk::Bar]) -> Result<Vec<(u32, strategy_sdk::Signal)>, SandboxError> {
+    fn on_candles(
+        &mut self,
+        instrument: &str,
+        timeframe_secs: u32,
+        bars: &[strategy_sdk::Bar],
+    ) -> Result<Vec<(u32, strategy_sdk::Signal)>, SandboxError> {
         // Seven tight passes beat one pass with seven pushes: `collect` on an
         // exact-size iterator skips the capacity checks (measured by the bench).
         let batch = wit::CandleBatch {
@@ -234,7 +323,10 @@ impl StrategyRunner for PluginInstance {
                 return Err(SandboxError::Trapped {
                     plugin: self.name().to_owned(),
                     call: "on-candles",
-                    reason: format!("returned a signal for bar {} of a batch of {max_index}", bs.bar_index),
+                    reason: format!(
+                        "returned a signal for bar {} of a batch of {max_index}",
+                        bs.bar_index
+                    ),
                 });
             }
             signals.push((bs.bar_index, from_wit(bs.signal)));
@@ -242,7 +334,10 @@ impl StrategyRunner for PluginInstance {
         Ok(signals)
     }
 
-    fn on_option_chain(&mut self, chain: &strategy_sdk::OptionChain) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
+    fn on_option_chain(
+        &mut self,
+        chain: &strategy_sdk::OptionChain,
+    ) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
         let chain = wit_chain(chain);
         let out = self.call("on-option-chain", 1, |b, s| b.on_option_chain(s, &chain))?;
         self.check_flood("on-option-chain", out.len(), 1)?;
@@ -269,7 +364,11 @@ impl<S: Strategy> Native<S> {
     ///
     /// # Errors
     /// The strategy's refusal of its parameters.
-    pub fn new(name: &'static str, version: &'static str, params: &[(String, String)]) -> Result<Self, String> {
+    pub fn new(
+        name: &'static str,
+        version: &'static str,
+        params: &[(String, String)],
+    ) -> Result<Self, String> {
         let mut driver = Driver::new(name, version);
         driver.init(Params::new(params.to_vec()))?;
         Ok(Self { driver })
@@ -285,17 +384,48 @@ impl<S: Strategy> StrategyRunner for Native<S> {
         self.driver.version()
     }
 
-    fn on_candle(&mut self, instrument: &str, timeframe_secs: u32, bar: &strategy_sdk::Bar) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
-        let candle = strategy_sdk::Candle { instrument, timeframe_secs, bar: *bar };
-        Ok(self.driver.on_candle(&candle).drain().map(|(_, s)| s).collect())
+    fn on_candle(
+        &mut self,
+        instrument: &str,
+        timeframe_secs: u32,
+        bar: &strategy_sdk::Bar,
+    ) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
+        let candle = strategy_sdk::Candle {
+            instrument,
+            timeframe_secs,
+            bar: *bar,
+        };
+        Ok(self
+            .driver
+            .on_candle(&candle)
+            .drain()
+            .map(|(_, s)| s)
+            .collect())
     }
 
-    fn on_candles(&mut self, instrument: &str, timeframe_secs: u32, bars: &[strategy_sdk::Bar]) -> Result<Vec<(u32, strategy_sdk::Signal)>, SandboxError> {
-        Ok(self.driver.on_candles(instrument, timeframe_secs, strategy_sdk::Bars::rows(bars)).drain().collect())
+    fn on_candles(
+        &mut self,
+        instrument: &str,
+        timeframe_secs: u32,
+        bars: &[strategy_sdk::Bar],
+    ) -> Result<Vec<(u32, strategy_sdk::Signal)>, SandboxError> {
+        Ok(self
+            .driver
+            .on_candles(instrument, timeframe_secs, strategy_sdk::Bars::rows(bars))
+            .drain()
+            .collect())
     }
 
-    fn on_option_chain(&mut self, chain: &strategy_sdk::OptionChain) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
-        Ok(self.driver.on_option_chain(chain).drain().map(|(_, s)| s).collect())
+    fn on_option_chain(
+        &mut self,
+        chain: &strategy_sdk::OptionChain,
+    ) -> Result<Vec<strategy_sdk::Signal>, SandboxError> {
+        Ok(self
+            .driver
+            .on_option_chain(chain)
+            .drain()
+            .map(|(_, s)| s)
+            .collect())
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, SandboxError> {
@@ -326,14 +456,36 @@ mod tests {
 
     #[test]
     fn an_order_price_must_be_a_price_above_zero() {
-        let with = |order| strategy_sdk::Signal { order, ..sdk_signal(None) };
-        let s = Signal::from_strategy(0, with(strategy_sdk::OrderType::StopLimit { trigger: 101.0, limit: 101.5 })).unwrap();
-        assert_eq!(s.order, OrderKind::StopLimit { trigger: Decimal::new(101, 0), price: Decimal::new(1015, 1) });
+        let with = |order| strategy_sdk::Signal {
+            order,
+            ..sdk_signal(None)
+        };
+        let s = Signal::from_strategy(
+            0,
+            with(strategy_sdk::OrderType::StopLimit {
+                trigger: 101.0,
+                limit: 101.5,
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            s.order,
+            OrderKind::StopLimit {
+                trigger: Decimal::new(101, 0),
+                price: Decimal::new(1015, 1)
+            }
+        );
         for (bad, field) in [
             (strategy_sdk::OrderType::Limit(0.0), "limit"),
             (strategy_sdk::OrderType::Limit(f64::NAN), "limit"),
             (strategy_sdk::OrderType::Stop(-5.0), "stop trigger"),
-            (strategy_sdk::OrderType::StopLimit { trigger: 100.0, limit: f64::INFINITY }, "stop limit"),
+            (
+                strategy_sdk::OrderType::StopLimit {
+                    trigger: 100.0,
+                    limit: f64::INFINITY,
+                },
+                "stop limit",
+            ),
         ] {
             let err = Signal::from_strategy(0, with(bad)).unwrap_err();
             assert!(err.contains(field) && err.contains("NIFTY"), "{err}");
@@ -346,7 +498,11 @@ mod tests {
         assert_eq!(s.stop_loss, Some(Decimal::new(2_168_475, 2)));
         assert_eq!(s.strength, Some(1.0), "clamped");
         let s = Signal::from_strategy(0, sdk_signal(Some(0.1 + 0.2))).unwrap();
-        assert_eq!(s.stop_loss, Some(Decimal::new(3, 1)), "float noise rounded away");
+        assert_eq!(
+            s.stop_loss,
+            Some(Decimal::new(3, 1)),
+            "float noise rounded away"
+        );
         for bad in [f64::NAN, f64::INFINITY, -1.0] {
             let err = Signal::from_strategy(0, sdk_signal(Some(bad))).unwrap_err();
             assert!(err.contains("stop-loss"), "{err}");

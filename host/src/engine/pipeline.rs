@@ -3,9 +3,9 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -13,13 +13,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Signal, StrategyRunner, sdk_bar, sdk_chain};
 use crate::bus::Bus;
+use crate::bus::events::{Event, Events};
 use crate::bus::message::{Quote, QuotesMessage, SCHEMA_VERSION, SignalMessage};
 use crate::config::{self, Config};
 use crate::market::feed::BrokerLinks;
 use crate::market::feed::socket::SocketSettings;
 use crate::market::recorder::TickRecorder;
 use crate::market::source::{self, BrokerFeedOptions, MarketEvent, StaleSet};
-use crate::bus::events::{Event, Events};
 use crate::sandbox::{CpuBudget, Plugin, PluginInstance, Sandbox, SandboxLimits};
 
 /// What a pipeline runs, resolved from the configuration.
@@ -58,7 +58,11 @@ impl PipelineSpec {
     #[must_use]
     pub fn from_config(config: &Config, pipeline: &config::Pipeline) -> Self {
         let source = match &pipeline.source {
-            config::Source::Replay { files, speed, underlying } => config::Source::Replay {
+            config::Source::Replay {
+                files,
+                speed,
+                underlying,
+            } => config::Source::Replay {
                 files: files.iter().map(|f| config.resolve(f)).collect(),
                 speed: *speed,
                 underlying: underlying.as_ref().map(|u| config.resolve(u)),
@@ -67,23 +71,31 @@ impl PipelineSpec {
         };
         Self {
             id: pipeline.id.get_ref().clone(),
-            plugin_path: config.resolve(&config.host.plugin_dir).join(pipeline.plugin.get_ref()),
+            plugin_path: config
+                .resolve(&config.host.plugin_dir)
+                .join(pipeline.plugin.get_ref()),
             params: pipeline.param_pairs(),
             symbols: pipeline.symbols.get_ref().clone(),
             timeframe_secs: pipeline.timeframe_secs(),
             source,
             user: pipeline.user.clone(),
             limits: SandboxLimits {
-                cpu: CpuBudget::Time { per_event: std::time::Duration::from_millis(pipeline.limits.cpu_ms_per_event) },
+                cpu: CpuBudget::Time {
+                    per_event: std::time::Duration::from_millis(pipeline.limits.cpu_ms_per_event),
+                },
                 memory_bytes: pipeline.limits.memory_mib.saturating_mul(1 << 20),
                 max_signals_per_event: pipeline.limits.max_signals_per_event,
                 ..SandboxLimits::live()
             },
             warmup_candles: pipeline.warmup_candles,
-            guard: crate::market::guard::GuardRules::from_config(&config.market, match &pipeline.source {
-                config::Source::Redis { max_skew_secs } | config::Source::Broker { max_skew_secs, .. } => *max_skew_secs,
-                _ => 0,
-            }),
+            guard: crate::market::guard::GuardRules::from_config(
+                &config.market,
+                match &pipeline.source {
+                    config::Source::Redis { max_skew_secs }
+                    | config::Source::Broker { max_skew_secs, .. } => *max_skew_secs,
+                    _ => 0,
+                },
+            ),
             prices_kept: config.bus.prices_kept,
             trade_from_ms: pipeline.trade_from_ms(),
             record_dir: config.host.record_dir.as_ref().map(|d| config.resolve(d)),
@@ -94,7 +106,12 @@ impl PipelineSpec {
     /// limits, warm-up window): then no restart of the feed is needed.
     #[must_use]
     pub fn same_feed(&self, other: &Self) -> bool {
-        self.plugin_path == other.plugin_path && self.symbols == other.symbols && self.timeframe_secs == other.timeframe_secs && self.source == other.source && self.guard == other.guard && self.trade_from_ms == other.trade_from_ms
+        self.plugin_path == other.plugin_path
+            && self.symbols == other.symbols
+            && self.timeframe_secs == other.timeframe_secs
+            && self.source == other.source
+            && self.guard == other.guard
+            && self.trade_from_ms == other.trade_from_ms
     }
 }
 
@@ -162,7 +179,11 @@ pub struct PipelineStats {
 enum Outgoing {
     Quotes(String),
     /// With when its market event was taken.
-    Signal { id: String, json: String, taken: std::time::Instant },
+    Signal {
+        id: String,
+        json: String,
+        taken: std::time::Instant,
+    },
 }
 
 /// Most prices and signals a pipeline buffers while the bus is away; beyond
@@ -172,7 +193,13 @@ pub const OUTBOX_CAPACITY: usize = 100_000;
 /// Publishes a pipeline's prices and signals in order, each retried with
 /// back-off until the bus takes it: an outage holds them back, loses none,
 /// and never stops the pipeline seeing its market.
-fn spawn_outbox(bus: Bus, events: Events, pipeline: String, stats: Arc<PipelineStats>, prices_kept: usize) -> (mpsc::Sender<Outgoing>, tokio::task::JoinHandle<()>) {
+fn spawn_outbox(
+    bus: Bus,
+    events: Events,
+    pipeline: String,
+    stats: Arc<PipelineStats>,
+    prices_kept: usize,
+) -> (mpsc::Sender<Outgoing>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
     let task = tokio::spawn(async move {
         while let Some(item) = rx.recv().await {
@@ -180,8 +207,12 @@ fn spawn_outbox(bus: Bus, events: Events, pipeline: String, stats: Arc<PipelineS
             let mut failures = 0u64;
             loop {
                 let result = match &item {
-                    Outgoing::Quotes(json) => bus.append_quotes(json, prices_kept).await.map(|()| None),
-                    Outgoing::Signal { id, json, .. } => bus.append_signal(id, json).await.map(Some),
+                    Outgoing::Quotes(json) => {
+                        bus.append_quotes(json, prices_kept).await.map(|()| None)
+                    }
+                    Outgoing::Signal { id, json, .. } => {
+                        bus.append_signal(id, json).await.map(Some)
+                    }
                 };
                 match result {
                     Ok(logged) => {
@@ -194,15 +225,29 @@ fn spawn_outbox(bus: Bus, events: Events, pipeline: String, stats: Arc<PipelineS
                             None => 0,
                         };
                         if failures > 0 {
-                            events.publish(&Event::BusRecovered { pipeline: pipeline.clone(), retries: failures, still_buffered: rx.len() }).await;
+                            events
+                                .publish(&Event::BusRecovered {
+                                    pipeline: pipeline.clone(),
+                                    retries: failures,
+                                    still_buffered: rx.len(),
+                                })
+                                .await;
                         }
                         break;
                     }
                     Err(e) => {
                         if failures == 0 {
                             // Once per outage: the bus it would go to is the one that is away.
-                            tracing::warn!(pipeline, "publishing to the bus: {e}; buffering and retrying");
-                            events.error(&format!("pipeline {pipeline}"), &format!("publishing to the bus: {e}; buffering and retrying")).await;
+                            tracing::warn!(
+                                pipeline,
+                                "publishing to the bus: {e}; buffering and retrying"
+                            );
+                            events
+                                .error(
+                                    &format!("pipeline {pipeline}"),
+                                    &format!("publishing to the bus: {e}; buffering and retrying"),
+                                )
+                                .await;
                         }
                         failures += 1;
                         stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -281,11 +326,20 @@ fn warm_up(instance: &mut PluginInstance, recent: &VecDeque<MarketEvent>) -> Res
     tokio::task::block_in_place(|| {
         for event in recent {
             match event {
-                MarketEvent::Candle { instrument, timeframe_secs, bar, .. } => {
-                    instance.on_candle(instrument, *timeframe_secs, &sdk_bar(bar)).map_err(|e| e.to_string())?;
+                MarketEvent::Candle {
+                    instrument,
+                    timeframe_secs,
+                    bar,
+                    ..
+                } => {
+                    instance
+                        .on_candle(instrument, *timeframe_secs, &sdk_bar(bar))
+                        .map_err(|e| e.to_string())?;
                 }
                 MarketEvent::Chain(chain) => {
-                    instance.on_option_chain(&sdk_chain(chain)).map_err(|e| e.to_string())?;
+                    instance
+                        .on_option_chain(&sdk_chain(chain))
+                        .map_err(|e| e.to_string())?;
                 }
             }
         }
@@ -320,7 +374,9 @@ pub async fn run(
         recent: VecDeque::with_capacity(spec.warmup_candles.min(100_000)),
         last_ts: None,
     };
-    match tokio::task::block_in_place(|| sandbox.instantiate_with(&plugin, &spec.params, &spec.limits)) {
+    match tokio::task::block_in_place(|| {
+        sandbox.instantiate_with(&plugin, &spec.params, &spec.limits)
+    }) {
         Ok(instance) => {
             events
                 .publish(&Event::PluginLoaded {
@@ -339,13 +395,30 @@ pub async fn run(
         Err(e) => quarantine(&spec, &mut run, &events, e.to_string()).await,
     }
 
-    let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone(), id.clone(), stats.clone(), spec.prices_kept);
+    let (outbox, outbox_task) = spawn_outbox(
+        bus.clone(),
+        events.clone(),
+        id.clone(),
+        stats.clone(),
+        spec.prices_kept,
+    );
     let (tx, mut rx) = mpsc::channel::<MarketEvent>(1024);
     let mut feed = {
-        let (spec, bus, events, stale) = (spec.clone(), bus.clone(), events.clone(), stats.stale.clone());
+        let (spec, bus, events, stale) = (
+            spec.clone(),
+            bus.clone(),
+            events.clone(),
+            stats.stale.clone(),
+        );
         tokio::spawn(async move { feed_source(&spec, &bus, &events, feeds, stale, &tx).await })
     };
-    events.publish(&Event::PipelineStarted { pipeline: id.clone(), symbols: spec.symbols.clone(), source: source_name(&spec.source).to_owned() }).await;
+    events
+        .publish(&Event::PipelineStarted {
+            pipeline: id.clone(),
+            symbols: spec.symbols.clone(),
+            source: source_name(&spec.source).to_owned(),
+        })
+        .await;
 
     let end = loop {
         tokio::select! {
@@ -397,7 +470,15 @@ pub async fn run(
     // The order side merges the replays in event time: it stops waiting for this one.
     let end_ts = run.last_ts.unwrap_or_else(crate::bus::message::now_ms);
     let after_signal = stats.last_signal.lock().ok().and_then(|g| g.clone());
-    let last = QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{id}/{end_ts}"), ts: end_ts, quotes: Vec::new(), after_signal, last: true };
+    let last = QuotesMessage {
+        v: SCHEMA_VERSION,
+        kind: "quotes".into(),
+        id: format!("{id}/{end_ts}"),
+        ts: end_ts,
+        quotes: Vec::new(),
+        after_signal,
+        last: true,
+    };
     if let Ok(json) = serde_json::to_string(&last) {
         send(&outbox, &stats, Outgoing::Quotes(json)).await;
     }
@@ -406,11 +487,21 @@ pub async fn run(
     // must not hold up the stop. What is still buffered then is reported.
     drop(outbox);
     let drained = match end {
-        PipelineEnd::Stopped => tokio::time::timeout(Duration::from_secs(2), outbox_task).await.is_ok(),
+        PipelineEnd::Stopped => tokio::time::timeout(Duration::from_secs(2), outbox_task)
+            .await
+            .is_ok(),
         _ => outbox_task.await.is_ok(),
     };
     if !drained {
-        events.error(&format!("pipeline {id}"), &format!("stopped with {} prices and signals not yet on the bus", stats.buffered.load(Ordering::Relaxed))).await;
+        events
+            .error(
+                &format!("pipeline {id}"),
+                &format!(
+                    "stopped with {} prices and signals not yet on the bus",
+                    stats.buffered.load(Ordering::Relaxed)
+                ),
+            )
+            .await;
     }
     let pipeline = id.clone();
     let (events_in, signals_out, events_skipped, swaps, restarts) = (
@@ -421,9 +512,27 @@ pub async fn run(
         stats.restarts.load(Ordering::Relaxed),
     );
     let event = match &end {
-        PipelineEnd::Finished => Event::PipelineFinished { pipeline, events_in, signals_out, events_skipped, swaps, restarts },
-        PipelineEnd::Stopped => Event::PipelineStopped { pipeline, events_in, signals_out, events_skipped, swaps, restarts },
-        PipelineEnd::Failed(reason) => Event::PipelineFailed { pipeline, reason: reason.to_string(), kind: reason.kind().to_owned() },
+        PipelineEnd::Finished => Event::PipelineFinished {
+            pipeline,
+            events_in,
+            signals_out,
+            events_skipped,
+            swaps,
+            restarts,
+        },
+        PipelineEnd::Stopped => Event::PipelineStopped {
+            pipeline,
+            events_in,
+            signals_out,
+            events_skipped,
+            swaps,
+            restarts,
+        },
+        PipelineEnd::Failed(reason) => Event::PipelineFailed {
+            pipeline,
+            reason: reason.to_string(),
+            kind: reason.kind().to_owned(),
+        },
     };
     events.publish(&event).await;
     end
@@ -432,18 +541,35 @@ pub async fn run(
 async fn quarantine(spec: &PipelineSpec, run: &mut Running, events: &Events, error: String) {
     let until = tokio::time::Instant::now() + run.backoff;
     events
-        .publish(&Event::PluginFailed { pipeline: spec.id.clone(), error: error.clone(), quarantined_for_ms: u64::try_from(run.backoff.as_millis()).unwrap_or(u64::MAX) })
+        .publish(&Event::PluginFailed {
+            pipeline: spec.id.clone(),
+            error: error.clone(),
+            quarantined_for_ms: u64::try_from(run.backoff.as_millis()).unwrap_or(u64::MAX),
+        })
         .await;
     run.instance = None;
     run.quarantined_until = Some(until);
     run.backoff = (run.backoff * 2).min(MAX_BACKOFF);
 }
 
-async fn restart_if_due(spec: &PipelineSpec, run: &mut Running, plugin: &mut Plugin, sandbox: &Sandbox, events: &Events, stats: &PipelineStats) {
-    if run.quarantined_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+async fn restart_if_due(
+    spec: &PipelineSpec,
+    run: &mut Running,
+    plugin: &mut Plugin,
+    sandbox: &Sandbox,
+    events: &Events,
+    stats: &PipelineStats,
+) {
+    if run
+        .quarantined_until
+        .is_some_and(|t| tokio::time::Instant::now() < t)
+    {
         return;
     }
-    let fresh = tokio::task::block_in_place(|| sandbox.instantiate_with(plugin, &spec.params, &spec.limits)).map_err(|e| e.to_string());
+    let fresh = tokio::task::block_in_place(|| {
+        sandbox.instantiate_with(plugin, &spec.params, &spec.limits)
+    })
+    .map_err(|e| e.to_string());
     let warmed = fresh.and_then(|mut i| warm_up(&mut i, &run.recent).map(|n| (i, n)));
     match warmed {
         Ok((instance, n)) => {
@@ -451,22 +577,40 @@ async fn restart_if_due(spec: &PipelineSpec, run: &mut Running, plugin: &mut Plu
             run.instance = Some(instance);
             run.quarantined_until = None;
             run.healthy_since = tokio::time::Instant::now();
-            events.publish(&Event::PluginRestarted { pipeline: spec.id.clone(), warmed_up_with: n }).await;
+            events
+                .publish(&Event::PluginRestarted {
+                    pipeline: spec.id.clone(),
+                    warmed_up_with: n,
+                })
+                .await;
         }
         Err(e) => quarantine(spec, run, events, format!("restart failed: {e}")).await,
     }
 }
 
-async fn apply_swap(spec: &PipelineSpec, run: &mut Running, mut swap: Swap, events: &Events, stats: &PipelineStats) {
+async fn apply_swap(
+    spec: &PipelineSpec,
+    run: &mut Running,
+    mut swap: Swap,
+    events: &Events,
+    stats: &PipelineStats,
+) {
     let paused_at = std::time::Instant::now();
-    let (old_version, old_sha) = (run.instance.as_ref().map(|i| i.version().to_owned()), run.sha256.clone());
+    let (old_version, old_sha) = (
+        run.instance.as_ref().map(|i| i.version().to_owned()),
+        run.sha256.clone(),
+    );
     // State first from the old instance's snapshot; when there is none, or the new
     // version refuses it, from the recent events.
-    let snapshot = run.instance.as_mut().map(|i| tokio::task::block_in_place(|| i.snapshot()));
+    let snapshot = run
+        .instance
+        .as_mut()
+        .map(|i| tokio::task::block_in_place(|| i.snapshot()));
     let carried = match snapshot {
         Some(Ok(state)) => match tokio::task::block_in_place(|| swap.instance.restore(&state)) {
             Ok(Ok(())) => Ok("snapshot".to_owned()),
-            Ok(Err(refused)) => warm_up(&mut swap.instance, &run.recent).map(|n| format!("warm-up from {n} events (snapshot refused: {refused})")),
+            Ok(Err(refused)) => warm_up(&mut swap.instance, &run.recent)
+                .map(|n| format!("warm-up from {n} events (snapshot refused: {refused})")),
             Err(e) => Err(e.to_string()),
         },
         _ => warm_up(&mut swap.instance, &run.recent).map(|n| format!("warm-up from {n} events")),
@@ -494,7 +638,14 @@ async fn apply_swap(spec: &PipelineSpec, run: &mut Running, mut swap: Swap, even
             stats.swaps.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
-            events.publish(&Event::PluginRefused { pipeline: Some(spec.id.clone()), file: None, sha256: Some(swap.sha256.clone()), reason: format!("taking over the state failed: {e}") }).await;
+            events
+                .publish(&Event::PluginRefused {
+                    pipeline: Some(spec.id.clone()),
+                    file: None,
+                    sha256: Some(swap.sha256.clone()),
+                    reason: format!("taking over the state failed: {e}"),
+                })
+                .await;
         }
     }
 }
@@ -510,13 +661,27 @@ fn source_name(source: &config::Source) -> &'static str {
 
 /// Run the pipeline's source until it ends; `Err` when it cannot start (a
 /// missing or bad replay file, a feed that cannot subscribe).
-async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Option<BrokerLinks>, stale: StaleSet, tx: &mpsc::Sender<MarketEvent>) -> Result<(), SourceError> {
+async fn feed_source(
+    spec: &PipelineSpec,
+    bus: &Bus,
+    events: &Events,
+    feeds: Option<BrokerLinks>,
+    stale: StaleSet,
+    tx: &mpsc::Sender<MarketEvent>,
+) -> Result<(), SourceError> {
     let tf = spec.timeframe_secs;
     match &spec.source {
-        config::Source::Replay { files, speed, underlying } => {
+        config::Source::Replay {
+            files,
+            speed,
+            underlying,
+        } => {
             let loaded = {
                 let (files, underlying) = (files.clone(), underlying.clone());
-                tokio::task::spawn_blocking(move || source::load_replay(&files, underlying.as_ref(), tf)).await
+                tokio::task::spawn_blocking(move || {
+                    source::load_replay(&files, underlying.as_ref(), tf)
+                })
+                .await
             };
             let list = match loaded {
                 Ok(Ok(list)) => list,
@@ -524,34 +689,79 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
                 Err(e) => return Err(SourceError::Data(format!("loading the replay files: {e}"))),
             };
             if list.is_empty() {
-                return Err(SourceError::Data(format!("the replay files hold no bars inside the session: {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))));
+                return Err(SourceError::Data(format!(
+                    "the replay files hold no bars inside the session: {}",
+                    files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
             }
             source::pace(list, *speed, tf, tx).await;
         }
-        config::Source::Synthetic { seed, days, speed, start_price, option_chain } => {
-            let list = source::synthetic_events(&spec.symbols, *seed, *days, *start_price, *option_chain, tf);
+        config::Source::Synthetic {
+            seed,
+            days,
+            speed,
+            start_price,
+            option_chain,
+        } => {
+            let list = source::synthetic_events(
+                &spec.symbols,
+                *seed,
+                *days,
+                *start_price,
+                *option_chain,
+                tf,
+            );
             source::pace(list, *speed, tf, tx).await;
         }
         config::Source::Redis { .. } => {
             let (events2, id) = (events.clone(), spec.id.clone());
             let on_error = move |reason: String| {
                 let (events, id) = (events2.clone(), id.clone());
-                tokio::spawn(async move { events.error(&format!("market feed of {id}"), &reason).await });
+                tokio::spawn(async move {
+                    events.error(&format!("market feed of {id}"), &reason).await
+                });
             };
-            source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error).await.map_err(|e| SourceError::Feed(e.to_string()))?;
+            source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error)
+                .await
+                .map_err(|e| SourceError::Feed(e.to_string()))?;
         }
-        config::Source::Broker { account, stale_secs, chain_secs, expiry, strikes, .. } => {
-            let links = feeds.ok_or_else(|| SourceError::Feed(format!("source account {account}: broker feeds are not available in this process")))?;
-            let plan = (links.feed)(account.clone(), spec.symbols.clone()).await.map_err(SourceError::Feed)?;
+        config::Source::Broker {
+            account,
+            stale_secs,
+            chain_secs,
+            expiry,
+            strikes,
+            ..
+        } => {
+            let links = feeds.ok_or_else(|| {
+                SourceError::Feed(format!(
+                    "source account {account}: broker feeds are not available in this process"
+                ))
+            })?;
+            let plan = (links.feed)(account.clone(), spec.symbols.clone())
+                .await
+                .map_err(SourceError::Feed)?;
             let chain = match (*chain_secs, spec.symbols.first()) {
-                (secs, Some(underlying)) if secs > 0 => Some(((links.chain)(account.clone(), underlying.clone(), expiry.clone()).await.map_err(SourceError::Feed)?, Duration::from_secs(secs))),
+                (secs, Some(underlying)) if secs > 0 => Some((
+                    (links.chain)(account.clone(), underlying.clone(), expiry.clone())
+                        .await
+                        .map_err(SourceError::Feed)?,
+                    Duration::from_secs(secs),
+                )),
                 _ => None,
             };
             let options = BrokerFeedOptions {
                 timeframe_secs: tf,
                 rules: spec.guard.clone(),
                 stale_secs: *stale_secs,
-                recorder: spec.record_dir.as_ref().map(|d| TickRecorder::new(d, &spec.id)),
+                recorder: spec
+                    .record_dir
+                    .as_ref()
+                    .map(|d| TickRecorder::new(d, &spec.id)),
                 socket: SocketSettings::default(),
                 chain,
                 strikes: *strikes,
@@ -567,7 +777,9 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
                 let events = events2.clone();
                 tokio::spawn(async move { events.emit(event.name(), body).await });
             };
-            source::broker_feed(plan, options, stale, tx, on_event).await.map_err(|e| SourceError::Feed(e.to_string()))?;
+            source::broker_feed(plan, options, stale, tx, on_event)
+                .await
+                .map_err(|e| SourceError::Feed(e.to_string()))?;
         }
     }
     Ok(())
@@ -577,24 +789,62 @@ async fn feed_source(spec: &PipelineSpec, bus: &Bus, events: &Events, feeds: Opt
 /// for [`OUTBOX_CAPACITY`] items), so nothing is dropped.
 async fn send(outbox: &mpsc::Sender<Outgoing>, stats: &PipelineStats, item: Outgoing) {
     let _ = outbox.send(item).await;
-    stats.buffered.store((OUTBOX_CAPACITY - outbox.capacity()) as u64, Ordering::Relaxed);
+    stats.buffered.store(
+        (OUTBOX_CAPACITY - outbox.capacity()) as u64,
+        Ordering::Relaxed,
+    );
 }
 
 /// Publish an event's prices for the order side, naming the last signal logged
 /// before them. Also while the strategy is quarantined: stops, targets and
 /// fills on those instruments must not wait for it.
-async fn publish_prices(spec: &PipelineSpec, outbox: &mpsc::Sender<Outgoing>, stats: &PipelineStats, event: &MarketEvent) -> QuotesMessage {
+async fn publish_prices(
+    spec: &PipelineSpec,
+    outbox: &mpsc::Sender<Outgoing>,
+    stats: &PipelineStats,
+    event: &MarketEvent,
+) -> QuotesMessage {
     let quotes = match event {
-        MarketEvent::Candle { instrument, bar, bid, ask, .. } => vec![Quote { instrument: instrument.clone(), open: bar.open, high: bar.high, low: bar.low, close: bar.close, bid: *bid, ask: *ask }],
+        MarketEvent::Candle {
+            instrument,
+            bar,
+            bid,
+            ask,
+            ..
+        } => vec![Quote {
+            instrument: instrument.clone(),
+            open: bar.open,
+            high: bar.high,
+            low: bar.low,
+            close: bar.close,
+            bid: *bid,
+            ask: *ask,
+        }],
         MarketEvent::Chain(chain) => chain
             .legs()
             .filter(|(_, l)| l.last > Decimal::ZERO)
-            .map(|(instrument, l)| Quote { instrument, open: l.last, high: l.last, low: l.last, close: l.last, bid: None, ask: None })
+            .map(|(instrument, l)| Quote {
+                instrument,
+                open: l.last,
+                high: l.last,
+                low: l.last,
+                close: l.last,
+                bid: None,
+                ask: None,
+            })
             .collect(),
     };
     let ts = event.ts_ms();
     let after_signal = stats.last_signal.lock().ok().and_then(|g| g.clone());
-    let msg = QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{}/{ts}", spec.id), ts, quotes, after_signal, last: false };
+    let msg = QuotesMessage {
+        v: SCHEMA_VERSION,
+        kind: "quotes".into(),
+        id: format!("{}/{ts}", spec.id),
+        ts,
+        quotes,
+        after_signal,
+        last: false,
+    };
     if let Ok(json) = serde_json::to_string(&msg) {
         send(outbox, stats, Outgoing::Quotes(json)).await;
     }
@@ -615,32 +865,51 @@ async fn handle(
 ) -> Result<(), String> {
     let ts = event.ts_ms();
     let taken = std::time::Instant::now();
-    stats.last_event_wall_ms.store(crate::bus::message::now_ms(), Ordering::Relaxed);
+    stats
+        .last_event_wall_ms
+        .store(crate::bus::message::now_ms(), Ordering::Relaxed);
     // Prices first (even when the strategy then fails on them): the order side
     // fills an order only on a price later than its signal.
     let quotes_msg = publish_prices(spec, outbox, stats, event).await;
     let raw = match event {
-        MarketEvent::Candle { instrument, timeframe_secs, bar, .. } => {
+        MarketEvent::Candle {
+            instrument,
+            timeframe_secs,
+            bar,
+            ..
+        } => {
             let b = sdk_bar(bar);
-            tokio::task::block_in_place(|| strategy.on_candle(instrument, *timeframe_secs, &b)).map_err(|e| e.to_string())?
+            tokio::task::block_in_place(|| strategy.on_candle(instrument, *timeframe_secs, &b))
+                .map_err(|e| e.to_string())?
         }
         MarketEvent::Chain(chain) => {
             let c = sdk_chain(chain);
-            tokio::task::block_in_place(|| strategy.on_option_chain(&c)).map_err(|e| e.to_string())?
+            tokio::task::block_in_place(|| strategy.on_option_chain(&c))
+                .map_err(|e| e.to_string())?
         }
     };
     stats.events_in.fetch_add(1, Ordering::Relaxed);
     let usage = strategy.usage();
     stats.fuel_total.store(usage.fuel_total, Ordering::Relaxed);
-    stats.memory_bytes.store(usage.memory_bytes, Ordering::Relaxed);
+    stats
+        .memory_bytes
+        .store(usage.memory_bytes, Ordering::Relaxed);
     stats.busy_us.store(usage.busy_us, Ordering::Relaxed);
-    let price_of = |instrument: &str| quotes_msg.quotes.iter().find(|q| q.instrument == instrument).map(|q| q.close);
+    let price_of = |instrument: &str| {
+        quotes_msg
+            .quotes
+            .iter()
+            .find(|q| q.instrument == instrument)
+            .map(|q| q.close)
+    };
     for (seq, s) in raw.into_iter().enumerate() {
         let signal = match Signal::from_strategy(ts, s) {
             Ok(s) => s,
             Err(reason) => {
                 stats.signals_refused.fetch_add(1, Ordering::Relaxed);
-                events.error(&format!("pipeline {}", spec.id), &reason).await;
+                events
+                    .error(&format!("pipeline {}", spec.id), &reason)
+                    .await;
                 continue;
             }
         };
@@ -650,9 +919,21 @@ async fn handle(
         }
         // A stale feed holds new entries on its instruments; exits always pass.
         let entry = signal.side.as_str() != "exit";
-        if entry && stats.stale.lock().is_ok_and(|s| s.contains(&signal.instrument)) {
+        if entry
+            && stats
+                .stale
+                .lock()
+                .is_ok_and(|s| s.contains(&signal.instrument))
+        {
             stats.entries_held.fetch_add(1, Ordering::Relaxed);
-            events.publish(&Event::EntryHeld { pipeline: spec.id.clone(), instrument: signal.instrument.clone(), side: signal.side.as_str().to_owned(), reason: "its market feed is stale".into() }).await;
+            events
+                .publish(&Event::EntryHeld {
+                    pipeline: spec.id.clone(),
+                    instrument: signal.instrument.clone(),
+                    side: signal.side.as_str().to_owned(),
+                    reason: "its market feed is stale".into(),
+                })
+                .await;
             continue;
         }
         let msg = SignalMessage {
@@ -678,7 +959,16 @@ async fn handle(
         if let Ok(mut last) = stats.last_signal.lock() {
             *last = Some(msg.id.clone());
         }
-        send(outbox, stats, Outgoing::Signal { json: msg.to_json(), id: msg.id, taken }).await;
+        send(
+            outbox,
+            stats,
+            Outgoing::Signal {
+                json: msg.to_json(),
+                id: msg.id,
+                taken,
+            },
+        )
+        .await;
     }
     Ok(())
 }

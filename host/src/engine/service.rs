@@ -36,11 +36,17 @@ pub async fn serve(
     feed_tokens: TokenOverrides,
 ) -> anyhow::Result<()> {
     let events = Events::new(bus.clone(), "engine");
-    let cache = config.resolve(&config.host.journal).parent().map(|d| d.join("plugin-cache")).unwrap_or_else(|| PathBuf::from("plugin-cache"));
+    let cache = config
+        .resolve(&config.host.journal)
+        .parent()
+        .map(|d| d.join("plugin-cache"))
+        .unwrap_or_else(|| PathBuf::from("plugin-cache"));
     let sandbox = Arc::new(Sandbox::new(SandboxLimits::live())?.with_cache(cache));
-    let mut engine = Supervisor::new(config.clone(), sandbox, bus.clone(), events.clone()).with_feeds(feeds);
+    let mut engine =
+        Supervisor::new(config.clone(), sandbox, bus.clone(), events.clone()).with_feeds(feeds);
     engine.start().await;
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
+    let mut heartbeat =
+        tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut reap = tokio::time::interval(Duration::from_millis(100));
     let mut said_waiting = false;
     let mut outcome = Ok(());
@@ -106,15 +112,21 @@ pub async fn serve(
     }
     engine.shutdown().await;
     // The final states; not waited for beyond a moment when the bus is away.
-    let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(engine.heartbeat())).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), events.heartbeat(engine.heartbeat())).await;
     outcome
 }
-
 
 /// Reloads the configuration when its file changes or a `reload` command asks:
 /// a valid one is handed to both roles, an invalid one refused with its place
 /// while the old one keeps running.
-pub async fn config_watch(path: PathBuf, events: Events, tx: watch::Sender<Arc<Config>>, mut changes: mpsc::Receiver<Change>, mut reloads: mpsc::Receiver<String>) {
+pub async fn config_watch(
+    path: PathBuf,
+    events: Events,
+    tx: watch::Sender<Arc<Config>>,
+    mut changes: mpsc::Receiver<Change>,
+    mut reloads: mpsc::Receiver<String>,
+) {
     loop {
         let command_id = tokio::select! {
             change = changes.recv() => match change {
@@ -133,11 +145,30 @@ pub async fn config_watch(path: PathBuf, events: Events, tx: watch::Sender<Arc<C
                     let _ = tx.send(Arc::new(new));
                 }
                 if let Some(id) = command_id {
-                    events.ack(&id, "reload", true, if changed { "configuration reloaded" } else { "configuration unchanged" }).await;
+                    events
+                        .ack(
+                            &id,
+                            "reload",
+                            true,
+                            if changed {
+                                "configuration reloaded"
+                            } else {
+                                "configuration unchanged"
+                            },
+                        )
+                        .await;
                 }
             }
             Err(e) => {
-                events.publish(&Event::ConfigRefused { file: path.display().to_string(), error: e.to_string(), line: e.line, column: e.column, field: e.field.clone() }).await;
+                events
+                    .publish(&Event::ConfigRefused {
+                        file: path.display().to_string(),
+                        error: e.to_string(),
+                        line: e.line,
+                        column: e.column,
+                        field: e.field.clone(),
+                    })
+                    .await;
                 if let Some(id) = command_id {
                     events.ack(&id, "reload", false, &e.to_string()).await;
                 }
@@ -145,4 +176,3 @@ pub async fn config_watch(path: PathBuf, events: Events, tx: watch::Sender<Arc<C
         }
     }
 }
-

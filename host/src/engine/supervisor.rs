@@ -21,10 +21,10 @@ use tokio::task::JoinHandle;
 
 use super::pipeline::{self, Control, PipelineEnd, PipelineSpec, PipelineStats, Swap};
 use crate::bus::Bus;
+use crate::bus::events::{Event, Events};
 use crate::bus::message::{PipelineAction, Target};
 use crate::config::Config;
 use crate::market::feed::BrokerLinks;
-use crate::bus::events::{Event, Events};
 use crate::sandbox::{Plugin, Sandbox};
 
 struct Slot {
@@ -54,18 +54,34 @@ pub struct Supervisor {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn file_name(spec: &PipelineSpec) -> String {
-    spec.plugin_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    spec.plugin_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 impl Supervisor {
     /// A supervisor for `config`'s pipelines; nothing runs until [`Supervisor::start`].
     #[must_use]
     pub fn new(config: Arc<Config>, sandbox: Arc<Sandbox>, bus: Bus, events: Events) -> Self {
-        Self { config, sandbox, bus, events, plugins: HashMap::new(), refused: HashMap::new(), refusals: HashMap::new(), slots: BTreeMap::new(), feeds: None }
+        Self {
+            config,
+            sandbox,
+            bus,
+            events,
+            plugins: HashMap::new(),
+            refused: HashMap::new(),
+            refusals: HashMap::new(),
+            slots: BTreeMap::new(),
+            feeds: None,
+        }
     }
 
     /// Let pipelines with a `broker` source resolve their feeds through `feeds`.
@@ -84,7 +100,12 @@ impl Supervisor {
     /// Compile the plugin folder and start every pipeline whose plugin is there.
     pub async fn start(&mut self) {
         self.rescan_plugins().await;
-        let specs: Vec<PipelineSpec> = self.config.pipelines.iter().map(|p| PipelineSpec::from_config(&self.config, p)).collect();
+        let specs: Vec<PipelineSpec> = self
+            .config
+            .pipelines
+            .iter()
+            .map(|p| PipelineSpec::from_config(&self.config, p))
+            .collect();
         for spec in specs {
             if !self.slots.contains_key(&spec.id) {
                 self.start_slot(spec).await;
@@ -99,20 +120,50 @@ impl Supervisor {
         let id = spec.id.clone();
         let (task, state, reason) = match self.plugins.get(&file_name(&spec)) {
             Some(plugin) => {
-                let run = pipeline::run(spec.clone(), plugin.clone(), self.sandbox.clone(), self.bus.clone(), self.events.clone(), control_rx, swaps_rx, stats.clone(), self.feeds.clone());
+                let run = pipeline::run(
+                    spec.clone(),
+                    plugin.clone(),
+                    self.sandbox.clone(),
+                    self.bus.clone(),
+                    self.events.clone(),
+                    control_rx,
+                    swaps_rx,
+                    stats.clone(),
+                    self.feeds.clone(),
+                );
                 (Some(tokio::spawn(run)), "running", None)
             }
             None => {
                 let file = file_name(&spec);
                 let reason = match self.refusals.get(&file) {
                     Some(why) => format!("plugin {file} was refused: {why}"),
-                    None => format!("plugin {file} is not in the plugin folder {}", self.plugin_dir().display()),
+                    None => format!(
+                        "plugin {file} is not in the plugin folder {}",
+                        self.plugin_dir().display()
+                    ),
                 };
-                self.events.publish(&Event::PipelineWaiting { pipeline: id.clone(), plugin: file.clone(), reason: reason.clone() }).await;
+                self.events
+                    .publish(&Event::PipelineWaiting {
+                        pipeline: id.clone(),
+                        plugin: file.clone(),
+                        reason: reason.clone(),
+                    })
+                    .await;
                 (None, "waiting", Some(reason))
             }
         };
-        self.slots.insert(id, Slot { spec, control, swaps, stats, task, state: state.into(), reason });
+        self.slots.insert(
+            id,
+            Slot {
+                spec,
+                control,
+                swaps,
+                stats,
+                task,
+                state: state.into(),
+                reason,
+            },
+        );
     }
 
     async fn stop_slot(&mut self, id: &str, state: &str) {
@@ -134,16 +185,31 @@ impl Supervisor {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".wasm") && !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_file()) {
+                if name.ends_with(".wasm")
+                    && !name.starts_with('.')
+                    && entry.file_type().is_ok_and(|t| t.is_file())
+                {
                     present.insert(name, entry.path());
                 }
             }
         }
-        let gone: Vec<String> = self.plugins.keys().filter(|k| !present.contains_key(*k)).cloned().collect();
+        let gone: Vec<String> = self
+            .plugins
+            .keys()
+            .filter(|k| !present.contains_key(*k))
+            .cloned()
+            .collect();
         for name in gone {
             self.plugins.remove(&name);
-            self.events.publish(&Event::PluginRemoved { file: name.clone() }).await;
-            let users: Vec<String> = self.slots.iter().filter(|(_, s)| file_name(&s.spec) == name && s.task.is_some()).map(|(k, _)| k.clone()).collect();
+            self.events
+                .publish(&Event::PluginRemoved { file: name.clone() })
+                .await;
+            let users: Vec<String> = self
+                .slots
+                .iter()
+                .filter(|(_, s)| file_name(&s.spec) == name && s.task.is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
             for id in users {
                 self.stop_slot(&id, "waiting").await;
             }
@@ -153,9 +219,13 @@ impl Supervisor {
         let mut names: Vec<_> = present.into_iter().collect();
         names.sort();
         for (name, path) in names {
-            let Some(bytes) = read_settled(&path).await else { continue };
+            let Some(bytes) = read_settled(&path).await else {
+                continue;
+            };
             let sha = sha256_hex(&bytes);
-            if self.plugins.get(&name).is_some_and(|p| p.sha256() == sha) || self.refused.get(&name) == Some(&sha) {
+            if self.plugins.get(&name).is_some_and(|p| p.sha256() == sha)
+                || self.refused.get(&name) == Some(&sha)
+            {
                 continue;
             }
             let sandbox = self.sandbox.clone();
@@ -164,11 +234,23 @@ impl Supervisor {
                 Err(e) => {
                     self.refused.insert(name.clone(), sha.clone());
                     self.refusals.insert(name.clone(), e.to_string());
-                    self.events.publish(&Event::PluginRefused { pipeline: None, file: Some(name.clone()), sha256: Some(sha.clone()), reason: e.to_string() }).await;
+                    self.events
+                        .publish(&Event::PluginRefused {
+                            pipeline: None,
+                            file: Some(name.clone()),
+                            sha256: Some(sha.clone()),
+                            reason: e.to_string(),
+                        })
+                        .await;
                 }
                 Ok(plugin) => {
                     self.events
-                        .publish(&Event::PluginRegistered { file: name.clone(), sha256: sha.clone(), contract: plugin.contract().to_string(), from_cache: plugin.from_cache() })
+                        .publish(&Event::PluginRegistered {
+                            file: name.clone(),
+                            sha256: sha.clone(),
+                            contract: plugin.contract().to_string(),
+                            from_cache: plugin.from_cache(),
+                        })
                         .await;
                     self.refused.remove(&name);
                     self.refusals.remove(&name);
@@ -182,9 +264,16 @@ impl Supervisor {
     /// Validate `plugin` for every pipeline using `file` and send it to the running ones;
     /// start the waiting ones.
     async fn hand_over(&mut self, file: &str, plugin: &Plugin, cause: &str) {
-        let ids: Vec<String> = self.slots.iter().filter(|(_, s)| file_name(&s.spec) == file).map(|(k, _)| k.clone()).collect();
+        let ids: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| file_name(&s.spec) == file)
+            .map(|(k, _)| k.clone())
+            .collect();
         for id in ids {
-            let Some(slot) = self.slots.get(&id) else { continue };
+            let Some(slot) = self.slots.get(&id) else {
+                continue;
+            };
             if slot.task.is_none() {
                 if slot.state == "waiting" {
                     let spec = slot.spec.clone();
@@ -199,17 +288,37 @@ impl Supervisor {
 
     async fn send_swap(&self, spec: &PipelineSpec, plugin: &Plugin, cause: &str) {
         let sandbox = self.sandbox.clone();
-        match tokio::task::block_in_place(|| sandbox.instantiate_with(plugin, &spec.params, &spec.limits)) {
+        match tokio::task::block_in_place(|| {
+            sandbox.instantiate_with(plugin, &spec.params, &spec.limits)
+        }) {
             Ok(instance) => {
-                let Some(slot) = self.slots.get(&spec.id) else { return };
-                let swap = Swap { instance, sha256: plugin.sha256().to_owned(), cause: cause.to_owned() };
+                let Some(slot) = self.slots.get(&spec.id) else {
+                    return;
+                };
+                let swap = Swap {
+                    instance,
+                    sha256: plugin.sha256().to_owned(),
+                    cause: cause.to_owned(),
+                };
                 if slot.swaps.send(swap).await.is_err() {
-                    self.events.publish(&Event::PluginRefused { pipeline: Some(spec.id.clone()), file: None, sha256: None, reason: "the pipeline ended before the new version arrived".into() }).await;
+                    self.events
+                        .publish(&Event::PluginRefused {
+                            pipeline: Some(spec.id.clone()),
+                            file: None,
+                            sha256: None,
+                            reason: "the pipeline ended before the new version arrived".into(),
+                        })
+                        .await;
                 }
             }
             Err(e) => {
                 self.events
-                    .publish(&Event::PluginRefused { pipeline: Some(spec.id.clone()), file: Some(file_name(spec)), sha256: Some(plugin.sha256().to_owned()), reason: e.to_string() })
+                    .publish(&Event::PluginRefused {
+                        pipeline: Some(spec.id.clone()),
+                        file: Some(file_name(spec)),
+                        sha256: Some(plugin.sha256().to_owned()),
+                        reason: e.to_string(),
+                    })
                     .await;
             }
         }
@@ -219,10 +328,14 @@ impl Supervisor {
     /// or changed are started, stopped or updated; the others are not touched.
     pub async fn apply_config(&mut self, new: Arc<Config>) {
         let old_ids: Vec<String> = self.slots.keys().cloned().collect();
-        let new_specs: BTreeMap<String, PipelineSpec> =
-            new.pipelines.iter().map(|p| (p.id.get_ref().clone(), PipelineSpec::from_config(&new, p))).collect();
+        let new_specs: BTreeMap<String, PipelineSpec> = new
+            .pipelines
+            .iter()
+            .map(|p| (p.id.get_ref().clone(), PipelineSpec::from_config(&new, p)))
+            .collect();
         self.config = new;
-        let (mut added, mut removed, mut swapped, mut restarted) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut added, mut removed, mut swapped, mut restarted) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for id in old_ids.iter().filter(|id| !new_specs.contains_key(*id)) {
             self.stop_slot(id, "removed").await;
             self.slots.remove(id);
@@ -249,7 +362,14 @@ impl Supervisor {
                 restarted.push(id);
             }
         }
-        self.events.publish(&Event::ConfigApplied { added, removed, updated: swapped, restarted }).await;
+        self.events
+            .publish(&Event::ConfigApplied {
+                added,
+                removed,
+                updated: swapped,
+                restarted,
+            })
+            .await;
     }
 
     /// Start, stop, pause or resume the pipelines of `target`; acknowledged under `command_id`.
@@ -266,39 +386,69 @@ impl Supervisor {
         };
         let mut done = Vec::new();
         for id in &ids {
-            let Some(slot) = self.slots.get_mut(id) else { continue };
+            let Some(slot) = self.slots.get_mut(id) else {
+                continue;
+            };
             let running = slot.task.is_some();
             match action {
                 PipelineAction::Pause if running => {
                     let _ = slot.control.send(Control::Pause);
                     slot.state = "paused".into();
-                    self.events.publish(&Event::PipelinePaused { pipeline: id.clone() }).await;
+                    self.events
+                        .publish(&Event::PipelinePaused {
+                            pipeline: id.clone(),
+                        })
+                        .await;
                 }
                 PipelineAction::Resume if running => {
                     let _ = slot.control.send(Control::Run);
                     slot.state = "running".into();
-                    self.events.publish(&Event::PipelineResumed { pipeline: id.clone() }).await;
+                    self.events
+                        .publish(&Event::PipelineResumed {
+                            pipeline: id.clone(),
+                        })
+                        .await;
                 }
                 PipelineAction::Stop if running => self.stop_slot(id, "stopped").await,
                 PipelineAction::Start if !running => {
-                    let spec = self.config.pipeline(id).map_or_else(|| slot.spec.clone(), |p| PipelineSpec::from_config(&self.config, p));
+                    let spec = self.config.pipeline(id).map_or_else(
+                        || slot.spec.clone(),
+                        |p| PipelineSpec::from_config(&self.config, p),
+                    );
                     self.start_slot(spec).await;
                 }
                 _ => continue,
             }
             done.push(id.clone());
         }
-        let detail = if done.is_empty() { format!("nothing to {name} in {ids:?}") } else { format!("{name} {}", done.join(", ")) };
+        let detail = if done.is_empty() {
+            format!("nothing to {name} in {ids:?}")
+        } else {
+            format!("{name} {}", done.join(", "))
+        };
         self.events.ack(command_id, name, true, &detail).await;
     }
 
     fn targets(&self, target: &Target) -> Result<Vec<String>, String> {
         match target {
             Target::All => Ok(self.slots.keys().cloned().collect()),
-            Target::Pipeline(p) => self.slots.contains_key(p).then(|| vec![p.clone()]).ok_or_else(|| format!("unknown pipeline {p:?}")),
+            Target::Pipeline(p) => self
+                .slots
+                .contains_key(p)
+                .then(|| vec![p.clone()])
+                .ok_or_else(|| format!("unknown pipeline {p:?}")),
             Target::User(user) => {
-                let ids: Vec<String> = self.slots.iter().filter(|(_, s)| s.spec.user.as_deref() == Some(user.as_str())).map(|(k, _)| k.clone()).collect();
-                if ids.is_empty() { Err(format!("no pipeline belongs to user {user:?}")) } else { Ok(ids) }
+                let ids: Vec<String> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.spec.user.as_deref() == Some(user.as_str()))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if ids.is_empty() {
+                    Err(format!("no pipeline belongs to user {user:?}"))
+                } else {
+                    Ok(ids)
+                }
             }
         }
     }
@@ -308,22 +458,27 @@ impl Supervisor {
     pub async fn reap(&mut self) -> bool {
         for slot in self.slots.values_mut() {
             if slot.task.as_ref().is_some_and(JoinHandle::is_finished)
-                && let Some(task) = slot.task.take() {
-                    slot.state = match task.await {
-                        Ok(PipelineEnd::Finished) => "finished".into(),
-                        Ok(PipelineEnd::Stopped) => "stopped".into(),
-                        Ok(PipelineEnd::Failed(reason)) => {
-                            slot.reason = Some(reason.to_string());
-                            "failed".into()
-                        }
-                        Err(e) => {
-                            slot.reason = Some(e.to_string());
-                            "failed".into()
-                        }
-                    };
-                }
+                && let Some(task) = slot.task.take()
+            {
+                slot.state = match task.await {
+                    Ok(PipelineEnd::Finished) => "finished".into(),
+                    Ok(PipelineEnd::Stopped) => "stopped".into(),
+                    Ok(PipelineEnd::Failed(reason)) => {
+                        slot.reason = Some(reason.to_string());
+                        "failed".into()
+                    }
+                    Err(e) => {
+                        slot.reason = Some(e.to_string());
+                        "failed".into()
+                    }
+                };
+            }
         }
-        !self.slots.is_empty() && self.slots.values().all(|s| matches!(s.state.as_str(), "finished" | "failed"))
+        !self.slots.is_empty()
+            && self
+                .slots
+                .values()
+                .all(|s| matches!(s.state.as_str(), "finished" | "failed"))
     }
 
     /// When no pipeline runs or can run (each failed to start or waits for a
@@ -331,8 +486,19 @@ impl Supervisor {
     /// anything runs, finished, or was stopped or paused by a command.
     #[must_use]
     pub fn nothing_trades(&self) -> Option<Vec<String>> {
-        let stuck = !self.slots.is_empty() && self.slots.values().all(|s| matches!(s.state.as_str(), "failed" | "waiting"));
-        stuck.then(|| self.slots.iter().map(|(id, s)| format!("pipeline {id}: {}", s.reason.as_deref().unwrap_or(&s.state))).collect())
+        let stuck = !self.slots.is_empty()
+            && self
+                .slots
+                .values()
+                .all(|s| matches!(s.state.as_str(), "failed" | "waiting"));
+        stuck.then(|| {
+            self.slots
+                .iter()
+                .map(|(id, s)| {
+                    format!("pipeline {id}: {}", s.reason.as_deref().unwrap_or(&s.state))
+                })
+                .collect()
+        })
     }
 
     /// Pipeline states and counters, for heartbeats.
@@ -391,6 +557,8 @@ async fn read_settled(path: &std::path::Path) -> Option<Vec<u8>> {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let bytes = std::fs::read(path).ok()?;
     let after = std::fs::metadata(path).ok()?;
-    let same = before.len() == after.len() && before.modified().ok() == after.modified().ok() && bytes.len() as u64 == after.len();
+    let same = before.len() == after.len()
+        && before.modified().ok() == after.modified().ok()
+        && bytes.len() as u64 == after.len();
     same.then_some(bytes)
 }

@@ -27,38 +27,53 @@ pub struct Watcher {
 ///
 /// # Errors
 /// When the operating system refuses to watch a folder.
-pub fn watch(plugin_dir: &Path, config: &Path, tx: mpsc::Sender<Change>) -> anyhow::Result<Watcher> {
+pub fn watch(
+    plugin_dir: &Path,
+    config: &Path,
+    tx: mpsc::Sender<Change>,
+) -> anyhow::Result<Watcher> {
     std::fs::create_dir_all(plugin_dir)?;
     let plugin_dir_abs = std::fs::canonicalize(plugin_dir)?;
     let config_abs: PathBuf = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_owned());
     let config_name = config_abs.file_name().map(ToOwned::to_owned);
     let config_dir = config_abs.parent().map(Path::to_path_buf);
     let config_abs_for_events = config_abs.clone();
-    let mut debouncer = new_debouncer(Duration::from_millis(200), None, move |result: DebounceEventResult| {
-        let Ok(events) = result else { return };
-        let (mut plugins, mut cfg) = (false, false);
-        for event in events {
-            for path in &event.paths {
-                if path.parent().is_some_and(|p| p == plugin_dir_abs) {
-                    plugins = true;
-                }
-                if path.file_name().map(ToOwned::to_owned) == config_name && path.parent() == config_abs_for_events.parent() {
-                    cfg = true;
+    let mut debouncer = new_debouncer(
+        Duration::from_millis(200),
+        None,
+        move |result: DebounceEventResult| {
+            let Ok(events) = result else { return };
+            let (mut plugins, mut cfg) = (false, false);
+            for event in events {
+                for path in &event.paths {
+                    if path.parent().is_some_and(|p| p == plugin_dir_abs) {
+                        plugins = true;
+                    }
+                    if path.file_name().map(ToOwned::to_owned) == config_name
+                        && path.parent() == config_abs_for_events.parent()
+                    {
+                        cfg = true;
+                    }
                 }
             }
-        }
-        // A full channel already holds a pending rescan of the same kind: nothing is lost.
-        if plugins {
-            let _ = tx.try_send(Change::Plugins);
-        }
-        if cfg {
-            let _ = tx.try_send(Change::Config);
-        }
-    })?;
+            // A full channel already holds a pending rescan of the same kind: nothing is lost.
+            if plugins {
+                let _ = tx.try_send(Change::Plugins);
+            }
+            if cfg {
+                let _ = tx.try_send(Change::Config);
+            }
+        },
+    )?;
     // Absolute paths, so that the events' paths compare with the ones above.
-    debouncer.watch(std::fs::canonicalize(plugin_dir)?, RecursiveMode::NonRecursive)?;
+    debouncer.watch(
+        std::fs::canonicalize(plugin_dir)?,
+        RecursiveMode::NonRecursive,
+    )?;
     if let Some(parent) = config_dir {
         debouncer.watch(parent, RecursiveMode::NonRecursive)?;
     }
-    Ok(Watcher { _debouncer: debouncer })
+    Ok(Watcher {
+        _debouncer: debouncer,
+    })
 }

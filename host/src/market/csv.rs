@@ -29,7 +29,9 @@ pub enum MarketDataError {
         source: std::io::Error,
     },
     /// The header matches none of the formats.
-    #[error("{path}:1: unrecognised header {header:?}; expected `Instrument,Date,Time,Open,High,Low,Close[,Volume]`, `timestamp,open,high,low,close[,volume]` or `timestamp,expiry,strike,option_type,close[,volume][,oi]`")]
+    #[error(
+        "{path}:1: unrecognised header {header:?}; expected `Instrument,Date,Time,Open,High,Low,Close[,Volume]`, `timestamp,open,high,low,close[,volume]` or `timestamp,expiry,strike,option_type,close[,volume][,oi]`"
+    )]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -104,8 +106,14 @@ pub struct Loaded {
 }
 
 enum Format {
-    DateTime { instrument: usize, date: usize, time: usize },
-    Timestamp { ts: usize },
+    DateTime {
+        instrument: usize,
+        date: usize,
+        time: usize,
+    },
+    Timestamp {
+        ts: usize,
+    },
 }
 
 struct Columns {
@@ -146,7 +154,11 @@ impl Row<'_> {
 
     fn price(&self, col: usize) -> Result<Decimal, MarketDataError> {
         let v = self.decimal(col)?;
-        if v.is_sign_negative() { Err(self.err(col, "a price cannot be negative")) } else { Ok(v) }
+        if v.is_sign_negative() {
+            Err(self.err(col, "a price cannot be negative"))
+        } else {
+            Ok(v)
+        }
     }
 
     fn count(&self, col: Option<usize>) -> Result<u64, MarketDataError> {
@@ -157,7 +169,9 @@ impl Row<'_> {
         }
         // Vendors write whole quantities as `23230.0` now and then.
         let whole = text.strip_suffix(".0").unwrap_or(text);
-        whole.parse().map_err(|_| self.err(col, "expected a whole, non-negative quantity"))
+        whole
+            .parse()
+            .map_err(|_| self.err(col, "expected a whole, non-negative quantity"))
     }
 }
 
@@ -166,7 +180,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, MarketDataErro
     if super::parquet::is_parquet(path) {
         return load_parquet(path, options);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| MarketDataError::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| MarketDataError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     parse(path, &text, options)
 }
 
@@ -182,39 +199,87 @@ fn load_parquet(path: &Path, options: &LoadOptions) -> Result<Loaded, MarketData
     }
     let outside = rows - series.bars.len();
     if series.bars.is_empty() {
-        let detail = if rows > 0 { format!(": all {rows} rows are outside the session") } else { String::new() };
-        return Err(MarketDataError::NoRows { path: path.to_owned(), detail });
+        let detail = if rows > 0 {
+            format!(": all {rows} rows are outside the session")
+        } else {
+            String::new()
+        };
+        return Err(MarketDataError::NoRows {
+            path: path.to_owned(),
+            detail,
+        });
     }
     if let Some(name) = &options.instrument {
         series.instrument.clone_from(name);
     } else if series.instrument.is_empty() {
         series.instrument = instrument_from_path(path);
     }
-    Ok(Loaded { data: MarketData::Candles(series), rows, outside_session: outside })
+    Ok(Loaded {
+        data: MarketData::Candles(series),
+        rows,
+        outside_session: outside,
+    })
 }
 
 /// Parse CSV text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str, options: &LoadOptions) -> Result<Loaded, MarketDataError> {
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    let header = lines.by_ref().map(|(_, l)| l).find(|l| !l.trim().is_empty()).unwrap_or_default();
-    let columns = Columns { names: header.split(',').map(|s| s.trim().to_owned()).collect() };
-    let unknown = || MarketDataError::UnknownFormat { path: path.to_owned(), header: header.to_owned() };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let header = lines
+        .by_ref()
+        .map(|(_, l)| l)
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let columns = Columns {
+        names: header.split(',').map(|s| s.trim().to_owned()).collect(),
+    };
+    let unknown = || MarketDataError::UnknownFormat {
+        path: path.to_owned(),
+        header: header.to_owned(),
+    };
     let rows = lines.filter(|(_, l)| !l.trim().is_empty());
 
-    if let (Some(ts), Some(expiry), Some(strike), Some(kind)) =
-        (columns.find("timestamp"), columns.find("expiry"), columns.find("strike"), columns.find("option_type"))
-    {
-        let last = columns.find("close").or_else(|| columns.find("last")).ok_or_else(unknown)?;
-        let cols = ChainColumns { ts, expiry, strike, kind, last, volume: columns.find("volume"), oi: columns.find("oi") };
+    if let (Some(ts), Some(expiry), Some(strike), Some(kind)) = (
+        columns.find("timestamp"),
+        columns.find("expiry"),
+        columns.find("strike"),
+        columns.find("option_type"),
+    ) {
+        let last = columns
+            .find("close")
+            .or_else(|| columns.find("last"))
+            .ok_or_else(unknown)?;
+        let cols = ChainColumns {
+            ts,
+            expiry,
+            strike,
+            kind,
+            last,
+            volume: columns.find("volume"),
+            oi: columns.find("oi"),
+        };
         return parse_chain(path, rows, &columns, &cols, options);
     }
-    let format = match (columns.find("instrument"), columns.find("date"), columns.find("time"), columns.find("timestamp")) {
-        (Some(instrument), Some(date), Some(time), _) => Format::DateTime { instrument, date, time },
+    let format = match (
+        columns.find("instrument"),
+        columns.find("date"),
+        columns.find("time"),
+        columns.find("timestamp"),
+    ) {
+        (Some(instrument), Some(date), Some(time), _) => Format::DateTime {
+            instrument,
+            date,
+            time,
+        },
         (_, _, _, Some(ts)) => Format::Timestamp { ts },
         _ => return Err(unknown()),
     };
     let ohlc = ["open", "high", "low", "close"].map(|n| columns.find(n));
-    let [Some(open), Some(high), Some(low), Some(close)] = ohlc else { return Err(unknown()) };
+    let [Some(open), Some(high), Some(low), Some(close)] = ohlc else {
+        return Err(unknown());
+    };
     let (volume, oi) = (columns.find("volume"), columns.find("oi"));
 
     let mut bars: Vec<Bar> = Vec::with_capacity(text.len() / 48);
@@ -224,18 +289,29 @@ pub fn parse(path: &Path, text: &str, options: &LoadOptions) -> Result<Loaded, M
         total += 1;
         let row = split(path, line, raw, &columns)?;
         let ts_ms = match format {
-            Format::DateTime { instrument, date, time } => {
+            Format::DateTime {
+                instrument,
+                date,
+                time,
+            } => {
                 if file_instrument.is_none() {
                     file_instrument = Some(row.text(instrument).to_owned());
                 }
                 parse_compact_date_time(row.text(date), row.text(time)).ok_or_else(|| {
                     let bad_date = parse_compact_date_time(row.text(date), "00:00").is_none();
-                    if bad_date { row.err(date, "expected a date YYYYMMDD") } else { row.err(time, "expected a time HH:MM") }
+                    if bad_date {
+                        row.err(date, "expected a date YYYYMMDD")
+                    } else {
+                        row.err(time, "expected a time HH:MM")
+                    }
                 })?
             }
-            Format::Timestamp { ts } => {
-                parse_iso(row.text(ts)).ok_or_else(|| row.err(ts, "expected an ISO-8601 time like 2025-08-20T09:15:00+05:30"))?
-            }
+            Format::Timestamp { ts } => parse_iso(row.text(ts)).ok_or_else(|| {
+                row.err(
+                    ts,
+                    "expected an ISO-8601 time like 2025-08-20T09:15:00+05:30",
+                )
+            })?,
         };
         if options.session.is_some_and(|s| !s.contains(ts_ms)) {
             outside += 1;
@@ -257,37 +333,78 @@ pub fn parse(path: &Path, text: &str, options: &LoadOptions) -> Result<Loaded, M
             return Err(row.err(low, "low is above open or close"));
         }
         if let Some(prev) = bars.last()
-            && bar.ts_ms <= prev.ts_ms {
-                let col = match format {
-                    Format::DateTime { time, .. } => time,
-                    Format::Timestamp { ts } => ts,
-                };
-                return Err(row.err(col, "bars must be in strictly increasing time order"));
-            }
+            && bar.ts_ms <= prev.ts_ms
+        {
+            let col = match format {
+                Format::DateTime { time, .. } => time,
+                Format::Timestamp { ts } => ts,
+            };
+            return Err(row.err(col, "bars must be in strictly increasing time order"));
+        }
         bars.push(bar);
     }
     if bars.is_empty() {
-        let detail = if total > 0 { format!(": all {total} rows are outside the session") } else { String::new() };
-        return Err(MarketDataError::NoRows { path: path.to_owned(), detail });
+        let detail = if total > 0 {
+            format!(": all {total} rows are outside the session")
+        } else {
+            String::new()
+        };
+        return Err(MarketDataError::NoRows {
+            path: path.to_owned(),
+            detail,
+        });
     }
-    let instrument = options.instrument.clone().or(file_instrument).unwrap_or_else(|| instrument_from_path(path));
+    let instrument = options
+        .instrument
+        .clone()
+        .or(file_instrument)
+        .unwrap_or_else(|| instrument_from_path(path));
     let timeframe_secs = infer_timeframe_secs(&bars);
-    Ok(Loaded { data: MarketData::Candles(CandleSeries { instrument, timeframe_secs, bars }), rows: total, outside_session: outside })
+    Ok(Loaded {
+        data: MarketData::Candles(CandleSeries {
+            instrument,
+            timeframe_secs,
+            bars,
+        }),
+        rows: total,
+        outside_session: outside,
+    })
 }
 
-fn split<'a>(path: &'a Path, line: usize, raw: &'a str, columns: &'a Columns) -> Result<Row<'a>, MarketDataError> {
+fn split<'a>(
+    path: &'a Path,
+    line: usize,
+    raw: &'a str,
+    columns: &'a Columns,
+) -> Result<Row<'a>, MarketDataError> {
     let fields: Vec<&str> = raw.split(',').collect();
     if fields.len() < columns.names.len() {
-        return Err(MarketDataError::Columns { path: path.to_owned(), line, expected: columns.names.len(), found: fields.len() });
+        return Err(MarketDataError::Columns {
+            path: path.to_owned(),
+            line,
+            expected: columns.names.len(),
+            found: fields.len(),
+        });
     }
-    Ok(Row { path, line, fields, names: &columns.names })
+    Ok(Row {
+        path,
+        line,
+        fields,
+        names: &columns.names,
+    })
 }
 
 /// `heromotoco_eq_1m_2025-08-20.csv` → `HEROMOTOCO`.
 #[must_use]
 pub fn instrument_from_path(path: &Path) -> String {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("UNKNOWN");
-    stem.split(['_', '-', '.']).next().unwrap_or(stem).to_ascii_uppercase()
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("UNKNOWN");
+    stem.split(['_', '-', '.'])
+        .next()
+        .unwrap_or(stem)
+        .to_ascii_uppercase()
 }
 
 /// The most common gap between consecutive bars, in seconds (60 for one-minute data).
@@ -296,7 +413,10 @@ fn infer_timeframe_secs(bars: &[Bar]) -> u32 {
     for pair in bars.windows(2).take(10_000) {
         *gaps.entry(pair[1].ts_ms - pair[0].ts_ms).or_default() += 1;
     }
-    let most = gaps.into_iter().max_by_key(|(gap, n)| (*n, -gap)).map_or(60_000, |(gap, _)| gap);
+    let most = gaps
+        .into_iter()
+        .max_by_key(|(gap, n)| (*n, -gap))
+        .map_or(60_000, |(gap, _)| gap);
     u32::try_from(most / 1000).unwrap_or(60).max(1)
 }
 
@@ -324,15 +444,21 @@ fn parse_chain<'a>(
     for (line, raw) in rows {
         total += 1;
         let row = split(path, line, raw, columns)?;
-        let ts_ms = parse_iso(row.text(cols.ts)).ok_or_else(|| row.err(cols.ts, "expected an ISO-8601 time"))?;
+        let ts_ms = parse_iso(row.text(cols.ts))
+            .ok_or_else(|| row.err(cols.ts, "expected an ISO-8601 time"))?;
         if options.session.is_some_and(|s| !s.contains(ts_ms)) {
             outside += 1;
             continue;
         }
         let expiry = row.text(cols.expiry);
-        let expiry_day = parse_date(expiry).ok_or_else(|| row.err(cols.expiry, "expected a date YYYY-MM-DD"))?;
+        let expiry_day =
+            parse_date(expiry).ok_or_else(|| row.err(cols.expiry, "expected a date YYYY-MM-DD"))?;
         let strike = row.price(cols.strike)?;
-        let leg = OptionLeg { last: row.price(cols.last)?, oi: row.count(cols.oi)?, volume: row.count(cols.volume)? };
+        let leg = OptionLeg {
+            last: row.price(cols.last)?,
+            oi: row.count(cols.oi)?,
+            volume: row.count(cols.volume)?,
+        };
         let call = match row.text(cols.kind).to_ascii_uppercase().as_str() {
             "CE" | "C" | "CALL" => true,
             "PE" | "P" | "PUT" => false,
@@ -353,12 +479,30 @@ pub(super) struct ChainBuilder {
 impl ChainBuilder {
     /// One leg: at `ts_ms`, of the expiry (`YYYY-MM-DD`, its day number), the strike, a call or a put.
     /// A leg of an expired contract is not part of the chain.
-    pub(super) fn add(&mut self, ts_ms: i64, (expiry, expiry_day): (&str, i64), strike: Decimal, call: bool, leg: OptionLeg) {
+    pub(super) fn add(
+        &mut self,
+        ts_ms: i64,
+        (expiry, expiry_day): (&str, i64),
+        strike: Decimal,
+        call: bool,
+        leg: OptionLeg,
+    ) {
         if expiry_day < super::clock::ist_day(ts_ms) {
             return;
         }
         let strike = strike.normalize();
-        let entry = self.snapshots.entry(ts_ms).or_default().entry(expiry.to_owned()).or_default().entry(strike).or_insert(StrikeRow { strike, ce: None, pe: None });
+        let entry = self
+            .snapshots
+            .entry(ts_ms)
+            .or_default()
+            .entry(expiry.to_owned())
+            .or_default()
+            .entry(strike)
+            .or_insert(StrikeRow {
+                strike,
+                ce: None,
+                pe: None,
+            });
         if call {
             entry.ce = Some(leg);
         } else {
@@ -368,25 +512,62 @@ impl ChainBuilder {
 
     /// The snapshots in time order, each with its spot price: from `options.underlying`'s
     /// candles, else put-call parity. `rows` is (rows read, rows outside the session).
-    pub(super) fn finish(self, path: &Path, (total, outside): (usize, usize), options: &LoadOptions) -> Result<Loaded, MarketDataError> {
+    pub(super) fn finish(
+        self,
+        path: &Path,
+        (total, outside): (usize, usize),
+        options: &LoadOptions,
+    ) -> Result<Loaded, MarketDataError> {
         if self.snapshots.is_empty() {
-            let detail = if total > 0 { format!(": all {total} rows are outside the session or expired") } else { String::new() };
-            return Err(MarketDataError::NoRows { path: path.to_owned(), detail });
+            let detail = if total > 0 {
+                format!(": all {total} rows are outside the session or expired")
+            } else {
+                String::new()
+            };
+            return Err(MarketDataError::NoRows {
+                path: path.to_owned(),
+                detail,
+            });
         }
-        let underlying = options.instrument.clone().unwrap_or_else(|| instrument_from_path(path));
+        let underlying = options
+            .instrument
+            .clone()
+            .unwrap_or_else(|| instrument_from_path(path));
         let mut chains = Vec::with_capacity(self.snapshots.len());
         for (ts_ms, expiries) in self.snapshots {
-            let expiries: Vec<ExpiryChain> = expiries.into_iter().map(|(expiry, strikes)| ExpiryChain { expiry, strikes: strikes.into_values().collect() }).collect();
-            let spot = options.underlying.as_ref().and_then(|u| spot_from_candles(u, ts_ms)).or_else(|| expiries.first().and_then(spot_from_parity));
+            let expiries: Vec<ExpiryChain> = expiries
+                .into_iter()
+                .map(|(expiry, strikes)| ExpiryChain {
+                    expiry,
+                    strikes: strikes.into_values().collect(),
+                })
+                .collect();
+            let spot = options
+                .underlying
+                .as_ref()
+                .and_then(|u| spot_from_candles(u, ts_ms))
+                .or_else(|| expiries.first().and_then(spot_from_parity));
             let Some(spot) = spot else {
                 return Err(MarketDataError::NoRows {
                     path: path.to_owned(),
-                    detail: format!(": cannot tell the spot price at {}: no underlying candles and no strike with both CE and PE prices", super::clock::format_iso_ist(ts_ms)),
+                    detail: format!(
+                        ": cannot tell the spot price at {}: no underlying candles and no strike with both CE and PE prices",
+                        super::clock::format_iso_ist(ts_ms)
+                    ),
                 });
             };
-            chains.push(OptionChain { underlying: underlying.clone(), ts_ms, spot, expiries });
+            chains.push(OptionChain {
+                underlying: underlying.clone(),
+                ts_ms,
+                spot,
+                expiries,
+            });
         }
-        Ok(Loaded { data: MarketData::Chains(chains), rows: total, outside_session: outside })
+        Ok(Loaded {
+            data: MarketData::Chains(chains),
+            rows: total,
+            outside_session: outside,
+        })
     }
 }
 
@@ -404,7 +585,9 @@ fn spot_from_parity(chain: &ExpiryChain) -> Option<Decimal> {
         .strikes
         .iter()
         .filter_map(|r| match (r.ce, r.pe) {
-            (Some(c), Some(p)) if c.last > Decimal::ZERO && p.last > Decimal::ZERO => Some((r.strike, c.last, p.last)),
+            (Some(c), Some(p)) if c.last > Decimal::ZERO && p.last > Decimal::ZERO => {
+                Some((r.strike, c.last, p.last))
+            }
             _ => None,
         })
         .min_by_key(|(_, c, p)| (*c - *p).abs())
@@ -421,7 +604,10 @@ mod tests {
     }
 
     fn nse() -> LoadOptions {
-        LoadOptions { session: Some(Session::NSE), ..LoadOptions::default() }
+        LoadOptions {
+            session: Some(Session::NSE),
+            ..LoadOptions::default()
+        }
     }
 
     #[test]
@@ -433,7 +619,9 @@ mod tests {
                     NIFTY,20240120,18:16,1,1,1,1\n";
         let loaded = load_text(text, &nse()).unwrap();
         assert_eq!((loaded.rows, loaded.outside_session), (4, 2));
-        let MarketData::Candles(s) = loaded.data else { panic!("candles expected") };
+        let MarketData::Candles(s) = loaded.data else {
+            panic!("candles expected")
+        };
         assert_eq!(s.instrument, "NIFTY");
         assert_eq!(s.timeframe_secs, 60);
         assert_eq!(s.bars.len(), 2);
@@ -447,31 +635,67 @@ mod tests {
                     2025-08-20T09:15:00+05:30,5118.6,5146.7,5118.2,5131.6,23230,5135.35\n\
                     2025-08-20T09:16:00+05:30,5131.6,5140.0,5120.0,5125.0,1200.0,5130\n";
         let loaded = parse(Path::new("x/heromotoco_eq_1m.csv"), text, &nse()).unwrap();
-        let MarketData::Candles(s) = loaded.data else { panic!("candles expected") };
+        let MarketData::Candles(s) = loaded.data else {
+            panic!("candles expected")
+        };
         assert_eq!(s.instrument, "HEROMOTOCO");
-        assert_eq!(s.bars.iter().map(|b| b.volume).collect::<Vec<_>>(), vec![23230, 1200]);
+        assert_eq!(
+            s.bars.iter().map(|b| b.volume).collect::<Vec<_>>(),
+            vec![23230, 1200]
+        );
     }
 
     #[test]
     fn errors_name_file_line_and_field() {
         let header = "Instrument,Date,Time,Open,High,Low,Close\n";
         let cases = [
-            ("NIFTY,20240101,09:15,abc,2,1,1\n", "data/nifty_test.csv:2: field `Open`: expected a decimal number (got \"abc\")"),
-            ("NIFTY,20241301,09:15,1,2,1,1\n", "data/nifty_test.csv:2: field `Date`"),
-            ("NIFTY,20240101,9:15,1,2,1,1\n", "data/nifty_test.csv:2: field `Time`"),
-            ("NIFTY,20240101,09:15,1,2,1\n", "data/nifty_test.csv:2: expected 7 fields as in the header, found 6"),
-            ("NIFTY,20240101,09:15,1,0.5,1,1\n", "field `High`: high is below"),
-            ("NIFTY,20240101,09:15,1,2,1.5,1\n", "field `Low`: low is above"),
-            ("NIFTY,20240101,09:16,1,2,1,1\nNIFTY,20240101,09:15,1,2,1,1\n", "data/nifty_test.csv:3: field `Time`: bars must be in strictly increasing"),
-            ("NIFTY,20240101,09:15,-1,2,-1,1\n", "field `Open`: a price cannot be negative"),
+            (
+                "NIFTY,20240101,09:15,abc,2,1,1\n",
+                "data/nifty_test.csv:2: field `Open`: expected a decimal number (got \"abc\")",
+            ),
+            (
+                "NIFTY,20241301,09:15,1,2,1,1\n",
+                "data/nifty_test.csv:2: field `Date`",
+            ),
+            (
+                "NIFTY,20240101,9:15,1,2,1,1\n",
+                "data/nifty_test.csv:2: field `Time`",
+            ),
+            (
+                "NIFTY,20240101,09:15,1,2,1\n",
+                "data/nifty_test.csv:2: expected 7 fields as in the header, found 6",
+            ),
+            (
+                "NIFTY,20240101,09:15,1,0.5,1,1\n",
+                "field `High`: high is below",
+            ),
+            (
+                "NIFTY,20240101,09:15,1,2,1.5,1\n",
+                "field `Low`: low is above",
+            ),
+            (
+                "NIFTY,20240101,09:16,1,2,1,1\nNIFTY,20240101,09:15,1,2,1,1\n",
+                "data/nifty_test.csv:3: field `Time`: bars must be in strictly increasing",
+            ),
+            (
+                "NIFTY,20240101,09:15,-1,2,-1,1\n",
+                "field `Open`: a price cannot be negative",
+            ),
         ];
         for (rows, want) in cases {
-            let err = load_text(&format!("{header}{rows}"), &nse()).unwrap_err().to_string();
+            let err = load_text(&format!("{header}{rows}"), &nse())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err}\n  does not contain\n{want}");
         }
         let err = load_text("a,b,c\n1,2,3\n", &nse()).unwrap_err().to_string();
-        assert!(err.starts_with("data/nifty_test.csv:1: unrecognised header"), "{err}");
-        let err = load_text(&format!("{header}NIFTY,20240101,18:00,1,2,1,1\n"), &nse()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("data/nifty_test.csv:1: unrecognised header"),
+            "{err}"
+        );
+        let err = load_text(&format!("{header}NIFTY,20240101,18:00,1,2,1,1\n"), &nse())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("all 1 rows are outside the session"), "{err}");
     }
 
@@ -486,31 +710,66 @@ mod tests {
                     2025-08-20T09:16:00+05:30,2025-08-28,5100.0,CE,61.0,10,310\n\
                     2025-08-20T09:16:00+05:30,2025-08-28,5100.0,PE,39.0,5,900\n";
         let loaded = parse(Path::new("heromotoco_optionchain.csv"), text, &nse()).unwrap();
-        let MarketData::Chains(chains) = loaded.data else { panic!("chains expected") };
+        let MarketData::Chains(chains) = loaded.data else {
+            panic!("chains expected")
+        };
         assert_eq!(chains.len(), 2);
         let first = &chains[0];
         assert_eq!(first.underlying, "HEROMOTOCO");
-        assert_eq!(first.expiries.iter().map(|e| e.expiry.as_str()).collect::<Vec<_>>(), vec!["2025-08-28", "2025-09-30"], "expired dropped, nearest first");
+        assert_eq!(
+            first
+                .expiries
+                .iter()
+                .map(|e| e.expiry.as_str())
+                .collect::<Vec<_>>(),
+            vec!["2025-08-28", "2025-09-30"],
+            "expired dropped, nearest first"
+        );
         assert_eq!(first.expiries[0].strikes.len(), 2);
         assert_eq!(first.expiries[0].strikes[1].ce.map(|l| l.oi), Some(300));
         // parity at 5100: 5100 + 60 - 40
         assert_eq!(first.spot, dec!(5120));
         assert_eq!(chains[1].spot, dec!(5122));
         let legs: Vec<String> = first.legs().map(|(s, _)| s).collect();
-        assert!(legs.contains(&"HEROMOTOCO28AUG255100CE".to_owned()), "{legs:?}");
+        assert!(
+            legs.contains(&"HEROMOTOCO28AUG255100CE".to_owned()),
+            "{legs:?}"
+        );
 
         let bad = "timestamp,expiry,strike,option_type,close\n2025-08-20T09:15:00+05:30,2025-08-28,5100,XX,1\n";
-        let err = parse(Path::new("c.csv"), bad, &nse()).unwrap_err().to_string();
-        assert!(err.contains("c.csv:2: field `option_type`: expected CE or PE"), "{err}");
+        let err = parse(Path::new("c.csv"), bad, &nse())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.csv:2: field `option_type`: expected CE or PE"),
+            "{err}"
+        );
     }
 
     #[test]
     fn underlying_candles_give_the_spot() {
         let text = "timestamp,expiry,strike,option_type,close\n2025-08-20T09:16:00+05:30,2025-08-28,5100,CE,60\n";
-        let bars = vec![Bar { ts_ms: parse_iso("2025-08-20T09:15:00+05:30").unwrap_or(0), open: dec!(1), high: dec!(1), low: dec!(1), close: dec!(5133.5), volume: 0, oi: 0 }];
-        let options = LoadOptions { underlying: Some(CandleSeries { instrument: "H".into(), timeframe_secs: 60, bars }), ..nse() };
+        let bars = vec![Bar {
+            ts_ms: parse_iso("2025-08-20T09:15:00+05:30").unwrap_or(0),
+            open: dec!(1),
+            high: dec!(1),
+            low: dec!(1),
+            close: dec!(5133.5),
+            volume: 0,
+            oi: 0,
+        }];
+        let options = LoadOptions {
+            underlying: Some(CandleSeries {
+                instrument: "H".into(),
+                timeframe_secs: 60,
+                bars,
+            }),
+            ..nse()
+        };
         let loaded = parse(Path::new("h.csv"), text, &options).unwrap();
-        let MarketData::Chains(chains) = loaded.data else { panic!("chains expected") };
+        let MarketData::Chains(chains) = loaded.data else {
+            panic!("chains expected")
+        };
         assert_eq!(chains[0].spot, dec!(5133.5));
     }
 }

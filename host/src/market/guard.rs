@@ -95,7 +95,9 @@ pub enum Refused {
         max: Decimal,
     },
     /// Too far from the last accepted price.
-    #[error("{instrument}: {field} {value} is more than {band_pct}% away from the last price {last}")]
+    #[error(
+        "{instrument}: {field} {value} is more than {band_pct}% away from the last price {last}"
+    )]
     OutsideBand {
         /// Instrument.
         instrument: String,
@@ -133,7 +135,10 @@ impl Refused {
     #[must_use]
     pub fn field(&self) -> &'static str {
         match self {
-            Self::NotPositive { field, .. } | Self::OffTick { field, .. } | Self::TooHigh { field, .. } | Self::OutsideBand { field, .. } => field,
+            Self::NotPositive { field, .. }
+            | Self::OffTick { field, .. }
+            | Self::TooHigh { field, .. }
+            | Self::OutsideBand { field, .. } => field,
             Self::BadTime { .. } | Self::OutOfOrder { .. } => "ts",
         }
     }
@@ -162,7 +167,17 @@ pub fn is_option(symbol: &str) -> bool {
 /// index values are computed to 0.01, not traded on the 0.05 tick.
 #[must_use]
 pub fn is_index(symbol: &str) -> bool {
-    const INDICES: [&str; 9] = ["NIFTY", "BANKNIFTY", "FINNIFTY", "MIDCPNIFTY", "NIFTYNXT50", "SENSEX", "BANKEX", "INDIAVIX", "INDIA VIX"];
+    const INDICES: [&str; 9] = [
+        "NIFTY",
+        "BANKNIFTY",
+        "FINNIFTY",
+        "MIDCPNIFTY",
+        "NIFTYNXT50",
+        "SENSEX",
+        "BANKEX",
+        "INDIAVIX",
+        "INDIA VIX",
+    ];
     INDICES.contains(&symbol) || symbol.contains(' ')
 }
 
@@ -178,7 +193,10 @@ impl PriceGuard {
     /// A guard applying `rules`.
     #[must_use]
     pub fn new(rules: GuardRules) -> Self {
-        Self { rules, last: HashMap::new() }
+        Self {
+            rules,
+            last: HashMap::new(),
+        }
     }
 
     /// The rules in force.
@@ -193,18 +211,35 @@ impl PriceGuard {
     ///
     /// # Errors
     /// The first rule it breaks.
-    pub fn check(&mut self, instrument: &str, ts: i64, prices: &[(&'static str, Decimal)], now_ms: i64) -> Result<(), Refused> {
-        let bad_time = |reason: String| Refused::BadTime { instrument: instrument.to_owned(), reason };
+    pub fn check(
+        &mut self,
+        instrument: &str,
+        ts: i64,
+        prices: &[(&'static str, Decimal)],
+        now_ms: i64,
+    ) -> Result<(), Refused> {
+        let bad_time = |reason: String| Refused::BadTime {
+            instrument: instrument.to_owned(),
+            reason,
+        };
         check_ts("ts", ts).map_err(bad_time)?;
         if self.rules.max_skew_ms > 0 {
             let skew = ts.saturating_sub(now_ms).saturating_abs();
             if skew > self.rules.max_skew_ms {
-                return Err(bad_time(format!("ts {ts} is {skew} ms from the host clock (at most {} ms allowed)", self.rules.max_skew_ms)));
+                return Err(bad_time(format!(
+                    "ts {ts} is {skew} ms from the host clock (at most {} ms allowed)",
+                    self.rules.max_skew_ms
+                )));
             }
         }
         let last = self.last.get(instrument).copied();
-        if let Some((last_ts, _)) = last.filter(|(last_ts, _)| self.rules.in_order && ts < *last_ts) {
-            return Err(Refused::OutOfOrder { instrument: instrument.to_owned(), ts, last: last_ts });
+        if let Some((last_ts, _)) = last.filter(|(last_ts, _)| self.rules.in_order && ts < *last_ts)
+        {
+            return Err(Refused::OutOfOrder {
+                instrument: instrument.to_owned(),
+                ts,
+                last: last_ts,
+            });
         }
         for &(field, value) in prices {
             self.check_price(instrument, field, value, last.map(|(_, p)| p))?;
@@ -215,24 +250,54 @@ impl PriceGuard {
         Ok(())
     }
 
-    fn check_price(&self, instrument: &str, field: &'static str, value: Decimal, last: Option<Decimal>) -> Result<(), Refused> {
+    fn check_price(
+        &self,
+        instrument: &str,
+        field: &'static str,
+        value: Decimal,
+        last: Option<Decimal>,
+    ) -> Result<(), Refused> {
         let instrument = || instrument.to_owned();
         if value <= Decimal::ZERO {
-            return Err(Refused::NotPositive { instrument: instrument(), field, value });
+            return Err(Refused::NotPositive {
+                instrument: instrument(),
+                field,
+                value,
+            });
         }
         if value > self.rules.max_price {
-            return Err(Refused::TooHigh { instrument: instrument(), field, value, max: self.rules.max_price });
+            return Err(Refused::TooHigh {
+                instrument: instrument(),
+                field,
+                value,
+                max: self.rules.max_price,
+            });
         }
-        let tick = if is_index(&instrument()) { self.rules.tick.min(Decimal::new(1, 2)) } else { self.rules.tick };
+        let tick = if is_index(&instrument()) {
+            self.rules.tick.min(Decimal::new(1, 2))
+        } else {
+            self.rules.tick
+        };
         if tick > Decimal::ZERO && !(value % tick).is_zero() {
-            return Err(Refused::OffTick { instrument: instrument(), field, value, tick });
+            return Err(Refused::OffTick {
+                instrument: instrument(),
+                field,
+                value,
+                tick,
+            });
         }
         let band = self.rules.band_pct;
         if let Some(last) = last.filter(|_| band > Decimal::ZERO && !is_option(&instrument())) {
             // value and last are both within (0, max_price]: no overflow.
             let moved_pct = ((value - last).abs() * Decimal::ONE_HUNDRED) / last;
             if moved_pct > band {
-                return Err(Refused::OutsideBand { instrument: instrument(), field, value, last, band_pct: band });
+                return Err(Refused::OutsideBand {
+                    instrument: instrument(),
+                    field,
+                    value,
+                    last,
+                    band_pct: band,
+                });
             }
         }
         Ok(())
@@ -247,13 +312,19 @@ mod tests {
     const T0: i64 = 1_704_080_700_000; // 2024-01-01 09:15 IST
 
     fn guard() -> PriceGuard {
-        PriceGuard::new(GuardRules { max_skew_ms: 5_000, ..GuardRules::default() })
+        PriceGuard::new(GuardRules {
+            max_skew_ms: 5_000,
+            ..GuardRules::default()
+        })
     }
 
     #[test]
     fn refuses_each_kind_of_bad_price() {
         let mut g = guard();
-        assert_eq!(g.check("NIFTY", T0, &[("last", dec!(21700.05))], T0), Ok(()));
+        assert_eq!(
+            g.check("NIFTY", T0, &[("last", dec!(21700.05))], T0),
+            Ok(())
+        );
         for (ts, price, field, kind) in [
             (T0 + 1, dec!(0), "last", "not a positive price"),
             (T0 + 1, dec!(-5), "last", "not a positive price"),
@@ -270,32 +341,60 @@ mod tests {
             assert!(e.to_string().contains(kind), "{e} should say {kind}");
         }
         // Nothing refused was remembered: the last price is still the first one.
-        assert_eq!(g.check("NIFTY", T0 + 2, &[("last", dec!(21750))], T0), Ok(()));
+        assert_eq!(
+            g.check("NIFTY", T0 + 2, &[("last", dec!(21750))], T0),
+            Ok(())
+        );
     }
 
     #[test]
     fn stocks_trade_on_the_tick_and_indices_on_the_paisa() {
         let mut g = guard();
-        assert!(g.check("RELIANCE", T0, &[("last", dec!(2450.03))], T0).unwrap_err().to_string().contains("off the 0.05 tick"));
-        g.check("RELIANCE", T0, &[("last", dec!(2450.05))], T0).unwrap();
-        g.check("NIFTY 50", T0, &[("last", dec!(24123.47))], T0).unwrap();
-        g.check("BANKNIFTY", T0, &[("last", dec!(48123.01))], T0).unwrap();
+        assert!(
+            g.check("RELIANCE", T0, &[("last", dec!(2450.03))], T0)
+                .unwrap_err()
+                .to_string()
+                .contains("off the 0.05 tick")
+        );
+        g.check("RELIANCE", T0, &[("last", dec!(2450.05))], T0)
+            .unwrap();
+        g.check("NIFTY 50", T0, &[("last", dec!(24123.47))], T0)
+            .unwrap();
+        g.check("BANKNIFTY", T0, &[("last", dec!(48123.01))], T0)
+            .unwrap();
     }
 
     #[test]
     fn every_field_is_checked_and_named() {
         let mut g = guard();
-        let e = g.check("NIFTY", T0, &[("last", dec!(100)), ("bid", dec!(0))], T0).unwrap_err();
+        let e = g
+            .check("NIFTY", T0, &[("last", dec!(100)), ("bid", dec!(0))], T0)
+            .unwrap_err();
         assert_eq!(e.field(), "bid");
     }
 
     #[test]
     fn options_may_double_and_checks_can_be_turned_off() {
         let mut g = guard();
-        g.check("NIFTY28MAR2420800CE", T0, &[("last", dec!(5))], T0).unwrap();
-        g.check("NIFTY28MAR2420800CE", T0 + 1, &[("last", dec!(12.50))], T0).unwrap();
-        let mut replay = PriceGuard::new(GuardRules { max_skew_ms: 0, tick: Decimal::ZERO, ..GuardRules::default() });
-        replay.check("NIFTY", T0 - 86_400_000 * 365, &[("last", dec!(21700.03))], T0).unwrap();
-        assert!(is_option("BANKNIFTY24MAR48000PE") && !is_option("NIFTY") && !is_option("RELIANCE-EQ"));
+        g.check("NIFTY28MAR2420800CE", T0, &[("last", dec!(5))], T0)
+            .unwrap();
+        g.check("NIFTY28MAR2420800CE", T0 + 1, &[("last", dec!(12.50))], T0)
+            .unwrap();
+        let mut replay = PriceGuard::new(GuardRules {
+            max_skew_ms: 0,
+            tick: Decimal::ZERO,
+            ..GuardRules::default()
+        });
+        replay
+            .check(
+                "NIFTY",
+                T0 - 86_400_000 * 365,
+                &[("last", dec!(21700.03))],
+                T0,
+            )
+            .unwrap();
+        assert!(
+            is_option("BANKNIFTY24MAR48000PE") && !is_option("NIFTY") && !is_option("RELIANCE-EQ")
+        );
     }
 }

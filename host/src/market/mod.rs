@@ -100,10 +100,13 @@ impl OptionChain {
         self.expiries.iter().flat_map(move |e| {
             e.strikes.iter().flat_map(move |row| {
                 let strike = f64::try_from(row.strike).unwrap_or(f64::NAN);
-                [(OptionKind::Ce, row.ce), (OptionKind::Pe, row.pe)].into_iter().filter_map(move |(kind, leg)| {
-                    let symbol = strategy_sdk::option_symbol(&self.underlying, &e.expiry, strike, kind)?;
-                    Some((symbol, leg?))
-                })
+                [(OptionKind::Ce, row.ce), (OptionKind::Pe, row.pe)]
+                    .into_iter()
+                    .filter_map(move |(kind, leg)| {
+                        let symbol =
+                            strategy_sdk::option_symbol(&self.underlying, &e.expiry, strike, kind)?;
+                        Some((symbol, leg?))
+                    })
             })
         })
     }

@@ -73,7 +73,10 @@ impl DailyFile {
             self.day = day;
             self.out = Some(enc);
         }
-        let out = self.out.as_mut().ok_or_else(|| std::io::Error::other("recorder not open"))?;
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("recorder not open"))?;
         writeln!(out, "{line}")?;
         self.dirty = true;
         Ok(())
@@ -107,7 +110,10 @@ impl Drop for DailyFile {
 /// `HHMMSSmmm` (IST) now: each process start writes files of its own.
 fn started_stamp() -> String {
     let now = crate::bus::message::now_ms();
-    let hms = super::clock::format_iso_ist(now).get(11..19).unwrap_or("000000").replace(':', "");
+    let hms = super::clock::format_iso_ist(now)
+        .get(11..19)
+        .unwrap_or("000000")
+        .replace(':', "");
     format!("{hms}{:03}", now.rem_euclid(1000))
 }
 
@@ -120,7 +126,14 @@ impl OrderUpdateRecorder {
     /// A recorder for `account`; nothing is opened until the first update.
     #[must_use]
     pub fn new(dir: &Path, account: &str) -> Self {
-        Self(DailyFile { dir: dir.to_owned(), stem: format!("orders-{account}.{}.jsonl.gz", started_stamp()), header: None, day: String::new(), out: None, dirty: false })
+        Self(DailyFile {
+            dir: dir.to_owned(),
+            stem: format!("orders-{account}.{}.jsonl.gz", started_stamp()),
+            header: None,
+            day: String::new(),
+            out: None,
+            dirty: false,
+        })
     }
 
     /// Record one update as received at `now_ms`, and make it readable at once (updates are few).
@@ -146,8 +159,19 @@ impl TickRecorder {
     /// A recorder writing `<dir>/<day>/<name>.<start>.ticks.csv.gz` (and `.chains.csv.gz`); nothing is opened until the first line.
     #[must_use]
     pub fn new(dir: &Path, name: &str) -> Self {
-        let file = |kind: &str, header| DailyFile { dir: dir.to_owned(), stem: format!("{name}.{}.{kind}.csv.gz", started_stamp()), header: Some(header), day: String::new(), out: None, dirty: false };
-        Self { ticks: file("ticks", TICK_HEADER), chains: file("chains", CHAIN_HEADER), bars: file("bars", BAR_HEADER) }
+        let file = |kind: &str, header| DailyFile {
+            dir: dir.to_owned(),
+            stem: format!("{name}.{}.{kind}.csv.gz", started_stamp()),
+            header: Some(header),
+            day: String::new(),
+            out: None,
+            dirty: false,
+        };
+        Self {
+            ticks: file("ticks", TICK_HEADER),
+            chains: file("chains", CHAIN_HEADER),
+            bars: file("bars", BAR_HEADER),
+        }
     }
 
     /// The tick file of the IST day of `now_ms`.
@@ -160,12 +184,28 @@ impl TickRecorder {
     ///
     /// # Errors
     /// The file cannot be created or written.
-    pub fn record(&mut self, now_ms: i64, instrument: &str, tick: &FeedTick, refused: Option<&str>) -> std::io::Result<()> {
+    pub fn record(
+        &mut self,
+        now_ms: i64,
+        instrument: &str,
+        tick: &FeedTick,
+        refused: Option<&str>,
+    ) -> std::io::Result<()> {
         let opt = |d: Option<Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
         let num = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
         // The refusal is free text: commas and quotes would break the row.
-        let refused = refused.map(|r| r.replace([',', '"', '\n', '\r'], " ")).unwrap_or_default();
-        let line = format!("{},{instrument},{},{},{},{},{},{refused}", tick.ts_ms.unwrap_or(0), tick.last, opt(tick.bid), opt(tick.ask), num(tick.day_volume), num(tick.oi));
+        let refused = refused
+            .map(|r| r.replace([',', '"', '\n', '\r'], " "))
+            .unwrap_or_default();
+        let line = format!(
+            "{},{instrument},{},{},{},{},{},{refused}",
+            tick.ts_ms.unwrap_or(0),
+            tick.last,
+            opt(tick.bid),
+            opt(tick.ask),
+            num(tick.day_volume),
+            num(tick.oi)
+        );
         self.ticks.write_line(now_ms, &line)
     }
 
@@ -178,7 +218,17 @@ impl TickRecorder {
             for row in &e.strikes {
                 for (kind, leg) in [("CE", row.ce), ("PE", row.pe)] {
                     let Some(leg) = leg else { continue };
-                    let line = format!("{},{},{},{},{},{kind},{},{},{}", chain.ts_ms, chain.underlying, chain.spot, e.expiry, row.strike, leg.last, leg.oi, leg.volume);
+                    let line = format!(
+                        "{},{},{},{},{},{kind},{},{},{}",
+                        chain.ts_ms,
+                        chain.underlying,
+                        chain.spot,
+                        e.expiry,
+                        row.strike,
+                        leg.last,
+                        leg.oi,
+                        leg.volume
+                    );
                     self.chains.write_line(now_ms, &line)?;
                 }
             }
@@ -190,8 +240,17 @@ impl TickRecorder {
     ///
     /// # Errors
     /// The file cannot be created or written.
-    pub fn record_bar(&mut self, now_ms: i64, instrument: &str, timeframe_secs: u32, bar: &super::Bar) -> std::io::Result<()> {
-        let line = format!("{},{instrument},{timeframe_secs},{},{},{},{},{},{}", bar.ts_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.oi);
+    pub fn record_bar(
+        &mut self,
+        now_ms: i64,
+        instrument: &str,
+        timeframe_secs: u32,
+        bar: &super::Bar,
+    ) -> std::io::Result<()> {
+        let line = format!(
+            "{},{instrument},{timeframe_secs},{},{},{},{},{},{}",
+            bar.ts_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.oi
+        );
         self.bars.write_line(now_ms, &line)
     }
 
@@ -251,7 +310,12 @@ pub fn is_tick_file(path: &Path) -> bool {
 /// # Errors
 /// A file that cannot be opened, a wrong header, or a row that does not parse, named by line and column.
 pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
-    let err = |line: usize, field: &str, message: String| TickFileError { path: path.to_owned(), line, field: field.to_owned(), message };
+    let err = |line: usize, field: &str, message: String| TickFileError {
+        path: path.to_owned(),
+        line,
+        field: field.to_owned(),
+        message,
+    };
     let mut out = Vec::new();
     for (n, line) in rows(path, TICK_HEADER)? {
         let cols: Vec<&str> = line.split(',').collect();
@@ -261,12 +325,30 @@ pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
         if !refused.is_empty() {
             continue;
         }
-        let dec = |field: &str, v: &str| v.parse::<Decimal>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
-        let opt = |field: &str, v: &str| if v.is_empty() { Ok(None) } else { dec(field, v).map(Some) };
-        let int = |field: &str, v: &str| if v.is_empty() { Ok(0) } else { v.parse::<u64>().map_err(|e| err(n, field, format!("{v:?}: {e}"))) };
+        let dec = |field: &str, v: &str| {
+            v.parse::<Decimal>()
+                .map_err(|e| err(n, field, format!("{v:?}: {e}")))
+        };
+        let opt = |field: &str, v: &str| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                dec(field, v).map(Some)
+            }
+        };
+        let int = |field: &str, v: &str| {
+            if v.is_empty() {
+                Ok(0)
+            } else {
+                v.parse::<u64>()
+                    .map_err(|e| err(n, field, format!("{v:?}: {e}")))
+            }
+        };
         out.push(RecordedTick {
             instrument: (*instrument).to_owned(),
-            ts_ms: ts.parse().map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?,
+            ts_ms: ts
+                .parse()
+                .map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?,
             last: dec("last", last)?,
             bid: opt("bid", bid)?,
             ask: opt("ask", ask)?,
@@ -284,15 +366,32 @@ pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
 /// # Errors
 /// A file that cannot be opened, or a header other than `header`.
 fn rows(path: &Path, header: &str) -> Result<impl Iterator<Item = (usize, String)>, TickFileError> {
-    let err = |field: &str, message: String| TickFileError { path: path.to_owned(), line: if field == "file" { 0 } else { 1 }, field: field.to_owned(), message };
+    let err = |field: &str, message: String| TickFileError {
+        path: path.to_owned(),
+        line: if field == "file" { 0 } else { 1 },
+        field: field.to_owned(),
+        message,
+    };
     let file = File::open(path).map_err(|e| err("file", e.to_string()))?;
     let mut lines = BufReader::new(MultiGzDecoder::new(file)).lines();
     let complete = match lines.next() {
         Some(Ok(h)) if h == header => true,
-        Some(Ok(h)) => return Err(err("header", format!("expected {header:?}, found {:?}", crate::bus::message::printable(&h, 120)))),
+        Some(Ok(h)) => {
+            return Err(err(
+                "header",
+                format!(
+                    "expected {header:?}, found {:?}",
+                    crate::bus::message::printable(&h, 120)
+                ),
+            ));
+        }
         Some(Err(_)) | None => false,
     };
-    Ok(lines.take_while(move |_| complete).map_while(Result::ok).enumerate().map(|(i, l)| (i + 2, l)))
+    Ok(lines
+        .take_while(move |_| complete)
+        .map_while(Result::ok)
+        .enumerate()
+        .map(|(i, l)| (i + 2, l)))
 }
 
 /// Whether `path` names a file of bars read back after a gap.
@@ -306,17 +405,30 @@ pub fn is_bar_file(path: &Path) -> bool {
 /// # Errors
 /// A file that cannot be opened, a wrong header, or a row that does not parse, named by line and column.
 pub fn read_bars(path: &Path) -> Result<Vec<(String, u32, super::Bar)>, TickFileError> {
-    let err = |line: usize, field: &str, message: String| TickFileError { path: path.to_owned(), line, field: field.to_owned(), message };
+    let err = |line: usize, field: &str, message: String| TickFileError {
+        path: path.to_owned(),
+        line,
+        field: field.to_owned(),
+        message,
+    };
     let mut out = Vec::new();
     for (n, line) in rows(path, BAR_HEADER)? {
         let cols: Vec<&str> = line.split(',').collect();
         let [ts, instrument, tf, open, high, low, close, volume, oi] = cols.as_slice() else {
             return Err(err(n, "row", format!("{} columns, expected 9", cols.len())));
         };
-        let dec = |field: &str, v: &str| v.parse::<Decimal>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
-        let int = |field: &str, v: &str| v.parse::<u64>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
+        let dec = |field: &str, v: &str| {
+            v.parse::<Decimal>()
+                .map_err(|e| err(n, field, format!("{v:?}: {e}")))
+        };
+        let int = |field: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|e| err(n, field, format!("{v:?}: {e}")))
+        };
         let bar = super::Bar {
-            ts_ms: ts.parse().map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?,
+            ts_ms: ts
+                .parse()
+                .map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?,
             open: dec("open", open)?,
             high: dec("high", high)?,
             low: dec("low", low)?,
@@ -324,7 +436,9 @@ pub fn read_bars(path: &Path) -> Result<Vec<(String, u32, super::Bar)>, TickFile
             volume: int("volume", volume)?,
             oi: int("oi", oi)?,
         };
-        let tf: u32 = tf.parse().map_err(|e| err(n, "timeframe_secs", format!("{tf:?}: {e}")))?;
+        let tf: u32 = tf
+            .parse()
+            .map_err(|e| err(n, "timeframe_secs", format!("{tf:?}: {e}")))?;
         out.push(((*instrument).to_owned(), tf, bar));
     }
     Ok(out)
@@ -342,34 +456,80 @@ pub fn is_chain_file(path: &Path) -> bool {
 /// # Errors
 /// A file that cannot be opened, a wrong header, or a row that does not parse, named by line and column.
 pub fn read_chains(path: &Path) -> Result<Vec<OptionChain>, TickFileError> {
-    let err = |line: usize, field: &str, message: String| TickFileError { path: path.to_owned(), line, field: field.to_owned(), message };
+    let err = |line: usize, field: &str, message: String| TickFileError {
+        path: path.to_owned(),
+        line,
+        field: field.to_owned(),
+        message,
+    };
     let mut out: Vec<OptionChain> = Vec::new();
     for (n, line) in rows(path, CHAIN_HEADER)? {
         let cols: Vec<&str> = line.split(',').collect();
         let [ts, underlying, spot, expiry, strike, kind, last, oi, volume] = cols.as_slice() else {
             return Err(err(n, "row", format!("{} columns, expected 9", cols.len())));
         };
-        let dec = |field: &str, v: &str| v.parse::<Decimal>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
-        let int = |field: &str, v: &str| v.parse::<u64>().map_err(|e| err(n, field, format!("{v:?}: {e}")));
-        let ts: i64 = ts.parse().map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?;
-        let (strike, leg) = (dec("strike", strike)?, OptionLeg { last: dec("last", last)?, oi: int("oi", oi)?, volume: int("volume", volume)? });
-        let same = out.last().is_some_and(|c| c.ts_ms == ts && c.underlying == *underlying);
+        let dec = |field: &str, v: &str| {
+            v.parse::<Decimal>()
+                .map_err(|e| err(n, field, format!("{v:?}: {e}")))
+        };
+        let int = |field: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|e| err(n, field, format!("{v:?}: {e}")))
+        };
+        let ts: i64 = ts
+            .parse()
+            .map_err(|e| err(n, "ts_ms", format!("{ts:?}: {e}")))?;
+        let (strike, leg) = (
+            dec("strike", strike)?,
+            OptionLeg {
+                last: dec("last", last)?,
+                oi: int("oi", oi)?,
+                volume: int("volume", volume)?,
+            },
+        );
+        let same = out
+            .last()
+            .is_some_and(|c| c.ts_ms == ts && c.underlying == *underlying);
         if !same {
-            out.push(OptionChain { underlying: (*underlying).to_owned(), ts_ms: ts, spot: dec("spot", spot)?, expiries: Vec::new() });
+            out.push(OptionChain {
+                underlying: (*underlying).to_owned(),
+                ts_ms: ts,
+                spot: dec("spot", spot)?,
+                expiries: Vec::new(),
+            });
         }
-        let Some(chain) = out.last_mut() else { continue };
+        let Some(chain) = out.last_mut() else {
+            continue;
+        };
         if chain.expiries.last().is_none_or(|e| e.expiry != *expiry) {
-            chain.expiries.push(ExpiryChain { expiry: (*expiry).to_owned(), strikes: Vec::new() });
+            chain.expiries.push(ExpiryChain {
+                expiry: (*expiry).to_owned(),
+                strikes: Vec::new(),
+            });
         }
-        let Some(exp) = chain.expiries.last_mut() else { continue };
+        let Some(exp) = chain.expiries.last_mut() else {
+            continue;
+        };
         if exp.strikes.last().is_none_or(|r| r.strike != strike) {
-            exp.strikes.push(StrikeRow { strike, ce: None, pe: None });
+            exp.strikes.push(StrikeRow {
+                strike,
+                ce: None,
+                pe: None,
+            });
         }
-        let Some(row) = exp.strikes.last_mut() else { continue };
+        let Some(row) = exp.strikes.last_mut() else {
+            continue;
+        };
         match *kind {
             "CE" => row.ce = Some(leg),
             "PE" => row.pe = Some(leg),
-            other => return Err(err(n, "option_type", format!("{other:?}: expected CE or PE"))),
+            other => {
+                return Err(err(
+                    n,
+                    "option_type",
+                    format!("{other:?}: expected CE or PE"),
+                ));
+            }
         }
     }
     Ok(out)
@@ -383,10 +543,23 @@ mod tests {
     fn ticks_are_read_back_and_refusals_are_kept_apart() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = 1_704_080_700_000;
-        let tick = |ts: i64, last: i64| FeedTick { token: "1".into(), ts_ms: Some(ts), last: Decimal::from(last), bid: Some(Decimal::from(last - 1)), day_volume: Some(10), ..FeedTick::default() };
+        let tick = |ts: i64, last: i64| FeedTick {
+            token: "1".into(),
+            ts_ms: Some(ts),
+            last: Decimal::from(last),
+            bid: Some(Decimal::from(last - 1)),
+            day_volume: Some(10),
+            ..FeedTick::default()
+        };
         let mut r = TickRecorder::new(dir.path(), "p");
         r.record(t0, "NIFTY", &tick(t0, 100), None).unwrap();
-        r.record(t0, "NIFTY", &tick(t0 + 1, 0), Some("NIFTY: last 0 is not a positive price, really")).unwrap();
+        r.record(
+            t0,
+            "NIFTY",
+            &tick(t0 + 1, 0),
+            Some("NIFTY: last 0 is not a positive price, really"),
+        )
+        .unwrap();
         r.flush().unwrap();
         let path = r.path(t0);
         // Flushed but not finished, as a killed process leaves it: readable.
@@ -396,7 +569,13 @@ mod tests {
         r.record(t0, "NIFTY", &tick(t0 + 2, 101), None).unwrap();
         drop(r);
         let ticks = read_ticks(&path).unwrap();
-        assert_eq!(ticks.iter().map(|t| (t.ts_ms - t0, t.last)).collect::<Vec<_>>(), vec![(0, Decimal::from(100)), (2, Decimal::from(101))]);
+        assert_eq!(
+            ticks
+                .iter()
+                .map(|t| (t.ts_ms - t0, t.last))
+                .collect::<Vec<_>>(),
+            vec![(0, Decimal::from(100)), (2, Decimal::from(101))]
+        );
         assert_eq!(ticks[0].bid, Some(Decimal::from(99)));
         assert!(path.to_string_lossy().contains("2024-01-01"));
     }
@@ -416,7 +595,12 @@ mod chain_tests {
             enc.finish().unwrap();
             path
         };
-        let ticks = write("a.ticks.csv.gz", &format!("{TICK_HEADER}\n1704080700000,NIFTY,21700,,,,,\n1704080701000,NIFTY,abc,,,,,\n"));
+        let ticks = write(
+            "a.ticks.csv.gz",
+            &format!(
+                "{TICK_HEADER}\n1704080700000,NIFTY,21700,,,,,\n1704080701000,NIFTY,abc,,,,,\n"
+            ),
+        );
         let e = read_ticks(&ticks).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (3, "last"), "{e}");
         let chains = write("b.chains.csv.gz", "ts,what\n1,2\n");
@@ -426,12 +610,32 @@ mod chain_tests {
     #[test]
     fn chains_are_read_back_as_they_were_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let leg = |last: i64, oi: u64| Some(OptionLeg { last: Decimal::from(last), oi, volume: 5 });
+        let leg = |last: i64, oi: u64| {
+            Some(OptionLeg {
+                last: Decimal::from(last),
+                oi,
+                volume: 5,
+            })
+        };
         let chain = |ts: i64, spot: i64| OptionChain {
             underlying: "NIFTY".into(),
             ts_ms: ts,
             spot: Decimal::from(spot),
-            expiries: vec![ExpiryChain { expiry: "2024-01-04".into(), strikes: vec![StrikeRow { strike: Decimal::from(21_700), ce: leg(110, 60_000), pe: leg(96, 70_000) }, StrikeRow { strike: Decimal::from(21_800), ce: leg(55, 90_000), pe: None }] }],
+            expiries: vec![ExpiryChain {
+                expiry: "2024-01-04".into(),
+                strikes: vec![
+                    StrikeRow {
+                        strike: Decimal::from(21_700),
+                        ce: leg(110, 60_000),
+                        pe: leg(96, 70_000),
+                    },
+                    StrikeRow {
+                        strike: Decimal::from(21_800),
+                        ce: leg(55, 90_000),
+                        pe: None,
+                    },
+                ],
+            }],
         };
         let t0 = 1_704_080_700_000;
         let mut r = TickRecorder::new(dir.path(), "p");
@@ -439,7 +643,11 @@ mod chain_tests {
         r.record_chain(t0, &a).unwrap();
         r.record_chain(t0, &b).unwrap();
         drop(r);
-        let file = std::fs::read_dir(dir.path().join(format_ist_date(t0))).unwrap().map(|e| e.unwrap().path()).find(|p| is_chain_file(p)).unwrap();
+        let file = std::fs::read_dir(dir.path().join(format_ist_date(t0)))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| is_chain_file(p))
+            .unwrap();
         assert_eq!(read_chains(&file).unwrap(), vec![a, b]);
     }
 }

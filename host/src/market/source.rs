@@ -16,18 +16,18 @@ use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
 use super::csv::{LoadOptions, MarketDataError, load};
-use super::session::Session;
-use super::synthetic::{self, CandleSpec};
-use super::{Bar, CandleSeries, MarketData, OptionChain};
 use super::feed::socket::{self, SocketEvent, SocketSettings};
 use super::feed::{ChainSnapshot, ChainSource, FeedItem, FeedPlan};
 use super::guard::{GuardRules, PriceGuard};
 use super::recorder::TickRecorder;
-use std::collections::HashMap;
+use super::session::Session;
+use super::synthetic::{self, CandleSpec};
+use super::{Bar, CandleSeries, MarketData, OptionChain};
 use crate::bus::events::Event;
 use crate::bus::message::{MarketMessage, now_ms, printable};
-use crate::domain::time::{format_iso_ist, ist_day};
 use crate::bus::{Bus, BusError};
+use crate::domain::time::{format_iso_ist, ist_day};
+use std::collections::HashMap;
 
 /// One thing a strategy is told about.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +81,22 @@ pub enum SourceError {
 ///
 /// # Errors
 /// The first file that cannot be read, with its line and field.
-pub fn load_replay(files: &[PathBuf], underlying: Option<&PathBuf>, timeframe_secs: u32) -> Result<Vec<MarketEvent>, SourceError> {
+pub fn load_replay(
+    files: &[PathBuf],
+    underlying: Option<&PathBuf>,
+    timeframe_secs: u32,
+) -> Result<Vec<MarketEvent>, SourceError> {
     let session = Some(Session::NSE);
     let underlying = match underlying {
-        Some(path) => match load(path, &LoadOptions { session, ..LoadOptions::default() })?.data {
+        Some(path) => match load(
+            path,
+            &LoadOptions {
+                session,
+                ..LoadOptions::default()
+            },
+        )?
+        .data
+        {
             MarketData::Candles(s) => Some(s),
             MarketData::Chains(_) => None,
         },
@@ -98,16 +110,33 @@ pub fn load_replay(files: &[PathBuf], underlying: Option<&PathBuf>, timeframe_se
             continue;
         }
         if super::recorder::is_chain_file(file) {
-            events.extend(super::recorder::read_chains(file)?.into_iter().map(MarketEvent::Chain));
+            events.extend(
+                super::recorder::read_chains(file)?
+                    .into_iter()
+                    .map(MarketEvent::Chain),
+            );
             continue;
         }
         if super::recorder::is_bar_file(file) {
             // Bars read back after a gap, as the live source handed them on.
             let bars = super::recorder::read_bars(file)?;
-            events.extend(bars.into_iter().map(|(instrument, tf, bar)| MarketEvent::Candle { instrument, timeframe_secs: tf, bar, bid: None, ask: None }));
+            events.extend(
+                bars.into_iter()
+                    .map(|(instrument, tf, bar)| MarketEvent::Candle {
+                        instrument,
+                        timeframe_secs: tf,
+                        bar,
+                        bid: None,
+                        ask: None,
+                    }),
+            );
             continue;
         }
-        let options = LoadOptions { session, underlying: underlying.clone(), ..LoadOptions::default() };
+        let options = LoadOptions {
+            session,
+            underlying: underlying.clone(),
+            ..LoadOptions::default()
+        };
         match load(file, &options)?.data {
             MarketData::Candles(series) => events.extend(candle_events(&series, timeframe_secs)),
             MarketData::Chains(chains) => events.extend(chains.into_iter().map(MarketEvent::Chain)),
@@ -124,8 +153,18 @@ fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
     let mut out = Vec::new();
     for file in files {
         if file.is_dir() {
-            let listing = std::fs::read_dir(file).map_err(|e| MarketDataError::Io { path: file.clone(), source: e })?;
-            let mut found: Vec<PathBuf> = listing.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| super::recorder::is_tick_file(p) || super::recorder::is_chain_file(p) || super::recorder::is_bar_file(p)).collect();
+            let listing = std::fs::read_dir(file).map_err(|e| MarketDataError::Io {
+                path: file.clone(),
+                source: e,
+            })?;
+            let mut found: Vec<PathBuf> = listing
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    super::recorder::is_tick_file(p)
+                        || super::recorder::is_chain_file(p)
+                        || super::recorder::is_bar_file(p)
+                })
+                .collect();
             found.sort();
             out.extend(found);
         } else {
@@ -137,13 +176,19 @@ fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
 
 /// Candles from recorded ticks, built as the live source built them: by
 /// exchange time, per instrument, inside the session, with the bid at the close.
-fn tick_events(mut ticks: Vec<super::recorder::RecordedTick>, timeframe_secs: u32) -> Vec<MarketEvent> {
+fn tick_events(
+    mut ticks: Vec<super::recorder::RecordedTick>,
+    timeframe_secs: u32,
+) -> Vec<MarketEvent> {
     // Several files (one per process start) merge by exchange time.
     ticks.sort_by_key(|t| t.ts_ms);
-    let mut builders: std::collections::BTreeMap<String, CandleBuilder> = std::collections::BTreeMap::new();
+    let mut builders: std::collections::BTreeMap<String, CandleBuilder> =
+        std::collections::BTreeMap::new();
     let mut events = Vec::new();
     for t in ticks {
-        let b = builders.entry(t.instrument.clone()).or_insert_with(|| CandleBuilder::new(&t.instrument, timeframe_secs));
+        let b = builders
+            .entry(t.instrument.clone())
+            .or_insert_with(|| CandleBuilder::new(&t.instrument, timeframe_secs));
         if !Session::NSE.contains(bucket_start(t.ts_ms, timeframe_secs)) {
             continue;
         }
@@ -156,8 +201,20 @@ fn tick_events(mut ticks: Vec<super::recorder::RecordedTick>, timeframe_secs: u3
 }
 
 fn candle_events(series: &CandleSeries, timeframe_secs: u32) -> Vec<MarketEvent> {
-    let bars = if timeframe_secs > series.timeframe_secs { resample(&series.bars, timeframe_secs) } else { series.bars.clone() };
-    bars.into_iter().map(|bar| MarketEvent::Candle { instrument: series.instrument.clone(), timeframe_secs, bar, bid: None, ask: None }).collect()
+    let bars = if timeframe_secs > series.timeframe_secs {
+        resample(&series.bars, timeframe_secs)
+    } else {
+        series.bars.clone()
+    };
+    bars.into_iter()
+        .map(|bar| MarketEvent::Candle {
+            instrument: series.instrument.clone(),
+            timeframe_secs,
+            bar,
+            bid: None,
+            ask: None,
+        })
+        .collect()
 }
 
 /// Start of the `timeframe_secs` bucket holding `ts_ms`, aligned to the IST clock.
@@ -193,7 +250,14 @@ pub fn resample(bars: &[Bar], timeframe_secs: u32) -> Vec<Bar> {
 /// The synthetic market as events: one series per symbol (seeds differ per
 /// symbol), and with `option_chain` a chain on the first symbol every bar.
 #[must_use]
-pub fn synthetic_events(symbols: &[String], seed: u64, days: u32, start_price: f64, option_chain: bool, timeframe_secs: u32) -> Vec<MarketEvent> {
+pub fn synthetic_events(
+    symbols: &[String],
+    seed: u64,
+    days: u32,
+    start_price: f64,
+    option_chain: bool,
+    timeframe_secs: u32,
+) -> Vec<MarketEvent> {
     let mut events = Vec::new();
     for (i, symbol) in symbols.iter().enumerate() {
         let spec = CandleSpec {
@@ -205,7 +269,11 @@ pub fn synthetic_events(symbols: &[String], seed: u64, days: u32, start_price: f
         };
         let series = synthetic::candles(&spec);
         if option_chain && i == 0 {
-            events.extend(synthetic::option_chains(&series, seed, 1).into_iter().map(MarketEvent::Chain));
+            events.extend(
+                synthetic::option_chains(&series, seed, 1)
+                    .into_iter()
+                    .map(MarketEvent::Chain),
+            );
         } else {
             events.extend(candle_events(&series, timeframe_secs));
         }
@@ -219,7 +287,12 @@ pub fn synthetic_events(symbols: &[String], seed: u64, days: u32, start_price: f
 /// average (a sleep only when more than a millisecond ahead), so high rates
 /// are reached despite the timer's granularity. Returns early when the
 /// receiver is gone.
-pub async fn pace(events: Vec<MarketEvent>, speed: f64, timeframe_secs: u32, tx: &mpsc::Sender<MarketEvent>) {
+pub async fn pace(
+    events: Vec<MarketEvent>,
+    speed: f64,
+    timeframe_secs: u32,
+    tx: &mpsc::Sender<MarketEvent>,
+) {
     let max_gap_ms = 2 * i64::from(timeframe_secs) * 1000;
     let start = tokio::time::Instant::now();
     let (mut prev, mut feed_ms) = (None::<i64>, 0i64);
@@ -256,19 +329,47 @@ impl CandleBuilder {
     /// A builder for `instrument` bars of `timeframe_secs`.
     #[must_use]
     pub fn new(instrument: &str, timeframe_secs: u32) -> Self {
-        Self { instrument: instrument.to_owned(), timeframe_secs, current: None, bid: None, ask: None, day_volume_at_start: None, last_day_volume: 0 }
+        Self {
+            instrument: instrument.to_owned(),
+            timeframe_secs,
+            current: None,
+            bid: None,
+            ask: None,
+            day_volume_at_start: None,
+            last_day_volume: 0,
+        }
     }
 
     /// Add a tick (cumulative day volume); returns the bar it closed, if any.
-    pub fn tick(&mut self, ts_ms: i64, price: Decimal, day_volume: u64, oi: u64) -> Option<MarketEvent> {
+    pub fn tick(
+        &mut self,
+        ts_ms: i64,
+        price: Decimal,
+        day_volume: u64,
+        oi: u64,
+    ) -> Option<MarketEvent> {
         let start = bucket_start(ts_ms, self.timeframe_secs);
         let closed = match &self.current {
             Some(bar) if start > bar.ts_ms => self.finish(),
             Some(bar) if start < bar.ts_ms => return None, // a late tick for a closed bar
             _ => None,
         };
-        let volume_base = *self.day_volume_at_start.get_or_insert(if self.current.is_none() { day_volume } else { self.last_day_volume });
-        let bar = self.current.get_or_insert(Bar { ts_ms: start, open: price, high: price, low: price, close: price, volume: 0, oi });
+        let volume_base = *self
+            .day_volume_at_start
+            .get_or_insert(if self.current.is_none() {
+                day_volume
+            } else {
+                self.last_day_volume
+            });
+        let bar = self.current.get_or_insert(Bar {
+            ts_ms: start,
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: 0,
+            oi,
+        });
         bar.high = bar.high.max(price);
         bar.low = bar.low.min(price);
         bar.close = price;
@@ -302,7 +403,13 @@ impl CandleBuilder {
     /// Close the bar in progress (the bucket's time is over).
     pub fn finish(&mut self) -> Option<MarketEvent> {
         self.day_volume_at_start = None;
-        self.current.take().map(|bar| MarketEvent::Candle { instrument: self.instrument.clone(), timeframe_secs: self.timeframe_secs, bar, bid: self.bid, ask: self.ask })
+        self.current.take().map(|bar| MarketEvent::Candle {
+            instrument: self.instrument.clone(),
+            timeframe_secs: self.timeframe_secs,
+            bar,
+            bid: self.bid,
+            ask: self.ask,
+        })
     }
 
     /// The best ask now (carried by the bar when it closes).
@@ -328,7 +435,10 @@ impl CandleBuilder {
     /// End of the bar in progress, ms.
     #[must_use]
     pub fn bucket_end(&self) -> Option<i64> {
-        self.current.map(|b| b.ts_ms.saturating_add(i64::from(self.timeframe_secs) * 1000))
+        self.current.map(|b| {
+            b.ts_ms
+                .saturating_add(i64::from(self.timeframe_secs) * 1000)
+        })
     }
 }
 
@@ -351,7 +461,10 @@ pub async fn redis_feed(
     let mut guard = PriceGuard::new(rules);
     let channels: Vec<String> = symbols.iter().map(|s| bus.channels().market(s)).collect();
     let mut sub = bus.subscribe(&channels).await?;
-    let mut builders: Vec<CandleBuilder> = symbols.iter().map(|s| CandleBuilder::new(s, timeframe_secs)).collect();
+    let mut builders: Vec<CandleBuilder> = symbols
+        .iter()
+        .map(|s| CandleBuilder::new(s, timeframe_secs))
+        .collect();
     let mut last_seen: Option<(i64, tokio::time::Instant)> = None;
     let mut flush = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -416,13 +529,19 @@ fn feed_time((ts, at): (i64, tokio::time::Instant)) -> i64 {
 
 /// Close every bar whose end is two seconds of feed time behind `feed_now` (the feed went
 /// quiet: no next tick will close it); false when the receiver is gone.
-async fn close_quiet_bars(builders: &mut [CandleBuilder], feed_now: i64, tx: &mpsc::Sender<MarketEvent>) -> bool {
+async fn close_quiet_bars(
+    builders: &mut [CandleBuilder],
+    feed_now: i64,
+    tx: &mpsc::Sender<MarketEvent>,
+) -> bool {
     for b in builders {
-        if b.bucket_end().is_some_and(|end| feed_now >= end.saturating_add(2_000))
+        if b.bucket_end()
+            .is_some_and(|end| feed_now >= end.saturating_add(2_000))
             && let Some(event) = b.finish()
-                && tx.send(event).await.is_err() {
-                    return false;
-                }
+            && tx.send(event).await.is_err()
+        {
+            return false;
+        }
     }
     true
 }
@@ -448,7 +567,11 @@ pub struct BrokerFeedOptions {
 
 impl std::fmt::Debug for BrokerFeedOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerFeedOptions").field("timeframe_secs", &self.timeframe_secs).field("stale_secs", &self.stale_secs).field("chain_every", &self.chain.as_ref().map(|c| c.1)).finish_non_exhaustive()
+        f.debug_struct("BrokerFeedOptions")
+            .field("timeframe_secs", &self.timeframe_secs)
+            .field("stale_secs", &self.stale_secs)
+            .field("chain_every", &self.chain.as_ref().map(|c| c.1))
+            .finish_non_exhaustive()
     }
 }
 
@@ -489,12 +612,20 @@ pub async fn broker_feed(
     on_event: impl Fn(Event),
 ) -> Result<(), SourceError> {
     let tokens: Vec<String> = plan.instruments.iter().map(|(_, t)| t.clone()).collect();
-    let connections = socket::shards(plan.wire, &tokens).map_err(SourceError::Feed)?.len();
+    let connections = socket::shards(plan.wire, &tokens)
+        .map_err(SourceError::Feed)?
+        .len();
     // Instruments by token; the strikes around the money join as the chain moves.
-    let mut index: HashMap<String, usize> = plan.instruments.iter().enumerate().map(|(i, (_, t))| (t.clone(), i)).collect();
+    let mut index: HashMap<String, usize> = plan
+        .instruments
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| (t.clone(), i))
+        .collect();
     let mut symbols: Vec<String> = plan.instruments.iter().map(|(s, _)| s.clone()).collect();
     let tf = options.timeframe_secs;
-    let mut builders: Vec<CandleBuilder> = symbols.iter().map(|s| CandleBuilder::new(s, tf)).collect();
+    let mut builders: Vec<CandleBuilder> =
+        symbols.iter().map(|s| CandleBuilder::new(s, tf)).collect();
     // After a reconnect, each instrument's first tick says whether its bar straddled the gap.
     let mut after_gap = vec![false; builders.len()];
     // The bar of each instrument's last tick: after a reconnect, the bars between it and the
@@ -503,13 +634,19 @@ pub async fn broker_feed(
     let mut guard = PriceGuard::new(options.rules.clone());
     let (stx, mut srx) = mpsc::channel(65_536);
     let (strikes_tx, strikes_rx) = tokio::sync::watch::channel(Vec::<String>::new());
-    let _sockets = AbortOnDrop(tokio::spawn(socket::run_with(plan.clone(), options.socket, stx, strikes_rx)));
+    let _sockets = AbortOnDrop(tokio::spawn(socket::run_with(
+        plan.clone(),
+        options.socket,
+        stx,
+        strikes_rx,
+    )));
     let account = plan.account.clone();
     let mut last_seen: Option<(i64, tokio::time::Instant)> = None;
     let started = tokio::time::Instant::now();
     let mut is_stale = false;
     let mut flush = tokio::time::interval(Duration::from_millis(250));
-    let (mut malformed, mut refused, mut untimed) = (Counted::default(), Counted::default(), Counted::default());
+    let (mut malformed, mut refused, mut untimed) =
+        (Counted::default(), Counted::default(), Counted::default());
     // Option chains are fetched beside the ticks, one request at a time, and handed over as they come.
     let (chain_tx, mut chains) = mpsc::channel::<Result<ChainSnapshot, String>>(4);
     let _chain_task = options.chain.take().map(|(fetch, every)| {
@@ -705,16 +842,44 @@ pub async fn broker_feed(
 /// `(symbol, token)` of the calls and puts of the strike nearest the spot and
 /// `n` strikes either side, in the chain's first expiry (symbols as the chain's legs name them).
 #[must_use]
-pub fn around_the_money(chain: &OptionChain, tokens: &[(Decimal, bool, String)], n: usize) -> Vec<(String, String)> {
-    let Some(expiry) = chain.expiries.first() else { return Vec::new() };
-    let Some(atm) = expiry.strikes.iter().enumerate().min_by_key(|(_, r)| (r.strike - chain.spot).abs()).map(|(i, _)| i) else { return Vec::new() };
-    let (from, to) = (atm.saturating_sub(n), atm.saturating_add(n).min(expiry.strikes.len().saturating_sub(1)));
+pub fn around_the_money(
+    chain: &OptionChain,
+    tokens: &[(Decimal, bool, String)],
+    n: usize,
+) -> Vec<(String, String)> {
+    let Some(expiry) = chain.expiries.first() else {
+        return Vec::new();
+    };
+    let Some(atm) = expiry
+        .strikes
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, r)| (r.strike - chain.spot).abs())
+        .map(|(i, _)| i)
+    else {
+        return Vec::new();
+    };
+    let (from, to) = (
+        atm.saturating_sub(n),
+        atm.saturating_add(n)
+            .min(expiry.strikes.len().saturating_sub(1)),
+    );
     let mut out = Vec::new();
     for row in expiry.strikes.get(from..=to).unwrap_or_default() {
-        for (call, kind) in [(true, strategy_sdk::OptionKind::Ce), (false, strategy_sdk::OptionKind::Pe)] {
-            let Some((_, _, token)) = tokens.iter().find(|(k, c, _)| *k == row.strike && *c == call) else { continue };
+        for (call, kind) in [
+            (true, strategy_sdk::OptionKind::Ce),
+            (false, strategy_sdk::OptionKind::Pe),
+        ] {
+            let Some((_, _, token)) = tokens
+                .iter()
+                .find(|(k, c, _)| *k == row.strike && *c == call)
+            else {
+                continue;
+            };
             let strike = f64::try_from(row.strike).unwrap_or(f64::NAN);
-            if let Some(symbol) = strategy_sdk::option_symbol(&chain.underlying, &expiry.expiry, strike, kind) {
+            if let Some(symbol) =
+                strategy_sdk::option_symbol(&chain.underlying, &expiry.expiry, strike, kind)
+            {
                 out.push((symbol, token.clone()));
             }
         }
@@ -754,23 +919,50 @@ mod tests {
         assert_eq!(b.tick(T0 + 1_000, dec!(100), 1_000, 0), None);
         assert_eq!(b.tick(T0 + 30_000, dec!(103), 1_400, 0), None);
         assert_eq!(b.tick(T0 + 59_999, dec!(99), 1_500, 0), None);
-        let Some(MarketEvent::Candle { bar, .. }) = b.tick(T0 + 60_000, dec!(101), 1_600, 0) else { panic!("the next minute closes the bar") };
-        assert_eq!((bar.ts_ms, bar.open, bar.high, bar.low, bar.close, bar.volume), (T0, dec!(100), dec!(103), dec!(99), dec!(99), 500));
-        let Some(MarketEvent::Candle { bar, .. }) = b.finish() else { panic!("finish closes the bar in progress") };
-        assert_eq!((bar.ts_ms, bar.open, bar.volume), (T0 + 60_000, dec!(101), 0));
+        let Some(MarketEvent::Candle { bar, .. }) = b.tick(T0 + 60_000, dec!(101), 1_600, 0) else {
+            panic!("the next minute closes the bar")
+        };
+        assert_eq!(
+            (
+                bar.ts_ms, bar.open, bar.high, bar.low, bar.close, bar.volume
+            ),
+            (T0, dec!(100), dec!(103), dec!(99), dec!(99), 500)
+        );
+        let Some(MarketEvent::Candle { bar, .. }) = b.finish() else {
+            panic!("finish closes the bar in progress")
+        };
+        assert_eq!(
+            (bar.ts_ms, bar.open, bar.volume),
+            (T0 + 60_000, dec!(101), 0)
+        );
         assert_eq!(b.tick(T0 - 1, dec!(1), 0, 0), None);
     }
 
     #[test]
     fn five_minute_buckets_follow_the_ist_clock() {
-        assert_eq!(bucket_start(T0 + 4 * 60_000 + 59_000, 300), T0, "09:15..09:19 is one 5-minute bar");
+        assert_eq!(
+            bucket_start(T0 + 4 * 60_000 + 59_000, 300),
+            T0,
+            "09:15..09:19 is one 5-minute bar"
+        );
         assert_eq!(bucket_start(T0 + 5 * 60_000, 300), T0 + 300_000);
         let bars: Vec<Bar> = (0..10)
-            .map(|i| Bar { ts_ms: T0 + i * 60_000, open: Decimal::from(i), high: Decimal::from(i + 1), low: Decimal::from(i), close: Decimal::from(i), volume: 1, oi: 0 })
+            .map(|i| Bar {
+                ts_ms: T0 + i * 60_000,
+                open: Decimal::from(i),
+                high: Decimal::from(i + 1),
+                low: Decimal::from(i),
+                close: Decimal::from(i),
+                volume: 1,
+                oi: 0,
+            })
             .collect();
         let five = resample(&bars, 300);
         assert_eq!(five.len(), 2);
-        assert_eq!((five[0].open, five[0].high, five[0].close, five[0].volume), (dec!(0), dec!(5), dec!(4), 5));
+        assert_eq!(
+            (five[0].open, five[0].high, five[0].close, five[0].volume),
+            (dec!(0), dec!(5), dec!(4), 5)
+        );
     }
 
     #[test]

@@ -70,7 +70,15 @@ impl CandleSpec {
     /// A NIFTY-like index: 21,700 at 15% volatility, no volume.
     #[must_use]
     pub fn nifty_like(seed: u64, days: u32) -> Self {
-        Self { instrument: "NIFTY".into(), seed, start: (2024, 1, 1), days, start_price: 21_700.0, annual_vol: 0.15, with_volume: false }
+        Self {
+            instrument: "NIFTY".into(),
+            seed,
+            start: (2024, 1, 1),
+            days,
+            start_price: 21_700.0,
+            annual_vol: 0.15,
+            with_volume: false,
+        }
     }
 }
 
@@ -113,8 +121,13 @@ pub fn candles(spec: &CandleSpec) -> CandleSeries {
             let high = open.max(close) + wick * rng.unit();
             let low = open.min(close) - wick * rng.unit();
             price = close;
-            let volume = if spec.with_volume { 500 + (rng.unit() * 20_000.0) as u64 } else { 0 };
-            let (open, high, low, close) = (to_tick(open), to_tick(high), to_tick(low), to_tick(close));
+            let volume = if spec.with_volume {
+                500 + (rng.unit() * 20_000.0) as u64
+            } else {
+                0
+            };
+            let (open, high, low, close) =
+                (to_tick(open), to_tick(high), to_tick(low), to_tick(close));
             bars.push(Bar {
                 ts_ms: ist_to_epoch_ms(y, m, d, SESSION_OPEN_MINUTE + minute, 0),
                 open,
@@ -126,14 +139,22 @@ pub fn candles(spec: &CandleSpec) -> CandleSeries {
             });
         }
     }
-    CandleSeries { instrument: spec.instrument.clone(), timeframe_secs: 60, bars }
+    CandleSeries {
+        instrument: spec.instrument.clone(),
+        timeframe_secs: 60,
+        bars,
+    }
 }
 
 /// Option chains on an underlying series: at every `every_n_bars`-th bar a
 /// snapshot of the weekly (next Thursday) and monthly expiries, 11 strikes
 /// each side of the first spot of the day.
 #[must_use]
-pub fn option_chains(underlying: &CandleSeries, seed: u64, every_n_bars: usize) -> Vec<OptionChain> {
+pub fn option_chains(
+    underlying: &CandleSeries,
+    seed: u64,
+    every_n_bars: usize,
+) -> Vec<OptionChain> {
     let mut rng = Rng::new(seed ^ 0x0C0C);
     let mut sentiment = 0.0f64;
     let mut chains = Vec::new();
@@ -147,7 +168,9 @@ pub fn option_chains(underlying: &CandleSeries, seed: u64, every_n_bars: usize) 
             day_strikes = (day, (-10..=10).map(|i| atm + f64::from(i) * step).collect());
         }
         // Mean-reverting sentiment with occasional jumps: its sign decides who writes.
-        sentiment += -0.05 * sentiment + 0.08 * rng.normal() + if rng.unit() < 0.01 { rng.normal() } else { 0.0 };
+        sentiment += -0.05 * sentiment
+            + 0.08 * rng.normal()
+            + if rng.unit() < 0.01 { rng.normal() } else { 0.0 };
         // NSE's weekly index expiry: Thursdays, Tuesdays from September 2025.
         let weekly = next_weekday(day, crate::domain::calendar::index_expiry_weekday(day));
         let expiries = [weekly, weekly + 28];
@@ -160,24 +183,43 @@ pub fn option_chains(underlying: &CandleSeries, seed: u64, every_n_bars: usize) 
                     .1
                     .iter()
                     .map(|k| {
-                        let time_value = spot * 0.15 * t_years.sqrt() * 0.4 * (-((k - spot) / (spot * 0.03)).powi(2)).exp();
+                        let time_value = spot
+                            * 0.15
+                            * t_years.sqrt()
+                            * 0.4
+                            * (-((k - spot) / (spot * 0.03)).powi(2)).exp();
                         let near = (-((k - spot) / (spot * 0.02)).powi(2)).exp();
                         let base = 2_000.0 * near / (1.0 + e as f64);
                         let pe_oi = base * (1.0 + sentiment.max(0.0) * 2.0) + rng.unit() * 50.0;
                         let ce_oi = base * (1.0 + (-sentiment).max(0.0) * 2.0) + rng.unit() * 50.0;
-                        let leg = |price: f64, oi: f64| OptionLeg { last: to_tick(price + time_value), oi: oi as u64, volume: (oi * 0.1) as u64 };
+                        let leg = |price: f64, oi: f64| OptionLeg {
+                            last: to_tick(price + time_value),
+                            oi: oi as u64,
+                            volume: (oi * 0.1) as u64,
+                        };
                         StrikeRow {
-                            strike: Decimal::from_f64_retain(*k).unwrap_or_default().round_dp(2).normalize(),
+                            strike: Decimal::from_f64_retain(*k)
+                                .unwrap_or_default()
+                                .round_dp(2)
+                                .normalize(),
                             ce: Some(leg((spot - k).max(0.0), ce_oi)),
                             pe: Some(leg((k - spot).max(0.0), pe_oi)),
                         }
                     })
                     .collect();
                 let (y, m, d) = super::clock::civil_from_days(*expiry);
-                ExpiryChain { expiry: format!("{y:04}-{m:02}-{d:02}"), strikes }
+                ExpiryChain {
+                    expiry: format!("{y:04}-{m:02}-{d:02}"),
+                    strikes,
+                }
             })
             .collect();
-        chains.push(OptionChain { underlying: underlying.instrument.clone(), ts_ms: bar.ts_ms, spot: bar.close, expiries: chain_expiries });
+        chains.push(OptionChain {
+            underlying: underlying.instrument.clone(),
+            ts_ms: bar.ts_ms,
+            spot: bar.close,
+            expiries: chain_expiries,
+        });
     }
     chains
 }
@@ -201,7 +243,16 @@ pub fn write_candles_csv(path: &Path, series: &CandleSeries) -> std::io::Result<
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(out, "timestamp,open,high,low,close,volume")?;
     for b in &series.bars {
-        writeln!(out, "{},{},{},{},{},{}", format_iso_ist(b.ts_ms), b.open, b.high, b.low, b.close, b.volume)?;
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            format_iso_ist(b.ts_ms),
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.volume
+        )?;
     }
     out.flush()
 }
@@ -218,7 +269,11 @@ pub fn write_chains_csv(path: &Path, chains: &[OptionChain]) -> std::io::Result<
                 for (kind, leg) in [("CE", r.ce), ("PE", r.pe)] {
                     if let Some(l) = leg {
                         line.clear();
-                        let _ = write!(line, "{ts},{},{},{kind},{},{},{}", e.expiry, r.strike, l.last, l.volume, l.oi);
+                        let _ = write!(
+                            line,
+                            "{ts},{},{},{kind},{},{},{}",
+                            e.expiry, r.strike, l.last, l.volume, l.oi
+                        );
                         writeln!(out, "{line}")?;
                     }
                 }
@@ -241,11 +296,17 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(a.bars.len(), 3 * BARS_PER_DAY as usize);
         for bar in &a.bars {
-            assert!(bar.low <= bar.open.min(bar.close) && bar.high >= bar.open.max(bar.close), "{bar:?}");
+            assert!(
+                bar.low <= bar.open.min(bar.close) && bar.high >= bar.open.max(bar.close),
+                "{bar:?}"
+            );
             assert!(super::super::session::Session::NSE.contains(bar.ts_ms));
         }
         // 2024-01-01 is a Monday; three days are Mon, Tue, Wed.
-        assert_eq!(super::super::clock::format_ist_date(a.bars[2 * 375].ts_ms), "2024-01-03");
+        assert_eq!(
+            super::super::clock::format_ist_date(a.bars[2 * 375].ts_ms),
+            "2024-01-03"
+        );
     }
 
     #[test]

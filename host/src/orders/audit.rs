@@ -71,19 +71,39 @@ fn split_outcome(outcome: &str) -> (String, String, String) {
 /// # Errors
 /// The journal cannot be read, or `day` is not a date.
 pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, usize)> {
-    let day = day.map(|d| parse_date(d).ok_or_else(|| anyhow::anyhow!("--day {d:?}: expected YYYY-MM-DD"))).transpose()?;
+    let day = day
+        .map(|d| parse_date(d).ok_or_else(|| anyhow::anyhow!("--day {d:?}: expected YYYY-MM-DD")))
+        .transpose()?;
     if !journal.exists() {
         anyhow::bail!("{}: no such journal", journal.display());
     }
     let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let has = |table: &str, column: &str| -> rusqlite::Result<bool> { db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", [table, column], |r| r.get(0)) };
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
+            |r| r.get(0),
+        )
+    };
     if !has("orders", "client_order_id")? {
         anyhow::bail!("{}: not an orders journal", journal.display());
     }
     // Journals from before these columns: the fields stay empty.
-    let algo = if has("orders", "algo_id")? { "o.algo_id" } else { "NULL" };
-    let (parent, slice) = if has("orders", "parent")? { ("o.parent", "o.slice") } else { ("NULL", "NULL") };
-    let plugin = if has("signals", "plugin_sha256")? { "s.plugin, s.plugin_version, s.plugin_sha256" } else { "NULL, NULL, NULL" };
+    let algo = if has("orders", "algo_id")? {
+        "o.algo_id"
+    } else {
+        "NULL"
+    };
+    let (parent, slice) = if has("orders", "parent")? {
+        ("o.parent", "o.slice")
+    } else {
+        ("NULL", "NULL")
+    };
+    let plugin = if has("signals", "plugin_sha256")? {
+        "s.plugin, s.plugin_version, s.plugin_sha256"
+    } else {
+        "NULL, NULL, NULL"
+    };
     let mut rows = Vec::new();
     // Every decision, with its order where it made one.
     let sql = format!(
@@ -107,12 +127,17 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
             parent: r.get(19)?,
             slice: r.get(20)?,
             instrument: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
-            side: r.get::<_, Option<String>>(17)?.or(r.get(8)?).unwrap_or_default(),
+            side: r
+                .get::<_, Option<String>>(17)?
+                .or(r.get(8)?)
+                .unwrap_or_default(),
             qty: r.get(12)?,
             state: r.get(13)?,
             filled: r.get(14)?,
             broker_id: r.get(15)?,
-            pipeline: r.get::<_, Option<String>>(6)?.unwrap_or_else(|| signal_id.split('/').next().unwrap_or_default().to_owned()),
+            pipeline: r
+                .get::<_, Option<String>>(6)?
+                .unwrap_or_else(|| signal_id.split('/').next().unwrap_or_default().to_owned()),
             signal_id: Some(signal_id),
             signal_time,
             plugin: r.get(9)?,
@@ -160,14 +185,30 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
     drop(q);
     drop(stmt);
     rows.retain(|row| day.is_none_or(|d| ist_day(row.exchange_time) == d));
-    let mut average = db.prepare("SELECT qty, price FROM fills WHERE client_order_id = ?1 ORDER BY seq")?;
+    let mut average =
+        db.prepare("SELECT qty, price FROM fills WHERE client_order_id = ?1 ORDER BY seq")?;
     for row in &mut rows {
         let Some(coid) = &row.coid else { continue };
         let (mut units, mut value) = (Decimal::ZERO, Decimal::ZERO);
-        let fills = average.query_map([coid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let fills = average.query_map([coid], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
         for fill in fills {
             let (qty, price) = fill?;
-            let (qty, price) = (qty.parse::<Decimal>().map_err(|_| anyhow::anyhow!("{}: order {coid}: fill quantity {qty:?} is not a number", journal.display()))?, price.parse::<Decimal>().map_err(|_| anyhow::anyhow!("{}: order {coid}: fill price {price:?} is not a number", journal.display()))?);
+            let (qty, price) = (
+                qty.parse::<Decimal>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{}: order {coid}: fill quantity {qty:?} is not a number",
+                        journal.display()
+                    )
+                })?,
+                price.parse::<Decimal>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{}: order {coid}: fill price {price:?} is not a number",
+                        journal.display()
+                    )
+                })?,
+            );
             units += qty;
             value += qty * price;
         }
@@ -177,16 +218,35 @@ pub fn audit_csv(journal: &Path, day: Option<&str>) -> anyhow::Result<(String, u
         }
     }
     // Slices in their order: `2/3` by its number.
-    let place = |r: &Row| r.slice.as_deref().and_then(|s| s.split('/').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    let place = |r: &Row| {
+        r.slice
+            .as_deref()
+            .and_then(|s| s.split('/').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     rows.sort_by(|a, b| {
-        let key = |r: &Row| (r.exchange_time, r.account.clone(), r.parent.clone().or_else(|| r.coid.clone()), place(r));
+        let key = |r: &Row| {
+            (
+                r.exchange_time,
+                r.account.clone(),
+                r.parent.clone().or_else(|| r.coid.clone()),
+                place(r),
+            )
+        };
         key(a).cmp(&key(b))
     });
     let mut out = String::from(HEADER);
     out.push('\n');
     let opt = |t: &Option<String>| t.clone().unwrap_or_default();
     for r in &rows {
-        let exchange = if r.instrument.is_empty() { String::new() } else { crate::domain::Segment::of(&r.instrument).exchange().to_owned() };
+        let exchange = if r.instrument.is_empty() {
+            String::new()
+        } else {
+            crate::domain::Segment::of(&r.instrument)
+                .exchange()
+                .to_owned()
+        };
         let fields = [
             iso_ms(r.exchange_time),
             r.recorded_at.map(iso_ms).unwrap_or_default(),

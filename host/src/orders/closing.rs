@@ -9,18 +9,44 @@ impl OrderManager {
     /// Move the managed exits of `quote`'s instrument, square off intraday
     /// positions at the account's square-off time, and record the closing
     /// orders; returns the events to publish.
-    pub(super) fn manage_exits(config: &Config, tx: &rusqlite::Transaction<'_>, ts: i64, quote: &crate::bus::message::Quote) -> rusqlite::Result<Vec<Outcome>> {
+    pub(super) fn manage_exits(
+        config: &Config,
+        tx: &rusqlite::Transaction<'_>,
+        ts: i64,
+        quote: &crate::bus::message::Quote,
+    ) -> rusqlite::Result<Vec<Outcome>> {
         let mut out = Vec::new();
-        type ExitRow = (String, bool, Option<String>, Option<String>, Option<String>, String, bool, bool, String);
+        type ExitRow = (
+            String,
+            bool,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            bool,
+            bool,
+            String,
+        );
         let rows: Vec<ExitRow> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT e.account, e.long, e.stop, e.target, e.trail_pct, e.best, e.trailed, e.triggered, p.qty FROM exits e
                  JOIN positions p ON p.account = e.account AND p.instrument = e.instrument WHERE e.instrument = ?1",
             )?;
-            
-            stmt
-                .query_map([&quote.instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
+
+            stmt.query_map([&quote.instrument], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
         };
         for (account, long, stop, target, trail, best, trailed, triggered, qty) in rows {
             let qty = dec(&qty)?;
@@ -30,8 +56,20 @@ impl OrderManager {
             let cfg = config.account(&account);
             let slippage = cfg.map(|a| a.slippage_bps).unwrap_or_default();
             let mis = cfg.is_some_and(|a| a.product == crate::domain::Product::Mis);
-            if let Some(due) = cfg.map(|a| square_off_due(tx, config, a, &account, &quote.instrument, qty, ts)).transpose()?.flatten() {
-                out.extend(due.queue(tx, config, &account, &quote.instrument, qty, slippage, Some(quote.close))?);
+            if let Some(due) = cfg
+                .map(|a| square_off_due(tx, config, a, &account, &quote.instrument, qty, ts))
+                .transpose()?
+                .flatten()
+            {
+                out.extend(due.queue(
+                    tx,
+                    config,
+                    &account,
+                    &quote.instrument,
+                    qty,
+                    slippage,
+                    Some(quote.close),
+                )?);
                 continue;
             }
             if triggered {
@@ -49,12 +87,26 @@ impl OrderManager {
             // Intraday positions trail the side they would close at: a long the best bid, a
             // short the best ask; delivery positions (and quotes without depth) the last price.
             let touch = if long { quote.bid } else { quote.ask };
-            let trail_price = if mis { touch.unwrap_or(quote.close) } else { quote.close };
+            let trail_price = if mis {
+                touch.unwrap_or(quote.close)
+            } else {
+                quote.close
+            };
             let reason = exit.on_price(quote.high, quote.low, trail_price);
             save_exit(tx, &account, &quote.instrument, &exit)?;
             if let Some(reason) = reason {
                 let key = format!("{reason}/{account}/{}/{ts}", quote.instrument);
-                let (new, sliced) = queue_close(tx, Some(config), &account, &quote.instrument, qty, &key, reason, ts, slippage)?;
+                let (new, sliced) = queue_close(
+                    tx,
+                    Some(config),
+                    &account,
+                    &quote.instrument,
+                    qty,
+                    &key,
+                    reason,
+                    ts,
+                    slippage,
+                )?;
                 out.extend(sliced);
                 if new {
                     out.push(Outcome::Event(Event::ExitTriggered {
@@ -76,26 +128,71 @@ impl OrderManager {
 /// Keep the managed exit in line with a fill: a new (or reversed) position
 /// gets one from its order's stop and target and the account's exit rules
 /// (stored on the order's account row by `set_exit_rules`); a closed one loses it.
-pub(super) fn arm_exit(tx: &rusqlite::Transaction<'_>, coid: &str, account: &str, instrument: &str, before: &Decimal, after: &Position, price: Decimal) -> rusqlite::Result<()> {
+pub(super) fn arm_exit(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    account: &str,
+    instrument: &str,
+    before: &Decimal,
+    after: &Position,
+    price: Decimal,
+) -> rusqlite::Result<()> {
     if after.qty.is_zero() {
-        tx.exec("DELETE FROM exits WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
+        tx.exec(
+            "DELETE FROM exits WHERE account = ?1 AND instrument = ?2",
+            [account, instrument],
+        )?;
         return Ok(());
     }
     let opened = before.is_zero() || before.is_sign_positive() != after.qty.is_sign_positive();
     if !opened {
         return Ok(());
     }
-    let (stop, target): (Option<String>, Option<String>) =
-        tx.row("SELECT stop_loss, target FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let rules: Option<String> = tx.row("SELECT value FROM settings WHERE key = ?1", [format!("exits/{account}")], |r| r.get(0)).optional()?;
-    let rules: Vec<Decimal> = rules.as_deref().unwrap_or("0,0,0").split(',').map(dec).collect::<rusqlite::Result<_>>()?;
-    let (sl_pct, tp_pct, trail_pct) = (rules.first().copied().unwrap_or_default(), rules.get(1).copied().unwrap_or_default(), rules.get(2).copied().unwrap_or_default());
-    let rules = crate::config::ExitRules { stop_loss_pct: sl_pct, target_pct: tp_pct, trailing_pct: trail_pct, ..crate::config::ExitRules::default() };
-    let exit = exits::ManagedExit::arm(after.qty > Decimal::ZERO, price, opt_dec(stop.as_deref())?, opt_dec(target.as_deref())?, &rules);
+    let (stop, target): (Option<String>, Option<String>) = tx.row(
+        "SELECT stop_loss, target FROM orders WHERE client_order_id = ?1",
+        [coid],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let rules: Option<String> = tx
+        .row(
+            "SELECT value FROM settings WHERE key = ?1",
+            [format!("exits/{account}")],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let rules: Vec<Decimal> = rules
+        .as_deref()
+        .unwrap_or("0,0,0")
+        .split(',')
+        .map(dec)
+        .collect::<rusqlite::Result<_>>()?;
+    let (sl_pct, tp_pct, trail_pct) = (
+        rules.first().copied().unwrap_or_default(),
+        rules.get(1).copied().unwrap_or_default(),
+        rules.get(2).copied().unwrap_or_default(),
+    );
+    let rules = crate::config::ExitRules {
+        stop_loss_pct: sl_pct,
+        target_pct: tp_pct,
+        trailing_pct: trail_pct,
+        ..crate::config::ExitRules::default()
+    };
+    let exit = exits::ManagedExit::arm(
+        after.qty > Decimal::ZERO,
+        price,
+        opt_dec(stop.as_deref())?,
+        opt_dec(target.as_deref())?,
+        &rules,
+    );
     save_exit(tx, account, instrument, &exit)
 }
 
-pub(super) fn save_exit(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, e: &exits::ManagedExit) -> rusqlite::Result<()> {
+pub(super) fn save_exit(
+    tx: &rusqlite::Transaction<'_>,
+    account: &str,
+    instrument: &str,
+    e: &exits::ManagedExit,
+) -> rusqlite::Result<()> {
     tx.exec(
         "INSERT INTO exits (account, instrument, long, stop, target, trail_pct, best, trailed, triggered) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(account, instrument) DO UPDATE SET long = ?3, stop = ?4, target = ?5, trail_pct = ?6, best = ?7, trailed = ?8, triggered = ?9",
@@ -116,7 +213,8 @@ pub(super) fn save_exit(tx: &rusqlite::Transaction<'_>, account: &str, instrumen
 
 /// The start (ms since the epoch) of IST day `day`: the square-off's due times are minutes after it.
 fn ist_midnight(day: i64) -> i64 {
-    day.saturating_mul(86_400_000).saturating_sub(crate::domain::time::IST_OFFSET_MS)
+    day.saturating_mul(86_400_000)
+        .saturating_sub(crate::domain::time::IST_OFFSET_MS)
 }
 
 /// An intraday close the clock calls for.
@@ -131,23 +229,68 @@ pub(super) struct SquareOff {
 impl SquareOff {
     /// Record the closing order (once per key) and mark the exit as done; the events to publish.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn queue(&self, tx: &rusqlite::Transaction<'_>, config: &Config, account: &str, instrument: &str, qty: Decimal, slippage: Decimal, price: Option<Decimal>) -> rusqlite::Result<Vec<Outcome>> {
-        tx.exec("UPDATE exits SET triggered = 1 WHERE account = ?1 AND instrument = ?2", [account, instrument])?;
-        let (new, sliced) = queue_close(tx, Some(config), account, instrument, qty, &self.key, self.reason, self.not_before, slippage)?;
+    pub(super) fn queue(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        config: &Config,
+        account: &str,
+        instrument: &str,
+        qty: Decimal,
+        slippage: Decimal,
+        price: Option<Decimal>,
+    ) -> rusqlite::Result<Vec<Outcome>> {
+        tx.exec(
+            "UPDATE exits SET triggered = 1 WHERE account = ?1 AND instrument = ?2",
+            [account, instrument],
+        )?;
+        let (new, sliced) = queue_close(
+            tx,
+            Some(config),
+            account,
+            instrument,
+            qty,
+            &self.key,
+            self.reason,
+            self.not_before,
+            slippage,
+        )?;
         if !new {
             return Ok(Vec::new());
         }
-        let (account, instrument, reason, price, qty, due) = (account.to_owned(), instrument.to_owned(), self.reason.to_owned(), price.map(|p| p.to_string()), qty.abs().to_string(), self.not_before);
-        let mut out = vec![Outcome::Event(Event::SquareOff { account: account.clone(), instrument: instrument.clone(), reason: reason.clone(), price: price.clone(), qty: qty.clone(), due })];
+        let (account, instrument, reason, price, qty, due) = (
+            account.to_owned(),
+            instrument.to_owned(),
+            self.reason.to_owned(),
+            price.map(|p| p.to_string()),
+            qty.abs().to_string(),
+            self.not_before,
+        );
+        let mut out = vec![Outcome::Event(Event::SquareOff {
+            account: account.clone(),
+            instrument: instrument.clone(),
+            reason: reason.clone(),
+            price: price.clone(),
+            qty: qty.clone(),
+            due,
+        })];
         out.extend(sliced);
         if self.reason == "carried" {
-            let detail = "an intraday position was left open past its session; squared off at the open".to_owned();
-            out.push(Outcome::Event(Event::PositionCarried { account, instrument, reason, price, qty, due, detail }));
+            let detail =
+                "an intraday position was left open past its session; squared off at the open"
+                    .to_owned();
+            out.push(Outcome::Event(Event::PositionCarried {
+                account,
+                instrument,
+                reason,
+                price,
+                qty,
+                due,
+                detail,
+            }));
         }
         Ok(out)
     }
 }
-
 
 /// Square-off orders tried per position and day: a square-off refused by the
 /// broker is placed again (a new order) up to this many times in all.
@@ -160,31 +303,49 @@ pub(super) const SQUARE_OFF_TRIES: i64 = 3;
 /// `square_off` minute on. Returns the reason and the moment it is due (the
 /// fill is the first price after it). A regular session; see [`square_off_rule_in`].
 #[must_use]
-pub fn square_off_rule(square_off: u32, now: i64, last_fill: Option<i64>) -> Option<(&'static str, i64)> {
+pub fn square_off_rule(
+    square_off: u32,
+    now: i64,
+    last_fill: Option<i64>,
+) -> Option<(&'static str, i64)> {
     square_off_rule_in(crate::domain::calendar::REGULAR, square_off, now, last_fill)
 }
 
 /// [`square_off_rule`] on a day of trading `hours`, `square_off` already carried to them.
 #[must_use]
-pub fn square_off_rule_in(hours: crate::domain::calendar::Hours, square_off: u32, now: i64, last_fill: Option<i64>) -> Option<(&'static str, i64)> {
+pub fn square_off_rule_in(
+    hours: crate::domain::calendar::Hours,
+    square_off: u32,
+    now: i64,
+    last_fill: Option<i64>,
+) -> Option<(&'static str, i64)> {
     use crate::domain::time::{ist_day, ist_minute_of_day};
     let (day, minute) = (ist_day(now), ist_minute_of_day(now));
     let midnight = ist_midnight(day);
     if minute >= hours.open && last_fill.is_some_and(|t| ist_day(t) < day) {
         return Some(("carried", midnight + i64::from(hours.open) * 60_000 - 1));
     }
-    (minute >= square_off && minute >= hours.open.min(square_off)).then(|| ("square-off", midnight + i64::from(square_off) * 60_000))
+    (minute >= square_off && minute >= hours.open.min(square_off))
+        .then(|| ("square-off", midnight + i64::from(square_off) * 60_000))
 }
 
 /// When `account`'s intraday positions in `instrument` are squared off on `now`'s
 /// day: the day's trading hours and the square-off minute of the instrument's
 /// segment carried to them. `None` for delivery accounts and on a day the market
 /// is closed (a holiday: no square-off orders).
-pub(super) fn square_off_today(config: &Config, account: &crate::config::Account, instrument: &str, now: i64) -> Option<(crate::domain::calendar::Hours, u32)> {
+pub(super) fn square_off_today(
+    config: &Config,
+    account: &crate::config::Account,
+    instrument: &str,
+    now: i64,
+) -> Option<(crate::domain::calendar::Hours, u32)> {
     if account.product != crate::domain::Product::Mis {
         return None;
     }
-    let hours = config.market.calendar.hours(crate::domain::time::ist_day(now))?;
+    let hours = config
+        .market
+        .calendar
+        .hours(crate::domain::time::ist_day(now))?;
     let square_off = account.square_off_minute(crate::domain::Segment::of(instrument))?;
     Some((hours, hours.shift(square_off)))
 }
@@ -197,16 +358,31 @@ pub(super) fn square_off_today(config: &Config, account: &crate::config::Account
 /// square-off (a close refused, a cancelled entry that filled a part meanwhile)
 /// is closed again, up to [`SQUARE_OFF_TRIES`] orders a day.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, account: &crate::config::Account, account_id: &str, instrument: &str, qty: Decimal, now: i64) -> rusqlite::Result<Option<SquareOff>> {
+pub(super) fn square_off_due(
+    tx: &rusqlite::Transaction<'_>,
+    config: &Config,
+    account: &crate::config::Account,
+    account_id: &str,
+    instrument: &str,
+    qty: Decimal,
+    now: i64,
+) -> rusqlite::Result<Option<SquareOff>> {
     use crate::domain::time::{ist_day, ist_minute_of_day};
     let (day, minute) = (ist_day(now), ist_minute_of_day(now));
     // A short option on its expiry day, from the account's `expiry_square_off`, whatever the product.
     let expiring = config.market.calendar.hours(day).and_then(|hours| {
-        let at = hours.shift(crate::domain::time::parse_hhmm(&account.exits.expiry_square_off)?);
+        let at = hours.shift(crate::domain::time::parse_hhmm(
+            &account.exits.expiry_square_off,
+        )?);
         let option = instrument.ends_with("CE") || instrument.ends_with("PE");
-        (option && qty < Decimal::ZERO && crate::domain::contracts::expiry_day(instrument) == Some(day) && minute >= at).then_some(at)
+        (option
+            && qty < Decimal::ZERO
+            && crate::domain::contracts::expiry_day(instrument) == Some(day)
+            && minute >= at)
+            .then_some(at)
     });
-    let intraday = square_off_today(config, account, instrument, now).filter(|(hours, square_off)| minute >= hours.open.min(*square_off));
+    let intraday = square_off_today(config, account, instrument, now)
+        .filter(|(hours, square_off)| minute >= hours.open.min(*square_off));
     if expiring.is_none() && intraday.is_none() {
         return Ok(None);
     }
@@ -221,13 +397,27 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, ac
     }
     if let Some(at) = expiring {
         let midnight = ist_midnight(day);
-        return Ok(Some(SquareOff { reason: "expiry", key: format!("expiry/{account_id}/{instrument}/{day}"), not_before: midnight + i64::from(at) * 60_000 }));
+        return Ok(Some(SquareOff {
+            reason: "expiry",
+            key: format!("expiry/{account_id}/{instrument}/{day}"),
+            not_before: midnight + i64::from(at) * 60_000,
+        }));
     }
-    let Some((hours, square_off)) = intraday else { return Ok(None) };
-    let last_fill: Option<i64> = tx.row("SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2", [account_id, instrument], |r| r.get(0))?;
+    let Some((hours, square_off)) = intraday else {
+        return Ok(None);
+    };
+    let last_fill: Option<i64> = tx.row(
+        "SELECT MAX(ts) FROM fills WHERE account = ?1 AND instrument = ?2",
+        [account_id, instrument],
+        |r| r.get(0),
+    )?;
     match square_off_rule_in(hours, square_off, now, last_fill) {
         None => Ok(None),
-        Some(("carried", not_before)) => Ok(Some(SquareOff { reason: "carried", key: format!("carried/{account_id}/{instrument}/{day}"), not_before })),
+        Some(("carried", not_before)) => Ok(Some(SquareOff {
+            reason: "carried",
+            key: format!("carried/{account_id}/{instrument}/{day}"),
+            not_before,
+        })),
         Some((reason, due)) => {
             let key = format!("square-off/{account_id}/{instrument}/{day}");
             let tried: i64 = tx.row(
@@ -238,8 +428,16 @@ pub(super) fn square_off_due(tx: &rusqlite::Transaction<'_>, config: &Config, ac
             if tried >= SQUARE_OFF_TRIES {
                 return Ok(None);
             }
-            let key = if tried == 0 { key } else { format!("{key}/{}", tried + 1) };
-            Ok(Some(SquareOff { reason, key, not_before: if tried == 0 { due } else { due.max(now) } }))
+            let key = if tried == 0 {
+                key
+            } else {
+                format!("{key}/{}", tried + 1)
+            };
+            Ok(Some(SquareOff {
+                reason,
+                key,
+                not_before: if tried == 0 { due } else { due.max(now) },
+            }))
         }
     }
 }
@@ -266,18 +464,29 @@ pub(super) fn cancel_entries_at_square_off(
 ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
     use crate::domain::time::{ist_day, ist_minute_of_day};
     let minute = ist_minute_of_day(now);
-    let Some(hours) = config.market.calendar.hours(ist_day(now)) else { return Ok(Vec::new()) };
-    let any_due = |a: &crate::config::Account| a.product == crate::domain::Product::Mis && a.earliest_square_off().is_some_and(|sq| minute >= hours.shift(sq));
+    let Some(hours) = config.market.calendar.hours(ist_day(now)) else {
+        return Ok(Vec::new());
+    };
+    let any_due = |a: &crate::config::Account| {
+        a.product == crate::domain::Product::Mis
+            && a.earliest_square_off()
+                .is_some_and(|sq| minute >= hours.shift(sq))
+    };
     if !config.accounts.iter().any(any_due) {
         return Ok(Vec::new());
     }
-    let due = |a: &crate::config::Account, instrument: &str| square_off_today(config, a, instrument, now).is_some_and(|(_, sq)| minute >= sq);
+    let due = |a: &crate::config::Account, instrument: &str| {
+        square_off_today(config, a, instrument, now).is_some_and(|(_, sq)| minute >= sq)
+    };
     let working: Vec<(String, String, String, i64, String)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT client_order_id, account, pipeline, not_before, instrument FROM orders WHERE state IN ('submitted', 'accepted', 'triggered', 'partially_filled') ORDER BY rowid",
         )?;
-        
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
+
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
     };
     // An order asked about is remembered only while it still works without a journaled
     // cancel request: once the router has reported the request it leaves this list.
@@ -286,20 +495,28 @@ pub(super) fn cancel_entries_at_square_off(
     let reason = "square-off: an entry still working at the account's square-off time";
     let recent = match config.live.cancel_after_secs {
         0 => i64::MAX,
-        secs => i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1_000),
+        secs => i64::try_from(secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000),
     };
     for (coid, account, pipeline, decided, instrument) in working {
         if CLOSE_REASONS.contains(&pipeline.as_str())
             || decided > now
             || (live.contains(&account) && now.saturating_sub(decided) > recent)
             || priced.is_some_and(|p| !p.contains(&instrument.as_str()))
-            || !config.account(&account).is_some_and(|a| due(a, &instrument))
+            || !config
+                .account(&account)
+                .is_some_and(|a| due(a, &instrument))
         {
             continue;
         }
         if live.contains(&account) {
             if asked.insert(coid.clone()) {
-                cancels.push(crate::brokers::live::LiveCancel { account, client_order_id: coid, reason: reason.to_owned() });
+                cancels.push(crate::brokers::live::LiveCancel {
+                    account,
+                    client_order_id: coid,
+                    reason: reason.to_owned(),
+                });
             }
             continue;
         }
@@ -313,7 +530,17 @@ pub(super) fn cancel_entries_at_square_off(
 
 /// The `pipeline` of the orders the host makes itself to close a position
 /// (never cancelled for want of a fill: a close that does not fill keeps working).
-pub const CLOSE_REASONS: [&str; 9] = ["stop-loss", "target", "trailing-stop", "square-off", "carried", "expiry", "flatten", "basket-unwind", "protective-stop"];
+pub const CLOSE_REASONS: [&str; 9] = [
+    "stop-loss",
+    "target",
+    "trailing-stop",
+    "square-off",
+    "carried",
+    "expiry",
+    "flatten",
+    "basket-unwind",
+    "protective-stop",
+];
 
 /// Record a market order that closes `account`'s position in `instrument`
 /// (an exit, a square-off, a flatten), keyed so that it is placed once; sliced
@@ -331,8 +558,28 @@ pub(super) fn queue_close(
     not_before: i64,
     slippage: Decimal,
 ) -> rusqlite::Result<(bool, Option<Outcome>)> {
-    let side = if qty > Decimal::ZERO { OrderSide::Sell } else { OrderSide::Buy };
+    let side = if qty > Decimal::ZERO {
+        OrderSide::Sell
+    } else {
+        OrderSide::Buy
+    };
     let coid = client_order_id(key, account);
-    let order = super::slicing::NewOrder { coid: &coid, signal_id: key, account, pipeline: reason, instrument, side, qty: qty.abs(), not_before, slippage, stop_loss: None, target: None, opens: false, kind: Default::default(), validity: Default::default(), pace_from: 0 };
+    let order = super::slicing::NewOrder {
+        coid: &coid,
+        signal_id: key,
+        account,
+        pipeline: reason,
+        instrument,
+        side,
+        qty: qty.abs(),
+        not_before,
+        slippage,
+        stop_loss: None,
+        target: None,
+        opens: false,
+        kind: Default::default(),
+        validity: Default::default(),
+        pace_from: 0,
+    };
     super::slicing::record_order(tx, config, &order)
 }

@@ -6,27 +6,49 @@
 use super::*;
 
 impl OrderManager {
-    pub(super) fn effective_position(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> rusqlite::Result<Decimal> {
+    pub(super) fn effective_position(
+        tx: &rusqlite::Transaction<'_>,
+        account: &str,
+        instrument: &str,
+    ) -> rusqlite::Result<Decimal> {
         Self::effective_position_except(tx, account, instrument, &[])
     }
 
     /// [`OrderManager::effective_position`] leaving out the working orders `except` (being cancelled).
-    fn effective_position_except(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str, except: &[String]) -> rusqlite::Result<Decimal> {
-        let held: Option<String> =
-            tx.row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| r.get(0)).optional()?;
+    fn effective_position_except(
+        tx: &rusqlite::Transaction<'_>,
+        account: &str,
+        instrument: &str,
+        except: &[String],
+    ) -> rusqlite::Result<Decimal> {
+        let held: Option<String> = tx
+            .row(
+                "SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2",
+                [account, instrument],
+                |r| r.get(0),
+            )
+            .optional()?;
         let mut qty = opt_dec(held.as_deref())?.unwrap_or_default();
         // Working orders count with what is left of them: their filled part is in the position.
         let mut stmt = tx.prepare_cached(
             // A protective stop is contingent: it is not a position to come.
             "SELECT side, qty, filled_qty, client_order_id FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel')",
         )?;
-        let open = stmt.query_map([account, instrument], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?)))?;
+        let open = stmt.query_map([account, instrument], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
         for o in open {
             let (side, q, filled, coid) = o?;
             if except.contains(&coid) {
                 continue;
             }
-            let left = (dec(&q)? - opt_dec(filled.as_deref())?.unwrap_or_default()).max(Decimal::ZERO);
+            let left =
+                (dec(&q)? - opt_dec(filled.as_deref())?.unwrap_or_default()).max(Decimal::ZERO);
             qty += left * side_of(&side)?.sign();
         }
         Ok(qty)
@@ -42,7 +64,11 @@ impl OrderManager {
         let mut out = Vec::new();
         self.decided.insert(s.id.clone());
         let Some(pipeline) = self.config.pipeline(&s.pipeline).cloned() else {
-            out.push(Outcome::Event(Event::SignalRefused { signal_id: s.id.clone(), reason: format!("unknown pipeline {:?}", s.pipeline), rule: "config".into() }));
+            out.push(Outcome::Event(Event::SignalRefused {
+                signal_id: s.id.clone(),
+                reason: format!("unknown pipeline {:?}", s.pipeline),
+                rule: "config".into(),
+            }));
             return Ok(out);
         };
         let killed = self.kill_switch()?;
@@ -50,11 +76,17 @@ impl OrderManager {
         // A limit or a stop is sized and checked at the price it names (the worst it may
         // pay), not at the close the signal came with.
         let (kind, validity) = s.order_terms();
-        let priced = kind.named_price().map(|p| SignalMessage { price: Some(p), ..s.clone() });
+        let priced = kind.named_price().map(|p| SignalMessage {
+            price: Some(p),
+            ..s.clone()
+        });
         let sized = priced.as_ref().unwrap_or(s);
         let config = self.config.clone();
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let tx = self.db.transaction().map_err(jerr)?;
         let mut moves = Vec::new();
         let result: rusqlite::Result<()> = (|| {
@@ -67,31 +99,81 @@ impl OrderManager {
             )?;
             let s = sized;
             // The subscriber's fan-out: each account not yet decided, its position and intent.
-            let decided = |account: &str| tx.row("SELECT 1 FROM decisions WHERE signal_id = ?1 AND account = ?2", [s.id.as_str(), account], |_| Ok(())).optional().map(|d| d.is_some());
+            let decided = |account: &str| {
+                tx.row(
+                    "SELECT 1 FROM decisions WHERE signal_id = ?1 AND account = ?2",
+                    [s.id.as_str(), account],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map(|d| d.is_some())
+            };
             // A new signal replaces the pipeline's limit or stop still resting in the instrument:
             // cancelled first, it is no longer a position to come.
-            let superseded = supersede(&tx, s, &self.live, &mut self.cancel_asked, &mut self.cancels, &mut moves)?;
-            let shares = fan_out(&config, &pipeline, s, decided, |account| Self::effective_position_except(&tx, account, &s.instrument, &superseded))?;
-            for Share { account, effective, intent } in shares {
+            let superseded = supersede(
+                &tx,
+                s,
+                &self.live,
+                &mut self.cancel_asked,
+                &mut self.cancels,
+                &mut moves,
+            )?;
+            let shares = fan_out(&config, &pipeline, s, decided, |account| {
+                Self::effective_position_except(&tx, account, &s.instrument, &superseded)
+            })?;
+            for Share {
+                account,
+                effective,
+                intent,
+            } in shares
+            {
                 let account_id = account.id.get_ref();
                 // In live mode an account configured for a broker that is not connected
                 // (added by a reload) must not quietly trade on paper.
-                let unrouted = self.mode == "live" && account.broker.get_ref() != "paper" && !self.live.contains(account_id);
-                let mut rule = if killed { "kill_switch" } else if unrouted { "broker" } else { "sizing" };
+                let unrouted = self.mode == "live"
+                    && account.broker.get_ref() != "paper"
+                    && !self.live.contains(account_id);
+                let mut rule = if killed {
+                    "kill_switch"
+                } else if unrouted {
+                    "broker"
+                } else {
+                    "sizing"
+                };
                 let decision = if killed {
                     Err("the kill switch is on".to_owned())
                 } else if unrouted {
-                    Err(format!("broker {} is not connected for this account; restart to connect it", account.broker.get_ref()))
+                    Err(format!(
+                        "broker {} is not connected for this account; restart to connect it",
+                        account.broker.get_ref()
+                    ))
                 } else {
                     match intent {
                         Ok(Some(i)) => {
-                            let ctx = self_risk_context(&tx, &config.market.calendar, &self.last, account, &s.pipeline, &s.instrument, s.ts, s.price, effective)?;
+                            let ctx = self_risk_context(
+                                &tx,
+                                &config.market.calendar,
+                                &self.last,
+                                account,
+                                &s.pipeline,
+                                &s.instrument,
+                                s.ts,
+                                s.price,
+                                effective,
+                            )?;
                             match risk::check(&account.risk, &ctx, &i) {
                                 Ok(()) => Ok(Some(i)),
                                 Err(refusal) => {
                                     rule = refusal.rule;
-                                    if refusal.rule == "max_daily_loss" && trip_breaker(&tx, account_id, s.ts)? {
-                                        out.push(Outcome::Event(Event::RiskBreaker { account: account_id.clone(), rule: "max_daily_loss".into(), daily_pnl: ctx.daily_pnl.to_string(), detail: "only reducing orders until tomorrow".into() }));
+                                    if refusal.rule == "max_daily_loss"
+                                        && trip_breaker(&tx, account_id, s.ts)?
+                                    {
+                                        out.push(Outcome::Event(Event::RiskBreaker {
+                                            account: account_id.clone(),
+                                            rule: "max_daily_loss".into(),
+                                            daily_pnl: ctx.daily_pnl.to_string(),
+                                            detail: "only reducing orders until tomorrow".into(),
+                                        }));
                                     }
                                     Err(refusal.reason)
                                 }
@@ -111,17 +193,37 @@ impl OrderManager {
                         }
                         let coid = client_order_id(&s.id, account_id);
                         let order = super::slicing::NewOrder {
-                            coid: &coid, signal_id: &s.id, account: account_id, pipeline: &s.pipeline, instrument: &s.instrument, side: i.side, qty: i.qty,
-                            not_before: s.ts, slippage: account.slippage_bps, stop_loss: s.stop_loss, target: s.target, opens,
-                            kind: kind.on_tick(i.side), validity, pace_from: 0,
+                            coid: &coid,
+                            signal_id: &s.id,
+                            account: account_id,
+                            pipeline: &s.pipeline,
+                            instrument: &s.instrument,
+                            side: i.side,
+                            qty: i.qty,
+                            not_before: s.ts,
+                            slippage: account.slippage_bps,
+                            stop_loss: s.stop_loss,
+                            target: s.target,
+                            opens,
+                            kind: kind.on_tick(i.side),
+                            validity,
+                            pace_from: 0,
                         };
                         let (_, sliced) = super::slicing::record_order(&tx, Some(&config), &order)?;
                         out.extend(sliced);
-                        (format!("order {} {} {}", i.side.as_str(), i.qty, s.instrument), Some(coid))
+                        (
+                            format!("order {} {} {}", i.side.as_str(), i.qty, s.instrument),
+                            Some(coid),
+                        )
                     }
                     Ok(None) => ("nothing to do".to_owned(), None),
                     Err(reason) => {
-                        out.push(Outcome::Event(Event::OrderRefused { signal_id: s.id.clone(), account: account_id.clone(), reason: reason.clone(), rule: rule.to_owned() }));
+                        out.push(Outcome::Event(Event::OrderRefused {
+                            signal_id: s.id.clone(),
+                            account: account_id.clone(),
+                            reason: reason.clone(),
+                            rule: rule.to_owned(),
+                        }));
                         (format!("refused [{rule}]: {reason}"), None)
                     }
                 };
@@ -135,7 +237,18 @@ impl OrderManager {
         result.map_err(jerr)?;
         // Decisions and the broker hand-off in one commit: one fsync per signal.
         let mut transitions = moves;
-        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
+        transitions.extend(
+            Self::submit_in(
+                &tx,
+                &self.recent,
+                &self.live,
+                &self.last,
+                &mut self.handoff,
+                &mut self.cancel_asked,
+                &mut self.cancels,
+            )
+            .map_err(jerr)?,
+        );
         journal::commit(tx).map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
@@ -160,12 +273,17 @@ fn supersede(
             "SELECT client_order_id, account, state FROM orders WHERE pipeline = ?1 AND instrument = ?2 AND signal_id != ?3
              AND COALESCE(order_type, 'MARKET') != 'MARKET' AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel') ORDER BY rowid",
         )?;
-        stmt.query_map(params![s.pipeline, s.instrument, s.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
+        stmt.query_map(params![s.pipeline, s.instrument, s.id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
     };
     let reason = format!("replaced by signal {}", s.id);
     let mut ids = Vec::with_capacity(resting.len());
     for (coid, account, state) in resting {
-        for to in super::manual::cancel_working(tx, &coid, &account, &state, &reason, live, asked, cancels)? {
+        for to in super::manual::cancel_working(
+            tx, &coid, &account, &state, &reason, live, asked, cancels,
+        )? {
             moves.push((coid.clone(), to, json!({ "reason": reason })));
         }
         ids.push(coid);
@@ -178,8 +296,13 @@ fn supersede(
 /// did open (or works on), or ends, so the next signal is not refused for a
 /// position that never was.
 pub(super) fn restore_cooldown(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<()> {
-    let Some((pipeline, instrument, opens)): Option<(String, String, bool)> =
-        tx.row("SELECT pipeline, instrument, opens FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?
+    let Some((pipeline, instrument, opens)): Option<(String, String, bool)> = tx
+        .row(
+            "SELECT pipeline, instrument, opens FROM orders WHERE client_order_id = ?1",
+            [coid],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
     else {
         return Ok(());
     };
@@ -193,12 +316,17 @@ pub(super) fn restore_cooldown(tx: &rusqlite::Transaction<'_>, coid: &str) -> ru
         |r| r.get(0),
     )?;
     match last {
-        Some(ts) => tx.exec("UPDATE entries SET ts = ?3 WHERE pipeline = ?1 AND instrument = ?2", params![pipeline, instrument, ts])?,
-        None => tx.exec("DELETE FROM entries WHERE pipeline = ?1 AND instrument = ?2", [&pipeline, &instrument])?,
+        Some(ts) => tx.exec(
+            "UPDATE entries SET ts = ?3 WHERE pipeline = ?1 AND instrument = ?2",
+            params![pipeline, instrument, ts],
+        )?,
+        None => tx.exec(
+            "DELETE FROM entries WHERE pipeline = ?1 AND instrument = ?2",
+            [&pipeline, &instrument],
+        )?,
     };
     Ok(())
 }
-
 
 /// What the risk checks need, read inside the deciding transaction.
 #[allow(clippy::too_many_arguments)]
@@ -215,14 +343,31 @@ pub(super) fn self_risk_context(
 ) -> rusqlite::Result<risk::RiskContext> {
     let id = account.id.get_ref();
     let day = crate::domain::time::ist_day(now_ms);
-    let realized: Option<String> = tx.row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![id, day], |r| r.get(0)).optional()?;
+    let realized: Option<String> = tx
+        .row(
+            "SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2",
+            params![id, day],
+            |r| r.get(0),
+        )
+        .optional()?;
     let mut daily_pnl = opt_dec(realized.as_deref())?.unwrap_or_default();
     let mut other_open_positions = 0;
-    let mut stmt = tx.prepare_cached("SELECT instrument, qty, lots FROM positions WHERE account = ?1")?;
-    let rows = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let mut stmt =
+        tx.prepare_cached("SELECT instrument, qty, lots FROM positions WHERE account = ?1")?;
+    let rows = stmt.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
     for row in rows {
         let (instr, qty, lots) = row?;
-        let p = Position { qty: dec(&qty)?, lots: lots_of(&lots)?, realized: Decimal::ZERO };
+        let p = Position {
+            qty: dec(&qty)?,
+            lots: lots_of(&lots)?,
+            realized: Decimal::ZERO,
+        };
         if p.qty.is_zero() {
             continue;
         }
@@ -237,20 +382,49 @@ pub(super) fn self_risk_context(
     let segment = crate::domain::Segment::of(instrument);
     let mut stmt = tx.prepare_cached("SELECT not_before, instrument FROM orders WHERE account = ?1 AND not_before > ?2 AND not_before <= ?3")?;
     let recent_orders_ms = stmt
-        .query_map(params![id, now_ms - 1000, now_ms], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .query_map(params![id, now_ms - 1000, now_ms], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?
         .filter_map(|row| match row {
             Ok((ts, instr)) => (crate::domain::Segment::of(&instr) == segment).then_some(Ok(ts)),
             Err(e) => Some(Err(e)),
         })
         .collect::<rusqlite::Result<Vec<i64>>>()?;
-    let last_entry_ms: Option<i64> =
-        tx.row("SELECT ts FROM entries WHERE pipeline = ?1 AND instrument = ?2", params![pipeline, instrument], |r| r.get(0)).optional()?;
-    let session = calendar.hours(day).ok_or_else(|| calendar.closed_because(day).unwrap_or_else(|| "closed".into()));
-    Ok(risk::RiskContext { now_ms, price, position, other_open_positions, daily_pnl, capital: account.capital, recent_orders_ms, last_entry_ms, session, expiry_day: crate::domain::contracts::expiry_day(instrument) })
+    let last_entry_ms: Option<i64> = tx
+        .row(
+            "SELECT ts FROM entries WHERE pipeline = ?1 AND instrument = ?2",
+            params![pipeline, instrument],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let session = calendar.hours(day).ok_or_else(|| {
+        calendar
+            .closed_because(day)
+            .unwrap_or_else(|| "closed".into())
+    });
+    Ok(risk::RiskContext {
+        now_ms,
+        price,
+        position,
+        other_open_positions,
+        daily_pnl,
+        capital: account.capital,
+        recent_orders_ms,
+        last_entry_ms,
+        session,
+        expiry_day: crate::domain::contracts::expiry_day(instrument),
+    })
 }
 
 /// Record that the daily-loss breaker tripped for `account` today; true the first time.
-fn trip_breaker(tx: &rusqlite::Transaction<'_>, account: &str, now_ms: i64) -> rusqlite::Result<bool> {
+fn trip_breaker(
+    tx: &rusqlite::Transaction<'_>,
+    account: &str,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
     let key = format!("breaker/{account}/{}", crate::domain::time::ist_day(now_ms));
-    Ok(tx.exec("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, 'tripped')", [key])? == 1)
+    Ok(tx.exec(
+        "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, 'tripped')",
+        [key],
+    )? == 1)
 }

@@ -41,8 +41,22 @@ pub struct ManagedExit {
 impl ManagedExit {
     /// The exit of a position entered at `entry`.
     #[must_use]
-    pub fn new(long: bool, entry: Decimal, stop: Option<Decimal>, target: Option<Decimal>, trail_pct: Option<Decimal>) -> Self {
-        let mut exit = Self { long, stop, target, trail_pct: trail_pct.filter(|p| *p > Decimal::ZERO), best: entry, trailed: false, triggered: false };
+    pub fn new(
+        long: bool,
+        entry: Decimal,
+        stop: Option<Decimal>,
+        target: Option<Decimal>,
+        trail_pct: Option<Decimal>,
+    ) -> Self {
+        let mut exit = Self {
+            long,
+            stop,
+            target,
+            trail_pct: trail_pct.filter(|p| *p > Decimal::ZERO),
+            best: entry,
+            trailed: false,
+            triggered: false,
+        };
         exit.trail(entry);
         exit.trailed = false;
         exit
@@ -52,8 +66,21 @@ impl ManagedExit {
     /// target, or else the account's percentages away from the entry (on the
     /// 0.05 tick, as the exchange prices them), and its trailing stop.
     #[must_use]
-    pub fn arm(long: bool, entry: Decimal, stop: Option<Decimal>, target: Option<Decimal>, rules: &ExitRules) -> Self {
-        let away = |pct: Decimal, up: bool| (!pct.is_zero()).then(|| crate::domain::money::to_tick(entry * (Decimal::ONE_HUNDRED + if up { pct } else { -pct }) / Decimal::ONE_HUNDRED));
+    pub fn arm(
+        long: bool,
+        entry: Decimal,
+        stop: Option<Decimal>,
+        target: Option<Decimal>,
+        rules: &ExitRules,
+    ) -> Self {
+        let away = |pct: Decimal, up: bool| {
+            (!pct.is_zero()).then(|| {
+                crate::domain::money::to_tick(
+                    entry * (Decimal::ONE_HUNDRED + if up { pct } else { -pct })
+                        / Decimal::ONE_HUNDRED,
+                )
+            })
+        };
         let stop = stop.or_else(|| away(rules.stop_loss_pct, !long));
         let target = target.or_else(|| away(rules.target_pct, long));
         Self::new(long, entry, stop, target, Some(rules.trailing_pct))
@@ -68,19 +95,35 @@ impl ManagedExit {
         if how == ExitFill::NextPrice {
             return None;
         }
-        let (level, adverse) = if reason == "target" { (self.target?, false) } else { (self.stop?, true) };
+        let (level, adverse) = if reason == "target" {
+            (self.target?, false)
+        } else {
+            (self.stop?, true)
+        };
         // A long's stop below, its target above; a gap through either fills at the open.
-        Some(if self.long == adverse { open.min(level) } else { open.max(level) })
+        Some(if self.long == adverse {
+            open.min(level)
+        } else {
+            open.max(level)
+        })
     }
 
     fn trail(&mut self, price: Decimal) {
         let Some(pct) = self.trail_pct else { return };
-        let better = if self.long { price > self.best } else { price < self.best };
+        let better = if self.long {
+            price > self.best
+        } else {
+            price < self.best
+        };
         if better {
             self.best = price;
         }
         let distance = self.best * pct / Decimal::ONE_HUNDRED;
-        let candidate = if self.long { self.best - distance } else { self.best + distance };
+        let candidate = if self.long {
+            self.best - distance
+        } else {
+            self.best + distance
+        };
         // Only ever tighten: up for a long, down for a short.
         let tighter = match self.stop {
             None => true,
@@ -97,12 +140,21 @@ impl ManagedExit {
     /// conservative order when both are touched), then the trail follows
     /// `trail_price` (the best bid intraday, the last price for delivery).
     /// Returns the exit's reason the one time it fires.
-    pub fn on_price(&mut self, high: Decimal, low: Decimal, trail_price: Decimal) -> Option<&'static str> {
+    pub fn on_price(
+        &mut self,
+        high: Decimal,
+        low: Decimal,
+        trail_price: Decimal,
+    ) -> Option<&'static str> {
         if self.triggered {
             return None;
         }
-        let stop_hit = self.stop.is_some_and(|s| if self.long { low <= s } else { high >= s });
-        let target_hit = self.target.is_some_and(|t| if self.long { high >= t } else { low <= t });
+        let stop_hit = self
+            .stop
+            .is_some_and(|s| if self.long { low <= s } else { high >= s });
+        let target_hit = self
+            .target
+            .is_some_and(|t| if self.long { high >= t } else { low <= t });
         if stop_hit || target_hit {
             self.triggered = true;
             return Some(match (stop_hit, self.trailed) {
@@ -133,34 +185,87 @@ mod tests {
         assert_eq!(t.stop, Some(dec!(98)));
         assert_eq!(t.on_price(dec!(110), dec!(105), dec!(110)), None);
         assert_eq!(t.stop, Some(dec!(107.80)));
-        assert_eq!(t.on_price(dec!(109), dec!(107.9), dec!(108)), None, "the stop never loosens");
+        assert_eq!(
+            t.on_price(dec!(109), dec!(107.9), dec!(108)),
+            None,
+            "the stop never loosens"
+        );
         assert_eq!(t.stop, Some(dec!(107.80)));
-        assert_eq!(t.on_price(dec!(108), dec!(107), dec!(107)), Some("trailing-stop"));
+        assert_eq!(
+            t.on_price(dec!(108), dec!(107), dec!(107)),
+            Some("trailing-stop")
+        );
 
-        let mut s = ManagedExit::new(false, dec!(100), Some(dec!(104)), Some(dec!(90)), Some(dec!(1)));
-        assert_eq!(s.stop, Some(dec!(101)), "a 1% trail is tighter than the 104 stop");
+        let mut s = ManagedExit::new(
+            false,
+            dec!(100),
+            Some(dec!(104)),
+            Some(dec!(90)),
+            Some(dec!(1)),
+        );
+        assert_eq!(
+            s.stop,
+            Some(dec!(101)),
+            "a 1% trail is tighter than the 104 stop"
+        );
         assert_eq!(s.on_price(dec!(100.5), dec!(89), dec!(95)), Some("target"));
     }
 
     #[test]
     fn armed_from_the_account_rules_and_filled_at_the_level_or_the_gap() {
-        let rules = ExitRules { stop_loss_pct: dec!(1), target_pct: dec!(2), trailing_pct: dec!(0), ..ExitRules::default() };
+        let rules = ExitRules {
+            stop_loss_pct: dec!(1),
+            target_pct: dec!(2),
+            trailing_pct: dec!(0),
+            ..ExitRules::default()
+        };
         let e = ManagedExit::arm(true, dec!(100.03), None, None, &rules);
-        assert_eq!((e.stop, e.target), (Some(dec!(99.05)), Some(dec!(102.05))), "on the tick");
+        assert_eq!(
+            (e.stop, e.target),
+            (Some(dec!(99.05)), Some(dec!(102.05))),
+            "on the tick"
+        );
         let e = ManagedExit::arm(false, dec!(100), Some(dec!(103)), None, &rules);
-        assert_eq!((e.stop, e.target), (Some(dec!(103)), Some(dec!(98))), "the signal's stop wins");
+        assert_eq!(
+            (e.stop, e.target),
+            (Some(dec!(103)), Some(dec!(98))),
+            "the signal's stop wins"
+        );
 
         let mut long = ManagedExit::new(true, dec!(100), Some(dec!(95)), Some(dec!(110)), None);
         let reason = long.on_price(dec!(101), dec!(94), dec!(96)).unwrap();
-        assert_eq!(long.fill_price(reason, dec!(99), ExitFill::AtLevel), Some(dec!(95)));
-        assert_eq!(long.fill_price(reason, dec!(93), ExitFill::AtLevel), Some(dec!(93)), "gapped below the stop");
+        assert_eq!(
+            long.fill_price(reason, dec!(99), ExitFill::AtLevel),
+            Some(dec!(95))
+        );
+        assert_eq!(
+            long.fill_price(reason, dec!(93), ExitFill::AtLevel),
+            Some(dec!(93)),
+            "gapped below the stop"
+        );
         assert_eq!(long.fill_price(reason, dec!(99), ExitFill::NextPrice), None);
-        assert_eq!(long.fill_price("target", dec!(111), ExitFill::AtLevel), Some(dec!(111)), "gapped above the target");
+        assert_eq!(
+            long.fill_price("target", dec!(111), ExitFill::AtLevel),
+            Some(dec!(111)),
+            "gapped above the target"
+        );
         let short = ManagedExit::new(false, dec!(100), Some(dec!(105)), Some(dec!(90)), None);
-        assert_eq!(short.fill_price("stop-loss", dec!(104), ExitFill::AtLevel), Some(dec!(105)));
-        assert_eq!(short.fill_price("stop-loss", dec!(107), ExitFill::AtLevel), Some(dec!(107)));
-        assert_eq!(short.fill_price("target", dec!(92), ExitFill::AtLevel), Some(dec!(90)));
-        assert_eq!(short.fill_price("target", dec!(88), ExitFill::AtLevel), Some(dec!(88)));
+        assert_eq!(
+            short.fill_price("stop-loss", dec!(104), ExitFill::AtLevel),
+            Some(dec!(105))
+        );
+        assert_eq!(
+            short.fill_price("stop-loss", dec!(107), ExitFill::AtLevel),
+            Some(dec!(107))
+        );
+        assert_eq!(
+            short.fill_price("target", dec!(92), ExitFill::AtLevel),
+            Some(dec!(90))
+        );
+        assert_eq!(
+            short.fill_price("target", dec!(88), ExitFill::AtLevel),
+            Some(dec!(88))
+        );
     }
 
     proptest! {

@@ -70,7 +70,12 @@ pub(super) trait Cached {
     /// `execute`, prepared once.
     fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
     /// `query_row`, prepared once.
-    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>;
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
 }
 
 impl Cached for rusqlite::Connection {
@@ -78,7 +83,12 @@ impl Cached for rusqlite::Connection {
         self.prepare_cached(sql)?.execute(params)
     }
 
-    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T> {
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
         self.prepare_cached(sql)?.query_row(params, f)
     }
 }
@@ -86,7 +96,11 @@ impl Cached for rusqlite::Connection {
 /// A journal value its column cannot hold (a hand-edited or damaged journal):
 /// an error naming it, never a default that would move money.
 pub(super) fn corrupt(what: &str, text: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("the journal's {what} {text:?} is not valid").into())
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("the journal's {what} {text:?} is not valid").into(),
+    )
 }
 
 /// A decimal column.
@@ -105,16 +119,27 @@ pub(super) fn side_of(text: &str) -> rusqlite::Result<OrderSide> {
 }
 
 /// A position's lots column.
-pub(super) fn lots_of(text: &str) -> rusqlite::Result<std::collections::VecDeque<crate::brokers::paper::Lot>> {
+pub(super) fn lots_of(
+    text: &str,
+) -> rusqlite::Result<std::collections::VecDeque<crate::brokers::paper::Lot>> {
     Position::parse_lots(text).ok_or_else(|| corrupt("position lots", text))
 }
 
 /// Move an order through the state machine inside `tx`, appending the
 /// transition to the journal. A transition the table refuses changes nothing
 /// and comes back as the inner error.
-pub(super) fn advance(tx: &rusqlite::Transaction<'_>, coid: &str, event: state::OrderEvent) -> rusqlite::Result<Result<state::OrderState, state::InvalidTransition>> {
-    let current: String = tx.row("SELECT state FROM orders WHERE client_order_id = ?1", [coid], |r| r.get(0))?;
-    let from = state::OrderState::parse(&current).ok_or_else(|| corrupt(&format!("state of order {coid}"), &current))?;
+pub(super) fn advance(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    event: state::OrderEvent,
+) -> rusqlite::Result<Result<state::OrderState, state::InvalidTransition>> {
+    let current: String = tx.row(
+        "SELECT state FROM orders WHERE client_order_id = ?1",
+        [coid],
+        |r| r.get(0),
+    )?;
+    let from = state::OrderState::parse(&current)
+        .ok_or_else(|| corrupt(&format!("state of order {coid}"), &current))?;
     let to = match state::transition(from, event) {
         Ok(to) => to,
         Err(e) => return Ok(Err(e)),
@@ -125,15 +150,29 @@ pub(super) fn advance(tx: &rusqlite::Transaction<'_>, coid: &str, event: state::
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE client_order_id = ?1), ?2, ?3, ?4, ?5)",
         params![coid, from.as_str(), format!("{event:?}"), to.as_str(), now],
     )?;
-    tx.exec("UPDATE orders SET state = ?2, updated_at = ?3 WHERE client_order_id = ?1", params![coid, to.as_str(), now])?;
+    tx.exec(
+        "UPDATE orders SET state = ?2, updated_at = ?3 WHERE client_order_id = ?1",
+        params![coid, to.as_str(), now],
+    )?;
     Ok(Ok(to))
 }
 
 /// Withdraw an order on the paper venue (`sent`), or a live one never sent: its paper book
 /// entry cancelled and the order taken through its cancel. Returns the states it passed.
-pub(super) fn withdraw(tx: &rusqlite::Transaction<'_>, coid: &str, sent: bool) -> rusqlite::Result<Vec<&'static str>> {
-    tx.exec("UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'", [coid])?;
-    let events: &[state::OrderEvent] = if !sent { &[state::OrderEvent::Cancel] } else { &[state::OrderEvent::CancelRequest, state::OrderEvent::Cancel] };
+pub(super) fn withdraw(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    sent: bool,
+) -> rusqlite::Result<Vec<&'static str>> {
+    tx.exec(
+        "UPDATE paper_book SET state = 'cancelled' WHERE client_order_id = ?1 AND state = 'open'",
+        [coid],
+    )?;
+    let events: &[state::OrderEvent] = if !sent {
+        &[state::OrderEvent::Cancel]
+    } else {
+        &[state::OrderEvent::CancelRequest, state::OrderEvent::Cancel]
+    };
     let mut passed = Vec::with_capacity(events.len());
     for event in events {
         if let Ok(to) = advance(tx, coid, *event)? {
@@ -162,16 +201,30 @@ pub(super) fn record_fill(
         return Ok(Err(refused));
     }
     let held: Option<(String, String, String)> = tx
-        .row("SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .row(
+            "SELECT qty, realized, lots FROM positions WHERE account = ?1 AND instrument = ?2",
+            [account, instrument],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
     let before = match held {
-        Some((q, r, lots)) => Position { qty: dec(&q)?, lots: lots_of(&lots)?, realized: dec(&r)? },
+        Some((q, r, lots)) => Position {
+            qty: dec(&q)?,
+            lots: lots_of(&lots)?,
+            realized: dec(&r)?,
+        },
         None => Position::default(),
     };
     let (realized_before, before_qty) = (before.realized, before.qty);
     let after = before.apply_fill(side, qty, price, ts);
     let day = crate::domain::time::ist_day(ts);
-    let today: Option<String> = tx.row("SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2", params![account, day], |r| r.get(0)).optional()?;
+    let today: Option<String> = tx
+        .row(
+            "SELECT realized FROM daily_pnl WHERE account = ?1 AND day = ?2",
+            params![account, day],
+            |r| r.get(0),
+        )
+        .optional()?;
     let today = opt_dec(today.as_deref())?.unwrap_or_default() + (after.realized - realized_before);
     tx.exec(
         "INSERT INTO daily_pnl (account, day, realized) VALUES (?1, ?2, ?3) ON CONFLICT(account, day) DO UPDATE SET realized = ?3",
@@ -189,6 +242,9 @@ pub(super) fn record_fill(
         params![coid, account, instrument, side.as_str(), qty.to_string(), price.to_string(), ts],
     )?;
     tx.exec("UPDATE paper_book SET state = 'filled', fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
-    tx.exec("UPDATE orders SET fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1", params![coid, price.to_string(), ts])?;
+    tx.exec(
+        "UPDATE orders SET fill_price = ?2, fill_ts = ?3 WHERE client_order_id = ?1",
+        params![coid, price.to_string(), ts],
+    )?;
     Ok(Ok(()))
 }

@@ -17,9 +17,19 @@ struct Working {
 }
 
 /// `account, state, pipeline, side, qty` and the order type's columns.
-type WorkingRow = (String, String, String, String, String, (Option<String>, Option<String>, Option<String>));
+type WorkingRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    (Option<String>, Option<String>, Option<String>),
+);
 
-fn working(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<Result<Working, String>> {
+fn working(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+) -> rusqlite::Result<Result<Working, String>> {
     let row: Option<WorkingRow> = tx
         .row(
             "SELECT account, state, pipeline, side, qty, order_type, limit_price, trigger_price FROM orders WHERE client_order_id = ?1",
@@ -27,14 +37,26 @@ fn working(tx: &rusqlite::Transaction<'_>, coid: &str) -> rusqlite::Result<Resul
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, (r.get(5)?, r.get(6)?, r.get(7)?))),
         )
         .optional()?;
-    let Some((account, state, pipeline, side, qty, kind)) = row else { return Ok(Err(format!("no order {coid:?} in the journal"))) };
+    let Some((account, state, pipeline, side, qty, kind)) = row else {
+        return Ok(Err(format!("no order {coid:?} in the journal")));
+    };
     if state::OrderState::parse(&state).is_none_or(state::OrderState::is_final) {
-        return Ok(Err(format!("order {coid} is {state}: nothing works to change")));
+        return Ok(Err(format!(
+            "order {coid} is {state}: nothing works to change"
+        )));
     }
     if pipeline == protect::PROTECTIVE {
-        return Ok(Err(format!("order {coid} is a protective stop: it follows its position's exits (flatten the position, or change its stop)")));
+        return Ok(Err(format!(
+            "order {coid} is a protective stop: it follows its position's exits (flatten the position, or change its stop)"
+        )));
     }
-    Ok(Ok(Working { account, state, side: side_of(&side)?, qty: dec(&qty)?, kind: order_kind(coid, &kind)? }))
+    Ok(Ok(Working {
+        account,
+        state,
+        side: side_of(&side)?,
+        qty: dec(&qty)?,
+        kind: order_kind(coid, &kind)?,
+    }))
 }
 
 /// Cancel the working order `coid` (in `state`) of `account`: a live one sent to its broker
@@ -53,7 +75,11 @@ pub(super) fn cancel_working(
 ) -> rusqlite::Result<Vec<&'static str>> {
     if live.contains(account) && state != "new" {
         if state != "pending_cancel" && asked.insert(coid.to_owned()) {
-            cancels.push(LiveCancel { account: account.to_owned(), client_order_id: coid.to_owned(), reason: reason.to_owned() });
+            cancels.push(LiveCancel {
+                account: account.to_owned(),
+                client_order_id: coid.to_owned(),
+                reason: reason.to_owned(),
+            });
         }
         return Ok(Vec::new());
     }
@@ -69,16 +95,33 @@ impl OrderManager {
     ///
     /// # Errors
     /// A journal failure.
-    pub fn cancel_order(&mut self, coid: &str, command: &str) -> Result<Result<Vec<Outcome>, String>, OrderError> {
+    pub fn cancel_order(
+        &mut self,
+        coid: &str,
+        command: &str,
+    ) -> Result<Result<Vec<Outcome>, String>, OrderError> {
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let tx = self.db.transaction().map_err(jerr)?;
         let o = match working(&tx, coid).map_err(jerr)? {
             Ok(o) => o,
             Err(why) => return Ok(Err(why)),
         };
         let reason = format!("cancelled by command {command}");
-        let passed = cancel_working(&tx, coid, &o.account, &o.state, &reason, &self.live, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
+        let passed = cancel_working(
+            &tx,
+            coid,
+            &o.account,
+            &o.state,
+            &reason,
+            &self.live,
+            &mut self.cancel_asked,
+            &mut self.cancels,
+        )
+        .map_err(jerr)?;
         // A basket leg's order (or a slice of it): its basket learns who cancelled it.
         tx.exec(
             "UPDATE basket_legs SET cancelled_by = ?2 WHERE client_order_id IN (?1, (SELECT parent FROM orders WHERE client_order_id = ?1))",
@@ -88,7 +131,11 @@ impl OrderManager {
         journal::commit(tx).map_err(jerr)?;
         let mut out = Vec::new();
         for state in passed {
-            out.push(Outcome::Order(self.order_message(coid, state, json!({ "reason": reason }))?));
+            out.push(Outcome::Order(self.order_message(
+                coid,
+                state,
+                json!({ "reason": reason }),
+            )?));
         }
         Ok(Ok(out))
     }
@@ -98,26 +145,63 @@ impl OrderManager {
     ///
     /// # Errors
     /// A journal failure.
-    pub fn modify_order(&mut self, coid: &str, price: Option<Decimal>, trigger: Option<Decimal>, command: &str) -> Result<Result<Vec<Outcome>, String>, OrderError> {
+    pub fn modify_order(
+        &mut self,
+        coid: &str,
+        price: Option<Decimal>,
+        trigger: Option<Decimal>,
+        command: &str,
+    ) -> Result<Result<Vec<Outcome>, String>, OrderError> {
         if price.is_none() && trigger.is_none() {
             return Ok(Err("modify needs \"price\" or \"trigger\"".into()));
         }
-        if let Some(bad) = [price, trigger].into_iter().flatten().find(|p| *p <= Decimal::ZERO) {
+        if let Some(bad) = [price, trigger]
+            .into_iter()
+            .flatten()
+            .find(|p| *p <= Decimal::ZERO)
+        {
             return Ok(Err(format!("{bad} is not a price above zero")));
         }
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let tx = self.db.transaction().map_err(jerr)?;
         let o = match working(&tx, coid).map_err(jerr)? {
             Ok(o) => o,
             Err(why) => return Ok(Err(why)),
         };
         let kind = match o.kind {
-            OrderKind::Market => return Ok(Err(format!("order {coid} is a market order: it has no price to move"))),
-            OrderKind::Limit { price: old } if trigger.is_none() => OrderKind::Limit { price: price.unwrap_or(old) },
-            OrderKind::StopMarket { trigger: old } if price.is_none() => OrderKind::StopMarket { trigger: trigger.unwrap_or(old) },
-            OrderKind::StopLimit { trigger: t, price: p } => OrderKind::StopLimit { trigger: trigger.unwrap_or(t), price: price.unwrap_or(p) },
-            other => return Ok(Err(format!("order {coid} is {}: it has no {}", other.code(), if trigger.is_some() { "trigger" } else { "limit price" }))),
+            OrderKind::Market => {
+                return Ok(Err(format!(
+                    "order {coid} is a market order: it has no price to move"
+                )));
+            }
+            OrderKind::Limit { price: old } if trigger.is_none() => OrderKind::Limit {
+                price: price.unwrap_or(old),
+            },
+            OrderKind::StopMarket { trigger: old } if price.is_none() => OrderKind::StopMarket {
+                trigger: trigger.unwrap_or(old),
+            },
+            OrderKind::StopLimit {
+                trigger: t,
+                price: p,
+            } => OrderKind::StopLimit {
+                trigger: trigger.unwrap_or(t),
+                price: price.unwrap_or(p),
+            },
+            other => {
+                return Ok(Err(format!(
+                    "order {coid} is {}: it has no {}",
+                    other.code(),
+                    if trigger.is_some() {
+                        "trigger"
+                    } else {
+                        "limit price"
+                    }
+                )));
+            }
         }
         .on_tick(o.side);
         let now = now_ms();
@@ -128,7 +212,12 @@ impl OrderManager {
         )
         .map_err(jerr)?;
         if self.live.contains(&o.account) && o.state != "new" {
-            self.modifies.push(LiveModify { account: o.account.clone(), client_order_id: coid.to_owned(), kind, qty: o.qty });
+            self.modifies.push(LiveModify {
+                account: o.account.clone(),
+                client_order_id: coid.to_owned(),
+                kind,
+                qty: o.qty,
+            });
         }
         journal::commit(tx).map_err(jerr)?;
         Ok(Ok(vec![Outcome::Event(Event::OrderModified {

@@ -21,32 +21,32 @@ use serde_json::{Value, json};
 pub mod audit;
 mod baskets;
 mod closing;
-pub mod exits;
 mod decisions;
+pub mod exits;
 mod journal;
 mod manual;
 mod paper;
+pub mod protect;
 pub mod report;
 pub mod risk;
 pub mod service;
 pub mod slicing;
-pub mod protect;
 pub mod state;
 mod watchers;
 
-pub use baskets::{Basket, BasketLeg};
-pub use watchers::Watcher;
-pub use closing::{CLOSE_REASONS, square_off_rule, square_off_rule_in};
 use baskets::advance_baskets;
+pub use baskets::{Basket, BasketLeg};
+pub use closing::{CLOSE_REASONS, square_off_rule, square_off_rule_in};
 use closing::{arm_exit, cancel_entries_at_square_off, queue_close, square_off_due};
 use decisions::{restore_cooldown, self_risk_context};
 use journal::{Cached as _, SCHEMA, advance, dec, lots_of, opt_dec, record_fill, side_of};
+pub use watchers::Watcher;
 
-use crate::brokers::paper::Position;
-use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
-use crate::bus::events::Event;
-use crate::config::Config;
 use crate::brokers::live::{LiveOrder, LiveUpdate};
+use crate::brokers::paper::Position;
+use crate::bus::events::Event;
+use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
+use crate::config::Config;
 use crate::subscriber::{Intent, OrderSide, Share, client_order_id, fan_out};
 
 /// A journal failure.
@@ -70,8 +70,19 @@ impl OrderError {
     pub fn is_transient(&self) -> bool {
         use rusqlite::ErrorCode as C;
         match self {
-            Self::Journal { source: rusqlite::Error::SqliteFailure(e, _), .. } => {
-                matches!(e.code, C::DatabaseBusy | C::DatabaseLocked | C::SystemIoFailure | C::DiskFull | C::CannotOpen | C::OutOfMemory)
+            Self::Journal {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => {
+                matches!(
+                    e.code,
+                    C::DatabaseBusy
+                        | C::DatabaseLocked
+                        | C::SystemIoFailure
+                        | C::DiskFull
+                        | C::CannotOpen
+                        | C::OutOfMemory
+                )
             }
             Self::Journal { .. } => false,
         }
@@ -86,7 +97,6 @@ pub enum Outcome {
     /// An event for `<prefix>:events`.
     Event(Event),
 }
-
 
 /// The order manager of one process (the orders role).
 pub struct OrderManager {
@@ -123,14 +133,27 @@ pub struct OrderManager {
 }
 
 /// An order's kind from its journal columns (`order_type`, `limit_price`, `trigger_price`).
-fn order_kind(coid: &str, (code, price, trigger): &(Option<String>, Option<String>, Option<String>)) -> rusqlite::Result<crate::brokers::OrderKind> {
-    crate::brokers::OrderKind::from_parts(code.as_deref(), opt_dec(price.as_deref())?, opt_dec(trigger.as_deref())?)
-        .ok_or_else(|| journal::corrupt("order type", &format!("{coid}: {code:?} {price:?} {trigger:?}")))
+fn order_kind(
+    coid: &str,
+    (code, price, trigger): &(Option<String>, Option<String>, Option<String>),
+) -> rusqlite::Result<crate::brokers::OrderKind> {
+    crate::brokers::OrderKind::from_parts(
+        code.as_deref(),
+        opt_dec(price.as_deref())?,
+        opt_dec(trigger.as_deref())?,
+    )
+    .ok_or_else(|| {
+        journal::corrupt(
+            "order type",
+            &format!("{coid}: {code:?} {price:?} {trigger:?}"),
+        )
+    })
 }
 
 /// An order's validity from its journal column (`None`: DAY).
 fn order_validity(coid: &str, code: Option<&str>) -> rusqlite::Result<crate::brokers::Validity> {
-    crate::brokers::Validity::parse(code).ok_or_else(|| journal::corrupt("order validity", &format!("{coid}: {code:?}")))
+    crate::brokers::Validity::parse(code)
+        .ok_or_else(|| journal::corrupt("order validity", &format!("{coid}: {code:?}")))
 }
 
 /// Recent bars per instrument, oldest first (the paper venue works its orders against them).
@@ -141,7 +164,10 @@ const RECENT_PRICES: usize = 4096;
 
 impl std::fmt::Debug for OrderManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrderManager").field("path", &self.path).field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("OrderManager")
+            .field("path", &self.path)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,7 +186,11 @@ impl OrderManager {
     ///
     /// # Errors
     /// When SQLite cannot open or set it up.
-    pub fn open(path: &Path, config: std::sync::Arc<Config>, mode: &'static str) -> Result<Self, OrderError> {
+    pub fn open(
+        path: &Path,
+        config: std::sync::Arc<Config>,
+        mode: &'static str,
+    ) -> Result<Self, OrderError> {
         Self::open_with(path, config, mode, Durability::Durable)
     }
 
@@ -180,16 +210,27 @@ impl OrderManager {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.path));
         }
-        self.db.execute("VACUUM INTO ?1", [&self.path]).map(|_| ()).map_err(self.err())
+        self.db
+            .execute("VACUUM INTO ?1", [&self.path])
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     /// Open (or create) the journal at `path`, as durable as `durability` says.
     ///
     /// # Errors
     /// When SQLite cannot open or set it up.
-    pub fn open_with(path: &Path, config: std::sync::Arc<Config>, mode: &'static str, durability: Durability) -> Result<Self, OrderError> {
+    pub fn open_with(
+        path: &Path,
+        config: std::sync::Arc<Config>,
+        mode: &'static str,
+        durability: Durability,
+    ) -> Result<Self, OrderError> {
         let p = path.display().to_string();
-        let err = |source| OrderError::Journal { path: p.clone(), source };
+        let err = |source| OrderError::Journal {
+            path: p.clone(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -208,7 +249,8 @@ impl OrderManager {
             // The same schema and statements in memory: nothing waits for the disk.
             Durability::Scratch => {}
         }
-        db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
         // Every statement the journal runs stays prepared (see `journal::Cached`).
         db.set_prepared_statement_cache_capacity(128);
         Self::migrate_fills(&db).map_err(err)?;
@@ -219,7 +261,24 @@ impl OrderManager {
             let _ = db.execute_batch("ROLLBACK");
             return Err(err(e));
         }
-        let om = Self { db, path: p, scratch: durability == Durability::Scratch, config, mode, last: HashMap::new(), recent: HashMap::new(), decided: std::collections::HashSet::new(), pipeline_clock: HashMap::new(), finished: std::collections::HashSet::new(), live: std::collections::HashSet::new(), handoff: Vec::new(), cancels: Vec::new(), cancel_asked: std::collections::HashSet::new(), modifies: Vec::new(), seen: None };
+        let om = Self {
+            db,
+            path: p,
+            scratch: durability == Durability::Scratch,
+            config,
+            mode,
+            last: HashMap::new(),
+            recent: HashMap::new(),
+            decided: std::collections::HashSet::new(),
+            pipeline_clock: HashMap::new(),
+            finished: std::collections::HashSet::new(),
+            live: std::collections::HashSet::new(),
+            handoff: Vec::new(),
+            cancels: Vec::new(),
+            cancel_asked: std::collections::HashSet::new(),
+            modifies: Vec::new(),
+            seen: None,
+        };
         om.store_exit_rules()?;
         Ok(om)
     }
@@ -240,17 +299,42 @@ impl OrderManager {
         // the command that cancelled its order (a trader's cancel is not the broker's); its
         // `stop_loss` and `target`, a manual ticket's bracket for the managed exit.
         let added = [
-            ("orders", "stop_loss TEXT"), ("orders", "target TEXT"), ("orders", "broker_order_id TEXT"), ("orders", "filled_qty TEXT"), ("orders", "reference_price TEXT"),
-            ("orders", "submitted_at INTEGER"), ("orders", "opens INTEGER NOT NULL DEFAULT 0"), ("orders", "algo_id TEXT"), ("orders", "parent TEXT"), ("orders", "slice TEXT"),
-            ("orders", "order_type TEXT"), ("orders", "limit_price TEXT"), ("orders", "trigger_price TEXT"), ("orders", "modified_at INTEGER"), ("orders", "validity TEXT"), ("orders", "waits_for TEXT"),
-            ("paper_book", "seen_ts INTEGER"), ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
-            ("signals", "plugin TEXT"), ("signals", "plugin_version TEXT"), ("signals", "plugin_sha256 TEXT"),
-            ("basket_legs", "order_type TEXT"), ("basket_legs", "limit_price TEXT"), ("basket_legs", "trigger_price TEXT"), ("basket_legs", "validity TEXT"),
-            ("basket_legs", "cancelled_by TEXT"), ("basket_legs", "stop_loss TEXT"), ("basket_legs", "target TEXT"),
+            ("orders", "stop_loss TEXT"),
+            ("orders", "target TEXT"),
+            ("orders", "broker_order_id TEXT"),
+            ("orders", "filled_qty TEXT"),
+            ("orders", "reference_price TEXT"),
+            ("orders", "submitted_at INTEGER"),
+            ("orders", "opens INTEGER NOT NULL DEFAULT 0"),
+            ("orders", "algo_id TEXT"),
+            ("orders", "parent TEXT"),
+            ("orders", "slice TEXT"),
+            ("orders", "order_type TEXT"),
+            ("orders", "limit_price TEXT"),
+            ("orders", "trigger_price TEXT"),
+            ("orders", "modified_at INTEGER"),
+            ("orders", "validity TEXT"),
+            ("orders", "waits_for TEXT"),
+            ("paper_book", "seen_ts INTEGER"),
+            ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
+            ("signals", "plugin TEXT"),
+            ("signals", "plugin_version TEXT"),
+            ("signals", "plugin_sha256 TEXT"),
+            ("basket_legs", "order_type TEXT"),
+            ("basket_legs", "limit_price TEXT"),
+            ("basket_legs", "trigger_price TEXT"),
+            ("basket_legs", "validity TEXT"),
+            ("basket_legs", "cancelled_by TEXT"),
+            ("basket_legs", "stop_loss TEXT"),
+            ("basket_legs", "target TEXT"),
         ];
         for (table, column) in added {
             let name = column.split(' ').next().unwrap_or(column);
-            let present: bool = db.row("SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", [table, name], |r| r.get(0))?;
+            let present: bool = db.row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, name],
+                |r| r.get(0),
+            )?;
             if !present {
                 db.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), [])?;
             }
@@ -262,7 +346,13 @@ impl OrderManager {
     /// Journals from before partial fills kept one fill per order (`client_order_id` the key):
     /// their fills move, in order, to the table that keeps each part.
     fn migrate_fills(db: &Connection) -> rusqlite::Result<()> {
-        let sql: Option<String> = db.row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'fills'", [], |r| r.get(0)).optional()?;
+        let sql: Option<String> = db
+            .row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'fills'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         if sql.is_none_or(|s| s.contains("seq")) {
             return Ok(());
         }
@@ -279,14 +369,27 @@ impl OrderManager {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> OrderError + '_ {
-        |source| OrderError::Journal { path: self.path.clone(), source }
+        |source| OrderError::Journal {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Whether a signal has been decided, by this process or (per the journal) an earlier one.
     #[must_use]
     pub fn is_decided(&self, signal_id: &str) -> bool {
         self.decided.contains(signal_id)
-            || self.db.row("SELECT 1 FROM decisions WHERE signal_id = ?1 LIMIT 1", [signal_id], |_| Ok(())).optional().ok().flatten().is_some()
+            || self
+                .db
+                .row(
+                    "SELECT 1 FROM decisions WHERE signal_id = ?1 LIMIT 1",
+                    [signal_id],
+                    |_| Ok(()),
+                )
+                .optional()
+                .ok()
+                .flatten()
+                .is_some()
     }
 
     /// Remember that a signal needs no decision (malformed, unknown pipeline).
@@ -319,7 +422,13 @@ impl OrderManager {
     /// # Errors
     /// A journal failure.
     pub fn kill_switch(&self) -> Result<bool, OrderError> {
-        let v: Option<String> = self.db.row("SELECT value FROM settings WHERE key = 'kill'", [], |r| r.get(0)).optional().map_err(self.err())?;
+        let v: Option<String> = self
+            .db
+            .row("SELECT value FROM settings WHERE key = 'kill'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())?;
         Ok(v.as_deref() == Some("on"))
     }
 
@@ -335,11 +444,28 @@ impl OrderManager {
     }
 
     /// For a slice: its parent, its place (`2/3`), and the parent's quantity and what of it has filled.
-    fn parent_progress(&self, coid: &str) -> Result<Option<(String, String, Decimal, Decimal)>, OrderError> {
-        let row: Option<(Option<String>, Option<String>)> = self.db.row("SELECT parent, slice FROM orders WHERE client_order_id = ?1", [coid], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(self.err())?;
-        let Some((Some(parent), slice)) = row else { return Ok(None) };
+    fn parent_progress(
+        &self,
+        coid: &str,
+    ) -> Result<Option<(String, String, Decimal, Decimal)>, OrderError> {
+        let row: Option<(Option<String>, Option<String>)> = self
+            .db
+            .row(
+                "SELECT parent, slice FROM orders WHERE client_order_id = ?1",
+                [coid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        let Some((Some(parent), slice)) = row else {
+            return Ok(None);
+        };
         let mut stmt = self.db.prepare_cached("SELECT o.qty, (SELECT group_concat(f.qty, ' ') FROM fills f WHERE f.client_order_id = o.client_order_id) FROM orders o WHERE o.parent = ?1").map_err(self.err())?;
-        let rows = stmt.query_map([&parent], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))).map_err(self.err())?;
+        let rows = stmt
+            .query_map([&parent], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(self.err())?;
         let (mut qty, mut filled) = (Decimal::ZERO, Decimal::ZERO);
         for row in rows {
             let (q, fills) = row.map_err(self.err())?;
@@ -370,7 +496,12 @@ impl OrderManager {
         // A limit or a stop says so, with its prices; a market day order says nothing more.
         if let Some(b) = body.as_object_mut() {
             let (order_type, limit, trigger, validity) = row.6;
-            for (key, value) in [("order_type", order_type), ("limit_price", limit), ("trigger_price", trigger), ("validity", validity)] {
+            for (key, value) in [
+                ("order_type", order_type),
+                ("limit_price", limit),
+                ("trigger_price", trigger),
+                ("validity", validity),
+            ] {
                 if let Some(v) = value {
                     b.insert(key.to_owned(), json!(v));
                 }
@@ -380,10 +511,22 @@ impl OrderManager {
             b.extend(e);
         }
         // A slice of a larger order: where the whole order stands.
-        if let (Some(b), Some((parent, slice, qty, filled))) = (body.as_object_mut(), self.parent_progress(coid)?) {
-            b.extend([("parent".to_owned(), json!(parent)), ("slice".to_owned(), json!(slice)), ("parent_qty".to_owned(), json!(qty.to_string())), ("parent_filled".to_owned(), json!(filled.to_string()))]);
+        if let (Some(b), Some((parent, slice, qty, filled))) =
+            (body.as_object_mut(), self.parent_progress(coid)?)
+        {
+            b.extend([
+                ("parent".to_owned(), json!(parent)),
+                ("slice".to_owned(), json!(slice)),
+                ("parent_qty".to_owned(), json!(qty.to_string())),
+                ("parent_filled".to_owned(), json!(filled.to_string())),
+            ]);
         }
-        Ok(envelope("order", &format!("{coid}/{state}"), now_ms(), body))
+        Ok(envelope(
+            "order",
+            &format!("{coid}/{state}"),
+            now_ms(),
+            body,
+        ))
     }
 
     /// Send every recorded-but-unsent order to the (paper) broker, in one
@@ -393,11 +536,26 @@ impl OrderManager {
     /// A journal failure: then nothing of this call is committed.
     pub fn submit_new(&mut self) -> Result<Vec<Outcome>, OrderError> {
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let tx = self.db.transaction().map_err(jerr)?;
-        let transitions = Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?;
+        let transitions = Self::submit_in(
+            &tx,
+            &self.recent,
+            &self.live,
+            &self.last,
+            &mut self.handoff,
+            &mut self.cancel_asked,
+            &mut self.cancels,
+        )
+        .map_err(jerr)?;
         journal::commit(tx).map_err(jerr)?;
-        transitions.into_iter().map(|(coid, state, extra)| self.order_message(&coid, state, extra).map(Outcome::Order)).collect()
+        transitions
+            .into_iter()
+            .map(|(coid, state, extra)| self.order_message(&coid, state, extra).map(Outcome::Order))
+            .collect()
     }
 
     /// Route `accounts` to live brokers: their orders are recorded as submitted
@@ -434,38 +592,71 @@ impl OrderManager {
             .query_map([], |r| {
                 let text = |i: usize| r.get::<_, Option<String>>(i);
                 let kind = (text(11)?, text(12)?, text(13)?);
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, text(5)?, text(6)?, r.get::<_, Option<i64>>(7)?, text(8)?, r.get::<_, String>(9)?, r.get::<_, String>(10)?, kind, text(14)?, text(15)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    text(5)?,
+                    text(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    text(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, String>(10)?,
+                    kind,
+                    text(14)?,
+                    text(15)?,
+                ))
             })
             .map_err(self.err())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.err())?;
         rows.into_iter()
             .filter(|r| self.live.contains(&r.1))
-            .map(|(coid, account, instrument, side, qty, broker_order_id, reference, submitted_at, filled, state, pipeline, kind, validity, slice)| {
-                let kind = order_kind(&coid, &kind)?;
-                let validity = order_validity(&coid, validity.as_deref())?;
-                // The price it was decided at, as journaled: its protection stands after a restart.
-                let reference_price = opt_dec(reference.as_deref())?.or_else(|| self.last.get(&instrument).map(|(_, p)| *p));
-                Ok(LiveOrder {
-                    side: side_of(&side)?,
-                    qty: dec(&qty)?,
-                    filled_qty: opt_dec(filled.as_deref())?.unwrap_or_default(),
-                    client_order_id: coid,
+            .map(
+                |(
+                    coid,
                     account,
                     instrument,
-                    reference_price,
-                    fresh: false,
+                    side,
+                    qty,
                     broker_order_id,
-                    submitted_at: submitted_at.unwrap_or(0),
-                    cancel_requested: state == "pending_cancel",
-                    entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
+                    reference,
+                    submitted_at,
+                    filled,
+                    state,
+                    pipeline,
                     kind,
                     validity,
-                    // Not fresh: its margin is never asked again.
-                    margin_scope: crate::brokers::live::MarginScope::Alone,
-                    autoslice: slice.as_deref() == Some(slicing::AUTOSLICE),
-                })
-            })
+                    slice,
+                )| {
+                    let kind = order_kind(&coid, &kind)?;
+                    let validity = order_validity(&coid, validity.as_deref())?;
+                    // The price it was decided at, as journaled: its protection stands after a restart.
+                    let reference_price = opt_dec(reference.as_deref())?
+                        .or_else(|| self.last.get(&instrument).map(|(_, p)| *p));
+                    Ok(LiveOrder {
+                        side: side_of(&side)?,
+                        qty: dec(&qty)?,
+                        filled_qty: opt_dec(filled.as_deref())?.unwrap_or_default(),
+                        client_order_id: coid,
+                        account,
+                        instrument,
+                        reference_price,
+                        fresh: false,
+                        broker_order_id,
+                        submitted_at: submitted_at.unwrap_or(0),
+                        cancel_requested: state == "pending_cancel",
+                        entry: !CLOSE_REASONS.contains(&pipeline.as_str()),
+                        kind,
+                        validity,
+                        // Not fresh: its margin is never asked again.
+                        margin_scope: crate::brokers::live::MarginScope::Alone,
+                        autoslice: slice.as_deref() == Some(slicing::AUTOSLICE),
+                    })
+                },
+            )
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.err())
     }
@@ -477,7 +668,11 @@ impl OrderManager {
     /// A journal failure.
     pub fn broker_order_ids(&self, account: &str) -> Result<Vec<String>, OrderError> {
         let mut stmt = self.db.prepare("SELECT broker_order_id FROM orders WHERE account = ?1 AND broker_order_id IS NOT NULL").map_err(self.err())?;
-        let ids = stmt.query_map([account], |r| r.get(0)).map_err(self.err())?.collect::<rusqlite::Result<Vec<String>>>().map_err(self.err())?;
+        let ids = stmt
+            .query_map([account], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(self.err())?;
         Ok(ids)
     }
 
@@ -488,52 +683,156 @@ impl OrderManager {
     /// next poll reports it again.
     pub fn on_live_update(&mut self, update: &LiveUpdate) -> Result<Vec<Outcome>, OrderError> {
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let tx = self.db.transaction().map_err(jerr)?;
         let mut transitions: Vec<(String, &'static str, Value)> = Vec::new();
         let mut out = Vec::new();
-        let refused = |coid: &str, e: state::InvalidTransition| Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: e.to_string() });
+        let refused = |coid: &str, e: state::InvalidTransition| {
+            Outcome::Event(Event::OrderTransitionRefused {
+                client_order_id: coid.to_owned(),
+                reason: e.to_string(),
+            })
+        };
         match update {
-            LiveUpdate::Accepted { client_order_id: coid, broker_order_id } => {
-                tx.exec("UPDATE orders SET broker_order_id = ?2 WHERE client_order_id = ?1", params![coid, broker_order_id]).map_err(jerr)?;
+            LiveUpdate::Accepted {
+                client_order_id: coid,
+                broker_order_id,
+            } => {
+                tx.exec(
+                    "UPDATE orders SET broker_order_id = ?2 WHERE client_order_id = ?1",
+                    params![coid, broker_order_id],
+                )
+                .map_err(jerr)?;
                 match advance(&tx, coid, state::OrderEvent::Accept).map_err(jerr)? {
-                    Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "broker_order_id": broker_order_id }))),
+                    Ok(to) => transitions.push((
+                        coid.clone(),
+                        to.as_str(),
+                        json!({ "broker_order_id": broker_order_id }),
+                    )),
                     Err(e) => out.push(refused(coid, e)),
                 }
             }
-            LiveUpdate::Rejected { client_order_id: coid, reason } => match advance(&tx, coid, state::OrderEvent::Reject).map_err(jerr)? {
+            LiveUpdate::Rejected {
+                client_order_id: coid,
+                reason,
+            } => match advance(&tx, coid, state::OrderEvent::Reject).map_err(jerr)? {
                 Ok(to) => {
                     transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
-                    out.push(Outcome::Event(Event::OrderRejected { client_order_id: coid.to_string(), reason: reason.to_string() }));
+                    out.push(Outcome::Event(Event::OrderRejected {
+                        client_order_id: coid.to_string(),
+                        reason: reason.to_string(),
+                    }));
                     restore_cooldown(&tx, coid).map_err(jerr)?;
                 }
                 Err(e) => out.push(refused(coid, e)),
             },
-            LiveUpdate::CancelRequested { client_order_id: coid, reason } => match advance(&tx, coid, state::OrderEvent::CancelRequest).map_err(jerr)? {
-                Ok(to) => transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason }))),
+            LiveUpdate::CancelRequested {
+                client_order_id: coid,
+                reason,
+            } => match advance(&tx, coid, state::OrderEvent::CancelRequest).map_err(jerr)? {
+                Ok(to) => {
+                    transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })))
+                }
                 Err(e) => out.push(refused(coid, e)),
             },
-            LiveUpdate::PartFilled { client_order_id: coid, filled_qty, price } => {
-                Self::fill_to(&tx, &self.last, coid, *filled_qty, Some(*price), None, &mut transitions, &mut out).map_err(jerr)?;
+            LiveUpdate::PartFilled {
+                client_order_id: coid,
+                filled_qty,
+                price,
+            } => {
+                Self::fill_to(
+                    &tx,
+                    &self.last,
+                    coid,
+                    *filled_qty,
+                    Some(*price),
+                    None,
+                    &mut transitions,
+                    &mut out,
+                )
+                .map_err(jerr)?;
             }
-            LiveUpdate::Filled { client_order_id: coid, qty, price } => {
-                Self::fill_to(&tx, &self.last, coid, *qty, Some(*price), Some(state::OrderEvent::Fill), &mut transitions, &mut out).map_err(jerr)?;
+            LiveUpdate::Filled {
+                client_order_id: coid,
+                qty,
+                price,
+            } => {
+                Self::fill_to(
+                    &tx,
+                    &self.last,
+                    coid,
+                    *qty,
+                    Some(*price),
+                    Some(state::OrderEvent::Fill),
+                    &mut transitions,
+                    &mut out,
+                )
+                .map_err(jerr)?;
             }
-            LiveUpdate::Cancelled { client_order_id: coid, filled_qty, price, reason } => {
-                Self::fill_to(&tx, &self.last, coid, *filled_qty, *price, None, &mut transitions, &mut out).map_err(jerr)?;
+            LiveUpdate::Cancelled {
+                client_order_id: coid,
+                filled_qty,
+                price,
+                reason,
+            } => {
+                Self::fill_to(
+                    &tx,
+                    &self.last,
+                    coid,
+                    *filled_qty,
+                    *price,
+                    None,
+                    &mut transitions,
+                    &mut out,
+                )
+                .map_err(jerr)?;
                 match advance(&tx, coid, state::OrderEvent::Cancel).map_err(jerr)? {
                     Ok(to) => {
-                        transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason, "filled_qty": filled_qty.to_string() })));
+                        transitions.push((
+                            coid.clone(),
+                            to.as_str(),
+                            json!({ "reason": reason, "filled_qty": filled_qty.to_string() }),
+                        ));
                         restore_cooldown(&tx, coid).map_err(jerr)?;
                     }
                     Err(e) => out.push(refused(coid, e)),
                 }
             }
         }
-        let market_now = self.last.values().map(|(t, _)| *t).max().unwrap_or_else(now_ms);
+        let market_now = self
+            .last
+            .values()
+            .map(|(t, _)| *t)
+            .max()
+            .unwrap_or_else(now_ms);
         out.extend(advance_baskets(&tx, &self.config, &self.last, market_now).map_err(jerr)?);
-        out.extend(protect::protect(&tx, &self.config, &self.live, market_now, &mut self.modifies, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
-        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
+        out.extend(
+            protect::protect(
+                &tx,
+                &self.config,
+                &self.live,
+                market_now,
+                &mut self.modifies,
+                &mut self.cancel_asked,
+                &mut self.cancels,
+            )
+            .map_err(jerr)?,
+        );
+        transitions.extend(
+            Self::submit_in(
+                &tx,
+                &self.recent,
+                &self.live,
+                &self.last,
+                &mut self.handoff,
+                &mut self.cancel_asked,
+                &mut self.cancels,
+            )
+            .map_err(jerr)?,
+        );
         journal::commit(tx).map_err(jerr)?;
         let mut msgs = Vec::new();
         for (coid, state, extra) in transitions {
@@ -559,20 +858,38 @@ impl OrderManager {
         transitions: &mut Vec<(String, &'static str, Value)>,
         out: &mut Vec<Outcome>,
     ) -> rusqlite::Result<()> {
-        let refused = |e: state::InvalidTransition| Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: e.to_string() });
-        type OrderRow = (String, String, String, i64, String, Option<String>, Option<String>);
+        let refused = |e: state::InvalidTransition| {
+            Outcome::Event(Event::OrderTransitionRefused {
+                client_order_id: coid.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        type OrderRow = (
+            String,
+            String,
+            String,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+        );
         let row: Option<OrderRow> = tx
             .row("SELECT account, instrument, side, not_before, qty, filled_qty, fill_price FROM orders WHERE client_order_id = ?1", [coid], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
             })
             .optional()?;
-        let Some((account, instrument, side, not_before, qty, before, before_avg)) = row else { return Ok(()) };
+        let Some((account, instrument, side, not_before, qty, before, before_avg)) = row else {
+            return Ok(());
+        };
         let before = opt_dec(before.as_deref())?.unwrap_or_default();
         let part = filled.checked_sub(before).unwrap_or_default();
         let complete = last.is_some();
         if part > Decimal::ZERO {
             let Some(average) = average.filter(|p| *p > Decimal::ZERO) else {
-                out.push(Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: format!("{filled} filled without an average price") }));
+                out.push(Outcome::Event(Event::OrderTransitionRefused {
+                    client_order_id: coid.to_owned(),
+                    reason: format!("{filled} filled without an average price"),
+                }));
                 return Ok(());
             };
             // average × filled = before_avg × before + price × part
@@ -581,22 +898,48 @@ impl OrderManager {
             let price = if before.is_zero() {
                 Some(average)
             } else {
-                average.checked_mul(filled).zip(before_avg.checked_mul(before)).and_then(|(all, had)| all.checked_sub(had)).and_then(|v| v.checked_div(part)).map(|p| p.round_dp(4).normalize())
+                average
+                    .checked_mul(filled)
+                    .zip(before_avg.checked_mul(before))
+                    .and_then(|(all, had)| all.checked_sub(had))
+                    .and_then(|v| v.checked_div(part))
+                    .map(|p| p.round_dp(4).normalize())
             };
             let Some(price) = price.filter(|p| *p > Decimal::ZERO) else {
                 out.push(Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.to_owned(), reason: format!("{filled} filled at an average of {average} does not follow from the {before} already filled at {before_avg}") }));
                 return Ok(());
             };
             // Market time, like paper fills: the day's P&L and exits follow the prices' clock.
-            let ts = last_prices.get(&instrument).map_or(not_before, |(t, _)| (*t).max(not_before));
+            let ts = last_prices
+                .get(&instrument)
+                .map_or(not_before, |(t, _)| (*t).max(not_before));
             let side = side_of(&side)?;
             let whole = complete || filled >= dec(&qty)?;
-            let event = if whole { state::OrderEvent::Fill } else { state::OrderEvent::PartialFill };
-            match record_fill(tx, coid, &account, &instrument, side, part, price, ts, event)? {
+            let event = if whole {
+                state::OrderEvent::Fill
+            } else {
+                state::OrderEvent::PartialFill
+            };
+            match record_fill(
+                tx,
+                coid,
+                &account,
+                &instrument,
+                side,
+                part,
+                price,
+                ts,
+                event,
+            )? {
                 Ok(()) => {
                     tx.exec("UPDATE orders SET filled_qty = ?2, fill_price = ?3 WHERE client_order_id = ?1", params![coid, filled.to_string(), average.to_string()])?;
-                    let state = tx.row("SELECT state FROM orders WHERE client_order_id = ?1", [coid], |r| r.get::<_, String>(0))?;
-                    let state = state::OrderState::parse(&state).map_or("partially_filled", state::OrderState::as_str);
+                    let state = tx.row(
+                        "SELECT state FROM orders WHERE client_order_id = ?1",
+                        [coid],
+                        |r| r.get::<_, String>(0),
+                    )?;
+                    let state = state::OrderState::parse(&state)
+                        .map_or("partially_filled", state::OrderState::as_str);
                     transitions.push((coid.to_owned(), state, json!({ "price": price.to_string(), "fill_ts": ts, "fill_qty": part.to_string(), "filled_qty": filled.to_string(), "average_price": average.to_string() })));
                 }
                 Err(e) => out.push(refused(e)),
@@ -604,7 +947,11 @@ impl OrderManager {
         } else if complete {
             // Complete with nothing new (its last part was reported as a partial fill).
             match advance(tx, coid, state::OrderEvent::Fill)? {
-                Ok(to) => transitions.push((coid.to_owned(), to.as_str(), json!({ "filled_qty": filled.to_string() }))),
+                Ok(to) => transitions.push((
+                    coid.to_owned(),
+                    to.as_str(),
+                    json!({ "filled_qty": filled.to_string() }),
+                )),
                 Err(e) if e.from == state::OrderState::Filled => {}
                 Err(e) => out.push(refused(e)),
             }
@@ -623,18 +970,56 @@ impl OrderManager {
         asked: &mut std::collections::HashSet<String>,
         cancels: &mut Vec<crate::brokers::live::LiveCancel>,
     ) -> rusqlite::Result<Vec<(String, &'static str, Value)>> {
-        type NewOrder = (String, String, String, String, String, i64, String, String, (Option<String>, Option<String>, Option<String>), (Option<String>, Option<String>));
+        type NewOrder = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            String,
+            String,
+            (Option<String>, Option<String>, Option<String>),
+            (Option<String>, Option<String>),
+        );
         let new: Vec<NewOrder> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT client_order_id, account, instrument, side, qty, not_before, slippage_bps, pipeline, order_type, limit_price, trigger_price, validity, slice FROM orders WHERE state = 'new' ORDER BY rowid",
             )?;
-            
-            stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, (r.get(8)?, r.get(9)?, r.get(10)?), (r.get::<_, Option<String>>(11)?, r.get::<_, Option<String>>(12)?))))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
+
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    (r.get(8)?, r.get(9)?, r.get(10)?),
+                    (
+                        r.get::<_, Option<String>>(11)?,
+                        r.get::<_, Option<String>>(12)?,
+                    ),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
         };
         let mut transitions = Vec::new();
-        for (coid, account, instrument, side, qty, not_before, _slippage, pipeline, kind, (validity, slice)) in new {
+        for (
+            coid,
+            account,
+            instrument,
+            side,
+            qty,
+            not_before,
+            _slippage,
+            pipeline,
+            kind,
+            (validity, slice),
+        ) in new
+        {
             if live.contains(&account) {
                 // A live account's order: recorded as submitted before the broker call
                 // (a restart then looks for it in the broker's book before placing it again),
@@ -645,17 +1030,34 @@ impl OrderManager {
                     // An order that reduces a position waits for the position's protective
                     // stop to be cancelled; a close then closes only what is still held.
                     let close = CLOSE_REASONS.contains(&pipeline.as_str());
-                    match protect::release_close(tx, &coid, &account, &instrument, side, dec(&qty)?, close, asked, cancels)? {
+                    match protect::release_close(
+                        tx,
+                        &coid,
+                        &account,
+                        &instrument,
+                        side,
+                        dec(&qty)?,
+                        close,
+                        asked,
+                        cancels,
+                    )? {
                         Ok(None) => continue,
                         Ok(Some(left)) => {
                             if left != dec(&qty)? {
                                 qty = left.to_string();
-                                tx.exec("UPDATE orders SET qty = ?2 WHERE client_order_id = ?1", params![coid, qty])?;
+                                tx.exec(
+                                    "UPDATE orders SET qty = ?2 WHERE client_order_id = ?1",
+                                    params![coid, qty],
+                                )?;
                             }
                         }
                         Err(reason) => {
                             if let Ok(to) = advance(tx, &coid, state::OrderEvent::Cancel)? {
-                                transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
+                                transitions.push((
+                                    coid.clone(),
+                                    to.as_str(),
+                                    json!({ "reason": reason }),
+                                ));
                             }
                             continue;
                         }
@@ -671,7 +1073,11 @@ impl OrderManager {
                     )?;
                     let kind = order_kind(&coid, &kind)?;
                     let validity = order_validity(&coid, validity.as_deref())?;
-                    let margin_scope = if pipeline == "basket" { baskets::margin_scope(tx, &coid)? } else { crate::brokers::live::MarginScope::Alone };
+                    let margin_scope = if pipeline == "basket" {
+                        baskets::margin_scope(tx, &coid)?
+                    } else {
+                        crate::brokers::live::MarginScope::Alone
+                    };
                     handoff.push(LiveOrder {
                         client_order_id: coid,
                         account,
@@ -703,9 +1109,14 @@ impl OrderManager {
                 }
             }
             // Worked at once against the prices that came after its signal and have gone by.
-            let (filled, moved, _refused) = paper::work_open_orders(tx, recent, &instrument, Some(&coid))?;
+            let (filled, moved, _refused) =
+                paper::work_open_orders(tx, recent, &instrument, Some(&coid))?;
             transitions.extend(moved);
-            transitions.extend(filled.into_iter().map(|(coid, extra)| (coid, "filled", extra)));
+            transitions.extend(
+                filled
+                    .into_iter()
+                    .map(|(coid, extra)| (coid, "filled", extra)),
+            );
         }
         Ok(transitions)
     }
@@ -727,8 +1138,15 @@ impl OrderManager {
     /// # Errors
     /// A journal failure.
     pub fn price_cursors(&self) -> Result<(HashMap<String, String>, Option<String>), OrderError> {
-        let mut stmt = self.db.prepare("SELECT key, value FROM settings WHERE key LIKE 'price_cursor%'").map_err(self.err())?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(self.err())?.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())?;
+        let mut stmt = self
+            .db
+            .prepare("SELECT key, value FROM settings WHERE key LIKE 'price_cursor%'")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())?;
         let mut by_pipeline = HashMap::new();
         let mut legacy = None;
         for (key, value) in rows {
@@ -771,14 +1189,28 @@ impl OrderManager {
         if !self.finished.is_empty() {
             self.finished.remove(pipeline);
         }
-        let clock = self.pipeline_clock.entry(pipeline.to_owned()).or_insert(q.ts);
+        let clock = self
+            .pipeline_clock
+            .entry(pipeline.to_owned())
+            .or_insert(q.ts);
         *clock = (*clock).max(q.ts);
         if self.seen.is_none_or(|(ts, _)| q.ts > ts) {
             self.seen = Some((q.ts, std::time::Instant::now()));
         }
-        let fresh: Vec<bool> = q.quotes.iter().map(|quote| self.last.get(&quote.instrument).is_none_or(|(ts, _)| q.ts > *ts)).collect();
+        let fresh: Vec<bool> = q
+            .quotes
+            .iter()
+            .map(|quote| {
+                self.last
+                    .get(&quote.instrument)
+                    .is_none_or(|(ts, _)| q.ts > *ts)
+            })
+            .collect();
         for quote in &q.quotes {
-            let entry = self.last.entry(quote.instrument.clone()).or_insert((q.ts, quote.close));
+            let entry = self
+                .last
+                .entry(quote.instrument.clone())
+                .or_insert((q.ts, quote.close));
             if q.ts >= entry.0 {
                 *entry = (q.ts, quote.close);
             }
@@ -787,7 +1219,12 @@ impl OrderManager {
                 if recent.len() == RECENT_PRICES {
                     recent.pop_front();
                 }
-                recent.push_back(crate::domain::order::PriceBar { ts: q.ts, open: quote.open, high: quote.high, low: quote.low });
+                recent.push_back(crate::domain::order::PriceBar {
+                    ts: q.ts,
+                    open: quote.open,
+                    high: quote.high,
+                    low: quote.low,
+                });
             }
         }
         fresh
@@ -799,10 +1236,17 @@ impl OrderManager {
     ///
     /// # Errors
     /// A journal failure.
-    pub fn on_quotes_at(&mut self, q: &QuotesMessage, cursor: Option<&str>) -> Result<Vec<Outcome>, OrderError> {
+    pub fn on_quotes_at(
+        &mut self,
+        q: &QuotesMessage,
+        cursor: Option<&str>,
+    ) -> Result<Vec<Outcome>, OrderError> {
         let fresh = self.observe(q);
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let config = self.config.clone();
         let tx = self.db.transaction().map_err(jerr)?;
         if let Some(cursor) = cursor {
@@ -817,29 +1261,75 @@ impl OrderManager {
         let mut refusals = Vec::new();
         let mut worked = Vec::new();
         for quote in &q.quotes {
-            let (done, moved, refused) = paper::work_open_orders(&tx, &self.recent, &quote.instrument, None).map_err(jerr)?;
+            let (done, moved, refused) =
+                paper::work_open_orders(&tx, &self.recent, &quote.instrument, None)
+                    .map_err(jerr)?;
             filled.extend(done);
             worked.extend(moved);
             refusals.extend(refused);
         }
         let mut exit_events = Vec::new();
-        let priced: Vec<&str> = q.quotes.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(quote, _)| quote.instrument.as_str()).collect();
-        let cancelled = cancel_entries_at_square_off(&tx, &config, &self.live, &mut self.cancel_asked, &mut self.cancels, q.ts, Some(&priced)).map_err(jerr)?;
+        let priced: Vec<&str> = q
+            .quotes
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, fresh)| **fresh)
+            .map(|(quote, _)| quote.instrument.as_str())
+            .collect();
+        let cancelled = cancel_entries_at_square_off(
+            &tx,
+            &config,
+            &self.live,
+            &mut self.cancel_asked,
+            &mut self.cancels,
+            q.ts,
+            Some(&priced),
+        )
+        .map_err(jerr)?;
         for (quote, _) in q.quotes.iter().zip(&fresh).filter(|(_, fresh)| **fresh) {
             exit_events.extend(Self::manage_exits(&config, &tx, q.ts, quote).map_err(jerr)?);
-            exit_events.extend(watchers::fire(&tx, &config, &self.last, quote, q.ts).map_err(jerr)?);
+            exit_events
+                .extend(watchers::fire(&tx, &config, &self.last, quote, q.ts).map_err(jerr)?);
         }
         exit_events.extend(advance_baskets(&tx, &config, &self.last, q.ts).map_err(jerr)?);
-        exit_events.extend(protect::protect(&tx, &config, &self.live, q.ts, &mut self.modifies, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
+        exit_events.extend(
+            protect::protect(
+                &tx,
+                &config,
+                &self.live,
+                q.ts,
+                &mut self.modifies,
+                &mut self.cancel_asked,
+                &mut self.cancels,
+            )
+            .map_err(jerr)?,
+        );
         let mut transitions = worked;
         transitions.extend(cancelled);
-        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
+        transitions.extend(
+            Self::submit_in(
+                &tx,
+                &self.recent,
+                &self.live,
+                &self.last,
+                &mut self.handoff,
+                &mut self.cancel_asked,
+                &mut self.cancels,
+            )
+            .map_err(jerr)?,
+        );
         journal::commit(tx).map_err(jerr)?;
         refusals.extend(exit_events);
         for (coid, state, extra) in transitions {
             refusals.push(Outcome::Order(self.order_message(&coid, state, extra)?));
         }
-        let mut out: Vec<Outcome> = filled.into_iter().map(|(coid, extra)| self.order_message(&coid, "filled", extra).map(Outcome::Order)).collect::<Result<_, _>>()?;
+        let mut out: Vec<Outcome> = filled
+            .into_iter()
+            .map(|(coid, extra)| {
+                self.order_message(&coid, "filled", extra)
+                    .map(Outcome::Order)
+            })
+            .collect::<Result<_, _>>()?;
         out.extend(refusals);
         Ok(out)
     }
@@ -855,25 +1345,66 @@ impl OrderManager {
     /// A journal failure: nothing is then recorded.
     pub fn on_clock(&mut self, now: i64) -> Result<Vec<Outcome>, OrderError> {
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let config = self.config.clone();
         let tx = self.db.transaction().map_err(jerr)?;
-        let mut transitions = cancel_entries_at_square_off(&tx, &config, &self.live, &mut self.cancel_asked, &mut self.cancels, now, None).map_err(jerr)?;
+        let mut transitions = cancel_entries_at_square_off(
+            &tx,
+            &config,
+            &self.live,
+            &mut self.cancel_asked,
+            &mut self.cancels,
+            now,
+            None,
+        )
+        .map_err(jerr)?;
         let rows: Vec<(String, String, String)> = {
             let mut stmt = tx.prepare_cached("SELECT account, instrument, qty FROM positions WHERE qty != '0' ORDER BY account, instrument").map_err(jerr)?;
-            
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(jerr)?.collect::<rusqlite::Result<Vec<_>>>().map_err(jerr)?
+
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(jerr)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(jerr)?
         };
         let mut out = Vec::new();
         for (account, instrument, qty) in rows {
             let qty = dec(&qty).map_err(jerr)?;
-            let Some(cfg) = config.account(&account).filter(|_| !qty.is_zero()) else { continue };
-            if let Some(due) = square_off_due(&tx, &config, cfg, &account, &instrument, qty, now).map_err(jerr)? {
+            let Some(cfg) = config.account(&account).filter(|_| !qty.is_zero()) else {
+                continue;
+            };
+            if let Some(due) =
+                square_off_due(&tx, &config, cfg, &account, &instrument, qty, now).map_err(jerr)?
+            {
                 let price = self.last.get(&instrument).map(|(_, p)| *p);
-                out.extend(due.queue(&tx, &config, &account, &instrument, qty, cfg.slippage_bps, price).map_err(jerr)?);
+                out.extend(
+                    due.queue(
+                        &tx,
+                        &config,
+                        &account,
+                        &instrument,
+                        qty,
+                        cfg.slippage_bps,
+                        price,
+                    )
+                    .map_err(jerr)?,
+                );
             }
         }
-        transitions.extend(Self::submit_in(&tx, &self.recent, &self.live, &self.last, &mut self.handoff, &mut self.cancel_asked, &mut self.cancels).map_err(jerr)?);
+        transitions.extend(
+            Self::submit_in(
+                &tx,
+                &self.recent,
+                &self.live,
+                &self.last,
+                &mut self.handoff,
+                &mut self.cancel_asked,
+                &mut self.cancels,
+            )
+            .map_err(jerr)?,
+        );
         journal::commit(tx).map_err(jerr)?;
         for (coid, state, extra) in transitions {
             out.push(Outcome::Order(self.order_message(&coid, state, extra)?));
@@ -886,7 +1417,10 @@ impl OrderManager {
     #[must_use]
     pub fn market_clock(&self) -> Option<i64> {
         let (ts, at) = self.seen?;
-        Some(ts.saturating_add(60_000).saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX)))
+        Some(
+            ts.saturating_add(60_000)
+                .saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// Wall time since the last new price.
@@ -921,17 +1455,26 @@ impl OrderManager {
     /// A journal failure.
     pub fn flatten(&mut self, account: &str, command_id: &str) -> Result<Vec<Outcome>, OrderError> {
         let positions: Vec<(String, String)> = {
-            let mut stmt = self.db.prepare("SELECT instrument, qty FROM positions WHERE account = ?1").map_err(self.err())?;
-            
-            stmt
-                .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))
+            let mut stmt = self
+                .db
+                .prepare("SELECT instrument, qty FROM positions WHERE account = ?1")
+                .map_err(self.err())?;
+
+            stmt.query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(self.err())?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(self.err())?
         };
-        let slippage = self.config.account(account).map(|a| a.slippage_bps).unwrap_or_default();
+        let slippage = self
+            .config
+            .account(account)
+            .map(|a| a.slippage_bps)
+            .unwrap_or_default();
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let tx = self.db.transaction().map_err(jerr)?;
         let mut out = Vec::new();
         for (instrument, qty) in positions {
@@ -940,7 +1483,18 @@ impl OrderManager {
                 continue;
             }
             let not_before = self.last.get(&instrument).map_or(0, |(ts, _)| *ts);
-            let (_, sliced) = queue_close(&tx, Some(&self.config), account, &instrument, qty, &format!("flatten/{command_id}/{instrument}"), "flatten", not_before, slippage).map_err(jerr)?;
+            let (_, sliced) = queue_close(
+                &tx,
+                Some(&self.config),
+                account,
+                &instrument,
+                qty,
+                &format!("flatten/{command_id}/{instrument}"),
+                "flatten",
+                not_before,
+                slippage,
+            )
+            .map_err(jerr)?;
             out.extend(sliced);
         }
         journal::commit(tx).map_err(jerr)?;
@@ -953,8 +1507,15 @@ impl OrderManager {
     /// # Errors
     /// A journal failure.
     pub fn positions_of(&self, account: &str) -> Result<HashMap<String, Decimal>, OrderError> {
-        let mut stmt = self.db.prepare("SELECT instrument, qty FROM positions WHERE account = ?1").map_err(self.err())?;
-        let rows = stmt.query_map([account], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(self.err())?;
+        let mut stmt = self
+            .db
+            .prepare("SELECT instrument, qty FROM positions WHERE account = ?1")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([account], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(self.err())?;
         let mut out = HashMap::new();
         for row in rows {
             let (instrument, qty) = row.map_err(self.err())?;
@@ -973,16 +1534,35 @@ impl OrderManager {
     pub fn accounts_summary(&self) -> Result<Value, OrderError> {
         let mut out = serde_json::Map::new();
         for account in &self.config.accounts {
-            out.insert(account.id.get_ref().clone(), json!({ "realized": "0", "unrealized": "0", "positions": {} }));
+            out.insert(
+                account.id.get_ref().clone(),
+                json!({ "realized": "0", "unrealized": "0", "positions": {} }),
+            );
         }
         let mut stmt = self.db.prepare("SELECT account, instrument, qty, lots, realized FROM positions ORDER BY account, instrument").map_err(self.err())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
             .map_err(self.err())?;
-        let mut totals: HashMap<String, (Decimal, Decimal, serde_json::Map<String, Value>)> = HashMap::new();
+        let mut totals: HashMap<String, (Decimal, Decimal, serde_json::Map<String, Value>)> =
+            HashMap::new();
         for row in rows {
             let (account, instrument, qty, lots, realized) = row.map_err(self.err())?;
-            let p = (|| Ok::<_, rusqlite::Error>(Position { qty: dec(&qty)?, lots: lots_of(&lots)?, realized: dec(&realized)? }))().map_err(self.err())?;
+            let p = (|| {
+                Ok::<_, rusqlite::Error>(Position {
+                    qty: dec(&qty)?,
+                    lots: lots_of(&lots)?,
+                    realized: dec(&realized)?,
+                })
+            })()
+            .map_err(self.err())?;
             let t = totals.entry(account).or_default();
             t.0 += p.realized;
             if let Some((_, last)) = self.last.get(&instrument) {
@@ -1003,7 +1583,11 @@ impl OrderManager {
     /// # Errors
     /// A journal failure.
     pub fn counts(&self) -> Result<Value, OrderError> {
-        let one = |sql: &str| self.db.row(sql, [], |r| r.get::<_, i64>(0)).map_err(self.err());
+        let one = |sql: &str| {
+            self.db
+                .row(sql, [], |r| r.get::<_, i64>(0))
+                .map_err(self.err())
+        };
         Ok(json!({
             "decisions": one("SELECT COUNT(*) FROM decisions")?,
             "orders": one("SELECT COUNT(*) FROM orders")?,
@@ -1013,8 +1597,6 @@ impl OrderManager {
         }))
     }
 }
-
-
 
 #[cfg(test)]
 mod tests;

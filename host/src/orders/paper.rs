@@ -12,15 +12,35 @@ use crate::domain::order::{Validity, Work, Working, work};
 
 /// Fills made (each order's id and its fill event), and the other transitions (trigger,
 /// expiry) and refusals.
-type PaperFills = (Vec<(String, Value)>, Vec<(String, &'static str, Value)>, Vec<Outcome>);
+type PaperFills = (
+    Vec<(String, Value)>,
+    Vec<(String, &'static str, Value)>,
+    Vec<Outcome>,
+);
 
 /// A paper order as the book keeps it.
-type BookRow = (String, String, String, String, String, i64, Option<i64>, bool, (Option<String>, Option<String>, Option<String>), Option<String>);
+type BookRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    bool,
+    (Option<String>, Option<String>, Option<String>),
+    Option<String>,
+);
 
 /// Work the paper book's open orders in `instrument` against the bars after each one's
 /// signal (and after the last bar it was worked against). Returns the fills, the other
 /// transitions and the fills the state machine refused (reported, never applied).
-pub(super) fn work_open_orders(tx: &rusqlite::Transaction<'_>, recent: &Recent, instrument: &str, only: Option<&str>) -> rusqlite::Result<PaperFills> {
+pub(super) fn work_open_orders(
+    tx: &rusqlite::Transaction<'_>,
+    recent: &Recent,
+    instrument: &str,
+    only: Option<&str>,
+) -> rusqlite::Result<PaperFills> {
     let open: Vec<BookRow> = {
         let mut stmt = tx.prepare_cached(
             "SELECT p.client_order_id, p.account, p.side, p.qty, o.slippage_bps, p.not_before, p.seen_ts, p.triggered, o.order_type, o.limit_price, o.trigger_price, o.validity
@@ -28,15 +48,37 @@ pub(super) fn work_open_orders(tx: &rusqlite::Transaction<'_>, recent: &Recent, 
              WHERE p.state = 'open' AND p.instrument = ?1 AND (?2 IS NULL OR p.client_order_id = ?2) ORDER BY p.rowid",
         )?;
         stmt.query_map(params![instrument, only], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, (r.get(8)?, r.get(9)?, r.get(10)?), r.get(11)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                (r.get(8)?, r.get(9)?, r.get(10)?),
+                r.get(11)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?
     };
     let (mut filled, mut moved, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
-    let Some(bars) = recent.get(instrument) else { return Ok((filled, moved, refusals)) };
-    for (coid, account, side, qty, slippage, not_before, seen_ts, triggered, kind, validity) in open {
-        let validity = Validity::parse(validity.as_deref()).ok_or_else(|| journal::corrupt("order validity", &format!("{coid}: {validity:?}")))?;
-        let mut terms = Working { side: side_of(&side)?, kind: order_kind(&coid, &kind)?, validity, slippage_bps: dec(&slippage)?, not_before, triggered };
+    let Some(bars) = recent.get(instrument) else {
+        return Ok((filled, moved, refusals));
+    };
+    for (coid, account, side, qty, slippage, not_before, seen_ts, triggered, kind, validity) in open
+    {
+        let validity = Validity::parse(validity.as_deref())
+            .ok_or_else(|| journal::corrupt("order validity", &format!("{coid}: {validity:?}")))?;
+        let mut terms = Working {
+            side: side_of(&side)?,
+            kind: order_kind(&coid, &kind)?,
+            validity,
+            slippage_bps: dec(&slippage)?,
+            not_before,
+            triggered,
+        };
         let from = seen_ts.unwrap_or(not_before).max(not_before);
         let start = bars.partition_point(|b| b.ts <= from);
         let mut last_seen = None;
@@ -46,26 +88,56 @@ pub(super) fn work_open_orders(tx: &rusqlite::Transaction<'_>, recent: &Recent, 
                 Work::Rest => {}
                 Work::Trigger => {
                     terms.triggered = true;
-                    tx.exec("UPDATE paper_book SET triggered = 1 WHERE client_order_id = ?1", [&coid])?;
+                    tx.exec(
+                        "UPDATE paper_book SET triggered = 1 WHERE client_order_id = ?1",
+                        [&coid],
+                    )?;
                     if let Ok(to) = advance(tx, &coid, state::OrderEvent::Trigger)? {
                         moved.push((coid.clone(), to.as_str(), json!({ "trigger_ts": b.ts })));
                     }
                 }
                 Work::Expire => {
-                    tx.exec("UPDATE paper_book SET state = 'expired' WHERE client_order_id = ?1", [&coid])?;
+                    tx.exec(
+                        "UPDATE paper_book SET state = 'expired' WHERE client_order_id = ?1",
+                        [&coid],
+                    )?;
                     if let Ok(to) = advance(tx, &coid, state::OrderEvent::Expire)? {
-                        let why = if validity == Validity::Ioc { "IOC: not filled on the first price after it" } else { "DAY: not filled on its day" };
-                        moved.push((coid.clone(), to.as_str(), json!({ "reason": why, "expired_ts": b.ts })));
+                        let why = if validity == Validity::Ioc {
+                            "IOC: not filled on the first price after it"
+                        } else {
+                            "DAY: not filled on its day"
+                        };
+                        moved.push((
+                            coid.clone(),
+                            to.as_str(),
+                            json!({ "reason": why, "expired_ts": b.ts }),
+                        ));
                     }
                     super::decisions::restore_cooldown(tx, &coid)?;
                     break;
                 }
                 Work::Fill(price) => {
-                    match record_fill(tx, &coid, &account, instrument, terms.side, dec(&qty)?, price, b.ts, state::OrderEvent::Fill)? {
-                        Ok(()) => filled.push((coid.clone(), json!({ "price": price.to_string(), "fill_ts": b.ts }))),
+                    match record_fill(
+                        tx,
+                        &coid,
+                        &account,
+                        instrument,
+                        terms.side,
+                        dec(&qty)?,
+                        price,
+                        b.ts,
+                        state::OrderEvent::Fill,
+                    )? {
+                        Ok(()) => filled.push((
+                            coid.clone(),
+                            json!({ "price": price.to_string(), "fill_ts": b.ts }),
+                        )),
                         Err(refused) => {
                             tracing::error!("order {coid}: fill refused: {refused}");
-                            refusals.push(Outcome::Event(Event::OrderTransitionRefused { client_order_id: coid.clone(), reason: refused.to_string() }));
+                            refusals.push(Outcome::Event(Event::OrderTransitionRefused {
+                                client_order_id: coid.clone(),
+                                reason: refused.to_string(),
+                            }));
                         }
                     }
                     break;
@@ -73,7 +145,10 @@ pub(super) fn work_open_orders(tx: &rusqlite::Transaction<'_>, recent: &Recent, 
             }
         }
         if let Some(ts) = last_seen {
-            tx.exec("UPDATE paper_book SET seen_ts = ?2 WHERE client_order_id = ?1", params![coid, ts])?;
+            tx.exec(
+                "UPDATE paper_book SET seen_ts = ?2 WHERE client_order_id = ?1",
+                params![coid, ts],
+            )?;
         }
     }
     Ok((filled, moved, refusals))

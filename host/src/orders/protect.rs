@@ -37,7 +37,11 @@ struct Resting {
     state: String,
 }
 
-fn resting(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> rusqlite::Result<Option<Resting>> {
+fn resting(
+    tx: &rusqlite::Transaction<'_>,
+    account: &str,
+    instrument: &str,
+) -> rusqlite::Result<Option<Resting>> {
     type Row = (String, String, Option<String>, Option<i64>, String, String);
     let row: Option<Row> = tx
         .row(
@@ -47,7 +51,17 @@ fn resting(tx: &rusqlite::Transaction<'_>, account: &str, instrument: &str) -> r
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )
         .optional()?;
-    row.map(|(coid, qty, trigger, modified_at, state, side)| Ok(Resting { qty: dec(&qty)?, trigger: opt_dec(trigger.as_deref())?.unwrap_or_default(), coid, side, modified_at, state })).transpose()
+    row.map(|(coid, qty, trigger, modified_at, state, side)| {
+        Ok(Resting {
+            qty: dec(&qty)?,
+            trigger: opt_dec(trigger.as_deref())?.unwrap_or_default(),
+            coid,
+            side,
+            modified_at,
+            state,
+        })
+    })
+    .transpose()
 }
 
 /// Keep every live position's protective stop in line with its managed exit: record
@@ -73,20 +87,39 @@ pub(super) fn protect(
         let mut stmt = tx.prepare_cached(
             "SELECT o.client_order_id, o.account, o.instrument, o.side FROM orders o WHERE o.pipeline = 'protective-stop' AND o.state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled')",
         )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
     };
     for (coid, account, instrument, side) in orphans {
-        let held: Option<String> = tx.row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [&account, &instrument], |r| r.get(0)).optional()?;
+        let held: Option<String> = tx
+            .row(
+                "SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2",
+                [&account, &instrument],
+                |r| r.get(0),
+            )
+            .optional()?;
         let held = opt_dec(held.as_deref())?.unwrap_or_default();
-        let protects = if side == "sell" { held > Decimal::ZERO } else { held < Decimal::ZERO };
+        let protects = if side == "sell" {
+            held > Decimal::ZERO
+        } else {
+            held < Decimal::ZERO
+        };
         if protects {
             continue;
         }
-        let state: String = tx.row("SELECT state FROM orders WHERE client_order_id = ?1", [&coid], |r| r.get(0))?;
+        let state: String = tx.row(
+            "SELECT state FROM orders WHERE client_order_id = ?1",
+            [&coid],
+            |r| r.get(0),
+        )?;
         if state == "new" {
             let _ = advance(tx, &coid, state::OrderEvent::Cancel)?;
         } else if asked.insert(coid.clone()) {
-            cancels.push(LiveCancel { account, client_order_id: coid, reason: "its position is closed".into() });
+            cancels.push(LiveCancel {
+                account,
+                client_order_id: coid,
+                reason: "its position is closed".into(),
+            });
         }
     }
     type Row = (String, String, bool, Option<String>, bool, String);
@@ -95,16 +128,37 @@ pub(super) fn protect(
             "SELECT e.account, e.instrument, e.long, e.stop, e.triggered, p.qty FROM exits e
              JOIN positions p ON p.account = e.account AND p.instrument = e.instrument WHERE p.qty != '0' ORDER BY e.account, e.instrument",
         )?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
+        stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
     };
     for (account, instrument, long, stop, triggered, qty) in rows {
-        let Some(stop) = opt_dec(stop.as_deref())? else { continue };
-        if triggered || !live.contains(&account) || !config.account(&account).is_some_and(|a| a.exits.broker_stop) {
+        let Some(stop) = opt_dec(stop.as_deref())? else {
+            continue;
+        };
+        if triggered
+            || !live.contains(&account)
+            || !config
+                .account(&account)
+                .is_some_and(|a| a.exits.broker_stop)
+        {
             continue;
         }
         let held = dec(&qty)?;
         let want = held.abs();
-        let side = if long { OrderSide::Sell } else { OrderSide::Buy };
+        let side = if long {
+            OrderSide::Sell
+        } else {
+            OrderSide::Buy
+        };
         // The host is closing (or reversing) the position itself: nothing new rests against it.
         let closing: i64 = tx.row(
             "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline != 'protective-stop' AND side = ?3
@@ -121,30 +175,60 @@ pub(super) fn protect(
                 let key = format!("protect/{account}/{instrument}/{}", n + 1);
                 let coid = client_order_id(&key, &account);
                 // A delivery position's stop must outlive the session: a GTT where the broker has one.
-                let validity = config.account(&account).is_some_and(|a| a.product == crate::domain::Product::Cnc && gtt_broker(a.broker.get_ref())).then_some("GTT");
+                let validity = config
+                    .account(&account)
+                    .is_some_and(|a| {
+                        a.product == crate::domain::Product::Cnc && gtt_broker(a.broker.get_ref())
+                    })
+                    .then_some("GTT");
                 tx.exec(
                     "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at,
                          algo_id, order_type, trigger_price, modified_at, validity)
                      VALUES (?1, ?2, ?3, 'protective-stop', ?4, ?5, ?6, 'new', ?7, '0', ?8, ?8, (SELECT value FROM settings WHERE key = 'algo/' || ?3), 'SL-M', ?9, NULL, ?10)",
                     params![coid, key, account, instrument, side.as_str(), want.to_string(), now, now_ms(), stop.to_string(), validity],
                 )?;
-                out.push(Outcome::Event(Event::ProtectiveStop { account: account.clone(), instrument: instrument.clone(), client_order_id: coid, trigger: stop.to_string(), qty: want.to_string(), action: "placed".into() }));
+                out.push(Outcome::Event(Event::ProtectiveStop {
+                    account: account.clone(),
+                    instrument: instrument.clone(),
+                    client_order_id: coid,
+                    trigger: stop.to_string(),
+                    qty: want.to_string(),
+                    action: "placed".into(),
+                }));
             }
             Some(r) if r.state == "pending_cancel" => {}
             Some(r) => {
                 // Never loosened: a long's stop only rises, a short's only falls.
-                let tighter = if long { stop > r.trigger } else { stop < r.trigger };
+                let tighter = if long {
+                    stop > r.trigger
+                } else {
+                    stop < r.trigger
+                };
                 let resized = want != r.qty;
-                let due = r.modified_at.is_none_or(|at| now.saturating_sub(at) >= MODIFY_EVERY_MS);
+                let due = r
+                    .modified_at
+                    .is_none_or(|at| now.saturating_sub(at) >= MODIFY_EVERY_MS);
                 if !(tighter || resized) || !due {
                     continue;
                 }
                 let trigger = if tighter { stop } else { r.trigger };
                 tx.exec("UPDATE orders SET trigger_price = ?2, qty = ?3, modified_at = ?4, updated_at = ?5 WHERE client_order_id = ?1", params![r.coid, trigger.to_string(), want.to_string(), now, now_ms()])?;
                 if r.state != "new" {
-                    modifies.push(LiveModify { account: account.clone(), client_order_id: r.coid.clone(), kind: OrderKind::StopMarket { trigger }, qty: want });
+                    modifies.push(LiveModify {
+                        account: account.clone(),
+                        client_order_id: r.coid.clone(),
+                        kind: OrderKind::StopMarket { trigger },
+                        qty: want,
+                    });
                 }
-                out.push(Outcome::Event(Event::ProtectiveStop { account: account.clone(), instrument: instrument.clone(), client_order_id: r.coid, trigger: trigger.to_string(), qty: want.to_string(), action: "moved".into() }));
+                out.push(Outcome::Event(Event::ProtectiveStop {
+                    account: account.clone(),
+                    instrument: instrument.clone(),
+                    client_order_id: r.coid,
+                    trigger: trigger.to_string(),
+                    qty: want.to_string(),
+                    action: "moved".into(),
+                }));
             }
         }
     }
@@ -182,21 +266,42 @@ pub(super) fn release_close(
             let _ = advance(tx, &r.coid, state::OrderEvent::Cancel)?;
         } else {
             if r.state != "pending_cancel" && asked.insert(r.coid.clone()) {
-                cancels.push(LiveCancel { account: account.to_owned(), client_order_id: r.coid.clone(), reason: "the host closes the position itself".into() });
+                cancels.push(LiveCancel {
+                    account: account.to_owned(),
+                    client_order_id: r.coid.clone(),
+                    reason: "the host closes the position itself".into(),
+                });
             }
-            tx.exec("UPDATE orders SET waits_for = ?2 WHERE client_order_id = ?1", [coid, r.coid.as_str()])?;
+            tx.exec(
+                "UPDATE orders SET waits_for = ?2 WHERE client_order_id = ?1",
+                [coid, r.coid.as_str()],
+            )?;
             return Ok(Ok(None));
         }
     }
     if !close {
         return less_what_the_stop_filled(tx, coid, instrument, side, qty);
     }
-    let held: Option<String> = tx.row("SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2", [account, instrument], |r| r.get(0)).optional()?;
+    let held: Option<String> = tx
+        .row(
+            "SELECT qty FROM positions WHERE account = ?1 AND instrument = ?2",
+            [account, instrument],
+            |r| r.get(0),
+        )
+        .optional()?;
     let held = opt_dec(held.as_deref())?.unwrap_or_default();
     // What a close in `side` can still close: the position on the other side.
-    let closable = if (side == OrderSide::Sell && held > Decimal::ZERO) || (side == OrderSide::Buy && held < Decimal::ZERO) { held.abs() } else { Decimal::ZERO };
+    let closable = if (side == OrderSide::Sell && held > Decimal::ZERO)
+        || (side == OrderSide::Buy && held < Decimal::ZERO)
+    {
+        held.abs()
+    } else {
+        Decimal::ZERO
+    };
     if closable.is_zero() {
-        return Ok(Err(format!("{coid}: nothing left to close in {instrument} (its protective stop filled)")));
+        return Ok(Err(format!(
+            "{coid}: nothing left to close in {instrument} (its protective stop filled)"
+        )));
     }
     Ok(Ok(Some(qty.min(closable))))
 }
@@ -204,18 +309,38 @@ pub(super) fn release_close(
 /// A strategy's exit or reversal goes once the stop is out of the way, less what the
 /// stop it waited on filled meanwhile: an exit of a position the stop closed sells
 /// nothing, a reversal only opens the new side.
-fn less_what_the_stop_filled(tx: &rusqlite::Transaction<'_>, coid: &str, instrument: &str, side: OrderSide, qty: Decimal) -> rusqlite::Result<Result<Option<Decimal>, String>> {
-    let waited: Option<String> = tx.row("SELECT waits_for FROM orders WHERE client_order_id = ?1", [coid], |r| r.get(0)).optional()?.flatten();
-    let Some(stop) = waited else { return Ok(Ok(Some(qty))) };
+fn less_what_the_stop_filled(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    instrument: &str,
+    side: OrderSide,
+    qty: Decimal,
+) -> rusqlite::Result<Result<Option<Decimal>, String>> {
+    let waited: Option<String> = tx
+        .row(
+            "SELECT waits_for FROM orders WHERE client_order_id = ?1",
+            [coid],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let Some(stop) = waited else {
+        return Ok(Ok(Some(qty)));
+    };
     let mut stmt = tx.prepare_cached("SELECT qty FROM fills WHERE client_order_id = ?1")?;
-    let fills = stmt.query_map([stop.as_str()], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let fills = stmt
+        .query_map([stop.as_str()], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut filled = Decimal::ZERO;
     for f in fills {
         filled = filled.checked_add(dec(&f)?).unwrap_or(Decimal::MAX);
     }
     Ok(match qty.checked_sub(filled) {
         Some(left) if left > Decimal::ZERO => Ok(Some(left)),
-        _ => Err(format!("{coid}: nothing left to {} in {instrument}: its protective stop {stop} filled {filled} while the order waited", side.as_str())),
+        _ => Err(format!(
+            "{coid}: nothing left to {} in {instrument}: its protective stop {stop} filled {filled} while the order waited",
+            side.as_str()
+        )),
     })
 }
 

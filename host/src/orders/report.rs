@@ -87,11 +87,16 @@ pub struct Report {
 /// SQLite failures.
 pub fn read_refusals(journal: &Path) -> anyhow::Result<BTreeMap<String, BTreeMap<String, usize>>> {
     let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = db.prepare("SELECT account, outcome FROM decisions WHERE outcome LIKE 'refused%'")?;
+    let mut stmt =
+        db.prepare("SELECT account, outcome FROM decisions WHERE outcome LIKE 'refused%'")?;
     let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (account, outcome) = row?;
-        let rule = outcome.split_once('[').and_then(|(_, r)| r.split_once(']')).map_or("other", |(r, _)| r).to_owned();
+        let rule = outcome
+            .split_once('[')
+            .and_then(|(_, r)| r.split_once(']'))
+            .map_or("other", |(r, _)| r)
+            .to_owned();
         *out.entry(account).or_default().entry(rule).or_default() += 1;
     }
     Ok(out)
@@ -100,7 +105,11 @@ pub fn read_refusals(journal: &Path) -> anyhow::Result<BTreeMap<String, BTreeMap
 /// A CSV field, quoted when it holds a comma, a quote or a line break.
 #[must_use]
 pub fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")).into() } else { text.into() }
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\"")).into()
+    } else {
+        text.into()
+    }
 }
 
 /// A signal as the journal recorded it.
@@ -129,17 +138,48 @@ pub struct SignalRow {
 /// SQLite failures, or a damaged price.
 pub fn read_signals(journal: &Path) -> anyhow::Result<Vec<SignalRow>> {
     let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let has: bool = db.query_row("SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'signals'", [], |r| r.get(0))?;
+    let has: bool = db.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'signals'",
+        [],
+        |r| r.get(0),
+    )?;
     if !has {
         return Ok(Vec::new());
     }
     let mut stmt = db.prepare("SELECT ts, pipeline, instrument, side, price, reason, signal_id FROM signals ORDER BY ts, signal_id")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Option<String>>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?)))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+        ))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (ts, pipeline, instrument, side, price, reason, signal_id) = row?;
-        let price = price.map(|p| p.parse::<Decimal>().map_err(|_| anyhow::anyhow!("{}: signal {signal_id}: price {p:?} is not a number", journal.display()))).transpose()?;
-        out.push(SignalRow { signal_id, ts, pipeline, instrument, side, price, reason });
+        let price = price
+            .map(|p| {
+                p.parse::<Decimal>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{}: signal {signal_id}: price {p:?} is not a number",
+                        journal.display()
+                    )
+                })
+            })
+            .transpose()?;
+        out.push(SignalRow {
+            signal_id,
+            ts,
+            pipeline,
+            instrument,
+            side,
+            price,
+            reason,
+        });
     }
     Ok(out)
 }
@@ -149,7 +189,14 @@ pub fn read_signals(journal: &Path) -> anyhow::Result<Vec<SignalRow>> {
 pub fn signals_csv(rows: &[SignalRow]) -> String {
     let mut out = String::from("ts,instrument,side,price,reason\n");
     for s in rows {
-        out += &format!("{},{},{},{},{}\n", format_iso_ist(s.ts), csv_field(&s.instrument), csv_field(&s.side), s.price.map(|p| p.to_string()).unwrap_or_default(), csv_field(&s.reason));
+        out += &format!(
+            "{},{},{},{},{}\n",
+            format_iso_ist(s.ts),
+            csv_field(&s.instrument),
+            csv_field(&s.side),
+            s.price.map(|p| p.to_string()).unwrap_or_default(),
+            csv_field(&s.reason)
+        );
     }
     out
 }
@@ -160,12 +207,21 @@ pub fn signals_csv(rows: &[SignalRow]) -> String {
 /// SQLite failures, named with the journal's path.
 pub fn read_fills(journal: &Path) -> anyhow::Result<Vec<FillRow>> {
     use anyhow::Context as _;
-    let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).with_context(|| format!("opening {}", journal.display()))?;
+    let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", journal.display()))?;
     let mut stmt = db
         .prepare("SELECT f.account, f.instrument, f.side, f.qty, f.price, f.ts, o.pipeline FROM fills f JOIN orders o USING (client_order_id) ORDER BY f.ts, f.rowid")
         .with_context(|| format!("{} is not a tradehost journal", journal.display()))?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, i64>(5)?, r.get::<_, String>(6)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, String>(6)?,
+        ))
     })?;
     let mut fills = Vec::new();
     for row in rows {
@@ -174,8 +230,12 @@ pub fn read_fills(journal: &Path) -> anyhow::Result<Vec<FillRow>> {
             account,
             instrument,
             sign: if side == "buy" { 1 } else { -1 },
-            qty: qty.parse().with_context(|| format!("fill quantity {qty:?}"))?,
-            price: price.parse().with_context(|| format!("fill price {price:?}"))?,
+            qty: qty
+                .parse()
+                .with_context(|| format!("fill quantity {qty:?}"))?,
+            price: price
+                .parse()
+                .with_context(|| format!("fill price {price:?}"))?,
             ts,
             source,
         });
@@ -193,11 +253,24 @@ pub fn build(fills: &[FillRow], charges_per_order: Decimal) -> Report {
     for f in fills {
         let key = (f.account.clone(), f.instrument.clone());
         last_price.insert(key.clone(), f.price);
-        let day = report.days.entry(f.account.clone()).or_default().entry(ist_day(f.ts)).or_default();
+        let day = report
+            .days
+            .entry(f.account.clone())
+            .or_default()
+            .entry(ist_day(f.ts))
+            .or_default();
         day.fills += 1;
         day.charges += charges_per_order;
-        let side = if f.sign > 0 { OrderSide::Buy } else { OrderSide::Sell };
-        for c in positions.entry(key).or_default().fill(side, f.qty, f.price, f.ts) {
+        let side = if f.sign > 0 {
+            OrderSide::Buy
+        } else {
+            OrderSide::Sell
+        };
+        for c in positions
+            .entry(key)
+            .or_default()
+            .fill(side, f.qty, f.price, f.ts)
+        {
             day.realized += c.pnl;
             report.trips.push(RoundTrip {
                 account: f.account.clone(),
@@ -214,7 +287,10 @@ pub fn build(fills: &[FillRow], charges_per_order: Decimal) -> Report {
         }
     }
     for ((account, instrument), position) in positions {
-        let mark = last_price.get(&(account.clone(), instrument)).copied().unwrap_or_default();
+        let mark = last_price
+            .get(&(account.clone(), instrument))
+            .copied()
+            .unwrap_or_default();
         *report.unrealized.entry(account).or_default() += position.unrealized(mark);
     }
     report
@@ -224,20 +300,38 @@ impl Report {
     /// The table a trader reads.
     #[must_use]
     pub fn render(&self) -> String {
-        let mut out = format!("{:<16} {:<10} {:>6} {:>14} {:>10} {:>14}\n", "account", "day", "fills", "realised", "charges", "net");
+        let mut out = format!(
+            "{:<16} {:<10} {:>6} {:>14} {:>10} {:>14}\n",
+            "account", "day", "fills", "realised", "charges", "net"
+        );
         for (account, days) in &self.days {
             let (mut r, mut c) = (Decimal::ZERO, Decimal::ZERO);
             for (day, d) in days {
-                let date = &format_iso_ist(day * 86_400_000 - crate::domain::time::IST_OFFSET_MS)[..10];
-                out += &format!("{account:<16} {date:<10} {:>6} {:>14} {:>10} {:>14}\n", d.fills, d.realized, d.charges, d.realized - d.charges);
+                let date =
+                    &format_iso_ist(day * 86_400_000 - crate::domain::time::IST_OFFSET_MS)[..10];
+                out += &format!(
+                    "{account:<16} {date:<10} {:>6} {:>14} {:>10} {:>14}\n",
+                    d.fills,
+                    d.realized,
+                    d.charges,
+                    d.realized - d.charges
+                );
                 r += d.realized;
                 c += d.charges;
             }
             let u = self.unrealized.get(account).copied().unwrap_or_default();
-            out += &format!("{account:<16} {:<10} {:>6} {:>14} {:>10} {:>14}   unrealised {u} at the last fill prices\n", "total", "", r, c, r - c);
+            out += &format!(
+                "{account:<16} {:<10} {:>6} {:>14} {:>10} {:>14}   unrealised {u} at the last fill prices\n",
+                "total",
+                "",
+                r,
+                c,
+                r - c
+            );
         }
         out += "\nround trips by what closed them, and orders refused by risk rule:\n";
-        let accounts: std::collections::BTreeSet<&String> = self.days.keys().chain(self.refusals.keys()).collect();
+        let accounts: std::collections::BTreeSet<&String> =
+            self.days.keys().chain(self.refusals.keys()).collect();
         for account in accounts {
             let mut by: BTreeMap<&str, (usize, Decimal)> = BTreeMap::new();
             for t in self.trips.iter().filter(|t| &t.account == account) {
@@ -245,9 +339,25 @@ impl Report {
                 e.0 += 1;
                 e.1 += t.pnl;
             }
-            let exits: Vec<String> = by.iter().map(|(k, (n, pnl))| format!("{k} {n} ({pnl})")).collect();
-            let refused: Vec<String> = self.refusals.get(account).map(|m| m.iter().map(|(k, n)| format!("{k} {n}")).collect()).unwrap_or_default();
-            out += &format!("{account:<16} closed by: {}\n{:<16} refused:   {}\n", exits.join(", "), "", if refused.is_empty() { "none".to_owned() } else { refused.join(", ") });
+            let exits: Vec<String> = by
+                .iter()
+                .map(|(k, (n, pnl))| format!("{k} {n} ({pnl})"))
+                .collect();
+            let refused: Vec<String> = self
+                .refusals
+                .get(account)
+                .map(|m| m.iter().map(|(k, n)| format!("{k} {n}")).collect())
+                .unwrap_or_default();
+            out += &format!(
+                "{account:<16} closed by: {}\n{:<16} refused:   {}\n",
+                exits.join(", "),
+                "",
+                if refused.is_empty() {
+                    "none".to_owned()
+                } else {
+                    refused.join(", ")
+                }
+            );
         }
         out
     }
@@ -255,7 +365,9 @@ impl Report {
     /// Round trips as CSV.
     #[must_use]
     pub fn trips_csv(&self) -> String {
-        let mut out = String::from("account,instrument,side,qty,entry_ts,entry_price,exit_ts,exit_price,pnl,exit_by\n");
+        let mut out = String::from(
+            "account,instrument,side,qty,entry_ts,entry_price,exit_ts,exit_price,pnl,exit_by\n",
+        );
         for t in &self.trips {
             out += &format!(
                 "{},{},{},{},{},{},{},{},{},{}\n",
@@ -297,8 +409,20 @@ pub struct FillLine {
 
 impl From<&FillRow> for FillLine {
     fn from(f: &FillRow) -> Self {
-        let reason = if super::CLOSE_REASONS.contains(&f.source.as_str()) { f.source.clone() } else { "signal".to_owned() };
-        Self { ts: f.ts, account: f.account.clone(), instrument: f.instrument.clone(), side: if f.sign > 0 { "buy" } else { "sell" }, qty: f.qty, price: f.price, reason }
+        let reason = if super::CLOSE_REASONS.contains(&f.source.as_str()) {
+            f.source.clone()
+        } else {
+            "signal".to_owned()
+        };
+        Self {
+            ts: f.ts,
+            account: f.account.clone(),
+            instrument: f.instrument.clone(),
+            side: if f.sign > 0 { "buy" } else { "sell" },
+            qty: f.qty,
+            price: f.price,
+            reason,
+        }
     }
 }
 
@@ -313,7 +437,21 @@ pub fn fills_csv(mut lines: Vec<FillLine>) -> String {
     for line in lines {
         match merged.last_mut() {
             Some(last)
-                if (last.ts, &last.account, &last.instrument, last.side, last.price, &last.reason) == (line.ts, &line.account, &line.instrument, line.side, line.price, &line.reason) =>
+                if (
+                    last.ts,
+                    &last.account,
+                    &last.instrument,
+                    last.side,
+                    last.price,
+                    &last.reason,
+                ) == (
+                    line.ts,
+                    &line.account,
+                    &line.instrument,
+                    line.side,
+                    line.price,
+                    &line.reason,
+                ) =>
             {
                 last.qty += line.qty;
             }
@@ -322,7 +460,16 @@ pub fn fills_csv(mut lines: Vec<FillLine>) -> String {
     }
     let mut out = String::from("ts,account,instrument,side,qty,price,reason\n");
     for l in merged {
-        out += &format!("{},{},{},{},{},{},{}\n", format_iso_ist(l.ts), l.account, l.instrument, l.side, l.qty.normalize(), l.price.normalize(), l.reason);
+        out += &format!(
+            "{},{},{},{},{},{},{}\n",
+            format_iso_ist(l.ts),
+            l.account,
+            l.instrument,
+            l.side,
+            l.qty.normalize(),
+            l.price.normalize(),
+            l.reason
+        );
     }
     out
 }
@@ -334,15 +481,16 @@ mod tests {
 
     #[test]
     fn fills_csv_sorts_by_time_then_account_and_merges_the_parts_of_one_trade() {
-        let line = |ts: i64, account: &str, side: &'static str, qty: Decimal, reason: &str| FillLine {
-            ts: D1 + ts,
-            account: account.into(),
-            instrument: "NIFTY".into(),
-            side,
-            qty,
-            price: dec!(100.50),
-            reason: reason.into(),
-        };
+        let line =
+            |ts: i64, account: &str, side: &'static str, qty: Decimal, reason: &str| FillLine {
+                ts: D1 + ts,
+                account: account.into(),
+                instrument: "NIFTY".into(),
+                side,
+                qty,
+                price: dec!(100.50),
+                reason: reason.into(),
+            };
         let csv = fills_csv(vec![
             line(60_000, "b", "buy", dec!(1), "signal"),
             line(60_000, "a", "sell", dec!(2), "signal"),
@@ -358,15 +506,35 @@ mod tests {
              2024-01-01T10:01:00+05:30,a,NIFTY,sell,1,100.5,stop-loss\n\
              2024-01-01T10:01:00+05:30,b,NIFTY,buy,1,100.5,signal\n"
         );
-        let from_journal = FillLine::from(&FillRow { account: "a".into(), instrument: "X".into(), sign: -1, qty: dec!(1), price: dec!(1), ts: 0, source: "nifty-ma".into() });
-        assert_eq!((from_journal.side, from_journal.reason.as_str()), ("sell", "signal"), "a pipeline's order is a signal's");
+        let from_journal = FillLine::from(&FillRow {
+            account: "a".into(),
+            instrument: "X".into(),
+            sign: -1,
+            qty: dec!(1),
+            price: dec!(1),
+            ts: 0,
+            source: "nifty-ma".into(),
+        });
+        assert_eq!(
+            (from_journal.side, from_journal.reason.as_str()),
+            ("sell", "signal"),
+            "a pipeline's order is a signal's"
+        );
     }
 
     const D1: i64 = 1_704_083_400_000; // 2024-01-01 10:00 IST
     const DAY: i64 = 86_400_000;
 
     fn fill(sign: i8, qty: Decimal, price: Decimal, ts: i64, source: &str) -> FillRow {
-        FillRow { account: "a".into(), instrument: "NIFTY".into(), sign, qty, price, ts, source: source.into() }
+        FillRow {
+            account: "a".into(),
+            instrument: "NIFTY".into(),
+            sign,
+            qty,
+            price,
+            ts,
+            source: source.into(),
+        }
     }
 
     #[test]
@@ -374,19 +542,36 @@ mod tests {
         let fills = [
             fill(1, dec!(2), dec!(100), D1, "p"),
             fill(1, dec!(1), dec!(110), D1 + 60_000, "p"),
-            fill(-1, dec!(2), dec!(120), D1 + DAY, "p"),           // closes the first lot: +40 on day 2
+            fill(-1, dec!(2), dec!(120), D1 + DAY, "p"), // closes the first lot: +40 on day 2
             fill(-1, dec!(2), dec!(105), D1 + DAY + 60_000, "stop-loss"), // closes 1 @110 (-5), opens short 1 @105
-            fill(1, dec!(1), dec!(100), D1 + 2 * DAY, "square-off"), // covers: +5 on day 3
+            fill(1, dec!(1), dec!(100), D1 + 2 * DAY, "square-off"),      // covers: +5 on day 3
         ];
         let r = build(&fills, dec!(20));
-        let days: Vec<(i64, Decimal, usize, Decimal)> = r.days["a"].iter().map(|(d, v)| (*d - ist_day(D1), v.realized, v.fills, v.charges)).collect();
-        assert_eq!(days, vec![(0, dec!(0), 2, dec!(40)), (1, dec!(35), 2, dec!(40)), (2, dec!(5), 1, dec!(20))]);
+        let days: Vec<(i64, Decimal, usize, Decimal)> = r.days["a"]
+            .iter()
+            .map(|(d, v)| (*d - ist_day(D1), v.realized, v.fills, v.charges))
+            .collect();
+        assert_eq!(
+            days,
+            vec![
+                (0, dec!(0), 2, dec!(40)),
+                (1, dec!(35), 2, dec!(40)),
+                (2, dec!(5), 1, dec!(20))
+            ]
+        );
         assert_eq!(r.trips.len(), 3);
-        assert_eq!((r.trips[1].side, r.trips[1].pnl, r.trips[1].exit_by.as_str()), ("long", dec!(-5), "stop-loss"));
+        assert_eq!(
+            (r.trips[1].side, r.trips[1].pnl, r.trips[1].exit_by.as_str()),
+            ("long", dec!(-5), "stop-loss")
+        );
         assert_eq!(r.trips[2].side, "short");
         assert_eq!(r.unrealized["a"], dec!(0));
         assert!(r.render().contains("2024-01-02") && r.trips_csv().lines().count() == 4);
         let open = build(&fills[..2], dec!(0));
-        assert_eq!(open.unrealized["a"], dec!(20), "2 @100 marked at the last fill 110");
+        assert_eq!(
+            open.unrealized["a"],
+            dec!(20),
+            "2 @100 marked at the last fill 110"
+        );
     }
 }

@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use super::{OrderManager, Outcome};
 use crate::brokers::live::{LiveRouter, RouterOutput};
 use crate::bus::events::{Event, Events};
-use crate::bus::message::{Command, CommandMessage, Quote, QuotesMessage, SignalMessage, printable};
+use crate::bus::message::{
+    Command, CommandMessage, Quote, QuotesMessage, SignalMessage, printable,
+};
 use crate::bus::{Bus, LogEntry, Subscription};
 use crate::config::Config;
 use crate::market::guard::{GuardRules, PriceGuard};
@@ -43,7 +45,12 @@ pub struct OrdersSettings {
 
 /// The prices of a quote, as the guard checks them (close first: it is remembered).
 fn quote_prices(q: &Quote) -> Vec<(&'static str, rust_decimal::Decimal)> {
-    let mut prices = vec![("close", q.close), ("open", q.open), ("high", q.high), ("low", q.low)];
+    let mut prices = vec![
+        ("close", q.close),
+        ("open", q.open),
+        ("high", q.high),
+        ("low", q.low),
+    ];
     prices.extend(q.bid.map(|b| ("bid", b)));
     prices.extend(q.ask.map(|a| ("ask", a)));
     prices
@@ -60,7 +67,8 @@ enum Out {
 }
 
 /// From a signal taken off the log to its orders on the bus, in this process.
-pub static SIGNAL_TO_ORDER: crate::domain::stats::Histogram = crate::domain::stats::Histogram::new();
+pub static SIGNAL_TO_ORDER: crate::domain::stats::Histogram =
+    crate::domain::stats::Histogram::new();
 
 fn spawn_outbox(bus: Bus, events: Events) -> (mpsc::UnboundedSender<Out>, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
@@ -111,7 +119,13 @@ struct PriceCursors {
 impl PriceCursors {
     fn of(om: &OrderManager) -> Result<Self, crate::orders::OrderError> {
         let (by_pipeline, legacy) = om.price_cursors()?;
-        Ok(Self { by_pipeline: by_pipeline.iter().map(|(p, c)| (p.clone(), stream_id(c))).collect(), legacy: legacy.as_deref().map(stream_id) })
+        Ok(Self {
+            by_pipeline: by_pipeline
+                .iter()
+                .map(|(p, c)| (p.clone(), stream_id(c)))
+                .collect(),
+            legacy: legacy.as_deref().map(stream_id),
+        })
     }
 
     /// The furthest entry applied for any pipeline: beyond it, nothing was.
@@ -120,7 +134,11 @@ impl PriceCursors {
     }
 
     fn applied(&self, pipeline: &str, entry: (u64, u64)) -> bool {
-        self.by_pipeline.get(pipeline).copied().or(self.legacy).is_some_and(|c| entry <= c)
+        self.by_pipeline
+            .get(pipeline)
+            .copied()
+            .or(self.legacy)
+            .is_some_and(|c| entry <= c)
     }
 }
 
@@ -131,16 +149,26 @@ impl PriceCursors {
 /// merged later in event time) comes back to be applied. Returns those entries
 /// and the last entry read (where the price reader goes on), or `None` when
 /// told to stop.
-async fn warm_prices(bus: &Bus, om: &mut OrderManager, cursors: &PriceCursors, shutdown: &mut watch::Receiver<bool>) -> Option<(Vec<LogEntry>, String)> {
+async fn warm_prices(
+    bus: &Bus,
+    om: &mut OrderManager,
+    cursors: &PriceCursors,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(Vec<LogEntry>, String)> {
     let mut pending = Vec::new();
     let mut after = "0".to_owned();
-    let Some(target) = cursors.furthest() else { return Some((pending, after)) };
+    let Some(target) = cursors.furthest() else {
+        return Some((pending, after));
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
         if *shutdown.borrow() {
             return None;
         }
-        match bus.read_quotes(&after, 2048, Duration::from_millis(1)).await {
+        match bus
+            .read_quotes(&after, 2048, Duration::from_millis(1))
+            .await
+        {
             Ok(entries) => {
                 if entries.is_empty() {
                     return Some((pending, after)); // nothing beyond: the stream ends there
@@ -191,7 +219,6 @@ async fn ensure_group(bus: &Bus, shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-
 /// Ends its tasks when dropped (the order streams end with the orders role).
 struct AbortOnDrop(Vec<JoinHandle<()>>);
 
@@ -225,14 +252,21 @@ pub async fn serve(
 ) -> anyhow::Result<Value> {
     let events = Events::new(bus.clone(), "orders");
     let journal = settings.journal.clone();
-    let mut om = tokio::task::block_in_place(|| OrderManager::open_with(&journal, config.clone(), settings.mode, settings.durability)).with_context(|| format!("opening the journal {}", journal.display()))?;
+    let mut om = tokio::task::block_in_place(|| {
+        OrderManager::open_with(&journal, config.clone(), settings.mode, settings.durability)
+    })
+    .with_context(|| format!("opening the journal {}", journal.display()))?;
     let (router, mut reports) = match live {
         Some((router, reports)) => (Some(router), Some(reports)),
         None => (None, None),
     };
     if let Some(r) = &router {
         om.set_live_accounts(r.accounts());
-        let journals = r.brokers().iter().map(|(account, _)| om.positions_of(account).map(|p| (account.clone(), p))).collect::<Result<HashMap<_, _>, _>>()?;
+        let journals = r
+            .brokers()
+            .iter()
+            .map(|(account, _)| om.positions_of(account).map(|p| (account.clone(), p)))
+            .collect::<Result<HashMap<_, _>, _>>()?;
         reconcile_positions(r, &journals, &events).await;
         // The broker ids already matched stay matched; then the live orders a previous run
         // left unfinished: found, polled, or looked for before placing.
@@ -242,7 +276,16 @@ pub async fn serve(
         for order in om.recover_live_orders()? {
             // A protective stop's terms as journaled: a change the broker had not taken
             // when the last run stopped is made now (the same terms again change nothing).
-            let modify = order.kind.trigger().is_some().then(|| crate::brokers::live::LiveModify { account: order.account.clone(), client_order_id: order.client_order_id.clone(), kind: order.kind, qty: order.qty });
+            let modify = order
+                .kind
+                .trigger()
+                .is_some()
+                .then(|| crate::brokers::live::LiveModify {
+                    account: order.account.clone(),
+                    client_order_id: order.client_order_id.clone(),
+                    kind: order.kind,
+                    qty: order.qty,
+                });
             r.send(order);
             if let Some(m) = modify {
                 r.modify(m);
@@ -258,30 +301,60 @@ pub async fn serve(
                 let ev = ev.clone();
                 tokio::spawn(async move { ev.publish(&event).await });
             });
-            crate::brokers::feeds::order_streams(&config, configs.clone(), bus.clone(), r, stream_tokens.clone(), on_event)
+            crate::brokers::feeds::order_streams(
+                &config,
+                configs.clone(),
+                bus.clone(),
+                r,
+                stream_tokens.clone(),
+                on_event,
+            )
         }
         None => Vec::new(),
     });
-    let summary = |om: &OrderManager| -> anyhow::Result<Value> { Ok(json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? })) };
+    let summary = |om: &OrderManager| -> anyhow::Result<Value> {
+        Ok(
+            json!({ "mode": settings.mode, "accounts": om.accounts_summary()?, "counters": om.counts()? }),
+        )
+    };
     if !ensure_group(&bus, &mut life.shutdown).await {
         return summary(&om);
     }
     // The prices an earlier run applied, back into memory; then the stream from there on.
     let cursors = PriceCursors::of(&om)?;
     let cursor = cursors.furthest().map(|(ms, seq)| format!("{ms}-{seq}"));
-    let Some((unapplied, read_up_to)) = warm_prices(&bus, &mut om, &cursors, &mut life.shutdown).await else {
+    let Some((unapplied, read_up_to)) =
+        warm_prices(&bus, &mut om, &cursors, &mut life.shutdown).await
+    else {
         return summary(&om);
     };
     // Orders recorded before a crash but never sent: send them now.
-    publish(&bus, &events, tokio::task::block_in_place(|| om.submit_new())?).await;
+    publish(
+        &bus,
+        &events,
+        tokio::task::block_in_place(|| om.submit_new())?,
+    )
+    .await;
     events
-        .publish(&Event::OrdersStarted { consumer: settings.consumer.clone(), journal: journal.display().to_string(), mode: settings.mode.to_owned(), kill_switch: om.kill_switch()?, price_cursor: cursor.clone() })
+        .publish(&Event::OrdersStarted {
+            consumer: settings.consumer.clone(),
+            journal: journal.display().to_string(),
+            mode: settings.mode.to_owned(),
+            kill_switch: om.kill_switch()?,
+            price_cursor: cursor.clone(),
+        })
         .await;
 
     let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone());
     let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
     let (log_end, prices_end) = (AtEnd::default(), AtEnd::default());
-    let reader = spawn_log_reader(bus.clone(), settings.consumer.clone(), Duration::from_millis(config.bus.claim_idle_ms.max(100)), tx, log_end.clone());
+    let reader = spawn_log_reader(
+        bus.clone(),
+        settings.consumer.clone(),
+        Duration::from_millis(config.bus.claim_idle_ms.max(100)),
+        tx,
+        log_end.clone(),
+    );
     let (prices_tx, mut prices) = mpsc::channel::<Vec<LogEntry>>(8);
     let price_reader = spawn_price_reader(bus.clone(), read_up_to, prices_tx, prices_end.clone());
     // Since when everything logged and priced has been read and handed over: only
@@ -290,15 +363,23 @@ pub async fn serve(
     // The square-off by the clock is for prices that follow the wall clock (a feed,
     // or a live account); a replay's time is what its prices say, on any machine.
     let wall_clock = settings.mode == "live" || config.pipelines.iter().any(|p| p.source.is_live());
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
+    let mut heartbeat =
+        tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));
     let mut clock = tokio::time::interval(Duration::from_secs(1));
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut trim = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), Duration::from_secs(60));
+    let mut trim = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(60),
+        Duration::from_secs(60),
+    );
     let mut last_work = tokio::time::Instant::now();
     // Prices of several pipelines interleave and replays carry old times: only
     // the price rules apply here, not the clock or the order of arrival.
-    let mut price_guard = PriceGuard::new(GuardRules { max_skew_ms: 0, in_order: false, ..GuardRules::from_config(&config.market, 0) });
+    let mut price_guard = PriceGuard::new(GuardRules {
+        max_skew_ms: 0,
+        in_order: false,
+        ..GuardRules::from_config(&config.market, 0)
+    });
     // Signals waiting for their prices, and prices for their signals, the replays
     // merged with each other in event time (see `subscriber::merge`).
     let mut merge = Merge::default();
@@ -314,7 +395,10 @@ pub async fn serve(
         let expire = caught_up_since.is_some_and(|t| t.elapsed() >= PRICE_WAIT);
         // An order stream that (re)connected: nothing is decided until its account's working
         // orders are read against the broker's book (or that takes longer than SYNC_WAIT).
-        let held = match router.as_ref().and_then(crate::brokers::live::LiveRouter::syncing) {
+        let held = match router
+            .as_ref()
+            .and_then(crate::brokers::live::LiveRouter::syncing)
+        {
             Some((account, waited)) if waited >= SYNC_WAIT => {
                 if let Some(r) = &router {
                     let _ = r.synced(&account);
@@ -460,11 +544,17 @@ pub async fn serve(
     // Everything decided is published and acknowledged before we go, unless
     // the bus is away: then what was not acknowledged comes back on restart,
     // and its recorded decisions make that harmless.
-    if tokio::time::timeout(Duration::from_secs(2), outbox_task).await.is_err() {
-        eprintln!("tradehost: the bus did not take the last order events in 2 s; unacknowledged signals are decided again (from the journal) on restart");
+    if tokio::time::timeout(Duration::from_secs(2), outbox_task)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "tradehost: the bus did not take the last order events in 2 s; unacknowledged signals are decided again (from the journal) on restart"
+        );
     }
     // A backtest's journal, kept in memory, is written out now.
-    tokio::task::block_in_place(|| om.save()).with_context(|| format!("writing the journal {}", journal.display()))?;
+    tokio::task::block_in_place(|| om.save())
+        .with_context(|| format!("writing the journal {}", journal.display()))?;
     let summary = summary(&om)?;
     let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(summary.clone())).await;
     Ok(summary)
@@ -481,13 +571,28 @@ const CLOCK_QUIET: Duration = Duration::from_secs(2);
 /// decided, then the signals whose prices are applied, until nothing moves.
 /// With `expire` (the readers caught up for [`PRICE_WAIT`]), anything held that
 /// long goes through anyway.
-async fn release(merge: &mut Merge, om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, stop: &mut watch::Receiver<bool>, expire: bool) {
+async fn release(
+    merge: &mut Merge,
+    om: &mut OrderManager,
+    outbox: &mpsc::UnboundedSender<Out>,
+    events: &Events,
+    stop: &mut watch::Receiver<bool>,
+    expire: bool,
+) {
     while let Some(pick) = merge.pick(&*om, expire) {
         let entry = match pick {
             Pick::Prices(pipeline) => {
-                let Some(h) = merge.prices_of(&pipeline) else { return };
+                let Some(h) = merge.prices_of(&pipeline) else {
+                    return;
+                };
                 // Recorded with the price cursor, or retried: a price skipped here would be a stop never fired.
-                let applied = until_recorded(events, &format!("prices {}", printable(&h.quotes.id, 80)), stop, || om.on_quotes_at(&h.quotes, h.entry_id.as_deref())).await;
+                let applied = until_recorded(
+                    events,
+                    &format!("prices {}", printable(&h.quotes.id, 80)),
+                    stop,
+                    || om.on_quotes_at(&h.quotes, h.entry_id.as_deref()),
+                )
+                .await;
                 let Some(out) = applied else { return }; // stopping: the price is applied again after the restart
                 let _ = outbox.send(Out::Outcomes(out));
                 merge.pop_prices(&pipeline);
@@ -506,31 +611,63 @@ async fn release(merge: &mut Merge, om: &mut OrderManager, outbox: &mpsc::Unboun
 /// The pipelines the order side merges in event time with each other: every
 /// one whose source is not a live feed (see [`crate::subscriber::merge`]).
 fn replays(config: &Config) -> Vec<String> {
-    config.pipelines.iter().filter(|p| !p.source.is_live()).map(|p| p.id.get_ref().clone()).collect()
+    config
+        .pipelines
+        .iter()
+        .filter(|p| !p.source.is_live())
+        .map(|p| p.id.get_ref().clone())
+        .collect()
 }
 
 /// Hold price stream entries for their turn: what the price guard refuses is
 /// taken out (and reported) first, a malformed entry is reported and skipped.
-async fn take_prices(batch: Vec<LogEntry>, merge: &mut Merge, price_guard: &mut PriceGuard, events: &Events) {
+async fn take_prices(
+    batch: Vec<LogEntry>,
+    merge: &mut Merge,
+    price_guard: &mut PriceGuard,
+    events: &Events,
+) {
     for entry in batch {
         match QuotesMessage::parse(&entry.payload) {
             Ok(mut q) => {
                 // A price the guard refuses never moves a fill, a stop or a mark.
                 let mut refused = Vec::new();
-                q.quotes.retain(|quote| match price_guard.check(&quote.instrument, q.ts, &quote_prices(quote), 0) {
-                    Ok(()) => true,
-                    Err(r) => {
-                        refused.push(r);
-                        false
+                q.quotes.retain(|quote| {
+                    match price_guard.check(&quote.instrument, q.ts, &quote_prices(quote), 0) {
+                        Ok(()) => true,
+                        Err(r) => {
+                            refused.push(r);
+                            false
+                        }
                     }
                 });
                 for r in refused {
-                    events.publish(&Event::PriceRefused { source: "quotes".into(), message: printable(&q.id, 80), instrument: printable(r.instrument(), 40), field: r.field().to_owned(), reason: r.to_string() }).await;
-                    events.error("quotes", &format!("price refused in {}: {r}", printable(&q.id, 80))).await;
+                    events
+                        .publish(&Event::PriceRefused {
+                            source: "quotes".into(),
+                            message: printable(&q.id, 80),
+                            instrument: printable(r.instrument(), 40),
+                            field: r.field().to_owned(),
+                            reason: r.to_string(),
+                        })
+                        .await;
+                    events
+                        .error(
+                            "quotes",
+                            &format!("price refused in {}: {r}", printable(&q.id, 80)),
+                        )
+                        .await;
                 }
                 merge.hold_prices(q, Some(entry.entry_id));
             }
-            Err(e) => events.error("quotes", &format!("malformed prices in {} ignored: {e}", entry.entry_id)).await,
+            Err(e) => {
+                events
+                    .error(
+                        "quotes",
+                        &format!("malformed prices in {} ignored: {e}", entry.entry_id),
+                    )
+                    .await
+            }
         }
     }
 }
@@ -559,7 +696,12 @@ impl Clocks for OrderManager {
 /// one (a constraint, a value that does not fit) is reported once and the item
 /// parked: `Some(empty)`, so it is not retried forever. `None` when the process
 /// is told to stop meanwhile (the item is redone after the restart).
-async fn until_recorded(events: &Events, what: &str, stop: &mut watch::Receiver<bool>, mut write: impl FnMut() -> Result<Vec<Outcome>, crate::orders::OrderError>) -> Option<Vec<Outcome>> {
+async fn until_recorded(
+    events: &Events,
+    what: &str,
+    stop: &mut watch::Receiver<bool>,
+    mut write: impl FnMut() -> Result<Vec<Outcome>, crate::orders::OrderError>,
+) -> Option<Vec<Outcome>> {
     let mut delay = Duration::from_millis(100);
     let mut reported = false;
     loop {
@@ -570,7 +712,9 @@ async fn until_recorded(events: &Events, what: &str, stop: &mut watch::Receiver<
                     return None;
                 }
                 if !reported {
-                    events.error("orders", &format!("recording {what}: {e}; retrying")).await;
+                    events
+                        .error("orders", &format!("recording {what}: {e}; retrying"))
+                        .await;
                     reported = true;
                 }
                 tokio::select! {
@@ -583,7 +727,14 @@ async fn until_recorded(events: &Events, what: &str, stop: &mut watch::Receiver<
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                events.publish(&Event::Parked { item: what.to_owned(), error: e.to_string(), detail: "a permanent journal error: the item is set aside, not retried".into() }).await;
+                events
+                    .publish(&Event::Parked {
+                        item: what.to_owned(),
+                        error: e.to_string(),
+                        detail: "a permanent journal error: the item is set aside, not retried"
+                            .into(),
+                    })
+                    .await;
                 return Some(Vec::new());
             }
         }
@@ -591,22 +742,44 @@ async fn until_recorded(events: &Events, what: &str, stop: &mut watch::Receiver<
 }
 
 /// Decide one log entry; false when stopping before it was recorded.
-async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>, events: &Events, entry: &LogEntry, stop: &mut watch::Receiver<bool>) -> bool {
+async fn handle_entry(
+    om: &mut OrderManager,
+    outbox: &mpsc::UnboundedSender<Out>,
+    events: &Events,
+    entry: &LogEntry,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     match SignalMessage::parse(&entry.payload) {
         Ok(signal) => {
             let taken = std::time::Instant::now();
             // The journal is the one thing that must work: keep the entry
             // unacknowledged and try again rather than lose the signal.
-            match until_recorded(events, &format!("signal {}", printable(&signal.id, 200)), stop, || om.on_signal(&signal)).await {
+            match until_recorded(
+                events,
+                &format!("signal {}", printable(&signal.id, 200)),
+                stop,
+                || om.on_signal(&signal),
+            )
+            .await
+            {
                 Some(out) => {
                     let _ = outbox.send(Out::Decided(out, taken));
                 }
                 None => return false,
             }
         }
-        Err(e) => events.error("signal log", &format!("entry {} is malformed and was skipped: {e}", entry.entry_id)).await,
+        Err(e) => {
+            events
+                .error(
+                    "signal log",
+                    &format!("entry {} is malformed and was skipped: {e}", entry.entry_id),
+                )
+                .await
+        }
     }
-    if let Ok(id) = serde_json::from_str::<Value>(&entry.payload).map(|v| v["id"].as_str().unwrap_or_default().to_owned()) {
+    if let Ok(id) = serde_json::from_str::<Value>(&entry.payload)
+        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+    {
         om.mark_decided(&id);
     }
     // After the decisions are committed, never before.
@@ -617,59 +790,185 @@ async fn handle_entry(om: &mut OrderManager, outbox: &mpsc::UnboundedSender<Out>
 /// Compare each live account's journal positions with its broker's, and raise
 /// an alert for every difference (a manual trade, an order placed while the
 /// host was down). Trading goes on: the trader decides (a `flatten`, a fix at the broker).
-async fn reconcile_positions(router: &crate::brokers::live::LiveRouter, journals: &HashMap<String, HashMap<String, rust_decimal::Decimal>>, events: &Events) {
+async fn reconcile_positions(
+    router: &crate::brokers::live::LiveRouter,
+    journals: &HashMap<String, HashMap<String, rust_decimal::Decimal>>,
+    events: &Events,
+) {
     for (account, broker) in router.brokers() {
         let journal = journals.get(account).cloned().unwrap_or_default();
         match router.reconcile(account, &journal).await {
             Ok(mismatches) if mismatches.is_empty() => {
-                println!("tradehost: {account}: positions agree with {} ({} open)", broker.name(), journal.len());
+                println!(
+                    "tradehost: {account}: positions agree with {} ({} open)",
+                    broker.name(),
+                    journal.len()
+                );
             }
             Ok(mismatches) => {
                 for m in mismatches {
-                    println!("tradehost: {account}: position mismatch in {}: journal {}, {} {}", m.instrument, m.journal, broker.name(), m.broker);
+                    println!(
+                        "tradehost: {account}: position mismatch in {}: journal {}, {} {}",
+                        m.instrument,
+                        m.journal,
+                        broker.name(),
+                        m.broker
+                    );
                     events
-                        .publish(&Event::PositionMismatch { account: account.clone(), broker: broker.name().to_owned(), instrument: m.instrument.clone(), journal: m.journal.to_string(), broker_qty: m.broker.to_string() })
+                        .publish(&Event::PositionMismatch {
+                            account: account.clone(),
+                            broker: broker.name().to_owned(),
+                            instrument: m.instrument.clone(),
+                            journal: m.journal.to_string(),
+                            broker_qty: m.broker.to_string(),
+                        })
                         .await;
                 }
             }
-            Err(e) => events.publish(&Event::ReconcileFailed { account: account.clone(), broker: broker.name().to_owned(), error: e.to_string() }).await,
+            Err(e) => {
+                events
+                    .publish(&Event::ReconcileFailed {
+                        account: account.clone(),
+                        broker: broker.name().to_owned(),
+                        error: e.to_string(),
+                    })
+                    .await
+            }
         }
     }
 }
 
 /// Publish what the live router reports to the operator.
-async fn live_notice(events: &Events, notice: crate::brokers::live::LiveNotice, router: Option<&crate::brokers::live::LiveRouter>) {
+async fn live_notice(
+    events: &Events,
+    notice: crate::brokers::live::LiveNotice,
+    router: Option<&crate::brokers::live::LiveRouter>,
+) {
     use crate::brokers::live::LiveNotice as N;
     match notice {
-        N::Synced { account, broker, orders, complete } => {
+        N::Synced {
+            account,
+            broker,
+            orders,
+            complete,
+        } => {
             // Every update the sync brought came before this notice and is journaled.
-            let waited = router.and_then(|r| r.synced(&account)).map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
-            events.publish(&Event::OrdersSynced { account, broker: broker.to_owned(), orders, complete, waited_ms: waited }).await;
+            let waited = router
+                .and_then(|r| r.synced(&account))
+                .map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+            events
+                .publish(&Event::OrdersSynced {
+                    account,
+                    broker: broker.to_owned(),
+                    orders,
+                    complete,
+                    waited_ms: waited,
+                })
+                .await;
         }
-        N::TokenExpired { account, broker, reason } => {
-            let detail = "orders for this account are held until a token command brings a new token".to_owned();
-            events.publish(&Event::TokenExpired { account, broker: broker.to_owned(), reason, detail }).await;
+        N::TokenExpired {
+            account,
+            broker,
+            reason,
+        } => {
+            let detail =
+                "orders for this account are held until a token command brings a new token"
+                    .to_owned();
+            events
+                .publish(&Event::TokenExpired {
+                    account,
+                    broker: broker.to_owned(),
+                    reason,
+                    detail,
+                })
+                .await;
         }
-        N::Resumed { account, broker } => events.publish(&Event::TokenRenewed { account, broker: broker.to_owned() }).await,
-        N::TokenRefused { account, broker, reason } => events.publish(&Event::TokenRefused { account, broker: broker.to_owned(), reason }).await,
-        N::Unpriced { account, client_order_id } => {
+        N::Resumed { account, broker } => {
+            events
+                .publish(&Event::TokenRenewed {
+                    account,
+                    broker: broker.to_owned(),
+                })
+                .await
+        }
+        N::TokenRefused {
+            account,
+            broker,
+            reason,
+        } => {
+            events
+                .publish(&Event::TokenRefused {
+                    account,
+                    broker: broker.to_owned(),
+                    reason,
+                })
+                .await
+        }
+        N::Unpriced {
+            account,
+            client_order_id,
+        } => {
             let detail = "the broker reports it complete without an average price; nothing is journaled until it gives one".to_owned();
-            events.publish(&Event::OrderUnpriced { account, client_order_id, detail }).await;
+            events
+                .publish(&Event::OrderUnpriced {
+                    account,
+                    client_order_id,
+                    detail,
+                })
+                .await;
         }
-        N::Modified { account, client_order_id, kind, trigger, price, qty } => {
-            events.publish(&Event::OrderModified { account, client_order_id, order_type: kind.to_owned(), trigger, price, qty, by: None }).await;
+        N::Modified {
+            account,
+            client_order_id,
+            kind,
+            trigger,
+            price,
+            qty,
+        } => {
+            events
+                .publish(&Event::OrderModified {
+                    account,
+                    client_order_id,
+                    order_type: kind.to_owned(),
+                    trigger,
+                    price,
+                    qty,
+                    by: None,
+                })
+                .await;
         }
-        N::Retrying { account, client_order_id, reason, wait_ms } => {
-            events.publish(&Event::BrokerRetry { account, client_order_id, reason, wait_ms }).await;
+        N::Retrying {
+            account,
+            client_order_id,
+            reason,
+            wait_ms,
+        } => {
+            events
+                .publish(&Event::BrokerRetry {
+                    account,
+                    client_order_id,
+                    reason,
+                    wait_ms,
+                })
+                .await;
         }
     }
 }
 
-async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, bus: &Bus, events: &Events, router: Option<&crate::brokers::live::LiveRouter>) {
+async fn orders_command(
+    payload: &str,
+    config: &Config,
+    om: &mut OrderManager,
+    bus: &Bus,
+    events: &Events,
+    router: Option<&crate::brokers::live::LiveRouter>,
+) {
     let cmd = match CommandMessage::parse(payload) {
         Ok(c) => c,
         Err(e) => {
-            events.error("commands", &format!("malformed command ignored: {e}")).await;
+            events
+                .error("commands", &format!("malformed command ignored: {e}"))
+                .await;
             return;
         }
     };
@@ -680,55 +979,111 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
         Err(e) => return events.ack(&cmd.id, &cmd.cmd, false, &e).await,
     };
     let result: Result<String, String> = match command {
-        Command::Flatten { account } if config.account(&account).is_some() => match tokio::task::block_in_place(|| om.flatten(&account, &cmd.id)) {
-            Ok(out) => {
-                let n = out.iter().filter(|o| matches!(o, Outcome::Order(j) if j.contains("\"accepted\""))).count();
-                publish(bus, events, out).await;
-                Ok(format!("flattening {account}: {n} closing orders"))
-            }
-            Err(e) => Err(e.to_string()),
-        },
-        Command::Flatten { account } => Err(format!("unknown account {account:?}")),
-        Command::Basket { account, legs, unwind } => {
-            let basket = crate::orders::Basket { id: cmd.id.clone(), account, legs, unwind_on_failure: unwind };
-            match tokio::task::block_in_place(|| om.place_basket(&basket)) {
+        Command::Flatten { account } if config.account(&account).is_some() => {
+            match tokio::task::block_in_place(|| om.flatten(&account, &cmd.id)) {
                 Ok(out) => {
-                    let failed = out.iter().any(|o| matches!(o, Outcome::Event(crate::bus::events::Event::BasketFailed { .. })));
+                    let n = out
+                        .iter()
+                        .filter(|o| matches!(o, Outcome::Order(j) if j.contains("\"accepted\"")))
+                        .count();
                     publish(bus, events, out).await;
-                    if failed { Err(format!("basket {} failed; see basket_failed", cmd.id)) } else { Ok(format!("basket {} placed: buy legs first", cmd.id)) }
+                    Ok(format!("flattening {account}: {n} closing orders"))
                 }
                 Err(e) => Err(e.to_string()),
             }
         }
-        Command::Watch { account, instrument, level, up, leg } => {
-            let w = crate::orders::Watcher { id: cmd.id.clone(), account, instrument, level, up, leg };
+        Command::Flatten { account } => Err(format!("unknown account {account:?}")),
+        Command::Basket {
+            account,
+            legs,
+            unwind,
+        } => {
+            let basket = crate::orders::Basket {
+                id: cmd.id.clone(),
+                account,
+                legs,
+                unwind_on_failure: unwind,
+            };
+            match tokio::task::block_in_place(|| om.place_basket(&basket)) {
+                Ok(out) => {
+                    let failed = out.iter().any(|o| {
+                        matches!(
+                            o,
+                            Outcome::Event(crate::bus::events::Event::BasketFailed { .. })
+                        )
+                    });
+                    publish(bus, events, out).await;
+                    if failed {
+                        Err(format!("basket {} failed; see basket_failed", cmd.id))
+                    } else {
+                        Ok(format!("basket {} placed: buy legs first", cmd.id))
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Command::Watch {
+            account,
+            instrument,
+            level,
+            up,
+            leg,
+        } => {
+            let w = crate::orders::Watcher {
+                id: cmd.id.clone(),
+                account,
+                instrument,
+                level,
+                up,
+                leg,
+            };
             match tokio::task::block_in_place(|| om.arm_watcher(&w)) {
                 Ok(Ok(out)) => {
                     publish(bus, events, out).await;
-                    Ok(format!("watcher {} armed: {} crossing {} {}", w.id, w.instrument, if w.up { "up" } else { "down" }, w.level))
+                    Ok(format!(
+                        "watcher {} armed: {} crossing {} {}",
+                        w.id,
+                        w.instrument,
+                        if w.up { "up" } else { "down" },
+                        w.level
+                    ))
                 }
                 Ok(Err(why)) => Err(why),
                 Err(e) => Err(e.to_string()),
             }
         }
-        Command::Unwatch { watch_id } => match tokio::task::block_in_place(|| om.disarm_watcher(&watch_id)) {
-            Ok(Ok(out)) => {
-                publish(bus, events, out).await;
-                Ok(format!("watcher {watch_id} cancelled"))
+        Command::Unwatch { watch_id } => {
+            match tokio::task::block_in_place(|| om.disarm_watcher(&watch_id)) {
+                Ok(Ok(out)) => {
+                    publish(bus, events, out).await;
+                    Ok(format!("watcher {watch_id} cancelled"))
+                }
+                Ok(Err(why)) => Err(why),
+                Err(e) => Err(e.to_string()),
             }
-            Ok(Err(why)) => Err(why),
-            Err(e) => Err(e.to_string()),
-        },
-        Command::CancelOrder { client_order_id } => match tokio::task::block_in_place(|| om.cancel_order(&client_order_id, &cmd.id)) {
-            Ok(Ok(out)) => {
-                let done = !out.is_empty();
-                publish(bus, events, out).await;
-                Ok(if done { format!("order {client_order_id} cancelled") } else { format!("cancel of {client_order_id} sent to the broker") })
+        }
+        Command::CancelOrder { client_order_id } => {
+            match tokio::task::block_in_place(|| om.cancel_order(&client_order_id, &cmd.id)) {
+                Ok(Ok(out)) => {
+                    let done = !out.is_empty();
+                    publish(bus, events, out).await;
+                    Ok(if done {
+                        format!("order {client_order_id} cancelled")
+                    } else {
+                        format!("cancel of {client_order_id} sent to the broker")
+                    })
+                }
+                Ok(Err(why)) => Err(why),
+                Err(e) => Err(e.to_string()),
             }
-            Ok(Err(why)) => Err(why),
-            Err(e) => Err(e.to_string()),
-        },
-        Command::ModifyOrder { client_order_id, price, trigger } => match tokio::task::block_in_place(|| om.modify_order(&client_order_id, price, trigger, &cmd.id)) {
+        }
+        Command::ModifyOrder {
+            client_order_id,
+            price,
+            trigger,
+        } => match tokio::task::block_in_place(|| {
+            om.modify_order(&client_order_id, price, trigger, &cmd.id)
+        }) {
             Ok(Ok(out)) => {
                 publish(bus, events, out).await;
                 Ok(format!("order {client_order_id}: new terms recorded"))
@@ -738,13 +1093,27 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
         },
         Command::KillSwitch { on } => match om.set_kill_switch(on) {
             Ok(()) => {
-                events.publish(&Event::KillSwitch { on, command_id: cmd.id.clone() }).await;
-                Ok(if on { "kill switch on: no new orders until released".into() } else { "kill switch released".into() })
+                events
+                    .publish(&Event::KillSwitch {
+                        on,
+                        command_id: cmd.id.clone(),
+                    })
+                    .await;
+                Ok(if on {
+                    "kill switch on: no new orders until released".into()
+                } else {
+                    "kill switch released".into()
+                })
             }
             Err(e) => Err(e.to_string()),
         },
-        Command::Token { account, access_token } => match router {
-            Some(r) if r.token(&account, access_token) => Ok(format!("new token for {account}: checking the session")),
+        Command::Token {
+            account,
+            access_token,
+        } => match router {
+            Some(r) if r.token(&account, access_token) => {
+                Ok(format!("new token for {account}: checking the session"))
+            }
             Some(_) => Err(format!("{account} is not a live account")),
             None => Err("not in live mode: tokens are for live accounts".into()),
         },
@@ -755,4 +1124,3 @@ async fn orders_command(payload: &str, config: &Config, om: &mut OrderManager, b
         Err(detail) => events.ack(&cmd.id, &cmd.cmd, false, &detail).await,
     }
 }
-

@@ -50,10 +50,26 @@ pub fn slice_id(parent: &str, i: usize) -> String {
 /// The quantities `o` goes out as under `config`'s contract rules: one, or the slices.
 fn slices_of(config: &Config, o: &NewOrder<'_>) -> (Vec<Decimal>, Option<u64>) {
     let rules = &config.market.contract_rules;
-    let Some(freeze) = rules.freeze_qty(o.instrument) else { return (vec![o.qty], None) };
+    let Some(freeze) = rules.freeze_qty(o.instrument) else {
+        return (vec![o.qty], None);
+    };
     // Only a whole, representable quantity is sliced (the exchange takes nothing else).
-    let Some(qty) = o.qty.fract().is_zero().then(|| u64::try_from(o.qty).ok()).flatten() else { return (vec![o.qty], None) };
-    let lot = config.account(o.account).map_or_else(|| rules.lot_size(o.instrument), |a| a.lot_of(rules, o.instrument)).unwrap_or(1);
+    let Some(qty) = o
+        .qty
+        .fract()
+        .is_zero()
+        .then(|| u64::try_from(o.qty).ok())
+        .flatten()
+    else {
+        return (vec![o.qty], None);
+    };
+    let lot = config
+        .account(o.account)
+        .map_or_else(
+            || rules.lot_size(o.instrument),
+            |a| a.lot_of(rules, o.instrument),
+        )
+        .unwrap_or(1);
     let parts = rules.slices(o.instrument, qty, lot);
     (parts.into_iter().map(Decimal::from).collect(), Some(freeze))
 }
@@ -61,14 +77,25 @@ fn slices_of(config: &Config, o: &NewOrder<'_>) -> (Vec<Decimal>, Option<u64>) {
 /// Record `o` (its slices, above the freeze quantity; `config` `None`: never sliced,
 /// for closes no larger than a leg already within it). Returns whether it is new,
 /// and the event of a slicing.
-pub(super) fn record_order(tx: &rusqlite::Transaction<'_>, config: Option<&Config>, o: &NewOrder<'_>) -> rusqlite::Result<(bool, Option<Outcome>)> {
+pub(super) fn record_order(
+    tx: &rusqlite::Transaction<'_>,
+    config: Option<&Config>,
+    o: &NewOrder<'_>,
+) -> rusqlite::Result<(bool, Option<Outcome>)> {
     let (parts, freeze) = config.map_or_else(|| (vec![o.qty], None), |c| slices_of(c, o));
     // The account lets Kite slice: one order, marked for the broker to split.
-    let auto = parts.len() > 1 && config.and_then(|c| c.account(o.account)).is_some_and(|a| a.autoslice);
+    let auto = parts.len() > 1
+        && config
+            .and_then(|c| c.account(o.account))
+            .is_some_and(|a| a.autoslice);
     let parts = if auto { vec![o.qty] } else { parts };
     let now = now_ms();
     let text = |d: Option<Decimal>| d.map(|v| v.to_string());
-    let insert = |coid: &str, qty: Decimal, not_before: i64, parent: Option<&str>, slice: Option<String>| {
+    let insert = |coid: &str,
+                  qty: Decimal,
+                  not_before: i64,
+                  parent: Option<&str>,
+                  slice: Option<String>| {
         tx.exec(
             "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at,
                  stop_loss, target, opens, algo_id, parent, slice, order_type, limit_price, trigger_price, validity)
@@ -80,7 +107,9 @@ pub(super) fn record_order(tx: &rusqlite::Transaction<'_>, config: Option<&Confi
             ],
         )
     };
-    let per_sec = config.and_then(|c| c.account(o.account)).map_or(10, |a| a.risk.max_orders_per_sec.max(1));
+    let per_sec = config
+        .and_then(|c| c.account(o.account))
+        .map_or(10, |a| a.risk.max_orders_per_sec.max(1));
     let per_sec = i64::try_from(per_sec).unwrap_or(i64::MAX);
     // The k-th order of a paced run is due k ÷ the order rate seconds after the first.
     let due = |k: usize| {
@@ -88,15 +117,37 @@ pub(super) fn record_order(tx: &rusqlite::Transaction<'_>, config: Option<&Confi
         o.not_before.saturating_add(step.saturating_mul(1000))
     };
     if parts.len() <= 1 {
-        return Ok((insert(o.coid, o.qty, due(0), None, auto.then(|| AUTOSLICE.to_owned()))? == 1, None));
+        return Ok((
+            insert(
+                o.coid,
+                o.qty,
+                due(0),
+                None,
+                auto.then(|| AUTOSLICE.to_owned()),
+            )? == 1,
+            None,
+        ));
     }
     let n = parts.len();
     let mut new = false;
     for (k, qty) in parts.into_iter().enumerate() {
-        new |= insert(&slice_id(o.coid, k + 1), qty, due(k), Some(o.coid), Some(format!("{}/{n}", k + 1)))? == 1;
+        new |= insert(
+            &slice_id(o.coid, k + 1),
+            qty,
+            due(k),
+            Some(o.coid),
+            Some(format!("{}/{n}", k + 1)),
+        )? == 1;
     }
     let event = new.then(|| {
-        Outcome::Event(Event::OrderSliced { client_order_id: o.coid.to_owned(), account: o.account.to_owned(), instrument: o.instrument.to_owned(), qty: o.qty.to_string(), slices: n, freeze_qty: freeze.unwrap_or_default() })
+        Outcome::Event(Event::OrderSliced {
+            client_order_id: o.coid.to_owned(),
+            account: o.account.to_owned(),
+            instrument: o.instrument.to_owned(),
+            qty: o.qty.to_string(),
+            slices: n,
+            freeze_qty: freeze.unwrap_or_default(),
+        })
     });
     Ok((new, event))
 }

@@ -95,7 +95,10 @@ impl OrderState {
     /// No further transition is possible.
     #[must_use]
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Filled | Self::Cancelled | Self::Rejected | Self::Expired)
+        matches!(
+            self,
+            Self::Filled | Self::Cancelled | Self::Rejected | Self::Expired
+        )
     }
 
     /// The order may still fill.
@@ -107,8 +110,17 @@ impl OrderState {
 
 impl OrderEvent {
     /// Every event.
-    pub const ALL: [Self; 9] =
-        [Self::Submit, Self::Accept, Self::Reject, Self::Trigger, Self::PartialFill, Self::Fill, Self::CancelRequest, Self::Cancel, Self::Expire];
+    pub const ALL: [Self; 9] = [
+        Self::Submit,
+        Self::Accept,
+        Self::Reject,
+        Self::Trigger,
+        Self::PartialFill,
+        Self::Fill,
+        Self::CancelRequest,
+        Self::Cancel,
+        Self::Expire,
+    ];
 }
 
 /// A transition the table does not allow.
@@ -122,7 +134,12 @@ pub struct InvalidTransition {
 
 impl fmt::Display for InvalidTransition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} is not possible for an order that is {}", self.event, self.from.as_str())
+        write!(
+            f,
+            "{:?} is not possible for an order that is {}",
+            self.event,
+            self.from.as_str()
+        )
     }
 }
 
@@ -150,7 +167,9 @@ pub fn transition(from: OrderState, event: OrderEvent) -> Result<OrderState, Inv
         (S::Accepted, E::Trigger) => S::Triggered,
         (S::PartiallyFilled, E::PartialFill) => S::PartiallyFilled,
         (S::PartiallyFilled, E::Fill) => S::Filled,
-        (S::Submitted | S::Accepted | S::Triggered | S::PartiallyFilled, E::CancelRequest) => S::PendingCancel,
+        (S::Submitted | S::Accepted | S::Triggered | S::PartiallyFilled, E::CancelRequest) => {
+            S::PendingCancel
+        }
         // The race every trader meets: the fill was on its way when the cancel went out.
         (S::PendingCancel, E::PartialFill) => S::PendingCancel,
         (S::PendingCancel, E::Fill) => S::Filled,
@@ -158,7 +177,9 @@ pub fn transition(from: OrderState, event: OrderEvent) -> Result<OrderState, Inv
         // A cancel refused by the broker: the order works on (its fill will come).
         (S::PendingCancel, E::Accept) => S::Accepted,
         (S::Accepted | S::Triggered | S::PartiallyFilled, E::Cancel) => S::Cancelled,
-        (S::Accepted | S::Triggered | S::PartiallyFilled | S::PendingCancel, E::Expire) => S::Expired,
+        (S::Accepted | S::Triggered | S::PartiallyFilled | S::PendingCancel, E::Expire) => {
+            S::Expired
+        }
         _ => return Err(InvalidTransition { from, event }),
     };
     Ok(to)
@@ -208,7 +229,10 @@ mod tests {
         // Every (state, event) pair: allowed ones go where the table says, all others are refused.
         for from in S::ALL {
             for event in E::ALL {
-                let want = allowed.iter().find(|(f, e, _)| *f == from && *e == event).map(|(_, _, to)| *to);
+                let want = allowed
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|(_, _, to)| *to);
                 match (transition(from, event), want) {
                     (Ok(to), Some(w)) => assert_eq!(to, w, "{from:?} + {event:?}"),
                     (Err(e), None) => assert_eq!(e, InvalidTransition { from, event }),
@@ -223,7 +247,10 @@ mod tests {
         for s in S::ALL {
             assert_eq!(OrderState::parse(s.as_str()), Some(s));
             if s.is_final() {
-                assert!(E::ALL.iter().all(|e| transition(s, *e).is_err()), "{s:?} is final");
+                assert!(
+                    E::ALL.iter().all(|e| transition(s, *e).is_err()),
+                    "{s:?} is final"
+                );
             }
         }
         let err = transition(S::Cancelled, E::Fill).unwrap_err().to_string();

@@ -36,9 +36,15 @@ impl OrderManager {
     /// A journal failure.
     pub fn arm_watcher(&mut self, w: &Watcher) -> Result<Result<Vec<Outcome>, String>, OrderError> {
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         if self.config.account(&w.account).is_none() {
-            return Ok(Err(format!("watch {}: unknown account {:?}", w.id, w.account)));
+            return Ok(Err(format!(
+                "watch {}: unknown account {:?}",
+                w.id, w.account
+            )));
         }
         let reference = self.last.get(&w.instrument).map(|(_, p)| p.to_string());
         let tx = self.db.transaction().map_err(jerr)?;
@@ -52,7 +58,14 @@ impl OrderManager {
         journal::commit(tx).map_err(jerr)?;
         Ok(Ok(if inserted == 1 {
             let order = format!("{} {} {}", w.leg.side.as_str(), w.leg.qty, w.leg.instrument);
-            vec![Outcome::Event(Event::WatcherArmed { watch_id: w.id.clone(), account: w.account.clone(), instrument: w.instrument.clone(), level: w.level.to_string(), direction: direction(w.up).into(), order })]
+            vec![Outcome::Event(Event::WatcherArmed {
+                watch_id: w.id.clone(),
+                account: w.account.clone(),
+                instrument: w.instrument.clone(),
+                level: w.level.to_string(),
+                direction: direction(w.up).into(),
+                order,
+            })]
         } else {
             Vec::new()
         }))
@@ -64,15 +77,32 @@ impl OrderManager {
     /// A journal failure.
     pub fn disarm_watcher(&mut self, id: &str) -> Result<Result<Vec<Outcome>, String>, OrderError> {
         let path = self.path.clone();
-        let jerr = |source| OrderError::Journal { path: path.clone(), source };
+        let jerr = |source| OrderError::Journal {
+            path: path.clone(),
+            source,
+        };
         let tx = self.db.transaction().map_err(jerr)?;
-        let row: Option<(String, String)> = tx.row("SELECT account, state FROM watchers WHERE watch_id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(jerr)?;
+        let row: Option<(String, String)> = tx
+            .row(
+                "SELECT account, state FROM watchers WHERE watch_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(jerr)?;
         let out = match row {
             None => Err(format!("no watcher {id:?}")),
             Some((_, state)) if state != "armed" => Err(format!("watcher {id} has {state}")),
             Some((account, _)) => {
-                tx.exec("UPDATE watchers SET state = 'cancelled' WHERE watch_id = ?1", [id]).map_err(jerr)?;
-                Ok(vec![Outcome::Event(Event::WatcherCancelled { watch_id: id.to_owned(), account })])
+                tx.exec(
+                    "UPDATE watchers SET state = 'cancelled' WHERE watch_id = ?1",
+                    [id],
+                )
+                .map_err(jerr)?;
+                Ok(vec![Outcome::Event(Event::WatcherCancelled {
+                    watch_id: id.to_owned(),
+                    account,
+                })])
             }
         };
         journal::commit(tx).map_err(jerr)?;
@@ -82,30 +112,89 @@ impl OrderManager {
 
 /// Fire the armed watchers of `quote`'s instrument that its bar crosses, placing their
 /// orders; the others learn the side the price is on. Returns events.
-pub(super) fn fire(tx: &rusqlite::Transaction<'_>, config: &Config, last: &HashMap<String, (i64, Decimal)>, quote: &crate::bus::message::Quote, ts: i64) -> rusqlite::Result<Vec<Outcome>> {
-    type Row = (String, String, String, bool, String, String, String, Option<String>);
+pub(super) fn fire(
+    tx: &rusqlite::Transaction<'_>,
+    config: &Config,
+    last: &HashMap<String, (i64, Decimal)>,
+    quote: &crate::bus::message::Quote,
+    ts: i64,
+) -> rusqlite::Result<Vec<Outcome>> {
+    type Row = (
+        String,
+        String,
+        String,
+        bool,
+        String,
+        String,
+        String,
+        Option<String>,
+    );
     let armed: Vec<Row> = {
         let mut stmt = tx.prepare_cached("SELECT watch_id, account, level, up, side, order_instrument, qty, reference FROM watchers WHERE instrument = ?1 AND state = 'armed' ORDER BY rowid")?;
-        stmt.query_map([&quote.instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))?.collect::<rusqlite::Result<Vec<_>>>()?
+        stmt.query_map([&quote.instrument], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
     };
     let mut out = Vec::new();
     for (id, account, level, up, side, order_instrument, qty, reference) in armed {
         let level = dec(&level)?;
         // The side it starts on: the price when armed, else the first bar's open.
         let from = opt_dec(reference.as_deref())?.unwrap_or(quote.open);
-        let crossed = if up { from < level && quote.high >= level } else { from > level && quote.low <= level };
+        let crossed = if up {
+            from < level && quote.high >= level
+        } else {
+            from > level && quote.low <= level
+        };
         if !crossed {
             // Still on its side, or armed on the far side: it waits for a price on the near side first.
-            let now_on = if up { quote.close < level } else { quote.close > level };
+            let now_on = if up {
+                quote.close < level
+            } else {
+                quote.close > level
+            };
             if now_on {
-                tx.exec("UPDATE watchers SET reference = ?2 WHERE watch_id = ?1", params![id, quote.close.to_string()])?;
+                tx.exec(
+                    "UPDATE watchers SET reference = ?2 WHERE watch_id = ?1",
+                    params![id, quote.close.to_string()],
+                )?;
             }
             continue;
         }
-        tx.exec("UPDATE watchers SET state = 'fired', fired_ts = ?2 WHERE watch_id = ?1", params![id, ts])?;
-        out.push(Outcome::Event(Event::WatcherFired { watch_id: id.clone(), account: account.clone(), instrument: quote.instrument.clone(), level: level.to_string(), direction: direction(up).into(), price: quote.close.to_string() }));
+        tx.exec(
+            "UPDATE watchers SET state = 'fired', fired_ts = ?2 WHERE watch_id = ?1",
+            params![id, ts],
+        )?;
+        out.push(Outcome::Event(Event::WatcherFired {
+            watch_id: id.clone(),
+            account: account.clone(),
+            instrument: quote.instrument.clone(),
+            level: level.to_string(),
+            direction: direction(up).into(),
+            price: quote.close.to_string(),
+        }));
         let leg = BasketLeg::market(order_instrument, side_of(&side)?, dec(&qty)?);
-        out.extend(baskets::place_in(tx, config, last, &Basket { id, account, legs: vec![leg], unwind_on_failure: false }, ts)?);
+        out.extend(baskets::place_in(
+            tx,
+            config,
+            last,
+            &Basket {
+                id,
+                account,
+                legs: vec![leg],
+                unwind_on_failure: false,
+            },
+            ts,
+        )?);
     }
     Ok(out)
 }

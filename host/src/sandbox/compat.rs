@@ -21,28 +21,55 @@ impl Bindings {
     pub(crate) fn describe(&self, s: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
         match self {
             Self::Current(b) => b.tradehost_strategy_strategy().call_describe(s),
-            Self::V1_0(b) => b.tradehost_strategy_strategy().call_describe(s).map(|i| wit::PluginInfo { name: i.name, version: i.version }),
+            Self::V1_0(b) => {
+                b.tradehost_strategy_strategy()
+                    .call_describe(s)
+                    .map(|i| wit::PluginInfo {
+                        name: i.name,
+                        version: i.version,
+                    })
+            }
         }
     }
 
-    pub(crate) fn init(&self, s: &mut Store<HostState>, params: &[(String, String)]) -> wasmtime::Result<Result<(), String>> {
+    pub(crate) fn init(
+        &self,
+        s: &mut Store<HostState>,
+        params: &[(String, String)],
+    ) -> wasmtime::Result<Result<(), String>> {
         match self {
             Self::Current(b) => b.tradehost_strategy_strategy().call_init(s, params),
             Self::V1_0(b) => b.tradehost_strategy_strategy().call_init(s, params),
         }
     }
 
-    pub(crate) fn on_candle(&self, s: &mut Store<HostState>, c: &wit::Candle) -> wasmtime::Result<Vec<wit::Signal>> {
+    pub(crate) fn on_candle(
+        &self,
+        s: &mut Store<HostState>,
+        c: &wit::Candle,
+    ) -> wasmtime::Result<Vec<wit::Signal>> {
         match self {
             Self::Current(b) => b.tradehost_strategy_strategy().call_on_candle(s, c),
             Self::V1_0(b) => {
-                let c = v1_0::Candle { instrument: c.instrument.clone(), timeframe_secs: c.timeframe_secs, bar: bar(&c.bar) };
-                Ok(b.tradehost_strategy_strategy().call_on_candle(s, &c)?.into_iter().map(signal).collect())
+                let c = v1_0::Candle {
+                    instrument: c.instrument.clone(),
+                    timeframe_secs: c.timeframe_secs,
+                    bar: bar(&c.bar),
+                };
+                Ok(b.tradehost_strategy_strategy()
+                    .call_on_candle(s, &c)?
+                    .into_iter()
+                    .map(signal)
+                    .collect())
             }
         }
     }
 
-    pub(crate) fn on_candles(&self, s: &mut Store<HostState>, batch: &wit::CandleBatch) -> wasmtime::Result<Vec<wit::BatchSignal>> {
+    pub(crate) fn on_candles(
+        &self,
+        s: &mut Store<HostState>,
+        batch: &wit::CandleBatch,
+    ) -> wasmtime::Result<Vec<wit::BatchSignal>> {
         match self {
             Self::Current(b) => b.tradehost_strategy_strategy().call_on_candles(s, batch),
             Self::V1_0(b) => {
@@ -58,16 +85,30 @@ impl Bindings {
                     oi: batch.oi.clone(),
                 };
                 let out = b.tradehost_strategy_strategy().call_on_candles(s, &batch)?;
-                Ok(out.into_iter().map(|bs| wit::BatchSignal { bar_index: bs.bar_index, signal: signal(bs.signal) }).collect())
+                Ok(out
+                    .into_iter()
+                    .map(|bs| wit::BatchSignal {
+                        bar_index: bs.bar_index,
+                        signal: signal(bs.signal),
+                    })
+                    .collect())
             }
         }
     }
 
-    pub(crate) fn on_option_chain(&self, s: &mut Store<HostState>, c: &wit::OptionChain) -> wasmtime::Result<Vec<wit::Signal>> {
+    pub(crate) fn on_option_chain(
+        &self,
+        s: &mut Store<HostState>,
+        c: &wit::OptionChain,
+    ) -> wasmtime::Result<Vec<wit::Signal>> {
         match self {
             Self::Current(b) => b.tradehost_strategy_strategy().call_on_option_chain(s, c),
             Self::V1_0(b) => {
-                let leg = |l: &wit::OptionLeg| v1_0::OptionLeg { last: l.last, oi: l.oi, volume: l.volume };
+                let leg = |l: &wit::OptionLeg| v1_0::OptionLeg {
+                    last: l.last,
+                    oi: l.oi,
+                    volume: l.volume,
+                };
                 let chain = v1_0::OptionChain {
                     underlying: c.underlying.clone(),
                     ts: c.ts,
@@ -77,11 +118,23 @@ impl Bindings {
                         .iter()
                         .map(|e| v1_0::ExpiryChain {
                             expiry: e.expiry.clone(),
-                            strikes: e.strikes.iter().map(|r| v1_0::StrikeRow { strike: r.strike, ce: r.ce.as_ref().map(leg), pe: r.pe.as_ref().map(leg) }).collect(),
+                            strikes: e
+                                .strikes
+                                .iter()
+                                .map(|r| v1_0::StrikeRow {
+                                    strike: r.strike,
+                                    ce: r.ce.as_ref().map(leg),
+                                    pe: r.pe.as_ref().map(leg),
+                                })
+                                .collect(),
                         })
                         .collect(),
                 };
-                Ok(b.tradehost_strategy_strategy().call_on_option_chain(s, &chain)?.into_iter().map(signal).collect())
+                Ok(b.tradehost_strategy_strategy()
+                    .call_on_option_chain(s, &chain)?
+                    .into_iter()
+                    .map(signal)
+                    .collect())
             }
         }
     }
@@ -93,7 +146,11 @@ impl Bindings {
         }
     }
 
-    pub(crate) fn restore(&self, s: &mut Store<HostState>, state: &[u8]) -> wasmtime::Result<Result<(), String>> {
+    pub(crate) fn restore(
+        &self,
+        s: &mut Store<HostState>,
+        state: &[u8],
+    ) -> wasmtime::Result<Result<(), String>> {
         match self {
             Self::Current(b) => b.tradehost_strategy_strategy().call_restore(s, state),
             Self::V1_0(b) => b.tradehost_strategy_strategy().call_restore(s, state),
@@ -102,7 +159,15 @@ impl Bindings {
 }
 
 fn bar(b: &wit::Bar) -> v1_0::Bar {
-    v1_0::Bar { ts: b.ts, open: b.open, high: b.high, low: b.low, close: b.close, volume: b.volume, oi: b.oi }
+    v1_0::Bar {
+        ts: b.ts,
+        open: b.open,
+        high: b.high,
+        low: b.low,
+        close: b.close,
+        volume: b.volume,
+        oi: b.oi,
+    }
 }
 
 /// A 1.0 signal: at the market, for the day.

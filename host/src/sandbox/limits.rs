@@ -34,7 +34,8 @@ impl CpuBudget {
     pub fn ticks_for(self, events: usize) -> u64 {
         match self {
             Self::Time { per_event } => {
-                let total = per_event.saturating_mul(u32::try_from(events.max(1)).unwrap_or(u32::MAX));
+                let total =
+                    per_event.saturating_mul(u32::try_from(events.max(1)).unwrap_or(u32::MAX));
                 u64::try_from(total.as_millis()).unwrap_or(u64::MAX).max(1)
             }
             Self::Fuel { .. } => u64::MAX,
@@ -73,14 +74,21 @@ impl SandboxLimits {
     /// Deterministic limits for backtests: fuel budgets.
     #[must_use]
     pub fn backtest() -> Self {
-        Self { cpu: CpuBudget::Fuel { per_event: 20_000_000 }, ..Self::live() }
+        Self {
+            cpu: CpuBudget::Fuel {
+                per_event: 20_000_000,
+            },
+            ..Self::live()
+        }
     }
 
     /// Limits for live trading: 50 ms of CPU per event.
     #[must_use]
     pub fn live() -> Self {
         Self {
-            cpu: CpuBudget::Time { per_event: Duration::from_millis(50) },
+            cpu: CpuBudget::Time {
+                per_event: Duration::from_millis(50),
+            },
             init_events: 20,
             memory_bytes: 64 << 20,
             stack_bytes: 512 << 10,
@@ -97,8 +105,13 @@ mod tests {
     #[test]
     fn budgets_scale_with_events() {
         let fuel = CpuBudget::Fuel { per_event: 1000 };
-        assert_eq!((fuel.fuel_for(0), fuel.fuel_for(1), fuel.fuel_for(4096)), (1000, 1000, 4_096_000));
-        let time = CpuBudget::Time { per_event: Duration::from_micros(300) };
+        assert_eq!(
+            (fuel.fuel_for(0), fuel.fuel_for(1), fuel.fuel_for(4096)),
+            (1000, 1000, 4_096_000)
+        );
+        let time = CpuBudget::Time {
+            per_event: Duration::from_micros(300),
+        };
         assert_eq!((time.ticks_for(1), time.ticks_for(10)), (1, 3));
         assert_eq!(fuel.describe(2), "2000 instructions of fuel");
     }

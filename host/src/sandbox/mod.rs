@@ -15,8 +15,8 @@ mod limits;
 mod plugin;
 
 pub use limits::{CpuBudget, SandboxLimits};
-pub use plugin::{Plugin, PluginInstance, PluginUsage};
 pub(crate) use plugin::plugin_bar;
+pub use plugin::{Plugin, PluginInstance, PluginUsage};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +50,11 @@ pub(crate) use bindings::tradehost;
 pub(crate) use bindings::tradehost::strategy::types as wit;
 
 /// The contract version this host implements.
-pub const CONTRACT_VERSION: Version = Version { major: 1, minor: 1, patch: 0 };
+pub const CONTRACT_VERSION: Version = Version {
+    major: 1,
+    minor: 1,
+    patch: 0,
+};
 /// The WIT package of the contract.
 pub const CONTRACT_PACKAGE: &str = "tradehost:strategy";
 
@@ -70,7 +74,11 @@ impl Version {
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
         let mut parts = text.split('.').map(|p| p.parse::<u64>().ok());
-        let v = Self { major: parts.next()??, minor: parts.next()??, patch: parts.next()?? };
+        let v = Self {
+            major: parts.next()??,
+            minor: parts.next()??,
+            patch: parts.next()??,
+        };
         parts.next().is_none().then_some(v)
     }
 
@@ -78,7 +86,11 @@ impl Version {
     /// same major version (for 0.x the same minor), and not newer than the host.
     #[must_use]
     pub fn runs_on(self, host: Self) -> bool {
-        let same_line = if host.major == 0 { self.major == 0 && self.minor == host.minor } else { self.major == host.major };
+        let same_line = if host.major == 0 {
+            self.major == 0 && self.minor == host.minor
+        } else {
+            self.major == host.major
+        };
         same_line && self <= host
     }
 }
@@ -198,7 +210,9 @@ impl Drop for Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("Sandbox")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -226,7 +240,10 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         StrategyPlugin::add_to_linker::<_, HasSelf<plugin::HostState>>(&mut linker, |state| state)?;
-        bindings_1_0::StrategyPlugin::add_to_linker::<_, HasSelf<plugin::HostState>>(&mut linker, |state| state)?;
+        bindings_1_0::StrategyPlugin::add_to_linker::<_, HasSelf<plugin::HostState>>(
+            &mut linker,
+            |state| state,
+        )?;
         let ticker_stop = matches!(limits.cpu, CpuBudget::Time { .. }).then(|| {
             let stop = Arc::new(AtomicBool::new(false));
             let (engine, flag) = (engine.clone(), stop.clone());
@@ -241,7 +258,13 @@ impl Sandbox {
                 .map(|_| stop)
         });
         let ticker_stop = ticker_stop.transpose()?;
-        Ok(Self { engine, linker: Arc::new(linker), limits, ticker_stop, cache_dir: None })
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+            ticker_stop,
+            cache_dir: None,
+        })
     }
 
     /// Keep compiled plugins in `dir`, keyed by the file's content hash and this
@@ -264,7 +287,10 @@ impl Sandbox {
     /// [`SandboxError::Read`], [`SandboxError::Invalid`] (not a component, corrupt,
     /// not a strategy) or [`SandboxError::Incompatible`] (wrong contract version).
     pub fn load_file(&self, path: &Path) -> Result<Plugin, SandboxError> {
-        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| SandboxError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         self.load_bytes(path, &bytes)
     }
 
@@ -281,7 +307,11 @@ impl Sandbox {
     /// # Errors
     /// [`SandboxError::Refused`] when instantiation or `init` fails, or a budget
     /// error when `init` runs out of CPU or memory.
-    pub fn instantiate(&self, plugin: &Plugin, params: &[(String, String)]) -> Result<PluginInstance, SandboxError> {
+    pub fn instantiate(
+        &self,
+        plugin: &Plugin,
+        params: &[(String, String)],
+    ) -> Result<PluginInstance, SandboxError> {
         PluginInstance::new(&self.engine, &self.linker, plugin, &self.limits, params)
     }
 
@@ -290,8 +320,16 @@ impl Sandbox {
     ///
     /// # Errors
     /// As [`Sandbox::instantiate`].
-    pub fn instantiate_with(&self, plugin: &Plugin, params: &[(String, String)], limits: &SandboxLimits) -> Result<PluginInstance, SandboxError> {
-        let limits = SandboxLimits { stack_bytes: self.limits.stack_bytes, ..limits.clone() };
+    pub fn instantiate_with(
+        &self,
+        plugin: &Plugin,
+        params: &[(String, String)],
+        limits: &SandboxLimits,
+    ) -> Result<PluginInstance, SandboxError> {
+        let limits = SandboxLimits {
+            stack_bytes: self.limits.stack_bytes,
+            ..limits.clone()
+        };
         PluginInstance::new(&self.engine, &self.linker, plugin, &limits, params)
     }
 }

@@ -10,7 +10,10 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::compat::Bindings;
-use super::{CONTRACT_PACKAGE, CONTRACT_VERSION, SandboxError, SandboxLimits, StrategyPlugin, Version, bindings_1_0, tradehost, wit};
+use super::{
+    CONTRACT_PACKAGE, CONTRACT_VERSION, SandboxError, SandboxLimits, StrategyPlugin, Version,
+    bindings_1_0, tradehost, wit,
+};
 
 /// A plugin that passed the checks and was compiled.
 #[derive(Clone)]
@@ -25,7 +28,11 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("path", &self.path).field("contract", &self.contract).field("sha256", &self.sha256).finish()
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("contract", &self.contract)
+            .field("sha256", &self.sha256)
+            .finish()
     }
 }
 
@@ -33,8 +40,16 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 
 impl Plugin {
-    pub(super) fn compile(engine: &Engine, path: &Path, bytes: &[u8], cache: Option<&Path>) -> Result<Self, SandboxError> {
-        let invalid = |reason: String| SandboxError::Invalid { path: path.to_owned(), reason };
+    pub(super) fn compile(
+        engine: &Engine,
+        path: &Path,
+        bytes: &[u8],
+        cache: Option<&Path>,
+    ) -> Result<Self, SandboxError> {
+        let invalid = |reason: String| SandboxError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
         match bytes.get(..8) {
             Some(head) if head.starts_with(WASM_MAGIC) => {
                 if head[4..8] == CORE_MODULE_VERSION {
@@ -43,24 +58,44 @@ impl Plugin {
                     ));
                 }
             }
-            _ => return Err(invalid(format!("not a WebAssembly file ({} bytes, no \\0asm header); is it truncated or mis-named?", bytes.len()))),
+            _ => {
+                return Err(invalid(format!(
+                    "not a WebAssembly file ({} bytes, no \\0asm header); is it truncated or mis-named?",
+                    bytes.len()
+                )));
+            }
         }
         let sha256 = hex(&Sha256::digest(bytes));
         let cached = cache.and_then(|dir| cache::load(engine, dir, &sha256));
         let from_cache = cached.is_some();
         let component = match cached {
             Some(c) => c,
-            None => Component::from_binary(engine, bytes).map_err(|e| invalid(format!("corrupt or invalid component: {e:#}")))?,
+            None => Component::from_binary(engine, bytes)
+                .map_err(|e| invalid(format!("corrupt or invalid component: {e:#}")))?,
         };
         let contract = contract_version(engine, &component).map_err(invalid)?;
         if !contract.runs_on(CONTRACT_VERSION) {
-            return Err(SandboxError::Incompatible { path: path.to_owned(), found: contract, supported: CONTRACT_VERSION });
+            return Err(SandboxError::Incompatible {
+                path: path.to_owned(),
+                found: contract,
+                supported: CONTRACT_VERSION,
+            });
         }
         if let (Some(dir), false) = (cache, from_cache) {
             cache::store(engine, dir, &sha256, &component);
         }
-        let file_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(Self { path: path.to_owned(), file_name, contract, sha256, component, from_cache })
+        let file_name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok(Self {
+            path: path.to_owned(),
+            file_name,
+            contract,
+            sha256,
+            component,
+            from_cache,
+        })
     }
 
     /// Whether the compiled code came from the cache.
@@ -116,7 +151,10 @@ mod cache {
         let bytes = std::fs::read(&path).ok()?;
         let want = std::fs::read_to_string(path.with_extension("sha256")).ok()?;
         if super::hex(&Sha256::digest(&bytes)) != want.trim() {
-            tracing::warn!("compiled-code cache {} does not match its checksum; recompiling", path.display());
+            tracing::warn!(
+                "compiled-code cache {} does not match its checksum; recompiling",
+                path.display()
+            );
             return None;
         }
         // SAFETY: wasmtime runs deserialized code without verifying it. These bytes were
@@ -124,22 +162,32 @@ mod cache {
         // checked, so a truncated, corrupted or swapped file never reaches wasmtime.
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(engine, &bytes) };
-        component.map_err(|e| tracing::warn!("compiled-code cache {}: {e}; recompiling", path.display())).ok()
+        component
+            .map_err(|e| tracing::warn!("compiled-code cache {}: {e}; recompiling", path.display()))
+            .ok()
     }
 
     pub(super) fn store(engine: &Engine, dir: &Path, sha256: &str, component: &Component) {
-        let Ok(bytes) = component.serialize() else { return };
+        let Ok(bytes) = component.serialize() else {
+            return;
+        };
         let path = file(engine, dir, sha256);
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir)?;
             // Write then rename, so a reader never sees half a file.
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             std::fs::write(&tmp, &bytes)?;
-            std::fs::write(path.with_extension("sha256"), super::hex(&Sha256::digest(&bytes)))?;
+            std::fs::write(
+                path.with_extension("sha256"),
+                super::hex(&Sha256::digest(&bytes)),
+            )?;
             std::fs::rename(tmp, &path)
         };
         if let Err(e) = write() {
-            tracing::warn!("could not write the compiled-code cache {}: {e}", path.display());
+            tracing::warn!(
+                "could not write the compiled-code cache {}: {e}",
+                path.display()
+            );
         }
     }
 }
@@ -159,13 +207,21 @@ fn contract_version(engine: &Engine, component: &Component) -> Result<Version, S
             if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
                 continue;
             }
-            let version = rest.strip_prefix('@').ok_or_else(|| format!("it exports {name} without a version"))?;
-            return Version::parse(version).ok_or_else(|| format!("it exports {name}, whose version is not MAJOR.MINOR.PATCH"));
+            let version = rest
+                .strip_prefix('@')
+                .ok_or_else(|| format!("it exports {name} without a version"))?;
+            return Version::parse(version).ok_or_else(|| {
+                format!("it exports {name}, whose version is not MAJOR.MINOR.PATCH")
+            });
         }
     }
     Err(format!(
         "it does not export {prefix} (it exports: {}); is it a tradehost strategy built with strategy-sdk?",
-        if exported.is_empty() { "nothing".to_owned() } else { exported.join(", ") }
+        if exported.is_empty() {
+            "nothing".to_owned()
+        } else {
+            exported.join(", ")
+        }
     ))
 }
 
@@ -185,12 +241,20 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl ResourceLimiter for HostState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.memory_bytes;
         self.memory_denied |= !allowed;
         if allowed {
@@ -199,7 +263,12 @@ impl ResourceLimiter for HostState {
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -285,7 +354,11 @@ pub struct PluginUsage {
 
 impl std::fmt::Debug for PluginInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginInstance").field("name", &self.name).field("version", &self.version).field("stopped", &self.stopped).finish()
+        f.debug_struct("PluginInstance")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("stopped", &self.stopped)
+            .finish()
     }
 }
 
@@ -326,12 +399,18 @@ impl PluginInstance {
         store.limiter(|s| s);
         let mut this_store = store;
         arm(&mut this_store, limits, limits.init_events);
-        let refused = |stage, reason| SandboxError::Refused { plugin: plugin.file_name().to_owned(), stage, reason };
+        let refused = |stage, reason| SandboxError::Refused {
+            plugin: plugin.file_name().to_owned(),
+            stage,
+            reason,
+        };
         // Each plugin runs with the bindings of the contract it was built against.
         let instantiated = if plugin.contract.minor == 0 {
-            bindings_1_0::StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker).map(Bindings::V1_0)
+            bindings_1_0::StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker)
+                .map(Bindings::V1_0)
         } else {
-            StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker).map(Bindings::Current)
+            StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker)
+                .map(Bindings::Current)
         };
         let bindings = match instantiated {
             Ok(b) => b,
@@ -340,10 +419,23 @@ impl PluginInstance {
             Err(e) if e.downcast_ref::<Trap>().is_none() => {
                 return Err(refused(
                     "instantiate",
-                    format!("its imports or exports do not match {CONTRACT_PACKAGE}@{} as this host defines it: {e:#}", plugin.contract),
+                    format!(
+                        "its imports or exports do not match {CONTRACT_PACKAGE}@{} as this host defines it: {e:#}",
+                        plugin.contract
+                    ),
                 ));
             }
-            Err(e) => return Err(classify(plugin.file_name(), "instantiate", limits, limits.init_events, &this_store, &stderr, e)),
+            Err(e) => {
+                return Err(classify(
+                    plugin.file_name(),
+                    "instantiate",
+                    limits,
+                    limits.init_events,
+                    &this_store,
+                    &stderr,
+                    e,
+                ));
+            }
         };
         let mut instance = Self {
             store: this_store,
@@ -403,14 +495,23 @@ impl PluginInstance {
         f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, SandboxError> {
         if self.stopped {
-            return Err(SandboxError::Stopped { plugin: self.name.clone() });
+            return Err(SandboxError::Stopped {
+                plugin: self.name.clone(),
+            });
         }
         arm(&mut self.store, &self.limits, events);
         let started = std::time::Instant::now();
         let result = f(&self.bindings, &mut self.store);
-        self.usage.busy_us = self.usage.busy_us.saturating_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        self.usage.busy_us = self
+            .usage
+            .busy_us
+            .saturating_add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         if let super::CpuBudget::Fuel { .. } = self.limits.cpu {
-            let used = self.limits.cpu.fuel_for(events).saturating_sub(self.store.get_fuel().unwrap_or(0));
+            let used = self
+                .limits
+                .cpu
+                .fuel_for(events)
+                .saturating_sub(self.store.get_fuel().unwrap_or(0));
             self.usage.fuel_total = self.usage.fuel_total.saturating_add(used);
         }
         self.usage.memory_bytes = u64::try_from(self.store.data().memory_used).unwrap_or(u64::MAX);
@@ -418,21 +519,41 @@ impl PluginInstance {
             Ok(r) => Ok(r),
             Err(e) => {
                 self.stopped = true;
-                Err(classify(&self.name, call, &self.limits, events, &self.store, &self.stderr, e))
+                Err(classify(
+                    &self.name,
+                    call,
+                    &self.limits,
+                    events,
+                    &self.store,
+                    &self.stderr,
+                    e,
+                ))
             }
         }
     }
 
     /// Refuse a result with more signals than `events` events may produce.
-    pub(crate) fn check_flood(&mut self, call: &'static str, count: usize, events: usize) -> Result<(), SandboxError> {
-        let limit = self.limits.max_signals_per_event.saturating_mul(events.max(1));
+    pub(crate) fn check_flood(
+        &mut self,
+        call: &'static str,
+        count: usize,
+        events: usize,
+    ) -> Result<(), SandboxError> {
+        let limit = self
+            .limits
+            .max_signals_per_event
+            .saturating_mul(events.max(1));
         if count > limit {
             self.stopped = true;
-            return Err(SandboxError::SignalFlood { plugin: self.name.clone(), call, count, limit });
+            return Err(SandboxError::SignalFlood {
+                plugin: self.name.clone(),
+                call,
+                count,
+                limit,
+            });
         }
         Ok(())
     }
-
 }
 
 fn arm(store: &mut Store<HostState>, limits: &SandboxLimits, events: usize) {
@@ -459,16 +580,48 @@ fn classify(
 ) -> SandboxError {
     let plugin = plugin.to_owned();
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel | Trap::Interrupt) => return SandboxError::CpuBudget { plugin, call, budget: limits.cpu.describe(events) },
-        _ if store.data().memory_denied => return SandboxError::MemoryCap { plugin, call, cap_bytes: limits.memory_bytes },
+        Some(Trap::OutOfFuel | Trap::Interrupt) => {
+            return SandboxError::CpuBudget {
+                plugin,
+                call,
+                budget: limits.cpu.describe(events),
+            };
+        }
+        _ if store.data().memory_denied => {
+            return SandboxError::MemoryCap {
+                plugin,
+                call,
+                cap_bytes: limits.memory_bytes,
+            };
+        }
         _ => {}
     }
-    let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
-    let trap = error.downcast_ref::<Trap>().map_or_else(|| format!("{error:#}"), ToString::to_string);
-    let reason = if printed.is_empty() { trap } else { format!("{trap}; it printed: {}", truncate(&printed, 1024)) };
-    SandboxError::Trapped { plugin, call, reason }
+    let printed = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_owned();
+    let trap = error
+        .downcast_ref::<Trap>()
+        .map_or_else(|| format!("{error:#}"), ToString::to_string);
+    let reason = if printed.is_empty() {
+        trap
+    } else {
+        format!("{trap}; it printed: {}", truncate(&printed, 1024))
+    };
+    SandboxError::Trapped {
+        plugin,
+        call,
+        reason,
+    }
 }
 
 pub(crate) fn plugin_bar(b: &strategy_sdk::Bar) -> wit::Bar {
-    wit::Bar { ts: b.ts, open: b.open, high: b.high, low: b.low, close: b.close, volume: b.volume, oi: b.oi }
+    wit::Bar {
+        ts: b.ts,
+        open: b.open,
+        high: b.high,
+        low: b.low,
+        close: b.close,
+        volume: b.volume,
+        oi: b.oi,
+    }
 }

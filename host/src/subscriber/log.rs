@@ -16,7 +16,13 @@ pub const GROUP: &str = "orders";
 
 /// Reads the signal log: first this consumer's own unacknowledged entries
 /// (a restart), then new ones, taking over entries a dead consumer left.
-pub fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mpsc::Sender<Vec<LogEntry>>, at_end: AtEnd) -> JoinHandle<()> {
+pub fn spawn_log_reader(
+    bus: Bus,
+    consumer: String,
+    claim_idle: Duration,
+    tx: mpsc::Sender<Vec<LogEntry>>,
+    at_end: AtEnd,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -51,7 +57,10 @@ pub fn spawn_log_reader(bus: Bus, consumer: String, claim_idle: Duration, tx: mp
                     Err(e) => tracing::warn!("claiming stale signals: {e}"),
                 }
             }
-            match bus.read_new(GROUP, &consumer, LOG_BATCH, Duration::from_millis(500)).await {
+            match bus
+                .read_new(GROUP, &consumer, LOG_BATCH, Duration::from_millis(500))
+                .await
+            {
                 Ok(entries) if !entries.is_empty() => {
                     backoff = Duration::from_millis(100);
                     at_end.set(entries.len() < LOG_BATCH);
@@ -98,14 +107,21 @@ impl AtEnd {
     }
 }
 
-
 /// Reads the durable price stream from `after` on, in order, handing each
 /// batch to the order loop; reconnects with back-off.
-pub fn spawn_price_reader(bus: Bus, mut after: String, tx: mpsc::Sender<Vec<LogEntry>>, at_end: AtEnd) -> JoinHandle<()> {
+pub fn spawn_price_reader(
+    bus: Bus,
+    mut after: String,
+    tx: mpsc::Sender<Vec<LogEntry>>,
+    at_end: AtEnd,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match bus.read_quotes(&after, PRICE_BATCH, Duration::from_millis(500)).await {
+            match bus
+                .read_quotes(&after, PRICE_BATCH, Duration::from_millis(500))
+                .await
+            {
                 Ok(entries) => {
                     backoff = Duration::from_millis(100);
                     at_end.set(entries.len() < PRICE_BATCH);

@@ -123,7 +123,17 @@ impl Merge {
             match SignalMessage::parse(&entry.payload) {
                 Ok(s) => {
                     let arrival = self.arrival();
-                    self.queues.entry(s.pipeline).or_default().signals.push_back(HeldSignal { entry, instrument: s.instrument, ts: s.ts, since, arrival });
+                    self.queues
+                        .entry(s.pipeline)
+                        .or_default()
+                        .signals
+                        .push_back(HeldSignal {
+                            entry,
+                            instrument: s.instrument,
+                            ts: s.ts,
+                            since,
+                            arrival,
+                        });
                     self.signals += 1;
                 }
                 Err(_) => self.malformed.push_back(entry),
@@ -135,7 +145,16 @@ impl Merge {
     pub fn hold_prices(&mut self, quotes: QuotesMessage, entry_id: Option<String>) {
         let arrival = self.arrival();
         let pipeline = quotes.pipeline().to_owned();
-        self.queues.entry(pipeline).or_default().prices.push_back(HeldPrices { quotes, entry_id, since: Instant::now(), arrival });
+        self.queues
+            .entry(pipeline)
+            .or_default()
+            .prices
+            .push_back(HeldPrices {
+                quotes,
+                entry_id,
+                since: Instant::now(),
+                arrival,
+            });
         self.prices += 1;
     }
 
@@ -172,10 +191,34 @@ impl Merge {
         let mut bounds: Vec<(&str, Option<Key<'_>>)> = Vec::new();
         for (pipeline, q) in &self.queues {
             let p = pipeline.as_str();
-            let prices = q.prices.front().filter(|h| h.quotes.after_signal.as_deref().is_none_or(|id| clocks.is_decided(id)) || long(&h.since));
-            let signal = q.signals.front().filter(|h| clocks.pipeline_clock(p).is_some_and(|t| t >= h.ts) || clocks.price_clock(&h.instrument).is_some_and(|t| t >= h.ts) || long(&h.since));
-            let prices = prices.map(|h| ((if h.quotes.last { END } else { h.quotes.ts }, 0, p), h.arrival, Pick::Prices(pipeline.clone()), long(&h.since)));
-            let signal = signal.map(|h| ((h.ts, 1, p), h.arrival, Pick::Signal(pipeline.clone()), long(&h.since)));
+            let prices = q.prices.front().filter(|h| {
+                h.quotes
+                    .after_signal
+                    .as_deref()
+                    .is_none_or(|id| clocks.is_decided(id))
+                    || long(&h.since)
+            });
+            let signal = q.signals.front().filter(|h| {
+                clocks.pipeline_clock(p).is_some_and(|t| t >= h.ts)
+                    || clocks.price_clock(&h.instrument).is_some_and(|t| t >= h.ts)
+                    || long(&h.since)
+            });
+            let prices = prices.map(|h| {
+                (
+                    (if h.quotes.last { END } else { h.quotes.ts }, 0, p),
+                    h.arrival,
+                    Pick::Prices(pipeline.clone()),
+                    long(&h.since),
+                )
+            });
+            let signal = signal.map(|h| {
+                (
+                    (h.ts, 1, p),
+                    h.arrival,
+                    Pick::Signal(pipeline.clone()),
+                    long(&h.since),
+                )
+            });
             let ready = match (prices, signal) {
                 (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
                 (a, b) => a.or(b),
@@ -211,7 +254,9 @@ impl Merge {
             }
         }
         let (key, pick, held_long) = first?;
-        let passed = bounds.iter().all(|(p, bound)| *p == key.2 || bound.is_some_and(|b| b.cmp(&key) == Ordering::Greater));
+        let passed = bounds.iter().all(|(p, bound)| {
+            *p == key.2 || bound.is_some_and(|b| b.cmp(&key) == Ordering::Greater)
+        });
         (passed || held_long).then_some(pick)
     }
 
@@ -243,7 +288,11 @@ impl Merge {
     }
 
     fn forget_if_empty(&mut self, pipeline: &str) {
-        if self.queues.get(pipeline).is_some_and(|q| q.prices.is_empty() && q.signals.is_empty()) {
+        if self
+            .queues
+            .get(pipeline)
+            .is_some_and(|q| q.prices.is_empty() && q.signals.is_empty())
+        {
             self.queues.remove(pipeline);
         }
     }
@@ -324,7 +373,11 @@ mod tests {
                     Taken::Signal(e) => {
                         let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
                         self.decided.insert(v["id"].as_str().unwrap().to_owned());
-                        out.push(format!("{}:s{}", v["pipeline"].as_str().unwrap(), minute(v["ts"].as_i64().unwrap())));
+                        out.push(format!(
+                            "{}:s{}",
+                            v["pipeline"].as_str().unwrap(),
+                            minute(v["ts"].as_i64().unwrap())
+                        ));
                     }
                 }
             }
@@ -347,17 +400,40 @@ mod tests {
         let payload = serde_json::json!({ "v": SCHEMA_VERSION, "type": "signal", "id": id, "ts": ts, "pipeline": pipeline, "plugin": "s", "plugin_version": "1",
             "instrument": "NIFTY", "side": "buy", "reason": "" })
         .to_string();
-        LogEntry { entry_id: format!("{pipeline}-{n}"), payload }
+        LogEntry {
+            entry_id: format!("{pipeline}-{n}"),
+            payload,
+        }
     }
 
     fn prices(pipeline: &str, n: i64, after: Option<i64>) -> QuotesMessage {
         let ts = t(n);
-        let q = Quote { instrument: "NIFTY".into(), open: 1.into(), high: 1.into(), low: 1.into(), close: 1.into(), bid: None, ask: None };
-        QuotesMessage { v: SCHEMA_VERSION, kind: "quotes".into(), id: format!("{pipeline}/{ts}"), ts, quotes: vec![q], after_signal: after.map(|n| format!("{pipeline}/s@1/{}/0", t(n))), last: false }
+        let q = Quote {
+            instrument: "NIFTY".into(),
+            open: 1.into(),
+            high: 1.into(),
+            low: 1.into(),
+            close: 1.into(),
+            bid: None,
+            ask: None,
+        };
+        QuotesMessage {
+            v: SCHEMA_VERSION,
+            kind: "quotes".into(),
+            id: format!("{pipeline}/{ts}"),
+            ts,
+            quotes: vec![q],
+            after_signal: after.map(|n| format!("{pipeline}/s@1/{}/0", t(n))),
+            last: false,
+        }
     }
 
     fn end(pipeline: &str, n: i64, after: Option<i64>) -> QuotesMessage {
-        QuotesMessage { quotes: Vec::new(), last: true, ..prices(pipeline, n, after) }
+        QuotesMessage {
+            quotes: Vec::new(),
+            last: true,
+            ..prices(pipeline, n, after)
+        }
     }
 
     #[test]
@@ -367,9 +443,15 @@ mod tests {
         // The signal of bar 2 and the prices of bar 3 arrive before the prices of bar 2.
         m.hold_signals(vec![signal("a", 2)]);
         m.hold_prices(prices("a", 3, Some(2)), None);
-        assert!(m.pick(&side, false).is_none(), "the signal's prices are not applied, and bar 3 waits for the signal of bar 2");
+        assert!(
+            m.pick(&side, false).is_none(),
+            "the signal's prices are not applied, and bar 3 waits for the signal of bar 2"
+        );
         m.hold_prices(prices("a", 2, None), None);
-        assert!(m.pick(&side, false).is_none(), "in stream order: bar 3 is first in line");
+        assert!(
+            m.pick(&side, false).is_none(),
+            "in stream order: bar 3 is first in line"
+        );
         side.pipelines.insert("a".into(), t(2));
         assert_eq!(side.drain(&mut m), ["a:s2", "a:p3", "a:p2"]);
         assert!(m.is_empty());
@@ -380,8 +462,17 @@ mod tests {
         let mut side = Side::default();
         side.pipelines.insert("b".into(), t(10));
         let mut m = Merge::default();
-        m.hold_signals(vec![signal("a", 5), signal("b", 5), signal("a", 1), signal("b", 6)]);
-        assert_eq!(side.drain(&mut m), ["b:s5", "b:s6"], "b's signals go; a's later signal does not overtake its earlier one");
+        m.hold_signals(vec![
+            signal("a", 5),
+            signal("b", 5),
+            signal("a", 1),
+            signal("b", 6),
+        ]);
+        assert_eq!(
+            side.drain(&mut m),
+            ["b:s5", "b:s6"],
+            "b's signals go; a's later signal does not overtake its earlier one"
+        );
         assert_eq!(m.held_signals(), 2);
         side.pipelines.insert("a".into(), t(5));
         assert_eq!(side.drain(&mut m), ["a:s5", "a:s1"]);
@@ -390,7 +481,10 @@ mod tests {
     #[test]
     fn a_malformed_signal_is_let_through_to_be_reported() {
         let mut m = Merge::default();
-        m.hold_signals(vec![LogEntry { entry_id: "1-0".into(), payload: "{not json".into() }]);
+        m.hold_signals(vec![LogEntry {
+            entry_id: "1-0".into(),
+            payload: "{not json".into(),
+        }]);
         assert_eq!(m.pick(&Side::default(), false), Some(Pick::Malformed));
         assert_eq!(m.pop_malformed().map(|e| e.entry_id), Some("1-0".into()));
         assert!(m.is_empty());
@@ -419,14 +513,21 @@ mod tests {
             let mut side = Side::default();
             let mut m = Merge::default();
             m.set_ordered(["a".to_owned(), "b".to_owned()]);
-            let (first, second) = if b_first { ((&qb, &sb), (&qa, &sa)) } else { ((&qa, &sa), (&qb, &sb)) };
+            let (first, second) = if b_first {
+                ((&qb, &sb), (&qa, &sa))
+            } else {
+                ((&qa, &sa), (&qb, &sb))
+            };
             // One pipeline's whole run arrives before anything of the other's.
             for q in first.0 {
                 m.hold_prices(q.clone(), None);
             }
             m.hold_signals(first.1.clone());
             let early = side.drain(&mut m);
-            assert!(early.is_empty(), "nothing goes before the other replay is heard from: {early:?}");
+            assert!(
+                early.is_empty(),
+                "nothing goes before the other replay is heard from: {early:?}"
+            );
             for q in second.0 {
                 m.hold_prices(q.clone(), None);
             }
@@ -435,8 +536,14 @@ mod tests {
             assert!(m.is_empty(), "everything goes in the end");
             orders.push(taken);
         }
-        let want = ["a:p1", "b:p1", "a:p2", "b:p2", "a:s2", "b:s2", "a:p3", "b:p3", "a:s3", "a:p4", "b:p4", "a:end", "b:end"];
-        assert_eq!(orders[0], want, "time, then prices before signals, then pipeline");
+        let want = [
+            "a:p1", "b:p1", "a:p2", "b:p2", "a:s2", "b:s2", "a:p3", "b:p3", "a:s3", "a:p4", "b:p4",
+            "a:end", "b:end",
+        ];
+        assert_eq!(
+            orders[0], want,
+            "time, then prices before signals, then pipeline"
+        );
         assert_eq!(orders[1], want, "the same whichever arrived first");
     }
 

@@ -50,7 +50,12 @@ pub struct Rules<'a> {
 
 impl<'a> From<&'a Account> for Rules<'a> {
     fn from(a: &'a Account) -> Self {
-        Self { mode: a.mode, sizing: &a.sizing, capital: a.capital, lot: None }
+        Self {
+            mode: a.mode,
+            sizing: &a.sizing,
+            capital: a.capital,
+            lot: None,
+        }
     }
 }
 
@@ -69,7 +74,9 @@ pub enum SizingError {
     #[error("risk sizing: the stop-loss equals the price")]
     StopAtPrice,
     /// Lots sizing, and neither the contract rules nor the account know the lot.
-    #[error("lots sizing: the lot of {0} is not known; list its underlying's lots in [market] contracts or set lot_size")]
+    #[error(
+        "lots sizing: the lot of {0} is not known; list its underlying's lots in [market] contracts or set lot_size"
+    )]
     NoLot(String),
     /// The rule gives no whole unit.
     #[error("sizing gives {0} units; the capital is too small for this instrument")]
@@ -90,25 +97,44 @@ pub enum SizingError {
 /// # Errors
 /// When the sizing rule cannot be applied (no price, no stop for risk sizing,
 /// numbers out of range, or a size that rounds to zero).
-pub fn position_size<'a>(account: impl Into<Rules<'a>>, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Decimal, SizingError> {
+pub fn position_size<'a>(
+    account: impl Into<Rules<'a>>,
+    price: Option<Decimal>,
+    stop: Option<Decimal>,
+) -> Result<Decimal, SizingError> {
     let account: Rules<'a> = account.into();
     let share = |percent: &Decimal, per_unit: Decimal| {
-        account.capital.checked_mul(*percent).and_then(|v| v.checked_div(Decimal::ONE_HUNDRED)).and_then(|v| v.checked_div(per_unit)).map(|q| q.floor())
+        account
+            .capital
+            .checked_mul(*percent)
+            .and_then(|v| v.checked_div(Decimal::ONE_HUNDRED))
+            .and_then(|v| v.checked_div(per_unit))
+            .map(|q| q.floor())
     };
     let qty = match account.sizing {
         Sizing::Fixed { qty } => Decimal::from(*qty),
         Sizing::Lots { lots, lot_size } => {
-            let lot = account.lot.or(*lot_size).ok_or_else(|| SizingError::NoLot("this contract".into()))?;
+            let lot = account
+                .lot
+                .or(*lot_size)
+                .ok_or_else(|| SizingError::NoLot("this contract".into()))?;
             Decimal::from(lots.saturating_mul(lot))
         }
         Sizing::Percent { percent } => {
-            let price = price.filter(|p| *p > Decimal::ZERO).ok_or(SizingError::NoPrice("percent"))?;
+            let price = price
+                .filter(|p| *p > Decimal::ZERO)
+                .ok_or(SizingError::NoPrice("percent"))?;
             share(percent, price).ok_or(SizingError::OutOfRange { price, stop })?
         }
         Sizing::Risk { percent } => {
-            let price = price.filter(|p| *p > Decimal::ZERO).ok_or(SizingError::NoPrice("risk"))?;
+            let price = price
+                .filter(|p| *p > Decimal::ZERO)
+                .ok_or(SizingError::NoPrice("risk"))?;
             let stop_loss = stop.ok_or(SizingError::NoStop)?;
-            let per_unit = price.checked_sub(stop_loss).ok_or(SizingError::OutOfRange { price, stop })?.abs();
+            let per_unit = price
+                .checked_sub(stop_loss)
+                .ok_or(SizingError::OutOfRange { price, stop })?
+                .abs();
             if per_unit.is_zero() {
                 return Err(SizingError::StopAtPrice);
             }
@@ -149,18 +175,34 @@ pub fn fan_out<'a, E>(
 ) -> Result<Vec<Share<'a>>, E> {
     let mut shares: Vec<Share<'a>> = Vec::with_capacity(pipeline.accounts.len());
     for id in pipeline.accounts.iter().map(|a| a.get_ref()) {
-        let Some(account) = config.account(id) else { continue };
+        let Some(account) = config.account(id) else {
+            continue;
+        };
         if shares.iter().any(|s| s.account.id.get_ref() == id) || decided(id)? {
             continue;
         }
         let effective = position(id)?;
         // Lots are the contract's, by its expiry: they change between expiries.
-        let rules = Rules { lot: account.lot_of(&config.market.contract_rules, &signal.instrument), ..Rules::from(account) };
-        let intent = intent(rules, &signal.side, effective, signal.price, signal.stop_loss).map_err(|e| match e {
+        let rules = Rules {
+            lot: account.lot_of(&config.market.contract_rules, &signal.instrument),
+            ..Rules::from(account)
+        };
+        let intent = intent(
+            rules,
+            &signal.side,
+            effective,
+            signal.price,
+            signal.stop_loss,
+        )
+        .map_err(|e| match e {
             SizingError::NoLot(_) => SizingError::NoLot(signal.instrument.clone()),
             other => other,
         });
-        shares.push(Share { account, effective, intent });
+        shares.push(Share {
+            account,
+            effective,
+            intent,
+        });
     }
     Ok(shares)
 }
@@ -170,25 +212,50 @@ pub fn fan_out<'a, E>(
 ///
 /// # Errors
 /// A refusal from [`position_size`] when a new position must be opened.
-pub fn intent<'a>(account: impl Into<Rules<'a>>, signal_side: &str, effective: Decimal, price: Option<Decimal>, stop: Option<Decimal>) -> Result<Option<Intent>, SizingError> {
+pub fn intent<'a>(
+    account: impl Into<Rules<'a>>,
+    signal_side: &str,
+    effective: Decimal,
+    price: Option<Decimal>,
+    stop: Option<Decimal>,
+) -> Result<Option<Intent>, SizingError> {
     let account: Rules<'a> = account.into();
     let zero = Decimal::ZERO;
     let open = |side| position_size(account, price, stop).map(|qty| Some(Intent { side, qty }));
-    let close = |side| Ok(Some(Intent { side, qty: effective.abs() }));
+    let close = |side| {
+        Ok(Some(Intent {
+            side,
+            qty: effective.abs(),
+        }))
+    };
     match (signal_side, account.mode) {
         ("exit", _) if effective > zero => close(OrderSide::Sell),
         ("exit", _) if effective < zero => close(OrderSide::Buy),
-        ("buy", PositionMode::Long | PositionMode::Both) if effective == zero => open(OrderSide::Buy),
+        ("buy", PositionMode::Long | PositionMode::Both) if effective == zero => {
+            open(OrderSide::Buy)
+        }
         ("buy", PositionMode::Both) if effective < zero => {
             // Reverse: cover the short and open the long in one order.
             let qty = position_size(account, price, stop)?;
-            Ok(Some(Intent { side: OrderSide::Buy, qty: qty.checked_add(effective.abs()).ok_or(SizingError::TooSmall(qty))? }))
+            Ok(Some(Intent {
+                side: OrderSide::Buy,
+                qty: qty
+                    .checked_add(effective.abs())
+                    .ok_or(SizingError::TooSmall(qty))?,
+            }))
         }
         ("buy", PositionMode::Short) if effective < zero => close(OrderSide::Buy),
-        ("sell", PositionMode::Short | PositionMode::Both) if effective == zero => open(OrderSide::Sell),
+        ("sell", PositionMode::Short | PositionMode::Both) if effective == zero => {
+            open(OrderSide::Sell)
+        }
         ("sell", PositionMode::Both) if effective > zero => {
             let qty = position_size(account, price, stop)?;
-            Ok(Some(Intent { side: OrderSide::Sell, qty: qty.checked_add(effective).ok_or(SizingError::TooSmall(qty))? }))
+            Ok(Some(Intent {
+                side: OrderSide::Sell,
+                qty: qty
+                    .checked_add(effective)
+                    .ok_or(SizingError::TooSmall(qty))?,
+            }))
         }
         ("sell", PositionMode::Long) if effective > zero => close(OrderSide::Sell),
         _ => Ok(None),
@@ -252,8 +319,19 @@ mod tests {
             (Both, "exit", dec!(0), None),
         ];
         for (mode, side, effective, want) in cases {
-            let got = intent(&account(mode, fixed.clone()), side, effective, Some(dec!(100)), None).unwrap();
-            assert_eq!(got.map(|i| (i.side, i.qty)), want, "{mode:?} {side} from {effective}");
+            let got = intent(
+                &account(mode, fixed.clone()),
+                side,
+                effective,
+                Some(dec!(100)),
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                got.map(|i| (i.side, i.qty)),
+                want,
+                "{mode:?} {side} from {effective}"
+            );
         }
     }
 
@@ -261,21 +339,83 @@ mod tests {
     fn sizing_table() {
         let cases = [
             (Sizing::Fixed { qty: 3 }, Some(dec!(100)), None, Ok(dec!(3))),
-            (Sizing::Lots { lots: 2, lot_size: Some(75) }, None, None, Ok(dec!(150))),
+            (
+                Sizing::Lots {
+                    lots: 2,
+                    lot_size: Some(75),
+                },
+                None,
+                None,
+                Ok(dec!(150)),
+            ),
             // 10% of 100000 at 333 = 30.03 -> 30
-            (Sizing::Percent { percent: dec!(10) }, Some(dec!(333)), None, Ok(dec!(30))),
+            (
+                Sizing::Percent { percent: dec!(10) },
+                Some(dec!(333)),
+                None,
+                Ok(dec!(30)),
+            ),
             // risk 1% = 1000 over a 25-point stop = 40
-            (Sizing::Risk { percent: dec!(1) }, Some(dec!(500)), Some(dec!(475)), Ok(dec!(40))),
-            (Sizing::Risk { percent: dec!(1) }, Some(dec!(500)), None, Err("risk sizing needs a stop-loss on the signal".to_owned())),
-            (Sizing::Risk { percent: dec!(1) }, None, Some(dec!(475)), Err("risk sizing needs the signal's price".to_owned())),
-            (Sizing::Risk { percent: dec!(1) }, Some(dec!(500)), Some(dec!(500)), Err("risk sizing: the stop-loss equals the price".to_owned())),
-            (Sizing::Percent { percent: dec!(1) }, Some(dec!(5000)), None, Err("sizing gives 0 units; the capital is too small for this instrument".to_owned())),
+            (
+                Sizing::Risk { percent: dec!(1) },
+                Some(dec!(500)),
+                Some(dec!(475)),
+                Ok(dec!(40)),
+            ),
+            (
+                Sizing::Risk { percent: dec!(1) },
+                Some(dec!(500)),
+                None,
+                Err("risk sizing needs a stop-loss on the signal".to_owned()),
+            ),
+            (
+                Sizing::Risk { percent: dec!(1) },
+                None,
+                Some(dec!(475)),
+                Err("risk sizing needs the signal's price".to_owned()),
+            ),
+            (
+                Sizing::Risk { percent: dec!(1) },
+                Some(dec!(500)),
+                Some(dec!(500)),
+                Err("risk sizing: the stop-loss equals the price".to_owned()),
+            ),
+            (
+                Sizing::Percent { percent: dec!(1) },
+                Some(dec!(5000)),
+                None,
+                Err(
+                    "sizing gives 0 units; the capital is too small for this instrument".to_owned(),
+                ),
+            ),
             // Absurd numbers on a signal: a refusal, never a panic.
-            (Sizing::Risk { percent: dec!(1) }, Some(Decimal::MAX), Some(Decimal::MIN), Err(format!("sizing cannot compute a size from a price of {} and a stop of Some({})", Decimal::MAX, Decimal::MIN))),
-            (Sizing::Percent { percent: dec!(1) }, Some(Decimal::new(1, 28)), None, Err(format!("sizing cannot compute a size from a price of {} and a stop of None", Decimal::new(1, 28)))),
+            (
+                Sizing::Risk { percent: dec!(1) },
+                Some(Decimal::MAX),
+                Some(Decimal::MIN),
+                Err(format!(
+                    "sizing cannot compute a size from a price of {} and a stop of Some({})",
+                    Decimal::MAX,
+                    Decimal::MIN
+                )),
+            ),
+            (
+                Sizing::Percent { percent: dec!(1) },
+                Some(Decimal::new(1, 28)),
+                None,
+                Err(format!(
+                    "sizing cannot compute a size from a price of {} and a stop of None",
+                    Decimal::new(1, 28)
+                )),
+            ),
         ];
         for (sizing, price, stop, want) in cases {
-            assert_eq!(position_size(&account(PositionMode::Long, sizing.clone()), price, stop).map_err(|e| e.to_string()), want, "{sizing:?}");
+            assert_eq!(
+                position_size(&account(PositionMode::Long, sizing.clone()), price, stop)
+                    .map_err(|e| e.to_string()),
+                want,
+                "{sizing:?}"
+            );
         }
     }
 
@@ -291,7 +431,8 @@ mod tests {
     #[test]
     fn a_signal_fans_out_to_each_account_not_yet_decided_once_with_its_own_position() {
         let text = "[[accounts]]\nid = \"a1\"\ncapital = 100000\nmode = \"both\"\nsizing = { kind = \"fixed\", qty = 2 }\n\n[[accounts]]\nid = \"a2\"\ncapital = 100000\nmode = \"long\"\nsizing = { kind = \"fixed\", qty = 1 }\n\n[[accounts]]\nid = \"a3\"\ncapital = 100000\n\n[[pipelines]]\nid = \"p\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"a1\", \"a2\", \"a3\"]\nsource = { kind = \"redis\" }\n";
-        let config = crate::config::Config::parse(std::path::Path::new("pipelines.toml"), text).unwrap();
+        let config =
+            crate::config::Config::parse(std::path::Path::new("pipelines.toml"), text).unwrap();
         let pipeline = config.pipeline("p").unwrap().clone();
         let signal = crate::bus::message::SignalMessage {
             v: crate::bus::message::SCHEMA_VERSION,
@@ -311,13 +452,43 @@ mod tests {
             plugin_sha256: None,
             order: None,
         };
-        let positions = |a: &str| -> Result<Decimal, String> { Ok(if a == "a1" { dec!(2) } else { Decimal::ZERO }) };
+        let positions = |a: &str| -> Result<Decimal, String> {
+            Ok(if a == "a1" { dec!(2) } else { Decimal::ZERO })
+        };
         // a3 was decided before a restart: not again.
-        let shares = fan_out(&config, &pipeline, &signal, |a| Ok::<_, String>(a == "a3"), positions).unwrap();
-        let seen: Vec<(&str, Decimal, Option<Decimal>)> = shares.iter().map(|s| (s.account.id.get_ref().as_str(), s.effective, s.intent.as_ref().ok().and_then(|i| i.as_ref().map(|i| i.qty)))).collect();
+        let shares = fan_out(
+            &config,
+            &pipeline,
+            &signal,
+            |a| Ok::<_, String>(a == "a3"),
+            positions,
+        )
+        .unwrap();
+        let seen: Vec<(&str, Decimal, Option<Decimal>)> = shares
+            .iter()
+            .map(|s| {
+                (
+                    s.account.id.get_ref().as_str(),
+                    s.effective,
+                    s.intent
+                        .as_ref()
+                        .ok()
+                        .and_then(|i| i.as_ref().map(|i| i.qty)),
+                )
+            })
+            .collect();
         // a1 (both ways, long 2) reverses: sells 4; a2 (long only, flat) does nothing on a sell.
-        assert_eq!(seen, [("a1", dec!(2), Some(dec!(4))), ("a2", dec!(0), None)]);
-        let failed = fan_out(&config, &pipeline, &signal, |_| Err::<bool, _>("journal gone".to_owned()), positions);
+        assert_eq!(
+            seen,
+            [("a1", dec!(2), Some(dec!(4))), ("a2", dec!(0), None)]
+        );
+        let failed = fan_out(
+            &config,
+            &pipeline,
+            &signal,
+            |_| Err::<bool, _>("journal gone".to_owned()),
+            positions,
+        );
         assert_eq!(failed.unwrap_err(), "journal gone");
     }
 }

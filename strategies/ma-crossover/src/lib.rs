@@ -76,7 +76,11 @@ impl MaCrossover {
     }
 
     fn lines_of(kind: Kind, fast: usize, slow: usize) -> Lines {
-        Lines { fast: Average::new(kind, fast), slow: Average::new(kind, slow), cross: Crossover::new() }
+        Lines {
+            fast: Average::new(kind, fast),
+            slow: Average::new(kind, slow),
+            cross: Crossover::new(),
+        }
     }
 
     fn label(&self) -> &'static str {
@@ -90,10 +94,19 @@ impl MaCrossover {
 impl Strategy for MaCrossover {
     fn new(params: &Params) -> Result<Self, ParamError> {
         params.reject_unknown(&["kind", "fast", "slow"])?;
-        let kind = match params.get("kind", String::from("sma"))?.to_ascii_lowercase().as_str() {
+        let kind = match params
+            .get("kind", String::from("sma"))?
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "sma" => Kind::Sma,
             "ema" => Kind::Ema,
-            other => return Err(ParamError::new("kind", format!("expected `sma` or `ema`, got {other:?}"))),
+            other => {
+                return Err(ParamError::new(
+                    "kind",
+                    format!("expected `sma` or `ema`, got {other:?}"),
+                ));
+            }
         };
         let fast: usize = params.get("fast", 10)?;
         let slow: usize = params.get("slow", 50)?;
@@ -101,24 +114,42 @@ impl Strategy for MaCrossover {
             return Err(ParamError::new("fast", "must be at least 1"));
         }
         if slow <= fast {
-            return Err(ParamError::new("slow", format!("must be greater than fast ({fast}), got {slow}")));
+            return Err(ParamError::new(
+                "slow",
+                format!("must be greater than fast ({fast}), got {slow}"),
+            ));
         }
-        Ok(Self { kind, fast, slow, lines: PerInstrument::new() })
+        Ok(Self {
+            kind,
+            fast,
+            slow,
+            lines: PerInstrument::new(),
+        })
     }
 
     fn on_candle(&mut self, candle: &Candle<'_>, signals: &mut Signals) {
         let (label, kind, fast_n, slow_n) = (self.label(), self.kind, self.fast, self.slow);
         // Built only the first time an instrument is seen, never per candle.
-        let lines = self.lines.get_or_insert_with(candle.instrument, || Self::lines_of(kind, fast_n, slow_n));
+        let lines = self
+            .lines
+            .get_or_insert_with(candle.instrument, || Self::lines_of(kind, fast_n, slow_n));
         let fast = lines.fast.update(candle.close);
         let slow = lines.slow.update(candle.close);
-        let (Some(fast), Some(slow)) = (fast, slow) else { return };
+        let (Some(fast), Some(slow)) = (fast, slow) else {
+            return;
+        };
         match lines.cross.update(fast, slow) {
             Some(Cross::Up) => {
-                signals.buy(candle.instrument, format!("{label}({fast_n}) crossed above {label}({slow_n})"));
+                signals.buy(
+                    candle.instrument,
+                    format!("{label}({fast_n}) crossed above {label}({slow_n})"),
+                );
             }
             Some(Cross::Down) => {
-                signals.sell(candle.instrument, format!("{label}({fast_n}) crossed below {label}({slow_n})"));
+                signals.sell(
+                    candle.instrument,
+                    format!("{label}({fast_n}) crossed below {label}({slow_n})"),
+                );
             }
             None => {}
         }
@@ -163,15 +194,35 @@ mod tests {
     use strategy_sdk::{Bar, Side};
 
     fn params(pairs: &[(&str, &str)]) -> Params {
-        Params::new(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+        Params::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
     }
 
     fn feed(s: &mut MaCrossover, closes: &[f64]) -> Vec<(usize, Side)> {
         let mut out = Vec::new();
         for (i, c) in closes.iter().enumerate() {
             let mut sig = Signals::new();
-            let bar = Bar { ts: i as i64 * 60_000, open: *c, high: *c, low: *c, close: *c, volume: 0, oi: 0 };
-            s.on_candle(&Candle { instrument: "X", timeframe_secs: 60, bar }, &mut sig);
+            let bar = Bar {
+                ts: i as i64 * 60_000,
+                open: *c,
+                high: *c,
+                low: *c,
+                close: *c,
+                volume: 0,
+                oi: 0,
+            };
+            s.on_candle(
+                &Candle {
+                    instrument: "X",
+                    timeframe_secs: 60,
+                    bar,
+                },
+                &mut sig,
+            );
             out.extend(sig.as_slice().iter().map(|(_, s)| (i, s.side)));
         }
         out
@@ -181,7 +232,10 @@ mod tests {
     fn crosses_both_ways() {
         let mut s = MaCrossover::new(&params(&[("fast", "2"), ("slow", "3")])).unwrap();
         // fast/slow: idx2 (2.5, 2) above; idx3 (1.5, 1.67) below -> sell; idx4 (4.5, 4) above -> buy
-        assert_eq!(feed(&mut s, &[1.0, 2.0, 3.0, 0.0, 9.0]), vec![(3, Side::Sell), (4, Side::Buy)]);
+        assert_eq!(
+            feed(&mut s, &[1.0, 2.0, 3.0, 0.0, 9.0]),
+            vec![(3, Side::Sell), (4, Side::Buy)]
+        );
     }
 
     #[test]
@@ -208,7 +262,9 @@ mod tests {
 
     #[test]
     fn snapshot_restores_mid_stream() {
-        let closes: Vec<f64> = (0..200).map(|i| 100.0 + ((i * 37) % 23) as f64 - (i % 7) as f64).collect();
+        let closes: Vec<f64> = (0..200)
+            .map(|i| 100.0 + ((i * 37) % 23) as f64 - (i % 7) as f64)
+            .collect();
         let p = params(&[("kind", "ema"), ("fast", "3"), ("slow", "8")]);
         let mut whole = MaCrossover::new(&p).unwrap();
         let all = feed(&mut whole, &closes);
@@ -216,7 +272,11 @@ mod tests {
         let mut got = feed(&mut first, &closes[..100]);
         let mut second = MaCrossover::new(&p).unwrap();
         second.restore(&first.snapshot()).unwrap();
-        got.extend(feed(&mut second, &closes[100..]).into_iter().map(|(i, s)| (i + 100, s)));
+        got.extend(
+            feed(&mut second, &closes[100..])
+                .into_iter()
+                .map(|(i, s)| (i + 100, s)),
+        );
         assert!(!all.is_empty());
         assert_eq!(got, all);
         assert!(second.restore(&[9]).is_err());

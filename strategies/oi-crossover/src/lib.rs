@@ -12,7 +12,9 @@
 //! Params: `hysteresis` (2000).
 
 use strategy_sdk::state::{StateReader, StateWriter};
-use strategy_sdk::{OptionChain, OptionKind, ParamError, Params, PerInstrument, Signals, Strategy, option_symbol};
+use strategy_sdk::{
+    OptionChain, OptionKind, ParamError, Params, PerInstrument, Signals, Strategy, option_symbol,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Regime {
@@ -41,16 +43,27 @@ impl Strategy for OiCrossover {
         params.reject_unknown(&["hysteresis"])?;
         let hysteresis: i64 = params.get("hysteresis", 2000)?;
         if hysteresis < 0 {
-            return Err(ParamError::new("hysteresis", format!("must be 0 or more contracts, got {hysteresis}")));
+            return Err(ParamError::new(
+                "hysteresis",
+                format!("must be 0 or more contracts, got {hysteresis}"),
+            ));
         }
-        Ok(Self { hysteresis, books: PerInstrument::new() })
+        Ok(Self {
+            hysteresis,
+            books: PerInstrument::new(),
+        })
     }
 
     fn on_option_chain(&mut self, chain: &OptionChain, signals: &mut Signals) {
-        let Some(expiry) = chain.nearest() else { return };
+        let Some(expiry) = chain.nearest() else {
+            return;
+        };
         let net = expiry.net_oi();
         let h = self.hysteresis;
-        let book = self.books.get_or_insert_with(&chain.underlying, || Book { regime: Regime::Unknown, held: None });
+        let book = self.books.get_or_insert_with(&chain.underlying, || Book {
+            regime: Regime::Unknown,
+            held: None,
+        });
         let now = if net > h {
             Regime::Above
         } else if net < -h {
@@ -64,13 +77,30 @@ impl Strategy for OiCrossover {
             (Regime::Above, Regime::Below) => OptionKind::Pe,
             _ => return,
         };
-        let Some(atm) = expiry.atm(chain.spot) else { return };
-        let Some(symbol) = option_symbol(&chain.underlying, &expiry.expiry, atm.strike, kind) else { return };
-        let mood = if kind == OptionKind::Ce { "bullish" } else { "bearish" };
+        let Some(atm) = expiry.atm(chain.spot) else {
+            return;
+        };
+        let Some(symbol) = option_symbol(&chain.underlying, &expiry.expiry, atm.strike, kind)
+        else {
+            return;
+        };
+        let mood = if kind == OptionKind::Ce {
+            "bullish"
+        } else {
+            "bearish"
+        };
         if let Some(held) = book.held.take() {
             signals.exit(&held, format!("net OI {net} turned {mood}"));
         }
-        signals.buy(&symbol, format!("net OI {net} crossed {}{h} ({mood}); ATM {} at spot {:.2}", if kind == OptionKind::Ce { "+" } else { "-" }, atm.strike, chain.spot));
+        signals.buy(
+            &symbol,
+            format!(
+                "net OI {net} crossed {}{h} ({mood}); ATM {} at spot {:.2}",
+                if kind == OptionKind::Ce { "+" } else { "-" },
+                atm.strike,
+                chain.spot
+            ),
+        );
         book.held = Some(symbol);
     }
 
@@ -83,7 +113,9 @@ impl Strategy for OiCrossover {
                 Regime::Below => 1,
                 Regime::Above => 2,
             };
-            w.str(underlying).u8(regime).str(b.held.as_deref().unwrap_or(""));
+            w.str(underlying)
+                .u8(regime)
+                .str(b.held.as_deref().unwrap_or(""));
         }
         w.finish()
     }
@@ -117,17 +149,43 @@ mod tests {
     use strategy_sdk::{ExpiryChain, OptionLeg, Side, StrikeRow};
 
     fn chain(spot: f64, ce_oi: u64, pe_oi: u64) -> OptionChain {
-        let leg = |oi| Some(OptionLeg { last: 10.0, oi, volume: 0 });
+        let leg = |oi| {
+            Some(OptionLeg {
+                last: 10.0,
+                oi,
+                volume: 0,
+            })
+        };
         let near = ExpiryChain {
             expiry: "2025-08-28".into(),
             strikes: vec![
-                StrikeRow { strike: 5000.0, ce: leg(ce_oi), pe: leg(pe_oi) },
-                StrikeRow { strike: 5100.0, ce: leg(0), pe: leg(0) },
+                StrikeRow {
+                    strike: 5000.0,
+                    ce: leg(ce_oi),
+                    pe: leg(pe_oi),
+                },
+                StrikeRow {
+                    strike: 5100.0,
+                    ce: leg(0),
+                    pe: leg(0),
+                },
             ],
         };
         // A far expiry with huge OI must be ignored.
-        let far = ExpiryChain { expiry: "2025-09-30".into(), strikes: vec![StrikeRow { strike: 5000.0, ce: leg(1_000_000), pe: leg(0) }] };
-        OptionChain { underlying: "HEROMOTOCO".into(), ts: 0, spot, expiries: vec![near, far] }
+        let far = ExpiryChain {
+            expiry: "2025-09-30".into(),
+            strikes: vec![StrikeRow {
+                strike: 5000.0,
+                ce: leg(1_000_000),
+                pe: leg(0),
+            }],
+        };
+        OptionChain {
+            underlying: "HEROMOTOCO".into(),
+            ts: 0,
+            spot,
+            expiries: vec![near, far],
+        }
     }
 
     fn run(steps: &[(f64, u64, u64)]) -> Vec<(usize, Side, String)> {
@@ -136,7 +194,11 @@ mod tests {
         for (i, (spot, ce, pe)) in steps.iter().enumerate() {
             let mut sig = Signals::new();
             s.on_option_chain(&chain(*spot, *ce, *pe), &mut sig);
-            out.extend(sig.as_slice().iter().map(|(_, s)| (i, s.side, s.instrument.clone())));
+            out.extend(
+                sig.as_slice()
+                    .iter()
+                    .map(|(_, s)| (i, s.side, s.instrument.clone())),
+            );
         }
         out
     }
@@ -144,12 +206,12 @@ mod tests {
     #[test]
     fn flips_with_hysteresis_and_names_the_atm_option() {
         let got = run(&[
-            (5010.0, 0, 1000),    // +1000: inside the band, nothing known
-            (5010.0, 3000, 0),    // -3000: below, first regime, no signal
-            (5010.0, 0, 1500),    // +1500: inside the band, nothing
-            (5070.0, 0, 2500),    // +2500: bullish flip; ATM 5100
-            (5070.0, 0, 9000),    // still above: nothing
-            (5020.0, 2001, 0),    // -2001: bearish flip; exit the CE, buy the PE at 5000
+            (5010.0, 0, 1000), // +1000: inside the band, nothing known
+            (5010.0, 3000, 0), // -3000: below, first regime, no signal
+            (5010.0, 0, 1500), // +1500: inside the band, nothing
+            (5070.0, 0, 2500), // +2500: bullish flip; ATM 5100
+            (5070.0, 0, 9000), // still above: nothing
+            (5020.0, 2001, 0), // -2001: bearish flip; exit the CE, buy the PE at 5000
         ]);
         assert_eq!(
             got,
@@ -174,7 +236,11 @@ mod tests {
         let mut b = OiCrossover::new(&Params::default()).unwrap();
         b.restore(&a.snapshot()).unwrap();
         b.on_option_chain(&chain(5000.0, 0, 5000), &mut sig);
-        assert_eq!(sig.len(), 1, "restored regime is Below, so this is a bullish flip");
+        assert_eq!(
+            sig.len(),
+            1,
+            "restored regime is Below, so this is a bullish flip"
+        );
         assert!(b.restore(&[1, 1, 0, 0, 0, 0, 0, 0, 0]).is_err());
     }
 }

@@ -13,7 +13,12 @@ impl Sma {
     /// An SMA over `n` values; `n` of 0 is treated as 1.
     #[must_use]
     pub fn new(n: usize) -> Self {
-        Self { window: vec![0.0; n.max(1)], next: 0, filled: false, sum: 0.0 }
+        Self {
+            window: vec![0.0; n.max(1)],
+            next: 0,
+            filled: false,
+            sum: 0.0,
+        }
     }
 
     /// The window length.
@@ -46,14 +51,21 @@ impl Sma {
 
     /// Append this indicator's state to a snapshot.
     pub fn save(&self, w: &mut StateWriter) {
-        w.f64s(&self.window).u64(self.next as u64).bool(self.filled).f64(self.sum);
+        w.f64s(&self.window)
+            .u64(self.next as u64)
+            .bool(self.filled)
+            .f64(self.sum);
     }
 
     /// Restore the state written by [`Sma::save`] into an SMA of the same period.
     pub fn load(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
         let window = r.f64s()?;
         if window.len() != self.window.len() {
-            return Err(StateError(format!("SMA period {} in snapshot, {} configured", window.len(), self.window.len())));
+            return Err(StateError(format!(
+                "SMA period {} in snapshot, {} configured",
+                window.len(),
+                self.window.len()
+            )));
         }
         let next = usize::try_from(r.u64()?).ok().filter(|n| *n < window.len());
         self.next = next.ok_or_else(|| StateError("SMA cursor out of range".into()))?;
@@ -81,7 +93,13 @@ impl Ema {
     #[must_use]
     pub fn new(n: usize) -> Self {
         let n = n.max(1);
-        Self { n, alpha: 2.0 / (n as f64 + 1.0), seen: 0, seed_sum: 0.0, value: None }
+        Self {
+            n,
+            alpha: 2.0 / (n as f64 + 1.0),
+            seen: 0,
+            seed_sum: 0.0,
+            value: None,
+        }
     }
 
     /// The period.
@@ -113,16 +131,23 @@ impl Ema {
 
     /// Append this indicator's state to a snapshot.
     pub fn save(&self, w: &mut StateWriter) {
-        w.u64(self.n as u64).u64(self.seen as u64).f64(self.seed_sum).opt_f64(self.value);
+        w.u64(self.n as u64)
+            .u64(self.seen as u64)
+            .f64(self.seed_sum)
+            .opt_f64(self.value);
     }
 
     /// Restore the state written by [`Ema::save`] into an EMA of the same period.
     pub fn load(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
         let n = r.u64()?;
         if n != self.n as u64 {
-            return Err(StateError(format!("EMA period {n} in snapshot, {} configured", self.n)));
+            return Err(StateError(format!(
+                "EMA period {n} in snapshot, {} configured",
+                self.n
+            )));
         }
-        self.seen = usize::try_from(r.u64()?).map_err(|_| StateError("EMA count overflows".into()))?;
+        self.seen =
+            usize::try_from(r.u64()?).map_err(|_| StateError("EMA count overflows".into()))?;
         self.seed_sum = r.f64()?;
         self.value = r.opt_f64()?;
         Ok(())
@@ -140,9 +165,17 @@ mod tests {
     #[test]
     fn sma_table() {
         let cases: [(usize, &[f64], &[Option<f64>]); 3] = [
-            (3, &[1.0, 2.0, 3.0, 4.0, 5.0], &[None, None, Some(2.0), Some(3.0), Some(4.0)]),
+            (
+                3,
+                &[1.0, 2.0, 3.0, 4.0, 5.0],
+                &[None, None, Some(2.0), Some(3.0), Some(4.0)],
+            ),
             (1, &[7.0, 8.0], &[Some(7.0), Some(8.0)]),
-            (2, &[10.0, 20.0, 40.0, 10.0], &[None, Some(15.0), Some(30.0), Some(25.0)]),
+            (
+                2,
+                &[10.0, 20.0, 40.0, 10.0],
+                &[None, Some(15.0), Some(30.0), Some(25.0)],
+            ),
         ];
         for (n, xs, want) in cases {
             let mut sma = Sma::new(n);
@@ -153,9 +186,17 @@ mod tests {
     #[test]
     fn ema_table_uses_talib_seeding() {
         let cases: [(usize, &[f64], &[Option<f64>]); 2] = [
-            (3, &[1.0, 2.0, 3.0, 4.0, 5.0], &[None, None, Some(2.0), Some(3.0), Some(4.0)]),
+            (
+                3,
+                &[1.0, 2.0, 3.0, 4.0, 5.0],
+                &[None, None, Some(2.0), Some(3.0), Some(4.0)],
+            ),
             // seed = (2+4+6)/3 = 4; k = 0.5: 4 + (8-4)/2 = 6; 6 + (4-6)/2 = 5
-            (3, &[2.0, 4.0, 6.0, 8.0, 4.0], &[None, None, Some(4.0), Some(6.0), Some(5.0)]),
+            (
+                3,
+                &[2.0, 4.0, 6.0, 8.0, 4.0],
+                &[None, None, Some(4.0), Some(6.0), Some(5.0)],
+            ),
         ];
         for (n, xs, want) in cases {
             let mut ema = Ema::new(n);
@@ -170,7 +211,10 @@ mod tests {
         for i in 0..1_000_000u64 {
             last = sma.update(40_000.0 + (i % 997) as f64 * 0.05);
         }
-        let exact: f64 = (1_000_000u64 - 50..1_000_000).map(|i| 40_000.0 + (i % 997) as f64 * 0.05).sum::<f64>() / 50.0;
+        let exact: f64 = (1_000_000u64 - 50..1_000_000)
+            .map(|i| 40_000.0 + (i % 997) as f64 * 0.05)
+            .sum::<f64>()
+            / 50.0;
         let got = last.unwrap_or(f64::NAN);
         assert!((got - exact).abs() < 1e-9, "{got} vs {exact}");
     }

@@ -89,13 +89,33 @@ mod tests {
     #[test]
     fn crossover_table() {
         let cases: [(&str, &[(f64, f64)], &[Option<Cross>]); 5] = [
-            ("simple up", &[(1.0, 2.0), (3.0, 2.0)], &[None, Some(Cross::Up)]),
-            ("through a tie", &[(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)], &[None, None, Some(Cross::Up)]),
-            ("touch and back is no cross", &[(3.0, 2.0), (2.0, 2.0), (3.0, 2.0)], &[None, None, None]),
-            ("first relation is no cross", &[(3.0, 2.0), (1.0, 2.0)], &[None, Some(Cross::Down)]),
+            (
+                "simple up",
+                &[(1.0, 2.0), (3.0, 2.0)],
+                &[None, Some(Cross::Up)],
+            ),
+            (
+                "through a tie",
+                &[(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)],
+                &[None, None, Some(Cross::Up)],
+            ),
+            (
+                "touch and back is no cross",
+                &[(3.0, 2.0), (2.0, 2.0), (3.0, 2.0)],
+                &[None, None, None],
+            ),
+            (
+                "first relation is no cross",
+                &[(3.0, 2.0), (1.0, 2.0)],
+                &[None, Some(Cross::Down)],
+            ),
             (
                 "rounding noise is a tie",
-                &[(21_700.1, 21_700.2), (21_700.15 + 1e-11, 21_700.15), (21_700.15 - 1e-11, 21_700.15)],
+                &[
+                    (21_700.1, 21_700.2),
+                    (21_700.15 + 1e-11, 21_700.15),
+                    (21_700.15 - 1e-11, 21_700.15),
+                ],
                 &[None, None, None],
             ),
         ];

@@ -84,7 +84,15 @@ mod tests {
     use super::*;
 
     fn b(open: f64, high: f64, low: f64, close: f64) -> Bar {
-        Bar { ts: 0, open, high, low, close, volume: 0, oi: 0 }
+        Bar {
+            ts: 0,
+            open,
+            high,
+            low,
+            close,
+            volume: 0,
+            oi: 0,
+        }
     }
 
     #[test]
@@ -121,12 +129,20 @@ mod tests {
         // identical bodies do not engulf
         assert!(!is_bearish_engulfing(&up, &b(105.0, 106.0, 99.0, 100.0)));
         assert!(is_inside_bar(&down, &b(101.0, 105.0, 100.0, 102.0)));
-        assert!(!is_inside_bar(&down, &b(101.0, 106.0, 100.0, 102.0)), "equal high is not inside");
+        assert!(
+            !is_inside_bar(&down, &b(101.0, 106.0, 100.0, 102.0)),
+            "equal high is not inside"
+        );
     }
 
     #[test]
     fn range_compression_nr4() {
-        let bars = [b(0.0, 10.0, 0.0, 5.0), b(0.0, 8.0, 0.0, 5.0), b(0.0, 9.0, 0.0, 5.0), b(0.0, 7.0, 0.0, 5.0)];
+        let bars = [
+            b(0.0, 10.0, 0.0, 5.0),
+            b(0.0, 8.0, 0.0, 5.0),
+            b(0.0, 9.0, 0.0, 5.0),
+            b(0.0, 7.0, 0.0, 5.0),
+        ];
         assert!(is_range_compression(&bars));
         assert!(!is_range_compression(&bars[..3]));
         let tie = [b(0.0, 7.0, 0.0, 5.0), b(0.0, 7.0, 0.0, 5.0)];

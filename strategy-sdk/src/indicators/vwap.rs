@@ -21,7 +21,10 @@ impl SessionVwap {
     pub fn update(&mut self, bar: &Bar) -> Option<f64> {
         let day = ist_day(bar.ts);
         if self.day != Some(day) {
-            *self = Self { day: Some(day), ..Self::default() };
+            *self = Self {
+                day: Some(day),
+                ..Self::default()
+            };
         }
         let volume = bar.volume as f64;
         self.price_volume += bar.typical_price() * volume;
@@ -44,7 +47,15 @@ mod tests {
     const DAY_MS: i64 = 86_400_000;
 
     fn bar(ts: i64, high: f64, low: f64, close: f64, volume: u64) -> Bar {
-        Bar { ts, open: close, high, low, close, volume, oi: 0 }
+        Bar {
+            ts,
+            open: close,
+            high,
+            low,
+            close,
+            volume,
+            oi: 0,
+        }
     }
 
     #[test]
@@ -57,7 +68,10 @@ mod tests {
             (bar(DAY1_0915 + 120_000, 13.0, 11.0, 12.0, 0), Some(11.5)),
             // next day: only its own bars count
             (bar(DAY1_0915 + DAY_MS, 21.0, 19.0, 20.0, 0), None),
-            (bar(DAY1_0915 + DAY_MS + 60_000, 21.0, 19.0, 20.0, 5), Some(20.0)),
+            (
+                bar(DAY1_0915 + DAY_MS + 60_000, 21.0, 19.0, 20.0, 5),
+                Some(20.0),
+            ),
         ];
         for (i, (b, want)) in cases.iter().enumerate() {
             assert_eq!(vwap.update(b), *want, "bar {i}");

@@ -39,7 +39,15 @@ fn be_u32(p: &[u8], at: usize) -> Result<u32, DecodeError> {
 }
 
 fn be_u16(p: &[u8], at: usize) -> Result<u16, DecodeError> {
-    p.get(at..at + 2).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes).ok_or_else(|| DecodeError(format!("message of {} bytes ends inside a length at {at}", p.len())))
+    p.get(at..at + 2)
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_be_bytes)
+        .ok_or_else(|| {
+            DecodeError(format!(
+                "message of {} bytes ends inside a length at {at}",
+                p.len()
+            ))
+        })
 }
 
 /// Decimal places of a price in `token`'s segment.
@@ -80,9 +88,17 @@ pub fn decode_binary(msg: &[u8], out: &mut Vec<FeedItem>) -> Result<(), DecodeEr
 pub fn decode_packet(p: &[u8]) -> Result<FeedTick, DecodeError> {
     let token = be_u32(p, 0)?;
     let sc = scale(token);
-    let price = |at: usize| -> Result<Decimal, DecodeError> { Ok(Decimal::new(i64::from(be_u32(p, at)?), sc)) };
-    let secs = |at: usize| -> Result<Option<i64>, DecodeError> { Ok(Some(i64::from(be_u32(p, at)?).saturating_mul(1000)).filter(|t| *t > 0)) };
-    let mut tick = FeedTick { token: token.to_string(), last: price(4)?, ..FeedTick::default() };
+    let price = |at: usize| -> Result<Decimal, DecodeError> {
+        Ok(Decimal::new(i64::from(be_u32(p, at)?), sc))
+    };
+    let secs = |at: usize| -> Result<Option<i64>, DecodeError> {
+        Ok(Some(i64::from(be_u32(p, at)?).saturating_mul(1000)).filter(|t| *t > 0))
+    };
+    let mut tick = FeedTick {
+        token: token.to_string(),
+        last: price(4)?,
+        ..FeedTick::default()
+    };
     match p.len() {
         8 => {}
         28 | 32 => {
@@ -101,7 +117,11 @@ pub fn decode_packet(p: &[u8]) -> Result<FeedTick, DecodeError> {
                 tick.ask = (ask_qty > 0).then(|| price(64 + 5 * 12 + 4)).transpose()?;
             }
         }
-        n => return Err(DecodeError(format!("instrument {token}: a packet of {n} bytes is none of Kite's (8, 28, 32, 44, 184)"))),
+        n => {
+            return Err(DecodeError(format!(
+                "instrument {token}: a packet of {n} bytes is none of Kite's (8, 28, 32, 44, 184)"
+            )));
+        }
     }
     Ok(tick)
 }
@@ -111,25 +131,47 @@ pub fn decode_packet(p: &[u8]) -> Result<FeedTick, DecodeError> {
 /// # Errors
 /// Text that is not JSON or not an object with a `type`.
 pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError(format!("text message is not JSON: {e}")))?;
-    let kind = v.get("type").and_then(serde_json::Value::as_str).ok_or_else(|| DecodeError("text message has no \"type\"".into()))?;
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| DecodeError(format!("text message is not JSON: {e}")))?;
+    let kind = v
+        .get("type")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| DecodeError("text message has no \"type\"".into()))?;
     Ok(match kind {
-        "order" => v.get("data").filter(|d| d.is_object()).map(|d| FeedItem::Order(d.clone())),
-        "error" => Some(FeedItem::BrokerError(v.get("data").map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned)).unwrap_or_default())),
+        "order" => v
+            .get("data")
+            .filter(|d| d.is_object())
+            .map(|d| FeedItem::Order(d.clone())),
+        "error" => Some(FeedItem::BrokerError(
+            v.get("data")
+                .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
+                .unwrap_or_default(),
+        )),
         _ => None,
     })
 }
 
 /// Tokens as Kite takes them: numbers.
 fn numbers(tokens: &[String]) -> Vec<serde_json::Value> {
-    tokens.iter().map(|t| t.parse::<u64>().map_or_else(|_| serde_json::Value::from(t.as_str()), serde_json::Value::from)).collect()
+    tokens
+        .iter()
+        .map(|t| {
+            t.parse::<u64>().map_or_else(
+                |_| serde_json::Value::from(t.as_str()),
+                serde_json::Value::from,
+            )
+        })
+        .collect()
 }
 
 /// The requests that subscribe `tokens` in full mode (exchange time, volume, OI and depth).
 #[must_use]
 pub fn subscribe(tokens: &[String]) -> Vec<String> {
     let numbers = numbers(tokens);
-    vec![serde_json::json!({ "a": "subscribe", "v": numbers }).to_string(), serde_json::json!({ "a": "mode", "v": ["full", numbers] }).to_string()]
+    vec![
+        serde_json::json!({ "a": "subscribe", "v": numbers }).to_string(),
+        serde_json::json!({ "a": "mode", "v": ["full", numbers] }).to_string(),
+    ]
 }
 
 /// The request that unsubscribes `tokens`.
@@ -152,16 +194,25 @@ mod tests {
         put(&mut ltp, 408_065);
         put(&mut ltp, 152_045);
         let t = decode_packet(&ltp).unwrap();
-        assert_eq!((t.token.as_str(), t.last, t.ts_ms), ("408065", Decimal::new(152_045, 2), None));
+        assert_eq!(
+            (t.token.as_str(), t.last, t.ts_ms),
+            ("408065", Decimal::new(152_045, 2), None)
+        );
         let mut cds = Vec::new();
         put(&mut cds, (1 << 8) | SEGMENT_CDS);
         put(&mut cds, 834_250_000);
-        assert_eq!(decode_packet(&cds).unwrap().last, Decimal::new(834_250_000, 7));
+        assert_eq!(
+            decode_packet(&cds).unwrap().last,
+            Decimal::new(834_250_000, 7)
+        );
         let mut index = ltp.clone();
         for v in [1, 2, 3, 4, 5, 1_704_080_700] {
             put(&mut index, v);
         }
-        assert_eq!(decode_packet(&index).unwrap().ts_ms, Some(1_704_080_700_000));
+        assert_eq!(
+            decode_packet(&index).unwrap().ts_ms,
+            Some(1_704_080_700_000)
+        );
         assert!(decode_packet(&ltp[..7]).is_err());
         let mut odd = ltp.clone();
         odd.push(0);

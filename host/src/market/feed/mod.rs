@@ -123,7 +123,10 @@ impl Wire {
     #[must_use]
     pub fn subscribe(self, tokens: &[String]) -> Vec<Outbound> {
         match self {
-            Self::Kite => kite::subscribe(tokens).into_iter().map(Outbound::Text).collect(),
+            Self::Kite => kite::subscribe(tokens)
+                .into_iter()
+                .map(Outbound::Text)
+                .collect(),
             Self::Upstox => vec![Outbound::Binary(upstox::subscribe(tokens))],
             Self::OpenAlgo => vec![Outbound::Text(openalgo::subscribe(tokens))],
         }
@@ -147,7 +150,10 @@ impl Wire {
         match self {
             Self::Kite => kite::decode_binary(frame, out),
             Self::Upstox => upstox::decode_binary(frame, out),
-            Self::OpenAlgo => Err(DecodeError(format!("a binary frame of {} bytes; OpenAlgo sends JSON text", frame.len()))),
+            Self::OpenAlgo => Err(DecodeError(format!(
+                "a binary frame of {} bytes; OpenAlgo sends JSON text",
+                frame.len()
+            ))),
         }
     }
 
@@ -182,7 +188,10 @@ impl FeedAddress {
     /// An address with no login message.
     #[must_use]
     pub fn url(url: String) -> Self {
-        Self { url, login: Vec::new() }
+        Self {
+            url,
+            login: Vec::new(),
+        }
     }
 }
 
@@ -214,19 +223,25 @@ pub struct FeedPlan {
 
 /// Reads one instrument's one-minute bars from the broker's historical candles:
 /// `(broker token, from, to)`, bars whose start is in `[from, to)`, ascending.
-pub type Backfill = Arc<dyn Fn(String, i64, i64) -> BoxFuture<Result<Vec<super::Bar>, String>> + Send + Sync>;
+pub type Backfill =
+    Arc<dyn Fn(String, i64, i64) -> BoxFuture<Result<Vec<super::Bar>, String>> + Send + Sync>;
 
 impl fmt::Debug for FeedPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The connector holds credentials: never printed.
-        f.debug_struct("FeedPlan").field("account", &self.account).field("wire", &self.wire).field("instruments", &self.instruments.len()).finish_non_exhaustive()
+        f.debug_struct("FeedPlan")
+            .field("account", &self.account)
+            .field("wire", &self.wire)
+            .field("instruments", &self.instruments.len())
+            .finish_non_exhaustive()
     }
 }
 
 /// Resolves a `broker` source (account, symbols) into a plan: the brokers
 /// stage implements it (credentials, instrument master) and the engine calls
 /// it when a pipeline with such a source starts.
-pub type FeedResolver = Arc<dyn Fn(String, Vec<String>) -> BoxFuture<Result<FeedPlan, String>> + Send + Sync>;
+pub type FeedResolver =
+    Arc<dyn Fn(String, Vec<String>) -> BoxFuture<Result<FeedPlan, String>> + Send + Sync>;
 
 /// One option-chain snapshot and the broker's token of each of its options.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,7 +257,9 @@ pub type ChainSource = Arc<dyn Fn() -> BoxFuture<Result<ChainSnapshot, String>> 
 
 /// Resolves an option chain for a `broker` source with `chain_secs`: (account,
 /// underlying symbol, expiry or `None` for the nearest) into a [`ChainSource`].
-pub type ChainResolver = Arc<dyn Fn(String, String, Option<String>) -> BoxFuture<Result<ChainSource, String>> + Send + Sync>;
+pub type ChainResolver = Arc<
+    dyn Fn(String, String, Option<String>) -> BoxFuture<Result<ChainSource, String>> + Send + Sync,
+>;
 
 /// What the engine needs from the brokers stage to run `broker` sources.
 #[derive(Clone)]

@@ -35,7 +35,8 @@ const INDICES: [&str; 5] = ["NIFTY", "BANKNIFTY", "FINNIFTY", "MIDCPNIFTY", "IND
 #[must_use]
 pub fn instrument(symbol: &str) -> String {
     let s = symbol.trim().to_ascii_uppercase();
-    let derivative = s.ends_with("FUT") || ((s.ends_with("CE") || s.ends_with("PE")) && s.chars().any(|c| c.is_ascii_digit()));
+    let derivative = s.ends_with("FUT")
+        || ((s.ends_with("CE") || s.ends_with("PE")) && s.chars().any(|c| c.is_ascii_digit()));
     let exchange = if INDICES.contains(&s.as_str()) {
         "NSE_INDEX"
     } else if derivative {
@@ -77,12 +78,14 @@ pub fn subscribe(instruments: &[String]) -> String {
 /// The request that unsubscribes `instruments`.
 #[must_use]
 pub fn unsubscribe(instruments: &[String]) -> String {
-    serde_json::json!({ "action": "unsubscribe", "mode": 3, "symbols": symbols(instruments) }).to_string()
+    serde_json::json!({ "action": "unsubscribe", "mode": 3, "symbols": symbols(instruments) })
+        .to_string()
 }
 
 /// A number sent as a JSON number or a string.
 fn number(v: &Value) -> Option<f64> {
-    v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 fn price(what: &str, field: &str, v: &Value) -> Result<Option<Decimal>, DecodeError> {
@@ -90,7 +93,9 @@ fn price(what: &str, field: &str, v: &Value) -> Result<Option<Decimal>, DecodeEr
         return Ok(None);
     }
     let n = number(v).ok_or_else(|| DecodeError(format!("{what}: {field} {v} is not a number")))?;
-    Decimal::from_f64(n).map(|d| Some(d.round_dp(4).normalize())).ok_or_else(|| DecodeError(format!("{what}: {field} {n} is not a number")))
+    Decimal::from_f64(n)
+        .map(|d| Some(d.round_dp(4).normalize()))
+        .ok_or_else(|| DecodeError(format!("{what}: {field} {n} is not a number")))
 }
 
 /// Decode a text message: market data, an error, or an acknowledgement (nothing).
@@ -98,10 +103,14 @@ fn price(what: &str, field: &str, v: &Value) -> Result<Option<Decimal>, DecodeEr
 /// # Errors
 /// Text that is not JSON, or market data without a symbol or a last price.
 pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| DecodeError(format!("text message is not JSON: {e}")))?;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| DecodeError(format!("text message is not JSON: {e}")))?;
     let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
     if kind == "error" || v.get("status").and_then(Value::as_str) == Some("error") {
-        let message = v.get("message").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_owned);
+        let message = v
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| v.to_string(), str::to_owned);
         return Ok(Some(FeedItem::BrokerError(message)));
     }
     if kind == "order_update" {
@@ -110,17 +119,39 @@ pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
     if kind != "market_data" {
         return Ok(None); // auth and subscription acknowledgements
     }
-    let (Some(symbol), Some(exchange)) = (v.get("symbol").and_then(Value::as_str), v.get("exchange").and_then(Value::as_str)) else {
-        return Err(DecodeError("market_data without symbol and exchange".into()));
+    let (Some(symbol), Some(exchange)) = (
+        v.get("symbol").and_then(Value::as_str),
+        v.get("exchange").and_then(Value::as_str),
+    ) else {
+        return Err(DecodeError(
+            "market_data without symbol and exchange".into(),
+        ));
     };
     let what = format!("{exchange}:{symbol}");
     let data = v.get("data").unwrap_or(&Value::Null);
-    let last = price(&what, "ltp", data.get("ltp").unwrap_or(&Value::Null))?.ok_or_else(|| DecodeError(format!("{what}: market_data without ltp")))?;
-    let best = |side: &str| data.get("depth").and_then(|d| d.get(side)).and_then(|l| l.get(0)).and_then(|q| q.get("price")).cloned().unwrap_or(Value::Null);
-    let whole = |field: &str| data.get(field).and_then(number).filter(|n| n.is_finite() && *n >= 0.0).map(|n| n as u64);
+    let last = price(&what, "ltp", data.get("ltp").unwrap_or(&Value::Null))?
+        .ok_or_else(|| DecodeError(format!("{what}: market_data without ltp")))?;
+    let best = |side: &str| {
+        data.get("depth")
+            .and_then(|d| d.get(side))
+            .and_then(|l| l.get(0))
+            .and_then(|q| q.get("price"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let whole = |field: &str| {
+        data.get(field)
+            .and_then(number)
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .map(|n| n as u64)
+    };
     Ok(Some(FeedItem::Tick(FeedTick {
         token: what.clone(),
-        ts_ms: data.get("timestamp").and_then(number).filter(|t| t.is_finite() && *t > 0.0 && *t < 9.0e15).map(|t| t as i64),
+        ts_ms: data
+            .get("timestamp")
+            .and_then(number)
+            .filter(|t| t.is_finite() && *t > 0.0 && *t < 9.0e15)
+            .map(|t| t as i64),
         last,
         bid: price(&what, "depth.buy[0].price", &best("buy"))?.filter(|p| !p.is_zero()),
         ask: price(&what, "depth.sell[0].price", &best("sell"))?.filter(|p| !p.is_zero()),
@@ -144,14 +175,45 @@ mod tests {
     #[test]
     fn depth_updates_decode_and_acknowledgements_do_not() {
         let m = r#"{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":3,"data":{"ltp":1187.75,"volume":14414545,"depth":{"buy":[{"price":1187.70,"quantity":886}],"sell":[{"price":"1187.80","quantity":767}]},"timestamp":1712572800000}}"#;
-        let Some(FeedItem::Tick(t)) = decode_text(m).unwrap() else { panic!("a tick") };
-        assert_eq!((t.token.as_str(), t.last, t.bid, t.ask, t.day_volume, t.ts_ms), ("NSE:RELIANCE", Decimal::new(118_775, 2), Some(Decimal::new(11_877, 1)), Some(Decimal::new(11_878, 1)), Some(14_414_545), Some(1_712_572_800_000)));
-        assert_eq!(decode_text(r#"{"type":"auth","status":"success"}"#).unwrap(), None);
-        assert!(matches!(decode_text(r#"{"type":"error","message":"Invalid API key"}"#).unwrap(), Some(FeedItem::BrokerError(m)) if m == "Invalid API key"));
-        assert!(decode_text(r#"{"type":"market_data","symbol":"X","exchange":"NSE","data":{"ltp":"abc"}}"#).is_err());
+        let Some(FeedItem::Tick(t)) = decode_text(m).unwrap() else {
+            panic!("a tick")
+        };
+        assert_eq!(
+            (
+                t.token.as_str(),
+                t.last,
+                t.bid,
+                t.ask,
+                t.day_volume,
+                t.ts_ms
+            ),
+            (
+                "NSE:RELIANCE",
+                Decimal::new(118_775, 2),
+                Some(Decimal::new(11_877, 1)),
+                Some(Decimal::new(11_878, 1)),
+                Some(14_414_545),
+                Some(1_712_572_800_000)
+            )
+        );
+        assert_eq!(
+            decode_text(r#"{"type":"auth","status":"success"}"#).unwrap(),
+            None
+        );
+        assert!(
+            matches!(decode_text(r#"{"type":"error","message":"Invalid API key"}"#).unwrap(), Some(FeedItem::BrokerError(m)) if m == "Invalid API key")
+        );
+        assert!(
+            decode_text(
+                r#"{"type":"market_data","symbol":"X","exchange":"NSE","data":{"ltp":"abc"}}"#
+            )
+            .is_err()
+        );
         assert!(decode_text("not json").is_err());
         let update = r#"{"type":"order_update","user_id":"u1","mode":"live","broker":"zerodha","orderid":"250408000989443","symbol":"RELIANCE","exchange":"NSE","action":"BUY","quantity":10,"price":0.0,"trigger_price":0.0,"pricetype":"MARKET","product":"MIS","order_status":"complete","filled_quantity":10,"pending_quantity":0,"average_price":1187.75,"rejection_reason":""}"#;
-        assert!(matches!(decode_text(update).unwrap(), Some(FeedItem::Order(v)) if v["orderid"] == "250408000989443"));
+        assert!(
+            matches!(decode_text(update).unwrap(), Some(FeedItem::Order(v)) if v["orderid"] == "250408000989443")
+        );
         assert_eq!(subscribe_orders(), r#"{"action":"subscribe_orders"}"#);
     }
 }

@@ -58,7 +58,11 @@ pub struct SocketSettings {
 
 impl Default for SocketSettings {
     fn default() -> Self {
-        Self { idle: Duration::from_secs(10), first_backoff: Duration::from_millis(250), max_backoff: Duration::from_secs(10) }
+        Self {
+            idle: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+        }
     }
 }
 
@@ -74,7 +78,13 @@ pub fn shards(wire: Wire, tokens: &[String]) -> Result<Vec<Vec<String>>, String>
     let per = wire.max_per_connection().max(1);
     let shards: Vec<Vec<String>> = tokens.chunks(per).map(<[String]>::to_vec).collect();
     if shards.len() > wire.max_connections() {
-        return Err(format!("{} instruments need {} {} connections; the broker allows {} of {per} each", tokens.len(), shards.len(), wire.name(), wire.max_connections()));
+        return Err(format!(
+            "{} instruments need {} {} connections; the broker allows {} of {per} each",
+            tokens.len(),
+            shards.len(),
+            wire.name(),
+            wire.max_connections()
+        ));
     }
     Ok(shards)
 }
@@ -83,7 +93,11 @@ pub fn shards(wire: Wire, tokens: &[String]) -> Result<Vec<Vec<String>>, String>
 ///
 /// # Errors
 /// More instruments than the broker allows (nothing is connected then).
-pub async fn run(plan: FeedPlan, settings: SocketSettings, tx: mpsc::Sender<SocketEvent>) -> Result<(), String> {
+pub async fn run(
+    plan: FeedPlan,
+    settings: SocketSettings,
+    tx: mpsc::Sender<SocketEvent>,
+) -> Result<(), String> {
     let (_fixed, extra) = watch::channel(Vec::new());
     run_with(plan, settings, tx, extra).await
 }
@@ -94,13 +108,25 @@ pub async fn run(plan: FeedPlan, settings: SocketSettings, tx: mpsc::Sender<Sock
 ///
 /// # Errors
 /// More instruments than the broker allows (nothing is connected then).
-pub async fn run_with(plan: FeedPlan, settings: SocketSettings, tx: mpsc::Sender<SocketEvent>, extra: watch::Receiver<Vec<String>>) -> Result<(), String> {
+pub async fn run_with(
+    plan: FeedPlan,
+    settings: SocketSettings,
+    tx: mpsc::Sender<SocketEvent>,
+    extra: watch::Receiver<Vec<String>>,
+) -> Result<(), String> {
     let tokens: Vec<String> = plan.instruments.iter().map(|(_, t)| t.clone()).collect();
     let shards = shards(plan.wire, &tokens)?;
     let mut tasks = tokio::task::JoinSet::new();
     let mut extra = Some(extra);
     for (connection, tokens) in shards.into_iter().enumerate() {
-        tasks.spawn(connection_loop(plan.clone(), connection, tokens, extra.take(), settings, tx.clone()));
+        tasks.spawn(connection_loop(
+            plan.clone(),
+            connection,
+            tokens,
+            extra.take(),
+            settings,
+            tx.clone(),
+        ));
     }
     drop(tx);
     while tasks.join_next().await.is_some() {}
@@ -111,25 +137,52 @@ pub async fn run_with(plan: FeedPlan, settings: SocketSettings, tx: mpsc::Sender
 fn scrub(reason: &str, url: &str) -> String {
     let mut out = reason.replace(url, "<feed address>");
     if let Some((_, query)) = url.split_once('?') {
-        for value in query.split('&').filter_map(|kv| kv.split_once('=').map(|(_, v)| v)).filter(|v| v.len() >= 4) {
+        for value in query
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').map(|(_, v)| v))
+            .filter(|v| v.len() >= 4)
+        {
             out = out.replace(value, "***");
         }
     }
     out
 }
 
-async fn connection_loop(plan: FeedPlan, connection: usize, tokens: Vec<String>, mut extra: Option<watch::Receiver<Vec<String>>>, settings: SocketSettings, tx: mpsc::Sender<SocketEvent>) {
+async fn connection_loop(
+    plan: FeedPlan,
+    connection: usize,
+    tokens: Vec<String>,
+    mut extra: Option<watch::Receiver<Vec<String>>>,
+    settings: SocketSettings,
+    tx: mpsc::Sender<SocketEvent>,
+) {
     let mut backoff = settings.first_backoff;
     let mut was_up = false;
     loop {
         let reason = match (plan.connect)().await {
             Err(e) => format!("no address to connect to: {e}"),
-            Ok(address) => match session(&plan, connection, &tokens, extra.as_mut(), &address, settings, &mut was_up, &mut backoff, &tx).await {
+            Ok(address) => match session(
+                &plan,
+                connection,
+                &tokens,
+                extra.as_mut(),
+                &address,
+                settings,
+                &mut was_up,
+                &mut backoff,
+                &tx,
+            )
+            .await
+            {
                 Ok(reason) => scrub(&reason, &address.url),
                 Err(Gone) => return,
             },
         };
-        if tx.send(SocketEvent::Down { connection, reason }).await.is_err() {
+        if tx
+            .send(SocketEvent::Down { connection, reason })
+            .await
+            .is_err()
+        {
             return;
         }
         tokio::time::sleep(backoff).await;
@@ -160,8 +213,18 @@ async fn session(
     backoff: &mut std::time::Duration,
     tx: &mpsc::Sender<SocketEvent>,
 ) -> Result<String, Gone> {
-    let ws = match tokio::time::timeout(settings.idle, tokio_tungstenite::connect_async(address.url.as_str())).await {
-        Err(_) => return Ok(format!("connecting took longer than {} s", settings.idle.as_secs())),
+    let ws = match tokio::time::timeout(
+        settings.idle,
+        tokio_tungstenite::connect_async(address.url.as_str()),
+    )
+    .await
+    {
+        Err(_) => {
+            return Ok(format!(
+                "connecting took longer than {} s",
+                settings.idle.as_secs()
+            ));
+        }
         Ok(Err(e)) => return Ok(format!("connecting: {e}")),
         Ok(Ok((ws, _))) => ws,
     };
@@ -171,7 +234,10 @@ async fn session(
         requests.extend(plan.wire.subscribe(tokens));
     }
     // The instruments that come and go: all of them again on a new connection.
-    let mut extra_now: Vec<String> = extra.as_mut().map(|e| e.borrow_and_update().clone()).unwrap_or_default();
+    let mut extra_now: Vec<String> = extra
+        .as_mut()
+        .map(|e| e.borrow_and_update().clone())
+        .unwrap_or_default();
     if !extra_now.is_empty() {
         requests.extend(plan.wire.subscribe(&extra_now));
     }
@@ -180,7 +246,12 @@ async fn session(
             return Ok(format!("subscribing: {e}"));
         }
     }
-    tx.send(SocketEvent::Up { connection, reconnect: *was_up }).await.map_err(|_| Gone)?;
+    tx.send(SocketEvent::Up {
+        connection,
+        reconnect: *was_up,
+    })
+    .await
+    .map_err(|_| Gone)?;
     *was_up = true;
     let mut items = Vec::new();
     loop {
@@ -236,14 +307,26 @@ async fn session(
                 let _ = write.send(Message::Pong(payload)).await;
                 None
             }
-            Message::Close(frame) => return Ok(format!("the broker closed the connection{}", frame.map(|f| format!(": {} {}", f.code, f.reason)).unwrap_or_default())),
+            Message::Close(frame) => {
+                return Ok(format!(
+                    "the broker closed the connection{}",
+                    frame
+                        .map(|f| format!(": {} {}", f.code, f.reason))
+                        .unwrap_or_default()
+                ));
+            }
             Message::Pong(_) | Message::Frame(_) => None,
         };
         for item in items.drain(..) {
             tx.send(SocketEvent::Item(item)).await.map_err(|_| Gone)?;
         }
         if let Some(e) = fault {
-            tx.send(SocketEvent::Malformed { connection, reason: e.0 }).await.map_err(|_| Gone)?;
+            tx.send(SocketEvent::Malformed {
+                connection,
+                reason: e.0,
+            })
+            .await
+            .map_err(|_| Gone)?;
         }
     }
 }
@@ -256,15 +339,28 @@ mod tests {
     fn instruments_are_split_within_the_limits() {
         let tokens: Vec<String> = (0..5_000).map(|i| i.to_string()).collect();
         let s = shards(Wire::Kite, &tokens).unwrap();
-        assert_eq!(s.iter().map(Vec::len).collect::<Vec<_>>(), vec![3_000, 2_000]);
+        assert_eq!(
+            s.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3_000, 2_000]
+        );
         let too_many: Vec<String> = (0..9_001).map(|i| i.to_string()).collect();
-        assert!(shards(Wire::Kite, &too_many).unwrap_err().contains("allows 3"));
+        assert!(
+            shards(Wire::Kite, &too_many)
+                .unwrap_err()
+                .contains("allows 3")
+        );
     }
 
     #[test]
     fn credentials_never_reach_a_reason() {
         let url = "wss://ws.kite.trade?api_key=abcd1234&access_token=secrettoken";
-        assert_eq!(scrub("HTTP 403 at wss://ws.kite.trade?api_key=abcd1234&access_token=secrettoken", url), "HTTP 403 at <feed address>");
+        assert_eq!(
+            scrub(
+                "HTTP 403 at wss://ws.kite.trade?api_key=abcd1234&access_token=secrettoken",
+                url
+            ),
+            "HTTP 403 at <feed address>"
+        );
         assert_eq!(scrub("token secrettoken refused", url), "token *** refused");
     }
 }

@@ -167,11 +167,17 @@ pub struct FeedResponse {
 }
 
 fn price(key: &str, field: &str, v: f64) -> Result<Decimal, DecodeError> {
-    Decimal::from_f64(v).map(|d| d.round_dp(4).normalize()).ok_or_else(|| DecodeError(format!("{key}: {field} {v} is not a number")))
+    Decimal::from_f64(v)
+        .map(|d| d.round_dp(4).normalize())
+        .ok_or_else(|| DecodeError(format!("{key}: {field} {v} is not a number")))
 }
 
 fn opt_price(key: &str, field: &str, v: f64) -> Result<Option<Decimal>, DecodeError> {
-    if v == 0.0 { Ok(None) } else { price(key, field, v).map(Some) }
+    if v == 0.0 {
+        Ok(None)
+    } else {
+        price(key, field, v).map(Some)
+    }
 }
 
 /// Decode one binary `FeedResponse` into ticks keyed by instrument key, in key order.
@@ -179,29 +185,56 @@ fn opt_price(key: &str, field: &str, v: f64) -> Result<Option<Decimal>, DecodeEr
 /// # Errors
 /// A frame that is not a `FeedResponse`, or a price that is not a number.
 pub fn decode_binary(frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), DecodeError> {
-    let msg = FeedResponse::decode(frame).map_err(|e| DecodeError(format!("not a FeedResponse: {e}")))?;
+    let msg =
+        FeedResponse::decode(frame).map_err(|e| DecodeError(format!("not a FeedResponse: {e}")))?;
     let mut keys: Vec<&String> = msg.feeds.keys().collect();
     // A protobuf map has no order; sorting keeps what follows repeatable.
     keys.sort();
     for key in keys {
-        let Some(feed) = msg.feeds.get(key) else { continue };
+        let Some(feed) = msg.feeds.get(key) else {
+            continue;
+        };
         let (ltpc, depth, vtt, oi) = match &feed.feed_union {
             Some(FeedUnion::Ltpc(l)) => (Some(l), None, None, None),
-            Some(FeedUnion::FullFeed(FullFeed { full_feed_union: Some(FullFeedUnion::MarketFf(m)) })) => {
-                (m.ltpc.as_ref(), m.market_level.as_ref().and_then(|l| l.bid_ask_quote.first()), Some(m.vtt), Some(m.oi))
-            }
-            Some(FeedUnion::FullFeed(FullFeed { full_feed_union: Some(FullFeedUnion::IndexFf(i)) })) => (i.ltpc.as_ref(), None, None, None),
-            Some(FeedUnion::FirstLevelWithGreeks(g)) => (g.ltpc.as_ref(), g.first_depth.as_ref(), Some(g.vtt), Some(g.oi)),
+            Some(FeedUnion::FullFeed(FullFeed {
+                full_feed_union: Some(FullFeedUnion::MarketFf(m)),
+            })) => (
+                m.ltpc.as_ref(),
+                m.market_level
+                    .as_ref()
+                    .and_then(|l| l.bid_ask_quote.first()),
+                Some(m.vtt),
+                Some(m.oi),
+            ),
+            Some(FeedUnion::FullFeed(FullFeed {
+                full_feed_union: Some(FullFeedUnion::IndexFf(i)),
+            })) => (i.ltpc.as_ref(), None, None, None),
+            Some(FeedUnion::FirstLevelWithGreeks(g)) => (
+                g.ltpc.as_ref(),
+                g.first_depth.as_ref(),
+                Some(g.vtt),
+                Some(g.oi),
+            ),
             _ => (None, None, None, None),
         };
         let Some(ltpc) = ltpc else { continue };
-        let ts = if ltpc.ltt > 0 { ltpc.ltt } else { msg.current_ts };
+        let ts = if ltpc.ltt > 0 {
+            ltpc.ltt
+        } else {
+            msg.current_ts
+        };
         out.push(FeedItem::Tick(FeedTick {
             token: key.clone(),
             ts_ms: (ts > 0).then_some(ts),
             last: price(key, "ltp", ltpc.ltp)?,
-            bid: depth.map(|q| opt_price(key, "bidP", q.bid_p)).transpose()?.flatten(),
-            ask: depth.map(|q| opt_price(key, "askP", q.ask_p)).transpose()?.flatten(),
+            bid: depth
+                .map(|q| opt_price(key, "bidP", q.bid_p))
+                .transpose()?
+                .flatten(),
+            ask: depth
+                .map(|q| opt_price(key, "askP", q.ask_p))
+                .transpose()?
+                .flatten(),
             day_volume: vtt.and_then(|v| u64::try_from(v).ok()),
             oi: oi.filter(|o| o.is_finite() && *o >= 0.0).map(|o| o as u64),
         }));
@@ -215,8 +248,12 @@ pub fn decode_binary(frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), Decode
 /// # Errors
 /// Text that is not JSON.
 pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError(format!("text message is not JSON: {e}")))?;
-    Ok((v.get("update_type").and_then(serde_json::Value::as_str) == Some("order")).then_some(FeedItem::Order(v)))
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| DecodeError(format!("text message is not JSON: {e}")))?;
+    Ok(
+        (v.get("update_type").and_then(serde_json::Value::as_str) == Some("order"))
+            .then_some(FeedItem::Order(v)),
+    )
 }
 
 /// The request that subscribes `keys` in full mode (sent as a binary frame).
@@ -238,18 +275,85 @@ mod tests {
     #[test]
     fn an_index_and_a_market_feed_decode_and_garbage_is_refused() {
         let mut feeds = std::collections::HashMap::new();
-        let ltpc = |ltp, ltt| Some(Ltpc { ltp, ltt, ltq: 0, cp: 0.0 });
-        feeds.insert("NSE_INDEX|Nifty 50".to_owned(), Feed { feed_union: Some(FeedUnion::FullFeed(FullFeed { full_feed_union: Some(FullFeedUnion::IndexFf(IndexFullFeed { ltpc: ltpc(21_700.05, 1_704_080_701_000) })) })), request_mode: 1 });
-        let depth = MarketLevel { bid_ask_quote: vec![Quote { bid_q: 75, bid_p: 21_760.0, ask_q: 50, ask_p: 21_760.5 }] };
-        let market = MarketFullFeed { ltpc: ltpc(21_760.25, 1_704_080_702_000), market_level: Some(depth), vtt: 1_500, oi: 9_000.0 };
-        feeds.insert("NSE_FO|48225".to_owned(), Feed { feed_union: Some(FeedUnion::FullFeed(FullFeed { full_feed_union: Some(FullFeedUnion::MarketFf(market)) })), request_mode: 1 });
-        let bytes = FeedResponse { r#type: 1, feeds, current_ts: 1_704_080_703_000 }.encode_to_vec();
+        let ltpc = |ltp, ltt| {
+            Some(Ltpc {
+                ltp,
+                ltt,
+                ltq: 0,
+                cp: 0.0,
+            })
+        };
+        feeds.insert(
+            "NSE_INDEX|Nifty 50".to_owned(),
+            Feed {
+                feed_union: Some(FeedUnion::FullFeed(FullFeed {
+                    full_feed_union: Some(FullFeedUnion::IndexFf(IndexFullFeed {
+                        ltpc: ltpc(21_700.05, 1_704_080_701_000),
+                    })),
+                })),
+                request_mode: 1,
+            },
+        );
+        let depth = MarketLevel {
+            bid_ask_quote: vec![Quote {
+                bid_q: 75,
+                bid_p: 21_760.0,
+                ask_q: 50,
+                ask_p: 21_760.5,
+            }],
+        };
+        let market = MarketFullFeed {
+            ltpc: ltpc(21_760.25, 1_704_080_702_000),
+            market_level: Some(depth),
+            vtt: 1_500,
+            oi: 9_000.0,
+        };
+        feeds.insert(
+            "NSE_FO|48225".to_owned(),
+            Feed {
+                feed_union: Some(FeedUnion::FullFeed(FullFeed {
+                    full_feed_union: Some(FullFeedUnion::MarketFf(market)),
+                })),
+                request_mode: 1,
+            },
+        );
+        let bytes = FeedResponse {
+            r#type: 1,
+            feeds,
+            current_ts: 1_704_080_703_000,
+        }
+        .encode_to_vec();
         let mut out = Vec::new();
         decode_binary(&bytes, &mut out).unwrap();
-        let ticks: Vec<&FeedTick> = out.iter().filter_map(|i| if let FeedItem::Tick(t) = i { Some(t) } else { None }).collect();
+        let ticks: Vec<&FeedTick> = out
+            .iter()
+            .filter_map(|i| {
+                if let FeedItem::Tick(t) = i {
+                    Some(t)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(ticks[0].token, "NSE_FO|48225");
-        assert_eq!((ticks[0].last, ticks[0].bid, ticks[0].day_volume, ticks[0].oi), (Decimal::new(2_176_025, 2), Some(Decimal::from(21_760)), Some(1_500), Some(9_000)));
-        assert_eq!((ticks[1].last, ticks[1].ts_ms), (Decimal::new(2_170_005, 2), Some(1_704_080_701_000)));
+        assert_eq!(
+            (
+                ticks[0].last,
+                ticks[0].bid,
+                ticks[0].day_volume,
+                ticks[0].oi
+            ),
+            (
+                Decimal::new(2_176_025, 2),
+                Some(Decimal::from(21_760)),
+                Some(1_500),
+                Some(9_000)
+            )
+        );
+        assert_eq!(
+            (ticks[1].last, ticks[1].ts_ms),
+            (Decimal::new(2_170_005, 2), Some(1_704_080_701_000))
+        );
         assert!(decode_binary(&[0xff, 0xff, 0xff], &mut out).is_err());
     }
 }

@@ -12,7 +12,9 @@ mod plugin {
 
     use exports::tradehost::strategy::strategy::Guest;
     use tradehost::strategy::log::{Level, log};
-    use tradehost::strategy::types::{BatchSignal, Candle, CandleBatch, OptionChain, PluginInfo, Side, Signal, Tick, Timer};
+    use tradehost::strategy::types::{
+        BatchSignal, Candle, CandleBatch, OptionChain, PluginInfo, Side, Signal, Tick, Timer,
+    };
 
     thread_local! {
         static SEEN: Cell<u32> = const { Cell::new(0) };
@@ -23,7 +25,14 @@ mod plugin {
             s.set(s.get() + 1);
             s.get()
         });
-        let signal = |side, reason: &str| Signal { instrument: instrument.to_owned(), side, reason: reason.to_owned(), stop_loss: None, target: None, strength: None };
+        let signal = |side, reason: &str| Signal {
+            instrument: instrument.to_owned(),
+            side,
+            reason: reason.to_owned(),
+            stop_loss: None,
+            target: None,
+            strength: None,
+        };
         match n {
             3 => {
                 log(Level::Info, "contract 1.0 plugin: buying");
@@ -38,7 +47,10 @@ mod plugin {
 
     impl Guest for V1 {
         fn describe() -> PluginInfo {
-            PluginInfo { name: "contract-1-0".into(), version: "1.0.0".into() }
+            PluginInfo {
+                name: "contract-1-0".into(),
+                version: "1.0.0".into(),
+            }
         }
         fn init(_: Vec<(String, String)>) -> Result<(), String> {
             Ok(())
@@ -50,7 +62,11 @@ mod plugin {
             let mut out = Vec::new();
             for i in 0..batch.ts.len() {
                 let bar_index = u32::try_from(i).unwrap_or(u32::MAX);
-                out.extend(seen(&batch.instrument).into_iter().map(|signal| BatchSignal { bar_index, signal }));
+                out.extend(
+                    seen(&batch.instrument)
+                        .into_iter()
+                        .map(|signal| BatchSignal { bar_index, signal }),
+                );
             }
             out
         }
@@ -67,7 +83,9 @@ mod plugin {
             SEEN.with(Cell::get).to_le_bytes().to_vec()
         }
         fn restore(state: Vec<u8>) -> Result<(), String> {
-            let bytes: [u8; 4] = state.try_into().map_err(|_| "expected 4 bytes".to_owned())?;
+            let bytes: [u8; 4] = state
+                .try_into()
+                .map_err(|_| "expected 4 bytes".to_owned())?;
             SEEN.with(|s| s.set(u32::from_le_bytes(bytes)));
             Ok(())
         }

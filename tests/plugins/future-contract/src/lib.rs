@@ -7,13 +7,18 @@ mod plugin {
     wit_bindgen::generate!({ path: "wit", world: "strategy-plugin" });
 
     use exports::tradehost::strategy::strategy::Guest;
-    use tradehost::strategy::types::{BatchSignal, Candle, CandleBatch, OptionChain, PluginInfo, Signal, Tick, Timer};
+    use tradehost::strategy::types::{
+        BatchSignal, Candle, CandleBatch, OptionChain, PluginInfo, Signal, Tick, Timer,
+    };
 
     struct Future;
 
     impl Guest for Future {
         fn describe() -> PluginInfo {
-            PluginInfo { name: "future-contract".into(), version: "2.0.0".into() }
+            PluginInfo {
+                name: "future-contract".into(),
+                version: "2.0.0".into(),
+            }
         }
         fn init(_: Vec<(String, String)>) -> Result<(), String> {
             Ok(())

@@ -66,9 +66,19 @@ impl Strategy for Hostile {
             "read-env" => Behaviour::ReadEnv,
             "clock" => Behaviour::Clock,
             "socket" => Behaviour::Socket,
-            other => return Err(ParamError::new("behaviour", format!("unknown behaviour {other:?}"))),
+            other => {
+                return Err(ParamError::new(
+                    "behaviour",
+                    format!("unknown behaviour {other:?}"),
+                ));
+            }
         };
-        Ok(Self { behaviour, n: params.get("n", 3)?, seen: 0, hoard: Vec::new() })
+        Ok(Self {
+            behaviour,
+            n: params.get("n", 3)?,
+            seen: 0,
+            hoard: Vec::new(),
+        })
     }
 
     fn on_candle(&mut self, candle: &Candle<'_>, signals: &mut Signals) {
@@ -96,7 +106,9 @@ impl Strategy for Hostile {
                 black_box(recurse(0));
             }
             Behaviour::Panic => panic!("hostile plugin panicked on purpose"),
-            Behaviour::TrapAfter if self.seen > self.n => panic!("trap after {} good events", self.n),
+            Behaviour::TrapAfter if self.seen > self.n => {
+                panic!("trap after {} good events", self.n)
+            }
             Behaviour::Flood => {
                 for _ in 0..10_000 {
                     signals.buy(candle.instrument, "flood");
@@ -114,7 +126,10 @@ impl Strategy for Hostile {
                 signals.exit("PROBE", format!("read-env: {} vars {:?}", vars.len(), vars));
             }
             Behaviour::Clock => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(u64::MAX);
                 signals.exit("PROBE", format!("clock: {now}"));
             }
             Behaviour::Socket => {

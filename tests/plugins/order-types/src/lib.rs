@@ -25,7 +25,10 @@ impl Strategy for OrderTypes {
     fn new(params: &Params) -> Result<Self, ParamError> {
         let order: String = params.get("order", "limit".to_owned())?;
         if !matches!(order.as_str(), "market" | "limit" | "stop" | "stop-limit") {
-            return Err(ParamError::new("order", format!("{order:?}: expected market, limit, stop or stop-limit")));
+            return Err(ParamError::new(
+                "order",
+                format!("{order:?}: expected market, limit, stop or stop-limit"),
+            ));
         }
         let validity: String = params.get("validity", "day".to_owned())?;
         let side: String = params.get("side", "buy".to_owned())?;
@@ -55,7 +58,11 @@ impl Strategy for OrderTypes {
         let toward = if self.sell { 1.0 } else { -1.0 };
         let close = candle.close;
         let reason = format!("{} entry", self.order);
-        let s = if self.sell { signals.sell(candle.instrument, reason) } else { signals.buy(candle.instrument, reason) };
+        let s = if self.sell {
+            signals.sell(candle.instrument, reason)
+        } else {
+            signals.buy(candle.instrument, reason)
+        };
         let s = match self.order.as_str() {
             "limit" => s.limit(close + toward * self.offset),
             "stop" => s.stop(close - toward * self.offset),
@@ -75,7 +82,9 @@ impl Strategy for OrderTypes {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = state.try_into().map_err(|_| "expected 8 bytes".to_owned())?;
+        let bytes: [u8; 8] = state
+            .try_into()
+            .map_err(|_| "expected 8 bytes".to_owned())?;
         self.seen = u64::from_le_bytes(bytes);
         Ok(())
     }
