@@ -509,9 +509,14 @@ pub struct ExitRules {
     /// time (IST, `HH:MM`), whatever the product (an expiring short can be assigned
     /// or settled physically); empty: not.
     pub expiry_square_off: String,
-    /// A live position with a stop keeps a protective SL-M order at the broker at
-    /// that stop, tightened as the stop trails, so that it stands if the host dies.
+    /// A live position with a stop keeps a protective order at the broker at that
+    /// stop, tightened as the stop trails, so that it stands if the host dies: SL-M
+    /// where the exchange takes it, SL (stop-limit) on options, where it does not.
     pub broker_stop: bool,
+    /// An SL protective stop's limit lies this percent of the trigger beyond it (below
+    /// a sell's trigger, above a buy's), on the tick, so that it fills in a fast market.
+    #[serde(deserialize_with = "decimal")]
+    pub stop_limit_buffer_pct: Decimal,
 }
 
 impl Default for ExitRules {
@@ -522,6 +527,7 @@ impl Default for ExitRules {
             trailing_pct: Decimal::ZERO,
             expiry_square_off: String::new(),
             broker_stop: true,
+            stop_limit_buffer_pct: Decimal::from(5),
         }
     }
 }
@@ -1039,9 +1045,14 @@ impl Config {
                 }
             }
             let e = &a.exits;
-            if [e.stop_loss_pct, e.target_pct, e.trailing_pct]
-                .iter()
-                .any(|p| p.is_sign_negative() || *p >= Decimal::ONE_HUNDRED)
+            if [
+                e.stop_loss_pct,
+                e.target_pct,
+                e.trailing_pct,
+                e.stop_limit_buffer_pct,
+            ]
+            .iter()
+            .any(|p| p.is_sign_negative() || *p >= Decimal::ONE_HUNDRED)
             {
                 return err(
                     a.id.span().start,

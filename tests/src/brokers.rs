@@ -95,15 +95,27 @@ pub struct MockOrder {
     pub script: Option<Script>,
     /// Book reads that still do not show it.
     pub hidden: u32,
+    /// Its trades, each a quantity and price, in order.
+    pub trades: Vec<(Decimal, Decimal)>,
 }
 
 impl MockOrder {
+    /// Its trades; an order a test made filled without any, one trade of all it filled.
+    #[must_use]
+    pub fn trades_or_fill(&self) -> Vec<(Decimal, Decimal)> {
+        match (self.trades.is_empty(), self.average_price) {
+            (true, Some(p)) if self.filled > Decimal::ZERO => vec![(self.filled, p)],
+            _ => self.trades.clone(),
+        }
+    }
+
     fn fill(&mut self, qty: Decimal, price: Decimal) {
         let qty = qty.min(self.qty - self.filled);
         if qty <= Decimal::ZERO {
             return;
         }
         let before = self.average_price.unwrap_or_default() * self.filled;
+        self.trades.push((qty, price));
         self.filled += qty;
         self.average_price = Some(((before + price * qty) / self.filled).round_dp(2));
         self.status = if self.filled == self.qty {
@@ -658,6 +670,10 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                     "Market orders without market protection are not allowed via API. Please set market protection or use a Limit order.",
                 );
             }
+            if f["order_type"] == "SL-M" && f["exchange"] == "NFO" && is_option(&f["tradingsymbol"])
+            {
+                return refusal(Flavor::Kite, SL_M_BLOCKED);
+            }
             if f.get("autoslice").map(String::as_str) == Some("true") {
                 return autoslice(s, &f);
             }
@@ -1121,6 +1137,12 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             if b["order_type"] == "LIMIT" && b["price"].as_f64().is_none_or(|p| p <= 0.0) {
                 return refusal(Flavor::Upstox, "Price is required for a limit order");
             }
+            let token = b["instrument_token"].as_str().unwrap_or_default();
+            if b["order_type"] == "SL-M"
+                && (is_option(token) || s.symbols.get(token).is_some_and(|sym| is_option(sym)))
+            {
+                return refusal(Flavor::Upstox, UPSTOX_SL_M_BLOCKED);
+            }
             if !s.tradable.is_empty()
                 && !b["instrument_token"]
                     .as_str()
@@ -1182,9 +1204,18 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                     return refusal(Flavor::Kite, &format!("Invalid `{k}`."));
                 }
             }
+            let id = &p["/orders/regular/".len()..];
+            let option = s
+                .orders
+                .iter()
+                .find(|o| o.id == id)
+                .is_some_and(|o| is_option(&o.symbol));
+            if option && f.get("order_type").is_some_and(|t| t == "SL-M") {
+                return refusal(Flavor::Kite, SL_M_BLOCKED);
+            }
             modify(
                 s,
-                &p["/orders/regular/".len()..],
+                id,
                 f,
                 |id| json!({ "status": "success", "data": { "order_id": id } }),
             )
@@ -1502,6 +1533,13 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                     "Validation error: {'quantity': ['Not a valid integer.']}",
                 );
             }
+            if b["pricetype"] == "SL-M"
+                && b["exchange"] == "NFO"
+                && b["symbol"].as_str().is_some_and(is_option)
+            {
+                // OpenAlgo relays the broker's refusal (here Zerodha's) with its status.
+                return refusal(Flavor::OpenAlgo, SL_M_BLOCKED);
+            }
             if b["pricetype"] == "LIMIT"
                 && b["price"]
                     .as_str()
@@ -1541,11 +1579,17 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/orderstatus") => {
             match body_json["orderid"].as_str().and_then(|id| poll(s, id)) {
-                Some(o) => (
-                    200,
-                    json!({ "status": "success", "data": openalgo_order(&o) }),
-                    None,
-                ),
+                Some(o) => {
+                    // OpenAlgo's `orderstatus_service.py`: a complete order's average price is the
+                    // first matching tradebook row's; anything else reports 0.0.
+                    let mut data = openalgo_order(&o);
+                    data["average_price"] = json!(if o.status == "COMPLETE" {
+                        float(o.trades_or_fill().first().map(|t| t.1))
+                    } else {
+                        0.0
+                    });
+                    (200, json!({ "status": "success", "data": data }), None)
+                }
                 None => refusal(Flavor::OpenAlgo, "Order not found"),
             }
         }
@@ -1568,15 +1612,16 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             let id = body_json["orderid"].as_str().unwrap_or_default().to_owned();
             cancel(s, &id, |id| json!({ "status": "success", "orderid": id }))
         }
-        // One row per order with fills (OpenAlgo's tradebook); its order status carries no filled quantity.
+        // One row per trade (OpenAlgo's tradebook over Zerodha's: `average_price` is the
+        // trade's price); its order status carries no filled quantity.
         (Flavor::OpenAlgo, "POST", "/api/v1/tradebook") => {
             let data: Vec<Value> = s
                 .orders
                 .iter()
-                .filter(|o| o.filled > Decimal::ZERO)
-                .map(|o| {
-                    let avg = o.average_price.map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0));
-                    let qty = o.filled.to_string().parse::<f64>().unwrap_or(0.0);
+                .flat_map(|o| o.trades_or_fill().into_iter().map(move |t| (o, t)))
+                .map(|(o, (q, p))| {
+                    let avg = p.to_string().parse::<f64>().unwrap_or(0.0);
+                    let qty = q.to_string().parse::<f64>().unwrap_or(0.0);
                     json!({ "action": o.side, "average_price": avg, "exchange": o.fields.get("exchange"), "orderid": o.id, "product": o.fields.get("product"),
                         "quantity": qty, "symbol": o.symbol, "timestamp": o.placed_at.split(' ').nth(1).unwrap_or_default(), "trade_value": avg * qty })
                 })
@@ -1679,6 +1724,7 @@ fn place(
         placed_at,
         hidden: script.as_ref().map_or(0, |sc| sc.book_lag),
         script,
+        trades: Vec::new(),
     });
     if let Some(n) = s.expire_after.as_mut() {
         *n = n.saturating_sub(1);
@@ -1734,6 +1780,24 @@ fn book(s: &mut State) -> Vec<MockOrder> {
     shown
 }
 
+/// Kite's refusal of a stop-loss-market order on an F&O option (NSE discontinued SL-M on
+/// options in September 2021; the exchange itself answers "16052: Function not available").
+pub const SL_M_BLOCKED: &str = "Stoploss Market orders (SL-M) are blocked for F&O contracts as they have been discontinued by the exchange. Try placing SL-M order with market protection enabled.";
+
+/// Upstox's refusal of the same (its help: stop-loss market "is currently not permitted at
+/// the exchange level"; the API's error code for it is not documented).
+pub const UPSTOX_SL_M_BLOCKED: &str =
+    "Stop loss market orders are currently not permitted at the exchange level for options";
+
+/// Modifications Kite takes per order; the next is refused and the order must be cancelled
+/// and placed again.
+pub const MAX_MODIFICATIONS: usize = 25;
+
+/// An option's trading symbol (`NIFTY24MAR20800CE`, `NIFTY28MAR2420800PE`).
+fn is_option(symbol: &str) -> bool {
+    (symbol.ends_with("CE") || symbol.ends_with("PE")) && symbol.bytes().any(|b| b.is_ascii_digit())
+}
+
 /// A stop's status until it triggers, as Kite writes it.
 pub const TRIGGER_PENDING: &str = "TRIGGER PENDING";
 
@@ -1766,7 +1830,23 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
             };
             if hit {
                 o.status = "OPEN".into();
-                o.fill(o.qty, last);
+                // An SL becomes a limit at its price: it fills only where the market meets it.
+                let limit = o
+                    .fields
+                    .get("price")
+                    .and_then(|p| p.trim_matches('"').parse::<Decimal>().ok())
+                    .filter(|p| {
+                        !p.is_zero()
+                            && o.fields
+                                .get("order_type")
+                                .or(o.fields.get("pricetype"))
+                                .is_some_and(|t| t == "SL")
+                    });
+                match limit {
+                    Some(l) if (o.side == "SELL" && last < l) || (o.side != "SELL" && last > l) => {
+                    }
+                    _ => o.fill(o.qty, last),
+                }
             }
         }
         return Some(o.clone());
@@ -1829,6 +1909,18 @@ fn modify(
     answer: impl Fn(&str) -> Value,
 ) -> Reply {
     let flavor = s.flavor;
+    let taken = s.modifications.iter().filter(|(m, _)| m == id).count();
+    if matches!(flavor, Flavor::Kite | Flavor::OpenAlgo) && taken >= MAX_MODIFICATIONS {
+        // Kite's cap (OpenAlgo relays Zerodha's answer): cancel and place a new order instead.
+        return match flavor {
+            Flavor::Kite => (
+                400,
+                json!({ "status": "error", "message": "Maximum allowed order modifications exceeded.", "data": null, "error_type": "NetworkException" }),
+                None,
+            ),
+            _ => refusal(flavor, "Maximum allowed order modifications exceeded."),
+        };
+    }
     match s.orders.iter_mut().find(|o| o.id == id) {
         Some(o) if o.status == "OPEN" || o.status == TRIGGER_PENDING => {
             if let Some(q) = fields

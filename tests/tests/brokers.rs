@@ -234,6 +234,26 @@ async fn upstox_v3() {
         other => panic!("{other:?}"),
     }
     assert_eq!(mock.state().requests.len(), before);
+    // The regulator's algo id goes in Upstox's `X-Algo-Name` header (its SDK's `algo_name`).
+    let algo = OrderRequest {
+        algo_id: Some("NSE-ALGO-0042".into()),
+        ..request(
+            "th00000000000000u7",
+            "RELIANCE",
+            Some("NSE_EQ|INE002A01018"),
+        )
+    };
+    upstox.place(&algo).await.unwrap();
+    let s = mock.state();
+    let placed = s
+        .requests
+        .iter()
+        .rfind(|r| r.path.starts_with("/v3/order/place"))
+        .unwrap();
+    assert_eq!(
+        placed.headers.get("x-algo-name").map(String::as_str),
+        Some("NSE-ALGO-0042")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,9 +17,10 @@ use tradehost::brokers::kite::Kite;
 use tradehost::brokers::live::{AccountLink, LiveRouter, LiveUpdate, RouterOutput, RouterSettings};
 use tradehost::brokers::{Broker, BrokerError, OrderRequest, Secret, Segment};
 use tradehost::bus::Bus;
+use tradehost::bus::events::Event;
 use tradehost::bus::message::{SCHEMA_VERSION, SignalMessage};
 use tradehost::config::{Config, Product};
-use tradehost::orders::OrderManager;
+use tradehost::orders::{OrderManager, Outcome};
 use tradehost::subscriber::OrderSide;
 use tradehost_tests::brokers::{Flavor, MockServer};
 use tradehost_tests::{arg, tradehost_ok};
@@ -315,12 +316,14 @@ async fn live_router(
 
 /// Everything the router says until `done` holds, journaled as it comes; then what the
 /// order manager hands back to the router (new orders, cancels, modifications) goes out.
+/// Returns what the order manager made of it.
 async fn pump(
     om: &mut OrderManager,
     router: &LiveRouter,
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
     mut done: impl FnMut(&LiveUpdate) -> bool,
-) {
+) -> Vec<Outcome> {
+    let mut out = Vec::new();
     loop {
         let update = match tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
@@ -330,12 +333,46 @@ async fn pump(
             RouterOutput::Update(u) => u,
             RouterOutput::Notice(_) => continue,
         };
-        om.on_live_update(&update).unwrap();
+        out.extend(om.on_live_update(&update).unwrap());
         hand_over(om, router);
         if done(&update) {
-            return;
+            return out;
         }
     }
+}
+
+/// What the router says, journaled, until the order manager's journal satisfies `settled`.
+async fn until(
+    om: &mut OrderManager,
+    router: &LiveRouter,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
+    mut settled: impl FnMut(&OrderManager) -> bool,
+) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    hand_over(om, router);
+    while !settled(om) {
+        let update = match tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the router reports before the journal settles")
+            .expect("open")
+        {
+            RouterOutput::Update(u) => u,
+            RouterOutput::Notice(_) => continue,
+        };
+        out.extend(om.on_live_update(&update).unwrap());
+        hand_over(om, router);
+    }
+    out
+}
+
+/// The events among `out`.
+fn events(out: &[Outcome]) -> Vec<&Event> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outcome::Event(e) => Some(e),
+            Outcome::Order(_) => None,
+        })
+        .collect()
 }
 
 fn hand_over(om: &mut OrderManager, router: &LiveRouter) {
@@ -351,8 +388,12 @@ fn hand_over(om: &mut OrderManager, router: &LiveRouter) {
 }
 
 fn quote(ts: i64, price: Decimal) -> tradehost::bus::message::QuotesMessage {
+    quote_of("RELIANCE", ts, price)
+}
+
+fn quote_of(instrument: &str, ts: i64, price: Decimal) -> tradehost::bus::message::QuotesMessage {
     let q = tradehost::bus::message::Quote {
-        instrument: "RELIANCE".into(),
+        instrument: instrument.into(),
         open: price,
         high: price,
         low: price,
@@ -363,7 +404,7 @@ fn quote(ts: i64, price: Decimal) -> tradehost::bus::message::QuotesMessage {
     tradehost::bus::message::QuotesMessage {
         v: SCHEMA_VERSION,
         kind: "quotes".into(),
-        id: format!("rel/{ts}"),
+        id: format!("{instrument}/{ts}"),
         ts,
         quotes: vec![q],
         after_signal: None,
@@ -1499,5 +1540,576 @@ async fn an_account_that_lets_kite_slice_sends_the_order_whole_and_follows_its_s
     assert!(
         broker_id.starts_with("slice:") && broker_id.matches(',').count() == 2,
         "the three slices named: {broker_id}"
+    );
+}
+
+/// A Kite account at the mock, an order manager in live mode for it, and its router.
+async fn kite_rig(
+    dir: &std::path::Path,
+    bus: &str,
+    config: &str,
+    csv: &str,
+    product: Product,
+) -> (
+    MockServer,
+    OrderManager,
+    LiveRouter,
+    tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
+) {
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let kite: Arc<dyn Broker> = Arc::new(
+        Kite::new(
+            &mock.url,
+            Secret::new("kite-key"),
+            Secret::new("kite-token"),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    let config = Arc::new(Config::parse(&dir.join("pipelines.toml"), config).unwrap());
+    let mut om = OrderManager::open(&dir.join("journal.sqlite"), config, "live").unwrap();
+    om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+    let link = AccountLink {
+        account: "kite-1".into(),
+        broker: kite,
+        product,
+        protection_pct: Decimal::from(2),
+        algo_id: None,
+        orders_per_sec: 10,
+        margin_check: false,
+    };
+    let (router, rx) = kite_router(dir, bus, csv, link, None).await;
+    (mock, om, router, rx)
+}
+
+const OPTION_PROTECTED: &str = r#"
+[[accounts]]
+id = "kite-1"
+broker = "kite"
+capital = 10000000
+mode = "long"
+product = "mis"
+sizing = { kind = "fixed", qty = 50 }
+risk = { cooldown_secs = 0 }
+exits = { stop_loss_pct = 10, trailing_pct = 10 }
+
+[[pipelines]]
+id = "nifty-opt"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY28MAR2420800CE"]
+accounts = ["kite-1"]
+source = { kind = "redis" }
+"#;
+
+/// NSE refuses stop-loss-market orders on options (and Kite answers with an input error):
+/// an option position's protective stop rests as an SL, its limit the account's buffer
+/// below the trigger, and trails as one; the broker never has to refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_option_position_rests_an_sl_stop_at_a_broker_that_refuses_sl_m() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock, mut om, router, mut rx) = kite_rig(
+        dir.path(),
+        "option-sl",
+        OPTION_PROTECTED,
+        KITE_CSV,
+        Product::Mis,
+    )
+    .await;
+    // The mock refuses an SL-M on the option as Kite does.
+    let refused = Kite::new(
+        &mock.url,
+        Secret::new("kite-key"),
+        Secret::new("kite-token"),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .place(&OrderRequest {
+        client_order_id: "probe".into(),
+        submitted_at: None,
+        symbol: KITE_SYMBOL.into(),
+        segment: Segment::Derivative,
+        token: None,
+        side: OrderSide::Sell,
+        qty: dec!(50),
+        product: Product::Mis,
+        reference_price: Some(dec!(100)),
+        protection_pct: dec!(2),
+        algo_id: None,
+        kind: tradehost::brokers::OrderKind::StopMarket { trigger: dec!(90) },
+        validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
+    })
+    .await;
+    assert!(
+        matches!(&refused, Err(BrokerError::Rejected(m)) if m.contains("SL-M")),
+        "{refused:?}"
+    );
+    mock.state().orders.clear();
+    mock.state().ltp.insert(KITE_SYMBOL.into(), dec!(100));
+    om.on_quotes(&quote_of("NIFTY28MAR2420800CE", T - 60_000, dec!(100)))
+        .unwrap();
+    om.on_signal(&signal()).unwrap();
+    hand_over(&mut om, &router);
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Filled { .. })
+    })
+    .await;
+    let out = pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Accepted { .. } | LiveUpdate::Rejected { .. })
+    })
+    .await;
+    assert!(
+        !events(&out).iter().any(|e| matches!(
+            e,
+            Event::OrderRejected { .. } | Event::ProtectiveStopRefused { .. }
+        )),
+        "{out:?}"
+    );
+    {
+        let st = mock.state();
+        assert_eq!(st.orders.len(), 2, "the entry and its protective stop");
+        let p = &st.orders[1];
+        assert_eq!(
+            (
+                p.fields["order_type"].as_str(),
+                p.fields["trigger_price"].as_str(),
+                p.fields["price"].as_str(),
+                p.side.as_str(),
+                p.status.as_str()
+            ),
+            ("SL", "90", "85.5", "SELL", "TRIGGER PENDING"),
+            "a stop-limit at the 10 % stop, its limit 5 % of the trigger below it"
+        );
+    }
+    // The premium rises: the trail moves the SL, trigger and limit together, on the tick.
+    let mut t = T;
+    for price in [dec!(110), dec!(121.3)] {
+        t += 60_000;
+        mock.state().ltp.insert(KITE_SYMBOL.into(), price);
+        om.on_quotes(&quote_of("NIFTY28MAR2420800CE", t, price))
+            .unwrap();
+        hand_over(&mut om, &router);
+        pump(&mut om, &router, &mut rx, |u| {
+            matches!(
+                u,
+                LiveUpdate::Modified { .. } | LiveUpdate::ModifyRefused { .. }
+            )
+        })
+        .await;
+    }
+    let st = mock.state();
+    let moved: Vec<(&str, &str, &str)> = st
+        .modifications
+        .iter()
+        .map(|(_, f)| {
+            (
+                f["order_type"].as_str(),
+                f["trigger_price"].as_str(),
+                f["price"].as_str(),
+            )
+        })
+        .collect();
+    // 10 % behind 110 is 99, its limit 5 % below: 94.05; behind 121.3 is 109.17, down to the
+    // tick 109.15, its limit 103.6925, up to the tick (a sell's limit never worse): 103.7.
+    assert_eq!(
+        moved,
+        vec![("SL", "99", "94.05"), ("SL", "109.15", "103.7")]
+    );
+    assert!(
+        st.orders.iter().all(|o| o.status != "REJECTED"),
+        "nothing refused"
+    );
+    drop(st);
+    let stops = om.protective_stops("kite-1").unwrap();
+    assert_eq!(stops.len(), 1);
+    assert_eq!(
+        (
+            stops[0].trigger,
+            stops[0].price,
+            stops[0].wanted_trigger,
+            stops[0].modifications
+        ),
+        (Some(dec!(109.15)), Some(dec!(103.7)), None, 2),
+        "the journal holds what the broker took"
+    );
+}
+
+/// A protective stop the broker refuses for good (here the circuit limit) is not placed
+/// again at every price: one alert says the broker holds no stop, and the host's own
+/// managed exit still closes the position at the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protective_stop_refused_for_good_is_one_alert_and_the_managed_exit_still_guards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock, mut om, router, mut rx) = kite_rig(
+        dir.path(),
+        "stop-refused",
+        &PROTECTED.replace("product = \"cnc\"", "product = \"mis\""),
+        RELIANCE_CSV,
+        Product::Mis,
+    )
+    .await;
+    mock.state().ltp.insert("RELIANCE".into(), dec!(100));
+    let circuit = "Trigger price for stoploss sell orders cannot be below the lower circuit price. Please try placing the order with trigger price above 99.50.";
+    let mut s = signal();
+    (s.pipeline, s.instrument, s.id) = (
+        "rel".into(),
+        "RELIANCE".into(),
+        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
+    );
+    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+    om.on_signal(&s).unwrap();
+    hand_over(&mut om, &router);
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Filled { .. })
+    })
+    .await;
+    // Refused only once the entry filled: the next placement is the protective stop.
+    mock.state()
+        .faults
+        .push_back(tradehost_tests::brokers::Fault::Reject(circuit.into()));
+    let mut out = pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Rejected { .. })
+    })
+    .await;
+    // Ten more bars above the stop: nothing is placed again.
+    let mut t = T;
+    for i in 0..10 {
+        t += 60_000;
+        let price = dec!(100) + Decimal::from(i % 2) / dec!(10);
+        mock.state().ltp.insert("RELIANCE".into(), price);
+        out.extend(om.on_quotes(&quote(t, price)).unwrap());
+        hand_over(&mut om, &router);
+    }
+    assert!(rx.try_recv().is_err(), "the router had nothing more to do");
+    let refusals: Vec<&Event> = events(&out)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::ProtectiveStopRefused { .. } | Event::OrderRejected { .. }
+            )
+        })
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(
+        matches!(refusals[0], Event::ProtectiveStopRefused { permanent: true, reason, .. } if reason.contains("lower circuit")),
+        "{refusals:?}"
+    );
+    assert!(refusals[0].is_alert());
+    let placements = mock
+        .state()
+        .requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/orders/regular"))
+        .count();
+    assert_eq!(placements, 2, "the entry and one try of its stop");
+    // The market falls through the stop (99): the host's own exit closes the position.
+    t += 60_000;
+    mock.state().ltp.insert("RELIANCE".into(), dec!(98.5));
+    om.on_quotes(&quote(t, dec!(98.5))).unwrap();
+    until(&mut om, &router, &mut rx, |om| {
+        om.positions_of("kite-1").unwrap().is_empty()
+    })
+    .await;
+    let st = mock.state();
+    let last = st.orders.last().unwrap();
+    assert_eq!(
+        (
+            last.side.as_str(),
+            last.status.as_str(),
+            last.fields["order_type"].as_str()
+        ),
+        ("SELL", "COMPLETE", "MARKET")
+    );
+}
+
+/// Kite takes 25 modifications of one order. A session that trails the stop 40 times keeps
+/// the broker's stop where the journal says it is: near the budget the protective order is
+/// cancelled and a fresh one placed (never two resting), and a modification the broker
+/// refuses anyway is an alert, with the journal still showing the stop the broker holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_trailed_forty_times_at_kite_stays_where_the_journal_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock, mut om, router, mut rx) = kite_rig(
+        dir.path(),
+        "forty",
+        &PROTECTED.replace("product = \"cnc\"", "product = \"mis\""),
+        RELIANCE_CSV,
+        Product::Mis,
+    )
+    .await;
+    mock.state().ltp.insert("RELIANCE".into(), dec!(100));
+    enter_reliance_at_100(&mut om, &router, &mut rx).await;
+    let resting = |mock: &MockServer| -> Vec<(String, Decimal)> {
+        mock.state()
+            .orders
+            .iter()
+            .filter(|o| o.status == "TRIGGER PENDING")
+            .map(|o| {
+                (
+                    o.id.clone(),
+                    o.fields["trigger_price"].parse::<Decimal>().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    let mut t = T;
+    for i in 1..=40 {
+        // A rising market, a price 3 s of exchange time apart (the trail moves at most every 2 s).
+        t += 3_000;
+        let price = dec!(100) + Decimal::from(i);
+        mock.state().ltp.insert("RELIANCE".into(), price);
+        out.extend(om.on_quotes(&quote(t, price)).unwrap());
+        // 1 % behind, at the nearest tick (as the existing trail test's 101.95 and 104.95).
+        let want = ((price * dec!(0.99) / dec!(0.05)).round() * dec!(0.05)).normalize();
+        out.extend(
+            until(&mut om, &router, &mut rx, |om| {
+                om.protective_stops("kite-1").unwrap().iter().any(|p| {
+                    p.state == "accepted" && p.trigger == Some(want) && p.wanted_trigger.is_none()
+                })
+            })
+            .await,
+        );
+        let at_broker = resting(&mock);
+        assert_eq!(
+            at_broker.len(),
+            1,
+            "one resting stop at {price}: {at_broker:?}"
+        );
+        assert_eq!(
+            at_broker[0].1, want,
+            "the broker's stop is the journal's at {price}"
+        );
+    }
+    let st = mock.state();
+    let mut per_order: std::collections::HashMap<&str, usize> = Default::default();
+    for (id, _) in &st.modifications {
+        *per_order.entry(id.as_str()).or_default() += 1;
+    }
+    assert!(
+        per_order.values().all(|n| *n < 25),
+        "never at Kite's cap: {per_order:?}"
+    );
+    let placed_stops = st
+        .orders
+        .iter()
+        .filter(|o| o.fields["order_type"] == "SL-M")
+        .count();
+    assert!(placed_stops >= 2, "replaced at least once: {placed_stops}");
+    drop(st);
+    assert!(
+        events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::ProtectiveStop { action, .. } if action == "replacing"))
+    );
+    assert!(
+        !events(&out).iter().any(|e| matches!(
+            e,
+            Event::OrderModifyRefused { .. } | Event::OrderRejected { .. }
+        )),
+        "nothing refused"
+    );
+
+    // Someone used the resting stop's modifications elsewhere (Kite's web, another app): the
+    // next is refused. The journal keeps the stop the broker holds, an alert says so, and the
+    // stop is replaced at the new level.
+    let (id, held) = resting(&mock)[0].clone();
+    {
+        let mut st = mock.state();
+        for _ in 0..25 {
+            st.modifications.push((id.clone(), Default::default()));
+        }
+    }
+    t += 3_000;
+    let price = dec!(145);
+    mock.state().ltp.insert("RELIANCE".into(), price);
+    om.on_quotes(&quote(t, price)).unwrap();
+    let out = until(&mut om, &router, &mut rx, |om| {
+        om.protective_stops("kite-1")
+            .unwrap()
+            .iter()
+            .any(|p| p.state == "accepted" && p.trigger == Some(dec!(143.55)))
+    })
+    .await;
+    let refused: Vec<&Event> = events(&out)
+        .into_iter()
+        .filter(|e| matches!(e, Event::OrderModifyRefused { .. }))
+        .collect();
+    assert_eq!(refused.len(), 1, "{out:?}");
+    assert!(refused[0].is_alert());
+    assert!(
+        matches!(refused[0], Event::OrderModifyRefused { held_trigger: Some(h), reason, .. }
+            if *h == held.to_string() && reason.contains("Maximum allowed order modifications")),
+        "{refused:?}"
+    );
+    let at_broker = resting(&mock);
+    assert_eq!(at_broker.len(), 1);
+    assert_eq!(at_broker[0].1, dec!(143.55));
+    assert_ne!(at_broker[0].0, id, "a fresh order");
+}
+
+/// The paper venue refuses what the exchange refuses, in the broker's words: an SL-M on
+/// an option is rejected on paper with the text Kite answers it with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let live = Kite::new(
+        &mock.url,
+        Secret::new("kite-key"),
+        Secret::new("kite-token"),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .place(&OrderRequest {
+        client_order_id: "probe".into(),
+        submitted_at: None,
+        symbol: KITE_SYMBOL.into(),
+        segment: Segment::Derivative,
+        token: None,
+        side: OrderSide::Buy,
+        qty: dec!(50),
+        product: Product::Mis,
+        reference_price: Some(dec!(100)),
+        protection_pct: dec!(2),
+        algo_id: None,
+        kind: tradehost::brokers::OrderKind::StopMarket { trigger: dec!(105) },
+        validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
+    })
+    .await;
+    let Err(BrokerError::Rejected(live_text)) = live else {
+        panic!("Kite refuses an SL-M on an option: {live:?}")
+    };
+    let config = Arc::new(
+        Config::parse(
+            &dir.path().join("pipelines.toml"),
+            &OPTION_PROTECTED.replace("broker = \"kite\"", "broker = \"paper\""),
+        )
+        .unwrap(),
+    );
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    om.on_quotes(&quote_of("NIFTY28MAR2420800CE", T - 60_000, dec!(100)))
+        .unwrap();
+    let mut s = signal();
+    s.order = Some(tradehost::bus::message::OrderTerms {
+        kind: "SL-M".into(),
+        price: None,
+        trigger: Some(dec!(105)),
+        validity: None,
+    });
+    let out = om.on_signal(&s).unwrap();
+    let rejected: Vec<serde_json::Value> = out
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Order(m) => serde_json::from_str::<serde_json::Value>(m).ok(),
+            Outcome::Event(_) => None,
+        })
+        .filter(|m| m["state"] == "rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{out:?}");
+    // The broker's words, as the live journal keeps them (there after the HTTP status).
+    let paper_text = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        paper_text.contains("SL-M") && live_text.ends_with(paper_text),
+        "paper {paper_text:?}, live {live_text:?}"
+    );
+    // An SL (stop-limit) on the same option is taken.
+    s.id = SignalMessage::make_id("nifty-opt", "ma-crossover", "0.1.0", T + 60_000, 0);
+    s.ts = T + 60_000;
+    s.order = Some(tradehost::bus::message::OrderTerms {
+        kind: "SL".into(),
+        price: Some(dec!(106)),
+        trigger: Some(dec!(105)),
+        validity: None,
+    });
+    om.on_quotes(&quote_of("NIFTY28MAR2420800CE", T, dec!(100)))
+        .unwrap();
+    let out = om.on_signal(&s).unwrap();
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Outcome::Order(m) if m.contains("\"accepted\""))),
+        "{out:?}"
+    );
+}
+
+/// OpenAlgo's order status prices a complete order at its first trade (its server reads the
+/// first matching tradebook row); an order filled in three trades is booked at the average of
+/// all three, from the tradebook, and the journal's fill says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openalgo_order_filled_in_three_trades_is_booked_at_the_tradebooks_average() {
+    use tradehost_tests::brokers::{Script, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(Flavor::OpenAlgo, "", "oa-key");
+    mock.state().scripts.push_back(Script {
+        steps: vec![
+            Step::Fill(dec!(4), dec!(100)),
+            Step::Fill(dec!(4), dec!(101)),
+            Step::Fill(dec!(2), dec!(102.5)),
+        ],
+        ..Script::default()
+    });
+    let oa: Arc<dyn Broker> = Arc::new(
+        tradehost::brokers::openalgo::OpenAlgo::new(
+            &mock.url,
+            Secret::new("oa-key"),
+            "tradehost",
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    let config = Arc::new(
+        Config::parse(
+            &dir.path().join("pipelines.toml"),
+            &PROTECTED
+                .replace("broker = \"kite\"", "broker = \"openalgo\"")
+                .replace("product = \"cnc\"", "product = \"mis\"")
+                .replace("exits = { stop_loss_pct = 2, trailing_pct = 1 }", ""),
+        )
+        .unwrap(),
+    );
+    let journal = dir.path().join("journal.sqlite");
+    let mut om = OrderManager::open(&journal, config, "live").unwrap();
+    om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+    let link = AccountLink {
+        account: "kite-1".into(),
+        broker: oa,
+        product: Product::Mis,
+        protection_pct: Decimal::from(2),
+        algo_id: None,
+        orders_per_sec: 10,
+        margin_check: false,
+    };
+    let (router, mut rx) = live_router(dir.path(), "oa-trades", None, link, None).await;
+    mock.state().ltp.insert("RELIANCE".into(), dec!(100));
+    let mut s = signal();
+    (s.pipeline, s.instrument, s.id) = (
+        "rel".into(),
+        "RELIANCE".into(),
+        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
+    );
+    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+    om.on_signal(&s).unwrap();
+    hand_over(&mut om, &router);
+    let mut filled = None;
+    pump(&mut om, &router, &mut rx, |u| {
+        if let LiveUpdate::Filled { qty, price, .. } = u {
+            filled = Some((*qty, *price));
+            true
+        } else {
+            false
+        }
+    })
+    .await;
+    // (4 × 100 + 4 × 101 + 2 × 102.5) / 10; OpenAlgo's own order status says 100.
+    assert_eq!(filled, Some((dec!(10), dec!(100.9))));
+    let fills = tradehost::orders::report::read_fills(&journal).unwrap();
+    let total: Decimal = fills.iter().map(|f| f.qty * f.price).sum();
+    assert_eq!(fills.iter().map(|f| f.qty).sum::<Decimal>(), dec!(10));
+    assert_eq!(
+        total,
+        dec!(1009),
+        "the journal holds the broker's trades' value"
     );
 }

@@ -107,6 +107,11 @@ impl Kite {
             return Ok(answer.body["data"].clone());
         }
         let message = http::message(&answer);
+        // Kite's caps on one order's modifications (25) and on a day's order requests come
+        // as a NetworkException, but asking again cannot pass: they are refusals.
+        if message.starts_with("Maximum allowed order") {
+            return Err(BrokerError::Rejected(message));
+        }
         match (answer.body["error_type"].as_str(), answer.status.as_u16()) {
             (Some("TokenException"), _) | (None, 403) => Err(BrokerError::Token(message)),
             (

@@ -188,6 +188,23 @@ pub enum LiveUpdate {
         /// Why.
         reason: String,
     },
+    /// The broker took new terms for a working order (a protective stop's trigger moved):
+    /// they are what it holds now.
+    Modified {
+        /// Our id.
+        client_order_id: String,
+        /// Its kind and prices now.
+        kind: OrderKind,
+        /// Its quantity now.
+        qty: Decimal,
+    },
+    /// The broker refused new terms for an order that is still working: it holds the old ones.
+    ModifyRefused {
+        /// Our id.
+        client_order_id: String,
+        /// What the broker said.
+        reason: String,
+    },
     /// Cancelled, perhaps after a partial fill (or rejected after one).
     Cancelled {
         /// Our id.
@@ -248,21 +265,6 @@ pub enum LiveNotice {
         orders: usize,
         /// Whether every one was read (false: the broker did not answer, or the session is gone).
         complete: bool,
-    },
-    /// The broker took a change of a working order's terms.
-    Modified {
-        /// Account.
-        account: String,
-        /// The order.
-        client_order_id: String,
-        /// `SL-M`, …
-        kind: &'static str,
-        /// Its trigger now, for a stop.
-        trigger: Option<String>,
-        /// Its limit now, for a limit or a stop-limit.
-        price: Option<String>,
-        /// Its quantity now.
-        qty: String,
     },
     /// A call failed ambiguously and is being checked and retried.
     Retrying {
@@ -406,6 +408,10 @@ impl Default for RouterSettings {
 
 /// Cancels refused by the broker before the order is left to finish by itself.
 const CANCEL_TRIES: u32 = 3;
+
+/// Polls a change of terms is tried for when the broker does not answer, before it is
+/// reported refused.
+const MODIFY_TRIES: u32 = 5;
 
 enum Msg {
     /// Broker ids the journal already matched to our orders (sent first after a restart).
@@ -648,6 +654,8 @@ impl Worker {
             LiveUpdate::Accepted { .. }
                 | LiveUpdate::PartFilled { .. }
                 | LiveUpdate::CancelRequested { .. }
+                | LiveUpdate::Modified { .. }
+                | LiveUpdate::ModifyRefused { .. }
         );
         let coid = match &u {
             LiveUpdate::Accepted {
@@ -666,6 +674,12 @@ impl Worker {
                 client_order_id, ..
             }
             | LiveUpdate::Cancelled {
+                client_order_id, ..
+            }
+            | LiveUpdate::Modified {
+                client_order_id, ..
+            }
+            | LiveUpdate::ModifyRefused {
                 client_order_id, ..
             } => client_order_id.clone(),
         };
@@ -815,6 +829,11 @@ impl Worker {
                         }
                     }
                     Some(Msg::Sync) => {
+                        // Orders an earlier run may have placed without learning their id are
+                        // looked for first: what they did is part of what the sync brings.
+                        if self.paused.is_none() {
+                            self.find_unsent(&mut queue, &mut working, &mut wanted, &mut modified).await;
+                        }
                         let orders = working.len();
                         let complete = self.paused.is_none() && (working.is_empty() || self.poll(&mut working).await);
                         self.notice(LiveNotice::Synced { account: self.link.account.clone(), broker: self.link.broker.name(), orders, complete });
@@ -868,6 +887,53 @@ impl Worker {
                 }
                 _ = poll.tick(), if !working.is_empty() && self.paused.is_none() => {
                     self.poll(&mut working).await;
+                }
+            }
+        }
+    }
+
+    /// Look in the broker's book for every queued order that may already be there (not
+    /// handed over fresh: recovered after a restart, or after a timeout): one found is
+    /// taken as accepted and worked from there on; one not found stays queued, to be placed.
+    async fn find_unsent(
+        &mut self,
+        queue: &mut VecDeque<LiveOrder>,
+        working: &mut Vec<Working>,
+        wanted: &mut HashMap<String, String>,
+        modified: &mut HashSet<String>,
+    ) {
+        let mut i = 0;
+        while i < queue.len() {
+            if queue[i].fresh {
+                i += 1;
+                continue;
+            }
+            let o = queue[i].clone();
+            let Ok(req) = self.request(&o).await else {
+                i += 1;
+                continue;
+            };
+            match self.look(&o, &req).await {
+                Ok(Some(id)) => {
+                    queue.remove(i);
+                    self.claimed.insert(id.clone());
+                    self.update(LiveUpdate::Accepted {
+                        client_order_id: o.client_order_id.clone(),
+                        broker_order_id: id.clone(),
+                    });
+                    let mut w = Working::new(o, id);
+                    w.wanted = wanted.remove(&w.order.client_order_id);
+                    w.modify_pending = modified.remove(&w.order.client_order_id);
+                    working.push(w);
+                }
+                Ok(None) => {
+                    // Not there: placing it is safe, and the placement needs no second look.
+                    queue[i].fresh = true;
+                    i += 1;
+                }
+                Err(SessionGone(reason)) => {
+                    self.pause(reason);
+                    return;
                 }
             }
         }
@@ -951,46 +1017,69 @@ impl Worker {
         recent.push_back(tokio::time::Instant::now());
     }
 
-    /// Change a working order at the broker when its terms moved; a failure is tried
-    /// again at the next poll (a refusal for an order no longer open is dropped).
-    async fn modify_if_pending(&self, w: &mut Working) -> Result<(), SessionGone> {
+    /// Change a working order at the broker when its terms moved. What the broker took is
+    /// reported ([`LiveUpdate::Modified`]: the journal's terms follow it); a refusal of an
+    /// order still working is reported too ([`LiveUpdate::ModifyRefused`]: it holds the old
+    /// terms), as is a change the broker could not be reached for after [`MODIFY_TRIES`]
+    /// polls. A refusal for an order no longer working is left to the poll that reads it.
+    async fn modify_if_pending(&mut self, w: &mut Working) -> Result<(), SessionGone> {
         if !w.modify_pending || w.cancel_done || w.wanted.is_some() {
             return Ok(());
         }
+        let coid = w.order.client_order_id.clone();
         let req = match self.request(&w.order).await {
             Ok(r) => r,
             Err(Ok(reason)) => {
-                tracing::warn!(account = %self.link.account, "modifying {}: {reason}", w.order.client_order_id);
                 w.modify_pending = false;
+                self.update(LiveUpdate::ModifyRefused {
+                    client_order_id: coid,
+                    reason,
+                });
                 return Ok(());
             }
             Err(Err(_)) => return Ok(()),
         };
-        match self.link.broker.modify(&w.id, &req).await {
+        // A modification counts against the order rate as a placement does.
+        self.pace(req.segment).await;
+        let refused = match self.link.broker.modify(&w.id, &req).await {
             Ok(()) => {
                 w.modify_pending = false;
-                self.notice(LiveNotice::Modified {
-                    account: self.link.account.clone(),
-                    client_order_id: w.order.client_order_id.clone(),
-                    kind: w.order.kind.code(),
-                    trigger: w.order.kind.trigger().map(|t| t.to_string()),
-                    price: w.order.kind.price().map(|p| p.to_string()),
-                    qty: w.order.qty.to_string(),
+                w.modify_failures = 0;
+                self.update(LiveUpdate::Modified {
+                    client_order_id: coid,
+                    kind: w.order.kind,
+                    qty: w.order.qty,
                 });
-                Ok(())
+                return Ok(());
             }
-            Err(BrokerError::Token(reason)) => Err(SessionGone(reason)),
-            Err(BrokerError::Rejected(reason)) => {
-                // Filled or cancelled meanwhile (the poll will say), or terms the broker refuses.
-                tracing::warn!(account = %self.link.account, "the broker refused to modify {}: {reason}", w.order.client_order_id);
-                w.modify_pending = false;
-                Ok(())
-            }
+            Err(BrokerError::Token(reason)) => return Err(SessionGone(reason)),
+            Err(BrokerError::Rejected(reason)) => reason,
             Err(e) => {
-                tracing::warn!(account = %self.link.account, "modifying {}: {e}; trying again", w.order.client_order_id);
-                Ok(())
+                w.modify_failures += 1;
+                if w.modify_failures < MODIFY_TRIES {
+                    tracing::warn!(account = %self.link.account, "modifying {coid}: {e}; trying again at the next poll");
+                    return Ok(());
+                }
+                format!("{e} ({MODIFY_TRIES} tries)")
             }
+        };
+        w.modify_pending = false;
+        w.modify_failures = 0;
+        // Filled or cancelled meanwhile, the poll says so; refused while it still works, the
+        // broker holds the old terms, which the journal must say.
+        let working = match self.link.broker.status(&w.id).await {
+            Ok(b) => b.status == BrokerStatus::Open,
+            Err(BrokerError::Token(reason)) => return Err(SessionGone(reason)),
+            Err(_) => true,
+        };
+        if working {
+            tracing::warn!(account = %self.link.account, "the broker refused to modify {coid}: {refused}");
+            self.update(LiveUpdate::ModifyRefused {
+                client_order_id: coid,
+                reason: refused,
+            });
         }
+        Ok(())
     }
 
     /// Place `o`, never twice: after anything ambiguous, look before placing again.
@@ -1256,7 +1345,7 @@ impl Worker {
     /// `cancel_after` after it was sent. The journal learns of the request first;
     /// what the broker then reports (cancelled, or filled after all: the race) is
     /// read by the next poll. `Err` when the session is gone.
-    async fn cancel_if_due(&self, w: &mut Working) -> Result<(), SessionGone> {
+    async fn cancel_if_due(&mut self, w: &mut Working) -> Result<(), SessionGone> {
         if w.cancel_done {
             return Ok(());
         }
@@ -1284,6 +1373,8 @@ impl Worker {
                 reason,
             });
         }
+        // A cancel counts against the order rate as a placement does.
+        self.pace(Segment::of(&w.order.instrument)).await;
         match self.link.broker.cancel(&w.id).await {
             Ok(()) => w.cancel_done = true,
             Err(BrokerError::Token(reason)) => return Err(SessionGone(reason)),
@@ -1323,6 +1414,8 @@ struct Working {
     unpriced_told: bool,
     /// Its terms changed and the broker has not taken the change yet.
     modify_pending: bool,
+    /// Tries of the pending change the broker did not answer.
+    modify_failures: u32,
 }
 
 impl Working {
@@ -1335,6 +1428,7 @@ impl Working {
             wanted: None,
             unpriced_told: false,
             modify_pending: false,
+            modify_failures: 0,
         }
     }
 }

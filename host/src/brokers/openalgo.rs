@@ -255,9 +255,9 @@ impl OpenAlgo {
             } else {
                 number(&v["filled_quantity"]).unwrap_or_default()
             },
-            average_price: number(&v["average_price"])
-                .or_else(|| number(&v["price"]))
-                .filter(|p| !p.is_zero()),
+            // Never the order's limit as its fill price; and for a finished order only the
+            // tradebook's average counts (see [`Broker::status`]).
+            average_price: number(&v["average_price"]).filter(|p| !p.is_zero()),
             message: v["rejection_reason"]
                 .as_str()
                 .or_else(|| v["message"].as_str())
@@ -314,8 +314,13 @@ impl OpenAlgo {
             if text(&t["orderid"]).as_deref() != Some(order_id) {
                 continue;
             }
-            let (Some(q), Some(p)) = (number(&t["quantity"]), number(&t["average_price"])) else {
-                continue;
+            let (Some(q), Some(p)) = (
+                number(&t["quantity"]).filter(|q| *q > Decimal::ZERO),
+                number(&t["average_price"]).filter(|p| *p > Decimal::ZERO),
+            ) else {
+                return Err(BrokerError::Protocol(format!(
+                    "order {order_id}: a tradebook row without a quantity and price: {t}"
+                )));
             };
             let (Some(q2), Some(v2)) = (
                 qty.checked_add(q),
@@ -541,19 +546,29 @@ impl Broker for OpenAlgo {
             let mut order = Self::order(&answer["data"]).ok_or_else(|| {
                 BrokerError::Protocol(format!("order {order_id}: unreadable status"))
             })?;
-            if order.status != BrokerStatus::Complete {
-                // OpenAlgo's order status carries no filled quantity: the tradebook has the fills.
-                // For a working order a failed read only delays the news; for a finished one
-                // the part filled must be known, so the read is retried.
-                match self.fills(order_id).await {
-                    Ok(Some((qty, average))) => {
-                        order.filled_qty = qty;
-                        order.average_price = Some(average);
-                    }
-                    Ok(None) => {}
-                    Err(e) if order.status != BrokerStatus::Open => return Err(e),
-                    Err(_) => {}
+            if order.status == BrokerStatus::Complete {
+                // OpenAlgo's order status gives a complete order the price of the first
+                // tradebook row that matches it (`orderstatus_service.py`), not the average of
+                // its trades: the average is the tradebook's, over all of them. Until the
+                // tradebook holds every unit (or when it cannot be read), the order has no
+                // price yet and is read again: never booked at a guess.
+                order.average_price = match self.fills(order_id).await {
+                    Ok(Some((qty, average))) if qty == order.qty => Some(average),
+                    _ => None,
+                };
+                return Ok(order);
+            }
+            // OpenAlgo's order status carries no filled quantity: the tradebook has the fills.
+            // For a working order a failed read only delays the news; for a finished one
+            // the part filled must be known, so the read is retried.
+            match self.fills(order_id).await {
+                Ok(Some((qty, average))) => {
+                    order.filled_qty = qty;
+                    order.average_price = Some(average);
                 }
+                Ok(None) => {}
+                Err(e) if order.status != BrokerStatus::Open => return Err(e),
+                Err(_) => {}
             }
             Ok(order)
         })

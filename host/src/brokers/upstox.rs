@@ -247,6 +247,15 @@ impl Upstox {
         )
     }
 
+    /// The regulator's algo id of the account's strategies, in Upstox's `X-Algo-Name`
+    /// header (its SDK's `algo_name` on place, modify and cancel).
+    fn algo(r: reqwest::RequestBuilder, order: &OrderRequest) -> reqwest::RequestBuilder {
+        match &order.algo_id {
+            Some(id) => r.header("X-Algo-Name", id.as_str()),
+            None => r,
+        }
+    }
+
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let token = self.access_token.get();
         r.bearer_auth(token.expose())
@@ -483,8 +492,11 @@ impl Broker for Upstox {
             body["slice"] = json!(false);
             let data = Self::read(
                 http::send(
-                    self.auth(self.client.post(format!("{}/v3/order/place", self.base)))
-                        .json(&body),
+                    Self::algo(
+                        self.auth(self.client.post(format!("{}/v3/order/place", self.base))),
+                        order,
+                    )
+                    .json(&body),
                 )
                 .await?,
             )?;
@@ -737,8 +749,11 @@ impl Broker for Upstox {
             body["order_id"] = json!(order_id);
             Self::read(
                 http::send(
-                    self.auth(self.client.put(format!("{}/v3/order/modify", self.base)))
-                        .json(&body),
+                    Self::algo(
+                        self.auth(self.client.put(format!("{}/v3/order/modify", self.base))),
+                        order,
+                    )
+                    .json(&body),
                 )
                 .await?,
             )?;

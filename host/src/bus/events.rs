@@ -94,6 +94,29 @@ pub enum Event {
         qty: String,
         action: String,
     },
+    /// The broker refused a position's protective stop. `permanent` (its type, a price band,
+    /// margin): not placed again for this position, the broker holds no stop and the host's
+    /// managed exit guards it; else placed again after a back-off.
+    ProtectiveStopRefused {
+        account: String,
+        instrument: String,
+        client_order_id: String,
+        reason: String,
+        permanent: bool,
+        detail: String,
+    },
+    /// The broker refused new terms for a working order: it still holds `held_trigger`
+    /// (and `held_price`), not the `wanted_trigger` the host asked for.
+    OrderModifyRefused {
+        account: String,
+        instrument: String,
+        client_order_id: String,
+        reason: String,
+        held_trigger: Option<String>,
+        held_price: Option<String>,
+        wanted_trigger: Option<String>,
+        detail: String,
+    },
     /// An order above its instrument's freeze quantity goes out as `slices` child orders.
     OrderSliced {
         client_order_id: String,
@@ -478,6 +501,8 @@ impl Event {
             Self::OrderSliced { .. } => "order_sliced",
             Self::OrderModified { .. } => "order_modified",
             Self::ProtectiveStop { .. } => "protective_stop",
+            Self::ProtectiveStopRefused { .. } => "protective_stop_refused",
+            Self::OrderModifyRefused { .. } => "order_modify_refused",
             Self::BasketPlaced { .. } => "basket_placed",
             Self::BasketComplete { .. } => "basket_complete",
             Self::BasketCancelled { .. } => "basket_cancelled",
@@ -543,6 +568,11 @@ impl Event {
         matches!(
             self,
             Self::OrderRejected { .. }
+                | Self::ProtectiveStopRefused {
+                    permanent: true,
+                    ..
+                }
+                | Self::OrderModifyRefused { .. }
                 | Self::PositionCarried { .. }
                 | Self::BasketFailed { .. }
                 | Self::RiskBreaker { .. }

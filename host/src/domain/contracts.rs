@@ -59,6 +59,14 @@ const MONTHS: [&str; 12] = [
     "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
 ];
 
+/// Whether `symbol` names an option (`…CE`, `…PE` with a strike): ours, OpenAlgo's and
+/// the brokers' own names alike (`NIFTY24MAR20800CE`).
+#[must_use]
+pub fn is_option(symbol: &str) -> bool {
+    let s = symbol.trim();
+    (s.ends_with("CE") || s.ends_with("PE")) && s.bytes().any(|b| b.is_ascii_digit())
+}
+
 /// The underlying of a derivative's name (`NIFTY` of `NIFTY28MAR2420800CE`): the
 /// letters before its expiry. `None` for a name without one (an equity, an index).
 #[must_use]

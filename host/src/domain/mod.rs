@@ -91,9 +91,7 @@ impl Segment {
     #[must_use]
     pub fn of(symbol: &str) -> Self {
         let s = symbol.trim().to_ascii_uppercase();
-        let option =
-            (s.ends_with("CE") || s.ends_with("PE")) && s.chars().any(|c| c.is_ascii_digit());
-        if option || s.ends_with("FUT") {
+        if contracts::is_option(&s) || s.ends_with("FUT") {
             Self::Derivative
         } else {
             Self::Equity

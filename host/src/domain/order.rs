@@ -190,6 +190,24 @@ impl OrderKind {
     }
 }
 
+/// The refusal of a stop-loss-market order on an option, as Kite words it (NSE stopped
+/// taking SL-M orders on index and stock options in September 2021; the exchange itself
+/// answers "16052: Function not available"). The paper venue refuses with the same text.
+pub const SL_M_ON_OPTIONS: &str = "Stoploss Market orders (SL-M) are blocked for F&O contracts as they have been discontinued by the exchange. Try placing SL-M order with market protection enabled.";
+
+/// What the exchange refuses of `kind` on `instrument` before it can rest, in the
+/// brokers' words (the paper venue and the host's own protective stops follow it):
+/// `None` when the exchange takes it.
+#[must_use]
+pub fn exchange_refusal(instrument: &str, kind: OrderKind) -> Option<&'static str> {
+    match kind {
+        OrderKind::StopMarket { .. } if super::contracts::is_option(instrument) => {
+            Some(SL_M_ON_OPTIONS)
+        }
+        _ => None,
+    }
+}
+
 // The rules a venue fills by (the paper venue and the backtester alike):
 // - A **market** order fills at the open of the first bar after its signal (slippage and
 //   the 0.05 tick by `fill_price`).

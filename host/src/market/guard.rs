@@ -157,11 +157,7 @@ impl Refused {
     }
 }
 
-/// Whether `symbol` names an option (`NIFTY28MAR2420800CE`, `...PE`).
-#[must_use]
-pub fn is_option(symbol: &str) -> bool {
-    (symbol.ends_with("CE") || symbol.ends_with("PE")) && symbol.bytes().any(|b| b.is_ascii_digit())
-}
+pub use crate::domain::contracts::is_option;
 
 /// Whether `symbol` names an index (`NIFTY`, `BANKNIFTY`, `NIFTY 50`, ...):
 /// index values are computed to 0.01, not traded on the 0.05 tick.

@@ -374,7 +374,7 @@ pub(super) fn square_off_due(
         let at = hours.shift(crate::domain::time::parse_hhmm(
             &account.exits.expiry_square_off,
         )?);
-        let option = instrument.ends_with("CE") || instrument.ends_with("PE");
+        let option = crate::domain::contracts::is_option(instrument);
         (option
             && qty < Decimal::ZERO
             && crate::domain::contracts::expiry_day(instrument) == Some(day)

@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE TABLE IF NOT EXISTS transitions (
     client_order_id TEXT NOT NULL, seq INTEGER NOT NULL, from_state TEXT NOT NULL, event TEXT NOT NULL,
     to_state TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (client_order_id, seq));
+CREATE TABLE IF NOT EXISTS stop_refusals (
+    account TEXT NOT NULL, instrument TEXT NOT NULL, reason TEXT NOT NULL, permanent INTEGER NOT NULL,
+    tries INTEGER NOT NULL, retry_at INTEGER NOT NULL, PRIMARY KEY (account, instrument));
 CREATE INDEX IF NOT EXISTS orders_open ON orders (state, instrument);
 CREATE INDEX IF NOT EXISTS orders_by_account_time ON orders (account, not_before);
 CREATE INDEX IF NOT EXISTS paper_open ON paper_book (state, instrument);

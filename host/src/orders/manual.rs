@@ -206,12 +206,19 @@ impl OrderManager {
         .on_tick(o.side);
         let now = now_ms();
         let text = |d: Option<Decimal>| d.map(|v| v.to_string());
+        let at_broker = self.live.contains(&o.account) && o.state != "new";
+        // At a broker, the journal's terms stay the ones it holds until it takes the new ones.
+        let sql = if at_broker {
+            "UPDATE orders SET wanted_price = ?2, wanted_trigger = ?3, modified_at = ?4, updated_at = ?4 WHERE client_order_id = ?1"
+        } else {
+            "UPDATE orders SET limit_price = ?2, trigger_price = ?3, modified_at = ?4, updated_at = ?4 WHERE client_order_id = ?1"
+        };
         tx.exec(
-            "UPDATE orders SET limit_price = ?2, trigger_price = ?3, modified_at = ?4, updated_at = ?4 WHERE client_order_id = ?1",
+            sql,
             params![coid, text(kind.price()), text(kind.trigger()), now],
         )
         .map_err(jerr)?;
-        if self.live.contains(&o.account) && o.state != "new" {
+        if at_broker {
             self.modifies.push(LiveModify {
                 account: o.account.clone(),
                 client_order_id: coid.to_owned(),

@@ -298,6 +298,9 @@ impl OrderManager {
         // A basket leg's order terms: a manual ticket may be a limit or a stop; `cancelled_by`
         // the command that cancelled its order (a trader's cancel is not the broker's); its
         // `stop_loss` and `target`, a manual ticket's bracket for the managed exit.
+        // `wanted_trigger`/`wanted_price`: terms asked of the broker for a working order and
+        // not yet taken (`trigger_price`/`limit_price` are what the broker holds);
+        // `modifications` how many changes the broker took (its budget per order).
         let added = [
             ("orders", "stop_loss TEXT"),
             ("orders", "target TEXT"),
@@ -315,6 +318,9 @@ impl OrderManager {
             ("orders", "modified_at INTEGER"),
             ("orders", "validity TEXT"),
             ("orders", "waits_for TEXT"),
+            ("orders", "wanted_trigger TEXT"),
+            ("orders", "wanted_price TEXT"),
+            ("orders", "modifications INTEGER NOT NULL DEFAULT 0"),
             ("paper_book", "seen_ts INTEGER"),
             ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
             ("signals", "plugin TEXT"),
@@ -661,6 +667,46 @@ impl OrderManager {
             .map_err(self.err())
     }
 
+    /// After a restart: the changes of terms asked of a broker and not taken when the last
+    /// run stopped (`wanted_*`), to be asked again (the terms it holds are asked for nothing:
+    /// each change counts against the broker's budget per order).
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn pending_modifies(&self) -> Result<Vec<crate::brokers::live::LiveModify>, OrderError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT client_order_id, account, qty, order_type, COALESCE(wanted_price, limit_price), COALESCE(wanted_trigger, trigger_price) FROM orders
+                 WHERE state IN ('submitted', 'accepted', 'triggered', 'partially_filled') AND (wanted_trigger IS NOT NULL OR wanted_price IS NOT NULL) ORDER BY rowid",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    (r.get(3)?, r.get(4)?, r.get(5)?),
+                ))
+            })
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())?;
+        rows.into_iter()
+            .filter(|r| self.live.contains(&r.1))
+            .map(|(coid, account, qty, kind)| {
+                Ok(crate::brokers::live::LiveModify {
+                    kind: order_kind(&coid, &kind)?,
+                    qty: dec(&qty)?,
+                    client_order_id: coid,
+                    account,
+                })
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
+    }
+
     /// Every broker order id the journal has matched to one of `account`'s orders:
     /// after a restart none of them may be taken for another order.
     ///
@@ -721,10 +767,21 @@ impl OrderManager {
             } => match advance(&tx, coid, state::OrderEvent::Reject).map_err(jerr)? {
                 Ok(to) => {
                     transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
-                    out.push(Outcome::Event(Event::OrderRejected {
-                        client_order_id: coid.to_string(),
-                        reason: reason.to_string(),
-                    }));
+                    // A protective stop's refusal is recorded against its position (one alert
+                    // that says what guards it), not raised again at every price.
+                    let now = self
+                        .last
+                        .values()
+                        .map(|(t, _)| *t)
+                        .max()
+                        .unwrap_or_else(now_ms);
+                    match protect::refused(&tx, coid, reason, now).map_err(jerr)? {
+                        Some(event) => out.push(Outcome::Event(event)),
+                        None => out.push(Outcome::Event(Event::OrderRejected {
+                            client_order_id: coid.to_string(),
+                            reason: reason.to_string(),
+                        })),
+                    }
                     restore_cooldown(&tx, coid).map_err(jerr)?;
                 }
                 Err(e) => out.push(refused(coid, e)),
@@ -772,6 +829,29 @@ impl OrderManager {
                 )
                 .map_err(jerr)?;
             }
+            LiveUpdate::Modified {
+                client_order_id: coid,
+                kind,
+                qty,
+            } => out.extend(
+                protect::modified(&tx, coid, *kind, *qty)
+                    .map_err(jerr)?
+                    .map(Outcome::Event),
+            ),
+            LiveUpdate::ModifyRefused {
+                client_order_id: coid,
+                reason,
+            } => out.extend(
+                protect::modify_refused(
+                    &tx,
+                    coid,
+                    reason,
+                    &mut self.cancel_asked,
+                    &mut self.cancels,
+                )
+                .map_err(jerr)?
+                .map(Outcome::Event),
+            ),
             LiveUpdate::Cancelled {
                 client_order_id: coid,
                 filled_qty,
@@ -1097,6 +1177,18 @@ impl OrderManager {
                         autoslice: slice.as_deref() == Some(slicing::AUTOSLICE),
                     });
                 }
+                continue;
+            }
+            // The paper venue refuses what the exchange refuses, in the brokers' words.
+            if let Some(refusal) =
+                crate::domain::order::exchange_refusal(&instrument, order_kind(&coid, &kind)?)
+            {
+                for event in [state::OrderEvent::Submit, state::OrderEvent::Reject] {
+                    if let Ok(to) = advance(tx, &coid, event)? {
+                        transitions.push((coid.clone(), to.as_str(), json!({ "reason": refusal })));
+                    }
+                }
+                decisions::restore_cooldown(tx, &coid)?;
                 continue;
             }
             tx.exec(

@@ -1,15 +1,26 @@
 //! Stops that survive the host. When a live position has a stop, a protective
-//! order rests at the broker at that stop (SL-M): if the host dies, the stop still
-//! stands; for a delivery (CNC) position it is a GTT (Kite, Upstox, OpenAlgo), which outlives the
-//! session (an SL-M is a day order). As the managed exit's stop tightens (a trailing stop), the protective
-//! order is modified to follow it, throttled, never loosened; its quantity follows
-//! the position (slices filling one by one). When the host closes the position
-//! itself (a target, a square-off, a flatten, its own stop), it cancels the
-//! protective order first and sends its close only once the broker has said what
-//! became of it: cancelled (the close goes, for what is still held) or filled (the
-//! position is gone, and the close with it). Everything is journaled first, so a
-//! restart finds the protective order (by its client order id in the broker's
-//! book) instead of placing a second one.
+//! order rests at the broker at that stop: an SL-M where the exchange takes one, an
+//! SL (stop-limit, its limit the account's buffer beyond the trigger) on options,
+//! where NSE refuses stop-loss-market orders; for a delivery (CNC) position it is a
+//! GTT (Kite, Upstox, OpenAlgo), which outlives the session (an SL-M is a day order).
+//! If the host dies, the stop still stands. As the managed exit's stop tightens (a
+//! trailing stop), the protective order is modified to follow it, throttled, never
+//! loosened; its quantity follows the position (slices filling one by one). The
+//! journal keeps the terms the broker *took* (`trigger_price`, `limit_price`, updated
+//! from its answer) apart from those asked and not yet taken (`wanted_*`), and counts
+//! the modifications the broker took against its budget per order (Kite: 25): near
+//! it, the order is cancelled and, once the cancel is confirmed, a fresh one placed
+//! (the host's own managed exit guards the moment between; two stops never rest at
+//! once). A refused modification is an alert, and the order is replaced the same way.
+//! A refused placement is classified: a permanent refusal (an order type, a price
+//! band, margin) is not tried again for that position and raises one alert saying
+//! the broker holds no stop (the managed exit guards it); a transient one backs off.
+//! When the host closes the position itself (a target, a square-off, a flatten, its
+//! own stop), it cancels the protective order first and sends its close only once
+//! the broker has said what became of it: cancelled (the close goes, for what is
+//! still held) or filled (the position is gone, and the close with it). Everything
+//! is journaled first, so a restart finds the protective order (by its client order
+//! id in the broker's book) instead of placing a second one.
 
 use super::*;
 use crate::brokers::OrderKind;
@@ -32,9 +43,12 @@ struct Resting {
     /// `buy` or `sell`: the side that closes the position it protects.
     side: String,
     qty: Decimal,
+    /// Its trigger as last asked (taken by the broker or not yet).
     trigger: Decimal,
     modified_at: Option<i64>,
     state: String,
+    /// Modifications the broker took.
+    modifications: i64,
 }
 
 fn resting(
@@ -42,31 +56,173 @@ fn resting(
     account: &str,
     instrument: &str,
 ) -> rusqlite::Result<Option<Resting>> {
-    type Row = (String, String, Option<String>, Option<i64>, String, String);
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        Option<i64>,
+        String,
+        String,
+        i64,
+    );
     let row: Option<Row> = tx
         .row(
-            "SELECT client_order_id, qty, trigger_price, modified_at, state, side FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
+            "SELECT client_order_id, qty, COALESCE(wanted_trigger, trigger_price), modified_at, state, side, modifications FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
              AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel') ORDER BY rowid DESC LIMIT 1",
             [account, instrument],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
         )
         .optional()?;
-    row.map(|(coid, qty, trigger, modified_at, state, side)| {
-        Ok(Resting {
-            qty: dec(&qty)?,
-            trigger: opt_dec(trigger.as_deref())?.unwrap_or_default(),
-            coid,
-            side,
-            modified_at,
-            state,
-        })
-    })
+    row.map(
+        |(coid, qty, trigger, modified_at, state, side, modifications)| {
+            let trigger = opt_dec(trigger.as_deref())?.ok_or_else(|| {
+                journal::corrupt("protective stop trigger", &format!("{coid}: none"))
+            })?;
+            Ok(Resting {
+                qty: dec(&qty)?,
+                trigger,
+                coid,
+                side,
+                modified_at,
+                state,
+                modifications,
+            })
+        },
+    )
     .transpose()
 }
 
+/// The modifications a broker takes per order: Kite documents 25; OpenAlgo passes
+/// them to the broker behind it, which may be Zerodha, so the same. `None`: no
+/// documented limit (Upstox).
+#[must_use]
+pub fn modify_budget(broker: &str) -> Option<i64> {
+    match broker {
+        "kite" | "openalgo" => Some(25),
+        _ => None,
+    }
+}
+
+/// The protective order for a position in `instrument` closed by `side` at `trigger`:
+/// an SL-M where the exchange takes it, else (options) an SL whose limit lies
+/// `buffer_pct` of the trigger beyond it; on the tick, never worse than asked.
+#[must_use]
+pub fn protective_kind(
+    instrument: &str,
+    side: OrderSide,
+    trigger: Decimal,
+    buffer_pct: Decimal,
+) -> OrderKind {
+    let market = OrderKind::StopMarket { trigger };
+    if crate::domain::order::exchange_refusal(instrument, market).is_none() {
+        return market.on_tick(side);
+    }
+    let buffer = trigger
+        .checked_mul(buffer_pct)
+        .and_then(|b| b.checked_div(Decimal::ONE_HUNDRED))
+        .unwrap_or_default();
+    let price = match side {
+        OrderSide::Sell => trigger.checked_sub(buffer).unwrap_or(trigger),
+        OrderSide::Buy => trigger.checked_add(buffer).unwrap_or(trigger),
+    }
+    .max(crate::domain::money::TICK);
+    OrderKind::StopLimit { trigger, price }.on_tick(side)
+}
+
+/// Whether a broker's refusal of a protective order may pass if it is tried again
+/// later (the exchange or the broker busy), as opposed to a refusal of the order itself
+/// (its type, a price band, margin, a blocked contract) that placing it again would repeat.
+#[must_use]
+pub fn refusal_is_transient(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    [
+        "try again",
+        "try later",
+        "temporar",
+        "too many",
+        "rate limit",
+        "timed out",
+        "timeout",
+        "not connected",
+        "unavailable",
+        "being processed",
+    ]
+    .iter()
+    .any(|w| r.contains(w))
+}
+
+/// Back-off before a protective order refused for a transient reason is tried again:
+/// 5 s of exchange time, doubling with each refusal, at most 5 minutes.
+fn retry_after_ms(tries: i64) -> i64 {
+    5_000_i64
+        .saturating_mul(1_i64 << tries.clamp(0, 6))
+        .min(300_000)
+}
+
+/// A protective order `coid` was refused by the broker: recorded against its position, so
+/// that a permanent refusal is not repeated (the host's managed exit guards the position)
+/// and a transient one is tried again after a back-off. Returns the event to publish;
+/// `None` when `coid` is not a protective stop.
+pub(super) fn refused(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    reason: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Event>> {
+    let row: Option<(String, String, String)> = tx
+        .row(
+            "SELECT account, instrument, pipeline FROM orders WHERE client_order_id = ?1",
+            [coid],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((account, instrument, pipeline)) = row.filter(|r| r.2 == PROTECTIVE) else {
+        return Ok(None);
+    };
+    let _ = pipeline;
+    let permanent = !refusal_is_transient(reason);
+    let tries: i64 = tx
+        .row(
+            "SELECT tries FROM stop_refusals WHERE account = ?1 AND instrument = ?2",
+            [&account, &instrument],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let retry_at = if permanent {
+        i64::MAX
+    } else {
+        now.saturating_add(retry_after_ms(tries))
+    };
+    tx.exec(
+        "INSERT INTO stop_refusals (account, instrument, reason, permanent, tries, retry_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(account, instrument) DO UPDATE SET reason = ?3, permanent = ?4, tries = ?5, retry_at = ?6",
+        params![account, instrument, reason, permanent, tries.saturating_add(1), retry_at],
+    )?;
+    let detail = if permanent {
+        "the broker holds no stop for this position: it is not placed again; the host's own managed exit guards it"
+            .to_owned()
+    } else {
+        format!(
+            "placed again after {} s of exchange time; meanwhile the host's own managed exit guards the position",
+            retry_after_ms(tries) / 1000
+        )
+    };
+    Ok(Some(Event::ProtectiveStopRefused {
+        account,
+        instrument,
+        client_order_id: coid.to_owned(),
+        reason: reason.to_owned(),
+        permanent,
+        detail,
+    }))
+}
+
 /// Keep every live position's protective stop in line with its managed exit: record
-/// one where a position with a stop has none, tighten (and resize) one whose exit
-/// moved, at most every [`MODIFY_EVERY_MS`] of exchange time. `now` is the market's time.
+/// one where a position with a stop has none (unless the broker refused it for good, or
+/// a transient refusal's back-off runs), tighten (and resize) one whose exit moved, at
+/// most every [`MODIFY_EVERY_MS`] of exchange time, or replace it when its broker's
+/// modification budget is nearly spent. `now` is the market's time.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn protect(
     tx: &rusqlite::Transaction<'_>,
@@ -81,6 +237,12 @@ pub(super) fn protect(
     if live.is_empty() {
         return Ok(out);
     }
+    // A refusal belongs to the position it was for: gone with it.
+    tx.exec(
+        "DELETE FROM stop_refusals WHERE NOT EXISTS (SELECT 1 FROM positions p WHERE p.account = stop_refusals.account
+         AND p.instrument = stop_refusals.instrument AND p.qty != '0')",
+        [],
+    )?;
     // A protective stop with nothing left to protect (the position closed some other
     // way) must not rest: triggered, it would open a position.
     let orphans: Vec<(String, String, String, String)> = {
@@ -144,12 +306,13 @@ pub(super) fn protect(
         let Some(stop) = opt_dec(stop.as_deref())? else {
             continue;
         };
-        if triggered
-            || !live.contains(&account)
-            || !config
-                .account(&account)
-                .is_some_and(|a| a.exits.broker_stop)
-        {
+        let Some(cfg) = config
+            .account(&account)
+            .filter(|a| a.exits.broker_stop && live.contains(&account))
+        else {
+            continue;
+        };
+        if triggered {
             continue;
         }
         let held = dec(&qty)?;
@@ -169,29 +332,46 @@ pub(super) fn protect(
         if closing > 0 {
             continue;
         }
+        let kind = protective_kind(&instrument, side, stop, cfg.exits.stop_limit_buffer_pct);
+        let text = |d: Option<Decimal>| d.map(|v| v.to_string());
         match resting(tx, &account, &instrument)? {
             None => {
+                // Refused by the broker for this position: for good, or until its back-off ends.
+                let refusal: Option<i64> = tx
+                    .row(
+                        "SELECT retry_at FROM stop_refusals WHERE account = ?1 AND instrument = ?2",
+                        [&account, &instrument],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if refusal.is_some_and(|retry_at| now < retry_at) {
+                    continue;
+                }
                 let n: i64 = tx.row("SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'", [&account, &instrument], |r| r.get(0))?;
                 let key = format!("protect/{account}/{instrument}/{}", n + 1);
                 let coid = client_order_id(&key, &account);
                 // A delivery position's stop must outlive the session: a GTT where the broker has one.
-                let validity = config
-                    .account(&account)
-                    .is_some_and(|a| {
-                        a.product == crate::domain::Product::Cnc && gtt_broker(a.broker.get_ref())
-                    })
-                    .then_some("GTT");
+                let gtt =
+                    cfg.product == crate::domain::Product::Cnc && gtt_broker(cfg.broker.get_ref());
+                let (kind, validity) = if gtt {
+                    (
+                        OrderKind::StopMarket { trigger: stop }.on_tick(side),
+                        Some("GTT"),
+                    )
+                } else {
+                    (kind, None)
+                };
                 tx.exec(
                     "INSERT OR IGNORE INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at,
-                         algo_id, order_type, trigger_price, modified_at, validity)
-                     VALUES (?1, ?2, ?3, 'protective-stop', ?4, ?5, ?6, 'new', ?7, '0', ?8, ?8, (SELECT value FROM settings WHERE key = 'algo/' || ?3), 'SL-M', ?9, NULL, ?10)",
-                    params![coid, key, account, instrument, side.as_str(), want.to_string(), now, now_ms(), stop.to_string(), validity],
+                         algo_id, order_type, limit_price, trigger_price, modified_at, validity)
+                     VALUES (?1, ?2, ?3, 'protective-stop', ?4, ?5, ?6, 'new', ?7, '0', ?8, ?8, (SELECT value FROM settings WHERE key = 'algo/' || ?3), ?9, ?10, ?11, NULL, ?12)",
+                    params![coid, key, account, instrument, side.as_str(), want.to_string(), now, now_ms(), kind.code(), text(kind.price()), text(kind.trigger()), validity],
                 )?;
                 out.push(Outcome::Event(Event::ProtectiveStop {
                     account: account.clone(),
                     instrument: instrument.clone(),
                     client_order_id: coid,
-                    trigger: stop.to_string(),
+                    trigger: text(kind.trigger()).unwrap_or_default(),
                     qty: want.to_string(),
                     action: "placed".into(),
                 }));
@@ -212,12 +392,54 @@ pub(super) fn protect(
                     continue;
                 }
                 let trigger = if tighter { stop } else { r.trigger };
-                tx.exec("UPDATE orders SET trigger_price = ?2, qty = ?3, modified_at = ?4, updated_at = ?5 WHERE client_order_id = ?1", params![r.coid, trigger.to_string(), want.to_string(), now, now_ms()])?;
-                if r.state != "new" {
+                let validity: Option<String> = tx.row(
+                    "SELECT validity FROM orders WHERE client_order_id = ?1",
+                    [&r.coid],
+                    |row| row.get(0),
+                )?;
+                let gtt = validity.as_deref() == Some("GTT");
+                let kind = if gtt {
+                    OrderKind::StopMarket { trigger }.on_tick(side)
+                } else {
+                    protective_kind(&instrument, side, trigger, cfg.exits.stop_limit_buffer_pct)
+                };
+                if r.state == "new" {
+                    // Not sent yet: it goes out with these terms.
+                    tx.exec("UPDATE orders SET order_type = ?2, limit_price = ?3, trigger_price = ?4, qty = ?5, modified_at = ?6, updated_at = ?7 WHERE client_order_id = ?1",
+                        params![r.coid, kind.code(), text(kind.price()), text(kind.trigger()), want.to_string(), now, now_ms()])?;
+                } else if !gtt
+                    && modify_budget(cfg.broker.get_ref())
+                        .is_some_and(|budget| r.modifications.saturating_add(1) >= budget)
+                {
+                    // One modification left: the order is cancelled instead and, once the broker
+                    // confirms it, a fresh one placed at the stop (the managed exit guards the moment between).
+                    if asked.insert(r.coid.clone()) {
+                        cancels.push(LiveCancel {
+                            account: account.clone(),
+                            client_order_id: r.coid.clone(),
+                            reason: format!(
+                                "{} of its broker's modifications used: replaced by a fresh protective stop",
+                                r.modifications
+                            ),
+                        });
+                        out.push(Outcome::Event(Event::ProtectiveStop {
+                            account: account.clone(),
+                            instrument: instrument.clone(),
+                            client_order_id: r.coid,
+                            trigger: trigger.to_string(),
+                            qty: want.to_string(),
+                            action: "replacing".into(),
+                        }));
+                    }
+                    continue;
+                } else {
+                    // Asked, not yet taken: the journal's trigger stays the broker's until it answers.
+                    tx.exec("UPDATE orders SET wanted_trigger = ?2, wanted_price = ?3, qty = ?4, modified_at = ?5, updated_at = ?6 WHERE client_order_id = ?1",
+                        params![r.coid, text(kind.trigger()), text(kind.price()), want.to_string(), now, now_ms()])?;
                     modifies.push(LiveModify {
                         account: account.clone(),
                         client_order_id: r.coid.clone(),
-                        kind: OrderKind::StopMarket { trigger },
+                        kind,
                         qty: want,
                     });
                 }
@@ -225,7 +447,7 @@ pub(super) fn protect(
                     account: account.clone(),
                     instrument: instrument.clone(),
                     client_order_id: r.coid,
-                    trigger: trigger.to_string(),
+                    trigger: text(kind.trigger()).unwrap_or_default(),
                     qty: want.to_string(),
                     action: "moved".into(),
                 }));
@@ -233,6 +455,111 @@ pub(super) fn protect(
         }
     }
     Ok(out)
+}
+
+/// The broker took new terms for `coid`: the journal's terms become them (what the broker
+/// holds), its count of modifications grows, and terms asked for are cleared once taken.
+pub(super) fn modified(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    kind: OrderKind,
+    qty: Decimal,
+) -> rusqlite::Result<Option<Event>> {
+    let account: Option<String> = tx
+        .row(
+            "SELECT account FROM orders WHERE client_order_id = ?1",
+            [coid],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(account) = account else {
+        return Ok(None);
+    };
+    let text = |d: Option<Decimal>| d.map(|v| v.to_string());
+    let (price, trigger) = (text(kind.price()), text(kind.trigger()));
+    tx.exec(
+        "UPDATE orders SET order_type = ?2, limit_price = ?3, trigger_price = ?4, qty = ?5, modifications = modifications + 1,
+             wanted_trigger = CASE WHEN wanted_trigger IS ?4 THEN NULL ELSE wanted_trigger END,
+             wanted_price = CASE WHEN wanted_trigger IS NULL OR wanted_trigger IS ?4 THEN NULL ELSE wanted_price END,
+             updated_at = ?6 WHERE client_order_id = ?1",
+        params![coid, kind.code(), price, trigger, qty.to_string(), now_ms()],
+    )?;
+    Ok(Some(Event::OrderModified {
+        account,
+        client_order_id: coid.to_owned(),
+        order_type: kind.code().to_owned(),
+        trigger,
+        price,
+        qty: qty.to_string(),
+        by: None,
+    }))
+}
+
+/// The broker refused new terms for `coid`, still working: the journal keeps the terms the
+/// broker holds, and says so in an alert. A protective stop that could not follow its exit
+/// is cancelled and, once the cancel is confirmed, placed afresh at the stop (the host's
+/// managed exit guards the moment between); the terms asked stay recorded meanwhile, so the
+/// refused change is not asked again. Any other order keeps its old terms.
+pub(super) fn modify_refused(
+    tx: &rusqlite::Transaction<'_>,
+    coid: &str,
+    reason: &str,
+    asked: &mut std::collections::HashSet<String>,
+    cancels: &mut Vec<LiveCancel>,
+) -> rusqlite::Result<Option<Event>> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Option<Row> = tx
+        .row(
+            "SELECT account, instrument, pipeline, state, trigger_price, limit_price, wanted_trigger FROM orders WHERE client_order_id = ?1",
+            [coid],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+        )
+        .optional()?;
+    let Some((account, instrument, pipeline, state, held_trigger, held_price, wanted_trigger)) =
+        row
+    else {
+        return Ok(None);
+    };
+    let working = matches!(
+        state.as_str(),
+        "submitted" | "accepted" | "triggered" | "partially_filled"
+    );
+    let detail = if pipeline == PROTECTIVE && working {
+        if asked.insert(coid.to_owned()) {
+            cancels.push(LiveCancel {
+                account: account.clone(),
+                client_order_id: coid.to_owned(),
+                reason: format!(
+                    "its modification was refused ({reason}): replaced by a fresh protective stop"
+                ),
+            });
+        }
+        "the broker holds the old stop: it is cancelled and, once the broker confirms it, a fresh one is placed at the stop; the host's managed exit guards the position meanwhile"
+    } else {
+        tx.exec(
+            "UPDATE orders SET wanted_trigger = NULL, wanted_price = NULL WHERE client_order_id = ?1",
+            [coid],
+        )?;
+        "the order keeps the terms the broker holds"
+    };
+    Ok(Some(Event::OrderModifyRefused {
+        account,
+        instrument,
+        client_order_id: coid.to_owned(),
+        reason: reason.to_owned(),
+        held_trigger,
+        held_price,
+        wanted_trigger,
+        detail: detail.to_owned(),
+    }))
 }
 
 /// Whether the live close `coid` of `account` in `instrument` may go to the broker
@@ -344,7 +671,77 @@ fn less_what_the_stop_filled(
     })
 }
 
+/// A protective stop as the journal holds it: the terms the broker took, and those asked
+/// and not yet taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectiveStop {
+    /// Our id.
+    pub client_order_id: String,
+    /// The instrument it protects.
+    pub instrument: String,
+    /// Its state (`accepted`, `cancelled`, …).
+    pub state: String,
+    /// `SL` or `SL-M`.
+    pub order_type: String,
+    /// The trigger the broker holds.
+    pub trigger: Option<Decimal>,
+    /// The limit the broker holds (an SL).
+    pub price: Option<Decimal>,
+    /// A trigger asked for and not yet taken.
+    pub wanted_trigger: Option<Decimal>,
+    /// Modifications the broker took.
+    pub modifications: i64,
+}
+
 impl OrderManager {
+    /// `account`'s protective stops, oldest first.
+    ///
+    /// # Errors
+    /// A journal failure, or a value the journal cannot hold.
+    pub fn protective_stops(&self, account: &str) -> Result<Vec<ProtectiveStop>, OrderError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT client_order_id, instrument, state, order_type, trigger_price, limit_price, wanted_trigger, modifications FROM orders
+                 WHERE account = ?1 AND pipeline = 'protective-stop' ORDER BY rowid",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([account], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(
+                |(coid, instrument, state, code, trigger, price, wanted, modifications)| {
+                    Ok(ProtectiveStop {
+                        order_type: code
+                            .ok_or_else(|| journal::corrupt("protective stop order type", &coid))?,
+                        trigger: opt_dec(trigger.as_deref())?,
+                        price: opt_dec(price.as_deref())?,
+                        wanted_trigger: opt_dec(wanted.as_deref())?,
+                        client_order_id: coid,
+                        instrument,
+                        state,
+                        modifications,
+                    })
+                },
+            )
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
+    }
+
     /// The modifications of working orders since the last call, for the router.
     pub fn take_live_modifies(&mut self) -> Vec<LiveModify> {
         std::mem::take(&mut self.modifies)

@@ -260,36 +260,28 @@ pub async fn serve(
         Some((router, reports)) => (Some(router), Some(reports)),
         None => (None, None),
     };
+    // Live accounts whose positions are compared with their broker's once the orders a
+    // previous run left in flight have been read back (fills included): comparing before
+    // would raise a false alarm for every fill that happened while the host was down.
+    let mut unreconciled: std::collections::HashSet<String> = std::collections::HashSet::new();
     if let Some(r) = &router {
         om.set_live_accounts(r.accounts());
-        let journals = r
-            .brokers()
-            .iter()
-            .map(|(account, _)| om.positions_of(account).map(|p| (account.clone(), p)))
-            .collect::<Result<HashMap<_, _>, _>>()?;
-        reconcile_positions(r, &journals, &events).await;
         // The broker ids already matched stay matched; then the live orders a previous run
         // left unfinished: found, polled, or looked for before placing.
         for account in r.accounts() {
             r.claimed(&account, om.broker_order_ids(&account)?);
         }
         for order in om.recover_live_orders()? {
-            // A protective stop's terms as journaled: a change the broker had not taken
-            // when the last run stopped is made now (the same terms again change nothing).
-            let modify = order
-                .kind
-                .trigger()
-                .is_some()
-                .then(|| crate::brokers::live::LiveModify {
-                    account: order.account.clone(),
-                    client_order_id: order.client_order_id.clone(),
-                    kind: order.kind,
-                    qty: order.qty,
-                });
             r.send(order);
-            if let Some(m) = modify {
-                r.modify(m);
-            }
+        }
+        // A change of terms the broker had not taken when the last run stopped is asked again.
+        for m in om.pending_modifies()? {
+            r.modify(m);
+        }
+        // Read back every order in flight before anything is decided; the positions follow.
+        for account in r.accounts() {
+            r.sync(&account);
+            unreconciled.insert(account);
         }
     }
     // Order updates the brokers push; each (re)connection also syncs the open orders.
@@ -434,9 +426,17 @@ pub async fn serve(
                         }
                     }
                     crate::brokers::live::RouterOutput::Notice(notice) => {
-                        let synced = matches!(notice, crate::brokers::live::LiveNotice::Synced { .. });
+                        let synced = match &notice {
+                            crate::brokers::live::LiveNotice::Synced { account, .. } => Some(account.clone()),
+                            _ => None,
+                        };
                         live_notice(&events, notice, router.as_ref()).await;
-                        if synced {
+                        if let Some(account) = synced {
+                            // Its orders in flight are read back and journaled: now its positions.
+                            if unreconciled.remove(&account) && let Some(r) = &router {
+                                let journal = om.positions_of(&account)?;
+                                reconcile_positions(r, &account, &journal, &events).await;
+                            }
                             release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
                         }
                     }
@@ -510,9 +510,14 @@ pub async fn serve(
                 // Square-off by the clock when the prices stop (a feed gap at 15:14, a position
                 // left open overnight). Only with nothing held and the prices quiet: what it
                 // records is what the next price would record, so a replay decides the same.
-                let quiet = wall_clock && om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET);
+                // A live account squares off by the calendar's wall clock even when no price has
+                // come since the start (a restart at 15:14 with the feed down): the close goes at
+                // the market with the broker's protection.
+                let live_unpriced = router.is_some() && om.prices_quiet_for().is_none();
+                let quiet = wall_clock && (live_unpriced || om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET));
+                let now = om.market_clock().or_else(|| live_unpriced.then(crate::bus::message::now_ms));
                 if quiet && !held && merge.is_empty() && rx.is_empty() && prices.is_empty()
-                    && let Some(now) = om.market_clock()
+                    && let Some(now) = now
                     && let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await
                 {
                     if !out.is_empty() {
@@ -792,11 +797,13 @@ async fn handle_entry(
 /// host was down). Trading goes on: the trader decides (a `flatten`, a fix at the broker).
 async fn reconcile_positions(
     router: &crate::brokers::live::LiveRouter,
-    journals: &HashMap<String, HashMap<String, rust_decimal::Decimal>>,
+    account: &str,
+    journal: &HashMap<String, rust_decimal::Decimal>,
     events: &Events,
 ) {
-    for (account, broker) in router.brokers() {
-        let journal = journals.get(account).cloned().unwrap_or_default();
+    let account = &account.to_owned();
+    let journal = journal.clone();
+    for (_, broker) in router.brokers().iter().filter(|(a, _)| a == account) {
         match router.reconcile(account, &journal).await {
             Ok(mismatches) if mismatches.is_empty() => {
                 println!(
@@ -914,26 +921,6 @@ async fn live_notice(
                     account,
                     client_order_id,
                     detail,
-                })
-                .await;
-        }
-        N::Modified {
-            account,
-            client_order_id,
-            kind,
-            trigger,
-            price,
-            qty,
-        } => {
-            events
-                .publish(&Event::OrderModified {
-                    account,
-                    client_order_id,
-                    order_type: kind.to_owned(),
-                    trigger,
-                    price,
-                    qty,
-                    by: None,
                 })
                 .await;
         }
