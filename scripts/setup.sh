@@ -22,3 +22,9 @@ if [ "${TRADEHOST_NEEDS_BROWSER:-0}" = 1 ] && ! { command -v chromium >/dev/null
     need_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+
+if [ "${TRADEHOST_NEEDS_FAKETIME:-0}" = 1 ] && ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+    echo "setup: installing faketime from Debian's packages (the square-off-by-the-clock test sets the wall clock)" >&2
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq faketime >/dev/null
+fi

@@ -235,8 +235,9 @@ impl Account {
         &self,
         rules: &crate::domain::contracts::ContractRules,
         instrument: &str,
+        at_ms: i64,
     ) -> Option<u64> {
-        rules.lot_size(instrument).or(match self.sizing {
+        rules.lot_size_at(instrument, at_ms).or(match self.sizing {
             Sizing::Lots { lot_size, .. } => lot_size,
             _ => None,
         })

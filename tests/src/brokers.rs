@@ -221,6 +221,10 @@ pub struct State {
     /// The time the next order is stamped with, `YYYY-MM-DD HH:MM:SS` IST (else the wall clock).
     pub clock: Option<String>,
     sent_at: VecDeque<std::time::Instant>,
+    /// Order requests (placements, modifications, cancels) taken per second before the next
+    /// is answered 429, as Kite (10) and OpenAlgo (`ORDER_RATE_LIMIT`, 10) limit them; 0: none.
+    pub orders_per_second: usize,
+    order_requests_at: VecDeque<std::time::Instant>,
 }
 
 /// A running mock.
@@ -275,6 +279,11 @@ impl MockServer {
             down_until: None,
             clock: None,
             sent_at: VecDeque::new(),
+            orders_per_second: match flavor {
+                Flavor::Kite | Flavor::OpenAlgo => 10,
+                _ => 0,
+            },
+            order_requests_at: VecDeque::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -517,6 +526,31 @@ fn handle(s: &mut State, r: &Request) -> Reply {
         return token_error(s.flavor);
     }
     let route = r.path.split('?').next().unwrap_or_default().to_owned();
+    let order_request = r.method != "GET"
+        && (route.starts_with("/orders/")
+            || route.starts_with("/v3/order/")
+            || matches!(
+                route.as_str(),
+                "/api/v1/placeorder"
+                    | "/api/v1/placesmartorder"
+                    | "/api/v1/modifyorder"
+                    | "/api/v1/cancelorder"
+            ));
+    if order_request && s.orders_per_second > 0 {
+        // The broker's order rate: the requests of the last second, the next one refused.
+        let now = std::time::Instant::now();
+        while s
+            .order_requests_at
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            s.order_requests_at.pop_front();
+        }
+        if s.order_requests_at.len() >= s.orders_per_second {
+            return too_many(s.flavor);
+        }
+        s.order_requests_at.push_back(now);
+    }
     match (s.flavor, r.method.as_str(), route.as_str()) {
         (Flavor::Kite, "GET", p) if p.starts_with("/instruments/historical/") => {
             // `/instruments/historical/:instrument_token/:interval?from=yyyy-mm-dd hh:mm:ss&to=…[&oi=1]`, both ends inclusive.
@@ -1637,6 +1671,59 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             json!({ "status": "error", "message": format!("no route {} {}", r.method, r.path) }),
             None,
         ),
+    }
+}
+
+impl State {
+    /// The broker squares off every open intraday position itself, as Zerodha does at its
+    /// cut-offs (15:20 equity, 15:25 F&O) and the other brokers at theirs: a market order of
+    /// its own per position (no tag), complete at the last traded price. Returns how many.
+    ///
+    /// # Panics
+    /// When a position's instrument has no last price to fill at.
+    pub fn square_off_intraday(&mut self) -> usize {
+        let intraday = |o: &MockOrder| {
+            o.fields
+                .get("product")
+                .is_some_and(|p| p == "MIS" || p == "I")
+        };
+        let mut net: Vec<(String, Decimal)> = Vec::new();
+        for o in self
+            .orders
+            .iter()
+            .filter(|o| o.filled > Decimal::ZERO && intraday(o))
+        {
+            let q = if o.side == "BUY" { o.filled } else { -o.filled };
+            match net.iter_mut().find(|(sym, _)| *sym == o.symbol) {
+                Some((_, n)) => *n += q,
+                None => net.push((o.symbol.clone(), q)),
+            }
+        }
+        net.retain(|(_, q)| !q.is_zero());
+        for (symbol, q) in &net {
+            let price = *self
+                .ltp
+                .get(symbol)
+                .unwrap_or_else(|| panic!("no last price of {symbol} to square off at"));
+            let id = format!("auto-sq-{}", self.orders.len() + 1);
+            let mut o = MockOrder {
+                id,
+                symbol: symbol.clone(),
+                side: if *q > Decimal::ZERO { "SELL" } else { "BUY" }.into(),
+                qty: q.abs(),
+                status: "OPEN".into(),
+                placed_at: self.clock.clone().unwrap_or_else(ist_now),
+                fields: [
+                    ("product".to_owned(), "MIS".to_owned()),
+                    ("order_type".to_owned(), "MARKET".to_owned()),
+                ]
+                .into(),
+                ..MockOrder::default()
+            };
+            o.fill(o.qty, price);
+            self.orders.push(o);
+        }
+        net.len()
     }
 }
 

@@ -2113,3 +2113,110 @@ async fn an_openalgo_order_filled_in_three_trades_is_booked_at_the_tradebooks_av
         "the journal holds the broker's trades' value"
     );
 }
+
+/// The broker is the truth for positions: Zerodha squared the intraday position off itself
+/// while the host was down. After the restart the journal is brought down to the broker's
+/// (flat) position, with an alert, and the next morning's open makes no "carried" close,
+/// which on a flat account would open a short nobody asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_the_broker_squared_off_while_the_host_was_down_gets_no_carried_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PROTECTED
+        .replace("product = \"cnc\"", "product = \"mis\"")
+        .replace("exits = { stop_loss_pct = 2, trailing_pct = 1 }", "");
+    let (mock, mut om, router, mut rx) = kite_rig(
+        dir.path(),
+        "squared-by-broker",
+        &config,
+        RELIANCE_CSV,
+        Product::Mis,
+    )
+    .await;
+    mock.state().ltp.insert("RELIANCE".into(), dec!(100));
+    let mut s = signal();
+    (s.pipeline, s.instrument, s.id) = (
+        "rel".into(),
+        "RELIANCE".into(),
+        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
+    );
+    om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
+    om.on_signal(&s).unwrap();
+    hand_over(&mut om, &router);
+    pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Filled { .. })
+    })
+    .await;
+    assert_eq!(
+        om.positions_of("kite-1").unwrap().get("RELIANCE"),
+        Some(&dec!(10))
+    );
+    // The host goes down; at 15:20 Zerodha squares the MIS position off itself.
+    drop((om, router, rx));
+    {
+        let mut st = mock.state();
+        st.ltp.insert("RELIANCE".into(), dec!(101));
+        assert_eq!(st.square_off_intraday(), 1);
+    }
+    // The next morning the host starts again on its journal.
+    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &config).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
+    let kite: Arc<dyn Broker> = Arc::new(
+        Kite::new(
+            &mock.url,
+            Secret::new("kite-key"),
+            Secret::new("kite-token"),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    let link = AccountLink {
+        account: "kite-1".into(),
+        broker: kite,
+        product: Product::Mis,
+        protection_pct: Decimal::from(2),
+        algo_id: None,
+        orders_per_sec: 10,
+        margin_check: false,
+    };
+    let (router, _rx) =
+        kite_router(dir.path(), "squared-by-broker-2", RELIANCE_CSV, link, None).await;
+    let mismatches = router
+        .reconcile("kite-1", &om.positions_of("kite-1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+    let out = om
+        .resolve_to_broker("kite-1", "RELIANCE", mismatches[0].broker)
+        .unwrap();
+    let resolved: Vec<&Event> = events(&out)
+        .into_iter()
+        .filter(|e| matches!(e, Event::PositionResolved { .. }))
+        .collect();
+    assert_eq!(resolved.len(), 1, "{out:?}");
+    assert!(resolved[0].is_alert());
+    assert!(om.positions_of("kite-1").unwrap().is_empty());
+    // A second look changes nothing: the journal is the broker's now.
+    assert!(
+        router
+            .reconcile("kite-1", &om.positions_of("kite-1").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Monday 2024-03-04 09:16 IST, the first minute after the open: nothing is carried.
+    let monday_open = T + 3 * 86_400_000 - 44 * 60_000;
+    let out = om.on_clock(monday_open).unwrap();
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::PositionCarried { .. } | Event::SquareOff { .. })),
+        "{out:?}"
+    );
+    hand_over(&mut om, &router);
+    let orders_at_broker = mock.state().orders.len();
+    assert_eq!(
+        orders_at_broker, 2,
+        "the entry and the broker's own square-off, nothing new"
+    );
+}

@@ -314,3 +314,156 @@ fn entry_working_at_square_off(v: &Venue) {
     assert_eq!(held, 0);
     tradehost_tests::check_positions(&db);
 }
+
+/// libfaketime's preload library, which the README's test command installs (Debian's
+/// `faketime`): the process under test sees the wall clock the test sets.
+fn libfaketime() -> std::path::PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .chain([std::path::PathBuf::from(
+            "/usr/lib/faketime/libfaketime.so.1",
+        )])
+        .find(|p| p.exists());
+    found.expect("libfaketime (Debian's faketime package; ./scripts/test installs it)")
+}
+
+/// The orders process restarted at 15:14:55 with its feed down (a fresh Redis, no price at all
+/// since the start) still squares the intraday position off at 15:15 by the calendar's wall
+/// clock, at the market with the broker's protection: the market clock that prices give is
+/// not there to wait for.
+#[test]
+fn an_orders_process_restarted_at_15_14_with_the_feed_down_still_squares_off() {
+    let v = &KITE;
+    let kite = server(v);
+    kite.state()
+        .ltp
+        .insert(v.symbol.into(), Decimal::from(1019));
+    let dir = tempfile::tempdir().unwrap();
+    if let Some((broker, file, text)) = v.master {
+        let _ = broker;
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    // Flat, a dip, then a rise: a crossover buys around 13:00, and the day's data stops at 14:14.
+    let price = |i: u32| match i {
+        0..200 => 1000.0,
+        200..220 => 1000.0 - f64::from(i - 199),
+        _ => 980.0 + f64::from(i - 219),
+    };
+    let account = format!(
+        "id = \"{}\"\nbroker = \"{}\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"mis\"\nsquare_off = \"15:15\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
+        v.account, v.broker, kite.url
+    );
+    let config = tradehost_tests::reliance_day_config(
+        dir.path(),
+        price,
+        "timeout_ms = 1000\npoll_ms = 30\ncancel_after_secs = 3600\ninstruments = { kite = \"kite.csv\" }",
+        v.account,
+        &account,
+    );
+    let csv = dir.path().join("RELIANCE.csv");
+    let day: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .take(301)
+        .map(str::to_owned)
+        .collect();
+    std::fs::write(&csv, day.join("\n") + "\n").unwrap();
+    let prefix = format!(
+        "TRADEHOST_{}",
+        v.account.to_ascii_uppercase().replace('-', "_")
+    );
+    let tradehost = |redis: &RedisServer| {
+        let mut c = Command::new(tradehost_bin());
+        c.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("REDIS_URL", redis.url())
+            .env("TRADING_MODE", "live")
+            .env_remove("TRADEHOST_SECRETS")
+            .env(format!("{prefix}_API_KEY"), v.key)
+            .env(format!("{prefix}_ACCESS_TOKEN"), v.token)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    // The day until 14:14: the position is bought and still open when the data stops.
+    let redis = RedisServer::start();
+    let first = tradehost(&redis)
+        .args(["--until-idle", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(held_at(&kite), vec![("RELIANCE".to_owned(), 10)], "bought");
+    let placed = kite.state().orders.len();
+    drop(redis);
+
+    // The orders process starts again at 15:14:55 IST on that day (09:44:55 UTC), its Redis
+    // new and its feed down: no price comes at all.
+    let redis = RedisServer::start();
+    let mut orders = tradehost_tests::Killed(
+        tradehost(&redis)
+            .args(["--role", "orders"])
+            .env("LD_PRELOAD", libfaketime())
+            .env("FAKETIME", "@2024-01-02 09:44:55")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("TZ", "UTC")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !held_at(&kite).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no square-off by the wall clock: {:?}",
+            kite.state()
+                .orders
+                .iter()
+                .map(|o| (&o.side, &o.status))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            orders.0.try_wait().unwrap().is_none(),
+            "the orders process stays up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = kite.state();
+    assert_eq!(s.orders.len(), placed + 1, "one close");
+    let close = s.orders.last().unwrap();
+    assert_eq!(
+        (
+            close.side.as_str(),
+            close.fields.get("order_type").map(String::as_str)
+        ),
+        ("SELL", Some("MARKET")),
+        "at the market: no price is known"
+    );
+    assert!(
+        close
+            .fields
+            .get("market_protection")
+            .is_some_and(|m| m != "0"),
+        "with the broker's market protection: {:?}",
+        close.fields
+    );
+    drop(s);
+    let _ = orders.0.kill();
+    let _ = orders.0.wait();
+    let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+    let closes: Vec<(String, String)> = db
+        .prepare("SELECT pipeline, state FROM orders WHERE side = 'sell'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(closes, vec![("square-off".to_owned(), "filled".to_owned())]);
+}

@@ -146,11 +146,22 @@ pub fn parse(
             out.push((format!("{INDEX_KEY}:{symbol}"), format!("{token}|1")));
             continue;
         };
+        // A lot that does not read is an error naming the row, never a lot of 1.
         let lot = get(lot_col)
-            .parse::<f64>()
+            .parse::<Decimal>()
             .ok()
-            .filter(|l| *l >= 1.0)
-            .map_or(1, |l| l as u64);
+            .filter(|l| *l >= Decimal::ONE && l.fract().is_zero())
+            .and_then(|l| u64::try_from(l).ok())
+            .ok_or_else(|| {
+                err(
+                    i + 1,
+                    &header[lot_col],
+                    format!(
+                        "{:?} is not a lot size (a whole number of units)",
+                        get(lot_col)
+                    ),
+                )
+            })?;
         let value = format!("{token}|{lot}\t{symbol}");
         if segment == Segment::Derivative {
             let field = |c: Option<usize>| c.map(get).unwrap_or_default();
@@ -769,6 +780,17 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
         )
         .unwrap_err();
         assert_eq!(e.to_string(), "u.csv:2: instrument_key: empty");
+        // A lot that does not read is named, never taken as 1.
+        let e = parse(
+            "kite",
+            "k.csv",
+            "instrument_token,tradingsymbol,exchange,lot_size\n1,A,NSE,1\n2,B,NFO,seventy-five\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "k.csv:3: lot_size: \"seventy-five\" is not a lot size (a whole number of units)"
+        );
     }
 
     impl InstrumentMaster {

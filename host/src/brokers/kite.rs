@@ -377,11 +377,7 @@ impl Kite {
             .first()
             .cloned()
             .ok_or_else(|| BrokerError::Protocol(format!("{id}: no slices")))?;
-        let filled: rust_decimal::Decimal = parts.iter().map(|p| p.filled_qty).sum();
-        let value: rust_decimal::Decimal = parts
-            .iter()
-            .map(|p| p.filled_qty * p.average_price.unwrap_or_default())
-            .sum();
+        let (filled, average) = slices_filled(&parts);
         let done = parts.iter().all(|p| p.status != Open);
         let status = if !done {
             Open
@@ -407,9 +403,7 @@ impl Kite {
             tag: first.tag.clone(),
             status,
             filled_qty: filled,
-            average_price: (!filled.is_zero())
-                .then(|| value / filled)
-                .map(|p| p.round_dp(4).normalize()),
+            average_price: average,
             message: format!("{refused_note}{}", messages.join("; "))
                 .trim_end_matches("; ")
                 .to_owned(),
@@ -677,7 +671,19 @@ impl Broker for Kite {
                     .await
                     .map(Some);
             }
-            Ok(orders.iter().filter(ours).filter_map(Self::order).next())
+            // Our order in a row that does not read is not "absent" (that would place it twice).
+            orders
+                .iter()
+                .find(ours)
+                .map(|v| {
+                    Self::order(v).ok_or_else(|| {
+                        BrokerError::Protocol(format!(
+                            "order book: the row of {} does not read: {v}",
+                            order.client_order_id
+                        ))
+                    })
+                })
+                .transpose()
         })
     }
 
@@ -765,18 +771,27 @@ impl Broker for Kite {
     ) -> BoxFuture<'a, Result<Option<super::Margin>, BrokerError>> {
         Box::pin(async move {
             let mut body = Vec::with_capacity(orders.len());
+            let float = |d: rust_decimal::Decimal| rust_decimal::prelude::ToPrimitive::to_f64(&d);
             for order in orders {
+                // The order as it will go: its own type and prices (a limit at its limit, a
+                // stop at its trigger), a market order at the price it was decided at.
                 let price = order
-                    .reference_price
-                    .and_then(|p| rust_decimal::prelude::ToPrimitive::to_f64(&p))
+                    .kind
+                    .price()
+                    .or(match order.kind {
+                        super::OrderKind::Market => order.reference_price,
+                        _ => None,
+                    })
+                    .and_then(float)
                     .unwrap_or(0.0);
+                let trigger = order.kind.trigger().and_then(float).unwrap_or(0.0);
                 let qty =
                     rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| {
                         BrokerError::Rejected(format!("quantity {} cannot be sent", order.qty))
                     })?;
                 body.push(serde_json::json!({
                     "exchange": order.exchange(), "tradingsymbol": order.symbol, "transaction_type": order.action(), "variety": "regular",
-                    "product": order.product_code(), "order_type": "MARKET", "quantity": qty, "price": price, "trigger_price": 0,
+                    "product": order.product_code(), "order_type": order.kind.code(), "quantity": qty, "price": price, "trigger_price": trigger,
                 }));
             }
             let required = if orders.len() > 1 {
@@ -845,15 +860,7 @@ impl Broker for Kite {
             let rows = data["net"]
                 .as_array()
                 .ok_or_else(|| BrokerError::Protocol("positions without a net list".into()))?;
-            Ok(rows
-                .iter()
-                .filter_map(|p| {
-                    Some((
-                        p["tradingsymbol"].as_str()?.to_owned(),
-                        super::number(&p["quantity"])?,
-                    ))
-                })
-                .collect())
+            super::position_rows(rows, &["tradingsymbol"])
         })
     }
 }
@@ -868,6 +875,22 @@ fn sliced_id(parent: &str, children: &[String], refused: usize) -> String {
 }
 
 /// The children and the count of refused slices of a [`sliced_id`].
+/// What Kite's slices of one order filled together, and at what average: `None` while any
+/// slice with fills has no average yet (the order is read again, never averaged in at 0).
+fn slices_filled(parts: &[BrokerOrder]) -> (rust_decimal::Decimal, Option<rust_decimal::Decimal>) {
+    let filled: rust_decimal::Decimal = parts.iter().map(|p| p.filled_qty).sum();
+    let value: Option<rust_decimal::Decimal> = parts
+        .iter()
+        .filter(|p| !p.filled_qty.is_zero())
+        .map(|p| p.average_price.and_then(|a| p.filled_qty.checked_mul(a)))
+        .sum();
+    let average = value
+        .filter(|_| !filled.is_zero())
+        .and_then(|v| v.checked_div(filled))
+        .map(|p| p.round_dp(4).normalize());
+    (filled, average)
+}
+
 fn parse_sliced(id: &str) -> Option<(Vec<&str>, usize)> {
     let rest = id.strip_prefix(SLICED_PREFIX)?;
     let (_, children) = rest.split_once(':')?;
@@ -881,6 +904,47 @@ fn parse_sliced(id: &str) -> Option<(Vec<&str>, usize)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_slice_filled_without_an_average_leaves_the_order_unpriced() {
+        use rust_decimal::Decimal;
+        let slice = |filled: i64, average: Option<i64>| super::BrokerOrder {
+            filled_qty: Decimal::from(filled),
+            average_price: average.map(Decimal::from),
+            ..super::BrokerOrder::working(
+                "1",
+                &crate::brokers::OrderRequest {
+                    client_order_id: "th1".into(),
+                    submitted_at: None,
+                    symbol: "X".into(),
+                    segment: crate::brokers::Segment::Derivative,
+                    token: None,
+                    side: crate::domain::OrderSide::Buy,
+                    qty: Decimal::from(1800),
+                    product: crate::domain::Product::Mis,
+                    reference_price: None,
+                    protection_pct: Decimal::ONE,
+                    algo_id: None,
+                    kind: crate::brokers::OrderKind::Market,
+                    validity: crate::brokers::Validity::Day,
+                    autoslice: true,
+                },
+            )
+        };
+        assert_eq!(
+            super::slices_filled(&[
+                slice(1800, Some(100)),
+                slice(900, Some(103)),
+                slice(0, None)
+            ]),
+            (Decimal::from(2700), Some(Decimal::from(101)))
+        );
+        assert_eq!(
+            super::slices_filled(&[slice(1800, Some(100)), slice(900, None)]),
+            (Decimal::from(2700), None),
+            "never averaged in at 0"
+        );
+    }
+
     #[test]
     fn a_sliced_orders_id_names_its_children_and_its_refused_slices() {
         let id = super::sliced_id(

@@ -328,14 +328,15 @@ impl BrokerOrder {
             order_id: text(&v["order_id"])?,
             tag: v["tag"].as_str().map(str::to_owned),
             status: BrokerStatus::from_word(v["status"].as_str()?),
-            filled_qty: number(&v["filled_quantity"]).unwrap_or_default(),
+            // Counts that do not read are no order at all (never 0 units filled).
+            filled_qty: number(&v["filled_quantity"])?,
             average_price: number(&v["average_price"]).filter(|p| !p.is_zero()),
             message: v["status_message"].as_str().unwrap_or_default().to_owned(),
             symbol: v[symbol_key].as_str().unwrap_or_default().to_owned(),
             side: v["transaction_type"]
                 .as_str()
                 .and_then(|s| OrderSide::parse(&s.to_ascii_lowercase())),
-            qty: number(&v["quantity"]).unwrap_or_default(),
+            qty: number(&v["quantity"])?,
             placed_at: v["order_timestamp"].as_str().and_then(ist_timestamp),
         })
     }
@@ -496,6 +497,29 @@ impl TokenCell {
     }
 }
 
+/// A broker's position rows as `(symbol, net units)`, the symbol under the first of
+/// `symbol_keys` a row has. A row whose symbol or quantity does not read is an error naming
+/// it: a position left out would pass for flat, and the journal is reconciled against this.
+///
+/// # Errors
+/// A row that does not read.
+pub fn position_rows(
+    rows: &[Value],
+    symbol_keys: &[&str],
+) -> Result<Vec<(String, Decimal)>, BrokerError> {
+    rows.iter()
+        .map(|p| {
+            let symbol = symbol_keys.iter().find_map(|k| p[*k].as_str());
+            match (symbol, number(&p["quantity"])) {
+                (Some(s), Some(q)) => Ok((s.to_owned(), q)),
+                _ => Err(BrokerError::Protocol(format!(
+                    "a position row without a symbol and a quantity: {p}"
+                ))),
+            }
+        })
+        .collect()
+}
+
 /// A number the broker may send as a JSON number or a string (`"75"`, `"1186.0"`).
 #[must_use]
 pub fn number(v: &Value) -> Option<Decimal> {
@@ -562,6 +586,42 @@ mod tests {
             req(OrderSide::Sell, "101.37", "3").protection_limit(),
             Some(Decimal::from_str("98.35").unwrap())
         );
+    }
+
+    #[test]
+    fn a_position_row_that_does_not_read_is_an_error_not_flat() {
+        let rows = [
+            serde_json::json!({ "tradingsymbol": "SBIN", "quantity": "10" }),
+            serde_json::json!({ "tradingsymbol": "INFY", "quantity": "ten" }),
+        ];
+        assert_eq!(
+            position_rows(&rows[..1], &["tradingsymbol"]),
+            Ok(vec![("SBIN".to_owned(), Decimal::from(10))])
+        );
+        assert!(matches!(
+            position_rows(&rows, &["tradingsymbol"]),
+            Err(BrokerError::Protocol(m)) if m.contains("INFY")
+        ));
+    }
+
+    #[test]
+    fn an_order_whose_counts_do_not_read_is_no_order() {
+        let row = |filled: Value| {
+            serde_json::json!({ "order_id": "1", "status": "OPEN", "tag": "th1", "filled_quantity": filled,
+                "quantity": 10, "average_price": 0, "transaction_type": "BUY", "tradingsymbol": "X" })
+        };
+        assert_eq!(
+            BrokerOrder::from_tagged(&row(serde_json::json!(4)), "tradingsymbol")
+                .map(|o| o.filled_qty),
+            Some(Decimal::from(4))
+        );
+        for bad in [serde_json::json!("four"), Value::Null] {
+            assert_eq!(
+                BrokerOrder::from_tagged(&row(bad.clone()), "tradingsymbol"),
+                None,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -698,10 +698,7 @@ impl Broker for OpenAlgo {
             let rows = answer["data"]
                 .as_array()
                 .ok_or_else(|| BrokerError::Protocol("the position book is not a list".into()))?;
-            Ok(rows
-                .iter()
-                .filter_map(|p| Some((p["symbol"].as_str()?.to_owned(), number(&p["quantity"])?)))
-                .collect())
+            super::position_rows(rows, &["symbol"])
         })
     }
 }

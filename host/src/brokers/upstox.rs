@@ -558,10 +558,19 @@ impl Broker for Upstox {
             let orders = data
                 .as_array()
                 .ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
-            Ok(orders
+            // Our order in a row that does not read is not "absent" (that would place it twice).
+            orders
                 .iter()
-                .filter_map(Self::order)
-                .find(|o| o.tag.as_deref() == Some(order.client_order_id.as_str())))
+                .find(|v| v["tag"].as_str() == Some(order.client_order_id.as_str()))
+                .map(|v| {
+                    Self::order(v).ok_or_else(|| {
+                        BrokerError::Protocol(format!(
+                            "order book: the row of {} does not read: {v}",
+                            order.client_order_id
+                        ))
+                    })
+                })
+                .transpose()
         })
     }
 
@@ -777,18 +786,7 @@ impl Broker for Upstox {
             let rows = data
                 .as_array()
                 .ok_or_else(|| BrokerError::Protocol("positions are not a list".into()))?;
-            Ok(rows
-                .iter()
-                .filter_map(|p| {
-                    Some((
-                        p["trading_symbol"]
-                            .as_str()
-                            .or_else(|| p["tradingsymbol"].as_str())?
-                            .to_owned(),
-                        super::number(&p["quantity"])?,
-                    ))
-                })
-                .collect())
+            super::position_rows(rows, &["trading_symbol", "tradingsymbol"])
         })
     }
 }

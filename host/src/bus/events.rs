@@ -179,6 +179,17 @@ pub enum Event {
         journal: String,
         broker_qty: String,
     },
+    /// The journal held more than the broker and was brought down to the broker's position
+    /// by the adjustment order `client_order_id`, booked at `price`.
+    PositionResolved {
+        account: String,
+        instrument: String,
+        journal: String,
+        broker_qty: String,
+        client_order_id: String,
+        price: String,
+        detail: String,
+    },
     /// The positions of a live account could not be compared with its broker's.
     ReconcileFailed {
         account: String,
@@ -511,6 +522,7 @@ impl Event {
             Self::PriceRefused { .. } => "price_refused",
             Self::Parked { .. } => "parked",
             Self::PositionMismatch { .. } => "position_mismatch",
+            Self::PositionResolved { .. } => "position_resolved",
             Self::ReconcileFailed { .. } => "reconcile_failed",
             Self::TokenExpired { .. } => "token_expired",
             Self::TokenRenewed { .. } => "token_renewed",
@@ -578,6 +590,7 @@ impl Event {
                 | Self::RiskBreaker { .. }
                 | Self::Parked { .. }
                 | Self::PositionMismatch { .. }
+                | Self::PositionResolved { .. }
                 | Self::ReconcileFailed { .. }
                 | Self::TokenExpired { .. }
                 | Self::TokenRefused { .. }

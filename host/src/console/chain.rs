@@ -85,9 +85,13 @@ fn lot_of(config: &Config, catalog: &Catalog, underlying: &str, symbol: &str) ->
         .filter(|p| p.symbols.get_ref().iter().any(|s| s == underlying))
         .flat_map(|p| p.accounts.iter())
         .filter_map(|a| {
-            config
-                .account(a.get_ref())
-                .and_then(|a| a.lot_of(&config.market.contract_rules, symbol))
+            config.account(a.get_ref()).and_then(|a| {
+                a.lot_of(
+                    &config.market.contract_rules,
+                    symbol,
+                    crate::bus::message::now_ms(),
+                )
+            })
         })
         .next()
         .unwrap_or(1)

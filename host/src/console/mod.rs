@@ -436,10 +436,18 @@ impl App {
         let mut sums: HashMap<String, (Decimal, Decimal)> = HashMap::new();
         for row in rows {
             let (account, instrument, qty, avg, realized) = row?;
+            // A value the journal cannot hold is an error naming it, never a position of 0.
+            let read = |field: &str, text: &str| {
+                text.parse::<Decimal>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "journal: {account} {instrument}: {field} {text:?} is not a number"
+                    )
+                })
+            };
             let (q, p, r) = (
-                qty.parse::<Decimal>().unwrap_or_default(),
-                avg.parse::<Decimal>().unwrap_or_default(),
-                realized.parse::<Decimal>().unwrap_or_default(),
+                read("qty", &qty)?,
+                read("avg_price", &avg)?,
+                read("realized", &realized)?,
             );
             let mark = last.get(&instrument).copied();
             let unrealized = mark

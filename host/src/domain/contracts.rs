@@ -71,10 +71,20 @@ pub fn is_option(symbol: &str) -> bool {
 /// letters before its expiry. `None` for a name without one (an equity, an index).
 #[must_use]
 pub fn underlying(symbol: &str) -> Option<&str> {
-    let at = symbol.find(|c: char| c.is_ascii_digit())?;
-    let (name, rest) = symbol.split_at(at);
-    // The expiry: two digits of day, then a month's three letters.
-    (at > 0 && rest.len() >= 7 && MONTHS.iter().any(|m| rest.get(2..5) == Some(*m))).then_some(name)
+    // The expiry: two digits of day, a month's three letters, two digits of year; the
+    // underlying is what comes before the first such run (`NIFTYNXT50` holds digits itself).
+    let b = symbol.as_bytes();
+    (1..b.len().saturating_sub(6))
+        .find(|&at| {
+            b[at].is_ascii_digit()
+                && b[at + 1].is_ascii_digit()
+                && MONTHS
+                    .iter()
+                    .any(|m| symbol.get(at + 2..at + 5) == Some(*m))
+                && b[at + 5].is_ascii_digit()
+                && b[at + 6].is_ascii_digit()
+        })
+        .map(|at| &symbol[..at])
 }
 
 /// A derivative's name as its underlying, its expiry's `(year, month, day)` and what
@@ -229,6 +239,23 @@ impl ContractRules {
         self.freeze.get(underlying(symbol)?).copied()
     }
 
+    /// The lot of `symbol` traded at `at_ms`: a contract's by its underlying and expiry; an
+    /// underlying's own name (an index traded as such, as the synthetic and replayed index
+    /// pipelines do) the lot of its contracts expiring from that day on.
+    #[must_use]
+    pub fn lot_size_at(&self, symbol: &str, at_ms: i64) -> Option<u64> {
+        if let Some(lot) = self.lot_size(symbol) {
+            return Some(lot);
+        }
+        let day = super::time::ist_day(at_ms);
+        self.lots
+            .get(symbol.trim())?
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= day)
+            .map(|(_, lot)| *lot)
+    }
+
     /// The lot of the contract `symbol`, by its underlying and expiry.
     #[must_use]
     pub fn lot_size(&self, symbol: &str) -> Option<u64> {
@@ -273,6 +300,7 @@ mod tests {
     fn names_underlyings_and_expiries() {
         assert_eq!(underlying("NIFTY28MAR2420800CE"), Some("NIFTY"));
         assert_eq!(underlying("MIDCPNIFTY30DEC25FUT"), Some("MIDCPNIFTY"));
+        assert_eq!(underlying("NIFTYNXT5027FEB2565000CE"), Some("NIFTYNXT50"));
         assert_eq!(underlying("NIFTY"), None);
         assert_eq!(underlying("M&M"), None);
         assert_eq!(
@@ -343,10 +371,42 @@ mod tests {
         );
         assert_eq!(
             nse.lot_size("NIFTY04JAN2421600CE"),
+            Some(50),
+            "before NSE/FAOP/61415"
+        );
+        assert_eq!(nse.lot_size("NIFTY30MAY2422500CE"), Some(25));
+        assert_eq!(
+            nse.lot_size("NIFTY28DEC2321000CE"),
             None,
-            "before the first listed lot"
+            "before the file's first lot"
         );
         assert_eq!(nse.lot_size("RELIANCE"), None);
+        // Every index derivative is listed, by expiry.
+        for (contract, lot) in [
+            ("BANKNIFTY25JAN2448000CE", 15),
+            ("BANKNIFTY27FEB2548000CE", 30),
+            ("BANKNIFTY31JUL2555000CE", 35),
+            ("BANKNIFTY27JAN2660000CE", 30),
+            ("FINNIFTY30JUL2423000CE", 25),
+            ("FINNIFTY27JAN2627000CE", 60),
+            ("MIDCPNIFTY29JUL2512000CE", 140),
+            ("NIFTYNXT5027FEB2565000CE", 25),
+        ] {
+            assert_eq!(nse.lot_size(contract), Some(lot), "{contract}");
+        }
+    }
+
+    #[test]
+    fn an_index_traded_as_such_takes_the_lot_of_its_contracts_on_the_day() {
+        let nse = ContractRules::nse();
+        // 2024-01-02 and 2026-03-02, 10:00 IST.
+        let (jan24, mar26) = (1_704_169_800_000, 1_772_425_800_000);
+        assert_eq!(nse.lot_size_at("BANKNIFTY", jan24), Some(15));
+        assert_eq!(nse.lot_size_at("BANKNIFTY", mar26), Some(30));
+        assert_eq!(nse.lot_size_at("NIFTY", mar26), Some(65));
+        assert_eq!(nse.lot_size_at("RELIANCE", mar26), None);
+        // A contract's own expiry decides, not the day it trades.
+        assert_eq!(nse.lot_size_at("NIFTY30DEC2526000CE", mar26), Some(75));
     }
 
     #[test]

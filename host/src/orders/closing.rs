@@ -530,7 +530,8 @@ pub(super) fn cancel_entries_at_square_off(
 
 /// The `pipeline` of the orders the host makes itself to close a position
 /// (never cancelled for want of a fill: a close that does not fill keeps working).
-pub const CLOSE_REASONS: [&str; 9] = [
+pub const CLOSE_REASONS: [&str; 10] = [
+    "reconcile",
     "stop-loss",
     "target",
     "trailing-stop",

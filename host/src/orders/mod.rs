@@ -27,6 +27,7 @@ mod journal;
 mod manual;
 mod paper;
 pub mod protect;
+pub mod reconcile;
 pub mod report;
 pub mod risk;
 pub mod service;

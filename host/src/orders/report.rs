@@ -229,7 +229,11 @@ pub fn read_fills(journal: &Path) -> anyhow::Result<Vec<FillRow>> {
         fills.push(FillRow {
             account,
             instrument,
-            sign: if side == "buy" { 1 } else { -1 },
+            sign: match side.as_str() {
+                "buy" => 1,
+                "sell" => -1,
+                other => anyhow::bail!("fill side {other:?} is neither buy nor sell"),
+            },
             qty: qty
                 .parse()
                 .with_context(|| format!("fill quantity {qty:?}"))?,

@@ -435,7 +435,13 @@ pub async fn serve(
                             // Its orders in flight are read back and journaled: now its positions.
                             if unreconciled.remove(&account) && let Some(r) = &router {
                                 let journal = om.positions_of(&account)?;
-                                reconcile_positions(r, &account, &journal, &events).await;
+                                // Where the journal holds more than the broker, the broker is the
+                                // truth: the journal comes down to it before anything is placed.
+                                for m in reconcile_positions(r, &account, &journal, &events).await {
+                                    if let Some(out) = until_recorded(&events, "a position resolved toward the broker", &mut stop, || om.resolve_to_broker(&account, &m.instrument, m.broker)).await {
+                                        let _ = outbox.send(Out::Outcomes(out));
+                                    }
+                                }
                             }
                             release(&mut merge, &mut om, &outbox, &events, &mut stop, expire).await;
                         }
@@ -800,9 +806,10 @@ async fn reconcile_positions(
     account: &str,
     journal: &HashMap<String, rust_decimal::Decimal>,
     events: &Events,
-) {
+) -> Vec<crate::brokers::live::Mismatch> {
     let account = &account.to_owned();
     let journal = journal.clone();
+    let mut found = Vec::new();
     for (_, broker) in router.brokers().iter().filter(|(a, _)| a == account) {
         match router.reconcile(account, &journal).await {
             Ok(mismatches) if mismatches.is_empty() => {
@@ -830,6 +837,7 @@ async fn reconcile_positions(
                             broker_qty: m.broker.to_string(),
                         })
                         .await;
+                    found.push(m);
                 }
             }
             Err(e) => {
@@ -843,6 +851,7 @@ async fn reconcile_positions(
             }
         }
     }
+    found
 }
 
 /// Publish what the live router reports to the operator.

@@ -66,8 +66,8 @@ fn slices_of(config: &Config, o: &NewOrder<'_>) -> (Vec<Decimal>, Option<u64>) {
     let lot = config
         .account(o.account)
         .map_or_else(
-            || rules.lot_size(o.instrument),
-            |a| a.lot_of(rules, o.instrument),
+            || rules.lot_size_at(o.instrument, o.not_before),
+            |a| a.lot_of(rules, o.instrument, o.not_before),
         )
         .unwrap_or(1);
     let parts = rules.slices(o.instrument, qty, lot);

@@ -1867,7 +1867,7 @@ const SLICED: &str = r#"
 id = "big"
 capital = 100000000
 mode = "both"
-sizing = { kind = "lots", lots = 200, lot_size = 25 }
+sizing = { kind = "lots", lots = 100 }
 risk = { cooldown_secs = 0, max_orders_per_sec = 2 }
 
 [[pipelines]]
@@ -2014,12 +2014,13 @@ fn an_order_above_the_freeze_quantity_goes_out_in_paced_slices_and_exits_follow_
 fn a_lot_size_change_between_two_expiries_sizes_each_contract_by_its_own_lot() {
     let dir = tempfile::tempdir().unwrap();
     let text = SLICED
-        .replace("lots = 200, lot_size = 25", "lots = 2")
+        .replace("lots = 100", "lots = 2")
         .replace("capital = 100000000", "capital = 10000000");
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
     let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
     let qty_for = |om: &mut OrderManager, instrument: &str, seq: usize| {
-        let mut s = signal(0, "buy");
+        // A second apart: the account's order rate is 2 a second.
+        let mut s = signal(i64::try_from(seq).unwrap_or(0) * 1_000, "buy");
         s.instrument = instrument.into();
         s.id = SignalMessage::make_id("p", "ma", "0.1.0", s.ts, seq);
         let out = om.on_signal(&s).unwrap();
@@ -2049,12 +2050,23 @@ fn a_lot_size_change_between_two_expiries_sizes_each_contract_by_its_own_lot() {
         Some("130"),
         "2 lots of 65: the first 2026 expiry"
     );
-    let (qty, refused) = qty_for(&mut om, "BANKNIFTY27JAN2660000CE", 2);
+    let banknifty = qty_for(&mut om, "BANKNIFTY27JAN2660000CE", 2);
+    assert_eq!(
+        banknifty.0.as_deref(),
+        Some("60"),
+        "2 lots of 30, BANKNIFTY's lot from the Jan 2026 monthly (NSE/FAOP/70616): {banknifty:?}"
+    );
+    assert_eq!(
+        qty_for(&mut om, "BANKNIFTY30DEC2560000CE", 4).0.as_deref(),
+        Some("70"),
+        "2 lots of 35: the last monthly at the old lot"
+    );
+    let (qty, refused) = qty_for(&mut om, "RELIANCE27JAN261500CE", 3);
     assert_eq!(qty, None);
     assert_eq!(
         refused,
         vec![
-            "lots sizing: the lot of BANKNIFTY27JAN2660000CE is not known; list its underlying's lots in [market] contracts or set lot_size"
+            "lots sizing: the lot of RELIANCE27JAN261500CE is not known; list its underlying's lots in [market] contracts or set lot_size"
         ]
     );
 }

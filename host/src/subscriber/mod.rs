@@ -184,7 +184,7 @@ pub fn fan_out<'a, E>(
         let effective = position(id)?;
         // Lots are the contract's, by its expiry: they change between expiries.
         let rules = Rules {
-            lot: account.lot_of(&config.market.contract_rules, &signal.instrument),
+            lot: account.lot_of(&config.market.contract_rules, &signal.instrument, signal.ts),
             ..Rules::from(account)
         };
         let intent = intent(
