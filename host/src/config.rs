@@ -307,9 +307,14 @@ fn protection() -> Decimal {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MarketSection {
-    /// Prices must be multiples of this tick (NSE: 0.05); 0 turns the check off.
-    #[serde(deserialize_with = "decimal")]
-    pub tick: Decimal,
+    /// Prices of every instrument whose tick is not known otherwise must be multiples of
+    /// this (an explicit override: absent, only an instrument's own tick is checked, from
+    /// `ticks` or its broker's instrument master; never a guessed grid); 0 turns it off.
+    #[serde(default, deserialize_with = "crate::domain::money::de_opt_decimal")]
+    pub tick: Option<Decimal>,
+    /// The tick of named instruments (`{ YESBANK = "0.01" }`), over what a master says.
+    #[serde(deserialize_with = "ticks")]
+    pub ticks: std::collections::BTreeMap<String, Decimal>,
     /// Largest move from an instrument's last price, percent (options exempt); 0 turns it off.
     #[serde(deserialize_with = "decimal")]
     pub band_pct: Decimal,
@@ -347,7 +352,8 @@ fn nse_calendar() -> std::sync::Arc<crate::domain::calendar::Calendar> {
 impl Default for MarketSection {
     fn default() -> Self {
         Self {
-            tick: Decimal::new(5, 2),
+            tick: None,
+            ticks: std::collections::BTreeMap::new(),
             band_pct: Decimal::from(20),
             max_price: Decimal::from(10_000_000),
             calendars: Vec::new(),
@@ -759,6 +765,26 @@ fn start_price() -> f64 {
 }
 
 use crate::domain::money::de_decimal as decimal;
+
+/// `[market] ticks`: instrument → a tick above zero.
+fn ticks<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, Decimal>, D::Error> {
+    #[derive(Deserialize)]
+    struct Tick(#[serde(deserialize_with = "decimal")] Decimal);
+    let raw = std::collections::BTreeMap::<String, Tick>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, Tick(t))| {
+            if t > Decimal::ZERO {
+                Ok((k, t))
+            } else {
+                Err(serde::de::Error::custom(format!(
+                    "ticks.{k}: {t} is not a tick above zero"
+                )))
+            }
+        })
+        .collect()
+}
 
 impl Pipeline {
     /// The plugin's parameters flattened to strings, as `init` takes them.

@@ -221,6 +221,9 @@ pub struct State {
     /// The time the next order is stamped with, `YYYY-MM-DD HH:MM:SS` IST (else the wall clock).
     pub clock: Option<String>,
     sent_at: VecDeque<std::time::Instant>,
+    /// The exchange's tick per trading symbol (as the master the test serves says): a price
+    /// or trigger off it is refused as Kite refuses it.
+    pub ticks: HashMap<String, Decimal>,
     /// Order requests (placements, modifications, cancels) taken per second before the next
     /// is answered 429, as Kite (10) and OpenAlgo (`ORDER_RATE_LIMIT`, 10) limit them; 0: none.
     pub orders_per_second: usize,
@@ -284,6 +287,7 @@ impl MockServer {
                 _ => 0,
             },
             order_requests_at: VecDeque::new(),
+            ticks: HashMap::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -703,6 +707,21 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                     Flavor::Kite,
                     "Market orders without market protection are not allowed via API. Please set market protection or use a Limit order.",
                 );
+            }
+            if let Some(tick) = s.ticks.get(&f["tradingsymbol"]).copied() {
+                for (k, what) in [("price", "price"), ("trigger_price", "trigger price")] {
+                    if f.get(k)
+                        .and_then(|p| p.parse::<Decimal>().ok())
+                        .is_some_and(|p| !(p % tick).is_zero())
+                    {
+                        return refusal(
+                            Flavor::Kite,
+                            &format!(
+                                "Tick size for this script is {tick}. Kindly enter {what} in the multiple of tick size for this script"
+                            ),
+                        );
+                    }
+                }
             }
             if f["order_type"] == "SL-M" && f["exchange"] == "NFO" && is_option(&f["tradingsymbol"])
             {

@@ -281,7 +281,7 @@ async fn openalgo_v1() {
     assert_eq!(placed["quantity"], "5", "OpenAlgo takes numbers as strings");
     assert_eq!(
         (placed["pricetype"].as_str(), placed["price"].as_str()),
-        (Some("LIMIT"), Some("1209.70"))
+        (Some("LIMIT"), Some("1209.7"))
     );
     drop(s);
     // placesmartorder: sized by OpenAlgo to reach the position.

@@ -1582,6 +1582,38 @@ async fn kite_rig(
     (mock, om, router, rx)
 }
 
+/// An SL-M on the NIFTY option placed straight at the Kite server `mock`: what Kite answers.
+async fn sl_m_on_the_option(
+    mock: &MockServer,
+    side: OrderSide,
+    trigger: Decimal,
+) -> Result<String, BrokerError> {
+    Kite::new(
+        &mock.url,
+        Secret::new("kite-key"),
+        Secret::new("kite-token"),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .place(&OrderRequest {
+        client_order_id: "probe".into(),
+        submitted_at: None,
+        symbol: KITE_SYMBOL.into(),
+        segment: Segment::Derivative,
+        token: None,
+        side,
+        qty: dec!(50),
+        product: Product::Mis,
+        reference_price: Some(dec!(100)),
+        protection_pct: dec!(2),
+        algo_id: None,
+        kind: tradehost::brokers::OrderKind::StopMarket { trigger },
+        validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
+    })
+    .await
+}
+
 const OPTION_PROTECTED: &str = r#"
 [[accounts]]
 id = "kite-1"
@@ -1616,30 +1648,7 @@ async fn an_option_position_rests_an_sl_stop_at_a_broker_that_refuses_sl_m() {
     )
     .await;
     // The mock refuses an SL-M on the option as Kite does.
-    let refused = Kite::new(
-        &mock.url,
-        Secret::new("kite-key"),
-        Secret::new("kite-token"),
-        Duration::from_secs(2),
-    )
-    .unwrap()
-    .place(&OrderRequest {
-        client_order_id: "probe".into(),
-        submitted_at: None,
-        symbol: KITE_SYMBOL.into(),
-        segment: Segment::Derivative,
-        token: None,
-        side: OrderSide::Sell,
-        qty: dec!(50),
-        product: Product::Mis,
-        reference_price: Some(dec!(100)),
-        protection_pct: dec!(2),
-        algo_id: None,
-        kind: tradehost::brokers::OrderKind::StopMarket { trigger: dec!(90) },
-        validity: tradehost::brokers::Validity::Day,
-        autoslice: false,
-    })
-    .await;
+    let refused = sl_m_on_the_option(&mock, OrderSide::Sell, dec!(90)).await;
     assert!(
         matches!(&refused, Err(BrokerError::Rejected(m)) if m.contains("SL-M")),
         "{refused:?}"
@@ -1955,30 +1964,7 @@ async fn a_stop_trailed_forty_times_at_kite_stays_where_the_journal_says() {
 async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
     let dir = tempfile::tempdir().unwrap();
     let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
-    let live = Kite::new(
-        &mock.url,
-        Secret::new("kite-key"),
-        Secret::new("kite-token"),
-        Duration::from_secs(2),
-    )
-    .unwrap()
-    .place(&OrderRequest {
-        client_order_id: "probe".into(),
-        submitted_at: None,
-        symbol: KITE_SYMBOL.into(),
-        segment: Segment::Derivative,
-        token: None,
-        side: OrderSide::Buy,
-        qty: dec!(50),
-        product: Product::Mis,
-        reference_price: Some(dec!(100)),
-        protection_pct: dec!(2),
-        algo_id: None,
-        kind: tradehost::brokers::OrderKind::StopMarket { trigger: dec!(105) },
-        validity: tradehost::brokers::Validity::Day,
-        autoslice: false,
-    })
-    .await;
+    let live = sl_m_on_the_option(&mock, OrderSide::Buy, dec!(105)).await;
     let Err(BrokerError::Rejected(live_text)) = live else {
         panic!("Kite refuses an SL-M on an option: {live:?}")
     };
@@ -2218,5 +2204,82 @@ async fn a_position_the_broker_squared_off_while_the_host_was_down_gets_no_carri
     assert_eq!(
         orders_at_broker, 2,
         "the entry and the broker's own square-off, nothing new"
+    );
+}
+
+/// NSE ticks stocks under ₹250 in ₹0.01 (since June 2024); the broker's instrument master
+/// says so per contract. Its prices pass the guard on that tick (on a fixed 0.05 grid most
+/// were refused and the stock hardly traded), and a limit goes to Kite at the paisa asked,
+/// which Kite, serving the same master, takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_under_250_trades_on_the_tick_its_master_gives() {
+    const YES_CSV: &str = "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange
+3050241,11915,YESBANK,\"YES BANK\",0,,0,0.01,1,EQ,NSE,NSE
+";
+    let dir = tempfile::tempdir().unwrap();
+    let config = PROTECTED
+        .replace("product = \"cnc\"", "product = \"mis\"")
+        .replace("exits = { stop_loss_pct = 2, trailing_pct = 1 }", "")
+        .replace("symbols = [\"RELIANCE\"]", "symbols = [\"YESBANK\"]");
+    let (mock, mut om, router, mut rx) =
+        kite_rig(dir.path(), "yesbank", &config, YES_CSV, Product::Mis).await;
+    {
+        let mut st = mock.state();
+        st.ticks.insert("YESBANK".into(), dec!(0.01));
+        st.ltp.insert("YESBANK".into(), dec!(18.37));
+    }
+    // The price guard (the engine's and the orders side's) takes the paisa.
+    let mut guard = tradehost::market::guard::PriceGuard::new(
+        tradehost::market::guard::GuardRules::from_config(
+            &tradehost::config::MarketSection::default(),
+            0,
+        ),
+    );
+    for (i, p) in [dec!(18.37), dec!(18.41), dec!(18.38)]
+        .into_iter()
+        .enumerate()
+    {
+        guard
+            .check("YESBANK", T + i64::try_from(i).unwrap(), &[("last", p)], T)
+            .unwrap();
+    }
+    assert!(
+        guard
+            .check("YESBANK", T + 9, &[("last", dec!(18.375))], T)
+            .is_err(),
+        "off its own tick"
+    );
+    let mut s = signal();
+    (s.pipeline, s.instrument, s.id) = (
+        "rel".into(),
+        "YESBANK".into(),
+        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
+    );
+    s.order = Some(tradehost::bus::message::OrderTerms {
+        kind: "LIMIT".into(),
+        price: Some(dec!(18.37)),
+        trigger: None,
+        validity: None,
+    });
+    om.on_quotes(&quote_of("YESBANK", T - 60_000, dec!(18.37)))
+        .unwrap();
+    om.on_signal(&s).unwrap();
+    hand_over(&mut om, &router);
+    let out = pump(&mut om, &router, &mut rx, |u| {
+        matches!(u, LiveUpdate::Accepted { .. } | LiveUpdate::Rejected { .. })
+    })
+    .await;
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::OrderRejected { .. })),
+        "{out:?}"
+    );
+    let st = mock.state();
+    assert_eq!(st.orders.len(), 1);
+    assert_eq!(
+        st.orders[0].fields.get("price").map(String::as_str),
+        Some("18.37"),
+        "the paisa asked, not the 0.05 grid's 18.35"
     );
 }

@@ -38,6 +38,8 @@ pub struct Instrument {
     pub lot_size: u64,
     /// The broker's own trading symbol (Kite's `NIFTY24MAR20800CE` for our `NIFTY28MAR2420800CE`).
     pub symbol: String,
+    /// The exchange's tick, as the master gives it (`tick_size`); `None` when it does not.
+    pub tick: Option<Decimal>,
 }
 
 /// A broker's instrument file that could not be read.
@@ -108,6 +110,7 @@ pub fn parse(
     let (symbol_col, exchange_col, lot_col) =
         (col("tradingsymbol")?, col("exchange")?, col("lot_size")?);
     let segment_col = header.iter().position(|h| h.trim() == "segment");
+    let tick_col = header.iter().position(|h| h.trim() == "tick_size");
     let optional = |name: &str| header.iter().position(|h| h.trim() == name);
     let (name_col, expiry_col, strike_col, type_col, option_col) = (
         optional("name"),
@@ -162,7 +165,19 @@ pub fn parse(
                     ),
                 )
             })?;
-        let value = format!("{token}|{lot}\t{symbol}");
+        // The tick, where the master gives one: a value that does not read is an error, an
+        // empty one unknown (never a guess).
+        let tick = match tick_col.map(get).filter(|t| !t.is_empty()) {
+            None => String::new(),
+            Some(t) => match Decimal::from_str_exact(t) {
+                Ok(d) if d > Decimal::ZERO => d.normalize().to_string(),
+                Ok(_) => String::new(),
+                Err(_) => {
+                    return Err(err(i + 1, "tick_size", format!("{t:?} is not a tick size")));
+                }
+            },
+        };
+        let value = format!("{token}|{lot}\t{symbol}\t{tick}");
         if segment == Segment::Derivative {
             let field = |c: Option<usize>| c.map(get).unwrap_or_default();
             // Kite: instrument_type CE / PE / FUT; Upstox: OPTIDX + option_type CE / PE, FUTIDX / FUTSTK.
@@ -296,12 +311,16 @@ pub fn contract_symbol(underlying: &str, expiry: &str, strike: &str, kind: &str)
 
 fn decode(value: &str) -> Instrument {
     // Upstox tokens hold a `|` themselves (`NSE_EQ|INE002A01018`): the lot is after the last one.
-    let (value, symbol) = value.split_once('\t').unwrap_or((value, ""));
+    let (value, rest) = value.split_once('\t').unwrap_or((value, ""));
+    let (symbol, tick) = rest.split_once('\t').unwrap_or((rest, ""));
     let (token, lot) = value.rsplit_once('|').unwrap_or((value, "1"));
     Instrument {
         token: token.to_owned(),
         lot_size: lot.parse().unwrap_or(1),
         symbol: symbol.to_owned(),
+        tick: Decimal::from_str_exact(tick)
+            .ok()
+            .filter(|t| *t > Decimal::ZERO),
     }
 }
 
@@ -337,6 +356,19 @@ impl InstrumentMaster {
     pub async fn load(&self, broker: &str, source: &str) -> anyhow::Result<usize> {
         let entries = parse(broker, source, &read_source(source).await?)?;
         let n = entries.iter().filter(|(k, _)| !is_index_key(k)).count();
+        // The exchange's tick of each instrument, under our name and the broker's own.
+        crate::domain::money::learn_ticks(
+            entries
+                .iter()
+                .filter(|(k, _)| !is_index_key(k))
+                .flat_map(|(k, v)| {
+                    let i = decode(v);
+                    let ours = k.split_once(':').map_or(k.as_str(), |(_, s)| s).to_owned();
+                    i.tick
+                        .into_iter()
+                        .flat_map(move |t| [(ours.clone(), t), (i.symbol.clone(), t)])
+                }),
+        );
         if !self.bus.replace_hash(&self.key(broker), &entries).await? {
             let map: HashMap<String, String> = entries.into_iter().collect();
             if let Ok(mut m) = self.memory.write() {
@@ -558,6 +590,7 @@ mod tests {
 12345679,48226,NIFTY2432120800PE,\"NIFTY\",0,2024-03-21,20800,0.05,50,PE,NFO-OPT,NFO
 12345680,48227,NIFTY24MARFUT,\"NIFTY\",0,2024-03-28,0,0.05,50,FUT,NFO-FUT,NFO
 12345681,48228,VEDL24APR292.5CE,\"VEDL\",0,2024-04-25,292.5,0.05,2000,CE,NFO-OPT,NFO
+3050241,11915,YESBANK,\"YES BANK\",0,,0,0.01,1,EQ,NSE,NSE
 ";
     const UPSTOX: &str = "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange
 NSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ
@@ -569,7 +602,14 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
     async fn both_formats_resolve_and_indices_and_strangers_do_not() {
         let m = InstrumentMaster::new(Bus::embedded("t"));
         // Each contract under its own name and under ours.
-        assert_eq!(m.load_text("kite", KITE), 2 + 2 * 4);
+        assert_eq!(m.load_text("kite", KITE), 3 + 2 * 4);
+        // The exchange's tick of each, as the master lists it: YES BANK, under ₹250, ticks 0.01.
+        let yes = m
+            .resolve("kite", Segment::Equity, "YESBANK")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(yes.tick, Some(Decimal::new(1, 2)));
         assert_eq!(m.load_text("upstox", UPSTOX), 3 + 1);
         // The options of each underlying by expiry, for chains made from the master.
         assert_eq!(
@@ -621,7 +661,8 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
             Instrument {
                 token: "738561".into(),
                 lot_size: 1,
-                symbol: "RELIANCE".into()
+                symbol: "RELIANCE".into(),
+                tick: Some(Decimal::new(5, 2)),
             }
         );
         let o = m
@@ -634,7 +675,8 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
             Instrument {
                 token: "NSE_FO|48225".into(),
                 lot_size: 50,
-                symbol: "NIFTY 20800 CE 28 MAR 24".into()
+                symbol: "NIFTY 20800 CE 28 MAR 24".into(),
+                tick: Some(Decimal::new(5, 2)),
             }
         );
         // Kite's monthly, weekly, futures and fractional-strike names, reached from ours.

@@ -671,19 +671,11 @@ impl Broker for Kite {
                     .await
                     .map(Some);
             }
-            // Our order in a row that does not read is not "absent" (that would place it twice).
-            orders
-                .iter()
-                .find(ours)
-                .map(|v| {
-                    Self::order(v).ok_or_else(|| {
-                        BrokerError::Protocol(format!(
-                            "order book: the row of {} does not read: {v}",
-                            order.client_order_id
-                        ))
-                    })
-                })
-                .transpose()
+            super::our_row(
+                orders.iter().find(ours),
+                &order.client_order_id,
+                Self::order,
+            )
         })
     }
 

@@ -974,6 +974,12 @@ impl Worker {
         let symbol = broker_symbol
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| o.instrument.clone());
+        // Prices on the instrument's own tick where its master gives one (a stock above
+        // ₹1,000 ticks 0.10 since April 2025), never worse than asked.
+        let kind = match crate::domain::money::known_tick(&o.instrument) {
+            Some(tick) => o.kind.on_tick_of(o.side, tick),
+            None => o.kind,
+        };
         Ok(OrderRequest {
             client_order_id: o.client_order_id.clone(),
             submitted_at: Some(o.submitted_at).filter(|t| *t > 0),
@@ -986,7 +992,7 @@ impl Worker {
             reference_price: o.reference_price,
             protection_pct: self.link.protection_pct,
             algo_id: self.link.algo_id.clone(),
-            kind: o.kind,
+            kind,
             validity: o.validity,
             autoslice: o.autoslice,
         })

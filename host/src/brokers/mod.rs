@@ -104,8 +104,9 @@ impl OrderRequest {
         }
     }
 
-    /// The protective limit price of a market order: `pct` through the
-    /// reference price, rounded away from the market to the 0.05 tick.
+    /// The protective limit price of a market order: `pct` through the reference price,
+    /// on the instrument's tick (its master's, else the 0.05 grid) toward the market, so
+    /// that a buy never pays more than the collar.
     #[must_use]
     pub fn protection_limit(&self) -> Option<Decimal> {
         let reference = self.reference_price?;
@@ -115,15 +116,15 @@ impl OrderRequest {
             Decimal::from(2)
         };
         let factor = match self.side {
-            OrderSide::Buy => Decimal::ONE_HUNDRED + pct,
-            OrderSide::Sell => Decimal::ONE_HUNDRED - pct,
-        } / Decimal::ONE_HUNDRED;
-        let ticks = reference * factor * Decimal::from(20);
-        let ticks = match self.side {
-            OrderSide::Buy => ticks.floor(),
-            OrderSide::Sell => ticks.ceil(),
-        };
-        Some((ticks / Decimal::from(20)).round_dp(2))
+            OrderSide::Buy => Decimal::ONE_HUNDRED.checked_add(pct)?,
+            OrderSide::Sell => Decimal::ONE_HUNDRED.checked_sub(pct)?,
+        }
+        .checked_div(Decimal::ONE_HUNDRED)?;
+        let tick =
+            crate::domain::money::known_tick(&self.symbol).unwrap_or(crate::domain::money::TICK);
+        let raw = reference.checked_mul(factor)?;
+        let limit = crate::domain::money::on_grid(raw, tick, self.side == OrderSide::Sell);
+        Some(limit.round_dp(2).max(tick))
     }
 }
 
@@ -340,6 +341,25 @@ impl BrokerOrder {
             placed_at: v["order_timestamp"].as_str().and_then(ist_timestamp),
         })
     }
+}
+
+/// Our order `coid` in the book row `row` (the one that carries our tag), read by `read`:
+/// `Ok(None)` when no row is ours; a row of ours that does not read is an error, never
+/// "absent" (which would place the order twice).
+///
+/// # Errors
+/// Our row does not read.
+pub fn our_row(
+    row: Option<&Value>,
+    coid: &str,
+    read: impl Fn(&Value) -> Option<BrokerOrder>,
+) -> Result<Option<BrokerOrder>, BrokerError> {
+    row.map(|v| {
+        read(v).ok_or_else(|| {
+            BrokerError::Protocol(format!("order book: the row of {coid} does not read: {v}"))
+        })
+    })
+    .transpose()
 }
 
 /// Month abbreviations as Indian brokers and exchanges print them.
@@ -602,6 +622,18 @@ mod tests {
             position_rows(&rows, &["tradingsymbol"]),
             Err(BrokerError::Protocol(m)) if m.contains("INFY")
         ));
+    }
+
+    #[test]
+    fn our_order_in_a_row_that_does_not_read_is_not_absent() {
+        let read = |v: &Value| BrokerOrder::from_tagged(v, "tradingsymbol");
+        let row = serde_json::json!({ "order_id": "1", "status": "OPEN", "tag": "th1",
+            "filled_quantity": "lots", "quantity": 10, "tradingsymbol": "X" });
+        assert!(matches!(
+            our_row(Some(&row), "th1", read),
+            Err(BrokerError::Protocol(m)) if m.contains("th1")
+        ));
+        assert_eq!(our_row(None, "th1", read), Ok(None));
     }
 
     #[test]

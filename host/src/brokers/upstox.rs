@@ -558,19 +558,12 @@ impl Broker for Upstox {
             let orders = data
                 .as_array()
                 .ok_or_else(|| BrokerError::Protocol("the order book is not a list".into()))?;
-            // Our order in a row that does not read is not "absent" (that would place it twice).
-            orders
-                .iter()
-                .find(|v| v["tag"].as_str() == Some(order.client_order_id.as_str()))
-                .map(|v| {
-                    Self::order(v).ok_or_else(|| {
-                        BrokerError::Protocol(format!(
-                            "order book: the row of {} does not read: {v}",
-                            order.client_order_id
-                        ))
-                    })
-                })
-                .transpose()
+            let coid = order.client_order_id.as_str();
+            super::our_row(
+                orders.iter().find(|v| v["tag"].as_str() == Some(coid)),
+                coid,
+                Self::order,
+            )
         })
     }
 

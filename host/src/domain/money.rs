@@ -3,8 +3,56 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
-/// NSE tick size: every price the exchange takes is a multiple of 0.05.
+/// The host's own grid for the prices it sets where an instrument's tick is not known
+/// (stops, limits, paper fills): 0.05, a multiple of every NSE tick below ₹1,000 (0.01 for
+/// stocks under ₹250 since June 2024, 0.05 for options and most stocks). The exchange's
+/// tick of an instrument comes from its broker's instrument master ([`known_tick`]).
 pub const TICK: Decimal = Decimal::from_parts(5, 0, 0, false, 2);
+
+/// The ticks the exchange gives instruments, as the brokers' instrument masters list them
+/// (`tick_size`), by trading symbol: what this process has read, shared by its feeds, its
+/// price guards and its live orders.
+fn ticks() -> &'static std::sync::RwLock<std::collections::HashMap<String, Decimal>> {
+    static TICKS: std::sync::OnceLock<
+        std::sync::RwLock<std::collections::HashMap<String, Decimal>>,
+    > = std::sync::OnceLock::new();
+    TICKS.get_or_init(Default::default)
+}
+
+/// Record the exchange's tick of each `(symbol, tick)` (an instrument master just read).
+pub fn learn_ticks(known: impl IntoIterator<Item = (String, Decimal)>) {
+    let mut map = ticks()
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (symbol, tick) in known {
+        if tick > Decimal::ZERO {
+            map.insert(symbol, tick);
+        }
+    }
+}
+
+/// The exchange's tick of `symbol`, where an instrument master gave it: `None` when unknown
+/// (nothing is then refused for being off a grid the host would only guess).
+#[must_use]
+pub fn known_tick(symbol: &str) -> Option<Decimal> {
+    ticks()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(symbol)
+        .copied()
+}
+
+/// `price` on `tick`'s grid, down (`up` false) or up; kept as it is when it cannot be.
+#[must_use]
+pub fn on_grid(price: Decimal, tick: Decimal, up: bool) -> Decimal {
+    if tick <= Decimal::ZERO {
+        return price;
+    }
+    price
+        .checked_div(tick)
+        .and_then(|n| if up { n.ceil() } else { n.floor() }.checked_mul(tick))
+        .map_or(price, |d| d.normalize())
+}
 
 /// `price` at the nearest tick (a level the host sets itself: a stop, a target).
 #[must_use]

@@ -158,13 +158,14 @@ impl OrderKind {
     /// stop never triggers before its level). A price too large to round is kept.
     #[must_use]
     pub fn on_tick(self, side: super::OrderSide) -> Self {
-        use super::money::TICK;
+        self.on_tick_of(side, super::money::TICK)
+    }
+
+    /// [`Self::on_tick`] on `tick`'s grid (an instrument's own tick).
+    #[must_use]
+    pub fn on_tick_of(self, side: super::OrderSide, tick: Decimal) -> Self {
         use OrderSide::{Buy, Sell};
-        let step = |p: Decimal, up: bool| {
-            p.checked_div(TICK)
-                .and_then(|n| if up { n.ceil() } else { n.floor() }.checked_mul(TICK))
-                .map_or(p, |d| d.normalize())
-        };
+        let step = |p: Decimal, up: bool| super::money::on_grid(p, tick, up);
         let limit = |p| step(p, side == Sell);
         let trigger = |p| step(p, side == Buy);
         match self {

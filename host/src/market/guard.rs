@@ -18,8 +18,12 @@ use crate::config::MarketSection;
 /// What a price must satisfy (`[market]` in `pipelines.toml`, and a source's `max_skew_secs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardRules {
-    /// Prices must be whole multiples of this (NSE: 0.05); zero turns the check off.
-    pub tick: Decimal,
+    /// Prices of an instrument whose tick is not known must be whole multiples of this
+    /// (`[market] tick`, an explicit override); `None`: they are not checked against a
+    /// grid; zero turns every tick check off.
+    pub tick: Option<Decimal>,
+    /// The tick of named instruments (`[market] ticks`), over what a master says.
+    pub ticks: std::sync::Arc<std::collections::BTreeMap<String, Decimal>>,
     /// A price more than this many percent away from its instrument's last
     /// accepted price is refused; zero turns the check off. Options are
     /// exempt: they can double in a minute.
@@ -48,6 +52,7 @@ impl GuardRules {
     pub fn from_config(market: &MarketSection, max_skew_secs: u64) -> Self {
         Self {
             tick: market.tick,
+            ticks: std::sync::Arc::new(market.ticks.clone()),
             band_pct: market.band_pct,
             max_price: market.max_price,
             max_skew_ms: i64::try_from(max_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
@@ -269,18 +274,30 @@ impl PriceGuard {
                 max: self.rules.max_price,
             });
         }
-        let tick = if is_index(&instrument()) {
-            self.rules.tick.min(Decimal::new(1, 2))
-        } else {
-            self.rules.tick
-        };
-        if tick > Decimal::ZERO && !(value % tick).is_zero() {
-            return Err(Refused::OffTick {
-                instrument: instrument(),
-                field,
-                value,
-                tick,
-            });
+        // The instrument's own tick where it is known (configured, or from its broker's
+        // master; an index is computed to 0.01), else the explicit override, else none:
+        // a price is never refused for being off a grid the host would only guess.
+        if self.rules.tick != Some(Decimal::ZERO) {
+            let name = instrument();
+            let tick = self
+                .rules
+                .ticks
+                .get(&name)
+                .copied()
+                .or_else(|| crate::domain::money::known_tick(&name))
+                .or_else(|| is_index(&name).then(|| Decimal::new(1, 2)))
+                .or(self.rules.tick)
+                .filter(|t| *t > Decimal::ZERO);
+            if let Some(tick) = tick
+                && !(value % tick).is_zero()
+            {
+                return Err(Refused::OffTick {
+                    instrument: name,
+                    field,
+                    value,
+                    tick,
+                });
+            }
         }
         let band = self.rules.band_pct;
         if let Some(last) = last.filter(|_| band > Decimal::ZERO && !is_option(&instrument())) {
@@ -344,20 +361,53 @@ mod tests {
     }
 
     #[test]
-    fn stocks_trade_on_the_tick_and_indices_on_the_paisa() {
+    fn each_instrument_trades_on_its_own_tick_and_none_is_guessed() {
+        // As an instrument master gives them: RELIANCE on 0.05, YES BANK (under ₹250) on 0.01.
+        crate::domain::money::learn_ticks([
+            ("GUARDTEST-RELIANCE".to_owned(), dec!(0.05)),
+            ("GUARDTEST-YESBANK".to_owned(), dec!(0.01)),
+        ]);
         let mut g = guard();
         assert!(
-            g.check("RELIANCE", T0, &[("last", dec!(2450.03))], T0)
+            g.check("GUARDTEST-RELIANCE", T0, &[("last", dec!(2450.03))], T0)
                 .unwrap_err()
                 .to_string()
                 .contains("off the 0.05 tick")
         );
-        g.check("RELIANCE", T0, &[("last", dec!(2450.05))], T0)
+        g.check("GUARDTEST-RELIANCE", T0, &[("last", dec!(2450.05))], T0)
             .unwrap();
+        // 1,141 of 1,499 such ticks were refused on a fixed 0.05 grid.
+        g.check("GUARDTEST-YESBANK", T0, &[("last", dec!(18.37))], T0)
+            .unwrap();
+        assert!(
+            g.check("GUARDTEST-YESBANK", T0 + 1, &[("last", dec!(18.375))], T0)
+                .unwrap_err()
+                .to_string()
+                .contains("off the 0.01 tick")
+        );
+        // An instrument whose tick is not known is not held to a guessed grid.
+        g.check("GUARDTEST-UNKNOWN", T0, &[("last", dec!(101.37))], T0)
+            .unwrap();
+        // Indices are computed to the paisa.
         g.check("NIFTY 50", T0, &[("last", dec!(24123.47))], T0)
             .unwrap();
         g.check("BANKNIFTY", T0, &[("last", dec!(48123.01))], T0)
             .unwrap();
+        // `[market] ticks` names an instrument's tick; `[market] tick` is the explicit
+        // grid of the rest.
+        let mut strict = PriceGuard::new(GuardRules {
+            tick: Some(dec!(0.05)),
+            ticks: std::sync::Arc::new([("GUARDTEST-IRFC".to_owned(), dec!(0.01))].into()),
+            ..GuardRules::default()
+        });
+        strict
+            .check("GUARDTEST-IRFC", T0, &[("last", dec!(121.37))], T0)
+            .unwrap();
+        assert!(
+            strict
+                .check("GUARDTEST-UNKNOWN", T0, &[("last", dec!(101.37))], T0)
+                .is_err()
+        );
     }
 
     #[test]
@@ -378,7 +428,7 @@ mod tests {
             .unwrap();
         let mut replay = PriceGuard::new(GuardRules {
             max_skew_ms: 0,
-            tick: Decimal::ZERO,
+            tick: Some(Decimal::ZERO),
             ..GuardRules::default()
         });
         replay

@@ -205,7 +205,12 @@ impl OrderManager {
                             stop_loss: s.stop_loss,
                             target: s.target,
                             opens,
-                            kind: kind.on_tick(i.side),
+                            // On the instrument's own tick where its master gave one.
+                            kind: kind.on_tick_of(
+                                i.side,
+                                crate::domain::money::known_tick(&s.instrument)
+                                    .unwrap_or(crate::domain::money::TICK),
+                            ),
                             validity,
                             pace_from: 0,
                         };
