@@ -132,6 +132,12 @@ async fn main() {
     );
     // Kite Connect over loopback HTTP: place, then the first status poll completes it.
     let mock = MockServer::start(Flavor::Kite, "bench-key-000001", "bench-token-000001");
+    {
+        // The market the orders fill at; the router is measured, not Kite's order rate.
+        let mut s = mock.state();
+        s.ltp.insert("RELIANCE".into(), Decimal::from(1186));
+        s.orders_per_second = 0;
+    }
     let kite = Arc::new(
         Kite::new(
             &mock.url,

@@ -986,7 +986,7 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             |id| json!({ "status": "success", "data": { "order_id": id } }),
         ),
         (Flavor::Kite, "GET", "/portfolio/positions") => {
-            let net: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| json!({ "tradingsymbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string().parse::<i64>().unwrap_or(0), "average_price": 0.0, "pnl": 0.0 })).collect();
+            let net: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| json!({ "tradingsymbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string().parse::<i64>().unwrap_or(0), "average_price": net_average(s, &sym, q), "pnl": 0.0 })).collect();
             ok_kite(json!({ "net": net, "day": [] }))
         }
         (Flavor::Upstox, "GET", "/v2/portfolio/short-term-positions") => {
@@ -994,7 +994,7 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                 .into_iter()
                 .map(|(token, q)| {
                     let symbol = s.symbols.get(&token).cloned().unwrap_or_else(|| token.clone());
-                    json!({ "trading_symbol": symbol, "instrument_token": token, "exchange": "NSE", "product": "I", "quantity": q.to_string().parse::<i64>().unwrap_or(0), "average_price": 0.0, "pnl": 0.0 })
+                    json!({ "trading_symbol": symbol, "instrument_token": token, "exchange": "NSE", "product": "I", "quantity": q.to_string().parse::<i64>().unwrap_or(0), "average_price": net_average(s, &token, q), "pnl": 0.0 })
                 })
                 .collect();
             ok_kite(Value::Array(rows))
@@ -1682,7 +1682,10 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             (200, json!({ "status": "success", "data": data }), None)
         }
         (Flavor::OpenAlgo, "POST", "/api/v1/positionbook") => {
-            let data: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| json!({ "symbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string(), "average_price": "0.00", "ltp": "0.00", "pnl": "0.00" })).collect();
+            let data: Vec<Value> = net_positions(s).into_iter().map(|(sym, q)| {
+                let (avg, ltp) = (net_average(s, &sym, q), s.ltp.get(&sym).map_or(0.0, |p| p.to_string().parse::<f64>().unwrap_or(0.0)));
+                json!({ "symbol": sym, "exchange": "NSE", "product": "MIS", "quantity": q.to_string(), "average_price": format!("{avg:.2}"), "ltp": format!("{ltp:.2}"), "pnl": "0.00" })
+            }).collect();
             (200, json!({ "status": "success", "data": data }), None)
         }
         _ => (
@@ -1747,6 +1750,31 @@ impl State {
 }
 
 /// Net filled units per symbol (Upstox: per instrument token), zeros left out.
+/// The average price of the net position in `symbol`: of the buys for a long, the sells for
+/// a short (as the brokers' position books report a day's net position); 0 when flat.
+fn net_average(s: &State, symbol: &str, net: Decimal) -> f64 {
+    let side = if net > Decimal::ZERO { "BUY" } else { "SELL" };
+    let (mut qty, mut value) = (Decimal::ZERO, Decimal::ZERO);
+    for o in s
+        .orders
+        .iter()
+        .filter(|o| o.symbol == symbol && o.side == side)
+    {
+        for (q, p) in o.trades_or_fill() {
+            qty += q;
+            value += q * p;
+        }
+    }
+    if qty.is_zero() || net.is_zero() {
+        return 0.0;
+    }
+    (value / qty)
+        .round_dp(2)
+        .to_string()
+        .parse::<f64>()
+        .unwrap_or(0.0)
+}
+
 fn net_positions(s: &State) -> Vec<(String, Decimal)> {
     let mut net: Vec<(String, Decimal)> = Vec::new();
     for o in s.orders.iter().filter(|o| o.filled > Decimal::ZERO) {
@@ -1991,11 +2019,11 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
                 return Some(o.clone());
             }
         }
-        let price = ltp
-            .get(&o.symbol)
-            .copied()
-            .or(limit)
-            .unwrap_or(Decimal::from(100));
+        // At the last traded price the test's market gave (a limit at most at its limit);
+        // with no price at all a market order finds nobody to trade with and works on.
+        let Some(price) = ltp.get(&o.symbol).copied().or(limit) else {
+            return Some(o.clone());
+        };
         // A limit (protected) order fills at the market, never beyond its limit.
         let price = match (limit, o.side.as_str()) {
             (Some(l), "BUY") => price.min(l),

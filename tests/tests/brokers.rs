@@ -374,6 +374,8 @@ async fn next_update(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_never_places_blind_and_a_token_error_pauses_one_account() {
     let mock = MockServer::start(Flavor::Kite, "kite-api-key-9", "kite-token-9999");
+    // The market the exchange fills at.
+    mock.state().ltp.insert("RELIANCE".into(), d("1186"));
     let kite: Arc<dyn Broker> = Arc::new(
         Kite::new(
             &mock.url,

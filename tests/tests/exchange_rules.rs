@@ -81,6 +81,7 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
         let mut s = mock.state();
         s.tradable = vec![KITE_SYMBOL.into()];
         s.freeze.insert(KITE_SYMBOL.into(), dec!(1800));
+        s.ltp.insert(KITE_SYMBOL.into(), dec!(100));
     }
     let kite: Arc<dyn Broker> = Arc::new(
         Kite::new(
@@ -593,6 +594,7 @@ fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_an
     use std::process::{Command, Stdio};
     let redis = tradehost_tests::RedisServer::start();
     let broker = MockServer::start(Flavor::Kite, "kite-key-protect", "kite-token-protect");
+    broker.state().ltp.insert("RELIANCE".into(), dec!(960));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kite.csv"), RELIANCE_CSV).unwrap();
     // RELIANCE falls for an hour, then rises all day: one crossover up, no way down. A
@@ -1445,6 +1447,7 @@ async fn an_account_that_lets_kite_slice_sends_the_order_whole_and_follows_its_s
         let mut s = mock.state();
         s.tradable = vec![KITE_SYMBOL.into()];
         s.freeze.insert(KITE_SYMBOL.into(), dec!(1800));
+        s.ltp.insert(KITE_SYMBOL.into(), dec!(100));
     }
     let kite: Arc<dyn Broker> = Arc::new(
         Kite::new(

@@ -231,10 +231,12 @@ fn killed_with_orders_in_flight(v: &Venue) {
         "and more decided, waiting their turn: {states:?}"
     );
 
-    // While it was down the working orders filled; from now on every order fills at once.
+    // While it was down the working orders filled; from now on every order fills at once,
+    // at the market's last price.
     {
         let mut s = broker.state();
         s.default_script = None;
+        s.ltp.insert(symbol.into(), Decimal::from(1001));
         for o in s.orders.iter_mut().filter(|o| o.status == "OPEN") {
             // Filled at the exchange before the restart: the broker's positions hold them.
             o.status = "COMPLETE".into();

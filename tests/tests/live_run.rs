@@ -434,15 +434,18 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
         .unwrap();
     assert_eq!(
         token.as_deref(),
-        Some("256265|1\tNIFTY"),
-        "token|lot, then Kite's own trading symbol"
+        Some("256265|1\tNIFTY\t0.05"),
+        "token|lot, then Kite's own trading symbol and the tick"
     );
     let token: Option<String> = redis::cmd("HGET")
         .arg("trading:instruments:upstox")
         .arg("EQ:BANKNIFTY")
         .query(&mut con)
         .unwrap();
-    assert_eq!(token.as_deref(), Some("NSE_EQ|BANKNIFTY|1\tBANKNIFTY"));
+    assert_eq!(
+        token.as_deref(),
+        Some("NSE_EQ|BANKNIFTY|1\tBANKNIFTY\t0.05")
+    );
 
     // What the operator saw: the pause, the retries, the resume.
     let events: Vec<serde_json::Value> = collector.of("trading:events", "event");

@@ -131,6 +131,19 @@ fn venue(flavor: Flavor) -> Venue {
             (mock, Arc::new(b), "RELIANCE")
         }
     };
+    // The exchange's market: every instrument last traded at 100 (a market order fills there).
+    {
+        let mut st = mock.state();
+        let symbols: Vec<String> = st
+            .tradable
+            .iter()
+            .cloned()
+            .chain(["RELIANCE", "NIFTY28MAR2420800CE", "NIFTY21MAR2420800PE"].map(String::from))
+            .collect();
+        for symbol in symbols {
+            st.ltp.entry(symbol).or_insert(dec!(100));
+        }
+    }
     Venue {
         mock,
         broker,
