@@ -260,10 +260,6 @@ pub async fn serve(
         Some((router, reports)) => (Some(router), Some(reports)),
         None => (None, None),
     };
-    // Live accounts whose positions are compared with their broker's once the orders a
-    // previous run left in flight have been read back (fills included): comparing before
-    // would raise a false alarm for every fill that happened while the host was down.
-    let mut unreconciled: std::collections::HashSet<String> = std::collections::HashSet::new();
     if let Some(r) = &router {
         om.set_live_accounts(r.accounts());
         // The broker ids already matched stay matched; then the live orders a previous run
@@ -278,10 +274,11 @@ pub async fn serve(
         for m in om.pending_modifies()? {
             r.modify(m);
         }
-        // Read back every order in flight before anything is decided; the positions follow.
+        // Read back every order in flight before anything is decided; the positions follow
+        // (compared with the broker's once that read-back is journaled: comparing before would
+        // raise a false alarm for every fill that happened while the host was down).
         for account in r.accounts() {
             r.sync(&account);
-            unreconciled.insert(account);
         }
     }
     // Order updates the brokers push; each (re)connection also syncs the open orders.
@@ -427,13 +424,15 @@ pub async fn serve(
                     }
                     crate::brokers::live::RouterOutput::Notice(notice) => {
                         let synced = match &notice {
-                            crate::brokers::live::LiveNotice::Synced { account, .. } => Some(account.clone()),
+                            crate::brokers::live::LiveNotice::Synced { account, complete, .. } => Some((account.clone(), *complete)),
                             _ => None,
                         };
                         live_notice(&events, notice, router.as_ref()).await;
-                        if let Some(account) = synced {
-                            // Its orders in flight are read back and journaled: now its positions.
-                            if unreconciled.remove(&account) && let Some(r) = &router {
+                        if let Some((account, complete)) = synced {
+                            // Its orders in flight are read back and journaled (at the start, or
+                            // after its order stream reconnected): now its positions, unless the
+                            // read-back could not be made whole.
+                            if complete && let Some(r) = &router {
                                 let journal = om.positions_of(&account)?;
                                 // Where the journal holds more than the broker, the broker is the
                                 // truth: the journal comes down to it before anything is placed.
