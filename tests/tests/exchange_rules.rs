@@ -52,6 +52,17 @@ source = { kind = "redis" }
 /// 2024-03-01 10:00 IST, a Friday.
 const T: i64 = 1_709_267_400_000;
 
+/// The `rel` pipeline's buy of `instrument` at `T`.
+fn rel_signal(instrument: &str) -> SignalMessage {
+    let mut s = signal();
+    (s.pipeline, s.instrument, s.id) = (
+        "rel".into(),
+        instrument.into(),
+        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
+    );
+    s
+}
+
 fn signal() -> SignalMessage {
     SignalMessage {
         v: SCHEMA_VERSION,
@@ -420,12 +431,7 @@ async fn enter_reliance_at_100(
     router: &LiveRouter,
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
 ) {
-    let mut s = signal();
-    (s.pipeline, s.instrument, s.id) = (
-        "rel".into(),
-        "RELIANCE".into(),
-        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
-    );
+    let s = rel_signal("RELIANCE");
     om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
     om.on_signal(&s).unwrap();
     hand_over(om, router);
@@ -1762,12 +1768,7 @@ async fn a_protective_stop_refused_for_good_is_one_alert_and_the_managed_exit_st
     .await;
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
     let circuit = "Trigger price for stoploss sell orders cannot be below the lower circuit price. Please try placing the order with trigger price above 99.50.";
-    let mut s = signal();
-    (s.pipeline, s.instrument, s.id) = (
-        "rel".into(),
-        "RELIANCE".into(),
-        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
-    );
+    let s = rel_signal("RELIANCE");
     om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
     om.on_signal(&s).unwrap();
     hand_over(&mut om, &router);
@@ -2072,12 +2073,7 @@ async fn an_openalgo_order_filled_in_three_trades_is_booked_at_the_tradebooks_av
     };
     let (router, mut rx) = live_router(dir.path(), "oa-trades", None, link, None).await;
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
-    let mut s = signal();
-    (s.pipeline, s.instrument, s.id) = (
-        "rel".into(),
-        "RELIANCE".into(),
-        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
-    );
+    let s = rel_signal("RELIANCE");
     om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
     om.on_signal(&s).unwrap();
     hand_over(&mut om, &router);
@@ -2122,12 +2118,7 @@ async fn a_position_the_broker_squared_off_while_the_host_was_down_gets_no_carri
     )
     .await;
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
-    let mut s = signal();
-    (s.pipeline, s.instrument, s.id) = (
-        "rel".into(),
-        "RELIANCE".into(),
-        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
-    );
+    let s = rel_signal("RELIANCE");
     om.on_quotes(&quote(T - 60_000, dec!(100))).unwrap();
     om.on_signal(&s).unwrap();
     hand_over(&mut om, &router);
@@ -2252,12 +2243,7 @@ async fn a_stock_under_250_trades_on_the_tick_its_master_gives() {
             .is_err(),
         "off its own tick"
     );
-    let mut s = signal();
-    (s.pipeline, s.instrument, s.id) = (
-        "rel".into(),
-        "YESBANK".into(),
-        SignalMessage::make_id("rel", "ma-crossover", "0.1.0", T, 0),
-    );
+    let mut s = rel_signal("YESBANK");
     s.order = Some(tradehost::bus::message::OrderTerms {
         kind: "LIMIT".into(),
         price: Some(dec!(18.37)),
