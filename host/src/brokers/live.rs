@@ -862,12 +862,7 @@ impl Worker {
                         match self.place(&order).await {
                             Placed::Accepted(id) => {
                                 queue.pop_front();
-                                self.claimed.insert(id.clone());
-                                self.update(LiveUpdate::Accepted { client_order_id: order.client_order_id.clone(), broker_order_id: id.clone() });
-                                let mut w = Working::new(order, id);
-                                w.wanted = wanted.remove(&w.order.client_order_id);
-                                w.modify_pending = modified.remove(&w.order.client_order_id);
-                                working.push(w);
+                                working.push(self.accepted(order, id, &mut wanted, &mut modified));
                             }
                             Placed::Refused(reason) => {
                                 queue.pop_front();
@@ -890,6 +885,26 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// `o` is at the broker as `id` (placed, or found in its book): reported accepted, and
+    /// worked from now on with the cancel and the change of terms asked while it was queued.
+    fn accepted(
+        &mut self,
+        o: LiveOrder,
+        id: String,
+        wanted: &mut HashMap<String, String>,
+        modified: &mut HashSet<String>,
+    ) -> Working {
+        self.claimed.insert(id.clone());
+        self.update(LiveUpdate::Accepted {
+            client_order_id: o.client_order_id.clone(),
+            broker_order_id: id.clone(),
+        });
+        let mut w = Working::new(o, id);
+        w.wanted = wanted.remove(&w.order.client_order_id);
+        w.modify_pending = modified.remove(&w.order.client_order_id);
+        w
     }
 
     /// Look in the broker's book for every queued order that may already be there (not
@@ -916,15 +931,7 @@ impl Worker {
             match self.look(&o, &req).await {
                 Ok(Some(id)) => {
                     queue.remove(i);
-                    self.claimed.insert(id.clone());
-                    self.update(LiveUpdate::Accepted {
-                        client_order_id: o.client_order_id.clone(),
-                        broker_order_id: id.clone(),
-                    });
-                    let mut w = Working::new(o, id);
-                    w.wanted = wanted.remove(&w.order.client_order_id);
-                    w.modify_pending = modified.remove(&w.order.client_order_id);
-                    working.push(w);
+                    working.push(self.accepted(o, id, wanted, modified));
                 }
                 Ok(None) => {
                     // Not there: placing it is safe, and the placement needs no second look.

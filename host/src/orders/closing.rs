@@ -137,6 +137,14 @@ pub(super) fn arm_exit(
     after: &Position,
     price: Decimal,
 ) -> rusqlite::Result<()> {
+    let opened = before.is_zero() || before.is_sign_positive() != after.qty.is_sign_positive();
+    if after.qty.is_zero() || opened {
+        // A broker's refusal of a protective stop belongs to the position it was for.
+        tx.exec(
+            "DELETE FROM stop_refusals WHERE account = ?1 AND instrument = ?2",
+            [account, instrument],
+        )?;
+    }
     if after.qty.is_zero() {
         tx.exec(
             "DELETE FROM exits WHERE account = ?1 AND instrument = ?2",
@@ -144,7 +152,6 @@ pub(super) fn arm_exit(
         )?;
         return Ok(());
     }
-    let opened = before.is_zero() || before.is_sign_positive() != after.qty.is_sign_positive();
     if !opened {
         return Ok(());
     }
@@ -531,7 +538,7 @@ pub(super) fn cancel_entries_at_square_off(
 /// The `pipeline` of the orders the host makes itself to close a position
 /// (never cancelled for want of a fill: a close that does not fill keeps working).
 pub const CLOSE_REASONS: [&str; 10] = [
-    "reconcile",
+    super::reconcile::RECONCILE,
     "stop-loss",
     "target",
     "trailing-stop",

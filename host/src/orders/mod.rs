@@ -734,6 +734,13 @@ impl OrderManager {
             path: path.clone(),
             source,
         };
+        // The market's time: the latest price's, else the wall clock.
+        let market_now = self
+            .last
+            .values()
+            .map(|(t, _)| *t)
+            .max()
+            .unwrap_or_else(now_ms);
         let tx = self.db.transaction().map_err(jerr)?;
         let mut transitions: Vec<(String, &'static str, Value)> = Vec::new();
         let mut out = Vec::new();
@@ -770,13 +777,7 @@ impl OrderManager {
                     transitions.push((coid.clone(), to.as_str(), json!({ "reason": reason })));
                     // A protective stop's refusal is recorded against its position (one alert
                     // that says what guards it), not raised again at every price.
-                    let now = self
-                        .last
-                        .values()
-                        .map(|(t, _)| *t)
-                        .max()
-                        .unwrap_or_else(now_ms);
-                    match protect::refused(&tx, coid, reason, now).map_err(jerr)? {
+                    match protect::refused(&tx, coid, reason, market_now).map_err(jerr)? {
                         Some(event) => out.push(Outcome::Event(event)),
                         None => out.push(Outcome::Event(Event::OrderRejected {
                             client_order_id: coid.to_string(),
@@ -883,12 +884,6 @@ impl OrderManager {
                 }
             }
         }
-        let market_now = self
-            .last
-            .values()
-            .map(|(t, _)| *t)
-            .max()
-            .unwrap_or_else(now_ms);
         out.extend(advance_baskets(&tx, &self.config, &self.last, market_now).map_err(jerr)?);
         out.extend(
             protect::protect(

@@ -49,6 +49,8 @@ struct Resting {
     state: String,
     /// Modifications the broker took.
     modifications: i64,
+    /// A GTT (a delivery position's stop), rather than a day order.
+    gtt: bool,
 }
 
 fn resting(
@@ -64,17 +66,18 @@ fn resting(
         String,
         String,
         i64,
+        Option<String>,
     );
     let row: Option<Row> = tx
         .row(
-            "SELECT client_order_id, qty, COALESCE(wanted_trigger, trigger_price), modified_at, state, side, modifications FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
+            "SELECT client_order_id, qty, COALESCE(wanted_trigger, trigger_price), modified_at, state, side, modifications, validity FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
              AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel') ORDER BY rowid DESC LIMIT 1",
             [account, instrument],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
         )
         .optional()?;
     row.map(
-        |(coid, qty, trigger, modified_at, state, side, modifications)| {
+        |(coid, qty, trigger, modified_at, state, side, modifications, validity)| {
             let trigger = opt_dec(trigger.as_deref())?.ok_or_else(|| {
                 journal::corrupt("protective stop trigger", &format!("{coid}: none"))
             })?;
@@ -86,6 +89,7 @@ fn resting(
                 modified_at,
                 state,
                 modifications,
+                gtt: validity.as_deref() == Some("GTT"),
             })
         },
     )
@@ -169,17 +173,16 @@ pub(super) fn refused(
     reason: &str,
     now: i64,
 ) -> rusqlite::Result<Option<Event>> {
-    let row: Option<(String, String, String)> = tx
+    let row: Option<(String, String)> = tx
         .row(
-            "SELECT account, instrument, pipeline FROM orders WHERE client_order_id = ?1",
-            [coid],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            "SELECT account, instrument FROM orders WHERE client_order_id = ?1 AND pipeline = ?2",
+            [coid, PROTECTIVE],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some((account, instrument, pipeline)) = row.filter(|r| r.2 == PROTECTIVE) else {
+    let Some((account, instrument)) = row else {
         return Ok(None);
     };
-    let _ = pipeline;
     let permanent = !refusal_is_transient(reason);
     let tries: i64 = tx
         .row(
@@ -189,8 +192,9 @@ pub(super) fn refused(
         )
         .optional()?
         .unwrap_or(0);
+    // For a permanent refusal, when it was refused (it is never tried again).
     let retry_at = if permanent {
-        i64::MAX
+        now
     } else {
         now.saturating_add(retry_after_ms(tries))
     };
@@ -237,12 +241,6 @@ pub(super) fn protect(
     if live.is_empty() {
         return Ok(out);
     }
-    // A refusal belongs to the position it was for: gone with it.
-    tx.exec(
-        "DELETE FROM stop_refusals WHERE NOT EXISTS (SELECT 1 FROM positions p WHERE p.account = stop_refusals.account
-         AND p.instrument = stop_refusals.instrument AND p.qty != '0')",
-        [],
-    )?;
     // A protective stop with nothing left to protect (the position closed some other
     // way) must not rest: triggered, it would open a position.
     let orphans: Vec<(String, String, String, String)> = {
@@ -337,14 +335,14 @@ pub(super) fn protect(
         match resting(tx, &account, &instrument)? {
             None => {
                 // Refused by the broker for this position: for good, or until its back-off ends.
-                let refusal: Option<i64> = tx
+                let refusal: Option<(bool, i64)> = tx
                     .row(
-                        "SELECT retry_at FROM stop_refusals WHERE account = ?1 AND instrument = ?2",
+                        "SELECT permanent, retry_at FROM stop_refusals WHERE account = ?1 AND instrument = ?2",
                         [&account, &instrument],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
-                if refusal.is_some_and(|retry_at| now < retry_at) {
+                if refusal.is_some_and(|(permanent, retry_at)| permanent || now < retry_at) {
                     continue;
                 }
                 let n: i64 = tx.row("SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'", [&account, &instrument], |r| r.get(0))?;
@@ -392,12 +390,7 @@ pub(super) fn protect(
                     continue;
                 }
                 let trigger = if tighter { stop } else { r.trigger };
-                let validity: Option<String> = tx.row(
-                    "SELECT validity FROM orders WHERE client_order_id = ?1",
-                    [&r.coid],
-                    |row| row.get(0),
-                )?;
-                let gtt = validity.as_deref() == Some("GTT");
+                let gtt = r.gtt;
                 let kind = if gtt {
                     OrderKind::StopMarket { trigger }.on_tick(side)
                 } else {

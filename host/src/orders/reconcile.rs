@@ -69,8 +69,8 @@ impl OrderManager {
         };
         let n: i64 = tx
             .row(
-                "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'reconcile'",
-                [account, instrument],
+                "SELECT COUNT(*) FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = ?3",
+                [account, instrument, RECONCILE],
                 |r| r.get(0),
             )
             .map_err(jerr)?;
@@ -79,8 +79,8 @@ impl OrderManager {
         let ts = now_ms();
         tx.exec(
             "INSERT INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'reconcile', ?4, ?5, ?6, 'accepted', ?7, '0', ?7, ?7)",
-            params![coid, key, account, instrument, side.as_str(), units.to_string(), ts],
+             VALUES (?1, ?2, ?3, ?8, ?4, ?5, ?6, 'accepted', ?7, '0', ?7, ?7)",
+            params![coid, key, account, instrument, side.as_str(), units.to_string(), ts, RECONCILE],
         )
         .map_err(jerr)?;
         if let Err(refused) = record_fill(
@@ -105,7 +105,7 @@ impl OrderManager {
         let mut out = vec![Outcome::Order(self.order_message(
             &coid,
             "filled",
-            json!({ "price": price.to_string(), "reason": "reconcile" }),
+            json!({ "price": price.to_string(), "reason": RECONCILE }),
         )?)];
         out.push(Outcome::Event(Event::PositionResolved {
             account: account.to_owned(),

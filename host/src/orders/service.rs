@@ -806,11 +806,9 @@ async fn reconcile_positions(
     journal: &HashMap<String, rust_decimal::Decimal>,
     events: &Events,
 ) -> Vec<crate::brokers::live::Mismatch> {
-    let account = &account.to_owned();
-    let journal = journal.clone();
     let mut found = Vec::new();
     for (_, broker) in router.brokers().iter().filter(|(a, _)| a == account) {
-        match router.reconcile(account, &journal).await {
+        match router.reconcile(account, journal).await {
             Ok(mismatches) if mismatches.is_empty() => {
                 println!(
                     "tradehost: {account}: positions agree with {} ({} open)",
@@ -829,7 +827,7 @@ async fn reconcile_positions(
                     );
                     events
                         .publish(&Event::PositionMismatch {
-                            account: account.clone(),
+                            account: account.to_owned(),
                             broker: broker.name().to_owned(),
                             instrument: m.instrument.clone(),
                             journal: m.journal.to_string(),
@@ -842,7 +840,7 @@ async fn reconcile_positions(
             Err(e) => {
                 events
                     .publish(&Event::ReconcileFailed {
-                        account: account.clone(),
+                        account: account.to_owned(),
                         broker: broker.name().to_owned(),
                         error: e.to_string(),
                     })
