@@ -78,48 +78,66 @@ fn server(v: &Venue) -> MockServer {
 /// 2024-01-02 15:15 IST.
 const DUE: i64 = 1_704_188_700_000;
 
-/// A live run at `v`'s broker of a RELIANCE day whose last price is 15:14 and whose late rise buys.
-fn run_day(v: &Venue, kite: &MockServer, redis: &RedisServer, dir: &std::path::Path) {
-    kite.state()
-        .ltp
-        .insert(v.symbol.into(), Decimal::from(1019));
+/// A RELIANCE day priced by `price` for `v`'s intraday account at `server` (its master
+/// written beside it): the configuration's path.
+fn mis_day(
+    v: &Venue,
+    server: &MockServer,
+    dir: &std::path::Path,
+    price: impl Fn(u32) -> f64,
+) -> std::path::PathBuf {
     let mut instruments = String::new();
     if let Some((broker, file, text)) = v.master {
         std::fs::write(dir.join(file), text).unwrap();
         instruments = format!("\ninstruments = {{ {broker} = \"{file}\" }}");
     }
-    // Flat, a dip, then a rise late in the day: a fast/slow crossover buys and the position is open at the last bar.
-    let price = |i: u32| match i {
-        0..300 => 1000.0,
-        300..320 => 1000.0 - f64::from(i - 299),
-        _ => 980.0 + f64::from(i - 319),
-    };
     // Entries are cancelled at the square-off, not for want of a fill before it.
     let account = format!(
         "id = \"{}\"\nbroker = \"{}\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"mis\"\nsquare_off = \"15:15\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
-        v.account, v.broker, kite.url
+        v.account, v.broker, server.url
     );
-    let config = tradehost_tests::reliance_day_config(
+    tradehost_tests::reliance_day_config(
         dir,
         price,
         &format!("timeout_ms = 1000\npoll_ms = 30\ncancel_after_secs = 3600{instruments}"),
         v.account,
         &account,
-    );
+    )
+}
+
+/// `tradehost run` for `v`'s account, live on `redis`, with its credentials.
+fn live_run(v: &Venue, config: &std::path::Path, redis: &RedisServer) -> Command {
     let prefix = format!(
         "TRADEHOST_{}",
         v.account.to_ascii_uppercase().replace('-', "_")
     );
-    let started = Instant::now();
-    let out = Command::new(tradehost_bin())
-        .args(["run", "--until-idle", "4", "--config"])
-        .arg(&config)
+    let mut c = Command::new(tradehost_bin());
+    c.arg("run")
+        .arg("--config")
+        .arg(config)
         .env("REDIS_URL", redis.url())
         .env("TRADING_MODE", "live")
         .env_remove("TRADEHOST_SECRETS")
         .env(format!("{prefix}_API_KEY"), v.key)
         .env(format!("{prefix}_ACCESS_TOKEN"), v.token)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// A live run at `v`'s broker of a RELIANCE day whose last price is 15:14 and whose late rise buys.
+fn run_day(v: &Venue, kite: &MockServer, redis: &RedisServer, dir: &std::path::Path) {
+    kite.state()
+        .ltp
+        .insert(v.symbol.into(), Decimal::from(1019));
+    // Flat, a dip, then a rise late in the day: a fast/slow crossover buys and the position is open at the last bar.
+    let config = mis_day(v, kite, dir, |i| match i {
+        0..300 => 1000.0,
+        300..320 => 1000.0 - f64::from(i - 299),
+        _ => 980.0 + f64::from(i - 319),
+    });
+    let started = Instant::now();
+    let out = live_run(v, &config, redis)
+        .args(["--until-idle", "4"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -342,27 +360,12 @@ fn an_orders_process_restarted_at_15_14_with_the_feed_down_still_squares_off() {
         .ltp
         .insert(v.symbol.into(), Decimal::from(1019));
     let dir = tempfile::tempdir().unwrap();
-    if let Some((broker, file, text)) = v.master {
-        let _ = broker;
-        std::fs::write(dir.path().join(file), text).unwrap();
-    }
     // Flat, a dip, then a rise: a crossover buys around 13:00, and the day's data stops at 14:14.
-    let price = |i: u32| match i {
+    let config = mis_day(v, &kite, dir.path(), |i| match i {
         0..200 => 1000.0,
         200..220 => 1000.0 - f64::from(i - 199),
         _ => 980.0 + f64::from(i - 219),
-    };
-    let account = format!(
-        "id = \"{}\"\nbroker = \"{}\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 10000000\nmode = \"long\"\nproduct = \"mis\"\nsquare_off = \"15:15\"\nsizing = {{ kind = \"fixed\", qty = 10 }}\nrisk = {{ cooldown_secs = 0 }}",
-        v.account, v.broker, kite.url
-    );
-    let config = tradehost_tests::reliance_day_config(
-        dir.path(),
-        price,
-        "timeout_ms = 1000\npoll_ms = 30\ncancel_after_secs = 3600\ninstruments = { kite = \"kite.csv\" }",
-        v.account,
-        &account,
-    );
+    });
     let csv = dir.path().join("RELIANCE.csv");
     let day: Vec<String> = std::fs::read_to_string(&csv)
         .unwrap()
@@ -371,23 +374,9 @@ fn an_orders_process_restarted_at_15_14_with_the_feed_down_still_squares_off() {
         .map(str::to_owned)
         .collect();
     std::fs::write(&csv, day.join("\n") + "\n").unwrap();
-    let prefix = format!(
-        "TRADEHOST_{}",
-        v.account.to_ascii_uppercase().replace('-', "_")
-    );
     let tradehost = |redis: &RedisServer| {
-        let mut c = Command::new(tradehost_bin());
-        c.arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("REDIS_URL", redis.url())
-            .env("TRADING_MODE", "live")
-            .env_remove("TRADEHOST_SECRETS")
-            .env(format!("{prefix}_API_KEY"), v.key)
-            .env(format!("{prefix}_ACCESS_TOKEN"), v.token)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut c = live_run(v, &config, redis);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
         c
     };
     // The day until 14:14: the position is bought and still open when the data stops.
