@@ -369,6 +369,13 @@ impl InstrumentMaster {
                         .flat_map(move |t| [(ours.clone(), t), (i.symbol.clone(), t)])
                 }),
         );
+        // The lot of each derivative contract, under our name: sizing in lots follows it.
+        crate::domain::contracts::learn_lots(entries.iter().filter(|(k, _)| !is_index_key(k)).map(
+            |(k, v)| {
+                let ours = k.split_once(':').map_or(k.as_str(), |(_, s)| s);
+                (ours.to_owned(), decode(v).lot_size)
+            },
+        ));
         if !self.bus.replace_hash(&self.key(broker), &entries).await? {
             let map: HashMap<String, String> = entries.into_iter().collect();
             if let Ok(mut m) = self.memory.write() {

@@ -53,6 +53,38 @@ struct LotEntry {
     lot: toml::Spanned<i64>,
 }
 
+/// The lots the brokers' instrument masters list, by our contract name: what this
+/// process has read (the master is the truth for a listed contract; the rules file
+/// is the fallback for contracts no master was read for, as in a backtest).
+fn master_lots() -> &'static std::sync::RwLock<std::collections::HashMap<String, u64>> {
+    static LOTS: std::sync::OnceLock<std::sync::RwLock<std::collections::HashMap<String, u64>>> =
+        std::sync::OnceLock::new();
+    LOTS.get_or_init(Default::default)
+}
+
+/// Record the lot of each derivative contract in `known` (an instrument master just
+/// read); stocks and indices (lot 1, or no expiry in the name) are not contracts here.
+pub fn learn_lots(known: impl IntoIterator<Item = (String, u64)>) {
+    let mut map = master_lots()
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (symbol, lot) in known {
+        if lot > 0 && expiry_day(&symbol).is_some() {
+            map.insert(symbol, lot);
+        }
+    }
+}
+
+/// The lot an instrument master gave the contract `symbol`, if one was read.
+#[must_use]
+pub fn master_lot(symbol: &str) -> Option<u64> {
+    master_lots()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(symbol)
+        .copied()
+}
+
 const BUNDLED: &str = include_str!("../../../contracts/nse.toml");
 
 const MONTHS: [&str; 12] = [
@@ -256,9 +288,13 @@ impl ContractRules {
             .map(|(_, lot)| *lot)
     }
 
-    /// The lot of the contract `symbol`, by its underlying and expiry.
+    /// The lot of the contract `symbol`: its broker's instrument master's where one was
+    /// read, else by its underlying and expiry from these rules.
     #[must_use]
     pub fn lot_size(&self, symbol: &str) -> Option<u64> {
+        if let Some(lot) = master_lot(symbol) {
+            return Some(lot);
+        }
         let expiry = expiry_day(symbol)?;
         let list = self.lots.get(underlying(symbol)?)?;
         list.iter()
@@ -269,13 +305,14 @@ impl ContractRules {
 
     /// The quantities `qty` goes out as: one order when it is within `symbol`'s
     /// freeze quantity (or there is none), else slices of whole lots (`lot`) no
-    /// larger than it, the last one the rest.
+    /// larger than it, the last one the rest; with no lot known, slices of the freeze
+    /// quantity itself.
     #[must_use]
-    pub fn slices(&self, symbol: &str, qty: u64, lot: u64) -> Vec<u64> {
+    pub fn slices(&self, symbol: &str, qty: u64, lot: Option<u64>) -> Vec<u64> {
         let Some(freeze) = self.freeze_qty(symbol).filter(|f| qty > *f) else {
             return vec![qty];
         };
-        let lot = lot.max(1);
+        let lot = lot.unwrap_or(1).max(1);
         let step = if freeze >= lot {
             freeze - freeze % lot
         } else {
@@ -415,20 +452,20 @@ mod tests {
         assert_eq!(nse.freeze_qty("NIFTY06JAN2626000CE"), Some(1800));
         // 5,000 NIFTY in lots of 65: 1800 is 27.7 lots, so slices of 27 lots (1755).
         assert_eq!(
-            nse.slices("NIFTY06JAN2626000CE", 5005, 65),
+            nse.slices("NIFTY06JAN2626000CE", 5005, Some(65)),
             vec![1755, 1755, 1495]
         );
         assert_eq!(
-            nse.slices("NIFTY06JAN2626000CE", 5000, 1),
+            nse.slices("NIFTY06JAN2626000CE", 5000, None),
             vec![1800, 1800, 1400]
         );
         assert_eq!(
-            nse.slices("NIFTY06JAN2626000CE", 1800, 75),
+            nse.slices("NIFTY06JAN2626000CE", 1800, Some(75)),
             vec![1800],
             "at the limit: one order"
         );
         assert_eq!(
-            nse.slices("RELIANCE", 50_000, 1),
+            nse.slices("RELIANCE", 50_000, None),
             vec![50_000],
             "no freeze for cash equity"
         );

@@ -63,13 +63,11 @@ fn slices_of(config: &Config, o: &NewOrder<'_>) -> (Vec<Decimal>, Option<u64>) {
     else {
         return (vec![o.qty], None);
     };
-    let lot = config
-        .account(o.account)
-        .map_or_else(
-            || rules.lot_size_at(o.instrument, o.not_before),
-            |a| a.lot_of(rules, o.instrument, o.not_before),
-        )
-        .unwrap_or(1);
+    // No lot known: slices of the freeze quantity (whole lots are then the broker's check).
+    let lot = config.account(o.account).map_or_else(
+        || rules.lot_size_at(o.instrument, o.not_before),
+        |a| a.lot_of(rules, o.instrument, o.not_before),
+    );
     let parts = rules.slices(o.instrument, qty, lot);
     (parts.into_iter().map(Decimal::from).collect(), Some(freeze))
 }

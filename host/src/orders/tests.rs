@@ -2072,6 +2072,57 @@ fn a_lot_size_change_between_two_expiries_sizes_each_contract_by_its_own_lot() {
 }
 
 #[test]
+fn a_banknifty_position_sized_in_lots_uses_the_masters_lot_for_its_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    // A rules file from before NSE/FAOP/70616 (BANKNIFTY at 35 for every later expiry);
+    // the broker's master, read this morning, lists the contract at 30.
+    let contracts = dir.path().join("stale.toml");
+    std::fs::write(
+        &contracts,
+        "[freeze]\nBANKNIFTY = 600\n[[lot]]\nunderlying = \"BANKNIFTY\"\nfrom = \"2025-07-01\"\nlot = 35\n",
+    )
+    .unwrap();
+    let text = SLICED
+        .replace("lots = 100", "lots = 2")
+        .replace("capital = 100000000", "capital = 10000000")
+        .replace("NIFTY25APR2422500CE", "BANKNIFTY24FEB2661000CE")
+        .replace(
+            "[[accounts]]",
+            &format!(
+                "[market]\ncontracts = {:?}\n\n[[accounts]]",
+                contracts.display().to_string()
+            ),
+        );
+    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &text).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let qty = |om: &mut OrderManager, instrument: &str, seq: usize| -> Option<String> {
+        let mut s = signal(i64::try_from(seq).unwrap_or(0) * 1_000, "buy");
+        s.instrument = instrument.into();
+        s.id = SignalMessage::make_id("p", "ma", "0.1.0", s.ts, seq);
+        om.on_signal(&s).unwrap();
+        om.db
+            .query_row(
+                "SELECT qty FROM orders WHERE instrument = ?1",
+                [instrument],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap()
+    };
+    // No master read for it: the rules file's lot.
+    assert_eq!(
+        qty(&mut om, "BANKNIFTY24MAR2661000CE", 0).as_deref(),
+        Some("70")
+    );
+    crate::domain::contracts::learn_lots([("BANKNIFTY24FEB2661000CE".to_owned(), 30)]);
+    assert_eq!(
+        qty(&mut om, "BANKNIFTY24FEB2661000CE", 2).as_deref(),
+        Some("60"),
+        "2 lots of the master's 30, not the stale file's 35"
+    );
+}
+
+#[test]
 fn short_options_are_bought_back_on_their_expiry_day_and_late_entries_in_them_refused() {
     let dir = tempfile::tempdir().unwrap();
     let text = CONFIG
