@@ -862,7 +862,10 @@ impl Config {
             message: format!("cannot read: {e}"),
             snippet: None,
         })?;
-        Self::parse(path, &text)
+        let config = Self::parse(path, &text)?;
+        // The ticks configured by name are this process's, over what a master says.
+        crate::domain::money::set_tick_overrides(config.market.ticks.clone());
+        Ok(config)
     }
 
     /// Parse and validate configuration text; `path` names it in errors.

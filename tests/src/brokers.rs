@@ -168,6 +168,8 @@ pub struct State {
     pub per_second: usize,
     /// The exchange's freeze quantity per trading symbol: a larger order is refused, as NSE refuses it.
     pub freeze: HashMap<String, Decimal>,
+    /// The lot of a contract per trading symbol (the freeze refusal counts lots in it).
+    pub lots: HashMap<String, Decimal>,
     /// A limit the last price has not reached rests, as on the exchange (off: every open
     /// order fills at the first read, never beyond its limit, the market's price being
     /// whatever a replay's quotes last said).
@@ -259,6 +261,7 @@ impl MockServer {
             messages: Vec::new(),
             per_second: 1000,
             freeze: HashMap::new(),
+            lots: HashMap::new(),
             limits_rest: false,
             gtts: Vec::new(),
             gtt_seq: 0,
@@ -1828,14 +1831,43 @@ fn place(
     let Ok(qty) = qty.trim_matches('"').parse::<Decimal>() else {
         return refusal(s.flavor, "Invalid quantity");
     };
-    if s.freeze.get(symbol).is_some_and(|limit| qty > *limit) {
-        return refusal(
-            s.flavor,
-            "Quantity freeze: the order quantity is above the exchange's freeze limit for this contract.",
-        );
+    if let Some(limit) = s.freeze.get(symbol).copied().filter(|limit| qty > *limit) {
+        let text = if s.flavor == Flavor::Kite {
+            // Kite's words (an InputException), lots by the contract's lot where it is set.
+            let lot = s.lots.get(symbol).copied().unwrap_or(Decimal::ONE);
+            format!(
+                "The order quantity {qty} ({} lots) is higher than the maximum quantity of {limit} ({} lots) allowed by the exchanges. Please reduce the order quantity or use iceberg orders.",
+                (qty / lot).trunc(),
+                (limit / lot).trunc()
+            )
+        } else {
+            "Quantity freeze: the order quantity is above the exchange's freeze limit for this contract.".to_owned()
+        };
+        return refusal(s.flavor, &text);
     }
     let id = next_id(s);
-    let script = s.scripts.pop_front().or_else(|| s.default_script.clone());
+    let mut script = s.scripts.pop_front().or_else(|| s.default_script.clone());
+    // NSE's limit price protection on options: a limit more than ₹20 (last price up to ₹50)
+    // or 40 % (above) from the last price is taken, then cancelled by the exchange.
+    let limit = fields
+        .get("price")
+        .filter(|_| fields.get("order_type").map(String::as_str) == Some("LIMIT"))
+        .and_then(|p| p.trim_matches('"').parse::<Decimal>().ok());
+    if let (Some(limit), Some(last)) = (limit, s.ltp.get(symbol).copied())
+        && is_option(symbol)
+    {
+        let width = if last <= Decimal::from(50) {
+            Decimal::from(20)
+        } else {
+            last * Decimal::new(4, 1)
+        };
+        if limit < last - width || limit > last + width {
+            script = Some(Script {
+                steps: vec![Step::Cancel(OUTSIDE_LPP.to_owned())],
+                ..Script::default()
+            });
+        }
+    }
     let placed_at = s.clock.clone().unwrap_or_else(ist_now);
     // A stop (SL, SL-M) rests until the market trades through its trigger.
     let stop = is_stop(&fields);
@@ -1916,6 +1948,9 @@ fn book(s: &mut State) -> Vec<MockOrder> {
 
 /// Kite's refusal of a stop-loss-market order on an F&O option (NSE discontinued SL-M on
 /// options in September 2021; the exchange itself answers "16052: Function not available").
+/// NSE's cancel of an option limit outside its limit price protection range, as Zerodha words it.
+pub const OUTSIDE_LPP: &str = "The order was cancelled by the exchange because the price is outside the current allowed limit price protection range";
+
 pub const SL_M_BLOCKED: &str = "Stoploss Market orders (SL-M) are blocked for F&O contracts as they have been discontinued by the exchange. Try placing SL-M order with market protection enabled.";
 
 /// Upstox's refusal of the same (its help: stop-loss market "is currently not permitted at

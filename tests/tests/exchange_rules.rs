@@ -2024,6 +2024,103 @@ async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
     );
 }
 
+/// NSE's limit price protection on options, as the paper venue and Kite apply it: a limit
+/// 50 % above a ₹100 option's last price is cancelled by the exchange at Kite (taken, then
+/// `CANCELLED` with Zerodha's words) and refused on paper with the same words; one within
+/// the 40 % band is taken by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kite_cancels_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    mock.state().ltp.insert(KITE_SYMBOL.into(), dec!(100));
+    let kite = Kite::new(
+        &mock.url,
+        Secret::new("kite-key"),
+        Secret::new("kite-token"),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let limit_at = |price| OrderRequest {
+        client_order_id: format!("lpp-{price}"),
+        submitted_at: None,
+        symbol: KITE_SYMBOL.into(),
+        segment: Segment::Derivative,
+        token: None,
+        side: OrderSide::Buy,
+        qty: dec!(50),
+        product: Product::Mis,
+        reference_price: Some(dec!(100)),
+        protection_pct: dec!(2),
+        algo_id: None,
+        kind: tradehost::brokers::OrderKind::Limit { price },
+        validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
+    };
+    let far = kite
+        .place(&limit_at(dec!(150)))
+        .await
+        .expect("taken at first");
+    // The exchange's cancel is what the first read of the order shows.
+    let far = kite.status(&far).await.unwrap();
+    assert_eq!(
+        far.status,
+        tradehost::brokers::BrokerStatus::Cancelled,
+        "{far:?}"
+    );
+    let live_text = far.message;
+    assert!(
+        live_text.contains("limit price protection"),
+        "{live_text:?}"
+    );
+    let near = kite.place(&limit_at(dec!(139))).await.expect("taken");
+    let near = kite.status(&near).await.unwrap();
+    assert_ne!(
+        near.status,
+        tradehost::brokers::BrokerStatus::Cancelled,
+        "{near:?}"
+    );
+
+    let config = Arc::new(
+        Config::parse(
+            &dir.path().join("pipelines.toml"),
+            &OPTION_PROTECTED.replace("broker = \"kite\"", "broker = \"paper\""),
+        )
+        .unwrap(),
+    );
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    om.on_quotes(&quote_of("NIFTY28MAR2420800CE", T - 60_000, dec!(100)))
+        .unwrap();
+    let states = |out: &[Outcome]| -> Vec<serde_json::Value> {
+        out.iter()
+            .filter_map(|o| match o {
+                Outcome::Order(m) => serde_json::from_str::<serde_json::Value>(m).ok(),
+                Outcome::Event(_) => None,
+            })
+            .collect()
+    };
+    let mut s = signal();
+    s.order = Some(tradehost::bus::message::OrderTerms {
+        kind: "LIMIT".into(),
+        price: Some(dec!(150)),
+        trigger: None,
+        validity: None,
+    });
+    let out = states(&om.on_signal(&s).unwrap());
+    let rejected: Vec<_> = out.iter().filter(|m| m["state"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "{out:?}");
+    assert_eq!(rejected[0]["reason"].as_str(), Some(live_text.as_str()));
+    s.id = SignalMessage::make_id("nifty-opt", "ma-crossover", "0.1.0", T + 60_000, 0);
+    s.ts = T + 60_000;
+    s.order = Some(tradehost::bus::message::OrderTerms {
+        kind: "LIMIT".into(),
+        price: Some(dec!(139)),
+        trigger: None,
+        validity: None,
+    });
+    let out = states(&om.on_signal(&s).unwrap());
+    assert!(out.iter().any(|m| m["state"] == "accepted"), "{out:?}");
+}
+
 /// OpenAlgo's order status prices a complete order at its first trade (its server reads the
 /// first matching tradebook row); an order filled in three trades is booked at the average of
 /// all three, from the tradebook, and the journal's fill says so.

@@ -370,7 +370,8 @@ impl<'a> Engine<'a> {
         reason: &str,
         levels: (Option<Decimal>, Option<Decimal>),
     ) {
-        let price = fill_price(side, price, self.config.slippage_bps);
+        let tick = crate::domain::money::tick_of(&self.books[i].instrument);
+        let price = fill_price(side, price, self.config.slippage_bps, tick);
         self.fill_exact(i, side, qty, price, ts_ms, reason, levels);
     }
 
@@ -400,6 +401,7 @@ impl<'a> Engine<'a> {
                 levels.0,
                 levels.1,
                 &self.config.exits,
+                crate::domain::money::tick_of(&book.instrument),
             ));
         }
         let instrument = book.instrument.clone();
@@ -678,13 +680,15 @@ impl<'a> Engine<'a> {
                 }
                 if !order.qty.is_zero() {
                     // A limit or a stop rests as the paper venue's would, by the same rules.
+                    let tick = crate::domain::money::tick_of(&signal.instrument);
                     let terms = (signal.order != OrderKind::Market).then(|| Working {
                         side: order.side,
-                        kind: signal.order.on_tick(order.side),
+                        kind: signal.order.on_tick_of(order.side, tick),
                         validity: signal.validity,
                         slippage_bps: self.config.slippage_bps,
                         not_before: ts_ms,
                         triggered: false,
+                        tick,
                     });
                     self.books[i].pending.push(Order {
                         side: order.side,

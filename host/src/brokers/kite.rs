@@ -324,15 +324,9 @@ impl Kite {
                     trigger + away
                 };
                 // Away from the market to the tick: the limit never narrows the protection.
-                let ticks = raw / crate::domain::money::TICK;
-                let ticks = if order.side == super::OrderSide::Sell {
-                    ticks.floor()
-                } else {
-                    ticks.ceil()
-                };
-                (ticks * crate::domain::money::TICK)
-                    .max(crate::domain::money::TICK)
-                    .normalize()
+                let tick = crate::domain::money::tick_of(&order.symbol);
+                crate::domain::money::on_grid(raw, tick, order.side == super::OrderSide::Buy)
+                    .max(tick)
             }
         };
         let qty = rust_decimal::prelude::ToPrimitive::to_u64(&order.qty).ok_or_else(|| {
@@ -343,7 +337,7 @@ impl Kite {
         };
         // Kite reads the trigger's direction from `last_price`: on the far side of the trigger
         // from where the stop fires, whatever the (perhaps stale) price the order was decided at.
-        let tick = crate::domain::money::TICK;
+        let tick = crate::domain::money::tick_of(&order.symbol);
         let last = match (order.side, order.reference_price) {
             (super::OrderSide::Sell, Some(p)) => p.max(trigger + tick),
             (super::OrderSide::Sell, None) => trigger + tick,

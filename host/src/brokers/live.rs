@@ -955,9 +955,10 @@ impl Worker {
             match self.master.resolve(broker, segment, &o.instrument).await {
                 Ok(Some(i)) => {
                     if !whole_lots(o.qty, i.lot_size) {
-                        return Err(Ok(format!(
-                            "{} {}: quantity {} is not a whole number of lots of {}",
-                            broker, o.instrument, o.qty, i.lot_size
+                        return Err(Ok(crate::domain::order::lot_refusal(
+                            &o.instrument,
+                            o.qty,
+                            i.lot_size,
                         )));
                     }
                     token = Some(i.token);

@@ -120,8 +120,7 @@ impl OrderRequest {
             OrderSide::Sell => Decimal::ONE_HUNDRED.checked_sub(pct)?,
         }
         .checked_div(Decimal::ONE_HUNDRED)?;
-        let tick =
-            crate::domain::money::known_tick(&self.symbol).unwrap_or(crate::domain::money::TICK);
+        let tick = crate::domain::money::tick_of(&self.symbol);
         let raw = reference.checked_mul(factor)?;
         let limit = crate::domain::money::on_grid(raw, tick, self.side == OrderSide::Sell);
         Some(limit.round_dp(2).max(tick))

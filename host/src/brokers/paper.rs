@@ -46,7 +46,12 @@ impl PaperBroker {
                 );
                 continue;
             };
-            o.average_price = Some(fill_price(side, open, self.slippage_bps));
+            o.average_price = Some(fill_price(
+                side,
+                open,
+                self.slippage_bps,
+                crate::domain::money::tick_of(symbol),
+            ));
             o.filled_qty = o.qty;
             o.status = super::BrokerStatus::Complete;
         }

@@ -31,15 +31,47 @@ pub fn learn_ticks(known: impl IntoIterator<Item = (String, Decimal)>) {
     }
 }
 
-/// The exchange's tick of `symbol`, where an instrument master gave it: `None` when unknown
-/// (nothing is then refused for being off a grid the host would only guess).
+/// The ticks configured by name (`[market] ticks`): over what a master says.
+fn overrides() -> &'static std::sync::RwLock<std::collections::HashMap<String, Decimal>> {
+    static OVERRIDES: std::sync::OnceLock<
+        std::sync::RwLock<std::collections::HashMap<String, Decimal>>,
+    > = std::sync::OnceLock::new();
+    OVERRIDES.get_or_init(Default::default)
+}
+
+/// Replace the configured ticks (a configuration just loaded).
+pub fn set_tick_overrides(configured: impl IntoIterator<Item = (String, Decimal)>) {
+    *overrides()
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = configured
+        .into_iter()
+        .filter(|(_, t)| *t > Decimal::ZERO)
+        .collect();
+}
+
+/// The exchange's tick of `symbol`: configured, else as an instrument master gave it;
+/// `None` when unknown (nothing is then refused for being off a grid the host would only guess).
 #[must_use]
 pub fn known_tick(symbol: &str) -> Option<Decimal> {
-    ticks()
+    let configured = overrides()
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(symbol)
-        .copied()
+        .copied();
+    configured.or_else(|| {
+        ticks()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(symbol)
+            .copied()
+    })
+}
+
+/// The grid the host puts `symbol`'s prices on (its stops, limits, paper fills): the
+/// instrument's own tick where known, else [`TICK`].
+#[must_use]
+pub fn tick_of(symbol: &str) -> Decimal {
+    known_tick(symbol).unwrap_or(TICK)
 }
 
 /// `price` on `tick`'s grid, down (`up` false) or up; kept as it is when it cannot be.
@@ -54,10 +86,22 @@ pub fn on_grid(price: Decimal, tick: Decimal, up: bool) -> Decimal {
         .map_or(price, |d| d.normalize())
 }
 
-/// `price` at the nearest tick (a level the host sets itself: a stop, a target).
+/// `price` at the nearest [`TICK`] (a level the host sets itself: a stop, a target).
 #[must_use]
 pub fn to_tick(price: Decimal) -> Decimal {
-    ((price / TICK).round() * TICK).normalize()
+    to_tick_of(price, TICK)
+}
+
+/// `price` at the nearest multiple of `tick`; kept as it is when it cannot be.
+#[must_use]
+pub fn to_tick_of(price: Decimal, tick: Decimal) -> Decimal {
+    if tick <= Decimal::ZERO {
+        return price;
+    }
+    price
+        .checked_div(tick)
+        .and_then(|n| n.round().checked_mul(tick))
+        .map_or(price, |d| d.normalize())
 }
 
 /// A decimal from a JSON string or number, exactly.
@@ -102,5 +146,8 @@ mod tests {
         assert_eq!(super::to_tick(dec!(21346.07)), dec!(21346.05));
         assert_eq!(super::to_tick(dec!(21346.08)), dec!(21346.1));
         assert_eq!(super::to_tick(dec!(99.999)), dec!(100));
+        // A ₹1,000+ stock ticks in 0.10, a sub-₹250 one in 0.01.
+        assert_eq!(super::to_tick_of(dec!(1502.06), dec!(0.1)), dec!(1502.1));
+        assert_eq!(super::to_tick_of(dec!(21.4349), dec!(0.01)), dec!(21.43));
     }
 }

@@ -209,6 +209,95 @@ pub fn exchange_refusal(instrument: &str, kind: OrderKind) -> Option<&'static st
     }
 }
 
+/// What a venue knows of a contract when it takes an order: each fact where a broker's
+/// instrument master, the exchange's published lists or the configuration gave it (an
+/// unknown fact refuses nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContractFacts {
+    /// Its price step.
+    pub tick: Option<Decimal>,
+    /// Units per lot (a derivative's).
+    pub lot: Option<u64>,
+    /// The largest quantity one order may carry.
+    pub freeze: Option<u64>,
+}
+
+/// A quantity that is not a whole number of lots, as the host words it (it never sends one).
+#[must_use]
+pub fn lot_refusal(instrument: &str, qty: Decimal, lot: u64) -> String {
+    format!("quantity {qty} of {instrument} is not a whole number of lots of {lot}")
+}
+
+/// NSE's limit price protection for options: a limit within ₹20 of the last price when
+/// that is ₹50 or less, else within 40 % of it. Zerodha's words for the exchange's cancel.
+pub const OUTSIDE_LPP: &str = "The order was cancelled by the exchange because the price is outside the current allowed limit price protection range";
+
+/// Whether `limit` lies outside NSE's limit price protection range around `last` (options).
+#[must_use]
+pub fn outside_lpp(limit: Decimal, last: Decimal) -> bool {
+    let width = if last <= Decimal::from(50) {
+        Decimal::from(20)
+    } else {
+        last.checked_mul(Decimal::new(4, 1)).unwrap_or(Decimal::MAX)
+    };
+    let low = last.checked_sub(width).unwrap_or(Decimal::MIN);
+    let high = last.checked_add(width).unwrap_or(Decimal::MAX);
+    limit < low || limit > high
+}
+
+/// What the exchange (or the broker for it) refuses of an order of `qty` `instrument`
+/// priced as `kind`, given the contract's `facts` and its `last` price, in the brokers'
+/// words, in the order Kite checks them: the order type, the tick of its prices, whole
+/// lots, the freeze quantity, then the option's limit price protection. `None`: taken.
+#[must_use]
+pub fn venue_refusal(
+    instrument: &str,
+    qty: Decimal,
+    kind: OrderKind,
+    facts: ContractFacts,
+    last: Option<Decimal>,
+) -> Option<String> {
+    if let Some(refusal) = exchange_refusal(instrument, kind) {
+        return Some(refusal.to_owned());
+    }
+    if let Some(tick) = facts.tick.filter(|t| *t > Decimal::ZERO) {
+        for (price, what) in [(kind.price(), "price"), (kind.trigger(), "trigger price")] {
+            if price.is_some_and(|p| p.checked_rem(tick).is_none_or(|r| !r.is_zero())) {
+                return Some(format!(
+                    "Tick size for this script is {tick:.2}. Kindly enter {what} in the multiple of tick size for this script"
+                ));
+            }
+        }
+    }
+    let lot = facts.lot.filter(|l| *l > 1);
+    if let Some(lot) = lot
+        && qty
+            .checked_rem(Decimal::from(lot))
+            .is_none_or(|r| !r.is_zero())
+    {
+        return Some(lot_refusal(instrument, qty, lot));
+    }
+    if let Some(freeze) = facts.freeze
+        && qty > Decimal::from(freeze)
+    {
+        let lot = Decimal::from(lot.unwrap_or(1));
+        let lots = |q: Decimal| q.checked_div(lot).unwrap_or(q).trunc();
+        let freeze = Decimal::from(freeze);
+        return Some(format!(
+            "The order quantity {qty} ({} lots) is higher than the maximum quantity of {freeze} ({} lots) allowed by the exchanges. Please reduce the order quantity or use iceberg orders.",
+            lots(qty),
+            lots(freeze)
+        ));
+    }
+    if let (OrderKind::Limit { price }, Some(last)) = (kind, last)
+        && super::contracts::is_option(instrument)
+        && outside_lpp(price, last)
+    {
+        return Some(OUTSIDE_LPP.to_owned());
+    }
+    None
+}
+
 // The rules a venue fills by (the paper venue and the backtester alike):
 // - A **market** order fills at the open of the first bar after its signal (slippage and
 //   the 0.05 tick by `fill_price`).
@@ -253,6 +342,8 @@ pub struct Working {
     pub not_before: i64,
     /// A stop-limit whose trigger was reached.
     pub triggered: bool,
+    /// The instrument's tick: a slipped fill goes onto it.
+    pub tick: Decimal,
 }
 
 /// What one bar does to a working order.
@@ -303,7 +394,7 @@ fn within(side: OrderSide, price: Decimal, limit: Decimal) -> bool {
 pub fn work(t: &Working, b: &PriceBar, first: bool) -> Work {
     use super::time::ist_day;
     if t.kind == OrderKind::Market {
-        return Work::Fill(fill_price(t.side, b.open, t.slippage_bps));
+        return Work::Fill(fill_price(t.side, b.open, t.slippage_bps, t.tick));
     }
     if t.validity == Validity::Day && ist_day(b.ts) > ist_day(t.not_before) {
         return Work::Expire;
@@ -311,14 +402,13 @@ pub fn work(t: &Working, b: &PriceBar, first: bool) -> Work {
     let done = match t.kind {
         OrderKind::Market => None,
         OrderKind::Limit { price } => through(t.side, price, b).map(Work::Fill),
-        OrderKind::StopMarket { trigger } => {
-            reached(t.side, trigger, b).map(|at| Work::Fill(fill_price(t.side, at, t.slippage_bps)))
-        }
+        OrderKind::StopMarket { trigger } => reached(t.side, trigger, b)
+            .map(|at| Work::Fill(fill_price(t.side, at, t.slippage_bps, t.tick))),
         OrderKind::StopLimit { price, .. } if t.triggered => {
             through(t.side, price, b).map(Work::Fill)
         }
         OrderKind::StopLimit { trigger, price } => reached(t.side, trigger, b).map(|at| {
-            let market = fill_price(t.side, at, t.slippage_bps);
+            let market = fill_price(t.side, at, t.slippage_bps, t.tick);
             if within(t.side, market, price) {
                 Work::Fill(market)
             } else if at == b.open {
@@ -420,6 +510,7 @@ mod tests {
             slippage_bps: Decimal::ZERO,
             not_before: T,
             triggered: false,
+            tick: crate::domain::money::TICK,
         }
     }
 
@@ -588,6 +679,104 @@ mod tests {
         assert_eq!(
             work(&market, &bar(T + DAY, dec!(90), dec!(91), dec!(89)), true),
             Work::Fill(dec!(90))
+        );
+    }
+}
+
+#[cfg(test)]
+mod venue_tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    const CALL: &str = "NIFTY06JAN2626000CE";
+
+    #[test]
+    fn a_venue_refuses_what_the_exchange_refuses_in_the_brokers_words() {
+        let facts = ContractFacts {
+            tick: Some(dec!(0.05)),
+            lot: Some(65),
+            freeze: Some(1800),
+        };
+        let limit = |price| OrderKind::Limit { price };
+        let taken = venue_refusal(CALL, dec!(130), limit(dec!(101.05)), facts, Some(dec!(100)));
+        assert_eq!(taken, None);
+        assert_eq!(
+            venue_refusal(
+                CALL,
+                dec!(65),
+                OrderKind::StopMarket { trigger: dec!(90) },
+                facts,
+                None
+            )
+            .as_deref(),
+            Some(SL_M_ON_OPTIONS)
+        );
+        assert_eq!(
+            venue_refusal(CALL, dec!(65), limit(dec!(101.02)), facts, None).as_deref(),
+            Some(
+                "Tick size for this script is 0.05. Kindly enter price in the multiple of tick size for this script"
+            )
+        );
+        assert_eq!(
+            venue_refusal(
+                "SUZLON",
+                dec!(10),
+                OrderKind::StopLimit {
+                    trigger: dec!(54.125),
+                    price: dec!(54)
+                },
+                ContractFacts {
+                    tick: Some(dec!(0.01)),
+                    ..ContractFacts::default()
+                },
+                None
+            )
+            .as_deref(),
+            Some(
+                "Tick size for this script is 0.01. Kindly enter trigger price in the multiple of tick size for this script"
+            )
+        );
+        assert_eq!(
+            venue_refusal(CALL, dec!(100), OrderKind::Market, facts, None).as_deref(),
+            Some("quantity 100 of NIFTY06JAN2626000CE is not a whole number of lots of 65")
+        );
+        assert_eq!(
+            venue_refusal(CALL, dec!(1950), OrderKind::Market, facts, None).as_deref(),
+            Some(
+                "The order quantity 1950 (30 lots) is higher than the maximum quantity of 1800 (27 lots) allowed by the exchanges. Please reduce the order quantity or use iceberg orders."
+            )
+        );
+        // LPP: ±40 % above ₹50, ±₹20 at or below it; a market order has no limit to check.
+        assert_eq!(
+            venue_refusal(CALL, dec!(65), limit(dec!(140.05)), facts, Some(dec!(100))).as_deref(),
+            Some(OUTSIDE_LPP)
+        );
+        assert_eq!(
+            venue_refusal(CALL, dec!(65), limit(dec!(140)), facts, Some(dec!(100))),
+            None
+        );
+        assert_eq!(
+            venue_refusal(CALL, dec!(65), limit(dec!(0.05)), facts, Some(dec!(12))),
+            None
+        );
+        assert_eq!(
+            venue_refusal(CALL, dec!(65), limit(dec!(32.05)), facts, Some(dec!(12))).as_deref(),
+            Some(OUTSIDE_LPP)
+        );
+        assert_eq!(
+            venue_refusal(CALL, dec!(65), OrderKind::Market, facts, Some(dec!(12))),
+            None
+        );
+        // Nothing known: nothing refused on a guess.
+        assert_eq!(
+            venue_refusal(
+                "RELIANCE",
+                dec!(7),
+                limit(dec!(1402.33)),
+                ContractFacts::default(),
+                None
+            ),
+            None
         );
     }
 }

@@ -12,24 +12,25 @@ use super::money::TICK;
 
 /// The fill price of a market order on a bar opening at `open`. Without
 /// slippage it is the open itself (a price the exchange printed); slipped, it
-/// goes onto the tick, away from the trader.
+/// goes onto the instrument's `tick` (a non-positive one: [`TICK`]), away from the trader.
 #[must_use]
-pub fn fill_price(side: OrderSide, open: Decimal, slippage_bps: Decimal) -> Decimal {
+pub fn fill_price(side: OrderSide, open: Decimal, slippage_bps: Decimal, tick: Decimal) -> Decimal {
     if slippage_bps.is_zero() {
         return open;
     }
+    let tick = if tick > Decimal::ZERO { tick } else { TICK };
     let slip = open * slippage_bps / Decimal::from(10_000);
     let raw = match side {
         OrderSide::Buy => open + slip,
         OrderSide::Sell => open - slip,
     };
     // Round away from the trader: a buy never fills below the slipped price, a sell never above.
-    let ticks = raw / TICK;
+    let ticks = raw / tick;
     let ticks = match side {
         OrderSide::Buy => ticks.ceil(),
         OrderSide::Sell => ticks.floor(),
     };
-    (ticks * TICK).max(TICK).normalize()
+    (ticks * tick).max(tick).normalize()
 }
 
 /// Units bought (or sold short) at one price, still open.
@@ -194,27 +195,36 @@ mod tests {
     #[test]
     fn fills_slip_against_the_trader_on_the_tick() {
         assert_eq!(
-            fill_price(OrderSide::Buy, dec!(21712.75), dec!(0)),
+            fill_price(OrderSide::Buy, dec!(21712.75), dec!(0), TICK),
             dec!(21712.75)
         );
         assert_eq!(
-            fill_price(OrderSide::Buy, dec!(101.2345), dec!(0)),
+            fill_price(OrderSide::Buy, dec!(101.2345), dec!(0), TICK),
             dec!(101.2345),
             "no slippage: the printed open"
         );
         assert_eq!(
-            fill_price(OrderSide::Sell, dec!(0.02), dec!(1)),
+            fill_price(OrderSide::Sell, dec!(0.02), dec!(1), TICK),
             dec!(0.05),
             "never below one tick"
         );
         // 2 bps of 21712.75 = 4.34255 -> 21717.09255 -> up to 21717.10
         assert_eq!(
-            fill_price(OrderSide::Buy, dec!(21712.75), dec!(2)),
+            fill_price(OrderSide::Buy, dec!(21712.75), dec!(2), TICK),
             dec!(21717.10)
         );
         assert_eq!(
-            fill_price(OrderSide::Sell, dec!(21712.75), dec!(2)),
+            fill_price(OrderSide::Sell, dec!(21712.75), dec!(2), TICK),
             dec!(21708.40)
+        );
+        // A sub-₹250 stock on its 0.01 tick; a ₹1,000+ one on 0.10.
+        assert_eq!(
+            fill_price(OrderSide::Buy, dec!(21.43), dec!(10), dec!(0.01)),
+            dec!(21.46)
+        );
+        assert_eq!(
+            fill_price(OrderSide::Sell, dec!(1502.35), dec!(2), dec!(0.1)),
+            dec!(1502)
         );
     }
 

@@ -35,6 +35,7 @@ impl OrderManager {
             &self.recent,
             &self.live,
             &self.last,
+            &self.config.market.contract_rules,
             &mut self.handoff,
             &mut self.cancel_asked,
             &mut self.cancels,
@@ -179,7 +180,7 @@ pub(super) fn send_legs(
             opt_dec(trigger.as_deref())?,
         )
         .unwrap_or_default()
-        .on_tick(side);
+        .on_tick_of(side, crate::domain::money::tick_of(&instrument));
         let validity = Validity::parse(validity.as_deref()).unwrap_or_default();
         let intent = Intent {
             side,

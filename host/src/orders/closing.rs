@@ -83,6 +83,7 @@ impl OrderManager {
                 best: dec(&best)?,
                 trailed,
                 triggered,
+                tick: crate::domain::money::tick_of(&quote.instrument),
             };
             // Intraday positions trail the side they would close at: a long the best bid, a
             // short the best ask; delivery positions (and quotes without depth) the last price.
@@ -190,6 +191,7 @@ pub(super) fn arm_exit(
         opt_dec(stop.as_deref())?,
         opt_dec(target.as_deref())?,
         &rules,
+        crate::domain::money::tick_of(instrument),
     );
     save_exit(tx, account, instrument, &exit)
 }

@@ -206,11 +206,8 @@ impl OrderManager {
                             target: s.target,
                             opens,
                             // On the instrument's own tick where its master gave one.
-                            kind: kind.on_tick_of(
-                                i.side,
-                                crate::domain::money::known_tick(&s.instrument)
-                                    .unwrap_or(crate::domain::money::TICK),
-                            ),
+                            kind: kind
+                                .on_tick_of(i.side, crate::domain::money::tick_of(&s.instrument)),
                             validity,
                             pace_from: 0,
                         };
@@ -248,6 +245,7 @@ impl OrderManager {
                 &self.recent,
                 &self.live,
                 &self.last,
+                &self.config.market.contract_rules,
                 &mut self.handoff,
                 &mut self.cancel_asked,
                 &mut self.cancels,

@@ -36,6 +36,8 @@ pub struct ManagedExit {
     pub trailed: bool,
     /// Fired already.
     pub triggered: bool,
+    /// The instrument's tick: the levels it sets go onto it.
+    pub tick: Decimal,
 }
 
 impl ManagedExit {
@@ -56,6 +58,7 @@ impl ManagedExit {
             best: entry,
             trailed: false,
             triggered: false,
+            tick: crate::domain::money::TICK,
         };
         exit.trail(entry);
         exit.trailed = false;
@@ -64,7 +67,7 @@ impl ManagedExit {
 
     /// The exit of a position just opened at `entry`: the signal's stop and
     /// target, or else the account's percentages away from the entry (on the
-    /// 0.05 tick, as the exchange prices them), and its trailing stop.
+    /// instrument's `tick`, as the exchange prices them), and its trailing stop.
     #[must_use]
     pub fn arm(
         long: bool,
@@ -72,18 +75,27 @@ impl ManagedExit {
         stop: Option<Decimal>,
         target: Option<Decimal>,
         rules: &ExitRules,
+        tick: Decimal,
     ) -> Self {
         let away = |pct: Decimal, up: bool| {
             (!pct.is_zero()).then(|| {
-                crate::domain::money::to_tick(
+                crate::domain::money::to_tick_of(
                     entry * (Decimal::ONE_HUNDRED + if up { pct } else { -pct })
                         / Decimal::ONE_HUNDRED,
+                    tick,
                 )
             })
         };
         let stop = stop.or_else(|| away(rules.stop_loss_pct, !long));
         let target = target.or_else(|| away(rules.target_pct, long));
-        Self::new(long, entry, stop, target, Some(rules.trailing_pct))
+        let mut exit = Self {
+            tick,
+            ..Self::new(long, entry, stop, target, None)
+        };
+        exit.trail_pct = Some(rules.trailing_pct).filter(|p| *p > Decimal::ZERO);
+        exit.trail(entry);
+        exit.trailed = false;
+        exit
     }
 
     /// The price an exit that fired for `reason` on a bar opening at `open`
@@ -130,7 +142,7 @@ impl ManagedExit {
             Some(s) => (self.long && candidate > s) || (!self.long && candidate < s),
         };
         if tighter {
-            self.stop = Some(crate::domain::money::to_tick(candidate));
+            self.stop = Some(crate::domain::money::to_tick_of(candidate, self.tick));
             self.trailed = true;
         }
     }
@@ -219,13 +231,16 @@ mod tests {
             trailing_pct: dec!(0),
             ..ExitRules::default()
         };
-        let e = ManagedExit::arm(true, dec!(100.03), None, None, &rules);
+        let e = ManagedExit::arm(true, dec!(100.03), None, None, &rules, dec!(0.05));
         assert_eq!(
             (e.stop, e.target),
             (Some(dec!(99.05)), Some(dec!(102.05))),
             "on the tick"
         );
-        let e = ManagedExit::arm(false, dec!(100), Some(dec!(103)), None, &rules);
+        // A ₹1,000+ stock ticks in 0.10: its levels go onto that grid, not 0.05's.
+        let e = ManagedExit::arm(true, dec!(1503.37), None, None, &rules, dec!(0.1));
+        assert_eq!((e.stop, e.target), (Some(dec!(1488.3)), Some(dec!(1533.4))));
+        let e = ManagedExit::arm(false, dec!(100), Some(dec!(103)), None, &rules, dec!(0.05));
         assert_eq!(
             (e.stop, e.target),
             (Some(dec!(103)), Some(dec!(98))),

@@ -10,14 +10,16 @@ use crate::brokers::live::{LiveCancel, LiveModify};
 /// A working order as a command finds it.
 struct Working {
     account: String,
+    instrument: String,
     state: String,
     side: OrderSide,
     qty: Decimal,
     kind: OrderKind,
 }
 
-/// `account, state, pipeline, side, qty` and the order type's columns.
+/// `account, instrument, state, pipeline, side, qty` and the order type's columns.
 type WorkingRow = (
+    String,
     String,
     String,
     String,
@@ -32,12 +34,12 @@ fn working(
 ) -> rusqlite::Result<Result<Working, String>> {
     let row: Option<WorkingRow> = tx
         .row(
-            "SELECT account, state, pipeline, side, qty, order_type, limit_price, trigger_price FROM orders WHERE client_order_id = ?1",
+            "SELECT account, instrument, state, pipeline, side, qty, order_type, limit_price, trigger_price FROM orders WHERE client_order_id = ?1",
             [coid],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, (r.get(5)?, r.get(6)?, r.get(7)?))),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, (r.get(6)?, r.get(7)?, r.get(8)?))),
         )
         .optional()?;
-    let Some((account, state, pipeline, side, qty, kind)) = row else {
+    let Some((account, instrument, state, pipeline, side, qty, kind)) = row else {
         return Ok(Err(format!("no order {coid:?} in the journal")));
     };
     if state::OrderState::parse(&state).is_none_or(state::OrderState::is_final) {
@@ -52,6 +54,7 @@ fn working(
     }
     Ok(Ok(Working {
         account,
+        instrument,
         state,
         side: side_of(&side)?,
         qty: dec(&qty)?,
@@ -203,7 +206,7 @@ impl OrderManager {
                 )));
             }
         }
-        .on_tick(o.side);
+        .on_tick_of(o.side, crate::domain::money::tick_of(&o.instrument));
         let now = now_ms();
         let text = |d: Option<Decimal>| d.map(|v| v.to_string());
         let at_broker = self.live.contains(&o.account) && o.state != "new";

@@ -553,6 +553,7 @@ impl OrderManager {
             &self.recent,
             &self.live,
             &self.last,
+            &self.config.market.contract_rules,
             &mut self.handoff,
             &mut self.cancel_asked,
             &mut self.cancels,
@@ -903,6 +904,7 @@ impl OrderManager {
                 &self.recent,
                 &self.live,
                 &self.last,
+                &self.config.market.contract_rules,
                 &mut self.handoff,
                 &mut self.cancel_asked,
                 &mut self.cancels,
@@ -1042,6 +1044,7 @@ impl OrderManager {
         recent: &Recent,
         live: &std::collections::HashSet<String>,
         last: &HashMap<String, (i64, Decimal)>,
+        rules: &crate::domain::contracts::ContractRules,
         handoff: &mut Vec<LiveOrder>,
         asked: &mut std::collections::HashSet<String>,
         cancels: &mut Vec<crate::brokers::live::LiveCancel>,
@@ -1176,9 +1179,18 @@ impl OrderManager {
                 continue;
             }
             // The paper venue refuses what the exchange refuses, in the brokers' words.
-            if let Some(refusal) =
-                crate::domain::order::exchange_refusal(&instrument, order_kind(&coid, &kind)?)
-            {
+            let facts = crate::domain::order::ContractFacts {
+                tick: crate::domain::money::known_tick(&instrument),
+                lot: rules.lot_size(&instrument),
+                freeze: rules.freeze_qty(&instrument),
+            };
+            if let Some(refusal) = crate::domain::order::venue_refusal(
+                &instrument,
+                dec(&qty)?,
+                order_kind(&coid, &kind)?,
+                facts,
+                last.get(&instrument).map(|(_, p)| *p),
+            ) {
                 for event in [state::OrderEvent::Submit, state::OrderEvent::Reject] {
                     if let Ok(to) = advance(tx, &coid, event)? {
                         transitions.push((coid.clone(), to.as_str(), json!({ "reason": refusal })));
@@ -1400,6 +1412,7 @@ impl OrderManager {
                 &self.recent,
                 &self.live,
                 &self.last,
+                &self.config.market.contract_rules,
                 &mut self.handoff,
                 &mut self.cancel_asked,
                 &mut self.cancels,
@@ -1487,6 +1500,7 @@ impl OrderManager {
                 &self.recent,
                 &self.live,
                 &self.last,
+                &self.config.market.contract_rules,
                 &mut self.handoff,
                 &mut self.cancel_asked,
                 &mut self.cancels,

@@ -78,6 +78,7 @@ pub(super) fn work_open_orders(
             slippage_bps: dec(&slippage)?,
             not_before,
             triggered,
+            tick: crate::domain::money::tick_of(instrument),
         };
         let from = seen_ts.unwrap_or(not_before).max(not_before);
         let start = bars.partition_point(|b| b.ts <= from);

@@ -118,8 +118,9 @@ pub fn protective_kind(
     buffer_pct: Decimal,
 ) -> OrderKind {
     let market = OrderKind::StopMarket { trigger };
+    let tick = crate::domain::money::tick_of(instrument);
     if crate::domain::order::exchange_refusal(instrument, market).is_none() {
-        return market.on_tick(side);
+        return market.on_tick_of(side, tick);
     }
     let buffer = trigger
         .checked_mul(buffer_pct)
@@ -129,8 +130,8 @@ pub fn protective_kind(
         OrderSide::Sell => trigger.checked_sub(buffer).unwrap_or(trigger),
         OrderSide::Buy => trigger.checked_add(buffer).unwrap_or(trigger),
     }
-    .max(crate::domain::money::TICK);
-    OrderKind::StopLimit { trigger, price }.on_tick(side)
+    .max(tick);
+    OrderKind::StopLimit { trigger, price }.on_tick_of(side, tick)
 }
 
 /// Whether a broker's refusal of a protective order may pass if it is tried again
@@ -353,7 +354,8 @@ pub(super) fn protect(
                     cfg.product == crate::domain::Product::Cnc && gtt_broker(cfg.broker.get_ref());
                 let (kind, validity) = if gtt {
                     (
-                        OrderKind::StopMarket { trigger: stop }.on_tick(side),
+                        OrderKind::StopMarket { trigger: stop }
+                            .on_tick_of(side, crate::domain::money::tick_of(&instrument)),
                         Some("GTT"),
                     )
                 } else {
@@ -392,7 +394,8 @@ pub(super) fn protect(
                 let trigger = if tighter { stop } else { r.trigger };
                 let gtt = r.gtt;
                 let kind = if gtt {
-                    OrderKind::StopMarket { trigger }.on_tick(side)
+                    OrderKind::StopMarket { trigger }
+                        .on_tick_of(side, crate::domain::money::tick_of(&instrument))
                 } else {
                     protective_kind(&instrument, side, trigger, cfg.exits.stop_limit_buffer_pct)
                 };

@@ -1710,6 +1710,11 @@ fn an_intraday_short_trails_the_best_ask_and_a_long_the_best_bid() {
 /// calendar for 2024 written beside it: 2024-01-02 a holiday, Saturday 2024-01-06 a
 /// Muhurat-like session 18:00–19:00.
 fn manager_with_calendar(dir: &Path, square_off: &str) -> OrderManager {
+    manager_on_calendar(dir, square_off, CONFIG)
+}
+
+/// [`manager_with_calendar`] with the accounts and pipelines of `config`.
+fn manager_on_calendar(dir: &Path, square_off: &str, config: &str) -> OrderManager {
     std::fs::write(
         dir.join("nse-2024.toml"),
         "year = 2024\n[[holiday]]\ndate = \"2024-01-02\"\nname = \"Test holiday\"\n[[session]]\ndate = \"2024-01-06\"\nname = \"Muhurat\"\nopen = \"18:00\"\nclose = \"19:00\"\n",
@@ -1717,7 +1722,7 @@ fn manager_with_calendar(dir: &Path, square_off: &str) -> OrderManager {
     .unwrap();
     let text = format!(
         "[market]\ncalendars = [\"nse-2024.toml\"]\n{}",
-        CONFIG.replacen(
+        config.replacen(
             "slippage_bps = 0\n",
             &format!("slippage_bps = 0\nsquare_off = {square_off}\n"),
             1
@@ -1829,8 +1834,14 @@ fn a_special_session_moves_the_entry_window_and_the_square_off() {
 #[test]
 fn each_segment_squares_off_at_its_own_time() {
     let dir = tempfile::tempdir().unwrap();
-    let mut om =
-        manager_with_calendar(dir.path(), "{ equity = \"15:10\", derivative = \"15:20\" }");
+    // Whole lots of the option (50 for the January 2024 contracts): the venue takes nothing else.
+    let mut om = manager_on_calendar(
+        dir.path(),
+        "{ equity = \"15:10\", derivative = \"15:20\" }",
+        &CONFIG
+            .replace("qty = 2 }", "qty = 50 }")
+            .replace("qty = 1 }", "qty = 50 }"),
+    );
     let option = "NIFTY04JAN2421600CE";
     let mut s = signal(0, "buy");
     om.on_signal(&s).unwrap();
@@ -2125,7 +2136,10 @@ fn a_banknifty_position_sized_in_lots_uses_the_masters_lot_for_its_expiry() {
 #[test]
 fn short_options_are_bought_back_on_their_expiry_day_and_late_entries_in_them_refused() {
     let dir = tempfile::tempdir().unwrap();
+    // Whole lots of the option (50 for the January 2024 contracts).
     let text = CONFIG
+        .replace("qty = 2 }", "qty = 50 }")
+        .replace("qty = 1 }", "qty = 50 }")
         .replacen(
             "slippage_bps = 0\n",
             "slippage_bps = 0\nproduct = \"cnc\"\nexits = { expiry_square_off = \"15:00\" }\n",
@@ -2152,7 +2166,7 @@ fn short_options_are_bought_back_on_their_expiry_day_and_late_entries_in_them_re
         .unwrap();
     om.on_quotes(&quote_of(long, at(4, 10, 1), dec!(40)))
         .unwrap();
-    assert_eq!(om.positions_of("a1").unwrap()[short], dec!(-2));
+    assert_eq!(om.positions_of("a1").unwrap()[short], dec!(-50));
     // After 14:00, no new position in an expiring contract.
     let late = om
         .on_signal(&on("NIFTY04JAN2421700CE", "buy", 14, 5, 2))
