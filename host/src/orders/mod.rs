@@ -1039,6 +1039,7 @@ impl OrderManager {
 
     /// Inside `tx`: hand every `new` order to the paper book, accept it, and
     /// fill it at once when the first price after its signal has already gone by.
+    #[allow(clippy::too_many_arguments)] // the manager's fields it reads, split for the borrow of `tx`
     fn submit_in(
         tx: &rusqlite::Transaction<'_>,
         recent: &Recent,
