@@ -456,3 +456,132 @@ fn an_orders_process_restarted_at_15_14_with_the_feed_down_still_squares_off() {
         .collect();
     assert_eq!(closes, vec![("square-off".to_owned(), "filled".to_owned())]);
 }
+
+/// The broker is the truth at the square-off: a position the broker closed itself while the
+/// host ran on (its risk system, or the trader at its terminal) is not closed a second time.
+/// From 15:15 the orders side reads its orders back, finds the broker flat, brings the journal
+/// down to it (a `reconcile` fill and its alert), and sends the broker nothing.
+#[test]
+fn a_position_the_broker_closed_itself_is_not_squared_off_again_at_15_15() {
+    use std::io::BufRead as _;
+    let v = &KITE;
+    let kite = server(v);
+    kite.state()
+        .ltp
+        .insert(v.symbol.into(), Decimal::from(1019));
+    let dir = tempfile::tempdir().unwrap();
+    let config = mis_day(v, &kite, dir.path(), |i| match i {
+        0..200 => 1000.0,
+        200..220 => 1000.0 - f64::from(i - 199),
+        _ => 980.0 + f64::from(i - 219),
+    });
+    let csv = dir.path().join("RELIANCE.csv");
+    let day: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .take(301)
+        .map(str::to_owned)
+        .collect();
+    std::fs::write(&csv, day.join("\n") + "\n").unwrap();
+    // The day until 14:14: the position is bought and still open when the data stops.
+    let redis = RedisServer::start();
+    let first = live_run(v, &config, &redis)
+        .args(["--until-idle", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(held_at(&kite), vec![("RELIANCE".to_owned(), 10)], "bought");
+    drop(redis);
+
+    // The orders process runs on from 15:14:40 IST; its positions agree with the broker's.
+    let redis = RedisServer::start();
+    let mut orders = tradehost_tests::Killed(
+        live_run(v, &config, &redis)
+            .args(["--role", "orders"])
+            .env("LD_PRELOAD", libfaketime())
+            .env("FAKETIME", "@2024-01-02 09:44:40")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("TZ", "UTC")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let stdout = orders.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let said = |what: &str| lines.lock().unwrap().iter().any(|l| l.contains(what));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !said("positions agree with kite") {
+        assert!(
+            Instant::now() < deadline,
+            "no start-up check: {:?}",
+            lines.lock().unwrap()
+        );
+        assert!(
+            orders.0.try_wait().unwrap().is_none(),
+            "the orders process stays up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Before 15:15 the broker squares the position off itself.
+    assert_eq!(kite.state().square_off_intraday(), 1);
+    assert!(held_at(&kite).is_empty());
+    let placed = kite.state().orders.len();
+    let journal = dir.path().join("journal.sqlite");
+    let reconciled = || -> Vec<(String, String)> {
+        let db = rusqlite::Connection::open(&journal).unwrap();
+        db.prepare("SELECT side, qty FROM orders WHERE pipeline = 'reconcile' AND state = 'filled'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    while reconciled().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the journal was not brought to the broker at 15:15; the broker has {:?}; the host said {:?}",
+            kite.state()
+                .orders
+                .iter()
+                .map(|o| (&o.id, &o.side, &o.status))
+                .collect::<Vec<_>>(),
+            lines.lock().unwrap()
+        );
+        assert!(
+            orders.0.try_wait().unwrap().is_none(),
+            "the orders process stays up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reconciled(), vec![("sell".to_owned(), "10".to_owned())]);
+    assert!(said("square-off at 15:15"), "{:?}", lines.lock().unwrap());
+    // The clock's square-off ticks every second from here on: the next few find nothing to close.
+    let watch_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        assert_eq!(
+            kite.state().orders.len(),
+            placed,
+            "no second close at the broker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(held_at(&kite).is_empty(), "the account stays flat");
+    let _ = orders.0.kill();
+    let _ = orders.0.wait();
+}

@@ -375,7 +375,12 @@ pub async fn serve(
     merge.set_ordered(replays(&config));
     take_prices(unapplied, &mut merge, &mut price_guard, &events).await;
     let mut stop = life.shutdown.clone();
+    // The square-offs (account, IST day, minute) whose broker check has been asked for.
+    let mut checked: std::collections::HashSet<(String, i64, u32)> = Default::default();
     loop {
+        if let Some(r) = &router {
+            square_off_checks(r, &config, &mut checked);
+        }
         if !(log_end.get() && prices_end.get() && rx.is_empty() && prices.is_empty()) {
             caught_up_since = None;
         } else if caught_up_since.is_none() {
@@ -795,6 +800,40 @@ async fn handle_entry(
     // After the decisions are committed, never before.
     let _ = outbox.send(Out::Ack(entry.entry_id.clone()));
     true
+}
+
+/// The broker is the truth before a square-off: from each live account's square-off minute
+/// (per segment, by the wall clock) its orders are read back once that day, and its
+/// positions then compared with its broker's and resolved toward them (a [`crate::brokers::live::LiveNotice::Synced`]),
+/// before anything else is decided. A position the broker squared off itself, or the trader
+/// closed at the broker, is then not closed a second time: the close is only for what the
+/// broker still holds.
+fn square_off_checks(
+    router: &LiveRouter,
+    config: &crate::config::Config,
+    checked: &mut std::collections::HashSet<(String, i64, u32)>,
+) {
+    use crate::domain::Segment;
+    use crate::domain::time::{ist_day, ist_minute_of_day};
+    let now = crate::bus::message::now_ms();
+    let (day, minute) = (ist_day(now), ist_minute_of_day(now));
+    for (account, _) in router.brokers() {
+        let Some(cfg) = config.account(account) else {
+            continue;
+        };
+        for due in [Segment::Equity, Segment::Derivative]
+            .into_iter()
+            .filter_map(|s| cfg.square_off_minute(s))
+        {
+            if due <= minute && checked.insert((account.clone(), day, due)) {
+                println!(
+                    "tradehost: {account}: square-off at {}: reading its orders and positions back from the broker first",
+                    crate::domain::time::format_hhmm(due)
+                );
+                router.sync(account);
+            }
+        }
+    }
 }
 
 /// Compare each live account's journal positions with its broker's, and raise
