@@ -1605,6 +1605,32 @@ impl OrderManager {
         Ok(out)
     }
 
+    /// The instruments in which `account` has an order at its broker that may fill any moment
+    /// (a resting protective stop not counted): their positions are not compared with the
+    /// broker's until it settles, as a fill on its way would read as a difference.
+    ///
+    /// # Errors
+    /// A journal failure.
+    pub fn instruments_in_flight(
+        &self,
+        account: &str,
+    ) -> Result<std::collections::HashSet<String>, OrderError> {
+        let mut stmt = self
+            .db
+            .prepare(
+                "SELECT DISTINCT instrument FROM orders WHERE account = ?1
+                   AND state IN ('submitted', 'accepted', 'partially_filled', 'triggered', 'pending_cancel')
+                   AND NOT (pipeline = ?2 AND state = 'accepted')",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![account, protect::PROTECTIVE], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<std::collections::HashSet<String>>>()
+            .map_err(self.err())?;
+        Ok(rows)
+    }
+
     /// `account`'s open positions per the journal: instrument → net units.
     ///
     /// # Errors

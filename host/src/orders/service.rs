@@ -377,6 +377,9 @@ pub async fn serve(
     let mut stop = life.shutdown.clone();
     // The square-offs (account, IST day, minute) whose broker check has been asked for.
     let mut checked: std::collections::HashSet<(String, i64, u32)> = Default::default();
+    // The position differences already told, so a check that finds the same one again (a
+    // position bought by hand, found at every sync) does not alert the trader again.
+    let mut mismatches_told = Told::default();
     loop {
         if let Some(r) = &router {
             square_off_checks(r, &config, &mut checked);
@@ -439,9 +442,10 @@ pub async fn serve(
                             // read-back could not be made whole.
                             if complete && let Some(r) = &router {
                                 let journal = om.positions_of(&account)?;
+                                let in_flight = om.instruments_in_flight(&account)?;
                                 // Where the journal holds more than the broker, the broker is the
                                 // truth: the journal comes down to it before anything is placed.
-                                for m in reconcile_positions(r, &account, &journal, &events).await {
+                                for m in reconcile_positions(r, &account, &journal, &in_flight, &mut mismatches_told, &events).await {
                                     if let Some(out) = until_recorded(&events, "a position resolved toward the broker", &mut stop, || om.resolve_to_broker(&account, &m.instrument, m.broker)).await {
                                         let _ = outbox.send(Out::Outcomes(out));
                                     }
@@ -836,19 +840,31 @@ fn square_off_checks(
     }
 }
 
+/// The position differences told, by account and instrument: (journal, broker).
+type Told = HashMap<(String, String), (rust_decimal::Decimal, rust_decimal::Decimal)>;
+
 /// Compare each live account's journal positions with its broker's, and raise
 /// an alert for every difference (a manual trade, an order placed while the
-/// host was down). Trading goes on: the trader decides (a `flatten`, a fix at the broker).
+/// host was down) once, until it changes or goes away. Trading goes on: the trader decides (a `flatten`, a fix at the broker).
 async fn reconcile_positions(
     router: &crate::brokers::live::LiveRouter,
     account: &str,
     journal: &HashMap<String, rust_decimal::Decimal>,
+    in_flight: &std::collections::HashSet<String>,
+    told: &mut Told,
     events: &Events,
 ) -> Vec<crate::brokers::live::Mismatch> {
     let mut found = Vec::new();
     for (_, broker) in router.brokers().iter().filter(|(a, _)| a == account) {
-        match router.reconcile(account, journal).await {
+        // An order still working may have filled at the broker with its report on the way:
+        // its instrument is compared at the next check, once it settles.
+        match router.reconcile(account, journal).await.map(|m| {
+            m.into_iter()
+                .filter(|m| !in_flight.contains(&m.instrument))
+                .collect::<Vec<_>>()
+        }) {
             Ok(mismatches) if mismatches.is_empty() => {
+                told.retain(|(a, _), _| a != account);
                 println!(
                     "tradehost: {account}: positions agree with {} ({} open)",
                     broker.name(),
@@ -856,7 +872,16 @@ async fn reconcile_positions(
                 );
             }
             Ok(mismatches) => {
+                told.retain(|(a, i), _| {
+                    a != account || mismatches.iter().any(|m| &m.instrument == i)
+                });
                 for m in mismatches {
+                    let key = (account.to_owned(), m.instrument.clone());
+                    if told.insert(key, (m.journal, m.broker)) == Some((m.journal, m.broker)) {
+                        // Told already, and unchanged: still resolved toward the broker, not said again.
+                        found.push(m);
+                        continue;
+                    }
                     println!(
                         "tradehost: {account}: position mismatch in {}: journal {}, {} {}",
                         m.instrument,
