@@ -168,8 +168,13 @@ pub struct State {
     pub per_second: usize,
     /// The exchange's freeze quantity per trading symbol: a larger order is refused, as NSE refuses it.
     pub freeze: HashMap<String, Decimal>,
-    /// The lot of a contract per trading symbol (the freeze refusal counts lots in it).
+    /// The lot of a contract per trading symbol (the freeze refusal counts lots in it; a
+    /// partial fill is whole lots of it).
     pub lots: HashMap<String, Decimal>,
+    /// Kindness, the opt-in: an unscripted order fills in full at its first read and the
+    /// order book shows it at once. By default it fills half (in whole lots) at the first read
+    /// and the rest at the next, and the book shows it a read late.
+    pub instant_fills: bool,
     /// A limit the last price has not reached rests, as on the exchange (off: every open
     /// order fills at the first read, never beyond its limit, the market's price being
     /// whatever a replay's quotes last said).
@@ -213,7 +218,8 @@ pub struct State {
     pub underlying_ltp: f64,
     /// Scripts for the next orders placed, in order.
     pub scripts: VecDeque<Script>,
-    /// The script of every order placed when `scripts` is empty (`None`: fill at the first read).
+    /// The script of every order placed when `scripts` is empty (`None`: the market fills it, in
+    /// two parts unless `instant_fills`).
     pub default_script: Option<Script>,
     /// Kite, Upstox: the trading symbols (Upstox: instrument tokens) the exchange knows;
     /// an order for any other is refused as the real API refuses it. Empty: any.
@@ -242,6 +248,17 @@ pub struct MockServer {
 }
 
 impl MockServer {
+    /// [`Self::start`], kind: unscripted orders fill in full at their first read and the
+    /// order book shows them at once (`instant_fills`). For tests of one mechanism (a
+    /// protocol's frames, a sequence of router reports) whose partial fills are scripted
+    /// where they matter; the end-to-end runs use the unkind default.
+    #[must_use]
+    pub fn start_kind(flavor: Flavor, api_key: &str, token: &str) -> Self {
+        let server = Self::start(flavor, api_key, token);
+        server.state().instant_fills = true;
+        server
+    }
+
     /// Start a mock of `flavor` accepting `token` (and, for Kite, `api_key`).
     ///
     /// # Panics
@@ -262,6 +279,7 @@ impl MockServer {
             per_second: 1000,
             freeze: HashMap::new(),
             lots: HashMap::new(),
+            instant_fills: false,
             limits_rest: false,
             gtts: Vec::new(),
             gtt_seq: 0,
@@ -1888,7 +1906,10 @@ fn place(
         filled: Decimal::ZERO,
         message: String::new(),
         placed_at,
-        hidden: script.as_ref().map_or(0, |sc| sc.book_lag),
+        // The order book shows a new order a read late, as a busy broker's does; at once only when kind.
+        hidden: script
+            .as_ref()
+            .map_or(u32::from(!s.instant_fills), |sc| sc.book_lag),
         script,
         trades: Vec::new(),
     });
@@ -1946,11 +1967,11 @@ fn book(s: &mut State) -> Vec<MockOrder> {
     shown
 }
 
-/// Kite's refusal of a stop-loss-market order on an F&O option (NSE discontinued SL-M on
-/// options in September 2021; the exchange itself answers "16052: Function not available").
 /// NSE's cancel of an option limit outside its limit price protection range, as Zerodha words it.
 pub const OUTSIDE_LPP: &str = "The order was cancelled by the exchange because the price is outside the current allowed limit price protection range";
 
+/// Kite's refusal of a stop-loss-market order on an F&O option (NSE discontinued SL-M on
+/// options in September 2021; the exchange itself answers "16052: Function not available").
 pub const SL_M_BLOCKED: &str = "Stoploss Market orders (SL-M) are blocked for F&O contracts as they have been discontinued by the exchange. Try placing SL-M order with market protection enabled.";
 
 /// Upstox's refusal of the same (its help: stop-loss market "is currently not permitted at
@@ -1978,11 +1999,13 @@ fn is_stop(fields: &HashMap<String, String>) -> bool {
 }
 
 /// A status read: a scripted order takes its next step; a stop triggers when the last price
-/// reaches it; a limit the last price has not reached rests; any other open order completes
-/// at the first read (the exchange filled it at the market, never beyond its limit).
+/// reaches it; a limit the last price has not reached rests; any other open order fills at the
+/// market, never beyond its limit: half (in whole lots) at its first read and the rest at the
+/// next, or all at once where the test asked for `instant_fills`.
 fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
     let ltp = s.ltp.clone();
     let limits_rest = s.limits_rest;
+    let (instant, lots) = (s.instant_fills, s.lots.clone());
     let o = s.orders.iter_mut().find(|o| o.id == id)?;
     o.polls += 1;
     if o.status == TRIGGER_PENDING {
@@ -2065,7 +2088,15 @@ fn poll(s: &mut State, id: &str) -> Option<MockOrder> {
             (Some(l), _) => price.max(l),
             (None, _) => price,
         };
-        o.fill(o.qty, price);
+        // As the exchange matches a market order against the book: part of it (half, in
+        // whole lots) at the first read, the rest at the next; all at once only when kind.
+        let lot = lots.get(&o.symbol).copied().unwrap_or(Decimal::ONE);
+        let half = ((o.qty / lot / Decimal::TWO).floor() * lot).max(Decimal::ZERO);
+        if !instant && o.filled.is_zero() && half > Decimal::ZERO {
+            o.fill(half, price);
+        } else {
+            o.fill(o.qty, price);
+        }
     }
     Some(o.clone())
 }

@@ -499,7 +499,7 @@ async fn upstox_v3_protobuf_ticks_through_a_one_time_address() {
     use tradehost_tests::brokers::{Flavor, MockServer};
     use tradehost_tests::upstox_feed::{index_frame, market_frame};
     let ws = KiteTicker::start_with(&[("requestId", "r1"), ("code", "one-time-1")]).await;
-    let rest = MockServer::start(Flavor::Upstox, "", "up-tok");
+    let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
     rest.state().feed_url = Some(format!(
         "{}/market-data-feeder/v3/upstox-developer-api/feeds?requestId=r1&code=one-time-1",
         ws.url()
@@ -735,7 +735,7 @@ async fn upstox_option_chains_come_with_the_ticks() {
     use tradehost_tests::brokers::{Flavor, MockServer, upstox_chain_row};
     use tradehost_tests::upstox_feed::market_frame;
     let ws = KiteTicker::start_with(&[("code", "c1")]).await;
-    let rest = MockServer::start(Flavor::Upstox, "", "up-tok");
+    let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
     let today = tradehost::market::clock::format_ist_date(tradehost::bus::message::now_ms());
     {
         let mut s = rest.state();
@@ -975,7 +975,7 @@ async fn upstox_order_updates_come_on_the_portfolio_stream() {
     use tradehost::brokers::live::{AccountLink, LiveOrder, LiveUpdate};
     use tradehost_tests::brokers::{Flavor, MockServer};
     let ws = KiteTicker::start_with(&[("code", "p1")]).await;
-    let rest = MockServer::start(Flavor::Upstox, "", "up-tok");
+    let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
     rest.state().portfolio_url = Some(format!(
         "{}/portfolio-stream-feeder/v2/upstox-developer-api/feeds?requestId=r9&code=p1",
         ws.url()
@@ -1137,7 +1137,7 @@ async fn nifty_chain_feed(
 async fn openalgo_option_chains_and_the_strikes_around_the_money() {
     use tradehost_tests::brokers::{Flavor, MockServer, openalgo_chain_row};
     let ws = KiteTicker::start_with(&[]).await;
-    let rest = MockServer::start(Flavor::OpenAlgo, "", "oa-key-123");
+    let rest = MockServer::start_kind(Flavor::OpenAlgo, "", "oa-key-123");
     {
         let mut s = rest.state();
         // Nearest first, as OpenAlgo lists them; one already past.
@@ -1250,7 +1250,7 @@ async fn openalgo_option_chains_and_the_strikes_around_the_money() {
 async fn kite_option_chains_from_the_master_and_quotes() {
     use tradehost_tests::brokers::{Flavor, MockServer, kite_quote};
     let ticker = KiteTicker::start("key1", "tok1").await;
-    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    let rest = MockServer::start_kind(Flavor::Kite, "key1", "tok1");
     let strikes = [26_100_u32, 26_200, 26_300, 26_400];
     // Tokens end in Kite's NFO segment byte (2); above it, a number per expiry, strike and side.
     let token =
@@ -1483,7 +1483,7 @@ async fn openalgo_order_updates_come_on_its_websocket() {
             .expect("the router is up")
     }
     let ws = KiteTicker::start_with(&[]).await;
-    let rest = MockServer::start(Flavor::OpenAlgo, "", "oa-key-123");
+    let rest = MockServer::start_kind(Flavor::OpenAlgo, "", "oa-key-123");
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n",
@@ -1595,7 +1595,7 @@ async fn bars_missed_while_the_feed_was_down_are_read_back_from_the_broker() {
     use tradehost_tests::brokers::{Flavor, MockServer};
     const RELIANCE: u32 = 738_561;
     let ticker = KiteTicker::start("key1", "tok1").await;
-    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    let rest = MockServer::start_kind(Flavor::Kite, "key1", "tok1");
     let minute = |m: u32, o: f64, h: f64, l: f64, c: f64, v: u64| {
         serde_json::json!([format!("2024-01-01T09:{m:02}:00+0530"), o, h, l, c, v, 0])
     };
@@ -1775,7 +1775,7 @@ async fn missed_bars_from_upstox_and_openalgo() {
     use tradehost_tests::brokers::{Flavor, MockServer};
     // 09:mm on T0's day.
     let t = |m: u32| i64::from(T0) * 1000 + (i64::from(m) - 15) * 60_000;
-    let up = MockServer::start(Flavor::Upstox, "", "up-tok");
+    let up = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
     let rows = |fmt: &dyn Fn(u32) -> String| {
         (16..=20)
             .map(|m| {
@@ -1795,7 +1795,7 @@ async fn missed_bars_from_upstox_and_openalgo() {
         "NSE_FO|48225".into(),
         rows(&|m| format!("2024-01-01T09:{m:02}:00+05:30")),
     );
-    let oa = MockServer::start(Flavor::OpenAlgo, "", "oa-key-123");
+    let oa = MockServer::start_kind(Flavor::OpenAlgo, "", "oa-key-123");
     {
         let mut s = oa.state();
         let row = |m: u32, low: f64| serde_json::json!({ "timestamp": format!("2024-01-01 09:{m:02}:00+05:30"), "open": 1_300.0, "high": 1_305.0, "low": low, "close": 1_302.0, "volume": 400 + m });
@@ -2003,7 +2003,7 @@ async fn kite_rig(cancel_after: Option<Duration>) -> KiteRig {
     };
     use tradehost_tests::brokers::{Flavor, MockServer};
     let ticker = KiteTicker::start("key1", "tok1").await;
-    let rest = MockServer::start(Flavor::Kite, "key1", "tok1");
+    let rest = MockServer::start_kind(Flavor::Kite, "key1", "tok1");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kite.csv"), "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n738561,2885,RELIANCE,\"RELIANCE INDUSTRIES\",0,,0,0.05,1,EQ,NSE,NSE\n").unwrap();
     let text = format!(

@@ -146,7 +146,7 @@ async fn suite(broker: &dyn Broker, mock: &MockServer, req: &OrderRequest) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kite_connect_v3() {
-    let mock = MockServer::start(Flavor::Kite, "kite-api-key-1", "kite-token-1111");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-api-key-1", "kite-token-1111");
     let kite = Kite::new(
         &mock.url,
         Secret::new("kite-api-key-1"),
@@ -186,7 +186,7 @@ async fn kite_connect_v3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstox_v3() {
-    let mock = MockServer::start(Flavor::Upstox, "", "upstox-token-2222");
+    let mock = MockServer::start_kind(Flavor::Upstox, "", "upstox-token-2222");
     mock.state()
         .symbols
         .insert("NSE_EQ|INE002A01018".into(), "RELIANCE".into());
@@ -258,7 +258,7 @@ async fn upstox_v3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openalgo_v1() {
-    let mock = MockServer::start(Flavor::OpenAlgo, "", "openalgo-key-3333");
+    let mock = MockServer::start_kind(Flavor::OpenAlgo, "", "openalgo-key-3333");
     let oa = OpenAlgo::new(
         &mock.url,
         Secret::new("openalgo-key-3333"),
@@ -373,7 +373,7 @@ async fn next_update(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_never_places_blind_and_a_token_error_pauses_one_account() {
-    let mock = MockServer::start(Flavor::Kite, "kite-api-key-9", "kite-token-9999");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-api-key-9", "kite-token-9999");
     // The market the exchange fills at.
     mock.state().ltp.insert("RELIANCE".into(), d("1186"));
     let kite: Arc<dyn Broker> = Arc::new(
@@ -591,7 +591,7 @@ fn fill_message(n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telegram_alerts_are_routed_rate_limited_and_never_lost_silently() {
-    let telegram = MockServer::start(Flavor::Telegram, "", "4242:bot-token-telegram-test");
+    let telegram = MockServer::start_kind(Flavor::Telegram, "", "4242:bot-token-telegram-test");
     telegram.state().per_second = 1; // Telegram answers 429 with retry_after = 1 beyond this
     let text = format!(
         "[telegram]\nbase_url = \"{}\"\nchat_id = \"desk\"\nevents = [\"token_expired\"]\nmin_interval_ms = 0\nqueue = 3\n\n[[accounts]]\nid = \"acct-1\"\ncapital = 100000\nnotify = {{ telegram_chat = \"acct-chat\", events = [\"fill\", \"token_expired\"] }}\n",

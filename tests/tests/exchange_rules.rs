@@ -87,7 +87,7 @@ fn signal() -> SignalMessage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_the_algo_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
     {
         let mut s = mock.state();
         s.tradable = vec![KITE_SYMBOL.into()];
@@ -121,7 +121,7 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
         autoslice: false,
     };
     assert!(
-        matches!(kite.place(&whole).await, Err(BrokerError::Rejected(m)) if m.contains("freeze")),
+        matches!(kite.place(&whole).await, Err(BrokerError::Rejected(m)) if m.contains("allowed by the exchanges")),
         "the mock enforces the freeze quantity"
     );
 
@@ -477,7 +477,7 @@ async fn trail_to_106(
 async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_is_cancelled_before_the_host_exits()
  {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
     let kite: Arc<dyn Broker> = Arc::new(
         Kite::new(
@@ -599,7 +599,7 @@ fn the_host_killed_with_a_delivery_position_open_leaves_its_gtt_stop_standing_an
  {
     use std::process::{Command, Stdio};
     let redis = tradehost_tests::RedisServer::start();
-    let broker = MockServer::start(Flavor::Kite, "kite-key-protect", "kite-token-protect");
+    let broker = MockServer::start_kind(Flavor::Kite, "kite-key-protect", "kite-token-protect");
     broker.state().ltp.insert("RELIANCE".into(), dec!(960));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kite.csv"), RELIANCE_CSV).unwrap();
@@ -731,7 +731,7 @@ async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_ano
 {
     use tradehost::bus::message::OrderTerms;
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
     mock.state().limits_rest = true;
     let kite: Arc<dyn Broker> = Arc::new(
@@ -886,7 +886,7 @@ async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_ano
 async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_when_the_market_falls()
 {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
     let kite: Arc<dyn Broker> = Arc::new(
         Kite::new(
@@ -993,7 +993,7 @@ async fn a_reversal_or_exit_that_waited_on_a_protective_stop_that_filled_sells_o
  {
     for (mode, side) in [("both", "sell"), ("long", "exit")] {
         let dir = tempfile::tempdir().unwrap();
-        let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+        let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
         mock.state().ltp.insert("RELIANCE".into(), dec!(100));
         let kite: Arc<dyn Broker> = Arc::new(
             Kite::new(
@@ -1113,7 +1113,7 @@ NSE_EQ|INE002A01018,2885,RELIANCE,RELIANCE INDUSTRIES,0,,,0.05,1,EQUITY,,NSE_EQ
 fn gtt_broker(flavor: Flavor) -> (MockServer, Arc<dyn Broker>, &'static str) {
     match flavor {
         Flavor::Upstox => {
-            let mock = MockServer::start(Flavor::Upstox, "", "upstox-token-gtt");
+            let mock = MockServer::start_kind(Flavor::Upstox, "", "upstox-token-gtt");
             let b = tradehost::brokers::upstox::Upstox::new(
                 &mock.url,
                 Secret::new("upstox-token-gtt"),
@@ -1123,7 +1123,7 @@ fn gtt_broker(flavor: Flavor) -> (MockServer, Arc<dyn Broker>, &'static str) {
             (mock, Arc::new(b), UPSTOX_RELIANCE)
         }
         _ => {
-            let mock = MockServer::start(Flavor::OpenAlgo, "", "openalgo-key-gtt");
+            let mock = MockServer::start_kind(Flavor::OpenAlgo, "", "openalgo-key-gtt");
             let b = tradehost::brokers::openalgo::OpenAlgo::new(
                 &mock.url,
                 Secret::new("openalgo-key-gtt"),
@@ -1448,7 +1448,7 @@ async fn a_gtt_that_fired_unseen_is_followed_to_its_order_and_one_found_by_its_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_that_lets_kite_slice_sends_the_order_whole_and_follows_its_slices() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
     {
         let mut s = mock.state();
         s.tradable = vec![KITE_SYMBOL.into()];
@@ -1565,7 +1565,7 @@ async fn kite_rig(
     LiveRouter,
     tokio::sync::mpsc::UnboundedReceiver<RouterOutput>,
 ) {
-    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
     let kite: Arc<dyn Broker> = Arc::new(
         Kite::new(
             &mock.url,
@@ -1967,7 +1967,7 @@ async fn a_stop_trailed_forty_times_at_kite_stays_where_the_journal_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
     let live = sl_m_on_the_option(&mock, OrderSide::Buy, dec!(105)).await;
     let Err(BrokerError::Rejected(live_text)) = live else {
         panic!("Kite refuses an SL-M on an option: {live:?}")
@@ -2031,7 +2031,7 @@ async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kite_cancels_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert(KITE_SYMBOL.into(), dec!(100));
     let kite = Kite::new(
         &mock.url,
@@ -2128,7 +2128,7 @@ async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kit
 async fn an_openalgo_order_filled_in_three_trades_is_booked_at_the_tradebooks_average() {
     use tradehost_tests::brokers::{Script, Step};
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(Flavor::OpenAlgo, "", "oa-key");
+    let mock = MockServer::start_kind(Flavor::OpenAlgo, "", "oa-key");
     mock.state().scripts.push_back(Script {
         steps: vec![
             Step::Fill(dec!(4), dec!(100)),
@@ -2368,4 +2368,144 @@ async fn a_stock_under_250_trades_on_the_tick_its_master_gives() {
         Some("18.37"),
         "the paisa asked, not the 0.05 grid's 18.35"
     );
+}
+
+/// NSE has ticked stocks under ₹250 in ₹0.01 since June 2024. A day of YESBANK at ₹21.xx in
+/// paise (21.43, 21.38…: off the old 0.05 grid) runs live at Kite, whose master gives the 0.01
+/// tick and whose server refuses any price off it: every bar is taken (none refused as off the
+/// tick), and the strategy says what its backtest of the same day says, line by line.
+#[test]
+fn a_sub_250_stock_on_a_one_paisa_tick_trades_live_with_its_backtests_signals() {
+    use std::process::{Command, Stdio};
+    let redis = tradehost_tests::RedisServer::start();
+    // The broker as it is: the book lags, orders fill in parts, and the first entry is
+    // refused by its risk system after it was taken.
+    let kite = MockServer::start(Flavor::Kite, "kite-key-yes", "kite-token-yes");
+    const RMS: &str = "RMS:Margin Exceeds,Required:2143.00, Available:0.00 for entity account-XY1234 across exchange across segment across product";
+    {
+        let mut s = kite.state();
+        s.ltp.insert("YESBANK".into(), dec!(21.43));
+        s.ticks.insert("YESBANK".into(), dec!(0.01));
+        s.scripts.push_back(tradehost_tests::brokers::Script {
+            steps: vec![
+                tradehost_tests::brokers::Step::Open,
+                tradehost_tests::brokers::Step::Reject(RMS.into()),
+            ],
+            ..Default::default()
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A slow wave around ₹21.40, in paise: several crossovers each way.
+    let mut csv = String::from("timestamp,open,high,low,close,volume\n");
+    for i in 0..360u32 {
+        let minute = 9 * 60 + 15 + i;
+        let paise = 2140 + (37.0 * (f64::from(i) / 9.0).sin()).round() as i64;
+        let p = |d: i64| format!("{}.{:02}", (paise + d) / 100, (paise + d) % 100);
+        csv += &format!(
+            "2024-01-02T{:02}:{:02}:00+05:30,{},{},{},{},5000\n",
+            minute / 60,
+            minute % 60,
+            p(0),
+            p(3),
+            p(-2),
+            p(1)
+        );
+    }
+    let data = dir.path().join("YESBANK.csv");
+    std::fs::write(&data, csv).unwrap();
+    std::fs::write(
+        dir.path().join("kite.csv"),
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n3050241,11915,YESBANK,\"YES BANK\",0,,0,0.01,1,EQ,NSE,NSE\n",
+    )
+    .unwrap();
+    let config = dir.path().join("pipelines.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nplugin_dir = {:?}\njournal = \"journal.sqlite\"\nheartbeat_secs = 1\n\n[live]\ntimeout_ms = 2000\npoll_ms = 30\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-yes\"\nbroker = \"kite\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 1000000\nmode = \"long\"\nproduct = \"mis\"\nsizing = {{ kind = \"fixed\", qty = 100 }}\nrisk = {{ cooldown_secs = 0 }}\n\n[[pipelines]]\nid = \"yes\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"YESBANK\"]\naccounts = [\"kite-yes\"]\nsource = {{ kind = \"replay\", files = [\"YESBANK.csv\"] }}\n[pipelines.params]\nfast = 3\nslow = 8\n",
+            tradehost_tests::plugin_dir().display().to_string(),
+            kite.url
+        ),
+    )
+    .unwrap();
+    let out = Command::new(tradehost_tests::tradehost_bin())
+        .args(["run", "--until-idle", "4", "--config"])
+        .arg(&config)
+        .env("REDIS_URL", redis.url())
+        .env("TRADING_MODE", "live")
+        .env_remove("TRADEHOST_SECRETS")
+        .env("TRADEHOST_KITE_YES_API_KEY", "kite-key-yes")
+        .env("TRADEHOST_KITE_YES_ACCESS_TOKEN", "kite-token-yes")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    // The live journal's signals, in the backtest's columns.
+    let db = rusqlite::Connection::open(dir.path().join("journal.sqlite")).unwrap();
+    let live: Vec<String> = db
+        .prepare("SELECT ts, instrument, side, price FROM signals WHERE pipeline = 'yes' ORDER BY ts, signal_id")
+        .unwrap()
+        .query_map([], |r| {
+            Ok(format!(
+                "{},{},{},{}",
+                tradehost::domain::time::format_iso_ist(r.get(0)?),
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?.unwrap_or_default()
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let bt = dir.path().join("bt");
+    tradehost_tests::tradehost_ok(&[
+        "backtest",
+        "--config",
+        tradehost_tests::arg(&config),
+        "--pipeline",
+        "yes",
+        "--data",
+        tradehost_tests::arg(&data),
+        "--out",
+        tradehost_tests::arg(&bt),
+    ]);
+    let backtest: Vec<String> = std::fs::read_to_string(bt.join("signals.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.splitn(5, ',').take(4).collect::<Vec<_>>().join(","))
+        .collect();
+    assert!(
+        backtest.len() >= 6,
+        "the wave crosses several times: {backtest:?}"
+    );
+    assert_eq!(live, backtest, "live signals, then the backtest's\n{said}");
+    // Orders went out on the paisa grid and the broker took them, but for the one its risk
+    // system refused late, which the journal keeps as refused.
+    let s = kite.state();
+    let buys = s.orders.iter().filter(|o| o.side == "BUY").count();
+    assert!(buys >= 3, "{:?}", s.orders);
+    let refused: Vec<_> = s.orders.iter().filter(|o| o.status == "REJECTED").collect();
+    assert_eq!(refused.len(), 1, "{:?}", s.orders);
+    assert_eq!(refused[0].message, RMS);
+    assert!(
+        s.orders.iter().any(|o| o.trades.len() > 1),
+        "an order filled in parts: {:?}",
+        s.orders
+    );
+    let rejected: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM orders WHERE state = 'rejected'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rejected, 1, "the late refusal is journaled");
 }

@@ -348,9 +348,32 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
         0,
         "nothing refused: every symbol is in the masters"
     );
+    // The brokers fill in parts: every filled order's parts add up to what it filled (a
+    // protective stop the broker completed at its old size before a resize reached it fills
+    // less than the size the journal asked for; the managed exit closes the rest), and no
+    // part is booked for an order that did not fill.
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM fills"),
+        count(&db, "SELECT COUNT(DISTINCT client_order_id) FROM fills"),
         count(&db, "SELECT COUNT(*) FROM orders WHERE state = 'filled'")
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM orders o WHERE o.state = 'filled' AND (SELECT SUM(CAST(f.qty AS REAL)) FROM fills f WHERE f.client_order_id = o.client_order_id) != CAST(COALESCE(o.filled_qty, o.qty) AS REAL)"
+        ),
+        0,
+        "each filled order's parts add up to it: {:?}",
+        db.prepare("SELECT o.client_order_id || ' ' || o.pipeline || ' ' || o.account || ' qty ' || o.qty || ' filled ' || COALESCE(o.filled_qty, '-') || ' parts ' || (SELECT GROUP_CONCAT(f.qty || '@' || f.price) FROM fills f WHERE f.client_order_id = o.client_order_id) FROM orders o WHERE o.state = 'filled'")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        count(&db, "SELECT COUNT(*) FROM fills")
+            > count(&db, "SELECT COUNT(*) FROM orders WHERE state = 'filled'"),
+        "the brokers filled some orders in parts"
     );
     assert_eq!(
         count(
@@ -414,7 +437,7 @@ fn live_mode_trades_the_bundled_pipelines_through_three_brokers() {
     // Fills are the broker's prices, and positions follow them.
     let filled_at_broker: i64 = count(
         &db,
-        "SELECT COUNT(*) FROM fills f JOIN orders o USING (client_order_id) WHERE o.account = 'paper-long' AND CAST(f.price AS REAL) > 1000",
+        "SELECT COUNT(DISTINCT client_order_id) FROM fills f JOIN orders o USING (client_order_id) WHERE o.account = 'paper-long' AND CAST(f.price AS REAL) > 1000",
     );
     assert_eq!(
         filled_at_broker,

@@ -96,7 +96,7 @@ fn venue(flavor: Flavor) -> Venue {
     };
     let (mock, broker, reliance): (MockServer, Arc<dyn Broker>, _) = match flavor {
         Flavor::Kite => {
-            let mock = MockServer::start(Flavor::Kite, "kite-key-op", "kite-token-op");
+            let mock = MockServer::start_kind(Flavor::Kite, "kite-key-op", "kite-token-op");
             load("kite", &kite_csv());
             mock.state().tradable = vec![
                 "RELIANCE".into(),
@@ -113,14 +113,14 @@ fn venue(flavor: Flavor) -> Venue {
             (mock, Arc::new(b), "RELIANCE")
         }
         Flavor::Upstox => {
-            let mock = MockServer::start(Flavor::Upstox, "", "upstox-token-op");
+            let mock = MockServer::start_kind(Flavor::Upstox, "", "upstox-token-op");
             load("upstox", UPSTOX_CSV);
             mock.state().tradable = vec!["NSE_EQ|INE002A01018".into(), "NSE_FO|48225".into()];
             let b = Upstox::new(&mock.url, Secret::new("upstox-token-op"), TIMEOUT).unwrap();
             (mock, Arc::new(b), "NSE_EQ|INE002A01018")
         }
         _ => {
-            let mock = MockServer::start(Flavor::OpenAlgo, "", "openalgo-key-op");
+            let mock = MockServer::start_kind(Flavor::OpenAlgo, "", "openalgo-key-op");
             let b = OpenAlgo::new(
                 &mock.url,
                 Secret::new("openalgo-key-op"),
