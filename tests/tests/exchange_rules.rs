@@ -1962,6 +1962,32 @@ async fn a_stop_trailed_forty_times_at_kite_stays_where_the_journal_says() {
     assert_ne!(at_broker[0].0, id, "a fresh order");
 }
 
+/// A paper account holding the option pipeline's account (`OPTION_PROTECTED` on paper), the
+/// option last at 100 a minute before the signals' time.
+fn paper_option_account(dir: &std::path::Path) -> OrderManager {
+    let config = Arc::new(
+        Config::parse(
+            &dir.join("pipelines.toml"),
+            &OPTION_PROTECTED.replace("broker = \"kite\"", "broker = \"paper\""),
+        )
+        .unwrap(),
+    );
+    let mut om = OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap();
+    om.on_quotes(&quote_of("NIFTY28MAR2420800CE", T - 60_000, dec!(100)))
+        .unwrap();
+    om
+}
+
+/// The order messages among `out`, as JSON.
+fn order_messages(out: &[Outcome]) -> Vec<serde_json::Value> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outcome::Order(m) => serde_json::from_str::<serde_json::Value>(m).ok(),
+            Outcome::Event(_) => None,
+        })
+        .collect()
+}
+
 /// The paper venue refuses what the exchange refuses, in the broker's words: an SL-M on
 /// an option is rejected on paper with the text Kite answers it with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1972,16 +1998,7 @@ async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
     let Err(BrokerError::Rejected(live_text)) = live else {
         panic!("Kite refuses an SL-M on an option: {live:?}")
     };
-    let config = Arc::new(
-        Config::parse(
-            &dir.path().join("pipelines.toml"),
-            &OPTION_PROTECTED.replace("broker = \"kite\"", "broker = \"paper\""),
-        )
-        .unwrap(),
-    );
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
-    om.on_quotes(&quote_of("NIFTY28MAR2420800CE", T - 60_000, dec!(100)))
-        .unwrap();
+    let mut om = paper_option_account(dir.path());
     let mut s = signal();
     s.order = Some(tradehost::bus::message::OrderTerms {
         kind: "SL-M".into(),
@@ -1990,12 +2007,8 @@ async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
         validity: None,
     });
     let out = om.on_signal(&s).unwrap();
-    let rejected: Vec<serde_json::Value> = out
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Order(m) => serde_json::from_str::<serde_json::Value>(m).ok(),
-            Outcome::Event(_) => None,
-        })
+    let rejected: Vec<serde_json::Value> = order_messages(&out)
+        .into_iter()
         .filter(|m| m["state"] == "rejected")
         .collect();
     assert_eq!(rejected.len(), 1, "{out:?}");
@@ -2080,24 +2093,7 @@ async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kit
         "{near:?}"
     );
 
-    let config = Arc::new(
-        Config::parse(
-            &dir.path().join("pipelines.toml"),
-            &OPTION_PROTECTED.replace("broker = \"kite\"", "broker = \"paper\""),
-        )
-        .unwrap(),
-    );
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
-    om.on_quotes(&quote_of("NIFTY28MAR2420800CE", T - 60_000, dec!(100)))
-        .unwrap();
-    let states = |out: &[Outcome]| -> Vec<serde_json::Value> {
-        out.iter()
-            .filter_map(|o| match o {
-                Outcome::Order(m) => serde_json::from_str::<serde_json::Value>(m).ok(),
-                Outcome::Event(_) => None,
-            })
-            .collect()
-    };
+    let mut om = paper_option_account(dir.path());
     let mut s = signal();
     s.order = Some(tradehost::bus::message::OrderTerms {
         kind: "LIMIT".into(),
@@ -2105,7 +2101,7 @@ async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kit
         trigger: None,
         validity: None,
     });
-    let out = states(&om.on_signal(&s).unwrap());
+    let out = order_messages(&om.on_signal(&s).unwrap());
     let rejected: Vec<_> = out.iter().filter(|m| m["state"] == "rejected").collect();
     assert_eq!(rejected.len(), 1, "{out:?}");
     assert_eq!(rejected[0]["reason"].as_str(), Some(live_text.as_str()));
@@ -2117,7 +2113,7 @@ async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kit
         trigger: None,
         validity: None,
     });
-    let out = states(&om.on_signal(&s).unwrap());
+    let out = order_messages(&om.on_signal(&s).unwrap());
     assert!(out.iter().any(|m| m["state"] == "accepted"), "{out:?}");
 }
 

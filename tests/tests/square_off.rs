@@ -348,6 +348,42 @@ fn libfaketime() -> std::path::PathBuf {
     found.expect("libfaketime (Debian's faketime package; ./scripts/test installs it)")
 }
 
+/// A live run of `v`'s RELIANCE day at `kite` whose data stops at 14:14 (flat, a dip, then a
+/// rise: a crossover buys around 13:00): the position is bought and still open when it ends.
+/// Returns the configuration's path.
+fn bought_until_14_14(v: &Venue, kite: &MockServer, dir: &std::path::Path) -> std::path::PathBuf {
+    kite.state()
+        .ltp
+        .insert(v.symbol.into(), Decimal::from(1019));
+    let config = mis_day(v, kite, dir, |i| match i {
+        0..200 => 1000.0,
+        200..220 => 1000.0 - f64::from(i - 199),
+        _ => 980.0 + f64::from(i - 219),
+    });
+    let csv = dir.join("RELIANCE.csv");
+    let day: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .take(301)
+        .map(str::to_owned)
+        .collect();
+    std::fs::write(&csv, day.join("\n") + "\n").unwrap();
+    let redis = RedisServer::start();
+    let first = live_run(v, &config, &redis)
+        .args(["--until-idle", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(held_at(kite), vec![("RELIANCE".to_owned(), 10)], "bought");
+    config
+}
+
 /// The orders process restarted at 15:14:55 with its feed down (a fresh Redis, no price at all
 /// since the start) still squares the intraday position off at 15:15 by the calendar's wall
 /// clock, at the market with the broker's protection: the market clock that prices give is
@@ -356,43 +392,14 @@ fn libfaketime() -> std::path::PathBuf {
 fn an_orders_process_restarted_at_15_14_with_the_feed_down_still_squares_off() {
     let v = &KITE;
     let kite = server(v);
-    kite.state()
-        .ltp
-        .insert(v.symbol.into(), Decimal::from(1019));
     let dir = tempfile::tempdir().unwrap();
-    // Flat, a dip, then a rise: a crossover buys around 13:00, and the day's data stops at 14:14.
-    let config = mis_day(v, &kite, dir.path(), |i| match i {
-        0..200 => 1000.0,
-        200..220 => 1000.0 - f64::from(i - 199),
-        _ => 980.0 + f64::from(i - 219),
-    });
-    let csv = dir.path().join("RELIANCE.csv");
-    let day: Vec<String> = std::fs::read_to_string(&csv)
-        .unwrap()
-        .lines()
-        .take(301)
-        .map(str::to_owned)
-        .collect();
-    std::fs::write(&csv, day.join("\n") + "\n").unwrap();
+    let config = bought_until_14_14(v, &kite, dir.path());
     let tradehost = |redis: &RedisServer| {
         let mut c = live_run(v, &config, redis);
         c.stdout(Stdio::null()).stderr(Stdio::piped());
         c
     };
-    // The day until 14:14: the position is bought and still open when the data stops.
-    let redis = RedisServer::start();
-    let first = tradehost(&redis)
-        .args(["--until-idle", "3"])
-        .output()
-        .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    assert_eq!(held_at(&kite), vec![("RELIANCE".to_owned(), 10)], "bought");
     let placed = kite.state().orders.len();
-    drop(redis);
 
     // The orders process starts again at 15:14:55 IST on that day (09:44:55 UTC), its Redis
     // new and its feed down: no price comes at all.
@@ -466,38 +473,8 @@ fn a_position_the_broker_closed_itself_is_not_squared_off_again_at_15_15() {
     use std::io::BufRead as _;
     let v = &KITE;
     let kite = server(v);
-    kite.state()
-        .ltp
-        .insert(v.symbol.into(), Decimal::from(1019));
     let dir = tempfile::tempdir().unwrap();
-    let config = mis_day(v, &kite, dir.path(), |i| match i {
-        0..200 => 1000.0,
-        200..220 => 1000.0 - f64::from(i - 199),
-        _ => 980.0 + f64::from(i - 219),
-    });
-    let csv = dir.path().join("RELIANCE.csv");
-    let day: Vec<String> = std::fs::read_to_string(&csv)
-        .unwrap()
-        .lines()
-        .take(301)
-        .map(str::to_owned)
-        .collect();
-    std::fs::write(&csv, day.join("\n") + "\n").unwrap();
-    // The day until 14:14: the position is bought and still open when the data stops.
-    let redis = RedisServer::start();
-    let first = live_run(v, &config, &redis)
-        .args(["--until-idle", "3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    assert_eq!(held_at(&kite), vec![("RELIANCE".to_owned(), 10)], "bought");
-    drop(redis);
+    let config = bought_until_14_14(v, &kite, dir.path());
 
     // The orders process runs on from 15:14:40 IST; its positions agree with the broker's.
     let redis = RedisServer::start();
