@@ -771,3 +771,58 @@ fn a_replay_file_that_cannot_be_read_fails_the_run_naming_it() {
         );
     }
 }
+
+/// One order manager per journal: a second `run` on the journal of a running one is refused
+/// at once, naming the journal and the process holding it, and changes nothing; once the
+/// first has stopped (SIGTERM), a run on the journal goes ahead.
+#[test]
+fn a_second_run_on_a_journal_in_use_is_refused_naming_the_journal_and_its_process() {
+    let dir = tempfile::tempdir().unwrap();
+    // A live-speed day: the first run is still trading when the second starts.
+    let config = write_config(dir.path(), &format!("{ACCOUNTS}{}", ma_pipeline(60, 1)), 1);
+    let mut first = tradehost_tests::Killed(spawn(&config, &[], &[]));
+    let lock = dir.path().join("journal.sqlite.lock");
+    let pid = first.0.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&lock).ok().as_deref() != Some(pid.as_str()) {
+        assert!(Instant::now() < deadline, "the first run holds no lock");
+        assert!(
+            first.0.try_wait().unwrap().is_none(),
+            "the first run stays up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let decided = count(&journal(dir.path()), "SELECT COUNT(*) FROM decisions");
+    let second = run(&config, &[], &[]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second run is refused");
+    assert!(
+        stderr.contains(&format!(
+            "the journal {} is in use by another tradehost process (pid {pid})",
+            dir.path().join("journal.sqlite").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        count(&journal(dir.path()), "SELECT COUNT(*) FROM decisions") >= decided,
+        "the journal is the first run's"
+    );
+    // SIGTERM: the first stops cleanly and lets the journal go.
+    let _ = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the first run stops on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Then another run takes the journal.
+    let third = tradehost_tests::Killed(spawn(&config, &[], &[]));
+    let pid = third.0.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&lock).ok().as_deref() != Some(pid.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "the journal is not taken after the first stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -116,6 +116,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             on_live_brokers.join(", ")
         );
     }
+    // One order manager per journal: a second would place and recover the same orders.
+    let _journal_lock = if matches!(args.role, Role::All | Role::Orders) {
+        let journal = args
+            .journal
+            .clone()
+            .unwrap_or_else(|| config.resolve(&config.host.journal));
+        Some(lock_journal(&journal)?)
+    } else {
+        None
+    };
     let (shutdown_tx, shutdown) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     {
@@ -532,4 +542,57 @@ fn print_summary(summary: &Value) {
         summary["counters"],
         summary["mode"].as_str().unwrap_or("?")
     );
+}
+
+/// Hold `journal`'s lock (`<journal>.lock`, an exclusive advisory lock the operating system
+/// releases when the process ends, however it ends) for as long as the returned file lives,
+/// with this process's id in it.
+///
+/// # Errors
+/// Another process holds it (named by its id), or the lock file cannot be made.
+pub fn lock_journal(journal: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    if let Some(dir) = journal.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} for the journal", dir.display()))?;
+    }
+    let path = journal.with_file_name(format!(
+        "{}.lock",
+        journal
+            .file_name()
+            .map_or_else(|| "journal".into(), |n| n.to_string_lossy())
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening the journal's lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            bail!(
+                "the journal {} is in use by another tradehost process{}: one order manager per journal (two would place and recover the same orders); stop it first, or give this run its own journal (--journal or [host] journal)",
+                journal.display(),
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                }
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(file)
 }
