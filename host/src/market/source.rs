@@ -323,6 +323,10 @@ pub struct CandleBuilder {
     ask: Option<Decimal>,
     day_volume_at_start: Option<u64>,
     last_day_volume: u64,
+    /// Start of the last bar closed: nothing at or before it makes a bar again.
+    closed_up_to: Option<i64>,
+    /// Ticks and bars that came for a bar already closed, dropped.
+    late: u64,
 }
 
 impl CandleBuilder {
@@ -337,7 +341,28 @@ impl CandleBuilder {
             ask: None,
             day_volume_at_start: None,
             last_day_volume: 0,
+            closed_up_to: None,
+            late: 0,
         }
+    }
+
+    /// How many ticks and shorter bars came for a bar already closed (dropped: a minute
+    /// never makes a second candle, however late its tick).
+    #[must_use]
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Whether a bar starting at `start` is one already closed (counted when it is).
+    fn is_late(&mut self, start: i64) -> bool {
+        let late = match &self.current {
+            Some(bar) => start < bar.ts_ms,
+            None => self.closed_up_to.is_some_and(|closed| start <= closed),
+        };
+        if late {
+            self.late = self.late.saturating_add(1);
+        }
+        late
     }
 
     /// Add a tick (cumulative day volume); returns the bar it closed, if any.
@@ -349,9 +374,11 @@ impl CandleBuilder {
         oi: u64,
     ) -> Option<MarketEvent> {
         let start = bucket_start(ts_ms, self.timeframe_secs);
+        if self.is_late(start) {
+            return None; // a late tick for a closed bar
+        }
         let closed = match &self.current {
             Some(bar) if start > bar.ts_ms => self.finish(),
-            Some(bar) if start < bar.ts_ms => return None, // a late tick for a closed bar
             _ => None,
         };
         let volume_base = *self
@@ -382,9 +409,11 @@ impl CandleBuilder {
     /// Add a shorter bar; returns the bar it closed, if any.
     pub fn bar(&mut self, b: Bar) -> Option<MarketEvent> {
         let start = bucket_start(b.ts_ms, self.timeframe_secs);
+        if self.is_late(start) {
+            return None;
+        }
         let closed = match &self.current {
             Some(cur) if start > cur.ts_ms => self.finish(),
-            Some(cur) if start < cur.ts_ms => return None,
             _ => None,
         };
         match &mut self.current {
@@ -403,6 +432,9 @@ impl CandleBuilder {
     /// Close the bar in progress (the bucket's time is over).
     pub fn finish(&mut self) -> Option<MarketEvent> {
         self.day_volume_at_start = None;
+        if let Some(bar) = &self.current {
+            self.closed_up_to = Some(bar.ts_ms);
+        }
         self.current.take().map(|bar| MarketEvent::Candle {
             instrument: self.instrument.clone(),
             timeframe_secs: self.timeframe_secs,
@@ -645,8 +677,12 @@ pub async fn broker_feed(
     let started = tokio::time::Instant::now();
     let mut is_stale = false;
     let mut flush = tokio::time::interval(Duration::from_millis(250));
-    let (mut malformed, mut refused, mut untimed) =
-        (Counted::default(), Counted::default(), Counted::default());
+    let (mut malformed, mut refused, mut untimed, mut late) = (
+        Counted::default(),
+        Counted::default(),
+        Counted::default(),
+        Counted::default(),
+    );
     // Option chains are fetched beside the ticks, one request at a time, and handed over as they come.
     let (chain_tx, mut chains) = mpsc::channel::<Result<ChainSnapshot, String>>(4);
     let _chain_task = options.chain.take().map(|(fetch, every)| {
@@ -783,7 +819,12 @@ pub async fn broker_feed(
                 if !Session::NSE.contains(start) {
                     continue;
                 }
+                let was_late = builder.late();
                 let closed = builder.tick(ts, tick.last, tick.day_volume.unwrap_or(0), tick.oi.unwrap_or(0));
+                // A tick for a minute already closed makes no second candle: counted and told.
+                if builder.late() > was_late && let Some(n) = late.due() {
+                    on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("a tick of {symbol} at {} for a bar already closed: dropped", crate::domain::time::format_iso_ist(ts)), malformed_frames: None, refused_ticks: Some(n), failures: None });
+                }
                 builder.set_bid(tick.bid);
                 builder.set_ask(tick.ask);
                 last_bucket[i] = Some(start);
@@ -912,6 +953,36 @@ mod tests {
     use rust_decimal_macros::dec;
 
     const T0: i64 = 1_704_080_700_000; // 2024-01-01 09:15 IST
+
+    #[test]
+    fn a_late_tick_after_a_quiet_close_makes_no_second_candle_for_its_minute() {
+        let mut b = CandleBuilder::new("NIFTY", 60);
+        assert_eq!(b.tick(T0 + 1_000, dec!(100), 1_000, 0), None);
+        // The feed went quiet: the bar is closed by the clock, not by a next tick.
+        let Some(MarketEvent::Candle { bar, .. }) = b.finish() else {
+            panic!("the bar closes")
+        };
+        assert_eq!(bar.ts_ms, T0);
+        // A tick of that minute arriving late opens nothing; nor does a shorter bar of it.
+        assert_eq!(b.tick(T0 + 59_000, dec!(100.5), 1_100, 0), None);
+        assert_eq!(b.bar_start(), None, "no second 09:15 bar");
+        assert_eq!(
+            b.bar(Bar {
+                ts_ms: T0,
+                open: dec!(100),
+                high: dec!(101),
+                low: dec!(99),
+                close: dec!(100),
+                volume: 5,
+                oi: 0
+            }),
+            None
+        );
+        assert_eq!((b.late(), b.bar_start()), (2, None));
+        // The next minute builds as before.
+        assert_eq!(b.tick(T0 + 60_000, dec!(101), 1_200, 0), None);
+        assert_eq!(b.bar_start(), Some(T0 + 60_000));
+    }
 
     #[test]
     fn ticks_become_candles() {
