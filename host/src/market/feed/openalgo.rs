@@ -7,7 +7,8 @@
 //! `{"action":"subscribe","mode":3,"depth":5,"symbols":[{"exchange":"NSE","symbol":"RELIANCE"}]}`
 //! (mode 1 LTP, 2 quote, 3 depth: depth carries the volume, the book and the
 //! time); updates are JSON text
-//! `{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":3,"data":{"ltp":…,"volume":…,"depth":{"buy":[{"price":…}],"sell":[…]},"timestamp":<epoch ms>}}`.
+//! `{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":3,"data":{"ltp":…,"volume":…,"depth":{"buy":[{"price":…}],"sell":[…]},"ltt":<last trade time>,"timestamp":<epoch ms>}}`
+//! (`ltt` the exchange's time, `timestamp` the proxy's: see [`exchange_time`]).
 //! Instruments are named `EXCHANGE:SYMBOL` (OpenAlgo's own symbols, which
 //! ours are): `NSE`, `NFO` for futures and options, `NSE_INDEX` for indices.
 //! Order updates: `{"action":"subscribe_orders"}` (account-wide, no symbols),
@@ -147,17 +148,46 @@ pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
     };
     Ok(Some(FeedItem::Tick(FeedTick {
         token: what.clone(),
-        ts_ms: data
-            .get("timestamp")
-            .and_then(number)
-            .filter(|t| t.is_finite() && *t > 0.0 && *t < 9.0e15)
-            .map(|t| t as i64),
+        ts_ms: exchange_time(data),
         last,
         bid: price(&what, "depth.buy[0].price", &best("buy"))?.filter(|p| !p.is_zero()),
         ask: price(&what, "depth.sell[0].price", &best("sell"))?.filter(|p| !p.is_zero()),
         day_volume: whole("volume"),
         oi: whole("oi"),
     })))
+}
+
+/// Ticks timed by the proxy's own clock for want of the exchange's (`ltt`).
+static PROXY_TIMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The exchange's time of a tick, ms: `ltt` (the last trade time the upstream broker gives,
+/// in seconds from some and milliseconds from others, told apart by size). OpenAlgo's own
+/// `timestamp` is the proxy's clock when it relayed the tick (`time.time()` in its server),
+/// so it is only the fallback, counted and warned about: candles built on it follow the
+/// relay, not the exchange.
+fn exchange_time(data: &Value) -> Option<i64> {
+    let epoch = |field: &str| {
+        data.get(field)
+            .and_then(number)
+            .filter(|t| t.is_finite() && *t > 0.0 && *t < 9.0e15)
+    };
+    // Seconds until the year 5138; anything larger is milliseconds.
+    if let Some(ltt) = epoch("ltt") {
+        return Some(if ltt < 1.0e11 {
+            (ltt * 1000.0).round() as i64
+        } else {
+            ltt as i64
+        });
+    }
+    let relayed = epoch("timestamp")?;
+    let n = PROXY_TIMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n == 1 || n.is_multiple_of(10_000) {
+        tracing::warn!(
+            ticks = n,
+            "OpenAlgo ticks without `ltt`: timed by the proxy's clock (`timestamp`), not the exchange's"
+        );
+    }
+    Some(relayed as i64)
 }
 
 #[cfg(test)]
@@ -215,5 +245,44 @@ mod tests {
             matches!(decode_text(update).unwrap(), Some(FeedItem::Order(v)) if v["orderid"] == "250408000989443")
         );
         assert_eq!(subscribe_orders(), r#"{"action":"subscribe_orders"}"#);
+    }
+
+    #[test]
+    fn ticks_are_timed_by_the_exchanges_ltt_not_the_proxys_clock() {
+        let at = |data: &str| {
+            let m = format!(
+                r#"{{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":3,"data":{data}}}"#
+            );
+            match decode_text(&m).unwrap() {
+                Some(FeedItem::Tick(t)) => t.ts_ms,
+                other => panic!("a tick: {other:?}"),
+            }
+        };
+        // Relayed at 20:00 IST (a replay after hours); traded at 10:00 IST.
+        let relayed = 1_712_586_600_000_i64;
+        assert_eq!(
+            at(&format!(
+                r#"{{"ltp":1187.75,"ltt":1712550600,"timestamp":{relayed}}}"#
+            )),
+            Some(1_712_550_600_000),
+            "ltt in seconds"
+        );
+        assert_eq!(
+            at(&format!(
+                r#"{{"ltp":1187.75,"ltt":1712550600250,"timestamp":{relayed}}}"#
+            )),
+            Some(1_712_550_600_250),
+            "ltt in milliseconds"
+        );
+        assert_eq!(
+            at(&format!(r#"{{"ltp":1187.75,"timestamp":{relayed}}}"#)),
+            Some(relayed),
+            "no ltt: the proxy's clock, as a fallback"
+        );
+        assert_eq!(
+            at(r#"{"ltp":1187.75}"#),
+            None,
+            "no time at all: none made up"
+        );
     }
 }
