@@ -685,13 +685,15 @@ async fn openalgo_depth_updates_after_authentication() {
     );
 
     let t0 = i64::from(T0) * 1000;
-    // As OpenAlgo's depth documentation shows a market_data message.
+    // As OpenAlgo's depth documentation shows a market_data message: `ltt` the exchange's
+    // time of the trade, `timestamp` the proxy's clock when it relayed it (now, hours later).
+    let relayed = tradehost::bus::message::now_ms();
     let tick = |ltp: f64, volume: u64, ts: i64| {
         serde_json::json!({ "type": "market_data", "symbol": "RELIANCE", "exchange": "NSE", "mode": 3, "broker": "zerodha",
             "data": { "ltp": ltp, "ltq": 100, "open": 1172.0, "high": 1196.6, "low": 1163.3, "close": 1165.7, "volume": volume,
                 "totalbuyqty": 591_351, "totalsellqty": 835_701,
                 "depth": { "buy": [{ "price": ltp - 0.05, "quantity": 886, "orders": 4 }], "sell": [{ "price": ltp + 0.05, "quantity": 767, "orders": 3 }] },
-                "timestamp": ts } })
+                "ltt": ts, "timestamp": relayed } })
         .to_string()
     };
     ws.push(Push::Text(serde_json::json!({ "type": "auth", "status": "success", "message": "Authentication successful" }).to_string()));
