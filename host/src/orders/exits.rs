@@ -41,7 +41,7 @@ pub struct ManagedExit {
 }
 
 impl ManagedExit {
-    /// The exit of a position entered at `entry`.
+    /// The exit of a position entered at `entry`, its levels on the 0.05 grid.
     #[must_use]
     pub fn new(
         long: bool,
@@ -49,6 +49,25 @@ impl ManagedExit {
         stop: Option<Decimal>,
         target: Option<Decimal>,
         trail_pct: Option<Decimal>,
+    ) -> Self {
+        Self::on_grid(
+            long,
+            entry,
+            stop,
+            target,
+            trail_pct,
+            crate::domain::money::TICK,
+        )
+    }
+
+    /// [`Self::new`] for an instrument whose levels go onto `tick`.
+    fn on_grid(
+        long: bool,
+        entry: Decimal,
+        stop: Option<Decimal>,
+        target: Option<Decimal>,
+        trail_pct: Option<Decimal>,
+        tick: Decimal,
     ) -> Self {
         let mut exit = Self {
             long,
@@ -58,7 +77,7 @@ impl ManagedExit {
             best: entry,
             trailed: false,
             triggered: false,
-            tick: crate::domain::money::TICK,
+            tick,
         };
         exit.trail(entry);
         exit.trailed = false;
@@ -88,14 +107,7 @@ impl ManagedExit {
         };
         let stop = stop.or_else(|| away(rules.stop_loss_pct, !long));
         let target = target.or_else(|| away(rules.target_pct, long));
-        let mut exit = Self {
-            tick,
-            ..Self::new(long, entry, stop, target, None)
-        };
-        exit.trail_pct = Some(rules.trailing_pct).filter(|p| *p > Decimal::ZERO);
-        exit.trail(entry);
-        exit.trailed = false;
-        exit
+        Self::on_grid(long, entry, stop, target, Some(rules.trailing_pct), tick)
     }
 
     /// The price an exit that fired for `reason` on a bar opening at `open`
