@@ -580,12 +580,6 @@ impl Catalog {
     }
 }
 
-/// Whether `qty` is a whole number of lots.
-#[must_use]
-pub fn whole_lots(qty: Decimal, lot_size: u64) -> bool {
-    lot_size <= 1 || (qty % Decimal::from(lot_size)).is_zero()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,7 +752,6 @@ NSE_FO|48225,48225,NIFTY 20800 CE 28 MAR 24,NIFTY,0,2024-03-28,20800,0.05,50,OPT
             Some("738561")
         );
         assert_eq!(m.feed_token("kite", "NOSUCH").await.unwrap(), None);
-        assert!(whole_lots(Decimal::from(100), 50) && !whole_lots(Decimal::from(70), 50));
         assert_eq!(
             contract_symbol("NIFTY", "28-03-2024", "20800.0", "CE").as_deref(),
             Some("NIFTY28MAR2420800CE"),

@@ -25,7 +25,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
-use super::instruments::{InstrumentMaster, whole_lots};
+use super::instruments::InstrumentMaster;
 use super::{
     Broker, BrokerError, BrokerStatus, OrderKind, OrderRequest, Secret, Segment, Validity,
 };
@@ -954,7 +954,7 @@ impl Worker {
         if matches!(broker, "kite" | "upstox") {
             match self.master.resolve(broker, segment, &o.instrument).await {
                 Ok(Some(i)) => {
-                    if !whole_lots(o.qty, i.lot_size) {
+                    if !crate::domain::order::whole_lots(o.qty, i.lot_size) {
                         return Err(Ok(crate::domain::order::lot_refusal(
                             &o.instrument,
                             o.qty,

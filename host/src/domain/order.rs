@@ -222,6 +222,15 @@ pub struct ContractFacts {
     pub freeze: Option<u64>,
 }
 
+/// Whether `qty` is a whole number of lots of `lot_size` (any quantity is, in lots of 1).
+#[must_use]
+pub fn whole_lots(qty: Decimal, lot_size: u64) -> bool {
+    lot_size <= 1
+        || qty
+            .checked_rem(Decimal::from(lot_size))
+            .is_some_and(|r| r.is_zero())
+}
+
 /// A quantity that is not a whole number of lots, as the host words it (it never sends one).
 #[must_use]
 pub fn lot_refusal(instrument: &str, qty: Decimal, lot: u64) -> String {
@@ -269,18 +278,15 @@ pub fn venue_refusal(
             }
         }
     }
-    let lot = facts.lot.filter(|l| *l > 1);
-    if let Some(lot) = lot
-        && qty
-            .checked_rem(Decimal::from(lot))
-            .is_none_or(|r| !r.is_zero())
+    if let Some(lot) = facts.lot
+        && !whole_lots(qty, lot)
     {
         return Some(lot_refusal(instrument, qty, lot));
     }
     if let Some(freeze) = facts.freeze
         && qty > Decimal::from(freeze)
     {
-        let lot = Decimal::from(lot.unwrap_or(1));
+        let lot = Decimal::from(facts.lot.filter(|l| *l > 1).unwrap_or(1));
         let lots = |q: Decimal| q.checked_div(lot).unwrap_or(q).trunc();
         let freeze = Decimal::from(freeze);
         return Some(format!(
@@ -767,6 +773,7 @@ mod venue_tests {
             venue_refusal(CALL, dec!(65), OrderKind::Market, facts, Some(dec!(12))),
             None
         );
+        assert!(whole_lots(dec!(100), 50) && !whole_lots(dec!(70), 50) && whole_lots(dec!(7), 1));
         // Nothing known: nothing refused on a guess.
         assert_eq!(
             venue_refusal(
