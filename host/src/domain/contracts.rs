@@ -56,33 +56,22 @@ struct LotEntry {
 /// The lots the brokers' instrument masters list, by our contract name: what this
 /// process has read (the master is the truth for a listed contract; the rules file
 /// is the fallback for contracts no master was read for, as in a backtest).
-fn master_lots() -> &'static std::sync::RwLock<std::collections::HashMap<String, u64>> {
-    static LOTS: std::sync::OnceLock<std::sync::RwLock<std::collections::HashMap<String, u64>>> =
-        std::sync::OnceLock::new();
-    LOTS.get_or_init(Default::default)
-}
+static MASTER_LOTS: super::learned::ByName<u64> = super::learned::ByName::new();
 
 /// Record the lot of each derivative contract in `known` (an instrument master just
 /// read); stocks and indices (lot 1, or no expiry in the name) are not contracts here.
 pub fn learn_lots(known: impl IntoIterator<Item = (String, u64)>) {
-    let mut map = master_lots()
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (symbol, lot) in known {
-        if lot > 0 && expiry_day(&symbol).is_some() {
-            map.insert(symbol, lot);
-        }
-    }
+    MASTER_LOTS.extend(
+        known
+            .into_iter()
+            .filter(|(symbol, lot)| *lot > 0 && expiry_day(symbol).is_some()),
+    );
 }
 
 /// The lot an instrument master gave the contract `symbol`, if one was read.
 #[must_use]
 pub fn master_lot(symbol: &str) -> Option<u64> {
-    master_lots()
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(symbol)
-        .copied()
+    MASTER_LOTS.get(symbol)
 }
 
 const BUNDLED: &str = include_str!("../../../contracts/nse.toml");

@@ -4,6 +4,7 @@
 
 pub mod calendar;
 pub mod contracts;
+pub mod learned;
 pub mod money;
 pub mod order;
 pub mod position;

@@ -12,59 +12,26 @@ pub const TICK: Decimal = Decimal::from_parts(5, 0, 0, false, 2);
 /// The ticks the exchange gives instruments, as the brokers' instrument masters list them
 /// (`tick_size`), by trading symbol: what this process has read, shared by its feeds, its
 /// price guards and its live orders.
-fn ticks() -> &'static std::sync::RwLock<std::collections::HashMap<String, Decimal>> {
-    static TICKS: std::sync::OnceLock<
-        std::sync::RwLock<std::collections::HashMap<String, Decimal>>,
-    > = std::sync::OnceLock::new();
-    TICKS.get_or_init(Default::default)
-}
+static TICKS: super::learned::ByName<Decimal> = super::learned::ByName::new();
+
+/// The ticks configured by name (`[market] ticks`): over what a master says.
+static CONFIGURED: super::learned::ByName<Decimal> = super::learned::ByName::new();
 
 /// Record the exchange's tick of each `(symbol, tick)` (an instrument master just read).
 pub fn learn_ticks(known: impl IntoIterator<Item = (String, Decimal)>) {
-    let mut map = ticks()
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (symbol, tick) in known {
-        if tick > Decimal::ZERO {
-            map.insert(symbol, tick);
-        }
-    }
-}
-
-/// The ticks configured by name (`[market] ticks`): over what a master says.
-fn overrides() -> &'static std::sync::RwLock<std::collections::HashMap<String, Decimal>> {
-    static OVERRIDES: std::sync::OnceLock<
-        std::sync::RwLock<std::collections::HashMap<String, Decimal>>,
-    > = std::sync::OnceLock::new();
-    OVERRIDES.get_or_init(Default::default)
+    TICKS.extend(known.into_iter().filter(|(_, t)| *t > Decimal::ZERO));
 }
 
 /// Replace the configured ticks (a configuration just loaded).
 pub fn set_tick_overrides(configured: impl IntoIterator<Item = (String, Decimal)>) {
-    *overrides()
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = configured
-        .into_iter()
-        .filter(|(_, t)| *t > Decimal::ZERO)
-        .collect();
+    CONFIGURED.replace(configured.into_iter().filter(|(_, t)| *t > Decimal::ZERO));
 }
 
 /// The exchange's tick of `symbol`: configured, else as an instrument master gave it;
 /// `None` when unknown (nothing is then refused for being off a grid the host would only guess).
 #[must_use]
 pub fn known_tick(symbol: &str) -> Option<Decimal> {
-    let configured = overrides()
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(symbol)
-        .copied();
-    configured.or_else(|| {
-        ticks()
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(symbol)
-            .copied()
-    })
+    CONFIGURED.get(symbol).or_else(|| TICKS.get(symbol))
 }
 
 /// The grid the host puts `symbol`'s prices on (its stops, limits, paper fills): the
