@@ -321,9 +321,25 @@ pub struct MarketSection {
     /// No price above this is believed.
     #[serde(deserialize_with = "decimal")]
     pub max_price: Decimal,
+    /// A move beyond `band_pct` is taken as a gap (the band re-anchors on it) once this
+    /// many ticks in a row, on the instrument's own feed, hold the new level.
+    pub gap_ticks: u32,
+    /// ... or once the new level has held this many seconds (of exchange time).
+    pub gap_secs: u32,
+    /// After this many seconds with no accepted price (an outage, the night), the next
+    /// price sets the band's level afresh: only the sanity bound and circuits apply.
+    pub stale_secs: u32,
+    /// No price beyond this multiple of the exchange's reference (its previous close, or
+    /// the last accepted price) is ever believed, however long it persists (options
+    /// exempt); 0 turns it off.
+    #[serde(deserialize_with = "decimal")]
+    pub sanity_multiple: Decimal,
     /// Trading calendars to add to the bundled ones (NSE 2025 and 2026), one file a
     /// year, relative to this file: a year listed here replaces the bundled year.
     pub calendars: Vec<String>,
+    /// A day in a year no calendar file covers: `weekdays` (weekdays trade as regular
+    /// sessions) or `refuse` (no entries); either way a `calendar_unknown_year` event says so.
+    pub unknown_year: crate::domain::calendar::UnknownYear,
     /// Contract rules (freeze quantities, lot sizes by expiry) replacing the bundled
     /// `contracts/nse.toml`, relative to this file.
     pub contracts: Option<String>,
@@ -356,7 +372,12 @@ impl Default for MarketSection {
             ticks: std::collections::BTreeMap::new(),
             band_pct: Decimal::from(20),
             max_price: Decimal::from(10_000_000),
+            gap_ticks: 5,
+            gap_secs: 30,
+            stale_secs: 900,
+            sanity_multiple: Decimal::from(3),
             calendars: Vec::new(),
+            unknown_year: crate::domain::calendar::UnknownYear::default(),
             contracts: None,
             contract_rules: nse_contracts(),
             calendar: nse_calendar(),
@@ -900,6 +921,7 @@ impl Config {
     /// The bundled calendars with `[market] calendars` read over them.
     fn load_calendars(&self, text: &str) -> Result<crate::domain::calendar::Calendar, ConfigError> {
         let mut calendar = crate::domain::calendar::Calendar::nse();
+        calendar.set_unknown_year(self.market.unknown_year);
         let offset = text.find("calendars").unwrap_or(0);
         for (i, file) in self.market.calendars.iter().enumerate() {
             let resolved = self
@@ -955,6 +977,23 @@ impl Config {
         let err = |offset: usize, field: String, message: String| {
             Err(error_at(&self.path, text, offset, &field, message))
         };
+        let m = &self.market;
+        if m.gap_ticks == 0 {
+            let offset = text.find("gap_ticks").unwrap_or(0);
+            return err(
+                offset,
+                "market.gap_ticks".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if m.sanity_multiple != Decimal::ZERO && m.sanity_multiple <= Decimal::ONE {
+            let offset = text.find("sanity_multiple").unwrap_or(0);
+            return err(
+                offset,
+                "market.sanity_multiple".into(),
+                format!("{} must be above 1 (or 0: off)", m.sanity_multiple),
+            );
+        }
         let mut account_ids = HashSet::new();
         for (i, a) in self.accounts.iter().enumerate() {
             if a.id.get_ref().trim().is_empty() {
@@ -1565,31 +1604,69 @@ kind = "ema"
     fn a_calendar_that_cannot_be_read_is_named_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
-            dir.path().join("nse-2027.toml"),
-            "year = 2027\n[[holiday]]\ndate = \"2027-13-01\"\nname = \"x\"\n",
+            dir.path().join("nse-2028.toml"),
+            "year = 2028\n[[holiday]]\ndate = \"2028-13-01\"\nname = \"x\"\n",
         )
         .unwrap();
-        let text = format!("[market]\ncalendars = [\"nse-2027.toml\"]\n{GOOD}");
+        let text = format!("[market]\ncalendars = [\"nse-2028.toml\"]\n{GOOD}");
         let e = Config::parse(&dir.path().join("pipelines.toml"), &text).unwrap_err();
         assert_eq!(e.field, "market.calendars[0]");
         assert!(
             e.message
-                .ends_with("nse-2027.toml:3: holiday.date: \"2027-13-01\": expected YYYY-MM-DD"),
+                .ends_with("nse-2028.toml:3: holiday.date: \"2028-13-01\": expected YYYY-MM-DD"),
             "{e}"
         );
         let e = Config::parse(
             &dir.path().join("pipelines.toml"),
-            &text.replace("nse-2027", "missing"),
+            &text.replace("nse-2028", "missing"),
         )
         .unwrap_err();
         assert!(e.message.contains("missing.toml: cannot read"), "{e}");
         std::fs::write(
-            dir.path().join("nse-2027.toml"),
-            "year = 2027\n[[holiday]]\ndate = \"2027-01-26\"\nname = \"Republic Day\"\n",
+            dir.path().join("nse-2028.toml"),
+            "year = 2028\n[[holiday]]\ndate = \"2028-01-26\"\nname = \"Republic Day\"\n",
         )
         .unwrap();
         let c = Config::parse(&dir.path().join("pipelines.toml"), &text).unwrap();
-        assert_eq!(c.market.calendar.years(), vec![2025, 2026, 2027]);
+        let mut years = crate::domain::calendar::BUNDLED_YEARS.to_vec();
+        years.push(2028);
+        assert_eq!(c.market.calendar.years(), years);
+        assert!(
+            c.market
+                .calendar
+                .hours(crate::domain::time::days_from_civil(2028, 1, 26))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_unknown_year_policy_and_the_band_rules_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipelines.toml");
+        let c = Config::parse(
+            &path,
+            &format!("[market]\nunknown_year = \"refuse\"\ngap_ticks = 3\n{GOOD}"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.market.calendar.unknown_year(),
+            crate::domain::calendar::UnknownYear::Refuse
+        );
+        assert_eq!(c.market.gap_ticks, 3);
+        let e = Config::parse(
+            &path,
+            &format!("[market]\nunknown_year = \"maybe\"\n{GOOD}"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("unknown_year") || e.message.contains("maybe"),
+            "{e}"
+        );
+        let e = Config::parse(&path, &format!("[market]\nsanity_multiple = \"1\"\n{GOOD}"))
+            .unwrap_err();
+        assert_eq!(e.field, "market.sanity_multiple", "{e}");
+        let e = Config::parse(&path, &format!("[market]\ngap_ticks = 0\n{GOOD}")).unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("market.gap_ticks", 2), "{e}");
     }
 
     #[test]

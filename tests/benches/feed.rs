@@ -31,6 +31,7 @@ fn main() {
                     Full {
                         token,
                         last_paise: 2_170_000 + (n % 997) * 5,
+                        close_paise: 2_165_000,
                         volume: n,
                         oi: 0,
                         exchange_secs: T0 + n / 50,

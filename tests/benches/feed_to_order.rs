@@ -175,6 +175,7 @@ async fn main() {
                 Full {
                     token: token(i),
                     last_paise: rupees * 100,
+                    close_paise: 1_000_00,
                     volume: f,
                     oi: 0,
                     exchange_secs: exchange,

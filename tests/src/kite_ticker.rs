@@ -48,6 +48,8 @@ pub struct Full {
     pub token: u32,
     /// Last price, paise.
     pub last_paise: u32,
+    /// The previous session's close, paise (the packet's `close`; 0: none, a new listing).
+    pub close_paise: u32,
     /// Cumulative volume of the day.
     pub volume: u32,
     /// Open interest.
@@ -80,7 +82,7 @@ impl Full {
             self.last_paise,
             self.last_paise,
             self.last_paise,
-            self.last_paise,
+            self.close_paise,
         ] {
             put(&mut p, v);
         }

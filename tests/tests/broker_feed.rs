@@ -180,9 +180,15 @@ async fn wait_until(what: &str, f: impl Fn() -> bool) {
 }
 
 fn full(token: u32, rupees: u32, volume: u32, secs: u32) -> Vec<u8> {
+    full_closed_at(token, rupees, 0, volume, secs)
+}
+
+/// A full packet whose `close` (the previous session's) is `close_rupees` (0: none sent).
+fn full_closed_at(token: u32, rupees: u32, close_rupees: u32, volume: u32, secs: u32) -> Vec<u8> {
     Full {
         token,
         last_paise: rupees * 100,
+        close_paise: close_rupees * 100,
         volume,
         oi: 7_500,
         exchange_secs: secs,
@@ -244,6 +250,7 @@ async fn kite_ticks_become_candles_through_faults() {
     ticker.push(Push::Binary(message(&[Full {
         token: NIFTY_FUT,
         last_paise: 0,
+        close_paise: 21_650_00,
         volume: 2_000,
         oi: 0,
         exchange_secs: T0 + 59,
@@ -374,6 +381,107 @@ async fn kite_ticks_become_candles_through_faults() {
             && b.1 == i64::from(T0) * 1000
             && b.3 == Decimal::from(21_720)),
         "the first bar, refused tick left out: {replayed:?}"
+    );
+}
+
+/// The price band re-anchors on a real move and never on a burst of absurd prices: through
+/// the Kite ticker (its full packets carry the previous close, ₹21,650), fifty ticks in a row
+/// at ten times the price are refused throughout and reach no candle; a 25 % move that holds
+/// for five ticks is a `price_gap` and the candles go on at the new level; the first tick
+/// after an hour's outage, 22 % away, is a gap at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_band_re_anchors_on_a_gap_and_never_on_absurd_ticks() {
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let instruments = vec![("NIFTY24JANFUT".to_owned(), NIFTY_FUT.to_string())];
+    let mut feed = start(plan(&ticker.url(), instruments), 0, None);
+    feed.wait_report("feed_connected", 1).await;
+    wait_until("the subscription", || {
+        ticker.seen(|s| s.requests.get(&0).is_some_and(|r| r.len() >= 2))
+    })
+    .await;
+    let send = |ticks: &[(u32, u32)]| {
+        let packets: Vec<Vec<u8>> = ticks
+            .iter()
+            .enumerate()
+            .map(|(i, (rupees, secs))| {
+                full_closed_at(NIFTY_FUT, *rupees, 21_650, 1_000 + i as u32, *secs)
+            })
+            .collect();
+        ticker.push(Push::Binary(message(&packets)));
+    };
+    send(&[(21_700, T0 + 1), (21_710, T0 + 30)]);
+    // 09:16: fifty ticks at ten times the price, one a second, then a true one.
+    let absurd: Vec<(u32, u32)> = (0..50).map(|n| (217_000, T0 + 61 + n)).collect();
+    send(&absurd);
+    send(&[(21_705, T0 + 111)]);
+    // 09:17: results: 25 % up, held for five ticks.
+    send(&[
+        (27_125, T0 + 121),
+        (27_130, T0 + 122),
+        (27_120, T0 + 123),
+        (27_125, T0 + 124),
+        (27_125, T0 + 125),
+        (27_150, T0 + 150),
+    ]);
+    send(&[(27_160, T0 + 181)]);
+    // An hour's outage; the first tick after it is 22 % lower.
+    send(&[
+        (21_000, T0 + 3_781),
+        (21_010, T0 + 3_810),
+        (21_020, T0 + 3_845),
+    ]);
+
+    let mut bars = Vec::new();
+    while bars.len() < 5 {
+        let (_, b, _) = feed.candle().await;
+        bars.push((
+            b.ts_ms / 1000 - i64::from(T0),
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+        ));
+    }
+    bars.sort();
+    let d = Decimal::from;
+    assert_eq!(
+        bars,
+        vec![
+            (0, d(21_700), d(21_710), d(21_700), d(21_710)),
+            (60, d(21_705), d(21_705), d(21_705), d(21_705)),
+            (120, d(27_125), d(27_150), d(27_125), d(27_150)),
+            (180, d(27_160), d(27_160), d(27_160), d(27_160)),
+            (3_780, d(21_000), d(21_010), d(21_000), d(21_010)),
+        ],
+        "no absurd price in any bar; the gap's bars at their new level"
+    );
+    let gaps = feed.wait_report("price_gap", 2).await;
+    assert_eq!(
+        (gaps[0]["from"].as_str(), gaps[0]["to"].as_str()),
+        (Some("21705.00"), Some("27125.00")),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[0]["why"].as_str().unwrap().contains("5 ticks"),
+        "{gaps:?}"
+    );
+    assert_eq!(
+        (gaps[1]["from"].as_str(), gaps[1]["to"].as_str()),
+        (Some("27160.00"), Some("21000.00")),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[1]["why"]
+            .as_str()
+            .unwrap()
+            .contains("3600 s without one"),
+        "{gaps:?}"
+    );
+    let errors = feed.wait_report("error", 1).await;
+    let text = serde_json::to_string(&errors).unwrap();
+    assert!(
+        text.contains("217000.00 is beyond 3x of the reference 21650.00: never believed"),
+        "{text}"
     );
 }
 

@@ -367,6 +367,8 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
     );
 
     let events = synthetic_events(&["RELIANCE".to_owned()], 4, 1, 1_300.0, false, 60);
+    // The packet's close is the previous session's: here, where the day started.
+    let previous_close = 1_300_00;
     let mut pushed = std::collections::HashSet::new();
     let journal = dir.path().join("journal.sqlite");
     let postbacks = |pushed: &mut std::collections::HashSet<String>| {
@@ -414,6 +416,7 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
             Full {
                 token: RELIANCE,
                 last_paise: paise(*p),
+                close_paise: previous_close,
                 volume: 1_000 + secs % 1_000,
                 oi: 0,
                 exchange_secs: secs + s,

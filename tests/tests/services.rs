@@ -114,6 +114,74 @@ fn logged_signal_ids(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// One order manager per consumer name: a second orders process with its own journal but the
+/// same `--consumer` is refused naming the first (its journal and pid), while a restart of the
+/// first on its own journal after a SIGKILL takes the name over at once.
+#[test]
+fn a_second_orders_process_under_the_same_consumer_name_is_refused() {
+    let server = RedisServer::start();
+    let collector = Collector::start(&server.url());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &body(1, 0.0), 1);
+    let url = server.url();
+    let (first_journal, other_journal) = (dir.path().join("a.sqlite"), dir.path().join("b.sqlite"));
+    let journal = |p: &Path| p.display().to_string();
+    let first_args = ["--role", "orders", "--journal", &journal(&first_journal)];
+    let mut first = spawn(&config, &url, &first_args, None);
+    let started = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let up = collector
+                .of("trading:events", "event")
+                .iter()
+                .filter(|v| v["event"] == "orders_started")
+                .count();
+            if up >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    assert!(started(1), "the first orders process started");
+
+    let err = dir.path().join("second.err");
+    let mut second = spawn(
+        &config,
+        &url,
+        &["--role", "orders", "--journal", &journal(&other_journal)],
+        Some(&err),
+    );
+    let status = wait_exit(&mut second, Duration::from_secs(15)).expect("the second run exits");
+    assert!(!status.success(), "the second run is refused");
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        stderr.contains("consumer \"orders-1\" of the signal log's group")
+            && stderr.contains(&format!(
+                "journal {} pid {}",
+                journal(&first_journal),
+                first.id()
+            )),
+        "{stderr}"
+    );
+    assert!(first.try_wait().unwrap().is_none(), "the first trades on");
+
+    // SIGKILL: nothing releases the lease; a restart on the same journal takes it over.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut again = spawn(&config, &url, &first_args, None);
+    assert!(
+        started(2),
+        "the restart on the same journal is not kept waiting"
+    );
+    assert!(again.try_wait().unwrap().is_none());
+    sigterm(&again);
+    assert!(
+        wait_exit(&mut again, Duration::from_secs(15)).is_some_and(|s| s.success()),
+        "it stops cleanly"
+    );
+}
+
 #[test]
 fn an_idle_orders_process_stays_up_and_stops_cleanly_on_sigterm_or_a_shutdown_command() {
     let server = RedisServer::start();

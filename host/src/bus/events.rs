@@ -165,6 +165,29 @@ pub enum Event {
         field: String,
         reason: String,
     },
+    /// A move beyond the price band believed as real (held long enough, or the first
+    /// price after a silence): the band's level moved with it.
+    PriceGap {
+        source: String,
+        instrument: String,
+        from: String,
+        to: String,
+        why: String,
+    },
+    /// A date in a year no calendar file covers: its holidays are not known.
+    CalendarUnknownYear {
+        year: i64,
+        policy: String,
+        known: Vec<i64>,
+        seen_in: String,
+        detail: String,
+    },
+    /// A date in a year whose calendar file is provisional (not yet the exchange's list).
+    CalendarProvisional {
+        year: i64,
+        seen_in: String,
+        detail: String,
+    },
     /// A journal write failed for good: the item is set aside, not retried.
     Parked {
         item: String,
@@ -483,6 +506,67 @@ pub enum Event {
 }
 
 impl Event {
+    /// The report of a gap the price guard believed, seen by `source`.
+    #[must_use]
+    pub fn price_gap(source: impl Into<String>, gap: &crate::market::guard::Gap) -> Self {
+        Self::PriceGap {
+            source: source.into(),
+            instrument: printable(&gap.instrument, 40),
+            from: gap.from.to_string(),
+            to: gap.to.to_string(),
+            why: gap.why.clone(),
+        }
+    }
+
+    /// The warning of a date in `year`, which `calendar` has no file for, seen in `seen_in`.
+    #[must_use]
+    pub fn unknown_year(
+        year: i64,
+        calendar: &crate::domain::calendar::Calendar,
+        seen_in: &str,
+    ) -> Self {
+        let policy = calendar.unknown_year();
+        let detail = match policy {
+            crate::domain::calendar::UnknownYear::Weekdays => format!(
+                "no trading calendar for {year}: every weekday is taken as a regular session and its holidays are not known; add calendars/nse-{year}.toml ([market] calendars)"
+            ),
+            crate::domain::calendar::UnknownYear::Refuse => format!(
+                "no trading calendar for {year}: no entries are taken ([market] unknown_year = \"refuse\"); add calendars/nse-{year}.toml ([market] calendars)"
+            ),
+        };
+        Self::CalendarUnknownYear {
+            year,
+            policy: policy.as_str().to_owned(),
+            known: calendar.years(),
+            seen_in: seen_in.to_owned(),
+            detail,
+        }
+    }
+
+    /// What the host knows of the calendar of IST day `day`, when it is not the exchange's
+    /// own list: the warning of a year without a file, or of a provisional one.
+    #[must_use]
+    pub fn calendar_doubt(
+        calendar: &crate::domain::calendar::Calendar,
+        day: i64,
+        seen_in: &str,
+    ) -> Option<(i64, Self)> {
+        if let Some(year) = calendar.unknown_year_of(day) {
+            return Some((year, Self::unknown_year(year, calendar, seen_in)));
+        }
+        let year = calendar.provisional_year_of(day)?;
+        Some((
+            year,
+            Self::CalendarProvisional {
+                year,
+                seen_in: seen_in.to_owned(),
+                detail: format!(
+                    "the trading calendar for {year} is provisional (derived before NSE's holiday circular): check calendars/nse-{year}.toml against the circular"
+                ),
+            },
+        ))
+    }
+
     /// A feed's `error` report with no count.
     #[must_use]
     pub fn feed_error(source: impl Into<String>, error: impl Into<String>) -> Self {
@@ -520,6 +604,9 @@ impl Event {
             Self::BasketFailed { .. } => "basket_failed",
             Self::OrdersStarted { .. } => "orders_started",
             Self::PriceRefused { .. } => "price_refused",
+            Self::PriceGap { .. } => "price_gap",
+            Self::CalendarUnknownYear { .. } => "calendar_unknown_year",
+            Self::CalendarProvisional { .. } => "calendar_provisional",
             Self::Parked { .. } => "parked",
             Self::PositionMismatch { .. } => "position_mismatch",
             Self::PositionResolved { .. } => "position_resolved",

@@ -110,6 +110,12 @@ impl Channels {
     pub fn price_log(&self) -> String {
         format!("{}:quotes:log", self.prefix)
     }
+    /// The lease of consumer `consumer` of the signal log's group `group`: one process
+    /// reads as one consumer.
+    #[must_use]
+    pub fn consumer_lease(&self, group: &str, consumer: &str) -> String {
+        format!("{}:lease:{group}:{consumer}", self.prefix)
+    }
     /// The prefix of every channel and key.
     #[must_use]
     pub fn prefix(&self) -> &str {
@@ -235,6 +241,39 @@ impl Bus {
         match self {
             Self::Embedded(_) => Ok(false),
             Self::Redis(b) => b.replace_hash(key, entries).await.map(|()| true),
+        }
+    }
+
+    /// Hold the lease `key` for `holder` for `ttl` (taken when free, ours, or held by a
+    /// holder starting with `take_over`, one known to be gone). `Ok(Some(other))`: another
+    /// process holds it. The embedded bus lives in one process: always held.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn hold_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        take_over: &str,
+    ) -> Result<Option<String>, BusError> {
+        match self {
+            Self::Embedded(_) => Ok(None),
+            Self::Redis(b) => {
+                let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                b.hold_lease(key, holder, ttl_ms, take_over).await
+            }
+        }
+    }
+
+    /// Give up the lease `key` if `holder` holds it.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn release_lease(&self, key: &str, holder: &str) -> Result<(), BusError> {
+        match self {
+            Self::Embedded(_) => Ok(()),
+            Self::Redis(b) => b.release_lease(key, holder).await,
         }
     }
 

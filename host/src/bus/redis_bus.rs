@@ -235,6 +235,51 @@ impl RedisBus {
         Ok(())
     }
 
+    /// Hold `key` for `holder` for `ttl_ms`: taken when free, already ours, or held by
+    /// a holder starting with `take_over` (one known to be gone); else who holds it.
+    pub(super) async fn hold_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl_ms: u64,
+        take_over: &str,
+    ) -> Result<Option<String>, BusError> {
+        // One script: the read and the write cannot interleave with another process's.
+        const SCRIPT: &str = "local cur = redis.call('GET', KEYS[1]) \
+            if (not cur) or cur == ARGV[1] or string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then \
+              redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return false end \
+            return cur";
+        let mut c = self.commands.clone();
+        self.track(
+            redis::cmd("EVAL")
+                .arg(SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(holder)
+                .arg(ttl_ms)
+                .arg(take_over)
+                .query_async(&mut c)
+                .await,
+        )
+    }
+
+    /// Give up `key` if `holder` holds it.
+    pub(super) async fn release_lease(&self, key: &str, holder: &str) -> Result<(), BusError> {
+        const SCRIPT: &str =
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1";
+        let mut c = self.commands.clone();
+        let _: i64 = self.track(
+            redis::cmd("EVAL")
+                .arg(SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(holder)
+                .query_async(&mut c)
+                .await,
+        )?;
+        Ok(())
+    }
+
     pub(super) async fn hash_get(
         &self,
         key: &str,

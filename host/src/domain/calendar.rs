@@ -14,29 +14,43 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use super::time::{
-    days_from_civil, format_hhmm, ist_day, ist_minute_of_day, parse_date, parse_hhmm, weekday,
+    civil_from_days, days_from_civil, format_hhmm, ist_day, ist_minute_of_day, parse_date,
+    parse_hhmm, weekday,
 };
 
-/// A day's trading hours, IST minutes of the day: `[open, close)`.
+/// A day's trading hours, IST minutes of the day: `[open, close)`, less a pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hours {
     /// The first minute of trading.
     pub open: u32,
     /// The first minute after it.
     pub close: u32,
+    /// `[from, until)` within the session when nothing trades (the 2024 Saturday sessions
+    /// moved from NSE's primary site to its disaster-recovery site between 10:00 and 11:30).
+    pub pause: Option<(u32, u32)>,
 }
 
 /// A regular NSE session: 09:15–15:30.
-pub const REGULAR: Hours = Hours {
-    open: 9 * 60 + 15,
-    close: 15 * 60 + 30,
-};
+pub const REGULAR: Hours = Hours::new(9 * 60 + 15, 15 * 60 + 30);
 
 impl Hours {
+    /// `[open, close)` without a pause.
+    #[must_use]
+    pub const fn new(open: u32, close: u32) -> Self {
+        Self {
+            open,
+            close,
+            pause: None,
+        }
+    }
+
     /// Whether `minute` is within trading.
     #[must_use]
     pub fn contains(self, minute: u32) -> bool {
         (self.open..self.close).contains(&minute)
+            && !self
+                .pause
+                .is_some_and(|(from, until)| (from..until).contains(&minute))
     }
 
     /// A time set for a regular session, carried to this one: before noon it keeps
@@ -94,17 +108,45 @@ pub struct CalendarError {
     pub message: String,
 }
 
+/// What a day in a year with no calendar file is (`[market] unknown_year`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownYear {
+    /// Weekdays are regular sessions, weekends closed (its holidays are not known).
+    #[default]
+    Weekdays,
+    /// Prices still flow, but no entry is taken: a day the host cannot vouch for.
+    Refuse,
+}
+
+impl UnknownYear {
+    /// As written in the configuration.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Weekdays => "weekdays",
+            Self::Refuse => "refuse",
+        }
+    }
+}
+
 /// The trading days of the years it knows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Calendar {
     days: BTreeMap<i64, Day>,
     years: BTreeSet<i64>,
+    /// Years whose file is not yet the exchange's own list (`provisional = true`).
+    provisional: BTreeSet<i64>,
+    unknown_year: UnknownYear,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     year: toml::Spanned<i64>,
+    /// Not yet the exchange's own list (derived before its circular).
+    #[serde(default)]
+    provisional: bool,
     #[serde(default)]
     holiday: Vec<Entry>,
     #[serde(default)]
@@ -120,10 +162,20 @@ struct Entry {
     open: Option<toml::Spanned<String>>,
     #[serde(default)]
     close: Option<toml::Spanned<String>>,
+    /// `HH:MM-HH:MM` within a session when nothing trades.
+    #[serde(default)]
+    pause: Option<toml::Spanned<String>>,
 }
 
+/// The years of [`BUNDLED`].
+pub const BUNDLED_YEARS: [i64; 4] = [2024, 2025, 2026, 2027];
+
 /// The calendars bundled in the binary.
-const BUNDLED: [(&str, &str); 2] = [
+const BUNDLED: [(&str, &str); 4] = [
+    (
+        "calendars/nse-2024.toml",
+        include_str!("../../../calendars/nse-2024.toml"),
+    ),
     (
         "calendars/nse-2025.toml",
         include_str!("../../../calendars/nse-2025.toml"),
@@ -131,6 +183,10 @@ const BUNDLED: [(&str, &str); 2] = [
     (
         "calendars/nse-2026.toml",
         include_str!("../../../calendars/nse-2026.toml"),
+    ),
+    (
+        "calendars/nse-2027.toml",
+        include_str!("../../../calendars/nse-2027.toml"),
     ),
 ];
 
@@ -186,6 +242,12 @@ impl Calendar {
         let mut c = Self {
             days: BTreeMap::new(),
             years: BTreeSet::from([year]),
+            provisional: if file.provisional {
+                BTreeSet::from([year])
+            } else {
+                BTreeSet::new()
+            },
+            unknown_year: UnknownYear::default(),
         };
         for (kind, entries) in [("holiday", file.holiday), ("session", file.session)] {
             for e in entries {
@@ -220,8 +282,28 @@ impl Calendar {
                         .transpose()
                 };
                 let (open, close) = (time(&e.open, "open")?, time(&e.close, "close")?);
+                let pause = e
+                    .pause
+                    .as_ref()
+                    .map(|p| {
+                        let bad = |why: &str| {
+                            err(
+                                p.span().start,
+                                &format!("{kind}.pause"),
+                                format!("{:?}: {why}", p.get_ref()),
+                            )
+                        };
+                        let (from, until) = p
+                            .get_ref()
+                            .split_once('-')
+                            .and_then(|(a, b)| Some((parse_hhmm(a.trim())?, parse_hhmm(b.trim())?)))
+                            .ok_or_else(|| bad("expected HH:MM-HH:MM"))?;
+                        let inside = open.zip(close).is_some_and(|(o, c)| o < from && from < until && until < c);
+                        if inside { Ok((from, until)) } else { Err(bad("a pause lies inside its session, after the open and before the close")) }
+                    })
+                    .transpose()?;
                 let entry = match (kind, open, close) {
-                    ("holiday", None, None) => Day::Holiday(e.name),
+                    ("holiday", None, None) if pause.is_none() => Day::Holiday(e.name),
                     ("holiday", ..) => {
                         return Err(err(
                             at,
@@ -233,7 +315,7 @@ impl Calendar {
                         ));
                     }
                     (_, Some(open), Some(close)) if open < close => {
-                        Day::Session(e.name, Hours { open, close })
+                        Day::Session(e.name, Hours { open, close, pause })
                     }
                     (_, Some(_), Some(_)) => {
                         return Err(err(
@@ -273,8 +355,10 @@ impl Calendar {
                 days_from_civil(year + 1, 1, 1),
             );
             self.days.retain(|d, _| !(from..to).contains(d));
+            self.provisional.remove(year);
         }
         self.years.extend(other.years);
+        self.provisional.extend(other.provisional);
         self.days.extend(other.days);
     }
 
@@ -282,6 +366,48 @@ impl Calendar {
     #[must_use]
     pub fn knows(&self, year: i64) -> bool {
         self.years.contains(&year)
+    }
+
+    /// The year of IST day `day`, when the calendar has no file for it.
+    #[must_use]
+    pub fn unknown_year_of(&self, day: i64) -> Option<i64> {
+        let (year, ..) = civil_from_days(day);
+        (!self.knows(year)).then_some(year)
+    }
+
+    /// The year of IST day `day`, when its file is provisional (not yet the exchange's list).
+    #[must_use]
+    pub fn provisional_year_of(&self, day: i64) -> Option<i64> {
+        let (year, ..) = civil_from_days(day);
+        self.provisional.contains(&year).then_some(year)
+    }
+
+    /// What a day of a year without a file is.
+    #[must_use]
+    pub fn unknown_year(&self) -> UnknownYear {
+        self.unknown_year
+    }
+
+    /// Set what a day of a year without a file is.
+    pub fn set_unknown_year(&mut self, policy: UnknownYear) {
+        self.unknown_year = policy;
+    }
+
+    /// The hours entries may be taken in on IST day `day`, or why none may: a
+    /// holiday, a weekend, or a year without a file under the `refuse` policy.
+    ///
+    /// # Errors
+    /// Why the day takes no entries.
+    pub fn entry_hours(&self, day: i64) -> Result<Hours, String> {
+        if let Some(year) = self.unknown_year_of(day)
+            && self.unknown_year == UnknownYear::Refuse
+        {
+            return Err(format!(
+                "{year} has no trading calendar file ([market] unknown_year = \"refuse\")"
+            ));
+        }
+        self.hours(day)
+            .ok_or_else(|| self.closed_because(day).unwrap_or_else(|| "closed".into()))
     }
 
     /// The years it knows.
@@ -354,6 +480,20 @@ impl Calendar {
     #[must_use]
     pub fn describe(&self, day: i64) -> String {
         match (self.hours(day), self.closed_because(day)) {
+            (
+                Some(Hours {
+                    open,
+                    close,
+                    pause: Some((from, until)),
+                }),
+                _,
+            ) => format!(
+                "{}-{}, {}-{}",
+                format_hhmm(open),
+                format_hhmm(from),
+                format_hhmm(until),
+                format_hhmm(close)
+            ),
             (Some(h), _) => format!("{}-{}", format_hhmm(h.open), format_hhmm(h.close)),
             (None, Some(why)) => format!("closed ({why})"),
             (None, None) => "closed".into(),
@@ -375,7 +515,7 @@ mod tests {
             Calendar::parse(name, text).unwrap_or_else(|e| panic!("{e}"));
         }
         let c = Calendar::nse();
-        assert_eq!(c.years(), vec![2025, 2026]);
+        assert_eq!(c.years(), BUNDLED_YEARS.to_vec());
         assert_eq!(c.hours(day(2026, 1, 26)), None);
         assert_eq!(
             c.closed_because(day(2026, 1, 26)).as_deref(),
@@ -389,9 +529,71 @@ mod tests {
         // Muhurat 2025: a holiday with an hour of trading.
         let muhurat = c.hours(day(2025, 10, 21)).unwrap();
         assert_eq!((muhurat.open, muhurat.close), (13 * 60 + 45, 14 * 60 + 45));
-        // A year without a file: weekdays trade.
-        assert!(!c.knows(2024));
-        assert_eq!(c.hours(day(2024, 1, 26)), Some(REGULAR));
+        // A year without a file: weekdays trade, and the year is named as unknown.
+        assert!(!c.knows(2028));
+        assert_eq!(c.hours(day(2028, 1, 26)), Some(REGULAR));
+        assert_eq!(c.unknown_year_of(day(2028, 1, 26)), Some(2028));
+        assert_eq!(c.unknown_year_of(day(2026, 1, 27)), None);
+        // 2027 is known, but only provisionally until NSE's circular.
+        assert_eq!(c.provisional_year_of(day(2027, 3, 22)), Some(2027));
+        assert_eq!(c.provisional_year_of(day(2026, 3, 3)), None);
+        assert_eq!(c.closed_because(day(2027, 3, 22)).as_deref(), Some("Holi"));
+        // Budget days on a weekend trade.
+        assert_eq!(c.hours(day(2025, 2, 1)), Some(REGULAR));
+        assert_eq!(c.hours(day(2026, 2, 1)), Some(REGULAR));
+    }
+
+    #[test]
+    fn the_2024_saturday_sessions_trade_and_the_dr_switch_pauses() {
+        let c = Calendar::nse();
+        // Moved from Monday 22 January, a special holiday: a full Saturday.
+        assert_eq!(c.hours(day(2024, 1, 20)), Some(REGULAR));
+        assert_eq!(c.entry_hours(day(2024, 1, 20)), Ok(REGULAR));
+        assert!(c.hours(day(2024, 1, 22)).is_none());
+        assert_eq!(
+            c.closed_because(day(2024, 1, 26)).as_deref(),
+            Some("Republic Day")
+        );
+        // 2 March: 09:15-10:00 on the primary site, 11:30-12:30 on the recovery site.
+        let dr = c.hours(day(2024, 3, 2)).expect("a session");
+        for (hhmm, trades) in [
+            ((9, 15), true),
+            ((9, 59), true),
+            ((10, 0), false),
+            ((11, 29), false),
+            ((11, 30), true),
+            ((12, 29), true),
+            ((12, 30), false),
+        ] {
+            assert_eq!(dr.contains(hhmm.0 * 60 + hhmm.1), trades, "{hhmm:?}");
+        }
+        assert_eq!(c.describe(day(2024, 5, 18)), "09:15-10:00, 11:30-12:30");
+        let muhurat = c.hours(day(2024, 11, 1)).expect("Muhurat");
+        assert_eq!((muhurat.open, muhurat.close), (18 * 60, 19 * 60));
+    }
+
+    #[test]
+    fn a_year_without_a_file_follows_its_policy() {
+        let mut c = Calendar::nse();
+        let monday = day(2028, 1, 3);
+        assert_eq!(c.entry_hours(monday), Ok(REGULAR), "weekdays by default");
+        c.set_unknown_year(UnknownYear::Refuse);
+        let e = c.entry_hours(monday).unwrap_err();
+        assert!(e.contains("2028 has no trading calendar"), "{e}");
+        assert_eq!(c.hours(monday), Some(REGULAR), "prices still make bars");
+        assert_eq!(
+            c.entry_hours(day(2026, 1, 27)),
+            Ok(REGULAR),
+            "a known year trades"
+        );
+    }
+
+    #[test]
+    fn a_pause_outside_its_session_names_its_line() {
+        let e = Calendar::parse("c.toml", "year = 2027\n[[session]]\ndate = \"2027-03-06\"\nname = \"dr\"\nopen = \"09:15\"\nclose = \"12:30\"\npause = \"12:00-13:00\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "session.pause"), "{e}");
+        let e = Calendar::parse("c.toml", "year = 2027\n[[session]]\ndate = \"2027-03-06\"\nname = \"dr\"\nopen = \"09:15\"\nclose = \"12:30\"\npause = \"10:00\"\n").unwrap_err();
+        assert!(e.message.contains("HH:MM-HH:MM"), "{e}");
     }
 
     #[test]
@@ -422,10 +624,7 @@ mod tests {
 
     #[test]
     fn times_move_with_a_special_session() {
-        let muhurat = Hours {
-            open: 18 * 60,
-            close: 19 * 60,
-        };
+        let muhurat = Hours::new(18 * 60, 19 * 60);
         assert_eq!(
             muhurat.shift(15 * 60 + 15),
             18 * 60 + 45,
@@ -437,20 +636,14 @@ mod tests {
             "the entry window's start is the session's open"
         );
         assert_eq!(muhurat.shift(9 * 60 + 30), 18 * 60 + 15);
-        let late = Hours {
-            open: 11 * 60,
-            close: 15 * 60 + 30,
-        };
+        let late = Hours::new(11 * 60, 15 * 60 + 30);
         assert_eq!(late.shift(9 * 60 + 20), 11 * 60 + 5);
         assert_eq!(
             late.shift(15 * 60 + 20),
             15 * 60 + 20,
             "a regular close keeps a regular square-off"
         );
-        let short = Hours {
-            open: 9 * 60 + 15,
-            close: 9 * 60 + 30,
-        };
+        let short = Hours::new(9 * 60 + 15, 9 * 60 + 30);
         assert_eq!(
             short.shift(11 * 60 + 59),
             9 * 60 + 30,
@@ -501,10 +694,7 @@ mod tests {
         );
         assert_eq!(
             c.hours(day(2026, 11, 8)),
-            Some(Hours {
-                open: 18 * 60,
-                close: 19 * 60
-            }),
+            Some(Hours::new(18 * 60, 19 * 60)),
             "a Sunday session"
         );
         assert_eq!(c.hours(day(2025, 12, 25)), None, "2025 untouched");

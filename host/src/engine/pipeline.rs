@@ -725,9 +725,23 @@ async fn feed_source(
                     events.error(&format!("market feed of {id}"), &reason).await
                 });
             };
-            source::redis_feed(bus, &spec.symbols, tf, spec.guard.clone(), tx, on_error)
-                .await
-                .map_err(|e| SourceError::Feed(e.to_string()))?;
+            let (events3, id3) = (events.clone(), spec.id.clone());
+            let on_gap = move |gap: crate::market::guard::Gap| {
+                let events = events3.clone();
+                let event = Event::price_gap(format!("market feed of {id3}"), &gap);
+                tokio::spawn(async move { events.publish(&event).await });
+            };
+            source::redis_feed(
+                bus,
+                &spec.symbols,
+                tf,
+                spec.guard.clone(),
+                tx,
+                on_error,
+                on_gap,
+            )
+            .await
+            .map_err(|e| SourceError::Feed(e.to_string()))?;
         }
         config::Source::Broker {
             account,

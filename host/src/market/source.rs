@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::csv::{LoadOptions, MarketDataError, load};
 use super::feed::socket::{self, SocketEvent, SocketSettings};
 use super::feed::{ChainSnapshot, ChainSource, FeedItem, FeedPlan};
-use super::guard::{GuardRules, PriceGuard};
+use super::guard::{Gap, GuardRules, PriceGuard, Reference};
 use super::recorder::TickRecorder;
 use super::session::Session;
 use super::synthetic::{self, CandleSpec};
@@ -489,6 +489,7 @@ pub async fn redis_feed(
     rules: GuardRules,
     tx: &mpsc::Sender<MarketEvent>,
     on_error: impl Fn(String),
+    on_gap: impl Fn(Gap),
 ) -> Result<(), SourceError> {
     let mut guard = PriceGuard::new(rules);
     let channels: Vec<String> = symbols.iter().map(|s| bus.channels().market(s)).collect();
@@ -523,9 +524,13 @@ pub async fn redis_feed(
                     }
                     MarketMessage::Candle { open, high, low, close, .. } => vec![("close", *close), ("open", *open), ("high", *high), ("low", *low)],
                 };
-                if let Err(refused) = guard.check(&symbol, ts, &prices, now_ms()) {
-                    on_error(format!("refused on {channel}: {refused}"));
-                    continue;
+                match guard.check(&symbol, ts, &prices, now_ms()) {
+                    Ok(Some(gap)) => on_gap(gap),
+                    Ok(None) => {}
+                    Err(refused) => {
+                        on_error(format!("refused on {channel}: {refused}"));
+                        continue;
+                    }
                 }
                 last_seen = Some((ts, tokio::time::Instant::now()));
                 let closed = match parsed {
@@ -782,6 +787,9 @@ pub async fn broker_feed(
                     continue;
                 };
                 let prices: Vec<(&'static str, Decimal)> = [("last", Some(tick.last)), ("bid", tick.bid), ("ask", tick.ask)].into_iter().filter_map(|(f, p)| Some((f, p?))).collect();
+                if tick.prev_close.is_some() {
+                    guard.set_reference(symbol, ts, Reference { close: tick.prev_close, circuit: None });
+                }
                 let verdict = guard.check(symbol, ts, &prices, now_ms());
                 if let Some(rec) = options.recorder.as_mut() {
                     let why = verdict.as_ref().err().map(ToString::to_string);
@@ -790,11 +798,15 @@ pub async fn broker_feed(
                         options.recorder = None;
                     }
                 }
-                if let Err(why) = verdict {
-                    if let Some(n) = refused.due() {
-                        on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("refused: {why}"), malformed_frames: None, refused_ticks: Some(n), failures: None });
+                match verdict {
+                    Ok(Some(gap)) => on_event(Event::price_gap(format!("{} feed of {account}", plan.wire.name()), &gap)),
+                    Ok(None) => {}
+                    Err(why) => {
+                        if let Some(n) = refused.due() {
+                            on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("refused: {why}"), malformed_frames: None, refused_ticks: Some(n), failures: None });
+                        }
+                        continue;
                     }
-                    continue;
                 }
                 last_seen = Some((ts, tokio::time::Instant::now()));
                 if is_stale {
@@ -816,7 +828,9 @@ pub async fn broker_feed(
                     // Whole bars with no tick since the last one before the gap, the same day.
                     missed_from = last_bucket[i].map(|prev| prev.saturating_add(tf_ms)).filter(|from| *from < start && ist_day(*from) == ist_day(start));
                 }
-                if !Session::NSE.contains(start) {
+                // The day's own hours: a special session (Muhurat, a Saturday) makes bars, a
+                // holiday's stray prints do not.
+                if !options.rules.calendar.is_open(start) {
                     continue;
                 }
                 let was_late = builder.late();
@@ -838,7 +852,7 @@ pub async fn broker_feed(
                         Ok(minutes) => {
                             let mut bars = CandleBuilder::new(symbol, tf);
                             let mut filled = Vec::new();
-                            for m in minutes.into_iter().filter(|m| m.ts_ms >= from && m.ts_ms < start && Session::NSE.contains(bucket_start(m.ts_ms, tf))) {
+                            for m in minutes.into_iter().filter(|m| m.ts_ms >= from && m.ts_ms < start && options.rules.calendar.is_open(bucket_start(m.ts_ms, tf))) {
                                 filled.extend(bars.bar(m));
                             }
                             filled.extend(bars.finish());

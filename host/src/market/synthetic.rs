@@ -92,10 +92,15 @@ fn to_tick(price: f64) -> Decimal {
     Decimal::new(ticks * 5, 2)
 }
 
-/// Trading days (Mon–Fri) from `start`.
+/// Trading days from `start`: the weekdays NSE's bundled calendar gives a regular
+/// session (its holidays, and the short special sessions, have no synthetic bars).
 fn trading_days(start: (i64, u32, u32), days: u32) -> impl Iterator<Item = i64> {
+    static NSE: std::sync::OnceLock<crate::domain::calendar::Calendar> = std::sync::OnceLock::new();
+    let calendar = NSE.get_or_init(crate::domain::calendar::Calendar::nse);
     let first = days_from_civil(start.0, start.1, start.2);
-    (first..).filter(|d| weekday(*d) < 5).take(days as usize)
+    (first..)
+        .filter(|d| weekday(*d) < 5 && calendar.hours(*d) == Some(crate::domain::calendar::REGULAR))
+        .take(days as usize)
 }
 
 /// Generate one-minute bars.

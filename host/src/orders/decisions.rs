@@ -63,6 +63,15 @@ impl OrderManager {
     pub fn on_signal(&mut self, s: &SignalMessage) -> Result<Vec<Outcome>, OrderError> {
         let mut out = Vec::new();
         self.decided.insert(s.id.clone());
+        let day = crate::domain::time::ist_day(s.ts);
+        if let Some((year, doubt)) = Event::calendar_doubt(
+            &self.config.market.calendar,
+            day,
+            &format!("signal {}", crate::bus::message::printable(&s.id, 80)),
+        ) && self.calendar_told.insert(year)
+        {
+            out.push(Outcome::Event(doubt));
+        }
         let Some(pipeline) = self.config.pipeline(&s.pipeline).cloned() else {
             out.push(Outcome::Event(Event::SignalRefused {
                 signal_id: s.id.clone(),
@@ -400,11 +409,7 @@ pub(super) fn self_risk_context(
             |r| r.get(0),
         )
         .optional()?;
-    let session = calendar.hours(day).ok_or_else(|| {
-        calendar
-            .closed_because(day)
-            .unwrap_or_else(|| "closed".into())
-    });
+    let session = calendar.entry_hours(day);
     Ok(risk::RiskContext {
         now_ms,
         price,

@@ -131,6 +131,8 @@ pub struct OrderManager {
     modifies: Vec<crate::brokers::live::LiveModify>,
     /// The latest price time seen, and when it came (for [`OrderManager::market_clock`]).
     seen: Option<(i64, std::time::Instant)>,
+    /// Years whose calendar is unknown or provisional, already told (once a year).
+    calendar_told: std::collections::BTreeSet<i64>,
 }
 
 /// An order's kind from its journal columns (`order_type`, `limit_price`, `trigger_price`).
@@ -277,6 +279,7 @@ impl OrderManager {
             handoff: Vec::new(),
             cancels: Vec::new(),
             cancel_asked: std::collections::HashSet::new(),
+            calendar_told: std::collections::BTreeSet::new(),
             modifies: Vec::new(),
             seen: None,
         };

@@ -428,10 +428,7 @@ mod tests {
         // Muhurat 18:00-19:00: the 09:15-15:15 window becomes 18:00-18:45.
         let muhurat = |minute: i64| RiskContext {
             now_ms: T - 600 * 60_000 + minute * 60_000,
-            session: Ok(Hours {
-                open: 18 * 60,
-                close: 19 * 60,
-            }),
+            session: Ok(Hours::new(18 * 60, 19 * 60)),
             ..ctx()
         };
         assert_eq!(

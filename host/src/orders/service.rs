@@ -309,6 +309,17 @@ pub async fn serve(
     if !ensure_group(&bus, &mut life.shutdown).await {
         return summary(&om);
     }
+    // One process per consumer name: two reading as one would split and re-decide its signals.
+    let lease = ConsumerLease::new(&bus, &settings.consumer, &journal);
+    match lease.take(&bus, &mut life.shutdown).await {
+        Ok(true) => {}
+        Ok(false) => return summary(&om),
+        Err(other) => anyhow::bail!(
+            "consumer {:?} of the signal log's group {GROUP} is in use by another tradehost process ({other}): one order manager per consumer (two would split and decide the same signals); stop it first, or give this run its own --consumer",
+            settings.consumer
+        ),
+    }
+    let _lease_keeper = AbortOnDrop(vec![lease.keep(bus.clone(), events.clone())]);
     // The prices an earlier run applied, back into memory; then the stream from there on.
     let cursors = PriceCursors::of(&om)?;
     let cursor = cursors.furthest().map(|(ms, seq)| format!("{ms}-{seq}"));
@@ -333,6 +344,14 @@ pub async fn serve(
             price_cursor: cursor.clone(),
         })
         .await;
+    // A service that runs into a year its calendar does not know says so at start;
+    // a replay's years are told as its signals reach them.
+    let today = crate::domain::time::ist_day(crate::bus::message::now_ms());
+    if let Some((_, doubt)) =
+        Event::calendar_doubt(&config.market.calendar, today, "the host's clock at start")
+    {
+        events.publish(&doubt).await;
+    }
 
     let (outbox, outbox_task) = spawn_outbox(bus.clone(), events.clone());
     let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(64);
@@ -576,7 +595,90 @@ pub async fn serve(
         .with_context(|| format!("writing the journal {}", journal.display()))?;
     let summary = summary(&om)?;
     let _ = tokio::time::timeout(Duration::from_secs(1), events.heartbeat(summary.clone())).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        bus.release_lease(&lease.key, &lease.holder),
+    )
+    .await;
     Ok(summary)
+}
+
+/// The lease on this process's consumer name in the signal log's group.
+struct ConsumerLease {
+    key: String,
+    /// `host H journal J pid P`.
+    holder: String,
+    /// A holder with this process's host and journal is gone: the journal's lock is ours.
+    predecessor: String,
+}
+
+impl ConsumerLease {
+    /// Lost unless renewed within this (a killed holder frees its name after it).
+    const TTL: Duration = Duration::from_secs(10);
+    const RENEW: Duration = Duration::from_secs(3);
+
+    fn new(bus: &Bus, consumer: &str, journal: &std::path::Path) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "an unnamed host".into());
+        let journal = std::path::absolute(journal).unwrap_or_else(|_| journal.to_path_buf());
+        let predecessor = format!("host {host} journal {} pid ", journal.display());
+        Self {
+            key: bus.channels().consumer_lease(GROUP, consumer),
+            holder: format!("{predecessor}{}", std::process::id()),
+            predecessor,
+        }
+    }
+
+    /// Take the lease, retrying while Redis is away: `Ok(false)` when told to stop
+    /// meanwhile, `Err(holder)` when another process holds it.
+    async fn take(&self, bus: &Bus, shutdown: &mut watch::Receiver<bool>) -> Result<bool, String> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match bus
+                .hold_lease(&self.key, &self.holder, Self::TTL, &self.predecessor)
+                .await
+            {
+                Ok(None) => return Ok(true),
+                Ok(Some(other)) => return Err(printable(&other, 300)),
+                Err(e) => {
+                    tracing::warn!("taking the consumer lease: {e}; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return Ok(false),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Renew the lease until aborted; a lease found in other hands is an alert each time
+    /// it changes hands (a Redis restart loses it: it is simply taken again).
+    fn keep(&self, bus: Bus, events: Events) -> JoinHandle<()> {
+        let (key, holder, predecessor) = (
+            self.key.clone(),
+            self.holder.clone(),
+            self.predecessor.clone(),
+        );
+        tokio::spawn(async move {
+            let mut told: Option<String> = None;
+            let mut every = tokio::time::interval(Self::RENEW);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                match bus.hold_lease(&key, &holder, Self::TTL, &predecessor).await {
+                    Ok(None) => told = None,
+                    Ok(Some(other)) if told.as_ref() != Some(&other) => {
+                        events.error("orders", &format!("the consumer lease {key} is held by another process ({other}): two order managers read as one consumer; stop one")).await;
+                        told = Some(other);
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => tracing::debug!("renewing the consumer lease: {e}"),
+                }
+            }
+        })
+    }
 }
 
 /// How long decisions wait for a live account's order sync after its stream (re)connected.
@@ -650,16 +752,22 @@ async fn take_prices(
         match QuotesMessage::parse(&entry.payload) {
             Ok(mut q) => {
                 // A price the guard refuses never moves a fill, a stop or a mark.
-                let mut refused = Vec::new();
+                let (mut refused, mut gaps) = (Vec::new(), Vec::new());
                 q.quotes.retain(|quote| {
                     match price_guard.check(&quote.instrument, q.ts, &quote_prices(quote), 0) {
-                        Ok(()) => true,
+                        Ok(gap) => {
+                            gaps.extend(gap);
+                            true
+                        }
                         Err(r) => {
                             refused.push(r);
                             false
                         }
                     }
                 });
+                for gap in gaps {
+                    events.publish(&Event::price_gap("quotes", &gap)).await;
+                }
                 for r in refused {
                     events
                         .publish(&Event::PriceRefused {

@@ -102,12 +102,14 @@ pub fn decode_packet(p: &[u8]) -> Result<FeedTick, DecodeError> {
     match p.len() {
         8 => {}
         28 | 32 => {
+            tick.prev_close = Some(price(20)?).filter(|c| *c > Decimal::ZERO);
             if p.len() == 32 {
                 tick.ts_ms = secs(28)?;
             }
         }
         44 | 184 => {
             tick.day_volume = Some(u64::from(be_u32(p, 16)?));
+            tick.prev_close = Some(price(40)?).filter(|c| *c > Decimal::ZERO);
             if p.len() == 184 {
                 tick.oi = Some(u64::from(be_u32(p, 48)?));
                 tick.ts_ms = secs(60)?;

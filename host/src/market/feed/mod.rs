@@ -39,6 +39,9 @@ pub struct FeedTick {
     pub day_volume: Option<u64>,
     /// Open interest.
     pub oi: Option<u64>,
+    /// The previous session's close, where the packet carries it: the price band's
+    /// reference (see `market::guard`).
+    pub prev_close: Option<Decimal>,
 }
 
 /// What one frame held.

@@ -154,6 +154,7 @@ pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
         ask: price(&what, "depth.sell[0].price", &best("sell"))?.filter(|p| !p.is_zero()),
         day_volume: whole("volume"),
         oi: whole("oi"),
+        prev_close: None,
     })))
 }
 

@@ -237,6 +237,11 @@ pub fn decode_binary(frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), Decode
                 .flatten(),
             day_volume: vtt.and_then(|v| u64::try_from(v).ok()),
             oi: oi.filter(|o| o.is_finite() && *o >= 0.0).map(|o| o as u64),
+            // A close that does not parse is no reason to lose the tick: the band has no reference.
+            prev_close: opt_price(key, "cp", ltpc.cp)
+                .ok()
+                .flatten()
+                .filter(|c| *c > Decimal::ZERO),
         }));
     }
     Ok(())
