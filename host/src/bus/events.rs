@@ -506,18 +506,6 @@ pub enum Event {
 }
 
 impl Event {
-    /// The report of a gap the price guard believed, seen by `source`.
-    #[must_use]
-    pub fn price_gap(source: impl Into<String>, gap: &crate::market::guard::Gap) -> Self {
-        Self::PriceGap {
-            source: source.into(),
-            instrument: printable(&gap.instrument, 40),
-            from: gap.from.to_string(),
-            to: gap.to.to_string(),
-            why: gap.why.clone(),
-        }
-    }
-
     /// The warning of a date in `year`, which `calendar` has no file for, seen in `seen_in`.
     #[must_use]
     pub fn unknown_year(

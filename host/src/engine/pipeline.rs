@@ -728,7 +728,7 @@ async fn feed_source(
             let (events3, id3) = (events.clone(), spec.id.clone());
             let on_gap = move |gap: crate::market::guard::Gap| {
                 let events = events3.clone();
-                let event = Event::price_gap(format!("market feed of {id3}"), &gap);
+                let event = gap.event(format!("market feed of {id3}"));
                 tokio::spawn(async move { events.publish(&event).await });
             };
             source::redis_feed(

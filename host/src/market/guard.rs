@@ -252,6 +252,20 @@ pub struct Gap {
     pub why: String,
 }
 
+impl Gap {
+    /// Its `price_gap` event, as `source` saw it.
+    #[must_use]
+    pub fn event(&self, source: impl Into<String>) -> crate::bus::events::Event {
+        crate::bus::events::Event::PriceGap {
+            source: source.into(),
+            instrument: crate::bus::message::printable(&self.instrument, 40),
+            from: self.from.to_string(),
+            to: self.to.to_string(),
+            why: self.why.clone(),
+        }
+    }
+}
+
 /// The exchange's own reference for an instrument's prices: its previous close
 /// and the day's circuit limits, where a feed or master gives them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -799,7 +799,7 @@ pub async fn broker_feed(
                     }
                 }
                 match verdict {
-                    Ok(Some(gap)) => on_event(Event::price_gap(format!("{} feed of {account}", plan.wire.name()), &gap)),
+                    Ok(Some(gap)) => on_event(gap.event(format!("{} feed of {account}", plan.wire.name()))),
                     Ok(None) => {}
                     Err(why) => {
                         if let Some(n) = refused.due() {

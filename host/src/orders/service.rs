@@ -766,7 +766,7 @@ async fn take_prices(
                     }
                 });
                 for gap in gaps {
-                    events.publish(&Event::price_gap("quotes", &gap)).await;
+                    events.publish(&gap.event("quotes")).await;
                 }
                 for r in refused {
                     events
