@@ -236,6 +236,11 @@ pub struct State {
     /// is answered 429, as Kite (10) and OpenAlgo (`ORDER_RATE_LIMIT`, 10) limit them; 0: none.
     pub orders_per_second: usize,
     order_requests_at: VecDeque<std::time::Instant>,
+    /// Historical-data requests taken per second before the next is answered 429, as Kite
+    /// limits them (3); 0: none.
+    pub history_per_second: usize,
+    /// When each historical-data request came (a test reads the pacing from it).
+    pub history_requests_at: Vec<std::time::Instant>,
 }
 
 /// A running mock.
@@ -308,6 +313,11 @@ impl MockServer {
                 _ => 0,
             },
             order_requests_at: VecDeque::new(),
+            history_per_second: match flavor {
+                Flavor::Kite => 3,
+                _ => 0,
+            },
+            history_requests_at: Vec::new(),
             ticks: HashMap::new(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -575,6 +585,18 @@ fn handle(s: &mut State, r: &Request) -> Reply {
             return too_many(s.flavor);
         }
         s.order_requests_at.push_back(now);
+    }
+    if route.starts_with("/instruments/historical/") {
+        let now = std::time::Instant::now();
+        let recent = s
+            .history_requests_at
+            .iter()
+            .filter(|t| now.duration_since(**t) < Duration::from_secs(1))
+            .count();
+        s.history_requests_at.push(now);
+        if s.history_per_second > 0 && recent >= s.history_per_second {
+            return too_many(s.flavor);
+        }
     }
     match (s.flavor, r.method.as_str(), route.as_str()) {
         (Flavor::Kite, "GET", p) if p.starts_with("/instruments/historical/") => {

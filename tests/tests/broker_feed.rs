@@ -1880,6 +1880,177 @@ async fn bars_missed_while_the_feed_was_down_are_read_back_from_the_broker() {
 /// The same read-back from Upstox (today's intraday candles, newest first, by instrument key)
 /// and OpenAlgo (`/api/v1/history`, rows with their time as text): only the bars asked for,
 /// ascending; a candle that cannot be one is refused with the instrument and the field.
+/// The read-back runs beside the feed: 200 instruments miss two minutes while the socket is
+/// down; their bars are read back one request at a time, no faster than Kite's 3 a second
+/// (the local server answers 429 beyond it, as Kite does), while a canary instrument that
+/// missed nothing goes on making bars and the stale alarm still goes off. Every instrument's
+/// bars reach the pipeline once each, in time order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_flow_while_200_instruments_are_read_back_at_the_brokers_pace() {
+    use tradehost_tests::brokers::{Flavor, MockServer};
+    const N: u32 = 200;
+    let token = |i: u32| (i + 1) << 8 | 1; // NSE cash
+    let canary = token(N);
+    let ticker = KiteTicker::start("key1", "tok1").await;
+    let rest = MockServer::start_kind(Flavor::Kite, "key1", "tok1");
+    assert_eq!(
+        rest.state().history_per_second,
+        3,
+        "Kite's documented limit"
+    );
+    let mut master = String::from(
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n",
+    );
+    for i in 0..=N {
+        master.push_str(&format!(
+            "{},{i},S{i},\"S{i}\",0,,0,0.05,1,EQ,NSE,NSE\n",
+            token(i)
+        ));
+        let minute = |m: u32| {
+            serde_json::json!([
+                format!("2024-01-01T09:{m:02}:00+0530"),
+                100.0,
+                101.0,
+                99.0,
+                100.5,
+                500,
+                0
+            ])
+        };
+        rest.state()
+            .candles
+            .insert(token(i).to_string(), vec![minute(16), minute(17)]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kite.csv"), master).unwrap();
+    let text = format!(
+        "[live]\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-1\"\nbroker = \"kite\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n",
+        rest.url,
+        ticker.url()
+    );
+    let (_config, _keep, configs) = configured(
+        dir.path(),
+        "[accounts.kite-1]\napi_key = \"key1\"\naccess_token = \"tok1\"\n",
+        &text,
+    );
+    let symbols: Vec<String> = (0..=N).map(|i| format!("S{i}")).collect();
+    let plan = tradehost::brokers::feeds::resolver(
+        configs,
+        tradehost::bus::Bus::embedded("t"),
+        Default::default(),
+    )("kite-1".into(), symbols)
+    .await
+    .unwrap();
+    let mut feed = start(plan, 1, None);
+    feed.wait_report("feed_connected", 1).await;
+    wait_until("the subscription", || {
+        ticker.seen(|s| s.requests.get(&0).is_some_and(|r| r.len() >= 2))
+    })
+    .await;
+    let push = |which: &[u32], secs: u32| {
+        let packets: Vec<Vec<u8>> = which
+            .iter()
+            .map(|t| full(*t, 100, 1_000 + secs, secs))
+            .collect();
+        for chunk in packets.chunks(100) {
+            ticker.push(Push::Binary(message(chunk)));
+        }
+    };
+    let all: Vec<u32> = (0..N).map(token).collect();
+    // 09:15 for everyone; the canary also ticks in 09:17, just before the drop.
+    push(&all, T0 + 1);
+    push(&[canary], T0 + 1);
+    push(&[canary], T0 + 121);
+    ticker.push(Push::Drop);
+    feed.wait_report("feed_reconnected", 1).await;
+    wait_until("the resubscription", || {
+        ticker.seen(|s| s.requests.get(&1).is_some_and(|r| r.len() >= 2))
+    })
+    .await;
+    // 09:18: the first tick after the gap; 09:16 and 09:17 are read back for the 200.
+    push(&all, T0 + 181);
+    push(&[canary], T0 + 181);
+    push(&[canary], T0 + 241);
+    let history = || rest.state().history_requests_at.len();
+    // The canary's bars come while the read-back has barely begun.
+    let mut canary_bars = Vec::new();
+    let mut others: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    while canary_bars.len() < 3 {
+        let (instrument, bar, _) = feed.candle().await;
+        let minute = (bar.ts_ms / 1000 - i64::from(T0)) / 60;
+        if instrument == format!("S{N}") {
+            canary_bars.push(minute);
+        } else {
+            others.entry(instrument).or_default().push(minute);
+        }
+    }
+    assert_eq!(canary_bars, [0, 2, 3], "09:15, 09:17, 09:18 of the canary");
+    assert!(
+        history() < 100,
+        "the canary waited for no read-back ({} done)",
+        history()
+    );
+    // Silence: the stale alarm goes off while the read-back goes on.
+    feed.wait_report("feed_stale", 1).await;
+    assert!(
+        history() < usize::try_from(N).unwrap(),
+        "stale before the read-back ended"
+    );
+    // Then every instrument's bars, once each, in order.
+    while others.values().map(Vec::len).sum::<usize>() < usize::try_from(N * 4).unwrap() {
+        let (instrument, bar, _) =
+            match tokio::time::timeout(Duration::from_secs(90), feed.candles.recv()).await {
+                Ok(Some(MarketEvent::Candle {
+                    instrument, bar, ..
+                })) => (instrument, bar, ()),
+                other => panic!(
+                    "expected the bars read back, got {other:?} after {} requests",
+                    history()
+                ),
+            };
+        let minute = (bar.ts_ms / 1000 - i64::from(T0)) / 60;
+        if instrument == format!("S{N}") {
+            assert_eq!(minute, 4, "the canary's 09:19, closed by the clock");
+            continue;
+        }
+        others.entry(instrument).or_default().push(minute);
+    }
+    assert_eq!(others.len(), usize::try_from(N).unwrap());
+    for (instrument, minutes) in &others {
+        assert_eq!(
+            minutes,
+            &[0, 1, 2, 3],
+            "{instrument}: 09:15, 09:16-09:17 read back, 09:18"
+        );
+    }
+    // Paced: one request at a time, each at least a third of a second after the last, and
+    // none refused with a 429.
+    let at = rest.state().history_requests_at.clone();
+    assert_eq!(
+        at.len(),
+        usize::try_from(N).unwrap(),
+        "one request each, none retried"
+    );
+    let closest = at
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .min()
+        .unwrap();
+    assert!(
+        closest >= Duration::from_millis(300),
+        "requests {closest:?} apart"
+    );
+    assert!(
+        !feed
+            .reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(k, v)| k == "error" && v.to_string().contains("could not be read")),
+        "no read-back refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missed_bars_from_upstox_and_openalgo() {
     use tradehost_tests::brokers::{Flavor, MockServer};

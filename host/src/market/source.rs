@@ -571,16 +571,76 @@ async fn close_quiet_bars(
     feed_now: i64,
     tx: &mpsc::Sender<MarketEvent>,
 ) -> bool {
-    for b in builders {
-        if b.bucket_end()
-            .is_some_and(|end| feed_now >= end.saturating_add(2_000))
-            && let Some(event) = b.finish()
-            && tx.send(event).await.is_err()
-        {
+    for (_, event) in quiet_bars(builders, feed_now) {
+        if tx.send(event).await.is_err() {
             return false;
         }
     }
     true
+}
+
+/// The bars whose end is two seconds of feed time past, closed, with their builder's index.
+fn quiet_bars(builders: &mut [CandleBuilder], feed_now: i64) -> Vec<(usize, MarketEvent)> {
+    builders
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, b)| {
+            b.bucket_end()
+                .is_some_and(|end| feed_now >= end.saturating_add(2_000))
+        })
+        .filter_map(|(i, b)| Some((i, b.finish()?)))
+        .collect()
+}
+
+/// One instrument's missed bars to read back from its broker: `[from, to)`.
+#[derive(Debug, Clone)]
+struct ReadBack {
+    instrument: usize,
+    token: String,
+    from: i64,
+    to: i64,
+}
+
+/// What an instrument's candles wait for: read-backs still out; meanwhile its closed bars
+/// are held here, to go out with the bars read back in time order.
+#[derive(Debug, Default)]
+struct Held {
+    reading: usize,
+    bars: Vec<MarketEvent>,
+}
+
+impl Held {
+    /// Send `event`, or hold it while a read-back of its instrument is out; false when the
+    /// pipeline is gone.
+    async fn pass(&mut self, event: MarketEvent, tx: &mpsc::Sender<MarketEvent>) -> bool {
+        if self.reading > 0 {
+            self.bars.push(event);
+            true
+        } else {
+            tx.send(event).await.is_ok()
+        }
+    }
+}
+
+/// Read back missed bars one request at a time, each at least `every` after the one
+/// before (the broker's historical-data limit), beside the feed: ticks go on being
+/// decoded, bars closed and the stale alarm watched while it reads.
+async fn read_back(
+    fill: super::feed::Backfill,
+    every: Duration,
+    mut asks: mpsc::UnboundedReceiver<ReadBack>,
+    done: mpsc::UnboundedSender<(ReadBack, Result<Vec<Bar>, String>)>,
+) -> Result<(), String> {
+    let mut next = tokio::time::Instant::now();
+    while let Some(ask) = asks.recv().await {
+        tokio::time::sleep_until(next).await;
+        next = tokio::time::Instant::now() + every;
+        let bars = fill(ask.token.clone(), ask.from, ask.to).await;
+        if done.send((ask, bars)).is_err() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// How a broker source runs (from its `source = { kind = "broker", … }`).
@@ -669,6 +729,21 @@ pub async fn broker_feed(
     // first tick's are read back from the broker (`plan.backfill`).
     let mut last_bucket: Vec<Option<i64>> = vec![None; builders.len()];
     let mut guard = PriceGuard::new(options.rules.clone());
+    // Read-backs run in their own task, paced to the broker's limit; each instrument's bars
+    // wait for its read-backs so that they reach the pipeline in time order.
+    let mut held: Vec<Held> = std::iter::repeat_with(Held::default)
+        .take(builders.len())
+        .collect();
+    let (asks_tx, asks_rx) = mpsc::unbounded_channel::<ReadBack>();
+    let (done_tx, mut read) = mpsc::unbounded_channel();
+    let _reader = plan.backfill.clone().map(|fill| {
+        AbortOnDrop(tokio::spawn(read_back(
+            fill,
+            plan.wire.history_every(),
+            asks_rx,
+            done_tx,
+        )))
+    });
     let (stx, mut srx) = mpsc::channel(65_536);
     let (strikes_tx, strikes_rx) = tokio::sync::watch::channel(Vec::<String>::new());
     let _sockets = AbortOnDrop(tokio::spawn(socket::run_with(
@@ -714,6 +789,7 @@ pub async fn broker_feed(
                             if !index.contains_key(token) {
                                 index.insert(token.clone(), builders.len());
                                 builders.push(CandleBuilder::new(symbol, tf));
+                                held.push(Held::default());
                                 symbols.push(symbol.clone());
                                 after_gap.push(false);
                                 last_bucket.push(None);
@@ -843,32 +919,52 @@ pub async fn broker_feed(
                 builder.set_ask(tick.ask);
                 last_bucket[i] = Some(start);
                 if let Some(event) = closed
-                    && tx.send(event).await.is_err() {
+                    && !held[i].pass(event, tx).await {
                         return Ok(());
                     }
-                // The missed bars go after the one the gap interrupted and before this tick's.
-                if let (Some(from), Some(fill)) = (missed_from, plan.backfill.as_ref()) {
-                    match fill(tick.token.clone(), from, start).await {
-                        Ok(minutes) => {
-                            let mut bars = CandleBuilder::new(symbol, tf);
-                            let mut filled = Vec::new();
-                            for m in minutes.into_iter().filter(|m| m.ts_ms >= from && m.ts_ms < start && options.rules.calendar.is_open(bucket_start(m.ts_ms, tf))) {
-                                filled.extend(bars.bar(m));
-                            }
-                            filled.extend(bars.finish());
-                            on_event(Event::FeedBackfilled { account: account.clone(), instrument: symbol.to_owned(), from, to: start, bars: filled.len() });
-                            for event in filled {
-                                if let (Some(rec), MarketEvent::Candle { bar, .. }) = (options.recorder.as_mut(), &event)
-                                    && let Err(e) = rec.record_bar(now_ms(), symbol, tf, bar) {
-                                        on_event(Event::feed_error("recorder", format!("recording bars read back: {e}; recording stops")));
-                                        options.recorder = None;
-                                    }
-                                if tx.send(event).await.is_err() {
-                                    return Ok(());
-                                }
-                            }
+                // The missed bars go after the one the gap interrupted and before this tick's:
+                // its bars wait for them.
+                if let (Some(from), true) = (missed_from, plan.backfill.is_some()) {
+                    held[i].reading += 1;
+                    let _ = asks_tx.send(ReadBack { instrument: i, token: tick.token.clone(), from, to: start });
+                }
+            }
+            Some((ask, minutes)) = read.recv() => {
+                let ReadBack { instrument: i, from, to, .. } = ask;
+                let symbol = symbols[i].clone();
+                match minutes {
+                    Ok(minutes) => {
+                        let mut bars = CandleBuilder::new(&symbol, tf);
+                        let mut filled = Vec::new();
+                        for m in minutes.into_iter().filter(|m| m.ts_ms >= from && m.ts_ms < to && options.rules.calendar.is_open(bucket_start(m.ts_ms, tf))) {
+                            filled.extend(bars.bar(m));
                         }
-                        Err(e) => on_event(Event::feed_error(format!("backfill of {account}"), format!("{symbol}: the bars from {} to {} could not be read: {}", format_iso_ist(from), format_iso_ist(start), printable(&e, 300)))),
+                        filled.extend(bars.finish());
+                        on_event(Event::FeedBackfilled { account: account.clone(), instrument: symbol.clone(), from, to, bars: filled.len() });
+                        for event in &filled {
+                            if let (Some(rec), MarketEvent::Candle { bar, .. }) = (options.recorder.as_mut(), event)
+                                && let Err(e) = rec.record_bar(now_ms(), &symbol, tf, bar) {
+                                    on_event(Event::feed_error("recorder", format!("recording bars read back: {e}; recording stops")));
+                                    options.recorder = None;
+                                }
+                        }
+                        held[i].bars.extend(filled);
+                    }
+                    Err(e) => on_event(Event::feed_error(format!("backfill of {account}"), format!("{symbol}: the bars from {} to {} could not be read: {}", format_iso_ist(from), format_iso_ist(to), printable(&e, 300)))),
+                }
+                let h = &mut held[i];
+                h.reading = h.reading.saturating_sub(1);
+                if h.reading == 0 {
+                    // Merged in time order: the bars read back, then those held meanwhile.
+                    let mut out = std::mem::take(&mut h.bars);
+                    out.sort_by_key(|e| match e {
+                        MarketEvent::Candle { bar, .. } => bar.ts_ms,
+                        MarketEvent::Chain(c) => c.ts_ms,
+                    });
+                    for event in out {
+                        if tx.send(event).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -878,8 +974,10 @@ pub async fn broker_feed(
                 }
                 // Before any tick, the host's clock stands for the feed's.
                 let feed_now = last_seen.map_or_else(now_ms, feed_time);
-                if !close_quiet_bars(&mut builders, feed_now, tx).await {
-                    return Ok(());
+                for (i, event) in quiet_bars(&mut builders, feed_now) {
+                    if !held[i].pass(event, tx).await {
+                        return Ok(());
+                    }
                 }
                 let silent = last_seen.map_or(started.elapsed(), |(_, at)| at.elapsed());
                 if options.stale_secs > 0 && !is_stale && silent >= Duration::from_secs(options.stale_secs) && options.rules.calendar.is_open(feed_now) {

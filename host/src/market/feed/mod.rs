@@ -102,6 +102,19 @@ impl Wire {
         }
     }
 
+    /// Least time between two historical-data requests (the read-back of missed bars):
+    /// Kite allows 3 a second (kept a little under); Upstox 50 a second but 500 a minute
+    /// (so 8 a second);
+    /// OpenAlgo 50 a second itself (`API_RATE_LIMIT`), but it passes them to a broker
+    /// behind it, of which Zerodha's 3 a second is the tightest.
+    #[must_use]
+    pub fn history_every(self) -> std::time::Duration {
+        match self {
+            Self::Kite | Self::OpenAlgo => std::time::Duration::from_millis(350),
+            Self::Upstox => std::time::Duration::from_millis(125),
+        }
+    }
+
     /// Most instruments one connection may carry.
     #[must_use]
     pub fn max_per_connection(self) -> usize {
