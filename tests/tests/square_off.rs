@@ -164,6 +164,55 @@ fn held_at(kite: &MockServer) -> Vec<(String, i64)> {
     net.into_iter().filter(|(_, q)| *q != 0).collect()
 }
 
+/// A live start while the broker is down (every connection closed unanswered, as a server
+/// restarting does) is no refusal: the run says so (`broker_unreachable`, on stderr and the
+/// bus), asks again with back-off, and once the broker answers it trades the day.
+#[test]
+fn a_live_start_with_the_broker_down_waits_and_then_trades() {
+    let redis = RedisServer::start();
+    let collector = Collector::start(&redis.url());
+    let kite = server(&KITE);
+    kite.restart_for(Duration::from_secs(3));
+    let dir = tempfile::tempdir().unwrap();
+    kite.state()
+        .ltp
+        .insert(KITE.symbol.into(), Decimal::from(1019));
+    let config = mis_day(&KITE, &kite, dir.path(), |i| match i {
+        0..300 => 1000.0,
+        300..320 => 1000.0 - f64::from(i - 299),
+        _ => 980.0 + f64::from(i - 319),
+    });
+    let out = live_run(&KITE, &config, &redis)
+        .args(["--until-idle", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("LIVE account kite-mis (kite): the broker does not answer"),
+        "{stderr}"
+    );
+    let waits: Vec<serde_json::Value> = collector
+        .of("trading:events", "event")
+        .into_iter()
+        .filter(|e| e["event"] == "broker_unreachable")
+        .collect();
+    assert!(!waits.is_empty(), "the wait is told on the bus");
+    assert_eq!(waits[0]["account"], "kite-mis");
+    let backoff: Vec<u64> = waits.iter().filter_map(|e| e["wait_ms"].as_u64()).collect();
+    assert!(
+        backoff.windows(2).all(|w| w[1] >= w[0]),
+        "backing off: {backoff:?}"
+    );
+    assert!(
+        !kite.state().orders.is_empty(),
+        "it traded once the broker answered"
+    );
+    assert!(held_at(&kite).is_empty(), "and ended the day flat");
+}
+
 #[test]
 fn an_intraday_position_whose_last_price_is_15_14_is_squared_off_at_15_15() {
     let redis = RedisServer::start();

@@ -247,6 +247,15 @@ pub enum Event {
         reason: String,
         wait_ms: u64,
     },
+    /// A live account's broker did not answer its session check at start (refused
+    /// connection, timeout, 5xx, 429): the start waits and asks again after `wait_ms`.
+    BrokerUnreachable {
+        account: String,
+        broker: String,
+        reason: String,
+        attempt: u32,
+        wait_ms: u64,
+    },
     /// A live account's working orders were read against its broker's book after its order
     /// stream (re)connected; decisions waited for it (`complete`: every order was read).
     OrdersSynced {
@@ -604,6 +613,7 @@ impl Event {
             Self::TokenRefused { .. } => "token_refused",
             Self::OrderUnpriced { .. } => "order_unpriced",
             Self::BrokerRetry { .. } => "broker_retry",
+            Self::BrokerUnreachable { .. } => "broker_unreachable",
             Self::OrdersSynced { .. } => "orders_synced",
             Self::OrderSyncOverdue { .. } => "order_sync_overdue",
             Self::FeedConnected { .. } => "feed_connected",

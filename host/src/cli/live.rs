@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 use crate::brokers::instruments::InstrumentMaster;
 use crate::brokers::live::{AccountLink, LiveRouter, RouterOutput, RouterSettings};
 use crate::brokers::secrets::{SecretStore, env_stem};
-use crate::brokers::{Broker, kite, openalgo, upstox};
+use crate::brokers::{Broker, BrokerError, kite, openalgo, upstox};
 use crate::bus::Bus;
-use crate::bus::events::Events;
+use crate::bus::events::{Event, Events};
 use crate::config::{Account, Config};
 
 /// A started router and what it reports.
@@ -84,54 +84,113 @@ fn adapter(
     Ok(broker)
 }
 
-/// Connect every live account: refuse to start if any lacks credentials, does
-/// not pass its session check, or needs an instrument master that does not load.
+/// The longest wait between two session checks of a broker that does not answer at start.
+const UNREACHABLE_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Connect every live account: refuse to start if any lacks credentials, has its
+/// session refused, or needs an instrument master that does not load. A broker that
+/// does not answer (refused connection, timeout, 5xx, 429) is waited for, with back-off
+/// and a `broker_unreachable` event each time, as a service waits; `Ok(None)` when
+/// told to stop meanwhile.
 ///
 /// # Errors
 /// Every problem found, one per line.
-pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Result<Live> {
+pub async fn connect(
+    config: &Config,
+    bus: &Bus,
+    events: &Events,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<Live>> {
     let store = SecretStore::beside(config)?;
     let timeout = Duration::from_millis(config.live.timeout_ms);
     let mut problems = Vec::new();
     let mut links = Vec::new();
+    let mut asking: Vec<(&Account, Arc<dyn Broker>)> = Vec::new();
     for account in config
         .accounts
         .iter()
         .filter(|a| a.broker.get_ref() != "paper")
     {
-        let id = account.id.get_ref();
-        let broker = match adapter(account, &store, timeout) {
-            Ok(b) => b,
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
-        };
-        match tokio::time::timeout(timeout + Duration::from_secs(1), broker.check_session()).await {
-            Ok(Ok(user)) => {
-                println!(
-                    "tradehost: LIVE account {id}: {} session ok (user {user})",
-                    broker.name()
-                );
-                links.push(AccountLink {
-                    account: id.clone(),
-                    broker,
-                    product: account.product,
-                    protection_pct: account.market_protection_pct,
-                    algo_id: account.algo_id.clone(),
-                    orders_per_sec: account.risk.max_orders_per_sec,
-                    margin_check: account.margin_check,
-                });
-            }
-            Ok(Err(e)) => problems.push(format!(
-                "account {id} ({}): session check failed: {e}",
-                broker.name()
-            )),
-            Err(_) => problems.push(format!(
-                "account {id} ({}): session check timed out",
-                broker.name()
-            )),
+        match adapter(account, &store, timeout) {
+            Ok(b) => asking.push((account, b)),
+            Err(e) => problems.push(e),
         }
+    }
+    // Every session is checked; brokers that did not answer are asked again, with back-off,
+    // unless something was refused for good: then the start is refused at once.
+    let mut wait = Duration::from_millis(config.live.backoff_ms.max(100));
+    let mut attempt = 0u32;
+    while !asking.is_empty() {
+        attempt = attempt.saturating_add(1);
+        let mut silent = Vec::new();
+        for (account, broker) in asking.drain(..) {
+            let id = account.id.get_ref();
+            match tokio::time::timeout(timeout + Duration::from_secs(1), broker.check_session())
+                .await
+            {
+                Ok(Ok(user)) => {
+                    println!(
+                        "tradehost: LIVE account {id}: {} session ok (user {user})",
+                        broker.name()
+                    );
+                    links.push(AccountLink {
+                        account: id.clone(),
+                        broker,
+                        product: account.product,
+                        protection_pct: account.market_protection_pct,
+                        algo_id: account.algo_id.clone(),
+                        orders_per_sec: account.risk.max_orders_per_sec,
+                        margin_check: account.margin_check,
+                    });
+                }
+                Ok(Err(
+                    e @ (BrokerError::Timeout
+                    | BrokerError::Unavailable(_)
+                    | BrokerError::RateLimited(_)),
+                )) => silent.push((account, broker, e.to_string())),
+                Err(_) => silent.push((account, broker, "timed out".to_owned())),
+                Ok(Err(e)) => problems.push(format!(
+                    "account {id} ({}): session check failed: {e}",
+                    broker.name()
+                )),
+            }
+        }
+        if silent.is_empty() {
+            break;
+        }
+        if !problems.is_empty() {
+            problems.extend(silent.iter().map(|(account, broker, reason)| {
+                format!(
+                    "account {} ({}): session check failed: {reason}",
+                    account.id.get_ref(),
+                    broker.name()
+                )
+            }));
+            break;
+        }
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        for (account, broker, reason) in &silent {
+            eprintln!(
+                "tradehost: LIVE account {} ({}): the broker does not answer ({reason}); asking again in {wait_ms} ms",
+                account.id.get_ref(),
+                broker.name()
+            );
+            events
+                .publish(&Event::BrokerUnreachable {
+                    account: account.id.get_ref().clone(),
+                    broker: broker.name().to_owned(),
+                    reason: crate::bus::message::printable(reason, 300),
+                    attempt,
+                    wait_ms,
+                })
+                .await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return Ok(None),
+        }
+        wait = (wait * 2).min(UNREACHABLE_MAX_WAIT);
+        asking = silent.into_iter().map(|(a, b, _)| (a, b)).collect();
     }
     let master = InstrumentMaster::new(bus.clone());
     let needed: BTreeSet<&str> = links
@@ -191,10 +250,10 @@ pub async fn connect(config: &Config, bus: &Bus, events: &Events) -> anyhow::Res
         absent_reads: live.absent_reads.max(1),
     };
     let (tx, reports) = mpsc::unbounded_channel();
-    Ok(Live {
+    Ok(Some(Live {
         router: LiveRouter::start(links, master, settings, tx),
         reports,
-    })
+    }))
 }
 
 /// Milliseconds from `now_ms` to the next `hhmm` (minute of the IST day).

@@ -184,7 +184,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // Live brokers belong to the orders role; nothing trades until every live account is ready.
     let live = if mode == "live" && orders_commands.is_some() {
-        Some(super::live::connect(&config, &bus, &Events::new(bus.clone(), "orders")).await?)
+        let orders_events = Events::new(bus.clone(), "orders");
+        match super::live::connect(&config, &bus, &orders_events, shutdown.clone()).await? {
+            Some(live) => Some(live),
+            None => return Ok(()), // told to stop while waiting for a broker
+        }
     } else {
         None
     };
