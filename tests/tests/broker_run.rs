@@ -659,3 +659,155 @@ fn the_live_example_config_is_valid_as_written() {
         ["kite", "upstox"]
     );
 }
+
+/// A recorded day replayed through an OpenAlgo WebSocket after market hours makes the
+/// backtest's signals: each tick is timed by its `ltt` (the exchange's time of the trade),
+/// not by the `timestamp` OpenAlgo's proxy stamps when it relays it (here 20:00 IST, after
+/// the close: on the proxy's clock no tick would fall in a session and no bar would be made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_replayed_through_openalgo_after_hours_makes_the_backtests_signals() {
+    let ws = KiteTicker::start_with(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[host]
+plugin_dir = {plugins:?}
+journal = {journal:?}
+heartbeat_secs = 1
+
+[[accounts]]
+id = "oa-1"
+broker = "openalgo"
+ws_url = "{ws}"
+capital = 1000000
+sizing = {{ kind = "fixed", qty = 10 }}
+product = "cnc"
+
+[[pipelines]]
+id = "nifty-oa"
+plugin = "ma_crossover.wasm"
+symbols = ["NIFTY"]
+accounts = ["oa-1"]
+source = {{ kind = "broker", account = "oa-1", max_skew_secs = 0, stale_secs = 0 }}
+[pipelines.params]
+fast = 5
+slow = 20
+"#,
+        plugins = plugin_dir().display().to_string(),
+        journal = dir.path().join("journal.sqlite").display().to_string(),
+        ws = ws.url(),
+    );
+    let cfg = dir.path().join("pipelines.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Reaper(Some(
+        Command::new(tradehost_bin())
+            .args(["run", "--quiet", "--config"])
+            .arg(&cfg)
+            .env_remove("REDIS_URL")
+            .env_remove("TRADING_MODE")
+            .env("RUST_LOG", "warn")
+            .env("TRADEHOST_OA_1_API_KEY", "oa-key-123")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let pid = child
+        .0
+        .as_ref()
+        .map(std::process::Child::id)
+        .unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ws.seen(|s| s.requests.get(&0).map_or(0, Vec::len)) < 2 {
+        assert!(Instant::now() < deadline, "the run never subscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        ws.seen(|s| s.requests[&0][1]["symbols"].clone()),
+        serde_json::json!([{ "exchange": "NSE_INDEX", "symbol": "NIFTY" }])
+    );
+    ws.push(Push::Text(
+        serde_json::json!({ "type": "auth", "status": "success", "message": "Authentication successful" })
+            .to_string(),
+    ));
+    let events = synthetic_events(&["NIFTY".to_owned()], 2, 1, 21_700.0, false, 60);
+    let mut n = 0;
+    for e in &events {
+        let MarketEvent::Candle { bar, .. } = e else {
+            continue;
+        };
+        // The proxy relays it at 20:00 IST the same day, in milliseconds as its server does.
+        let relayed = bar.ts_ms - bar.ts_ms.rem_euclid(86_400_000) + 14 * 3_600_000 + 1_800_000;
+        for (p, s) in [
+            (bar.open, 0),
+            (bar.high, 15),
+            (bar.low, 30),
+            (bar.close, 59),
+        ] {
+            let frame = serde_json::json!({ "type": "market_data", "symbol": "NIFTY", "exchange": "NSE_INDEX", "mode": 1, "broker": "zerodha",
+                "data": { "ltp": p.normalize().to_string().parse::<f64>().unwrap(), "ltt": bar.ts_ms + s * 1000, "timestamp": relayed } });
+            ws.push(Push::Text(frame.to_string()));
+        }
+        n += 1;
+        if n % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let native = tradehost_tests::native_ma_signals(
+        2,
+        1,
+        &[
+            ("fast".to_owned(), "5".to_owned()),
+            ("slow".to_owned(), "20".to_owned()),
+        ],
+    );
+    assert!(native > 4, "the day has signals: {native}");
+    let journal = dir.path().join("journal.sqlite");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&journal, "SELECT COUNT(*) FROM decisions") < native as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "the OpenAlgo run decided {} of the backtest's {native} signals",
+            count(&journal, "SELECT COUNT(*) FROM decisions")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same signals as the backtest of the same bars: their ids carry the bar times.
+    let replay_dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        replay_dir.path(),
+        r#"{ kind = "synthetic", seed = 2, days = 1, start_price = 21700.0 }"#,
+        "ws://127.0.0.1:9",
+    );
+    let out = Command::new(tradehost_bin())
+        .args(["run", "--quiet", "--until-idle", "0.5", "--config"])
+        .arg(&cfg)
+        .env_remove("REDIS_URL")
+        .env_remove("TRADING_MODE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let times = |db: &Path| {
+        rows(db, "SELECT signal_id FROM decisions ORDER BY signal_id")
+            .into_iter()
+            .map(|id| id.split('/').skip(1).collect::<Vec<_>>().join("/"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        times(&journal),
+        times(&replay_dir.path().join("journal.sqlite")),
+        "signal by signal, the backtest's (event time and sequence)"
+    );
+}
