@@ -374,6 +374,22 @@ fn commands_are_acknowledged_and_malformed_ones_change_nothing() {
                 && v["source"] == "commands")
             .is_some()
     );
+    // A basket is an entry: sent while the market's clock is well inside the entry window
+    // (the replay runs a day in about eight seconds; late in the day it would be refused).
+    let seen = collector.messages().len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !collector.messages()[seen..].iter().any(|(c, v)| {
+        c == "trading:quotes"
+            && v["ts"].as_i64().is_some_and(|ts| {
+                (570..780).contains(&tradehost::domain::time::ist_minute_of_day(ts))
+            })
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no price between 09:30 and 13:00"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     publish(
         &url,
         r#"{"v":1,"type":"command","id":"c11","cmd":"basket","account":"both-1","legs":[{"instrument":"NIFTY","side":"sell","qty":75},{"instrument":"NIFTY","side":"buy","qty":75}],"unwind":true}"#,

@@ -525,13 +525,14 @@ fn a_position_the_broker_closed_itself_is_not_squared_off_again_at_15_15() {
     let dir = tempfile::tempdir().unwrap();
     let config = bought_until_14_14(v, &kite, dir.path());
 
-    // The orders process runs on from 15:14:40 IST; its positions agree with the broker's.
+    // The orders process runs on from 15:14:05 IST (a loaded machine may take half a minute to
+    // start it); its positions agree with the broker's.
     let redis = RedisServer::start();
     let mut orders = tradehost_tests::Killed(
         live_run(v, &config, &redis)
             .args(["--role", "orders"])
             .env("LD_PRELOAD", libfaketime())
-            .env("FAKETIME", "@2024-01-02 09:44:40")
+            .env("FAKETIME", "@2024-01-02 09:44:05")
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
             .env("TZ", "UTC")
             .stdout(Stdio::piped())
@@ -578,6 +579,8 @@ fn a_position_the_broker_closed_itself_is_not_squared_off_again_at_15_15() {
             .map(Result::unwrap)
             .collect()
     };
+    // 15:15 comes about a minute after the start.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while reconciled().is_empty() {
         assert!(
             Instant::now() < deadline,
