@@ -1351,6 +1351,145 @@ async fn openalgo_option_chains_and_the_strikes_around_the_money() {
     );
 }
 
+/// Spot moving three strikes re-centres the options followed: the new strikes are subscribed,
+/// the old ones unsubscribed, the bar an old strike had in progress goes out, and its builder
+/// is dropped: a late tick of it is a tick of an instrument no longer followed, no bar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_moving_three_strikes_re_centres_the_subscriptions_and_drops_the_old_builders() {
+    use tradehost_tests::brokers::{Flavor, MockServer, openalgo_chain_row};
+    let ws = KiteTicker::start_with(&[]).await;
+    let rest = MockServer::start_kind(Flavor::OpenAlgo, "", "oa-key-123");
+    {
+        let mut s = rest.state();
+        s.expiries = vec!["30-DEC-99".into()];
+        s.underlying_ltp = 26_215.55;
+        s.option_chain.insert(
+            "30DEC99".into(),
+            (0..8)
+                .map(|k| {
+                    openalgo_chain_row(
+                        "NIFTY30DEC99",
+                        26_100.0 + 100.0 * f64::from(k),
+                        (400.0, 1_000.0),
+                        (200.0, 2_000.0),
+                    )
+                })
+                .collect(),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let account = format!(
+        "[[accounts]]\nid = \"oa-1\"\nbroker = \"openalgo\"\nbase_url = \"{}\"\nws_url = \"{}\"\ncapital = 100000\n",
+        rest.url,
+        ws.url()
+    );
+    let (mut feed, _) = nifty_chain_feed(
+        dir.path(),
+        "oa-1",
+        &account,
+        "[accounts.oa-1]\napi_key = \"oa-key-123\"\n",
+        Duration::from_millis(200),
+    )
+    .await;
+    let actions = |action: &str| -> Vec<Vec<String>> {
+        ws.seen(|s| s.requests.get(&0).cloned().unwrap_or_default())
+            .into_iter()
+            .filter(|r| r["action"] == action)
+            .map(|r| {
+                r["symbols"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s["symbol"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .collect()
+    };
+    wait_until("the strikes around 26,200", || {
+        actions("subscribe").len() >= 2
+    })
+    .await;
+    let old = "NIFTY30DEC9926100CE";
+    assert!(actions("subscribe")[1].contains(&old.to_owned()));
+    ws.push(Push::Text(
+        serde_json::json!({ "type": "auth", "status": "success" }).to_string(),
+    ));
+    let tick = |symbol: &str, ltp: f64, secs: u32| {
+        serde_json::json!({ "type": "market_data", "symbol": symbol, "exchange": "NFO", "mode": 1,
+            "data": { "ltp": ltp, "ltt": i64::from(T0 + secs) * 1000, "timestamp": i64::from(T0 + secs) * 1000 } })
+        .to_string()
+    };
+    // 26,100 CE trades in 09:15; then the spot moves three strikes up.
+    ws.push(Push::Text(tick(old, 400.0, 1)));
+    ws.push(Push::Text(tick(old, 401.5, 20)));
+    wait_until("the tick taken", || {
+        feed.reports
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(k, _)| k != "error")
+    })
+    .await;
+    rest.state().underlying_ltp = 26_515.0;
+    let moved = feed.wait_report("strikes_moved", 2).await;
+    assert_eq!(
+        moved[1]["options"],
+        serde_json::json!([
+            "NIFTY30DEC9926400CE",
+            "NIFTY30DEC9926400PE",
+            "NIFTY30DEC9926500CE",
+            "NIFTY30DEC9926500PE",
+            "NIFTY30DEC9926600CE",
+            "NIFTY30DEC9926600PE"
+        ])
+    );
+    wait_until("the old strikes unsubscribed", || {
+        actions("unsubscribe")
+            .iter()
+            .any(|u| u.contains(&old.to_owned()))
+    })
+    .await;
+    // The old strike's bar in progress goes out as it was when it left.
+    let bar = loop {
+        match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+            Ok(Some(MarketEvent::Candle {
+                instrument, bar, ..
+            })) if instrument == old => break bar,
+            Ok(Some(_)) => {}
+            other => panic!("expected {old}'s last bar, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        (bar.ts_ms, bar.open, bar.close),
+        (
+            i64::from(T0) * 1000,
+            Decimal::from(400),
+            Decimal::new(4015, 1)
+        )
+    );
+    // A late tick of it makes no bar: it is no longer followed.
+    ws.push(Push::Text(tick(old, 402.0, 70)));
+    ws.push(Push::Text(tick(old, 403.0, 130)));
+    let errors = feed.wait_report("error", 1).await;
+    assert!(
+        serde_json::to_string(&errors)
+            .unwrap()
+            .contains(&format!("token NFO:{old} that was not subscribed")),
+        "{errors:?}"
+    );
+    // Chains keep coming every 200 ms: watch what the feed hands on over the next five.
+    let mut chains = 0;
+    while chains < 5 {
+        match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+            Ok(Some(MarketEvent::Candle { instrument, .. })) => {
+                assert_ne!(instrument, old, "no bar of a strike no longer followed");
+            }
+            Ok(Some(MarketEvent::Chain(_))) => chains += 1,
+            other => panic!("the feed stopped: {other:?}"),
+        }
+    }
+}
+
 /// Kite has no option-chain call: the chain is the instrument master's contracts of the
 /// nearest expiry not yet past, quoted (`GET /quote`) with the index; the options around the
 /// money are subscribed on the ticker by their instrument tokens. Kite's contract names are

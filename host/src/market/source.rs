@@ -595,7 +595,6 @@ fn quiet_bars(builders: &mut [CandleBuilder], feed_now: i64) -> Vec<(usize, Mark
 /// One instrument's missed bars to read back from its broker: `[from, to)`.
 #[derive(Debug, Clone)]
 struct ReadBack {
-    instrument: usize,
     token: String,
     from: i64,
     to: i64,
@@ -720,6 +719,9 @@ pub async fn broker_feed(
         .map(|(i, (_, t))| (t.clone(), i))
         .collect();
     let mut symbols: Vec<String> = plan.instruments.iter().map(|(s, _)| s.clone()).collect();
+    let mut token_of: Vec<String> = plan.instruments.iter().map(|(_, t)| t.clone()).collect();
+    // The pipeline's own instruments; the strikes around the money come after them.
+    let own = symbols.len();
     let tf = options.timeframe_secs;
     let mut builders: Vec<CandleBuilder> =
         symbols.iter().map(|s| CandleBuilder::new(s, tf)).collect();
@@ -791,11 +793,33 @@ pub async fn broker_feed(
                                 builders.push(CandleBuilder::new(symbol, tf));
                                 held.push(Held::default());
                                 symbols.push(symbol.clone());
+                                token_of.push(token.clone());
                                 after_gap.push(false);
                                 last_bucket.push(None);
                             }
                         }
                         let wanted_tokens: Vec<String> = wanted.iter().map(|(_, t)| t.clone()).collect();
+                        // Strikes that left the window: their bar in progress goes out, then
+                        // their builders go (the socket unsubscribes them).
+                        let mut gone: Vec<usize> = (own..builders.len()).filter(|i| !wanted_tokens.contains(&token_of[*i])).collect();
+                        gone.sort_unstable_by(|a, b| b.cmp(a));
+                        for i in gone {
+                            let mut out = std::mem::take(&mut held[i].bars);
+                            out.extend(builders[i].finish());
+                            for event in out {
+                                if tx.send(event).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                            for v in [&mut symbols, &mut token_of] {
+                                v.remove(i);
+                            }
+                            builders.remove(i);
+                            held.remove(i);
+                            after_gap.remove(i);
+                            last_bucket.remove(i);
+                        }
+                        index = token_of.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
                         if *strikes_tx.borrow() != wanted_tokens {
                             on_event(Event::StrikesMoved { account: account.clone(), underlying: chain.underlying.clone(), spot: chain.spot.to_string(), options: wanted.iter().map(|(s, _)| s.clone()).collect() });
                             let _ = strikes_tx.send(wanted_tokens);
@@ -926,11 +950,13 @@ pub async fn broker_feed(
                 // its bars wait for them.
                 if let (Some(from), true) = (missed_from, plan.backfill.is_some()) {
                     held[i].reading += 1;
-                    let _ = asks_tx.send(ReadBack { instrument: i, token: tick.token.clone(), from, to: start });
+                    let _ = asks_tx.send(ReadBack { token: tick.token.clone(), from, to: start });
                 }
             }
             Some((ask, minutes)) = read.recv() => {
-                let ReadBack { instrument: i, from, to, .. } = ask;
+                let ReadBack { token, from, to } = ask;
+                // A strike that left the money meanwhile has no bars to merge any more.
+                let Some(&i) = index.get(&token) else { continue };
                 let symbol = symbols[i].clone();
                 match minutes {
                     Ok(minutes) => {
