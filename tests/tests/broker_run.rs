@@ -82,31 +82,65 @@ fn count(db: &Path, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// `tradehost run` of `cfg` on paper with the embedded bus, with `secrets` in its
+/// environment, as a service: the child (killed if the test fails) and its pid.
+fn paper_service(cfg: &Path, secrets: &[(&str, &str)]) -> (Reaper, u32) {
+    let mut cmd = Command::new(tradehost_bin());
+    cmd.args(["run", "--quiet", "--config"])
+        .arg(cfg)
+        .env_remove("REDIS_URL")
+        .env_remove("TRADING_MODE")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in secrets {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    (Reaper(Some(child)), pid)
+}
+
+/// The native signals of ma-crossover (5/20) on the seed-2 synthetic day.
+fn native_day_signals() -> usize {
+    let native = tradehost_tests::native_ma_signals(
+        2,
+        1,
+        &[
+            ("fast".to_owned(), "5".to_owned()),
+            ("slow".to_owned(), "20".to_owned()),
+        ],
+    );
+    assert!(native > 4, "the day has signals: {native}");
+    native
+}
+
+/// Wait up to a minute for `n` decisions in `journal`.
+async fn decided(journal: &Path, n: usize, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(journal, "SELECT COUNT(*) FROM decisions") < n as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "{who} decided {} of {n} signals",
+            count(journal, "SELECT COUNT(*) FROM decisions")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_kite_feed_trades_on_paper_and_replays_the_same() {
     let ticker = KiteTicker::start("key1", "tok1").await;
     let live_dir = tempfile::tempdir().unwrap();
     let source = r#"{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs = 0 }"#;
     let cfg = config(live_dir.path(), source, &ticker.url());
-    let mut child = Reaper(Some(
-        Command::new(tradehost_bin())
-            .args(["run", "--quiet", "--config"])
-            .arg(&cfg)
-            .env_remove("REDIS_URL")
-            .env_remove("TRADING_MODE")
-            .env("RUST_LOG", "warn")
-            .env("TRADEHOST_KITE_1_API_KEY", "key1")
-            .env("TRADEHOST_KITE_1_ACCESS_TOKEN", "tok1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let pid = child
-        .0
-        .as_ref()
-        .map(std::process::Child::id)
-        .unwrap_or_default();
+    let (mut child, pid) = paper_service(
+        &cfg,
+        &[
+            ("TRADEHOST_KITE_1_API_KEY", "key1"),
+            ("TRADEHOST_KITE_1_ACCESS_TOKEN", "tok1"),
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while ticker.seen(|s| s.requests.get(&0).map_or(0, Vec::len)) < 2 {
         assert!(Instant::now() < deadline, "the run never subscribed");
@@ -142,25 +176,9 @@ async fn a_live_kite_feed_trades_on_paper_and_replays_the_same() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let native = tradehost_tests::native_ma_signals(
-        2,
-        1,
-        &[
-            ("fast".to_owned(), "5".to_owned()),
-            ("slow".to_owned(), "20".to_owned()),
-        ],
-    );
-    assert!(native > 4, "the day has signals: {native}");
+    let native = native_day_signals();
     let journal = live_dir.path().join("journal.sqlite");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&journal, "SELECT COUNT(*) FROM decisions") < native as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "the live run decided {} of {native} signals",
-            count(&journal, "SELECT COUNT(*) FROM decisions")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    decided(&journal, native, "the live run").await;
     // Let the last fills land, then stop it as a service is stopped.
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(
@@ -698,24 +716,7 @@ slow = 20
     );
     let cfg = dir.path().join("pipelines.toml");
     std::fs::write(&cfg, text).unwrap();
-    let mut child = Reaper(Some(
-        Command::new(tradehost_bin())
-            .args(["run", "--quiet", "--config"])
-            .arg(&cfg)
-            .env_remove("REDIS_URL")
-            .env_remove("TRADING_MODE")
-            .env("RUST_LOG", "warn")
-            .env("TRADEHOST_OA_1_API_KEY", "oa-key-123")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let pid = child
-        .0
-        .as_ref()
-        .map(std::process::Child::id)
-        .unwrap_or_default();
+    let (mut child, pid) = paper_service(&cfg, &[("TRADEHOST_OA_1_API_KEY", "oa-key-123")]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while ws.seen(|s| s.requests.get(&0).map_or(0, Vec::len)) < 2 {
         assert!(Instant::now() < deadline, "the run never subscribed");
@@ -752,25 +753,9 @@ slow = 20
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let native = tradehost_tests::native_ma_signals(
-        2,
-        1,
-        &[
-            ("fast".to_owned(), "5".to_owned()),
-            ("slow".to_owned(), "20".to_owned()),
-        ],
-    );
-    assert!(native > 4, "the day has signals: {native}");
+    let native = native_day_signals();
     let journal = dir.path().join("journal.sqlite");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&journal, "SELECT COUNT(*) FROM decisions") < native as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "the OpenAlgo run decided {} of the backtest's {native} signals",
-            count(&journal, "SELECT COUNT(*) FROM decisions")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    decided(&journal, native, "the OpenAlgo run").await;
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
