@@ -283,7 +283,7 @@ pub enum OrderUpdates {
 pub const FEED_BROKERS: [&str; 3] = ["kite", "upstox", "openalgo"];
 
 /// Every alert kind.
-pub const ALERTS: [&str; 8] = [
+pub const ALERTS: [&str; 9] = [
     "fill",
     "stop",
     "breaker",
@@ -292,6 +292,7 @@ pub const ALERTS: [&str; 8] = [
     "rejected",
     "position_mismatch",
     "position_carried",
+    "journal_full",
 ];
 
 fn all_alerts() -> Vec<String> {

@@ -111,6 +111,14 @@ pub fn alert_of(payload: &str) -> Option<Alert> {
                 s(&v, "qty")
             ),
         ),
+        ("event", "journal_full") => (
+            "journal_full",
+            format!(
+                "Journal disk full: {} cannot be written ({}); nothing is decided or sent until space is made",
+                s(&v, "journal"),
+                s(&v, "item")
+            ),
+        ),
         ("event", "position_mismatch") => (
             "position_mismatch",
             format!(

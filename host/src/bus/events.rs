@@ -188,6 +188,13 @@ pub enum Event {
         seen_in: String,
         detail: String,
     },
+    /// The disk under the journal is full: nothing can be recorded, so nothing is decided or
+    /// sent until space is made; the write is retried meanwhile.
+    JournalFull {
+        journal: String,
+        item: String,
+        error: String,
+    },
     /// A journal write failed for good: the item is set aside, not retried.
     Parked {
         item: String,
@@ -604,6 +611,7 @@ impl Event {
             Self::PriceGap { .. } => "price_gap",
             Self::CalendarUnknownYear { .. } => "calendar_unknown_year",
             Self::CalendarProvisional { .. } => "calendar_provisional",
+            Self::JournalFull { .. } => "journal_full",
             Self::Parked { .. } => "parked",
             Self::PositionMismatch { .. } => "position_mismatch",
             Self::PositionResolved { .. } => "position_resolved",
@@ -685,6 +693,7 @@ impl Event {
                 | Self::PipelineFailed { .. }
                 | Self::RedisOutage { .. }
                 | Self::InstrumentsRefreshFailed { .. }
+                | Self::JournalFull { .. }
         )
     }
 

@@ -64,6 +64,26 @@ pub enum OrderError {
 }
 
 impl OrderError {
+    /// Whether the disk under the journal is full (retried, but an alert: someone must act).
+    #[must_use]
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            Self::Journal {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+
+    /// The journal file at fault.
+    #[must_use]
+    pub fn journal(&self) -> &str {
+        match self {
+            Self::Journal { path, .. } => path,
+        }
+    }
+
     /// Whether trying again may succeed: the journal busy or locked by another
     /// connection, or an I/O failure (a full or failing disk). A constraint or a
     /// value that does not fit fails the same way every time.

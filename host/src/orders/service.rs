@@ -839,6 +839,16 @@ async fn until_recorded(
                     return None;
                 }
                 if !reported {
+                    if e.is_disk_full() {
+                        // Not a blink: space must be made. An alert naming the journal's file.
+                        events
+                            .publish(&Event::JournalFull {
+                                journal: e.journal().to_owned(),
+                                item: what.to_owned(),
+                                error: e.to_string(),
+                            })
+                            .await;
+                    }
                     events
                         .error("orders", &format!("recording {what}: {e}; retrying"))
                         .await;
@@ -1287,5 +1297,54 @@ async fn orders_command(
     match result {
         Ok(detail) => events.ack(&cmd.id, &cmd.cmd, true, &detail).await,
         Err(detail) => events.ack(&cmd.id, &cmd.cmd, false, &detail).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk under the journal is an alert naming the journal's file, not a silent retry;
+    /// the write is retried until space is made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_an_alert_naming_the_journal() {
+        let bus = Bus::embedded("t");
+        let mut sub = bus.subscribe(&[bus.channels().events()]).await.unwrap();
+        let events = Events::new(bus.clone(), "orders");
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let mut failures = 2;
+        let out = until_recorded(&events, "a signal", &mut stop, || {
+            if failures == 0 {
+                return Ok(Vec::new());
+            }
+            failures -= 1;
+            Err(crate::orders::OrderError::Journal {
+                path: "/var/tradehost/journal.sqlite".into(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                    Some("database or disk is full".into()),
+                ),
+            })
+        })
+        .await;
+        assert_eq!(out, Some(Vec::new()), "retried until it was written");
+        let (_, first) = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(
+            (
+                v["event"].as_str(),
+                v["journal"].as_str(),
+                v["alert"].as_bool()
+            ),
+            (
+                Some("journal_full"),
+                Some("/var/tradehost/journal.sqlite"),
+                Some(true)
+            ),
+            "{v}"
+        );
     }
 }
