@@ -803,6 +803,7 @@ pub async fn broker_feed(
                         // their builders go (the socket unsubscribes them).
                         let mut gone: Vec<usize> = (own..builders.len()).filter(|i| !wanted_tokens.contains(&token_of[*i])).collect();
                         gone.sort_unstable_by(|a, b| b.cmp(a));
+                        let moved = !gone.is_empty();
                         for i in gone {
                             let mut out = std::mem::take(&mut held[i].bars);
                             out.extend(builders[i].finish());
@@ -819,7 +820,9 @@ pub async fn broker_feed(
                             after_gap.remove(i);
                             last_bucket.remove(i);
                         }
-                        index = token_of.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
+                        if moved {
+                            index = token_of.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
+                        }
                         if *strikes_tx.borrow() != wanted_tokens {
                             on_event(Event::StrikesMoved { account: account.clone(), underlying: chain.underlying.clone(), spot: chain.spot.to_string(), options: wanted.iter().map(|(s, _)| s.clone()).collect() });
                             let _ = strikes_tx.send(wanted_tokens);

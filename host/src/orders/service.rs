@@ -200,23 +200,36 @@ fn stream_id(id: &str) -> (u64, u64) {
     (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
-/// Create the consumer group, retrying with back-off while Redis is away;
-/// false when told to stop meanwhile.
-async fn ensure_group(bus: &Bus, shutdown: &mut watch::Receiver<bool>) -> bool {
+/// Run a bus call until Redis answers it, retrying with back-off (100 ms doubling to
+/// 2 s) while it is away; `None` when told to stop meanwhile.
+async fn while_redis_away<T, F: std::future::Future<Output = Result<T, crate::bus::BusError>>>(
+    shutdown: &mut watch::Receiver<bool>,
+    what: &str,
+    mut call: impl FnMut() -> F,
+) -> Option<T> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match bus.ensure_group(GROUP).await {
-            Ok(()) => return true,
+        match call().await {
+            Ok(answer) => return Some(answer),
             Err(e) => {
-                tracing::warn!("creating the consumer group: {e}; retrying");
+                tracing::warn!("{what}: {e}; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return false,
+                    _ = shutdown.changed() => return None,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }
+}
+
+/// Create the consumer group, retrying while Redis is away; false when told to stop meanwhile.
+async fn ensure_group(bus: &Bus, shutdown: &mut watch::Receiver<bool>) -> bool {
+    while_redis_away(shutdown, "creating the consumer group", || {
+        bus.ensure_group(GROUP)
+    })
+    .await
+    .is_some()
 }
 
 /// Ends its tasks when dropped (the order streams end with the orders role).
@@ -633,23 +646,14 @@ impl ConsumerLease {
     /// Take the lease, retrying while Redis is away: `Ok(false)` when told to stop
     /// meanwhile, `Err(holder)` when another process holds it.
     async fn take(&self, bus: &Bus, shutdown: &mut watch::Receiver<bool>) -> Result<bool, String> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match bus
-                .hold_lease(&self.key, &self.holder, Self::TTL, &self.predecessor)
-                .await
-            {
-                Ok(None) => return Ok(true),
-                Ok(Some(other)) => return Err(printable(&other, 300)),
-                Err(e) => {
-                    tracing::warn!("taking the consumer lease: {e}; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return Ok(false),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
+        let held = while_redis_away(shutdown, "taking the consumer lease", || {
+            bus.hold_lease(&self.key, &self.holder, Self::TTL, &self.predecessor)
+        })
+        .await;
+        match held {
+            None => Ok(false),
+            Some(None) => Ok(true),
+            Some(Some(other)) => Err(printable(&other, 300)),
         }
     }
 
