@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod report;
 pub mod risk;
 pub mod service;
+mod settle;
 pub mod slicing;
 pub mod state;
 mod watchers;
@@ -325,6 +326,8 @@ impl OrderManager {
         // `wanted_trigger`/`wanted_price`: terms asked of the broker for a working order and
         // not yet taken (`trigger_price`/`limit_price` are what the broker holds);
         // `modifications` how many changes the broker took (its budget per order).
+        // `settles_after`: the earlier working order on the other side a live order waits to
+        // see settled (see `settle`).
         let added = [
             ("orders", "stop_loss TEXT"),
             ("orders", "target TEXT"),
@@ -345,6 +348,7 @@ impl OrderManager {
             ("orders", "wanted_trigger TEXT"),
             ("orders", "wanted_price TEXT"),
             ("orders", "modifications INTEGER NOT NULL DEFAULT 0"),
+            ("orders", "settles_after TEXT"),
             ("paper_book", "seen_ts INTEGER"),
             ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
             ("signals", "plugin TEXT"),
@@ -1130,9 +1134,34 @@ impl OrderManager {
                 let side = side_of(&side)?;
                 let mut qty = qty;
                 if pipeline != protect::PROTECTIVE {
+                    let close = CLOSE_REASONS.contains(&pipeline.as_str());
+                    if !close && pipeline != "basket" && slice.is_none() {
+                        // Sized against an earlier order on the other side the broker has
+                        // not settled: it waits, then goes for what that order left.
+                        match settle::settle_first(
+                            tx,
+                            &coid,
+                            &account,
+                            &instrument,
+                            side,
+                            dec(&qty)?,
+                        )? {
+                            settle::Settled::Wait => continue,
+                            settle::Settled::Go(left) => qty = left.to_string(),
+                            settle::Settled::Nothing(reason) => {
+                                if let Ok(to) = advance(tx, &coid, state::OrderEvent::Cancel)? {
+                                    transitions.push((
+                                        coid.clone(),
+                                        to.as_str(),
+                                        json!({ "reason": reason }),
+                                    ));
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     // An order that reduces a position waits for the position's protective
                     // stop to be cancelled; a close then closes only what is still held.
-                    let close = CLOSE_REASONS.contains(&pipeline.as_str());
                     match protect::release_close(
                         tx,
                         &coid,

@@ -1017,10 +1017,126 @@ fn a_partly_filled_order_counts_only_its_rest_as_working() {
         price: dec!(100),
     })
     .unwrap();
-    // Position 1 filled + 1 working = the intended 2: a sell signal reverses from 2, not from 3.
+    // Position 1 filled + 1 working = the intended 2: a sell signal reverses from 2, not from 3,
+    // once the buy has settled.
     om.on_signal(&signal(120_000, "sell")).unwrap();
+    assert!(
+        om.take_live_orders().is_empty(),
+        "the sell waits for the buy"
+    );
+    om.on_live_update(&LiveUpdate::Filled {
+        client_order_id: coid,
+        qty: dec!(2),
+        price: dec!(100),
+    })
+    .unwrap();
     let sell = om.take_live_orders().pop().unwrap();
     assert_eq!(sell.qty, dec!(4), "from +2 (1 held, 1 working) to -2");
+}
+
+fn live_long_manager(dir: &Path) -> OrderManager {
+    let text = CONFIG
+        .replacen("id = \"a1\"\n", "id = \"a1\"\nbroker = \"kite\"\n", 1)
+        .replacen("mode = \"both\"", "mode = \"long\"", 1);
+    let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
+    OrderManager::open(&dir.join("journal.sqlite"), config, "live").unwrap()
+}
+
+fn position_of(om: &OrderManager, account: &str) -> Value {
+    om.accounts_summary().unwrap()[account]["positions"]["NIFTY"].clone()
+}
+
+#[test]
+fn an_exit_sized_against_a_buy_the_broker_then_rejects_sells_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_long_manager(dir.path());
+    let buy = live_buy(&mut om, 60_000);
+    // The exit is decided while the accepted buy is still a position to come.
+    om.on_signal(&signal(120_000, "sell")).unwrap();
+    assert!(
+        om.take_live_orders().is_empty(),
+        "the exit waits for the buy"
+    );
+    // The broker's RMS refuses the buy after accepting it.
+    let out = om
+        .on_live_update(&LiveUpdate::Rejected {
+            client_order_id: buy,
+            reason: "RMS:Margin Exceeds".into(),
+        })
+        .unwrap();
+    assert!(
+        om.take_live_orders().is_empty(),
+        "no sell for a long that never opened"
+    );
+    assert_eq!(states(&out), vec!["a1 rejected buy", "a1 cancelled sell"]);
+    let reason = out
+        .iter()
+        .find_map(|o| match o {
+            Outcome::Order(json) => {
+                let v: Value = serde_json::from_str(json).ok()?;
+                (v["side"] == "sell").then(|| v["reason"].as_str().map(str::to_owned))?
+            }
+            Outcome::Event(..) => None,
+        })
+        .unwrap_or_default();
+    assert!(
+        reason.contains("ended rejected with 0 of 2 filled"),
+        "{reason}"
+    );
+    assert_eq!(position_of(&om, "a1"), Value::Null, "flat, never short");
+    // The next entry is the whole 2 again, and its exit goes out at once once it filled.
+    om.on_signal(&signal(180_000, "buy")).unwrap();
+    let again = om.take_live_orders().pop().unwrap();
+    assert_eq!(again.qty, dec!(2));
+    om.on_live_update(&LiveUpdate::Filled {
+        client_order_id: again.client_order_id,
+        qty: dec!(2),
+        price: dec!(100),
+    })
+    .unwrap();
+    om.on_signal(&signal(240_000, "sell")).unwrap();
+    assert_eq!(om.take_live_orders().pop().map(|o| o.qty), Some(dec!(2)));
+}
+
+#[test]
+fn a_held_exit_goes_for_what_the_earlier_buy_filled_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_long_manager(dir.path());
+    let buy = live_buy(&mut om, 60_000);
+    om.on_signal(&signal(120_000, "sell")).unwrap();
+    assert!(om.take_live_orders().is_empty());
+    drop(om);
+    // A restart in between: the exit is still held, and the buy's end releases it.
+    let mut om = live_long_manager(dir.path());
+    om.set_live_accounts(std::collections::HashSet::from(["a1".to_owned()]));
+    om.submit_new().unwrap();
+    assert!(
+        om.take_live_orders().is_empty(),
+        "still waiting after the restart"
+    );
+    om.on_live_update(&LiveUpdate::PartFilled {
+        client_order_id: buy.clone(),
+        filled_qty: dec!(1),
+        price: dec!(100),
+    })
+    .unwrap();
+    assert!(
+        om.take_live_orders().is_empty(),
+        "a part fill has not settled it"
+    );
+    om.on_live_update(&LiveUpdate::Cancelled {
+        client_order_id: buy,
+        filled_qty: dec!(1),
+        price: Some(dec!(100)),
+        reason: "IOC remainder".into(),
+    })
+    .unwrap();
+    let sell = om.take_live_orders().pop().expect("the exit goes");
+    assert_eq!(
+        sell.qty,
+        dec!(1),
+        "the one unit that filled, not the two decided"
+    );
 }
 
 #[test]
