@@ -15,7 +15,9 @@ const PLUGINS: &[&str] = &[
     "hostile",
     "future-contract",
     "contract-1-0",
+    "contract-1-1",
     "order-types",
+    "chain-greeks",
 ];
 
 fn main() {

@@ -139,6 +139,13 @@ pub fn on_option_chain<S: Strategy>(d: &mut Driver<S>, c: OptionChain) -> Vec<Si
         last: l.last,
         oi: l.oi,
         volume: l.volume,
+        greeks: l.greeks.map(|g| crate::Greeks {
+            delta: g.delta,
+            gamma: g.gamma,
+            theta: g.theta,
+            vega: g.vega,
+            iv: g.iv,
+        }),
     };
     let chain = crate::OptionChain {
         underlying: c.underlying,

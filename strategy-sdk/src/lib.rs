@@ -45,15 +45,15 @@ pub mod time;
 
 pub use driver::Driver;
 pub use market::{
-    Bar, Bars, BarsIter, Candle, ExpiryChain, OptionChain, OptionKind, OptionLeg, StrikeRow, Tick,
-    Timer, option_symbol,
+    Bar, Bars, BarsIter, Candle, ExpiryChain, Greeks, OptionChain, OptionKind, OptionLeg,
+    StrikeRow, Tick, Timer, option_symbol,
 };
 pub use params::{ParamError, Params};
 pub use per_instrument::PerInstrument;
 pub use signal::{OrderType, Side, Signal, SignalBuilder, Signals, Validity};
 
 /// The version of the WIT package this SDK builds plugins against.
-pub const CONTRACT_VERSION: &str = "1.1.0";
+pub const CONTRACT_VERSION: &str = "1.2.0";
 
 /// A trading strategy. Every event handler has a default that does nothing,
 /// so a strategy implements only the events it trades on.

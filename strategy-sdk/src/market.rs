@@ -318,6 +318,24 @@ pub struct OptionLeg {
     pub oi: u64,
     /// Traded quantity.
     pub volume: u64,
+    /// Its greeks, where the source gives them (Upstox's chain and feed); `None` from a
+    /// backtest's file, Kite and OpenAlgo.
+    pub greeks: Option<Greeks>,
+}
+
+/// An option's greeks as its source computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Greeks {
+    /// Change in price per point of the underlying.
+    pub delta: f64,
+    /// Change in delta per point of the underlying.
+    pub gamma: f64,
+    /// Change in price per day.
+    pub theta: f64,
+    /// Change in price per point of volatility.
+    pub vega: f64,
+    /// Implied volatility, in percent.
+    pub iv: f64,
 }
 
 /// Both sides of one strike.
@@ -494,6 +512,7 @@ mod tests {
                 last: 1.0,
                 oi,
                 volume: 0,
+                greeks: None,
             })
         };
         let chain = ExpiryChain {

@@ -99,13 +99,58 @@ pub enum FullFeedUnion {
     Index(IndexFullFeed),
 }
 
-/// `Feed { oneof FeedUnion { LTPC ltpc = 1; FullFeed fullFeed = 2; … } RequestMode requestMode = 4; }`
+/// `OptionGreeks { double delta = 1; double theta = 2; double gamma = 3; double vega = 4; double rho = 5; }`
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OptionGreeks {
+    /// Delta.
+    #[prost(double, tag = "1")]
+    pub delta: f64,
+    /// Theta.
+    #[prost(double, tag = "2")]
+    pub theta: f64,
+    /// Gamma.
+    #[prost(double, tag = "3")]
+    pub gamma: f64,
+    /// Vega.
+    #[prost(double, tag = "4")]
+    pub vega: f64,
+    /// Rho.
+    #[prost(double, tag = "5")]
+    pub rho: f64,
+}
+
+/// `FirstLevelWithGreeks { LTPC ltpc = 1; Quote firstDepth = 2; OptionGreeks optionGreeks = 3;
+/// int64 vtt = 4; double oi = 5; double iv = 6; }` (what `option_greeks` mode sends).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FirstLevelWithGreeks {
+    /// Last price and time.
+    #[prost(message, optional, tag = "1")]
+    pub ltpc: Option<Ltpc>,
+    /// Best bid and ask.
+    #[prost(message, optional, tag = "2")]
+    pub first_depth: Option<Quote>,
+    /// The greeks.
+    #[prost(message, optional, tag = "3")]
+    pub option_greeks: Option<OptionGreeks>,
+    /// Volume traded today.
+    #[prost(int64, tag = "4")]
+    pub vtt: i64,
+    /// Open interest.
+    #[prost(double, tag = "5")]
+    pub oi: f64,
+    /// Implied volatility.
+    #[prost(double, tag = "6")]
+    pub iv: f64,
+}
+
+/// `Feed { oneof FeedUnion { LTPC ltpc = 1; FullFeed fullFeed = 2; FirstLevelWithGreeks
+/// firstLevelWithGreeks = 3; } RequestMode requestMode = 4; }`
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Feed {
     /// The oneof.
-    #[prost(oneof = "FeedUnion", tags = "1, 2")]
+    #[prost(oneof = "FeedUnion", tags = "1, 2, 3")]
     pub union: Option<FeedUnion>,
-    /// `full_d5` = 1.
+    /// `ltpc` 0, `full_d5` 1, `option_greeks` 2, `full_d30` 3.
     #[prost(int32, tag = "4")]
     pub request_mode: i32,
 }
@@ -119,6 +164,9 @@ pub enum FeedUnion {
     /// `fullFeed`.
     #[prost(message, tag = "2")]
     Full(FullFeed),
+    /// `firstLevelWithGreeks`.
+    #[prost(message, tag = "3")]
+    Greeks(FirstLevelWithGreeks),
 }
 
 /// `FeedResponse { Type type = 1; map<string, Feed> feeds = 2; int64 currentTs = 3; MarketInfo marketInfo = 4; }`
@@ -204,6 +252,71 @@ pub fn index_frame(key: &str, value: f64, ltt_ms: i64) -> Vec<u8> {
         kind: 1,
         feeds,
         current_ts: ltt_ms,
+    }
+    .encode_to_vec()
+}
+
+/// One option's update in `option_greeks` mode.
+#[derive(Debug, Clone, Copy)]
+pub struct GreeksUpdate<'a> {
+    /// Instrument key.
+    pub key: &'a str,
+    /// Last price.
+    pub ltp: f64,
+    /// Last trade time, ms.
+    pub ltt_ms: i64,
+    /// Volume traded today.
+    pub vtt: i64,
+    /// Open interest.
+    pub oi: f64,
+    /// `(delta, gamma, theta, vega, iv)`.
+    pub greeks: (f64, f64, f64, f64, f64),
+}
+
+/// A live-feed frame of `option_greeks` mode updates.
+#[must_use]
+pub fn greeks_frame(updates: &[GreeksUpdate<'_>]) -> Vec<u8> {
+    let feeds = updates
+        .iter()
+        .map(|u| {
+            let (delta, gamma, theta, vega, iv) = u.greeks;
+            let first = FirstLevelWithGreeks {
+                ltpc: Some(Ltpc {
+                    ltp: u.ltp,
+                    ltt: u.ltt_ms,
+                    ltq: 75,
+                    cp: 0.0,
+                }),
+                first_depth: Some(Quote {
+                    bid_q: 75,
+                    bid_p: u.ltp - 0.05,
+                    ask_q: 150,
+                    ask_p: u.ltp + 0.05,
+                }),
+                option_greeks: Some(OptionGreeks {
+                    delta,
+                    theta,
+                    gamma,
+                    vega,
+                    rho: 0.01,
+                }),
+                vtt: u.vtt,
+                oi: u.oi,
+                iv,
+            };
+            (
+                u.key.to_owned(),
+                Feed {
+                    union: Some(FeedUnion::Greeks(first)),
+                    request_mode: 2,
+                },
+            )
+        })
+        .collect();
+    FeedResponse {
+        kind: 1,
+        feeds,
+        current_ts: updates.first().map_or(0, |u| u.ltt_ms),
     }
     .encode_to_vec()
 }

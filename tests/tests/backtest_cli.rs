@@ -167,7 +167,7 @@ fn every_bundled_strategy_backtests_on_generated_data() {
             summary["trades"].as_u64().unwrap() > 0,
             "{name} made no trades: {summary}"
         );
-        assert_eq!(summary["run"]["contract"], "1.1.0");
+        assert_eq!(summary["run"]["contract"], "1.2.0");
     }
 }
 
@@ -249,7 +249,7 @@ fn mistakes_are_reported_with_file_line_and_field() {
         s(&out),
     ]);
     assert!(
-        err.contains("tradehost:strategy@2.0.0") && err.contains("1.1.0"),
+        err.contains("tradehost:strategy@2.0.0") && err.contains("1.2.0"),
         "{err}"
     );
 

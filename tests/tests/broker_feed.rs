@@ -843,7 +843,7 @@ async fn openalgo_depth_updates_after_authentication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstox_option_chains_come_with_the_ticks() {
     use tradehost_tests::brokers::{Flavor, MockServer, upstox_chain_row};
-    use tradehost_tests::upstox_feed::market_frame;
+    use tradehost_tests::upstox_feed::{GreeksUpdate, greeks_frame};
     let ws = KiteTicker::start_with(&[("code", "c1")]).await;
     let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
     let today = tradehost::market::clock::format_ist_date(tradehost::bus::message::now_ms());
@@ -921,6 +921,17 @@ async fn upstox_option_chains_come_with_the_ticks() {
     let requests = || ws.seen(|s| s.requests.get(&0).cloned().unwrap_or_default());
     wait_until("the strikes around the money", || requests().len() >= 2).await;
     assert_eq!(requests()[1]["method"], "sub");
+    // The index in full mode; the options in option_greeks mode, which carries their greeks.
+    assert_eq!(
+        (
+            &requests()[0]["data"]["mode"],
+            &requests()[1]["data"]["mode"]
+        ),
+        (
+            &serde_json::json!("full"),
+            &serde_json::json!("option_greeks")
+        )
+    );
     assert_eq!(
         requests()[1]["data"]["instrumentKeys"],
         serde_json::json!([
@@ -931,23 +942,28 @@ async fn upstox_option_chains_come_with_the_ticks() {
         ]),
         "ATM 21,700 (spot 21,712.5) and one strike either side there is"
     );
-    // An option tick makes a candle under the option's own symbol.
+    // An option tick makes a candle under the option's own symbol; its greeks go into the
+    // next chain, fresher than the chain's own.
     let t0 = i64::from(T0) * 1000;
-    ws.push(Push::Binary(market_frame(&[(
-        "NSE_FO|217001",
+    let update = |ltp, at, vtt, greeks| GreeksUpdate {
+        key: "NSE_FO|217001",
+        ltp,
+        ltt_ms: t0 + at,
+        vtt,
+        oi: 61_000.0,
+        greeks,
+    };
+    ws.push(Push::Binary(greeks_frame(&[update(
         110.0,
-        t0 + 1_000,
+        1_000,
         500,
-        109.95,
-        110.05,
+        (0.53, 0.0007, -11.5, 11.25, 15.5),
     )])));
-    ws.push(Push::Binary(market_frame(&[(
-        "NSE_FO|217001",
+    ws.push(Push::Binary(greeks_frame(&[update(
         112.5,
-        t0 + 61_000,
+        61_000,
         800,
-        112.45,
-        112.55,
+        (0.56, 0.0007, -11.75, 11.5, 15.25),
     )])));
     let option_bar = loop {
         match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
@@ -966,6 +982,55 @@ async fn upstox_option_chains_come_with_the_ticks() {
     assert_eq!(
         (option_bar.1.open, option_bar.1.volume),
         (Decimal::from(110), 0)
+    );
+    let greeks_of = |c: &tradehost::market::OptionChain, call: bool| {
+        let row = c.expiries[0]
+            .strikes
+            .iter()
+            .find(|r| r.strike == Decimal::from(21_700))
+            .copied()
+            .unwrap();
+        let leg = if call { row.ce } else { row.pe };
+        leg.and_then(|l| l.greeks).map(|g| {
+            (
+                g.delta.to_string(),
+                g.gamma.to_string(),
+                g.theta.to_string(),
+                g.vega.to_string(),
+                g.iv.to_string(),
+            )
+        })
+    };
+    let s = |v: [&str; 5]| {
+        Some((
+            v[0].into(),
+            v[1].into(),
+            v[2].into(),
+            v[3].into(),
+            v[4].into(),
+        ))
+    };
+    let fresh = loop {
+        match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+            Ok(Some(MarketEvent::Chain(c))) => break c,
+            Ok(Some(_)) => {}
+            other => panic!("expected a chain after the option's ticks, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        greeks_of(&fresh, true),
+        s(["0.56", "0.0007", "-11.75", "11.5", "15.25"]),
+        "the call's greeks from its last tick"
+    );
+    assert_eq!(
+        greeks_of(&fresh, false),
+        s(["0.5", "0.001", "-5.1", "10.2", "14.3"]),
+        "the put, with no tick, keeps the chain's"
+    );
+    assert_eq!(
+        greeks_of(&snapshots[0], true),
+        s(["0.5", "0.001", "-5.1", "10.2", "14.3"]),
+        "before any tick, the chain's own greeks"
     );
     // The spot moves up: the strikes move with it (the old ones unsubscribed first).
     {

@@ -796,3 +796,145 @@ slow = 20
         "signal by signal, the backtest's (event time and sequence)"
     );
 }
+
+/// Upstox's instrument master: the NIFTY 50 index the chain's spot is.
+const UPSTOX_INSTRUMENTS: &str = "instrument_key,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,option_type,exchange
+NSE_INDEX|Nifty 50,,NIFTY,Nifty 50,0,,,0,,INDEX,,NSE_INDEX
+";
+
+/// An option-chain pipeline on an Upstox account, run as a service: its strategy is handed the
+/// greeks of the chain's own answer first, then, once the call around the money ticks on the
+/// socket in `option_greeks` mode, the greeks of that tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstox_option_chain_pipeline_hands_its_strategy_the_greeks() {
+    use tradehost_tests::brokers::{Flavor, MockServer, upstox_chain_row};
+    use tradehost_tests::upstox_feed::{GreeksUpdate, greeks_frame};
+    let ws = KiteTicker::start_with(&[("code", "g1")]).await;
+    let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
+    let today = tradehost::market::clock::format_ist_date(tradehost::bus::message::now_ms());
+    {
+        let mut s = rest.state();
+        s.feed_url = Some(format!("{}/feeds?code=g1", ws.url()));
+        s.option_contracts =
+            vec![serde_json::json!({ "expiry": today, "instrument_key": "NSE_FO|2" })];
+        s.option_chain.insert(
+            today.clone(),
+            vec![
+                upstox_chain_row(
+                    &today,
+                    21_700.0,
+                    21_712.5,
+                    (110.2, 60_000.0),
+                    (96.0, 70_000.0),
+                ),
+                upstox_chain_row(
+                    &today,
+                    21_800.0,
+                    21_712.5,
+                    (55.0, 90_000.0),
+                    (140.35, 40_000.0),
+                ),
+            ],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("upstox.csv"), UPSTOX_INSTRUMENTS).unwrap();
+    let journal = dir.path().join("journal.sqlite");
+    let text = format!(
+        r#"[host]
+plugin_dir = {plugins:?}
+journal = {journal:?}
+heartbeat_secs = 1
+
+[live]
+instruments = {{ upstox = "upstox.csv" }}
+
+[[accounts]]
+id = "up-1"
+broker = "upstox"
+base_url = "{rest}"
+capital = 1000000
+
+[[pipelines]]
+id = "greeks"
+plugin = "chain_greeks.wasm"
+symbols = ["NIFTY"]
+accounts = ["up-1"]
+source = {{ kind = "broker", account = "up-1", max_skew_secs = 0, stale_secs = 0, chain_secs = 1, strikes = 1 }}
+"#,
+        plugins = plugin_dir().display().to_string(),
+        journal = journal.display().to_string(),
+        rest = rest.url,
+    );
+    let cfg = dir.path().join("pipelines.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let (mut child, pid) = paper_service(&cfg, &[("TRADEHOST_UP_1_ACCESS_TOKEN", "up-tok")]);
+    // The signals the strategy gave, once the journal has its tables.
+    let reasons = || {
+        if count(&journal, "SELECT COUNT(*) FROM signals") == 0 {
+            return Vec::new();
+        }
+        rows(
+            &journal,
+            "SELECT reason FROM signals ORDER BY ts, signal_id",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reasons().iter().any(|r| r.contains("delta=")) {
+        assert!(
+            Instant::now() < deadline,
+            "no signal with greeks: {:?}",
+            reasons()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reasons()[0]
+            .starts_with("ATM 21700 last=110.2 delta=0.5 gamma=0.001 theta=-5.1 vega=10.2 iv=14.3"),
+        "the chain's own greeks: {:?}",
+        reasons()
+    );
+    // The strikes around the money go on the socket in option_greeks mode.
+    let requests = || ws.seen(|s| s.requests.values().flatten().cloned().collect::<Vec<_>>());
+    while !requests()
+        .iter()
+        .any(|r| r["data"]["mode"] == "option_greeks")
+    {
+        assert!(Instant::now() < deadline, "{:?}", requests());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = tradehost::bus::message::now_ms();
+    ws.push(Push::Binary(greeks_frame(&[GreeksUpdate {
+        key: "NSE_FO|217001",
+        ltp: 112.5,
+        ltt_ms: now,
+        vtt: 800,
+        oi: 61_000.0,
+        greeks: (0.56, 0.0007, -11.75, 11.5, 15.25),
+    }])));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reasons().iter().any(|r| r.contains("delta=0.56")) {
+        assert!(
+            Instant::now() < deadline,
+            "the tick's greeks never reached the strategy: {:?}",
+            reasons()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reasons()
+            .iter()
+            .any(|r| r.ends_with("delta=0.56 gamma=0.0007 theta=-11.75 vega=11.5 iv=15.25")),
+        "{:?}",
+        reasons()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

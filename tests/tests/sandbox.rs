@@ -70,7 +70,7 @@ fn bundled_plugins_load_and_describe_themselves() {
         ("orb", vec![]),
     ] {
         let p = sandbox.load_file(&plugin(crate_name)).unwrap();
-        assert_eq!(p.contract().to_string(), "1.1.0");
+        assert_eq!(p.contract().to_string(), "1.2.0");
         assert_eq!(p.sha256().len(), 64);
         let instance = sandbox.instantiate(&p, &init).unwrap();
         assert_eq!((instance.name(), instance.version()), (crate_name, "0.1.0"));
@@ -103,7 +103,7 @@ fn incompatible_contract_is_refused_naming_both_versions() {
     assert!(
         msg.contains("future_contract.wasm")
             && msg.contains("tradehost:strategy@2.0.0")
-            && msg.contains("tradehost:strategy@1.1.0"),
+            && msg.contains("tradehost:strategy@1.2.0"),
         "{msg}"
     );
 }
@@ -394,4 +394,73 @@ fn a_healthy_neighbour_is_not_disturbed() {
     assert!(!want.is_empty());
     assert_eq!(got, want);
     assert!(bad.iter().all(PluginInstance::is_stopped));
+}
+
+/// A one-strike NIFTY chain whose call has greeks.
+fn chain_with_greeks() -> strategy_sdk::OptionChain {
+    let greeks = strategy_sdk::Greeks {
+        delta: 0.52,
+        gamma: 0.0004,
+        theta: -12.5,
+        vega: 10.25,
+        iv: 14.3,
+    };
+    let leg = |last: f64, greeks| strategy_sdk::OptionLeg {
+        last,
+        oi: 60_000,
+        volume: 1_200,
+        greeks,
+    };
+    strategy_sdk::OptionChain {
+        underlying: "NIFTY".into(),
+        ts: 1_704_083_400_000,
+        spot: 21_712.5,
+        expiries: vec![strategy_sdk::ExpiryChain {
+            expiry: "2024-01-04".into(),
+            strikes: vec![strategy_sdk::StrikeRow {
+                strike: 21_700.0,
+                ce: Some(leg(110.2, Some(greeks))),
+                pe: Some(leg(96.0, None)),
+            }],
+        }],
+    }
+}
+
+#[test]
+fn a_1_2_plugin_reads_an_option_legs_greeks_and_a_1_1_plugin_runs_without_them() {
+    use tradehost::engine::StrategyRunner as _;
+    let sandbox = fuel_sandbox();
+    let chain = chain_with_greeks();
+    let p = sandbox.load_file(&plugin("chain-greeks")).unwrap();
+    assert_eq!(p.contract().to_string(), "1.2.0");
+    let mut current = sandbox.instantiate(&p, &[]).unwrap();
+    let got = current.on_option_chain(&chain).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0].reason,
+        "ATM 21700 last=110.2 delta=0.52 gamma=0.0004 theta=-12.5 vega=10.25 iv=14.3"
+    );
+    // Without greeks the strategy is told so, not handed zeros.
+    let mut bare = chain.clone();
+    bare.expiries[0].strikes[0].ce.as_mut().unwrap().greeks = None;
+    assert_eq!(
+        current.on_option_chain(&bare).unwrap()[0].reason,
+        "ATM 21700 last=110.2 no greeks"
+    );
+
+    // A plugin built against 1.1 sees the same chain without greeks and keeps its limit order.
+    let old = sandbox.load_file(&plugin("contract-1-1")).unwrap();
+    assert_eq!(old.contract().to_string(), "1.1.0");
+    let mut old = sandbox.instantiate(&old, &[]).unwrap();
+    assert_eq!((old.name(), old.version()), ("contract-1-1", "1.1.0"));
+    let got = old.on_option_chain(&chain).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].reason.as_str(), got[0].order, got[0].validity),
+        (
+            "contract 1.1 saw 1 strikes, the first call at 21700",
+            strategy_sdk::OrderType::Limit(110.2),
+            strategy_sdk::Validity::Day
+        )
+    );
 }

@@ -226,6 +226,7 @@ impl Kite {
                     last: price(&q["last_price"], key)?,
                     oi: whole(&q["oi"]),
                     volume: whole(&q["volume"]),
+                    greeks: None,
                 }),
                 None => None,
             };

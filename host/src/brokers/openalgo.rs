@@ -212,6 +212,7 @@ impl OpenAlgo {
                     last: dec(&leg["ltp"], "ltp")?,
                     oi: whole(&leg["oi"]),
                     volume: whole(&leg["volume"]),
+                    greeks: None,
                 });
                 if let Some(symbol) = leg["symbol"].as_str() {
                     tokens.push((strike, call, format!("NFO:{symbol}")));

@@ -189,10 +189,23 @@ impl Upstox {
                     .filter(|n| n.is_finite() && *n >= 0.0)
                     .map_or(0, |n| n as u64)
             };
+            // `option_greeks`: {vega, theta, gamma, delta, iv, pop}; a leg without them has none.
+            let g = &side["option_greeks"];
+            let num = |k: &str| g[k].as_f64();
+            let greeks = (|| {
+                crate::market::Greeks::from_f64(
+                    num("delta")?,
+                    num("gamma")?,
+                    num("theta")?,
+                    num("vega")?,
+                    num("iv")?,
+                )
+            })();
             Ok(Some(OptionLeg {
                 last: dec(&m["ltp"], "ltp")?,
                 oi: whole(&m["oi"]),
                 volume: whole(&m["volume"]),
+                greeks,
             }))
         };
         let mut spot = rust_decimal::Decimal::ZERO;

@@ -186,6 +186,13 @@ pub fn sdk_chain(c: &market::OptionChain) -> strategy_sdk::OptionChain {
         last: f(l.last),
         oi: l.oi,
         volume: l.volume,
+        greeks: l.greeks.map(|g| strategy_sdk::Greeks {
+            delta: f(g.delta),
+            gamma: f(g.gamma),
+            theta: f(g.theta),
+            vega: f(g.vega),
+            iv: f(g.iv),
+        }),
     };
     strategy_sdk::OptionChain {
         underlying: c.underlying.clone(),
@@ -246,6 +253,13 @@ fn wit_chain(c: &strategy_sdk::OptionChain) -> wit::OptionChain {
         last: l.last,
         oi: l.oi,
         volume: l.volume,
+        greeks: l.greeks.map(|g| wit::Greeks {
+            delta: g.delta,
+            gamma: g.gamma,
+            theta: g.theta,
+            vega: g.vega,
+            iv: g.iv,
+        }),
     };
     wit::OptionChain {
         underlying: c.underlying.clone(),

@@ -458,6 +458,7 @@ fn parse_chain<'a>(
             last: row.price(cols.last)?,
             oi: row.count(cols.oi)?,
             volume: row.count(cols.volume)?,
+            greeks: None,
         };
         let call = match row.text(cols.kind).to_ascii_uppercase().as_str() {
             "CE" | "C" | "CALL" => true,

@@ -57,6 +57,45 @@ pub struct OptionLeg {
     pub oi: u64,
     /// Traded quantity.
     pub volume: u64,
+    /// Its greeks, where the source gives them (Upstox).
+    pub greeks: Option<Greeks>,
+}
+
+/// An option's greeks as its source computes them: delta and gamma per point of the
+/// underlying, theta per day, vega per point of volatility, `iv` in percent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Greeks {
+    /// Change in price per point of the underlying.
+    pub delta: Decimal,
+    /// Change in delta per point of the underlying.
+    pub gamma: Decimal,
+    /// Change in price per day.
+    pub theta: Decimal,
+    /// Change in price per point of volatility.
+    pub vega: Decimal,
+    /// Implied volatility, percent.
+    pub iv: Decimal,
+}
+
+impl Greeks {
+    /// From a source's floating-point numbers; `None` when any is not a finite number.
+    #[must_use]
+    pub fn from_f64(delta: f64, gamma: f64, theta: f64, vega: f64, iv: f64) -> Option<Self> {
+        use rust_decimal::prelude::FromPrimitive as _;
+        let d = |v: f64| {
+            v.is_finite()
+                .then(|| Decimal::from_f64(v))
+                .flatten()
+                .map(|d| d.round_dp(6).normalize())
+        };
+        Some(Self {
+            delta: d(delta)?,
+            gamma: d(gamma)?,
+            theta: d(theta)?,
+            vega: d(vega)?,
+            iv: d(iv)?,
+        })
+    }
 }
 
 /// Both sides of one strike.

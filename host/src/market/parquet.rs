@@ -545,6 +545,7 @@ pub fn read_chains(
             last: price,
             volume: u64::try_from(volume[row]).unwrap_or(0),
             oi: u64::try_from(oi[row]).unwrap_or(0),
+            greeks: None,
         };
         chains.add(ts[row], (&expiry[row], day), strike, call, leg);
     }

@@ -27,13 +27,18 @@ use rust_decimal::Decimal;
 
 use super::clock::format_ist_date;
 use super::feed::FeedTick;
-use super::{ExpiryChain, OptionChain, OptionLeg, StrikeRow};
+use super::{ExpiryChain, Greeks, OptionChain, OptionLeg, StrikeRow};
 
 /// The header of a tick file.
 pub const TICK_HEADER: &str = "ts_ms,instrument,last,bid,ask,day_volume,oi,refused";
 
 /// The header of an option-chain file: one row per strike and side of each snapshot.
-pub const CHAIN_HEADER: &str = "ts_ms,underlying,spot,expiry,strike,option_type,last,oi,volume";
+pub const CHAIN_HEADER: &str =
+    "ts_ms,underlying,spot,expiry,strike,option_type,last,oi,volume,delta,gamma,theta,vega,iv";
+
+/// The header of an option-chain file recorded before the legs carried greeks (read as ever).
+pub const CHAIN_HEADER_NO_GREEKS: &str =
+    "ts_ms,underlying,spot,expiry,strike,option_type,last,oi,volume";
 
 /// The header of a file of bars read back from the broker after a gap.
 pub const BAR_HEADER: &str = "ts_ms,instrument,timeframe_secs,open,high,low,close,volume,oi";
@@ -218,8 +223,12 @@ impl TickRecorder {
             for row in &e.strikes {
                 for (kind, leg) in [("CE", row.ce), ("PE", row.pe)] {
                     let Some(leg) = leg else { continue };
+                    let greeks = leg.greeks.map_or_else(
+                        || ",,,,".to_owned(),
+                        |g| format!("{},{},{},{},{}", g.delta, g.gamma, g.theta, g.vega, g.iv),
+                    );
                     let line = format!(
-                        "{},{},{},{},{},{kind},{},{},{}",
+                        "{},{},{},{},{},{kind},{},{},{},{greeks}",
                         chain.ts_ms,
                         chain.underlying,
                         chain.spot,
@@ -365,7 +374,19 @@ pub fn read_ticks(path: &Path) -> Result<Vec<RecordedTick>, TickFileError> {
 ///
 /// # Errors
 /// A file that cannot be opened, or a header other than `header`.
-fn rows(path: &Path, header: &str) -> Result<impl Iterator<Item = (usize, String)>, TickFileError> {
+fn rows(
+    path: &Path,
+    header: &str,
+) -> Result<impl Iterator<Item = (usize, String)> + use<>, TickFileError> {
+    rows_of(path, &[header]).map(|(_, rows)| rows)
+}
+
+/// [`rows`] of a file that may have any of `headers`; which one it has (its index).
+fn rows_of(
+    path: &Path,
+    headers: &[&str],
+) -> Result<(usize, impl Iterator<Item = (usize, String)> + use<>), TickFileError> {
+    let header = headers.first().copied().unwrap_or_default();
     let err = |field: &str, message: String| TickFileError {
         path: path.to_owned(),
         line: if field == "file" { 0 } else { 1 },
@@ -374,8 +395,12 @@ fn rows(path: &Path, header: &str) -> Result<impl Iterator<Item = (usize, String
     };
     let file = File::open(path).map_err(|e| err("file", e.to_string()))?;
     let mut lines = BufReader::new(MultiGzDecoder::new(file)).lines();
+    let mut which = 0;
     let complete = match lines.next() {
-        Some(Ok(h)) if h == header => true,
+        Some(Ok(h)) if headers.contains(&h.as_str()) => {
+            which = headers.iter().position(|x| *x == h).unwrap_or(0);
+            true
+        }
         Some(Ok(h)) => {
             return Err(err(
                 "header",
@@ -387,11 +412,14 @@ fn rows(path: &Path, header: &str) -> Result<impl Iterator<Item = (usize, String
         }
         Some(Err(_)) | None => false,
     };
-    Ok(lines
-        .take_while(move |_| complete)
-        .map_while(Result::ok)
-        .enumerate()
-        .map(|(i, l)| (i + 2, l)))
+    Ok((
+        which,
+        lines
+            .take_while(move |_| complete)
+            .map_while(Result::ok)
+            .enumerate()
+            .map(|(i, l)| (i + 2, l)),
+    ))
 }
 
 /// Whether `path` names a file of bars read back after a gap.
@@ -444,6 +472,29 @@ pub fn read_bars(path: &Path) -> Result<Vec<(String, u32, super::Bar)>, TickFile
     Ok(out)
 }
 
+/// A leg's recorded greeks: five empty columns (or none, in an older file) are none.
+fn greeks_of(cols: &[&str]) -> Result<Option<Greeks>, (&'static str, String)> {
+    if cols.iter().all(|c| c.is_empty()) {
+        return Ok(None);
+    }
+    let names = ["delta", "gamma", "theta", "vega", "iv"];
+    let mut v = [Decimal::ZERO; 5];
+    for (i, name) in names.into_iter().enumerate() {
+        let text = cols.get(i).copied().unwrap_or_default();
+        v[i] = text
+            .parse::<Decimal>()
+            .map_err(|e| (name, format!("{text:?}: {e}")))?;
+    }
+    let [delta, gamma, theta, vega, iv] = v;
+    Ok(Some(Greeks {
+        delta,
+        gamma,
+        theta,
+        vega,
+        iv,
+    }))
+}
+
 /// Whether `path` names a recorded option-chain file.
 #[must_use]
 pub fn is_chain_file(path: &Path) -> bool {
@@ -463,9 +514,18 @@ pub fn read_chains(path: &Path) -> Result<Vec<OptionChain>, TickFileError> {
         message,
     };
     let mut out: Vec<OptionChain> = Vec::new();
-    for (n, line) in rows(path, CHAIN_HEADER)? {
+    let (which, lines) = rows_of(path, &[CHAIN_HEADER, CHAIN_HEADER_NO_GREEKS])?;
+    let columns = if which == 0 { 14 } else { 9 };
+    for (n, line) in lines {
         let cols: Vec<&str> = line.split(',').collect();
-        let [ts, underlying, spot, expiry, strike, kind, last, oi, volume] = cols.as_slice() else {
+        if cols.len() != columns {
+            return Err(err(
+                n,
+                "row",
+                format!("{} columns, expected {columns}", cols.len()),
+            ));
+        }
+        let [ts, underlying, spot, expiry, strike, kind, last, oi, volume] = &cols[..9] else {
             return Err(err(n, "row", format!("{} columns, expected 9", cols.len())));
         };
         let dec = |field: &str, v: &str| {
@@ -485,6 +545,7 @@ pub fn read_chains(path: &Path) -> Result<Vec<OptionChain>, TickFileError> {
                 last: dec("last", last)?,
                 oi: int("oi", oi)?,
                 volume: int("volume", volume)?,
+                greeks: greeks_of(&cols[9..]).map_err(|(field, m)| err(n, field, m))?,
             },
         );
         let same = out
@@ -615,6 +676,9 @@ mod chain_tests {
                 last: Decimal::from(last),
                 oi,
                 volume: 5,
+                // Upstox's greeks where a source gives them, none where it does not.
+                greeks: (last > 100)
+                    .then(|| Greeks::from_f64(0.5123, 0.00041, -12.25, 10.2, 14.3).unwrap()),
             })
         };
         let chain = |ts: i64, spot: i64| OptionChain {
@@ -648,6 +712,28 @@ mod chain_tests {
             .map(|e| e.unwrap().path())
             .find(|p| is_chain_file(p))
             .unwrap();
-        assert_eq!(read_chains(&file).unwrap(), vec![a, b]);
+        let read = read_chains(&file).unwrap();
+        assert_eq!(read, vec![a, b]);
+        assert_eq!(
+            read[0].expiries[0].strikes[0]
+                .ce
+                .and_then(|l| l.greeks)
+                .map(|g| (g.delta, g.iv)),
+            Some((Decimal::new(5123, 4), Decimal::new(143, 1)))
+        );
+        // A file recorded before legs had greeks reads as it did, without them.
+        let old = dir.path().join("old.chains.csv.gz");
+        let mut enc = GzEncoder::new(File::create(&old).unwrap(), Compression::fast());
+        enc.write_all(
+            format!("{CHAIN_HEADER_NO_GREEKS}\n{t0},NIFTY,21712,2024-01-04,21700,CE,110,60000,5\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        enc.finish().unwrap();
+        let old = read_chains(&old).unwrap();
+        assert_eq!(
+            old[0].expiries[0].strikes[0].ce.map(|l| l.greeks),
+            Some(None)
+        );
     }
 }

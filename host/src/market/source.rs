@@ -780,11 +780,15 @@ pub async fn broker_feed(
         }))
     });
     let mut chain_failures = Counted::default();
+    // The last greeks each option's ticks brought (Upstox's `option_greeks` mode), by token.
+    let mut live_greeks: HashMap<String, super::Greeks> = HashMap::new();
     let mut chains_open = _chain_task.is_some();
     loop {
         tokio::select! {
             chain = chains.recv(), if chains_open => match chain {
-                Some(Ok(ChainSnapshot { chain, tokens: option_tokens })) => {
+                Some(Ok(ChainSnapshot { mut chain, tokens: option_tokens })) => {
+                    // The socket's greeks of a strike it carries are fresher than the chain's.
+                    with_live_greeks(&mut chain, &option_tokens, &live_greeks);
                     if options.strikes > 0 {
                         let wanted = around_the_money(&chain, &option_tokens, options.strikes);
                         for (symbol, token) in &wanted {
@@ -911,6 +915,9 @@ pub async fn broker_feed(
                         continue;
                     }
                 }
+                if let Some(g) = tick.greeks {
+                    live_greeks.insert(tick.token.clone(), g);
+                }
                 last_seen = Some((ts, tokio::time::Instant::now()));
                 if is_stale {
                     is_stale = false;
@@ -1015,6 +1022,29 @@ pub async fn broker_feed(
                         s.extend(plan.instruments.iter().map(|(sym, _)| sym.clone()));
                     }
                     on_event(Event::FeedStale { account: account.clone(), broker: plan.wire.name().to_owned(), silent_secs: silent.as_secs(), instruments: tokens.len() });
+                }
+            }
+        }
+    }
+}
+
+/// Set the greeks of the legs of `chain` whose options' ticks brought some (`live`, by
+/// token; `tokens` maps each option of the chain to its token).
+fn with_live_greeks(
+    chain: &mut super::OptionChain,
+    tokens: &[(Decimal, bool, String)],
+    live: &HashMap<String, super::Greeks>,
+) {
+    if live.is_empty() {
+        return;
+    }
+    for (strike, call, token) in tokens {
+        let Some(g) = live.get(token) else { continue };
+        for e in &mut chain.expiries {
+            for row in e.strikes.iter_mut().filter(|r| r.strike == *strike) {
+                let leg = if *call { &mut row.ce } else { &mut row.pe };
+                if let Some(leg) = leg.as_mut() {
+                    leg.greeks = Some(*g);
                 }
             }
         }

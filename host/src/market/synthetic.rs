@@ -201,6 +201,7 @@ pub fn option_chains(
                             last: to_tick(price + time_value),
                             oi: oi as u64,
                             volume: (oi * 0.1) as u64,
+                            greeks: None,
                         };
                         StrikeRow {
                             strike: Decimal::from_f64_retain(*k)

@@ -45,6 +45,15 @@ mod bindings_1_0 {
     });
 }
 
+/// Bindings of contract 1.1 (`host/wit/contract-1.1.0`, the file as it was released).
+mod bindings_1_1 {
+    #![allow(missing_docs)]
+    wasmtime::component::bindgen!({
+        path: "wit/contract-1.1.0",
+        world: "strategy-plugin",
+    });
+}
+
 use bindings::StrategyPlugin;
 pub(crate) use bindings::tradehost;
 pub(crate) use bindings::tradehost::strategy::types as wit;
@@ -52,7 +61,7 @@ pub(crate) use bindings::tradehost::strategy::types as wit;
 /// The contract version this host implements.
 pub const CONTRACT_VERSION: Version = Version {
     major: 1,
-    minor: 1,
+    minor: 2,
     patch: 0,
 };
 /// The WIT package of the contract.
@@ -241,6 +250,10 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         StrategyPlugin::add_to_linker::<_, HasSelf<plugin::HostState>>(&mut linker, |state| state)?;
         bindings_1_0::StrategyPlugin::add_to_linker::<_, HasSelf<plugin::HostState>>(
+            &mut linker,
+            |state| state,
+        )?;
+        bindings_1_1::StrategyPlugin::add_to_linker::<_, HasSelf<plugin::HostState>>(
             &mut linker,
             |state| state,
         )?;

@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::compat::Bindings;
 use super::{
     CONTRACT_PACKAGE, CONTRACT_VERSION, SandboxError, SandboxLimits, StrategyPlugin, Version,
-    bindings_1_0, tradehost, wit,
+    bindings_1_0, bindings_1_1, tradehost, wit,
 };
 
 /// A plugin that passed the checks and was compiled.
@@ -408,6 +408,9 @@ impl PluginInstance {
         let instantiated = if plugin.contract.minor == 0 {
             bindings_1_0::StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker)
                 .map(Bindings::V1_0)
+        } else if plugin.contract.minor == 1 {
+            bindings_1_1::StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker)
+                .map(Bindings::V1_1)
         } else {
             StrategyPlugin::instantiate(&mut this_store, &plugin.component, linker)
                 .map(Bindings::Current)

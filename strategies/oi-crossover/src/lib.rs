@@ -154,6 +154,7 @@ mod tests {
                 last: 10.0,
                 oi,
                 volume: 0,
+                greeks: None,
             })
         };
         let near = ExpiryChain {

@@ -42,6 +42,8 @@ pub struct FeedTick {
     /// The previous session's close, where the packet carries it: the price band's
     /// reference (see `market::guard`).
     pub prev_close: Option<Decimal>,
+    /// An option's greeks, where the packet carries them (Upstox's `option_greeks` mode).
+    pub greeks: Option<super::Greeks>,
 }
 
 /// What one frame held.
@@ -145,6 +147,20 @@ impl Wire {
                 .collect(),
             Self::Upstox => vec![Outbound::Binary(upstox::subscribe(tokens))],
             Self::OpenAlgo => vec![Outbound::Text(openalgo::subscribe(tokens))],
+        }
+    }
+
+    /// The requests that subscribe the options `tokens` of a chain's strikes: at Upstox in
+    /// `option_greeks` mode (price, best bid and ask, volume, OI and the greeks), elsewhere
+    /// as any instrument.
+    #[must_use]
+    pub fn subscribe_options(self, tokens: &[String]) -> Vec<Outbound> {
+        match self {
+            Self::Upstox => vec![Outbound::Binary(upstox::subscribe_in(
+                tokens,
+                upstox::Mode::OptionGreeks,
+            ))],
+            other => other.subscribe(tokens),
         }
     }
 

@@ -155,6 +155,7 @@ pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
         day_volume: whole("volume"),
         oi: whole("oi"),
         prev_close: None,
+        greeks: None,
     })))
 }
 

@@ -239,7 +239,7 @@ async fn session(
         .map(|e| e.borrow_and_update().clone())
         .unwrap_or_default();
     if !extra_now.is_empty() {
-        requests.extend(plan.wire.subscribe(&extra_now));
+        requests.extend(plan.wire.subscribe_options(&extra_now));
     }
     for request in requests {
         if let Err(e) = write.send(frame(request)).await {
@@ -274,7 +274,7 @@ async fn session(
                     requests.extend(plan.wire.unsubscribe(&dropped));
                 }
                 if !added.is_empty() {
-                    requests.extend(plan.wire.subscribe(&added));
+                    requests.extend(plan.wire.subscribe_options(&added));
                 }
                 for request in requests {
                     if let Err(e) = write.send(frame(request)).await {

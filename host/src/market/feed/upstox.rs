@@ -18,6 +18,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive as _;
 
 use super::{DecodeError, FeedItem, FeedTick};
+use crate::market::Greeks;
 
 /// Most instruments one connection may subscribe in `full` mode.
 pub const MAX_PER_CONNECTION: usize = 2_000;
@@ -66,6 +67,26 @@ pub struct MarketLevel {
     pub bid_ask_quote: Vec<Quote>,
 }
 
+/// `OptionGreeks`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OptionGreeks {
+    /// Delta.
+    #[prost(double, tag = "1")]
+    pub delta: f64,
+    /// Theta.
+    #[prost(double, tag = "2")]
+    pub theta: f64,
+    /// Gamma.
+    #[prost(double, tag = "3")]
+    pub gamma: f64,
+    /// Vega.
+    #[prost(double, tag = "4")]
+    pub vega: f64,
+    /// Rho.
+    #[prost(double, tag = "5")]
+    pub rho: f64,
+}
+
 /// `MarketFullFeed` (the fields used here; others are skipped by the decoder).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MarketFullFeed {
@@ -75,12 +96,18 @@ pub struct MarketFullFeed {
     /// Depth.
     #[prost(message, optional, tag = "2")]
     pub market_level: Option<MarketLevel>,
+    /// An option's greeks.
+    #[prost(message, optional, tag = "3")]
+    pub option_greeks: Option<OptionGreeks>,
     /// Volume traded today.
     #[prost(int64, tag = "6")]
     pub vtt: i64,
     /// Open interest.
     #[prost(double, tag = "7")]
     pub oi: f64,
+    /// An option's implied volatility.
+    #[prost(double, tag = "8")]
+    pub iv: f64,
 }
 
 /// `IndexFullFeed`.
@@ -119,12 +146,18 @@ pub struct FirstLevelWithGreeks {
     /// Best bid and ask.
     #[prost(message, optional, tag = "2")]
     pub first_depth: Option<Quote>,
+    /// The greeks.
+    #[prost(message, optional, tag = "3")]
+    pub option_greeks: Option<OptionGreeks>,
     /// Volume traded today.
     #[prost(int64, tag = "4")]
     pub vtt: i64,
     /// Open interest.
     #[prost(double, tag = "5")]
     pub oi: f64,
+    /// Implied volatility.
+    #[prost(double, tag = "6")]
+    pub iv: f64,
 }
 
 /// `Feed`: one instrument's update.
@@ -194,8 +227,11 @@ pub fn decode_binary(frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), Decode
         let Some(feed) = msg.feeds.get(key) else {
             continue;
         };
-        let (ltpc, depth, vtt, oi) = match &feed.feed_union {
-            Some(FeedUnion::Ltpc(l)) => (Some(l), None, None, None),
+        let greeks = |g: Option<&OptionGreeks>, iv: f64| {
+            g.and_then(|g| Greeks::from_f64(g.delta, g.gamma, g.theta, g.vega, iv))
+        };
+        let (ltpc, depth, vtt, oi, greeks) = match &feed.feed_union {
+            Some(FeedUnion::Ltpc(l)) => (Some(l), None, None, None, None),
             Some(FeedUnion::FullFeed(FullFeed {
                 full_feed_union: Some(FullFeedUnion::MarketFf(m)),
             })) => (
@@ -205,17 +241,19 @@ pub fn decode_binary(frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), Decode
                     .and_then(|l| l.bid_ask_quote.first()),
                 Some(m.vtt),
                 Some(m.oi),
+                greeks(m.option_greeks.as_ref(), m.iv),
             ),
             Some(FeedUnion::FullFeed(FullFeed {
                 full_feed_union: Some(FullFeedUnion::IndexFf(i)),
-            })) => (i.ltpc.as_ref(), None, None, None),
+            })) => (i.ltpc.as_ref(), None, None, None, None),
             Some(FeedUnion::FirstLevelWithGreeks(g)) => (
                 g.ltpc.as_ref(),
                 g.first_depth.as_ref(),
                 Some(g.vtt),
                 Some(g.oi),
+                greeks(g.option_greeks.as_ref(), g.iv),
             ),
-            _ => (None, None, None, None),
+            _ => (None, None, None, None, None),
         };
         let Some(ltpc) = ltpc else { continue };
         let ts = if ltpc.ltt > 0 {
@@ -242,6 +280,7 @@ pub fn decode_binary(frame: &[u8], out: &mut Vec<FeedItem>) -> Result<(), Decode
                 .ok()
                 .flatten()
                 .filter(|c| *c > Decimal::ZERO),
+            greeks,
         }));
     }
     Ok(())
@@ -261,10 +300,39 @@ pub fn decode_text(text: &str) -> Result<Option<FeedItem>, DecodeError> {
     )
 }
 
+/// A subscription mode of the V3 feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `ltpc`: last price, time, quantity and previous close.
+    Ltpc,
+    /// `full`: five levels of depth, OHLC, volume, OI (and an option's greeks).
+    Full,
+    /// `option_greeks`: an option's last price, best bid and ask, volume, OI, greeks and IV.
+    OptionGreeks,
+}
+
+impl Mode {
+    /// The mode's name in a request.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ltpc => "ltpc",
+            Self::Full => "full",
+            Self::OptionGreeks => "option_greeks",
+        }
+    }
+}
+
 /// The request that subscribes `keys` in full mode (sent as a binary frame).
 #[must_use]
 pub fn subscribe(keys: &[String]) -> Vec<u8> {
-    serde_json::json!({ "guid": "tradehost-sub", "method": "sub", "data": { "mode": "full", "instrumentKeys": keys } }).to_string().into_bytes()
+    subscribe_in(keys, Mode::Full)
+}
+
+/// The request that subscribes `keys` in `mode` (sent as a binary frame).
+#[must_use]
+pub fn subscribe_in(keys: &[String], mode: Mode) -> Vec<u8> {
+    serde_json::json!({ "guid": "tradehost-sub", "method": "sub", "data": { "mode": mode.as_str(), "instrumentKeys": keys } }).to_string().into_bytes()
 }
 
 /// The request that unsubscribes `keys` (sent as a binary frame).
@@ -310,8 +378,10 @@ mod tests {
         let market = MarketFullFeed {
             ltpc: ltpc(21_760.25, 1_704_080_702_000),
             market_level: Some(depth),
+            option_greeks: None,
             vtt: 1_500,
             oi: 9_000.0,
+            iv: 0.0,
         };
         feeds.insert(
             "NSE_FO|48225".to_owned(),
@@ -360,5 +430,62 @@ mod tests {
             (Decimal::new(2_170_005, 2), Some(1_704_080_701_000))
         );
         assert!(decode_binary(&[0xff, 0xff, 0xff], &mut out).is_err());
+    }
+
+    #[test]
+    fn an_option_greeks_update_carries_its_greeks_and_iv() {
+        let first = FirstLevelWithGreeks {
+            ltpc: Some(Ltpc {
+                ltp: 110.25,
+                ltt: 1_704_080_702_000,
+                ltq: 75,
+                cp: 98.0,
+            }),
+            first_depth: None,
+            option_greeks: Some(OptionGreeks {
+                delta: 0.5312,
+                theta: -11.75,
+                gamma: 0.00071,
+                vega: 11.5,
+                rho: 0.02,
+            }),
+            vtt: 800,
+            oi: 61_000.0,
+            iv: 15.25,
+        };
+        let feeds = std::collections::HashMap::from([(
+            "NSE_FO|217001".to_owned(),
+            Feed {
+                feed_union: Some(FeedUnion::FirstLevelWithGreeks(first)),
+                request_mode: 2,
+            },
+        )]);
+        let bytes = FeedResponse {
+            r#type: 1,
+            feeds,
+            current_ts: 0,
+        }
+        .encode_to_vec();
+        let mut out = Vec::new();
+        decode_binary(&bytes, &mut out).unwrap();
+        let Some(FeedItem::Tick(t)) = out.first() else {
+            panic!("{out:?}")
+        };
+        let g = t.greeks.unwrap();
+        assert_eq!(
+            (g.delta, g.gamma, g.theta, g.vega, g.iv),
+            (
+                Decimal::new(5312, 4),
+                Decimal::new(71, 5),
+                Decimal::new(-1175, 2),
+                Decimal::new(115, 1),
+                Decimal::new(1525, 2)
+            )
+        );
+        assert_eq!((t.oi, t.day_volume), (Some(61_000), Some(800)));
+        assert_eq!(
+            String::from_utf8(subscribe_in(&["NSE_FO|217001".into()], Mode::OptionGreeks)).unwrap(),
+            r#"{"data":{"instrumentKeys":["NSE_FO|217001"],"mode":"option_greeks"},"guid":"tradehost-sub","method":"sub"}"#
+        );
     }
 }
