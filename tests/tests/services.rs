@@ -470,3 +470,154 @@ fn sigkill_of_the_orders_process_ten_times_changes_no_fill_and_no_pnl() {
     );
     check_journal(&rusqlite::Connection::open(&killed).unwrap());
 }
+
+/// A small tmpfs mounted for a test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// `None` where this user may not mount (not root): the test says so and skips.
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Self(dir.to_owned()))
+    }
+
+    /// Write a file until the disk refuses more; its path.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![7u8; 16 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The journal on a filesystem that fills up under a running service: the write is an alert
+/// naming the journal and is retried; meanwhile `kill` is carried out at once (signals decided
+/// after it are refused), `flatten` is refused naming the journal, and once space is made the
+/// kill is recorded and everything waiting is decided, nothing lost.
+#[test]
+fn kill_is_carried_out_while_the_journal_sits_on_a_full_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "6m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI has it)");
+        return;
+    };
+    let server = RedisServer::start();
+    let collector = Collector::start(&server.url());
+    let url = server.url();
+    // Two days at a bar every 100 ms: signals keep coming for over a minute.
+    let config = write_config(dir.path(), &body(2, 600.0), 1);
+    let journal = disk.0.join("journal.sqlite");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!(
+            "{:?}",
+            dir.path().join("journal.sqlite").display().to_string()
+        ),
+        &format!("{:?}", journal.display().to_string()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut run = spawn(&config, &url, &[], None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&journal, "SELECT COUNT(*) FROM decisions") < 2 {
+        assert!(Instant::now() < deadline, "no decision in a minute");
+        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let filler = disk.fill();
+    let full = collector
+        .wait_for(Duration::from_secs(30), |_, v| v["event"] == "journal_full")
+        .expect("a journal_full alert once the disk is full");
+    assert_eq!(
+        (full["journal"].as_str(), full["alert"].as_bool()),
+        (Some(journal.display().to_string().as_str()), Some(true)),
+        "{full}"
+    );
+    let decided_while_full = count(&journal, "SELECT COUNT(*) FROM decisions");
+
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut publish = |payload: &str| {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("trading:commands")
+            .arg(payload)
+            .query(&mut con)
+            .unwrap();
+    };
+    let ack = |id: &str| {
+        collector
+            .wait_for(Duration::from_secs(5), |_, v| {
+                v["type"] == "command_ack" && v["command_id"] == id && v["role"] == "orders"
+            })
+            .unwrap_or_else(|| panic!("no answer to {id} within 5 s while the journal is full"))
+    };
+    publish(r#"{"v":1,"type":"command","id":"k1","cmd":"kill"}"#);
+    let kill = ack("k1");
+    assert_eq!(kill["ok"], true, "{kill}");
+    assert!(
+        kill["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("held in memory") && d.contains("journal.sqlite")),
+        "{kill}"
+    );
+    publish(r#"{"v":1,"type":"command","id":"f1","cmd":"flatten","account":"both-1"}"#);
+    let flatten = ack("f1");
+    assert_eq!(flatten["ok"], false, "{flatten}");
+    assert!(
+        flatten["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&journal.display().to_string())),
+        "refused naming the journal: {flatten}"
+    );
+    assert!(run.try_wait().unwrap().is_none(), "alive on a full disk");
+    assert_eq!(
+        count(&journal, "SELECT COUNT(*) FROM decisions"),
+        decided_while_full,
+        "nothing is written while the disk is full"
+    );
+
+    // Space is made: the kill is recorded, and what waited is decided under it.
+    std::fs::remove_file(&filler).unwrap();
+    let refused = collector
+        .wait_for(Duration::from_secs(60), |_, v| {
+            v["event"] == "order_refused" && v["rule"] == "kill_switch"
+        })
+        .expect("signals after the kill are refused by it");
+    assert_eq!(refused["rule"], "kill_switch", "{refused}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(
+        &journal,
+        "SELECT COUNT(*) FROM settings WHERE key = 'kill' AND value = 'on'",
+    ) != 1
+    {
+        assert!(Instant::now() < deadline, "the kill was never recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        count(
+            &journal,
+            "SELECT COUNT(*) FROM orders o JOIN decisions d ON o.signal_id = d.signal_id AND o.account = d.account WHERE d.outcome LIKE 'refused [kill_switch]%'"
+        ),
+        0,
+        "no order for a signal refused by the kill"
+    );
+    sigterm(&run);
+    let status = wait_exit(&mut run, Duration::from_secs(10)).expect("stopped on SIGTERM");
+    assert!(status.success(), "{status}");
+    check_journal(&rusqlite::Connection::open(&journal).unwrap());
+}

@@ -126,6 +126,9 @@ pub struct OrderManager {
     path: String,
     /// In memory until [`OrderManager::save`] writes it to `path`.
     scratch: bool,
+    /// The kill switch turned on while the journal could not record it (a full disk):
+    /// honoured at once, written when the journal takes writes again.
+    kill_now: std::sync::Arc<std::sync::atomic::AtomicBool>,
     config: std::sync::Arc<Config>,
     mode: &'static str,
     last: HashMap<String, (i64, Decimal)>,
@@ -289,6 +292,7 @@ impl OrderManager {
             db,
             path: p,
             scratch: durability == Durability::Scratch,
+            kill_now: std::sync::Arc::default(),
             config,
             mode,
             last: HashMap::new(),
@@ -463,7 +467,7 @@ impl OrderManager {
             })
             .optional()
             .map_err(self.err())?;
-        Ok(v.as_deref() == Some("on"))
+        Ok(v.as_deref() == Some("on") || self.kill_now.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Turn the kill switch on or off.
@@ -473,8 +477,16 @@ impl OrderManager {
     pub fn set_kill_switch(&self, on: bool) -> Result<(), OrderError> {
         self.db
             .exec("INSERT INTO settings (key, value) VALUES ('kill', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1", [if on { "on" } else { "off" }])
-            .map(|_| ())
-            .map_err(self.err())
+            .map_err(self.err())?;
+        self.kill_now.store(on, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The kill switch in memory, for the command reader to turn on while the journal cannot
+    /// be written (every decision reads it; [`OrderManager::set_kill_switch`] records it).
+    #[must_use]
+    pub fn kill_flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.kill_now.clone()
     }
 
     /// For a slice: its parent, its place (`2/3`), and the parent's quantity and what of it has filled.

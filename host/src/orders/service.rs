@@ -256,7 +256,7 @@ pub async fn serve(
     config: Arc<Config>,
     bus: Bus,
     settings: OrdersSettings,
-    mut commands: Subscription,
+    commands_in: Subscription,
     mut life: Lifecycle,
     mut engine_done: watch::Receiver<bool>,
     mut configs: watch::Receiver<Arc<Config>>,
@@ -406,7 +406,17 @@ pub async fn serve(
     let mut merge = Merge::default();
     merge.set_ordered(replays(&config));
     take_prices(unapplied, &mut merge, &mut price_guard, &events).await;
-    let mut stop = life.shutdown.clone();
+    let mut stop = Wait::new(life.shutdown.clone());
+    // Commands come through a reader that answers what cannot wait while the journal is stuck.
+    let (cmd_tx, mut commands) = mpsc::unbounded_channel();
+    let command_reader = spawn_command_reader(
+        commands_in,
+        cmd_tx,
+        stop.stuck.clone(),
+        om.kill_flag(),
+        life.stop.clone(),
+        events.clone(),
+    );
     // The square-offs (account, IST day, minute) whose broker check has been asked for.
     let mut checked: std::collections::HashSet<(String, i64, u32)> = Default::default();
     // The position differences already told, so a check that finds the same one again (a
@@ -505,8 +515,8 @@ pub async fn serve(
                 }
             }
             msg = commands.recv() => {
-                // A Redis subscription reconnects by itself; `None` only when the bus is gone.
-                let Some((_, payload)) = msg else { break };
+                // The reader ends only when the bus is gone.
+                let Some(Forwarded { payload, acked }) = msg else { break };
                 if let Ok(m) = CommandMessage::parse(&payload) {
                     match m.command() {
                         Ok(Command::Token { account, access_token }) => {
@@ -528,7 +538,7 @@ pub async fn serve(
                     }
                 }
                 let current = configs.borrow().clone();
-                orders_command(&payload, &current, &mut om, &bus, &events, router.as_ref()).await;
+                orders_command(&payload, &current, &mut om, &bus, &events, router.as_ref(), acked).await;
             }
             changed = configs.changed() => {
                 if changed.is_ok() {
@@ -591,6 +601,7 @@ pub async fn serve(
     }
     reader.abort();
     price_reader.abort();
+    command_reader.abort();
     drop(outbox);
     // Everything decided is published and acknowledged before we go, unless
     // the bus is away: then what was not acknowledged comes back on restart,
@@ -701,7 +712,7 @@ async fn release(
     om: &mut OrderManager,
     outbox: &mpsc::UnboundedSender<Out>,
     events: &Events,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut Wait,
     expire: bool,
 ) {
     while let Some(pick) = merge.pick(&*om, expire) {
@@ -821,6 +832,111 @@ impl Clocks for OrderManager {
     }
 }
 
+/// What a journal write being retried watches: the stop, and where it tells the command
+/// reader that the journal is stuck (its path), so a trader's commands are answered meanwhile.
+pub(crate) struct Wait {
+    stop: watch::Receiver<bool>,
+    stuck: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Wait {
+    fn new(stop: watch::Receiver<bool>) -> Self {
+        Self {
+            stop,
+            stuck: Arc::default(),
+        }
+    }
+
+    fn set_stuck(&self, journal: Option<&str>) {
+        if let Ok(mut s) = self.stuck.lock() {
+            *s = journal.map(str::to_owned);
+        }
+    }
+}
+
+/// A command for the order loop; `acked` when the reader already answered it.
+struct Forwarded {
+    payload: String,
+    acked: bool,
+}
+
+/// Read the commands channel for the order loop. While the journal is stuck (a write being
+/// retried, see [`until_recorded`]) the loop cannot answer, so this answers what cannot wait:
+/// `kill` is honoured at once in memory (and recorded by the loop once it can), `shutdown`
+/// stops the process, and what needs the journal to record orders (`flatten`, `release`, a
+/// basket, a watcher, a cancel or a change) is refused naming the journal. The rest (a
+/// token, a reload, the engine's) waits for the loop, in order.
+fn spawn_command_reader(
+    mut commands: Subscription,
+    out: mpsc::UnboundedSender<Forwarded>,
+    stuck: Arc<std::sync::Mutex<Option<String>>>,
+    kill: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<watch::Sender<bool>>,
+    events: Events,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // A Redis subscription reconnects by itself; `None` only when the bus is gone.
+        while let Some((_, payload)) = commands.recv().await {
+            let journal = stuck.lock().ok().and_then(|s| s.clone());
+            let parsed = CommandMessage::parse(&payload).ok();
+            let (Some(journal), Some(m)) = (journal, parsed) else {
+                if out
+                    .send(Forwarded {
+                        payload,
+                        acked: false,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            };
+            let acked = match m.command() {
+                Ok(Command::KillSwitch { on: true }) => {
+                    kill.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let detail = format!(
+                        "kill switch on: no new orders until released (held in memory while the journal {journal} cannot be written; recorded once it can)"
+                    );
+                    events.ack(&m.id, &m.cmd, true, &detail).await;
+                    true
+                }
+                Ok(Command::Shutdown) => {
+                    events
+                        .ack(
+                            &m.id,
+                            &m.cmd,
+                            true,
+                            "orders stopping; the write in retry is redone after the restart",
+                        )
+                        .await;
+                    let _ = stop.send(true);
+                    continue;
+                }
+                Ok(
+                    Command::KillSwitch { on: false }
+                    | Command::Flatten { .. }
+                    | Command::Basket { .. }
+                    | Command::CancelOrder { .. }
+                    | Command::ModifyOrder { .. }
+                    | Command::Watch { .. }
+                    | Command::Unwatch { .. },
+                ) => {
+                    let detail = format!(
+                        "the journal {journal} cannot be written (see the journal_full alert): {} needs it to record its orders; send it again once the journal takes writes",
+                        m.cmd
+                    );
+                    events.ack(&m.id, &m.cmd, false, &detail).await;
+                    continue;
+                }
+                _ => false,
+            };
+            if out.send(Forwarded { payload, acked }).is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// Run a journal write until it succeeds: what it records (a decision, a
 /// broker's report, prices) must never be dropped. A transient failure (the
 /// journal busy or locked, an I/O error) is retried with back-off; a permanent
@@ -830,11 +946,23 @@ impl Clocks for OrderManager {
 async fn until_recorded(
     events: &Events,
     what: &str,
-    stop: &mut watch::Receiver<bool>,
+    wait: &mut Wait,
+    write: impl FnMut() -> Result<Vec<Outcome>, crate::orders::OrderError>,
+) -> Option<Vec<Outcome>> {
+    let out = retry_write(events, what, wait, write).await;
+    wait.set_stuck(None);
+    out
+}
+
+async fn retry_write(
+    events: &Events,
+    what: &str,
+    wait: &mut Wait,
     mut write: impl FnMut() -> Result<Vec<Outcome>, crate::orders::OrderError>,
 ) -> Option<Vec<Outcome>> {
     let mut delay = Duration::from_millis(100);
     let mut reported = false;
+    let stop = &mut wait.stop;
     loop {
         match tokio::task::block_in_place(&mut write) {
             Ok(out) => return Some(out),
@@ -843,6 +971,10 @@ async fn until_recorded(
                     return None;
                 }
                 if !reported {
+                    // The commands are answered meanwhile by the reader (see `spawn_command_reader`).
+                    if let Ok(mut s) = wait.stuck.lock() {
+                        *s = Some(e.journal().to_owned());
+                    }
                     if e.is_disk_full() {
                         // Not a blink: space must be made. An alert naming the journal's file.
                         events
@@ -888,7 +1020,7 @@ async fn handle_entry(
     outbox: &mpsc::UnboundedSender<Out>,
     events: &Events,
     entry: &LogEntry,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut Wait,
 ) -> bool {
     match SignalMessage::parse(&entry.payload) {
         Ok(signal) => {
@@ -1141,6 +1273,7 @@ async fn orders_command(
     bus: &Bus,
     events: &Events,
     router: Option<&crate::brokers::live::LiveRouter>,
+    acked: bool,
 ) {
     let cmd = match CommandMessage::parse(payload) {
         Ok(c) => c,
@@ -1299,6 +1432,8 @@ async fn orders_command(
         Command::Pipelines { .. } | Command::Reload | Command::Shutdown => return, // the engine's and the host's
     };
     match result {
+        // Answered already by the command reader (a kill while the journal was stuck).
+        _ if acked => {}
         Ok(detail) => events.ack(&cmd.id, &cmd.cmd, true, &detail).await,
         Err(detail) => events.ack(&cmd.id, &cmd.cmd, false, &detail).await,
     }
@@ -1315,9 +1450,10 @@ mod tests {
         let bus = Bus::embedded("t");
         let mut sub = bus.subscribe(&[bus.channels().events()]).await.unwrap();
         let events = Events::new(bus.clone(), "orders");
-        let (_stop_tx, mut stop) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut wait = Wait::new(stop);
         let mut failures = 2;
-        let out = until_recorded(&events, "a signal", &mut stop, || {
+        let out = until_recorded(&events, "a signal", &mut wait, || {
             if failures == 0 {
                 return Ok(Vec::new());
             }
