@@ -221,13 +221,20 @@ fn killed_with_orders_in_flight(v: &Venue) {
         .unwrap()
         .map(Result::unwrap)
         .collect();
+    // The buys went out; each exit waits, unsent, for the buy it was sized against to settle
+    // at the broker (a buy refused after acceptance must not leave a long-only account short).
+    let sent: Vec<&str> = states
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != "new")
+        .collect();
     assert_eq!(
-        &states[..3],
+        &sent[..3],
         ["accepted", "accepted", "submitted"],
         "killed with orders accepted and one unanswered: {states:?}"
     );
     assert!(
-        states.len() > 3,
+        states.iter().any(|s| s == "new"),
         "and more decided, waiting their turn: {states:?}"
     );
 

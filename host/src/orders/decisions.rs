@@ -15,7 +15,7 @@ impl OrderManager {
     }
 
     /// [`OrderManager::effective_position`] leaving out the working orders `except` (being cancelled).
-    fn effective_position_except(
+    pub(super) fn effective_position_except(
         tx: &rusqlite::Transaction<'_>,
         account: &str,
         instrument: &str,

@@ -331,7 +331,7 @@ impl OrderManager {
         // not yet taken (`trigger_price`/`limit_price` are what the broker holds);
         // `modifications` how many changes the broker took (its budget per order).
         // `settles_after`: the earlier working order on the other side a live order waits to
-        // see settled (see `settle`).
+        // see settled, `settle_target` the position it was decided to reach (see `settle`).
         let added = [
             ("orders", "stop_loss TEXT"),
             ("orders", "target TEXT"),
@@ -353,6 +353,7 @@ impl OrderManager {
             ("orders", "wanted_price TEXT"),
             ("orders", "modifications INTEGER NOT NULL DEFAULT 0"),
             ("orders", "settles_after TEXT"),
+            ("orders", "settle_target TEXT"),
             ("paper_book", "seen_ts INTEGER"),
             ("paper_book", "triggered INTEGER NOT NULL DEFAULT 0"),
             ("signals", "plugin TEXT"),

@@ -6,9 +6,10 @@
 //! close a long that never opened would then open a short the account may not
 //! hold. So a strategy's order on the other side of an earlier, still working
 //! market order of the same account and instrument is held (`settles_after`
-//! names that order) until the broker settles it, and then goes for what takes the
-//! account to the position it was decided for: less whatever the earlier order
-//! did not fill. Nothing left is a cancel with the reason.
+//! names that order, `settle_target` the position it was decided to reach) until
+//! the broker has settled every such order, and then goes for what still takes
+//! the account to that position: never more than it was decided for, and nothing
+//! (a cancel with the reason) when the position is already there.
 //!
 //! Only an order of its own waits, for an order of its own: the slices of an order
 //! above the freeze quantity, a basket's legs, the host's closes (sized from what is
@@ -35,47 +36,10 @@ pub(super) fn settle_first(
     side: OrderSide,
     qty: Decimal,
 ) -> rusqlite::Result<Settled> {
-    let mut qty = qty;
-    let waited: Option<String> = tx
-        .row(
-            "SELECT settles_after FROM orders WHERE client_order_id = ?1",
-            [coid],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
-    if let Some(earlier) = waited {
-        let (state, ordered, filled): (String, String, Option<String>) = tx.row(
-            "SELECT state, qty, filled_qty FROM orders WHERE client_order_id = ?1",
-            [earlier.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        let settled = state::OrderState::parse(&state)
-            .ok_or_else(|| journal::corrupt(&format!("state of order {earlier}"), &state))?
-            .is_final();
-        if !settled {
-            return Ok(Settled::Wait);
-        }
-        let filled = opt_dec(filled.as_deref())?.unwrap_or_default();
-        let unfilled = (dec(&ordered)? - filled).max(Decimal::ZERO);
-        // The position this order was decided for counted all of `earlier`; what it did not
-        // fill is not there to act on.
-        qty = qty.checked_sub(unfilled).unwrap_or(Decimal::ZERO);
-        tx.exec(
-            "UPDATE orders SET settles_after = NULL, qty = ?2 WHERE client_order_id = ?1",
-            params![coid, qty.max(Decimal::ZERO).to_string()],
-        )?;
-        if qty <= Decimal::ZERO {
-            return Ok(Settled::Nothing(format!(
-                "{coid}: nothing left to {} in {instrument}: the order it was sized against, {earlier}, ended {state} with {filled} of {ordered} filled",
-                side.as_str()
-            )));
-        }
-    }
-    let rowid: i64 = tx.row(
-        "SELECT rowid FROM orders WHERE client_order_id = ?1",
+    let (rowid, waited, target): (i64, Option<String>, Option<String>) = tx.row(
+        "SELECT rowid, settles_after, settle_target FROM orders WHERE client_order_id = ?1",
         [coid],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let other = match side {
         OrderSide::Buy => OrderSide::Sell,
@@ -92,14 +56,45 @@ pub(super) fn settle_first(
             |r| r.get(0),
         )
         .optional()?;
-    Ok(match earlier {
-        Some(earlier) => {
-            tx.exec(
-                "UPDATE orders SET settles_after = ?2 WHERE client_order_id = ?1",
-                [coid, earlier.as_str()],
-            )?;
-            Settled::Wait
-        }
-        None => Settled::Go(qty),
-    })
+    if let Some(earlier) = earlier {
+        // The position it was decided to reach, taken when it is first held (in the
+        // decision's own transaction): this order counted in full, and the earlier too.
+        let target = match target {
+            Some(t) => t,
+            None => OrderManager::effective_position(tx, account, instrument)?.to_string(),
+        };
+        tx.exec(
+            "UPDATE orders SET settles_after = ?2, settle_target = ?3 WHERE client_order_id = ?1",
+            params![coid, earlier, target],
+        )?;
+        return Ok(Settled::Wait);
+    }
+    let (Some(waited), Some(target)) = (waited, target) else {
+        return Ok(Settled::Go(qty));
+    };
+    // Every earlier order on the other side has settled: what does it take now?
+    let target = dec(&target)?;
+    let now = OrderManager::effective_position_except(tx, account, instrument, &[coid.to_owned()])?;
+    let wanted = match side {
+        OrderSide::Buy => target - now,
+        OrderSide::Sell => now - target,
+    };
+    let go = wanted.min(qty);
+    tx.exec(
+        "UPDATE orders SET settles_after = NULL, qty = ?2 WHERE client_order_id = ?1",
+        params![coid, go.max(Decimal::ZERO).to_string()],
+    )?;
+    if go <= Decimal::ZERO {
+        let (state, ordered, filled): (String, String, Option<String>) = tx.row(
+            "SELECT state, qty, filled_qty FROM orders WHERE client_order_id = ?1",
+            [waited.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let filled = opt_dec(filled.as_deref())?.unwrap_or_default();
+        return Ok(Settled::Nothing(format!(
+            "{coid}: nothing left to {} in {instrument}: the position is {now}, where it was decided to go ({target}); the order it was sized against, {waited}, ended {state} with {filled} of {ordered} filled",
+            side.as_str()
+        )));
+    }
+    Ok(Settled::Go(go))
 }

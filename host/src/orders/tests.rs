@@ -1099,6 +1099,54 @@ fn an_exit_sized_against_a_buy_the_broker_then_rejects_sells_nothing() {
 }
 
 #[test]
+fn held_exits_behind_a_rejected_entry_and_a_filled_one_end_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_long_manager(dir.path());
+    let buy1 = live_buy(&mut om, 60_000);
+    om.on_signal(&signal(120_000, "sell")).unwrap();
+    assert!(om.take_live_orders().is_empty(), "sell 2 waits for buy 1");
+    // A new entry while the exit waits, and its exit.
+    om.on_signal(&signal(180_000, "buy")).unwrap();
+    let buy3 = om.take_live_orders().pop().expect("buy 3 goes");
+    om.on_live_update(&LiveUpdate::Accepted {
+        client_order_id: buy3.client_order_id.clone(),
+        broker_order_id: "b3".into(),
+    })
+    .unwrap();
+    om.on_signal(&signal(240_000, "sell")).unwrap();
+    assert!(om.take_live_orders().is_empty(), "sell 4 waits too");
+    // Buy 1 is refused: sell 2 has nothing to close; sell 4 still waits for buy 3.
+    let out = om
+        .on_live_update(&LiveUpdate::Rejected {
+            client_order_id: buy1,
+            reason: "RMS:Margin Exceeds".into(),
+        })
+        .unwrap();
+    assert_eq!(states(&out), vec!["a1 rejected buy", "a1 cancelled sell"]);
+    assert!(om.take_live_orders().is_empty());
+    // Buy 3 fills: sell 4 closes it.
+    om.on_live_update(&LiveUpdate::Filled {
+        client_order_id: buy3.client_order_id,
+        qty: dec!(2),
+        price: dec!(100),
+    })
+    .unwrap();
+    let sell4 = om.take_live_orders().pop().expect("sell 4 goes");
+    assert_eq!(sell4.qty, dec!(2));
+    om.on_live_update(&LiveUpdate::Filled {
+        client_order_id: sell4.client_order_id,
+        qty: dec!(2),
+        price: dec!(101),
+    })
+    .unwrap();
+    assert_eq!(
+        position_of(&om, "a1"),
+        Value::Null,
+        "flat, as the strategy is"
+    );
+}
+
+#[test]
 fn a_held_exit_goes_for_what_the_earlier_buy_filled_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut om = live_long_manager(dir.path());
