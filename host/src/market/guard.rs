@@ -250,6 +250,9 @@ pub struct Gap {
     pub to: Decimal,
     /// Why it was believed: held for so many ticks or seconds, or after a silence.
     pub why: String,
+    /// How many ticks at the new level were refused before it was believed (the feed puts
+    /// them back into their candles: the gap's first minute opens where the market did).
+    pub earlier: u32,
 }
 
 impl Gap {
@@ -421,6 +424,7 @@ impl PriceGuard {
                             for_ms / 1000,
                             self.rules.band_pct
                         ),
+                        earlier: held.ticks.saturating_sub(1),
                     });
                 } else {
                     self.seen
@@ -447,6 +451,7 @@ impl PriceGuard {
                     "the first price after {} s without one",
                     ts.saturating_sub(last_ts) / 1000
                 ),
+                earlier: 0,
             });
         }
         // The other prices of the message against the level it sets.
@@ -714,6 +719,10 @@ mod tests {
             .expect("a gap");
         assert_eq!((gap.from, gap.to), (dec!(100), dec!(125.5)));
         assert!(gap.why.contains("5 ticks"), "{}", gap.why);
+        assert_eq!(
+            gap.earlier, 4,
+            "the four refused before it, for the candles"
+        );
         // The band now stands at the new level: trading goes on there.
         assert_eq!(
             g.check("GAPTEST", ts + 1000, &[("last", dec!(126))], ts + 1000),
@@ -822,6 +831,7 @@ mod tests {
                 from: dec!(100),
                 to: dec!(1000),
                 why: "the first price after 14400 s without one".into(),
+                earlier: 0,
             }))
         );
     }

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 
 use super::csv::{LoadOptions, MarketDataError, load};
 use super::feed::socket::{self, SocketEvent, SocketSettings};
-use super::feed::{ChainSnapshot, ChainSource, FeedItem, FeedPlan};
-use super::guard::{Gap, GuardRules, PriceGuard, Reference};
+use super::feed::{ChainSnapshot, ChainSource, FeedItem, FeedPlan, FeedTick};
+use super::guard::{Gap, GuardRules, PriceGuard, Reference, Refused};
 use super::recorder::TickRecorder;
 use super::session::Session;
 use super::synthetic::{self, CandleSpec};
@@ -606,7 +606,13 @@ struct ReadBack {
 struct Held {
     reading: usize,
     bars: Vec<MarketEvent>,
+    /// Ticks refused beyond the band since the last accepted one: if the guard comes to
+    /// believe their level as a gap, the first of them go back into their candles.
+    beyond_band: Vec<FeedTick>,
 }
+
+/// Most ticks kept per instrument while a move beyond the band waits to be believed.
+const BEYOND_BAND_KEPT: usize = 64;
 
 impl Held {
     /// Send `event`, or hold it while a read-back of its instrument is out; false when the
@@ -905,10 +911,25 @@ pub async fn broker_feed(
                         options.recorder = None;
                     }
                 }
+                // The ticks to build candles from: this one, after those at its level refused
+                // until the gap was believed (the candles then show where the market went).
+                let mut ticks = Vec::new();
                 match verdict {
-                    Ok(Some(gap)) => on_event(gap.event(format!("{} feed of {account}", plan.wire.name()))),
-                    Ok(None) => {}
+                    Ok(Some(gap)) => {
+                        let kept = std::mem::take(&mut held[i].beyond_band);
+                        let earlier = usize::try_from(gap.earlier).unwrap_or(usize::MAX).min(kept.len());
+                        ticks.extend(kept.into_iter().rev().take(earlier).rev());
+                        on_event(gap.event(format!("{} feed of {account}", plan.wire.name())));
+                    }
+                    Ok(None) => held[i].beyond_band.clear(),
                     Err(why) => {
+                        if matches!(why, Refused::OutsideBand { field: "last", .. }) {
+                            let kept = &mut held[i].beyond_band;
+                            if kept.len() >= BEYOND_BAND_KEPT {
+                                kept.remove(0);
+                            }
+                            kept.push(tick);
+                        }
                         if let Some(n) = refused.due() {
                             on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("refused: {why}"), malformed_frames: None, refused_ticks: Some(n), failures: None });
                         }
@@ -918,6 +939,7 @@ pub async fn broker_feed(
                 if let Some(g) = tick.greeks {
                     live_greeks.insert(tick.token.clone(), g);
                 }
+                ticks.push(tick);
                 last_seen = Some((ts, tokio::time::Instant::now()));
                 if is_stale {
                     is_stale = false;
@@ -926,41 +948,44 @@ pub async fn broker_feed(
                     }
                     on_event(Event::FeedFresh { account: account.clone(), broker: plan.wire.name().to_owned() });
                 }
-                let builder = &mut builders[i];
-                let start = bucket_start(ts, tf);
-                let tf_ms = i64::from(tf) * 1000;
-                let mut missed_from = None;
-                if std::mem::take(&mut after_gap[i]) {
-                    if let Some(open) = builder.bar_start() {
-                        let missed = (start.saturating_sub(open) / tf_ms).saturating_sub(1).max(0);
-                        on_event(Event::FeedGap { account: account.clone(), instrument: symbol.to_owned(), bar_ts: open, straddles: start == open, bars_missed: missed });
+                for tick in ticks {
+                    let Some(ts) = tick.ts_ms else { continue };
+                    let builder = &mut builders[i];
+                    let start = bucket_start(ts, tf);
+                    let tf_ms = i64::from(tf) * 1000;
+                    let mut missed_from = None;
+                    if std::mem::take(&mut after_gap[i]) {
+                        if let Some(open) = builder.bar_start() {
+                            let missed = (start.saturating_sub(open) / tf_ms).saturating_sub(1).max(0);
+                            on_event(Event::FeedGap { account: account.clone(), instrument: symbol.to_owned(), bar_ts: open, straddles: start == open, bars_missed: missed });
+                        }
+                        // Whole bars with no tick since the last one before the gap, the same day.
+                        missed_from = last_bucket[i].map(|prev| prev.saturating_add(tf_ms)).filter(|from| *from < start && ist_day(*from) == ist_day(start));
                     }
-                    // Whole bars with no tick since the last one before the gap, the same day.
-                    missed_from = last_bucket[i].map(|prev| prev.saturating_add(tf_ms)).filter(|from| *from < start && ist_day(*from) == ist_day(start));
-                }
-                // The day's own hours: a special session (Muhurat, a Saturday) makes bars, a
-                // holiday's stray prints do not.
-                if !options.rules.calendar.is_open(start) {
-                    continue;
-                }
-                let was_late = builder.late();
-                let closed = builder.tick(ts, tick.last, tick.day_volume.unwrap_or(0), tick.oi.unwrap_or(0));
-                // A tick for a minute already closed makes no second candle: counted and told.
-                if builder.late() > was_late && let Some(n) = late.due() {
-                    on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("a tick of {symbol} at {} for a bar already closed: dropped", crate::domain::time::format_iso_ist(ts)), malformed_frames: None, refused_ticks: Some(n), failures: None });
-                }
-                builder.set_bid(tick.bid);
-                builder.set_ask(tick.ask);
-                last_bucket[i] = Some(start);
-                if let Some(event) = closed
-                    && !held[i].pass(event, tx).await {
-                        return Ok(());
+                    // The day's own hours: a special session (Muhurat, a Saturday) makes bars, a
+                    // holiday's stray prints do not.
+                    if !options.rules.calendar.is_open(start) {
+                        continue;
                     }
-                // The missed bars go after the one the gap interrupted and before this tick's:
-                // its bars wait for them.
-                if let (Some(from), true) = (missed_from, plan.backfill.is_some()) {
-                    held[i].reading += 1;
-                    let _ = asks_tx.send(ReadBack { token: tick.token.clone(), from, to: start });
+                    let was_late = builder.late();
+                    let closed = builder.tick(ts, tick.last, tick.day_volume.unwrap_or(0), tick.oi.unwrap_or(0));
+                    // A tick for a minute already closed makes no second candle: counted and told.
+                    if builder.late() > was_late && let Some(n) = late.due() {
+                        on_event(Event::FeedError { source: format!("{} feed of {account}", plan.wire.name()), error: format!("a tick of {symbol} at {} for a bar already closed: dropped", crate::domain::time::format_iso_ist(ts)), malformed_frames: None, refused_ticks: Some(n), failures: None });
+                    }
+                    builder.set_bid(tick.bid);
+                    builder.set_ask(tick.ask);
+                    last_bucket[i] = Some(start);
+                    if let Some(event) = closed
+                        && !held[i].pass(event, tx).await {
+                            return Ok(());
+                        }
+                    // The missed bars go after the one the gap interrupted and before this tick's:
+                    // its bars wait for them.
+                    if let (Some(from), true) = (missed_from, plan.backfill.is_some()) {
+                        held[i].reading += 1;
+                        let _ = asks_tx.send(ReadBack { token: tick.token.clone(), from, to: start });
+                    }
                 }
             }
             Some((ask, minutes)) = read.recv() => {
