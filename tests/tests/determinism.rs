@@ -1,5 +1,5 @@
 //! The main job is deterministic: the bundled `pipelines.toml` (four pipelines,
-//! seeded synthetic markets, paper, in-process bus, a fresh journal) run ten
+//! seeded synthetic markets, paper, in-process bus, a fresh journal) run six
 //! times, half of them with every core kept busy by other threads, gives the
 //! same decisions, orders, fills, positions and P&L every time. The order side
 //! merges signals and prices by event time, not by which task ran first.
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tradehost_tests::{plugin_dir, tradehost_bin};
 
-const RUNS: usize = 10;
+const RUNS: usize = 6;
 
 /// The repository's `pipelines.toml` with its plugins and journal in `dir`.
 fn bundled_config(dir: &Path) -> std::path::PathBuf {
