@@ -2366,6 +2366,29 @@ pub fn upstox_chain_row(
     })
 }
 
+/// Two strikes of a NIFTY chain expiring `expiry` around a spot of 21,712.5, as Upstox's
+/// `/v2/option/chain` answers: 21,700 (CE 110.2, OI 60,000; PE 96, OI 70,000) and 21,800
+/// (CE 55, OI 90,000; PE 140.35, OI 40,000), each side with Upstox's greeks.
+#[must_use]
+pub fn upstox_nifty_rows(expiry: &str) -> Vec<Value> {
+    vec![
+        upstox_chain_row(
+            expiry,
+            21_800.0,
+            21_712.5,
+            (55.0, 90_000.0),
+            (140.35, 40_000.0),
+        ),
+        upstox_chain_row(
+            expiry,
+            21_700.0,
+            21_712.5,
+            (110.2, 60_000.0),
+            (96.0, 70_000.0),
+        ),
+    ]
+}
+
 /// One strike of OpenAlgo's option chain (`/api/v1/optionchain`) as its documentation shows it.
 #[must_use]
 pub fn openalgo_chain_row(

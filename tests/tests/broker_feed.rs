@@ -844,7 +844,7 @@ async fn openalgo_depth_updates_after_authentication() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstox_option_chains_come_with_the_ticks() {
-    use tradehost_tests::brokers::{Flavor, MockServer, upstox_chain_row};
+    use tradehost_tests::brokers::{Flavor, MockServer, upstox_chain_row, upstox_nifty_rows};
     use tradehost_tests::upstox_feed::{GreeksUpdate, greeks_frame};
     let ws = KiteTicker::start_with(&[("code", "c1")]).await;
     let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
@@ -858,25 +858,8 @@ async fn upstox_option_chains_come_with_the_ticks() {
             serde_json::json!({ "expiry": "2099-12-31", "instrument_key": "NSE_FO|3" }),
             serde_json::json!({ "expiry": today, "instrument_key": "NSE_FO|2" }),
         ];
-        s.option_chain.insert(
-            today.clone(),
-            vec![
-                upstox_chain_row(
-                    &today,
-                    21_800.0,
-                    21_712.5,
-                    (55.0, 90_000.0),
-                    (140.35, 40_000.0),
-                ),
-                upstox_chain_row(
-                    &today,
-                    21_700.0,
-                    21_712.5,
-                    (110.2, 60_000.0),
-                    (96.0, 70_000.0),
-                ),
-            ],
-        );
+        s.option_chain
+            .insert(today.clone(), upstox_nifty_rows(&today));
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("upstox.csv"), UPSTOX_INSTRUMENTS).unwrap();

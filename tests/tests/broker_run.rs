@@ -807,7 +807,7 @@ NSE_INDEX|Nifty 50,,NIFTY,Nifty 50,0,,,0,,INDEX,,NSE_INDEX
 /// socket in `option_greeks` mode, the greeks of that tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstox_option_chain_pipeline_hands_its_strategy_the_greeks() {
-    use tradehost_tests::brokers::{Flavor, MockServer, upstox_chain_row};
+    use tradehost_tests::brokers::{Flavor, MockServer, upstox_nifty_rows};
     use tradehost_tests::upstox_feed::{GreeksUpdate, greeks_frame};
     let ws = KiteTicker::start_with(&[("code", "g1")]).await;
     let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
@@ -817,25 +817,8 @@ async fn an_upstox_option_chain_pipeline_hands_its_strategy_the_greeks() {
         s.feed_url = Some(format!("{}/feeds?code=g1", ws.url()));
         s.option_contracts =
             vec![serde_json::json!({ "expiry": today, "instrument_key": "NSE_FO|2" })];
-        s.option_chain.insert(
-            today.clone(),
-            vec![
-                upstox_chain_row(
-                    &today,
-                    21_700.0,
-                    21_712.5,
-                    (110.2, 60_000.0),
-                    (96.0, 70_000.0),
-                ),
-                upstox_chain_row(
-                    &today,
-                    21_800.0,
-                    21_712.5,
-                    (55.0, 90_000.0),
-                    (140.35, 40_000.0),
-                ),
-            ],
-        );
+        s.option_chain
+            .insert(today.clone(), upstox_nifty_rows(&today));
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("upstox.csv"), UPSTOX_INSTRUMENTS).unwrap();
