@@ -2382,11 +2382,12 @@ fn a_sub_250_stock_on_a_one_paisa_tick_trades_live_with_its_backtests_signals() 
         let mut s = kite.state();
         s.ltp.insert("YESBANK".into(), dec!(21.43));
         s.ticks.insert("YESBANK".into(), dec!(0.01));
+        // The first buy works for a hundred reads (seconds at this polling) before the risk
+        // system refuses it: the replay's next signal, a sell, is decided meanwhile.
+        let mut steps = vec![tradehost_tests::brokers::Step::Open; 100];
+        steps.push(tradehost_tests::brokers::Step::Reject(RMS.into()));
         s.scripts.push_back(tradehost_tests::brokers::Script {
-            steps: vec![
-                tradehost_tests::brokers::Step::Open,
-                tradehost_tests::brokers::Step::Reject(RMS.into()),
-            ],
+            steps,
             ..Default::default()
         });
     }
@@ -2414,15 +2415,13 @@ fn a_sub_250_stock_on_a_one_paisa_tick_trades_live_with_its_backtests_signals() 
         "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,instrument_type,segment,exchange\n3050241,11915,YESBANK,\"YES BANK\",0,,0,0.01,1,EQ,NSE,NSE\n",
     )
     .unwrap();
-    // Paced at 20 bars a second, as a live day comes: at full replay speed the next signal
-    // can be decided while the refused buy is still working at the broker, and a sell is then
-    // sent against a buy that never fills (a race the order manager does not yet close: see
-    // the note).
+    // At full replay speed: the sell after the first buy is decided while that buy still
+    // works at the broker, and must not go out against a buy that never fills.
     let config = dir.path().join("pipelines.toml");
     std::fs::write(
         &config,
         format!(
-            "[host]\nplugin_dir = {:?}\njournal = \"journal.sqlite\"\nheartbeat_secs = 1\n\n[live]\ntimeout_ms = 2000\npoll_ms = 30\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-yes\"\nbroker = \"kite\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 1000000\nmode = \"long\"\nproduct = \"mis\"\nsizing = {{ kind = \"fixed\", qty = 100 }}\nrisk = {{ cooldown_secs = 0 }}\n\n[[pipelines]]\nid = \"yes\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"YESBANK\"]\naccounts = [\"kite-yes\"]\nsource = {{ kind = \"replay\", files = [\"YESBANK.csv\"], speed = 1200 }}\n[pipelines.params]\nfast = 3\nslow = 8\n",
+            "[host]\nplugin_dir = {:?}\njournal = \"journal.sqlite\"\nheartbeat_secs = 1\n\n[live]\ntimeout_ms = 2000\npoll_ms = 30\ninstruments = {{ kite = \"kite.csv\" }}\n\n[[accounts]]\nid = \"kite-yes\"\nbroker = \"kite\"\nbase_url = \"{}\"\norder_updates = \"poll\"\ncapital = 1000000\nmode = \"long\"\nproduct = \"mis\"\nsizing = {{ kind = \"fixed\", qty = 100 }}\nrisk = {{ cooldown_secs = 0 }}\n\n[[pipelines]]\nid = \"yes\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"YESBANK\"]\naccounts = [\"kite-yes\"]\nsource = {{ kind = \"replay\", files = [\"YESBANK.csv\"] }}\n[pipelines.params]\nfast = 3\nslow = 8\n",
             tradehost_tests::plugin_dir().display().to_string(),
             kite.url
         ),
@@ -2508,4 +2507,22 @@ fn a_sub_250_stock_on_a_one_paisa_tick_trades_live_with_its_backtests_signals() 
         )
         .unwrap();
     assert_eq!(rejected, 1, "the late refusal is journaled");
+    // The sell decided against the refused buy never went out: the long-only account was
+    // never short at the broker, order by order.
+    let mut held = Decimal::ZERO;
+    for o in &s.orders {
+        held += if o.side == "BUY" { o.filled } else { -o.filled };
+        assert!(held >= Decimal::ZERO, "short at the broker: {:?}", s.orders);
+    }
+    let waited: String = db
+        .query_row(
+            "SELECT t.to_state || ' ' || o.side FROM orders o JOIN transitions t ON t.client_order_id = o.client_order_id WHERE o.side = 'sell' ORDER BY o.rowid, t.seq LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        waited, "cancelled sell",
+        "the first sell waited for the buy and had nothing to close"
+    );
 }
