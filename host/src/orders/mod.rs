@@ -327,7 +327,7 @@ impl OrderManager {
         // A basket leg's order terms: a manual ticket may be a limit or a stop; `cancelled_by`
         // the command that cancelled its order (a trader's cancel is not the broker's); its
         // `stop_loss` and `target`, a manual ticket's bracket for the managed exit.
-        // `wanted_trigger`/`wanted_price`: terms asked of the broker for a working order and
+        // `wanted_trigger`/`wanted_price`/`wanted_qty`: terms asked of the broker for a working order and
         // not yet taken (`trigger_price`/`limit_price` are what the broker holds);
         // `modifications` how many changes the broker took (its budget per order).
         // `settles_after`: the earlier working order on the other side a live order waits to
@@ -352,6 +352,7 @@ impl OrderManager {
             ("orders", "wanted_trigger TEXT"),
             ("orders", "wanted_price TEXT"),
             ("orders", "modifications INTEGER NOT NULL DEFAULT 0"),
+            ("orders", "wanted_qty TEXT"),
             ("orders", "settles_after TEXT"),
             ("orders", "settle_target TEXT"),
             ("paper_book", "seen_ts INTEGER"),
@@ -719,8 +720,8 @@ impl OrderManager {
         let mut stmt = self
             .db
             .prepare(
-                "SELECT client_order_id, account, qty, order_type, COALESCE(wanted_price, limit_price), COALESCE(wanted_trigger, trigger_price) FROM orders
-                 WHERE state IN ('submitted', 'accepted', 'triggered', 'partially_filled') AND (wanted_trigger IS NOT NULL OR wanted_price IS NOT NULL) ORDER BY rowid",
+                "SELECT client_order_id, account, COALESCE(wanted_qty, qty), order_type, COALESCE(wanted_price, limit_price), COALESCE(wanted_trigger, trigger_price) FROM orders
+                 WHERE state IN ('submitted', 'accepted', 'triggered', 'partially_filled') AND (wanted_trigger IS NOT NULL OR wanted_price IS NOT NULL OR wanted_qty IS NOT NULL) ORDER BY rowid",
             )
             .map_err(self.err())?;
         let rows = stmt

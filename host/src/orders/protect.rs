@@ -70,7 +70,7 @@ fn resting(
     );
     let row: Option<Row> = tx
         .row(
-            "SELECT client_order_id, qty, COALESCE(wanted_trigger, trigger_price), modified_at, state, side, modifications, validity FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
+            "SELECT client_order_id, COALESCE(wanted_qty, qty), COALESCE(wanted_trigger, trigger_price), modified_at, state, side, modifications, validity FROM orders WHERE account = ?1 AND instrument = ?2 AND pipeline = 'protective-stop'
              AND state IN ('new', 'submitted', 'accepted', 'triggered', 'partially_filled', 'pending_cancel') ORDER BY rowid DESC LIMIT 1",
             [account, instrument],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
@@ -429,8 +429,9 @@ pub(super) fn protect(
                     }
                     continue;
                 } else {
-                    // Asked, not yet taken: the journal's trigger stays the broker's until it answers.
-                    tx.exec("UPDATE orders SET wanted_trigger = ?2, wanted_price = ?3, qty = ?4, modified_at = ?5, updated_at = ?6 WHERE client_order_id = ?1",
+                    // Asked, not yet taken: the journal's trigger and quantity stay the broker's
+                    // until it answers.
+                    tx.exec("UPDATE orders SET wanted_trigger = ?2, wanted_price = ?3, wanted_qty = ?4, modified_at = ?5, updated_at = ?6 WHERE client_order_id = ?1",
                         params![r.coid, text(kind.trigger()), text(kind.price()), want.to_string(), now, now_ms()])?;
                     modifies.push(LiveModify {
                         account: account.clone(),
@@ -477,6 +478,7 @@ pub(super) fn modified(
         "UPDATE orders SET order_type = ?2, limit_price = ?3, trigger_price = ?4, qty = ?5, modifications = modifications + 1,
              wanted_trigger = CASE WHEN wanted_trigger IS ?4 THEN NULL ELSE wanted_trigger END,
              wanted_price = CASE WHEN wanted_trigger IS NULL OR wanted_trigger IS ?4 THEN NULL ELSE wanted_price END,
+             wanted_qty = CASE WHEN wanted_qty IS ?5 THEN NULL ELSE wanted_qty END,
              updated_at = ?6 WHERE client_order_id = ?1",
         params![coid, kind.code(), price, trigger, qty.to_string(), now_ms()],
     )?;
@@ -541,7 +543,7 @@ pub(super) fn modify_refused(
         "the broker holds the old stop: it is cancelled and, once the broker confirms it, a fresh one is placed at the stop; the host's managed exit guards the position meanwhile"
     } else {
         tx.exec(
-            "UPDATE orders SET wanted_trigger = NULL, wanted_price = NULL WHERE client_order_id = ?1",
+            "UPDATE orders SET wanted_trigger = NULL, wanted_price = NULL, wanted_qty = NULL WHERE client_order_id = ?1",
             [coid],
         )?;
         "the order keeps the terms the broker holds"

@@ -2646,3 +2646,53 @@ fn a_level_watcher_fires_once_on_the_first_crossing_and_survives_a_restart() {
         ]
     );
 }
+
+/// A protective stop resized at the broker (52 to 104 after the entry's second half filled)
+/// keeps the quantity the broker holds until the broker takes the new one: a restart asks
+/// again for the new terms, and a fill at the old size leaves the journal consistent.
+#[test]
+fn a_resized_stop_keeps_the_brokers_quantity_until_the_broker_takes_the_new_one() {
+    use crate::domain::order::OrderKind;
+    let dir = tempfile::tempdir().unwrap();
+    let mut om = live_manager(dir.path());
+    om.set_live_accounts(std::collections::HashSet::from(["a1".to_owned()]));
+    // As `protect` leaves it once the resize is asked: the broker's terms, and the wanted ones.
+    om.db
+        .execute(
+            "INSERT INTO orders (client_order_id, signal_id, account, pipeline, instrument, side, qty, state, not_before, slippage_bps, created_at, updated_at, order_type, trigger_price, wanted_trigger, wanted_qty)
+             VALUES ('ps1', 'k', 'a1', 'protective-stop', 'NIFTY', 'sell', '52', 'accepted', 0, '0', 0, 0, 'SL-M', '95', '96', '104')",
+            [],
+        )
+        .unwrap();
+    let asked = om.pending_modifies().unwrap();
+    assert_eq!(
+        asked
+            .iter()
+            .map(|m| (m.client_order_id.as_str(), m.qty, m.kind.trigger()))
+            .collect::<Vec<_>>(),
+        vec![("ps1", dec!(104), Some(dec!(96)))],
+        "a restart asks again for what was wanted"
+    );
+    let held = |om: &OrderManager| -> (String, Option<String>) {
+        om.db
+            .query_row(
+                "SELECT qty, wanted_qty FROM orders WHERE client_order_id = 'ps1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(held(&om), ("52".into(), Some("104".into())));
+    om.on_live_update(&LiveUpdate::Modified {
+        client_order_id: "ps1".into(),
+        kind: OrderKind::StopMarket { trigger: dec!(96) },
+        qty: dec!(104),
+    })
+    .unwrap();
+    assert_eq!(
+        held(&om),
+        ("104".into(), None),
+        "taken: the journal holds it"
+    );
+    assert!(om.pending_modifies().unwrap().is_empty());
+}
