@@ -396,11 +396,7 @@ pub async fn serve(
     let mut last_work = tokio::time::Instant::now();
     // Prices of several pipelines interleave and replays carry old times: only
     // the price rules apply here, not the clock or the order of arrival.
-    let mut price_guard = PriceGuard::new(GuardRules {
-        max_skew_ms: 0,
-        in_order: false,
-        ..GuardRules::from_config(&config.market, 0)
-    });
+    let mut price_guard = PriceGuards::new(&config.market);
     // Signals waiting for their prices, and prices for their signals, the replays
     // merged with each other in event time (see `subscriber::merge`).
     let mut merge = Merge::default();
@@ -755,17 +751,52 @@ fn replays(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// The orders side's price checks. A feed's prices (a `broker` or `redis` source) were
+/// checked by the engine where the ticks came in, band and gap included: here they are
+/// checked again for what a price can never be (not positive, off its tick, beyond the
+/// sanity bound), not against the band, so a gap the feed believed moves fills and stops
+/// from its first bar. A replay's prices (a file, the synthetic market) are checked here
+/// only, band included. Prices of several pipelines interleave and replays carry old times:
+/// neither checks the clock or the order of arrival.
+struct PriceGuards {
+    replays: PriceGuard,
+    fed: PriceGuard,
+}
+
+impl PriceGuards {
+    fn new(market: &crate::config::MarketSection) -> Self {
+        let rules = GuardRules {
+            max_skew_ms: 0,
+            in_order: false,
+            ..GuardRules::from_config(market, 0)
+        };
+        let fed = GuardRules {
+            band_pct: rust_decimal::Decimal::ZERO,
+            ..rules.clone()
+        };
+        Self {
+            replays: PriceGuard::new(rules),
+            fed: PriceGuard::new(fed),
+        }
+    }
+}
+
 /// Hold price stream entries for their turn: what the price guard refuses is
 /// taken out (and reported) first, a malformed entry is reported and skipped.
 async fn take_prices(
     batch: Vec<LogEntry>,
     merge: &mut Merge,
-    price_guard: &mut PriceGuard,
+    guards: &mut PriceGuards,
     events: &Events,
 ) {
     for entry in batch {
         match QuotesMessage::parse(&entry.payload) {
             Ok(mut q) => {
+                let price_guard = if merge.is_ordered(q.pipeline()) {
+                    &mut guards.replays
+                } else {
+                    &mut guards.fed
+                };
                 // A price the guard refuses never moves a fill, a stop or a mark.
                 let (mut refused, mut gaps) = (Vec::new(), Vec::new());
                 q.quotes.retain(|quote| {
@@ -1442,6 +1473,76 @@ async fn orders_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two bars of RELIANCE, the second 25 % above the first (beyond the 20 % band), from a
+    /// feed's pipeline and from a replay's: the feed's gap bar moves orders from its first
+    /// bar (the engine believed it where the ticks came in); the replay's is held back by the
+    /// band until it persists.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gap_the_feed_believed_moves_orders_from_its_first_bar() {
+        let bus = Bus::embedded("t");
+        let events = Events::new(bus.clone(), "orders");
+        let mut guards = PriceGuards::new(&crate::config::MarketSection::default());
+        let mut merge = Merge::default();
+        merge.set_ordered(["replay".to_owned()]);
+        let entry = |pipeline: &str, minute: i64, price: i64| {
+            let ts = 1_704_083_400_000 + minute * 60_000;
+            let p = rust_decimal::Decimal::from(price);
+            let q = QuotesMessage {
+                v: crate::bus::message::SCHEMA_VERSION,
+                kind: "quotes".into(),
+                id: format!("{pipeline}/{ts}"),
+                ts,
+                quotes: vec![Quote {
+                    instrument: "RELIANCE".into(),
+                    open: p,
+                    high: p,
+                    low: p,
+                    close: p,
+                    bid: None,
+                    ask: None,
+                }],
+                after_signal: None,
+                last: false,
+            };
+            LogEntry {
+                entry_id: format!("{ts}-0"),
+                payload: serde_json::to_string(&q).unwrap(),
+            }
+        };
+        let batch = vec![
+            entry("feed", 0, 1_000),
+            entry("replay", 0, 1_000),
+            entry("feed", 1, 1_250),
+            entry("replay", 1, 1_250),
+            // Three times the price is never believed, from either.
+            entry("feed", 2, 3_900),
+            entry("replay", 2, 3_900),
+        ];
+        take_prices(batch, &mut merge, &mut guards, &events).await;
+        let priced = |merge: &mut Merge, pipeline: &str| {
+            let mut out = Vec::new();
+            while let Some(h) = merge.pop_prices(pipeline) {
+                out.push(
+                    h.quotes
+                        .quotes
+                        .iter()
+                        .map(|q| q.close.to_string())
+                        .collect::<Vec<_>>(),
+                );
+            }
+            out
+        };
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            priced(&mut merge, "feed"),
+            vec![s(&["1000"]), s(&["1250"]), s(&[])]
+        );
+        assert_eq!(
+            priced(&mut merge, "replay"),
+            vec![s(&["1000"]), s(&[]), s(&[])]
+        );
+    }
 
     /// A full disk under the journal is an alert naming the journal's file, not a silent retry;
     /// the write is retried until space is made.

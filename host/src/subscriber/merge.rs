@@ -111,6 +111,12 @@ impl Merge {
         self.ordered = pipelines.into_iter().collect();
     }
 
+    /// Whether `pipeline` is merged in event time (a replay: its source is not a live feed).
+    #[must_use]
+    pub fn is_ordered(&self, pipeline: &str) -> bool {
+        self.ordered.contains(pipeline)
+    }
+
     fn arrival(&mut self) -> u64 {
         self.arrivals += 1;
         self.arrivals
