@@ -530,11 +530,19 @@ fn kill_is_carried_out_while_the_journal_sits_on_a_full_filesystem() {
         &format!("{:?}", journal.display().to_string()),
     );
     std::fs::write(&config, text).unwrap();
-    let mut run = spawn(&config, &url, &[], None);
+    // Killed if the test fails half-way (its disk would otherwise keep it waiting for space).
+    struct Reaped(Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut run = Reaped(spawn(&config, &url, &[], None));
     let deadline = Instant::now() + Duration::from_secs(60);
     while count(&journal, "SELECT COUNT(*) FROM decisions") < 2 {
         assert!(Instant::now() < deadline, "no decision in a minute");
-        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(run.0.try_wait().unwrap().is_none(), "the run ended early");
         std::thread::sleep(Duration::from_millis(100));
     }
     let filler = disk.fill();
@@ -584,7 +592,7 @@ fn kill_is_carried_out_while_the_journal_sits_on_a_full_filesystem() {
             .is_some_and(|d| d.contains(&journal.display().to_string())),
         "refused naming the journal: {flatten}"
     );
-    assert!(run.try_wait().unwrap().is_none(), "alive on a full disk");
+    assert!(run.0.try_wait().unwrap().is_none(), "alive on a full disk");
     assert_eq!(
         count(&journal, "SELECT COUNT(*) FROM decisions"),
         decided_while_full,
@@ -616,8 +624,8 @@ fn kill_is_carried_out_while_the_journal_sits_on_a_full_filesystem() {
         0,
         "no order for a signal refused by the kill"
     );
-    sigterm(&run);
-    let status = wait_exit(&mut run, Duration::from_secs(10)).expect("stopped on SIGTERM");
+    sigterm(&run.0);
+    let status = wait_exit(&mut run.0, Duration::from_secs(10)).expect("stopped on SIGTERM");
     assert!(status.success(), "{status}");
     check_journal(&rusqlite::Connection::open(&journal).unwrap());
 }
