@@ -1149,44 +1149,34 @@ impl OrderManager {
                 let mut qty = qty;
                 if pipeline != protect::PROTECTIVE {
                     let close = CLOSE_REASONS.contains(&pipeline.as_str());
-                    if !close && pipeline != "basket" && slice.is_none() {
-                        // Sized against an earlier order on the other side the broker has
-                        // not settled: it waits, then goes for what that order left.
-                        match settle::settle_first(
-                            tx,
-                            &coid,
-                            &account,
-                            &instrument,
-                            side,
-                            dec(&qty)?,
-                        )? {
-                            settle::Settled::Wait => continue,
-                            settle::Settled::Go(left) => qty = left.to_string(),
-                            settle::Settled::Nothing(reason) => {
-                                if let Ok(to) = advance(tx, &coid, state::OrderEvent::Cancel)? {
-                                    transitions.push((
-                                        coid.clone(),
-                                        to.as_str(),
-                                        json!({ "reason": reason }),
-                                    ));
-                                }
-                                continue;
-                            }
-                        }
-                    }
+                    // Sized against an earlier order on the other side the broker has not
+                    // settled, it waits, then goes for what still takes the account where it
+                    // was decided to go. `Ok(None)`: wait; `Err`: nothing left to do.
+                    let settled = if !close && pipeline != "basket" && slice.is_none() {
+                        settle::settle_first(tx, &coid, &account, &instrument, side, dec(&qty)?)?
+                    } else {
+                        Ok(Some(dec(&qty)?))
+                    };
                     // An order that reduces a position waits for the position's protective
                     // stop to be cancelled; a close then closes only what is still held.
-                    match protect::release_close(
-                        tx,
-                        &coid,
-                        &account,
-                        &instrument,
-                        side,
-                        dec(&qty)?,
-                        close,
-                        asked,
-                        cancels,
-                    )? {
+                    let released = match settled {
+                        Ok(Some(settled_qty)) => {
+                            qty = settled_qty.to_string();
+                            protect::release_close(
+                                tx,
+                                &coid,
+                                &account,
+                                &instrument,
+                                side,
+                                settled_qty,
+                                close,
+                                asked,
+                                cancels,
+                            )?
+                        }
+                        other => other,
+                    };
+                    match released {
                         Ok(None) => continue,
                         Ok(Some(left)) => {
                             if left != dec(&qty)? {

@@ -17,17 +17,9 @@
 
 use super::*;
 
-/// What a held order may do now.
-pub(super) enum Settled {
-    /// Wait: an earlier order on the other side still works.
-    Wait,
-    /// Go for this many.
-    Go(Decimal),
-    /// Nothing is left to do; the reason.
-    Nothing(String),
-}
-
-/// Whether the live order `coid` (of `qty`, a strategy's or a trader's) may go now.
+/// Whether the live order `coid` (of `qty`, a strategy's or a trader's) may go now:
+/// `Ok(None)` wait (an earlier order on the other side still works), `Ok(Some(qty))` go for
+/// that many, `Err(reason)` nothing is left to do.
 pub(super) fn settle_first(
     tx: &rusqlite::Transaction<'_>,
     coid: &str,
@@ -35,7 +27,7 @@ pub(super) fn settle_first(
     instrument: &str,
     side: OrderSide,
     qty: Decimal,
-) -> rusqlite::Result<Settled> {
+) -> rusqlite::Result<Result<Option<Decimal>, String>> {
     let (rowid, waited, target): (i64, Option<String>, Option<String>) = tx.row(
         "SELECT rowid, settles_after, settle_target FROM orders WHERE client_order_id = ?1",
         [coid],
@@ -67,10 +59,10 @@ pub(super) fn settle_first(
             "UPDATE orders SET settles_after = ?2, settle_target = ?3 WHERE client_order_id = ?1",
             params![coid, earlier, target],
         )?;
-        return Ok(Settled::Wait);
+        return Ok(Ok(None));
     }
     let (Some(waited), Some(target)) = (waited, target) else {
-        return Ok(Settled::Go(qty));
+        return Ok(Ok(Some(qty)));
     };
     // Every earlier order on the other side has settled: what does it take now?
     let target = dec(&target)?;
@@ -91,10 +83,10 @@ pub(super) fn settle_first(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let filled = opt_dec(filled.as_deref())?.unwrap_or_default();
-        return Ok(Settled::Nothing(format!(
+        return Ok(Err(format!(
             "{coid}: nothing left to {} in {instrument}: the position is {now}, where it was decided to go ({target}); the order it was sized against, {waited}, ended {state} with {filled} of {ordered} filled",
             side.as_str()
         )));
     }
-    Ok(Settled::Go(go))
+    Ok(Ok(Some(go)))
 }
