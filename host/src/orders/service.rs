@@ -993,19 +993,16 @@ async fn retry_write(
 ) -> Option<Vec<Outcome>> {
     let mut delay = Duration::from_millis(100);
     let mut reported = false;
-    let stop = &mut wait.stop;
     loop {
         match tokio::task::block_in_place(&mut write) {
             Ok(out) => return Some(out),
             Err(e) if e.is_transient() => {
-                if *stop.borrow() {
+                if *wait.stop.borrow() {
                     return None;
                 }
                 if !reported {
                     // The commands are answered meanwhile by the reader (see `spawn_command_reader`).
-                    if let Ok(mut s) = wait.stuck.lock() {
-                        *s = Some(e.journal().to_owned());
-                    }
+                    wait.set_stuck(Some(e.journal()));
                     if e.is_disk_full() {
                         // Not a blink: space must be made. An alert naming the journal's file.
                         events
@@ -1023,9 +1020,9 @@ async fn retry_write(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => return None,
+                    _ = wait.stop.changed() => return None,
                 }
-                if *stop.borrow() {
+                if *wait.stop.borrow() {
                     return None;
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
