@@ -1040,6 +1040,19 @@ async fn upstox_option_chains_come_with_the_ticks() {
     );
     let moved = feed.wait_report("strikes_moved", 2).await;
     assert_eq!(moved[1]["spot"], "21990");
+    // 21,700 left the window: its call's greeks are the chain's again, not its last tick's.
+    let after = loop {
+        match tokio::time::timeout(Duration::from_secs(10), feed.candles.recv()).await {
+            Ok(Some(MarketEvent::Chain(c))) if c.spot == Decimal::from(21_990) => break c,
+            Ok(Some(_)) => {}
+            other => panic!("expected the chain around 21,990, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        greeks_of(&after, true),
+        s(["0.5", "0.001", "-5.1", "10.2", "14.3"]),
+        "no stale greeks from a strike no longer subscribed"
+    );
     snapshots.truncate(2);
     let c = &snapshots[0];
     assert_eq!(

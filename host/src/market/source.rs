@@ -793,8 +793,6 @@ pub async fn broker_feed(
         tokio::select! {
             chain = chains.recv(), if chains_open => match chain {
                 Some(Ok(ChainSnapshot { mut chain, tokens: option_tokens })) => {
-                    // The socket's greeks of a strike it carries are fresher than the chain's.
-                    with_live_greeks(&mut chain, &option_tokens, &live_greeks);
                     if options.strikes > 0 {
                         let wanted = around_the_money(&chain, &option_tokens, options.strikes);
                         for (symbol, token) in &wanted {
@@ -822,6 +820,8 @@ pub async fn broker_feed(
                                     return Ok(());
                                 }
                             }
+                            // Its last greeks go too: no tick will freshen them again.
+                            live_greeks.remove(&token_of[i]);
                             for v in [&mut symbols, &mut token_of] {
                                 v.remove(i);
                             }
@@ -838,6 +838,8 @@ pub async fn broker_feed(
                             let _ = strikes_tx.send(wanted_tokens);
                         }
                     }
+                    // The socket's greeks of a strike it carries are fresher than the chain's.
+                    with_live_greeks(&mut chain, &option_tokens, &live_greeks);
                     if let Some(rec) = options.recorder.as_mut()
                         && let Err(e) = rec.record_chain(now_ms(), &chain) {
                             on_event(Event::feed_error("recorder", format!("recording option chains: {e}; recording stops")));
