@@ -1,7 +1,7 @@
 //! The exchange's contract rules that change by circular, kept as data
 //! (`contracts/nse.toml`, bundled; `[market] contracts` replaces it): the freeze
-//! quantity of each index's derivatives (an order above it is sliced), and the lot
-//! size of each index's contracts by expiry (sizing in lots uses the lot of the
+//! quantity of each underlying's derivatives, index and stock (an order above it is
+//! sliced), and the lot size of their contracts by expiry (sizing in lots uses the lot of the
 //! contract traded: NIFTY's went from 75 to 65 for the 2026 contracts).
 //!
 //! Contracts are named as OpenAlgo names them (`NIFTY28MAR2420800CE`,
@@ -20,6 +20,8 @@ pub struct ContractRules {
     freeze: BTreeMap<String, u64>,
     /// Per underlying: `(first expiry day, lot)`, ascending.
     lots: BTreeMap<String, Vec<(i64, u64)>>,
+    /// Per cash symbol: its daily price band, percent either side of the previous close.
+    bands: BTreeMap<String, Decimal>,
 }
 
 /// A rules file that could not be read: where, and what.
@@ -43,6 +45,8 @@ struct File {
     freeze: BTreeMap<String, toml::Spanned<i64>>,
     #[serde(default)]
     lot: Vec<LotEntry>,
+    #[serde(default)]
+    band: BTreeMap<String, toml::Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -251,7 +255,34 @@ impl ContractRules {
             list.push((from, lot));
             list.sort_unstable();
         }
+        for (name, pct) in file.band {
+            let text = match pct.get_ref() {
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => other.to_string(),
+            };
+            let band = text
+                .parse::<Decimal>()
+                .ok()
+                .filter(|p| *p > Decimal::ZERO && *p < Decimal::ONE_HUNDRED)
+                .ok_or_else(|| {
+                    err(
+                        pct.span().start,
+                        &format!("band.{name}"),
+                        format!("{text}: expected a percentage above 0 and below 100"),
+                    )
+                })?;
+            rules.bands.insert(name.to_ascii_uppercase(), band);
+        }
         Ok(rules)
+    }
+
+    /// The daily price band of the cash symbol `symbol`, percent either side of its
+    /// previous close, where the rules list one (NSE sets 2, 5, 10 or 20 % per security;
+    /// stocks with derivatives have none, only the exchange's dynamic operating range).
+    #[must_use]
+    pub fn band_pct(&self, symbol: &str) -> Option<Decimal> {
+        self.bands.get(symbol.trim()).copied()
     }
 
     /// The freeze quantity of `symbol`'s derivatives, if its underlying has one.
@@ -458,6 +489,48 @@ mod tests {
             vec![50_000],
             "no freeze for cash equity"
         );
+    }
+
+    #[test]
+    fn stock_derivatives_have_their_freeze_and_lot_from_the_bundled_lists() {
+        let nse = ContractRules::nse();
+        // NSE's quantity-freeze list (Dec 2025) and market lots (Apr 2026 series).
+        for (contract, freeze, lot) in [
+            ("RELIANCE28APR26FUT", 15_000, 500),
+            ("YESBANK26MAY2620CE", 933_000, 31_100),
+            ("M&M28APR263000CE", 6_000, 200),
+            ("BAJAJ-AUTO28APR26FUT", 3_000, 75),
+        ] {
+            assert_eq!(nse.freeze_qty(contract), Some(freeze), "{contract}");
+            assert_eq!(nse.lot_size(contract), Some(lot), "{contract}");
+            // The freeze is a whole number of lots, so slices are whole lots at the limit.
+            assert_eq!(freeze % lot, 0, "{contract}");
+        }
+        assert_eq!(
+            nse.lot_size("RELIANCE26MAR26FUT"),
+            None,
+            "a series before the bundled list: the master's, or the pipeline's lot_size"
+        );
+        assert_eq!(
+            nse.slices("RELIANCE28APR26FUT", 40_000, Some(500)),
+            vec![15_000, 15_000, 10_000]
+        );
+    }
+
+    #[test]
+    fn a_price_band_is_read_per_symbol_and_a_bad_one_names_its_line() {
+        let rules = ContractRules::parse("c.toml", "[band]\nYESBANK = 5\nIDEA = 2.5\n").unwrap();
+        assert_eq!(rules.band_pct("YESBANK"), Some(Decimal::from(5)));
+        assert_eq!(rules.band_pct("IDEA"), Some(Decimal::new(25, 1)));
+        assert_eq!(rules.band_pct("RELIANCE"), None);
+        for bad in [
+            "[band]\nYESBANK = 0\n",
+            "[band]\nYESBANK = \"five\"\n",
+            "[band]\nYESBANK = 100\n",
+        ] {
+            let e = ContractRules::parse("c.toml", bad).unwrap_err();
+            assert_eq!((e.line, e.field.as_str()), (2, "band.YESBANK"), "{bad}");
+        }
     }
 
     #[test]
