@@ -232,6 +232,9 @@ pub struct State {
     /// The exchange's tick per trading symbol (as the master the test serves says): a price
     /// or trigger off it is refused as Kite refuses it.
     pub ticks: HashMap<String, Decimal>,
+    /// Kite: the day's circuit limits (lower, upper) per trading symbol; an order priced
+    /// beyond them is refused as Kite refuses it.
+    pub circuits: HashMap<String, (Decimal, Decimal)>,
     /// Order requests (placements, modifications, cancels) taken per second before the next
     /// is answered 429, as Kite (10) and OpenAlgo (`ORDER_RATE_LIMIT`, 10) limit them; 0: none.
     pub orders_per_second: usize,
@@ -241,6 +244,16 @@ pub struct State {
     pub history_per_second: usize,
     /// When each historical-data request came (a test reads the pacing from it).
     pub history_requests_at: Vec<std::time::Instant>,
+    /// The broker's own clock of the market day, which runs from where a test sets it
+    /// ([`State::set_market_time`]); it starts at 10:00 IST on the day the mock starts, so a
+    /// test that does not set it never reaches a cut-off.
+    market_clock: (i64, std::time::Instant),
+    /// The broker's intraday cut-offs, seconds after midnight IST: equity's, then F&O's. At
+    /// them, by its own clock, it squares off every open intraday position itself
+    /// ([`State::square_off_intraday`]), as Zerodha does at 15:20 and 15:25. `None`: never.
+    pub cut_offs: Option<(i64, i64)>,
+    /// The days (since the epoch, IST) whose equity and F&O cut-offs have been run.
+    cut_offs_run: (i64, i64),
 }
 
 /// A running mock.
@@ -319,6 +332,10 @@ impl MockServer {
             },
             history_requests_at: Vec::new(),
             ticks: HashMap::new(),
+            circuits: HashMap::new(),
+            market_clock: (ten_ist_today(), std::time::Instant::now()),
+            cut_offs: cut_offs(flavor),
+            cut_offs_run: (i64::MIN, i64::MIN),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -331,6 +348,17 @@ impl MockServer {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                // The broker's risk system works by its own clock, requests or none.
+                let clock = shared.clone();
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_millis(100));
+                    loop {
+                        every.tick().await;
+                        if let Ok(mut s) = clock.lock() {
+                            s.run_cut_offs();
+                        }
+                    }
+                });
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
@@ -541,6 +569,7 @@ fn handle(s: &mut State, r: &Request) -> Reply {
     if s.flavor == Flavor::Telegram {
         return telegram(s, r);
     }
+    s.run_cut_offs();
     if s.rate_limit_next > 0 {
         s.rate_limit_next -= 1;
         return too_many(s.flavor);
@@ -764,6 +793,19 @@ fn handle(s: &mut State, r: &Request) -> Reply {
                             ),
                         );
                     }
+                }
+            }
+            if let Some((lower, upper)) = s.circuits.get(&f["tradingsymbol"]).copied() {
+                let at = |k: &str| f.get(k).and_then(|p| p.parse::<Decimal>().ok());
+                let refused = match (at("price").filter(|p| !p.is_zero()), at("trigger_price").filter(|p| !p.is_zero())) {
+                    (Some(p), _) if p < lower => Some(format!("Your order price is lower than the current lower circuit limit of {lower:.2}. Place an order within the daily range.")),
+                    (Some(p), _) if p > upper => Some(format!("Your order price is higher than the current upper circuit limit of {upper:.2}. Place an order within the daily range.")),
+                    (_, Some(t)) if t < lower => Some("Trigger price for stoploss sell orders cannot be below the lower circuit price.".to_owned()),
+                    (_, Some(t)) if t > upper => Some("Trigger price for stoploss buy orders cannot be above the upper circuit price.".to_owned()),
+                    _ => None,
+                };
+                if let Some(text) = refused {
+                    return refusal(Flavor::Kite, &text);
                 }
             }
             if f["order_type"] == "SL-M" && f["exchange"] == "NFO" && is_option(&f["tradingsymbol"])
@@ -1739,38 +1781,115 @@ fn handle(s: &mut State, r: &Request) -> Reply {
     }
 }
 
+/// 10:00 IST today, in ms since the epoch: where a mock's market clock starts.
+fn ten_ist_today() -> i64 {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(0);
+    let day = (now + 19_800_000).div_euclid(86_400_000);
+    day * 86_400_000 - 19_800_000 + 10 * 3_600_000
+}
+
+/// Each broker's intraday cut-offs (equity, F&O), seconds after midnight IST: Zerodha's
+/// 15:20 and 15:25; Upstox's 15:15 for both. OpenAlgo passes orders to the broker behind
+/// it, whose cut-offs apply; it keeps none of its own.
+fn cut_offs(flavor: Flavor) -> Option<(i64, i64)> {
+    let at = |h: i64, m: i64| h * 3600 + m * 60;
+    match flavor {
+        Flavor::Kite => Some((at(15, 20), at(15, 25))),
+        Flavor::Upstox => Some((at(15, 15), at(15, 15))),
+        Flavor::OpenAlgo | Flavor::Telegram => None,
+    }
+}
+
 impl State {
+    /// The broker's clock of the market day, ms since the epoch.
+    #[must_use]
+    pub fn market_ms(&self) -> i64 {
+        let (at, since) = self.market_clock;
+        at + i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Set the broker's clock to `ms` since the epoch; it runs on from there. A cut-off it
+    /// has already passed that day is not run again.
+    pub fn set_market_time(&mut self, ms: i64) {
+        self.market_clock = (ms, std::time::Instant::now());
+    }
+
+    /// Square off the intraday positions whose cut-off the broker's clock has reached today.
+    fn run_cut_offs(&mut self) {
+        let Some((equity, fno)) = self.cut_offs else {
+            return;
+        };
+        let ist = self.market_ms().div_euclid(1000) + 19_800;
+        let (day, secs) = (ist.div_euclid(86_400), ist.rem_euclid(86_400));
+        if secs >= equity && self.cut_offs_run.0 != day {
+            self.cut_offs_run.0 = day;
+            if let Err(e) = self.square_off_where(|o| !derivative(o)) {
+                eprintln!("mock broker: no square-off at the equity cut-off: {e}");
+            }
+        }
+        if secs >= fno && self.cut_offs_run.1 != day {
+            self.cut_offs_run.1 = day;
+            if let Err(e) = self.square_off_where(derivative) {
+                eprintln!("mock broker: no square-off at the F&O cut-off: {e}");
+            }
+        }
+    }
+
     /// The broker squares off every open intraday position itself, as Zerodha does at its
     /// cut-offs (15:20 equity, 15:25 F&O) and the other brokers at theirs: a market order of
     /// its own per position (no tag), complete at the last traded price. Returns how many.
+    /// (The broker's clock does this at its cut-offs; a test calls it for the broker's risk
+    /// system or a trader at its terminal closing a position at any other time.)
     ///
     /// # Panics
     /// When a position's instrument has no last price to fill at.
     pub fn square_off_intraday(&mut self) -> usize {
+        self.square_off_where(|_| true)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::square_off_intraday`] of the orders `which` takes; an error names a position
+    /// with no last price to fill at (nothing is squared off then).
+    fn square_off_where(&mut self, which: impl Fn(&MockOrder) -> bool) -> Result<usize, String> {
         let intraday = |o: &MockOrder| {
-            o.fields
-                .get("product")
-                .is_some_and(|p| p == "MIS" || p == "I")
+            which(o)
+                && o.fields
+                    .get("product")
+                    .is_some_and(|p| p == "MIS" || p == "I")
         };
-        let mut net: Vec<(String, Decimal)> = Vec::new();
+        // Per symbol: its exchange (as its orders named it) and net filled units.
+        let mut net: Vec<(String, Option<String>, Decimal)> = Vec::new();
         for o in self
             .orders
             .iter()
             .filter(|o| o.filled > Decimal::ZERO && intraday(o))
         {
             let q = if o.side == "BUY" { o.filled } else { -o.filled };
-            match net.iter_mut().find(|(sym, _)| *sym == o.symbol) {
-                Some((_, n)) => *n += q,
-                None => net.push((o.symbol.clone(), q)),
+            match net.iter_mut().find(|(sym, _, _)| *sym == o.symbol) {
+                Some((_, _, n)) => *n += q,
+                None => net.push((o.symbol.clone(), o.fields.get("exchange").cloned(), q)),
             }
         }
-        net.retain(|(_, q)| !q.is_zero());
-        for (symbol, q) in &net {
-            let price = *self
-                .ltp
-                .get(symbol)
-                .unwrap_or_else(|| panic!("no last price of {symbol} to square off at"));
+        net.retain(|(_, _, q)| !q.is_zero());
+        if let Some((symbol, _, _)) = net.iter().find(|(sym, _, _)| !self.ltp.contains_key(sym)) {
+            return Err(format!("no last price of {symbol} to square off at"));
+        }
+        for (symbol, exchange, q) in &net {
+            let price = self.ltp[symbol];
             let id = format!("auto-sq-{}", self.orders.len() + 1);
+            let mut fields: HashMap<String, String> = [
+                ("product".to_owned(), "MIS".to_owned()),
+                ("order_type".to_owned(), "MARKET".to_owned()),
+            ]
+            .into();
+            if let Some(exchange) = exchange {
+                fields.insert("exchange".to_owned(), exchange.clone());
+            }
             let mut o = MockOrder {
                 id,
                 symbol: symbol.clone(),
@@ -1778,18 +1897,20 @@ impl State {
                 qty: q.abs(),
                 status: "OPEN".into(),
                 placed_at: self.clock.clone().unwrap_or_else(ist_now),
-                fields: [
-                    ("product".to_owned(), "MIS".to_owned()),
-                    ("order_type".to_owned(), "MARKET".to_owned()),
-                ]
-                .into(),
+                fields,
                 ..MockOrder::default()
             };
             o.fill(o.qty, price);
             self.orders.push(o);
         }
-        net.len()
+        Ok(net.len())
     }
+}
+
+/// Whether `o` is for a derivative (its cut-off is F&O's): Kite's `NFO` exchange, Upstox's
+/// `NSE_FO|` instrument tokens.
+fn derivative(o: &MockOrder) -> bool {
+    o.fields.get("exchange").is_some_and(|e| e == "NFO") || o.symbol.starts_with("NSE_FO|")
 }
 
 /// Net filled units per symbol (Upstox: per instrument token), zeros left out.

@@ -2223,12 +2223,43 @@ async fn a_position_the_broker_squared_off_while_the_host_was_down_gets_no_carri
         om.positions_of("kite-1").unwrap().get("RELIANCE"),
         Some(&dec!(10))
     );
-    // The host goes down; at 15:20 Zerodha squares the MIS position off itself.
+    // The host goes down; at 15:20 by its own clock Zerodha squares the MIS position off
+    // itself (the clock is set to just before the cut-off; it runs on from there).
     drop((om, router, rx));
     {
         let mut st = mock.state();
         st.ltp.insert("RELIANCE".into(), dec!(101));
-        assert_eq!(st.square_off_intraday(), 1);
+        assert!(st.orders.iter().all(|o| !o.id.starts_with("auto-sq")));
+        st.set_market_time(tradehost::market::clock::ist_to_epoch_ms(
+            2024,
+            1,
+            2,
+            15 * 60 + 19,
+            59,
+        ));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !mock
+        .state()
+        .orders
+        .iter()
+        .any(|o| o.id.starts_with("auto-sq"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker's clock passed 15:20 and squared nothing off"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    {
+        let st = mock.state();
+        let auto: Vec<_> = st
+            .orders
+            .iter()
+            .filter(|o| o.id.starts_with("auto-sq"))
+            .collect();
+        assert_eq!(auto.len(), 1, "one square-off per position");
+        assert_eq!((auto[0].side.as_str(), auto[0].filled), ("SELL", dec!(10)));
     }
     // The next morning the host starts again on its journal.
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &config).unwrap());
@@ -2525,4 +2556,101 @@ fn a_sub_250_stock_on_a_one_paisa_tick_trades_live_with_its_backtests_signals() 
         waited, "cancelled sell",
         "the first sell waited for the buy and had nothing to close"
     );
+}
+
+/// A stock's daily price band, as the paper venue and Kite apply it: YESBANK on a 5 % band
+/// closed at ₹20.20 yesterday, so today's circuit is ₹19.19 to ₹21.21 on its paisa tick. A
+/// limit above it is refused by Kite and on paper in the same words; one inside is taken.
+/// On the run's first day no previous close is known and nothing is refused for the band.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_beyond_the_days_circuit_is_refused_on_paper_as_kite_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
+    mock.state()
+        .circuits
+        .insert("YESBANK".into(), (dec!(19.19), dec!(21.21)));
+    let kite = Kite::new(
+        &mock.url,
+        Secret::new("kite-key"),
+        Secret::new("kite-token"),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let limit_at = |price| OrderRequest {
+        client_order_id: format!("band-{price}"),
+        submitted_at: None,
+        symbol: "YESBANK".into(),
+        segment: Segment::Equity,
+        token: None,
+        side: OrderSide::Buy,
+        qty: dec!(100),
+        product: Product::Mis,
+        reference_price: Some(dec!(20.5)),
+        protection_pct: dec!(2),
+        algo_id: None,
+        kind: tradehost::brokers::OrderKind::Limit { price },
+        validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
+    };
+    let live = kite.place(&limit_at(dec!(21.25))).await;
+    let Err(BrokerError::Rejected(live_text)) = live else {
+        panic!("Kite refuses a limit above the circuit: {live:?}")
+    };
+    assert!(
+        kite.place(&limit_at(dec!(21.21))).await.is_ok(),
+        "at the limit"
+    );
+
+    // The paper account: the band from the contract rules, the tick as YESBANK's master says.
+    tradehost::domain::money::learn_ticks([("YESBANK".to_owned(), dec!(0.01))]);
+    std::fs::write(dir.path().join("band.toml"), "[band]\nYESBANK = 5\n").unwrap();
+    let config = format!(
+        "[market]\ncontracts = \"band.toml\"\n{}",
+        PROTECTED
+            .replace("broker = \"kite\"", "broker = \"paper\"")
+            .replace("product = \"cnc\"", "product = \"mis\"")
+            .replace("exits = { stop_loss_pct = 2, trailing_pct = 1 }", "")
+            .replace("symbols = [\"RELIANCE\"]", "symbols = [\"YESBANK\"]")
+    );
+    let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &config).unwrap());
+    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let day = 86_400_000;
+    let buy_at = |om: &mut OrderManager, ts: i64, price: Decimal| {
+        let mut s = rel_signal("YESBANK");
+        (s.ts, s.id) = (
+            ts,
+            SignalMessage::make_id("rel", "ma-crossover", "0.1.0", ts, 0),
+        );
+        s.order = Some(tradehost::bus::message::OrderTerms {
+            kind: "LIMIT".into(),
+            price: Some(price),
+            trigger: None,
+            validity: None,
+        });
+        order_messages(&om.on_signal(&s).unwrap())
+    };
+    // Yesterday: no close before it, so no band; yesterday's last price is 20.20.
+    om.on_quotes(&quote_of("YESBANK", T - day - 60_000, dec!(20.1)))
+        .unwrap();
+    // (A limit far below the market: it rests, and expires with the day.)
+    let out = buy_at(&mut om, T - day, dec!(15));
+    assert!(
+        out.iter().any(|m| m["state"] == "accepted"),
+        "no previous close, no band: {out:?}"
+    );
+    om.on_quotes(&quote_of("YESBANK", T - day + 60_000, dec!(20.2)))
+        .unwrap();
+    // Today.
+    om.on_quotes(&quote_of("YESBANK", T - 60_000, dec!(20.5)))
+        .unwrap();
+    let out = buy_at(&mut om, T, dec!(21.25));
+    let rejected: Vec<_> = out.iter().filter(|m| m["state"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "{out:?}");
+    let paper_text = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        paper_text.contains("21.21") && live_text.ends_with(paper_text),
+        "paper {paper_text:?}, live {live_text:?}"
+    );
+    let out = buy_at(&mut om, T + 60_000, dec!(21.21));
+    assert!(out.iter().any(|m| m["state"] == "accepted"), "{out:?}");
 }

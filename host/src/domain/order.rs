@@ -220,7 +220,57 @@ pub struct ContractFacts {
     pub lot: Option<u64>,
     /// The largest quantity one order may carry.
     pub freeze: Option<u64>,
+    /// The day's circuit limits (its price band): the lowest and highest price the exchange
+    /// takes an order at today.
+    pub circuit: Option<(Decimal, Decimal)>,
 }
+
+/// The day's circuit limits of a price band of `pct` percent around `prev_close`, on
+/// `tick`'s grid inside the band (NSE's: the previous close ± the band, rounded in).
+#[must_use]
+pub fn circuit_limits(
+    prev_close: Decimal,
+    pct: Decimal,
+    tick: Decimal,
+) -> Option<(Decimal, Decimal)> {
+    let width = prev_close
+        .checked_mul(pct)?
+        .checked_div(Decimal::ONE_HUNDRED)?;
+    let lower = super::money::on_grid(prev_close.checked_sub(width)?, tick, true);
+    let upper = super::money::on_grid(prev_close.checked_add(width)?, tick, false);
+    (lower > Decimal::ZERO && lower <= upper).then_some((lower, upper))
+}
+
+/// An order priced beyond the day's circuit limits `(lower, upper)`, as Kite refuses it
+/// (its limit price, then its trigger): `None` when within them.
+#[must_use]
+pub fn circuit_refusal(kind: OrderKind, (lower, upper): (Decimal, Decimal)) -> Option<String> {
+    if let Some(price) = kind.price() {
+        if price < lower {
+            return Some(format!(
+                "Your order price is lower than the current lower circuit limit of {lower:.2}. Place an order within the daily range."
+            ));
+        }
+        if price > upper {
+            return Some(format!(
+                "Your order price is higher than the current upper circuit limit of {upper:.2}. Place an order within the daily range."
+            ));
+        }
+    }
+    match kind.trigger() {
+        Some(t) if t < lower => Some(TRIGGER_BELOW_LOWER_CIRCUIT.to_owned()),
+        Some(t) if t > upper => Some(TRIGGER_ABOVE_UPPER_CIRCUIT.to_owned()),
+        _ => None,
+    }
+}
+
+/// A stop whose trigger lies below the lower circuit, as Zerodha words the refusal.
+pub const TRIGGER_BELOW_LOWER_CIRCUIT: &str =
+    "Trigger price for stoploss sell orders cannot be below the lower circuit price.";
+
+/// A stop whose trigger lies above the upper circuit, as Zerodha words the refusal.
+pub const TRIGGER_ABOVE_UPPER_CIRCUIT: &str =
+    "Trigger price for stoploss buy orders cannot be above the upper circuit price.";
 
 /// Whether `qty` is a whole number of lots of `lot_size` (any quantity is, in lots of 1).
 #[must_use]
@@ -256,8 +306,9 @@ pub fn outside_lpp(limit: Decimal, last: Decimal) -> bool {
 
 /// What the exchange (or the broker for it) refuses of an order of `qty` `instrument`
 /// priced as `kind`, given the contract's `facts` and its `last` price, in the brokers'
-/// words, in the order Kite checks them: the order type, the tick of its prices, whole
-/// lots, the freeze quantity, then the option's limit price protection. `None`: taken.
+/// words, in the order Kite checks them: the order type, the tick of its prices, the day's
+/// circuit limits, whole lots, the freeze quantity, then the option's limit price
+/// protection. `None`: taken.
 #[must_use]
 pub fn venue_refusal(
     instrument: &str,
@@ -277,6 +328,9 @@ pub fn venue_refusal(
                 ));
             }
         }
+    }
+    if let Some(refusal) = facts.circuit.and_then(|band| circuit_refusal(kind, band)) {
+        return Some(refusal);
     }
     if let Some(lot) = facts.lot
         && !whole_lots(qty, lot)
@@ -694,6 +748,58 @@ mod venue_tests {
     use super::*;
     use rust_decimal_macros::dec;
 
+    #[test]
+    fn a_price_beyond_the_days_circuit_is_refused_as_kite_refuses_it() {
+        // YESBANK closed at 20.17 on a 5 % band, on a one-paisa tick: 19.17 to 21.17.
+        let band = circuit_limits(dec!(20.17), dec!(5), dec!(0.01)).unwrap();
+        assert_eq!(band, (dec!(19.17), dec!(21.17)));
+        let facts = ContractFacts {
+            tick: Some(dec!(0.01)),
+            circuit: Some(band),
+            ..ContractFacts::default()
+        };
+        let limit = |price| OrderKind::Limit { price };
+        let refused = |kind| venue_refusal("YESBANK", dec!(100), kind, facts, None);
+        assert_eq!(refused(limit(dec!(21.17))), None, "at the upper limit");
+        assert_eq!(refused(limit(dec!(19.17))), None, "at the lower limit");
+        assert_eq!(
+            refused(OrderKind::Market),
+            None,
+            "a market order names no price"
+        );
+        assert_eq!(
+            refused(limit(dec!(21.18))).as_deref(),
+            Some(
+                "Your order price is higher than the current upper circuit limit of 21.17. Place an order within the daily range."
+            )
+        );
+        assert_eq!(
+            refused(limit(dec!(19.16))).as_deref(),
+            Some(
+                "Your order price is lower than the current lower circuit limit of 19.17. Place an order within the daily range."
+            )
+        );
+        assert_eq!(
+            refused(OrderKind::StopMarket { trigger: dec!(19) }).as_deref(),
+            Some(TRIGGER_BELOW_LOWER_CIRCUIT)
+        );
+        assert_eq!(
+            refused(OrderKind::StopLimit {
+                trigger: dec!(21.5),
+                price: dec!(21.1)
+            })
+            .as_deref(),
+            Some(TRIGGER_ABOVE_UPPER_CIRCUIT)
+        );
+        // The band rounds inward onto the tick; nonsense gives none.
+        assert_eq!(
+            circuit_limits(dec!(101.03), dec!(10), dec!(0.05)),
+            Some((dec!(90.95), dec!(111.10)))
+        );
+        assert_eq!(circuit_limits(dec!(10), dec!(100), dec!(0.01)), None);
+        assert_eq!(circuit_limits(Decimal::MAX, dec!(20), dec!(0.01)), None);
+    }
+
     const CALL: &str = "NIFTY06JAN2626000CE";
 
     #[test]
@@ -702,6 +808,7 @@ mod venue_tests {
             tick: Some(dec!(0.05)),
             lot: Some(65),
             freeze: Some(1800),
+            circuit: None,
         };
         let limit = |price| OrderKind::Limit { price };
         let taken = venue_refusal(CALL, dec!(130), limit(dec!(101.05)), facts, Some(dec!(100)));

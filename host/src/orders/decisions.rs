@@ -254,6 +254,7 @@ impl OrderManager {
                 &self.recent,
                 &self.live,
                 &self.last,
+                &self.closes,
                 &self.config.market.contract_rules,
                 &mut self.handoff,
                 &mut self.cancel_asked,

@@ -132,6 +132,8 @@ pub struct OrderManager {
     config: std::sync::Arc<Config>,
     mode: &'static str,
     last: HashMap<String, (i64, Decimal)>,
+    /// Each instrument's previous close, for the paper venue's price bands.
+    closes: paper::Closes,
     /// Recent opens per instrument: an order recorded after the first price
     /// following its signal has already gone by (prices and signals travel
     /// separately) still fills at that price, so paper fills do not depend on
@@ -296,6 +298,7 @@ impl OrderManager {
             config,
             mode,
             last: HashMap::new(),
+            closes: HashMap::new(),
             recent: HashMap::new(),
             decided: std::collections::HashSet::new(),
             pipeline_clock: HashMap::new(),
@@ -594,6 +597,7 @@ impl OrderManager {
             &self.recent,
             &self.live,
             &self.last,
+            &self.closes,
             &self.config.market.contract_rules,
             &mut self.handoff,
             &mut self.cancel_asked,
@@ -945,6 +949,7 @@ impl OrderManager {
                 &self.recent,
                 &self.live,
                 &self.last,
+                &self.closes,
                 &self.config.market.contract_rules,
                 &mut self.handoff,
                 &mut self.cancel_asked,
@@ -1086,6 +1091,7 @@ impl OrderManager {
         recent: &Recent,
         live: &std::collections::HashSet<String>,
         last: &HashMap<String, (i64, Decimal)>,
+        closes: &paper::Closes,
         rules: &crate::domain::contracts::ContractRules,
         handoff: &mut Vec<LiveOrder>,
         asked: &mut std::collections::HashSet<String>,
@@ -1236,11 +1242,7 @@ impl OrderManager {
                 continue;
             }
             // The paper venue refuses what the exchange refuses, in the brokers' words.
-            let facts = crate::domain::order::ContractFacts {
-                tick: crate::domain::money::known_tick(&instrument),
-                lot: rules.lot_size(&instrument),
-                freeze: rules.freeze_qty(&instrument),
-            };
+            let facts = paper::facts_of(rules, closes, &instrument);
             if let Some(refusal) = crate::domain::order::venue_refusal(
                 &instrument,
                 dec(&qty)?,
@@ -1371,6 +1373,7 @@ impl OrderManager {
             if q.ts >= entry.0 {
                 *entry = (q.ts, quote.close);
             }
+            paper::note_close(&mut self.closes, &quote.instrument, q.ts, quote.close);
             let recent = self.recent.entry(quote.instrument.clone()).or_default();
             if recent.back().is_none_or(|b| q.ts > b.ts) {
                 if recent.len() == RECENT_PRICES {
@@ -1469,6 +1472,7 @@ impl OrderManager {
                 &self.recent,
                 &self.live,
                 &self.last,
+                &self.closes,
                 &self.config.market.contract_rules,
                 &mut self.handoff,
                 &mut self.cancel_asked,
@@ -1557,6 +1561,7 @@ impl OrderManager {
                 &self.recent,
                 &self.live,
                 &self.last,
+                &self.closes,
                 &self.config.market.contract_rules,
                 &mut self.handoff,
                 &mut self.cancel_asked,
