@@ -28,3 +28,13 @@ if [ "${TRADEHOST_NEEDS_FAKETIME:-0}" = 1 ] && ! ls /usr/lib/*/faketime/libfaket
     need_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq faketime >/dev/null
 fi
+
+if [ "${TRADEHOST_NEEDS_LINTS:-0}" = 1 ]; then
+    for component in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+            echo "setup: adding the $component component (the test command's format and lint gates)" >&2
+            rustup component add "$component"
+        fi
+    done
+fi
+

@@ -54,7 +54,13 @@ fn main() {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET");
+        .env_remove("CARGO_BUILD_TARGET")
+        // Under `cargo clippy` the lint driver wraps every workspace crate; the plugins
+        // are built, not linted, here (the workspace's clippy run lints their sources).
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .env_remove("CLIPPY_CONF_DIR");
     for p in PLUGINS {
         cmd.args(["-p", p]);
     }

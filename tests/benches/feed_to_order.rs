@@ -49,12 +49,12 @@ async fn echo_baseline(n: usize, size: usize) -> Vec<Duration> {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {
-        if let Ok((stream, _)) = listener.accept().await {
-            if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_binary() && ws.send(m).await.is_err() {
-                        break;
-                    }
+        if let Ok((stream, _)) = listener.accept().await
+            && let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await
+        {
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_binary() && ws.send(m).await.is_err() {
+                    break;
                 }
             }
         }
@@ -138,12 +138,13 @@ async fn main() {
         .spawn()
         .expect("starting tradehost");
     let ready = Instant::now();
-    while ticker.seen(|s| s.requests.values().any(|r| r.len() >= 2)) == false {
+    while !ticker.seen(|s| s.requests.values().any(|r| r.len() >= 2)) {
         if ready.elapsed() > Duration::from_secs(60) {
             eprintln!(
                 "the run never subscribed; is the binary built (cargo build --release -p tradehost)?"
             );
             let _ = child.kill();
+            let _ = child.wait();
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -168,14 +169,14 @@ async fn main() {
                 let i = (f * PER_FRAME + k) % INSTRUMENTS;
                 // S0: up one minute, down the next; the rest flat.
                 let rupees = if i == 0 {
-                    if minute % 2 == 0 { 1_010 } else { 990 }
+                    if minute.is_multiple_of(2) { 1_010 } else { 990 }
                 } else {
                     1_000
                 };
                 Full {
                     token: token(i),
                     last_paise: rupees * 100,
-                    close_paise: 1_000_00,
+                    close_paise: 100_000,
                     volume: f,
                     oi: 0,
                     exchange_secs: exchange,
@@ -186,8 +187,8 @@ async fn main() {
             })
             .collect();
         let closes_bar =
-            (f * PER_FRAME) % INSTRUMENTS == 0 && s0_minute.is_some_and(|m| m != minute);
-        if (f * PER_FRAME) % INSTRUMENTS == 0 {
+            (f * PER_FRAME).is_multiple_of(INSTRUMENTS) && s0_minute.is_some_and(|m| m != minute);
+        if (f * PER_FRAME).is_multiple_of(INSTRUMENTS) {
             s0_minute = Some(minute);
         }
         let frame = message(&packets);

@@ -111,10 +111,10 @@ fn latency(ticks: usize) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let (s2, g2) = (sent.clone(), got.clone());
     let ready = subscribe(&url, "bench:echo", move |v, at| {
-        if let Some(k) = v["k"].as_u64() {
-            if let Some(t) = s2.lock().unwrap().get(&(k as usize)) {
-                g2.lock().unwrap().push(at - *t);
-            }
+        if let Some(k) = v["k"].as_u64()
+            && let Some(t) = s2.lock().unwrap().get(&(k as usize))
+        {
+            g2.lock().unwrap().push(at - *t);
         }
     });
     ready.recv().unwrap();

@@ -270,6 +270,8 @@ fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+// The handshake callback's error type is tungstenite's `ErrorResponse` (an HTTP response).
+#[allow(clippy::result_large_err)]
 async fn serve(
     stream: tokio::net::TcpStream,
     push: broadcast::Sender<Push>,

@@ -250,7 +250,7 @@ async fn kite_ticks_become_candles_through_faults() {
     ticker.push(Push::Binary(message(&[Full {
         token: NIFTY_FUT,
         last_paise: 0,
-        close_paise: 21_650_00,
+        close_paise: 2_165_000,
         volume: 2_000,
         oi: 0,
         exchange_secs: T0 + 59,

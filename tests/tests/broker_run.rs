@@ -386,7 +386,7 @@ source = {{ kind = "broker", account = "kite-1", max_skew_secs = 0, stale_secs =
 
     let events = synthetic_events(&["RELIANCE".to_owned()], 4, 1, 1_300.0, false, 60);
     // The packet's close is the previous session's: here, where the day started.
-    let previous_close = 1_300_00;
+    let previous_close = 130_000;
     let mut pushed = std::collections::HashSet::new();
     let journal = dir.path().join("journal.sqlite");
     let postbacks = |pushed: &mut std::collections::HashSet<String>| {

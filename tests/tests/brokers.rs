@@ -197,17 +197,18 @@ async fn upstox_v3() {
         Some("NSE_EQ|INE002A01018"),
     );
     suite(&upstox, &mock, &req).await;
-    let s = mock.state();
-    let first = &s.orders[0].fields;
-    assert_eq!(first["instrument_token"], "NSE_EQ|INE002A01018");
-    assert_eq!(first["tag"], "th00000000000000u1");
-    // Market protection as a collar: a limit 2% through the last price, on the tick.
-    assert_eq!(
-        (first["order_type"].as_str(), first["price"].as_str()),
-        ("LIMIT", "1209.7")
-    );
-    assert_eq!(first["product"], "I");
-    drop(s);
+    {
+        let s = mock.state();
+        let first = &s.orders[0].fields;
+        assert_eq!(first["instrument_token"], "NSE_EQ|INE002A01018");
+        assert_eq!(first["tag"], "th00000000000000u1");
+        // Market protection as a collar: a limit 2% through the last price, on the tick.
+        assert_eq!(
+            (first["order_type"].as_str(), first["price"].as_str()),
+            ("LIMIT", "1209.7")
+        );
+        assert_eq!(first["product"], "I");
+    }
     // No instrument token: refused before anything is sent.
     let before = mock.state().requests.len();
     assert!(matches!(
@@ -268,22 +269,23 @@ async fn openalgo_v1() {
     .unwrap();
     let req = request("th00000000000000o1", "RELIANCE", None);
     suite(&oa, &mock, &req).await;
-    let s = mock.state();
-    let placed: serde_json::Value = serde_json::from_str(
-        &s.requests
-            .iter()
-            .find(|r| r.path == "/api/v1/placeorder")
-            .unwrap()
-            .body,
-    )
-    .unwrap();
-    assert_eq!(placed["strategy"], "tradehost");
-    assert_eq!(placed["quantity"], "5", "OpenAlgo takes numbers as strings");
-    assert_eq!(
-        (placed["pricetype"].as_str(), placed["price"].as_str()),
-        (Some("LIMIT"), Some("1209.7"))
-    );
-    drop(s);
+    {
+        let s = mock.state();
+        let placed: serde_json::Value = serde_json::from_str(
+            &s.requests
+                .iter()
+                .find(|r| r.path == "/api/v1/placeorder")
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        assert_eq!(placed["strategy"], "tradehost");
+        assert_eq!(placed["quantity"], "5", "OpenAlgo takes numbers as strings");
+        assert_eq!(
+            (placed["pricetype"].as_str(), placed["price"].as_str()),
+            (Some("LIMIT"), Some("1209.7"))
+        );
+    }
     // placesmartorder: sized by OpenAlgo to reach the position.
     let id = oa.place_smart(&req, Decimal::ZERO).await.unwrap();
     assert!(
@@ -629,15 +631,16 @@ async fn telegram_alerts_are_routed_rate_limited_and_never_lost_silently() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while std::time::Instant::now() < deadline {
-        let s = telegram.state();
-        if s.messages
-            .iter()
-            .any(|(_, t)| t.contains("earlier alerts dropped"))
-            && s.messages.iter().any(|(c, _)| c == "desk")
-        {
+        let both = {
+            let s = telegram.state();
+            s.messages
+                .iter()
+                .any(|(_, t)| t.contains("earlier alerts dropped"))
+                && s.messages.iter().any(|(c, _)| c == "desk")
+        };
+        if both {
             break;
         }
-        drop(s);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let s = telegram.state();

@@ -1895,22 +1895,23 @@ async fn a_stop_trailed_forty_times_at_kite_stays_where_the_journal_says() {
             "the broker's stop is the journal's at {price}"
         );
     }
-    let st = mock.state();
-    let mut per_order: std::collections::HashMap<&str, usize> = Default::default();
-    for (id, _) in &st.modifications {
-        *per_order.entry(id.as_str()).or_default() += 1;
+    {
+        let st = mock.state();
+        let mut per_order: std::collections::HashMap<&str, usize> = Default::default();
+        for (id, _) in &st.modifications {
+            *per_order.entry(id.as_str()).or_default() += 1;
+        }
+        assert!(
+            per_order.values().all(|n| *n < 25),
+            "never at Kite's cap: {per_order:?}"
+        );
+        let placed_stops = st
+            .orders
+            .iter()
+            .filter(|o| o.fields["order_type"] == "SL-M")
+            .count();
+        assert!(placed_stops >= 2, "replaced at least once: {placed_stops}");
     }
-    assert!(
-        per_order.values().all(|n| *n < 25),
-        "never at Kite's cap: {per_order:?}"
-    );
-    let placed_stops = st
-        .orders
-        .iter()
-        .filter(|o| o.fields["order_type"] == "SL-M")
-        .count();
-    assert!(placed_stops >= 2, "replaced at least once: {placed_stops}");
-    drop(st);
     assert!(
         events(&out)
             .iter()

@@ -111,8 +111,7 @@ fn plugin_files_dropped_replaced_broken_and_deleted() {
     let hot_events_in = || {
         c.of("trading:events", "heartbeat")
             .iter()
-            .filter(|h| h["role"] == "engine")
-            .last()
+            .rfind(|h| h["role"] == "engine")
             .map(|h| h["pipelines"]["hot"]["events_in"].as_u64().unwrap_or(0))
             .unwrap_or(0)
     };

@@ -292,15 +292,16 @@ async fn partial_fills_then_a_cancel_when_the_rest_does_not_fill() {
             ),
             other => panic!("{flavor:?}: {other:?}"),
         }
-        let s = v.mock.state();
-        let o = s.orders.iter().find(|o| o.id == broker_order_id).unwrap();
-        assert_eq!(
-            (o.status.as_str(), o.filled),
-            ("CANCELLED", dec!(3)),
-            "{flavor:?}"
-        );
-        assert_eq!(s.orders.len(), 1, "{flavor:?}: one order");
-        drop(s);
+        {
+            let s = v.mock.state();
+            let o = s.orders.iter().find(|o| o.id == broker_order_id).unwrap();
+            assert_eq!(
+                (o.status.as_str(), o.filled),
+                ("CANCELLED", dec!(3)),
+                "{flavor:?}"
+            );
+            assert_eq!(s.orders.len(), 1, "{flavor:?}: one order");
+        }
         settled(&router).await;
         // What the broker holds: the three units that filled.
         assert_eq!(

@@ -738,6 +738,7 @@ fn monitor_shows_what_happens_on_the_bus() {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     let all = lines.join("\n");
     for want in [
         "nifty-ma NIFTY buy @ 21700.5 — cross",

@@ -371,13 +371,11 @@ fn redis_connection_resets_and_a_redis_crash_lose_and_double_nothing() {
     );
 }
 
-/// `(client order id, instrument, side, qty, price, ts)` of every fill, and each account's realised P&L.
-fn fills_and_pnl(
-    journal: &Path,
-) -> (
-    Vec<(String, String, String, String, String, i64)>,
-    Vec<(String, String, String)>,
-) {
+/// A fill as the journal keeps it: `(client order id, instrument, side, qty, price, ts)`.
+type FillRow = (String, String, String, String, String, i64);
+
+/// Every fill, and each account's realised P&L.
+fn fills_and_pnl(journal: &Path) -> (Vec<FillRow>, Vec<(String, String, String)>) {
     let db = rusqlite::Connection::open(journal).unwrap();
     let mut fills: Vec<_> = db
         .prepare("SELECT client_order_id, instrument, side, qty, price, ts FROM fills ORDER BY client_order_id")

@@ -7,7 +7,7 @@
 //! `gttorderbook` leaves out triggered, cancelled and expired ones), so a GTT gone from
 //! the list either placed its order, found in the order book by its shape (symbol,
 //! side, quantity, placed no earlier than the GTT and not another order of ours), or
-//! was cancelled or expired. [`Vanished`] tells the two apart and remembers the order.
+//! was cancelled or expired. `Vanished` tells the two apart and remembers the order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

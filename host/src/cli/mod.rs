@@ -1,5 +1,5 @@
 //! The `tradehost` command line: argument definitions and what each
-//! subcommand does. `main.rs` only parses and calls [`run`].
+//! subcommand does. `main.rs` only parses and calls [`run()`].
 
 mod data;
 pub mod live;

@@ -167,7 +167,7 @@ struct Entry {
     pause: Option<toml::Spanned<String>>,
 }
 
-/// The years of [`BUNDLED`].
+/// The years of the bundled calendars (`calendars/nse-<year>.toml`).
 pub const BUNDLED_YEARS: [i64; 4] = [2024, 2025, 2026, 2027];
 
 /// The calendars bundled in the binary.

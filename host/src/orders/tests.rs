@@ -2079,7 +2079,8 @@ fn an_order_above_the_freeze_quantity_goes_out_in_paced_slices_and_exits_follow_
         (Some("5000"), Some(3), Some(1800))
     );
     let parent = client_order_id(&s.id, "big");
-    let rows: Vec<(String, String, Option<String>, Option<String>, i64)> = {
+    type Row = (String, String, Option<String>, Option<String>, i64);
+    let rows: Vec<Row> = {
         let mut stmt = om
             .db
             .prepare(

@@ -72,12 +72,15 @@ impl Strategy for OpeningRangeBreakout {
         let max_breakouts: u32 = params.get("max_breakouts", 1)?;
         let volume_multiplier: f64 = params.get("volume_multiplier", 0.0)?;
         let target_multiple: f64 = params.get("target_multiple", 0.0)?;
+        // Negated on purpose: NaN is refused too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(volume_multiplier >= 0.0) {
             return Err(ParamError::new(
                 "volume_multiplier",
                 "must be 0 (off) or positive",
             ));
         }
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(target_multiple >= 0.0) {
             return Err(ParamError::new(
                 "target_multiple",

@@ -162,9 +162,12 @@ mod tests {
         xs.iter().map(|x| f(*x)).collect()
     }
 
+    /// A table row: the period, the inputs, the outputs expected.
+    type Case<'a> = (usize, &'a [f64], &'a [Option<f64>]);
+
     #[test]
     fn sma_table() {
-        let cases: [(usize, &[f64], &[Option<f64>]); 3] = [
+        let cases: [Case<'_>; 3] = [
             (
                 3,
                 &[1.0, 2.0, 3.0, 4.0, 5.0],
@@ -185,7 +188,7 @@ mod tests {
 
     #[test]
     fn ema_table_uses_talib_seeding() {
-        let cases: [(usize, &[f64], &[Option<f64>]); 2] = [
+        let cases: [Case<'_>; 2] = [
             (
                 3,
                 &[1.0, 2.0, 3.0, 4.0, 5.0],

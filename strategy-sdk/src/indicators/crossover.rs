@@ -86,9 +86,12 @@ impl Crossover {
 mod tests {
     use super::*;
 
+    /// A table row: its name, the (fast, slow) inputs, the crosses expected.
+    type Case<'a> = (&'a str, &'a [(f64, f64)], &'a [Option<Cross>]);
+
     #[test]
     fn crossover_table() {
-        let cases: [(&str, &[(f64, f64)], &[Option<Cross>]); 5] = [
+        let cases: [Case<'_>; 5] = [
             (
                 "simple up",
                 &[(1.0, 2.0), (3.0, 2.0)],

@@ -8,7 +8,7 @@
 //! (mode 1 LTP, 2 quote, 3 depth: depth carries the volume, the book and the
 //! time); updates are JSON text
 //! `{"type":"market_data","symbol":"RELIANCE","exchange":"NSE","mode":3,"data":{"ltp":…,"volume":…,"depth":{"buy":[{"price":…}],"sell":[…]},"ltt":<last trade time>,"timestamp":<epoch ms>}}`
-//! (`ltt` the exchange's time, `timestamp` the proxy's: see [`exchange_time`]).
+//! (`ltt` the exchange's time, `timestamp` the proxy's: see `exchange_time`).
 //! Instruments are named `EXCHANGE:SYMBOL` (OpenAlgo's own symbols, which
 //! ours are): `NSE`, `NFO` for futures and options, `NSE_INDEX` for indices.
 //! Order updates: `{"action":"subscribe_orders"}` (account-wide, no symbols),

@@ -1,7 +1,7 @@
 //! Keeping a broker's WebSocket connections up.
 //!
 //! The instruments are split over as few connections as the broker's
-//! per-connection limit allows. Each connection asks the [`Connector`] for
+//! per-connection limit allows. Each connection asks the [`Connector`](super::Connector) for
 //! its address (so a renewed token or a one-time Upstox address is used),
 //! subscribes its instruments, and reads frames until the socket closes,
 //! errs or stays silent longer than [`SocketSettings::idle`]; then it waits

@@ -140,7 +140,7 @@ impl Strategy for Hostile {
                 signals.exit("PROBE", seen);
             }
             _ => {
-                if self.seen % 10 == 0 {
+                if self.seen.is_multiple_of(10) {
                     signals.buy(candle.instrument, format!("healthy tick {}", self.seen));
                 }
             }
