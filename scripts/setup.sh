@@ -38,3 +38,7 @@ if [ "${TRADEHOST_NEEDS_LINTS:-0}" = 1 ]; then
     done
 fi
 
+if [ "${TRADEHOST_NEEDS_MDBOOK:-0}" = 1 ] && ! command -v mdbook >/dev/null; then
+    echo "setup: installing mdbook from crates.io (the test command builds the book in docs/)" >&2
+    cargo install mdbook --locked --no-default-features --version '^0.4'
+fi

@@ -1,29 +1,67 @@
-//! The code keeps the shape of the pipeline diagram (DESIGN.md): every module
-//! of `host/src` imports only from the stages below it, in the layer order
-//! domain → config → bus → market → sandbox → engine → subscriber → brokers →
-//! orders → notify / monitor / console, with `backtest` and `cli` driving the
-//! stages (and the test-only `fuzz`); and no two modules import each other, directly or around a cycle.
+//! The code keeps the shape of the pipeline diagram: every module of `host/src` imports only
+//! from the stages below it, in the layer order the book's architecture chapter states
+//! (`docs/src/architecture.md`, its `| Layer | Modules |` table, read here so that there is
+//! one statement of it), with `backtest` and `cli` driving the stages (and the test-only
+//! `fuzz`); and no two modules import each other, directly or around a cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Each top-level module's layer; `None` for the drivers, which may use any stage.
-fn layer(module: &str) -> Option<Option<u32>> {
-    Some(match module {
-        "domain" => Some(0),
-        "config" => Some(1),
-        "bus" => Some(2),
-        "market" => Some(3),
-        "sandbox" => Some(4),
-        "engine" => Some(5),
-        "subscriber" => Some(6),
-        "brokers" => Some(7),
-        "orders" => Some(8),
-        "notify" | "monitor" | "console" => Some(9),
-        // Drivers, and `fuzz`, the test-only module that feeds every decoder.
-        "backtest" | "cli" | "lib" | "main" | "fuzz" => None,
-        _ => return None,
-    })
+/// The drivers, which may use any stage: `backtest`, `cli`, the crate roots, and `fuzz`, the
+/// test-only module that feeds every decoder.
+const DRIVERS: [&str; 5] = ["backtest", "cli", "lib", "main", "fuzz"];
+
+/// The architecture chapter's layer table: each module and its layer.
+fn layers_of(chapter: &str) -> Result<BTreeMap<String, u32>, String> {
+    let mut lines = chapter
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("| Layer | Modules |"));
+    lines.next().ok_or("no `| Layer | Modules |` table")?;
+    lines.next().ok_or("the table ends at its header")?;
+    let mut layers = BTreeMap::new();
+    for row in lines.take_while(|l| l.trim_start().starts_with('|')) {
+        let cells: Vec<&str> = row
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let [layer, modules] = cells[..] else {
+            return Err(format!("row {row:?}: expected two cells"));
+        };
+        let layer: u32 = layer
+            .parse()
+            .map_err(|_| format!("row {row:?}: layer {layer:?} is not a number"))?;
+        for module in modules.split(',') {
+            let name = module.trim().trim_matches('`');
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                return Err(format!("row {row:?}: module {module:?} is not a `name`"));
+            }
+            if layers.insert(name.to_owned(), layer).is_some() {
+                return Err(format!("{name} is placed twice"));
+            }
+        }
+    }
+    if layers.is_empty() {
+        return Err("the table has no rows".into());
+    }
+    Ok(layers)
+}
+
+fn book_layers() -> BTreeMap<String, u32> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/src/architecture.md");
+    let chapter =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    layers_of(&chapter).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Each top-level module's layer; `Some(None)` for the drivers, which may use any stage;
+/// `None` for a module the book does not place.
+fn layer(layers: &BTreeMap<String, u32>, module: &str) -> Option<Option<u32>> {
+    if DRIVERS.contains(&module) {
+        return Some(None);
+    }
+    layers.get(module).map(|l| Some(*l))
 }
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -83,6 +121,12 @@ fn host_src() -> PathBuf {
 
 #[test]
 fn no_module_imports_a_later_stage() {
+    let layers = book_layers();
+    assert_eq!(
+        layers.get("domain").zip(layers.get("orders")),
+        Some((&0, &8)),
+        "the book's table: {layers:?}"
+    );
     let edges = edges(&host_src());
     assert!(
         edges.len() > 20,
@@ -90,9 +134,9 @@ fn no_module_imports_a_later_stage() {
     );
     let mut wrong = Vec::new();
     for ((from, to), files) in &edges {
-        let (Some(a), Some(b)) = (layer(from), layer(to)) else {
+        let (Some(a), Some(b)) = (layer(&layers, from), layer(&layers, to)) else {
             wrong.push(format!(
-                "{from} -> {to}: a module DESIGN.md does not place ({files:?})"
+                "{from} -> {to}: a module the book's architecture chapter does not place ({files:?})"
             ));
             continue;
         };
@@ -174,4 +218,24 @@ fn the_checker_sees_a_backward_import() {
             ("orders".to_owned(), "config".to_owned())
         ]
     );
+}
+
+#[test]
+fn the_layer_table_is_read_and_a_bad_one_is_refused() {
+    let table =
+        "text\n\n| Layer | Modules |\n|---|---|\n| 0 | `domain` |\n| 1 | `a`, `b_c` |\n\nafter\n";
+    let layers = layers_of(table).unwrap();
+    assert_eq!(
+        layers.into_iter().collect::<Vec<_>>(),
+        vec![("a".into(), 1), ("b_c".into(), 1), ("domain".into(), 0)]
+    );
+    for bad in [
+        "no table",
+        "| Layer | Modules |\n|---|---|\n",
+        "| Layer | Modules |\n|---|---|\n| x | `domain` |\n",
+        "| Layer | Modules |\n|---|---|\n| 0 | `domain` |\n| 1 | `domain` |\n",
+        "| Layer | Modules |\n|---|---|\n| 0 | `Domain!` |\n",
+    ] {
+        assert!(layers_of(bad).is_err(), "{bad:?}");
+    }
 }
