@@ -87,7 +87,7 @@ fn signal() -> SignalMessage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_the_algo_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     {
         let mut s = mock.state();
         s.tradable = vec![KITE_SYMBOL.into()];
@@ -731,7 +731,7 @@ async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_ano
 {
     use tradehost::bus::message::OrderTerms;
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert("RELIANCE".into(), dec!(100));
     mock.state().limits_rest = true;
     let kite: Arc<dyn Broker> = Arc::new(
@@ -1448,7 +1448,7 @@ async fn a_gtt_that_fired_unseen_is_followed_to_its_order_and_one_found_by_its_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_that_lets_kite_slice_sends_the_order_whole_and_follows_its_slices() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     {
         let mut s = mock.state();
         s.tradable = vec![KITE_SYMBOL.into()];
@@ -1994,7 +1994,7 @@ fn order_messages(out: &[Outcome]) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     let live = sl_m_on_the_option(&mock, OrderSide::Buy, dec!(105)).await;
     let Err(BrokerError::Rejected(live_text)) = live else {
         panic!("Kite refuses an SL-M on an option: {live:?}")
@@ -2045,7 +2045,7 @@ async fn a_paper_run_refuses_an_sl_m_on_an_option_with_the_brokers_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kite_cancels_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     mock.state().ltp.insert(KITE_SYMBOL.into(), dec!(100));
     let kite = Kite::new(
         &mock.url,
@@ -2125,7 +2125,7 @@ async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kit
 async fn an_openalgo_order_filled_in_three_trades_is_booked_at_the_tradebooks_average() {
     use tradehost_tests::brokers::{Script, Step};
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start_kind(Flavor::OpenAlgo, "", "oa-key");
+    let mock = MockServer::start(Flavor::OpenAlgo, "", "oa-key");
     mock.state().scripts.push_back(Script {
         steps: vec![
             Step::Fill(dec!(4), dec!(100)),
@@ -2566,7 +2566,7 @@ fn a_sub_250_stock_on_a_one_paisa_tick_trades_live_with_its_backtests_signals() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_beyond_the_days_circuit_is_refused_on_paper_as_kite_refuses_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start_kind(Flavor::Kite, "kite-key", "kite-token");
+    let mock = MockServer::start(Flavor::Kite, "kite-key", "kite-token");
     mock.state()
         .circuits
         .insert("YESBANK".into(), (dec!(19.19), dec!(21.21)));
