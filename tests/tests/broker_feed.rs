@@ -797,7 +797,7 @@ async fn openalgo_depth_updates_after_authentication() {
     let t0 = i64::from(T0) * 1000;
     // As OpenAlgo's depth documentation shows a market_data message: `ltt` the exchange's
     // time of the trade, `timestamp` the proxy's clock when it relayed it (now, hours later).
-    let relayed = tradehost::bus::message::now_ms();
+    let relayed = tradehost::domain::time::now_ms();
     let tick = |ltp: f64, volume: u64, ts: i64| {
         serde_json::json!({ "type": "market_data", "symbol": "RELIANCE", "exchange": "NSE", "mode": 3, "broker": "zerodha",
             "data": { "ltp": ltp, "ltq": 100, "open": 1172.0, "high": 1196.6, "low": 1163.3, "close": 1165.7, "volume": volume,
@@ -848,7 +848,7 @@ async fn upstox_option_chains_come_with_the_ticks() {
     use tradehost_tests::upstox_feed::{GreeksUpdate, greeks_frame};
     let ws = KiteTicker::start_with(&[("code", "c1")]).await;
     let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
-    let today = tradehost::market::clock::format_ist_date(tradehost::bus::message::now_ms());
+    let today = tradehost::market::clock::format_ist_date(tradehost::domain::time::now_ms());
     {
         let mut s = rest.state();
         s.feed_url = Some(format!("{}/feeds?code=c1", ws.url()));

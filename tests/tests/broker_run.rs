@@ -811,7 +811,7 @@ async fn an_upstox_option_chain_pipeline_hands_its_strategy_the_greeks() {
     use tradehost_tests::upstox_feed::{GreeksUpdate, greeks_frame};
     let ws = KiteTicker::start_with(&[("code", "g1")]).await;
     let rest = MockServer::start_kind(Flavor::Upstox, "", "up-tok");
-    let today = tradehost::market::clock::format_ist_date(tradehost::bus::message::now_ms());
+    let today = tradehost::market::clock::format_ist_date(tradehost::domain::time::now_ms());
     {
         let mut s = rest.state();
         s.feed_url = Some(format!("{}/feeds?code=g1", ws.url()));
@@ -886,7 +886,7 @@ source = {{ kind = "broker", account = "up-1", max_skew_secs = 0, stale_secs = 0
         assert!(Instant::now() < deadline, "{:?}", requests());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let now = tradehost::bus::message::now_ms();
+    let now = tradehost::domain::time::now_ms();
     ws.push(Push::Binary(greeks_frame(&[GreeksUpdate {
         key: "NSE_FO|217001",
         ltp: 112.5,

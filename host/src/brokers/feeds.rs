@@ -382,7 +382,7 @@ pub fn order_streams(
                         // Recorded before it is acted on: a fill it causes is never missing from the recording.
                         if let Some(Err(e)) = recorder
                             .as_mut()
-                            .map(|r| r.record(crate::bus::message::now_ms(), &update))
+                            .map(|r| r.record(crate::domain::time::now_ms(), &update))
                         {
                             on_event(Event::feed_error(
                                 "recorder",
@@ -648,7 +648,7 @@ async fn chain_source(
             if let Some(t) = overridden(&tokens, &id) {
                 broker.set_token(t);
             }
-            let now = crate::bus::message::now_ms();
+            let now = crate::domain::time::now_ms();
             let today = crate::domain::time::format_ist_date(now);
             let expiry = {
                 let mut e = chosen.lock().await;

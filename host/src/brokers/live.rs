@@ -106,7 +106,7 @@ impl LiveOrder {
             reference_price,
             fresh: true,
             broker_order_id: None,
-            submitted_at: crate::bus::message::now_ms(),
+            submitted_at: crate::domain::time::now_ms(),
             filled_qty: Decimal::ZERO,
             cancel_requested: false,
             entry: true,
@@ -1372,7 +1372,7 @@ impl Worker {
                     && w.order.kind == OrderKind::Market
                     && w.order.submitted_at > 0 =>
             {
-                let age = crate::bus::message::now_ms().saturating_sub(w.order.submitted_at);
+                let age = crate::domain::time::now_ms().saturating_sub(w.order.submitted_at);
                 if age < i64::try_from(after.as_millis()).unwrap_or(i64::MAX) {
                     return Ok(());
                 }
@@ -1463,7 +1463,7 @@ mod tests {
             reference_price: Some(Decimal::from(100)),
             fresh,
             broker_order_id: None,
-            submitted_at: crate::bus::message::now_ms(),
+            submitted_at: crate::domain::time::now_ms(),
             filled_qty: Decimal::ZERO,
             cancel_requested: false,
             entry: true,

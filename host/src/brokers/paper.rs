@@ -93,7 +93,7 @@ impl super::Broker for PaperBroker {
                 let id = format!("paper-{}", book.len() + 1);
                 book.push(super::BrokerOrder {
                     tag: Some(order.client_order_id.clone()),
-                    placed_at: Some(crate::bus::message::now_ms()),
+                    placed_at: Some(crate::domain::time::now_ms()),
                     ..super::BrokerOrder::working(&id, order)
                 });
                 id

@@ -4,8 +4,9 @@
 use serde_json::{Value, json};
 
 use crate::bus::Bus;
-use crate::bus::message::{MAX_ID_CHARS, envelope, event_id, now_ms, printable};
+use crate::bus::message::{MAX_ID_CHARS, envelope, event_id, printable};
 use crate::domain::secret::scrub;
+use crate::domain::time::now_ms;
 
 /// The events of the order side, typed: each is published on
 /// `<prefix>:events` as `{"event": "<name>", …its fields…, "role": …}`, and

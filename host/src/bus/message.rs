@@ -12,14 +12,6 @@ use crate::domain::order::{OrderKind, Validity};
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Milliseconds since the Unix epoch, now.
-#[must_use]
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The earliest exchange time a message may carry: 2000-01-01 UTC.
 pub const EARLIEST_TS_MS: i64 = 946_684_800_000;
 /// The first exchange time no message may carry: 2100-01-01 UTC.
@@ -73,7 +65,7 @@ static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 #[must_use]
 pub fn event_id(role: &str) -> String {
     static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(now_ms);
+    let start = *START.get_or_init(crate::domain::time::now_ms);
     format!(
         "{role}-{}-{start}-{}",
         std::process::id(),

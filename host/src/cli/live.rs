@@ -275,7 +275,7 @@ async fn refresh_daily(
     let minute =
         crate::domain::time::parse_hhmm(&config.live.refresh_at).map_or(8 * 60 + 15, i64::from);
     loop {
-        let wait = until_next(crate::bus::message::now_ms(), minute);
+        let wait = until_next(crate::domain::time::now_ms(), minute);
         tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
         for broker in &brokers {
             let Some(source) = config.live.instruments.get(broker) else {

@@ -89,7 +89,7 @@ fn lot_of(config: &Config, catalog: &Catalog, underlying: &str, symbol: &str) ->
                 a.lot_of(
                     &config.market.contract_rules,
                     symbol,
-                    crate::bus::message::now_ms(),
+                    crate::domain::time::now_ms(),
                 )
             })
         })
@@ -118,7 +118,7 @@ pub(super) fn view(
         return json!({ "underlyings": underlyings });
     };
     let quoted = chains.by_underlying.get(underlying);
-    let now = quoted.map_or_else(crate::bus::message::now_ms, |q| q.ts);
+    let now = quoted.map_or_else(crate::domain::time::now_ms, |q| q.ts);
     // Listed expiries still open, and every quoted one.
     let mut expiries: BTreeSet<String> = catalog
         .options

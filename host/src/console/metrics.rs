@@ -82,7 +82,7 @@ impl prometheus_client::collector::Collector for FromHeartbeats {
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::metrics::MetricType::{Counter as C, Gauge as G, Histogram as H};
         let Ok(h) = self.0.lock() else { return Ok(()) };
-        let now = crate::bus::message::now_ms();
+        let now = crate::domain::time::now_ms();
         {
             let mut m = encoder.encode_descriptor(
                 "tradehost_tick_to_signal_seconds",
@@ -356,7 +356,7 @@ mod tests {
         let hist = crate::domain::stats::Histogram::new();
         hist.observe(std::time::Duration::from_micros(80));
         hist.observe(std::time::Duration::from_millis(3));
-        let now = crate::bus::message::now_ms();
+        let now = crate::domain::time::now_ms();
         m.observe(&json!({ "type": "heartbeat", "role": "engine", "redis_reconnects": 2,
             "pipelines": { "nifty-ma": { "tick_to_signal": hist.to_json(), "last_event_wall_ms": now - 4_000, "fuel_total": 123_456, "memory_bytes": 1_114_112, "busy_us": 2_500_000 } } }));
         m.observe(&json!({ "type": "heartbeat", "role": "orders", "redis_reconnects": 0, "signal_to_order": hist.to_json(), "journal_commit": hist.to_json() }));

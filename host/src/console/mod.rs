@@ -863,7 +863,7 @@ async fn send_command(
     action: &str,
 ) -> Response {
     let mut msg =
-        json!({ "v": 1, "type": "command", "id": id, "ts": crate::bus::message::now_ms() });
+        json!({ "v": 1, "type": "command", "id": id, "ts": crate::domain::time::now_ms() });
     for (k, v) in fields.as_object().into_iter().flatten() {
         msg[k] = v.clone();
     }

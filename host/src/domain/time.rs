@@ -5,6 +5,15 @@ pub use strategy_sdk::time::{IST_OFFSET_MS, format_hhmm, ist_day, ist_minute_of_
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Milliseconds since the Unix epoch, now: the process's wall clock (the exchange's clock is
+/// the time the data carries; this one stamps what the process does, and times it out).
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 #[must_use]
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {

@@ -468,7 +468,7 @@ pub async fn run(
     };
     feed.abort();
     // The order side merges the replays in event time: it stops waiting for this one.
-    let end_ts = run.last_ts.unwrap_or_else(crate::bus::message::now_ms);
+    let end_ts = run.last_ts.unwrap_or_else(crate::domain::time::now_ms);
     let after_signal = stats.last_signal.lock().ok().and_then(|g| g.clone());
     let last = QuotesMessage {
         v: SCHEMA_VERSION,
@@ -881,7 +881,7 @@ async fn handle(
     let taken = std::time::Instant::now();
     stats
         .last_event_wall_ms
-        .store(crate::bus::message::now_ms(), Ordering::Relaxed);
+        .store(crate::domain::time::now_ms(), Ordering::Relaxed);
     // Prices first (even when the strategy then fails on them): the order side
     // fills an order only on a price later than its signal.
     let quotes_msg = publish_prices(spec, outbox, stats, event).await;

@@ -114,7 +114,7 @@ impl Drop for DailyFile {
 
 /// `HHMMSSmmm` (IST) now: each process start writes files of its own.
 fn started_stamp() -> String {
-    let now = crate::bus::message::now_ms();
+    let now = crate::domain::time::now_ms();
     let hms = super::clock::format_iso_ist(now)
         .get(11..19)
         .unwrap_or("000000")

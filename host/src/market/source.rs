@@ -24,8 +24,9 @@ use super::session::Session;
 use super::synthetic::{self, CandleSpec};
 use super::{Bar, CandleSeries, MarketData, OptionChain};
 use crate::bus::events::Event;
-use crate::bus::message::{MarketMessage, now_ms, printable};
+use crate::bus::message::{MarketMessage, printable};
 use crate::bus::{Bus, BusError};
+use crate::domain::time::now_ms;
 use crate::domain::time::{format_iso_ist, ist_day};
 use std::collections::HashMap;
 

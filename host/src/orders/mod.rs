@@ -47,8 +47,9 @@ pub use watchers::Watcher;
 use crate::brokers::live::{LiveOrder, LiveUpdate};
 use crate::brokers::paper::Position;
 use crate::bus::events::Event;
-use crate::bus::message::{QuotesMessage, SignalMessage, envelope, now_ms};
+use crate::bus::message::{QuotesMessage, SignalMessage, envelope};
 use crate::config::Config;
+use crate::domain::time::now_ms;
 use crate::subscriber::{Intent, OrderSide, Share, client_order_id, fan_out};
 
 /// A journal failure.

@@ -359,7 +359,7 @@ pub async fn serve(
         .await;
     // A service that runs into a year its calendar does not know says so at start;
     // a replay's years are told as its signals reach them.
-    let today = crate::domain::time::ist_day(crate::bus::message::now_ms());
+    let today = crate::domain::time::ist_day(crate::domain::time::now_ms());
     if let Some((_, doubt)) =
         Event::calendar_doubt(&config.market.calendar, today, "the host's clock at start")
     {
@@ -567,7 +567,7 @@ pub async fn serve(
                 // the market with the broker's protection.
                 let live_unpriced = router.is_some() && om.prices_quiet_for().is_none();
                 let quiet = wall_clock && (live_unpriced || om.prices_quiet_for().is_some_and(|d| d >= CLOCK_QUIET));
-                let now = om.market_clock().or_else(|| live_unpriced.then(crate::bus::message::now_ms));
+                let now = om.market_clock().or_else(|| live_unpriced.then(crate::domain::time::now_ms));
                 if quiet && !held && merge.is_empty() && rx.is_empty() && prices.is_empty()
                     && let Some(now) = now
                     && let Some(out) = until_recorded(&events, "the square-off clock", &mut stop, || om.on_clock(now)).await
@@ -1101,7 +1101,7 @@ fn square_off_checks(
 ) {
     use crate::domain::Segment;
     use crate::domain::time::{ist_day, ist_minute_of_day};
-    let now = crate::bus::message::now_ms();
+    let now = crate::domain::time::now_ms();
     let (day, minute) = (ist_day(now), ist_minute_of_day(now));
     for (account, _) in router.brokers() {
         let Some(cfg) = config.account(account) else {
