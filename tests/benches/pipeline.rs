@@ -245,7 +245,12 @@ fn manager(dir: &Path, accounts: usize) -> OrderManager {
         list.join(", ")
     );
     let config = Arc::new(Config::parse(Path::new("bench.toml"), &body).unwrap());
-    OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap()
+    OrderManager::open(
+        &dir.join("journal.sqlite"),
+        config,
+        tradehost::domain::TradingMode::Paper,
+    )
+    .unwrap()
 }
 
 fn throughput(accounts: usize, signals: usize) -> f64 {

@@ -127,7 +127,12 @@ async fn a_5000_nifty_order_reaches_kite_as_paced_slices_below_the_freeze_with_t
 
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), CONFIG).unwrap());
     let journal = dir.path().join("journal.sqlite");
-    let mut om = OrderManager::open(&journal, config.clone(), "live").unwrap();
+    let mut om = OrderManager::open(
+        &journal,
+        config.clone(),
+        tradehost::domain::TradingMode::Live,
+    )
+    .unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     om.on_signal(&signal()).unwrap();
     let orders = om.take_live_orders();
@@ -496,7 +501,12 @@ async fn a_live_position_keeps_a_protective_stop_at_the_broker_that_trails_and_i
         )
         .unwrap(),
     );
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        tradehost::domain::TradingMode::Live,
+    )
+    .unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     let link = AccountLink {
         account: "kite-1".into(),
@@ -750,7 +760,12 @@ async fn a_limit_entry_rests_at_kite_is_moved_by_hand_fills_when_reached_and_ano
         )
         .unwrap(),
     );
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        tradehost::domain::TradingMode::Live,
+    )
+    .unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     // Stale market entries are cancelled after 300 ms here: a limit is not one.
     let link = AccountLink {
@@ -898,7 +913,12 @@ async fn a_delivery_position_is_protected_by_a_gtt_that_trails_and_closes_it_whe
         .unwrap(),
     );
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), PROTECTED).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        tradehost::domain::TradingMode::Live,
+    )
+    .unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     let link = AccountLink {
         account: "kite-1".into(),
@@ -1008,8 +1028,12 @@ async fn a_reversal_or_exit_that_waited_on_a_protective_stop_that_filled_sells_o
             .replace("product = \"cnc\"", "product = \"mis\"")
             .replace("mode = \"long\"", &format!("mode = \"{mode}\""));
         let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &body).unwrap());
-        let mut om =
-            OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+        let mut om = OrderManager::open(
+            &dir.path().join("journal.sqlite"),
+            config,
+            tradehost::domain::TradingMode::Live,
+        )
+        .unwrap();
         om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
         let link = AccountLink {
             account: "kite-1".into(),
@@ -1160,8 +1184,12 @@ async fn a_delivery_stop_at_upstox_and_openalgo_is_a_gtt_that_trails_and_is_canc
                 )
                 .unwrap(),
             );
-            let mut om =
-                OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+            let mut om = OrderManager::open(
+                &dir.path().join("journal.sqlite"),
+                config,
+                tradehost::domain::TradingMode::Live,
+            )
+            .unwrap();
             om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
             let link = AccountLink {
                 account: "kite-1".into(),
@@ -1475,8 +1503,12 @@ async fn an_account_that_lets_kite_slice_sends_the_order_whole_and_follows_its_s
         .unwrap(),
     );
     assert!(config.accounts[0].autoslice);
-    let mut om =
-        OrderManager::open(&dir.path().join("journal.sqlite"), config.clone(), "live").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config.clone(),
+        tradehost::domain::TradingMode::Live,
+    )
+    .unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     om.on_signal(&signal()).unwrap();
     let orders = om.take_live_orders();
@@ -1576,7 +1608,12 @@ async fn kite_rig(
         .unwrap(),
     );
     let config = Arc::new(Config::parse(&dir.join("pipelines.toml"), config).unwrap());
-    let mut om = OrderManager::open(&dir.join("journal.sqlite"), config, "live").unwrap();
+    let mut om = OrderManager::open(
+        &dir.join("journal.sqlite"),
+        config,
+        tradehost::domain::TradingMode::Live,
+    )
+    .unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     let link = AccountLink {
         account: "kite-1".into(),
@@ -1973,7 +2010,12 @@ fn paper_option_account(dir: &std::path::Path) -> OrderManager {
         )
         .unwrap(),
     );
-    let mut om = OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.join("journal.sqlite"),
+        config,
+        tradehost::domain::TradingMode::Paper,
+    )
+    .unwrap();
     om.on_quotes(&quote_of("NIFTY28MAR2420800CE", T - 60_000, dec!(100)))
         .unwrap();
     om
@@ -2154,7 +2196,8 @@ async fn an_openalgo_order_filled_in_three_trades_is_booked_at_the_tradebooks_av
         .unwrap(),
     );
     let journal = dir.path().join("journal.sqlite");
-    let mut om = OrderManager::open(&journal, config, "live").unwrap();
+    let mut om =
+        OrderManager::open(&journal, config, tradehost::domain::TradingMode::Live).unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     let link = AccountLink {
         account: "kite-1".into(),
@@ -2264,7 +2307,12 @@ async fn a_position_the_broker_squared_off_while_the_host_was_down_gets_no_carri
     }
     // The next morning the host starts again on its journal.
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &config).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        tradehost::domain::TradingMode::Live,
+    )
+    .unwrap();
     om.set_live_accounts(HashSet::from(["kite-1".to_owned()]));
     let kite: Arc<dyn Broker> = Arc::new(
         Kite::new(
@@ -2614,7 +2662,12 @@ async fn a_limit_beyond_the_days_circuit_is_refused_on_paper_as_kite_refuses_it(
             .replace("symbols = [\"RELIANCE\"]", "symbols = [\"YESBANK\"]")
     );
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &config).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        tradehost::domain::TradingMode::Paper,
+    )
+    .unwrap();
     let day = 86_400_000;
     let buy_at = |om: &mut OrderManager, ts: i64, price: Decimal| {
         let mut s = rel_signal("YESBANK");

@@ -69,19 +69,21 @@ pub struct RunArgs {
 ///
 /// # Errors
 /// An unknown value.
-pub fn trading_mode() -> anyhow::Result<&'static str> {
-    match std::env::var("TRADING_MODE")
+pub fn trading_mode() -> anyhow::Result<TradingMode> {
+    let text = std::env::var("TRADING_MODE")
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "" | "paper" => Ok("paper"),
-        "live" => Ok("live"),
-        other => bail!("TRADING_MODE={other:?}: expected paper or live"),
+        .to_ascii_lowercase();
+    if text.is_empty() {
+        return Ok(TradingMode::Paper);
+    }
+    match TradingMode::parse(&text) {
+        Some(mode) => Ok(mode),
+        None => bail!("TRADING_MODE={text:?}: expected paper or live"),
     }
 }
 
+use crate::domain::TradingMode;
 use crate::orders::service::OrdersSettings;
 
 /// How long a process that has finished its work waits for queued alerts.
@@ -98,7 +100,7 @@ const STOP_ALERT_FLUSH: Duration = Duration::from_secs(2);
 /// cannot start; no pipeline that can trade (unless `--wait-for-plugins`).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mode = if args.backtest {
-        "paper"
+        TradingMode::Paper
     } else {
         trading_mode()?
     };
@@ -110,7 +112,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .filter(|a| a.broker.get_ref() != "paper")
         .map(|a| format!("{} ({})", a.id.get_ref(), a.broker.get_ref()))
         .collect();
-    if mode == "paper" && !on_live_brokers.is_empty() {
+    if mode == TradingMode::Paper && !on_live_brokers.is_empty() {
         println!(
             "tradehost: paper mode: accounts configured for live brokers trade on paper: {}",
             on_live_brokers.join(", ")
@@ -183,7 +185,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
     // Live brokers belong to the orders role; nothing trades until every live account is ready.
-    let live = if mode == "live" && orders_commands.is_some() {
+    let live = if mode == TradingMode::Live && orders_commands.is_some() {
         let orders_events = Events::new(bus.clone(), "orders");
         match super::live::connect(&config, &bus, &orders_events, shutdown.clone()).await? {
             Some(live) => Some(live),

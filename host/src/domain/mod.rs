@@ -56,6 +56,43 @@ impl OrderSide {
     }
 }
 
+/// Where the accounts' orders go (`TRADING_MODE`): on paper, or to the brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TradingMode {
+    /// Every account trades on the paper venue.
+    Paper,
+    /// Accounts that name a live broker trade there.
+    Live,
+}
+
+impl TradingMode {
+    /// `paper` or `live`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paper => "paper",
+            Self::Live => "live",
+        }
+    }
+
+    /// Parse `paper` / `live`.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "paper" => Some(Self::Paper),
+            "live" => Some(Self::Live),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TradingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which positions signals may open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

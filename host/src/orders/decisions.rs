@@ -139,7 +139,7 @@ impl OrderManager {
                 let account_id = account.id.get_ref();
                 // In live mode an account configured for a broker that is not connected
                 // (added by a reload) must not quietly trade on paper.
-                let unrouted = self.mode == "live"
+                let unrouted = self.mode == crate::domain::TradingMode::Live
                     && account.broker.get_ref() != "paper"
                     && !self.live.contains(account_id);
                 let mut rule = if killed {

@@ -131,7 +131,7 @@ pub struct OrderManager {
     /// honoured at once, written when the journal takes writes again.
     kill_now: std::sync::Arc<std::sync::atomic::AtomicBool>,
     config: std::sync::Arc<Config>,
-    mode: &'static str,
+    mode: crate::domain::TradingMode,
     last: HashMap<String, (i64, Decimal)>,
     /// Each instrument's previous close, for the paper venue's price bands.
     closes: paper::Closes,
@@ -219,7 +219,7 @@ impl OrderManager {
     pub fn open(
         path: &Path,
         config: std::sync::Arc<Config>,
-        mode: &'static str,
+        mode: crate::domain::TradingMode,
     ) -> Result<Self, OrderError> {
         Self::open_with(path, config, mode, Durability::Durable)
     }
@@ -253,7 +253,7 @@ impl OrderManager {
     pub fn open_with(
         path: &Path,
         config: std::sync::Arc<Config>,
-        mode: &'static str,
+        mode: crate::domain::TradingMode,
         durability: Durability,
     ) -> Result<Self, OrderError> {
         let p = path.display().to_string();

@@ -36,7 +36,7 @@ pub struct OrdersSettings {
     /// This process's name in the consumer group; kept across restarts.
     pub consumer: String,
     /// `paper` or `live`.
-    pub mode: &'static str,
+    pub mode: crate::domain::TradingMode,
     /// Batch replays: stop after this long with nothing left to do.
     pub until_idle: Option<Duration>,
     /// How the journal meets the disk ([`crate::orders::Durability::Scratch`] for backtests).
@@ -352,7 +352,7 @@ pub async fn serve(
         .publish(&Event::OrdersStarted {
             consumer: settings.consumer.clone(),
             journal: journal.display().to_string(),
-            mode: settings.mode.to_owned(),
+            mode: settings.mode.as_str().to_owned(),
             kill_switch: om.kill_switch()?,
             price_cursor: cursor.clone(),
         })
@@ -383,7 +383,8 @@ pub async fn serve(
     let mut caught_up_since: Option<tokio::time::Instant> = None;
     // The square-off by the clock is for prices that follow the wall clock (a feed,
     // or a live account); a replay's time is what its prices say, on any machine.
-    let wall_clock = settings.mode == "live" || config.pipelines.iter().any(|p| p.source.is_live());
+    let wall_clock = settings.mode == crate::domain::TradingMode::Live
+        || config.pipelines.iter().any(|p| p.source.is_live());
     let mut heartbeat =
         tokio::time::interval(Duration::from_secs(config.host.heartbeat_secs.max(1)));
     let mut idle_check = tokio::time::interval(Duration::from_millis(200));

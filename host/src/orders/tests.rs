@@ -34,7 +34,12 @@ source = { kind = "redis" }
 
 fn manager(dir: &Path) -> OrderManager {
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), CONFIG).unwrap());
-    OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap()
+    OrderManager::open(
+        &dir.join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap()
 }
 
 /// 2024-01-01 10:00 IST: inside the entry window. Test times are offsets from it.
@@ -780,7 +785,12 @@ fn a_manual_limit_ticket_works_at_its_price_and_a_stop_waits_for_its_trigger_acr
 fn live_manager(dir: &Path) -> OrderManager {
     let text = CONFIG.replacen("id = \"a1\"\n", "id = \"a1\"\nbroker = \"kite\"\n", 1);
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
-    OrderManager::open(&dir.join("journal.sqlite"), config, "live").unwrap()
+    OrderManager::open(
+        &dir.join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Live,
+    )
+    .unwrap()
 }
 
 fn state_of(om: &OrderManager, coid: &str) -> (String, Option<String>) {
@@ -1039,7 +1049,12 @@ fn live_long_manager(dir: &Path) -> OrderManager {
         .replacen("id = \"a1\"\n", "id = \"a1\"\nbroker = \"kite\"\n", 1)
         .replacen("mode = \"both\"", "mode = \"long\"", 1);
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
-    OrderManager::open(&dir.join("journal.sqlite"), config, "live").unwrap()
+    OrderManager::open(
+        &dir.join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Live,
+    )
+    .unwrap()
 }
 
 fn position_of(om: &OrderManager, account: &str) -> Value {
@@ -1357,7 +1372,7 @@ fn a_journal_with_one_fill_per_order_is_carried_over() {
         .unwrap();
     }
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), CONFIG).unwrap());
-    let om = OrderManager::open(&path, config, "paper").unwrap();
+    let om = OrderManager::open(&path, config, crate::domain::TradingMode::Paper).unwrap();
     let rows: Vec<(String, i64, String)> = om
         .db
         .prepare("SELECT client_order_id, seq, price FROM fills ORDER BY rowid")
@@ -1385,7 +1400,12 @@ fn the_daily_loss_breaker_trips_once_lets_exits_pass_and_resets_the_next_day() {
         1,
     );
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap();
     let mut buy = signal(0, "buy");
     buy.stop_loss = Some(dec!(30));
     om.on_signal(&buy).unwrap();
@@ -1494,7 +1514,12 @@ fn two_pipelines_on_one_account_and_instrument_share_its_position() {
         "{CONFIG}\n[[pipelines]]\nid = \"q\"\nplugin = \"ma_crossover.wasm\"\nsymbols = [\"NIFTY\"]\naccounts = [\"a1\"]\nsource = {{ kind = \"redis\" }}\n"
     );
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap();
     om.on_signal(&signal(0, "buy")).unwrap();
     om.on_quotes(&quotes(60_000, dec!(100))).unwrap();
     // q also says buy: a1 already holds its 2, so nothing more is ordered.
@@ -1762,7 +1787,12 @@ fn an_entry_the_broker_refused_does_not_start_the_cooldown() {
         // The cooldown is the pipeline's in an instrument, over its accounts: a1 alone here.
         .replacen("accounts = [\"a1\", \"a2\"]", "accounts = [\"a1\"]", 1);
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "live").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Live,
+    )
+    .unwrap();
     let coid = live_buy(&mut om, 60_000);
     om.on_live_update(&LiveUpdate::Rejected {
         client_order_id: coid,
@@ -1827,7 +1857,12 @@ fn an_intraday_short_trails_the_best_ask_and_a_long_the_best_bid() {
         )
         .replacen("accounts = [\"a1\", \"a2\"]", "accounts = [\"a1\"]", 1);
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap();
     let stop = |om: &OrderManager| -> String {
         om.db
             .query_row("SELECT stop FROM exits WHERE account = 'a1'", [], |r| {
@@ -1893,7 +1928,12 @@ fn manager_on_calendar(dir: &Path, square_off: &str, config: &str) -> OrderManag
         )
     );
     let config = Arc::new(Config::parse(&dir.join("pipelines.toml"), &text).unwrap());
-    OrderManager::open(&dir.join("journal.sqlite"), config, "paper").unwrap()
+    OrderManager::open(
+        &dir.join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap()
 }
 
 /// IST `2024-01-<day> HH:MM` in ms.
@@ -2057,7 +2097,12 @@ source = { kind = "redis" }
 fn an_order_above_the_freeze_quantity_goes_out_in_paced_slices_and_exits_follow_what_filled() {
     let dir = tempfile::tempdir().unwrap();
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), SLICED).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap();
     let option = "NIFTY25APR2422500CE";
     let mut s = signal(0, "buy");
     s.instrument = option.into();
@@ -2193,7 +2238,12 @@ fn a_lot_size_change_between_two_expiries_sizes_each_contract_by_its_own_lot() {
         .replace("lots = 100", "lots = 2")
         .replace("capital = 100000000", "capital = 10000000");
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap();
     let qty_for = |om: &mut OrderManager, instrument: &str, seq: usize| {
         // A second apart: the account's order rate is 2 a second.
         let mut s = signal(i64::try_from(seq).unwrap_or(0) * 1_000, "buy");
@@ -2270,7 +2320,12 @@ fn a_banknifty_position_sized_in_lots_uses_the_masters_lot_for_its_expiry() {
             ),
         );
     let config = Arc::new(Config::parse(&dir.path().join("pipelines.toml"), &text).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap();
     let qty = |om: &mut OrderManager, instrument: &str, seq: usize| -> Option<String> {
         let mut s = signal(i64::try_from(seq).unwrap_or(0) * 1_000, "buy");
         s.instrument = instrument.into();
@@ -2316,7 +2371,12 @@ fn short_options_are_bought_back_on_their_expiry_day_and_late_entries_in_them_re
             1,
         );
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), &text).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap();
     // NIFTY's 4 January 2024 options, on 4 January (a Thursday expiry).
     let (short, long) = ("NIFTY04JAN2421600CE", "NIFTY04JAN2421600PE");
     let on = |instrument: &str, side: &str, hh: u32, mm: u32, seq: usize| {
@@ -2378,7 +2438,12 @@ mod order_types;
 fn a_basket_leg_above_the_freeze_quantity_goes_out_in_slices_and_counts_as_filled_when_all_are() {
     let dir = tempfile::tempdir().unwrap();
     let config = Arc::new(Config::parse(Path::new("pipelines.toml"), SLICED).unwrap());
-    let mut om = OrderManager::open(&dir.path().join("journal.sqlite"), config, "paper").unwrap();
+    let mut om = OrderManager::open(
+        &dir.path().join("journal.sqlite"),
+        config,
+        crate::domain::TradingMode::Paper,
+    )
+    .unwrap();
     let legs = [
         ("NIFTY25APR2422500CE", dec!(100)),
         ("NIFTY25APR2422500PE", dec!(90)),
