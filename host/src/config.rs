@@ -208,6 +208,12 @@ pub enum SquareOffTimes {
 }
 
 impl Account {
+    /// The broker it names (`None` for a name no broker has: refused at load).
+    #[must_use]
+    pub fn kind(&self) -> Option<crate::domain::BrokerKind> {
+        crate::domain::BrokerKind::parse(self.broker.get_ref())
+    }
+
     /// The square-off time (IST minute of a regular day) of `segment`'s intraday
     /// positions: the configured one, or the broker's default — five minutes before
     /// the broker's own auto square-off where it is published (Zerodha squares off
@@ -222,7 +228,13 @@ impl Account {
             (Some(SquareOffTimes::BySegment { derivative, .. }), Segment::Derivative) => {
                 derivative.as_str()
             }
-            (None, Segment::Derivative) if self.broker.get_ref() == "kite" => "15:20",
+            (None, Segment::Derivative)
+                if self
+                    .kind()
+                    .is_some_and(|k| k.capabilities().later_fno_square_off) =>
+            {
+                "15:20"
+            }
             (None, _) => "15:15",
         };
         crate::domain::time::parse_hhmm(text)
@@ -265,9 +277,6 @@ pub struct AccountNotify {
     pub events: Vec<String>,
 }
 
-/// The brokers an account may name.
-pub const BROKERS: [&str; 4] = ["paper", "openalgo", "kite", "upstox"];
-
 /// How an account's live order updates are learned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -278,9 +287,6 @@ pub enum OrderUpdates {
     /// Polled every `[live] poll_ms` only.
     Poll,
 }
-
-/// The brokers whose market-data WebSocket a `broker` source can read.
-pub const FEED_BROKERS: [&str; 3] = ["kite", "upstox", "openalgo"];
 
 /// Every alert kind.
 pub const ALERTS: [&str; 9] = [
@@ -1011,14 +1017,14 @@ impl Config {
                     format!("duplicate account id {:?}", a.id.get_ref()),
                 );
             }
-            if !BROKERS.contains(&a.broker.get_ref().as_str()) {
+            if a.kind().is_none() {
                 return err(
                     a.broker.span().start,
                     format!("accounts[{i}].broker"),
                     format!(
                         "unknown broker {:?}; expected one of {}",
                         a.broker.get_ref(),
-                        BROKERS.join(", ")
+                        crate::domain::BrokerKind::names()
                     ),
                 );
             }
@@ -1079,7 +1085,7 @@ impl Config {
                     );
                 }
             }
-            if a.autoslice && a.broker.get_ref() != "kite" {
+            if a.autoslice && !a.kind().is_some_and(|k| k.capabilities().autoslice) {
                 return err(
                     a.id.span().start,
                     format!("accounts[{i}].autoslice"),
@@ -1302,7 +1308,7 @@ impl Config {
                     ..
                 } if *chain_secs > 0
                     && self.account(account).is_some_and(|a| {
-                        !matches!(a.broker.get_ref().as_str(), "kite" | "upstox" | "openalgo")
+                        !a.kind().is_some_and(|k| k.capabilities().option_chain)
                     }) =>
                 {
                     return err(
@@ -1321,7 +1327,7 @@ impl Config {
                             format!("unknown account {account:?}"),
                         );
                     }
-                    Some(a) if !FEED_BROKERS.contains(&a.broker.get_ref().as_str()) => {
+                    Some(a) if !a.kind().is_some_and(|k| k.capabilities().market_feed) => {
                         return err(
                             a.broker.span().start,
                             format!("pipelines[{i}].source.account"),
@@ -1338,7 +1344,9 @@ impl Config {
         }
         let at = |key: &str| text.find(key).unwrap_or(0);
         for broker in self.live.instruments.keys() {
-            if !matches!(broker.as_str(), "kite" | "upstox") {
+            if !crate::domain::BrokerKind::parse(broker)
+                .is_some_and(|k| k.capabilities().instrument_master)
+            {
                 return err(
                     at("[live"),
                     format!("live.instruments.{broker}"),

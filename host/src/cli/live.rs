@@ -16,6 +16,7 @@ use crate::brokers::{Broker, BrokerError, kite, openalgo, upstox};
 use crate::bus::Bus;
 use crate::bus::events::{Event, Events};
 use crate::config::{Account, Config};
+use crate::domain::BrokerKind;
 
 /// A started router and what it reports.
 pub struct Live {
@@ -42,8 +43,9 @@ fn adapter(
         )
     };
     let base = account.base_url.clone();
-    let broker: Arc<dyn Broker> = match account.broker.get_ref().as_str() {
-        "kite" => {
+    // The registry: the one place an adapter is built for a broker.
+    let broker: Arc<dyn Broker> = match account.kind() {
+        Some(BrokerKind::Kite) => {
             let key = c.api_key.ok_or_else(|| missing("api_key"))?;
             let token = c.access_token.ok_or_else(|| missing("access_token"))?;
             Arc::new(
@@ -56,7 +58,7 @@ fn adapter(
                 .map_err(|e| e.to_string())?,
             )
         }
-        "upstox" => {
+        Some(BrokerKind::Upstox) => {
             let token = c.access_token.ok_or_else(|| missing("access_token"))?;
             Arc::new(
                 upstox::Upstox::new(
@@ -67,7 +69,7 @@ fn adapter(
                 .map_err(|e| e.to_string())?,
             )
         }
-        "openalgo" => {
+        Some(BrokerKind::OpenAlgo) => {
             let key = c.api_key.ok_or_else(|| missing("api_key"))?;
             Arc::new(
                 openalgo::OpenAlgo::new(
@@ -79,7 +81,12 @@ fn adapter(
                 .map_err(|e| e.to_string())?,
             )
         }
-        other => return Err(format!("account {id}: {other} is not a live broker")),
+        Some(BrokerKind::Paper) | None => {
+            return Err(format!(
+                "account {id}: {} is not a live broker",
+                account.broker.get_ref()
+            ));
+        }
     };
     Ok(broker)
 }
@@ -109,7 +116,7 @@ pub async fn connect(
     for account in config
         .accounts
         .iter()
-        .filter(|a| a.broker.get_ref() != "paper")
+        .filter(|a| a.kind() != Some(BrokerKind::Paper))
     {
         match adapter(account, &store, timeout) {
             Ok(b) => asking.push((account, b)),
@@ -196,7 +203,7 @@ pub async fn connect(
     let needed: BTreeSet<&str> = links
         .iter()
         .map(|l| l.broker.name())
-        .filter(|b| matches!(*b, "kite" | "upstox"))
+        .filter(|b| BrokerKind::parse(b).is_some_and(|k| k.capabilities().instrument_master))
         .collect();
     for broker in &needed {
         match config.live.instruments.get(*broker) {
@@ -224,7 +231,7 @@ pub async fn connect(
     let paper: Vec<&str> = config
         .accounts
         .iter()
-        .filter(|a| a.broker.get_ref() == "paper")
+        .filter(|a| a.kind() == Some(BrokerKind::Paper))
         .map(|a| a.id.get_ref().as_str())
         .collect();
     if !paper.is_empty() {

@@ -109,7 +109,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let on_live_brokers: Vec<String> = config
         .accounts
         .iter()
-        .filter(|a| a.broker.get_ref() != "paper")
+        .filter(|a| a.kind() != Some(crate::domain::BrokerKind::Paper))
         .map(|a| format!("{} ({})", a.id.get_ref(), a.broker.get_ref()))
         .collect();
     if mode == TradingMode::Paper && !on_live_brokers.is_empty() {

@@ -2,6 +2,7 @@
 //! DESIGN.md): order side, product, position mode, credentials, money, the
 //! FIFO position and its fill rule, and IST time. Nothing here imports another module of the crate.
 
+pub mod broker;
 pub mod calendar;
 pub mod contracts;
 pub mod learned;
@@ -15,6 +16,7 @@ pub mod time;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use broker::{BrokerKind, Capabilities};
 pub use secret::Secret;
 
 /// Direction of an order.

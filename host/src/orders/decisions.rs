@@ -140,7 +140,7 @@ impl OrderManager {
                 // In live mode an account configured for a broker that is not connected
                 // (added by a reload) must not quietly trade on paper.
                 let unrouted = self.mode == crate::domain::TradingMode::Live
-                    && account.broker.get_ref() != "paper"
+                    && account.kind() != Some(crate::domain::BrokerKind::Paper)
                     && !self.live.contains(account_id);
                 let mut rule = if killed {
                     "kill_switch"

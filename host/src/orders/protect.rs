@@ -31,7 +31,7 @@ pub const PROTECTIVE: &str = "protective-stop";
 
 /// Whether a broker keeps good-till-triggered stops the host can place (each adapter's GTT).
 fn gtt_broker(broker: &str) -> bool {
-    matches!(broker, "kite" | "upstox" | "openalgo")
+    crate::domain::BrokerKind::parse(broker).is_some_and(|k| k.capabilities().gtt)
 }
 
 /// Least exchange time between two modifications of one protective order.
@@ -101,10 +101,9 @@ fn resting(
 /// documented limit (Upstox).
 #[must_use]
 pub fn modify_budget(broker: &str) -> Option<i64> {
-    match broker {
-        "kite" | "openalgo" => Some(25),
-        _ => None,
-    }
+    crate::domain::BrokerKind::parse(broker)?
+        .capabilities()
+        .modification_budget
 }
 
 /// The protective order for a position in `instrument` closed by `side` at `trigger`:
