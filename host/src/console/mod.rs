@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::orders::journal::reads::JournalReader;
 use anyhow::Context as _;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -168,8 +169,6 @@ struct App {
 }
 
 /// An armed exit as the journal keeps it: stop, target, trailing percent, best price.
-type ExitRow = (Option<String>, Option<String>, Option<String>, String);
-
 /// What the console has seen on the bus.
 #[derive(Default)]
 struct Seen {
@@ -420,56 +419,32 @@ impl App {
         for a in &self.config.accounts {
             out.insert(a.id.get_ref().clone(), json!({ "broker": a.broker.get_ref(), "mode": format!("{:?}", a.mode).to_lowercase(), "positions": {}, "realized": "0", "unrealized": "0", "total": "0" }));
         }
-        let Some(db) = self.open_journal()? else {
+        let Some(journal) = JournalReader::open(&self.journal)? else {
             return Ok(Value::Object(out));
         };
-        let mut stmt = db.prepare("SELECT account, instrument, qty, avg_price, realized FROM positions ORDER BY account, instrument")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?;
         let mut sums: HashMap<String, (Decimal, Decimal)> = HashMap::new();
-        for row in rows {
-            let (account, instrument, qty, avg, realized) = row?;
-            // A value the journal cannot hold is an error naming it, never a position of 0.
-            let read = |field: &str, text: &str| {
-                text.parse::<Decimal>().map_err(|_| {
-                    anyhow::anyhow!(
-                        "journal: {account} {instrument}: {field} {text:?} is not a number"
-                    )
-                })
-            };
-            let (q, p, r) = (
-                read("qty", &qty)?,
-                read("avg_price", &avg)?,
-                read("realized", &realized)?,
-            );
-            let mark = last.get(&instrument).copied();
+        for row in journal.positions()? {
+            let (q, p, r) = (row.qty, row.avg_price, row.realized);
+            let mark = last.get(&row.instrument).copied();
             let unrealized = mark
                 .and_then(|m| m.checked_sub(p))
                 .and_then(|d| d.checked_mul(q))
                 .unwrap_or_default();
-            let sum = sums.entry(account.clone()).or_default();
+            let sum = sums.entry(row.account.clone()).or_default();
             sum.0 = sum.0.checked_add(r).unwrap_or(sum.0);
             sum.1 = sum.1.checked_add(unrealized).unwrap_or(sum.1);
             if q.is_zero() {
                 continue;
             }
-            let exit: Option<ExitRow> = db
-                .query_row("SELECT stop, target, trail_pct, best FROM exits WHERE account = ?1 AND instrument = ?2", [&account, &instrument], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .ok();
+            let exit = journal.exit_of(&row.account, &row.instrument)?;
+            let text = |d: Option<Decimal>| d.map(|d| d.to_string());
             let entry = out
-                .entry(account.clone())
+                .entry(row.account.clone())
                 .or_insert_with(|| json!({ "positions": {} }));
-            entry["positions"][&instrument] = json!({
+            entry["positions"][&row.instrument] = json!({
                 "qty": q.normalize().to_string(), "avg_price": p.normalize().to_string(), "last": mark.map(|m| m.normalize().to_string()),
                 "unrealized": unrealized.round_dp(2).normalize().to_string(),
-                "exit": exit.map(|(stop, target, trail, best)| json!({ "stop": stop, "target": target, "trailing_pct": trail, "best": best })),
+                "exit": exit.map(|e| json!({ "stop": text(e.stop), "target": text(e.target), "trailing_pct": text(e.trailing_pct), "best": e.best.to_string() })),
             });
         }
         for (account, (realized, unrealized)) in sums {
@@ -492,72 +467,44 @@ impl App {
 
     /// The latest orders with their state-machine history.
     fn orders(&self) -> anyhow::Result<Vec<Value>> {
-        let Some(db) = self.open_journal()? else {
+        let Some(journal) = JournalReader::open(&self.journal)? else {
             return Ok(Vec::new());
         };
-        let mut stmt = db.prepare(
-            "SELECT client_order_id, account, pipeline, instrument, side, qty, state, fill_price, COALESCE(filled_qty, ''), COALESCE(order_type, 'MARKET'), limit_price, trigger_price, parent, broker_order_id, signal_id
-             FROM orders ORDER BY rowid DESC LIMIT 100",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(json!({
-                "client_order_id": r.get::<_, String>(0)?, "account": r.get::<_, String>(1)?, "pipeline": r.get::<_, String>(2)?, "instrument": r.get::<_, String>(3)?,
-                "side": r.get::<_, String>(4)?, "qty": r.get::<_, String>(5)?, "state": r.get::<_, String>(6)?, "fill_price": r.get::<_, Option<String>>(7)?,
-                "filled_qty": r.get::<_, String>(8)?, "order_type": r.get::<_, String>(9)?, "price": r.get::<_, Option<String>>(10)?, "trigger": r.get::<_, Option<String>>(11)?,
-                "parent": r.get::<_, Option<String>>(12)?, "broker_order_id": r.get::<_, Option<String>>(13)?, "signal_id": r.get::<_, String>(14)?,
-            }))
-        })?;
-        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut history = db.prepare("SELECT from_state, event, to_state, at FROM transitions WHERE client_order_id = ?1 ORDER BY seq")?;
-        for o in &mut out {
-            let coid = o["client_order_id"].as_str().unwrap_or_default().to_owned();
-            let steps = history.query_map([coid], |r| Ok(json!({ "from": r.get::<_, String>(0)?, "event": r.get::<_, String>(1)?, "to": r.get::<_, String>(2)?, "at": r.get::<_, i64>(3)? })))?;
-            o["history"] = Value::Array(steps.collect::<rusqlite::Result<Vec<_>>>()?);
+        let text = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string());
+        let mut out = Vec::new();
+        for o in journal.recent_orders(100)? {
+            let history: Vec<Value> = journal
+                .history(&o.client_order_id)?
+                .into_iter()
+                .map(|t| json!({ "from": t.from, "event": t.event, "to": t.to, "at": t.at }))
+                .collect();
+            out.push(json!({
+                "client_order_id": o.client_order_id, "account": o.account, "pipeline": o.pipeline, "instrument": o.instrument,
+                "side": o.side.as_str(), "qty": o.qty.to_string(), "state": o.state, "fill_price": text(o.fill_price),
+                "filled_qty": text(o.filled_qty).unwrap_or_default(), "order_type": o.order_type, "price": text(o.price), "trigger": text(o.trigger),
+                "parent": o.parent, "broker_order_id": o.broker_order_id, "signal_id": o.signal_id,
+                "history": history,
+            }));
         }
         Ok(out)
     }
 
     /// The level watchers, newest first.
     fn watchers(&self) -> anyhow::Result<Vec<Value>> {
-        let Some(db) = self.open_journal()? else {
+        let Some(journal) = JournalReader::open(&self.journal)? else {
             return Ok(Vec::new());
         };
-        let present: bool = db.query_row(
-            "SELECT COUNT(*) = 1 FROM sqlite_master WHERE name = 'watchers'",
-            [],
-            |r| r.get(0),
-        )?;
-        if !present {
-            return Ok(Vec::new());
-        }
-        let mut stmt = db.prepare("SELECT watch_id, account, instrument, level, up, side, order_instrument, qty, state, fired_ts FROM watchers ORDER BY rowid DESC LIMIT 100")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(json!({
-                "watch_id": r.get::<_, String>(0)?, "account": r.get::<_, String>(1)?, "instrument": r.get::<_, String>(2)?, "level": r.get::<_, String>(3)?,
-                "direction": if r.get::<_, bool>(4)? { "up" } else { "down" }, "side": r.get::<_, String>(5)?, "order_instrument": r.get::<_, String>(6)?,
-                "qty": r.get::<_, String>(7)?, "state": r.get::<_, String>(8)?, "fired_ts": r.get::<_, Option<i64>>(9)?,
-            }))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-
-    fn open_journal(&self) -> anyhow::Result<Option<rusqlite::Connection>> {
-        if !self.journal.exists() {
-            return Ok(None);
-        }
-        let db = rusqlite::Connection::open_with_flags(
-            &self.journal,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .with_context(|| format!("opening {}", self.journal.display()))?;
-        db.busy_timeout(Duration::from_secs(2))?;
-        // A journal that has not made a table yet reads as empty.
-        let ready: bool = db.query_row(
-            "SELECT COUNT(*) = 2 FROM sqlite_master WHERE name IN ('orders', 'positions')",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(ready.then_some(db))
+        Ok(journal
+            .watchers(100)?
+            .into_iter()
+            .map(|w| {
+                json!({
+                    "watch_id": w.watch_id, "account": w.account, "instrument": w.instrument, "level": w.level.to_string(),
+                    "direction": if w.up { "up" } else { "down" }, "side": w.side.as_str(), "order_instrument": w.order_instrument,
+                    "qty": w.qty.to_string(), "state": w.state, "fired_ts": w.fired_ts,
+                })
+            })
+            .collect())
     }
 
     /// The session of a request's cookie, if it is live.

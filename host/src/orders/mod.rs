@@ -23,7 +23,7 @@ mod baskets;
 mod closing;
 mod decisions;
 pub mod exits;
-mod journal;
+pub mod journal;
 mod manual;
 mod paper;
 pub mod protect;

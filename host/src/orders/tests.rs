@@ -2762,3 +2762,63 @@ fn a_resized_stop_keeps_the_brokers_quantity_until_the_broker_takes_the_new_one(
     );
     assert!(om.pending_modifies().unwrap().is_empty());
 }
+
+/// The journal read from outside (the console's view) comes back typed, and a damaged
+/// cell is an error naming its table, column and row, never a zero.
+#[test]
+fn the_journal_reads_back_typed_and_a_bad_cell_names_itself() {
+    use crate::orders::journal::reads::{JournalReader, ReadError};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite");
+    assert!(
+        JournalReader::open(&path).unwrap().is_none(),
+        "no journal yet"
+    );
+    let mut om = manager(dir.path());
+    om.on_signal(&signal(1000, "buy")).unwrap();
+    om.on_quotes(&quotes(2000, dec!(101))).unwrap();
+    let journal = JournalReader::open(&path).unwrap().unwrap();
+    let positions = journal.positions().unwrap();
+    assert_eq!(
+        positions
+            .iter()
+            .map(|p| (p.account.as_str(), p.instrument.as_str(), p.qty))
+            .collect::<Vec<_>>(),
+        vec![("a1", "NIFTY", dec!(2)), ("a2", "NIFTY", dec!(1))]
+    );
+    assert!(positions[0].avg_price > dec!(100), "{positions:?}");
+    let orders = journal.recent_orders(10).unwrap();
+    assert_eq!(orders.len(), 2);
+    assert!(
+        orders
+            .iter()
+            .all(|o| o.side == OrderSide::Buy && o.state == "filled" && o.fill_price.is_some())
+    );
+    let steps: Vec<String> = journal
+        .history(&orders[0].client_order_id)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(
+        steps.last().map(String::as_str),
+        Some("filled"),
+        "{steps:?}"
+    );
+    assert!(journal.watchers(10).unwrap().is_empty());
+
+    // Someone edits the journal by hand.
+    om.db
+        .execute("UPDATE positions SET qty = 'ten' WHERE account = 'a2'", [])
+        .unwrap();
+    let err = journal.positions().unwrap_err();
+    assert!(
+        matches!(&err, ReadError::Corrupt { table: "positions", column: "qty", key, text, .. } if key == "a2 NIFTY" && text == "ten"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .ends_with("positions.qty of a2 NIFTY: \"ten\" is not valid"),
+        "{err}"
+    );
+}

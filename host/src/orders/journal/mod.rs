@@ -4,6 +4,8 @@
 
 use super::*;
 
+pub mod reads;
+
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS signals (
     signal_id TEXT PRIMARY KEY, ts INTEGER NOT NULL, pipeline TEXT NOT NULL, instrument TEXT NOT NULL,
