@@ -2096,22 +2096,7 @@ async fn a_limit_outside_the_options_price_protection_is_refused_on_paper_as_kit
         Duration::from_secs(2),
     )
     .unwrap();
-    let limit_at = |price| OrderRequest {
-        client_order_id: format!("lpp-{price}"),
-        submitted_at: None,
-        symbol: KITE_SYMBOL.into(),
-        segment: Segment::Derivative,
-        token: None,
-        side: OrderSide::Buy,
-        qty: dec!(50),
-        product: Product::Mis,
-        reference_price: Some(dec!(100)),
-        protection_pct: dec!(2),
-        algo_id: None,
-        kind: tradehost::brokers::OrderKind::Limit { price },
-        validity: tradehost::brokers::Validity::Day,
-        autoslice: false,
-    };
+    let limit_at = |price| mis_buy_limit(KITE_SYMBOL, dec!(50), price, dec!(100));
     let far = kite
         .place(&limit_at(dec!(150)))
         .await
@@ -2625,22 +2610,7 @@ async fn a_limit_beyond_the_days_circuit_is_refused_on_paper_as_kite_refuses_it(
         Duration::from_secs(2),
     )
     .unwrap();
-    let limit_at = |price| OrderRequest {
-        client_order_id: format!("band-{price}"),
-        submitted_at: None,
-        symbol: "YESBANK".into(),
-        segment: Segment::Equity,
-        token: None,
-        side: OrderSide::Buy,
-        qty: dec!(100),
-        product: Product::Mis,
-        reference_price: Some(dec!(20.5)),
-        protection_pct: dec!(2),
-        algo_id: None,
-        kind: tradehost::brokers::OrderKind::Limit { price },
-        validity: tradehost::brokers::Validity::Day,
-        autoslice: false,
-    };
+    let limit_at = |price| mis_buy_limit("YESBANK", dec!(100), price, dec!(20.5));
     let live = kite.place(&limit_at(dec!(21.25))).await;
     let Err(BrokerError::Rejected(live_text)) = live else {
         panic!("Kite refuses a limit above the circuit: {live:?}")
@@ -2707,4 +2677,25 @@ async fn a_limit_beyond_the_days_circuit_is_refused_on_paper_as_kite_refuses_it(
     );
     let out = buy_at(&mut om, T + 60_000, dec!(21.21));
     assert!(out.iter().any(|m| m["state"] == "accepted"), "{out:?}");
+}
+
+/// An intraday buy of `qty` `symbol` limited at `price`, the market last at `reference`, as
+/// the router would hand it to an adapter.
+fn mis_buy_limit(symbol: &str, qty: Decimal, price: Decimal, reference: Decimal) -> OrderRequest {
+    OrderRequest {
+        client_order_id: format!("lim-{price}"),
+        submitted_at: None,
+        symbol: symbol.into(),
+        segment: Segment::of(symbol),
+        token: None,
+        side: OrderSide::Buy,
+        qty,
+        product: Product::Mis,
+        reference_price: Some(reference),
+        protection_pct: dec!(2),
+        algo_id: None,
+        kind: tradehost::brokers::OrderKind::Limit { price },
+        validity: tradehost::brokers::Validity::Day,
+        autoslice: false,
+    }
 }
