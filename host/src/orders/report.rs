@@ -6,8 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use rusqlite::Connection;
 use rust_decimal::Decimal;
+
+use super::journal::reads::JournalReader;
+pub use super::journal::reads::SignalRow;
 
 use crate::domain::OrderSide;
 use crate::domain::position::Position;
@@ -84,14 +86,10 @@ pub struct Report {
 /// Read the refused decisions of a journal: account → rule → count.
 ///
 /// # Errors
-/// SQLite failures.
+/// The journal cannot be read.
 pub fn read_refusals(journal: &Path) -> anyhow::Result<BTreeMap<String, BTreeMap<String, usize>>> {
-    let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt =
-        db.prepare("SELECT account, outcome FROM decisions WHERE outcome LIKE 'refused%'")?;
     let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-        let (account, outcome) = row?;
+    for (account, outcome) in JournalReader::open_file(journal)?.refusals()? {
         let rule = outcome
             .split_once('[')
             .and_then(|(_, r)| r.split_once(']'))
@@ -112,76 +110,13 @@ pub fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A signal as the journal recorded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignalRow {
-    /// Its id, `<pipeline>/<plugin>@<version>/<ts>/<n>`.
-    pub signal_id: String,
-    /// Start of the bar whose close produced it.
-    pub ts: i64,
-    /// Pipeline.
-    pub pipeline: String,
-    /// Instrument.
-    pub instrument: String,
-    /// `buy`, `sell` or `exit`.
-    pub side: String,
-    /// The price it was seen at.
-    pub price: Option<Decimal>,
-    /// The strategy's reason.
-    pub reason: String,
-}
-
 /// Read the signals a journal recorded, in time order (none from a journal
 /// kept before signals were recorded).
 ///
 /// # Errors
-/// SQLite failures, or a damaged price.
+/// The journal cannot be read, or a price is damaged.
 pub fn read_signals(journal: &Path) -> anyhow::Result<Vec<SignalRow>> {
-    let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let has: bool = db.query_row(
-        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'signals'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
-        return Ok(Vec::new());
-    }
-    let mut stmt = db.prepare("SELECT ts, pipeline, instrument, side, price, reason, signal_id FROM signals ORDER BY ts, signal_id")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, String>(6)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (ts, pipeline, instrument, side, price, reason, signal_id) = row?;
-        let price = price
-            .map(|p| {
-                p.parse::<Decimal>().map_err(|_| {
-                    anyhow::anyhow!(
-                        "{}: signal {signal_id}: price {p:?} is not a number",
-                        journal.display()
-                    )
-                })
-            })
-            .transpose()?;
-        out.push(SignalRow {
-            signal_id,
-            ts,
-            pipeline,
-            instrument,
-            side,
-            price,
-            reason,
-        });
-    }
-    Ok(out)
+    Ok(JournalReader::open_file(journal)?.signals()?)
 }
 
 /// `signals.csv`, in the columns a single-plugin backtest writes: `ts,instrument,side,price,reason`.
@@ -204,47 +139,24 @@ pub fn signals_csv(rows: &[SignalRow]) -> String {
 /// Read the fills of a journal in the order they happened.
 ///
 /// # Errors
-/// SQLite failures, named with the journal's path.
+/// The journal cannot be read (named with its path), or a fill is damaged.
 pub fn read_fills(journal: &Path) -> anyhow::Result<Vec<FillRow>> {
-    use anyhow::Context as _;
-    let db = Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening {}", journal.display()))?;
-    let mut stmt = db
-        .prepare("SELECT f.account, f.instrument, f.side, f.qty, f.price, f.ts, o.pipeline FROM fills f JOIN orders o USING (client_order_id) ORDER BY f.ts, f.rowid")
-        .with_context(|| format!("{} is not a tradehost journal", journal.display()))?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, i64>(5)?,
-            r.get::<_, String>(6)?,
-        ))
-    })?;
-    let mut fills = Vec::new();
-    for row in rows {
-        let (account, instrument, side, qty, price, ts, source) = row?;
-        fills.push(FillRow {
-            account,
-            instrument,
-            sign: match side.as_str() {
-                "buy" => 1,
-                "sell" => -1,
-                other => anyhow::bail!("fill side {other:?} is neither buy nor sell"),
+    Ok(JournalReader::open_file(journal)?
+        .fills()?
+        .into_iter()
+        .map(|f| FillRow {
+            account: f.account,
+            instrument: f.instrument,
+            sign: match f.side {
+                OrderSide::Buy => 1,
+                OrderSide::Sell => -1,
             },
-            qty: qty
-                .parse()
-                .with_context(|| format!("fill quantity {qty:?}"))?,
-            price: price
-                .parse()
-                .with_context(|| format!("fill price {price:?}"))?,
-            ts,
-            source,
-        });
-    }
-    Ok(fills)
+            qty: f.qty,
+            price: f.price,
+            ts: f.ts,
+            source: f.pipeline,
+        })
+        .collect())
 }
 
 /// FIFO-match the fills into round trips and daily figures, with the one

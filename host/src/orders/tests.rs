@@ -2806,11 +2806,35 @@ fn the_journal_reads_back_typed_and_a_bad_cell_names_itself() {
         "{steps:?}"
     );
     assert!(journal.watchers(10).unwrap().is_empty());
+    let fills = journal.fills().unwrap();
+    assert_eq!(
+        fills
+            .iter()
+            .map(|f| (f.account.as_str(), f.side, f.qty, f.pipeline.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("a1", OrderSide::Buy, dec!(2), "p"),
+            ("a2", OrderSide::Buy, dec!(1), "p")
+        ]
+    );
+    assert_eq!(journal.signals().unwrap().len(), 1);
+    assert!(journal.refusals().unwrap().is_empty());
 
     // Someone edits the journal by hand.
     om.db
         .execute("UPDATE positions SET qty = 'ten' WHERE account = 'a2'", [])
         .unwrap();
+    om.db
+        .execute("UPDATE fills SET price = '' WHERE account = 'a1'", [])
+        .unwrap();
+    assert!(matches!(
+        journal.fills().unwrap_err(),
+        ReadError::Corrupt {
+            table: "fills",
+            column: "price",
+            ..
+        }
+    ));
     let err = journal.positions().unwrap_err();
     assert!(
         matches!(&err, ReadError::Corrupt { table: "positions", column: "qty", key, text, .. } if key == "a2 NIFTY" && text == "ten"),

@@ -141,6 +141,44 @@ pub struct WatcherRow {
     pub fired_ts: Option<i64>,
 }
 
+/// A fill, with what placed its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillRecord {
+    /// The account.
+    pub account: String,
+    /// The instrument.
+    pub instrument: String,
+    /// Buy or sell.
+    pub side: OrderSide,
+    /// Units.
+    pub qty: Decimal,
+    /// Price.
+    pub price: Decimal,
+    /// Exchange time, ms.
+    pub ts: i64,
+    /// The order's pipeline: a pipeline, or `stop-loss`, `square-off`, `flatten`….
+    pub pipeline: String,
+}
+
+/// A signal as the journal recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalRow {
+    /// Its id, `<pipeline>/<plugin>@<version>/<ts>/<n>`.
+    pub signal_id: String,
+    /// Start of the bar whose close produced it.
+    pub ts: i64,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Instrument.
+    pub instrument: String,
+    /// `buy`, `sell` or `exit`.
+    pub side: String,
+    /// The price it was seen at.
+    pub price: Option<Decimal>,
+    /// The strategy's reason.
+    pub reason: String,
+}
+
 /// The journal, read-only.
 pub struct JournalReader {
     db: rusqlite::Connection,
@@ -174,6 +212,24 @@ impl JournalReader {
             .map_err(reader.sqlite())?;
         let ready = reader.has_tables(&["orders", "positions"])?;
         Ok(ready.then_some(reader))
+    }
+
+    /// Open the journal at `path` read-only, whatever it holds (a read of a table it lacks
+    /// is then an error naming the journal): for a report asked of this very file.
+    ///
+    /// # Errors
+    /// SQLite cannot open it.
+    pub fn open_file(path: &Path) -> Result<Self, ReadError> {
+        let db =
+            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|source| ReadError::Sqlite {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+        })
     }
 
     fn sqlite(&self) -> impl Fn(rusqlite::Error) -> ReadError + '_ {
@@ -447,5 +503,104 @@ impl JournalReader {
                 },
             )
             .collect()
+    }
+
+    /// Every fill, in the order it happened.
+    ///
+    /// # Errors
+    /// SQLite fails (a file that is no journal has no `fills`), or a cell is not valid.
+    pub fn fills(&self) -> Result<Vec<FillRecord>, ReadError> {
+        type Raw = ([String; 5], i64, String);
+        let mut stmt = self
+            .db
+            .prepare("SELECT f.account, f.instrument, f.side, f.qty, f.price, f.ts, o.pipeline, f.client_order_id, f.seq FROM fills f JOIN orders o USING (client_order_id) ORDER BY f.ts, f.rowid")
+            .map_err(self.sqlite())?;
+        let raw: Vec<(Raw, String, i64)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    (
+                        [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?],
+                        r.get(5)?,
+                        r.get(6)?,
+                    ),
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(self.sqlite())?;
+        raw.into_iter()
+            .map(
+                |(([account, instrument, side, qty, price], ts, pipeline), coid, seq)| {
+                    let key = format!("{coid} #{seq}");
+                    Ok(FillRecord {
+                        side: self.side(("fills", "side", &key), &side)?,
+                        qty: self.dec(("fills", "qty", &key), &qty)?,
+                        price: self.dec(("fills", "price", &key), &price)?,
+                        account,
+                        instrument,
+                        ts,
+                        pipeline,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// The signals recorded, in time order (none in a journal from before they were).
+    ///
+    /// # Errors
+    /// SQLite fails, or a price is not valid.
+    pub fn signals(&self) -> Result<Vec<SignalRow>, ReadError> {
+        if !self.has_tables(&["signals"])? {
+            return Ok(Vec::new());
+        }
+        type Raw = (i64, [String; 3], Option<String>, String, String);
+        let mut stmt = self
+            .db
+            .prepare("SELECT ts, pipeline, instrument, side, price, reason, signal_id FROM signals ORDER BY ts, signal_id")
+            .map_err(self.sqlite())?;
+        let raw: Vec<Raw> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    [r.get(1)?, r.get(2)?, r.get(3)?],
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(self.sqlite())?;
+        raw.into_iter()
+            .map(
+                |(ts, [pipeline, instrument, side], price, reason, signal_id)| {
+                    Ok(SignalRow {
+                        price: self.opt_dec(("signals", "price", &signal_id), price.as_deref())?,
+                        signal_id,
+                        ts,
+                        pipeline,
+                        instrument,
+                        side,
+                        reason,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// The decisions a risk rule refused: `(account, outcome)`, the outcome naming the rule
+    /// in brackets (`refused [max_positions] …`).
+    ///
+    /// # Errors
+    /// SQLite fails.
+    pub fn refusals(&self) -> Result<Vec<(String, String)>, ReadError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT account, outcome FROM decisions WHERE outcome LIKE 'refused%'")
+            .map_err(self.sqlite())?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(self.sqlite())
     }
 }
