@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::domain::BrokerKind;
 use tokio::sync::{Mutex, watch};
 
 use super::instruments::InstrumentMaster;
@@ -335,9 +336,9 @@ pub fn order_streams(
         };
         // Kite pushes order updates on its ticker, Upstox on its portfolio stream, OpenAlgo on
         // its WebSocket (`subscribe_orders`).
-        let upstox_stream = match broker.name() {
-            "kite" | "openalgo" => None,
-            "upstox" => match upstox_stream(config, a, tokens.clone()) {
+        let upstox_stream = match BrokerKind::parse(broker.name()) {
+            Some(BrokerKind::Kite | BrokerKind::OpenAlgo) => None,
+            Some(BrokerKind::Upstox) => match upstox_stream(config, a, tokens.clone()) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     on_event(Event::feed_error(format!("order stream of {account}"), e));
@@ -560,8 +561,8 @@ async fn chain_source(
     let c = store.credentials(account, &name);
     let timeout = std::time::Duration::from_millis(config.live.timeout_ms);
     let handed_over = overridden(tokens, account);
-    let broker = match a.broker.get_ref().as_str() {
-        "upstox" => {
+    let broker = match a.kind() {
+        Some(BrokerKind::Upstox) => {
             let key = tokens_from_master(
                 config,
                 master,
@@ -578,7 +579,7 @@ async fn chain_source(
                 .ok_or_else(|| format!("account {account}: option chains need an access_token"))?;
             ChainBroker::Upstox(upstox_adapter(config, a, token)?, key)
         }
-        "openalgo" => {
+        Some(BrokerKind::OpenAlgo) => {
             let key = handed_over
                 .or(c.api_key)
                 .ok_or_else(|| format!("account {account}: option chains need an api_key"))?;
@@ -591,7 +592,7 @@ async fn chain_source(
                     .map_err(|e| e.to_string())?,
             ))
         }
-        "kite" => {
+        Some(BrokerKind::Kite) => {
             // The master gives the contracts; it is loaded as a kite feed loads it.
             tokens_from_master(
                 config,
@@ -626,9 +627,10 @@ async fn chain_source(
                 spot,
             )
         }
-        other => {
+        Some(BrokerKind::Paper) | None => {
             return Err(format!(
-                "account {account}: option chains are read from kite, upstox and openalgo accounts, not {other}"
+                "account {account}: option chains are read from kite, upstox and openalgo accounts, not {}",
+                a.broker.get_ref()
             ));
         }
     };

@@ -86,22 +86,30 @@ impl Wire {
     /// The wire of `broker` (a name from `[[accounts]] broker`), if it has a feed here.
     #[must_use]
     pub fn of(broker: &str) -> Option<Self> {
-        match broker {
-            "kite" => Some(Self::Kite),
-            "upstox" => Some(Self::Upstox),
-            "openalgo" => Some(Self::OpenAlgo),
-            _ => None,
+        use crate::domain::BrokerKind;
+        match BrokerKind::parse(broker)? {
+            BrokerKind::Kite => Some(Self::Kite),
+            BrokerKind::Upstox => Some(Self::Upstox),
+            BrokerKind::OpenAlgo => Some(Self::OpenAlgo),
+            BrokerKind::Paper => None,
+        }
+    }
+
+    /// The broker it is the feed of.
+    #[must_use]
+    pub fn broker(self) -> crate::domain::BrokerKind {
+        use crate::domain::BrokerKind;
+        match self {
+            Self::Kite => BrokerKind::Kite,
+            Self::Upstox => BrokerKind::Upstox,
+            Self::OpenAlgo => BrokerKind::OpenAlgo,
         }
     }
 
     /// Its name.
     #[must_use]
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Kite => "kite",
-            Self::Upstox => "upstox",
-            Self::OpenAlgo => "openalgo",
-        }
+        self.broker().as_str()
     }
 
     /// Least time between two historical-data requests (the read-back of missed bars):
