@@ -1372,9 +1372,12 @@ impl OrderManager {
                 .entry(quote.instrument.clone())
                 .or_insert((q.ts, quote.close));
             if q.ts >= entry.0 {
+                // The first price of a later day makes the day before's last its close.
+                if crate::domain::time::ist_day(q.ts) > crate::domain::time::ist_day(entry.0) {
+                    self.closes.insert(quote.instrument.clone(), entry.1);
+                }
                 *entry = (q.ts, quote.close);
             }
-            paper::note_close(&mut self.closes, &quote.instrument, q.ts, quote.close);
             let recent = self.recent.entry(quote.instrument.clone()).or_default();
             if recent.back().is_none_or(|b| q.ts > b.ts) {
                 if recent.len() == RECENT_PRICES {

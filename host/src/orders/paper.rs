@@ -155,44 +155,9 @@ pub(super) fn work_open_orders(
     Ok((filled, moved, refusals))
 }
 
-/// An instrument's closes as prices come: the last price of the day it last traded, and
-/// the close of the trading day before that (the reference of its daily price band).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct DayClose {
-    day: i64,
-    last: Decimal,
-    prev: Option<Decimal>,
-}
-
-/// Each instrument's [`DayClose`].
-pub(super) type Closes = HashMap<String, DayClose>;
-
-/// Take in `price` of `instrument` at `ts`: a price of a later day makes the last one
-/// seen its previous close. An earlier day's price (a replay behind) changes nothing.
-pub(super) fn note_close(closes: &mut Closes, instrument: &str, ts: i64, price: Decimal) {
-    let day = crate::domain::time::ist_day(ts);
-    match closes.get_mut(instrument) {
-        Some(c) if day > c.day => {
-            *c = DayClose {
-                day,
-                last: price,
-                prev: Some(c.last),
-            };
-        }
-        Some(c) if day == c.day => c.last = price,
-        Some(_) => {}
-        None => {
-            closes.insert(
-                instrument.to_owned(),
-                DayClose {
-                    day,
-                    last: price,
-                    prev: None,
-                },
-            );
-        }
-    }
-}
+/// Each instrument's previous close: the last price of the trading day before the one it
+/// last traded (the reference of its daily price band), kept as prices come.
+pub(super) type Closes = HashMap<String, Decimal>;
 
 /// What the paper venue knows of `instrument` when it takes an order: its tick, lot and
 /// freeze quantity, and today's circuit limits where the rules give its price band and a
@@ -204,7 +169,7 @@ pub(super) fn facts_of(
 ) -> crate::domain::order::ContractFacts {
     let tick = crate::domain::money::known_tick(instrument);
     let circuit = rules.band_pct(instrument).and_then(|pct| {
-        let prev = closes.get(instrument)?.prev?;
+        let prev = *closes.get(instrument)?;
         crate::domain::order::circuit_limits(prev, pct, tick.unwrap_or(crate::domain::money::TICK))
     });
     crate::domain::order::ContractFacts {
