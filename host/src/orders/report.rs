@@ -9,30 +9,11 @@ use std::path::Path;
 use rust_decimal::Decimal;
 
 use super::journal::reads::JournalReader;
-pub use super::journal::reads::SignalRow;
+pub use super::journal::reads::{FillRow, SignalRow};
 
 use crate::domain::OrderSide;
 use crate::domain::position::Position;
 use crate::domain::time::{format_iso_ist, ist_day};
-
-/// One fill from the journal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FillRow {
-    /// Account.
-    pub account: String,
-    /// Instrument.
-    pub instrument: String,
-    /// +1 buy, −1 sell.
-    pub sign: i8,
-    /// Units.
-    pub qty: Decimal,
-    /// Price.
-    pub price: Decimal,
-    /// Exchange time, ms.
-    pub ts: i64,
-    /// What placed the order: a pipeline, or `stop-loss`, `square-off`, `flatten`…
-    pub source: String,
-}
 
 /// A matched entry and exit (FIFO).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,22 +122,7 @@ pub fn signals_csv(rows: &[SignalRow]) -> String {
 /// # Errors
 /// The journal cannot be read (named with its path), or a fill is damaged.
 pub fn read_fills(journal: &Path) -> anyhow::Result<Vec<FillRow>> {
-    Ok(JournalReader::open_file(journal)?
-        .fills()?
-        .into_iter()
-        .map(|f| FillRow {
-            account: f.account,
-            instrument: f.instrument,
-            sign: match f.side {
-                OrderSide::Buy => 1,
-                OrderSide::Sell => -1,
-            },
-            qty: f.qty,
-            price: f.price,
-            ts: f.ts,
-            source: f.pipeline,
-        })
-        .collect())
+    Ok(JournalReader::open_file(journal)?.fills()?)
 }
 
 /// FIFO-match the fills into round trips and daily figures, with the one

@@ -2810,12 +2810,9 @@ fn the_journal_reads_back_typed_and_a_bad_cell_names_itself() {
     assert_eq!(
         fills
             .iter()
-            .map(|f| (f.account.as_str(), f.side, f.qty, f.pipeline.as_str()))
+            .map(|f| (f.account.as_str(), f.sign, f.qty, f.source.as_str()))
             .collect::<Vec<_>>(),
-        vec![
-            ("a1", OrderSide::Buy, dec!(2), "p"),
-            ("a2", OrderSide::Buy, dec!(1), "p")
-        ]
+        vec![("a1", 1, dec!(2), "p"), ("a2", 1, dec!(1), "p")]
     );
     assert_eq!(journal.signals().unwrap().len(), 1);
     assert!(journal.refusals().unwrap().is_empty());

@@ -141,23 +141,23 @@ pub struct WatcherRow {
     pub fired_ts: Option<i64>,
 }
 
-/// A fill, with what placed its order.
+/// One fill from the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FillRecord {
-    /// The account.
+pub struct FillRow {
+    /// Account.
     pub account: String,
-    /// The instrument.
+    /// Instrument.
     pub instrument: String,
-    /// Buy or sell.
-    pub side: OrderSide,
+    /// +1 buy, −1 sell.
+    pub sign: i8,
     /// Units.
     pub qty: Decimal,
     /// Price.
     pub price: Decimal,
     /// Exchange time, ms.
     pub ts: i64,
-    /// The order's pipeline: a pipeline, or `stop-loss`, `square-off`, `flatten`….
-    pub pipeline: String,
+    /// What placed the order: a pipeline, or `stop-loss`, `square-off`, `flatten`…
+    pub source: String,
 }
 
 /// A signal as the journal recorded it.
@@ -509,7 +509,7 @@ impl JournalReader {
     ///
     /// # Errors
     /// SQLite fails (a file that is no journal has no `fills`), or a cell is not valid.
-    pub fn fills(&self) -> Result<Vec<FillRecord>, ReadError> {
+    pub fn fills(&self) -> Result<Vec<FillRow>, ReadError> {
         type Raw = ([String; 5], i64, String);
         let mut stmt = self
             .db
@@ -533,14 +533,17 @@ impl JournalReader {
             .map(
                 |(([account, instrument, side, qty, price], ts, pipeline), coid, seq)| {
                     let key = format!("{coid} #{seq}");
-                    Ok(FillRecord {
-                        side: self.side(("fills", "side", &key), &side)?,
+                    Ok(FillRow {
+                        sign: match self.side(("fills", "side", &key), &side)? {
+                            OrderSide::Buy => 1,
+                            OrderSide::Sell => -1,
+                        },
                         qty: self.dec(("fills", "qty", &key), &qty)?,
                         price: self.dec(("fills", "price", &key), &price)?,
                         account,
                         instrument,
                         ts,
-                        pipeline,
+                        source: pipeline,
                     })
                 },
             )
