@@ -1344,9 +1344,7 @@ impl Config {
         }
         let at = |key: &str| text.find(key).unwrap_or(0);
         for broker in self.live.instruments.keys() {
-            if !crate::domain::BrokerKind::parse(broker)
-                .is_some_and(|k| k.capabilities().instrument_master)
-            {
+            if !crate::domain::Capabilities::of(broker).is_some_and(|c| c.instrument_master) {
                 return err(
                     at("[live"),
                     format!("live.instruments.{broker}"),

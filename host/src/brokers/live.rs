@@ -496,9 +496,7 @@ impl LiveRouter {
             return Ok(Vec::new());
         };
         let mut ours = HashMap::new();
-        if crate::domain::BrokerKind::parse(broker.name())
-            .is_some_and(|k| k.capabilities().instrument_master)
-        {
+        if crate::domain::Capabilities::of(broker.name()).is_some_and(|c| c.instrument_master) {
             for symbol in journal.keys() {
                 if let Ok(Some(i)) = self
                     .master
@@ -953,9 +951,7 @@ impl Worker {
         let segment = Segment::of(&o.instrument);
         let broker = self.link.broker.name();
         let (mut token, mut broker_symbol) = (None, None);
-        if crate::domain::BrokerKind::parse(broker)
-            .is_some_and(|k| k.capabilities().instrument_master)
-        {
+        if crate::domain::Capabilities::of(broker).is_some_and(|c| c.instrument_master) {
             match self.master.resolve(broker, segment, &o.instrument).await {
                 Ok(Some(i)) => {
                     if !crate::domain::order::whole_lots(o.qty, i.lot_size) {

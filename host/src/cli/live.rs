@@ -16,7 +16,7 @@ use crate::brokers::{Broker, BrokerError, kite, openalgo, upstox};
 use crate::bus::Bus;
 use crate::bus::events::{Event, Events};
 use crate::config::{Account, Config};
-use crate::domain::BrokerKind;
+use crate::domain::{BrokerKind, Capabilities};
 
 /// A started router and what it reports.
 pub struct Live {
@@ -203,7 +203,7 @@ pub async fn connect(
     let needed: BTreeSet<&str> = links
         .iter()
         .map(|l| l.broker.name())
-        .filter(|b| BrokerKind::parse(b).is_some_and(|k| k.capabilities().instrument_master))
+        .filter(|b| Capabilities::of(b).is_some_and(|c| c.instrument_master))
         .collect();
     for broker in &needed {
         match config.live.instruments.get(*broker) {

@@ -43,6 +43,14 @@ pub struct Capabilities {
     pub later_fno_square_off: bool,
 }
 
+impl Capabilities {
+    /// What the broker named `name` can do (`None`: no broker has that name).
+    #[must_use]
+    pub fn of(name: &str) -> Option<Self> {
+        BrokerKind::parse(name).map(BrokerKind::capabilities)
+    }
+}
+
 impl BrokerKind {
     /// Every broker, in the order the configuration's errors list them.
     pub const ALL: [Self; 4] = [Self::Paper, Self::OpenAlgo, Self::Kite, Self::Upstox];
@@ -127,6 +135,11 @@ mod tests {
             assert_eq!(BrokerKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(BrokerKind::parse("zerodha"), None);
+        assert_eq!(
+            Capabilities::of("kite"),
+            Some(BrokerKind::Kite.capabilities())
+        );
+        assert_eq!(Capabilities::of("zerodha"), None);
         assert_eq!(BrokerKind::parse("Kite"), None);
         assert_eq!(BrokerKind::names(), "paper, openalgo, kite, upstox");
     }

@@ -31,7 +31,7 @@ pub const PROTECTIVE: &str = "protective-stop";
 
 /// Whether a broker keeps good-till-triggered stops the host can place (each adapter's GTT).
 fn gtt_broker(broker: &str) -> bool {
-    crate::domain::BrokerKind::parse(broker).is_some_and(|k| k.capabilities().gtt)
+    crate::domain::Capabilities::of(broker).is_some_and(|c| c.gtt)
 }
 
 /// Least exchange time between two modifications of one protective order.
@@ -101,9 +101,7 @@ fn resting(
 /// documented limit (Upstox).
 #[must_use]
 pub fn modify_budget(broker: &str) -> Option<i64> {
-    crate::domain::BrokerKind::parse(broker)?
-        .capabilities()
-        .modification_budget
+    crate::domain::Capabilities::of(broker)?.modification_budget
 }
 
 /// The protective order for a position in `instrument` closed by `side` at `trigger`:
